@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proto: herd's wire protocol as pure functions. Newline-delimited JSON-RPC
+ * 2.0: an incremental reader with hard limits, an output queue that survives
+ * partial writes, message builders and validators, and the error code table.
+ *
+ * Nothing here performs I/O or knows about an event loop, so every function can
+ * be unit-tested and fuzzed. JSON values follow jansson's ownership words:
+ * "borrowed" (the caller keeps its reference), "new reference" (the caller
+ * must json_decref), "stolen" (the callee takes the reference, even on failure).
+ */
+#ifndef HERD_PROTO_H
+#define HERD_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include <jansson.h>
+
+#include "herd/protocol.h"
+
+/* ---- error table (errors.c) ---- */
+
+/* Stable snake_case name of a code ("worker_not_found"), or NULL if unknown. */
+const char *proto_error_name(int code);
+/* Code for a stable name, or 0 if unknown. */
+int proto_error_code(const char *name);
+
+/* ---- incremental reader (reader.c) ---- */
+
+/*
+ * One reader per connection. Bytes go in with proto_reader_feed() in any split;
+ * whole messages come out of proto_reader_next(). A message longer than
+ * max_message (newline excluded) is reported once it is certain, without
+ * buffering more than max_message + 1 bytes of it.
+ */
+struct proto_reader {
+	char *buf;
+	size_t len;	    /* bytes held */
+	size_t cap;	    /* bytes allocated */
+	size_t start;	    /* first unconsumed byte */
+	size_t scanned;	    /* bytes after start already known to hold no newline */
+	size_t max_message; /* limit, newline excluded */
+	unsigned max_depth;
+	bool failed; /* a violation was reported; the stream cannot be resynchronised */
+};
+
+/* What went wrong with an incoming message. code is a HERD_E_* value. */
+struct proto_error {
+	int code;
+	char text[160];
+};
+
+void proto_reader_init(struct proto_reader *r, size_t max_message, unsigned max_depth);
+void proto_reader_free(struct proto_reader *r);
+
+/*
+ * Copies len bytes into the reader. Returns 0, -ENOMEM, or -EPROTO once the
+ * reader has failed (a violation was taken out with proto_reader_next()).
+ */
+int proto_reader_feed(struct proto_reader *r, const void *data, size_t len);
+
+/*
+ * Takes out the next whole message. Returns 1 with *ret set (a new reference,
+ * always a JSON object), 0 when more bytes are needed, or -EBADMSG with *err
+ * filled for a violation: HERD_E_MESSAGE_TOO_LARGE, HERD_E_TOO_DEEP,
+ * HERD_E_PARSE_ERROR, HERD_E_DUPLICATE_KEY, HERD_E_INVALID_UTF8,
+ * HERD_E_NUL_BYTE, HERD_E_INVALID_REQUEST (valid JSON that is not an object).
+ * Every violation is final: the reader stays failed. Empty lines are skipped.
+ */
+int proto_reader_next(struct proto_reader *r, json_t **ret, struct proto_error *err);
+
+/*
+ * Checks that text[0..len) nests no deeper than max_depth, skipping strings.
+ * Returns 0 or -E2BIG. Exposed for tests and for callers parsing whole texts.
+ */
+int proto_check_depth(const char *text, size_t len, unsigned max_depth);
+
+/*
+ * Parses one complete message text (no newline) with the same checks as the
+ * reader. Returns 0 with *ret a new reference, or -EBADMSG with *err filled.
+ */
+int proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth,
+    json_t **ret, struct proto_error *err);
+
+/* ---- output queue (outq.c) ---- */
+
+/*
+ * Bytes waiting to be written to a non-blocking socket, kept as a list of
+ * chunks. The caller fills an iovec with proto_outq_peek(), writes it, and
+ * reports what the kernel took with proto_outq_consume(). The queue refuses to
+ * grow past cap bytes so a peer that never reads cannot exhaust memory.
+ */
+struct proto_chunk;
+struct proto_outq {
+	struct proto_chunk *head;
+	struct proto_chunk *tail;
+	size_t bytes; /* queued, not yet consumed */
+	size_t cap;
+};
+
+void proto_outq_init(struct proto_outq *q, size_t cap);
+void proto_outq_free(struct proto_outq *q);
+/* Appends a copy of data. Returns 0, -ENOBUFS if bytes + len > cap, or -ENOMEM. */
+int proto_outq_push(struct proto_outq *q, const void *data, size_t len);
+/* Fills up to n iovecs with queued data, returns how many. */
+int proto_outq_peek(const struct proto_outq *q, struct iovec *iov, int n);
+/* Drops the first n queued bytes (n <= bytes). */
+void proto_outq_consume(struct proto_outq *q, size_t n);
+static inline bool
+proto_outq_empty(const struct proto_outq *q)
+{
+	return q->bytes == 0;
+}
+
+/*
+ * Encodes msg (borrowed) as one compact line ending in "\n" and appends it.
+ * Returns 0, -EMSGSIZE if the text is longer than max_message, -ENOBUFS if
+ * the queue is full, -ENOMEM, or -EINVAL if msg cannot be encoded.
+ */
+int proto_outq_push_json(struct proto_outq *q, const json_t *msg, size_t max_message);
+
+/* ---- messages (msg.c) ---- */
+
+enum proto_kind {
+	PROTO_REQUEST,	    /* method + id */
+	PROTO_NOTIFICATION, /* method, no id */
+	PROTO_RESULT,	    /* id + result */
+	PROTO_ERROR,	    /* id + error {code, message, data?} */
+};
+
+/* A validated message; every pointer is borrowed from the message object. */
+struct proto_msg {
+	enum proto_kind kind;
+	json_t *id;	    /* integer, string or null; NULL for notifications */
+	const char *method; /* requests and notifications */
+	json_t *params;	    /* object, array, or NULL when absent */
+	json_t *result;	    /* PROTO_RESULT */
+	int error_code;	    /* PROTO_ERROR */
+	const char *error_message;
+	json_t *error_data; /* may be NULL */
+};
+
+/*
+ * Validates msg (borrowed) as a JSON-RPC 2.0 message and fills *out. Returns 0
+ * or -EBADMSG with *err = HERD_E_INVALID_REQUEST and a text naming the fault
+ * (missing "jsonrpc", wrong id type, both result and error, extra members...).
+ */
+int proto_msg_parse(json_t *msg, struct proto_msg *out, struct proto_error *err);
+
+/* Builders. Each returns a new reference or NULL on ENOMEM; params/result/data are stolen. */
+json_t *proto_request(json_t *id, const char *method, json_t *params); /* id borrowed */
+json_t *proto_request_int(int64_t id, const char *method, json_t *params);
+json_t *proto_notification(const char *method, json_t *params);
+json_t *proto_result(json_t *id, json_t *result); /* id borrowed; NULL id means null */
+/* An error reply; message may be NULL (the code's name is used), data may be NULL. */
+json_t *proto_error(json_t *id, int code, const char *message, json_t *data);
+json_t *proto_errorf(json_t *id, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Unpacks params (borrowed, NULL treated as {}) with json_unpack_ex and
+ * JSON_STRICT so unknown members are refused. Returns 0 or -EINVAL with
+ * err = HERD_E_INVALID_PARAMS and jansson's text.
+ */
+int proto_unpack(json_t *params, struct proto_error *err, const char *fmt, ...);
+
+#endif
