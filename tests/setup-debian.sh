@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs what building and testing herd needs on Debian 12, only if missing.
+# Run as root, or with sudo available; a no-op when everything is there.
+set -eu
+
+pkgs="gcc libc6-dev pkg-config meson ninja-build libev-dev libjansson-dev
+libsystemd-dev check valgrind socat jq clang-format systemd procps strace
+python3 git"
+
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+	as_root=""
+elif command -v sudo >/dev/null 2>&1; then
+	as_root="sudo"
+else
+	echo "setup-debian: missing packages:$missing (run as root or install sudo)" >&2
+	exit 1
+fi
+echo "setup-debian: installing$missing"
+$as_root apt-get update -qq
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq --no-install-recommends $missing
