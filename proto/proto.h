@@ -27,6 +27,9 @@
 const char *proto_error_name(int code);
 /* Code for a stable name, or 0 if unknown. */
 int proto_error_code(const char *name);
+/* The table's size and its i-th code (0 past the end), to walk every code. */
+size_t proto_error_count(void);
+int proto_error_code_at(size_t i);
 
 /* ---- incremental reader (reader.c) ---- */
 
@@ -38,10 +41,10 @@ int proto_error_code(const char *name);
  */
 struct proto_reader {
 	char *buf;
-	size_t len;	    /* bytes held */
-	size_t cap;	    /* bytes allocated */
-	size_t start;	    /* first unconsumed byte */
-	size_t scanned;	    /* bytes after start already known to hold no newline */
+	size_t len; /* bytes held */
+	size_t cap; /* bytes allocated */
+	size_t start; /* first unconsumed byte */
+	size_t scanned; /* bytes after start that form whole lines; the rest is one partial line */
 	size_t max_message; /* limit, newline excluded */
 	unsigned max_depth;
 	bool failed; /* a violation was reported; the stream cannot be resynchronised */
@@ -68,7 +71,9 @@ int proto_reader_feed(struct proto_reader *r, const void *data, size_t len);
  * filled for a violation: HERD_E_MESSAGE_TOO_LARGE, HERD_E_TOO_DEEP,
  * HERD_E_PARSE_ERROR, HERD_E_DUPLICATE_KEY, HERD_E_INVALID_UTF8,
  * HERD_E_NUL_BYTE, HERD_E_INVALID_REQUEST (valid JSON that is not an object).
- * Every violation is final: the reader stays failed. Empty lines are skipped.
+ * Every violation is final: the reader stays failed and later calls return
+ * -EPROTO. Empty lines (and lines of JSON whitespace, such as a lone "\r")
+ * are skipped; a "\r" before the "\n" counts towards max_message.
  */
 int proto_reader_next(struct proto_reader *r, json_t **ret, struct proto_error *err);
 
@@ -79,11 +84,17 @@ int proto_reader_next(struct proto_reader *r, json_t **ret, struct proto_error *
 int proto_check_depth(const char *text, size_t len, unsigned max_depth);
 
 /*
+ * Checks an encoded text for what a receiver refuses beyond size and UTF-8:
+ * nesting past max_depth (-E2BIG) or the escape \u0000 in a string (-EILSEQ).
+ */
+int proto_check_text(const char *text, size_t len, unsigned max_depth);
+
+/*
  * Parses one complete message text (no newline) with the same checks as the
  * reader. Returns 0 with *ret a new reference, or -EBADMSG with *err filled.
  */
-int proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth,
-    json_t **ret, struct proto_error *err);
+int proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth, json_t **ret,
+    struct proto_error *err);
 
 /* ---- output queue (outq.c) ---- */
 
@@ -118,27 +129,30 @@ proto_outq_empty(const struct proto_outq *q)
 /*
  * Encodes msg (borrowed) as one compact line ending in "\n" and appends it.
  * Returns 0, -EMSGSIZE if the text is longer than max_message, -ENOBUFS if
- * the queue is full, -ENOMEM, or -EINVAL if msg cannot be encoded.
+ * the queue is full, -ENOMEM, or -EINVAL if msg is not an object or cannot be
+ * encoded, or if the peer would refuse it: nested past HERD_MAX_DEPTH or
+ * holding a NUL character (which JSON would carry as \u0000). Nothing is
+ * queued on failure.
  */
 int proto_outq_push_json(struct proto_outq *q, const json_t *msg, size_t max_message);
 
 /* ---- messages (msg.c) ---- */
 
 enum proto_kind {
-	PROTO_REQUEST,	    /* method + id */
+	PROTO_REQUEST, /* method + id */
 	PROTO_NOTIFICATION, /* method, no id */
-	PROTO_RESULT,	    /* id + result */
-	PROTO_ERROR,	    /* id + error {code, message, data?} */
+	PROTO_RESULT, /* id + result */
+	PROTO_ERROR, /* id + error {code, message, data?} */
 };
 
 /* A validated message; every pointer is borrowed from the message object. */
 struct proto_msg {
 	enum proto_kind kind;
-	json_t *id;	    /* integer, string or null; NULL for notifications */
+	json_t *id; /* integer, string or null; NULL for notifications */
 	const char *method; /* requests and notifications */
-	json_t *params;	    /* object, array, or NULL when absent */
-	json_t *result;	    /* PROTO_RESULT */
-	int error_code;	    /* PROTO_ERROR */
+	json_t *params; /* object, array, or NULL when absent */
+	json_t *result; /* PROTO_RESULT */
+	int error_code; /* PROTO_ERROR */
 	const char *error_message;
 	json_t *error_data; /* may be NULL */
 };
@@ -154,8 +168,15 @@ int proto_msg_parse(json_t *msg, struct proto_msg *out, struct proto_error *err)
 json_t *proto_request(json_t *id, const char *method, json_t *params); /* id borrowed */
 json_t *proto_request_int(int64_t id, const char *method, json_t *params);
 json_t *proto_notification(const char *method, json_t *params);
-json_t *proto_result(json_t *id, json_t *result); /* id borrowed; NULL id means null */
-/* An error reply; message may be NULL (the code's name is used), data may be NULL. */
+/* id borrowed, NULL id means null; result NULL is taken as a failed allocation (returns NULL). */
+json_t *proto_result(json_t *id, json_t *result);
+/*
+ * An error reply; message may be NULL (the code's name is used), data may be
+ * NULL. "data" always ends up an object carrying "name", the code's name
+ * ("unknown" for a code outside the table): an object is extended (copied
+ * first if shared), anything else is wrapped as {"name": ..., "detail": data}.
+ * id borrowed, NULL means null.
+ */
 json_t *proto_error(json_t *id, int code, const char *message, json_t *data);
 json_t *proto_errorf(json_t *id, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

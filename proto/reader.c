@@ -1,0 +1,404 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The incremental line reader and the checks every incoming message passes
+ * before jansson sees it: size, NUL bytes, UTF-8, nesting depth. Each check
+ * has its own error code so a peer learns exactly what it did wrong.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+
+/* Buffers that grew past this are freed once drained, so one big message does not pin memory. */
+#define READER_KEEP_CAP (64u * 1024u)
+#define READER_MIN_CAP  4096u
+
+static void __attribute__((format(printf, 3, 4)))
+set_error(struct proto_error *err, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err)
+		return;
+	err->code = code;
+	va_start(ap, fmt);
+	vsnprintf(err->text, sizeof(err->text), fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past
+ * U+10FFFF, no truncated sequences. Returns the offset of the first bad byte,
+ * or len when the text is valid.
+ */
+static size_t
+utf8_check(const unsigned char *s, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned c = s[i];
+		unsigned lo = 0x80, hi = 0xbf;
+		size_t need;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			need = 1;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			need = 2;
+			if (c == 0xe0)
+				lo = 0xa0; /* shorter forms are overlong */
+			else if (c == 0xed)
+				hi = 0x9f; /* U+D800..U+DFFF are surrogates */
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			need = 3;
+			if (c == 0xf0)
+				lo = 0x90;
+			else if (c == 0xf4)
+				hi = 0x8f; /* nothing above U+10FFFF */
+		} else {
+			return i; /* a stray continuation byte, C0, C1 or F5..FF */
+		}
+		if (len - i - 1 < need || s[i + 1] < lo || s[i + 1] > hi)
+			return i;
+		for (size_t k = 2; k <= need; k++)
+			if ((s[i + k] & 0xc0) != 0x80)
+				return i;
+		i += need + 1;
+	}
+	return len;
+}
+
+/*
+ * One pass over the text outside and inside strings: counts bracket depth
+ * (brackets inside strings do not count) and, when asked, finds the escape
+ * \u0000, which jansson would otherwise turn into a NUL inside a string.
+ * Returns 0, HERD_E_TOO_DEEP or HERD_E_NUL_BYTE with *pos at the culprit.
+ */
+static int
+scan_text(const char *s, size_t len, unsigned max_depth, bool check_nul, size_t *pos)
+{
+	unsigned depth = 0;
+	bool in_string = false;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+
+		if (in_string) {
+			if (c == '"') {
+				in_string = false;
+			} else if (c == '\\') {
+				if (check_nul && len - i > 5 && s[i + 1] == 'u' &&
+				    memcmp(s + i + 2, "0000", 4) == 0) {
+					*pos = i;
+					return HERD_E_NUL_BYTE;
+				}
+				i++; /* the escaped character cannot end the string */
+			}
+			continue;
+		}
+		switch (c) {
+		case '"':
+			in_string = true;
+			break;
+		case '[':
+		case '{':
+			if (++depth > max_depth) {
+				*pos = i;
+				return HERD_E_TOO_DEEP;
+			}
+			break;
+		case ']':
+		case '}':
+			/* Unbalanced text is jansson's to report. */
+			if (depth > 0)
+				depth--;
+			break;
+		default:
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Checks nesting depth only; brackets inside strings do not count. */
+int
+proto_check_depth(const char *text, size_t len, unsigned max_depth)
+{
+	size_t pos;
+
+	return scan_text(text, len, max_depth, false, &pos) ? -E2BIG : 0;
+}
+
+/* Checks an encoded text for what a peer would refuse: too deep, or \u0000. */
+int
+proto_check_text(const char *text, size_t len, unsigned max_depth)
+{
+	size_t pos;
+
+	switch (scan_text(text, len, max_depth, true, &pos)) {
+	case HERD_E_TOO_DEEP:
+		return -E2BIG;
+	case HERD_E_NUL_BYTE:
+		return -EILSEQ;
+	default:
+		return 0;
+	}
+}
+
+/*
+ * Parses one message text. The checks run before jansson so that each
+ * violation gets its own code, and so that jansson's recursive descent never
+ * sees more than max_depth levels (its own limit, 2048, is too deep for a
+ * small thread stack).
+ */
+int
+proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth, json_t **ret,
+    struct proto_error *err)
+{
+	const char *nul;
+	json_error_t jerr;
+	json_t *v;
+	size_t pos;
+	int code;
+
+	*ret = NULL;
+	if (len > max_message) {
+		set_error(
+		    err, HERD_E_MESSAGE_TOO_LARGE, "message longer than %zu bytes", max_message);
+		return -EBADMSG;
+	}
+	nul = memchr(text, '\0', len);
+	if (nul) {
+		set_error(err, HERD_E_NUL_BYTE, "NUL byte at byte %zu", (size_t)(nul - text));
+		return -EBADMSG;
+	}
+	pos = utf8_check((const unsigned char *)text, len);
+	if (pos < len) {
+		set_error(err, HERD_E_INVALID_UTF8, "invalid UTF-8 at byte %zu", pos);
+		return -EBADMSG;
+	}
+	code = scan_text(text, len, max_depth, true, &pos);
+	if (code == HERD_E_TOO_DEEP) {
+		set_error(err, code, "nesting deeper than %u at byte %zu", max_depth, pos);
+		return -EBADMSG;
+	}
+	if (code == HERD_E_NUL_BYTE) {
+		set_error(err, code, "escaped NUL (\\u0000) at byte %zu", pos);
+		return -EBADMSG;
+	}
+
+	/* Without JSON_DISABLE_EOF_CHECK anything after the value is an error. */
+	v = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	if (!v) {
+		switch (json_error_code(&jerr)) {
+		case json_error_duplicate_key:
+			code = HERD_E_DUPLICATE_KEY;
+			break;
+		case json_error_invalid_utf8:
+			code = HERD_E_INVALID_UTF8;
+			break;
+		case json_error_null_character:
+		case json_error_null_byte_in_key:
+			code = HERD_E_NUL_BYTE;
+			break;
+		case json_error_out_of_memory:
+			code = HERD_E_INTERNAL_ERROR;
+			break;
+		default:
+			code = HERD_E_PARSE_ERROR;
+			break;
+		}
+		set_error(err, code, "%s at byte %d", jerr.text, jerr.position);
+		return -EBADMSG;
+	}
+	if (!json_is_object(v)) {
+		set_error(err, HERD_E_INVALID_REQUEST, "a message must be a JSON object");
+		json_decref(v);
+		return -EBADMSG;
+	}
+	*ret = v;
+	return 0;
+}
+
+/* Initialises an empty reader; nothing is allocated until the first feed. */
+void
+proto_reader_init(struct proto_reader *r, size_t max_message, unsigned max_depth)
+{
+	/* The reader holds max_message + 1 bytes of a line, so keep that sum representable. */
+	if (max_message > SIZE_MAX / 2)
+		max_message = SIZE_MAX / 2;
+	*r = (struct proto_reader){
+		.max_message = max_message,
+		.max_depth = max_depth,
+	};
+}
+
+/* Frees the buffer; the reader may be initialised again. */
+void
+proto_reader_free(struct proto_reader *r)
+{
+	free(r->buf);
+	r->buf = NULL;
+	r->len = r->cap = r->start = r->scanned = 0;
+}
+
+/*
+ * Makes room for n more bytes. Held bytes move to the front only when the
+ * consumed prefix is at least as large as what is held, so every byte moves a
+ * bounded number of times: many small messages cost O(n) in total.
+ */
+static int
+reader_reserve(struct proto_reader *r, size_t n)
+{
+	size_t held = r->len - r->start;
+	size_t want;
+	char *p;
+
+	if (r->cap - r->len >= n)
+		return 0;
+	if (r->start > 0 && r->start >= held && r->cap - held >= n) {
+		memmove(r->buf, r->buf + r->start, held);
+		r->start = 0;
+		r->len = held;
+		return 0;
+	}
+	if (held > SIZE_MAX - n)
+		return -ENOMEM;
+	want = r->cap < READER_MIN_CAP ? READER_MIN_CAP : r->cap;
+	while (want < held + n)
+		want = want > SIZE_MAX / 2 ? held + n : want * 2;
+	if (r->start > 0) {
+		/* Moving into a fresh buffer compacts for free. */
+		p = malloc(want);
+		if (!p)
+			return -ENOMEM;
+		memcpy(p, r->buf + r->start, held);
+		free(r->buf);
+	} else {
+		p = realloc(r->buf, want);
+		if (!p)
+			return -ENOMEM;
+	}
+	r->buf = p;
+	r->cap = want;
+	r->start = 0;
+	r->len = held;
+	return 0;
+}
+
+/*
+ * Splits the new bytes at newlines as they arrive, so a line is known to be
+ * too long the moment it passes max_message. Such a line is cut at
+ * max_message + 1 bytes (which proves the violation to proto_reader_next())
+ * and everything after it is dropped: the stream cannot be trusted past it.
+ */
+int
+proto_reader_feed(struct proto_reader *r, const void *data, size_t len)
+{
+	const char *p = data;
+	size_t held = r->len - r->start;
+	size_t partial = held - r->scanned; /* bytes of the unterminated last line */
+	size_t whole = r->scanned;
+	size_t keep = len, off = 0;
+	int rc;
+
+	if (r->failed)
+		return -EPROTO;
+	if (partial > r->max_message)
+		return 0; /* already doomed; proto_reader_next() will say so */
+	while (off < len) {
+		const char *nl = memchr(p + off, '\n', len - off);
+		size_t end = nl ? (size_t)(nl - p) : len;
+
+		if (partial + (end - off) > r->max_message) {
+			keep = off + (r->max_message + 1 - partial);
+			break;
+		}
+		if (!nl)
+			break;
+		whole = held + end + 1;
+		partial = 0;
+		off = end + 1;
+	}
+	if (keep == 0)
+		return 0;
+	rc = reader_reserve(r, keep);
+	if (rc < 0)
+		return rc;
+	memcpy(r->buf + r->len, p, keep);
+	r->len += keep;
+	r->scanned = whole;
+	return 0;
+}
+
+/* JSON whitespace only (a CRLF blank line is "\r"): skipped like an empty line. */
+static bool
+line_is_blank(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
+			return false;
+	return true;
+}
+
+/* Once everything is consumed, start over at the front and let go of a big buffer. */
+static void
+reader_drained(struct proto_reader *r)
+{
+	if (r->start != r->len)
+		return;
+	r->start = r->len = 0;
+	if (r->cap > READER_KEEP_CAP) {
+		free(r->buf);
+		r->buf = NULL;
+		r->cap = 0;
+	}
+}
+
+/* Takes out the next whole line and parses it; see proto.h. */
+int
+proto_reader_next(struct proto_reader *r, json_t **ret, struct proto_error *err)
+{
+	*ret = NULL;
+	if (r->failed)
+		return -EPROTO;
+	for (;;) {
+		const char *line, *nl;
+		size_t n;
+		int rc;
+
+		if (r->scanned == 0) {
+			if (r->len - r->start > r->max_message) {
+				set_error(err, HERD_E_MESSAGE_TOO_LARGE,
+				    "message longer than %zu bytes", r->max_message);
+				r->failed = true;
+				return -EBADMSG;
+			}
+			return 0;
+		}
+		line = r->buf + r->start;
+		nl = memchr(line, '\n', r->scanned);
+		n = (size_t)(nl - line);
+		r->start += n + 1;
+		r->scanned -= n + 1;
+		if (line_is_blank(line, n)) {
+			reader_drained(r);
+			continue;
+		}
+		/* A trailing \r is JSON whitespace, so CRLF lines parse as they are. */
+		rc = proto_parse(line, n, r->max_message, r->max_depth, ret, err);
+		if (rc < 0) {
+			r->failed = true;
+			return rc;
+		}
+		reader_drained(r);
+		return 1;
+	}
+}
