@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * herd_test: what integration tests need to drive real processes.
+ *
+ * - A private herdd: a mkdtemp directory, the daemon started on a socket in it
+ *   with a NOTIFY_SOCKET the harness owns, ready when it sends READY=1.
+ * - A raw JSON-lines client, so a test speaks to herdd or a worker exactly as
+ *   socat would (no libherd involved).
+ * - Pid helpers that wait for events (pidfd, socket readiness) with deadlines
+ *   instead of sleeping, and read /proc for states, children and fd counts.
+ * - A registry of everything a test started. ht_teardown() kills and reaps it
+ *   all by pid; every process the harness forks also gets PR_SET_PDEATHSIG so a
+ *   test that dies half-way (a failed assertion, a Check timeout) still takes
+ *   its herdd and masters with it.
+ *
+ * Functions that can fail return -errno (or NULL with errno set) and print one
+ * line to stderr saying what failed, so a test log explains itself.
+ */
+#ifndef HERD_TEST_H
+#define HERD_TEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+/* ---- time ---- */
+
+/* CLOCK_MONOTONIC in milliseconds. */
+int64_t ht_now_ms(void);
+
+/* ---- registry and teardown (ht-proc.c) ---- */
+
+/* Our own child: teardown SIGKILLs it (if still running) and reaps it. */
+void ht_track_child(pid_t pid);
+/*
+ * Somebody else's child (a worker herdd started): teardown SIGKILLs it if it
+ * still runs. Its parent reaps it.
+ */
+void ht_track_pid(pid_t pid);
+/*
+ * Kills and reaps everything registered, stops every daemon started with
+ * ht_daemon_start() and removes every temporary directory. Safe to call twice.
+ */
+void ht_teardown(void);
+/*
+ * Makes this process the reaper of its orphaned descendants, so workers whose
+ * herdd died are reparented here and a test can wait for and reap them.
+ */
+int ht_become_subreaper(void);
+
+/* ---- pids (ht-proc.c) ---- */
+
+/* State letter from /proc/<pid>/stat ('R', 'S', 'Z', 'T'...), or 0 if there is no such pid. */
+char ht_pid_state(pid_t pid);
+/* Parent pid from /proc/<pid>/stat, or -ESRCH. */
+pid_t ht_pid_ppid(pid_t pid);
+/* True if pid exists and is not a zombie (kill(pid, 0) and the /proc state). */
+bool ht_pid_alive(pid_t pid);
+/* True if pid is a zombie: exited, not yet reaped. */
+bool ht_pid_is_zombie(pid_t pid);
+/*
+ * Waits until pid is no longer alive (exited: a zombie or reaped), through a
+ * pidfd. Returns 0, or -ETIMEDOUT.
+ */
+int ht_wait_pid_gone(pid_t pid, int timeout_ms);
+/*
+ * Waits until pid has exited and been reaped by its parent (no /proc entry).
+ * Exit is awaited on a pidfd; reaping by another process has no event, so
+ * after the exit this rechecks /proc every millisecond until the deadline.
+ * Returns 0, -ETIMEDOUT, or -ECHILD if pid is our own child (use ht_wait_child).
+ */
+int ht_wait_pid_reaped(pid_t pid, int timeout_ms);
+/*
+ * Waits for our child pid to exit and reaps it. *status (may be NULL) gets the
+ * waitpid status. Returns 0, -ETIMEDOUT (the child still runs), or -errno.
+ */
+int ht_wait_child(pid_t pid, int timeout_ms, int *status);
+/* Number of open fds of pid (entries in /proc/<pid>/fd), or -errno. */
+int ht_count_fds(pid_t pid);
+/*
+ * Children of pid (all its threads) into out[0..max). Returns how many there
+ * are (possibly more than max), or -errno.
+ */
+int ht_list_children(pid_t pid, pid_t *out, size_t max);
+
+/* ---- forked functions (ht-proc.c) ---- */
+
+/* Credentials of "nobody" (uid and its primary group). Returns 0 or -ENOENT. */
+int ht_nobody(uid_t *uid, gid_t *gid);
+/*
+ * Forks a child that runs fn(arg) and exits with its return value. With
+ * uid != (uid_t)-1 the child first drops its supplementary groups and switches
+ * to gid/uid. The child dies with this process (PR_SET_PDEATHSIG) and is
+ * registered for teardown. Returns the child's pid or -errno.
+ */
+pid_t ht_fork_fn(int (*fn)(void *arg), void *arg, uid_t uid, gid_t gid);
+/*
+ * Runs fn(arg) in a child as nobody and waits for it. Returns the child's exit
+ * code (0..255), 128 + signal if it was killed, or -errno (-ETIMEDOUT).
+ */
+int ht_run_as_nobody(int (*fn)(void *arg), void *arg, int timeout_ms);
+
+/* ---- temporary directories and herdd (ht-daemon.c) ---- */
+
+/* Creates a 0700 directory /tmp/herd-test-XXXXXX removed by teardown. Returns 0 or -errno. */
+int ht_tmpdir(char *buf, size_t len);
+
+struct ht_daemon {
+	pid_t pid;
+	char dir[128]; /* private temp dir holding the socket */
+	char socket[160]; /* control socket path, given as --socket */
+	int notify_fd; /* our end of NOTIFY_SOCKET */
+	int exit_status; /* waitpid status once stopped, -1 before */
+};
+
+/*
+ * Starts $HERDD --socket DIR/herdd.sock EXTRA... with NOTIFY_SOCKET pointing
+ * at a datagram socket in DIR, and waits (poll, deadline 10 s) for READY=1.
+ * extra_argv may be NULL; it is NULL-terminated otherwise. XDG_RUNTIME_DIR is
+ * set to DIR so whatever herdd creates lives there. Returns the daemon
+ * (registered for teardown) or NULL with errno set.
+ */
+struct ht_daemon *ht_daemon_start(const char *const *extra_argv);
+/*
+ * SIGTERM, waits up to timeout_ms for the exit, then SIGKILL. The temp dir
+ * stays until teardown, so a test can look for stale files in it. Returns 0 if herdd exited by itself with status 0 after SIGTERM, 1 if
+ * it exited otherwise (d->exit_status tells how), -ETIMEDOUT if it had to be
+ * SIGKILLed.
+ */
+int ht_daemon_stop(struct ht_daemon *d, int timeout_ms);
+/* SIGKILLs herdd and reaps it (the temp dir stays until teardown). Returns 0 or -errno. */
+int ht_daemon_kill(struct ht_daemon *d);
+/* Path of an executable named by environment variable var, or NULL (message printed). */
+const char *ht_env_path(const char *var);
+
+/* ---- raw JSON-lines client (ht-conn.c) ---- */
+
+struct ht_conn;
+
+/*
+ * Connects to a Unix stream socket at path. No retry: herdd listens before
+ * READY=1 and a worker before its spawn reply. Returns NULL with errno set.
+ */
+struct ht_conn *ht_conn_open(const char *path);
+void ht_conn_close(struct ht_conn *c);
+int ht_conn_fd(const struct ht_conn *c);
+/* Writes msg (borrowed) as one line. Returns 0 or -errno. */
+int ht_conn_send(struct ht_conn *c, const json_t *msg);
+/* Writes raw bytes as they are (for malformed-input tests). Returns 0 or -errno. */
+int ht_conn_send_raw(struct ht_conn *c, const void *data, size_t len);
+/*
+ * The next message: messages set aside by ht_conn_call() first, then what
+ * arrives. Returns a new reference, or NULL with errno ETIMEDOUT, EPIPE (the
+ * peer closed) or EBADMSG (the peer sent an invalid line).
+ */
+json_t *ht_conn_recv(struct ht_conn *c, int timeout_ms);
+/*
+ * Sends request method(params) (params stolen, may be NULL) with a fresh id
+ * and returns its reply (the whole message: a new reference). Messages that
+ * are not this reply are set aside for ht_conn_recv()/ht_conn_wait_method().
+ * NULL with errno as for ht_conn_recv().
+ */
+json_t *ht_conn_call(struct ht_conn *c, const char *method, json_t *params, int timeout_ms);
+/*
+ * Sends hello {version: 1, role, ...extra} (extra stolen, may be NULL: its
+ * members are merged into params) and returns the reply (new reference).
+ */
+json_t *ht_conn_hello(struct ht_conn *c, const char *role, json_t *extra, int timeout_ms);
+/*
+ * Waits for a notification with this method (set-aside ones first; others are
+ * kept). Returns the whole message (new reference) or NULL with errno.
+ */
+json_t *ht_conn_wait_method(struct ht_conn *c, const char *method, int timeout_ms);
+/*
+ * Waits for herdd's "event" notification with params.event == event and
+ * params.worker.id == worker_id (NULL: any worker). Returns its params (new
+ * reference) or NULL with errno. Other messages are kept.
+ */
+json_t *ht_conn_wait_event(
+    struct ht_conn *c, const char *event, const char *worker_id, int timeout_ms);
+/* Waits for the peer to close. Returns 0, -ETIMEDOUT, or -errno. Incoming messages are dropped. */
+int ht_conn_wait_eof(struct ht_conn *c, int timeout_ms);
+
+/* The result member of a reply (borrowed), or NULL if it is an error reply. */
+json_t *ht_result(const json_t *reply);
+/* The error's data.name of a reply ("worker_not_found"), or NULL if it is not an error. */
+const char *ht_error_name(const json_t *reply);
+/* The error's message, or NULL. */
+const char *ht_error_message(const json_t *reply);
+/* Compact text of a JSON value for failure messages; the buffer is static (one per call site is fine). */
+const char *ht_dump(const json_t *v);
+
+#endif

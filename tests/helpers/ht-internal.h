@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: MIT */
+/* What the herd_test files share and tests do not see. */
+#ifndef HT_INTERNAL_H
+#define HT_INTERNAL_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+int ht__remaining(int64_t deadline);
+void ht__untrack(pid_t pid);
+void ht__daemons_teardown(void);
+void ht__tmpdirs_teardown(void);
+/* In a forked child: drop the parent's daemons and temp dirs from the registry. */
+void ht__forget_all(void);
+
+#endif

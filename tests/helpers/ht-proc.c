@@ -1,0 +1,405 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pids: states from /proc, waits through pidfds, forked functions, and the
+ * registry that lets a test teardown kill and reap everything it started.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "herd-test.h"
+#include "ht-internal.h"
+
+#define HT_MAX_TRACKED 4096
+
+struct tracked {
+	pid_t pid;
+	bool child;
+};
+
+static struct tracked tracked[HT_MAX_TRACKED];
+static size_t n_tracked;
+
+int64_t
+ht_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds left until deadline, never negative (poll's argument). */
+int
+ht__remaining(int64_t deadline)
+{
+	int64_t left = deadline - ht_now_ms();
+
+	return left < 0 ? 0 : (int)left;
+}
+
+static void
+track(pid_t pid, bool child)
+{
+	size_t i;
+
+	for (i = 0; i < n_tracked; i++) {
+		if (tracked[i].pid == pid) {
+			tracked[i].child = tracked[i].child || child;
+			return;
+		}
+	}
+	if (n_tracked == HT_MAX_TRACKED) {
+		fprintf(stderr, "herd_test: too many tracked pids, %d not tracked\n", (int)pid);
+		return;
+	}
+	tracked[n_tracked].pid = pid;
+	tracked[n_tracked].child = child;
+	n_tracked++;
+}
+
+void
+ht_track_child(pid_t pid)
+{
+	track(pid, true);
+}
+
+void
+ht_track_pid(pid_t pid)
+{
+	track(pid, false);
+}
+
+/* Forgets a child already reaped, so teardown never signals a recycled pid. */
+void
+ht__untrack(pid_t pid)
+{
+	size_t i;
+
+	for (i = 0; i < n_tracked; i++) {
+		if (tracked[i].pid == pid) {
+			tracked[i] = tracked[--n_tracked];
+			return;
+		}
+	}
+}
+
+static int
+pidfd_open_(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* Polls a pidfd until the process exits or the deadline passes. Returns 0, -ETIMEDOUT or -errno. */
+static int
+pidfd_wait_exit(int pidfd, int64_t deadline)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+	int r;
+
+	for (;;) {
+		r = poll(&p, 1, ht__remaining(deadline));
+		if (r > 0)
+			return 0;
+		if (r == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+void
+ht_teardown(void)
+{
+	size_t i;
+
+	ht__daemons_teardown();
+	/* Signal everything first so they die in parallel, then reap our own. */
+	for (i = 0; i < n_tracked; i++) {
+		if (tracked[i].child || ht_pid_alive(tracked[i].pid))
+			kill(tracked[i].pid, SIGKILL);
+	}
+	for (i = 0; i < n_tracked; i++) {
+		if (tracked[i].child)
+			(void)ht_wait_child(tracked[i].pid, 5000, NULL);
+		else
+			(void)ht_wait_pid_gone(tracked[i].pid, 5000);
+	}
+	n_tracked = 0;
+	/* Orphans adopted as a subreaper are ours to reap too (a few rounds: they may fork). */
+	for (i = 0; i < 8; i++) {
+		pid_t kids[64];
+		int n = ht_list_children(getpid(), kids, 64);
+		int k;
+
+		if (n <= 0)
+			break;
+		for (k = 0; k < n && k < 64; k++) {
+			kill(kids[k], SIGKILL);
+			(void)ht_wait_child(kids[k], 5000, NULL);
+		}
+	}
+	ht__tmpdirs_teardown();
+}
+
+int
+ht_become_subreaper(void)
+{
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Reads /proc/<pid>/stat and returns the state letter and ppid. Returns 0 or -errno. */
+static int
+read_stat(pid_t pid, char *state, pid_t *ppid)
+{
+	char path[64], buf[512], *p;
+	FILE *f;
+	size_t n;
+	int pp;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* The command name may contain anything, even ") "; the state follows the last ')'. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 1, " %c %d", state, &pp) != 2)
+		return -EINVAL;
+	*ppid = pp;
+	return 0;
+}
+
+char
+ht_pid_state(pid_t pid)
+{
+	char state;
+	pid_t ppid;
+
+	if (read_stat(pid, &state, &ppid) < 0)
+		return 0;
+	return state;
+}
+
+pid_t
+ht_pid_ppid(pid_t pid)
+{
+	char state;
+	pid_t ppid;
+	int r = read_stat(pid, &state, &ppid);
+
+	return r < 0 ? r : ppid;
+}
+
+bool
+ht_pid_alive(pid_t pid)
+{
+	char st;
+
+	if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH))
+		return false;
+	st = ht_pid_state(pid);
+	return st != 0 && st != 'Z' && st != 'X';
+}
+
+bool
+ht_pid_is_zombie(pid_t pid)
+{
+	return ht_pid_state(pid) == 'Z';
+}
+
+int
+ht_wait_pid_gone(pid_t pid, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	int fd, r;
+
+	if (!ht_pid_alive(pid))
+		return 0;
+	fd = pidfd_open_(pid);
+	if (fd < 0)
+		return errno == ESRCH ? 0 : -errno;
+	r = pidfd_wait_exit(fd, deadline);
+	close(fd);
+	return r;
+}
+
+int
+ht_wait_pid_reaped(pid_t pid, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	int r;
+
+	if (ht_pid_ppid(pid) == getpid())
+		return -ECHILD;
+	r = ht_wait_pid_gone(pid, timeout_ms);
+	if (r < 0)
+		return r;
+	/* Reaping by another process raises no event we can wait on: recheck /proc. */
+	while (ht_pid_state(pid) != 0) {
+		struct timespec ms = { 0, 1000000 };
+
+		if (ht_now_ms() >= deadline)
+			return -ETIMEDOUT;
+		nanosleep(&ms, NULL);
+	}
+	return 0;
+}
+
+int
+ht_wait_child(pid_t pid, int timeout_ms, int *status)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	int st = 0, fd, r;
+	pid_t w;
+
+	w = waitpid(pid, &st, WNOHANG);
+	if (w == 0) {
+		fd = pidfd_open_(pid);
+		if (fd >= 0) {
+			r = pidfd_wait_exit(fd, deadline);
+			close(fd);
+			if (r < 0)
+				return r;
+		}
+		w = waitpid(pid, &st, 0);
+	}
+	if (w < 0)
+		return -errno;
+	ht__untrack(pid);
+	if (status)
+		*status = st;
+	return 0;
+}
+
+int
+ht_count_fds(pid_t pid)
+{
+	char path[64];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] != '.')
+			n++;
+	}
+	closedir(d);
+	/* When pid is us, opendir's own fd is in the list. */
+	return pid == getpid() ? n - 1 : n;
+}
+
+int
+ht_list_children(pid_t pid, pid_t *out, size_t max)
+{
+	char path[64], cpath[384];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		FILE *f;
+		int c;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(cpath, sizeof(cpath), "%s/%s/children", path, de->d_name);
+		f = fopen(cpath, "re");
+		if (!f)
+			continue;
+		while (fscanf(f, "%d", &c) == 1) {
+			if ((size_t)n < max)
+				out[n] = c;
+			n++;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+int
+ht_nobody(uid_t *uid, gid_t *gid)
+{
+	struct passwd *pw = getpwnam("nobody");
+
+	if (!pw)
+		return -ENOENT;
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	return 0;
+}
+
+pid_t
+ht_fork_fn(int (*fn)(void *arg), void *arg, uid_t uid, gid_t gid)
+{
+	pid_t parent = getpid();
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		/* Die with the test, and never outlive a parent that died before this line. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != parent)
+			_exit(127);
+		if (uid != (uid_t)-1 &&
+		    (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)) {
+			fprintf(stderr, "herd_test: dropping to uid %d: %m\n", (int)uid);
+			_exit(126);
+		}
+		/* The child has its own registry: it must not kill the parent's processes. */
+		n_tracked = 0;
+		ht__forget_all();
+		_exit(fn(arg) & 0xff);
+	}
+	ht_track_child(pid);
+	return pid;
+}
+
+int
+ht_run_as_nobody(int (*fn)(void *arg), void *arg, int timeout_ms)
+{
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	int st, r;
+
+	r = ht_nobody(&uid, &gid);
+	if (r < 0)
+		return r;
+	pid = ht_fork_fn(fn, arg, uid, gid);
+	if (pid < 0)
+		return pid;
+	r = ht_wait_child(pid, timeout_ms, &st);
+	if (r < 0)
+		return r;
+	if (WIFEXITED(st))
+		return WEXITSTATUS(st);
+	return 128 + WTERMSIG(st);
+}
