@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libherd, calling side: a connection to a worker's socket and the functions
+ * it serves (rpc_parallel's Connection and Function.run).
+ *
+ * One engine serves both styles. The asynchronous API queues requests and
+ * invokes callbacks from herd_conn_process(), which you drive from any event
+ * loop with herd_conn_get_fd(), herd_conn_get_events() and
+ * herd_conn_get_timeout() (or from libev with herd_conn_attach_ev() in
+ * herd/herd-ev.h). The blocking API (herd_call(), herd_stream_next(),
+ * herd_sink_finish()) runs the same engine over poll() until its own request
+ * completes; callbacks of other requests on the connection may run meanwhile.
+ *
+ * Timeouts are in microseconds. 0 means "the default": the connection's call
+ * timeout (HERD_DEFAULT_CALL_TIMEOUT_USEC unless changed with
+ * herd_conn_set_call_timeout()). HERD_TIMEOUT_INFINITE waits forever.
+ *
+ * Errors: see herd/common.h. Besides -EINVAL for bad arguments, calls return
+ * -EREMOTEIO when the worker answered with an error (herd_conn_last_error() or
+ * the callback's herd_error tell which: function_failed with the handler's
+ * text, method_not_found, invalid_params...), -ETIMEDOUT when the call's
+ * timeout passed, -ECONNRESET when the connection closed while the request was
+ * pending (error name connection_closed), -ENOTCONN when it was already
+ * closed, -EMSGSIZE when the encoded request is larger than max_message_size
+ * (refused locally; the connection is untouched), -ECANCELED when cancelled.
+ */
+#ifndef HERD_CLIENT_H
+#define HERD_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include <herd/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HERD_TIMEOUT_INFINITE UINT64_MAX
+/* Default per-call timeout: long enough for real work, finite so nothing hangs forever. */
+#define HERD_DEFAULT_CALL_TIMEOUT_USEC (120ull * 1000000ull)
+
+typedef struct herd_conn herd_conn;
+typedef struct herd_call herd_call;
+typedef struct herd_stream herd_stream;
+typedef struct herd_sink herd_sink;
+
+/* ---- connections ---- */
+
+/*
+ * Connects to the worker listening on socket_path and completes the hello
+ * handshake (role "client"), blocking for at most connection_timeout_ms.
+ * init (borrowed, may be NULL) is the connection-state init argument handed to
+ * the worker's connection init. settings (borrowed JSON object, may be NULL)
+ * overrides the defaults field by field and is itself overridden by
+ * $HERD_RPC_SETTINGS; libherd clients ask for heartbeats by default.
+ *
+ * Returns 0 with *ret a new connection, or -EINVAL (bad argument or invalid
+ * settings), -ENOENT/-ECONNREFUSED (nobody listens), -ETIMEDOUT,
+ * -EREMOTEIO (the worker refused: init_failed with the worker's message,
+ * version_mismatch...), -ECONNRESET (closed during the handshake).
+ * ret_error (may be NULL) receives a new reference to the error describing
+ * any failure, local or remote; the caller unrefs it.
+ */
+HERD_EXPORT int herd_conn_connect(const char *socket_path, json_t *init, json_t *settings,
+    herd_conn **ret, herd_error **ret_error);
+
+HERD_EXPORT herd_conn *herd_conn_ref(herd_conn *conn);
+/*
+ * Drops a reference; NULL-safe, returns NULL. Dropping the last reference
+ * closes the connection first (as herd_conn_close()), so pending callbacks
+ * and the close callback still run, exactly once.
+ */
+HERD_EXPORT herd_conn *herd_conn_unref(herd_conn *conn);
+
+/*
+ * Closes the connection now. Every pending call, stream and sink fails at once
+ * with -ECONNRESET (error connection_closed), then the close callback runs with
+ * reason 0. Idempotent. Safe from inside any callback of this connection.
+ */
+HERD_EXPORT int herd_conn_close(herd_conn *conn);
+
+/* 1 if the connection is closed, 0 if open, -EINVAL for NULL. */
+HERD_EXPORT int herd_conn_is_closed(herd_conn *conn);
+
+/*
+ * Called once when the connection closes, for whatever reason. reason is 0
+ * for herd_conn_close()/the last unref, -ECONNRESET when the peer closed,
+ * -ETIMEDOUT when heartbeats stopped arriving, -EBADMSG for a framing error
+ * (oversize or malformed message from the peer), -EPROTO for a protocol
+ * violation, or another -errno from the socket; err (borrowed, valid during the
+ * callback) describes it. Setting a new callback replaces the old one; cb NULL
+ * removes it. Returns 0, -EINVAL, or -ENOTCONN if already closed.
+ */
+typedef void (*herd_conn_close_cb)(herd_conn *conn, int reason, herd_error *err, void *userdata);
+HERD_EXPORT int herd_conn_on_close(herd_conn *conn, herd_conn_close_cb cb, void *userdata);
+
+/*
+ * The error of the last request that failed on conn (borrowed; valid until the
+ * next call on conn), or NULL.
+ */
+HERD_EXPORT herd_error *herd_conn_last_error(herd_conn *conn);
+
+/* Default timeout for calls started afterwards (0: HERD_DEFAULT_CALL_TIMEOUT_USEC). */
+HERD_EXPORT int herd_conn_set_call_timeout(herd_conn *conn, uint64_t timeout_usec);
+
+/*
+ * The worker's hello result (borrowed): "version", "server", "pid", "name",
+ * "id", "functions" [{name, kind}], "settings" (effective). NULL for NULL conn.
+ */
+HERD_EXPORT json_t *herd_conn_get_server_info(herd_conn *conn);
+/* The effective settings agreed in the handshake (borrowed JSON object). */
+HERD_EXPORT json_t *herd_conn_get_settings(herd_conn *conn);
+
+/* ---- loop-independent core (the sd-varlink model) ---- */
+
+/* The socket to watch, or -EINVAL/-ENOTCONN. */
+HERD_EXPORT int herd_conn_get_fd(herd_conn *conn);
+/* POLLIN, plus POLLOUT while output is queued; or -EINVAL/-ENOTCONN. */
+HERD_EXPORT int herd_conn_get_events(herd_conn *conn);
+/*
+ * The next deadline (a call timeout, a heartbeat to send, the heartbeat
+ * timeout) as an ABSOLUTE CLOCK_MONOTONIC time in microseconds, or
+ * HERD_TIMEOUT_INFINITE when none. Call herd_conn_process() once it has passed.
+ * Returns 0, -EINVAL or -ENOTCONN.
+ */
+HERD_EXPORT int herd_conn_get_timeout(herd_conn *conn, uint64_t *ret_usec);
+/*
+ * Does whatever can be done without blocking: writes queued output, reads and
+ * dispatches incoming messages (callbacks run here), handles expired timeouts
+ * and heartbeats. Returns >0 if it made progress (call again before waiting),
+ * 0 if there was nothing to do, or a negative errno (-ENOTCONN once closed).
+ */
+HERD_EXPORT int herd_conn_process(herd_conn *conn);
+/*
+ * Waits up to timeout_usec (HERD_TIMEOUT_INFINITE: no limit) for the socket
+ * or the connection's next deadline, without processing. Returns >0 if ready,
+ * 0 on timeout, or a negative errno (-EINTR included).
+ */
+HERD_EXPORT int herd_conn_wait(herd_conn *conn, uint64_t timeout_usec);
+/* Blocks until queued output is written (or timeout). Returns 0 or -errno. */
+HERD_EXPORT int herd_conn_flush(herd_conn *conn, uint64_t timeout_usec);
+
+/* ---- calls (kind "call") ---- */
+
+/*
+ * Calls function with args (borrowed; NULL sends no params, which the worker
+ * sees as null) and waits for the reply. On success returns 0 and, if
+ * ret_result is not NULL, a new reference to the result. See the errors
+ * above; the remote error is herd_conn_last_error(conn).
+ */
+HERD_EXPORT int herd_call(herd_conn *conn, const char *function, json_t *args,
+    uint64_t timeout_usec, json_t **ret_result);
+
+/*
+ * The same with JSON texts: json_args may be NULL (no params); on success
+ * *ret_json_result is a malloc'd compact JSON text the caller free()s.
+ * Invalid json_args is -EINVAL.
+ */
+HERD_EXPORT int herd_call_str(
+    herd_conn *conn, const char *function, const char *json_args, char **ret_json_result);
+
+/*
+ * Completion of an asynchronous call: r is 0 or a negative errno as for
+ * herd_call(); result (on success) and error (on failure) are borrowed and
+ * valid during the callback. Runs exactly once, from herd_conn_process(), a
+ * blocking call on the same connection, herd_call_cancel() or the close.
+ */
+typedef void (*herd_call_cb)(
+    herd_conn *conn, herd_call *call, int r, json_t *result, herd_error *error, void *userdata);
+
+/*
+ * Starts a call. Returns 0 (cb will run exactly once) or a negative errno (cb
+ * never runs). ret_call (may be NULL) receives a new reference to the call,
+ * used to cancel it or change its timeout; the call stays pending whether or
+ * not you keep that reference.
+ */
+HERD_EXPORT int herd_call_async(herd_conn *conn, const char *function, json_t *args,
+    herd_call_cb cb, void *userdata, herd_call **ret_call);
+
+HERD_EXPORT herd_call *herd_call_ref(herd_call *call);
+HERD_EXPORT herd_call *herd_call_unref(herd_call *call);
+/* Changes the timeout of a pending call, counted from now. */
+HERD_EXPORT int herd_call_set_timeout(herd_call *call, uint64_t timeout_usec);
+/*
+ * Gives up on a pending call: its callback runs now with -ECANCELED and a late
+ * reply is ignored. Returns 0, or -EALREADY if it already completed.
+ */
+HERD_EXPORT int herd_call_cancel(herd_call *call);
+
+/* Sends a one-way call (kind "oneway"): no reply, no callback. Returns 0 once queued. */
+HERD_EXPORT int herd_oneway(herd_conn *conn, const char *function, json_t *args);
+
+/* ---- server-to-client streams (kinds "pipe" and "state") ---- */
+
+/*
+ * Called for each item (borrowed, valid during the callback). initial is true
+ * for the first item of a "state" function (the initial state).
+ */
+typedef void (*herd_stream_item_cb)(
+    herd_stream *stream, json_t *item, bool initial, void *userdata);
+/*
+ * Called exactly once when the stream ends: r 0 with the final result
+ * (borrowed, may be JSON null), -ECANCELED after herd_stream_cancel() (unless
+ * the stream had already finished: then its real end), or another negative
+ * errno with error (borrowed) as for herd_call().
+ */
+typedef void (*herd_stream_end_cb)(
+    herd_stream *stream, int r, json_t *result, herd_error *error, void *userdata);
+
+/*
+ * Opens a stream. With on_item set, items and the end go to the callbacks
+ * (on_end may be NULL). With on_item NULL the stream is an iterator: items
+ * queue until herd_stream_next() takes them (on_end, if set, still runs once).
+ * Streams have no overall timeout (they may legitimately run forever, like
+ * herd.logs); herd_stream_next() has its own.
+ * Returns 0 with *ret (a new reference; may be NULL in callback style) or a
+ * negative errno (no callback runs).
+ */
+HERD_EXPORT int herd_stream_open(herd_conn *conn, const char *function, json_t *args,
+    herd_stream_item_cb on_item, herd_stream_end_cb on_end, void *userdata, herd_stream **ret);
+
+/*
+ * Iterator style: waits up to timeout_usec (0: the call timeout) for the next
+ * item. Returns 1 with *ret_item a new reference, 0 when the stream ended
+ * successfully (the result is herd_stream_result()), or a negative errno: the
+ * stream's error (-EREMOTEIO, -ECANCELED, -ECONNRESET; herd_stream_error()
+ * tells more), -ETIMEDOUT if nothing arrived in time (the stream stays open),
+ * -EINVAL in callback style. After the end, keeps returning the same end.
+ */
+HERD_EXPORT int herd_stream_next(herd_stream *stream, uint64_t timeout_usec, json_t **ret_item);
+/* 1 if the item last returned by herd_stream_next() was flagged initial, else 0. */
+HERD_EXPORT int herd_stream_item_initial(herd_stream *stream);
+/* The final result once ended successfully (borrowed), else NULL. */
+HERD_EXPORT json_t *herd_stream_result(herd_stream *stream);
+/* The error the stream ended with (borrowed), else NULL. */
+HERD_EXPORT herd_error *herd_stream_error(herd_stream *stream);
+/* 1 once the stream ended, else 0. */
+HERD_EXPORT int herd_stream_is_done(herd_stream *stream);
+
+/*
+ * Asks the worker to stop the stream (herd.cancel); the handler is told.
+ * Items arriving afterwards are dropped, and the stream ends exactly once with
+ * -ECANCELED (or its real end if it had already finished). Returns 0, or
+ * -EALREADY if it already ended.
+ */
+HERD_EXPORT int herd_stream_cancel(herd_stream *stream);
+
+HERD_EXPORT herd_stream *herd_stream_ref(herd_stream *stream);
+HERD_EXPORT herd_stream *herd_stream_unref(herd_stream *stream);
+
+/* ---- client-to-server streams (kind "sink") ---- */
+
+/* Opens a sink stream. Returns 0 with *ret (a new reference) or a negative errno. */
+HERD_EXPORT int herd_sink_open(
+    herd_conn *conn, const char *function, json_t *args, herd_sink **ret);
+/*
+ * Queues one item (borrowed) without blocking. Returns 0, -EMSGSIZE (item too
+ * large; nothing sent), -EPIPE if the sink already ended (finished, cancelled,
+ * or the worker replied early: see herd_sink_finish()), -ENOBUFS if the
+ * connection's output queue is full (flush with herd_conn_flush()), -ENOTCONN.
+ */
+HERD_EXPORT int herd_sink_send(herd_sink *sink, json_t *item);
+/*
+ * Sends the end of the stream and waits up to timeout_usec (0: the call
+ * timeout) for the handler's result: 0 with *ret_result (new reference, may be
+ * NULL to discard), or a negative errno as for herd_call().
+ */
+HERD_EXPORT int herd_sink_finish(herd_sink *sink, uint64_t timeout_usec, json_t **ret_result);
+/* The same, asynchronously: cb runs exactly once if this returns 0. */
+typedef void (*herd_sink_cb)(
+    herd_sink *sink, int r, json_t *result, herd_error *error, void *userdata);
+HERD_EXPORT int herd_sink_finish_async(herd_sink *sink, herd_sink_cb cb, void *userdata);
+/* Aborts the sink (herd.cancel); a pending finish completes with -ECANCELED. */
+HERD_EXPORT int herd_sink_cancel(herd_sink *sink);
+/* The error the sink ended with (borrowed), else NULL. */
+HERD_EXPORT herd_error *herd_sink_error(herd_sink *sink);
+
+HERD_EXPORT herd_sink *herd_sink_ref(herd_sink *sink);
+HERD_EXPORT herd_sink *herd_sink_unref(herd_sink *sink);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

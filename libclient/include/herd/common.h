@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libherd: what every part of the public API shares.
+ *
+ * Conventions (they hold for every herd_* function):
+ * - A function returns 0 (or a positive count) on success and a negative errno
+ *   on failure. Bad arguments give -EINVAL; nothing aborts.
+ * - A failure that came from the other side (the worker's function failed,
+ *   herdd refused) returns -EREMOTEIO (or the errno named by the function)
+ *   and leaves a herd_error describing it, retrievable from the handle
+ *   (herd_conn_last_error(), herd_master_last_error()) or passed to the
+ *   callback.
+ * - JSON arguments are borrowed (the caller keeps its reference); JSON results
+ *   are new references the caller must json_decref(). A function documented as
+ *   stealing a value steals it even when it fails.
+ * - Handles are opaque and reference-counted; every *_unref() accepts NULL and
+ *   returns NULL, so `x = herd_conn_unref(x);` clears a pointer.
+ * - A callback registered by a call that fails never runs. A callback
+ *   registered by a call that succeeds runs exactly once (per item for item
+ *   callbacks, which are followed by exactly one end callback).
+ *
+ * Thread safety: a handle (herd_conn, herd_master, a worker's server) and
+ * everything derived from it belong to one thread at a time. Different handles
+ * may be used from different threads concurrently; the library keeps no
+ * unsynchronised global state except what herd_version() returns, which is
+ * constant. Callbacks run on the thread that calls herd_*_process(), a
+ * blocking herd_* function, or runs the libev loop the handle is attached to.
+ */
+#ifndef HERD_COMMON_H
+#define HERD_COMMON_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef HERD_EXPORT
+#define HERD_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* The library's version string, e.g. "0.1.0". Constant; never NULL. */
+HERD_EXPORT const char *herd_version(void);
+
+/*
+ * An error reported by the other side of a connection or made up locally (a
+ * timeout, a closed connection). Immutable once created. Errors handed to you
+ * are borrowed: take a reference with herd_error_ref() to keep one past the
+ * point the documentation says it stays valid.
+ */
+typedef struct herd_error herd_error;
+
+/* Takes a reference. Returns err (NULL-safe). */
+HERD_EXPORT herd_error *herd_error_ref(herd_error *err);
+/* Drops a reference. NULL-safe; returns NULL. */
+HERD_EXPORT herd_error *herd_error_unref(herd_error *err);
+
+/* The JSON-RPC error code (a HERD_E_* value from herd/protocol.h); 0 for NULL. */
+HERD_EXPORT int herd_error_code(const herd_error *err);
+/* The stable snake_case name ("function_failed"); never NULL for a non-NULL err. */
+HERD_EXPORT const char *herd_error_name(const herd_error *err);
+/* The human message (for function_failed: the handler's own text). Never NULL
+ * for a non-NULL err. */
+HERD_EXPORT const char *herd_error_message(const herd_error *err);
+/* The error's "data" object (borrowed, may be NULL); it always holds "name". */
+HERD_EXPORT json_t *herd_error_data(const herd_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

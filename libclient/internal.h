@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libherd internals shared by the calling side (client*.c, master*.c) and the
+ * serving side (worker*.c, server*.c). Nothing here is exported: non-static
+ * functions are named herd__* and the version script hides them.
+ */
+#ifndef HERD_INTERNAL_H
+#define HERD_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <jansson.h>
+
+#include "herd/common.h"
+#include "herd/protocol.h"
+
+#define HERD__EXPORT HERD_EXPORT
+
+/* ---- settings (settings.c) ---- */
+
+/*
+ * The RPC settings of rpc_parallel. Every field is a setting; a 0 heartbeat
+ * interval or timeout turns heartbeats off.
+ */
+struct herd__settings {
+	size_t max_message_size; /* bytes per message, newline excluded */
+	unsigned heartbeat_interval_ms;
+	unsigned heartbeat_timeout_ms;
+	unsigned handshake_timeout_ms;
+	unsigned spawn_timeout_ms;
+	unsigned connection_timeout_ms;
+};
+
+/* Bounds applied to max_message_size by herd__settings_resolve(). */
+#define HERD__MIN_MESSAGE_SIZE 1024u
+#define HERD__MAX_MESSAGE_SIZE (1024u * 1024u * 1024u)
+
+/* Fills *ret with the built-in defaults. */
+void herd__settings_defaults(struct herd__settings *ret);
+
+/*
+ * Resolves the effective settings, field by field: defaults, overridden by
+ * in_code (a JSON object given by the program, borrowed, may be NULL),
+ * overridden by the JSON object in the environment variable HERD_RPC_SETTINGS.
+ * An unknown field, a value of the wrong type or out of range, or an
+ * environment value that is not a JSON object is an error.
+ *
+ * Returns 0, -EINVAL (with *reterr_text set to a malloc'd sentence naming the
+ * source and field, when reterr_text is not NULL) or -ENOMEM.
+ */
+int herd__settings_resolve(const json_t *in_code, struct herd__settings *ret, char **reterr_text);
+
+/*
+ * Applies the fields of obj (borrowed) on top of *s. source names obj in error
+ * texts ("settings", "HERD_RPC_SETTINGS"). Same returns as resolve.
+ */
+int herd__settings_apply(
+    struct herd__settings *s, const json_t *obj, const char *source, char **reterr_text);
+
+/* The settings as a JSON object with every field: a new reference, or NULL on ENOMEM. */
+json_t *herd__settings_to_json(const struct herd__settings *s);
+
+/* ---- errors (error.c) ---- */
+
+struct herd_error {
+	unsigned n_ref;
+	int code;
+	char *name;
+	char *message;
+	json_t *data; /* object, always holds "name" */
+};
+
+/*
+ * A new error (one reference) for code, with message (NULL: the code's name)
+ * and data (borrowed, may be NULL; copied so "name" can be added). Returns
+ * NULL on ENOMEM.
+ */
+herd_error *herd__error_new(int code, const char *message, const json_t *data);
+herd_error *herd__error_newf(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Maps an error code received from a peer to the errno a call returns. */
+int herd__error_to_errno(int code);
+
+/* Replaces *slot with err (a new reference is taken; err may be NULL). */
+void herd__error_set(herd_error **slot, herd_error *err);
+
+/* ---- small helpers ---- */
+
+/* CLOCK_MONOTONIC in microseconds. */
+uint64_t herd__now_usec(void);
+
+/* Adds a relative timeout to now, saturating at UINT64_MAX (infinite). */
+uint64_t herd__deadline(uint64_t timeout_usec);
+
+#define HERD__USEC_PER_MSEC 1000ull
+#define HERD__USEC_INFINITY UINT64_MAX
+
+static inline void
+herd__freep(void *p)
+{
+	free(*(void **)p);
+}
+
+static inline void
+herd__json_decrefp(json_t **p)
+{
+	json_decref(*p);
+}
+
+#define _cleanup_(f)   __attribute__((cleanup(f)))
+#define _cleanup_free_ _cleanup_(herd__freep)
+#define _cleanup_json_ _cleanup_(herd__json_decrefp)
+
+/* ---- serving side (WORKER appends its section below) ---- */
+
+#endif
