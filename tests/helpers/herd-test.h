@@ -165,6 +165,13 @@ json_t *ht_conn_recv(struct ht_conn *c, int timeout_ms);
  */
 json_t *ht_conn_call(struct ht_conn *c, const char *method, json_t *params, int timeout_ms);
 /*
+ * Sends request method(params) (params stolen) with a fresh id without waiting.
+ * Returns the id (> 0) or -errno. Pair with ht_conn_wait_reply().
+ */
+int64_t ht_conn_send_request(struct ht_conn *c, const char *method, json_t *params);
+/* Waits for the reply to request id, setting other messages aside. NULL with errno. */
+json_t *ht_conn_wait_reply(struct ht_conn *c, int64_t id, int timeout_ms);
+/*
  * Sends hello {version: 1, role, ...extra} (extra stolen, may be NULL: its
  * members are merged into params) and returns the reply (new reference).
  */
@@ -183,6 +190,53 @@ json_t *ht_conn_wait_event(
     struct ht_conn *c, const char *event, const char *worker_id, int timeout_ms);
 /* Waits for the peer to close. Returns 0, -ETIMEDOUT, or -errno. Incoming messages are dropped. */
 int ht_conn_wait_eof(struct ht_conn *c, int timeout_ms);
+
+/* ---- herdd conversations (ht-herd.c) ---- */
+
+/*
+ * Connects to d's control socket and completes hello with role ("master",
+ * "inspector") and name. Returns the connection or NULL (message printed).
+ */
+struct ht_conn *ht_herdd_open(const struct ht_daemon *d, const char *role, const char *name);
+/*
+ * Spawn params for $HERD_TESTWORKER: {"path": P, "argv": [P]} with extra's
+ * members (stolen, may be NULL) merged over them. NULL if HERD_TESTWORKER is unset.
+ */
+json_t *ht_testworker_params(json_t *extra);
+/*
+ * Calls spawn with params (stolen) and returns the reply (new reference). A
+ * successful spawn's pid is registered for teardown (ht_track_pid).
+ */
+json_t *ht_spawn(struct ht_conn *c, json_t *params, int timeout_ms);
+/*
+ * Sends n spawn requests with the same params (borrowed) before reading any
+ * reply (n concurrent spawns), then collects every reply. For each success
+ * pids[i] and ids[i] (a malloc'd string) are set; failures leave 0 and NULL.
+ * Returns how many succeeded, or -errno if the conversation broke.
+ */
+int ht_spawn_many(
+    struct ht_conn *c, int n, const json_t *params, pid_t *pids, char **ids, int timeout_ms);
+/*
+ * Connects to a worker's socket, says hello as a client (init: conn_init,
+ * stolen, may be NULL), calls function(args) (args stolen) and closes.
+ * Returns the call's reply (new reference), or the hello's error reply if the
+ * hello failed, or NULL with errno.
+ */
+json_t *ht_worker_call(
+    const char *socket, json_t *conn_init, const char *function, json_t *args, int timeout_ms);
+/*
+ * Waits until herdd has no child process left, running or zombie: each child
+ * is awaited on a pidfd, then until reaped. Returns 0 or -ETIMEDOUT (the
+ * children left are printed).
+ */
+int ht_herdd_children_gone(const struct ht_daemon *d, int timeout_ms);
+/* Pid member of a WORKER object or spawn result, or 0. */
+pid_t ht_worker_pid(const json_t *worker);
+/*
+ * A time budget scaled for slow runs: ms times $HERD_TEST_SLOW (an integer,
+ * default 1; the valgrind setup and sanitizer builds may set it).
+ */
+int ht_ms(int ms);
 
 /* The result member of a reply (borrowed), or NULL if it is an error reply. */
 json_t *ht_result(const json_t *reply);

@@ -217,24 +217,36 @@ match_reply(const json_t *msg, const void *ctx)
 	    json_integer_value(id) == *(const int64_t *)ctx;
 }
 
-json_t *
-ht_conn_call(struct ht_conn *c, const char *method, json_t *params, int timeout_ms)
+int64_t
+ht_conn_send_request(struct ht_conn *c, const char *method, json_t *params)
 {
 	int64_t id = c->next_id++;
 	json_t *req = proto_request_int(id, method, params);
 	int r;
 
-	if (!req) {
-		errno = ENOMEM;
-		return NULL;
-	}
+	if (!req)
+		return -ENOMEM;
 	r = ht_conn_send(c, req);
 	json_decref(req);
-	if (r < 0) {
-		errno = -r;
+	return r < 0 ? r : id;
+}
+
+json_t *
+ht_conn_wait_reply(struct ht_conn *c, int64_t id, int timeout_ms)
+{
+	return take_matching(c, match_reply, &id, timeout_ms);
+}
+
+json_t *
+ht_conn_call(struct ht_conn *c, const char *method, json_t *params, int timeout_ms)
+{
+	int64_t id = ht_conn_send_request(c, method, params);
+
+	if (id < 0) {
+		errno = (int)-id;
 		return NULL;
 	}
-	return take_matching(c, match_reply, &id, timeout_ms);
+	return ht_conn_wait_reply(c, id, timeout_ms);
 }
 
 json_t *

@@ -1,0 +1,630 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * herd-testworker: a worker executable whose functions make a worker behave in
+ * every way a supervisor must cope with: answer, compute, block its loop, fail
+ * now or later, crash, exit, fork descendants, write to its streams, and report
+ * what it was given (environment, cwd, umask, init arguments, identity).
+ *
+ * Worker init argument: {"fail_init": MSG} fails init with MSG;
+ * {"init_delay_ms": N} blocks inside init for N ms first (a slow init is the
+ * thing under test). Connection init argument: {"fail_conn": MSG} fails the
+ * connection's init. Other members are kept and returned by "state".
+ *
+ * Run by herdd (HERD_CHANNEL_FD set) or standalone:
+ *   herd-testworker --socket PATH [--init JSON]
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include <herd/protocol.h>
+#include <herd/worker.h>
+
+struct tw_worker {
+	json_t *init; /* the worker init argument */
+	long served; /* calls handled so far */
+};
+
+struct tw_conn {
+	json_t *init; /* the connection init argument */
+};
+
+/* Counts the call and returns the worker state. */
+static struct tw_worker *
+served(herd_request *req)
+{
+	struct tw_worker *w = herd_request_worker_state(req);
+
+	w->served++;
+	return w;
+}
+
+/*
+ * Unpacks a function's argument strictly (unknown members are refused); a
+ * missing argument (JSON null) reads as {}. On failure the request is answered
+ * with invalid_params and -EINVAL is returned.
+ */
+static int
+unpack(herd_request *req, json_t *arg, const char *fmt, ...)
+{
+	json_error_t err;
+	json_t *empty = NULL;
+	va_list ap;
+	int r;
+
+	if (json_is_null(arg))
+		arg = empty = json_object();
+	va_start(ap, fmt);
+	r = json_vunpack_ex(arg, &err, JSON_STRICT, fmt, ap);
+	va_end(ap);
+	json_decref(empty);
+	if (r < 0) {
+		herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "%s", err.text);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+fn_echo(herd_request *req, json_t *arg)
+{
+	served(req);
+	herd_request_reply(req, json_incref(arg));
+}
+
+static void
+fn_sum(herd_request *req, json_t *arg)
+{
+	json_int_t n, i, s = 0;
+
+	served(req);
+	if (unpack(req, arg, "{s:I}", "n", &n) < 0)
+		return;
+	for (i = 0; i < n; i++)
+		s += i;
+	herd_request_reply(req, json_integer(s));
+}
+
+static void
+fn_product(herd_request *req, json_t *arg)
+{
+	json_int_t n, i, p = 1;
+
+	served(req);
+	if (unpack(req, arg, "{s:I}", "n", &n) < 0)
+		return;
+	for (i = 2; i <= n; i++) {
+		if (__builtin_mul_overflow(p, i, &p)) {
+			herd_request_fail(req, "product of 1..%lld overflows", (long long)n);
+			return;
+		}
+	}
+	herd_request_reply(req, json_integer(p));
+}
+
+/* ---- sleep: an asynchronous call finished by a timer ---- */
+
+struct tw_sleep {
+	ev_timer timer;
+	herd_request *req;
+	json_int_t ms;
+};
+
+static void
+sleep_done(struct tw_sleep *s)
+{
+	ev_timer_stop(EV_DEFAULT, &s->timer);
+	herd_request_unref(s->req);
+	free(s);
+}
+
+static void
+sleep_fired(EV_P_ ev_timer *t, int revents)
+{
+	struct tw_sleep *s = t->data;
+
+	herd_request_reply(s->req, json_pack("{s:I}", "slept_ms", s->ms));
+	sleep_done(s);
+}
+
+static void
+sleep_cancelled(herd_request *req, void *userdata)
+{
+	sleep_done(userdata);
+}
+
+static void
+fn_sleep(herd_request *req, json_t *arg)
+{
+	struct tw_sleep *s;
+	json_int_t ms;
+
+	served(req);
+	if (unpack(req, arg, "{s:I}", "ms", &ms) < 0)
+		return;
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		herd_request_fail(req, "out of memory");
+		return;
+	}
+	s->ms = ms;
+	s->req = herd_request_ref(req);
+	ev_timer_init(&s->timer, sleep_fired, (double)ms / 1000.0, 0.);
+	s->timer.data = s;
+	ev_timer_start(EV_DEFAULT, &s->timer);
+	herd_request_on_cancel(req, sleep_cancelled, s);
+}
+
+/* Blocks the event loop while burning CPU: busy is not hung. */
+static void
+fn_spin(herd_request *req, json_t *arg)
+{
+	json_int_t ms;
+	int64_t end;
+	volatile uint64_t x = 0;
+
+	served(req);
+	if (unpack(req, arg, "{s:I}", "ms", &ms) < 0)
+		return;
+	end = now_ms() + ms;
+	while (now_ms() < end)
+		x++;
+	herd_request_reply(req, json_pack("{s:I}", "spun_ms", ms));
+}
+
+static void
+fn_fail(herd_request *req, json_t *arg)
+{
+	const char *message = "failed on purpose";
+
+	served(req);
+	if (unpack(req, arg, "{s?s}", "message", &message) < 0)
+		return;
+	herd_request_fail(req, "%s", message);
+}
+
+/* A signal given as a number, "SEGV" or "SIGSEGV". Returns it or -EINVAL. */
+static int
+parse_signal(json_t *v)
+{
+	const char *name;
+	int i;
+
+	if (json_is_integer(v))
+		return json_integer_value(v) > 0 && json_integer_value(v) < NSIG
+		    ? (int)json_integer_value(v)
+		    : -EINVAL;
+	name = json_string_value(v);
+	if (!name)
+		return -EINVAL;
+	if (strncmp(name, "SIG", 3) == 0)
+		name += 3;
+	for (i = 1; i < NSIG; i++) {
+		const char *abbrev = sigabbrev_np(i);
+
+		if (abbrev && strcmp(abbrev, name) == 0)
+			return i;
+	}
+	return -EINVAL;
+}
+
+static void
+fn_crash(herd_request *req, json_t *arg)
+{
+	struct rlimit no_core = { 0, 0 };
+	json_t *sigv = NULL;
+	sigset_t set;
+	int sig = SIGSEGV;
+
+	served(req);
+	if (unpack(req, arg, "{s?o}", "signal", &sigv) < 0)
+		return;
+	if (sigv && (sig = parse_signal(sigv)) < 0) {
+		herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "unknown signal");
+		return;
+	}
+	/* The default action, not a sanitizer's handler, and no core file. */
+	setrlimit(RLIMIT_CORE, &no_core);
+	signal(sig, SIG_DFL);
+	sigemptyset(&set);
+	sigaddset(&set, sig);
+	sigprocmask(SIG_UNBLOCK, &set, NULL);
+	raise(sig);
+	herd_request_fail(req, "signal %d did not end the process", sig);
+}
+
+static void
+fn_exit(herd_request *req, json_t *arg)
+{
+	json_int_t code = 0;
+
+	served(req);
+	if (unpack(req, arg, "{s?I}", "code", &code) < 0)
+		return;
+	fflush(NULL);
+	_exit((int)code);
+}
+
+/* ---- fail_later: reply now, fail in the background after a delay ---- */
+
+struct tw_later {
+	ev_timer timer;
+	char *message;
+};
+
+static void
+later_fired(EV_P_ ev_timer *t, int revents)
+{
+	struct tw_later *l = t->data;
+
+	fprintf(stderr, "herd-testworker: failing in the background: %s\n", l->message);
+	herd_worker_fail("%s", l->message);
+}
+
+static void
+fn_fail_later(herd_request *req, json_t *arg)
+{
+	const char *message = "failed later on purpose";
+	struct tw_later *l;
+	json_int_t ms = 0;
+
+	served(req);
+	if (unpack(req, arg, "{s?I, s?s}", "ms", &ms, "message", &message) < 0)
+		return;
+	/* Lives until the process exits through herd_worker_fail(). */
+	l = calloc(1, sizeof(*l));
+	if (!l || !(l->message = strdup(message))) {
+		free(l);
+		herd_request_fail(req, "out of memory");
+		return;
+	}
+	ev_timer_init(&l->timer, later_fired, (double)ms / 1000.0, 0.);
+	l->timer.data = l;
+	ev_timer_start(EV_DEFAULT, &l->timer);
+	herd_request_reply(req, json_pack("{s:I}", "fail_in_ms", ms));
+}
+
+static void
+fn_pid(herd_request *req, json_t *arg)
+{
+	served(req);
+	if (unpack(req, arg, "{}") < 0)
+		return;
+	herd_request_reply(req,
+	    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i}", "pid", (int)getpid(), "ppid",
+	        (int)getppid(), "pgid", (int)getpgid(0), "sid", (int)getsid(0), "uid",
+	        (int)getuid(), "gid", (int)getgid()));
+}
+
+/* ---- spawn_grandchild: a descendant the supervisor must not leave behind ---- */
+
+static void
+grandchild_reaped(EV_P_ ev_child *c, int revents)
+{
+	ev_child_stop(EV_A_ c);
+	free(c);
+}
+
+static void
+fn_spawn_grandchild(herd_request *req, json_t *arg)
+{
+	int detach = 0;
+	ev_child *watch;
+	pid_t pid;
+
+	served(req);
+	if (unpack(req, arg, "{s?b}", "detach", &detach) < 0)
+		return;
+	watch = calloc(1, sizeof(*watch));
+	if (!watch) {
+		herd_request_fail(req, "out of memory");
+		return;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		free(watch);
+		herd_request_fail(req, "fork: %s", strerror(errno));
+		return;
+	}
+	if (pid == 0) {
+		/* A daemon-like descendant: its own session if asked, none of our fds. */
+		if (detach)
+			setsid();
+		close_range(3, ~0U, 0);
+		for (;;)
+			pause();
+	}
+	/* Reap it if it dies while we live, so we never hold a zombie. */
+	ev_child_init(watch, grandchild_reaped, pid, 0);
+	ev_child_start(EV_DEFAULT, watch);
+	herd_request_reply(req, json_pack("{s:i, s:b}", "pid", (int)pid, "detached", detach));
+}
+
+/* Writes text to a stream, ending it with a newline if it has none. */
+static void
+write_stream(herd_request *req, json_t *arg, FILE *f)
+{
+	const char *text;
+	size_t len;
+
+	served(req);
+	if (unpack(req, arg, "{s:s}", "text", &text) < 0)
+		return;
+	len = strlen(text);
+	fputs(text, f);
+	if (len == 0 || text[len - 1] != '\n')
+		fputc('\n', f);
+	fflush(f);
+	herd_request_reply(req, json_object());
+}
+
+static void
+fn_stderr(herd_request *req, json_t *arg)
+{
+	write_stream(req, arg, stderr);
+}
+
+static void
+fn_stdout(herd_request *req, json_t *arg)
+{
+	write_stream(req, arg, stdout);
+}
+
+static void
+fn_env(herd_request *req, json_t *arg)
+{
+	const char *name, *value;
+
+	served(req);
+	if (unpack(req, arg, "{s:s}", "name", &name) < 0)
+		return;
+	value = getenv(name);
+	herd_request_reply(req, json_pack("{s:s?}", "value", value));
+}
+
+static void
+fn_cwd(herd_request *req, json_t *arg)
+{
+	char buf[4096];
+
+	served(req);
+	if (unpack(req, arg, "{}") < 0)
+		return;
+	if (!getcwd(buf, sizeof(buf))) {
+		herd_request_fail(req, "getcwd: %s", strerror(errno));
+		return;
+	}
+	herd_request_reply(req, json_pack("{s:s}", "cwd", buf));
+}
+
+static void
+fn_umask(herd_request *req, json_t *arg)
+{
+	mode_t m;
+
+	served(req);
+	if (unpack(req, arg, "{}") < 0)
+		return;
+	/* umask can only be read by setting it; put it back at once. */
+	m = umask(0);
+	umask(m);
+	herd_request_reply(req, json_pack("{s:i}", "umask", (int)m));
+}
+
+static void
+fn_state(herd_request *req, json_t *arg)
+{
+	struct tw_worker *w = served(req);
+	struct tw_conn *c = herd_request_conn_state(req);
+
+	if (unpack(req, arg, "{}") < 0)
+		return;
+	herd_request_reply(req,
+	    json_pack("{s:O, s:O, s:I}", "init", w->init, "conn_init", c ? c->init : json_null(),
+	        "served", (json_int_t)w->served));
+}
+
+/* ---- count: a pipe of 0..n-1, paced by a timer or by backpressure ---- */
+
+struct tw_count {
+	ev_timer timer;
+	herd_request *req;
+	json_int_t next, n, delay_ms;
+};
+
+static void count_step(struct tw_count *c);
+
+static void
+count_free(struct tw_count *c)
+{
+	ev_timer_stop(EV_DEFAULT, &c->timer);
+	herd_request_unref(c->req);
+	free(c);
+}
+
+static void
+count_cancelled(herd_request *req, void *userdata)
+{
+	count_free(userdata);
+}
+
+static void
+count_drained(herd_request *req, void *userdata)
+{
+	count_step(userdata);
+}
+
+static void
+count_timer(EV_P_ ev_timer *t, int revents)
+{
+	count_step(t->data);
+}
+
+/* Writes what it may now; then ends, waits for the timer, or waits for a drain. */
+static void
+count_step(struct tw_count *c)
+{
+	while (c->next < c->n) {
+		int r = herd_request_write(c->req, json_integer(c->next));
+
+		if (r == -EAGAIN) {
+			herd_request_on_drain(c->req, count_drained, c);
+			return;
+		}
+		if (r < 0) {
+			count_free(c);
+			return;
+		}
+		c->next++;
+		if (c->delay_ms > 0 && c->next < c->n) {
+			ev_timer_set(&c->timer, (double)c->delay_ms / 1000.0, 0.);
+			ev_timer_start(EV_DEFAULT, &c->timer);
+			return;
+		}
+	}
+	herd_request_end(c->req, json_pack("{s:I}", "count", c->n));
+	count_free(c);
+}
+
+static void
+fn_count(herd_request *req, json_t *arg)
+{
+	json_int_t n, delay_ms = 0;
+	struct tw_count *c;
+
+	served(req);
+	if (unpack(req, arg, "{s:I, s?I}", "n", &n, "delay_ms", &delay_ms) < 0)
+		return;
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		herd_request_fail(req, "out of memory");
+		return;
+	}
+	c->req = herd_request_ref(req);
+	c->n = n;
+	c->delay_ms = delay_ms;
+	ev_timer_init(&c->timer, count_timer, 0., 0.);
+	c->timer.data = c;
+	herd_request_on_cancel(req, count_cancelled, c);
+	count_step(c);
+}
+
+/* ---- states ---- */
+
+static int
+init_worker(json_t *arg, void **ret_state, char **reterr_message)
+{
+	const char *fail = json_string_value(json_object_get(arg, "fail_init"));
+	json_int_t delay = json_integer_value(json_object_get(arg, "init_delay_ms"));
+	struct tw_worker *w;
+
+	if (delay > 0) {
+		/* Blocking on purpose: a slow init is what the caller is testing. */
+		struct timespec ts = { delay / 1000, (delay % 1000) * 1000000 };
+
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
+	if (fail)
+		return herd_init_fail(reterr_message, "%s", fail);
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->init = json_incref(arg);
+	*ret_state = w;
+	return 0;
+}
+
+static int
+init_conn(void *worker_state, json_t *arg, void **ret_state, char **reterr_message)
+{
+	const char *fail = json_string_value(json_object_get(arg, "fail_conn"));
+	struct tw_conn *c;
+
+	if (fail)
+		return herd_init_fail(reterr_message, "%s", fail);
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->init = json_incref(arg);
+	*ret_state = c;
+	return 0;
+}
+
+static void
+free_worker(void *worker_state)
+{
+	struct tw_worker *w = worker_state;
+
+	if (w) {
+		json_decref(w->init);
+		free(w);
+	}
+}
+
+static void
+free_conn(void *worker_state, void *conn_state)
+{
+	struct tw_conn *c = conn_state;
+
+	if (c) {
+		json_decref(c->init);
+		free(c);
+	}
+}
+
+static const struct herd_function functions[] = {
+	{ "echo", HERD_KIND_CALL, fn_echo },
+	{ "sum", HERD_KIND_CALL, fn_sum },
+	{ "product", HERD_KIND_CALL, fn_product },
+	{ "sleep", HERD_KIND_CALL, fn_sleep },
+	{ "spin", HERD_KIND_CALL, fn_spin },
+	{ "fail", HERD_KIND_CALL, fn_fail },
+	{ "crash", HERD_KIND_CALL, fn_crash },
+	{ "exit", HERD_KIND_CALL, fn_exit },
+	{ "fail_later", HERD_KIND_CALL, fn_fail_later },
+	{ "pid", HERD_KIND_CALL, fn_pid },
+	{ "spawn_grandchild", HERD_KIND_CALL, fn_spawn_grandchild },
+	{ "stderr", HERD_KIND_CALL, fn_stderr },
+	{ "stdout", HERD_KIND_CALL, fn_stdout },
+	{ "env", HERD_KIND_CALL, fn_env },
+	{ "cwd", HERD_KIND_CALL, fn_cwd },
+	{ "umask", HERD_KIND_CALL, fn_umask },
+	{ "state", HERD_KIND_CALL, fn_state },
+	{ "count", HERD_KIND_PIPE, fn_count },
+	{ NULL, 0, NULL },
+};
+
+static const struct herd_worker_type testworker = {
+	.name = "herd-testworker",
+	.functions = functions,
+	.init_worker = init_worker,
+	.init_conn = init_conn,
+	.free_worker = free_worker,
+	.free_conn = free_conn,
+};
+
+int
+main(int argc, char **argv)
+{
+	return herd_worker_main(&testworker, argc, argv);
+}

@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Conversations with herdd and workers that many tests share: hello, spawning
+ * herd-testworker (one or many at once), one call on a worker's socket, and
+ * waiting until herdd holds no child at all.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "herd-test.h"
+#include "ht-internal.h"
+
+int
+ht_ms(int ms)
+{
+	const char *slow = getenv("HERD_TEST_SLOW");
+	int k = slow ? atoi(slow) : 0;
+
+	if (k < 1) {
+#if defined(__SANITIZE_ADDRESS__)
+		/* Sanitized processes start, run and exit (leak check) several times slower. */
+		k = 3;
+#else
+		k = 1;
+#endif
+	}
+	return ms * k;
+}
+
+struct ht_conn *
+ht_herdd_open(const struct ht_daemon *d, const char *role, const char *name)
+{
+	struct ht_conn *c = ht_conn_open(d->socket);
+	json_t *reply;
+
+	if (!c)
+		return NULL;
+	reply = ht_conn_hello(c, role, name ? json_pack("{s:s}", "name", name) : NULL, ht_ms(5000));
+	if (!ht_result(reply)) {
+		fprintf(stderr, "herd_test: hello as %s failed: %s\n", role, ht_dump(reply));
+		json_decref(reply);
+		ht_conn_close(c);
+		errno = EPROTO;
+		return NULL;
+	}
+	json_decref(reply);
+	return c;
+}
+
+json_t *
+ht_testworker_params(json_t *extra)
+{
+	const char *path = ht_env_path("HERD_TESTWORKER");
+	json_t *params;
+
+	if (!path) {
+		json_decref(extra);
+		return NULL;
+	}
+	params = json_pack("{s:s, s:[s]}", "path", path, "argv", path);
+	if (params && extra)
+		json_object_update(params, extra);
+	json_decref(extra);
+	return params;
+}
+
+pid_t
+ht_worker_pid(const json_t *worker)
+{
+	return (pid_t)json_integer_value(json_object_get(worker, "pid"));
+}
+
+json_t *
+ht_spawn(struct ht_conn *c, json_t *params, int timeout_ms)
+{
+	json_t *reply = ht_conn_call(c, "spawn", params, timeout_ms);
+	pid_t pid = ht_worker_pid(ht_result(reply));
+
+	if (pid > 0)
+		ht_track_pid(pid);
+	return reply;
+}
+
+int
+ht_spawn_many(
+    struct ht_conn *c, int n, const json_t *params, pid_t *pids, char **ids, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	int64_t *req_ids = calloc((size_t)n, sizeof(*req_ids));
+	int i, ok = 0, r = 0;
+
+	if (!req_ids)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		pids[i] = 0;
+		ids[i] = NULL;
+	}
+	for (i = 0; i < n; i++) {
+		req_ids[i] = ht_conn_send_request(c, "spawn", json_deep_copy(params));
+		if (req_ids[i] < 0) {
+			r = (int)req_ids[i];
+			goto out;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		json_t *reply = ht_conn_wait_reply(c, req_ids[i], ht__remaining(deadline));
+		json_t *res = ht_result(reply);
+
+		if (!reply) {
+			r = -errno;
+			goto out;
+		}
+		if (res && ht_worker_pid(res) > 0) {
+			pids[i] = ht_worker_pid(res);
+			ht_track_pid(pids[i]);
+			ids[i] = strdup(json_string_value(json_object_get(res, "id")) ?: "");
+			ok++;
+		} else {
+			fprintf(stderr, "herd_test: spawn %d of %d failed: %s\n", i + 1, n,
+			    ht_dump(reply));
+		}
+		json_decref(reply);
+	}
+	r = ok;
+out:
+	free(req_ids);
+	return r;
+}
+
+json_t *
+ht_worker_call(
+    const char *socket, json_t *conn_init, const char *function, json_t *args, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	struct ht_conn *c = ht_conn_open(socket);
+	json_t *reply;
+
+	if (!c) {
+		json_decref(conn_init);
+		json_decref(args);
+		return NULL;
+	}
+	reply = ht_conn_hello(c, "client", conn_init ? json_pack("{s:o}", "init", conn_init) : NULL,
+	    ht__remaining(deadline));
+	if (!ht_result(reply)) {
+		json_decref(args);
+		ht_conn_close(c);
+		return reply;
+	}
+	json_decref(reply);
+	reply = ht_conn_call(c, function, args, ht__remaining(deadline));
+	ht_conn_close(c);
+	return reply;
+}
+
+int
+ht_herdd_children_gone(const struct ht_daemon *d, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	pid_t kids[256];
+	int n, i;
+
+	n = ht_list_children(d->pid, kids, 256);
+	for (i = 0; i < n && i < 256; i++) {
+		if (ht_wait_pid_reaped(kids[i], ht__remaining(deadline)) < 0)
+			break;
+	}
+	n = ht_list_children(d->pid, kids, 256);
+	if (n <= 0)
+		return 0;
+	for (i = 0; i < n && i < 256; i++)
+		fprintf(stderr, "herd_test: herdd %d still has child %d (state %c)\n", (int)d->pid,
+		    (int)kids[i], ht_pid_state(kids[i]) ?: '?');
+	return -ETIMEDOUT;
+}
