@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "stats.h"
+
+uint64_t
+bench_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void
+samples_add(struct samples *s, uint64_t ns)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 1024;
+		uint64_t *p = realloc(s->ns, cap * sizeof(*p));
+
+		if (!p) {
+			perror("realloc");
+			exit(1);
+		}
+		s->ns = p;
+		s->cap = cap;
+	}
+	s->ns[s->n++] = ns;
+}
+
+void
+samples_free(struct samples *s)
+{
+	free(s->ns);
+	s->ns = NULL;
+	s->n = s->cap = 0;
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+uint64_t
+samples_pct(struct samples *s, double p)
+{
+	size_t i;
+
+	if (s->n == 0)
+		return 0;
+	qsort(s->ns, s->n, sizeof(*s->ns), cmp_u64);
+	i = (size_t)(p / 100.0 * (double)(s->n - 1) + 0.5);
+	return s->ns[i];
+}
+
+void
+samples_report(struct samples *s, const char *figure, const char *variant)
+{
+	double sum = 0;
+
+	for (size_t i = 0; i < s->n; i++)
+		sum += (double)s->ns[i];
+	printf("{\"figure\":\"%s\",\"variant\":\"%s\",\"n\":%zu,\"p50_us\":%.2f,"
+	       "\"p99_us\":%.2f,\"mean_us\":%.2f}\n",
+	    figure, variant, s->n, (double)samples_pct(s, 50) / 1e3,
+	    (double)samples_pct(s, 99) / 1e3, s->n ? sum / (double)s->n / 1e3 : 0.0);
+	fflush(stdout);
+}
+
+void
+bench_report_value(const char *figure, const char *variant, double value, const char *unit)
+{
+	printf("{\"figure\":\"%s\",\"variant\":\"%s\",\"value\":%.3f,\"unit\":\"%s\"}\n", figure,
+	    variant, value, unit);
+	fflush(stdout);
+}

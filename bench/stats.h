@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/* Latency samples and their percentiles, shared by every benchmark program. */
+#ifndef HERD_BENCH_STATS_H
+#define HERD_BENCH_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct samples {
+	uint64_t *ns;
+	size_t n, cap;
+};
+
+/* Monotonic clock in nanoseconds. */
+uint64_t bench_now_ns(void);
+void samples_add(struct samples *s, uint64_t ns);
+void samples_free(struct samples *s);
+/* p in [0,100]; sorts the samples in place. Returns 0 when empty. */
+uint64_t samples_pct(struct samples *s, double p);
+/*
+ * Prints one JSON object on stdout: {"figure":..., "variant":..., "n":...,
+ * "p50_us":..., "p99_us":..., "mean_us":...}. The runner collects these lines.
+ */
+void samples_report(struct samples *s, const char *figure, const char *variant);
+/* Prints {"figure":..., "variant":..., "value":..., "unit":...}. */
+void bench_report_value(const char *figure, const char *variant, double value, const char *unit);
+
+#endif
