@@ -103,6 +103,12 @@ pid_t ht_fork_fn(int (*fn)(void *arg), void *arg, uid_t uid, gid_t gid);
  */
 int ht_run_as_nobody(int (*fn)(void *arg), void *arg, int timeout_ms);
 
+/*
+ * Reads exactly n pids (raw pid_t values a forked child wrote) from fd, with a
+ * deadline. Returns n, or -EPIPE (the writer closed early) or -ETIMEDOUT.
+ */
+int ht_read_pids(int fd, pid_t *pids, int n, int timeout_ms);
+
 /* ---- temporary directories and herdd (ht-daemon.c) ---- */
 
 /* Creates a 0700 directory /tmp/herd-test-XXXXXX removed by teardown. Returns 0 or -errno. */
@@ -230,6 +236,16 @@ json_t *ht_worker_call(
  * children left are printed).
  */
 int ht_herdd_children_gone(const struct ht_daemon *d, int timeout_ms);
+/*
+ * Asks herdd's list (all records) until a worker named name is in state (any
+ * state if NULL), for workers whose spawn has not answered yet: herdd has no
+ * event for "forked", so this repeats the list every few milliseconds until
+ * the deadline. Returns the WORKER object (new reference) or NULL.
+ */
+json_t *ht_herdd_wait_listed(
+    struct ht_conn *c, const char *name, const char *state, int timeout_ms);
+/* The WORKER object with this id from list {all: true} (new reference), or NULL. */
+json_t *ht_herdd_find(struct ht_conn *c, const char *id);
 /* Pid member of a WORKER object or spawn result, or 0. */
 pid_t ht_worker_pid(const json_t *worker);
 /*

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "herd-test.h"
@@ -175,4 +176,60 @@ ht_herdd_children_gone(const struct ht_daemon *d, int timeout_ms)
 		fprintf(stderr, "herd_test: herdd %d still has child %d (state %c)\n", (int)d->pid,
 		    (int)kids[i], ht_pid_state(kids[i]) ?: '?');
 	return -ETIMEDOUT;
+}
+
+/* The worker of a list reply matching name/state or id, as a new reference. */
+static json_t *
+pick_worker(const json_t *reply, const char *name, const char *state, const char *id)
+{
+	json_t *workers = json_object_get(ht_result(reply), "workers");
+	json_t *w;
+	size_t i;
+
+	json_array_foreach(workers, i, w) {
+		const char *wn = json_string_value(json_object_get(w, "name"));
+		const char *ws = json_string_value(json_object_get(w, "state"));
+		const char *wid = json_string_value(json_object_get(w, "id"));
+
+		if (name && (!wn || strcmp(wn, name) != 0))
+			continue;
+		if (state && (!ws || strcmp(ws, state) != 0))
+			continue;
+		if (id && (!wid || strcmp(wid, id) != 0))
+			continue;
+		return json_incref(w);
+	}
+	return NULL;
+}
+
+json_t *
+ht_herdd_wait_listed(struct ht_conn *c, const char *name, const char *state, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+
+	for (;;) {
+		json_t *reply =
+		    ht_conn_call(c, "list", json_pack("{s:b}", "all", 1), ht__remaining(deadline));
+		json_t *w = pick_worker(reply, name, state, NULL);
+		struct timespec gap = { 0, 5 * 1000000 };
+
+		if (!reply)
+			return NULL;
+		json_decref(reply);
+		if (w)
+			return w;
+		if (ht_now_ms() >= deadline)
+			return NULL;
+		nanosleep(&gap, NULL);
+	}
+}
+
+json_t *
+ht_herdd_find(struct ht_conn *c, const char *id)
+{
+	json_t *reply = ht_conn_call(c, "list", json_pack("{s:b}", "all", 1), ht_ms(5000));
+	json_t *w = pick_worker(reply, NULL, NULL, id);
+
+	json_decref(reply);
+	return w;
 }

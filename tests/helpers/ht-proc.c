@@ -403,3 +403,32 @@ ht_run_as_nobody(int (*fn)(void *arg), void *arg, int timeout_ms)
 		return WEXITSTATUS(st);
 	return 128 + WTERMSIG(st);
 }
+
+int
+ht_read_pids(int fd, pid_t *pids, int n, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	size_t want = (size_t)n * sizeof(*pids), got = 0;
+
+	while (got < want) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t k;
+		int r = poll(&p, 1, ht__remaining(deadline));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -ETIMEDOUT;
+		k = read(fd, (char *)pids + got, want - got);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return -EPIPE;
+		got += (size_t)k;
+	}
+	return n;
+}
