@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * How workers fail, and what herdd tells about it: init failures and spawn
+ * timeouts answer the spawn and leave no process; crashes, exits and failures
+ * reported after a function returned reach the owner as events with the
+ * signal, exit code, message and stderr tail; failed spawns leak no fd.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ht-check.h"
+
+static const char *const grace_args[] = { "--grace-ms", "300", NULL };
+
+struct fixture {
+	struct ht_daemon *d;
+	struct ht_conn *m; /* a master: receives its workers' events */
+};
+
+static void
+fixture_open(struct fixture *f)
+{
+	f->d = ht_daemon_start(grace_args);
+	ck_assert_ptr_nonnull(f->d);
+	f->m = ht_herdd_open(f->d, "master", "test");
+	ck_assert_ptr_nonnull(f->m);
+}
+
+static void
+fixture_close(struct fixture *f)
+{
+	ht_conn_close(f->m);
+}
+
+/* Spawns a testworker with extra params (stolen) that must succeed; returns the result. */
+static json_t *
+spawn_ok(struct fixture *f, json_t *extra)
+{
+	json_t *reply = ht_spawn(f->m, ht_testworker_params(extra), ht_ms(10000));
+	json_t *res = json_incref(ht_assert_result(reply));
+
+	json_decref(reply);
+	return res;
+}
+
+static const char *
+str(const json_t *obj, const char *key)
+{
+	return json_string_value(json_object_get(obj, key));
+}
+
+/* The record of a worker that no longer exists: reaped, and the reason is right. */
+static void
+assert_record(struct fixture *f, const char *id, const char *reason)
+{
+	json_t *w = ht_herdd_find(f->m, id);
+
+	ck_assert_msg(w, "no record for %s", id);
+	ck_assert_msg(str(w, "reason") && strcmp(str(w, "reason"), reason) == 0,
+	    "%s: reason %s expected: %s", id, reason, ht_dump(w));
+	ck_assert_str_eq(str(w, "state"), "exited");
+	ck_assert_int_eq(ht_pid_state(ht_worker_pid(w)), 0);
+	json_decref(w);
+}
+
+START_TEST(test_init_failure)
+{
+	struct fixture f;
+	json_t *reply, *ev;
+	const char *id;
+
+	fixture_open(&f);
+	reply = ht_spawn(f.m,
+	    ht_testworker_params(json_pack("{s:s, s:{s:s}}", "name", "bad-init", "init",
+	        "fail_init", "no database at /nowhere")),
+	    ht_ms(10000));
+	ht_assert_error(reply, "init_failed");
+	ck_assert_str_eq(ht_error_message(reply), "no database at /nowhere");
+	json_decref(reply);
+	/* Nothing is left running once the spawn has answered. */
+	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
+
+	ev = ht_conn_wait_event(f.m, "init_failed", NULL, ht_ms(5000));
+	ck_assert_msg(ev, "no init_failed event");
+	ck_assert_str_eq(str(ev, "message"), "no database at /nowhere");
+	id = str(json_object_get(ev, "worker"), "id");
+	assert_record(&f, id, "init_failed");
+	json_decref(ev);
+	fixture_close(&f);
+}
+END_TEST
+
+START_TEST(test_spawn_timeout)
+{
+	struct fixture f;
+	json_t *reply, *data, *w;
+
+	fixture_open(&f);
+	reply = ht_spawn(f.m,
+	    ht_testworker_params(json_pack("{s:s, s:{s:i}, s:i}", "name", "too-slow", "init",
+	        "init_delay_ms", 60000, "spawn_timeout_ms", 300)),
+	    ht_ms(10000));
+	ht_assert_error(reply, "timeout");
+	data = json_object_get(json_object_get(reply, "error"), "data");
+	ck_assert_str_eq(str(data, "what"), "spawn");
+	json_decref(reply);
+	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
+	w = ht_herdd_wait_listed(f.m, "too-slow", "exited", ht_ms(1000));
+	ck_assert_msg(w, "no record of the timed-out worker");
+	assert_record(&f, str(w, "id"), "spawn_timeout");
+	json_decref(w);
+	fixture_close(&f);
+}
+END_TEST
+
+START_TEST(test_crash_reports_signal)
+{
+	struct fixture f;
+	json_t *res, *reply, *ev, *worker;
+	const char *socket;
+	struct stat st;
+
+	fixture_open(&f);
+	res = spawn_ok(&f, NULL);
+	socket = str(res, "socket");
+	reply = ht_worker_call(
+	    socket, NULL, "crash", json_pack("{s:s}", "signal", "SEGV"), ht_ms(5000));
+	ck_assert_msg(!reply && errno == EPIPE, "the crash call answered: %s", ht_dump(reply));
+
+	ev = ht_conn_wait_event(f.m, "crashed", str(res, "id"), ht_ms(5000));
+	ck_assert_msg(ev, "no crashed event");
+	worker = json_object_get(ev, "worker");
+	ck_assert_str_eq(str(worker, "signal"), "SIGSEGV");
+	ck_assert_str_eq(str(worker, "reason"), "crashed");
+	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
+	/* The worker could not remove its socket; herdd must. */
+	ck_assert_msg(stat(socket, &st) < 0 && errno == ENOENT, "stale socket %s", socket);
+	json_decref(ev);
+	json_decref(res);
+	fixture_close(&f);
+}
+END_TEST
+
+START_TEST(test_exit_code_reported)
+{
+	struct fixture f;
+	json_t *res, *reply, *ev, *worker;
+
+	fixture_open(&f);
+	res = spawn_ok(&f, NULL);
+	reply = ht_worker_call(
+	    str(res, "socket"), NULL, "exit", json_pack("{s:i}", "code", 3), ht_ms(5000));
+	ck_assert_ptr_null(reply);
+	ev = ht_conn_wait_event(f.m, "exited", str(res, "id"), ht_ms(5000));
+	ck_assert_msg(ev, "no exited event");
+	worker = json_object_get(ev, "worker");
+	ck_assert_int_eq(json_integer_value(json_object_get(worker, "exit_code")), 3);
+	ck_assert_str_eq(str(worker, "reason"), "exited");
+	ck_assert(json_is_null(json_object_get(worker, "signal")));
+	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
+	json_decref(ev);
+	json_decref(res);
+	fixture_close(&f);
+}
+END_TEST
+
+/* True if some string of the array contains needle. */
+static bool
+lines_contain(const json_t *lines, const char *needle)
+{
+	const json_t *l;
+	size_t i;
+
+	json_array_foreach(lines, i, l) {
+		if (json_is_string(l) && strstr(json_string_value(l), needle))
+			return true;
+	}
+	return false;
+}
+
+START_TEST(test_background_failure)
+{
+	struct fixture f;
+	json_t *res, *reply, *ev, *tail;
+	const char *socket, *id;
+
+	fixture_open(&f);
+	res = spawn_ok(&f, NULL);
+	socket = str(res, "socket");
+	id = str(res, "id");
+	reply = ht_worker_call(
+	    socket, NULL, "stderr", json_pack("{s:s}", "text", "preparing the disk"), ht_ms(5000));
+	ht_assert_result(reply);
+	json_decref(reply);
+	/* The call itself succeeds: the failure happens after it returned. */
+	reply = ht_worker_call(socket, NULL, "fail_later",
+	    json_pack("{s:i, s:s}", "ms", 50, "message", "disk on fire"), ht_ms(5000));
+	ht_assert_result(reply);
+	json_decref(reply);
+
+	ev = ht_conn_wait_event(f.m, "failed", id, ht_ms(5000));
+	ck_assert_msg(ev, "no failed event");
+	ck_assert_str_eq(str(ev, "message"), "disk on fire");
+	tail = json_object_get(ev, "stderr_tail");
+	ck_assert_msg(lines_contain(tail, "preparing the disk"), "stderr_tail %s", ht_dump(tail));
+	ck_assert_msg(lines_contain(tail, "disk on fire"), "stderr_tail %s", ht_dump(tail));
+	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
+	assert_record(&f, id, "failed");
+
+	/* The captured stderr outlives the worker. */
+	reply = ht_conn_call(f.m, "logs", json_pack("{s:s}", "id", id), ht_ms(5000));
+	ck_assert_msg(
+	    lines_contain(json_object_get(ht_assert_result(reply), "lines"), "preparing the disk"),
+	    "logs: %s", ht_dump(reply));
+	json_decref(reply);
+	json_decref(ev);
+	json_decref(res);
+	fixture_close(&f);
+}
+END_TEST
+
+/* One failed spawn of kind k: every way a spawn can fail, in turn. */
+static void
+failed_spawn(struct fixture *f, int k)
+{
+	static const char *const names[] = { "spawn_failed", "spawn_failed", "init_failed",
+		"invalid_params", "invalid_params" };
+	json_t *params, *reply;
+
+	switch (k % 5) {
+	case 0: /* no such executable */
+		params = json_pack("{s:s}", "path", "/nonexistent/herd-worker");
+		break;
+	case 1: /* not executable */
+		params = json_pack("{s:s}", "path", "/etc/hostname");
+		break;
+	case 2:
+		params = ht_testworker_params(
+		    json_pack("{s:{s:s}}", "init", "fail_init", "refusing to start"));
+		break;
+	case 3:
+		params = json_pack("{s:s}", "path", "relative/path");
+		break;
+	default:
+		params = ht_testworker_params(json_pack("{s:{s:s}}", "env", "HERD_X", "y"));
+		break;
+	}
+	reply = ht_spawn(f->m, params, ht_ms(10000));
+	ht_assert_error(reply, names[k % 5]);
+	json_decref(reply);
+}
+
+START_TEST(test_failed_spawns_leak_no_fd)
+{
+	struct fixture f;
+	int before, after, i;
+
+	fixture_open(&f);
+	/* Warm up: whatever herdd opens once (directories, caches) is opened now. */
+	for (i = 0; i < 10; i++)
+		failed_spawn(&f, i);
+	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
+	before = ht_count_fds(f.d->pid);
+	ck_assert_int_gt(before, 0);
+	for (i = 0; i < 100; i++)
+		failed_spawn(&f, i);
+	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
+	after = ht_count_fds(f.d->pid);
+	ck_assert_msg(
+	    after == before, "herdd had %d fds before 100 failed spawns, %d after", before, after);
+	fixture_close(&f);
+}
+END_TEST
+
+static Suite *
+failures_suite(void)
+{
+	Suite *s = suite_create("sup-failures");
+	TCase *tc = tcase_create("failures");
+
+	tcase_add_checked_fixture(tc, NULL, ht_teardown);
+	tcase_set_timeout(tc, ht_ms(30));
+	tcase_add_test(tc, test_init_failure);
+	tcase_add_test(tc, test_spawn_timeout);
+	tcase_add_test(tc, test_crash_reports_signal);
+	tcase_add_test(tc, test_exit_code_reported);
+	tcase_add_test(tc, test_background_failure);
+	tcase_add_test(tc, test_failed_spawns_leak_no_fd);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+HT_MAIN(failures_suite)

@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Hang detection and process groups: a worker busy computing for three
+ * heartbeat timeouts is left alone; a stopped one is killed as
+ * heartbeat_lost; descendants of a worker, detached or not, go with it.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "ht-check.h"
+
+static const char *const grace_args[] = { "--grace-ms", "300", NULL };
+
+/* Short heartbeats so a hang shows within a second. */
+#define HB_INTERVAL_MS 100
+#define HB_TIMEOUT_MS  300
+
+static json_t *
+hb_params(void)
+{
+	return ht_testworker_params(json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms",
+	    HB_INTERVAL_MS, "heartbeat_timeout_ms", HB_TIMEOUT_MS));
+}
+
+static const char *
+str(const json_t *obj, const char *key)
+{
+	return json_string_value(json_object_get(obj, key));
+}
+
+START_TEST(test_busy_worker_is_not_hung)
+{
+	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_conn *m, *client;
+	json_t *reply, *res, *w;
+	pid_t pid;
+
+	ck_assert_ptr_nonnull(d);
+	m = ht_herdd_open(d, "master", "test");
+	ck_assert_ptr_nonnull(m);
+	reply = ht_spawn(m, hb_params(), ht_ms(10000));
+	res = ht_assert_result(reply);
+	pid = ht_worker_pid(res);
+
+	client = ht_conn_open(str(res, "socket"));
+	ck_assert_ptr_nonnull(client);
+	json_decref(ht_conn_hello(client, "client", NULL, ht_ms(5000)));
+	/* Three heartbeat timeouts of CPU work with the loop blocked. */
+	w = ht_conn_call(client, "spin", json_pack("{s:i}", "ms", 3 * HB_TIMEOUT_MS), ht_ms(10000));
+	ck_assert_msg(
+	    ht_result(w), "the spinning worker was killed: %s (%s)", ht_dump(w), strerror(errno));
+	json_decref(w);
+	/* Still serving, and herdd still counts it ready. */
+	w = ht_conn_call(client, "echo", json_integer(5), ht_ms(5000));
+	ck_assert_int_eq(json_integer_value(ht_assert_result(w)), 5);
+	json_decref(w);
+	ck_assert(ht_pid_alive(pid));
+	w = ht_conn_call(m, "inspect", json_pack("{s:s}", "id", str(res, "id")), ht_ms(5000));
+	ck_assert_str_eq(str(ht_assert_result(w), "state"), "ready");
+	json_decref(w);
+	w = ht_conn_wait_event(m, "heartbeat_lost", NULL, 0);
+	ck_assert_msg(!w, "unexpected event %s", ht_dump(w));
+
+	ht_conn_close(client);
+	json_decref(reply);
+	ht_conn_close(m);
+}
+END_TEST
+
+START_TEST(test_stopped_worker_is_heartbeat_lost)
+{
+	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_conn *m;
+	json_t *reply, *res, *ev;
+	pid_t pid;
+
+	ck_assert_ptr_nonnull(d);
+	m = ht_herdd_open(d, "master", "test");
+	ck_assert_ptr_nonnull(m);
+	reply = ht_spawn(m, hb_params(), ht_ms(10000));
+	res = ht_assert_result(reply);
+	pid = ht_worker_pid(res);
+
+	ck_assert_int_eq(kill(pid, SIGSTOP), 0);
+	ev = ht_conn_wait_event(m, "heartbeat_lost", str(res, "id"), ht_ms(5000));
+	ck_assert_msg(ev, "a stopped worker was not declared heartbeat_lost");
+	ck_assert_str_eq(str(json_object_get(ev, "worker"), "reason"), "heartbeat_lost");
+	json_decref(ev);
+	ck_assert_int_eq(ht_wait_pid_gone(pid, ht_ms(1000)), 0);
+	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
+	json_decref(reply);
+	ht_conn_close(m);
+}
+END_TEST
+
+/* Forks two descendants of the worker at socket (one in a session of its own). */
+static void
+spawn_grandchildren(const char *socket, pid_t *attached, pid_t *detached)
+{
+	json_t *r;
+
+	r = ht_worker_call(
+	    socket, NULL, "spawn_grandchild", json_pack("{s:b}", "detach", 0), ht_ms(5000));
+	*attached = ht_worker_pid(ht_assert_result(r));
+	json_decref(r);
+	r = ht_worker_call(
+	    socket, NULL, "spawn_grandchild", json_pack("{s:b}", "detach", 1), ht_ms(5000));
+	*detached = ht_worker_pid(ht_assert_result(r));
+	json_decref(r);
+	ck_assert_int_gt(*attached, 0);
+	ck_assert_int_gt(*detached, 0);
+	ht_track_pid(*attached);
+	ht_track_pid(*detached);
+	ck_assert(ht_pid_alive(*attached));
+	ck_assert(ht_pid_alive(*detached));
+	ck_assert_int_ne(getsid(*detached), getsid(*attached));
+}
+
+START_TEST(test_grandchildren_die_with_worker)
+{
+	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_conn *m;
+	json_t *reply, *res, *r;
+	pid_t g1, g2, pid;
+
+	ck_assert_ptr_nonnull(d);
+	m = ht_herdd_open(d, "master", "test");
+	ck_assert_ptr_nonnull(m);
+
+	/* Stopped by shutdown. */
+	reply = ht_spawn(m, ht_testworker_params(NULL), ht_ms(10000));
+	res = ht_assert_result(reply);
+	spawn_grandchildren(str(res, "socket"), &g1, &g2);
+	r = ht_conn_call(m, "shutdown",
+	    json_pack("{s:s, s:i}", "id", str(res, "id"), "grace_ms", 500), ht_ms(10000));
+	ht_assert_result(r);
+	json_decref(r);
+	ck_assert_msg(ht_wait_pid_gone(g1, ht_ms(1000)) == 0, "grandchild %d survived", (int)g1);
+	ck_assert_msg(
+	    ht_wait_pid_gone(g2, ht_ms(1000)) == 0, "detached grandchild %d survived", (int)g2);
+	json_decref(reply);
+
+	/* Stopped because its master went away. */
+	{
+		struct ht_conn *m2 = ht_herdd_open(d, "master", "short-lived");
+
+		ck_assert_ptr_nonnull(m2);
+		reply = ht_spawn(m2, ht_testworker_params(NULL), ht_ms(10000));
+		res = ht_assert_result(reply);
+		pid = ht_worker_pid(res);
+		spawn_grandchildren(str(res, "socket"), &g1, &g2);
+		ht_conn_close(m2);
+	}
+	ck_assert_int_eq(ht_wait_pid_gone(pid, ht_ms(1000)), 0);
+	ck_assert_msg(ht_wait_pid_gone(g1, ht_ms(1000)) == 0, "grandchild %d survived", (int)g1);
+	ck_assert_msg(
+	    ht_wait_pid_gone(g2, ht_ms(1000)) == 0, "detached grandchild %d survived", (int)g2);
+	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
+	json_decref(reply);
+	ht_conn_close(m);
+}
+END_TEST
+
+static Suite *
+heartbeat_suite(void)
+{
+	Suite *s = suite_create("sup-heartbeat");
+	TCase *tc = tcase_create("heartbeat");
+
+	tcase_add_checked_fixture(tc, NULL, ht_teardown);
+	tcase_set_timeout(tc, ht_ms(30));
+	tcase_add_test(tc, test_busy_worker_is_not_hung);
+	tcase_add_test(tc, test_stopped_worker_is_heartbeat_lost);
+	tcase_add_test(tc, test_grandchildren_die_with_worker);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+HT_MAIN(heartbeat_suite)
