@@ -1,0 +1,11 @@
+/* SPDX-License-Identifier: MIT */
+/* The fuzz target's entry point, shared by libFuzzer and the corpus replay test. */
+#ifndef HERD_FUZZ_READER_H
+#define HERD_FUZZ_READER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#endif
