@@ -43,7 +43,7 @@ extern "C" {
 #define HERD_DEFAULT_CALL_TIMEOUT_USEC (120ull * 1000000ull)
 
 typedef struct herd_conn herd_conn;
-typedef struct herd_call herd_call;
+typedef struct herd_pending herd_pending;
 typedef struct herd_stream herd_stream;
 typedef struct herd_sink herd_sink;
 
@@ -146,8 +146,9 @@ HERD_EXPORT int herd_conn_flush(herd_conn *conn, uint64_t timeout_usec);
 /* ---- calls (kind "call") ---- */
 
 /*
- * Calls function with args (borrowed; NULL sends no params, which the worker
- * sees as null) and waits for the reply. On success returns 0 and, if
+ * Calls function with args (borrowed: a JSON object or array, as JSON-RPC
+ * params must be; NULL sends no params, which the worker sees as null; any
+ * other type is -EINVAL) and waits for the reply. On success returns 0 and, if
  * ret_result is not NULL, a new reference to the result. See the errors
  * above; the remote error is herd_conn_last_error(conn).
  */
@@ -169,26 +170,27 @@ HERD_EXPORT int herd_call_str(
  * blocking call on the same connection, herd_call_cancel() or the close.
  */
 typedef void (*herd_call_cb)(
-    herd_conn *conn, herd_call *call, int r, json_t *result, herd_error *error, void *userdata);
+    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error, void *userdata);
 
 /*
  * Starts a call. Returns 0 (cb will run exactly once) or a negative errno (cb
- * never runs). ret_call (may be NULL) receives a new reference to the call,
- * used to cancel it or change its timeout; the call stays pending whether or
- * not you keep that reference.
+ * never runs). ret_call (may be NULL) receives a new reference to the pending
+ * call (herd_pending: the type cannot be called herd_call, which is the
+ * blocking function), used to cancel it or change its timeout; the call stays
+ * pending whether or not you keep that reference.
  */
 HERD_EXPORT int herd_call_async(herd_conn *conn, const char *function, json_t *args,
-    herd_call_cb cb, void *userdata, herd_call **ret_call);
+    herd_call_cb cb, void *userdata, herd_pending **ret_call);
 
-HERD_EXPORT herd_call *herd_call_ref(herd_call *call);
-HERD_EXPORT herd_call *herd_call_unref(herd_call *call);
+HERD_EXPORT herd_pending *herd_pending_ref(herd_pending *call);
+HERD_EXPORT herd_pending *herd_pending_unref(herd_pending *call);
 /* Changes the timeout of a pending call, counted from now. */
-HERD_EXPORT int herd_call_set_timeout(herd_call *call, uint64_t timeout_usec);
+HERD_EXPORT int herd_call_set_timeout(herd_pending *call, uint64_t timeout_usec);
 /*
  * Gives up on a pending call: its callback runs now with -ECANCELED and a late
  * reply is ignored. Returns 0, or -EALREADY if it already completed.
  */
-HERD_EXPORT int herd_call_cancel(herd_call *call);
+HERD_EXPORT int herd_call_cancel(herd_pending *call);
 
 /* Sends a one-way call (kind "oneway"): no reply, no callback. Returns 0 once queued. */
 HERD_EXPORT int herd_oneway(herd_conn *conn, const char *function, json_t *args);
@@ -259,8 +261,9 @@ HERD_EXPORT int herd_sink_open(
 /*
  * Queues one item (borrowed) without blocking. Returns 0, -EMSGSIZE (item too
  * large; nothing sent), -EPIPE if the sink already ended (finished, cancelled,
- * or the worker replied early: see herd_sink_finish()), -ENOBUFS if the
- * connection's output queue is full (flush with herd_conn_flush()), -ENOTCONN.
+ * the connection closed, or the worker replied early: herd_sink_finish() then
+ * returns how it ended), -ENOBUFS if the connection's output queue is full
+ * (drain it with herd_conn_flush()).
  */
 HERD_EXPORT int herd_sink_send(herd_sink *sink, json_t *item);
 /*
@@ -269,7 +272,11 @@ HERD_EXPORT int herd_sink_send(herd_sink *sink, json_t *item);
  * NULL to discard), or a negative errno as for herd_call().
  */
 HERD_EXPORT int herd_sink_finish(herd_sink *sink, uint64_t timeout_usec, json_t **ret_result);
-/* The same, asynchronously: cb runs exactly once if this returns 0. */
+/*
+ * The same, asynchronously: cb runs exactly once if this returns 0. Returns
+ * -EALREADY if the sink already ended (herd_sink_finish() then returns its
+ * outcome without waiting).
+ */
 typedef void (*herd_sink_cb)(
     herd_sink *sink, int r, json_t *result, herd_error *error, void *userdata);
 HERD_EXPORT int herd_sink_finish_async(herd_sink *sink, herd_sink_cb cb, void *userdata);

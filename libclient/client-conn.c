@@ -1,0 +1,368 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Connections: connect and hello, reference counting, and closing. Closing is
+ * the one place where pending operations fail en masse, so every path that
+ * loses the socket (peer EOF, I/O error, framing error, heartbeat silence,
+ * explicit close, last unref) goes through herd__conn_close().
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client-internal.h"
+
+static void
+set_error(herd_error **ret_error, herd_error *err)
+{
+	if (ret_error)
+		*ret_error = herd_error_ref(err);
+}
+
+static int fail_local(herd_error **ret_error, int r, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Returns r, handing out a new error describing it if the caller wants one. */
+static int
+fail_local(herd_error **ret_error, int r, int code, const char *fmt, ...)
+{
+	_cleanup_free_ char *text = NULL;
+	va_list ap;
+
+	if (!ret_error)
+		return r;
+	va_start(ap, fmt);
+	if (vasprintf(&text, fmt, ap) < 0)
+		text = NULL;
+	va_end(ap);
+	*ret_error = herd__error_new(code, text, NULL);
+	return r;
+}
+
+/*
+ * Connects with a blocking connect bounded by SO_SNDTIMEO (a Unix socket
+ * connect only blocks while the listener's backlog is full), then switches the
+ * socket to non-blocking for the engine.
+ */
+static int
+socket_connect(const char *path, unsigned timeout_ms)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct timeval tv = {
+		.tv_sec = timeout_ms / 1000,
+		.tv_usec = (timeout_ms % 1000) * 1000,
+	};
+	int fd, r;
+
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+		goto fail;
+	do
+		r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		if (errno == EAGAIN || errno == EINPROGRESS)
+			errno = ETIMEDOUT;
+		goto fail;
+	}
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+		goto fail;
+	return fd;
+fail:
+	r = -errno;
+	close(fd);
+	return r;
+}
+
+/* Takes the effective settings the server answered with; heartbeats only if it agreed. */
+static void
+conn_apply_effective(herd_conn *conn, json_t *result)
+{
+	json_t *s = json_object_get(result, "settings");
+	json_t *v;
+
+	v = json_object_get(s, "heartbeat_interval_ms");
+	conn->settings.heartbeat_interval_ms =
+	    json_is_integer(v) && json_integer_value(v) > 0 ? (unsigned)json_integer_value(v) : 0;
+	v = json_object_get(s, "heartbeat_timeout_ms");
+	conn->settings.heartbeat_timeout_ms =
+	    json_is_integer(v) && json_integer_value(v) > 0 ? (unsigned)json_integer_value(v) : 0;
+	v = json_object_get(s, "max_message_size");
+	if (json_is_integer(v) && json_integer_value(v) >= HERD__MIN_MESSAGE_SIZE &&
+	    json_integer_value(v) <= HERD__MAX_MESSAGE_SIZE) {
+		conn->settings.max_message_size = (size_t)json_integer_value(v);
+		conn->reader.max_message = conn->settings.max_message_size;
+	}
+}
+
+/* The hello params: version, role, our settings, then the caller's extra members. */
+static json_t *
+hello_params(herd_conn *conn, const char *role, json_t *extra)
+{
+	json_t *p;
+
+	p = json_pack("{s:i, s:s, s:{s:I, s:I, s:I}}", "version", HERD_PROTOCOL_VERSION, "role",
+	    role, "settings", "heartbeat_interval_ms",
+	    (json_int_t)conn->settings.heartbeat_interval_ms, "heartbeat_timeout_ms",
+	    (json_int_t)conn->settings.heartbeat_timeout_ms, "max_message_size",
+	    (json_int_t)conn->settings.max_message_size);
+	if (p && extra && json_object_update(p, extra) < 0)
+		p = (json_decref(p), NULL);
+	return p;
+}
+
+static void
+conn_free(herd_conn *conn)
+{
+	proto_reader_free(&conn->reader);
+	proto_outq_free(&conn->outq);
+	herd__ops_free(conn);
+	json_decref(conn->server_info);
+	herd_error_unref(conn->last_error);
+	free(conn);
+}
+
+/* Connects, says hello and returns an open connection. */
+int
+herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra, json_t *settings,
+    bool heartbeats, herd_conn **ret, herd_error **ret_error)
+{
+	_cleanup_free_ char *settings_err = NULL;
+	_cleanup_json_ json_t *params = NULL;
+	_cleanup_json_ json_t *result = NULL;
+	struct herd__settings s;
+	herd_error *err = NULL;
+	herd_conn *conn;
+	json_t *version;
+	int r;
+
+	if (ret_error)
+		*ret_error = NULL;
+	if (!socket_path || !*socket_path || !ret)
+		return fail_local(ret_error, -EINVAL, HERD_E_INVALID_PARAMS,
+		    "a socket path and a place for the connection are required");
+	if (strlen(socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+		return fail_local(ret_error, -EINVAL, HERD_E_INVALID_PARAMS,
+		    "socket path too long: %s", socket_path);
+	if (settings && !json_is_object(settings))
+		return fail_local(
+		    ret_error, -EINVAL, HERD_E_INVALID_PARAMS, "settings must be a JSON object");
+	r = herd__settings_resolve(settings, &s, &settings_err);
+	if (r < 0)
+		return fail_local(ret_error, r, HERD_E_INVALID_PARAMS, "%s",
+		    settings_err ? settings_err : strerror(-r));
+	if (!heartbeats)
+		s.heartbeat_interval_ms = s.heartbeat_timeout_ms = 0;
+
+	conn = calloc(1, sizeof(*conn));
+	if (!conn)
+		return fail_local(ret_error, -ENOMEM, HERD_E_INTERNAL_ERROR, "out of memory");
+	conn->n_ref = 1;
+	conn->state = CONN_HANDSHAKE;
+	conn->settings = s;
+	conn->call_timeout_usec = HERD_DEFAULT_CALL_TIMEOUT_USEC;
+	proto_reader_init(&conn->reader, s.max_message_size, HERD_MAX_DEPTH);
+	proto_outq_init(&conn->outq, HERD_DEFAULT_MAX_OUTPUT);
+	conn->fd = socket_connect(socket_path, s.connection_timeout_ms);
+	if (conn->fd < 0) {
+		r = conn->fd;
+		conn->state = CONN_CLOSED;
+		conn_free(conn);
+		return fail_local(ret_error, r, HERD_E_CONNECTION_CLOSED,
+		    "cannot connect to %s: %s", socket_path, strerror(-r));
+	}
+
+	params = hello_params(conn, role, hello_extra);
+	if (!params) {
+		r = -ENOMEM;
+		err = herd__error_new(HERD_E_INTERNAL_ERROR, "out of memory", NULL);
+		goto fail;
+	}
+	r = herd__call_sync(
+	    conn, "hello", params, s.connection_timeout_ms * HERD__USEC_PER_MSEC, &result, &err);
+	if (r == -EMSGSIZE) {
+		herd_error_unref(err);
+		err = herd__error_new(HERD_E_MESSAGE_TOO_LARGE,
+		    "the hello (init argument) is larger than max_message_size", NULL);
+	}
+	if (r < 0)
+		goto fail;
+	version = json_object_get(result, "version");
+	if (!json_is_integer(version) || json_integer_value(version) != HERD_PROTOCOL_VERSION) {
+		r = -EPROTO;
+		err = herd__error_newf(HERD_E_VERSION_MISMATCH,
+		    "the server speaks protocol version %lld, not %d",
+		    (long long)json_integer_value(version), HERD_PROTOCOL_VERSION);
+		goto fail;
+	}
+
+	conn->server_info = json_incref(result);
+	conn_apply_effective(conn, result);
+	conn->state = CONN_OPEN;
+	conn->last_recv_usec = herd__now_usec();
+	conn->next_heartbeat_usec =
+	    conn->last_recv_usec + conn->settings.heartbeat_interval_ms * HERD__USEC_PER_MSEC;
+	*ret = conn;
+	return 0;
+
+fail:
+	set_error(ret_error, err);
+	herd_error_unref(err);
+	herd_conn_unref(conn);
+	return r;
+}
+
+HERD_EXPORT int
+herd_conn_connect(const char *socket_path, json_t *init, json_t *settings, herd_conn **ret,
+    herd_error **ret_error)
+{
+	_cleanup_json_ json_t *extra = NULL;
+
+	if (ret_error)
+		*ret_error = NULL;
+	if (init) {
+		extra = json_pack("{s:O}", "init", init);
+		if (!extra)
+			return fail_local(
+			    ret_error, -ENOMEM, HERD_E_INTERNAL_ERROR, "out of memory");
+	}
+	return herd__conn_open(socket_path, "client", extra, settings, true, ret, ret_error);
+}
+
+/*
+ * Closes the socket and fails everything pending with connection_closed. err
+ * (borrowed) describes why; the close callback receives it as it is, while
+ * operations get a connection_closed error carrying its message, so a caller
+ * always matches one name for "the connection went away".
+ */
+void
+herd__conn_close(herd_conn *conn, int reason, herd_error *err)
+{
+	herd_error *own = NULL, *ops_err;
+	herd_conn_close_cb cb;
+
+	if (conn->state == CONN_CLOSED || conn->closing)
+		return;
+	conn->closing = true;
+	herd_conn_ref(conn);
+
+	herd__conn_detach_ev(conn);
+	if (conn->fd >= 0)
+		close(conn->fd);
+	conn->fd = -1;
+	conn->state = CONN_CLOSED;
+	proto_outq_free(&conn->outq);
+
+	if (!err)
+		err = own = herd__error_new(HERD_E_CONNECTION_CLOSED,
+		    reason == 0 ? "connection closed locally" : "connection closed", NULL);
+	if (herd_error_code(err) == HERD_E_CONNECTION_CLOSED)
+		ops_err = herd_error_ref(err);
+	else
+		ops_err = herd__error_newf(
+		    HERD_E_CONNECTION_CLOSED, "connection closed: %s", herd_error_message(err));
+	herd__ops_fail_all(conn, ops_err);
+	herd_error_unref(ops_err);
+
+	cb = conn->close_cb;
+	conn->close_cb = NULL;
+	if (cb)
+		cb(conn, reason, err, conn->close_userdata);
+	herd_error_unref(own);
+	conn->closing = false;
+	herd_conn_unref(conn);
+}
+
+HERD_EXPORT herd_conn *
+herd_conn_ref(herd_conn *conn)
+{
+	if (conn)
+		conn->n_ref++;
+	return conn;
+}
+
+HERD_EXPORT herd_conn *
+herd_conn_unref(herd_conn *conn)
+{
+	if (!conn || --conn->n_ref > 0)
+		return NULL;
+	if (conn->state != CONN_CLOSED) {
+		/* Revive for the close so its callbacks see a live handle; one may keep it. */
+		conn->n_ref = 1;
+		herd__conn_close(conn, 0, NULL);
+		if (--conn->n_ref > 0)
+			return NULL;
+	}
+	conn_free(conn);
+	return NULL;
+}
+
+HERD_EXPORT int
+herd_conn_close(herd_conn *conn)
+{
+	if (!conn)
+		return -EINVAL;
+	herd__conn_close(conn, 0, NULL);
+	return 0;
+}
+
+HERD_EXPORT int
+herd_conn_is_closed(herd_conn *conn)
+{
+	if (!conn)
+		return -EINVAL;
+	return conn->state == CONN_CLOSED;
+}
+
+HERD_EXPORT int
+herd_conn_on_close(herd_conn *conn, herd_conn_close_cb cb, void *userdata)
+{
+	if (!conn)
+		return -EINVAL;
+	if (conn->state == CONN_CLOSED || conn->closing)
+		return -ENOTCONN;
+	conn->close_cb = cb;
+	conn->close_userdata = userdata;
+	return 0;
+}
+
+/* Remembers the error of the latest failed request for herd_conn_last_error(). */
+void
+herd__conn_set_error(herd_conn *conn, herd_error *err)
+{
+	herd__error_set(&conn->last_error, err);
+}
+
+HERD_EXPORT herd_error *
+herd_conn_last_error(herd_conn *conn)
+{
+	return conn ? conn->last_error : NULL;
+}
+
+HERD_EXPORT int
+herd_conn_set_call_timeout(herd_conn *conn, uint64_t timeout_usec)
+{
+	if (!conn)
+		return -EINVAL;
+	conn->call_timeout_usec = timeout_usec ? timeout_usec : HERD_DEFAULT_CALL_TIMEOUT_USEC;
+	return 0;
+}
+
+HERD_EXPORT json_t *
+herd_conn_get_server_info(herd_conn *conn)
+{
+	return conn ? conn->server_info : NULL;
+}
+
+HERD_EXPORT json_t *
+herd_conn_get_settings(herd_conn *conn)
+{
+	return conn ? json_object_get(conn->server_info, "settings") : NULL;
+}

@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internals of the calling side: the connection engine shared by calls,
+ * streams, sinks and the herdd master API.
+ *
+ * Ownership: a connection holds one reference on each pending operation; an
+ * operation points back at its connection without a reference (the pointer is
+ * cleared when the operation completes). Closing a connection completes every
+ * pending operation, so no operation ever outlives the connection it points at.
+ */
+#ifndef HERD_CLIENT_INTERNAL_H
+#define HERD_CLIENT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+#include "herd/client.h"
+#include "internal.h"
+#include "proto.h"
+
+enum op_type {
+	OP_CALL,
+	OP_STREAM,
+	OP_SINK,
+};
+
+struct herd__op;
+/* Completion hook of an operation: runs exactly once. */
+typedef void (*herd__op_done_fn)(
+    struct herd__op *op, herd_conn *conn, int r, json_t *result, herd_error *err);
+
+/* A request waiting for its reply. The first member of herd_pending, herd_stream, herd_sink. */
+struct herd__op {
+	unsigned n_ref;
+	enum op_type type;
+	herd_conn *conn; /* weak; NULL once done */
+	int64_t id;
+	uint64_t deadline; /* absolute monotonic usec, HERD__USEC_INFINITY for none */
+	bool done;
+	bool cancelling; /* herd.cancel sent: items are dropped, the end is -ECANCELED */
+	struct herd__op *hnext; /* hash bucket chain */
+	struct herd__op *prev, *next; /* the connection's list of pending operations */
+	herd__op_done_fn done_fn;
+	void (*free_fn)(struct herd__op *op);
+	/* The outcome, kept for getters once done. */
+	int r;
+	json_t *result;
+	herd_error *error;
+};
+
+struct herd_pending {
+	struct herd__op op;
+	herd_call_cb cb;
+	void *userdata;
+};
+
+struct herd_stream {
+	struct herd__op op;
+	herd_stream_item_cb on_item;
+	herd_stream_end_cb on_end;
+	void *userdata;
+	json_t *queue; /* iterator style: array of [item, initial] pairs not yet taken */
+	size_t queue_head;
+	bool last_initial;
+	bool wake; /* set when an item or the end arrives, for herd_stream_next() */
+};
+
+struct herd_sink {
+	struct herd__op op;
+	bool ended; /* herd.end or herd.cancel sent */
+	bool async; /* herd_sink_finish_async() registered cb */
+	herd_sink_cb cb;
+	void *userdata;
+};
+
+enum conn_state {
+	CONN_HANDSHAKE,
+	CONN_OPEN,
+	CONN_CLOSED,
+};
+
+struct herd_conn {
+	unsigned n_ref;
+	enum conn_state state;
+	int fd;
+	bool closing; /* inside conn_close: no new operations */
+
+	struct herd__settings settings; /* effective after the handshake */
+	struct proto_reader reader;
+	struct proto_outq outq;
+
+	int64_t next_id;
+	struct herd__op **buckets;
+	size_t n_buckets; /* power of two */
+	size_t n_pending;
+	struct herd__op *pending_head, *pending_tail;
+	bool deadline_dirty;
+	uint64_t next_op_deadline;
+
+	uint64_t call_timeout_usec;
+	/* Heartbeats: 0 interval means off. */
+	uint64_t last_recv_usec;
+	uint64_t next_heartbeat_usec;
+
+	json_t *server_info; /* hello result */
+	herd_error *last_error;
+
+	herd_conn_close_cb close_cb;
+	void *close_userdata;
+
+	/* Notifications the conn itself does not know ("event" for the master API). */
+	void (*notify_fn)(herd_conn *conn, const char *method, json_t *params, void *userdata);
+	void *notify_userdata;
+
+	/* libev attachment. */
+	struct ev_loop *loop;
+	ev_io io;
+	ev_timer timer;
+	int io_events; /* what io is registered for */
+};
+
+/* ---- client-conn.c ---- */
+
+/*
+ * Opens a connection and completes hello with role and extra hello params
+ * (borrowed, may be NULL: merged into params). Blocks for connection_timeout_ms.
+ */
+int herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra,
+    json_t *settings, bool heartbeats, herd_conn **ret, herd_error **ret_error);
+/* Closes with reason/err (err may be NULL: a connection_closed error is made). */
+void herd__conn_close(herd_conn *conn, int reason, herd_error *err);
+/* Stores the error of the last failed request. */
+void herd__conn_set_error(herd_conn *conn, herd_error *err);
+
+/* ---- client-io.c ---- */
+
+/* Encodes msg and queues it, then tries to write at once. -EMSGSIZE leaves nothing queued. */
+int herd__conn_send(herd_conn *conn, json_t *msg);
+/* Queues a notification method(params) (params stolen). */
+int herd__conn_notify(herd_conn *conn, const char *method, json_t *params);
+/*
+ * Runs the engine over poll() until *done becomes true, or deadline
+ * (absolute) passes (-ETIMEDOUT), or the connection closes (-ENOTCONN, unless
+ * *done was set by the close).
+ */
+int herd__conn_run(herd_conn *conn, const bool *done, uint64_t deadline);
+/* Makes the libev watchers follow the connection's events and deadline. */
+void herd__conn_update_ev(herd_conn *conn);
+void herd__conn_detach_ev(herd_conn *conn);
+
+/* ---- calls (client-call.c) ---- */
+
+/* Starts a call of any method, "hello" and herdd's methods included. */
+int herd__call_start(herd_conn *conn, const char *method, json_t *params, uint64_t timeout_usec,
+    herd_call_cb cb, void *userdata, herd_pending **ret_call);
+/*
+ * Calls method and waits. Returns 0 with *ret_result (new reference), or a
+ * negative errno with *ret_error (new reference, may be NULL for local
+ * argument errors) when ret_error is not NULL.
+ */
+int herd__call_sync(herd_conn *conn, const char *method, json_t *params, uint64_t timeout_usec,
+    json_t **ret_result, herd_error **ret_error);
+/* True if args can travel as params: NULL, an object or an array. */
+bool herd__args_valid(const json_t *args);
+/* True if name is a function name callers may use (not hello/heartbeat). */
+bool herd__function_valid(const char *name);
+
+/* ---- operations (client-op.c) ---- */
+
+/*
+ * Registers op as pending on conn with a fresh id and sends method(params)
+ * (params borrowed). On failure op is not registered and nothing was sent.
+ */
+int herd__op_start(herd_conn *conn, struct herd__op *op, const char *method, json_t *params,
+    uint64_t timeout_usec);
+/* Completes op: removes it from its connection, records the outcome and runs done_fn. */
+void herd__op_complete(struct herd__op *op, int r, json_t *result, herd_error *err);
+/* Completes op with a locally made error. */
+void herd__op_fail(struct herd__op *op, int r, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+struct herd__op *herd__op_find(herd_conn *conn, int64_t id);
+void herd__op_ref(struct herd__op *op);
+void herd__op_unref(struct herd__op *op);
+/* The earliest operation deadline. */
+uint64_t herd__ops_next_deadline(herd_conn *conn);
+/* Fails every operation whose deadline passed. Returns how many. */
+int herd__ops_expire(herd_conn *conn, uint64_t now);
+/* Fails every pending operation (the connection closed). */
+void herd__ops_fail_all(herd_conn *conn, herd_error *err);
+void herd__ops_free(herd_conn *conn);
+
+/* Timeout to use: 0 means the connection's call timeout. */
+uint64_t herd__conn_timeout(herd_conn *conn, uint64_t timeout_usec);
+
+/* Handles a herd.item notification for a stream (client-stream.c). */
+void herd__stream_item(struct herd_stream *s, json_t *item, bool initial);
+
+#endif
