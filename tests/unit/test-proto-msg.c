@@ -232,6 +232,7 @@ START_TEST(error_builder)
 	struct proto_msg m;
 	struct proto_error err;
 	json_t *v, *data;
+	json_t *id4 = json_integer(4), *ids = json_string("s");
 
 	/* No message, no data: the name serves as message, data is {"name": ...}. */
 	v = proto_error(NULL, HERD_E_WORKER_NOT_FOUND, NULL, NULL);
@@ -246,7 +247,7 @@ START_TEST(error_builder)
 	json_decref(v);
 
 	/* An object is extended, and a stale "name" replaced. */
-	v = proto_error(json_integer(4), HERD_E_TIMEOUT, "too slow",
+	v = proto_error(id4, HERD_E_TIMEOUT, "too slow",
 	    json_pack("{s:s,s:i,s:s}", "what", "spawn", "ms", 30000, "name", "bogus"));
 	ck_assert_int_eq(proto_msg_parse(v, &m, &err), 0);
 	ck_assert_str_eq(m.error_message, "too slow");
@@ -281,12 +282,15 @@ START_TEST(error_builder)
 	ck_assert_str_eq(json_string_value(json_object_get(m.error_data, "name")), "unknown");
 	json_decref(v);
 
-	v = proto_errorf(json_string("s"), HERD_E_SPAWN_FAILED, "exec %s: %d", "/x", 2);
+	v = proto_errorf(ids, HERD_E_SPAWN_FAILED, "exec %s: %d", "/x", 2);
 	ck_assert_int_eq(proto_msg_parse(v, &m, &err), 0);
 	ck_assert_str_eq(m.error_message, "exec /x: 2");
 	ck_assert_str_eq(json_string_value(m.id), "s");
 	ck_assert_str_eq(json_string_value(json_object_get(m.error_data, "name")), "spawn_failed");
 	json_decref(v);
+	/* The ids were borrowed. */
+	json_decref(id4);
+	json_decref(ids);
 }
 END_TEST
 
