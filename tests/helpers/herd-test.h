@@ -109,6 +109,33 @@ int ht_run_as_nobody(int (*fn)(void *arg), void *arg, int timeout_ms);
  */
 int ht_read_pids(int fd, pid_t *pids, int n, int timeout_ms);
 
+/*
+ * Runs argv[0] (a path) with argv, stdin /dev/null, and collects its stdout
+ * and stderr (malloc'd, NUL-terminated; either pointer may be NULL to
+ * discard). Waits for both pipes to close and the process to exit, with a
+ * deadline, then SIGKILLs it. Returns the exit code (0..255), 128 + signal,
+ * or -ETIMEDOUT / -errno.
+ */
+int ht_run(const char *const *argv, char **ret_out, char **ret_err, int timeout_ms);
+/*
+ * Starts argv[0] with argv, its stdout on a pipe whose read end is returned in
+ * *ret_fd (close-on-exec). Registered for teardown. Returns the pid or -errno.
+ */
+pid_t ht_start_reader(const char *const *argv, int *ret_fd);
+/* Lines read from a pipe (ht_read_line). Zero it, then set fd. */
+struct ht_lines {
+	int fd;
+	size_t len; /* bytes held in buf */
+	size_t skip; /* bytes of the line returned last, to drop on the next call */
+	char buf[65536];
+};
+/*
+ * Reads the next line from l->fd with a deadline. Returns its length with the
+ * line NUL-terminated at l->buf (valid until the next call), -EPIPE at EOF,
+ * -ETIMEDOUT, or -ENOBUFS for a line longer than the buffer.
+ */
+int ht_read_line(struct ht_lines *l, int timeout_ms);
+
 /* ---- temporary directories and herdd (ht-daemon.c) ---- */
 
 /* Creates a 0700 directory /tmp/herd-test-XXXXXX removed by teardown. Returns 0 or -errno. */

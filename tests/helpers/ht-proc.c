@@ -432,3 +432,172 @@ ht_read_pids(int fd, pid_t *pids, int n, int timeout_ms)
 	}
 	return n;
 }
+
+/* In a forked child: stdin from /dev/null, stdout/stderr to the given fds, exec. */
+static void
+exec_with(const char *const *argv, int out_fd, int err_fd)
+{
+	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (null < 0 || dup2(null, 0) < 0 || (out_fd >= 0 && dup2(out_fd, 1) < 0) ||
+	    (err_fd >= 0 && dup2(err_fd, 2) < 0))
+		_exit(127);
+	execv(argv[0], (char *const *)argv);
+	fprintf(stderr, "herd_test: exec %s: %m\n", argv[0]);
+	_exit(127);
+}
+
+/* Appends what fd has to *buf; closes fd and sets it to -1 at EOF. */
+static int
+slurp(int *fd, char **buf, size_t *len)
+{
+	char chunk[4096];
+	ssize_t n = read(*fd, chunk, sizeof(chunk));
+	char *nb;
+
+	if (n < 0)
+		return errno == EINTR || errno == EAGAIN ? 0 : -errno;
+	if (n == 0) {
+		close(*fd);
+		*fd = -1;
+		return 0;
+	}
+	nb = realloc(*buf, *len + (size_t)n + 1);
+	if (!nb)
+		return -ENOMEM;
+	memcpy(nb + *len, chunk, (size_t)n);
+	*len += (size_t)n;
+	nb[*len] = '\0';
+	*buf = nb;
+	return 0;
+}
+
+int
+ht_run(const char *const *argv, char **ret_out, char **ret_err, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	int out[2], err[2], st, r = 0;
+	char *bufs[2] = { NULL, NULL };
+	size_t lens[2] = { 0, 0 };
+	int fds[2];
+	pid_t pid;
+
+	if (pipe2(out, O_CLOEXEC) < 0)
+		return -errno;
+	if (pipe2(err, O_CLOEXEC) < 0) {
+		close(out[0]);
+		close(out[1]);
+		return -errno;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0)
+		exec_with(argv, out[1], err[1]);
+	close(out[1]);
+	close(err[1]);
+	if (pid < 0) {
+		close(out[0]);
+		close(err[0]);
+		return -errno;
+	}
+	ht_track_child(pid);
+	fds[0] = out[0];
+	fds[1] = err[0];
+	while (r == 0 && (fds[0] >= 0 || fds[1] >= 0)) {
+		struct pollfd p[2] = { { .fd = fds[0], .events = POLLIN },
+			{ .fd = fds[1], .events = POLLIN } };
+		int n = poll(p, 2, ht__remaining(deadline));
+		int i;
+
+		if (n == 0)
+			r = -ETIMEDOUT;
+		for (i = 0; n > 0 && i < 2; i++) {
+			if (fds[i] >= 0 && p[i].revents)
+				r = slurp(&fds[i], &bufs[i], &lens[i]);
+		}
+	}
+	if (fds[0] >= 0)
+		close(fds[0]);
+	if (fds[1] >= 0)
+		close(fds[1]);
+	if (r == 0)
+		r = ht_wait_child(pid, ht__remaining(deadline), &st);
+	if (r < 0) {
+		kill(pid, SIGKILL);
+		(void)ht_wait_child(pid, 5000, NULL);
+		free(bufs[0]);
+		free(bufs[1]);
+		return r;
+	}
+	if (ret_out)
+		*ret_out = bufs[0] ? bufs[0] : strdup("");
+	else
+		free(bufs[0]);
+	if (ret_err)
+		*ret_err = bufs[1] ? bufs[1] : strdup("");
+	else
+		free(bufs[1]);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+pid_t
+ht_start_reader(const char *const *argv, int *ret_fd)
+{
+	int out[2];
+	pid_t pid;
+
+	if (pipe2(out, O_CLOEXEC) < 0)
+		return -errno;
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0)
+		exec_with(argv, out[1], -1);
+	close(out[1]);
+	if (pid < 0) {
+		close(out[0]);
+		return -errno;
+	}
+	ht_track_child(pid);
+	*ret_fd = out[0];
+	return pid;
+}
+
+int
+ht_read_line(struct ht_lines *l, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+
+	memmove(l->buf, l->buf + l->skip, l->len - l->skip);
+	l->len -= l->skip;
+	l->skip = 0;
+	for (;;) {
+		char *nl = memchr(l->buf, '\n', l->len);
+		struct pollfd p = { .fd = l->fd, .events = POLLIN };
+		ssize_t n;
+		int r;
+
+		if (nl) {
+			*nl = '\0';
+			l->skip = (size_t)(nl - l->buf) + 1;
+			return (int)(nl - l->buf);
+		}
+		if (l->len == sizeof(l->buf))
+			return -ENOBUFS;
+		r = poll(&p, 1, ht__remaining(deadline));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -ETIMEDOUT;
+		n = read(l->fd, l->buf + l->len, sizeof(l->buf) - l->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EPIPE;
+		l->len += (size_t)n;
+	}
+}

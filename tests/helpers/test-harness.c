@@ -190,6 +190,35 @@ START_TEST(test_raw_client)
 }
 END_TEST
 
+START_TEST(test_run_and_read_lines)
+{
+	const char *const script[] = { "/bin/sh", "-c", "echo out; echo err >&2; exit 3", NULL };
+	const char *const lines[] = { "/bin/sh", "-c", "printf 'a\\nbb\\n'; printf 'ccc\\n'",
+		NULL };
+	struct ht_lines l = { 0 };
+	char *out, *err;
+	pid_t pid;
+
+	ck_assert_int_eq(ht_run(script, &out, &err, 5000), 3);
+	ck_assert_str_eq(out, "out\n");
+	ck_assert_str_eq(err, "err\n");
+	free(out);
+	free(err);
+
+	pid = ht_start_reader(lines, &l.fd);
+	ck_assert_int_gt(pid, 0);
+	ck_assert_int_eq(ht_read_line(&l, 5000), 1);
+	ck_assert_str_eq(l.buf, "a");
+	ck_assert_int_eq(ht_read_line(&l, 5000), 2);
+	ck_assert_str_eq(l.buf, "bb");
+	ck_assert_int_eq(ht_read_line(&l, 5000), 3);
+	ck_assert_str_eq(l.buf, "ccc");
+	ck_assert_int_eq(ht_read_line(&l, 5000), -EPIPE);
+	close(l.fd);
+	ck_assert_int_eq(ht_wait_child(pid, 5000, NULL), 0);
+}
+END_TEST
+
 START_TEST(test_teardown_kills_everything)
 {
 	pid_t a = ht_fork_fn(pause_forever, NULL, (uid_t)-1, (gid_t)-1);
@@ -218,6 +247,7 @@ harness_suite(void)
 	tcase_add_test(tc, test_exit_code_and_nobody);
 	tcase_add_test(tc, test_count_fds);
 	tcase_add_test(tc, test_raw_client);
+	tcase_add_test(tc, test_run_and_read_lines);
 	tcase_add_test(tc, test_teardown_kills_everything);
 	suite_add_tcase(s, tc);
 	return s;

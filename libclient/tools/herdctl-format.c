@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * herdctl's output for people: aligned tables, short durations and sizes.
+ * Scripts use --json and never see any of this.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "herdctl.h"
+
+#define N_COLS 9
+
+void
+fmt_duration(char *buf, size_t len, const json_t *ms)
+{
+	long long v, s;
+
+	if (!json_is_integer(ms)) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	v = json_integer_value(ms);
+	s = v / 1000;
+	if (v < 1000)
+		snprintf(buf, len, "%lldms", v);
+	else if (s < 60)
+		snprintf(buf, len, "%.1fs", (double)v / 1000.0);
+	else if (s < 3600)
+		snprintf(buf, len, "%lldm%02llds", s / 60, s % 60);
+	else if (s < 86400)
+		snprintf(buf, len, "%lldh%02lldm", s / 3600, s / 60 % 60);
+	else
+		snprintf(buf, len, "%lldd%02lldh", s / 86400, s / 3600 % 24);
+}
+
+void
+fmt_kib(char *buf, size_t len, const json_t *kib)
+{
+	long long v;
+
+	if (!json_is_integer(kib)) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	v = json_integer_value(kib);
+	if (v < 1024)
+		snprintf(buf, len, "%lldK", v);
+	else if (v < 1024 * 1024)
+		snprintf(buf, len, "%.1fM", (double)v / 1024.0);
+	else
+		snprintf(buf, len, "%.1fG", (double)v / (1024.0 * 1024.0));
+}
+
+static const char *
+str_or_dash(const json_t *v)
+{
+	return json_is_string(v) ? json_string_value(v) : "-";
+}
+
+/* Fills the nine cells of one worker row. */
+static void
+worker_row(const json_t *w, char cells[N_COLS][64])
+{
+	json_t *pid = json_object_get(w, "pid");
+	json_t *cpu = json_object_get(w, "cpu_ms");
+
+	snprintf(cells[0], 64, "%s", str_or_dash(json_object_get(w, "id")));
+	snprintf(cells[1], 64, "%s", str_or_dash(json_object_get(w, "name")));
+	if (json_is_integer(pid))
+		snprintf(cells[2], 64, "%lld", (long long)json_integer_value(pid));
+	else
+		snprintf(cells[2], 64, "-");
+	snprintf(cells[3], 64, "%s", str_or_dash(json_object_get(w, "state")));
+	fmt_duration(cells[4], 64, json_object_get(w, "uptime_ms"));
+	fmt_duration(cells[5], 64, json_object_get(w, "heartbeat_age_ms"));
+	fmt_kib(cells[6], 64, json_object_get(w, "rss_kib"));
+	if (json_is_integer(cpu))
+		snprintf(cells[7], 64, "%.2fs", (double)json_integer_value(cpu) / 1000.0);
+	else
+		snprintf(cells[7], 64, "-");
+	snprintf(cells[8], 64, "%s", str_or_dash(json_object_get(w, "reason")));
+}
+
+void
+print_worker_table(FILE *f, const json_t *workers)
+{
+	static const char *const head[N_COLS] = { "ID", "NAME", "PID", "STATE", "UPTIME", "HB-AGE",
+		"RSS", "CPU", "REASON" };
+	/* Numbers read better right-aligned. */
+	static const bool right[N_COLS] = { false, false, true, false, true, true, true, true,
+		false };
+	size_t n = json_array_size(workers), i, c;
+	char(*rows)[N_COLS][64] = calloc(n + 1, sizeof(*rows));
+	int width[N_COLS] = { 0 };
+
+	if (!rows)
+		return;
+	for (c = 0; c < N_COLS; c++)
+		snprintf(rows[0][c], 64, "%s", head[c]);
+	for (i = 0; i < n; i++)
+		worker_row(json_array_get(workers, i), rows[i + 1]);
+	for (i = 0; i <= n; i++) {
+		for (c = 0; c < N_COLS; c++) {
+			int w = (int)strlen(rows[i][c]);
+
+			if (w > width[c])
+				width[c] = w;
+		}
+	}
+	for (i = 0; i <= n; i++) {
+		for (c = 0; c < N_COLS; c++) {
+			const char *sep = c + 1 < N_COLS ? "  " : "\n";
+
+			if (c + 1 == N_COLS)
+				fprintf(f, "%s%s", rows[i][c], sep);
+			else
+				fprintf(
+				    f, right[c] ? "%*s%s" : "%-*s%s", width[c], rows[i][c], sep);
+		}
+	}
+	free(rows);
+}
+
+void
+print_value(FILE *f, const json_t *v)
+{
+	char *text;
+
+	if (json_is_string(v)) {
+		fprintf(f, "%s\n", json_string_value(v));
+		return;
+	}
+	text = json_dumps(v, JSON_INDENT(2) | JSON_ENCODE_ANY | JSON_SORT_KEYS);
+	fprintf(f, "%s\n", text ? text : "?");
+	free(text);
+}
+
+/* A field's value on one line: strings bare, null as "-", the rest compact JSON. */
+static void
+print_field(FILE *f, const char *key, const json_t *v)
+{
+	char *text;
+
+	if (json_is_string(v)) {
+		fprintf(f, "%-17s %s\n", key, json_string_value(v));
+		return;
+	}
+	if (!v || json_is_null(v)) {
+		fprintf(f, "%-17s -\n", key);
+		return;
+	}
+	text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	fprintf(f, "%-17s %s\n", key, text ? text : "?");
+	free(text);
+}
+
+void
+print_worker(FILE *f, const json_t *worker)
+{
+	static const char *const order[] = { "id", "name", "state", "reason", "pid", "pgid", "uid",
+		"owner", "shutdown_on", "started_at", "uptime_ms", "heartbeat_age_ms", "rss_kib",
+		"cpu_ms", "exit_code", "signal", "message", "socket", "path", "argv", NULL };
+	const char *key;
+	json_t *v;
+	size_t i;
+
+	for (i = 0; order[i]; i++) {
+		if (json_object_get(worker, order[i]))
+			print_field(f, order[i], json_object_get(worker, order[i]));
+	}
+	/* Fields a newer herdd added, so nothing is hidden. */
+	json_object_foreach((json_t *)worker, key, v) {
+		bool known = false;
+
+		for (i = 0; order[i] && !known; i++)
+			known = strcmp(order[i], key) == 0;
+		if (!known)
+			print_field(f, key, v);
+	}
+}
+
+static void
+print_flat(FILE *f, const char *prefix, const json_t *obj)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach((json_t *)obj, key, v) {
+		char name[256];
+
+		snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "", key);
+		if (json_is_object(v))
+			print_flat(f, name, v);
+		else
+			print_field(f, name, v);
+	}
+}
+
+void
+print_stats(FILE *f, const json_t *stats)
+{
+	print_flat(f, "", stats);
+}
+
+void
+print_event(FILE *f, const json_t *event)
+{
+	const json_t *w = json_object_get(event, "worker");
+	const json_t *tail = json_object_get(event, "stderr_tail");
+	const json_t *msg = json_object_get(event, "message");
+	const json_t *line;
+	struct timespec ts;
+	struct tm tm;
+	char when[32];
+	size_t i;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	localtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof(when), "%H:%M:%S", &tm);
+	fprintf(f, "%s.%03ld  %-14s %-6s %-16s pid %-7lld %s%s%s\n", when, ts.tv_nsec / 1000000,
+	    str_or_dash(json_object_get(event, "event")), str_or_dash(json_object_get(w, "id")),
+	    str_or_dash(json_object_get(w, "name")),
+	    (long long)json_integer_value(json_object_get(w, "pid")),
+	    str_or_dash(json_object_get(w, "reason")), json_is_string(msg) ? ": " : "",
+	    json_is_string(msg) ? json_string_value(msg) : "");
+	json_array_foreach(tail, i, line) {
+		if (json_is_string(line))
+			fprintf(f, "    | %s\n", json_string_value(line));
+	}
+	fflush(f);
+}
