@@ -31,6 +31,66 @@ HERD_EXPORT int herd_conn_attach_ev(herd_conn *conn, struct ev_loop *loop);
 /* Stops the watchers. Returns 0 or -EINVAL; detaching an unattached conn is 0. */
 HERD_EXPORT int herd_conn_detach_ev(herd_conn *conn);
 
+/* ---- serving side (worker.h) ---- */
+
+/*
+ * A worker type served on a Unix socket from a libev loop. Opaque and
+ * reference-counted. herd_worker_main() uses one on libev's default loop;
+ * programs with their own loop (or tests) use herd_serve() directly.
+ */
+typedef struct herd_server herd_server;
+
+typedef void (*herd_server_cb)(herd_server *srv, void *userdata);
+
+/*
+ * Runs type's worker-state init with init_arg (borrowed; NULL means JSON
+ * null), then binds socket_path (mode 0600; an existing socket file is
+ * replaced only if nothing answers on it) and serves from loop. settings
+ * (borrowed, may be NULL) are the RPC settings given in code; the environment
+ * variable HERD_RPC_SETTINGS overrides them field by field.
+ * On success *ret holds a new reference. Returns 0, or:
+ *   -EINVAL        bad argument, function table or settings;
+ *   -EREMOTEIO     the worker-state init failed (its message is logged with
+ *                  herd_log() at HERD_LOG_ERR);
+ *   -ENAMETOOLONG  socket_path does not fit a sockaddr_un;
+ *   -EADDRINUSE    a live server answers on socket_path;
+ *   another -errno from socket(), bind() or listen().
+ * The server holds no reference on loop: close it before destroying the loop.
+ */
+HERD_EXPORT int herd_serve(struct ev_loop *loop, const struct herd_worker_type *type,
+    const char *socket_path, json_t *init_arg, json_t *settings, herd_server **ret);
+
+/* Takes a reference; returns srv (NULL-safe). */
+HERD_EXPORT herd_server *herd_server_ref(herd_server *srv);
+/* Drops a reference; the last one closes the server if still open. NULL-safe;
+ * returns NULL. The worker state is freed once no connection or request of
+ * the server is left. */
+HERD_EXPORT herd_server *herd_server_unref(herd_server *srv);
+
+/*
+ * Stops serving: closes the listening socket and removes its file, cancels
+ * every pending request (callers get shutting_down, handlers their on_cancel)
+ * and closes every connection once its queued replies are written. Idempotent.
+ * Returns 0 or -EINVAL.
+ */
+HERD_EXPORT int herd_server_close(herd_server *srv);
+
+/* The socket path (borrowed, valid while srv is), NULL once closed. */
+HERD_EXPORT const char *herd_server_socket_path(const herd_server *srv);
+/* The state built by the type's init_worker (possibly NULL). */
+HERD_EXPORT void *herd_server_worker_state(const herd_server *srv);
+HERD_EXPORT struct ev_loop *herd_server_loop(const herd_server *srv);
+
+/*
+ * What the built-in herd.shutdown does once its reply is queued: runs cb
+ * from the loop (cb NULL: herd_server_close(), the default). Returns 0 or
+ * -EINVAL.
+ */
+HERD_EXPORT int herd_server_on_shutdown(herd_server *srv, herd_server_cb cb, void *userdata);
+
+/* The loop serving req, for handlers that answer later from a watcher. */
+HERD_EXPORT struct ev_loop *herd_request_loop(const herd_request *req);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * herd_log(): a line on stderr (herdd captures it for failure reports) and an
+ * item on every herd.logs stream open in this process (rpc_parallel's
+ * async_log). A stream whose reader is slow loses items rather than growing
+ * without bound; the loss is reported in the next item it can take.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "worker-internal.h"
+
+static struct herd_request *subscribers;
+static bool logging; /* writing to a stream may log: never recurse */
+
+static const char *const level_names[] = {
+	[HERD_LOG_ERR] = "err",
+	[HERD_LOG_WARNING] = "warning",
+	[HERD_LOG_NOTICE] = "notice",
+	[HERD_LOG_INFO] = "info",
+	[HERD_LOG_DEBUG] = "debug",
+};
+
+HERD_EXPORT const char *
+herd_log_level_name(int level)
+{
+	if (level < HERD_LOG_ERR || level > HERD_LOG_DEBUG)
+		return NULL;
+	return level_names[level];
+}
+
+void
+herd__log_subscribe(struct herd_request *req)
+{
+	req->log_subscribed = true;
+	req->log_prev = NULL;
+	req->log_next = subscribers;
+	if (subscribers)
+		subscribers->log_prev = req;
+	subscribers = req;
+	herd_request_ref(req);
+}
+
+void
+herd__log_unsubscribe(struct herd_request *req)
+{
+	if (!req->log_subscribed)
+		return;
+	req->log_subscribed = false;
+	if (req->log_prev)
+		req->log_prev->log_next = req->log_next;
+	else
+		subscribers = req->log_next;
+	if (req->log_next)
+		req->log_next->log_prev = req->log_prev;
+	req->log_prev = req->log_next = NULL;
+	herd_request_unref(req);
+}
+
+/* The wall-clock time as RFC 3339 UTC with milliseconds. */
+static void
+log_time(char *buf, size_t size)
+{
+	struct timespec ts;
+	struct tm tm;
+	size_t n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, size - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+static json_t *
+log_item(const char *time, const char *level, const char *message)
+{
+	return json_pack("{s:s, s:s, s:s}", "time", time, "level", level, "message", message);
+}
+
+static void
+log_publish(int level, const char *message)
+{
+	char time[40], note[80];
+	struct herd_request *req, *next;
+
+	log_time(time, sizeof(time));
+	for (req = subscribers; req; req = next) {
+		next = req->log_next;
+		if (req->log_dropped > 0 && herd_request_writable(req)) {
+			snprintf(note, sizeof(note),
+			    "%lu log messages were dropped: the reader is slow", req->log_dropped);
+			if (herd_request_write(req, log_item(time, "warning", note)) == 0)
+				req->log_dropped = 0;
+		}
+		if (herd_request_write(req, log_item(time, level_names[level], message)) < 0)
+			req->log_dropped++;
+	}
+}
+
+HERD_EXPORT void
+herd_logv(int level, const char *fmt, va_list ap)
+{
+	char *message;
+
+	if (!herd_log_level_name(level))
+		level = HERD_LOG_ERR;
+	if (!fmt || vasprintf(&message, fmt, ap) < 0)
+		return;
+	/* Debug messages go to herd.logs streams only, not to the captured stderr. */
+	if (level <= HERD_LOG_INFO)
+		fprintf(stderr, "%s: %s\n", level_names[level], message);
+	if (!logging) {
+		logging = true;
+		log_publish(level, message);
+		logging = false;
+	}
+	free(message);
+}
+
+HERD_EXPORT void
+herd_log(int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	herd_logv(level, fmt, ap);
+	va_end(ap);
+}

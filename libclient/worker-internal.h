@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The serving side's internals: a server (listening socket, worker state), its
+ * connections (buffered non-blocking I/O, hello, dispatch) and the requests in
+ * flight on them. Everything runs on the loop's thread.
+ *
+ * Lifetimes are reference counts, so nothing is freed inside its own callback:
+ * a request holds its connection, a connection holds its server. A connection
+ * holds one reference on itself while it is open (dropped when it closes); a
+ * request holds one for the pending table while it is unfinished.
+ */
+#ifndef HERD_WORKER_INTERNAL_H
+#define HERD_WORKER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <ev.h>
+#include <jansson.h>
+
+#include "herd/herd-ev.h"
+#include "internal.h"
+#include "proto.h"
+
+/* Output above this stops reading the connection and makes stream writes wait. */
+#define HERD__OUT_HIGH_WATER (1024u * 1024u)
+/* Waiting writers are resumed once the output is back under this. */
+#define HERD__OUT_LOW_WATER (256u * 1024u)
+/* How long a closing connection may take to flush what it still has to say. */
+#define HERD__FLUSH_TIMEOUT_S 2.0
+
+struct srv_conn;
+
+struct herd_server {
+	unsigned n_ref;
+	struct ev_loop *loop;
+	const struct herd_worker_type *type;
+	size_t n_functions;
+	void *worker_state;
+	bool worker_state_set;
+	struct herd__settings settings;
+	unsigned max_pending;
+	size_t max_output;
+
+	int listen_fd;
+	char *socket_path;
+	dev_t sock_dev; /* identity of the socket file we bound, so we only unlink ours */
+	ino_t sock_ino;
+	ev_io accept_io;
+	ev_timer accept_retry; /* out of fds: try accepting again later */
+	ev_timer deferred; /* runs herd.shutdown after its reply is queued */
+	bool accepting;
+	bool closed;
+	bool shutdown_requested;
+
+	struct srv_conn *conns;
+	unsigned n_conns; /* open connections */
+	unsigned n_live; /* connections not yet freed (open or closed but held) */
+	uint64_t n_accepted; /* connections ever accepted */
+	uint64_t served; /* user function calls dispatched */
+	char *worker_id; /* from herdd, for the hello result; may be NULL */
+
+	herd_server_cb on_shutdown;
+	void *on_shutdown_data;
+	/* For herd_worker_main: told when a connection opens or closes. */
+	void (*on_conn_change)(struct herd_server *srv, bool opened, void *userdata);
+	void *on_conn_change_data;
+
+	struct herd_server *all_next; /* every live server in the process */
+};
+
+enum srv_conn_state {
+	CONN_HELLO, /* waiting for hello */
+	CONN_OPEN, /* serving */
+	CONN_CLOSING, /* flushing the last replies, reading nothing */
+	CONN_CLOSED, /* fd closed; freed when the last reference goes */
+};
+
+struct srv_conn {
+	unsigned n_ref;
+	struct herd_server *srv;
+	enum srv_conn_state state;
+	int fd;
+	ev_io rio, wio;
+	ev_timer handshake_timer; /* also the flush deadline while closing */
+	ev_timer hb_send, hb_check;
+	ev_timer reaper; /* a zero timer: closes the connection from the loop */
+	ev_tstamp last_rx;
+	double hb_timeout;
+	bool reading_paused;
+	bool overflowed;
+	bool peer_eof; /* the peer half-closed: answer what is pending, then close */
+	struct proto_reader reader;
+	struct proto_outq outq;
+	size_t max_send; /* the peer's max_message_size */
+
+	void *conn_state;
+	bool conn_state_set;
+
+	/* Pending requests, hashed by their id's text. */
+	struct herd_request **buckets;
+	size_t n_buckets;
+	unsigned n_pending;
+	/* Requests waiting for the output to drain. */
+	struct herd_request *drain_head;
+	struct srv_conn *prev, *next;
+};
+
+struct herd_request {
+	unsigned n_ref;
+	struct srv_conn *conn;
+	const struct herd_function *fn;
+	json_t *id; /* NULL for oneway */
+	char *key; /* the id's text, the pending table key */
+	json_t *params;
+	bool finished;
+	bool cancelled;
+	bool in_table;
+	bool wrote_item;
+	bool draining; /* in conn->drain_head */
+	herd_request_cb on_cancel, on_drain, on_end;
+	herd_item_cb on_item;
+	void *cancel_data, *drain_data, *end_data, *item_data;
+	struct herd_request *hash_next;
+	struct herd_request *drain_next;
+	/* herd.logs subscribers (log.c). */
+	struct herd_request *log_prev, *log_next;
+	bool log_subscribed;
+	unsigned long log_dropped;
+};
+
+/* ---- server.c ---- */
+
+/* Every server of the process, for herd_worker_fail() and the log streams. */
+extern struct herd_server *herd__servers;
+
+/*
+ * Creates a server: resolves settings, runs the worker-state init. Does not
+ * listen yet. On init failure returns -EREMOTEIO with *reterr_message set
+ * (malloc'd); on bad settings -EINVAL with the text likewise.
+ */
+int herd__server_new(struct ev_loop *loop, const struct herd_worker_type *type, json_t *init_arg,
+    json_t *settings, struct herd_server **ret, char **reterr_message);
+/* Binds and listens on path (0600, stale socket replaced only if dead). */
+int herd__server_listen(struct herd_server *srv, const char *path);
+/* Stops accepting and removes the socket file; existing connections stay. */
+void herd__server_stop_accepting(struct herd_server *srv);
+/* Removes the socket file if it is still the one we bound. Safe anywhere. */
+void herd__server_unlink(struct herd_server *srv);
+/* herd.shutdown: runs the shutdown callback (or closes) from the loop. */
+void herd__server_request_shutdown(struct herd_server *srv);
+/* Tries to write every connection's queued output, waiting at most briefly. */
+void herd__server_flush_all(void);
+/* A connection of srv was freed: frees srv once unreferenced and connection-less. */
+void herd__server_conn_freed(struct herd_server *srv);
+
+/* ---- server-conn.c ---- */
+
+int herd__sconn_start(struct herd_server *srv, int fd);
+struct srv_conn *herd__sconn_ref(struct srv_conn *c);
+struct srv_conn *herd__sconn_unref(struct srv_conn *c);
+/* Closes now: cancels pending requests, closes the fd. */
+void herd__sconn_abort(struct srv_conn *c, const char *why);
+/*
+ * Closes after flushing: stops reading, cancels pending requests (answering
+ * them with error code cancel_code unless 0), writes what is queued, then
+ * closes (at the latest after HERD__FLUSH_TIMEOUT_S).
+ */
+void herd__sconn_close_graceful(struct srv_conn *c, int cancel_code, const char *why);
+/*
+ * Queues a message (stolen). Returns 0, -EMSGSIZE (over the peer's limit; not
+ * queued), -ENOMEM, or -ENOBUFS (output cap: the connection is closing).
+ */
+int herd__sconn_send(struct srv_conn *c, json_t *msg);
+bool herd__sconn_writable(const struct srv_conn *c);
+/* Queues a drain callback run once the output is under the low-water mark. */
+void herd__sconn_wait_drain(struct srv_conn *c, struct herd_request *req);
+/* Tries to write queued output now, waiting at most briefly. */
+void herd__sconn_flush(struct srv_conn *c);
+/* A request of c finished: a half-closed connection closes when none is left. */
+void herd__sconn_request_done(struct srv_conn *c);
+
+/* ---- worker-request.c ---- */
+
+struct herd_request *herd__request_new(
+    struct srv_conn *c, const struct herd_function *fn, json_t *id, json_t *params);
+/* Pending table. */
+int herd__request_table_add(struct srv_conn *c, struct herd_request *req);
+struct herd_request *herd__request_find(struct srv_conn *c, json_t *id);
+/* Runs fn's handler, then fails the request if it was left unfinished and unheld. */
+void herd__request_dispatch(struct herd_request *req);
+/*
+ * Cancels (code HERD_E_CANCELLED or HERD_E_SHUTTING_DOWN answers the caller;
+ * 0 answers nothing because the connection is going away), then runs on_cancel.
+ */
+void herd__request_cancel(struct herd_request *req, int code);
+/* Cancels every pending request of c. */
+void herd__request_cancel_all(struct srv_conn *c, int code);
+void herd__request_item(struct herd_request *req, json_t *item);
+void herd__request_end_input(struct herd_request *req);
+void herd__request_drained(struct herd_request *req);
+
+/* ---- worker-builtin.c ---- */
+
+/* The built-in function named method, or NULL. */
+const struct herd_function *herd__builtin_find(const char *method);
+/* The worker type's functions as [{name, kind}] (new reference or NULL). */
+json_t *herd__functions_json(const struct herd_server *srv);
+/* The type's function named name, or NULL. */
+const struct herd_function *herd__function_find(const struct herd_server *srv, const char *name);
+
+/* ---- log.c ---- */
+
+void herd__log_subscribe(struct herd_request *req);
+void herd__log_unsubscribe(struct herd_request *req);
+
+/* ---- worker-main.c and channel.c: herd_worker_main() ---- */
+
+struct herd__main {
+	struct ev_loop *loop;
+	const struct herd_worker_type *type;
+	struct herd_server *srv;
+	ev_signal sigterm, sigint;
+	ev_timer stop_deadline; /* a stop that takes too long ends the loop anyway */
+	int exit_status;
+	bool stopping;
+
+	/* Supervised mode: herdd's channel on fd 3 (channel.c). */
+	int ch_fd;
+	ev_io ch_rio, ch_wio;
+	ev_timer ch_heartbeat;
+	ev_timer conn_timeout; /* shutdown_on connection_closed: no client came */
+	struct proto_reader ch_reader;
+	struct proto_outq ch_outq;
+	int64_t ch_next_id;
+	int64_t ch_hello_id, ch_ready_id, ch_init_failed_id;
+	bool close_on_disconnect; /* shutdown_on connection_closed */
+	unsigned connection_timeout_ms;
+	unsigned heartbeat_interval_ms;
+};
+
+/* The running herd_worker_main(), or NULL (for herd_worker_fail()). */
+extern struct herd__main *herd__main_current;
+
+/* Stops serving and ends the loop once connections have flushed; the main returns status. */
+void herd__main_stop(struct herd__main *m, int status);
+/* Removes every server's socket file and exits at once with status. */
+__attribute__((noreturn)) void herd__main_exit_now(int status);
+
+/* Starts the supervised conversation on fd (PROTOCOL.md section 5). Returns 0 or -errno. */
+int herd__channel_start(struct herd__main *m, int fd);
+/* Sends the "failure" notification and waits briefly for it to leave. */
+void herd__channel_send_failure(struct herd__main *m, const char *message);
+/* Stops the channel's watchers (the fd stays open until exit, so herdd sees EOF then). */
+void herd__channel_stop(struct herd__main *m);
+/* Frees the channel's buffers and closes its fd. */
+void herd__channel_free(struct herd__main *m);
+
+#endif

@@ -1,0 +1,605 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Requests on the serving side: the handle handed to worker functions, the
+ * per-connection table of pending requests, and the rules that make every
+ * request end exactly once (reply, failure, or cancel) whatever the handler
+ * and the caller do.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker-internal.h"
+
+static const char *const kind_names[] = {
+	[HERD_KIND_CALL] = "call",
+	[HERD_KIND_ONEWAY] = "oneway",
+	[HERD_KIND_PIPE] = "pipe",
+	[HERD_KIND_SINK] = "sink",
+	[HERD_KIND_STATE] = "state",
+};
+
+HERD_EXPORT const char *
+herd_kind_name(enum herd_kind kind)
+{
+	if ((unsigned)kind >= sizeof(kind_names) / sizeof(kind_names[0]))
+		return NULL;
+	return kind_names[kind];
+}
+
+HERD_EXPORT int
+herd_kind_from_name(const char *name)
+{
+	if (!name)
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(kind_names) / sizeof(kind_names[0]); i++)
+		if (strcmp(kind_names[i], name) == 0)
+			return (int)i;
+	return -EINVAL;
+}
+
+HERD_EXPORT int
+herd_init_fail(char **reterr_message, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (reterr_message) {
+		va_start(ap, fmt);
+		if (vasprintf(reterr_message, fmt, ap) < 0)
+			*reterr_message = NULL;
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+/* ---- lifetime ---- */
+
+struct herd_request *
+herd__request_new(struct srv_conn *c, const struct herd_function *fn, json_t *id, json_t *params)
+{
+	struct herd_request *req = calloc(1, sizeof(*req));
+
+	if (!req)
+		return NULL;
+	if (id) {
+		req->key = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
+		if (!req->key) {
+			free(req);
+			return NULL;
+		}
+		req->id = json_incref(id);
+	}
+	req->n_ref = 1;
+	req->conn = herd__sconn_ref(c);
+	req->fn = fn;
+	req->params = params ? json_incref(params) : json_null();
+	return req;
+}
+
+HERD_EXPORT herd_request *
+herd_request_ref(herd_request *req)
+{
+	if (req)
+		req->n_ref++;
+	return req;
+}
+
+HERD_EXPORT herd_request *
+herd_request_unref(herd_request *req)
+{
+	if (!req || --req->n_ref > 0)
+		return NULL;
+	json_decref(req->id);
+	json_decref(req->params);
+	free(req->key);
+	herd__sconn_unref(req->conn);
+	free(req);
+	return NULL;
+}
+
+/* ---- pending table ---- */
+
+static size_t
+key_hash(const char *s)
+{
+	size_t h = 5381;
+
+	while (*s)
+		h = h * 33 + (unsigned char)*s++;
+	return h;
+}
+
+static int
+table_grow(struct srv_conn *c)
+{
+	size_t n = c->n_buckets ? c->n_buckets * 2 : 16;
+	struct herd_request **b = calloc(n, sizeof(*b));
+
+	if (!b)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n_buckets; i++) {
+		struct herd_request *r = c->buckets[i], *next;
+
+		for (; r; r = next) {
+			size_t h = key_hash(r->key) % n;
+
+			next = r->hash_next;
+			r->hash_next = b[h];
+			b[h] = r;
+		}
+	}
+	free(c->buckets);
+	c->buckets = b;
+	c->n_buckets = n;
+	return 0;
+}
+
+/* Adds req (which must have an id) to the pending table; the table takes a reference. */
+int
+herd__request_table_add(struct srv_conn *c, struct herd_request *req)
+{
+	size_t h;
+
+	if (c->n_pending >= c->n_buckets && table_grow(c) < 0)
+		return -ENOMEM;
+	h = key_hash(req->key) % c->n_buckets;
+	req->hash_next = c->buckets[h];
+	c->buckets[h] = req;
+	req->in_table = true;
+	c->n_pending++;
+	herd_request_ref(req);
+	return 0;
+}
+
+struct herd_request *
+herd__request_find(struct srv_conn *c, json_t *id)
+{
+	char *key;
+	struct herd_request *r = NULL;
+
+	if (c->n_buckets == 0)
+		return NULL;
+	key = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (!key)
+		return NULL;
+	for (r = c->buckets[key_hash(key) % c->n_buckets]; r; r = r->hash_next)
+		if (strcmp(r->key, key) == 0)
+			break;
+	free(key);
+	return r;
+}
+
+static void
+table_remove(struct herd_request *req)
+{
+	struct srv_conn *c = req->conn;
+	struct herd_request **p;
+
+	if (!req->in_table)
+		return;
+	for (p = &c->buckets[key_hash(req->key) % c->n_buckets]; *p; p = &(*p)->hash_next) {
+		if (*p == req) {
+			*p = req->hash_next;
+			break;
+		}
+	}
+	req->in_table = false;
+	c->n_pending--;
+}
+
+static void
+drain_remove(struct herd_request *req)
+{
+	struct herd_request **p;
+
+	if (!req->draining)
+		return;
+	for (p = &req->conn->drain_head; *p; p = &(*p)->drain_next) {
+		if (*p == req) {
+			*p = req->drain_next;
+			break;
+		}
+	}
+	req->draining = false;
+	herd_request_unref(req);
+}
+
+/*
+ * Marks req finished: no callback runs any more, it leaves the pending table
+ * and the table's reference is dropped. The caller holds its own reference.
+ */
+static void
+request_finish(struct herd_request *req)
+{
+	req->finished = true;
+	req->on_drain = NULL;
+	req->on_end = NULL;
+	req->on_item = NULL;
+	drain_remove(req);
+	if (req->log_subscribed)
+		herd__log_unsubscribe(req);
+	if (req->in_table) {
+		table_remove(req);
+		herd__sconn_request_done(req->conn);
+		herd_request_unref(req);
+	}
+}
+
+/* ---- dispatch ---- */
+
+void
+herd__request_dispatch(struct herd_request *req)
+{
+	bool held;
+
+	herd_request_ref(req);
+	req->conn->srv->served++;
+	req->fn->handler(req, req->params);
+	/* Two references are ours: the table's and this function's. */
+	held = req->n_ref > 2 || req->on_end || req->draining;
+	if (req->fn->kind != HERD_KIND_ONEWAY && !req->finished && !held) {
+		herd_log(HERD_LOG_ERR, "function %s returned without finishing its request",
+		    req->fn->name);
+		herd_request_error(req, HERD_E_INTERNAL_ERROR, NULL,
+		    "function %s returned without finishing its request", req->fn->name);
+	}
+	if (req->fn->kind == HERD_KIND_ONEWAY)
+		req->finished = true;
+	herd_request_unref(req);
+}
+
+void
+herd__request_cancel(struct herd_request *req, int code)
+{
+	herd_request_cb cb;
+
+	if (req->finished)
+		return;
+	herd_request_ref(req);
+	if (code && req->id)
+		herd__sconn_send(req->conn, proto_error(req->id, code, NULL, NULL));
+	req->cancelled = true;
+	cb = req->on_cancel;
+	req->on_cancel = NULL;
+	request_finish(req);
+	if (cb)
+		cb(req, req->cancel_data);
+	herd_request_unref(req);
+}
+
+void
+herd__request_cancel_all(struct srv_conn *c, int code)
+{
+	/* Cancel callbacks may finish other requests: restart the scan each time. */
+	for (;;) {
+		struct herd_request *req = NULL;
+
+		for (size_t i = 0; i < c->n_buckets && !req; i++)
+			req = c->buckets[i];
+		if (!req)
+			break;
+		herd__request_cancel(req, code);
+	}
+}
+
+void
+herd__request_item(struct herd_request *req, json_t *item)
+{
+	if (req->finished || !req->on_item)
+		return;
+	herd_request_ref(req);
+	req->on_item(req, item, req->item_data);
+	herd_request_unref(req);
+}
+
+void
+herd__request_end_input(struct herd_request *req)
+{
+	herd_request_cb cb = req->on_end;
+	bool held;
+
+	if (req->finished)
+		return;
+	req->on_end = NULL;
+	herd_request_ref(req);
+	if (cb)
+		cb(req, req->end_data);
+	held = req->n_ref > 2 || req->draining;
+	if (!req->finished && !held)
+		herd_request_error(req, HERD_E_INTERNAL_ERROR, NULL,
+		    "function %s did not answer at the end of its input", req->fn->name);
+	herd_request_unref(req);
+}
+
+void
+herd__request_drained(struct herd_request *req)
+{
+	herd_request_cb cb = req->on_drain;
+
+	req->on_drain = NULL;
+	if (!req->finished && cb)
+		cb(req, req->drain_data);
+}
+
+/* ---- accessors ---- */
+
+HERD_EXPORT const char *
+herd_request_function(const herd_request *req)
+{
+	return req ? req->fn->name : NULL;
+}
+
+HERD_EXPORT enum herd_kind
+herd_request_kind(const herd_request *req)
+{
+	return req ? req->fn->kind : HERD_KIND_CALL;
+}
+
+HERD_EXPORT json_t *
+herd_request_params(const herd_request *req)
+{
+	return req ? req->params : NULL;
+}
+
+HERD_EXPORT void *
+herd_request_worker_state(const herd_request *req)
+{
+	return req ? req->conn->srv->worker_state : NULL;
+}
+
+HERD_EXPORT void *
+herd_request_conn_state(const herd_request *req)
+{
+	return req ? req->conn->conn_state : NULL;
+}
+
+HERD_EXPORT struct ev_loop *
+herd_request_loop(const herd_request *req)
+{
+	return req ? req->conn->srv->loop : NULL;
+}
+
+HERD_EXPORT bool
+herd_request_is_cancelled(const herd_request *req)
+{
+	return req && req->cancelled;
+}
+
+HERD_EXPORT bool
+herd_request_is_finished(const herd_request *req)
+{
+	return req && req->finished;
+}
+
+/* ---- answers ---- */
+
+/* Common checks before answering; returns 0 when req may still answer. */
+static int
+answer_check(const herd_request *req)
+{
+	if (!req)
+		return -EINVAL;
+	if (req->cancelled)
+		return -ECANCELED;
+	if (req->finished)
+		return -EALREADY;
+	if (req->fn->kind == HERD_KIND_ONEWAY)
+		return -EINVAL;
+	return 0;
+}
+
+/* Sends the final message (stolen) and finishes req. */
+static int
+answer(herd_request *req, json_t *msg)
+{
+	int r;
+
+	if (!msg) {
+		msg = proto_error(req->id, HERD_E_INTERNAL_ERROR, "out of memory", NULL);
+		if (!msg) {
+			herd__sconn_abort(req->conn, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	herd_request_ref(req);
+	r = herd__sconn_send(req->conn, msg);
+	if (r == -EMSGSIZE) {
+		json_t *data = json_pack("{s:s, s:I}", "limit", "max_message_size", "value",
+		    (json_int_t)req->conn->max_send);
+		char text[160];
+
+		snprintf(text, sizeof(text), "the reply of %s is larger than max_message_size",
+		    req->fn->name);
+		herd__sconn_send(
+		    req->conn, proto_error(req->id, HERD_E_LIMIT_EXCEEDED, text, data));
+	}
+	request_finish(req);
+	herd_request_unref(req);
+	return r == -ENOBUFS ? -ECANCELED : r;
+}
+
+HERD_EXPORT int
+herd_request_reply(herd_request *req, json_t *result)
+{
+	int r = answer_check(req);
+
+	if (r < 0) {
+		json_decref(result);
+		return r;
+	}
+	return answer(req, proto_result(req->id, result ? result : json_null()));
+}
+
+HERD_EXPORT int
+herd_request_end(herd_request *req, json_t *result)
+{
+	return herd_request_reply(req, result);
+}
+
+static int
+error_v(herd_request *req, int code, json_t *data, const char *fmt, va_list ap)
+{
+	char *text = NULL;
+	int r = answer_check(req);
+
+	if (r == -EINVAL && req && req->fn->kind == HERD_KIND_ONEWAY) {
+		/* Nobody waits for a oneway call: its failure is only logged. */
+		json_decref(data);
+		if (vasprintf(&text, fmt, ap) < 0)
+			return -ENOMEM;
+		herd_log(HERD_LOG_WARNING, "%s: %s", req->fn->name, text);
+		free(text);
+		return 0;
+	}
+	if (r < 0) {
+		json_decref(data);
+		return r;
+	}
+	if (vasprintf(&text, fmt, ap) < 0)
+		text = NULL;
+	r = answer(req, proto_error(req->id, code, text, data));
+	free(text);
+	return r;
+}
+
+HERD_EXPORT int
+herd_request_failv(herd_request *req, const char *fmt, va_list ap)
+{
+	return error_v(req, HERD_E_FUNCTION_FAILED, NULL, fmt, ap);
+}
+
+HERD_EXPORT int
+herd_request_fail(herd_request *req, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = error_v(req, HERD_E_FUNCTION_FAILED, NULL, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+HERD_EXPORT int
+herd_request_error(herd_request *req, int code, json_t *data, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	if (data && !json_is_object(data)) {
+		json_decref(data);
+		data = NULL;
+	}
+	va_start(ap, fmt);
+	r = error_v(req, code, data, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* ---- streams ---- */
+
+static bool
+is_stream(const herd_request *req)
+{
+	return req->fn->kind == HERD_KIND_PIPE || req->fn->kind == HERD_KIND_STATE;
+}
+
+HERD_EXPORT bool
+herd_request_writable(const herd_request *req)
+{
+	return req && !req->finished && is_stream(req) && herd__sconn_writable(req->conn);
+}
+
+HERD_EXPORT int
+herd_request_write(herd_request *req, json_t *item)
+{
+	json_t *params, *msg;
+	int r = answer_check(req);
+
+	if (r == 0 && !is_stream(req))
+		r = -EINVAL;
+	if (r == 0 && !herd__sconn_writable(req->conn))
+		r = -EAGAIN;
+	if (r < 0) {
+		json_decref(item);
+		return r;
+	}
+	params = json_pack("{s:O, s:o}", "id", req->id, "item", item ? item : json_null());
+	if (params && req->fn->kind == HERD_KIND_STATE && !req->wrote_item)
+		json_object_set_new(params, "initial", json_true());
+	msg = params ? proto_notification("herd.item", params) : NULL;
+	if (!msg)
+		return -ENOMEM;
+	r = herd__sconn_send(req->conn, msg);
+	if (r == 0)
+		req->wrote_item = true;
+	return r == -ENOBUFS ? -ECANCELED : r;
+}
+
+/* ---- callbacks ---- */
+
+static int
+register_check(const herd_request *req, bool ok_kind)
+{
+	if (!req || !ok_kind)
+		return -EINVAL;
+	if (req->finished)
+		return -EALREADY;
+	return 0;
+}
+
+HERD_EXPORT int
+herd_request_on_cancel(herd_request *req, herd_request_cb cb, void *userdata)
+{
+	int r = register_check(req, req && req->fn->kind != HERD_KIND_ONEWAY);
+
+	if (r < 0)
+		return r;
+	req->on_cancel = cb;
+	req->cancel_data = userdata;
+	return 0;
+}
+
+HERD_EXPORT int
+herd_request_on_drain(herd_request *req, herd_request_cb cb, void *userdata)
+{
+	int r = register_check(req, req && is_stream(req));
+
+	if (r < 0)
+		return r;
+	req->on_drain = cb;
+	req->drain_data = userdata;
+	if (cb && !req->draining) {
+		req->draining = true;
+		herd_request_ref(req);
+		herd__sconn_wait_drain(req->conn, req);
+	} else if (!cb) {
+		drain_remove(req);
+	}
+	return 0;
+}
+
+HERD_EXPORT int
+herd_request_on_item(herd_request *req, herd_item_cb cb, void *userdata)
+{
+	int r = register_check(req, req && req->fn->kind == HERD_KIND_SINK);
+
+	if (r < 0)
+		return r;
+	req->on_item = cb;
+	req->item_data = userdata;
+	return 0;
+}
+
+HERD_EXPORT int
+herd_request_on_end(herd_request *req, herd_request_cb cb, void *userdata)
+{
+	int r = register_check(req, req && req->fn->kind == HERD_KIND_SINK);
+
+	if (r < 0)
+		return r;
+	req->on_end = cb;
+	req->end_data = userdata;
+	return 0;
+}

@@ -1,0 +1,565 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The rpc_parallel examples as one worker type (see example-worker.h). Every
+ * kind is exercised here the way an application would write it: validation
+ * with json_unpack_ex, asynchronous replies from ev_timers, backpressure
+ * through on_drain, and cleanup on cancel.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <herd/herd-ev.h>
+
+#include "example-worker.h"
+
+struct ex_watch;
+
+struct ex_worker {
+	json_t *init; /* the worker's init argument */
+	json_t *notes; /* array of strings added by "note" */
+	long cancelled;
+	struct ex_watch *watchers; /* open "watch" streams */
+};
+
+struct ex_conn {
+	json_t *init;
+	long calls;
+};
+
+static struct ex_worker *
+ex_worker(herd_request *req)
+{
+	return herd_request_worker_state(req);
+}
+
+/* Counts the call on its connection and returns the connection's state. */
+static struct ex_conn *
+ex_begin(herd_request *req)
+{
+	struct ex_conn *c = herd_request_conn_state(req);
+
+	c->calls++;
+	return c;
+}
+
+/* Unpacks params strictly; on a mismatch answers invalid_params and returns false. */
+static bool
+ex_unpack(herd_request *req, json_t *arg, const char *fmt, ...)
+{
+	json_error_t jerr;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = json_vunpack_ex(arg, &jerr, JSON_STRICT, fmt, ap);
+	va_end(ap);
+	if (r == 0)
+		return true;
+	herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "%s", jerr.text);
+	return false;
+}
+
+static void
+ex_sum(herd_request *req, json_t *arg)
+{
+	json_int_t n, total = 0;
+
+	ex_begin(req);
+	if (!ex_unpack(req, arg, "{s:I}", "n", &n))
+		return;
+	if (n < 0 || n > 100000000) {
+		herd_request_fail(req, "n must be in 0..100000000, not %lld", (long long)n);
+		return;
+	}
+	for (json_int_t i = 0; i < n; i++)
+		total += i;
+	herd_log(HERD_LOG_INFO, "sum: %lld", (long long)total);
+	herd_request_reply(req, json_integer(total));
+}
+
+static void
+ex_product(herd_request *req, json_t *arg)
+{
+	json_int_t n, total = 1;
+
+	ex_begin(req);
+	if (!ex_unpack(req, arg, "{s:I}", "n", &n))
+		return;
+	if (n < 0 || n > 20) {
+		herd_request_fail(req, "n must be in 0..20, not %lld", (long long)n);
+		return;
+	}
+	for (json_int_t i = 2; i <= n; i++)
+		total *= i;
+	herd_request_reply(req, json_integer(total));
+}
+
+static void
+ex_fail(herd_request *req, json_t *arg)
+{
+	const char *message;
+
+	ex_begin(req);
+	if (!ex_unpack(req, arg, "{s:s}", "message", &message))
+		return;
+	herd_request_fail(req, "%s", message);
+}
+
+static void
+ex_echo(herd_request *req, json_t *arg)
+{
+	ex_begin(req);
+	herd_request_reply(req, json_incref(arg));
+}
+
+/* ---- count: a pipe that follows backpressure and notices cancel ---- */
+
+struct ex_count {
+	herd_request *req;
+	struct ev_loop *loop;
+	ev_timer timer;
+	json_int_t next, n;
+};
+
+static void
+count_free(struct ex_count *c)
+{
+	ev_timer_stop(c->loop, &c->timer);
+	herd_request_unref(c->req);
+	free(c);
+}
+
+static void
+count_cancel(herd_request *req, void *userdata)
+{
+	struct ex_count *c = userdata;
+
+	ex_worker(req)->cancelled++;
+	count_free(c);
+}
+
+/* Writes as many items as the connection takes; waits for a drain when it is full. */
+static void count_pump(herd_request *req, void *userdata);
+
+static void
+count_pump(herd_request *req, void *userdata)
+{
+	struct ex_count *c = userdata;
+
+	while (c->next < c->n) {
+		int r = herd_request_write(req, json_integer(c->next));
+
+		if (r == -EAGAIN) {
+			herd_request_on_drain(req, count_pump, c);
+			return;
+		}
+		if (r < 0) {
+			count_free(c);
+			return;
+		}
+		c->next++;
+	}
+	herd_request_end(req, json_pack("{s:I}", "count", c->n));
+	count_free(c);
+}
+
+/* One item per tick; an item the connection cannot take now is retried next tick. */
+static void
+count_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct ex_count *c = w->data;
+	int r;
+
+	if (c->next < c->n) {
+		r = herd_request_write(c->req, json_integer(c->next));
+		if (r == -EAGAIN)
+			return;
+		if (r < 0) {
+			count_free(c);
+			return;
+		}
+		c->next++;
+	}
+	if (c->next == c->n) {
+		herd_request_end(c->req, json_pack("{s:I}", "count", c->n));
+		count_free(c);
+	}
+}
+
+static void
+ex_count(herd_request *req, json_t *arg)
+{
+	json_int_t n, delay_ms = 0;
+	struct ex_count *c;
+
+	ex_begin(req);
+	if (!ex_unpack(req, arg, "{s:I, s?:I}", "n", &n, "delay_ms", &delay_ms))
+		return;
+	if (n < 0 || delay_ms < 0) {
+		herd_request_fail(req, "n and delay_ms must not be negative");
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		herd_request_fail(req, "out of memory");
+		return;
+	}
+	c->req = herd_request_ref(req);
+	c->loop = herd_request_loop(req);
+	c->n = n;
+	ev_timer_init(&c->timer, count_tick, delay_ms / 1000.0, delay_ms / 1000.0);
+	c->timer.data = c;
+	herd_request_on_cancel(req, count_cancel, c);
+	if (delay_ms > 0 && n > 0)
+		ev_timer_start(c->loop, &c->timer);
+	else
+		count_pump(req, c);
+}
+
+/* ---- sum_stream: a sink ---- */
+
+struct ex_sink {
+	json_int_t total;
+	long items;
+};
+
+static void
+sink_item(herd_request *req, json_t *item, void *userdata)
+{
+	struct ex_sink *s = userdata;
+
+	if (!json_is_integer(item)) {
+		herd_request_fail(req, "item %ld is not an integer", s->items);
+		free(s);
+		return;
+	}
+	s->total += json_integer_value(item);
+	s->items++;
+}
+
+static void
+sink_end(herd_request *req, void *userdata)
+{
+	struct ex_sink *s = userdata;
+
+	herd_request_reply(req, json_integer(s->total));
+	free(s);
+}
+
+static void
+sink_cancel(herd_request *req, void *userdata)
+{
+	ex_worker(req)->cancelled++;
+	free(userdata);
+}
+
+static void
+ex_sum_stream(herd_request *req, json_t *arg)
+{
+	struct ex_sink *s;
+
+	ex_begin(req);
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		herd_request_fail(req, "out of memory");
+		return;
+	}
+	herd_request_on_item(req, sink_item, s);
+	herd_request_on_cancel(req, sink_cancel, s);
+	herd_request_on_end(req, sink_end, s);
+}
+
+/* ---- watch (state) and note (oneway) ---- */
+
+struct ex_watch {
+	herd_request *req;
+	json_int_t left, updates;
+	struct ex_watch *next;
+};
+
+static void
+watch_remove(struct ex_worker *w, struct ex_watch *x)
+{
+	struct ex_watch **p;
+
+	for (p = &w->watchers; *p; p = &(*p)->next) {
+		if (*p == x) {
+			*p = x->next;
+			break;
+		}
+	}
+	herd_request_unref(x->req);
+	free(x);
+}
+
+static void
+watch_cancel(herd_request *req, void *userdata)
+{
+	struct ex_worker *w = ex_worker(req);
+
+	w->cancelled++;
+	watch_remove(w, userdata);
+}
+
+static void
+ex_watch(herd_request *req, json_t *arg)
+{
+	struct ex_worker *w = ex_worker(req);
+	json_int_t updates;
+	struct ex_watch *x;
+
+	ex_begin(req);
+	if (!ex_unpack(req, arg, "{s:I}", "updates", &updates))
+		return;
+	if (updates < 0) {
+		herd_request_fail(req, "updates must not be negative");
+		return;
+	}
+	herd_request_write(req, json_deep_copy(w->notes));
+	if (updates == 0) {
+		herd_request_end(req, json_pack("{s:I}", "updates", updates));
+		return;
+	}
+	x = calloc(1, sizeof(*x));
+	if (!x) {
+		herd_request_fail(req, "out of memory");
+		return;
+	}
+	x->req = herd_request_ref(req);
+	x->left = x->updates = updates;
+	x->next = w->watchers;
+	w->watchers = x;
+	herd_request_on_cancel(req, watch_cancel, x);
+}
+
+static void
+ex_note(herd_request *req, json_t *arg)
+{
+	struct ex_worker *w = ex_worker(req);
+	struct ex_watch *x, *next;
+	const char *text;
+	json_error_t jerr;
+
+	ex_begin(req);
+	/* A oneway call cannot answer; a bad argument is only logged. */
+	if (json_unpack_ex(arg, &jerr, JSON_STRICT, "{s:s}", "text", &text) < 0) {
+		herd_request_fail(req, "note: %s", jerr.text);
+		return;
+	}
+	json_array_append_new(w->notes, json_string(text));
+	for (x = w->watchers; x; x = next) {
+		next = x->next;
+		if (herd_request_write(x->req, json_string(text)) < 0)
+			herd_log(HERD_LOG_WARNING, "watch: an update was not sent");
+		if (--x->left == 0) {
+			herd_request_end(x->req, json_pack("{s:I}", "updates", x->updates));
+			watch_remove(w, x);
+		}
+	}
+}
+
+static void
+ex_notes(herd_request *req, json_t *arg)
+{
+	ex_begin(req);
+	herd_request_reply(req, json_deep_copy(ex_worker(req)->notes));
+}
+
+/* ---- sleep: an asynchronous reply ---- */
+
+struct ex_sleep {
+	herd_request *req;
+	struct ev_loop *loop;
+	ev_timer timer;
+	json_int_t ms;
+};
+
+static void
+sleep_free(struct ex_sleep *s)
+{
+	ev_timer_stop(s->loop, &s->timer);
+	herd_request_unref(s->req);
+	free(s);
+}
+
+static void
+sleep_done(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct ex_sleep *s = t->data;
+
+	herd_request_reply(s->req, json_pack("{s:I}", "slept", s->ms));
+	sleep_free(s);
+}
+
+static void
+sleep_cancel(herd_request *req, void *userdata)
+{
+	ex_worker(req)->cancelled++;
+	sleep_free(userdata);
+}
+
+static void
+ex_sleep(herd_request *req, json_t *arg)
+{
+	struct ex_sleep *s;
+	json_int_t ms;
+
+	ex_begin(req);
+	if (!ex_unpack(req, arg, "{s:I}", "ms", &ms))
+		return;
+	if (ms < 0) {
+		herd_request_fail(req, "ms must not be negative");
+		return;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		herd_request_fail(req, "out of memory");
+		return;
+	}
+	s->req = herd_request_ref(req);
+	s->loop = herd_request_loop(req);
+	s->ms = ms;
+	ev_timer_init(&s->timer, sleep_done, ms / 1000.0, 0.0);
+	s->timer.data = s;
+	ev_timer_start(s->loop, &s->timer);
+	herd_request_on_cancel(req, sleep_cancel, s);
+}
+
+static void
+ex_log(herd_request *req, json_t *arg)
+{
+	const char *message;
+	int level = HERD_LOG_INFO;
+
+	ex_begin(req);
+	if (!ex_unpack(req, arg, "{s:s, s?:i}", "message", &message, "level", &level))
+		return;
+	if (!herd_log_level_name(level)) {
+		herd_request_fail(req, "unknown log level %d", level);
+		return;
+	}
+	herd_log(level, "%s", message);
+	herd_request_reply(req, json_object());
+}
+
+static void
+ex_stats(herd_request *req, json_t *arg)
+{
+	struct ex_conn *c = ex_begin(req);
+	struct ex_worker *w = ex_worker(req);
+
+	herd_request_reply(req,
+	    json_pack("{s:I, s:I, s:O, s:O}", "cancelled", (json_int_t)w->cancelled, "conn_calls",
+	        (json_int_t)c->calls, "conn_init", c->init, "worker_init", w->init));
+}
+
+/* ---- worker_fail: a failure after the function returned ---- */
+
+static void
+worker_fail_later(int revents, void *arg)
+{
+	herd_worker_fail("%s", (const char *)arg);
+}
+
+static void
+ex_worker_fail(herd_request *req, json_t *arg)
+{
+	const char *message;
+	char *copy;
+
+	ex_begin(req);
+	if (!ex_unpack(req, arg, "{s:s}", "message", &message))
+		return;
+	copy = strdup(message);
+	if (!copy) {
+		herd_request_fail(req, "out of memory");
+		return;
+	}
+	herd_request_reply(req, json_object());
+	ev_once(herd_request_loop(req), -1, 0, 0.0, worker_fail_later, copy);
+}
+
+/* ---- states ---- */
+
+static int
+ex_init_worker(json_t *arg, void **ret_state, char **reterr_message)
+{
+	struct ex_worker *w;
+	const char *msg;
+
+	if (json_unpack(arg, "{s:s}", "fail_init", &msg) == 0)
+		return herd_init_fail(reterr_message, "%s", msg);
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->notes = json_array();
+	if (!w->notes) {
+		free(w);
+		return -ENOMEM;
+	}
+	w->init = json_incref(arg);
+	*ret_state = w;
+	return 0;
+}
+
+static void
+ex_free_worker(void *state)
+{
+	struct ex_worker *w = state;
+
+	json_decref(w->init);
+	json_decref(w->notes);
+	free(w);
+}
+
+static int
+ex_init_conn(void *worker_state, json_t *arg, void **ret_state, char **reterr_message)
+{
+	struct ex_conn *c;
+	const char *msg;
+
+	if (json_unpack(arg, "{s:s}", "fail_conn", &msg) == 0)
+		return herd_init_fail(reterr_message, "%s", msg);
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->init = json_incref(arg);
+	*ret_state = c;
+	return 0;
+}
+
+static void
+ex_free_conn(void *worker_state, void *state)
+{
+	struct ex_conn *c = state;
+
+	json_decref(c->init);
+	free(c);
+}
+
+static const struct herd_function ex_functions[] = {
+	{ "sum", HERD_KIND_CALL, ex_sum },
+	{ "product", HERD_KIND_CALL, ex_product },
+	{ "fail", HERD_KIND_CALL, ex_fail },
+	{ "echo", HERD_KIND_CALL, ex_echo },
+	{ "count", HERD_KIND_PIPE, ex_count },
+	{ "sum_stream", HERD_KIND_SINK, ex_sum_stream },
+	{ "watch", HERD_KIND_STATE, ex_watch },
+	{ "note", HERD_KIND_ONEWAY, ex_note },
+	{ "notes", HERD_KIND_CALL, ex_notes },
+	{ "sleep", HERD_KIND_CALL, ex_sleep },
+	{ "log", HERD_KIND_CALL, ex_log },
+	{ "stats", HERD_KIND_CALL, ex_stats },
+	{ "worker_fail", HERD_KIND_CALL, ex_worker_fail },
+	{ NULL, 0, NULL },
+};
+
+const struct herd_worker_type example_worker_type = {
+	.name = "example",
+	.functions = ex_functions,
+	.init_worker = ex_init_worker,
+	.init_conn = ex_init_conn,
+	.free_worker = ex_free_worker,
+	.free_conn = ex_free_conn,
+};
