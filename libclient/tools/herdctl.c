@@ -170,7 +170,7 @@ show_nothing(FILE *f, const json_t *res)
 static void
 show_spawned(FILE *f, const json_t *res)
 {
-	fprintf(f, "%s pid %lld socket %s\n", json_string_value(json_object_get(res, "id")) ?: "?",
+	fprintf(f, "%s %lld %s\n", json_string_value(json_object_get(res, "id")) ?: "?",
 	    (long long)json_integer_value(json_object_get(res, "pid")),
 	    json_string_value(json_object_get(res, "socket")) ?: "-");
 }
