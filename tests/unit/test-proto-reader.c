@@ -176,10 +176,10 @@ START_TEST(many_messages)
 	ck_assert_uint_eq(got, 1000);
 	proto_reader_free(&r);
 
-	/* 100000 messages in pieces of 1..7 bytes: compaction keeps the buffer at its minimum. */
+	/* 20000 messages in pieces of 1..7 bytes: compaction keeps the buffer at its minimum. */
 	got = 0;
 	proto_reader_init(&r, MAX_MSG, HERD_MAX_DEPTH);
-	for (int i = 0; i < 100000; i++) {
+	for (int i = 0; i < 20000; i++) {
 		int n = snprintf(line, sizeof(line), "{\"i\":%d}\n", i);
 
 		for (int off = 0; off < n;) {
@@ -199,8 +199,8 @@ START_TEST(many_messages)
 			ck_assert_uint_le(r.cap, 4096);
 		}
 	}
-	ck_assert_uint_eq(got, 100000);
-	ck_assert_uint_gt(fed, 100000);
+	ck_assert_uint_eq(got, 20000);
+	ck_assert_uint_gt(fed, 20000 * 9);
 	proto_reader_free(&r);
 	free(blob);
 }
