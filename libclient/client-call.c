@@ -142,7 +142,7 @@ note_local_failure(herd_conn *conn, int r)
 	if (r == -EMSGSIZE)
 		err = herd__error_newf(HERD_E_MESSAGE_TOO_LARGE,
 		    "the request is larger than max_message_size (%zu bytes); nothing was sent",
-		    conn->settings.max_message_size);
+		    conn->max_send);
 	else if (r == -ENOTCONN)
 		err = herd__error_new(HERD_E_CONNECTION_CLOSED, "the connection is closed", NULL);
 	else if (r == -ENOBUFS)

@@ -94,12 +94,11 @@ conn_apply_effective(herd_conn *conn, json_t *result)
 	v = json_object_get(s, "heartbeat_timeout_ms");
 	conn->settings.heartbeat_timeout_ms =
 	    json_is_integer(v) && json_integer_value(v) > 0 ? (unsigned)json_integer_value(v) : 0;
+	/* The peer announces what it accepts; what we accept stays our own setting. */
 	v = json_object_get(s, "max_message_size");
-	if (json_is_integer(v) && json_integer_value(v) >= HERD__MIN_MESSAGE_SIZE &&
-	    json_integer_value(v) <= HERD__MAX_MESSAGE_SIZE) {
-		conn->settings.max_message_size = (size_t)json_integer_value(v);
-		conn->reader.max_message = conn->settings.max_message_size;
-	}
+	if (json_is_integer(v) && json_integer_value(v) > 0 &&
+	    (uint64_t)json_integer_value(v) < conn->max_send)
+		conn->max_send = (size_t)json_integer_value(v);
 }
 
 /* The hello params: version, role, our settings, then the caller's extra members. */
@@ -167,6 +166,7 @@ herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra, 
 	conn->n_ref = 1;
 	conn->state = CONN_HANDSHAKE;
 	conn->settings = s;
+	conn->max_send = s.max_message_size;
 	conn->call_timeout_usec = HERD_DEFAULT_CALL_TIMEOUT_USEC;
 	proto_reader_init(&conn->reader, s.max_message_size, HERD_MAX_DEPTH);
 	proto_outq_init(&conn->outq, HERD_DEFAULT_MAX_OUTPUT);

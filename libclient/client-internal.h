@@ -87,7 +87,8 @@ struct herd_conn {
 	int fd;
 	bool closing; /* inside conn_close: no new operations */
 
-	struct herd__settings settings; /* effective after the handshake */
+	struct herd__settings settings; /* ours; max_message_size is what we accept */
+	size_t max_send; /* the smaller of ours and the limit the peer announced */
 	struct proto_reader reader;
 	struct proto_outq outq;
 

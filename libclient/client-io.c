@@ -66,7 +66,7 @@ herd__conn_send(herd_conn *conn, json_t *msg)
 
 	if (conn->state == CONN_CLOSED)
 		return -ENOTCONN;
-	r = proto_outq_push_json(&conn->outq, msg, conn->settings.max_message_size);
+	r = proto_outq_push_json(&conn->outq, msg, conn->max_send);
 	if (r < 0)
 		return r;
 	r = conn_write(conn);
@@ -101,7 +101,7 @@ conn_framing_error(herd_conn *conn, const struct proto_error *perr)
 	_cleanup_json_ json_t *reply = proto_error(json_null(), perr->code, perr->text, NULL);
 	herd_error *err;
 
-	if (reply && proto_outq_push_json(&conn->outq, reply, conn->settings.max_message_size) == 0)
+	if (reply && proto_outq_push_json(&conn->outq, reply, conn->max_send) == 0)
 		(void)conn_write(conn);
 	err = herd__error_newf(HERD_E_CONNECTION_CLOSED,
 	    "connection closed: the peer sent an invalid message (%s: %s)",

@@ -1,0 +1,448 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * How libherd's calling side fails: a worker SIGKILLed mid-call (everything
+ * pending fails at once with connection_closed), oversize messages in both
+ * directions, a peer that goes silent (heartbeat timeout), a peer that never
+ * answers hello (connection timeout), and connecting to nothing.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <check.h>
+
+#include "test-client-common.h"
+
+static struct tc_worker worker;
+
+static void
+teardown(void)
+{
+	tc_worker_kill(&worker);
+	tc_args_release();
+	ht_teardown();
+	unsetenv("HERD_RPC_SETTINGS");
+}
+
+struct closed {
+	int calls;
+	int reason;
+	char name[64];
+};
+
+static void
+on_close(herd_conn *conn, int reason, herd_error *err, void *userdata)
+{
+	struct closed *c = userdata;
+
+	c->calls++;
+	c->reason = reason;
+	snprintf(c->name, sizeof(c->name), "%s", err ? herd_error_name(err) : "(none)");
+	ck_assert_int_eq(herd_conn_is_closed(conn), 1);
+}
+
+struct ended {
+	int calls;
+	int r;
+	char name[64];
+};
+
+static void
+on_reply(
+    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error, void *userdata)
+{
+	struct ended *e = userdata;
+
+	e->calls++;
+	e->r = r;
+	snprintf(e->name, sizeof(e->name), "%s", error ? herd_error_name(error) : "(none)");
+}
+
+static void
+on_stream_end(herd_stream *s, int r, json_t *result, herd_error *error, void *userdata)
+{
+	struct ended *e = userdata;
+
+	e->calls++;
+	e->r = r;
+	snprintf(e->name, sizeof(e->name), "%s", error ? herd_error_name(error) : "(none)");
+}
+
+static void
+on_ignore_item(herd_stream *s, json_t *item, bool initial, void *userdata)
+{
+}
+
+/* The worker dies while a blocking call waits: the call returns at once, not at its timeout. */
+static void
+kill_worker_from_callback(
+    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error, void *userdata)
+{
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(kill(worker.pid, SIGKILL), 0);
+}
+
+START_TEST(test_worker_killed_mid_call)
+{
+	struct ended calls[10] = { 0 }, stream = { 0 };
+	struct closed closed = { 0 };
+	herd_sink *sink = NULL;
+	herd_conn *conn;
+	int64_t started;
+	int fds;
+
+	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(_i), NULL), 0);
+	fds = tc_count_fds();
+	conn = tc_connect(&worker, NULL);
+	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
+	for (int i = 0; i < 10; i++)
+		ck_assert_int_eq(herd_call_async(conn, "sleep", tc_args("{s:i}", "ms", 60000),
+		                     on_reply, &calls[i], NULL),
+		    0);
+	ck_assert_int_eq(
+	    herd_stream_open(conn, "count", tc_args("{s:i, s:i}", "n", 1000, "delay_ms", 1000),
+	        on_ignore_item, on_stream_end, &stream, NULL),
+	    0);
+	ck_assert_int_eq(herd_sink_open(conn, "sum_stream", NULL, &sink), 0);
+	/* The kill happens from the reply of a quick call, so it lands while everything
+	 * else is pending and the blocking call below is waiting. */
+	ck_assert_int_eq(herd_call_async(conn, "sum", tc_args("{s:i}", "n", 1),
+	                     kill_worker_from_callback, NULL, NULL),
+	    0);
+	herd_conn_set_call_timeout(conn, TC_USEC(60000));
+	started = ht_now_ms();
+	ck_assert_int_eq(
+	    herd_call(conn, "sleep", tc_args("{s:i}", "ms", 60000), 0, NULL), -ECONNRESET);
+	ck_assert_str_eq(herd_error_name(herd_conn_last_error(conn)), "connection_closed");
+	/* Not a timing assertion: the call's own timeout is 60 s; ending well before it
+	 * shows the death was noticed, not waited out. */
+	ck_assert_int_lt(ht_now_ms() - started, TC_MS(30000));
+
+	for (int i = 0; i < 10; i++) {
+		ck_assert_int_eq(calls[i].calls, 1);
+		ck_assert_int_eq(calls[i].r, -ECONNRESET);
+		ck_assert_str_eq(calls[i].name, "connection_closed");
+	}
+	ck_assert_int_eq(stream.calls, 1);
+	ck_assert_int_eq(stream.r, -ECONNRESET);
+	ck_assert_int_eq(herd_sink_finish(sink, 0, NULL), -ECONNRESET);
+	ck_assert_int_eq(herd_sink_send(sink, NULL), -EPIPE);
+	ck_assert_int_eq(closed.calls, 1);
+	ck_assert_int_eq(closed.reason, -ECONNRESET);
+	ck_assert_int_eq(herd_conn_is_closed(conn), 1);
+	ck_assert_int_eq(herd_call(conn, "sum", NULL, 0, NULL), -ENOTCONN);
+	herd_sink_unref(sink);
+	herd_conn_unref(conn);
+	/* Already closed: the last unref runs no callback again. */
+	ck_assert_int_eq(closed.calls, 1);
+	tc_worker_kill(&worker);
+	ck_assert_int_eq(tc_count_fds(), fds);
+}
+END_TEST
+
+START_TEST(test_close_callbacks)
+{
+	struct ended pending = { 0 };
+	struct closed closed = { 0 };
+	herd_conn *conn;
+
+	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(_i), NULL), 0);
+	conn = tc_connect(&worker, NULL);
+	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
+	ck_assert_int_eq(
+	    herd_call_async(conn, "sleep", tc_args("{s:i}", "ms", 60000), on_reply, &pending, NULL),
+	    0);
+	ck_assert_int_eq(herd_conn_close(conn), 0);
+	ck_assert_int_eq(pending.calls, 1);
+	ck_assert_int_eq(pending.r, -ECONNRESET);
+	ck_assert_str_eq(pending.name, "connection_closed");
+	ck_assert_int_eq(closed.calls, 1);
+	ck_assert_int_eq(closed.reason, 0);
+	ck_assert_int_eq(herd_conn_close(conn), 0);
+	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), -ENOTCONN);
+	herd_conn_unref(conn);
+	ck_assert_int_eq(closed.calls, 1);
+
+	/* Dropping the last reference closes too, and still tells everyone once. */
+	memset(&pending, 0, sizeof(pending));
+	memset(&closed, 0, sizeof(closed));
+	conn = tc_connect(&worker, NULL);
+	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
+	ck_assert_int_eq(
+	    herd_call_async(conn, "sleep", tc_args("{s:i}", "ms", 60000), on_reply, &pending, NULL),
+	    0);
+	herd_conn_unref(conn);
+	ck_assert_int_eq(pending.calls, 1);
+	ck_assert_int_eq(closed.calls, 1);
+}
+END_TEST
+
+START_TEST(test_oversize_outgoing)
+{
+	json_t *settings = json_pack("{s:i}", "max_message_size", 4096);
+	char big[8192];
+	json_t *result = NULL;
+	herd_stream *s = NULL;
+	herd_sink *k = NULL;
+	herd_conn *conn = NULL;
+	json_t *item;
+
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(_i), NULL), 0);
+	ck_assert_int_eq(herd_conn_connect(worker.socket, NULL, settings, &conn, NULL), 0);
+
+	/* Refused locally, nothing sent, the connection untouched. */
+	ck_assert_int_eq(
+	    herd_call(conn, "echo", tc_args("{s:s}", "text", big), 0, &result), -EMSGSIZE);
+	ck_assert_str_eq(herd_error_name(herd_conn_last_error(conn)), "message_too_large");
+	ck_assert_int_eq(herd_oneway(conn, "note", tc_args("{s:s}", "text", big)), -EMSGSIZE);
+	ck_assert_int_eq(
+	    herd_stream_open(conn, "count", tc_args("{s:s}", "pad", big), NULL, NULL, NULL, &s),
+	    -EMSGSIZE);
+	ck_assert_int_eq(herd_sink_open(conn, "sum_stream", NULL, &k), 0);
+	item = json_string(big);
+	ck_assert_int_eq(herd_sink_send(k, item), -EMSGSIZE);
+	json_decref(item);
+	item = json_integer(5);
+	ck_assert_int_eq(herd_sink_send(k, item), 0);
+	json_decref(item);
+	ck_assert_int_eq(herd_sink_finish(k, 0, &result), 0);
+	ck_assert_int_eq(json_integer_value(result), 5);
+	json_decref(result);
+	herd_sink_unref(k);
+
+	ck_assert_int_eq(herd_conn_is_closed(conn), 0);
+	ck_assert_int_eq(herd_call(conn, "echo", tc_args("{s:s}", "text", "small"), 0, &result), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(result, "text")), "small");
+	json_decref(result);
+	herd_conn_unref(conn);
+	json_decref(settings);
+}
+END_TEST
+
+/* A peer that answers hello, then sends one line longer than the client's limit. */
+static int
+script_oversize(struct tc_peer *p, void *arg)
+{
+	size_t n = 8192;
+	char *line = malloc(n + 64);
+	json_t *req, *reply;
+	int r = 0;
+
+	if (tc_peer_hello(p,
+	        json_pack(
+	            "{s:i, s:s, s:i}", "version", 1, "server", "worker", "pid", (int)getpid()),
+	        5000) < 0)
+		return 10;
+	req = tc_peer_recv(p, 5000); /* the call the client is waiting on */
+	if (!req)
+		return 11;
+	json_decref(req);
+	memset(line, ' ', n);
+	memcpy(line, "{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"params\":[\"", 41);
+	line[n - 3] = '"';
+	line[n - 2] = ']';
+	line[n - 1] = '}';
+	line[n] = '\0';
+	for (size_t i = 41; i < n - 3; i++)
+		line[i] = 'y';
+	if (tc_peer_send(p, line) < 0)
+		r = 12;
+	free(line);
+	/* The client answers the framing error with one error reply, id null, then closes. */
+	reply = tc_peer_recv(p, 5000);
+	if (!reply || !json_is_null(json_object_get(reply, "id")) ||
+	    json_integer_value(json_object_get(json_object_get(reply, "error"), "code")) !=
+	        HERD_E_MESSAGE_TOO_LARGE)
+		r = 13;
+	json_decref(reply);
+	return r;
+}
+
+START_TEST(test_oversize_incoming)
+{
+	json_t *settings = json_pack("{s:i}", "max_message_size", 4096);
+	struct closed closed = { 0 };
+	herd_conn *conn = NULL;
+	char path[192];
+	pid_t pid;
+	int st = -1;
+
+	pid = tc_fake_start(script_oversize, NULL, path, sizeof(path));
+	ck_assert_int_gt(pid, 0);
+	ck_assert_int_eq(herd_conn_connect(path, NULL, settings, &conn, NULL), 0);
+	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
+	ck_assert_int_eq(herd_call(conn, "anything", NULL, TC_USEC(10000), NULL), -ECONNRESET);
+	ck_assert_str_eq(herd_error_name(herd_conn_last_error(conn)), "connection_closed");
+	ck_assert_int_eq(closed.calls, 1);
+	ck_assert_int_eq(closed.reason, -EBADMSG);
+	herd_conn_unref(conn);
+	ck_assert_int_eq(ht_wait_child(pid, TC_MS(10000), &st), 0);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fake peer status %d", st);
+	json_decref(settings);
+}
+END_TEST
+
+/* A peer that agrees to heartbeats, counts the client's, and never sends any itself. */
+static int
+script_silent(struct tc_peer *p, void *arg)
+{
+	int heartbeats = 0;
+	json_t *msg;
+
+	if (tc_peer_hello(p,
+	        json_pack("{s:i, s:s, s:{s:i, s:i}}", "version", 1, "server", "worker", "settings",
+	            "heartbeat_interval_ms", 50, "heartbeat_timeout_ms", 400),
+	        5000) < 0)
+		return 10;
+	while ((msg = tc_peer_recv(p, 20000))) {
+		const char *m = json_string_value(json_object_get(msg, "method"));
+
+		heartbeats += m && strcmp(m, "heartbeat") == 0;
+		json_decref(msg);
+	}
+	/* EOF: the client gave up on us. It must have sent heartbeats meanwhile. */
+	return heartbeats > 0 ? 0 : 14;
+}
+
+START_TEST(test_heartbeat_timeout)
+{
+	json_t *settings =
+	    json_pack("{s:i, s:i}", "heartbeat_interval_ms", 50, "heartbeat_timeout_ms", 400);
+	struct closed closed = { 0 };
+	herd_conn *conn = NULL;
+	char path[192];
+	pid_t pid;
+	int st = -1;
+
+	pid = tc_fake_start(script_silent, NULL, path, sizeof(path));
+	ck_assert_int_gt(pid, 0);
+	ck_assert_int_eq(herd_conn_connect(path, NULL, settings, &conn, NULL), 0);
+	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
+	/* The call would wait 60 s; the silence closes the connection first. */
+	ck_assert_int_eq(herd_call(conn, "anything", NULL, TC_USEC(60000), NULL), -ECONNRESET);
+	ck_assert_int_eq(closed.calls, 1);
+	ck_assert_int_eq(closed.reason, -ETIMEDOUT);
+	herd_conn_unref(conn);
+	ck_assert_int_eq(ht_wait_child(pid, TC_MS(10000), &st), 0);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fake peer status %d", st);
+	json_decref(settings);
+}
+END_TEST
+
+/* Heartbeats keep an idle connection to the real worker open past the timeout. */
+START_TEST(test_heartbeat_keeps_alive)
+{
+	json_t *settings =
+	    json_pack("{s:i, s:i}", "heartbeat_interval_ms", 50, "heartbeat_timeout_ms", 300);
+	herd_conn *conn = NULL;
+	json_t *eff;
+	int64_t until;
+
+	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(_i), NULL), 0);
+	ck_assert_int_eq(herd_conn_connect(worker.socket, NULL, settings, &conn, NULL), 0);
+	eff = herd_conn_get_settings(conn);
+	ck_assert_msg(json_integer_value(json_object_get(eff, "heartbeat_timeout_ms")) == 300,
+	    "effective settings %s", ht_dump(eff));
+	/* Idle for several heartbeat timeouts: this waits for time itself, not an event. */
+	until = ht_now_ms() + 1500;
+	while (ht_now_ms() < until) {
+		ck_assert_int_ge(herd_conn_wait(conn, 100000), 0);
+		ck_assert_int_ge(herd_conn_process(conn), 0);
+	}
+	ck_assert_int_eq(herd_conn_is_closed(conn), 0);
+	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 42), 0, NULL), 0);
+	herd_conn_unref(conn);
+	json_decref(settings);
+}
+END_TEST
+
+/* A peer that accepts and reads but never answers hello. */
+static int
+script_mute(struct tc_peer *p, void *arg)
+{
+	json_t *msg;
+
+	while ((msg = tc_peer_recv(p, 20000)))
+		json_decref(msg);
+	return 0;
+}
+
+START_TEST(test_connect_failures)
+{
+	json_t *settings = json_pack("{s:i}", "connection_timeout_ms", 300);
+	herd_error *err = NULL;
+	herd_conn *conn = NULL;
+	char path[192], dir[128], longpath[200];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, fds = tc_count_fds();
+	pid_t pid;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/nobody.sock", dir);
+	ck_assert_int_eq(herd_conn_connect(path, NULL, NULL, &conn, &err), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(herd_error_message(err), "nobody.sock"));
+	err = herd_error_unref(err);
+
+	/* A socket file nobody listens on. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_lt(strlen(path), sizeof(sa.sun_path));
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(herd_conn_connect(path, NULL, NULL, &conn, NULL), -ECONNREFUSED);
+	close(fd);
+
+	memset(longpath, 'a', sizeof(longpath) - 1);
+	longpath[0] = '/';
+	longpath[sizeof(longpath) - 1] = '\0';
+	ck_assert_int_eq(herd_conn_connect(longpath, NULL, NULL, &conn, NULL), -EINVAL);
+
+	/* Nobody answers hello: connection_timeout_ms bounds the wait. */
+	pid = tc_fake_start(script_mute, NULL, path, sizeof(path));
+	ck_assert_int_gt(pid, 0);
+	ck_assert_int_eq(herd_conn_connect(path, NULL, settings, &conn, &err), -ETIMEDOUT);
+	ck_assert_str_eq(herd_error_name(err), "timeout");
+	herd_error_unref(err);
+	ck_assert_ptr_null(conn);
+	ck_assert_int_eq(ht_wait_child(pid, TC_MS(20000), NULL), 0);
+	ck_assert_int_eq(tc_count_fds(), fds);
+	json_decref(settings);
+}
+END_TEST
+
+static Suite *
+client_failures_suite(void)
+{
+	Suite *s = suite_create("client-failures");
+	TCase *tc = tcase_create("failures");
+
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_set_timeout(tc, 90);
+	tcase_add_loop_test(tc, test_worker_killed_mid_call, 0, 2);
+	tcase_add_loop_test(tc, test_close_callbacks, 0, 2);
+	tcase_add_loop_test(tc, test_oversize_outgoing, 0, 2);
+	tcase_add_test(tc, test_oversize_incoming);
+	tcase_add_test(tc, test_heartbeat_timeout);
+	tcase_add_loop_test(tc, test_heartbeat_keeps_alive, 0, 2);
+	tcase_add_test(tc, test_connect_failures);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(client_failures_suite());
+	int failed;
+
+	signal(SIGPIPE, SIG_IGN);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

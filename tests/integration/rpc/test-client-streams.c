@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libherd streams against the example worker: a counting pipe read through
+ * callbacks and through the blocking iterator, cancelled after k items (the
+ * worker's handler sees the cancel; the caller sees the end exactly once), a
+ * state stream whose first item is the initial state, and client-to-server
+ * sinks (rpc_parallel's direct pipes in both directions).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <check.h>
+
+#include "test-client-common.h"
+
+static struct tc_worker worker;
+
+static void
+teardown(void)
+{
+	tc_worker_kill(&worker);
+	tc_args_release();
+	ht_teardown();
+}
+
+static herd_conn *
+setup_conn(int mode)
+{
+	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(mode), NULL), 0);
+	return tc_connect(&worker, NULL);
+}
+
+static json_int_t
+worker_cancelled(herd_conn *conn)
+{
+	json_t *stats = NULL;
+	json_int_t n;
+
+	ck_assert_int_eq(herd_call(conn, "stats", NULL, 0, &stats), 0);
+	n = json_integer_value(json_object_get(stats, "cancelled"));
+	json_decref(stats);
+	return n;
+}
+
+struct counter {
+	herd_stream *stream; /* for cancelling from on_item */
+	int cancel_after; /* 0: never */
+	int items;
+	json_int_t next_expected;
+	bool out_of_order;
+	bool saw_initial;
+	int ends;
+	int end_r;
+	json_t *result;
+	char end_name[64];
+};
+
+static void
+on_item(herd_stream *s, json_t *item, bool initial, void *userdata)
+{
+	struct counter *c = userdata;
+
+	c->saw_initial = c->saw_initial || initial;
+	if (!json_is_integer(item) || json_integer_value(item) != c->next_expected)
+		c->out_of_order = true;
+	c->next_expected++;
+	c->items++;
+	ck_assert_int_eq(c->ends, 0);
+	if (c->cancel_after && c->items == c->cancel_after)
+		ck_assert_int_eq(herd_stream_cancel(s), 0);
+}
+
+static void
+on_end(herd_stream *s, int r, json_t *result, herd_error *error, void *userdata)
+{
+	struct counter *c = userdata;
+
+	c->ends++;
+	c->end_r = r;
+	c->result = json_incref(result);
+	if (error)
+		snprintf(c->end_name, sizeof(c->end_name), "%s", herd_error_name(error));
+}
+
+static void
+drive(herd_conn *conn, const int *flag)
+{
+	int64_t deadline = ht_now_ms() + TC_MS(20000);
+
+	while (!*flag) {
+		ck_assert_msg(ht_now_ms() < deadline, "stream did not end in time");
+		ck_assert_int_ge(herd_conn_wait(conn, TC_USEC(1000)), 0);
+		ck_assert_int_ge(herd_conn_process(conn), 0);
+	}
+}
+
+START_TEST(test_count_callbacks)
+{
+	struct counter c = { 0 };
+	herd_conn *conn = setup_conn(_i);
+
+	ck_assert_int_eq(
+	    herd_stream_open(conn, "count", tc_args("{s:i}", "n", 50), on_item, on_end, &c, NULL),
+	    0);
+	drive(conn, &c.ends);
+	ck_assert_int_eq(c.items, 50);
+	ck_assert(!c.out_of_order);
+	ck_assert(!c.saw_initial);
+	ck_assert_int_eq(c.ends, 1);
+	ck_assert_int_eq(c.end_r, 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(c.result, "count")), 50);
+	json_decref(c.result);
+	herd_conn_unref(conn);
+	ck_assert_int_eq(c.ends, 1);
+}
+END_TEST
+
+START_TEST(test_count_iterator)
+{
+	herd_conn *conn = setup_conn(_i);
+	herd_stream *s = NULL;
+	json_t *item = NULL;
+	int r, n = 0;
+
+	ck_assert_int_eq(herd_stream_open(conn, "count",
+	                     tc_args("{s:i, s:i}", "n", 5, "delay_ms", 2), NULL, NULL, NULL, &s),
+	    0);
+	while ((r = herd_stream_next(s, TC_USEC(10000), &item)) == 1) {
+		ck_assert_int_eq(json_integer_value(item), n);
+		ck_assert_int_eq(herd_stream_item_initial(s), 0);
+		json_decref(item);
+		n++;
+	}
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(n, 5);
+	ck_assert_int_eq(herd_stream_is_done(s), 1);
+	ck_assert_int_eq(json_integer_value(json_object_get(herd_stream_result(s), "count")), 5);
+	/* The end repeats; it is not delivered twice to anyone. */
+	ck_assert_int_eq(herd_stream_next(s, 0, &item), 0);
+	ck_assert_int_eq(herd_stream_cancel(s), -EALREADY);
+	herd_stream_unref(s);
+	herd_conn_unref(conn);
+}
+END_TEST
+
+START_TEST(test_cancel_after_k)
+{
+	struct counter c = { .cancel_after = 3 };
+	herd_conn *conn = setup_conn(_i);
+	json_int_t before = worker_cancelled(conn);
+	json_t *result = NULL;
+
+	ck_assert_int_eq(
+	    herd_stream_open(conn, "count", tc_args("{s:i, s:i}", "n", 100000, "delay_ms", 1),
+	        on_item, on_end, &c, &c.stream),
+	    0);
+	drive(conn, &c.ends);
+	ck_assert_int_eq(c.ends, 1);
+	ck_assert_int_eq(c.end_r, -ECANCELED);
+	ck_assert_str_eq(c.end_name, "cancelled");
+	/* Items arriving after the cancel are dropped, not delivered. */
+	ck_assert_int_eq(c.items, 3);
+	ck_assert_int_eq(herd_stream_cancel(c.stream), -EALREADY);
+	/* The handler saw the cancel. */
+	ck_assert_int_eq(worker_cancelled(conn), before + 1);
+	/* And the connection carries on. */
+	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 42), 0, &result), 0);
+	ck_assert_int_eq(json_integer_value(result), 861);
+	json_decref(result);
+	herd_stream_unref(c.stream);
+	herd_conn_unref(conn);
+	ck_assert_int_eq(c.ends, 1);
+}
+END_TEST
+
+START_TEST(test_cancel_iterator)
+{
+	herd_conn *conn = setup_conn(_i);
+	json_int_t before = worker_cancelled(conn);
+	herd_stream *s = NULL;
+	json_t *item = NULL;
+
+	ck_assert_int_eq(herd_stream_open(conn, "count",
+	                     tc_args("{s:i, s:i}", "n", 1000, "delay_ms", 1), NULL, NULL, NULL, &s),
+	    0);
+	for (int i = 0; i < 2; i++) {
+		ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 1);
+		json_decref(item);
+	}
+	ck_assert_int_eq(herd_stream_cancel(s), 0);
+	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), -ECANCELED);
+	ck_assert_str_eq(herd_error_name(herd_stream_error(s)), "cancelled");
+	ck_assert_int_eq(herd_stream_next(s, 0, &item), -ECANCELED);
+	ck_assert_int_eq(worker_cancelled(conn), before + 1);
+	herd_stream_unref(s);
+	herd_conn_unref(conn);
+}
+END_TEST
+
+START_TEST(test_state_initial)
+{
+	herd_conn *conn = setup_conn(_i);
+	herd_stream *s = NULL;
+	json_t *item = NULL;
+
+	ck_assert_int_eq(herd_oneway(conn, "note", tc_args("{s:s}", "text", "before")), 0);
+	ck_assert_int_eq(
+	    herd_stream_open(conn, "watch", tc_args("{s:i}", "updates", 2), NULL, NULL, NULL, &s),
+	    0);
+	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 1);
+	ck_assert_int_eq(herd_stream_item_initial(s), 1);
+	ck_assert_msg(json_is_array(item) && json_array_size(item) == 1 &&
+	        json_is_string(json_array_get(item, 0)) &&
+	        strcmp(json_string_value(json_array_get(item, 0)), "before") == 0,
+	    "initial state %s", ht_dump(item));
+	json_decref(item);
+
+	ck_assert_int_eq(herd_oneway(conn, "note", tc_args("{s:s}", "text", "one")), 0);
+	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 1);
+	ck_assert_int_eq(herd_stream_item_initial(s), 0);
+	ck_assert_str_eq(json_string_value(item), "one");
+	json_decref(item);
+	ck_assert_int_eq(herd_oneway(conn, "note", tc_args("{s:s}", "text", "two")), 0);
+	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 1);
+	ck_assert_str_eq(json_string_value(item), "two");
+	json_decref(item);
+	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(herd_stream_result(s), "updates")), 2);
+	herd_stream_unref(s);
+	herd_conn_unref(conn);
+}
+END_TEST
+
+START_TEST(test_sink_sum)
+{
+	herd_conn *conn = setup_conn(_i);
+	json_t *result = NULL;
+	herd_sink *k = NULL;
+
+	ck_assert_int_eq(herd_sink_open(conn, "sum_stream", NULL, &k), 0);
+	for (int i = 1; i <= 1000; i++) {
+		json_t *item = json_integer(i);
+
+		ck_assert_int_eq(herd_sink_send(k, item), 0);
+		json_decref(item);
+	}
+	ck_assert_int_eq(herd_sink_finish(k, 0, &result), 0);
+	ck_assert_int_eq(json_integer_value(result), 500500);
+	json_decref(result);
+	/* Finished: nothing more can be sent, and finishing again repeats the outcome. */
+	ck_assert_int_eq(herd_sink_send(k, NULL), -EPIPE);
+	ck_assert_int_eq(herd_sink_finish(k, 0, &result), 0);
+	ck_assert_int_eq(json_integer_value(result), 500500);
+	json_decref(result);
+	herd_sink_unref(k);
+	herd_conn_unref(conn);
+}
+END_TEST
+
+struct sink_end {
+	int calls;
+	int r;
+	json_int_t value;
+};
+
+static void
+on_sink_done(herd_sink *k, int r, json_t *result, herd_error *error, void *userdata)
+{
+	struct sink_end *e = userdata;
+
+	e->calls++;
+	e->r = r;
+	e->value = json_integer_value(result);
+}
+
+START_TEST(test_sink_async_and_cancel)
+{
+	herd_conn *conn = setup_conn(_i);
+	struct sink_end e = { 0 };
+	json_t *two = json_integer(2);
+	json_int_t before = worker_cancelled(conn);
+	herd_sink *k = NULL;
+
+	ck_assert_int_eq(herd_sink_open(conn, "sum_stream", NULL, &k), 0);
+	ck_assert_int_eq(herd_sink_send(k, two), 0);
+	ck_assert_int_eq(herd_sink_send(k, two), 0);
+	ck_assert_int_eq(herd_sink_finish_async(k, on_sink_done, &e), 0);
+	ck_assert_int_eq(herd_sink_finish_async(k, on_sink_done, &e), -EINVAL);
+	drive(conn, &e.calls);
+	ck_assert_int_eq(e.calls, 1);
+	ck_assert_int_eq(e.r, 0);
+	ck_assert_int_eq(e.value, 4);
+	herd_sink_unref(k);
+
+	/* A cancelled sink ends as cancelled, and the handler is told. */
+	ck_assert_int_eq(herd_sink_open(conn, "sum_stream", NULL, &k), 0);
+	ck_assert_int_eq(herd_sink_send(k, two), 0);
+	ck_assert_int_eq(herd_sink_cancel(k), 0);
+	ck_assert_int_eq(herd_sink_send(k, two), -EPIPE);
+	ck_assert_int_eq(herd_sink_finish(k, TC_USEC(10000), NULL), -ECANCELED);
+	ck_assert_str_eq(herd_error_name(herd_sink_error(k)), "cancelled");
+	ck_assert_int_eq(worker_cancelled(conn), before + 1);
+	herd_sink_unref(k);
+	json_decref(two);
+	herd_conn_unref(conn);
+}
+END_TEST
+
+static Suite *
+client_streams_suite(void)
+{
+	Suite *s = suite_create("client-streams");
+	TCase *tc = tcase_create("streams");
+
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, test_count_callbacks, 0, 2);
+	tcase_add_loop_test(tc, test_count_iterator, 0, 2);
+	tcase_add_loop_test(tc, test_cancel_after_k, 0, 2);
+	tcase_add_loop_test(tc, test_cancel_iterator, 0, 2);
+	tcase_add_loop_test(tc, test_state_initial, 0, 2);
+	tcase_add_loop_test(tc, test_sink_sum, 0, 2);
+	tcase_add_loop_test(tc, test_sink_async_and_cancel, 0, 2);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(client_streams_suite());
+	int failed;
+
+	signal(SIGPIPE, SIG_IGN);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
