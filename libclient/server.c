@@ -147,12 +147,38 @@ socket_alive(const struct sockaddr_un *sa)
 	return alive;
 }
 
+/* Binds fd to path as a 0600 socket file and listens. Returns 0 or -errno. */
+static int
+bind_listen(int fd, const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	mode_t old_mask;
+	int r;
+
+	strcpy(sa.sun_path, path);
+	/* The socket file is created 0600: only our uid may connect. */
+	old_mask = umask(0177);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ? -errno : 0;
+	umask(old_mask);
+	if (r == 0 && listen(fd, SOMAXCONN) < 0) {
+		r = -errno;
+		unlink(path);
+	}
+	return r;
+}
+
+/*
+ * The socket is bound under a temporary name and renamed into place once it
+ * listens, so whoever sees the path appear (inotify, a polling client) can
+ * connect at once. An existing file is replaced only if it is a socket nobody
+ * answers on: a stale one left by a dead process.
+ */
 int
 herd__server_listen(struct herd_server *srv, const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char tmp[sizeof(sa.sun_path) + 32];
 	struct stat st;
-	mode_t old_mask;
 	int fd, r;
 
 	if (!path || !*path)
@@ -162,26 +188,30 @@ herd__server_listen(struct herd_server *srv, const char *path)
 	if (srv->listen_fd >= 0 || srv->closed)
 		return -EBUSY;
 	strcpy(sa.sun_path, path);
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return -EEXIST;
+		if (socket_alive(&sa))
+			return -EADDRINUSE;
+	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
-	/* The socket file is created 0600: only our uid may connect. */
-	old_mask = umask(0177);
-	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-	if (r < 0 && errno == EADDRINUSE && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
-	    !socket_alive(&sa)) {
-		/* A stale socket left by a dead process: replace it. */
+	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
+	if (strlen(tmp) < sizeof(sa.sun_path)) {
+		unlink(tmp);
+		r = bind_listen(fd, tmp);
+		if (r == 0 && rename(tmp, path) < 0) {
+			r = -errno;
+			unlink(tmp);
+		}
+	} else {
+		/* No room for a temporary name: bind in place. */
 		unlink(path);
-		r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+		r = bind_listen(fd, path);
 	}
-	r = r < 0 ? -errno : 0;
-	umask(old_mask);
 	if (r == 0 && lstat(path, &st) < 0)
 		r = -errno;
-	if (r == 0 && listen(fd, SOMAXCONN) < 0) {
-		r = -errno;
-		unlink(path);
-	}
 	if (r < 0) {
 		close(fd);
 		return r;

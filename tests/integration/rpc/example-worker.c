@@ -120,6 +120,7 @@ struct ex_count {
 	struct ev_loop *loop;
 	ev_timer timer;
 	json_int_t next, n;
+	bool waited;
 };
 
 static void
@@ -136,6 +137,7 @@ count_cancel(herd_request *req, void *userdata)
 	struct ex_count *c = userdata;
 
 	ex_worker(req)->cancelled++;
+	herd_log(HERD_LOG_DEBUG, "count: cancelled after %lld items", (long long)c->next);
 	count_free(c);
 }
 
@@ -151,6 +153,9 @@ count_pump(herd_request *req, void *userdata)
 		int r = herd_request_write(req, json_integer(c->next));
 
 		if (r == -EAGAIN) {
+			if (!c->waited)
+				herd_log(HERD_LOG_DEBUG, "count: the reader is slow; waiting");
+			c->waited = true;
 			herd_request_on_drain(req, count_pump, c);
 			return;
 		}
@@ -251,6 +256,7 @@ static void
 sink_cancel(herd_request *req, void *userdata)
 {
 	ex_worker(req)->cancelled++;
+	herd_log(HERD_LOG_DEBUG, "sum_stream: cancelled");
 	free(userdata);
 }
 
@@ -299,6 +305,7 @@ watch_cancel(herd_request *req, void *userdata)
 	struct ex_worker *w = ex_worker(req);
 
 	w->cancelled++;
+	herd_log(HERD_LOG_DEBUG, "watch: cancelled");
 	watch_remove(w, userdata);
 }
 
@@ -396,6 +403,7 @@ static void
 sleep_cancel(herd_request *req, void *userdata)
 {
 	ex_worker(req)->cancelled++;
+	herd_log(HERD_LOG_DEBUG, "sleep: cancelled");
 	sleep_free(userdata);
 }
 
@@ -450,8 +458,9 @@ ex_stats(herd_request *req, json_t *arg)
 	struct ex_worker *w = ex_worker(req);
 
 	herd_request_reply(req,
-	    json_pack("{s:I, s:I, s:O, s:O}", "cancelled", (json_int_t)w->cancelled, "conn_calls",
-	        (json_int_t)c->calls, "conn_init", c->init, "worker_init", w->init));
+	    json_pack("{s:I, s:I, s:O, s:O, s:b}", "cancelled", (json_int_t)w->cancelled,
+	        "conn_calls", (json_int_t)c->calls, "conn_init", c->init, "worker_init", w->init,
+	        "env_channel_fd", getenv("HERD_CHANNEL_FD") != NULL));
 }
 
 /* ---- worker_fail: a failure after the function returned ---- */

@@ -20,9 +20,14 @@
  *   stats {}                 call: {"cancelled": streams that saw a cancel,
  *                            "conn_calls": calls on this connection,
  *                            "conn_init": this connection's init argument,
- *                            "worker_init": the worker's init argument}
+ *                            "worker_init": the worker's init argument,
+ *                            "env_channel_fd": whether HERD_CHANNEL_FD is set}
  *   worker_fail {message}    call: replies {}, then herd_worker_fail(message)
  *                            from the loop (the process exits: executable only)
+ *
+ * Cancel callbacks log "<function>: cancelled" at debug level (seen on
+ * herd.logs), and count logs "count: the reader is slow; waiting" the first
+ * time a write meets backpressure.
  *
  * Worker init fails when the init argument is {"fail_init": MSG}; connection
  * init fails when the client's hello init is {"fail_conn": MSG}.
