@@ -1,0 +1,266 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Captured worker output: the read end of a pipe whose write end is the
+ * worker's stdout or stderr, kept as a ring of its last lines so "logs" and
+ * failure events can show what a worker said before it died. Bytes are made
+ * safe for JSON on the way in (invalid UTF-8 and control characters become
+ * '?'), and both the line count and the bytes held are bounded.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "herdd.h"
+
+#define CAPTURE_MAX_LINES 1000
+#define CAPTURE_MAX_BYTES (64u * 1024u)
+#define CAPTURE_MAX_LINE  4096u
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if invalid. */
+static size_t
+utf8_seq(const unsigned char *s, size_t n)
+{
+	size_t len, i;
+	unsigned cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if ((s[0] & 0xe0) == 0xc0) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if ((s[0] & 0xf0) == 0xe0) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if ((s[0] & 0xf8) == 0xf0) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	/* Overlong forms, surrogates and values past U+10FFFF are not UTF-8. */
+	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/* Rewrites buf[0..n) in place into valid UTF-8 without control characters. */
+static void
+sanitize(char *buf, size_t n)
+{
+	unsigned char *s = (unsigned char *)buf;
+	size_t i = 0;
+
+	while (i < n) {
+		size_t k = utf8_seq(s + i, n - i);
+
+		if (k == 0) {
+			s[i++] = '?';
+			continue;
+		}
+		if (k == 1 && (s[i] < 0x20 || s[i] == 0x7f) && s[i] != '\t')
+			s[i] = '?';
+		i += k;
+	}
+}
+
+static void
+push_line(struct capture *cap, const char *text, size_t len)
+{
+	char *line;
+
+	if (len > 0 && text[len - 1] == '\r')
+		len--;
+	line = malloc(len + 1);
+	if (!line) {
+		cap->dropped++;
+		return;
+	}
+	memcpy(line, text, len);
+	line[len] = '\0';
+	sanitize(line, len);
+	if (!cap->lines) {
+		cap->lines = calloc(cap->max_lines, sizeof(*cap->lines));
+		if (!cap->lines) {
+			free(line);
+			cap->dropped++;
+			return;
+		}
+	}
+	/* Evict the oldest lines until both bounds hold. */
+	while (
+	    cap->count > 0 && (cap->count == cap->max_lines || cap->bytes + len > cap->max_bytes)) {
+		char *old = cap->lines[cap->first];
+
+		cap->bytes -= strlen(old);
+		free(old);
+		cap->lines[cap->first] = NULL;
+		cap->first = (cap->first + 1) % cap->max_lines;
+		cap->count--;
+		cap->dropped++;
+	}
+	cap->lines[(cap->first + cap->count) % cap->max_lines] = line;
+	cap->count++;
+	cap->bytes += len;
+}
+
+/* Splits new bytes into lines; a line longer than the limit is cut into pieces. */
+static void
+take_bytes(struct capture *cap, const char *buf, size_t n)
+{
+	while (n > 0) {
+		const char *nl = memchr(buf, '\n', n);
+		size_t chunk = nl ? (size_t)(nl - buf) : n;
+		size_t room = CAPTURE_MAX_LINE - cap->partial_len;
+		size_t take = chunk < room ? chunk : room;
+
+		if (take > 0) {
+			if (!cap->partial) {
+				cap->partial = malloc(CAPTURE_MAX_LINE);
+				if (!cap->partial) {
+					cap->dropped++;
+					return;
+				}
+			}
+			memcpy(cap->partial + cap->partial_len, buf, take);
+			cap->partial_len += take;
+			buf += take;
+			n -= take;
+		}
+		if (cap->partial_len == CAPTURE_MAX_LINE || (nl && buf == nl)) {
+			push_line(cap, cap->partial ? cap->partial : "", cap->partial_len);
+			cap->partial_len = 0;
+			if (nl && buf == nl) {
+				buf++;
+				n--;
+			}
+		}
+	}
+}
+
+/* Reads what is available. Returns 1 at EOF or error, 0 otherwise. */
+static int
+read_some(struct capture *cap)
+{
+	char buf[16384];
+	int rounds;
+
+	/* A few reads per wake-up: a chatty worker must not starve the loop. */
+	for (rounds = 0; rounds < 4; rounds++) {
+		ssize_t n = read(cap->fd, buf, sizeof(buf));
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN ? 0 : 1;
+		}
+		if (n == 0)
+			return 1;
+		take_bytes(cap, buf, (size_t)n);
+	}
+	return 0;
+}
+
+static void
+close_pipe(struct capture *cap)
+{
+	if (cap->fd < 0)
+		return;
+	ev_io_stop(herdd.loop, &cap->io);
+	close(cap->fd);
+	cap->fd = -1;
+	if (cap->partial_len > 0) {
+		push_line(cap, cap->partial, cap->partial_len);
+		cap->partial_len = 0;
+	}
+}
+
+static void
+capture_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct capture *cap = w->data;
+
+	if (read_some(cap))
+		close_pipe(cap);
+}
+
+/* Initialises an empty capture. */
+void
+capture_init(struct capture *cap, struct worker *w)
+{
+	memset(cap, 0, sizeof(*cap));
+	cap->fd = -1;
+	cap->max_lines = CAPTURE_MAX_LINES;
+	cap->max_bytes = CAPTURE_MAX_BYTES;
+	cap->worker = w;
+}
+
+/* Starts watching the pipe's read end (non-blocking, close-on-exec). */
+void
+capture_start(struct capture *cap, int fd)
+{
+	cap->fd = fd;
+	ev_io_init(&cap->io, capture_cb, fd, EV_READ);
+	cap->io.data = cap;
+	ev_io_start(herdd.loop, &cap->io);
+}
+
+/* Drains what is left (the worker is gone) and closes the pipe. */
+void
+capture_finish(struct capture *cap)
+{
+	int i;
+
+	if (cap->fd < 0)
+		return;
+	/* Bounded: a descendant still writing must not keep us here. */
+	for (i = 0; i < 16; i++) {
+		if (read_some(cap))
+			break;
+	}
+	close_pipe(cap);
+}
+
+/* Frees every line. */
+void
+capture_free(struct capture *cap)
+{
+	unsigned i;
+
+	close_pipe(cap);
+	if (cap->lines) {
+		for (i = 0; i < cap->max_lines; i++)
+			free(cap->lines[i]);
+		free(cap->lines);
+	}
+	free(cap->partial);
+	cap->lines = NULL;
+	cap->partial = NULL;
+	cap->count = 0;
+}
+
+/* The last n lines as a new array. */
+json_t *
+capture_tail(const struct capture *cap, unsigned n)
+{
+	json_t *a = json_array();
+	unsigned i, skip;
+
+	if (!a)
+		return NULL;
+	skip = (n == 0 || n >= cap->count) ? 0 : cap->count - n;
+	for (i = skip; i < cap->count; i++) {
+		const char *line = cap->lines[(cap->first + i) % cap->max_lines];
+
+		json_array_append_new(a, json_string(line));
+	}
+	return a;
+}

@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * herdd's side of a worker's private channel (fd 3, PROTOCOL.md section 5):
+ * hello, ready or init_failed, heartbeats, failure reports and connection
+ * counts from the worker; the in-band shutdown from herdd. The worker runs
+ * with its owner's credentials, so everything it says is checked like any
+ * other untrusted input.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herdd.h"
+
+static void
+channel_request(struct conn *c, struct worker *w, const struct proto_msg *m)
+{
+	struct proto_error err;
+	json_int_t version = 0, pid = 0;
+	const char *role = NULL, *message = NULL;
+	json_t *functions = NULL;
+
+	if (!strcmp(m->method, "hello")) {
+		if (c->hello) {
+			conn_reply_error(
+			    c, m->id, HERD_E_INVALID_REQUEST, NULL, "hello was already done");
+			return;
+		}
+		if (proto_unpack(m->params, &err, "{s:I, s:s, s?I}", "version", &version, "role",
+		        &role, "pid", &pid) < 0) {
+			dispatch_invalid_params(c, m->id, &err);
+			return;
+		}
+		if (version != HERD_PROTOCOL_VERSION) {
+			conn_reply_error(c, m->id, HERD_E_VERSION_MISMATCH,
+			    json_pack("{s:[i]}", "supported", HERD_PROTOCOL_VERSION),
+			    "protocol version %lld is not supported", (long long)version);
+			conn_close(c);
+			return;
+		}
+		if (strcmp(role, "worker") != 0) {
+			conn_reply_error(c, m->id, HERD_E_INVALID_PARAMS, NULL,
+			    "the channel's role is \"worker\"");
+			return;
+		}
+		if (pid && pid != w->pid)
+			log_warn("worker %s: channel hello from pid %lld, expected %d", w->id,
+			    (long long)pid, (int)w->pid);
+		c->hello = true;
+		conn_reply(c, m->id,
+		    json_pack("{s:s, s:s?, s:s, s:O, s:O, s:s, s:I, s:I, s:I}", "id", w->id, "name",
+		        w->name, "socket", w->socket, "init", w->init ? w->init : json_null(),
+		        "settings", w->settings, "shutdown_on",
+		        sup_shutdown_on_name(w->shutdown_on), "connection_timeout_ms",
+		        (json_int_t)w->connection_timeout_ms, "heartbeat_interval_ms",
+		        (json_int_t)w->hb_interval_ms, "heartbeat_timeout_ms",
+		        (json_int_t)w->hb_timeout_ms));
+		sup_heartbeat_start(w);
+		return;
+	}
+	if (!c->hello) {
+		conn_reply_error(
+		    c, m->id, HERD_E_HELLO_REQUIRED, NULL, "the first request must be hello");
+		conn_close(c);
+		return;
+	}
+	if (!strcmp(m->method, "ready")) {
+		if (proto_unpack(m->params, &err, "{s?o}", "functions", &functions) < 0 ||
+		    (functions && !json_is_array(functions))) {
+			conn_reply_error(c, m->id, HERD_E_INVALID_PARAMS, NULL,
+			    "invalid params: functions must be an array");
+			return;
+		}
+		if (w->state != W_STARTING) {
+			conn_reply_error(c, m->id, HERD_E_INVALID_REQUEST, NULL, "the worker is %s",
+			    sup_state_name(w->state));
+			return;
+		}
+		json_decref(w->functions);
+		w->functions = json_incref(functions);
+		conn_reply(c, m->id, NULL);
+		sup_worker_ready(w);
+		return;
+	}
+	if (!strcmp(m->method, "init_failed")) {
+		if (proto_unpack(m->params, &err, "{s:s}", "message", &message) < 0) {
+			dispatch_invalid_params(c, m->id, &err);
+			return;
+		}
+		conn_reply(c, m->id, NULL);
+		log_info("worker %s: init failed: %.200s", w->id, message);
+		sup_expect_exit(w, "init_failed", message);
+		return;
+	}
+	conn_reply_error(
+	    c, m->id, HERD_E_METHOD_NOT_FOUND, NULL, "unknown method \"%.64s\"", m->method);
+}
+
+static void
+channel_notification(struct conn *c, struct worker *w, const struct proto_msg *m)
+{
+	struct proto_error err;
+	json_int_t served = 0, open = 0;
+	const char *message = NULL;
+
+	if (!c->hello)
+		return;
+	if (!strcmp(m->method, "heartbeat")) {
+		if (proto_unpack(m->params, &err, "{s?I}", "served", &served) == 0 && served >= 0)
+			w->served = (uint64_t)served;
+		w->last_heartbeat_ms = now_ms();
+		w->cpu_checked = false;
+	} else if (!strcmp(m->method, "failure")) {
+		if (proto_unpack(m->params, &err, "{s:s}", "message", &message) < 0)
+			message = "the worker reported a failure";
+		log_info("worker %s: failure: %.200s", w->id, message);
+		sup_expect_exit(w, "failed", message);
+	} else if (!strcmp(m->method, "connection")) {
+		if (proto_unpack(m->params, &err, "{s:I}", "open", &open) < 0)
+			return;
+		if (open > 0) {
+			w->had_connection = true;
+			ev_timer_stop(herdd.loop, &w->conn_timer);
+		} else if (w->had_connection && w->shutdown_on == SHUTDOWN_CONNECTION_CLOSED) {
+			/* The worker exits by itself now; herdd makes sure it does. */
+			sup_expect_exit(w, "connection_closed", NULL);
+		}
+	}
+}
+
+static void
+channel_message(struct conn *c, json_t *msg)
+{
+	struct worker *w = c->worker;
+	struct proto_error err;
+	struct proto_msg m;
+
+	if (!w)
+		return;
+	if (proto_msg_parse(msg, &m, &err) < 0) {
+		conn_reply_error(c, NULL, err.code, NULL, "%s", err.text);
+		return;
+	}
+	if (m.kind == PROTO_REQUEST)
+		channel_request(c, w, &m);
+	else if (m.kind == PROTO_NOTIFICATION)
+		channel_notification(c, w, &m);
+}
+
+static void
+channel_closed(struct conn *c)
+{
+	if (c->worker)
+		log_debug("worker %s: channel closed", c->worker->id);
+}
+
+const struct conn_ops channel_ops = {
+	.message = channel_message,
+	.closed = channel_closed,
+};
+
+/* Asks the worker to stop (PROTOCOL.md 5.5). */
+void
+channel_send_shutdown(struct worker *w)
+{
+	if (w->channel && !w->channel->closed && w->channel->hello)
+		conn_send(w->channel, proto_notification("shutdown", json_object()));
+}

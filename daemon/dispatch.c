@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The control socket's request table and the checks every request shares:
+ * JSON-RPC validity, hello first (under a handshake timeout), the role, and
+ * the per-connection limit on requests in flight. Method names are looked up
+ * in a fixed table; nothing else is reachable from the wire.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herdd.h"
+
+#define NEED_HELLO   0x1 /* refused before hello */
+#define NEED_SPAWNER 0x2 /* masters and inspectors: every control role today */
+
+struct method {
+	const char *name;
+	void (*handler)(struct conn *c, json_t *id, json_t *params);
+	unsigned flags;
+};
+
+static const struct method methods[] = {
+	{ "hello", h_hello, 0 },
+	{ "ping", h_ping, NEED_HELLO },
+	{ "spawn", h_spawn, NEED_HELLO | NEED_SPAWNER },
+	{ "shutdown", h_shutdown, NEED_HELLO },
+	{ "kill", h_kill, NEED_HELLO },
+	{ "list", h_list, NEED_HELLO },
+	{ "inspect", h_inspect, NEED_HELLO },
+	{ "logs", h_logs, NEED_HELLO },
+	{ "subscribe", h_subscribe, NEED_HELLO },
+	{ "unsubscribe", h_unsubscribe, NEED_HELLO },
+	{ "stats", h_stats, NEED_HELLO },
+};
+
+static const struct method *
+find_method(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+		if (strcmp(methods[i].name, name) == 0)
+			return &methods[i];
+	}
+	return NULL;
+}
+
+/* True if c may see and touch uid's workers: the same uid, or root. */
+bool
+dispatch_may_see(const struct conn *c, uid_t uid)
+{
+	return c->cred.uid == 0 || c->cred.uid == uid;
+}
+
+/* Replies invalid_params with proto's text. */
+void
+dispatch_invalid_params(struct conn *c, json_t *id, const struct proto_error *err)
+{
+	conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL, "invalid params: %s", err->text);
+}
+
+/* Replies limit_exceeded naming the limit. */
+void
+dispatch_limit(struct conn *c, json_t *id, const char *limit, unsigned value)
+{
+	conn_reply_error(c, id, HERD_E_LIMIT_EXCEEDED,
+	    json_pack("{s:s, s:I}", "limit", limit, "value", (json_int_t)value),
+	    "limit %s (%u) reached", limit, value);
+}
+
+static void
+handshake_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+
+	log_info("connection %llu (uid %u): no hello within %u ms, closing",
+	    (unsigned long long)c->serial, (unsigned)c->cred.uid, herdd.cfg.handshake_timeout_ms);
+	conn_reply_error(c, NULL, HERD_E_TIMEOUT,
+	    json_pack("{s:s, s:I}", "what", "handshake", "ms",
+	        (json_int_t)herdd.cfg.handshake_timeout_ms),
+	    "no hello within %u ms", herdd.cfg.handshake_timeout_ms);
+	conn_close(c);
+}
+
+/* Starts the handshake deadline of an accepted connection. */
+void
+dispatch_accepted(struct conn *c)
+{
+	ev_timer_init(&c->timer, handshake_timeout_cb, herdd.cfg.handshake_timeout_ms / 1000.0, 0.);
+	c->timer.data = c;
+	ev_timer_start(herdd.loop, &c->timer);
+}
+
+static void
+request(struct conn *c, const struct proto_msg *m)
+{
+	const struct method *meth = find_method(m->method);
+
+	if (!c->hello && (!meth || strcmp(meth->name, "hello") != 0)) {
+		conn_reply_error(
+		    c, m->id, HERD_E_HELLO_REQUIRED, NULL, "the first request must be hello");
+		conn_close(c);
+		return;
+	}
+	if (!meth) {
+		conn_reply_error(c, m->id, HERD_E_METHOD_NOT_FOUND,
+		    json_pack("{s:s}", "method", m->method), "unknown method \"%.64s\"", m->method);
+		return;
+	}
+	if (herdd.stopping && strcmp(meth->name, "hello") != 0 && strcmp(meth->name, "ping") != 0 &&
+	    strcmp(meth->name, "list") != 0 && strcmp(meth->name, "inspect") != 0 &&
+	    strcmp(meth->name, "stats") != 0) {
+		conn_reply_error(c, m->id, HERD_E_SHUTTING_DOWN, NULL, "herdd is shutting down");
+		return;
+	}
+	if (c->pending >= herdd.cfg.max_pending) {
+		herdd.stats.limit_pending++;
+		conn_reply_error(c, m->id, HERD_E_TOO_MANY_REQUESTS,
+		    json_pack("{s:I}", "limit", (json_int_t)herdd.cfg.max_pending),
+		    "too many requests in flight (%u)", herdd.cfg.max_pending);
+		return;
+	}
+	meth->handler(c, m->id, m->params);
+}
+
+static void
+control_message(struct conn *c, json_t *msg)
+{
+	struct proto_error err;
+	struct proto_msg m;
+
+	if (proto_msg_parse(msg, &m, &err) < 0) {
+		conn_reply_error(c, NULL, err.code, NULL, "%s", err.text);
+		if (!c->hello)
+			conn_close(c);
+		return;
+	}
+	switch (m.kind) {
+	case PROTO_REQUEST:
+		request(c, &m);
+		break;
+	case PROTO_NOTIFICATION:
+		if (!c->hello) {
+			conn_reply_error(c, NULL, HERD_E_HELLO_REQUIRED, NULL,
+			    "the first message must be the hello request");
+			conn_close(c);
+		}
+		/* "heartbeat" only refreshes last_rx_ms, done on every read; others are ignored. */
+		break;
+	case PROTO_RESULT:
+	case PROTO_ERROR:
+		/* herdd sends no requests on the control socket: a reply answers nothing. */
+		log_debug("connection %llu: ignoring a reply", (unsigned long long)c->serial);
+		break;
+	}
+}
+
+static void
+control_closed(struct conn *c)
+{
+	log_debug("connection %llu (uid %u) closed", (unsigned long long)c->serial,
+	    (unsigned)c->cred.uid);
+	ev_timer_stop(herdd.loop, &c->timer);
+	sup_conn_gone(c);
+	sup_owner_gone(c);
+}
+
+const struct conn_ops dispatch_control_ops = {
+	.message = control_message,
+	.closed = control_closed,
+};
+
+static void
+hb_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+
+	if (now_ms() - c->last_rx_ms >= (int64_t)c->hb_timeout_ms) {
+		log_info("connection %llu (uid %u): nothing received for %u ms, closing",
+		    (unsigned long long)c->serial, (unsigned)c->cred.uid, c->hb_timeout_ms);
+		conn_close(c);
+		return;
+	}
+	conn_send(c, proto_notification("heartbeat", NULL));
+}
+
+/* hello {version, role, name?, settings?, init?} */
+void
+h_hello(struct conn *c, json_t *id, json_t *params)
+{
+	json_int_t version = 0;
+	const char *role = NULL, *name = NULL;
+	json_t *settings = NULL, *init = NULL, *eff;
+	json_int_t hb_interval = 0, hb_timeout = 0, max_message = 0;
+	struct proto_error err;
+
+	if (c->hello) {
+		conn_reply_error(c, id, HERD_E_INVALID_REQUEST, NULL, "hello was already done");
+		return;
+	}
+	if (proto_unpack(params, &err, "{s:I, s:s, s?s, s?o, s?o}", "version", &version, "role",
+	        &role, "name", &name, "settings", &settings, "init", &init) < 0) {
+		dispatch_invalid_params(c, id, &err);
+		return;
+	}
+	if (version != HERD_PROTOCOL_VERSION) {
+		conn_reply_error(c, id, HERD_E_VERSION_MISMATCH,
+		    json_pack("{s:[i]}", "supported", HERD_PROTOCOL_VERSION),
+		    "protocol version %lld is not supported", (long long)version);
+		conn_close(c);
+		return;
+	}
+	if (strcmp(role, "master") != 0 && strcmp(role, "inspector") != 0) {
+		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
+		    "role \"%.32s\" cannot use herdd's control socket (master or inspector)", role);
+		return;
+	}
+	if (settings &&
+	    proto_unpack(settings, &err, "{s?I, s?I, s?I}", "heartbeat_interval_ms", &hb_interval,
+	        "heartbeat_timeout_ms", &hb_timeout, "max_message_size", &max_message) < 0) {
+		conn_reply_error(
+		    c, id, HERD_E_INVALID_PARAMS, NULL, "invalid settings: %s", err.text);
+		return;
+	}
+	if (hb_interval < 0 || hb_timeout < 0 || max_message < 0 || hb_interval > 86400000 ||
+	    hb_timeout > 86400000 || (hb_timeout > 0 && hb_interval == 0)) {
+		conn_reply_error(
+		    c, id, HERD_E_INVALID_PARAMS, NULL, "invalid settings: out of range");
+		return;
+	}
+	/* A user herdd serves only its own uid; root serves everyone. */
+	if (herdd.uid != 0 && c->cred.uid != herdd.uid) {
+		log_warn("uid %u pid %d refused: this herdd serves uid %u", (unsigned)c->cred.uid,
+		    (int)c->cred.pid, (unsigned)herdd.uid);
+		conn_reply_error(c, id, HERD_E_PERMISSION_DENIED, NULL,
+		    "this herdd serves uid %u only", (unsigned)herdd.uid);
+		conn_close(c);
+		return;
+	}
+	c->hello = true;
+	herdd.nunauth--;
+	ev_timer_stop(herdd.loop, &c->timer);
+	c->role = strcmp(role, "master") == 0 ? ROLE_MASTER : ROLE_INSPECTOR;
+	if (name) {
+		c->name = strndup(name, 256);
+	}
+	if (hb_timeout > 0) {
+		c->hb_interval_ms = (unsigned)hb_interval;
+		c->hb_timeout_ms = (unsigned)hb_timeout;
+		ev_timer_init(&c->hb_timer, hb_cb, hb_interval / 1000.0, hb_interval / 1000.0);
+		c->hb_timer.data = c;
+		ev_timer_start(herdd.loop, &c->hb_timer);
+	}
+	log_debug("connection %llu: hello from %s uid %u pid %d (%s)",
+	    (unsigned long long)c->serial, role, (unsigned)c->cred.uid, (int)c->cred.pid,
+	    c->name ? c->name : "-");
+	eff = json_pack("{s:I, s:I, s:I}", "max_message_size", (json_int_t)c->max_message,
+	    "heartbeat_interval_ms", (json_int_t)c->hb_interval_ms, "heartbeat_timeout_ms",
+	    (json_int_t)c->hb_timeout_ms);
+	conn_reply(c, id,
+	    json_pack("{s:i, s:s, s:i, s:I, s:o, s:I}", "version", HERD_PROTOCOL_VERSION, "server",
+	        "herdd", "pid", (int)herdd.pid, "uid", (json_int_t)c->cred.uid, "settings", eff,
+	        "connection", (json_int_t)c->serial));
+}
+
+/* ping {} -> {} */
+void
+h_ping(struct conn *c, json_t *id, json_t *params)
+{
+	struct proto_error err;
+
+	if (proto_unpack(params, &err, "{}") < 0) {
+		dispatch_invalid_params(c, id, &err);
+		return;
+	}
+	conn_reply(c, id, NULL);
+}

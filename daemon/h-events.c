@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Events and counters: "subscribe", "unsubscribe", "stats", and the "event"
+ * notifications sent to a worker's owner and to watchers.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "herdd.h"
+
+/* Lines of captured stderr carried by every event. */
+#define EVENT_TAIL_LINES 20
+
+/* subscribe {all?} -> {} */
+void
+h_subscribe(struct conn *c, json_t *id, json_t *params)
+{
+	struct proto_error err;
+	int all = 0;
+
+	if (proto_unpack(params, &err, "{s?b}", "all", &all) < 0) {
+		dispatch_invalid_params(c, id, &err);
+		return;
+	}
+	c->subscribed = true;
+	c->subscribed_all = all;
+	conn_reply(c, id, NULL);
+}
+
+/* unsubscribe {} -> {} */
+void
+h_unsubscribe(struct conn *c, json_t *id, json_t *params)
+{
+	struct proto_error err;
+
+	if (proto_unpack(params, &err, "{}") < 0) {
+		dispatch_invalid_params(c, id, &err);
+		return;
+	}
+	c->subscribed = false;
+	c->subscribed_all = false;
+	conn_reply(c, id, NULL);
+}
+
+/* stats {} -> counters */
+void
+h_stats(struct conn *c, json_t *id, json_t *params)
+{
+	const struct herdd_stats *s = &herdd.stats;
+	struct proto_error err;
+	unsigned masters = 0;
+	struct conn *k;
+	json_t *r, *limits;
+
+	if (proto_unpack(params, &err, "{}") < 0) {
+		dispatch_invalid_params(c, id, &err);
+		return;
+	}
+	TAILQ_FOREACH(k, &herdd.conns, link) {
+		if (k->hello && k->role == ROLE_MASTER && !k->closed)
+			masters++;
+	}
+	limits = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connections",
+	    (json_int_t)s->limit_connections, "connections_per_uid",
+	    (json_int_t)s->limit_connections_per_uid, "unauthenticated_connections",
+	    (json_int_t)s->limit_unauthenticated, "workers", (json_int_t)s->limit_workers,
+	    "workers_per_uid", (json_int_t)s->limit_workers_per_uid, "workers_per_master",
+	    (json_int_t)s->limit_workers_per_master, "pending_requests",
+	    (json_int_t)s->limit_pending, "output_bytes", (json_int_t)s->limit_output, "fds",
+	    (json_int_t)s->limit_fds);
+	r = sup_stats_json();
+	if (!r || !limits) {
+		json_decref(r);
+		json_decref(limits);
+		conn_reply_error(c, id, HERD_E_INTERNAL_ERROR, NULL, "out of memory");
+		return;
+	}
+	json_object_set_new(r, "uptime_ms", json_integer(now_ms() - herdd.started_ms));
+	json_object_set_new(r, "pid", json_integer(herdd.pid));
+	json_object_set_new(r, "masters", json_integer(masters));
+	json_object_set_new(r, "connections", json_integer(herdd.nconns));
+	json_object_set_new(
+	    r, "connections_accepted", json_integer((json_int_t)s->connections_accepted));
+	json_object_set_new(r, "spawns", json_integer((json_int_t)s->spawns));
+	json_object_set_new(r, "bytes_in", json_integer((json_int_t)s->bytes_in));
+	json_object_set_new(r, "bytes_out", json_integer((json_int_t)s->bytes_out));
+	json_object_set_new(r, "limits_hit", limits);
+	conn_reply(c, id, r);
+}
+
+static bool
+wants(const struct conn *c, const struct worker *w)
+{
+	if (c->closed || !c->hello)
+		return false;
+	if (c->serial == w->owner_serial)
+		return true;
+	return c->subscribed_all && dispatch_may_see(c, w->uid);
+}
+
+/* Sends event E about w to its owner and watchers. */
+void
+events_emit(struct worker *w, const char *event)
+{
+	json_t *params = NULL;
+	struct conn *c, *next;
+
+	log_debug("worker %s: event %s", w->id, event);
+	for (c = TAILQ_FIRST(&herdd.conns); c; c = next) {
+		/* Sending may close c (output overflow), which unlinks it. */
+		next = TAILQ_NEXT(c, link);
+		if (!wants(c, w))
+			continue;
+		if (!params) {
+			params = json_pack("{s:s, s:o, s:s?, s:o}", "event", event, "worker",
+			    sup_worker_json(w), "message", w->message, "stderr_tail",
+			    capture_tail(&w->cap[1], EVENT_TAIL_LINES));
+			if (!params) {
+				log_error("out of memory building event %s", event);
+				return;
+			}
+		}
+		conn_send(c, proto_notification("event", json_incref(params)));
+	}
+	json_decref(params);
+}

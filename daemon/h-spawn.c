@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * "spawn": checks every parameter, then hands a complete record to the
+ * supervisor. The reply comes later, when the worker is ready or gone.
+ * Sizes are bounded below the kernel's exec limits (MAX_ARG_STRLEN 128 KiB)
+ * so a spawn that passed validation does not fail with E2BIG.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herdd.h"
+
+#define MAX_ARGS       256
+#define MAX_ENV        256
+#define MAX_STRING     (32u * 1024u)
+#define MAX_EXEC_BYTES (256u * 1024u)
+#define MAX_NAME       128
+#define MAX_TIMEOUT_MS (24u * 3600u * 1000u)
+
+struct spawn_args {
+	const char *path, *name, *cwd, *shutdown_on;
+	json_t *argv, *env, *out[2], *init, *settings;
+	json_int_t umask, spawn_timeout_ms, connection_timeout_ms;
+};
+
+static bool
+absolute_path(const char *p)
+{
+	return p[0] == '/' && strlen(p) < PATH_MAX;
+}
+
+/* A string without embedded NUL and within the size limit. */
+static bool
+plain_string(const json_t *s)
+{
+	return json_is_string(s) && json_string_length(s) == strlen(json_string_value(s)) &&
+	    json_string_length(s) <= MAX_STRING;
+}
+
+static bool
+env_name_ok(const char *k)
+{
+	const char *p;
+
+	if (!((k[0] >= 'A' && k[0] <= 'Z') || (k[0] >= 'a' && k[0] <= 'z') || k[0] == '_'))
+		return false;
+	for (p = k + 1; *p; p++) {
+		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+		        (*p >= '0' && *p <= '9') || *p == '_'))
+			return false;
+	}
+	return p - k <= 256;
+}
+
+static int
+parse_output(json_t *v, struct output_spec *o, char *why, size_t len)
+{
+	struct proto_error err;
+	const char *file = NULL;
+	int append = 0;
+
+	if (!v)
+		return 0;
+	if (json_is_string(v)) {
+		if (!strcmp(json_string_value(v), "null"))
+			o->kind = OUT_NULL;
+		else if (!strcmp(json_string_value(v), "capture"))
+			o->kind = OUT_CAPTURE;
+		else
+			goto bad;
+		return 0;
+	}
+	if (proto_unpack(v, &err, "{s:s, s?b}", "file", &file, "append", &append) < 0 ||
+	    !absolute_path(file))
+		goto bad;
+	o->kind = OUT_FILE;
+	o->path = strdup(file);
+	o->append = append;
+	return o->path ? 0 : -ENOMEM;
+bad:
+	snprintf(why, len,
+	    "must be \"null\", \"capture\" or {\"file\": ABSOLUTE_PATH, \"append\": BOOL}");
+	return -EINVAL;
+}
+
+/* Checks the worker's RPC settings: known names, non-negative integers. */
+static int
+parse_settings(json_t *s, struct worker *w, char *why, size_t len)
+{
+	struct proto_error err;
+	json_int_t mms = -1, hbi = -1, hbt = -1, hs = -1, st = -1, ct = -1;
+
+	if (!s)
+		return 0;
+	if (proto_unpack(s, &err, "{s?I, s?I, s?I, s?I, s?I, s?I}", "max_message_size", &mms,
+	        "heartbeat_interval_ms", &hbi, "heartbeat_timeout_ms", &hbt, "handshake_timeout_ms",
+	        &hs, "spawn_timeout_ms", &st, "connection_timeout_ms", &ct) < 0) {
+		snprintf(why, len, "settings: %s", err.text);
+		return -EINVAL;
+	}
+	if (mms == 0 || mms < -1 || hbi == 0 || hbi < -1 || hbt < -1 || hs < -1 || st < -1 ||
+	    ct < -1 || hbi > MAX_TIMEOUT_MS || hbt > MAX_TIMEOUT_MS || st > MAX_TIMEOUT_MS ||
+	    ct > MAX_TIMEOUT_MS || hs > MAX_TIMEOUT_MS || (hbi > 0 && hbi < 10)) {
+		snprintf(why, len, "settings: a value is out of range");
+		return -EINVAL;
+	}
+	if (hbi > 0)
+		w->hb_interval_ms = (unsigned)hbi;
+	if (hbt >= 0)
+		w->hb_timeout_ms = (unsigned)hbt;
+	if (st > 0)
+		w->spawn_timeout_ms = (unsigned)st;
+	if (ct > 0)
+		w->connection_timeout_ms = (unsigned)ct;
+	return 0;
+}
+
+/* Fills w from a; on error why says which parameter is wrong. */
+static int
+fill(struct worker *w, const struct spawn_args *a, char *why, size_t len)
+{
+	size_t i, total = 0;
+	const char *key;
+	json_t *v;
+	int r;
+
+	if (!absolute_path(a->path)) {
+		snprintf(why, len, "path must be an absolute path");
+		return -EINVAL;
+	}
+	if (a->argv) {
+		if (!json_is_array(a->argv) || json_array_size(a->argv) == 0 ||
+		    json_array_size(a->argv) > MAX_ARGS) {
+			snprintf(why, len, "argv must be an array of 1 to %d strings", MAX_ARGS);
+			return -EINVAL;
+		}
+		json_array_foreach(a->argv, i, v) {
+			if (!plain_string(v)) {
+				snprintf(why, len, "argv[%zu] must be a string (at most %u bytes)",
+				    i, MAX_STRING);
+				return -EINVAL;
+			}
+			total += json_string_length(v) + 1;
+		}
+		w->argv = json_incref(a->argv);
+	} else {
+		w->argv = json_pack("[s]", a->path);
+	}
+	if (a->env) {
+		if (!json_is_object(a->env) || json_object_size(a->env) > MAX_ENV) {
+			snprintf(why, len, "env must be an object of at most %d strings", MAX_ENV);
+			return -EINVAL;
+		}
+		json_object_foreach(a->env, key, v) {
+			if (!env_name_ok(key)) {
+				snprintf(why, len, "env name \"%.64s\" is not a valid name", key);
+				return -EINVAL;
+			}
+			if (!strncmp(key, "HERD_", 5)) {
+				snprintf(why, len,
+				    "env names starting with HERD_ are reserved (%.64s)", key);
+				return -EINVAL;
+			}
+			if (!plain_string(v)) {
+				snprintf(why, len, "env %.64s must be a string (at most %u bytes)",
+				    key, MAX_STRING);
+				return -EINVAL;
+			}
+			total += strlen(key) + json_string_length(v) + 2;
+		}
+		w->env = json_incref(a->env);
+	} else {
+		w->env = json_object();
+	}
+	if (total > MAX_EXEC_BYTES) {
+		snprintf(why, len, "argv and env hold more than %u bytes", MAX_EXEC_BYTES);
+		return -EINVAL;
+	}
+	if (a->cwd && !absolute_path(a->cwd)) {
+		snprintf(why, len, "cwd must be an absolute path");
+		return -EINVAL;
+	}
+	if (a->umask < 0 || a->umask > 0777) {
+		snprintf(why, len, "umask must be between 0 and 0777");
+		return -EINVAL;
+	}
+	w->umask = (unsigned)a->umask;
+	if (a->name && (strlen(a->name) == 0 || strlen(a->name) > MAX_NAME)) {
+		snprintf(why, len, "name must hold 1 to %d bytes", MAX_NAME);
+		return -EINVAL;
+	}
+	for (i = 0; i < 2; i++) {
+		r = parse_output(a->out[i], &w->out[i], why, len);
+		if (r < 0)
+			return r;
+	}
+	if (a->shutdown_on) {
+		if (!strcmp(a->shutdown_on, "master_disconnect"))
+			w->shutdown_on = SHUTDOWN_MASTER_DISCONNECT;
+		else if (!strcmp(a->shutdown_on, "connection_closed"))
+			w->shutdown_on = SHUTDOWN_CONNECTION_CLOSED;
+		else if (!strcmp(a->shutdown_on, "explicit"))
+			w->shutdown_on = SHUTDOWN_EXPLICIT;
+		else {
+			snprintf(why, len,
+			    "shutdown_on must be master_disconnect, connection_closed or explicit");
+			return -EINVAL;
+		}
+	}
+	w->hb_interval_ms = HERD_DEFAULT_HEARTBEAT_INTERVAL_MS;
+	w->hb_timeout_ms = HERD_DEFAULT_HEARTBEAT_TIMEOUT_MS;
+	w->spawn_timeout_ms = HERD_DEFAULT_SPAWN_TIMEOUT_MS;
+	w->connection_timeout_ms = HERD_DEFAULT_CONNECTION_TIMEOUT_MS;
+	if (a->settings && !json_is_object(a->settings)) {
+		snprintf(why, len, "settings must be an object");
+		return -EINVAL;
+	}
+	r = parse_settings(a->settings, w, why, len);
+	if (r < 0)
+		return r;
+	w->settings = a->settings ? json_incref(a->settings) : json_object();
+	if (a->spawn_timeout_ms != -1) {
+		if (a->spawn_timeout_ms <= 0 || a->spawn_timeout_ms > MAX_TIMEOUT_MS) {
+			snprintf(
+			    why, len, "spawn_timeout_ms must be between 1 and %u", MAX_TIMEOUT_MS);
+			return -EINVAL;
+		}
+		w->spawn_timeout_ms = (unsigned)a->spawn_timeout_ms;
+	}
+	if (a->connection_timeout_ms != -1) {
+		if (a->connection_timeout_ms <= 0 || a->connection_timeout_ms > MAX_TIMEOUT_MS) {
+			snprintf(why, len, "connection_timeout_ms must be between 1 and %u",
+			    MAX_TIMEOUT_MS);
+			return -EINVAL;
+		}
+		w->connection_timeout_ms = (unsigned)a->connection_timeout_ms;
+	}
+	w->path = strdup(a->path);
+	w->cwd = strdup(a->cwd ? a->cwd : "/");
+	if (a->name) {
+		w->name = strdup(a->name);
+	} else {
+		const char *base = strrchr(a->path, '/') + 1;
+
+		w->name = strndup(*base ? base : a->path, MAX_NAME);
+	}
+	w->init = a->init ? json_incref(a->init) : NULL;
+	if (!w->path || !w->cwd || !w->name || !w->argv || !w->env || !w->settings) {
+		snprintf(why, len, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Checks the worker limits. Returns the name of the one reached, or NULL. */
+static const char *
+over_limit(struct conn *c, unsigned *value)
+{
+	if (sup_count_live() >= herdd.cfg.max_workers) {
+		herdd.stats.limit_workers++;
+		*value = herdd.cfg.max_workers;
+		return "workers";
+	}
+	if (sup_count_uid(c->cred.uid) >= herdd.cfg.max_workers_per_uid) {
+		herdd.stats.limit_workers_per_uid++;
+		*value = herdd.cfg.max_workers_per_uid;
+		return "workers_per_uid";
+	}
+	if (c->nworkers >= herdd.cfg.max_workers_per_master) {
+		herdd.stats.limit_workers_per_master++;
+		*value = herdd.cfg.max_workers_per_master;
+		return "workers_per_master";
+	}
+	return NULL;
+}
+
+/* spawn {path, argv?, name?, env?, cwd?, umask?, stdout?, stderr?, init?, shutdown_on?, ...} */
+void
+h_spawn(struct conn *c, json_t *id, json_t *params)
+{
+	struct spawn_args a = { .umask = 022, .spawn_timeout_ms = -1, .connection_timeout_ms = -1 };
+	struct proto_error err;
+	const char *limit;
+	struct worker *w;
+	char why[256];
+	unsigned value;
+	int r;
+
+	if (proto_unpack(params, &err,
+	        "{s:s, s?o, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o}", "path",
+	        &a.path, "argv", &a.argv, "name", &a.name, "env", &a.env, "cwd", &a.cwd, "umask",
+	        &a.umask, "stdout", &a.out[0], "stderr", &a.out[1], "init", &a.init, "shutdown_on",
+	        &a.shutdown_on, "spawn_timeout_ms", &a.spawn_timeout_ms, "connection_timeout_ms",
+	        &a.connection_timeout_ms, "settings", &a.settings) < 0) {
+		dispatch_invalid_params(c, id, &err);
+		return;
+	}
+	w = sup_worker_new();
+	if (!w) {
+		conn_reply_error(c, id, HERD_E_INTERNAL_ERROR, NULL, "out of memory");
+		return;
+	}
+	r = fill(w, &a, why, sizeof(why));
+	if (r < 0) {
+		conn_reply_error(c, id,
+		    r == -ENOMEM ? HERD_E_INTERNAL_ERROR : HERD_E_INVALID_PARAMS, NULL,
+		    "invalid params: %s", why);
+		sup_worker_free(w);
+		return;
+	}
+	limit = over_limit(c, &value);
+	if (limit) {
+		log_warn(
+		    "uid %u: spawn refused, limit %s (%u)", (unsigned)c->cred.uid, limit, value);
+		dispatch_limit(c, id, limit, value);
+		sup_worker_free(w);
+		return;
+	}
+	/* The worker runs as the requester: herdd never lends its own credentials. */
+	w->uid = c->cred.uid;
+	w->gid = c->cred.gid;
+	w->owner_pid = c->cred.pid;
+	w->owner_gid = c->cred.gid;
+	w->owner_serial = c->serial;
+	w->owner = conn_ref(c);
+	r = sup_spawn(w);
+	if (r < 0) {
+		log_warn("spawn of %s for uid %u failed at %s: %s", w->path, (unsigned)w->uid,
+		    w->spawn_stage ? w->spawn_stage : "?", strerror(-r));
+		conn_reply_error(c, id, HERD_E_SPAWN_FAILED,
+		    json_pack("{s:i, s:s, s:s}", "errno", -r, "stage",
+		        w->spawn_stage ? w->spawn_stage : "unknown", "error", strerror(-r)),
+		    "spawn failed: %s", strerror(-r));
+		sup_worker_free(w);
+		return;
+	}
+	if (sup_add_waiter(w, c, id, true) < 0)
+		log_error("worker %s: out of memory remembering the spawn request", w->id);
+}

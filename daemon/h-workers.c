@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Requests about existing workers: list, inspect, logs, shutdown, kill.
+ * A worker of another uid answers worker_not_found, exactly like an id that
+ * never existed, so ids do not leak across users.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "herdd.h"
+
+#define MAX_LOG_LINES 10000
+
+static void
+not_found(struct conn *c, json_t *id, const char *wid)
+{
+	conn_reply_error(c, id, HERD_E_WORKER_NOT_FOUND, json_pack("{s:s}", "id", wid),
+	    "no worker \"%.64s\"", wid);
+}
+
+/* list {all?} -> {workers: [...]} */
+void
+h_list(struct conn *c, json_t *id, json_t *params)
+{
+	struct proto_error err;
+	struct worker *w;
+	json_t *a;
+	int all = 0;
+
+	if (proto_unpack(params, &err, "{s?b}", "all", &all) < 0) {
+		dispatch_invalid_params(c, id, &err);
+		return;
+	}
+	a = json_array();
+	TAILQ_FOREACH(w, &herdd.workers, link) {
+		if (!dispatch_may_see(c, w->uid) || (w->state == W_EXITED && !all))
+			continue;
+		json_array_append_new(a, sup_worker_json(w));
+	}
+	conn_reply(c, id, json_pack("{s:o}", "workers", a));
+}
+
+/* inspect {id} -> WORKER */
+void
+h_inspect(struct conn *c, json_t *id, json_t *params)
+{
+	struct proto_error err;
+	const char *wid;
+	struct worker *w;
+	json_t *o;
+
+	if (proto_unpack(params, &err, "{s:s}", "id", &wid) < 0) {
+		dispatch_invalid_params(c, id, &err);
+		return;
+	}
+	w = sup_find(c, wid);
+	if (!w) {
+		not_found(c, id, wid);
+		return;
+	}
+	o = sup_worker_json(w);
+	if (o && w->functions)
+		json_object_set(o, "functions", w->functions);
+	conn_reply(c, id, o);
+}
+
+/* logs {id, stream?, lines?} -> {lines, dropped} */
+void
+h_logs(struct conn *c, json_t *id, json_t *params)
+{
+	struct proto_error err;
+	const char *wid, *stream = "stderr";
+	json_int_t lines = 100;
+	struct worker *w;
+	int i;
+
+	if (proto_unpack(params, &err, "{s:s, s?s, s?I}", "id", &wid, "stream", &stream, "lines",
+	        &lines) < 0) {
+		dispatch_invalid_params(c, id, &err);
+		return;
+	}
+	if (!strcmp(stream, "stdout")) {
+		i = 0;
+	} else if (!strcmp(stream, "stderr")) {
+		i = 1;
+	} else {
+		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
+		    "invalid params: stream must be \"stdout\" or \"stderr\"");
+		return;
+	}
+	if (lines < 0 || lines > MAX_LOG_LINES) {
+		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
+		    "invalid params: lines must be between 0 (all) and %d", MAX_LOG_LINES);
+		return;
+	}
+	w = sup_find(c, wid);
+	if (!w) {
+		not_found(c, id, wid);
+		return;
+	}
+	conn_reply(c, id,
+	    json_pack("{s:o, s:I, s:b}", "lines", capture_tail(&w->cap[i], (unsigned)lines),
+	        "dropped", (json_int_t)w->cap[i].dropped, "captured",
+	        w->out[i].kind == OUT_CAPTURE));
+}
+
+/* shutdown {id, grace_ms?} -> WORKER once reaped */
+void
+h_shutdown(struct conn *c, json_t *id, json_t *params)
+{
+	json_int_t grace = herdd.cfg.grace_ms;
+	struct proto_error err;
+	const char *wid;
+	struct worker *w;
+
+	if (proto_unpack(params, &err, "{s:s, s?I}", "id", &wid, "grace_ms", &grace) < 0) {
+		dispatch_invalid_params(c, id, &err);
+		return;
+	}
+	if (grace < 0 || grace > 3600000) {
+		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
+		    "invalid params: grace_ms must be between 0 and 3600000");
+		return;
+	}
+	w = sup_find(c, wid);
+	if (!w) {
+		not_found(c, id, wid);
+		return;
+	}
+	if (w->state == W_EXITED) {
+		conn_reply(c, id, sup_worker_json(w));
+		return;
+	}
+	if (sup_add_waiter(w, c, id, false) < 0) {
+		conn_reply_error(c, id, HERD_E_INTERNAL_ERROR, NULL, "out of memory");
+		return;
+	}
+	sup_stop(w, "shutdown", (unsigned)grace);
+}
+
+/* Parses "TERM", "SIGTERM", "term" or a number. Returns the signal or -EINVAL. */
+static int
+parse_signal(json_t *v)
+{
+	const char *s;
+	int sig;
+
+	if (!v)
+		return SIGTERM;
+	if (json_is_integer(v)) {
+		json_int_t n = json_integer_value(v);
+
+		return n >= 1 && n < NSIG ? (int)n : -EINVAL;
+	}
+	if (!json_is_string(v))
+		return -EINVAL;
+	s = json_string_value(v);
+	if (!strncasecmp(s, "SIG", 3))
+		s += 3;
+	for (sig = 1; sig < NSIG; sig++) {
+		const char *abbrev = sigabbrev_np(sig);
+
+		if (abbrev && !strcasecmp(abbrev, s))
+			return sig;
+	}
+	return -EINVAL;
+}
+
+/* kill {id, signal?} -> {} */
+void
+h_kill(struct conn *c, json_t *id, json_t *params)
+{
+	struct proto_error err;
+	json_t *sigv = NULL;
+	const char *wid;
+	struct worker *w;
+	int sig;
+
+	if (proto_unpack(params, &err, "{s:s, s?o}", "id", &wid, "signal", &sigv) < 0) {
+		dispatch_invalid_params(c, id, &err);
+		return;
+	}
+	sig = parse_signal(sigv);
+	if (sig < 0) {
+		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
+		    "invalid params: signal must be a name like \"TERM\" or a number");
+		return;
+	}
+	w = sup_find(c, wid);
+	if (!w) {
+		not_found(c, id, wid);
+		return;
+	}
+	if (w->state == W_EXITED || w->reaped) {
+		conn_reply_error(c, id, HERD_E_WORKER_EXITED,
+		    json_pack("{s:s, s:s?}", "id", w->id, "reason", w->reason),
+		    "worker %s has exited", w->id);
+		return;
+	}
+	w->kill_requested = true;
+	if (sup_signal(w, sig) < 0) {
+		conn_reply_error(c, id, HERD_E_WORKER_EXITED, json_pack("{s:s}", "id", w->id),
+		    "worker %s has exited", w->id);
+		return;
+	}
+	log_info("worker %s pid %d: signal %d sent by uid %u", w->id, (int)w->pid, sig,
+	    (unsigned)c->cred.uid);
+	conn_reply(c, id, NULL);
+}

@@ -1,0 +1,440 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * herdd's internal interfaces. One header for the whole daemon: the global
+ * state, the connection layer (conn.c), the request table (dispatch.c), the
+ * supervisor (supervisor.c, spawn.c, channel.c, capture.c), notifications to
+ * the service manager (notify.c) and logging (log.c).
+ *
+ * herdd is single-threaded: everything runs in libev's default loop, which is
+ * also the only reaper of child processes.
+ */
+#ifndef HERDD_H
+#define HERDD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <ev.h>
+#include <jansson.h>
+
+#include "proto.h"
+
+/* ---- log.c ---- */
+
+enum log_level {
+	LOG_LEVEL_DEBUG,
+	LOG_LEVEL_INFO,
+	LOG_LEVEL_WARN,
+	LOG_LEVEL_ERROR,
+};
+
+/* Parses "debug", "info", "warn" or "error". Returns the level or -EINVAL. */
+int log_parse_level(const char *s);
+/* Sets the threshold and the destination (NULL: stderr). Returns 0 or -errno. */
+int log_open(enum log_level level, const char *path);
+/* Reopens the log file after rotation (SIGHUP); stderr needs nothing. */
+void log_reopen(void);
+void log_close(void);
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Logs at error level and exits with status 1: for start-up failures only. */
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+#define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
+#define log_info(...)  log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_LEVEL_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
+
+/* ---- global state (main.c) ---- */
+
+struct herdd_config {
+	char *socket_path;
+	enum log_level log_level;
+	char *log_file;
+	unsigned grace_ms;
+	unsigned handshake_timeout_ms;
+	size_t max_message_size;
+	size_t max_output;
+	unsigned max_connections;
+	unsigned max_connections_per_uid;
+	unsigned max_unauthenticated;
+	unsigned max_workers;
+	unsigned max_workers_per_uid;
+	unsigned max_workers_per_master;
+	unsigned max_pending;
+	unsigned keep_exited; /* exited records kept per uid */
+	unsigned keep_exited_ms; /* and for at most this long */
+};
+
+/* Counters for "stats". */
+struct herdd_stats {
+	uint64_t connections_accepted;
+	uint64_t spawns;
+	uint64_t bytes_in;
+	uint64_t bytes_out;
+	uint64_t limit_connections;
+	uint64_t limit_connections_per_uid;
+	uint64_t limit_unauthenticated;
+	uint64_t limit_workers;
+	uint64_t limit_workers_per_uid;
+	uint64_t limit_workers_per_master;
+	uint64_t limit_pending;
+	uint64_t limit_output;
+	uint64_t limit_fds;
+};
+
+TAILQ_HEAD(conn_list, conn);
+TAILQ_HEAD(worker_list, worker);
+
+struct herdd {
+	struct ev_loop *loop;
+	struct herdd_config cfg;
+	uid_t uid; /* our effective uid; 0 serves every uid */
+	gid_t gid;
+	pid_t pid;
+	int64_t started_ms; /* monotonic */
+
+	/* server.c */
+	char *socket_dir;
+	char *workers_dir;
+	char *lock_path;
+	int listen_fd;
+	int lock_fd;
+	int reserve_fd; /* kept open to accept-and-close when out of fds */
+	bool activated; /* the socket came from the service manager: never unlink it */
+	bool own_socket;
+	ev_io accept_io;
+	ev_timer accept_pause;
+
+	struct conn_list conns;
+	unsigned nconns;
+	unsigned nunauth;
+	struct worker_list workers; /* live first, exited records at the tail */
+	bool stopping;
+	struct herdd_stats stats;
+};
+
+extern struct herdd herdd;
+
+/* Monotonic clock in milliseconds. */
+int64_t now_ms(void);
+/* Called when the last worker is gone during shutdown: ends the loop. */
+void main_maybe_exit(void);
+
+/* ---- server.c ---- */
+
+/* Finds or creates the listening socket (activation first, own bind second). Fatal on error. */
+void server_open(void);
+void server_start(void);
+/* Stops accepting and removes the socket (unless activated). */
+void server_stop_accepting(void);
+/* Removes the lock file and closes what server_open() opened. */
+void server_close(void);
+/* Creates (if needed) the per-uid 0700 worker socket directory. Returns 0 or -errno. */
+int server_worker_dir(uid_t uid, gid_t gid, char *buf, size_t len);
+
+/* ---- conn.c ---- */
+
+enum conn_kind {
+	CONN_CONTROL, /* a master or inspector on the control socket */
+	CONN_CHANNEL, /* a worker's fd 3 */
+};
+
+enum conn_role {
+	ROLE_NONE,
+	ROLE_MASTER,
+	ROLE_INSPECTOR,
+};
+
+struct conn;
+struct worker;
+
+struct conn_ops {
+	/* One whole, framed message (borrowed). */
+	void (*message)(struct conn *c, json_t *msg);
+	/* The session ended (EOF, error, or conn_close()); runs exactly once. */
+	void (*closed)(struct conn *c);
+};
+
+struct conn {
+	TAILQ_ENTRY(conn) link; /* herdd.conns (control connections only) */
+	enum conn_kind kind;
+	const struct conn_ops *ops;
+	int fd;
+	unsigned refs;
+	uint64_t serial;
+	bool closed; /* the session ended; no more reading */
+	bool released; /* fd closed and watchers stopped */
+	bool on_list;
+	ev_io rio;
+	ev_io wio;
+	ev_timer timer; /* handshake timeout, then the flush deadline */
+	ev_timer hb_timer;
+	struct proto_reader rd;
+	struct proto_outq out;
+	size_t max_message;
+	uint64_t bytes_in;
+	uint64_t bytes_out;
+	int64_t last_rx_ms;
+
+	/* Control sessions. */
+	struct ucred cred;
+	bool hello;
+	enum conn_role role;
+	char *name;
+	unsigned pending; /* requests answered later (spawn, shutdown) */
+	unsigned nworkers; /* live workers this connection owns */
+	bool subscribed;
+	bool subscribed_all;
+	unsigned hb_interval_ms;
+	unsigned hb_timeout_ms;
+
+	/* Channels. */
+	struct worker *worker;
+};
+
+/* Wraps an accepted or socketpair fd (taken over). Returns NULL on ENOMEM (fd closed). */
+struct conn *conn_new(int fd, enum conn_kind kind, const struct conn_ops *ops, size_t max_message);
+struct conn *conn_ref(struct conn *c);
+/* Drops a reference; memory is freed later, from the loop, never inside a callback. */
+void conn_unref(struct conn *c);
+/* Queues msg (stolen). Returns 0 or -errno; on overflow the connection is closed. */
+int conn_send(struct conn *c, json_t *msg);
+/* Result reply (result stolen, may be NULL for {}). */
+int conn_reply(struct conn *c, json_t *id, json_t *result);
+/* Error reply; data (stolen, may be NULL) gets "name" added by proto. */
+int conn_reply_error(struct conn *c, json_t *id, int code, json_t *data, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/*
+ * Ends the session: reading stops at once, the closed callback runs, queued
+ * output is flushed (for at most a short deadline), then the fd is closed.
+ */
+void conn_close(struct conn *c);
+/* Like conn_close() but drops queued output. */
+void conn_abort(struct conn *c);
+/* Starts the I/O watchers. */
+void conn_start(struct conn *c);
+/* Frees connections whose last reference went away (runs from an ev_prepare). */
+void conn_init_reaper(void);
+/* Frees them now (also at exit). */
+void conn_free_garbage(void);
+void conn_cleanup(void);
+
+/* ---- dispatch.c (control socket) ---- */
+
+extern const struct conn_ops dispatch_control_ops;
+/* Sets up a freshly accepted control connection (handshake timer). */
+void dispatch_accepted(struct conn *c);
+/* True if c may see and touch workers of uid. */
+bool dispatch_may_see(const struct conn *c, uid_t uid);
+/* Convenience for handlers: invalid_params with proto's text. */
+void dispatch_invalid_params(struct conn *c, json_t *id, const struct proto_error *err);
+void dispatch_limit(struct conn *c, json_t *id, const char *limit, unsigned value);
+
+/* Request handlers: each validates its params with one proto_unpack(). */
+void h_hello(struct conn *c, json_t *id, json_t *params);
+void h_ping(struct conn *c, json_t *id, json_t *params);
+void h_stats(struct conn *c, json_t *id, json_t *params);
+void h_subscribe(struct conn *c, json_t *id, json_t *params);
+void h_unsubscribe(struct conn *c, json_t *id, json_t *params);
+void h_spawn(struct conn *c, json_t *id, json_t *params);
+void h_list(struct conn *c, json_t *id, json_t *params);
+void h_inspect(struct conn *c, json_t *id, json_t *params);
+void h_logs(struct conn *c, json_t *id, json_t *params);
+void h_shutdown(struct conn *c, json_t *id, json_t *params);
+void h_kill(struct conn *c, json_t *id, json_t *params);
+
+/* Sends an event about w to its owner and to subscribers (h-events.c). */
+void events_emit(struct worker *w, const char *event);
+
+/* ---- capture.c ---- */
+
+/* The last lines a worker wrote to a captured stream. */
+struct capture {
+	char **lines; /* ring of max_lines */
+	unsigned max_lines;
+	unsigned first; /* index of the oldest line */
+	unsigned count;
+	size_t bytes; /* held in lines */
+	size_t max_bytes;
+	uint64_t dropped;
+	char *partial; /* an unfinished line */
+	size_t partial_len;
+	int fd; /* read end of the pipe, -1 when closed */
+	ev_io io;
+	struct worker *worker;
+};
+
+void capture_init(struct capture *cap, struct worker *w);
+/* Takes over the read end of a pipe and starts watching it. */
+void capture_start(struct capture *cap, int fd);
+/* Reads what is left without blocking, keeps the partial line, closes the pipe. */
+void capture_finish(struct capture *cap);
+void capture_free(struct capture *cap);
+/* The last n lines (0: all) as a new JSON array of strings. */
+json_t *capture_tail(const struct capture *cap, unsigned n);
+
+/* ---- supervisor.c, spawn.c, channel.c ---- */
+
+enum worker_state {
+	W_STARTING,
+	W_READY,
+	W_STOPPING,
+	W_EXITED,
+};
+
+enum shutdown_on {
+	SHUTDOWN_MASTER_DISCONNECT,
+	SHUTDOWN_CONNECTION_CLOSED,
+	SHUTDOWN_EXPLICIT,
+};
+
+enum output_kind {
+	OUT_NULL,
+	OUT_CAPTURE,
+	OUT_FILE,
+};
+
+struct output_spec {
+	enum output_kind kind;
+	char *path;
+	bool append;
+};
+
+/* A request answered when a worker reaches a state (spawn: ready; shutdown: reaped). */
+struct waiter {
+	struct waiter *next;
+	struct conn *conn; /* a reference */
+	json_t *id;
+	bool spawn;
+};
+
+struct worker {
+	TAILQ_ENTRY(worker) link;
+	char id[24];
+	char *name;
+	char *path;
+	json_t *argv; /* array of strings */
+	json_t *env; /* object, the requester's additions */
+	char *cwd;
+	unsigned umask;
+	struct output_spec out[2]; /* stdout, stderr */
+	json_t *init;
+	json_t *settings; /* the worker's RPC settings, as given */
+	enum shutdown_on shutdown_on;
+	unsigned spawn_timeout_ms;
+	unsigned connection_timeout_ms;
+	unsigned hb_interval_ms;
+	unsigned hb_timeout_ms;
+	char socket[108];
+
+	/* Who asked, and as whom the worker runs. */
+	uid_t uid;
+	gid_t gid;
+	pid_t owner_pid;
+	gid_t owner_gid;
+	uint64_t owner_serial;
+	struct conn *owner; /* a reference while the master's session lasts */
+
+	pid_t pid;
+	int pidfd;
+	bool reaped;
+	enum worker_state state;
+	const char *reason; /* static string; NULL while running */
+	int exit_code; /* -1 if killed by a signal */
+	int signal;
+	char *message;
+	int spawn_errno;
+	const char *spawn_stage;
+
+	int64_t started_ms; /* monotonic */
+	int64_t ended_ms;
+	struct timespec started_wall;
+	int64_t last_heartbeat_ms;
+	uint64_t last_cpu_ticks;
+	bool cpu_checked; /* last_cpu_ticks was read while heartbeats were overdue */
+	json_t *functions; /* from "ready" */
+	uint64_t served;
+	bool kill_requested; /* a "kill" request sent a signal */
+	bool had_connection;
+
+	struct conn *channel;
+	int errpipe;
+	ev_io errpipe_io;
+	struct capture cap[2]; /* stdout, stderr */
+	ev_timer spawn_timer;
+	ev_timer grace_timer;
+	ev_timer hb_timer;
+	ev_timer conn_timer;
+	struct waiter *waiters;
+};
+
+/* Everything a spawn needs, validated by h-spawn.c; owned by the worker afterwards. */
+struct worker *sup_worker_new(void);
+void sup_worker_free(struct worker *w);
+/* Starts w (filled in by h-spawn.c, owner set). Returns 0 or a negative errno with stage set. */
+int sup_spawn(struct worker *w);
+/* Adds a waiter (takes a reference on c, copies id). */
+int sup_add_waiter(struct worker *w, struct conn *c, json_t *id, bool spawn);
+/* Stops w: in-band shutdown, SIGTERM to its tree, SIGKILL after grace_ms. */
+void sup_stop(struct worker *w, const char *reason, unsigned grace_ms);
+/* Sends sig to the worker's main process and its process group. */
+int sup_signal(struct worker *w, int sig);
+/* The worker announced its own exit (failure, init failure): SIGKILL if it is not gone in grace. */
+void sup_expect_exit(struct worker *w, const char *reason, const char *message);
+/* The master's session ended: stops its master_disconnect workers, forgets the owner. */
+void sup_owner_gone(struct conn *c);
+/* Drops c's waiters (its session ended). */
+void sup_conn_gone(struct conn *c);
+/* Finds a worker by id that c may see, or NULL. */
+struct worker *sup_find(const struct conn *c, const char *id);
+/* Live workers owned by uid. */
+unsigned sup_count_uid(uid_t uid);
+unsigned sup_count_live(void);
+/* Stops every worker (daemon shutdown). */
+void sup_stop_all(void);
+/* The worker's public JSON object (new reference). */
+json_t *sup_worker_json(const struct worker *w);
+const char *sup_state_name(enum worker_state s);
+const char *sup_shutdown_on_name(enum shutdown_on s);
+/* Reaps: the SIGCHLD watcher and the retention timer. */
+void sup_init(void);
+void sup_cleanup(void);
+/* Ready (from channel.c): answers the spawn request, emits "ready". */
+void sup_worker_ready(struct worker *w);
+/* Counts of workers per state and failures per reason, for "stats". */
+json_t *sup_stats_json(void);
+
+/* Heartbeat bookkeeping started once the worker's channel said hello. */
+void sup_heartbeat_start(struct worker *w);
+
+/*
+ * spawn.c: forks and execs w (w->pid set). Returns the read end of the
+ * child's error-report pipe (non-blocking), or -errno.
+ */
+int spawn_start(struct worker *w, int channel_fd, int capture_fds[2]);
+/* Name of a stage number a child reported. */
+const char *spawn_stage_name(int stage);
+/* Size of a child's report on the pipe: {int stage, int errno}. */
+#define SPAWN_REPORT_SIZE (2 * sizeof(int))
+
+/* channel.c */
+extern const struct conn_ops channel_ops;
+/* Sends the in-band shutdown notification. */
+void channel_send_shutdown(struct worker *w);
+
+/* proc helpers (supervisor.c): utime+stime in clock ticks, RSS in KiB, state letter. */
+int proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *rss_kib);
+
+/* ---- notify.c ---- */
+
+void notify_init(void);
+void notify_ready(void);
+void notify_stopping(void);
+/* Updates STATUS= with the current counts. */
+void notify_status(void);
+
+#endif

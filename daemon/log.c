@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Logging: one line per event, to stderr (a service manager's journal takes
+ * it from there) or to a file reopened on SIGHUP for log rotation. Values a
+ * client sends (environment, arguments) are never logged, only names.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "herdd.h"
+
+static enum log_level threshold = LOG_LEVEL_INFO;
+static char *log_path;
+static int log_fd = STDERR_FILENO;
+
+static const char *const level_names[] = { "debug", "info", "warn", "error" };
+
+/* Parses a level name. */
+int
+log_parse_level(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+		if (strcmp(s, level_names[i]) == 0)
+			return (int)i;
+	}
+	return -EINVAL;
+}
+
+static int
+open_file(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0640);
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* Sets level and destination. */
+int
+log_open(enum log_level level, const char *path)
+{
+	threshold = level;
+	if (path) {
+		int fd = open_file(path);
+
+		if (fd < 0)
+			return fd;
+		free(log_path);
+		log_path = strdup(path);
+		if (!log_path) {
+			close(fd);
+			return -ENOMEM;
+		}
+		log_fd = fd;
+	}
+	return 0;
+}
+
+/* Reopens the file so a rotated log is not written to forever. */
+void
+log_reopen(void)
+{
+	int fd;
+
+	if (!log_path)
+		return;
+	fd = open_file(log_path);
+	if (fd < 0) {
+		log_warn("reopening log file %s: %s; keeping the old one", log_path, strerror(-fd));
+		return;
+	}
+	close(log_fd);
+	log_fd = fd;
+	log_info("log file reopened");
+}
+
+/* Closes the log file. */
+void
+log_close(void)
+{
+	if (log_path) {
+		close(log_fd);
+		log_fd = STDERR_FILENO;
+		free(log_path);
+		log_path = NULL;
+	}
+}
+
+static void
+log_v(enum log_level level, const char *fmt, va_list ap)
+{
+	char buf[2048];
+	struct timespec ts;
+	struct tm tm;
+	int n = 0, m;
+
+	if (level < threshold)
+		return;
+	/* A file has no journal to add timestamps; stderr usually has. */
+	if (log_path) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		n = (int)strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+		n += snprintf(buf + n, sizeof(buf) - (size_t)n, ".%03ldZ ", ts.tv_nsec / 1000000);
+	}
+	m = snprintf(
+	    buf + n, sizeof(buf) - (size_t)n, "herdd[%d]: %s: ", (int)getpid(), level_names[level]);
+	if (m > 0)
+		n += m;
+	m = vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
+	if (m > 0)
+		n += m;
+	if (n > (int)sizeof(buf) - 2)
+		n = (int)sizeof(buf) - 2;
+	buf[n++] = '\n';
+	/* One write per line keeps lines whole when several processes share the file. */
+	if (write(log_fd, buf, (size_t)n) < 0) {
+		/* Nowhere left to report it. */
+	}
+}
+
+/* Logs one line at level. */
+void
+log_msg(enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_v(level, fmt, ap);
+	va_end(ap);
+}
+
+/* Logs and exits: only for failures before the daemon serves anyone. */
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_v(LOG_LEVEL_ERROR, fmt, ap);
+	va_end(ap);
+	exit(1);
+}

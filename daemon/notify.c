@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The service manager's side channel: READY=1 once herdd accepts connections,
+ * STATUS= with the current counts, STOPPING=1 at shutdown, and WATCHDOG=1 at
+ * half the interval the manager asked for. Without NOTIFY_SOCKET every call
+ * is a no-op, so herdd runs the same with and without systemd.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "herdd.h"
+
+#if HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+
+static ev_timer watchdog;
+static char last_status[128];
+
+static void
+watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	sd_notify(0, "WATCHDOG=1");
+}
+
+/* Starts the watchdog pings when the manager enabled them. */
+void
+notify_init(void)
+{
+	uint64_t usec = 0;
+
+	/* unset_environment=1: workers never see WATCHDOG_* (their env is built anyway). */
+	if (sd_watchdog_enabled(1, &usec) > 0 && usec > 0) {
+		double half = (double)usec / 2e6;
+
+		ev_timer_init(&watchdog, watchdog_cb, half, half);
+		ev_timer_start(herdd.loop, &watchdog);
+		log_info("watchdog enabled: pinging every %.3f s", half);
+	}
+}
+
+/* Tells the manager herdd accepts connections. */
+void
+notify_ready(void)
+{
+	sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=accepting on %s", (int)herdd.pid,
+	    herdd.cfg.socket_path);
+}
+
+/* Tells the manager herdd is stopping. */
+void
+notify_stopping(void)
+{
+	sd_notify(0, "STOPPING=1\nSTATUS=stopping workers");
+	ev_timer_stop(herdd.loop, &watchdog);
+}
+
+/* Sends STATUS= when the counts changed. */
+void
+notify_status(void)
+{
+	char status[128];
+	unsigned live = sup_count_live();
+
+	snprintf(status, sizeof(status), "STATUS=%u workers, %u connections%s", live, herdd.nconns,
+	    herdd.stopping ? ", stopping" : "");
+	if (strcmp(status, last_status) == 0)
+		return;
+	snprintf(last_status, sizeof(last_status), "%s", status);
+	sd_notify(0, status);
+}
+#else
+void
+notify_init(void)
+{
+}
+
+void
+notify_ready(void)
+{
+}
+
+void
+notify_stopping(void)
+{
+}
+
+void
+notify_status(void)
+{
+}
+#endif

@@ -1,0 +1,1025 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Worker lifecycle: spawn, reap, stop, and the records kept afterwards.
+ *
+ * Reaping: libev's default loop reaps every child (ev_child with pid 0) and
+ * is the only reaper; a pid is mapped to its worker at reap time, which is
+ * exact because a pid cannot be reused before it is reaped. Signals go to
+ * the main process through its pidfd (ESRCH after the reap, never a recycled
+ * pid) and to its process group only while the leader is unreaped.
+ *
+ * herdd is a child subreaper, so a descendant that detaches (setsid, double
+ * fork) is reparented to herdd rather than to init. After every reap, any
+ * child of herdd that is not a known worker is such an escapee: it is killed
+ * and reaped. A worker being stopped has its whole tree signalled, collected
+ * from /proc before the leader dies.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "herdd.h"
+
+#define MAX_TREE          4096
+#define PRUNE_INTERVAL_S  10.0
+#define CHANNEL_MAX_BYTES (1u << 20)
+
+static ev_child child_watcher;
+static ev_timer prune_timer;
+static uint64_t next_worker = 1;
+
+/* Failures by reason since start. */
+static const char *const reasons[] = { "exited", "crashed", "killed_orphan", "heartbeat_lost",
+	"spawn_timeout", "init_failed", "shutdown", "failed", "spawn_failed", "daemon_shutdown",
+	"connection_closed" };
+static uint64_t reason_counts[sizeof(reasons) / sizeof(reasons[0])];
+
+static void grace_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void spawn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
+/* ---- /proc ---- */
+
+/* Reads state, utime+stime (ticks) and RSS (KiB) of pid. Returns 0 or -errno. */
+int
+proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *rss_kib)
+{
+	char path[64], buf[1024], *p;
+	unsigned long utime, stime;
+	long rss;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = '\0';
+	/* The command name may hold spaces and parentheses: parse after the last ')'. */
+	p = strrchr(buf, ')');
+	if (!p)
+		return -EIO;
+	if (sscanf(p + 2,
+	        "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d "
+	        "%*d %*u %*u %ld",
+	        state, &utime, &stime, &rss) != 4)
+		return -EIO;
+	if (cpu_ticks)
+		*cpu_ticks = (uint64_t)utime + stime;
+	if (rss_kib)
+		*rss_kib = rss > 0 ? (uint64_t)rss * (uint64_t)(sysconf(_SC_PAGESIZE) / 1024) : 0;
+	return 0;
+}
+
+/* Appends the children of pid (every thread's) to out. */
+static void
+proc_children(pid_t pid, pid_t *out, size_t *n, size_t max)
+{
+	char path[64];
+	struct dirent *d;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	dir = opendir(path);
+	if (!dir)
+		return;
+	while ((d = readdir(dir)) && *n < max) {
+		char file[320], buf[4096], *p, *end;
+		ssize_t len;
+		int fd;
+
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof(file), "/proc/%d/task/%s/children", (int)pid, d->d_name);
+		fd = open(file, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		len = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (len <= 0)
+			continue;
+		buf[len] = '\0';
+		for (p = buf; *n < max; p = end) {
+			long v = strtol(p, &end, 10);
+
+			if (end == p)
+				break;
+			if (v > 0)
+				out[(*n)++] = (pid_t)v;
+		}
+	}
+	closedir(dir);
+}
+
+/* Every descendant of root, breadth first. Returns how many. */
+static size_t
+proc_tree(pid_t root, pid_t *out, size_t max)
+{
+	size_t n = 0, i;
+
+	proc_children(root, out, &n, max);
+	for (i = 0; i < n; i++)
+		proc_children(out[i], out, &n, max);
+	return n;
+}
+
+/* ---- records ---- */
+
+/* A fresh record with defaults. */
+struct worker *
+sup_worker_new(void)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return NULL;
+	w->pidfd = -1;
+	w->errpipe = -1;
+	w->exit_code = -1;
+	w->umask = 022;
+	w->out[0].kind = OUT_NULL;
+	w->out[1].kind = OUT_CAPTURE;
+	capture_init(&w->cap[0], w);
+	capture_init(&w->cap[1], w);
+	ev_init(&w->spawn_timer, spawn_timeout_cb);
+	ev_init(&w->grace_timer, grace_cb);
+	ev_init(&w->hb_timer, heartbeat_cb);
+	ev_init(&w->conn_timer, conn_timeout_cb);
+	w->spawn_timer.data = w->grace_timer.data = w->hb_timer.data = w->conn_timer.data = w;
+	return w;
+}
+
+static void
+drop_waiters(struct worker *w)
+{
+	while (w->waiters) {
+		struct waiter *x = w->waiters;
+
+		w->waiters = x->next;
+		x->conn->pending--;
+		conn_unref(x->conn);
+		json_decref(x->id);
+		free(x);
+	}
+}
+
+/* Frees a record (the process must be reaped or never started). */
+void
+sup_worker_free(struct worker *w)
+{
+	int i;
+
+	if (!w)
+		return;
+	ev_timer_stop(herdd.loop, &w->spawn_timer);
+	ev_timer_stop(herdd.loop, &w->grace_timer);
+	ev_timer_stop(herdd.loop, &w->hb_timer);
+	ev_timer_stop(herdd.loop, &w->conn_timer);
+	if (w->errpipe >= 0) {
+		ev_io_stop(herdd.loop, &w->errpipe_io);
+		close(w->errpipe);
+	}
+	if (w->pidfd >= 0)
+		close(w->pidfd);
+	if (w->channel) {
+		conn_abort(w->channel);
+		conn_unref(w->channel);
+	}
+	drop_waiters(w);
+	if (w->owner)
+		conn_unref(w->owner);
+	for (i = 0; i < 2; i++) {
+		capture_free(&w->cap[i]);
+		free(w->out[i].path);
+	}
+	free(w->name);
+	free(w->path);
+	free(w->cwd);
+	free(w->message);
+	json_decref(w->argv);
+	json_decref(w->env);
+	json_decref(w->init);
+	json_decref(w->settings);
+	json_decref(w->functions);
+	free(w);
+}
+
+/* Registers a request answered later. */
+int
+sup_add_waiter(struct worker *w, struct conn *c, json_t *id, bool spawn)
+{
+	struct waiter *x = calloc(1, sizeof(*x));
+
+	if (!x)
+		return -ENOMEM;
+	x->conn = conn_ref(c);
+	x->id = id ? json_incref(id) : json_null();
+	x->spawn = spawn;
+	x->next = w->waiters;
+	w->waiters = x;
+	c->pending++;
+	return 0;
+}
+
+/* Answers and removes waiters: spawn ones with spawn_reply, the others with other. */
+static void
+answer_waiters(struct worker *w, bool spawn, json_t *reply_proto)
+{
+	struct waiter **pp = &w->waiters;
+
+	while (*pp) {
+		struct waiter *x = *pp;
+
+		if (x->spawn != spawn) {
+			pp = &x->next;
+			continue;
+		}
+		*pp = x->next;
+		x->conn->pending--;
+		/* reply_proto is a reply without id: copy it and set the waiter's id. */
+		if (reply_proto) {
+			json_t *m = json_copy(reply_proto);
+
+			if (m) {
+				json_object_set(m, "id", x->id);
+				conn_send(x->conn, m);
+			}
+		}
+		conn_unref(x->conn);
+		json_decref(x->id);
+		free(x);
+	}
+}
+
+static bool
+is_live(const struct worker *w)
+{
+	return w->state != W_EXITED;
+}
+
+/* Finds a worker c may see. */
+struct worker *
+sup_find(const struct conn *c, const char *id)
+{
+	struct worker *w;
+
+	TAILQ_FOREACH(w, &herdd.workers, link) {
+		if (strcmp(w->id, id) == 0)
+			return dispatch_may_see(c, w->uid) ? w : NULL;
+	}
+	return NULL;
+}
+
+/* Live workers of uid. */
+unsigned
+sup_count_uid(uid_t uid)
+{
+	struct worker *w;
+	unsigned n = 0;
+
+	TAILQ_FOREACH(w, &herdd.workers, link) {
+		if (is_live(w) && w->uid == uid)
+			n++;
+	}
+	return n;
+}
+
+/* Live workers. */
+unsigned
+sup_count_live(void)
+{
+	struct worker *w;
+	unsigned n = 0;
+
+	TAILQ_FOREACH(w, &herdd.workers, link) {
+		if (is_live(w))
+			n++;
+	}
+	return n;
+}
+
+const char *
+sup_state_name(enum worker_state s)
+{
+	static const char *const names[] = { "starting", "ready", "stopping", "exited" };
+
+	return names[s];
+}
+
+const char *
+sup_shutdown_on_name(enum shutdown_on s)
+{
+	static const char *const names[] = { "master_disconnect", "connection_closed", "explicit" };
+
+	return names[s];
+}
+
+static json_t *
+signal_json(int sig)
+{
+	const char *abbrev = sig > 0 ? sigabbrev_np(sig) : NULL;
+	char name[32];
+
+	if (!abbrev)
+		return sig > 0 ? json_integer(sig) : json_null();
+	snprintf(name, sizeof(name), "SIG%s", abbrev);
+	return json_string(name);
+}
+
+static json_t *
+rfc3339(const struct timespec *ts)
+{
+	struct tm tm;
+	char buf[64];
+	size_t n;
+
+	gmtime_r(&ts->tv_sec, &tm);
+	n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, sizeof(buf) - n, ".%03ldZ", ts->tv_nsec / 1000000);
+	return json_string(buf);
+}
+
+/* The WORKER object of PROTOCOL.md section 4. */
+json_t *
+sup_worker_json(const struct worker *w)
+{
+	int64_t now = now_ms();
+	uint64_t cpu = 0, rss = 0;
+	bool have_proc = false;
+	json_t *o;
+	char st;
+
+	if (is_live(w) && !w->reaped && proc_stat(w->pid, &st, &cpu, &rss) == 0)
+		have_proc = true;
+	o = json_pack(
+	    "{s:s, s:s?, s:i, s:i, s:{s:i, s:I, s:I, s:I}, s:I, s:s, s:s?, s:s, s:s, s:I, "
+	    "s:s?, s:s, s:O}",
+	    "id", w->id, "name", w->name, "pid", (int)w->pid, "pgid", (int)w->pid, "owner", "pid",
+	    (int)w->owner_pid, "uid", (json_int_t)w->uid, "gid", (json_int_t)w->owner_gid,
+	    "connection", (json_int_t)w->owner_serial, "uid", (json_int_t)w->uid, "state",
+	    sup_state_name(w->state), "reason", w->reason, "shutdown_on",
+	    sup_shutdown_on_name(w->shutdown_on), "started_at", "", "uptime_ms",
+	    (json_int_t)((is_live(w) ? now : w->ended_ms) - w->started_ms), "socket",
+	    w->socket[0] ? w->socket : NULL, "path", w->path, "argv", w->argv);
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "started_at", rfc3339(&w->started_wall));
+	json_object_set_new(o, "exit_code",
+	    w->state == W_EXITED && w->signal == 0 && w->exit_code >= 0 ? json_integer(w->exit_code)
+	                                                                : json_null());
+	json_object_set_new(o, "signal", w->signal ? signal_json(w->signal) : json_null());
+	json_object_set_new(o, "heartbeat_age_ms",
+	    w->last_heartbeat_ms && is_live(w) ? json_integer(now - w->last_heartbeat_ms)
+	                                       : json_null());
+	json_object_set_new(o, "rss_kib", have_proc ? json_integer((json_int_t)rss) : json_null());
+	json_object_set_new(o, "cpu_ms",
+	    have_proc ? json_integer((json_int_t)(cpu * 1000 / (uint64_t)sysconf(_SC_CLK_TCK)))
+	              : json_null());
+	json_object_set_new(o, "message", w->message ? json_string(w->message) : json_null());
+	json_object_set_new(o, "served", json_integer((json_int_t)w->served));
+	if (w->spawn_stage)
+		json_object_set_new(o, "spawn_error",
+		    json_pack("{s:s, s:i, s:s}", "stage", w->spawn_stage, "errno", w->spawn_errno,
+		        "error", strerror(w->spawn_errno)));
+	return o;
+}
+
+/* ---- signals and stopping ---- */
+
+/* Sends sig to the main process, its group (while unreaped) and, with tree, every descendant. */
+static int
+signal_worker(struct worker *w, int sig, bool tree)
+{
+	pid_t desc[MAX_TREE];
+	size_t n = 0, i;
+	int r = 0;
+
+	if (w->reaped)
+		return -ESRCH;
+	if (tree)
+		n = proc_tree(w->pid, desc, MAX_TREE);
+	if (w->pidfd >= 0) {
+		if (pidfd_send_signal(w->pidfd, sig, NULL, 0) < 0)
+			r = -errno;
+	} else if (kill(w->pid, sig) < 0) {
+		r = -errno;
+	}
+	/* The group id is the leader's pid, still ours until we reap it. */
+	kill(-w->pid, sig);
+	for (i = 0; i < n; i++)
+		kill(desc[i], sig);
+	return r;
+}
+
+/* Sends sig to the group (the "kill" request). */
+int
+sup_signal(struct worker *w, int sig)
+{
+	return signal_worker(w, sig, false);
+}
+
+static void
+grace_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct worker *w = t->data;
+
+	log_info(
+	    "worker %s pid %d: still running after the grace period, SIGKILL", w->id, (int)w->pid);
+	signal_worker(w, SIGKILL, true);
+}
+
+/* Stops w gracefully: see the header. */
+void
+sup_stop(struct worker *w, const char *reason, unsigned grace_ms)
+{
+	if (!is_live(w) || w->reaped)
+		return;
+	if (w->state == W_STOPPING) {
+		/* Already stopping: a shorter grace may only bring the SIGKILL closer. */
+		if (grace_ms == 0)
+			signal_worker(w, SIGKILL, true);
+		return;
+	}
+	if (!w->reason)
+		w->reason = reason;
+	w->state = W_STOPPING;
+	ev_timer_stop(herdd.loop, &w->spawn_timer);
+	ev_timer_stop(herdd.loop, &w->conn_timer);
+	ev_timer_stop(herdd.loop, &w->grace_timer);
+	log_info("worker %s pid %d: stopping (%s)", w->id, (int)w->pid, reason);
+	channel_send_shutdown(w);
+	if (grace_ms == 0) {
+		signal_worker(w, SIGKILL, true);
+		return;
+	}
+	signal_worker(w, SIGTERM, true);
+	ev_timer_set(&w->grace_timer, grace_ms / 1000.0, 0.);
+	ev_timer_start(herdd.loop, &w->grace_timer);
+}
+
+/* The worker said it is exiting on its own (failure, init failure): SIGKILL if it does not. */
+void
+sup_expect_exit(struct worker *w, const char *reason, const char *message)
+{
+	if (!is_live(w))
+		return;
+	if (!w->reason)
+		w->reason = reason;
+	if (message && !w->message)
+		w->message = strndup(message, 4096);
+	if (!ev_is_active(&w->grace_timer)) {
+		ev_timer_set(&w->grace_timer, herdd.cfg.grace_ms / 1000.0, 0.);
+		ev_timer_start(herdd.loop, &w->grace_timer);
+	}
+}
+
+/* Stops a master's master_disconnect workers. */
+void
+sup_owner_gone(struct conn *c)
+{
+	struct worker *w;
+
+	TAILQ_FOREACH(w, &herdd.workers, link) {
+		if (w->owner != c)
+			continue;
+		w->owner = NULL;
+		c->nworkers--;
+		conn_unref(c);
+		if (w->shutdown_on == SHUTDOWN_MASTER_DISCONNECT && is_live(w))
+			sup_stop(w, "killed_orphan", herdd.cfg.grace_ms);
+	}
+}
+
+/* Forgets c's pending requests. */
+void
+sup_conn_gone(struct conn *c)
+{
+	struct worker *w;
+
+	TAILQ_FOREACH(w, &herdd.workers, link) {
+		struct waiter **pp = &w->waiters;
+
+		while (*pp) {
+			struct waiter *x = *pp;
+
+			if (x->conn != c) {
+				pp = &x->next;
+				continue;
+			}
+			*pp = x->next;
+			c->pending--;
+			conn_unref(c);
+			json_decref(x->id);
+			free(x);
+		}
+	}
+}
+
+/* Stops everything (herdd is shutting down). */
+void
+sup_stop_all(void)
+{
+	struct worker *w;
+
+	TAILQ_FOREACH(w, &herdd.workers, link)
+		sup_stop(w, "daemon_shutdown", herdd.cfg.grace_ms);
+}
+
+/* ---- timers ---- */
+
+static void
+spawn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct worker *w = t->data;
+
+	log_info(
+	    "worker %s pid %d: not ready within %u ms", w->id, (int)w->pid, w->spawn_timeout_ms);
+	sup_stop(w, "spawn_timeout", herdd.cfg.grace_ms);
+}
+
+static void
+conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct worker *w = t->data;
+
+	if (!w->had_connection && !w->message)
+		w->message = strdup("no client connected within connection_timeout_ms");
+	sup_stop(w, "connection_closed", herdd.cfg.grace_ms);
+}
+
+/*
+ * Heartbeats overdue: a worker whose CPU time advanced since the last check
+ * is computing, not hung. One that is stopped, or has used no CPU while its
+ * heartbeats were overdue past the timeout, is killed.
+ */
+static void
+heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct worker *w = t->data;
+	int64_t age = now_ms() - w->last_heartbeat_ms;
+	uint64_t cpu;
+	char st;
+
+	if (w->state != W_READY && w->state != W_STARTING)
+		return;
+	if (age < 2 * (int64_t)w->hb_interval_ms) {
+		w->cpu_checked = false;
+		return;
+	}
+	if (proc_stat(w->pid, &st, &cpu, NULL) < 0)
+		return;
+	if (st != 'T' && st != 't') {
+		if (!w->cpu_checked || cpu > w->last_cpu_ticks) {
+			if (w->cpu_checked)
+				log_debug("worker %s: heartbeats %lld ms late but busy", w->id,
+				    (long long)age);
+			w->cpu_checked = true;
+			w->last_cpu_ticks = cpu;
+			return;
+		}
+	}
+	if (age < (int64_t)w->hb_timeout_ms)
+		return;
+	log_warn("worker %s pid %d: no heartbeat for %lld ms and %s; killing", w->id, (int)w->pid,
+	    (long long)age, st == 'T' || st == 't' ? "stopped" : "no CPU progress");
+	if (!w->message && asprintf(&w->message, "no heartbeat for %lld ms", (long long)age) < 0)
+		w->message = NULL;
+	sup_stop(w, "heartbeat_lost", 0);
+}
+
+/* Starts the heartbeat check (the worker's channel said hello). */
+void
+sup_heartbeat_start(struct worker *w)
+{
+	w->last_heartbeat_ms = now_ms();
+	if (w->hb_timeout_ms == 0 || w->hb_interval_ms == 0)
+		return;
+	ev_timer_set(&w->hb_timer, w->hb_interval_ms / 1000.0, w->hb_interval_ms / 1000.0);
+	ev_timer_start(herdd.loop, &w->hb_timer);
+}
+
+/* ---- spawn ---- */
+
+static void
+errpipe_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct worker *w = io->data;
+	int rep[2];
+	ssize_t n = read(w->errpipe, rep, sizeof(rep));
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n == (ssize_t)sizeof(rep)) {
+		w->spawn_errno = rep[1];
+		w->spawn_stage = spawn_stage_name(rep[0]);
+		log_info(
+		    "worker %s: spawn failed at %s: %s", w->id, w->spawn_stage, strerror(rep[1]));
+	}
+	/* EOF: the exec succeeded. Either way the pipe has said all it will. */
+	ev_io_stop(loop, io);
+	close(w->errpipe);
+	w->errpipe = -1;
+}
+
+static int
+make_capture_pipe(int fds[2])
+{
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -errno;
+	fcntl(fds[0], F_SETFL, O_NONBLOCK);
+	return 0;
+}
+
+/* Starts w; see the header. */
+int
+sup_spawn(struct worker *w)
+{
+	char dir[256];
+	int sv[2] = { -1, -1 }, pipes[2][2] = { { -1, -1 }, { -1, -1 } }, wr[2] = { -1, -1 };
+	int r, i, rep;
+	struct conn *ch;
+
+	snprintf(w->id, sizeof(w->id), "w%llu", (unsigned long long)next_worker++);
+	r = server_worker_dir(w->uid, w->gid, dir, sizeof(dir));
+	if (r < 0) {
+		w->spawn_stage = "socket_dir";
+		return r;
+	}
+	if ((size_t)snprintf(w->socket, sizeof(w->socket), "%s/%s.sock", dir, w->id) >=
+	    sizeof(w->socket)) {
+		w->socket[0] = '\0';
+		w->spawn_stage = "socket_path";
+		return -ENAMETOOLONG;
+	}
+	unlink(w->socket);
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		w->spawn_stage = "socketpair";
+		return -errno;
+	}
+	for (i = 0; i < 2; i++) {
+		if (w->out[i].kind != OUT_CAPTURE)
+			continue;
+		r = make_capture_pipe(pipes[i]);
+		if (r < 0) {
+			w->spawn_stage = "pipe";
+			goto fail;
+		}
+		wr[i] = pipes[i][1];
+	}
+	clock_gettime(CLOCK_REALTIME, &w->started_wall);
+	w->started_ms = now_ms();
+	rep = spawn_start(w, sv[1], wr);
+	if (rep < 0) {
+		r = rep;
+		if (!w->spawn_stage)
+			w->spawn_stage = "prepare";
+		goto fail;
+	}
+	close(sv[1]);
+	sv[1] = -1;
+	for (i = 0; i < 2; i++) {
+		if (pipes[i][1] >= 0)
+			close(pipes[i][1]);
+		if (pipes[i][0] >= 0)
+			capture_start(&w->cap[i], pipes[i][0]);
+	}
+	/* From here on the worker exists: failures end with a reap, never a leak. */
+	w->pidfd = pidfd_open(w->pid, 0);
+	if (w->pidfd >= 0)
+		fcntl(w->pidfd, F_SETFD, FD_CLOEXEC);
+	w->errpipe = rep;
+	ev_io_init(&w->errpipe_io, errpipe_cb, rep, EV_READ);
+	w->errpipe_io.data = w;
+	ev_io_start(herdd.loop, &w->errpipe_io);
+	fcntl(sv[0], F_SETFL, O_NONBLOCK);
+	ch = conn_new(sv[0], CONN_CHANNEL, &channel_ops, CHANNEL_MAX_BYTES);
+	if (ch) {
+		ch->worker = w;
+		w->channel = ch;
+		conn_start(ch);
+	} else {
+		/* Without its channel the worker cannot register: stop it now. */
+		w->reason = "spawn_failed";
+		signal_worker(w, SIGKILL, true);
+	}
+	w->state = W_STARTING;
+	TAILQ_INSERT_TAIL(&herdd.workers, w, link);
+	if (w->owner)
+		w->owner->nworkers++;
+	herdd.stats.spawns++;
+	ev_timer_set(&w->spawn_timer, w->spawn_timeout_ms / 1000.0, 0.);
+	ev_timer_start(herdd.loop, &w->spawn_timer);
+	log_info("worker %s pid %d: spawned %s for uid %u", w->id, (int)w->pid, w->path,
+	    (unsigned)w->uid);
+	notify_status();
+	return 0;
+
+fail:
+	for (i = 0; i < 2; i++) {
+		if (pipes[i][0] >= 0)
+			close(pipes[i][0]);
+		if (pipes[i][1] >= 0)
+			close(pipes[i][1]);
+	}
+	if (sv[0] >= 0)
+		close(sv[0]);
+	if (sv[1] >= 0)
+		close(sv[1]);
+	return r;
+}
+
+/* The worker is ready: answer the spawn request. */
+void
+sup_worker_ready(struct worker *w)
+{
+	json_t *reply;
+
+	if (w->state != W_STARTING)
+		return;
+	w->state = W_READY;
+	ev_timer_stop(herdd.loop, &w->spawn_timer);
+	log_info("worker %s pid %d: ready", w->id, (int)w->pid);
+	reply = proto_result(NULL,
+	    json_pack("{s:s, s:i, s:s, s:s?}", "id", w->id, "pid", (int)w->pid, "socket", w->socket,
+	        "name", w->name));
+	answer_waiters(w, true, reply);
+	json_decref(reply);
+	if (w->shutdown_on == SHUTDOWN_CONNECTION_CLOSED && !w->had_connection) {
+		ev_timer_set(&w->conn_timer, w->connection_timeout_ms / 1000.0, 0.);
+		ev_timer_start(herdd.loop, &w->conn_timer);
+	}
+	events_emit(w, "ready");
+	notify_status();
+}
+
+/* ---- reaping ---- */
+
+static void
+count_reason(const char *reason)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
+		if (strcmp(reasons[i], reason) == 0)
+			reason_counts[i]++;
+	}
+}
+
+static const char *
+event_for(const char *reason)
+{
+	if (!strcmp(reason, "shutdown") || !strcmp(reason, "killed_orphan") ||
+	    !strcmp(reason, "daemon_shutdown") || !strcmp(reason, "connection_closed"))
+		return "stopped";
+	if (!strcmp(reason, "spawn_failed"))
+		return NULL;
+	return reason;
+}
+
+/* The error a pending spawn request gets when the worker died first. */
+static json_t *
+spawn_error(struct worker *w)
+{
+	json_t *tail = capture_tail(&w->cap[1], 20);
+	const char *r = w->reason;
+
+	if (!strcmp(r, "spawn_failed"))
+		return proto_error(NULL, HERD_E_SPAWN_FAILED,
+		    w->spawn_stage && !strcmp(w->spawn_stage, "exec") ? "exec failed"
+		                                                      : "spawn failed",
+		    json_pack("{s:i, s:s, s:s, s:o}", "errno", w->spawn_errno, "stage",
+		        w->spawn_stage ? w->spawn_stage : "unknown", "error",
+		        strerror(w->spawn_errno), "stderr_tail", tail));
+	if (!strcmp(r, "init_failed"))
+		return proto_error(NULL, HERD_E_INIT_FAILED,
+		    w->message ? w->message : "worker state init failed",
+		    json_pack("{s:o}", "stderr_tail", tail));
+	if (!strcmp(r, "spawn_timeout"))
+		return proto_error(NULL, HERD_E_TIMEOUT, "the worker was not ready in time",
+		    json_pack("{s:s, s:I, s:o}", "what", "spawn", "ms",
+		        (json_int_t)w->spawn_timeout_ms, "stderr_tail", tail));
+	if (!strcmp(r, "daemon_shutdown"))
+		return proto_error(NULL, HERD_E_SHUTTING_DOWN, "herdd is shutting down",
+		    json_pack("{s:o}", "stderr_tail", tail));
+	return proto_error(NULL, HERD_E_WORKER_EXITED, "the worker exited before it was ready",
+	    json_pack("{s:s, s:o, s:o, s:o}", "reason", r, "exit_code",
+	        w->signal ? json_null() : json_integer(w->exit_code), "signal",
+	        w->signal ? signal_json(w->signal) : json_null(), "stderr_tail", tail));
+}
+
+/* Kills children of herdd that are not workers: descendants that escaped their worker. */
+static void
+kill_escapees(void)
+{
+	pid_t kids[MAX_TREE];
+	size_t n = 0, i;
+
+	proc_children(herdd.pid, kids, &n, MAX_TREE);
+	for (i = 0; i < n; i++) {
+		struct worker *w;
+		bool known = false;
+
+		TAILQ_FOREACH(w, &herdd.workers, link) {
+			if (!w->reaped && w->pid == kids[i]) {
+				known = true;
+				break;
+			}
+		}
+		if (!known) {
+			char st;
+
+			/* A zombie waits for our reaper; only a running escapee needs a signal. */
+			if (proc_stat(kids[i], &st, NULL, NULL) == 0 && st == 'Z')
+				continue;
+			log_info("killing pid %d: escaped from its worker", (int)kids[i]);
+			kill(kids[i], SIGKILL);
+		}
+	}
+}
+
+static void prune(uid_t uid);
+
+static void
+reaped(struct worker *w, int status)
+{
+	const char *ev;
+	json_t *r;
+
+	w->reaped = true;
+	w->ended_ms = now_ms();
+	if (w->pidfd >= 0) {
+		close(w->pidfd);
+		w->pidfd = -1;
+	}
+	if (WIFSIGNALED(status)) {
+		w->signal = WTERMSIG(status);
+		w->exit_code = -1;
+	} else {
+		w->exit_code = WEXITSTATUS(status);
+	}
+	ev_timer_stop(herdd.loop, &w->spawn_timer);
+	ev_timer_stop(herdd.loop, &w->grace_timer);
+	ev_timer_stop(herdd.loop, &w->hb_timer);
+	ev_timer_stop(herdd.loop, &w->conn_timer);
+	/* The child wrote its report before exiting: it is in the pipe now if ever. */
+	if (w->errpipe >= 0)
+		errpipe_cb(herdd.loop, &w->errpipe_io, EV_READ);
+	capture_finish(&w->cap[0]);
+	capture_finish(&w->cap[1]);
+	if (w->channel) {
+		conn_abort(w->channel);
+		conn_unref(w->channel);
+		w->channel = NULL;
+	}
+	if (w->spawn_stage)
+		w->reason = "spawn_failed";
+	else if (!w->reason)
+		w->reason = w->signal ? (w->kill_requested ? "shutdown" : "crashed") : "exited";
+	w->state = W_EXITED;
+	if (w->socket[0] && unlink(w->socket) < 0 && errno != ENOENT)
+		log_warn("removing %s: %m", w->socket);
+	if (w->signal)
+		log_info("worker %s pid %d: killed by signal %d (%s)", w->id, (int)w->pid,
+		    w->signal, w->reason);
+	else
+		log_info("worker %s pid %d: exited with %d (%s)", w->id, (int)w->pid, w->exit_code,
+		    w->reason);
+	count_reason(w->reason);
+
+	if (w->waiters) {
+		r = spawn_error(w);
+		answer_waiters(w, true, r);
+		json_decref(r);
+		r = proto_result(NULL, sup_worker_json(w));
+		answer_waiters(w, false, r);
+		json_decref(r);
+	}
+	if (w->owner) {
+		w->owner->nworkers--;
+		conn_unref(w->owner);
+		w->owner = NULL;
+	}
+	ev = event_for(w->reason);
+	if (ev)
+		events_emit(w, ev);
+	prune(w->uid);
+	notify_status();
+	main_maybe_exit();
+}
+
+static void
+child_cb(struct ev_loop *loop, ev_child *c, int revents)
+{
+	struct worker *w;
+
+	TAILQ_FOREACH(w, &herdd.workers, link) {
+		if (!w->reaped && w->pid == c->rpid) {
+			reaped(w, c->rstatus);
+			break;
+		}
+	}
+	if (!w)
+		log_debug("reaped pid %d (not a worker)", (int)c->rpid);
+	kill_escapees();
+}
+
+/* ---- retention ---- */
+
+/* Drops exited records past the per-uid count or older than the age limit. */
+static void
+prune(uid_t uid)
+{
+	int64_t oldest_allowed = now_ms() - (int64_t)herdd.cfg.keep_exited_ms;
+	struct worker *w, *next, *oldest;
+	unsigned n;
+
+	for (w = TAILQ_FIRST(&herdd.workers); w; w = next) {
+		next = TAILQ_NEXT(w, link);
+		if (w->state == W_EXITED && w->ended_ms < oldest_allowed) {
+			TAILQ_REMOVE(&herdd.workers, w, link);
+			sup_worker_free(w);
+		}
+	}
+	for (;;) {
+		n = 0;
+		oldest = NULL;
+		TAILQ_FOREACH(w, &herdd.workers, link) {
+			if (w->state != W_EXITED || w->uid != uid)
+				continue;
+			n++;
+			if (!oldest || w->ended_ms < oldest->ended_ms)
+				oldest = w;
+		}
+		if (n <= herdd.cfg.keep_exited || !oldest)
+			break;
+		TAILQ_REMOVE(&herdd.workers, oldest, link);
+		sup_worker_free(oldest);
+	}
+}
+
+static void
+prune_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	prune((uid_t)-1);
+}
+
+/* ---- stats ---- */
+
+/* Workers by state and exits by reason. */
+json_t *
+sup_stats_json(void)
+{
+	json_int_t by_state[4] = { 0 };
+	struct worker *w;
+	json_t *reasons_o = json_object();
+	size_t i;
+
+	TAILQ_FOREACH(w, &herdd.workers, link)
+		by_state[w->state]++;
+	for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+		json_object_set_new(
+		    reasons_o, reasons[i], json_integer((json_int_t)reason_counts[i]));
+	return json_pack("{s:{s:I, s:I, s:I, s:I}, s:o}", "workers", "starting", by_state[0],
+	    "ready", by_state[1], "stopping", by_state[2], "exited", by_state[3], "exits",
+	    reasons_o);
+}
+
+/* Starts the reaper and the retention timer. */
+void
+sup_init(void)
+{
+	TAILQ_INIT(&herdd.workers);
+	ev_child_init(&child_watcher, child_cb, 0, 0);
+	ev_child_start(herdd.loop, &child_watcher);
+	ev_timer_init(&prune_timer, prune_cb, PRUNE_INTERVAL_S, PRUNE_INTERVAL_S);
+	ev_timer_start(herdd.loop, &prune_timer);
+}
+
+/* Frees every record (after the loop ended). */
+void
+sup_cleanup(void)
+{
+	struct worker *w;
+
+	ev_child_stop(herdd.loop, &child_watcher);
+	ev_timer_stop(herdd.loop, &prune_timer);
+	while ((w = TAILQ_FIRST(&herdd.workers))) {
+		TAILQ_REMOVE(&herdd.workers, w, link);
+		sup_worker_free(w);
+	}
+}
