@@ -351,7 +351,7 @@ ex_note(herd_request *req, json_t *arg)
 	ex_begin(req);
 	/* A oneway call cannot answer; a bad argument is only logged. */
 	if (json_unpack_ex(arg, &jerr, JSON_STRICT, "{s:s}", "text", &text) < 0) {
-		herd_request_fail(req, "note: %s", jerr.text);
+		herd_request_fail(req, "%s", jerr.text);
 		return;
 	}
 	json_array_append_new(w->notes, json_string(text));

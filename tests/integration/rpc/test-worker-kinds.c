@@ -1,0 +1,439 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Every function kind on a worker's socket, as raw JSON lines: calls (now and
+ * later), failures, pipes with cancel and backpressure, sinks, state streams,
+ * oneway calls, concurrency, and what a closing connection does to its
+ * pending requests.
+ */
+#include <check.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "worker-test-util.h"
+
+static struct wt_server S;
+static int fds_before;
+
+static void
+start(void)
+{
+	json_t *init = json_pack("{s:s}", "hello", "there");
+
+	fds_before = wt_fd_count();
+	ck_assert_int_eq(wt_server_start(&S, init, NULL), 0);
+	json_decref(init);
+}
+
+static void
+stop(void)
+{
+	ck_assert_int_eq(wt_server_stop(&S), 0);
+	ck_assert_int_eq(wt_fd_count(), fds_before);
+	ht_teardown();
+}
+
+static json_t *
+call(struct ht_conn *c, const char *method, json_t *params)
+{
+	json_t *reply = ht_conn_call(c, method, params, ht_ms(5000));
+
+	ck_assert_msg(reply, "%s: no reply", method);
+	return reply;
+}
+
+/* Subscribes c to herd.logs; returns the stream's id. */
+static json_int_t
+subscribe_logs(struct ht_conn *c)
+{
+	int64_t id = ht_conn_send_request(c, "herd.logs", NULL);
+
+	ck_assert_int_gt(id, 0);
+	/* A logged line proves the subscription is active before the test goes on. */
+	json_decref(call(c, "log", json_pack("{s:s}", "message", "subscribed")));
+	ck_assert(wt_wait_log(c, id, "subscribed", ht_ms(5000)));
+	return id;
+}
+
+START_TEST(test_calls)
+{
+	struct ht_conn *c;
+	json_t *reply;
+
+	start();
+	c = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(c);
+	reply = call(c, "sum", json_pack("{s:i}", "n", 42));
+	ck_assert_int_eq(wt_int_result(reply), 861);
+	json_decref(reply);
+	reply = call(c, "product", json_pack("{s:i}", "n", 20));
+	ck_assert_int_eq(wt_int_result(reply), 2432902008176640000LL);
+	json_decref(reply);
+	reply = call(c, "echo", json_pack("[i, s, {s:n}]", 1, "two", "three"));
+	ck_assert_str_eq(ht_dump(ht_result(reply)), "[1,\"two\",{\"three\":null}]");
+	json_decref(reply);
+	/* Absent params reach the handler as null. */
+	reply = call(c, "echo", NULL);
+	ck_assert(json_is_null(ht_result(reply)));
+	json_decref(reply);
+
+	/* A handler failure is the caller's error; the connection stays usable. */
+	reply = call(c, "fail", json_pack("{s:s}", "message", "it broke"));
+	ck_assert_str_eq(ht_error_name(reply), "function_failed");
+	ck_assert_str_eq(ht_error_message(reply), "it broke");
+	json_decref(reply);
+	reply = call(c, "product", json_pack("{s:i}", "n", 21));
+	ck_assert_str_eq(ht_error_name(reply), "function_failed");
+	json_decref(reply);
+	reply = call(c, "sum", json_pack("{s:s}", "n", "many"));
+	ck_assert_str_eq(ht_error_name(reply), "invalid_params");
+	json_decref(reply);
+	reply = call(c, "no_such_function", NULL);
+	ck_assert_str_eq(ht_error_name(reply), "method_not_found");
+	json_decref(reply);
+	reply = call(c, "herd.no_such_builtin", NULL);
+	ck_assert_str_eq(ht_error_name(reply), "method_not_found");
+	json_decref(reply);
+	/* A oneway function called as a request is refused, not run. */
+	reply = call(c, "note", json_pack("{s:s}", "text", "x"));
+	ck_assert_str_eq(ht_error_name(reply), "invalid_request");
+	json_decref(reply);
+	reply = call(c, "sum", json_pack("{s:i}", "n", 4));
+	ck_assert_int_eq(wt_int_result(reply), 6);
+	json_decref(reply);
+	reply = call(c, "stats", NULL);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "conn_calls")), 9);
+	ck_assert_str_eq(json_string_value(json_object_get(
+	                     json_object_get(ht_result(reply), "worker_init"), "hello")),
+	    "there");
+	json_decref(reply);
+	ht_conn_close(c);
+	stop();
+}
+END_TEST
+
+START_TEST(test_async_and_concurrent)
+{
+	struct ht_conn *c[3];
+	int64_t slow, fast, ids[3][100];
+	json_t *reply;
+
+	start();
+	for (int i = 0; i < 3; i++) {
+		c[i] = wt_connect(S.path, NULL);
+		ck_assert_ptr_nonnull(c[i]);
+	}
+	/* A reply sent later from a timer does not hold up the others. */
+	slow = ht_conn_send_request(c[0], "sleep", json_pack("{s:i}", "ms", 300));
+	fast = ht_conn_send_request(c[0], "sum", json_pack("{s:i}", "n", 3));
+	reply = ht_conn_recv(c[0], ht_ms(5000));
+	ck_assert_int_eq(json_integer_value(json_object_get(reply, "id")), fast);
+	json_decref(reply);
+	reply = ht_conn_wait_reply(c[0], slow, ht_ms(5000));
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "slept")), 300);
+	json_decref(reply);
+
+	/* Many calls in flight on several connections, answered in any order. */
+	for (int k = 0; k < 100; k++)
+		for (int i = 0; i < 3; i++)
+			ids[i][k] = ht_conn_send_request(c[i], k % 2 ? "sleep" : "sum",
+			    k % 2 ? json_pack("{s:i}", "ms", 20 + k % 7)
+			          : json_pack("{s:i}", "n", k));
+	for (int i = 0; i < 3; i++) {
+		for (int k = 0; k < 100; k++) {
+			reply = ht_conn_wait_reply(c[i], ids[i][k], ht_ms(10000));
+			ck_assert_msg(ht_result(reply), "call %d/%d: %s", i, k, ht_dump(reply));
+			if (k % 2 == 0)
+				ck_assert_int_eq(wt_int_result(reply), (long long)k * (k - 1) / 2);
+			json_decref(reply);
+		}
+		ht_conn_close(c[i]);
+	}
+	stop();
+}
+END_TEST
+
+START_TEST(test_pipe)
+{
+	struct ht_conn *c;
+	json_t *reply, *item;
+	int64_t id;
+
+	start();
+	c = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(c);
+	id = ht_conn_send_request(c, "count", json_pack("{s:i}", "n", 5));
+	for (int i = 0; i < 5; i++) {
+		item = wt_next_item(c, id, ht_ms(5000));
+		ck_assert_msg(item, "item %d missing", i);
+		ck_assert_int_eq(json_integer_value(json_object_get(item, "item")), i);
+		ck_assert_ptr_null(json_object_get(item, "initial"));
+		json_decref(item);
+	}
+	reply = ht_conn_wait_reply(c, id, ht_ms(5000));
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "count")), 5);
+	json_decref(reply);
+	/* An empty pipe ends at once. */
+	reply = call(c, "count", json_pack("{s:i}", "n", 0));
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "count")), 0);
+	json_decref(reply);
+	ht_conn_close(c);
+	stop();
+}
+END_TEST
+
+START_TEST(test_pipe_cancel)
+{
+	struct ht_conn *c, *logs;
+	json_t *reply, *item, *m;
+	json_int_t log_id;
+	int64_t id;
+	int errors = 0, items_after = 0;
+
+	start();
+	logs = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(logs);
+	log_id = subscribe_logs(logs);
+	c = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(c);
+	id = ht_conn_send_request(c, "count", json_pack("{s:i, s:i}", "n", 1000000, "delay_ms", 5));
+	for (int i = 0; i < 3; i++) {
+		item = wt_next_item(c, id, ht_ms(5000));
+		ck_assert_msg(item, "item %d missing", i);
+		json_decref(item);
+	}
+	ck_assert_int_eq(wt_notify(c, "herd.cancel", json_pack("{s:I}", "id", (json_int_t)id)), 0);
+	/* The handler is told... */
+	ck_assert(wt_wait_log(logs, log_id, "count: cancelled", ht_ms(5000)));
+	/* ...and the stream ends exactly once, with cancelled. A cancel sent again, or for
+	 * an unknown id, is ignored; a later call proves everything before it arrived. */
+	ck_assert_int_eq(wt_notify(c, "herd.cancel", json_pack("{s:I}", "id", (json_int_t)id)), 0);
+	ck_assert_int_eq(wt_notify(c, "herd.cancel", json_pack("{s:i}", "id", 999999)), 0);
+	ht_conn_send_request(c, "sum", json_pack("{s:i}", "n", 3));
+	for (;;) {
+		m = ht_conn_recv(c, ht_ms(5000));
+		ck_assert_ptr_nonnull(m);
+		if (json_object_get(m, "method")) {
+			/* Items written before the cancel was read may still arrive, but not after. */
+			ck_assert_int_eq(errors, 0);
+			items_after++;
+		} else if (json_integer_value(json_object_get(m, "id")) == id) {
+			ck_assert_str_eq(ht_error_name(m), "cancelled");
+			errors++;
+		} else {
+			ck_assert_int_eq(wt_int_result(m), 3);
+			json_decref(m);
+			break;
+		}
+		json_decref(m);
+	}
+	ck_assert_int_eq(errors, 1);
+	ck_assert_int_le(items_after, 2);
+	reply = call(c, "stats", NULL);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "cancelled")), 1);
+	json_decref(reply);
+	ht_conn_close(c);
+	ht_conn_close(logs);
+	stop();
+}
+END_TEST
+
+START_TEST(test_pipe_backpressure)
+{
+	struct ht_conn *c, *logs;
+	const int n = 100000;
+	json_t *item, *reply;
+	json_int_t log_id;
+	int64_t id;
+
+	start();
+	logs = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(logs);
+	log_id = subscribe_logs(logs);
+	c = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(c);
+	/* About 6 MB of items, far more than the socket and the high-water mark hold. */
+	id = ht_conn_send_request(c, "count", json_pack("{s:i}", "n", n));
+	/* While we do not read, the writer is told to wait (it logs that once). */
+	ck_assert(wt_wait_log(logs, log_id, "count: the reader is slow; waiting", ht_ms(5000)));
+	/* Nothing is lost or reordered when it resumes. */
+	for (int i = 0; i < n; i++) {
+		item = wt_next_item(c, id, ht_ms(10000));
+		ck_assert_msg(item, "item %d missing", i);
+		ck_assert_int_eq(json_integer_value(json_object_get(item, "item")), i);
+		json_decref(item);
+	}
+	reply = ht_conn_wait_reply(c, id, ht_ms(10000));
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "count")), n);
+	json_decref(reply);
+	ht_conn_close(c);
+	ht_conn_close(logs);
+	stop();
+}
+END_TEST
+
+START_TEST(test_sink)
+{
+	struct ht_conn *c;
+	json_t *reply;
+	int64_t id;
+
+	start();
+	c = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(c);
+	id = ht_conn_send_request(c, "sum_stream", NULL);
+	for (int i = 1; i <= 100; i++)
+		ck_assert_int_eq(wt_notify(c, "herd.item",
+		                     json_pack("{s:I, s:i}", "id", (json_int_t)id, "item", i)),
+		    0);
+	ck_assert_int_eq(wt_notify(c, "herd.end", json_pack("{s:I}", "id", (json_int_t)id)), 0);
+	reply = ht_conn_wait_reply(c, id, ht_ms(5000));
+	ck_assert_int_eq(wt_int_result(reply), 5050);
+	json_decref(reply);
+
+	/* A bad item fails the sink; later items for it are ignored; the connection lives. */
+	id = ht_conn_send_request(c, "sum_stream", NULL);
+	wt_notify(c, "herd.item", json_pack("{s:I, s:i}", "id", (json_int_t)id, "item", 1));
+	wt_notify(c, "herd.item", json_pack("{s:I, s:s}", "id", (json_int_t)id, "item", "x"));
+	wt_notify(c, "herd.item", json_pack("{s:I, s:i}", "id", (json_int_t)id, "item", 2));
+	wt_notify(c, "herd.end", json_pack("{s:I}", "id", (json_int_t)id));
+	reply = ht_conn_wait_reply(c, id, ht_ms(5000));
+	ck_assert_str_eq(ht_error_name(reply), "function_failed");
+	ck_assert_str_eq(ht_error_message(reply), "item 1 is not an integer");
+	json_decref(reply);
+
+	/* A cancelled sink ends with cancelled. */
+	id = ht_conn_send_request(c, "sum_stream", NULL);
+	wt_notify(c, "herd.item", json_pack("{s:I, s:i}", "id", (json_int_t)id, "item", 1));
+	wt_notify(c, "herd.cancel", json_pack("{s:I}", "id", (json_int_t)id));
+	reply = ht_conn_wait_reply(c, id, ht_ms(5000));
+	ck_assert_str_eq(ht_error_name(reply), "cancelled");
+	json_decref(reply);
+	/* Malformed stream notifications are ignored. */
+	wt_notify(c, "herd.item", json_pack("{s:s}", "nothing", "here"));
+	wt_notify(c, "herd.end", NULL);
+	reply = call(c, "stats", NULL);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "cancelled")), 1);
+	json_decref(reply);
+	ht_conn_close(c);
+	stop();
+}
+END_TEST
+
+START_TEST(test_state_and_oneway)
+{
+	struct ht_conn *a, *b;
+	json_t *item, *reply;
+	int64_t id;
+
+	start();
+	a = wt_connect(S.path, NULL);
+	b = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(b);
+	ck_assert_int_eq(wt_notify(b, "note", json_pack("{s:s}", "text", "first")), 0);
+	/* A oneway call is never answered; the next call on b shows it ran before. */
+	reply = call(b, "notes", NULL);
+	ck_assert_str_eq(ht_dump(ht_result(reply)), "[\"first\"]");
+	json_decref(reply);
+
+	id = ht_conn_send_request(a, "watch", json_pack("{s:i}", "updates", 2));
+	item = wt_next_item(a, id, ht_ms(5000));
+	ck_assert_ptr_nonnull(item);
+	ck_assert(json_is_true(json_object_get(item, "initial")));
+	ck_assert_str_eq(ht_dump(json_object_get(item, "item")), "[\"first\"]");
+	json_decref(item);
+	wt_notify(b, "note", json_pack("{s:s}", "text", "second"));
+	wt_notify(b, "note", json_pack("{s:s}", "text", "third"));
+	/* A bad oneway argument is only logged: nothing comes back, b still works. */
+	wt_notify(b, "note", json_pack("{s:i}", "text", 3));
+	for (int i = 0; i < 2; i++) {
+		item = wt_next_item(a, id, ht_ms(5000));
+		ck_assert_ptr_nonnull(item);
+		ck_assert_ptr_null(json_object_get(item, "initial"));
+		ck_assert_str_eq(
+		    json_string_value(json_object_get(item, "item")), i == 0 ? "second" : "third");
+		json_decref(item);
+	}
+	reply = ht_conn_wait_reply(a, id, ht_ms(5000));
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "updates")), 2);
+	json_decref(reply);
+	reply = call(b, "notes", NULL);
+	ck_assert_str_eq(ht_dump(ht_result(reply)), "[\"first\",\"second\",\"third\"]");
+	json_decref(reply);
+	/* A notification naming a call function, or nothing known, is ignored. */
+	wt_notify(b, "sum", json_pack("{s:i}", "n", 3));
+	wt_notify(b, "nothing_here", NULL);
+	reply = call(b, "sum", json_pack("{s:i}", "n", 3));
+	ck_assert_int_eq(wt_int_result(reply), 3);
+	json_decref(reply);
+	ht_conn_close(a);
+	ht_conn_close(b);
+	stop();
+}
+END_TEST
+
+START_TEST(test_close_cancels)
+{
+	struct ht_conn *a, *logs;
+	json_int_t log_id;
+	json_t *reply;
+
+	start();
+	logs = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(logs);
+	log_id = subscribe_logs(logs);
+	a = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(a);
+	ht_conn_send_request(a, "sleep", json_pack("{s:i}", "ms", 600000));
+	ht_conn_send_request(a, "count", json_pack("{s:i, s:i}", "n", 1000000, "delay_ms", 1000));
+	ht_conn_send_request(a, "sum_stream", NULL);
+	/* A call on a proves the three requests above were dispatched. */
+	json_decref(call(a, "sum", json_pack("{s:i}", "n", 1)));
+	ht_conn_close(a);
+	ck_assert(wt_wait_log(logs, log_id, "sleep: cancelled", ht_ms(5000)));
+	reply = call(logs, "stats", NULL);
+	/* The three are cancelled in some order; wait for the other two as well. */
+	while (json_integer_value(json_object_get(ht_result(reply), "cancelled")) < 3) {
+		json_decref(reply);
+		ck_assert(wt_wait_log(logs, log_id, "cancelled", ht_ms(5000)));
+		reply = call(logs, "stats", NULL);
+	}
+	json_decref(reply);
+	ht_conn_close(logs);
+	stop();
+}
+END_TEST
+
+static Suite *
+kinds_suite(void)
+{
+	Suite *s = suite_create("worker-kinds");
+	TCase *tc = tcase_create("kinds");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_calls);
+	tcase_add_test(tc, test_async_and_concurrent);
+	tcase_add_test(tc, test_pipe);
+	tcase_add_test(tc, test_pipe_cancel);
+	tcase_add_test(tc, test_pipe_backpressure);
+	tcase_add_test(tc, test_sink);
+	tcase_add_test(tc, test_state_and_oneway);
+	tcase_add_test(tc, test_close_cancels);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(kinds_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	ht_teardown();
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

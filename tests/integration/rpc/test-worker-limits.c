@@ -1,0 +1,311 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Limits and bad input on a worker's socket: framing violations get one error
+ * reply with id null and the connection closes; request-level errors get an
+ * error reply and the connection stays. Also herd_serve()'s own argument
+ * checks and the socket file rules (0600, stale replaced, live refused).
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "example-worker.h"
+#include "worker-test-util.h"
+
+static struct wt_server S;
+static int fds_before;
+
+static void
+start(json_t *settings)
+{
+	fds_before = wt_fd_count();
+	ck_assert_int_eq(wt_server_start(&S, NULL, settings), 0);
+	json_decref(settings);
+}
+
+static void
+stop(void)
+{
+	ck_assert_int_eq(wt_server_stop(&S), 0);
+	ck_assert_int_eq(wt_fd_count(), fds_before);
+	ht_teardown();
+}
+
+/* Sends raw bytes after hello and expects one framing error with id null, then EOF. */
+static void
+expect_framing_error(const char *bytes, size_t len, const char *name)
+{
+	struct ht_conn *c = wt_connect(S.path, NULL);
+	json_t *reply;
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(ht_conn_send_raw(c, bytes, len), 0);
+	reply = ht_conn_recv(c, ht_ms(5000));
+	ck_assert_msg(reply, "no error reply for %s", name);
+	ck_assert_str_eq(ht_error_name(reply), name);
+	ck_assert(json_is_null(json_object_get(reply, "id")));
+	json_decref(reply);
+	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
+	ht_conn_close(c);
+}
+
+START_TEST(test_framing)
+{
+	char big[3000];
+	struct ht_conn *c;
+	json_t *reply;
+
+	start(json_pack("{s:i}", "max_message_size", 1024));
+	/* An oversize line, whole. */
+	memset(big, 'x', sizeof(big));
+	memcpy(big, "{\"a\":\"", 6);
+	big[sizeof(big) - 1] = '\n';
+	expect_framing_error(big, sizeof(big), "message_too_large");
+	/* An oversize line still without its newline is caught as soon as it is certain. */
+	expect_framing_error(big, 1500, "message_too_large");
+	expect_framing_error("{\"jsonrpc\":\"2.0\",\n", 18, "parse_error");
+	expect_framing_error("[1,2,3]\n", 8, "invalid_request");
+	expect_framing_error("{\"a\":1,\"a\":2}\n", 14, "duplicate_key");
+	expect_framing_error("{\"a\":\"\xff\"}\n", 10, "invalid_utf8");
+
+	/* The limit is reported in the error's data. */
+	c = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(ht_conn_send_raw(c, big, sizeof(big)), 0);
+	reply = ht_conn_recv(c, ht_ms(5000));
+	ck_assert_int_eq(json_integer_value(json_object_get(
+	                     json_object_get(json_object_get(reply, "error"), "data"), "limit")),
+	    1024);
+	json_decref(reply);
+	ht_conn_close(c);
+
+	/* A JSON object that is not JSON-RPC is a request error: the connection stays. */
+	c = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(ht_conn_send_raw(c, "{\"hello\":\"world\"}\n", 18), 0);
+	reply = ht_conn_recv(c, ht_ms(5000));
+	ck_assert_str_eq(ht_error_name(reply), "invalid_request");
+	json_decref(reply);
+	/* Empty lines are ignored. */
+	ck_assert_int_eq(ht_conn_send_raw(c, "\n\n", 2), 0);
+	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 42), ht_ms(5000));
+	ck_assert_int_eq(wt_int_result(reply), 861);
+	json_decref(reply);
+	ht_conn_close(c);
+	stop();
+}
+END_TEST
+
+START_TEST(test_reply_over_client_limit)
+{
+	struct ht_conn *c;
+	char text[2001];
+	json_t *reply;
+
+	start(NULL);
+	/* The client says it takes messages of 1024 bytes at most. */
+	c = wt_connect(S.path, json_pack("{s:{s:i}}", "settings", "max_message_size", 1024));
+	ck_assert_ptr_nonnull(c);
+	memset(text, 'y', sizeof(text) - 1);
+	text[sizeof(text) - 1] = '\0';
+	reply = ht_conn_call(c, "echo", json_pack("{s:s}", "t", text), ht_ms(5000));
+	ck_assert_str_eq(ht_error_name(reply), "limit_exceeded");
+	json_decref(reply);
+	reply = ht_conn_call(c, "echo", json_pack("{s:s}", "t", "short"), ht_ms(5000));
+	ck_assert_msg(ht_result(reply), "%s", ht_dump(reply));
+	json_decref(reply);
+	ht_conn_close(c);
+	stop();
+}
+END_TEST
+
+START_TEST(test_pending_limit)
+{
+	struct ht_conn *c;
+	json_t *reply, *data;
+	int64_t first = 0, over;
+
+	start(NULL);
+	c = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(c);
+	for (int i = 0; i < 1024; i++) {
+		int64_t id = ht_conn_send_request(c, "sleep", json_pack("{s:i}", "ms", 600000));
+
+		ck_assert_int_gt(id, 0);
+		if (i == 0)
+			first = id;
+	}
+	over = ht_conn_send_request(c, "sum", json_pack("{s:i}", "n", 3));
+	reply = ht_conn_wait_reply(c, over, ht_ms(10000));
+	ck_assert_str_eq(ht_error_name(reply), "too_many_requests");
+	data = json_object_get(json_object_get(reply, "error"), "data");
+	ck_assert_int_eq(json_integer_value(json_object_get(data, "limit")), 1024);
+	json_decref(reply);
+	/* Finishing one (a cancel) makes room for one more. */
+	wt_notify(c, "herd.cancel", json_pack("{s:I}", "id", (json_int_t)first));
+	reply = ht_conn_wait_reply(c, first, ht_ms(5000));
+	ck_assert_str_eq(ht_error_name(reply), "cancelled");
+	json_decref(reply);
+	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 3), ht_ms(5000));
+	ck_assert_int_eq(wt_int_result(reply), 3);
+	json_decref(reply);
+	/* Closing the connection cancels the 1023 left; stop() checks they are all freed. */
+	ht_conn_close(c);
+	stop();
+}
+END_TEST
+
+START_TEST(test_duplicate_id)
+{
+	struct ht_conn *c;
+	json_t *reply;
+	const char *req =
+	    "{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"method\":\"sleep\",\"params\":{\"ms\":200}}\n";
+
+	start(NULL);
+	c = wt_connect(S.path, NULL);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(ht_conn_send_raw(c, req, strlen(req)), 0);
+	ck_assert_int_eq(ht_conn_send_raw(c, req, strlen(req)), 0);
+	/* The second use of a pending id is refused at once; the first still completes. */
+	reply = ht_conn_recv(c, ht_ms(5000));
+	ck_assert_str_eq(ht_error_name(reply), "invalid_request");
+	json_decref(reply);
+	reply = ht_conn_recv(c, ht_ms(5000));
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "slept")), 200);
+	json_decref(reply);
+	ht_conn_close(c);
+	stop();
+}
+END_TEST
+
+static void
+dummy(herd_request *req, json_t *arg)
+{
+	herd_request_reply(req, NULL);
+}
+
+START_TEST(test_serve_arguments)
+{
+	static const struct herd_function dup[] = { { "f", HERD_KIND_CALL, dummy },
+		{ "f", HERD_KIND_PIPE, dummy } };
+	static const struct herd_function reserved[] = { { "herd.f", HERD_KIND_CALL, dummy } };
+	static const struct herd_function nohandler[] = { { "f", HERD_KIND_CALL, NULL } };
+	const struct herd_worker_type t_dup = { .functions = dup, .n_functions = 2 };
+	const struct herd_worker_type t_res = { .functions = reserved, .n_functions = 1 };
+	const struct herd_worker_type t_noh = { .functions = nohandler, .n_functions = 1 };
+	int before = wt_fd_count();
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	char dir[128], path[192], longpath[300];
+	herd_server *srv = NULL;
+	json_t *bad;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/w.sock", dir);
+	ck_assert_int_eq(herd_serve(loop, &t_dup, path, NULL, NULL, &srv), -EINVAL);
+	ck_assert_int_eq(herd_serve(loop, &t_res, path, NULL, NULL, &srv), -EINVAL);
+	ck_assert_int_eq(herd_serve(loop, &t_noh, path, NULL, NULL, &srv), -EINVAL);
+	ck_assert_int_eq(herd_serve(NULL, &example_worker_type, path, NULL, NULL, &srv), -EINVAL);
+	bad = json_pack("{s:i}", "no_such_setting", 1);
+	ck_assert_int_eq(herd_serve(loop, &example_worker_type, path, NULL, bad, &srv), -EINVAL);
+	json_decref(bad);
+	bad = json_pack("{s:s}", "fail_init", "init says no");
+	ck_assert_int_eq(herd_serve(loop, &example_worker_type, path, bad, NULL, &srv), -EREMOTEIO);
+	json_decref(bad);
+	memset(longpath, 'a', sizeof(longpath) - 1);
+	longpath[0] = '/';
+	longpath[sizeof(longpath) - 1] = '\0';
+	ck_assert_int_eq(
+	    herd_serve(loop, &example_worker_type, longpath, NULL, NULL, &srv), -ENAMETOOLONG);
+	ck_assert_ptr_null(srv);
+	ck_assert_int_ne(access(path, F_OK), 0);
+	ev_loop_destroy(loop);
+	ck_assert_int_eq(wt_fd_count(), before);
+	ht_teardown();
+}
+END_TEST
+
+START_TEST(test_socket_file)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, before = wt_fd_count();
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	herd_server *srv = NULL, *srv2 = NULL;
+	char dir[128], path[192];
+	struct stat st;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/w.sock", dir);
+	strcpy(sa.sun_path, path);
+
+	/* A stale socket (bound, never listening, closed) is replaced. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(fd);
+	ck_assert_int_eq(herd_serve(loop, &example_worker_type, path, NULL, NULL, &srv), 0);
+	ck_assert_str_eq(herd_server_socket_path(srv), path);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert(S_ISSOCK(st.st_mode));
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	/* A live one is not. */
+	ck_assert_int_eq(
+	    herd_serve(loop, &example_worker_type, path, NULL, NULL, &srv2), -EADDRINUSE);
+	/* Closing removes the file. */
+	ck_assert_int_eq(herd_server_close(srv), 0);
+	ck_assert_int_ne(access(path, F_OK), 0);
+	ck_assert_ptr_null(herd_server_socket_path(srv));
+	srv = herd_server_unref(srv);
+
+	/* Something that is not a socket is never replaced. */
+	fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(herd_serve(loop, &example_worker_type, path, NULL, NULL, &srv), -EEXIST);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	unlink(path);
+
+	/* Dropping the last reference closes too. */
+	ck_assert_int_eq(herd_serve(loop, &example_worker_type, path, NULL, NULL, &srv), 0);
+	srv = herd_server_unref(srv);
+	ck_assert_int_ne(access(path, F_OK), 0);
+	ev_loop_destroy(loop);
+	ck_assert_int_eq(wt_fd_count(), before);
+	ht_teardown();
+}
+END_TEST
+
+static Suite *
+limits_suite(void)
+{
+	Suite *s = suite_create("worker-limits");
+	TCase *tc = tcase_create("limits");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_framing);
+	tcase_add_test(tc, test_reply_over_client_limit);
+	tcase_add_test(tc, test_pending_limit);
+	tcase_add_test(tc, test_duplicate_id);
+	tcase_add_test(tc, test_serve_arguments);
+	tcase_add_test(tc, test_socket_file);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(limits_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	ht_teardown();
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
