@@ -60,14 +60,25 @@ struct tc_peer {
 	size_t len;
 };
 
+struct tc_fake {
+	pid_t pid;
+	int result_fd; /* the child writes the script's result here, one byte */
+	char socket[192];
+};
+
 /*
  * Binds and listens on DIR/fake.sock (so it is ready when this returns), then
- * forks a child that accepts one connection and runs script(peer, arg); the
- * child's exit status is the script's return value. Returns the child's pid
- * (registered for teardown) or -errno; *socket_out receives the path.
+ * forks a child that accepts one connection and runs script(peer, arg).
+ * Returns 0 or -errno. The child is registered for teardown.
  */
-pid_t tc_fake_start(
-    int (*script)(struct tc_peer *p, void *arg), void *arg, char *socket_out, size_t len);
+int tc_fake_start(struct tc_fake *f, int (*script)(struct tc_peer *p, void *arg), void *arg);
+/*
+ * Waits for the script's result (0..255) and reaps the child. The result
+ * travels through a pipe rather than the exit status: under valgrind a forked
+ * copy of the test would fail its exit with leak reports about the test's own
+ * objects. Returns the result or -errno.
+ */
+int tc_fake_finish(struct tc_fake *f, int timeout_ms);
 /* The next line from the peer as JSON (new reference), or NULL on EOF/timeout. */
 json_t *tc_peer_recv(struct tc_peer *p, int timeout_ms);
 /* Writes text and a newline. Returns 0 or -errno. */

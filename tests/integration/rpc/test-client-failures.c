@@ -269,21 +269,17 @@ START_TEST(test_oversize_incoming)
 	json_t *settings = json_pack("{s:i}", "max_message_size", 4096);
 	struct closed closed = { 0 };
 	herd_conn *conn = NULL;
-	char path[192];
-	pid_t pid;
-	int st = -1;
+	struct tc_fake fake;
 
-	pid = tc_fake_start(script_oversize, NULL, path, sizeof(path));
-	ck_assert_int_gt(pid, 0);
-	ck_assert_int_eq(herd_conn_connect(path, NULL, settings, &conn, NULL), 0);
+	ck_assert_int_eq(tc_fake_start(&fake, script_oversize, NULL), 0);
+	ck_assert_int_eq(herd_conn_connect(fake.socket, NULL, settings, &conn, NULL), 0);
 	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
 	ck_assert_int_eq(herd_call(conn, "anything", NULL, TC_USEC(10000), NULL), -ECONNRESET);
 	ck_assert_str_eq(herd_error_name(herd_conn_last_error(conn)), "connection_closed");
 	ck_assert_int_eq(closed.calls, 1);
 	ck_assert_int_eq(closed.reason, -EBADMSG);
 	herd_conn_unref(conn);
-	ck_assert_int_eq(ht_wait_child(pid, TC_MS(10000), &st), 0);
-	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fake peer status %d", st);
+	ck_assert_int_eq(tc_fake_finish(&fake, TC_MS(10000)), 0);
 	json_decref(settings);
 }
 END_TEST
@@ -316,21 +312,17 @@ START_TEST(test_heartbeat_timeout)
 	    json_pack("{s:i, s:i}", "heartbeat_interval_ms", 50, "heartbeat_timeout_ms", 400);
 	struct closed closed = { 0 };
 	herd_conn *conn = NULL;
-	char path[192];
-	pid_t pid;
-	int st = -1;
+	struct tc_fake fake;
 
-	pid = tc_fake_start(script_silent, NULL, path, sizeof(path));
-	ck_assert_int_gt(pid, 0);
-	ck_assert_int_eq(herd_conn_connect(path, NULL, settings, &conn, NULL), 0);
+	ck_assert_int_eq(tc_fake_start(&fake, script_silent, NULL), 0);
+	ck_assert_int_eq(herd_conn_connect(fake.socket, NULL, settings, &conn, NULL), 0);
 	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
 	/* The call would wait 60 s; the silence closes the connection first. */
 	ck_assert_int_eq(herd_call(conn, "anything", NULL, TC_USEC(60000), NULL), -ECONNRESET);
 	ck_assert_int_eq(closed.calls, 1);
 	ck_assert_int_eq(closed.reason, -ETIMEDOUT);
 	herd_conn_unref(conn);
-	ck_assert_int_eq(ht_wait_child(pid, TC_MS(10000), &st), 0);
-	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fake peer status %d", st);
+	ck_assert_int_eq(tc_fake_finish(&fake, TC_MS(10000)), 0);
 	json_decref(settings);
 }
 END_TEST
@@ -381,7 +373,7 @@ START_TEST(test_connect_failures)
 	char path[192], dir[128], longpath[200];
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd, fds = tc_count_fds();
-	pid_t pid;
+	struct tc_fake fake;
 
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/nobody.sock", dir);
@@ -403,13 +395,12 @@ START_TEST(test_connect_failures)
 	ck_assert_int_eq(herd_conn_connect(longpath, NULL, NULL, &conn, NULL), -EINVAL);
 
 	/* Nobody answers hello: connection_timeout_ms bounds the wait. */
-	pid = tc_fake_start(script_mute, NULL, path, sizeof(path));
-	ck_assert_int_gt(pid, 0);
-	ck_assert_int_eq(herd_conn_connect(path, NULL, settings, &conn, &err), -ETIMEDOUT);
+	ck_assert_int_eq(tc_fake_start(&fake, script_mute, NULL), 0);
+	ck_assert_int_eq(herd_conn_connect(fake.socket, NULL, settings, &conn, &err), -ETIMEDOUT);
 	ck_assert_str_eq(herd_error_name(err), "timeout");
 	herd_error_unref(err);
 	ck_assert_ptr_null(conn);
-	ck_assert_int_eq(ht_wait_child(pid, TC_MS(20000), NULL), 0);
+	ck_assert_int_eq(tc_fake_finish(&fake, TC_MS(20000)), 0);
 	ck_assert_int_eq(tc_count_fds(), fds);
 	json_decref(settings);
 }
