@@ -1,0 +1,266 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The example worker executable started directly (herd_worker_main in
+ * standalone mode): it serves its --socket until herd.shutdown or a signal,
+ * exits with the documented status, and never leaves its socket file behind.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "worker-test-util.h"
+
+static char dir[128], sock[192];
+static int fds_before;
+
+static void
+setup(void)
+{
+	fds_before = wt_fd_count();
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(sock, sizeof(sock), "%s/w.sock", dir);
+}
+
+static void
+finish(void)
+{
+	ht_teardown();
+	ck_assert_int_eq(wt_fd_count(), fds_before);
+}
+
+/* Starts the worker on sock with extra args and waits for its socket. */
+static pid_t
+start_worker(const char *init, const char *settings)
+{
+	const char *args[8] = { "--socket", sock };
+	int n = 2;
+	pid_t pid;
+
+	if (init) {
+		args[n++] = "--init";
+		args[n++] = init;
+	}
+	if (settings) {
+		args[n++] = "--settings";
+		args[n++] = settings;
+	}
+	args[n] = NULL;
+	pid = wt_spawn(args, -1, NULL, -1);
+	ck_assert_int_gt(pid, 0);
+	ck_assert_int_eq(wt_wait_path(sock, pid, ht_ms(10000)), 0);
+	return pid;
+}
+
+static int
+wait_exit(pid_t pid)
+{
+	int status;
+
+	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &status), 0);
+	ck_assert_msg(WIFEXITED(status), "worker killed by signal %d", WTERMSIG(status));
+	return WEXITSTATUS(status);
+}
+
+/* Reads everything from fd until EOF (deadline) into buf. */
+static void
+read_all(int fd, char *buf, size_t size)
+{
+	int64_t deadline = ht_now_ms() + ht_ms(10000);
+	size_t len = 0;
+
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+		int64_t left = deadline - ht_now_ms();
+
+		ck_assert_int_gt(left, 0);
+		if (poll(&p, 1, (int)left) <= 0)
+			continue;
+		n = read(fd, buf + len, size - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+}
+
+START_TEST(test_serve_and_sigterm)
+{
+	struct ht_conn *c;
+	struct stat st;
+	json_t *reply;
+	pid_t pid;
+
+	setup();
+	pid = start_worker("{\"answer\":42}", NULL);
+	ck_assert_int_eq(stat(sock, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	c = ht_conn_open(sock);
+	ck_assert_ptr_nonnull(c);
+	reply = ht_conn_hello(c, "client", NULL, ht_ms(5000));
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "pid")), pid);
+	ck_assert(json_is_null(json_object_get(ht_result(reply), "id")));
+	json_decref(reply);
+	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 42), ht_ms(5000));
+	ck_assert_int_eq(wt_int_result(reply), 861);
+	json_decref(reply);
+	reply = ht_conn_call(c, "stats", NULL, ht_ms(5000));
+	ck_assert_int_eq(json_integer_value(json_object_get(
+	                     json_object_get(ht_result(reply), "worker_init"), "answer")),
+	    42);
+	ck_assert(json_is_false(json_object_get(ht_result(reply), "env_channel_fd")));
+	json_decref(reply);
+	/* SIGTERM: a graceful stop, status 0, socket removed, our connection closed. */
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(wait_exit(pid), 0);
+	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
+	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_conn_close(c);
+	finish();
+}
+END_TEST
+
+START_TEST(test_shutdown_builtin)
+{
+	struct ht_conn *c;
+	json_t *reply;
+	pid_t pid;
+
+	setup();
+	pid = start_worker(NULL, "{\"handshake_timeout_ms\": 4321}");
+	c = wt_connect(sock, NULL);
+	ck_assert_ptr_nonnull(c);
+	reply = ht_conn_call(c, "herd.settings", NULL, ht_ms(5000));
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(ht_result(reply), "handshake_timeout_ms")), 4321);
+	json_decref(reply);
+	reply = ht_conn_call(c, "herd.shutdown", NULL, ht_ms(5000));
+	ck_assert(json_is_object(ht_result(reply)));
+	json_decref(reply);
+	ck_assert_int_eq(wait_exit(pid), 0);
+	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_conn_close(c);
+	finish();
+}
+END_TEST
+
+START_TEST(test_init_failure_and_usage)
+{
+	const char *fail[] = { "--socket", sock, "--init", "{\"fail_init\":\"no database\"}",
+		NULL };
+	const char *no_socket[] = { "--init", "{}", NULL };
+	const char *bad_json[] = { "--socket", sock, "--init", "{nope", NULL };
+	char err[4096];
+	int pipefd[2];
+	pid_t pid;
+
+	setup();
+	ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
+	pid = wt_spawn(fail, -1, NULL, pipefd[1]);
+	close(pipefd[1]);
+	read_all(pipefd[0], err, sizeof(err));
+	close(pipefd[0]);
+	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_msg(strstr(err, "no database"), "stderr: %s", err);
+	ck_assert_int_ne(access(sock, F_OK), 0);
+
+	pid = wt_spawn(no_socket, -1, NULL, -1);
+	ck_assert_int_eq(wait_exit(pid), 2);
+	pid = wt_spawn(bad_json, -1, NULL, -1);
+	ck_assert_int_eq(wait_exit(pid), 2);
+	finish();
+}
+END_TEST
+
+START_TEST(test_socket_in_use)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	const char *args[] = { "--socket", sock, NULL };
+	struct ht_conn *c;
+	json_t *reply;
+	pid_t pid;
+	int fd;
+
+	setup();
+	strcpy(sa.sun_path, sock);
+	/* A live server on the path: the worker refuses to take it over. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(fd, 4), 0);
+	pid = wt_spawn(args, -1, NULL, -1);
+	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_eq(access(sock, F_OK), 0);
+	/* Once that server is dead, its file is stale and gets replaced. */
+	close(fd);
+	pid = start_worker(NULL, NULL);
+	c = wt_connect(sock, NULL);
+	ck_assert_ptr_nonnull(c);
+	reply = ht_conn_call(c, "product", json_pack("{s:i}", "n", 5), ht_ms(5000));
+	ck_assert_int_eq(wt_int_result(reply), 120);
+	json_decref(reply);
+	ht_conn_close(c);
+	ck_assert_int_eq(kill(pid, SIGINT), 0);
+	ck_assert_int_eq(wait_exit(pid), 0);
+	ck_assert_int_ne(access(sock, F_OK), 0);
+	finish();
+}
+END_TEST
+
+START_TEST(test_worker_fail_standalone)
+{
+	struct ht_conn *c;
+	json_t *reply;
+	pid_t pid;
+
+	setup();
+	pid = start_worker(NULL, NULL);
+	c = wt_connect(sock, NULL);
+	ck_assert_ptr_nonnull(c);
+	/* The reply comes first; then the failure ends the process with status 1. */
+	reply = ht_conn_call(c, "worker_fail", json_pack("{s:s}", "message", "late"), ht_ms(5000));
+	ck_assert(json_is_object(ht_result(reply)));
+	json_decref(reply);
+	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_conn_close(c);
+	finish();
+}
+END_TEST
+
+static Suite *
+exec_suite(void)
+{
+	Suite *s = suite_create("worker-exec");
+	TCase *tc = tcase_create("exec");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_serve_and_sigterm);
+	tcase_add_test(tc, test_shutdown_builtin);
+	tcase_add_test(tc, test_init_failure_and_usage);
+	tcase_add_test(tc, test_socket_in_use);
+	tcase_add_test(tc, test_worker_fail_standalone);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(exec_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	ht_teardown();
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,330 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * herd_worker_main under supervision: this test plays herdd on the worker's
+ * fd 3 (a socketpair given to a real child process) and checks the worker's
+ * side of PROTOCOL.md section 5: hello, ready or init_failed, heartbeats,
+ * failure, shutdown, EOF, and shutdown_on connection_closed.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "worker-test-util.h"
+
+static char dir[128], sock[192];
+static int fds_before;
+static struct wt_chan ch;
+
+/* Starts the worker with fd 3 and reads its hello request. Returns the pid. */
+static pid_t
+spawn_supervised(void)
+{
+	json_t *msg, *params;
+	int child_end;
+	pid_t pid;
+
+	fds_before = wt_fd_count();
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(sock, sizeof(sock), "%s/w.sock", dir);
+	ck_assert_int_eq(wt_chan_open(&ch, &child_end), 0);
+	pid = wt_spawn(NULL, child_end, "w7", -1);
+	close(child_end);
+	ck_assert_int_gt(pid, 0);
+
+	msg = wt_chan_recv(&ch, ht_ms(10000));
+	ck_assert_msg(msg, "no hello from the worker");
+	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "hello");
+	ck_assert_int_eq(json_integer_value(json_object_get(msg, "id")), 1);
+	params = json_object_get(msg, "params");
+	ck_assert_int_eq(json_integer_value(json_object_get(params, "version")), 1);
+	ck_assert_str_eq(json_string_value(json_object_get(params, "role")), "worker");
+	ck_assert_int_eq(json_integer_value(json_object_get(params, "pid")), pid);
+	json_decref(msg);
+	return pid;
+}
+
+/* Answers hello with the worker's parameters (extra's members stolen and merged). */
+static void
+answer_hello(json_t *extra)
+{
+	json_t *res = json_pack("{s:s, s:s, s:s, s:{s:i}, s:{}, s:s, s:i, s:i}", "id", "w7", "name",
+	    "ex", "socket", sock, "init", "seat", 3, "settings", "shutdown_on", "explicit",
+	    "connection_timeout_ms", 10000, "heartbeat_interval_ms", 50);
+
+	if (extra)
+		json_object_update(res, extra);
+	json_decref(extra);
+	ck_assert_int_eq(wt_chan_send(&ch, proto_result(json_integer(1), res)), 0);
+}
+
+/* Expects the ready request, checks its functions and accepts it. */
+static void
+expect_ready(void)
+{
+	json_t *msg = wt_chan_recv_skip_heartbeats(&ch, ht_ms(10000)), *fns;
+
+	ck_assert_msg(msg, "no ready");
+	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "ready");
+	fns = json_object_get(json_object_get(msg, "params"), "functions");
+	ck_assert_int_eq(json_array_size(fns), 13);
+	ck_assert_int_eq(
+	    wt_chan_send(&ch, proto_result(json_object_get(msg, "id"), json_object())), 0);
+	json_decref(msg);
+	/* The socket is listening before ready is sent. */
+	ck_assert_int_eq(access(sock, F_OK), 0);
+}
+
+static int
+wait_exit(pid_t pid)
+{
+	int status;
+
+	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &status), 0);
+	ck_assert_msg(WIFEXITED(status), "worker killed by signal %d", WTERMSIG(status));
+	return WEXITSTATUS(status);
+}
+
+static void
+finish(void)
+{
+	wt_chan_close(&ch);
+	ht_teardown();
+	ck_assert_int_eq(wt_fd_count(), fds_before);
+}
+
+/* Reads /proc/PID/fdinfo/FD's flags (octal). */
+static long
+fd_flags(pid_t pid, int fd)
+{
+	char path[64], line[128];
+	long flags = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)pid, fd);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "flags: %lo", &flags) == 1)
+			break;
+	fclose(f);
+	return flags;
+}
+
+START_TEST(test_ready_heartbeat_shutdown)
+{
+	struct ht_conn *c;
+	json_t *reply, *msg;
+	json_int_t served0, served1 = 0;
+	pid_t pid;
+
+	pid = spawn_supervised();
+	answer_hello(NULL);
+	expect_ready();
+	/* fd 3 is close-on-exec once taken, and the variables are gone from the environment. */
+	ck_assert_int_ne(fd_flags(pid, 3) & O_CLOEXEC, 0);
+	c = wt_connect(sock, NULL);
+	ck_assert_ptr_nonnull(c);
+	reply = ht_conn_call(c, "stats", NULL, ht_ms(5000));
+	ck_assert(json_is_false(json_object_get(ht_result(reply), "env_channel_fd")));
+	ck_assert_int_eq(json_integer_value(json_object_get(
+	                     json_object_get(ht_result(reply), "worker_init"), "seat")),
+	    3);
+	json_decref(reply);
+
+	/* Heartbeats come from the loop and count the calls served. */
+	msg = wt_chan_recv(&ch, ht_ms(5000));
+	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "heartbeat");
+	served0 = json_integer_value(json_object_get(json_object_get(msg, "params"), "served"));
+	json_decref(msg);
+	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 10), ht_ms(5000));
+	ck_assert_int_eq(wt_int_result(reply), 45);
+	json_decref(reply);
+	while (served1 <= served0) {
+		msg = wt_chan_recv(&ch, ht_ms(5000));
+		ck_assert_msg(msg, "heartbeats stopped");
+		served1 =
+		    json_integer_value(json_object_get(json_object_get(msg, "params"), "served"));
+		json_decref(msg);
+	}
+	/* The hello result names the worker's id from herdd. */
+	ht_conn_close(c);
+	c = ht_conn_open(sock);
+	reply = ht_conn_hello(c, "client", NULL, ht_ms(5000));
+	ck_assert_str_eq(json_string_value(json_object_get(ht_result(reply), "id")), "w7");
+	json_decref(reply);
+
+	/* herdd's shutdown: a graceful stop with status 0 and no socket left. */
+	ck_assert_int_eq(wt_chan_send(&ch, proto_notification("shutdown", json_object())), 0);
+	ck_assert_int_eq(wait_exit(pid), 0);
+	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
+	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_conn_close(c);
+	finish();
+}
+END_TEST
+
+START_TEST(test_init_failed)
+{
+	json_t *msg;
+	pid_t pid;
+
+	pid = spawn_supervised();
+	answer_hello(json_pack("{s:{s:s}}", "init", "fail_init", "config missing"));
+	msg = wt_chan_recv_skip_heartbeats(&ch, ht_ms(10000));
+	ck_assert_msg(msg, "no init_failed");
+	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "init_failed");
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(json_object_get(msg, "params"), "message")),
+	    "config missing");
+	wt_chan_send(&ch, proto_result(json_object_get(msg, "id"), json_object()));
+	json_decref(msg);
+	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_ne(access(sock, F_OK), 0);
+	finish();
+
+	/* A socket it cannot bind is an init failure too. */
+	pid = spawn_supervised();
+	answer_hello(json_pack("{s:s}", "socket", "/nonexistent-dir/w.sock"));
+	msg = wt_chan_recv_skip_heartbeats(&ch, ht_ms(10000));
+	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "init_failed");
+	ck_assert_ptr_nonnull(
+	    strstr(json_string_value(json_object_get(json_object_get(msg, "params"), "message")),
+	        "cannot listen"));
+	json_decref(msg);
+	ck_assert_int_eq(wait_exit(pid), 1);
+	finish();
+}
+END_TEST
+
+START_TEST(test_eof_exits)
+{
+	pid_t pid;
+
+	pid = spawn_supervised();
+	answer_hello(NULL);
+	expect_ready();
+	/* herdd goes away: the worker exits at once and removes its socket. */
+	wt_chan_close(&ch);
+	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_ne(access(sock, F_OK), 0);
+	finish();
+
+	/* Also before herdd answered hello. */
+	pid = spawn_supervised();
+	wt_chan_close(&ch);
+	ck_assert_int_eq(wait_exit(pid), 1);
+	finish();
+}
+END_TEST
+
+START_TEST(test_failure_and_sigterm)
+{
+	struct ht_conn *c;
+	json_t *reply, *msg;
+	pid_t pid;
+
+	pid = spawn_supervised();
+	answer_hello(NULL);
+	expect_ready();
+	c = wt_connect(sock, NULL);
+	ck_assert_ptr_nonnull(c);
+	reply = ht_conn_call(
+	    c, "worker_fail", json_pack("{s:s}", "message", "lost my marbles"), ht_ms(5000));
+	ck_assert(json_is_object(ht_result(reply)));
+	json_decref(reply);
+	msg = wt_chan_recv_skip_heartbeats(&ch, ht_ms(5000));
+	ck_assert_msg(msg, "no failure notification");
+	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "failure");
+	ck_assert_ptr_null(json_object_get(msg, "id"));
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(json_object_get(msg, "params"), "message")),
+	    "lost my marbles");
+	json_decref(msg);
+	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_conn_close(c);
+	finish();
+
+	pid = spawn_supervised();
+	answer_hello(NULL);
+	expect_ready();
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(wait_exit(pid), 0);
+	ck_assert_int_ne(access(sock, F_OK), 0);
+	finish();
+}
+END_TEST
+
+START_TEST(test_connection_closed)
+{
+	struct ht_conn *c;
+	json_t *msg;
+	pid_t pid;
+
+	pid = spawn_supervised();
+	answer_hello(json_pack("{s:s}", "shutdown_on", "connection_closed"));
+	expect_ready();
+	c = wt_connect(sock, NULL);
+	ck_assert_ptr_nonnull(c);
+	msg = wt_chan_recv_skip_heartbeats(&ch, ht_ms(5000));
+	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "connection");
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(json_object_get(msg, "params"), "open")), 1);
+	json_decref(msg);
+	/* The first connection is the only one: the socket is gone. */
+	ck_assert_int_eq(wt_wait_path_gone(sock, ht_ms(5000)), 0);
+	ht_conn_close(c);
+	msg = wt_chan_recv_skip_heartbeats(&ch, ht_ms(5000));
+	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "connection");
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(json_object_get(msg, "params"), "open")), 0);
+	json_decref(msg);
+	ck_assert_int_eq(wait_exit(pid), 0);
+	finish();
+
+	/* Nobody connects within connection_timeout_ms: the worker gives up. */
+	pid = spawn_supervised();
+	answer_hello(json_pack(
+	    "{s:s, s:i}", "shutdown_on", "connection_closed", "connection_timeout_ms", 200));
+	expect_ready();
+	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_ne(access(sock, F_OK), 0);
+	finish();
+}
+END_TEST
+
+static Suite *
+supervised_suite(void)
+{
+	Suite *s = suite_create("worker-supervised");
+	TCase *tc = tcase_create("supervised");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_ready_heartbeat_shutdown);
+	tcase_add_test(tc, test_init_failed);
+	tcase_add_test(tc, test_eof_exits);
+	tcase_add_test(tc, test_failure_and_sigterm);
+	tcase_add_test(tc, test_connection_closed);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(supervised_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	ht_teardown();
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
