@@ -3,8 +3,8 @@
  * Captured worker output: the read end of a pipe whose write end is the
  * worker's stdout or stderr, kept as a ring of its last lines so "logs" and
  * failure events can show what a worker said before it died. Bytes are made
- * safe for JSON on the way in (invalid UTF-8 and control characters become
- * '?'), and both the line count and the bytes held are bounded.
+ * safe for JSON on the way in (invalid UTF-8 and NUL become U+FFFD), and both
+ * the line count and the bytes held are bounded.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -14,7 +14,7 @@
 #include "herdd.h"
 
 #define CAPTURE_MAX_LINES 1000
-#define CAPTURE_MAX_BYTES (64u * 1024u)
+#define CAPTURE_MAX_BYTES (128u * 1024u)
 #define CAPTURE_MAX_LINE  4096u
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if invalid. */
@@ -52,24 +52,36 @@ utf8_seq(const unsigned char *s, size_t n)
 	return len;
 }
 
-/* Rewrites buf[0..n) in place into valid UTF-8 without control characters. */
-static void
-sanitize(char *buf, size_t n)
+/*
+ * Copies text[0..len) into a new string that is valid UTF-8: every byte that
+ * does not start a valid sequence, and NUL (which no peer accepts), becomes
+ * U+FFFD.
+ */
+static char *
+sanitize(const char *text, size_t len, size_t *out_len)
 {
-	unsigned char *s = (unsigned char *)buf;
+	const unsigned char *s = (const unsigned char *)text;
+	char *out = malloc(len * 3 + 1), *o = out;
 	size_t i = 0;
 
-	while (i < n) {
-		size_t k = utf8_seq(s + i, n - i);
+	if (!out)
+		return NULL;
+	while (i < len) {
+		size_t k = s[i] ? utf8_seq(s + i, len - i) : 0;
 
 		if (k == 0) {
-			s[i++] = '?';
+			memcpy(o, "\xef\xbf\xbd", 3);
+			o += 3;
+			i++;
 			continue;
 		}
-		if (k == 1 && (s[i] < 0x20 || s[i] == 0x7f) && s[i] != '\t')
-			s[i] = '?';
+		memcpy(o, s + i, k);
+		o += k;
 		i += k;
 	}
+	*o = '\0';
+	*out_len = (size_t)(o - out);
+	return out;
 }
 
 static void
@@ -79,14 +91,11 @@ push_line(struct capture *cap, const char *text, size_t len)
 
 	if (len > 0 && text[len - 1] == '\r')
 		len--;
-	line = malloc(len + 1);
+	line = sanitize(text, len, &len);
 	if (!line) {
 		cap->dropped++;
 		return;
 	}
-	memcpy(line, text, len);
-	line[len] = '\0';
-	sanitize(line, len);
 	if (!cap->lines) {
 		cap->lines = calloc(cap->max_lines, sizeof(*cap->lines));
 		if (!cap->lines) {

@@ -12,6 +12,9 @@
 
 #include "herdd.h"
 
+/* How long a worker that closed its channel has to exit before SIGKILL. */
+#define CHANNEL_EOF_KILL_S 0.5
+
 static void
 channel_request(struct conn *c, struct worker *w, const struct proto_msg *m)
 {
@@ -109,7 +112,6 @@ channel_notification(struct conn *c, struct worker *w, const struct proto_msg *m
 		if (proto_unpack(m->params, &err, "{s?I}", "served", &served) == 0 && served >= 0)
 			w->served = (uint64_t)served;
 		w->last_heartbeat_ms = now_ms();
-		w->cpu_checked = false;
 	} else if (!strcmp(m->method, "failure")) {
 		if (proto_unpack(m->params, &err, "{s:s}", "message", &message) < 0)
 			message = "the worker reported a failure";
@@ -123,7 +125,7 @@ channel_notification(struct conn *c, struct worker *w, const struct proto_msg *m
 			ev_timer_stop(herdd.loop, &w->conn_timer);
 		} else if (w->had_connection && w->shutdown_on == SHUTDOWN_CONNECTION_CLOSED) {
 			/* The worker exits by itself now; herdd makes sure it does. */
-			sup_expect_exit(w, "connection_closed", NULL);
+			sup_backup_kill(w, "killed_orphan", herdd.cfg.grace_ms / 1000.0);
 		}
 	}
 }
@@ -147,11 +149,20 @@ channel_message(struct conn *c, json_t *msg)
 		channel_notification(c, w, &m);
 }
 
+/*
+ * EOF or a framing error from the worker: it is exiting or broken. A worker
+ * that is still there shortly after is SIGKILLed (PROTOCOL.md 5.1); the short
+ * wait lets one that closes fd 3 on its way out finish exiting by itself.
+ */
 static void
 channel_closed(struct conn *c)
 {
-	if (c->worker)
-		log_debug("worker %s: channel closed", c->worker->id);
+	struct worker *w = c->worker;
+
+	if (!w || w->reaped)
+		return;
+	log_debug("worker %s: channel closed", w->id);
+	sup_backup_kill(w, NULL, CHANNEL_EOF_KILL_S);
 }
 
 const struct conn_ops channel_ops = {

@@ -194,6 +194,10 @@ read_cb(struct ev_loop *loop, ev_io *w, int revents)
 				conn_reply_error(c, NULL, err.code,
 				    json_pack("{s:I}", "limit", (json_int_t)c->max_message), "%s",
 				    err.text);
+			else if (err.code == HERD_E_TOO_DEEP)
+				conn_reply_error(c, NULL, err.code,
+				    json_pack("{s:i}", "limit", (int)HERD_MAX_DEPTH), "%s",
+				    err.text);
 			else
 				conn_reply_error(c, NULL, err.code, NULL, "%s", err.text);
 			conn_close(c);
@@ -221,6 +225,7 @@ conn_new(int fd, enum conn_kind kind, const struct conn_ops *ops, size_t max_mes
 	c->refs = 1;
 	c->serial = next_serial++;
 	c->max_message = max_message;
+	c->send_max = HERD_DEFAULT_MAX_MESSAGE_SIZE;
 	c->last_rx_ms = now_ms();
 	proto_reader_init(&c->rd, max_message, HERD_MAX_DEPTH);
 	proto_outq_init(&c->out, herdd.cfg.max_output);
@@ -351,7 +356,21 @@ conn_send(struct conn *c, json_t *msg)
 		json_decref(msg);
 		return -EPIPE;
 	}
-	r = proto_outq_push_json(&c->out, msg, c->max_message);
+	r = proto_outq_push_json(&c->out, msg, c->send_max);
+	if (r == -EMSGSIZE && json_object_get(msg, "id") && !json_object_get(msg, "method")) {
+		/* A reply the peer could not read: answer the request with the limit instead. */
+		json_t *e = proto_errorf(json_object_get(msg, "id"), HERD_E_LIMIT_EXCEEDED,
+		    "the reply is longer than the peer's max_message_size (%zu)", c->send_max);
+
+		if (e)
+			json_object_set_new(json_object_get(json_object_get(e, "error"), "data"),
+			    "limit", json_string("max_message_size"));
+		if (e)
+			json_object_set_new(json_object_get(json_object_get(e, "error"), "data"),
+			    "value", json_integer((json_int_t)c->send_max));
+		r = e ? proto_outq_push_json(&c->out, e, c->send_max) : -ENOMEM;
+		json_decref(e);
+	}
 	json_decref(msg);
 	if (r == -ENOBUFS) {
 		/* The peer does not read: nothing more can be said to it. */

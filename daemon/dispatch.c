@@ -115,6 +115,11 @@ request(struct conn *c, const struct proto_msg *m)
 		conn_reply_error(c, m->id, HERD_E_SHUTTING_DOWN, NULL, "herdd is shutting down");
 		return;
 	}
+	if (c->pending > 0 && sup_id_pending(c, m->id)) {
+		conn_reply_error(c, m->id, HERD_E_INVALID_REQUEST, NULL,
+		    "a request with this id is still pending");
+		return;
+	}
 	if (c->pending >= herdd.cfg.max_pending) {
 		herdd.stats.limit_pending++;
 		conn_reply_error(c, m->id, HERD_E_TOO_MANY_REQUESTS,
@@ -132,9 +137,12 @@ control_message(struct conn *c, json_t *msg)
 	struct proto_msg m;
 
 	if (proto_msg_parse(msg, &m, &err) < 0) {
-		conn_reply_error(c, NULL, err.code, NULL, "%s", err.text);
-		if (!c->hello)
-			conn_close(c);
+		/* The framing held: answer with the id if it is usable, and keep going. */
+		json_t *id = json_object_get(msg, "id");
+
+		if (!json_is_integer(id) && !json_is_string(id))
+			id = NULL;
+		conn_reply_error(c, id, err.code, NULL, "%s", err.text);
 		return;
 	}
 	switch (m.kind) {
@@ -177,13 +185,21 @@ hb_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
 
-	if (now_ms() - c->last_rx_ms >= (int64_t)c->hb_timeout_ms) {
+	if (c->hb_timeout_ms && now_ms() - c->last_rx_ms >= (int64_t)c->hb_timeout_ms) {
 		log_info("connection %llu (uid %u): nothing received for %u ms, closing",
 		    (unsigned long long)c->serial, (unsigned)c->cred.uid, c->hb_timeout_ms);
 		conn_close(c);
 		return;
 	}
 	conn_send(c, proto_notification("heartbeat", NULL));
+}
+
+/* Refuses a hello: every error answering hello closes the connection. */
+static void
+refuse_hello(struct conn *c, json_t *id, int code, json_t *data, const char *text)
+{
+	conn_reply_error(c, id, code, data, "%s", text);
+	conn_close(c);
 }
 
 /* hello {version, role, name?, settings?, init?} */
@@ -193,8 +209,9 @@ h_hello(struct conn *c, json_t *id, json_t *params)
 	json_int_t version = 0;
 	const char *role = NULL, *name = NULL;
 	json_t *settings = NULL, *init = NULL, *eff;
-	json_int_t hb_interval = 0, hb_timeout = 0, max_message = 0;
+	json_int_t hb_interval = 0, hb_timeout = 0, max_message = HERD_DEFAULT_MAX_MESSAGE_SIZE;
 	struct proto_error err;
+	char text[256];
 
 	if (c->hello) {
 		conn_reply_error(c, id, HERD_E_INVALID_REQUEST, NULL, "hello was already done");
@@ -202,53 +219,60 @@ h_hello(struct conn *c, json_t *id, json_t *params)
 	}
 	if (proto_unpack(params, &err, "{s:I, s:s, s?s, s?o, s?o}", "version", &version, "role",
 	        &role, "name", &name, "settings", &settings, "init", &init) < 0) {
-		dispatch_invalid_params(c, id, &err);
+		snprintf(text, sizeof(text), "invalid params: %s", err.text);
+		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL, text);
 		return;
 	}
 	if (version != HERD_PROTOCOL_VERSION) {
-		conn_reply_error(c, id, HERD_E_VERSION_MISMATCH,
-		    json_pack("{s:[i]}", "supported", HERD_PROTOCOL_VERSION),
-		    "protocol version %lld is not supported", (long long)version);
-		conn_close(c);
+		snprintf(text, sizeof(text), "protocol version %lld is not supported",
+		    (long long)version);
+		refuse_hello(c, id, HERD_E_VERSION_MISMATCH,
+		    json_pack("{s:[i]}", "supported", HERD_PROTOCOL_VERSION), text);
 		return;
 	}
 	if (strcmp(role, "master") != 0 && strcmp(role, "inspector") != 0) {
-		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
+		snprintf(text, sizeof(text),
 		    "role \"%.32s\" cannot use herdd's control socket (master or inspector)", role);
+		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL, text);
+		return;
+	}
+	if (name && strlen(name) > 256) {
+		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL, "name is longer than 256 bytes");
 		return;
 	}
 	if (settings &&
 	    proto_unpack(settings, &err, "{s?I, s?I, s?I}", "heartbeat_interval_ms", &hb_interval,
 	        "heartbeat_timeout_ms", &hb_timeout, "max_message_size", &max_message) < 0) {
-		conn_reply_error(
-		    c, id, HERD_E_INVALID_PARAMS, NULL, "invalid settings: %s", err.text);
+		snprintf(text, sizeof(text), "invalid settings: %s", err.text);
+		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL, text);
 		return;
 	}
-	if (hb_interval < 0 || hb_timeout < 0 || max_message < 0 || hb_interval > 86400000 ||
-	    hb_timeout > 86400000 || (hb_timeout > 0 && hb_interval == 0)) {
-		conn_reply_error(
-		    c, id, HERD_E_INVALID_PARAMS, NULL, "invalid settings: out of range");
+	if (hb_interval < 0 || hb_timeout < 0 || hb_interval > 86400000 || hb_timeout > 86400000 ||
+	    (hb_timeout > 0 && hb_interval == 0) || max_message < 1024 ||
+	    max_message > 1073741824) {
+		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL,
+		    "invalid settings: a value is out of range (a heartbeat timeout needs an "
+		    "interval; at most one day; max_message_size 1024..1073741824)");
 		return;
 	}
 	/* A user herdd serves only its own uid; root serves everyone. */
 	if (herdd.uid != 0 && c->cred.uid != herdd.uid) {
 		log_warn("uid %u pid %d refused: this herdd serves uid %u", (unsigned)c->cred.uid,
 		    (int)c->cred.pid, (unsigned)herdd.uid);
-		conn_reply_error(c, id, HERD_E_PERMISSION_DENIED, NULL,
-		    "this herdd serves uid %u only", (unsigned)herdd.uid);
-		conn_close(c);
+		snprintf(text, sizeof(text), "this herdd serves uid %u only", (unsigned)herdd.uid);
+		refuse_hello(c, id, HERD_E_PERMISSION_DENIED, NULL, text);
 		return;
 	}
 	c->hello = true;
 	herdd.nunauth--;
 	ev_timer_stop(herdd.loop, &c->timer);
 	c->role = strcmp(role, "master") == 0 ? ROLE_MASTER : ROLE_INSPECTOR;
-	if (name) {
-		c->name = strndup(name, 256);
-	}
-	if (hb_timeout > 0) {
-		c->hb_interval_ms = (unsigned)hb_interval;
-		c->hb_timeout_ms = (unsigned)hb_timeout;
+	if (name)
+		c->name = strdup(name);
+	c->send_max = (size_t)max_message;
+	c->hb_interval_ms = (unsigned)hb_interval;
+	c->hb_timeout_ms = (unsigned)hb_timeout;
+	if (hb_interval > 0) {
 		ev_timer_init(&c->hb_timer, hb_cb, hb_interval / 1000.0, hb_interval / 1000.0);
 		c->hb_timer.data = c;
 		ev_timer_start(herdd.loop, &c->hb_timer);
@@ -260,9 +284,9 @@ h_hello(struct conn *c, json_t *id, json_t *params)
 	    "heartbeat_interval_ms", (json_int_t)c->hb_interval_ms, "heartbeat_timeout_ms",
 	    (json_int_t)c->hb_timeout_ms);
 	conn_reply(c, id,
-	    json_pack("{s:i, s:s, s:i, s:I, s:o, s:I}", "version", HERD_PROTOCOL_VERSION, "server",
-	        "herdd", "pid", (int)herdd.pid, "uid", (json_int_t)c->cred.uid, "settings", eff,
-	        "connection", (json_int_t)c->serial));
+	    json_pack("{s:i, s:s, s:i, s:I, s:I, s:o}", "version", HERD_PROTOCOL_VERSION, "server",
+	        "herdd", "pid", (int)herdd.pid, "uid", (json_int_t)c->cred.uid, "connection",
+	        (json_int_t)c->serial, "settings", eff));
 }
 
 /* ping {} -> {} */

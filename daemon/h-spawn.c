@@ -85,35 +85,49 @@ bad:
 	return -EINVAL;
 }
 
-/* Checks the worker's RPC settings: known names, non-negative integers. */
+/*
+ * The worker's effective settings: herdd's defaults overridden field by field
+ * by the spawn's settings (PROTOCOL.md 3.2 and 3.3). Unknown fields, other
+ * types and values out of bounds are refused.
+ */
 static int
 parse_settings(json_t *s, struct worker *w, char *why, size_t len)
 {
+	static const char *const names[] = { "max_message_size", "heartbeat_interval_ms",
+		"heartbeat_timeout_ms", "handshake_timeout_ms", "spawn_timeout_ms",
+		"connection_timeout_ms" };
+	json_int_t v[6] = { -1, -1, -1, -1, -1, -1 };
 	struct proto_error err;
-	json_int_t mms = -1, hbi = -1, hbt = -1, hs = -1, st = -1, ct = -1;
+	json_t *eff;
+	size_t i;
 
-	if (!s)
-		return 0;
-	if (proto_unpack(s, &err, "{s?I, s?I, s?I, s?I, s?I, s?I}", "max_message_size", &mms,
-	        "heartbeat_interval_ms", &hbi, "heartbeat_timeout_ms", &hbt, "handshake_timeout_ms",
-	        &hs, "spawn_timeout_ms", &st, "connection_timeout_ms", &ct) < 0) {
+	if (s &&
+	    proto_unpack(s, &err, "{s?I, s?I, s?I, s?I, s?I, s?I}", names[0], &v[0], names[1],
+	        &v[1], names[2], &v[2], names[3], &v[3], names[4], &v[4], names[5], &v[5]) < 0) {
 		snprintf(why, len, "settings: %s", err.text);
 		return -EINVAL;
 	}
-	if (mms == 0 || mms < -1 || hbi == 0 || hbi < -1 || hbt < -1 || hs < -1 || st < -1 ||
-	    ct < -1 || hbi > MAX_TIMEOUT_MS || hbt > MAX_TIMEOUT_MS || st > MAX_TIMEOUT_MS ||
-	    ct > MAX_TIMEOUT_MS || hs > MAX_TIMEOUT_MS || (hbi > 0 && hbi < 10)) {
-		snprintf(why, len, "settings: a value is out of range");
-		return -EINVAL;
+	eff = json_deep_copy(herdd.cfg.worker_settings);
+	if (!eff)
+		return -ENOMEM;
+	for (i = 0; i < 6; i++) {
+		json_int_t lo = i == 0 ? 1024 : 0, hi = i == 0 ? 1073741824 : MAX_TIMEOUT_MS;
+
+		if (v[i] == -1)
+			continue;
+		if (v[i] < lo || v[i] > hi) {
+			snprintf(why, len, "settings: %s must be between %lld and %lld", names[i],
+			    (long long)lo, (long long)hi);
+			json_decref(eff);
+			return -EINVAL;
+		}
+		json_object_set_new(eff, names[i], json_integer(v[i]));
 	}
-	if (hbi > 0)
-		w->hb_interval_ms = (unsigned)hbi;
-	if (hbt >= 0)
-		w->hb_timeout_ms = (unsigned)hbt;
-	if (st > 0)
-		w->spawn_timeout_ms = (unsigned)st;
-	if (ct > 0)
-		w->connection_timeout_ms = (unsigned)ct;
+	w->settings = eff;
+	w->hb_interval_ms = (unsigned)json_integer_value(json_object_get(eff, names[1]));
+	w->hb_timeout_ms = (unsigned)json_integer_value(json_object_get(eff, names[2]));
+	w->spawn_timeout_ms = (unsigned)json_integer_value(json_object_get(eff, names[4]));
+	w->connection_timeout_ms = (unsigned)json_integer_value(json_object_get(eff, names[5]));
 	return 0;
 }
 
@@ -183,7 +197,7 @@ fill(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 		return -EINVAL;
 	}
 	if (a->umask < 0 || a->umask > 0777) {
-		snprintf(why, len, "umask must be between 0 and 0777");
+		snprintf(why, len, "umask must be between 0 and 511 (0o777)");
 		return -EINVAL;
 	}
 	w->umask = (unsigned)a->umask;
@@ -209,10 +223,6 @@ fill(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 			return -EINVAL;
 		}
 	}
-	w->hb_interval_ms = HERD_DEFAULT_HEARTBEAT_INTERVAL_MS;
-	w->hb_timeout_ms = HERD_DEFAULT_HEARTBEAT_TIMEOUT_MS;
-	w->spawn_timeout_ms = HERD_DEFAULT_SPAWN_TIMEOUT_MS;
-	w->connection_timeout_ms = HERD_DEFAULT_CONNECTION_TIMEOUT_MS;
 	if (a->settings && !json_is_object(a->settings)) {
 		snprintf(why, len, "settings must be an object");
 		return -EINVAL;

@@ -8,11 +8,12 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "herdd.h"
 
-#define MAX_LOG_LINES 10000
+#define MAX_LOG_LINES 1000
+/* PROTOCOL.md 4.4: a shutdown request's default grace. */
+#define SHUTDOWN_DEFAULT_GRACE_MS 5000
 
 static void
 not_found(struct conn *c, json_t *id, const char *wid)
@@ -111,7 +112,7 @@ h_logs(struct conn *c, json_t *id, json_t *params)
 void
 h_shutdown(struct conn *c, json_t *id, json_t *params)
 {
-	json_int_t grace = herdd.cfg.grace_ms;
+	json_int_t grace = SHUTDOWN_DEFAULT_GRACE_MS;
 	struct proto_error err;
 	const char *wid;
 	struct worker *w;
@@ -120,9 +121,9 @@ h_shutdown(struct conn *c, json_t *id, json_t *params)
 		dispatch_invalid_params(c, id, &err);
 		return;
 	}
-	if (grace < 0 || grace > 3600000) {
+	if (grace < 0 || grace > 600000) {
 		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
-		    "invalid params: grace_ms must be between 0 and 3600000");
+		    "invalid params: grace_ms must be between 0 and 600000");
 		return;
 	}
 	w = sup_find(c, wid);
@@ -141,7 +142,7 @@ h_shutdown(struct conn *c, json_t *id, json_t *params)
 	sup_stop(w, "shutdown", (unsigned)grace);
 }
 
-/* Parses "TERM", "SIGTERM", "term" or a number. Returns the signal or -EINVAL. */
+/* Parses "TERM", "SIGTERM" or a number 1..64. Returns the signal or -EINVAL. */
 static int
 parse_signal(json_t *v)
 {
@@ -153,17 +154,17 @@ parse_signal(json_t *v)
 	if (json_is_integer(v)) {
 		json_int_t n = json_integer_value(v);
 
-		return n >= 1 && n < NSIG ? (int)n : -EINVAL;
+		return n >= 1 && n <= 64 && n < NSIG ? (int)n : -EINVAL;
 	}
 	if (!json_is_string(v))
 		return -EINVAL;
 	s = json_string_value(v);
-	if (!strncasecmp(s, "SIG", 3))
+	if (!strncmp(s, "SIG", 3))
 		s += 3;
 	for (sig = 1; sig < NSIG; sig++) {
 		const char *abbrev = sigabbrev_np(sig);
 
-		if (abbrev && !strcasecmp(abbrev, s))
+		if (abbrev && !strcmp(abbrev, s))
 			return sig;
 	}
 	return -EINVAL;
@@ -194,18 +195,14 @@ h_kill(struct conn *c, json_t *id, json_t *params)
 		not_found(c, id, wid);
 		return;
 	}
+	/* An exited worker has no process left to signal: as good as not found. */
 	if (w->state == W_EXITED || w->reaped) {
-		conn_reply_error(c, id, HERD_E_WORKER_EXITED,
-		    json_pack("{s:s, s:s?}", "id", w->id, "reason", w->reason),
-		    "worker %s has exited", w->id);
+		not_found(c, id, wid);
 		return;
 	}
-	w->kill_requested = true;
-	if (sup_signal(w, sig) < 0) {
-		conn_reply_error(c, id, HERD_E_WORKER_EXITED, json_pack("{s:s}", "id", w->id),
-		    "worker %s has exited", w->id);
-		return;
-	}
+	if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT || sig == SIGKILL)
+		sup_mark_stopping(w, "shutdown");
+	sup_signal(w, sig);
 	log_info("worker %s pid %d: signal %d sent by uid %u", w->id, (int)w->pid, sig,
 	    (unsigned)c->cred.uid);
 	conn_reply(c, id, NULL);

@@ -67,6 +67,7 @@ struct herdd_config {
 	unsigned max_pending;
 	unsigned keep_exited; /* exited records kept per uid */
 	unsigned keep_exited_ms; /* and for at most this long */
+	json_t *worker_settings; /* defaults for spawned workers, all six settings */
 };
 
 /* Counters for "stats". */
@@ -175,7 +176,8 @@ struct conn {
 	ev_timer hb_timer;
 	struct proto_reader rd;
 	struct proto_outq out;
-	size_t max_message;
+	size_t max_message; /* what we accept */
+	size_t send_max; /* what the peer accepts */
 	uint64_t bytes_in;
 	uint64_t bytes_out;
 	int64_t last_rx_ms;
@@ -355,10 +357,12 @@ struct worker {
 	struct timespec started_wall;
 	int64_t last_heartbeat_ms;
 	uint64_t last_cpu_ticks;
-	bool cpu_checked; /* last_cpu_ticks was read while heartbeats were overdue */
+	int64_t next_check_ms; /* a busy silent worker is checked again then */
 	json_t *functions; /* from "ready" */
 	uint64_t served;
-	bool kill_requested; /* a "kill" request sent a signal */
+	uint64_t cpu_ms; /* last CPU time read from /proc */
+	const char *backup_reason; /* the reason if the backup SIGKILL has to fire */
+	bool stop_sent; /* sup_stop() signalled it; the grace timer runs */
 	bool had_connection;
 
 	struct conn *channel;
@@ -377,16 +381,24 @@ struct worker *sup_worker_new(void);
 void sup_worker_free(struct worker *w);
 /* Starts w (filled in by h-spawn.c, owner set). Returns 0 or a negative errno with stage set. */
 int sup_spawn(struct worker *w);
+/* Keeps the record of a spawn that failed before a process existed. */
+void sup_record_failed(struct worker *w, int err);
 /* Adds a waiter (takes a reference on c, copies id). */
 int sup_add_waiter(struct worker *w, struct conn *c, json_t *id, bool spawn);
 /* Stops w: in-band shutdown, SIGTERM to its tree, SIGKILL after grace_ms. */
 void sup_stop(struct worker *w, const char *reason, unsigned grace_ms);
+/* SIGKILLs w after seconds unless it is gone; reason (may be NULL) is then its reason. */
+void sup_backup_kill(struct worker *w, const char *reason, double seconds);
+/* Moves w to stopping with this reason (a terminating "kill"). */
+void sup_mark_stopping(struct worker *w, const char *reason);
 /* Sends sig to the worker's main process and its process group. */
 int sup_signal(struct worker *w, int sig);
 /* The worker announced its own exit (failure, init failure): SIGKILL if it is not gone in grace. */
 void sup_expect_exit(struct worker *w, const char *reason, const char *message);
 /* The master's session ended: stops its master_disconnect workers, forgets the owner. */
 void sup_owner_gone(struct conn *c);
+/* True if a request of c with this id waits for its reply. */
+bool sup_id_pending(const struct conn *c, const json_t *id);
 /* Drops c's waiters (its session ended). */
 void sup_conn_gone(struct conn *c);
 /* Finds a worker by id that c may see, or NULL. */

@@ -39,6 +39,8 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void load_settings(bool have_max_message, bool have_handshake);
+
 static void
 usage(FILE *f)
 {
@@ -62,7 +64,7 @@ usage(FILE *f)
 	    "  --max-workers-per-uid N         live workers per uid (default 256)\n"
 	    "  --max-workers-per-master N      live workers per master connection (default 64)\n"
 	    "  --max-pending N                 requests in flight per connection (default 1024)\n"
-	    "  --keep-exited N                 exited records kept per uid (default 100)\n"
+	    "  --keep-exited N                 exited records kept per uid (default 256)\n"
 	    "  --keep-exited-ms N              and for at most N ms (default 600000)\n"
 	    "  --version, --help\n");
 }
@@ -129,6 +131,7 @@ parse_options(int argc, char **argv)
 		{ 0 },
 	};
 	struct herdd_config *c = &herdd.cfg;
+	bool have_max_message = false, have_handshake = false;
 	int o, lvl;
 
 	*c = (struct herdd_config){
@@ -144,7 +147,7 @@ parse_options(int argc, char **argv)
 		.max_workers_per_uid = 256,
 		.max_workers_per_master = 64,
 		.max_pending = HERD_DEFAULT_MAX_PENDING,
-		.keep_exited = 100,
+		.keep_exited = 256,
 		.keep_exited_ms = 600000,
 	};
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -171,10 +174,12 @@ parse_options(int argc, char **argv)
 		case OPT_HANDSHAKE:
 			c->handshake_timeout_ms =
 			    (unsigned)number("--handshake-timeout-ms", optarg, 1, 3600000);
+			have_handshake = true;
 			break;
 		case OPT_MAX_MESSAGE:
 			c->max_message_size =
 			    (size_t)number("--max-message-size", optarg, 1024, 1u << 30);
+			have_max_message = true;
 			break;
 		case OPT_MAX_OUTPUT:
 			c->max_output =
@@ -229,6 +234,61 @@ parse_options(int argc, char **argv)
 		usage(stderr);
 		exit(2);
 	}
+	load_settings(have_max_message, have_handshake);
+}
+
+/*
+ * herdd's own settings: the defaults, then HERD_RPC_SETTINGS from its
+ * environment, field by field (PROTOCOL.md 3.3). They set herdd's message
+ * size limit and handshake timeout unless an option did, and the defaults
+ * every spawned worker starts from. A bad value stops herdd at start-up.
+ */
+static void
+load_settings(bool have_max_message, bool have_handshake)
+{
+	static const char *const names[] = { "max_message_size", "heartbeat_interval_ms",
+		"heartbeat_timeout_ms", "handshake_timeout_ms", "spawn_timeout_ms",
+		"connection_timeout_ms" };
+	json_int_t v[6] = { HERD_DEFAULT_MAX_MESSAGE_SIZE, HERD_DEFAULT_HEARTBEAT_INTERVAL_MS,
+		HERD_DEFAULT_HEARTBEAT_TIMEOUT_MS, HERD_DEFAULT_HANDSHAKE_TIMEOUT_MS,
+		HERD_DEFAULT_SPAWN_TIMEOUT_MS, HERD_DEFAULT_CONNECTION_TIMEOUT_MS };
+	const char *env = getenv("HERD_RPC_SETTINGS");
+	json_error_t jerr;
+	json_t *o;
+	size_t i;
+
+	if (env && *env) {
+		o = json_loads(env, JSON_REJECT_DUPLICATES, &jerr);
+		if (!o ||
+		    json_unpack_ex(o, &jerr, JSON_STRICT, "{s?I, s?I, s?I, s?I, s?I, s?I}",
+		        names[0], &v[0], names[1], &v[1], names[2], &v[2], names[3], &v[3],
+		        names[4], &v[4], names[5], &v[5]) < 0) {
+			fprintf(stderr,
+			    "herdd: HERD_RPC_SETTINGS is not a valid settings object: %s\n",
+			    jerr.text);
+			exit(2);
+		}
+		json_decref(o);
+		for (i = 0; i < 6; i++) {
+			json_int_t lo = i == 0 ? 1024 : 0, hi = i == 0 ? 1073741824 : 4294967295LL;
+
+			if (v[i] < lo || v[i] > hi) {
+				fprintf(stderr,
+				    "herdd: HERD_RPC_SETTINGS: %s must be between %lld and %lld\n",
+				    names[i], (long long)lo, (long long)hi);
+				exit(2);
+			}
+		}
+	}
+	if (!have_max_message)
+		herdd.cfg.max_message_size = (size_t)v[0];
+	if (!have_handshake)
+		herdd.cfg.handshake_timeout_ms = (unsigned)v[3];
+	herdd.cfg.worker_settings = json_object();
+	if (!herdd.cfg.worker_settings)
+		fatal("out of memory");
+	for (i = 0; i < 6; i++)
+		json_object_set_new(herdd.cfg.worker_settings, names[i], json_integer(v[i]));
 }
 
 /* Ends the loop once shutdown has stopped the last worker. */
@@ -355,5 +415,6 @@ main(int argc, char **argv)
 	ev_loop_destroy(herdd.loop);
 	free(herdd.cfg.socket_path);
 	free(herdd.cfg.log_file);
+	json_decref(herdd.cfg.worker_settings);
 	return 0;
 }

@@ -208,12 +208,12 @@ env_add(char **envp, size_t *n, const char *name, const char *value)
 }
 
 /*
- * The worker's environment: a fixed safe base, the requester's identity from
- * the password database (never herdd's own environment), the requester's
- * additions, and the channel variables last so nothing can override them.
+ * The worker's environment: PATH fixed, HOME, USER, LOGNAME and SHELL from
+ * the requester's passwd entry (never herdd's own environment), then the
+ * requester's additions (its LANG, TZ...), then the channel variables.
  */
 static char **
-build_env(const struct worker *w, const char *home, const char *user)
+build_env(const struct worker *w, const char *home, const char *user, const char *shell)
 {
 	size_t cap = json_object_size(w->env) + 12, n = 0;
 	char **envp = calloc(cap, sizeof(*envp));
@@ -222,7 +222,7 @@ build_env(const struct worker *w, const char *home, const char *user)
 		{ "HOME", home },
 		{ "USER", user },
 		{ "LOGNAME", user },
-		{ "LANG", "C.UTF-8" },
+		{ "SHELL", shell },
 	};
 	const char *key;
 	json_t *value;
@@ -270,7 +270,7 @@ spawn_start(struct worker *w, int channel_fd, int capture_fds[2])
 	struct child_plan p = { 0 };
 	char pwbuf[4096], uidtext[16];
 	struct passwd pw, *pwp = NULL;
-	const char *home = "/", *user = uidtext;
+	const char *home = "/", *user = uidtext, *shell = "/bin/sh";
 	int pipefd[2], r;
 	sigset_t all, old;
 	size_t i, argc = json_array_size(w->argv);
@@ -280,6 +280,8 @@ spawn_start(struct worker *w, int channel_fd, int capture_fds[2])
 	if (getpwuid_r(w->uid, &pw, pwbuf, sizeof(pwbuf), &pwp) == 0 && pwp) {
 		home = pw.pw_dir && pw.pw_dir[0] == '/' ? pw.pw_dir : "/";
 		user = pw.pw_name;
+		if (pw.pw_shell && pw.pw_shell[0] == '/')
+			shell = pw.pw_shell;
 	}
 	p.path = w->path;
 	p.argv = calloc(argc + 1, sizeof(*p.argv));
@@ -287,7 +289,7 @@ spawn_start(struct worker *w, int channel_fd, int capture_fds[2])
 		return -ENOMEM;
 	for (i = 0; i < argc; i++)
 		p.argv[i] = (char *)json_string_value(json_array_get(w->argv, i));
-	p.envp = build_env(w, home, user);
+	p.envp = build_env(w, home, user, shell);
 	if (!p.envp) {
 		free(p.argv);
 		return -ENOMEM;

@@ -39,12 +39,16 @@ static ev_timer prune_timer;
 static uint64_t next_worker = 1;
 
 /* Failures by reason since start. */
-static const char *const reasons[] = { "exited", "crashed", "killed_orphan", "heartbeat_lost",
-	"spawn_timeout", "init_failed", "shutdown", "failed", "spawn_failed", "daemon_shutdown",
-	"connection_closed" };
+static const char *const reasons[] = { "crashed", "failed", "init_failed", "spawn_failed",
+	"spawn_timeout", "heartbeat_lost", "killed_orphan", "exited", "shutdown",
+	"daemon_shutdown" };
+/* The first ones are failures, reported by "stats". */
+#define N_FAILURE_REASONS 7
 static uint64_t reason_counts[sizeof(reasons) / sizeof(reasons[0])];
 
 static void grace_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void count_reason(const char *reason);
+static void prune(uid_t uid);
 static void spawn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
@@ -364,20 +368,27 @@ sup_worker_json(const struct worker *w)
 	json_t *o;
 	char st;
 
-	if (is_live(w) && !w->reaped && proc_stat(w->pid, &st, &cpu, &rss) == 0)
+	if (is_live(w) && !w->reaped && proc_stat(w->pid, &st, &cpu, &rss) == 0) {
 		have_proc = true;
+		/* Kept for the record: /proc forgets a process once it is reaped. */
+		((struct worker *)w)->cpu_ms = cpu * 1000 / (uint64_t)sysconf(_SC_CLK_TCK);
+	}
 	o = json_pack(
 	    "{s:s, s:s?, s:i, s:i, s:{s:i, s:I, s:I, s:I}, s:I, s:s, s:s?, s:s, s:s, s:I, "
 	    "s:s?, s:s, s:O}",
 	    "id", w->id, "name", w->name, "pid", (int)w->pid, "pgid", (int)w->pid, "owner", "pid",
 	    (int)w->owner_pid, "uid", (json_int_t)w->uid, "gid", (json_int_t)w->owner_gid,
-	    "connection", (json_int_t)w->owner_serial, "uid", (json_int_t)w->uid, "state",
+	    "connection", (json_int_t)0, "uid", (json_int_t)w->uid, "state",
 	    sup_state_name(w->state), "reason", w->reason, "shutdown_on",
 	    sup_shutdown_on_name(w->shutdown_on), "started_at", "", "uptime_ms",
 	    (json_int_t)((is_live(w) ? now : w->ended_ms) - w->started_ms), "socket",
-	    w->socket[0] ? w->socket : NULL, "path", w->path, "argv", w->argv);
+	    w->socket[0] && w->state != W_STARTING && is_live(w) ? w->socket : NULL, "path",
+	    w->path, "argv", w->argv);
 	if (!o)
 		return NULL;
+	/* The owner's connection number, while that connection lasts. */
+	json_object_set_new(json_object_get(o, "owner"), "connection",
+	    w->owner ? json_integer((json_int_t)w->owner_serial) : json_null());
 	json_object_set_new(o, "started_at", rfc3339(&w->started_wall));
 	json_object_set_new(o, "exit_code",
 	    w->state == W_EXITED && w->signal == 0 && w->exit_code >= 0 ? json_integer(w->exit_code)
@@ -438,9 +449,27 @@ grace_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct worker *w = t->data;
 
+	/* A worker that promised to exit and did not ends with the backup's reason. */
+	if (!w->reason && w->backup_reason)
+		w->reason = w->backup_reason;
+
 	log_info(
 	    "worker %s pid %d: still running after the grace period, SIGKILL", w->id, (int)w->pid);
 	signal_worker(w, SIGKILL, true);
+}
+
+/* Moves w to stopping: its exit will be reason's (unless one was already set). */
+void
+sup_mark_stopping(struct worker *w, const char *reason)
+{
+	if (!is_live(w))
+		return;
+	if (!w->reason)
+		w->reason = reason;
+	w->state = W_STOPPING;
+	ev_timer_stop(herdd.loop, &w->spawn_timer);
+	ev_timer_stop(herdd.loop, &w->conn_timer);
+	ev_timer_stop(herdd.loop, &w->hb_timer);
 }
 
 /* Stops w gracefully: see the header. */
@@ -449,17 +478,14 @@ sup_stop(struct worker *w, const char *reason, unsigned grace_ms)
 {
 	if (!is_live(w) || w->reaped)
 		return;
-	if (w->state == W_STOPPING) {
+	if (w->stop_sent) {
 		/* Already stopping: a shorter grace may only bring the SIGKILL closer. */
 		if (grace_ms == 0)
 			signal_worker(w, SIGKILL, true);
 		return;
 	}
-	if (!w->reason)
-		w->reason = reason;
-	w->state = W_STOPPING;
-	ev_timer_stop(herdd.loop, &w->spawn_timer);
-	ev_timer_stop(herdd.loop, &w->conn_timer);
+	w->stop_sent = true;
+	sup_mark_stopping(w, reason);
 	ev_timer_stop(herdd.loop, &w->grace_timer);
 	log_info("worker %s pid %d: stopping (%s)", w->id, (int)w->pid, reason);
 	channel_send_shutdown(w);
@@ -488,6 +514,17 @@ sup_expect_exit(struct worker *w, const char *reason, const char *message)
 	}
 }
 
+/* Arms a SIGKILL one grace period from now in case w does not exit as it should. */
+void
+sup_backup_kill(struct worker *w, const char *reason, double seconds)
+{
+	if (!is_live(w) || ev_is_active(&w->grace_timer))
+		return;
+	w->backup_reason = reason;
+	ev_timer_set(&w->grace_timer, seconds, 0.);
+	ev_timer_start(herdd.loop, &w->grace_timer);
+}
+
 /* Stops a master's master_disconnect workers. */
 void
 sup_owner_gone(struct conn *c)
@@ -503,6 +540,22 @@ sup_owner_gone(struct conn *c)
 		if (w->shutdown_on == SHUTDOWN_MASTER_DISCONNECT && is_live(w))
 			sup_stop(w, "killed_orphan", herdd.cfg.grace_ms);
 	}
+}
+
+/* True if c has a pending request with this id. */
+bool
+sup_id_pending(const struct conn *c, const json_t *id)
+{
+	struct worker *w;
+	struct waiter *x;
+
+	TAILQ_FOREACH(w, &herdd.workers, link) {
+		for (x = w->waiters; x; x = x->next) {
+			if (x->conn == c && json_equal(x->id, id))
+				return true;
+		}
+	}
+	return false;
 }
 
 /* Forgets c's pending requests. */
@@ -549,7 +602,7 @@ spawn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 	log_info(
 	    "worker %s pid %d: not ready within %u ms", w->id, (int)w->pid, w->spawn_timeout_ms);
-	sup_stop(w, "spawn_timeout", herdd.cfg.grace_ms);
+	sup_stop(w, "spawn_timeout", 0);
 }
 
 static void
@@ -559,45 +612,48 @@ conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 	if (!w->had_connection && !w->message)
 		w->message = strdup("no client connected within connection_timeout_ms");
-	sup_stop(w, "connection_closed", herdd.cfg.grace_ms);
+	sup_stop(w, "killed_orphan", 0);
 }
 
 /*
- * Heartbeats overdue: a worker whose CPU time advanced since the last check
- * is computing, not hung. One that is stopped, or has used no CPU while its
- * heartbeats were overdue past the timeout, is killed.
+ * Hang detection (PROTOCOL.md 5.3). Every interval the worker's CPU time is
+ * read. Once nothing has arrived on fd 3 for heartbeat_timeout_ms, a worker
+ * whose CPU time grew since the previous check is computing, not hung: it is
+ * checked again one timeout later. One that is stopped, or whose CPU time did
+ * not grow, is killed.
  */
 static void
 heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct worker *w = t->data;
-	int64_t age = now_ms() - w->last_heartbeat_ms;
+	int64_t now = now_ms(), silence;
 	uint64_t cpu;
 	char st;
 
 	if (w->state != W_READY && w->state != W_STARTING)
 		return;
-	if (age < 2 * (int64_t)w->hb_interval_ms) {
-		w->cpu_checked = false;
-		return;
-	}
 	if (proc_stat(w->pid, &st, &cpu, NULL) < 0)
 		return;
-	if (st != 'T' && st != 't') {
-		if (!w->cpu_checked || cpu > w->last_cpu_ticks) {
-			if (w->cpu_checked)
-				log_debug("worker %s: heartbeats %lld ms late but busy", w->id,
-				    (long long)age);
-			w->cpu_checked = true;
-			w->last_cpu_ticks = cpu;
-			return;
-		}
-	}
-	if (age < (int64_t)w->hb_timeout_ms)
+	w->cpu_ms = cpu * 1000 / (uint64_t)sysconf(_SC_CLK_TCK);
+	silence = now - (w->channel ? w->channel->last_rx_ms : w->last_heartbeat_ms);
+	if (silence < (int64_t)w->hb_timeout_ms) {
+		w->last_cpu_ticks = cpu;
+		w->next_check_ms = 0;
 		return;
+	}
+	if (now < w->next_check_ms)
+		return;
+	if (st != 'T' && st != 't' && cpu > w->last_cpu_ticks) {
+		log_debug("worker %s: silent for %lld ms but busy", w->id, (long long)silence);
+		w->last_cpu_ticks = cpu;
+		w->next_check_ms = now + w->hb_timeout_ms;
+		return;
+	}
 	log_warn("worker %s pid %d: no heartbeat for %lld ms and %s; killing", w->id, (int)w->pid,
-	    (long long)age, st == 'T' || st == 't' ? "stopped" : "no CPU progress");
-	if (!w->message && asprintf(&w->message, "no heartbeat for %lld ms", (long long)age) < 0)
+	    (long long)silence, st == 'T' || st == 't' ? "stopped" : "no CPU progress");
+	if (!w->message &&
+	    asprintf(&w->message, "no heartbeat for %lld ms and %s", (long long)silence,
+	        st == 'T' || st == 't' ? "the process is stopped" : "no CPU progress") < 0)
 		w->message = NULL;
 	sup_stop(w, "heartbeat_lost", 0);
 }
@@ -743,6 +799,32 @@ fail:
 	return r;
 }
 
+/* Keeps a failed spawn listable (reason spawn_failed). */
+void
+sup_record_failed(struct worker *w, int err)
+{
+	w->spawn_errno = err;
+	if (!w->spawn_stage)
+		w->spawn_stage = "prepare";
+	w->reason = "spawn_failed";
+	w->state = W_EXITED;
+	w->reaped = true;
+	w->socket[0] = '\0';
+	if (!w->started_ms) {
+		clock_gettime(CLOCK_REALTIME, &w->started_wall);
+		w->started_ms = now_ms();
+	}
+	w->ended_ms = now_ms();
+	if (w->owner) {
+		conn_unref(w->owner);
+		w->owner = NULL;
+	}
+	count_reason(w->reason);
+	TAILQ_INSERT_TAIL(&herdd.workers, w, link);
+	events_emit(w, "exited");
+	prune(w->uid);
+}
+
 /* The worker is ready: answer the spawn request. */
 void
 sup_worker_ready(struct worker *w)
@@ -760,7 +842,9 @@ sup_worker_ready(struct worker *w)
 	answer_waiters(w, true, reply);
 	json_decref(reply);
 	if (w->shutdown_on == SHUTDOWN_CONNECTION_CLOSED && !w->had_connection) {
-		ev_timer_set(&w->conn_timer, w->connection_timeout_ms / 1000.0, 0.);
+		/* The worker exits by itself at the timeout; herdd backs it up a grace later. */
+		ev_timer_set(&w->conn_timer,
+		    (w->connection_timeout_ms + (double)herdd.cfg.grace_ms) / 1000.0, 0.);
 		ev_timer_start(herdd.loop, &w->conn_timer);
 	}
 	events_emit(w, "ready");
@@ -784,10 +868,10 @@ static const char *
 event_for(const char *reason)
 {
 	if (!strcmp(reason, "shutdown") || !strcmp(reason, "killed_orphan") ||
-	    !strcmp(reason, "daemon_shutdown") || !strcmp(reason, "connection_closed"))
+	    !strcmp(reason, "daemon_shutdown"))
 		return "stopped";
 	if (!strcmp(reason, "spawn_failed"))
-		return NULL;
+		return "exited";
 	return reason;
 }
 
@@ -852,12 +936,9 @@ kill_escapees(void)
 	}
 }
 
-static void prune(uid_t uid);
-
 static void
 reaped(struct worker *w, int status)
 {
-	const char *ev;
 	json_t *r;
 
 	w->reaped = true;
@@ -889,7 +970,7 @@ reaped(struct worker *w, int status)
 	if (w->spawn_stage)
 		w->reason = "spawn_failed";
 	else if (!w->reason)
-		w->reason = w->signal ? (w->kill_requested ? "shutdown" : "crashed") : "exited";
+		w->reason = w->signal ? "crashed" : "exited";
 	w->state = W_EXITED;
 	if (w->socket[0] && unlink(w->socket) < 0 && errno != ENOENT)
 		log_warn("removing %s: %m", w->socket);
@@ -914,9 +995,7 @@ reaped(struct worker *w, int status)
 		conn_unref(w->owner);
 		w->owner = NULL;
 	}
-	ev = event_for(w->reason);
-	if (ev)
-		events_emit(w, ev);
+	events_emit(w, event_for(w->reason));
 	prune(w->uid);
 	notify_status();
 	main_maybe_exit();
