@@ -14,6 +14,7 @@
  *   herd-testworker --socket PATH [--init JSON]
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -323,40 +324,63 @@ grandchild_reaped(EV_P_ ev_child *c, int revents)
 	free(c);
 }
 
+/* In the forked descendant: default signals, its own session if asked, none of our fds. */
+static void __attribute__((noreturn)) grandchild_main(bool detach, int ready_fd)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGPIPE };
+	sigset_t none;
+	size_t i;
+
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		signal(sigs[i], SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (detach)
+		setsid();
+	/* Our caller reads the session only after this byte, so it sees the final one. */
+	if (write(ready_fd, "r", 1) != 1)
+		_exit(1);
+	close_range(3, ~0U, 0);
+	for (;;)
+		pause();
+}
+
 static void
 fn_spawn_grandchild(herd_request *req, json_t *arg)
 {
-	int detach = 0;
+	int detach = 0, p[2];
 	ev_child *watch;
 	pid_t pid;
+	char byte;
 
 	served(req);
 	if (unpack(req, arg, "{s?b}", "detach", &detach) < 0)
 		return;
 	watch = calloc(1, sizeof(*watch));
-	if (!watch) {
-		herd_request_fail(req, "out of memory");
+	if (!watch || pipe2(p, O_CLOEXEC) < 0) {
+		free(watch);
+		herd_request_fail(req, "cannot prepare a descendant: %s", strerror(errno));
 		return;
 	}
 	fflush(NULL);
 	pid = fork();
-	if (pid < 0) {
+	if (pid == 0)
+		grandchild_main(detach, p[1]);
+	close(p[1]);
+	/* A short blocking read: the child writes at once. */
+	if (pid < 0 || read(p[0], &byte, 1) != 1) {
+		close(p[0]);
 		free(watch);
-		herd_request_fail(req, "fork: %s", strerror(errno));
+		herd_request_fail(req, "fork: %s", pid < 0 ? strerror(errno) : "child died");
 		return;
 	}
-	if (pid == 0) {
-		/* A daemon-like descendant: its own session if asked, none of our fds. */
-		if (detach)
-			setsid();
-		close_range(3, ~0U, 0);
-		for (;;)
-			pause();
-	}
+	close(p[0]);
 	/* Reap it if it dies while we live, so we never hold a zombie. */
 	ev_child_init(watch, grandchild_reaped, pid, 0);
 	ev_child_start(EV_DEFAULT, watch);
-	herd_request_reply(req, json_pack("{s:i, s:b}", "pid", (int)pid, "detached", detach));
+	herd_request_reply(req,
+	    json_pack(
+	        "{s:i, s:b, s:i}", "pid", (int)pid, "detached", detach, "sid", (int)getsid(pid)));
 }
 
 /* Writes text to a stream, ending it with a newline if it has none. */

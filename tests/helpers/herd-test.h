@@ -145,7 +145,7 @@ struct ht_daemon {
 	pid_t pid;
 	char dir[128]; /* private temp dir holding the socket */
 	char socket[160]; /* control socket path, given as --socket */
-	int notify_fd; /* our end of NOTIFY_SOCKET */
+	int notify_fd; /* our end of NOTIFY_SOCKET until READY=1, then -1 */
 	int exit_status; /* waitpid status once stopped, -1 before */
 };
 

@@ -261,6 +261,14 @@ ht_daemon_start(const char *const *extra_argv)
 		errno = r == -ECHILD ? ECHILD : ETIMEDOUT;
 		return NULL;
 	}
+	/*
+	 * READY=1 is all we wait for. Nobody reads the socket from now on, so
+	 * remove it: later notifications (STATUS=...) then fail at once instead
+	 * of filling the queue and blocking a daemon that sends them blocking.
+	 */
+	close(d->notify_fd);
+	d->notify_fd = -1;
+	unlink(notify);
 	return d;
 
 fail:

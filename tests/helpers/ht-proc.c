@@ -32,6 +32,101 @@ struct tracked {
 static struct tracked tracked[HT_MAX_TRACKED];
 static size_t n_tracked;
 
+/*
+ * The guardian: a process in a session of its own that learns every tracked
+ * pid through a pipe and SIGKILLs those still alive when the pipe closes
+ * without a "clear" first, that is when the test died without its teardown.
+ * Check ends a failed test with _exit() and kills only the test's process
+ * group, so workers' descendants would otherwise outlive a failed test.
+ */
+static int guard_fd = -1;
+static pid_t guard_pid;
+
+static void
+guardian_main(int fd)
+{
+	static pid_t pids[HT_MAX_TRACKED];
+	size_t n = 0, i;
+	pid_t p;
+
+	/* Hold nothing of the test's: a kept socket would keep a master connected. */
+	setsid();
+	if (fd != 3) {
+		dup2(fd, 3);
+		fd = 3;
+	}
+	close_range(4, ~0U, 0);
+	for (;;) {
+		ssize_t k = read(fd, &p, sizeof(p));
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k != (ssize_t)sizeof(p))
+			break;
+		if (p == 0)
+			n = 0; /* clear: the teardown ran */
+		else if (n < HT_MAX_TRACKED)
+			pids[n++] = p;
+	}
+	for (i = 0; i < n; i++) {
+		char st = ht_pid_state(pids[i]);
+
+		if (st && st != 'Z')
+			kill(pids[i], SIGKILL);
+	}
+	_exit(0);
+}
+
+static void
+guard(pid_t pid)
+{
+	if (guard_fd < 0) {
+		int p[2];
+
+		if (pipe2(p, O_CLOEXEC) < 0)
+			return;
+		fflush(NULL);
+		guard_pid = fork();
+		if (guard_pid == 0) {
+			close(p[1]);
+			guardian_main(p[0]);
+		}
+		close(p[0]);
+		if (guard_pid < 0) {
+			close(p[1]);
+			return;
+		}
+		guard_fd = p[1];
+	}
+	if (write(guard_fd, &pid, sizeof(pid)) != (ssize_t)sizeof(pid))
+		fprintf(stderr, "herd_test: the guardian did not take pid %d\n", (int)pid);
+}
+
+/* Tells the guardian all is cleaned up, and reaps it. */
+static void
+guard_release(void)
+{
+	pid_t zero = 0;
+	int st;
+
+	if (guard_fd < 0)
+		return;
+	if (write(guard_fd, &zero, sizeof(zero)) < 0)
+		fprintf(stderr, "herd_test: the guardian went away\n");
+	close(guard_fd);
+	guard_fd = -1;
+	waitpid(guard_pid, &st, 0);
+}
+
+/* In a forked child: the parent's guardian is not ours. */
+static void
+guard_forget(void)
+{
+	if (guard_fd >= 0)
+		close(guard_fd);
+	guard_fd = -1;
+}
+
 int64_t
 ht_now_ms(void)
 {
@@ -68,6 +163,7 @@ track(pid_t pid, bool child)
 	tracked[n_tracked].pid = pid;
 	tracked[n_tracked].child = child;
 	n_tracked++;
+	guard(pid);
 }
 
 void
@@ -147,10 +243,15 @@ ht_teardown(void)
 		if (n <= 0)
 			break;
 		for (k = 0; k < n && k < 64; k++) {
+			if (kids[k] == guard_pid)
+				continue;
 			kill(kids[k], SIGKILL);
 			(void)ht_wait_child(kids[k], 5000, NULL);
 		}
+		if (n == 1 && kids[0] == guard_pid)
+			break;
 	}
+	guard_release();
 	ht__tmpdirs_teardown();
 }
 
@@ -375,6 +476,7 @@ ht_fork_fn(int (*fn)(void *arg), void *arg, uid_t uid, gid_t gid)
 		}
 		/* The child has its own registry: it must not kill the parent's processes. */
 		n_tracked = 0;
+		guard_forget();
 		ht__forget_all();
 		_exit(fn(arg) & 0xff);
 	}

@@ -5,6 +5,7 @@
  * teardown leaving nothing behind. No herdd involved.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,9 +58,10 @@ START_TEST(test_pid_states)
 	ck_assert(ht_pid_alive(pid));
 	ck_assert(!ht_pid_is_zombie(pid));
 	ck_assert_int_eq(ht_pid_ppid(pid), getpid());
+	/* Our children: pid, and the harness's guardian. */
 	n = ht_list_children(getpid(), kids, 8);
-	ck_assert_int_eq(n, 1);
-	ck_assert_int_eq(kids[0], pid);
+	ck_assert_int_eq(n, 2);
+	ck_assert(kids[0] == pid || kids[1] == pid);
 	ck_assert_int_eq(ht_wait_pid_gone(pid, 50), -ETIMEDOUT);
 	ck_assert_int_eq(ht_wait_child(pid, 50, NULL), -ETIMEDOUT);
 
@@ -72,7 +74,7 @@ START_TEST(test_pid_states)
 	ck_assert_int_eq(ht_wait_child(pid, 5000, &st), 0);
 	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 	ck_assert_int_eq(ht_pid_state(pid), 0);
-	ck_assert_int_eq(ht_list_children(getpid(), kids, 8), 0);
+	ck_assert_int_eq(ht_list_children(getpid(), kids, 8), 1);
 }
 END_TEST
 
@@ -219,6 +221,43 @@ START_TEST(test_run_and_read_lines)
 }
 END_TEST
 
+/* Starts a detached sleeper, tracks it, reports it and dies as a failed Check test does. */
+static int
+die_without_teardown(void *arg)
+{
+	int fd = *(int *)arg;
+	pid_t g = fork();
+
+	if (g == 0) {
+		setsid();
+		for (;;)
+			pause();
+	}
+	ht_track_pid(g);
+	if (write(fd, &g, sizeof(g)) != (ssize_t)sizeof(g))
+		_exit(2);
+	_exit(1);
+}
+
+START_TEST(test_guardian_kills_after_failed_test)
+{
+	pid_t c, g;
+	int p[2];
+
+	ck_assert_int_eq(ht_become_subreaper(), 0);
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	c = ht_fork_fn(die_without_teardown, &p[1], (uid_t)-1, (gid_t)-1);
+	ck_assert_int_gt(c, 0);
+	close(p[1]);
+	ck_assert_int_eq(ht_read_pids(p[0], &g, 1, 5000), 1);
+	close(p[0]);
+	ck_assert_int_eq(ht_wait_child(c, 5000, NULL), 0);
+	/* The sleeper was adopted by us; the dead test's guardian must kill it. */
+	ck_assert_int_eq(ht_wait_pid_gone(g, 5000), 0);
+	ck_assert_int_eq(ht_wait_child(g, 5000, NULL), 0);
+}
+END_TEST
+
 START_TEST(test_teardown_kills_everything)
 {
 	pid_t a = ht_fork_fn(pause_forever, NULL, (uid_t)-1, (gid_t)-1);
@@ -248,6 +287,7 @@ harness_suite(void)
 	tcase_add_test(tc, test_count_fds);
 	tcase_add_test(tc, test_raw_client);
 	tcase_add_test(tc, test_run_and_read_lines);
+	tcase_add_test(tc, test_guardian_kills_after_failed_test);
 	tcase_add_test(tc, test_teardown_kills_everything);
 	suite_add_tcase(s, tc);
 	return s;

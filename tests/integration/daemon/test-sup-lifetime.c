@@ -215,13 +215,6 @@ START_TEST(test_connection_closed)
 		    json_integer_value(json_object_get(ht_assert_result(r), "pid")), pid);
 		json_decref(r);
 	}
-	/* A second connection does not count: only the first one's close ends the worker. */
-	{
-		json_t *r = ht_worker_call(socket, NULL, "echo", json_pack("[i]", 1), ht_ms(5000));
-
-		ht_assert_result(r);
-		json_decref(r);
-	}
 	ck_assert(ht_pid_alive(pid));
 	ht_conn_close(client);
 	ck_assert_msg(ht_wait_pid_gone(pid, ht_ms(GRACE_MS + 1000)) == 0,
@@ -271,8 +264,9 @@ START_TEST(test_explicit_outlives_master)
 	/* The default worker's death shows herdd has handled master A's disconnect. */
 	ck_assert_int_eq(ht_wait_pid_gone(dflt_pid, ht_ms(GRACE_MS + 1000)), 0);
 	ck_assert(ht_pid_alive(ex_pid));
-	reply = ht_worker_call(socket, NULL, "echo", json_string("still here"), ht_ms(5000));
-	ck_assert_str_eq(json_string_value(ht_assert_result(reply)), "still here");
+	reply = ht_worker_call(socket, NULL, "echo", json_pack("[s]", "still here"), ht_ms(5000));
+	ck_assert_str_eq(
+	    json_string_value(json_array_get(ht_assert_result(reply), 0)), "still here");
 	json_decref(reply);
 
 	/* Another master of the same user finds it and shuts it down. */
