@@ -206,7 +206,8 @@ typedef void (*herd_item_cb)(herd_request *req, json_t *item, void *userdata);
 
 /*
  * Runs at most once, when the request is cancelled before it finished: the
- * caller sent herd.cancel, its connection closed, or the server is stopping.
+ * caller sent herd.cancel (accepted for every kind, calls included), its
+ * connection closed, or the server is stopping.
  * Before the callback runs the library has already answered the caller (error
  * cancelled, or shutting_down), so the stream ends exactly once; every later
  * reply/write returns -ECANCELED. Stop any work for req here and drop the
@@ -245,8 +246,16 @@ HERD_EXPORT int herd_request_on_end(herd_request *req, herd_request_cb cb, void 
  * Standalone mode: "--socket PATH [--init JSON] [--settings JSON]" serves on
  * PATH until herd.shutdown, SIGTERM or SIGINT.
  *
- * Returns the process exit status: 0 after a graceful stop, 1 when init or
- * binding failed, 2 for a usage error. Runs libev's default loop.
+ * Returns the process exit status: 0 after a graceful stop (herd.shutdown,
+ * herdd's shutdown, SIGTERM/SIGINT, the connection_closed connection ending),
+ * 1 when init or binding failed or no client came within
+ * connection_timeout_ms, 2 for a usage error. herd_worker_fail() and the loss
+ * of herdd's channel exit the process directly with status 1. Runs libev's
+ * default loop.
+ *
+ * A client connection that half-closes (shutdown(SHUT_WR), as socat does at
+ * the end of its input) still gets the answers to what it asked; the
+ * connection closes once they are written.
  */
 HERD_EXPORT int herd_worker_main(const struct herd_worker_type *type, int argc, char **argv);
 
@@ -273,7 +282,8 @@ enum herd_log_level {
 HERD_EXPORT const char *herd_log_level_name(int level);
 
 /*
- * Logs one message: a line "LEVEL: message" on stderr, and an item
+ * Logs one message: a line "LEVEL: message" on stderr (HERD_LOG_DEBUG
+ * excepted, so herdd's captured stderr tail stays useful), and an item
  * {"time": RFC 3339 UTC, "level": name, "message": text} on every open
  * herd.logs stream of this process. Items a slow reader cannot take are
  * dropped and counted in a later warning item. Loop thread only.

@@ -56,11 +56,13 @@ answer_hello(json_t *extra)
 	json_t *res = json_pack("{s:s, s:s, s:s, s:{s:i}, s:{}, s:s, s:i, s:i}", "id", "w7", "name",
 	    "ex", "socket", sock, "init", "seat", 3, "settings", "shutdown_on", "explicit",
 	    "connection_timeout_ms", 10000, "heartbeat_interval_ms", 50);
+	json_t *id = json_integer(1);
 
 	if (extra)
 		json_object_update(res, extra);
 	json_decref(extra);
-	ck_assert_int_eq(wt_chan_send(&ch, proto_result(json_integer(1), res)), 0);
+	ck_assert_int_eq(wt_chan_send(&ch, proto_result(id, res)), 0);
+	json_decref(id);
 }
 
 /* Expects the ready request, checks its functions and accepts it. */
