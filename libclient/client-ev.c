@@ -107,3 +107,19 @@ herd_conn_detach_ev(herd_conn *conn)
 	herd__conn_detach_ev(conn);
 	return 0;
 }
+
+HERD_EXPORT int
+herd_master_attach_ev(herd_master *m, struct ev_loop *loop)
+{
+	if (!m)
+		return -EINVAL;
+	return herd_conn_attach_ev(herd_master_get_conn(m), loop);
+}
+
+HERD_EXPORT int
+herd_master_detach_ev(herd_master *m)
+{
+	if (!m)
+		return -EINVAL;
+	return herd_conn_detach_ev(herd_master_get_conn(m));
+}

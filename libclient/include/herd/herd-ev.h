@@ -31,6 +31,10 @@ HERD_EXPORT int herd_conn_attach_ev(herd_conn *conn, struct ev_loop *loop);
 /* Stops the watchers. Returns 0 or -EINVAL; detaching an unattached conn is 0. */
 HERD_EXPORT int herd_conn_detach_ev(herd_conn *conn);
 
+/* The same for a herdd master connection: events and async replies run from ev_run(). */
+HERD_EXPORT int herd_master_attach_ev(herd_master *m, struct ev_loop *loop);
+HERD_EXPORT int herd_master_detach_ev(herd_master *m);
+
 /* ---- serving side (worker.h) ---- */
 
 /*

@@ -12,5 +12,6 @@
 #include <herd/common.h>
 #include <herd/client.h>
 #include <herd/worker.h>
+#include <herd/master.h>
 
 #endif

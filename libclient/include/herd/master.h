@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libherd, master side: a connection to herdd (PROTOCOL.md section 4) to spawn
+ * workers, watch them fail, stop them and look at them, and rpc_parallel's
+ * start_app, which lets one executable be both the master and its workers.
+ *
+ * The master connection is a herd_conn underneath: drive it with the same
+ * loop-independent core (herd_master_get_conn() with herd_conn_get_fd() &
+ * co., or herd_master_attach_ev() in herd/herd-ev.h). Event callbacks run from
+ * herd_conn_process() on that connection, from any blocking herd_master_*
+ * call, or from the attached loop. Conventions and thread safety: herd/common.h.
+ *
+ * Ownership of workers: herdd stops a worker spawned with the default
+ * shutdown_on "master_disconnect" as soon as the master connection closes, for
+ * any reason, so a master that dies leaves nothing behind.
+ */
+#ifndef HERD_MASTER_H
+#define HERD_MASTER_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include <herd/client.h>
+#include <herd/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct herd_worker_type;
+
+typedef struct herd_master herd_master;
+/* A spawned worker: an immutable record of its id, pid and socket. */
+typedef struct herd_worker herd_worker;
+
+/*
+ * Connects to herdd and says hello as a master. socket_path may be NULL: then
+ * $HERD_SOCKET, else /run/herd/herdd.sock for root, else
+ * $XDG_RUNTIME_DIR/herd/herdd.sock, else /run/herd/herdd.sock (the system
+ * instance). settings (borrowed, may be NULL) are resolved as for
+ * herd_conn_connect() and also become the default RPC settings of every worker
+ * this master spawns (PROTOCOL.md 3.3).
+ * Returns 0 with *ret (new reference), or -EINVAL, -ENOENT/-ECONNREFUSED (no
+ * herdd there), -ETIMEDOUT, -EREMOTEIO (herdd refused: permission_denied...);
+ * ret_error (may be NULL) receives a new reference to the error.
+ */
+HERD_EXPORT int herd_master_connect(
+    const char *socket_path, json_t *settings, herd_master **ret, herd_error **ret_error);
+
+HERD_EXPORT herd_master *herd_master_ref(herd_master *m);
+/* Drops a reference (NULL-safe, returns NULL); the last one closes the connection. */
+HERD_EXPORT herd_master *herd_master_unref(herd_master *m);
+/* Closes the connection to herdd (its master_disconnect workers are stopped). */
+HERD_EXPORT int herd_master_close(herd_master *m);
+
+/* The underlying connection (borrowed): fd, events, timeout, process, on_close. */
+HERD_EXPORT herd_conn *herd_master_get_conn(herd_master *m);
+/* herdd's hello result (borrowed): "pid", "uid", "connection", "settings". */
+HERD_EXPORT json_t *herd_master_get_server_info(herd_master *m);
+/* The error of the last failed request (borrowed; valid until the next call). */
+HERD_EXPORT herd_error *herd_master_last_error(herd_master *m);
+
+/* ---- spawning ---- */
+
+/*
+ * Spawn options are the JSON params of PROTOCOL.md 4.2: "path" (required,
+ * absolute), "argv", "name", "env", "cwd", "umask", "stdout", "stderr",
+ * "init", "shutdown_on", "spawn_timeout_ms", "connection_timeout_ms",
+ * "settings". libherd adds, unless present: "settings" = this master's
+ * resolved settings (with the options' own "settings" fields on top), and
+ * PATH, LANG, TZ and LC_* from this process's environment to "env".
+ *
+ * herd_spawn_opts_new() makes {"path": path, "init": init} (init borrowed, may
+ * be NULL): a new reference, or NULL on ENOMEM/EINVAL. Add members with
+ * json_object_set_new().
+ */
+HERD_EXPORT json_t *herd_spawn_opts_new(const char *path, json_t *init);
+
+/*
+ * Spawns a worker and waits until it serves (or fails). timeout_usec 0 means
+ * the spawn timeout plus a margin for herdd. Returns 0 with *ret (new
+ * reference), or -EINVAL (bad options), -EREMOTEIO (herd_master_last_error():
+ * spawn_failed, init_failed with the worker's message, worker_exited,
+ * limit_exceeded, invalid_params...), -ETIMEDOUT, -ECONNRESET.
+ */
+HERD_EXPORT int herd_master_spawn(
+    herd_master *m, json_t *opts, uint64_t timeout_usec, herd_worker **ret);
+
+/* Completion of herd_master_spawn_async(): worker (borrowed; take a reference
+ * to keep it) on success, error (borrowed) on failure. Runs exactly once. */
+typedef void (*herd_spawn_cb)(
+    herd_master *m, int r, herd_worker *worker, herd_error *error, void *userdata);
+/* Starts a spawn; cb runs exactly once if this returns 0. */
+HERD_EXPORT int herd_master_spawn_async(
+    herd_master *m, json_t *opts, herd_spawn_cb cb, void *userdata);
+
+HERD_EXPORT herd_worker *herd_worker_ref(herd_worker *w);
+HERD_EXPORT herd_worker *herd_worker_unref(herd_worker *w);
+/* herdd's worker id ("w12"), the pid, the socket path and the name (borrowed). */
+HERD_EXPORT const char *herd_worker_id(const herd_worker *w);
+HERD_EXPORT int herd_worker_pid(const herd_worker *w);
+HERD_EXPORT const char *herd_worker_socket(const herd_worker *w);
+HERD_EXPORT const char *herd_worker_name(const herd_worker *w);
+
+/*
+ * Connects to the worker's socket (herd_conn_connect() with the master's
+ * settings) with conn_init (borrowed, may be NULL) as the connection-state
+ * init argument. Same returns as herd_conn_connect().
+ */
+HERD_EXPORT int herd_worker_connect(
+    const herd_worker *w, json_t *conn_init, herd_conn **ret, herd_error **ret_error);
+
+/* ---- controlling workers (by id: any worker of this uid) ---- */
+
+/*
+ * Graceful stop: in-band shutdown, SIGTERM, SIGKILL after grace_ms (0: herdd's
+ * default, 5000). Waits until the worker is reaped; *ret_record (may be NULL)
+ * receives the final WORKER object (new reference).
+ */
+HERD_EXPORT int herd_master_shutdown(
+    herd_master *m, const char *id, unsigned grace_ms, json_t **ret_record);
+/* Sends signal (a name like "TERM"/"SIGKILL"; NULL: TERM) to the worker's process group. */
+HERD_EXPORT int herd_master_kill(herd_master *m, const char *id, const char *signal);
+/* {"workers":[WORKER...]} (new reference); all includes exited records. */
+HERD_EXPORT int herd_master_list(herd_master *m, bool all, json_t **ret);
+/* The WORKER object (new reference). */
+HERD_EXPORT int herd_master_inspect(herd_master *m, const char *id, json_t **ret);
+/* {"lines":[...],"dropped":N} from the capture ring; stream NULL: stderr; lines 0: 100. */
+HERD_EXPORT int herd_master_logs(
+    herd_master *m, const char *id, const char *stream, unsigned lines, json_t **ret);
+
+/*
+ * Any other herdd method (subscribe, stats, ping...): blocking with a result
+ * (new reference), or asynchronous with a herd_call_cb whose conn is
+ * herd_master_get_conn(m). timeout_usec 0: the call timeout.
+ */
+HERD_EXPORT int herd_master_request(
+    herd_master *m, const char *method, json_t *params, uint64_t timeout_usec, json_t **ret_result);
+HERD_EXPORT int herd_master_request_async(
+    herd_master *m, const char *method, json_t *params, herd_call_cb cb, void *userdata);
+
+/* ---- events ---- */
+
+/*
+ * herdd's event notification: event ("ready", "exited", "crashed", "failed",
+ * "heartbeat_lost", "spawn_timeout", "init_failed", "stopped", or a newer name),
+ * the worker's id, message (may be NULL), stderr_tail (borrowed array of the
+ * last stderr lines) and worker (borrowed WORKER object). All are valid during
+ * the callback only.
+ */
+typedef void (*herd_master_event_cb)(herd_master *m, const char *event, const char *worker_id,
+    const char *message, json_t *stderr_tail, json_t *worker, void *userdata);
+
+/*
+ * rpc_parallel's on_failure: cb runs for every failure of a worker this master
+ * owns (or, after "subscribe", may see): events crashed, failed,
+ * heartbeat_lost, spawn_timeout, init_failed, and exited with a non-zero
+ * status. cb NULL removes it. Returns 0 or -EINVAL.
+ */
+HERD_EXPORT int herd_master_on_failure(herd_master *m, herd_master_event_cb cb, void *userdata);
+/* Every event, failures included (ready, stopped, clean exits...). */
+HERD_EXPORT int herd_master_on_event(herd_master *m, herd_master_event_cb cb, void *userdata);
+
+/* ---- one executable, master and worker (rpc_parallel's start_app) ---- */
+
+/*
+ * Call first thing in main(). If herdd started this process as a worker
+ * (HERD_CHANNEL_FD is set), serves type with herd_worker_main() and exits with
+ * its status: it never returns. Otherwise returns 0 and the program goes on as
+ * a master, which can spawn itself with herd_spawn_opts_new(herd_self_path()).
+ * Returns -EINVAL for a NULL type.
+ */
+HERD_EXPORT int herd_start_app(const struct herd_worker_type *type, int argc, char **argv);
+
+/*
+ * The absolute path of this process's executable (/proc/self/exe), or NULL if
+ * it cannot be read. The string is computed once and kept for the life of the
+ * process.
+ */
+HERD_EXPORT const char *herd_self_path(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

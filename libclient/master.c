@@ -1,0 +1,597 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The master side of herdd's control socket: a herd_conn that said hello as a
+ * master, plus spawn options, worker records and event dispatch. Everything
+ * travels through the connection engine, so blocking requests, asynchronous
+ * ones and events all work with any loop.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client-internal.h"
+#include "herd/master.h"
+
+/* What herdd needs beyond the spawn timeout to answer: fork, exec, hello, ready. */
+#define SPAWN_MARGIN_USEC (10ull * 1000000ull)
+#define DEFAULT_GRACE_MS  5000u
+
+extern char **environ;
+
+struct herd_master {
+	unsigned n_ref;
+	herd_conn *conn;
+	json_t *settings; /* resolved: every spawn and worker connection starts from them */
+	herd_master_event_cb on_failure;
+	void *failure_userdata;
+	herd_master_event_cb on_event;
+	void *event_userdata;
+};
+
+struct herd_worker {
+	unsigned n_ref;
+	char *id;
+	char *socket;
+	char *name;
+	int pid;
+	json_t *settings;
+};
+
+/* ---- socket path ---- */
+
+/* The control socket: argument, $HERD_SOCKET, then where herdd puts it by default. */
+static char *
+master_socket_path(const char *arg)
+{
+	const char *env = secure_getenv("HERD_SOCKET");
+	const char *rt = secure_getenv("XDG_RUNTIME_DIR");
+	char *p = NULL;
+
+	if (arg)
+		return strdup(arg);
+	if (env && *env)
+		return strdup(env);
+	/* herdd running as root always serves /run/herd, whatever the session says. */
+	if (geteuid() != 0 && rt && rt[0] == '/') {
+		if (asprintf(&p, "%s/herd/herdd.sock", rt) < 0)
+			return NULL;
+		return p;
+	}
+	return strdup("/run/herd/herdd.sock");
+}
+
+/* ---- events ---- */
+
+static bool
+event_is_failure(const char *event, json_t *worker)
+{
+	static const char *const failures[] = { "crashed", "failed", "heartbeat_lost",
+		"spawn_timeout", "init_failed" };
+	json_t *code;
+
+	for (size_t i = 0; i < sizeof(failures) / sizeof(failures[0]); i++)
+		if (strcmp(event, failures[i]) == 0)
+			return true;
+	code = json_object_get(worker, "exit_code");
+	return strcmp(event, "exited") == 0 && json_is_integer(code) &&
+	    json_integer_value(code) != 0;
+}
+
+/* herdd's notifications: "event" goes to the callbacks; others are ignored (forward compat). */
+static void
+master_notify(herd_conn *conn, const char *method, json_t *params, void *userdata)
+{
+	herd_master *m = userdata;
+	json_t *worker, *tail, *empty = NULL;
+	const char *event, *id, *message;
+
+	if (strcmp(method, "event") != 0 || !json_is_object(params))
+		return;
+	event = json_string_value(json_object_get(params, "event"));
+	worker = json_object_get(params, "worker");
+	id = json_string_value(json_object_get(worker, "id"));
+	message = json_string_value(json_object_get(params, "message"));
+	tail = json_object_get(params, "stderr_tail");
+	if (!event || !id)
+		return;
+	if (!json_is_array(tail))
+		tail = empty = json_array();
+
+	/* A callback may drop the last reference to the master. */
+	herd_master_ref(m);
+	if (m->on_event)
+		m->on_event(m, event, id, message, tail, worker, m->event_userdata);
+	if (m->on_failure && event_is_failure(event, worker))
+		m->on_failure(m, event, id, message, tail, worker, m->failure_userdata);
+	herd_master_unref(m);
+	json_decref(empty);
+}
+
+/* ---- connection ---- */
+
+HERD_EXPORT int
+herd_master_connect(
+    const char *socket_path, json_t *settings, herd_master **ret, herd_error **ret_error)
+{
+	_cleanup_free_ char *settings_err = NULL;
+	_cleanup_free_ char *path = NULL;
+	_cleanup_json_ json_t *extra = NULL;
+	struct herd__settings s;
+	herd_master *m;
+	int r;
+
+	if (ret_error)
+		*ret_error = NULL;
+	if (!ret || (settings && !json_is_object(settings)))
+		return -EINVAL;
+	r = herd__settings_resolve(settings, &s, &settings_err);
+	if (r < 0) {
+		if (ret_error)
+			*ret_error = herd__error_new(HERD_E_INVALID_PARAMS, settings_err, NULL);
+		return r;
+	}
+	path = master_socket_path(socket_path);
+	extra = json_pack("{s:s}", "name", program_invocation_short_name);
+	m = calloc(1, sizeof(*m));
+	if (!path || !extra || !m) {
+		free(m);
+		return -ENOMEM;
+	}
+	m->n_ref = 1;
+	m->settings = herd__settings_to_json(&s);
+	if (!m->settings) {
+		free(m);
+		return -ENOMEM;
+	}
+	r = herd__conn_open(path, "master", extra, settings, true, &m->conn, ret_error);
+	if (r < 0) {
+		json_decref(m->settings);
+		free(m);
+		return r;
+	}
+	m->conn->notify_fn = master_notify;
+	m->conn->notify_userdata = m;
+	*ret = m;
+	return 0;
+}
+
+HERD_EXPORT herd_master *
+herd_master_ref(herd_master *m)
+{
+	if (m)
+		m->n_ref++;
+	return m;
+}
+
+HERD_EXPORT herd_master *
+herd_master_unref(herd_master *m)
+{
+	if (!m || --m->n_ref > 0)
+		return NULL;
+	/* The connection may outlive us (a caller holds it): it must not call back into us. */
+	m->conn->notify_fn = NULL;
+	m->conn->notify_userdata = NULL;
+	herd_conn_unref(m->conn);
+	json_decref(m->settings);
+	free(m);
+	return NULL;
+}
+
+HERD_EXPORT int
+herd_master_close(herd_master *m)
+{
+	if (!m)
+		return -EINVAL;
+	return herd_conn_close(m->conn);
+}
+
+HERD_EXPORT herd_conn *
+herd_master_get_conn(herd_master *m)
+{
+	return m ? m->conn : NULL;
+}
+
+HERD_EXPORT json_t *
+herd_master_get_server_info(herd_master *m)
+{
+	return m ? herd_conn_get_server_info(m->conn) : NULL;
+}
+
+HERD_EXPORT herd_error *
+herd_master_last_error(herd_master *m)
+{
+	return m ? herd_conn_last_error(m->conn) : NULL;
+}
+
+HERD_EXPORT int
+herd_master_on_failure(herd_master *m, herd_master_event_cb cb, void *userdata)
+{
+	if (!m)
+		return -EINVAL;
+	m->on_failure = cb;
+	m->failure_userdata = userdata;
+	return 0;
+}
+
+HERD_EXPORT int
+herd_master_on_event(herd_master *m, herd_master_event_cb cb, void *userdata)
+{
+	if (!m)
+		return -EINVAL;
+	m->on_event = cb;
+	m->event_userdata = userdata;
+	return 0;
+}
+
+/* ---- generic requests ---- */
+
+static void
+master_local_error(herd_master *m, int code, const char *text)
+{
+	herd_error *err = herd__error_new(code, text, NULL);
+
+	herd__conn_set_error(m->conn, err);
+	herd_error_unref(err);
+}
+
+HERD_EXPORT int
+herd_master_request(
+    herd_master *m, const char *method, json_t *params, uint64_t timeout_usec, json_t **ret_result)
+{
+	herd_error *err = NULL;
+	int r;
+
+	if (!m || !herd__function_valid(method) || !herd__args_valid(params))
+		return -EINVAL;
+	herd_master_ref(m);
+	r = herd__call_sync(m->conn, method, params, timeout_usec, ret_result, &err);
+	if (r == -EMSGSIZE)
+		master_local_error(m, HERD_E_MESSAGE_TOO_LARGE, "the request is too large");
+	else if (r == -ENOTCONN)
+		master_local_error(
+		    m, HERD_E_CONNECTION_CLOSED, "the connection to herdd is closed");
+	herd_error_unref(err);
+	herd_master_unref(m);
+	return r;
+}
+
+HERD_EXPORT int
+herd_master_request_async(
+    herd_master *m, const char *method, json_t *params, herd_call_cb cb, void *userdata)
+{
+	if (!m || !cb || !herd__function_valid(method) || !herd__args_valid(params))
+		return -EINVAL;
+	return herd__call_start(m->conn, method, params, 0, cb, userdata, NULL);
+}
+
+/* ---- spawning ---- */
+
+HERD_EXPORT json_t *
+herd_spawn_opts_new(const char *path, json_t *init)
+{
+	if (!path)
+		return NULL;
+	return init ? json_pack("{s:s, s:O}", "path", path, "init", init)
+	            : json_pack("{s:s}", "path", path);
+}
+
+/* Adds a variable from our environment to env unless the caller set it. */
+static int
+env_inherit(json_t *env, const char *name, const char *value)
+{
+	if (!value || json_object_get(env, name))
+		return 0;
+	return json_object_set_new(env, name, json_string(value));
+}
+
+/*
+ * The spawn params: the caller's options (borrowed) with this master's settings
+ * under theirs, and the locale and PATH of this process under their env.
+ */
+static int
+spawn_params(herd_master *m, json_t *opts, json_t **ret, uint64_t *ret_timeout)
+{
+	_cleanup_json_ json_t *p = NULL;
+	json_t *settings, *env, *t;
+	json_int_t spawn_ms;
+
+	if (!json_is_object(opts) || !json_is_string(json_object_get(opts, "path")))
+		return -EINVAL;
+	p = json_copy(opts);
+	if (!p)
+		return -ENOMEM;
+
+	t = json_object_get(opts, "settings");
+	if (t && !json_is_object(t))
+		return -EINVAL;
+	settings = json_copy(m->settings);
+	if (!settings || (t && json_object_update(settings, t) < 0) ||
+	    json_object_set_new(p, "settings", settings) < 0)
+		return -ENOMEM;
+
+	t = json_object_get(opts, "env");
+	if (t && !json_is_object(t))
+		return -EINVAL;
+	env = t ? json_copy(t) : json_object();
+	if (!env || json_object_set_new(p, "env", env) < 0)
+		return -ENOMEM;
+	if (env_inherit(env, "PATH", getenv("PATH")) < 0 ||
+	    env_inherit(env, "LANG", getenv("LANG")) < 0 ||
+	    env_inherit(env, "TZ", getenv("TZ")) < 0)
+		return -ENOMEM;
+	for (char **e = environ; e && *e; e++) {
+		const char *eq = strchr(*e, '=');
+		_cleanup_free_ char *name = NULL;
+
+		if (strncmp(*e, "LC_", 3) != 0 || !eq)
+			continue;
+		name = strndup(*e, (size_t)(eq - *e));
+		if (!name || env_inherit(env, name, eq + 1) < 0)
+			return -ENOMEM;
+	}
+
+	t = json_object_get(opts, "spawn_timeout_ms");
+	spawn_ms = json_is_integer(t)
+	    ? json_integer_value(t)
+	    : json_integer_value(json_object_get(settings, "spawn_timeout_ms"));
+	*ret_timeout =
+	    (uint64_t)(spawn_ms > 0 ? spawn_ms : 0) * HERD__USEC_PER_MSEC + SPAWN_MARGIN_USEC;
+	*ret = p;
+	p = NULL;
+	return 0;
+}
+
+/* A worker record from spawn's result {"id","pid","socket","name"}. */
+static herd_worker *
+worker_new(herd_master *m, json_t *result)
+{
+	const char *id = json_string_value(json_object_get(result, "id"));
+	const char *socket = json_string_value(json_object_get(result, "socket"));
+	const char *name = json_string_value(json_object_get(result, "name"));
+	json_t *pid = json_object_get(result, "pid");
+	herd_worker *w;
+
+	if (!id || !socket || !json_is_integer(pid))
+		return NULL;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	w->n_ref = 1;
+	w->id = strdup(id);
+	w->socket = strdup(socket);
+	w->name = strdup(name ? name : id);
+	w->pid = (int)json_integer_value(pid);
+	w->settings = json_incref(m->settings);
+	if (!w->id || !w->socket || !w->name)
+		return herd_worker_unref(w);
+	return w;
+}
+
+HERD_EXPORT int
+herd_master_spawn(herd_master *m, json_t *opts, uint64_t timeout_usec, herd_worker **ret)
+{
+	_cleanup_json_ json_t *params = NULL;
+	_cleanup_json_ json_t *result = NULL;
+	herd_error *err = NULL;
+	uint64_t timeout;
+	int r;
+
+	if (!m || !ret)
+		return -EINVAL;
+	r = spawn_params(m, opts, &params, &timeout);
+	if (r < 0) {
+		master_local_error(m, HERD_E_INVALID_PARAMS,
+		    "spawn options must be an object with a string \"path\"; "
+		    "\"settings\" and \"env\" must be objects");
+		return r;
+	}
+	herd_master_ref(m);
+	r = herd__call_sync(
+	    m->conn, "spawn", params, timeout_usec ? timeout_usec : timeout, &result, &err);
+	herd_error_unref(err);
+	if (r == 0) {
+		*ret = worker_new(m, result);
+		if (!*ret) {
+			master_local_error(m, HERD_E_INVALID_REQUEST,
+			    "herdd's spawn result lacks id, pid or socket");
+			r = -EPROTO;
+		}
+	}
+	herd_master_unref(m);
+	return r;
+}
+
+struct spawn_ctx {
+	herd_master *m;
+	herd_spawn_cb cb;
+	void *userdata;
+};
+
+static void
+spawn_done(
+    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *err, void *userdata)
+{
+	struct spawn_ctx *ctx = userdata;
+	herd_error *own = NULL;
+	herd_worker *w = NULL;
+
+	if (r == 0) {
+		w = worker_new(ctx->m, result);
+		if (!w) {
+			r = -EPROTO;
+			err = own = herd__error_new(HERD_E_INVALID_REQUEST,
+			    "herdd's spawn result lacks id, pid or socket", NULL);
+		}
+	}
+	ctx->cb(ctx->m, r, w, err, ctx->userdata);
+	herd_worker_unref(w);
+	herd_error_unref(own);
+	herd_master_unref(ctx->m);
+	free(ctx);
+}
+
+HERD_EXPORT int
+herd_master_spawn_async(herd_master *m, json_t *opts, herd_spawn_cb cb, void *userdata)
+{
+	_cleanup_json_ json_t *params = NULL;
+	struct spawn_ctx *ctx;
+	uint64_t timeout;
+	int r;
+
+	if (!m || !cb)
+		return -EINVAL;
+	r = spawn_params(m, opts, &params, &timeout);
+	if (r < 0)
+		return r;
+	ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return -ENOMEM;
+	*ctx = (struct spawn_ctx){ .m = herd_master_ref(m), .cb = cb, .userdata = userdata };
+	r = herd__call_start(m->conn, "spawn", params, timeout, spawn_done, ctx, NULL);
+	if (r < 0) {
+		herd_master_unref(ctx->m);
+		free(ctx);
+	}
+	return r;
+}
+
+/* ---- worker records ---- */
+
+HERD_EXPORT herd_worker *
+herd_worker_ref(herd_worker *w)
+{
+	if (w)
+		w->n_ref++;
+	return w;
+}
+
+HERD_EXPORT herd_worker *
+herd_worker_unref(herd_worker *w)
+{
+	if (!w || --w->n_ref > 0)
+		return NULL;
+	free(w->id);
+	free(w->socket);
+	free(w->name);
+	json_decref(w->settings);
+	free(w);
+	return NULL;
+}
+
+HERD_EXPORT const char *
+herd_worker_id(const herd_worker *w)
+{
+	return w ? w->id : NULL;
+}
+
+HERD_EXPORT int
+herd_worker_pid(const herd_worker *w)
+{
+	return w ? w->pid : -EINVAL;
+}
+
+HERD_EXPORT const char *
+herd_worker_socket(const herd_worker *w)
+{
+	return w ? w->socket : NULL;
+}
+
+HERD_EXPORT const char *
+herd_worker_name(const herd_worker *w)
+{
+	return w ? w->name : NULL;
+}
+
+HERD_EXPORT int
+herd_worker_connect(
+    const herd_worker *w, json_t *conn_init, herd_conn **ret, herd_error **ret_error)
+{
+	if (!w) {
+		if (ret_error)
+			*ret_error = NULL;
+		return -EINVAL;
+	}
+	return herd_conn_connect(w->socket, conn_init, w->settings, ret, ret_error);
+}
+
+/* ---- control by id ---- */
+
+static bool
+id_valid(const char *id)
+{
+	return id && *id;
+}
+
+HERD_EXPORT int
+herd_master_shutdown(herd_master *m, const char *id, unsigned grace_ms, json_t **ret_record)
+{
+	_cleanup_json_ json_t *params = NULL;
+	uint64_t timeout;
+
+	if (!m || !id_valid(id))
+		return -EINVAL;
+	params = grace_ms ? json_pack("{s:s, s:I}", "id", id, "grace_ms", (json_int_t)grace_ms)
+	                  : json_pack("{s:s}", "id", id);
+	if (!params)
+		return -ENOMEM;
+	/* The reply comes once the worker is reaped: up to the grace period, plus a margin. */
+	timeout =
+	    (grace_ms ? grace_ms : DEFAULT_GRACE_MS) * HERD__USEC_PER_MSEC + SPAWN_MARGIN_USEC;
+	if (timeout < m->conn->call_timeout_usec)
+		timeout = m->conn->call_timeout_usec;
+	return herd_master_request(m, "shutdown", params, timeout, ret_record);
+}
+
+HERD_EXPORT int
+herd_master_kill(herd_master *m, const char *id, const char *signal)
+{
+	_cleanup_json_ json_t *params = NULL;
+
+	if (!m || !id_valid(id))
+		return -EINVAL;
+	params = json_pack("{s:s, s:s}", "id", id, "signal", signal ? signal : "TERM");
+	if (!params)
+		return -ENOMEM;
+	return herd_master_request(m, "kill", params, 0, NULL);
+}
+
+HERD_EXPORT int
+herd_master_list(herd_master *m, bool all, json_t **ret)
+{
+	_cleanup_json_ json_t *params = NULL;
+
+	if (!m || !ret)
+		return -EINVAL;
+	params = json_pack("{s:b}", "all", all);
+	if (!params)
+		return -ENOMEM;
+	return herd_master_request(m, "list", params, 0, ret);
+}
+
+HERD_EXPORT int
+herd_master_inspect(herd_master *m, const char *id, json_t **ret)
+{
+	_cleanup_json_ json_t *params = NULL;
+
+	if (!m || !id_valid(id) || !ret)
+		return -EINVAL;
+	params = json_pack("{s:s}", "id", id);
+	if (!params)
+		return -ENOMEM;
+	return herd_master_request(m, "inspect", params, 0, ret);
+}
+
+HERD_EXPORT int
+herd_master_logs(herd_master *m, const char *id, const char *stream, unsigned lines, json_t **ret)
+{
+	_cleanup_json_ json_t *params = NULL;
+
+	if (!m || !id_valid(id) || !ret)
+		return -EINVAL;
+	params = json_pack("{s:s, s:s, s:I}", "id", id, "stream", stream ? stream : "stderr",
+	    "lines", (json_int_t)(lines ? lines : 100));
+	if (!params)
+		return -ENOMEM;
+	return herd_master_request(m, "logs", params, 0, ret);
+}
