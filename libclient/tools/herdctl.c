@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,7 +183,7 @@ cmd_list(struct ctl *c, int argc, char **argv)
 	bool all = false;
 	int o;
 
-	while ((o = getopt_long(argc, argv, "+a", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "a", opts, NULL)) != -1) {
 		if (o != 'a')
 			return usage_error("list [--all]");
 		all = true;
@@ -201,7 +202,7 @@ cmd_logs(struct ctl *c, int argc, char **argv)
 	long long lines;
 	int o;
 
-	while ((o = getopt_long(argc, argv, "+s:n:", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "s:n:", opts, NULL)) != -1) {
 		if (o == 's' && (!strcmp(optarg, "stderr") || !strcmp(optarg, "stdout"))) {
 			json_object_set_new(params, "stream", json_string(optarg));
 		} else if (o == 'n' && parse_int(optarg, 1, 1000, &lines) == 0) {
@@ -227,7 +228,7 @@ cmd_shutdown(struct ctl *c, int argc, char **argv)
 	long long grace;
 	int o;
 
-	while ((o = getopt_long(argc, argv, "+g:", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "g:", opts, NULL)) != -1) {
 		if (o != 'g' || parse_int(optarg, 0, 600000, &grace) < 0) {
 			json_decref(params);
 			return usage_error("shutdown ID [--grace-ms 0..600000]");
@@ -318,27 +319,6 @@ set_stream(json_t *params, const char *key, const char *v)
 	    params, key, json_pack("{s:s, s:b}", "file", file, "append", append));
 }
 
-/* Passes the caller's locale, time zone and PATH on, as libherd does. */
-static void
-inherit_env(json_t *env)
-{
-	extern char **environ;
-	char **e;
-
-	for (e = environ; *e; e++) {
-		const char *eq = strchr(*e, '=');
-		char name[256];
-
-		if (!eq || (size_t)(eq - *e) >= sizeof(name))
-			continue;
-		memcpy(name, *e, (size_t)(eq - *e));
-		name[eq - *e] = '\0';
-		if (!strcmp(name, "PATH") || !strcmp(name, "LANG") || !strcmp(name, "TZ") ||
-		    !strncmp(name, "LC_", 3))
-			json_object_set_new(env, name, json_string(eq + 1));
-	}
-}
-
 /* Parses spawn's options into params. Returns 0, or EXIT_USAGE after printing why. */
 static int
 spawn_options(json_t *params, json_t *env, int argc, char **argv)
@@ -409,7 +389,6 @@ cmd_spawn(struct ctl *c, int argc, char **argv)
 	json_t *env = json_object(), *argvj, *res;
 	int r, i;
 
-	inherit_env(env);
 	r = spawn_options(params, env, argc, argv);
 	if (r == 0 && optind >= argc)
 		r = usage_error("spawn needs the executable's path after --");

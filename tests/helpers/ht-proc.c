@@ -542,6 +542,10 @@ exec_with(const char *const *argv, int out_fd, int err_fd)
 	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (!argv[0]) {
+		fprintf(stderr, "herd_test: no program to run\n");
+		_exit(127);
+	}
 	if (null < 0 || dup2(null, 0) < 0 || (out_fd >= 0 && dup2(out_fd, 1) < 0) ||
 	    (err_fd >= 0 && dup2(err_fd, 2) < 0))
 		_exit(127);
