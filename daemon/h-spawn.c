@@ -16,8 +16,10 @@
 #define MAX_ENV        256
 #define MAX_STRING     (32u * 1024u)
 #define MAX_EXEC_BYTES (256u * 1024u)
-#define MAX_NAME       128
-#define MAX_TIMEOUT_MS (24u * 3600u * 1000u)
+#define MAX_NAME       256
+#define MAX_TIMEOUT_MS 4294967295LL
+/* A settings field that was not given. */
+#define UNSET INT64_MIN
 
 struct spawn_args {
 	const char *path, *name, *cwd, *shutdown_on;
@@ -96,7 +98,7 @@ parse_settings(json_t *s, struct worker *w, char *why, size_t len)
 	static const char *const names[] = { "max_message_size", "heartbeat_interval_ms",
 		"heartbeat_timeout_ms", "handshake_timeout_ms", "spawn_timeout_ms",
 		"connection_timeout_ms" };
-	json_int_t v[6] = { -1, -1, -1, -1, -1, -1 };
+	json_int_t v[6] = { UNSET, UNSET, UNSET, UNSET, UNSET, UNSET };
 	struct proto_error err;
 	json_t *eff;
 	size_t i;
@@ -113,7 +115,7 @@ parse_settings(json_t *s, struct worker *w, char *why, size_t len)
 	for (i = 0; i < 6; i++) {
 		json_int_t lo = i == 0 ? 1024 : 0, hi = i == 0 ? 1073741824 : MAX_TIMEOUT_MS;
 
-		if (v[i] == -1)
+		if (v[i] == UNSET)
 			continue;
 		if (v[i] < lo || v[i] > hi) {
 			snprintf(why, len, "settings: %s must be between %lld and %lld", names[i],
@@ -177,6 +179,13 @@ fill(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 				    "env names starting with HERD_ are reserved (%.64s)", key);
 				return -EINVAL;
 			}
+			/* The service manager's variables would make a worker talk to it as herdd. */
+			if (!strcmp(key, "NOTIFY_SOCKET") || !strncmp(key, "LISTEN_", 7) ||
+			    !strncmp(key, "WATCHDOG_", 9)) {
+				snprintf(
+				    why, len, "env %.64s is reserved for the service manager", key);
+				return -EINVAL;
+			}
 			if (!plain_string(v)) {
 				snprintf(why, len, "env %.64s must be a string (at most %u bytes)",
 				    key, MAX_STRING);
@@ -230,22 +239,26 @@ fill(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 	r = parse_settings(a->settings, w, why, len);
 	if (r < 0)
 		return r;
-	w->settings = a->settings ? json_incref(a->settings) : json_object();
-	if (a->spawn_timeout_ms != -1) {
-		if (a->spawn_timeout_ms <= 0 || a->spawn_timeout_ms > MAX_TIMEOUT_MS) {
-			snprintf(
-			    why, len, "spawn_timeout_ms must be between 1 and %u", MAX_TIMEOUT_MS);
+	/* The top-level timeouts win over the same fields in settings. */
+	if (a->spawn_timeout_ms != UNSET) {
+		if (a->spawn_timeout_ms < 0 || a->spawn_timeout_ms > MAX_TIMEOUT_MS) {
+			snprintf(why, len, "spawn_timeout_ms must be between 0 and %lld",
+			    MAX_TIMEOUT_MS);
 			return -EINVAL;
 		}
 		w->spawn_timeout_ms = (unsigned)a->spawn_timeout_ms;
+		json_object_set_new(
+		    w->settings, "spawn_timeout_ms", json_integer(a->spawn_timeout_ms));
 	}
-	if (a->connection_timeout_ms != -1) {
-		if (a->connection_timeout_ms <= 0 || a->connection_timeout_ms > MAX_TIMEOUT_MS) {
-			snprintf(why, len, "connection_timeout_ms must be between 1 and %u",
+	if (a->connection_timeout_ms != UNSET) {
+		if (a->connection_timeout_ms < 0 || a->connection_timeout_ms > MAX_TIMEOUT_MS) {
+			snprintf(why, len, "connection_timeout_ms must be between 0 and %lld",
 			    MAX_TIMEOUT_MS);
 			return -EINVAL;
 		}
 		w->connection_timeout_ms = (unsigned)a->connection_timeout_ms;
+		json_object_set_new(
+		    w->settings, "connection_timeout_ms", json_integer(a->connection_timeout_ms));
 	}
 	w->path = strdup(a->path);
 	w->cwd = strdup(a->cwd ? a->cwd : "/");
@@ -290,7 +303,9 @@ over_limit(struct conn *c, unsigned *value)
 void
 h_spawn(struct conn *c, json_t *id, json_t *params)
 {
-	struct spawn_args a = { .umask = 022, .spawn_timeout_ms = -1, .connection_timeout_ms = -1 };
+	struct spawn_args a = {
+		.umask = 022, .spawn_timeout_ms = UNSET, .connection_timeout_ms = UNSET
+	};
 	struct proto_error err;
 	const char *limit;
 	struct worker *w;
@@ -339,11 +354,13 @@ h_spawn(struct conn *c, json_t *id, json_t *params)
 	if (r < 0) {
 		log_warn("spawn of %s for uid %u failed at %s: %s", w->path, (unsigned)w->uid,
 		    w->spawn_stage ? w->spawn_stage : "?", strerror(-r));
+		if (!w->spawn_stage)
+			w->spawn_stage = "prepare";
 		conn_reply_error(c, id, HERD_E_SPAWN_FAILED,
-		    json_pack("{s:i, s:s, s:s}", "errno", -r, "stage",
-		        w->spawn_stage ? w->spawn_stage : "unknown", "error", strerror(-r)),
-		    "spawn failed: %s", strerror(-r));
-		sup_worker_free(w);
+		    json_pack("{s:i, s:s, s:s}", "errno", -r, "stage", w->spawn_stage, "error",
+		        strerror(-r)),
+		    "spawn of %s failed (%s): %s", w->path, w->spawn_stage, strerror(-r));
+		sup_record_failed(w, -r);
 		return;
 	}
 	if (sup_add_waiter(w, c, id, true) < 0)

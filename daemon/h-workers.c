@@ -92,9 +92,9 @@ h_logs(struct conn *c, json_t *id, json_t *params)
 		    "invalid params: stream must be \"stdout\" or \"stderr\"");
 		return;
 	}
-	if (lines < 0 || lines > MAX_LOG_LINES) {
+	if (lines < 1 || lines > MAX_LOG_LINES) {
 		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
-		    "invalid params: lines must be between 0 (all) and %d", MAX_LOG_LINES);
+		    "invalid params: lines must be between 1 and %d", MAX_LOG_LINES);
 		return;
 	}
 	w = sup_find(c, wid);
@@ -102,10 +102,14 @@ h_logs(struct conn *c, json_t *id, json_t *params)
 		not_found(c, id, wid);
 		return;
 	}
+	if (w->out[i].kind != OUT_CAPTURE) {
+		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
+		    "invalid params: worker %s's %s is not captured", w->id, stream);
+		return;
+	}
 	conn_reply(c, id,
-	    json_pack("{s:o, s:I, s:b}", "lines", capture_tail(&w->cap[i], (unsigned)lines),
-	        "dropped", (json_int_t)w->cap[i].dropped, "captured",
-	        w->out[i].kind == OUT_CAPTURE));
+	    json_pack("{s:o, s:I}", "lines", capture_tail(&w->cap[i], (unsigned)lines), "dropped",
+	        (json_int_t)w->cap[i].dropped));
 }
 
 /* shutdown {id, grace_ms?} -> WORKER once reaped */

@@ -395,12 +395,12 @@ sup_worker_json(const struct worker *w)
 	                                                                : json_null());
 	json_object_set_new(o, "signal", w->signal ? signal_json(w->signal) : json_null());
 	json_object_set_new(o, "heartbeat_age_ms",
-	    w->last_heartbeat_ms && is_live(w) ? json_integer(now - w->last_heartbeat_ms)
-	                                       : json_null());
+	    w->last_heartbeat_ms && w->hb_interval_ms &&
+	            (w->state == W_READY || w->state == W_STOPPING)
+	        ? json_integer(now - w->last_heartbeat_ms)
+	        : json_null());
 	json_object_set_new(o, "rss_kib", have_proc ? json_integer((json_int_t)rss) : json_null());
-	json_object_set_new(o, "cpu_ms",
-	    have_proc ? json_integer((json_int_t)(cpu * 1000 / (uint64_t)sysconf(_SC_CLK_TCK)))
-	              : json_null());
+	json_object_set_new(o, "cpu_ms", json_integer((json_int_t)w->cpu_ms));
 	json_object_set_new(o, "message", w->message ? json_string(w->message) : json_null());
 	json_object_set_new(o, "served", json_integer((json_int_t)w->served));
 	if (w->spawn_stage)
@@ -1070,11 +1070,11 @@ sup_stats_json(void)
 
 	TAILQ_FOREACH(w, &herdd.workers, link)
 		by_state[w->state]++;
-	for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+	for (i = 0; i < N_FAILURE_REASONS; i++)
 		json_object_set_new(
 		    reasons_o, reasons[i], json_integer((json_int_t)reason_counts[i]));
 	return json_pack("{s:{s:I, s:I, s:I, s:I}, s:o}", "workers", "starting", by_state[0],
-	    "ready", by_state[1], "stopping", by_state[2], "exited", by_state[3], "exits",
+	    "ready", by_state[1], "stopping", by_state[2], "exited", by_state[3], "failures",
 	    reasons_o);
 }
 
