@@ -1,0 +1,369 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libherd's master API against a real herdd on a private socket: spawn the
+ * example worker, call it directly, watch failures arrive through
+ * on_failure, stop and inspect workers, and rpc_parallel's start_app (this
+ * test spawns itself as the worker).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <check.h>
+#include <ev.h>
+#include <herd/herd-ev.h>
+
+#include "example-worker.h"
+#include "test-client-common.h"
+
+static struct ht_daemon *herdd;
+
+static void
+setup(void)
+{
+	herdd = ht_daemon_start(NULL);
+	ck_assert_msg(herdd != NULL, "herdd did not start (is $HERDD set?)");
+}
+
+static void
+teardown(void)
+{
+	tc_args_release();
+	ht_teardown();
+	unsetenv("HERD_SOCKET");
+}
+
+static herd_master *
+connect_master(void)
+{
+	herd_error *err = NULL;
+	herd_master *m = NULL;
+	int r;
+
+	r = herd_master_connect(herdd->socket, NULL, &m, &err);
+	ck_assert_msg(
+	    r == 0, "master connect: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
+	return m;
+}
+
+static herd_worker *
+spawn_example(herd_master *m, json_t *init)
+{
+	const char *path = ht_env_path("HERD_EXAMPLE_WORKER");
+	json_t *opts = herd_spawn_opts_new(path, init);
+	herd_worker *w = NULL;
+	int r;
+
+	ck_assert_ptr_nonnull(opts);
+	r = herd_master_spawn(m, opts, 0, &w);
+	ck_assert_msg(
+	    r == 0, "spawn: %s (%s)", strerror(-r), herd_error_message(herd_master_last_error(m)));
+	json_decref(opts);
+	ht_track_pid(herd_worker_pid(w));
+	return w;
+}
+
+struct seen {
+	int failures;
+	int events;
+	const char *want_event; /* on_event counts matches of this event and worker id */
+	const char *want_id;
+	int matches;
+	char event[32];
+	char id[32];
+	char message[128];
+	size_t tail;
+};
+
+static void
+on_failure(herd_master *m, const char *event, const char *id, const char *message, json_t *tail,
+    json_t *worker, void *userdata)
+{
+	struct seen *s = userdata;
+
+	s->failures++;
+	snprintf(s->event, sizeof(s->event), "%s", event);
+	snprintf(s->id, sizeof(s->id), "%s", id);
+	snprintf(s->message, sizeof(s->message), "%s", message ? message : "");
+	s->tail = json_array_size(tail);
+	ck_assert_str_eq(json_string_value(json_object_get(worker, "id")), id);
+}
+
+static void
+on_event(herd_master *m, const char *event, const char *id, const char *message, json_t *tail,
+    json_t *worker, void *userdata)
+{
+	struct seen *s = userdata;
+
+	s->events++;
+	if (s->want_event && strcmp(event, s->want_event) == 0 && strcmp(id, s->want_id) == 0)
+		s->matches++;
+}
+
+/* Runs the master's connection until *counter moves, with a deadline. */
+static void
+wait_master(herd_master *m, const int *counter, int timeout_ms)
+{
+	herd_conn *conn = herd_master_get_conn(m);
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	int start = *counter;
+
+	while (*counter == start) {
+		ck_assert_msg(ht_now_ms() < deadline, "no event from herdd in time");
+		ck_assert_int_ge(herd_conn_wait(conn, 100000), 0);
+		ck_assert_int_ge(herd_conn_process(conn), 0);
+	}
+}
+
+START_TEST(test_spawn_call_inspect)
+{
+	json_t *result = NULL, *list = NULL, *record = NULL, *logs = NULL;
+	herd_master *m = connect_master();
+	herd_worker *w = spawn_example(m, NULL);
+	herd_conn *conn = NULL;
+	bool found = false;
+	size_t i;
+	json_t *x;
+
+	ck_assert_ptr_nonnull(herd_worker_id(w));
+	ck_assert_int_gt(herd_worker_pid(w), 0);
+	ck_assert_int_eq(herd_worker_connect(w, NULL, &conn, NULL), 0);
+	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 42), 0, &result), 0);
+	ck_assert_int_eq(json_integer_value(result), 861);
+	json_decref(result);
+	/* The hello of a herdd-spawned worker names it by herdd's id. */
+	ck_assert_str_eq(json_string_value(json_object_get(herd_conn_get_server_info(conn), "id")),
+	    herd_worker_id(w));
+	herd_conn_unref(conn);
+
+	ck_assert_int_eq(herd_master_list(m, false, &list), 0);
+	json_array_foreach(json_object_get(list, "workers"), i, x)
+		found = found ||
+		    strcmp(json_string_value(json_object_get(x, "id")), herd_worker_id(w)) == 0;
+	ck_assert_msg(found, "%s not in %s", herd_worker_id(w), ht_dump(list));
+	json_decref(list);
+
+	ck_assert_int_eq(herd_master_inspect(m, herd_worker_id(w), &record), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(record, "state")), "ready");
+	json_decref(record);
+	ck_assert_int_eq(herd_master_logs(m, herd_worker_id(w), NULL, 0, &logs), 0);
+	ck_assert(json_is_array(json_object_get(logs, "lines")));
+	json_decref(logs);
+
+	ck_assert_int_eq(herd_master_inspect(m, "w999999", &record), -EREMOTEIO);
+	ck_assert_str_eq(herd_error_name(herd_master_last_error(m)), "worker_not_found");
+
+	ck_assert_int_eq(herd_master_shutdown(m, herd_worker_id(w), 2000, &record), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(record, "state")), "exited");
+	ck_assert_str_eq(json_string_value(json_object_get(record, "reason")), "shutdown");
+	json_decref(record);
+	herd_worker_unref(w);
+	herd_master_unref(m);
+}
+END_TEST
+
+START_TEST(test_on_failure_crash)
+{
+	struct seen s = { 0 };
+	herd_master *m = connect_master();
+	herd_worker *w = spawn_example(m, NULL);
+
+	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
+	/* A signal herdd did not send: a crash. (SIGABRT rather than SIGSEGV, which a
+	 * sanitizer build of the worker would catch and turn into an exit.) */
+	ck_assert_int_eq(kill(herd_worker_pid(w), SIGABRT), 0);
+	wait_master(m, &s.failures, TC_MS(10000));
+	ck_assert_str_eq(s.event, "crashed");
+	ck_assert_str_eq(s.id, herd_worker_id(w));
+	herd_worker_unref(w);
+	herd_master_unref(m);
+}
+END_TEST
+
+START_TEST(test_on_failure_reported)
+{
+	struct seen s = { 0 };
+	herd_master *m = connect_master();
+	herd_worker *w = spawn_example(m, NULL);
+	herd_conn *conn = NULL;
+
+	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
+	ck_assert_int_eq(herd_master_on_event(m, on_event, &s), 0);
+	ck_assert_int_eq(herd_worker_connect(w, NULL, &conn, NULL), 0);
+	/* The function returns, then the worker fails (rpc_parallel's uncaught exception). */
+	ck_assert_int_eq(herd_call(conn, "worker_fail",
+	                     tc_args("{s:s}", "message", "failed after returning"), 0, NULL),
+	    0);
+	wait_master(m, &s.failures, TC_MS(10000));
+	ck_assert_str_eq(s.event, "failed");
+	ck_assert_str_eq(s.id, herd_worker_id(w));
+	ck_assert_msg(strstr(s.message, "failed after returning"), "message %s", s.message);
+	ck_assert_int_ge(s.events, 1);
+	herd_conn_unref(conn);
+	herd_worker_unref(w);
+	herd_master_unref(m);
+}
+END_TEST
+
+START_TEST(test_spawn_errors)
+{
+	json_t *init = json_pack("{s:s}", "fail_init", "no state for you");
+	json_t *opts = herd_spawn_opts_new("/nonexistent/worker", NULL);
+	herd_master *m = connect_master();
+	herd_worker *w = NULL;
+
+	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w), -EREMOTEIO);
+	ck_assert_str_eq(herd_error_name(herd_master_last_error(m)), "spawn_failed");
+	ck_assert_ptr_null(w);
+	json_decref(opts);
+
+	opts = herd_spawn_opts_new(ht_env_path("HERD_EXAMPLE_WORKER"), init);
+	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w), -EREMOTEIO);
+	ck_assert_str_eq(herd_error_name(herd_master_last_error(m)), "init_failed");
+	ck_assert_msg(strstr(herd_error_message(herd_master_last_error(m)), "no state for you"),
+	    "message %s", herd_error_message(herd_master_last_error(m)));
+	json_decref(opts);
+
+	/* Options that are not the protocol's shape are refused before anything is sent. */
+	ck_assert_int_eq(herd_master_spawn(m, init, 0, &w), -EINVAL);
+	ck_assert_int_eq(herd_master_spawn(NULL, init, 0, &w), -EINVAL);
+	ck_assert_int_eq(herd_master_kill(m, NULL, NULL), -EINVAL);
+	json_decref(init);
+	herd_master_unref(m);
+}
+END_TEST
+
+START_TEST(test_master_disconnect_stops_workers)
+{
+	herd_master *m = connect_master();
+	herd_master *watcher = connect_master();
+	herd_worker *w = spawn_example(m, NULL);
+	struct seen s = { .want_event = "stopped", .want_id = herd_worker_id(w) };
+
+	/* A second master watches every worker of the uid, to see this one stop. */
+	ck_assert_int_eq(herd_master_on_event(watcher, on_event, &s), 0);
+	ck_assert_int_eq(
+	    herd_master_request(watcher, "subscribe", tc_args("{s:b}", "all", 1), 0, NULL), 0);
+	ck_assert(ht_pid_alive(herd_worker_pid(w)));
+	/* The default shutdown_on is master_disconnect: closing the master stops its workers. */
+	herd_master_unref(m);
+	wait_master(watcher, &s.matches, TC_MS(10000));
+	ck_assert(!ht_pid_alive(herd_worker_pid(w)));
+	herd_worker_unref(w);
+	herd_master_unref(watcher);
+}
+END_TEST
+
+struct async_spawn {
+	struct ev_loop *loop;
+	int calls;
+	int r;
+	herd_worker *w;
+};
+
+static void
+on_spawned(herd_master *m, int r, herd_worker *w, herd_error *error, void *userdata)
+{
+	struct async_spawn *a = userdata;
+
+	a->calls++;
+	a->r = r;
+	a->w = herd_worker_ref(w);
+	ev_break(a->loop, EVBREAK_ALL);
+}
+
+START_TEST(test_async_spawn_libev)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct async_spawn a = { .loop = loop };
+	herd_master *m;
+	json_t *opts;
+
+	/* The socket from $HERD_SOCKET when none is given. */
+	setenv("HERD_SOCKET", herdd->socket, 1);
+	ck_assert_int_eq(herd_master_connect(NULL, NULL, &m, NULL), 0);
+	ck_assert_int_eq(herd_master_attach_ev(m, loop), 0);
+	opts = herd_spawn_opts_new(ht_env_path("HERD_EXAMPLE_WORKER"), NULL);
+	ck_assert_int_eq(herd_master_spawn_async(m, opts, on_spawned, &a), 0);
+	json_decref(opts);
+	ev_run(loop, 0);
+	ck_assert_int_eq(a.calls, 1);
+	ck_assert_int_eq(a.r, 0);
+	ck_assert_ptr_nonnull(a.w);
+	ht_track_pid(herd_worker_pid(a.w));
+	/* The owner hears of its own workers' ends without subscribing. */
+	{
+		struct seen s = { .want_event = "stopped", .want_id = herd_worker_id(a.w) };
+
+		ck_assert_int_eq(herd_master_on_event(m, on_event, &s), 0);
+		ck_assert_int_eq(herd_master_kill(m, herd_worker_id(a.w), "KILL"), 0);
+		wait_master(m, &s.matches, TC_MS(10000));
+		herd_master_on_event(m, NULL, NULL);
+	}
+	herd_worker_unref(a.w);
+	herd_master_detach_ev(m);
+	herd_master_unref(m);
+	ev_loop_destroy(loop);
+}
+END_TEST
+
+START_TEST(test_start_app_self)
+{
+	json_t *opts = herd_spawn_opts_new(herd_self_path(), NULL);
+	herd_master *m = connect_master();
+	json_t *result = NULL;
+	herd_conn *conn = NULL;
+	herd_worker *w = NULL;
+
+	/* This very executable, spawned by herdd, becomes the example worker (see main). */
+	ck_assert_ptr_nonnull(herd_self_path());
+	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w), 0);
+	ht_track_pid(herd_worker_pid(w));
+	ck_assert_int_eq(herd_worker_connect(w, NULL, &conn, NULL), 0);
+	ck_assert_int_eq(herd_call(conn, "product", tc_args("{s:i}", "n", 5), 0, &result), 0);
+	ck_assert_int_eq(json_integer_value(result), 120);
+	json_decref(result);
+	herd_conn_unref(conn);
+	herd_worker_unref(w);
+	herd_master_unref(m);
+	json_decref(opts);
+}
+END_TEST
+
+static Suite *
+client_master_suite(void)
+{
+	Suite *s = suite_create("client-master");
+	TCase *tc = tcase_create("master");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_spawn_call_inspect);
+	tcase_add_test(tc, test_on_failure_crash);
+	tcase_add_test(tc, test_on_failure_reported);
+	tcase_add_test(tc, test_spawn_errors);
+	tcase_add_test(tc, test_master_disconnect_stops_workers);
+	tcase_add_test(tc, test_async_spawn_libev);
+	tcase_add_test(tc, test_start_app_self);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(int argc, char **argv)
+{
+	SRunner *sr;
+	int failed;
+
+	/* Spawned by herdd as a worker: serve and exit; run as a test: carry on. */
+	herd_start_app(&example_worker_type, argc, argv);
+
+	signal(SIGPIPE, SIG_IGN);
+	sr = srunner_create(client_master_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
