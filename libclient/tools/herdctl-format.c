@@ -139,21 +139,27 @@ print_value(FILE *f, const json_t *v)
 
 /* A field's value on one line: strings bare, null as "-", the rest compact JSON. */
 static void
-print_field(FILE *f, const char *key, const json_t *v)
+print_field_w(FILE *f, int width, const char *key, const json_t *v)
 {
 	char *text;
 
 	if (json_is_string(v)) {
-		fprintf(f, "%-17s %s\n", key, json_string_value(v));
+		fprintf(f, "%-*s %s\n", width, key, json_string_value(v));
 		return;
 	}
 	if (!v || json_is_null(v)) {
-		fprintf(f, "%-17s -\n", key);
+		fprintf(f, "%-*s -\n", width, key);
 		return;
 	}
 	text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-	fprintf(f, "%-17s %s\n", key, text ? text : "?");
+	fprintf(f, "%-*s %s\n", width, key, text ? text : "?");
 	free(text);
+}
+
+static void
+print_field(FILE *f, const char *key, const json_t *v)
+{
+	print_field_w(f, 17, key, v);
 }
 
 void
@@ -181,8 +187,31 @@ print_worker(FILE *f, const json_t *worker)
 	}
 }
 
+/* Longest dotted name under obj, so the values line up. */
+static int
+flat_width(const char *prefix, const json_t *obj)
+{
+	const char *key;
+	json_t *v;
+	int w = 0;
+
+	json_object_foreach((json_t *)obj, key, v) {
+		int k = (int)strlen(prefix) + (*prefix ? 1 : 0) + (int)strlen(key);
+
+		if (json_is_object(v)) {
+			char name[256];
+
+			snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "", key);
+			k = flat_width(name, v);
+		}
+		if (k > w)
+			w = k;
+	}
+	return w;
+}
+
 static void
-print_flat(FILE *f, const char *prefix, const json_t *obj)
+print_flat(FILE *f, int width, const char *prefix, const json_t *obj)
 {
 	const char *key;
 	json_t *v;
@@ -192,16 +221,16 @@ print_flat(FILE *f, const char *prefix, const json_t *obj)
 
 		snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "", key);
 		if (json_is_object(v))
-			print_flat(f, name, v);
+			print_flat(f, width, name, v);
 		else
-			print_field(f, name, v);
+			print_field_w(f, width, name, v);
 	}
 }
 
 void
 print_stats(FILE *f, const json_t *stats)
 {
-	print_flat(f, "", stats);
+	print_flat(f, flat_width("", stats), "", stats);
 }
 
 void

@@ -6,6 +6,7 @@
 #ifndef HT_CHECK_H
 #define HT_CHECK_H
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
