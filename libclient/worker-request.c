@@ -231,13 +231,15 @@ request_finish(struct herd_request *req)
 void
 herd__request_dispatch(struct herd_request *req)
 {
+	unsigned base;
 	bool held;
 
 	herd_request_ref(req);
+	/* References beyond these, once the handler returns, are the handler's. */
+	base = req->n_ref;
 	req->conn->srv->served++;
 	req->fn->handler(req, req->params);
-	/* Two references are ours: the table's and this function's. */
-	held = req->n_ref > 2 || req->on_end || req->draining;
+	held = req->n_ref > base || req->on_end || req->draining;
 	if (req->fn->kind != HERD_KIND_ONEWAY && !req->finished && !held) {
 		herd_log(HERD_LOG_ERR, "function %s returned without finishing its request",
 		    req->fn->name);
@@ -297,15 +299,17 @@ void
 herd__request_end_input(struct herd_request *req)
 {
 	herd_request_cb cb = req->on_end;
+	unsigned base;
 	bool held;
 
 	if (req->finished)
 		return;
 	req->on_end = NULL;
 	herd_request_ref(req);
+	base = req->n_ref;
 	if (cb)
 		cb(req, req->end_data);
-	held = req->n_ref > 2 || req->draining;
+	held = req->n_ref > base || req->draining;
 	if (!req->finished && !held)
 		herd_request_error(req, HERD_E_INTERNAL_ERROR, NULL,
 		    "function %s did not answer at the end of its input", req->fn->name);

@@ -242,7 +242,7 @@ END_TEST
 START_TEST(test_pipe_backpressure)
 {
 	struct ht_conn *c, *logs;
-	const int n = 100000;
+	const int n = 50000;
 	json_t *item, *reply;
 	json_int_t log_id;
 	int64_t id;
@@ -253,7 +253,7 @@ START_TEST(test_pipe_backpressure)
 	log_id = subscribe_logs(logs);
 	c = wt_connect(S.path, NULL);
 	ck_assert_ptr_nonnull(c);
-	/* About 6 MB of items, far more than the socket and the high-water mark hold. */
+	/* About 3 MB of items, far more than the socket and the high-water mark hold. */
 	id = ht_conn_send_request(c, "count", json_pack("{s:i}", "n", n));
 	/* While we do not read, the writer is told to wait (it logs that once). */
 	ck_assert(wt_wait_log(logs, log_id, "count: the reader is slow; waiting", ht_ms(5000)));

@@ -36,8 +36,7 @@ server_thread(void *arg)
 {
 	struct wt_server *s = arg;
 
-	s->serve_rc =
-	    herd_serve(s->loop, &example_worker_type, s->path, s->init, s->settings, &s->srv);
+	s->serve_rc = herd_serve(s->loop, s->type, s->path, s->init, s->settings, &s->srv);
 	pthread_mutex_lock(&s->mu);
 	s->started = true;
 	pthread_cond_signal(&s->cond);
@@ -56,9 +55,17 @@ server_thread(void *arg)
 int
 wt_server_start(struct wt_server *s, json_t *init, json_t *settings)
 {
+	return wt_server_start_type(s, &example_worker_type, init, settings);
+}
+
+int
+wt_server_start_type(
+    struct wt_server *s, const struct herd_worker_type *type, json_t *init, json_t *settings)
+{
 	int r;
 
 	memset(s, 0, sizeof(*s));
+	s->type = type;
 	r = ht_tmpdir(s->dir, sizeof(s->dir));
 	if (r < 0)
 		return r;

@@ -32,6 +32,7 @@ struct wt_server {
 	herd_server *srv;
 	char dir[128];
 	char path[192];
+	const struct herd_worker_type *type;
 	json_t *init; /* borrowed until started */
 	json_t *settings; /* borrowed until started */
 	int serve_rc;
@@ -46,6 +47,9 @@ struct wt_server {
  * Returns herd_serve()'s result (the thread is gone again on failure).
  */
 int wt_server_start(struct wt_server *s, json_t *init, json_t *settings);
+/* The same with another worker type. */
+int wt_server_start_type(
+    struct wt_server *s, const struct herd_worker_type *type, json_t *init, json_t *settings);
 /*
  * Closes the server from its thread, lets the loop run until every
  * connection has closed and been freed, destroys the loop and joins the
