@@ -105,13 +105,15 @@ conn_apply_effective(herd_conn *conn, json_t *result)
 static json_t *
 hello_params(herd_conn *conn, const char *role, json_t *extra)
 {
+	unsigned interval = conn->settings.heartbeat_interval_ms;
+	unsigned timeout = interval ? conn->settings.heartbeat_timeout_ms : 0;
 	json_t *p;
 
+	/* Without heartbeats a silence timeout would close every idle connection (and herdd
+	 * refuses one): no interval means no timeout either. */
 	p = json_pack("{s:i, s:s, s:{s:I, s:I, s:I}}", "version", HERD_PROTOCOL_VERSION, "role",
-	    role, "settings", "heartbeat_interval_ms",
-	    (json_int_t)conn->settings.heartbeat_interval_ms, "heartbeat_timeout_ms",
-	    (json_int_t)conn->settings.heartbeat_timeout_ms, "max_message_size",
-	    (json_int_t)conn->settings.max_message_size);
+	    role, "settings", "heartbeat_interval_ms", (json_int_t)interval, "heartbeat_timeout_ms",
+	    (json_int_t)timeout, "max_message_size", (json_int_t)conn->settings.max_message_size);
 	if (p && extra && json_object_update(p, extra) < 0)
 		p = (json_decref(p), NULL);
 	return p;
@@ -185,8 +187,10 @@ herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra, 
 		err = herd__error_new(HERD_E_INTERNAL_ERROR, "out of memory", NULL);
 		goto fail;
 	}
+	/* connect() was bounded by connection_timeout_ms; the answer to hello is bounded by
+	 * handshake_timeout_ms, the limit PROTOCOL.md 3.2 gives both ends of a handshake. */
 	r = herd__call_sync(
-	    conn, "hello", params, s.connection_timeout_ms * HERD__USEC_PER_MSEC, &result, &err);
+	    conn, "hello", params, s.handshake_timeout_ms * HERD__USEC_PER_MSEC, &result, &err);
 	if (r == -EMSGSIZE) {
 		herd_error_unref(err);
 		err = herd__error_new(HERD_E_MESSAGE_TOO_LARGE,

@@ -51,11 +51,16 @@ typedef struct herd_sink herd_sink;
 
 /*
  * Connects to the worker listening on socket_path and completes the hello
- * handshake (role "client"), blocking for at most connection_timeout_ms.
+ * handshake (role "client"). connect() waits at most connection_timeout_ms
+ * and the answer to hello at most handshake_timeout_ms.
  * init (borrowed, may be NULL) is the connection-state init argument handed to
  * the worker's connection init. settings (borrowed JSON object, may be NULL)
  * overrides the defaults field by field and is itself overridden by
- * $HERD_RPC_SETTINGS; libherd clients ask for heartbeats by default.
+ * $HERD_RPC_SETTINGS. libherd clients ask for heartbeats by default
+ * (heartbeat_interval_ms 1000, heartbeat_timeout_ms 10000); the worker's
+ * answer decides (herd_conn_get_settings()). Set heartbeat_interval_ms to 0
+ * for none. max_message_size limits what this side accepts; what it sends is
+ * limited by the smaller of it and the worker's announced limit.
  *
  * Returns 0 with *ret a new connection, or -EINVAL (bad argument or invalid
  * settings), -ENOENT/-ECONNREFUSED (nobody listens), -ETIMEDOUT,

@@ -251,8 +251,8 @@ script_oversize(struct tc_peer *p, void *arg)
 	line[n] = '\0';
 	for (size_t i = 41; i < n - 3; i++)
 		line[i] = 'y';
-	if (tc_peer_send(p, line) < 0)
-		r = 12;
+	/* The client may close before taking the whole line: a short write is expected. */
+	(void)tc_peer_send(p, line);
 	free(line);
 	/* The client answers the framing error with one error reply, id null, then closes. */
 	reply = tc_peer_recv(p, 5000);
@@ -367,13 +367,18 @@ script_mute(struct tc_peer *p, void *arg)
 
 START_TEST(test_connect_failures)
 {
-	json_t *settings = json_pack("{s:i}", "connection_timeout_ms", 300);
+	json_t *settings = json_pack("{s:i}", "handshake_timeout_ms", 300);
 	herd_error *err = NULL;
 	herd_conn *conn = NULL;
 	char path[192], dir[128], longpath[200];
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd, fds = tc_count_fds();
 	struct tc_fake fake;
+	int fd, fds;
+
+	/* The peer that never answers starts first, so the fd baseline includes what the test
+	 * harness opens for its first child. */
+	ck_assert_int_eq(tc_fake_start(&fake, script_mute, NULL), 0);
+	fds = tc_count_fds();
 
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/nobody.sock", dir);
@@ -394,14 +399,13 @@ START_TEST(test_connect_failures)
 	longpath[sizeof(longpath) - 1] = '\0';
 	ck_assert_int_eq(herd_conn_connect(longpath, NULL, NULL, &conn, NULL), -EINVAL);
 
-	/* Nobody answers hello: connection_timeout_ms bounds the wait. */
-	ck_assert_int_eq(tc_fake_start(&fake, script_mute, NULL), 0);
+	/* Nobody answers hello: handshake_timeout_ms bounds the wait. */
 	ck_assert_int_eq(herd_conn_connect(fake.socket, NULL, settings, &conn, &err), -ETIMEDOUT);
 	ck_assert_str_eq(herd_error_name(err), "timeout");
 	herd_error_unref(err);
 	ck_assert_ptr_null(conn);
-	ck_assert_int_eq(tc_fake_finish(&fake, TC_MS(20000)), 0);
 	ck_assert_int_eq(tc_count_fds(), fds);
+	ck_assert_int_eq(tc_fake_finish(&fake, TC_MS(20000)), 0);
 	json_decref(settings);
 }
 END_TEST
