@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The same failures seen through libherd's master API: a failure after a
+ * function returned reaches on_failure with the worker's message and stderr
+ * tail, a crash reaches it with the signal, and a clean shutdown does not.
+ */
+#include <errno.h>
+#include <stdio.h>
+
+#include <herd/herd.h>
+
+#include "ht-check.h"
+
+static const char *const grace_args[] = { "--grace-ms", "300", NULL };
+
+struct seen {
+	int failures;
+	char event[32];
+	char id[32];
+	char message[256];
+	json_t *tail;
+	json_t *worker;
+};
+
+static void
+on_failure(herd_master *m, const char *event, const char *worker_id, const char *message,
+    json_t *stderr_tail, json_t *worker, void *userdata)
+{
+	struct seen *s = userdata;
+
+	s->failures++;
+	snprintf(s->event, sizeof(s->event), "%s", event);
+	snprintf(s->id, sizeof(s->id), "%s", worker_id ? worker_id : "");
+	snprintf(s->message, sizeof(s->message), "%s", message ? message : "");
+	json_decref(s->tail);
+	json_decref(s->worker);
+	s->tail = json_incref(stderr_tail);
+	s->worker = json_incref(worker);
+}
+
+/* Drives the master's connection until on_failure ran, or the deadline. */
+static void
+wait_failure(herd_master *m, struct seen *s, int timeout_ms)
+{
+	herd_conn *conn = herd_master_get_conn(m);
+	int64_t deadline = ht_now_ms() + timeout_ms;
+
+	while (s->failures == 0 && ht_now_ms() < deadline) {
+		int r = herd_conn_wait(conn, (uint64_t)(deadline - ht_now_ms()) * 1000);
+
+		ck_assert_msg(r >= 0 || r == -EINTR, "herd_conn_wait: %s", strerror(-r));
+		ck_assert_int_ge(herd_conn_process(conn), 0);
+	}
+}
+
+static bool
+tail_contains(const json_t *tail, const char *needle)
+{
+	const json_t *l;
+	size_t i;
+
+	json_array_foreach(tail, i, l) {
+		if (json_is_string(l) && strstr(json_string_value(l), needle))
+			return true;
+	}
+	return false;
+}
+
+/* Spawns the testworker through libherd and connects to it. */
+static herd_worker *
+spawn(herd_master *m, herd_conn **conn)
+{
+	json_t *opts = herd_spawn_opts_new(ht_env_path("HERD_TESTWORKER"), NULL);
+	herd_worker *w = NULL;
+	int r;
+
+	ck_assert_ptr_nonnull(opts);
+	r = herd_master_spawn(m, opts, 0, &w);
+	json_decref(opts);
+	ck_assert_msg(r == 0, "spawn: %s", herd_error_message(herd_master_last_error(m)));
+	ht_track_pid(herd_worker_pid(w));
+	ck_assert_int_eq(herd_worker_connect(w, NULL, conn, NULL), 0);
+	return w;
+}
+
+START_TEST(test_on_failure_gets_message_and_stderr)
+{
+	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct seen s = { 0 };
+	herd_master *m = NULL;
+	herd_worker *w;
+	herd_conn *conn;
+	json_t *args, *res = NULL;
+
+	ck_assert_ptr_nonnull(d);
+	ck_assert_int_eq(herd_master_connect(d->socket, NULL, &m, NULL), 0);
+	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
+	w = spawn(m, &conn);
+
+	args = json_pack("{s:s}", "text", "loading the model");
+	ck_assert_int_eq(herd_call(conn, "stderr", args, 0, NULL), 0);
+	json_decref(args);
+	args = json_pack("{s:i, s:s}", "ms", 50, "message", "model file is corrupt");
+	ck_assert_int_eq(herd_call(conn, "fail_later", args, 0, &res), 0);
+	json_decref(args);
+	json_decref(res);
+	/* The call succeeded; the failure comes afterwards, as an event. */
+	ck_assert_int_eq(s.failures, 0);
+
+	wait_failure(m, &s, ht_ms(5000));
+	ck_assert_msg(s.failures == 1, "on_failure ran %d times", s.failures);
+	ck_assert_str_eq(s.event, "failed");
+	ck_assert_str_eq(s.id, herd_worker_id(w));
+	ck_assert_str_eq(s.message, "model file is corrupt");
+	ck_assert_msg(tail_contains(s.tail, "loading the model"), "tail %s", ht_dump(s.tail));
+	ck_assert_int_eq(ht_wait_pid_gone(herd_worker_pid(w), ht_ms(2000)), 0);
+	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
+
+	json_decref(s.tail);
+	json_decref(s.worker);
+	herd_conn_unref(conn);
+	herd_worker_unref(w);
+	herd_master_unref(m);
+}
+END_TEST
+
+START_TEST(test_on_failure_crash_and_clean_stop)
+{
+	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct seen s = { 0 };
+	herd_master *m = NULL;
+	herd_worker *w, *w2;
+	herd_conn *conn, *conn2;
+	json_t *args, *rec = NULL;
+
+	ck_assert_ptr_nonnull(d);
+	ck_assert_int_eq(herd_master_connect(d->socket, NULL, &m, NULL), 0);
+	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
+	w = spawn(m, &conn);
+	w2 = spawn(m, &conn2);
+
+	/* A clean shutdown is no failure. */
+	ck_assert_int_eq(herd_master_shutdown(m, herd_worker_id(w2), 1000, &rec), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(rec, "reason")), "shutdown");
+	json_decref(rec);
+
+	args = json_pack("{s:s}", "signal", "ABRT");
+	ck_assert_int_lt(herd_call(conn, "crash", args, 0, NULL), 0);
+	json_decref(args);
+	wait_failure(m, &s, ht_ms(5000));
+	ck_assert_msg(s.failures == 1, "on_failure ran %d times", s.failures);
+	ck_assert_str_eq(s.event, "crashed");
+	ck_assert_str_eq(s.id, herd_worker_id(w));
+	ck_assert_str_eq(json_string_value(json_object_get(s.worker, "signal")), "SIGABRT");
+	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
+
+	json_decref(s.tail);
+	json_decref(s.worker);
+	herd_conn_unref(conn);
+	herd_conn_unref(conn2);
+	herd_worker_unref(w);
+	herd_worker_unref(w2);
+	herd_master_unref(m);
+}
+END_TEST
+
+static Suite *
+master_suite(void)
+{
+	Suite *s = suite_create("sup-master");
+	TCase *tc = tcase_create("on_failure");
+
+	tcase_add_checked_fixture(tc, NULL, ht_teardown);
+	tcase_set_timeout(tc, ht_ms(30));
+	tcase_add_test(tc, test_on_failure_gets_message_and_stderr);
+	tcase_add_test(tc, test_on_failure_crash_and_clean_stop);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+HT_MAIN(master_suite)
