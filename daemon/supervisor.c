@@ -589,8 +589,15 @@ sup_stop_all(void)
 {
 	struct worker *w;
 
-	TAILQ_FOREACH(w, &herdd.workers, link)
+	json_t *err = proto_error(NULL, HERD_E_SHUTTING_DOWN, "herdd is shutting down", NULL);
+
+	TAILQ_FOREACH(w, &herdd.workers, link) {
+		/* Pending spawns fail now; their workers are stopped like the others. */
+		if (is_live(w))
+			answer_waiters(w, true, err);
 		sup_stop(w, "daemon_shutdown", herdd.cfg.grace_ms);
+	}
+	json_decref(err);
 }
 
 /* ---- timers ---- */
