@@ -417,6 +417,11 @@ answer(herd_request *req, json_t *msg)
 		    req->fn->name);
 		herd__sconn_send(
 		    req->conn, proto_error(req->id, HERD_E_LIMIT_EXCEEDED, text, data));
+	} else if (r == -EINVAL || r == -ENOMEM) {
+		/* Too deep or unencodable: the caller still gets an answer. */
+		herd__sconn_send(req->conn,
+		    proto_error(
+		        req->id, HERD_E_INTERNAL_ERROR, "the reply could not be encoded", NULL));
 	}
 	request_finish(req);
 	herd_request_unref(req);

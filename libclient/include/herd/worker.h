@@ -150,7 +150,9 @@ HERD_EXPORT void *herd_request_conn_state(const herd_request *req);
  *   -EALREADY   the request was already finished;
  *   -ECANCELED  the caller cancelled it or its connection closed (nothing sent);
  *   -EMSGSIZE   the encoded result is over the connection's max_message_size:
- *               the caller gets limit_exceeded instead, and the request is finished.
+ *               the caller gets limit_exceeded instead, and the request is finished;
+ *   -EINVAL     also when the result cannot be encoded (nested deeper than 64):
+ *               the caller gets internal_error, and the request is finished.
  */
 HERD_EXPORT int herd_request_reply(herd_request *req, json_t *result);
 /* Same as herd_request_reply(); reads better at the end of a stream. */
@@ -181,7 +183,7 @@ HERD_EXPORT int herd_request_error(herd_request *req, int code, json_t *data, co
  *   -EAGAIN     the connection's output is above its high-water mark: the item
  *               was NOT sent. Register herd_request_on_drain() and write it
  *               again from there (backpressure: the caller is reading slowly);
- *   -EINVAL     not a pipe or state request;
+ *   -EINVAL     not a pipe or state request, or the item cannot be encoded;
  *   -EALREADY   the request was already finished;
  *   -ECANCELED  cancelled or the connection closed;
  *   -EMSGSIZE   the item is over the connection's max_message_size (dropped;

@@ -117,7 +117,23 @@ fn_wait_cancel(herd_request *req, json_t *arg)
 	record("function_name", strcmp(herd_request_function(req), "wait_cancel") == 0);
 }
 
+/* Replies with a value nested deeper than the protocol allows. */
+static void
+fn_deep(herd_request *req, json_t *arg)
+{
+	json_t *v = json_array();
+
+	for (int i = 0; i < 70; i++) {
+		json_t *outer = json_array();
+
+		json_array_append_new(outer, v);
+		v = outer;
+	}
+	record("deep_reply", herd_request_reply(req, v));
+}
+
 static const struct herd_function api_functions[] = {
+	{ "deep", HERD_KIND_CALL, fn_deep },
 	{ "codes", HERD_KIND_CALL, fn_codes },
 	{ "forget", HERD_KIND_CALL, fn_forget },
 	{ "sink_no_end", HERD_KIND_SINK, fn_sink_no_end },
@@ -165,6 +181,9 @@ START_TEST(test_contract)
 	ck_assert_str_eq(ht_error_name(reply), "internal_error");
 	json_decref(reply);
 
+	reply = ht_conn_call(c, "deep", NULL, ht_ms(5000));
+	ck_assert_str_eq(ht_error_name(reply), "internal_error");
+	json_decref(reply);
 	reply = ht_conn_call(c, "misuse", NULL, ht_ms(5000));
 	ck_assert_str_eq(json_string_value(ht_result(reply)), "ok");
 	json_decref(reply);
@@ -193,6 +212,7 @@ START_TEST(test_contract)
 
 	reply = ht_conn_call(c, "codes", NULL, ht_ms(5000));
 	r = ht_result(reply);
+	ck_assert_int_eq(code(r, "deep_reply"), -EINVAL);
 	ck_assert_int_eq(code(r, "call_write"), -EINVAL);
 	ck_assert_int_eq(code(r, "call_on_item"), -EINVAL);
 	ck_assert_int_eq(code(r, "call_on_drain"), -EINVAL);
