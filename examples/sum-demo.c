@@ -251,7 +251,7 @@ verify_cleanup(struct demo *d, herd_master *m, const char *socket)
 {
 	struct watch wt = { d, 0 };
 	herd_master *check = NULL;
-	json_t *res = NULL, *list = NULL, *rec;
+	json_t *res = NULL, *list = NULL, *rec, *sub;
 	ev_timer deadline;
 	int i, r, gone = 0;
 	size_t k;
@@ -260,7 +260,9 @@ verify_cleanup(struct demo *d, herd_master *m, const char *socket)
 	if (r < 0)
 		return r;
 	herd_master_on_event(check, on_event, &wt);
-	r = herd_master_request(check, "subscribe", json_pack("{s:b}", "all", 1), 0, &res);
+	sub = json_pack("{s:b}", "all", 1);
+	r = herd_master_request(check, "subscribe", sub, 0, &res);
+	json_decref(sub);
 	json_decref(res);
 	if (r < 0)
 		goto out;
