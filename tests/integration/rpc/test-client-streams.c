@@ -308,6 +308,53 @@ START_TEST(test_sink_async_and_cancel)
 }
 END_TEST
 
+struct closer {
+	herd_conn *conn;
+	int items;
+	int ends;
+	int end_r;
+};
+
+static void
+close_on_second(herd_stream *s, json_t *item, bool initial, void *userdata)
+{
+	struct closer *c = userdata;
+
+	if (++c->items == 2)
+		ck_assert_int_eq(herd_conn_close(c->conn), 0);
+}
+
+static void
+closer_end(herd_stream *s, int r, json_t *result, herd_error *error, void *userdata)
+{
+	struct closer *c = userdata;
+
+	c->ends++;
+	c->end_r = r;
+}
+
+/* Closing the connection from inside an item callback ends the stream once, at once. */
+START_TEST(test_close_inside_item)
+{
+	herd_conn *conn = setup_conn(_i);
+	struct closer c = { .conn = conn };
+
+	ck_assert_int_eq(herd_stream_open(conn, "count", tc_args("{s:i}", "n", 100000),
+	                     close_on_second, closer_end, &c, NULL),
+	    0);
+	while (!c.ends) {
+		ck_assert_int_ge(herd_conn_wait(conn, TC_USEC(5000)), 0);
+		ck_assert_int_ne(herd_conn_process(conn), -EINVAL);
+	}
+	ck_assert_int_eq(c.items, 2);
+	ck_assert_int_eq(c.ends, 1);
+	ck_assert_int_eq(c.end_r, -ECONNRESET);
+	ck_assert_int_eq(herd_conn_process(conn), -ENOTCONN);
+	herd_conn_unref(conn);
+	ck_assert_int_eq(c.ends, 1);
+}
+END_TEST
+
 static Suite *
 client_streams_suite(void)
 {
@@ -323,6 +370,7 @@ client_streams_suite(void)
 	tcase_add_loop_test(tc, test_state_initial, 0, 2);
 	tcase_add_loop_test(tc, test_sink_sum, 0, 2);
 	tcase_add_loop_test(tc, test_sink_async_and_cancel, 0, 2);
+	tcase_add_loop_test(tc, test_close_inside_item, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
 }
