@@ -143,7 +143,7 @@ note_local_failure(herd_conn *conn, int r)
 		err = herd__error_newf(HERD_E_MESSAGE_TOO_LARGE,
 		    "the request is larger than max_message_size (%zu bytes); nothing was sent",
 		    conn->max_send);
-	else if (r == -ENOTCONN)
+	else if (r == -ENOTCONN || r == -ECONNRESET)
 		err = herd__error_new(HERD_E_CONNECTION_CLOSED, "the connection is closed", NULL);
 	else if (r == -ENOBUFS)
 		err = herd__error_new(
@@ -158,6 +158,7 @@ HERD_EXPORT int
 herd_call(
     herd_conn *conn, const char *function, json_t *args, uint64_t timeout_usec, json_t **ret_result)
 {
+	herd_error *err = NULL;
 	int r;
 
 	r = check_call(conn, function, args);
@@ -167,8 +168,12 @@ herd_call(
 		return r;
 	}
 	herd_conn_ref(conn);
-	r = herd__call_sync(conn, function, args, timeout_usec, ret_result, NULL);
-	note_local_failure(conn, r);
+	r = herd__call_sync(conn, function, args, timeout_usec, ret_result, &err);
+	/* A call that completed with an error already left it in last_error; only a refusal
+	 * before anything was sent needs one made here. */
+	if (r < 0 && !err)
+		note_local_failure(conn, r);
+	herd_error_unref(err);
 	herd_conn_unref(conn);
 	return r;
 }

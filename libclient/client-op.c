@@ -143,6 +143,10 @@ herd__op_start(
 	r = herd__conn_send(conn, msg);
 	if (r < 0)
 		return r;
+	/* Writing found the peer gone and closed the connection: register nothing, or the
+	 * operation would wait for a reply that cannot come. */
+	if (conn->state == CONN_CLOSED)
+		return -ECONNRESET;
 	conn->next_id++;
 
 	op->id = id;
