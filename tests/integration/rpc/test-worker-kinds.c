@@ -256,7 +256,7 @@ START_TEST(test_pipe_backpressure)
 	/* About 3 MB of items, far more than the socket and the high-water mark hold. */
 	id = ht_conn_send_request(c, "count", json_pack("{s:i}", "n", n));
 	/* While we do not read, the writer is told to wait (it logs that once). */
-	ck_assert(wt_wait_log(logs, log_id, "count: the reader is slow; waiting", ht_ms(5000)));
+	ck_assert(wt_wait_log(logs, log_id, "count: the reader is slow; waiting", ht_ms(30000)));
 	/* Nothing is lost or reordered when it resumes. */
 	for (int i = 0; i < n; i++) {
 		item = wt_next_item(c, id, ht_ms(10000));
