@@ -357,6 +357,7 @@ close_connections(void)
 int
 main(int argc, char **argv)
 {
+	sigset_t late;
 	int r;
 
 	ensure_std_fds();
@@ -401,6 +402,12 @@ main(int argc, char **argv)
 	notify_status();
 
 	ev_run(herdd.loop, 0);
+
+	/* Everything is stopped: another SIGTERM must not turn this clean exit into a kill. */
+	sigemptyset(&late);
+	sigaddset(&late, SIGTERM);
+	sigaddset(&late, SIGINT);
+	sigprocmask(SIG_BLOCK, &late, NULL);
 
 	ev_timer_stop(herdd.loop, &exit_deadline);
 	close_connections();

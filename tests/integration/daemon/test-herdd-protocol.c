@@ -31,6 +31,13 @@ start(void)
 	return d;
 }
 
+/* Stops herdd and checks it exited 0 (under ASan that includes no leak). */
+static void
+finish(struct ht_daemon *d)
+{
+	ck_assert_msg(ht_daemon_stop(d, ht_ms(10000)) == 0, "herdd exit status %d", d->exit_status);
+}
+
 /* A connection that completed hello as role. */
 static struct ht_conn *
 open_hello(struct ht_daemon *d, const char *role)
@@ -80,6 +87,7 @@ START_TEST(test_hello_result)
 	ck_assert_int_eq(json_object_size(ht_result(r)), 0);
 	json_decref(r);
 	ht_conn_close(c);
+	finish(d);
 }
 END_TEST
 
@@ -122,6 +130,7 @@ START_TEST(test_hello_refusals_close)
 		ck_assert_msg(ht_conn_wait_eof(c, ht_ms(5000)) == 0, "case %zu left it open", i);
 		ht_conn_close(c);
 	}
+	finish(d);
 }
 END_TEST
 
@@ -145,6 +154,7 @@ START_TEST(test_hello_required)
 	ck_assert_int_eq(ht_conn_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}\n", 34), 0);
 	expect_error_and_eof(c, "hello_required");
 	ht_conn_close(c);
+	finish(d);
 }
 END_TEST
 
@@ -168,6 +178,7 @@ START_TEST(test_unknown_method_keeps_connection)
 	ht_assert_result(r);
 	json_decref(r);
 	ht_conn_close(c);
+	finish(d);
 }
 END_TEST
 
@@ -238,6 +249,7 @@ START_TEST(test_invalid_params)
 	ck_assert_int_eq(json_array_size(list), 0);
 	json_decref(r);
 	ht_conn_close(c);
+	finish(d);
 }
 END_TEST
 
@@ -258,6 +270,7 @@ START_TEST(test_unknown_worker)
 		json_decref(r);
 	}
 	ht_conn_close(c);
+	finish(d);
 }
 END_TEST
 
@@ -286,6 +299,7 @@ START_TEST(test_oversize_closes)
 	/* herdd serves the next connection as if nothing happened. */
 	c = open_hello(d, "master");
 	ht_conn_close(c);
+	finish(d);
 }
 END_TEST
 
@@ -311,6 +325,7 @@ START_TEST(test_invalid_json_closes)
 		expect_error_and_eof(c, cases[i].error);
 		ht_conn_close(c);
 	}
+	finish(d);
 }
 END_TEST
 
@@ -326,6 +341,7 @@ START_TEST(test_too_deep_closes)
 	ck_assert_int_eq(ht_conn_send_raw(c, line, 201), 0);
 	expect_error_and_eof(c, "too_deep");
 	ht_conn_close(c);
+	finish(d);
 }
 END_TEST
 
@@ -345,6 +361,7 @@ START_TEST(test_malformed_rpc_keeps_connection)
 	ht_assert_result(m);
 	json_decref(m);
 	ht_conn_close(c);
+	finish(d);
 }
 END_TEST
 
@@ -373,6 +390,7 @@ START_TEST(test_handshake_timeout)
 	ht_assert_result(m);
 	json_decref(m);
 	ht_conn_close(c);
+	finish(d);
 }
 END_TEST
 
@@ -392,6 +410,7 @@ START_TEST(test_stats)
 	ck_assert(json_integer_value(json_object_get(res, "bytes_in")) > 0);
 	json_decref(r);
 	ht_conn_close(c);
+	finish(d);
 }
 END_TEST
 

@@ -1,0 +1,428 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * spawn as herdd implements it, over raw JSON lines: every distinct failure
+ * (exec, chdir, exit or crash before ready, spawn timeout) with its error
+ * data and a record left behind, the environment and identity a worker gets,
+ * a real worker's ready/list/logs/shutdown round trip with its socket file,
+ * limits, duplicate pending ids, and a detached grandchild that must not
+ * outlive its worker.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ht-check.h"
+
+static struct ht_daemon *
+start(const char *const *args)
+{
+	struct ht_daemon *d = ht_daemon_start(args);
+
+	ck_assert_msg(d, "herdd did not start: %s", strerror(errno));
+	return d;
+}
+
+static void
+finish(struct ht_daemon *d)
+{
+	ck_assert_msg(ht_daemon_stop(d, ht_ms(10000)) == 0, "herdd exit status %d", d->exit_status);
+}
+
+static json_t *
+err_data(const json_t *reply)
+{
+	return json_object_get(json_object_get(reply, "error"), "data");
+}
+
+static const char *
+str(const json_t *o, const char *key)
+{
+	return json_string_value(json_object_get(o, key));
+}
+
+/* The record of the only worker named name, from list {all: true} (new reference). */
+static json_t *
+record(struct ht_conn *c, const char *name)
+{
+	json_t *r = ht_conn_call(c, "list", json_pack("{s:b}", "all", 1), ht_ms(5000));
+	json_t *w, *found = NULL;
+	size_t i;
+
+	json_array_foreach(json_object_get(ht_assert_result(r), "workers"), i, w) {
+		if (!strcmp(str(w, "name"), name))
+			found = json_incref(w);
+	}
+	json_decref(r);
+	ck_assert_msg(found, "no record named %s", name);
+	return found;
+}
+
+START_TEST(test_exec_failures)
+{
+	struct ht_daemon *d = start(NULL);
+	struct ht_conn *c = ht_herdd_open(d, "master", "spawn-errors");
+	char noexec[192];
+	json_t *r, *rec;
+	int fd;
+
+	ck_assert(c);
+	r = ht_spawn(
+	    c, json_pack("{s:s, s:s}", "path", "/nonexistent/worker", "name", "gone"), ht_ms(5000));
+	ht_assert_error(r, "spawn_failed");
+	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "errno")), ENOENT);
+	ck_assert_str_eq(str(err_data(r), "stage"), "exec");
+	json_decref(r);
+	rec = record(c, "gone");
+	ck_assert_str_eq(str(rec, "state"), "exited");
+	ck_assert_str_eq(str(rec, "reason"), "spawn_failed");
+	ck_assert(!ht_pid_alive(ht_worker_pid(rec)));
+	json_decref(rec);
+
+	/* A file without the execute bit. */
+	snprintf(noexec, sizeof(noexec), "%s/not-executable", d->dir);
+	fd = open(noexec, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	r = ht_spawn(c, json_pack("{s:s}", "path", noexec), ht_ms(5000));
+	ht_assert_error(r, "spawn_failed");
+	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "errno")), EACCES);
+	json_decref(r);
+
+	/* A working directory that does not exist. */
+	r = ht_spawn(c, json_pack("{s:s, s:s}", "path", "/bin/true", "cwd", "/nonexistent-dir"),
+	    ht_ms(5000));
+	ht_assert_error(r, "spawn_failed");
+	ck_assert_str_eq(str(err_data(r), "stage"), "chdir");
+	json_decref(r);
+
+	/* stdout to a file in a directory that does not exist. */
+	r = ht_spawn(c,
+	    json_pack("{s:s, s:{s:s}}", "path", "/bin/true", "stdout", "file", "/nonexistent/out"),
+	    ht_ms(5000));
+	ht_assert_error(r, "spawn_failed");
+	ck_assert_str_eq(str(err_data(r), "stage"), "stdout");
+	json_decref(r);
+
+	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(5000)), 0);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+START_TEST(test_exit_and_crash_before_ready)
+{
+	struct ht_daemon *d = start(NULL);
+	struct ht_conn *c = ht_herdd_open(d, "master", "early-deaths");
+	json_t *r, *ev;
+
+	ck_assert(c);
+	r = ht_spawn(c,
+	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c",
+	        "echo about to leave >&2; exit 3", "name", "leaver"),
+	    ht_ms(5000));
+	ht_assert_error(r, "worker_exited");
+	ck_assert_str_eq(str(err_data(r), "reason"), "exited");
+	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "exit_code")), 3);
+	ck_assert_str_eq(
+	    json_string_value(json_array_get(json_object_get(err_data(r), "stderr_tail"), 0)),
+	    "about to leave");
+	json_decref(r);
+	ev = ht_conn_wait_event(c, "exited", NULL, ht_ms(5000));
+	ck_assert_msg(ev, "no exited event");
+	ck_assert_str_eq(str(json_object_get(ev, "worker"), "name"), "leaver");
+	json_decref(ev);
+
+	r = ht_spawn(c,
+	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c",
+	        "kill -SEGV $$", "name", "crasher"),
+	    ht_ms(5000));
+	ht_assert_error(r, "worker_exited");
+	ck_assert_str_eq(str(err_data(r), "reason"), "crashed");
+	ck_assert_str_eq(str(err_data(r), "signal"), "SIGSEGV");
+	json_decref(r);
+	ev = ht_conn_wait_event(c, "crashed", NULL, ht_ms(5000));
+	ck_assert_msg(ev, "no crashed event");
+	ck_assert_str_eq(str(json_object_get(ev, "worker"), "signal"), "SIGSEGV");
+	json_decref(ev);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+/* A program that never says ready, with a child that detaches (setsid, double fork). */
+START_TEST(test_spawn_timeout_kills_the_tree)
+{
+	struct ht_daemon *d = start(NULL);
+	struct ht_conn *c = ht_herdd_open(d, "master", "slow");
+	json_t *r, *ev, *rec;
+
+	ck_assert(c);
+	r = ht_spawn(c,
+	    json_pack("{s:s, s:[s, s, s], s:s, s:i}", "path", "/bin/sh", "argv", "sh", "-c",
+	        "(setsid sleep 1000 &); sleep 1000 & exec sleep 1000", "name", "never-ready",
+	        "spawn_timeout_ms", 500),
+	    ht_ms(10000));
+	ht_assert_error(r, "timeout");
+	ck_assert_str_eq(str(err_data(r), "what"), "spawn");
+	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "ms")), 500);
+	json_decref(r);
+	ev = ht_conn_wait_event(c, "spawn_timeout", NULL, ht_ms(5000));
+	ck_assert_msg(ev, "no spawn_timeout event");
+	json_decref(ev);
+	rec = record(c, "never-ready");
+	ck_assert_str_eq(str(rec, "reason"), "spawn_timeout");
+	ck_assert_str_eq(str(rec, "signal"), "SIGKILL");
+	ck_assert(json_is_null(json_object_get(rec, "socket")));
+	json_decref(rec);
+	/* The worker, its child and the detached grandchild are all gone and reaped. */
+	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(5000)), 0);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+/* What a worker process is given: environment, identity, stdin, fds. */
+START_TEST(test_environment)
+{
+	struct ht_daemon *d = start(NULL);
+	struct ht_conn *c = ht_herdd_open(d, "master", "env");
+	json_t *r, *lines, *line, *rec;
+	bool path = false, chan = false, id = false, mine = false, notify = false, home = false;
+	size_t i;
+
+	ck_assert(c);
+	setenv("NOTIFY_SOCKET", "/leak/test", 1);
+	r = ht_spawn(c,
+	    json_pack("{s:s, s:[s, s, s], s:s, s:s, s:{s:s}}", "path", "/bin/sh", "argv", "sh",
+	        "-c", "env; read x; echo stdin=$?", "name", "env", "stdout", "capture", "env",
+	        "MY_VAR", "my value"),
+	    ht_ms(5000));
+	unsetenv("NOTIFY_SOCKET");
+	ht_assert_error(r, "worker_exited");
+	json_decref(r);
+	rec = record(c, "env");
+	r = ht_conn_call(c, "logs",
+	    json_pack("{s:s, s:s, s:i}", "id", str(rec, "id"), "stream", "stdout", "lines", 1000),
+	    ht_ms(5000));
+	json_decref(rec);
+	lines = json_object_get(ht_assert_result(r), "lines");
+	json_array_foreach(lines, i, line) {
+		const char *l = json_string_value(line);
+
+		path |= !strcmp(l, "PATH=/usr/local/bin:/usr/bin:/bin");
+		chan |= !strcmp(l, "HERD_CHANNEL_FD=3");
+		id |= !strncmp(l, "HERD_WORKER_ID=w", 16);
+		mine |= !strcmp(l, "MY_VAR=my value");
+		notify |= !strncmp(l, "NOTIFY_SOCKET=", 14);
+		home |= !strncmp(l, "HOME=/", 6);
+	}
+	ck_assert_msg(
+	    path && chan && id && mine && home && !notify, "environment: %s", ht_dump(lines));
+	/* stdin is /dev/null: read hits EOF at once. */
+	ck_assert_msg(strstr(ht_dump(lines), "stdin=1"), "stdin: %s", ht_dump(lines));
+	json_decref(r);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+/* As root, herdd runs a worker with the requester's credentials, files included. */
+struct nobody_job {
+	const char *socket;
+	const char *out;
+};
+
+static int
+spawn_as_nobody(void *arg)
+{
+	struct nobody_job *job = arg;
+	struct ht_conn *c = ht_conn_open(job->socket);
+	json_t *r;
+
+	if (!c)
+		return 2;
+	r = ht_conn_hello(c, "master", NULL, 5000);
+	if (!ht_result(r))
+		return 3;
+	json_decref(r);
+	r = ht_conn_call(c, "spawn",
+	    json_pack("{s:s, s:[s, s, s], s:{s:s}}", "path", "/bin/sh", "argv", "sh", "-c", "id -u",
+	        "stdout", "file", job->out),
+	    10000);
+	if (!ht_error_name(r) || strcmp(ht_error_name(r), "worker_exited") != 0)
+		return 4;
+	json_decref(r);
+	ht_conn_close(c);
+	return 0;
+}
+
+START_TEST(test_runs_as_requester)
+{
+	struct ht_daemon *d;
+	struct nobody_job job;
+	char out[256], buf[64];
+	struct stat st;
+	uid_t uid;
+	gid_t gid;
+	ssize_t n;
+	int fd;
+
+	if (getuid() != 0 || ht_nobody(&uid, &gid) < 0) {
+		fprintf(stderr, "skipped: needs root and a nobody user\n");
+		return;
+	}
+	d = start(NULL);
+	/* nobody may write in the directory but not in herdd's private socket dir. */
+	snprintf(out, sizeof(out), "%s/out", d->dir);
+	ck_assert_int_eq(chmod(d->dir, 0711), 0);
+	ck_assert_int_eq(mkdir(out, 0777), 0);
+	ck_assert_int_eq(chmod(out, 0777), 0);
+	snprintf(out, sizeof(out), "%s/out/id", d->dir);
+	job.socket = d->socket;
+	job.out = out;
+	ck_assert_int_eq(ht_run_as_nobody(spawn_as_nobody, &job, ht_ms(20000)), 0);
+	ck_assert_int_eq(chmod(d->dir, 0700), 0);
+	ck_assert_int_eq(stat(out, &st), 0);
+	ck_assert_int_eq(st.st_uid, uid);
+	/* umask 022 applies to the file the worker created. */
+	ck_assert_int_eq(st.st_mode & 0777, 0644);
+	fd = open(out, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	ck_assert_int_eq(atoi(buf), (int)uid);
+	finish(d);
+}
+END_TEST
+
+START_TEST(test_real_worker_round_trip)
+{
+	struct ht_daemon *d = start(NULL);
+	struct ht_conn *c = ht_herdd_open(d, "master", "round-trip");
+	json_t *params = ht_testworker_params(json_pack("{s:s}", "name", "tw"));
+	json_t *sp, *r, *res, *ev, *w;
+	char sock[256], dir[256];
+	struct stat st;
+	pid_t pid;
+
+	ck_assert(c && params);
+	sp = ht_spawn(c, params, ht_ms(10000));
+	res = ht_assert_result(sp);
+	ck_assert_str_eq(str(res, "name"), "tw");
+	ck_assert(!strncmp(str(res, "id"), "w", 1));
+	pid = ht_worker_pid(res);
+	ck_assert(ht_pid_alive(pid));
+	snprintf(sock, sizeof(sock), "%s", str(res, "socket"));
+	snprintf(dir, sizeof(dir), "%s", sock);
+	*strrchr(dir, '/') = '\0';
+	ck_assert_int_eq(lstat(sock, &st), 0);
+	ck_assert(S_ISSOCK(st.st_mode));
+	ck_assert_int_eq(lstat(dir, &st), 0);
+	ck_assert_int_eq(st.st_mode & 07777, 0700);
+	ck_assert_int_eq(st.st_uid, getuid());
+
+	ev = ht_conn_wait_event(c, "ready", str(res, "id"), ht_ms(5000));
+	ck_assert_msg(ev, "no ready event");
+	ck_assert(json_is_array(json_object_get(ev, "stderr_tail")));
+	json_decref(ev);
+
+	r = ht_conn_call(c, "inspect", json_pack("{s:s}", "id", str(res, "id")), ht_ms(5000));
+	w = ht_assert_result(r);
+	ck_assert_str_eq(str(w, "state"), "ready");
+	ck_assert_int_eq(json_integer_value(json_object_get(w, "pgid")), pid);
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(json_object_get(w, "owner"), "pid")), getpid());
+	ck_assert(json_is_integer(json_object_get(w, "rss_kib")));
+	ck_assert(json_is_string(json_object_get(w, "started_at")));
+	ck_assert_str_eq(str(w, "shutdown_on"), "master_disconnect");
+	json_decref(r);
+
+	r = ht_conn_call(c, "logs", json_pack("{s:s}", "id", str(res, "id")), ht_ms(5000));
+	ck_assert(json_is_array(json_object_get(ht_assert_result(r), "lines")));
+	json_decref(r);
+	/* stdout is not captured by default. */
+	r = ht_conn_call(c, "logs",
+	    json_pack("{s:s, s:s}", "id", str(res, "id"), "stream", "stdout"), ht_ms(5000));
+	ht_assert_error(r, "invalid_params");
+	json_decref(r);
+
+	r = ht_conn_call(c, "shutdown",
+	    json_pack("{s:s, s:i}", "id", str(res, "id"), "grace_ms", 2000), ht_ms(10000));
+	w = ht_assert_result(r);
+	ck_assert_str_eq(str(w, "state"), "exited");
+	ck_assert_str_eq(str(w, "reason"), "shutdown");
+	ck_assert(json_is_null(json_object_get(w, "socket")));
+	json_decref(r);
+	ck_assert(!ht_pid_alive(pid));
+	ck_assert_msg(access(sock, F_OK) < 0, "the worker's socket file was left behind");
+	ev = ht_conn_wait_event(c, "stopped", NULL, ht_ms(5000));
+	ck_assert_msg(ev, "no stopped event");
+	json_decref(ev);
+	/* An exited worker is not there to signal. */
+	r = ht_conn_call(c, "kill", json_pack("{s:s}", "id", str(res, "id")), ht_ms(5000));
+	ht_assert_error(r, "worker_not_found");
+	json_decref(r);
+	json_decref(sp);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+START_TEST(test_limits_and_duplicate_ids)
+{
+	static const char *const args[] = { "--max-workers-per-master", "1", NULL };
+	struct ht_daemon *d = start(args);
+	struct ht_conn *c = ht_herdd_open(d, "master", "limits");
+	const char *dup = "{\"jsonrpc\":\"2.0\",\"id\":\"same\",\"method\":\"spawn\",\"params\":"
+	                  "{\"path\":\"/bin/sleep\",\"argv\":[\"sleep\",\"100\"]}}\n";
+	json_t *r;
+
+	ck_assert(c);
+	/* The first spawn stays pending (sleep never says ready)... */
+	ck_assert_int_eq(ht_conn_send_raw(c, dup, strlen(dup)), 0);
+	/* ...so the same id again is refused, and a second worker is over the limit. */
+	ck_assert_int_eq(ht_conn_send_raw(c, dup, strlen(dup)), 0);
+	r = ht_conn_recv(c, ht_ms(5000));
+	ht_assert_error(r, "invalid_request");
+	ck_assert_str_eq(str(r, "id"), "same");
+	json_decref(r);
+	r = ht_conn_call(c, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
+	ht_assert_error(r, "limit_exceeded");
+	ck_assert_str_eq(str(err_data(r), "limit"), "workers_per_master");
+	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "value")), 1);
+	json_decref(r);
+	/* The master leaves: its starting worker goes too. */
+	ht_conn_close(c);
+	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
+	finish(d);
+}
+END_TEST
+
+static Suite *
+spawn_suite(void)
+{
+	Suite *s = suite_create("herdd-spawn");
+	TCase *tc = tcase_create("spawn");
+
+	tcase_add_checked_fixture(tc, NULL, ht_teardown);
+	tcase_set_timeout(tc, ht_ms(40));
+	tcase_add_test(tc, test_exec_failures);
+	tcase_add_test(tc, test_exit_and_crash_before_ready);
+	tcase_add_test(tc, test_spawn_timeout_kills_the_tree);
+	tcase_add_test(tc, test_environment);
+	tcase_add_test(tc, test_runs_as_requester);
+	tcase_add_test(tc, test_real_worker_round_trip);
+	tcase_add_test(tc, test_limits_and_duplicate_ids);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+HT_MAIN(spawn_suite)
