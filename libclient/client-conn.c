@@ -54,11 +54,12 @@ socket_connect(const char *path, unsigned timeout_ms)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = {
 		.tv_sec = timeout_ms / 1000,
-		.tv_usec = (timeout_ms % 1000) * 1000,
+		.tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000,
 	};
 	int fd, r;
 
-	strcpy(sa.sun_path, path);
+	/* The caller checked that path fits, terminator included. */
+	memcpy(sa.sun_path, path, strlen(path) + 1);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
