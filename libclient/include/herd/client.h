@@ -220,7 +220,8 @@ typedef void (*herd_stream_end_cb)(
 /*
  * Opens a stream. With on_item set, items and the end go to the callbacks
  * (on_end may be NULL). With on_item NULL the stream is an iterator: items
- * queue until herd_stream_next() takes them (on_end, if set, still runs once).
+ * queue until herd_stream_next() takes them (on_end, if set, still runs once);
+ * the queue has no limit, so read an iterator steadily or cancel it.
  * Streams have no overall timeout (they may legitimately run forever, like
  * herd.logs); herd_stream_next() has its own.
  * Returns 0 with *ret (a new reference; may be NULL in callback style) or a
