@@ -149,25 +149,27 @@ write_cb(struct ev_loop *loop, ev_io *w, int revents)
 	update_write_watcher(c);
 }
 
-static void
-read_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* One read and the messages it completes. Returns 1 if more may be waiting, else 0. */
+static int
+read_once(struct conn *c)
 {
-	struct conn *c = w->data;
 	char buf[READ_CHUNK];
 	ssize_t n;
 	int r;
 
 	n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
 	if (n < 0) {
-		if (errno == EINTR || errno == EAGAIN)
-			return;
+		if (errno == EINTR)
+			return 1;
+		if (errno == EAGAIN)
+			return 0;
 		log_debug("connection %llu: read: %m", (unsigned long long)c->serial);
 		conn_abort(c);
-		return;
+		return 0;
 	}
 	if (n == 0) {
 		conn_close(c);
-		return;
+		return 0;
 	}
 	c->bytes_in += (uint64_t)n;
 	herdd.stats.bytes_in += (uint64_t)n;
@@ -175,7 +177,7 @@ read_cb(struct ev_loop *loop, ev_io *w, int revents)
 	r = proto_reader_feed(&c->rd, buf, (size_t)n);
 	if (r < 0) {
 		conn_abort(c);
-		return;
+		return 0;
 	}
 	/* The handler may take its own reference; ours keeps c valid throughout. */
 	conn_ref(c);
@@ -205,6 +207,28 @@ read_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		c->ops->message(c, msg);
 		json_decref(msg);
+	}
+	r = !c->closed;
+	conn_unref(c);
+	return r;
+}
+
+static void
+read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	read_once(w->data);
+}
+
+/* Reads and handles everything already received (the peer is gone; its last words count). */
+void
+conn_drain(struct conn *c)
+{
+	int rounds;
+
+	conn_ref(c);
+	for (rounds = 0; rounds < 64 && !c->closed && !c->released; rounds++) {
+		if (!read_once(c))
+			break;
 	}
 	conn_unref(c);
 }

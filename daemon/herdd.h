@@ -217,6 +217,8 @@ int conn_reply_error(struct conn *c, json_t *id, int code, json_t *data, const c
 void conn_close(struct conn *c);
 /* Like conn_close() but drops queued output. */
 void conn_abort(struct conn *c);
+/* Handles whatever the peer already sent, without blocking. */
+void conn_drain(struct conn *c);
 /* Starts the I/O watchers. */
 void conn_start(struct conn *c);
 /* Frees connections whose last reference went away (runs from an ev_prepare). */

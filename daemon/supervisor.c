@@ -960,20 +960,23 @@ reaped(struct worker *w, int status)
 	} else {
 		w->exit_code = WEXITSTATUS(status);
 	}
-	ev_timer_stop(herdd.loop, &w->spawn_timer);
-	ev_timer_stop(herdd.loop, &w->grace_timer);
-	ev_timer_stop(herdd.loop, &w->hb_timer);
-	ev_timer_stop(herdd.loop, &w->conn_timer);
 	/* The child wrote its report before exiting: it is in the pipe now if ever. */
 	if (w->errpipe >= 0)
 		errpipe_cb(herdd.loop, &w->errpipe_io, EV_READ);
 	capture_finish(&w->cap[0]);
 	capture_finish(&w->cap[1]);
 	if (w->channel) {
+		/* An init_failed or failure sent just before exiting must not be lost. */
+		if (!w->channel->closed)
+			conn_drain(w->channel);
 		conn_abort(w->channel);
 		conn_unref(w->channel);
 		w->channel = NULL;
 	}
+	ev_timer_stop(herdd.loop, &w->spawn_timer);
+	ev_timer_stop(herdd.loop, &w->grace_timer);
+	ev_timer_stop(herdd.loop, &w->hb_timer);
+	ev_timer_stop(herdd.loop, &w->conn_timer);
 	if (w->spawn_stage)
 		w->reason = "spawn_failed";
 	else if (!w->reason)
