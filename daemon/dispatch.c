@@ -12,8 +12,8 @@
 
 #include "herdd.h"
 
-#define NEED_HELLO   0x1 /* refused before hello */
-#define NEED_SPAWNER 0x2 /* masters and inspectors: every control role today */
+#define NEED_HELLO     0x1 /* refused (and the connection closed) before hello */
+#define WHILE_STOPPING 0x2 /* still served while herdd stops, so people can watch */
 
 struct method {
 	const char *name;
@@ -22,17 +22,17 @@ struct method {
 };
 
 static const struct method methods[] = {
-	{ "hello", h_hello, 0 },
-	{ "ping", h_ping, NEED_HELLO },
-	{ "spawn", h_spawn, NEED_HELLO | NEED_SPAWNER },
+	{ "hello", h_hello, WHILE_STOPPING },
+	{ "ping", h_ping, NEED_HELLO | WHILE_STOPPING },
+	{ "spawn", h_spawn, NEED_HELLO },
 	{ "shutdown", h_shutdown, NEED_HELLO },
 	{ "kill", h_kill, NEED_HELLO },
-	{ "list", h_list, NEED_HELLO },
-	{ "inspect", h_inspect, NEED_HELLO },
+	{ "list", h_list, NEED_HELLO | WHILE_STOPPING },
+	{ "inspect", h_inspect, NEED_HELLO | WHILE_STOPPING },
 	{ "logs", h_logs, NEED_HELLO },
 	{ "subscribe", h_subscribe, NEED_HELLO },
 	{ "unsubscribe", h_unsubscribe, NEED_HELLO },
-	{ "stats", h_stats, NEED_HELLO },
+	{ "stats", h_stats, NEED_HELLO | WHILE_STOPPING },
 };
 
 static const struct method *
@@ -98,7 +98,7 @@ request(struct conn *c, const struct proto_msg *m)
 {
 	const struct method *meth = find_method(m->method);
 
-	if (!c->hello && (!meth || strcmp(meth->name, "hello") != 0)) {
+	if (!c->hello && (!meth || (meth->flags & NEED_HELLO))) {
 		conn_reply_error(
 		    c, m->id, HERD_E_HELLO_REQUIRED, NULL, "the first request must be hello");
 		conn_close(c);
@@ -109,9 +109,7 @@ request(struct conn *c, const struct proto_msg *m)
 		    json_pack("{s:s}", "method", m->method), "unknown method \"%.64s\"", m->method);
 		return;
 	}
-	if (herdd.stopping && strcmp(meth->name, "hello") != 0 && strcmp(meth->name, "ping") != 0 &&
-	    strcmp(meth->name, "list") != 0 && strcmp(meth->name, "inspect") != 0 &&
-	    strcmp(meth->name, "stats") != 0) {
+	if (herdd.stopping && !(meth->flags & WHILE_STOPPING)) {
 		conn_reply_error(c, m->id, HERD_E_SHUTTING_DOWN, NULL, "herdd is shutting down");
 		return;
 	}

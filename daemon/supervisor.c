@@ -90,9 +90,15 @@ proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *rss_kib)
 	return 0;
 }
 
+/* A process found in /proc, with the parent it was found under. */
+struct proc_kid {
+	pid_t pid;
+	pid_t parent;
+};
+
 /* Appends the children of pid (every thread's) to out. */
 static void
-proc_children(pid_t pid, pid_t *out, size_t *n, size_t max)
+proc_children(pid_t pid, struct proc_kid *out, size_t *n, size_t max)
 {
 	char path[64];
 	struct dirent *d;
@@ -123,8 +129,11 @@ proc_children(pid_t pid, pid_t *out, size_t *n, size_t max)
 
 			if (end == p)
 				break;
-			if (v > 0)
-				out[(*n)++] = (pid_t)v;
+			if (v > 0) {
+				out[*n].pid = (pid_t)v;
+				out[*n].parent = pid;
+				(*n)++;
+			}
 		}
 	}
 	closedir(dir);
@@ -132,14 +141,56 @@ proc_children(pid_t pid, pid_t *out, size_t *n, size_t max)
 
 /* Every descendant of root, breadth first. Returns how many. */
 static size_t
-proc_tree(pid_t root, pid_t *out, size_t max)
+proc_tree(pid_t root, struct proc_kid *out, size_t max)
 {
 	size_t n = 0, i;
 
 	proc_children(root, out, &n, max);
 	for (i = 0; i < n; i++)
-		proc_children(out[i], out, &n, max);
+		proc_children(out[i].pid, out, &n, max);
 	return n;
+}
+
+/* Parent pid of pid from /proc, or -1. */
+static pid_t
+proc_ppid(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	ssize_t n;
+	int fd, ppid;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%*c %d", &ppid) != 1)
+		return -1;
+	return (pid_t)ppid;
+}
+
+/*
+ * Signals a process found in /proc without ever hitting a recycled pid: the
+ * pidfd pins one process, and its parent, read after opening the pidfd, proves
+ * it is the one we saw (or an orphan already handed to herdd, the subreaper).
+ */
+static void
+signal_kid(const struct proc_kid *k, int sig)
+{
+	int pfd = pidfd_open(k->pid, 0);
+	pid_t ppid;
+
+	if (pfd < 0)
+		return;
+	ppid = proc_ppid(k->pid);
+	if (ppid == k->parent || ppid == herdd.pid)
+		pidfd_send_signal(pfd, sig, NULL, 0);
+	close(pfd);
 }
 
 /* ---- records ---- */
@@ -416,7 +467,7 @@ sup_worker_json(const struct worker *w)
 static int
 signal_worker(struct worker *w, int sig, bool tree)
 {
-	pid_t desc[MAX_TREE];
+	struct proc_kid desc[MAX_TREE];
 	size_t n = 0, i;
 	int r = 0;
 
@@ -433,7 +484,7 @@ signal_worker(struct worker *w, int sig, bool tree)
 	/* The group id is the leader's pid, still ours until we reap it. */
 	kill(-w->pid, sig);
 	for (i = 0; i < n; i++)
-		kill(desc[i], sig);
+		signal_kid(&desc[i], sig);
 	return r;
 }
 
@@ -917,7 +968,7 @@ spawn_error(struct worker *w)
 static void
 kill_escapees(void)
 {
-	pid_t kids[MAX_TREE];
+	struct proc_kid kids[MAX_TREE];
 	size_t n = 0, i;
 
 	proc_children(herdd.pid, kids, &n, MAX_TREE);
@@ -926,7 +977,7 @@ kill_escapees(void)
 		bool known = false;
 
 		TAILQ_FOREACH(w, &herdd.workers, link) {
-			if (!w->reaped && w->pid == kids[i]) {
+			if (!w->reaped && w->pid == kids[i].pid) {
 				known = true;
 				break;
 			}
@@ -935,10 +986,10 @@ kill_escapees(void)
 			char st;
 
 			/* A zombie waits for our reaper; only a running escapee needs a signal. */
-			if (proc_stat(kids[i], &st, NULL, NULL) == 0 && st == 'Z')
+			if (proc_stat(kids[i].pid, &st, NULL, NULL) == 0 && st == 'Z')
 				continue;
-			log_info("killing pid %d: escaped from its worker", (int)kids[i]);
-			kill(kids[i], SIGKILL);
+			log_info("killing pid %d: escaped from its worker", (int)kids[i].pid);
+			signal_kid(&kids[i], SIGKILL);
 		}
 	}
 }
