@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +114,26 @@ take_lock(void)
 	}
 }
 
+/*
+ * A root daemon serves every uid. With a "herd" group the socket is 0660
+ * root:herd (PROTOCOL.md 4.1: only root and members connect); without one it
+ * is open to all, and every request is still authorised by SO_PEERCRED.
+ */
+static void
+open_system_socket(const char *path)
+{
+	struct group gr, *grp = NULL;
+	char buf[4096];
+
+	if (getgrnam_r("herd", &gr, buf, sizeof(buf), &grp) == 0 && grp) {
+		if (chown(path, 0, grp->gr_gid) < 0 || chmod(path, 0660) < 0)
+			fatal("setting owner and mode of %s: %m", path);
+		return;
+	}
+	if (chmod(path, 0666) < 0)
+		fatal("chmod %s: %m", path);
+}
+
 static void
 bind_own_socket(void)
 {
@@ -145,12 +166,8 @@ bind_own_socket(void)
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		fatal("binding %s: %m", path);
 	herdd.own_socket = true;
-	/*
-	 * A root daemon serves every uid: the socket is open to all and each
-	 * request is authorised by SO_PEERCRED.
-	 */
-	if (herdd.uid == 0 && chmod(path, 0666) < 0)
-		fatal("chmod %s: %m", path);
+	if (herdd.uid == 0)
+		open_system_socket(path);
 	if (listen(fd, SOMAXCONN) < 0)
 		fatal("listen on %s: %m", path);
 	herdd.listen_fd = fd;

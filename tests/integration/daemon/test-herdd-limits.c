@@ -1,0 +1,339 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Limits on everything a client controls, each with its name in the error and
+ * in stats: connections per uid, connections still before hello, requests in
+ * flight, workers per uid, output queued for a peer that does not read, and
+ * running out of file descriptors. Plus the two ways a connection hears
+ * more: subscribe {all} and connection heartbeats.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "ht-check.h"
+
+static struct ht_daemon *
+start(const char *const *args)
+{
+	struct ht_daemon *d = ht_daemon_start(args);
+
+	ck_assert_msg(d, "herdd did not start: %s", strerror(errno));
+	return d;
+}
+
+static void
+finish(struct ht_daemon *d)
+{
+	ck_assert_msg(ht_daemon_stop(d, ht_ms(10000)) == 0, "herdd exit status %d", d->exit_status);
+}
+
+static json_t *
+err_data(const json_t *reply)
+{
+	return json_object_get(json_object_get(reply, "error"), "data");
+}
+
+/* stats.limits_hit[name] as seen by a fresh inspector. */
+static json_int_t
+limit_hits(struct ht_daemon *d, const char *name)
+{
+	struct ht_conn *c = ht_herdd_open(d, "inspector", "stats");
+	json_t *r;
+	json_int_t v;
+
+	ck_assert(c);
+	r = ht_conn_call(c, "stats", NULL, ht_ms(5000));
+	v = json_integer_value(
+	    json_object_get(json_object_get(ht_assert_result(r), "limits_hit"), name));
+	json_decref(r);
+	ht_conn_close(c);
+	return v;
+}
+
+/* The next message must be limit_exceeded for limit (id null), then EOF. */
+static void
+expect_refused(struct ht_conn *c, const char *limit, int value)
+{
+	json_t *m = ht_conn_recv(c, ht_ms(5000));
+
+	ht_assert_error(m, "limit_exceeded");
+	ck_assert(json_is_null(json_object_get(m, "id")));
+	ck_assert_str_eq(json_string_value(json_object_get(err_data(m), "limit")), limit);
+	ck_assert_int_eq(json_integer_value(json_object_get(err_data(m), "value")), value);
+	json_decref(m);
+	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
+}
+
+START_TEST(test_connections_per_uid)
+{
+	static const char *const args[] = { "--max-connections-per-uid", "2", NULL };
+	struct ht_daemon *d = start(args);
+	struct ht_conn *a = ht_herdd_open(d, "master", "a");
+	struct ht_conn *b = ht_herdd_open(d, "master", "b");
+	struct ht_conn *c;
+
+	ck_assert(a && b);
+	c = ht_conn_open(d->socket);
+	ck_assert(c);
+	expect_refused(c, "connections_per_uid", 2);
+	ht_conn_close(c);
+	/* Room again once one leaves. */
+	ht_conn_close(b);
+	ck_assert_int_eq(ht_conn_wait_eof(a, 50), -ETIMEDOUT);
+	ht_conn_close(a);
+	ck_assert_int_ge(limit_hits(d, "connections_per_uid"), 1);
+	finish(d);
+}
+END_TEST
+
+START_TEST(test_unauthenticated)
+{
+	static const char *const args[] = { "--max-unauthenticated", "2", NULL };
+	struct ht_daemon *d = start(args);
+	struct ht_conn *a = ht_conn_open(d->socket), *b = ht_conn_open(d->socket), *c;
+	json_t *r;
+
+	ck_assert(a && b);
+	c = ht_conn_open(d->socket);
+	ck_assert(c);
+	expect_refused(c, "unauthenticated_connections", 2);
+	ht_conn_close(c);
+	/* Once one says hello, another may connect. */
+	r = ht_conn_hello(a, "inspector", NULL, ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	c = ht_conn_open(d->socket);
+	ck_assert(c);
+	r = ht_conn_hello(c, "inspector", NULL, ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	ht_conn_close(a);
+	ht_conn_close(b);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+START_TEST(test_pending_requests)
+{
+	static const char *const args[] = { "--max-pending", "1", NULL };
+	struct ht_daemon *d = start(args);
+	struct ht_conn *c = ht_herdd_open(d, "master", "pending");
+	json_t *r;
+
+	ck_assert(c);
+	/* sleep never says ready: its spawn stays pending. */
+	ck_assert(
+	    ht_conn_send_request(c, "spawn",
+	        json_pack("{s:s, s:[s, s]}", "path", "/bin/sleep", "argv", "sleep", "100")) > 0);
+	r = ht_conn_call(c, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
+	ht_assert_error(r, "too_many_requests");
+	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "limit")), 1);
+	json_decref(r);
+	ck_assert_int_ge(limit_hits(d, "pending_requests"), 1);
+	ht_conn_close(c);
+	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
+	finish(d);
+}
+END_TEST
+
+START_TEST(test_workers_per_uid)
+{
+	static const char *const args[] = { "--max-workers-per-uid", "1", NULL };
+	struct ht_daemon *d = start(args);
+	struct ht_conn *a = ht_herdd_open(d, "master", "a"), *b = ht_herdd_open(d, "master", "b");
+	json_t *r;
+
+	ck_assert(a && b);
+	ck_assert(
+	    ht_conn_send_request(a, "spawn",
+	        json_pack("{s:s, s:[s, s]}", "path", "/bin/sleep", "argv", "sleep", "100")) > 0);
+	r = ht_herdd_wait_listed(b, "sleep", "starting", ht_ms(5000));
+	ck_assert(r);
+	json_decref(r);
+	r = ht_conn_call(b, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
+	ht_assert_error(r, "limit_exceeded");
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(err_data(r), "limit")), "workers_per_uid");
+	json_decref(r);
+	ht_conn_close(a);
+	ht_conn_close(b);
+	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
+	finish(d);
+}
+END_TEST
+
+/* A client that sends requests and never reads its replies is cut off. */
+START_TEST(test_output_overflow)
+{
+	static const char *const args[] = { "--max-output-bytes", "65536", NULL };
+	struct ht_daemon *d = start(args);
+	struct ht_conn *c = ht_herdd_open(d, "master", "no-reader");
+	const char *req = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"stats\"}\n";
+	size_t len = strlen(req), n = 20000, i;
+	char *flood = malloc(len * n);
+	json_t *r;
+
+	ck_assert(c && flood);
+	for (i = 0; i < n; i++)
+		memcpy(flood + i * len, req, len);
+	/* Sending may fail part-way once herdd has closed: either way it must close. */
+	ht_conn_send_raw(c, flood, len * n);
+	free(flood);
+	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(20000)), 0);
+	ht_conn_close(c);
+	ck_assert_int_ge(limit_hits(d, "output_bytes"), 1);
+	/* herdd itself is fine. */
+	c = ht_herdd_open(d, "master", "after");
+	r = ht_conn_call(c, "ping", NULL, ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+/* Out of file descriptors: connections are dropped, not spun on, and herdd recovers. */
+START_TEST(test_out_of_fds)
+{
+	struct ht_daemon *d = start(NULL);
+	struct ht_conn *held[64];
+	struct rlimit low, old;
+	json_t *r;
+	int i, n = 0;
+
+	/* Only the soft limit: raising a hard one back needs CAP_SYS_RESOURCE. */
+	ck_assert_int_eq(prlimit(d->pid, RLIMIT_NOFILE, NULL, &old), 0);
+	low.rlim_cur = 24;
+	low.rlim_max = old.rlim_max;
+	ck_assert_int_eq(prlimit(d->pid, RLIMIT_NOFILE, &low, NULL), 0);
+	for (i = 0; i < 64; i++) {
+		held[i] = ht_conn_open(d->socket);
+		if (held[i])
+			n++;
+	}
+	ck_assert_int_gt(n, 0);
+	/* The kernel queued them all; herdd took what it could and dropped the rest. */
+	for (i = 0; i < 64; i++) {
+		if (held[i])
+			ht_conn_close(held[i]);
+	}
+	ck_assert_msg(prlimit(d->pid, RLIMIT_NOFILE, &old, NULL) == 0, "prlimit: %s (herdd %s)",
+	    strerror(errno), ht_pid_alive(d->pid) ? "alive" : "gone");
+	{
+		struct ht_conn *c = ht_herdd_open(d, "inspector", "after");
+
+		ck_assert(c);
+		r = ht_conn_call(c, "stats", NULL, ht_ms(5000));
+		ck_assert_int_ge(json_integer_value(json_object_get(
+		                     json_object_get(ht_assert_result(r), "limits_hit"), "fds")),
+		    1);
+		json_decref(r);
+		ht_conn_close(c);
+	}
+	finish(d);
+}
+END_TEST
+
+START_TEST(test_subscribe_all)
+{
+	struct ht_daemon *d = start(NULL);
+	struct ht_conn *m = ht_herdd_open(d, "master", "m"),
+	               *w = ht_herdd_open(d, "inspector", "w");
+	json_t *r, *ev;
+
+	ck_assert(m && w);
+	r = ht_conn_call(w, "subscribe", json_pack("{s:b}", "all", 1), ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	r = ht_conn_call(m, "spawn",
+	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c",
+	        "echo last words >&2; exit 7", "name", "one"),
+	    ht_ms(5000));
+	ht_assert_error(r, "worker_exited");
+	json_decref(r);
+	ev = ht_conn_wait_event(w, "exited", NULL, ht_ms(5000));
+	ck_assert_msg(ev, "the watcher saw no exited event");
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(json_object_get(ev, "worker"), "exit_code")), 7);
+	ck_assert_str_eq(
+	    json_string_value(json_array_get(json_object_get(ev, "stderr_tail"), 0)), "last words");
+	json_decref(ev);
+
+	r = ht_conn_call(w, "unsubscribe", NULL, ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	r = ht_conn_call(
+	    m, "spawn", json_pack("{s:s, s:s}", "path", "/bin/true", "name", "two"), ht_ms(5000));
+	ht_assert_error(r, "worker_exited");
+	json_decref(r);
+	/* The owner still hears it; the watcher no longer does. */
+	ev = ht_conn_wait_event(m, "exited", NULL, ht_ms(5000));
+	ck_assert(ev);
+	json_decref(ev);
+	ev = ht_conn_wait_event(m, "exited", NULL, ht_ms(5000));
+	ck_assert(ev);
+	json_decref(ev);
+	r = ht_conn_call(w, "ping", NULL, ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	ev = ht_conn_wait_event(w, "exited", NULL, 200);
+	ck_assert_msg(!ev, "an unsubscribed watcher got %s", ht_dump(ev));
+	ht_conn_close(m);
+	ht_conn_close(w);
+	finish(d);
+}
+END_TEST
+
+START_TEST(test_connection_heartbeats)
+{
+	struct ht_daemon *d = start(NULL);
+	struct ht_conn *c = ht_conn_open(d->socket);
+	json_t *r, *hb;
+
+	ck_assert(c);
+	r = ht_conn_hello(c, "master",
+	    json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", 100,
+	        "heartbeat_timeout_ms", 600),
+	    ht_ms(5000));
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(
+	        json_object_get(ht_assert_result(r), "settings"), "heartbeat_timeout_ms")),
+	    600);
+	json_decref(r);
+	hb = ht_conn_wait_method(c, "heartbeat", ht_ms(5000));
+	ck_assert_msg(hb, "herdd sent no heartbeat");
+	ck_assert(!json_object_get(hb, "id"));
+	json_decref(hb);
+	/* We stay silent: herdd closes after the timeout. */
+	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+static Suite *
+limits_suite(void)
+{
+	Suite *s = suite_create("herdd-limits");
+	TCase *tc = tcase_create("limits");
+
+	tcase_add_checked_fixture(tc, NULL, ht_teardown);
+	tcase_set_timeout(tc, ht_ms(60));
+	tcase_add_test(tc, test_connections_per_uid);
+	tcase_add_test(tc, test_unauthenticated);
+	tcase_add_test(tc, test_pending_requests);
+	tcase_add_test(tc, test_workers_per_uid);
+	tcase_add_test(tc, test_output_overflow);
+	tcase_add_test(tc, test_out_of_fds);
+	tcase_add_test(tc, test_subscribe_all);
+	tcase_add_test(tc, test_connection_heartbeats);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+HT_MAIN(limits_suite)
