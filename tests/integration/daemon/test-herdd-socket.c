@@ -25,6 +25,8 @@ struct herdd_run {
 	const char *socket;
 	const char *notify; /* NULL: none */
 	const char *const *extra;
+	const char *watchdog_usec; /* NULL: no watchdog */
+	bool activate; /* run under systemd-socket-activate */
 };
 
 static int
@@ -50,6 +52,25 @@ exec_herdd(void *arg)
 		setenv("NOTIFY_SOCKET", r->notify, 1);
 	else
 		unsetenv("NOTIFY_SOCKET");
+	if (r->watchdog_usec)
+		setenv("WATCHDOG_USEC", r->watchdog_usec, 1);
+	if (r->activate) {
+		const char *act[24];
+		size_t k = 0, i;
+
+		act[k++] = "systemd-socket-activate";
+		act[k++] = "-l";
+		act[k++] = r->socket;
+		act[k++] = "-E";
+		act[k++] = "NOTIFY_SOCKET";
+		act[k++] = herdd;
+		/* No --socket: the activated socket names itself. */
+		for (i = 3; i < n && k < 23; i++)
+			act[k++] = argv[i];
+		act[k] = NULL;
+		execvp(act[0], (char *const *)act);
+		return 127;
+	}
 	execv(herdd, (char *const *)argv);
 	return 127;
 }
@@ -356,6 +377,138 @@ START_TEST(test_stopping_refuses_spawn)
 }
 END_TEST
 
+/* Collects notify datagrams until one holds want, returning all seen so far in *seen. */
+static bool
+wait_notify(int fd, const char *want, char *seen, size_t len, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+
+	for (;;) {
+		int64_t left = deadline - ht_now_ms();
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		char buf[1024];
+		ssize_t n;
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			return false;
+		n = recv(fd, buf, sizeof(buf) - 1, 0);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		strncat(seen, buf, len - strlen(seen) - 2);
+		strcat(seen, "\n");
+		if (strstr(buf, want))
+			return true;
+	}
+}
+
+START_TEST(test_notify_and_watchdog)
+{
+	char dir[128], path[192], notify[192], seen[8192] = "";
+	struct herdd_run r = { .socket = path, .notify = notify, .watchdog_usec = "200000" };
+	pid_t pid;
+	int fd, st;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/herdd.sock", dir);
+	snprintf(notify, sizeof(notify), "%s/notify", dir);
+	fd = bind_notify(notify);
+	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
+	ck_assert_int_gt(pid, 0);
+	ck_assert_msg(wait_notify(fd, "READY=1", seen, sizeof(seen), ht_ms(10000)), "%s", seen);
+	ck_assert_msg(strstr(seen, "STATUS="), "no STATUS with READY: %s", seen);
+	/* WATCHDOG_USEC=200000: a ping at least every 100 ms. */
+	ck_assert_msg(wait_notify(fd, "WATCHDOG=1", seen, sizeof(seen), ht_ms(2000)), "%s", seen);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_msg(wait_notify(fd, "STOPPING=1", seen, sizeof(seen), ht_ms(5000)), "%s", seen);
+	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &st), 0);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(fd);
+}
+END_TEST
+
+START_TEST(test_socket_activation)
+{
+	char dir[128], path[192], notify[192], seen[4096] = "";
+	struct herdd_run r = { .socket = path, .notify = notify, .activate = true };
+	struct ht_conn *c = NULL;
+	struct stat sst;
+	int64_t deadline;
+	json_t *reply;
+	pid_t pid;
+	int fd, st;
+
+	if (access("/usr/bin/systemd-socket-activate", X_OK) < 0 &&
+	    access("/bin/systemd-socket-activate", X_OK) < 0) {
+		fprintf(stderr, "skipped: systemd-socket-activate is not installed\n");
+		return;
+	}
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/herdd.sock", dir);
+	snprintf(notify, sizeof(notify), "%s/notify", dir);
+	fd = bind_notify(notify);
+	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
+	ck_assert_int_gt(pid, 0);
+	/* The activator binds, then starts herdd on the first connection; nothing to await but the file. */
+	deadline = ht_now_ms() + ht_ms(5000);
+	while (!c && ht_now_ms() < deadline) {
+		struct timespec ms = { 0, 1000000 };
+
+		if (lstat(path, &sst) == 0)
+			c = ht_conn_open(path);
+		else
+			nanosleep(&ms, NULL);
+	}
+	ck_assert_msg(c, "the activator never listened on %s", path);
+	reply = ht_conn_hello(c, "inspector", NULL, ht_ms(10000));
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_assert_result(reply), "pid")), pid);
+	json_decref(reply);
+	ck_assert(wait_notify(fd, "READY=1", seen, sizeof(seen), ht_ms(5000)));
+	ht_conn_close(c);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &st), 0);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* An activated socket belongs to the service manager: herdd never unlinks it. */
+	ck_assert_int_eq(lstat(path, &sst), 0);
+	close(fd);
+}
+END_TEST
+
+START_TEST(test_log_file_reopen)
+{
+	char dir[128], path[192], log[192], rotated[200], notify[192];
+	const char *extra[] = { "--log-file", log, "--log-level", "info", NULL };
+	struct herdd_run r = { .socket = path, .notify = notify, .extra = extra };
+	struct stat st;
+	char seen[4096] = "";
+	pid_t pid;
+	int fd, status;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/herdd.sock", dir);
+	snprintf(log, sizeof(log), "%s/herdd.log", dir);
+	snprintf(rotated, sizeof(rotated), "%s/herdd.log.1", dir);
+	snprintf(notify, sizeof(notify), "%s/notify", dir);
+	fd = bind_notify(notify);
+	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
+	ck_assert_int_gt(pid, 0);
+	ck_assert(wait_notify(fd, "READY=1", seen, sizeof(seen), ht_ms(10000)));
+	ck_assert_int_eq(stat(log, &st), 0);
+	ck_assert_int_gt(st.st_size, 0);
+	/* Rotate: herdd writes to the new file only after SIGHUP. */
+	ck_assert_int_eq(rename(log, rotated), 0);
+	ck_assert_int_eq(kill(pid, SIGHUP), 0);
+	/* "log file reopened" is the first line of the new file; ping proves SIGHUP was handled. */
+	ping(path);
+	ck_assert_int_eq(stat(log, &st), 0);
+	ck_assert_int_gt(st.st_size, 0);
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &status), 0);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(fd);
+}
+END_TEST
+
 static Suite *
 socket_suite(void)
 {
@@ -371,6 +524,9 @@ socket_suite(void)
 	tcase_add_test(tc, test_unsafe_directory_refused);
 	tcase_add_test(tc, test_sigterm_stops_workers_and_cleans_up);
 	tcase_add_test(tc, test_stopping_refuses_spawn);
+	tcase_add_test(tc, test_notify_and_watchdog);
+	tcase_add_test(tc, test_socket_activation);
+	tcase_add_test(tc, test_log_file_reopen);
 	suite_add_tcase(s, tc);
 	return s;
 }
