@@ -383,15 +383,11 @@ conn_send(struct conn *c, json_t *msg)
 	r = proto_outq_push_json(&c->out, msg, c->send_max);
 	if (r == -EMSGSIZE && json_object_get(msg, "id") && !json_object_get(msg, "method")) {
 		/* A reply the peer could not read: answer the request with the limit instead. */
-		json_t *e = proto_errorf(json_object_get(msg, "id"), HERD_E_LIMIT_EXCEEDED,
-		    "the reply is longer than the peer's max_message_size (%zu)", c->send_max);
+		json_t *e = proto_error(json_object_get(msg, "id"), HERD_E_LIMIT_EXCEEDED,
+		    "the reply is longer than the peer's max_message_size",
+		    json_pack("{s:s, s:I}", "limit", "max_message_size", "value",
+		        (json_int_t)c->send_max));
 
-		if (e)
-			json_object_set_new(json_object_get(json_object_get(e, "error"), "data"),
-			    "limit", json_string("max_message_size"));
-		if (e)
-			json_object_set_new(json_object_get(json_object_get(e, "error"), "data"),
-			    "value", json_integer((json_int_t)c->send_max));
 		r = e ? proto_outq_push_json(&c->out, e, c->send_max) : -ENOMEM;
 		json_decref(e);
 	}

@@ -333,6 +333,24 @@ hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	log_reopen();
 }
 
+/*
+ * Whoever started herdd may have leaked descriptors into it (a test runner's
+ * temp file, a shell's pipe). Only stdio and the sockets the service manager
+ * passed (LISTEN_FDS, for this very pid) are ours.
+ */
+static void
+close_inherited_fds(void)
+{
+	const char *lpid = getenv("LISTEN_PID"), *lfds = getenv("LISTEN_FDS");
+	unsigned keep = 0;
+
+	if (lpid && lfds && strtol(lpid, NULL, 10) == (long)getpid())
+		keep = (unsigned)strtoul(lfds, NULL, 10);
+	if (keep > 1024)
+		keep = 1024;
+	close_range(3 + keep, ~0U, 0);
+}
+
 /* fds 0..2 must exist, or the first socket would become someone's stdout. */
 static void
 ensure_std_fds(void)
@@ -360,6 +378,7 @@ main(int argc, char **argv)
 	sigset_t late;
 	int r;
 
+	close_inherited_fds();
 	ensure_std_fds();
 	/* Everything herdd creates (sockets, directories) is private unless chmod'ed. */
 	umask(077);

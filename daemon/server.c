@@ -339,18 +339,24 @@ refuse(struct conn *c, const char *limit, unsigned value)
 static void
 out_of_fds(void)
 {
-	int fd;
+	int fd, dropped = 0;
 
-	/* Accept with the reserve fd and drop the connection, so it does not spin the loop. */
-	herdd.stats.limit_fds++;
+	/*
+	 * Accept with the reserve fd and drop what is queued, so the pending
+	 * connections neither spin the loop nor wait for an fd that is not coming.
+	 */
 	if (herdd.reserve_fd >= 0) {
 		close(herdd.reserve_fd);
-		fd = accept4(herdd.listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd >= 0)
+		while (dropped < 1024 &&
+		    (fd = accept4(herdd.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >=
+		        0) {
 			close(fd);
+			dropped++;
+		}
 		herdd.reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
-	log_warn("out of file descriptors; dropped a connection");
+	herdd.stats.limit_fds += dropped ? (uint64_t)dropped : 1;
+	log_warn("out of file descriptors; dropped %d connections", dropped);
 	ev_io_stop(herdd.loop, &herdd.accept_io);
 	ev_timer_start(herdd.loop, &herdd.accept_pause);
 }

@@ -291,11 +291,15 @@ sup_add_waiter(struct worker *w, struct conn *c, json_t *id, bool spawn)
 	return 0;
 }
 
-/* Answers and removes waiters: spawn ones with spawn_reply, the others with other. */
+/*
+ * Answers and removes the spawn waiters (spawn true) or the others with
+ * reply_proto, a reply without id. They are taken off the worker first:
+ * sending may close a connection, whose callback edits waiter lists.
+ */
 static void
 answer_waiters(struct worker *w, bool spawn, json_t *reply_proto)
 {
-	struct waiter **pp = &w->waiters;
+	struct waiter **pp = &w->waiters, *mine = NULL;
 
 	while (*pp) {
 		struct waiter *x = *pp;
@@ -305,8 +309,14 @@ answer_waiters(struct worker *w, bool spawn, json_t *reply_proto)
 			continue;
 		}
 		*pp = x->next;
+		x->next = mine;
+		mine = x;
+	}
+	while (mine) {
+		struct waiter *x = mine;
+
+		mine = x->next;
 		x->conn->pending--;
-		/* reply_proto is a reply without id: copy it and set the waiter's id. */
 		if (reply_proto) {
 			json_t *m = json_copy(reply_proto);
 
@@ -688,7 +698,8 @@ heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	uint64_t cpu;
 	char st;
 
-	if (w->state != W_READY && w->state != W_STARTING)
+	/* Before ready, the spawn timeout is the only deadline (PROTOCOL.md 5.2). */
+	if (w->state != W_READY)
 		return;
 	if (proc_stat(w->pid, &st, &cpu, NULL) < 0)
 		return;

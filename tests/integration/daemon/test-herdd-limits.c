@@ -201,10 +201,10 @@ END_TEST
 START_TEST(test_out_of_fds)
 {
 	struct ht_daemon *d = start(NULL);
-	struct ht_conn *held[64];
+	struct ht_conn *held[64], *c;
 	struct rlimit low, old;
 	json_t *r;
-	int i, n = 0;
+	int i;
 
 	/* Only the soft limit: raising a hard one back needs CAP_SYS_RESOURCE. */
 	ck_assert_int_eq(prlimit(d->pid, RLIMIT_NOFILE, NULL, &old), 0);
@@ -213,28 +213,32 @@ START_TEST(test_out_of_fds)
 	ck_assert_int_eq(prlimit(d->pid, RLIMIT_NOFILE, &low, NULL), 0);
 	for (i = 0; i < 64; i++) {
 		held[i] = ht_conn_open(d->socket);
-		if (held[i])
-			n++;
+		ck_assert(held[i]);
 	}
-	ck_assert_int_gt(n, 0);
-	/* The kernel queued them all; herdd took what it could and dropped the rest. */
-	for (i = 0; i < 64; i++) {
-		if (held[i])
-			ht_conn_close(held[i]);
-	}
-	ck_assert_msg(prlimit(d->pid, RLIMIT_NOFILE, &old, NULL) == 0, "prlimit: %s (herdd %s)",
-	    strerror(errno), ht_pid_alive(d->pid) ? "alive" : "gone");
-	{
-		struct ht_conn *c = ht_herdd_open(d, "inspector", "after");
-
-		ck_assert(c);
-		r = ht_conn_call(c, "stats", NULL, ht_ms(5000));
-		ck_assert_int_ge(json_integer_value(json_object_get(
-		                     json_object_get(ht_assert_result(r), "limits_hit"), "fds")),
-		    1);
-		json_decref(r);
-		ht_conn_close(c);
-	}
+	/*
+	 * The kernel queued them all; herdd keeps what its fds allow (the first
+	 * ones) and drops the rest: the last one sees EOF.
+	 */
+	ck_assert_int_eq(ht_conn_wait_eof(held[63], ht_ms(10000)), 0);
+	/* The first connection was kept and is served normally. */
+	r = ht_conn_hello(held[0], "inspector", NULL, ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	r = ht_conn_call(held[0], "stats", NULL, ht_ms(5000));
+	ck_assert_int_ge(json_integer_value(json_object_get(
+	                     json_object_get(ht_assert_result(r), "limits_hit"), "fds")),
+	    1);
+	json_decref(r);
+	for (i = 0; i < 64; i++)
+		ht_conn_close(held[i]);
+	ck_assert_int_eq(prlimit(d->pid, RLIMIT_NOFILE, &old, NULL), 0);
+	/* With fds back, herdd serves new connections again. */
+	c = ht_herdd_open(d, "inspector", "after");
+	ck_assert(c);
+	r = ht_conn_call(c, "ping", NULL, ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	ht_conn_close(c);
 	finish(d);
 }
 END_TEST
@@ -316,6 +320,39 @@ START_TEST(test_connection_heartbeats)
 }
 END_TEST
 
+/* A reply longer than the client's max_message_size becomes limit_exceeded. */
+START_TEST(test_reply_too_long_for_peer)
+{
+	struct ht_daemon *d = start(NULL);
+	struct ht_conn *c = ht_conn_open(d->socket);
+	json_t *r;
+	int i;
+
+	ck_assert(c);
+	r = ht_conn_hello(
+	    c, "master", json_pack("{s:{s:i}}", "settings", "max_message_size", 1024), ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	for (i = 0; i < 3; i++) {
+		r = ht_conn_call(c, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
+		ht_assert_error(r, "worker_exited");
+		json_decref(r);
+	}
+	r = ht_conn_call(c, "list", json_pack("{s:b}", "all", 1), ht_ms(5000));
+	ht_assert_error(r, "limit_exceeded");
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(err_data(r), "limit")), "max_message_size");
+	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "value")), 1024);
+	json_decref(r);
+	/* The connection stays, and short replies still come. */
+	r = ht_conn_call(c, "ping", NULL, ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
 static Suite *
 limits_suite(void)
 {
@@ -332,6 +369,7 @@ limits_suite(void)
 	tcase_add_test(tc, test_out_of_fds);
 	tcase_add_test(tc, test_subscribe_all);
 	tcase_add_test(tc, test_connection_heartbeats);
+	tcase_add_test(tc, test_reply_too_long_for_peer);
 	suite_add_tcase(s, tc);
 	return s;
 }
