@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * herdd's side of the fd-3 channel, driven by workers written in sh so that
+ * each test says exactly what goes over the channel (no libherd involved):
+ * the hello result, ready, init_failed, failure after ready, garbage, a worker
+ * that stops heartbeating while idle (killed) or while computing (spared).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ht-check.h"
+
+/* sh snippets: one channel message out, one line in. */
+#define SEND(json) "printf '%s\\n' '" json "' >&3; "
+#define RECV       "read -r line <&3; "
+#define HELLO                                                                                      \
+	SEND("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"hello\",\"params\":{\"version\":1,"       \
+	     "\"role\":\"worker\"}}")                                                              \
+	RECV
+#define READY                                                                                      \
+	SEND("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ready\",\"params\":{\"functions\":[]}}")  \
+	RECV
+
+static struct ht_daemon *
+start(void)
+{
+	static const char *const args[] = { "--grace-ms", "500", NULL };
+	struct ht_daemon *d = ht_daemon_start(args);
+
+	ck_assert_msg(d, "herdd did not start: %s", strerror(errno));
+	return d;
+}
+
+static void
+finish(struct ht_daemon *d)
+{
+	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
+	ck_assert_msg(ht_daemon_stop(d, ht_ms(10000)) == 0, "herdd exit status %d", d->exit_status);
+}
+
+static json_t *
+sh_worker(const char *name, const char *script, json_t *extra)
+{
+	json_t *p = json_pack("{s:s, s:[s, s, s], s:s, s:s}", "path", "/bin/sh", "argv", "sh", "-c",
+	    script, "name", name, "shutdown_on", "explicit");
+
+	if (extra) {
+		json_object_update(p, extra);
+		json_decref(extra);
+	}
+	return p;
+}
+
+static const char *
+str(const json_t *o, const char *key)
+{
+	return json_string_value(json_object_get(o, key));
+}
+
+START_TEST(test_hello_result_and_ready)
+{
+	struct ht_daemon *d = start();
+	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	json_t *r, *lines, *hello, *settings;
+	json_error_t jerr;
+	char *id;
+
+	ck_assert(c);
+	/* The worker writes herdd's hello result to its stderr, then says ready and waits. */
+	r = ht_spawn(c,
+	    sh_worker("hello", HELLO "echo \"$line\" >&2; " READY "read -r line <&3",
+	        json_pack("{s:{s:i}, s:i}", "init", "scale", 3, "connection_timeout_ms", 1234)),
+	    ht_ms(10000));
+	ht_assert_result(r);
+	id = strdup(str(ht_result(r), "id"));
+	json_decref(r);
+	r = ht_conn_call(c, "logs", json_pack("{s:s}", "id", id), ht_ms(5000));
+	lines = json_object_get(ht_assert_result(r), "lines");
+	hello = json_loads(json_string_value(json_array_get(lines, 0)), 0, &jerr);
+	ck_assert_msg(hello, "the hello result is not JSON: %s", ht_dump(lines));
+	json_decref(r);
+	r = json_object_get(hello, "result");
+	ck_assert_str_eq(str(r, "id"), id);
+	ck_assert_str_eq(str(r, "name"), "hello");
+	ck_assert(strstr(str(r, "socket"), "/workers/"));
+	ck_assert_str_eq(str(r, "shutdown_on"), "explicit");
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(json_object_get(r, "init"), "scale")), 3);
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "connection_timeout_ms")), 1234);
+	ck_assert_int_eq(json_integer_value(json_object_get(r, "heartbeat_interval_ms")), 1000);
+	settings = json_object_get(r, "settings");
+	ck_assert_int_eq(json_object_size(settings), 6);
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(settings, "connection_timeout_ms")), 1234);
+	json_decref(hello);
+	/* shutdown: herdd sends "shutdown" on fd 3; the worker's read returns and it exits. */
+	r = ht_conn_call(c, "shutdown", json_pack("{s:s}", "id", id), ht_ms(10000));
+	ck_assert_str_eq(str(ht_assert_result(r), "reason"), "shutdown");
+	json_decref(r);
+	free(id);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+START_TEST(test_init_failed)
+{
+	struct ht_daemon *d = start();
+	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	json_t *r, *ev;
+
+	ck_assert(c);
+	r = ht_spawn(c,
+	    sh_worker("bad-init",
+	        HELLO SEND("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"init_failed\",\"params\":"
+	                   "{\"message\":\"no database\"}}") RECV "exit 1",
+	        NULL),
+	    ht_ms(10000));
+	ht_assert_error(r, "init_failed");
+	ck_assert_str_eq(ht_error_message(r), "no database");
+	json_decref(r);
+	ev = ht_conn_wait_event(c, "init_failed", NULL, ht_ms(5000));
+	ck_assert_msg(ev, "no init_failed event");
+	ck_assert_str_eq(str(ev, "message"), "no database");
+	json_decref(ev);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+START_TEST(test_failure_after_ready)
+{
+	struct ht_daemon *d = start();
+	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	json_t *r, *ev;
+
+	ck_assert(c);
+	r = ht_spawn(c,
+	    sh_worker("fails-later",
+	        HELLO READY "echo dying now >&2; " SEND(
+	            "{\"jsonrpc\":\"2.0\",\"method\":\"failure\",\"params\":"
+	            "{\"message\":\"uncaught: boom\"}}") "exit 1",
+	        NULL),
+	    ht_ms(10000));
+	ht_assert_result(r);
+	json_decref(r);
+	ev = ht_conn_wait_event(c, "failed", NULL, ht_ms(5000));
+	ck_assert_msg(ev, "no failed event");
+	ck_assert_str_eq(str(ev, "message"), "uncaught: boom");
+	ck_assert_str_eq(str(json_object_get(ev, "worker"), "reason"), "failed");
+	ck_assert_str_eq(
+	    json_string_value(json_array_get(json_object_get(ev, "stderr_tail"), 0)), "dying now");
+	json_decref(ev);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+/* Garbage on fd 3 is a broken worker: herdd closes the channel and SIGKILLs it. */
+START_TEST(test_garbage_on_channel)
+{
+	struct ht_daemon *d = start();
+	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	json_t *r;
+
+	ck_assert(c);
+	r = ht_spawn(
+	    c, sh_worker("garbage", "echo 'not json' >&3; exec sleep 100", NULL), ht_ms(10000));
+	ht_assert_error(r, "worker_exited");
+	ck_assert_str_eq(
+	    str(json_object_get(json_object_get(r, "error"), "data"), "reason"), "crashed");
+	ck_assert_str_eq(
+	    str(json_object_get(json_object_get(r, "error"), "data"), "signal"), "SIGKILL");
+	json_decref(r);
+	/* Requests before hello on the channel are refused the same way. */
+	r = ht_spawn(c, sh_worker("no-hello", READY "exec sleep 100", NULL), ht_ms(10000));
+	ht_assert_error(r, "worker_exited");
+	json_decref(r);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+START_TEST(test_heartbeat_lost_when_idle)
+{
+	struct ht_daemon *d = start();
+	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	json_t *r, *ev;
+
+	ck_assert(c);
+	/* Ready, then silent and idle: no heartbeat, no CPU. */
+	r = ht_spawn(c,
+	    sh_worker("idle", HELLO READY "exec sleep 100",
+	        json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", 100,
+	            "heartbeat_timeout_ms", 400)),
+	    ht_ms(10000));
+	ht_assert_result(r);
+	json_decref(r);
+	ev = ht_conn_wait_event(c, "heartbeat_lost", NULL, ht_ms(10000));
+	ck_assert_msg(ev, "no heartbeat_lost event");
+	ck_assert_str_eq(str(json_object_get(ev, "worker"), "signal"), "SIGKILL");
+	ck_assert(strstr(str(ev, "message"), "no CPU progress"));
+	json_decref(ev);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+START_TEST(test_busy_worker_is_spared)
+{
+	struct ht_daemon *d = start();
+	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	json_t *r, *ev, *w;
+	char *id;
+
+	ck_assert(c);
+	/* Ready, then computing without a heartbeat for far longer than the timeout. */
+	r = ht_spawn(c,
+	    sh_worker("busy", HELLO READY "while :; do :; done",
+	        json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", 100,
+	            "heartbeat_timeout_ms", 300)),
+	    ht_ms(10000));
+	ht_assert_result(r);
+	id = strdup(str(ht_result(r), "id"));
+	json_decref(r);
+	/* Five timeouts pass without heartbeat_lost (the wait must time out). */
+	ev = ht_conn_wait_event(c, "heartbeat_lost", NULL, 1500);
+	ck_assert_msg(!ev, "a busy worker was declared hung: %s", ht_dump(ev));
+	r = ht_conn_call(c, "inspect", json_pack("{s:s}", "id", id), ht_ms(5000));
+	w = ht_assert_result(r);
+	ck_assert_str_eq(str(w, "state"), "ready");
+	ck_assert_int_gt(json_integer_value(json_object_get(w, "cpu_ms")), 100);
+	json_decref(r);
+	r = ht_conn_call(
+	    c, "shutdown", json_pack("{s:s, s:i}", "id", id, "grace_ms", 200), ht_ms(10000));
+	ck_assert_str_eq(str(ht_assert_result(r), "reason"), "shutdown");
+	json_decref(r);
+	free(id);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+static Suite *
+channel_suite(void)
+{
+	Suite *s = suite_create("herdd-channel");
+	TCase *tc = tcase_create("channel");
+
+	tcase_add_checked_fixture(tc, NULL, ht_teardown);
+	tcase_set_timeout(tc, ht_ms(40));
+	tcase_add_test(tc, test_hello_result_and_ready);
+	tcase_add_test(tc, test_init_failed);
+	tcase_add_test(tc, test_failure_after_ready);
+	tcase_add_test(tc, test_garbage_on_channel);
+	tcase_add_test(tc, test_heartbeat_lost_when_idle);
+	tcase_add_test(tc, test_busy_worker_is_spared);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+HT_MAIN(channel_suite)
