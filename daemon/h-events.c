@@ -115,7 +115,8 @@ events_emit(struct worker *w, const char *event)
 		if (!params) {
 			params = json_pack("{s:s, s:o, s:s?, s:o}", "event", event, "worker",
 			    sup_worker_json(w), "message", w->message, "stderr_tail",
-			    capture_tail(&w->cap[1], EVENT_TAIL_LINES));
+			    strcmp(event, "ready") ? capture_tail(&w->cap[1], EVENT_TAIL_LINES)
+			                           : json_array());
 			if (!params) {
 				log_error("out of memory building event %s", event);
 				return;

@@ -299,8 +299,11 @@ spawn_start(struct worker *w, int channel_fd, int capture_fds[2])
 	p.drop = herdd.uid == 0;
 	if (p.drop) {
 		p.ngroups = MAX_GROUPS;
-		if (!pwp || getgrouplist(pw.pw_name, w->gid, p.groups, &p.ngroups) < 0) {
-			/* No passwd entry (or too many groups): only the primary group. */
+		if (!pwp) {
+			/* No passwd entry: no supplementary groups (PROTOCOL.md 4.1). */
+			p.ngroups = 0;
+		} else if (getgrouplist(pw.pw_name, w->gid, p.groups, &p.ngroups) < 0) {
+			/* More groups than we keep: the primary one only, never more than asked. */
 			p.groups[0] = w->gid;
 			p.ngroups = 1;
 		}

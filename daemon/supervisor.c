@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -782,13 +783,13 @@ sup_spawn(struct worker *w)
 	snprintf(w->id, sizeof(w->id), "w%llu", (unsigned long long)next_worker++);
 	r = server_worker_dir(w->uid, w->gid, dir, sizeof(dir));
 	if (r < 0) {
-		w->spawn_stage = "socket_dir";
+		w->spawn_stage = "prepare";
 		return r;
 	}
 	if ((size_t)snprintf(w->socket, sizeof(w->socket), "%s/%s.sock", dir, w->id) >=
 	    sizeof(w->socket)) {
 		w->socket[0] = '\0';
-		w->spawn_stage = "socket_path";
+		w->spawn_stage = "prepare";
 		return -ENAMETOOLONG;
 	}
 	unlink(w->socket);
@@ -801,7 +802,7 @@ sup_spawn(struct worker *w)
 			continue;
 		r = make_capture_pipe(pipes[i]);
 		if (r < 0) {
-			w->spawn_stage = "pipe";
+			w->spawn_stage = "prepare";
 			goto fail;
 		}
 		wr[i] = pipes[i][1];
@@ -951,13 +952,17 @@ spawn_error(struct worker *w)
 	json_t *tail = capture_tail(&w->cap[1], 20);
 	const char *r = w->reason;
 
-	if (!strcmp(r, "spawn_failed"))
-		return proto_error(NULL, HERD_E_SPAWN_FAILED,
-		    w->spawn_stage && !strcmp(w->spawn_stage, "exec") ? "exec failed"
-		                                                      : "spawn failed",
-		    json_pack("{s:i, s:s, s:s, s:o}", "errno", w->spawn_errno, "stage",
-		        w->spawn_stage ? w->spawn_stage : "unknown", "error",
-		        strerror(w->spawn_errno), "stderr_tail", tail));
+	if (!strcmp(r, "spawn_failed")) {
+		const char *stage = w->spawn_stage ? w->spawn_stage : "unknown";
+		char text[PATH_MAX + 128];
+
+		/* "exec /nonexistent: No such file or directory", "chdir /x: ..." */
+		snprintf(text, sizeof(text), "%s %s: %s", stage,
+		    !strcmp(stage, "chdir") ? w->cwd : w->path, strerror(w->spawn_errno));
+		return proto_error(NULL, HERD_E_SPAWN_FAILED, text,
+		    json_pack("{s:i, s:s, s:s, s:o}", "errno", w->spawn_errno, "stage", stage,
+		        "error", strerror(w->spawn_errno), "stderr_tail", tail));
+	}
 	if (!strcmp(r, "init_failed"))
 		return proto_error(NULL, HERD_E_INIT_FAILED,
 		    w->message ? w->message : "worker state init failed",
