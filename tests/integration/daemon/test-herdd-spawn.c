@@ -77,7 +77,8 @@ START_TEST(test_exec_failures)
 	ht_assert_error(r, "spawn_failed");
 	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "errno")), ENOENT);
 	ck_assert_str_eq(str(err_data(r), "stage"), "exec");
-	ck_assert_str_eq(ht_error_message(r), "exec /nonexistent/worker: No such file or directory");
+	ck_assert_str_eq(
+	    ht_error_message(r), "exec /nonexistent/worker: No such file or directory");
 	json_decref(r);
 	rec = record(c, "gone");
 	ck_assert_str_eq(str(rec, "state"), "exited");
