@@ -440,8 +440,44 @@ extern const struct conn_ops channel_ops;
 /* Sends the in-band shutdown notification. */
 void channel_send_shutdown(struct worker *w);
 
-/* proc helpers (supervisor.c): utime+stime in clock ticks, RSS in KiB, state letter. */
+/* ---- proc.c ---- */
+
+/* State letter, utime+stime in clock ticks, RSS in KiB of pid. Returns 0 or -errno. */
 int proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *rss_kib);
+
+/* A process found in /proc, with the parent it was found under. */
+struct proc_kid {
+	pid_t pid;
+	pid_t parent;
+};
+
+/* Appends the children of pid (every thread's) to out[*n..max). */
+void proc_children(pid_t pid, struct proc_kid *out, size_t *n, size_t max);
+/* Every descendant of root, breadth first. Returns how many (at most max). */
+size_t proc_tree(pid_t root, struct proc_kid *out, size_t max);
+/* Parent pid of pid, or -1. */
+pid_t proc_ppid(pid_t pid);
+/* Signals k through a pidfd, only if it is still the process that was found. */
+void proc_signal(const struct proc_kid *k, int sig);
+
+/* ---- workers.c (records) ---- */
+
+static inline bool
+sup_is_live(const struct worker *w)
+{
+	return w->state != W_EXITED;
+}
+
+/* Answers and removes w's spawn waiters (spawn true) or the others with reply (no id). */
+void sup_answer_waiters(struct worker *w, bool spawn, json_t *reply);
+/* "SIGKILL" for 9 (new reference). */
+json_t *sup_signal_json(int sig);
+/* Counts an exit for "stats". */
+void sup_count_reason(const char *reason);
+/* Drops old exited records, and uid's past the per-uid count. */
+void sup_prune(uid_t uid);
+void sup_records_start(void);
+void sup_records_free(void);
 
 /* ---- notify.c ---- */
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Worker lifecycle: spawn, reap, stop, and the records kept afterwards.
+ * Worker lifecycle: spawn, ready, stop, reap (records: workers.c, /proc: proc.c).
  *
  * Reaping: libev's default loop reaps every child (ev_child with pid 0) and
  * is the only reaper; a pid is mapped to its worker at reap time, which is
@@ -14,7 +14,6 @@
  * and reaped. A worker being stopped has its whole tree signalled, collected
  * from /proc before the leader dies.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -32,169 +31,15 @@
 #include "herdd.h"
 
 #define MAX_TREE          4096
-#define PRUNE_INTERVAL_S  10.0
 #define CHANNEL_MAX_BYTES (1u << 20)
 
 static ev_child child_watcher;
-static ev_timer prune_timer;
 static uint64_t next_worker = 1;
 
-/* Failures by reason since start. */
-static const char *const reasons[] = { "crashed", "failed", "init_failed", "spawn_failed",
-	"spawn_timeout", "heartbeat_lost", "killed_orphan", "exited", "shutdown",
-	"daemon_shutdown" };
-/* The first ones are failures, reported by "stats". */
-#define N_FAILURE_REASONS 7
-static uint64_t reason_counts[sizeof(reasons) / sizeof(reasons[0])];
-
 static void grace_cb(struct ev_loop *loop, ev_timer *t, int revents);
-static void count_reason(const char *reason);
-static void prune(uid_t uid);
 static void spawn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
-
-/* ---- /proc ---- */
-
-/* Reads state, utime+stime (ticks) and RSS (KiB) of pid. Returns 0 or -errno. */
-int
-proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *rss_kib)
-{
-	char path[64], buf[1024], *p;
-	unsigned long utime, stime;
-	long rss;
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -EIO;
-	buf[n] = '\0';
-	/* The command name may hold spaces and parentheses: parse after the last ')'. */
-	p = strrchr(buf, ')');
-	if (!p)
-		return -EIO;
-	if (sscanf(p + 2,
-	        "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d "
-	        "%*d %*u %*u %ld",
-	        state, &utime, &stime, &rss) != 4)
-		return -EIO;
-	if (cpu_ticks)
-		*cpu_ticks = (uint64_t)utime + stime;
-	if (rss_kib)
-		*rss_kib = rss > 0 ? (uint64_t)rss * (uint64_t)(sysconf(_SC_PAGESIZE) / 1024) : 0;
-	return 0;
-}
-
-/* A process found in /proc, with the parent it was found under. */
-struct proc_kid {
-	pid_t pid;
-	pid_t parent;
-};
-
-/* Appends the children of pid (every thread's) to out. */
-static void
-proc_children(pid_t pid, struct proc_kid *out, size_t *n, size_t max)
-{
-	char path[64];
-	struct dirent *d;
-	DIR *dir;
-
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	dir = opendir(path);
-	if (!dir)
-		return;
-	while ((d = readdir(dir)) && *n < max) {
-		char file[320], buf[4096], *p, *end;
-		ssize_t len;
-		int fd;
-
-		if (d->d_name[0] == '.')
-			continue;
-		snprintf(file, sizeof(file), "/proc/%d/task/%s/children", (int)pid, d->d_name);
-		fd = open(file, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		len = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (len <= 0)
-			continue;
-		buf[len] = '\0';
-		for (p = buf; *n < max; p = end) {
-			long v = strtol(p, &end, 10);
-
-			if (end == p)
-				break;
-			if (v > 0) {
-				out[*n].pid = (pid_t)v;
-				out[*n].parent = pid;
-				(*n)++;
-			}
-		}
-	}
-	closedir(dir);
-}
-
-/* Every descendant of root, breadth first. Returns how many. */
-static size_t
-proc_tree(pid_t root, struct proc_kid *out, size_t max)
-{
-	size_t n = 0, i;
-
-	proc_children(root, out, &n, max);
-	for (i = 0; i < n; i++)
-		proc_children(out[i].pid, out, &n, max);
-	return n;
-}
-
-/* Parent pid of pid from /proc, or -1. */
-static pid_t
-proc_ppid(pid_t pid)
-{
-	char path[64], buf[1024], *p;
-	ssize_t n;
-	int fd, ppid;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	p = strrchr(buf, ')');
-	if (!p || sscanf(p + 2, "%*c %d", &ppid) != 1)
-		return -1;
-	return (pid_t)ppid;
-}
-
-/*
- * Signals a process found in /proc without ever hitting a recycled pid: the
- * pidfd pins one process, and its parent, read after opening the pidfd, proves
- * it is the one we saw (or an orphan already handed to herdd, the subreaper).
- */
-static void
-signal_kid(const struct proc_kid *k, int sig)
-{
-	int pfd = pidfd_open(k->pid, 0);
-	pid_t ppid;
-
-	if (pfd < 0)
-		return;
-	ppid = proc_ppid(k->pid);
-	if (ppid == k->parent || ppid == herdd.pid)
-		pidfd_send_signal(pfd, sig, NULL, 0);
-	close(pfd);
-}
-
-/* ---- records ---- */
 
 /* A fresh record with defaults. */
 struct worker *
@@ -220,258 +65,6 @@ sup_worker_new(void)
 	return w;
 }
 
-static void
-drop_waiters(struct worker *w)
-{
-	while (w->waiters) {
-		struct waiter *x = w->waiters;
-
-		w->waiters = x->next;
-		x->conn->pending--;
-		conn_unref(x->conn);
-		json_decref(x->id);
-		free(x);
-	}
-}
-
-/* Frees a record (the process must be reaped or never started). */
-void
-sup_worker_free(struct worker *w)
-{
-	int i;
-
-	if (!w)
-		return;
-	ev_timer_stop(herdd.loop, &w->spawn_timer);
-	ev_timer_stop(herdd.loop, &w->grace_timer);
-	ev_timer_stop(herdd.loop, &w->hb_timer);
-	ev_timer_stop(herdd.loop, &w->conn_timer);
-	if (w->errpipe >= 0) {
-		ev_io_stop(herdd.loop, &w->errpipe_io);
-		close(w->errpipe);
-	}
-	if (w->pidfd >= 0)
-		close(w->pidfd);
-	if (w->channel) {
-		conn_abort(w->channel);
-		conn_unref(w->channel);
-	}
-	drop_waiters(w);
-	if (w->owner)
-		conn_unref(w->owner);
-	for (i = 0; i < 2; i++) {
-		capture_free(&w->cap[i]);
-		free(w->out[i].path);
-	}
-	free(w->name);
-	free(w->path);
-	free(w->cwd);
-	free(w->message);
-	json_decref(w->argv);
-	json_decref(w->env);
-	json_decref(w->init);
-	json_decref(w->settings);
-	json_decref(w->functions);
-	free(w);
-}
-
-/* Registers a request answered later. */
-int
-sup_add_waiter(struct worker *w, struct conn *c, json_t *id, bool spawn)
-{
-	struct waiter *x = calloc(1, sizeof(*x));
-
-	if (!x)
-		return -ENOMEM;
-	x->conn = conn_ref(c);
-	x->id = id ? json_incref(id) : json_null();
-	x->spawn = spawn;
-	x->next = w->waiters;
-	w->waiters = x;
-	c->pending++;
-	return 0;
-}
-
-/*
- * Answers and removes the spawn waiters (spawn true) or the others with
- * reply_proto, a reply without id. They are taken off the worker first:
- * sending may close a connection, whose callback edits waiter lists.
- */
-static void
-answer_waiters(struct worker *w, bool spawn, json_t *reply_proto)
-{
-	struct waiter **pp = &w->waiters, *mine = NULL;
-
-	while (*pp) {
-		struct waiter *x = *pp;
-
-		if (x->spawn != spawn) {
-			pp = &x->next;
-			continue;
-		}
-		*pp = x->next;
-		x->next = mine;
-		mine = x;
-	}
-	while (mine) {
-		struct waiter *x = mine;
-
-		mine = x->next;
-		x->conn->pending--;
-		if (reply_proto) {
-			json_t *m = json_copy(reply_proto);
-
-			if (m) {
-				json_object_set(m, "id", x->id);
-				conn_send(x->conn, m);
-			}
-		}
-		conn_unref(x->conn);
-		json_decref(x->id);
-		free(x);
-	}
-}
-
-static bool
-is_live(const struct worker *w)
-{
-	return w->state != W_EXITED;
-}
-
-/* Finds a worker c may see. */
-struct worker *
-sup_find(const struct conn *c, const char *id)
-{
-	struct worker *w;
-
-	TAILQ_FOREACH(w, &herdd.workers, link) {
-		if (strcmp(w->id, id) == 0)
-			return dispatch_may_see(c, w->uid) ? w : NULL;
-	}
-	return NULL;
-}
-
-/* Live workers of uid. */
-unsigned
-sup_count_uid(uid_t uid)
-{
-	struct worker *w;
-	unsigned n = 0;
-
-	TAILQ_FOREACH(w, &herdd.workers, link) {
-		if (is_live(w) && w->uid == uid)
-			n++;
-	}
-	return n;
-}
-
-/* Live workers. */
-unsigned
-sup_count_live(void)
-{
-	struct worker *w;
-	unsigned n = 0;
-
-	TAILQ_FOREACH(w, &herdd.workers, link) {
-		if (is_live(w))
-			n++;
-	}
-	return n;
-}
-
-const char *
-sup_state_name(enum worker_state s)
-{
-	static const char *const names[] = { "starting", "ready", "stopping", "exited" };
-
-	return names[s];
-}
-
-const char *
-sup_shutdown_on_name(enum shutdown_on s)
-{
-	static const char *const names[] = { "master_disconnect", "connection_closed", "explicit" };
-
-	return names[s];
-}
-
-static json_t *
-signal_json(int sig)
-{
-	const char *abbrev = sig > 0 ? sigabbrev_np(sig) : NULL;
-	char name[32];
-
-	if (!abbrev)
-		return sig > 0 ? json_integer(sig) : json_null();
-	snprintf(name, sizeof(name), "SIG%s", abbrev);
-	return json_string(name);
-}
-
-static json_t *
-rfc3339(const struct timespec *ts)
-{
-	struct tm tm;
-	char buf[64];
-	size_t n;
-
-	gmtime_r(&ts->tv_sec, &tm);
-	n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, sizeof(buf) - n, ".%03ldZ", ts->tv_nsec / 1000000);
-	return json_string(buf);
-}
-
-/* The WORKER object of PROTOCOL.md section 4. */
-json_t *
-sup_worker_json(const struct worker *w)
-{
-	int64_t now = now_ms();
-	uint64_t cpu = 0, rss = 0;
-	bool have_proc = false;
-	json_t *o;
-	char st;
-
-	if (is_live(w) && !w->reaped && proc_stat(w->pid, &st, &cpu, &rss) == 0) {
-		have_proc = true;
-		/* Kept for the record: /proc forgets a process once it is reaped. */
-		((struct worker *)w)->cpu_ms = cpu * 1000 / (uint64_t)sysconf(_SC_CLK_TCK);
-	}
-	o = json_pack(
-	    "{s:s, s:s?, s:i, s:i, s:{s:i, s:I, s:I, s:I}, s:I, s:s, s:s?, s:s, s:s, s:I, "
-	    "s:s?, s:s, s:O}",
-	    "id", w->id, "name", w->name, "pid", (int)w->pid, "pgid", (int)w->pid, "owner", "pid",
-	    (int)w->owner_pid, "uid", (json_int_t)w->uid, "gid", (json_int_t)w->owner_gid,
-	    "connection", (json_int_t)0, "uid", (json_int_t)w->uid, "state",
-	    sup_state_name(w->state), "reason", w->reason, "shutdown_on",
-	    sup_shutdown_on_name(w->shutdown_on), "started_at", "", "uptime_ms",
-	    (json_int_t)((is_live(w) ? now : w->ended_ms) - w->started_ms), "socket",
-	    w->socket[0] && w->state != W_STARTING && is_live(w) ? w->socket : NULL, "path",
-	    w->path, "argv", w->argv);
-	if (!o)
-		return NULL;
-	/* The owner's connection number, while that connection lasts. */
-	json_object_set_new(json_object_get(o, "owner"), "connection",
-	    w->owner ? json_integer((json_int_t)w->owner_serial) : json_null());
-	json_object_set_new(o, "started_at", rfc3339(&w->started_wall));
-	json_object_set_new(o, "exit_code",
-	    w->state == W_EXITED && w->signal == 0 && w->exit_code >= 0 ? json_integer(w->exit_code)
-	                                                                : json_null());
-	json_object_set_new(o, "signal", w->signal ? signal_json(w->signal) : json_null());
-	json_object_set_new(o, "heartbeat_age_ms",
-	    w->last_heartbeat_ms && w->hb_interval_ms &&
-	            (w->state == W_READY || w->state == W_STOPPING)
-	        ? json_integer(now - w->last_heartbeat_ms)
-	        : json_null());
-	json_object_set_new(o, "rss_kib", have_proc ? json_integer((json_int_t)rss) : json_null());
-	json_object_set_new(o, "cpu_ms", json_integer((json_int_t)w->cpu_ms));
-	json_object_set_new(o, "message", w->message ? json_string(w->message) : json_null());
-	json_object_set_new(o, "served", json_integer((json_int_t)w->served));
-	if (w->spawn_stage)
-		json_object_set_new(o, "spawn_error",
-		    json_pack("{s:s, s:i, s:s}", "stage", w->spawn_stage, "errno", w->spawn_errno,
-		        "error", strerror(w->spawn_errno)));
-	return o;
-}
-
 /* ---- signals and stopping ---- */
 
 /* Sends sig to the main process, its group (while unreaped) and, with tree, every descendant. */
@@ -495,7 +88,7 @@ signal_worker(struct worker *w, int sig, bool tree)
 	/* The group id is the leader's pid, still ours until we reap it. */
 	kill(-w->pid, sig);
 	for (i = 0; i < n; i++)
-		signal_kid(&desc[i], sig);
+		proc_signal(&desc[i], sig);
 	return r;
 }
 
@@ -524,7 +117,7 @@ grace_cb(struct ev_loop *loop, ev_timer *t, int revents)
 void
 sup_mark_stopping(struct worker *w, const char *reason)
 {
-	if (!is_live(w))
+	if (!sup_is_live(w))
 		return;
 	if (!w->reason)
 		w->reason = reason;
@@ -538,7 +131,7 @@ sup_mark_stopping(struct worker *w, const char *reason)
 void
 sup_stop(struct worker *w, const char *reason, unsigned grace_ms)
 {
-	if (!is_live(w) || w->reaped)
+	if (!sup_is_live(w) || w->reaped)
 		return;
 	if (w->stop_sent) {
 		/* Already stopping: a shorter grace may only bring the SIGKILL closer. */
@@ -564,7 +157,7 @@ sup_stop(struct worker *w, const char *reason, unsigned grace_ms)
 void
 sup_expect_exit(struct worker *w, const char *reason, const char *message)
 {
-	if (!is_live(w))
+	if (!sup_is_live(w))
 		return;
 	if (!w->reason)
 		w->reason = reason;
@@ -580,7 +173,7 @@ sup_expect_exit(struct worker *w, const char *reason, const char *message)
 void
 sup_backup_kill(struct worker *w, const char *reason, double seconds)
 {
-	if (!is_live(w) || ev_is_active(&w->grace_timer))
+	if (!sup_is_live(w) || ev_is_active(&w->grace_timer))
 		return;
 	w->backup_reason = reason;
 	ev_timer_set(&w->grace_timer, seconds, 0.);
@@ -599,7 +192,7 @@ sup_owner_gone(struct conn *c)
 		w->owner = NULL;
 		c->nworkers--;
 		conn_unref(c);
-		if (w->shutdown_on == SHUTDOWN_MASTER_DISCONNECT && is_live(w))
+		if (w->shutdown_on == SHUTDOWN_MASTER_DISCONNECT && sup_is_live(w))
 			sup_stop(w, "killed_orphan", herdd.cfg.grace_ms);
 	}
 }
@@ -655,8 +248,8 @@ sup_stop_all(void)
 
 	TAILQ_FOREACH(w, &herdd.workers, link) {
 		/* Pending spawns fail now; their workers are stopped like the others. */
-		if (is_live(w))
-			answer_waiters(w, true, err);
+		if (sup_is_live(w))
+			sup_answer_waiters(w, true, err);
 		sup_stop(w, "daemon_shutdown", herdd.cfg.grace_ms);
 	}
 	json_decref(err);
@@ -889,10 +482,10 @@ sup_record_failed(struct worker *w, int err)
 		conn_unref(w->owner);
 		w->owner = NULL;
 	}
-	count_reason(w->reason);
+	sup_count_reason(w->reason);
 	TAILQ_INSERT_TAIL(&herdd.workers, w, link);
 	events_emit(w, "exited");
-	prune(w->uid);
+	sup_prune(w->uid);
 }
 
 /* The worker is ready: answer the spawn request. */
@@ -909,7 +502,7 @@ sup_worker_ready(struct worker *w)
 	reply = proto_result(NULL,
 	    json_pack("{s:s, s:i, s:s, s:s?}", "id", w->id, "pid", (int)w->pid, "socket", w->socket,
 	        "name", w->name));
-	answer_waiters(w, true, reply);
+	sup_answer_waiters(w, true, reply);
 	json_decref(reply);
 	if (w->shutdown_on == SHUTDOWN_CONNECTION_CLOSED && !w->had_connection) {
 		/* The worker exits by itself at the timeout; herdd backs it up a grace later. */
@@ -922,17 +515,6 @@ sup_worker_ready(struct worker *w)
 }
 
 /* ---- reaping ---- */
-
-static void
-count_reason(const char *reason)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
-		if (strcmp(reasons[i], reason) == 0)
-			reason_counts[i]++;
-	}
-}
 
 static const char *
 event_for(const char *reason)
@@ -977,7 +559,7 @@ spawn_error(struct worker *w)
 	return proto_error(NULL, HERD_E_WORKER_EXITED, "the worker exited before it was ready",
 	    json_pack("{s:s, s:o, s:o, s:o}", "reason", r, "exit_code",
 	        w->signal ? json_null() : json_integer(w->exit_code), "signal",
-	        w->signal ? signal_json(w->signal) : json_null(), "stderr_tail", tail));
+	        w->signal ? sup_signal_json(w->signal) : json_null(), "stderr_tail", tail));
 }
 
 /* Kills children of herdd that are not workers: descendants that escaped their worker. */
@@ -1005,7 +587,7 @@ kill_escapees(void)
 			if (proc_stat(kids[i].pid, &st, NULL, NULL) == 0 && st == 'Z')
 				continue;
 			log_info("killing pid %d: escaped from its worker", (int)kids[i].pid);
-			signal_kid(&kids[i], SIGKILL);
+			proc_signal(&kids[i], SIGKILL);
 		}
 	}
 }
@@ -1057,14 +639,14 @@ reaped(struct worker *w, int status)
 	else
 		log_info("worker %s pid %d: exited with %d (%s)", w->id, (int)w->pid, w->exit_code,
 		    w->reason);
-	count_reason(w->reason);
+	sup_count_reason(w->reason);
 
 	if (w->waiters) {
 		r = spawn_error(w);
-		answer_waiters(w, true, r);
+		sup_answer_waiters(w, true, r);
 		json_decref(r);
 		r = proto_result(NULL, sup_worker_json(w));
-		answer_waiters(w, false, r);
+		sup_answer_waiters(w, false, r);
 		json_decref(r);
 	}
 	if (w->owner) {
@@ -1073,7 +655,7 @@ reaped(struct worker *w, int status)
 		w->owner = NULL;
 	}
 	events_emit(w, event_for(w->reason));
-	prune(w->uid);
+	sup_prune(w->uid);
 	notify_status();
 	main_maybe_exit();
 }
@@ -1094,67 +676,6 @@ child_cb(struct ev_loop *loop, ev_child *c, int revents)
 	kill_escapees();
 }
 
-/* ---- retention ---- */
-
-/* Drops exited records past the per-uid count or older than the age limit. */
-static void
-prune(uid_t uid)
-{
-	int64_t oldest_allowed = now_ms() - (int64_t)herdd.cfg.keep_exited_ms;
-	struct worker *w, *next, *oldest;
-	unsigned n;
-
-	for (w = TAILQ_FIRST(&herdd.workers); w; w = next) {
-		next = TAILQ_NEXT(w, link);
-		if (w->state == W_EXITED && w->ended_ms < oldest_allowed) {
-			TAILQ_REMOVE(&herdd.workers, w, link);
-			sup_worker_free(w);
-		}
-	}
-	for (;;) {
-		n = 0;
-		oldest = NULL;
-		TAILQ_FOREACH(w, &herdd.workers, link) {
-			if (w->state != W_EXITED || w->uid != uid)
-				continue;
-			n++;
-			if (!oldest || w->ended_ms < oldest->ended_ms)
-				oldest = w;
-		}
-		if (n <= herdd.cfg.keep_exited || !oldest)
-			break;
-		TAILQ_REMOVE(&herdd.workers, oldest, link);
-		sup_worker_free(oldest);
-	}
-}
-
-static void
-prune_cb(struct ev_loop *loop, ev_timer *t, int revents)
-{
-	prune((uid_t)-1);
-}
-
-/* ---- stats ---- */
-
-/* Workers by state and exits by reason. */
-json_t *
-sup_stats_json(void)
-{
-	json_int_t by_state[4] = { 0 };
-	struct worker *w;
-	json_t *reasons_o = json_object();
-	size_t i;
-
-	TAILQ_FOREACH(w, &herdd.workers, link)
-		by_state[w->state]++;
-	for (i = 0; i < N_FAILURE_REASONS; i++)
-		json_object_set_new(
-		    reasons_o, reasons[i], json_integer((json_int_t)reason_counts[i]));
-	return json_pack("{s:{s:I, s:I, s:I, s:I}, s:o}", "workers", "starting", by_state[0],
-	    "ready", by_state[1], "stopping", by_state[2], "exited", by_state[3], "failures",
-	    reasons_o);
-}
-
 /* Starts the reaper and the retention timer. */
 void
 sup_init(void)
@@ -1162,20 +683,13 @@ sup_init(void)
 	TAILQ_INIT(&herdd.workers);
 	ev_child_init(&child_watcher, child_cb, 0, 0);
 	ev_child_start(herdd.loop, &child_watcher);
-	ev_timer_init(&prune_timer, prune_cb, PRUNE_INTERVAL_S, PRUNE_INTERVAL_S);
-	ev_timer_start(herdd.loop, &prune_timer);
+	sup_records_start();
 }
 
 /* Frees every record (after the loop ended). */
 void
 sup_cleanup(void)
 {
-	struct worker *w;
-
 	ev_child_stop(herdd.loop, &child_watcher);
-	ev_timer_stop(herdd.loop, &prune_timer);
-	while ((w = TAILQ_FIRST(&herdd.workers))) {
-		TAILQ_REMOVE(&herdd.workers, w, link);
-		sup_worker_free(w);
-	}
+	sup_records_free();
 }

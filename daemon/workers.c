@@ -1,0 +1,365 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Worker records: the requests waiting on a worker, lookups by id and uid,
+ * the public WORKER object (PROTOCOL.md 4.3), the exited records kept for a
+ * while, and the counters "stats" reports.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "herdd.h"
+
+#define PRUNE_INTERVAL_S 10.0
+
+static ev_timer prune_timer;
+
+/* Exits by reason since start. */
+static const char *const reasons[] = { "crashed", "failed", "init_failed", "spawn_failed",
+	"spawn_timeout", "heartbeat_lost", "killed_orphan", "exited", "shutdown",
+	"daemon_shutdown" };
+/* The first ones are failures, reported by "stats". */
+#define N_FAILURE_REASONS 7
+static uint64_t reason_counts[sizeof(reasons) / sizeof(reasons[0])];
+
+static void
+drop_waiters(struct worker *w)
+{
+	while (w->waiters) {
+		struct waiter *x = w->waiters;
+
+		w->waiters = x->next;
+		x->conn->pending--;
+		conn_unref(x->conn);
+		json_decref(x->id);
+		free(x);
+	}
+}
+
+/* Frees a record (the process must be reaped or never started). */
+void
+sup_worker_free(struct worker *w)
+{
+	int i;
+
+	if (!w)
+		return;
+	ev_timer_stop(herdd.loop, &w->spawn_timer);
+	ev_timer_stop(herdd.loop, &w->grace_timer);
+	ev_timer_stop(herdd.loop, &w->hb_timer);
+	ev_timer_stop(herdd.loop, &w->conn_timer);
+	if (w->errpipe >= 0) {
+		ev_io_stop(herdd.loop, &w->errpipe_io);
+		close(w->errpipe);
+	}
+	if (w->pidfd >= 0)
+		close(w->pidfd);
+	if (w->channel) {
+		conn_abort(w->channel);
+		conn_unref(w->channel);
+	}
+	drop_waiters(w);
+	if (w->owner)
+		conn_unref(w->owner);
+	for (i = 0; i < 2; i++) {
+		capture_free(&w->cap[i]);
+		free(w->out[i].path);
+	}
+	free(w->name);
+	free(w->path);
+	free(w->cwd);
+	free(w->message);
+	json_decref(w->argv);
+	json_decref(w->env);
+	json_decref(w->init);
+	json_decref(w->settings);
+	json_decref(w->functions);
+	free(w);
+}
+
+/* Registers a request answered later. */
+int
+sup_add_waiter(struct worker *w, struct conn *c, json_t *id, bool spawn)
+{
+	struct waiter *x = calloc(1, sizeof(*x));
+
+	if (!x)
+		return -ENOMEM;
+	x->conn = conn_ref(c);
+	x->id = id ? json_incref(id) : json_null();
+	x->spawn = spawn;
+	x->next = w->waiters;
+	w->waiters = x;
+	c->pending++;
+	return 0;
+}
+
+/*
+ * Answers and removes the spawn waiters (spawn true) or the others with
+ * reply_proto, a reply without id. They are taken off the worker first:
+ * sending may close a connection, whose callback edits waiter lists.
+ */
+void
+sup_answer_waiters(struct worker *w, bool spawn, json_t *reply_proto)
+{
+	struct waiter **pp = &w->waiters, *mine = NULL;
+
+	while (*pp) {
+		struct waiter *x = *pp;
+
+		if (x->spawn != spawn) {
+			pp = &x->next;
+			continue;
+		}
+		*pp = x->next;
+		x->next = mine;
+		mine = x;
+	}
+	while (mine) {
+		struct waiter *x = mine;
+
+		mine = x->next;
+		x->conn->pending--;
+		if (reply_proto) {
+			json_t *m = json_copy(reply_proto);
+
+			if (m) {
+				json_object_set(m, "id", x->id);
+				conn_send(x->conn, m);
+			}
+		}
+		conn_unref(x->conn);
+		json_decref(x->id);
+		free(x);
+	}
+}
+
+/* Finds a worker c may see. */
+struct worker *
+sup_find(const struct conn *c, const char *id)
+{
+	struct worker *w;
+
+	TAILQ_FOREACH(w, &herdd.workers, link) {
+		if (strcmp(w->id, id) == 0)
+			return dispatch_may_see(c, w->uid) ? w : NULL;
+	}
+	return NULL;
+}
+
+/* Live workers of uid. */
+unsigned
+sup_count_uid(uid_t uid)
+{
+	struct worker *w;
+	unsigned n = 0;
+
+	TAILQ_FOREACH(w, &herdd.workers, link) {
+		if (sup_is_live(w) && w->uid == uid)
+			n++;
+	}
+	return n;
+}
+
+/* Live workers. */
+unsigned
+sup_count_live(void)
+{
+	struct worker *w;
+	unsigned n = 0;
+
+	TAILQ_FOREACH(w, &herdd.workers, link) {
+		if (sup_is_live(w))
+			n++;
+	}
+	return n;
+}
+
+const char *
+sup_state_name(enum worker_state s)
+{
+	static const char *const names[] = { "starting", "ready", "stopping", "exited" };
+
+	return names[s];
+}
+
+const char *
+sup_shutdown_on_name(enum shutdown_on s)
+{
+	static const char *const names[] = { "master_disconnect", "connection_closed", "explicit" };
+
+	return names[s];
+}
+
+json_t *
+sup_signal_json(int sig)
+{
+	const char *abbrev = sig > 0 ? sigabbrev_np(sig) : NULL;
+	char name[32];
+
+	if (!abbrev)
+		return sig > 0 ? json_integer(sig) : json_null();
+	snprintf(name, sizeof(name), "SIG%s", abbrev);
+	return json_string(name);
+}
+
+static json_t *
+rfc3339(const struct timespec *ts)
+{
+	struct tm tm;
+	char buf[64];
+	size_t n;
+
+	gmtime_r(&ts->tv_sec, &tm);
+	n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, sizeof(buf) - n, ".%03ldZ", ts->tv_nsec / 1000000);
+	return json_string(buf);
+}
+
+/* The WORKER object of PROTOCOL.md section 4. */
+json_t *
+sup_worker_json(const struct worker *w)
+{
+	int64_t now = now_ms();
+	uint64_t cpu = 0, rss = 0;
+	bool have_proc = false;
+	json_t *o;
+	char st;
+
+	if (sup_is_live(w) && !w->reaped && proc_stat(w->pid, &st, &cpu, &rss) == 0) {
+		have_proc = true;
+		/* Kept for the record: /proc forgets a process once it is reaped. */
+		((struct worker *)w)->cpu_ms = cpu * 1000 / (uint64_t)sysconf(_SC_CLK_TCK);
+	}
+	o = json_pack(
+	    "{s:s, s:s?, s:i, s:i, s:{s:i, s:I, s:I, s:I}, s:I, s:s, s:s?, s:s, s:s, s:I, "
+	    "s:s?, s:s, s:O}",
+	    "id", w->id, "name", w->name, "pid", (int)w->pid, "pgid", (int)w->pid, "owner", "pid",
+	    (int)w->owner_pid, "uid", (json_int_t)w->uid, "gid", (json_int_t)w->owner_gid,
+	    "connection", (json_int_t)0, "uid", (json_int_t)w->uid, "state",
+	    sup_state_name(w->state), "reason", w->reason, "shutdown_on",
+	    sup_shutdown_on_name(w->shutdown_on), "started_at", "", "uptime_ms",
+	    (json_int_t)((sup_is_live(w) ? now : w->ended_ms) - w->started_ms), "socket",
+	    w->socket[0] && w->state != W_STARTING && sup_is_live(w) ? w->socket : NULL, "path",
+	    w->path, "argv", w->argv);
+	if (!o)
+		return NULL;
+	/* The owner's connection number, while that connection lasts. */
+	json_object_set_new(json_object_get(o, "owner"), "connection",
+	    w->owner ? json_integer((json_int_t)w->owner_serial) : json_null());
+	json_object_set_new(o, "started_at", rfc3339(&w->started_wall));
+	json_object_set_new(o, "exit_code",
+	    w->state == W_EXITED && w->signal == 0 && w->exit_code >= 0 ? json_integer(w->exit_code)
+	                                                                : json_null());
+	json_object_set_new(o, "signal", w->signal ? sup_signal_json(w->signal) : json_null());
+	json_object_set_new(o, "heartbeat_age_ms",
+	    w->last_heartbeat_ms && w->hb_interval_ms &&
+	            (w->state == W_READY || w->state == W_STOPPING)
+	        ? json_integer(now - w->last_heartbeat_ms)
+	        : json_null());
+	json_object_set_new(o, "rss_kib", have_proc ? json_integer((json_int_t)rss) : json_null());
+	json_object_set_new(o, "cpu_ms", json_integer((json_int_t)w->cpu_ms));
+	json_object_set_new(o, "message", w->message ? json_string(w->message) : json_null());
+	json_object_set_new(o, "served", json_integer((json_int_t)w->served));
+	if (w->spawn_stage)
+		json_object_set_new(o, "spawn_error",
+		    json_pack("{s:s, s:i, s:s}", "stage", w->spawn_stage, "errno", w->spawn_errno,
+		        "error", strerror(w->spawn_errno)));
+	return o;
+}
+
+void
+sup_count_reason(const char *reason)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
+		if (strcmp(reasons[i], reason) == 0)
+			reason_counts[i]++;
+	}
+}
+
+/* ---- retention ---- */
+
+/* Drops exited records past the per-uid count or older than the age limit. */
+void
+sup_prune(uid_t uid)
+{
+	int64_t oldest_allowed = now_ms() - (int64_t)herdd.cfg.keep_exited_ms;
+	struct worker *w, *next, *oldest;
+	unsigned n;
+
+	for (w = TAILQ_FIRST(&herdd.workers); w; w = next) {
+		next = TAILQ_NEXT(w, link);
+		if (w->state == W_EXITED && w->ended_ms < oldest_allowed) {
+			TAILQ_REMOVE(&herdd.workers, w, link);
+			sup_worker_free(w);
+		}
+	}
+	for (;;) {
+		n = 0;
+		oldest = NULL;
+		TAILQ_FOREACH(w, &herdd.workers, link) {
+			if (w->state != W_EXITED || w->uid != uid)
+				continue;
+			n++;
+			if (!oldest || w->ended_ms < oldest->ended_ms)
+				oldest = w;
+		}
+		if (n <= herdd.cfg.keep_exited || !oldest)
+			break;
+		TAILQ_REMOVE(&herdd.workers, oldest, link);
+		sup_worker_free(oldest);
+	}
+}
+
+static void
+prune_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	sup_prune((uid_t)-1);
+}
+/* ---- stats ---- */
+
+/* Workers by state and exits by reason. */
+json_t *
+sup_stats_json(void)
+{
+	json_int_t by_state[4] = { 0 };
+	struct worker *w;
+	json_t *reasons_o = json_object();
+	size_t i;
+
+	TAILQ_FOREACH(w, &herdd.workers, link)
+		by_state[w->state]++;
+	for (i = 0; i < N_FAILURE_REASONS; i++)
+		json_object_set_new(
+		    reasons_o, reasons[i], json_integer((json_int_t)reason_counts[i]));
+	return json_pack("{s:{s:I, s:I, s:I, s:I}, s:o}", "workers", "starting", by_state[0],
+	    "ready", by_state[1], "stopping", by_state[2], "exited", by_state[3], "failures",
+	    reasons_o);
+}
+
+/* Starts dropping old exited records. */
+void
+sup_records_start(void)
+{
+	ev_timer_init(&prune_timer, prune_cb, PRUNE_INTERVAL_S, PRUNE_INTERVAL_S);
+	ev_timer_start(herdd.loop, &prune_timer);
+}
+
+/* Frees every record (after the loop ended). */
+void
+sup_records_free(void)
+{
+	struct worker *w;
+
+	ev_timer_stop(herdd.loop, &prune_timer);
+	while ((w = TAILQ_FIRST(&herdd.workers))) {
+		TAILQ_REMOVE(&herdd.workers, w, link);
+		sup_worker_free(w);
+	}
+}
