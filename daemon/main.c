@@ -165,6 +165,10 @@ parse_options(int argc, char **argv)
 			c->log_level = (enum log_level)lvl;
 			break;
 		case OPT_LOG_FILE:
+			if (optarg[0] != '/') {
+				fprintf(stderr, "herdd: --log-file needs an absolute path\n");
+				exit(2);
+			}
 			free(c->log_file);
 			c->log_file = strdup(optarg);
 			break;
@@ -394,6 +398,9 @@ main(int argc, char **argv)
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* Never keep a mount busy; every path herdd uses is absolute. */
+	if (chdir("/") < 0)
+		fatal("chdir /: %m");
 	/* Orphaned descendants of workers come to us, so none outlives its worker's stop. */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
 		log_warn("PR_SET_CHILD_SUBREAPER: %m; detached grandchildren may escape");
