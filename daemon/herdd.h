@@ -2,7 +2,8 @@
 /*
  * herdd's internal interfaces. One header for the whole daemon: the global
  * state, the connection layer (conn.c), the request table (dispatch.c), the
- * supervisor (supervisor.c, spawn.c, channel.c, capture.c), notifications to
+ * supervisor (supervisor.c, spawn.c, channel.c, capture.c, workers.c, proc.c),
+ * notifications to
  * the service manager (notify.c) and logging (log.c).
  *
  * herdd is single-threaded: everything runs in libev's default loop, which is
@@ -327,7 +328,7 @@ struct worker {
 	unsigned umask;
 	struct output_spec out[2]; /* stdout, stderr */
 	json_t *init;
-	json_t *settings; /* the worker's RPC settings, as given */
+	json_t *settings; /* the worker's effective RPC settings, all six fields */
 	enum shutdown_on shutdown_on;
 	unsigned spawn_timeout_ms;
 	unsigned connection_timeout_ms;
