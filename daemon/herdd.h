@@ -3,8 +3,7 @@
  * herdd's internal interfaces. One header for the whole daemon: the global
  * state, the connection layer (conn.c), the request table (dispatch.c), the
  * supervisor (supervisor.c, spawn.c, channel.c, capture.c, workers.c, proc.c),
- * notifications to
- * the service manager (notify.c) and logging (log.c).
+ * notifications to the service manager (notify.c) and logging (log.c).
  *
  * herdd is single-threaded: everything runs in libev's default loop, which is
  * also the only reaper of child processes.
