@@ -244,6 +244,67 @@ START_TEST(test_busy_worker_is_spared)
 }
 END_TEST
 
+/* kill: a signal the worker handles leaves it ready; TERM stops it (reason shutdown). */
+START_TEST(test_kill_signals)
+{
+	struct ht_daemon *d = start();
+	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	json_t *r, *ev, *lines;
+	char *id;
+	bool seen = false;
+	int64_t deadline;
+
+	ck_assert(c);
+	/*
+	 * The worker reports USR1 on stderr; it loops on a read of fd 3 (a signal
+	 * interrupts it with a status over 128) until EOF.
+	 */
+	r = ht_spawn(c,
+	    sh_worker("signals",
+	        "trap 'echo got usr1 >&2' USR1; " HELLO READY
+	        "while :; do read -r line <&3; s=$?; [ $s -eq 0 ] || [ $s -gt 128 ] || exit 0; "
+	        "done",
+	        NULL),
+	    ht_ms(10000));
+	ht_assert_result(r);
+	id = strdup(str(ht_result(r), "id"));
+	json_decref(r);
+	r = ht_conn_call(
+	    c, "kill", json_pack("{s:s, s:s}", "id", id, "signal", "SIGUSR1"), ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	/* The line appears once sh has run its trap; there is no event for that, so logs is asked again. */
+	deadline = ht_now_ms() + ht_ms(5000);
+	while (!seen && ht_now_ms() < deadline) {
+		r = ht_conn_call(c, "logs", json_pack("{s:s}", "id", id), ht_ms(5000));
+		lines = json_object_get(ht_assert_result(r), "lines");
+		seen = json_array_size(lines) > 0 &&
+		    !strcmp(json_string_value(json_array_get(lines, 0)), "got usr1");
+		json_decref(r);
+		if (!seen) {
+			json_t *none = ht_conn_wait_event(c, "exited", id, 10);
+
+			ck_assert_msg(!none, "the worker died of USR1: %s", ht_dump(none));
+		}
+	}
+	ck_assert_msg(seen, "the worker never reported USR1");
+	r = ht_conn_call(c, "inspect", json_pack("{s:s}", "id", id), ht_ms(5000));
+	ck_assert_str_eq(str(ht_assert_result(r), "state"), "ready");
+	json_decref(r);
+	r = ht_conn_call(c, "kill", json_pack("{s:s, s:i}", "id", id, "signal", 15), ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	ev = ht_conn_wait_event(c, "stopped", id, ht_ms(5000));
+	ck_assert_msg(ev, "no stopped event after TERM");
+	ck_assert_str_eq(str(json_object_get(ev, "worker"), "reason"), "shutdown");
+	ck_assert_str_eq(str(json_object_get(ev, "worker"), "signal"), "SIGTERM");
+	json_decref(ev);
+	free(id);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
 static Suite *
 channel_suite(void)
 {
@@ -258,6 +319,7 @@ channel_suite(void)
 	tcase_add_test(tc, test_garbage_on_channel);
 	tcase_add_test(tc, test_heartbeat_lost_when_idle);
 	tcase_add_test(tc, test_busy_worker_is_spared);
+	tcase_add_test(tc, test_kill_signals);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -353,6 +353,38 @@ START_TEST(test_reply_too_long_for_peer)
 }
 END_TEST
 
+/* Exited records are kept per uid up to --keep-exited, the oldest dropped first. */
+START_TEST(test_exited_records_kept)
+{
+	static const char *const args[] = { "--keep-exited", "2", NULL };
+	static const char *const names[] = { "t1", "t2", "t3" };
+	struct ht_daemon *d = start(args);
+	struct ht_conn *c = ht_herdd_open(d, "master", "records");
+	json_t *r, *list;
+	int i;
+
+	ck_assert(c);
+	for (i = 0; i < 3; i++) {
+		r = ht_conn_call(c, "spawn",
+		    json_pack("{s:s, s:s}", "path", "/bin/true", "name", names[i]), ht_ms(5000));
+		ht_assert_error(r, "worker_exited");
+		json_decref(r);
+	}
+	r = ht_conn_call(c, "list", json_pack("{s:b}", "all", 1), ht_ms(5000));
+	list = json_object_get(ht_assert_result(r), "workers");
+	ck_assert_int_eq(json_array_size(list), 2);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(list, 0), "name")), "t2");
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(list, 1), "name")), "t3");
+	json_decref(r);
+	/* Without "all", exited records are not listed. */
+	r = ht_conn_call(c, "list", NULL, ht_ms(5000));
+	ck_assert_int_eq(json_array_size(json_object_get(ht_assert_result(r), "workers")), 0);
+	json_decref(r);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
 static Suite *
 limits_suite(void)
 {
@@ -370,6 +402,7 @@ limits_suite(void)
 	tcase_add_test(tc, test_subscribe_all);
 	tcase_add_test(tc, test_connection_heartbeats);
 	tcase_add_test(tc, test_reply_too_long_for_peer);
+	tcase_add_test(tc, test_exited_records_kept);
 	suite_add_tcase(s, tc);
 	return s;
 }
