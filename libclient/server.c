@@ -52,7 +52,7 @@ herd__server_new(struct ev_loop *loop, const struct herd_worker_type *type, json
 {
 	struct herd_server *srv;
 	char *msg = NULL;
-	size_t n;
+	size_t n = 0;
 	int r;
 
 	*reterr_message = NULL;
