@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -181,6 +182,33 @@ START_TEST(test_init_failure_and_usage)
 }
 END_TEST
 
+/*
+ * Waits until the worker renames its new socket over the path: the old file
+ * is still there, so waiting for the path to exist would return at once.
+ */
+static void
+wait_replaced(int ifd, int timeout_ms)
+{
+	const char *base = strrchr(sock, '/') + 1;
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	struct pollfd p = { .fd = ifd, .events = POLLIN };
+
+	for (;;) {
+		ssize_t n;
+
+		ck_assert_int_eq(poll(&p, 1, timeout_ms), 1);
+		n = read(ifd, buf, sizeof(buf));
+		ck_assert_int_gt(n, 0);
+		for (char *e = buf; e < buf + n;) {
+			const struct inotify_event *ev = (const struct inotify_event *)e;
+
+			if (ev->len && strcmp(ev->name, base) == 0)
+				return;
+			e += sizeof(*ev) + ev->len;
+		}
+	}
+}
+
 START_TEST(test_socket_in_use)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -188,7 +216,7 @@ START_TEST(test_socket_in_use)
 	struct ht_conn *c;
 	json_t *reply;
 	pid_t pid;
-	int fd;
+	int fd, ifd;
 
 	setup();
 	strcpy(sa.sun_path, sock);
@@ -201,7 +229,12 @@ START_TEST(test_socket_in_use)
 	ck_assert_int_eq(access(sock, F_OK), 0);
 	/* Once that server is dead, its file is stale and gets replaced. */
 	close(fd);
-	pid = start_worker(NULL, NULL);
+	ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	ck_assert_int_ge(ifd, 0);
+	ck_assert_int_ge(inotify_add_watch(ifd, dir, IN_MOVED_TO), 0);
+	pid = wt_spawn(args, -1, NULL, -1);
+	wait_replaced(ifd, 10000);
+	close(ifd);
 	c = wt_connect(sock, NULL);
 	ck_assert_ptr_nonnull(c);
 	reply = ht_conn_call(c, "product", json_pack("{s:i}", "n", 5), ht_ms(5000));
