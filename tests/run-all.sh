@@ -18,12 +18,12 @@ asan=${HERD_BUILD_ASAN:-build-ci-asan}
 
 [ -d "$plain" ] || run meson setup "$plain" -Dwerror=true -Dbuildtype=debugoptimized
 run meson compile -C "$plain"
-run meson test -C "$plain" --print-errorlogs --num-processes 2
+run meson test -C "$plain" --print-errorlogs --verbose --num-processes 2
 
 [ -d "$asan" ] || run meson setup "$asan" -Dwerror=true -Db_sanitize=address,undefined \
 	-Db_lundef=false -Dbuildtype=debug
 run env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	meson test -C "$asan" --print-errorlogs --num-processes 2
+	meson test -C "$asan" --print-errorlogs --verbose --num-processes 2
 
 run meson test -C "$plain" --setup=valgrind --print-errorlogs --num-processes 2 --suite proto --suite rpc
 
