@@ -29,4 +29,18 @@ run meson test -C "$plain" --setup=valgrind --print-errorlogs --num-processes 2 
 
 run ninja -C "$plain" clang-format-check
 
-echo "==> all suites passed ($top)"
+# One closing line for all three runs, counted from meson's own logs.
+python3 - "$plain/meson-logs/testlog.json" "$asan/meson-logs/testlog.json" \
+	"$plain/meson-logs/testlog-valgrind.json" <<'PY'
+import json, sys
+ok = bad = 0
+for path in sys.argv[1:]:
+    for line in open(path):
+        r = json.loads(line)["result"]
+        if r == "OK":
+            ok += 1
+        elif r != "SKIP":
+            bad += 1
+print(f"all: {ok} passed, {bad} failed")
+sys.exit(1 if bad else 0)
+PY
