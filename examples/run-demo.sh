@@ -12,54 +12,7 @@ build=${HERD_BUILD_DEMO:-build-demo}
 [ -d "$build" ] || meson setup "$build" -Dbuildtype=debugoptimized >/dev/null
 meson compile -C "$build" >/dev/null
 
-dir=$(mktemp -d /tmp/herd-demo-XXXXXX)
-sock="$dir/herdd.sock"
-herdd_pid=""
-keeper_pid=""
-cleanup() {
-	if [ -n "$herdd_pid" ]; then
-		kill -TERM "$herdd_pid" 2>/dev/null || true
-	fi
-	# The keeper is herdd's parent: it reaps herdd, then exits.
-	if [ -n "$keeper_pid" ]; then
-		wait "$keeper_pid" 2>/dev/null || true
-	fi
-	rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
-
-# A small keeper starts herdd with a NOTIFY_SOCKET, reports herdd's pid on a
-# FIFO once herdd says READY=1 (10 s at most), then waits to reap it. herdd
-# logs to its own file so the demo's output stays readable.
-mkfifo "$dir/ready"
-python3 - "$build/daemon/herdd" "$sock" "$dir" >"$dir/ready" <<'PY' &
-import os, socket, subprocess, sys
-herdd, sock, d = sys.argv[1:4]
-notify = os.path.join(d, "notify")
-ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-ns.bind(notify)
-ns.settimeout(10)
-env = dict(os.environ, XDG_RUNTIME_DIR=d, NOTIFY_SOCKET=notify)
-p = subprocess.Popen([herdd, "--socket", sock, "--log-file", os.path.join(d, "herdd.log")],
-                     env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-try:
-    while b"READY=1" not in ns.recv(4096).split(b"\n"):
-        pass
-    # Nobody reads later STATUS= datagrams: herdd's sends then fail at once.
-    os.unlink(notify)
-    print(p.pid, flush=True)
-except socket.timeout:
-    p.kill()
-sys.stdout.close()
-sys.exit(p.wait() != 0)
-PY
-keeper_pid=$!
-read -r herdd_pid <"$dir/ready" || true
-if [ -z "$herdd_pid" ]; then
-	echo "run-demo: herdd did not become ready; its log:" >&2
-	cat "$dir/herdd.log" >&2 || true
-	exit 1
-fi
+. ./examples/private-herdd.sh
 echo "==> herdd pid $herdd_pid on $sock"
 HERD_SOCKET="$sock" "$build/examples/sum-demo" "$@"
 echo "==> herdctl list --all (the demo's workers, all exited):"

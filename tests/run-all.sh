@@ -29,6 +29,9 @@ run meson test -C "$plain" --setup=valgrind --print-errorlogs --num-processes 2 
 
 run ninja -C "$plain" clang-format-check
 
+# The benchmarks once in quick mode, so they build and run (figures not judged here).
+run env HERD_BUILD_BENCH="$plain" BENCH_OUT="$plain/bench-results.json" ./bench/run.sh --quick
+
 # One closing line for all three runs, counted from meson's own logs.
 python3 - "$plain/meson-logs/testlog.json" "$asan/meson-logs/testlog.json" \
 	"$plain/meson-logs/testlog-valgrind.json" <<'PY'

@@ -647,8 +647,23 @@ static const struct herd_worker_type testworker = {
 	.free_conn = free_conn,
 };
 
+/*
+ * The spawn benchmark's baseline: the same binary, exec'd bare, echoes one line
+ * on fd 3 and exits, so herd's spawn is compared with exec plus a handshake.
+ */
+static int
+bench_raw_fd3(void)
+{
+	char buf[4096];
+	ssize_t n = read(3, buf, sizeof(buf));
+
+	return n > 0 && write(3, buf, (size_t)n) == n ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
+	if (argc == 2 && strcmp(argv[1], "--bench-raw-fd3") == 0)
+		return bench_raw_fd3();
 	return herd_worker_main(&testworker, argc, argv);
 }
