@@ -14,9 +14,9 @@ build=${HERD_BUILD_BENCH:-build-bench}
 [ -d "$build" ] || meson setup "$build" -Dbuildtype=release >/dev/null
 meson compile -C "$build" >/dev/null
 
-n=20000 pipe=200000 spawns=200
+n=20000 pipe=200000 spawns=200 rounds=20 mem=1000
 if [ "${1:-}" = "--quick" ]; then
-	n=500 pipe=2000 spawns=10
+	n=500 pipe=2000 spawns=10 rounds=3 mem=20
 fi
 pin=""
 [ -n "${PIN:-}" ] && pin="taskset -c $PIN"
@@ -40,6 +40,9 @@ H="$pin $build/bench/herd-bench"
 	$B echo-server "$pipe" 16 16
 	$B spawn "$spawns" "$worker" --bench-raw-fd3
 	$H spawn "$worker" "$spawns"
+	$H failure "$worker" "$rounds"
+	$H orphan "$worker" 50 "$rounds"
+	$H memory "$worker" "$mem"
 } >"$out"
 
 python3 - "$out" <<'PY'
@@ -61,6 +64,14 @@ row("calls/s 1 in flight", v("calls_per_s", "herd_inflight1_workers1"), v("calls
 row("calls/s 64 in flight", v("calls_per_s", "herd_inflight64_workers1"), v("calls_per_s", "pipeline_json_inflight64"), "")
 row("calls/s 64 in flight, 2 workers", v("calls_per_s", "herd_inflight64_workers2"), v("calls_per_s", "echo_server_16x16"), "")
 row("spawn-to-ready p50", v("spawn_ready", "herd_spawn", "p50_us"), v("spawn_ready", "fork_exec_handshake", "p50_us"), "us")
+def one(label, val, unit):
+    if val is not None:
+        print(f"{label:<34}{val:>12.1f}{unit:<2}")
+one("worker SIGKILL -> on_failure p50", v("failure_detection", "sigkill_to_on_failure", "p50_us"), "us")
+one("master SIGKILL -> 50 workers gone p50", v("orphan_kill", "master_sigkill_to_last_worker_exit", "p50_us"), "us")
+one("master SIGKILL -> 50 workers gone p99", v("orphan_kill", "master_sigkill_to_last_worker_exit", "p99_us"), "us")
+one("herdd RSS, no workers", v("daemon_rss", "baseline_kib"), "KiB")
+one("herdd RSS per worker", v("daemon_rss", "per_worker_kib"), "KiB")
 row("spawn-to-ready p99", v("spawn_ready", "herd_spawn", "p99_us"), v("spawn_ready", "fork_exec_handshake", "p99_us"), "us")
 PY
 echo "raw figures: $out"
