@@ -14,7 +14,7 @@ build=${HERD_BUILD_BENCH:-build-bench}
 [ -d "$build" ] || meson setup "$build" -Dbuildtype=release >/dev/null
 meson compile -C "$build" >/dev/null
 
-n=20000 pipe=200000 spawns=200 rounds=20 mem=1000
+n=20000 pipe=200000 spawns=200 rounds=20 mem=200
 if [ "${1:-}" = "--quick" ]; then
 	n=500 pipe=2000 spawns=10 rounds=3 mem=20
 fi
