@@ -67,6 +67,7 @@ struct herdd_config {
 	unsigned max_pending;
 	unsigned keep_exited; /* exited records kept per uid */
 	unsigned keep_exited_ms; /* and for at most this long */
+	unsigned exit_idle_ms; /* exit once idle this long; 0: never */
 	json_t *worker_settings; /* defaults for spawned workers, all six settings */
 };
 

@@ -6,7 +6,8 @@
  * supervises it; it never double-forks). On SIGTERM or SIGINT it stops
  * accepting, stops every worker (graceful, then SIGKILL after the grace
  * period), reaps them all, removes its socket and lock files and exits 0.
- * SIGHUP reopens the log file.
+ * SIGHUP reopens the log file. With --exit-idle-ms (libherd's autostarted
+ * private herdd) it does the same by itself once idle that long.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,10 @@ struct herdd herdd;
 
 static ev_signal sig_term, sig_int, sig_hup;
 static ev_timer exit_deadline;
+/* --exit-idle-ms: the check runs before every poll, so no code path that ends a
+ * connection or a worker needs to remember to arm the timer. */
+static ev_prepare idle_check;
+static ev_timer idle_timer;
 
 /* Monotonic milliseconds. */
 int64_t
@@ -66,6 +71,8 @@ usage(FILE *f)
 	    "  --max-pending N                 requests in flight per connection (default 1024)\n"
 	    "  --keep-exited N                 exited records kept per uid (default 256)\n"
 	    "  --keep-exited-ms N              and for at most N ms (default 600000)\n"
+	    "  --exit-idle-ms N                exit after N ms with no connection and no live\n"
+	    "                                  worker (default 0: never; libherd's autostart sets it)\n"
 	    "  --version, --help\n");
 }
 
@@ -102,6 +109,7 @@ enum {
 	OPT_MAX_PENDING,
 	OPT_KEEP,
 	OPT_KEEP_MS,
+	OPT_EXIT_IDLE,
 	OPT_VERSION,
 	OPT_HELP,
 };
@@ -126,6 +134,7 @@ parse_options(int argc, char **argv)
 		{ "max-pending", required_argument, NULL, OPT_MAX_PENDING },
 		{ "keep-exited", required_argument, NULL, OPT_KEEP },
 		{ "keep-exited-ms", required_argument, NULL, OPT_KEEP_MS },
+		{ "exit-idle-ms", required_argument, NULL, OPT_EXIT_IDLE },
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ 0 },
@@ -222,6 +231,9 @@ parse_options(int argc, char **argv)
 			c->keep_exited_ms =
 			    (unsigned)number("--keep-exited-ms", optarg, 0, 86400000);
 			break;
+		case OPT_EXIT_IDLE:
+			c->exit_idle_ms = (unsigned)number("--exit-idle-ms", optarg, 0, 86400000);
+			break;
 		case OPT_VERSION:
 			printf("herdd %s\n", HERD_VERSION);
 			exit(0);
@@ -310,6 +322,21 @@ exit_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	ev_break(loop, EVBREAK_ALL);
 }
 
+/* Stops accepting, stops every worker, and ends the loop once they are reaped. */
+static void
+shutdown_begin(struct ev_loop *loop)
+{
+	herdd.stopping = true;
+	ev_prepare_stop(loop, &idle_check);
+	ev_timer_stop(loop, &idle_timer);
+	notify_stopping();
+	server_stop_accepting();
+	sup_stop_all();
+	ev_timer_init(&exit_deadline, exit_deadline_cb, herdd.cfg.grace_ms / 1000.0 + 5.0, 0.);
+	ev_timer_start(loop, &exit_deadline);
+	main_maybe_exit();
+}
+
 static void
 stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -322,13 +349,28 @@ stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		return;
 	}
 	log_info("signal %d: stopping %u workers", w->signum, sup_count_live());
-	herdd.stopping = true;
-	notify_stopping();
-	server_stop_accepting();
-	sup_stop_all();
-	ev_timer_init(&exit_deadline, exit_deadline_cb, herdd.cfg.grace_ms / 1000.0 + 5.0, 0.);
-	ev_timer_start(loop, &exit_deadline);
-	main_maybe_exit();
+	shutdown_begin(loop);
+}
+
+static void
+idle_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	log_info("idle for %u ms (no connection, no worker): exiting", herdd.cfg.exit_idle_ms);
+	shutdown_begin(loop);
+}
+
+/* Arms the idle timer while nobody uses herdd, disarms it as soon as someone does. */
+static void
+idle_check_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	bool idle = herdd.nconns == 0 && sup_count_live() == 0;
+
+	if (idle && !ev_is_active(&idle_timer)) {
+		ev_timer_set(&idle_timer, herdd.cfg.exit_idle_ms / 1000.0, 0.);
+		ev_timer_start(loop, &idle_timer);
+	} else if (!idle && ev_is_active(&idle_timer)) {
+		ev_timer_stop(loop, &idle_timer);
+	}
 }
 
 static void
@@ -421,6 +463,11 @@ main(int argc, char **argv)
 	ev_signal_start(herdd.loop, &sig_int);
 	ev_signal_start(herdd.loop, &sig_hup);
 
+	ev_timer_init(&idle_timer, idle_timer_cb, 0., 0.);
+	ev_prepare_init(&idle_check, idle_check_cb);
+	if (herdd.cfg.exit_idle_ms > 0)
+		ev_prepare_start(herdd.loop, &idle_check);
+
 	notify_init();
 	log_info(
 	    "herdd %s ready (pid %d, uid %u)", HERD_VERSION, (int)herdd.pid, (unsigned)herdd.uid);
@@ -436,6 +483,8 @@ main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &late, NULL);
 
 	ev_timer_stop(herdd.loop, &exit_deadline);
+	ev_prepare_stop(herdd.loop, &idle_check);
+	ev_timer_stop(herdd.loop, &idle_timer);
 	close_connections();
 	sup_cleanup();
 	server_close();

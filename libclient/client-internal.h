@@ -122,6 +122,13 @@ struct herd_conn {
 	int io_events; /* what io is registered for */
 };
 
+/* ---- autostart.c ---- */
+
+/* False when HERD_NO_AUTOSTART=1. */
+bool herd__autostart_enabled(void);
+/* Starts a private herdd for socket_path and waits until it answers. 0 or -errno. */
+int herd__autostart(const char *socket_path, unsigned timeout_ms);
+
 /* ---- client-conn.c ---- */
 
 /*

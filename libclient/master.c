@@ -145,6 +145,13 @@ herd_master_connect(
 		return -ENOMEM;
 	}
 	r = herd__conn_open(path, "master", extra, settings, true, &m->conn, ret_error);
+	/* Nobody there (no socket, or a stale one): start a private herdd, as tmux does. */
+	if ((r == -ENOENT || r == -ECONNREFUSED) && herd__autostart_enabled() &&
+	    herd__autostart(path, s.handshake_timeout_ms) == 0) {
+		if (ret_error)
+			*ret_error = herd_error_unref(*ret_error);
+		r = herd__conn_open(path, "master", extra, settings, true, &m->conn, ret_error);
+	}
 	if (r < 0) {
 		json_decref(m->settings);
 		free(m);

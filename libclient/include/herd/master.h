@@ -41,8 +41,16 @@ typedef struct herd_worker herd_worker;
  * instance). settings (borrowed, may be NULL) are resolved as for
  * herd_conn_connect() and also become the default RPC settings of every worker
  * this master spawns (PROTOCOL.md 3.3).
+ * If nobody serves that socket (no socket, or a stale one that refuses
+ * connections), a private herdd is started for it first, whichever way the
+ * path was chosen, as tmux starts its server: $HERDD, else the installed
+ * herdd, detached (not our child), run with --socket PATH and --exit-idle-ms
+ * (10000, or $HERD_AUTOSTART_IDLE_MS) so it exits by itself once it has had no
+ * connection and no worker that long; its stderr goes to herdd.log next to the
+ * socket. Readiness (READY=1) is awaited for at most handshake_timeout_ms.
+ * HERD_NO_AUTOSTART=1 in the environment turns this off.
  * Returns 0 with *ret (new reference), or -EINVAL, -ENOENT/-ECONNREFUSED (no
- * herdd there), -ETIMEDOUT, -EREMOTEIO (herdd refused: permission_denied...);
+ * herdd there and none could be started), -ETIMEDOUT, -EREMOTEIO (herdd refused: permission_denied...);
  * ret_error (may be NULL) receives a new reference to the error.
  */
 HERD_EXPORT int herd_master_connect(
