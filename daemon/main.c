@@ -72,7 +72,7 @@ usage(FILE *f)
 	    "  --keep-exited N                 exited records kept per uid (default 256)\n"
 	    "  --keep-exited-ms N              and for at most N ms (default 600000)\n"
 	    "  --exit-idle-ms N                exit after N ms with no connection and no live\n"
-	    "                                  worker (default 0: never; libherd's autostart sets it)\n"
+	    "                                  worker (default 0: never; autostarted: 10000)\n"
 	    "  --version, --help\n");
 }
 

@@ -21,6 +21,7 @@
 #include <sys/inotify.h>
 #include <sys/pidfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -285,8 +286,24 @@ spawn_detached(const char *exe, char *const *argv, char *const *env, int log_fd,
 	return r;
 }
 
+/* True if the directory that would hold path exists. */
+static bool
+parent_exists(const char *path)
+{
+	_cleanup_free_ char *dir = strdup(path);
+	struct stat st;
+	char *slash;
+
+	if (!dir || !(slash = strrchr(dir, '/')))
+		return false;
+	if (slash == dir)
+		return true;
+	*slash = '\0';
+	return stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 int
-herd__autostart(const char *socket_path, unsigned timeout_ms)
+herd__autostart(const char *socket_path, bool default_path, unsigned timeout_ms)
 {
 	const char *base = secure_getenv("XDG_RUNTIME_DIR");
 	const char *exe = secure_getenv("HERDD");
@@ -298,6 +315,9 @@ herd__autostart(const char *socket_path, unsigned timeout_ms)
 	char idle[16];
 	char *slash;
 
+	/* herdd creates its default directory; elsewhere a missing one is a typo, not an order. */
+	if (!default_path && !parent_exists(socket_path))
+		return -ENOENT;
 	if (!exe || !*exe)
 		exe = HERD_BINDIR "/herdd";
 	if (!base || base[0] != '/')

@@ -126,8 +126,11 @@ struct herd_conn {
 
 /* False when HERD_NO_AUTOSTART=1. */
 bool herd__autostart_enabled(void);
-/* Starts a private herdd for socket_path and waits until it answers. 0 or -errno. */
-int herd__autostart(const char *socket_path, unsigned timeout_ms);
+/*
+ * Starts a private herdd for socket_path and waits until it answers. Unless
+ * default_path, the socket's directory must exist already. 0 or -errno.
+ */
+int herd__autostart(const char *socket_path, bool default_path, unsigned timeout_ms);
 
 /* ---- client-conn.c ---- */
 

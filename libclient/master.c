@@ -61,6 +61,15 @@ master_socket_path(const char *arg)
 	return strdup("/run/herd/herdd.sock");
 }
 
+/* True when neither the caller nor $HERD_SOCKET chose the path: herdd may create its directory. */
+static bool
+master_socket_is_default(const char *arg)
+{
+	const char *env = secure_getenv("HERD_SOCKET");
+
+	return !arg && !(env && *env);
+}
+
 /* ---- events ---- */
 
 static bool
@@ -147,7 +156,8 @@ herd_master_connect(
 	r = herd__conn_open(path, "master", extra, settings, true, &m->conn, ret_error);
 	/* Nobody there (no socket, or a stale one): start a private herdd, as tmux does. */
 	if ((r == -ENOENT || r == -ECONNREFUSED) && herd__autostart_enabled() &&
-	    herd__autostart(path, s.handshake_timeout_ms) == 0) {
+	    herd__autostart(path, master_socket_is_default(socket_path), s.handshake_timeout_ms) ==
+	        0) {
 		if (ret_error)
 			*ret_error = herd_error_unref(*ret_error);
 		r = herd__conn_open(path, "master", extra, settings, true, &m->conn, ret_error);

@@ -43,7 +43,8 @@ typedef struct herd_worker herd_worker;
  * this master spawns (PROTOCOL.md 3.3).
  * If nobody serves that socket (no socket, or a stale one that refuses
  * connections), a private herdd is started for it first, whichever way the
- * path was chosen, as tmux starts its server: $HERDD, else the installed
+ * path was chosen, as tmux starts its server (but for a path the caller or
+ * $HERD_SOCKET gave, only if its directory exists): $HERDD, else the installed
  * herdd, detached (not our child), run with --socket PATH and --exit-idle-ms
  * (10000, or $HERD_AUTOSTART_IDLE_MS) so it exits by itself once it has had no
  * connection and no worker that long; its stderr goes to herdd.log next to the

@@ -3,7 +3,8 @@
  * A master with no herdd running starts a private one (libclient/autostart.c):
  * the master connects, spawns and calls a worker, and once it is gone the
  * daemon exits by itself after its idle time. HERD_NO_AUTOSTART=1 turns this
- * off, and a stale socket left by a dead daemon is replaced.
+ * off, a socket path in a missing directory starts nothing, and a stale
+ * socket left by a dead daemon is replaced.
  *
  * The autostarted herdd is double-forked, so it is nobody's child but ours
  * because this test is a subreaper: its exit is awaited and it is reaped here.
@@ -135,6 +136,23 @@ START_TEST(test_no_autostart)
 }
 END_TEST
 
+/* A path whose directory is missing is a mistake: nothing is started, nothing created. */
+START_TEST(test_missing_dir_not_created)
+{
+	char path[256], sub[224];
+	herd_master *m = NULL;
+	pid_t kids[8];
+	int r;
+
+	snprintf(sub, sizeof(sub), "%s/missing", dir);
+	snprintf(path, sizeof(path), "%s/herdd.sock", sub);
+	r = herd_master_connect(path, NULL, &m, NULL);
+	ck_assert_msg(r == -ENOENT, "connect gave %s", strerror(-r));
+	ck_assert_int_ne(access(sub, F_OK), 0);
+	ck_assert_int_eq(ht_list_children(getpid(), kids, 8), 0);
+}
+END_TEST
+
 START_TEST(test_stale_socket_replaced)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -162,6 +180,7 @@ autostart_suite(void)
 	tcase_set_timeout(tc, ht_ms(30));
 	tcase_add_test(tc, test_autostart_then_idle_exit);
 	tcase_add_test(tc, test_no_autostart);
+	tcase_add_test(tc, test_missing_dir_not_created);
 	tcase_add_test(tc, test_stale_socket_replaced);
 	suite_add_tcase(s, tc);
 	return s;
