@@ -4,7 +4,8 @@
  * the master connects, spawns and calls a worker, and once it is gone the
  * daemon exits by itself after its idle time. HERD_NO_AUTOSTART=1 turns this
  * off, a socket path in a missing directory starts nothing, and a stale
- * socket left by a dead daemon is replaced.
+ * socket left by a dead daemon is replaced. Two masters racing to start one
+ * both end up on the same daemon.
  *
  * The autostarted herdd is double-forked, so it is nobody's child but ours
  * because this test is a subreaper: its exit is awaited and it is reaped here.
@@ -170,6 +171,70 @@ START_TEST(test_stale_socket_replaced)
 }
 END_TEST
 
+/* Waits for the go signal, connects, reports herdd's pid (0 on failure), then closes. */
+static void
+racer(int go, int out)
+{
+	herd_master *m = NULL;
+	pid_t pid = 0;
+	char c;
+
+	while (read(go, &c, 1) < 0 && errno == EINTR) {
+	}
+	if (herd_master_connect(NULL, NULL, &m, NULL) == 0) {
+		pid = (pid_t)json_integer_value(
+		    json_object_get(herd_master_get_server_info(m), "pid"));
+		(void)!write(out, &pid, sizeof(pid));
+		/* Stay connected until the parent has both answers, so herdd cannot idle out. */
+		while (read(go, &c, 1) < 0 && errno == EINTR) {
+		}
+		herd_master_unref(m);
+	} else {
+		(void)!write(out, &pid, sizeof(pid));
+	}
+	_exit(0);
+}
+
+/* Two masters autostart at once: herdd's lock leaves one daemon and both reach it. */
+START_TEST(test_two_masters_race)
+{
+	int go[2], out[2], status;
+	pid_t kids[2], pids[2], z;
+
+	ck_assert_int_eq(pipe2(go, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(out, O_CLOEXEC), 0);
+	for (int i = 0; i < 2; i++) {
+		kids[i] = fork();
+		ck_assert_int_ge(kids[i], 0);
+		if (kids[i] == 0) {
+			close(go[1]);
+			close(out[0]);
+			racer(go[0], out[1]);
+		}
+		ht_track_child(kids[i]);
+	}
+	close(go[0]);
+	close(out[1]);
+	/* Both were blocked reading: one write each starts them together. */
+	ck_assert_int_eq(write(go[1], "gg", 2), 2);
+	ck_assert_int_eq(ht_read_pids(out[0], pids, 2, ht_ms(20000)), 2);
+	ck_assert_int_gt(pids[0], 1);
+	ck_assert_int_eq(pids[0], pids[1]);
+	ht_track_pid(pids[0]);
+	close(go[1]);
+	close(out[0]);
+	for (int i = 0; i < 2; i++) {
+		ck_assert_int_eq(ht_wait_child(kids[i], ht_ms(10000), &status), 0);
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "racer %#x", status);
+	}
+	assert_idle_exit(pids[0]);
+	/* A losing herdd, if one ran, was handed to us; it has exited long before the winner. */
+	while ((z = waitpid(-1, &status, WNOHANG)) > 0)
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) != 0,
+		    "the losing herdd %d should have failed, status %#x", (int)z, status);
+}
+END_TEST
+
 static Suite *
 autostart_suite(void)
 {
@@ -182,6 +247,7 @@ autostart_suite(void)
 	tcase_add_test(tc, test_no_autostart);
 	tcase_add_test(tc, test_missing_dir_not_created);
 	tcase_add_test(tc, test_stale_socket_replaced);
+	tcase_add_test(tc, test_two_masters_race);
 	suite_add_tcase(s, tc);
 	return s;
 }
