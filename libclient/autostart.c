@@ -333,6 +333,8 @@ herd__autostart(const char *socket_path, bool default_path, unsigned timeout_ms)
 		return -errno;
 	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/notify", tmpdir) >=
 	    (int)sizeof(sa.sun_path)) {
+		/* Never unlink a truncated path below. */
+		sa.sun_path[0] = '\0';
 		r = -ENAMETOOLONG;
 		goto out;
 	}
@@ -380,7 +382,8 @@ out:
 		close(notify_fd);
 	if (pidfd >= 0)
 		close(pidfd);
-	unlink(sa.sun_path);
+	if (sa.sun_path[0])
+		unlink(sa.sun_path);
 	rmdir(tmpdir);
 	return r;
 }
