@@ -494,6 +494,12 @@ main(int argc, char **argv)
 		return usage_error("a command is needed");
 	if (!known_command(argv[optind]))
 		return usage_error("unknown command '%s'", argv[optind]);
+	/*
+	 * Looking at herdd must not start one (tmux's ls does not start a server
+	 * either); only spawn starts a private herdd when none runs.
+	 */
+	if (strcmp(argv[optind], "spawn") != 0 && setenv("HERD_NO_AUTOSTART", "1", 0) < 0)
+		return EXIT_FAILURE;
 	r = run(&c, argc - optind, argv + optind);
 	ctl_disconnect(&c);
 	return r;
