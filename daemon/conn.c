@@ -441,3 +441,16 @@ conn_reply_error(struct conn *c, json_t *id, int code, json_t *data, const char 
 	free(message);
 	return n;
 }
+
+unsigned
+conn_count_masters(void)
+{
+	unsigned n = 0;
+	struct conn *k;
+
+	TAILQ_FOREACH(k, &herdd.conns, link) {
+		if (k->hello && k->role == ROLE_MASTER && !k->closed)
+			n++;
+	}
+	return n;
+}

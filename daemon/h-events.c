@@ -49,17 +49,12 @@ h_stats(struct conn *c, json_t *id, json_t *params)
 {
 	const struct herdd_stats *s = &herdd.stats;
 	struct proto_error err;
-	unsigned masters = 0;
-	struct conn *k;
+	unsigned masters = conn_count_masters();
 	json_t *r, *limits;
 
 	if (proto_unpack(params, &err, "{}") < 0) {
 		dispatch_invalid_params(c, id, &err);
 		return;
-	}
-	TAILQ_FOREACH(k, &herdd.conns, link) {
-		if (k->hello && k->role == ROLE_MASTER && !k->closed)
-			masters++;
 	}
 	limits = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connections",
 	    (json_int_t)s->limit_connections, "connections_per_uid",

@@ -202,6 +202,8 @@ struct conn {
 /* Wraps an accepted or socketpair fd (taken over). Returns NULL on ENOMEM (fd closed). */
 struct conn *conn_new(int fd, enum conn_kind kind, const struct conn_ops *ops, size_t max_message);
 struct conn *conn_ref(struct conn *c);
+/* Masters whose session is open (hello done, not closed). */
+unsigned conn_count_masters(void);
 /* Drops a reference; memory is freed later, from the loop, never inside a callback. */
 void conn_unref(struct conn *c);
 /* Queues msg (stolen). Returns 0 or -errno; on overflow the connection is closed. */

@@ -15,7 +15,7 @@
 #include <systemd/sd-daemon.h>
 
 static ev_timer watchdog;
-static char last_status[128];
+static char last_status[160];
 
 static void
 watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -59,11 +59,16 @@ notify_stopping(void)
 void
 notify_status(void)
 {
-	char status[128];
-	unsigned live = sup_count_live();
+	unsigned by_state[4] = { 0 };
+	char status[160];
+	struct worker *w;
 
-	snprintf(status, sizeof(status), "STATUS=%u workers, %u connections%s", live, herdd.nconns,
-	    herdd.stopping ? ", stopping" : "");
+	TAILQ_FOREACH(w, &herdd.workers, link)
+		by_state[w->state]++;
+	snprintf(status, sizeof(status),
+	    "STATUS=%u masters, %u workers starting, %u ready, %u stopping; %u connections%s",
+	    conn_count_masters(), by_state[W_STARTING], by_state[W_READY], by_state[W_STOPPING],
+	    herdd.nconns, herdd.stopping ? ", stopping" : "");
 	if (strcmp(status, last_status) == 0)
 		return;
 	snprintf(last_status, sizeof(last_status), "%s", status);
