@@ -5,7 +5,7 @@ set -eu
 
 pkgs="gcc libc6-dev pkg-config meson ninja-build libev-dev libjansson-dev
 libsystemd-dev check valgrind socat jq clang-format systemd procps strace
-python3 git"
+python3 git groff-base binutils"
 
 missing=""
 for p in $pkgs; do
