@@ -164,6 +164,17 @@ struct ht_daemon *ht_daemon_start(const char *const *extra_argv);
  * SIGKILLed.
  */
 int ht_daemon_stop(struct ht_daemon *d, int timeout_ms);
+
+/*
+ * A NOTIFY_SOCKET of our own: binds a non-blocking datagram socket on path.
+ * Returns its fd or a negative errno.
+ */
+int ht_notify_bind(const char *path);
+/*
+ * Collects notify datagrams until one holds want, appending each to seen
+ * (len bytes, NUL-terminated, one datagram a line). Returns false on timeout.
+ */
+bool ht_notify_wait(int fd, const char *want, char *seen, size_t len, int timeout_ms);
 /* SIGKILLs herdd and reaps it (the temp dir stays until teardown). Returns 0 or -errno. */
 int ht_daemon_kill(struct ht_daemon *d);
 /* Path of an executable named by environment variable var, or NULL (message printed). */

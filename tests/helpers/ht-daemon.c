@@ -105,8 +105,8 @@ ht__forget_all(void)
 		tmpdirs[i] = NULL;
 }
 
-static int
-bind_notify(const char *path)
+int
+ht_notify_bind(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd;
@@ -124,6 +124,30 @@ bind_notify(const char *path)
 		return -e;
 	}
 	return fd;
+}
+
+bool
+ht_notify_wait(int fd, const char *want, char *seen, size_t len, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+
+	for (;;) {
+		int64_t left = deadline - ht_now_ms();
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		char buf[1024];
+		ssize_t n;
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			return false;
+		n = recv(fd, buf, sizeof(buf) - 1, 0);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		strncat(seen, buf, len - strlen(seen) - 2);
+		strcat(seen, "\n");
+		if (strstr(buf, want))
+			return true;
+	}
 }
 
 /* Reads every queued datagram; returns 1 if one carried a READY=1 line. */
@@ -234,7 +258,7 @@ ht_daemon_start(const char *const *extra_argv)
 		goto fail;
 	snprintf(d->socket, sizeof(d->socket), "%s/herdd.sock", d->dir);
 	snprintf(notify, sizeof(notify), "%s/notify", d->dir);
-	r = bind_notify(notify);
+	r = ht_notify_bind(notify);
 	if (r < 0)
 		goto fail;
 	d->notify_fd = r;

@@ -420,44 +420,6 @@ struct user_herdd {
 	char notify[160];
 };
 
-/* Binds a datagram socket anyone may send to; returns its fd. */
-static int
-bind_notify(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_uint_lt(strlen(path), sizeof(sa.sun_path));
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	ck_assert_int_eq(chmod(path, 0666), 0);
-	return fd;
-}
-
-/* Waits for a datagram holding READY=1. */
-static bool
-wait_ready(int fd, int timeout_ms)
-{
-	int64_t deadline = ht_now_ms() + timeout_ms;
-	char buf[1024];
-
-	for (;;) {
-		int64_t left = deadline - ht_now_ms();
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-			return false;
-		n = recv(fd, buf, sizeof(buf) - 1, 0);
-		if (n <= 0)
-			continue;
-		buf[n] = '\0';
-		if (strstr(buf, "READY=1"))
-			return true;
-	}
-}
-
 static int
 run_user_herdd(void *arg)
 {
@@ -478,7 +440,7 @@ START_TEST(test_user_herdd_refuses_other_uid)
 {
 	struct user_herdd u;
 	struct ht_conn *c;
-	char sock[192];
+	char sock[192], seen[1024] = "";
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
@@ -491,11 +453,15 @@ START_TEST(test_user_herdd_refuses_other_uid)
 	}
 	ck_assert_int_eq(ht_tmpdir(u.dir, sizeof(u.dir)), 0);
 	snprintf(u.notify, sizeof(u.notify), "%s/notify", u.dir);
-	nfd = bind_notify(u.notify);
+	nfd = ht_notify_bind(u.notify);
+	ck_assert_int_ge(nfd, 0);
+	/* The per-user herdd runs as nobody and must be able to send to it. */
+	ck_assert_int_eq(chmod(u.notify, 0666), 0);
 	ck_assert_int_eq(chown(u.dir, uid, gid), 0);
 	pid = ht_fork_fn(run_user_herdd, &u, uid, gid);
 	ck_assert_int_gt(pid, 0);
-	ck_assert_msg(wait_ready(nfd, ht_ms(10000)), "the per-user herdd sent no READY=1");
+	ck_assert_msg(ht_notify_wait(nfd, "READY=1", seen, sizeof(seen), ht_ms(10000)),
+	    "the per-user herdd sent no READY=1: %s", seen);
 	close(nfd);
 	snprintf(sock, sizeof(sock), "%s/herdd.sock", u.dir);
 	c = ht_conn_open(sock);

@@ -75,54 +75,22 @@ exec_herdd(void *arg)
 	return 127;
 }
 
-static int
-bind_notify(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-
-	ck_assert_int_ge(fd, 0);
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	return fd;
-}
-
-static bool
-wait_ready(int fd, int timeout_ms)
-{
-	int64_t deadline = ht_now_ms() + timeout_ms;
-	char buf[1024];
-
-	for (;;) {
-		int64_t left = deadline - ht_now_ms();
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-			return false;
-		n = recv(fd, buf, sizeof(buf) - 1, 0);
-		if (n <= 0)
-			continue;
-		buf[n] = '\0';
-		if (strstr(buf, "READY=1"))
-			return true;
-	}
-}
-
 /* Starts herdd on path and waits for READY=1. Returns its pid (tracked for teardown). */
 static pid_t
 start_on(const char *dir, const char *path)
 {
-	char notify[256];
+	char notify[256], seen[1024] = "";
 	struct herdd_run r = { .socket = path, .notify = notify };
 	pid_t pid;
 	int fd;
 
 	snprintf(notify, sizeof(notify), "%s/notify-%d", dir, (int)ht_now_ms());
-	fd = bind_notify(notify);
+	fd = ht_notify_bind(notify);
+	ck_assert_int_ge(fd, 0);
 	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
 	ck_assert_int_gt(pid, 0);
-	ck_assert_msg(wait_ready(fd, ht_ms(10000)), "herdd on %s sent no READY=1", path);
+	ck_assert_msg(ht_notify_wait(fd, "READY=1", seen, sizeof(seen), ht_ms(10000)),
+	    "herdd on %s sent no READY=1: %s", path, seen);
 	close(fd);
 	unlink(notify);
 	return pid;
@@ -377,31 +345,6 @@ START_TEST(test_stopping_refuses_spawn)
 }
 END_TEST
 
-/* Collects notify datagrams until one holds want, returning all seen so far in *seen. */
-static bool
-wait_notify(int fd, const char *want, char *seen, size_t len, int timeout_ms)
-{
-	int64_t deadline = ht_now_ms() + timeout_ms;
-
-	for (;;) {
-		int64_t left = deadline - ht_now_ms();
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		char buf[1024];
-		ssize_t n;
-
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-			return false;
-		n = recv(fd, buf, sizeof(buf) - 1, 0);
-		if (n <= 0)
-			continue;
-		buf[n] = '\0';
-		strncat(seen, buf, len - strlen(seen) - 2);
-		strcat(seen, "\n");
-		if (strstr(buf, want))
-			return true;
-	}
-}
-
 START_TEST(test_notify_and_watchdog)
 {
 	char dir[128], path[192], notify[192], seen[8192] = "";
@@ -412,15 +355,18 @@ START_TEST(test_notify_and_watchdog)
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/herdd.sock", dir);
 	snprintf(notify, sizeof(notify), "%s/notify", dir);
-	fd = bind_notify(notify);
+	fd = ht_notify_bind(notify);
+	ck_assert_int_ge(fd, 0);
 	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
 	ck_assert_int_gt(pid, 0);
-	ck_assert_msg(wait_notify(fd, "READY=1", seen, sizeof(seen), ht_ms(10000)), "%s", seen);
+	ck_assert_msg(ht_notify_wait(fd, "READY=1", seen, sizeof(seen), ht_ms(10000)), "%s", seen);
 	ck_assert_msg(strstr(seen, "STATUS="), "no STATUS with READY: %s", seen);
 	/* WATCHDOG_USEC=200000: a ping at least every 100 ms. */
-	ck_assert_msg(wait_notify(fd, "WATCHDOG=1", seen, sizeof(seen), ht_ms(2000)), "%s", seen);
+	ck_assert_msg(
+	    ht_notify_wait(fd, "WATCHDOG=1", seen, sizeof(seen), ht_ms(2000)), "%s", seen);
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_msg(wait_notify(fd, "STOPPING=1", seen, sizeof(seen), ht_ms(5000)), "%s", seen);
+	ck_assert_msg(
+	    ht_notify_wait(fd, "STOPPING=1", seen, sizeof(seen), ht_ms(5000)), "%s", seen);
 	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &st), 0);
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	close(fd);
@@ -446,7 +392,8 @@ START_TEST(test_socket_activation)
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/herdd.sock", dir);
 	snprintf(notify, sizeof(notify), "%s/notify", dir);
-	fd = bind_notify(notify);
+	fd = ht_notify_bind(notify);
+	ck_assert_int_ge(fd, 0);
 	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
 	ck_assert_int_gt(pid, 0);
 	/* The activator binds, then starts herdd on the first connection; nothing to await but the file. */
@@ -463,7 +410,7 @@ START_TEST(test_socket_activation)
 	reply = ht_conn_hello(c, "inspector", NULL, ht_ms(10000));
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_assert_result(reply), "pid")), pid);
 	json_decref(reply);
-	ck_assert(wait_notify(fd, "READY=1", seen, sizeof(seen), ht_ms(5000)));
+	ck_assert(ht_notify_wait(fd, "READY=1", seen, sizeof(seen), ht_ms(5000)));
 	ht_conn_close(c);
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
 	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &st), 0);
@@ -489,10 +436,11 @@ START_TEST(test_log_file_reopen)
 	snprintf(log, sizeof(log), "%s/herdd.log", dir);
 	snprintf(rotated, sizeof(rotated), "%s/herdd.log.1", dir);
 	snprintf(notify, sizeof(notify), "%s/notify", dir);
-	fd = bind_notify(notify);
+	fd = ht_notify_bind(notify);
+	ck_assert_int_ge(fd, 0);
 	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
 	ck_assert_int_gt(pid, 0);
-	ck_assert(wait_notify(fd, "READY=1", seen, sizeof(seen), ht_ms(10000)));
+	ck_assert(ht_notify_wait(fd, "READY=1", seen, sizeof(seen), ht_ms(10000)));
 	ck_assert_int_eq(stat(log, &st), 0);
 	ck_assert_int_gt(st.st_size, 0);
 	/* Rotate: herdd writes to the new file only after SIGHUP. */
