@@ -112,6 +112,12 @@ flush_some(struct conn *c)
 			return -errno;
 		}
 		proto_outq_consume(&c->out, (size_t)n);
+		/*
+		 * While backpressure keeps us from reading, a peer draining our queue (far
+		 * more than a socket buffer) is alive though we cannot hear its heartbeats.
+		 */
+		if (n > 0 && !c->closed && !ev_is_active(&c->rio))
+			c->last_rx_ms = now_ms();
 		c->bytes_out += (uint64_t)n;
 		herdd.stats.bytes_out += (uint64_t)n;
 	}

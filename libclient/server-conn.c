@@ -250,6 +250,12 @@ conn_write_some(struct srv_conn *c)
 			return -errno;
 		}
 		proto_outq_consume(&c->outq, (size_t)n);
+		/*
+		 * While backpressure keeps us from reading, a peer draining our queue (far
+		 * more than a socket buffer) is alive though we cannot hear its heartbeats.
+		 */
+		if (n > 0 && c->reading_paused)
+			c->last_rx = ev_now(c->srv->loop);
 	}
 	return 0;
 }
@@ -274,12 +280,17 @@ conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 	}
 	if (c->outq.bytes < HERD__OUT_LOW_WATER && c->state <= CONN_OPEN) {
-		conn_run_drain(c);
+		/*
+		 * Input first: a stream's drain waiter refills the queue past the
+		 * high-water mark at once, and a cancel must not wait behind it forever.
+		 */
 		if (c->reading_paused) {
 			conn_update_read(c);
 			/* Messages already buffered were held back while we were paused. */
 			conn_process(c);
 		}
+		if (c->state <= CONN_OPEN)
+			conn_run_drain(c);
 	}
 out:
 	herd__sconn_unref(c);

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <check.h>
 
@@ -114,6 +115,46 @@ START_TEST(test_count_callbacks)
 	json_decref(c.result);
 	herd_conn_unref(conn);
 	ck_assert_int_eq(c.ends, 1);
+}
+END_TEST
+
+/*
+ * A stream faster than its reader keeps the worker's output above its
+ * high-water mark, so the worker stops reading (and so hears none of the
+ * client's heartbeats) for longer than the heartbeat timeout. A reader that
+ * keeps taking the output is alive: the connection must survive.
+ */
+START_TEST(test_slow_reader_outlives_heartbeat_timeout)
+{
+	json_t *settings =
+	    json_pack("{s:i, s:i}", "heartbeat_interval_ms", 50, "heartbeat_timeout_ms", 300);
+	struct timespec slow = { 0, 30 * 1000000 };
+	struct counter c = { 0 };
+	herd_conn *conn = NULL;
+	int64_t until;
+
+	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(_i), NULL), 0);
+	ck_assert_int_eq(herd_conn_connect(worker.socket, NULL, settings, &conn, NULL), 0);
+	ck_assert_int_eq(herd_stream_open(conn, "count", tc_args("{s:i}", "n", 100000000), on_item,
+	                     on_end, &c, &c.stream),
+	    0);
+	/* The slowness of this reader is what is under test: it pauses between reads. */
+	until = ht_now_ms() + 1500;
+	while (ht_now_ms() < until) {
+		ck_assert_int_ge(herd_conn_wait(conn, 100000), 0);
+		ck_assert_int_ge(herd_conn_process(conn), 0);
+		ck_assert_msg(!herd_conn_is_closed(conn), "closed after %d items", c.items);
+		nanosleep(&slow, NULL);
+	}
+	ck_assert_int_gt(c.items, 0);
+	ck_assert_int_eq(c.ends, 0);
+	ck_assert_int_eq(herd_stream_cancel(c.stream), 0);
+	drive(conn, &c.ends);
+	ck_assert_int_eq(c.end_r, -ECANCELED);
+	herd_stream_unref(c.stream);
+	json_decref(c.result);
+	herd_conn_unref(conn);
+	json_decref(settings);
 }
 END_TEST
 
@@ -365,6 +406,7 @@ client_streams_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, test_count_callbacks, 0, 2);
 	tcase_add_loop_test(tc, test_count_iterator, 0, 2);
+	tcase_add_loop_test(tc, test_slow_reader_outlives_heartbeat_timeout, 0, 2);
 	tcase_add_loop_test(tc, test_cancel_after_k, 0, 2);
 	tcase_add_loop_test(tc, test_cancel_iterator, 0, 2);
 	tcase_add_loop_test(tc, test_state_initial, 0, 2);
