@@ -7,6 +7,9 @@
  *   baseline pipeline raw|json N INFLIGHT
  *   baseline echo-server N CLIENTS INFLIGHT  libev JSON echo server
  *   baseline bulk BYTES                  bulk write over a socketpair
+ *   baseline items raw|json N SIZE       N stream-item lines (herd's own bytes) over a
+ *                                        socketpair: written in bulk and counted, or
+ *                                        encoded and parsed one by one with jansson
  *   baseline spawn N EXE [ARGS...]       fork+exec EXE until it answers on fd 3
  */
 #include <errno.h>
@@ -28,10 +31,10 @@
 static const char small_msg[] =
     "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"x\":1}}\n";
 
-/* A blocking line reader over one fd. */
+/* A blocking line reader over one fd; lines up to 256 KiB (stream items of 64 KiB fit). */
 struct lines {
 	int fd;
-	char buf[65536];
+	char buf[1 << 18];
 	size_t start, len;
 };
 
@@ -395,6 +398,127 @@ cmd_bulk(long bytes)
 	return 0;
 }
 
+/* size bytes of 'x' as a C string, or NULL for size 0 (then items are integers). */
+static char *
+make_pad(long size)
+{
+	char *pad;
+
+	if (size <= 0)
+		return NULL;
+	pad = malloc((size_t)size + 1);
+	if (!pad)
+		die("malloc");
+	memset(pad, 'x', (size_t)size);
+	pad[size] = '\0';
+	return pad;
+}
+
+/* One herd.item notification line, newline included, encoded with jansson. */
+static char *
+encode_item(const char *pad, long i, size_t *ret_len)
+{
+	json_t *item = pad ? json_string(pad) : json_integer(i);
+	json_t *msg = json_pack("{s:s, s:s, s:{s:i, s:o}}", "jsonrpc", "2.0", "method", "herd.item",
+	    "params", "id", 3, "item", item);
+	char *line = json_dumps(msg, JSON_COMPACT);
+
+	json_decref(msg);
+	*ret_len = strlen(line);
+	line = realloc(line, *ret_len + 1);
+	line[(*ret_len)++] = '\n';
+	return line;
+}
+
+/*
+ * The writer side of cmd_items. raw: one encoded line copied into 64 KiB writes.
+ * json: every item built and encoded with jansson, then staged into 64 KiB writes
+ * the way an output queue would.
+ */
+static void __attribute__((noreturn)) items_writer(int fd, bool json, long n, long size)
+{
+	static char out[65536];
+	char *pad = make_pad(size);
+	size_t len, used = 0;
+	char *line = encode_item(pad, 1, &len);
+
+	for (long i = 0; i < n; i++) {
+		if (json) {
+			free(line);
+			line = encode_item(pad, i, &len);
+		}
+		if (used + len > sizeof(out)) {
+			write_all(fd, out, used);
+			used = 0;
+		}
+		if (len > sizeof(out)) {
+			write_all(fd, line, len);
+		} else {
+			memcpy(out + used, line, len);
+			used += len;
+		}
+	}
+	write_all(fd, out, used);
+	_exit(0);
+}
+
+static int
+cmd_items(bool json, long n, long size)
+{
+	static struct lines l;
+	int sv[2];
+	pid_t pid;
+	long got = 0;
+	uint64_t t0;
+	double secs;
+	char name[64];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		die("socketpair");
+	t0 = bench_now_ns();
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		close(sv[0]);
+		items_writer(sv[1], json, n, size);
+	}
+	close(sv[1]);
+	if (json) {
+		l = (struct lines){ .fd = sv[0] };
+		for (; got < n; got++) {
+			size_t len;
+			char *line = lines_next(&l, &len);
+			json_t *v;
+
+			if (!line)
+				die("items writer closed early");
+			v = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+			if (!v)
+				die("bad item line");
+			json_decref(v);
+		}
+	} else {
+		while (got < n) {
+			ssize_t r = read(sv[0], l.buf, sizeof(l.buf));
+
+			if (r <= 0)
+				die("items read");
+			for (char *p = l.buf; (p = memchr(p, '\n', (size_t)(l.buf + r - p))); p++)
+				got++;
+		}
+	}
+	secs = (double)(bench_now_ns() - t0) / 1e9;
+	snprintf(name, sizeof(name), "items_%s_size%ld", json ? "json" : "raw", size);
+	bench_report_value("stream_items_per_s", name, (double)n / secs, "1/s");
+	if (size > 0)
+		bench_report_value(
+		    "stream_mb_per_s", name, (double)n * (double)size / 1e6 / secs, "MB/s");
+	close(sv[0]);
+	reap(pid);
+	return 0;
+}
+
 /* fork+exec EXE with a socketpair end on fd 3; it must answer one line there. */
 static int
 cmd_spawn(long n, char **argv)
@@ -447,10 +571,13 @@ main(int argc, char **argv)
 		return cmd_echo_server(atol(argv[2]), atoi(argv[3]), atol(argv[4]));
 	if (argc >= 3 && strcmp(argv[1], "bulk") == 0)
 		return cmd_bulk(atol(argv[2]));
+	if (argc >= 5 && strcmp(argv[1], "items") == 0)
+		return cmd_items(strcmp(argv[2], "json") == 0, atol(argv[3]), atol(argv[4]));
 	if (argc >= 4 && strcmp(argv[1], "spawn") == 0)
 		return cmd_spawn(atol(argv[2]), argv + 3);
 	fprintf(stderr,
 	    "usage: baseline pingpong raw|json N | pipeline raw|json N INFLIGHT |\n"
-	    "       echo-server N CLIENTS INFLIGHT | bulk BYTES | spawn N EXE [ARGS]\n");
+	    "       echo-server N CLIENTS INFLIGHT | bulk BYTES | items raw|json N SIZE |\n"
+	    "       spawn N EXE [ARGS]\n");
 	return 2;
 }

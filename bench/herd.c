@@ -6,8 +6,13 @@
  *   herd-bench pipeline WORKER N INFLIGHT W async calls over W workers
  *   herd-bench spawn WORKER N               spawn until ready, then shut down
  *   herd-bench failure WORKER N             worker SIGKILL -> on_failure runs
- *   herd-bench orphan WORKER N ROUNDS       master SIGKILL -> its N workers exited
- *   herd-bench memory WORKER N              herdd's RSS growth per supervised worker
+ *   herd-bench orphan WORKER N ROUNDS [wedge]
+ *                                           master SIGKILL -> its N workers exited;
+ *                                           wedged workers ignore SIGTERM and block
+ *   herd-bench stream WORKER N SIZE         N stream items of SIZE bytes (0: integers)
+ *   herd-bench scale WORKER N               N spawns in flight until all serve, then
+ *                                           the master leaves until all are reaped;
+ *                                           herdd's RSS before and with the N workers
  *
  * WORKER is the absolute path of herd-testworker. Each prints JSON lines like
  * bench/baseline so the runner can put both side by side.
@@ -15,10 +20,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -172,18 +180,33 @@ on_failure(herd_master *m, const char *event, const char *worker_id, const char 
 	*(uint64_t *)userdata = bench_now_ns();
 }
 
-/* Runs the master's connection until *done is set, at most 10 s. */
+/*
+ * Runs c until *done is set, at most seconds. The master's connection is served
+ * too: herdd takes a master silent for its heartbeat timeout for dead.
+ */
 static void
-master_run_until(const uint64_t *done)
+conn_run_until(herd_conn *c, const uint64_t *done, unsigned seconds)
 {
-	herd_conn *c = herd_master_get_conn(master);
-	uint64_t deadline = bench_now_ns() + 10000000000u;
+	herd_conn *mc = master ? herd_master_get_conn(master) : NULL;
+	herd_conn *conns[2] = { c, mc };
+	int n = mc && mc != c ? 2 : 1;
+	uint64_t deadline = bench_now_ns() + (uint64_t)seconds * 1000000000u;
 
 	while (!*done) {
+		struct pollfd p[2];
+
 		if (bench_now_ns() > deadline)
-			check(-ETIMEDOUT, "waiting for an event");
-		check(herd_conn_wait(c, 100000), "wait");
-		check(herd_conn_process(c), "process");
+			check(-ETIMEDOUT, "waiting for the connection");
+		for (int i = 0; i < n; i++) {
+			p[i].fd = herd_conn_get_fd(conns[i]);
+			p[i].events = (short)herd_conn_get_events(conns[i]);
+			p[i].revents = 0;
+		}
+		if (poll(p, (nfds_t)n, 100) < 0 && errno != EINTR)
+			check(-errno, "poll");
+		/* Processing with nothing ready only runs due timers (heartbeats). */
+		for (int i = 0; i < n; i++)
+			check(herd_conn_process(conns[i]), "process");
 	}
 }
 
@@ -201,7 +224,7 @@ cmd_failure(const char *path, long n)
 		fired = 0;
 		t0 = bench_now_ns();
 		check(kill(herd_worker_pid(w), SIGKILL) < 0 ? -errno : 0, "kill");
-		master_run_until(&fired);
+		conn_run_until(herd_master_get_conn(master), &fired, 10);
 		samples_add(&s, fired - t0);
 		herd_worker_unref(w);
 	}
@@ -213,12 +236,65 @@ cmd_failure(const char *path, long n)
 static int
 pidfd_of(pid_t pid)
 {
-	return (int)syscall(SYS_pidfd_open, pid, 0);
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	check(fd < 0 ? -errno : 0, "pidfd_open");
+	return fd;
 }
 
-/* A master in a child process spawns n workers, reports their pids, then waits to be killed. */
+/* Waits until every pidfd says its process is gone (at most 30 s), closing them. */
+static void
+wait_all_gone(int *fds, long n)
+{
+	uint64_t deadline = bench_now_ns() + 30000000000u;
+
+	for (long i = 0; i < n; i++) {
+		struct pollfd pfd = { .fd = fds[i], .events = POLLIN };
+		int left = (int)((deadline - bench_now_ns()) / 1000000);
+
+		if (left <= 0 || poll(&pfd, 1, left) != 1)
+			check(-ETIMEDOUT, "a worker outlived its master");
+		close(fds[i]);
+	}
+}
+
+/*
+ * Wedges w: it ignores SIGTERM and blocks its loop. Returns once the worker says
+ * so on the FIFO at fifo_path (read end fifo_fd), at most 10 s.
+ */
+static void
+wedge(herd_worker *w, const char *fifo_path, int fifo_fd)
+{
+	json_t *args = json_pack("{s:s}", "notify", fifo_path);
+	struct pollfd p[2] = { { .fd = fifo_fd, .events = POLLIN } };
+	uint64_t deadline = bench_now_ns() + 10000000000u;
+	herd_conn *c;
+	char byte;
+
+	check(herd_worker_connect(w, NULL, &c, NULL), "connect");
+	check(herd_oneway(c, "wedge", args), "wedge");
+	json_decref(args);
+	while (!(p[0].revents & POLLIN)) {
+		if (bench_now_ns() > deadline)
+			check(-ETIMEDOUT, "waiting for a worker to wedge");
+		p[1].fd = herd_conn_get_fd(c);
+		p[1].events = (short)herd_conn_get_events(c);
+		if (poll(p, 2, 100) < 0 && errno != EINTR)
+			check(-errno, "poll");
+		if (p[1].revents)
+			check(herd_conn_process(c), "process");
+	}
+	if (read(fifo_fd, &byte, 1) != 1)
+		check(-EIO, "reading the wedge FIFO");
+	herd_conn_unref(c);
+}
+
+/*
+ * A master in a child process spawns n workers (wedged if asked), reports their
+ * pids, then waits to be killed.
+ */
 static pid_t
-start_doomed_master(const char *path, long n, int *pids_fd)
+start_doomed_master(const char *path, long n, bool wedged, int *pids_fd)
 {
 	int p[2];
 	pid_t child;
@@ -227,17 +303,34 @@ start_doomed_master(const char *path, long n, int *pids_fd)
 		check(-errno, "pipe");
 	child = fork();
 	if (child == 0) {
+		char dir[] = "/tmp/herd-bench-XXXXXX", fifo[64];
+		int fifo_fd = -1;
 		herd_master *m;
 
 		close(p[0]);
+		if (wedged) {
+			if (!mkdtemp(dir))
+				_exit(1);
+			snprintf(fifo, sizeof(fifo), "%s/wedged", dir);
+			if (mkfifo(fifo, 0600) < 0)
+				_exit(1);
+			/* The read end stays open: every worker's open for writing finds it. */
+			fifo_fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+		}
 		check(herd_master_connect(NULL, NULL, &m, NULL), "child connect");
 		master = m;
 		for (long i = 0; i < n; i++) {
 			herd_worker *w = spawn(path);
 			int pid = herd_worker_pid(w);
 
+			if (wedged)
+				wedge(w, fifo, fifo_fd);
 			if (write(p[1], &pid, sizeof(pid)) != sizeof(pid))
 				_exit(1);
+		}
+		if (wedged) {
+			unlink(fifo);
+			rmdir(dir);
 		}
 		close(p[1]);
 		for (;;)
@@ -249,14 +342,14 @@ start_doomed_master(const char *path, long n, int *pids_fd)
 }
 
 static int
-cmd_orphan(const char *path, long n, long rounds)
+cmd_orphan(const char *path, long n, long rounds, bool wedged)
 {
 	struct samples s = { 0 };
 
 	for (long r = 0; r < rounds; r++) {
 		int rd, *fds = calloc((size_t)n, sizeof(int));
-		pid_t child = start_doomed_master(path, n, &rd);
-		uint64_t t0, last = 0;
+		pid_t child = start_doomed_master(path, n, wedged, &rd);
+		uint64_t t0;
 
 		for (long i = 0; i < n; i++) {
 			int pid;
@@ -264,25 +357,71 @@ cmd_orphan(const char *path, long n, long rounds)
 			if (read(rd, &pid, sizeof(pid)) != sizeof(pid))
 				check(-EPIPE, "reading worker pids");
 			fds[i] = pidfd_of(pid);
-			check(fds[i] < 0 ? -errno : 0, "pidfd_open");
 		}
 		close(rd);
 		t0 = bench_now_ns();
 		kill(child, SIGKILL);
-		for (long i = 0; i < n; i++) {
-			struct pollfd pfd = { .fd = fds[i], .events = POLLIN };
-
-			if (poll(&pfd, 1, 10000) != 1)
-				check(-ETIMEDOUT, "worker outlived its master");
-			close(fds[i]);
-		}
-		last = bench_now_ns();
+		wait_all_gone(fds, n);
+		samples_add(&s, bench_now_ns() - t0);
 		waitpid(child, NULL, 0);
-		samples_add(&s, last - t0);
 		free(fds);
 	}
-	samples_report(&s, "orphan_kill", "master_sigkill_to_last_worker_exit");
+	samples_report(&s, "orphan_kill",
+	    wedged ? "wedged_master_sigkill_to_last_worker_exit"
+	           : "master_sigkill_to_last_worker_exit");
 	samples_free(&s);
+	return 0;
+}
+
+struct stream_state {
+	uint64_t items, bytes, done;
+};
+
+static void
+stream_item(herd_stream *stream, json_t *item, bool initial, void *userdata)
+{
+	struct stream_state *st = userdata;
+
+	st->items++;
+	st->bytes += json_is_string(item) ? json_string_length(item) : 0;
+}
+
+static void
+stream_end(herd_stream *stream, int r, json_t *result, herd_error *error, void *userdata)
+{
+	if (r < 0) {
+		fprintf(stderr, "herd-bench: stream: %s\n",
+		    error ? herd_error_message(error) : strerror(-r));
+		exit(1);
+	}
+	((struct stream_state *)userdata)->done = 1;
+}
+
+static int
+cmd_stream(const char *path, long n, long size)
+{
+	herd_worker *w = spawn(path);
+	json_t *args = json_pack("{s:I, s:I}", "n", (json_int_t)n, "size", (json_int_t)size);
+	struct stream_state st = { 0 };
+	herd_conn *c;
+	double secs;
+	char name[64];
+	uint64_t t0;
+
+	check(herd_worker_connect(w, NULL, &c, NULL), "connect");
+	t0 = bench_now_ns();
+	check(herd_stream_open(c, "count", args, stream_item, stream_end, &st, NULL), "stream");
+	conn_run_until(c, &st.done, 600);
+	secs = (double)(bench_now_ns() - t0) / 1e9;
+	if (st.items != (uint64_t)n || st.bytes != (uint64_t)n * (uint64_t)size)
+		check(-EPROTO, "stream lost items");
+	snprintf(name, sizeof(name), "herd_stream_size%ld", size);
+	bench_report_value("stream_items_per_s", name, (double)n / secs, "1/s");
+	if (size > 0)
+		bench_report_value("stream_mb_per_s", name, (double)st.bytes / 1e6 / secs, "MB/s");
+	json_decref(args);
+	herd_conn_unref(c);
+	herd_worker_unref(w);
 	return 0;
 }
 
@@ -304,36 +443,79 @@ rss_kib(pid_t pid)
 	return kib;
 }
 
+struct scale_state {
+	herd_worker **w;
+	long n, next, ready;
+	uint64_t all_ready;
+};
+
+static void
+scale_spawned(herd_master *m, int r, herd_worker *worker, herd_error *error, void *userdata)
+{
+	struct scale_state *st = userdata;
+
+	if (r < 0) {
+		fprintf(stderr, "herd-bench: spawn: %s\n",
+		    error ? herd_error_message(error) : strerror(-r));
+		exit(1);
+	}
+	st->w[st->ready++] = herd_worker_ref(worker);
+	if (st->ready == st->n)
+		st->all_ready = 1;
+}
+
+/* Lets this process hold a pidfd for each of many workers. */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 static int
-cmd_memory(const char *path, long n)
+cmd_scale(const char *path, long n)
 {
 	json_t *info = herd_master_get_server_info(master);
 	pid_t herdd = (pid_t)json_integer_value(json_object_get(info, "pid"));
-	herd_master *extra[64];
-	herd_worker **w = calloc((size_t)n, sizeof(*w));
+	struct scale_state st = { .w = calloc((size_t)n, sizeof(herd_worker *)), .n = n };
+	int *fds = calloc((size_t)n, sizeof(int));
 	long before = rss_kib(herdd), after;
-	int nextra = 0;
+	json_t *opts = herd_spawn_opts_new(path, NULL);
+	uint64_t t0, t1;
 	char name[64];
 
-	/* herdd caps workers per master (64 by default): spread them over masters. */
-	for (long i = 0; i < n; i++) {
-		if (i % 60 == 0 && nextra < 64) {
-			check(herd_master_connect(NULL, NULL, &extra[nextra], NULL), "connect");
-			master = extra[nextra++];
-		}
-		w[i] = spawn(path);
-	}
+	raise_fd_limit();
+	t0 = bench_now_ns();
+	for (long i = 0; i < n; i++)
+		check(herd_master_spawn_async(master, opts, scale_spawned, &st), "spawn_async");
+	conn_run_until(herd_master_get_conn(master), &st.all_ready, 300);
+	t1 = bench_now_ns();
 	after = rss_kib(herdd);
-	bench_report_value("daemon_rss", "baseline_kib", (double)before, "KiB");
+	for (long i = 0; i < n; i++) {
+		fds[i] = pidfd_of(herd_worker_pid(st.w[i]));
+		herd_worker_unref(st.w[i]);
+	}
+	/* The master leaves: herdd stops every worker it owns. */
+	herd_master_unref(master);
+	master = NULL;
+	wait_all_gone(fds, n);
+	snprintf(name, sizeof(name), "spawn_%ld_all_ready", n);
+	bench_report_value("scale", name, (double)(t1 - t0) / 1e6, "ms");
+	snprintf(name, sizeof(name), "stop_%ld_all_reaped", n);
+	bench_report_value("scale", name, (double)(bench_now_ns() - t1) / 1e6, "ms");
+	snprintf(name, sizeof(name), "before_%ld_kib", n);
+	bench_report_value("daemon_rss", name, (double)before, "KiB");
 	snprintf(name, sizeof(name), "with_%ld_workers_kib", n);
 	bench_report_value("daemon_rss", name, (double)after, "KiB");
-	bench_report_value(
-	    "daemon_rss", "per_worker_kib", (double)(after - before) / (double)n, "KiB");
-	for (long i = 0; i < n; i++)
-		herd_worker_unref(w[i]);
-	free(w);
-	for (int i = 0; i < nextra; i++)
-		herd_master_unref(extra[i]);
+	snprintf(name, sizeof(name), "per_worker_kib_%ld", n);
+	bench_report_value("daemon_rss", name, (double)(after - before) / (double)n, "KiB");
+	json_decref(opts);
+	free(st.w);
+	free(fds);
 	return 0;
 }
 
@@ -343,8 +525,9 @@ main(int argc, char **argv)
 	int r = 2;
 
 	if (argc < 4) {
-		fprintf(
-		    stderr, "usage: herd-bench rtt|pipeline|spawn WORKER N [INFLIGHT WORKERS]\n");
+		fprintf(stderr,
+		    "usage: herd-bench rtt|pipeline|spawn|failure|orphan|stream|scale WORKER N "
+		    "...\n");
 		return 2;
 	}
 	check(herd_master_connect(NULL, NULL, &master, NULL), "connect to herdd");
@@ -357,13 +540,12 @@ main(int argc, char **argv)
 	else if (strcmp(argv[1], "failure") == 0)
 		r = cmd_failure(argv[2], atol(argv[3]));
 	else if (strcmp(argv[1], "orphan") == 0 && argc >= 5)
-		r = cmd_orphan(argv[2], atol(argv[3]), atol(argv[4]));
-	else if (strcmp(argv[1], "memory") == 0) {
-		herd_master *first = master;
-
-		r = cmd_memory(argv[2], atol(argv[3]));
-		master = first;
-	}
+		r = cmd_orphan(argv[2], atol(argv[3]), atol(argv[4]),
+		    argc >= 6 && strcmp(argv[5], "wedge") == 0);
+	else if (strcmp(argv[1], "stream") == 0 && argc >= 5)
+		r = cmd_stream(argv[2], atol(argv[3]), atol(argv[4]));
+	else if (strcmp(argv[1], "scale") == 0)
+		r = cmd_scale(argv[2], atol(argv[3]));
 	herd_master_unref(master);
 	return r;
 }

@@ -1,6 +1,7 @@
 # Sourced by examples/run-demo.sh and bench/run.sh: starts a private herdd on a
 # socket in a temporary directory and stops it on exit. Needs $build (a meson
-# build directory). Sets $dir, $sock, $herdd_pid.
+# build directory); $HERDD_ARGS, if set, are more herdd options (split on
+# spaces). Sets $dir, $sock, $herdd_pid.
 
 dir=$(mktemp -d /tmp/herd-demo-XXXXXX)
 sock="$dir/herdd.sock"
@@ -22,15 +23,17 @@ trap cleanup EXIT INT TERM
 # FIFO once herdd says READY=1 (10 s at most), then waits to reap it. herdd
 # logs to its own file so the demo's output stays readable.
 mkfifo "$dir/ready"
-python3 - "$build/daemon/herdd" "$sock" "$dir" >"$dir/ready" <<'PY' &
+# shellcheck disable=SC2086 # HERDD_ARGS is a list of options.
+python3 - "$build/daemon/herdd" "$sock" "$dir" ${HERDD_ARGS:-} >"$dir/ready" <<'PY' &
 import os, socket, subprocess, sys
 herdd, sock, d = sys.argv[1:4]
+extra = sys.argv[4:]
 notify = os.path.join(d, "notify")
 ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 ns.bind(notify)
 ns.settimeout(10)
 env = dict(os.environ, XDG_RUNTIME_DIR=d, NOTIFY_SOCKET=notify)
-p = subprocess.Popen([herdd, "--socket", sock, "--log-file", os.path.join(d, "herdd.log")],
+p = subprocess.Popen([herdd, "--socket", sock, "--log-file", os.path.join(d, "herdd.log")] + extra,
                      env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 try:
     while b"READY=1" not in ns.recv(4096).split(b"\n"):

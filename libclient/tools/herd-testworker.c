@@ -315,6 +315,30 @@ fn_pid(herd_request *req, json_t *arg)
 	        (int)getuid(), "gid", (int)getgid()));
 }
 
+/*
+ * wedge (oneway): ignores SIGTERM and SIGINT, writes one byte to the FIFO named
+ * by "notify" so the caller knows, then blocks its loop for good. Only SIGKILL
+ * ends it: the worker a supervisor's grace period exists for.
+ */
+static void
+fn_wedge(herd_request *req, json_t *arg)
+{
+	const char *notify = json_string_value(json_object_get(arg, "notify"));
+	int fd;
+
+	served(req);
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	if (notify) {
+		fd = open(notify, O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, "w", 1) != 1)
+			_exit(1);
+		close(fd);
+	}
+	for (;;)
+		pause();
+}
+
 /* ---- spawn_grandchild: a descendant the supervisor must not leave behind ---- */
 
 static void
@@ -467,12 +491,16 @@ fn_state(herd_request *req, json_t *arg)
 	        "served", (json_int_t)w->served));
 }
 
-/* ---- count: a pipe of 0..n-1, paced by a timer or by backpressure ---- */
+/*
+ * ---- count: a pipe of 0..n-1, paced by a timer or by backpressure; with
+ * "size", every item is instead a string of that many bytes (the stream benchmark) ----
+ */
 
 struct tw_count {
 	ev_timer timer;
 	herd_request *req;
 	json_int_t next, n, delay_ms;
+	char *pad;
 };
 
 static void count_step(struct tw_count *c);
@@ -482,6 +510,7 @@ count_free(struct tw_count *c)
 {
 	ev_timer_stop(EV_DEFAULT, &c->timer);
 	herd_request_unref(c->req);
+	free(c->pad);
 	free(c);
 }
 
@@ -508,7 +537,8 @@ static void
 count_step(struct tw_count *c)
 {
 	while (c->next < c->n) {
-		int r = herd_request_write(c->req, json_integer(c->next));
+		int r = herd_request_write(
+		    c->req, c->pad ? json_string(c->pad) : json_integer(c->next));
 
 		if (r == -EAGAIN) {
 			herd_request_on_drain(c->req, count_drained, c);
@@ -532,14 +562,23 @@ count_step(struct tw_count *c)
 static void
 fn_count(herd_request *req, json_t *arg)
 {
-	json_int_t n, delay_ms = 0;
+	json_int_t n, delay_ms = 0, size = 0;
 	struct tw_count *c;
 
 	served(req);
-	if (unpack(req, arg, "{s:I, s?I}", "n", &n, "delay_ms", &delay_ms) < 0)
+	if (unpack(req, arg, "{s:I, s?I, s?I}", "n", &n, "delay_ms", &delay_ms, "size", &size) < 0)
 		return;
+	if (size < 0 || size > (1 << 24)) {
+		herd_request_fail(req, "size must be 0..16777216");
+		return;
+	}
 	c = calloc(1, sizeof(*c));
-	if (!c) {
+	if (c && size > 0 && (c->pad = malloc((size_t)size + 1))) {
+		memset(c->pad, 'x', (size_t)size);
+		c->pad[size] = '\0';
+	}
+	if (!c || (size > 0 && !c->pad)) {
+		free(c);
 		herd_request_fail(req, "out of memory");
 		return;
 	}
@@ -635,6 +674,7 @@ static const struct herd_function functions[] = {
 	{ "umask", HERD_KIND_CALL, fn_umask },
 	{ "state", HERD_KIND_CALL, fn_state },
 	{ "count", HERD_KIND_PIPE, fn_count },
+	{ "wedge", HERD_KIND_ONEWAY, fn_wedge },
 	{ NULL, 0, NULL },
 };
 

@@ -1,0 +1,59 @@
+#!/bin/sh
+# One set of benchmarks on the CPUs this process may use (bench/run.sh runs
+# it twice: on every CPU, and under taskset on one). Prints JSON lines.
+#   build=DIR bench/run-set.sh full|quick all|pinned
+# "pinned" leaves out the scale and orphan figures: they are about herdd's
+# bookkeeping, not about wake-ups across cores.
+set -eu
+cd "$(dirname "$0")/.."
+mode=$1 set=$2
+
+n=20000 pipe=200000 pool=20000 items=300000 big=3000 spawns=200 rounds=20 wedged=5
+small=100 large=1000
+if [ "$mode" = quick ]; then
+	n=500 pipe=2000 pool=500 items=3000 big=30 spawns=10 rounds=3 wedged=1
+	small=10 large=100
+fi
+grace=500
+worker="$(pwd)/$build/libclient/tools/herd-testworker"
+B="$build/bench/baseline"
+H="$build/bench/herd-bench"
+
+# One private herdd for the figures below; its limits let a master own 1,000 workers.
+HERDD_ARGS="--grace-ms $grace --max-workers 4000 --max-workers-per-uid 4000 --max-workers-per-master 2000"
+. ./examples/private-herdd.sh
+export HERD_SOCKET="$sock"
+
+$B pingpong raw "$n"
+$B pingpong json "$n"
+$H rtt "$worker" "$n"
+for inflight in 1 64; do
+	$B pipeline raw "$pipe" "$inflight"
+	$B pipeline json "$pipe" "$inflight"
+	$H pipeline "$worker" "$pipe" "$inflight" 1
+	python3 bench/pool.py "$pool" "$inflight" 1
+done
+$H pipeline "$worker" "$pipe" 64 2
+python3 bench/pool.py "$pool" 64 2
+$B echo-server "$pipe" 16 16
+$B items raw "$items" 0
+$B items json "$items" 0
+$H stream "$worker" "$items" 0
+$B bulk $((big * 65536))
+$B items json "$big" 65536
+$H stream "$worker" "$big" 65536
+$B spawn "$spawns" "$worker" --bench-raw-fd3
+$H spawn "$worker" "$spawns"
+[ "$set" = pinned ] && exit 0
+
+$H failure "$worker" "$rounds"
+$H orphan "$worker" 50 "$rounds"
+$H orphan "$worker" 50 "$wedged" wedge
+echo "{\"figure\":\"grace_ms\",\"variant\":\"herdd\",\"value\":$grace,\"unit\":\"ms\"}"
+# herdd's memory is read from a fresh daemon: stop this one, start another.
+cleanup
+trap - EXIT INT TERM
+. ./examples/private-herdd.sh
+export HERD_SOCKET="$sock"
+$H scale "$worker" "$small"
+$H scale "$worker" "$large"

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+# Prints bench/run.sh's results as a Markdown table: herd's figure, the baseline
+# measured in the same run, their ratio, and the target the ratio must meet.
+#   table.py RESULTS.json ALL_CPUS ONE_CPU
+import json
+import sys
+
+path, all_cpus, one_cpu = sys.argv[1:4]
+rows = [json.loads(line) for line in open(path)]
+by = {(r["cpus"], r["figure"], r["variant"]): r for r in rows}
+
+
+def get(cpus, fig, var, key="value"):
+    r = by.get((cpus, fig, var))
+    return r.get(key) if r else None
+
+
+def fmt(v, unit):
+    if v is None:
+        return "-"
+    if unit == "us" and v >= 10000:
+        return f"{v / 1000:.1f} ms"
+    if unit == "/s":
+        return f"{v / 1000:.1f} k/s" if v < 1e6 else f"{v / 1e6:.2f} M/s"
+    return f"{v:.1f} {unit}".strip()
+
+
+print("| figure | CPUs | herd | baseline | ratio | target |")
+print("|---|---|---:|---:|---:|---|")
+
+
+def row(label, cpus, h, b, unit, target="", op=None):
+    if h is None and b is None:
+        return
+    ratio = "-"
+    if h is not None and b:
+        ratio = f"{h / b:.2f}x"
+        if op:
+            ratio += " ok" if op(h / b) else " **missed**"
+    print(f"| {label} | {cpus} | {fmt(h, unit)} | {fmt(b, unit)} | {ratio} | {target} |")
+
+
+le = lambda limit: (lambda r: r <= limit)
+ge = lambda limit: (lambda r: r >= limit)
+
+for cpus in (all_cpus, one_cpu):
+    v = lambda fig, var, key="value": get(cpus, fig, var, key)
+    for p in ("p50", "p99"):
+        row(f"call round trip {p} vs JSON ping-pong", cpus,
+            v("call_rtt", "herd_call", p + "_us"), v("call_rtt", "pingpong_json", p + "_us"),
+            "us", "≤ 1.5x", le(1.5))
+    row("call round trip p50 vs raw ping-pong", cpus,
+        v("call_rtt", "herd_call", "p50_us"), v("call_rtt", "pingpong_raw", "p50_us"), "us")
+    for k in (1, 64):
+        h = v("calls_per_s", f"herd_inflight{k}_workers1")
+        row(f"calls/s, {k} in flight vs JSON pipeline", cpus, h,
+            v("calls_per_s", f"pipeline_json_inflight{k}"), "/s")
+        row(f"calls/s, {k} in flight vs raw pipeline", cpus, h,
+            v("calls_per_s", f"pipeline_raw_inflight{k}"), "/s")
+        row(f"calls/s, {k} in flight vs Python Pool", cpus, h,
+            v("calls_per_s", f"python_pool_inflight{k}_workers1"), "/s", "≥ 10x", ge(10))
+    h = v("calls_per_s", "herd_inflight64_workers2")
+    row("calls/s, 64 in flight, 2 workers vs libev echo server", cpus, h,
+        v("calls_per_s", "echo_server_16x16"), "/s", "≥ 0.5x", ge(0.5))
+    row("calls/s, 64 in flight, 2 workers vs Python Pool", cpus, h,
+        v("calls_per_s", "python_pool_inflight64_workers2"), "/s", "≥ 10x", ge(10))
+    h = v("stream_items_per_s", "herd_stream_size0")
+    row("stream items/s (integers) vs raw bulk of the same lines", cpus, h,
+        v("stream_items_per_s", "items_raw_size0"), "/s")
+    row("stream items/s (integers) vs jansson both ends", cpus, h,
+        v("stream_items_per_s", "items_json_size0"), "/s")
+    h = v("stream_mb_per_s", "herd_stream_size65536")
+    row("stream MB/s (64 KiB items) vs raw bulk write", cpus, h,
+        v("stream_mb_per_s", "bulk_raw"), "MB/s")
+    row("stream MB/s (64 KiB items) vs jansson both ends", cpus, h,
+        v("stream_mb_per_s", "items_json_size65536"), "MB/s")
+    for p in ("p50", "p99"):
+        row(f"spawn-to-ready {p} vs fork+exec+handshake", cpus,
+            v("spawn_ready", "herd_spawn", p + "_us"),
+            v("spawn_ready", "fork_exec_handshake", p + "_us"), "us", "≤ 1.5x", le(1.5))
+    row("spawns/s (spawn and stop) vs fork+exec+handshake", cpus,
+        v("spawns_per_s", "herd_spawn_and_shutdown"),
+        v("spawns_per_s", "fork_exec_handshake"), "/s")
+
+v = lambda fig, var, key="value": get(all_cpus, fig, var, key)
+grace = v("grace_ms", "herdd")
+bound = (grace + 50) * 1000 if grace is not None else None
+for p in ("p50", "p99"):
+    row(f"worker SIGKILL → on_failure {p}", all_cpus,
+        v("failure_detection", "sigkill_to_on_failure", p + "_us"), None, "us")
+for kind, var in (("exiting", "master_sigkill_to_last_worker_exit"),
+                  ("wedged", "wedged_master_sigkill_to_last_worker_exit")):
+    for p in ("p50", "p99"):
+        row(f"master SIGKILL → 50 {kind} workers reaped {p} vs grace + 50 ms", all_cpus,
+            v("orphan_kill", var, p + "_us"), bound, "us", "≤ 1x", le(1.0))
+sizes = sorted({int(r["variant"].split("_")[1]) for r in rows
+                if r["figure"] == "scale" and r["cpus"] == all_cpus})
+if sizes:
+    print(f"| herdd RSS, no workers | {all_cpus} | "
+          f"{fmt(v('daemon_rss', f'before_{sizes[0]}_kib'), 'KiB')} | | | |")
+for n in sizes:
+    print(f"| herdd RSS with {n:,} workers | {all_cpus} | "
+          f"{fmt(v('daemon_rss', f'with_{n}_workers_kib'), 'KiB')} | | | |")
+    row(f"herdd RSS per worker ({n:,} workers) vs 8 KiB", all_cpus,
+        v("daemon_rss", f"per_worker_kib_{n}"), 8.0, "KiB", "≤ 1x", le(1.0))
+if len(sizes) == 2:
+    small, large = sizes
+    for what, label in (("spawn", "all ready"), ("stop", "all reaped")):
+        key = "all_ready" if what == "spawn" else "all_reaped"
+        h = v("scale", f"{what}_{large}_{key}")
+        b = v("scale", f"{what}_{small}_{key}")
+        row(f"{what} {large:,} workers ({label}) vs {small:,}", all_cpus, h, b, "ms",
+            f"≤ {large / small:.0f}x", le(large / small * 1.1))
