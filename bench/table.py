@@ -21,6 +21,8 @@ def fmt(v, unit):
     if unit == "us" and v >= 10000:
         return f"{v / 1000:.1f} ms"
     if unit == "/s":
+        if v < 1000:
+            return f"{v:.0f} /s"
         return f"{v / 1000:.1f} k/s" if v < 1e6 else f"{v / 1e6:.2f} M/s"
     return f"{v:.1f} {unit}".strip()
 
@@ -57,8 +59,10 @@ for cpus in (all_cpus, one_cpu):
             v("calls_per_s", f"pipeline_json_inflight{k}"), "/s")
         row(f"calls/s, {k} in flight vs raw pipeline", cpus, h,
             v("calls_per_s", f"pipeline_raw_inflight{k}"), "/s")
+        # The target is for pipelined calls; one in flight is shown for reference.
         row(f"calls/s, {k} in flight vs Python Pool", cpus, h,
-            v("calls_per_s", f"python_pool_inflight{k}_workers1"), "/s", "≥ 10x", ge(10))
+            v("calls_per_s", f"python_pool_inflight{k}_workers1"), "/s",
+            *(("≥ 10x", ge(10)) if k > 1 else ()))
     h = v("calls_per_s", "herd_inflight64_workers2")
     row("calls/s, 64 in flight, 2 workers vs libev echo server", cpus, h,
         v("calls_per_s", "echo_server_16x16"), "/s", "≥ 0.5x", ge(0.5))
