@@ -81,8 +81,9 @@ channel_request(struct conn *c, struct worker *w, const struct proto_msg *m)
 		}
 		json_decref(w->functions);
 		w->functions = json_incref(functions);
-		conn_reply(c, m->id, NULL);
+		/* The master waits for this; the worker already serves and need not. */
 		sup_worker_ready(w);
+		conn_reply(c, m->id, NULL);
 		return;
 	}
 	if (!strcmp(m->method, "init_failed")) {

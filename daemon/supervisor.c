@@ -498,12 +498,13 @@ sup_worker_ready(struct worker *w)
 		return;
 	w->state = W_READY;
 	ev_timer_stop(herdd.loop, &w->spawn_timer);
-	log_info("worker %s pid %d: ready", w->id, (int)w->pid);
+	/* The spawn request is answered first: everything else can wait, its master cannot. */
 	reply = proto_result(NULL,
 	    json_pack("{s:s, s:i, s:s, s:s?}", "id", w->id, "pid", (int)w->pid, "socket", w->socket,
 	        "name", w->name));
 	sup_answer_waiters(w, true, reply);
 	json_decref(reply);
+	log_info("worker %s pid %d: ready", w->id, (int)w->pid);
 	if (w->shutdown_on == SHUTDOWN_CONNECTION_CLOSED && !w->had_connection) {
 		/* The worker exits by itself at the timeout; herdd backs it up a grace later. */
 		ev_timer_set(&w->conn_timer,

@@ -80,9 +80,18 @@ ch_send(struct herd__main *m, json_t *msg)
 	}
 	r = proto_outq_push_json(&m->ch_outq, msg, CH_MAX_MESSAGE);
 	json_decref(msg);
-	if (r == 0 && !ev_is_active(&m->ch_wio))
+	if (r < 0 || ev_is_active(&m->ch_wio))
+		return r;
+	/*
+	 * Written at once: a loop iteration only to learn that the socket is
+	 * writable would delay hello and ready, which herdd and a master wait
+	 * for. What is left, after EAGAIN or an error, goes to the write
+	 * watcher, which also ends the worker on an error as it always did.
+	 */
+	ch_write_some(m);
+	if (!proto_outq_empty(&m->ch_outq))
 		ev_io_start(m->loop, &m->ch_wio);
-	return r;
+	return 0;
 }
 
 static int64_t

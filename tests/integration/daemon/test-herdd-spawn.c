@@ -2,10 +2,10 @@
 /*
  * spawn as herdd implements it, over raw JSON lines: every distinct failure
  * (exec, chdir, exit or crash before ready, spawn timeout) with its error
- * data and a record left behind, the environment and identity a worker gets,
- * a real worker's ready/list/logs/shutdown round trip with its socket file,
- * limits, duplicate pending ids, and a detached grandchild that must not
- * outlive its worker.
+ * data and a record left behind, output to a FIFO, the environment and
+ * identity a worker gets, a real worker's ready/list/logs/shutdown round trip
+ * with its socket file, limits, duplicate pending ids, and a detached
+ * grandchild that must not outlive its worker.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -112,6 +112,48 @@ START_TEST(test_exec_failures)
 	json_decref(r);
 
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(5000)), 0);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
+/*
+ * stdout to a FIFO. herdd waits while its child prepares the exec, so the
+ * child must not block: a FIFO nobody reads fails at once with ENXIO. One
+ * with a reader gets the output, and the worker gets it in blocking mode.
+ */
+START_TEST(test_fifo_output)
+{
+	struct ht_daemon *d = start(NULL);
+	struct ht_conn *c = ht_herdd_open(d, "master", "fifo");
+	struct ht_lines *l = calloc(1, sizeof(*l));
+	unsigned long flags = 0;
+	char fifo[192];
+	json_t *r;
+
+	ck_assert(c && l);
+	snprintf(fifo, sizeof(fifo), "%s/out.fifo", d->dir);
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	r = ht_spawn(c, json_pack("{s:s, s:{s:s}}", "path", "/bin/true", "stdout", "file", fifo),
+	    ht_ms(5000));
+	ht_assert_error(r, "spawn_failed");
+	ck_assert_str_eq(str(err_data(r), "stage"), "stdout");
+	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "errno")), ENXIO);
+	json_decref(r);
+
+	l->fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	ck_assert_int_ge(l->fd, 0);
+	r = ht_spawn(c,
+	    json_pack("{s:s, s:[s, s, s], s:{s:s}}", "path", "/bin/sh", "argv", "sh", "-c",
+	        "grep ^flags: /proc/self/fdinfo/1", "stdout", "file", fifo),
+	    ht_ms(5000));
+	ht_assert_error(r, "worker_exited");
+	json_decref(r);
+	ck_assert_int_gt(ht_read_line(l, ht_ms(5000)), 0);
+	ck_assert_int_eq(sscanf(l->buf, "flags: %lo", &flags), 1);
+	ck_assert_msg(!(flags & O_NONBLOCK), "fd 1 flags %lo", flags);
+	close(l->fd);
+	free(l);
 	ht_conn_close(c);
 	finish(d);
 }
@@ -417,6 +459,7 @@ spawn_suite(void)
 	tcase_add_checked_fixture(tc, NULL, ht_teardown);
 	tcase_set_timeout(tc, ht_ms(40));
 	tcase_add_test(tc, test_exec_failures);
+	tcase_add_test(tc, test_fifo_output);
 	tcase_add_test(tc, test_exit_and_crash_before_ready);
 	tcase_add_test(tc, test_spawn_timeout_kills_the_tree);
 	tcase_add_test(tc, test_environment);
