@@ -52,6 +52,25 @@ remaining_ms(int64_t deadline)
 	return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
 
+/*
+ * A poll() timeout for these waits: the time left, shortened to wake for the
+ * next keepalive pass, which runs first (client-keepalive.c). Waiting for a
+ * herdd to start takes up to handshake_timeout_ms, long enough for the
+ * program's other connections to time out if nobody sent their heartbeats.
+ */
+static int
+wait_ms(int64_t deadline)
+{
+	uint64_t ka = herd__keepalive(NULL), now = herd__now_usec();
+	int left = remaining_ms(deadline);
+	uint64_t ka_ms;
+
+	if (ka == HERD__USEC_INFINITY)
+		return left;
+	ka_ms = ka > now ? (ka - now + 999) / 1000 : 0;
+	return ka_ms < (uint64_t)left ? (int)ka_ms : left;
+}
+
 bool
 herd__autostart_enabled(void)
 {
@@ -114,7 +133,7 @@ wait_for_winner(const char *path, int64_t deadline)
 			r = -ETIMEDOUT;
 			break;
 		}
-		r = poll(&p, 1, appeared && err == ECONNREFUSED ? 1 : remaining_ms(deadline));
+		r = poll(&p, 1, appeared && err == ECONNREFUSED ? 1 : wait_ms(deadline));
 		if (r < 0 && errno != EINTR) {
 			r = -errno;
 			break;
@@ -140,13 +159,15 @@ wait_ready(int notify_fd, int pidfd, int64_t deadline)
 		ssize_t n;
 		int r;
 
-		r = poll(p, pidfd >= 0 ? 2 : 1, remaining_ms(deadline));
+		r = poll(p, pidfd >= 0 ? 2 : 1, wait_ms(deadline));
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
 			return -errno;
-		if (r == 0)
+		if (r == 0 && remaining_ms(deadline) == 0)
 			return -ETIMEDOUT;
+		if (r == 0)
+			continue; /* woken for the keepalive */
 		while ((n = recv(notify_fd, buf, sizeof(buf) - 1, MSG_DONTWAIT)) > 0) {
 			buf[n] = '\0';
 			if (strncmp(buf, "READY=1", 7) == 0 || strstr(buf, "\nREADY=1"))

@@ -123,6 +123,8 @@ hello_params(herd_conn *conn, const char *role, json_t *extra)
 static void
 conn_free(herd_conn *conn)
 {
+	herd__keepalive_remove(conn);
+	pthread_mutex_destroy(&conn->io_lock);
 	proto_reader_free(&conn->reader);
 	proto_outq_free(&conn->outq);
 	herd__ops_free(conn);
@@ -167,6 +169,7 @@ herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra, 
 	if (!conn)
 		return fail_local(ret_error, -ENOMEM, HERD_E_INTERNAL_ERROR, "out of memory");
 	conn->n_ref = 1;
+	pthread_mutex_init(&conn->io_lock, NULL);
 	conn->state = CONN_HANDSHAKE;
 	conn->settings = s;
 	conn->max_send = s.max_message_size;
@@ -214,6 +217,8 @@ herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra, 
 	conn->last_recv_usec = herd__now_usec();
 	conn->next_heartbeat_usec =
 	    conn->last_recv_usec + conn->settings.heartbeat_interval_ms * HERD__USEC_PER_MSEC;
+	/* From now on a wait on another connection sends this one's heartbeats too. */
+	herd__keepalive_add(conn);
 	*ret = conn;
 	return 0;
 
@@ -258,6 +263,8 @@ herd__conn_close(herd_conn *conn, int reason, herd_error *err)
 	conn->closing = true;
 	herd_conn_ref(conn);
 
+	/* Off the list before the socket closes: no keepalive pass may write on it after. */
+	herd__keepalive_remove(conn);
 	herd__conn_detach_ev(conn);
 	if (conn->fd >= 0)
 		close(conn->fd);

@@ -89,6 +89,8 @@ herd_conn_attach_ev(herd_conn *conn, struct ev_loop *loop)
 		return conn->loop == loop ? 0 : -EBUSY;
 	if (conn->state == CONN_CLOSED)
 		return -ENOTCONN;
+	/* The loop drives it now, maybe from another thread: keepalive passes leave it alone. */
+	herd__keepalive_remove(conn);
 	conn->loop = loop;
 	ev_io_init(&conn->io, conn_io_cb, conn->fd, EV_READ);
 	conn->io.data = conn;
@@ -105,6 +107,8 @@ herd_conn_detach_ev(herd_conn *conn)
 	if (!conn)
 		return -EINVAL;
 	herd__conn_detach_ev(conn);
+	/* Back to being driven by its owner's calls: waits elsewhere keep it alive again. */
+	herd__keepalive_add(conn);
 	return 0;
 }
 

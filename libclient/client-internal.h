@@ -11,6 +11,7 @@
 #ifndef HERD_CLIENT_INTERNAL_H
 #define HERD_CLIENT_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -103,7 +104,16 @@ struct herd_conn {
 	uint64_t call_timeout_usec;
 	/* Heartbeats: 0 interval means off. */
 	uint64_t last_recv_usec;
-	uint64_t next_heartbeat_usec;
+	uint64_t next_heartbeat_usec; /* under io_lock */
+
+	/*
+	 * Another thread's keepalive (client-keepalive.c) may write on this connection while
+	 * it is listed, so outq, the socket's writes and next_heartbeat_usec are changed only
+	 * under io_lock. It is held for short, non-blocking stretches, never across a callback.
+	 */
+	pthread_mutex_t io_lock;
+	bool ka_listed; /* in the keepalive list; changed by the owning thread only */
+	herd_conn *ka_prev, *ka_next;
 
 	json_t *server_info; /* hello result */
 	herd_error *last_error;
@@ -147,6 +157,8 @@ void herd__conn_set_error(herd_conn *conn, herd_error *err);
 
 /* ---- client-io.c ---- */
 
+/* Writes as much queued output as the socket takes; io_lock held. >0 progress, 0, or -errno. */
+int herd__conn_write_locked(herd_conn *conn);
 /* Encodes msg and queues it, then tries to write at once. -EMSGSIZE leaves nothing queued. */
 int herd__conn_send(herd_conn *conn, json_t *msg);
 /* Queues a notification method(params) (params stolen). */
@@ -160,6 +172,22 @@ int herd__conn_run(herd_conn *conn, const bool *done, uint64_t deadline);
 /* Makes the libev watchers follow the connection's events and deadline. */
 void herd__conn_update_ev(herd_conn *conn);
 void herd__conn_detach_ev(herd_conn *conn);
+
+/* ---- client-keepalive.c ---- */
+
+/*
+ * Lists conn for keepalive if it is open, has heartbeats and is not attached to
+ * a loop; a no-op otherwise or if listed already. Owning thread only.
+ */
+void herd__keepalive_add(herd_conn *conn);
+/* Unlists conn; returns once no keepalive pass can be touching it. Owning thread only. */
+void herd__keepalive_remove(herd_conn *conn);
+/*
+ * Called by every wait inside libherd: sends the heartbeats that are due on the
+ * listed connections other than self (may be NULL). Write-only: no read, no
+ * callback, no close. Returns the absolute time of the next pass to make.
+ */
+uint64_t herd__keepalive(herd_conn *self);
 
 /* ---- calls (client-call.c) ---- */
 

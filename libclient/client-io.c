@@ -17,9 +17,9 @@
 #define READ_CHUNK   65536u
 #define WRITE_IOVECS 16
 
-/* Writes as much queued output as the socket takes. Returns >0 progress, 0, or -errno. */
-static int
-conn_write(herd_conn *conn)
+/* Writes as much queued output as the socket takes; io_lock held. >0 progress, 0, or -errno. */
+int
+herd__conn_write_locked(herd_conn *conn)
 {
 	int progress = 0;
 
@@ -44,6 +44,30 @@ conn_write(herd_conn *conn)
 	return progress;
 }
 
+/* The same, taking io_lock: the owning thread's writes. */
+static int
+conn_write(herd_conn *conn)
+{
+	int r;
+
+	pthread_mutex_lock(&conn->io_lock);
+	r = herd__conn_write_locked(conn);
+	pthread_mutex_unlock(&conn->io_lock);
+	return r;
+}
+
+/* True while output waits in the queue. */
+static bool
+conn_output_queued(herd_conn *conn)
+{
+	bool queued;
+
+	pthread_mutex_lock(&conn->io_lock);
+	queued = !proto_outq_empty(&conn->outq);
+	pthread_mutex_unlock(&conn->io_lock);
+	return queued;
+}
+
 /* Closes the connection after a socket error, with reason -ECONNRESET for a vanished peer. */
 static void
 conn_io_failed(herd_conn *conn, int r, const char *what)
@@ -62,14 +86,18 @@ conn_io_failed(herd_conn *conn, int r, const char *what)
 int
 herd__conn_send(herd_conn *conn, json_t *msg)
 {
-	int r;
+	int r, w = 0;
 
 	if (conn->state == CONN_CLOSED)
 		return -ENOTCONN;
+	pthread_mutex_lock(&conn->io_lock);
 	r = proto_outq_push_json(&conn->outq, msg, conn->max_send);
+	if (r == 0)
+		w = herd__conn_write_locked(conn);
+	pthread_mutex_unlock(&conn->io_lock);
 	if (r < 0)
 		return r;
-	r = conn_write(conn);
+	r = w;
 	if (r < 0) {
 		/* The failure closes the connection; the message counts as sent and lost. */
 		conn_io_failed(conn, r, "write");
@@ -101,8 +129,10 @@ conn_framing_error(herd_conn *conn, const struct proto_error *perr)
 	_cleanup_json_ json_t *reply = proto_error(json_null(), perr->code, perr->text, NULL);
 	herd_error *err;
 
+	pthread_mutex_lock(&conn->io_lock);
 	if (reply && proto_outq_push_json(&conn->outq, reply, conn->max_send) == 0)
-		(void)conn_write(conn);
+		(void)herd__conn_write_locked(conn);
+	pthread_mutex_unlock(&conn->io_lock);
 	err = herd__error_newf(HERD_E_CONNECTION_CLOSED,
 	    "connection closed: the peer sent an invalid message (%s: %s)",
 	    proto_error_name(perr->code) ? proto_error_name(perr->code) : "?", perr->text);
@@ -258,12 +288,20 @@ heartbeats_on(const herd_conn *conn)
 	return conn->settings.heartbeat_interval_ms > 0 && conn->settings.heartbeat_timeout_ms > 0;
 }
 
-/* Sends a heartbeat when due and closes a connection that has gone silent. */
+/*
+ * Sends a heartbeat when due and closes a connection that has gone silent.
+ *
+ * Silence is judged after herd_conn_process() has read the socket: a connection
+ * nobody processed for a while (the program blocked on another one, and the
+ * keepalive only writes) has its peer's heartbeats waiting in the socket, and
+ * reading them first counts them as received now. A peer that died shut its
+ * socket and is seen as EOF by the same read.
+ */
 static int
 conn_heartbeat(herd_conn *conn, uint64_t now)
 {
 	uint64_t timeout = conn->settings.heartbeat_timeout_ms * HERD__USEC_PER_MSEC;
-	int progress = 0;
+	bool due;
 
 	if (!heartbeats_on(conn) || conn->state != CONN_OPEN)
 		return 0;
@@ -276,13 +314,17 @@ conn_heartbeat(herd_conn *conn, uint64_t now)
 		herd_error_unref(err);
 		return 1;
 	}
-	if (now >= conn->next_heartbeat_usec) {
-		(void)herd__conn_notify(conn, "heartbeat", NULL);
+	/* Decided under io_lock so this and another thread's keepalive never both send it. */
+	pthread_mutex_lock(&conn->io_lock);
+	due = now >= conn->next_heartbeat_usec;
+	if (due)
 		conn->next_heartbeat_usec =
 		    now + conn->settings.heartbeat_interval_ms * HERD__USEC_PER_MSEC;
-		progress = 1;
-	}
-	return progress;
+	pthread_mutex_unlock(&conn->io_lock);
+	if (!due)
+		return 0;
+	(void)herd__conn_notify(conn, "heartbeat", NULL);
+	return 1;
 }
 
 HERD_EXPORT int
@@ -358,7 +400,7 @@ herd_conn_get_events(herd_conn *conn)
 		return -EINVAL;
 	if (conn->state == CONN_CLOSED)
 		return -ENOTCONN;
-	return POLLIN | (proto_outq_empty(&conn->outq) ? 0 : POLLOUT);
+	return POLLIN | (conn_output_queued(conn) ? POLLOUT : 0);
 }
 
 HERD_EXPORT int
@@ -374,9 +416,13 @@ herd_conn_get_timeout(herd_conn *conn, uint64_t *ret_usec)
 	if (heartbeats_on(conn) && conn->state == CONN_OPEN) {
 		uint64_t silent = conn->last_recv_usec +
 		    conn->settings.heartbeat_timeout_ms * HERD__USEC_PER_MSEC;
+		uint64_t beat;
 
-		if (conn->next_heartbeat_usec < t)
-			t = conn->next_heartbeat_usec;
+		pthread_mutex_lock(&conn->io_lock);
+		beat = conn->next_heartbeat_usec;
+		pthread_mutex_unlock(&conn->io_lock);
+		if (beat < t)
+			t = beat;
 		if (silent < t)
 			t = silent;
 	}
@@ -399,12 +445,18 @@ poll_ms(uint64_t deadline)
 	return ms > 60000 ? 60000 : (int)ms;
 }
 
-/* Waits for the socket or the connection's deadline, bounded by the absolute limit. */
+/*
+ * Waits for the socket or the connection's deadline, bounded by the absolute
+ * limit. Every wait of libherd on one connection passes here, so this is where
+ * the others get their heartbeats (client-keepalive.c): the poll also wakes for
+ * the next keepalive pass, which then runs and the wait goes on. Returns >0
+ * when the socket is ready, 0 once the deadline or the limit passed, -errno.
+ */
 static int
 conn_poll(herd_conn *conn, uint64_t limit)
 {
 	struct pollfd pfd;
-	uint64_t t;
+	uint64_t t, ka;
 	int r;
 
 	r = herd_conn_get_timeout(conn, &t);
@@ -413,10 +465,14 @@ conn_poll(herd_conn *conn, uint64_t limit)
 	if (limit < t)
 		t = limit;
 	pfd = (struct pollfd){ .fd = conn->fd, .events = (short)herd_conn_get_events(conn) };
-	r = poll(&pfd, 1, poll_ms(t));
-	if (r < 0)
-		return -errno;
-	return r;
+	for (;;) {
+		ka = herd__keepalive(conn);
+		r = poll(&pfd, 1, poll_ms(ka < t ? ka : t));
+		if (r < 0)
+			return -errno;
+		if (r > 0 || ka >= t || herd__now_usec() >= t)
+			return r;
+	}
 }
 
 HERD_EXPORT int
@@ -482,7 +538,7 @@ herd_conn_flush(herd_conn *conn, uint64_t timeout_usec)
 			r = -ECONNRESET;
 			break;
 		}
-		if (proto_outq_empty(&conn->outq)) {
+		if (!conn_output_queued(conn)) {
 			r = 0;
 			break;
 		}

@@ -11,6 +11,27 @@
  * herd_sink_finish()) runs the same engine over poll() until its own request
  * completes; callbacks of other requests on the connection may run meanwhile.
  *
+ * Heartbeats while blocking: a connection sends its heartbeats when it is
+ * processed, and a blocking call processes only its own connection. So that a
+ * call longer than heartbeat_timeout_ms does not cost the program its other
+ * connections (herdd would take a silent master for dead and kill its
+ * workers), every wait inside libherd (the blocking calls, herd_conn_flush(),
+ * herd_conn_wait(), the herd_master_* requests, a connect) also sends the
+ * heartbeats that fall due on every other open connection of the process that
+ * is not attached to a libev loop, whichever thread owns it. It only writes:
+ * nothing is read from those connections, none of their callbacks runs and
+ * none is closed from inside someone else's wait. What their peers sent
+ * meanwhile (replies, stream items, herdd's events, heartbeats) waits in the
+ * socket until the connection is next processed, which reads it before it
+ * judges silence, so a connection is not timed out for the time it was not
+ * read. Two limits: a connection attached with herd_conn_attach_ev() is its
+ * loop's alone (block inside that loop's callbacks for no longer than the
+ * timeout); and nothing is sent while no thread is inside libherd, so a
+ * program that computes longer than the timeout without calling libherd must
+ * process its connections meanwhile or choose a longer heartbeat_timeout_ms.
+ * A worker that streams to a connection nobody reads stops reading it once its
+ * output backs up (PROTOCOL.md 6.4), so read streams steadily or cancel them.
+ *
  * Timeouts are in microseconds. 0 means "the default": the connection's call
  * timeout (HERD_DEFAULT_CALL_TIMEOUT_USEC unless changed with
  * herd_conn_set_call_timeout()). HERD_TIMEOUT_INFINITE waits forever.
@@ -141,8 +162,10 @@ HERD_EXPORT int herd_conn_get_timeout(herd_conn *conn, uint64_t *ret_usec);
 HERD_EXPORT int herd_conn_process(herd_conn *conn);
 /*
  * Waits up to timeout_usec (HERD_TIMEOUT_INFINITE: no limit) for the socket
- * or the connection's next deadline, without processing. Returns >0 if ready,
- * 0 on timeout, or a negative errno (-EINTR included).
+ * or the connection's next deadline, without processing this connection (the
+ * other connections get their due heartbeats meanwhile, as in every wait: see
+ * the top of this file). Returns >0 if ready, 0 on timeout, or a negative
+ * errno (-EINTR included).
  */
 HERD_EXPORT int herd_conn_wait(herd_conn *conn, uint64_t timeout_usec);
 /* Blocks until queued output is written (or timeout). Returns 0 or -errno. */

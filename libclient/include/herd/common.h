@@ -25,6 +25,13 @@
  * unsynchronised global state except what herd_version() returns, which is
  * constant. Callbacks run on the thread that calls herd_*_process(), a
  * blocking herd_* function, or runs the libev loop the handle is attached to.
+ * One exception to "one thread": while any thread waits inside libherd, it
+ * sends the due heartbeats of the process's other open connections that are
+ * not attached to a libev loop, another thread's included (herd/client.h).
+ * That touches only a connection's outgoing queue, under a lock of the
+ * connection's own, and never runs its callbacks, so it needs nothing from
+ * the program. A child of fork() must not use its parent's connections; the
+ * child's waits leave them alone.
  */
 #ifndef HERD_COMMON_H
 #define HERD_COMMON_H

@@ -26,6 +26,10 @@ extern "C" {
  * -ENOTCONN (the connection is closed). Blocking calls (herd_call() & co.)
  * still work on an attached connection: they drive it with poll() until their
  * own request completes, and the watchers are updated afterwards.
+ * An attached connection is driven by its loop alone: a blocking call on
+ * another connection does not send its heartbeats (as it does for unattached
+ * ones, herd/client.h), so do not block inside the loop's callbacks for longer
+ * than the heartbeat timeout. Detaching makes it an unattached one again.
  */
 HERD_EXPORT int herd_conn_attach_ev(herd_conn *conn, struct ev_loop *loop);
 /* Stops the watchers. Returns 0 or -EINVAL; detaching an unattached conn is 0. */

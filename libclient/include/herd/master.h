@@ -10,6 +10,17 @@
  * herd_conn_process() on that connection, from any blocking herd_master_*
  * call, or from the attached loop. Conventions and thread safety: herd/common.h.
  *
+ * Blocking on a worker: while the program waits in a blocking call on another
+ * connection (a long herd_call() or herd_stream_next() on a worker), libherd
+ * sends the master connection's heartbeats, so herdd does not take the master
+ * for dead, unless the master connection is attached to a libev loop, whose
+ * own running is then what keeps it alive (herd/client.h says more). Events
+ * that arrive meanwhile, failures included, are not delivered from inside that
+ * other call: on_failure and on_event never run from a wait on another
+ * connection. They wait in the socket, in order, until the master connection
+ * is next processed (herd_conn_process(), a blocking herd_master_* call or its
+ * loop).
+ *
  * Ownership of workers: herdd stops a worker spawned with the default
  * shutdown_on "master_disconnect" as soon as the master connection closes, for
  * any reason, so a master that dies leaves nothing behind.
