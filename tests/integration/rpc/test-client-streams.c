@@ -126,9 +126,9 @@ END_TEST
  */
 START_TEST(test_slow_reader_outlives_heartbeat_timeout)
 {
-	json_t *settings =
-	    json_pack("{s:i, s:i}", "heartbeat_interval_ms", 50, "heartbeat_timeout_ms", 300);
-	struct timespec slow = { 0, 30 * 1000000 };
+	json_t *settings = json_pack(
+	    "{s:i, s:i}", "heartbeat_interval_ms", TC_MS(50), "heartbeat_timeout_ms", TC_MS(300));
+	struct timespec slow = { 0, TC_MS(30) * 1000000L };
 	struct counter c = { 0 };
 	herd_conn *conn = NULL;
 	int64_t until;
@@ -139,7 +139,7 @@ START_TEST(test_slow_reader_outlives_heartbeat_timeout)
 	                     on_end, &c, &c.stream),
 	    0);
 	/* The slowness of this reader is what is under test: it pauses between reads. */
-	until = ht_now_ms() + 1500;
+	until = ht_now_ms() + TC_MS(1500);
 	while (ht_now_ms() < until) {
 		ck_assert_int_ge(herd_conn_wait(conn, 100000), 0);
 		ck_assert_int_ge(herd_conn_process(conn), 0);
