@@ -261,15 +261,17 @@ void events_emit(struct worker *w, const char *event);
 
 /* The last lines a worker wrote to a captured stream. */
 struct capture {
-	char **lines; /* ring of max_lines */
+	char **lines; /* ring of slots, grown as lines arrive up to max_lines */
+	unsigned slots;
 	unsigned max_lines;
 	unsigned first; /* index of the oldest line */
 	unsigned count;
 	size_t bytes; /* held in lines */
 	size_t max_bytes;
 	uint64_t dropped;
-	char *partial; /* an unfinished line */
+	char *partial; /* an unfinished line, NULL between lines */
 	size_t partial_len;
+	size_t partial_size;
 	int fd; /* read end of the pipe, -1 when closed */
 	ev_io io;
 	struct worker *worker;
