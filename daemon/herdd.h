@@ -327,12 +327,12 @@ struct worker {
 	char *name;
 	char *path;
 	json_t *argv; /* array of strings */
-	json_t *env; /* object, the requester's additions */
+	json_t *env; /* object, the requester's additions; until the worker is ready */
 	char *cwd;
 	unsigned umask;
 	struct output_spec out[2]; /* stdout, stderr */
-	json_t *init;
-	json_t *settings; /* the worker's effective RPC settings, all six fields */
+	json_t *init; /* until the channel's hello, which hands it over */
+	json_t *settings; /* the worker's effective RPC settings, all six fields; until hello */
 	enum shutdown_on shutdown_on;
 	unsigned spawn_timeout_ms;
 	unsigned connection_timeout_ms;
@@ -365,7 +365,7 @@ struct worker {
 	int64_t last_heartbeat_ms;
 	uint64_t last_cpu_ticks;
 	int64_t next_check_ms; /* a busy silent worker is checked again then */
-	json_t *functions; /* from "ready" */
+	char *functions; /* from "ready", as compact JSON text */
 	uint64_t served;
 	uint64_t cpu_ms; /* last CPU time read from /proc */
 	const char *backup_reason; /* the reason if the backup SIGKILL has to fire */

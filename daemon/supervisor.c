@@ -498,6 +498,9 @@ sup_worker_ready(struct worker *w)
 		return;
 	w->state = W_READY;
 	ev_timer_stop(herdd.loop, &w->spawn_timer);
+	/* The environment served its exec; no request shows it. */
+	json_decref(w->env);
+	w->env = NULL;
 	log_info("worker %s pid %d: ready", w->id, (int)w->pid);
 	reply = proto_result(NULL,
 	    json_pack("{s:s, s:i, s:s, s:s?}", "id", w->id, "pid", (int)w->pid, "socket", w->socket,
@@ -626,6 +629,11 @@ reaped(struct worker *w, int status)
 	ev_timer_stop(herdd.loop, &w->grace_timer);
 	ev_timer_stop(herdd.loop, &w->hb_timer);
 	ev_timer_stop(herdd.loop, &w->conn_timer);
+	/* What only the live process needed goes; the record keeps what requests show. */
+	json_decref(w->env);
+	json_decref(w->init);
+	json_decref(w->settings);
+	w->env = w->init = w->settings = NULL;
 	if (w->spawn_stage)
 		w->reason = "spawn_failed";
 	else if (!w->reason)

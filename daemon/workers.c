@@ -77,7 +77,7 @@ sup_worker_free(struct worker *w)
 	json_decref(w->env);
 	json_decref(w->init);
 	json_decref(w->settings);
-	json_decref(w->functions);
+	free(w->functions);
 	free(w);
 }
 
