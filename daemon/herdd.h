@@ -115,6 +115,7 @@ struct herdd {
 	unsigned nconns;
 	unsigned nunauth;
 	struct worker_list workers; /* live first, exited records at the tail */
+	unsigned nworkers[4]; /* listed workers by state, kept by sup_link() and sup_set_state() */
 	bool stopping;
 	struct herdd_stats stats;
 };
@@ -323,6 +324,9 @@ struct waiter {
 
 struct worker {
 	TAILQ_ENTRY(worker) link;
+	bool listed; /* on herdd.workers, counted in herdd.nworkers */
+	struct worker *pid_next; /* in the pid map while the process is unreaped */
+	bool in_pid_map;
 	char id[24];
 	char *name;
 	char *path;
@@ -472,6 +476,17 @@ sup_is_live(const struct worker *w)
 {
 	return w->state != W_EXITED;
 }
+
+/* Puts w on herdd.workers (at the tail) and counts it; sup_unlink() undoes both. */
+void sup_link(struct worker *w);
+void sup_unlink(struct worker *w);
+/* Moves w to state s, keeping the counts right. */
+void sup_set_state(struct worker *w, enum worker_state s);
+/* Maps w->pid to w until sup_pid_forget() (at the reap). Never fails. */
+void sup_pid_add(struct worker *w);
+void sup_pid_forget(struct worker *w);
+/* The unreaped worker whose main process is pid, or NULL. */
+struct worker *sup_by_pid(pid_t pid);
 
 /* Answers and removes w's spawn waiters (spawn true) or the others with reply (no id). */
 void sup_answer_waiters(struct worker *w, bool spawn, json_t *reply);
