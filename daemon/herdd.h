@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -97,6 +98,9 @@ struct herdd {
 	uid_t uid; /* our effective uid; 0 serves every uid */
 	gid_t gid;
 	pid_t pid;
+	struct rlimit nofile; /* RLIMIT_NOFILE as herdd got it: what workers get */
+	bool nofile_raised; /* herdd runs with its soft limit raised to the hard one */
+	unsigned long max_fds; /* herdd's own soft limit: no fd of its is at or above it */
 	int64_t started_ms; /* monotonic */
 
 	/* server.c */
