@@ -120,6 +120,7 @@ struct herdd {
 	unsigned nunauth;
 	struct worker_list workers; /* live first, exited records at the tail */
 	unsigned nworkers[4]; /* listed workers by state, kept by sup_link() and sup_set_state() */
+	struct worker_list exited; /* exited records in the order they ended, oldest first */
 	bool stopping;
 	struct herdd_stats stats;
 };
@@ -329,6 +330,7 @@ struct waiter {
 struct worker {
 	TAILQ_ENTRY(worker) link;
 	bool listed; /* on herdd.workers, counted in herdd.nworkers */
+	TAILQ_ENTRY(worker) exited_link; /* on herdd.exited once listed and exited */
 	struct worker *pid_next; /* in the pid map while the process is unreaped */
 	bool in_pid_map;
 	char id[24];

@@ -690,6 +690,7 @@ void
 sup_init(void)
 {
 	TAILQ_INIT(&herdd.workers);
+	TAILQ_INIT(&herdd.exited);
 	ev_child_init(&child_watcher, child_cb, 0, 0);
 	ev_child_start(herdd.loop, &child_watcher);
 	ev_prepare_init(&escapee_check, escapee_check_cb);

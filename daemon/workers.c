@@ -128,6 +128,8 @@ sup_link(struct worker *w)
 	TAILQ_INSERT_TAIL(&herdd.workers, w, link);
 	w->listed = true;
 	herdd.nworkers[w->state]++;
+	if (w->state == W_EXITED)
+		TAILQ_INSERT_TAIL(&herdd.exited, w, exited_link);
 }
 
 /* Takes w off the list and out of the counts. */
@@ -139,6 +141,8 @@ sup_unlink(struct worker *w)
 	TAILQ_REMOVE(&herdd.workers, w, link);
 	w->listed = false;
 	herdd.nworkers[w->state]--;
+	if (w->state == W_EXITED)
+		TAILQ_REMOVE(&herdd.exited, w, exited_link);
 }
 
 /* Changes w's state and the counts with it. */
@@ -148,6 +152,8 @@ sup_set_state(struct worker *w, enum worker_state s)
 	if (w->listed) {
 		herdd.nworkers[w->state]--;
 		herdd.nworkers[s]++;
+		if (s == W_EXITED && w->state != W_EXITED)
+			TAILQ_INSERT_TAIL(&herdd.exited, w, exited_link);
 	}
 	w->state = s;
 }
@@ -405,35 +411,33 @@ sup_count_reason(const char *reason)
 
 /* ---- retention ---- */
 
-/* Drops exited records past the per-uid count or older than the age limit. */
+/*
+ * Drops exited records past the per-uid count or older than the age limit.
+ * It runs at every reap, so it walks only the exited records, which are kept
+ * in the order they ended: the oldest come first.
+ */
 void
 sup_prune(uid_t uid)
 {
 	int64_t oldest_allowed = now_ms() - (int64_t)herdd.cfg.keep_exited_ms;
-	struct worker *w, *next, *oldest;
-	unsigned n;
+	struct worker *w, *next;
+	unsigned n = 0;
 
-	for (w = TAILQ_FIRST(&herdd.workers); w; w = next) {
-		next = TAILQ_NEXT(w, link);
-		if (w->state == W_EXITED && w->ended_ms < oldest_allowed) {
-			sup_unlink(w);
-			sup_worker_free(w);
-		}
+	while ((w = TAILQ_FIRST(&herdd.exited)) && w->ended_ms < oldest_allowed) {
+		sup_unlink(w);
+		sup_worker_free(w);
 	}
-	for (;;) {
-		n = 0;
-		oldest = NULL;
-		TAILQ_FOREACH(w, &herdd.workers, link) {
-			if (w->state != W_EXITED || w->uid != uid)
-				continue;
+	TAILQ_FOREACH(w, &herdd.exited, exited_link) {
+		if (w->uid == uid)
 			n++;
-			if (!oldest || w->ended_ms < oldest->ended_ms)
-				oldest = w;
-		}
-		if (n <= herdd.cfg.keep_exited || !oldest)
-			break;
-		sup_unlink(oldest);
-		sup_worker_free(oldest);
+	}
+	for (w = TAILQ_FIRST(&herdd.exited); w && n > herdd.cfg.keep_exited; w = next) {
+		next = TAILQ_NEXT(w, exited_link);
+		if (w->uid != uid)
+			continue;
+		sup_unlink(w);
+		sup_worker_free(w);
+		n--;
 	}
 }
 
