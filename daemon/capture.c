@@ -5,8 +5,14 @@
  * failure events can show what a worker said before it died. Bytes are made
  * safe for JSON on the way in (invalid UTF-8 and NUL become U+FFFD), and both
  * the line count and the bytes held are bounded.
+ *
+ * Memory follows what was said, not the bounds: herdd captures the stderr of
+ * every worker and most write little or nothing, so the ring grows as lines
+ * arrive, each line is kept at its own size, and an unfinished line is held
+ * in a buffer only until its newline.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,6 +22,9 @@
 #define CAPTURE_MAX_LINES 1000
 #define CAPTURE_MAX_BYTES (128u * 1024u)
 #define CAPTURE_MAX_LINE  4096u
+/* First sizes of the ring and of an unfinished line; both double up to their bounds. */
+#define CAPTURE_MIN_SLOTS   16u
+#define CAPTURE_MIN_PARTIAL 256u
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if invalid. */
 static size_t
@@ -61,7 +70,7 @@ static char *
 sanitize(const char *text, size_t len, size_t *out_len)
 {
 	const unsigned char *s = (const unsigned char *)text;
-	char *out = malloc(len * 3 + 1), *o = out;
+	char *out = malloc(len * 3 + 1), *o = out, *fit;
 	size_t i = 0;
 
 	if (!out)
@@ -81,7 +90,34 @@ sanitize(const char *text, size_t len, size_t *out_len)
 	}
 	*o = '\0';
 	*out_len = (size_t)(o - out);
-	return out;
+	/* The line is kept for the worker's whole record: give back the worst case's room. */
+	fit = realloc(out, *out_len + 1);
+	return fit ? fit : out;
+}
+
+/* Makes room for one more line, growing the ring towards max_lines. Returns 0 or -ENOMEM. */
+static int
+ring_reserve(struct capture *cap)
+{
+	unsigned slots, i;
+	char **lines;
+
+	if (cap->count < cap->slots)
+		return 0;
+	slots = cap->slots ? cap->slots * 2 : CAPTURE_MIN_SLOTS;
+	if (slots > cap->max_lines)
+		slots = cap->max_lines;
+	lines = malloc(slots * sizeof(*lines));
+	if (!lines)
+		return -ENOMEM;
+	/* Oldest first, from slot 0. */
+	for (i = 0; i < cap->count; i++)
+		lines[i] = cap->lines[(cap->first + i) % cap->slots];
+	free(cap->lines);
+	cap->lines = lines;
+	cap->slots = slots;
+	cap->first = 0;
+	return 0;
 }
 
 static void
@@ -96,14 +132,6 @@ push_line(struct capture *cap, const char *text, size_t len)
 		cap->dropped++;
 		return;
 	}
-	if (!cap->lines) {
-		cap->lines = calloc(cap->max_lines, sizeof(*cap->lines));
-		if (!cap->lines) {
-			free(line);
-			cap->dropped++;
-			return;
-		}
-	}
 	/* Evict the oldest lines until both bounds hold. */
 	while (
 	    cap->count > 0 && (cap->count == cap->max_lines || cap->bytes + len > cap->max_bytes)) {
@@ -111,17 +139,57 @@ push_line(struct capture *cap, const char *text, size_t len)
 
 		cap->bytes -= strlen(old);
 		free(old);
-		cap->lines[cap->first] = NULL;
-		cap->first = (cap->first + 1) % cap->max_lines;
+		cap->first = (cap->first + 1) % cap->slots;
 		cap->count--;
 		cap->dropped++;
 	}
-	cap->lines[(cap->first + cap->count) % cap->max_lines] = line;
+	if (ring_reserve(cap) < 0) {
+		free(line);
+		cap->dropped++;
+		return;
+	}
+	cap->lines[(cap->first + cap->count) % cap->slots] = line;
 	cap->count++;
 	cap->bytes += len;
 }
 
-/* Splits new bytes into lines; a line longer than the limit is cut into pieces. */
+/* Appends to the unfinished line, growing its buffer. Returns 0 or -ENOMEM. */
+static int
+partial_append(struct capture *cap, const char *buf, size_t n)
+{
+	size_t need = cap->partial_len + n, size = cap->partial_size;
+	char *p;
+
+	if (need > size) {
+		if (size == 0)
+			size = CAPTURE_MIN_PARTIAL;
+		while (size < need)
+			size *= 2;
+		if (size > CAPTURE_MAX_LINE)
+			size = CAPTURE_MAX_LINE;
+		p = realloc(cap->partial, size);
+		if (!p)
+			return -ENOMEM;
+		cap->partial = p;
+		cap->partial_size = size;
+	}
+	memcpy(cap->partial + cap->partial_len, buf, n);
+	cap->partial_len = need;
+	return 0;
+}
+
+static void
+partial_release(struct capture *cap)
+{
+	free(cap->partial);
+	cap->partial = NULL;
+	cap->partial_size = 0;
+}
+
+/*
+ * Splits new bytes into lines; a line longer than the limit is cut into
+ * pieces. A line that is whole in buf is taken from there without a copy.
+ */
 static void
 take_bytes(struct capture *cap, const char *buf, size_t n)
 {
@@ -130,29 +198,29 @@ take_bytes(struct capture *cap, const char *buf, size_t n)
 		size_t chunk = nl ? (size_t)(nl - buf) : n;
 		size_t room = CAPTURE_MAX_LINE - cap->partial_len;
 		size_t take = chunk < room ? chunk : room;
+		bool ends = take == room || (nl && take == chunk);
 
-		if (take > 0) {
-			if (!cap->partial) {
-				cap->partial = malloc(CAPTURE_MAX_LINE);
-				if (!cap->partial) {
-					cap->dropped++;
-					return;
-				}
+		if (ends && cap->partial_len == 0) {
+			push_line(cap, buf, take);
+		} else {
+			if (take > 0 && partial_append(cap, buf, take) < 0) {
+				cap->dropped++;
+				return;
 			}
-			memcpy(cap->partial + cap->partial_len, buf, take);
-			cap->partial_len += take;
-			buf += take;
-			n -= take;
+			if (ends) {
+				push_line(cap, cap->partial, cap->partial_len);
+				cap->partial_len = 0;
+			}
 		}
-		if (cap->partial_len == CAPTURE_MAX_LINE || (nl && buf == nl)) {
-			push_line(cap, cap->partial ? cap->partial : "", cap->partial_len);
-			cap->partial_len = 0;
-			if (nl && buf == nl) {
-				buf++;
-				n--;
-			}
+		buf += take;
+		n -= take;
+		if (ends && nl && buf == nl) {
+			buf++;
+			n--;
 		}
 	}
+	if (cap->partial_len == 0)
+		partial_release(cap);
 }
 
 /* Reads what is available. Returns 1 at EOF or error, 0 otherwise. */
@@ -190,6 +258,7 @@ close_pipe(struct capture *cap)
 		push_line(cap, cap->partial, cap->partial_len);
 		cap->partial_len = 0;
 	}
+	partial_release(cap);
 }
 
 static void
@@ -245,15 +314,14 @@ capture_free(struct capture *cap)
 	unsigned i;
 
 	close_pipe(cap);
-	if (cap->lines) {
-		for (i = 0; i < cap->max_lines; i++)
-			free(cap->lines[i]);
-		free(cap->lines);
-	}
-	free(cap->partial);
+	for (i = 0; i < cap->count; i++)
+		free(cap->lines[(cap->first + i) % cap->slots]);
+	free(cap->lines);
 	cap->lines = NULL;
-	cap->partial = NULL;
+	cap->slots = 0;
+	cap->first = 0;
 	cap->count = 0;
+	cap->bytes = 0;
 }
 
 /* The last n lines as a new array. */
@@ -267,7 +335,7 @@ capture_tail(const struct capture *cap, unsigned n)
 		return NULL;
 	skip = (n == 0 || n >= cap->count) ? 0 : cap->count - n;
 	for (i = skip; i < cap->count; i++) {
-		const char *line = cap->lines[(cap->first + i) % cap->max_lines];
+		const char *line = cap->lines[(cap->first + i) % cap->slots];
 
 		json_array_append_new(a, json_string(line));
 	}

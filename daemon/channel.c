@@ -58,6 +58,10 @@ channel_request(struct conn *c, struct worker *w, const struct proto_msg *m)
 		        (json_int_t)w->connection_timeout_ms, "heartbeat_interval_ms",
 		        (json_int_t)w->hb_interval_ms, "heartbeat_timeout_ms",
 		        (json_int_t)w->hb_timeout_ms));
+		/* Handed over once and shown nowhere: a big init must not live as long as the record. */
+		json_decref(w->init);
+		json_decref(w->settings);
+		w->init = w->settings = NULL;
 		sup_heartbeat_start(w);
 		return;
 	}
@@ -79,8 +83,9 @@ channel_request(struct conn *c, struct worker *w, const struct proto_msg *m)
 			    sup_state_name(w->state));
 			return;
 		}
-		json_decref(w->functions);
-		w->functions = json_incref(functions);
+		/* Kept as text, parsed again by inspect: a tree costs about ten times more. */
+		free(w->functions);
+		w->functions = functions ? json_dumps(functions, JSON_COMPACT) : NULL;
 		/* The master waits for this; the worker already serves and need not. */
 		sup_worker_ready(w);
 		conn_reply(c, m->id, NULL);

@@ -64,7 +64,7 @@ h_inspect(struct conn *c, json_t *id, json_t *params)
 	}
 	o = sup_worker_json(w);
 	if (o && w->functions)
-		json_object_set(o, "functions", w->functions);
+		json_object_set_new(o, "functions", json_loads(w->functions, 0, NULL));
 	conn_reply(c, id, o);
 }
 

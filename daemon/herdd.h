@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -97,6 +98,9 @@ struct herdd {
 	uid_t uid; /* our effective uid; 0 serves every uid */
 	gid_t gid;
 	pid_t pid;
+	struct rlimit nofile; /* RLIMIT_NOFILE as herdd got it: what workers get */
+	bool nofile_raised; /* herdd runs with its soft limit raised to the hard one */
+	unsigned long max_fds; /* herdd's own soft limit: no fd of its is at or above it */
 	int64_t started_ms; /* monotonic */
 
 	/* server.c */
@@ -115,6 +119,8 @@ struct herdd {
 	unsigned nconns;
 	unsigned nunauth;
 	struct worker_list workers; /* live first, exited records at the tail */
+	unsigned nworkers[4]; /* listed workers by state, kept by sup_link() and sup_set_state() */
+	struct worker_list exited; /* exited records in the order they ended, oldest first */
 	bool stopping;
 	struct herdd_stats stats;
 };
@@ -261,15 +267,17 @@ void events_emit(struct worker *w, const char *event);
 
 /* The last lines a worker wrote to a captured stream. */
 struct capture {
-	char **lines; /* ring of max_lines */
+	char **lines; /* ring of slots, grown as lines arrive up to max_lines */
+	unsigned slots;
 	unsigned max_lines;
 	unsigned first; /* index of the oldest line */
 	unsigned count;
 	size_t bytes; /* held in lines */
 	size_t max_bytes;
 	uint64_t dropped;
-	char *partial; /* an unfinished line */
+	char *partial; /* an unfinished line, NULL between lines */
 	size_t partial_len;
+	size_t partial_size;
 	int fd; /* read end of the pipe, -1 when closed */
 	ev_io io;
 	struct worker *worker;
@@ -321,16 +329,20 @@ struct waiter {
 
 struct worker {
 	TAILQ_ENTRY(worker) link;
+	bool listed; /* on herdd.workers, counted in herdd.nworkers */
+	TAILQ_ENTRY(worker) exited_link; /* on herdd.exited once listed and exited */
+	struct worker *pid_next; /* in the pid map while the process is unreaped */
+	bool in_pid_map;
 	char id[24];
 	char *name;
 	char *path;
 	json_t *argv; /* array of strings */
-	json_t *env; /* object, the requester's additions */
+	json_t *env; /* object, the requester's additions; until the worker is ready */
 	char *cwd;
 	unsigned umask;
 	struct output_spec out[2]; /* stdout, stderr */
-	json_t *init;
-	json_t *settings; /* the worker's effective RPC settings, all six fields */
+	json_t *init; /* until the channel's hello, which hands it over */
+	json_t *settings; /* the worker's effective RPC settings, all six fields; until hello */
 	enum shutdown_on shutdown_on;
 	unsigned spawn_timeout_ms;
 	unsigned connection_timeout_ms;
@@ -363,7 +375,7 @@ struct worker {
 	int64_t last_heartbeat_ms;
 	uint64_t last_cpu_ticks;
 	int64_t next_check_ms; /* a busy silent worker is checked again then */
-	json_t *functions; /* from "ready" */
+	char *functions; /* from "ready", as compact JSON text */
 	uint64_t served;
 	uint64_t cpu_ms; /* last CPU time read from /proc */
 	const char *backup_reason; /* the reason if the backup SIGKILL has to fire */
@@ -470,6 +482,17 @@ sup_is_live(const struct worker *w)
 {
 	return w->state != W_EXITED;
 }
+
+/* Puts w on herdd.workers (at the tail) and counts it; sup_unlink() undoes both. */
+void sup_link(struct worker *w);
+void sup_unlink(struct worker *w);
+/* Moves w to state s, keeping the counts right. */
+void sup_set_state(struct worker *w, enum worker_state s);
+/* Maps w->pid to w until sup_pid_forget() (at the reap). Never fails. */
+void sup_pid_add(struct worker *w);
+void sup_pid_forget(struct worker *w);
+/* The unreaped worker whose main process is pid, or NULL. */
+struct worker *sup_by_pid(pid_t pid);
 
 /* Answers and removes w's spawn waiters (spawn true) or the others with reply (no id). */
 void sup_answer_waiters(struct worker *w, bool spawn, json_t *reply);

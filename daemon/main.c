@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -397,6 +398,48 @@ close_inherited_fds(void)
 	close_range(3 + keep, ~0U, 0);
 }
 
+/*
+ * Every worker costs herdd four or five descriptors (its channel, captured
+ * output, pidfd, error pipe), so the usual soft limit of 1024 would stop it
+ * near 200 workers. herdd polls with epoll, which has no FD_SETSIZE ceiling,
+ * so it raises its soft limit to the hard one, as systemd recommends for
+ * such daemons; workers get the limit herdd started with (spawn.c), so one
+ * that uses select() is not handed descriptors past FD_SETSIZE.
+ */
+static void
+raise_nofile(void)
+{
+	struct rlimit want;
+	unsigned long max = 0;
+	FILE *f;
+
+	herdd.max_fds = 1024;
+	if (getrlimit(RLIMIT_NOFILE, &herdd.nofile) < 0)
+		return;
+	herdd.max_fds = herdd.nofile.rlim_cur;
+	want = herdd.nofile;
+	if (want.rlim_max == RLIM_INFINITY) {
+		/* The kernel refuses more than fs.nr_open. */
+		f = fopen("/proc/sys/fs/nr_open", "re");
+		if (!f)
+			return;
+		if (fscanf(f, "%lu", &max) != 1)
+			max = 0;
+		fclose(f);
+		want.rlim_cur = (rlim_t)max;
+	} else {
+		want.rlim_cur = want.rlim_max;
+	}
+	if (want.rlim_cur <= herdd.nofile.rlim_cur)
+		return;
+	if (setrlimit(RLIMIT_NOFILE, &want) < 0) {
+		log_warn("raising the open-file limit to %lu: %m", (unsigned long)want.rlim_cur);
+		return;
+	}
+	herdd.nofile_raised = true;
+	herdd.max_fds = want.rlim_cur;
+}
+
 /* fds 0..2 must exist, or the first socket would become someone's stdout. */
 static void
 ensure_std_fds(void)
@@ -440,6 +483,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
 	/* Never keep a mount busy; every path herdd uses is absolute. */
 	if (chdir("/") < 0)
 		fatal("chdir /: %m");

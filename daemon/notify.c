@@ -59,12 +59,9 @@ notify_stopping(void)
 void
 notify_status(void)
 {
-	unsigned by_state[4] = { 0 };
+	const unsigned *by_state = herdd.nworkers;
 	char status[160];
-	struct worker *w;
 
-	TAILQ_FOREACH(w, &herdd.workers, link)
-		by_state[w->state]++;
 	snprintf(status, sizeof(status),
 	    "STATUS=%u masters, %u workers starting, %u ready, %u stopping; %u connections%s",
 	    conn_count_masters(), by_state[W_STARTING], by_state[W_READY], by_state[W_STOPPING],

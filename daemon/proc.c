@@ -51,6 +51,50 @@ proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *rss_kib)
 	return 0;
 }
 
+/*
+ * Appends the pids listed in a task's children file. The list is read to its
+ * end: herdd's own holds every worker, far more than one read returns.
+ */
+static void
+read_children(int fd, pid_t parent, struct proc_kid *out, size_t *n, size_t max)
+{
+	char buf[4096];
+	size_t held = 0;
+
+	while (*n < max) {
+		ssize_t len = read(fd, buf + held, sizeof(buf) - 1 - held);
+		char *p, *end, *last;
+
+		if (len < 0 && errno == EINTR)
+			continue;
+		if (len <= 0)
+			break;
+		held += (size_t)len;
+		buf[held] = '\0';
+		/* Every pid is followed by a space; a pid cut by the read waits for the rest. */
+		last = strrchr(buf, ' ');
+		if (!last) {
+			if (held == sizeof(buf) - 1)
+				break; /* not the format we know */
+			continue;
+		}
+		*last = '\0';
+		for (p = buf; *n < max; p = end) {
+			long v = strtol(p, &end, 10);
+
+			if (end == p)
+				break;
+			if (v > 0) {
+				out[*n].pid = (pid_t)v;
+				out[*n].parent = parent;
+				(*n)++;
+			}
+		}
+		held -= (size_t)(last + 1 - buf);
+		memmove(buf, last + 1, held);
+	}
+}
+
 /* Appends the children of pid (every thread's) to out. */
 void
 proc_children(pid_t pid, struct proc_kid *out, size_t *n, size_t max)
@@ -64,8 +108,7 @@ proc_children(pid_t pid, struct proc_kid *out, size_t *n, size_t max)
 	if (!dir)
 		return;
 	while ((d = readdir(dir)) && *n < max) {
-		char file[320], buf[4096], *p, *end;
-		ssize_t len;
+		char file[320];
 		int fd;
 
 		if (d->d_name[0] == '.')
@@ -74,22 +117,8 @@ proc_children(pid_t pid, struct proc_kid *out, size_t *n, size_t max)
 		fd = open(file, O_RDONLY | O_CLOEXEC);
 		if (fd < 0)
 			continue;
-		len = read(fd, buf, sizeof(buf) - 1);
+		read_children(fd, pid, out, n, max);
 		close(fd);
-		if (len <= 0)
-			continue;
-		buf[len] = '\0';
-		for (p = buf; *n < max; p = end) {
-			long v = strtol(p, &end, 10);
-
-			if (end == p)
-				break;
-			if (v > 0) {
-				out[*n].pid = (pid_t)v;
-				out[*n].parent = pid;
-				(*n)++;
-			}
-		}
 	}
 	closedir(dir);
 }

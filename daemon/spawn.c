@@ -24,7 +24,8 @@
  *      it, then check getppid() in case herdd died before the prctl;
  *   5. stdin from /dev/null; stdout/stderr as asked (a file is opened only
  *      now, with the requester's credentials, so nobody makes root write it);
- *   6. the channel on fd 3, every other fd close-on-exec;
+ *   6. the channel on fd 3, every other fd close-on-exec, and the open-file
+ *      soft limit herdd started with (herdd raised its own);
  *   7. chdir, umask, execve with an explicit environment.
  * A failure writes {stage, errno} to a close-on-exec pipe and exits 127; EOF
  * on that pipe means the exec succeeded.
@@ -41,6 +42,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -250,9 +252,11 @@ child_run(const struct child_plan *p)
 		child_fail(&f, STAGE_FDS);
 	/* Everything past the channel closes at exec, the report pipe included. */
 	if (close_range(4, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
-		for (fd = 4; fd < 1024; fd++)
+		for (fd = 4; (unsigned long)fd < herdd.max_fds; fd++)
 			fcntl(fd, F_SETFD, FD_CLOEXEC);
 	}
+	if (herdd.nofile_raised && setrlimit(RLIMIT_NOFILE, &herdd.nofile) < 0)
+		child_fail(&f, STAGE_FDS);
 	if (chdir(p->cwd) < 0)
 		child_fail(&f, STAGE_CHDIR);
 	execve(p->path, p->argv, p->envp);

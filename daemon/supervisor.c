@@ -34,6 +34,7 @@
 #define CHANNEL_MAX_BYTES (1u << 20)
 
 static ev_child child_watcher;
+static ev_prepare escapee_check;
 static uint64_t next_worker = 1;
 
 static void grace_cb(struct ev_loop *loop, ev_timer *t, int revents);
@@ -121,7 +122,7 @@ sup_mark_stopping(struct worker *w, const char *reason)
 		return;
 	if (!w->reason)
 		w->reason = reason;
-	w->state = W_STOPPING;
+	sup_set_state(w, W_STOPPING);
 	ev_timer_stop(herdd.loop, &w->spawn_timer);
 	ev_timer_stop(herdd.loop, &w->conn_timer);
 	ev_timer_stop(herdd.loop, &w->hb_timer);
@@ -437,7 +438,8 @@ sup_spawn(struct worker *w)
 		signal_worker(w, SIGKILL, true);
 	}
 	w->state = W_STARTING;
-	TAILQ_INSERT_TAIL(&herdd.workers, w, link);
+	sup_link(w);
+	sup_pid_add(w);
 	if (w->owner)
 		w->owner->nworkers++;
 	herdd.stats.spawns++;
@@ -483,7 +485,7 @@ sup_record_failed(struct worker *w, int err)
 		w->owner = NULL;
 	}
 	sup_count_reason(w->reason);
-	TAILQ_INSERT_TAIL(&herdd.workers, w, link);
+	sup_link(w);
 	events_emit(w, "exited");
 	sup_prune(w->uid);
 }
@@ -496,8 +498,11 @@ sup_worker_ready(struct worker *w)
 
 	if (w->state != W_STARTING)
 		return;
-	w->state = W_READY;
+	sup_set_state(w, W_READY);
 	ev_timer_stop(herdd.loop, &w->spawn_timer);
+	/* The environment served its exec; no request shows it. */
+	json_decref(w->env);
+	w->env = NULL;
 	/* The spawn request is answered first: everything else can wait, its master cannot. */
 	reply = proto_result(NULL,
 	    json_pack("{s:s, s:i, s:s, s:s?}", "id", w->id, "pid", (int)w->pid, "socket", w->socket,
@@ -572,16 +577,7 @@ kill_escapees(void)
 
 	proc_children(herdd.pid, kids, &n, MAX_TREE);
 	for (i = 0; i < n; i++) {
-		struct worker *w;
-		bool known = false;
-
-		TAILQ_FOREACH(w, &herdd.workers, link) {
-			if (!w->reaped && w->pid == kids[i].pid) {
-				known = true;
-				break;
-			}
-		}
-		if (!known) {
+		if (!sup_by_pid(kids[i].pid)) {
 			char st;
 
 			/* A zombie waits for our reaper; only a running escapee needs a signal. */
@@ -599,6 +595,7 @@ reaped(struct worker *w, int status)
 	json_t *r;
 
 	w->reaped = true;
+	sup_pid_forget(w);
 	w->ended_ms = now_ms();
 	if (w->pidfd >= 0) {
 		close(w->pidfd);
@@ -627,11 +624,16 @@ reaped(struct worker *w, int status)
 	ev_timer_stop(herdd.loop, &w->grace_timer);
 	ev_timer_stop(herdd.loop, &w->hb_timer);
 	ev_timer_stop(herdd.loop, &w->conn_timer);
+	/* What only the live process needed goes; the record keeps what requests show. */
+	json_decref(w->env);
+	json_decref(w->init);
+	json_decref(w->settings);
+	w->env = w->init = w->settings = NULL;
 	if (w->spawn_stage)
 		w->reason = "spawn_failed";
 	else if (!w->reason)
 		w->reason = w->signal ? "crashed" : "exited";
-	w->state = W_EXITED;
+	sup_set_state(w, W_EXITED);
 	if (w->socket[0] && unlink(w->socket) < 0 && errno != ENOENT)
 		log_warn("removing %s: %m", w->socket);
 	if (w->signal)
@@ -662,19 +664,26 @@ reaped(struct worker *w, int status)
 }
 
 static void
+escapee_check_cb(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+	ev_prepare_stop(loop, p);
+	kill_escapees();
+}
+
+static void
 child_cb(struct ev_loop *loop, ev_child *c, int revents)
 {
-	struct worker *w;
+	struct worker *w = sup_by_pid(c->rpid);
 
-	TAILQ_FOREACH(w, &herdd.workers, link) {
-		if (!w->reaped && w->pid == c->rpid) {
-			reaped(w, c->rstatus);
-			break;
-		}
-	}
-	if (!w)
+	if (w)
+		reaped(w, c->rstatus);
+	else
 		log_debug("reaped pid %d (not a worker)", (int)c->rpid);
-	kill_escapees();
+	/*
+	 * Once for all the reaps of this loop iteration: a thousand workers
+	 * stopped together must not read /proc a thousand times.
+	 */
+	ev_prepare_start(loop, &escapee_check);
 }
 
 /* Starts the reaper and the retention timer. */
@@ -682,8 +691,10 @@ void
 sup_init(void)
 {
 	TAILQ_INIT(&herdd.workers);
+	TAILQ_INIT(&herdd.exited);
 	ev_child_init(&child_watcher, child_cb, 0, 0);
 	ev_child_start(herdd.loop, &child_watcher);
+	ev_prepare_init(&escapee_check, escapee_check_cb);
 	sup_records_start();
 }
 
@@ -692,5 +703,6 @@ void
 sup_cleanup(void)
 {
 	ev_child_stop(herdd.loop, &child_watcher);
+	ev_prepare_stop(herdd.loop, &escapee_check);
 	sup_records_free();
 }

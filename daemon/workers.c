@@ -1,8 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Worker records: the requests waiting on a worker, lookups by id and uid,
- * the public WORKER object (PROTOCOL.md 4.3), the exited records kept for a
- * while, and the counters "stats" reports.
+ * Worker records: the requests waiting on a worker, lookups by id, uid and
+ * pid, the public WORKER object (PROTOCOL.md 4.3), the exited records kept for
+ * a while, and the counters "stats" reports.
+ *
+ * What runs for every event (a reap, a state change, a loop iteration) must
+ * not walk the list: with a thousand workers that walk, repeated for each of
+ * them, is what a thousand stops would cost. Counts by state are kept as
+ * states change, and pids map to workers through a hash table.
  */
 #include <errno.h>
 #include <signal.h>
@@ -26,6 +31,133 @@ static const char *const reasons[] = { "crashed", "failed", "init_failed", "spaw
 #define N_FAILURE_REASONS 7
 static uint64_t reason_counts[sizeof(reasons) / sizeof(reasons[0])];
 
+/* Unreaped workers by pid: chains in a power-of-two table, grown to keep them short. */
+static struct worker **pid_map;
+static size_t pid_map_size, pid_map_count;
+
+#define PID_MAP_MIN 64
+
+static size_t
+pid_slot(pid_t pid, size_t size)
+{
+	/* Pids are handed out nearly in sequence: the low bits spread them well. */
+	return (size_t)pid & (size - 1);
+}
+
+static int
+pid_map_grow(void)
+{
+	size_t size = pid_map_size ? pid_map_size * 2 : PID_MAP_MIN, i;
+	struct worker **map = calloc(size, sizeof(*map));
+
+	if (!map)
+		return -ENOMEM;
+	for (i = 0; i < pid_map_size; i++) {
+		while (pid_map[i]) {
+			struct worker *w = pid_map[i];
+
+			pid_map[i] = w->pid_next;
+			w->pid_next = map[pid_slot(w->pid, size)];
+			map[pid_slot(w->pid, size)] = w;
+		}
+	}
+	free(pid_map);
+	pid_map = map;
+	pid_map_size = size;
+	return 0;
+}
+
+/* Maps w->pid to w. */
+void
+sup_pid_add(struct worker *w)
+{
+	size_t slot;
+
+	if (w->in_pid_map)
+		return;
+	/*
+	 * The table exists from start-up, so adding never fails: if it cannot
+	 * grow, its chains get longer. A worker missing from it would be taken
+	 * for an escapee and killed.
+	 */
+	if (pid_map_count >= pid_map_size)
+		pid_map_grow();
+	slot = pid_slot(w->pid, pid_map_size);
+	w->pid_next = pid_map[slot];
+	pid_map[slot] = w;
+	w->in_pid_map = true;
+	pid_map_count++;
+}
+
+/* Unmaps w (reaped or freed). */
+void
+sup_pid_forget(struct worker *w)
+{
+	struct worker **pp;
+
+	if (!w->in_pid_map)
+		return;
+	for (pp = &pid_map[pid_slot(w->pid, pid_map_size)]; *pp; pp = &(*pp)->pid_next) {
+		if (*pp == w) {
+			*pp = w->pid_next;
+			break;
+		}
+	}
+	w->pid_next = NULL;
+	w->in_pid_map = false;
+	pid_map_count--;
+}
+
+/* The unreaped worker of pid. */
+struct worker *
+sup_by_pid(pid_t pid)
+{
+	struct worker *w;
+
+	for (w = pid_map[pid_slot(pid, pid_map_size)]; w; w = w->pid_next) {
+		if (w->pid == pid)
+			return w;
+	}
+	return NULL;
+}
+
+/* Lists w and counts it in its state. */
+void
+sup_link(struct worker *w)
+{
+	TAILQ_INSERT_TAIL(&herdd.workers, w, link);
+	w->listed = true;
+	herdd.nworkers[w->state]++;
+	if (w->state == W_EXITED)
+		TAILQ_INSERT_TAIL(&herdd.exited, w, exited_link);
+}
+
+/* Takes w off the list and out of the counts. */
+void
+sup_unlink(struct worker *w)
+{
+	if (!w->listed)
+		return;
+	TAILQ_REMOVE(&herdd.workers, w, link);
+	w->listed = false;
+	herdd.nworkers[w->state]--;
+	if (w->state == W_EXITED)
+		TAILQ_REMOVE(&herdd.exited, w, exited_link);
+}
+
+/* Changes w's state and the counts with it. */
+void
+sup_set_state(struct worker *w, enum worker_state s)
+{
+	if (w->listed) {
+		herdd.nworkers[w->state]--;
+		herdd.nworkers[s]++;
+		if (s == W_EXITED && w->state != W_EXITED)
+			TAILQ_INSERT_TAIL(&herdd.exited, w, exited_link);
+	}
+	w->state = s;
+}
+
 static void
 drop_waiters(struct worker *w)
 {
@@ -48,6 +180,7 @@ sup_worker_free(struct worker *w)
 
 	if (!w)
 		return;
+	sup_pid_forget(w);
 	ev_timer_stop(herdd.loop, &w->spawn_timer);
 	ev_timer_stop(herdd.loop, &w->grace_timer);
 	ev_timer_stop(herdd.loop, &w->hb_timer);
@@ -77,7 +210,7 @@ sup_worker_free(struct worker *w)
 	json_decref(w->env);
 	json_decref(w->init);
 	json_decref(w->settings);
-	json_decref(w->functions);
+	free(w->functions);
 	free(w);
 }
 
@@ -169,14 +302,7 @@ sup_count_uid(uid_t uid)
 unsigned
 sup_count_live(void)
 {
-	struct worker *w;
-	unsigned n = 0;
-
-	TAILQ_FOREACH(w, &herdd.workers, link) {
-		if (sup_is_live(w))
-			n++;
-	}
-	return n;
+	return herdd.nworkers[W_STARTING] + herdd.nworkers[W_READY] + herdd.nworkers[W_STOPPING];
 }
 
 const char *
@@ -285,35 +411,33 @@ sup_count_reason(const char *reason)
 
 /* ---- retention ---- */
 
-/* Drops exited records past the per-uid count or older than the age limit. */
+/*
+ * Drops exited records past the per-uid count or older than the age limit.
+ * It runs at every reap, so it walks only the exited records, which are kept
+ * in the order they ended: the oldest come first.
+ */
 void
 sup_prune(uid_t uid)
 {
 	int64_t oldest_allowed = now_ms() - (int64_t)herdd.cfg.keep_exited_ms;
-	struct worker *w, *next, *oldest;
-	unsigned n;
+	struct worker *w, *next;
+	unsigned n = 0;
 
-	for (w = TAILQ_FIRST(&herdd.workers); w; w = next) {
-		next = TAILQ_NEXT(w, link);
-		if (w->state == W_EXITED && w->ended_ms < oldest_allowed) {
-			TAILQ_REMOVE(&herdd.workers, w, link);
-			sup_worker_free(w);
-		}
+	while ((w = TAILQ_FIRST(&herdd.exited)) && w->ended_ms < oldest_allowed) {
+		sup_unlink(w);
+		sup_worker_free(w);
 	}
-	for (;;) {
-		n = 0;
-		oldest = NULL;
-		TAILQ_FOREACH(w, &herdd.workers, link) {
-			if (w->state != W_EXITED || w->uid != uid)
-				continue;
+	TAILQ_FOREACH(w, &herdd.exited, exited_link) {
+		if (w->uid == uid)
 			n++;
-			if (!oldest || w->ended_ms < oldest->ended_ms)
-				oldest = w;
-		}
-		if (n <= herdd.cfg.keep_exited || !oldest)
-			break;
-		TAILQ_REMOVE(&herdd.workers, oldest, link);
-		sup_worker_free(oldest);
+	}
+	for (w = TAILQ_FIRST(&herdd.exited); w && n > herdd.cfg.keep_exited; w = next) {
+		next = TAILQ_NEXT(w, exited_link);
+		if (w->uid != uid)
+			continue;
+		sup_unlink(w);
+		sup_worker_free(w);
+		n--;
 	}
 }
 
@@ -328,25 +452,25 @@ prune_cb(struct ev_loop *loop, ev_timer *t, int revents)
 json_t *
 sup_stats_json(void)
 {
-	json_int_t by_state[4] = { 0 };
-	struct worker *w;
+	const unsigned *by_state = herdd.nworkers;
 	json_t *reasons_o = json_object();
 	size_t i;
 
-	TAILQ_FOREACH(w, &herdd.workers, link)
-		by_state[w->state]++;
 	for (i = 0; i < N_FAILURE_REASONS; i++)
 		json_object_set_new(
 		    reasons_o, reasons[i], json_integer((json_int_t)reason_counts[i]));
-	return json_pack("{s:{s:I, s:I, s:I, s:I}, s:o}", "workers", "starting", by_state[0],
-	    "ready", by_state[1], "stopping", by_state[2], "exited", by_state[3], "failures",
+	return json_pack("{s:{s:I, s:I, s:I, s:I}, s:o}", "workers", "starting",
+	    (json_int_t)by_state[W_STARTING], "ready", (json_int_t)by_state[W_READY], "stopping",
+	    (json_int_t)by_state[W_STOPPING], "exited", (json_int_t)by_state[W_EXITED], "failures",
 	    reasons_o);
 }
 
-/* Starts dropping old exited records. */
+/* Sets up the pid map and starts dropping old exited records. */
 void
 sup_records_start(void)
 {
+	if (pid_map_grow() < 0)
+		fatal("out of memory");
 	ev_timer_init(&prune_timer, prune_cb, PRUNE_INTERVAL_S, PRUNE_INTERVAL_S);
 	ev_timer_start(herdd.loop, &prune_timer);
 }
@@ -359,7 +483,10 @@ sup_records_free(void)
 
 	ev_timer_stop(herdd.loop, &prune_timer);
 	while ((w = TAILQ_FIRST(&herdd.workers))) {
-		TAILQ_REMOVE(&herdd.workers, w, link);
+		sup_unlink(w);
 		sup_worker_free(w);
 	}
+	free(pid_map);
+	pid_map = NULL;
+	pid_map_size = pid_map_count = 0;
 }

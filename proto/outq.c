@@ -3,6 +3,8 @@
  * The output queue: bytes waiting for a non-blocking socket. Small messages
  * share chunks so a burst of notifications does not cost one allocation each;
  * a large message gets a chunk of its own size so it is copied only once.
+ * Memory is held only while bytes wait: most messages are written at once, and
+ * a daemon with thousands of idle peers must not keep a chunk for each.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -59,7 +61,8 @@ outq_reserve(struct proto_outq *q, size_t n, int *rc)
 		return NULL;
 	}
 	if (!c || c->size - c->len < n) {
-		size = n > OUTQ_CHUNK ? n : OUTQ_CHUNK;
+		/* An empty queue likely drains at once: take what this message needs. */
+		size = n > OUTQ_CHUNK || !q->head ? n : OUTQ_CHUNK;
 		if (size > SIZE_MAX - sizeof(*c)) {
 			*rc = -ENOMEM;
 			return NULL;
@@ -132,11 +135,6 @@ proto_outq_consume(struct proto_outq *q, size_t n)
 			break;
 		}
 		n -= avail;
-		/* Keep an ordinary tail for reuse: later small pushes fill it from the start. */
-		if (c == q->tail && c->size <= OUTQ_CHUNK) {
-			c->len = c->off = 0;
-			break;
-		}
 		q->head = c->next;
 		if (c == q->tail)
 			q->tail = NULL;

@@ -12,9 +12,7 @@
 
 #include "proto.h"
 
-/* Buffers that grew past this are freed once drained, so one big message does not pin memory. */
-#define READER_KEEP_CAP (64u * 1024u)
-#define READER_MIN_CAP  4096u
+#define READER_MIN_CAP 4096u
 
 static void __attribute__((format(printf, 3, 4)))
 set_error(struct proto_error *err, int code, const char *fmt, ...)
@@ -348,18 +346,18 @@ line_is_blank(const char *s, size_t len)
 	return true;
 }
 
-/* Once everything is consumed, start over at the front and let go of a big buffer. */
+/*
+ * Once everything is consumed, let go of the buffer: a peer is idle between
+ * messages most of the time, and herdd holds a reader per worker.
+ */
 static void
 reader_drained(struct proto_reader *r)
 {
 	if (r->start != r->len)
 		return;
-	r->start = r->len = 0;
-	if (r->cap > READER_KEEP_CAP) {
-		free(r->buf);
-		r->buf = NULL;
-		r->cap = 0;
-	}
+	free(r->buf);
+	r->buf = NULL;
+	r->start = r->len = r->cap = 0;
 }
 
 /* Takes out the next whole line and parses it; see proto.h. */

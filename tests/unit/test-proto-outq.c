@@ -196,6 +196,33 @@ START_TEST(push_json_lines)
 }
 END_TEST
 
+/* A drained queue holds no chunk, and a lone small message gets no 16 KiB chunk. */
+START_TEST(drained_holds_nothing)
+{
+	struct proto_outq q;
+	struct iovec iov[4];
+	json_t *m = json_pack("{s:i}", "id", 1);
+
+	proto_outq_init(&q, 1u << 20);
+	ck_assert_int_eq(proto_outq_push_json(&q, m, 1024), 0);
+	ck_assert_int_eq(proto_outq_peek(&q, iov, 4), 1);
+	ck_assert_uint_eq(iov[0].iov_len, strlen("{\"id\":1}\n"));
+	proto_outq_consume(&q, 3);
+	ck_assert_ptr_nonnull(q.head);
+	proto_outq_consume(&q, q.bytes);
+	ck_assert_ptr_null(q.head);
+	ck_assert_ptr_null(q.tail);
+	/* Usable again after draining. */
+	ck_assert_int_eq(proto_outq_push_json(&q, m, 1024), 0);
+	ck_assert_int_eq(proto_outq_push_json(&q, m, 1024), 0);
+	ck_assert_uint_eq(q.bytes, 2 * strlen("{\"id\":1}\n"));
+	proto_outq_consume(&q, q.bytes);
+	ck_assert_ptr_null(q.head);
+	proto_outq_free(&q);
+	json_decref(m);
+}
+END_TEST
+
 START_TEST(push_json_limits)
 {
 	struct proto_outq q;
@@ -322,6 +349,7 @@ outq_suite(void)
 	tcase_add_test(tc, cap_enforced);
 	tcase_add_test(tc, push_json_lines);
 	tcase_add_test(tc, push_json_limits);
+	tcase_add_test(tc, drained_holds_nothing);
 	tcase_add_test(tc, socketpair_drain);
 	suite_add_tcase(s, tc);
 	return s;

@@ -529,6 +529,35 @@ START_TEST(partial_last_line)
 }
 END_TEST
 
+/* An idle reader holds no buffer: herdd keeps one per worker, nearly all of them idle. */
+START_TEST(idle_holds_nothing)
+{
+	struct proto_reader r;
+	struct proto_error err;
+	json_t *v;
+
+	proto_reader_init(&r, MAX_MSG, HERD_MAX_DEPTH);
+	ck_assert_int_eq(proto_reader_feed(&r, "{\"a\":1}\n{\"b\"", 12), 0);
+	ck_assert_int_eq(proto_reader_next(&r, &v, &err), 1);
+	json_decref(v);
+	/* The partial second line is held... */
+	ck_assert_ptr_nonnull(r.buf);
+	ck_assert_int_eq(proto_reader_feed(&r, ":2}\n\n", 5), 0);
+	ck_assert_int_eq(proto_reader_next(&r, &v, &err), 1);
+	json_decref(v);
+	/* ...and once every byte is consumed, the buffer is gone. */
+	ck_assert_int_eq(proto_reader_next(&r, &v, &err), 0);
+	ck_assert_ptr_null(r.buf);
+	ck_assert_uint_eq(r.cap, 0);
+	ck_assert_int_eq(proto_reader_feed(&r, "{\"c\":3}\n", 8), 0);
+	ck_assert_int_eq(proto_reader_next(&r, &v, &err), 1);
+	ck_assert_int_eq(json_integer_value(json_object_get(v, "c")), 3);
+	json_decref(v);
+	ck_assert_ptr_null(r.buf);
+	proto_reader_free(&r);
+}
+END_TEST
+
 static Suite *
 reader_suite(void)
 {
@@ -553,6 +582,7 @@ reader_suite(void)
 	tcase_add_test(tc, not_an_object);
 	tcase_add_test(tc, blank_lines_and_crlf);
 	tcase_add_test(tc, partial_last_line);
+	tcase_add_test(tc, idle_holds_nothing);
 	suite_add_tcase(s, tc);
 	return s;
 }

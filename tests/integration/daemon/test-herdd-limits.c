@@ -3,7 +3,8 @@
  * Limits on everything a client controls, each with its name in the error and
  * in stats: connections per uid, connections still before hello, requests in
  * flight, workers per uid, output queued for a peer that does not read, and
- * running out of file descriptors. Plus the two ways a connection hears
+ * running out of file descriptors. herdd's own open-file limit, raised while
+ * workers keep the one it was given. Plus the two ways a connection hears
  * more: subscribe {all} and connection heartbeats.
  */
 #include <errno.h>
@@ -243,6 +244,58 @@ START_TEST(test_out_of_fds)
 }
 END_TEST
 
+/*
+ * herdd raises its open-file soft limit to the hard one (it needs about four
+ * descriptors per worker), and its workers start with the soft limit herdd
+ * was given.
+ */
+START_TEST(test_fd_limit_raised)
+{
+	struct rlimit old, low, got;
+	struct ht_daemon *d;
+	struct ht_conn *c;
+	json_t *r, *tail;
+	char want[96];
+
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	if (old.rlim_max != RLIM_INFINITY && old.rlim_max <= 256) {
+		fprintf(stderr, "skipped: the hard open-file limit is only %lu\n",
+		    (unsigned long)old.rlim_max);
+		return;
+	}
+	low = old;
+	low.rlim_cur = 256;
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	d = start(NULL);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+	ck_assert_int_eq(prlimit(d->pid, RLIMIT_NOFILE, NULL, &got), 0);
+	ck_assert_uint_gt(got.rlim_cur, 256);
+	ck_assert_uint_eq(got.rlim_max, old.rlim_max);
+	if (old.rlim_max != RLIM_INFINITY)
+		ck_assert_uint_eq(got.rlim_cur, old.rlim_max);
+
+	c = ht_herdd_open(d, "master", "nofile");
+	ck_assert(c);
+	r = ht_spawn(c,
+	    json_pack("{s:s, s:[s, s, s]}", "path", "/bin/sh", "argv", "sh", "-c",
+	        "echo \"soft=$(ulimit -Sn) hard=$(ulimit -Hn)\" >&2; exit 3"),
+	    ht_ms(5000));
+	ht_assert_error(r, "worker_exited");
+	tail = json_object_get(err_data(r), "stderr_tail");
+	if (old.rlim_max == RLIM_INFINITY)
+		snprintf(want, sizeof(want), "soft=256 hard=unlimited");
+	else
+		snprintf(want, sizeof(want), "soft=256 hard=%lu", (unsigned long)old.rlim_max);
+	ck_assert_msg(
+	    json_array_size(tail) == 1 && !strcmp(json_string_value(json_array_get(tail, 0)), want),
+	    "the worker said %s, not %s", ht_dump(tail), want);
+	json_decref(r);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
 START_TEST(test_subscribe_all)
 {
 	struct ht_daemon *d = start(NULL);
@@ -399,6 +452,7 @@ limits_suite(void)
 	tcase_add_test(tc, test_workers_per_uid);
 	tcase_add_test(tc, test_output_overflow);
 	tcase_add_test(tc, test_out_of_fds);
+	tcase_add_test(tc, test_fd_limit_raised);
 	tcase_add_test(tc, test_subscribe_all);
 	tcase_add_test(tc, test_connection_heartbeats);
 	tcase_add_test(tc, test_reply_too_long_for_peer);

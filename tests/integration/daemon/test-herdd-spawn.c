@@ -387,6 +387,10 @@ START_TEST(test_real_worker_round_trip)
 	ck_assert(json_is_integer(json_object_get(w, "rss_kib")));
 	ck_assert(json_is_string(json_object_get(w, "started_at")));
 	ck_assert_str_eq(str(w, "shutdown_on"), "master_disconnect");
+	/* The functions the worker declared when it became ready. */
+	ck_assert_msg(strstr(ht_dump(json_object_get(w, "functions")),
+	                  "{\"name\":\"echo\",\"kind\":\"call\"}"),
+	    "functions: %s", ht_dump(json_object_get(w, "functions")));
 	json_decref(r);
 
 	r = ht_conn_call(c, "logs", json_pack("{s:s}", "id", str(res, "id")), ht_ms(5000));

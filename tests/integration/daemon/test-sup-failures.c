@@ -3,11 +3,13 @@
  * How workers fail, and what herdd tells about it: init failures and spawn
  * timeouts answer the spawn and leave no process; crashes, exits and failures
  * reported after a function returned reach the owner as events with the
- * signal, exit code, message and stderr tail; failed spawns leak no fd.
+ * signal, exit code, message and stderr tail; the stderr kept is bounded in
+ * lines and bytes; failed spawns leak no fd.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -275,6 +277,94 @@ START_TEST(test_failed_spawns_leak_no_fd)
 }
 END_TEST
 
+/* Runs sh -c script as a worker named name that exits before ready; returns its "logs" (new reference). */
+static json_t *
+chatty_logs(struct fixture *f, const char *name, const char *script, json_t **ret_tail)
+{
+	json_t *reply, *rec;
+
+	reply = ht_spawn(f->m,
+	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c", script,
+	        "name", name),
+	    ht_ms(10000));
+	ht_assert_error(reply, "worker_exited");
+	*ret_tail = json_incref(json_object_get(
+	    json_object_get(json_object_get(reply, "error"), "data"), "stderr_tail"));
+	json_decref(reply);
+	rec = ht_herdd_wait_listed(f->m, name, "exited", ht_ms(5000));
+	ck_assert_ptr_nonnull(rec);
+	reply = ht_conn_call(f->m, "logs",
+	    json_pack("{s:s, s:i}", "id", str(rec, "id"), "lines", 1000), ht_ms(5000));
+	json_decref(rec);
+	ht_assert_result(reply);
+	return reply;
+}
+
+static void
+assert_line(json_t *lines, int from_end, const char *want)
+{
+	json_t *l = json_array_get(lines, json_array_size(lines) - (size_t)from_end);
+
+	ck_assert_msg(l && !strcmp(json_string_value(l), want), "line -%d is %s, not %.40s",
+	    from_end, l ? json_string_value(l) : "(none)", want);
+}
+
+/*
+ * The capture ring keeps the last 1000 lines and at most 128 KiB, cuts lines
+ * at 4096 bytes, makes them valid UTF-8, and counts what it dropped.
+ */
+START_TEST(test_capture_bounds)
+{
+	struct fixture f;
+	json_t *reply, *lines, *tail;
+	char a4096[4097], a1808[1809];
+	size_t i, bytes = 0;
+
+	fixture_open(&f);
+	memset(a4096, 'a', 4096);
+	a4096[4096] = '\0';
+	memset(a1808, 'a', 1808);
+	a1808[1808] = '\0';
+	/* 1200 short lines, one of 10000 bytes (three pieces), bad bytes with CRLF, no newline. */
+	reply = chatty_logs(&f, "chatty",
+	    "exec >&2; i=0; while [ $i -lt 1200 ]; do echo \"line $i\"; i=$((i+1)); done; "
+	    "head -c 10000 /dev/zero | tr '\\0' a; echo; "
+	    "printf 'bad \\377\\000 crlf\\r\\n'; printf 'no newline'; exit 3",
+	    &tail);
+	lines = json_object_get(ht_result(reply), "lines");
+	ck_assert_uint_eq(json_array_size(lines), 1000);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "dropped")), 205);
+	assert_line(lines, 1000, "line 205");
+	assert_line(lines, 6, "line 1199");
+	assert_line(lines, 5, a4096);
+	assert_line(lines, 4, a4096);
+	assert_line(lines, 3, a1808);
+	assert_line(lines, 2, "bad \xef\xbf\xbd\xef\xbf\xbd crlf");
+	assert_line(lines, 1, "no newline");
+	/* The spawn's error carries the last 20 of them. */
+	ck_assert_uint_eq(json_array_size(tail), 20);
+	assert_line(tail, 1, "no newline");
+	assert_line(tail, 20, "line 1185");
+	json_decref(tail);
+	json_decref(reply);
+
+	/* 40 lines of 4000 bytes: the byte bound keeps 32 of them. */
+	reply = chatty_logs(&f, "wordy",
+	    "exec >&2; i=0; while [ $i -lt 40 ]; do head -c 4000 /dev/zero | tr '\\0' b; echo; "
+	    "i=$((i+1)); done; exit 3",
+	    &tail);
+	lines = json_object_get(ht_result(reply), "lines");
+	for (i = 0; i < json_array_size(lines); i++)
+		bytes += strlen(json_string_value(json_array_get(lines, i)));
+	ck_assert_uint_eq(json_array_size(lines), 32);
+	ck_assert_uint_le(bytes, 128 * 1024);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "dropped")), 8);
+	json_decref(tail);
+	json_decref(reply);
+	fixture_close(&f);
+}
+END_TEST
+
 static Suite *
 failures_suite(void)
 {
@@ -289,6 +379,7 @@ failures_suite(void)
 	tcase_add_test(tc, test_exit_code_reported);
 	tcase_add_test(tc, test_background_failure);
 	tcase_add_test(tc, test_failed_spawns_leak_no_fd);
+	tcase_add_test(tc, test_capture_bounds);
 	suite_add_tcase(s, tc);
 	return s;
 }
