@@ -97,6 +97,22 @@ int proto_check_text(const char *text, size_t len, unsigned max_depth);
 int proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth, json_t **ret,
     struct proto_error *err);
 
+/* ---- JSON decoder (json-dec.c) ---- */
+
+/*
+ * Decodes one JSON text of any type (surrounding JSON whitespace allowed).
+ * Accepts exactly what json_loadb(JSON_DECODE_ANY | JSON_REJECT_DUPLICATES)
+ * accepts, giving json_equal() values, and refuses besides: containers nested
+ * deeper than max_depth (HERD_E_TOO_DEEP, found before the container is
+ * allocated), a NUL byte or \u0000 (HERD_E_NUL_BYTE), invalid UTF-8 in a
+ * string (HERD_E_INVALID_UTF8). Returns 0 with *ret a new reference, or
+ * -EBADMSG with *ret NULL and *err (may be NULL) naming the first fault met:
+ * those codes, HERD_E_DUPLICATE_KEY, HERD_E_PARSE_ERROR or, when memory ran
+ * out, HERD_E_INTERNAL_ERROR. proto_parse() adds the reader's rules on top.
+ */
+int proto_json_decode(
+    const char *text, size_t len, unsigned max_depth, json_t **ret, struct proto_error *err);
+
 /* ---- JSON encoder (json-enc.c) ---- */
 
 /*

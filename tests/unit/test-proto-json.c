@@ -2,16 +2,21 @@
 /*
  * herd's own JSON codec against jansson: the encoder must write exactly what
  * json_dumps(JSON_COMPACT) writes, for a fixed corpus of awkward values and
- * for many random ones, and refuse what a receiver would refuse.
+ * for many random ones, and refuse what a receiver would refuse; the decoder
+ * must accept exactly what json_loadb accepts, with equal values, and
+ * proto_parse must refuse each bad text with the code it had before it used
+ * the decoder (ref_parse, the old pipeline, is the oracle).
  */
 #include <check.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "proto.h"
+#include "ref-parse.h"
 
 static unsigned long long rng_state = 88172645463325252ull;
 
@@ -421,6 +426,343 @@ START_TEST(encode_limit_exact)
 }
 END_TEST
 
+/*
+ * The decoder against json_loadb, with no depth limit of its own (jansson's
+ * 2048 applies to both), then proto_parse against the old pipeline.
+ */
+static void
+expect_like_jansson(const char *text, size_t len)
+{
+	json_error_t jerr;
+	json_t *want = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+	json_t *got = NULL, *ref, *msg;
+	struct proto_error err = { 0 };
+	int rc, ref_code;
+
+	rc = proto_json_decode(text, len, UINT_MAX, &got, &err);
+	if (memchr(text, '\0', len)) {
+		/*
+		 * jansson drops a NUL byte that follows a number or a literal (its
+		 * stream takes NUL for "nothing buffered" after an unget), so it
+		 * accepts "[1\0]". herd refused NUL bytes before jansson saw them.
+		 */
+		ck_assert_int_eq(rc, -EBADMSG);
+		json_decref(want);
+		want = NULL;
+	}
+	ck_assert_msg((rc == 0) == (want != NULL), "%.*s: jansson %s, decoder %s (%s)", (int)len,
+	    text, want ? "accepts" : jerr.text, rc == 0 ? "accepts" : "refuses", err.text);
+	if (want) {
+		char *a = json_dumps(want, JSON_COMPACT | JSON_ENCODE_ANY);
+		char *b = proto_json_dumps(got);
+
+		ck_assert_msg(json_equal(got, want), "%.*s: values differ", (int)len, text);
+		/* Encoding what was decoded gives jansson's text, unless too deep for herd. */
+		if (b)
+			ck_assert_str_eq(a, b);
+		else
+			ck_assert_int_eq(proto_check_depth(a, strlen(a), HERD_MAX_DEPTH), -E2BIG);
+		free(a);
+		free(b);
+	} else {
+		ck_assert_ptr_null(got);
+		ck_assert(err.text[0] != '\0');
+	}
+	json_decref(want);
+	json_decref(got);
+
+	ref_code = ref_parse(text, len, SIZE_MAX, HERD_MAX_DEPTH, &ref);
+	rc = proto_parse(text, len, SIZE_MAX, HERD_MAX_DEPTH, &msg, &err);
+	ck_assert_msg((rc == 0 ? 0 : err.code) == ref_code, "%.*s: code %d (%s), was %d", (int)len,
+	    text, rc == 0 ? 0 : err.code, err.text, ref_code);
+	if (ref)
+		ck_assert(json_equal(ref, msg));
+	json_decref(ref);
+	json_decref(msg);
+}
+
+#define LIKE_JANSSON(lit) expect_like_jansson(lit, sizeof(lit) - 1)
+
+START_TEST(decode_corpus)
+{
+	static const char *const texts[] = {
+		/* accepted */
+		"{}",
+		"[]",
+		"{\"a\":1}",
+		" \t\r\n{ \"a\" : [ 1 , 2 ] }\r\n ",
+		"0",
+		"-0",
+		"-0.0",
+		"1",
+		"-1",
+		"123",
+		"1E5",
+		"1e5",
+		"1e+5",
+		"1e-5",
+		"1.5",
+		"0.1",
+		"1e300",
+		"5e-324",
+		"1e-999",
+		"2.2250738585072014e-308",
+		"1.7976931348623157e308",
+		"9223372036854775807",
+		"-9223372036854775808",
+		"9223372036854775806",
+		"1.0000000000000001e300",
+		"100.0",
+		"0e0",
+		"-0e-0",
+		"true",
+		"false",
+		"null",
+		"\"\"",
+		"\"abc\"",
+		"\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"",
+		"\"\\u0001\\u001f\\u007f\\u0080\"",
+		"\"\\u00e9\\u00E9\\u20ac\\uFFFF\\ud7ff\\ue000\"",
+		"\"\\uD834\\uDD1E\\ud83d\\ude00\"",
+		"\"\\udbff\\udfff\"",
+		"\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf\"",
+		"\"\x7f\"",
+		"\"a\\u0041b\\nc\xc3\xa9\\\\\"",
+		"{\"\\u0061\":1,\"b\":\"\\n\"}",
+		"{\"a\":{\"a\":{\"a\":[]}}}",
+		"[[],[[]],{},{\"\":{}}]",
+		"{\"jsonrpc\":\"2.0\",\"id\":123,\"method\":\"echo\",\"params\":{\"x\":1}}",
+		"{\"a\":1,\"b\":1,\"A\":1,\"a \":1}",
+		/* refused */
+		"",
+		" ",
+		"{",
+		"}",
+		"[",
+		"]",
+		"{\"a\"}",
+		"{\"a\":}",
+		"{\"a\":1,}",
+		"[1,]",
+		"[,1]",
+		"{,}",
+		"{\"a\" 1}",
+		"{1:1}",
+		"{'a':1}",
+		"[1 2]",
+		"01",
+		"-01",
+		"00",
+		"1.",
+		".5",
+		"+1",
+		"-",
+		"1e",
+		"1e+",
+		"1.5e",
+		"1.e5",
+		"0x10",
+		"1e999",
+		"-1e999",
+		"9223372036854775808",
+		"-9223372036854775809",
+		"99999999999999999999",
+		"tru",
+		"truex",
+		"true1",
+		"nul",
+		"NaN",
+		"Infinity",
+		"-Infinity",
+		"\"abc",
+		"\"\\\"",
+		"\"\\x\"",
+		"\"\\u12\"",
+		"\"\\u12g4\"",
+		"\"\\U0041\"",
+		"\"\\ud800\"",
+		"\"\\udc00\"",
+		"\"\\ud800\\u0041\"",
+		"\"\\ud800\\ud800\"",
+		"\"\\ud800x\"",
+		"\"\\ud800\\\"",
+		"\"\\udfff\\ud800\"",
+		"\"tab\there\"",
+		"\"nl\nhere\"",
+		"\"\\u0000\"",
+		"{\"\\u0000\":1}",
+		"\"a\\u0000\"",
+		"\"\xc3\"",
+		"\"\xff\"",
+		"\"\xed\xa0\x80\"",
+		"\"\xc0\xaf\"",
+		"\xc3\xa9",
+		"\xef\xbb\xbf{}",
+		"{}{}",
+		"{} x",
+		"[] []",
+		"{\"a\":1,\"a\":2}",
+		"{\"a\":1,\"a\":}",
+		"{\"a\":1,\"a\"}",
+		"{\"a\":1,\"a\":[[[}",
+		"{\"x\":{\"a\":1,\"a\":2}}",
+		"{\"a\":{\"b\":1,\"b\":\x80}}",
+		"{\"a\":1,\"b\":\"\\u0000\",\"a\":2}",
+		"{\"a\":\"x\",\"a\":\"\xff\"}",
+		"[\"\\ud800\",\"\xff\"]",
+		"{\"a\":[1,\"\\q\",\"\\u0000\"]}",
+		"[1,]\xff",
+		"/**/{}",
+		"{\"a\":1}//",
+		"[\"a\"\"b\"]",
+	};
+
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+		expect_like_jansson(texts[i], strlen(texts[i]));
+	/* NUL bytes, raw. */
+	expect_like_jansson("\"a\0b\"", 5);
+	expect_like_jansson("{\"a\":1}\0", 8);
+	expect_like_jansson("{\"a\0\":1}", 8);
+	expect_like_jansson("\0", 1);
+	/* Every byte alone, in a string and after a value. */
+	for (int c = 0; c < 256; c++) {
+		char t[8];
+
+		t[0] = (char)c;
+		expect_like_jansson(t, 1);
+		memcpy(t, "[\"", 2);
+		t[2] = (char)c;
+		memcpy(t + 3, "\"]", 2);
+		expect_like_jansson(t, 5);
+		memcpy(t, "[1", 2);
+		t[2] = (char)c;
+		t[3] = ']';
+		expect_like_jansson(t, 4);
+	}
+}
+END_TEST
+
+/* A text of depth n: n arrays around inner. */
+static char *
+nest(unsigned n, const char *inner)
+{
+	size_t il = strlen(inner);
+	char *s = malloc(2 * n + il + 1);
+
+	memset(s, '[', n);
+	memcpy(s + n, inner, il);
+	memset(s + n + il, ']', n);
+	s[2 * n + il] = '\0';
+	return s;
+}
+
+START_TEST(decode_depth)
+{
+	static const unsigned depths[] = { 1, 2, 63, 64, 65, 2046, 2047, 2048, 2049, 3000 };
+	struct proto_error err;
+	json_t *v;
+
+	for (size_t i = 0; i < sizeof(depths) / sizeof(depths[0]); i++) {
+		char *a = nest(depths[i], ""), *b = nest(depths[i], "1"),
+		     *c = nest(depths[i], "{}");
+
+		expect_like_jansson(a, strlen(a));
+		expect_like_jansson(b, strlen(b));
+		expect_like_jansson(c, strlen(c));
+		/* herd's own limit counts containers, and stops before allocating past it. */
+		ck_assert_int_eq(
+		    proto_json_decode(a, strlen(a), 64, &v, &err), depths[i] <= 64 ? 0 : -EBADMSG);
+		if (depths[i] <= 64)
+			json_decref(v);
+		else
+			ck_assert_int_eq(err.code, HERD_E_TOO_DEEP);
+		ck_assert_int_eq(
+		    proto_json_decode(c, strlen(c), 64, &v, &err), depths[i] < 64 ? 0 : -EBADMSG);
+		json_decref(v);
+		free(a);
+		free(b);
+		free(c);
+	}
+}
+END_TEST
+
+/* Values, encoded by jansson, decode to themselves; then the same texts, damaged. */
+START_TEST(decode_random)
+{
+	static const char noise[] = "\"\\{}[],:0-+.eEu \x00\x01\x1f\x7f\x80\xbf\xc3\xed\xf0\xff"
+	                            "a/";
+
+	for (int i = 0; i < 20000; i++) {
+		json_t *v = random_value(1 + (unsigned)(rng() % 5)), *back;
+		char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+		size_t len = strlen(text);
+		struct proto_error err;
+
+		if (!memmem(text, len, "\\u0000", 6)) {
+			ck_assert_int_eq(
+			    proto_json_decode(text, len, HERD_MAX_DEPTH, &back, &err), 0);
+			ck_assert(json_equal(back, v));
+			json_decref(back);
+		}
+		expect_like_jansson(text, len);
+		for (int k = 0; k < 4 && len > 0; k++) {
+			size_t at = rng() % len;
+			char c = noise[rng() % (sizeof(noise) - 1)];
+
+			switch (rng() % 3) {
+			case 0:
+				text[at] = c;
+				break;
+			case 1:
+				memmove(text + at, text + at + 1, len - at);
+				len--;
+				break;
+			default:
+				text = realloc(text, len + 2);
+				memmove(text + at + 1, text + at, len - at + 1);
+				text[at] = c;
+				len++;
+				break;
+			}
+			expect_like_jansson(text, len);
+		}
+		free(text);
+		json_decref(v);
+	}
+}
+END_TEST
+
+/* Long strings and numbers take the slow paths: scratch growth, heap copies. */
+START_TEST(decode_long_tokens)
+{
+	size_t n = 100000;
+	char *t = malloc(n + 64), *p;
+
+	/* A long string of escapes, then as a key with an escaped value after it. */
+	p = t;
+	*p++ = '"';
+	for (size_t i = 0; i < n / 6; i++, p += 6)
+		memcpy(p, i % 2 ? "\\u00e9" : "\\n\\t\\\"", 6);
+	*p++ = '"';
+	expect_like_jansson(t, (size_t)(p - t));
+	memmove(t + 1, t, (size_t)(p - t));
+	t[0] = '{';
+	p++;
+	memcpy(p, ":\"\\u20ac\\n\"}", 12);
+	p += 12;
+	expect_like_jansson(t, (size_t)(p - t));
+	/* A long number. */
+	memset(t, '1', n);
+	t[1] = '.';
+	expect_like_jansson(t, n);
+	t[1] = '1';
+	expect_like_jansson(t, n);
+	memcpy(t + n - 5, "e-999", 5);
+	expect_like_jansson(t, n);
+	free(t);
+}
+END_TEST
+
 static Suite *
 json_suite(void)
 {
@@ -434,6 +776,13 @@ json_suite(void)
 	tcase_add_test(tc, encode_cycle);
 	tcase_add_test(tc, encode_chunks);
 	tcase_add_test(tc, encode_limit_exact);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("decode");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, decode_corpus);
+	tcase_add_test(tc, decode_depth);
+	tcase_add_test(tc, decode_random);
+	tcase_add_test(tc, decode_long_tokens);
 	suite_add_tcase(s, tc);
 	return s;
 }
