@@ -414,6 +414,7 @@ dec_object(struct dec *d)
 	const unsigned char *at = NULL;
 	const char *key = NULL;
 	size_t len = 0, mark = 0, members = 0;
+	bool key_in_scratch = false; /* else in the text */
 
 	if (!obj)
 		return dec_fail(d, HERD_E_INTERNAL_ERROR, d->p, "out of memory");
@@ -434,6 +435,7 @@ dec_object(struct dec *d)
 			key = NULL;
 			goto fail;
 		}
+		key_in_scratch = d->scratch_len > mark;
 		skip_space(d);
 		if (d->p == d->end || *d->p != ':') {
 			unexpected(d, "':' expected");
@@ -443,7 +445,7 @@ dec_object(struct dec *d)
 		v = dec_value(d);
 		if (!v)
 			goto fail;
-		if (d->scratch_len > mark)
+		if (key_in_scratch)
 			key = d->scratch + mark; /* scratch may have moved */
 		if (json_object_setn_new_nocheck(obj, key, len, v) < 0) {
 			dec_fail(d, HERD_E_INTERNAL_ERROR, at, "out of memory");
@@ -472,7 +474,7 @@ dec_object(struct dec *d)
 	}
 fail:
 	if (key) {
-		if (d->scratch_len > mark)
+		if (key_in_scratch)
 			key = d->scratch + mark;
 		if (json_object_getn(obj, key, len))
 			dec_fail(d, HERD_E_DUPLICATE_KEY, at, "duplicate object key");

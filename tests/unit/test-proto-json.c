@@ -615,6 +615,11 @@ START_TEST(decode_corpus)
 		"/**/{}",
 		"{\"a\":1}//",
 		"[\"a\"\"b\"]",
+		/* A duplicate key wins over a broken value after it, escaped keys included. */
+		"{\"a\":{\"b\":9},\"c\":1,\"a\":\"}\n",
+		"{\"a\":1,\"a\":\"\\q\"}",
+		"{\"\\u0061\":1,\"a\":\"x\n\"}",
+		"{\"\\u0061\":{\"\\u0062\":[\"\\n\"]},\"a\":\"\\u\"}",
 	};
 
 	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
