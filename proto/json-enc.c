@@ -307,7 +307,7 @@ heap_grow(struct proto_wbuf *w, size_t n)
 
 	if (n > SIZE_MAX / 2 - used)
 		return -ENOMEM;
-	while (size < used + n)
+	while (size <= used + n) /* one byte more, for the NUL */
 		size *= 2;
 	p = w->ctx ? realloc(w->ctx, size) : malloc(size);
 	if (!p)

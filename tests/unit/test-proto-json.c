@@ -183,6 +183,17 @@ START_TEST(encode_corpus)
 	expect_same_encoding(v);
 	json_decref(v);
 	json_decref(all);
+	/* Every length around proto_json_dumps's buffer growth (ASan checks the edges). */
+	for (size_t n = 0; n < 2400; n++) {
+		char *s = malloc(n + 1);
+
+		memset(s, 'x', n);
+		s[n] = '\0';
+		v = json_pack("[s]", s);
+		expect_same_encoding(v);
+		json_decref(v);
+		free(s);
+	}
 }
 END_TEST
 
