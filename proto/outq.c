@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The output queue: bytes waiting for a non-blocking socket. Small messages
- * share chunks so a burst of notifications does not cost one allocation each;
- * a large message gets a chunk of its own size so it is copied only once.
+ * share chunks so a burst of notifications does not cost one allocation each
+ * and are encoded in place; a large message is encoded into a chunk of its
+ * own that grows as it is written and is trimmed to size once it is whole.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -226,6 +227,15 @@ proto_outq_push_json(struct proto_outq *q, const json_t *msg, size_t max_message
 		goto fail;
 	}
 	if (o.fresh) {
+		/* Doubling may have left up to half a big chunk unused: give it back. */
+		if (o.size - len > OUTQ_CHUNK) {
+			struct proto_chunk *c = realloc(o.fresh, sizeof(*c) + len);
+
+			if (c) {
+				o.fresh = c;
+				o.size = len;
+			}
+		}
 		o.fresh->next = NULL;
 		o.fresh->size = o.size;
 		o.fresh->len = len;
