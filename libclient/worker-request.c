@@ -63,7 +63,7 @@ herd__request_new(struct srv_conn *c, const struct herd_function *fn, json_t *id
 	if (!req)
 		return NULL;
 	if (id) {
-		req->key = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
+		req->key = proto_json_dumps(id);
 		if (!req->key) {
 			free(req);
 			return NULL;
@@ -160,7 +160,7 @@ herd__request_find(struct srv_conn *c, json_t *id)
 
 	if (c->n_buckets == 0)
 		return NULL;
-	key = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
+	key = proto_json_dumps(id);
 	if (!key)
 		return NULL;
 	for (r = c->buckets[key_hash(key) % c->n_buckets]; r; r = r->hash_next)

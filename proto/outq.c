@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The output queue: bytes waiting for a non-blocking socket. Small messages
- * share chunks so a burst of notifications does not cost one allocation each;
- * a large message gets a chunk of its own size so it is copied only once.
+ * share chunks so a burst of notifications does not cost one allocation each
+ * and are encoded in place; a large message is encoded into a chunk of its
+ * own that grows as it is written and is trimmed to size once it is whole.
  * Memory is held only while bytes wait: most messages are written at once, and
  * a daemon with thousands of idle peers must not keep a chunk for each.
  */
@@ -142,40 +143,112 @@ proto_outq_consume(struct proto_outq *q, size_t n)
 	}
 }
 
+/* The encoder's sink for one message: the tail chunk's free room, then a chunk of its own. */
+struct outq_wbuf {
+	struct proto_wbuf w;
+	struct proto_chunk *fresh; /* not yet linked; NULL while writing into the tail */
+	size_t size; /* bytes allocated in fresh */
+	size_t limit; /* max_message + the newline */
+};
+
 /*
- * Encodes msg as one line. A message the peer would refuse (a NUL character,
- * which jansson writes as \u0000, or nesting past HERD_MAX_DEPTH) is refused
- * here with -EINVAL so the sender can report the failure instead of losing
- * the connection.
+ * Moves the text written so far into a chunk of its own with room for n more
+ * bytes, or refuses once the line would pass the limit. The encoder asks only
+ * for room it will fill, so -EMSGSIZE here means the line is too long.
+ */
+static int
+outq_grow(struct proto_wbuf *w, size_t n)
+{
+	struct outq_wbuf *o = (struct outq_wbuf *)w;
+	size_t used = o->fresh || w->start ? (size_t)(w->p - w->start) : 0;
+	size_t want, size;
+	struct proto_chunk *c;
+
+	if (n > o->limit - used)
+		return -EMSGSIZE;
+	want = used + n;
+	size = want < OUTQ_CHUNK ? OUTQ_CHUNK : want > SIZE_MAX / 4 ? want : want * 2;
+	if (size > SIZE_MAX - sizeof(*c))
+		return -ENOMEM;
+	if (o->fresh) {
+		c = realloc(o->fresh, sizeof(*c) + size);
+		if (!c)
+			return -ENOMEM;
+	} else {
+		c = malloc(sizeof(*c) + size);
+		if (!c)
+			return -ENOMEM;
+		if (used)
+			memcpy(c->data, w->start, used);
+	}
+	o->fresh = c;
+	o->size = size;
+	w->start = c->data;
+	w->p = c->data + used;
+	w->end = c->data + (size < o->limit ? size : o->limit);
+	return 0;
+}
+
+/*
+ * Encodes msg as one line straight into the queue. A message the peer would
+ * refuse (nested past HERD_MAX_DEPTH, a NUL character, invalid UTF-8) is
+ * refused here with -EINVAL so the sender can report the failure instead of
+ * losing the connection. The text is written past the end of the queued
+ * bytes and counted only once it is whole, so a failure queues nothing.
  */
 int
 proto_outq_push_json(struct proto_outq *q, const json_t *msg, size_t max_message)
 {
-	char *text, *p;
+	struct proto_chunk *tail = q->tail;
+	struct outq_wbuf o = { .w.grow = outq_grow };
 	size_t len;
-	int rc = 0;
+	int rc;
 
 	if (!json_is_object(msg))
 		return -EINVAL;
-	/* jansson fails only on a reference cycle or on ENOMEM; a cycle is the likelier bug. */
-	text = json_dumps(msg, JSON_COMPACT);
-	if (!text)
-		return -EINVAL;
-	len = strlen(text);
-	if (len > max_message) {
-		rc = -EMSGSIZE;
-		goto out;
+	o.limit = max_message < SIZE_MAX - 1 ? max_message + 1 : SIZE_MAX - 1;
+	if (tail) {
+		o.w.start = o.w.p = tail->data + tail->len;
+		o.w.end =
+		    tail->size - tail->len < o.limit ? tail->data + tail->size : o.w.p + o.limit;
 	}
-	if (proto_check_text(text, len, HERD_MAX_DEPTH) < 0) {
-		rc = -EINVAL;
-		goto out;
+	rc = proto_json_write(&o.w, msg, HERD_MAX_DEPTH, false);
+	if (rc == 0 && o.w.p == o.w.end)
+		rc = outq_grow(&o.w, 1);
+	if (rc == 0)
+		*o.w.p++ = '\n';
+	if (rc < 0)
+		goto fail;
+	len = (size_t)(o.w.p - o.w.start);
+	if (len > q->cap || q->bytes > q->cap - len) {
+		rc = -ENOBUFS;
+		goto fail;
 	}
-	p = outq_reserve(q, len + 1, &rc);
-	if (!p)
-		goto out;
-	memcpy(p, text, len);
-	p[len] = '\n';
-out:
-	free(text);
-	return rc;
+	if (o.fresh) {
+		/* Doubling may have left up to half a big chunk unused: give it back. */
+		if (o.size - len > OUTQ_CHUNK) {
+			struct proto_chunk *c = realloc(o.fresh, sizeof(*c) + len);
+
+			if (c) {
+				o.fresh = c;
+				o.size = len;
+			}
+		}
+		o.fresh->next = NULL;
+		o.fresh->size = o.size;
+		o.fresh->len = len;
+		o.fresh->off = 0;
+		if (tail)
+			tail->next = o.fresh;
+		else
+			q->head = o.fresh;
+		q->tail = o.fresh;
+	} else {
+		tail->len += len;
+	}
+	q->bytes += len;
+	return 0;
+fail:
+	free(o.fresh);
+	return rc == -EMSGSIZE || rc == -ENOBUFS || rc == -ENOMEM ? rc : -EINVAL;
 }

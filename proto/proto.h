@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include <jansson.h>
@@ -96,6 +97,63 @@ int proto_check_text(const char *text, size_t len, unsigned max_depth);
 int proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth, json_t **ret,
     struct proto_error *err);
 
+/* ---- JSON decoder (json-dec.c) ---- */
+
+/*
+ * Decodes one JSON text of any type (surrounding JSON whitespace allowed).
+ * Accepts exactly what json_loadb(JSON_DECODE_ANY | JSON_REJECT_DUPLICATES)
+ * accepts, giving json_equal() values, and refuses besides: containers nested
+ * deeper than max_depth (HERD_E_TOO_DEEP, found before the container is
+ * allocated), a NUL byte or \u0000 (HERD_E_NUL_BYTE), invalid UTF-8 in a
+ * string (HERD_E_INVALID_UTF8). Returns 0 with *ret a new reference, or
+ * -EBADMSG with *ret NULL and *err (may be NULL) naming the first fault met:
+ * those codes, HERD_E_DUPLICATE_KEY, HERD_E_PARSE_ERROR or, when memory ran
+ * out, HERD_E_INTERNAL_ERROR. proto_parse() adds the reader's rules on top.
+ */
+int proto_json_decode(
+    const char *text, size_t len, unsigned max_depth, json_t **ret, struct proto_error *err);
+
+/* ---- JSON encoder (json-enc.c) ---- */
+
+/*
+ * Where the encoder writes: bytes go to p, up to end; when there is no more
+ * room it calls grow(w, n), which must make room for n more bytes (moving
+ * start, p and end) or return a negative errno that ends the encoding. The
+ * encoder only asks for room it will certainly fill, so grow() can enforce a
+ * size limit exactly.
+ */
+struct proto_wbuf {
+	char *start; /* first byte of the text */
+	char *p; /* next byte to write */
+	char *end; /* end of the room */
+	int (*grow)(struct proto_wbuf *w, size_t n);
+	void *ctx; /* grow()'s own */
+};
+
+/*
+ * Writes v (borrowed) as compact JSON, the same bytes as
+ * json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY). Returns 0, -E2BIG when
+ * containers nest deeper than max_depth (which also stops reference cycles),
+ * -EILSEQ for a string that is not valid UTF-8 (json_stringn_nocheck() can
+ * make one) or, unless allow_nul, that holds a NUL (written as \u0000),
+ * -EINVAL for a NULL value, or grow()'s error. On failure w holds a partial text.
+ */
+int proto_json_write(struct proto_wbuf *w, const json_t *v, unsigned max_depth, bool allow_nul);
+
+/*
+ * Encodes v (borrowed, at most HERD_MAX_DEPTH deep) into buf as a
+ * NUL-terminated string. Returns its length, -ENOSPC if buf is too small, or
+ * proto_json_write()'s errors. NUL characters are written as \u0000.
+ */
+ssize_t proto_json_encode(const json_t *v, char *buf, size_t size);
+
+/*
+ * Like json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) for values at most
+ * HERD_MAX_DEPTH deep: a new malloc'd string, or NULL if v cannot be encoded
+ * or memory ran out.
+ */
+char *proto_json_dumps(const json_t *v);
+
 /* ---- output queue (outq.c) ---- */
 
 /*
@@ -130,8 +188,10 @@ proto_outq_empty(const struct proto_outq *q)
  * Encodes msg (borrowed) as one compact line ending in "\n" and appends it.
  * Returns 0, -EMSGSIZE if the text is longer than max_message, -ENOBUFS if
  * the queue is full, -ENOMEM, or -EINVAL if msg is not an object or cannot be
- * encoded, or if the peer would refuse it: nested past HERD_MAX_DEPTH or
- * holding a NUL character (which JSON would carry as \u0000). Nothing is
+ * encoded, or if the peer would refuse it: nested past HERD_MAX_DEPTH (a
+ * reference cycle included), holding a NUL character (which JSON would carry
+ * as \u0000) or a string that is not valid UTF-8. When a message is both too
+ * long and refused, the fault met first in the text decides. Nothing is
  * queued on failure.
  */
 int proto_outq_push_json(struct proto_outq *q, const json_t *msg, size_t max_message);

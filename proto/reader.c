@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The incremental line reader and the checks every incoming message passes
- * before jansson sees it: size, NUL bytes, UTF-8, nesting depth. Each check
- * has its own error code so a peer learns exactly what it did wrong.
+ * The incremental line reader and the checks every incoming message passes:
+ * size, NUL bytes, UTF-8, nesting depth. Each check has its own error code so
+ * a peer learns exactly what it did wrong.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -151,20 +151,51 @@ proto_check_text(const char *text, size_t len, unsigned max_depth)
 }
 
 /*
- * Parses one message text. The checks run before jansson so that each
- * violation gets its own code, and so that jansson's recursive descent never
- * sees more than max_depth levels (its own limit, 2048, is too deep for a
- * small thread stack).
+ * Why a message was refused, as the checks ran before the decoder was folded
+ * into one pass: a NUL byte, then invalid UTF-8 anywhere in the text, then
+ * nesting or \u0000 in text order, and only then the parser's own verdict.
+ * Run only on failure, so a peer keeps getting the same code for the same
+ * text. Returns true with *err filled when one of those checks fails.
+ */
+static bool
+classify_refusal(const char *text, size_t len, unsigned max_depth, struct proto_error *err)
+{
+	const char *nul = memchr(text, '\0', len);
+	size_t pos;
+	int code;
+
+	if (nul) {
+		set_error(err, HERD_E_NUL_BYTE, "NUL byte at byte %zu", (size_t)(nul - text));
+		return true;
+	}
+	pos = utf8_check((const unsigned char *)text, len);
+	if (pos < len) {
+		set_error(err, HERD_E_INVALID_UTF8, "invalid UTF-8 at byte %zu", pos);
+		return true;
+	}
+	code = scan_text(text, len, max_depth, true, &pos);
+	if (code == HERD_E_TOO_DEEP) {
+		set_error(err, code, "nesting deeper than %u at byte %zu", max_depth, pos);
+		return true;
+	}
+	if (code == HERD_E_NUL_BYTE) {
+		set_error(err, code, "escaped NUL (\\u0000) at byte %zu", pos);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Parses one message text in one pass (json-dec.c). The decoder enforces the
+ * depth limit before it allocates a container, so no text nests it deeper
+ * than max_depth.
  */
 int
 proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth, json_t **ret,
     struct proto_error *err)
 {
-	const char *nul;
-	json_error_t jerr;
+	struct proto_error derr;
 	json_t *v;
-	size_t pos;
-	int code;
 
 	*ret = NULL;
 	if (len > max_message) {
@@ -172,48 +203,9 @@ proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth
 		    err, HERD_E_MESSAGE_TOO_LARGE, "message longer than %zu bytes", max_message);
 		return -EBADMSG;
 	}
-	nul = memchr(text, '\0', len);
-	if (nul) {
-		set_error(err, HERD_E_NUL_BYTE, "NUL byte at byte %zu", (size_t)(nul - text));
-		return -EBADMSG;
-	}
-	pos = utf8_check((const unsigned char *)text, len);
-	if (pos < len) {
-		set_error(err, HERD_E_INVALID_UTF8, "invalid UTF-8 at byte %zu", pos);
-		return -EBADMSG;
-	}
-	code = scan_text(text, len, max_depth, true, &pos);
-	if (code == HERD_E_TOO_DEEP) {
-		set_error(err, code, "nesting deeper than %u at byte %zu", max_depth, pos);
-		return -EBADMSG;
-	}
-	if (code == HERD_E_NUL_BYTE) {
-		set_error(err, code, "escaped NUL (\\u0000) at byte %zu", pos);
-		return -EBADMSG;
-	}
-
-	/* Without JSON_DISABLE_EOF_CHECK anything after the value is an error. */
-	v = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-	if (!v) {
-		switch (json_error_code(&jerr)) {
-		case json_error_duplicate_key:
-			code = HERD_E_DUPLICATE_KEY;
-			break;
-		case json_error_invalid_utf8:
-			code = HERD_E_INVALID_UTF8;
-			break;
-		case json_error_null_character:
-		case json_error_null_byte_in_key:
-			code = HERD_E_NUL_BYTE;
-			break;
-		case json_error_out_of_memory:
-			code = HERD_E_INTERNAL_ERROR;
-			break;
-		default:
-			code = HERD_E_PARSE_ERROR;
-			break;
-		}
-		set_error(err, code, "%s at byte %d", jerr.text, jerr.position);
+	if (proto_json_decode(text, len, max_depth, &v, &derr) < 0) {
+		if (!classify_refusal(text, len, max_depth, err) && err)
+			*err = derr;
 		return -EBADMSG;
 	}
 	if (!json_is_object(v)) {

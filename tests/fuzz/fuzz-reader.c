@@ -7,10 +7,15 @@
  *   as feeding everything at once;
  * - the reader never holds more than max_message + 1 bytes of a partial line;
  * - every message that validates survives proto_outq_push_json and a second
- *   reader unchanged.
+ *   reader unchanged;
+ * - differential: the whole input as one text gets the same verdict and
+ *   value from herd's decoder as from json_loadb, the same error code from
+ *   proto_parse as from the old checks-then-jansson pipeline (ref_parse),
+ *   and encode(decode(x)) is json_dumps(json_loadb(x)) byte for byte.
  * The same function replays the committed corpus in every build (replay.c).
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +23,7 @@
 
 #include "fuzz-reader.h"
 #include "proto.h"
+#include "ref-parse.h"
 
 #define FUZZ_CHECK(cond)                                                                           \
 	do {                                                                                       \
@@ -80,6 +86,50 @@ round_trip(json_t *msg)
 	proto_outq_free(&q);
 }
 
+/* The decoder against jansson, and proto_parse against the pipeline it replaced. */
+static void
+differential(const char *text, size_t len, size_t max_message)
+{
+	json_error_t jerr;
+	json_t *want, *got, *ref, *msg;
+	struct proto_error err;
+	int rc, ref_code;
+
+	want = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+	rc = proto_json_decode(text, len, UINT_MAX, &got, &err);
+	/* jansson skips a NUL byte after a number or literal; herd refuses every NUL. */
+	if (memchr(text, '\0', len)) {
+		FUZZ_CHECK(rc < 0);
+	} else {
+		FUZZ_CHECK((rc == 0) == (want != NULL));
+	}
+	if (rc == 0) {
+		char *a = json_dumps(want, JSON_COMPACT | JSON_ENCODE_ANY);
+		char *b = proto_json_dumps(got);
+
+		FUZZ_CHECK(json_equal(got, want));
+		FUZZ_CHECK(a != NULL);
+		if (b)
+			FUZZ_CHECK(strcmp(a, b) == 0);
+		else
+			FUZZ_CHECK(proto_check_depth(a, strlen(a), HERD_MAX_DEPTH) == -E2BIG);
+		free(a);
+		free(b);
+	}
+	json_decref(want);
+	json_decref(got);
+
+	ref_code = ref_parse(text, len, max_message, HERD_MAX_DEPTH, &ref);
+	rc = proto_parse(text, len, max_message, HERD_MAX_DEPTH, &msg, &err);
+	if (rc != 0 && err.code != ref_code)
+		fprintf(
+		    stderr, "proto_parse: %d (%s), ref_parse: %d\n", err.code, err.text, ref_code);
+	FUZZ_CHECK((rc == 0 ? 0 : err.code) == ref_code);
+	FUZZ_CHECK(ref_code != 0 || json_equal(ref, msg));
+	json_decref(ref);
+	json_decref(msg);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -125,6 +175,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	for (size_t i = 0; i < json_array_size(a.msgs); i++)
 		round_trip(json_array_get(a.msgs, i));
+
+	differential((const char *)data, size, max_message);
 
 	/* The whole input as one message text, through the same checks. */
 	if (proto_parse((const char *)data, size, max_message, HERD_MAX_DEPTH, &v, &err) == 0) {

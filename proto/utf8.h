@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/* Strict UTF-8 (RFC 3629) for the JSON encoder and decoder. */
+#ifndef HERD_PROTO_UTF8_H
+#define HERD_PROTO_UTF8_H
+
+#include <stddef.h>
+
+/*
+ * Length of the well-formed UTF-8 sequence at s[0..n), where n >= 1 and
+ * s[0] >= 0x80, or 0 when there is none: no overlong forms, no surrogates,
+ * nothing past U+10FFFF, no truncated sequences.
+ */
+static inline size_t
+utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0], lo = 0x80, hi = 0xbf;
+	size_t need;
+
+	if (c >= 0xc2 && c <= 0xdf) {
+		need = 1;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		need = 2;
+		if (c == 0xe0)
+			lo = 0xa0; /* shorter forms are overlong */
+		else if (c == 0xed)
+			hi = 0x9f; /* U+D800..U+DFFF are surrogates */
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		need = 3;
+		if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f; /* nothing above U+10FFFF */
+	} else {
+		return 0; /* a stray continuation byte, C0, C1 or F5..FF */
+	}
+	if (n - 1 < need || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t k = 2; k <= need; k++)
+		if ((s[k] & 0xc0) != 0x80)
+			return 0;
+	return need + 1;
+}
+
+#endif
