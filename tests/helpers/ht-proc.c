@@ -43,7 +43,7 @@ static int guard_fd = -1;
 static pid_t guard_pid;
 
 static void
-guardian_main(int fd)
+guardian_main(int fd, int ready_fd)
 {
 	static pid_t pids[HT_MAX_TRACKED];
 	size_t n = 0, i;
@@ -51,11 +51,14 @@ guardian_main(int fd)
 
 	/* Hold nothing of the test's: a kept socket would keep a master connected. */
 	setsid();
-	if (fd != 3) {
-		dup2(fd, 3);
-		fd = 3;
-	}
-	close_range(4, ~0U, 0);
+	if (dup2(fd, 3) < 0 || dup2(ready_fd, 4) < 0)
+		_exit(1);
+	fd = 3;
+	close_range(5, ~0U, 0);
+	/* The test goes on only now: until here we held copies of all its fds. */
+	if (write(4, "g", 1) != 1)
+		_exit(1);
+	close(4);
 	for (;;) {
 		ssize_t k = read(fd, &p, sizeof(p));
 
@@ -81,22 +84,37 @@ static void
 guard(pid_t pid)
 {
 	if (guard_fd < 0) {
-		int p[2];
+		struct pollfd pfd = { .events = POLLIN };
+		int p[2], ready[2];
+		char byte;
 
 		if (pipe2(p, O_CLOEXEC) < 0)
 			return;
+		if (pipe2(ready, O_CLOEXEC) < 0) {
+			close(p[0]);
+			close(p[1]);
+			return;
+		}
 		fflush(NULL);
 		guard_pid = fork();
 		if (guard_pid == 0) {
 			close(p[1]);
-			guardian_main(p[0]);
+			close(ready[0]);
+			guardian_main(p[0], ready[1]);
 		}
 		close(p[0]);
+		close(ready[1]);
 		if (guard_pid < 0) {
 			close(p[1]);
+			close(ready[0]);
 			return;
 		}
 		guard_fd = p[1];
+		/* A socket the test closes must really close: wait until the guardian let go of it. */
+		pfd.fd = ready[0];
+		if (poll(&pfd, 1, ht_ms(10000)) != 1 || read(ready[0], &byte, 1) != 1)
+			fprintf(stderr, "herd_test: the guardian did not start\n");
+		close(ready[0]);
 	}
 	if (write(guard_fd, &pid, sizeof(pid)) != (ssize_t)sizeof(pid))
 		fprintf(stderr, "herd_test: the guardian did not take pid %d\n", (int)pid);
