@@ -444,6 +444,8 @@ void sup_heartbeat_start(struct worker *w);
  * spawn.c: forks and execs w (w->pid set). Returns the read end of the
  * child's error-report pipe (non-blocking), or -errno.
  */
+/* Takes the low fds spawns pass through (early, while fd numbers are low). */
+void spawn_init(void);
 int spawn_start(struct worker *w, int channel_fd, int capture_fds[2]);
 /* Name of a stage number a child reported. */
 const char *spawn_stage_name(int stage);
