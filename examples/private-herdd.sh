@@ -3,7 +3,12 @@
 # build directory); $HERDD_ARGS, if set, are more herdd options (split on
 # spaces). Sets $dir, $sock, $herdd_pid.
 
-dir=$(mktemp -d /tmp/herd-demo-XXXXXX)
+# On tmpfs when there is one, as $XDG_RUNTIME_DIR (/run/user/UID) is where herdd
+# normally lives: a worker binds its socket there, and on a disk file system a
+# thousand binds at once queue on the directory's lock.
+tmp=/tmp
+[ -d /dev/shm ] && [ -w /dev/shm ] && tmp=/dev/shm
+dir=$(mktemp -d "$tmp/herd-demo-XXXXXX")
 sock="$dir/herdd.sock"
 herdd_pid=""
 keeper_pid=""
