@@ -8,10 +8,10 @@ set -eu
 cd "$(dirname "$0")/.."
 mode=$1 set=$2
 
-n=20000 pipe=200000 pool=20000 items=300000 big=3000 spawns=200 rounds=20 wedged=5
+n=20000 pipe=200000 pool=20000 secs=5 items=300000 big=3000 spawns=200 rounds=20 wedged=5
 small=100 large=1000
 if [ "$mode" = quick ]; then
-	n=500 pipe=2000 pool=500 items=3000 big=30 spawns=10 rounds=3 wedged=1
+	n=500 pipe=2000 pool=500 secs=0.5 items=3000 big=30 spawns=10 rounds=3 wedged=1
 	small=10 large=100
 fi
 grace=500
@@ -31,10 +31,10 @@ for inflight in 1 64; do
 	$B pipeline raw "$pipe" "$inflight"
 	$B pipeline json "$pipe" "$inflight"
 	$H pipeline "$worker" "$pipe" "$inflight" 1
-	python3 bench/pool.py "$pool" "$inflight" 1
+	python3 bench/pool.py "$pool" "$inflight" 1 "$secs"
 done
 $H pipeline "$worker" "$pipe" 64 2
-python3 bench/pool.py "$pool" 64 2
+python3 bench/pool.py "$pool" 64 2 "$secs"
 $B echo-server "$pipe" 16 16
 $B items raw "$items" 0
 $B items json "$items" 0
