@@ -159,6 +159,50 @@ START_TEST(test_fifo_output)
 }
 END_TEST
 
+/*
+ * A worker gets fds 0-3 and nothing else of herdd's, however many herdd holds:
+ * the child shares herdd's fd table until it unshares it (spawn.c).
+ */
+START_TEST(test_worker_gets_only_its_fds)
+{
+	struct ht_daemon *d = start(NULL);
+	struct ht_conn *c = ht_herdd_open(d, "master", "fds"), *extra[16];
+	struct ht_lines *l = calloc(1, sizeof(*l));
+	char fifo[192], seen[64] = "";
+	json_t *r;
+	int i, n;
+
+	ck_assert(c && l);
+	/* Connections make herdd hold fds above the ones a spawn passes on. */
+	for (i = 0; i < 16; i++)
+		ck_assert_ptr_nonnull(extra[i] = ht_herdd_open(d, "inspector", NULL));
+	snprintf(fifo, sizeof(fifo), "%s/fds.fifo", d->dir);
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	l->fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	ck_assert_int_ge(l->fd, 0);
+	/* ls itself opens the directory it lists: 4 is its own. */
+	r = ht_spawn(c,
+	    json_pack("{s:s, s:[s, s, s], s:{s:s}}", "path", "/bin/sh", "argv", "sh", "-c",
+	        "exec ls /proc/self/fd", "stdout", "file", fifo),
+	    ht_ms(5000));
+	ht_assert_error(r, "worker_exited");
+	json_decref(r);
+	while ((n = ht_read_line(l, ht_ms(5000))) > 0) {
+		ck_assert_uint_lt(strlen(seen) + (size_t)n + 2, sizeof(seen));
+		strcat(seen, l->buf);
+		strcat(seen, " ");
+	}
+	ck_assert_int_eq(n, -EPIPE);
+	ck_assert_str_eq(seen, "0 1 2 3 4 ");
+	close(l->fd);
+	free(l);
+	for (i = 0; i < 16; i++)
+		ht_conn_close(extra[i]);
+	ht_conn_close(c);
+	finish(d);
+}
+END_TEST
+
 START_TEST(test_exit_and_crash_before_ready)
 {
 	struct ht_daemon *d = start(NULL);
@@ -464,6 +508,7 @@ spawn_suite(void)
 	tcase_set_timeout(tc, ht_ms(40));
 	tcase_add_test(tc, test_exec_failures);
 	tcase_add_test(tc, test_fifo_output);
+	tcase_add_test(tc, test_worker_gets_only_its_fds);
 	tcase_add_test(tc, test_exit_and_crash_before_ready);
 	tcase_add_test(tc, test_spawn_timeout_kills_the_tree);
 	tcase_add_test(tc, test_environment);
