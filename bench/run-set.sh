@@ -33,8 +33,10 @@ for inflight in 1 64; do
 	$H pipeline "$worker" "$pipe" "$inflight" 1
 	python3 bench/pool.py "$pool" "$inflight" 1 "$secs"
 done
-$H pipeline "$worker" "$pipe" 64 2
-python3 bench/pool.py "$pool" 64 2 "$secs"
+for inflight in 1 64; do
+	$H pipeline "$worker" "$pipe" "$inflight" 2
+	python3 bench/pool.py "$pool" "$inflight" 2 "$secs"
+done
 $B echo-server "$pipe" 16 16
 $B items raw "$items" 0
 $B items json "$items" 0

@@ -63,6 +63,9 @@ for cpus in (all_cpus, one_cpu):
         row(f"calls/s, {k} in flight vs Python Pool", cpus, h,
             v("calls_per_s", f"python_pool_inflight{k}_workers1"), "/s",
             *(("≥ 10x", ge(10)) if k > 1 else ()))
+    row("calls/s, 1 in flight, 2 workers vs Python Pool", cpus,
+        v("calls_per_s", "herd_inflight1_workers2"),
+        v("calls_per_s", "python_pool_inflight1_workers2"), "/s")
     h = v("calls_per_s", "herd_inflight64_workers2")
     row("calls/s, 64 in flight, 2 workers vs libev echo server", cpus, h,
         v("calls_per_s", "echo_server_16x16"), "/s", "≥ 0.5x", ge(0.5))
