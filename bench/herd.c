@@ -35,7 +35,12 @@
 
 #include "stats.h"
 
+/* Workers a pipeline run may spread its calls over. */
+#define MAX_WORKERS 8
+
 static herd_master *master;
+
+static void conns_run_until(herd_conn *const *list, int n, const uint64_t *done, unsigned seconds);
 
 static void
 check(int r, const char *what)
@@ -85,6 +90,7 @@ cmd_rtt(const char *path, long n)
 struct pipe_state {
 	json_t *args;
 	long sent, done, n;
+	uint64_t finished;
 };
 
 static void call_done(
@@ -104,7 +110,7 @@ call_done(
 	struct pipe_state *st = userdata;
 
 	check(r, "async reply");
-	st->done++;
+	st->finished = ++st->done == st->n;
 	if (st->sent < st->n)
 		send_one(conn, st);
 }
@@ -112,14 +118,13 @@ call_done(
 static int
 cmd_pipeline(const char *path, long n, long inflight, int nworkers)
 {
-	herd_worker *w[8];
-	herd_conn *c[8];
-	struct pollfd pfd[8];
+	herd_worker *w[MAX_WORKERS];
+	herd_conn *c[MAX_WORKERS];
 	struct pipe_state st = { .args = json_pack("{s:i}", "x", 1), .n = n };
 	uint64_t t0;
 	char name[64];
 
-	if (nworkers < 1 || nworkers > 8)
+	if (nworkers < 1 || nworkers > MAX_WORKERS)
 		return 2;
 	for (int i = 0; i < nworkers; i++) {
 		w[i] = spawn(path);
@@ -128,17 +133,7 @@ cmd_pipeline(const char *path, long n, long inflight, int nworkers)
 	t0 = bench_now_ns();
 	for (long i = 0; i < inflight && st.sent < n; i++)
 		send_one(c[i % nworkers], &st);
-	while (st.done < n) {
-		for (int i = 0; i < nworkers; i++) {
-			pfd[i].fd = herd_conn_get_fd(c[i]);
-			pfd[i].events = (short)herd_conn_get_events(c[i]);
-		}
-		if (poll(pfd, (nfds_t)nworkers, 10000) <= 0)
-			check(-ETIMEDOUT, "poll");
-		for (int i = 0; i < nworkers; i++)
-			if (pfd[i].revents)
-				check(herd_conn_process(c[i]), "process");
-	}
+	conns_run_until(c, nworkers, &st.finished, 600);
 	snprintf(name, sizeof(name), "herd_inflight%ld_workers%d", inflight, nworkers);
 	bench_report_value(
 	    "calls_per_s", name, (double)n / ((double)(bench_now_ns() - t0) / 1e9), "1/s");
@@ -181,33 +176,59 @@ on_failure(herd_master *m, const char *event, const char *worker_id, const char 
 }
 
 /*
- * Runs c until *done is set, at most seconds. The master's connection is served
- * too: herdd takes a master silent for its heartbeat timeout for dead.
+ * Serves the n connections of list, and the master's (herdd takes a master
+ * silent for its heartbeat timeout for dead), until *done is set, at most
+ * seconds. A connection is processed when its socket is ready or its next
+ * deadline (a heartbeat to send) has passed, as the loop-independent API asks.
  */
 static void
-conn_run_until(herd_conn *c, const uint64_t *done, unsigned seconds)
+conns_run_until(herd_conn *const *list, int n, const uint64_t *done, unsigned seconds)
 {
-	herd_conn *mc = master ? herd_master_get_conn(master) : NULL;
-	herd_conn *conns[2] = { c, mc };
-	int n = mc && mc != c ? 2 : 1;
+	herd_conn *conns[MAX_WORKERS + 1], *mc = master ? herd_master_get_conn(master) : NULL;
+	struct pollfd p[MAX_WORKERS + 1];
 	uint64_t deadline = bench_now_ns() + (uint64_t)seconds * 1000000000u;
+	int m = 0;
 
+	for (int i = 0; i < n; i++) {
+		conns[m++] = list[i];
+		if (list[i] == mc)
+			mc = NULL;
+	}
+	if (mc)
+		conns[m++] = mc;
 	while (!*done) {
-		struct pollfd p[2];
+		uint64_t next = HERD_TIMEOUT_INFINITE, now, t;
+		int wait_ms = 100;
 
 		if (bench_now_ns() > deadline)
 			check(-ETIMEDOUT, "waiting for the connection");
-		for (int i = 0; i < n; i++) {
+		for (int i = 0; i < m; i++) {
 			p[i].fd = herd_conn_get_fd(conns[i]);
 			p[i].events = (short)herd_conn_get_events(conns[i]);
 			p[i].revents = 0;
+			check(herd_conn_get_timeout(conns[i], &t), "timeout");
+			next = t < next ? t : next;
 		}
-		if (poll(p, (nfds_t)n, 100) < 0 && errno != EINTR)
+		now = bench_now_ns() / 1000;
+		if (next <= now)
+			wait_ms = 0;
+		else if (next - now < 100000)
+			wait_ms = (int)((next - now + 999) / 1000);
+		if (poll(p, (nfds_t)m, wait_ms) < 0 && errno != EINTR)
 			check(-errno, "poll");
-		/* Processing with nothing ready only runs due timers (heartbeats). */
-		for (int i = 0; i < n; i++)
-			check(herd_conn_process(conns[i]), "process");
+		now = bench_now_ns() / 1000;
+		for (int i = 0; i < m; i++) {
+			check(herd_conn_get_timeout(conns[i], &t), "timeout");
+			if (p[i].revents || t <= now)
+				check(herd_conn_process(conns[i]), "process");
+		}
 	}
+}
+
+static void
+conn_run_until(herd_conn *c, const uint64_t *done, unsigned seconds)
+{
+	conns_run_until(&c, 1, done, seconds);
 }
 
 static int
