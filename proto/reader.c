@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "proto.h"
+#include "utf8.h"
 
 #define READER_MIN_CAP 4096u
 
@@ -27,48 +28,21 @@ set_error(struct proto_error *err, int code, const char *fmt, ...)
 	va_end(ap);
 }
 
-/*
- * Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past
- * U+10FFFF, no truncated sequences. Returns the offset of the first bad byte,
- * or len when the text is valid.
- */
+/* Offset of the first byte that is not strict UTF-8 (see utf8.h), or len. */
 static size_t
 utf8_check(const unsigned char *s, size_t len)
 {
-	size_t i = 0;
+	size_t i = 0, n;
 
 	while (i < len) {
-		unsigned c = s[i];
-		unsigned lo = 0x80, hi = 0xbf;
-		size_t need;
-
-		if (c < 0x80) {
+		if (s[i] < 0x80) {
 			i++;
 			continue;
 		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			need = 1;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			need = 2;
-			if (c == 0xe0)
-				lo = 0xa0; /* shorter forms are overlong */
-			else if (c == 0xed)
-				hi = 0x9f; /* U+D800..U+DFFF are surrogates */
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			need = 3;
-			if (c == 0xf0)
-				lo = 0x90;
-			else if (c == 0xf4)
-				hi = 0x8f; /* nothing above U+10FFFF */
-		} else {
-			return i; /* a stray continuation byte, C0, C1 or F5..FF */
-		}
-		if (len - i - 1 < need || s[i + 1] < lo || s[i + 1] > hi)
+		n = utf8_seq(s + i, len - i);
+		if (n == 0)
 			return i;
-		for (size_t k = 2; k <= need; k++)
-			if ((s[i + k] & 0xc0) != 0x80)
-				return i;
-		i += need + 1;
+		i += n;
 	}
 	return len;
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Strict UTF-8 (RFC 3629) for the JSON encoder and decoder. */
+/* Strict UTF-8 (RFC 3629) for the JSON encoder, the decoder and the reader. */
 #ifndef HERD_PROTO_UTF8_H
 #define HERD_PROTO_UTF8_H
 
