@@ -32,6 +32,22 @@
 		    ht_dump(_r));                                                                  \
 	} while (0)
 
+/* herdd started with extra_argv (see ht_daemon_start), or the test fails. */
+#define ht_daemon_start_ok(extra_argv)                                                             \
+	({                                                                                         \
+		struct ht_daemon *_d = ht_daemon_start(extra_argv);                                \
+		ck_assert_msg(_d, "herdd did not start: %s", strerror(errno));                     \
+		_d;                                                                                \
+	})
+
+/* Stops herdd and checks it exited 0 (under ASan that includes no leak). */
+#define ht_daemon_stop_ok(d)                                                                       \
+	do {                                                                                       \
+		struct ht_daemon *_d = (d);                                                        \
+		ck_assert_msg(ht_daemon_stop(_d, ht_ms(10000)) == 0, "herdd exit status %d",       \
+		    _d->exit_status);                                                              \
+	} while (0)
+
 /* main() for a test program made of one suite. */
 #define HT_MAIN(suite_fn)                                                                          \
 	int main(void)                                                                             \
