@@ -48,7 +48,7 @@
 		    _d->exit_status);                                                              \
 	} while (0)
 
-/* main() for a test program made of one suite. */
+/* main() for a test program made of one suite; ht_teardown() last, for CK_FORK=no runs. */
 #define HT_MAIN(suite_fn)                                                                          \
 	int main(void)                                                                             \
 	{                                                                                          \
@@ -58,6 +58,7 @@
 		srunner_run_all(sr, CK_NORMAL);                                                    \
 		failed = srunner_ntests_failed(sr);                                                \
 		srunner_free(sr);                                                                  \
+		ht_teardown();                                                                     \
 		return failed ? EXIT_FAILURE : EXIT_SUCCESS;                                       \
 	}
 
