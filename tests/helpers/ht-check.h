@@ -48,18 +48,24 @@
 		    _d->exit_status);                                                              \
 	} while (0)
 
-/* main() for a test program made of one suite; ht_teardown() last, for CK_FORK=no runs. */
-#define HT_MAIN(suite_fn)                                                                          \
+/*
+ * main() for a test program made of one suite: runs prepare (a statement, e.g.
+ * signal(SIGPIPE, SIG_IGN)), the suite, then ht_teardown() (for CK_FORK=no runs).
+ */
+#define HT_MAIN_PREPARED(suite_fn, prepare)                                                        \
 	int main(void)                                                                             \
 	{                                                                                          \
-		SRunner *sr = srunner_create(suite_fn());                                          \
+		SRunner *sr;                                                                       \
 		int failed;                                                                        \
                                                                                                    \
+		prepare;                                                                           \
+		sr = srunner_create(suite_fn());                                                   \
 		srunner_run_all(sr, CK_NORMAL);                                                    \
 		failed = srunner_ntests_failed(sr);                                                \
 		srunner_free(sr);                                                                  \
 		ht_teardown();                                                                     \
 		return failed ? EXIT_FAILURE : EXIT_SUCCESS;                                       \
 	}
+#define HT_MAIN(suite_fn) HT_MAIN_PREPARED(suite_fn, (void)0)
 
 #endif
