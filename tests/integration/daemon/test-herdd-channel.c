@@ -162,10 +162,8 @@ START_TEST(test_garbage_on_channel)
 	r = ht_spawn(
 	    c, sh_worker("garbage", "echo 'not json' >&3; exec sleep 100", NULL), ht_ms(10000));
 	ht_assert_error(r, "worker_exited");
-	ck_assert_str_eq(
-	    ht_str(json_object_get(json_object_get(r, "error"), "data"), "reason"), "crashed");
-	ck_assert_str_eq(
-	    ht_str(json_object_get(json_object_get(r, "error"), "data"), "signal"), "SIGKILL");
+	ck_assert_str_eq(ht_str(ht_error_data(r), "reason"), "crashed");
+	ck_assert_str_eq(ht_str(ht_error_data(r), "signal"), "SIGKILL");
 	json_decref(r);
 	/* Requests before hello on the channel are refused the same way. */
 	r = ht_spawn(c, sh_worker("no-hello", READY "exec sleep 100", NULL), ht_ms(10000));

@@ -111,8 +111,7 @@ START_TEST(test_hello_refusals_close)
 		r = ht_conn_call(c, "hello", cases[i].params, ht_ms(5000));
 		ht_assert_error(r, cases[i].error);
 		if (!strcmp(cases[i].error, "version_mismatch")) {
-			json_t *sup = json_object_get(
-			    json_object_get(json_object_get(r, "error"), "data"), "supported");
+			json_t *sup = json_object_get(ht_error_data(r), "supported");
 
 			ck_assert_int_eq(json_integer_value(json_array_get(sup, 0)), 1);
 		}
@@ -253,7 +252,7 @@ START_TEST(test_unknown_worker)
 	for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
 		json_t *r =
 		    ht_conn_call(c, methods[i], json_pack("{s:s}", "id", "w999"), ht_ms(5000));
-		json_t *data = json_object_get(json_object_get(r, "error"), "data");
+		json_t *data = ht_error_data(r);
 
 		ht_assert_error(r, "worker_not_found");
 		ck_assert_str_eq(json_string_value(json_object_get(data, "id")), "w999");
@@ -279,9 +278,7 @@ START_TEST(test_oversize_closes)
 	free(line);
 	m = ht_conn_recv(c, ht_ms(5000));
 	ht_assert_error(m, "message_too_large");
-	ck_assert_int_eq(json_integer_value(json_object_get(
-	                     json_object_get(json_object_get(m, "error"), "data"), "limit")),
-	    4096);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(m), "limit")), 4096);
 	json_decref(m);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ht_conn_close(c);
@@ -365,7 +362,7 @@ START_TEST(test_handshake_timeout)
 	/* Say nothing: herdd gives up after --handshake-timeout-ms 400. */
 	m = ht_conn_recv(c, ht_ms(5000));
 	ht_assert_error(m, "timeout");
-	data = json_object_get(json_object_get(m, "error"), "data");
+	data = ht_error_data(m);
 	ck_assert_str_eq(json_string_value(json_object_get(data, "what")), "handshake");
 	ck_assert_int_eq(json_integer_value(json_object_get(data, "ms")), 400);
 	json_decref(m);

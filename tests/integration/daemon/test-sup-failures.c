@@ -100,7 +100,7 @@ START_TEST(test_spawn_timeout)
 	        "init_delay_ms", 60000, "spawn_timeout_ms", 300)),
 	    ht_ms(10000));
 	ht_assert_error(reply, "timeout");
-	data = json_object_get(json_object_get(reply, "error"), "data");
+	data = ht_error_data(reply);
 	ck_assert_str_eq(ht_str(data, "what"), "spawn");
 	json_decref(reply);
 	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
@@ -282,8 +282,7 @@ chatty_logs(struct fixture *f, const char *name, const char *script, json_t **re
 	        "name", name),
 	    ht_ms(10000));
 	ht_assert_error(reply, "worker_exited");
-	*ret_tail = json_incref(json_object_get(
-	    json_object_get(json_object_get(reply, "error"), "data"), "stderr_tail"));
+	*ret_tail = json_incref(json_object_get(ht_error_data(reply), "stderr_tail"));
 	json_decref(reply);
 	rec = ht_herdd_wait_listed(f->m, name, "exited", ht_ms(5000));
 	ck_assert_ptr_nonnull(rec);

@@ -88,8 +88,7 @@ START_TEST(test_hello_bad_version)
 	reply = ht_conn_recv(c, ht_ms(5000));
 	ck_assert_str_eq(ht_error_name(reply), "version_mismatch");
 	ck_assert_int_eq(json_integer_value(json_object_get(reply, "id")), 0);
-	supported =
-	    json_object_get(json_object_get(json_object_get(reply, "error"), "data"), "supported");
+	supported = json_object_get(ht_error_data(reply), "supported");
 	ck_assert_int_eq(json_array_size(supported), 1);
 	ck_assert_int_eq(json_integer_value(json_array_get(supported, 0)), 1);
 	json_decref(reply);
@@ -154,7 +153,7 @@ START_TEST(test_hello_timeout)
 	ck_assert_msg(reply, "no timeout error");
 	ck_assert_str_eq(ht_error_name(reply), "timeout");
 	ck_assert(json_is_null(json_object_get(reply, "id")));
-	data = json_object_get(json_object_get(reply, "error"), "data");
+	data = ht_error_data(reply);
 	ck_assert_str_eq(json_string_value(json_object_get(data, "what")), "handshake");
 	ck_assert_int_eq(json_integer_value(json_object_get(data, "ms")), 200);
 	json_decref(reply);

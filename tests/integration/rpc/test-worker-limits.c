@@ -63,9 +63,7 @@ START_TEST(test_framing)
 	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(ht_conn_send_raw(c, big, sizeof(big)), 0);
 	reply = ht_conn_recv(c, ht_ms(5000));
-	ck_assert_int_eq(json_integer_value(json_object_get(
-	                     json_object_get(json_object_get(reply, "error"), "data"), "limit")),
-	    1024);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(reply), "limit")), 1024);
 	json_decref(reply);
 	ht_conn_close(c);
 
@@ -128,7 +126,7 @@ START_TEST(test_pending_limit)
 	over = ht_conn_send_request(c, "sum", json_pack("{s:i}", "n", 3));
 	reply = ht_conn_wait_reply(c, over, ht_ms(10000));
 	ck_assert_str_eq(ht_error_name(reply), "too_many_requests");
-	data = json_object_get(json_object_get(reply, "error"), "data");
+	data = ht_error_data(reply);
 	ck_assert_int_eq(json_integer_value(json_object_get(data, "limit")), 1024);
 	json_decref(reply);
 	/* Finishing one (a cancel) makes room for one more. */
