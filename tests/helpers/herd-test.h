@@ -298,6 +298,10 @@ json_t *ht_result(const json_t *reply);
 const char *ht_error_name(const json_t *reply);
 /* The error's message, or NULL. */
 const char *ht_error_message(const json_t *reply);
+/* The error's data object (borrowed), or NULL. */
+json_t *ht_error_data(const json_t *reply);
+/* The string member key of object o, or NULL. */
+const char *ht_str(const json_t *o, const char *key);
 /* Compact text of a JSON value for failure messages; the buffer is static (one per call site is fine). */
 const char *ht_dump(const json_t *v);
 

@@ -357,6 +357,18 @@ ht_error_message(const json_t *reply)
 	return json_string_value(json_object_get(json_object_get(reply, "error"), "message"));
 }
 
+json_t *
+ht_error_data(const json_t *reply)
+{
+	return json_object_get(json_object_get(reply, "error"), "data");
+}
+
+const char *
+ht_str(const json_t *o, const char *key)
+{
+	return json_string_value(json_object_get(o, key));
+}
+
 const char *
 ht_dump(const json_t *v)
 {

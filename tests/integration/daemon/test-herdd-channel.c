@@ -28,17 +28,15 @@ static struct ht_daemon *
 start(void)
 {
 	static const char *const args[] = { "--grace-ms", "500", NULL };
-	struct ht_daemon *d = ht_daemon_start(args);
 
-	ck_assert_msg(d, "herdd did not start: %s", strerror(errno));
-	return d;
+	return ht_daemon_start_ok(args);
 }
 
 static void
 finish(struct ht_daemon *d)
 {
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	ck_assert_msg(ht_daemon_stop(d, ht_ms(10000)) == 0, "herdd exit status %d", d->exit_status);
+	ht_daemon_stop_ok(d);
 }
 
 static json_t *
@@ -52,12 +50,6 @@ sh_worker(const char *name, const char *script, json_t *extra)
 		json_decref(extra);
 	}
 	return p;
-}
-
-static const char *
-str(const json_t *o, const char *key)
-{
-	return json_string_value(json_object_get(o, key));
 }
 
 START_TEST(test_hello_result_and_ready)
@@ -75,7 +67,7 @@ START_TEST(test_hello_result_and_ready)
 	        json_pack("{s:{s:i}, s:i}", "init", "scale", 3, "connection_timeout_ms", 1234)),
 	    ht_ms(10000));
 	ht_assert_result(r);
-	id = strdup(str(ht_result(r), "id"));
+	id = strdup(ht_str(ht_result(r), "id"));
 	json_decref(r);
 	r = ht_conn_call(c, "logs", json_pack("{s:s}", "id", id), ht_ms(5000));
 	lines = json_object_get(ht_assert_result(r), "lines");
@@ -83,10 +75,10 @@ START_TEST(test_hello_result_and_ready)
 	ck_assert_msg(hello, "the hello result is not JSON: %s", ht_dump(lines));
 	json_decref(r);
 	r = json_object_get(hello, "result");
-	ck_assert_str_eq(str(r, "id"), id);
-	ck_assert_str_eq(str(r, "name"), "hello");
-	ck_assert(strstr(str(r, "socket"), "/workers/"));
-	ck_assert_str_eq(str(r, "shutdown_on"), "explicit");
+	ck_assert_str_eq(ht_str(r, "id"), id);
+	ck_assert_str_eq(ht_str(r, "name"), "hello");
+	ck_assert(strstr(ht_str(r, "socket"), "/workers/"));
+	ck_assert_str_eq(ht_str(r, "shutdown_on"), "explicit");
 	ck_assert_int_eq(
 	    json_integer_value(json_object_get(json_object_get(r, "init"), "scale")), 3);
 	ck_assert_int_eq(json_integer_value(json_object_get(r, "connection_timeout_ms")), 1234);
@@ -98,7 +90,7 @@ START_TEST(test_hello_result_and_ready)
 	json_decref(hello);
 	/* shutdown: herdd sends "shutdown" on fd 3; the worker's read returns and it exits. */
 	r = ht_conn_call(c, "shutdown", json_pack("{s:s}", "id", id), ht_ms(10000));
-	ck_assert_str_eq(str(ht_assert_result(r), "reason"), "shutdown");
+	ck_assert_str_eq(ht_str(ht_assert_result(r), "reason"), "shutdown");
 	json_decref(r);
 	free(id);
 	ht_conn_close(c);
@@ -124,7 +116,7 @@ START_TEST(test_init_failed)
 	json_decref(r);
 	ev = ht_conn_wait_event(c, "init_failed", NULL, ht_ms(5000));
 	ck_assert_msg(ev, "no init_failed event");
-	ck_assert_str_eq(str(ev, "message"), "no database");
+	ck_assert_str_eq(ht_str(ev, "message"), "no database");
 	json_decref(ev);
 	ht_conn_close(c);
 	finish(d);
@@ -149,8 +141,8 @@ START_TEST(test_failure_after_ready)
 	json_decref(r);
 	ev = ht_conn_wait_event(c, "failed", NULL, ht_ms(5000));
 	ck_assert_msg(ev, "no failed event");
-	ck_assert_str_eq(str(ev, "message"), "uncaught: boom");
-	ck_assert_str_eq(str(json_object_get(ev, "worker"), "reason"), "failed");
+	ck_assert_str_eq(ht_str(ev, "message"), "uncaught: boom");
+	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "failed");
 	ck_assert_str_eq(
 	    json_string_value(json_array_get(json_object_get(ev, "stderr_tail"), 0)), "dying now");
 	json_decref(ev);
@@ -170,10 +162,8 @@ START_TEST(test_garbage_on_channel)
 	r = ht_spawn(
 	    c, sh_worker("garbage", "echo 'not json' >&3; exec sleep 100", NULL), ht_ms(10000));
 	ht_assert_error(r, "worker_exited");
-	ck_assert_str_eq(
-	    str(json_object_get(json_object_get(r, "error"), "data"), "reason"), "crashed");
-	ck_assert_str_eq(
-	    str(json_object_get(json_object_get(r, "error"), "data"), "signal"), "SIGKILL");
+	ck_assert_str_eq(ht_str(ht_error_data(r), "reason"), "crashed");
+	ck_assert_str_eq(ht_str(ht_error_data(r), "signal"), "SIGKILL");
 	json_decref(r);
 	/* Requests before hello on the channel are refused the same way. */
 	r = ht_spawn(c, sh_worker("no-hello", READY "exec sleep 100", NULL), ht_ms(10000));
@@ -201,8 +191,8 @@ START_TEST(test_heartbeat_lost_when_idle)
 	json_decref(r);
 	ev = ht_conn_wait_event(c, "heartbeat_lost", NULL, ht_ms(10000));
 	ck_assert_msg(ev, "no heartbeat_lost event");
-	ck_assert_str_eq(str(json_object_get(ev, "worker"), "signal"), "SIGKILL");
-	ck_assert(strstr(str(ev, "message"), "no CPU progress"));
+	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGKILL");
+	ck_assert(strstr(ht_str(ev, "message"), "no CPU progress"));
 	json_decref(ev);
 	ht_conn_close(c);
 	finish(d);
@@ -224,19 +214,19 @@ START_TEST(test_busy_worker_is_spared)
 	            "heartbeat_timeout_ms", 300)),
 	    ht_ms(10000));
 	ht_assert_result(r);
-	id = strdup(str(ht_result(r), "id"));
+	id = strdup(ht_str(ht_result(r), "id"));
 	json_decref(r);
 	/* Five timeouts pass without heartbeat_lost (the wait must time out). */
 	ev = ht_conn_wait_event(c, "heartbeat_lost", NULL, 1500);
 	ck_assert_msg(!ev, "a busy worker was declared hung: %s", ht_dump(ev));
 	r = ht_conn_call(c, "inspect", json_pack("{s:s}", "id", id), ht_ms(5000));
 	w = ht_assert_result(r);
-	ck_assert_str_eq(str(w, "state"), "ready");
+	ck_assert_str_eq(ht_str(w, "state"), "ready");
 	ck_assert_int_gt(json_integer_value(json_object_get(w, "cpu_ms")), 100);
 	json_decref(r);
 	r = ht_conn_call(
 	    c, "shutdown", json_pack("{s:s, s:i}", "id", id, "grace_ms", 200), ht_ms(10000));
-	ck_assert_str_eq(str(ht_assert_result(r), "reason"), "shutdown");
+	ck_assert_str_eq(ht_str(ht_assert_result(r), "reason"), "shutdown");
 	json_decref(r);
 	free(id);
 	ht_conn_close(c);
@@ -265,7 +255,7 @@ START_TEST(test_kill_signals)
 	        "trap 'echo got usr1 >&2' USR1; " HELLO READY "while :; do sleep 1; done", NULL),
 	    ht_ms(10000));
 	ht_assert_result(r);
-	id = strdup(str(ht_result(r), "id"));
+	id = strdup(ht_str(ht_result(r), "id"));
 	json_decref(r);
 	r = ht_conn_call(
 	    c, "kill", json_pack("{s:s, s:s}", "id", id, "signal", "SIGUSR1"), ht_ms(5000));
@@ -288,15 +278,15 @@ START_TEST(test_kill_signals)
 	}
 	ck_assert_msg(seen, "the worker never reported USR1");
 	r = ht_conn_call(c, "inspect", json_pack("{s:s}", "id", id), ht_ms(5000));
-	ck_assert_str_eq(str(ht_assert_result(r), "state"), "ready");
+	ck_assert_str_eq(ht_str(ht_assert_result(r), "state"), "ready");
 	json_decref(r);
 	r = ht_conn_call(c, "kill", json_pack("{s:s, s:i}", "id", id, "signal", 15), ht_ms(5000));
 	ht_assert_result(r);
 	json_decref(r);
 	ev = ht_conn_wait_event(c, "stopped", id, ht_ms(5000));
 	ck_assert_msg(ev, "no stopped event after TERM");
-	ck_assert_str_eq(str(json_object_get(ev, "worker"), "reason"), "shutdown");
-	ck_assert_str_eq(str(json_object_get(ev, "worker"), "signal"), "SIGTERM");
+	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "shutdown");
+	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGTERM");
 	json_decref(ev);
 	free(id);
 	ht_conn_close(c);

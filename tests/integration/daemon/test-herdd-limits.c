@@ -17,27 +17,6 @@
 
 #include "ht-check.h"
 
-static struct ht_daemon *
-start(const char *const *args)
-{
-	struct ht_daemon *d = ht_daemon_start(args);
-
-	ck_assert_msg(d, "herdd did not start: %s", strerror(errno));
-	return d;
-}
-
-static void
-finish(struct ht_daemon *d)
-{
-	ck_assert_msg(ht_daemon_stop(d, ht_ms(10000)) == 0, "herdd exit status %d", d->exit_status);
-}
-
-static json_t *
-err_data(const json_t *reply)
-{
-	return json_object_get(json_object_get(reply, "error"), "data");
-}
-
 /* stats.limits_hit[name] as seen by a fresh inspector. */
 static json_int_t
 limit_hits(struct ht_daemon *d, const char *name)
@@ -63,8 +42,8 @@ expect_refused(struct ht_conn *c, const char *limit, int value)
 
 	ht_assert_error(m, "limit_exceeded");
 	ck_assert(json_is_null(json_object_get(m, "id")));
-	ck_assert_str_eq(json_string_value(json_object_get(err_data(m), "limit")), limit);
-	ck_assert_int_eq(json_integer_value(json_object_get(err_data(m), "value")), value);
+	ck_assert_str_eq(json_string_value(json_object_get(ht_error_data(m), "limit")), limit);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(m), "value")), value);
 	json_decref(m);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 }
@@ -72,7 +51,7 @@ expect_refused(struct ht_conn *c, const char *limit, int value)
 START_TEST(test_connections_per_uid)
 {
 	static const char *const args[] = { "--max-connections-per-uid", "2", NULL };
-	struct ht_daemon *d = start(args);
+	struct ht_daemon *d = ht_daemon_start_ok(args);
 	struct ht_conn *a = ht_herdd_open(d, "master", "a");
 	struct ht_conn *b = ht_herdd_open(d, "master", "b");
 	struct ht_conn *c;
@@ -87,14 +66,14 @@ START_TEST(test_connections_per_uid)
 	ck_assert_int_eq(ht_conn_wait_eof(a, 50), -ETIMEDOUT);
 	ht_conn_close(a);
 	ck_assert_int_ge(limit_hits(d, "connections_per_uid"), 1);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_unauthenticated)
 {
 	static const char *const args[] = { "--max-unauthenticated", "2", NULL };
-	struct ht_daemon *d = start(args);
+	struct ht_daemon *d = ht_daemon_start_ok(args);
 	struct ht_conn *a = ht_conn_open(d->socket), *b = ht_conn_open(d->socket), *c;
 	json_t *r;
 
@@ -115,14 +94,14 @@ START_TEST(test_unauthenticated)
 	ht_conn_close(a);
 	ht_conn_close(b);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_pending_requests)
 {
 	static const char *const args[] = { "--max-pending", "1", NULL };
-	struct ht_daemon *d = start(args);
+	struct ht_daemon *d = ht_daemon_start_ok(args);
 	struct ht_conn *c = ht_herdd_open(d, "master", "pending");
 	json_t *r;
 
@@ -133,19 +112,19 @@ START_TEST(test_pending_requests)
 	        json_pack("{s:s, s:[s, s]}", "path", "/bin/sleep", "argv", "sleep", "100")) > 0);
 	r = ht_conn_call(c, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
 	ht_assert_error(r, "too_many_requests");
-	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "limit")), 1);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "limit")), 1);
 	json_decref(r);
 	ck_assert_int_ge(limit_hits(d, "pending_requests"), 1);
 	ht_conn_close(c);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_workers_per_uid)
 {
 	static const char *const args[] = { "--max-workers-per-uid", "1", NULL };
-	struct ht_daemon *d = start(args);
+	struct ht_daemon *d = ht_daemon_start_ok(args);
 	struct ht_conn *a = ht_herdd_open(d, "master", "a"), *b = ht_herdd_open(d, "master", "b");
 	json_t *r;
 
@@ -159,12 +138,12 @@ START_TEST(test_workers_per_uid)
 	r = ht_conn_call(b, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
 	ht_assert_error(r, "limit_exceeded");
 	ck_assert_str_eq(
-	    json_string_value(json_object_get(err_data(r), "limit")), "workers_per_uid");
+	    json_string_value(json_object_get(ht_error_data(r), "limit")), "workers_per_uid");
 	json_decref(r);
 	ht_conn_close(a);
 	ht_conn_close(b);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -172,7 +151,7 @@ END_TEST
 START_TEST(test_output_overflow)
 {
 	static const char *const args[] = { "--max-output-bytes", "65536", NULL };
-	struct ht_daemon *d = start(args);
+	struct ht_daemon *d = ht_daemon_start_ok(args);
 	struct ht_conn *c = ht_herdd_open(d, "master", "no-reader");
 	const char *req = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"stats\"}\n";
 	size_t len = strlen(req), n = 20000, i;
@@ -194,14 +173,14 @@ START_TEST(test_output_overflow)
 	ht_assert_result(r);
 	json_decref(r);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 /* Out of file descriptors: connections are dropped, not spun on, and herdd recovers. */
 START_TEST(test_out_of_fds)
 {
-	struct ht_daemon *d = start(NULL);
+	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	struct ht_conn *held[64], *c;
 	struct rlimit low, old;
 	json_t *r;
@@ -240,7 +219,7 @@ START_TEST(test_out_of_fds)
 	ht_assert_result(r);
 	json_decref(r);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -266,7 +245,7 @@ START_TEST(test_fd_limit_raised)
 	low = old;
 	low.rlim_cur = 256;
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
-	d = start(NULL);
+	d = ht_daemon_start_ok(NULL);
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
 
 	ck_assert_int_eq(prlimit(d->pid, RLIMIT_NOFILE, NULL, &got), 0);
@@ -282,7 +261,7 @@ START_TEST(test_fd_limit_raised)
 	        "echo \"soft=$(ulimit -Sn) hard=$(ulimit -Hn)\" >&2; exit 3"),
 	    ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
-	tail = json_object_get(err_data(r), "stderr_tail");
+	tail = json_object_get(ht_error_data(r), "stderr_tail");
 	if (old.rlim_max == RLIM_INFINITY)
 		snprintf(want, sizeof(want), "soft=256 hard=unlimited");
 	else
@@ -292,13 +271,13 @@ START_TEST(test_fd_limit_raised)
 	    "the worker said %s, not %s", ht_dump(tail), want);
 	json_decref(r);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_subscribe_all)
 {
-	struct ht_daemon *d = start(NULL);
+	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	struct ht_conn *m = ht_herdd_open(d, "master", "m"),
 	               *w = ht_herdd_open(d, "inspector", "w");
 	json_t *r, *ev;
@@ -342,13 +321,13 @@ START_TEST(test_subscribe_all)
 	ck_assert_msg(!ev, "an unsubscribed watcher got %s", ht_dump(ev));
 	ht_conn_close(m);
 	ht_conn_close(w);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_connection_heartbeats)
 {
-	struct ht_daemon *d = start(NULL);
+	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	struct ht_conn *c = ht_conn_open(d->socket);
 	json_t *r, *hb;
 
@@ -369,14 +348,14 @@ START_TEST(test_connection_heartbeats)
 	/* We stay silent: herdd closes after the timeout. */
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 /* A reply longer than the client's max_message_size becomes limit_exceeded. */
 START_TEST(test_reply_too_long_for_peer)
 {
-	struct ht_daemon *d = start(NULL);
+	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	struct ht_conn *c = ht_conn_open(d->socket);
 	json_t *r;
 	int i;
@@ -394,15 +373,15 @@ START_TEST(test_reply_too_long_for_peer)
 	r = ht_conn_call(c, "list", json_pack("{s:b}", "all", 1), ht_ms(5000));
 	ht_assert_error(r, "limit_exceeded");
 	ck_assert_str_eq(
-	    json_string_value(json_object_get(err_data(r), "limit")), "max_message_size");
-	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "value")), 1024);
+	    json_string_value(json_object_get(ht_error_data(r), "limit")), "max_message_size");
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "value")), 1024);
 	json_decref(r);
 	/* The connection stays, and short replies still come. */
 	r = ht_conn_call(c, "ping", NULL, ht_ms(5000));
 	ht_assert_result(r);
 	json_decref(r);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -411,7 +390,7 @@ START_TEST(test_exited_records_kept)
 {
 	static const char *const args[] = { "--keep-exited", "2", NULL };
 	static const char *const names[] = { "t1", "t2", "t3" };
-	struct ht_daemon *d = start(args);
+	struct ht_daemon *d = ht_daemon_start_ok(args);
 	struct ht_conn *c = ht_herdd_open(d, "master", "records");
 	json_t *r, *list;
 	int i;
@@ -434,7 +413,7 @@ START_TEST(test_exited_records_kept)
 	ck_assert_int_eq(json_array_size(json_object_get(ht_assert_result(r), "workers")), 0);
 	json_decref(r);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 

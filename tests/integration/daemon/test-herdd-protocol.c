@@ -25,17 +25,7 @@ static const char *const small_limits[] = { "--max-message-size", "4096", "--han
 static struct ht_daemon *
 start(void)
 {
-	struct ht_daemon *d = ht_daemon_start(small_limits);
-
-	ck_assert_msg(d, "herdd did not start: %s", strerror(errno));
-	return d;
-}
-
-/* Stops herdd and checks it exited 0 (under ASan that includes no leak). */
-static void
-finish(struct ht_daemon *d)
-{
-	ck_assert_msg(ht_daemon_stop(d, ht_ms(10000)) == 0, "herdd exit status %d", d->exit_status);
+	return ht_daemon_start_ok(small_limits);
 }
 
 /* A connection that completed hello as role. */
@@ -87,7 +77,7 @@ START_TEST(test_hello_result)
 	ck_assert_int_eq(json_object_size(ht_result(r)), 0);
 	json_decref(r);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -121,8 +111,7 @@ START_TEST(test_hello_refusals_close)
 		r = ht_conn_call(c, "hello", cases[i].params, ht_ms(5000));
 		ht_assert_error(r, cases[i].error);
 		if (!strcmp(cases[i].error, "version_mismatch")) {
-			json_t *sup = json_object_get(
-			    json_object_get(json_object_get(r, "error"), "data"), "supported");
+			json_t *sup = json_object_get(ht_error_data(r), "supported");
 
 			ck_assert_int_eq(json_integer_value(json_array_get(sup, 0)), 1);
 		}
@@ -130,7 +119,7 @@ START_TEST(test_hello_refusals_close)
 		ck_assert_msg(ht_conn_wait_eof(c, ht_ms(5000)) == 0, "case %zu left it open", i);
 		ht_conn_close(c);
 	}
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -154,7 +143,7 @@ START_TEST(test_hello_required)
 	ck_assert_int_eq(ht_conn_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}\n", 34), 0);
 	expect_error_and_eof(c, "hello_required");
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -178,7 +167,7 @@ START_TEST(test_unknown_method_keeps_connection)
 	ht_assert_result(r);
 	json_decref(r);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -249,7 +238,7 @@ START_TEST(test_invalid_params)
 	ck_assert_int_eq(json_array_size(list), 0);
 	json_decref(r);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -263,14 +252,14 @@ START_TEST(test_unknown_worker)
 	for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
 		json_t *r =
 		    ht_conn_call(c, methods[i], json_pack("{s:s}", "id", "w999"), ht_ms(5000));
-		json_t *data = json_object_get(json_object_get(r, "error"), "data");
+		json_t *data = ht_error_data(r);
 
 		ht_assert_error(r, "worker_not_found");
 		ck_assert_str_eq(json_string_value(json_object_get(data, "id")), "w999");
 		json_decref(r);
 	}
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -289,9 +278,7 @@ START_TEST(test_oversize_closes)
 	free(line);
 	m = ht_conn_recv(c, ht_ms(5000));
 	ht_assert_error(m, "message_too_large");
-	ck_assert_int_eq(json_integer_value(json_object_get(
-	                     json_object_get(json_object_get(m, "error"), "data"), "limit")),
-	    4096);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(m), "limit")), 4096);
 	json_decref(m);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ht_conn_close(c);
@@ -299,7 +286,7 @@ START_TEST(test_oversize_closes)
 	/* herdd serves the next connection as if nothing happened. */
 	c = open_hello(d, "master");
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -325,7 +312,7 @@ START_TEST(test_invalid_json_closes)
 		expect_error_and_eof(c, cases[i].error);
 		ht_conn_close(c);
 	}
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -341,7 +328,7 @@ START_TEST(test_too_deep_closes)
 	ck_assert_int_eq(ht_conn_send_raw(c, line, 201), 0);
 	expect_error_and_eof(c, "too_deep");
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -361,7 +348,7 @@ START_TEST(test_malformed_rpc_keeps_connection)
 	ht_assert_result(m);
 	json_decref(m);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -375,7 +362,7 @@ START_TEST(test_handshake_timeout)
 	/* Say nothing: herdd gives up after --handshake-timeout-ms 400. */
 	m = ht_conn_recv(c, ht_ms(5000));
 	ht_assert_error(m, "timeout");
-	data = json_object_get(json_object_get(m, "error"), "data");
+	data = ht_error_data(m);
 	ck_assert_str_eq(json_string_value(json_object_get(data, "what")), "handshake");
 	ck_assert_int_eq(json_integer_value(json_object_get(data, "ms")), 400);
 	json_decref(m);
@@ -390,7 +377,7 @@ START_TEST(test_handshake_timeout)
 	ht_assert_result(m);
 	json_decref(m);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -410,7 +397,7 @@ START_TEST(test_stats)
 	ck_assert(json_integer_value(json_object_get(res, "bytes_in")) > 0);
 	json_decref(r);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 

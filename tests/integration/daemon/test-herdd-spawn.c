@@ -19,33 +19,6 @@
 
 #include "ht-check.h"
 
-static struct ht_daemon *
-start(const char *const *args)
-{
-	struct ht_daemon *d = ht_daemon_start(args);
-
-	ck_assert_msg(d, "herdd did not start: %s", strerror(errno));
-	return d;
-}
-
-static void
-finish(struct ht_daemon *d)
-{
-	ck_assert_msg(ht_daemon_stop(d, ht_ms(10000)) == 0, "herdd exit status %d", d->exit_status);
-}
-
-static json_t *
-err_data(const json_t *reply)
-{
-	return json_object_get(json_object_get(reply, "error"), "data");
-}
-
-static const char *
-str(const json_t *o, const char *key)
-{
-	return json_string_value(json_object_get(o, key));
-}
-
 /* The record of the only worker named name, from list {all: true} (new reference). */
 static json_t *
 record(struct ht_conn *c, const char *name)
@@ -55,7 +28,7 @@ record(struct ht_conn *c, const char *name)
 	size_t i;
 
 	json_array_foreach(json_object_get(ht_assert_result(r), "workers"), i, w) {
-		if (!strcmp(str(w, "name"), name))
+		if (!strcmp(ht_str(w, "name"), name))
 			found = json_incref(w);
 	}
 	json_decref(r);
@@ -65,7 +38,7 @@ record(struct ht_conn *c, const char *name)
 
 START_TEST(test_exec_failures)
 {
-	struct ht_daemon *d = start(NULL);
+	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	struct ht_conn *c = ht_herdd_open(d, "master", "spawn-errors");
 	char noexec[192];
 	json_t *r, *rec;
@@ -75,14 +48,14 @@ START_TEST(test_exec_failures)
 	r = ht_spawn(
 	    c, json_pack("{s:s, s:s}", "path", "/nonexistent/worker", "name", "gone"), ht_ms(5000));
 	ht_assert_error(r, "spawn_failed");
-	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "errno")), ENOENT);
-	ck_assert_str_eq(str(err_data(r), "stage"), "exec");
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "errno")), ENOENT);
+	ck_assert_str_eq(ht_str(ht_error_data(r), "stage"), "exec");
 	ck_assert_str_eq(
 	    ht_error_message(r), "exec /nonexistent/worker: No such file or directory");
 	json_decref(r);
 	rec = record(c, "gone");
-	ck_assert_str_eq(str(rec, "state"), "exited");
-	ck_assert_str_eq(str(rec, "reason"), "spawn_failed");
+	ck_assert_str_eq(ht_str(rec, "state"), "exited");
+	ck_assert_str_eq(ht_str(rec, "reason"), "spawn_failed");
 	ck_assert(!ht_pid_alive(ht_worker_pid(rec)));
 	json_decref(rec);
 
@@ -93,14 +66,14 @@ START_TEST(test_exec_failures)
 	close(fd);
 	r = ht_spawn(c, json_pack("{s:s}", "path", noexec), ht_ms(5000));
 	ht_assert_error(r, "spawn_failed");
-	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "errno")), EACCES);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "errno")), EACCES);
 	json_decref(r);
 
 	/* A working directory that does not exist. */
 	r = ht_spawn(c, json_pack("{s:s, s:s}", "path", "/bin/true", "cwd", "/nonexistent-dir"),
 	    ht_ms(5000));
 	ht_assert_error(r, "spawn_failed");
-	ck_assert_str_eq(str(err_data(r), "stage"), "chdir");
+	ck_assert_str_eq(ht_str(ht_error_data(r), "stage"), "chdir");
 	json_decref(r);
 
 	/* stdout to a file in a directory that does not exist. */
@@ -108,12 +81,12 @@ START_TEST(test_exec_failures)
 	    json_pack("{s:s, s:{s:s}}", "path", "/bin/true", "stdout", "file", "/nonexistent/out"),
 	    ht_ms(5000));
 	ht_assert_error(r, "spawn_failed");
-	ck_assert_str_eq(str(err_data(r), "stage"), "stdout");
+	ck_assert_str_eq(ht_str(ht_error_data(r), "stage"), "stdout");
 	json_decref(r);
 
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(5000)), 0);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -124,7 +97,7 @@ END_TEST
  */
 START_TEST(test_fifo_output)
 {
-	struct ht_daemon *d = start(NULL);
+	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	struct ht_conn *c = ht_herdd_open(d, "master", "fifo");
 	struct ht_lines *l = calloc(1, sizeof(*l));
 	unsigned long flags = 0;
@@ -137,8 +110,8 @@ START_TEST(test_fifo_output)
 	r = ht_spawn(c, json_pack("{s:s, s:{s:s}}", "path", "/bin/true", "stdout", "file", fifo),
 	    ht_ms(5000));
 	ht_assert_error(r, "spawn_failed");
-	ck_assert_str_eq(str(err_data(r), "stage"), "stdout");
-	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "errno")), ENXIO);
+	ck_assert_str_eq(ht_str(ht_error_data(r), "stage"), "stdout");
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "errno")), ENXIO);
 	json_decref(r);
 
 	l->fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -155,7 +128,7 @@ START_TEST(test_fifo_output)
 	close(l->fd);
 	free(l);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -165,7 +138,7 @@ END_TEST
  */
 START_TEST(test_worker_gets_only_its_fds)
 {
-	struct ht_daemon *d = start(NULL);
+	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	struct ht_conn *c = ht_herdd_open(d, "master", "fds"), *extra[16];
 	struct ht_lines *l = calloc(1, sizeof(*l));
 	char fifo[192], seen[64] = "";
@@ -199,13 +172,13 @@ START_TEST(test_worker_gets_only_its_fds)
 	for (i = 0; i < 16; i++)
 		ht_conn_close(extra[i]);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_exit_and_crash_before_ready)
 {
-	struct ht_daemon *d = start(NULL);
+	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	struct ht_conn *c = ht_herdd_open(d, "master", "early-deaths");
 	json_t *r, *ev;
 
@@ -215,15 +188,15 @@ START_TEST(test_exit_and_crash_before_ready)
 	        "echo about to leave >&2; exit 3", "name", "leaver"),
 	    ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
-	ck_assert_str_eq(str(err_data(r), "reason"), "exited");
-	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "exit_code")), 3);
+	ck_assert_str_eq(ht_str(ht_error_data(r), "reason"), "exited");
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "exit_code")), 3);
 	ck_assert_str_eq(
-	    json_string_value(json_array_get(json_object_get(err_data(r), "stderr_tail"), 0)),
+	    json_string_value(json_array_get(json_object_get(ht_error_data(r), "stderr_tail"), 0)),
 	    "about to leave");
 	json_decref(r);
 	ev = ht_conn_wait_event(c, "exited", NULL, ht_ms(5000));
 	ck_assert_msg(ev, "no exited event");
-	ck_assert_str_eq(str(json_object_get(ev, "worker"), "name"), "leaver");
+	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "name"), "leaver");
 	json_decref(ev);
 
 	r = ht_spawn(c,
@@ -231,22 +204,22 @@ START_TEST(test_exit_and_crash_before_ready)
 	        "kill -SEGV $$", "name", "crasher"),
 	    ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
-	ck_assert_str_eq(str(err_data(r), "reason"), "crashed");
-	ck_assert_str_eq(str(err_data(r), "signal"), "SIGSEGV");
+	ck_assert_str_eq(ht_str(ht_error_data(r), "reason"), "crashed");
+	ck_assert_str_eq(ht_str(ht_error_data(r), "signal"), "SIGSEGV");
 	json_decref(r);
 	ev = ht_conn_wait_event(c, "crashed", NULL, ht_ms(5000));
 	ck_assert_msg(ev, "no crashed event");
-	ck_assert_str_eq(str(json_object_get(ev, "worker"), "signal"), "SIGSEGV");
+	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGSEGV");
 	json_decref(ev);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 /* A program that never says ready, with a child that detaches (setsid, double fork). */
 START_TEST(test_spawn_timeout_kills_the_tree)
 {
-	struct ht_daemon *d = start(NULL);
+	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	struct ht_conn *c = ht_herdd_open(d, "master", "slow");
 	json_t *r, *ev, *rec;
 
@@ -257,28 +230,28 @@ START_TEST(test_spawn_timeout_kills_the_tree)
 	        "spawn_timeout_ms", 500),
 	    ht_ms(10000));
 	ht_assert_error(r, "timeout");
-	ck_assert_str_eq(str(err_data(r), "what"), "spawn");
-	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "ms")), 500);
+	ck_assert_str_eq(ht_str(ht_error_data(r), "what"), "spawn");
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "ms")), 500);
 	json_decref(r);
 	ev = ht_conn_wait_event(c, "spawn_timeout", NULL, ht_ms(5000));
 	ck_assert_msg(ev, "no spawn_timeout event");
 	json_decref(ev);
 	rec = record(c, "never-ready");
-	ck_assert_str_eq(str(rec, "reason"), "spawn_timeout");
-	ck_assert_str_eq(str(rec, "signal"), "SIGKILL");
+	ck_assert_str_eq(ht_str(rec, "reason"), "spawn_timeout");
+	ck_assert_str_eq(ht_str(rec, "signal"), "SIGKILL");
 	ck_assert(json_is_null(json_object_get(rec, "socket")));
 	json_decref(rec);
 	/* The worker, its child and the detached grandchild are all gone and reaped. */
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(5000)), 0);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 /* What a worker process is given: environment, identity, stdin, fds. */
 START_TEST(test_environment)
 {
-	struct ht_daemon *d = start(NULL);
+	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	struct ht_conn *c = ht_herdd_open(d, "master", "env");
 	json_t *r, *lines, *line, *rec;
 	bool path = false, chan = false, id = false, mine = false, notify = false, home = false;
@@ -296,7 +269,8 @@ START_TEST(test_environment)
 	json_decref(r);
 	rec = record(c, "env");
 	r = ht_conn_call(c, "logs",
-	    json_pack("{s:s, s:s, s:i}", "id", str(rec, "id"), "stream", "stdout", "lines", 1000),
+	    json_pack(
+	        "{s:s, s:s, s:i}", "id", ht_str(rec, "id"), "stream", "stdout", "lines", 1000),
 	    ht_ms(5000));
 	json_decref(rec);
 	lines = json_object_get(ht_assert_result(r), "lines");
@@ -316,7 +290,7 @@ START_TEST(test_environment)
 	ck_assert_msg(strstr(ht_dump(lines), "stdin=1"), "stdin: %s", ht_dump(lines));
 	json_decref(r);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -365,7 +339,7 @@ START_TEST(test_runs_as_requester)
 		fprintf(stderr, "skipped: needs root and a nobody user\n");
 		return;
 	}
-	d = start(NULL);
+	d = ht_daemon_start_ok(NULL);
 	/* nobody may write in the directory but not in herdd's private socket dir. */
 	snprintf(out, sizeof(out), "%s/out", d->dir);
 	ck_assert_int_eq(chmod(d->dir, 0711), 0);
@@ -387,13 +361,13 @@ START_TEST(test_runs_as_requester)
 	ck_assert_int_gt(n, 0);
 	buf[n] = '\0';
 	ck_assert_int_eq(atoi(buf), (int)uid);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_real_worker_round_trip)
 {
-	struct ht_daemon *d = start(NULL);
+	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	struct ht_conn *c = ht_herdd_open(d, "master", "round-trip");
 	json_t *params = ht_testworker_params(json_pack("{s:s}", "name", "tw"));
 	json_t *sp, *r, *res, *ev, *w;
@@ -404,11 +378,11 @@ START_TEST(test_real_worker_round_trip)
 	ck_assert(c && params);
 	sp = ht_spawn(c, params, ht_ms(10000));
 	res = ht_assert_result(sp);
-	ck_assert_str_eq(str(res, "name"), "tw");
-	ck_assert(!strncmp(str(res, "id"), "w", 1));
+	ck_assert_str_eq(ht_str(res, "name"), "tw");
+	ck_assert(!strncmp(ht_str(res, "id"), "w", 1));
 	pid = ht_worker_pid(res);
 	ck_assert(ht_pid_alive(pid));
-	snprintf(sock, sizeof(sock), "%s", str(res, "socket"));
+	snprintf(sock, sizeof(sock), "%s", ht_str(res, "socket"));
 	snprintf(dir, sizeof(dir), "%s", sock);
 	*strrchr(dir, '/') = '\0';
 	ck_assert_int_eq(lstat(sock, &st), 0);
@@ -417,40 +391,40 @@ START_TEST(test_real_worker_round_trip)
 	ck_assert_int_eq(st.st_mode & 07777, 0700);
 	ck_assert_int_eq(st.st_uid, getuid());
 
-	ev = ht_conn_wait_event(c, "ready", str(res, "id"), ht_ms(5000));
+	ev = ht_conn_wait_event(c, "ready", ht_str(res, "id"), ht_ms(5000));
 	ck_assert_msg(ev, "no ready event");
 	ck_assert(json_is_array(json_object_get(ev, "stderr_tail")));
 	json_decref(ev);
 
-	r = ht_conn_call(c, "inspect", json_pack("{s:s}", "id", str(res, "id")), ht_ms(5000));
+	r = ht_conn_call(c, "inspect", json_pack("{s:s}", "id", ht_str(res, "id")), ht_ms(5000));
 	w = ht_assert_result(r);
-	ck_assert_str_eq(str(w, "state"), "ready");
+	ck_assert_str_eq(ht_str(w, "state"), "ready");
 	ck_assert_int_eq(json_integer_value(json_object_get(w, "pgid")), pid);
 	ck_assert_int_eq(
 	    json_integer_value(json_object_get(json_object_get(w, "owner"), "pid")), getpid());
 	ck_assert(json_is_integer(json_object_get(w, "rss_kib")));
 	ck_assert(json_is_string(json_object_get(w, "started_at")));
-	ck_assert_str_eq(str(w, "shutdown_on"), "master_disconnect");
+	ck_assert_str_eq(ht_str(w, "shutdown_on"), "master_disconnect");
 	/* The functions the worker declared when it became ready. */
 	ck_assert_msg(strstr(ht_dump(json_object_get(w, "functions")),
 	                  "{\"name\":\"echo\",\"kind\":\"call\"}"),
 	    "functions: %s", ht_dump(json_object_get(w, "functions")));
 	json_decref(r);
 
-	r = ht_conn_call(c, "logs", json_pack("{s:s}", "id", str(res, "id")), ht_ms(5000));
+	r = ht_conn_call(c, "logs", json_pack("{s:s}", "id", ht_str(res, "id")), ht_ms(5000));
 	ck_assert(json_is_array(json_object_get(ht_assert_result(r), "lines")));
 	json_decref(r);
 	/* stdout is not captured by default. */
 	r = ht_conn_call(c, "logs",
-	    json_pack("{s:s, s:s}", "id", str(res, "id"), "stream", "stdout"), ht_ms(5000));
+	    json_pack("{s:s, s:s}", "id", ht_str(res, "id"), "stream", "stdout"), ht_ms(5000));
 	ht_assert_error(r, "invalid_params");
 	json_decref(r);
 
 	r = ht_conn_call(c, "shutdown",
-	    json_pack("{s:s, s:i}", "id", str(res, "id"), "grace_ms", 2000), ht_ms(10000));
+	    json_pack("{s:s, s:i}", "id", ht_str(res, "id"), "grace_ms", 2000), ht_ms(10000));
 	w = ht_assert_result(r);
-	ck_assert_str_eq(str(w, "state"), "exited");
-	ck_assert_str_eq(str(w, "reason"), "shutdown");
+	ck_assert_str_eq(ht_str(w, "state"), "exited");
+	ck_assert_str_eq(ht_str(w, "reason"), "shutdown");
 	ck_assert(json_is_null(json_object_get(w, "socket")));
 	json_decref(r);
 	ck_assert(!ht_pid_alive(pid));
@@ -459,19 +433,19 @@ START_TEST(test_real_worker_round_trip)
 	ck_assert_msg(ev, "no stopped event");
 	json_decref(ev);
 	/* An exited worker is not there to signal. */
-	r = ht_conn_call(c, "kill", json_pack("{s:s}", "id", str(res, "id")), ht_ms(5000));
+	r = ht_conn_call(c, "kill", json_pack("{s:s}", "id", ht_str(res, "id")), ht_ms(5000));
 	ht_assert_error(r, "worker_not_found");
 	json_decref(r);
 	json_decref(sp);
 	ht_conn_close(c);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_limits_and_duplicate_ids)
 {
 	static const char *const args[] = { "--max-workers-per-master", "1", NULL };
-	struct ht_daemon *d = start(args);
+	struct ht_daemon *d = ht_daemon_start_ok(args);
 	struct ht_conn *c = ht_herdd_open(d, "master", "limits");
 	const char *dup = "{\"jsonrpc\":\"2.0\",\"id\":\"same\",\"method\":\"spawn\",\"params\":"
 	                  "{\"path\":\"/bin/sleep\",\"argv\":[\"sleep\",\"100\"]}}\n";
@@ -484,17 +458,17 @@ START_TEST(test_limits_and_duplicate_ids)
 	ck_assert_int_eq(ht_conn_send_raw(c, dup, strlen(dup)), 0);
 	r = ht_conn_recv(c, ht_ms(5000));
 	ht_assert_error(r, "invalid_request");
-	ck_assert_str_eq(str(r, "id"), "same");
+	ck_assert_str_eq(ht_str(r, "id"), "same");
 	json_decref(r);
 	r = ht_conn_call(c, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
 	ht_assert_error(r, "limit_exceeded");
-	ck_assert_str_eq(str(err_data(r), "limit"), "workers_per_master");
-	ck_assert_int_eq(json_integer_value(json_object_get(err_data(r), "value")), 1);
+	ck_assert_str_eq(ht_str(ht_error_data(r), "limit"), "workers_per_master");
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "value")), 1);
 	json_decref(r);
 	/* The master leaves: its starting worker goes too. */
 	ht_conn_close(c);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	finish(d);
+	ht_daemon_stop_ok(d);
 }
 END_TEST
 

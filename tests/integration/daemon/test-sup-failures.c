@@ -48,12 +48,6 @@ spawn_ok(struct fixture *f, json_t *extra)
 	return res;
 }
 
-static const char *
-str(const json_t *obj, const char *key)
-{
-	return json_string_value(json_object_get(obj, key));
-}
-
 /* The record of a worker that no longer exists: reaped, and the reason is right. */
 static void
 assert_record(struct fixture *f, const char *id, const char *reason)
@@ -61,9 +55,9 @@ assert_record(struct fixture *f, const char *id, const char *reason)
 	json_t *w = ht_herdd_find(f->m, id);
 
 	ck_assert_msg(w, "no record for %s", id);
-	ck_assert_msg(str(w, "reason") && strcmp(str(w, "reason"), reason) == 0,
+	ck_assert_msg(ht_str(w, "reason") && strcmp(ht_str(w, "reason"), reason) == 0,
 	    "%s: reason %s expected: %s", id, reason, ht_dump(w));
-	ck_assert_str_eq(str(w, "state"), "exited");
+	ck_assert_str_eq(ht_str(w, "state"), "exited");
 	ck_assert_int_eq(ht_pid_state(ht_worker_pid(w)), 0);
 	json_decref(w);
 }
@@ -87,8 +81,8 @@ START_TEST(test_init_failure)
 
 	ev = ht_conn_wait_event(f.m, "init_failed", NULL, ht_ms(5000));
 	ck_assert_msg(ev, "no init_failed event");
-	ck_assert_str_eq(str(ev, "message"), "no database at /nowhere");
-	id = str(json_object_get(ev, "worker"), "id");
+	ck_assert_str_eq(ht_str(ev, "message"), "no database at /nowhere");
+	id = ht_str(json_object_get(ev, "worker"), "id");
 	assert_record(&f, id, "init_failed");
 	json_decref(ev);
 	fixture_close(&f);
@@ -106,13 +100,13 @@ START_TEST(test_spawn_timeout)
 	        "init_delay_ms", 60000, "spawn_timeout_ms", 300)),
 	    ht_ms(10000));
 	ht_assert_error(reply, "timeout");
-	data = json_object_get(json_object_get(reply, "error"), "data");
-	ck_assert_str_eq(str(data, "what"), "spawn");
+	data = ht_error_data(reply);
+	ck_assert_str_eq(ht_str(data, "what"), "spawn");
 	json_decref(reply);
 	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
 	w = ht_herdd_wait_listed(f.m, "too-slow", "exited", ht_ms(1000));
 	ck_assert_msg(w, "no record of the timed-out worker");
-	assert_record(&f, str(w, "id"), "spawn_timeout");
+	assert_record(&f, ht_str(w, "id"), "spawn_timeout");
 	json_decref(w);
 	fixture_close(&f);
 }
@@ -127,16 +121,16 @@ START_TEST(test_crash_reports_signal)
 
 	fixture_open(&f);
 	res = spawn_ok(&f, NULL);
-	socket = str(res, "socket");
+	socket = ht_str(res, "socket");
 	reply = ht_worker_call(
 	    socket, NULL, "crash", json_pack("{s:s}", "signal", "SEGV"), ht_ms(5000));
 	ck_assert_msg(!reply && errno == EPIPE, "the crash call answered: %s", ht_dump(reply));
 
-	ev = ht_conn_wait_event(f.m, "crashed", str(res, "id"), ht_ms(5000));
+	ev = ht_conn_wait_event(f.m, "crashed", ht_str(res, "id"), ht_ms(5000));
 	ck_assert_msg(ev, "no crashed event");
 	worker = json_object_get(ev, "worker");
-	ck_assert_str_eq(str(worker, "signal"), "SIGSEGV");
-	ck_assert_str_eq(str(worker, "reason"), "crashed");
+	ck_assert_str_eq(ht_str(worker, "signal"), "SIGSEGV");
+	ck_assert_str_eq(ht_str(worker, "reason"), "crashed");
 	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
 	/* The worker could not remove its socket; herdd must. */
 	ck_assert_msg(stat(socket, &st) < 0 && errno == ENOENT, "stale socket %s", socket);
@@ -154,13 +148,13 @@ START_TEST(test_exit_code_reported)
 	fixture_open(&f);
 	res = spawn_ok(&f, NULL);
 	reply = ht_worker_call(
-	    str(res, "socket"), NULL, "exit", json_pack("{s:i}", "code", 3), ht_ms(5000));
+	    ht_str(res, "socket"), NULL, "exit", json_pack("{s:i}", "code", 3), ht_ms(5000));
 	ck_assert_ptr_null(reply);
-	ev = ht_conn_wait_event(f.m, "exited", str(res, "id"), ht_ms(5000));
+	ev = ht_conn_wait_event(f.m, "exited", ht_str(res, "id"), ht_ms(5000));
 	ck_assert_msg(ev, "no exited event");
 	worker = json_object_get(ev, "worker");
 	ck_assert_int_eq(json_integer_value(json_object_get(worker, "exit_code")), 3);
-	ck_assert_str_eq(str(worker, "reason"), "exited");
+	ck_assert_str_eq(ht_str(worker, "reason"), "exited");
 	ck_assert(json_is_null(json_object_get(worker, "signal")));
 	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
 	json_decref(ev);
@@ -191,8 +185,8 @@ START_TEST(test_background_failure)
 
 	fixture_open(&f);
 	res = spawn_ok(&f, NULL);
-	socket = str(res, "socket");
-	id = str(res, "id");
+	socket = ht_str(res, "socket");
+	id = ht_str(res, "id");
 	reply = ht_worker_call(
 	    socket, NULL, "stderr", json_pack("{s:s}", "text", "preparing the disk"), ht_ms(5000));
 	ht_assert_result(reply);
@@ -205,7 +199,7 @@ START_TEST(test_background_failure)
 
 	ev = ht_conn_wait_event(f.m, "failed", id, ht_ms(5000));
 	ck_assert_msg(ev, "no failed event");
-	ck_assert_str_eq(str(ev, "message"), "disk on fire");
+	ck_assert_str_eq(ht_str(ev, "message"), "disk on fire");
 	tail = json_object_get(ev, "stderr_tail");
 	ck_assert_msg(lines_contain(tail, "preparing the disk"), "stderr_tail %s", ht_dump(tail));
 	ck_assert_msg(lines_contain(tail, "disk on fire"), "stderr_tail %s", ht_dump(tail));
@@ -288,13 +282,12 @@ chatty_logs(struct fixture *f, const char *name, const char *script, json_t **re
 	        "name", name),
 	    ht_ms(10000));
 	ht_assert_error(reply, "worker_exited");
-	*ret_tail = json_incref(json_object_get(
-	    json_object_get(json_object_get(reply, "error"), "data"), "stderr_tail"));
+	*ret_tail = json_incref(json_object_get(ht_error_data(reply), "stderr_tail"));
 	json_decref(reply);
 	rec = ht_herdd_wait_listed(f->m, name, "exited", ht_ms(5000));
 	ck_assert_ptr_nonnull(rec);
 	reply = ht_conn_call(f->m, "logs",
-	    json_pack("{s:s, s:i}", "id", str(rec, "id"), "lines", 1000), ht_ms(5000));
+	    json_pack("{s:s, s:i}", "id", ht_str(rec, "id"), "lines", 1000), ht_ms(5000));
 	json_decref(rec);
 	ht_assert_result(reply);
 	return reply;

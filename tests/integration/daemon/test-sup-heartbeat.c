@@ -24,12 +24,6 @@ hb_params(void)
 	    HB_INTERVAL_MS, "heartbeat_timeout_ms", HB_TIMEOUT_MS));
 }
 
-static const char *
-str(const json_t *obj, const char *key)
-{
-	return json_string_value(json_object_get(obj, key));
-}
-
 START_TEST(test_busy_worker_is_not_hung)
 {
 	struct ht_daemon *d = ht_daemon_start(grace_args);
@@ -44,7 +38,7 @@ START_TEST(test_busy_worker_is_not_hung)
 	res = ht_assert_result(reply);
 	pid = ht_worker_pid(res);
 
-	client = ht_conn_open(str(res, "socket"));
+	client = ht_conn_open(ht_str(res, "socket"));
 	ck_assert_ptr_nonnull(client);
 	json_decref(ht_conn_hello(client, "client", NULL, ht_ms(5000)));
 	/* Three heartbeat timeouts of CPU work with the loop blocked. */
@@ -57,8 +51,8 @@ START_TEST(test_busy_worker_is_not_hung)
 	ck_assert_int_eq(json_integer_value(json_array_get(ht_assert_result(w), 0)), 5);
 	json_decref(w);
 	ck_assert(ht_pid_alive(pid));
-	w = ht_conn_call(m, "inspect", json_pack("{s:s}", "id", str(res, "id")), ht_ms(5000));
-	ck_assert_str_eq(str(ht_assert_result(w), "state"), "ready");
+	w = ht_conn_call(m, "inspect", json_pack("{s:s}", "id", ht_str(res, "id")), ht_ms(5000));
+	ck_assert_str_eq(ht_str(ht_assert_result(w), "state"), "ready");
 	json_decref(w);
 	w = ht_conn_wait_event(m, "heartbeat_lost", NULL, 0);
 	ck_assert_msg(!w, "unexpected event %s", ht_dump(w));
@@ -84,9 +78,9 @@ START_TEST(test_stopped_worker_is_heartbeat_lost)
 	pid = ht_worker_pid(res);
 
 	ck_assert_int_eq(kill(pid, SIGSTOP), 0);
-	ev = ht_conn_wait_event(m, "heartbeat_lost", str(res, "id"), ht_ms(5000));
+	ev = ht_conn_wait_event(m, "heartbeat_lost", ht_str(res, "id"), ht_ms(5000));
 	ck_assert_msg(ev, "a stopped worker was not declared heartbeat_lost");
-	ck_assert_str_eq(str(json_object_get(ev, "worker"), "reason"), "heartbeat_lost");
+	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "heartbeat_lost");
 	json_decref(ev);
 	ck_assert_int_eq(ht_wait_pid_gone(pid, ht_ms(1000)), 0);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
@@ -132,9 +126,9 @@ START_TEST(test_grandchildren_die_with_worker)
 	/* Stopped by shutdown. */
 	reply = ht_spawn(m, ht_testworker_params(NULL), ht_ms(10000));
 	res = ht_assert_result(reply);
-	spawn_grandchildren(str(res, "socket"), &g1, &g2);
+	spawn_grandchildren(ht_str(res, "socket"), &g1, &g2);
 	r = ht_conn_call(m, "shutdown",
-	    json_pack("{s:s, s:i}", "id", str(res, "id"), "grace_ms", 500), ht_ms(10000));
+	    json_pack("{s:s, s:i}", "id", ht_str(res, "id"), "grace_ms", 500), ht_ms(10000));
 	ht_assert_result(r);
 	json_decref(r);
 	ck_assert_msg(ht_wait_pid_gone(g1, ht_ms(1000)) == 0, "grandchild %d survived", (int)g1);
@@ -150,7 +144,7 @@ START_TEST(test_grandchildren_die_with_worker)
 		reply = ht_spawn(m2, ht_testworker_params(NULL), ht_ms(10000));
 		res = ht_assert_result(reply);
 		pid = ht_worker_pid(res);
-		spawn_grandchildren(str(res, "socket"), &g1, &g2);
+		spawn_grandchildren(ht_str(res, "socket"), &g1, &g2);
 		ht_conn_close(m2);
 	}
 	ck_assert_int_eq(ht_wait_pid_gone(pid, ht_ms(1000)), 0);

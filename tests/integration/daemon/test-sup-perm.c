@@ -24,12 +24,6 @@ struct intruder {
 	uid_t uid;
 };
 
-static const char *
-str(const json_t *obj, const char *key)
-{
-	return json_string_value(json_object_get(obj, key));
-}
-
 /* Runs method on root's worker as nobody; true if herdd answered worker_not_found. */
 static bool
 not_found(struct ht_conn *c, const char *method, json_t *params)
@@ -88,7 +82,7 @@ intrude(void *arg)
 		return 18;
 	}
 	{
-		json_t *p = ht_worker_call(str(res, "socket"), NULL, "pid", NULL, ht_ms(5000));
+		json_t *p = ht_worker_call(ht_str(res, "socket"), NULL, "pid", NULL, ht_ms(5000));
 
 		if (json_integer_value(json_object_get(ht_result(p), "uid")) !=
 		    (json_int_t)in->uid) {
@@ -134,8 +128,8 @@ START_TEST(test_other_uid_cannot_see_or_touch)
 	json_decref(ht_conn_call(insp, "subscribe", json_pack("{s:b}", "all", 1), ht_ms(5000)));
 
 	in.d = d;
-	in.id = str(res, "id");
-	in.socket = str(res, "socket");
+	in.id = ht_str(res, "id");
+	in.socket = ht_str(res, "socket");
 	in.pid = ht_worker_pid(res);
 	code = ht_run_as_nobody(intrude, &in, ht_ms(30000));
 	ck_assert_msg(code == 0, "the intruder failed at step %d (see its stderr)", code);
@@ -143,7 +137,7 @@ START_TEST(test_other_uid_cannot_see_or_touch)
 	/* Root's worker is untouched. */
 	ck_assert(ht_pid_alive(in.pid));
 	ev = ht_conn_call(m, "inspect", json_pack("{s:s}", "id", in.id), ht_ms(5000));
-	ck_assert_str_eq(str(ht_assert_result(ev), "state"), "ready");
+	ck_assert_str_eq(ht_str(ht_assert_result(ev), "state"), "ready");
 	json_decref(ev);
 	/* Root saw nobody's worker come. */
 	ev = ht_conn_wait_event(insp, "ready", NULL, ht_ms(5000));

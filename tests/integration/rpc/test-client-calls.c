@@ -18,6 +18,7 @@
 #include <ev.h>
 #include <herd/herd-ev.h>
 
+#include "ht-check.h"
 #include "test-client-common.h"
 
 static struct tc_worker worker;
@@ -503,15 +504,4 @@ client_calls_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(client_calls_suite());
-	int failed;
-
-	signal(SIGPIPE, SIG_IGN);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN_PREPARED(client_calls_suite, signal(SIGPIPE, SIG_IGN))

@@ -13,6 +13,7 @@
 #include <check.h>
 
 #include "internal.h"
+#include "ht-check.h"
 #include "test-client-common.h"
 
 static struct tc_worker worker;
@@ -214,15 +215,4 @@ client_settings_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(client_settings_suite());
-	int failed;
-
-	signal(SIGPIPE, SIG_IGN);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN_PREPARED(client_settings_suite, signal(SIGPIPE, SIG_IGN))

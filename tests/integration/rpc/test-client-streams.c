@@ -14,6 +14,7 @@
 
 #include <check.h>
 
+#include "ht-check.h"
 #include "test-client-common.h"
 
 static struct tc_worker worker;
@@ -429,15 +430,4 @@ client_streams_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(client_streams_suite());
-	int failed;
-
-	signal(SIGPIPE, SIG_IGN);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN_PREPARED(client_streams_suite, signal(SIGPIPE, SIG_IGN))

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ht-check.h"
 #include "worker-test-util.h"
 
 /* Return codes recorded by handlers, by name. Only the server thread touches it. */
@@ -276,15 +277,4 @@ api_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(api_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	ht_teardown();
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN(api_suite)

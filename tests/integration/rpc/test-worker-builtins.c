@@ -10,59 +10,34 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ht-check.h"
 #include "worker-test-util.h"
 
 static struct wt_server S;
-static int fds_before;
-
-static void
-start(json_t *settings)
-{
-	fds_before = wt_fd_count();
-	ck_assert_int_eq(wt_server_start(&S, NULL, settings), 0);
-	json_decref(settings);
-}
-
-static void
-stop(void)
-{
-	ck_assert_int_eq(wt_server_stop(&S), 0);
-	ck_assert_int_eq(wt_fd_count(), fds_before);
-	ht_teardown();
-}
-
-static json_t *
-call(struct ht_conn *c, const char *method, json_t *params)
-{
-	json_t *reply = ht_conn_call(c, method, params, ht_ms(5000));
-
-	ck_assert_msg(reply, "%s: no reply", method);
-	return reply;
-}
 
 START_TEST(test_functions)
 {
 	struct ht_conn *c;
 	json_t *hello, *reply;
 
-	start(NULL);
+	wt_start(&S, NULL, NULL);
 	c = ht_conn_open(S.path);
 	ck_assert_ptr_nonnull(c);
 	hello = ht_conn_hello(c, "client", NULL, ht_ms(5000));
-	reply = call(c, "herd.functions", NULL);
+	reply = wt_call(c, "herd.functions", NULL);
 	ck_assert(json_equal(ht_result(reply), json_object_get(ht_result(hello), "functions")));
 	ck_assert_int_eq(json_array_size(ht_result(reply)), 13);
 	json_decref(reply);
 	json_decref(hello);
 	/* Built-ins take no parameters. */
-	reply = call(c, "herd.functions", json_pack("{s:i}", "x", 1));
+	reply = wt_call(c, "herd.functions", json_pack("{s:i}", "x", 1));
 	ck_assert_str_eq(ht_error_name(reply), "invalid_params");
 	json_decref(reply);
-	reply = call(c, "herd.functions", json_object());
+	reply = wt_call(c, "herd.functions", json_object());
 	ck_assert(json_is_array(ht_result(reply)));
 	json_decref(reply);
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -73,11 +48,12 @@ START_TEST(test_settings_precedence)
 
 	/* The environment wins field by field; code fills the rest; defaults the others. */
 	setenv("HERD_RPC_SETTINGS", "{\"max_message_size\": 4096}", 1);
-	start(json_pack("{s:i, s:i}", "max_message_size", 2048, "handshake_timeout_ms", 1234));
+	wt_start(&S, NULL,
+	    json_pack("{s:i, s:i}", "max_message_size", 2048, "handshake_timeout_ms", 1234));
 	unsetenv("HERD_RPC_SETTINGS");
 	c = wt_connect(S.path, NULL);
 	ck_assert_ptr_nonnull(c);
-	reply = call(c, "herd.settings", NULL);
+	reply = wt_call(c, "herd.settings", NULL);
 	s = ht_result(reply);
 	ck_assert_int_eq(json_integer_value(json_object_get(s, "max_message_size")), 4096);
 	ck_assert_int_eq(json_integer_value(json_object_get(s, "handshake_timeout_ms")), 1234);
@@ -85,7 +61,7 @@ START_TEST(test_settings_precedence)
 	ck_assert_int_eq(json_integer_value(json_object_get(s, "max_pending")), 1024);
 	json_decref(reply);
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 
 	/* A broken environment value is refused, not ignored. */
 	setenv("HERD_RPC_SETTINGS", "{\"max_message_size\": \"big\"}", 1);
@@ -115,7 +91,7 @@ START_TEST(test_logs)
 	json_t *reply, *item;
 	int64_t la, lb;
 
-	start(NULL);
+	wt_start(&S, NULL, NULL);
 	a = wt_connect(S.path, NULL);
 	b = wt_connect(S.path, NULL);
 	c = wt_connect(S.path, NULL);
@@ -124,9 +100,9 @@ START_TEST(test_logs)
 	la = ht_conn_send_request(a, "herd.logs", NULL);
 	lb = ht_conn_send_request(b, "herd.logs", NULL);
 	/* Round trips on a and b prove both subscriptions are in place. */
-	json_decref(call(a, "stats", NULL));
-	json_decref(call(b, "stats", NULL));
-	json_decref(call(c, "sum", json_pack("{s:i}", "n", 0)));
+	json_decref(wt_call(a, "stats", NULL));
+	json_decref(wt_call(b, "stats", NULL));
+	json_decref(wt_call(c, "sum", json_pack("{s:i}", "n", 0)));
 	item = wt_next_item(a, la, ht_ms(5000));
 	ck_assert_ptr_nonnull(item);
 	check_log_item(item, "info", "sum: 0");
@@ -137,8 +113,8 @@ START_TEST(test_logs)
 	json_decref(item);
 
 	json_decref(
-	    call(c, "log", json_pack("{s:s, s:i}", "message", "disk almost full", "level", 4)));
-	json_decref(call(c, "sum", json_pack("{s:i}", "n", 42)));
+	    wt_call(c, "log", json_pack("{s:s, s:i}", "message", "disk almost full", "level", 4)));
+	json_decref(wt_call(c, "sum", json_pack("{s:i}", "n", 42)));
 	for (int i = 0; i < 2; i++) {
 		struct ht_conn *x = i ? b : a;
 		int64_t id = i ? lb : la;
@@ -157,17 +133,17 @@ START_TEST(test_logs)
 	reply = ht_conn_wait_reply(a, la, ht_ms(5000));
 	ck_assert_str_eq(ht_error_name(reply), "cancelled");
 	json_decref(reply);
-	json_decref(call(c, "log", json_pack("{s:s}", "message", "after")));
+	json_decref(wt_call(c, "log", json_pack("{s:s}", "message", "after")));
 	item = wt_next_item(b, lb, ht_ms(5000));
 	ck_assert_ptr_nonnull(item);
 	check_log_item(item, "info", "after");
 	json_decref(item);
-	/* A subscriber that goes away is dropped (stop() proves it is freed). */
+	/* A subscriber that goes away is dropped (wt_stop() proves it is freed). */
 	ht_conn_close(b);
-	json_decref(call(c, "log", json_pack("{s:s}", "message", "nobody listens")));
+	json_decref(wt_call(c, "log", json_pack("{s:s}", "message", "nobody listens")));
 	ht_conn_close(a);
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -176,26 +152,26 @@ START_TEST(test_close_server)
 	struct ht_conn *a, *b;
 	json_t *reply;
 
-	start(NULL);
+	wt_start(&S, NULL, NULL);
 	a = wt_connect(S.path, NULL);
 	b = wt_connect(S.path, NULL);
 	ck_assert(a && b);
-	reply = call(a, "herd.close_server", NULL);
+	reply = wt_call(a, "herd.close_server", NULL);
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
 	/* No new connection: the socket file is gone... */
 	ck_assert_int_eq(wt_wait_path_gone(S.path, ht_ms(5000)), 0);
 	ck_assert_ptr_null(ht_conn_open(S.path));
 	/* ...but the existing ones still serve. */
-	reply = call(b, "sum", json_pack("{s:i}", "n", 42));
+	reply = wt_call(b, "sum", json_pack("{s:i}", "n", 42));
 	ck_assert_int_eq(wt_int_result(reply), 861);
 	json_decref(reply);
-	reply = call(a, "herd.close_server", NULL);
+	reply = wt_call(a, "herd.close_server", NULL);
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
 	ht_conn_close(a);
 	ht_conn_close(b);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -205,13 +181,13 @@ START_TEST(test_shutdown)
 	json_t *reply;
 	int64_t pending;
 
-	start(NULL);
+	wt_start(&S, NULL, NULL);
 	a = wt_connect(S.path, NULL);
 	b = wt_connect(S.path, NULL);
 	ck_assert(a && b);
 	pending = ht_conn_send_request(b, "sleep", json_pack("{s:i}", "ms", 600000));
-	json_decref(call(b, "sum", json_pack("{s:i}", "n", 1)));
-	reply = call(a, "herd.shutdown", NULL);
+	json_decref(wt_call(b, "sum", json_pack("{s:i}", "n", 1)));
+	reply = wt_call(a, "herd.shutdown", NULL);
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
 	/* Pending requests elsewhere are answered shutting_down; every connection closes. */
@@ -223,7 +199,7 @@ START_TEST(test_shutdown)
 	ck_assert_int_ne(access(S.path, F_OK), 0);
 	ht_conn_close(a);
 	ht_conn_close(b);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -243,15 +219,4 @@ builtins_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(builtins_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	ht_teardown();
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN(builtins_suite)

@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ht-check.h"
 #include "worker-test-util.h"
 
 static char dir[128], sock[192];
@@ -59,16 +60,6 @@ start_worker(const char *init, const char *settings)
 	ck_assert_int_gt(pid, 0);
 	ck_assert_int_eq(wt_wait_path(sock, pid, ht_ms(10000)), 0);
 	return pid;
-}
-
-static int
-wait_exit(pid_t pid)
-{
-	int status;
-
-	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &status), 0);
-	ck_assert_msg(WIFEXITED(status), "worker killed by signal %d", WTERMSIG(status));
-	return WEXITSTATUS(status);
 }
 
 /* Reads everything from fd until EOF (deadline) into buf. */
@@ -122,7 +113,7 @@ START_TEST(test_serve_and_sigterm)
 	json_decref(reply);
 	/* SIGTERM: a graceful stop, status 0, socket removed, our connection closed. */
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(wait_exit(pid), 0);
+	ck_assert_int_eq(wt_wait_exit(pid), 0);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	ht_conn_close(c);
@@ -147,7 +138,7 @@ START_TEST(test_shutdown_builtin)
 	reply = ht_conn_call(c, "herd.shutdown", NULL, ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
-	ck_assert_int_eq(wait_exit(pid), 0);
+	ck_assert_int_eq(wt_wait_exit(pid), 0);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	ht_conn_close(c);
 	finish();
@@ -170,14 +161,14 @@ START_TEST(test_init_failure_and_usage)
 	close(pipefd[1]);
 	read_all(pipefd[0], err, sizeof(err));
 	close(pipefd[0]);
-	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_eq(wt_wait_exit(pid), 1);
 	ck_assert_msg(strstr(err, "no database"), "stderr: %s", err);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 
 	pid = wt_spawn(no_socket, -1, NULL, -1);
-	ck_assert_int_eq(wait_exit(pid), 2);
+	ck_assert_int_eq(wt_wait_exit(pid), 2);
 	pid = wt_spawn(bad_json, -1, NULL, -1);
-	ck_assert_int_eq(wait_exit(pid), 2);
+	ck_assert_int_eq(wt_wait_exit(pid), 2);
 	finish();
 }
 END_TEST
@@ -225,7 +216,7 @@ START_TEST(test_socket_in_use)
 	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	ck_assert_int_eq(listen(fd, 4), 0);
 	pid = wt_spawn(args, -1, NULL, -1);
-	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_eq(wt_wait_exit(pid), 1);
 	ck_assert_int_eq(access(sock, F_OK), 0);
 	/* Once that server is dead, its file is stale and gets replaced. */
 	close(fd);
@@ -242,7 +233,7 @@ START_TEST(test_socket_in_use)
 	json_decref(reply);
 	ht_conn_close(c);
 	ck_assert_int_eq(kill(pid, SIGINT), 0);
-	ck_assert_int_eq(wait_exit(pid), 0);
+	ck_assert_int_eq(wt_wait_exit(pid), 0);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	finish();
 }
@@ -262,7 +253,7 @@ START_TEST(test_worker_fail_standalone)
 	reply = ht_conn_call(c, "worker_fail", json_pack("{s:s}", "message", "late"), ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
-	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_eq(wt_wait_exit(pid), 1);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	ht_conn_close(c);
 	finish();
@@ -285,15 +276,4 @@ exec_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(exec_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	ht_teardown();
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN(exec_suite)

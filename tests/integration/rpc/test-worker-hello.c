@@ -8,26 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ht-check.h"
 #include "worker-test-util.h"
 
 static struct wt_server S;
-static int fds_before;
-
-static void
-start(json_t *settings)
-{
-	fds_before = wt_fd_count();
-	ck_assert_int_eq(wt_server_start(&S, NULL, settings), 0);
-	json_decref(settings);
-}
-
-static void
-stop(void)
-{
-	ck_assert_int_eq(wt_server_stop(&S), 0);
-	ck_assert_int_eq(wt_fd_count(), fds_before);
-	ht_teardown();
-}
 
 /* Sends one raw line and expects one error reply, then the connection closing. */
 static void
@@ -50,7 +34,7 @@ START_TEST(test_hello_good)
 	size_t i;
 	bool has_sum = false, has_count = false;
 
-	start(NULL);
+	wt_start(&S, NULL, NULL);
 	c = ht_conn_open(S.path);
 	ck_assert_ptr_nonnull(c);
 	reply = ht_conn_hello(c, "client", json_pack("{s:s}", "name", "test"), ht_ms(5000));
@@ -83,7 +67,7 @@ START_TEST(test_hello_good)
 	ck_assert_int_eq(wt_int_result(reply), 3628800);
 	json_decref(reply);
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -92,7 +76,7 @@ START_TEST(test_hello_bad_version)
 	struct ht_conn *c;
 	json_t *reply, *supported;
 
-	start(NULL);
+	wt_start(&S, NULL, NULL);
 	c = ht_conn_open(S.path);
 	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(ht_conn_send_raw(c,
@@ -104,14 +88,13 @@ START_TEST(test_hello_bad_version)
 	reply = ht_conn_recv(c, ht_ms(5000));
 	ck_assert_str_eq(ht_error_name(reply), "version_mismatch");
 	ck_assert_int_eq(json_integer_value(json_object_get(reply, "id")), 0);
-	supported =
-	    json_object_get(json_object_get(json_object_get(reply, "error"), "data"), "supported");
+	supported = json_object_get(ht_error_data(reply), "supported");
 	ck_assert_int_eq(json_array_size(supported), 1);
 	ck_assert_int_eq(json_integer_value(json_array_get(supported, 0)), 1);
 	json_decref(reply);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -119,7 +102,7 @@ START_TEST(test_hello_required)
 {
 	struct ht_conn *c;
 
-	start(NULL);
+	wt_start(&S, NULL, NULL);
 	/* A call before hello. */
 	c = ht_conn_open(S.path);
 	expect_error_then_close(c,
@@ -149,7 +132,7 @@ START_TEST(test_hello_required)
 	    "\"role\":\"client\",\"colour\":\"red\"}}\n",
 	    "invalid_params");
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -159,7 +142,7 @@ START_TEST(test_hello_timeout)
 	json_t *reply, *data;
 	int64_t t0;
 
-	start(json_pack("{s:i}", "handshake_timeout_ms", 200));
+	wt_start(&S, NULL, json_pack("{s:i}", "handshake_timeout_ms", 200));
 	c = ht_conn_open(S.path);
 	ck_assert_ptr_nonnull(c);
 	/* A connection that completed hello is not affected by the handshake timeout. */
@@ -170,7 +153,7 @@ START_TEST(test_hello_timeout)
 	ck_assert_msg(reply, "no timeout error");
 	ck_assert_str_eq(ht_error_name(reply), "timeout");
 	ck_assert(json_is_null(json_object_get(reply, "id")));
-	data = json_object_get(json_object_get(reply, "error"), "data");
+	data = ht_error_data(reply);
 	ck_assert_str_eq(json_string_value(json_object_get(data, "what")), "handshake");
 	ck_assert_int_eq(json_integer_value(json_object_get(data, "ms")), 200);
 	json_decref(reply);
@@ -182,7 +165,7 @@ START_TEST(test_hello_timeout)
 	json_decref(reply);
 	ht_conn_close(c);
 	ht_conn_close(c2);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -191,7 +174,7 @@ START_TEST(test_conn_init)
 	struct ht_conn *c;
 	json_t *reply;
 
-	start(NULL);
+	wt_start(&S, NULL, NULL);
 	/* A failing connection-state init answers init_failed with its message and closes. */
 	c = ht_conn_open(S.path);
 	ck_assert_ptr_nonnull(c);
@@ -213,7 +196,7 @@ START_TEST(test_conn_init)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "conn_calls")), 1);
 	json_decref(reply);
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -222,7 +205,7 @@ START_TEST(test_heartbeats)
 	struct ht_conn *c;
 	json_t *reply, *hb, *eff;
 
-	start(NULL);
+	wt_start(&S, NULL, NULL);
 	c = ht_conn_open(S.path);
 	ck_assert_ptr_nonnull(c);
 	reply = ht_conn_hello(c, "client",
@@ -254,7 +237,7 @@ START_TEST(test_heartbeats)
 	}
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -275,15 +258,4 @@ hello_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(hello_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	ht_teardown();
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN(hello_suite)

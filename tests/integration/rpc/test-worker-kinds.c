@@ -11,36 +11,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ht-check.h"
 #include "worker-test-util.h"
 
 static struct wt_server S;
-static int fds_before;
 
 static void
 start(void)
 {
-	json_t *init = json_pack("{s:s}", "hello", "there");
-
-	fds_before = wt_fd_count();
-	ck_assert_int_eq(wt_server_start(&S, init, NULL), 0);
-	json_decref(init);
-}
-
-static void
-stop(void)
-{
-	ck_assert_int_eq(wt_server_stop(&S), 0);
-	ck_assert_int_eq(wt_fd_count(), fds_before);
-	ht_teardown();
-}
-
-static json_t *
-call(struct ht_conn *c, const char *method, json_t *params)
-{
-	json_t *reply = ht_conn_call(c, method, params, ht_ms(5000));
-
-	ck_assert_msg(reply, "%s: no reply", method);
-	return reply;
+	wt_start(&S, json_pack("{s:s}", "hello", "there"), NULL);
 }
 
 /* Subscribes c to herd.logs; returns the stream's id. */
@@ -51,7 +30,7 @@ subscribe_logs(struct ht_conn *c)
 
 	ck_assert_int_gt(id, 0);
 	/* A logged line proves the subscription is active before the test goes on. */
-	json_decref(call(c, "log", json_pack("{s:s}", "message", "subscribed")));
+	json_decref(wt_call(c, "log", json_pack("{s:s}", "message", "subscribed")));
 	ck_assert(wt_wait_log(c, id, "subscribed", ht_ms(5000)));
 	return id;
 }
@@ -64,52 +43,52 @@ START_TEST(test_calls)
 	start();
 	c = wt_connect(S.path, NULL);
 	ck_assert_ptr_nonnull(c);
-	reply = call(c, "sum", json_pack("{s:i}", "n", 42));
+	reply = wt_call(c, "sum", json_pack("{s:i}", "n", 42));
 	ck_assert_int_eq(wt_int_result(reply), 861);
 	json_decref(reply);
-	reply = call(c, "product", json_pack("{s:i}", "n", 20));
+	reply = wt_call(c, "product", json_pack("{s:i}", "n", 20));
 	ck_assert_int_eq(wt_int_result(reply), 2432902008176640000LL);
 	json_decref(reply);
-	reply = call(c, "echo", json_pack("[i, s, {s:n}]", 1, "two", "three"));
+	reply = wt_call(c, "echo", json_pack("[i, s, {s:n}]", 1, "two", "three"));
 	ck_assert_str_eq(ht_dump(ht_result(reply)), "[1,\"two\",{\"three\":null}]");
 	json_decref(reply);
 	/* Absent params reach the handler as null. */
-	reply = call(c, "echo", NULL);
+	reply = wt_call(c, "echo", NULL);
 	ck_assert(json_is_null(ht_result(reply)));
 	json_decref(reply);
 
 	/* A handler failure is the caller's error; the connection stays usable. */
-	reply = call(c, "fail", json_pack("{s:s}", "message", "it broke"));
+	reply = wt_call(c, "fail", json_pack("{s:s}", "message", "it broke"));
 	ck_assert_str_eq(ht_error_name(reply), "function_failed");
 	ck_assert_str_eq(ht_error_message(reply), "it broke");
 	json_decref(reply);
-	reply = call(c, "product", json_pack("{s:i}", "n", 21));
+	reply = wt_call(c, "product", json_pack("{s:i}", "n", 21));
 	ck_assert_str_eq(ht_error_name(reply), "function_failed");
 	json_decref(reply);
-	reply = call(c, "sum", json_pack("{s:s}", "n", "many"));
+	reply = wt_call(c, "sum", json_pack("{s:s}", "n", "many"));
 	ck_assert_str_eq(ht_error_name(reply), "invalid_params");
 	json_decref(reply);
-	reply = call(c, "no_such_function", NULL);
+	reply = wt_call(c, "no_such_function", NULL);
 	ck_assert_str_eq(ht_error_name(reply), "method_not_found");
 	json_decref(reply);
-	reply = call(c, "herd.no_such_builtin", NULL);
+	reply = wt_call(c, "herd.no_such_builtin", NULL);
 	ck_assert_str_eq(ht_error_name(reply), "method_not_found");
 	json_decref(reply);
 	/* A oneway function called as a request is refused, not run. */
-	reply = call(c, "note", json_pack("{s:s}", "text", "x"));
+	reply = wt_call(c, "note", json_pack("{s:s}", "text", "x"));
 	ck_assert_str_eq(ht_error_name(reply), "invalid_request");
 	json_decref(reply);
-	reply = call(c, "sum", json_pack("{s:i}", "n", 4));
+	reply = wt_call(c, "sum", json_pack("{s:i}", "n", 4));
 	ck_assert_int_eq(wt_int_result(reply), 6);
 	json_decref(reply);
-	reply = call(c, "stats", NULL);
+	reply = wt_call(c, "stats", NULL);
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "conn_calls")), 9);
 	ck_assert_str_eq(json_string_value(json_object_get(
 	                     json_object_get(ht_result(reply), "worker_init"), "hello")),
 	    "there");
 	json_decref(reply);
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -150,7 +129,7 @@ START_TEST(test_async_and_concurrent)
 		}
 		ht_conn_close(c[i]);
 	}
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -175,11 +154,11 @@ START_TEST(test_pipe)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "count")), 5);
 	json_decref(reply);
 	/* An empty pipe ends at once. */
-	reply = call(c, "count", json_pack("{s:i}", "n", 0));
+	reply = wt_call(c, "count", json_pack("{s:i}", "n", 0));
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "count")), 0);
 	json_decref(reply);
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -230,12 +209,12 @@ START_TEST(test_pipe_cancel)
 	}
 	ck_assert_int_eq(errors, 1);
 	ck_assert_int_le(items_after, 2);
-	reply = call(c, "stats", NULL);
+	reply = wt_call(c, "stats", NULL);
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "cancelled")), 1);
 	json_decref(reply);
 	ht_conn_close(c);
 	ht_conn_close(logs);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -269,7 +248,7 @@ START_TEST(test_pipe_backpressure)
 	json_decref(reply);
 	ht_conn_close(c);
 	ht_conn_close(logs);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -313,11 +292,11 @@ START_TEST(test_sink)
 	/* Malformed stream notifications are ignored. */
 	wt_notify(c, "herd.item", json_pack("{s:s}", "nothing", "here"));
 	wt_notify(c, "herd.end", NULL);
-	reply = call(c, "stats", NULL);
+	reply = wt_call(c, "stats", NULL);
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "cancelled")), 1);
 	json_decref(reply);
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -334,7 +313,7 @@ START_TEST(test_state_and_oneway)
 	ck_assert_ptr_nonnull(b);
 	ck_assert_int_eq(wt_notify(b, "note", json_pack("{s:s}", "text", "first")), 0);
 	/* A oneway call is never answered; the next call on b shows it ran before. */
-	reply = call(b, "notes", NULL);
+	reply = wt_call(b, "notes", NULL);
 	ck_assert_str_eq(ht_dump(ht_result(reply)), "[\"first\"]");
 	json_decref(reply);
 
@@ -359,18 +338,18 @@ START_TEST(test_state_and_oneway)
 	reply = ht_conn_wait_reply(a, id, ht_ms(5000));
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "updates")), 2);
 	json_decref(reply);
-	reply = call(b, "notes", NULL);
+	reply = wt_call(b, "notes", NULL);
 	ck_assert_str_eq(ht_dump(ht_result(reply)), "[\"first\",\"second\",\"third\"]");
 	json_decref(reply);
 	/* A notification naming a call function, or nothing known, is ignored. */
 	wt_notify(b, "sum", json_pack("{s:i}", "n", 3));
 	wt_notify(b, "nothing_here", NULL);
-	reply = call(b, "sum", json_pack("{s:i}", "n", 3));
+	reply = wt_call(b, "sum", json_pack("{s:i}", "n", 3));
 	ck_assert_int_eq(wt_int_result(reply), 3);
 	json_decref(reply);
 	ht_conn_close(a);
 	ht_conn_close(b);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -390,19 +369,19 @@ START_TEST(test_close_cancels)
 	ht_conn_send_request(a, "count", json_pack("{s:i, s:i}", "n", 1000000, "delay_ms", 1000));
 	ht_conn_send_request(a, "sum_stream", NULL);
 	/* A call on a proves the three requests above were dispatched. */
-	json_decref(call(a, "sum", json_pack("{s:i}", "n", 1)));
+	json_decref(wt_call(a, "sum", json_pack("{s:i}", "n", 1)));
 	ht_conn_close(a);
 	ck_assert(wt_wait_log(logs, log_id, "sleep: cancelled", ht_ms(5000)));
-	reply = call(logs, "stats", NULL);
+	reply = wt_call(logs, "stats", NULL);
 	/* The three are cancelled in some order; wait for the other two as well. */
 	while (json_integer_value(json_object_get(ht_result(reply), "cancelled")) < 3) {
 		json_decref(reply);
 		ck_assert(wt_wait_log(logs, log_id, "cancelled", ht_ms(5000)));
-		reply = call(logs, "stats", NULL);
+		reply = wt_call(logs, "stats", NULL);
 	}
 	json_decref(reply);
 	ht_conn_close(logs);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -425,15 +404,4 @@ kinds_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(kinds_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	ht_teardown();
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN(kinds_suite)

@@ -16,26 +16,10 @@
 #include <unistd.h>
 
 #include "example-worker.h"
+#include "ht-check.h"
 #include "worker-test-util.h"
 
 static struct wt_server S;
-static int fds_before;
-
-static void
-start(json_t *settings)
-{
-	fds_before = wt_fd_count();
-	ck_assert_int_eq(wt_server_start(&S, NULL, settings), 0);
-	json_decref(settings);
-}
-
-static void
-stop(void)
-{
-	ck_assert_int_eq(wt_server_stop(&S), 0);
-	ck_assert_int_eq(wt_fd_count(), fds_before);
-	ht_teardown();
-}
 
 /* Sends raw bytes after hello and expects one framing error with id null, then EOF. */
 static void
@@ -61,7 +45,7 @@ START_TEST(test_framing)
 	struct ht_conn *c;
 	json_t *reply;
 
-	start(json_pack("{s:i}", "max_message_size", 1024));
+	wt_start(&S, NULL, json_pack("{s:i}", "max_message_size", 1024));
 	/* An oversize line, whole. */
 	memset(big, 'x', sizeof(big));
 	memcpy(big, "{\"a\":\"", 6);
@@ -79,9 +63,7 @@ START_TEST(test_framing)
 	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(ht_conn_send_raw(c, big, sizeof(big)), 0);
 	reply = ht_conn_recv(c, ht_ms(5000));
-	ck_assert_int_eq(json_integer_value(json_object_get(
-	                     json_object_get(json_object_get(reply, "error"), "data"), "limit")),
-	    1024);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(reply), "limit")), 1024);
 	json_decref(reply);
 	ht_conn_close(c);
 
@@ -98,7 +80,7 @@ START_TEST(test_framing)
 	ck_assert_int_eq(wt_int_result(reply), 861);
 	json_decref(reply);
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -108,7 +90,7 @@ START_TEST(test_reply_over_client_limit)
 	char text[2001];
 	json_t *reply;
 
-	start(NULL);
+	wt_start(&S, NULL, NULL);
 	/* The client says it takes messages of 1024 bytes at most. */
 	c = wt_connect(S.path, json_pack("{s:{s:i}}", "settings", "max_message_size", 1024));
 	ck_assert_ptr_nonnull(c);
@@ -121,7 +103,7 @@ START_TEST(test_reply_over_client_limit)
 	ck_assert_msg(ht_result(reply), "%s", ht_dump(reply));
 	json_decref(reply);
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -131,7 +113,7 @@ START_TEST(test_pending_limit)
 	json_t *reply, *data;
 	int64_t first = 0, over;
 
-	start(NULL);
+	wt_start(&S, NULL, NULL);
 	c = wt_connect(S.path, NULL);
 	ck_assert_ptr_nonnull(c);
 	for (int i = 0; i < 1024; i++) {
@@ -144,7 +126,7 @@ START_TEST(test_pending_limit)
 	over = ht_conn_send_request(c, "sum", json_pack("{s:i}", "n", 3));
 	reply = ht_conn_wait_reply(c, over, ht_ms(10000));
 	ck_assert_str_eq(ht_error_name(reply), "too_many_requests");
-	data = json_object_get(json_object_get(reply, "error"), "data");
+	data = ht_error_data(reply);
 	ck_assert_int_eq(json_integer_value(json_object_get(data, "limit")), 1024);
 	json_decref(reply);
 	/* Finishing one (a cancel) makes room for one more. */
@@ -155,9 +137,9 @@ START_TEST(test_pending_limit)
 	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 3), ht_ms(5000));
 	ck_assert_int_eq(wt_int_result(reply), 3);
 	json_decref(reply);
-	/* Closing the connection cancels the 1023 left; stop() checks they are all freed. */
+	/* Closing the connection cancels the 1023 left; wt_stop() checks they are all freed. */
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -168,7 +150,7 @@ START_TEST(test_duplicate_id)
 	const char *req =
 	    "{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"method\":\"sleep\",\"params\":{\"ms\":200}}\n";
 
-	start(NULL);
+	wt_start(&S, NULL, NULL);
 	c = wt_connect(S.path, NULL);
 	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(ht_conn_send_raw(c, req, strlen(req)), 0);
@@ -181,7 +163,7 @@ START_TEST(test_duplicate_id)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "slept")), 200);
 	json_decref(reply);
 	ht_conn_close(c);
-	stop();
+	wt_stop(&S);
 }
 END_TEST
 
@@ -297,15 +279,4 @@ limits_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(limits_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	ht_teardown();
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN(limits_suite)

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ht-check.h"
 #include "worker-test-util.h"
 
 static char dir[128], sock[192];
@@ -80,16 +81,6 @@ expect_ready(void)
 	json_decref(msg);
 	/* The socket is listening before ready is sent. */
 	ck_assert_int_eq(access(sock, F_OK), 0);
-}
-
-static int
-wait_exit(pid_t pid)
-{
-	int status;
-
-	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &status), 0);
-	ck_assert_msg(WIFEXITED(status), "worker killed by signal %d", WTERMSIG(status));
-	return WEXITSTATUS(status);
 }
 
 static void
@@ -164,7 +155,7 @@ START_TEST(test_ready_heartbeat_shutdown)
 
 	/* herdd's shutdown: a graceful stop with status 0 and no socket left. */
 	ck_assert_int_eq(wt_chan_send(&ch, proto_notification("shutdown", json_object())), 0);
-	ck_assert_int_eq(wait_exit(pid), 0);
+	ck_assert_int_eq(wt_wait_exit(pid), 0);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	ht_conn_close(c);
@@ -187,7 +178,7 @@ START_TEST(test_init_failed)
 	    "config missing");
 	wt_chan_send(&ch, proto_result(json_object_get(msg, "id"), json_object()));
 	json_decref(msg);
-	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_eq(wt_wait_exit(pid), 1);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	finish();
 
@@ -200,7 +191,7 @@ START_TEST(test_init_failed)
 	    strstr(json_string_value(json_object_get(json_object_get(msg, "params"), "message")),
 	        "cannot listen"));
 	json_decref(msg);
-	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_eq(wt_wait_exit(pid), 1);
 	finish();
 }
 END_TEST
@@ -214,14 +205,14 @@ START_TEST(test_eof_exits)
 	expect_ready();
 	/* herdd goes away: the worker exits at once and removes its socket. */
 	wt_chan_close(&ch);
-	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_eq(wt_wait_exit(pid), 1);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	finish();
 
 	/* Also before herdd answered hello. */
 	pid = spawn_supervised();
 	wt_chan_close(&ch);
-	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_eq(wt_wait_exit(pid), 1);
 	finish();
 }
 END_TEST
@@ -249,7 +240,7 @@ START_TEST(test_failure_and_sigterm)
 	    json_string_value(json_object_get(json_object_get(msg, "params"), "message")),
 	    "lost my marbles");
 	json_decref(msg);
-	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_eq(wt_wait_exit(pid), 1);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	ht_conn_close(c);
 	finish();
@@ -258,7 +249,7 @@ START_TEST(test_failure_and_sigterm)
 	answer_hello(NULL);
 	expect_ready();
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(wait_exit(pid), 0);
+	ck_assert_int_eq(wt_wait_exit(pid), 0);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	finish();
 }
@@ -288,7 +279,7 @@ START_TEST(test_connection_closed)
 	ck_assert_int_eq(
 	    json_integer_value(json_object_get(json_object_get(msg, "params"), "open")), 0);
 	json_decref(msg);
-	ck_assert_int_eq(wait_exit(pid), 0);
+	ck_assert_int_eq(wt_wait_exit(pid), 0);
 	finish();
 
 	/* Nobody connects within connection_timeout_ms: the worker gives up. */
@@ -296,7 +287,7 @@ START_TEST(test_connection_closed)
 	answer_hello(json_pack(
 	    "{s:s, s:i}", "shutdown_on", "connection_closed", "connection_timeout_ms", 200));
 	expect_ready();
-	ck_assert_int_eq(wait_exit(pid), 1);
+	ck_assert_int_eq(wt_wait_exit(pid), 1);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	finish();
 }
@@ -318,15 +309,4 @@ supervised_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(supervised_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	ht_teardown();
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN(supervised_suite)

@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <check.h>
+
 #include "example-worker.h"
 #include "worker-test-util.h"
 
@@ -125,6 +127,25 @@ wt_server_stop(struct wt_server *s)
 	return 0;
 }
 
+void
+wt_start(struct wt_server *s, json_t *init, json_t *settings)
+{
+	int fds_before = wt_fd_count();
+
+	ck_assert_int_eq(wt_server_start(s, init, settings), 0);
+	s->fds_before = fds_before;
+	json_decref(init);
+	json_decref(settings);
+}
+
+void
+wt_stop(struct wt_server *s)
+{
+	ck_assert_int_eq(wt_server_stop(s), 0);
+	ck_assert_int_eq(wt_fd_count(), s->fds_before);
+	ht_teardown();
+}
+
 /* ---- clients ---- */
 
 struct ht_conn *
@@ -146,6 +167,15 @@ wt_connect(const char *path, json_t *extra)
 	}
 	json_decref(reply);
 	return c;
+}
+
+json_t *
+wt_call(struct ht_conn *c, const char *method, json_t *params)
+{
+	json_t *reply = ht_conn_call(c, method, params, ht_ms(5000));
+
+	ck_assert_msg(reply, "%s: no reply", method);
+	return reply;
 }
 
 int
@@ -322,6 +352,16 @@ out:
 		close(pidfd);
 	close(in);
 	return r;
+}
+
+int
+wt_wait_exit(pid_t pid)
+{
+	int status;
+
+	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &status), 0);
+	ck_assert_msg(WIFEXITED(status), "worker killed by signal %d", WTERMSIG(status));
+	return WEXITSTATUS(status);
 }
 
 int

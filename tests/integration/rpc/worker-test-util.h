@@ -40,6 +40,7 @@ struct wt_server {
 	pthread_cond_t cond;
 	bool started;
 	bool running;
+	int fds_before; /* open fds of this process before wt_start() */
 };
 
 /*
@@ -57,6 +58,17 @@ int wt_server_start_type(
  */
 int wt_server_stop(struct wt_server *s);
 
+/*
+ * wt_server_start() for a test body: fails the test if the server does not
+ * start. init and settings are stolen (may be NULL).
+ */
+void wt_start(struct wt_server *s, json_t *init, json_t *settings);
+/*
+ * wt_server_stop() for a test body: fails the test if it times out or if this
+ * process holds another number of fds than before wt_start(); then ht_teardown().
+ */
+void wt_stop(struct wt_server *s);
+
 /* ---- clients ---- */
 
 /*
@@ -64,6 +76,8 @@ int wt_server_stop(struct wt_server *s);
  * (stolen, may be NULL). Returns the connection or NULL if the hello failed.
  */
 struct ht_conn *wt_connect(const char *path, json_t *extra);
+/* ht_conn_call() with a 5 s budget; fails the test without a reply. New reference. */
+json_t *wt_call(struct ht_conn *c, const char *method, json_t *params);
 /* Sends a notification method(params) (params stolen). Returns 0 or -errno. */
 int wt_notify(struct ht_conn *c, const char *method, json_t *params);
 /* The error code of a reply, or 0 if it is not an error. */
@@ -97,6 +111,9 @@ const char *wt_worker_path(void);
  * child's stderr. The child is registered for teardown. Returns its pid or -errno.
  */
 pid_t wt_spawn(const char *const *args, int channel_fd, const char *worker_id, int stderr_fd);
+
+/* Reaps child pid (10 s budget); fails the test unless it exited. Returns its exit code. */
+int wt_wait_exit(pid_t pid);
 
 /*
  * Waits until path exists (inotify on its directory, no polling), or pid
