@@ -349,7 +349,6 @@ build_env(const struct worker *w, const char *home, const char *user, const char
 	};
 	const char *key;
 	json_t *value;
-	char fd[8];
 	int r = 0;
 
 	if (!envp)
@@ -362,9 +361,8 @@ build_env(const struct worker *w, const char *home, const char *user, const char
 		if (r == 0)
 			r = env_add(envp, &n, key, json_string_value(value));
 	}
-	snprintf(fd, sizeof(fd), "%d", 3);
 	if (r == 0)
-		r = env_add(envp, &n, "HERD_CHANNEL_FD", fd);
+		r = env_add(envp, &n, "HERD_CHANNEL_FD", "3");
 	if (r == 0)
 		r = env_add(envp, &n, "HERD_WORKER_ID", w->id);
 	if (r < 0) {
