@@ -196,8 +196,7 @@ struct conn {
 	char *name;
 	unsigned pending; /* requests answered later (spawn, shutdown) */
 	unsigned nworkers; /* live workers this connection owns */
-	bool subscribed;
-	bool subscribed_all;
+	bool subscribed_all; /* gets every event it may see, not only its own workers' */
 	unsigned hb_interval_ms;
 	unsigned hb_timeout_ms;
 
