@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "herdd.h"
+#include "utf8.h"
 
 #define CAPTURE_MAX_LINES 1000
 #define CAPTURE_MAX_BYTES (128u * 1024u)
@@ -25,41 +26,6 @@
 /* First sizes of the ring and of an unfinished line; both double up to their bounds. */
 #define CAPTURE_MIN_SLOTS   16u
 #define CAPTURE_MIN_PARTIAL 256u
-
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if invalid. */
-static size_t
-utf8_seq(const unsigned char *s, size_t n)
-{
-	size_t len, i;
-	unsigned cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if ((s[0] & 0xe0) == 0xc0) {
-		len = 2;
-		cp = s[0] & 0x1f;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		len = 3;
-		cp = s[0] & 0x0f;
-	} else if ((s[0] & 0xf8) == 0xf0) {
-		len = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	/* Overlong forms, surrogates and values past U+10FFFF are not UTF-8. */
-	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
 
 /*
  * Copies text[0..len) into a new string that is valid UTF-8: every byte that
@@ -76,7 +42,7 @@ sanitize(const char *text, size_t len, size_t *out_len)
 	if (!out)
 		return NULL;
 	while (i < len) {
-		size_t k = s[i] ? utf8_seq(s + i, len - i) : 0;
+		size_t k = s[i] >= 0x80 ? utf8_seq(s + i, len - i) : s[i] != 0;
 
 		if (k == 0) {
 			memcpy(o, "\xef\xbf\xbd", 3);

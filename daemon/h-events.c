@@ -23,7 +23,6 @@ h_subscribe(struct conn *c, json_t *id, json_t *params)
 		dispatch_invalid_params(c, id, &err);
 		return;
 	}
-	c->subscribed = true;
 	c->subscribed_all = all;
 	conn_reply(c, id, NULL);
 }
@@ -38,7 +37,6 @@ h_unsubscribe(struct conn *c, json_t *id, json_t *params)
 		dispatch_invalid_params(c, id, &err);
 		return;
 	}
-	c->subscribed = false;
 	c->subscribed_all = false;
 	conn_reply(c, id, NULL);
 }

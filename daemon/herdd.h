@@ -118,7 +118,7 @@ struct herdd {
 	struct conn_list conns;
 	unsigned nconns;
 	unsigned nunauth;
-	struct worker_list workers; /* live first, exited records at the tail */
+	struct worker_list workers; /* every record, live or exited, in the order it was listed */
 	unsigned nworkers[4]; /* listed workers by state, kept by sup_link() and sup_set_state() */
 	struct worker_list exited; /* exited records in the order they ended, oldest first */
 	bool stopping;
@@ -196,8 +196,7 @@ struct conn {
 	char *name;
 	unsigned pending; /* requests answered later (spawn, shutdown) */
 	unsigned nworkers; /* live workers this connection owns */
-	bool subscribed;
-	bool subscribed_all;
+	bool subscribed_all; /* gets every event it may see, not only its own workers' */
 	unsigned hb_interval_ms;
 	unsigned hb_timeout_ms;
 

@@ -16,13 +16,14 @@
 
 #include "herdd.h"
 
-/* Reads state, utime+stime (ticks) and RSS (KiB) of pid. Returns 0 or -errno. */
-int
-proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *rss_kib)
+/*
+ * Reads /proc/PID/stat into buf and points *fields at what follows the
+ * command name (the state letter first). Returns 0 or -errno.
+ */
+static int
+read_stat(pid_t pid, char *buf, size_t size, const char **fields)
 {
-	char path[64], buf[1024], *p;
-	unsigned long utime, stime;
-	long rss;
+	char path[64], *p;
 	ssize_t n;
 	int fd;
 
@@ -30,7 +31,7 @@ proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *rss_kib)
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
+	n = read(fd, buf, size - 1);
 	close(fd);
 	if (n <= 0)
 		return -EIO;
@@ -39,7 +40,23 @@ proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *rss_kib)
 	p = strrchr(buf, ')');
 	if (!p)
 		return -EIO;
-	if (sscanf(p + 2,
+	*fields = p + 2;
+	return 0;
+}
+
+/* Reads state, utime+stime (ticks) and RSS (KiB) of pid. Returns 0 or -errno. */
+int
+proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *rss_kib)
+{
+	char buf[1024];
+	const char *p;
+	unsigned long utime, stime;
+	long rss;
+	int r = read_stat(pid, buf, sizeof(buf), &p);
+
+	if (r < 0)
+		return r;
+	if (sscanf(p,
 	        "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d "
 	        "%*d %*u %*u %ld",
 	        state, &utime, &stime, &rss) != 4)
@@ -139,21 +156,11 @@ proc_tree(pid_t root, struct proc_kid *out, size_t max)
 pid_t
 proc_ppid(pid_t pid)
 {
-	char path[64], buf[1024], *p;
-	ssize_t n;
-	int fd, ppid;
+	char buf[1024];
+	const char *p;
+	int ppid;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	p = strrchr(buf, ')');
-	if (!p || sscanf(p + 2, "%*c %d", &ppid) != 1)
+	if (read_stat(pid, buf, sizeof(buf), &p) < 0 || sscanf(p, "%*c %d", &ppid) != 1)
 		return -1;
 	return (pid_t)ppid;
 }

@@ -73,6 +73,8 @@
 enum { SLOT_CHANNEL, SLOT_OUT, SLOT_ERR, SLOT_REPORT, N_SLOTS };
 static int slots[N_SLOTS] = { -1, -1, -1, -1 };
 static int slot_null = -1;
+/* The highest slot, or -1 when there are none and spawns copy the fd table. */
+static int top_slot = -1;
 
 /* The 32-bit id calls where the plain ones take 16-bit ids (i386, arm). */
 #ifdef SYS_setgroups32
@@ -347,7 +349,6 @@ build_env(const struct worker *w, const char *home, const char *user, const char
 	};
 	const char *key;
 	json_t *value;
-	char fd[8];
 	int r = 0;
 
 	if (!envp)
@@ -360,9 +361,8 @@ build_env(const struct worker *w, const char *home, const char *user, const char
 		if (r == 0)
 			r = env_add(envp, &n, key, json_string_value(value));
 	}
-	snprintf(fd, sizeof(fd), "%d", 3);
 	if (r == 0)
-		r = env_add(envp, &n, "HERD_CHANNEL_FD", fd);
+		r = env_add(envp, &n, "HERD_CHANNEL_FD", "3");
 	if (r == 0)
 		r = env_add(envp, &n, "HERD_WORKER_ID", w->id);
 	if (r < 0) {
@@ -399,12 +399,16 @@ spawn_init(void)
 		return;
 #endif
 	slot_null = open("/dev/null", O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	for (i = 0; slot_null >= 0 && i < N_SLOTS; i++)
+	for (i = 0; slot_null >= 0 && i < N_SLOTS; i++) {
 		slots[i] = fcntl(slot_null, F_DUPFD_CLOEXEC, 3);
-	for (i = 0; i < N_SLOTS; i++)
 		if (slots[i] < 0)
-			log_warn(
-			    "no low fds for spawning (%m): each spawn copies every fd of herdd");
+			break;
+		top_slot = slots[i] > top_slot ? slots[i] : top_slot;
+	}
+	if (i < N_SLOTS) {
+		top_slot = -1;
+		log_warn("no low fds for spawning (%m): each spawn copies every fd of herdd");
+	}
 }
 
 /* Puts fd in slot i for the child; the slot keeps a copy until slots_clear(). */
@@ -483,13 +487,9 @@ spawn_start(struct worker *w, int channel_fd, int capture_fds[2])
 		goto out;
 	}
 	p.report_fd = pipefd[1];
-	p.share_fds = slots[N_SLOTS - 1] >= 0;
+	p.share_fds = top_slot >= 0;
 	if (p.share_fds) {
-		int top = 0;
-
-		for (i = 0; i < N_SLOTS; i++)
-			top = slots[i] > top ? slots[i] : top;
-		p.top_slot = top;
+		p.top_slot = top_slot;
 		p.channel_fd = slot_fill(SLOT_CHANNEL, channel_fd);
 		p.capture_fds[0] = slot_fill(SLOT_OUT, capture_fds[0]);
 		p.capture_fds[1] = slot_fill(SLOT_ERR, capture_fds[1]);
