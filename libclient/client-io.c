@@ -15,33 +15,47 @@
 #include "client-internal.h"
 
 #define READ_CHUNK   65536u
-#define WRITE_IOVECS 16
+#define WRITE_IOVECS 64
+
+/* One writer for every queue of libherd: connections, the worker's sockets, herdd's channel. */
+int
+herd__outq_write(struct proto_outq *q, int fd, size_t *ret_written)
+{
+	size_t written = 0;
+	int r = 0;
+
+	while (!proto_outq_empty(q)) {
+		struct iovec iov[WRITE_IOVECS];
+		struct msghdr mh = { .msg_iov = iov };
+		ssize_t n;
+
+		mh.msg_iovlen = (size_t)proto_outq_peek(q, iov, WRITE_IOVECS);
+		/* sendmsg with MSG_NOSIGNAL: a dead peer is an error code, not SIGPIPE. */
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			break;
+		}
+		proto_outq_consume(q, (size_t)n);
+		written += (size_t)n;
+	}
+	if (ret_written)
+		*ret_written = written;
+	return r;
+}
 
 /* Writes as much queued output as the socket takes; io_lock held. >0 progress, 0, or -errno. */
 int
 herd__conn_write_locked(herd_conn *conn)
 {
-	int progress = 0;
+	size_t written;
+	int r = herd__outq_write(&conn->outq, conn->fd, &written);
 
-	while (!proto_outq_empty(&conn->outq)) {
-		struct iovec iov[WRITE_IOVECS];
-		struct msghdr mh = { .msg_iov = iov };
-		ssize_t n;
-
-		mh.msg_iovlen = (size_t)proto_outq_peek(&conn->outq, iov, WRITE_IOVECS);
-		/* sendmsg with MSG_NOSIGNAL: a dead peer is an error code, not SIGPIPE. */
-		n = sendmsg(conn->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				break;
-			return -errno;
-		}
-		proto_outq_consume(&conn->outq, (size_t)n);
-		progress = 1;
-	}
-	return progress;
+	if (r < 0 && r != -EAGAIN)
+		return r;
+	return written > 0;
 }
 
 /* The same, taking io_lock: the owning thread's writes. */
