@@ -275,12 +275,11 @@ conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 		/*
 		 * Input first: a stream's drain waiter refills the queue past the
 		 * high-water mark at once, and a cancel must not wait behind it forever.
+		 * conn_process() handles the messages held back while we were paused,
+		 * then resumes reading.
 		 */
-		if (c->reading_paused) {
-			conn_update_read(c);
-			/* Messages already buffered were held back while we were paused. */
+		if (c->reading_paused)
 			conn_process(c);
-		}
 		if (c->state <= CONN_OPEN)
 			conn_run_drain(c);
 	}
