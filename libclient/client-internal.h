@@ -132,6 +132,13 @@ struct herd_conn {
 	int io_events; /* what io is registered for */
 };
 
+/* True when the connection sends and expects heartbeats: both settings are non-zero. */
+static inline bool
+herd__conn_heartbeats_on(const herd_conn *conn)
+{
+	return conn->settings.heartbeat_interval_ms > 0 && conn->settings.heartbeat_timeout_ms > 0;
+}
+
 /* ---- autostart.c ---- */
 
 /* False when HERD_NO_AUTOSTART=1. */

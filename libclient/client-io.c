@@ -296,12 +296,6 @@ conn_read(herd_conn *conn)
 	return 1;
 }
 
-static bool
-heartbeats_on(const herd_conn *conn)
-{
-	return conn->settings.heartbeat_interval_ms > 0 && conn->settings.heartbeat_timeout_ms > 0;
-}
-
 /*
  * Sends a heartbeat when due and closes a connection that has gone silent.
  *
@@ -317,7 +311,7 @@ conn_heartbeat(herd_conn *conn, uint64_t now)
 	uint64_t timeout = conn->settings.heartbeat_timeout_ms * HERD__USEC_PER_MSEC;
 	bool due;
 
-	if (!heartbeats_on(conn) || conn->state != CONN_OPEN)
+	if (!herd__conn_heartbeats_on(conn) || conn->state != CONN_OPEN)
 		return 0;
 	if (now - conn->last_recv_usec >= timeout) {
 		herd_error *err = herd__error_newf(HERD_E_CONNECTION_CLOSED,
@@ -427,7 +421,7 @@ herd_conn_get_timeout(herd_conn *conn, uint64_t *ret_usec)
 	if (conn->state == CONN_CLOSED)
 		return -ENOTCONN;
 	t = herd__ops_next_deadline(conn);
-	if (heartbeats_on(conn) && conn->state == CONN_OPEN) {
+	if (herd__conn_heartbeats_on(conn) && conn->state == CONN_OPEN) {
 		uint64_t silent = conn->last_recv_usec +
 		    conn->settings.heartbeat_timeout_ms * HERD__USEC_PER_MSEC;
 		uint64_t beat;
