@@ -438,9 +438,9 @@ herd_conn_get_timeout(herd_conn *conn, uint64_t *ret_usec)
 	return 0;
 }
 
-/* Milliseconds for poll() until the absolute deadline, rounded up; -1 for none. */
-static int
-poll_ms(uint64_t deadline)
+/* Milliseconds for poll() until the absolute deadline, rounded up, at most a minute; -1 for none. */
+int
+herd__poll_ms(uint64_t deadline)
 {
 	uint64_t now, ms;
 
@@ -475,7 +475,7 @@ conn_poll(herd_conn *conn, uint64_t limit)
 	pfd = (struct pollfd){ .fd = conn->fd, .events = (short)herd_conn_get_events(conn) };
 	for (;;) {
 		ka = herd__keepalive(conn);
-		r = poll(&pfd, 1, poll_ms(ka < t ? ka : t));
+		r = poll(&pfd, 1, herd__poll_ms(ka < t ? ka : t));
 		if (r < 0)
 			return -errno;
 		if (r > 0 || ka >= t || herd__now_usec() >= t)
