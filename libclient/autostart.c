@@ -12,7 +12,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,7 +23,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "client-internal.h"
@@ -35,23 +33,6 @@
 
 extern char **environ;
 
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int
-remaining_ms(int64_t deadline)
-{
-	int64_t left = deadline - mono_ms();
-
-	return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
-}
-
 /*
  * A poll() timeout for these waits: the time left, shortened to wake for the
  * next keepalive pass, which runs first (client-keepalive.c). Waiting for a
@@ -59,16 +40,11 @@ remaining_ms(int64_t deadline)
  * program's other connections to time out if nobody sent their heartbeats.
  */
 static int
-wait_ms(int64_t deadline)
+wait_ms(uint64_t deadline)
 {
-	uint64_t ka = herd__keepalive(NULL), now = herd__now_usec();
-	int left = remaining_ms(deadline);
-	uint64_t ka_ms;
+	uint64_t ka = herd__keepalive(NULL);
 
-	if (ka == HERD__USEC_INFINITY)
-		return left;
-	ka_ms = ka > now ? (ka - now + 999) / 1000 : 0;
-	return ka_ms < (uint64_t)left ? (int)ka_ms : left;
+	return herd__poll_ms(ka < deadline ? ka : deadline);
 }
 
 bool
@@ -105,7 +81,7 @@ socket_answers(const char *path, int *err)
  * is retried on a 1 ms tick, the only window that has no event.
  */
 static int
-wait_for_winner(const char *path, int64_t deadline)
+wait_for_winner(const char *path, uint64_t deadline)
 {
 	_cleanup_free_ char *dir = strdup(path);
 	char *slash;
@@ -129,7 +105,7 @@ wait_for_winner(const char *path, int64_t deadline)
 		r = socket_answers(path, &err);
 		if (r != 0)
 			break;
-		if (remaining_ms(deadline) == 0) {
+		if (herd__now_usec() >= deadline) {
 			r = -ETIMEDOUT;
 			break;
 		}
@@ -150,7 +126,7 @@ wait_for_winner(const char *path, int64_t deadline)
 
 /* Waits for READY=1 from our herdd, or for its exit. Returns 1 ready, 0 exited, or -errno. */
 static int
-wait_ready(int notify_fd, int pidfd, int64_t deadline)
+wait_ready(int notify_fd, int pidfd, uint64_t deadline)
 {
 	for (;;) {
 		struct pollfd p[2] = { { .fd = notify_fd, .events = POLLIN },
@@ -164,7 +140,7 @@ wait_ready(int notify_fd, int pidfd, int64_t deadline)
 			continue;
 		if (r < 0)
 			return -errno;
-		if (r == 0 && remaining_ms(deadline) == 0)
+		if (r == 0 && herd__now_usec() >= deadline)
 			return -ETIMEDOUT;
 		if (r == 0)
 			continue; /* woken for the keepalive */
@@ -331,7 +307,7 @@ herd__autostart(const char *socket_path, bool default_path, unsigned timeout_ms)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	_cleanup_free_ char *tmpdir = NULL, *notify_var = NULL, *log_path = NULL;
 	_cleanup_free_ char **env = NULL;
-	int64_t deadline = mono_ms() + timeout_ms;
+	uint64_t deadline = herd__deadline(timeout_ms * HERD__USEC_PER_MSEC);
 	int notify_fd = -1, pidfd = -1, log_fd, r;
 	char idle[16];
 	char *slash;

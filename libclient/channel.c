@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "worker-internal.h"
@@ -28,33 +27,13 @@
 #define CH_MAX_MESSAGE (16u * 1024u * 1024u)
 #define CH_MAX_OUTPUT  (1024u * 1024u)
 
-static int
-ch_write_some(struct herd__main *m)
-{
-	while (!proto_outq_empty(&m->ch_outq)) {
-		struct iovec iov[16];
-		struct msghdr mh = { .msg_iov = iov };
-		ssize_t n;
-
-		mh.msg_iovlen = (size_t)proto_outq_peek(&m->ch_outq, iov, 16);
-		n = sendmsg(m->ch_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		proto_outq_consume(&m->ch_outq, (size_t)n);
-	}
-	return 0;
-}
-
 /* Writes everything queued, waiting up to timeout_ms. Returns 0 or -errno. */
 static int
 ch_flush(struct herd__main *m, int timeout_ms)
 {
 	for (;;) {
 		struct pollfd p = { .fd = m->ch_fd, .events = POLLOUT };
-		int r = ch_write_some(m);
+		int r = herd__outq_write(&m->ch_outq, m->ch_fd, NULL);
 
 		if (r != -EAGAIN && r != -EWOULDBLOCK)
 			return r;
@@ -88,7 +67,7 @@ ch_send(struct herd__main *m, json_t *msg)
 	 * for. What is left, after EAGAIN or an error, goes to the write
 	 * watcher, which also ends the worker on an error as it always did.
 	 */
-	ch_write_some(m);
+	herd__outq_write(&m->ch_outq, m->ch_fd, NULL);
 	if (!proto_outq_empty(&m->ch_outq))
 		ev_io_start(m->loop, &m->ch_wio);
 	return 0;
@@ -298,7 +277,7 @@ static void
 ch_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct herd__main *m = w->data;
-	int r = ch_write_some(m);
+	int r = herd__outq_write(&m->ch_outq, m->ch_fd, NULL);
 
 	if (r < 0 && r != -EAGAIN && r != -EWOULDBLOCK) {
 		herd_log(HERD_LOG_ERR, "herdd's channel: %s; exiting", strerror(-r));

@@ -132,6 +132,13 @@ struct herd_conn {
 	int io_events; /* what io is registered for */
 };
 
+/* True when the connection sends and expects heartbeats: both settings are non-zero. */
+static inline bool
+herd__conn_heartbeats_on(const herd_conn *conn)
+{
+	return conn->settings.heartbeat_interval_ms > 0 && conn->settings.heartbeat_timeout_ms > 0;
+}
+
 /* ---- autostart.c ---- */
 
 /* False when HERD_NO_AUTOSTART=1. */
@@ -169,6 +176,11 @@ int herd__conn_notify(herd_conn *conn, const char *method, json_t *params);
  * *done was set by the close).
  */
 int herd__conn_run(herd_conn *conn, const bool *done, uint64_t deadline);
+/*
+ * A poll() timeout in milliseconds until the absolute deadline (herd__now_usec()
+ * time), rounded up and at most a minute; -1 for HERD__USEC_INFINITY.
+ */
+int herd__poll_ms(uint64_t deadline);
 /* Makes the libev watchers follow the connection's events and deadline. */
 void herd__conn_update_ev(herd_conn *conn);
 void herd__conn_detach_ev(herd_conn *conn);

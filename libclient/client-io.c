@@ -15,33 +15,47 @@
 #include "client-internal.h"
 
 #define READ_CHUNK   65536u
-#define WRITE_IOVECS 16
+#define WRITE_IOVECS 64
+
+/* One writer for every queue of libherd: connections, the worker's sockets, herdd's channel. */
+int
+herd__outq_write(struct proto_outq *q, int fd, size_t *ret_written)
+{
+	size_t written = 0;
+	int r = 0;
+
+	while (!proto_outq_empty(q)) {
+		struct iovec iov[WRITE_IOVECS];
+		struct msghdr mh = { .msg_iov = iov };
+		ssize_t n;
+
+		mh.msg_iovlen = (size_t)proto_outq_peek(q, iov, WRITE_IOVECS);
+		/* sendmsg with MSG_NOSIGNAL: a dead peer is an error code, not SIGPIPE. */
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			break;
+		}
+		proto_outq_consume(q, (size_t)n);
+		written += (size_t)n;
+	}
+	if (ret_written)
+		*ret_written = written;
+	return r;
+}
 
 /* Writes as much queued output as the socket takes; io_lock held. >0 progress, 0, or -errno. */
 int
 herd__conn_write_locked(herd_conn *conn)
 {
-	int progress = 0;
+	size_t written;
+	int r = herd__outq_write(&conn->outq, conn->fd, &written);
 
-	while (!proto_outq_empty(&conn->outq)) {
-		struct iovec iov[WRITE_IOVECS];
-		struct msghdr mh = { .msg_iov = iov };
-		ssize_t n;
-
-		mh.msg_iovlen = (size_t)proto_outq_peek(&conn->outq, iov, WRITE_IOVECS);
-		/* sendmsg with MSG_NOSIGNAL: a dead peer is an error code, not SIGPIPE. */
-		n = sendmsg(conn->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				break;
-			return -errno;
-		}
-		proto_outq_consume(&conn->outq, (size_t)n);
-		progress = 1;
-	}
-	return progress;
+	if (r < 0 && r != -EAGAIN)
+		return r;
+	return written > 0;
 }
 
 /* The same, taking io_lock: the owning thread's writes. */
@@ -282,12 +296,6 @@ conn_read(herd_conn *conn)
 	return 1;
 }
 
-static bool
-heartbeats_on(const herd_conn *conn)
-{
-	return conn->settings.heartbeat_interval_ms > 0 && conn->settings.heartbeat_timeout_ms > 0;
-}
-
 /*
  * Sends a heartbeat when due and closes a connection that has gone silent.
  *
@@ -303,7 +311,7 @@ conn_heartbeat(herd_conn *conn, uint64_t now)
 	uint64_t timeout = conn->settings.heartbeat_timeout_ms * HERD__USEC_PER_MSEC;
 	bool due;
 
-	if (!heartbeats_on(conn) || conn->state != CONN_OPEN)
+	if (!herd__conn_heartbeats_on(conn) || conn->state != CONN_OPEN)
 		return 0;
 	if (now - conn->last_recv_usec >= timeout) {
 		herd_error *err = herd__error_newf(HERD_E_CONNECTION_CLOSED,
@@ -413,7 +421,7 @@ herd_conn_get_timeout(herd_conn *conn, uint64_t *ret_usec)
 	if (conn->state == CONN_CLOSED)
 		return -ENOTCONN;
 	t = herd__ops_next_deadline(conn);
-	if (heartbeats_on(conn) && conn->state == CONN_OPEN) {
+	if (herd__conn_heartbeats_on(conn) && conn->state == CONN_OPEN) {
 		uint64_t silent = conn->last_recv_usec +
 		    conn->settings.heartbeat_timeout_ms * HERD__USEC_PER_MSEC;
 		uint64_t beat;
@@ -430,9 +438,9 @@ herd_conn_get_timeout(herd_conn *conn, uint64_t *ret_usec)
 	return 0;
 }
 
-/* Milliseconds for poll() until the absolute deadline, rounded up; -1 for none. */
-static int
-poll_ms(uint64_t deadline)
+/* Milliseconds for poll() until the absolute deadline, rounded up, at most a minute; -1 for none. */
+int
+herd__poll_ms(uint64_t deadline)
 {
 	uint64_t now, ms;
 
@@ -467,7 +475,7 @@ conn_poll(herd_conn *conn, uint64_t limit)
 	pfd = (struct pollfd){ .fd = conn->fd, .events = (short)herd_conn_get_events(conn) };
 	for (;;) {
 		ka = herd__keepalive(conn);
-		r = poll(&pfd, 1, poll_ms(ka < t ? ka : t));
+		r = poll(&pfd, 1, herd__poll_ms(ka < t ? ka : t));
 		if (r < 0)
 			return -errno;
 		if (r > 0 || ka >= t || herd__now_usec() >= t)

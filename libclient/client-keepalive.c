@@ -110,7 +110,7 @@ herd__keepalive_add(herd_conn *conn)
 	uint64_t beat;
 
 	if (conn->ka_listed || conn->state != CONN_OPEN || conn->closing || conn->loop ||
-	    conn->settings.heartbeat_interval_ms == 0 || conn->settings.heartbeat_timeout_ms == 0)
+	    !herd__conn_heartbeats_on(conn))
 		return;
 	pthread_once(&atfork_once, atfork_register);
 	pthread_mutex_lock(&conn->io_lock);

@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "worker-internal.h"
@@ -241,27 +240,16 @@ conn_run_drain(struct srv_conn *c)
 static int
 conn_write_some(struct srv_conn *c)
 {
-	while (!proto_outq_empty(&c->outq)) {
-		struct iovec iov[64];
-		struct msghdr mh = { .msg_iov = iov };
-		ssize_t n;
+	size_t written;
+	int r = herd__outq_write(&c->outq, c->fd, &written);
 
-		mh.msg_iovlen = (size_t)proto_outq_peek(&c->outq, iov, 64);
-		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		proto_outq_consume(&c->outq, (size_t)n);
-		/*
-		 * While backpressure keeps us from reading, a peer draining our queue (far
-		 * more than a socket buffer) is alive though we cannot hear its heartbeats.
-		 */
-		if (n > 0 && c->reading_paused)
-			c->last_rx = ev_now(c->srv->loop);
-	}
-	return 0;
+	/*
+	 * While backpressure keeps us from reading, a peer draining our queue (far
+	 * more than a socket buffer) is alive though we cannot hear its heartbeats.
+	 */
+	if (written > 0 && c->reading_paused)
+		c->last_rx = ev_now(c->srv->loop);
+	return r;
 }
 
 static void
@@ -287,12 +275,11 @@ conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 		/*
 		 * Input first: a stream's drain waiter refills the queue past the
 		 * high-water mark at once, and a cancel must not wait behind it forever.
+		 * conn_process() handles the messages held back while we were paused,
+		 * then resumes reading.
 		 */
-		if (c->reading_paused) {
-			conn_update_read(c);
-			/* Messages already buffered were held back while we were paused. */
+		if (c->reading_paused)
 			conn_process(c);
-		}
 		if (c->state <= CONN_OPEN)
 			conn_run_drain(c);
 	}
