@@ -15,7 +15,7 @@ if [ "$mode" = quick ]; then
 	small=10 large=100
 fi
 grace=500
-worker="$(pwd)/$build/libclient/tools/herd-testworker"
+worker="$(pwd)/$build/tests/worker/herd-testworker"
 B="$build/bench/baseline"
 H="$build/bench/herd-bench"
 

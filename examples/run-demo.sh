@@ -16,4 +16,4 @@ meson compile -C "$build" >/dev/null
 echo "==> herdd pid $herdd_pid on $sock"
 HERD_SOCKET="$sock" "$build/examples/sum-demo" "$@"
 echo "==> herdctl list --all (the demo's workers, all exited):"
-"$build/libclient/tools/herdctl" --socket "$sock" list --all
+"$build/tools/herdctl/herdctl" --socket "$sock" list --all

@@ -6,10 +6,11 @@
 # serves and calls a function, and the man pages and systemd units are in place.
 #
 # usage: check-install.sh MESON BUILD_ROOT SOURCE_DIR CC PREFIX BINDIR LIBDIR MANDIR SANITIZE SYSTEMD
+#        LIBEXECDIR
 set -eu
 
 meson=$1 build_root=$2 src=$3 cc=$4 prefix=$5 bindir=$6 libdir=$7 mandir=$8
-sanitize=$9 systemd=${10}
+sanitize=$9 systemd=${10} libexecdir=${11}
 
 # meson test points LD_LIBRARY_PATH at the build tree; only the installed
 # library may be found here.
@@ -38,8 +39,9 @@ under_prefix() {
 bin=$(under_prefix "$bindir")
 lib=$(under_prefix "$libdir")
 man=$(under_prefix "$mandir")
+libexec=$(under_prefix "$libexecdir")
 
-for f in "$bin/herdd" "$bin/herdctl" "$bin/herd-testworker"; do
+for f in "$bin/herdd" "$bin/herdctl" "$libexec/herd/herd-testworker"; do
 	[ -x "$f" ] || fail "$f is not installed"
 done
 [ -L "$lib/libherd.so" ] || fail "the development link libherd.so is missing"

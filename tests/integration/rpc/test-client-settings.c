@@ -12,7 +12,7 @@
 
 #include <check.h>
 
-#include "internal.h"
+#include "common/internal.h"
 #include "ht-check.h"
 #include "test-client-common.h"
 

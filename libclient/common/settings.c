@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
+#include "common/internal.h"
 
 #define SETTINGS_ENV "HERD_RPC_SETTINGS"
 

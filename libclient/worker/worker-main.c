@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "worker-internal.h"
+#include "worker/worker-internal.h"
 
 struct herd__main *herd__main_current;
 

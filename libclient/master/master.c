@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "client-internal.h"
+#include "client/client-internal.h"
 #include "herd/master.h"
 
 /* What herdd needs beyond the spawn timeout to answer: fork, exec, hello, ready. */

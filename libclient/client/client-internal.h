@@ -18,7 +18,7 @@
 #include <ev.h>
 
 #include "herd/client.h"
-#include "internal.h"
+#include "common/internal.h"
 #include "proto.h"
 
 enum op_type {

@@ -42,7 +42,7 @@
 #include <errno.h>
 #include <pthread.h>
 
-#include "client-internal.h"
+#include "client/client-internal.h"
 
 static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;

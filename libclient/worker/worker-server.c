@@ -14,7 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "worker-internal.h"
+#include "worker/worker-internal.h"
 
 struct herd_server *herd__servers;
 

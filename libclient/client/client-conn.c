@@ -14,7 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "client-internal.h"
+#include "client/client-internal.h"
 
 static void
 set_error(herd_error **ret_error, herd_error *err)

@@ -21,7 +21,7 @@
 #include <jansson.h>
 
 #include "herd/herd-ev.h"
-#include "internal.h"
+#include "common/internal.h"
 #include "proto.h"
 
 /* Output above this stops reading the connection and makes stream writes wait. */

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "worker-internal.h"
+#include "worker/worker-internal.h"
 
 #define READ_CHUNK (64u * 1024u)
 

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "worker-internal.h"
+#include "worker/worker-internal.h"
 
 static struct herd_request *subscribers;
 static bool logging; /* writing to a stream may log: never recurse */

@@ -25,7 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "client-internal.h"
+#include "client/client-internal.h"
 #include "config.h"
 
 /* How long an autostarted herdd stays without masters and workers. */

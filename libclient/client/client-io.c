@@ -12,7 +12,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "client-internal.h"
+#include "client/client-internal.h"
 
 #define READ_CHUNK   65536u
 #define WRITE_IOVECS 64

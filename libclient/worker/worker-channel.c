@@ -21,7 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "worker-internal.h"
+#include "worker/worker-internal.h"
 
 /* The channel carries small control messages only. */
 #define CH_MAX_MESSAGE (16u * 1024u * 1024u)

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "config.h"
-#include "internal.h"
+#include "common/internal.h"
 #include "proto.h"
 
 HERD_EXPORT const char *

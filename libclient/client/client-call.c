@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client-internal.h"
+#include "client/client-internal.h"
 
 /* params must be an object or an array on the wire; absent means null. */
 bool

@@ -6,7 +6,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "worker-internal.h"
+#include "worker/worker-internal.h"
 
 static struct herd_server *
 req_server(herd_request *req)

@@ -8,7 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "client-internal.h"
+#include "client/client-internal.h"
 
 static void
 stream_free(struct herd__op *op)

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client-internal.h"
+#include "client/client-internal.h"
 
 #define INITIAL_BUCKETS 64u
 

@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <poll.h>
 
-#include "client-internal.h"
+#include "client/client-internal.h"
 #include "herd/herd-ev.h"
 
 /* Bounds the work done per wakeup so one busy connection cannot starve the loop. */

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "worker-internal.h"
+#include "worker/worker-internal.h"
 
 static const char *const kind_names[] = {
 	[HERD_KIND_CALL] = "call",
