@@ -256,56 +256,29 @@ parse_options(int argc, char **argv)
 
 /*
  * herdd's own settings: the defaults, then HERD_RPC_SETTINGS from its
- * environment, field by field (PROTOCOL.md 3.3). They set herdd's message
- * size limit and handshake timeout unless an option did, and the defaults
- * every spawned worker starts from. A bad value stops herdd at start-up.
+ * environment, field by field (PROTOCOL.md 3.3), with proto's table. They set
+ * herdd's message size limit and handshake timeout unless an option did, and
+ * the defaults every spawned worker starts from. A bad value stops herdd at
+ * start-up.
  */
 static void
 load_settings(bool have_max_message, bool have_handshake)
 {
-	static const char *const names[] = { "max_message_size", "heartbeat_interval_ms",
-		"heartbeat_timeout_ms", "handshake_timeout_ms", "spawn_timeout_ms",
-		"connection_timeout_ms" };
-	json_int_t v[6] = { HERD_DEFAULT_MAX_MESSAGE_SIZE, HERD_DEFAULT_HEARTBEAT_INTERVAL_MS,
-		HERD_DEFAULT_HEARTBEAT_TIMEOUT_MS, HERD_DEFAULT_HANDSHAKE_TIMEOUT_MS,
-		HERD_DEFAULT_SPAWN_TIMEOUT_MS, HERD_DEFAULT_CONNECTION_TIMEOUT_MS };
+	struct proto_settings *s = &herdd.cfg.worker_settings;
 	const char *env = getenv("HERD_RPC_SETTINGS");
-	json_error_t jerr;
-	json_t *o;
-	size_t i;
+	struct proto_settings_error err;
 
-	if (env && *env) {
-		o = json_loads(env, JSON_REJECT_DUPLICATES, &jerr);
-		if (!o ||
-		    json_unpack_ex(o, &jerr, JSON_STRICT, "{s?I, s?I, s?I, s?I, s?I, s?I}",
-		        names[0], &v[0], names[1], &v[1], names[2], &v[2], names[3], &v[3],
-		        names[4], &v[4], names[5], &v[5]) < 0) {
-			fprintf(stderr,
-			    "herdd: HERD_RPC_SETTINGS is not a valid settings object: %s\n",
-			    jerr.text);
-			exit(2);
-		}
-		json_decref(o);
-		for (i = 0; i < 6; i++) {
-			json_int_t lo = i == 0 ? 1024 : 0, hi = i == 0 ? 1073741824 : 4294967295LL;
-
-			if (v[i] < lo || v[i] > hi) {
-				fprintf(stderr,
-				    "herdd: HERD_RPC_SETTINGS: %s must be between %lld and %lld\n",
-				    names[i], (long long)lo, (long long)hi);
-				exit(2);
-			}
-		}
+	proto_settings_defaults(s);
+	if (env && *env &&
+	    (proto_settings_apply_text(s, env, "HERD_RPC_SETTINGS", &err) < 0 ||
+	        proto_settings_check(s, "HERD_RPC_SETTINGS", &err) < 0)) {
+		fprintf(stderr, "herdd: %s\n", err.text);
+		exit(2);
 	}
 	if (!have_max_message)
-		herdd.cfg.max_message_size = (size_t)v[0];
+		herdd.cfg.max_message_size = s->max_message_size;
 	if (!have_handshake)
-		herdd.cfg.handshake_timeout_ms = (unsigned)v[3];
-	herdd.cfg.worker_settings = json_object();
-	if (!herdd.cfg.worker_settings)
-		fatal("out of memory");
-	for (i = 0; i < 6; i++)
-		json_object_set_new(herdd.cfg.worker_settings, names[i], json_integer(v[i]));
+		herdd.cfg.handshake_timeout_ms = s->handshake_timeout_ms;
 }
 
 /* Ends the loop once shutdown has stopped the last worker. */
@@ -346,7 +319,7 @@ stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	if (herdd.stopping) {
 		log_info("signal %d again: killing every worker now", w->signum);
 		TAILQ_FOREACH(k, &herdd.workers, link)
-			sup_stop(k, "daemon_shutdown", 0);
+			sup_stop(k, PROTO_REASON_DAEMON_SHUTDOWN, 0);
 		return;
 	}
 	log_info("signal %d: stopping %u workers", w->signum, sup_count_live());
@@ -542,6 +515,5 @@ main(int argc, char **argv)
 	ev_loop_destroy(herdd.loop);
 	free(herdd.cfg.socket_path);
 	free(herdd.cfg.log_file);
-	json_decref(herdd.cfg.worker_settings);
 	return 0;
 }
