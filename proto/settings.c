@@ -22,23 +22,24 @@ static const struct {
 	bool is_size; /* a size_t field; the others are unsigned */
 } table[PROTO_SETTINGS_COUNT] = {
 	[PROTO_SET_MAX_MESSAGE_SIZE] = { { "max_message_size", 1024, 1024ull * 1024ull * 1024ull,
-					     HERD_DEFAULT_MAX_MESSAGE_SIZE, NULL, true },
+	                                     HERD_DEFAULT_MAX_MESSAGE_SIZE, NULL, true },
 	    offsetof(struct proto_settings, max_message_size), true },
 	[PROTO_SET_HEARTBEAT_INTERVAL_MS] = { { "heartbeat_interval_ms", 0, HEARTBEAT_MAX_MS,
-						    HERD_DEFAULT_HEARTBEAT_INTERVAL_MS, "none", true },
+	                                          HERD_DEFAULT_HEARTBEAT_INTERVAL_MS, "none",
+	                                          true },
 	    offsetof(struct proto_settings, heartbeat_interval_ms), false },
 	[PROTO_SET_HEARTBEAT_TIMEOUT_MS] = { { "heartbeat_timeout_ms", 0, HEARTBEAT_MAX_MS,
-						   HERD_DEFAULT_HEARTBEAT_TIMEOUT_MS, "never", true },
+	                                         HERD_DEFAULT_HEARTBEAT_TIMEOUT_MS, "never", true },
 	    offsetof(struct proto_settings, heartbeat_timeout_ms), false },
 	/* 0 would expire at once, failing every handshake or spawn: refused. */
 	[PROTO_SET_HANDSHAKE_TIMEOUT_MS] = { { "handshake_timeout_ms", 1, TIMEOUT_MAX_MS,
-						   HERD_DEFAULT_HANDSHAKE_TIMEOUT_MS, NULL, false },
+	                                         HERD_DEFAULT_HANDSHAKE_TIMEOUT_MS, NULL, false },
 	    offsetof(struct proto_settings, handshake_timeout_ms), false },
 	[PROTO_SET_SPAWN_TIMEOUT_MS] = { { "spawn_timeout_ms", 1, TIMEOUT_MAX_MS,
-					       HERD_DEFAULT_SPAWN_TIMEOUT_MS, NULL, false },
+	                                     HERD_DEFAULT_SPAWN_TIMEOUT_MS, NULL, false },
 	    offsetof(struct proto_settings, spawn_timeout_ms), false },
 	[PROTO_SET_CONNECTION_TIMEOUT_MS] = { { "connection_timeout_ms", 1, TIMEOUT_MAX_MS,
-						    HERD_DEFAULT_CONNECTION_TIMEOUT_MS, NULL, false },
+	                                          HERD_DEFAULT_CONNECTION_TIMEOUT_MS, NULL, false },
 	    offsetof(struct proto_settings, connection_timeout_ms), false },
 };
 
@@ -64,8 +65,7 @@ static int fail(struct proto_settings_error *err, const char *source, const char
 
 /* Fills *err with "SOURCE: TEXT" and returns -EINVAL. */
 static int
-fail(struct proto_settings_error *err, const char *source, const char *field, const char *fmt,
-    ...)
+fail(struct proto_settings_error *err, const char *source, const char *field, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
@@ -114,8 +114,8 @@ proto_settings_get(const struct proto_settings *s, enum proto_setting f)
 
 /* Sets f to v within its bounds. */
 int
-proto_settings_set(struct proto_settings *s, enum proto_setting f, json_int_t v,
-    const char *source, struct proto_settings_error *err)
+proto_settings_set(struct proto_settings *s, enum proto_setting f, json_int_t v, const char *source,
+    struct proto_settings_error *err)
 {
 	const struct proto_setting_info *in = proto_setting_info(f);
 
@@ -196,8 +196,8 @@ proto_settings_apply_text(struct proto_settings *s, const char *text, const char
 
 	obj = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
 	if (!obj)
-		return fail(err, source, NULL, "not valid JSON: %s (column %d)", jerr.text,
-		    jerr.column);
+		return fail(
+		    err, source, NULL, "not valid JSON: %s (column %d)", jerr.text, jerr.column);
 	r = apply(s, obj, false, source, err);
 	json_decref(obj);
 	return r;
@@ -247,7 +247,8 @@ proto_settings_to_json(const struct proto_settings *s)
 
 	for (int i = 0; o && i < PROTO_SETTINGS_COUNT; i++) {
 		if (json_object_set_new(o, table[i].info.name,
-		        json_integer((json_int_t)proto_settings_get(s, (enum proto_setting)i))) < 0) {
+		        json_integer((json_int_t)proto_settings_get(s, (enum proto_setting)i))) <
+		    0) {
 			json_decref(o);
 			return NULL;
 		}
