@@ -15,32 +15,35 @@
 /* A day: a longer heartbeat is almost certainly a unit mistake (seconds vs ms). */
 #define HEARTBEAT_MAX_MS (24ull * 3600ull * 1000ull)
 #define TIMEOUT_MAX_MS   4294967295ull
+#define MESSAGE_MAX      (1024ull * 1024ull * 1024ull)
+
+/* One row: the field's name is also its JSON name; is_size tells size_t from unsigned. */
+#define ROW(f, field, lo, hi, zero_, hello_, dflt)                                                 \
+	[PROTO_SET_##f] = { { #field, lo, hi, dflt, zero_, hello_ },                               \
+		offsetof(struct proto_settings, field),                                            \
+		sizeof(((struct proto_settings *)0)->field) == sizeof(size_t) }
 
 static const struct {
 	struct proto_setting_info info;
 	size_t offset;
-	bool is_size; /* a size_t field; the others are unsigned */
+	bool is_size;
 } table[PROTO_SETTINGS_COUNT] = {
-	[PROTO_SET_MAX_MESSAGE_SIZE] = { { "max_message_size", 1024, 1024ull * 1024ull * 1024ull,
-	                                     HERD_DEFAULT_MAX_MESSAGE_SIZE, NULL, true },
-	    offsetof(struct proto_settings, max_message_size), true },
-	[PROTO_SET_HEARTBEAT_INTERVAL_MS] = { { "heartbeat_interval_ms", 0, HEARTBEAT_MAX_MS,
-	                                          HERD_DEFAULT_HEARTBEAT_INTERVAL_MS, "none",
-	                                          true },
-	    offsetof(struct proto_settings, heartbeat_interval_ms), false },
-	[PROTO_SET_HEARTBEAT_TIMEOUT_MS] = { { "heartbeat_timeout_ms", 0, HEARTBEAT_MAX_MS,
-	                                         HERD_DEFAULT_HEARTBEAT_TIMEOUT_MS, "never", true },
-	    offsetof(struct proto_settings, heartbeat_timeout_ms), false },
-	/* 0 would expire at once, failing every handshake or spawn: refused. */
-	[PROTO_SET_HANDSHAKE_TIMEOUT_MS] = { { "handshake_timeout_ms", 1, TIMEOUT_MAX_MS,
-	                                         HERD_DEFAULT_HANDSHAKE_TIMEOUT_MS, NULL, false },
-	    offsetof(struct proto_settings, handshake_timeout_ms), false },
-	[PROTO_SET_SPAWN_TIMEOUT_MS] = { { "spawn_timeout_ms", 1, TIMEOUT_MAX_MS,
-	                                     HERD_DEFAULT_SPAWN_TIMEOUT_MS, NULL, false },
-	    offsetof(struct proto_settings, spawn_timeout_ms), false },
-	[PROTO_SET_CONNECTION_TIMEOUT_MS] = { { "connection_timeout_ms", 1, TIMEOUT_MAX_MS,
-	                                          HERD_DEFAULT_CONNECTION_TIMEOUT_MS, NULL, false },
-	    offsetof(struct proto_settings, connection_timeout_ms), false },
+	/* clang-format off */
+	/*  PROTO_SET_*            field                  min   max               0 means  hello */
+	ROW(MAX_MESSAGE_SIZE,      max_message_size,      1024, MESSAGE_MAX,      NULL,    true,
+	    HERD_DEFAULT_MAX_MESSAGE_SIZE),
+	ROW(HEARTBEAT_INTERVAL_MS, heartbeat_interval_ms, 0,    HEARTBEAT_MAX_MS, "none",  true,
+	    HERD_DEFAULT_HEARTBEAT_INTERVAL_MS),
+	ROW(HEARTBEAT_TIMEOUT_MS,  heartbeat_timeout_ms,  0,    HEARTBEAT_MAX_MS, "never", true,
+	    HERD_DEFAULT_HEARTBEAT_TIMEOUT_MS),
+	/* 0 would expire at once, failing every handshake, spawn or connection: refused. */
+	ROW(HANDSHAKE_TIMEOUT_MS,  handshake_timeout_ms,  1,    TIMEOUT_MAX_MS,   NULL,    false,
+	    HERD_DEFAULT_HANDSHAKE_TIMEOUT_MS),
+	ROW(SPAWN_TIMEOUT_MS,      spawn_timeout_ms,      1,    TIMEOUT_MAX_MS,   NULL,    false,
+	    HERD_DEFAULT_SPAWN_TIMEOUT_MS),
+	ROW(CONNECTION_TIMEOUT_MS, connection_timeout_ms, 1,    TIMEOUT_MAX_MS,   NULL,    false,
+	    HERD_DEFAULT_CONNECTION_TIMEOUT_MS),
+	/* clang-format on */
 };
 
 /* The row of f, or NULL past the end. */

@@ -200,13 +200,12 @@ START_TEST(text_and_field_by_field)
 	ck_assert_ptr_nonnull(strstr(err.text, "not valid JSON"));
 
 	/* proto_settings_set() checks the same bounds. */
-	ck_assert_int_eq(proto_settings_set(&s, PROTO_SET_SPAWN_TIMEOUT_MS, 0, "spawn", &err),
-	    -EINVAL);
+	ck_assert_int_eq(
+	    proto_settings_set(&s, PROTO_SET_SPAWN_TIMEOUT_MS, 0, "spawn", &err), -EINVAL);
 	ck_assert_str_eq(err.field, "spawn_timeout_ms");
 	ck_assert_int_eq(proto_settings_set(&s, PROTO_SET_SPAWN_TIMEOUT_MS, 7, "spawn", NULL), 0);
 	ck_assert_uint_eq(s.spawn_timeout_ms, 7);
-	ck_assert_int_eq(
-	    proto_settings_set(&s, PROTO_SETTINGS_COUNT, 7, "spawn", NULL), -EINVAL);
+	ck_assert_int_eq(proto_settings_set(&s, PROTO_SETTINGS_COUNT, 7, "spawn", NULL), -EINVAL);
 }
 END_TEST
 
