@@ -365,14 +365,12 @@ make_capture_pipe(int fds[2])
 	return 0;
 }
 
-/* Starts w; see the header. */
-int
-sup_spawn(struct worker *w)
+/* Names w and reserves its socket path in the uid's worker directory. */
+static int
+spawn_name(struct worker *w)
 {
 	char dir[256];
-	int sv[2] = { -1, -1 }, pipes[2][2] = { { -1, -1 }, { -1, -1 } }, wr[2] = { -1, -1 };
-	int r, i, rep;
-	struct conn *ch;
+	int r;
 
 	snprintf(w->id, sizeof(w->id), "w%llu", (unsigned long long)next_worker++);
 	r = server_worker_dir(w->uid, w->gid, dir, sizeof(dir));
@@ -387,6 +385,60 @@ sup_spawn(struct worker *w)
 		return -ENAMETOOLONG;
 	}
 	unlink(w->socket);
+	return 0;
+}
+
+/*
+ * The process exists: watch its error pipe (rep) and its channel (fd, taken
+ * over), list it and start its spawn timer. Failures from here on end with a
+ * reap, never a leak.
+ */
+static void
+spawn_started(struct worker *w, int fd, int rep)
+{
+	struct conn *ch;
+
+	w->pidfd = pidfd_open(w->pid, 0);
+	if (w->pidfd >= 0)
+		fcntl(w->pidfd, F_SETFD, FD_CLOEXEC);
+	w->errpipe = rep;
+	ev_io_init(&w->errpipe_io, errpipe_cb, rep, EV_READ);
+	w->errpipe_io.data = w;
+	ev_io_start(herdd.loop, &w->errpipe_io);
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	ch = conn_new(fd, CONN_CHANNEL, &channel_ops, CHANNEL_MAX_BYTES);
+	if (ch) {
+		ch->worker = w;
+		w->channel = ch;
+		conn_start(ch);
+	} else {
+		/* Without its channel the worker cannot register: stop it now. */
+		w->reason = PROTO_REASON_SPAWN_FAILED;
+		signal_worker(w, SIGKILL, true);
+	}
+	w->state = PROTO_STATE_STARTING;
+	sup_link(w);
+	sup_pid_add(w);
+	if (w->owner)
+		w->owner->nworkers++;
+	herdd.stats.spawns++;
+	ev_timer_set(&w->spawn_timer, w->spawn_timeout_ms / 1000.0, 0.);
+	ev_timer_start(herdd.loop, &w->spawn_timer);
+	log_info("worker %s pid %d: spawned %s for uid %u", w->id, (int)w->pid, w->path,
+	    (unsigned)w->uid);
+	notify_status();
+}
+
+/* Starts w; see the header. */
+int
+sup_spawn(struct worker *w)
+{
+	int sv[2] = { -1, -1 }, pipes[2][2] = { { -1, -1 }, { -1, -1 } }, wr[2] = { -1, -1 };
+	int r, i, rep;
+
+	r = spawn_name(w);
+	if (r < 0)
+		return r;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		w->spawn_stage = "socketpair";
 		return -errno;
@@ -411,43 +463,13 @@ sup_spawn(struct worker *w)
 		goto fail;
 	}
 	close(sv[1]);
-	sv[1] = -1;
 	for (i = 0; i < 2; i++) {
 		if (pipes[i][1] >= 0)
 			close(pipes[i][1]);
 		if (pipes[i][0] >= 0)
 			capture_start(&w->cap[i], pipes[i][0]);
 	}
-	/* From here on the worker exists: failures end with a reap, never a leak. */
-	w->pidfd = pidfd_open(w->pid, 0);
-	if (w->pidfd >= 0)
-		fcntl(w->pidfd, F_SETFD, FD_CLOEXEC);
-	w->errpipe = rep;
-	ev_io_init(&w->errpipe_io, errpipe_cb, rep, EV_READ);
-	w->errpipe_io.data = w;
-	ev_io_start(herdd.loop, &w->errpipe_io);
-	fcntl(sv[0], F_SETFL, O_NONBLOCK);
-	ch = conn_new(sv[0], CONN_CHANNEL, &channel_ops, CHANNEL_MAX_BYTES);
-	if (ch) {
-		ch->worker = w;
-		w->channel = ch;
-		conn_start(ch);
-	} else {
-		/* Without its channel the worker cannot register: stop it now. */
-		w->reason = PROTO_REASON_SPAWN_FAILED;
-		signal_worker(w, SIGKILL, true);
-	}
-	w->state = PROTO_STATE_STARTING;
-	sup_link(w);
-	sup_pid_add(w);
-	if (w->owner)
-		w->owner->nworkers++;
-	herdd.stats.spawns++;
-	ev_timer_set(&w->spawn_timer, w->spawn_timeout_ms / 1000.0, 0.);
-	ev_timer_start(herdd.loop, &w->spawn_timer);
-	log_info("worker %s pid %d: spawned %s for uid %u", w->id, (int)w->pid, w->path,
-	    (unsigned)w->uid);
-	notify_status();
+	spawn_started(w, sv[0], rep);
 	return 0;
 
 fail:
