@@ -7,6 +7,8 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +27,21 @@ struct spawn_args {
 	json_t *argv, *env, *out[2], *init, *settings;
 	json_int_t umask, spawn_timeout_ms, connection_timeout_ms;
 };
+
+/* Says why a parameter is refused; returns -EINVAL. */
+static int invalid(char *why, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+invalid(char *why, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
 
 static bool
 absolute_path(const char *p)
@@ -104,10 +121,8 @@ parse_settings(const struct spawn_args *a, struct worker *w, char *why, size_t l
 	    (a->connection_timeout_ms != UNSET &&
 	        proto_settings_set(&s, PROTO_SET_CONNECTION_TIMEOUT_MS, a->connection_timeout_ms,
 	            "spawn", &err) < 0) ||
-	    proto_settings_check(&s, "settings", &err) < 0) {
-		snprintf(why, len, "%s", err.text);
-		return -EINVAL;
-	}
+	    proto_settings_check(&s, "settings", &err) < 0)
+		return invalid(why, len, "%s", err.text);
 	w->settings = proto_settings_to_json(&s);
 	if (!w->settings)
 		return -ENOMEM;
@@ -130,16 +145,12 @@ fill_argv(struct worker *w, const struct spawn_args *a, size_t *total, char *why
 		return 0;
 	}
 	if (!json_is_array(a->argv) || json_array_size(a->argv) == 0 ||
-	    json_array_size(a->argv) > MAX_ARGS) {
-		snprintf(why, len, "argv must be an array of 1 to %d strings", MAX_ARGS);
-		return -EINVAL;
-	}
+	    json_array_size(a->argv) > MAX_ARGS)
+		return invalid(why, len, "argv must be an array of 1 to %d strings", MAX_ARGS);
 	json_array_foreach(a->argv, i, v) {
-		if (!plain_string(v)) {
-			snprintf(why, len, "argv[%zu] must be a string (at most %u bytes)", i,
+		if (!plain_string(v))
+			return invalid(why, len, "argv[%zu] must be a string (at most %u bytes)", i,
 			    MAX_STRING);
-			return -EINVAL;
-		}
 		*total += json_string_length(v) + 1;
 	}
 	w->argv = json_incref(a->argv);
@@ -157,31 +168,22 @@ fill_env(struct worker *w, const struct spawn_args *a, size_t *total, char *why,
 		w->env = json_object();
 		return 0;
 	}
-	if (!json_is_object(a->env) || json_object_size(a->env) > MAX_ENV) {
-		snprintf(why, len, "env must be an object of at most %d strings", MAX_ENV);
-		return -EINVAL;
-	}
+	if (!json_is_object(a->env) || json_object_size(a->env) > MAX_ENV)
+		return invalid(why, len, "env must be an object of at most %d strings", MAX_ENV);
 	json_object_foreach(a->env, key, v) {
-		if (!env_name_ok(key)) {
-			snprintf(why, len, "env name \"%.64s\" is not a valid name", key);
-			return -EINVAL;
-		}
-		if (!strncmp(key, "HERD_", 5)) {
-			snprintf(
+		if (!env_name_ok(key))
+			return invalid(why, len, "env name \"%.64s\" is not a valid name", key);
+		if (!strncmp(key, "HERD_", 5))
+			return invalid(
 			    why, len, "env names starting with HERD_ are reserved (%.64s)", key);
-			return -EINVAL;
-		}
 		/* The service manager's variables would make a worker talk to it as herdd. */
 		if (!strcmp(key, "NOTIFY_SOCKET") || !strncmp(key, "LISTEN_", 7) ||
-		    !strncmp(key, "WATCHDOG_", 9)) {
-			snprintf(why, len, "env %.64s is reserved for the service manager", key);
-			return -EINVAL;
-		}
-		if (!plain_string(v)) {
-			snprintf(why, len, "env %.64s must be a string (at most %u bytes)", key,
-			    MAX_STRING);
-			return -EINVAL;
-		}
+		    !strncmp(key, "WATCHDOG_", 9))
+			return invalid(
+			    why, len, "env %.64s is reserved for the service manager", key);
+		if (!plain_string(v))
+			return invalid(why, len, "env %.64s must be a string (at most %u bytes)",
+			    key, MAX_STRING);
 		*total += strlen(key) + json_string_length(v) + 2;
 	}
 	w->env = json_incref(a->env);
@@ -195,23 +197,17 @@ fill_exec(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 	size_t total = 0;
 	int r;
 
-	if (!absolute_path(a->path)) {
-		snprintf(why, len, "path must be an absolute path");
-		return -EINVAL;
-	}
+	if (!absolute_path(a->path))
+		return invalid(why, len, "path must be an absolute path");
 	r = fill_argv(w, a, &total, why, len);
 	if (r == 0)
 		r = fill_env(w, a, &total, why, len);
 	if (r < 0)
 		return r;
-	if (total > MAX_EXEC_BYTES) {
-		snprintf(why, len, "argv and env hold more than %u bytes", MAX_EXEC_BYTES);
-		return -EINVAL;
-	}
-	if (a->cwd && !absolute_path(a->cwd)) {
-		snprintf(why, len, "cwd must be an absolute path");
-		return -EINVAL;
-	}
+	if (total > MAX_EXEC_BYTES)
+		return invalid(why, len, "argv and env hold more than %u bytes", MAX_EXEC_BYTES);
+	if (a->cwd && !absolute_path(a->cwd))
+		return invalid(why, len, "cwd must be an absolute path");
 	return 0;
 }
 
@@ -221,15 +217,11 @@ fill_process(struct worker *w, const struct spawn_args *a, char *why, size_t len
 {
 	int r, policy;
 
-	if (a->umask < 0 || a->umask > 0777) {
-		snprintf(why, len, "umask must be between 0 and 511 (0o777)");
-		return -EINVAL;
-	}
+	if (a->umask < 0 || a->umask > 0777)
+		return invalid(why, len, "umask must be between 0 and 511 (0o777)");
 	w->umask = (unsigned)a->umask;
-	if (a->name && (strlen(a->name) == 0 || strlen(a->name) > MAX_NAME)) {
-		snprintf(why, len, "name must hold 1 to %d bytes", MAX_NAME);
-		return -EINVAL;
-	}
+	if (a->name && (strlen(a->name) == 0 || strlen(a->name) > MAX_NAME))
+		return invalid(why, len, "name must hold 1 to %d bytes", MAX_NAME);
 	for (size_t i = 0; i < 2; i++) {
 		r = parse_output(a->out[i], &w->out[i], why, len);
 		if (r < 0)
@@ -237,11 +229,9 @@ fill_process(struct worker *w, const struct spawn_args *a, char *why, size_t len
 	}
 	if (a->shutdown_on) {
 		policy = proto_shutdown_on_from_name(a->shutdown_on);
-		if (policy < 0) {
-			snprintf(why, len,
+		if (policy < 0)
+			return invalid(why, len,
 			    "shutdown_on must be master_disconnect, connection_closed or explicit");
-			return -EINVAL;
-		}
 		w->shutdown_on = (enum proto_shutdown_on)policy;
 	}
 	return 0;

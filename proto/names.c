@@ -33,23 +33,35 @@ static const char *const event_names[PROTO_EVENT_COUNT] = {
 	[PROTO_EVENT_STOPPED] = "stopped",
 };
 
-/* Name, the event it produces, and whether "stats" counts it as a failure. */
+static const char *const reason_names[PROTO_REASON_COUNT] = {
+	[PROTO_REASON_CRASHED] = "crashed",
+	[PROTO_REASON_FAILED] = "failed",
+	[PROTO_REASON_INIT_FAILED] = "init_failed",
+	[PROTO_REASON_SPAWN_FAILED] = "spawn_failed",
+	[PROTO_REASON_SPAWN_TIMEOUT] = "spawn_timeout",
+	[PROTO_REASON_HEARTBEAT_LOST] = "heartbeat_lost",
+	[PROTO_REASON_KILLED_ORPHAN] = "killed_orphan",
+	[PROTO_REASON_EXITED] = "exited",
+	[PROTO_REASON_SHUTDOWN] = "shutdown",
+	[PROTO_REASON_DAEMON_SHUTDOWN] = "daemon_shutdown",
+};
+
+/* The event each reason produces and whether "stats" counts it as a failure. */
 static const struct {
-	const char *name;
 	enum proto_event event;
 	bool failure;
-} reasons[PROTO_REASON_COUNT] = {
-	[PROTO_REASON_NONE] = { NULL, PROTO_EVENT_EXITED, false },
-	[PROTO_REASON_CRASHED] = { "crashed", PROTO_EVENT_CRASHED, true },
-	[PROTO_REASON_FAILED] = { "failed", PROTO_EVENT_FAILED, true },
-	[PROTO_REASON_INIT_FAILED] = { "init_failed", PROTO_EVENT_INIT_FAILED, true },
-	[PROTO_REASON_SPAWN_FAILED] = { "spawn_failed", PROTO_EVENT_EXITED, true },
-	[PROTO_REASON_SPAWN_TIMEOUT] = { "spawn_timeout", PROTO_EVENT_SPAWN_TIMEOUT, true },
-	[PROTO_REASON_HEARTBEAT_LOST] = { "heartbeat_lost", PROTO_EVENT_HEARTBEAT_LOST, true },
-	[PROTO_REASON_KILLED_ORPHAN] = { "killed_orphan", PROTO_EVENT_STOPPED, true },
-	[PROTO_REASON_EXITED] = { "exited", PROTO_EVENT_EXITED, false },
-	[PROTO_REASON_SHUTDOWN] = { "shutdown", PROTO_EVENT_STOPPED, false },
-	[PROTO_REASON_DAEMON_SHUTDOWN] = { "daemon_shutdown", PROTO_EVENT_STOPPED, false },
+} reason_rows[PROTO_REASON_COUNT] = {
+	[PROTO_REASON_NONE] = { PROTO_EVENT_EXITED, false },
+	[PROTO_REASON_CRASHED] = { PROTO_EVENT_CRASHED, true },
+	[PROTO_REASON_FAILED] = { PROTO_EVENT_FAILED, true },
+	[PROTO_REASON_INIT_FAILED] = { PROTO_EVENT_INIT_FAILED, true },
+	[PROTO_REASON_SPAWN_FAILED] = { PROTO_EVENT_EXITED, true },
+	[PROTO_REASON_SPAWN_TIMEOUT] = { PROTO_EVENT_SPAWN_TIMEOUT, true },
+	[PROTO_REASON_HEARTBEAT_LOST] = { PROTO_EVENT_HEARTBEAT_LOST, true },
+	[PROTO_REASON_KILLED_ORPHAN] = { PROTO_EVENT_STOPPED, true },
+	[PROTO_REASON_EXITED] = { PROTO_EVENT_EXITED, false },
+	[PROTO_REASON_SHUTDOWN] = { PROTO_EVENT_STOPPED, false },
+	[PROTO_REASON_DAEMON_SHUTDOWN] = { PROTO_EVENT_STOPPED, false },
 };
 
 static const char *
@@ -67,75 +79,32 @@ find(const char *const *names, size_t n, const char *name)
 	return -1;
 }
 
-/* A state's name. */
-const char *
-proto_state_name(enum proto_state s)
-{
-	return name_at(state_names, LEN(state_names), s);
-}
+/* Defines PREFIX_name() and PREFIX_from_name() (names.h) over one name table. */
+#define NAME_TABLE(prefix, type, names)                                                            \
+	const char *prefix##_name(type v)                                                          \
+	{                                                                                          \
+		return name_at(names, LEN(names), (unsigned)v);                                    \
+	}                                                                                          \
+	int prefix##_from_name(const char *name)                                                   \
+	{                                                                                          \
+		return find(names, LEN(names), name);                                              \
+	}
 
-/* A state by name, or -1. */
-int
-proto_state_from_name(const char *name)
-{
-	return find(state_names, LEN(state_names), name);
-}
-
-/* A shutdown_on policy's name. */
-const char *
-proto_shutdown_on_name(enum proto_shutdown_on p)
-{
-	return name_at(shutdown_on_names, LEN(shutdown_on_names), p);
-}
-
-/* A shutdown_on policy by name, or -1. */
-int
-proto_shutdown_on_from_name(const char *name)
-{
-	return find(shutdown_on_names, LEN(shutdown_on_names), name);
-}
-
-/* An event's name. */
-const char *
-proto_event_name(enum proto_event e)
-{
-	return name_at(event_names, LEN(event_names), e);
-}
-
-/* An event by name, or -1. */
-int
-proto_event_from_name(const char *name)
-{
-	return find(event_names, LEN(event_names), name);
-}
-
-/* A reason's name; NULL for PROTO_REASON_NONE. */
-const char *
-proto_reason_name(enum proto_reason r)
-{
-	return (unsigned)r < PROTO_REASON_COUNT ? reasons[r].name : NULL;
-}
-
-/* A reason by name, or -1. */
-int
-proto_reason_from_name(const char *name)
-{
-	for (int i = 0; name && i < PROTO_REASON_COUNT; i++)
-		if (reasons[i].name && strcmp(reasons[i].name, name) == 0)
-			return i;
-	return -1;
-}
+NAME_TABLE(proto_state, enum proto_state, state_names)
+NAME_TABLE(proto_shutdown_on, enum proto_shutdown_on, shutdown_on_names)
+NAME_TABLE(proto_event, enum proto_event, event_names)
+NAME_TABLE(proto_reason, enum proto_reason, reason_names)
 
 /* The event of PROTOCOL.md 4.3's table. */
 enum proto_event
 proto_reason_event(enum proto_reason r)
 {
-	return (unsigned)r < PROTO_REASON_COUNT ? reasons[r].event : PROTO_EVENT_EXITED;
+	return (unsigned)r < PROTO_REASON_COUNT ? reason_rows[r].event : PROTO_EVENT_EXITED;
 }
 
 /* True for the reasons counted under "failures" in "stats". */
 bool
 proto_reason_is_failure(enum proto_reason r)
 {
-	return (unsigned)r < PROTO_REASON_COUNT && reasons[r].failure;
+	return (unsigned)r < PROTO_REASON_COUNT && reason_rows[r].failure;
 }
