@@ -429,19 +429,17 @@ prune_cb(struct ev_loop *loop, ev_timer *t, int revents)
 json_t *
 sup_stats_json(void)
 {
-	const unsigned *by_state = herdd.nworkers;
-	json_t *reasons_o = json_object();
+	json_t *states = json_object(), *reasons_o = json_object();
 	int i;
 
+	for (i = 0; states && i < PROTO_STATE_COUNT; i++)
+		json_object_set_new(states, proto_state_name((enum proto_state)i),
+		    json_integer((json_int_t)herdd.nworkers[i]));
 	for (i = 0; reasons_o && i < PROTO_REASON_COUNT; i++)
 		if (proto_reason_is_failure((enum proto_reason)i))
 			json_object_set_new(reasons_o, proto_reason_name((enum proto_reason)i),
 			    json_integer((json_int_t)reason_counts[i]));
-	return json_pack("{s:{s:I, s:I, s:I, s:I}, s:o}", "workers", "starting",
-	    (json_int_t)by_state[PROTO_STATE_STARTING], "ready",
-	    (json_int_t)by_state[PROTO_STATE_READY], "stopping",
-	    (json_int_t)by_state[PROTO_STATE_STOPPING], "exited",
-	    (json_int_t)by_state[PROTO_STATE_EXITED], "failures", reasons_o);
+	return json_pack("{s:o?, s:o?}", "workers", states, "failures", reasons_o);
 }
 
 /* Sets up the pid map and starts dropping old exited records. */
