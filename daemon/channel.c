@@ -54,7 +54,7 @@ channel_request(struct conn *c, struct worker *w, const struct proto_msg *m)
 		    json_pack("{s:s, s:s?, s:s, s:O, s:O, s:s, s:I, s:I, s:I}", "id", w->id, "name",
 		        w->name, "socket", w->socket, "init", w->init ? w->init : json_null(),
 		        "settings", w->settings, "shutdown_on",
-		        sup_shutdown_on_name(w->shutdown_on), "connection_timeout_ms",
+		        proto_shutdown_on_name(w->shutdown_on), "connection_timeout_ms",
 		        (json_int_t)w->connection_timeout_ms, "heartbeat_interval_ms",
 		        (json_int_t)w->hb_interval_ms, "heartbeat_timeout_ms",
 		        (json_int_t)w->hb_timeout_ms));
@@ -78,9 +78,9 @@ channel_request(struct conn *c, struct worker *w, const struct proto_msg *m)
 			    "invalid params: functions must be an array");
 			return;
 		}
-		if (w->state != W_STARTING) {
+		if (w->state != PROTO_STATE_STARTING) {
 			conn_reply_error(c, m->id, HERD_E_INVALID_REQUEST, NULL, "the worker is %s",
-			    sup_state_name(w->state));
+			    proto_state_name(w->state));
 			return;
 		}
 		/* Kept as text, parsed again by inspect: a tree costs about ten times more. */
@@ -98,7 +98,7 @@ channel_request(struct conn *c, struct worker *w, const struct proto_msg *m)
 		}
 		conn_reply(c, m->id, NULL);
 		log_info("worker %s: init failed: %.200s", w->id, message);
-		sup_expect_exit(w, "init_failed", message);
+		sup_expect_exit(w, PROTO_REASON_INIT_FAILED, message);
 		return;
 	}
 	conn_reply_error(
@@ -122,16 +122,17 @@ channel_notification(struct conn *c, struct worker *w, const struct proto_msg *m
 		if (proto_unpack(m->params, &err, "{s:s}", "message", &message) < 0)
 			message = "the worker reported a failure";
 		log_info("worker %s: failure: %.200s", w->id, message);
-		sup_expect_exit(w, "failed", message);
+		sup_expect_exit(w, PROTO_REASON_FAILED, message);
 	} else if (!strcmp(m->method, "connection")) {
 		if (proto_unpack(m->params, &err, "{s:I}", "open", &open) < 0)
 			return;
 		if (open > 0) {
 			w->had_connection = true;
 			ev_timer_stop(herdd.loop, &w->conn_timer);
-		} else if (w->had_connection && w->shutdown_on == SHUTDOWN_CONNECTION_CLOSED) {
+		} else if (w->had_connection &&
+		    w->shutdown_on == PROTO_SHUTDOWN_CONNECTION_CLOSED) {
 			/* The worker exits by itself now; herdd makes sure it does. */
-			sup_backup_kill(w, "killed_orphan", herdd.cfg.grace_ms / 1000.0);
+			sup_backup_kill(w, PROTO_REASON_KILLED_ORPHAN, herdd.cfg.grace_ms / 1000.0);
 		}
 	}
 }
@@ -168,7 +169,7 @@ channel_closed(struct conn *c)
 	if (!w || w->reaped)
 		return;
 	log_debug("worker %s: channel closed", w->id);
-	sup_backup_kill(w, NULL, CHANNEL_EOF_KILL_S);
+	sup_backup_kill(w, PROTO_REASON_NONE, CHANNEL_EOF_KILL_S);
 }
 
 const struct conn_ops channel_ops = {

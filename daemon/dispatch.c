@@ -207,7 +207,8 @@ h_hello(struct conn *c, json_t *id, json_t *params)
 	json_int_t version = 0;
 	const char *role = NULL, *name = NULL;
 	json_t *settings = NULL, *init = NULL, *eff;
-	json_int_t hb_interval = 0, hb_timeout = 0, max_message = HERD_DEFAULT_MAX_MESSAGE_SIZE;
+	struct proto_settings_error serr;
+	struct proto_settings hs;
 	struct proto_error err;
 	char text[256];
 
@@ -238,19 +239,11 @@ h_hello(struct conn *c, json_t *id, json_t *params)
 		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL, "name is longer than 256 bytes");
 		return;
 	}
-	if (settings &&
-	    proto_unpack(settings, &err, "{s?I, s?I, s?I}", "heartbeat_interval_ms", &hb_interval,
-	        "heartbeat_timeout_ms", &hb_timeout, "max_message_size", &max_message) < 0) {
-		snprintf(text, sizeof(text), "invalid settings: %s", err.text);
-		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL, text);
-		return;
-	}
-	if (hb_interval < 0 || hb_timeout < 0 || hb_interval > 86400000 || hb_timeout > 86400000 ||
-	    (hb_timeout > 0 && hb_interval == 0) || max_message < 1024 ||
-	    max_message > 1073741824) {
-		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL,
-		    "invalid settings: a value is out of range (a heartbeat timeout needs an "
-		    "interval; at most one day; max_message_size 1024..1073741824)");
+	/* Absent: the default size limit and no heartbeats (PROTOCOL.md 3.4). */
+	proto_settings_defaults(&hs);
+	hs.heartbeat_interval_ms = hs.heartbeat_timeout_ms = 0;
+	if (proto_settings_apply_hello(&hs, settings, &serr) < 0) {
+		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL, serr.text);
 		return;
 	}
 	/* A user herdd serves only its own uid; root serves everyone. */
@@ -267,11 +260,12 @@ h_hello(struct conn *c, json_t *id, json_t *params)
 	c->role = strcmp(role, "master") == 0 ? ROLE_MASTER : ROLE_INSPECTOR;
 	if (name)
 		c->name = strdup(name);
-	c->send_max = (size_t)max_message;
-	c->hb_interval_ms = (unsigned)hb_interval;
-	c->hb_timeout_ms = (unsigned)hb_timeout;
-	if (hb_interval > 0) {
-		ev_timer_init(&c->hb_timer, hb_cb, hb_interval / 1000.0, hb_interval / 1000.0);
+	c->send_max = hs.max_message_size;
+	c->hb_interval_ms = hs.heartbeat_interval_ms;
+	c->hb_timeout_ms = hs.heartbeat_timeout_ms;
+	if (c->hb_interval_ms > 0) {
+		ev_timer_init(
+		    &c->hb_timer, hb_cb, c->hb_interval_ms / 1000.0, c->hb_interval_ms / 1000.0);
 		c->hb_timer.data = c;
 		ev_timer_start(herdd.loop, &c->hb_timer);
 	}

@@ -94,24 +94,25 @@ wants(const struct conn *c, const struct worker *w)
 
 /* Sends event E about w to its owner and watchers. */
 void
-events_emit(struct worker *w, const char *event)
+events_emit(struct worker *w, enum proto_event event)
 {
+	const char *name = proto_event_name(event);
 	json_t *params = NULL;
 	struct conn *c, *next;
 
-	log_debug("worker %s: event %s", w->id, event);
+	log_debug("worker %s: event %s", w->id, name);
 	for (c = TAILQ_FIRST(&herdd.conns); c; c = next) {
 		/* Sending may close c (output overflow), which unlinks it. */
 		next = TAILQ_NEXT(c, link);
 		if (!wants(c, w))
 			continue;
 		if (!params) {
-			params = json_pack("{s:s, s:o, s:s?, s:o}", "event", event, "worker",
+			params = json_pack("{s:s, s:o, s:s?, s:o}", "event", name, "worker",
 			    sup_worker_json(w), "message", w->message, "stderr_tail",
-			    strcmp(event, "ready") ? capture_tail(&w->cap[1], EVENT_TAIL_LINES)
-			                           : json_array());
+			    event != PROTO_EVENT_READY ? capture_tail(&w->cap[1], EVENT_TAIL_LINES)
+			                               : json_array());
 			if (!params) {
-				log_error("out of memory building event %s", event);
+				log_error("out of memory building event %s", name);
 				return;
 			}
 		}

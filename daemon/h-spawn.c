@@ -7,6 +7,8 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +19,6 @@
 #define MAX_STRING     (32u * 1024u)
 #define MAX_EXEC_BYTES (256u * 1024u)
 #define MAX_NAME       256
-#define MAX_TIMEOUT_MS 4294967295LL
 /* A settings field that was not given. */
 #define UNSET INT64_MIN
 
@@ -26,6 +27,21 @@ struct spawn_args {
 	json_t *argv, *env, *out[2], *init, *settings;
 	json_int_t umask, spawn_timeout_ms, connection_timeout_ms;
 };
+
+/* Says why a parameter is refused; returns -EINVAL. */
+static int invalid(char *why, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+invalid(char *why, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
 
 static bool
 absolute_path(const char *p)
@@ -88,48 +104,136 @@ bad:
 }
 
 /*
- * The worker's effective settings: herdd's defaults overridden field by field
- * by the spawn's settings (PROTOCOL.md 3.2 and 3.3). Unknown fields, other
- * types and values out of bounds are refused.
+ * The worker's effective settings: herdd's own overridden field by field by
+ * the spawn's settings, then by its top-level timeouts (PROTOCOL.md 3.3 and
+ * 4.2), all with proto's table.
  */
 static int
-parse_settings(json_t *s, struct worker *w, char *why, size_t len)
+parse_settings(const struct spawn_args *a, struct worker *w, char *why, size_t len)
 {
-	static const char *const names[] = { "max_message_size", "heartbeat_interval_ms",
-		"heartbeat_timeout_ms", "handshake_timeout_ms", "spawn_timeout_ms",
-		"connection_timeout_ms" };
-	json_int_t v[6] = { UNSET, UNSET, UNSET, UNSET, UNSET, UNSET };
-	struct proto_error err;
-	json_t *eff;
-	size_t i;
+	struct proto_settings s = herdd.cfg.worker_settings;
+	struct proto_settings_error err;
 
-	if (s &&
-	    proto_unpack(s, &err, "{s?I, s?I, s?I, s?I, s?I, s?I}", names[0], &v[0], names[1],
-	        &v[1], names[2], &v[2], names[3], &v[3], names[4], &v[4], names[5], &v[5]) < 0) {
-		snprintf(why, len, "settings: %s", err.text);
-		return -EINVAL;
-	}
-	eff = json_deep_copy(herdd.cfg.worker_settings);
-	if (!eff)
+	if (proto_settings_apply(&s, a->settings, "settings", &err) < 0 ||
+	    (a->spawn_timeout_ms != UNSET &&
+	        proto_settings_set(
+	            &s, PROTO_SET_SPAWN_TIMEOUT_MS, a->spawn_timeout_ms, "spawn", &err) < 0) ||
+	    (a->connection_timeout_ms != UNSET &&
+	        proto_settings_set(&s, PROTO_SET_CONNECTION_TIMEOUT_MS, a->connection_timeout_ms,
+	            "spawn", &err) < 0) ||
+	    proto_settings_check(&s, "settings", &err) < 0)
+		return invalid(why, len, "%s", err.text);
+	w->settings = proto_settings_to_json(&s);
+	if (!w->settings)
 		return -ENOMEM;
-	for (i = 0; i < 6; i++) {
-		json_int_t lo = i == 0 ? 1024 : 0, hi = i == 0 ? 1073741824 : MAX_TIMEOUT_MS;
+	w->hb_interval_ms = s.heartbeat_interval_ms;
+	w->hb_timeout_ms = s.heartbeat_timeout_ms;
+	w->spawn_timeout_ms = s.spawn_timeout_ms;
+	w->connection_timeout_ms = s.connection_timeout_ms;
+	return 0;
+}
 
-		if (v[i] == UNSET)
-			continue;
-		if (v[i] < lo || v[i] > hi) {
-			snprintf(why, len, "settings: %s must be between %lld and %lld", names[i],
-			    (long long)lo, (long long)hi);
-			json_decref(eff);
-			return -EINVAL;
-		}
-		json_object_set_new(eff, names[i], json_integer(v[i]));
+/* argv: 1 to MAX_ARGS plain strings (default [path]); adds their bytes to *total. */
+static int
+fill_argv(struct worker *w, const struct spawn_args *a, size_t *total, char *why, size_t len)
+{
+	size_t i;
+	json_t *v;
+
+	if (!a->argv) {
+		w->argv = json_pack("[s]", a->path);
+		return 0;
 	}
-	w->settings = eff;
-	w->hb_interval_ms = (unsigned)json_integer_value(json_object_get(eff, names[1]));
-	w->hb_timeout_ms = (unsigned)json_integer_value(json_object_get(eff, names[2]));
-	w->spawn_timeout_ms = (unsigned)json_integer_value(json_object_get(eff, names[4]));
-	w->connection_timeout_ms = (unsigned)json_integer_value(json_object_get(eff, names[5]));
+	if (!json_is_array(a->argv) || json_array_size(a->argv) == 0 ||
+	    json_array_size(a->argv) > MAX_ARGS)
+		return invalid(why, len, "argv must be an array of 1 to %d strings", MAX_ARGS);
+	json_array_foreach(a->argv, i, v) {
+		if (!plain_string(v))
+			return invalid(why, len, "argv[%zu] must be a string (at most %u bytes)", i,
+			    MAX_STRING);
+		*total += json_string_length(v) + 1;
+	}
+	w->argv = json_incref(a->argv);
+	return 0;
+}
+
+/* env: at most MAX_ENV valid, unreserved names; adds their bytes to *total. */
+static int
+fill_env(struct worker *w, const struct spawn_args *a, size_t *total, char *why, size_t len)
+{
+	const char *key;
+	json_t *v;
+
+	if (!a->env) {
+		w->env = json_object();
+		return 0;
+	}
+	if (!json_is_object(a->env) || json_object_size(a->env) > MAX_ENV)
+		return invalid(why, len, "env must be an object of at most %d strings", MAX_ENV);
+	json_object_foreach(a->env, key, v) {
+		if (!env_name_ok(key))
+			return invalid(why, len, "env name \"%.64s\" is not a valid name", key);
+		if (!strncmp(key, "HERD_", 5))
+			return invalid(
+			    why, len, "env names starting with HERD_ are reserved (%.64s)", key);
+		/* The service manager's variables would make a worker talk to it as herdd. */
+		if (!strcmp(key, "NOTIFY_SOCKET") || !strncmp(key, "LISTEN_", 7) ||
+		    !strncmp(key, "WATCHDOG_", 9))
+			return invalid(
+			    why, len, "env %.64s is reserved for the service manager", key);
+		if (!plain_string(v))
+			return invalid(why, len, "env %.64s must be a string (at most %u bytes)",
+			    key, MAX_STRING);
+		*total += strlen(key) + json_string_length(v) + 2;
+	}
+	w->env = json_incref(a->env);
+	return 0;
+}
+
+/* path, argv, env, cwd: what exec needs, within the kernel's limits. */
+static int
+fill_exec(struct worker *w, const struct spawn_args *a, char *why, size_t len)
+{
+	size_t total = 0;
+	int r;
+
+	if (!absolute_path(a->path))
+		return invalid(why, len, "path must be an absolute path");
+	r = fill_argv(w, a, &total, why, len);
+	if (r == 0)
+		r = fill_env(w, a, &total, why, len);
+	if (r < 0)
+		return r;
+	if (total > MAX_EXEC_BYTES)
+		return invalid(why, len, "argv and env hold more than %u bytes", MAX_EXEC_BYTES);
+	if (a->cwd && !absolute_path(a->cwd))
+		return invalid(why, len, "cwd must be an absolute path");
+	return 0;
+}
+
+/* umask, name, stdout/stderr and shutdown_on. */
+static int
+fill_process(struct worker *w, const struct spawn_args *a, char *why, size_t len)
+{
+	int r, policy;
+
+	if (a->umask < 0 || a->umask > 0777)
+		return invalid(why, len, "umask must be between 0 and 511 (0o777)");
+	w->umask = (unsigned)a->umask;
+	if (a->name && (strlen(a->name) == 0 || strlen(a->name) > MAX_NAME))
+		return invalid(why, len, "name must hold 1 to %d bytes", MAX_NAME);
+	for (size_t i = 0; i < 2; i++) {
+		r = parse_output(a->out[i], &w->out[i], why, len);
+		if (r < 0)
+			return r;
+	}
+	if (a->shutdown_on) {
+		policy = proto_shutdown_on_from_name(a->shutdown_on);
+		if (policy < 0)
+			return invalid(why, len,
+			    "shutdown_on must be master_disconnect, connection_closed or explicit");
+		w->shutdown_on = (enum proto_shutdown_on)policy;
+	}
 	return 0;
 }
 
@@ -137,129 +241,15 @@ parse_settings(json_t *s, struct worker *w, char *why, size_t len)
 static int
 fill(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 {
-	size_t i, total = 0;
-	const char *key;
-	json_t *v;
 	int r;
 
-	if (!absolute_path(a->path)) {
-		snprintf(why, len, "path must be an absolute path");
-		return -EINVAL;
-	}
-	if (a->argv) {
-		if (!json_is_array(a->argv) || json_array_size(a->argv) == 0 ||
-		    json_array_size(a->argv) > MAX_ARGS) {
-			snprintf(why, len, "argv must be an array of 1 to %d strings", MAX_ARGS);
-			return -EINVAL;
-		}
-		json_array_foreach(a->argv, i, v) {
-			if (!plain_string(v)) {
-				snprintf(why, len, "argv[%zu] must be a string (at most %u bytes)",
-				    i, MAX_STRING);
-				return -EINVAL;
-			}
-			total += json_string_length(v) + 1;
-		}
-		w->argv = json_incref(a->argv);
-	} else {
-		w->argv = json_pack("[s]", a->path);
-	}
-	if (a->env) {
-		if (!json_is_object(a->env) || json_object_size(a->env) > MAX_ENV) {
-			snprintf(why, len, "env must be an object of at most %d strings", MAX_ENV);
-			return -EINVAL;
-		}
-		json_object_foreach(a->env, key, v) {
-			if (!env_name_ok(key)) {
-				snprintf(why, len, "env name \"%.64s\" is not a valid name", key);
-				return -EINVAL;
-			}
-			if (!strncmp(key, "HERD_", 5)) {
-				snprintf(why, len,
-				    "env names starting with HERD_ are reserved (%.64s)", key);
-				return -EINVAL;
-			}
-			/* The service manager's variables would make a worker talk to it as herdd. */
-			if (!strcmp(key, "NOTIFY_SOCKET") || !strncmp(key, "LISTEN_", 7) ||
-			    !strncmp(key, "WATCHDOG_", 9)) {
-				snprintf(
-				    why, len, "env %.64s is reserved for the service manager", key);
-				return -EINVAL;
-			}
-			if (!plain_string(v)) {
-				snprintf(why, len, "env %.64s must be a string (at most %u bytes)",
-				    key, MAX_STRING);
-				return -EINVAL;
-			}
-			total += strlen(key) + json_string_length(v) + 2;
-		}
-		w->env = json_incref(a->env);
-	} else {
-		w->env = json_object();
-	}
-	if (total > MAX_EXEC_BYTES) {
-		snprintf(why, len, "argv and env hold more than %u bytes", MAX_EXEC_BYTES);
-		return -EINVAL;
-	}
-	if (a->cwd && !absolute_path(a->cwd)) {
-		snprintf(why, len, "cwd must be an absolute path");
-		return -EINVAL;
-	}
-	if (a->umask < 0 || a->umask > 0777) {
-		snprintf(why, len, "umask must be between 0 and 511 (0o777)");
-		return -EINVAL;
-	}
-	w->umask = (unsigned)a->umask;
-	if (a->name && (strlen(a->name) == 0 || strlen(a->name) > MAX_NAME)) {
-		snprintf(why, len, "name must hold 1 to %d bytes", MAX_NAME);
-		return -EINVAL;
-	}
-	for (i = 0; i < 2; i++) {
-		r = parse_output(a->out[i], &w->out[i], why, len);
-		if (r < 0)
-			return r;
-	}
-	if (a->shutdown_on) {
-		if (!strcmp(a->shutdown_on, "master_disconnect"))
-			w->shutdown_on = SHUTDOWN_MASTER_DISCONNECT;
-		else if (!strcmp(a->shutdown_on, "connection_closed"))
-			w->shutdown_on = SHUTDOWN_CONNECTION_CLOSED;
-		else if (!strcmp(a->shutdown_on, "explicit"))
-			w->shutdown_on = SHUTDOWN_EXPLICIT;
-		else {
-			snprintf(why, len,
-			    "shutdown_on must be master_disconnect, connection_closed or explicit");
-			return -EINVAL;
-		}
-	}
-	if (a->settings && !json_is_object(a->settings)) {
-		snprintf(why, len, "settings must be an object");
-		return -EINVAL;
-	}
-	r = parse_settings(a->settings, w, why, len);
+	r = fill_exec(w, a, why, len);
+	if (r == 0)
+		r = fill_process(w, a, why, len);
+	if (r == 0)
+		r = parse_settings(a, w, why, len);
 	if (r < 0)
 		return r;
-	/* The top-level timeouts win over the same fields in settings. */
-	if (a->spawn_timeout_ms != UNSET) {
-		if (a->spawn_timeout_ms < 0 || a->spawn_timeout_ms > MAX_TIMEOUT_MS) {
-			snprintf(why, len, "spawn_timeout_ms must be between 0 and %lld",
-			    MAX_TIMEOUT_MS);
-			return -EINVAL;
-		}
-		w->spawn_timeout_ms = (unsigned)a->spawn_timeout_ms;
-		json_object_set_new(
-		    w->settings, "spawn_timeout_ms", json_integer(a->spawn_timeout_ms));
-	}
-	if (a->connection_timeout_ms != UNSET) {
-		if (a->connection_timeout_ms < 0 || a->connection_timeout_ms > MAX_TIMEOUT_MS) {
-			snprintf(why, len, "connection_timeout_ms must be between 0 and %lld",
-			    MAX_TIMEOUT_MS);
-			return -EINVAL;
-		}
-		w->connection_timeout_ms = (unsigned)a->connection_timeout_ms;
-		json_object_set_new(
-		    w->settings, "connection_timeout_ms", json_integer(a->connection_timeout_ms));
-	}
 	w->path = strdup(a->path);
 	w->cwd = strdup(a->cwd ? a->cwd : "/");
 	if (a->name) {

@@ -12,8 +12,6 @@
 #include "herdd.h"
 
 #define MAX_LOG_LINES 1000
-/* PROTOCOL.md 4.4: a shutdown request's default grace. */
-#define SHUTDOWN_DEFAULT_GRACE_MS 5000
 
 static void
 not_found(struct conn *c, json_t *id, const char *wid)
@@ -37,7 +35,7 @@ h_list(struct conn *c, json_t *id, json_t *params)
 	}
 	a = json_array();
 	TAILQ_FOREACH(w, &herdd.workers, link) {
-		if (!dispatch_may_see(c, w->uid) || (w->state == W_EXITED && !all))
+		if (!dispatch_may_see(c, w->uid) || (w->state == PROTO_STATE_EXITED && !all))
 			continue;
 		json_array_append_new(a, sup_worker_json(w));
 	}
@@ -116,7 +114,7 @@ h_logs(struct conn *c, json_t *id, json_t *params)
 void
 h_shutdown(struct conn *c, json_t *id, json_t *params)
 {
-	json_int_t grace = SHUTDOWN_DEFAULT_GRACE_MS;
+	json_int_t grace = PROTO_SHUTDOWN_GRACE_DEFAULT_MS;
 	struct proto_error err;
 	const char *wid;
 	struct worker *w;
@@ -125,9 +123,10 @@ h_shutdown(struct conn *c, json_t *id, json_t *params)
 		dispatch_invalid_params(c, id, &err);
 		return;
 	}
-	if (grace < 0 || grace > 600000) {
+	if (grace < 0 || grace > PROTO_SHUTDOWN_GRACE_MAX_MS) {
 		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
-		    "invalid params: grace_ms must be between 0 and 600000");
+		    "invalid params: grace_ms must be between 0 and %u",
+		    PROTO_SHUTDOWN_GRACE_MAX_MS);
 		return;
 	}
 	w = sup_find(c, wid);
@@ -135,7 +134,7 @@ h_shutdown(struct conn *c, json_t *id, json_t *params)
 		not_found(c, id, wid);
 		return;
 	}
-	if (w->state == W_EXITED) {
+	if (w->state == PROTO_STATE_EXITED) {
 		conn_reply(c, id, sup_worker_json(w));
 		return;
 	}
@@ -143,7 +142,7 @@ h_shutdown(struct conn *c, json_t *id, json_t *params)
 		conn_reply_error(c, id, HERD_E_INTERNAL_ERROR, NULL, "out of memory");
 		return;
 	}
-	sup_stop(w, "shutdown", (unsigned)grace);
+	sup_stop(w, PROTO_REASON_SHUTDOWN, (unsigned)grace);
 }
 
 /* Parses "TERM", "SIGTERM" or a number 1..64. Returns the signal or -EINVAL. */
@@ -200,12 +199,12 @@ h_kill(struct conn *c, json_t *id, json_t *params)
 		return;
 	}
 	/* An exited worker has no process left to signal: as good as not found. */
-	if (w->state == W_EXITED || w->reaped) {
+	if (w->state == PROTO_STATE_EXITED || w->reaped) {
 		not_found(c, id, wid);
 		return;
 	}
 	if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT || sig == SIGKILL)
-		sup_mark_stopping(w, "shutdown");
+		sup_mark_stopping(w, PROTO_REASON_SHUTDOWN);
 	sup_signal(w, sig);
 	log_info("worker %s pid %d: signal %d sent by uid %u", w->id, (int)w->pid, sig,
 	    (unsigned)c->cred.uid);

@@ -69,7 +69,7 @@ struct herdd_config {
 	unsigned keep_exited; /* exited records kept per uid */
 	unsigned keep_exited_ms; /* and for at most this long */
 	unsigned exit_idle_ms; /* exit once idle this long; 0: never */
-	json_t *worker_settings; /* defaults for spawned workers, all six settings */
+	struct proto_settings worker_settings; /* what spawned workers start from */
 };
 
 /* Counters for "stats". */
@@ -119,7 +119,8 @@ struct herdd {
 	unsigned nconns;
 	unsigned nunauth;
 	struct worker_list workers; /* every record, live or exited, in the order it was listed */
-	unsigned nworkers[4]; /* listed workers by state, kept by sup_link() and sup_set_state() */
+	unsigned nworkers
+	    [PROTO_STATE_COUNT]; /* listed workers by state, kept by sup_link() and sup_set_state() */
 	struct worker_list exited; /* exited records in the order they ended, oldest first */
 	bool stopping;
 	struct herdd_stats stats;
@@ -260,7 +261,7 @@ void h_shutdown(struct conn *c, json_t *id, json_t *params);
 void h_kill(struct conn *c, json_t *id, json_t *params);
 
 /* Sends an event about w to its owner and to subscribers (h-events.c). */
-void events_emit(struct worker *w, const char *event);
+void events_emit(struct worker *w, enum proto_event event);
 
 /* ---- capture.c ---- */
 
@@ -292,19 +293,6 @@ void capture_free(struct capture *cap);
 json_t *capture_tail(const struct capture *cap, unsigned n);
 
 /* ---- supervisor.c, spawn.c, channel.c ---- */
-
-enum worker_state {
-	W_STARTING,
-	W_READY,
-	W_STOPPING,
-	W_EXITED,
-};
-
-enum shutdown_on {
-	SHUTDOWN_MASTER_DISCONNECT,
-	SHUTDOWN_CONNECTION_CLOSED,
-	SHUTDOWN_EXPLICIT,
-};
 
 enum output_kind {
 	OUT_NULL,
@@ -342,7 +330,7 @@ struct worker {
 	struct output_spec out[2]; /* stdout, stderr */
 	json_t *init; /* until the channel's hello, which hands it over */
 	json_t *settings; /* the worker's effective RPC settings, all six fields; until hello */
-	enum shutdown_on shutdown_on;
+	enum proto_shutdown_on shutdown_on;
 	unsigned spawn_timeout_ms;
 	unsigned connection_timeout_ms;
 	unsigned hb_interval_ms;
@@ -360,8 +348,8 @@ struct worker {
 	pid_t pid;
 	int pidfd;
 	bool reaped;
-	enum worker_state state;
-	const char *reason; /* static string; NULL while running */
+	enum proto_state state;
+	enum proto_reason reason; /* PROTO_REASON_NONE while running */
 	int exit_code; /* -1 if killed by a signal */
 	int signal;
 	char *message;
@@ -377,7 +365,7 @@ struct worker {
 	char *functions; /* from "ready", as compact JSON text */
 	uint64_t served;
 	uint64_t cpu_ms; /* last CPU time read from /proc */
-	const char *backup_reason; /* the reason if the backup SIGKILL has to fire */
+	enum proto_reason backup_reason; /* the reason if the backup SIGKILL has to fire */
 	bool stop_sent; /* sup_stop() signalled it; the grace timer runs */
 	bool had_connection;
 
@@ -402,15 +390,15 @@ void sup_record_failed(struct worker *w, int err);
 /* Adds a waiter (takes a reference on c, copies id). */
 int sup_add_waiter(struct worker *w, struct conn *c, json_t *id, bool spawn);
 /* Stops w: in-band shutdown, SIGTERM to its tree, SIGKILL after grace_ms. */
-void sup_stop(struct worker *w, const char *reason, unsigned grace_ms);
-/* SIGKILLs w after seconds unless it is gone; reason (may be NULL) is then its reason. */
-void sup_backup_kill(struct worker *w, const char *reason, double seconds);
+void sup_stop(struct worker *w, enum proto_reason reason, unsigned grace_ms);
+/* SIGKILLs w after seconds unless it is gone; reason (may be NONE) is then its reason. */
+void sup_backup_kill(struct worker *w, enum proto_reason reason, double seconds);
 /* Moves w to stopping with this reason (a terminating "kill"). */
-void sup_mark_stopping(struct worker *w, const char *reason);
+void sup_mark_stopping(struct worker *w, enum proto_reason reason);
 /* Sends sig to the worker's main process and its process group. */
 int sup_signal(struct worker *w, int sig);
 /* The worker announced its own exit (failure, init failure): SIGKILL if it is not gone in grace. */
-void sup_expect_exit(struct worker *w, const char *reason, const char *message);
+void sup_expect_exit(struct worker *w, enum proto_reason reason, const char *message);
 /* The master's session ended: stops its master_disconnect workers, forgets the owner. */
 void sup_owner_gone(struct conn *c);
 /* True if a request of c with this id waits for its reply. */
@@ -426,8 +414,6 @@ unsigned sup_count_live(void);
 void sup_stop_all(void);
 /* The worker's public JSON object (new reference). */
 json_t *sup_worker_json(const struct worker *w);
-const char *sup_state_name(enum worker_state s);
-const char *sup_shutdown_on_name(enum shutdown_on s);
 /* Reaps: the SIGCHLD watcher and the retention timer. */
 void sup_init(void);
 void sup_cleanup(void);
@@ -481,14 +467,14 @@ void proc_signal(const struct proc_kid *k, int sig);
 static inline bool
 sup_is_live(const struct worker *w)
 {
-	return w->state != W_EXITED;
+	return w->state != PROTO_STATE_EXITED;
 }
 
 /* Puts w on herdd.workers (at the tail) and counts it; sup_unlink() undoes both. */
 void sup_link(struct worker *w);
 void sup_unlink(struct worker *w);
 /* Moves w to state s, keeping the counts right. */
-void sup_set_state(struct worker *w, enum worker_state s);
+void sup_set_state(struct worker *w, enum proto_state s);
 /* Maps w->pid to w until sup_pid_forget() (at the reap). Never fails. */
 void sup_pid_add(struct worker *w);
 void sup_pid_forget(struct worker *w);
@@ -500,7 +486,7 @@ void sup_answer_waiters(struct worker *w, bool spawn, json_t *reply);
 /* "SIGKILL" for 9 (new reference). */
 json_t *sup_signal_json(int sig);
 /* Counts an exit for "stats". */
-void sup_count_reason(const char *reason);
+void sup_count_reason(enum proto_reason reason);
 /* Drops old exited records, and uid's past the per-uid count. */
 void sup_prune(uid_t uid);
 void sup_records_start(void);

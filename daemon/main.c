@@ -47,34 +47,118 @@ now_ms(void)
 
 static void load_settings(bool have_max_message, bool have_handshake);
 
+/* ---- options ---- */
+
+/* How an option's argument is read into its herdd_config field. */
+enum opt_type {
+	OPT_NUMBER, /* unsigned */
+	OPT_BYTES, /* size_t; its default is shown in MiB */
+	OPT_STRING, /* char *, strdup'd */
+	OPT_ABSPATH, /* char *, an absolute path */
+	OPT_LOG_LEVEL, /* enum log_level */
+	OPT_VERSION,
+	OPT_HELP,
+};
+
+/*
+ * One row per option: getopt_long's table, the parsing, the defaults and
+ * --help all come from here, so they cannot disagree.
+ */
+static const struct opt_row {
+	const char *name;
+	enum opt_type type;
+	size_t offset; /* in struct herdd_config */
+	unsigned long long min, max, def;
+	const char *arg; /* the argument's name in --help; NULL: none */
+	const char *help; /* "\n" continues on the next line */
+	const char *def_text; /* the default as --help says it, when not the number */
+} opt_rows[] = {
+#define CFG(field) offsetof(struct herdd_config, field)
+	{ "socket", OPT_STRING, CFG(socket_path), 0, 0, 0, "PATH", "control socket",
+	    "$XDG_RUNTIME_DIR/herd/herdd.sock,\n/run/herd/herdd.sock for root" },
+	{ "log-level", OPT_LOG_LEVEL, CFG(log_level), 0, 0, LOG_LEVEL_INFO, "LEVEL",
+	    "debug, info, warn or error", "info" },
+	{ "log-file", OPT_ABSPATH, CFG(log_file), 0, 0, 0, "PATH",
+	    "log to PATH instead of stderr (SIGHUP reopens it)", NULL },
+	{ "grace-ms", OPT_NUMBER, CFG(grace_ms), 0, 3600000, 2000, "N",
+	    "SIGTERM-to-SIGKILL grace period", NULL },
+	{ "handshake-timeout-ms", OPT_NUMBER, CFG(handshake_timeout_ms), 1, 3600000,
+	    HERD_DEFAULT_HANDSHAKE_TIMEOUT_MS, "N", "close connections without hello after N ms",
+	    NULL },
+	{ "max-message-size", OPT_BYTES, CFG(max_message_size), 1024, 1u << 30,
+	    HERD_DEFAULT_MAX_MESSAGE_SIZE, "BYTES", "largest request accepted", NULL },
+	{ "max-output-bytes", OPT_BYTES, CFG(max_output), 4096, 1u << 30, HERD_DEFAULT_MAX_OUTPUT,
+	    "BYTES", "output queued per connection", NULL },
+	{ "max-connections", OPT_NUMBER, CFG(max_connections), 1, 1 << 20, 1024, "N",
+	    "connections in all", NULL },
+	{ "max-connections-per-uid", OPT_NUMBER, CFG(max_connections_per_uid), 1, 1 << 20, 256, "N",
+	    "connections per uid", NULL },
+	{ "max-unauthenticated", OPT_NUMBER, CFG(max_unauthenticated), 1, 1 << 20, 64, "N",
+	    "connections still before hello", NULL },
+	{ "max-workers", OPT_NUMBER, CFG(max_workers), 0, 1 << 20, 1024, "N", "live workers in all",
+	    NULL },
+	{ "max-workers-per-uid", OPT_NUMBER, CFG(max_workers_per_uid), 0, 1 << 20, 256, "N",
+	    "live workers per uid", NULL },
+	{ "max-workers-per-master", OPT_NUMBER, CFG(max_workers_per_master), 0, 1 << 20, 64, "N",
+	    "live workers per master connection", NULL },
+	{ "max-pending", OPT_NUMBER, CFG(max_pending), 1, 1 << 20, HERD_DEFAULT_MAX_PENDING, "N",
+	    "requests in flight per connection", NULL },
+	{ "keep-exited", OPT_NUMBER, CFG(keep_exited), 0, 1 << 20, 256, "N",
+	    "exited records kept per uid", NULL },
+	{ "keep-exited-ms", OPT_NUMBER, CFG(keep_exited_ms), 0, 86400000, 600000, "N",
+	    "and for at most N ms", NULL },
+	{ "exit-idle-ms", OPT_NUMBER, CFG(exit_idle_ms), 0, 86400000, 0, "N",
+	    "exit after N ms with no connection and no live\nworker",
+	    "0: never; autostarted: 10000" },
+	{ "version", OPT_VERSION, 0, 0, 0, 0, NULL, "print herdd's version and exit", NULL },
+	{ "help", OPT_HELP, 0, 0, 0, 0, NULL, "print this help and exit", NULL },
+#undef CFG
+};
+
+#define N_OPTS       (sizeof(opt_rows) / sizeof(opt_rows[0]))
+#define OPT_VAL_BASE 256
+/* Where --help's texts start, as two spaces, the option and its argument take up to here. */
+#define HELP_COLUMN 34
+
+/* Prints text, indenting each line after the first to the help column. */
+static void
+print_indented(FILE *f, const char *text)
+{
+	const char *nl;
+
+	while ((nl = strchr(text, '\n'))) {
+		fprintf(f, "%.*s\n%*s", (int)(nl - text), text, HELP_COLUMN, "");
+		text = nl + 1;
+	}
+	fputs(text, f);
+}
+
 static void
 usage(FILE *f)
 {
+	char head[64];
+
 	fprintf(f,
 	    "Usage: herdd [OPTION]...\n"
-	    "Supervise herd worker processes on behalf of masters.\n\n"
-	    "  --socket PATH                   control socket (default "
-	    "$XDG_RUNTIME_DIR/herd/herdd.sock,\n"
-	    "                                  /run/herd/herdd.sock for root)\n"
-	    "  --log-level LEVEL               debug, info, warn or error (default info)\n"
-	    "  --log-file PATH                 log to PATH instead of stderr (SIGHUP reopens it)\n"
-	    "  --grace-ms N                    SIGTERM-to-SIGKILL grace period (default 2000)\n"
-	    "  --handshake-timeout-ms N        close connections without hello after N ms (default "
-	    "10000)\n"
-	    "  --max-message-size BYTES        largest request accepted (default 16 MiB)\n"
-	    "  --max-output-bytes BYTES        output queued per connection (default 64 MiB)\n"
-	    "  --max-connections N             connections in all (default 1024)\n"
-	    "  --max-connections-per-uid N     connections per uid (default 256)\n"
-	    "  --max-unauthenticated N         connections still before hello (default 64)\n"
-	    "  --max-workers N                 live workers in all (default 1024)\n"
-	    "  --max-workers-per-uid N         live workers per uid (default 256)\n"
-	    "  --max-workers-per-master N      live workers per master connection (default 64)\n"
-	    "  --max-pending N                 requests in flight per connection (default 1024)\n"
-	    "  --keep-exited N                 exited records kept per uid (default 256)\n"
-	    "  --keep-exited-ms N              and for at most N ms (default 600000)\n"
-	    "  --exit-idle-ms N                exit after N ms with no connection and no live\n"
-	    "                                  worker (default 0: never; autostarted: 10000)\n"
-	    "  --version, --help\n");
+	    "Supervise herd worker processes on behalf of masters.\n\n");
+	for (size_t i = 0; i < N_OPTS; i++) {
+		const struct opt_row *o = &opt_rows[i];
+
+		snprintf(head, sizeof(head), "--%s%s%s", o->name, o->arg ? " " : "",
+		    o->arg ? o->arg : "");
+		fprintf(f, "  %-*s", HELP_COLUMN - 2, head);
+		print_indented(f, o->help);
+		if (o->def_text) {
+			fputs(" (default ", f);
+			print_indented(f, o->def_text);
+			fputs(")", f);
+		} else if (o->type == OPT_BYTES) {
+			fprintf(f, " (default %llu MiB)", o->def >> 20);
+		} else if (o->type == OPT_NUMBER) {
+			fprintf(f, " (default %llu)", o->def);
+		}
+		fputc('\n', f);
+	}
 }
 
 static unsigned long long
@@ -86,226 +170,138 @@ number(const char *opt, const char *s, unsigned long long min, unsigned long lon
 	errno = 0;
 	v = strtoull(s, &end, 10);
 	if (errno || end == s || *end || s[0] == '-' || v < min || v > max) {
-		fprintf(stderr, "herdd: %s needs a number between %llu and %llu, not \"%s\"\n", opt,
-		    min, max, s);
+		fprintf(stderr, "herdd: --%s needs a number between %llu and %llu, not \"%s\"\n",
+		    opt, min, max, s);
 		exit(2);
 	}
 	return v;
 }
 
-enum {
-	OPT_SOCKET = 256,
-	OPT_LOG_LEVEL,
-	OPT_LOG_FILE,
-	OPT_GRACE,
-	OPT_HANDSHAKE,
-	OPT_MAX_MESSAGE,
-	OPT_MAX_OUTPUT,
-	OPT_MAX_CONN,
-	OPT_MAX_CONN_UID,
-	OPT_MAX_UNAUTH,
-	OPT_MAX_WORKERS,
-	OPT_MAX_WORKERS_UID,
-	OPT_MAX_WORKERS_MASTER,
-	OPT_MAX_PENDING,
-	OPT_KEEP,
-	OPT_KEEP_MS,
-	OPT_EXIT_IDLE,
-	OPT_VERSION,
-	OPT_HELP,
-};
+/* Sets every option's field to its default. */
+static void
+options_defaults(struct herdd_config *c)
+{
+	*c = (struct herdd_config){ 0 };
+	for (size_t i = 0; i < N_OPTS; i++) {
+		const struct opt_row *o = &opt_rows[i];
+		void *field = (char *)c + o->offset;
+
+		if (o->type == OPT_NUMBER)
+			*(unsigned *)field = (unsigned)o->def;
+		else if (o->type == OPT_BYTES)
+			*(size_t *)field = (size_t)o->def;
+		else if (o->type == OPT_LOG_LEVEL)
+			*(enum log_level *)field = (enum log_level)o->def;
+	}
+}
+
+/* Applies one option (row o, argument arg) to c; exits on a bad value. */
+static void
+option_apply(struct herdd_config *c, const struct opt_row *o, const char *arg)
+{
+	void *field = (char *)c + o->offset;
+	int lvl;
+
+	switch (o->type) {
+	case OPT_NUMBER:
+		*(unsigned *)field = (unsigned)number(o->name, arg, o->min, o->max);
+		break;
+	case OPT_BYTES:
+		*(size_t *)field = (size_t)number(o->name, arg, o->min, o->max);
+		break;
+	case OPT_ABSPATH:
+		if (arg[0] != '/') {
+			fprintf(stderr, "herdd: --%s needs an absolute path\n", o->name);
+			exit(2);
+		}
+		/* fall through */
+	case OPT_STRING:
+		free(*(char **)field);
+		*(char **)field = strdup(arg);
+		if (!*(char **)field)
+			fatal("out of memory");
+		break;
+	case OPT_LOG_LEVEL:
+		lvl = log_parse_level(arg);
+		if (lvl < 0) {
+			fprintf(stderr, "herdd: unknown log level \"%s\"\n", arg);
+			exit(2);
+		}
+		*(enum log_level *)field = (enum log_level)lvl;
+		break;
+	case OPT_VERSION:
+		printf("herdd %s\n", HERD_VERSION);
+		exit(0);
+	case OPT_HELP:
+		usage(stdout);
+		exit(0);
+	}
+}
+
+/* True if the option that sets this herdd_config field was given. */
+static bool
+given(const bool *seen, size_t offset)
+{
+	for (size_t i = 0; i < N_OPTS; i++)
+		if (opt_rows[i].type < OPT_VERSION && opt_rows[i].offset == offset)
+			return seen[i];
+	return false;
+}
 
 static void
 parse_options(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "socket", required_argument, NULL, OPT_SOCKET },
-		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
-		{ "log-file", required_argument, NULL, OPT_LOG_FILE },
-		{ "grace-ms", required_argument, NULL, OPT_GRACE },
-		{ "handshake-timeout-ms", required_argument, NULL, OPT_HANDSHAKE },
-		{ "max-message-size", required_argument, NULL, OPT_MAX_MESSAGE },
-		{ "max-output-bytes", required_argument, NULL, OPT_MAX_OUTPUT },
-		{ "max-connections", required_argument, NULL, OPT_MAX_CONN },
-		{ "max-connections-per-uid", required_argument, NULL, OPT_MAX_CONN_UID },
-		{ "max-unauthenticated", required_argument, NULL, OPT_MAX_UNAUTH },
-		{ "max-workers", required_argument, NULL, OPT_MAX_WORKERS },
-		{ "max-workers-per-uid", required_argument, NULL, OPT_MAX_WORKERS_UID },
-		{ "max-workers-per-master", required_argument, NULL, OPT_MAX_WORKERS_MASTER },
-		{ "max-pending", required_argument, NULL, OPT_MAX_PENDING },
-		{ "keep-exited", required_argument, NULL, OPT_KEEP },
-		{ "keep-exited-ms", required_argument, NULL, OPT_KEEP_MS },
-		{ "exit-idle-ms", required_argument, NULL, OPT_EXIT_IDLE },
-		{ "version", no_argument, NULL, OPT_VERSION },
-		{ "help", no_argument, NULL, OPT_HELP },
-		{ 0 },
-	};
-	struct herdd_config *c = &herdd.cfg;
-	bool have_max_message = false, have_handshake = false;
-	int o, lvl;
+	struct option opts[N_OPTS + 1] = { { 0 } };
+	bool seen[N_OPTS] = { false };
+	int o;
 
-	*c = (struct herdd_config){
-		.log_level = LOG_LEVEL_INFO,
-		.grace_ms = 2000,
-		.handshake_timeout_ms = HERD_DEFAULT_HANDSHAKE_TIMEOUT_MS,
-		.max_message_size = HERD_DEFAULT_MAX_MESSAGE_SIZE,
-		.max_output = HERD_DEFAULT_MAX_OUTPUT,
-		.max_connections = 1024,
-		.max_connections_per_uid = 256,
-		.max_unauthenticated = 64,
-		.max_workers = 1024,
-		.max_workers_per_uid = 256,
-		.max_workers_per_master = 64,
-		.max_pending = HERD_DEFAULT_MAX_PENDING,
-		.keep_exited = 256,
-		.keep_exited_ms = 600000,
-	};
+	for (size_t i = 0; i < N_OPTS; i++)
+		opts[i] = (struct option){ opt_rows[i].name,
+			opt_rows[i].arg ? required_argument : no_argument, NULL,
+			OPT_VAL_BASE + (int)i };
+	options_defaults(&herdd.cfg);
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (o) {
-		case OPT_SOCKET:
-			free(c->socket_path);
-			c->socket_path = strdup(optarg);
-			break;
-		case OPT_LOG_LEVEL:
-			lvl = log_parse_level(optarg);
-			if (lvl < 0) {
-				fprintf(stderr, "herdd: unknown log level \"%s\"\n", optarg);
-				exit(2);
-			}
-			c->log_level = (enum log_level)lvl;
-			break;
-		case OPT_LOG_FILE:
-			if (optarg[0] != '/') {
-				fprintf(stderr, "herdd: --log-file needs an absolute path\n");
-				exit(2);
-			}
-			free(c->log_file);
-			c->log_file = strdup(optarg);
-			break;
-		case OPT_GRACE:
-			c->grace_ms = (unsigned)number("--grace-ms", optarg, 0, 3600000);
-			break;
-		case OPT_HANDSHAKE:
-			c->handshake_timeout_ms =
-			    (unsigned)number("--handshake-timeout-ms", optarg, 1, 3600000);
-			have_handshake = true;
-			break;
-		case OPT_MAX_MESSAGE:
-			c->max_message_size =
-			    (size_t)number("--max-message-size", optarg, 1024, 1u << 30);
-			have_max_message = true;
-			break;
-		case OPT_MAX_OUTPUT:
-			c->max_output =
-			    (size_t)number("--max-output-bytes", optarg, 4096, 1u << 30);
-			break;
-		case OPT_MAX_CONN:
-			c->max_connections =
-			    (unsigned)number("--max-connections", optarg, 1, 1 << 20);
-			break;
-		case OPT_MAX_CONN_UID:
-			c->max_connections_per_uid =
-			    (unsigned)number("--max-connections-per-uid", optarg, 1, 1 << 20);
-			break;
-		case OPT_MAX_UNAUTH:
-			c->max_unauthenticated =
-			    (unsigned)number("--max-unauthenticated", optarg, 1, 1 << 20);
-			break;
-		case OPT_MAX_WORKERS:
-			c->max_workers = (unsigned)number("--max-workers", optarg, 0, 1 << 20);
-			break;
-		case OPT_MAX_WORKERS_UID:
-			c->max_workers_per_uid =
-			    (unsigned)number("--max-workers-per-uid", optarg, 0, 1 << 20);
-			break;
-		case OPT_MAX_WORKERS_MASTER:
-			c->max_workers_per_master =
-			    (unsigned)number("--max-workers-per-master", optarg, 0, 1 << 20);
-			break;
-		case OPT_MAX_PENDING:
-			c->max_pending = (unsigned)number("--max-pending", optarg, 1, 1 << 20);
-			break;
-		case OPT_KEEP:
-			c->keep_exited = (unsigned)number("--keep-exited", optarg, 0, 1 << 20);
-			break;
-		case OPT_KEEP_MS:
-			c->keep_exited_ms =
-			    (unsigned)number("--keep-exited-ms", optarg, 0, 86400000);
-			break;
-		case OPT_EXIT_IDLE:
-			c->exit_idle_ms = (unsigned)number("--exit-idle-ms", optarg, 0, 86400000);
-			break;
-		case OPT_VERSION:
-			printf("herdd %s\n", HERD_VERSION);
-			exit(0);
-		case OPT_HELP:
-			usage(stdout);
-			exit(0);
-		default:
+		if (o < OPT_VAL_BASE || o >= OPT_VAL_BASE + (int)N_OPTS) {
 			usage(stderr);
 			exit(2);
 		}
+		seen[o - OPT_VAL_BASE] = true;
+		option_apply(&herdd.cfg, &opt_rows[o - OPT_VAL_BASE], optarg);
 	}
 	if (optind < argc) {
 		fprintf(stderr, "herdd: unexpected argument \"%s\"\n", argv[optind]);
 		usage(stderr);
 		exit(2);
 	}
-	load_settings(have_max_message, have_handshake);
+	load_settings(given(seen, offsetof(struct herdd_config, max_message_size)),
+	    given(seen, offsetof(struct herdd_config, handshake_timeout_ms)));
 }
 
 /*
  * herdd's own settings: the defaults, then HERD_RPC_SETTINGS from its
- * environment, field by field (PROTOCOL.md 3.3). They set herdd's message
- * size limit and handshake timeout unless an option did, and the defaults
- * every spawned worker starts from. A bad value stops herdd at start-up.
+ * environment, field by field (PROTOCOL.md 3.3), with proto's table. They set
+ * herdd's message size limit and handshake timeout unless an option did, and
+ * the defaults every spawned worker starts from. A bad value stops herdd at
+ * start-up.
  */
 static void
 load_settings(bool have_max_message, bool have_handshake)
 {
-	static const char *const names[] = { "max_message_size", "heartbeat_interval_ms",
-		"heartbeat_timeout_ms", "handshake_timeout_ms", "spawn_timeout_ms",
-		"connection_timeout_ms" };
-	json_int_t v[6] = { HERD_DEFAULT_MAX_MESSAGE_SIZE, HERD_DEFAULT_HEARTBEAT_INTERVAL_MS,
-		HERD_DEFAULT_HEARTBEAT_TIMEOUT_MS, HERD_DEFAULT_HANDSHAKE_TIMEOUT_MS,
-		HERD_DEFAULT_SPAWN_TIMEOUT_MS, HERD_DEFAULT_CONNECTION_TIMEOUT_MS };
+	struct proto_settings *s = &herdd.cfg.worker_settings;
 	const char *env = getenv("HERD_RPC_SETTINGS");
-	json_error_t jerr;
-	json_t *o;
-	size_t i;
+	struct proto_settings_error err;
 
-	if (env && *env) {
-		o = json_loads(env, JSON_REJECT_DUPLICATES, &jerr);
-		if (!o ||
-		    json_unpack_ex(o, &jerr, JSON_STRICT, "{s?I, s?I, s?I, s?I, s?I, s?I}",
-		        names[0], &v[0], names[1], &v[1], names[2], &v[2], names[3], &v[3],
-		        names[4], &v[4], names[5], &v[5]) < 0) {
-			fprintf(stderr,
-			    "herdd: HERD_RPC_SETTINGS is not a valid settings object: %s\n",
-			    jerr.text);
-			exit(2);
-		}
-		json_decref(o);
-		for (i = 0; i < 6; i++) {
-			json_int_t lo = i == 0 ? 1024 : 0, hi = i == 0 ? 1073741824 : 4294967295LL;
-
-			if (v[i] < lo || v[i] > hi) {
-				fprintf(stderr,
-				    "herdd: HERD_RPC_SETTINGS: %s must be between %lld and %lld\n",
-				    names[i], (long long)lo, (long long)hi);
-				exit(2);
-			}
-		}
+	proto_settings_defaults(s);
+	if (env && *env &&
+	    (proto_settings_apply_text(s, env, "HERD_RPC_SETTINGS", &err) < 0 ||
+	        proto_settings_check(s, "HERD_RPC_SETTINGS", &err) < 0)) {
+		fprintf(stderr, "herdd: %s\n", err.text);
+		exit(2);
 	}
 	if (!have_max_message)
-		herdd.cfg.max_message_size = (size_t)v[0];
+		herdd.cfg.max_message_size = s->max_message_size;
 	if (!have_handshake)
-		herdd.cfg.handshake_timeout_ms = (unsigned)v[3];
-	herdd.cfg.worker_settings = json_object();
-	if (!herdd.cfg.worker_settings)
-		fatal("out of memory");
-	for (i = 0; i < 6; i++)
-		json_object_set_new(herdd.cfg.worker_settings, names[i], json_integer(v[i]));
+		herdd.cfg.handshake_timeout_ms = s->handshake_timeout_ms;
 }
 
 /* Ends the loop once shutdown has stopped the last worker. */
@@ -346,7 +342,7 @@ stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	if (herdd.stopping) {
 		log_info("signal %d again: killing every worker now", w->signum);
 		TAILQ_FOREACH(k, &herdd.workers, link)
-			sup_stop(k, "daemon_shutdown", 0);
+			sup_stop(k, PROTO_REASON_DAEMON_SHUTDOWN, 0);
 		return;
 	}
 	log_info("signal %d: stopping %u workers", w->signum, sup_count_live());
@@ -461,10 +457,10 @@ close_connections(void)
 		conn_abort(c);
 }
 
-int
-main(int argc, char **argv)
+/* Everything before the loop runs: process state, logging, libev, the socket. */
+static void
+start_up(int argc, char **argv)
 {
-	sigset_t late;
 	int r;
 
 	close_inherited_fds();
@@ -480,7 +476,7 @@ main(int argc, char **argv)
 	if (r < 0) {
 		fprintf(
 		    stderr, "herdd: opening log file %s: %s\n", herdd.cfg.log_file, strerror(-r));
-		return 1;
+		exit(1);
 	}
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
@@ -500,7 +496,12 @@ main(int argc, char **argv)
 	sup_init();
 	server_open();
 	server_start();
+}
 
+/* The signals and the idle check. */
+static void
+watch_start(void)
+{
 	ev_signal_init(&sig_term, stop_cb, SIGTERM);
 	ev_signal_init(&sig_int, stop_cb, SIGINT);
 	ev_signal_init(&sig_hup, hup_cb, SIGHUP);
@@ -512,14 +513,13 @@ main(int argc, char **argv)
 	ev_prepare_init(&idle_check, idle_check_cb);
 	if (herdd.cfg.exit_idle_ms > 0)
 		ev_prepare_start(herdd.loop, &idle_check);
+}
 
-	notify_init();
-	log_info(
-	    "herdd %s ready (pid %d, uid %u)", HERD_VERSION, (int)herdd.pid, (unsigned)herdd.uid);
-	notify_ready();
-	notify_status();
-
-	ev_run(herdd.loop, 0);
+/* After the loop: every worker is stopped; release what start_up() took. */
+static void
+clean_up(void)
+{
+	sigset_t late;
 
 	/* Everything is stopped: another SIGTERM must not turn this clean exit into a kill. */
 	sigemptyset(&late);
@@ -542,6 +542,19 @@ main(int argc, char **argv)
 	ev_loop_destroy(herdd.loop);
 	free(herdd.cfg.socket_path);
 	free(herdd.cfg.log_file);
-	json_decref(herdd.cfg.worker_settings);
+}
+
+int
+main(int argc, char **argv)
+{
+	start_up(argc, argv);
+	watch_start();
+	notify_init();
+	log_info(
+	    "herdd %s ready (pid %d, uid %u)", HERD_VERSION, (int)herdd.pid, (unsigned)herdd.uid);
+	notify_ready();
+	notify_status();
+	ev_run(herdd.loop, 0);
+	clean_up();
 	return 0;
 }

@@ -64,8 +64,8 @@ notify_status(void)
 
 	snprintf(status, sizeof(status),
 	    "STATUS=%u masters, %u workers starting, %u ready, %u stopping; %u connections%s",
-	    conn_count_masters(), by_state[W_STARTING], by_state[W_READY], by_state[W_STOPPING],
-	    herdd.nconns, herdd.stopping ? ", stopping" : "");
+	    conn_count_masters(), by_state[PROTO_STATE_STARTING], by_state[PROTO_STATE_READY],
+	    by_state[PROTO_STATE_STOPPING], herdd.nconns, herdd.stopping ? ", stopping" : "");
 	if (strcmp(status, last_status) == 0)
 		return;
 	snprintf(last_status, sizeof(last_status), "%s", status);

@@ -428,19 +428,18 @@ slots_clear(void)
 		dup3(slot_null, slots[i], O_CLOEXEC);
 }
 
-/* Forks and execs w; see the file comment. Returns the report pipe's read end or -errno. */
-int
-spawn_start(struct worker *w, int channel_fd, int capture_fds[2])
+/*
+ * What the child runs and as whom: argv, the environment built from the
+ * caller's passwd entry, and (when herdd is root) the credentials to drop to.
+ * Returns 0 or -ENOMEM; free p->argv and p->envp either way.
+ */
+static int
+plan_identity(struct worker *w, struct child_plan *p)
 {
-	struct child_plan p = { 0 };
 	char pwbuf[4096], uidtext[16];
 	struct passwd pw, *pwp = NULL;
 	const char *home = "/", *user = uidtext, *shell = "/bin/sh";
-	int pipefd[2], r;
-	sigset_t all, old;
 	size_t i, argc = json_array_size(w->argv);
-	void *stack;
-	pid_t pid;
 
 	snprintf(uidtext, sizeof(uidtext), "%u", (unsigned)w->uid);
 	if (getpwuid_r(w->uid, &pw, pwbuf, sizeof(pwbuf), &pwp) == 0 && pwp) {
@@ -449,31 +448,94 @@ spawn_start(struct worker *w, int channel_fd, int capture_fds[2])
 		if (pw.pw_shell && pw.pw_shell[0] == '/')
 			shell = pw.pw_shell;
 	}
-	p.path = w->path;
-	p.argv = calloc(argc + 1, sizeof(*p.argv));
-	if (!p.argv)
+	p->path = w->path;
+	p->argv = calloc(argc + 1, sizeof(*p->argv));
+	if (!p->argv)
 		return -ENOMEM;
 	for (i = 0; i < argc; i++)
-		p.argv[i] = (char *)json_string_value(json_array_get(w->argv, i));
-	p.envp = build_env(w, home, user, shell);
-	if (!p.envp) {
-		free(p.argv);
+		p->argv[i] = (char *)json_string_value(json_array_get(w->argv, i));
+	p->envp = build_env(w, home, user, shell);
+	if (!p->envp)
 		return -ENOMEM;
-	}
-	p.uid = w->uid;
-	p.gid = w->gid;
-	p.drop = herdd.uid == 0;
-	if (p.drop) {
-		p.ngroups = MAX_GROUPS;
+	p->uid = w->uid;
+	p->gid = w->gid;
+	p->drop = herdd.uid == 0;
+	if (p->drop) {
+		p->ngroups = MAX_GROUPS;
 		if (!pwp) {
 			/* No passwd entry: no supplementary groups (PROTOCOL.md 4.1). */
-			p.ngroups = 0;
-		} else if (getgrouplist(pw.pw_name, w->gid, p.groups, &p.ngroups) < 0) {
+			p->ngroups = 0;
+		} else if (getgrouplist(pw.pw_name, w->gid, p->groups, &p->ngroups) < 0) {
 			/* More groups than we keep: the primary one only, never more than asked. */
-			p.groups[0] = w->gid;
-			p.ngroups = 1;
+			p->groups[0] = w->gid;
+			p->ngroups = 1;
 		}
 	}
+	return 0;
+}
+
+/*
+ * Moves the child's fds into the reserved low slots, so a CLONE_FILES child
+ * finds them below its descriptor limit. Returns 0 or -errno (slots cleared).
+ */
+static int
+plan_share_fds(struct child_plan *p, int channel_fd, const int capture_fds[2], int report_fd)
+{
+	p->share_fds = top_slot >= 0;
+	if (!p->share_fds)
+		return 0;
+	p->top_slot = top_slot;
+	p->channel_fd = slot_fill(SLOT_CHANNEL, channel_fd);
+	p->capture_fds[0] = slot_fill(SLOT_OUT, capture_fds[0]);
+	p->capture_fds[1] = slot_fill(SLOT_ERR, capture_fds[1]);
+	p->report_fd = slot_fill(SLOT_REPORT, report_fd);
+	if (p->channel_fd < 0 || p->report_fd < 0 ||
+	    (capture_fds[0] >= 0 && p->capture_fds[0] < 0) ||
+	    (capture_fds[1] >= 0 && p->capture_fds[1] < 0)) {
+		int r = -errno;
+
+		slots_clear();
+		return r;
+	}
+	return 0;
+}
+
+/*
+ * Clones the child with p. Signals stay blocked across the clone until the
+ * child has reset their handlers: a SIGTERM sent to the new pid early must
+ * kill it, not run herdd's libev handler inside the child, on herdd's memory,
+ * and be lost. Returns the pid or -errno.
+ */
+static pid_t
+clone_child(struct child_plan *p, void *stack)
+{
+	sigset_t all, old;
+	pid_t pid;
+	int r;
+
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+	pid = clone(child_main, stack,
+	    CLONE_VM | CLONE_VFORK | (p->share_fds ? CLONE_FILES : 0) | SIGCHLD, p);
+	r = pid < 0 ? -errno : 0;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (p->share_fds)
+		slots_clear();
+	return r < 0 ? r : pid;
+}
+
+/* Forks and execs w; see the file comment. Returns the report pipe's read end or -errno. */
+int
+spawn_start(struct worker *w, int channel_fd, int capture_fds[2])
+{
+	struct child_plan p = { 0 };
+	int pipefd[2], r;
+	void *stack;
+	pid_t pid;
+
+	r = plan_identity(w, &p);
+	if (r < 0)
+		goto out;
 	p.parent = getpid();
 	p.out = w->out;
 	p.capture_fds[0] = capture_fds[0];
@@ -487,39 +549,11 @@ spawn_start(struct worker *w, int channel_fd, int capture_fds[2])
 		goto out;
 	}
 	p.report_fd = pipefd[1];
-	p.share_fds = top_slot >= 0;
-	if (p.share_fds) {
-		p.top_slot = top_slot;
-		p.channel_fd = slot_fill(SLOT_CHANNEL, channel_fd);
-		p.capture_fds[0] = slot_fill(SLOT_OUT, capture_fds[0]);
-		p.capture_fds[1] = slot_fill(SLOT_ERR, capture_fds[1]);
-		p.report_fd = slot_fill(SLOT_REPORT, pipefd[1]);
-		if (p.channel_fd < 0 || p.report_fd < 0 ||
-		    (capture_fds[0] >= 0 && p.capture_fds[0] < 0) ||
-		    (capture_fds[1] >= 0 && p.capture_fds[1] < 0)) {
-			r = -errno;
-			slots_clear();
-			close(pipefd[0]);
-			close(pipefd[1]);
-			w->spawn_stage = "fork";
-			goto out;
-		}
-	}
-	/*
-	 * Signals stay blocked across the clone until the child has reset their
-	 * handlers: a SIGTERM sent to the new pid early must kill it, not run
-	 * herdd's libev handler inside the child, on herdd's memory, and be lost.
-	 */
-	sigfillset(&all);
-	sigprocmask(SIG_SETMASK, &all, &old);
-	pid = clone(child_main, stack,
-	    CLONE_VM | CLONE_VFORK | (p.share_fds ? CLONE_FILES : 0) | SIGCHLD, &p);
-	r = pid < 0 ? -errno : 0;
-	sigprocmask(SIG_SETMASK, &old, NULL);
-	if (p.share_fds)
-		slots_clear();
+	r = plan_share_fds(&p, channel_fd, capture_fds, pipefd[1]);
+	pid = r < 0 ? r : clone_child(&p, stack);
 	close(pipefd[1]);
-	if (r < 0) {
+	if (pid < 0) {
+		r = pid;
 		close(pipefd[0]);
 		w->spawn_stage = "fork";
 		goto out;

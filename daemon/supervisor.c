@@ -116,13 +116,13 @@ grace_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* Moves w to stopping: its exit will be reason's (unless one was already set). */
 void
-sup_mark_stopping(struct worker *w, const char *reason)
+sup_mark_stopping(struct worker *w, enum proto_reason reason)
 {
 	if (!sup_is_live(w))
 		return;
 	if (!w->reason)
 		w->reason = reason;
-	sup_set_state(w, W_STOPPING);
+	sup_set_state(w, PROTO_STATE_STOPPING);
 	ev_timer_stop(herdd.loop, &w->spawn_timer);
 	ev_timer_stop(herdd.loop, &w->conn_timer);
 	ev_timer_stop(herdd.loop, &w->hb_timer);
@@ -130,7 +130,7 @@ sup_mark_stopping(struct worker *w, const char *reason)
 
 /* Stops w gracefully: see the header. */
 void
-sup_stop(struct worker *w, const char *reason, unsigned grace_ms)
+sup_stop(struct worker *w, enum proto_reason reason, unsigned grace_ms)
 {
 	if (!sup_is_live(w) || w->reaped)
 		return;
@@ -143,7 +143,7 @@ sup_stop(struct worker *w, const char *reason, unsigned grace_ms)
 	w->stop_sent = true;
 	sup_mark_stopping(w, reason);
 	ev_timer_stop(herdd.loop, &w->grace_timer);
-	log_info("worker %s pid %d: stopping (%s)", w->id, (int)w->pid, reason);
+	log_info("worker %s pid %d: stopping (%s)", w->id, (int)w->pid, proto_reason_name(reason));
 	channel_send_shutdown(w);
 	if (grace_ms == 0) {
 		signal_worker(w, SIGKILL, true);
@@ -156,7 +156,7 @@ sup_stop(struct worker *w, const char *reason, unsigned grace_ms)
 
 /* The worker said it is exiting on its own (failure, init failure): SIGKILL if it does not. */
 void
-sup_expect_exit(struct worker *w, const char *reason, const char *message)
+sup_expect_exit(struct worker *w, enum proto_reason reason, const char *message)
 {
 	if (!sup_is_live(w))
 		return;
@@ -172,7 +172,7 @@ sup_expect_exit(struct worker *w, const char *reason, const char *message)
 
 /* Arms a SIGKILL one grace period from now in case w does not exit as it should. */
 void
-sup_backup_kill(struct worker *w, const char *reason, double seconds)
+sup_backup_kill(struct worker *w, enum proto_reason reason, double seconds)
 {
 	if (!sup_is_live(w) || ev_is_active(&w->grace_timer))
 		return;
@@ -193,8 +193,8 @@ sup_owner_gone(struct conn *c)
 		w->owner = NULL;
 		c->nworkers--;
 		conn_unref(c);
-		if (w->shutdown_on == SHUTDOWN_MASTER_DISCONNECT && sup_is_live(w))
-			sup_stop(w, "killed_orphan", herdd.cfg.grace_ms);
+		if (w->shutdown_on == PROTO_SHUTDOWN_MASTER_DISCONNECT && sup_is_live(w))
+			sup_stop(w, PROTO_REASON_KILLED_ORPHAN, herdd.cfg.grace_ms);
 	}
 }
 
@@ -251,7 +251,7 @@ sup_stop_all(void)
 		/* Pending spawns fail now; their workers are stopped like the others. */
 		if (sup_is_live(w))
 			sup_answer_waiters(w, true, err);
-		sup_stop(w, "daemon_shutdown", herdd.cfg.grace_ms);
+		sup_stop(w, PROTO_REASON_DAEMON_SHUTDOWN, herdd.cfg.grace_ms);
 	}
 	json_decref(err);
 }
@@ -265,7 +265,7 @@ spawn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 	log_info(
 	    "worker %s pid %d: not ready within %u ms", w->id, (int)w->pid, w->spawn_timeout_ms);
-	sup_stop(w, "spawn_timeout", 0);
+	sup_stop(w, PROTO_REASON_SPAWN_TIMEOUT, 0);
 }
 
 static void
@@ -275,7 +275,7 @@ conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 	if (!w->had_connection && !w->message)
 		w->message = strdup("no client connected within connection_timeout_ms");
-	sup_stop(w, "killed_orphan", 0);
+	sup_stop(w, PROTO_REASON_KILLED_ORPHAN, 0);
 }
 
 /*
@@ -294,7 +294,7 @@ heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	char st;
 
 	/* Before ready, the spawn timeout is the only deadline (PROTOCOL.md 5.2). */
-	if (w->state != W_READY)
+	if (w->state != PROTO_STATE_READY)
 		return;
 	if (proc_stat(w->pid, &st, &cpu, NULL) < 0)
 		return;
@@ -319,7 +319,7 @@ heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	    asprintf(&w->message, "no heartbeat for %lld ms and %s", (long long)silence,
 	        st == 'T' || st == 't' ? "the process is stopped" : "no CPU progress") < 0)
 		w->message = NULL;
-	sup_stop(w, "heartbeat_lost", 0);
+	sup_stop(w, PROTO_REASON_HEARTBEAT_LOST, 0);
 }
 
 /* Starts the heartbeat check (the worker's channel said hello). */
@@ -365,14 +365,12 @@ make_capture_pipe(int fds[2])
 	return 0;
 }
 
-/* Starts w; see the header. */
-int
-sup_spawn(struct worker *w)
+/* Names w and reserves its socket path in the uid's worker directory. */
+static int
+spawn_name(struct worker *w)
 {
 	char dir[256];
-	int sv[2] = { -1, -1 }, pipes[2][2] = { { -1, -1 }, { -1, -1 } }, wr[2] = { -1, -1 };
-	int r, i, rep;
-	struct conn *ch;
+	int r;
 
 	snprintf(w->id, sizeof(w->id), "w%llu", (unsigned long long)next_worker++);
 	r = server_worker_dir(w->uid, w->gid, dir, sizeof(dir));
@@ -387,6 +385,60 @@ sup_spawn(struct worker *w)
 		return -ENAMETOOLONG;
 	}
 	unlink(w->socket);
+	return 0;
+}
+
+/*
+ * The process exists: watch its error pipe (rep) and its channel (fd, taken
+ * over), list it and start its spawn timer. Failures from here on end with a
+ * reap, never a leak.
+ */
+static void
+spawn_started(struct worker *w, int fd, int rep)
+{
+	struct conn *ch;
+
+	w->pidfd = pidfd_open(w->pid, 0);
+	if (w->pidfd >= 0)
+		fcntl(w->pidfd, F_SETFD, FD_CLOEXEC);
+	w->errpipe = rep;
+	ev_io_init(&w->errpipe_io, errpipe_cb, rep, EV_READ);
+	w->errpipe_io.data = w;
+	ev_io_start(herdd.loop, &w->errpipe_io);
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	ch = conn_new(fd, CONN_CHANNEL, &channel_ops, CHANNEL_MAX_BYTES);
+	if (ch) {
+		ch->worker = w;
+		w->channel = ch;
+		conn_start(ch);
+	} else {
+		/* Without its channel the worker cannot register: stop it now. */
+		w->reason = PROTO_REASON_SPAWN_FAILED;
+		signal_worker(w, SIGKILL, true);
+	}
+	w->state = PROTO_STATE_STARTING;
+	sup_link(w);
+	sup_pid_add(w);
+	if (w->owner)
+		w->owner->nworkers++;
+	herdd.stats.spawns++;
+	ev_timer_set(&w->spawn_timer, w->spawn_timeout_ms / 1000.0, 0.);
+	ev_timer_start(herdd.loop, &w->spawn_timer);
+	log_info("worker %s pid %d: spawned %s for uid %u", w->id, (int)w->pid, w->path,
+	    (unsigned)w->uid);
+	notify_status();
+}
+
+/* Starts w; see the header. */
+int
+sup_spawn(struct worker *w)
+{
+	int sv[2] = { -1, -1 }, pipes[2][2] = { { -1, -1 }, { -1, -1 } }, wr[2] = { -1, -1 };
+	int r, i, rep;
+
+	r = spawn_name(w);
+	if (r < 0)
+		return r;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		w->spawn_stage = "socketpair";
 		return -errno;
@@ -411,43 +463,13 @@ sup_spawn(struct worker *w)
 		goto fail;
 	}
 	close(sv[1]);
-	sv[1] = -1;
 	for (i = 0; i < 2; i++) {
 		if (pipes[i][1] >= 0)
 			close(pipes[i][1]);
 		if (pipes[i][0] >= 0)
 			capture_start(&w->cap[i], pipes[i][0]);
 	}
-	/* From here on the worker exists: failures end with a reap, never a leak. */
-	w->pidfd = pidfd_open(w->pid, 0);
-	if (w->pidfd >= 0)
-		fcntl(w->pidfd, F_SETFD, FD_CLOEXEC);
-	w->errpipe = rep;
-	ev_io_init(&w->errpipe_io, errpipe_cb, rep, EV_READ);
-	w->errpipe_io.data = w;
-	ev_io_start(herdd.loop, &w->errpipe_io);
-	fcntl(sv[0], F_SETFL, O_NONBLOCK);
-	ch = conn_new(sv[0], CONN_CHANNEL, &channel_ops, CHANNEL_MAX_BYTES);
-	if (ch) {
-		ch->worker = w;
-		w->channel = ch;
-		conn_start(ch);
-	} else {
-		/* Without its channel the worker cannot register: stop it now. */
-		w->reason = "spawn_failed";
-		signal_worker(w, SIGKILL, true);
-	}
-	w->state = W_STARTING;
-	sup_link(w);
-	sup_pid_add(w);
-	if (w->owner)
-		w->owner->nworkers++;
-	herdd.stats.spawns++;
-	ev_timer_set(&w->spawn_timer, w->spawn_timeout_ms / 1000.0, 0.);
-	ev_timer_start(herdd.loop, &w->spawn_timer);
-	log_info("worker %s pid %d: spawned %s for uid %u", w->id, (int)w->pid, w->path,
-	    (unsigned)w->uid);
-	notify_status();
+	spawn_started(w, sv[0], rep);
 	return 0;
 
 fail:
@@ -471,8 +493,8 @@ sup_record_failed(struct worker *w, int err)
 	w->spawn_errno = err;
 	if (!w->spawn_stage)
 		w->spawn_stage = "prepare";
-	w->reason = "spawn_failed";
-	w->state = W_EXITED;
+	w->reason = PROTO_REASON_SPAWN_FAILED;
+	w->state = PROTO_STATE_EXITED;
 	w->reaped = true;
 	w->socket[0] = '\0';
 	if (!w->started_ms) {
@@ -486,7 +508,7 @@ sup_record_failed(struct worker *w, int err)
 	}
 	sup_count_reason(w->reason);
 	sup_link(w);
-	events_emit(w, "exited");
+	events_emit(w, PROTO_EVENT_EXITED);
 	sup_prune(w->uid);
 }
 
@@ -496,9 +518,9 @@ sup_worker_ready(struct worker *w)
 {
 	json_t *reply;
 
-	if (w->state != W_STARTING)
+	if (w->state != PROTO_STATE_STARTING)
 		return;
-	sup_set_state(w, W_READY);
+	sup_set_state(w, PROTO_STATE_READY);
 	ev_timer_stop(herdd.loop, &w->spawn_timer);
 	/* The environment served its exec; no request shows it. */
 	json_decref(w->env);
@@ -510,37 +532,25 @@ sup_worker_ready(struct worker *w)
 	sup_answer_waiters(w, true, reply);
 	json_decref(reply);
 	log_info("worker %s pid %d: ready", w->id, (int)w->pid);
-	if (w->shutdown_on == SHUTDOWN_CONNECTION_CLOSED && !w->had_connection) {
+	if (w->shutdown_on == PROTO_SHUTDOWN_CONNECTION_CLOSED && !w->had_connection) {
 		/* The worker exits by itself at the timeout; herdd backs it up a grace later. */
 		ev_timer_set(&w->conn_timer,
 		    (w->connection_timeout_ms + (double)herdd.cfg.grace_ms) / 1000.0, 0.);
 		ev_timer_start(herdd.loop, &w->conn_timer);
 	}
-	events_emit(w, "ready");
+	events_emit(w, PROTO_EVENT_READY);
 	notify_status();
 }
 
 /* ---- reaping ---- */
-
-static const char *
-event_for(const char *reason)
-{
-	if (!strcmp(reason, "shutdown") || !strcmp(reason, "killed_orphan") ||
-	    !strcmp(reason, "daemon_shutdown"))
-		return "stopped";
-	if (!strcmp(reason, "spawn_failed"))
-		return "exited";
-	return reason;
-}
 
 /* The error a pending spawn request gets when the worker died first. */
 static json_t *
 spawn_error(struct worker *w)
 {
 	json_t *tail = capture_tail(&w->cap[1], 20);
-	const char *r = w->reason;
-
-	if (!strcmp(r, "spawn_failed")) {
+	switch (w->reason) {
+	case PROTO_REASON_SPAWN_FAILED: {
 		const char *stage = w->spawn_stage ? w->spawn_stage : "unknown";
 		char text[PATH_MAX + 128];
 
@@ -551,19 +561,22 @@ spawn_error(struct worker *w)
 		    json_pack("{s:i, s:s, s:s, s:o}", "errno", w->spawn_errno, "stage", stage,
 		        "error", strerror(w->spawn_errno), "stderr_tail", tail));
 	}
-	if (!strcmp(r, "init_failed"))
+	case PROTO_REASON_INIT_FAILED:
 		return proto_error(NULL, HERD_E_INIT_FAILED,
 		    w->message ? w->message : "worker state init failed",
 		    json_pack("{s:o}", "stderr_tail", tail));
-	if (!strcmp(r, "spawn_timeout"))
+	case PROTO_REASON_SPAWN_TIMEOUT:
 		return proto_error(NULL, HERD_E_TIMEOUT, "the worker was not ready in time",
 		    json_pack("{s:s, s:I, s:o}", "what", "spawn", "ms",
 		        (json_int_t)w->spawn_timeout_ms, "stderr_tail", tail));
-	if (!strcmp(r, "daemon_shutdown"))
+	case PROTO_REASON_DAEMON_SHUTDOWN:
 		return proto_error(NULL, HERD_E_SHUTTING_DOWN, "herdd is shutting down",
 		    json_pack("{s:o}", "stderr_tail", tail));
+	default:
+		break;
+	}
 	return proto_error(NULL, HERD_E_WORKER_EXITED, "the worker exited before it was ready",
-	    json_pack("{s:s, s:o, s:o, s:o}", "reason", r, "exit_code",
+	    json_pack("{s:s, s:o, s:o, s:o}", "reason", proto_reason_name(w->reason), "exit_code",
 	        w->signal ? json_null() : json_integer(w->exit_code), "signal",
 	        w->signal ? sup_signal_json(w->signal) : json_null(), "stderr_tail", tail));
 }
@@ -630,18 +643,18 @@ reaped(struct worker *w, int status)
 	json_decref(w->settings);
 	w->env = w->init = w->settings = NULL;
 	if (w->spawn_stage)
-		w->reason = "spawn_failed";
+		w->reason = PROTO_REASON_SPAWN_FAILED;
 	else if (!w->reason)
-		w->reason = w->signal ? "crashed" : "exited";
-	sup_set_state(w, W_EXITED);
+		w->reason = w->signal ? PROTO_REASON_CRASHED : PROTO_REASON_EXITED;
+	sup_set_state(w, PROTO_STATE_EXITED);
 	if (w->socket[0] && unlink(w->socket) < 0 && errno != ENOENT)
 		log_warn("removing %s: %m", w->socket);
 	if (w->signal)
 		log_info("worker %s pid %d: killed by signal %d (%s)", w->id, (int)w->pid,
-		    w->signal, w->reason);
+		    w->signal, proto_reason_name(w->reason));
 	else
 		log_info("worker %s pid %d: exited with %d (%s)", w->id, (int)w->pid, w->exit_code,
-		    w->reason);
+		    proto_reason_name(w->reason));
 	sup_count_reason(w->reason);
 
 	if (w->waiters) {
@@ -657,7 +670,7 @@ reaped(struct worker *w, int status)
 		conn_unref(w->owner);
 		w->owner = NULL;
 	}
-	events_emit(w, event_for(w->reason));
+	events_emit(w, proto_reason_event(w->reason));
 	sup_prune(w->uid);
 	notify_status();
 	main_maybe_exit();

@@ -24,12 +24,7 @@
 static ev_timer prune_timer;
 
 /* Exits by reason since start. */
-static const char *const reasons[] = { "crashed", "failed", "init_failed", "spawn_failed",
-	"spawn_timeout", "heartbeat_lost", "killed_orphan", "exited", "shutdown",
-	"daemon_shutdown" };
-/* The first ones are failures, reported by "stats". */
-#define N_FAILURE_REASONS 7
-static uint64_t reason_counts[sizeof(reasons) / sizeof(reasons[0])];
+static uint64_t reason_counts[PROTO_REASON_COUNT];
 
 /* Unreaped workers by pid: chains in a power-of-two table, grown to keep them short. */
 static struct worker **pid_map;
@@ -128,7 +123,7 @@ sup_link(struct worker *w)
 	TAILQ_INSERT_TAIL(&herdd.workers, w, link);
 	w->listed = true;
 	herdd.nworkers[w->state]++;
-	if (w->state == W_EXITED)
+	if (w->state == PROTO_STATE_EXITED)
 		TAILQ_INSERT_TAIL(&herdd.exited, w, exited_link);
 }
 
@@ -141,18 +136,18 @@ sup_unlink(struct worker *w)
 	TAILQ_REMOVE(&herdd.workers, w, link);
 	w->listed = false;
 	herdd.nworkers[w->state]--;
-	if (w->state == W_EXITED)
+	if (w->state == PROTO_STATE_EXITED)
 		TAILQ_REMOVE(&herdd.exited, w, exited_link);
 }
 
 /* Changes w's state and the counts with it. */
 void
-sup_set_state(struct worker *w, enum worker_state s)
+sup_set_state(struct worker *w, enum proto_state s)
 {
 	if (w->listed) {
 		herdd.nworkers[w->state]--;
 		herdd.nworkers[s]++;
-		if (s == W_EXITED && w->state != W_EXITED)
+		if (s == PROTO_STATE_EXITED && w->state != PROTO_STATE_EXITED)
 			TAILQ_INSERT_TAIL(&herdd.exited, w, exited_link);
 	}
 	w->state = s;
@@ -302,23 +297,8 @@ sup_count_uid(uid_t uid)
 unsigned
 sup_count_live(void)
 {
-	return herdd.nworkers[W_STARTING] + herdd.nworkers[W_READY] + herdd.nworkers[W_STOPPING];
-}
-
-const char *
-sup_state_name(enum worker_state s)
-{
-	static const char *const names[] = { "starting", "ready", "stopping", "exited" };
-
-	return names[s];
-}
-
-const char *
-sup_shutdown_on_name(enum shutdown_on s)
-{
-	static const char *const names[] = { "master_disconnect", "connection_closed", "explicit" };
-
-	return names[s];
+	return herdd.nworkers[PROTO_STATE_STARTING] + herdd.nworkers[PROTO_STATE_READY] +
+	    herdd.nworkers[PROTO_STATE_STOPPING];
 }
 
 json_t *
@@ -367,11 +347,11 @@ sup_worker_json(const struct worker *w)
 	    "id", w->id, "name", w->name, "pid", (int)w->pid, "pgid", (int)w->pid, "owner", "pid",
 	    (int)w->owner_pid, "uid", (json_int_t)w->uid, "gid", (json_int_t)w->owner_gid,
 	    "connection", (json_int_t)0, "uid", (json_int_t)w->uid, "state",
-	    sup_state_name(w->state), "reason", w->reason, "shutdown_on",
-	    sup_shutdown_on_name(w->shutdown_on), "started_at", "", "uptime_ms",
+	    proto_state_name(w->state), "reason", proto_reason_name(w->reason), "shutdown_on",
+	    proto_shutdown_on_name(w->shutdown_on), "started_at", "", "uptime_ms",
 	    (json_int_t)((sup_is_live(w) ? now : w->ended_ms) - w->started_ms), "socket",
-	    w->socket[0] && w->state != W_STARTING && sup_is_live(w) ? w->socket : NULL, "path",
-	    w->path, "argv", w->argv);
+	    w->socket[0] && w->state != PROTO_STATE_STARTING && sup_is_live(w) ? w->socket : NULL,
+	    "path", w->path, "argv", w->argv);
 	if (!o)
 		return NULL;
 	/* The owner's connection number, while that connection lasts. */
@@ -379,12 +359,13 @@ sup_worker_json(const struct worker *w)
 	    w->owner ? json_integer((json_int_t)w->owner_serial) : json_null());
 	json_object_set_new(o, "started_at", rfc3339(&w->started_wall));
 	json_object_set_new(o, "exit_code",
-	    w->state == W_EXITED && w->signal == 0 && w->exit_code >= 0 ? json_integer(w->exit_code)
-	                                                                : json_null());
+	    w->state == PROTO_STATE_EXITED && w->signal == 0 && w->exit_code >= 0
+	        ? json_integer(w->exit_code)
+	        : json_null());
 	json_object_set_new(o, "signal", w->signal ? sup_signal_json(w->signal) : json_null());
 	json_object_set_new(o, "heartbeat_age_ms",
 	    w->last_heartbeat_ms && w->hb_interval_ms &&
-	            (w->state == W_READY || w->state == W_STOPPING)
+	            (w->state == PROTO_STATE_READY || w->state == PROTO_STATE_STOPPING)
 	        ? json_integer(now - w->last_heartbeat_ms)
 	        : json_null());
 	json_object_set_new(o, "rss_kib", have_proc ? json_integer((json_int_t)rss) : json_null());
@@ -399,14 +380,10 @@ sup_worker_json(const struct worker *w)
 }
 
 void
-sup_count_reason(const char *reason)
+sup_count_reason(enum proto_reason reason)
 {
-	size_t i;
-
-	for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++) {
-		if (strcmp(reasons[i], reason) == 0)
-			reason_counts[i]++;
-	}
+	if ((unsigned)reason < PROTO_REASON_COUNT)
+		reason_counts[reason]++;
 }
 
 /* ---- retention ---- */
@@ -452,17 +429,17 @@ prune_cb(struct ev_loop *loop, ev_timer *t, int revents)
 json_t *
 sup_stats_json(void)
 {
-	const unsigned *by_state = herdd.nworkers;
-	json_t *reasons_o = json_object();
-	size_t i;
+	json_t *states = json_object(), *reasons_o = json_object();
+	int i;
 
-	for (i = 0; i < N_FAILURE_REASONS; i++)
-		json_object_set_new(
-		    reasons_o, reasons[i], json_integer((json_int_t)reason_counts[i]));
-	return json_pack("{s:{s:I, s:I, s:I, s:I}, s:o}", "workers", "starting",
-	    (json_int_t)by_state[W_STARTING], "ready", (json_int_t)by_state[W_READY], "stopping",
-	    (json_int_t)by_state[W_STOPPING], "exited", (json_int_t)by_state[W_EXITED], "failures",
-	    reasons_o);
+	for (i = 0; states && i < PROTO_STATE_COUNT; i++)
+		json_object_set_new(states, proto_state_name((enum proto_state)i),
+		    json_integer((json_int_t)herdd.nworkers[i]));
+	for (i = 0; reasons_o && i < PROTO_REASON_COUNT; i++)
+		if (proto_reason_is_failure((enum proto_reason)i))
+			json_object_set_new(reasons_o, proto_reason_name((enum proto_reason)i),
+			    json_integer((json_int_t)reason_counts[i]));
+	return json_pack("{s:o?, s:o?}", "workers", states, "failures", reasons_o);
 }
 
 /* Sets up the pid map and starts dropping old exited records. */

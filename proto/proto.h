@@ -2,7 +2,8 @@
 /*
  * proto: herd's wire protocol as pure functions. Newline-delimited JSON-RPC
  * 2.0: an incremental reader with hard limits, an output queue that survives
- * partial writes, message builders and validators, and the error code table.
+ * partial writes, message builders and validators, the error code table, and
+ * the tables of herd's words (names.h) and RPC settings (settings.h).
  *
  * Nothing here performs I/O or knows about an event loop, so every function can
  * be unit-tested and fuzzed. JSON values follow jansson's ownership words:
@@ -21,6 +22,8 @@
 #include <jansson.h>
 
 #include "herd/protocol.h"
+#include "names.h"
+#include "settings.h"
 
 /* ---- error table (errors.c) ---- */
 

@@ -23,21 +23,12 @@
 /* ---- settings (settings.c) ---- */
 
 /*
- * The RPC settings of rpc_parallel. Every field is a setting; a 0 heartbeat
- * interval or timeout turns heartbeats off.
+ * The RPC settings are proto's table (proto/settings.h: names, bounds,
+ * defaults, what 0 means); libherd adds where they come from. The alias keeps
+ * libherd's own name for the struct.
  */
-struct herd__settings {
-	size_t max_message_size; /* bytes per message, newline excluded */
-	unsigned heartbeat_interval_ms;
-	unsigned heartbeat_timeout_ms;
-	unsigned handshake_timeout_ms;
-	unsigned spawn_timeout_ms;
-	unsigned connection_timeout_ms;
-};
-
-/* Bounds applied to max_message_size by herd__settings_resolve(). */
-#define HERD__MIN_MESSAGE_SIZE 1024u
-#define HERD__MAX_MESSAGE_SIZE (1024u * 1024u * 1024u)
+#include "settings.h"
+#define herd__settings proto_settings
 
 /* Fills *ret with the built-in defaults. */
 void herd__settings_defaults(struct herd__settings *ret);

@@ -164,7 +164,8 @@ ch_hello_result(struct herd__main *m, json_t *result)
 	m->heartbeat_interval_ms = hb_interval > 0 ? (unsigned)hb_interval : 0;
 	m->connection_timeout_ms =
 	    conn_timeout > 0 ? (unsigned)conn_timeout : m->srv->settings.connection_timeout_ms;
-	m->close_on_disconnect = shutdown_on && strcmp(shutdown_on, "connection_closed") == 0;
+	m->close_on_disconnect =
+	    proto_shutdown_on_from_name(shutdown_on) == PROTO_SHUTDOWN_CONNECTION_CLOSED;
 	m->ch_ready_id =
 	    ch_request(m, "ready", json_pack("{s:o}", "functions", herd__functions_json(m->srv)));
 }

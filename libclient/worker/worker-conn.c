@@ -400,7 +400,9 @@ static void
 conn_hello(struct srv_conn *c, const struct proto_msg *m)
 {
 	struct herd_server *srv = c->srv;
-	json_int_t version, hb_interval = 0, hb_timeout = 0, max_size = 0;
+	struct proto_settings_error serr;
+	struct proto_settings hs;
+	json_int_t version;
 	json_t *settings = NULL, *init = NULL, *v, *result, *eff;
 	const char *role, *name = NULL;
 	struct proto_error err;
@@ -430,13 +432,12 @@ conn_hello(struct srv_conn *c, const struct proto_msg *m)
 		    "role \"%s\" cannot connect to a worker; use \"client\"", role);
 		goto fail;
 	}
-	if (settings &&
-	    (proto_unpack(settings, &err, "{s?:I, s?:I, s?:I}", "heartbeat_interval_ms",
-	         &hb_interval, "heartbeat_timeout_ms", &hb_timeout, "max_message_size",
-	         &max_size) < 0 ||
-	        hb_interval < 0 || hb_timeout < 0 || max_size < 0)) {
-		conn_send_error(c, m->id, HERD_E_INVALID_PARAMS, NULL, "hello settings: %s",
-		    settings ? err.text : "");
+	/* herdd's rules (proto's table); absent: no clamp and no heartbeats. */
+	proto_settings_defaults(&hs);
+	hs.max_message_size = c->max_send;
+	hs.heartbeat_interval_ms = hs.heartbeat_timeout_ms = 0;
+	if (proto_settings_apply_hello(&hs, settings, &serr) < 0) {
+		conn_send_error(c, m->id, HERD_E_INVALID_PARAMS, NULL, "%s", serr.text);
 		goto fail;
 	}
 	if (srv->type->init_conn) {
@@ -453,21 +454,24 @@ conn_hello(struct srv_conn *c, const struct proto_msg *m)
 	c->conn_state_set = true;
 	c->state = CONN_OPEN;
 	ev_timer_stop(srv->loop, &c->handshake_timer);
-	if (max_size > 0 && (size_t)max_size < c->max_send)
-		c->max_send = (size_t)max_size;
-	if (hb_interval > 0) {
-		ev_timer_set(&c->hb_send, hb_interval / 1000.0, hb_interval / 1000.0);
+	if (hs.max_message_size < c->max_send)
+		c->max_send = hs.max_message_size;
+	if (hs.heartbeat_interval_ms > 0) {
+		ev_timer_set(&c->hb_send, hs.heartbeat_interval_ms / 1000.0,
+		    hs.heartbeat_interval_ms / 1000.0);
 		ev_timer_start(srv->loop, &c->hb_send);
 	}
-	if (hb_timeout > 0) {
-		c->hb_timeout = hb_timeout / 1000.0;
+	if (hs.heartbeat_timeout_ms > 0) {
+		c->hb_timeout = hs.heartbeat_timeout_ms / 1000.0;
 		ev_timer_set(&c->hb_check, c->hb_timeout, 0.0);
 		ev_timer_start(srv->loop, &c->hb_check);
 	}
 	eff = herd__settings_to_json(&srv->settings);
 	if (eff) {
-		json_object_set_new(eff, "heartbeat_interval_ms", json_integer(hb_interval));
-		json_object_set_new(eff, "heartbeat_timeout_ms", json_integer(hb_timeout));
+		json_object_set_new(
+		    eff, "heartbeat_interval_ms", json_integer(hs.heartbeat_interval_ms));
+		json_object_set_new(
+		    eff, "heartbeat_timeout_ms", json_integer(hs.heartbeat_timeout_ms));
 	}
 	result =
 	    json_pack("{s:i, s:s, s:I, s:s?, s:s?, s:o?, s:o?}", "version", HERD_PROTOCOL_VERSION,

@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The name tables of herd's words (names.h). Each is indexed by its enum, so a
+ * name is one array access and a lookup by name a short scan.
+ */
+#include <string.h>
+
+#include "names.h"
+
+#define LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char *const state_names[PROTO_STATE_COUNT] = {
+	[PROTO_STATE_STARTING] = "starting",
+	[PROTO_STATE_READY] = "ready",
+	[PROTO_STATE_STOPPING] = "stopping",
+	[PROTO_STATE_EXITED] = "exited",
+};
+
+static const char *const shutdown_on_names[PROTO_SHUTDOWN_ON_COUNT] = {
+	[PROTO_SHUTDOWN_MASTER_DISCONNECT] = "master_disconnect",
+	[PROTO_SHUTDOWN_CONNECTION_CLOSED] = "connection_closed",
+	[PROTO_SHUTDOWN_EXPLICIT] = "explicit",
+};
+
+static const char *const event_names[PROTO_EVENT_COUNT] = {
+	[PROTO_EVENT_READY] = "ready",
+	[PROTO_EVENT_EXITED] = "exited",
+	[PROTO_EVENT_CRASHED] = "crashed",
+	[PROTO_EVENT_FAILED] = "failed",
+	[PROTO_EVENT_HEARTBEAT_LOST] = "heartbeat_lost",
+	[PROTO_EVENT_SPAWN_TIMEOUT] = "spawn_timeout",
+	[PROTO_EVENT_INIT_FAILED] = "init_failed",
+	[PROTO_EVENT_STOPPED] = "stopped",
+};
+
+static const char *const reason_names[PROTO_REASON_COUNT] = {
+	[PROTO_REASON_CRASHED] = "crashed",
+	[PROTO_REASON_FAILED] = "failed",
+	[PROTO_REASON_INIT_FAILED] = "init_failed",
+	[PROTO_REASON_SPAWN_FAILED] = "spawn_failed",
+	[PROTO_REASON_SPAWN_TIMEOUT] = "spawn_timeout",
+	[PROTO_REASON_HEARTBEAT_LOST] = "heartbeat_lost",
+	[PROTO_REASON_KILLED_ORPHAN] = "killed_orphan",
+	[PROTO_REASON_EXITED] = "exited",
+	[PROTO_REASON_SHUTDOWN] = "shutdown",
+	[PROTO_REASON_DAEMON_SHUTDOWN] = "daemon_shutdown",
+};
+
+/* The event each reason produces and whether "stats" counts it as a failure. */
+static const struct {
+	enum proto_event event;
+	bool failure;
+} reason_rows[PROTO_REASON_COUNT] = {
+	[PROTO_REASON_NONE] = { PROTO_EVENT_EXITED, false },
+	[PROTO_REASON_CRASHED] = { PROTO_EVENT_CRASHED, true },
+	[PROTO_REASON_FAILED] = { PROTO_EVENT_FAILED, true },
+	[PROTO_REASON_INIT_FAILED] = { PROTO_EVENT_INIT_FAILED, true },
+	[PROTO_REASON_SPAWN_FAILED] = { PROTO_EVENT_EXITED, true },
+	[PROTO_REASON_SPAWN_TIMEOUT] = { PROTO_EVENT_SPAWN_TIMEOUT, true },
+	[PROTO_REASON_HEARTBEAT_LOST] = { PROTO_EVENT_HEARTBEAT_LOST, true },
+	[PROTO_REASON_KILLED_ORPHAN] = { PROTO_EVENT_STOPPED, true },
+	[PROTO_REASON_EXITED] = { PROTO_EVENT_EXITED, false },
+	[PROTO_REASON_SHUTDOWN] = { PROTO_EVENT_STOPPED, false },
+	[PROTO_REASON_DAEMON_SHUTDOWN] = { PROTO_EVENT_STOPPED, false },
+};
+
+static const char *
+name_at(const char *const *names, size_t n, unsigned i)
+{
+	return i < n ? names[i] : NULL;
+}
+
+static int
+find(const char *const *names, size_t n, const char *name)
+{
+	for (size_t i = 0; name && i < n; i++)
+		if (names[i] && strcmp(names[i], name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Defines PREFIX_name() and PREFIX_from_name() (names.h) over one name table. */
+#define NAME_TABLE(prefix, type, names)                                                            \
+	const char *prefix##_name(type v)                                                          \
+	{                                                                                          \
+		return name_at(names, LEN(names), (unsigned)v);                                    \
+	}                                                                                          \
+	int prefix##_from_name(const char *name)                                                   \
+	{                                                                                          \
+		return find(names, LEN(names), name);                                              \
+	}
+
+NAME_TABLE(proto_state, enum proto_state, state_names)
+NAME_TABLE(proto_shutdown_on, enum proto_shutdown_on, shutdown_on_names)
+NAME_TABLE(proto_event, enum proto_event, event_names)
+NAME_TABLE(proto_reason, enum proto_reason, reason_names)
+
+/* The event of PROTOCOL.md 4.3's table. */
+enum proto_event
+proto_reason_event(enum proto_reason r)
+{
+	return (unsigned)r < PROTO_REASON_COUNT ? reason_rows[r].event : PROTO_EVENT_EXITED;
+}
+
+/* True for the reasons counted under "failures" in "stats". */
+bool
+proto_reason_is_failure(enum proto_reason r)
+{
+	return (unsigned)r < PROTO_REASON_COUNT && reason_rows[r].failure;
+}
