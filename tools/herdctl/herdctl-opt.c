@@ -199,8 +199,8 @@ ctl_opt_help(FILE *f, const struct ctl_opt *rows)
 	char left[128];
 
 	for (; rows->name; rows++) {
-		int n = rows->short_name ? snprintf(left, sizeof(left), "-%c, ", rows->short_name)
-		                         : 0;
+		int n =
+		    rows->short_name ? snprintf(left, sizeof(left), "-%c, ", rows->short_name) : 0;
 
 		snprintf(left + n, sizeof(left) - (size_t)n, "--%s%s%s", rows->name,
 		    rows->arg ? " " : "", rows->arg ? rows->arg : "");
