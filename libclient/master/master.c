@@ -290,32 +290,12 @@ env_inherit(json_t *env, const char *name, const char *value)
 	return json_object_set_new(env, name, json_string(value));
 }
 
-/*
- * The spawn params: the caller's options (borrowed) with this master's settings
- * under theirs, and the locale and PATH of this process under their env.
- */
+/* Sets p's "env": the caller's (opts's), with this process's PATH, LANG, TZ and LC_* under it. */
 static int
-spawn_params(herd_master *m, json_t *opts, json_t **ret, uint64_t *ret_timeout)
+spawn_env(json_t *opts, json_t *p)
 {
-	_cleanup_json_ json_t *p = NULL;
-	json_t *settings, *env, *t;
-	json_int_t spawn_ms;
+	json_t *t = json_object_get(opts, "env"), *env;
 
-	if (!json_is_object(opts) || !json_is_string(json_object_get(opts, "path")))
-		return -EINVAL;
-	p = json_copy(opts);
-	if (!p)
-		return -ENOMEM;
-
-	t = json_object_get(opts, "settings");
-	if (t && !json_is_object(t))
-		return -EINVAL;
-	settings = json_copy(m->settings);
-	if (!settings || (t && json_object_update(settings, t) < 0) ||
-	    json_object_set_new(p, "settings", settings) < 0)
-		return -ENOMEM;
-
-	t = json_object_get(opts, "env");
 	if (t && !json_is_object(t))
 		return -EINVAL;
 	env = t ? json_copy(t) : json_object();
@@ -335,6 +315,37 @@ spawn_params(herd_master *m, json_t *opts, json_t **ret, uint64_t *ret_timeout)
 		if (!name || env_inherit(env, name, eq + 1) < 0)
 			return -ENOMEM;
 	}
+	return 0;
+}
+
+/*
+ * The spawn params: the caller's options (borrowed) with this master's settings
+ * under theirs, and the locale and PATH of this process under their env.
+ */
+static int
+spawn_params(herd_master *m, json_t *opts, json_t **ret, uint64_t *ret_timeout)
+{
+	_cleanup_json_ json_t *p = NULL;
+	json_t *settings, *t;
+	json_int_t spawn_ms;
+	int r;
+
+	if (!json_is_object(opts) || !json_is_string(json_object_get(opts, "path")))
+		return -EINVAL;
+	p = json_copy(opts);
+	if (!p)
+		return -ENOMEM;
+
+	t = json_object_get(opts, "settings");
+	if (t && !json_is_object(t))
+		return -EINVAL;
+	settings = json_copy(m->settings);
+	if (!settings || (t && json_object_update(settings, t) < 0) ||
+	    json_object_set_new(p, "settings", settings) < 0)
+		return -ENOMEM;
+	r = spawn_env(opts, p);
+	if (r < 0)
+		return r;
 
 	t = json_object_get(opts, "spawn_timeout_ms");
 	spawn_ms = json_is_integer(t)
