@@ -68,9 +68,8 @@ opt_key(const struct ctl_opt *o, char *buf, size_t len)
 	return buf;
 }
 
-/* Stores v (stolen) under the option's key. */
-static int
-opt_store(json_t *into, const struct ctl_opt *o, json_t *v)
+int
+ctl_opt_store(json_t *into, const struct ctl_opt *o, json_t *v)
 {
 	char key[64];
 
@@ -81,13 +80,13 @@ int
 ctl_opt_true(json_t *into, const struct ctl_opt *o, const char *arg)
 {
 	(void)arg;
-	return opt_store(into, o, json_true());
+	return ctl_opt_store(into, o, json_true());
 }
 
 int
 ctl_opt_string(json_t *into, const struct ctl_opt *o, const char *arg)
 {
-	return opt_store(into, o, json_string(arg));
+	return ctl_opt_store(into, o, json_string(arg));
 }
 
 int
@@ -111,7 +110,7 @@ ctl_opt_int(json_t *into, const struct ctl_opt *o, const char *arg)
 	if (ctl_parse_int(arg, 10, o->min, o->max, &v) < 0)
 		return ctl_usage_error(
 		    "--%s takes a number in %lld..%lld, not '%s'", o->name, o->min, o->max, arg);
-	return opt_store(into, o, json_integer(v));
+	return ctl_opt_store(into, o, json_integer(v));
 }
 
 int
@@ -121,7 +120,7 @@ ctl_opt_mode(json_t *into, const struct ctl_opt *o, const char *arg)
 
 	if (ctl_parse_int(arg, 8, o->min, o->max, &v) < 0)
 		return ctl_usage_error("--%s takes an octal mode, not '%s'", o->name, arg);
-	return opt_store(into, o, json_integer(v));
+	return ctl_opt_store(into, o, json_integer(v));
 }
 
 int
@@ -132,7 +131,7 @@ ctl_opt_json(json_t *into, const struct ctl_opt *o, const char *arg)
 
 	snprintf(what, sizeof(what), "--%s", o->name);
 	v = ctl_parse_json(what, arg);
-	return v ? opt_store(into, o, v) : EXIT_USAGE;
+	return v ? ctl_opt_store(into, o, v) : EXIT_USAGE;
 }
 
 /* getopt_long's value for row i: its short letter, or a number above every letter. */

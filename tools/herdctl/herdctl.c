@@ -216,9 +216,7 @@ opt_stream(json_t *params, const struct ctl_opt *o, const char *arg)
 	if (file[0] != '/')
 		return ctl_usage_error(
 		    "--%s takes null, capture, FILE or +FILE (absolute)", o->name);
-	json_object_set_new(
-	    params, o->name, json_pack("{s:s, s:b}", "file", file, "append", append));
-	return 0;
+	return ctl_opt_store(params, o, json_pack("{s:s, s:b}", "file", file, "append", append));
 }
 
 /* spawn: the executable and its argv come last; herdctl exits once the worker is ready. */

@@ -56,6 +56,9 @@ struct ctl_opt {
 /* Setters: true; the string; one of arg's '|'-separated words; a number; an octal mode; JSON. */
 ctl_opt_set ctl_opt_true, ctl_opt_string, ctl_opt_choice, ctl_opt_int, ctl_opt_mode, ctl_opt_json;
 
+/* Stores v (stolen) under the option's key. Returns 0, or EXIT_FAILURE when out of memory. */
+int ctl_opt_store(json_t *into, const struct ctl_opt *o, json_t *v);
+
 /*
  * Parses argv's options (from optind, getopt's way) into into, by rows ending
  * in a row without name. in_order stops at the first non-option. An unknown
