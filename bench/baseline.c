@@ -110,6 +110,19 @@ json_roundtrip(const char *line, size_t len, size_t *ret_len)
 	return out;
 }
 
+/* Writes line (len bytes, no newline) to fd re-encoded through jansson, with its newline. */
+static void
+write_roundtrip(int fd, const char *line, size_t len)
+{
+	size_t olen;
+	char *out = json_roundtrip(line, len, &olen);
+
+	out = realloc(out, olen + 1);
+	out[olen] = '\n';
+	write_all(fd, out, olen + 1);
+	free(out);
+}
+
 /* Echoes lines on fd until EOF, optionally through jansson. */
 static void
 echo_peer(int fd, bool json)
@@ -120,13 +133,7 @@ echo_peer(int fd, bool json)
 
 	while ((line = lines_next(&l, &len))) {
 		if (json) {
-			size_t olen;
-			char *out = json_roundtrip(line, len, &olen);
-
-			out = realloc(out, olen + 1);
-			out[olen] = '\n';
-			write_all(fd, out, olen + 1);
-			free(out);
+			write_roundtrip(fd, line, len);
 		} else {
 			line[len] = '\n';
 			write_all(fd, line, len + 1);
@@ -162,9 +169,19 @@ reap(pid_t pid)
 		;
 }
 
-static int
-cmd_pingpong(bool json, long n)
+/* The first argument of pingpong, pipeline and items: raw or json. */
+static bool
+is_json(const char *arg)
 {
+	return strcmp(arg, "json") == 0;
+}
+
+/* pingpong raw|json N */
+static int
+cmd_pingpong(char **args)
+{
+	bool json = is_json(args[0]);
+	long n = atol(args[1]);
 	struct samples s = { 0 };
 	struct lines l;
 	int fd;
@@ -176,17 +193,10 @@ cmd_pingpong(bool json, long n)
 		size_t len;
 		char *line;
 
-		if (json) {
-			size_t olen;
-			char *out = json_roundtrip(small_msg, sizeof(small_msg) - 2, &olen);
-
-			out = realloc(out, olen + 1);
-			out[olen] = '\n';
-			write_all(fd, out, olen + 1);
-			free(out);
-		} else {
+		if (json)
+			write_roundtrip(fd, small_msg, sizeof(small_msg) - 2);
+		else
 			write_all(fd, small_msg, sizeof(small_msg) - 1);
-		}
 		line = lines_next(&l, &len);
 		if (!line)
 			die("echo peer closed");
@@ -201,9 +211,12 @@ cmd_pingpong(bool json, long n)
 	return 0;
 }
 
+/* pipeline raw|json N INFLIGHT */
 static int
-cmd_pipeline(bool json, long n, long inflight)
+cmd_pipeline(char **args)
 {
+	bool json = is_json(args[0]);
+	long n = atol(args[1]), inflight = atol(args[2]);
 	struct lines l;
 	long sent = 0, got = 0;
 	uint64_t t0;
@@ -260,14 +273,10 @@ echo_conn_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	c->len += (size_t)n;
 	while ((nl = memchr(c->in + start, '\n', c->len - start))) {
-		size_t olen, len = (size_t)(nl - (c->in + start));
-		char *out = json_roundtrip(c->in + start, len, &olen);
+		size_t len = (size_t)(nl - (c->in + start));
 
-		out = realloc(out, olen + 1);
-		out[olen] = '\n';
 		/* Clients read everything they are sent, so a blocking write is fine here. */
-		write_all(w->fd, out, olen + 1);
-		free(out);
+		write_roundtrip(w->fd, c->in + start, len);
 		start += len + 1;
 	}
 	memmove(c->in, c->in + start, c->len - start);
@@ -289,9 +298,35 @@ echo_server(int *fds, int nfds)
 	_exit(0);
 }
 
-static int
-cmd_echo_server(long n, int clients, long inflight)
+/* One echo-server client: waits for the start (EOF on go_fd), then keeps inflight calls going. */
+static void __attribute__((noreturn)) echo_client(int fd, int go_fd, long n, long inflight)
 {
+	struct lines l = { .fd = fd };
+	long sent = 0, got = 0;
+	char c;
+
+	if (read(go_fd, &c, 1) < 0)
+		_exit(1);
+	while (got < n) {
+		size_t len;
+
+		while (sent < n && sent - got < inflight) {
+			write_all(fd, small_msg, sizeof(small_msg) - 1);
+			sent++;
+		}
+		if (!lines_next(&l, &len))
+			_exit(1);
+		got++;
+	}
+	_exit(0);
+}
+
+/* echo-server N CLIENTS INFLIGHT: one server process, CLIENTS client processes. */
+static int
+cmd_echo_server(char **args)
+{
+	long n = atol(args[0]), inflight = atol(args[2]);
+	int clients = atoi(args[1]);
 	int *srv = calloc((size_t)clients, sizeof(int));
 	int *cli = calloc((size_t)clients, sizeof(int));
 	pid_t server, *pids = calloc((size_t)clients, sizeof(pid_t));
@@ -322,31 +357,13 @@ cmd_echo_server(long n, int clients, long inflight)
 		close(srv[i]);
 		pids[i] = fork();
 		if (pids[i] == 0) {
-			struct lines l = { .fd = cli[i] };
-			long sent = 0, got = 0;
-			char c;
-
 			close(go[1]);
-			/* All clients start together once the parent has its clock. */
-			if (read(go[0], &c, 1) < 0)
-				_exit(1);
-			while (got < per) {
-				size_t len;
-
-				while (sent < per && sent - got < inflight) {
-					write_all(cli[i], small_msg, sizeof(small_msg) - 1);
-					sent++;
-				}
-				if (!lines_next(&l, &len))
-					_exit(1);
-				got++;
-			}
-			_exit(0);
+			echo_client(cli[i], go[0], per, inflight);
 		}
-	}
-	for (int i = 0; i < clients; i++)
 		close(cli[i]);
+	}
 	close(go[0]);
+	/* All clients start together once the parent has its clock. */
 	t0 = bench_now_ns();
 	close(go[1]);
 	for (int i = 0; i < clients; i++)
@@ -361,9 +378,11 @@ cmd_echo_server(long n, int clients, long inflight)
 	return 0;
 }
 
+/* bulk BYTES */
 static int
-cmd_bulk(long bytes)
+cmd_bulk(char **args)
 {
+	long bytes = atol(args[0]);
 	static char chunk[65536];
 	int sv[2];
 	pid_t pid;
@@ -462,13 +481,52 @@ static void __attribute__((noreturn)) items_writer(int fd, bool json, long n, lo
 	_exit(0);
 }
 
-static int
-cmd_items(bool json, long n, long size)
+/* Reads n item lines from fd and parses each with jansson. */
+static void
+items_read_json(int fd, long n)
 {
 	static struct lines l;
+
+	l = (struct lines){ .fd = fd };
+	for (long got = 0; got < n; got++) {
+		size_t len;
+		char *line = lines_next(&l, &len);
+		json_t *v;
+
+		if (!line)
+			die("items writer closed early");
+		v = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+		if (!v)
+			die("bad item line");
+		json_decref(v);
+	}
+}
+
+/* Reads from fd until n newlines have come: counted, not parsed. */
+static void
+items_read_raw(int fd, long n)
+{
+	static char buf[1 << 18];
+	long got = 0;
+
+	while (got < n) {
+		ssize_t r = read(fd, buf, sizeof(buf));
+
+		if (r <= 0)
+			die("items read");
+		for (char *p = buf; (p = memchr(p, '\n', (size_t)(buf + r - p))); p++)
+			got++;
+	}
+}
+
+/* items raw|json N SIZE */
+static int
+cmd_items(char **args)
+{
+	bool json = is_json(args[0]);
+	long n = atol(args[1]), size = atol(args[2]);
 	int sv[2];
 	pid_t pid;
-	long got = 0;
 	uint64_t t0;
 	double secs;
 	char name[64];
@@ -484,30 +542,10 @@ cmd_items(bool json, long n, long size)
 		items_writer(sv[1], json, n, size);
 	}
 	close(sv[1]);
-	if (json) {
-		l = (struct lines){ .fd = sv[0] };
-		for (; got < n; got++) {
-			size_t len;
-			char *line = lines_next(&l, &len);
-			json_t *v;
-
-			if (!line)
-				die("items writer closed early");
-			v = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
-			if (!v)
-				die("bad item line");
-			json_decref(v);
-		}
-	} else {
-		while (got < n) {
-			ssize_t r = read(sv[0], l.buf, sizeof(l.buf));
-
-			if (r <= 0)
-				die("items read");
-			for (char *p = l.buf; (p = memchr(p, '\n', (size_t)(l.buf + r - p))); p++)
-				got++;
-		}
-	}
+	if (json)
+		items_read_json(sv[0], n);
+	else
+		items_read_raw(sv[0], n);
 	secs = (double)(bench_now_ns() - t0) / 1e9;
 	snprintf(name, sizeof(name), "items_%s_size%ld", json ? "json" : "raw", size);
 	bench_report_value("stream_items_per_s", name, (double)n / secs, "1/s");
@@ -519,10 +557,12 @@ cmd_items(bool json, long n, long size)
 	return 0;
 }
 
-/* fork+exec EXE with a socketpair end on fd 3; it must answer one line there. */
+/* spawn N EXE [ARGS...]: fork+exec EXE with a socketpair end on fd 3; it must answer there. */
 static int
-cmd_spawn(long n, char **argv)
+cmd_spawn(char **args)
 {
+	long n = atol(args[0]);
+	char **argv = args + 1;
 	struct samples s = { 0 };
 	uint64_t all0 = bench_now_ns();
 	extern char **environ;
@@ -559,25 +599,21 @@ cmd_spawn(long n, char **argv)
 	return 0;
 }
 
+static const struct bench_mode modes[] = {
+	{ "pingpong", "raw|json N", 2, cmd_pingpong },
+	{ "pipeline", "raw|json N INFLIGHT", 3, cmd_pipeline },
+	{ "echo-server", "N CLIENTS INFLIGHT", 3, cmd_echo_server },
+	{ "bulk", "BYTES", 1, cmd_bulk },
+	{ "items", "raw|json N SIZE", 3, cmd_items },
+	{ "spawn", "N EXE [ARGS...]", 2, cmd_spawn },
+	{ 0 },
+};
+
 int
 main(int argc, char **argv)
 {
+	const struct bench_mode *mode = bench_mode_find(modes, "baseline", argc, argv);
+
 	signal(SIGPIPE, SIG_IGN);
-	if (argc >= 4 && strcmp(argv[1], "pingpong") == 0)
-		return cmd_pingpong(strcmp(argv[2], "json") == 0, atol(argv[3]));
-	if (argc >= 5 && strcmp(argv[1], "pipeline") == 0)
-		return cmd_pipeline(strcmp(argv[2], "json") == 0, atol(argv[3]), atol(argv[4]));
-	if (argc >= 5 && strcmp(argv[1], "echo-server") == 0)
-		return cmd_echo_server(atol(argv[2]), atoi(argv[3]), atol(argv[4]));
-	if (argc >= 3 && strcmp(argv[1], "bulk") == 0)
-		return cmd_bulk(atol(argv[2]));
-	if (argc >= 5 && strcmp(argv[1], "items") == 0)
-		return cmd_items(strcmp(argv[2], "json") == 0, atol(argv[3]), atol(argv[4]));
-	if (argc >= 4 && strcmp(argv[1], "spawn") == 0)
-		return cmd_spawn(atol(argv[2]), argv + 3);
-	fprintf(stderr,
-	    "usage: baseline pingpong raw|json N | pipeline raw|json N INFLIGHT |\n"
-	    "       echo-server N CLIENTS INFLIGHT | bulk BYTES | items raw|json N SIZE |\n"
-	    "       spawn N EXE [ARGS]\n");
-	return 2;
+	return mode ? mode->run(argv + 2) : 2;
 }

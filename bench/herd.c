@@ -22,6 +22,7 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,12 +63,14 @@ spawn(const char *path)
 	return w;
 }
 
+/* rtt WORKER N */
 static int
-cmd_rtt(const char *path, long n)
+cmd_rtt(char **args)
 {
-	herd_worker *w = spawn(path);
+	long n = atol(args[1]);
+	herd_worker *w = spawn(args[0]);
 	struct samples s = { 0 };
-	json_t *args = json_pack("{s:i}", "x", 1);
+	json_t *echo = json_pack("{s:i}", "x", 1);
 	herd_conn *c;
 
 	check(herd_worker_connect(w, NULL, &c, NULL), "connect");
@@ -75,13 +78,13 @@ cmd_rtt(const char *path, long n)
 		uint64_t t0 = bench_now_ns();
 		json_t *res;
 
-		check(herd_call(c, "echo", args, 0, &res), "call");
+		check(herd_call(c, "echo", echo, 0, &res), "call");
 		samples_add(&s, bench_now_ns() - t0);
 		json_decref(res);
 	}
 	samples_report(&s, "call_rtt", "herd_call");
 	samples_free(&s);
-	json_decref(args);
+	json_decref(echo);
 	herd_conn_unref(c);
 	herd_worker_unref(w);
 	return 0;
@@ -115,9 +118,13 @@ call_done(
 		send_one(conn, st);
 }
 
+/* pipeline WORKER N INFLIGHT W */
 static int
-cmd_pipeline(const char *path, long n, long inflight, int nworkers)
+cmd_pipeline(char **args)
 {
+	const char *path = args[0];
+	long n = atol(args[1]), inflight = atol(args[2]);
+	int nworkers = atoi(args[3]);
 	herd_worker *w[MAX_WORKERS];
 	herd_conn *c[MAX_WORKERS];
 	struct pipe_state st = { .args = json_pack("{s:i}", "x", 1), .n = n };
@@ -145,9 +152,12 @@ cmd_pipeline(const char *path, long n, long inflight, int nworkers)
 	return 0;
 }
 
+/* spawn WORKER N */
 static int
-cmd_spawn(const char *path, long n)
+cmd_spawn(char **args)
 {
+	const char *path = args[0];
+	long n = atol(args[1]);
 	struct samples s = { 0 };
 	uint64_t all0 = bench_now_ns();
 
@@ -231,9 +241,12 @@ conn_run_until(herd_conn *c, const uint64_t *done, unsigned seconds)
 	conns_run_until(&c, 1, done, seconds);
 }
 
+/* failure WORKER N */
 static int
-cmd_failure(const char *path, long n)
+cmd_failure(char **args)
 {
+	const char *path = args[0];
+	long n = atol(args[1]);
 	struct samples s = { 0 };
 	uint64_t fired = 0;
 
@@ -311,9 +324,46 @@ wedge(herd_worker *w, const char *fifo_path, int fifo_fd)
 }
 
 /*
- * A master in a child process spawns n workers (wedged if asked), reports their
- * pids, then waits to be killed.
+ * The doomed master itself: connects, spawns n workers (wedged if asked),
+ * writes each pid on pid_fd, then waits to be killed.
  */
+static void __attribute__((noreturn))
+doomed_master(const char *path, long n, bool wedged, int pid_fd)
+{
+	char dir[] = "/tmp/herd-bench-XXXXXX", fifo[64];
+	int fifo_fd = -1;
+	herd_master *m;
+
+	if (wedged) {
+		if (!mkdtemp(dir))
+			_exit(1);
+		snprintf(fifo, sizeof(fifo), "%s/wedged", dir);
+		if (mkfifo(fifo, 0600) < 0)
+			_exit(1);
+		/* The read end stays open: every worker's open for writing finds it. */
+		fifo_fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	}
+	check(herd_master_connect(NULL, NULL, &m, NULL), "child connect");
+	master = m;
+	for (long i = 0; i < n; i++) {
+		herd_worker *w = spawn(path);
+		int pid = herd_worker_pid(w);
+
+		if (wedged)
+			wedge(w, fifo, fifo_fd);
+		if (write(pid_fd, &pid, sizeof(pid)) != sizeof(pid))
+			_exit(1);
+	}
+	if (wedged) {
+		unlink(fifo);
+		rmdir(dir);
+	}
+	close(pid_fd);
+	for (;;)
+		pause();
+}
+
+/* Starts doomed_master in a child process; *pids_fd reads the pids of its workers. */
 static pid_t
 start_doomed_master(const char *path, long n, bool wedged, int *pids_fd)
 {
@@ -324,47 +374,21 @@ start_doomed_master(const char *path, long n, bool wedged, int *pids_fd)
 		check(-errno, "pipe");
 	child = fork();
 	if (child == 0) {
-		char dir[] = "/tmp/herd-bench-XXXXXX", fifo[64];
-		int fifo_fd = -1;
-		herd_master *m;
-
 		close(p[0]);
-		if (wedged) {
-			if (!mkdtemp(dir))
-				_exit(1);
-			snprintf(fifo, sizeof(fifo), "%s/wedged", dir);
-			if (mkfifo(fifo, 0600) < 0)
-				_exit(1);
-			/* The read end stays open: every worker's open for writing finds it. */
-			fifo_fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-		}
-		check(herd_master_connect(NULL, NULL, &m, NULL), "child connect");
-		master = m;
-		for (long i = 0; i < n; i++) {
-			herd_worker *w = spawn(path);
-			int pid = herd_worker_pid(w);
-
-			if (wedged)
-				wedge(w, fifo, fifo_fd);
-			if (write(p[1], &pid, sizeof(pid)) != sizeof(pid))
-				_exit(1);
-		}
-		if (wedged) {
-			unlink(fifo);
-			rmdir(dir);
-		}
-		close(p[1]);
-		for (;;)
-			pause();
+		doomed_master(path, n, wedged, p[1]);
 	}
 	close(p[1]);
 	*pids_fd = p[0];
 	return child;
 }
 
+/* orphan WORKER N ROUNDS [wedge] */
 static int
-cmd_orphan(const char *path, long n, long rounds, bool wedged)
+cmd_orphan(char **args)
 {
+	const char *path = args[0];
+	long n = atol(args[1]), rounds = atol(args[2]);
+	bool wedged = args[3] && strcmp(args[3], "wedge") == 0;
 	struct samples s = { 0 };
 
 	for (long r = 0; r < rounds; r++) {
@@ -418,11 +442,13 @@ stream_end(herd_stream *stream, int r, json_t *result, herd_error *error, void *
 	((struct stream_state *)userdata)->done = 1;
 }
 
+/* stream WORKER N SIZE */
 static int
-cmd_stream(const char *path, long n, long size)
+cmd_stream(char **args)
 {
-	herd_worker *w = spawn(path);
-	json_t *args = json_pack("{s:I, s:I}", "n", (json_int_t)n, "size", (json_int_t)size);
+	long n = atol(args[1]), size = atol(args[2]);
+	herd_worker *w = spawn(args[0]);
+	json_t *count = json_pack("{s:I, s:I}", "n", (json_int_t)n, "size", (json_int_t)size);
 	struct stream_state st = { 0 };
 	herd_conn *c;
 	double secs;
@@ -431,7 +457,7 @@ cmd_stream(const char *path, long n, long size)
 
 	check(herd_worker_connect(w, NULL, &c, NULL), "connect");
 	t0 = bench_now_ns();
-	check(herd_stream_open(c, "count", args, stream_item, stream_end, &st, NULL), "stream");
+	check(herd_stream_open(c, "count", count, stream_item, stream_end, &st, NULL), "stream");
 	conn_run_until(c, &st.done, 600);
 	secs = (double)(bench_now_ns() - t0) / 1e9;
 	if (st.items != (uint64_t)n || st.bytes != (uint64_t)n * (uint64_t)size)
@@ -440,7 +466,7 @@ cmd_stream(const char *path, long n, long size)
 	bench_report_value("stream_items_per_s", name, (double)n / secs, "1/s");
 	if (size > 0)
 		bench_report_value("stream_mb_per_s", name, (double)st.bytes / 1e6 / secs, "MB/s");
-	json_decref(args);
+	json_decref(count);
 	herd_conn_unref(c);
 	herd_worker_unref(w);
 	return 0;
@@ -497,9 +523,28 @@ raise_fd_limit(void)
 	}
 }
 
-static int
-cmd_scale(const char *path, long n)
+static void report_f(const char *figure, double value, const char *unit, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Reports one figure whose variant name is formatted. */
+static void
+report_f(const char *figure, double value, const char *unit, const char *fmt, ...)
 {
+	char name[64];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(name, sizeof(name), fmt, ap);
+	va_end(ap);
+	bench_report_value(figure, name, value, unit);
+}
+
+/* scale WORKER N */
+static int
+cmd_scale(char **args)
+{
+	const char *path = args[0];
+	long n = atol(args[1]);
 	json_t *info = herd_master_get_server_info(master);
 	pid_t herdd = (pid_t)json_integer_value(json_object_get(info, "pid"));
 	struct scale_state st = { .w = calloc((size_t)n, sizeof(herd_worker *)), .n = n };
@@ -507,7 +552,6 @@ cmd_scale(const char *path, long n)
 	long before = rss_kib(herdd), after;
 	json_t *opts = herd_spawn_opts_new(path, NULL);
 	uint64_t t0, t1;
-	char name[64];
 
 	raise_fd_limit();
 	t0 = bench_now_ns();
@@ -524,49 +568,39 @@ cmd_scale(const char *path, long n)
 	herd_master_unref(master);
 	master = NULL;
 	wait_all_gone(fds, n);
-	snprintf(name, sizeof(name), "spawn_%ld_all_ready", n);
-	bench_report_value("scale", name, (double)(t1 - t0) / 1e6, "ms");
-	snprintf(name, sizeof(name), "stop_%ld_all_reaped", n);
-	bench_report_value("scale", name, (double)(bench_now_ns() - t1) / 1e6, "ms");
-	snprintf(name, sizeof(name), "before_%ld_kib", n);
-	bench_report_value("daemon_rss", name, (double)before, "KiB");
-	snprintf(name, sizeof(name), "with_%ld_workers_kib", n);
-	bench_report_value("daemon_rss", name, (double)after, "KiB");
-	snprintf(name, sizeof(name), "per_worker_kib_%ld", n);
-	bench_report_value("daemon_rss", name, (double)(after - before) / (double)n, "KiB");
+	report_f("scale", (double)(t1 - t0) / 1e6, "ms", "spawn_%ld_all_ready", n);
+	report_f("scale", (double)(bench_now_ns() - t1) / 1e6, "ms", "stop_%ld_all_reaped", n);
+	report_f("daemon_rss", (double)before, "KiB", "before_%ld_kib", n);
+	report_f("daemon_rss", (double)after, "KiB", "with_%ld_workers_kib", n);
+	report_f(
+	    "daemon_rss", (double)(after - before) / (double)n, "KiB", "per_worker_kib_%ld", n);
 	json_decref(opts);
 	free(st.w);
 	free(fds);
 	return 0;
 }
 
+static const struct bench_mode modes[] = {
+	{ "rtt", "WORKER N", 2, cmd_rtt },
+	{ "pipeline", "WORKER N INFLIGHT W", 4, cmd_pipeline },
+	{ "spawn", "WORKER N", 2, cmd_spawn },
+	{ "failure", "WORKER N", 2, cmd_failure },
+	{ "orphan", "WORKER N ROUNDS [wedge]", 3, cmd_orphan },
+	{ "stream", "WORKER N SIZE", 3, cmd_stream },
+	{ "scale", "WORKER N", 2, cmd_scale },
+	{ 0 },
+};
+
 int
 main(int argc, char **argv)
 {
-	int r = 2;
+	const struct bench_mode *mode = bench_mode_find(modes, "herd-bench", argc, argv);
+	int r;
 
-	if (argc < 4) {
-		fprintf(stderr,
-		    "usage: herd-bench rtt|pipeline|spawn|failure|orphan|stream|scale WORKER N "
-		    "...\n");
+	if (!mode)
 		return 2;
-	}
 	check(herd_master_connect(NULL, NULL, &master, NULL), "connect to herdd");
-	if (strcmp(argv[1], "rtt") == 0)
-		r = cmd_rtt(argv[2], atol(argv[3]));
-	else if (strcmp(argv[1], "pipeline") == 0 && argc >= 6)
-		r = cmd_pipeline(argv[2], atol(argv[3]), atol(argv[4]), atoi(argv[5]));
-	else if (strcmp(argv[1], "spawn") == 0)
-		r = cmd_spawn(argv[2], atol(argv[3]));
-	else if (strcmp(argv[1], "failure") == 0)
-		r = cmd_failure(argv[2], atol(argv[3]));
-	else if (strcmp(argv[1], "orphan") == 0 && argc >= 5)
-		r = cmd_orphan(argv[2], atol(argv[3]), atol(argv[4]),
-		    argc >= 6 && strcmp(argv[5], "wedge") == 0);
-	else if (strcmp(argv[1], "stream") == 0 && argc >= 5)
-		r = cmd_stream(argv[2], atol(argv[3]), atol(argv[4]));
-	else if (strcmp(argv[1], "scale") == 0)
-		r = cmd_scale(argv[2], atol(argv[3]));
+	r = mode->run(argv + 2);
 	herd_master_unref(master);
 	return r;
 }

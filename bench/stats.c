@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "stats.h"
@@ -79,4 +80,19 @@ bench_report_value(const char *figure, const char *variant, double value, const 
 	printf("{\"figure\":\"%s\",\"variant\":\"%s\",\"value\":%.3f,\"unit\":\"%s\"}\n", figure,
 	    variant, value, unit);
 	fflush(stdout);
+}
+
+const struct bench_mode *
+bench_mode_find(const struct bench_mode *modes, const char *prog, int argc, char **argv)
+{
+	const struct bench_mode *m;
+
+	for (m = modes; argc >= 2 && m->name; m++) {
+		if (strcmp(argv[1], m->name) == 0 && argc - 2 >= m->nargs)
+			return m;
+	}
+	fprintf(stderr, "usage:\n");
+	for (m = modes; m->name; m++)
+		fprintf(stderr, "  %s %s %s\n", prog, m->name, m->args);
+	return NULL;
 }

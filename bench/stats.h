@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Latency samples and their percentiles, shared by every benchmark program. */
+/*
+ * What every benchmark program shares: latency samples and their
+ * percentiles, the JSON lines they print, and the table of modes each
+ * program dispatches its first argument by.
+ */
 #ifndef HERD_BENCH_STATS_H
 #define HERD_BENCH_STATS_H
 
@@ -24,5 +28,20 @@ uint64_t samples_pct(struct samples *s, double p);
 void samples_report(struct samples *s, const char *figure, const char *variant);
 /* Prints {"figure":..., "variant":..., "value":..., "unit":...}. */
 void bench_report_value(const char *figure, const char *variant, double value, const char *unit);
+
+/* One mode of a benchmark program: "PROG NAME ARGS...". */
+struct bench_mode {
+	const char *name;
+	const char *args; /* its arguments, for the usage text */
+	int nargs; /* how many it needs at least */
+	int (*run)(char **args); /* args: what follows the name, NULL-terminated */
+};
+
+/*
+ * The mode argv names in modes (ending in a row without name), if it has
+ * enough arguments; else NULL after printing the usage text on stderr.
+ */
+const struct bench_mode *bench_mode_find(
+    const struct bench_mode *modes, const char *prog, int argc, char **argv);
 
 #endif

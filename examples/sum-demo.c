@@ -242,30 +242,23 @@ watch_timeout(EV_P_ ev_timer *t, int revents)
 }
 
 /*
- * Closes the master's connection and proves its workers went with it: a
- * second connection subscribed to every worker of this uid waits for their
- * end events, then herdd's list of records shows each one exited.
+ * Subscribes check to every worker of this uid, closes the master's
+ * connection, and waits (at most 10 s) for the end events of d's workers.
  */
 static int
-verify_cleanup(struct demo *d, herd_master *m, const char *socket)
+watch_workers_end(struct demo *d, herd_master *m, herd_master *check)
 {
 	struct watch wt = { d, 0 };
-	herd_master *check = NULL;
-	json_t *res = NULL, *list = NULL, *rec, *sub;
+	json_t *sub = json_pack("{s:b}", "all", 1), *res = NULL;
 	ev_timer deadline;
-	int i, r, gone = 0;
-	size_t k;
+	int i, r;
 
-	r = herd_master_connect(socket, NULL, &check, NULL);
-	if (r < 0)
-		return r;
 	herd_master_on_event(check, on_event, &wt);
-	sub = json_pack("{s:b}", "all", 1);
 	r = herd_master_request(check, "subscribe", sub, 0, &res);
 	json_decref(sub);
 	json_decref(res);
 	if (r < 0)
-		goto out;
+		return r;
 	for (i = 0; i < d->n; i++)
 		d->parts[i].conn = herd_conn_unref(d->parts[i].conn);
 	herd_master_close(m);
@@ -276,31 +269,71 @@ verify_cleanup(struct demo *d, herd_master *m, const char *socket)
 	ev_run(d->loop, 0);
 	ev_timer_stop(d->loop, &deadline);
 	herd_master_detach_ev(check);
+	herd_master_on_event(check, NULL, NULL);
+	return 0;
+}
+
+/* The part whose worker has this id, or NULL. */
+static const struct part *
+part_of(const struct demo *d, const char *id)
+{
+	int i;
+
+	for (i = 0; id && i < d->n; i++) {
+		if (!strcmp(id, herd_worker_id(d->parts[i].w)))
+			return &d->parts[i];
+	}
+	return NULL;
+}
+
+/* Prints each of d's workers that herdd's records show exited and whose pid is gone; counts them. */
+static int
+count_exited(const struct demo *d, herd_master *check)
+{
+	json_t *list = NULL, *rec;
+	int r, gone = 0;
+	size_t k;
 
 	r = herd_master_list(check, true, &list);
 	if (r < 0)
-		goto out;
+		return r;
 	json_array_foreach(json_object_get(list, "workers"), k, rec) {
 		const char *id = json_string_value(json_object_get(rec, "id"));
 		const char *state = json_string_value(json_object_get(rec, "state"));
+		const struct part *p = part_of(d, id);
 
-		for (i = 0; i < d->n; i++) {
-			const struct part *p = &d->parts[i];
-
-			if (id && !strcmp(id, herd_worker_id(p->w)) && state &&
-			    !strcmp(state, "exited") && kill(herd_worker_pid(p->w), 0) < 0 &&
-			    errno == ESRCH) {
-				printf("  %s pid %d: %s (%s)\n", id, herd_worker_pid(p->w), state,
-				    json_string_value(json_object_get(rec, "reason")) ?: "?");
-				gone++;
-			}
+		if (p && state && !strcmp(state, "exited") && kill(herd_worker_pid(p->w), 0) < 0 &&
+		    errno == ESRCH) {
+			printf("  %s pid %d: %s (%s)\n", id, herd_worker_pid(p->w), state,
+			    json_string_value(json_object_get(rec, "reason")) ?: "?");
+			gone++;
 		}
 	}
-	r = gone == d->n ? 0 : -EBUSY;
-out:
 	json_decref(list);
+	return gone;
+}
+
+/*
+ * Closes the master's connection and proves its workers went with it: a
+ * second connection subscribed to every worker of this uid waits for their
+ * end events, then herdd's list of records shows each one exited.
+ */
+static int
+verify_cleanup(struct demo *d, herd_master *m, const char *socket)
+{
+	herd_master *check = NULL;
+	int r;
+
+	r = herd_master_connect(socket, NULL, &check, NULL);
+	if (r < 0)
+		return r;
+	r = watch_workers_end(d, m, check);
+	if (r == 0)
+		r = count_exited(d, check);
 	herd_master_unref(check);
-	return r;
+	if (r < 0)
+		return r;
+	return r == d->n ? 0 : -EBUSY;
 }
 
 static int
@@ -311,37 +344,70 @@ usage(void)
 	return 2;
 }
 
-int
-main(int argc, char **argv)
+/* Parses the command line into d->n, *max and *socket. Returns 0, or 2 after the usage line. */
+static int
+parse_args(struct demo *d, json_int_t *max, const char **socket, int argc, char **argv)
 {
 	static const struct option opts[] = { { "workers", required_argument, NULL, 'w' },
 		{ "max", required_argument, NULL, 'm' }, { "socket", required_argument, NULL, 's' },
 		{ 0 } };
-	static struct demo d;
-	const char *socket = NULL;
-	json_int_t max = 100000000, total = 0, expected;
-	herd_master *m = NULL;
-	herd_error *err = NULL;
-	int64_t t0;
-	int o, i, r;
+	int o;
 
-	/* A worker run of this same executable serves sum_range and never returns. */
-	herd_start_app(&sum_worker, argc, argv);
-
-	d.n = 4;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (o == 'w')
-			d.n = atoi(optarg);
+			d->n = atoi(optarg);
 		else if (o == 'm')
-			max = strtoll(optarg, NULL, 10);
+			*max = strtoll(optarg, NULL, 10);
 		else if (o == 's')
-			socket = optarg;
+			*socket = optarg;
 		else
 			return usage();
 	}
 	/* Beyond 4e9 the total no longer fits in 64 bits. */
-	if (d.n < 1 || d.n > MAX_WORKERS || max < 1 || max > 4000000000LL || optind != argc)
+	if (d->n < 1 || d->n > MAX_WORKERS || *max < 1 || *max > 4000000000LL || optind != argc)
 		return usage();
+	return 0;
+}
+
+/* Spawns the workers, sums 0..max-1 over them and checks the total. Returns 0 if right. */
+static int
+run_sum(struct demo *d, herd_master *m, json_int_t max)
+{
+	json_int_t total = 0, expected = max * (max - 1) / 2;
+	int64_t t0 = now_us();
+	int i;
+
+	if (spawn_all(d, m) < 0)
+		return -1;
+	printf("spawned %d workers of %s in %.1f ms\n", d->n, herd_self_path(),
+	    (double)(now_us() - t0) / 1000.0);
+	t0 = now_us();
+	if (sum_all(d, max) < 0)
+		return -1;
+	for (i = 0; i < d->n; i++)
+		total += d->parts[i].sum;
+	printf("sum of 0..%lld = %lld in %.1f ms on %d workers; closed form %lld: %s\n",
+	    (long long)(max - 1), (long long)total, (double)(now_us() - t0) / 1000.0, d->n,
+	    (long long)expected, total == expected ? "correct" : "WRONG");
+	print_split(d);
+	return total == expected ? 0 : -1;
+}
+
+int
+main(int argc, char **argv)
+{
+	static struct demo d = { .n = 4 };
+	const char *socket = NULL;
+	json_int_t max = 100000000;
+	herd_master *m = NULL;
+	herd_error *err = NULL;
+	int i, r, status = 1;
+
+	/* A worker run of this same executable serves sum_range and never returns. */
+	herd_start_app(&sum_worker, argc, argv);
+
+	if (parse_args(&d, &max, &socket, argc, argv))
+		return 2;
 	d.loop = EV_DEFAULT;
 	ev_set_userdata(d.loop, &d);
 
@@ -353,43 +419,22 @@ main(int argc, char **argv)
 		return 1;
 	}
 	herd_master_on_failure(m, on_failure, NULL);
-
-	t0 = now_us();
-	if (spawn_all(&d, m) < 0)
-		goto fail;
-	printf("spawned %d workers of %s in %.1f ms\n", d.n, herd_self_path(),
-	    (double)(now_us() - t0) / 1000.0);
-	t0 = now_us();
-	if (sum_all(&d, max) < 0)
-		goto fail;
-	for (i = 0; i < d.n; i++)
-		total += d.parts[i].sum;
-	expected = max * (max - 1) / 2;
-	printf("sum of 0..%lld = %lld in %.1f ms on %d workers; closed form %lld: %s\n",
-	    (long long)(max - 1), (long long)total, (double)(now_us() - t0) / 1000.0, d.n,
-	    (long long)expected, total == expected ? "correct" : "WRONG");
-	print_split(&d);
-	if (total != expected)
-		goto fail;
-
-	printf("closing the master; herdd must stop its %d workers:\n", d.n);
-	r = verify_cleanup(&d, m, socket);
-	if (r < 0) {
-		fprintf(
-		    stderr, "sum-demo: could not verify the workers are gone: %s\n", strerror(-r));
-		goto fail;
+	if (run_sum(&d, m, max) == 0) {
+		printf("closing the master; herdd must stop its %d workers:\n", d.n);
+		r = verify_cleanup(&d, m, socket);
+		if (r < 0)
+			fprintf(stderr, "sum-demo: could not verify the workers are gone: %s\n",
+			    strerror(-r));
+		else
+			printf("verified with herdd's list: all %d workers exited, none left "
+			       "running\n",
+			    d.n);
+		status = r < 0;
 	}
-	printf("verified with herdd's list: all %d workers exited, none left running\n", d.n);
-	for (i = 0; i < d.n; i++)
-		herd_worker_unref(d.parts[i].w);
-	herd_master_unref(m);
-	return 0;
-
-fail:
 	for (i = 0; i < d.n; i++) {
 		herd_conn_unref(d.parts[i].conn);
 		herd_worker_unref(d.parts[i].w);
 	}
 	herd_master_unref(m);
-	return 1;
+	return status;
 }

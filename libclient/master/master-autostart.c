@@ -198,6 +198,82 @@ idle_ms(void)
 	return (unsigned)n;
 }
 
+/* Closes each fd of fds that is open. */
+static void
+close_all(int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (fds[i] >= 0)
+			close(fds[i]);
+	}
+}
+
+/*
+ * The middle child: a new session, herdd forked from it with stdin and stdout
+ * on /dev/null and stderr on err_fd, herdd's pid sent on pid_fd, and then a
+ * wait for the starter's word (EOF on go_fd) before leaving.
+ */
+static void __attribute__((noreturn)) detached_middle(const char *exe, char *const *argv,
+    char *const *env, int null_fd, int err_fd, int pid_fd, int go_fd)
+{
+	sigset_t none;
+	pid_t pid;
+	char c;
+	int e;
+
+	setsid();
+	pid = fork();
+	if (pid == 0) {
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		dup2(null_fd, 0);
+		dup2(null_fd, 1);
+		dup2(err_fd, 2);
+		execve(exe, argv, env);
+		/* pid_fd is close-on-exec: the starter reads EOF if exec worked, errno if not. */
+		e = errno;
+		(void)!write(pid_fd, &e, sizeof(e));
+		_exit(127);
+	}
+	(void)!write(pid_fd, &pid, sizeof(pid));
+	close(pid_fd);
+	while (read(go_fd, &c, 1) < 0 && errno == EINTR) {
+	}
+	_exit(0);
+}
+
+/* Reads exactly n bytes from fd, retrying on EINTR. Returns how many it read. */
+static ssize_t
+read_full(int fd, void *buf, size_t n)
+{
+	ssize_t r;
+
+	do
+		r = read(fd, buf, n);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
+/*
+ * The starter's side of pid_fd: herdd's pid, held as a pidfd at once, then
+ * EOF if exec worked or exec's errno. Returns 0 or -errno.
+ */
+static int
+detached_pidfd(int pid_fd, int *ret_pidfd)
+{
+	pid_t pid = -1;
+	int exec_err;
+
+	if (read_full(pid_fd, &pid, sizeof(pid)) != sizeof(pid) || pid <= 0)
+		return -ECHILD;
+	*ret_pidfd = pidfd_open(pid, 0);
+	if (*ret_pidfd < 0)
+		return -errno;
+	if (read_full(pid_fd, &exec_err, sizeof(exec_err)) == sizeof(exec_err))
+		return -exec_err;
+	return 0;
+}
+
 /*
  * Starts herdd detached. The middle child stays until we hold a pidfd for
  * herdd: until then herdd cannot be reaped, so its pid cannot be reused.
@@ -206,80 +282,31 @@ idle_ms(void)
 static int
 spawn_detached(const char *exe, char *const *argv, char *const *env, int log_fd, int *ret_pidfd)
 {
-	int pidpipe[2], gopipe[2], nullfd, status, r = 0;
-	pid_t mid, pid = -1;
-	ssize_t n;
+	/* /dev/null, then the pid pipe's ends, then the go pipe's. */
+	int fds[5] = { -1, -1, -1, -1, -1 };
+	pid_t mid = -1;
+	int status, r;
 
-	nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (nullfd < 0)
-		return -errno;
-	if (pipe2(pidpipe, O_CLOEXEC) < 0) {
+	if ((fds[0] = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0 || pipe2(fds + 1, O_CLOEXEC) < 0 ||
+	    pipe2(fds + 3, O_CLOEXEC) < 0 || (mid = fork()) < 0) {
 		r = -errno;
-		close(nullfd);
+		close_all(fds, 5);
 		return r;
 	}
-	if (pipe2(gopipe, O_CLOEXEC) < 0) {
-		r = -errno;
-		close(pidpipe[0]);
-		close(pidpipe[1]);
-		close(nullfd);
-		return r;
-	}
-	mid = fork();
 	if (mid == 0) {
-		sigset_t none;
-		char c;
-
-		close(pidpipe[0]);
-		close(gopipe[1]);
-		setsid();
-		pid = fork();
-		if (pid == 0) {
-			sigemptyset(&none);
-			sigprocmask(SIG_SETMASK, &none, NULL);
-			dup2(nullfd, 0);
-			dup2(nullfd, 1);
-			dup2(log_fd >= 0 ? log_fd : nullfd, 2);
-			execve(exe, argv, env);
-			/* pidpipe is close-on-exec: the starter reads EOF if exec worked, errno if not. */
-			r = errno;
-			(void)!write(pidpipe[1], &r, sizeof(r));
-			_exit(127);
-		}
-		(void)!write(pidpipe[1], &pid, sizeof(pid));
-		close(pidpipe[1]);
-		while (read(gopipe[0], &c, 1) < 0 && errno == EINTR) {
-		}
-		_exit(0);
+		close(fds[1]);
+		close(fds[4]);
+		detached_middle(
+		    exe, argv, env, fds[0], log_fd >= 0 ? log_fd : fds[0], fds[2], fds[3]);
 	}
-	if (mid < 0)
-		r = -errno;
-	close(pidpipe[1]);
-	close(gopipe[0]);
-	close(nullfd);
-	if (mid > 0) {
-		do
-			n = read(pidpipe[0], &pid, sizeof(pid));
-		while (n < 0 && errno == EINTR);
-		if (n != sizeof(pid) || pid <= 0)
-			r = -ECHILD;
-		else if ((*ret_pidfd = pidfd_open(pid, 0)) < 0)
-			r = -errno;
-		else {
-			int exec_err;
-
-			do
-				n = read(pidpipe[0], &exec_err, sizeof(exec_err));
-			while (n < 0 && errno == EINTR);
-			if (n == sizeof(exec_err))
-				r = -exec_err;
-		}
+	/* Only the children may hold the pid pipe's write end, or its EOF never comes. */
+	close(fds[2]);
+	fds[2] = -1;
+	r = detached_pidfd(fds[1], ret_pidfd);
+	/* Closing the go pipe lets the middle child leave. */
+	close_all(fds, 5);
+	while (waitpid(mid, &status, 0) < 0 && errno == EINTR) {
 	}
-	close(pidpipe[0]);
-	close(gopipe[1]);
-	if (mid > 0)
-		while (waitpid(mid, &status, 0) < 0 && errno == EINTR) {
-		}
 	return r;
 }
 
@@ -299,88 +326,132 @@ parent_exists(const char *path)
 	return stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-int
-herd__autostart(const char *socket_path, bool default_path, unsigned timeout_ms)
+/*
+ * One start's private directory (mkdtemp makes it 0700, so nobody else can
+ * send READY=1) and the notify socket in it that herdd reports on.
+ */
+struct start {
+	char *dir;
+	struct sockaddr_un notify; /* sun_path empty until the whole path fits */
+	int notify_fd;
+	int pidfd; /* herdd's, once started */
+};
+
+/* Makes the directory under $XDG_RUNTIME_DIR, $TMPDIR or /tmp and binds the notify socket. */
+static int
+start_open(struct start *st)
 {
 	const char *base = secure_getenv("XDG_RUNTIME_DIR");
-	const char *exe = secure_getenv("HERDD");
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	_cleanup_free_ char *tmpdir = NULL, *notify_var = NULL, *log_path = NULL;
-	_cleanup_free_ char **env = NULL;
-	uint64_t deadline = herd__deadline(timeout_ms * HERD__USEC_PER_MSEC);
-	int notify_fd = -1, pidfd = -1, log_fd, r;
-	char idle[16];
-	char *slash;
+	char path[sizeof(st->notify.sun_path)];
 
-	/* herdd creates its default directory; elsewhere a missing one is a typo, not an order. */
-	if (!default_path && !parent_exists(socket_path))
-		return -ENOENT;
-	if (!exe || !*exe)
-		exe = HERD_BINDIR "/herdd";
 	if (!base || base[0] != '/')
 		base = secure_getenv("TMPDIR");
 	if (!base || base[0] != '/')
 		base = "/tmp";
-	if (asprintf(&tmpdir, "%s/herd-start-XXXXXX", base) < 0) {
-		tmpdir = NULL;
+	if (asprintf(&st->dir, "%s/herd-start-XXXXXX", base) < 0) {
+		st->dir = NULL;
 		return -ENOMEM;
 	}
-	/* mkdtemp makes it 0700: nobody else can send us READY=1. */
-	if (!mkdtemp(tmpdir))
+	if (!mkdtemp(st->dir)) {
+		int r = -errno;
+
+		free(st->dir);
+		st->dir = NULL;
+		return r;
+	}
+	if (snprintf(path, sizeof(path), "%s/notify", st->dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	st->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (st->notify_fd < 0)
 		return -errno;
-	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/notify", tmpdir) >=
-	    (int)sizeof(sa.sun_path)) {
-		/* Never unlink a truncated path below. */
-		sa.sun_path[0] = '\0';
-		r = -ENAMETOOLONG;
-		goto out;
-	}
-	notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (notify_fd < 0 || bind(notify_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		r = -errno;
-		goto out;
-	}
-	if (asprintf(&notify_var, "NOTIFY_SOCKET=%s", sa.sun_path) < 0) {
+	strcpy(st->notify.sun_path, path);
+	if (bind(st->notify_fd, (struct sockaddr *)&st->notify, sizeof(st->notify)) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Closes and removes what start_open made. */
+static void
+start_close(struct start *st)
+{
+	if (st->notify_fd >= 0)
+		close(st->notify_fd);
+	if (st->pidfd >= 0)
+		close(st->pidfd);
+	/* Never unlink a truncated path. */
+	if (st->notify.sun_path[0])
+		unlink(st->notify.sun_path);
+	if (st->dir)
+		rmdir(st->dir);
+	free(st->dir);
+}
+
+/* herdd's stderr goes next to its socket; if that directory is not there yet, nowhere (-1). */
+static int
+log_open(const char *socket_path)
+{
+	const char *slash = strrchr(socket_path, '/');
+	_cleanup_free_ char *path = NULL;
+
+	/* The log's name may be longer than the socket's: build it, do not overwrite. */
+	if (!slash ||
+	    asprintf(&path, "%.*s/herdd.log", (int)(slash - socket_path), socket_path) < 0)
+		return -1;
+	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+}
+
+/* Starts herdd ($HERDD, else the installed one) on socket_path, reporting to st's socket. */
+static int
+start_herdd(struct start *st, const char *socket_path)
+{
+	const char *exe = secure_getenv("HERDD");
+	_cleanup_free_ char *notify_var = NULL;
+	_cleanup_free_ char **env = NULL;
+	char idle[16];
+	int log_fd, r;
+
+	if (!exe || !*exe)
+		exe = HERD_BINDIR "/herdd";
+	if (asprintf(&notify_var, "NOTIFY_SOCKET=%s", st->notify.sun_path) < 0) {
 		notify_var = NULL;
-		r = -ENOMEM;
-		goto out;
+		return -ENOMEM;
 	}
 	env = child_env(notify_var);
-	log_path = strdup(socket_path);
-	if (!env || !log_path) {
-		r = -ENOMEM;
-		goto out;
-	}
-	/* herdd's stderr goes next to its socket; if that directory is not there yet, nowhere. */
-	slash = strrchr(log_path, '/');
-	if (slash)
-		strcpy(slash, "/herdd.log");
-	log_fd = slash
-	    ? open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)
-	    : -1;
+	if (!env)
+		return -ENOMEM;
 	snprintf(idle, sizeof(idle), "%u", idle_ms());
+	log_fd = log_open(socket_path);
 	{
 		char *const argv[] = { (char *)exe, (char *)"--socket", (char *)socket_path,
 			(char *)"--exit-idle-ms", idle, NULL };
 
-		r = spawn_detached(exe, argv, env, log_fd, &pidfd);
+		r = spawn_detached(exe, argv, env, log_fd, &st->pidfd);
 	}
 	if (log_fd >= 0)
 		close(log_fd);
-	if (r < 0)
-		goto out;
-	r = wait_ready(notify_fd, pidfd, deadline);
+	return r;
+}
+
+int
+herd__autostart(const char *socket_path, bool default_path, unsigned timeout_ms)
+{
+	struct start st = { .notify = { .sun_family = AF_UNIX }, .notify_fd = -1, .pidfd = -1 };
+	uint64_t deadline = herd__deadline(timeout_ms * HERD__USEC_PER_MSEC);
+	int r;
+
+	/* herdd creates its default directory; elsewhere a missing one is a typo, not an order. */
+	if (!default_path && !parent_exists(socket_path))
+		return -ENOENT;
+	r = start_open(&st);
+	if (r == 0)
+		r = start_herdd(&st, socket_path);
+	if (r == 0)
+		r = wait_ready(st.notify_fd, st.pidfd, deadline);
+	/* Our herdd exited without READY=1: another one won the lock. */
 	if (r == 0)
 		r = wait_for_winner(socket_path, deadline);
 	else if (r > 0)
 		r = 0;
-out:
-	if (notify_fd >= 0)
-		close(notify_fd);
-	if (pidfd >= 0)
-		close(pidfd);
-	if (sa.sun_path[0])
-		unlink(sa.sun_path);
-	rmdir(tmpdir);
+	start_close(&st);
 	return r;
 }

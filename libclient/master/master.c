@@ -252,34 +252,22 @@ master_local_error(herd_master *m, int code, const char *text)
 	herd_error_unref(err);
 }
 
+/*
+ * herdd's methods travel like a worker's functions: the same checks, and the
+ * same local errors in last_error when nothing could be sent.
+ */
 HERD_EXPORT int
 herd_master_request(
     herd_master *m, const char *method, json_t *params, uint64_t timeout_usec, json_t **ret_result)
 {
-	herd_error *err = NULL;
-	int r;
-
-	if (!m || !herd__function_valid(method) || !herd__args_valid(params))
-		return -EINVAL;
-	herd_master_ref(m);
-	r = herd__call_sync(m->conn, method, params, timeout_usec, ret_result, &err);
-	if (r == -EMSGSIZE)
-		master_local_error(m, HERD_E_MESSAGE_TOO_LARGE, "the request is too large");
-	else if (r == -ENOTCONN)
-		master_local_error(
-		    m, HERD_E_CONNECTION_CLOSED, "the connection to herdd is closed");
-	herd_error_unref(err);
-	herd_master_unref(m);
-	return r;
+	return m ? herd_call(m->conn, method, params, timeout_usec, ret_result) : -EINVAL;
 }
 
 HERD_EXPORT int
 herd_master_request_async(
     herd_master *m, const char *method, json_t *params, herd_call_cb cb, void *userdata)
 {
-	if (!m || !cb || !herd__function_valid(method) || !herd__args_valid(params))
-		return -EINVAL;
-	return herd__call_start(m->conn, method, params, 0, cb, userdata, NULL);
+	return m ? herd_call_async(m->conn, method, params, cb, userdata, NULL) : -EINVAL;
 }
 
 /* ---- spawning ---- */
@@ -302,32 +290,12 @@ env_inherit(json_t *env, const char *name, const char *value)
 	return json_object_set_new(env, name, json_string(value));
 }
 
-/*
- * The spawn params: the caller's options (borrowed) with this master's settings
- * under theirs, and the locale and PATH of this process under their env.
- */
+/* Sets p's "env": the caller's (opts's), with this process's PATH, LANG, TZ and LC_* under it. */
 static int
-spawn_params(herd_master *m, json_t *opts, json_t **ret, uint64_t *ret_timeout)
+spawn_env(json_t *opts, json_t *p)
 {
-	_cleanup_json_ json_t *p = NULL;
-	json_t *settings, *env, *t;
-	json_int_t spawn_ms;
+	json_t *t = json_object_get(opts, "env"), *env;
 
-	if (!json_is_object(opts) || !json_is_string(json_object_get(opts, "path")))
-		return -EINVAL;
-	p = json_copy(opts);
-	if (!p)
-		return -ENOMEM;
-
-	t = json_object_get(opts, "settings");
-	if (t && !json_is_object(t))
-		return -EINVAL;
-	settings = json_copy(m->settings);
-	if (!settings || (t && json_object_update(settings, t) < 0) ||
-	    json_object_set_new(p, "settings", settings) < 0)
-		return -ENOMEM;
-
-	t = json_object_get(opts, "env");
 	if (t && !json_is_object(t))
 		return -EINVAL;
 	env = t ? json_copy(t) : json_object();
@@ -347,6 +315,37 @@ spawn_params(herd_master *m, json_t *opts, json_t **ret, uint64_t *ret_timeout)
 		if (!name || env_inherit(env, name, eq + 1) < 0)
 			return -ENOMEM;
 	}
+	return 0;
+}
+
+/*
+ * The spawn params: the caller's options (borrowed) with this master's settings
+ * under theirs, and the locale and PATH of this process under their env.
+ */
+static int
+spawn_params(herd_master *m, json_t *opts, json_t **ret, uint64_t *ret_timeout)
+{
+	_cleanup_json_ json_t *p = NULL;
+	json_t *settings, *t;
+	json_int_t spawn_ms;
+	int r;
+
+	if (!json_is_object(opts) || !json_is_string(json_object_get(opts, "path")))
+		return -EINVAL;
+	p = json_copy(opts);
+	if (!p)
+		return -ENOMEM;
+
+	t = json_object_get(opts, "settings");
+	if (t && !json_is_object(t))
+		return -EINVAL;
+	settings = json_copy(m->settings);
+	if (!settings || (t && json_object_update(settings, t) < 0) ||
+	    json_object_set_new(p, "settings", settings) < 0)
+		return -ENOMEM;
+	r = spawn_env(opts, p);
+	if (r < 0)
+		return r;
 
 	t = json_object_get(opts, "spawn_timeout_ms");
 	spawn_ms = json_is_integer(t)
@@ -358,6 +357,9 @@ spawn_params(herd_master *m, json_t *opts, json_t **ret, uint64_t *ret_timeout)
 	p = NULL;
 	return 0;
 }
+
+/* Why a spawn that herdd answered gives no worker record. */
+static const char no_record_text[] = "herdd's spawn result lacks id, pid or socket";
 
 /* A worker record from spawn's result {"id","pid","socket","name"}. */
 static herd_worker *
@@ -390,7 +392,6 @@ herd_master_spawn(herd_master *m, json_t *opts, uint64_t timeout_usec, herd_work
 {
 	_cleanup_json_ json_t *params = NULL;
 	_cleanup_json_ json_t *result = NULL;
-	herd_error *err = NULL;
 	uint64_t timeout;
 	int r;
 
@@ -403,15 +404,13 @@ herd_master_spawn(herd_master *m, json_t *opts, uint64_t timeout_usec, herd_work
 		    "\"settings\" and \"env\" must be objects");
 		return r;
 	}
+	/* A callback run during the wait may drop the caller's reference; worker_new needs m. */
 	herd_master_ref(m);
-	r = herd__call_sync(
-	    m->conn, "spawn", params, timeout_usec ? timeout_usec : timeout, &result, &err);
-	herd_error_unref(err);
+	r = herd_master_request(m, "spawn", params, timeout_usec ? timeout_usec : timeout, &result);
 	if (r == 0) {
 		*ret = worker_new(m, result);
 		if (!*ret) {
-			master_local_error(m, HERD_E_INVALID_REQUEST,
-			    "herdd's spawn result lacks id, pid or socket");
+			master_local_error(m, HERD_E_INVALID_REQUEST, no_record_text);
 			r = -EPROTO;
 		}
 	}
@@ -437,8 +436,7 @@ spawn_done(
 		w = worker_new(ctx->m, result);
 		if (!w) {
 			r = -EPROTO;
-			err = own = herd__error_new(HERD_E_INVALID_REQUEST,
-			    "herdd's spawn result lacks id, pid or socket", NULL);
+			err = own = herd__error_new(HERD_E_INVALID_REQUEST, no_record_text, NULL);
 		}
 	}
 	ctx->cb(ctx->m, r, w, err, ctx->userdata);

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,63 +91,107 @@ parse_json_arg(const char *opt, const char *text)
 	return v;
 }
 
+/* What main_standalone's options set. */
+struct standalone_args {
+	const char *socket_path;
+	json_t *init, *settings; /* new references */
+};
+
+/* main_standalone's options: getopt_long's row, and where its value goes. */
+static const struct standalone_opt {
+	struct option opt;
+	enum { OPT_STRING, OPT_JSON, OPT_HELP } kind;
+	size_t offset; /* of its member in struct standalone_args */
+} standalone_opts[] = {
+	{ { "socket", required_argument, NULL, 's' }, OPT_STRING,
+	    offsetof(struct standalone_args, socket_path) },
+	{ { "init", required_argument, NULL, 'i' }, OPT_JSON,
+	    offsetof(struct standalone_args, init) },
+	{ { "settings", required_argument, NULL, 'S' }, OPT_JSON,
+	    offsetof(struct standalone_args, settings) },
+	{ { "help", no_argument, NULL, 'h' }, OPT_HELP, 0 },
+};
+
+#define N_STANDALONE_OPTS (sizeof(standalone_opts) / sizeof(standalone_opts[0]))
+
+/* Stores one option's value in a. Returns -1 to go on, or the exit status. */
+static int
+standalone_set(struct standalone_args *a, const struct standalone_opt *o, const char *prog)
+{
+	void *member = (char *)a + o->offset;
+	char name[32];
+
+	switch (o->kind) {
+	case OPT_STRING:
+		*(const char **)member = optarg;
+		return -1;
+	case OPT_JSON:
+		snprintf(name, sizeof(name), "--%s", o->opt.name);
+		json_decref(*(json_t **)member);
+		*(json_t **)member = parse_json_arg(name, optarg);
+		return *(json_t **)member ? -1 : 2;
+	case OPT_HELP:
+		usage(stdout, prog);
+		return 0;
+	}
+	return 2;
+}
+
+/* Parses the command line into a, by standalone_opts. Returns -1 to go on, or the exit status. */
+static int
+standalone_parse(struct standalone_args *a, int argc, char **argv)
+{
+	struct option longopts[N_STANDALONE_OPTS + 1] = { { 0 } };
+	char shorts[2 * N_STANDALONE_OPTS + 1] = "", *s = shorts;
+	size_t i;
+	int c, r;
+
+	for (i = 0; i < N_STANDALONE_OPTS; i++) {
+		longopts[i] = standalone_opts[i].opt;
+		*s++ = (char)standalone_opts[i].opt.val;
+		if (standalone_opts[i].opt.has_arg)
+			*s++ = ':';
+	}
+	optind = 1;
+	while ((c = getopt_long(argc, argv, shorts, longopts, NULL)) != -1) {
+		for (i = 0; i < N_STANDALONE_OPTS && standalone_opts[i].opt.val != c; i++) {
+		}
+		if (i == N_STANDALONE_OPTS) {
+			usage(stderr, argv[0]);
+			return 2;
+		}
+		r = standalone_set(a, &standalone_opts[i], argv[0]);
+		if (r >= 0)
+			return r;
+	}
+	if (!a->socket_path || optind != argc) {
+		usage(stderr, argv[0]);
+		return 2;
+	}
+	return -1;
+}
+
 static int
 main_standalone(struct herd__main *m, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "init", required_argument, NULL, 'i' },
-		{ "settings", required_argument, NULL, 'S' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *socket_path = NULL;
-	json_t *init = NULL, *settings = NULL;
+	struct standalone_args a = { 0 };
 	char *msg = NULL;
-	int c, r, status = 2;
+	int r, status;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "s:i:S:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			socket_path = optarg;
-			break;
-		case 'i':
-			json_decref(init);
-			init = parse_json_arg("--init", optarg);
-			if (!init)
-				goto out;
-			break;
-		case 'S':
-			json_decref(settings);
-			settings = parse_json_arg("--settings", optarg);
-			if (!settings)
-				goto out;
-			break;
-		case 'h':
-			usage(stdout, argv[0]);
-			status = 0;
-			goto out;
-		default:
-			usage(stderr, argv[0]);
-			goto out;
-		}
-	}
-	if (!socket_path || optind != argc) {
-		usage(stderr, argv[0]);
+	status = standalone_parse(&a, argc, argv);
+	if (status >= 0)
 		goto out;
-	}
 	status = 1;
-	r = herd__server_new(m->loop, m->type, init, settings, &m->srv, &msg);
+	r = herd__server_new(m->loop, m->type, a.init, a.settings, &m->srv, &msg);
 	if (r < 0) {
 		herd_log(HERD_LOG_ERR, "%s: %s",
 		    r == -EREMOTEIO ? "worker init failed" : "cannot start",
 		    msg ? msg : strerror(-r));
 		goto out;
 	}
-	r = herd__server_listen(m->srv, socket_path);
+	r = herd__server_listen(m->srv, a.socket_path);
 	if (r < 0) {
-		herd_log(HERD_LOG_ERR, "cannot listen on %s: %s", socket_path, strerror(-r));
+		herd_log(HERD_LOG_ERR, "cannot listen on %s: %s", a.socket_path, strerror(-r));
 		goto out;
 	}
 	herd_server_on_shutdown(m->srv, main_shutdown_cb, m);
@@ -156,8 +201,8 @@ main_standalone(struct herd__main *m, int argc, char **argv)
 out:
 	m->srv = herd_server_unref(m->srv);
 	free(msg);
-	json_decref(init);
-	json_decref(settings);
+	json_decref(a.init);
+	json_decref(a.settings);
 	return status;
 }
 

@@ -16,53 +16,6 @@
 
 #include "herdctl.h"
 
-/* Exit codes: 0 success, 1 the operation failed, 2 usage error. */
-#define EXIT_USAGE 2
-
-static const char usage_text[] =
-    "Usage: herdctl [--socket PATH] [--json] COMMAND [ARGS]\n"
-    "\n"
-    "Look at and control the workers herdd supervises.\n"
-    "\n"
-    "Commands:\n"
-    "  list [--all]                   workers (with --all, exited records too)\n"
-    "  inspect ID                     one worker in detail\n"
-    "  logs ID [--stream stderr|stdout] [--lines N]\n"
-    "                                 the last captured lines of a worker's stream\n"
-    "  shutdown ID [--grace-ms N]     stop a worker gracefully; waits until it is reaped\n"
-    "  kill ID [SIGNAL]               send a signal (TERM, KILL, 9...) to its process group\n"
-    "  call ID FUNCTION [JSON]        call a function on the worker, print the result\n"
-    "  watch                          print events of every worker you may see, until ^C\n"
-    "  stats                          herdd's counters\n"
-    "  spawn [OPTIONS] -- PATH [ARGS...]\n"
-    "                                 start a worker and print its id, pid and socket\n"
-    "\n"
-    "spawn options:\n"
-    "  --name NAME                    label shown in list and events\n"
-    "  --env K=V                      add a variable (repeatable); PATH, LANG, TZ and\n"
-    "                                 LC_* are passed from herdctl's environment\n"
-    "  --cwd DIR                      working directory (default /)\n"
-    "  --umask MODE                   octal, default 022\n"
-    "  --init JSON                    the worker-state init argument\n"
-    "  --shutdown-on MODE             explicit (default), connection_closed, or\n"
-    "                                 master_disconnect. herdctl exits as soon as the\n"
-    "                                 worker is ready, so with master_disconnect the\n"
-    "                                 worker stops at once; explicit workers live until\n"
-    "                                 'herdctl shutdown ID'\n"
-    "  --stderr null|capture|FILE     where the worker's stderr goes (default capture)\n"
-    "  --stdout null|capture|FILE     where its stdout goes (default null); FILE is an\n"
-    "                                 absolute path, append with +FILE\n"
-    "  --spawn-timeout-ms N           fork-to-ready deadline\n"
-    "\n"
-    "Options:\n"
-    "  --socket PATH                  herdd's socket (default $HERD_SOCKET, then\n"
-    "                                 $XDG_RUNTIME_DIR/herd/herdd.sock, then\n"
-    "                                 /run/herd/herdd.sock)\n"
-    "  --json                         print raw JSON results for scripts\n"
-    "  -h, --help                     this text\n"
-    "\n"
-    "Exit status: 0 on success, 1 if the operation failed, 2 for a usage error.\n";
-
 void
 ctl_error(const char *name, const char *fmt, ...)
 {
@@ -75,26 +28,42 @@ ctl_error(const char *name, const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+struct command;
 
-static int
-usage_error(const char *fmt, ...)
-{
-	va_list ap;
+/*
+ * Runs a command: params (stolen) holds its options and worker "id", args its
+ * other arguments, already counted. Returns the exit status.
+ */
+typedef int command_run(struct ctl *c, const struct command *cmd, json_t *params, char **args);
 
-	fprintf(stderr, "herdctl: usage: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, " (see herdctl --help)\n");
-	return EXIT_USAGE;
-}
+/* What a command needs besides its arguments. */
+enum {
+	/* Its first argument is a worker ID, sent as params "id". */
+	CMD_ID = 1 << 0,
+	/* It may start a private herdd when none runs. */
+	CMD_AUTOSTART = 1 << 1,
+	/* It ends with a program's command line: options stop at that program's path. */
+	CMD_ARGV = 1 << 2,
+};
+
+/* One command: dispatch, its --help line and its checks all come from here. */
+struct command {
+	const char *name; /* also herdd's method, for a command that is one request */
+	const char *args; /* its arguments after ID and options, for --help and usage errors */
+	const char *help;
+	unsigned flags;
+	int min_args, max_args; /* how many arguments, ID included, options not */
+	/* NULL: it takes no options, so its arguments may start with '-'. */
+	const struct ctl_opt *opts;
+	command_run *run;
+	void (*show)(FILE *, const json_t *); /* its result for people */
+};
 
 /* Prints a result: raw compact JSON with --json, else through show. */
 static void
 output(const struct ctl *c, const json_t *result, void (*show)(FILE *, const json_t *))
 {
-	if (c->json || !show) {
+	if (c->json) {
 		char *text = json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY);
 
 		printf("%s\n", text ? text : "null");
@@ -103,46 +72,6 @@ output(const struct ctl *c, const json_t *result, void (*show)(FILE *, const jso
 		show(stdout, result);
 	}
 	fflush(stdout);
-}
-
-/* Parses a decimal integer argument in [min, max]. Returns 0 or -EINVAL. */
-static int
-parse_int(const char *s, long long min, long long max, long long *ret)
-{
-	char *end;
-	long long v;
-
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
-/* Parses JSON text given on the command line. Returns a new reference or NULL (printed). */
-static json_t *
-parse_json_arg(const char *what, const char *text)
-{
-	json_error_t err;
-	json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &err);
-
-	if (!v)
-		ctl_error("invalid_params", "%s is not JSON: %s", what, err.text);
-	return v;
-}
-
-/* Runs one request and prints its result. */
-static int
-simple(struct ctl *c, const char *method, json_t *params, void (*show)(FILE *, const json_t *))
-{
-	json_t *res;
-
-	if (ctl_request(c, method, params, &res) < 0)
-		return EXIT_FAILURE;
-	output(c, res, show);
-	json_decref(res);
-	return EXIT_SUCCESS;
 }
 
 static void
@@ -176,123 +105,64 @@ show_spawned(FILE *f, const json_t *res)
 	    json_string_value(json_object_get(res, "socket")) ?: "-");
 }
 
+/* Commands that are one request of the same name, printed through their show. */
 static int
-cmd_list(struct ctl *c, int argc, char **argv)
+cmd_request(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 {
-	static const struct option opts[] = { { "all", no_argument, NULL, 'a' }, { 0 } };
-	bool all = false;
-	int o;
+	json_t *res;
 
-	while ((o = getopt_long(argc, argv, "a", opts, NULL)) != -1) {
-		if (o != 'a')
-			return usage_error("list [--all]");
-		all = true;
-	}
-	if (optind != argc)
-		return usage_error("list takes no argument");
-	return simple(c, "list", json_pack("{s:b}", "all", all), show_list);
-}
-
-static int
-cmd_logs(struct ctl *c, int argc, char **argv)
-{
-	static const struct option opts[] = { { "stream", required_argument, NULL, 's' },
-		{ "lines", required_argument, NULL, 'n' }, { 0 } };
-	json_t *params = json_object();
-	long long lines;
-	int o;
-
-	while ((o = getopt_long(argc, argv, "s:n:", opts, NULL)) != -1) {
-		if (o == 's' && (!strcmp(optarg, "stderr") || !strcmp(optarg, "stdout"))) {
-			json_object_set_new(params, "stream", json_string(optarg));
-		} else if (o == 'n' && parse_int(optarg, 1, 1000, &lines) == 0) {
-			json_object_set_new(params, "lines", json_integer(lines));
-		} else {
-			json_decref(params);
-			return usage_error("logs ID [--stream stderr|stdout] [--lines 1..1000]");
-		}
-	}
-	if (optind + 1 != argc) {
-		json_decref(params);
-		return usage_error("logs takes one worker ID");
-	}
-	json_object_set_new(params, "id", json_string(argv[optind]));
-	return simple(c, "logs", params, show_logs);
-}
-
-static int
-cmd_shutdown(struct ctl *c, int argc, char **argv)
-{
-	static const struct option opts[] = { { "grace-ms", required_argument, NULL, 'g' }, { 0 } };
-	json_t *params = json_object();
-	long long grace;
-	int o;
-
-	while ((o = getopt_long(argc, argv, "g:", opts, NULL)) != -1) {
-		if (o != 'g' || parse_int(optarg, 0, 600000, &grace) < 0) {
-			json_decref(params);
-			return usage_error("shutdown ID [--grace-ms 0..600000]");
-		}
-		json_object_set_new(params, "grace_ms", json_integer(grace));
-	}
-	if (optind + 1 != argc) {
-		json_decref(params);
-		return usage_error("shutdown takes one worker ID");
-	}
-	json_object_set_new(params, "id", json_string(argv[optind]));
-	return simple(c, "shutdown", params, print_worker);
-}
-
-static int
-cmd_kill(struct ctl *c, int argc, char **argv)
-{
-	json_t *params;
-	long long num;
-
-	if (argc < 2 || argc > 3)
-		return usage_error("kill ID [SIGNAL]");
-	params = json_pack("{s:s}", "id", argv[1]);
-	if (argc == 3) {
-		/* A number goes as a number; herdd checks names and ranges. */
-		if (parse_int(argv[2], 1, 64, &num) == 0)
-			json_object_set_new(params, "signal", json_integer(num));
-		else
-			json_object_set_new(params, "signal", json_string(argv[2]));
-	}
-	return simple(c, "kill", params, show_nothing);
-}
-
-static int
-cmd_call(struct ctl *c, int argc, char **argv)
-{
-	json_t *args = NULL, *worker, *res;
-	const char *socket;
-	int r;
-
-	if (argc < 3 || argc > 4)
-		return usage_error("call ID FUNCTION [JSON]");
-	if (argc == 4 && !(args = parse_json_arg("the argument", argv[3])))
-		return EXIT_USAGE;
-	if (ctl_request(c, "inspect", json_pack("{s:s}", "id", argv[1]), &worker) < 0) {
-		json_decref(args);
+	(void)args;
+	if (ctl_request(c, cmd->name, params, &res) < 0)
 		return EXIT_FAILURE;
-	}
-	socket = json_string_value(json_object_get(worker, "socket"));
-	if (!socket) {
-		ctl_error("worker_exited", "worker %s is %s and has no socket", argv[1],
-		    json_string_value(json_object_get(worker, "state")) ?: "gone");
-		json_decref(worker);
-		json_decref(args);
-		return EXIT_FAILURE;
-	}
-	r = ctl_call(socket, argv[2], args, &res);
-	json_decref(worker);
-	json_decref(args);
-	if (r < 0)
-		return EXIT_FAILURE;
-	output(c, res, print_value);
+	output(c, res, cmd->show);
 	json_decref(res);
 	return EXIT_SUCCESS;
+}
+
+static int
+cmd_kill(struct ctl *c, const struct command *cmd, json_t *params, char **args)
+{
+	long long num;
+
+	if (args[0]) {
+		/* A number goes as a number; herdd checks names and ranges. */
+		if (ctl_parse_int(args[0], 10, 1, 64, &num) == 0)
+			json_object_set_new(params, "signal", json_integer(num));
+		else
+			json_object_set_new(params, "signal", json_string(args[0]));
+	}
+	return cmd_request(c, cmd, params, args);
+}
+
+/* call: herdd names the worker's socket (inspect); the call goes to the worker itself. */
+static int
+cmd_call(struct ctl *c, const struct command *cmd, json_t *params, char **args)
+{
+	json_t *fargs = NULL, *worker = NULL, *res = NULL;
+	const char *socket;
+	int r = EXIT_FAILURE;
+
+	if (args[1] && !(fargs = ctl_parse_json("the argument", args[1]))) {
+		json_decref(params);
+		return EXIT_USAGE;
+	}
+	if (ctl_request(c, "inspect", json_incref(params), &worker) < 0)
+		goto out;
+	socket = json_string_value(json_object_get(worker, "socket"));
+	if (!socket) {
+		ctl_error("worker_exited", "worker %s is %s and has no socket",
+		    json_string_value(json_object_get(params, "id")),
+		    json_string_value(json_object_get(worker, "state")) ?: "gone");
+	} else if (ctl_call(socket, args[0], fargs, &res) == 0) {
+		output(c, res, cmd->show);
+		r = EXIT_SUCCESS;
+	}
+out:
+	json_decref(res);
+	json_decref(worker);
+	json_decref(fargs);
+	json_decref(params);
+	return r;
 }
 
 static int
@@ -304,203 +174,255 @@ watch_event(json_t *event, void *userdata)
 	return 0;
 }
 
-/* Fills a spawn's stdout/stderr member from null|capture|FILE|+FILE. */
 static int
-set_stream(json_t *params, const char *key, const char *v)
+cmd_watch(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 {
-	bool append = v[0] == '+';
-	const char *file = append ? v + 1 : v;
-
-	if (!strcmp(v, "null") || !strcmp(v, "capture"))
-		return json_object_set_new(params, key, json_string(v));
-	if (file[0] != '/')
-		return -EINVAL;
-	return json_object_set_new(
-	    params, key, json_pack("{s:s, s:b}", "file", file, "append", append));
+	(void)cmd;
+	(void)args;
+	json_decref(params);
+	return ctl_watch(c, watch_event, c) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
-/* Parses spawn's options into params. Returns 0, or EXIT_USAGE after printing why. */
+/* --env K=V: one member of params "env". */
 static int
-spawn_options(json_t *params, json_t *env, int argc, char **argv)
+opt_env(json_t *params, const struct ctl_opt *o, const char *arg)
 {
-	static const struct option opts[] = { { "name", required_argument, NULL, 'n' },
-		{ "env", required_argument, NULL, 'e' }, { "cwd", required_argument, NULL, 'c' },
-		{ "umask", required_argument, NULL, 'u' }, { "init", required_argument, NULL, 'i' },
-		{ "shutdown-on", required_argument, NULL, 's' },
-		{ "stderr", required_argument, NULL, 'E' },
-		{ "stdout", required_argument, NULL, 'O' },
-		{ "spawn-timeout-ms", required_argument, NULL, 't' }, { 0 } };
-	long long v;
-	char *end;
-	json_t *j;
-	int o;
+	const char *eq = strchr(arg, '=');
+	json_t *env = json_object_get(params, o->name);
+	char *name;
 
-	while ((o = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-		switch (o) {
-		case 'n':
-		case 'c':
-			json_object_set_new(params, o == 'n' ? "name" : "cwd", json_string(optarg));
-			break;
-		case 'e':
-			end = strchr(optarg, '=');
-			if (!end || end == optarg)
-				return usage_error("--env takes K=V, not '%s'", optarg);
-			*end = '\0';
-			json_object_set_new(env, optarg, json_string(end + 1));
-			break;
-		case 'u':
-			errno = 0;
-			v = strtoll(optarg, &end, 8);
-			if (errno || *end || v < 0 || v > 0777)
-				return usage_error("--umask takes an octal mode, not '%s'", optarg);
-			json_object_set_new(params, "umask", json_integer(v));
-			break;
-		case 'i':
-			if (!(j = parse_json_arg("--init", optarg)))
-				return EXIT_USAGE;
-			json_object_set_new(params, "init", j);
-			break;
-		case 's':
-			json_object_set_new(params, "shutdown_on", json_string(optarg));
-			break;
-		case 'E':
-		case 'O':
-			if (set_stream(params, o == 'E' ? "stderr" : "stdout", optarg) < 0)
-				return usage_error(
-				    "--%s takes null, capture, FILE or +FILE (absolute)",
-				    o == 'E' ? "stderr" : "stdout");
-			break;
-		case 't':
-			if (parse_int(optarg, 0, UINT32_MAX, &v) < 0)
-				return usage_error("--spawn-timeout-ms takes a number of ms");
-			json_object_set_new(params, "spawn_timeout_ms", json_integer(v));
-			break;
-		default:
-			return usage_error("spawn [OPTIONS] -- PATH [ARGS...]");
-		}
+	if (!eq || eq == arg)
+		return ctl_usage_error("--%s takes K=V, not '%s'", o->name, arg);
+	if (!env && json_object_set_new(params, o->name, env = json_object()) < 0)
+		return EXIT_FAILURE;
+	name = strndup(arg, (size_t)(eq - arg));
+	if (!name || json_object_set_new(env, name, json_string(eq + 1)) < 0) {
+		free(name);
+		return EXIT_FAILURE;
 	}
+	free(name);
 	return 0;
 }
 
+/* --stderr/--stdout null|capture|FILE|+FILE: where a worker's stream goes. */
 static int
-cmd_spawn(struct ctl *c, int argc, char **argv)
+opt_stream(json_t *params, const struct ctl_opt *o, const char *arg)
 {
-	json_t *params = json_pack("{s:s}", "shutdown_on", "explicit");
-	json_t *env = json_object(), *argvj, *res;
-	int r, i;
+	bool append = arg[0] == '+';
+	const char *file = append ? arg + 1 : arg;
 
-	r = spawn_options(params, env, argc, argv);
-	if (r == 0 && optind >= argc)
-		r = usage_error("spawn needs the executable's path after --");
-	if (r) {
-		json_decref(params);
-		json_decref(env);
-		return r;
-	}
-	argvj = json_array();
-	for (i = optind; i < argc; i++)
-		json_array_append_new(argvj, json_string(argv[i]));
-	json_object_set_new(params, "path", json_string(argv[optind]));
+	if (!strcmp(arg, "null") || !strcmp(arg, "capture"))
+		return ctl_opt_string(params, o, arg);
+	if (file[0] != '/')
+		return ctl_usage_error(
+		    "--%s takes null, capture, FILE or +FILE (absolute)", o->name);
+	return ctl_opt_store(params, o, json_pack("{s:s, s:b}", "file", file, "append", append));
+}
+
+/* spawn: the executable and its argv come last; herdctl exits once the worker is ready. */
+static int
+cmd_spawn(struct ctl *c, const struct command *cmd, json_t *params, char **args)
+{
+	json_t *argvj = json_array(), *res;
+
+	for (char **a = args; *a; a++)
+		json_array_append_new(argvj, json_string(*a));
+	json_object_set_new(params, "path", json_string(args[0]));
 	json_object_set_new(params, "argv", argvj);
-	json_object_set_new(params, "env", env);
+	if (!json_object_get(params, "env"))
+		json_object_set_new(params, "env", json_object());
+	if (!json_object_get(params, "shutdown_on"))
+		json_object_set_new(params, "shutdown_on", json_string("explicit"));
 	if (ctl_spawn(c, params, &res) < 0)
 		return EXIT_FAILURE;
-	output(c, res, show_spawned);
+	output(c, res, cmd->show);
 	json_decref(res);
 	return EXIT_SUCCESS;
 }
 
-/* Commands that take exactly one worker ID and nothing else. */
-static int
-cmd_one_id(
-    struct ctl *c, const char *method, int argc, char **argv, void (*show)(FILE *, const json_t *))
+static const struct ctl_opt list_opts[] = {
+	{ "all", 'a', NULL, NULL, ctl_opt_true, 0, 0 },
+	{ 0 },
+};
+
+static const struct ctl_opt logs_opts[] = {
+	{ "stream", 's', "stderr|stdout", NULL, ctl_opt_choice, 0, 0 },
+	{ "lines", 'n', "N", NULL, ctl_opt_int, 1, 1000 },
+	{ 0 },
+};
+
+static const struct ctl_opt shutdown_opts[] = {
+	{ "grace-ms", 'g', "N", NULL, ctl_opt_int, 0, 600000 },
+	{ 0 },
+};
+
+static const struct ctl_opt spawn_opts[] = {
+	{ "name", 0, "NAME", "label shown in list and events", ctl_opt_string, 0, 0 },
+	{ "env", 0, "K=V",
+	    "add a variable (repeatable); PATH, LANG, TZ and\n"
+	    "LC_* are passed from herdctl's environment",
+	    opt_env, 0, 0 },
+	{ "cwd", 0, "DIR", "working directory (default /)", ctl_opt_string, 0, 0 },
+	{ "umask", 0, "MODE", "octal, default 022", ctl_opt_mode, 0, 0777 },
+	{ "init", 0, "JSON", "the worker-state init argument", ctl_opt_json, 0, 0 },
+	{ "shutdown-on", 0, "MODE",
+	    "explicit (default), connection_closed, or\n"
+	    "master_disconnect. herdctl exits as soon as the\n"
+	    "worker is ready, so with master_disconnect the\n"
+	    "worker stops at once; explicit workers live until\n"
+	    "'herdctl shutdown ID'",
+	    ctl_opt_string, 0, 0 },
+	{ "stderr", 0, "null|capture|FILE", "where the worker's stderr goes (default capture)",
+	    opt_stream, 0, 0 },
+	{ "stdout", 0, "null|capture|FILE",
+	    "where its stdout goes (default null); FILE is an\n"
+	    "absolute path, append with +FILE",
+	    opt_stream, 0, 0 },
+	{ "spawn-timeout-ms", 0, "N", "fork-to-ready deadline", ctl_opt_int, 0, UINT32_MAX },
+	{ 0 },
+};
+
+static const struct command commands[] = {
+	{ "list", "", "workers (with --all, exited records too)", 0, 0, 0, list_opts, cmd_request,
+	    show_list },
+	{ "inspect", "", "one worker in detail", CMD_ID, 1, 1, NULL, cmd_request, print_worker },
+	{ "logs", "", "the last captured lines of a worker's stream", CMD_ID, 1, 1, logs_opts,
+	    cmd_request, show_logs },
+	{ "shutdown", "", "stop a worker gracefully; waits until it is reaped", CMD_ID, 1, 1,
+	    shutdown_opts, cmd_request, print_worker },
+	{ "kill", "[SIGNAL]", "send a signal (TERM, KILL, 9...) to its process group", CMD_ID, 1, 2,
+	    NULL, cmd_kill, show_nothing },
+	{ "call", "FUNCTION [JSON]", "call a function on the worker, print the result", CMD_ID, 2,
+	    3, NULL, cmd_call, print_value },
+	{ "watch", "", "print events of every worker you may see, until ^C", 0, 0, 0, NULL,
+	    cmd_watch, print_event },
+	{ "stats", "", "herdd's counters", 0, 0, 0, NULL, cmd_request, print_stats },
+	{ "spawn", "-- PATH [ARGS...]", "start a worker and print its id, pid and socket",
+	    CMD_AUTOSTART | CMD_ARGV, 1, INT_MAX, spawn_opts, cmd_spawn, show_spawned },
+	{ 0 },
+};
+
+static const struct ctl_opt main_opts[] = {
+	{ "socket", 0, "PATH",
+	    "herdd's socket (default $HERD_SOCKET, then\n"
+	    "$XDG_RUNTIME_DIR/herd/herdd.sock, then\n"
+	    "/run/herd/herdd.sock)",
+	    ctl_opt_string, 0, 0 },
+	{ "json", 0, NULL, "print raw JSON results for scripts", ctl_opt_true, 0, 0 },
+	{ "help", 'h', NULL, "this text", ctl_opt_true, 0, 0 },
+	{ 0 },
+};
+
+/* "logs ID [--stream stderr|stdout] [--lines N]": a command's usage line. */
+static const char *
+command_usage(const struct command *cmd, char *buf, size_t len)
 {
-	if (argc != 2)
-		return usage_error("%s takes one worker ID", method);
-	return simple(c, method, json_pack("{s:s}", "id", argv[1]), show);
+	bool section = ctl_opt_has_help(cmd->opts);
+
+	snprintf(buf, len, "%s%s%s", cmd->name, cmd->flags & CMD_ID ? " ID" : "",
+	    section ? " [OPTIONS]" : "");
+	if (!section)
+		ctl_opt_usage(buf, len, cmd->opts);
+	if (*cmd->args)
+		snprintf(buf + strlen(buf), len - strlen(buf), " %s", cmd->args);
+	return buf;
 }
 
-static int
-run(struct ctl *c, int argc, char **argv)
+static void
+print_help(FILE *f)
 {
-	const char *cmd = argv[0];
+	const struct command *cmd;
+	char usage[128];
 
-	/* Each command parses its own options from its own argv[0]. */
+	fputs("Usage: herdctl [--socket PATH] [--json] COMMAND [ARGS]\n"
+	      "\n"
+	      "Look at and control the workers herdd supervises.\n"
+	      "\n"
+	      "Commands:\n",
+	    f);
+	for (cmd = commands; cmd->name; cmd++)
+		ctl_help_row(f, command_usage(cmd, usage, sizeof(usage)), cmd->help);
+	for (cmd = commands; cmd->name; cmd++) {
+		if (ctl_opt_has_help(cmd->opts)) {
+			fprintf(f, "\n%s options:\n", cmd->name);
+			ctl_opt_help(f, cmd->opts);
+		}
+	}
+	fputs("\nOptions:\n", f);
+	ctl_opt_help(f, main_opts);
+	fputs("\nExit status: 0 on success, 1 if the operation failed, 2 for a usage error.\n", f);
+}
+
+static const struct command *
+find_command(const char *name)
+{
+	const struct command *cmd;
+
+	for (cmd = commands; cmd->name; cmd++) {
+		if (!strcmp(cmd->name, name))
+			return cmd;
+	}
+	return NULL;
+}
+
+/* Parses a command's options and counts its arguments, then runs it. argv[0] is its name. */
+static int
+run(struct ctl *c, const struct command *cmd, int argc, char **argv)
+{
+	json_t *params = json_object();
+	char usage[128];
+	int r = 0, nargs;
+
+	command_usage(cmd, usage, sizeof(usage));
+	/* getopt starts afresh on the command's own argv. */
 	optind = 0;
-	if (!strcmp(cmd, "list"))
-		return cmd_list(c, argc, argv);
-	if (!strcmp(cmd, "inspect"))
-		return cmd_one_id(c, "inspect", argc, argv, print_worker);
-	if (!strcmp(cmd, "logs"))
-		return cmd_logs(c, argc, argv);
-	if (!strcmp(cmd, "shutdown"))
-		return cmd_shutdown(c, argc, argv);
-	if (!strcmp(cmd, "kill"))
-		return cmd_kill(c, argc, argv);
-	if (!strcmp(cmd, "call"))
-		return cmd_call(c, argc, argv);
-	if (!strcmp(cmd, "stats"))
-		return argc == 1 ? simple(c, "stats", NULL, print_stats)
-		                 : usage_error("stats takes no argument");
-	if (!strcmp(cmd, "watch")) {
-		if (argc != 1)
-			return usage_error("watch takes no argument");
-		return ctl_watch(c, watch_event, c) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+	if (cmd->opts)
+		r = ctl_opt_parse(cmd->opts, cmd->flags & CMD_ARGV, params, argc, argv, usage);
+	else
+		optind = 1;
+	nargs = argc - optind;
+	if (r == 0 && (nargs < cmd->min_args || nargs > cmd->max_args))
+		r = cmd->max_args == 0 ? ctl_usage_error("%s takes no argument", cmd->name)
+		                       : ctl_usage_error("%s", usage);
+	if (r) {
+		json_decref(params);
+		return r;
 	}
-	if (!strcmp(cmd, "spawn"))
-		return cmd_spawn(c, argc, argv);
-	return usage_error("unknown command '%s'", cmd);
-}
-
-/* Whether a command is known, so a typo fails before connecting. */
-static bool
-known_command(const char *cmd)
-{
-	static const char *const cmds[] = { "list", "inspect", "logs", "shutdown", "kill", "call",
-		"watch", "stats", "spawn", NULL };
-	size_t i;
-
-	for (i = 0; cmds[i]; i++) {
-		if (!strcmp(cmd, cmds[i]))
-			return true;
-	}
-	return false;
+	if (cmd->flags & CMD_ID)
+		json_object_set_new(params, "id", json_string(argv[optind++]));
+	return cmd->run(c, cmd, params, argv + optind);
 }
 
 int
 main(int argc, char **argv)
 {
-	static const struct option opts[] = { { "socket", required_argument, NULL, 's' },
-		{ "json", no_argument, NULL, 'j' }, { "help", no_argument, NULL, 'h' }, { 0 } };
+	json_t *globals = json_object();
+	const struct command *cmd = NULL;
 	struct ctl c = { 0 };
-	int o, r;
+	int r;
 
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-		switch (o) {
-		case 's':
-			c.socket = optarg;
-			break;
-		case 'j':
-			c.json = true;
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return EXIT_SUCCESS;
-		default:
-			return usage_error("unknown option");
-		}
+	r = ctl_opt_parse(main_opts, true, globals, argc, argv, "unknown option");
+	if (r == 0 && json_is_true(json_object_get(globals, "help"))) {
+		print_help(stdout);
+		json_decref(globals);
+		return EXIT_SUCCESS;
 	}
-	if (optind >= argc)
-		return usage_error("a command is needed");
-	if (!known_command(argv[optind]))
-		return usage_error("unknown command '%s'", argv[optind]);
+	if (r == 0 && optind >= argc)
+		r = ctl_usage_error("a command is needed");
+	if (r == 0 && !(cmd = find_command(argv[optind])))
+		r = ctl_usage_error("unknown command '%s'", argv[optind]);
 	/*
 	 * Looking at herdd must not start one (tmux's ls does not start a server
 	 * either); only spawn starts a private herdd when none runs.
 	 */
-	if (strcmp(argv[optind], "spawn") != 0 && setenv("HERD_NO_AUTOSTART", "1", 0) < 0)
-		return EXIT_FAILURE;
-	r = run(&c, argc - optind, argv + optind);
+	if (r == 0 && !(cmd->flags & CMD_AUTOSTART) && setenv("HERD_NO_AUTOSTART", "1", 0) < 0)
+		r = EXIT_FAILURE;
+	if (r == 0) {
+		c.socket = json_string_value(json_object_get(globals, "socket"));
+		c.json = json_is_true(json_object_get(globals, "json"));
+		r = run(&c, cmd, argc - optind, argv + optind);
+	}
 	ctl_disconnect(&c);
+	json_decref(globals);
 	return r;
 }

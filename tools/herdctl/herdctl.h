@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * herdctl's pieces: commands (herdctl.c), the conversation with herdd
- * (herdctl-conn.c) and output for people (herdctl-format.c).
+ * herdctl's pieces: commands (herdctl.c), options from tables
+ * (herdctl-opt.c), the conversation with herdd (herdctl-conn.c) and output
+ * for people (herdctl-format.c).
  */
 #ifndef HERDCTL_H
 #define HERDCTL_H
@@ -10,6 +11,9 @@
 #include <stdio.h>
 
 #include <jansson.h>
+
+/* Exit codes: 0 success, 1 the operation failed, 2 usage error. */
+#define EXIT_USAGE 2
 
 struct ctl_conn;
 
@@ -28,6 +32,55 @@ void ctl_error(const char *name, const char *fmt, ...) __attribute__((format(pri
 /* Prints a libherd error (err may be NULL: then strerror(-r) about what). */
 struct herd_error;
 void ctl_print_herd_error(int r, const struct herd_error *err, const char *what);
+
+/* ---- options (herdctl-opt.c) ---- */
+
+struct ctl_opt;
+/*
+ * Stores an option's value (arg is NULL for an option without one) in into.
+ * Returns 0, or the exit status after printing why not.
+ */
+typedef int ctl_opt_set(json_t *into, const struct ctl_opt *o, const char *arg);
+
+/* One option: getopt_long's entry, its --help line and how its value is stored. */
+struct ctl_opt {
+	const char *name; /* --NAME; the value goes under NAME with '_' for '-' */
+	char short_name; /* also -X, or 0 */
+	const char *arg; /* the value's name in --help, or NULL for none */
+	/* Its --help text ('\n' between lines); NULL: shown only in the command's usage line. */
+	const char *help;
+	ctl_opt_set *set;
+	long long min, max; /* bounds for numbers */
+};
+
+/* Setters: true; the string; one of arg's '|'-separated words; a number; an octal mode; JSON. */
+ctl_opt_set ctl_opt_true, ctl_opt_string, ctl_opt_choice, ctl_opt_int, ctl_opt_mode, ctl_opt_json;
+
+/* Stores v (stolen) under the option's key. Returns 0, or EXIT_FAILURE when out of memory. */
+int ctl_opt_store(json_t *into, const struct ctl_opt *o, json_t *v);
+
+/*
+ * Parses argv's options (from optind, getopt's way) into into, by rows ending
+ * in a row without name. in_order stops at the first non-option. An unknown
+ * option prints usage as a usage error. Returns 0, or the exit status.
+ */
+int ctl_opt_parse(const struct ctl_opt *rows, bool in_order, json_t *into, int argc, char **argv,
+    const char *usage);
+/* Prints the --help lines of rows that have help text. */
+void ctl_opt_help(FILE *f, const struct ctl_opt *rows);
+/* True if some row has help text (then the options get a section of their own in --help). */
+bool ctl_opt_has_help(const struct ctl_opt *rows);
+/* Appends " [--NAME ARG]" for every row to the string in buf (of size len). */
+void ctl_opt_usage(char *buf, size_t len, const struct ctl_opt *rows);
+/* One --help line: left, then help in the description column; long lefts get a line of their own. */
+void ctl_help_row(FILE *f, const char *left, const char *help);
+
+/* Prints "herdctl: usage: WHAT (see herdctl --help)". Returns EXIT_USAGE. */
+int ctl_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Parses an integer in [min, max] written in base. Returns 0 or -EINVAL. */
+int ctl_parse_int(const char *s, int base, long long min, long long max, long long *ret);
+/* Parses JSON text from the command line. Returns a new reference, or NULL (printed). */
+json_t *ctl_parse_json(const char *what, const char *text);
 
 /* ---- herdd (herdctl-conn.c) ---- */
 
