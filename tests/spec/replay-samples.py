@@ -18,8 +18,8 @@ last worker a replayed spawn returned; "sh" runs the block as a shell script
 /usr/local/libexec/herd/herd-testworker is the build's herd-testworker. Each
 received line must match one message that arrived on that connection (first
 match in arrival order; heartbeats skipped): objects key for key, "..." standing
-for further members (or array elements), and a placeholder such as <pid> for
-any value but null. Replies (messages with an id) that no sample shows fail the
+for further members (or array elements), a placeholder such as <pid> for any
+value but null, and one such as <signal?> for any value, null included. Replies (messages with an id) that no sample shows fail the
 test too; notifications the samples leave out (events, stream items after a
 cancel) are allowed.
 
@@ -96,9 +96,9 @@ def pattern(line):
             out.append('"%s":true' % MORE if stack[-1] == "{" else '"%s"' % MORE)
             i += 3
             continue
-        m = re.match(r"<([a-z_]+)>", line[i:])
+        m = re.match(r"<([a-z_]+)(\??)>", line[i:])
         if m:
-            out.append(json.dumps({PLACEHOLDER: m.group(1)}))
+            out.append(json.dumps({PLACEHOLDER: m.group(1), "null": m.group(2) == "?"}))
             i += m.end()
             continue
         out.append(c)
@@ -108,7 +108,7 @@ def pattern(line):
 
 def match(want, got):
     if isinstance(want, dict) and PLACEHOLDER in want:
-        return got is not None
+        return want["null"] or got is not None
     if isinstance(want, dict):
         if not isinstance(got, dict):
             return False
