@@ -81,7 +81,7 @@ static const struct opt_row {
 	{ "log-file", OPT_ABSPATH, CFG(log_file), 0, 0, 0, "PATH",
 	    "log to PATH instead of stderr (SIGHUP reopens it)", NULL },
 	{ "grace-ms", OPT_NUMBER, CFG(grace_ms), 0, 3600000, 2000, "N",
-	    "SIGTERM-to-SIGKILL grace period", NULL },
+	    "SIGTERM-to-SIGKILL grace when herdd stops a\nworker itself", "2000; shutdown: 5000" },
 	{ "handshake-timeout-ms", OPT_NUMBER, CFG(handshake_timeout_ms), 1, 3600000,
 	    HERD_DEFAULT_HANDSHAKE_TIMEOUT_MS, "N", "close connections without hello after N ms",
 	    NULL },

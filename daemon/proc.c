@@ -17,11 +17,13 @@
 #include "herdd.h"
 
 /*
- * Reads /proc/PID/stat into buf and points *fields at what follows the
- * command name (the state letter first). Returns 0 or -errno.
+ * Reads /proc/PID/stat into buf and returns what follows the command name (the
+ * state letter first), or NULL with errno set. A pointer, not an out-parameter
+ * beside "-errno": the compiler cannot prove errno nonzero, and at -O3 it
+ * warned that the out-parameter might be read unset.
  */
-static int
-read_stat(pid_t pid, char *buf, size_t size, const char **fields)
+static const char *
+read_stat(pid_t pid, char *buf, size_t size)
 {
 	char path[64], *p;
 	ssize_t n;
@@ -30,18 +32,21 @@ read_stat(pid_t pid, char *buf, size_t size, const char **fields)
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return -errno;
+		return NULL;
 	n = read(fd, buf, size - 1);
 	close(fd);
-	if (n <= 0)
-		return -EIO;
+	if (n <= 0) {
+		errno = EIO;
+		return NULL;
+	}
 	buf[n] = '\0';
 	/* The command name may hold spaces and parentheses: parse after the last ')'. */
 	p = strrchr(buf, ')');
-	if (!p)
-		return -EIO;
-	*fields = p + 2;
-	return 0;
+	if (!p || p[1] != ' ') {
+		errno = EIO;
+		return NULL;
+	}
+	return p + 2;
 }
 
 /* Reads state, utime+stime (ticks) and RSS (KiB) of pid. Returns 0 or -errno. */
@@ -49,13 +54,12 @@ int
 proc_stat(pid_t pid, char *state, uint64_t *cpu_ticks, uint64_t *rss_kib)
 {
 	char buf[1024];
-	const char *p;
+	const char *p = read_stat(pid, buf, sizeof(buf));
 	unsigned long utime, stime;
 	long rss;
-	int r = read_stat(pid, buf, sizeof(buf), &p);
 
-	if (r < 0)
-		return r;
+	if (!p)
+		return -errno;
 	if (sscanf(p,
 	        "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d "
 	        "%*d %*u %*u %ld",
@@ -157,10 +161,10 @@ pid_t
 proc_ppid(pid_t pid)
 {
 	char buf[1024];
-	const char *p;
+	const char *p = read_stat(pid, buf, sizeof(buf));
 	int ppid;
 
-	if (read_stat(pid, buf, sizeof(buf), &p) < 0 || sscanf(p, "%*c %d", &ppid) != 1)
+	if (!p || sscanf(p, "%*c %d", &ppid) != 1)
 		return -1;
 	return (pid_t)ppid;
 }

@@ -31,6 +31,8 @@
 
 /* After running out of fds, accepting pauses this long before trying again. */
 #define ACCEPT_PAUSE_S 0.1
+/* A root daemon's default socket: the only one that serves other uids (PROTOCOL.md 4.1). */
+#define SYSTEM_SOCKET "/run/herd/herdd.sock"
 
 static int
 make_dir(const char *path, mode_t mode)
@@ -68,7 +70,7 @@ default_socket_path(void)
 	char *p;
 
 	if (herdd.uid == 0)
-		return strdup("/run/herd/herdd.sock");
+		return strdup(SYSTEM_SOCKET);
 	if (!rt || rt[0] != '/')
 		fatal("XDG_RUNTIME_DIR is not set; give the socket path with --socket");
 	if (asprintf(&p, "%s/herd/herdd.sock", rt) < 0)
@@ -166,7 +168,8 @@ bind_own_socket(void)
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		fatal("binding %s: %m", path);
 	herdd.own_socket = true;
-	if (herdd.uid == 0)
+	/* A socket named by hand is its owner's private daemon, even under root: umask 077 keeps it so. */
+	if (herdd.uid == 0 && strcmp(path, SYSTEM_SOCKET) == 0)
 		open_system_socket(path);
 	if (listen(fd, SOMAXCONN) < 0)
 		fatal("listen on %s: %m", path);

@@ -1,10 +1,10 @@
 #!/bin/sh
 # The whole test suite, as CI runs it: installs what is missing, then builds
 # and tests twice (plain with -Dwerror=true, and under ASan+UBSan), runs the
-# libherd and codec suites under valgrind, and checks formatting.
+# libherd and codec suites under valgrind, checks formatting, and runs every
+# other command the README shows (tests/spec/readme-commands.sh).
 set -eu
 cd "$(dirname "$0")/.."
-top=$(pwd)
 
 ./tests/setup-debian.sh
 
@@ -29,12 +29,13 @@ run meson test -C "$plain" --setup=valgrind --print-errorlogs --num-processes 2 
 
 run ninja -C "$plain" clang-format-check
 
-# The benchmarks once in quick mode, so they build and run (figures not judged here).
-run env HERD_BUILD_BENCH="$plain" BENCH_OUT="$plain/bench-results.json" ./bench/run.sh --quick
+# The README's other commands as it writes them, each in the build flavour it
+# makes: the demo, the benchmarks (release, -Werror) and "Building by hand".
+run ./tests/spec/readme-commands.sh
 
-# One closing line for all three runs, counted from meson's own logs.
+# One closing line for all four runs, counted from meson's own logs.
 python3 - "$plain/meson-logs/testlog.json" "$asan/meson-logs/testlog.json" \
-	"$plain/meson-logs/testlog-valgrind.json" <<'PY'
+	"$plain/meson-logs/testlog-valgrind.json" build-readme/meson-logs/testlog.json <<'PY'
 import json, sys
 ok = bad = 0
 for path in sys.argv[1:]:

@@ -3,7 +3,8 @@
 # Installs this build into a temporary DESTDIR and checks what a distribution
 # package would ship: the programs run, a program built with nothing but
 # `pkg-config --cflags --libs herd` against the installed headers and library
-# serves and calls a function, and the man pages and systemd units are in place.
+# serves and calls a function, README's own worker builds with README's own cc
+# line and answers, and the man pages and systemd units are in place.
 #
 # usage: check-install.sh MESON BUILD_ROOT SOURCE_DIR CC PREFIX BINDIR LIBDIR MANDIR SANITIZE SYSTEMD
 #        LIBEXECDIR
@@ -17,7 +18,9 @@ sanitize=$9 systemd=${10} libexecdir=${11}
 unset LD_LIBRARY_PATH
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/herd-install.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+app=
+# The README worker, if a failure left it running, is the one process to stop.
+trap '[ -z "$app" ] || kill "$app" 2>/dev/null; rm -rf "$tmp"' EXIT
 dest=$tmp/dest
 
 fail() {
@@ -81,4 +84,35 @@ fi
 LD_LIBRARY_PATH=$lib "$tmp/hello-herd" "$tmp/adder.sock" || fail "the installed libherd does not serve"
 LD_LIBRARY_PATH=$lib ldd "$tmp/hello-herd" | grep -q "$lib/libherd.so.0" ||
 	fail "hello-herd did not load the installed libherd"
+
+# README's worker (its first C block), built with README's own line,
+# `cc -o app app.c $(pkg-config --cflags --libs herd)`, then run standalone as
+# its comment says and called: sum {"n":42} is 861.
+awk '/^```c$/ { n++; on = n == 1; next } /^```$/ { on = 0 } on' "$src/../../README.md" >"$tmp/app.c"
+[ -s "$tmp/app.c" ] || fail "README.md has no C block"
+# shellcheck disable=SC2046,SC2086 # the README's words, as a shell splits them
+(cd "$tmp" && export PKG_CONFIG_PATH="$lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$dest" &&
+	"$cc" $san -o app app.c $(pkg-config --cflags --libs herd)) ||
+	fail "README's cc line does not build README's worker"
+LD_LIBRARY_PATH=$lib "$tmp/app" --socket "$tmp/app.sock" &
+app=$!
+# The worker's readiness is its socket: poll for it, for at most 10 s.
+tries=0
+while [ ! -S "$tmp/app.sock" ]; do
+	kill -0 "$app" 2>/dev/null || fail "README's worker exited before listening"
+	tries=$((tries + 1))
+	[ "$tries" -le 1000 ] || fail "README's worker did not listen within 10 s"
+	sleep 0.01
+done
+reply=$(printf '%s\n' \
+	'{"jsonrpc":"2.0","id":0,"method":"hello","params":{"version":1,"role":"client"}}' \
+	'{"jsonrpc":"2.0","id":1,"method":"sum","params":{"n":42}}' \
+	'{"jsonrpc":"2.0","id":2,"method":"herd.shutdown"}' |
+	socat -t 10 - UNIX-CONNECT:"$tmp/app.sock")
+status=0
+wait "$app" || status=$?
+app= # reaped: its pid is no longer ours to signal
+[ "$status" -eq 0 ] || fail "README's worker exited $status after herd.shutdown"
+echo "$reply" | grep -q '^{"jsonrpc":"2.0","id":1,"result":861}$' ||
+	fail "README's worker did not answer sum 42 with 861: $reply"
 echo "the installed tree is complete"

@@ -3,7 +3,8 @@
  * herd-testworker: a worker executable whose functions make a worker behave in
  * every way a supervisor must cope with: answer, compute, block its loop, fail
  * now or later, crash, exit, fork descendants, write to its streams, and report
- * what it was given (environment, cwd, umask, init arguments, identity).
+ * what it was given (environment, cwd, umask, init arguments, identity). It also
+ * has one function of every kind, which PROTOCOL.md's samples call (tests/spec).
  *
  * Worker init argument: {"fail_init": MSG} fails init with MSG;
  * {"init_delay_ms": N} blocks inside init for N ms first (a slow init is the
@@ -591,6 +592,67 @@ fn_count(herd_request *req, json_t *arg)
 	count_step(c);
 }
 
+/* ---- total (sink): the sum of the integers the caller streams in ---- */
+
+static void
+total_item(herd_request *req, json_t *item, void *userdata)
+{
+	json_int_t *sum = userdata;
+
+	if (!json_is_integer(item)) {
+		/* Finished: neither on_end nor on_cancel will run, so free here. */
+		herd_request_fail(req, "items must be integers");
+		free(sum);
+		return;
+	}
+	*sum += json_integer_value(item);
+}
+
+static void
+total_end(herd_request *req, void *userdata)
+{
+	herd_request_reply(req, json_integer(*(json_int_t *)userdata));
+	free(userdata);
+}
+
+/* Runs when the caller cancels or goes away: on_end never will. */
+static void
+total_cancelled(herd_request *req, void *userdata)
+{
+	free(userdata);
+}
+
+static void
+fn_total(herd_request *req, json_t *arg)
+{
+	json_int_t *sum;
+
+	served(req);
+	if (unpack(req, arg, "{}") < 0)
+		return;
+	sum = calloc(1, sizeof(*sum));
+	if (!sum) {
+		herd_request_fail(req, "out of memory");
+		return;
+	}
+	herd_request_on_item(req, total_item, sum);
+	herd_request_on_cancel(req, total_cancelled, sum);
+	herd_request_on_end(req, total_end, sum);
+}
+
+/* ---- note (oneway): logs its text, which herd.logs streams ---- */
+
+static void
+fn_note(herd_request *req, json_t *arg)
+{
+	const char *text;
+
+	served(req);
+	if (unpack(req, arg, "{s:s}", "text", &text) < 0)
+		return;
+	herd_log(HERD_LOG_INFO, "%s", text);
+}
+
 /* ---- states ---- */
 
 static int
@@ -674,6 +736,10 @@ static const struct herd_function functions[] = {
 	{ "umask", HERD_KIND_CALL, fn_umask },
 	{ "state", HERD_KIND_CALL, fn_state },
 	{ "count", HERD_KIND_PIPE, fn_count },
+	/* count as a state stream: the library flags its first item initial. */
+	{ "counter", HERD_KIND_STATE, fn_count },
+	{ "total", HERD_KIND_SINK, fn_total },
+	{ "note", HERD_KIND_ONEWAY, fn_note },
 	{ "wedge", HERD_KIND_ONEWAY, fn_wedge },
 	{ NULL, 0, NULL },
 };

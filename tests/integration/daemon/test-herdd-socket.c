@@ -203,6 +203,8 @@ START_TEST(test_directories)
 	ck_assert_int_eq(st.st_mode & 07777, geteuid() == 0 ? 0755 : 0700);
 	ck_assert_int_eq(lstat(path, &st), 0);
 	ck_assert(S_ISSOCK(st.st_mode));
+	/* A socket named with --socket is its owner's alone, root's included (PROTOCOL.md 4.1). */
+	ck_assert_int_eq(st.st_mode & 077, 0);
 	ck_assert_int_eq(lstat(workers, &st), 0);
 	ck_assert_int_eq(st.st_mode & 022, 0);
 	ping(path);
