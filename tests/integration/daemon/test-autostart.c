@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -266,6 +267,36 @@ START_TEST(test_first_start_default_dir)
 }
 END_TEST
 
+/*
+ * A root master's herdd is a root herdd, which serves every uid (libherd(3),
+ * HERD_NO_AUTOSTART): its socket is 0660 group herd if that group exists,
+ * else 0666, each request authorised by SO_PEERCRED. Needs root.
+ */
+START_TEST(test_root_autostart_socket_mode)
+{
+	struct group *herd_group = getgrnam("herd");
+	herd_master *m = NULL;
+	struct stat st;
+	pid_t pid;
+
+	if (getuid() != 0) {
+		fprintf(stderr, "test_root_autostart_socket_mode needs root: skipped\n");
+		return;
+	}
+	ck_assert_int_eq(herd_master_connect(NULL, NULL, &m, NULL), 0);
+	pid = daemon_pid(m);
+	ck_assert_int_eq(lstat(sock, &st), 0);
+	if (herd_group) {
+		ck_assert_msg((st.st_mode & 0777) == 0660, "socket mode %o", st.st_mode & 07777);
+		ck_assert_uint_eq(st.st_gid, herd_group->gr_gid);
+	} else {
+		ck_assert_msg((st.st_mode & 0777) == 0666, "socket mode %o", st.st_mode & 07777);
+	}
+	herd_master_unref(m);
+	assert_idle_exit(pid);
+}
+END_TEST
+
 /* Waits for the go signal, connects, reports herdd's pid (0 on failure), then closes. */
 static void
 racer(int go, int out)
@@ -345,6 +376,7 @@ autostart_suite(void)
 	tcase_add_test(tc, test_two_masters_race);
 	tcase_add_test(tc, test_short_socket_name);
 	tcase_add_test(tc, test_first_start_default_dir);
+	tcase_add_test(tc, test_root_autostart_socket_mode);
 	suite_add_tcase(s, tc);
 	return s;
 }
