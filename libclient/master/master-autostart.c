@@ -310,20 +310,36 @@ spawn_detached(const char *exe, char *const *argv, char *const *env, int log_fd,
 	return r;
 }
 
-/* True if the directory that would hold path exists. */
-static bool
-parent_exists(const char *path)
+/*
+ * Makes sure the directory that would hold path exists. Only the default
+ * path's directory is created, with the mode herdd gives it (private for a
+ * user, reachable for root's system socket), so that herdd.log can be opened
+ * there before herdd starts. Returns 0, or -ENOENT for a missing directory
+ * that is not ours to create.
+ */
+static int
+parent_ready(const char *path, bool create)
 {
 	_cleanup_free_ char *dir = strdup(path);
+	mode_t mode = geteuid() == 0 ? 0755 : 0700;
 	struct stat st;
 	char *slash;
 
-	if (!dir || !(slash = strrchr(dir, '/')))
-		return false;
+	if (!dir)
+		return -ENOMEM;
+	if (!(slash = strrchr(dir, '/')))
+		return -ENOENT;
 	if (slash == dir)
-		return true;
+		return 0;
 	*slash = '\0';
-	return stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
+	if (stat(dir, &st) == 0)
+		return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	if (!create)
+		return -ENOENT;
+	/* herdd checks the owner and mode of what it finds, as of what it makes. */
+	if (mkdir(dir, mode) < 0)
+		return errno == EEXIST ? 0 : -errno;
+	return chmod(dir, mode) < 0 ? -errno : 0;
 }
 
 /*
@@ -386,7 +402,7 @@ start_close(struct start *st)
 	free(st->dir);
 }
 
-/* herdd's stderr goes next to its socket; if that directory is not there yet, nowhere (-1). */
+/* herdd's stderr goes next to its socket (parent_ready made the directory); -1 if it cannot. */
 static int
 log_open(const char *socket_path)
 {
@@ -439,9 +455,10 @@ herd__autostart(const char *socket_path, bool default_path, unsigned timeout_ms)
 	uint64_t deadline = herd__deadline(timeout_ms * HERD__USEC_PER_MSEC);
 	int r;
 
-	/* herdd creates its default directory; elsewhere a missing one is a typo, not an order. */
-	if (!default_path && !parent_exists(socket_path))
-		return -ENOENT;
+	/* The default directory is created; elsewhere a missing one is a typo, not an order. */
+	r = parent_ready(socket_path, default_path);
+	if (r < 0)
+		return r;
 	r = start_open(&st);
 	if (r == 0)
 		r = start_herdd(&st, socket_path);

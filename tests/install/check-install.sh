@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Installs this build into a temporary DESTDIR and checks what a distribution
 # package would ship: the programs run, a program built with nothing but
-# `pkg-config --cflags --libs herd` against the installed headers and library
+# `pkg-config --cflags --libs herd-ev` against the installed headers and library
 # serves and calls a function, README's own worker builds with README's own cc
 # line and answers, and the man pages and systemd units are in place.
 #
@@ -59,7 +59,11 @@ for m in man8/herdd.8 man1/herdctl.1 man3/libherd.3; do
 done
 if [ "$systemd" = true ]; then
 	for u in system/herdd.service system/herdd.socket user/herdd.service user/herdd.socket; do
-		found=$(find "$dest" -path "*/systemd/$u" | head -n 1)
+		# Inside the prefix, unless it is /usr (then where systemd.pc says).
+		case $prefix in
+		/usr) found=$(find "$dest" -path "*/systemd/$u" | head -n 1) ;;
+		*) found=$(find "$dest$prefix" -path "*/systemd/$u" | head -n 1) ;;
+		esac
 		[ -n "$found" ] || fail "systemd unit $u is not installed"
 		grep -q "^ExecStart=$prefix/" "$found" ||
 			[ "${u#*.}" = socket ] || fail "$u does not run herdd from $prefix"
@@ -67,19 +71,36 @@ if [ "$systemd" = true ]; then
 	[ -n "$(find "$dest" -path '*/sysusers.d/herd.conf')" ] || fail "sysusers.d/herd.conf is missing"
 fi
 
+# Only a /usr install may put anything (the units) outside its prefix.
+if [ "$prefix" != /usr ]; then
+	outside=$(find "$dest" -path "$dest$prefix" -prune -o ! -type d -print)
+	[ -z "$outside" ] || fail "installed outside $prefix: $outside"
+fi
+
 # herdd links libherd's codec statically; herdctl needs the installed library.
 "$bin/herdd" --version | grep -q '^herdd ' || fail "installed herdd --version"
 LD_LIBRARY_PATH=$lib "$bin/herdctl" --help >/dev/null || fail "installed herdctl --help"
 
-# The .pc file speaks of the real prefix; the sysroot maps it into DESTDIR.
+# Outside /usr, what links libherd finds it through an rpath (see meson.build).
+for f in "$bin/herdctl" "$libexec/herd/herd-testworker"; do
+	runpath=$(readelf -d "$f" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
+	case $prefix in
+	/usr | /) [ -z "$runpath" ] || fail "$f has an rpath ($runpath) under $prefix" ;;
+	*) [ "$runpath" = "$prefix/$libdir" ] || [ "$runpath" = "$libdir" ] ||
+		fail "$f has rpath '$runpath', not $prefix/$libdir" ;;
+	esac
+done
+
+# The .pc files speak of the real prefix; the sysroot maps it into DESTDIR.
+# hello-herd.c includes <herd/herd-ev.h>, so it needs herd-ev (libev too).
 flags=$(PKG_CONFIG_PATH="$lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$dest" \
-	pkg-config --cflags --libs herd) || fail "pkg-config does not find herd"
+	pkg-config --cflags --libs herd-ev) || fail "pkg-config does not find herd-ev"
 san=
 if [ "$sanitize" != none ]; then
 	san="-fsanitize=$sanitize"
 fi
 # shellcheck disable=SC2086 # flags are words
-"$cc" $san -Wall -Werror -o "$tmp/hello-herd" "$src/hello-herd.c" $flags -lev ||
+"$cc" $san -Wall -Werror -o "$tmp/hello-herd" "$src/hello-herd.c" $flags ||
 	fail "cannot build against the installed herd with: $flags"
 LD_LIBRARY_PATH=$lib "$tmp/hello-herd" "$tmp/adder.sock" || fail "the installed libherd does not serve"
 LD_LIBRARY_PATH=$lib ldd "$tmp/hello-herd" | grep -q "$lib/libherd.so.0" ||

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Built by check-install.sh against an installed herd, with nothing but
- * `pkg-config --cflags --libs herd`: proves the installed headers and library
- * are enough to write a worker and call it. The parent serves "add" on a
- * socket bound before the fork; the child connects, calls it and exits with
+ * `pkg-config --cflags --libs herd-ev` (it uses the libev attach): proves
+ * the installed headers and library are enough to write a worker and call
+ * it. The parent serves "add" on a socket bound before the fork; the child connects, calls it and exits with
  * the verdict; the parent's loop ends when the child is reaped.
  */
 #include <herd/herd-ev.h>

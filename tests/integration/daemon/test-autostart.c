@@ -5,13 +5,15 @@
  * daemon exits by itself after its idle time. HERD_NO_AUTOSTART=1 turns this
  * off, a socket path in a missing directory starts nothing, and a stale
  * socket left by a dead daemon is replaced. Two masters racing to start one
- * both end up on the same daemon.
+ * both end up on the same daemon. A socket with a short name, and a user's
+ * first start on the default path, leave herdd.log beside the socket.
  *
  * The autostarted herdd is double-forked, so it is nobody's child but ours
  * because this test is a subreaper: its exit is awaited and it is reaped here.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +173,130 @@ START_TEST(test_stale_socket_replaced)
 }
 END_TEST
 
+/*
+ * A socket named "s": the log's path is longer than the socket's. Autostart
+ * once built it by writing "/herdd.log" over a copy of the socket path, past
+ * its end for a name under 9 characters (ASan and valgrind see that here).
+ */
+START_TEST(test_short_socket_name)
+{
+	char log[224];
+	struct stat st;
+
+	snprintf(sock, sizeof(sock), "%s/s", dir);
+	ck_assert_int_eq(setenv("HERD_SOCKET", sock, 1), 0);
+	assert_idle_exit(use_once());
+	snprintf(log, sizeof(log), "%s/herdd.log", dir);
+	ck_assert_int_eq(stat(log, &st), 0);
+	ck_assert_msg(st.st_size > 0, "herdd.log is empty");
+}
+END_TEST
+
+/* What the first start on a user's default path does, as that user. */
+struct first_start {
+	char rt[160]; /* its $XDG_RUNTIME_DIR, owned by the user */
+	int pid_fd; /* the autostarted herdd's pid goes here */
+};
+
+static int
+first_start_as_user(void *arg)
+{
+	struct first_start *fs = arg;
+	herd_master *m = NULL;
+	pid_t pid;
+
+	if (unsetenv("HERD_SOCKET") < 0 || setenv("XDG_RUNTIME_DIR", fs->rt, 1) < 0)
+		return 10;
+	if (herd_master_connect(NULL, NULL, &m, NULL) < 0)
+		return 11;
+	pid = (pid_t)json_integer_value(json_object_get(herd_master_get_server_info(m), "pid"));
+	if (write(fs->pid_fd, &pid, sizeof(pid)) != sizeof(pid))
+		return 12;
+	herd_master_unref(m);
+	return 0;
+}
+
+/*
+ * A user's first autostart on the default path, with no $XDG_RUNTIME_DIR/herd
+ * yet: the directory is made private to the user before herdd starts, so
+ * herdd.log is there from the first start, and the socket is the user's alone.
+ * Needs root to become nobody; skipped otherwise.
+ */
+START_TEST(test_first_start_default_dir)
+{
+	struct first_start fs = { .pid_fd = -1 };
+	char path[224];
+	struct stat st;
+	int pipe_fds[2];
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+
+	if (getuid() != 0) {
+		fprintf(stderr, "test_first_start_default_dir needs root: skipped\n");
+		return;
+	}
+	ck_assert_int_eq(ht_nobody(&uid, &gid), 0);
+	snprintf(fs.rt, sizeof(fs.rt), "%s/rt", dir);
+	ck_assert_int_eq(mkdir(fs.rt, 0700), 0);
+	ck_assert_int_eq(chown(fs.rt, uid, gid), 0);
+	ck_assert_int_eq(chmod(dir, 0711), 0);
+	ck_assert_int_eq(pipe2(pipe_fds, O_CLOEXEC), 0);
+	fs.pid_fd = pipe_fds[1];
+	ck_assert_int_eq(ht_run_as_nobody(first_start_as_user, &fs, ht_ms(20000)), 0);
+	close(pipe_fds[1]);
+	ck_assert_int_eq(ht_read_pids(pipe_fds[0], &pid, 1, ht_ms(1000)), 1);
+	close(pipe_fds[0]);
+	ck_assert_int_gt(pid, 1);
+	ht_track_pid(pid);
+
+	snprintf(path, sizeof(path), "%s/herd", fs.rt);
+	ck_assert_int_eq(lstat(path, &st), 0);
+	ck_assert(S_ISDIR(st.st_mode));
+	ck_assert_uint_eq(st.st_uid, uid);
+	ck_assert_msg((st.st_mode & 07777) == 0700, "%s is mode %o", path, st.st_mode & 07777);
+	snprintf(path, sizeof(path), "%s/herd/herdd.log", fs.rt);
+	ck_assert_msg(stat(path, &st) == 0 && st.st_size > 0, "%s is missing or empty", path);
+	ck_assert_uint_eq(st.st_uid, uid);
+	ck_assert_msg((st.st_mode & 077) == 0, "%s is mode %o", path, st.st_mode & 07777);
+	snprintf(sock, sizeof(sock), "%s/herd/herdd.sock", fs.rt);
+	ck_assert_int_eq(lstat(sock, &st), 0);
+	ck_assert(S_ISSOCK(st.st_mode));
+	ck_assert_msg((st.st_mode & 077) == 0, "%s is mode %o", sock, st.st_mode & 07777);
+	assert_idle_exit(pid);
+}
+END_TEST
+
+/*
+ * A root master's herdd is a root herdd, which serves every uid (libherd(3),
+ * HERD_NO_AUTOSTART): its socket is 0660 group herd if that group exists,
+ * else 0666, each request authorised by SO_PEERCRED. Needs root.
+ */
+START_TEST(test_root_autostart_socket_mode)
+{
+	struct group *herd_group = getgrnam("herd");
+	herd_master *m = NULL;
+	struct stat st;
+	pid_t pid;
+
+	if (getuid() != 0) {
+		fprintf(stderr, "test_root_autostart_socket_mode needs root: skipped\n");
+		return;
+	}
+	ck_assert_int_eq(herd_master_connect(NULL, NULL, &m, NULL), 0);
+	pid = daemon_pid(m);
+	ck_assert_int_eq(lstat(sock, &st), 0);
+	if (herd_group) {
+		ck_assert_msg((st.st_mode & 0777) == 0660, "socket mode %o", st.st_mode & 07777);
+		ck_assert_uint_eq(st.st_gid, herd_group->gr_gid);
+	} else {
+		ck_assert_msg((st.st_mode & 0777) == 0666, "socket mode %o", st.st_mode & 07777);
+	}
+	herd_master_unref(m);
+	assert_idle_exit(pid);
+}
+END_TEST
+
 /* Waits for the go signal, connects, reports herdd's pid (0 on failure), then closes. */
 static void
 racer(int go, int out)
@@ -248,6 +374,9 @@ autostart_suite(void)
 	tcase_add_test(tc, test_missing_dir_not_created);
 	tcase_add_test(tc, test_stale_socket_replaced);
 	tcase_add_test(tc, test_two_masters_race);
+	tcase_add_test(tc, test_short_socket_name);
+	tcase_add_test(tc, test_first_start_default_dir);
+	tcase_add_test(tc, test_root_autostart_socket_mode);
 	suite_add_tcase(s, tc);
 	return s;
 }
