@@ -107,6 +107,12 @@ START_TEST(id_types)
 	expect_kind("{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"method\":\"m\"}", PROTO_REQUEST);
 	expect_kind("{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"m\"}", PROTO_REQUEST);
 	expect_kind("{\"jsonrpc\":\"2.0\",\"id\":9007199254740993,\"result\":1}", PROTO_RESULT);
+	expect_kind(
+	    "{\"jsonrpc\":\"2.0\",\"id\":9007199254740992,\"method\":\"m\"}", PROTO_REQUEST);
+	expect_kind(
+	    "{\"jsonrpc\":\"2.0\",\"id\":-9007199254740992,\"method\":\"m\"}", PROTO_REQUEST);
+	expect_invalid("{\"jsonrpc\":\"2.0\",\"id\":9007199254740993,\"method\":\"m\"}", "2^53");
+	expect_invalid("{\"jsonrpc\":\"2.0\",\"id\":-9007199254740993,\"method\":\"m\"}", "2^53");
 	expect_invalid("{\"jsonrpc\":\"2.0\",\"id\":1.5,\"method\":\"m\"}", "\"id\"");
 	expect_invalid("{\"jsonrpc\":\"2.0\",\"id\":1.0,\"method\":\"m\"}", "\"id\"");
 	expect_invalid("{\"jsonrpc\":\"2.0\",\"id\":true,\"method\":\"m\"}", "\"id\"");
@@ -194,9 +200,9 @@ START_TEST(builders)
 	ck_assert_ptr_null(json_object_get(v, "params"));
 	json_decref(v);
 
-	v = proto_request_int(INT64_MAX, "m", json_array());
+	v = proto_request_int((int64_t)1 << 53, "m", json_array());
 	ck_assert_int_eq(proto_msg_parse(v, &m, &err), 0);
-	ck_assert_int_eq(json_integer_value(m.id), INT64_MAX);
+	ck_assert_int_eq(json_integer_value(m.id), (int64_t)1 << 53);
 	ck_assert(json_is_array(m.params));
 	json_decref(v);
 
