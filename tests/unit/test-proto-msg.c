@@ -398,6 +398,58 @@ START_TEST(unpack_strict)
 }
 END_TEST
 
+/* proto/text.c: cuts on a character, repairs, escapes (issue 11). */
+START_TEST(text_helpers)
+{
+	/* "a" then two "é": every even budget falls inside an "é". */
+	const char *s = "a\xc3\xa9\xc3\xa9";
+	char buf[32], *text;
+	json_t *v, *e;
+
+	ck_assert_int_eq(proto_text_prec(s, 64), 5);
+	ck_assert_int_eq(proto_text_prec(s, 5), 5);
+	ck_assert_int_eq(proto_text_prec(s, 4), 3);
+	ck_assert_int_eq(proto_text_prec(s, 2), 1);
+	ck_assert_int_eq(proto_text_prec(s, 0), 0);
+	ck_assert(proto_text_valid(s, 5));
+	ck_assert(!proto_text_valid(s, 4));
+	ck_assert(!proto_text_valid("a\0b", 3));
+
+	/* A budget of 4 bytes plus the NUL keeps "aé" whole. */
+	ck_assert_uint_eq(proto_text_copy(buf, 5, s, 5), 3);
+	ck_assert_str_eq(buf, "a\xc3\xa9");
+	/* A stray byte becomes U+FFFD; one that does not fit is left out. */
+	ck_assert_uint_eq(proto_text_copy(buf, sizeof(buf), "x\xffy", 3), 5);
+	ck_assert_str_eq(buf, "x\xef\xbf\xbdy");
+	ck_assert_uint_eq(proto_text_copy(buf, 3, "x\xffy", 3), 1);
+	ck_assert_uint_eq(proto_text_format(buf, 4, "%s", s), 3);
+	ck_assert_str_eq(buf, "a\xc3\xa9");
+
+	v = proto_text_string("a\xc3", 64);
+	ck_assert_str_eq(json_string_value(v), "a\xef\xbf\xbd");
+	json_decref(v);
+	v = proto_text_string(s, 4);
+	ck_assert_str_eq(json_string_value(v), "a\xc3\xa9");
+	json_decref(v);
+
+	/* A log line shows control characters and bad bytes, never writes them. */
+	ck_assert_uint_eq(proto_text_escape(buf, sizeof(buf), "a\nb\x01\xc3", 5), 12);
+	ck_assert_str_eq(buf, "a\\nb\\x01\\xc3");
+	ck_assert_uint_eq(proto_text_escape(buf, sizeof(buf), "\xc2\x85\xc3\xa9", 4), 6);
+	ck_assert_str_eq(buf, "\\x85\xc3\xa9");
+	/* An escape is never cut: "a" fits, "\n" does not. */
+	ck_assert_uint_eq(proto_text_escape(buf, 3, "a\n", 2), 1);
+
+	/* An error whose message was cut inside a character is still built and encodable. */
+	e = proto_error(NULL, HERD_E_INTERNAL_ERROR, "a\xc3", NULL);
+	ck_assert_ptr_nonnull(e);
+	text = proto_json_dumps(e);
+	ck_assert_ptr_nonnull(text);
+	free(text);
+	json_decref(e);
+}
+END_TEST
+
 static Suite *
 msg_suite(void)
 {
@@ -414,6 +466,7 @@ msg_suite(void)
 	tcase_add_test(tc, error_builder);
 	tcase_add_test(tc, error_names);
 	tcase_add_test(tc, unpack_strict);
+	tcase_add_test(tc, text_helpers);
 	suite_add_tcase(s, tc);
 	return s;
 }
