@@ -118,7 +118,8 @@ proto_text_escape(char *dst, size_t size, const char *s, size_t len)
 	while (i < len) {
 		n = char_len(u + i, len - i);
 		/* C0 controls, DEL and C1 controls are shown, never written. */
-		if (n == 0 || u[i] < 0x20 || u[i] == 0x7f || (n == 2 && u[i] == 0xc2 && u[i + 1] < 0xa0)) {
+		if (n == 0 || u[i] < 0x20 || u[i] == 0x7f ||
+		    (n == 2 && u[i] == 0xc2 && u[i + 1] < 0xa0)) {
 			unsigned char c = n == 2 ? u[i + 1] : u[i];
 
 			if (c == '\n')

@@ -114,14 +114,15 @@ START_TEST(test_cut_texts_in_herdd_replies)
 	}
 
 	/* An env name is quoted with 64 bytes. */
-	r = ht_spawn(c, ht_testworker_params(json_pack("{s:{s:s}}", "env", name, "v")), ht_ms(5000));
+	r = ht_spawn(
+	    c, ht_testworker_params(json_pack("{s:{s:s}}", "env", name, "v")), ht_ms(5000));
 	assert_cut_error(r, "invalid_params");
 	json_decref(r);
 	assert_answers(c, "ping");
 
 	/* An unknown top-level member is quoted with 64 bytes. */
-	snprintf(line, sizeof(line), "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\",\"%s\":1}\n",
-	    name);
+	snprintf(line, sizeof(line),
+	    "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\",\"%s\":1}\n", name);
 	r = raw_call(c, line);
 	assert_cut_error(r, "invalid_request");
 	ck_assert_int_eq(json_integer_value(json_object_get(r, "id")), 7);
@@ -150,8 +151,8 @@ START_TEST(test_cut_texts_in_worker_replies)
 	json_t *r, *res, *e;
 
 	ck_assert_ptr_nonnull(c);
-	r = ht_spawn(c, ht_testworker_params(json_pack("{s:s}", "shutdown_on", "explicit")),
-	    ht_ms(10000));
+	r = ht_spawn(
+	    c, ht_testworker_params(json_pack("{s:s}", "shutdown_on", "explicit")), ht_ms(10000));
 	res = ht_assert_result(r);
 	w = ht_conn_open(ht_str(res, "socket"));
 	ck_assert_ptr_nonnull(w);
@@ -162,9 +163,8 @@ START_TEST(test_cut_texts_in_worker_replies)
 	json_decref(e);
 	assert_answers(w, "pid");
 	ht_conn_close(w);
-	json_decref(ht_conn_call(c, "kill", json_pack("{s:s, s:s}", "id", ht_str(res, "id"), "signal",
-	                                        "KILL"),
-	    ht_ms(5000)));
+	json_decref(ht_conn_call(c, "kill",
+	    json_pack("{s:s, s:s}", "id", ht_str(res, "id"), "signal", "KILL"), ht_ms(5000)));
 	json_decref(r);
 	ht_conn_close(c);
 	free(name);
@@ -193,8 +193,8 @@ START_TEST(test_long_init_failure_reaches_owner)
 
 	ck_assert_ptr_nonnull(c);
 	r = ht_spawn(c,
-	    ht_testworker_params(json_pack("{s:s, s:{s:s}}", "name", "initfail", "init",
-	        "fail_init", text)),
+	    ht_testworker_params(
+	        json_pack("{s:s, s:{s:s}}", "name", "initfail", "init", "fail_init", text)),
 	    ht_ms(10000));
 	/* The worker keeps 511 bytes of its init failure, an odd cut of this text. */
 	assert_cut_error(r, "init_failed");
@@ -219,8 +219,8 @@ START_TEST(test_long_failure_reaches_owner)
 	json_t *r, *res, *call, *ev;
 
 	ck_assert_ptr_nonnull(c);
-	r = ht_spawn(c, ht_testworker_params(json_pack("{s:s}", "shutdown_on", "explicit")),
-	    ht_ms(10000));
+	r = ht_spawn(
+	    c, ht_testworker_params(json_pack("{s:s}", "shutdown_on", "explicit")), ht_ms(10000));
 	res = ht_assert_result(r);
 	call = ht_worker_call(ht_str(res, "socket"), NULL, "fail_later",
 	    json_pack("{s:i, s:s}", "ms", 0, "message", text), ht_ms(5000));
@@ -258,12 +258,13 @@ forge(void *arg)
 
 	if (!c)
 		return 10;
-	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s]}", "path", "/nonexistent\n" FORGED, "argv", "x"), ht_ms(5000));
+	r = ht_spawn(c, json_pack("{s:s, s:[s]}", "path", "/nonexistent\n" FORGED, "argv", "x"),
+	    ht_ms(5000));
 	if (!ht_error_name(r))
 		bad = 11;
 	json_decref(r);
-	r = ht_spawn(c, ht_testworker_params(json_pack("{s:{s:s}}", "init", "fail_init", "x\n" FORGED)),
+	r = ht_spawn(c,
+	    ht_testworker_params(json_pack("{s:{s:s}}", "init", "fail_init", "x\n" FORGED)),
 	    ht_ms(10000));
 	if (!ht_error_name(r) || strcmp(ht_error_name(r), "init_failed") != 0)
 		bad = 12;
@@ -327,8 +328,8 @@ END_TEST
 static void
 assert_ids_refused(struct ht_conn *c, const char *method)
 {
-	const char *const ids[] = { "9007199254740993", "-9007199254740993",
-		"9223372036854775808", "-9223372036854775809", "99999999999999999999999", "1e300" };
+	const char *const ids[] = { "9007199254740993", "-9007199254740993", "9223372036854775808",
+		"-9223372036854775809", "99999999999999999999999", "1e300" };
 	char line[256];
 	json_t *r;
 
@@ -338,19 +339,20 @@ assert_ids_refused(struct ht_conn *c, const char *method)
 		r = raw_call(c, line);
 		ck_assert_msg(r != NULL, "no reply to id %s: %s", ids[i], strerror(errno));
 		ht_assert_error(r, "invalid_request");
-		ck_assert_msg(json_is_null(json_object_get(r, "id")), "id %s: %s", ids[i], ht_dump(r));
+		ck_assert_msg(
+		    json_is_null(json_object_get(r, "id")), "id %s: %s", ids[i], ht_dump(r));
 		json_decref(r);
 		assert_answers(c, method);
 	}
 	/* The bounds themselves are ids. */
-	snprintf(line, sizeof(line), "{\"jsonrpc\":\"2.0\",\"id\":9007199254740992,\"method\":\"%s\"}\n",
-	    method);
+	snprintf(line, sizeof(line),
+	    "{\"jsonrpc\":\"2.0\",\"id\":9007199254740992,\"method\":\"%s\"}\n", method);
 	r = raw_call(c, line);
 	ht_assert_result(r);
 	ck_assert(json_integer_value(json_object_get(r, "id")) == 9007199254740992LL);
 	json_decref(r);
-	snprintf(line, sizeof(line), "{\"jsonrpc\":\"2.0\",\"id\":-9007199254740992,\"method\":\"%s\"}\n",
-	    method);
+	snprintf(line, sizeof(line),
+	    "{\"jsonrpc\":\"2.0\",\"id\":-9007199254740992,\"method\":\"%s\"}\n", method);
 	r = raw_call(c, line);
 	ht_assert_result(r);
 	json_decref(r);
@@ -364,17 +366,16 @@ START_TEST(test_ids_out_of_range)
 
 	ck_assert_ptr_nonnull(c);
 	assert_ids_refused(c, "ping");
-	r = ht_spawn(c, ht_testworker_params(json_pack("{s:s}", "shutdown_on", "explicit")),
-	    ht_ms(10000));
+	r = ht_spawn(
+	    c, ht_testworker_params(json_pack("{s:s}", "shutdown_on", "explicit")), ht_ms(10000));
 	res = ht_assert_result(r);
 	w = ht_conn_open(ht_str(res, "socket"));
 	ck_assert_ptr_nonnull(w);
 	json_decref(ht_conn_hello(w, "client", NULL, ht_ms(5000)));
 	assert_ids_refused(w, "pid");
 	ht_conn_close(w);
-	json_decref(ht_conn_call(c, "kill", json_pack("{s:s, s:s}", "id", ht_str(res, "id"), "signal",
-	                                        "KILL"),
-	    ht_ms(5000)));
+	json_decref(ht_conn_call(c, "kill",
+	    json_pack("{s:s, s:s}", "id", ht_str(res, "id"), "signal", "KILL"), ht_ms(5000)));
 	json_decref(r);
 	ht_conn_close(c);
 	finish(d);
@@ -411,8 +412,8 @@ START_TEST(test_owner_connection_outlives_worker)
 	serial = json_integer_value(json_object_get(ht_assert_result(hello), "connection"));
 	ck_assert_int_gt(serial, 0);
 	json_decref(hello);
-	r = ht_spawn(c, ht_testworker_params(json_pack("{s:s}", "shutdown_on", "explicit")),
-	    ht_ms(10000));
+	r = ht_spawn(
+	    c, ht_testworker_params(json_pack("{s:s}", "shutdown_on", "explicit")), ht_ms(10000));
 	snprintf(id, sizeof(id), "%s", ht_str(ht_assert_result(r), "id"));
 	ck_assert_int_gt(ht_worker_pid(ht_result(r)), 0);
 	ck_assert_int_eq(kill(ht_worker_pid(ht_result(r)), SIGKILL), 0);
@@ -460,9 +461,10 @@ spawn_slow(const struct ht_daemon *d, const char *name, const char *policy)
 {
 	struct ht_conn *c = ht_herdd_open(d, "master", "slow");
 
-	if (c && ht_conn_send_request(c, "spawn",
-	             ht_testworker_params(json_pack("{s:s, s:s, s:{s:i}}", "name", name,
-	                 "shutdown_on", policy, "init", "init_delay_ms", 15000))) < 0) {
+	if (c &&
+	    ht_conn_send_request(c, "spawn",
+	        ht_testworker_params(json_pack("{s:s, s:s, s:{s:i}}", "name", name, "shutdown_on",
+	            policy, "init", "init_delay_ms", 15000))) < 0) {
 		ht_conn_close(c);
 		c = NULL;
 	}
@@ -487,7 +489,8 @@ slow_master(void *arg)
  * connection); the worker must be gone within the grace period.
  */
 static void
-orphan_during_init(const struct ht_daemon *d, struct ht_conn *look, const char *policy, bool kill_it)
+orphan_during_init(
+    const struct ht_daemon *d, struct ht_conn *look, const char *policy, bool kill_it)
 {
 	struct slow_master m = { d, NULL, policy };
 	struct ht_conn *c = NULL;
@@ -552,7 +555,8 @@ START_TEST(test_bad_output_file_is_named)
 		const char *msg;
 
 		snprintf(file, sizeof(file), "/nonexistent-dir/%s.log", which[i]);
-		r = ht_spawn(c, ht_testworker_params(json_pack("{s:{s:s}}", which[i], "file", file)),
+		r = ht_spawn(c,
+		    ht_testworker_params(json_pack("{s:{s:s}}", which[i], "file", file)),
 		    ht_ms(10000));
 		ht_assert_error(r, "spawn_failed");
 		msg = ht_error_message(r);
