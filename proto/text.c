@@ -56,33 +56,63 @@ proto_text_prec(const char *s, size_t max)
 	return n > INT_MAX ? INT_MAX : (int)n;
 }
 
-/* Copies s[0..len) as valid text; see proto.h. */
-size_t
-proto_text_copy(char *dst, size_t size, const char *s, size_t len)
+/* A log line's spelling of byte c: \n, \r, \t or \xNN. */
+static const char *
+escape(char esc[5], unsigned char c)
+{
+	if (c == '\n')
+		return "\\n";
+	if (c == '\r')
+		return "\\r";
+	if (c == '\t')
+		return "\\t";
+	snprintf(esc, 5, "\\x%02x", c);
+	return esc;
+}
+
+/*
+ * Copies s[0..len) into dst character by character, ending on a character
+ * within size - 1 bytes. A byte that starts no character becomes U+FFFD, or
+ * for a log line an escape, as do control characters (C0, DEL, C1) there.
+ */
+static size_t
+text_walk(char *dst, size_t size, const char *s, size_t len, bool log)
 {
 	const unsigned char *u = (const unsigned char *)s;
-	size_t i = 0, o = 0, n;
+	size_t i = 0, o = 0, n, out_len;
+	const char *out;
+	char esc[5];
 
 	if (size == 0)
 		return 0;
 	while (i < len) {
 		n = char_len(u + i, len - i);
-		if (n == 0) {
-			if (o + sizeof(replacement) - 1 > size - 1)
-				break;
-			memcpy(dst + o, replacement, sizeof(replacement) - 1);
-			o += sizeof(replacement) - 1;
-			i++;
-			continue;
+		out = s + i;
+		out_len = n;
+		if (log &&
+		    (n == 0 || u[i] < 0x20 || u[i] == 0x7f ||
+		        (n == 2 && u[i] == 0xc2 && u[i + 1] < 0xa0))) {
+			out = escape(esc, n == 2 ? u[i + 1] : u[i]);
+			out_len = strlen(out);
+		} else if (n == 0) {
+			out = replacement;
+			out_len = sizeof(replacement) - 1;
 		}
-		if (o + n > size - 1)
+		if (o + out_len > size - 1)
 			break;
-		memcpy(dst + o, s + i, n);
-		o += n;
-		i += n;
+		memcpy(dst + o, out, out_len);
+		o += out_len;
+		i += n ? n : 1;
 	}
 	dst[o] = '\0';
 	return o;
+}
+
+/* Copies s[0..len) as valid text; see proto.h. */
+size_t
+proto_text_copy(char *dst, size_t size, const char *s, size_t len)
+{
+	return text_walk(dst, size, s, len, false);
 }
 
 /* A JSON string of s as valid text of at most max bytes; see proto.h. */
@@ -109,42 +139,7 @@ proto_text_string(const char *s, size_t max)
 size_t
 proto_text_escape(char *dst, size_t size, const char *s, size_t len)
 {
-	const unsigned char *u = (const unsigned char *)s;
-	size_t i = 0, o = 0, n;
-	char esc[5];
-
-	if (size == 0)
-		return 0;
-	while (i < len) {
-		n = char_len(u + i, len - i);
-		/* C0 controls, DEL and C1 controls are shown, never written. */
-		if (n == 0 || u[i] < 0x20 || u[i] == 0x7f ||
-		    (n == 2 && u[i] == 0xc2 && u[i + 1] < 0xa0)) {
-			unsigned char c = n == 2 ? u[i + 1] : u[i];
-
-			if (c == '\n')
-				memcpy(esc, "\\n", 3);
-			else if (c == '\r')
-				memcpy(esc, "\\r", 3);
-			else if (c == '\t')
-				memcpy(esc, "\\t", 3);
-			else
-				snprintf(esc, sizeof(esc), "\\x%02x", c);
-			if (o + strlen(esc) > size - 1)
-				break;
-			memcpy(dst + o, esc, strlen(esc));
-			o += strlen(esc);
-			i += n ? n : 1;
-			continue;
-		}
-		if (o + n > size - 1)
-			break;
-		memcpy(dst + o, s + i, n);
-		o += n;
-		i += n;
-	}
-	dst[o] = '\0';
-	return o;
+	return text_walk(dst, size, s, len, true);
 }
 
 /* Formats into dst as valid text; see proto.h. */
