@@ -101,8 +101,8 @@ channel_request(struct conn *c, struct worker *w, const struct proto_msg *m)
 		sup_expect_exit(w, PROTO_REASON_INIT_FAILED, message);
 		return;
 	}
-	conn_reply_error(
-	    c, m->id, HERD_E_METHOD_NOT_FOUND, NULL, "unknown method \"%.64s\"", m->method);
+	conn_reply_error(c, m->id, HERD_E_METHOD_NOT_FOUND, NULL, "unknown method \"%.*s\"",
+	    proto_text_prec(m->method, 64), m->method);
 }
 
 static void

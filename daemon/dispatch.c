@@ -106,7 +106,8 @@ request(struct conn *c, const struct proto_msg *m)
 	}
 	if (!meth) {
 		conn_reply_error(c, m->id, HERD_E_METHOD_NOT_FOUND,
-		    json_pack("{s:s}", "method", m->method), "unknown method \"%.64s\"", m->method);
+		    json_pack("{s:s}", "method", m->method), "unknown method \"%.*s\"",
+		    proto_text_prec(m->method, 64), m->method);
 		return;
 	}
 	if (herdd.stopping && !(meth->flags & WHILE_STOPPING)) {
@@ -136,11 +137,7 @@ control_message(struct conn *c, json_t *msg)
 
 	if (proto_msg_parse(msg, &m, &err) < 0) {
 		/* The framing held: answer with the id if it is usable, and keep going. */
-		json_t *id = json_object_get(msg, "id");
-
-		if (!json_is_integer(id) && !json_is_string(id))
-			id = NULL;
-		conn_reply_error(c, id, err.code, NULL, "%s", err.text);
+		conn_reply_error(c, proto_reply_id(msg), err.code, NULL, "%s", err.text);
 		return;
 	}
 	switch (m.kind) {
@@ -231,7 +228,8 @@ h_hello(struct conn *c, json_t *id, json_t *params)
 	}
 	if (strcmp(role, "master") != 0 && strcmp(role, "inspector") != 0) {
 		snprintf(text, sizeof(text),
-		    "role \"%.32s\" cannot use herdd's control socket (master or inspector)", role);
+		    "role \"%.*s\" cannot use herdd's control socket (master or inspector)",
+		    proto_text_prec(role, 32), role);
 		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL, text);
 		return;
 	}

@@ -38,7 +38,7 @@ invalid(char *why, size_t len, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(why, len, fmt, ap);
+	proto_text_vformat(why, len, fmt, ap);
 	va_end(ap);
 	return -EINVAL;
 }
@@ -172,18 +172,20 @@ fill_env(struct worker *w, const struct spawn_args *a, size_t *total, char *why,
 		return invalid(why, len, "env must be an object of at most %d strings", MAX_ENV);
 	json_object_foreach(a->env, key, v) {
 		if (!env_name_ok(key))
-			return invalid(why, len, "env name \"%.64s\" is not a valid name", key);
+			return invalid(why, len, "env name \"%.*s\" is not a valid name",
+			    proto_text_prec(key, 64), key);
 		if (!strncmp(key, "HERD_", 5))
-			return invalid(
-			    why, len, "env names starting with HERD_ are reserved (%.64s)", key);
+			return invalid(why, len,
+			    "env names starting with HERD_ are reserved (%.*s)",
+			    proto_text_prec(key, 64), key);
 		/* The service manager's variables would make a worker talk to it as herdd. */
 		if (!strcmp(key, "NOTIFY_SOCKET") || !strncmp(key, "LISTEN_", 7) ||
 		    !strncmp(key, "WATCHDOG_", 9))
-			return invalid(
-			    why, len, "env %.64s is reserved for the service manager", key);
+			return invalid(why, len, "env %.*s is reserved for the service manager",
+			    proto_text_prec(key, 64), key);
 		if (!plain_string(v))
-			return invalid(why, len, "env %.64s must be a string (at most %u bytes)",
-			    key, MAX_STRING);
+			return invalid(why, len, "env %.*s must be a string (at most %u bytes)",
+			    proto_text_prec(key, 64), key, MAX_STRING);
 		*total += strlen(key) + json_string_length(v) + 2;
 	}
 	w->env = json_incref(a->env);

@@ -17,7 +17,7 @@ static void
 not_found(struct conn *c, json_t *id, const char *wid)
 {
 	conn_reply_error(c, id, HERD_E_WORKER_NOT_FOUND, json_pack("{s:s}", "id", wid),
-	    "no worker \"%.64s\"", wid);
+	    "no worker \"%.*s\"", proto_text_prec(wid, 64), wid);
 }
 
 /* list {all?} -> {workers: [...]} */

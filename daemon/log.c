@@ -3,6 +3,10 @@
  * Logging: one line per event, to stderr (a service manager's journal takes
  * it from there) or to a file reopened on SIGHUP for log rotation. Values a
  * client sends (environment, arguments) are never logged, only names.
+ *
+ * Names, paths and a worker's messages come from peers, so every line is
+ * escaped here (proto_text_escape()) rather than at each call site: no text
+ * can end a line early and write a forged one after it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -93,13 +97,17 @@ log_close(void)
 	}
 }
 
+/* Bytes of one formatted message kept before escaping; the line's buffer caps it again. */
+#define LOG_TEXT_MAX 2048
+
 static void
 log_v(enum log_level level, const char *fmt, va_list ap)
 {
-	char buf[2048];
+	char buf[LOG_TEXT_MAX + 128], text[LOG_TEXT_MAX + 4];
 	struct timespec ts;
 	struct tm tm;
 	int n = 0, m;
+	size_t len;
 
 	if (level < threshold)
 		return;
@@ -114,11 +122,12 @@ log_v(enum log_level level, const char *fmt, va_list ap)
 	    buf + n, sizeof(buf) - (size_t)n, "herdd[%d]: %s: ", (int)getpid(), level_names[level]);
 	if (m > 0)
 		n += m;
-	m = vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
-	if (m > 0)
-		n += m;
-	if (n > (int)sizeof(buf) - 2)
-		n = (int)sizeof(buf) - 2;
+	m = vsnprintf(text, sizeof(text), fmt, ap);
+	len = m < 0 ? 0 : (size_t)m < sizeof(text) ? (size_t)m : sizeof(text) - 1;
+	/* A cut by vsnprintf may split a character: end on a boundary within LOG_TEXT_MAX. */
+	if (len > LOG_TEXT_MAX)
+		len = (size_t)proto_text_prec(text, LOG_TEXT_MAX);
+	n += (int)proto_text_escape(buf + n, sizeof(buf) - (size_t)n - 1, text, len);
 	buf[n++] = '\n';
 	/* One write per line keeps lines whole when several processes share the file. */
 	if (write(log_fd, buf, (size_t)n) < 0) {

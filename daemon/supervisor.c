@@ -163,7 +163,8 @@ sup_expect_exit(struct worker *w, enum proto_reason reason, const char *message)
 	if (!w->reason)
 		w->reason = reason;
 	if (message && !w->message)
-		w->message = strndup(message, 4096);
+		w->message =
+		    strndup(message, (size_t)proto_text_prec(message, PROTO_FAILURE_TEXT_MAX));
 	if (!ev_is_active(&w->grace_timer)) {
 		ev_timer_set(&w->grace_timer, herdd.cfg.grace_ms / 1000.0, 0.);
 		ev_timer_start(herdd.loop, &w->grace_timer);
@@ -181,7 +182,13 @@ sup_backup_kill(struct worker *w, enum proto_reason reason, double seconds)
 	ev_timer_start(herdd.loop, &w->grace_timer);
 }
 
-/* Stops a master's master_disconnect workers. */
+/*
+ * Stops a master's master_disconnect workers, and every worker of it not yet
+ * ready whatever its policy: nobody is left to receive the spawn's answer,
+ * and a connection_closed worker would otherwise finish its init and wait out
+ * its connection timeout for a client that never comes. Records of exited
+ * workers forget the owner too (owner.connection turns null now, not at exit).
+ */
 void
 sup_owner_gone(struct conn *c)
 {
@@ -191,9 +198,12 @@ sup_owner_gone(struct conn *c)
 		if (w->owner != c)
 			continue;
 		w->owner = NULL;
-		c->nworkers--;
+		if (!w->reaped)
+			c->nworkers--;
 		conn_unref(c);
-		if (w->shutdown_on == PROTO_SHUTDOWN_MASTER_DISCONNECT && sup_is_live(w))
+		if (sup_is_live(w) &&
+		    (w->shutdown_on == PROTO_SHUTDOWN_MASTER_DISCONNECT ||
+		        w->state == PROTO_STATE_STARTING))
 			sup_stop(w, PROTO_REASON_KILLED_ORPHAN, herdd.cfg.grace_ms);
 	}
 }
@@ -502,10 +512,6 @@ sup_record_failed(struct worker *w, int err)
 		w->started_ms = now_ms();
 	}
 	w->ended_ms = now_ms();
-	if (w->owner) {
-		conn_unref(w->owner);
-		w->owner = NULL;
-	}
 	sup_count_reason(w->reason);
 	sup_link(w);
 	events_emit(w, PROTO_EVENT_EXITED);
@@ -544,6 +550,19 @@ sup_worker_ready(struct worker *w)
 
 /* ---- reaping ---- */
 
+/* What a failed spawn stage worked on: the directory, an output file or the executable. */
+static const char *
+stage_subject(const struct worker *w, const char *stage)
+{
+	if (!strcmp(stage, "chdir"))
+		return w->cwd;
+	if (!strcmp(stage, "stdout") && w->out[0].kind == OUT_FILE)
+		return w->out[0].path;
+	if (!strcmp(stage, "stderr") && w->out[1].kind == OUT_FILE)
+		return w->out[1].path;
+	return w->path;
+}
+
 /* The error a pending spawn request gets when the worker died first. */
 static json_t *
 spawn_error(struct worker *w)
@@ -554,9 +573,9 @@ spawn_error(struct worker *w)
 		const char *stage = w->spawn_stage ? w->spawn_stage : "unknown";
 		char text[PATH_MAX + 128];
 
-		/* "exec /nonexistent: No such file or directory", "chdir /x: ..." */
-		snprintf(text, sizeof(text), "%s %s: %s", stage,
-		    !strcmp(stage, "chdir") ? w->cwd : w->path, strerror(w->spawn_errno));
+		/* "exec /nonexistent: No such file or directory", "chdir /x: ...", "stdout /f: ..." */
+		snprintf(text, sizeof(text), "%s %s: %s", stage, stage_subject(w, stage),
+		    strerror(w->spawn_errno));
 		return proto_error(NULL, HERD_E_SPAWN_FAILED, text,
 		    json_pack("{s:i, s:s, s:s, s:o}", "errno", w->spawn_errno, "stage", stage,
 		        "error", strerror(w->spawn_errno), "stderr_tail", tail));
@@ -665,11 +684,9 @@ reaped(struct worker *w, int status)
 		sup_answer_waiters(w, false, r);
 		json_decref(r);
 	}
-	if (w->owner) {
+	/* The record keeps its owner until the connection closes (sup_owner_gone). */
+	if (w->owner)
 		w->owner->nworkers--;
-		conn_unref(w->owner);
-		w->owner = NULL;
-	}
 	events_emit(w, proto_reason_event(w->reason));
 	sup_prune(w->uid);
 	notify_status();

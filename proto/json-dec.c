@@ -45,6 +45,7 @@ struct dec {
 	size_t scratch_len, scratch_cap;
 	bool scratch_heap;
 	struct proto_error *err;
+	bool big_int_real; /* an integer past json_int_t becomes a real, not a refusal */
 	char local[256];
 };
 
@@ -392,7 +393,9 @@ dec_number(struct dec *d)
 		unsigned digit = *q - '0';
 
 		if (u > ((neg ? 0x8000000000000000ull : 0x7fffffffffffffffull) - digit) / 10)
-			return dec_fail(d, HERD_E_PARSE_ERROR, start, "integer out of range");
+			return d->big_int_real
+			    ? dec_real(d, start, (size_t)(p - start))
+			    : dec_fail(d, HERD_E_PARSE_ERROR, start, "integer out of range");
 		u = u * 10 + digit;
 	}
 	v = json_integer(neg ? (json_int_t)(0ull - u) : (json_int_t)u);
@@ -578,6 +581,14 @@ int
 proto_json_decode(
     const char *text, size_t len, unsigned max_depth, json_t **ret, struct proto_error *err)
 {
+	return proto_json_decode_ex(text, len, max_depth, 0, ret, err);
+}
+
+/* Decodes one JSON text with flags; see proto.h. */
+int
+proto_json_decode_ex(const char *text, size_t len, unsigned max_depth, unsigned flags, json_t **ret,
+    struct proto_error *err)
+{
 	struct proto_error spare;
 	struct dec d; /* not zeroed as a whole: local is scratch space */
 	json_t *v;
@@ -591,6 +602,7 @@ proto_json_decode(
 	d.scratch_cap = sizeof(d.local);
 	d.scratch_heap = false;
 	d.err = err ? err : &spare;
+	d.big_int_real = flags & PROTO_DECODE_BIG_INT_REAL;
 	v = dec_value(&d);
 	if (v) {
 		skip_space(&d);

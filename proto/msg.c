@@ -21,14 +21,36 @@ invalid(struct proto_error *err, const char *fmt, ...)
 		return;
 	err->code = HERD_E_INVALID_REQUEST;
 	va_start(ap, fmt);
-	vsnprintf(err->text, sizeof(err->text), fmt, ap);
+	proto_text_vformat(err->text, sizeof(err->text), fmt, ap);
 	va_end(ap);
+}
+
+/* Integer ids stay within what a double holds exactly (PROTOCOL.md 1), so any peer can echo them. */
+#define ID_MAX ((json_int_t)1 << 53)
+
+static bool
+id_in_range(const json_t *id)
+{
+	json_int_t v = json_integer_value(id);
+
+	return v >= -ID_MAX && v <= ID_MAX;
 }
 
 static bool
 id_valid(const json_t *id)
 {
 	return json_is_integer(id) || json_is_string(id) || json_is_null(id);
+}
+
+/* The id to answer a message proto_msg_parse() refused with; see proto.h. */
+json_t *
+proto_reply_id(const json_t *msg)
+{
+	json_t *id = json_object_get(msg, "id");
+
+	if (json_is_string(id) || (json_is_integer(id) && id_in_range(id)))
+		return id;
+	return NULL;
 }
 
 /* Validates an error object: {"code": int, "message": string, "data"?: any}. */
@@ -72,7 +94,7 @@ proto_msg_parse(json_t *msg, struct proto_msg *out, struct proto_error *err)
 		if (strcmp(key, "jsonrpc") != 0 && strcmp(key, "id") != 0 &&
 		    strcmp(key, "method") != 0 && strcmp(key, "params") != 0 &&
 		    strcmp(key, "result") != 0 && strcmp(key, "error") != 0) {
-			invalid(err, "unknown member \"%.64s\"", key);
+			invalid(err, "unknown member \"%.*s\"", proto_text_prec(key, 64), key);
 			return -EBADMSG;
 		}
 	}
@@ -102,6 +124,11 @@ proto_msg_parse(json_t *msg, struct proto_msg *out, struct proto_error *err)
 		}
 		if (out->result || error) {
 			invalid(err, "a request cannot carry \"result\" or \"error\"");
+			return -EBADMSG;
+		}
+		/* A reply's id is only matched against ours, so only a request's is bounded. */
+		if (json_is_integer(out->id) && !id_in_range(out->id)) {
+			invalid(err, "\"id\" must be an integer within -2^53..2^53");
 			return -EBADMSG;
 		}
 		if (out->params && !json_is_object(out->params) && !json_is_array(out->params)) {
@@ -272,7 +299,8 @@ proto_error(json_t *id, int code, const char *message, json_t *data)
 		return NULL;
 	e = json_object();
 	e = add_or_drop(e, "code", json_integer(code));
-	e = add_or_drop(e, "message", json_string(message ? message : name));
+	/* The message may be cut from a peer's text or be a user's bytes: never refuse it. */
+	e = add_or_drop(e, "message", proto_text_string(message ? message : name, SIZE_MAX));
 	e = add_or_drop(e, "data", data);
 	if (!e)
 		return NULL;
@@ -320,7 +348,7 @@ proto_unpack(json_t *params, struct proto_error *err, const char *fmt, ...)
 	if (rc < 0) {
 		if (err) {
 			err->code = HERD_E_INVALID_PARAMS;
-			snprintf(err->text, sizeof(err->text), "%s", jerr.text);
+			proto_text_copy(err->text, sizeof(err->text), jerr.text, strlen(jerr.text));
 		}
 		return -EINVAL;
 	}

@@ -13,6 +13,7 @@
 #ifndef HERD_PROTO_H
 #define HERD_PROTO_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,53 @@ int proto_error_code(const char *name);
 /* The table's size and its i-th code (0 past the end), to walk every code. */
 size_t proto_error_count(void);
 int proto_error_code_at(size_t i);
+
+/* ---- text (text.c) ---- */
+
+/*
+ * Every text herd builds from a peer's strings or a user's bytes and sends or
+ * logs goes through these, so that a byte budget never cuts a character, an
+ * encoder never refuses the text, and a log line shows what it was given.
+ */
+
+/* True when s[0..len) is UTF-8 the wire accepts: well-formed, no NUL. */
+bool proto_text_valid(const char *s, size_t len);
+/*
+ * The precision for "%.*s" that prints at most max bytes of the
+ * NUL-terminated s without ending inside a UTF-8 character.
+ */
+int proto_text_prec(const char *s, size_t max);
+/*
+ * Copies s[0..len) into dst as valid text: every byte that starts no
+ * well-formed character (a NUL included) becomes U+FFFD, and the copy ends
+ * on a character boundary within size - 1 bytes. NUL-terminates (size > 0);
+ * returns the length written.
+ */
+size_t proto_text_copy(char *dst, size_t size, const char *s, size_t len);
+/*
+ * A JSON string (new reference, NULL on ENOMEM) of the NUL-terminated s made
+ * valid as proto_text_copy() does and cut to at most max bytes.
+ */
+json_t *proto_text_string(const char *s, size_t max);
+/*
+ * Copies s[0..len) into dst for a log line: control characters (C0, DEL, C1)
+ * and bytes that start no character are shown as \n, \r, \t or \xNN, so a
+ * peer's text can never end the line or fake another; the copy ends on a
+ * character (or escape) boundary within size - 1 bytes. NUL-terminates
+ * (size > 0); returns the length written.
+ */
+size_t proto_text_escape(char *dst, size_t size, const char *s, size_t len);
+/*
+ * vsnprintf() into dst whose result is valid text: formatted whole, then
+ * copied as proto_text_copy() does, so the cut at size never splits a
+ * character. Returns the length written.
+ */
+size_t proto_text_vformat(char *dst, size_t size, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+size_t proto_text_format(char *dst, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Bytes of a worker's failure or init failure text that travel and are kept. */
+#define PROTO_FAILURE_TEXT_MAX 4096
 
 /* ---- incremental reader (reader.c) ---- */
 
@@ -115,6 +163,17 @@ int proto_parse(const char *text, size_t len, size_t max_message, unsigned max_d
  */
 int proto_json_decode(
     const char *text, size_t len, unsigned max_depth, json_t **ret, struct proto_error *err);
+
+/*
+ * proto_json_decode() with flags. PROTO_DECODE_BIG_INT_REAL reads an integer
+ * past the 64-bit range as the real number strtod() makes of it (refused only
+ * if that overflows), where jansson refuses it: a message's framing must not
+ * break on a number, so the reader decodes with it and a too-large id is then
+ * an id of the wrong type, a request-level error.
+ */
+#define PROTO_DECODE_BIG_INT_REAL 1u
+int proto_json_decode_ex(const char *text, size_t len, unsigned max_depth, unsigned flags,
+    json_t **ret, struct proto_error *err);
 
 /* ---- JSON encoder (json-enc.c) ---- */
 
@@ -223,9 +282,15 @@ struct proto_msg {
 /*
  * Validates msg (borrowed) as a JSON-RPC 2.0 message and fills *out. Returns 0
  * or -EBADMSG with *err = HERD_E_INVALID_REQUEST and a text naming the fault
- * (missing "jsonrpc", wrong id type, both result and error, extra members...).
+ * (missing "jsonrpc", wrong id type, a request's integer id past +-2^53,
+ * both result and error, extra members...).
  */
 int proto_msg_parse(json_t *msg, struct proto_msg *out, struct proto_error *err);
+/*
+ * The id (borrowed) to answer msg with after proto_msg_parse() refused it: its
+ * "id" if that is a string or an integer in range, else NULL (reply with null).
+ */
+json_t *proto_reply_id(const json_t *msg);
 
 /* Builders. Each returns a new reference or NULL on ENOMEM; params/result/data are stolen. */
 json_t *proto_request(json_t *id, const char *method, json_t *params); /* id borrowed */
@@ -235,7 +300,8 @@ json_t *proto_notification(const char *method, json_t *params);
 json_t *proto_result(json_t *id, json_t *result);
 /*
  * An error reply; message may be NULL (the code's name is used), data may be
- * NULL. "data" always ends up an object carrying "name", the code's name
+ * NULL. A message that is not valid text is repaired (proto_text_copy()),
+ * never refused. "data" always ends up an object carrying "name", the code's name
  * ("unknown" for a code outside the table): an object is extended (copied
  * first if shared), anything else is wrapped as {"name": ..., "detail": data}.
  * id borrowed, NULL means null.

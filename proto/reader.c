@@ -177,7 +177,7 @@ proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth
 		    err, HERD_E_MESSAGE_TOO_LARGE, "message longer than %zu bytes", max_message);
 		return -EBADMSG;
 	}
-	if (proto_json_decode(text, len, max_depth, &v, &derr) < 0) {
+	if (proto_json_decode_ex(text, len, max_depth, PROTO_DECODE_BIG_INT_REAL, &v, &derr) < 0) {
 		if (!classify_refusal(text, len, max_depth, err) && err)
 			*err = derr;
 		return -EBADMSG;

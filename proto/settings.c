@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "herd/protocol.h"
-#include "settings.h"
+#include "proto.h"
 
 /* A day: a longer heartbeat is almost certainly a unit mistake (seconds vs ms). */
 #define HEARTBEAT_MAX_MS (24ull * 3600ull * 1000ull)
@@ -78,7 +78,7 @@ fail(struct proto_settings_error *err, const char *source, const char *field, co
 		err->field = field;
 		n = snprintf(err->text, sizeof(err->text), "%s: ", source);
 		va_start(ap, fmt);
-		vsnprintf(err->text + n, sizeof(err->text) - (size_t)n, fmt, ap);
+		proto_text_vformat(err->text + n, sizeof(err->text) - (size_t)n, fmt, ap);
 		va_end(ap);
 	}
 	return -EINVAL;
@@ -159,10 +159,10 @@ apply(struct proto_settings *s, const json_t *obj, bool hello_only, const char *
 		f = proto_setting_lookup(key);
 		if (f < 0)
 			return fail(err, source, NULL,
-			    "unknown field \"%.64s\" (known: max_message_size, "
+			    "unknown field \"%.*s\" (known: max_message_size, "
 			    "heartbeat_interval_ms, heartbeat_timeout_ms, handshake_timeout_ms, "
 			    "spawn_timeout_ms, connection_timeout_ms)",
-			    key);
+			    proto_text_prec(key, 64), key);
 		if (hello_only && !table[f].info.hello)
 			return fail(err, source, table[f].info.name,
 			    "field \"%s\" cannot be negotiated in hello (only max_message_size, "

@@ -85,7 +85,8 @@ ch_request(struct herd__main *m, const char *method, json_t *params)
 static void __attribute__((noreturn)) ch_init_failed(struct herd__main *m, const char *message)
 {
 	herd_log(HERD_LOG_ERR, "init failed: %s", message);
-	ch_request(m, "init_failed", json_pack("{s:s}", "message", message));
+	ch_request(m, "init_failed",
+	    json_pack("{s:o}", "message", proto_text_string(message, PROTO_FAILURE_TEXT_MAX)));
 	ch_flush(m, 1000);
 	herd__main_exit_now(1);
 }
@@ -141,7 +142,7 @@ ch_hello_result(struct herd__main *m, json_t *result)
 	        "id", &id, "name", &name, "socket", &socket_path, "init", &init, "settings",
 	        &settings, "shutdown_on", &shutdown_on, "connection_timeout_ms", &conn_timeout,
 	        "heartbeat_interval_ms", &hb_interval) < 0) {
-		snprintf(
+		proto_text_format(
 		    text, sizeof(text), "herdd's hello result is not understood: %s", jerr.text);
 		ch_init_failed(m, text);
 	}
@@ -149,7 +150,7 @@ ch_hello_result(struct herd__main *m, json_t *result)
 		settings = NULL;
 	r = herd__server_new(m->loop, m->type, init, settings, &m->srv, &msg);
 	if (r < 0) {
-		snprintf(text, sizeof(text), "%s", msg ? msg : strerror(-r));
+		proto_text_format(text, sizeof(text), "%s", msg ? msg : strerror(-r));
 		free(msg);
 		ch_init_failed(m, text);
 	}
@@ -157,7 +158,8 @@ ch_hello_result(struct herd__main *m, json_t *result)
 		m->srv->worker_id = strdup(id);
 	r = herd__server_listen(m->srv, socket_path);
 	if (r < 0) {
-		snprintf(text, sizeof(text), "cannot listen on %s: %s", socket_path, strerror(-r));
+		proto_text_format(
+		    text, sizeof(text), "cannot listen on %s: %s", socket_path, strerror(-r));
 		ch_init_failed(m, text);
 	}
 	herd_server_on_shutdown(m->srv, NULL, NULL);
@@ -343,6 +345,8 @@ herd__channel_send_failure(struct herd__main *m, const char *message)
 {
 	if (m->ch_fd < 0)
 		return;
-	ch_send(m, proto_notification("failure", json_pack("{s:s}", "message", message)));
+	ch_send(m,
+	    proto_notification("failure",
+	        json_pack("{s:o}", "message", proto_text_string(message, PROTO_FAILURE_TEXT_MAX))));
 	ch_flush(m, 1000);
 }

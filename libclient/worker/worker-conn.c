@@ -391,7 +391,7 @@ conn_send_error(struct srv_conn *c, json_t *id, int code, json_t *data, const ch
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
+	proto_text_vformat(text, sizeof(text), fmt, ap);
 	va_end(ap);
 	herd__sconn_send(c, proto_error(id, code, text, data));
 }
@@ -498,8 +498,8 @@ conn_request(struct srv_conn *c, const struct proto_msg *m)
 	                                         : herd__function_find(srv, m->method);
 	if (!fn) {
 		conn_send_error(c, m->id, HERD_E_METHOD_NOT_FOUND,
-		    json_pack("{s:s}", "method", m->method), "no function named \"%.100s\"",
-		    m->method);
+		    json_pack("{s:s}", "method", m->method), "no function named \"%.*s\"",
+		    proto_text_prec(m->method, 100), m->method);
 		return;
 	}
 	if (fn->kind == HERD_KIND_ONEWAY) {
@@ -597,13 +597,10 @@ conn_message(struct srv_conn *c, json_t *msg)
 {
 	struct proto_msg m;
 	struct proto_error err;
-	json_t *id;
 
 	if (proto_msg_parse(msg, &m, &err) < 0) {
-		id = json_object_get(msg, "id");
-		if (id && !json_is_integer(id) && !json_is_string(id))
-			id = NULL;
-		herd__sconn_send(c, proto_error(id, HERD_E_INVALID_REQUEST, err.text, NULL));
+		herd__sconn_send(
+		    c, proto_error(proto_reply_id(msg), HERD_E_INVALID_REQUEST, err.text, NULL));
 		if (c->state == CONN_HELLO)
 			herd__sconn_close_graceful(c, 0, "invalid first message");
 		return;

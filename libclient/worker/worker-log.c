@@ -4,16 +4,25 @@
  * item on every herd.logs stream open in this process (rpc_parallel's
  * async_log). A stream whose reader is slow loses items rather than growing
  * without bound; the loss is reported in the next item it can take.
+ *
+ * A message may hold a client's text (a method name) or any bytes the
+ * application passed: the stderr line is escaped so it stays one line (herdd
+ * shows it in stderr tails), and the stream item is made valid text so that
+ * encoding it cannot fail.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "worker/worker-internal.h"
 
 static struct herd_request *subscribers;
 static bool logging; /* writing to a stream may log: never recurse */
+
+/* Bytes of one stderr line, escapes included; a longer message is cut on a character. */
+#define LOG_LINE_MAX 16384
 
 static const char *const level_names[] = {
 	[HERD_LOG_ERR] = "err",
@@ -76,7 +85,8 @@ log_time(char *buf, size_t size)
 static json_t *
 log_item(const char *time, const char *level, const char *message)
 {
-	return json_pack("{s:s, s:s, s:s}", "time", time, "level", level, "message", message);
+	return json_pack("{s:s, s:s, s:o}", "time", time, "level", level, "message",
+	    proto_text_string(message, SIZE_MAX));
 }
 
 static void
@@ -102,15 +112,23 @@ log_publish(int level, const char *message)
 HERD_EXPORT void
 herd_logv(int level, const char *fmt, va_list ap)
 {
-	char *message;
+	char *message, *line;
+	size_t len, size;
 
 	if (!herd_log_level_name(level))
 		level = HERD_LOG_ERR;
 	if (!fmt || vasprintf(&message, fmt, ap) < 0)
 		return;
 	/* Debug messages go to herd.logs streams only, not to the captured stderr. */
-	if (level <= HERD_LOG_INFO)
-		fprintf(stderr, "%s: %s\n", level_names[level], message);
+	len = strlen(message);
+	/* An escape takes at most four bytes per byte. */
+	size = len < LOG_LINE_MAX / 4 ? len * 4 + 1 : LOG_LINE_MAX;
+	line = level <= HERD_LOG_INFO ? malloc(size) : NULL;
+	if (line) {
+		proto_text_escape(line, size, message, len);
+		fprintf(stderr, "%s: %s\n", level_names[level], line);
+		free(line);
+	}
 	if (!logging) {
 		logging = true;
 		log_publish(level, message);

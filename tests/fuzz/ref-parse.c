@@ -5,6 +5,7 @@
  * two cannot share a mistake.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "proto.h"
@@ -51,6 +52,77 @@ ref_utf8_valid(const unsigned char *s, size_t len)
 	return true;
 }
 
+/* True when the digits d[0..n) (no sign) name a number past json_int_t's range. */
+static bool
+ref_past_int64(const char *d, size_t n, bool neg)
+{
+	const char *limit = neg ? "9223372036854775808" : "9223372036854775807";
+	size_t k = strlen(limit);
+
+	return n > k || (n == k && memcmp(d, limit, k) > 0);
+}
+
+/*
+ * A copy of text in which every integer literal past json_int_t's range gets
+ * "e0" appended, so that json_loadb reads it as the real strtod makes of it,
+ * as the reader does (PROTO_DECODE_BIG_INT_REAL). NULL when there is none.
+ * Found by scanning tokens, not by the decoder's overflow arithmetic.
+ */
+static char *
+ref_big_ints_as_reals(const char *text, size_t len, size_t *ret_len)
+{
+	char *out = NULL;
+	size_t o = 0, copied = 0, i = 0;
+	bool in_string = false;
+
+	while (i < len) {
+		size_t end, digits;
+		bool neg;
+
+		if (in_string) {
+			if (text[i] == '\\')
+				i++;
+			else if (text[i] == '"')
+				in_string = false;
+			i++;
+			continue;
+		}
+		if (text[i] == '"') {
+			in_string = true;
+			i++;
+			continue;
+		}
+		if (text[i] != '-' && (text[i] < '0' || text[i] > '9')) {
+			i++;
+			continue;
+		}
+		neg = text[i] == '-';
+		end = i + neg;
+		while (end < len && text[end] >= '0' && text[end] <= '9')
+			end++;
+		digits = end - i - neg;
+		/* Only a whole integer: no fraction or exponent follows. */
+		if (digits > 0 &&
+		    !(end < len && (text[end] == '.' || text[end] == 'e' || text[end] == 'E')) &&
+		    ref_past_int64(text + i + neg, digits, neg)) {
+			if (!out && !(out = malloc(len * 2 + 1)))
+				return NULL;
+			memcpy(out + o, text + copied, end - copied);
+			o += end - copied;
+			memcpy(out + o, "e0", 2);
+			o += 2;
+			copied = end;
+		}
+		i = end;
+	}
+	if (out) {
+		memcpy(out + o, text + copied, len - copied);
+		o += len - copied;
+		*ret_len = o;
+	}
+	return out;
+}
+
 int
 ref_parse(const char *text, size_t len, size_t max_message, unsigned max_depth, json_t **ret)
 {
@@ -73,6 +145,15 @@ ref_parse(const char *text, size_t len, size_t max_message, unsigned max_depth, 
 		break;
 	}
 	v = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	if (!v && json_error_code(&jerr) == json_error_numeric_overflow) {
+		size_t n;
+		char *real = ref_big_ints_as_reals(text, len, &n);
+
+		if (real) {
+			v = json_loadb(real, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+			free(real);
+		}
+	}
 	if (!v) {
 		switch (json_error_code(&jerr)) {
 		case json_error_duplicate_key:

@@ -2,7 +2,8 @@
 /*
  * The message parser as it was before herd had its own decoder: checks over
  * the whole text, then json_loadb. Kept as the oracle that the one-pass
- * decoder must agree with, code for code.
+ * decoder must agree with, code for code. One rule came later: an integer
+ * past 64 bits is read as a real (PROTO_DECODE_BIG_INT_REAL), not refused.
  */
 #ifndef HERD_FUZZ_REF_PARSE_H
 #define HERD_FUZZ_REF_PARSE_H

@@ -107,6 +107,12 @@ START_TEST(id_types)
 	expect_kind("{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"method\":\"m\"}", PROTO_REQUEST);
 	expect_kind("{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"m\"}", PROTO_REQUEST);
 	expect_kind("{\"jsonrpc\":\"2.0\",\"id\":9007199254740993,\"result\":1}", PROTO_RESULT);
+	expect_kind(
+	    "{\"jsonrpc\":\"2.0\",\"id\":9007199254740992,\"method\":\"m\"}", PROTO_REQUEST);
+	expect_kind(
+	    "{\"jsonrpc\":\"2.0\",\"id\":-9007199254740992,\"method\":\"m\"}", PROTO_REQUEST);
+	expect_invalid("{\"jsonrpc\":\"2.0\",\"id\":9007199254740993,\"method\":\"m\"}", "2^53");
+	expect_invalid("{\"jsonrpc\":\"2.0\",\"id\":-9007199254740993,\"method\":\"m\"}", "2^53");
 	expect_invalid("{\"jsonrpc\":\"2.0\",\"id\":1.5,\"method\":\"m\"}", "\"id\"");
 	expect_invalid("{\"jsonrpc\":\"2.0\",\"id\":1.0,\"method\":\"m\"}", "\"id\"");
 	expect_invalid("{\"jsonrpc\":\"2.0\",\"id\":true,\"method\":\"m\"}", "\"id\"");
@@ -194,9 +200,9 @@ START_TEST(builders)
 	ck_assert_ptr_null(json_object_get(v, "params"));
 	json_decref(v);
 
-	v = proto_request_int(INT64_MAX, "m", json_array());
+	v = proto_request_int((int64_t)1 << 53, "m", json_array());
 	ck_assert_int_eq(proto_msg_parse(v, &m, &err), 0);
-	ck_assert_int_eq(json_integer_value(m.id), INT64_MAX);
+	ck_assert_int_eq(json_integer_value(m.id), (int64_t)1 << 53);
 	ck_assert(json_is_array(m.params));
 	json_decref(v);
 
@@ -392,6 +398,58 @@ START_TEST(unpack_strict)
 }
 END_TEST
 
+/* proto/text.c: cuts on a character, repairs, escapes (issue 11). */
+START_TEST(text_helpers)
+{
+	/* "a" then two "é": every even budget falls inside an "é". */
+	const char *s = "a\xc3\xa9\xc3\xa9";
+	char buf[32], *text;
+	json_t *v, *e;
+
+	ck_assert_int_eq(proto_text_prec(s, 64), 5);
+	ck_assert_int_eq(proto_text_prec(s, 5), 5);
+	ck_assert_int_eq(proto_text_prec(s, 4), 3);
+	ck_assert_int_eq(proto_text_prec(s, 2), 1);
+	ck_assert_int_eq(proto_text_prec(s, 0), 0);
+	ck_assert(proto_text_valid(s, 5));
+	ck_assert(!proto_text_valid(s, 4));
+	ck_assert(!proto_text_valid("a\0b", 3));
+
+	/* A budget of 4 bytes plus the NUL keeps "aé" whole. */
+	ck_assert_uint_eq(proto_text_copy(buf, 5, s, 5), 3);
+	ck_assert_str_eq(buf, "a\xc3\xa9");
+	/* A stray byte becomes U+FFFD; one that does not fit is left out. */
+	ck_assert_uint_eq(proto_text_copy(buf, sizeof(buf), "x\xffy", 3), 5);
+	ck_assert_str_eq(buf, "x\xef\xbf\xbdy");
+	ck_assert_uint_eq(proto_text_copy(buf, 3, "x\xffy", 3), 1);
+	ck_assert_uint_eq(proto_text_format(buf, 4, "%s", s), 3);
+	ck_assert_str_eq(buf, "a\xc3\xa9");
+
+	v = proto_text_string("a\xc3", 64);
+	ck_assert_str_eq(json_string_value(v), "a\xef\xbf\xbd");
+	json_decref(v);
+	v = proto_text_string(s, 4);
+	ck_assert_str_eq(json_string_value(v), "a\xc3\xa9");
+	json_decref(v);
+
+	/* A log line shows control characters and bad bytes, never writes them. */
+	ck_assert_uint_eq(proto_text_escape(buf, sizeof(buf), "a\nb\x01\xc3", 5), 12);
+	ck_assert_str_eq(buf, "a\\nb\\x01\\xc3");
+	ck_assert_uint_eq(proto_text_escape(buf, sizeof(buf), "\xc2\x85\xc3\xa9", 4), 6);
+	ck_assert_str_eq(buf, "\\x85\xc3\xa9");
+	/* An escape is never cut: "a" fits, "\n" does not. */
+	ck_assert_uint_eq(proto_text_escape(buf, 3, "a\n", 2), 1);
+
+	/* An error whose message was cut inside a character is still built and encodable. */
+	e = proto_error(NULL, HERD_E_INTERNAL_ERROR, "a\xc3", NULL);
+	ck_assert_ptr_nonnull(e);
+	text = proto_json_dumps(e);
+	ck_assert_ptr_nonnull(text);
+	free(text);
+	json_decref(e);
+}
+END_TEST
+
 static Suite *
 msg_suite(void)
 {
@@ -408,6 +466,7 @@ msg_suite(void)
 	tcase_add_test(tc, error_builder);
 	tcase_add_test(tc, error_names);
 	tcase_add_test(tc, unpack_strict);
+	tcase_add_test(tc, text_helpers);
 	suite_add_tcase(s, tc);
 	return s;
 }
