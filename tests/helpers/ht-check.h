@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Check glue for herd_test users: assertions that print the JSON they looked
- * at, and a main() that runs one suite.
+ * at, a checked fixture that gives each test a herdd and a master, timeouts
+ * in seconds scaled for slow runs, and a main() that runs one suite.
  */
 #ifndef HT_CHECK_H
 #define HT_CHECK_H
@@ -48,23 +49,48 @@
 		    _d->exit_status);                                                              \
 	} while (0)
 
+/* ---- ht-check.c ---- */
+
 /*
- * main() for a test program made of one suite: runs prepare (a statement, e.g.
- * signal(SIGPIPE, SIG_IGN)), the suite, then ht_teardown() (for CK_FORK=no runs).
+ * The herdd and the master connection (named "test") of the running test
+ * when its test case has the herdd fixture; NULL otherwise.
  */
+extern struct ht_daemon *ht_herdd;
+extern struct ht_conn *ht_master;
+
+/*
+ * Adds the herdd fixture to tc, checked: before each test herdd starts with
+ * herdd_argv (NULL-terminated, static; may be NULL; one command line per
+ * program) and a master connects; after it the master closes, herdd must exit
+ * 0 on SIGTERM, and no child of the test may be left running. With CK_FORK=no
+ * (valgrind) it runs in-process around each test all the same.
+ */
+void ht_fixture(TCase *tc, const char *const *herdd_argv);
+/* Adds the teardown alone (ht_teardown after each test), for tests without herdd. */
+void ht_fixture_plain(TCase *tc);
+/* Sets tc's timeout in seconds, scaled like ht_ms() for sanitizers and $HERD_TEST_SLOW. */
+void ht_timeout(TCase *tc, int seconds);
+
+/* ht_conn_call() with a 5 s budget; fails the test without a reply. New reference. */
+json_t *ht_call_ok(struct ht_conn *c, const char *method, json_t *params);
+/* Reaps our child pid (10 s budget); fails the test unless it exited. Returns its exit code. */
+int ht_wait_exit_ok(pid_t pid);
+/*
+ * json_pack() for call arguments: the value stays alive until the test's
+ * teardown (ht_teardown), so arguments, which libherd borrows, can be
+ * written inline. Fails the test if the format is wrong.
+ */
+json_t *ht_args(const char *fmt, ...);
+
+/* Runs suite s with Check, then ht_teardown(). Returns main()'s exit status. */
+int ht_run_suite(Suite *s);
+
+/* main() for a test program made of one suite: runs prepare (a statement), then the suite. */
 #define HT_MAIN_PREPARED(suite_fn, prepare)                                                        \
 	int main(void)                                                                             \
 	{                                                                                          \
-		SRunner *sr;                                                                       \
-		int failed;                                                                        \
-                                                                                                   \
 		prepare;                                                                           \
-		sr = srunner_create(suite_fn());                                                   \
-		srunner_run_all(sr, CK_NORMAL);                                                    \
-		failed = srunner_ntests_failed(sr);                                                \
-		srunner_free(sr);                                                                  \
-		ht_teardown();                                                                     \
-		return failed ? EXIT_FAILURE : EXIT_SUCCESS;                                       \
+		return ht_run_suite(suite_fn());                                                   \
 	}
 #define HT_MAIN(suite_fn) HT_MAIN_PREPARED(suite_fn, (void)0)
 

@@ -5,6 +5,7 @@
  * same framing rules as everything else, and every wait has a deadline.
  */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,41 +27,48 @@ struct ht_conn {
 };
 
 struct ht_conn *
+ht_conn_adopt(int fd)
+{
+	struct ht_conn *c = calloc(1, sizeof(*c));
+
+	if (!c || !(c->aside = json_array())) {
+		free(c);
+		close(fd);
+		errno = ENOMEM;
+		return NULL;
+	}
+	c->fd = fd;
+	c->next_id = 1;
+	proto_reader_init(&c->reader, HERD_DEFAULT_MAX_MESSAGE_SIZE, HERD_MAX_DEPTH);
+	return c;
+}
+
+struct ht_conn *
 ht_conn_open(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 10 };
-	struct ht_conn *c;
-	int e;
+	int fd, e;
 
 	if (strlen(path) >= sizeof(sa.sun_path)) {
 		errno = ENAMETOOLONG;
 		return NULL;
 	}
 	strcpy(sa.sun_path, path);
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return NULL;
-	c->next_id = 1;
-	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->fd < 0)
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
 		goto fail;
 	/* A peer that stops reading must fail a test, not hang it. */
-	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		goto fail;
-	c->aside = json_array();
-	if (!c->aside)
-		goto fail;
-	proto_reader_init(&c->reader, HERD_DEFAULT_MAX_MESSAGE_SIZE, HERD_MAX_DEPTH);
-	return c;
+	return ht_conn_adopt(fd);
 
 fail:
 	e = errno;
 	fprintf(stderr, "herd_test: connecting to %s: %m\n", path);
-	if (c->fd >= 0)
-		close(c->fd);
-	free(c);
+	if (fd >= 0)
+		close(fd);
 	errno = e;
 	return NULL;
 }
@@ -114,6 +122,27 @@ ht_conn_send(struct ht_conn *c, const json_t *msg)
 	text[len] = '\n'; /* replaces the terminator: the buffer is len + 1 long */
 	r = ht_conn_send_raw(c, text, len + 1);
 	free(text);
+	return r;
+}
+
+int
+ht_conn_send_line(struct ht_conn *c, const char *text)
+{
+	int r = ht_conn_send_raw(c, text, strlen(text));
+
+	return r < 0 ? r : ht_conn_send_raw(c, "\n", 1);
+}
+
+int
+ht_conn_notify(struct ht_conn *c, const char *method, json_t *params)
+{
+	json_t *msg = proto_notification(method, params);
+	int r;
+
+	if (!msg)
+		return -ENOMEM;
+	r = ht_conn_send(c, msg);
+	json_decref(msg);
 	return r;
 }
 
@@ -349,6 +378,22 @@ ht_error_name(const json_t *reply)
 	if (!err)
 		return NULL;
 	return json_string_value(json_object_get(json_object_get(err, "data"), "name"));
+}
+
+int
+ht_error_code(const json_t *reply)
+{
+	json_t *e = json_object_get(reply, "error");
+
+	return e ? (int)json_integer_value(json_object_get(e, "code")) : 0;
+}
+
+long long
+ht_int_result(const json_t *reply)
+{
+	json_t *r = ht_result(reply);
+
+	return json_is_integer(r) ? json_integer_value(r) : LLONG_MIN;
 }
 
 const char *

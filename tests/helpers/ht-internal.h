@@ -10,6 +10,8 @@ int ht__remaining(int64_t deadline);
 void ht__untrack(pid_t pid);
 void ht__daemons_teardown(void);
 void ht__tmpdirs_teardown(void);
+/* Frees the values ht_args() kept for the test. */
+void ht__args_release(void);
 /* In a forked child: drop the parent's daemons and temp dirs from the registry. */
 void ht__forget_all(void);
 

@@ -271,6 +271,38 @@ ht_teardown(void)
 	}
 	guard_release();
 	ht__tmpdirs_teardown();
+	ht__args_release();
+}
+
+/* Children of ours still running (zombies and the guardian do not count), into kids[0..64). */
+static int
+live_children(pid_t *kids)
+{
+	pid_t all[64];
+	int n = ht_list_children(getpid(), all, 64), i, k = 0;
+
+	for (i = 0; i < n && i < 64; i++) {
+		if (all[i] != guard_pid && ht_pid_alive(all[i]))
+			kids[k++] = all[i];
+	}
+	return n < 0 ? n : k;
+}
+
+int
+ht_children_left(int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	pid_t kids[64];
+	int n, i;
+
+	while ((n = live_children(kids)) > 0) {
+		if (ht_wait_pid_gone(kids[0], ht__remaining(deadline)) < 0)
+			break;
+	}
+	for (i = 0; i < n; i++)
+		fprintf(stderr, "herd_test: child %d (state %c) is left\n", (int)kids[i],
+		    ht_pid_state(kids[i]) ?: '?');
+	return n;
 }
 
 int

@@ -17,9 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <check.h>
-
-#include "herd-test.h"
+#include "ht-check.h"
 
 static int
 pause_forever(void *arg)
@@ -280,8 +278,8 @@ harness_suite(void)
 	Suite *s = suite_create("harness");
 	TCase *tc = tcase_create("core");
 
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, 20);
+	ht_fixture_plain(tc);
+	ht_timeout(tc, 20);
 	tcase_add_test(tc, test_pid_states);
 	tcase_add_test(tc, test_exit_code_and_nobody);
 	tcase_add_test(tc, test_count_fds);
@@ -293,14 +291,4 @@ harness_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(harness_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN(harness_suite)

@@ -7,7 +7,6 @@
  * proto_parse must refuse each bad text with the code it had before it used
  * the decoder (ref_parse, the old pipeline, is the oracle).
  */
-#include <check.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -15,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ht-check.h"
 #include "proto.h"
 #include "ref-parse.h"
 
@@ -803,14 +803,4 @@ json_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(json_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN(json_suite)

@@ -3,11 +3,11 @@
  * JSON-RPC message validation, the builders, the error name table and
  * proto_unpack's strictness.
  */
-#include <check.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ht-check.h"
 #include "proto.h"
 
 static int
@@ -412,14 +412,4 @@ msg_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(msg_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN(msg_suite)

@@ -3,7 +3,6 @@
  * The output queue under partial writes, its cap, and proto_outq_push_json's
  * limits. One test writes through a real non-blocking socketpair.
  */
-#include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -12,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ht-check.h"
 #include "proto.h"
 
 static unsigned rng_state = 12345;
@@ -355,14 +355,4 @@ outq_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(outq_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN(outq_suite)

@@ -3,11 +3,11 @@
  * The incremental reader: framing in every split, the size limit enforced
  * while bytes arrive, and one distinct error code per kind of bad input.
  */
-#include <check.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ht-check.h"
 #include "proto.h"
 
 #define MAX_MSG 1024u
@@ -587,14 +587,4 @@ reader_suite(void)
 	return s;
 }
 
-int
-main(void)
-{
-	SRunner *sr = srunner_create(reader_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN(reader_suite)

@@ -21,7 +21,7 @@
 
 #include <check.h>
 
-#include "test-client-common.h"
+#include "ht-example.h"
 
 #define HB_INTERVAL_MS 50
 #define HB_TIMEOUT_MS  300
@@ -40,15 +40,14 @@ setup(void)
 static void
 teardown(void)
 {
-	tc_args_release();
 	ht_teardown();
 }
 
 static herd_master *
 connect_master(void)
 {
-	json_t *settings = json_pack("{s:i, s:i}", "heartbeat_interval_ms", TC_MS(HB_INTERVAL_MS),
-	    "heartbeat_timeout_ms", TC_MS(HB_TIMEOUT_MS));
+	json_t *settings = json_pack("{s:i, s:i}", "heartbeat_interval_ms", ht_ms(HB_INTERVAL_MS),
+	    "heartbeat_timeout_ms", ht_ms(HB_TIMEOUT_MS));
 	herd_error *err = NULL;
 	herd_master *m = NULL;
 	int r;
@@ -146,14 +145,14 @@ START_TEST(test_blocking_call_keeps_others_alive)
 	herd_master_on_event(m, count_event, &events);
 	start = ht_now_ms();
 	ck_assert_int_eq(
-	    herd_call(busy, "sleep", tc_args("{s:i}", "ms", TC_MS(HOLD_MS)), 0, &result), 0);
-	ck_assert_int_ge(ht_now_ms() - start, TC_MS(HOLD_MS));
+	    herd_call(busy, "sleep", ht_args("{s:i}", "ms", ht_ms(HOLD_MS)), 0, &result), 0);
+	ck_assert_int_ge(ht_now_ms() - start, ht_ms(HOLD_MS));
 	json_decref(result);
 
 	assert_master_alive(m, w);
 	/* The idle connection was not closed by the worker for silence, nor by us. */
 	ck_assert_int_eq(herd_conn_is_closed(idle), 0);
-	ck_assert_int_eq(herd_call(idle, "echo", tc_args("[i]", 7), 0, &result), 0);
+	ck_assert_int_eq(herd_call(idle, "echo", ht_args("[i]", 7), 0, &result), 0);
 	ck_assert_int_eq(json_integer_value(json_array_get(result, 0)), 7);
 	json_decref(result);
 	ck_assert_int_eq(herd_conn_is_closed(busy), 0);
@@ -178,7 +177,7 @@ START_TEST(test_stream_next_keeps_master_alive)
 	int64_t start = ht_now_ms();
 
 	ck_assert_int_eq(herd_stream_open(conn, "count",
-	                     tc_args("{s:i, s:i}", "n", n, "delay_ms", TC_MS(HB_INTERVAL_MS)), NULL,
+	                     ht_args("{s:i, s:i}", "n", n, "delay_ms", ht_ms(HB_INTERVAL_MS)), NULL,
 	                     NULL, NULL, &s),
 	    0);
 	while ((r = herd_stream_next(s, 0, &item)) == 1) {
@@ -188,7 +187,7 @@ START_TEST(test_stream_next_keeps_master_alive)
 	ck_assert_msg(r == 0, "stream ended with %s", strerror(-r));
 	ck_assert_int_eq(seen, n);
 	/* Items 0..n-1, a delay between each two. */
-	ck_assert_int_ge(ht_now_ms() - start, (n - 1) * TC_MS(HB_INTERVAL_MS));
+	ck_assert_int_ge(ht_now_ms() - start, (n - 1) * ht_ms(HB_INTERVAL_MS));
 	herd_stream_unref(s);
 
 	assert_master_alive(m, w);
@@ -208,11 +207,11 @@ START_TEST(test_master_request_keeps_worker_conn_alive)
 	json_t *result = NULL;
 	int64_t start = ht_now_ms();
 
-	slow = spawn_testworker(m, json_pack("{s:i}", "init_delay_ms", TC_MS(HOLD_MS)));
-	ck_assert_int_ge(ht_now_ms() - start, TC_MS(HOLD_MS));
+	slow = spawn_testworker(m, json_pack("{s:i}", "init_delay_ms", ht_ms(HOLD_MS)));
+	ck_assert_int_ge(ht_now_ms() - start, ht_ms(HOLD_MS));
 
 	ck_assert_int_eq(herd_conn_is_closed(conn), 0);
-	ck_assert_int_eq(herd_call(conn, "echo", tc_args("[i]", 8), 0, &result), 0);
+	ck_assert_int_eq(herd_call(conn, "echo", ht_args("[i]", 8), 0, &result), 0);
 	ck_assert_int_eq(json_integer_value(json_array_get(result, 0)), 8);
 	json_decref(result);
 
@@ -277,13 +276,13 @@ START_TEST(test_threads)
 	herd_master *m = connect_master();
 	herd_worker *w = spawn_testworker(m, NULL);
 	herd_conn *conn = connect_worker(w);
-	struct caller k = { .w = w, .until = ht_now_ms() + TC_MS(HOLD_MS) };
+	struct caller k = { .w = w, .until = ht_now_ms() + ht_ms(HOLD_MS) };
 	json_t *result = NULL;
 	pthread_t t;
 
 	ck_assert_int_eq(pthread_create(&t, NULL, caller_thread, &k), 0);
 	ck_assert_int_eq(
-	    herd_call(conn, "sleep", tc_args("{s:i}", "ms", TC_MS(HOLD_MS)), 0, &result), 0);
+	    herd_call(conn, "sleep", ht_args("{s:i}", "ms", ht_ms(HOLD_MS)), 0, &result), 0);
 	json_decref(result);
 	ck_assert_int_eq(pthread_join(t, NULL), 0);
 	ck_assert_msg(k.failed == 0, "the other thread's call failed: %s", strerror(-k.failed));

@@ -16,7 +16,7 @@
 #include <herd/herd-ev.h>
 
 #include "example-worker.h"
-#include "test-client-common.h"
+#include "ht-example.h"
 
 static struct ht_daemon *herdd;
 
@@ -30,7 +30,6 @@ setup(void)
 static void
 teardown(void)
 {
-	tc_args_release();
 	ht_teardown();
 	unsetenv("HERD_SOCKET");
 }
@@ -133,7 +132,7 @@ START_TEST(test_spawn_call_inspect)
 	ck_assert_ptr_nonnull(herd_worker_id(w));
 	ck_assert_int_gt(herd_worker_pid(w), 0);
 	ck_assert_int_eq(herd_worker_connect(w, NULL, &conn, NULL), 0);
-	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 42), 0, &result), 0);
+	ck_assert_int_eq(herd_call(conn, "sum", ht_args("{s:i}", "n", 42), 0, &result), 0);
 	ck_assert_int_eq(json_integer_value(result), 861);
 	json_decref(result);
 	/* The hello of a herdd-spawned worker names it by herdd's id. */
@@ -177,7 +176,7 @@ START_TEST(test_on_failure_crash)
 	/* A signal herdd did not send: a crash. (SIGABRT rather than SIGSEGV, which a
 	 * sanitizer build of the worker would catch and turn into an exit.) */
 	ck_assert_int_eq(kill(herd_worker_pid(w), SIGABRT), 0);
-	wait_master(m, &s.failures, TC_MS(10000));
+	wait_master(m, &s.failures, ht_ms(10000));
 	ck_assert_str_eq(s.event, "crashed");
 	ck_assert_str_eq(s.id, herd_worker_id(w));
 	herd_worker_unref(w);
@@ -197,9 +196,9 @@ START_TEST(test_on_failure_reported)
 	ck_assert_int_eq(herd_worker_connect(w, NULL, &conn, NULL), 0);
 	/* The function returns, then the worker fails (rpc_parallel's uncaught exception). */
 	ck_assert_int_eq(herd_call(conn, "worker_fail",
-	                     tc_args("{s:s}", "message", "failed after returning"), 0, NULL),
+	                     ht_args("{s:s}", "message", "failed after returning"), 0, NULL),
 	    0);
-	wait_master(m, &s.failures, TC_MS(10000));
+	wait_master(m, &s.failures, ht_ms(10000));
 	ck_assert_str_eq(s.event, "failed");
 	ck_assert_str_eq(s.id, herd_worker_id(w));
 	ck_assert_msg(strstr(s.message, "failed after returning"), "message %s", s.message);
@@ -248,11 +247,11 @@ START_TEST(test_master_disconnect_stops_workers)
 	/* A second master watches every worker of the uid, to see this one stop. */
 	ck_assert_int_eq(herd_master_on_event(watcher, on_event, &s), 0);
 	ck_assert_int_eq(
-	    herd_master_request(watcher, "subscribe", tc_args("{s:b}", "all", 1), 0, NULL), 0);
+	    herd_master_request(watcher, "subscribe", ht_args("{s:b}", "all", 1), 0, NULL), 0);
 	ck_assert(ht_pid_alive(herd_worker_pid(w)));
 	/* The default shutdown_on is master_disconnect: closing the master stops its workers. */
 	herd_master_unref(m);
-	wait_master(watcher, &s.matches, TC_MS(10000));
+	wait_master(watcher, &s.matches, ht_ms(10000));
 	ck_assert(!ht_pid_alive(herd_worker_pid(w)));
 	herd_worker_unref(w);
 	herd_master_unref(watcher);
@@ -302,7 +301,7 @@ START_TEST(test_async_spawn_libev)
 
 		ck_assert_int_eq(herd_master_on_event(m, on_event, &s), 0);
 		ck_assert_int_eq(herd_master_kill(m, herd_worker_id(a.w), "KILL"), 0);
-		wait_master(m, &s.matches, TC_MS(10000));
+		wait_master(m, &s.matches, ht_ms(10000));
 		herd_master_on_event(m, NULL, NULL);
 	}
 	herd_worker_unref(a.w);
@@ -325,7 +324,7 @@ START_TEST(test_start_app_self)
 	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w), 0);
 	ht_track_pid(herd_worker_pid(w));
 	ck_assert_int_eq(herd_worker_connect(w, NULL, &conn, NULL), 0);
-	ck_assert_int_eq(herd_call(conn, "product", tc_args("{s:i}", "n", 5), 0, &result), 0);
+	ck_assert_int_eq(herd_call(conn, "product", ht_args("{s:i}", "n", 5), 0, &result), 0);
 	ck_assert_int_eq(json_integer_value(result), 120);
 	json_decref(result);
 	herd_conn_unref(conn);
@@ -357,16 +356,8 @@ client_master_suite(void)
 int
 main(int argc, char **argv)
 {
-	SRunner *sr;
-	int failed;
-
 	/* Spawned by herdd as a worker: serve and exit; run as a test: carry on. */
 	herd_start_app(&example_worker_type, argc, argv);
-
 	signal(SIGPIPE, SIG_IGN);
-	sr = srunner_create(client_master_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return ht_run_suite(client_master_suite());
 }

@@ -14,15 +14,14 @@
 
 #include "common/internal.h"
 #include "ht-check.h"
-#include "test-client-common.h"
+#include "ht-example.h"
 
-static struct tc_worker worker;
+static struct ht_example worker;
 
 static void
 teardown(void)
 {
-	tc_worker_kill(&worker);
-	tc_args_release();
+	ht_example_kill(&worker);
 	ht_teardown();
 	unsetenv("HERD_RPC_SETTINGS");
 }
@@ -170,17 +169,17 @@ START_TEST(test_connection_obeys_env)
 
 	memset(big, 'z', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
-	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(_i), NULL), 0);
+	ck_assert_int_eq(ht_example_start(&worker, HT_MODE(_i), NULL), 0);
 
 	setenv("HERD_RPC_SETTINGS", "{\"max_message_size\": 2048}", 1);
 	ck_assert_int_eq(herd_conn_connect(worker.socket, NULL, settings, &conn, NULL), 0);
-	ck_assert_int_eq(herd_call(conn, "echo", tc_args("{s:s}", "t", big), 0, NULL), -EMSGSIZE);
+	ck_assert_int_eq(herd_call(conn, "echo", ht_args("{s:s}", "t", big), 0, NULL), -EMSGSIZE);
 	conn = herd_conn_unref(conn);
 
 	/* Without the environment, the code's larger limit lets the same call through. */
 	unsetenv("HERD_RPC_SETTINGS");
 	ck_assert_int_eq(herd_conn_connect(worker.socket, NULL, settings, &conn, NULL), 0);
-	ck_assert_int_eq(herd_call(conn, "echo", tc_args("{s:s}", "t", big), 0, NULL), 0);
+	ck_assert_int_eq(herd_call(conn, "echo", ht_args("{s:s}", "t", big), 0, NULL), 0);
 	conn = herd_conn_unref(conn);
 
 	/* A typo in the environment is refused with a clear text, before connecting. */

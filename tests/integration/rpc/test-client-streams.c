@@ -15,23 +15,22 @@
 #include <check.h>
 
 #include "ht-check.h"
-#include "test-client-common.h"
+#include "ht-example.h"
 
-static struct tc_worker worker;
+static struct ht_example worker;
 
 static void
 teardown(void)
 {
-	tc_worker_kill(&worker);
-	tc_args_release();
+	ht_example_kill(&worker);
 	ht_teardown();
 }
 
 static herd_conn *
 setup_conn(int mode)
 {
-	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(mode), NULL), 0);
-	return tc_connect(&worker, NULL);
+	ck_assert_int_eq(ht_example_start(&worker, HT_MODE(mode), NULL), 0);
+	return ht_herd_connect(worker.socket, NULL);
 }
 
 static json_int_t
@@ -89,11 +88,11 @@ on_end(herd_stream *s, int r, json_t *result, herd_error *error, void *userdata)
 static void
 drive(herd_conn *conn, const int *flag)
 {
-	int64_t deadline = ht_now_ms() + TC_MS(20000);
+	int64_t deadline = ht_now_ms() + ht_ms(20000);
 
 	while (!*flag) {
 		ck_assert_msg(ht_now_ms() < deadline, "stream did not end in time");
-		ck_assert_int_ge(herd_conn_wait(conn, TC_USEC(1000)), 0);
+		ck_assert_int_ge(herd_conn_wait(conn, HT_USEC(1000)), 0);
 		ck_assert_int_ge(herd_conn_process(conn), 0);
 	}
 }
@@ -104,7 +103,7 @@ START_TEST(test_count_callbacks)
 	herd_conn *conn = setup_conn(_i);
 
 	ck_assert_int_eq(
-	    herd_stream_open(conn, "count", tc_args("{s:i}", "n", 50), on_item, on_end, &c, NULL),
+	    herd_stream_open(conn, "count", ht_args("{s:i}", "n", 50), on_item, on_end, &c, NULL),
 	    0);
 	drive(conn, &c.ends);
 	ck_assert_int_eq(c.items, 50);
@@ -129,9 +128,9 @@ START_TEST(test_slow_reader_outlives_heartbeat_timeout)
 {
 	/* Under valgrind one read's worth of items takes this reader longer than 300 ms. */
 	int k = getenv("HERD_UNDER_VALGRIND") ? 10 : 1;
-	json_t *settings = json_pack("{s:i, s:i}", "heartbeat_interval_ms", k * TC_MS(50),
-	    "heartbeat_timeout_ms", k * TC_MS(300));
-	struct timespec slow = { 0, TC_MS(30) * 1000000L };
+	json_t *settings = json_pack("{s:i, s:i}", "heartbeat_interval_ms", k * ht_ms(50),
+	    "heartbeat_timeout_ms", k * ht_ms(300));
+	struct timespec slow = { 0, ht_ms(30) * 1000000L };
 	struct counter c = { 0 };
 	herd_conn *conn = NULL;
 	int64_t until;
@@ -141,17 +140,17 @@ START_TEST(test_slow_reader_outlives_heartbeat_timeout)
 	 * 1 MiB of output outlasts any timeout worth waiting for: the exec'd one runs
 	 * natively, so under valgrind only it is tested.
 	 */
-	if (k > 1 && TC_MODE(_i) == TC_FORK) {
+	if (k > 1 && HT_MODE(_i) == HT_FORK) {
 		json_decref(settings);
 		return;
 	}
-	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(_i), NULL), 0);
+	ck_assert_int_eq(ht_example_start(&worker, HT_MODE(_i), NULL), 0);
 	ck_assert_int_eq(herd_conn_connect(worker.socket, NULL, settings, &conn, NULL), 0);
-	ck_assert_int_eq(herd_stream_open(conn, "count", tc_args("{s:i}", "n", 100000000), on_item,
+	ck_assert_int_eq(herd_stream_open(conn, "count", ht_args("{s:i}", "n", 100000000), on_item,
 	                     on_end, &c, &c.stream),
 	    0);
 	/* The slowness of this reader is what is under test: it pauses between reads. */
-	until = ht_now_ms() + k * TC_MS(1500);
+	until = ht_now_ms() + k * ht_ms(1500);
 	while (ht_now_ms() < until) {
 		ck_assert_int_ge(herd_conn_wait(conn, 100000), 0);
 		ck_assert_int_ge(herd_conn_process(conn), 0);
@@ -179,9 +178,9 @@ START_TEST(test_count_iterator)
 	int r, n = 0;
 
 	ck_assert_int_eq(herd_stream_open(conn, "count",
-	                     tc_args("{s:i, s:i}", "n", 5, "delay_ms", 2), NULL, NULL, NULL, &s),
+	                     ht_args("{s:i, s:i}", "n", 5, "delay_ms", 2), NULL, NULL, NULL, &s),
 	    0);
-	while ((r = herd_stream_next(s, TC_USEC(10000), &item)) == 1) {
+	while ((r = herd_stream_next(s, HT_USEC(10000), &item)) == 1) {
 		ck_assert_int_eq(json_integer_value(item), n);
 		ck_assert_int_eq(herd_stream_item_initial(s), 0);
 		json_decref(item);
@@ -207,7 +206,7 @@ START_TEST(test_cancel_after_k)
 	json_t *result = NULL;
 
 	ck_assert_int_eq(
-	    herd_stream_open(conn, "count", tc_args("{s:i, s:i}", "n", 100000, "delay_ms", 1),
+	    herd_stream_open(conn, "count", ht_args("{s:i, s:i}", "n", 100000, "delay_ms", 1),
 	        on_item, on_end, &c, &c.stream),
 	    0);
 	drive(conn, &c.ends);
@@ -220,7 +219,7 @@ START_TEST(test_cancel_after_k)
 	/* The handler saw the cancel. */
 	ck_assert_int_eq(worker_cancelled(conn), before + 1);
 	/* And the connection carries on. */
-	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 42), 0, &result), 0);
+	ck_assert_int_eq(herd_call(conn, "sum", ht_args("{s:i}", "n", 42), 0, &result), 0);
 	ck_assert_int_eq(json_integer_value(result), 861);
 	json_decref(result);
 	herd_stream_unref(c.stream);
@@ -237,14 +236,14 @@ START_TEST(test_cancel_iterator)
 	json_t *item = NULL;
 
 	ck_assert_int_eq(herd_stream_open(conn, "count",
-	                     tc_args("{s:i, s:i}", "n", 1000, "delay_ms", 1), NULL, NULL, NULL, &s),
+	                     ht_args("{s:i, s:i}", "n", 1000, "delay_ms", 1), NULL, NULL, NULL, &s),
 	    0);
 	for (int i = 0; i < 2; i++) {
-		ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 1);
+		ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), 1);
 		json_decref(item);
 	}
 	ck_assert_int_eq(herd_stream_cancel(s), 0);
-	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), -ECANCELED);
+	ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), -ECANCELED);
 	ck_assert_str_eq(herd_error_name(herd_stream_error(s)), "cancelled");
 	ck_assert_int_eq(herd_stream_next(s, 0, &item), -ECANCELED);
 	ck_assert_int_eq(worker_cancelled(conn), before + 1);
@@ -259,11 +258,11 @@ START_TEST(test_state_initial)
 	herd_stream *s = NULL;
 	json_t *item = NULL;
 
-	ck_assert_int_eq(herd_oneway(conn, "note", tc_args("{s:s}", "text", "before")), 0);
+	ck_assert_int_eq(herd_oneway(conn, "note", ht_args("{s:s}", "text", "before")), 0);
 	ck_assert_int_eq(
-	    herd_stream_open(conn, "watch", tc_args("{s:i}", "updates", 2), NULL, NULL, NULL, &s),
+	    herd_stream_open(conn, "watch", ht_args("{s:i}", "updates", 2), NULL, NULL, NULL, &s),
 	    0);
-	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 1);
+	ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), 1);
 	ck_assert_int_eq(herd_stream_item_initial(s), 1);
 	ck_assert_msg(json_is_array(item) && json_array_size(item) == 1 &&
 	        json_is_string(json_array_get(item, 0)) &&
@@ -271,16 +270,16 @@ START_TEST(test_state_initial)
 	    "initial state %s", ht_dump(item));
 	json_decref(item);
 
-	ck_assert_int_eq(herd_oneway(conn, "note", tc_args("{s:s}", "text", "one")), 0);
-	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 1);
+	ck_assert_int_eq(herd_oneway(conn, "note", ht_args("{s:s}", "text", "one")), 0);
+	ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), 1);
 	ck_assert_int_eq(herd_stream_item_initial(s), 0);
 	ck_assert_str_eq(json_string_value(item), "one");
 	json_decref(item);
-	ck_assert_int_eq(herd_oneway(conn, "note", tc_args("{s:s}", "text", "two")), 0);
-	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 1);
+	ck_assert_int_eq(herd_oneway(conn, "note", ht_args("{s:s}", "text", "two")), 0);
+	ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), 1);
 	ck_assert_str_eq(json_string_value(item), "two");
 	json_decref(item);
-	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 0);
+	ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), 0);
 	ck_assert_int_eq(json_integer_value(json_object_get(herd_stream_result(s), "updates")), 2);
 	herd_stream_unref(s);
 	herd_conn_unref(conn);
@@ -353,7 +352,7 @@ START_TEST(test_sink_async_and_cancel)
 	ck_assert_int_eq(herd_sink_send(k, two), 0);
 	ck_assert_int_eq(herd_sink_cancel(k), 0);
 	ck_assert_int_eq(herd_sink_send(k, two), -EPIPE);
-	ck_assert_int_eq(herd_sink_finish(k, TC_USEC(10000), NULL), -ECANCELED);
+	ck_assert_int_eq(herd_sink_finish(k, HT_USEC(10000), NULL), -ECANCELED);
 	ck_assert_str_eq(herd_error_name(herd_sink_error(k)), "cancelled");
 	ck_assert_int_eq(worker_cancelled(conn), before + 1);
 	herd_sink_unref(k);
@@ -393,11 +392,11 @@ START_TEST(test_close_inside_item)
 	herd_conn *conn = setup_conn(_i);
 	struct closer c = { .conn = conn };
 
-	ck_assert_int_eq(herd_stream_open(conn, "count", tc_args("{s:i}", "n", 100000),
+	ck_assert_int_eq(herd_stream_open(conn, "count", ht_args("{s:i}", "n", 100000),
 	                     close_on_second, closer_end, &c, NULL),
 	    0);
 	while (!c.ends) {
-		ck_assert_int_ge(herd_conn_wait(conn, TC_USEC(5000)), 0);
+		ck_assert_int_ge(herd_conn_wait(conn, HT_USEC(5000)), 0);
 		ck_assert_int_ne(herd_conn_process(conn), -EINVAL);
 	}
 	ck_assert_int_eq(c.items, 2);

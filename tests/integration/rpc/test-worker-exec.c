@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "ht-check.h"
-#include "worker-test-util.h"
+#include "ht-example.h"
 
 static char dir[128], sock[192];
 static int fds_before;
@@ -27,7 +27,7 @@ static int fds_before;
 static void
 setup(void)
 {
-	fds_before = wt_fd_count();
+	fds_before = ht_count_fds(getpid());
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(sock, sizeof(sock), "%s/w.sock", dir);
 }
@@ -36,7 +36,7 @@ static void
 finish(void)
 {
 	ht_teardown();
-	ck_assert_int_eq(wt_fd_count(), fds_before);
+	ck_assert_int_eq(ht_count_fds(getpid()), fds_before);
 }
 
 /* Starts the worker on sock with extra args and waits for its socket. */
@@ -56,9 +56,9 @@ start_worker(const char *init, const char *settings)
 		args[n++] = settings;
 	}
 	args[n] = NULL;
-	pid = wt_spawn(args, -1, NULL, -1);
+	pid = ht_example_spawn(args, -1, NULL, -1);
 	ck_assert_int_gt(pid, 0);
-	ck_assert_int_eq(wt_wait_path(sock, pid, ht_ms(10000)), 0);
+	ck_assert_int_eq(ht_wait_path(sock, pid, ht_ms(10000)), 0);
 	return pid;
 }
 
@@ -103,7 +103,7 @@ START_TEST(test_serve_and_sigterm)
 	ck_assert(json_is_null(json_object_get(ht_result(reply), "id")));
 	json_decref(reply);
 	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 42), ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 861);
+	ck_assert_int_eq(ht_int_result(reply), 861);
 	json_decref(reply);
 	reply = ht_conn_call(c, "stats", NULL, ht_ms(5000));
 	ck_assert_int_eq(json_integer_value(json_object_get(
@@ -113,7 +113,7 @@ START_TEST(test_serve_and_sigterm)
 	json_decref(reply);
 	/* SIGTERM: a graceful stop, status 0, socket removed, our connection closed. */
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(wt_wait_exit(pid), 0);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 0);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	ht_conn_close(c);
@@ -129,7 +129,7 @@ START_TEST(test_shutdown_builtin)
 
 	setup();
 	pid = start_worker(NULL, "{\"handshake_timeout_ms\": 4321}");
-	c = wt_connect(sock, NULL);
+	c = ht_hello_open(sock, "client", NULL, NULL);
 	ck_assert_ptr_nonnull(c);
 	reply = ht_conn_call(c, "herd.settings", NULL, ht_ms(5000));
 	ck_assert_int_eq(
@@ -138,7 +138,7 @@ START_TEST(test_shutdown_builtin)
 	reply = ht_conn_call(c, "herd.shutdown", NULL, ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
-	ck_assert_int_eq(wt_wait_exit(pid), 0);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 0);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	ht_conn_close(c);
 	finish();
@@ -157,18 +157,18 @@ START_TEST(test_init_failure_and_usage)
 
 	setup();
 	ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
-	pid = wt_spawn(fail, -1, NULL, pipefd[1]);
+	pid = ht_example_spawn(fail, -1, NULL, pipefd[1]);
 	close(pipefd[1]);
 	read_all(pipefd[0], err, sizeof(err));
 	close(pipefd[0]);
-	ck_assert_int_eq(wt_wait_exit(pid), 1);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 1);
 	ck_assert_msg(strstr(err, "no database"), "stderr: %s", err);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 
-	pid = wt_spawn(no_socket, -1, NULL, -1);
-	ck_assert_int_eq(wt_wait_exit(pid), 2);
-	pid = wt_spawn(bad_json, -1, NULL, -1);
-	ck_assert_int_eq(wt_wait_exit(pid), 2);
+	pid = ht_example_spawn(no_socket, -1, NULL, -1);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 2);
+	pid = ht_example_spawn(bad_json, -1, NULL, -1);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 2);
 	finish();
 }
 END_TEST
@@ -215,25 +215,25 @@ START_TEST(test_socket_in_use)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	ck_assert_int_eq(listen(fd, 4), 0);
-	pid = wt_spawn(args, -1, NULL, -1);
-	ck_assert_int_eq(wt_wait_exit(pid), 1);
+	pid = ht_example_spawn(args, -1, NULL, -1);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 1);
 	ck_assert_int_eq(access(sock, F_OK), 0);
 	/* Once that server is dead, its file is stale and gets replaced. */
 	close(fd);
 	ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
 	ck_assert_int_ge(ifd, 0);
 	ck_assert_int_ge(inotify_add_watch(ifd, dir, IN_MOVED_TO), 0);
-	pid = wt_spawn(args, -1, NULL, -1);
+	pid = ht_example_spawn(args, -1, NULL, -1);
 	wait_replaced(ifd, 10000);
 	close(ifd);
-	c = wt_connect(sock, NULL);
+	c = ht_hello_open(sock, "client", NULL, NULL);
 	ck_assert_ptr_nonnull(c);
 	reply = ht_conn_call(c, "product", json_pack("{s:i}", "n", 5), ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 120);
+	ck_assert_int_eq(ht_int_result(reply), 120);
 	json_decref(reply);
 	ht_conn_close(c);
 	ck_assert_int_eq(kill(pid, SIGINT), 0);
-	ck_assert_int_eq(wt_wait_exit(pid), 0);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 0);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	finish();
 }
@@ -247,13 +247,13 @@ START_TEST(test_worker_fail_standalone)
 
 	setup();
 	pid = start_worker(NULL, NULL);
-	c = wt_connect(sock, NULL);
+	c = ht_hello_open(sock, "client", NULL, NULL);
 	ck_assert_ptr_nonnull(c);
 	/* The reply comes first; then the failure ends the process with status 1. */
 	reply = ht_conn_call(c, "worker_fail", json_pack("{s:s}", "message", "late"), ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
-	ck_assert_int_eq(wt_wait_exit(pid), 1);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 1);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	ht_conn_close(c);
 	finish();

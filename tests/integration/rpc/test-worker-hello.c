@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include "ht-check.h"
-#include "worker-test-util.h"
+#include "ht-example.h"
 
-static struct wt_server S;
+static struct ht_server S;
 
 /* Sends one raw line and expects one error reply, then the connection closing. */
 static void
@@ -34,7 +34,7 @@ START_TEST(test_hello_good)
 	size_t i;
 	bool has_sum = false, has_count = false;
 
-	wt_start(&S, NULL, NULL);
+	ht_server_start_ok(&S, NULL, NULL);
 	c = ht_conn_open(S.path);
 	ck_assert_ptr_nonnull(c);
 	reply = ht_conn_hello(c, "client", json_pack("{s:s}", "name", "test"), ht_ms(5000));
@@ -58,16 +58,16 @@ START_TEST(test_hello_good)
 
 	/* The connection serves calls after hello; a second hello is a request error. */
 	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 42), ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 861);
+	ck_assert_int_eq(ht_int_result(reply), 861);
 	json_decref(reply);
 	reply = ht_conn_hello(c, "client", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_error_name(reply), "invalid_request");
 	json_decref(reply);
 	reply = ht_conn_call(c, "product", json_pack("{s:i}", "n", 10), ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 3628800);
+	ck_assert_int_eq(ht_int_result(reply), 3628800);
 	json_decref(reply);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -76,7 +76,7 @@ START_TEST(test_hello_bad_version)
 	struct ht_conn *c;
 	json_t *reply, *supported;
 
-	wt_start(&S, NULL, NULL);
+	ht_server_start_ok(&S, NULL, NULL);
 	c = ht_conn_open(S.path);
 	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(ht_conn_send_raw(c,
@@ -94,7 +94,7 @@ START_TEST(test_hello_bad_version)
 	json_decref(reply);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -102,7 +102,7 @@ START_TEST(test_hello_required)
 {
 	struct ht_conn *c;
 
-	wt_start(&S, NULL, NULL);
+	ht_server_start_ok(&S, NULL, NULL);
 	/* A call before hello. */
 	c = ht_conn_open(S.path);
 	expect_error_then_close(c,
@@ -132,7 +132,7 @@ START_TEST(test_hello_required)
 	    "\"role\":\"client\",\"colour\":\"red\"}}\n",
 	    "invalid_params");
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -142,11 +142,11 @@ START_TEST(test_hello_timeout)
 	json_t *reply, *data;
 	int64_t t0;
 
-	wt_start(&S, NULL, json_pack("{s:i}", "handshake_timeout_ms", 200));
+	ht_server_start_ok(&S, NULL, json_pack("{s:i}", "handshake_timeout_ms", 200));
 	c = ht_conn_open(S.path);
 	ck_assert_ptr_nonnull(c);
 	/* A connection that completed hello is not affected by the handshake timeout. */
-	c2 = wt_connect(S.path, NULL);
+	c2 = ht_hello_open(S.path, "client", NULL, NULL);
 	ck_assert_ptr_nonnull(c2);
 	t0 = ht_now_ms();
 	reply = ht_conn_recv(c, ht_ms(5000));
@@ -161,11 +161,11 @@ START_TEST(test_hello_timeout)
 	/* It did not fire before its time (a lower bound only). */
 	ck_assert_int_ge(ht_now_ms() - t0, 150);
 	reply = ht_conn_call(c2, "sum", json_pack("{s:i}", "n", 4), ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 6);
+	ck_assert_int_eq(ht_int_result(reply), 6);
 	json_decref(reply);
 	ht_conn_close(c);
 	ht_conn_close(c2);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -174,7 +174,7 @@ START_TEST(test_conn_init)
 	struct ht_conn *c;
 	json_t *reply;
 
-	wt_start(&S, NULL, NULL);
+	ht_server_start_ok(&S, NULL, NULL);
 	/* A failing connection-state init answers init_failed with its message and closes. */
 	c = ht_conn_open(S.path);
 	ck_assert_ptr_nonnull(c);
@@ -187,7 +187,7 @@ START_TEST(test_conn_init)
 	ht_conn_close(c);
 
 	/* The next connection works and sees its own init argument. */
-	c = wt_connect(S.path, json_pack("{s:{s:i}}", "init", "seat", 7));
+	c = ht_hello_open(S.path, "client", json_pack("{s:{s:i}}", "init", "seat", 7), NULL);
 	ck_assert_ptr_nonnull(c);
 	reply = ht_conn_call(c, "stats", NULL, ht_ms(5000));
 	ck_assert_int_eq(json_integer_value(json_object_get(
@@ -196,7 +196,7 @@ START_TEST(test_conn_init)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "conn_calls")), 1);
 	json_decref(reply);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -205,7 +205,7 @@ START_TEST(test_heartbeats)
 	struct ht_conn *c;
 	json_t *reply, *hb, *eff;
 
-	wt_start(&S, NULL, NULL);
+	ht_server_start_ok(&S, NULL, NULL);
 	c = ht_conn_open(S.path);
 	ck_assert_ptr_nonnull(c);
 	reply = ht_conn_hello(c, "client",
@@ -221,7 +221,7 @@ START_TEST(test_heartbeats)
 		hb = ht_conn_wait_method(c, "heartbeat", ht_ms(5000));
 		ck_assert_msg(hb, "heartbeat %d missing", i);
 		json_decref(hb);
-		ck_assert_int_eq(wt_notify(c, "heartbeat", NULL), 0);
+		ck_assert_int_eq(ht_conn_notify(c, "heartbeat", NULL), 0);
 	}
 	/* ...and closes the connection once we stay silent past the timeout. */
 	for (;;) {
@@ -237,7 +237,7 @@ START_TEST(test_heartbeats)
 	}
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
