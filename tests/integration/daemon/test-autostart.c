@@ -242,7 +242,7 @@ autostart_suite(void)
 	TCase *tc = tcase_create("autostart");
 
 	tcase_add_checked_fixture(tc, setup, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(30));
+	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_autostart_then_idle_exit);
 	tcase_add_test(tc, test_no_autostart);
 	tcase_add_test(tc, test_missing_dir_not_created);

@@ -300,8 +300,8 @@ channel_suite(void)
 	Suite *s = suite_create("herdd-channel");
 	TCase *tc = tcase_create("channel");
 
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(40));
+	ht_fixture_plain(tc);
+	ht_timeout(tc, 40);
 	tcase_add_test(tc, test_hello_result_and_ready);
 	tcase_add_test(tc, test_init_failed);
 	tcase_add_test(tc, test_failure_after_ready);

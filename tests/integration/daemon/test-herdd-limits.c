@@ -423,8 +423,8 @@ limits_suite(void)
 	Suite *s = suite_create("herdd-limits");
 	TCase *tc = tcase_create("limits");
 
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(60));
+	ht_fixture_plain(tc);
+	ht_timeout(tc, 60);
 	tcase_add_test(tc, test_connections_per_uid);
 	tcase_add_test(tc, test_unauthenticated);
 	tcase_add_test(tc, test_pending_requests);

@@ -471,8 +471,8 @@ protocol_suite(void)
 	Suite *s = suite_create("herdd-protocol");
 	TCase *tc = tcase_create("protocol");
 
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(30));
+	ht_fixture_plain(tc);
+	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_hello_result);
 	tcase_add_test(tc, test_hello_refusals_close);
 	tcase_add_test(tc, test_hello_required);

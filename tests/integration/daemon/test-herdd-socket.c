@@ -463,8 +463,8 @@ socket_suite(void)
 	Suite *s = suite_create("herdd-socket");
 	TCase *tc = tcase_create("socket");
 
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(40));
+	ht_fixture_plain(tc);
+	ht_timeout(tc, 40);
 	tcase_add_test(tc, test_lock_refuses_second_daemon);
 	tcase_add_test(tc, test_stale_socket_takeover);
 	tcase_add_test(tc, test_not_a_socket_is_kept);

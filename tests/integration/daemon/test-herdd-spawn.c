@@ -478,8 +478,8 @@ spawn_suite(void)
 	Suite *s = suite_create("herdd-spawn");
 	TCase *tc = tcase_create("spawn");
 
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(40));
+	ht_fixture_plain(tc);
+	ht_timeout(tc, 40);
 	tcase_add_test(tc, test_exec_failures);
 	tcase_add_test(tc, test_fifo_output);
 	tcase_add_test(tc, test_worker_gets_only_its_fds);

@@ -45,8 +45,8 @@ demo_suite(void)
 	Suite *s = suite_create("sup-demo");
 	TCase *tc = tcase_create("demo");
 
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(40));
+	ht_fixture_plain(tc);
+	ht_timeout(tc, 40);
 	tcase_add_test(tc, test_sum_demo);
 	suite_add_tcase(s, tc);
 	return s;

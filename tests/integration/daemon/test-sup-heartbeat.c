@@ -26,14 +26,10 @@ hb_params(void)
 
 START_TEST(test_busy_worker_is_not_hung)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
-	struct ht_conn *m, *client;
+	struct ht_conn *m = ht_master, *client;
 	json_t *reply, *res, *w;
 	pid_t pid;
 
-	ck_assert_ptr_nonnull(d);
-	m = ht_herdd_open(d, "master", "test");
-	ck_assert_ptr_nonnull(m);
 	reply = ht_spawn(m, hb_params(), ht_ms(10000));
 	res = ht_assert_result(reply);
 	pid = ht_worker_pid(res);
@@ -59,20 +55,15 @@ START_TEST(test_busy_worker_is_not_hung)
 
 	ht_conn_close(client);
 	json_decref(reply);
-	ht_conn_close(m);
 }
 END_TEST
 
 START_TEST(test_stopped_worker_is_heartbeat_lost)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
-	struct ht_conn *m;
+	struct ht_conn *m = ht_master;
 	json_t *reply, *res, *ev;
 	pid_t pid;
 
-	ck_assert_ptr_nonnull(d);
-	m = ht_herdd_open(d, "master", "test");
-	ck_assert_ptr_nonnull(m);
 	reply = ht_spawn(m, hb_params(), ht_ms(10000));
 	res = ht_assert_result(reply);
 	pid = ht_worker_pid(res);
@@ -83,9 +74,8 @@ START_TEST(test_stopped_worker_is_heartbeat_lost)
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "heartbeat_lost");
 	json_decref(ev);
 	ck_assert_int_eq(ht_wait_pid_gone(pid, ht_ms(1000)), 0);
-	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
+	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(1000)), 0);
 	json_decref(reply);
-	ht_conn_close(m);
 }
 END_TEST
 
@@ -114,14 +104,10 @@ spawn_grandchildren(const char *socket, pid_t *attached, pid_t *detached)
 
 START_TEST(test_grandchildren_die_with_worker)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
-	struct ht_conn *m;
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *m = ht_master;
 	json_t *reply, *res, *r;
 	pid_t g1, g2, pid;
-
-	ck_assert_ptr_nonnull(d);
-	m = ht_herdd_open(d, "master", "test");
-	ck_assert_ptr_nonnull(m);
 
 	/* Stopped by shutdown. */
 	reply = ht_spawn(m, ht_testworker_params(NULL), ht_ms(10000));
@@ -153,7 +139,6 @@ START_TEST(test_grandchildren_die_with_worker)
 	    ht_wait_pid_gone(g2, ht_ms(1000)) == 0, "detached grandchild %d survived", (int)g2);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
 	json_decref(reply);
-	ht_conn_close(m);
 }
 END_TEST
 
@@ -163,8 +148,8 @@ heartbeat_suite(void)
 	Suite *s = suite_create("sup-heartbeat");
 	TCase *tc = tcase_create("heartbeat");
 
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(30));
+	ht_fixture(tc, grace_args);
+	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_busy_worker_is_not_hung);
 	tcase_add_test(tc, test_stopped_worker_is_heartbeat_lost);
 	tcase_add_test(tc, test_grandchildren_die_with_worker);

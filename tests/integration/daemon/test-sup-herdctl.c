@@ -280,8 +280,8 @@ herdctl_suite(void)
 	Suite *s = suite_create("sup-herdctl");
 	TCase *tc = tcase_create("herdctl");
 
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(40));
+	ht_fixture_plain(tc);
+	ht_timeout(tc, 40);
 	tcase_add_test(tc, test_usage);
 	tcase_add_test(tc, test_spawn_list_call_stop);
 	tcase_add_test(tc, test_watch);

@@ -94,14 +94,13 @@ assert_reason(struct ht_conn *insp, const char *id, const char *reason)
 
 START_TEST(test_master_sigkill_kills_50_workers)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	struct master_job job = { .n = 50 };
 	struct ht_conn *insp;
 	pid_t master, pids[50];
 	int64_t deadline;
 	int rfd, i;
 
-	ck_assert_ptr_nonnull(d);
 	job.d = d;
 	job.params = ht_testworker_params(NULL);
 	master = start_master(&job, &rfd);
@@ -142,7 +141,7 @@ END_TEST
 
 START_TEST(test_master_dies_during_init)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	struct master_job job = { .n = 1, .no_wait = true };
 	struct ht_conn *insp;
 	json_t *w;
@@ -150,7 +149,6 @@ START_TEST(test_master_dies_during_init)
 	char byte;
 	int rfd;
 
-	ck_assert_ptr_nonnull(d);
 	job.d = d;
 	job.params = ht_testworker_params(json_pack("{s:s, s:{s:i}, s:i}", "name", "slow-init",
 	    "init", "init_delay_ms", 60000, "spawn_timeout_ms", 120000));
@@ -182,16 +180,13 @@ END_TEST
 
 START_TEST(test_connection_closed)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
-	struct ht_conn *m, *client;
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *m = ht_master, *client;
 	json_t *reply, *res, *ev;
 	const char *socket, *id;
 	struct stat st;
 	pid_t pid;
 
-	ck_assert_ptr_nonnull(d);
-	m = ht_herdd_open(d, "master", "test");
-	ck_assert_ptr_nonnull(m);
 	reply = ht_spawn(m,
 	    ht_testworker_params(json_pack(
 	        "{s:s, s:i}", "shutdown_on", "connection_closed", "connection_timeout_ms", 10000)),
@@ -236,20 +231,18 @@ START_TEST(test_connection_closed)
 	    "worker %d outlived its connection timeout", (int)pid);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(2000)), 0);
 	json_decref(reply);
-	ht_conn_close(m);
 }
 END_TEST
 
 START_TEST(test_explicit_outlives_master)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	struct ht_conn *a, *b;
 	json_t *ex, *dflt, *reply, *worker;
 	pid_t ex_pid, dflt_pid;
 	const char *ex_id, *socket;
 	struct stat st;
 
-	ck_assert_ptr_nonnull(d);
 	a = ht_herdd_open(d, "master", "master-a");
 	ck_assert_ptr_nonnull(a);
 	ex = ht_spawn(
@@ -303,10 +296,8 @@ START_TEST(test_herdd_sigkill_kills_every_worker)
 
 	/* Orphaned workers come to us, so we can reap them and see how they ended. */
 	ck_assert_int_eq(ht_become_subreaper(), 0);
-	d = ht_daemon_start(grace_args);
-	ck_assert_ptr_nonnull(d);
-	m = ht_herdd_open(d, "master", "test");
-	ck_assert_ptr_nonnull(m);
+	d = ht_herdd;
+	m = ht_master;
 	params = ht_testworker_params(NULL);
 	ck_assert_int_eq(ht_spawn_many(m, 3, params, pids, ids, ht_ms(20000)), 3);
 	json_object_set_new(params, "shutdown_on", json_string("explicit"));
@@ -322,19 +313,17 @@ START_TEST(test_herdd_sigkill_kills_every_worker)
 			ck_assert_int_eq(ht_wait_child(pids[i], 1000, NULL), 0);
 		free(ids[i]);
 	}
-	ht_conn_close(m);
 }
 END_TEST
 
 START_TEST(test_spawn_bursts_then_master_exit)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	struct master_job job = { .n = 20, .exit_after = true };
 	struct ht_conn *insp;
 	json_t *reply;
 	int loop, i;
 
-	ck_assert_ptr_nonnull(d);
 	job.d = d;
 	job.params = ht_testworker_params(NULL);
 	for (loop = 0; loop < 20; loop++) {
@@ -371,8 +360,8 @@ lifetime_suite(void)
 	Suite *s = suite_create("sup-lifetime");
 	TCase *tc = tcase_create("lifetime");
 
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(30));
+	ht_fixture(tc, grace_args);
+	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_master_sigkill_kills_50_workers);
 	tcase_add_test(tc, test_master_dies_during_init);
 	tcase_add_test(tc, test_connection_closed);
@@ -381,8 +370,8 @@ lifetime_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("bursts");
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(90));
+	ht_fixture(tc, grace_args);
+	ht_timeout(tc, 90);
 	tcase_add_test(tc, test_spawn_bursts_then_master_exit);
 	suite_add_tcase(s, tc);
 	return s;

@@ -170,8 +170,8 @@ master_suite(void)
 	Suite *s = suite_create("sup-master");
 	TCase *tc = tcase_create("on_failure");
 
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(30));
+	ht_fixture_plain(tc);
+	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_on_failure_gets_message_and_stderr);
 	tcase_add_test(tc, test_on_failure_crash_and_clean_stop);
 	suite_add_tcase(s, tc);

@@ -162,8 +162,8 @@ perm_suite(void)
 	Suite *s = suite_create("sup-perm");
 	TCase *tc = tcase_create("perm");
 
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(30));
+	ht_fixture_plain(tc);
+	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_other_uid_cannot_see_or_touch);
 	suite_add_tcase(s, tc);
 	return s;

@@ -486,7 +486,7 @@ client_calls_suite(void)
 	TCase *tc = tcase_create("calls");
 
 	tcase_add_checked_fixture(tc, NULL, teardown);
-	tcase_set_timeout(tc, 60);
+	ht_timeout(tc, 60);
 	/* Loop 0: the worker executable; loop 1: the same type served in a forked child. */
 	tcase_add_loop_test(tc, test_sum_and_product, 0, 2);
 	tcase_add_loop_test(tc, test_failure_keeps_connection, 0, 2);

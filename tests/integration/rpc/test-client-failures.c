@@ -417,7 +417,7 @@ client_failures_suite(void)
 	TCase *tc = tcase_create("failures");
 
 	tcase_add_checked_fixture(tc, NULL, teardown);
-	tcase_set_timeout(tc, 90);
+	ht_timeout(tc, 90);
 	tcase_add_loop_test(tc, test_worker_killed_mid_call, 0, 2);
 	tcase_add_loop_test(tc, test_close_callbacks, 0, 2);
 	tcase_add_loop_test(tc, test_oversize_outgoing, 0, 2);

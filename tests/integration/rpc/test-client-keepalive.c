@@ -306,7 +306,7 @@ main(void)
 
 	signal(SIGPIPE, SIG_IGN);
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
+	ht_timeout(tc, 60);
 	tcase_add_test(tc, test_blocking_call_keeps_others_alive);
 	tcase_add_test(tc, test_stream_next_keeps_master_alive);
 	tcase_add_test(tc, test_master_request_keeps_worker_conn_alive);

@@ -341,7 +341,7 @@ client_master_suite(void)
 	TCase *tc = tcase_create("master");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
+	ht_timeout(tc, 60);
 	tcase_add_test(tc, test_spawn_call_inspect);
 	tcase_add_test(tc, test_on_failure_crash);
 	tcase_add_test(tc, test_on_failure_reported);

@@ -201,14 +201,14 @@ client_settings_suite(void)
 	TCase *e2e = tcase_create("connection");
 
 	tcase_add_checked_fixture(unit, NULL, teardown);
-	tcase_set_timeout(unit, 10);
+	ht_timeout(unit, 10);
 	tcase_add_test(unit, test_defaults);
 	tcase_add_test(unit, test_precedence_field_by_field);
 	tcase_add_test(unit, test_errors);
 	suite_add_tcase(s, unit);
 
 	tcase_add_checked_fixture(e2e, NULL, teardown);
-	tcase_set_timeout(e2e, 60);
+	ht_timeout(e2e, 60);
 	tcase_add_loop_test(e2e, test_connection_obeys_env, 0, 2);
 	suite_add_tcase(s, e2e);
 	return s;

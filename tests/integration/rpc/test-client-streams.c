@@ -415,7 +415,7 @@ client_streams_suite(void)
 	TCase *tc = tcase_create("streams");
 
 	tcase_add_checked_fixture(tc, NULL, teardown);
-	tcase_set_timeout(tc, 60);
+	ht_timeout(tc, 60);
 	tcase_add_loop_test(tc, test_count_callbacks, 0, 2);
 	tcase_add_loop_test(tc, test_count_iterator, 0, 2);
 	tcase_add_loop_test(tc, test_slow_reader_outlives_heartbeat_timeout, 0, 2);

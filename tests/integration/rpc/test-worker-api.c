@@ -271,7 +271,7 @@ api_suite(void)
 	Suite *s = suite_create("worker-api");
 	TCase *tc = tcase_create("api");
 
-	tcase_set_timeout(tc, 30);
+	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_contract);
 	tcase_add_test(tc, test_kind_names);
 	suite_add_tcase(s, tc);

@@ -209,7 +209,7 @@ builtins_suite(void)
 	Suite *s = suite_create("worker-builtins");
 	TCase *tc = tcase_create("builtins");
 
-	tcase_set_timeout(tc, 30);
+	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_functions);
 	tcase_add_test(tc, test_settings_precedence);
 	tcase_add_test(tc, test_logs);

@@ -266,7 +266,7 @@ exec_suite(void)
 	Suite *s = suite_create("worker-exec");
 	TCase *tc = tcase_create("exec");
 
-	tcase_set_timeout(tc, 60);
+	ht_timeout(tc, 60);
 	tcase_add_test(tc, test_serve_and_sigterm);
 	tcase_add_test(tc, test_shutdown_builtin);
 	tcase_add_test(tc, test_init_failure_and_usage);

@@ -247,7 +247,7 @@ hello_suite(void)
 	Suite *s = suite_create("worker-hello");
 	TCase *tc = tcase_create("hello");
 
-	tcase_set_timeout(tc, 30);
+	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_hello_good);
 	tcase_add_test(tc, test_hello_bad_version);
 	tcase_add_test(tc, test_hello_required);

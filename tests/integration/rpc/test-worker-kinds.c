@@ -395,7 +395,7 @@ kinds_suite(void)
 	Suite *s = suite_create("worker-kinds");
 	TCase *tc = tcase_create("kinds");
 
-	tcase_set_timeout(tc, 60);
+	ht_timeout(tc, 60);
 	tcase_add_test(tc, test_calls);
 	tcase_add_test(tc, test_async_and_concurrent);
 	tcase_add_test(tc, test_pipe);

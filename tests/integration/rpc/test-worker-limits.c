@@ -269,7 +269,7 @@ limits_suite(void)
 	Suite *s = suite_create("worker-limits");
 	TCase *tc = tcase_create("limits");
 
-	tcase_set_timeout(tc, 60);
+	ht_timeout(tc, 60);
 	tcase_add_test(tc, test_framing);
 	tcase_add_test(tc, test_reply_over_client_limit);
 	tcase_add_test(tc, test_pending_limit);

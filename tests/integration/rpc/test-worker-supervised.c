@@ -317,7 +317,7 @@ supervised_suite(void)
 	Suite *s = suite_create("worker-supervised");
 	TCase *tc = tcase_create("supervised");
 
-	tcase_set_timeout(tc, 60);
+	ht_timeout(tc, 60);
 	tcase_add_test(tc, test_ready_heartbeat_shutdown);
 	tcase_add_test(tc, test_init_failed);
 	tcase_add_test(tc, test_eof_exits);
