@@ -12,6 +12,7 @@
 
 struct ht_daemon *ht_herdd;
 struct ht_conn *ht_master;
+const char *const ht_grace_args[] = { "--grace-ms", "300", NULL };
 static const char *const *fixture_argv;
 
 static void

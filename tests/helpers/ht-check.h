@@ -57,6 +57,8 @@
  */
 extern struct ht_daemon *ht_herdd;
 extern struct ht_conn *ht_master;
+/* herdd's arguments for quick tests: a 300 ms SIGTERM-to-SIGKILL grace. */
+extern const char *const ht_grace_args[];
 
 /*
  * Adds the herdd fixture to tc, checked: before each test herdd starts with

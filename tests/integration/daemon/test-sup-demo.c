@@ -7,11 +7,9 @@
 
 #include "ht-check.h"
 
-static const char *const grace_args[] = { "--grace-ms", "300", NULL };
-
 START_TEST(test_sum_demo)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	const char *argv[] = { ht_env_path("SUM_DEMO"), "--socket", NULL, "--workers", "3", "--max",
 		"1000000", NULL };
 	struct ht_conn *insp;
@@ -19,7 +17,6 @@ START_TEST(test_sum_demo)
 	char *out = NULL, *err = NULL;
 	int code;
 
-	ck_assert_ptr_nonnull(d);
 	ck_assert_ptr_nonnull(argv[0]);
 	argv[2] = d->socket;
 	code = ht_run(argv, &out, &err, ht_ms(30000));
@@ -45,7 +42,7 @@ demo_suite(void)
 	Suite *s = suite_create("sup-demo");
 	TCase *tc = tcase_create("demo");
 
-	ht_fixture_plain(tc);
+	ht_fixture(tc, ht_grace_args);
 	ht_timeout(tc, 40);
 	tcase_add_test(tc, test_sum_demo);
 	suite_add_tcase(s, tc);

@@ -15,8 +15,6 @@
 
 #include "ht-check.h"
 
-static const char *const grace_args[] = { "--grace-ms", "300", NULL };
-
 /* Spawns a testworker with extra params (stolen) that must succeed; returns the result. */
 static json_t *
 spawn_ok(json_t *extra)
@@ -323,7 +321,7 @@ failures_suite(void)
 	Suite *s = suite_create("sup-failures");
 	TCase *tc = tcase_create("failures");
 
-	ht_fixture(tc, grace_args);
+	ht_fixture(tc, ht_grace_args);
 	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_init_failure);
 	tcase_add_test(tc, test_spawn_timeout);

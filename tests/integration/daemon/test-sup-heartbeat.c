@@ -11,8 +11,6 @@
 
 #include "ht-check.h"
 
-static const char *const grace_args[] = { "--grace-ms", "300", NULL };
-
 /* Short heartbeats so a hang shows within a second. */
 #define HB_INTERVAL_MS 100
 #define HB_TIMEOUT_MS  300
@@ -148,7 +146,7 @@ heartbeat_suite(void)
 	Suite *s = suite_create("sup-heartbeat");
 	TCase *tc = tcase_create("heartbeat");
 
-	ht_fixture(tc, grace_args);
+	ht_fixture(tc, ht_grace_args);
 	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_busy_worker_is_not_hung);
 	tcase_add_test(tc, test_stopped_worker_is_heartbeat_lost);

@@ -15,10 +15,8 @@
 
 #include "ht-check.h"
 
-/* SIGTERM-to-SIGKILL period given to herdd: short, so the tests are quick. */
+/* The SIGTERM-to-SIGKILL period of ht_grace_args. */
 #define GRACE_MS 300
-static const char *const grace_args[] = { "--grace-ms", "300", NULL };
-
 /* What a forked master does: spawn n workers, report their pids, then stay or leave. */
 struct master_job {
 	const struct ht_daemon *d;
@@ -360,7 +358,7 @@ lifetime_suite(void)
 	Suite *s = suite_create("sup-lifetime");
 	TCase *tc = tcase_create("lifetime");
 
-	ht_fixture(tc, grace_args);
+	ht_fixture(tc, ht_grace_args);
 	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_master_sigkill_kills_50_workers);
 	tcase_add_test(tc, test_master_dies_during_init);
@@ -370,7 +368,7 @@ lifetime_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("bursts");
-	ht_fixture(tc, grace_args);
+	ht_fixture(tc, ht_grace_args);
 	ht_timeout(tc, 90);
 	tcase_add_test(tc, test_spawn_bursts_then_master_exit);
 	suite_add_tcase(s, tc);

@@ -11,8 +11,6 @@
 
 #include "ht-check.h"
 
-static const char *const grace_args[] = { "--grace-ms", "300", NULL };
-
 struct seen {
 	int failures;
 	char event[32];
@@ -85,14 +83,13 @@ spawn(herd_master *m, herd_conn **conn)
 
 START_TEST(test_on_failure_gets_message_and_stderr)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	struct seen s = { 0 };
 	herd_master *m = NULL;
 	herd_worker *w;
 	herd_conn *conn;
 	json_t *args, *res = NULL;
 
-	ck_assert_ptr_nonnull(d);
 	ck_assert_int_eq(herd_master_connect(d->socket, NULL, &m, NULL), 0);
 	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
 	w = spawn(m, &conn);
@@ -126,14 +123,13 @@ END_TEST
 
 START_TEST(test_on_failure_crash_and_clean_stop)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	struct seen s = { 0 };
 	herd_master *m = NULL;
 	herd_worker *w, *w2;
 	herd_conn *conn, *conn2;
 	json_t *args, *rec = NULL;
 
-	ck_assert_ptr_nonnull(d);
 	ck_assert_int_eq(herd_master_connect(d->socket, NULL, &m, NULL), 0);
 	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
 	w = spawn(m, &conn);
@@ -170,7 +166,7 @@ master_suite(void)
 	Suite *s = suite_create("sup-master");
 	TCase *tc = tcase_create("on_failure");
 
-	ht_fixture_plain(tc);
+	ht_fixture(tc, ht_grace_args);
 	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_on_failure_gets_message_and_stderr);
 	tcase_add_test(tc, test_on_failure_crash_and_clean_stop);
