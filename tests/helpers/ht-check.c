@@ -16,11 +16,26 @@ const char *const ht_grace_args[] = { "--grace-ms", "300", NULL };
 static const char *const *fixture_argv;
 
 static void
-fixture_setup(void)
+fixture_start(const char *const *argv)
 {
-	ht_herdd = ht_daemon_start_ok(fixture_argv);
+	ht_herdd = ht_daemon_start_ok(argv);
 	ht_master = ht_herdd_open(ht_herdd, "master", "test");
 	ck_assert_msg(ht_master, "no master connection: %s", strerror(errno));
+}
+
+static void
+fixture_setup(void)
+{
+	fixture_start(fixture_argv);
+}
+
+void
+ht_fixture_restart(const char *const *herdd_argv)
+{
+	ht_conn_close(ht_master);
+	ht_master = NULL;
+	ht_daemon_stop_ok(ht_herdd);
+	fixture_start(herdd_argv);
 }
 
 static void

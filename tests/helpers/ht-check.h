@@ -68,6 +68,12 @@ extern const char *const ht_grace_args[];
  * (valgrind) it runs in-process around each test all the same.
  */
 void ht_fixture(TCase *tc, const char *const *herdd_argv);
+/*
+ * For a test that needs other herdd options than its case's: stops the
+ * fixture's herdd (it must exit 0) and starts another with herdd_argv, with
+ * a new master. ht_herdd and ht_master change.
+ */
+void ht_fixture_restart(const char *const *herdd_argv);
 /* Adds the teardown alone (ht_teardown after each test), for tests without herdd. */
 void ht_fixture_plain(TCase *tc);
 /* Sets tc's timeout in seconds, scaled like ht_ms() for sanitizers and $HERD_TEST_SLOW. */

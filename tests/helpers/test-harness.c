@@ -60,6 +60,8 @@ START_TEST(test_pid_states)
 	n = ht_list_children(getpid(), kids, 8);
 	ck_assert_int_eq(n, 2);
 	ck_assert(kids[0] == pid || kids[1] == pid);
+	/* The guardian does not count as a child left behind; pid does. */
+	ck_assert_int_eq(ht_children_left(50), 1);
 	ck_assert_int_eq(ht_wait_pid_gone(pid, 50), -ETIMEDOUT);
 	ck_assert_int_eq(ht_wait_child(pid, 50, NULL), -ETIMEDOUT);
 
@@ -72,6 +74,7 @@ START_TEST(test_pid_states)
 	ck_assert_int_eq(ht_wait_child(pid, 5000, &st), 0);
 	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 	ck_assert_int_eq(ht_pid_state(pid), 0);
+	ck_assert_int_eq(ht_children_left(50), 0);
 	ck_assert_int_eq(ht_list_children(getpid(), kids, 8), 1);
 }
 END_TEST

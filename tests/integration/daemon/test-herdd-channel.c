@@ -24,19 +24,13 @@
 	SEND("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ready\",\"params\":{\"functions\":[]}}")  \
 	RECV
 
-static struct ht_daemon *
-start(void)
-{
-	static const char *const args[] = { "--grace-ms", "500", NULL };
+static const char *const herdd_args[] = { "--grace-ms", "500", NULL };
 
-	return ht_daemon_start_ok(args);
-}
-
+/* Every test ends with every worker gone, by its own doing (they are all explicit). */
 static void
-finish(struct ht_daemon *d)
+finish(void)
 {
-	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	ht_daemon_stop_ok(d);
+	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(10000)), 0);
 }
 
 static json_t *
@@ -54,13 +48,11 @@ sh_worker(const char *name, const char *script, json_t *extra)
 
 START_TEST(test_hello_result_and_ready)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	struct ht_conn *c = ht_master;
 	json_t *r, *lines, *hello, *settings;
 	json_error_t jerr;
 	char *id;
 
-	ck_assert(c);
 	/* The worker writes herdd's hello result to its stderr, then says ready and waits. */
 	r = ht_spawn(c,
 	    sh_worker("hello", HELLO "echo \"$line\" >&2; " READY "read -r line <&3",
@@ -93,18 +85,15 @@ START_TEST(test_hello_result_and_ready)
 	ck_assert_str_eq(ht_str(ht_assert_result(r), "reason"), "shutdown");
 	json_decref(r);
 	free(id);
-	ht_conn_close(c);
-	finish(d);
+	finish();
 }
 END_TEST
 
 START_TEST(test_init_failed)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	struct ht_conn *c = ht_master;
 	json_t *r, *ev;
 
-	ck_assert(c);
 	r = ht_spawn(c,
 	    sh_worker("bad-init",
 	        HELLO SEND("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"init_failed\",\"params\":"
@@ -118,18 +107,15 @@ START_TEST(test_init_failed)
 	ck_assert_msg(ev, "no init_failed event");
 	ck_assert_str_eq(ht_str(ev, "message"), "no database");
 	json_decref(ev);
-	ht_conn_close(c);
-	finish(d);
+	finish();
 }
 END_TEST
 
 START_TEST(test_failure_after_ready)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	struct ht_conn *c = ht_master;
 	json_t *r, *ev;
 
-	ck_assert(c);
 	r = ht_spawn(c,
 	    sh_worker("fails-later",
 	        HELLO READY "echo dying now >&2; " SEND(
@@ -146,19 +132,16 @@ START_TEST(test_failure_after_ready)
 	ck_assert_str_eq(
 	    json_string_value(json_array_get(json_object_get(ev, "stderr_tail"), 0)), "dying now");
 	json_decref(ev);
-	ht_conn_close(c);
-	finish(d);
+	finish();
 }
 END_TEST
 
 /* Garbage on fd 3 is a broken worker: herdd closes the channel and SIGKILLs it. */
 START_TEST(test_garbage_on_channel)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	struct ht_conn *c = ht_master;
 	json_t *r;
 
-	ck_assert(c);
 	r = ht_spawn(
 	    c, sh_worker("garbage", "echo 'not json' >&3; exec sleep 100", NULL), ht_ms(10000));
 	ht_assert_error(r, "worker_exited");
@@ -169,18 +152,15 @@ START_TEST(test_garbage_on_channel)
 	r = ht_spawn(c, sh_worker("no-hello", READY "exec sleep 100", NULL), ht_ms(10000));
 	ht_assert_error(r, "worker_exited");
 	json_decref(r);
-	ht_conn_close(c);
-	finish(d);
+	finish();
 }
 END_TEST
 
 START_TEST(test_heartbeat_lost_when_idle)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	struct ht_conn *c = ht_master;
 	json_t *r, *ev;
 
-	ck_assert(c);
 	/* Ready, then silent and idle: no heartbeat, no CPU. */
 	r = ht_spawn(c,
 	    sh_worker("idle", HELLO READY "exec sleep 100",
@@ -194,19 +174,16 @@ START_TEST(test_heartbeat_lost_when_idle)
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGKILL");
 	ck_assert(strstr(ht_str(ev, "message"), "no CPU progress"));
 	json_decref(ev);
-	ht_conn_close(c);
-	finish(d);
+	finish();
 }
 END_TEST
 
 START_TEST(test_busy_worker_is_spared)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	struct ht_conn *c = ht_master;
 	json_t *r, *ev, *w;
 	char *id;
 
-	ck_assert(c);
 	/* Ready, then computing without a heartbeat for far longer than the timeout. */
 	r = ht_spawn(c,
 	    sh_worker("busy", HELLO READY "while :; do :; done",
@@ -229,23 +206,20 @@ START_TEST(test_busy_worker_is_spared)
 	ck_assert_str_eq(ht_str(ht_assert_result(r), "reason"), "shutdown");
 	json_decref(r);
 	free(id);
-	ht_conn_close(c);
-	finish(d);
+	finish();
 }
 END_TEST
 
 /* kill: a signal the worker handles leaves it ready; TERM stops it (reason shutdown). */
 START_TEST(test_kill_signals)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	struct ht_conn *c = ht_master;
 	json_t *r, *ev, *lines;
 	char *id;
 	bool seen = false;
 	int64_t deadline;
 	size_t i;
 
-	ck_assert(c);
 	/*
 	 * The worker reports USR1 on stderr and goes on sleeping (the group's
 	 * sleep dies of USR1; the loop starts another).
@@ -289,8 +263,7 @@ START_TEST(test_kill_signals)
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGTERM");
 	json_decref(ev);
 	free(id);
-	ht_conn_close(c);
-	finish(d);
+	finish();
 }
 END_TEST
 
@@ -300,7 +273,7 @@ channel_suite(void)
 	Suite *s = suite_create("herdd-channel");
 	TCase *tc = tcase_create("channel");
 
-	ht_fixture_plain(tc);
+	ht_fixture(tc, herdd_args);
 	ht_timeout(tc, 40);
 	tcase_add_test(tc, test_hello_result_and_ready);
 	tcase_add_test(tc, test_init_failed);

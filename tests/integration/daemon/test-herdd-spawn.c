@@ -38,13 +38,12 @@ record(struct ht_conn *c, const char *name)
 
 START_TEST(test_exec_failures)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "spawn-errors");
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *c = ht_master;
 	char noexec[192];
 	json_t *r, *rec;
 	int fd;
 
-	ck_assert(c);
 	r = ht_spawn(
 	    c, json_pack("{s:s, s:s}", "path", "/nonexistent/worker", "name", "gone"), ht_ms(5000));
 	ht_assert_error(r, "spawn_failed");
@@ -85,8 +84,6 @@ START_TEST(test_exec_failures)
 	json_decref(r);
 
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(5000)), 0);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -97,14 +94,14 @@ END_TEST
  */
 START_TEST(test_fifo_output)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "fifo");
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *c = ht_master;
 	struct ht_lines *l = calloc(1, sizeof(*l));
 	unsigned long flags = 0;
 	char fifo[192];
 	json_t *r;
 
-	ck_assert(c && l);
+	ck_assert_ptr_nonnull(l);
 	snprintf(fifo, sizeof(fifo), "%s/out.fifo", d->dir);
 	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
 	r = ht_spawn(c, json_pack("{s:s, s:{s:s}}", "path", "/bin/true", "stdout", "file", fifo),
@@ -127,8 +124,6 @@ START_TEST(test_fifo_output)
 	ck_assert_msg(!(flags & O_NONBLOCK), "fd 1 flags %lo", flags);
 	close(l->fd);
 	free(l);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -138,14 +133,14 @@ END_TEST
  */
 START_TEST(test_worker_gets_only_its_fds)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "fds"), *extra[16];
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *c = ht_master, *extra[16];
 	struct ht_lines *l = calloc(1, sizeof(*l));
 	char fifo[192], seen[64] = "";
 	json_t *r;
 	int i, n;
 
-	ck_assert(c && l);
+	ck_assert_ptr_nonnull(l);
 	/* Connections make herdd hold fds above the ones a spawn passes on. */
 	for (i = 0; i < 16; i++)
 		ck_assert_ptr_nonnull(extra[i] = ht_herdd_open(d, "inspector", NULL));
@@ -171,18 +166,14 @@ START_TEST(test_worker_gets_only_its_fds)
 	free(l);
 	for (i = 0; i < 16; i++)
 		ht_conn_close(extra[i]);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_exit_and_crash_before_ready)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "early-deaths");
+	struct ht_conn *c = ht_master;
 	json_t *r, *ev;
 
-	ck_assert(c);
 	r = ht_spawn(c,
 	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c",
 	        "echo about to leave >&2; exit 3", "name", "leaver"),
@@ -211,19 +202,16 @@ START_TEST(test_exit_and_crash_before_ready)
 	ck_assert_msg(ev, "no crashed event");
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGSEGV");
 	json_decref(ev);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 /* A program that never says ready, with a child that detaches (setsid, double fork). */
 START_TEST(test_spawn_timeout_kills_the_tree)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "slow");
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *c = ht_master;
 	json_t *r, *ev, *rec;
 
-	ck_assert(c);
 	r = ht_spawn(c,
 	    json_pack("{s:s, s:[s, s, s], s:s, s:i}", "path", "/bin/sh", "argv", "sh", "-c",
 	        "(setsid sleep 1000 &); sleep 1000 & exec sleep 1000", "name", "never-ready",
@@ -243,21 +231,17 @@ START_TEST(test_spawn_timeout_kills_the_tree)
 	json_decref(rec);
 	/* The worker, its child and the detached grandchild are all gone and reaped. */
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(5000)), 0);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 /* What a worker process is given: environment, identity, stdin, fds. */
 START_TEST(test_environment)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "env");
+	struct ht_conn *c = ht_master;
 	json_t *r, *lines, *line, *rec;
 	bool path = false, chan = false, id = false, mine = false, notify = false, home = false;
 	size_t i;
 
-	ck_assert(c);
 	setenv("NOTIFY_SOCKET", "/leak/test", 1);
 	r = ht_spawn(c,
 	    json_pack("{s:s, s:[s, s, s], s:s, s:s, s:{s:s}}", "path", "/bin/sh", "argv", "sh",
@@ -289,8 +273,6 @@ START_TEST(test_environment)
 	/* stdin is /dev/null: read hits EOF at once. */
 	ck_assert_msg(strstr(ht_dump(lines), "stdin=1"), "stdin: %s", ht_dump(lines));
 	json_decref(r);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -339,7 +321,7 @@ START_TEST(test_runs_as_requester)
 		fprintf(stderr, "skipped: needs root and a nobody user\n");
 		return;
 	}
-	d = ht_daemon_start_ok(NULL);
+	d = ht_herdd;
 	/* nobody may write in the directory but not in herdd's private socket dir. */
 	snprintf(out, sizeof(out), "%s/out", d->dir);
 	ck_assert_int_eq(chmod(d->dir, 0711), 0);
@@ -361,14 +343,12 @@ START_TEST(test_runs_as_requester)
 	ck_assert_int_gt(n, 0);
 	buf[n] = '\0';
 	ck_assert_int_eq(atoi(buf), (int)uid);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_real_worker_round_trip)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "round-trip");
+	struct ht_conn *c = ht_master;
 	json_t *params = ht_testworker_params(json_pack("{s:s}", "name", "tw"));
 	json_t *sp, *r, *res, *ev, *w;
 	char sock[256], dir[256];
@@ -437,21 +417,21 @@ START_TEST(test_real_worker_round_trip)
 	ht_assert_error(r, "worker_not_found");
 	json_decref(r);
 	json_decref(sp);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_limits_and_duplicate_ids)
 {
 	static const char *const args[] = { "--max-workers-per-master", "1", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
-	struct ht_conn *c = ht_herdd_open(d, "master", "limits");
+	struct ht_daemon *d;
+	struct ht_conn *c;
 	const char *dup = "{\"jsonrpc\":\"2.0\",\"id\":\"same\",\"method\":\"spawn\",\"params\":"
 	                  "{\"path\":\"/bin/sleep\",\"argv\":[\"sleep\",\"100\"]}}\n";
 	json_t *r;
 
-	ck_assert(c);
+	ht_fixture_restart(args);
+	d = ht_herdd;
+	c = ht_master;
 	/* The first spawn stays pending (sleep never says ready)... */
 	ck_assert_int_eq(ht_conn_send_raw(c, dup, strlen(dup)), 0);
 	/* ...so the same id again is refused, and a second worker is over the limit. */
@@ -467,8 +447,8 @@ START_TEST(test_limits_and_duplicate_ids)
 	json_decref(r);
 	/* The master leaves: its starting worker goes too. */
 	ht_conn_close(c);
+	ht_master = NULL;
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -478,7 +458,7 @@ spawn_suite(void)
 	Suite *s = suite_create("herdd-spawn");
 	TCase *tc = tcase_create("spawn");
 
-	ht_fixture_plain(tc);
+	ht_fixture(tc, NULL);
 	ht_timeout(tc, 40);
 	tcase_add_test(tc, test_exec_failures);
 	tcase_add_test(tc, test_fifo_output);
