@@ -22,17 +22,11 @@
 static const char *const small_limits[] = { "--max-message-size", "4096", "--handshake-timeout-ms",
 	"400", NULL };
 
-static struct ht_daemon *
-start(void)
-{
-	return ht_daemon_start_ok(small_limits);
-}
-
-/* A connection that completed hello as role. */
+/* Another connection to the fixture's herdd that completed hello as role. */
 static struct ht_conn *
-open_hello(struct ht_daemon *d, const char *role)
+open_hello(const char *role)
 {
-	struct ht_conn *c = ht_herdd_open(d, role, "test-herdd-protocol");
+	struct ht_conn *c = ht_herdd_open(ht_herdd, role, "test-herdd-protocol");
 
 	ck_assert_msg(c, "hello as %s failed", role);
 	return c;
@@ -51,7 +45,7 @@ expect_error_and_eof(struct ht_conn *c, const char *name)
 
 START_TEST(test_hello_result)
 {
-	struct ht_daemon *d = start();
+	struct ht_daemon *d = ht_herdd;
 	struct ht_conn *c = ht_conn_open(d->socket);
 	json_t *r, *res, *settings;
 
@@ -77,13 +71,12 @@ START_TEST(test_hello_result)
 	ck_assert_int_eq(json_object_size(ht_result(r)), 0);
 	json_decref(r);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_hello_refusals_close)
 {
-	struct ht_daemon *d = start();
+	struct ht_daemon *d = ht_herdd;
 	struct {
 		json_t *params;
 		const char *error;
@@ -119,13 +112,12 @@ START_TEST(test_hello_refusals_close)
 		ck_assert_msg(ht_conn_wait_eof(c, ht_ms(5000)) == 0, "case %zu left it open", i);
 		ht_conn_close(c);
 	}
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_hello_required)
 {
-	struct ht_daemon *d = start();
+	struct ht_daemon *d = ht_herdd;
 	struct ht_conn *c = ht_conn_open(d->socket);
 	json_t *r;
 
@@ -143,14 +135,12 @@ START_TEST(test_hello_required)
 	ck_assert_int_eq(ht_conn_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}\n", 34), 0);
 	expect_error_and_eof(c, "hello_required");
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_unknown_method_keeps_connection)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "master");
+	struct ht_conn *c = open_hello("master");
 	const char *names[] = { "nope", "supervisor.supervisord.options.execve", "__proto__",
 		"Spawn", "herd.shutdown" };
 	size_t i;
@@ -167,15 +157,13 @@ START_TEST(test_unknown_method_keeps_connection)
 	ht_assert_result(r);
 	json_decref(r);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 /* Each method with params it must refuse, and the connection lives on. */
 START_TEST(test_invalid_params)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "master");
+	struct ht_conn *c = open_hello("master");
 	struct {
 		const char *method;
 		const char *params;
@@ -238,14 +226,12 @@ START_TEST(test_invalid_params)
 	ck_assert_int_eq(json_array_size(list), 0);
 	json_decref(r);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_unknown_worker)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "inspector");
+	struct ht_conn *c = open_hello("inspector");
 	const char *methods[] = { "inspect", "logs", "shutdown", "kill" };
 	size_t i;
 
@@ -259,14 +245,12 @@ START_TEST(test_unknown_worker)
 		json_decref(r);
 	}
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_oversize_closes)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "master");
+	struct ht_conn *c = open_hello("master");
 	size_t n = 8192;
 	char *line = malloc(n + 1);
 	json_t *m;
@@ -284,15 +268,13 @@ START_TEST(test_oversize_closes)
 	ht_conn_close(c);
 
 	/* herdd serves the next connection as if nothing happened. */
-	c = open_hello(d, "master");
+	c = open_hello("master");
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_invalid_json_closes)
 {
-	struct ht_daemon *d = start();
 	struct {
 		const char *line;
 		const char *error;
@@ -306,20 +288,18 @@ START_TEST(test_invalid_json_closes)
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct ht_conn *c = open_hello(d, "master");
+		struct ht_conn *c = open_hello("master");
 
 		ck_assert_int_eq(ht_conn_send_raw(c, cases[i].line, strlen(cases[i].line)), 0);
 		expect_error_and_eof(c, cases[i].error);
 		ht_conn_close(c);
 	}
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_too_deep_closes)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "master");
+	struct ht_conn *c = open_hello("master");
 	char line[300];
 
 	memset(line, '[', 100);
@@ -328,14 +308,12 @@ START_TEST(test_too_deep_closes)
 	ck_assert_int_eq(ht_conn_send_raw(c, line, 201), 0);
 	expect_error_and_eof(c, "too_deep");
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_malformed_rpc_keeps_connection)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "master");
+	struct ht_conn *c = open_hello("master");
 	const char *bad = "{\"jsonrpc\":\"1.0\",\"id\":7,\"method\":\"ping\"}\n";
 	json_t *m;
 
@@ -348,13 +326,12 @@ START_TEST(test_malformed_rpc_keeps_connection)
 	ht_assert_result(m);
 	json_decref(m);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_handshake_timeout)
 {
-	struct ht_daemon *d = start();
+	struct ht_daemon *d = ht_herdd;
 	struct ht_conn *c = ht_conn_open(d->socket);
 	json_t *m, *data;
 
@@ -370,21 +347,20 @@ START_TEST(test_handshake_timeout)
 	ht_conn_close(c);
 
 	/* A connection that said hello in time is not timed out. */
-	c = open_hello(d, "master");
+	c = open_hello("master");
 	m = ht_conn_recv(c, 800);
 	ck_assert_msg(!m && errno == ETIMEDOUT, "unexpected %s", ht_dump(m));
 	m = ht_conn_call(c, "ping", NULL, ht_ms(5000));
 	ht_assert_result(m);
 	json_decref(m);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_stats)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "master");
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *c = ht_master;
 	json_t *r = ht_conn_call(c, "stats", NULL, ht_ms(5000)), *res;
 
 	res = ht_assert_result(r);
@@ -396,8 +372,6 @@ START_TEST(test_stats)
 	ck_assert(json_is_object(json_object_get(res, "limits_hit")));
 	ck_assert(json_integer_value(json_object_get(res, "bytes_in")) > 0);
 	json_decref(r);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -471,7 +445,7 @@ protocol_suite(void)
 	Suite *s = suite_create("herdd-protocol");
 	TCase *tc = tcase_create("protocol");
 
-	ht_fixture_plain(tc);
+	ht_fixture(tc, small_limits);
 	ht_timeout(tc, 30);
 	tcase_add_test(tc, test_hello_result);
 	tcase_add_test(tc, test_hello_refusals_close);
