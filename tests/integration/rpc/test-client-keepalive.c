@@ -28,21 +28,6 @@
 /* How long each test blocks: several heartbeat timeouts. */
 #define HOLD_MS (6 * HB_TIMEOUT_MS)
 
-static struct ht_daemon *herdd;
-
-static void
-setup(void)
-{
-	herdd = ht_daemon_start(NULL);
-	ck_assert_msg(herdd != NULL, "herdd did not start (is $HERDD set?)");
-}
-
-static void
-teardown(void)
-{
-	ht_teardown();
-}
-
 static herd_master *
 connect_master(void)
 {
@@ -52,7 +37,7 @@ connect_master(void)
 	herd_master *m = NULL;
 	int r;
 
-	r = herd_master_connect(herdd->socket, settings, &m, &err);
+	r = herd_master_connect(ht_herdd->socket, settings, &m, &err);
 	ck_assert_msg(
 	    r == 0, "master connect: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
 	json_decref(settings);
@@ -111,7 +96,7 @@ assert_master_alive(herd_master *m, const herd_worker *w)
 {
 	json_int_t number =
 	    json_integer_value(json_object_get(herd_master_get_server_info(m), "connection"));
-	struct ht_conn *c = ht_herdd_open(herdd, "inspector", "keepalive-test");
+	struct ht_conn *c = ht_herdd_open(ht_herdd, "inspector", "keepalive-test");
 	json_t *record, *list = NULL;
 
 	ck_assert_int_eq(herd_conn_is_closed(herd_master_get_conn(m)), 0);
@@ -305,7 +290,7 @@ main(void)
 	int failed;
 
 	signal(SIGPIPE, SIG_IGN);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	ht_fixture(tc, NULL);
 	ht_timeout(tc, 60);
 	tcase_add_test(tc, test_blocking_call_keeps_others_alive);
 	tcase_add_test(tc, test_stream_next_keeps_master_alive);

@@ -18,19 +18,10 @@
 #include "example-worker.h"
 #include "ht-example.h"
 
-static struct ht_daemon *herdd;
-
+/* Tests set HERD_SOCKET for start_app; the next test must not inherit it. */
 static void
-setup(void)
+unset_socket(void)
 {
-	herdd = ht_daemon_start(NULL);
-	ck_assert_msg(herdd != NULL, "herdd did not start (is $HERDD set?)");
-}
-
-static void
-teardown(void)
-{
-	ht_teardown();
 	unsetenv("HERD_SOCKET");
 }
 
@@ -41,7 +32,7 @@ connect_master(void)
 	herd_master *m = NULL;
 	int r;
 
-	r = herd_master_connect(herdd->socket, NULL, &m, &err);
+	r = herd_master_connect(ht_herdd->socket, NULL, &m, &err);
 	ck_assert_msg(
 	    r == 0, "master connect: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
 	return m;
@@ -284,7 +275,7 @@ START_TEST(test_async_spawn_libev)
 	json_t *opts;
 
 	/* The socket from $HERD_SOCKET when none is given. */
-	setenv("HERD_SOCKET", herdd->socket, 1);
+	setenv("HERD_SOCKET", ht_herdd->socket, 1);
 	ck_assert_int_eq(herd_master_connect(NULL, NULL, &m, NULL), 0);
 	ck_assert_int_eq(herd_master_attach_ev(m, loop), 0);
 	opts = herd_spawn_opts_new(ht_env_path("HERD_EXAMPLE_WORKER"), NULL);
@@ -340,7 +331,8 @@ client_master_suite(void)
 	Suite *s = suite_create("client-master");
 	TCase *tc = tcase_create("master");
 
-	tcase_add_checked_fixture(tc, setup, teardown);
+	ht_fixture(tc, NULL);
+	tcase_add_checked_fixture(tc, NULL, unset_socket);
 	ht_timeout(tc, 60);
 	tcase_add_test(tc, test_spawn_call_inspect);
 	tcase_add_test(tc, test_on_failure_crash);
