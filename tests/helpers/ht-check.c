@@ -74,6 +74,24 @@ ht_fixture_plain(TCase *tc)
 	tcase_add_checked_fixture(tc, NULL, ht_teardown);
 }
 
+TCase *
+ht_tcase(Suite *s, const char *name, int timeout_s, int loops, const TTest *const *tests)
+{
+	TCase *tc = tcase_create(name);
+
+	/* Check runs teardowns last added first: a fixture added later sees the test's state. */
+	ht_fixture_plain(tc);
+	ht_timeout(tc, timeout_s);
+	for (; *tests; tests++) {
+		if (loops > 0)
+			tcase_add_loop_test(tc, *tests, 0, loops);
+		else
+			tcase_add_test(tc, *tests);
+	}
+	suite_add_tcase(s, tc);
+	return tc;
+}
+
 void
 ht_timeout(TCase *tc, int seconds)
 {

@@ -76,6 +76,13 @@ void ht_fixture(TCase *tc, const char *const *herdd_argv);
 void ht_fixture_restart(const char *const *herdd_argv);
 /* Adds the teardown alone (ht_teardown after each test), for tests without herdd. */
 void ht_fixture_plain(TCase *tc);
+/*
+ * Adds test case name to s: each of tests (NULL-terminated) runs once, or,
+ * with loops > 0, loops times (_i = 0..loops-1); the timeout is timeout_s
+ * seconds (ht_timeout) and ht_teardown() runs after every test. Returns the
+ * test case, for a fixture (ht_fixture: its teardown runs first).
+ */
+TCase *ht_tcase(Suite *s, const char *name, int timeout_s, int loops, const TTest *const *tests);
 /* Sets tc's timeout in seconds, scaled like ht_ms() for sanitizers and $HERD_TEST_SLOW. */
 void ht_timeout(TCase *tc, int seconds);
 

@@ -46,8 +46,9 @@ exec_example(void *arg)
 pid_t
 ht_example_spawn(const char *const *args, int channel_fd, const char *worker_id, int stderr_fd)
 {
-	struct exec_args a = { .channel_fd = channel_fd, .worker_id = worker_id,
-		.stderr_fd = stderr_fd };
+	struct exec_args a = {
+		.channel_fd = channel_fd, .worker_id = worker_id, .stderr_fd = stderr_fd
+	};
 	size_t n = 1;
 
 	a.argv[0] = ht_env_path("HERD_EXAMPLE_WORKER");
@@ -146,7 +147,8 @@ start_forked(struct ht_example *w, const char *init_json)
 	if (w->pid < 0)
 		r = w->pid;
 	else
-		r = poll(&pfd, 1, ht_ms(10000)) > 0 && read(p[0], &ok, 1) == 1 && ok == 1 ? 0 : -EIO;
+		r = poll(&pfd, 1, ht_ms(10000)) > 0 && read(p[0], &ok, 1) == 1 && ok == 1 ? 0
+		                                                                          : -EIO;
 	close(p[0]);
 	return r;
 }
@@ -162,8 +164,8 @@ ht_example_start(struct ht_example *w, enum ht_mode mode, const char *init_json)
 		return r;
 	snprintf(w->socket, sizeof(w->socket), "%s/worker.sock", w->dir);
 	if (mode == HT_EXEC) {
-		const char *args[] = { "--socket", w->socket, init_json ? "--init" : NULL, init_json,
-			NULL };
+		const char *args[] = { "--socket", w->socket, init_json ? "--init" : NULL,
+			init_json, NULL };
 
 		w->pid = ht_example_spawn(args, -1, NULL, -1);
 		r = w->pid < 0 ? w->pid : ht_wait_listening(w->socket, w->pid, ht_ms(10000));

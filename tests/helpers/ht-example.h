@@ -59,8 +59,8 @@ void ht_example_kill(struct ht_example *w);
  * ("w-test" if NULL). stderr_fd >= 0 replaces the child's stderr. The child
  * is registered for teardown. Returns its pid or -errno.
  */
-pid_t ht_example_spawn(const char *const *args, int channel_fd, const char *worker_id,
-    int stderr_fd);
+pid_t ht_example_spawn(
+    const char *const *args, int channel_fd, const char *worker_id, int stderr_fd);
 /*
  * herdd's end of a worker's fd-3 channel: a socketpair whose other end,
  * *ret_child, goes to ht_example_spawn() (close it after spawning). Returns

@@ -113,6 +113,7 @@ ht_wait_listening(const char *path, pid_t pid, int timeout_ms)
 		poll(NULL, 0, 1);
 	}
 	if (r < 0)
-		fprintf(stderr, "herd_test: %s does not accept connections: %s\n", path, strerror(-r));
+		fprintf(
+		    stderr, "herd_test: %s does not accept connections: %s\n", path, strerror(-r));
 	return r;
 }

@@ -279,18 +279,11 @@ static Suite *
 harness_suite(void)
 {
 	Suite *s = suite_create("harness");
-	TCase *tc = tcase_create("core");
 
-	ht_fixture_plain(tc);
-	ht_timeout(tc, 20);
-	tcase_add_test(tc, test_pid_states);
-	tcase_add_test(tc, test_exit_code_and_nobody);
-	tcase_add_test(tc, test_count_fds);
-	tcase_add_test(tc, test_raw_client);
-	tcase_add_test(tc, test_run_and_read_lines);
-	tcase_add_test(tc, test_guardian_kills_after_failed_test);
-	tcase_add_test(tc, test_teardown_kills_everything);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "core", 20, 0,
+	    (const TTest *[]){ test_pid_states, test_exit_code_and_nobody, test_count_fds,
+	        test_raw_client, test_run_and_read_lines, test_guardian_kills_after_failed_test,
+	        test_teardown_kills_everything, NULL });
 	return s;
 }
 

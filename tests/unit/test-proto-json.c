@@ -783,23 +783,13 @@ static Suite *
 json_suite(void)
 {
 	Suite *s = suite_create("proto-json");
-	TCase *tc = tcase_create("encode");
 
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, encode_corpus);
-	tcase_add_test(tc, encode_random);
-	tcase_add_test(tc, encode_refuses);
-	tcase_add_test(tc, encode_cycle);
-	tcase_add_test(tc, encode_chunks);
-	tcase_add_test(tc, encode_limit_exact);
-	suite_add_tcase(s, tc);
-	tc = tcase_create("decode");
-	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, decode_corpus);
-	tcase_add_test(tc, decode_depth);
-	tcase_add_test(tc, decode_random);
-	tcase_add_test(tc, decode_long_tokens);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "encode", 60, 0,
+	    (const TTest *[]){ encode_corpus, encode_random, encode_refuses, encode_cycle,
+	        encode_chunks, encode_limit_exact, NULL });
+	ht_tcase(s, "decode", 120, 0,
+	    (const TTest *[]){
+	        decode_corpus, decode_depth, decode_random, decode_long_tokens, NULL });
 	return s;
 }
 

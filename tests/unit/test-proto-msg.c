@@ -396,19 +396,10 @@ static Suite *
 msg_suite(void)
 {
 	Suite *s = suite_create("proto-msg");
-	TCase *tc = tcase_create("msg");
 
-	tcase_set_timeout(tc, 10);
-	tcase_add_test(tc, kinds);
-	tcase_add_test(tc, id_types);
-	tcase_add_test(tc, missing_and_extra);
-	tcase_add_test(tc, error_object_shape);
-	tcase_add_test(tc, not_object);
-	tcase_add_test(tc, builders);
-	tcase_add_test(tc, error_builder);
-	tcase_add_test(tc, error_names);
-	tcase_add_test(tc, unpack_strict);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "msg", 10, 0,
+	    (const TTest *[]){ kinds, id_types, missing_and_extra, error_object_shape, not_object,
+	        builders, error_builder, error_names, unpack_strict, NULL });
 	return s;
 }
 

@@ -341,17 +341,10 @@ static Suite *
 outq_suite(void)
 {
 	Suite *s = suite_create("proto-outq");
-	TCase *tc = tcase_create("outq");
 
-	tcase_set_timeout(tc, 30);
-	tcase_add_test(tc, partial_writes);
-	tcase_add_test(tc, peek_limits);
-	tcase_add_test(tc, cap_enforced);
-	tcase_add_test(tc, push_json_lines);
-	tcase_add_test(tc, push_json_limits);
-	tcase_add_test(tc, drained_holds_nothing);
-	tcase_add_test(tc, socketpair_drain);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "outq", 30, 0,
+	    (const TTest *[]){ partial_writes, peek_limits, cap_enforced, push_json_lines,
+	        push_json_limits, drained_holds_nothing, socketpair_drain, NULL });
 	return s;
 }
 

@@ -562,28 +562,13 @@ static Suite *
 reader_suite(void)
 {
 	Suite *s = suite_create("proto-reader");
-	TCase *tc = tcase_create("reader");
 
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, every_split_point);
-	tcase_add_test(tc, byte_at_a_time);
-	tcase_add_test(tc, many_messages);
-	tcase_add_test(tc, size_limit_exact);
-	tcase_add_test(tc, size_limit_early);
-	tcase_add_test(tc, huge_line_bounded);
-	tcase_add_test(tc, depth_limit);
-	tcase_add_test(tc, depth_ignores_strings);
-	tcase_add_test(tc, invalid_json);
-	tcase_add_test(tc, parse_error_text);
-	tcase_add_test(tc, trailing_garbage);
-	tcase_add_test(tc, duplicate_keys);
-	tcase_add_test(tc, bad_utf8);
-	tcase_add_test(tc, nul_bytes);
-	tcase_add_test(tc, not_an_object);
-	tcase_add_test(tc, blank_lines_and_crlf);
-	tcase_add_test(tc, partial_last_line);
-	tcase_add_test(tc, idle_holds_nothing);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "reader", 60, 0,
+	    (const TTest *[]){ every_split_point, byte_at_a_time, many_messages, size_limit_exact,
+	        size_limit_early, huge_line_bounded, depth_limit, depth_ignores_strings,
+	        invalid_json, parse_error_text, trailing_garbage, duplicate_keys, bad_utf8,
+	        nul_bytes, not_an_object, blank_lines_and_crlf, partial_last_line,
+	        idle_holds_nothing, NULL });
 	return s;
 }
 

@@ -239,16 +239,13 @@ static Suite *
 autostart_suite(void)
 {
 	Suite *s = suite_create("autostart");
-	TCase *tc = tcase_create("autostart");
+	TCase *tc;
 
+	tc = ht_tcase(s, "autostart", 30, 0,
+	    (const TTest *[]){ test_autostart_then_idle_exit, test_no_autostart,
+	        test_missing_dir_not_created, test_stale_socket_replaced, test_two_masters_race,
+	        NULL });
 	tcase_add_checked_fixture(tc, setup, ht_teardown);
-	ht_timeout(tc, 30);
-	tcase_add_test(tc, test_autostart_then_idle_exit);
-	tcase_add_test(tc, test_no_autostart);
-	tcase_add_test(tc, test_missing_dir_not_created);
-	tcase_add_test(tc, test_stale_socket_replaced);
-	tcase_add_test(tc, test_two_masters_race);
-	suite_add_tcase(s, tc);
 	return s;
 }
 

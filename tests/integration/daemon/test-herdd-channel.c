@@ -271,18 +271,13 @@ static Suite *
 channel_suite(void)
 {
 	Suite *s = suite_create("herdd-channel");
-	TCase *tc = tcase_create("channel");
+	TCase *tc;
 
+	tc = ht_tcase(s, "channel", 40, 0,
+	    (const TTest *[]){ test_hello_result_and_ready, test_init_failed,
+	        test_failure_after_ready, test_garbage_on_channel, test_heartbeat_lost_when_idle,
+	        test_busy_worker_is_spared, test_kill_signals, NULL });
 	ht_fixture(tc, herdd_args);
-	ht_timeout(tc, 40);
-	tcase_add_test(tc, test_hello_result_and_ready);
-	tcase_add_test(tc, test_init_failed);
-	tcase_add_test(tc, test_failure_after_ready);
-	tcase_add_test(tc, test_garbage_on_channel);
-	tcase_add_test(tc, test_heartbeat_lost_when_idle);
-	tcase_add_test(tc, test_busy_worker_is_spared);
-	tcase_add_test(tc, test_kill_signals);
-	suite_add_tcase(s, tc);
 	return s;
 }
 

@@ -421,22 +421,12 @@ static Suite *
 limits_suite(void)
 {
 	Suite *s = suite_create("herdd-limits");
-	TCase *tc = tcase_create("limits");
 
-	ht_fixture_plain(tc);
-	ht_timeout(tc, 60);
-	tcase_add_test(tc, test_connections_per_uid);
-	tcase_add_test(tc, test_unauthenticated);
-	tcase_add_test(tc, test_pending_requests);
-	tcase_add_test(tc, test_workers_per_uid);
-	tcase_add_test(tc, test_output_overflow);
-	tcase_add_test(tc, test_out_of_fds);
-	tcase_add_test(tc, test_fd_limit_raised);
-	tcase_add_test(tc, test_subscribe_all);
-	tcase_add_test(tc, test_connection_heartbeats);
-	tcase_add_test(tc, test_reply_too_long_for_peer);
-	tcase_add_test(tc, test_exited_records_kept);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "limits", 60, 0,
+	    (const TTest *[]){ test_connections_per_uid, test_unauthenticated,
+	        test_pending_requests, test_workers_per_uid, test_output_overflow, test_out_of_fds,
+	        test_fd_limit_raised, test_subscribe_all, test_connection_heartbeats,
+	        test_reply_too_long_for_peer, test_exited_records_kept, NULL });
 	return s;
 }
 

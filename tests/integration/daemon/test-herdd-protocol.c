@@ -443,24 +443,15 @@ static Suite *
 protocol_suite(void)
 {
 	Suite *s = suite_create("herdd-protocol");
-	TCase *tc = tcase_create("protocol");
+	TCase *tc;
 
+	tc = ht_tcase(s, "protocol", 30, 0,
+	    (const TTest *[]){ test_hello_result, test_hello_refusals_close, test_hello_required,
+	        test_unknown_method_keeps_connection, test_invalid_params, test_unknown_worker,
+	        test_oversize_closes, test_invalid_json_closes, test_too_deep_closes,
+	        test_malformed_rpc_keeps_connection, test_handshake_timeout, test_stats,
+	        test_user_herdd_refuses_other_uid, NULL });
 	ht_fixture(tc, small_limits);
-	ht_timeout(tc, 30);
-	tcase_add_test(tc, test_hello_result);
-	tcase_add_test(tc, test_hello_refusals_close);
-	tcase_add_test(tc, test_hello_required);
-	tcase_add_test(tc, test_unknown_method_keeps_connection);
-	tcase_add_test(tc, test_invalid_params);
-	tcase_add_test(tc, test_unknown_worker);
-	tcase_add_test(tc, test_oversize_closes);
-	tcase_add_test(tc, test_invalid_json_closes);
-	tcase_add_test(tc, test_too_deep_closes);
-	tcase_add_test(tc, test_malformed_rpc_keeps_connection);
-	tcase_add_test(tc, test_handshake_timeout);
-	tcase_add_test(tc, test_stats);
-	tcase_add_test(tc, test_user_herdd_refuses_other_uid);
-	suite_add_tcase(s, tc);
 	return s;
 }
 

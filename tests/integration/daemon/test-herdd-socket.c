@@ -461,21 +461,12 @@ static Suite *
 socket_suite(void)
 {
 	Suite *s = suite_create("herdd-socket");
-	TCase *tc = tcase_create("socket");
 
-	ht_fixture_plain(tc);
-	ht_timeout(tc, 40);
-	tcase_add_test(tc, test_lock_refuses_second_daemon);
-	tcase_add_test(tc, test_stale_socket_takeover);
-	tcase_add_test(tc, test_not_a_socket_is_kept);
-	tcase_add_test(tc, test_directories);
-	tcase_add_test(tc, test_unsafe_directory_refused);
-	tcase_add_test(tc, test_sigterm_stops_workers_and_cleans_up);
-	tcase_add_test(tc, test_stopping_refuses_spawn);
-	tcase_add_test(tc, test_notify_and_watchdog);
-	tcase_add_test(tc, test_socket_activation);
-	tcase_add_test(tc, test_log_file_reopen);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "socket", 40, 0,
+	    (const TTest *[]){ test_lock_refuses_second_daemon, test_stale_socket_takeover,
+	        test_not_a_socket_is_kept, test_directories, test_unsafe_directory_refused,
+	        test_sigterm_stops_workers_and_cleans_up, test_stopping_refuses_spawn,
+	        test_notify_and_watchdog, test_socket_activation, test_log_file_reopen, NULL });
 	return s;
 }
 

@@ -456,20 +456,14 @@ static Suite *
 spawn_suite(void)
 {
 	Suite *s = suite_create("herdd-spawn");
-	TCase *tc = tcase_create("spawn");
+	TCase *tc;
 
+	tc = ht_tcase(s, "spawn", 40, 0,
+	    (const TTest *[]){ test_exec_failures, test_fifo_output, test_worker_gets_only_its_fds,
+	        test_exit_and_crash_before_ready, test_spawn_timeout_kills_the_tree,
+	        test_environment, test_runs_as_requester, test_real_worker_round_trip,
+	        test_limits_and_duplicate_ids, NULL });
 	ht_fixture(tc, NULL);
-	ht_timeout(tc, 40);
-	tcase_add_test(tc, test_exec_failures);
-	tcase_add_test(tc, test_fifo_output);
-	tcase_add_test(tc, test_worker_gets_only_its_fds);
-	tcase_add_test(tc, test_exit_and_crash_before_ready);
-	tcase_add_test(tc, test_spawn_timeout_kills_the_tree);
-	tcase_add_test(tc, test_environment);
-	tcase_add_test(tc, test_runs_as_requester);
-	tcase_add_test(tc, test_real_worker_round_trip);
-	tcase_add_test(tc, test_limits_and_duplicate_ids);
-	suite_add_tcase(s, tc);
 	return s;
 }
 

@@ -40,12 +40,10 @@ static Suite *
 demo_suite(void)
 {
 	Suite *s = suite_create("sup-demo");
-	TCase *tc = tcase_create("demo");
+	TCase *tc;
 
+	tc = ht_tcase(s, "demo", 40, 0, (const TTest *[]){ test_sum_demo, NULL });
 	ht_fixture(tc, ht_grace_args);
-	ht_timeout(tc, 40);
-	tcase_add_test(tc, test_sum_demo);
-	suite_add_tcase(s, tc);
 	return s;
 }
 

@@ -319,18 +319,13 @@ static Suite *
 failures_suite(void)
 {
 	Suite *s = suite_create("sup-failures");
-	TCase *tc = tcase_create("failures");
+	TCase *tc;
 
+	tc = ht_tcase(s, "failures", 30, 0,
+	    (const TTest *[]){ test_init_failure, test_spawn_timeout, test_crash_reports_signal,
+	        test_exit_code_reported, test_background_failure, test_failed_spawns_leak_no_fd,
+	        test_capture_bounds, NULL });
 	ht_fixture(tc, ht_grace_args);
-	ht_timeout(tc, 30);
-	tcase_add_test(tc, test_init_failure);
-	tcase_add_test(tc, test_spawn_timeout);
-	tcase_add_test(tc, test_crash_reports_signal);
-	tcase_add_test(tc, test_exit_code_reported);
-	tcase_add_test(tc, test_background_failure);
-	tcase_add_test(tc, test_failed_spawns_leak_no_fd);
-	tcase_add_test(tc, test_capture_bounds);
-	suite_add_tcase(s, tc);
 	return s;
 }
 

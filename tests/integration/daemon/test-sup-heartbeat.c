@@ -144,14 +144,12 @@ static Suite *
 heartbeat_suite(void)
 {
 	Suite *s = suite_create("sup-heartbeat");
-	TCase *tc = tcase_create("heartbeat");
+	TCase *tc;
 
+	tc = ht_tcase(s, "heartbeat", 30, 0,
+	    (const TTest *[]){ test_busy_worker_is_not_hung, test_stopped_worker_is_heartbeat_lost,
+	        test_grandchildren_die_with_worker, NULL });
 	ht_fixture(tc, ht_grace_args);
-	ht_timeout(tc, 30);
-	tcase_add_test(tc, test_busy_worker_is_not_hung);
-	tcase_add_test(tc, test_stopped_worker_is_heartbeat_lost);
-	tcase_add_test(tc, test_grandchildren_die_with_worker);
-	suite_add_tcase(s, tc);
 	return s;
 }
 

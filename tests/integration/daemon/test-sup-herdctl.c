@@ -275,19 +275,12 @@ static Suite *
 herdctl_suite(void)
 {
 	Suite *s = suite_create("sup-herdctl");
-	TCase *tc = tcase_create("usage");
+	TCase *tc;
 
-	ht_fixture_plain(tc);
-	ht_timeout(tc, 40);
-	tcase_add_test(tc, test_usage);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("herdctl");
+	ht_tcase(s, "usage", 40, 0, (const TTest *[]){ test_usage, NULL });
+	tc = ht_tcase(
+	    s, "herdctl", 40, 0, (const TTest *[]){ test_spawn_list_call_stop, test_watch, NULL });
 	ht_fixture(tc, ht_grace_args);
-	ht_timeout(tc, 40);
-	tcase_add_test(tc, test_spawn_list_call_stop);
-	tcase_add_test(tc, test_watch);
-	suite_add_tcase(s, tc);
 	return s;
 }
 

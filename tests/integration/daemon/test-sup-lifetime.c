@@ -356,22 +356,16 @@ static Suite *
 lifetime_suite(void)
 {
 	Suite *s = suite_create("sup-lifetime");
-	TCase *tc = tcase_create("lifetime");
+	TCase *tc;
 
+	tc = ht_tcase(s, "lifetime", 30, 0,
+	    (const TTest *[]){ test_master_sigkill_kills_50_workers, test_master_dies_during_init,
+	        test_connection_closed, test_explicit_outlives_master,
+	        test_herdd_sigkill_kills_every_worker, NULL });
 	ht_fixture(tc, ht_grace_args);
-	ht_timeout(tc, 30);
-	tcase_add_test(tc, test_master_sigkill_kills_50_workers);
-	tcase_add_test(tc, test_master_dies_during_init);
-	tcase_add_test(tc, test_connection_closed);
-	tcase_add_test(tc, test_explicit_outlives_master);
-	tcase_add_test(tc, test_herdd_sigkill_kills_every_worker);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("bursts");
+	tc = ht_tcase(
+	    s, "bursts", 90, 0, (const TTest *[]){ test_spawn_bursts_then_master_exit, NULL });
 	ht_fixture(tc, ht_grace_args);
-	ht_timeout(tc, 90);
-	tcase_add_test(tc, test_spawn_bursts_then_master_exit);
-	suite_add_tcase(s, tc);
 	return s;
 }
 

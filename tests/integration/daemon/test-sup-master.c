@@ -164,13 +164,12 @@ static Suite *
 master_suite(void)
 {
 	Suite *s = suite_create("sup-master");
-	TCase *tc = tcase_create("on_failure");
+	TCase *tc;
 
+	tc = ht_tcase(s, "on_failure", 30, 0,
+	    (const TTest *[]){ test_on_failure_gets_message_and_stderr,
+	        test_on_failure_crash_and_clean_stop, NULL });
 	ht_fixture(tc, ht_grace_args);
-	ht_timeout(tc, 30);
-	tcase_add_test(tc, test_on_failure_gets_message_and_stderr);
-	tcase_add_test(tc, test_on_failure_crash_and_clean_stop);
-	suite_add_tcase(s, tc);
 	return s;
 }
 

@@ -153,12 +153,11 @@ static Suite *
 perm_suite(void)
 {
 	Suite *s = suite_create("sup-perm");
-	TCase *tc = tcase_create("perm");
+	TCase *tc;
 
+	tc = ht_tcase(
+	    s, "perm", 30, 0, (const TTest *[]){ test_other_uid_cannot_see_or_touch, NULL });
 	ht_fixture(tc, ht_grace_args);
-	ht_timeout(tc, 30);
-	tcase_add_test(tc, test_other_uid_cannot_see_or_touch);
-	suite_add_tcase(s, tc);
 	return s;
 }
 

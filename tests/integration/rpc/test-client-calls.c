@@ -29,13 +29,6 @@ setup_worker(int mode)
 	ck_assert_int_eq(ht_example_start(&worker, HT_MODE(mode), "{\"who\":\"test\"}"), 0);
 }
 
-static void
-teardown(void)
-{
-	ht_example_kill(&worker);
-	ht_teardown();
-}
-
 START_TEST(test_sum_and_product)
 {
 	json_t *result = NULL;
@@ -483,23 +476,13 @@ static Suite *
 client_calls_suite(void)
 {
 	Suite *s = suite_create("client-calls");
-	TCase *tc = tcase_create("calls");
 
-	tcase_add_checked_fixture(tc, NULL, teardown);
-	ht_timeout(tc, 60);
 	/* Loop 0: the worker executable; loop 1: the same type served in a forked child. */
-	tcase_add_loop_test(tc, test_sum_and_product, 0, 2);
-	tcase_add_loop_test(tc, test_failure_keeps_connection, 0, 2);
-	tcase_add_loop_test(tc, test_connection_init, 0, 2);
-	tcase_add_loop_test(tc, test_strings_and_oneway, 0, 2);
-	tcase_add_loop_test(tc, test_bad_arguments, 0, 2);
-	tcase_add_loop_test(tc, test_timeout_then_usable, 0, 2);
-	tcase_add_loop_test(tc, test_cancel_async, 0, 2);
-	tcase_add_loop_test(tc, test_concurrent_calls, 0, 2);
-	tcase_add_loop_test(tc, test_libev_attach, 0, 2);
-	tcase_add_loop_test(tc, test_unref_inside_callback, 0, 2);
-	tcase_add_loop_test(tc, test_no_fd_leak, 0, 2);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "calls", 60, 2,
+	    (const TTest *[]){ test_sum_and_product, test_failure_keeps_connection,
+	        test_connection_init, test_strings_and_oneway, test_bad_arguments,
+	        test_timeout_then_usable, test_cancel_async, test_concurrent_calls,
+	        test_libev_attach, test_unref_inside_callback, test_no_fd_leak, NULL });
 	return s;
 }
 

@@ -20,11 +20,10 @@
 
 static struct ht_example worker;
 
+/* A test may set HERD_RPC_SETTINGS; the next one must not inherit it. */
 static void
-teardown(void)
+unset_settings(void)
 {
-	ht_example_kill(&worker);
-	ht_teardown();
 	unsetenv("HERD_RPC_SETTINGS");
 }
 
@@ -414,18 +413,16 @@ static Suite *
 client_failures_suite(void)
 {
 	Suite *s = suite_create("client-failures");
-	TCase *tc = tcase_create("failures");
+	TCase *tc;
 
-	tcase_add_checked_fixture(tc, NULL, teardown);
-	ht_timeout(tc, 90);
-	tcase_add_loop_test(tc, test_worker_killed_mid_call, 0, 2);
-	tcase_add_loop_test(tc, test_close_callbacks, 0, 2);
-	tcase_add_loop_test(tc, test_oversize_outgoing, 0, 2);
-	tcase_add_test(tc, test_oversize_incoming);
-	tcase_add_test(tc, test_heartbeat_timeout);
-	tcase_add_loop_test(tc, test_heartbeat_keeps_alive, 0, 2);
-	tcase_add_test(tc, test_connect_failures);
-	suite_add_tcase(s, tc);
+	tc = ht_tcase(s, "failures", 90, 0,
+	    (const TTest *[]){
+	        test_oversize_incoming, test_heartbeat_timeout, test_connect_failures, NULL });
+	tcase_add_checked_fixture(tc, NULL, unset_settings);
+	tc = ht_tcase(s, "failures-modes", 90, 2,
+	    (const TTest *[]){ test_worker_killed_mid_call, test_close_callbacks,
+	        test_oversize_outgoing, test_heartbeat_keeps_alive, NULL });
+	tcase_add_checked_fixture(tc, NULL, unset_settings);
 	return s;
 }
 

@@ -281,25 +281,17 @@ START_TEST(test_threads)
 }
 END_TEST
 
-int
-main(void)
+static Suite *
+keepalive_suite(void)
 {
 	Suite *s = suite_create("client-keepalive");
-	TCase *tc = tcase_create("keepalive");
-	SRunner *sr;
-	int failed;
 
-	signal(SIGPIPE, SIG_IGN);
-	ht_fixture(tc, NULL);
-	ht_timeout(tc, 60);
-	tcase_add_test(tc, test_blocking_call_keeps_others_alive);
-	tcase_add_test(tc, test_stream_next_keeps_master_alive);
-	tcase_add_test(tc, test_master_request_keeps_worker_conn_alive);
-	tcase_add_test(tc, test_threads);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	ht_fixture(ht_tcase(s, "keepalive", 60, 0,
+	               (const TTest *[]){ test_blocking_call_keeps_others_alive,
+	                   test_stream_next_keeps_master_alive,
+	                   test_master_request_keeps_worker_conn_alive, test_threads, NULL }),
+	    NULL);
+	return s;
 }
+
+HT_MAIN_PREPARED(keepalive_suite, signal(SIGPIPE, SIG_IGN))

@@ -329,19 +329,14 @@ static Suite *
 client_master_suite(void)
 {
 	Suite *s = suite_create("client-master");
-	TCase *tc = tcase_create("master");
+	TCase *tc;
 
+	tc = ht_tcase(s, "master", 60, 0,
+	    (const TTest *[]){ test_spawn_call_inspect, test_on_failure_crash,
+	        test_on_failure_reported, test_spawn_errors, test_master_disconnect_stops_workers,
+	        test_async_spawn_libev, test_start_app_self, NULL });
 	ht_fixture(tc, NULL);
 	tcase_add_checked_fixture(tc, NULL, unset_socket);
-	ht_timeout(tc, 60);
-	tcase_add_test(tc, test_spawn_call_inspect);
-	tcase_add_test(tc, test_on_failure_crash);
-	tcase_add_test(tc, test_on_failure_reported);
-	tcase_add_test(tc, test_spawn_errors);
-	tcase_add_test(tc, test_master_disconnect_stops_workers);
-	tcase_add_test(tc, test_async_spawn_libev);
-	tcase_add_test(tc, test_start_app_self);
-	suite_add_tcase(s, tc);
 	return s;
 }
 

@@ -18,11 +18,10 @@
 
 static struct ht_example worker;
 
+/* A test may set HERD_RPC_SETTINGS; the next one must not inherit it. */
 static void
-teardown(void)
+unset_settings(void)
 {
-	ht_example_kill(&worker);
-	ht_teardown();
 	unsetenv("HERD_RPC_SETTINGS");
 }
 
@@ -197,20 +196,13 @@ static Suite *
 client_settings_suite(void)
 {
 	Suite *s = suite_create("client-settings");
-	TCase *unit = tcase_create("resolve");
-	TCase *e2e = tcase_create("connection");
+	TCase *tc;
 
-	tcase_add_checked_fixture(unit, NULL, teardown);
-	ht_timeout(unit, 10);
-	tcase_add_test(unit, test_defaults);
-	tcase_add_test(unit, test_precedence_field_by_field);
-	tcase_add_test(unit, test_errors);
-	suite_add_tcase(s, unit);
-
-	tcase_add_checked_fixture(e2e, NULL, teardown);
-	ht_timeout(e2e, 60);
-	tcase_add_loop_test(e2e, test_connection_obeys_env, 0, 2);
-	suite_add_tcase(s, e2e);
+	tc = ht_tcase(s, "resolve", 10, 0,
+	    (const TTest *[]){ test_defaults, test_precedence_field_by_field, test_errors, NULL });
+	tcase_add_checked_fixture(tc, NULL, unset_settings);
+	tc = ht_tcase(s, "connection", 60, 2, (const TTest *[]){ test_connection_obeys_env, NULL });
+	tcase_add_checked_fixture(tc, NULL, unset_settings);
 	return s;
 }
 

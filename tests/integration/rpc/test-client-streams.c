@@ -19,13 +19,6 @@
 
 static struct ht_example worker;
 
-static void
-teardown(void)
-{
-	ht_example_kill(&worker);
-	ht_teardown();
-}
-
 static herd_conn *
 setup_conn(int mode)
 {
@@ -412,20 +405,13 @@ static Suite *
 client_streams_suite(void)
 {
 	Suite *s = suite_create("client-streams");
-	TCase *tc = tcase_create("streams");
 
-	tcase_add_checked_fixture(tc, NULL, teardown);
-	ht_timeout(tc, 60);
-	tcase_add_loop_test(tc, test_count_callbacks, 0, 2);
-	tcase_add_loop_test(tc, test_count_iterator, 0, 2);
-	tcase_add_loop_test(tc, test_slow_reader_outlives_heartbeat_timeout, 0, 2);
-	tcase_add_loop_test(tc, test_cancel_after_k, 0, 2);
-	tcase_add_loop_test(tc, test_cancel_iterator, 0, 2);
-	tcase_add_loop_test(tc, test_state_initial, 0, 2);
-	tcase_add_loop_test(tc, test_sink_sum, 0, 2);
-	tcase_add_loop_test(tc, test_sink_async_and_cancel, 0, 2);
-	tcase_add_loop_test(tc, test_close_inside_item, 0, 2);
-	suite_add_tcase(s, tc);
+	/* Loop 0: the worker executable; loop 1: the same type served in a forked child. */
+	ht_tcase(s, "streams", 60, 2,
+	    (const TTest *[]){ test_count_callbacks, test_count_iterator,
+	        test_slow_reader_outlives_heartbeat_timeout, test_cancel_after_k,
+	        test_cancel_iterator, test_state_initial, test_sink_sum, test_sink_async_and_cancel,
+	        test_close_inside_item, NULL });
 	return s;
 }
 

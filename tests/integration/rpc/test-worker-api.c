@@ -269,12 +269,8 @@ static Suite *
 api_suite(void)
 {
 	Suite *s = suite_create("worker-api");
-	TCase *tc = tcase_create("api");
 
-	ht_timeout(tc, 30);
-	tcase_add_test(tc, test_contract);
-	tcase_add_test(tc, test_kind_names);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "api", 30, 0, (const TTest *[]){ test_contract, test_kind_names, NULL });
 	return s;
 }
 

@@ -207,15 +207,10 @@ static Suite *
 builtins_suite(void)
 {
 	Suite *s = suite_create("worker-builtins");
-	TCase *tc = tcase_create("builtins");
 
-	ht_timeout(tc, 30);
-	tcase_add_test(tc, test_functions);
-	tcase_add_test(tc, test_settings_precedence);
-	tcase_add_test(tc, test_logs);
-	tcase_add_test(tc, test_close_server);
-	tcase_add_test(tc, test_shutdown);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "builtins", 30, 0,
+	    (const TTest *[]){ test_functions, test_settings_precedence, test_logs,
+	        test_close_server, test_shutdown, NULL });
 	return s;
 }
 

@@ -264,15 +264,11 @@ static Suite *
 exec_suite(void)
 {
 	Suite *s = suite_create("worker-exec");
-	TCase *tc = tcase_create("exec");
 
-	ht_timeout(tc, 60);
-	tcase_add_test(tc, test_serve_and_sigterm);
-	tcase_add_test(tc, test_shutdown_builtin);
-	tcase_add_test(tc, test_init_failure_and_usage);
-	tcase_add_test(tc, test_socket_in_use);
-	tcase_add_test(tc, test_worker_fail_standalone);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "exec", 60, 0,
+	    (const TTest *[]){ test_serve_and_sigterm, test_shutdown_builtin,
+	        test_init_failure_and_usage, test_socket_in_use, test_worker_fail_standalone,
+	        NULL });
 	return s;
 }
 

@@ -245,16 +245,10 @@ static Suite *
 hello_suite(void)
 {
 	Suite *s = suite_create("worker-hello");
-	TCase *tc = tcase_create("hello");
 
-	ht_timeout(tc, 30);
-	tcase_add_test(tc, test_hello_good);
-	tcase_add_test(tc, test_hello_bad_version);
-	tcase_add_test(tc, test_hello_required);
-	tcase_add_test(tc, test_hello_timeout);
-	tcase_add_test(tc, test_conn_init);
-	tcase_add_test(tc, test_heartbeats);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "hello", 30, 0,
+	    (const TTest *[]){ test_hello_good, test_hello_bad_version, test_hello_required,
+	        test_hello_timeout, test_conn_init, test_heartbeats, NULL });
 	return s;
 }
 

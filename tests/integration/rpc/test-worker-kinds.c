@@ -393,18 +393,11 @@ static Suite *
 kinds_suite(void)
 {
 	Suite *s = suite_create("worker-kinds");
-	TCase *tc = tcase_create("kinds");
 
-	ht_timeout(tc, 60);
-	tcase_add_test(tc, test_calls);
-	tcase_add_test(tc, test_async_and_concurrent);
-	tcase_add_test(tc, test_pipe);
-	tcase_add_test(tc, test_pipe_cancel);
-	tcase_add_test(tc, test_pipe_backpressure);
-	tcase_add_test(tc, test_sink);
-	tcase_add_test(tc, test_state_and_oneway);
-	tcase_add_test(tc, test_close_cancels);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "kinds", 60, 0,
+	    (const TTest *[]){ test_calls, test_async_and_concurrent, test_pipe, test_pipe_cancel,
+	        test_pipe_backpressure, test_sink, test_state_and_oneway, test_close_cancels,
+	        NULL });
 	return s;
 }
 

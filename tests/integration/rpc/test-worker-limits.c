@@ -267,16 +267,10 @@ static Suite *
 limits_suite(void)
 {
 	Suite *s = suite_create("worker-limits");
-	TCase *tc = tcase_create("limits");
 
-	ht_timeout(tc, 60);
-	tcase_add_test(tc, test_framing);
-	tcase_add_test(tc, test_reply_over_client_limit);
-	tcase_add_test(tc, test_pending_limit);
-	tcase_add_test(tc, test_duplicate_id);
-	tcase_add_test(tc, test_serve_arguments);
-	tcase_add_test(tc, test_socket_file);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "limits", 60, 0,
+	    (const TTest *[]){ test_framing, test_reply_over_client_limit, test_pending_limit,
+	        test_duplicate_id, test_serve_arguments, test_socket_file, NULL });
 	return s;
 }
 

@@ -315,15 +315,10 @@ static Suite *
 supervised_suite(void)
 {
 	Suite *s = suite_create("worker-supervised");
-	TCase *tc = tcase_create("supervised");
 
-	ht_timeout(tc, 60);
-	tcase_add_test(tc, test_ready_heartbeat_shutdown);
-	tcase_add_test(tc, test_init_failed);
-	tcase_add_test(tc, test_eof_exits);
-	tcase_add_test(tc, test_failure_and_sigterm);
-	tcase_add_test(tc, test_connection_closed);
-	suite_add_tcase(s, tc);
+	ht_tcase(s, "supervised", 60, 0,
+	    (const TTest *[]){ test_ready_heartbeat_shutdown, test_init_failed, test_eof_exits,
+	        test_failure_and_sigterm, test_connection_closed, NULL });
 	return s;
 }
 
