@@ -3,6 +3,7 @@
  * The Check side of herd_test: the herdd fixture, asserting shorthands,
  * inline call arguments and the suite runner (see ht-check.h).
  */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -58,44 +59,60 @@ fixture_teardown(void)
 }
 
 void
-ht_fixture(TCase *tc, const char *const *herdd_argv)
+ht_ignore_sigpipe(void)
 {
-	if (fixture_argv && fixture_argv != herdd_argv) {
-		fprintf(stderr, "herd_test: one herdd command line per program\n");
-		abort();
-	}
-	fixture_argv = herdd_argv;
-	tcase_add_checked_fixture(tc, fixture_setup, fixture_teardown);
+	signal(SIGPIPE, SIG_IGN);
 }
 
-void
-ht_fixture_plain(TCase *tc)
+/* Builds one test case; see struct ht_case. */
+static TCase *
+make_tcase(const struct ht_case *c)
 {
+	TCase *tc = tcase_create(c->name);
+	const TTest *const *t;
+
+	/* Check runs setups first added first and teardowns last added first. */
 	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-}
-
-TCase *
-ht_tcase(Suite *s, const char *name, int timeout_s, int loops, const TTest *const *tests)
-{
-	TCase *tc = tcase_create(name);
-
-	/* Check runs teardowns last added first: a fixture added later sees the test's state. */
-	ht_fixture_plain(tc);
-	ht_timeout(tc, timeout_s);
-	for (; *tests; tests++) {
-		if (loops > 0)
-			tcase_add_loop_test(tc, *tests, 0, loops);
+	if (c->herdd)
+		tcase_add_checked_fixture(tc, fixture_setup, fixture_teardown);
+	if (c->setup || c->teardown)
+		tcase_add_checked_fixture(tc, c->setup, c->teardown);
+	tcase_set_timeout(tc, (double)c->timeout_s * ht_slow());
+	for (t = c->tests; t < c->tests + 32 && *t; t++) {
+		if (c->loops > 0)
+			tcase_add_loop_test(tc, *t, 0, c->loops);
 		else
-			tcase_add_test(tc, *tests);
+			tcase_add_test(tc, *t);
 	}
-	suite_add_tcase(s, tc);
 	return tc;
 }
 
-void
-ht_timeout(TCase *tc, int seconds)
+int
+ht_run_cases(const char *suite, const struct ht_case *cases, size_t n)
 {
-	tcase_set_timeout(tc, (double)seconds * ht_slow());
+	Suite *s = suite_create(suite);
+	SRunner *sr;
+	bool herdd = false;
+	size_t i;
+	int failed;
+
+	for (i = 0; i < n; i++) {
+		if (cases[i].herdd && herdd && fixture_argv != cases[i].herdd_argv) {
+			fprintf(stderr, "herd_test: one herdd command line per program\n");
+			return EXIT_FAILURE;
+		}
+		if (cases[i].herdd) {
+			fixture_argv = cases[i].herdd_argv;
+			herdd = true;
+		}
+		suite_add_tcase(s, make_tcase(&cases[i]));
+	}
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	ht_teardown();
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 json_t *
@@ -140,17 +157,4 @@ void
 ht__args_release(void)
 {
 	args_pool = (json_decref(args_pool), NULL);
-}
-
-int
-ht_run_suite(Suite *s)
-{
-	SRunner *sr = srunner_create(s);
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	ht_teardown();
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

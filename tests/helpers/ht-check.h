@@ -61,30 +61,11 @@ extern struct ht_conn *ht_master;
 extern const char *const ht_grace_args[];
 
 /*
- * Adds the herdd fixture to tc, checked: before each test herdd starts with
- * herdd_argv (NULL-terminated, static; may be NULL; one command line per
- * program) and a master connects; after it the master closes, herdd must exit
- * 0 on SIGTERM, and no child of the test may be left running. With CK_FORK=no
- * (valgrind) it runs in-process around each test all the same.
- */
-void ht_fixture(TCase *tc, const char *const *herdd_argv);
-/*
  * For a test that needs other herdd options than its case's: stops the
  * fixture's herdd (it must exit 0) and starts another with herdd_argv, with
  * a new master. ht_herdd and ht_master change.
  */
 void ht_fixture_restart(const char *const *herdd_argv);
-/* Adds the teardown alone (ht_teardown after each test), for tests without herdd. */
-void ht_fixture_plain(TCase *tc);
-/*
- * Adds test case name to s: each of tests (NULL-terminated) runs once, or,
- * with loops > 0, loops times (_i = 0..loops-1); the timeout is timeout_s
- * seconds (ht_timeout) and ht_teardown() runs after every test. Returns the
- * test case, for a fixture (ht_fixture: its teardown runs first).
- */
-TCase *ht_tcase(Suite *s, const char *name, int timeout_s, int loops, const TTest *const *tests);
-/* Sets tc's timeout in seconds, scaled like ht_ms() for sanitizers and $HERD_TEST_SLOW. */
-void ht_timeout(TCase *tc, int seconds);
 
 /* ht_conn_call() with a 5 s budget; fails the test without a reply. New reference. */
 json_t *ht_call_ok(struct ht_conn *c, const char *method, json_t *params);
@@ -97,16 +78,55 @@ int ht_wait_exit_ok(pid_t pid);
  */
 json_t *ht_args(const char *fmt, ...);
 
-/* Runs suite s with Check, then ht_teardown(). Returns main()'s exit status. */
-int ht_run_suite(Suite *s);
+/* SIGPIPE ignored, for tests whose peers may close first: a setup for struct ht_case. */
+void ht_ignore_sigpipe(void);
 
-/* main() for a test program made of one suite: runs prepare (a statement), then the suite. */
-#define HT_MAIN_PREPARED(suite_fn, prepare)                                                        \
+/* One test case of a test program (HT_MAIN). */
+struct ht_case {
+	const char *name;
+	int timeout_s; /* seconds, scaled like ht_ms() for sanitizers and $HERD_TEST_SLOW */
+	int loops; /* 0: each test runs once; n: n times, with _i = 0..n-1 */
+	/*
+	 * The herdd fixture, checked: before each test herdd starts with herdd_argv
+	 * (may be NULL; one list per program) and a master connects (ht_herdd,
+	 * ht_master); after it the master closes, herdd must exit 0 on SIGTERM and
+	 * no child of the test may be left running. With CK_FORK=no (valgrind) it
+	 * runs in-process around each test all the same.
+	 */
+	bool herdd;
+	const char *const *herdd_argv;
+	void (*setup)(void); /* checked, after the herdd fixture's (may be NULL) */
+	void (*teardown)(void); /* checked, before the herdd fixture's (may be NULL) */
+	const TTest *tests[32]; /* up to the first NULL */
+};
+
+/* A struct ht_case of tests run once each, without herdd. */
+#define HT_CASE(name_, timeout_s_, ...)                                                            \
+	{                                                                                          \
+		.name = (name_), .timeout_s = (timeout_s_), .tests = { __VA_ARGS__ }               \
+	}
+/* A struct ht_case of tests run once each, with the herdd fixture started with herdd_argv_. */
+#define HT_HERDD_CASE(name_, timeout_s_, herdd_argv_, ...)                                         \
+	{                                                                                          \
+		.name = (name_), .timeout_s = (timeout_s_), .herdd = true,                         \
+		.herdd_argv = (herdd_argv_), .tests = {                                            \
+			__VA_ARGS__                                                                \
+		}                                                                                  \
+	}
+
+/*
+ * Runs the suite made of cases with Check; ht_teardown() runs after every
+ * test and at the end. Returns main()'s exit status.
+ */
+int ht_run_cases(const char *suite, const struct ht_case *cases, size_t n);
+
+/* main() for a test program: the suite's name, then its cases (struct ht_case initializers). */
+#define HT_MAIN(suite, ...)                                                                        \
 	int main(void)                                                                             \
 	{                                                                                          \
-		prepare;                                                                           \
-		return ht_run_suite(suite_fn());                                                   \
+		const struct ht_case cases_[] = { __VA_ARGS__ };                                   \
+                                                                                                   \
+		return ht_run_cases(suite, cases_, sizeof(cases_) / sizeof(cases_[0]));            \
 	}
-#define HT_MAIN(suite_fn) HT_MAIN_PREPARED(suite_fn, (void)0)
 
 #endif

@@ -275,16 +275,7 @@ START_TEST(test_teardown_kills_everything)
 }
 END_TEST
 
-static Suite *
-harness_suite(void)
-{
-	Suite *s = suite_create("harness");
-
-	ht_tcase(s, "core", 20, 0,
-	    (const TTest *[]){ test_pid_states, test_exit_code_and_nobody, test_count_fds,
-	        test_raw_client, test_run_and_read_lines, test_guardian_kills_after_failed_test,
-	        test_teardown_kills_everything, NULL });
-	return s;
-}
-
-HT_MAIN(harness_suite)
+HT_MAIN("harness",
+    HT_CASE("core", 20, test_pid_states, test_exit_code_and_nobody, test_count_fds, test_raw_client,
+        test_run_and_read_lines, test_guardian_kills_after_failed_test,
+        test_teardown_kills_everything))

@@ -779,18 +779,7 @@ START_TEST(decode_long_tokens)
 }
 END_TEST
 
-static Suite *
-json_suite(void)
-{
-	Suite *s = suite_create("proto-json");
-
-	ht_tcase(s, "encode", 60, 0,
-	    (const TTest *[]){ encode_corpus, encode_random, encode_refuses, encode_cycle,
-	        encode_chunks, encode_limit_exact, NULL });
-	ht_tcase(s, "decode", 120, 0,
-	    (const TTest *[]){
-	        decode_corpus, decode_depth, decode_random, decode_long_tokens, NULL });
-	return s;
-}
-
-HT_MAIN(json_suite)
+HT_MAIN("proto-json",
+    HT_CASE("encode", 60, encode_corpus, encode_random, encode_refuses, encode_cycle, encode_chunks,
+        encode_limit_exact),
+    HT_CASE("decode", 120, decode_corpus, decode_depth, decode_random, decode_long_tokens))

@@ -392,15 +392,6 @@ START_TEST(unpack_strict)
 }
 END_TEST
 
-static Suite *
-msg_suite(void)
-{
-	Suite *s = suite_create("proto-msg");
-
-	ht_tcase(s, "msg", 10, 0,
-	    (const TTest *[]){ kinds, id_types, missing_and_extra, error_object_shape, not_object,
-	        builders, error_builder, error_names, unpack_strict, NULL });
-	return s;
-}
-
-HT_MAIN(msg_suite)
+HT_MAIN("proto-msg",
+    HT_CASE("msg", 10, kinds, id_types, missing_and_extra, error_object_shape, not_object, builders,
+        error_builder, error_names, unpack_strict))

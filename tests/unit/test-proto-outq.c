@@ -337,15 +337,6 @@ START_TEST(socketpair_drain)
 }
 END_TEST
 
-static Suite *
-outq_suite(void)
-{
-	Suite *s = suite_create("proto-outq");
-
-	ht_tcase(s, "outq", 30, 0,
-	    (const TTest *[]){ partial_writes, peek_limits, cap_enforced, push_json_lines,
-	        push_json_limits, drained_holds_nothing, socketpair_drain, NULL });
-	return s;
-}
-
-HT_MAIN(outq_suite)
+HT_MAIN("proto-outq",
+    HT_CASE("outq", 30, partial_writes, peek_limits, cap_enforced, push_json_lines,
+        push_json_limits, drained_holds_nothing, socketpair_drain))

@@ -558,18 +558,8 @@ START_TEST(idle_holds_nothing)
 }
 END_TEST
 
-static Suite *
-reader_suite(void)
-{
-	Suite *s = suite_create("proto-reader");
-
-	ht_tcase(s, "reader", 60, 0,
-	    (const TTest *[]){ every_split_point, byte_at_a_time, many_messages, size_limit_exact,
-	        size_limit_early, huge_line_bounded, depth_limit, depth_ignores_strings,
-	        invalid_json, parse_error_text, trailing_garbage, duplicate_keys, bad_utf8,
-	        nul_bytes, not_an_object, blank_lines_and_crlf, partial_last_line,
-	        idle_holds_nothing, NULL });
-	return s;
-}
-
-HT_MAIN(reader_suite)
+HT_MAIN("proto-reader",
+    HT_CASE("reader", 60, every_split_point, byte_at_a_time, many_messages, size_limit_exact,
+        size_limit_early, huge_line_bounded, depth_limit, depth_ignores_strings, invalid_json,
+        parse_error_text, trailing_garbage, duplicate_keys, bad_utf8, nul_bytes, not_an_object,
+        blank_lines_and_crlf, partial_last_line, idle_holds_nothing))

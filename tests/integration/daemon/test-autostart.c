@@ -235,18 +235,9 @@ START_TEST(test_two_masters_race)
 }
 END_TEST
 
-static Suite *
-autostart_suite(void)
-{
-	Suite *s = suite_create("autostart");
-	TCase *tc;
-
-	tc = ht_tcase(s, "autostart", 30, 0,
-	    (const TTest *[]){ test_autostart_then_idle_exit, test_no_autostart,
-	        test_missing_dir_not_created, test_stale_socket_replaced, test_two_masters_race,
-	        NULL });
-	tcase_add_checked_fixture(tc, setup, ht_teardown);
-	return s;
-}
-
-HT_MAIN(autostart_suite)
+HT_MAIN("autostart",
+    { .name = "autostart",
+        .timeout_s = 30,
+        .setup = setup,
+        .tests = { test_autostart_then_idle_exit, test_no_autostart, test_missing_dir_not_created,
+            test_stale_socket_replaced, test_two_masters_race } })

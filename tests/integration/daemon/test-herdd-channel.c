@@ -267,18 +267,7 @@ START_TEST(test_kill_signals)
 }
 END_TEST
 
-static Suite *
-channel_suite(void)
-{
-	Suite *s = suite_create("herdd-channel");
-	TCase *tc;
-
-	tc = ht_tcase(s, "channel", 40, 0,
-	    (const TTest *[]){ test_hello_result_and_ready, test_init_failed,
-	        test_failure_after_ready, test_garbage_on_channel, test_heartbeat_lost_when_idle,
-	        test_busy_worker_is_spared, test_kill_signals, NULL });
-	ht_fixture(tc, herdd_args);
-	return s;
-}
-
-HT_MAIN(channel_suite)
+HT_MAIN("herdd-channel",
+    HT_HERDD_CASE("channel", 40, herdd_args, test_hello_result_and_ready, test_init_failed,
+        test_failure_after_ready, test_garbage_on_channel, test_heartbeat_lost_when_idle,
+        test_busy_worker_is_spared, test_kill_signals))

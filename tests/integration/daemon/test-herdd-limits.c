@@ -417,17 +417,8 @@ START_TEST(test_exited_records_kept)
 }
 END_TEST
 
-static Suite *
-limits_suite(void)
-{
-	Suite *s = suite_create("herdd-limits");
-
-	ht_tcase(s, "limits", 60, 0,
-	    (const TTest *[]){ test_connections_per_uid, test_unauthenticated,
-	        test_pending_requests, test_workers_per_uid, test_output_overflow, test_out_of_fds,
-	        test_fd_limit_raised, test_subscribe_all, test_connection_heartbeats,
-	        test_reply_too_long_for_peer, test_exited_records_kept, NULL });
-	return s;
-}
-
-HT_MAIN(limits_suite)
+HT_MAIN("herdd-limits",
+    HT_CASE("limits", 60, test_connections_per_uid, test_unauthenticated, test_pending_requests,
+        test_workers_per_uid, test_output_overflow, test_out_of_fds, test_fd_limit_raised,
+        test_subscribe_all, test_connection_heartbeats, test_reply_too_long_for_peer,
+        test_exited_records_kept))

@@ -439,20 +439,9 @@ START_TEST(test_user_herdd_refuses_other_uid)
 }
 END_TEST
 
-static Suite *
-protocol_suite(void)
-{
-	Suite *s = suite_create("herdd-protocol");
-	TCase *tc;
-
-	tc = ht_tcase(s, "protocol", 30, 0,
-	    (const TTest *[]){ test_hello_result, test_hello_refusals_close, test_hello_required,
-	        test_unknown_method_keeps_connection, test_invalid_params, test_unknown_worker,
-	        test_oversize_closes, test_invalid_json_closes, test_too_deep_closes,
-	        test_malformed_rpc_keeps_connection, test_handshake_timeout, test_stats,
-	        test_user_herdd_refuses_other_uid, NULL });
-	ht_fixture(tc, small_limits);
-	return s;
-}
-
-HT_MAIN(protocol_suite)
+HT_MAIN("herdd-protocol",
+    HT_HERDD_CASE("protocol", 30, small_limits, test_hello_result, test_hello_refusals_close,
+        test_hello_required, test_unknown_method_keeps_connection, test_invalid_params,
+        test_unknown_worker, test_oversize_closes, test_invalid_json_closes, test_too_deep_closes,
+        test_malformed_rpc_keeps_connection, test_handshake_timeout, test_stats,
+        test_user_herdd_refuses_other_uid))

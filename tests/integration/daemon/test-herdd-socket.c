@@ -457,17 +457,8 @@ START_TEST(test_log_file_reopen)
 }
 END_TEST
 
-static Suite *
-socket_suite(void)
-{
-	Suite *s = suite_create("herdd-socket");
-
-	ht_tcase(s, "socket", 40, 0,
-	    (const TTest *[]){ test_lock_refuses_second_daemon, test_stale_socket_takeover,
-	        test_not_a_socket_is_kept, test_directories, test_unsafe_directory_refused,
-	        test_sigterm_stops_workers_and_cleans_up, test_stopping_refuses_spawn,
-	        test_notify_and_watchdog, test_socket_activation, test_log_file_reopen, NULL });
-	return s;
-}
-
-HT_MAIN(socket_suite)
+HT_MAIN("herdd-socket",
+    HT_CASE("socket", 40, test_lock_refuses_second_daemon, test_stale_socket_takeover,
+        test_not_a_socket_is_kept, test_directories, test_unsafe_directory_refused,
+        test_sigterm_stops_workers_and_cleans_up, test_stopping_refuses_spawn,
+        test_notify_and_watchdog, test_socket_activation, test_log_file_reopen))

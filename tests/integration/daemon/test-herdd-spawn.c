@@ -452,19 +452,8 @@ START_TEST(test_limits_and_duplicate_ids)
 }
 END_TEST
 
-static Suite *
-spawn_suite(void)
-{
-	Suite *s = suite_create("herdd-spawn");
-	TCase *tc;
-
-	tc = ht_tcase(s, "spawn", 40, 0,
-	    (const TTest *[]){ test_exec_failures, test_fifo_output, test_worker_gets_only_its_fds,
-	        test_exit_and_crash_before_ready, test_spawn_timeout_kills_the_tree,
-	        test_environment, test_runs_as_requester, test_real_worker_round_trip,
-	        test_limits_and_duplicate_ids, NULL });
-	ht_fixture(tc, NULL);
-	return s;
-}
-
-HT_MAIN(spawn_suite)
+HT_MAIN("herdd-spawn",
+    HT_HERDD_CASE("spawn", 40, NULL, test_exec_failures, test_fifo_output,
+        test_worker_gets_only_its_fds, test_exit_and_crash_before_ready,
+        test_spawn_timeout_kills_the_tree, test_environment, test_runs_as_requester,
+        test_real_worker_round_trip, test_limits_and_duplicate_ids))

@@ -36,15 +36,4 @@ START_TEST(test_sum_demo)
 }
 END_TEST
 
-static Suite *
-demo_suite(void)
-{
-	Suite *s = suite_create("sup-demo");
-	TCase *tc;
-
-	tc = ht_tcase(s, "demo", 40, 0, (const TTest *[]){ test_sum_demo, NULL });
-	ht_fixture(tc, ht_grace_args);
-	return s;
-}
-
-HT_MAIN(demo_suite)
+HT_MAIN("sup-demo", HT_HERDD_CASE("demo", 40, ht_grace_args, test_sum_demo))

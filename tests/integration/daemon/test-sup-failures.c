@@ -315,18 +315,7 @@ START_TEST(test_capture_bounds)
 }
 END_TEST
 
-static Suite *
-failures_suite(void)
-{
-	Suite *s = suite_create("sup-failures");
-	TCase *tc;
-
-	tc = ht_tcase(s, "failures", 30, 0,
-	    (const TTest *[]){ test_init_failure, test_spawn_timeout, test_crash_reports_signal,
-	        test_exit_code_reported, test_background_failure, test_failed_spawns_leak_no_fd,
-	        test_capture_bounds, NULL });
-	ht_fixture(tc, ht_grace_args);
-	return s;
-}
-
-HT_MAIN(failures_suite)
+HT_MAIN("sup-failures",
+    HT_HERDD_CASE("failures", 30, ht_grace_args, test_init_failure, test_spawn_timeout,
+        test_crash_reports_signal, test_exit_code_reported, test_background_failure,
+        test_failed_spawns_leak_no_fd, test_capture_bounds))

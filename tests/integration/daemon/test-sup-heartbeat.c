@@ -140,17 +140,6 @@ START_TEST(test_grandchildren_die_with_worker)
 }
 END_TEST
 
-static Suite *
-heartbeat_suite(void)
-{
-	Suite *s = suite_create("sup-heartbeat");
-	TCase *tc;
-
-	tc = ht_tcase(s, "heartbeat", 30, 0,
-	    (const TTest *[]){ test_busy_worker_is_not_hung, test_stopped_worker_is_heartbeat_lost,
-	        test_grandchildren_die_with_worker, NULL });
-	ht_fixture(tc, ht_grace_args);
-	return s;
-}
-
-HT_MAIN(heartbeat_suite)
+HT_MAIN("sup-heartbeat",
+    HT_HERDD_CASE("heartbeat", 30, ht_grace_args, test_busy_worker_is_not_hung,
+        test_stopped_worker_is_heartbeat_lost, test_grandchildren_die_with_worker))

@@ -271,17 +271,5 @@ START_TEST(test_watch)
 }
 END_TEST
 
-static Suite *
-herdctl_suite(void)
-{
-	Suite *s = suite_create("sup-herdctl");
-	TCase *tc;
-
-	ht_tcase(s, "usage", 40, 0, (const TTest *[]){ test_usage, NULL });
-	tc = ht_tcase(
-	    s, "herdctl", 40, 0, (const TTest *[]){ test_spawn_list_call_stop, test_watch, NULL });
-	ht_fixture(tc, ht_grace_args);
-	return s;
-}
-
-HT_MAIN(herdctl_suite)
+HT_MAIN("sup-herdctl", HT_CASE("usage", 40, test_usage),
+    HT_HERDD_CASE("herdctl", 40, ht_grace_args, test_spawn_list_call_stop, test_watch))

@@ -352,21 +352,8 @@ START_TEST(test_spawn_bursts_then_master_exit)
 }
 END_TEST
 
-static Suite *
-lifetime_suite(void)
-{
-	Suite *s = suite_create("sup-lifetime");
-	TCase *tc;
-
-	tc = ht_tcase(s, "lifetime", 30, 0,
-	    (const TTest *[]){ test_master_sigkill_kills_50_workers, test_master_dies_during_init,
-	        test_connection_closed, test_explicit_outlives_master,
-	        test_herdd_sigkill_kills_every_worker, NULL });
-	ht_fixture(tc, ht_grace_args);
-	tc = ht_tcase(
-	    s, "bursts", 90, 0, (const TTest *[]){ test_spawn_bursts_then_master_exit, NULL });
-	ht_fixture(tc, ht_grace_args);
-	return s;
-}
-
-HT_MAIN(lifetime_suite)
+HT_MAIN("sup-lifetime",
+    HT_HERDD_CASE("lifetime", 30, ht_grace_args, test_master_sigkill_kills_50_workers,
+        test_master_dies_during_init, test_connection_closed, test_explicit_outlives_master,
+        test_herdd_sigkill_kills_every_worker),
+    HT_HERDD_CASE("bursts", 90, ht_grace_args, test_spawn_bursts_then_master_exit))

@@ -160,17 +160,6 @@ START_TEST(test_on_failure_crash_and_clean_stop)
 }
 END_TEST
 
-static Suite *
-master_suite(void)
-{
-	Suite *s = suite_create("sup-master");
-	TCase *tc;
-
-	tc = ht_tcase(s, "on_failure", 30, 0,
-	    (const TTest *[]){ test_on_failure_gets_message_and_stderr,
-	        test_on_failure_crash_and_clean_stop, NULL });
-	ht_fixture(tc, ht_grace_args);
-	return s;
-}
-
-HT_MAIN(master_suite)
+HT_MAIN("sup-master",
+    HT_HERDD_CASE("on_failure", 30, ht_grace_args, test_on_failure_gets_message_and_stderr,
+        test_on_failure_crash_and_clean_stop))

@@ -149,16 +149,4 @@ START_TEST(test_other_uid_cannot_see_or_touch)
 }
 END_TEST
 
-static Suite *
-perm_suite(void)
-{
-	Suite *s = suite_create("sup-perm");
-	TCase *tc;
-
-	tc = ht_tcase(
-	    s, "perm", 30, 0, (const TTest *[]){ test_other_uid_cannot_see_or_touch, NULL });
-	ht_fixture(tc, ht_grace_args);
-	return s;
-}
-
-HT_MAIN(perm_suite)
+HT_MAIN("sup-perm", HT_HERDD_CASE("perm", 30, ht_grace_args, test_other_uid_cannot_see_or_touch))

@@ -409,21 +409,16 @@ START_TEST(test_connect_failures)
 }
 END_TEST
 
-static Suite *
-client_failures_suite(void)
-{
-	Suite *s = suite_create("client-failures");
-	TCase *tc;
-
-	tc = ht_tcase(s, "failures", 90, 0,
-	    (const TTest *[]){
-	        test_oversize_incoming, test_heartbeat_timeout, test_connect_failures, NULL });
-	tcase_add_checked_fixture(tc, NULL, unset_settings);
-	tc = ht_tcase(s, "failures-modes", 90, 2,
-	    (const TTest *[]){ test_worker_killed_mid_call, test_close_callbacks,
-	        test_oversize_outgoing, test_heartbeat_keeps_alive, NULL });
-	tcase_add_checked_fixture(tc, NULL, unset_settings);
-	return s;
-}
-
-HT_MAIN_PREPARED(client_failures_suite, signal(SIGPIPE, SIG_IGN))
+HT_MAIN("client-failures",
+    { .name = "failures",
+        .timeout_s = 90,
+        .setup = ht_ignore_sigpipe,
+        .teardown = unset_settings,
+        .tests = { test_oversize_incoming, test_heartbeat_timeout, test_connect_failures } },
+    { .name = "failures-modes",
+        .timeout_s = 90,
+        .loops = 2,
+        .setup = ht_ignore_sigpipe,
+        .teardown = unset_settings,
+        .tests = { test_worker_killed_mid_call, test_close_callbacks, test_oversize_outgoing,
+            test_heartbeat_keeps_alive } })

@@ -281,17 +281,10 @@ START_TEST(test_threads)
 }
 END_TEST
 
-static Suite *
-keepalive_suite(void)
-{
-	Suite *s = suite_create("client-keepalive");
-
-	ht_fixture(ht_tcase(s, "keepalive", 60, 0,
-	               (const TTest *[]){ test_blocking_call_keeps_others_alive,
-	                   test_stream_next_keeps_master_alive,
-	                   test_master_request_keeps_worker_conn_alive, test_threads, NULL }),
-	    NULL);
-	return s;
-}
-
-HT_MAIN_PREPARED(keepalive_suite, signal(SIGPIPE, SIG_IGN))
+HT_MAIN("client-keepalive",
+    { .name = "keepalive",
+        .timeout_s = 60,
+        .herdd = true,
+        .setup = ht_ignore_sigpipe,
+        .tests = { test_blocking_call_keeps_others_alive, test_stream_next_keeps_master_alive,
+            test_master_request_keeps_worker_conn_alive, test_threads } })

@@ -325,26 +325,19 @@ START_TEST(test_start_app_self)
 }
 END_TEST
 
-static Suite *
-client_master_suite(void)
-{
-	Suite *s = suite_create("client-master");
-	TCase *tc;
-
-	tc = ht_tcase(s, "master", 60, 0,
-	    (const TTest *[]){ test_spawn_call_inspect, test_on_failure_crash,
-	        test_on_failure_reported, test_spawn_errors, test_master_disconnect_stops_workers,
-	        test_async_spawn_libev, test_start_app_self, NULL });
-	ht_fixture(tc, NULL);
-	tcase_add_checked_fixture(tc, NULL, unset_socket);
-	return s;
-}
-
 int
 main(int argc, char **argv)
 {
+	const struct ht_case master = { .name = "master",
+		.timeout_s = 60,
+		.herdd = true,
+		.setup = ht_ignore_sigpipe,
+		.teardown = unset_socket,
+		.tests = { test_spawn_call_inspect, test_on_failure_crash, test_on_failure_reported,
+		    test_spawn_errors, test_master_disconnect_stops_workers, test_async_spawn_libev,
+		    test_start_app_self } };
+
 	/* Spawned by herdd as a worker: serve and exit; run as a test: carry on. */
 	herd_start_app(&example_worker_type, argc, argv);
-	signal(SIGPIPE, SIG_IGN);
-	return ht_run_suite(client_master_suite());
+	return ht_run_cases("client-master", &master, 1);
 }

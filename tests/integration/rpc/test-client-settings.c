@@ -192,18 +192,15 @@ START_TEST(test_connection_obeys_env)
 }
 END_TEST
 
-static Suite *
-client_settings_suite(void)
-{
-	Suite *s = suite_create("client-settings");
-	TCase *tc;
-
-	tc = ht_tcase(s, "resolve", 10, 0,
-	    (const TTest *[]){ test_defaults, test_precedence_field_by_field, test_errors, NULL });
-	tcase_add_checked_fixture(tc, NULL, unset_settings);
-	tc = ht_tcase(s, "connection", 60, 2, (const TTest *[]){ test_connection_obeys_env, NULL });
-	tcase_add_checked_fixture(tc, NULL, unset_settings);
-	return s;
-}
-
-HT_MAIN_PREPARED(client_settings_suite, signal(SIGPIPE, SIG_IGN))
+HT_MAIN("client-settings",
+    { .name = "resolve",
+        .timeout_s = 10,
+        .setup = ht_ignore_sigpipe,
+        .teardown = unset_settings,
+        .tests = { test_defaults, test_precedence_field_by_field, test_errors } },
+    { .name = "connection",
+        .timeout_s = 60,
+        .loops = 2,
+        .setup = ht_ignore_sigpipe,
+        .teardown = unset_settings,
+        .tests = { test_connection_obeys_env } })

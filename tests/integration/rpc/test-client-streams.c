@@ -401,18 +401,13 @@ START_TEST(test_close_inside_item)
 }
 END_TEST
 
-static Suite *
-client_streams_suite(void)
-{
-	Suite *s = suite_create("client-streams");
-
-	/* Loop 0: the worker executable; loop 1: the same type served in a forked child. */
-	ht_tcase(s, "streams", 60, 2,
-	    (const TTest *[]){ test_count_callbacks, test_count_iterator,
-	        test_slow_reader_outlives_heartbeat_timeout, test_cancel_after_k,
-	        test_cancel_iterator, test_state_initial, test_sink_sum, test_sink_async_and_cancel,
-	        test_close_inside_item, NULL });
-	return s;
-}
-
-HT_MAIN_PREPARED(client_streams_suite, signal(SIGPIPE, SIG_IGN))
+HT_MAIN("client-streams",
+    /* Loop 0: the worker executable; loop 1: the same type served in a forked child. */
+    { .name = "streams",
+        .timeout_s = 60,
+        .loops = 2,
+        .setup = ht_ignore_sigpipe,
+        .tests = { test_count_callbacks, test_count_iterator,
+            test_slow_reader_outlives_heartbeat_timeout, test_cancel_after_k, test_cancel_iterator,
+            test_state_initial, test_sink_sum, test_sink_async_and_cancel,
+            test_close_inside_item } })

@@ -265,13 +265,4 @@ START_TEST(test_kind_names)
 }
 END_TEST
 
-static Suite *
-api_suite(void)
-{
-	Suite *s = suite_create("worker-api");
-
-	ht_tcase(s, "api", 30, 0, (const TTest *[]){ test_contract, test_kind_names, NULL });
-	return s;
-}
-
-HT_MAIN(api_suite)
+HT_MAIN("worker-api", HT_CASE("api", 30, test_contract, test_kind_names))

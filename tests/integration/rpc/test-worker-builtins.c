@@ -203,15 +203,6 @@ START_TEST(test_shutdown)
 }
 END_TEST
 
-static Suite *
-builtins_suite(void)
-{
-	Suite *s = suite_create("worker-builtins");
-
-	ht_tcase(s, "builtins", 30, 0,
-	    (const TTest *[]){ test_functions, test_settings_precedence, test_logs,
-	        test_close_server, test_shutdown, NULL });
-	return s;
-}
-
-HT_MAIN(builtins_suite)
+HT_MAIN("worker-builtins",
+    HT_CASE("builtins", 30, test_functions, test_settings_precedence, test_logs, test_close_server,
+        test_shutdown))

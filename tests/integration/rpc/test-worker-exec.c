@@ -260,16 +260,6 @@ START_TEST(test_worker_fail_standalone)
 }
 END_TEST
 
-static Suite *
-exec_suite(void)
-{
-	Suite *s = suite_create("worker-exec");
-
-	ht_tcase(s, "exec", 60, 0,
-	    (const TTest *[]){ test_serve_and_sigterm, test_shutdown_builtin,
-	        test_init_failure_and_usage, test_socket_in_use, test_worker_fail_standalone,
-	        NULL });
-	return s;
-}
-
-HT_MAIN(exec_suite)
+HT_MAIN("worker-exec",
+    HT_CASE("exec", 60, test_serve_and_sigterm, test_shutdown_builtin, test_init_failure_and_usage,
+        test_socket_in_use, test_worker_fail_standalone))

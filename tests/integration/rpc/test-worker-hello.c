@@ -241,15 +241,6 @@ START_TEST(test_heartbeats)
 }
 END_TEST
 
-static Suite *
-hello_suite(void)
-{
-	Suite *s = suite_create("worker-hello");
-
-	ht_tcase(s, "hello", 30, 0,
-	    (const TTest *[]){ test_hello_good, test_hello_bad_version, test_hello_required,
-	        test_hello_timeout, test_conn_init, test_heartbeats, NULL });
-	return s;
-}
-
-HT_MAIN(hello_suite)
+HT_MAIN("worker-hello",
+    HT_CASE("hello", 30, test_hello_good, test_hello_bad_version, test_hello_required,
+        test_hello_timeout, test_conn_init, test_heartbeats))

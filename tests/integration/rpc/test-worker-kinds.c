@@ -389,16 +389,6 @@ START_TEST(test_close_cancels)
 }
 END_TEST
 
-static Suite *
-kinds_suite(void)
-{
-	Suite *s = suite_create("worker-kinds");
-
-	ht_tcase(s, "kinds", 60, 0,
-	    (const TTest *[]){ test_calls, test_async_and_concurrent, test_pipe, test_pipe_cancel,
-	        test_pipe_backpressure, test_sink, test_state_and_oneway, test_close_cancels,
-	        NULL });
-	return s;
-}
-
-HT_MAIN(kinds_suite)
+HT_MAIN("worker-kinds",
+    HT_CASE("kinds", 60, test_calls, test_async_and_concurrent, test_pipe, test_pipe_cancel,
+        test_pipe_backpressure, test_sink, test_state_and_oneway, test_close_cancels))

@@ -263,15 +263,6 @@ START_TEST(test_socket_file)
 }
 END_TEST
 
-static Suite *
-limits_suite(void)
-{
-	Suite *s = suite_create("worker-limits");
-
-	ht_tcase(s, "limits", 60, 0,
-	    (const TTest *[]){ test_framing, test_reply_over_client_limit, test_pending_limit,
-	        test_duplicate_id, test_serve_arguments, test_socket_file, NULL });
-	return s;
-}
-
-HT_MAIN(limits_suite)
+HT_MAIN("worker-limits",
+    HT_CASE("limits", 60, test_framing, test_reply_over_client_limit, test_pending_limit,
+        test_duplicate_id, test_serve_arguments, test_socket_file))

@@ -311,15 +311,6 @@ START_TEST(test_connection_closed)
 }
 END_TEST
 
-static Suite *
-supervised_suite(void)
-{
-	Suite *s = suite_create("worker-supervised");
-
-	ht_tcase(s, "supervised", 60, 0,
-	    (const TTest *[]){ test_ready_heartbeat_shutdown, test_init_failed, test_eof_exits,
-	        test_failure_and_sigterm, test_connection_closed, NULL });
-	return s;
-}
-
-HT_MAIN(supervised_suite)
+HT_MAIN("worker-supervised",
+    HT_CASE("supervised", 60, test_ready_heartbeat_shutdown, test_init_failed, test_eof_exits,
+        test_failure_and_sigterm, test_connection_closed))
