@@ -3,7 +3,6 @@
  * The Check side of herd_test: the herdd fixture, asserting shorthands,
  * inline call arguments and the suite runner (see ht-check.h).
  */
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -56,12 +55,6 @@ fixture_teardown(void)
 	ht_teardown();
 	ck_assert_msg(stopped == 0, "herdd did not exit 0 on SIGTERM (status %#x)", status);
 	ck_assert_msg(left == 0, "%d child(ren) of the test left running", left);
-}
-
-void
-ht_ignore_sigpipe(void)
-{
-	signal(SIGPIPE, SIG_IGN);
 }
 
 /* Builds one test case; see struct ht_case. */

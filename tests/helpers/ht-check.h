@@ -78,9 +78,6 @@ int ht_wait_exit_ok(pid_t pid);
  */
 json_t *ht_args(const char *fmt, ...);
 
-/* SIGPIPE ignored, for tests whose peers may close first: a setup for struct ht_case. */
-void ht_ignore_sigpipe(void);
-
 /* One test case of a test program (HT_MAIN). */
 struct ht_case {
 	const char *name;

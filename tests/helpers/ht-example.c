@@ -187,6 +187,19 @@ ht_example_kill(struct ht_example *w)
 	w->pid = 0;
 }
 
+void
+ht_client_setup(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+}
+
+void
+ht_client_teardown(void)
+{
+	unsetenv("HERD_RPC_SETTINGS");
+	unsetenv("HERD_SOCKET");
+}
+
 herd_conn *
 ht_herd_connect(const char *socket, json_t *conn_init)
 {

@@ -38,6 +38,27 @@ enum ht_mode {
 /* The mode a looped test case runs in: _i is 0 for exec, 1 for fork. */
 #define HT_MODE(i) ((i) == 0 ? HT_EXEC : HT_FORK)
 
+/* Setup of a libherd client test: SIGPIPE ignored (a worker may close first). */
+void ht_client_setup(void);
+/*
+ * Teardown of a libherd client test: HERD_RPC_SETTINGS and HERD_SOCKET,
+ * which a test may set for libherd to read, are unset for the next one.
+ */
+void ht_client_teardown(void);
+
+/*
+ * A struct ht_case of libherd client tests (ht_client_setup and
+ * ht_client_teardown around each), each test run loops_ times: 2 to run it
+ * in both modes (HT_MODE(_i)), 0 for once.
+ */
+#define HT_CLIENT_CASE(name_, timeout_s_, loops_, ...)                                             \
+	{                                                                                          \
+		.name = (name_), .timeout_s = (timeout_s_), .loops = (loops_),                     \
+		.setup = ht_client_setup, .teardown = ht_client_teardown, .tests = {               \
+			__VA_ARGS__                                                                \
+		}                                                                                  \
+	}
+
 struct ht_example {
 	pid_t pid;
 	char dir[128];

@@ -439,58 +439,81 @@ ht_wait_child(pid_t pid, int timeout_ms, int *status)
 	return 0;
 }
 
-int
-ht_count_fds(pid_t pid)
+/*
+ * Calls fn(dir, name, ctx) for each entry of /proc/<pid>/<sub> (dot entries
+ * skipped). Returns the sum of what fn returned, or -errno.
+ */
+static int
+proc_each(
+    pid_t pid, const char *sub, int (*fn)(const char *dir, const char *name, void *ctx), void *ctx)
 {
 	char path[64];
 	struct dirent *de;
 	DIR *d;
 	int n = 0;
 
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, sub);
 	d = opendir(path);
 	if (!d)
 		return -errno;
 	while ((de = readdir(d))) {
 		if (de->d_name[0] != '.')
-			n++;
+			n += fn(path, de->d_name, ctx);
 	}
 	closedir(d);
+	return n;
+}
+
+static int
+count_one(const char *dir, const char *name, void *ctx)
+{
+	return 1;
+}
+
+int
+ht_count_fds(pid_t pid)
+{
+	int n = proc_each(pid, "fd", count_one, NULL);
+
 	/* When pid is us, opendir's own fd is in the list. */
-	return pid == getpid() ? n - 1 : n;
+	return n >= 0 && pid == getpid() ? n - 1 : n;
+}
+
+struct children {
+	pid_t *out;
+	size_t max;
+	size_t n;
+};
+
+/* Appends the children of one thread (dir/name/children) to ctx. Returns how many. */
+static int
+task_children(const char *dir, const char *name, void *ctx)
+{
+	struct children *ch = ctx;
+	char path[384];
+	FILE *f;
+	int c, n = 0;
+
+	snprintf(path, sizeof(path), "%s/%s/children", dir, name);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fscanf(f, "%d", &c) == 1) {
+		if (ch->n < ch->max)
+			ch->out[ch->n] = c;
+		ch->n++;
+		n++;
+	}
+	fclose(f);
+	return n;
 }
 
 int
 ht_list_children(pid_t pid, pid_t *out, size_t max)
 {
-	char path[64], cpath[384];
-	struct dirent *de;
-	DIR *d;
-	int n = 0;
+	struct children ch = { out, max, 0 };
 
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	d = opendir(path);
-	if (!d)
-		return -errno;
-	while ((de = readdir(d))) {
-		FILE *f;
-		int c;
-
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(cpath, sizeof(cpath), "%s/%s/children", path, de->d_name);
-		f = fopen(cpath, "re");
-		if (!f)
-			continue;
-		while (fscanf(f, "%d", &c) == 1) {
-			if ((size_t)n < max)
-				out[n] = c;
-			n++;
-		}
-		fclose(f);
-	}
-	closedir(d);
-	return n;
+	return proc_each(pid, "task", task_children, &ch);
 }
 
 int

@@ -473,12 +473,7 @@ START_TEST(test_no_fd_leak)
 END_TEST
 
 HT_MAIN("client-calls",
-    /* Loop 0: the worker executable; loop 1: the same type served in a forked child. */
-    { .name = "calls",
-        .timeout_s = 60,
-        .loops = 2,
-        .setup = ht_ignore_sigpipe,
-        .tests = { test_sum_and_product, test_failure_keeps_connection, test_connection_init,
-            test_strings_and_oneway, test_bad_arguments, test_timeout_then_usable,
-            test_cancel_async, test_concurrent_calls, test_libev_attach, test_unref_inside_callback,
-            test_no_fd_leak } })
+    HT_CLIENT_CASE("calls", 60, 2, test_sum_and_product, test_failure_keeps_connection,
+        test_connection_init, test_strings_and_oneway, test_bad_arguments, test_timeout_then_usable,
+        test_cancel_async, test_concurrent_calls, test_libev_attach, test_unref_inside_callback,
+        test_no_fd_leak))

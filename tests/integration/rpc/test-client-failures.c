@@ -20,13 +20,6 @@
 
 static struct ht_example worker;
 
-/* A test may set HERD_RPC_SETTINGS; the next one must not inherit it. */
-static void
-unset_settings(void)
-{
-	unsetenv("HERD_RPC_SETTINGS");
-}
-
 struct closed {
 	int calls;
 	int reason;
@@ -410,15 +403,7 @@ START_TEST(test_connect_failures)
 END_TEST
 
 HT_MAIN("client-failures",
-    { .name = "failures",
-        .timeout_s = 90,
-        .setup = ht_ignore_sigpipe,
-        .teardown = unset_settings,
-        .tests = { test_oversize_incoming, test_heartbeat_timeout, test_connect_failures } },
-    { .name = "failures-modes",
-        .timeout_s = 90,
-        .loops = 2,
-        .setup = ht_ignore_sigpipe,
-        .teardown = unset_settings,
-        .tests = { test_worker_killed_mid_call, test_close_callbacks, test_oversize_outgoing,
-            test_heartbeat_keeps_alive } })
+    HT_CLIENT_CASE(
+        "failures", 90, 0, test_oversize_incoming, test_heartbeat_timeout, test_connect_failures),
+    HT_CLIENT_CASE("failures-modes", 90, 2, test_worker_killed_mid_call, test_close_callbacks,
+        test_oversize_outgoing, test_heartbeat_keeps_alive))

@@ -285,6 +285,6 @@ HT_MAIN("client-keepalive",
     { .name = "keepalive",
         .timeout_s = 60,
         .herdd = true,
-        .setup = ht_ignore_sigpipe,
+        .setup = ht_client_setup,
         .tests = { test_blocking_call_keeps_others_alive, test_stream_next_keeps_master_alive,
             test_master_request_keeps_worker_conn_alive, test_threads } })

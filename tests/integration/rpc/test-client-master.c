@@ -18,13 +18,6 @@
 #include "example-worker.h"
 #include "ht-example.h"
 
-/* Tests set HERD_SOCKET for start_app; the next test must not inherit it. */
-static void
-unset_socket(void)
-{
-	unsetenv("HERD_SOCKET");
-}
-
 static herd_master *
 connect_master(void)
 {
@@ -331,8 +324,8 @@ main(int argc, char **argv)
 	const struct ht_case master = { .name = "master",
 		.timeout_s = 60,
 		.herdd = true,
-		.setup = ht_ignore_sigpipe,
-		.teardown = unset_socket,
+		.setup = ht_client_setup,
+		.teardown = ht_client_teardown,
 		.tests = { test_spawn_call_inspect, test_on_failure_crash, test_on_failure_reported,
 		    test_spawn_errors, test_master_disconnect_stops_workers, test_async_spawn_libev,
 		    test_start_app_self } };

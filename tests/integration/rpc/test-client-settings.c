@@ -18,13 +18,6 @@
 
 static struct ht_example worker;
 
-/* A test may set HERD_RPC_SETTINGS; the next one must not inherit it. */
-static void
-unset_settings(void)
-{
-	unsetenv("HERD_RPC_SETTINGS");
-}
-
 /* Resolves code_json (may be NULL) with env_json in the environment (NULL: unset). */
 /* Field by field: the struct has padding memcmp would read. */
 static bool
@@ -193,14 +186,5 @@ START_TEST(test_connection_obeys_env)
 END_TEST
 
 HT_MAIN("client-settings",
-    { .name = "resolve",
-        .timeout_s = 10,
-        .setup = ht_ignore_sigpipe,
-        .teardown = unset_settings,
-        .tests = { test_defaults, test_precedence_field_by_field, test_errors } },
-    { .name = "connection",
-        .timeout_s = 60,
-        .loops = 2,
-        .setup = ht_ignore_sigpipe,
-        .teardown = unset_settings,
-        .tests = { test_connection_obeys_env } })
+    HT_CLIENT_CASE("resolve", 10, 0, test_defaults, test_precedence_field_by_field, test_errors),
+    HT_CLIENT_CASE("connection", 60, 2, test_connection_obeys_env))

@@ -163,16 +163,24 @@ START_TEST(test_slow_reader_outlives_heartbeat_timeout)
 }
 END_TEST
 
+/* Opens an iterator stream (no callbacks) on fn with args (borrowed); fails the test if it cannot. */
+static herd_stream *
+open_iterator(herd_conn *conn, const char *fn, json_t *args)
+{
+	herd_stream *s = NULL;
+
+	ck_assert_int_eq(herd_stream_open(conn, fn, args, NULL, NULL, NULL, &s), 0);
+	return s;
+}
+
 START_TEST(test_count_iterator)
 {
 	herd_conn *conn = setup_conn(_i);
-	herd_stream *s = NULL;
+	herd_stream *s;
 	json_t *item = NULL;
 	int r, n = 0;
 
-	ck_assert_int_eq(herd_stream_open(conn, "count",
-	                     ht_args("{s:i, s:i}", "n", 5, "delay_ms", 2), NULL, NULL, NULL, &s),
-	    0);
+	s = open_iterator(conn, "count", ht_args("{s:i, s:i}", "n", 5, "delay_ms", 2));
 	while ((r = herd_stream_next(s, HT_USEC(10000), &item)) == 1) {
 		ck_assert_int_eq(json_integer_value(item), n);
 		ck_assert_int_eq(herd_stream_item_initial(s), 0);
@@ -225,12 +233,10 @@ START_TEST(test_cancel_iterator)
 {
 	herd_conn *conn = setup_conn(_i);
 	json_int_t before = worker_cancelled(conn);
-	herd_stream *s = NULL;
+	herd_stream *s;
 	json_t *item = NULL;
 
-	ck_assert_int_eq(herd_stream_open(conn, "count",
-	                     ht_args("{s:i, s:i}", "n", 1000, "delay_ms", 1), NULL, NULL, NULL, &s),
-	    0);
+	s = open_iterator(conn, "count", ht_args("{s:i, s:i}", "n", 1000, "delay_ms", 1));
 	for (int i = 0; i < 2; i++) {
 		ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), 1);
 		json_decref(item);
@@ -248,13 +254,11 @@ END_TEST
 START_TEST(test_state_initial)
 {
 	herd_conn *conn = setup_conn(_i);
-	herd_stream *s = NULL;
+	herd_stream *s;
 	json_t *item = NULL;
 
 	ck_assert_int_eq(herd_oneway(conn, "note", ht_args("{s:s}", "text", "before")), 0);
-	ck_assert_int_eq(
-	    herd_stream_open(conn, "watch", ht_args("{s:i}", "updates", 2), NULL, NULL, NULL, &s),
-	    0);
+	s = open_iterator(conn, "watch", ht_args("{s:i}", "updates", 2));
 	ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), 1);
 	ck_assert_int_eq(herd_stream_item_initial(s), 1);
 	ck_assert_msg(json_is_array(item) && json_array_size(item) == 1 &&
@@ -402,12 +406,6 @@ START_TEST(test_close_inside_item)
 END_TEST
 
 HT_MAIN("client-streams",
-    /* Loop 0: the worker executable; loop 1: the same type served in a forked child. */
-    { .name = "streams",
-        .timeout_s = 60,
-        .loops = 2,
-        .setup = ht_ignore_sigpipe,
-        .tests = { test_count_callbacks, test_count_iterator,
-            test_slow_reader_outlives_heartbeat_timeout, test_cancel_after_k, test_cancel_iterator,
-            test_state_initial, test_sink_sum, test_sink_async_and_cancel,
-            test_close_inside_item } })
+    HT_CLIENT_CASE("streams", 60, 2, test_count_callbacks, test_count_iterator,
+        test_slow_reader_outlives_heartbeat_timeout, test_cancel_after_k, test_cancel_iterator,
+        test_state_initial, test_sink_sum, test_sink_async_and_cancel, test_close_inside_item))
