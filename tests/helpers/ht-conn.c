@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,7 +151,6 @@ recv_wire(struct ht_conn *c, int64_t deadline)
 {
 	for (;;) {
 		struct proto_error err;
-		struct pollfd p = { .fd = c->fd, .events = POLLIN };
 		char buf[65536];
 		json_t *msg;
 		ssize_t n;
@@ -170,20 +168,11 @@ recv_wire(struct ht_conn *c, int64_t deadline)
 			errno = EPIPE;
 			return NULL;
 		}
-		r = poll(&p, 1, ht__remaining(deadline));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return NULL;
-		if (r == 0) {
-			errno = ETIMEDOUT;
+		n = ht__read_by(c->fd, buf, sizeof(buf), deadline);
+		if (n < 0 && n != -ECONNRESET) {
+			errno = (int)-n;
 			return NULL;
 		}
-		n = read(c->fd, buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno != ECONNRESET)
-			return NULL;
 		if (n <= 0) {
 			c->eof = true;
 			continue;

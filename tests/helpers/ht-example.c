@@ -2,7 +2,6 @@
 /* The example worker run as the libherd tests need it; see ht-example.h. */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +11,7 @@
 #include <unistd.h>
 
 #include "ht-example.h"
+#include "ht-internal.h"
 
 /* ---- the executable ---- */
 
@@ -134,7 +134,6 @@ static int
 start_forked(struct ht_example *w, const char *init_json)
 {
 	struct fork_args a = { .socket = w->socket, .init = init_json };
-	struct pollfd pfd = { .events = POLLIN };
 	int p[2], r;
 	char ok = 0;
 
@@ -143,11 +142,10 @@ start_forked(struct ht_example *w, const char *init_json)
 	a.ready_fd = p[1];
 	w->pid = ht_fork_fn(fork_worker, &a, (uid_t)-1, (gid_t)-1);
 	close(p[1]);
-	pfd.fd = p[0];
 	if (w->pid < 0)
 		r = w->pid;
 	else
-		r = poll(&pfd, 1, ht_ms(10000)) > 0 && read(p[0], &ok, 1) == 1 && ok == 1 ? 0
+		r = ht__read_by(p[0], &ok, 1, ht_now_ms() + ht_ms(10000)) == 1 && ok == 1 ? 0
 		                                                                          : -EIO;
 	close(p[0]);
 	return r;
@@ -285,15 +283,10 @@ ht_fake_start(struct ht_fake *f, int (*script)(struct ht_conn *c, void *arg), vo
 int
 ht_fake_finish(struct ht_fake *f, int timeout_ms)
 {
-	struct pollfd pfd = { .fd = f->result_fd, .events = POLLIN };
 	unsigned char result;
-	int r;
+	ssize_t n = ht__read_by(f->result_fd, &result, 1, ht_now_ms() + timeout_ms);
+	int r = n == 1 ? result : n == -ETIMEDOUT ? -ETIMEDOUT : -EIO;
 
-	r = poll(&pfd, 1, timeout_ms);
-	if (r > 0 && read(f->result_fd, &result, 1) == 1)
-		r = result;
-	else
-		r = r == 0 ? -ETIMEDOUT : -EIO;
 	close(f->result_fd);
 	f->result_fd = -1;
 	if (r == -ETIMEDOUT)

@@ -7,6 +7,11 @@
 #include <sys/types.h>
 
 int ht__remaining(int64_t deadline);
+/*
+ * One read(2) of up to len bytes once fd is readable, with a deadline (ht_now_ms
+ * time). Returns the bytes read, 0 at EOF, -ETIMEDOUT or -errno.
+ */
+ssize_t ht__read_by(int fd, void *buf, size_t len, int64_t deadline);
 void ht__untrack(pid_t pid);
 void ht__daemons_teardown(void);
 void ht__tmpdirs_teardown(void);

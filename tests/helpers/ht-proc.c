@@ -579,16 +579,13 @@ ht_run_as_nobody(int (*fn)(void *arg), void *arg, int timeout_ms)
 	return 128 + WTERMSIG(st);
 }
 
-int
-ht_read_pids(int fd, pid_t *pids, int n, int timeout_ms)
+ssize_t
+ht__read_by(int fd, void *buf, size_t len, int64_t deadline)
 {
-	int64_t deadline = ht_now_ms() + timeout_ms;
-	size_t want = (size_t)n * sizeof(*pids), got = 0;
-
-	while (got < want) {
+	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t k;
 		int r = poll(&p, 1, ht__remaining(deadline));
+		ssize_t n;
 
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -596,13 +593,25 @@ ht_read_pids(int fd, pid_t *pids, int n, int timeout_ms)
 			return -errno;
 		if (r == 0)
 			return -ETIMEDOUT;
-		k = read(fd, (char *)pids + got, want - got);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
+		n = read(fd, buf, len);
+		if (n >= 0)
+			return n;
+		if (errno != EINTR)
 			return -errno;
-		if (k == 0)
-			return -EPIPE;
+	}
+}
+
+int
+ht_read_pids(int fd, pid_t *pids, int n, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	size_t want = (size_t)n * sizeof(*pids), got = 0;
+
+	while (got < want) {
+		ssize_t k = ht__read_by(fd, (char *)pids + got, want - got, deadline);
+
+		if (k <= 0)
+			return k < 0 ? (int)k : -EPIPE;
 		got += (size_t)k;
 	}
 	return n;
@@ -752,9 +761,7 @@ ht_read_line(struct ht_lines *l, int timeout_ms)
 	l->skip = 0;
 	for (;;) {
 		char *nl = memchr(l->buf, '\n', l->len);
-		struct pollfd p = { .fd = l->fd, .events = POLLIN };
 		ssize_t n;
-		int r;
 
 		if (nl) {
 			*nl = '\0';
@@ -763,20 +770,9 @@ ht_read_line(struct ht_lines *l, int timeout_ms)
 		}
 		if (l->len == sizeof(l->buf))
 			return -ENOBUFS;
-		r = poll(&p, 1, ht__remaining(deadline));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return -ETIMEDOUT;
-		n = read(l->fd, l->buf + l->len, sizeof(l->buf) - l->len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EPIPE;
+		n = ht__read_by(l->fd, l->buf + l->len, sizeof(l->buf) - l->len, deadline);
+		if (n <= 0)
+			return n < 0 ? (int)n : -EPIPE;
 		l->len += (size_t)n;
 	}
 }
