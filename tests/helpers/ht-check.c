@@ -117,6 +117,26 @@ ht_call_ok(struct ht_conn *c, const char *method, json_t *params)
 	return reply;
 }
 
+json_t *
+ht_spawn_ok(struct ht_conn *c, json_t *params)
+{
+	json_t *reply = ht_spawn(c, params, ht_ms(10000));
+	json_t *res = json_incref(ht_assert_result(reply));
+
+	json_decref(reply);
+	return res;
+}
+
+json_t *
+ht_wait_event_ok(struct ht_conn *c, const char *event, const char *worker_id, int timeout_ms)
+{
+	json_t *ev = ht_conn_wait_event(c, event, worker_id, timeout_ms);
+
+	ck_assert_msg(ev, "no %s event for worker %s: %s", event, worker_id ? worker_id : "(any)",
+	    strerror(errno));
+	return ev;
+}
+
 int
 ht_wait_exit_ok(pid_t pid)
 {

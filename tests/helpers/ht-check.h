@@ -69,6 +69,11 @@ void ht_fixture_restart(const char *const *herdd_argv);
 
 /* ht_conn_call() with a 5 s budget; fails the test without a reply. New reference. */
 json_t *ht_call_ok(struct ht_conn *c, const char *method, json_t *params);
+/* ht_spawn() that must succeed: returns the spawn's result (new reference). params stolen. */
+json_t *ht_spawn_ok(struct ht_conn *c, json_t *params);
+/* ht_conn_wait_event() that must see the event: returns its params (new reference). */
+json_t *ht_wait_event_ok(
+    struct ht_conn *c, const char *event, const char *worker_id, int timeout_ms);
 /* Reaps our child pid (10 s budget); fails the test unless it exited. Returns its exit code. */
 int ht_wait_exit_ok(pid_t pid);
 /*

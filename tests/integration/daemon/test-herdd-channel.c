@@ -51,16 +51,14 @@ START_TEST(test_hello_result_and_ready)
 	struct ht_conn *c = ht_master;
 	json_t *r, *lines, *hello, *settings;
 	json_error_t jerr;
-	char *id;
+	json_t *spawned;
+	const char *id;
 
 	/* The worker writes herdd's hello result to its stderr, then says ready and waits. */
-	r = ht_spawn(c,
+	spawned = ht_spawn_ok(c,
 	    sh_worker("hello", HELLO "echo \"$line\" >&2; " READY "read -r line <&3",
-	        json_pack("{s:{s:i}, s:i}", "init", "scale", 3, "connection_timeout_ms", 1234)),
-	    ht_ms(10000));
-	ht_assert_result(r);
-	id = strdup(ht_str(ht_result(r), "id"));
-	json_decref(r);
+	        json_pack("{s:{s:i}, s:i}", "init", "scale", 3, "connection_timeout_ms", 1234)));
+	id = ht_str(spawned, "id");
 	r = ht_conn_call(c, "logs", json_pack("{s:s}", "id", id), ht_ms(5000));
 	lines = json_object_get(ht_assert_result(r), "lines");
 	hello = json_loads(json_string_value(json_array_get(lines, 0)), 0, &jerr);
@@ -84,7 +82,7 @@ START_TEST(test_hello_result_and_ready)
 	r = ht_conn_call(c, "shutdown", json_pack("{s:s}", "id", id), ht_ms(10000));
 	ck_assert_str_eq(ht_str(ht_assert_result(r), "reason"), "shutdown");
 	json_decref(r);
-	free(id);
+	json_decref(spawned);
 	finish();
 }
 END_TEST
@@ -103,8 +101,7 @@ START_TEST(test_init_failed)
 	ht_assert_error(r, "init_failed");
 	ck_assert_str_eq(ht_error_message(r), "no database");
 	json_decref(r);
-	ev = ht_conn_wait_event(c, "init_failed", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no init_failed event");
+	ev = ht_wait_event_ok(c, "init_failed", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_str(ev, "message"), "no database");
 	json_decref(ev);
 	finish();
@@ -114,19 +111,15 @@ END_TEST
 START_TEST(test_failure_after_ready)
 {
 	struct ht_conn *c = ht_master;
-	json_t *r, *ev;
+	json_t *ev;
 
-	r = ht_spawn(c,
+	json_decref(ht_spawn_ok(c,
 	    sh_worker("fails-later",
 	        HELLO READY "echo dying now >&2; " SEND(
 	            "{\"jsonrpc\":\"2.0\",\"method\":\"failure\",\"params\":"
 	            "{\"message\":\"uncaught: boom\"}}") "exit 1",
-	        NULL),
-	    ht_ms(10000));
-	ht_assert_result(r);
-	json_decref(r);
-	ev = ht_conn_wait_event(c, "failed", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no failed event");
+	        NULL)));
+	ev = ht_wait_event_ok(c, "failed", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_str(ev, "message"), "uncaught: boom");
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "failed");
 	ck_assert_str_eq(
@@ -159,18 +152,14 @@ END_TEST
 START_TEST(test_heartbeat_lost_when_idle)
 {
 	struct ht_conn *c = ht_master;
-	json_t *r, *ev;
+	json_t *ev;
 
 	/* Ready, then silent and idle: no heartbeat, no CPU. */
-	r = ht_spawn(c,
+	json_decref(ht_spawn_ok(c,
 	    sh_worker("idle", HELLO READY "exec sleep 100",
 	        json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", 100,
-	            "heartbeat_timeout_ms", 400)),
-	    ht_ms(10000));
-	ht_assert_result(r);
-	json_decref(r);
-	ev = ht_conn_wait_event(c, "heartbeat_lost", NULL, ht_ms(10000));
-	ck_assert_msg(ev, "no heartbeat_lost event");
+	            "heartbeat_timeout_ms", 400))));
+	ev = ht_wait_event_ok(c, "heartbeat_lost", NULL, ht_ms(10000));
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGKILL");
 	ck_assert(strstr(ht_str(ev, "message"), "no CPU progress"));
 	json_decref(ev);
@@ -182,17 +171,15 @@ START_TEST(test_busy_worker_is_spared)
 {
 	struct ht_conn *c = ht_master;
 	json_t *r, *ev, *w;
-	char *id;
+	json_t *spawned;
+	const char *id;
 
 	/* Ready, then computing without a heartbeat for far longer than the timeout. */
-	r = ht_spawn(c,
+	spawned = ht_spawn_ok(c,
 	    sh_worker("busy", HELLO READY "while :; do :; done",
 	        json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", 100,
-	            "heartbeat_timeout_ms", 300)),
-	    ht_ms(10000));
-	ht_assert_result(r);
-	id = strdup(ht_str(ht_result(r), "id"));
-	json_decref(r);
+	            "heartbeat_timeout_ms", 300)));
+	id = ht_str(spawned, "id");
 	/* Five timeouts pass without heartbeat_lost (the wait must time out). */
 	ev = ht_conn_wait_event(c, "heartbeat_lost", NULL, 1500);
 	ck_assert_msg(!ev, "a busy worker was declared hung: %s", ht_dump(ev));
@@ -205,7 +192,7 @@ START_TEST(test_busy_worker_is_spared)
 	    c, "shutdown", json_pack("{s:s, s:i}", "id", id, "grace_ms", 200), ht_ms(10000));
 	ck_assert_str_eq(ht_str(ht_assert_result(r), "reason"), "shutdown");
 	json_decref(r);
-	free(id);
+	json_decref(spawned);
 	finish();
 }
 END_TEST
@@ -215,7 +202,8 @@ START_TEST(test_kill_signals)
 {
 	struct ht_conn *c = ht_master;
 	json_t *r, *ev, *lines;
-	char *id;
+	json_t *spawned;
+	const char *id;
 	bool seen = false;
 	int64_t deadline;
 	size_t i;
@@ -224,13 +212,10 @@ START_TEST(test_kill_signals)
 	 * The worker reports USR1 on stderr and goes on sleeping (the group's
 	 * sleep dies of USR1; the loop starts another).
 	 */
-	r = ht_spawn(c,
+	spawned = ht_spawn_ok(c,
 	    sh_worker("signals",
-	        "trap 'echo got usr1 >&2' USR1; " HELLO READY "while :; do sleep 1; done", NULL),
-	    ht_ms(10000));
-	ht_assert_result(r);
-	id = strdup(ht_str(ht_result(r), "id"));
-	json_decref(r);
+	        "trap 'echo got usr1 >&2' USR1; " HELLO READY "while :; do sleep 1; done", NULL));
+	id = ht_str(spawned, "id");
 	r = ht_conn_call(
 	    c, "kill", json_pack("{s:s, s:s}", "id", id, "signal", "SIGUSR1"), ht_ms(5000));
 	ht_assert_result(r);
@@ -257,12 +242,11 @@ START_TEST(test_kill_signals)
 	r = ht_conn_call(c, "kill", json_pack("{s:s, s:i}", "id", id, "signal", 15), ht_ms(5000));
 	ht_assert_result(r);
 	json_decref(r);
-	ev = ht_conn_wait_event(c, "stopped", id, ht_ms(5000));
-	ck_assert_msg(ev, "no stopped event after TERM");
+	ev = ht_wait_event_ok(c, "stopped", id, ht_ms(5000));
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "shutdown");
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGTERM");
 	json_decref(ev);
-	free(id);
+	json_decref(spawned);
 	finish();
 }
 END_TEST

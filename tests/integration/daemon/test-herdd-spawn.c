@@ -185,8 +185,7 @@ START_TEST(test_exit_and_crash_before_ready)
 	    json_string_value(json_array_get(json_object_get(ht_error_data(r), "stderr_tail"), 0)),
 	    "about to leave");
 	json_decref(r);
-	ev = ht_conn_wait_event(c, "exited", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no exited event");
+	ev = ht_wait_event_ok(c, "exited", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "name"), "leaver");
 	json_decref(ev);
 
@@ -198,8 +197,7 @@ START_TEST(test_exit_and_crash_before_ready)
 	ck_assert_str_eq(ht_str(ht_error_data(r), "reason"), "crashed");
 	ck_assert_str_eq(ht_str(ht_error_data(r), "signal"), "SIGSEGV");
 	json_decref(r);
-	ev = ht_conn_wait_event(c, "crashed", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no crashed event");
+	ev = ht_wait_event_ok(c, "crashed", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGSEGV");
 	json_decref(ev);
 }
@@ -221,8 +219,7 @@ START_TEST(test_spawn_timeout_kills_the_tree)
 	ck_assert_str_eq(ht_str(ht_error_data(r), "what"), "spawn");
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "ms")), 500);
 	json_decref(r);
-	ev = ht_conn_wait_event(c, "spawn_timeout", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no spawn_timeout event");
+	ev = ht_wait_event_ok(c, "spawn_timeout", NULL, ht_ms(5000));
 	json_decref(ev);
 	rec = record(c, "never-ready");
 	ck_assert_str_eq(ht_str(rec, "reason"), "spawn_timeout");
@@ -371,8 +368,7 @@ START_TEST(test_real_worker_round_trip)
 	ck_assert_int_eq(st.st_mode & 07777, 0700);
 	ck_assert_int_eq(st.st_uid, getuid());
 
-	ev = ht_conn_wait_event(c, "ready", ht_str(res, "id"), ht_ms(5000));
-	ck_assert_msg(ev, "no ready event");
+	ev = ht_wait_event_ok(c, "ready", ht_str(res, "id"), ht_ms(5000));
 	ck_assert(json_is_array(json_object_get(ev, "stderr_tail")));
 	json_decref(ev);
 
@@ -409,8 +405,7 @@ START_TEST(test_real_worker_round_trip)
 	json_decref(r);
 	ck_assert(!ht_pid_alive(pid));
 	ck_assert_msg(access(sock, F_OK) < 0, "the worker's socket file was left behind");
-	ev = ht_conn_wait_event(c, "stopped", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no stopped event");
+	ev = ht_wait_event_ok(c, "stopped", NULL, ht_ms(5000));
 	json_decref(ev);
 	/* An exited worker is not there to signal. */
 	r = ht_conn_call(c, "kill", json_pack("{s:s}", "id", ht_str(res, "id")), ht_ms(5000));

@@ -15,17 +15,6 @@
 
 #include "ht-check.h"
 
-/* Spawns a testworker with extra params (stolen) that must succeed; returns the result. */
-static json_t *
-spawn_ok(json_t *extra)
-{
-	json_t *reply = ht_spawn(ht_master, ht_testworker_params(extra), ht_ms(10000));
-	json_t *res = json_incref(ht_assert_result(reply));
-
-	json_decref(reply);
-	return res;
-}
-
 /* The record of a worker that no longer exists: reaped, and the reason is right. */
 static void
 assert_record(const char *id, const char *reason)
@@ -55,8 +44,7 @@ START_TEST(test_init_failure)
 	/* Nothing is left running once the spawn has answered. */
 	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(1000)), 0);
 
-	ev = ht_conn_wait_event(ht_master, "init_failed", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no init_failed event");
+	ev = ht_wait_event_ok(ht_master, "init_failed", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_str(ev, "message"), "no database at /nowhere");
 	id = ht_str(json_object_get(ev, "worker"), "id");
 	assert_record(id, "init_failed");
@@ -90,14 +78,13 @@ START_TEST(test_crash_reports_signal)
 	const char *socket;
 	struct stat st;
 
-	res = spawn_ok(NULL);
+	res = ht_spawn_ok(ht_master, ht_testworker_params(NULL));
 	socket = ht_str(res, "socket");
 	reply = ht_worker_call(
 	    socket, NULL, "crash", json_pack("{s:s}", "signal", "SEGV"), ht_ms(5000));
 	ck_assert_msg(!reply && errno == EPIPE, "the crash call answered: %s", ht_dump(reply));
 
-	ev = ht_conn_wait_event(ht_master, "crashed", ht_str(res, "id"), ht_ms(5000));
-	ck_assert_msg(ev, "no crashed event");
+	ev = ht_wait_event_ok(ht_master, "crashed", ht_str(res, "id"), ht_ms(5000));
 	worker = json_object_get(ev, "worker");
 	ck_assert_str_eq(ht_str(worker, "signal"), "SIGSEGV");
 	ck_assert_str_eq(ht_str(worker, "reason"), "crashed");
@@ -113,12 +100,11 @@ START_TEST(test_exit_code_reported)
 {
 	json_t *res, *reply, *ev, *worker;
 
-	res = spawn_ok(NULL);
+	res = ht_spawn_ok(ht_master, ht_testworker_params(NULL));
 	reply = ht_worker_call(
 	    ht_str(res, "socket"), NULL, "exit", json_pack("{s:i}", "code", 3), ht_ms(5000));
 	ck_assert_ptr_null(reply);
-	ev = ht_conn_wait_event(ht_master, "exited", ht_str(res, "id"), ht_ms(5000));
-	ck_assert_msg(ev, "no exited event");
+	ev = ht_wait_event_ok(ht_master, "exited", ht_str(res, "id"), ht_ms(5000));
 	worker = json_object_get(ev, "worker");
 	ck_assert_int_eq(json_integer_value(json_object_get(worker, "exit_code")), 3);
 	ck_assert_str_eq(ht_str(worker, "reason"), "exited");
@@ -148,7 +134,7 @@ START_TEST(test_background_failure)
 	json_t *res, *reply, *ev, *tail;
 	const char *socket, *id;
 
-	res = spawn_ok(NULL);
+	res = ht_spawn_ok(ht_master, ht_testworker_params(NULL));
 	socket = ht_str(res, "socket");
 	id = ht_str(res, "id");
 	reply = ht_worker_call(
@@ -161,8 +147,7 @@ START_TEST(test_background_failure)
 	ht_assert_result(reply);
 	json_decref(reply);
 
-	ev = ht_conn_wait_event(ht_master, "failed", id, ht_ms(5000));
-	ck_assert_msg(ev, "no failed event");
+	ev = ht_wait_event_ok(ht_master, "failed", id, ht_ms(5000));
 	ck_assert_str_eq(ht_str(ev, "message"), "disk on fire");
 	tail = json_object_get(ev, "stderr_tail");
 	ck_assert_msg(lines_contain(tail, "preparing the disk"), "stderr_tail %s", ht_dump(tail));
