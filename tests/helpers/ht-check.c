@@ -117,6 +117,18 @@ ht_call_ok(struct ht_conn *c, const char *method, json_t *params)
 	return reply;
 }
 
+void
+ht_expect(struct ht_conn *c, const char *method, json_t *params, const char *error)
+{
+	json_t *reply = ht_conn_call(c, method, params, ht_ms(5000));
+
+	if (error)
+		ht_assert_error(reply, error);
+	else
+		ht_assert_result(reply);
+	json_decref(reply);
+}
+
 json_t *
 ht_spawn_ok(struct ht_conn *c, json_t *params)
 {

@@ -69,6 +69,11 @@ void ht_fixture_restart(const char *const *herdd_argv);
 
 /* ht_conn_call() with a 5 s budget; fails the test without a reply. New reference. */
 json_t *ht_call_ok(struct ht_conn *c, const char *method, json_t *params);
+/*
+ * Calls method(params) (stolen) on c with a 5 s budget: the reply must be a
+ * result, or, with error not NULL, that error (data.name).
+ */
+void ht_expect(struct ht_conn *c, const char *method, json_t *params, const char *error);
 /* ht_spawn() that must succeed: returns the spawn's result (new reference). params stolen. */
 json_t *ht_spawn_ok(struct ht_conn *c, json_t *params);
 /* ht_conn_wait_event() that must see the event: returns its params (new reference). */

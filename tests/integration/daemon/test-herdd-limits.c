@@ -156,7 +156,6 @@ START_TEST(test_output_overflow)
 	const char *req = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"stats\"}\n";
 	size_t len = strlen(req), n = 20000, i;
 	char *flood = malloc(len * n);
-	json_t *r;
 
 	ck_assert(c && flood);
 	for (i = 0; i < n; i++)
@@ -169,9 +168,7 @@ START_TEST(test_output_overflow)
 	ck_assert_int_ge(limit_hits(d, "output_bytes"), 1);
 	/* herdd itself is fine. */
 	c = ht_herdd_open(d, "master", "after");
-	r = ht_conn_call(c, "ping", NULL, ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
+	ht_expect(c, "ping", NULL, NULL);
 	ht_conn_close(c);
 	ht_daemon_stop_ok(d);
 }
@@ -215,9 +212,7 @@ START_TEST(test_out_of_fds)
 	/* With fds back, herdd serves new connections again. */
 	c = ht_herdd_open(d, "inspector", "after");
 	ck_assert(c);
-	r = ht_conn_call(c, "ping", NULL, ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
+	ht_expect(c, "ping", NULL, NULL);
 	ht_conn_close(c);
 	ht_daemon_stop_ok(d);
 }
@@ -280,18 +275,14 @@ START_TEST(test_subscribe_all)
 	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	struct ht_conn *m = ht_herdd_open(d, "master", "m"),
 	               *w = ht_herdd_open(d, "inspector", "w");
-	json_t *r, *ev;
+	json_t *ev;
 
 	ck_assert(m && w);
-	r = ht_conn_call(w, "subscribe", json_pack("{s:b}", "all", 1), ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
-	r = ht_conn_call(m, "spawn",
+	ht_expect(w, "subscribe", json_pack("{s:b}", "all", 1), NULL);
+	ht_expect(m, "spawn",
 	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c",
 	        "echo last words >&2; exit 7", "name", "one"),
-	    ht_ms(5000));
-	ht_assert_error(r, "worker_exited");
-	json_decref(r);
+	    "worker_exited");
 	ev = ht_wait_event_ok(w, "exited", NULL, ht_ms(5000));
 	ck_assert_int_eq(
 	    json_integer_value(json_object_get(json_object_get(ev, "worker"), "exit_code")), 7);
@@ -299,13 +290,9 @@ START_TEST(test_subscribe_all)
 	    json_string_value(json_array_get(json_object_get(ev, "stderr_tail"), 0)), "last words");
 	json_decref(ev);
 
-	r = ht_conn_call(w, "unsubscribe", NULL, ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
-	r = ht_conn_call(
-	    m, "spawn", json_pack("{s:s, s:s}", "path", "/bin/true", "name", "two"), ht_ms(5000));
-	ht_assert_error(r, "worker_exited");
-	json_decref(r);
+	ht_expect(w, "unsubscribe", NULL, NULL);
+	ht_expect(m, "spawn", json_pack("{s:s, s:s}", "path", "/bin/true", "name", "two"),
+	    "worker_exited");
 	/* The owner still hears it; the watcher no longer does. */
 	ev = ht_conn_wait_event(m, "exited", NULL, ht_ms(5000));
 	ck_assert(ev);
@@ -313,9 +300,7 @@ START_TEST(test_subscribe_all)
 	ev = ht_conn_wait_event(m, "exited", NULL, ht_ms(5000));
 	ck_assert(ev);
 	json_decref(ev);
-	r = ht_conn_call(w, "ping", NULL, ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
+	ht_expect(w, "ping", NULL, NULL);
 	ev = ht_conn_wait_event(w, "exited", NULL, 200);
 	ck_assert_msg(!ev, "an unsubscribed watcher got %s", ht_dump(ev));
 	ht_conn_close(m);
@@ -365,9 +350,7 @@ START_TEST(test_reply_too_long_for_peer)
 	ht_assert_result(r);
 	json_decref(r);
 	for (i = 0; i < 3; i++) {
-		r = ht_conn_call(c, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
-		ht_assert_error(r, "worker_exited");
-		json_decref(r);
+		ht_expect(c, "spawn", json_pack("{s:s}", "path", "/bin/true"), "worker_exited");
 	}
 	r = ht_conn_call(c, "list", json_pack("{s:b}", "all", 1), ht_ms(5000));
 	ht_assert_error(r, "limit_exceeded");
@@ -376,9 +359,7 @@ START_TEST(test_reply_too_long_for_peer)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "value")), 1024);
 	json_decref(r);
 	/* The connection stays, and short replies still come. */
-	r = ht_conn_call(c, "ping", NULL, ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
+	ht_expect(c, "ping", NULL, NULL);
 	ht_conn_close(c);
 	ht_daemon_stop_ok(d);
 }
@@ -396,10 +377,9 @@ START_TEST(test_exited_records_kept)
 
 	ck_assert(c);
 	for (i = 0; i < 3; i++) {
-		r = ht_conn_call(c, "spawn",
-		    json_pack("{s:s, s:s}", "path", "/bin/true", "name", names[i]), ht_ms(5000));
-		ht_assert_error(r, "worker_exited");
-		json_decref(r);
+		ht_expect(c, "spawn",
+		    json_pack("{s:s, s:s}", "path", "/bin/true", "name", names[i]),
+		    "worker_exited");
 	}
 	r = ht_conn_call(c, "list", json_pack("{s:b}", "all", 1), ht_ms(5000));
 	list = json_object_get(ht_assert_result(r), "workers");
