@@ -75,6 +75,36 @@ exec_herdd(void *arg)
 	return 127;
 }
 
+/* A fresh temporary dir (128 bytes), and in it the paths (192 bytes each) of herdd's socket and of a NOTIFY_SOCKET. */
+static void
+make_paths(char *dir, char *path, char *notify)
+{
+	ck_assert_int_eq(ht_tmpdir(dir, 128), 0);
+	snprintf(path, 192, "%s/herdd.sock", dir);
+	snprintf(notify, 192, "%s/notify", dir);
+}
+
+/* Binds r->notify (its fd in *ret_fd), then starts herdd as r says. Returns its pid. */
+static pid_t
+start_run(struct herdd_run *r, int *ret_fd)
+{
+	pid_t pid;
+
+	*ret_fd = ht_notify_bind(r->notify);
+	ck_assert_int_ge(*ret_fd, 0);
+	pid = ht_fork_fn(exec_herdd, r, (uid_t)-1, (gid_t)-1);
+	ck_assert_int_gt(pid, 0);
+	return pid;
+}
+
+/* SIGTERM to our herdd pid: it must exit 0. */
+static void
+stop_ok(pid_t pid)
+{
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 0);
+}
+
 /* Starts herdd on path and waits for READY=1. Returns its pid (tracked for teardown). */
 static pid_t
 start_on(const char *dir, const char *path)
@@ -85,10 +115,7 @@ start_on(const char *dir, const char *path)
 	int fd;
 
 	snprintf(notify, sizeof(notify), "%s/notify-%d", dir, (int)ht_now_ms());
-	fd = ht_notify_bind(notify);
-	ck_assert_int_ge(fd, 0);
-	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
-	ck_assert_int_gt(pid, 0);
+	pid = start_run(&r, &fd);
 	ck_assert_msg(ht_notify_wait(fd, "READY=1", seen, sizeof(seen), ht_ms(10000)),
 	    "herdd on %s sent no READY=1: %s", path, seen);
 	close(fd);
@@ -143,7 +170,6 @@ START_TEST(test_stale_socket_takeover)
 	char path[sizeof(d->socket)], dir[sizeof(d->dir)];
 	struct stat st;
 	pid_t pid;
-	int status;
 
 	ck_assert(d);
 	snprintf(path, sizeof(path), "%s", d->socket);
@@ -155,9 +181,7 @@ START_TEST(test_stale_socket_takeover)
 
 	pid = start_on(dir, path);
 	ping(path);
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &status), 0);
-	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	stop_ok(pid);
 	ck_assert(access(path, F_OK) < 0);
 }
 END_TEST
@@ -187,7 +211,6 @@ START_TEST(test_directories)
 	char dir[128], sub[160], path[192], workers[192];
 	struct stat st;
 	pid_t pid;
-	int status;
 
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(sub, sizeof(sub), "%s/run", dir);
@@ -204,9 +227,7 @@ START_TEST(test_directories)
 	ck_assert_int_eq(lstat(workers, &st), 0);
 	ck_assert_int_eq(st.st_mode & 022, 0);
 	ping(path);
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &status), 0);
-	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	stop_ok(pid);
 	ck_assert(access(path, F_OK) < 0);
 	snprintf(path, sizeof(path), "%s/herdd.sock.lock", sub);
 	ck_assert(access(path, F_OK) < 0);
@@ -347,13 +368,8 @@ START_TEST(test_notify_and_watchdog)
 	pid_t pid;
 	int fd, st;
 
-	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
-	snprintf(path, sizeof(path), "%s/herdd.sock", dir);
-	snprintf(notify, sizeof(notify), "%s/notify", dir);
-	fd = ht_notify_bind(notify);
-	ck_assert_int_ge(fd, 0);
-	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
-	ck_assert_int_gt(pid, 0);
+	make_paths(dir, path, notify);
+	pid = start_run(&r, &fd);
 	ck_assert_msg(ht_notify_wait(fd, "READY=1", seen, sizeof(seen), ht_ms(10000)), "%s", seen);
 	ck_assert_msg(strstr(seen, "STATUS="), "no STATUS with READY: %s", seen);
 	/* WATCHDOG_USEC=200000: a ping at least every 100 ms. */
@@ -377,20 +393,15 @@ START_TEST(test_socket_activation)
 	int64_t deadline;
 	json_t *reply;
 	pid_t pid;
-	int fd, st;
+	int fd;
 
 	if (access("/usr/bin/systemd-socket-activate", X_OK) < 0 &&
 	    access("/bin/systemd-socket-activate", X_OK) < 0) {
 		fprintf(stderr, "skipped: systemd-socket-activate is not installed\n");
 		return;
 	}
-	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
-	snprintf(path, sizeof(path), "%s/herdd.sock", dir);
-	snprintf(notify, sizeof(notify), "%s/notify", dir);
-	fd = ht_notify_bind(notify);
-	ck_assert_int_ge(fd, 0);
-	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
-	ck_assert_int_gt(pid, 0);
+	make_paths(dir, path, notify);
+	pid = start_run(&r, &fd);
 	/* The activator binds, then starts herdd on the first connection; nothing to await but the file. */
 	deadline = ht_now_ms() + ht_ms(5000);
 	while (!c && ht_now_ms() < deadline) {
@@ -407,9 +418,7 @@ START_TEST(test_socket_activation)
 	json_decref(reply);
 	ck_assert(ht_notify_wait(fd, "READY=1", seen, sizeof(seen), ht_ms(5000)));
 	ht_conn_close(c);
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &st), 0);
-	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	stop_ok(pid);
 	/* An activated socket belongs to the service manager: herdd never unlinks it. */
 	ck_assert_int_eq(lstat(path, &sst), 0);
 	close(fd);
@@ -424,17 +433,12 @@ START_TEST(test_log_file_reopen)
 	struct stat st;
 	char seen[4096] = "";
 	pid_t pid;
-	int fd, status;
+	int fd;
 
-	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
-	snprintf(path, sizeof(path), "%s/herdd.sock", dir);
+	make_paths(dir, path, notify);
 	snprintf(log, sizeof(log), "%s/herdd.log", dir);
 	snprintf(rotated, sizeof(rotated), "%s/herdd.log.1", dir);
-	snprintf(notify, sizeof(notify), "%s/notify", dir);
-	fd = ht_notify_bind(notify);
-	ck_assert_int_ge(fd, 0);
-	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
-	ck_assert_int_gt(pid, 0);
+	pid = start_run(&r, &fd);
 	ck_assert(ht_notify_wait(fd, "READY=1", seen, sizeof(seen), ht_ms(10000)));
 	ck_assert_int_eq(stat(log, &st), 0);
 	ck_assert_int_gt(st.st_size, 0);
@@ -445,9 +449,7 @@ START_TEST(test_log_file_reopen)
 	ping(path);
 	ck_assert_int_eq(stat(log, &st), 0);
 	ck_assert_int_gt(st.st_size, 0);
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &status), 0);
-	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	stop_ok(pid);
 	close(fd);
 }
 END_TEST
