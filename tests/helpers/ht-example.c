@@ -60,6 +60,13 @@ ht_example_spawn(const char *const *args, int channel_fd, const char *worker_id,
 	return ht_fork_fn(exec_example, &a, (uid_t)-1, (gid_t)-1);
 }
 
+void
+ht_example_exit_ok(pid_t pid, int code, const char *socket)
+{
+	ck_assert_int_eq(ht_wait_exit_ok(pid), code);
+	ck_assert_msg(access(socket, F_OK) < 0 && errno == ENOENT, "%s is left", socket);
+}
+
 struct ht_conn *
 ht_chan_open(int *ret_child)
 {

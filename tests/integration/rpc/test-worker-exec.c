@@ -138,8 +138,7 @@ START_TEST(test_shutdown_builtin)
 	reply = ht_conn_call(c, "herd.shutdown", NULL, ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
-	ck_assert_int_eq(ht_wait_exit_ok(pid), 0);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_exit_ok(pid, 0, sock);
 	ht_conn_close(c);
 	finish();
 }
@@ -233,8 +232,7 @@ START_TEST(test_socket_in_use)
 	json_decref(reply);
 	ht_conn_close(c);
 	ck_assert_int_eq(kill(pid, SIGINT), 0);
-	ck_assert_int_eq(ht_wait_exit_ok(pid), 0);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_exit_ok(pid, 0, sock);
 	finish();
 }
 END_TEST
@@ -253,8 +251,7 @@ START_TEST(test_worker_fail_standalone)
 	reply = ht_conn_call(c, "worker_fail", json_pack("{s:s}", "message", "late"), ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
-	ck_assert_int_eq(ht_wait_exit_ok(pid), 1);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_exit_ok(pid, 1, sock);
 	ht_conn_close(c);
 	finish();
 }

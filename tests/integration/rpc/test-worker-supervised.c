@@ -101,6 +101,18 @@ expect_ready(void)
 	ck_assert_int_eq(access(sock, F_OK), 0);
 }
 
+/* Expects the worker's "connection" notification telling open connections. */
+static void
+expect_connection(int open)
+{
+	json_t *msg = ht_conn_recv_except(ch, "heartbeat", ht_ms(5000));
+
+	ck_assert_str_eq(ht_str(msg, "method"), "connection");
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(json_object_get(msg, "params"), "open")), open);
+	json_decref(msg);
+}
+
 static void
 finish(void)
 {
@@ -196,8 +208,7 @@ START_TEST(test_init_failed)
 	    "config missing");
 	chan_send(proto_result(json_object_get(msg, "id"), json_object()));
 	json_decref(msg);
-	ck_assert_int_eq(ht_wait_exit_ok(pid), 1);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_exit_ok(pid, 1, sock);
 	finish();
 
 	/* A socket it cannot bind is an init failure too. */
@@ -223,8 +234,7 @@ START_TEST(test_eof_exits)
 	expect_ready();
 	/* herdd goes away: the worker exits at once and removes its socket. */
 	chan_close();
-	ck_assert_int_eq(ht_wait_exit_ok(pid), 1);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_exit_ok(pid, 1, sock);
 	finish();
 
 	/* Also before herdd answered hello. */
@@ -258,8 +268,7 @@ START_TEST(test_failure_and_sigterm)
 	    json_string_value(json_object_get(json_object_get(msg, "params"), "message")),
 	    "lost my marbles");
 	json_decref(msg);
-	ck_assert_int_eq(ht_wait_exit_ok(pid), 1);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_exit_ok(pid, 1, sock);
 	ht_conn_close(c);
 	finish();
 
@@ -267,8 +276,7 @@ START_TEST(test_failure_and_sigterm)
 	answer_hello(NULL);
 	expect_ready();
 	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(ht_wait_exit_ok(pid), 0);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_exit_ok(pid, 0, sock);
 	finish();
 }
 END_TEST
@@ -276,7 +284,6 @@ END_TEST
 START_TEST(test_connection_closed)
 {
 	struct ht_conn *c;
-	json_t *msg;
 	pid_t pid;
 
 	pid = spawn_supervised();
@@ -284,19 +291,11 @@ START_TEST(test_connection_closed)
 	expect_ready();
 	c = ht_hello_open(sock, "client", NULL, NULL);
 	ck_assert_ptr_nonnull(c);
-	msg = ht_conn_recv_except(ch, "heartbeat", ht_ms(5000));
-	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "connection");
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(json_object_get(msg, "params"), "open")), 1);
-	json_decref(msg);
+	expect_connection(1);
 	/* The first connection is the only one: the socket is gone. */
 	ck_assert_int_eq(ht_wait_path_gone(sock, ht_ms(5000)), 0);
 	ht_conn_close(c);
-	msg = ht_conn_recv_except(ch, "heartbeat", ht_ms(5000));
-	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "connection");
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(json_object_get(msg, "params"), "open")), 0);
-	json_decref(msg);
+	expect_connection(0);
 	ck_assert_int_eq(ht_wait_exit_ok(pid), 0);
 	finish();
 
@@ -305,8 +304,7 @@ START_TEST(test_connection_closed)
 	answer_hello(json_pack(
 	    "{s:s, s:i}", "shutdown_on", "connection_closed", "connection_timeout_ms", 200));
 	expect_ready();
-	ck_assert_int_eq(ht_wait_exit_ok(pid), 1);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_exit_ok(pid, 1, sock);
 	finish();
 }
 END_TEST
