@@ -108,6 +108,15 @@ ht_run_cases(const char *suite, const struct ht_case *cases, size_t n)
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
+struct ht_conn *
+ht_client_ok(const char *socket, json_t *extra)
+{
+	struct ht_conn *c = ht_hello_open(socket, "client", extra, NULL);
+
+	ck_assert_msg(c, "no client connection to %s: %s", socket, strerror(errno));
+	return c;
+}
+
 json_t *
 ht_call_ok(struct ht_conn *c, const char *method, json_t *params)
 {

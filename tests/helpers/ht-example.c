@@ -61,8 +61,10 @@ ht_example_spawn(const char *const *args, int channel_fd, const char *worker_id,
 }
 
 void
-ht_example_exit_ok(pid_t pid, int code, const char *socket)
+ht_example_end_ok(pid_t pid, int sig, int code, const char *socket)
 {
+	if (sig)
+		ck_assert_int_eq(kill(pid, sig), 0);
 	ck_assert_int_eq(ht_wait_exit_ok(pid), code);
 	ck_assert_msg(access(socket, F_OK) < 0 && errno == ENOENT, "%s is left", socket);
 }

@@ -82,8 +82,11 @@ void ht_example_kill(struct ht_example *w);
  */
 pid_t ht_example_spawn(
     const char *const *args, int channel_fd, const char *worker_id, int stderr_fd);
-/* Reaps the example worker pid: it must exit with code, its socket removed. */
-void ht_example_exit_ok(pid_t pid, int code, const char *socket);
+/*
+ * Sends sig (unless 0) to the example worker pid and reaps it: it must exit
+ * with code, its socket removed.
+ */
+void ht_example_end_ok(pid_t pid, int sig, int code, const char *socket);
 /*
  * herdd's end of a worker's fd-3 channel: a socketpair whose other end,
  * *ret_child, goes to ht_example_spawn() (close it after spawning). Returns

@@ -172,9 +172,7 @@ START_TEST(test_contract)
 	codes = json_object();
 	ck_assert_int_eq(ht_server_start(&s, &api_type, NULL, NULL), 0);
 	/* The client takes messages of 2048 bytes at most. */
-	c = ht_hello_open(
-	    s.path, "client", json_pack("{s:{s:i}}", "settings", "max_message_size", 2048), NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(s.path, json_pack("{s:{s:i}}", "settings", "max_message_size", 2048));
 
 	reply = ht_conn_call(c, "forget", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_error_name(reply), "internal_error");

@@ -51,8 +51,7 @@ START_TEST(test_settings_precedence)
 	ht_server_start_ok(&S, NULL,
 	    json_pack("{s:i, s:i}", "max_message_size", 2048, "handshake_timeout_ms", 1234));
 	unsetenv("HERD_RPC_SETTINGS");
-	c = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	reply = ht_call_ok(c, "herd.settings", NULL);
 	s = ht_result(reply);
 	ck_assert_int_eq(json_integer_value(json_object_get(s, "max_message_size")), 4096);

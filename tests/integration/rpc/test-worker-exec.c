@@ -112,10 +112,8 @@ START_TEST(test_serve_and_sigterm)
 	ck_assert(json_is_false(json_object_get(ht_result(reply), "env_channel_fd")));
 	json_decref(reply);
 	/* SIGTERM: a graceful stop, status 0, socket removed, our connection closed. */
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(ht_wait_exit_ok(pid), 0);
+	ht_example_end_ok(pid, SIGTERM, 0, sock);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
-	ck_assert_int_ne(access(sock, F_OK), 0);
 	ht_conn_close(c);
 	finish();
 }
@@ -129,8 +127,7 @@ START_TEST(test_shutdown_builtin)
 
 	setup();
 	pid = start_worker(NULL, "{\"handshake_timeout_ms\": 4321}");
-	c = ht_hello_open(sock, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(sock, NULL);
 	reply = ht_conn_call(c, "herd.settings", NULL, ht_ms(5000));
 	ck_assert_int_eq(
 	    json_integer_value(json_object_get(ht_result(reply), "handshake_timeout_ms")), 4321);
@@ -138,7 +135,7 @@ START_TEST(test_shutdown_builtin)
 	reply = ht_conn_call(c, "herd.shutdown", NULL, ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
-	ht_example_exit_ok(pid, 0, sock);
+	ht_example_end_ok(pid, 0, 0, sock);
 	ht_conn_close(c);
 	finish();
 }
@@ -225,14 +222,12 @@ START_TEST(test_socket_in_use)
 	pid = ht_example_spawn(args, -1, NULL, -1);
 	wait_replaced(ifd, 10000);
 	close(ifd);
-	c = ht_hello_open(sock, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(sock, NULL);
 	reply = ht_conn_call(c, "product", json_pack("{s:i}", "n", 5), ht_ms(5000));
 	ck_assert_int_eq(ht_int_result(reply), 120);
 	json_decref(reply);
 	ht_conn_close(c);
-	ck_assert_int_eq(kill(pid, SIGINT), 0);
-	ht_example_exit_ok(pid, 0, sock);
+	ht_example_end_ok(pid, SIGINT, 0, sock);
 	finish();
 }
 END_TEST
@@ -245,13 +240,12 @@ START_TEST(test_worker_fail_standalone)
 
 	setup();
 	pid = start_worker(NULL, NULL);
-	c = ht_hello_open(sock, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(sock, NULL);
 	/* The reply comes first; then the failure ends the process with status 1. */
 	reply = ht_conn_call(c, "worker_fail", json_pack("{s:s}", "message", "late"), ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
-	ht_example_exit_ok(pid, 1, sock);
+	ht_example_end_ok(pid, 0, 1, sock);
 	ht_conn_close(c);
 	finish();
 }

@@ -146,8 +146,7 @@ START_TEST(test_hello_timeout)
 	c = ht_conn_open(S.path);
 	ck_assert_ptr_nonnull(c);
 	/* A connection that completed hello is not affected by the handshake timeout. */
-	c2 = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c2);
+	c2 = ht_client_ok(S.path, NULL);
 	t0 = ht_now_ms();
 	reply = ht_conn_recv(c, ht_ms(5000));
 	ck_assert_msg(reply, "no timeout error");
@@ -187,8 +186,7 @@ START_TEST(test_conn_init)
 	ht_conn_close(c);
 
 	/* The next connection works and sees its own init argument. */
-	c = ht_hello_open(S.path, "client", json_pack("{s:{s:i}}", "init", "seat", 7), NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, json_pack("{s:{s:i}}", "init", "seat", 7));
 	reply = ht_conn_call(c, "stats", NULL, ht_ms(5000));
 	ck_assert_int_eq(json_integer_value(json_object_get(
 	                     json_object_get(ht_result(reply), "conn_init"), "seat")),

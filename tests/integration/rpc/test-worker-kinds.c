@@ -41,8 +41,7 @@ START_TEST(test_calls)
 	json_t *reply;
 
 	start();
-	c = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	reply = ht_call_ok(c, "sum", json_pack("{s:i}", "n", 42));
 	ck_assert_int_eq(ht_int_result(reply), 861);
 	json_decref(reply);
@@ -140,8 +139,7 @@ START_TEST(test_pipe)
 	int64_t id;
 
 	start();
-	c = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	id = ht_conn_send_request(c, "count", json_pack("{s:i}", "n", 5));
 	for (int i = 0; i < 5; i++) {
 		item = ht_conn_next_item(c, id, ht_ms(5000));
@@ -171,11 +169,9 @@ START_TEST(test_pipe_cancel)
 	int errors = 0, items_after = 0;
 
 	start();
-	logs = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(logs);
+	logs = ht_client_ok(S.path, NULL);
 	log_id = subscribe_logs(logs);
-	c = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	id = ht_conn_send_request(c, "count", json_pack("{s:i, s:i}", "n", 1000000, "delay_ms", 5));
 	for (int i = 0; i < 3; i++) {
 		item = ht_conn_next_item(c, id, ht_ms(5000));
@@ -229,11 +225,9 @@ START_TEST(test_pipe_backpressure)
 	int64_t id;
 
 	start();
-	logs = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(logs);
+	logs = ht_client_ok(S.path, NULL);
 	log_id = subscribe_logs(logs);
-	c = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	/* About 3 MB of items, far more than the socket and the high-water mark hold. */
 	id = ht_conn_send_request(c, "count", json_pack("{s:i}", "n", n));
 	/* While we do not read, the writer is told to wait (it logs that once). */
@@ -262,8 +256,7 @@ START_TEST(test_sink)
 	int64_t id;
 
 	start();
-	c = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	id = ht_conn_send_request(c, "sum_stream", NULL);
 	for (int i = 1; i <= 100; i++)
 		ck_assert_int_eq(ht_conn_notify(c, "herd.item",
@@ -364,11 +357,9 @@ START_TEST(test_close_cancels)
 	json_t *reply;
 
 	start();
-	logs = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(logs);
+	logs = ht_client_ok(S.path, NULL);
 	log_id = subscribe_logs(logs);
-	a = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(a);
+	a = ht_client_ok(S.path, NULL);
 	ht_conn_send_request(a, "sleep", json_pack("{s:i}", "ms", 600000));
 	ht_conn_send_request(a, "count", json_pack("{s:i, s:i}", "n", 1000000, "delay_ms", 1000));
 	ht_conn_send_request(a, "sum_stream", NULL);

@@ -59,8 +59,7 @@ START_TEST(test_framing)
 	expect_framing_error("{\"a\":\"\xff\"}\n", 10, "invalid_utf8");
 
 	/* The limit is reported in the error's data. */
-	c = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	ck_assert_int_eq(ht_conn_send_raw(c, big, sizeof(big)), 0);
 	reply = ht_conn_recv(c, ht_ms(5000));
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(reply), "limit")), 1024);
@@ -68,8 +67,7 @@ START_TEST(test_framing)
 	ht_conn_close(c);
 
 	/* A JSON object that is not JSON-RPC is a request error: the connection stays. */
-	c = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	ck_assert_int_eq(ht_conn_send_raw(c, "{\"hello\":\"world\"}\n", 18), 0);
 	reply = ht_conn_recv(c, ht_ms(5000));
 	ck_assert_str_eq(ht_error_name(reply), "invalid_request");
@@ -92,9 +90,7 @@ START_TEST(test_reply_over_client_limit)
 
 	ht_server_start_ok(&S, NULL, NULL);
 	/* The client says it takes messages of 1024 bytes at most. */
-	c = ht_hello_open(
-	    S.path, "client", json_pack("{s:{s:i}}", "settings", "max_message_size", 1024), NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, json_pack("{s:{s:i}}", "settings", "max_message_size", 1024));
 	memset(text, 'y', sizeof(text) - 1);
 	text[sizeof(text) - 1] = '\0';
 	reply = ht_conn_call(c, "echo", json_pack("{s:s}", "t", text), ht_ms(5000));
@@ -115,8 +111,7 @@ START_TEST(test_pending_limit)
 	int64_t first = 0, over;
 
 	ht_server_start_ok(&S, NULL, NULL);
-	c = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	for (int i = 0; i < 1024; i++) {
 		int64_t id = ht_conn_send_request(c, "sleep", json_pack("{s:i}", "ms", 600000));
 
@@ -152,8 +147,7 @@ START_TEST(test_duplicate_id)
 	    "{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"method\":\"sleep\",\"params\":{\"ms\":200}}\n";
 
 	ht_server_start_ok(&S, NULL, NULL);
-	c = ht_hello_open(S.path, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	ck_assert_int_eq(ht_conn_send_raw(c, req, strlen(req)), 0);
 	ck_assert_int_eq(ht_conn_send_raw(c, req, strlen(req)), 0);
 	/* The second use of a pending id is refused at once; the first still completes. */

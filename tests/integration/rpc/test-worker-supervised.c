@@ -152,8 +152,7 @@ START_TEST(test_ready_heartbeat_shutdown)
 	expect_ready();
 	/* fd 3 is close-on-exec once taken, and the variables are gone from the environment. */
 	ck_assert_int_ne(fd_flags(pid, 3) & O_CLOEXEC, 0);
-	c = ht_hello_open(sock, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(sock, NULL);
 	reply = ht_conn_call(c, "stats", NULL, ht_ms(5000));
 	ck_assert(json_is_false(json_object_get(ht_result(reply), "env_channel_fd")));
 	ck_assert_int_eq(json_integer_value(json_object_get(
@@ -185,9 +184,8 @@ START_TEST(test_ready_heartbeat_shutdown)
 
 	/* herdd's shutdown: a graceful stop with status 0 and no socket left. */
 	ck_assert_int_eq(chan_send(proto_notification("shutdown", json_object())), 0);
-	ck_assert_int_eq(ht_wait_exit_ok(pid), 0);
+	ht_example_end_ok(pid, 0, 0, sock);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
-	ck_assert_int_ne(access(sock, F_OK), 0);
 	ht_conn_close(c);
 	finish();
 }
@@ -208,7 +206,7 @@ START_TEST(test_init_failed)
 	    "config missing");
 	chan_send(proto_result(json_object_get(msg, "id"), json_object()));
 	json_decref(msg);
-	ht_example_exit_ok(pid, 1, sock);
+	ht_example_end_ok(pid, 0, 1, sock);
 	finish();
 
 	/* A socket it cannot bind is an init failure too. */
@@ -234,7 +232,7 @@ START_TEST(test_eof_exits)
 	expect_ready();
 	/* herdd goes away: the worker exits at once and removes its socket. */
 	chan_close();
-	ht_example_exit_ok(pid, 1, sock);
+	ht_example_end_ok(pid, 0, 1, sock);
 	finish();
 
 	/* Also before herdd answered hello. */
@@ -254,8 +252,7 @@ START_TEST(test_failure_and_sigterm)
 	pid = spawn_supervised();
 	answer_hello(NULL);
 	expect_ready();
-	c = ht_hello_open(sock, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(sock, NULL);
 	reply = ht_conn_call(
 	    c, "worker_fail", json_pack("{s:s}", "message", "lost my marbles"), ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
@@ -268,15 +265,14 @@ START_TEST(test_failure_and_sigterm)
 	    json_string_value(json_object_get(json_object_get(msg, "params"), "message")),
 	    "lost my marbles");
 	json_decref(msg);
-	ht_example_exit_ok(pid, 1, sock);
+	ht_example_end_ok(pid, 0, 1, sock);
 	ht_conn_close(c);
 	finish();
 
 	pid = spawn_supervised();
 	answer_hello(NULL);
 	expect_ready();
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ht_example_exit_ok(pid, 0, sock);
+	ht_example_end_ok(pid, SIGTERM, 0, sock);
 	finish();
 }
 END_TEST
@@ -289,8 +285,7 @@ START_TEST(test_connection_closed)
 	pid = spawn_supervised();
 	answer_hello(json_pack("{s:s}", "shutdown_on", "connection_closed"));
 	expect_ready();
-	c = ht_hello_open(sock, "client", NULL, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(sock, NULL);
 	expect_connection(1);
 	/* The first connection is the only one: the socket is gone. */
 	ck_assert_int_eq(ht_wait_path_gone(sock, ht_ms(5000)), 0);
@@ -304,7 +299,7 @@ START_TEST(test_connection_closed)
 	answer_hello(json_pack(
 	    "{s:s, s:i}", "shutdown_on", "connection_closed", "connection_timeout_ms", 200));
 	expect_ready();
-	ht_example_exit_ok(pid, 1, sock);
+	ht_example_end_ok(pid, 0, 1, sock);
 	finish();
 }
 END_TEST
