@@ -312,6 +312,11 @@ struct ht_conn *ht_herdd_open(const struct ht_daemon *d, const char *role, const
  */
 json_t *ht_testworker_params(json_t *extra);
 /*
+ * Spawn params for a shell worker: {"path": "/bin/sh", "argv": ["sh", "-c",
+ * script]} with extra's members (stolen, may be NULL) merged over them.
+ */
+json_t *ht_sh_params(const char *script, json_t *extra);
+/*
  * Calls spawn with params (stolen) and returns the reply (new reference). A
  * successful spawn's pid is registered for teardown (ht_track_pid).
  */

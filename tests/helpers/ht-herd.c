@@ -60,6 +60,17 @@ ht_testworker_params(json_t *extra)
 	return params;
 }
 
+json_t *
+ht_sh_params(const char *script, json_t *extra)
+{
+	json_t *p = json_pack("{s:s, s:[s, s, s]}", "path", "/bin/sh", "argv", "sh", "-c", script);
+
+	if (p && extra)
+		json_object_update(p, extra);
+	json_decref(extra);
+	return p;
+}
+
 pid_t
 ht_worker_pid(const json_t *worker)
 {

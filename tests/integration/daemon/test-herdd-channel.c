@@ -33,16 +33,14 @@ finish(void)
 	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(10000)), 0);
 }
 
+/* A shell worker named name, shutdown_on explicit, with extra's members (stolen, may be NULL). */
 static json_t *
 sh_worker(const char *name, const char *script, json_t *extra)
 {
-	json_t *p = json_pack("{s:s, s:[s, s, s], s:s, s:s}", "path", "/bin/sh", "argv", "sh", "-c",
-	    script, "name", name, "shutdown_on", "explicit");
+	json_t *p = ht_sh_params(script, extra);
 
-	if (extra) {
-		json_object_update(p, extra);
-		json_decref(extra);
-	}
+	json_object_set_new(p, "name", json_string(name));
+	json_object_set_new(p, "shutdown_on", json_string("explicit"));
 	return p;
 }
 

@@ -252,8 +252,7 @@ START_TEST(test_fd_limit_raised)
 	c = ht_herdd_open(d, "master", "nofile");
 	ck_assert(c);
 	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s]}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "echo \"soft=$(ulimit -Sn) hard=$(ulimit -Hn)\" >&2; exit 3"),
+	    ht_sh_params("echo \"soft=$(ulimit -Sn) hard=$(ulimit -Hn)\" >&2; exit 3", NULL),
 	    ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
 	tail = json_object_get(ht_error_data(r), "stderr_tail");
@@ -280,8 +279,7 @@ START_TEST(test_subscribe_all)
 	ck_assert(m && w);
 	ht_expect(w, "subscribe", json_pack("{s:b}", "all", 1), NULL);
 	ht_expect(m, "spawn",
-	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "echo last words >&2; exit 7", "name", "one"),
+	    ht_sh_params("echo last words >&2; exit 7", json_pack("{s:s}", "name", "one")),
 	    "worker_exited");
 	ev = ht_wait_event_ok(w, "exited", NULL, ht_ms(5000));
 	ck_assert_int_eq(

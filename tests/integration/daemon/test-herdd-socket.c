@@ -333,9 +333,8 @@ START_TEST(test_stopping_refuses_spawn)
 	ck_assert(m && c);
 	/* A worker that ignores SIGTERM holds herdd in its stopping state for the grace. */
 	sid = ht_conn_send_request(m, "spawn",
-	    json_pack("{s:s, s:[s, s, s], s:s, s:i}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "trap '' TERM; exec sleep 100", "shutdown_on", "explicit", "spawn_timeout_ms",
-	        60000));
+	    ht_sh_params("trap '' TERM; exec sleep 100",
+	        json_pack("{s:s, s:i}", "shutdown_on", "explicit", "spawn_timeout_ms", 60000)));
 	ck_assert(sid > 0);
 	r = ht_herdd_wait_listed(c, "sh", "starting", ht_ms(5000));
 	ck_assert_msg(r, "the spawned shell was never listed");

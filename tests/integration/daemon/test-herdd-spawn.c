@@ -114,8 +114,8 @@ START_TEST(test_fifo_output)
 	l->fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	ck_assert_int_ge(l->fd, 0);
 	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s], s:{s:s}}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "grep ^flags: /proc/self/fdinfo/1", "stdout", "file", fifo),
+	    ht_sh_params(
+	        "grep ^flags: /proc/self/fdinfo/1", json_pack("{s:{s:s}}", "stdout", "file", fifo)),
 	    ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
 	json_decref(r);
@@ -150,8 +150,7 @@ START_TEST(test_worker_gets_only_its_fds)
 	ck_assert_int_ge(l->fd, 0);
 	/* ls itself opens the directory it lists: 4 is its own. */
 	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s], s:{s:s}}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "exec ls /proc/self/fd", "stdout", "file", fifo),
+	    ht_sh_params("exec ls /proc/self/fd", json_pack("{s:{s:s}}", "stdout", "file", fifo)),
 	    ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
 	json_decref(r);
@@ -175,8 +174,7 @@ START_TEST(test_exit_and_crash_before_ready)
 	json_t *r, *ev;
 
 	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "echo about to leave >&2; exit 3", "name", "leaver"),
+	    ht_sh_params("echo about to leave >&2; exit 3", json_pack("{s:s}", "name", "leaver")),
 	    ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
 	ck_assert_str_eq(ht_str(ht_error_data(r), "reason"), "exited");
@@ -189,10 +187,8 @@ START_TEST(test_exit_and_crash_before_ready)
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "name"), "leaver");
 	json_decref(ev);
 
-	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "kill -SEGV $$", "name", "crasher"),
-	    ht_ms(5000));
+	r = ht_spawn(
+	    c, ht_sh_params("kill -SEGV $$", json_pack("{s:s}", "name", "crasher")), ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
 	ck_assert_str_eq(ht_str(ht_error_data(r), "reason"), "crashed");
 	ck_assert_str_eq(ht_str(ht_error_data(r), "signal"), "SIGSEGV");
@@ -211,9 +207,8 @@ START_TEST(test_spawn_timeout_kills_the_tree)
 	json_t *r, *ev, *rec;
 
 	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s], s:s, s:i}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "(setsid sleep 1000 &); sleep 1000 & exec sleep 1000", "name", "never-ready",
-	        "spawn_timeout_ms", 500),
+	    ht_sh_params("(setsid sleep 1000 &); sleep 1000 & exec sleep 1000",
+	        json_pack("{s:s, s:i}", "name", "never-ready", "spawn_timeout_ms", 500)),
 	    ht_ms(10000));
 	ht_assert_error(r, "timeout");
 	ck_assert_str_eq(ht_str(ht_error_data(r), "what"), "spawn");
@@ -241,9 +236,9 @@ START_TEST(test_environment)
 
 	setenv("NOTIFY_SOCKET", "/leak/test", 1);
 	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s], s:s, s:s, s:{s:s}}", "path", "/bin/sh", "argv", "sh",
-	        "-c", "env; read x; echo stdin=$?", "name", "env", "stdout", "capture", "env",
-	        "MY_VAR", "my value"),
+	    ht_sh_params("env; read x; echo stdin=$?",
+	        json_pack("{s:s, s:s, s:{s:s}}", "name", "env", "stdout", "capture", "env",
+	            "MY_VAR", "my value")),
 	    ht_ms(5000));
 	unsetenv("NOTIFY_SOCKET");
 	ht_assert_error(r, "worker_exited");
@@ -293,9 +288,7 @@ spawn_as_nobody(void *arg)
 		return 3;
 	json_decref(r);
 	r = ht_conn_call(c, "spawn",
-	    json_pack("{s:s, s:[s, s, s], s:{s:s}}", "path", "/bin/sh", "argv", "sh", "-c", "id -u",
-	        "stdout", "file", job->out),
-	    10000);
+	    ht_sh_params("id -u", json_pack("{s:{s:s}}", "stdout", "file", job->out)), 10000);
 	if (!ht_error_name(r) || strcmp(ht_error_name(r), "worker_exited") != 0)
 		return 4;
 	json_decref(r);

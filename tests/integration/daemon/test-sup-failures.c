@@ -222,10 +222,8 @@ chatty_logs(const char *name, const char *script, json_t **ret_tail)
 {
 	json_t *reply, *rec;
 
-	reply = ht_spawn(ht_master,
-	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c", script,
-	        "name", name),
-	    ht_ms(10000));
+	reply = ht_spawn(
+	    ht_master, ht_sh_params(script, json_pack("{s:s}", "name", name)), ht_ms(10000));
 	ht_assert_error(reply, "worker_exited");
 	*ret_tail = json_incref(json_object_get(ht_error_data(reply), "stderr_tail"));
 	json_decref(reply);
