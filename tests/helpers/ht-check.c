@@ -138,6 +138,16 @@ ht_expect(struct ht_conn *c, const char *method, json_t *params, const char *err
 	json_decref(reply);
 }
 
+void
+ht_expect_int(struct ht_conn *c, const char *method, json_t *params, long long want)
+{
+	json_t *reply = ht_conn_call(c, method, params, ht_ms(5000));
+
+	ck_assert_msg(ht_int_result(reply) == want, "%s: %lld expected, got %s", method, want,
+	    ht_dump(reply));
+	json_decref(reply);
+}
+
 json_t *
 ht_spawn_ok(struct ht_conn *c, json_t *params)
 {

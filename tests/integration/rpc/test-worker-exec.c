@@ -102,9 +102,7 @@ START_TEST(test_serve_and_sigterm)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "pid")), pid);
 	ck_assert(json_is_null(json_object_get(ht_result(reply), "id")));
 	json_decref(reply);
-	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 42), ht_ms(5000));
-	ck_assert_int_eq(ht_int_result(reply), 861);
-	json_decref(reply);
+	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 42), 861);
 	reply = ht_conn_call(c, "stats", NULL, ht_ms(5000));
 	ck_assert_int_eq(json_integer_value(json_object_get(
 	                     json_object_get(ht_result(reply), "worker_init"), "answer")),
@@ -201,7 +199,6 @@ START_TEST(test_socket_in_use)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	const char *args[] = { "--socket", sock, NULL };
 	struct ht_conn *c;
-	json_t *reply;
 	pid_t pid;
 	int fd, ifd;
 
@@ -223,9 +220,7 @@ START_TEST(test_socket_in_use)
 	wait_replaced(ifd, 10000);
 	close(ifd);
 	c = ht_client_ok(sock, NULL);
-	reply = ht_conn_call(c, "product", json_pack("{s:i}", "n", 5), ht_ms(5000));
-	ck_assert_int_eq(ht_int_result(reply), 120);
-	json_decref(reply);
+	ht_expect_int(c, "product", json_pack("{s:i}", "n", 5), 120);
 	ht_conn_close(c);
 	ht_example_end_ok(pid, SIGINT, 0, sock);
 	finish();

@@ -57,15 +57,11 @@ START_TEST(test_hello_good)
 	json_decref(reply);
 
 	/* The connection serves calls after hello; a second hello is a request error. */
-	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 42), ht_ms(5000));
-	ck_assert_int_eq(ht_int_result(reply), 861);
-	json_decref(reply);
+	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 42), 861);
 	reply = ht_conn_hello(c, "client", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_error_name(reply), "invalid_request");
 	json_decref(reply);
-	reply = ht_conn_call(c, "product", json_pack("{s:i}", "n", 10), ht_ms(5000));
-	ck_assert_int_eq(ht_int_result(reply), 3628800);
-	json_decref(reply);
+	ht_expect_int(c, "product", json_pack("{s:i}", "n", 10), 3628800);
 	ht_conn_close(c);
 	ht_server_stop_ok(&S);
 }
@@ -159,9 +155,7 @@ START_TEST(test_hello_timeout)
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	/* It did not fire before its time (a lower bound only). */
 	ck_assert_int_ge(ht_now_ms() - t0, 150);
-	reply = ht_conn_call(c2, "sum", json_pack("{s:i}", "n", 4), ht_ms(5000));
-	ck_assert_int_eq(ht_int_result(reply), 6);
-	json_decref(reply);
+	ht_expect_int(c2, "sum", json_pack("{s:i}", "n", 4), 6);
 	ht_conn_close(c);
 	ht_conn_close(c2);
 	ht_server_stop_ok(&S);

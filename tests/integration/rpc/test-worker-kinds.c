@@ -42,12 +42,8 @@ START_TEST(test_calls)
 
 	start();
 	c = ht_client_ok(S.path, NULL);
-	reply = ht_call_ok(c, "sum", json_pack("{s:i}", "n", 42));
-	ck_assert_int_eq(ht_int_result(reply), 861);
-	json_decref(reply);
-	reply = ht_call_ok(c, "product", json_pack("{s:i}", "n", 20));
-	ck_assert_int_eq(ht_int_result(reply), 2432902008176640000LL);
-	json_decref(reply);
+	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 42), 861);
+	ht_expect_int(c, "product", json_pack("{s:i}", "n", 20), 2432902008176640000LL);
 	reply = ht_call_ok(c, "echo", json_pack("[i, s, {s:n}]", 1, "two", "three"));
 	ck_assert_str_eq(ht_dump(ht_result(reply)), "[1,\"two\",{\"three\":null}]");
 	json_decref(reply);
@@ -77,9 +73,7 @@ START_TEST(test_calls)
 	reply = ht_call_ok(c, "note", json_pack("{s:s}", "text", "x"));
 	ck_assert_str_eq(ht_error_name(reply), "invalid_request");
 	json_decref(reply);
-	reply = ht_call_ok(c, "sum", json_pack("{s:i}", "n", 4));
-	ck_assert_int_eq(ht_int_result(reply), 6);
-	json_decref(reply);
+	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 4), 6);
 	reply = ht_call_ok(c, "stats", NULL);
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "conn_calls")), 9);
 	ck_assert_str_eq(json_string_value(json_object_get(
@@ -341,9 +335,7 @@ START_TEST(test_state_and_oneway)
 	/* A notification naming a call function, or nothing known, is ignored. */
 	ht_conn_notify(b, "sum", json_pack("{s:i}", "n", 3));
 	ht_conn_notify(b, "nothing_here", NULL);
-	reply = ht_call_ok(b, "sum", json_pack("{s:i}", "n", 3));
-	ck_assert_int_eq(ht_int_result(reply), 3);
-	json_decref(reply);
+	ht_expect_int(b, "sum", json_pack("{s:i}", "n", 3), 3);
 	ht_conn_close(a);
 	ht_conn_close(b);
 	ht_server_stop_ok(&S);

@@ -165,9 +165,7 @@ START_TEST(test_ready_heartbeat_shutdown)
 	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "heartbeat");
 	served0 = json_integer_value(json_object_get(json_object_get(msg, "params"), "served"));
 	json_decref(msg);
-	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 10), ht_ms(5000));
-	ck_assert_int_eq(ht_int_result(reply), 45);
-	json_decref(reply);
+	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 10), 45);
 	while (served1 <= served0) {
 		msg = ht_conn_recv(ch, ht_ms(5000));
 		ck_assert_msg(msg, "heartbeats stopped");
