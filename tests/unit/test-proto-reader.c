@@ -503,6 +503,20 @@ START_TEST(blank_lines_and_crlf)
 }
 END_TEST
 
+/* A new reader fed one line and half of the next, the first taken out. */
+static void
+feed_one_and_a_half(struct proto_reader *r)
+{
+	struct proto_error err;
+	json_t *v;
+
+	proto_reader_init(r, MAX_MSG, HERD_MAX_DEPTH);
+	ck_assert_int_eq(proto_reader_feed(r, "{\"a\":1}\n{\"b\"", 12), 0);
+	ck_assert_int_eq(proto_reader_next(r, &v, &err), 1);
+	ck_assert_int_eq(json_integer_value(json_object_get(v, "a")), 1);
+	json_decref(v);
+}
+
 /* A last line without its newline waits; nothing is lost or parsed early. */
 START_TEST(partial_last_line)
 {
@@ -510,10 +524,7 @@ START_TEST(partial_last_line)
 	struct proto_error err;
 	json_t *v;
 
-	proto_reader_init(&r, MAX_MSG, HERD_MAX_DEPTH);
-	ck_assert_int_eq(proto_reader_feed(&r, "{\"a\":1}\n{\"b\"", 12), 0);
-	ck_assert_int_eq(proto_reader_next(&r, &v, &err), 1);
-	json_decref(v);
+	feed_one_and_a_half(&r);
 	ck_assert_int_eq(proto_reader_next(&r, &v, &err), 0);
 	ck_assert_int_eq(proto_reader_feed(&r, ":2}", 3), 0);
 	ck_assert_int_eq(proto_reader_next(&r, &v, &err), 0);
@@ -536,10 +547,7 @@ START_TEST(idle_holds_nothing)
 	struct proto_error err;
 	json_t *v;
 
-	proto_reader_init(&r, MAX_MSG, HERD_MAX_DEPTH);
-	ck_assert_int_eq(proto_reader_feed(&r, "{\"a\":1}\n{\"b\"", 12), 0);
-	ck_assert_int_eq(proto_reader_next(&r, &v, &err), 1);
-	json_decref(v);
+	feed_one_and_a_half(&r);
 	/* The partial second line is held... */
 	ck_assert_ptr_nonnull(r.buf);
 	ck_assert_int_eq(proto_reader_feed(&r, ":2}\n\n", 5), 0);
