@@ -44,6 +44,14 @@ sh_worker(const char *name, const char *script, json_t *extra)
 	return p;
 }
 
+/* Spawn params asking for heartbeats every interval_ms, lost after timeout_ms. */
+static json_t *
+heartbeats(int interval_ms, int timeout_ms)
+{
+	return json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", interval_ms,
+	    "heartbeat_timeout_ms", timeout_ms);
+}
+
 START_TEST(test_hello_result_and_ready)
 {
 	struct ht_conn *c = ht_master;
@@ -153,10 +161,8 @@ START_TEST(test_heartbeat_lost_when_idle)
 	json_t *ev;
 
 	/* Ready, then silent and idle: no heartbeat, no CPU. */
-	json_decref(ht_spawn_ok(c,
-	    sh_worker("idle", HELLO READY "exec sleep 100",
-	        json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", 100,
-	            "heartbeat_timeout_ms", 400))));
+	json_decref(
+	    ht_spawn_ok(c, sh_worker("idle", HELLO READY "exec sleep 100", heartbeats(100, 400))));
 	ev = ht_wait_event_ok(c, "heartbeat_lost", NULL, ht_ms(10000));
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGKILL");
 	ck_assert(strstr(ht_str(ev, "message"), "no CPU progress"));
@@ -168,15 +174,12 @@ END_TEST
 START_TEST(test_busy_worker_is_spared)
 {
 	struct ht_conn *c = ht_master;
-	json_t *r, *ev, *w;
-	json_t *spawned;
+	json_t *r, *ev, *w, *spawned;
 	const char *id;
 
 	/* Ready, then computing without a heartbeat for far longer than the timeout. */
-	spawned = ht_spawn_ok(c,
-	    sh_worker("busy", HELLO READY "while :; do :; done",
-	        json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", 100,
-	            "heartbeat_timeout_ms", 300)));
+	spawned = ht_spawn_ok(
+	    c, sh_worker("busy", HELLO READY "while :; do :; done", heartbeats(100, 300)));
 	id = ht_str(spawned, "id");
 	/* Five timeouts pass without heartbeat_lost (the wait must time out). */
 	ev = ht_conn_wait_event(c, "heartbeat_lost", NULL, 1500);
@@ -199,8 +202,7 @@ END_TEST
 START_TEST(test_kill_signals)
 {
 	struct ht_conn *c = ht_master;
-	json_t *r, *ev, *lines;
-	json_t *spawned;
+	json_t *r, *ev, *lines, *spawned;
 	const char *id;
 	bool seen = false;
 	int64_t deadline;
