@@ -256,23 +256,35 @@ script_oversize(struct ht_conn *p, void *arg)
 	return r;
 }
 
-START_TEST(test_oversize_incoming)
+/*
+ * Connects with settings (stolen) to a fake worker running script and calls
+ * it with a budget of call_ms: the call must fail as the connection closes,
+ * once, for reason, and the script must succeed.
+ */
+static void
+expect_closed_by(
+    int (*script)(struct ht_conn *p, void *arg), json_t *settings, int call_ms, int reason)
 {
-	json_t *settings = json_pack("{s:i}", "max_message_size", 4096);
 	struct closed closed = { 0 };
 	herd_conn *conn = NULL;
 	struct ht_fake fake;
 
-	ck_assert_int_eq(ht_fake_start(&fake, script_oversize, NULL), 0);
+	ck_assert_int_eq(ht_fake_start(&fake, script, NULL), 0);
 	ck_assert_int_eq(herd_conn_connect(fake.socket, NULL, settings, &conn, NULL), 0);
 	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
-	ck_assert_int_eq(herd_call(conn, "anything", NULL, HT_USEC(10000), NULL), -ECONNRESET);
+	ck_assert_int_eq(herd_call(conn, "anything", NULL, HT_USEC(call_ms), NULL), -ECONNRESET);
 	ck_assert_str_eq(herd_error_name(herd_conn_last_error(conn)), "connection_closed");
 	ck_assert_int_eq(closed.calls, 1);
-	ck_assert_int_eq(closed.reason, -EBADMSG);
+	ck_assert_int_eq(closed.reason, reason);
 	herd_conn_unref(conn);
 	ck_assert_int_eq(ht_fake_finish(&fake, ht_ms(10000)), 0);
 	json_decref(settings);
+}
+
+START_TEST(test_oversize_incoming)
+{
+	expect_closed_by(
+	    script_oversize, json_pack("{s:i}", "max_message_size", 4096), 10000, -EBADMSG);
 }
 END_TEST
 
@@ -300,22 +312,10 @@ script_silent(struct ht_conn *p, void *arg)
 
 START_TEST(test_heartbeat_timeout)
 {
-	json_t *settings =
-	    json_pack("{s:i, s:i}", "heartbeat_interval_ms", 50, "heartbeat_timeout_ms", 400);
-	struct closed closed = { 0 };
-	herd_conn *conn = NULL;
-	struct ht_fake fake;
-
-	ck_assert_int_eq(ht_fake_start(&fake, script_silent, NULL), 0);
-	ck_assert_int_eq(herd_conn_connect(fake.socket, NULL, settings, &conn, NULL), 0);
-	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
 	/* The call would wait 60 s; the silence closes the connection first. */
-	ck_assert_int_eq(herd_call(conn, "anything", NULL, HT_USEC(60000), NULL), -ECONNRESET);
-	ck_assert_int_eq(closed.calls, 1);
-	ck_assert_int_eq(closed.reason, -ETIMEDOUT);
-	herd_conn_unref(conn);
-	ck_assert_int_eq(ht_fake_finish(&fake, ht_ms(10000)), 0);
-	json_decref(settings);
+	expect_closed_by(script_silent,
+	    json_pack("{s:i, s:i}", "heartbeat_interval_ms", 50, "heartbeat_timeout_ms", 400),
+	    60000, -ETIMEDOUT);
 }
 END_TEST
 
