@@ -207,6 +207,21 @@ ht_client_teardown(void)
 	unsetenv("HERD_SOCKET");
 }
 
+herd_master *
+ht_herd_master_ok(json_t *settings)
+{
+	herd_error *err = NULL;
+	herd_master *m = NULL;
+	int r;
+
+	ck_assert_ptr_nonnull(ht_herdd);
+	r = herd_master_connect(ht_herdd->socket, settings, &m, &err);
+	ck_assert_msg(
+	    r == 0, "master connect: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
+	herd_error_unref(err);
+	return m;
+}
+
 herd_conn *
 ht_herd_connect(const char *socket, json_t *conn_init)
 {

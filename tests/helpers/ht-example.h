@@ -94,6 +94,11 @@ void ht_example_end_ok(pid_t pid, int sig, int code, const char *socket);
  */
 struct ht_conn *ht_chan_open(int *ret_child);
 
+/*
+ * libherd's master connected to the fixture's herdd (ht_herdd) with settings
+ * (borrowed, may be NULL); fails the test on error.
+ */
+herd_master *ht_herd_master_ok(json_t *settings);
 /* libherd's connection to the worker at socket with conn_init (borrowed, may be NULL); fails the test on error. */
 herd_conn *ht_herd_connect(const char *socket, json_t *conn_init);
 

@@ -18,19 +18,6 @@
 #include "example-worker.h"
 #include "ht-example.h"
 
-static herd_master *
-connect_master(void)
-{
-	herd_error *err = NULL;
-	herd_master *m = NULL;
-	int r;
-
-	r = herd_master_connect(ht_herdd->socket, NULL, &m, &err);
-	ck_assert_msg(
-	    r == 0, "master connect: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
-	return m;
-}
-
 static herd_worker *
 spawn_example(herd_master *m, json_t *init)
 {
@@ -106,7 +93,7 @@ wait_master(herd_master *m, const int *counter, int timeout_ms)
 START_TEST(test_spawn_call_inspect)
 {
 	json_t *result = NULL, *list = NULL, *record = NULL, *logs = NULL;
-	herd_master *m = connect_master();
+	herd_master *m = ht_herd_master_ok(NULL);
 	herd_worker *w = spawn_example(m, NULL);
 	herd_conn *conn = NULL;
 	bool found = false;
@@ -153,7 +140,7 @@ END_TEST
 START_TEST(test_on_failure_crash)
 {
 	struct seen s = { 0 };
-	herd_master *m = connect_master();
+	herd_master *m = ht_herd_master_ok(NULL);
 	herd_worker *w = spawn_example(m, NULL);
 
 	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
@@ -171,7 +158,7 @@ END_TEST
 START_TEST(test_on_failure_reported)
 {
 	struct seen s = { 0 };
-	herd_master *m = connect_master();
+	herd_master *m = ht_herd_master_ok(NULL);
 	herd_worker *w = spawn_example(m, NULL);
 	herd_conn *conn = NULL;
 
@@ -197,7 +184,7 @@ START_TEST(test_spawn_errors)
 {
 	json_t *init = json_pack("{s:s}", "fail_init", "no state for you");
 	json_t *opts = herd_spawn_opts_new("/nonexistent/worker", NULL);
-	herd_master *m = connect_master();
+	herd_master *m = ht_herd_master_ok(NULL);
 	herd_worker *w = NULL;
 
 	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w), -EREMOTEIO);
@@ -223,8 +210,8 @@ END_TEST
 
 START_TEST(test_master_disconnect_stops_workers)
 {
-	herd_master *m = connect_master();
-	herd_master *watcher = connect_master();
+	herd_master *m = ht_herd_master_ok(NULL);
+	herd_master *watcher = ht_herd_master_ok(NULL);
 	herd_worker *w = spawn_example(m, NULL);
 	struct seen s = { .want_event = "stopped", .want_id = herd_worker_id(w) };
 
@@ -298,7 +285,7 @@ END_TEST
 START_TEST(test_start_app_self)
 {
 	json_t *opts = herd_spawn_opts_new(herd_self_path(), NULL);
-	herd_master *m = connect_master();
+	herd_master *m = ht_herd_master_ok(NULL);
 	json_t *result = NULL;
 	herd_conn *conn = NULL;
 	herd_worker *w = NULL;
