@@ -148,6 +148,20 @@ ht_expect_int(struct ht_conn *c, const char *method, json_t *params, long long w
 	json_decref(reply);
 }
 
+void
+ht_assert_no_workers(const struct ht_daemon *d)
+{
+	struct ht_conn *insp = ht_herdd_open(d, "inspector", "test");
+	json_t *reply;
+
+	ck_assert_msg(insp, "no inspector connection: %s", strerror(errno));
+	reply = ht_conn_call(insp, "list", NULL, ht_ms(5000));
+	ck_assert_msg(json_array_size(json_object_get(ht_assert_result(reply), "workers")) == 0,
+	    "workers are left: %s", ht_dump(reply));
+	json_decref(reply);
+	ht_conn_close(insp);
+}
+
 json_t *
 ht_spawn_ok(struct ht_conn *c, json_t *params)
 {

@@ -78,6 +78,8 @@ json_t *ht_call_ok(struct ht_conn *c, const char *method, json_t *params);
 void ht_expect(struct ht_conn *c, const char *method, json_t *params, const char *error);
 /* Calls method(params) (stolen) on c with a 5 s budget: the result must be the integer want. */
 void ht_expect_int(struct ht_conn *c, const char *method, json_t *params, long long want);
+/* herdd d lists no worker (list without "all") to a fresh inspector. */
+void ht_assert_no_workers(const struct ht_daemon *d);
 /* ht_spawn() that must succeed: returns the spawn's result (new reference). params stolen. */
 json_t *ht_spawn_ok(struct ht_conn *c, json_t *params);
 /* ht_conn_wait_event() that must see the event: returns its params (new reference). */

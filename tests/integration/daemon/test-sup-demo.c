@@ -12,8 +12,6 @@ START_TEST(test_sum_demo)
 	struct ht_daemon *d = ht_herdd;
 	const char *argv[] = { ht_env_path("SUM_DEMO"), "--socket", NULL, "--workers", "3", "--max",
 		"1000000", NULL };
-	struct ht_conn *insp;
-	json_t *reply;
 	char *out = NULL, *err = NULL;
 	int code;
 
@@ -25,12 +23,7 @@ START_TEST(test_sum_demo)
 	ck_assert_msg(strstr(out, "all 3 workers exited"), "%s", out);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
 
-	insp = ht_herdd_open(d, "inspector", "test");
-	ck_assert_ptr_nonnull(insp);
-	reply = ht_conn_call(insp, "list", NULL, ht_ms(5000));
-	ck_assert_int_eq(json_array_size(json_object_get(ht_assert_result(reply), "workers")), 0);
-	json_decref(reply);
-	ht_conn_close(insp);
+	ht_assert_no_workers(d);
 	free(out);
 	free(err);
 }

@@ -94,7 +94,6 @@ START_TEST(test_master_sigkill_kills_50_workers)
 {
 	struct ht_daemon *d = ht_herdd;
 	struct master_job job = { .n = 50 };
-	struct ht_conn *insp;
 	pid_t master, pids[50];
 	int64_t deadline;
 	int rfd, i;
@@ -122,16 +121,7 @@ START_TEST(test_master_sigkill_kills_50_workers)
 	}
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(2000)), 0);
 
-	insp = ht_herdd_open(d, "inspector", "test");
-	ck_assert_ptr_nonnull(insp);
-	{
-		json_t *reply = ht_conn_call(insp, "list", NULL, ht_ms(5000));
-		json_t *res = ht_assert_result(reply);
-
-		ck_assert_int_eq(json_array_size(json_object_get(res, "workers")), 0);
-		json_decref(reply);
-	}
-	ht_conn_close(insp);
+	ht_assert_no_workers(d);
 	json_decref(job.params);
 	close(rfd);
 }
@@ -317,8 +307,6 @@ START_TEST(test_spawn_bursts_then_master_exit)
 {
 	struct ht_daemon *d = ht_herdd;
 	struct master_job job = { .n = 20, .exit_after = true };
-	struct ht_conn *insp;
-	json_t *reply;
 	int loop, i;
 
 	job.d = d;
@@ -341,12 +329,7 @@ START_TEST(test_spawn_bursts_then_master_exit)
 			    "loop %d: worker %d outlived its master", loop, (int)pids[i]);
 		ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(2000)), 0);
 	}
-	insp = ht_herdd_open(d, "inspector", "test");
-	ck_assert_ptr_nonnull(insp);
-	reply = ht_conn_call(insp, "list", NULL, ht_ms(5000));
-	ck_assert_int_eq(json_array_size(json_object_get(ht_assert_result(reply), "workers")), 0);
-	json_decref(reply);
-	ht_conn_close(insp);
+	ht_assert_no_workers(d);
 	json_decref(job.params);
 }
 END_TEST
