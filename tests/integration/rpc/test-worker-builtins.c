@@ -70,24 +70,27 @@ START_TEST(test_settings_precedence)
 }
 END_TEST
 
-/* Checks one herd.logs item. */
+/* The next item of the herd.logs stream id on c must be message at level. */
 static void
-check_log_item(json_t *params, const char *level, const char *message)
+expect_log(struct ht_conn *c, int64_t id, const char *level, const char *message)
 {
+	json_t *params = ht_conn_next_item(c, id, ht_ms(5000));
 	json_t *item = json_object_get(params, "item");
 	const char *t = json_string_value(json_object_get(item, "time"));
 
+	ck_assert_msg(params, "no log item \"%s\"", message);
 	ck_assert_str_eq(json_string_value(json_object_get(item, "level")), level);
 	ck_assert_str_eq(json_string_value(json_object_get(item, "message")), message);
 	/* RFC 3339 UTC with milliseconds: 2026-01-02T03:04:05.678Z */
 	ck_assert_msg(t && strlen(t) == 24 && t[10] == 'T' && t[19] == '.' && t[23] == 'Z',
 	    "time %s", t ? t : "(none)");
+	json_decref(params);
 }
 
 START_TEST(test_logs)
 {
 	struct ht_conn *a, *b, *c;
-	json_t *reply, *item;
+	json_t *reply;
 	int64_t la, lb;
 
 	ht_server_start_ok(&S, NULL, NULL);
@@ -102,14 +105,8 @@ START_TEST(test_logs)
 	json_decref(ht_call_ok(a, "stats", NULL));
 	json_decref(ht_call_ok(b, "stats", NULL));
 	json_decref(ht_call_ok(c, "sum", json_pack("{s:i}", "n", 0)));
-	item = ht_conn_next_item(a, la, ht_ms(5000));
-	ck_assert_ptr_nonnull(item);
-	check_log_item(item, "info", "sum: 0");
-	json_decref(item);
-	item = ht_conn_next_item(b, lb, ht_ms(5000));
-	ck_assert_ptr_nonnull(item);
-	check_log_item(item, "info", "sum: 0");
-	json_decref(item);
+	expect_log(a, la, "info", "sum: 0");
+	expect_log(b, lb, "info", "sum: 0");
 
 	json_decref(ht_call_ok(
 	    c, "log", json_pack("{s:s, s:i}", "message", "disk almost full", "level", 4)));
@@ -118,14 +115,8 @@ START_TEST(test_logs)
 		struct ht_conn *x = i ? b : a;
 		int64_t id = i ? lb : la;
 
-		item = ht_conn_next_item(x, id, ht_ms(5000));
-		ck_assert_ptr_nonnull(item);
-		check_log_item(item, "warning", "disk almost full");
-		json_decref(item);
-		item = ht_conn_next_item(x, id, ht_ms(5000));
-		ck_assert_ptr_nonnull(item);
-		check_log_item(item, "info", "sum: 861");
-		json_decref(item);
+		expect_log(x, id, "warning", "disk almost full");
+		expect_log(x, id, "info", "sum: 861");
 	}
 	/* Cancelling one subscription ends it with cancelled; the other keeps going. */
 	ht_conn_notify(a, "herd.cancel", json_pack("{s:I}", "id", (json_int_t)la));
@@ -133,10 +124,7 @@ START_TEST(test_logs)
 	ck_assert_str_eq(ht_error_name(reply), "cancelled");
 	json_decref(reply);
 	json_decref(ht_call_ok(c, "log", json_pack("{s:s}", "message", "after")));
-	item = ht_conn_next_item(b, lb, ht_ms(5000));
-	ck_assert_ptr_nonnull(item);
-	check_log_item(item, "info", "after");
-	json_decref(item);
+	expect_log(b, lb, "info", "after");
 	/* A subscriber that goes away is dropped (ht_server_stop_ok() proves it is freed). */
 	ht_conn_close(b);
 	json_decref(ht_call_ok(c, "log", json_pack("{s:s}", "message", "nobody listens")));
