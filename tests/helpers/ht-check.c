@@ -149,6 +149,18 @@ ht_expect_int(struct ht_conn *c, const char *method, json_t *params, long long w
 }
 
 void
+ht_cancel_ok(struct ht_conn *c, int64_t id)
+{
+	json_t *reply;
+
+	ck_assert_int_eq(
+	    ht_conn_notify(c, "herd.cancel", json_pack("{s:I}", "id", (json_int_t)id)), 0);
+	reply = ht_conn_wait_reply(c, id, ht_ms(5000));
+	ht_assert_error(reply, "cancelled");
+	json_decref(reply);
+}
+
+void
 ht_assert_no_workers(const struct ht_daemon *d)
 {
 	struct ht_conn *insp = ht_herdd_open(d, "inspector", "test");

@@ -78,6 +78,8 @@ json_t *ht_call_ok(struct ht_conn *c, const char *method, json_t *params);
 void ht_expect(struct ht_conn *c, const char *method, json_t *params, const char *error);
 /* Calls method(params) (stolen) on c with a 5 s budget: the result must be the integer want. */
 void ht_expect_int(struct ht_conn *c, const char *method, json_t *params, long long want);
+/* Cancels request id on c (herd.cancel): its reply must be the error cancelled. */
+void ht_cancel_ok(struct ht_conn *c, int64_t id);
 /* herdd d lists no worker (list without "all") to a fresh inspector. */
 void ht_assert_no_workers(const struct ht_daemon *d);
 /* ht_spawn() that must succeed: returns the spawn's result (new reference). params stolen. */
