@@ -222,6 +222,23 @@ ht_herd_master_ok(json_t *settings)
 	return m;
 }
 
+herd_worker *
+ht_herd_spawn_ok(herd_master *m, const char *var, json_t *init)
+{
+	json_t *opts = herd_spawn_opts_new(ht_env_path(var), init);
+	herd_worker *w = NULL;
+	int r;
+
+	json_decref(init);
+	ck_assert_ptr_nonnull(opts);
+	r = herd_master_spawn(m, opts, 0, &w);
+	ck_assert_msg(
+	    r == 0, "spawn: %s (%s)", strerror(-r), herd_error_message(herd_master_last_error(m)));
+	json_decref(opts);
+	ht_track_pid(herd_worker_pid(w));
+	return w;
+}
+
 herd_conn *
 ht_herd_connect(const char *socket, json_t *conn_init)
 {

@@ -39,24 +39,6 @@ connect_master(void)
 	return m;
 }
 
-/* Spawns herd-testworker with init (stolen, may be NULL). */
-static herd_worker *
-spawn_testworker(herd_master *m, json_t *init)
-{
-	json_t *opts = herd_spawn_opts_new(ht_env_path("HERD_TESTWORKER"), init);
-	herd_worker *w = NULL;
-	int r;
-
-	json_decref(init);
-	ck_assert_ptr_nonnull(opts);
-	r = herd_master_spawn(m, opts, 0, &w);
-	ck_assert_msg(
-	    r == 0, "spawn: %s (%s)", strerror(-r), herd_error_message(herd_master_last_error(m)));
-	json_decref(opts);
-	ht_track_pid(herd_worker_pid(w));
-	return w;
-}
-
 static herd_conn *
 connect_worker(const herd_worker *w)
 {
@@ -116,7 +98,7 @@ assert_master_alive(herd_master *m, const herd_worker *w)
 START_TEST(test_blocking_call_keeps_others_alive)
 {
 	herd_master *m = connect_master();
-	herd_worker *w = spawn_testworker(m, NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
 	herd_conn *busy = connect_worker(w), *idle = connect_worker(w);
 	json_t *result = NULL;
 	int64_t start;
@@ -149,7 +131,7 @@ END_TEST
 START_TEST(test_stream_next_keeps_master_alive)
 {
 	herd_master *m = connect_master();
-	herd_worker *w = spawn_testworker(m, NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
 	herd_conn *conn = connect_worker(w);
 	int n = HOLD_MS / HB_INTERVAL_MS + 1, seen = 0, r;
 	herd_stream *s = NULL;
@@ -182,12 +164,13 @@ END_TEST
 START_TEST(test_master_request_keeps_worker_conn_alive)
 {
 	herd_master *m = connect_master();
-	herd_worker *w = spawn_testworker(m, NULL), *slow;
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL), *slow;
 	herd_conn *conn = connect_worker(w);
 	json_t *result = NULL;
 	int64_t start = ht_now_ms();
 
-	slow = spawn_testworker(m, json_pack("{s:i}", "init_delay_ms", ht_ms(HOLD_MS)));
+	slow = ht_herd_spawn_ok(
+	    m, "HERD_TESTWORKER", json_pack("{s:i}", "init_delay_ms", ht_ms(HOLD_MS)));
 	ck_assert_int_ge(ht_now_ms() - start, ht_ms(HOLD_MS));
 
 	ck_assert_int_eq(herd_conn_is_closed(conn), 0);
@@ -254,7 +237,7 @@ out:
 START_TEST(test_threads)
 {
 	herd_master *m = connect_master();
-	herd_worker *w = spawn_testworker(m, NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
 	herd_conn *conn = connect_worker(w);
 	struct caller k = { .w = w, .until = ht_now_ms() + ht_ms(HOLD_MS) };
 	json_t *result = NULL;

@@ -18,23 +18,6 @@
 #include "example-worker.h"
 #include "ht-example.h"
 
-static herd_worker *
-spawn_example(herd_master *m, json_t *init)
-{
-	const char *path = ht_env_path("HERD_EXAMPLE_WORKER");
-	json_t *opts = herd_spawn_opts_new(path, init);
-	herd_worker *w = NULL;
-	int r;
-
-	ck_assert_ptr_nonnull(opts);
-	r = herd_master_spawn(m, opts, 0, &w);
-	ck_assert_msg(
-	    r == 0, "spawn: %s (%s)", strerror(-r), herd_error_message(herd_master_last_error(m)));
-	json_decref(opts);
-	ht_track_pid(herd_worker_pid(w));
-	return w;
-}
-
 struct seen {
 	int failures;
 	int events;
@@ -94,7 +77,7 @@ START_TEST(test_spawn_call_inspect)
 {
 	json_t *result = NULL, *list = NULL, *record = NULL, *logs = NULL;
 	herd_master *m = ht_herd_master_ok(NULL);
-	herd_worker *w = spawn_example(m, NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
 	herd_conn *conn = NULL;
 	bool found = false;
 	size_t i;
@@ -141,7 +124,7 @@ START_TEST(test_on_failure_crash)
 {
 	struct seen s = { 0 };
 	herd_master *m = ht_herd_master_ok(NULL);
-	herd_worker *w = spawn_example(m, NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
 
 	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
 	/* A signal herdd did not send: a crash. (SIGABRT rather than SIGSEGV, which a
@@ -159,7 +142,7 @@ START_TEST(test_on_failure_reported)
 {
 	struct seen s = { 0 };
 	herd_master *m = ht_herd_master_ok(NULL);
-	herd_worker *w = spawn_example(m, NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
 	herd_conn *conn = NULL;
 
 	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
@@ -212,7 +195,7 @@ START_TEST(test_master_disconnect_stops_workers)
 {
 	herd_master *m = ht_herd_master_ok(NULL);
 	herd_master *watcher = ht_herd_master_ok(NULL);
-	herd_worker *w = spawn_example(m, NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
 	struct seen s = { .want_event = "stopped", .want_id = herd_worker_id(w) };
 
 	/* A second master watches every worker of the uid, to see this one stop. */
