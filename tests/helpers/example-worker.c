@@ -68,18 +68,28 @@ ex_unpack(herd_request *req, json_t *arg, const char *fmt, ...)
 	return false;
 }
 
+/* Begins a call whose argument is {n} with n in 0..max; else answers it and returns false. */
+static bool
+ex_begin_n(herd_request *req, json_t *arg, json_int_t max, json_int_t *n)
+{
+	ex_begin(req);
+	if (!ex_unpack(req, arg, "{s:I}", "n", n))
+		return false;
+	if (*n < 0 || *n > max) {
+		herd_request_fail(
+		    req, "n must be in 0..%lld, not %lld", (long long)max, (long long)*n);
+		return false;
+	}
+	return true;
+}
+
 static void
 ex_sum(herd_request *req, json_t *arg)
 {
 	json_int_t n, total = 0;
 
-	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:I}", "n", &n))
+	if (!ex_begin_n(req, arg, 100000000, &n))
 		return;
-	if (n < 0 || n > 100000000) {
-		herd_request_fail(req, "n must be in 0..100000000, not %lld", (long long)n);
-		return;
-	}
 	for (json_int_t i = 0; i < n; i++)
 		total += i;
 	herd_log(HERD_LOG_INFO, "sum: %lld", (long long)total);
@@ -91,13 +101,8 @@ ex_product(herd_request *req, json_t *arg)
 {
 	json_int_t n, total = 1;
 
-	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:I}", "n", &n))
+	if (!ex_begin_n(req, arg, 20, &n))
 		return;
-	if (n < 0 || n > 20) {
-		herd_request_fail(req, "n must be in 0..20, not %lld", (long long)n);
-		return;
-	}
 	for (json_int_t i = 2; i <= n; i++)
 		total *= i;
 	herd_request_reply(req, json_integer(total));
