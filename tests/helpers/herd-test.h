@@ -375,6 +375,8 @@ long long ht_int_result(const json_t *reply);
 const char *ht_error_message(const json_t *reply);
 /* The error's data object (borrowed), or NULL. */
 json_t *ht_error_data(const json_t *reply);
+/* True if some string of the array lines (stderr tails, logs) contains needle. */
+bool ht_lines_contain(const json_t *lines, const char *needle);
 /* The string member key of object o, or NULL. */
 const char *ht_str(const json_t *o, const char *key);
 /* Compact text of a JSON value for failure messages; the buffer is static (one per call site is fine). */

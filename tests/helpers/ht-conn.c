@@ -397,6 +397,19 @@ ht_error_data(const json_t *reply)
 	return json_object_get(json_object_get(reply, "error"), "data");
 }
 
+bool
+ht_lines_contain(const json_t *lines, const char *needle)
+{
+	const json_t *l;
+	size_t i;
+
+	json_array_foreach(lines, i, l) {
+		if (json_is_string(l) && strstr(json_string_value(l), needle))
+			return true;
+	}
+	return false;
+}
+
 const char *
 ht_str(const json_t *o, const char *key)
 {

@@ -115,20 +115,6 @@ START_TEST(test_exit_code_reported)
 }
 END_TEST
 
-/* True if some string of the array contains needle. */
-static bool
-lines_contain(const json_t *lines, const char *needle)
-{
-	const json_t *l;
-	size_t i;
-
-	json_array_foreach(lines, i, l) {
-		if (json_is_string(l) && strstr(json_string_value(l), needle))
-			return true;
-	}
-	return false;
-}
-
 START_TEST(test_background_failure)
 {
 	json_t *res, *reply, *ev, *tail;
@@ -150,15 +136,16 @@ START_TEST(test_background_failure)
 	ev = ht_wait_event_ok(ht_master, "failed", id, ht_ms(5000));
 	ck_assert_str_eq(ht_str(ev, "message"), "disk on fire");
 	tail = json_object_get(ev, "stderr_tail");
-	ck_assert_msg(lines_contain(tail, "preparing the disk"), "stderr_tail %s", ht_dump(tail));
-	ck_assert_msg(lines_contain(tail, "disk on fire"), "stderr_tail %s", ht_dump(tail));
+	ck_assert_msg(
+	    ht_lines_contain(tail, "preparing the disk"), "stderr_tail %s", ht_dump(tail));
+	ck_assert_msg(ht_lines_contain(tail, "disk on fire"), "stderr_tail %s", ht_dump(tail));
 	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(1000)), 0);
 	assert_record(id, "failed");
 
 	/* The captured stderr outlives the worker. */
 	reply = ht_conn_call(ht_master, "logs", json_pack("{s:s}", "id", id), ht_ms(5000));
-	ck_assert_msg(
-	    lines_contain(json_object_get(ht_assert_result(reply), "lines"), "preparing the disk"),
+	ck_assert_msg(ht_lines_contain(
+	                  json_object_get(ht_assert_result(reply), "lines"), "preparing the disk"),
 	    "logs: %s", ht_dump(reply));
 	json_decref(reply);
 	json_decref(ev);

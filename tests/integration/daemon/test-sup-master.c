@@ -51,19 +51,6 @@ wait_failure(herd_master *m, struct seen *s, int timeout_ms)
 	}
 }
 
-static bool
-tail_contains(const json_t *tail, const char *needle)
-{
-	const json_t *l;
-	size_t i;
-
-	json_array_foreach(tail, i, l) {
-		if (json_is_string(l) && strstr(json_string_value(l), needle))
-			return true;
-	}
-	return false;
-}
-
 /* Spawns the testworker through libherd and connects to it. */
 static herd_worker *
 spawn(herd_master *m, herd_conn **conn)
@@ -109,7 +96,7 @@ START_TEST(test_on_failure_gets_message_and_stderr)
 	ck_assert_str_eq(s.event, "failed");
 	ck_assert_str_eq(s.id, herd_worker_id(w));
 	ck_assert_str_eq(s.message, "model file is corrupt");
-	ck_assert_msg(tail_contains(s.tail, "loading the model"), "tail %s", ht_dump(s.tail));
+	ck_assert_msg(ht_lines_contain(s.tail, "loading the model"), "tail %s", ht_dump(s.tail));
 	ck_assert_int_eq(ht_wait_pid_gone(herd_worker_pid(w), ht_ms(2000)), 0);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
 
