@@ -217,6 +217,12 @@ ht_args(const char *fmt, ...)
 	v = json_vpack_ex(&jerr, 0, fmt, ap);
 	va_end(ap);
 	ck_assert_msg(v != NULL, "json_pack %s: %s", fmt, jerr.text);
+	return ht__keep(v);
+}
+
+json_t *
+ht__keep(json_t *v)
+{
 	if (!args_pool)
 		args_pool = json_array();
 	json_array_append_new(args_pool, v);

@@ -207,6 +207,15 @@ ht_client_teardown(void)
 	unsetenv("HERD_SOCKET");
 }
 
+void
+ht_outcome_set(struct ht_outcome *o, int r, json_t *result, herd_error *error)
+{
+	o->calls++;
+	o->r = r;
+	o->result = result ? ht__keep(json_incref(result)) : NULL;
+	snprintf(o->name, sizeof(o->name), "%s", error ? herd_error_name(error) : "(none)");
+}
+
 herd_master *
 ht_herd_master_ok(json_t *settings)
 {

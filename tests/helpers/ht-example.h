@@ -108,6 +108,19 @@ herd_worker *ht_herd_spawn_ok(herd_master *m, const char *var, json_t *init);
 /* libherd's connection to the worker at socket with conn_init (borrowed, may be NULL); fails the test on error. */
 herd_conn *ht_herd_connect(const char *socket, json_t *conn_init);
 
+/* ---- outcomes of asynchronous libherd operations ---- */
+
+/* How an asynchronous libherd operation ended, as its callback told. */
+struct ht_outcome {
+	int calls; /* times the callback ran */
+	int r;
+	json_t *result; /* kept until the test's teardown (ht_teardown) */
+	char name[64]; /* the error's name, "(none)" without an error */
+};
+
+/* Records one run of an end callback (r, result borrowed, error) in o. */
+void ht_outcome_set(struct ht_outcome *o, int r, json_t *result, herd_error *error);
+
 /* ---- the example worker on a thread of this process ---- */
 
 struct ht_server {

@@ -15,7 +15,11 @@ ssize_t ht__read_by(int fd, void *buf, size_t len, int64_t deadline);
 void ht__untrack(pid_t pid);
 void ht__daemons_teardown(void);
 void ht__tmpdirs_teardown(void);
-/* Frees the values ht_args() kept for the test. */
+#include <jansson.h>
+
+/* Keeps v (stolen) until the test's teardown, like ht_args() values. Returns v. */
+json_t *ht__keep(json_t *v);
+/* Frees the values ht_args() and ht__keep() kept for the test. */
 void ht__args_release(void);
 /* In a forked child: drop the parent's daemons and temp dirs from the registry. */
 void ht__forget_all(void);

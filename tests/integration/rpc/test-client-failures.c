@@ -37,31 +37,17 @@ on_close(herd_conn *conn, int reason, herd_error *err, void *userdata)
 	ck_assert_int_eq(herd_conn_is_closed(conn), 1);
 }
 
-struct ended {
-	int calls;
-	int r;
-	char name[64];
-};
-
 static void
 on_reply(
     herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error, void *userdata)
 {
-	struct ended *e = userdata;
-
-	e->calls++;
-	e->r = r;
-	snprintf(e->name, sizeof(e->name), "%s", error ? herd_error_name(error) : "(none)");
+	ht_outcome_set(userdata, r, result, error);
 }
 
 static void
 on_stream_end(herd_stream *s, int r, json_t *result, herd_error *error, void *userdata)
 {
-	struct ended *e = userdata;
-
-	e->calls++;
-	e->r = r;
-	snprintf(e->name, sizeof(e->name), "%s", error ? herd_error_name(error) : "(none)");
+	ht_outcome_set(userdata, r, result, error);
 }
 
 static void
@@ -80,7 +66,7 @@ kill_worker_from_callback(
 
 START_TEST(test_worker_killed_mid_call)
 {
-	struct ended calls[10] = { 0 }, stream = { 0 };
+	struct ht_outcome calls[10] = { 0 }, stream = { 0 };
 	struct closed closed = { 0 };
 	herd_sink *sink = NULL;
 	herd_conn *conn;
@@ -138,7 +124,7 @@ END_TEST
 
 START_TEST(test_close_callbacks)
 {
-	struct ended pending = { 0 };
+	struct ht_outcome pending = { 0 };
 	struct closed closed = { 0 };
 	herd_conn *conn;
 

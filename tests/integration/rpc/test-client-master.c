@@ -214,8 +214,7 @@ END_TEST
 
 struct async_spawn {
 	struct ev_loop *loop;
-	int calls;
-	int r;
+	struct ht_outcome end;
 	herd_worker *w;
 };
 
@@ -224,8 +223,7 @@ on_spawned(herd_master *m, int r, herd_worker *w, herd_error *error, void *userd
 {
 	struct async_spawn *a = userdata;
 
-	a->calls++;
-	a->r = r;
+	ht_outcome_set(&a->end, r, NULL, error);
 	a->w = herd_worker_ref(w);
 	ev_break(a->loop, EVBREAK_ALL);
 }
@@ -245,8 +243,8 @@ START_TEST(test_async_spawn_libev)
 	ck_assert_int_eq(herd_master_spawn_async(m, opts, on_spawned, &a), 0);
 	json_decref(opts);
 	ev_run(loop, 0);
-	ck_assert_int_eq(a.calls, 1);
-	ck_assert_int_eq(a.r, 0);
+	ck_assert_int_eq(a.end.calls, 1);
+	ck_assert_int_eq(a.end.r, 0);
 	ck_assert_ptr_nonnull(a.w);
 	ht_track_pid(herd_worker_pid(a.w));
 	/* The owner hears of its own workers' ends without subscribing. */

@@ -45,10 +45,7 @@ struct counter {
 	json_int_t next_expected;
 	bool out_of_order;
 	bool saw_initial;
-	int ends;
-	int end_r;
-	json_t *result;
-	char end_name[64];
+	struct ht_outcome end;
 };
 
 static void
@@ -61,7 +58,7 @@ on_item(herd_stream *s, json_t *item, bool initial, void *userdata)
 		c->out_of_order = true;
 	c->next_expected++;
 	c->items++;
-	ck_assert_int_eq(c->ends, 0);
+	ck_assert_int_eq(c->end.calls, 0);
 	if (c->cancel_after && c->items == c->cancel_after)
 		ck_assert_int_eq(herd_stream_cancel(s), 0);
 }
@@ -71,11 +68,7 @@ on_end(herd_stream *s, int r, json_t *result, herd_error *error, void *userdata)
 {
 	struct counter *c = userdata;
 
-	c->ends++;
-	c->end_r = r;
-	c->result = json_incref(result);
-	if (error)
-		snprintf(c->end_name, sizeof(c->end_name), "%s", herd_error_name(error));
+	ht_outcome_set(&c->end, r, result, error);
 }
 
 static void
@@ -98,16 +91,15 @@ START_TEST(test_count_callbacks)
 	ck_assert_int_eq(
 	    herd_stream_open(conn, "count", ht_args("{s:i}", "n", 50), on_item, on_end, &c, NULL),
 	    0);
-	drive(conn, &c.ends);
+	drive(conn, &c.end.calls);
 	ck_assert_int_eq(c.items, 50);
 	ck_assert(!c.out_of_order);
 	ck_assert(!c.saw_initial);
-	ck_assert_int_eq(c.ends, 1);
-	ck_assert_int_eq(c.end_r, 0);
-	ck_assert_int_eq(json_integer_value(json_object_get(c.result, "count")), 50);
-	json_decref(c.result);
+	ck_assert_int_eq(c.end.calls, 1);
+	ck_assert_int_eq(c.end.r, 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(c.end.result, "count")), 50);
 	herd_conn_unref(conn);
-	ck_assert_int_eq(c.ends, 1);
+	ck_assert_int_eq(c.end.calls, 1);
 }
 END_TEST
 
@@ -148,16 +140,15 @@ START_TEST(test_slow_reader_outlives_heartbeat_timeout)
 		ck_assert_int_ge(herd_conn_wait(conn, 100000), 0);
 		ck_assert_int_ge(herd_conn_process(conn), 0);
 		ck_assert_msg(
-		    !herd_conn_is_closed(conn), "closed after %d items (%s)", c.items, c.end_name);
+		    !herd_conn_is_closed(conn), "closed after %d items (%s)", c.items, c.end.name);
 		nanosleep(&slow, NULL);
 	}
 	ck_assert_int_gt(c.items, 0);
-	ck_assert_int_eq(c.ends, 0);
+	ck_assert_int_eq(c.end.calls, 0);
 	ck_assert_int_eq(herd_stream_cancel(c.stream), 0);
-	drive(conn, &c.ends);
-	ck_assert_int_eq(c.end_r, -ECANCELED);
+	drive(conn, &c.end.calls);
+	ck_assert_int_eq(c.end.r, -ECANCELED);
 	herd_stream_unref(c.stream);
-	json_decref(c.result);
 	herd_conn_unref(conn);
 	json_decref(settings);
 }
@@ -210,10 +201,10 @@ START_TEST(test_cancel_after_k)
 	    herd_stream_open(conn, "count", ht_args("{s:i, s:i}", "n", 100000, "delay_ms", 1),
 	        on_item, on_end, &c, &c.stream),
 	    0);
-	drive(conn, &c.ends);
-	ck_assert_int_eq(c.ends, 1);
-	ck_assert_int_eq(c.end_r, -ECANCELED);
-	ck_assert_str_eq(c.end_name, "cancelled");
+	drive(conn, &c.end.calls);
+	ck_assert_int_eq(c.end.calls, 1);
+	ck_assert_int_eq(c.end.r, -ECANCELED);
+	ck_assert_str_eq(c.end.name, "cancelled");
 	/* Items arriving after the cancel are dropped, not delivered. */
 	ck_assert_int_eq(c.items, 3);
 	ck_assert_int_eq(herd_stream_cancel(c.stream), -EALREADY);
@@ -225,7 +216,7 @@ START_TEST(test_cancel_after_k)
 	json_decref(result);
 	herd_stream_unref(c.stream);
 	herd_conn_unref(conn);
-	ck_assert_int_eq(c.ends, 1);
+	ck_assert_int_eq(c.end.calls, 1);
 }
 END_TEST
 
@@ -309,26 +300,16 @@ START_TEST(test_sink_sum)
 }
 END_TEST
 
-struct sink_end {
-	int calls;
-	int r;
-	json_int_t value;
-};
-
 static void
 on_sink_done(herd_sink *k, int r, json_t *result, herd_error *error, void *userdata)
 {
-	struct sink_end *e = userdata;
-
-	e->calls++;
-	e->r = r;
-	e->value = json_integer_value(result);
+	ht_outcome_set(userdata, r, result, error);
 }
 
 START_TEST(test_sink_async_and_cancel)
 {
 	herd_conn *conn = setup_conn(_i);
-	struct sink_end e = { 0 };
+	struct ht_outcome e = { 0 };
 	json_t *two = json_integer(2);
 	json_int_t before = worker_cancelled(conn);
 	herd_sink *k = NULL;
@@ -341,7 +322,7 @@ START_TEST(test_sink_async_and_cancel)
 	drive(conn, &e.calls);
 	ck_assert_int_eq(e.calls, 1);
 	ck_assert_int_eq(e.r, 0);
-	ck_assert_int_eq(e.value, 4);
+	ck_assert_int_eq(json_integer_value(e.result), 4);
 	herd_sink_unref(k);
 
 	/* A cancelled sink ends as cancelled, and the handler is told. */
@@ -361,8 +342,7 @@ END_TEST
 struct closer {
 	herd_conn *conn;
 	int items;
-	int ends;
-	int end_r;
+	struct ht_outcome end;
 };
 
 static void
@@ -379,8 +359,7 @@ closer_end(herd_stream *s, int r, json_t *result, herd_error *error, void *userd
 {
 	struct closer *c = userdata;
 
-	c->ends++;
-	c->end_r = r;
+	ht_outcome_set(&c->end, r, result, error);
 }
 
 /* Closing the connection from inside an item callback ends the stream once, at once. */
@@ -392,16 +371,16 @@ START_TEST(test_close_inside_item)
 	ck_assert_int_eq(herd_stream_open(conn, "count", ht_args("{s:i}", "n", 100000),
 	                     close_on_second, closer_end, &c, NULL),
 	    0);
-	while (!c.ends) {
+	while (!c.end.calls) {
 		ck_assert_int_ge(herd_conn_wait(conn, HT_USEC(5000)), 0);
 		ck_assert_int_ne(herd_conn_process(conn), -EINVAL);
 	}
 	ck_assert_int_eq(c.items, 2);
-	ck_assert_int_eq(c.ends, 1);
-	ck_assert_int_eq(c.end_r, -ECONNRESET);
+	ck_assert_int_eq(c.end.calls, 1);
+	ck_assert_int_eq(c.end.r, -ECONNRESET);
 	ck_assert_int_eq(herd_conn_process(conn), -ENOTCONN);
 	herd_conn_unref(conn);
-	ck_assert_int_eq(c.ends, 1);
+	ck_assert_int_eq(c.end.calls, 1);
 }
 END_TEST
 
