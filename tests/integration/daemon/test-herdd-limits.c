@@ -48,10 +48,45 @@ expect_refused(struct ht_conn *c, const char *limit, int value)
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 }
 
+/* herdd started with one limit option set to value. */
+static struct ht_daemon *
+start_limited(const char *option, const char *value)
+{
+	const char *const args[] = { option, value, NULL };
+
+	return ht_daemon_start_ok(args);
+}
+
+/* The end of a test that started workers: all gone, then herdd stops with status 0. */
+static void
+finish(struct ht_daemon *d)
+{
+	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
+	ht_daemon_stop_ok(d);
+}
+
+/* Sends a spawn of sleep, which never says ready: the request stays pending. */
+static void
+spawn_pending(struct ht_conn *c)
+{
+	ck_assert(
+	    ht_conn_send_request(c, "spawn",
+	        json_pack("{s:s, s:[s, s]}", "path", "/bin/sleep", "argv", "sleep", "100")) > 0);
+}
+
+/* Another spawn must be refused with error name. Returns the reply (new reference). */
+static json_t *
+spawn_another(struct ht_conn *c, const char *name)
+{
+	json_t *r = ht_conn_call(c, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
+
+	ht_assert_error(r, name);
+	return r;
+}
+
 START_TEST(test_connections_per_uid)
 {
-	static const char *const args[] = { "--max-connections-per-uid", "2", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_daemon *d = start_limited("--max-connections-per-uid", "2");
 	struct ht_conn *a = ht_herdd_open(d, "master", "a");
 	struct ht_conn *b = ht_herdd_open(d, "master", "b");
 	struct ht_conn *c;
@@ -72,8 +107,7 @@ END_TEST
 
 START_TEST(test_unauthenticated)
 {
-	static const char *const args[] = { "--max-unauthenticated", "2", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_daemon *d = start_limited("--max-unauthenticated", "2");
 	struct ht_conn *a = ht_conn_open(d->socket), *b = ht_conn_open(d->socket), *c;
 	json_t *r;
 
@@ -100,58 +134,46 @@ END_TEST
 
 START_TEST(test_pending_requests)
 {
-	static const char *const args[] = { "--max-pending", "1", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_daemon *d = start_limited("--max-pending", "1");
 	struct ht_conn *c = ht_herdd_open(d, "master", "pending");
 	json_t *r;
 
 	ck_assert(c);
-	/* sleep never says ready: its spawn stays pending. */
-	ck_assert(
-	    ht_conn_send_request(c, "spawn",
-	        json_pack("{s:s, s:[s, s]}", "path", "/bin/sleep", "argv", "sleep", "100")) > 0);
-	r = ht_conn_call(c, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
-	ht_assert_error(r, "too_many_requests");
+	spawn_pending(c);
+	r = spawn_another(c, "too_many_requests");
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "limit")), 1);
 	json_decref(r);
 	ck_assert_int_ge(limit_hits(d, "pending_requests"), 1);
 	ht_conn_close(c);
-	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	ht_daemon_stop_ok(d);
+	finish(d);
 }
 END_TEST
 
 START_TEST(test_workers_per_uid)
 {
-	static const char *const args[] = { "--max-workers-per-uid", "1", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_daemon *d = start_limited("--max-workers-per-uid", "1");
 	struct ht_conn *a = ht_herdd_open(d, "master", "a"), *b = ht_herdd_open(d, "master", "b");
 	json_t *r;
 
 	ck_assert(a && b);
-	ck_assert(
-	    ht_conn_send_request(a, "spawn",
-	        json_pack("{s:s, s:[s, s]}", "path", "/bin/sleep", "argv", "sleep", "100")) > 0);
+	spawn_pending(a);
 	r = ht_herdd_wait_listed(b, "sleep", "starting", ht_ms(5000));
 	ck_assert(r);
 	json_decref(r);
-	r = ht_conn_call(b, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
-	ht_assert_error(r, "limit_exceeded");
+	r = spawn_another(b, "limit_exceeded");
 	ck_assert_str_eq(
 	    json_string_value(json_object_get(ht_error_data(r), "limit")), "workers_per_uid");
 	json_decref(r);
 	ht_conn_close(a);
 	ht_conn_close(b);
-	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	ht_daemon_stop_ok(d);
+	finish(d);
 }
 END_TEST
 
 /* A client that sends requests and never reads its replies is cut off. */
 START_TEST(test_output_overflow)
 {
-	static const char *const args[] = { "--max-output-bytes", "65536", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_daemon *d = start_limited("--max-output-bytes", "65536");
 	struct ht_conn *c = ht_herdd_open(d, "master", "no-reader");
 	const char *req = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"stats\"}\n";
 	size_t len = strlen(req), n = 20000, i;
@@ -366,9 +388,8 @@ END_TEST
 /* Exited records are kept per uid up to --keep-exited, the oldest dropped first. */
 START_TEST(test_exited_records_kept)
 {
-	static const char *const args[] = { "--keep-exited", "2", NULL };
 	static const char *const names[] = { "t1", "t2", "t3" };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_daemon *d = start_limited("--keep-exited", "2");
 	struct ht_conn *c = ht_herdd_open(d, "master", "records");
 	json_t *r, *list;
 	int i;
