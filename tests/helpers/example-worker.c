@@ -51,7 +51,11 @@ ex_begin(herd_request *req)
 	return c;
 }
 
-/* Unpacks params strictly; on a mismatch answers invalid_params and returns false. */
+/*
+ * Unpacks params strictly; on a mismatch answers invalid_params and returns
+ * false. (herd-testworker has a helper like it: the two test workers are
+ * separate programs that share no code.)
+ */
 static bool
 ex_unpack(herd_request *req, json_t *arg, const char *fmt, ...)
 {
