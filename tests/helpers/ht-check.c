@@ -109,6 +109,15 @@ ht_run_cases(const char *suite, const struct ht_case *cases, size_t n)
 }
 
 struct ht_conn *
+ht_conn_open_ok(const char *path)
+{
+	struct ht_conn *c = ht_conn_open(path);
+
+	ck_assert_msg(c, "connecting to %s: %s", path, strerror(errno));
+	return c;
+}
+
+struct ht_conn *
 ht_client_ok(const char *socket, json_t *extra)
 {
 	struct ht_conn *c = ht_hello_open(socket, "client", extra, NULL);

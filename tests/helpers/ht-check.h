@@ -67,6 +67,8 @@ extern const char *const ht_grace_args[];
  */
 void ht_fixture_restart(const char *const *herdd_argv);
 
+/* ht_conn_open() that must succeed. */
+struct ht_conn *ht_conn_open_ok(const char *path);
 /* ht_hello_open() as a client that must succeed (extra stolen, may be NULL). */
 struct ht_conn *ht_client_ok(const char *socket, json_t *extra);
 /* ht_conn_call() with a 5 s budget; fails the test without a reply. New reference. */

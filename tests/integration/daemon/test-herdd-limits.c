@@ -92,8 +92,7 @@ START_TEST(test_connections_per_uid)
 	struct ht_conn *c;
 
 	ck_assert(a && b);
-	c = ht_conn_open(d->socket);
-	ck_assert(c);
+	c = ht_conn_open_ok(d->socket);
 	expect_refused(c, "connections_per_uid", 2);
 	ht_conn_close(c);
 	/* Room again once one leaves. */
@@ -112,16 +111,14 @@ START_TEST(test_unauthenticated)
 	json_t *r;
 
 	ck_assert(a && b);
-	c = ht_conn_open(d->socket);
-	ck_assert(c);
+	c = ht_conn_open_ok(d->socket);
 	expect_refused(c, "unauthenticated_connections", 2);
 	ht_conn_close(c);
 	/* Once one says hello, another may connect. */
 	r = ht_conn_hello(a, "inspector", NULL, ht_ms(5000));
 	ht_assert_result(r);
 	json_decref(r);
-	c = ht_conn_open(d->socket);
-	ck_assert(c);
+	c = ht_conn_open_ok(d->socket);
 	r = ht_conn_hello(c, "inspector", NULL, ht_ms(5000));
 	ht_assert_result(r);
 	json_decref(r);
@@ -211,8 +208,7 @@ START_TEST(test_out_of_fds)
 	low.rlim_max = old.rlim_max;
 	ck_assert_int_eq(prlimit(d->pid, RLIMIT_NOFILE, &low, NULL), 0);
 	for (i = 0; i < 64; i++) {
-		held[i] = ht_conn_open(d->socket);
-		ck_assert(held[i]);
+		held[i] = ht_conn_open_ok(d->socket);
 	}
 	/*
 	 * The kernel queued them all; herdd keeps what its fds allow (the first

@@ -130,8 +130,7 @@ START_TEST(test_hello_required)
 	ht_conn_close(c);
 
 	/* A notification first is no better. */
-	c = ht_conn_open(d->socket);
-	ck_assert(c);
+	c = ht_conn_open_ok(d->socket);
 	ck_assert_int_eq(ht_conn_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}\n", 34), 0);
 	expect_error_and_eof(c, "hello_required");
 	ht_conn_close(c);
@@ -416,8 +415,7 @@ START_TEST(test_user_herdd_refuses_other_uid)
 	    "the per-user herdd sent no READY=1: %s", seen);
 	close(nfd);
 	snprintf(sock, sizeof(sock), "%s/herdd.sock", u.dir);
-	c = ht_conn_open(sock);
-	ck_assert_msg(c, "connecting to the per-user herdd: %s", strerror(errno));
+	c = ht_conn_open_ok(sock);
 	r = ht_conn_hello(c, "master", NULL, ht_ms(5000));
 	ht_assert_error(r, "permission_denied");
 	json_decref(r);

@@ -32,8 +32,7 @@ START_TEST(test_busy_worker_is_not_hung)
 	res = ht_assert_result(reply);
 	pid = ht_worker_pid(res);
 
-	client = ht_conn_open(ht_str(res, "socket"));
-	ck_assert_ptr_nonnull(client);
+	client = ht_conn_open_ok(ht_str(res, "socket"));
 	json_decref(ht_conn_hello(client, "client", NULL, ht_ms(5000)));
 	/* Three heartbeat timeouts of CPU work with the loop blocked. */
 	w = ht_conn_call(client, "spin", json_pack("{s:i}", "ms", 3 * HB_TIMEOUT_MS), ht_ms(10000));

@@ -185,8 +185,7 @@ START_TEST(test_connection_closed)
 	id = json_string_value(json_object_get(res, "id"));
 	ck_assert_ptr_nonnull(socket);
 
-	client = ht_conn_open(socket);
-	ck_assert_ptr_nonnull(client);
+	client = ht_conn_open_ok(socket);
 	{
 		json_t *r = ht_conn_hello(client, "client", NULL, ht_ms(5000));
 

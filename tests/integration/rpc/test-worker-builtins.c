@@ -21,8 +21,7 @@ START_TEST(test_functions)
 	json_t *hello, *reply;
 
 	ht_server_start_ok(&S, NULL, NULL);
-	c = ht_conn_open(S.path);
-	ck_assert_ptr_nonnull(c);
+	c = ht_conn_open_ok(S.path);
 	hello = ht_conn_hello(c, "client", NULL, ht_ms(5000));
 	reply = ht_call_ok(c, "herd.functions", NULL);
 	ck_assert(json_equal(ht_result(reply), json_object_get(ht_result(hello), "functions")));

@@ -96,8 +96,7 @@ START_TEST(test_serve_and_sigterm)
 	pid = start_worker("{\"answer\":42}", NULL);
 	ck_assert_int_eq(stat(sock, &st), 0);
 	ck_assert_int_eq(st.st_mode & 0777, 0600);
-	c = ht_conn_open(sock);
-	ck_assert_ptr_nonnull(c);
+	c = ht_conn_open_ok(sock);
 	reply = ht_conn_hello(c, "client", NULL, ht_ms(5000));
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "pid")), pid);
 	ck_assert(json_is_null(json_object_get(ht_result(reply), "id")));

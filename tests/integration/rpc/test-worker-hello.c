@@ -35,8 +35,7 @@ START_TEST(test_hello_good)
 	bool has_sum = false, has_count = false;
 
 	ht_server_start_ok(&S, NULL, NULL);
-	c = ht_conn_open(S.path);
-	ck_assert_ptr_nonnull(c);
+	c = ht_conn_open_ok(S.path);
 	reply = ht_conn_hello(c, "client", json_pack("{s:s}", "name", "test"), ht_ms(5000));
 	res = ht_result(reply);
 	ck_assert_msg(res, "hello: %s", ht_dump(reply));
@@ -73,8 +72,7 @@ START_TEST(test_hello_bad_version)
 	json_t *reply, *supported;
 
 	ht_server_start_ok(&S, NULL, NULL);
-	c = ht_conn_open(S.path);
-	ck_assert_ptr_nonnull(c);
+	c = ht_conn_open_ok(S.path);
 	ck_assert_int_eq(ht_conn_send_raw(c,
 	                     "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"hello\",\"params\":"
 	                     "{\"version\":99,\"role\":\"client\"}}\n",
@@ -139,8 +137,7 @@ START_TEST(test_hello_timeout)
 	int64_t t0;
 
 	ht_server_start_ok(&S, NULL, json_pack("{s:i}", "handshake_timeout_ms", 200));
-	c = ht_conn_open(S.path);
-	ck_assert_ptr_nonnull(c);
+	c = ht_conn_open_ok(S.path);
 	/* A connection that completed hello is not affected by the handshake timeout. */
 	c2 = ht_client_ok(S.path, NULL);
 	t0 = ht_now_ms();
@@ -169,8 +166,7 @@ START_TEST(test_conn_init)
 
 	ht_server_start_ok(&S, NULL, NULL);
 	/* A failing connection-state init answers init_failed with its message and closes. */
-	c = ht_conn_open(S.path);
-	ck_assert_ptr_nonnull(c);
+	c = ht_conn_open_ok(S.path);
 	reply = ht_conn_hello(
 	    c, "client", json_pack("{s:{s:s}}", "init", "fail_conn", "no seats left"), ht_ms(5000));
 	ck_assert_str_eq(ht_error_name(reply), "init_failed");
@@ -198,8 +194,7 @@ START_TEST(test_heartbeats)
 	json_t *reply, *hb, *eff;
 
 	ht_server_start_ok(&S, NULL, NULL);
-	c = ht_conn_open(S.path);
-	ck_assert_ptr_nonnull(c);
+	c = ht_conn_open_ok(S.path);
 	reply = ht_conn_hello(c, "client",
 	    json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", 50,
 	        "heartbeat_timeout_ms", 400),
