@@ -50,6 +50,12 @@ void ht_teardown(void);
  * herdd died are reparented here and a test can wait for and reap them.
  */
 int ht_become_subreaper(void);
+/*
+ * Waits until no child of this process runs any more (zombies and the
+ * harness's guardian do not count). Returns how many still run at the
+ * deadline (each printed), 0 if none.
+ */
+int ht_children_left(int timeout_ms);
 
 /* ---- pids (ht-proc.c) ---- */
 
@@ -136,6 +142,22 @@ struct ht_lines {
  */
 int ht_read_line(struct ht_lines *l, int timeout_ms);
 
+/* ---- the file system (ht-fs.c) ---- */
+
+/*
+ * Waits until path exists (inotify on its directory, no polling), or pid
+ * (if > 0) exits, or the deadline passes. Returns 0, -ECHILD (pid exited) or
+ * -ETIMEDOUT.
+ */
+int ht_wait_path(const char *path, pid_t pid, int timeout_ms);
+/* Waits until path no longer exists (inotify). Returns 0 or -ETIMEDOUT. */
+int ht_wait_path_gone(const char *path, int timeout_ms);
+/*
+ * Waits until the Unix socket at path accepts a connection, or pid (if > 0)
+ * exits. Returns 0, -ECHILD or -ETIMEDOUT (message printed).
+ */
+int ht_wait_listening(const char *path, pid_t pid, int timeout_ms);
+
 /* ---- temporary directories and herdd (ht-daemon.c) ---- */
 
 /* Creates a 0700 directory /tmp/herd-test-XXXXXX removed by teardown. Returns 0 or -errno. */
@@ -189,12 +211,24 @@ struct ht_conn;
  * READY=1 and a worker before its spawn reply. Returns NULL with errno set.
  */
 struct ht_conn *ht_conn_open(const char *path);
+/*
+ * A connection on fd, already connected (a socketpair end, an accepted
+ * socket), stolen: closed by ht_conn_close(), or at once on failure.
+ * Returns NULL with errno set.
+ */
+struct ht_conn *ht_conn_adopt(int fd);
+/* Closes the socket and frees c (NULL is fine). */
 void ht_conn_close(struct ht_conn *c);
+/* The connection's socket. */
 int ht_conn_fd(const struct ht_conn *c);
 /* Writes msg (borrowed) as one line. Returns 0 or -errno. */
 int ht_conn_send(struct ht_conn *c, const json_t *msg);
 /* Writes raw bytes as they are (for malformed-input tests). Returns 0 or -errno. */
 int ht_conn_send_raw(struct ht_conn *c, const void *data, size_t len);
+/* Writes text and a newline, as they are. Returns 0 or -errno. */
+int ht_conn_send_line(struct ht_conn *c, const char *text);
+/* Sends notification method(params) (params stolen, may be NULL). Returns 0 or -errno. */
+int ht_conn_notify(struct ht_conn *c, const char *method, json_t *params);
 /*
  * The next message: messages set aside by ht_conn_call() first, then what
  * arrives. Returns a new reference, or NULL with errno ETIMEDOUT, EPIPE (the
@@ -235,11 +269,41 @@ json_t *ht_conn_wait_event(
 /* Waits for the peer to close. Returns 0, -ETIMEDOUT, or -errno. Incoming messages are dropped. */
 int ht_conn_wait_eof(struct ht_conn *c, int timeout_ms);
 
-/* ---- herdd conversations (ht-herd.c) ---- */
+/* ---- herdd and worker conversations (ht-herd.c) ---- */
+
+/*
+ * Connects to socket and completes hello as role, with hello members extra
+ * (stolen, may be NULL). On a failed hello the reply goes to *ret_reply (a
+ * new reference) if ret_reply is not NULL, else it is printed. Returns the
+ * connection, or NULL with errno set (EPROTO: the hello failed).
+ */
+struct ht_conn *ht_hello_open(
+    const char *socket, const char *role, json_t *extra, json_t **ret_reply);
+/*
+ * The next message that is not a notification named method (those are
+ * dropped: heartbeats on a worker channel). New reference, or NULL with errno.
+ */
+json_t *ht_conn_recv_except(struct ht_conn *c, const char *method, int timeout_ms);
+/*
+ * Waits for the next herd.item of stream id; returns its params (new
+ * reference) or NULL. Items of other streams on c are dropped (with a
+ * message): use one stream per connection with this helper.
+ */
+json_t *ht_conn_next_item(struct ht_conn *c, json_int_t id, int timeout_ms);
+/*
+ * Waits on a herd.logs stream (request id) for an item whose message contains
+ * text. Returns true if one came before the deadline.
+ */
+bool ht_conn_wait_log(struct ht_conn *c, json_int_t id, const char *text, int timeout_ms);
+/*
+ * A peer's side of hello: reads the hello request that must come first and
+ * answers it with result (stolen). Returns 0, -EPROTO, or -errno.
+ */
+int ht_conn_answer_hello(struct ht_conn *c, json_t *result, int timeout_ms);
 
 /*
  * Connects to d's control socket and completes hello with role ("master",
- * "inspector") and name. Returns the connection or NULL (message printed).
+ * "inspector") and name (may be NULL). ht_hello_open() on d's socket.
  */
 struct ht_conn *ht_herdd_open(const struct ht_daemon *d, const char *role, const char *name);
 /*
@@ -247,6 +311,11 @@ struct ht_conn *ht_herdd_open(const struct ht_daemon *d, const char *role, const
  * members (stolen, may be NULL) merged over them. NULL if HERD_TESTWORKER is unset.
  */
 json_t *ht_testworker_params(json_t *extra);
+/*
+ * Spawn params for a shell worker: {"path": "/bin/sh", "argv": ["sh", "-c",
+ * script]} with extra's members (stolen, may be NULL) merged over them.
+ */
+json_t *ht_sh_params(const char *script, json_t *extra);
 /*
  * Calls spawn with params (stolen) and returns the reply (new reference). A
  * successful spawn's pid is registered for teardown (ht_track_pid).
@@ -287,19 +356,27 @@ json_t *ht_herdd_find(struct ht_conn *c, const char *id);
 /* Pid member of a WORKER object or spawn result, or 0. */
 pid_t ht_worker_pid(const json_t *worker);
 /*
- * A time budget scaled for slow runs: ms times $HERD_TEST_SLOW (an integer,
- * default 1; the valgrind setup and sanitizer builds may set it).
+ * How many times slower this run is: $HERD_TEST_SLOW (an integer), else 3
+ * under ASan, else 1.
  */
+int ht_slow(void);
+/* A time budget in milliseconds scaled for slow runs: ms * ht_slow(). */
 int ht_ms(int ms);
 
 /* The result member of a reply (borrowed), or NULL if it is an error reply. */
 json_t *ht_result(const json_t *reply);
 /* The error's data.name of a reply ("worker_not_found"), or NULL if it is not an error. */
 const char *ht_error_name(const json_t *reply);
+/* The error's code of a reply, or 0 if it is not an error. */
+int ht_error_code(const json_t *reply);
+/* The integer result of a reply, or LLONG_MIN. */
+long long ht_int_result(const json_t *reply);
 /* The error's message, or NULL. */
 const char *ht_error_message(const json_t *reply);
 /* The error's data object (borrowed), or NULL. */
 json_t *ht_error_data(const json_t *reply);
+/* True if some string of the array lines (stderr tails, logs) contains needle. */
+bool ht_lines_contain(const json_t *lines, const char *needle);
 /* The string member key of object o, or NULL. */
 const char *ht_str(const json_t *o, const char *key);
 /* Compact text of a JSON value for failure messages; the buffer is static (one per call site is fine). */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Check glue for herd_test users: assertions that print the JSON they looked
- * at, and a main() that runs one suite.
+ * at, a checked fixture that gives each test a herdd and a master, timeouts
+ * in seconds scaled for slow runs, and a main() that runs one suite.
  */
 #ifndef HT_CHECK_H
 #define HT_CHECK_H
@@ -48,24 +49,101 @@
 		    _d->exit_status);                                                              \
 	} while (0)
 
+/* ---- ht-check.c ---- */
+
 /*
- * main() for a test program made of one suite: runs prepare (a statement, e.g.
- * signal(SIGPIPE, SIG_IGN)), the suite, then ht_teardown() (for CK_FORK=no runs).
+ * The herdd and the master connection (named "test") of the running test
+ * when its test case has the herdd fixture; NULL otherwise.
  */
-#define HT_MAIN_PREPARED(suite_fn, prepare)                                                        \
+extern struct ht_daemon *ht_herdd;
+extern struct ht_conn *ht_master;
+/* herdd's arguments for quick tests: a 300 ms SIGTERM-to-SIGKILL grace. */
+extern const char *const ht_grace_args[];
+
+/*
+ * For a test that needs other herdd options than its case's: stops the
+ * fixture's herdd (it must exit 0) and starts another with herdd_argv, with
+ * a new master. ht_herdd and ht_master change.
+ */
+void ht_fixture_restart(const char *const *herdd_argv);
+
+/* ht_conn_open() that must succeed. */
+struct ht_conn *ht_conn_open_ok(const char *path);
+/* ht_hello_open() as a client that must succeed (extra stolen, may be NULL). */
+struct ht_conn *ht_client_ok(const char *socket, json_t *extra);
+/* ht_conn_call() with a 5 s budget; fails the test without a reply. New reference. */
+json_t *ht_call_ok(struct ht_conn *c, const char *method, json_t *params);
+/*
+ * Calls method(params) (stolen) on c with a 5 s budget: the reply must be a
+ * result, or, with error not NULL, that error (data.name).
+ */
+void ht_expect(struct ht_conn *c, const char *method, json_t *params, const char *error);
+/* Calls method(params) (stolen) on c with a 5 s budget: the result must be the integer want. */
+void ht_expect_int(struct ht_conn *c, const char *method, json_t *params, long long want);
+/* Cancels request id on c (herd.cancel): its reply must be the error cancelled. */
+void ht_cancel_ok(struct ht_conn *c, int64_t id);
+/* herdd d lists no worker (list without "all") to a fresh inspector. */
+void ht_assert_no_workers(const struct ht_daemon *d);
+/* ht_spawn() that must succeed: returns the spawn's result (new reference). params stolen. */
+json_t *ht_spawn_ok(struct ht_conn *c, json_t *params);
+/* ht_conn_wait_event() that must see the event: returns its params (new reference). */
+json_t *ht_wait_event_ok(
+    struct ht_conn *c, const char *event, const char *worker_id, int timeout_ms);
+/* Reaps our child pid (10 s budget); fails the test unless it exited. Returns its exit code. */
+int ht_wait_exit_ok(pid_t pid);
+/*
+ * json_pack() for call arguments: the value stays alive until the test's
+ * teardown (ht_teardown), so arguments, which libherd borrows, can be
+ * written inline. Fails the test if the format is wrong.
+ */
+json_t *ht_args(const char *fmt, ...);
+
+/* One test case of a test program (HT_MAIN). */
+struct ht_case {
+	const char *name;
+	int timeout_s; /* seconds, scaled like ht_ms() for sanitizers and $HERD_TEST_SLOW */
+	int loops; /* 0: each test runs once; n: n times, with _i = 0..n-1 */
+	/*
+	 * The herdd fixture, checked: before each test herdd starts with herdd_argv
+	 * (may be NULL; one list per program) and a master connects (ht_herdd,
+	 * ht_master); after it the master closes, herdd must exit 0 on SIGTERM and
+	 * no child of the test may be left running. With CK_FORK=no (valgrind) it
+	 * runs in-process around each test all the same.
+	 */
+	bool herdd;
+	const char *const *herdd_argv;
+	void (*setup)(void); /* checked, after the herdd fixture's (may be NULL) */
+	void (*teardown)(void); /* checked, before the herdd fixture's (may be NULL) */
+	const TTest *tests[32]; /* up to the first NULL */
+};
+
+/* A struct ht_case of tests run once each, without herdd. */
+#define HT_CASE(name_, timeout_s_, ...)                                                            \
+	{                                                                                          \
+		.name = (name_), .timeout_s = (timeout_s_), .tests = { __VA_ARGS__ }               \
+	}
+/* A struct ht_case of tests run once each, with the herdd fixture started with herdd_argv_. */
+#define HT_HERDD_CASE(name_, timeout_s_, herdd_argv_, ...)                                         \
+	{                                                                                          \
+		.name = (name_), .timeout_s = (timeout_s_), .herdd = true,                         \
+		.herdd_argv = (herdd_argv_), .tests = {                                            \
+			__VA_ARGS__                                                                \
+		}                                                                                  \
+	}
+
+/*
+ * Runs the suite made of cases with Check; ht_teardown() runs after every
+ * test and at the end. Returns main()'s exit status.
+ */
+int ht_run_cases(const char *suite, const struct ht_case *cases, size_t n);
+
+/* main() for a test program: the suite's name, then its cases (struct ht_case initializers). */
+#define HT_MAIN(suite, ...)                                                                        \
 	int main(void)                                                                             \
 	{                                                                                          \
-		SRunner *sr;                                                                       \
-		int failed;                                                                        \
+		const struct ht_case cases_[] = { __VA_ARGS__ };                                   \
                                                                                                    \
-		prepare;                                                                           \
-		sr = srunner_create(suite_fn());                                                   \
-		srunner_run_all(sr, CK_NORMAL);                                                    \
-		failed = srunner_ntests_failed(sr);                                                \
-		srunner_free(sr);                                                                  \
-		ht_teardown();                                                                     \
-		return failed ? EXIT_FAILURE : EXIT_SUCCESS;                                       \
+		return ht_run_cases(suite, cases_, sizeof(cases_) / sizeof(cases_[0]));            \
 	}
-#define HT_MAIN(suite_fn) HT_MAIN_PREPARED(suite_fn, (void)0)
 
 #endif

@@ -5,7 +5,7 @@
  * same framing rules as everything else, and every wait has a deadline.
  */
 #include <errno.h>
-#include <poll.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,41 +26,48 @@ struct ht_conn {
 };
 
 struct ht_conn *
+ht_conn_adopt(int fd)
+{
+	struct ht_conn *c = calloc(1, sizeof(*c));
+
+	if (!c || !(c->aside = json_array())) {
+		free(c);
+		close(fd);
+		errno = ENOMEM;
+		return NULL;
+	}
+	c->fd = fd;
+	c->next_id = 1;
+	proto_reader_init(&c->reader, HERD_DEFAULT_MAX_MESSAGE_SIZE, HERD_MAX_DEPTH);
+	return c;
+}
+
+struct ht_conn *
 ht_conn_open(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 10 };
-	struct ht_conn *c;
-	int e;
+	int fd, e;
 
 	if (strlen(path) >= sizeof(sa.sun_path)) {
 		errno = ENAMETOOLONG;
 		return NULL;
 	}
 	strcpy(sa.sun_path, path);
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return NULL;
-	c->next_id = 1;
-	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->fd < 0)
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
 		goto fail;
 	/* A peer that stops reading must fail a test, not hang it. */
-	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		goto fail;
-	c->aside = json_array();
-	if (!c->aside)
-		goto fail;
-	proto_reader_init(&c->reader, HERD_DEFAULT_MAX_MESSAGE_SIZE, HERD_MAX_DEPTH);
-	return c;
+	return ht_conn_adopt(fd);
 
 fail:
 	e = errno;
 	fprintf(stderr, "herd_test: connecting to %s: %m\n", path);
-	if (c->fd >= 0)
-		close(c->fd);
-	free(c);
+	if (fd >= 0)
+		close(fd);
 	errno = e;
 	return NULL;
 }
@@ -117,13 +124,33 @@ ht_conn_send(struct ht_conn *c, const json_t *msg)
 	return r;
 }
 
+int
+ht_conn_send_line(struct ht_conn *c, const char *text)
+{
+	int r = ht_conn_send_raw(c, text, strlen(text));
+
+	return r < 0 ? r : ht_conn_send_raw(c, "\n", 1);
+}
+
+int
+ht_conn_notify(struct ht_conn *c, const char *method, json_t *params)
+{
+	json_t *msg = proto_notification(method, params);
+	int r;
+
+	if (!msg)
+		return -ENOMEM;
+	r = ht_conn_send(c, msg);
+	json_decref(msg);
+	return r;
+}
+
 /* Reads the next message from the socket itself. NULL with errno on failure. */
 static json_t *
 recv_wire(struct ht_conn *c, int64_t deadline)
 {
 	for (;;) {
 		struct proto_error err;
-		struct pollfd p = { .fd = c->fd, .events = POLLIN };
 		char buf[65536];
 		json_t *msg;
 		ssize_t n;
@@ -141,20 +168,11 @@ recv_wire(struct ht_conn *c, int64_t deadline)
 			errno = EPIPE;
 			return NULL;
 		}
-		r = poll(&p, 1, ht__remaining(deadline));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return NULL;
-		if (r == 0) {
-			errno = ETIMEDOUT;
+		n = ht__read_by(c->fd, buf, sizeof(buf), deadline);
+		if (n < 0 && n != -ECONNRESET) {
+			errno = (int)-n;
 			return NULL;
 		}
-		n = read(c->fd, buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno != ECONNRESET)
-			return NULL;
 		if (n <= 0) {
 			c->eof = true;
 			continue;
@@ -351,6 +369,22 @@ ht_error_name(const json_t *reply)
 	return json_string_value(json_object_get(json_object_get(err, "data"), "name"));
 }
 
+int
+ht_error_code(const json_t *reply)
+{
+	json_t *e = json_object_get(reply, "error");
+
+	return e ? (int)json_integer_value(json_object_get(e, "code")) : 0;
+}
+
+long long
+ht_int_result(const json_t *reply)
+{
+	json_t *r = ht_result(reply);
+
+	return json_is_integer(r) ? json_integer_value(r) : LLONG_MIN;
+}
+
 const char *
 ht_error_message(const json_t *reply)
 {
@@ -361,6 +395,19 @@ json_t *
 ht_error_data(const json_t *reply)
 {
 	return json_object_get(json_object_get(reply, "error"), "data");
+}
+
+bool
+ht_lines_contain(const json_t *lines, const char *needle)
+{
+	const json_t *l;
+	size_t i;
+
+	json_array_foreach(lines, i, l) {
+		if (json_is_string(l) && strstr(json_string_value(l), needle))
+			return true;
+	}
+	return false;
 }
 
 const char *

@@ -15,7 +15,7 @@
 #include "ht-internal.h"
 
 int
-ht_ms(int ms)
+ht_slow(void)
 {
 	const char *slow = getenv("HERD_TEST_SLOW");
 	int k = slow ? atoi(slow) : 0;
@@ -28,27 +28,19 @@ ht_ms(int ms)
 		k = 1;
 #endif
 	}
-	return ms * k;
+	return k;
+}
+
+int
+ht_ms(int ms)
+{
+	return ms * ht_slow();
 }
 
 struct ht_conn *
 ht_herdd_open(const struct ht_daemon *d, const char *role, const char *name)
 {
-	struct ht_conn *c = ht_conn_open(d->socket);
-	json_t *reply;
-
-	if (!c)
-		return NULL;
-	reply = ht_conn_hello(c, role, name ? json_pack("{s:s}", "name", name) : NULL, ht_ms(5000));
-	if (!ht_result(reply)) {
-		fprintf(stderr, "herd_test: hello as %s failed: %s\n", role, ht_dump(reply));
-		json_decref(reply);
-		ht_conn_close(c);
-		errno = EPROTO;
-		return NULL;
-	}
-	json_decref(reply);
-	return c;
+	return ht_hello_open(d->socket, role, name ? json_pack("{s:s}", "name", name) : NULL, NULL);
 }
 
 json_t *
@@ -66,6 +58,17 @@ ht_testworker_params(json_t *extra)
 		json_object_update(params, extra);
 	json_decref(extra);
 	return params;
+}
+
+json_t *
+ht_sh_params(const char *script, json_t *extra)
+{
+	json_t *p = json_pack("{s:s, s:[s, s, s]}", "path", "/bin/sh", "argv", "sh", "-c", script);
+
+	if (p && extra)
+		json_object_update(p, extra);
+	json_decref(extra);
+	return p;
 }
 
 pid_t
@@ -131,30 +134,120 @@ out:
 	return r;
 }
 
-json_t *
-ht_worker_call(
-    const char *socket, json_t *conn_init, const char *function, json_t *args, int timeout_ms)
+struct ht_conn *
+ht_hello_open(const char *socket, const char *role, json_t *extra, json_t **ret_reply)
 {
-	int64_t deadline = ht_now_ms() + timeout_ms;
 	struct ht_conn *c = ht_conn_open(socket);
 	json_t *reply;
 
 	if (!c) {
-		json_decref(conn_init);
-		json_decref(args);
+		json_decref(extra);
 		return NULL;
 	}
-	reply = ht_conn_hello(c, "client", conn_init ? json_pack("{s:o}", "init", conn_init) : NULL,
-	    ht__remaining(deadline));
+	reply = ht_conn_hello(c, role, extra, ht_ms(5000));
 	if (!ht_result(reply)) {
-		json_decref(args);
+		if (ret_reply)
+			*ret_reply = reply;
+		else {
+			fprintf(
+			    stderr, "herd_test: hello as %s failed: %s\n", role, ht_dump(reply));
+			json_decref(reply);
+		}
 		ht_conn_close(c);
-		return reply;
+		errno = EPROTO;
+		return NULL;
 	}
 	json_decref(reply);
-	reply = ht_conn_call(c, function, args, ht__remaining(deadline));
+	return c;
+}
+
+json_t *
+ht_worker_call(
+    const char *socket, json_t *conn_init, const char *function, json_t *args, int timeout_ms)
+{
+	json_t *reply = NULL;
+	struct ht_conn *c = ht_hello_open(
+	    socket, "client", conn_init ? json_pack("{s:o}", "init", conn_init) : NULL, &reply);
+
+	if (!c) {
+		json_decref(args);
+		return reply;
+	}
+	reply = ht_conn_call(c, function, args, timeout_ms);
 	ht_conn_close(c);
 	return reply;
+}
+
+json_t *
+ht_conn_recv_except(struct ht_conn *c, const char *method, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+
+	for (;;) {
+		json_t *msg = ht_conn_recv(c, ht__remaining(deadline));
+		const char *m = ht_str(msg, "method");
+
+		if (!msg || !m || strcmp(m, method) != 0)
+			return msg;
+		json_decref(msg);
+	}
+}
+
+json_t *
+ht_conn_next_item(struct ht_conn *c, json_int_t id, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	json_t *msg, *params = NULL;
+
+	while (!params) {
+		msg = ht_conn_wait_method(c, "herd.item", ht__remaining(deadline));
+		if (!msg)
+			break;
+		if (json_integer_value(json_object_get(json_object_get(msg, "params"), "id")) == id)
+			params = json_incref(json_object_get(msg, "params"));
+		else
+			fprintf(stderr, "herd_test: dropped an item of another stream: %s\n",
+			    ht_dump(msg));
+		json_decref(msg);
+	}
+	return params;
+}
+
+bool
+ht_conn_wait_log(struct ht_conn *c, json_int_t id, const char *text, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+
+	for (;;) {
+		json_t *p = ht_conn_next_item(c, id, ht__remaining(deadline));
+		const char *m = ht_str(json_object_get(p, "item"), "message");
+		bool found = m && strstr(m, text);
+
+		json_decref(p);
+		if (!p || found)
+			return found;
+	}
+}
+
+int
+ht_conn_answer_hello(struct ht_conn *c, json_t *result, int timeout_ms)
+{
+	json_t *hello = ht_conn_recv(c, timeout_ms);
+	const char *m = ht_str(hello, "method");
+	json_t *reply;
+	int r;
+
+	if (!m || strcmp(m, "hello") != 0) {
+		json_decref(hello);
+		json_decref(result);
+		return -EPROTO;
+	}
+	reply = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", json_object_get(hello, "id"),
+	    "result", result);
+	r = reply ? ht_conn_send(c, reply) : -ENOMEM;
+	json_decref(reply);
+	json_decref(hello);
+	return r;
 }
 
 int

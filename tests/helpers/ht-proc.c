@@ -271,6 +271,38 @@ ht_teardown(void)
 	}
 	guard_release();
 	ht__tmpdirs_teardown();
+	ht__args_release();
+}
+
+/* Children of ours still running (zombies and the guardian do not count), into kids[0..64). */
+static int
+live_children(pid_t *kids)
+{
+	pid_t all[64];
+	int n = ht_list_children(getpid(), all, 64), i, k = 0;
+
+	for (i = 0; i < n && i < 64; i++) {
+		if (all[i] != guard_pid && ht_pid_alive(all[i]))
+			kids[k++] = all[i];
+	}
+	return n < 0 ? n : k;
+}
+
+int
+ht_children_left(int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	pid_t kids[64];
+	int n, i;
+
+	while ((n = live_children(kids)) > 0) {
+		if (ht_wait_pid_gone(kids[0], ht__remaining(deadline)) < 0)
+			break;
+	}
+	for (i = 0; i < n; i++)
+		fprintf(stderr, "herd_test: child %d (state %c) is left\n", (int)kids[i],
+		    ht_pid_state(kids[i]) ?: '?');
+	return n;
 }
 
 int
@@ -407,58 +439,81 @@ ht_wait_child(pid_t pid, int timeout_ms, int *status)
 	return 0;
 }
 
-int
-ht_count_fds(pid_t pid)
+/*
+ * Calls fn(dir, name, ctx) for each entry of /proc/<pid>/<sub> (dot entries
+ * skipped). Returns the sum of what fn returned, or -errno.
+ */
+static int
+proc_each(
+    pid_t pid, const char *sub, int (*fn)(const char *dir, const char *name, void *ctx), void *ctx)
 {
 	char path[64];
 	struct dirent *de;
 	DIR *d;
 	int n = 0;
 
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, sub);
 	d = opendir(path);
 	if (!d)
 		return -errno;
 	while ((de = readdir(d))) {
 		if (de->d_name[0] != '.')
-			n++;
+			n += fn(path, de->d_name, ctx);
 	}
 	closedir(d);
+	return n;
+}
+
+static int
+count_one(const char *dir, const char *name, void *ctx)
+{
+	return 1;
+}
+
+int
+ht_count_fds(pid_t pid)
+{
+	int n = proc_each(pid, "fd", count_one, NULL);
+
 	/* When pid is us, opendir's own fd is in the list. */
-	return pid == getpid() ? n - 1 : n;
+	return n >= 0 && pid == getpid() ? n - 1 : n;
+}
+
+struct children {
+	pid_t *out;
+	size_t max;
+	size_t n;
+};
+
+/* Appends the children of one thread (dir/name/children) to ctx. Returns how many. */
+static int
+task_children(const char *dir, const char *name, void *ctx)
+{
+	struct children *ch = ctx;
+	char path[384];
+	FILE *f;
+	int c, n = 0;
+
+	snprintf(path, sizeof(path), "%s/%s/children", dir, name);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fscanf(f, "%d", &c) == 1) {
+		if (ch->n < ch->max)
+			ch->out[ch->n] = c;
+		ch->n++;
+		n++;
+	}
+	fclose(f);
+	return n;
 }
 
 int
 ht_list_children(pid_t pid, pid_t *out, size_t max)
 {
-	char path[64], cpath[384];
-	struct dirent *de;
-	DIR *d;
-	int n = 0;
+	struct children ch = { out, max, 0 };
 
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	d = opendir(path);
-	if (!d)
-		return -errno;
-	while ((de = readdir(d))) {
-		FILE *f;
-		int c;
-
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(cpath, sizeof(cpath), "%s/%s/children", path, de->d_name);
-		f = fopen(cpath, "re");
-		if (!f)
-			continue;
-		while (fscanf(f, "%d", &c) == 1) {
-			if ((size_t)n < max)
-				out[n] = c;
-			n++;
-		}
-		fclose(f);
-	}
-	closedir(d);
-	return n;
+	return proc_each(pid, "task", task_children, &ch);
 }
 
 int
@@ -524,16 +579,13 @@ ht_run_as_nobody(int (*fn)(void *arg), void *arg, int timeout_ms)
 	return 128 + WTERMSIG(st);
 }
 
-int
-ht_read_pids(int fd, pid_t *pids, int n, int timeout_ms)
+ssize_t
+ht__read_by(int fd, void *buf, size_t len, int64_t deadline)
 {
-	int64_t deadline = ht_now_ms() + timeout_ms;
-	size_t want = (size_t)n * sizeof(*pids), got = 0;
-
-	while (got < want) {
+	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t k;
 		int r = poll(&p, 1, ht__remaining(deadline));
+		ssize_t n;
 
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -541,13 +593,25 @@ ht_read_pids(int fd, pid_t *pids, int n, int timeout_ms)
 			return -errno;
 		if (r == 0)
 			return -ETIMEDOUT;
-		k = read(fd, (char *)pids + got, want - got);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
+		n = read(fd, buf, len);
+		if (n >= 0)
+			return n;
+		if (errno != EINTR)
 			return -errno;
-		if (k == 0)
-			return -EPIPE;
+	}
+}
+
+int
+ht_read_pids(int fd, pid_t *pids, int n, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	size_t want = (size_t)n * sizeof(*pids), got = 0;
+
+	while (got < want) {
+		ssize_t k = ht__read_by(fd, (char *)pids + got, want - got, deadline);
+
+		if (k <= 0)
+			return k < 0 ? (int)k : -EPIPE;
 		got += (size_t)k;
 	}
 	return n;
@@ -697,9 +761,7 @@ ht_read_line(struct ht_lines *l, int timeout_ms)
 	l->skip = 0;
 	for (;;) {
 		char *nl = memchr(l->buf, '\n', l->len);
-		struct pollfd p = { .fd = l->fd, .events = POLLIN };
 		ssize_t n;
-		int r;
 
 		if (nl) {
 			*nl = '\0';
@@ -708,20 +770,9 @@ ht_read_line(struct ht_lines *l, int timeout_ms)
 		}
 		if (l->len == sizeof(l->buf))
 			return -ENOBUFS;
-		r = poll(&p, 1, ht__remaining(deadline));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return -ETIMEDOUT;
-		n = read(l->fd, l->buf + l->len, sizeof(l->buf) - l->len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EPIPE;
+		n = ht__read_by(l->fd, l->buf + l->len, sizeof(l->buf) - l->len, deadline);
+		if (n <= 0)
+			return n < 0 ? (int)n : -EPIPE;
 		l->len += (size_t)n;
 	}
 }

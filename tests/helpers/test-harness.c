@@ -17,9 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <check.h>
-
-#include "herd-test.h"
+#include "ht-check.h"
 
 static int
 pause_forever(void *arg)
@@ -62,6 +60,8 @@ START_TEST(test_pid_states)
 	n = ht_list_children(getpid(), kids, 8);
 	ck_assert_int_eq(n, 2);
 	ck_assert(kids[0] == pid || kids[1] == pid);
+	/* The guardian does not count as a child left behind; pid does. */
+	ck_assert_int_eq(ht_children_left(50), 1);
 	ck_assert_int_eq(ht_wait_pid_gone(pid, 50), -ETIMEDOUT);
 	ck_assert_int_eq(ht_wait_child(pid, 50, NULL), -ETIMEDOUT);
 
@@ -74,6 +74,7 @@ START_TEST(test_pid_states)
 	ck_assert_int_eq(ht_wait_child(pid, 5000, &st), 0);
 	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 	ck_assert_int_eq(ht_pid_state(pid), 0);
+	ck_assert_int_eq(ht_children_left(50), 0);
 	ck_assert_int_eq(ht_list_children(getpid(), kids, 8), 1);
 }
 END_TEST
@@ -274,33 +275,7 @@ START_TEST(test_teardown_kills_everything)
 }
 END_TEST
 
-static Suite *
-harness_suite(void)
-{
-	Suite *s = suite_create("harness");
-	TCase *tc = tcase_create("core");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, 20);
-	tcase_add_test(tc, test_pid_states);
-	tcase_add_test(tc, test_exit_code_and_nobody);
-	tcase_add_test(tc, test_count_fds);
-	tcase_add_test(tc, test_raw_client);
-	tcase_add_test(tc, test_run_and_read_lines);
-	tcase_add_test(tc, test_guardian_kills_after_failed_test);
-	tcase_add_test(tc, test_teardown_kills_everything);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-int
-main(void)
-{
-	SRunner *sr = srunner_create(harness_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN("harness",
+    HT_CASE("core", 20, test_pid_states, test_exit_code_and_nobody, test_count_fds, test_raw_client,
+        test_run_and_read_lines, test_guardian_kills_after_failed_test,
+        test_teardown_kills_everything))

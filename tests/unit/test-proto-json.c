@@ -7,7 +7,6 @@
  * proto_parse must refuse each bad text with the code it had before it used
  * the decoder (ref_parse, the old pipeline, is the oracle).
  */
-#include <check.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -15,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ht-check.h"
 #include "proto.h"
 #include "ref-parse.h"
 
@@ -779,38 +779,7 @@ START_TEST(decode_long_tokens)
 }
 END_TEST
 
-static Suite *
-json_suite(void)
-{
-	Suite *s = suite_create("proto-json");
-	TCase *tc = tcase_create("encode");
-
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, encode_corpus);
-	tcase_add_test(tc, encode_random);
-	tcase_add_test(tc, encode_refuses);
-	tcase_add_test(tc, encode_cycle);
-	tcase_add_test(tc, encode_chunks);
-	tcase_add_test(tc, encode_limit_exact);
-	suite_add_tcase(s, tc);
-	tc = tcase_create("decode");
-	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, decode_corpus);
-	tcase_add_test(tc, decode_depth);
-	tcase_add_test(tc, decode_random);
-	tcase_add_test(tc, decode_long_tokens);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-int
-main(void)
-{
-	SRunner *sr = srunner_create(json_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN("proto-json",
+    HT_CASE("encode", 60, encode_corpus, encode_random, encode_refuses, encode_cycle, encode_chunks,
+        encode_limit_exact),
+    HT_CASE("decode", 120, decode_corpus, decode_depth, decode_random, decode_long_tokens))

@@ -3,11 +3,11 @@
  * JSON-RPC message validation, the builders, the error name table and
  * proto_unpack's strictness.
  */
-#include <check.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ht-check.h"
 #include "proto.h"
 
 static int
@@ -450,35 +450,6 @@ START_TEST(text_helpers)
 }
 END_TEST
 
-static Suite *
-msg_suite(void)
-{
-	Suite *s = suite_create("proto-msg");
-	TCase *tc = tcase_create("msg");
-
-	tcase_set_timeout(tc, 10);
-	tcase_add_test(tc, kinds);
-	tcase_add_test(tc, id_types);
-	tcase_add_test(tc, missing_and_extra);
-	tcase_add_test(tc, error_object_shape);
-	tcase_add_test(tc, not_object);
-	tcase_add_test(tc, builders);
-	tcase_add_test(tc, error_builder);
-	tcase_add_test(tc, error_names);
-	tcase_add_test(tc, unpack_strict);
-	tcase_add_test(tc, text_helpers);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-int
-main(void)
-{
-	SRunner *sr = srunner_create(msg_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN("proto-msg",
+    HT_CASE("msg", 10, kinds, id_types, missing_and_extra, error_object_shape, not_object, builders,
+        error_builder, error_names, unpack_strict, text_helpers))

@@ -3,7 +3,6 @@
  * The output queue under partial writes, its cap, and proto_outq_push_json's
  * limits. One test writes through a real non-blocking socketpair.
  */
-#include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -12,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ht-check.h"
 #include "proto.h"
 
 static unsigned rng_state = 12345;
@@ -337,32 +337,6 @@ START_TEST(socketpair_drain)
 }
 END_TEST
 
-static Suite *
-outq_suite(void)
-{
-	Suite *s = suite_create("proto-outq");
-	TCase *tc = tcase_create("outq");
-
-	tcase_set_timeout(tc, 30);
-	tcase_add_test(tc, partial_writes);
-	tcase_add_test(tc, peek_limits);
-	tcase_add_test(tc, cap_enforced);
-	tcase_add_test(tc, push_json_lines);
-	tcase_add_test(tc, push_json_limits);
-	tcase_add_test(tc, drained_holds_nothing);
-	tcase_add_test(tc, socketpair_drain);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-int
-main(void)
-{
-	SRunner *sr = srunner_create(outq_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN("proto-outq",
+    HT_CASE("outq", 30, partial_writes, peek_limits, cap_enforced, push_json_lines,
+        push_json_limits, drained_holds_nothing, socketpair_drain))

@@ -3,11 +3,11 @@
  * The incremental reader: framing in every split, the size limit enforced
  * while bytes arrive, and one distinct error code per kind of bad input.
  */
-#include <check.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ht-check.h"
 #include "proto.h"
 
 #define MAX_MSG 1024u
@@ -503,6 +503,20 @@ START_TEST(blank_lines_and_crlf)
 }
 END_TEST
 
+/* A new reader fed one line and half of the next, the first taken out. */
+static void
+feed_one_and_a_half(struct proto_reader *r)
+{
+	struct proto_error err;
+	json_t *v;
+
+	proto_reader_init(r, MAX_MSG, HERD_MAX_DEPTH);
+	ck_assert_int_eq(proto_reader_feed(r, "{\"a\":1}\n{\"b\"", 12), 0);
+	ck_assert_int_eq(proto_reader_next(r, &v, &err), 1);
+	ck_assert_int_eq(json_integer_value(json_object_get(v, "a")), 1);
+	json_decref(v);
+}
+
 /* A last line without its newline waits; nothing is lost or parsed early. */
 START_TEST(partial_last_line)
 {
@@ -510,10 +524,7 @@ START_TEST(partial_last_line)
 	struct proto_error err;
 	json_t *v;
 
-	proto_reader_init(&r, MAX_MSG, HERD_MAX_DEPTH);
-	ck_assert_int_eq(proto_reader_feed(&r, "{\"a\":1}\n{\"b\"", 12), 0);
-	ck_assert_int_eq(proto_reader_next(&r, &v, &err), 1);
-	json_decref(v);
+	feed_one_and_a_half(&r);
 	ck_assert_int_eq(proto_reader_next(&r, &v, &err), 0);
 	ck_assert_int_eq(proto_reader_feed(&r, ":2}", 3), 0);
 	ck_assert_int_eq(proto_reader_next(&r, &v, &err), 0);
@@ -536,10 +547,7 @@ START_TEST(idle_holds_nothing)
 	struct proto_error err;
 	json_t *v;
 
-	proto_reader_init(&r, MAX_MSG, HERD_MAX_DEPTH);
-	ck_assert_int_eq(proto_reader_feed(&r, "{\"a\":1}\n{\"b\"", 12), 0);
-	ck_assert_int_eq(proto_reader_next(&r, &v, &err), 1);
-	json_decref(v);
+	feed_one_and_a_half(&r);
 	/* The partial second line is held... */
 	ck_assert_ptr_nonnull(r.buf);
 	ck_assert_int_eq(proto_reader_feed(&r, ":2}\n\n", 5), 0);
@@ -558,43 +566,8 @@ START_TEST(idle_holds_nothing)
 }
 END_TEST
 
-static Suite *
-reader_suite(void)
-{
-	Suite *s = suite_create("proto-reader");
-	TCase *tc = tcase_create("reader");
-
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, every_split_point);
-	tcase_add_test(tc, byte_at_a_time);
-	tcase_add_test(tc, many_messages);
-	tcase_add_test(tc, size_limit_exact);
-	tcase_add_test(tc, size_limit_early);
-	tcase_add_test(tc, huge_line_bounded);
-	tcase_add_test(tc, depth_limit);
-	tcase_add_test(tc, depth_ignores_strings);
-	tcase_add_test(tc, invalid_json);
-	tcase_add_test(tc, parse_error_text);
-	tcase_add_test(tc, trailing_garbage);
-	tcase_add_test(tc, duplicate_keys);
-	tcase_add_test(tc, bad_utf8);
-	tcase_add_test(tc, nul_bytes);
-	tcase_add_test(tc, not_an_object);
-	tcase_add_test(tc, blank_lines_and_crlf);
-	tcase_add_test(tc, partial_last_line);
-	tcase_add_test(tc, idle_holds_nothing);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-int
-main(void)
-{
-	SRunner *sr = srunner_create(reader_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN("proto-reader",
+    HT_CASE("reader", 60, every_split_point, byte_at_a_time, many_messages, size_limit_exact,
+        size_limit_early, huge_line_bounded, depth_limit, depth_ignores_strings, invalid_json,
+        parse_error_text, trailing_garbage, duplicate_keys, bad_utf8, nul_bytes, not_an_object,
+        blank_lines_and_crlf, partial_last_line, idle_holds_nothing))

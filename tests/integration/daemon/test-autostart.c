@@ -356,24 +356,10 @@ START_TEST(test_two_masters_race)
 }
 END_TEST
 
-static Suite *
-autostart_suite(void)
-{
-	Suite *s = suite_create("autostart");
-	TCase *tc = tcase_create("autostart");
-
-	tcase_add_checked_fixture(tc, setup, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(30));
-	tcase_add_test(tc, test_autostart_then_idle_exit);
-	tcase_add_test(tc, test_no_autostart);
-	tcase_add_test(tc, test_missing_dir_not_created);
-	tcase_add_test(tc, test_stale_socket_replaced);
-	tcase_add_test(tc, test_two_masters_race);
-	tcase_add_test(tc, test_short_socket_name);
-	tcase_add_test(tc, test_first_start_default_dir);
-	tcase_add_test(tc, test_root_autostart_socket_mode);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(autostart_suite)
+HT_MAIN("autostart",
+    { .name = "autostart",
+        .timeout_s = 30,
+        .setup = setup,
+        .tests = { test_autostart_then_idle_exit, test_no_autostart, test_missing_dir_not_created,
+            test_stale_socket_replaced, test_two_masters_race, test_short_socket_name,
+            test_first_start_default_dir, test_root_autostart_socket_mode } })

@@ -24,51 +24,47 @@
 	SEND("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ready\",\"params\":{\"functions\":[]}}")  \
 	RECV
 
-static struct ht_daemon *
-start(void)
-{
-	static const char *const args[] = { "--grace-ms", "500", NULL };
+static const char *const herdd_args[] = { "--grace-ms", "500", NULL };
 
-	return ht_daemon_start_ok(args);
-}
-
+/* Every test ends with every worker gone, by its own doing (they are all explicit). */
 static void
-finish(struct ht_daemon *d)
+finish(void)
 {
-	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	ht_daemon_stop_ok(d);
+	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(10000)), 0);
 }
 
+/* A shell worker named name, shutdown_on explicit, with extra's members (stolen, may be NULL). */
 static json_t *
 sh_worker(const char *name, const char *script, json_t *extra)
 {
-	json_t *p = json_pack("{s:s, s:[s, s, s], s:s, s:s}", "path", "/bin/sh", "argv", "sh", "-c",
-	    script, "name", name, "shutdown_on", "explicit");
+	json_t *p = ht_sh_params(script, extra);
 
-	if (extra) {
-		json_object_update(p, extra);
-		json_decref(extra);
-	}
+	json_object_set_new(p, "name", json_string(name));
+	json_object_set_new(p, "shutdown_on", json_string("explicit"));
 	return p;
+}
+
+/* Spawn params asking for heartbeats every interval_ms, lost after timeout_ms. */
+static json_t *
+heartbeats(int interval_ms, int timeout_ms)
+{
+	return json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", interval_ms,
+	    "heartbeat_timeout_ms", timeout_ms);
 }
 
 START_TEST(test_hello_result_and_ready)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	struct ht_conn *c = ht_master;
 	json_t *r, *lines, *hello, *settings;
 	json_error_t jerr;
-	char *id;
+	json_t *spawned;
+	const char *id;
 
-	ck_assert(c);
 	/* The worker writes herdd's hello result to its stderr, then says ready and waits. */
-	r = ht_spawn(c,
+	spawned = ht_spawn_ok(c,
 	    sh_worker("hello", HELLO "echo \"$line\" >&2; " READY "read -r line <&3",
-	        json_pack("{s:{s:i}, s:i}", "init", "scale", 3, "connection_timeout_ms", 1234)),
-	    ht_ms(10000));
-	ht_assert_result(r);
-	id = strdup(ht_str(ht_result(r), "id"));
-	json_decref(r);
+	        json_pack("{s:{s:i}, s:i}", "init", "scale", 3, "connection_timeout_ms", 1234)));
+	id = ht_str(spawned, "id");
 	r = ht_conn_call(c, "logs", json_pack("{s:s}", "id", id), ht_ms(5000));
 	lines = json_object_get(ht_assert_result(r), "lines");
 	hello = json_loads(json_string_value(json_array_get(lines, 0)), 0, &jerr);
@@ -92,19 +88,16 @@ START_TEST(test_hello_result_and_ready)
 	r = ht_conn_call(c, "shutdown", json_pack("{s:s}", "id", id), ht_ms(10000));
 	ck_assert_str_eq(ht_str(ht_assert_result(r), "reason"), "shutdown");
 	json_decref(r);
-	free(id);
-	ht_conn_close(c);
-	finish(d);
+	json_decref(spawned);
+	finish();
 }
 END_TEST
 
 START_TEST(test_init_failed)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	struct ht_conn *c = ht_master;
 	json_t *r, *ev;
 
-	ck_assert(c);
 	r = ht_spawn(c,
 	    sh_worker("bad-init",
 	        HELLO SEND("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"init_failed\",\"params\":"
@@ -114,51 +107,40 @@ START_TEST(test_init_failed)
 	ht_assert_error(r, "init_failed");
 	ck_assert_str_eq(ht_error_message(r), "no database");
 	json_decref(r);
-	ev = ht_conn_wait_event(c, "init_failed", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no init_failed event");
+	ev = ht_wait_event_ok(c, "init_failed", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_str(ev, "message"), "no database");
 	json_decref(ev);
-	ht_conn_close(c);
-	finish(d);
+	finish();
 }
 END_TEST
 
 START_TEST(test_failure_after_ready)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
-	json_t *r, *ev;
+	struct ht_conn *c = ht_master;
+	json_t *ev;
 
-	ck_assert(c);
-	r = ht_spawn(c,
+	json_decref(ht_spawn_ok(c,
 	    sh_worker("fails-later",
 	        HELLO READY "echo dying now >&2; " SEND(
 	            "{\"jsonrpc\":\"2.0\",\"method\":\"failure\",\"params\":"
 	            "{\"message\":\"uncaught: boom\"}}") "exit 1",
-	        NULL),
-	    ht_ms(10000));
-	ht_assert_result(r);
-	json_decref(r);
-	ev = ht_conn_wait_event(c, "failed", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no failed event");
+	        NULL)));
+	ev = ht_wait_event_ok(c, "failed", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_str(ev, "message"), "uncaught: boom");
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "failed");
 	ck_assert_str_eq(
 	    json_string_value(json_array_get(json_object_get(ev, "stderr_tail"), 0)), "dying now");
 	json_decref(ev);
-	ht_conn_close(c);
-	finish(d);
+	finish();
 }
 END_TEST
 
 /* Garbage on fd 3 is a broken worker: herdd closes the channel and SIGKILLs it. */
 START_TEST(test_garbage_on_channel)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
+	struct ht_conn *c = ht_master;
 	json_t *r;
 
-	ck_assert(c);
 	r = ht_spawn(
 	    c, sh_worker("garbage", "echo 'not json' >&3; exec sleep 100", NULL), ht_ms(10000));
 	ht_assert_error(r, "worker_exited");
@@ -169,53 +151,36 @@ START_TEST(test_garbage_on_channel)
 	r = ht_spawn(c, sh_worker("no-hello", READY "exec sleep 100", NULL), ht_ms(10000));
 	ht_assert_error(r, "worker_exited");
 	json_decref(r);
-	ht_conn_close(c);
-	finish(d);
+	finish();
 }
 END_TEST
 
 START_TEST(test_heartbeat_lost_when_idle)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
-	json_t *r, *ev;
+	struct ht_conn *c = ht_master;
+	json_t *ev;
 
-	ck_assert(c);
 	/* Ready, then silent and idle: no heartbeat, no CPU. */
-	r = ht_spawn(c,
-	    sh_worker("idle", HELLO READY "exec sleep 100",
-	        json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", 100,
-	            "heartbeat_timeout_ms", 400)),
-	    ht_ms(10000));
-	ht_assert_result(r);
-	json_decref(r);
-	ev = ht_conn_wait_event(c, "heartbeat_lost", NULL, ht_ms(10000));
-	ck_assert_msg(ev, "no heartbeat_lost event");
+	json_decref(
+	    ht_spawn_ok(c, sh_worker("idle", HELLO READY "exec sleep 100", heartbeats(100, 400))));
+	ev = ht_wait_event_ok(c, "heartbeat_lost", NULL, ht_ms(10000));
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGKILL");
 	ck_assert(strstr(ht_str(ev, "message"), "no CPU progress"));
 	json_decref(ev);
-	ht_conn_close(c);
-	finish(d);
+	finish();
 }
 END_TEST
 
 START_TEST(test_busy_worker_is_spared)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
-	json_t *r, *ev, *w;
-	char *id;
+	struct ht_conn *c = ht_master;
+	json_t *r, *ev, *w, *spawned;
+	const char *id;
 
-	ck_assert(c);
 	/* Ready, then computing without a heartbeat for far longer than the timeout. */
-	r = ht_spawn(c,
-	    sh_worker("busy", HELLO READY "while :; do :; done",
-	        json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", 100,
-	            "heartbeat_timeout_ms", 300)),
-	    ht_ms(10000));
-	ht_assert_result(r);
-	id = strdup(ht_str(ht_result(r), "id"));
-	json_decref(r);
+	spawned = ht_spawn_ok(
+	    c, sh_worker("busy", HELLO READY "while :; do :; done", heartbeats(100, 300)));
+	id = ht_str(spawned, "id");
 	/* Five timeouts pass without heartbeat_lost (the wait must time out). */
 	ev = ht_conn_wait_event(c, "heartbeat_lost", NULL, 1500);
 	ck_assert_msg(!ev, "a busy worker was declared hung: %s", ht_dump(ev));
@@ -228,39 +193,30 @@ START_TEST(test_busy_worker_is_spared)
 	    c, "shutdown", json_pack("{s:s, s:i}", "id", id, "grace_ms", 200), ht_ms(10000));
 	ck_assert_str_eq(ht_str(ht_assert_result(r), "reason"), "shutdown");
 	json_decref(r);
-	free(id);
-	ht_conn_close(c);
-	finish(d);
+	json_decref(spawned);
+	finish();
 }
 END_TEST
 
 /* kill: a signal the worker handles leaves it ready; TERM stops it (reason shutdown). */
 START_TEST(test_kill_signals)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = ht_herdd_open(d, "master", "channel");
-	json_t *r, *ev, *lines;
-	char *id;
+	struct ht_conn *c = ht_master;
+	json_t *r, *ev, *lines, *spawned;
+	const char *id;
 	bool seen = false;
 	int64_t deadline;
 	size_t i;
 
-	ck_assert(c);
 	/*
 	 * The worker reports USR1 on stderr and goes on sleeping (the group's
 	 * sleep dies of USR1; the loop starts another).
 	 */
-	r = ht_spawn(c,
+	spawned = ht_spawn_ok(c,
 	    sh_worker("signals",
-	        "trap 'echo got usr1 >&2' USR1; " HELLO READY "while :; do sleep 1; done", NULL),
-	    ht_ms(10000));
-	ht_assert_result(r);
-	id = strdup(ht_str(ht_result(r), "id"));
-	json_decref(r);
-	r = ht_conn_call(
-	    c, "kill", json_pack("{s:s, s:s}", "id", id, "signal", "SIGUSR1"), ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
+	        "trap 'echo got usr1 >&2' USR1; " HELLO READY "while :; do sleep 1; done", NULL));
+	id = ht_str(spawned, "id");
+	ht_expect(c, "kill", json_pack("{s:s, s:s}", "id", id, "signal", "SIGUSR1"), NULL);
 	/* The line appears once sh has run its trap; there is no event for that, so logs is asked again. */
 	deadline = ht_now_ms() + ht_ms(5000);
 	while (!seen && ht_now_ms() < deadline) {
@@ -280,37 +236,17 @@ START_TEST(test_kill_signals)
 	r = ht_conn_call(c, "inspect", json_pack("{s:s}", "id", id), ht_ms(5000));
 	ck_assert_str_eq(ht_str(ht_assert_result(r), "state"), "ready");
 	json_decref(r);
-	r = ht_conn_call(c, "kill", json_pack("{s:s, s:i}", "id", id, "signal", 15), ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
-	ev = ht_conn_wait_event(c, "stopped", id, ht_ms(5000));
-	ck_assert_msg(ev, "no stopped event after TERM");
+	ht_expect(c, "kill", json_pack("{s:s, s:i}", "id", id, "signal", 15), NULL);
+	ev = ht_wait_event_ok(c, "stopped", id, ht_ms(5000));
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "shutdown");
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGTERM");
 	json_decref(ev);
-	free(id);
-	ht_conn_close(c);
-	finish(d);
+	json_decref(spawned);
+	finish();
 }
 END_TEST
 
-static Suite *
-channel_suite(void)
-{
-	Suite *s = suite_create("herdd-channel");
-	TCase *tc = tcase_create("channel");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(40));
-	tcase_add_test(tc, test_hello_result_and_ready);
-	tcase_add_test(tc, test_init_failed);
-	tcase_add_test(tc, test_failure_after_ready);
-	tcase_add_test(tc, test_garbage_on_channel);
-	tcase_add_test(tc, test_heartbeat_lost_when_idle);
-	tcase_add_test(tc, test_busy_worker_is_spared);
-	tcase_add_test(tc, test_kill_signals);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(channel_suite)
+HT_MAIN("herdd-channel",
+    HT_HERDD_CASE("channel", 40, herdd_args, test_hello_result_and_ready, test_init_failed,
+        test_failure_after_ready, test_garbage_on_channel, test_heartbeat_lost_when_idle,
+        test_busy_worker_is_spared, test_kill_signals))

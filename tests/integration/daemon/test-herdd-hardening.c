@@ -578,25 +578,17 @@ START_TEST(test_bad_output_file_is_named)
 }
 END_TEST
 
-static Suite *
-hardening_suite(void)
+static void
+ignore_sigpipe(void)
 {
-	Suite *s = suite_create("herdd-hardening");
-	TCase *tc = tcase_create("hardening");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(60));
-	tcase_add_test(tc, test_cut_texts_in_herdd_replies);
-	tcase_add_test(tc, test_cut_texts_in_worker_replies);
-	tcase_add_test(tc, test_long_init_failure_reaches_owner);
-	tcase_add_test(tc, test_long_failure_reaches_owner);
-	tcase_add_test(tc, test_log_cannot_be_forged);
-	tcase_add_test(tc, test_ids_out_of_range);
-	tcase_add_test(tc, test_owner_connection_outlives_worker);
-	tcase_add_test(tc, test_master_gone_during_slow_init);
-	tcase_add_test(tc, test_bad_output_file_is_named);
-	suite_add_tcase(s, tc);
-	return s;
+	signal(SIGPIPE, SIG_IGN);
 }
 
-HT_MAIN_PREPARED(hardening_suite, signal(SIGPIPE, SIG_IGN))
+HT_MAIN("herdd-hardening",
+    { .name = "hardening",
+        .timeout_s = 60,
+        .setup = ignore_sigpipe,
+        .tests = { test_cut_texts_in_herdd_replies, test_cut_texts_in_worker_replies,
+            test_long_init_failure_reaches_owner, test_long_failure_reaches_owner,
+            test_log_cannot_be_forged, test_ids_out_of_range, test_owner_connection_outlives_worker,
+            test_master_gone_during_slow_init, test_bad_output_file_is_named } })

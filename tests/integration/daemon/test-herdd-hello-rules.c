@@ -76,16 +76,4 @@ START_TEST(test_same_rules)
 }
 END_TEST
 
-static Suite *
-hello_rules_suite(void)
-{
-	Suite *s = suite_create("herdd-hello-rules");
-	TCase *tc = tcase_create("rules");
-
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_same_rules);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(hello_rules_suite)
+HT_MAIN("herdd-hello-rules", HT_CASE("rules", 60, test_same_rules))

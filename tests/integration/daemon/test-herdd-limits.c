@@ -48,17 +48,51 @@ expect_refused(struct ht_conn *c, const char *limit, int value)
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 }
 
+/* herdd started with one limit option set to value. */
+static struct ht_daemon *
+start_limited(const char *option, const char *value)
+{
+	const char *const args[] = { option, value, NULL };
+
+	return ht_daemon_start_ok(args);
+}
+
+/* The end of a test that started workers: all gone, then herdd stops with status 0. */
+static void
+finish(struct ht_daemon *d)
+{
+	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
+	ht_daemon_stop_ok(d);
+}
+
+/* Sends a spawn of sleep, which never says ready: the request stays pending. */
+static void
+spawn_pending(struct ht_conn *c)
+{
+	ck_assert(
+	    ht_conn_send_request(c, "spawn",
+	        json_pack("{s:s, s:[s, s]}", "path", "/bin/sleep", "argv", "sleep", "100")) > 0);
+}
+
+/* Another spawn must be refused with error name. Returns the reply (new reference). */
+static json_t *
+spawn_another(struct ht_conn *c, const char *name)
+{
+	json_t *r = ht_conn_call(c, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
+
+	ht_assert_error(r, name);
+	return r;
+}
+
 START_TEST(test_connections_per_uid)
 {
-	static const char *const args[] = { "--max-connections-per-uid", "2", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_daemon *d = start_limited("--max-connections-per-uid", "2");
 	struct ht_conn *a = ht_herdd_open(d, "master", "a");
 	struct ht_conn *b = ht_herdd_open(d, "master", "b");
 	struct ht_conn *c;
 
 	ck_assert(a && b);
-	c = ht_conn_open(d->socket);
-	ck_assert(c);
+	c = ht_conn_open_ok(d->socket);
 	expect_refused(c, "connections_per_uid", 2);
 	ht_conn_close(c);
 	/* Room again once one leaves. */
@@ -72,22 +106,19 @@ END_TEST
 
 START_TEST(test_unauthenticated)
 {
-	static const char *const args[] = { "--max-unauthenticated", "2", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_daemon *d = start_limited("--max-unauthenticated", "2");
 	struct ht_conn *a = ht_conn_open(d->socket), *b = ht_conn_open(d->socket), *c;
 	json_t *r;
 
 	ck_assert(a && b);
-	c = ht_conn_open(d->socket);
-	ck_assert(c);
+	c = ht_conn_open_ok(d->socket);
 	expect_refused(c, "unauthenticated_connections", 2);
 	ht_conn_close(c);
 	/* Once one says hello, another may connect. */
 	r = ht_conn_hello(a, "inspector", NULL, ht_ms(5000));
 	ht_assert_result(r);
 	json_decref(r);
-	c = ht_conn_open(d->socket);
-	ck_assert(c);
+	c = ht_conn_open_ok(d->socket);
 	r = ht_conn_hello(c, "inspector", NULL, ht_ms(5000));
 	ht_assert_result(r);
 	json_decref(r);
@@ -100,63 +131,50 @@ END_TEST
 
 START_TEST(test_pending_requests)
 {
-	static const char *const args[] = { "--max-pending", "1", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_daemon *d = start_limited("--max-pending", "1");
 	struct ht_conn *c = ht_herdd_open(d, "master", "pending");
 	json_t *r;
 
 	ck_assert(c);
-	/* sleep never says ready: its spawn stays pending. */
-	ck_assert(
-	    ht_conn_send_request(c, "spawn",
-	        json_pack("{s:s, s:[s, s]}", "path", "/bin/sleep", "argv", "sleep", "100")) > 0);
-	r = ht_conn_call(c, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
-	ht_assert_error(r, "too_many_requests");
+	spawn_pending(c);
+	r = spawn_another(c, "too_many_requests");
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "limit")), 1);
 	json_decref(r);
 	ck_assert_int_ge(limit_hits(d, "pending_requests"), 1);
 	ht_conn_close(c);
-	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	ht_daemon_stop_ok(d);
+	finish(d);
 }
 END_TEST
 
 START_TEST(test_workers_per_uid)
 {
-	static const char *const args[] = { "--max-workers-per-uid", "1", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_daemon *d = start_limited("--max-workers-per-uid", "1");
 	struct ht_conn *a = ht_herdd_open(d, "master", "a"), *b = ht_herdd_open(d, "master", "b");
 	json_t *r;
 
 	ck_assert(a && b);
-	ck_assert(
-	    ht_conn_send_request(a, "spawn",
-	        json_pack("{s:s, s:[s, s]}", "path", "/bin/sleep", "argv", "sleep", "100")) > 0);
+	spawn_pending(a);
 	r = ht_herdd_wait_listed(b, "sleep", "starting", ht_ms(5000));
 	ck_assert(r);
 	json_decref(r);
-	r = ht_conn_call(b, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
-	ht_assert_error(r, "limit_exceeded");
+	r = spawn_another(b, "limit_exceeded");
 	ck_assert_str_eq(
 	    json_string_value(json_object_get(ht_error_data(r), "limit")), "workers_per_uid");
 	json_decref(r);
 	ht_conn_close(a);
 	ht_conn_close(b);
-	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	ht_daemon_stop_ok(d);
+	finish(d);
 }
 END_TEST
 
 /* A client that sends requests and never reads its replies is cut off. */
 START_TEST(test_output_overflow)
 {
-	static const char *const args[] = { "--max-output-bytes", "65536", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_daemon *d = start_limited("--max-output-bytes", "65536");
 	struct ht_conn *c = ht_herdd_open(d, "master", "no-reader");
 	const char *req = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"stats\"}\n";
 	size_t len = strlen(req), n = 20000, i;
 	char *flood = malloc(len * n);
-	json_t *r;
 
 	ck_assert(c && flood);
 	for (i = 0; i < n; i++)
@@ -169,9 +187,7 @@ START_TEST(test_output_overflow)
 	ck_assert_int_ge(limit_hits(d, "output_bytes"), 1);
 	/* herdd itself is fine. */
 	c = ht_herdd_open(d, "master", "after");
-	r = ht_conn_call(c, "ping", NULL, ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
+	ht_expect(c, "ping", NULL, NULL);
 	ht_conn_close(c);
 	ht_daemon_stop_ok(d);
 }
@@ -192,8 +208,7 @@ START_TEST(test_out_of_fds)
 	low.rlim_max = old.rlim_max;
 	ck_assert_int_eq(prlimit(d->pid, RLIMIT_NOFILE, &low, NULL), 0);
 	for (i = 0; i < 64; i++) {
-		held[i] = ht_conn_open(d->socket);
-		ck_assert(held[i]);
+		held[i] = ht_conn_open_ok(d->socket);
 	}
 	/*
 	 * The kernel queued them all; herdd keeps what its fds allow (the first
@@ -215,9 +230,7 @@ START_TEST(test_out_of_fds)
 	/* With fds back, herdd serves new connections again. */
 	c = ht_herdd_open(d, "inspector", "after");
 	ck_assert(c);
-	r = ht_conn_call(c, "ping", NULL, ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
+	ht_expect(c, "ping", NULL, NULL);
 	ht_conn_close(c);
 	ht_daemon_stop_ok(d);
 }
@@ -257,8 +270,7 @@ START_TEST(test_fd_limit_raised)
 	c = ht_herdd_open(d, "master", "nofile");
 	ck_assert(c);
 	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s]}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "echo \"soft=$(ulimit -Sn) hard=$(ulimit -Hn)\" >&2; exit 3"),
+	    ht_sh_params("echo \"soft=$(ulimit -Sn) hard=$(ulimit -Hn)\" >&2; exit 3", NULL),
 	    ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
 	tail = json_object_get(ht_error_data(r), "stderr_tail");
@@ -280,33 +292,23 @@ START_TEST(test_subscribe_all)
 	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	struct ht_conn *m = ht_herdd_open(d, "master", "m"),
 	               *w = ht_herdd_open(d, "inspector", "w");
-	json_t *r, *ev;
+	json_t *ev;
 
 	ck_assert(m && w);
-	r = ht_conn_call(w, "subscribe", json_pack("{s:b}", "all", 1), ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
-	r = ht_conn_call(m, "spawn",
-	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "echo last words >&2; exit 7", "name", "one"),
-	    ht_ms(5000));
-	ht_assert_error(r, "worker_exited");
-	json_decref(r);
-	ev = ht_conn_wait_event(w, "exited", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "the watcher saw no exited event");
+	ht_expect(w, "subscribe", json_pack("{s:b}", "all", 1), NULL);
+	ht_expect(m, "spawn",
+	    ht_sh_params("echo last words >&2; exit 7", json_pack("{s:s}", "name", "one")),
+	    "worker_exited");
+	ev = ht_wait_event_ok(w, "exited", NULL, ht_ms(5000));
 	ck_assert_int_eq(
 	    json_integer_value(json_object_get(json_object_get(ev, "worker"), "exit_code")), 7);
 	ck_assert_str_eq(
 	    json_string_value(json_array_get(json_object_get(ev, "stderr_tail"), 0)), "last words");
 	json_decref(ev);
 
-	r = ht_conn_call(w, "unsubscribe", NULL, ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
-	r = ht_conn_call(
-	    m, "spawn", json_pack("{s:s, s:s}", "path", "/bin/true", "name", "two"), ht_ms(5000));
-	ht_assert_error(r, "worker_exited");
-	json_decref(r);
+	ht_expect(w, "unsubscribe", NULL, NULL);
+	ht_expect(m, "spawn", json_pack("{s:s, s:s}", "path", "/bin/true", "name", "two"),
+	    "worker_exited");
 	/* The owner still hears it; the watcher no longer does. */
 	ev = ht_conn_wait_event(m, "exited", NULL, ht_ms(5000));
 	ck_assert(ev);
@@ -314,9 +316,7 @@ START_TEST(test_subscribe_all)
 	ev = ht_conn_wait_event(m, "exited", NULL, ht_ms(5000));
 	ck_assert(ev);
 	json_decref(ev);
-	r = ht_conn_call(w, "ping", NULL, ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
+	ht_expect(w, "ping", NULL, NULL);
 	ev = ht_conn_wait_event(w, "exited", NULL, 200);
 	ck_assert_msg(!ev, "an unsubscribed watcher got %s", ht_dump(ev));
 	ht_conn_close(m);
@@ -366,9 +366,7 @@ START_TEST(test_reply_too_long_for_peer)
 	ht_assert_result(r);
 	json_decref(r);
 	for (i = 0; i < 3; i++) {
-		r = ht_conn_call(c, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
-		ht_assert_error(r, "worker_exited");
-		json_decref(r);
+		ht_expect(c, "spawn", json_pack("{s:s}", "path", "/bin/true"), "worker_exited");
 	}
 	r = ht_conn_call(c, "list", json_pack("{s:b}", "all", 1), ht_ms(5000));
 	ht_assert_error(r, "limit_exceeded");
@@ -377,9 +375,7 @@ START_TEST(test_reply_too_long_for_peer)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "value")), 1024);
 	json_decref(r);
 	/* The connection stays, and short replies still come. */
-	r = ht_conn_call(c, "ping", NULL, ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
+	ht_expect(c, "ping", NULL, NULL);
 	ht_conn_close(c);
 	ht_daemon_stop_ok(d);
 }
@@ -388,19 +384,17 @@ END_TEST
 /* Exited records are kept per uid up to --keep-exited, the oldest dropped first. */
 START_TEST(test_exited_records_kept)
 {
-	static const char *const args[] = { "--keep-exited", "2", NULL };
 	static const char *const names[] = { "t1", "t2", "t3" };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_daemon *d = start_limited("--keep-exited", "2");
 	struct ht_conn *c = ht_herdd_open(d, "master", "records");
 	json_t *r, *list;
 	int i;
 
 	ck_assert(c);
 	for (i = 0; i < 3; i++) {
-		r = ht_conn_call(c, "spawn",
-		    json_pack("{s:s, s:s}", "path", "/bin/true", "name", names[i]), ht_ms(5000));
-		ht_assert_error(r, "worker_exited");
-		json_decref(r);
+		ht_expect(c, "spawn",
+		    json_pack("{s:s, s:s}", "path", "/bin/true", "name", names[i]),
+		    "worker_exited");
 	}
 	r = ht_conn_call(c, "list", json_pack("{s:b}", "all", 1), ht_ms(5000));
 	list = json_object_get(ht_assert_result(r), "workers");
@@ -417,27 +411,8 @@ START_TEST(test_exited_records_kept)
 }
 END_TEST
 
-static Suite *
-limits_suite(void)
-{
-	Suite *s = suite_create("herdd-limits");
-	TCase *tc = tcase_create("limits");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(60));
-	tcase_add_test(tc, test_connections_per_uid);
-	tcase_add_test(tc, test_unauthenticated);
-	tcase_add_test(tc, test_pending_requests);
-	tcase_add_test(tc, test_workers_per_uid);
-	tcase_add_test(tc, test_output_overflow);
-	tcase_add_test(tc, test_out_of_fds);
-	tcase_add_test(tc, test_fd_limit_raised);
-	tcase_add_test(tc, test_subscribe_all);
-	tcase_add_test(tc, test_connection_heartbeats);
-	tcase_add_test(tc, test_reply_too_long_for_peer);
-	tcase_add_test(tc, test_exited_records_kept);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(limits_suite)
+HT_MAIN("herdd-limits",
+    HT_CASE("limits", 60, test_connections_per_uid, test_unauthenticated, test_pending_requests,
+        test_workers_per_uid, test_output_overflow, test_out_of_fds, test_fd_limit_raised,
+        test_subscribe_all, test_connection_heartbeats, test_reply_too_long_for_peer,
+        test_exited_records_kept))

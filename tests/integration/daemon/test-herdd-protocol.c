@@ -22,17 +22,11 @@
 static const char *const small_limits[] = { "--max-message-size", "4096", "--handshake-timeout-ms",
 	"400", NULL };
 
-static struct ht_daemon *
-start(void)
-{
-	return ht_daemon_start_ok(small_limits);
-}
-
-/* A connection that completed hello as role. */
+/* Another connection to the fixture's herdd that completed hello as role. */
 static struct ht_conn *
-open_hello(struct ht_daemon *d, const char *role)
+open_hello(const char *role)
 {
-	struct ht_conn *c = ht_herdd_open(d, role, "test-herdd-protocol");
+	struct ht_conn *c = ht_herdd_open(ht_herdd, role, "test-herdd-protocol");
 
 	ck_assert_msg(c, "hello as %s failed", role);
 	return c;
@@ -51,7 +45,7 @@ expect_error_and_eof(struct ht_conn *c, const char *name)
 
 START_TEST(test_hello_result)
 {
-	struct ht_daemon *d = start();
+	struct ht_daemon *d = ht_herdd;
 	struct ht_conn *c = ht_conn_open(d->socket);
 	json_t *r, *res, *settings;
 
@@ -77,13 +71,12 @@ START_TEST(test_hello_result)
 	ck_assert_int_eq(json_object_size(ht_result(r)), 0);
 	json_decref(r);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_hello_refusals_close)
 {
-	struct ht_daemon *d = start();
+	struct ht_daemon *d = ht_herdd;
 	struct {
 		json_t *params;
 		const char *error;
@@ -119,13 +112,12 @@ START_TEST(test_hello_refusals_close)
 		ck_assert_msg(ht_conn_wait_eof(c, ht_ms(5000)) == 0, "case %zu left it open", i);
 		ht_conn_close(c);
 	}
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_hello_required)
 {
-	struct ht_daemon *d = start();
+	struct ht_daemon *d = ht_herdd;
 	struct ht_conn *c = ht_conn_open(d->socket);
 	json_t *r;
 
@@ -138,44 +130,34 @@ START_TEST(test_hello_required)
 	ht_conn_close(c);
 
 	/* A notification first is no better. */
-	c = ht_conn_open(d->socket);
-	ck_assert(c);
+	c = ht_conn_open_ok(d->socket);
 	ck_assert_int_eq(ht_conn_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}\n", 34), 0);
 	expect_error_and_eof(c, "hello_required");
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_unknown_method_keeps_connection)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "master");
+	struct ht_conn *c = open_hello("master");
 	const char *names[] = { "nope", "supervisor.supervisord.options.execve", "__proto__",
 		"Spawn", "herd.shutdown" };
 	size_t i;
-	json_t *r;
 
 	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		r = ht_conn_call(c, names[i], NULL, ht_ms(5000));
-		ht_assert_error(r, "method_not_found");
-		json_decref(r);
+		ht_expect(c, names[i], NULL, "method_not_found");
 	}
 	/* Unknown notifications are ignored: never answered. */
 	ck_assert_int_eq(ht_conn_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"nope\"}\n", 34), 0);
-	r = ht_conn_call(c, "ping", NULL, ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
+	ht_expect(c, "ping", NULL, NULL);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 /* Each method with params it must refuse, and the connection lives on. */
 START_TEST(test_invalid_params)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "master");
+	struct ht_conn *c = open_hello("master");
 	struct {
 		const char *method;
 		const char *params;
@@ -238,14 +220,12 @@ START_TEST(test_invalid_params)
 	ck_assert_int_eq(json_array_size(list), 0);
 	json_decref(r);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_unknown_worker)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "inspector");
+	struct ht_conn *c = open_hello("inspector");
 	const char *methods[] = { "inspect", "logs", "shutdown", "kill" };
 	size_t i;
 
@@ -259,14 +239,12 @@ START_TEST(test_unknown_worker)
 		json_decref(r);
 	}
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_oversize_closes)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "master");
+	struct ht_conn *c = open_hello("master");
 	size_t n = 8192;
 	char *line = malloc(n + 1);
 	json_t *m;
@@ -284,15 +262,13 @@ START_TEST(test_oversize_closes)
 	ht_conn_close(c);
 
 	/* herdd serves the next connection as if nothing happened. */
-	c = open_hello(d, "master");
+	c = open_hello("master");
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_invalid_json_closes)
 {
-	struct ht_daemon *d = start();
 	struct {
 		const char *line;
 		const char *error;
@@ -306,20 +282,18 @@ START_TEST(test_invalid_json_closes)
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct ht_conn *c = open_hello(d, "master");
+		struct ht_conn *c = open_hello("master");
 
 		ck_assert_int_eq(ht_conn_send_raw(c, cases[i].line, strlen(cases[i].line)), 0);
 		expect_error_and_eof(c, cases[i].error);
 		ht_conn_close(c);
 	}
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_too_deep_closes)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "master");
+	struct ht_conn *c = open_hello("master");
 	char line[300];
 
 	memset(line, '[', 100);
@@ -328,14 +302,12 @@ START_TEST(test_too_deep_closes)
 	ck_assert_int_eq(ht_conn_send_raw(c, line, 201), 0);
 	expect_error_and_eof(c, "too_deep");
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_malformed_rpc_keeps_connection)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "master");
+	struct ht_conn *c = open_hello("master");
 	const char *bad = "{\"jsonrpc\":\"1.0\",\"id\":7,\"method\":\"ping\"}\n";
 	json_t *m;
 
@@ -344,17 +316,14 @@ START_TEST(test_malformed_rpc_keeps_connection)
 	ht_assert_error(m, "invalid_request");
 	ck_assert_int_eq(json_integer_value(json_object_get(m, "id")), 7);
 	json_decref(m);
-	m = ht_conn_call(c, "ping", NULL, ht_ms(5000));
-	ht_assert_result(m);
-	json_decref(m);
+	ht_expect(c, "ping", NULL, NULL);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_handshake_timeout)
 {
-	struct ht_daemon *d = start();
+	struct ht_daemon *d = ht_herdd;
 	struct ht_conn *c = ht_conn_open(d->socket);
 	json_t *m, *data;
 
@@ -370,21 +339,18 @@ START_TEST(test_handshake_timeout)
 	ht_conn_close(c);
 
 	/* A connection that said hello in time is not timed out. */
-	c = open_hello(d, "master");
+	c = open_hello("master");
 	m = ht_conn_recv(c, 800);
 	ck_assert_msg(!m && errno == ETIMEDOUT, "unexpected %s", ht_dump(m));
-	m = ht_conn_call(c, "ping", NULL, ht_ms(5000));
-	ht_assert_result(m);
-	json_decref(m);
+	ht_expect(c, "ping", NULL, NULL);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_stats)
 {
-	struct ht_daemon *d = start();
-	struct ht_conn *c = open_hello(d, "master");
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *c = ht_master;
 	json_t *r = ht_conn_call(c, "stats", NULL, ht_ms(5000)), *res;
 
 	res = ht_assert_result(r);
@@ -396,8 +362,6 @@ START_TEST(test_stats)
 	ck_assert(json_is_object(json_object_get(res, "limits_hit")));
 	ck_assert(json_integer_value(json_object_get(res, "bytes_in")) > 0);
 	json_decref(r);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -451,8 +415,7 @@ START_TEST(test_user_herdd_refuses_other_uid)
 	    "the per-user herdd sent no READY=1: %s", seen);
 	close(nfd);
 	snprintf(sock, sizeof(sock), "%s/herdd.sock", u.dir);
-	c = ht_conn_open(sock);
-	ck_assert_msg(c, "connecting to the per-user herdd: %s", strerror(errno));
+	c = ht_conn_open_ok(sock);
 	r = ht_conn_hello(c, "master", NULL, ht_ms(5000));
 	ht_assert_error(r, "permission_denied");
 	json_decref(r);
@@ -465,29 +428,9 @@ START_TEST(test_user_herdd_refuses_other_uid)
 }
 END_TEST
 
-static Suite *
-protocol_suite(void)
-{
-	Suite *s = suite_create("herdd-protocol");
-	TCase *tc = tcase_create("protocol");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(30));
-	tcase_add_test(tc, test_hello_result);
-	tcase_add_test(tc, test_hello_refusals_close);
-	tcase_add_test(tc, test_hello_required);
-	tcase_add_test(tc, test_unknown_method_keeps_connection);
-	tcase_add_test(tc, test_invalid_params);
-	tcase_add_test(tc, test_unknown_worker);
-	tcase_add_test(tc, test_oversize_closes);
-	tcase_add_test(tc, test_invalid_json_closes);
-	tcase_add_test(tc, test_too_deep_closes);
-	tcase_add_test(tc, test_malformed_rpc_keeps_connection);
-	tcase_add_test(tc, test_handshake_timeout);
-	tcase_add_test(tc, test_stats);
-	tcase_add_test(tc, test_user_herdd_refuses_other_uid);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(protocol_suite)
+HT_MAIN("herdd-protocol",
+    HT_HERDD_CASE("protocol", 30, small_limits, test_hello_result, test_hello_refusals_close,
+        test_hello_required, test_unknown_method_keeps_connection, test_invalid_params,
+        test_unknown_worker, test_oversize_closes, test_invalid_json_closes, test_too_deep_closes,
+        test_malformed_rpc_keeps_connection, test_handshake_timeout, test_stats,
+        test_user_herdd_refuses_other_uid))

@@ -75,6 +75,36 @@ exec_herdd(void *arg)
 	return 127;
 }
 
+/* A fresh temporary dir (128 bytes), and in it the paths (192 bytes each) of herdd's socket and of a NOTIFY_SOCKET. */
+static void
+make_paths(char *dir, char *path, char *notify)
+{
+	ck_assert_int_eq(ht_tmpdir(dir, 128), 0);
+	snprintf(path, 192, "%s/herdd.sock", dir);
+	snprintf(notify, 192, "%s/notify", dir);
+}
+
+/* Binds r->notify (its fd in *ret_fd), then starts herdd as r says. Returns its pid. */
+static pid_t
+start_run(struct herdd_run *r, int *ret_fd)
+{
+	pid_t pid;
+
+	*ret_fd = ht_notify_bind(r->notify);
+	ck_assert_int_ge(*ret_fd, 0);
+	pid = ht_fork_fn(exec_herdd, r, (uid_t)-1, (gid_t)-1);
+	ck_assert_int_gt(pid, 0);
+	return pid;
+}
+
+/* SIGTERM to our herdd pid: it must exit 0. */
+static void
+stop_ok(pid_t pid)
+{
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 0);
+}
+
 /* Starts herdd on path and waits for READY=1. Returns its pid (tracked for teardown). */
 static pid_t
 start_on(const char *dir, const char *path)
@@ -85,10 +115,7 @@ start_on(const char *dir, const char *path)
 	int fd;
 
 	snprintf(notify, sizeof(notify), "%s/notify-%d", dir, (int)ht_now_ms());
-	fd = ht_notify_bind(notify);
-	ck_assert_int_ge(fd, 0);
-	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
-	ck_assert_int_gt(pid, 0);
+	pid = start_run(&r, &fd);
 	ck_assert_msg(ht_notify_wait(fd, "READY=1", seen, sizeof(seen), ht_ms(10000)),
 	    "herdd on %s sent no READY=1: %s", path, seen);
 	close(fd);
@@ -119,9 +146,7 @@ ping(const char *path)
 	r = ht_conn_hello(c, "inspector", NULL, ht_ms(5000));
 	ht_assert_result(r);
 	json_decref(r);
-	r = ht_conn_call(c, "ping", NULL, ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
+	ht_expect(c, "ping", NULL, NULL);
 	ht_conn_close(c);
 }
 
@@ -145,7 +170,6 @@ START_TEST(test_stale_socket_takeover)
 	char path[sizeof(d->socket)], dir[sizeof(d->dir)];
 	struct stat st;
 	pid_t pid;
-	int status;
 
 	ck_assert(d);
 	snprintf(path, sizeof(path), "%s", d->socket);
@@ -157,9 +181,7 @@ START_TEST(test_stale_socket_takeover)
 
 	pid = start_on(dir, path);
 	ping(path);
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &status), 0);
-	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	stop_ok(pid);
 	ck_assert(access(path, F_OK) < 0);
 }
 END_TEST
@@ -189,7 +211,6 @@ START_TEST(test_directories)
 	char dir[128], sub[160], path[192], workers[192];
 	struct stat st;
 	pid_t pid;
-	int status;
 
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(sub, sizeof(sub), "%s/run", dir);
@@ -208,9 +229,7 @@ START_TEST(test_directories)
 	ck_assert_int_eq(lstat(workers, &st), 0);
 	ck_assert_int_eq(st.st_mode & 022, 0);
 	ping(path);
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &status), 0);
-	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	stop_ok(pid);
 	ck_assert(access(path, F_OK) < 0);
 	snprintf(path, sizeof(path), "%s/herdd.sock.lock", sub);
 	ck_assert(access(path, F_OK) < 0);
@@ -257,8 +276,7 @@ START_TEST(test_sigterm_stops_workers_and_cleans_up)
 
 	ck_assert_int_eq(kill(d->pid, SIGTERM), 0);
 	/* The owner hears its worker stop before herdd goes. */
-	ev = ht_conn_wait_event(c, "stopped", NULL, ht_ms(10000));
-	ck_assert_msg(ev, "no stopped event: %s", strerror(errno));
+	ev = ht_wait_event_ok(c, "stopped", NULL, ht_ms(10000));
 	ck_assert_str_eq(
 	    json_string_value(json_object_get(json_object_get(ev, "worker"), "reason")),
 	    "daemon_shutdown");
@@ -317,9 +335,8 @@ START_TEST(test_stopping_refuses_spawn)
 	ck_assert(m && c);
 	/* A worker that ignores SIGTERM holds herdd in its stopping state for the grace. */
 	sid = ht_conn_send_request(m, "spawn",
-	    json_pack("{s:s, s:[s, s, s], s:s, s:i}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "trap '' TERM; exec sleep 100", "shutdown_on", "explicit", "spawn_timeout_ms",
-	        60000));
+	    ht_sh_params("trap '' TERM; exec sleep 100",
+	        json_pack("{s:s, s:i}", "shutdown_on", "explicit", "spawn_timeout_ms", 60000)));
 	ck_assert(sid > 0);
 	r = ht_herdd_wait_listed(c, "sh", "starting", ht_ms(5000));
 	ck_assert_msg(r, "the spawned shell was never listed");
@@ -331,9 +348,7 @@ START_TEST(test_stopping_refuses_spawn)
 	r = ht_conn_wait_reply(m, sid, ht_ms(10000));
 	ht_assert_error(r, "shutting_down");
 	json_decref(r);
-	r = ht_conn_call(m, "spawn", json_pack("{s:s}", "path", "/bin/true"), ht_ms(5000));
-	ht_assert_error(r, "shutting_down");
-	json_decref(r);
+	ht_expect(m, "spawn", json_pack("{s:s}", "path", "/bin/true"), "shutting_down");
 	/* Watchers may still look. */
 	r = ht_conn_call(c, "list", NULL, ht_ms(5000));
 	ck_assert_str_eq(
@@ -354,13 +369,8 @@ START_TEST(test_notify_and_watchdog)
 	pid_t pid;
 	int fd, st;
 
-	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
-	snprintf(path, sizeof(path), "%s/herdd.sock", dir);
-	snprintf(notify, sizeof(notify), "%s/notify", dir);
-	fd = ht_notify_bind(notify);
-	ck_assert_int_ge(fd, 0);
-	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
-	ck_assert_int_gt(pid, 0);
+	make_paths(dir, path, notify);
+	pid = start_run(&r, &fd);
 	ck_assert_msg(ht_notify_wait(fd, "READY=1", seen, sizeof(seen), ht_ms(10000)), "%s", seen);
 	ck_assert_msg(strstr(seen, "STATUS="), "no STATUS with READY: %s", seen);
 	/* WATCHDOG_USEC=200000: a ping at least every 100 ms. */
@@ -384,20 +394,15 @@ START_TEST(test_socket_activation)
 	int64_t deadline;
 	json_t *reply;
 	pid_t pid;
-	int fd, st;
+	int fd;
 
 	if (access("/usr/bin/systemd-socket-activate", X_OK) < 0 &&
 	    access("/bin/systemd-socket-activate", X_OK) < 0) {
 		fprintf(stderr, "skipped: systemd-socket-activate is not installed\n");
 		return;
 	}
-	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
-	snprintf(path, sizeof(path), "%s/herdd.sock", dir);
-	snprintf(notify, sizeof(notify), "%s/notify", dir);
-	fd = ht_notify_bind(notify);
-	ck_assert_int_ge(fd, 0);
-	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
-	ck_assert_int_gt(pid, 0);
+	make_paths(dir, path, notify);
+	pid = start_run(&r, &fd);
 	/* The activator binds, then starts herdd on the first connection; nothing to await but the file. */
 	deadline = ht_now_ms() + ht_ms(5000);
 	while (!c && ht_now_ms() < deadline) {
@@ -414,9 +419,7 @@ START_TEST(test_socket_activation)
 	json_decref(reply);
 	ck_assert(ht_notify_wait(fd, "READY=1", seen, sizeof(seen), ht_ms(5000)));
 	ht_conn_close(c);
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &st), 0);
-	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	stop_ok(pid);
 	/* An activated socket belongs to the service manager: herdd never unlinks it. */
 	ck_assert_int_eq(lstat(path, &sst), 0);
 	close(fd);
@@ -431,17 +434,12 @@ START_TEST(test_log_file_reopen)
 	struct stat st;
 	char seen[4096] = "";
 	pid_t pid;
-	int fd, status;
+	int fd;
 
-	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
-	snprintf(path, sizeof(path), "%s/herdd.sock", dir);
+	make_paths(dir, path, notify);
 	snprintf(log, sizeof(log), "%s/herdd.log", dir);
 	snprintf(rotated, sizeof(rotated), "%s/herdd.log.1", dir);
-	snprintf(notify, sizeof(notify), "%s/notify", dir);
-	fd = ht_notify_bind(notify);
-	ck_assert_int_ge(fd, 0);
-	pid = ht_fork_fn(exec_herdd, &r, (uid_t)-1, (gid_t)-1);
-	ck_assert_int_gt(pid, 0);
+	pid = start_run(&r, &fd);
 	ck_assert(ht_notify_wait(fd, "READY=1", seen, sizeof(seen), ht_ms(10000)));
 	ck_assert_int_eq(stat(log, &st), 0);
 	ck_assert_int_gt(st.st_size, 0);
@@ -452,33 +450,13 @@ START_TEST(test_log_file_reopen)
 	ping(path);
 	ck_assert_int_eq(stat(log, &st), 0);
 	ck_assert_int_gt(st.st_size, 0);
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(ht_wait_child(pid, ht_ms(10000), &status), 0);
-	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	stop_ok(pid);
 	close(fd);
 }
 END_TEST
 
-static Suite *
-socket_suite(void)
-{
-	Suite *s = suite_create("herdd-socket");
-	TCase *tc = tcase_create("socket");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(40));
-	tcase_add_test(tc, test_lock_refuses_second_daemon);
-	tcase_add_test(tc, test_stale_socket_takeover);
-	tcase_add_test(tc, test_not_a_socket_is_kept);
-	tcase_add_test(tc, test_directories);
-	tcase_add_test(tc, test_unsafe_directory_refused);
-	tcase_add_test(tc, test_sigterm_stops_workers_and_cleans_up);
-	tcase_add_test(tc, test_stopping_refuses_spawn);
-	tcase_add_test(tc, test_notify_and_watchdog);
-	tcase_add_test(tc, test_socket_activation);
-	tcase_add_test(tc, test_log_file_reopen);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(socket_suite)
+HT_MAIN("herdd-socket",
+    HT_CASE("socket", 40, test_lock_refuses_second_daemon, test_stale_socket_takeover,
+        test_not_a_socket_is_kept, test_directories, test_unsafe_directory_refused,
+        test_sigterm_stops_workers_and_cleans_up, test_stopping_refuses_spawn,
+        test_notify_and_watchdog, test_socket_activation, test_log_file_reopen))

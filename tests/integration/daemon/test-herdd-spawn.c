@@ -38,13 +38,12 @@ record(struct ht_conn *c, const char *name)
 
 START_TEST(test_exec_failures)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "spawn-errors");
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *c = ht_master;
 	char noexec[192];
 	json_t *r, *rec;
 	int fd;
 
-	ck_assert(c);
 	r = ht_spawn(
 	    c, json_pack("{s:s, s:s}", "path", "/nonexistent/worker", "name", "gone"), ht_ms(5000));
 	ht_assert_error(r, "spawn_failed");
@@ -85,8 +84,6 @@ START_TEST(test_exec_failures)
 	json_decref(r);
 
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(5000)), 0);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -97,14 +94,14 @@ END_TEST
  */
 START_TEST(test_fifo_output)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "fifo");
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *c = ht_master;
 	struct ht_lines *l = calloc(1, sizeof(*l));
 	unsigned long flags = 0;
 	char fifo[192];
 	json_t *r;
 
-	ck_assert(c && l);
+	ck_assert_ptr_nonnull(l);
 	snprintf(fifo, sizeof(fifo), "%s/out.fifo", d->dir);
 	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
 	r = ht_spawn(c, json_pack("{s:s, s:{s:s}}", "path", "/bin/true", "stdout", "file", fifo),
@@ -117,8 +114,8 @@ START_TEST(test_fifo_output)
 	l->fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	ck_assert_int_ge(l->fd, 0);
 	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s], s:{s:s}}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "grep ^flags: /proc/self/fdinfo/1", "stdout", "file", fifo),
+	    ht_sh_params(
+	        "grep ^flags: /proc/self/fdinfo/1", json_pack("{s:{s:s}}", "stdout", "file", fifo)),
 	    ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
 	json_decref(r);
@@ -127,8 +124,6 @@ START_TEST(test_fifo_output)
 	ck_assert_msg(!(flags & O_NONBLOCK), "fd 1 flags %lo", flags);
 	close(l->fd);
 	free(l);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -138,14 +133,14 @@ END_TEST
  */
 START_TEST(test_worker_gets_only_its_fds)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "fds"), *extra[16];
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *c = ht_master, *extra[16];
 	struct ht_lines *l = calloc(1, sizeof(*l));
 	char fifo[192], seen[64] = "";
 	json_t *r;
 	int i, n;
 
-	ck_assert(c && l);
+	ck_assert_ptr_nonnull(l);
 	/* Connections make herdd hold fds above the ones a spawn passes on. */
 	for (i = 0; i < 16; i++)
 		ck_assert_ptr_nonnull(extra[i] = ht_herdd_open(d, "inspector", NULL));
@@ -155,8 +150,7 @@ START_TEST(test_worker_gets_only_its_fds)
 	ck_assert_int_ge(l->fd, 0);
 	/* ls itself opens the directory it lists: 4 is its own. */
 	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s], s:{s:s}}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "exec ls /proc/self/fd", "stdout", "file", fifo),
+	    ht_sh_params("exec ls /proc/self/fd", json_pack("{s:{s:s}}", "stdout", "file", fifo)),
 	    ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
 	json_decref(r);
@@ -171,21 +165,16 @@ START_TEST(test_worker_gets_only_its_fds)
 	free(l);
 	for (i = 0; i < 16; i++)
 		ht_conn_close(extra[i]);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_exit_and_crash_before_ready)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "early-deaths");
+	struct ht_conn *c = ht_master;
 	json_t *r, *ev;
 
-	ck_assert(c);
 	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "echo about to leave >&2; exit 3", "name", "leaver"),
+	    ht_sh_params("echo about to leave >&2; exit 3", json_pack("{s:s}", "name", "leaver")),
 	    ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
 	ck_assert_str_eq(ht_str(ht_error_data(r), "reason"), "exited");
@@ -194,47 +183,38 @@ START_TEST(test_exit_and_crash_before_ready)
 	    json_string_value(json_array_get(json_object_get(ht_error_data(r), "stderr_tail"), 0)),
 	    "about to leave");
 	json_decref(r);
-	ev = ht_conn_wait_event(c, "exited", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no exited event");
+	ev = ht_wait_event_ok(c, "exited", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "name"), "leaver");
 	json_decref(ev);
 
-	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "kill -SEGV $$", "name", "crasher"),
-	    ht_ms(5000));
+	r = ht_spawn(
+	    c, ht_sh_params("kill -SEGV $$", json_pack("{s:s}", "name", "crasher")), ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
 	ck_assert_str_eq(ht_str(ht_error_data(r), "reason"), "crashed");
 	ck_assert_str_eq(ht_str(ht_error_data(r), "signal"), "SIGSEGV");
 	json_decref(r);
-	ev = ht_conn_wait_event(c, "crashed", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no crashed event");
+	ev = ht_wait_event_ok(c, "crashed", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGSEGV");
 	json_decref(ev);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 /* A program that never says ready, with a child that detaches (setsid, double fork). */
 START_TEST(test_spawn_timeout_kills_the_tree)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "slow");
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *c = ht_master;
 	json_t *r, *ev, *rec;
 
-	ck_assert(c);
 	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s], s:s, s:i}", "path", "/bin/sh", "argv", "sh", "-c",
-	        "(setsid sleep 1000 &); sleep 1000 & exec sleep 1000", "name", "never-ready",
-	        "spawn_timeout_ms", 500),
+	    ht_sh_params("(setsid sleep 1000 &); sleep 1000 & exec sleep 1000",
+	        json_pack("{s:s, s:i}", "name", "never-ready", "spawn_timeout_ms", 500)),
 	    ht_ms(10000));
 	ht_assert_error(r, "timeout");
 	ck_assert_str_eq(ht_str(ht_error_data(r), "what"), "spawn");
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "ms")), 500);
 	json_decref(r);
-	ev = ht_conn_wait_event(c, "spawn_timeout", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no spawn_timeout event");
+	ev = ht_wait_event_ok(c, "spawn_timeout", NULL, ht_ms(5000));
 	json_decref(ev);
 	rec = record(c, "never-ready");
 	ck_assert_str_eq(ht_str(rec, "reason"), "spawn_timeout");
@@ -243,26 +223,22 @@ START_TEST(test_spawn_timeout_kills_the_tree)
 	json_decref(rec);
 	/* The worker, its child and the detached grandchild are all gone and reaped. */
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(5000)), 0);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 /* What a worker process is given: environment, identity, stdin, fds. */
 START_TEST(test_environment)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "env");
+	struct ht_conn *c = ht_master;
 	json_t *r, *lines, *line, *rec;
 	bool path = false, chan = false, id = false, mine = false, notify = false, home = false;
 	size_t i;
 
-	ck_assert(c);
 	setenv("NOTIFY_SOCKET", "/leak/test", 1);
 	r = ht_spawn(c,
-	    json_pack("{s:s, s:[s, s, s], s:s, s:s, s:{s:s}}", "path", "/bin/sh", "argv", "sh",
-	        "-c", "env; read x; echo stdin=$?", "name", "env", "stdout", "capture", "env",
-	        "MY_VAR", "my value"),
+	    ht_sh_params("env; read x; echo stdin=$?",
+	        json_pack("{s:s, s:s, s:{s:s}}", "name", "env", "stdout", "capture", "env",
+	            "MY_VAR", "my value")),
 	    ht_ms(5000));
 	unsetenv("NOTIFY_SOCKET");
 	ht_assert_error(r, "worker_exited");
@@ -289,8 +265,6 @@ START_TEST(test_environment)
 	/* stdin is /dev/null: read hits EOF at once. */
 	ck_assert_msg(strstr(ht_dump(lines), "stdin=1"), "stdin: %s", ht_dump(lines));
 	json_decref(r);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -314,9 +288,7 @@ spawn_as_nobody(void *arg)
 		return 3;
 	json_decref(r);
 	r = ht_conn_call(c, "spawn",
-	    json_pack("{s:s, s:[s, s, s], s:{s:s}}", "path", "/bin/sh", "argv", "sh", "-c", "id -u",
-	        "stdout", "file", job->out),
-	    10000);
+	    ht_sh_params("id -u", json_pack("{s:{s:s}}", "stdout", "file", job->out)), 10000);
 	if (!ht_error_name(r) || strcmp(ht_error_name(r), "worker_exited") != 0)
 		return 4;
 	json_decref(r);
@@ -339,7 +311,7 @@ START_TEST(test_runs_as_requester)
 		fprintf(stderr, "skipped: needs root and a nobody user\n");
 		return;
 	}
-	d = ht_daemon_start_ok(NULL);
+	d = ht_herdd;
 	/* nobody may write in the directory but not in herdd's private socket dir. */
 	snprintf(out, sizeof(out), "%s/out", d->dir);
 	ck_assert_int_eq(chmod(d->dir, 0711), 0);
@@ -363,14 +335,12 @@ START_TEST(test_runs_as_requester)
 	ck_assert_int_gt(n, 0);
 	buf[n] = '\0';
 	ck_assert_int_eq(atoi(buf), (int)uid);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_real_worker_round_trip)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_herdd_open(d, "master", "round-trip");
+	struct ht_conn *c = ht_master;
 	json_t *params = ht_testworker_params(json_pack("{s:s}", "name", "tw"));
 	json_t *sp, *r, *res, *ev, *w;
 	char sock[256], dir[256];
@@ -393,8 +363,7 @@ START_TEST(test_real_worker_round_trip)
 	ck_assert_int_eq(st.st_mode & 07777, 0700);
 	ck_assert_int_eq(st.st_uid, getuid());
 
-	ev = ht_conn_wait_event(c, "ready", ht_str(res, "id"), ht_ms(5000));
-	ck_assert_msg(ev, "no ready event");
+	ev = ht_wait_event_ok(c, "ready", ht_str(res, "id"), ht_ms(5000));
 	ck_assert(json_is_array(json_object_get(ev, "stderr_tail")));
 	json_decref(ev);
 
@@ -417,10 +386,8 @@ START_TEST(test_real_worker_round_trip)
 	ck_assert(json_is_array(json_object_get(ht_assert_result(r), "lines")));
 	json_decref(r);
 	/* stdout is not captured by default. */
-	r = ht_conn_call(c, "logs",
-	    json_pack("{s:s, s:s}", "id", ht_str(res, "id"), "stream", "stdout"), ht_ms(5000));
-	ht_assert_error(r, "invalid_params");
-	json_decref(r);
+	ht_expect(c, "logs", json_pack("{s:s, s:s}", "id", ht_str(res, "id"), "stream", "stdout"),
+	    "invalid_params");
 
 	r = ht_conn_call(c, "shutdown",
 	    json_pack("{s:s, s:i}", "id", ht_str(res, "id"), "grace_ms", 2000), ht_ms(10000));
@@ -431,29 +398,26 @@ START_TEST(test_real_worker_round_trip)
 	json_decref(r);
 	ck_assert(!ht_pid_alive(pid));
 	ck_assert_msg(access(sock, F_OK) < 0, "the worker's socket file was left behind");
-	ev = ht_conn_wait_event(c, "stopped", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no stopped event");
+	ev = ht_wait_event_ok(c, "stopped", NULL, ht_ms(5000));
 	json_decref(ev);
 	/* An exited worker is not there to signal. */
-	r = ht_conn_call(c, "kill", json_pack("{s:s}", "id", ht_str(res, "id")), ht_ms(5000));
-	ht_assert_error(r, "worker_not_found");
-	json_decref(r);
+	ht_expect(c, "kill", json_pack("{s:s}", "id", ht_str(res, "id")), "worker_not_found");
 	json_decref(sp);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_limits_and_duplicate_ids)
 {
 	static const char *const args[] = { "--max-workers-per-master", "1", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
-	struct ht_conn *c = ht_herdd_open(d, "master", "limits");
+	struct ht_daemon *d;
+	struct ht_conn *c;
 	const char *dup = "{\"jsonrpc\":\"2.0\",\"id\":\"same\",\"method\":\"spawn\",\"params\":"
 	                  "{\"path\":\"/bin/sleep\",\"argv\":[\"sleep\",\"100\"]}}\n";
 	json_t *r;
 
-	ck_assert(c);
+	ht_fixture_restart(args);
+	d = ht_herdd;
+	c = ht_master;
 	/* The first spawn stays pending (sleep never says ready)... */
 	ck_assert_int_eq(ht_conn_send_raw(c, dup, strlen(dup)), 0);
 	/* ...so the same id again is refused, and a second worker is over the limit. */
@@ -469,30 +433,13 @@ START_TEST(test_limits_and_duplicate_ids)
 	json_decref(r);
 	/* The master leaves: its starting worker goes too. */
 	ht_conn_close(c);
+	ht_master = NULL;
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
-static Suite *
-spawn_suite(void)
-{
-	Suite *s = suite_create("herdd-spawn");
-	TCase *tc = tcase_create("spawn");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(40));
-	tcase_add_test(tc, test_exec_failures);
-	tcase_add_test(tc, test_fifo_output);
-	tcase_add_test(tc, test_worker_gets_only_its_fds);
-	tcase_add_test(tc, test_exit_and_crash_before_ready);
-	tcase_add_test(tc, test_spawn_timeout_kills_the_tree);
-	tcase_add_test(tc, test_environment);
-	tcase_add_test(tc, test_runs_as_requester);
-	tcase_add_test(tc, test_real_worker_round_trip);
-	tcase_add_test(tc, test_limits_and_duplicate_ids);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(spawn_suite)
+HT_MAIN("herdd-spawn",
+    HT_HERDD_CASE("spawn", 40, NULL, test_exec_failures, test_fifo_output,
+        test_worker_gets_only_its_fds, test_exit_and_crash_before_ready,
+        test_spawn_timeout_kills_the_tree, test_environment, test_runs_as_requester,
+        test_real_worker_round_trip, test_limits_and_duplicate_ids))

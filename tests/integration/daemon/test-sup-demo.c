@@ -7,19 +7,14 @@
 
 #include "ht-check.h"
 
-static const char *const grace_args[] = { "--grace-ms", "300", NULL };
-
 START_TEST(test_sum_demo)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	const char *argv[] = { ht_env_path("SUM_DEMO"), "--socket", NULL, "--workers", "3", "--max",
 		"1000000", NULL };
-	struct ht_conn *insp;
-	json_t *reply;
 	char *out = NULL, *err = NULL;
 	int code;
 
-	ck_assert_ptr_nonnull(d);
 	ck_assert_ptr_nonnull(argv[0]);
 	argv[2] = d->socket;
 	code = ht_run(argv, &out, &err, ht_ms(30000));
@@ -28,28 +23,10 @@ START_TEST(test_sum_demo)
 	ck_assert_msg(strstr(out, "all 3 workers exited"), "%s", out);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
 
-	insp = ht_herdd_open(d, "inspector", "test");
-	ck_assert_ptr_nonnull(insp);
-	reply = ht_conn_call(insp, "list", NULL, ht_ms(5000));
-	ck_assert_int_eq(json_array_size(json_object_get(ht_assert_result(reply), "workers")), 0);
-	json_decref(reply);
-	ht_conn_close(insp);
+	ht_assert_no_workers(d);
 	free(out);
 	free(err);
 }
 END_TEST
 
-static Suite *
-demo_suite(void)
-{
-	Suite *s = suite_create("sup-demo");
-	TCase *tc = tcase_create("demo");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(40));
-	tcase_add_test(tc, test_sum_demo);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(demo_suite)
+HT_MAIN("sup-demo", HT_HERDD_CASE("demo", 40, ht_grace_args, test_sum_demo))

@@ -15,44 +15,11 @@
 
 #include "ht-check.h"
 
-static const char *const grace_args[] = { "--grace-ms", "300", NULL };
-
-struct fixture {
-	struct ht_daemon *d;
-	struct ht_conn *m; /* a master: receives its workers' events */
-};
-
-static void
-fixture_open(struct fixture *f)
-{
-	f->d = ht_daemon_start(grace_args);
-	ck_assert_ptr_nonnull(f->d);
-	f->m = ht_herdd_open(f->d, "master", "test");
-	ck_assert_ptr_nonnull(f->m);
-}
-
-static void
-fixture_close(struct fixture *f)
-{
-	ht_conn_close(f->m);
-}
-
-/* Spawns a testworker with extra params (stolen) that must succeed; returns the result. */
-static json_t *
-spawn_ok(struct fixture *f, json_t *extra)
-{
-	json_t *reply = ht_spawn(f->m, ht_testworker_params(extra), ht_ms(10000));
-	json_t *res = json_incref(ht_assert_result(reply));
-
-	json_decref(reply);
-	return res;
-}
-
 /* The record of a worker that no longer exists: reaped, and the reason is right. */
 static void
-assert_record(struct fixture *f, const char *id, const char *reason)
+assert_record(const char *id, const char *reason)
 {
-	json_t *w = ht_herdd_find(f->m, id);
+	json_t *w = ht_herdd_find(ht_master, id);
 
 	ck_assert_msg(w, "no record for %s", id);
 	ck_assert_msg(ht_str(w, "reason") && strcmp(ht_str(w, "reason"), reason) == 0,
@@ -64,12 +31,10 @@ assert_record(struct fixture *f, const char *id, const char *reason)
 
 START_TEST(test_init_failure)
 {
-	struct fixture f;
 	json_t *reply, *ev;
 	const char *id;
 
-	fixture_open(&f);
-	reply = ht_spawn(f.m,
+	reply = ht_spawn(ht_master,
 	    ht_testworker_params(json_pack("{s:s, s:{s:s}}", "name", "bad-init", "init",
 	        "fail_init", "no database at /nowhere")),
 	    ht_ms(10000));
@@ -77,25 +42,21 @@ START_TEST(test_init_failure)
 	ck_assert_str_eq(ht_error_message(reply), "no database at /nowhere");
 	json_decref(reply);
 	/* Nothing is left running once the spawn has answered. */
-	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
+	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(1000)), 0);
 
-	ev = ht_conn_wait_event(f.m, "init_failed", NULL, ht_ms(5000));
-	ck_assert_msg(ev, "no init_failed event");
+	ev = ht_wait_event_ok(ht_master, "init_failed", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_str(ev, "message"), "no database at /nowhere");
 	id = ht_str(json_object_get(ev, "worker"), "id");
-	assert_record(&f, id, "init_failed");
+	assert_record(id, "init_failed");
 	json_decref(ev);
-	fixture_close(&f);
 }
 END_TEST
 
 START_TEST(test_spawn_timeout)
 {
-	struct fixture f;
 	json_t *reply, *data, *w;
 
-	fixture_open(&f);
-	reply = ht_spawn(f.m,
+	reply = ht_spawn(ht_master,
 	    ht_testworker_params(json_pack("{s:s, s:{s:i}, s:i}", "name", "too-slow", "init",
 	        "init_delay_ms", 60000, "spawn_timeout_ms", 300)),
 	    ht_ms(10000));
@@ -103,88 +64,63 @@ START_TEST(test_spawn_timeout)
 	data = ht_error_data(reply);
 	ck_assert_str_eq(ht_str(data, "what"), "spawn");
 	json_decref(reply);
-	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
-	w = ht_herdd_wait_listed(f.m, "too-slow", "exited", ht_ms(1000));
+	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(1000)), 0);
+	w = ht_herdd_wait_listed(ht_master, "too-slow", "exited", ht_ms(1000));
 	ck_assert_msg(w, "no record of the timed-out worker");
-	assert_record(&f, ht_str(w, "id"), "spawn_timeout");
+	assert_record(ht_str(w, "id"), "spawn_timeout");
 	json_decref(w);
-	fixture_close(&f);
 }
 END_TEST
 
 START_TEST(test_crash_reports_signal)
 {
-	struct fixture f;
 	json_t *res, *reply, *ev, *worker;
 	const char *socket;
 	struct stat st;
 
-	fixture_open(&f);
-	res = spawn_ok(&f, NULL);
+	res = ht_spawn_ok(ht_master, ht_testworker_params(NULL));
 	socket = ht_str(res, "socket");
 	reply = ht_worker_call(
 	    socket, NULL, "crash", json_pack("{s:s}", "signal", "SEGV"), ht_ms(5000));
 	ck_assert_msg(!reply && errno == EPIPE, "the crash call answered: %s", ht_dump(reply));
 
-	ev = ht_conn_wait_event(f.m, "crashed", ht_str(res, "id"), ht_ms(5000));
-	ck_assert_msg(ev, "no crashed event");
+	ev = ht_wait_event_ok(ht_master, "crashed", ht_str(res, "id"), ht_ms(5000));
 	worker = json_object_get(ev, "worker");
 	ck_assert_str_eq(ht_str(worker, "signal"), "SIGSEGV");
 	ck_assert_str_eq(ht_str(worker, "reason"), "crashed");
-	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
+	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(1000)), 0);
 	/* The worker could not remove its socket; herdd must. */
 	ck_assert_msg(stat(socket, &st) < 0 && errno == ENOENT, "stale socket %s", socket);
 	json_decref(ev);
 	json_decref(res);
-	fixture_close(&f);
 }
 END_TEST
 
 START_TEST(test_exit_code_reported)
 {
-	struct fixture f;
 	json_t *res, *reply, *ev, *worker;
 
-	fixture_open(&f);
-	res = spawn_ok(&f, NULL);
+	res = ht_spawn_ok(ht_master, ht_testworker_params(NULL));
 	reply = ht_worker_call(
 	    ht_str(res, "socket"), NULL, "exit", json_pack("{s:i}", "code", 3), ht_ms(5000));
 	ck_assert_ptr_null(reply);
-	ev = ht_conn_wait_event(f.m, "exited", ht_str(res, "id"), ht_ms(5000));
-	ck_assert_msg(ev, "no exited event");
+	ev = ht_wait_event_ok(ht_master, "exited", ht_str(res, "id"), ht_ms(5000));
 	worker = json_object_get(ev, "worker");
 	ck_assert_int_eq(json_integer_value(json_object_get(worker, "exit_code")), 3);
 	ck_assert_str_eq(ht_str(worker, "reason"), "exited");
 	ck_assert(json_is_null(json_object_get(worker, "signal")));
-	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
+	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(1000)), 0);
 	json_decref(ev);
 	json_decref(res);
-	fixture_close(&f);
 }
 END_TEST
 
-/* True if some string of the array contains needle. */
-static bool
-lines_contain(const json_t *lines, const char *needle)
-{
-	const json_t *l;
-	size_t i;
-
-	json_array_foreach(lines, i, l) {
-		if (json_is_string(l) && strstr(json_string_value(l), needle))
-			return true;
-	}
-	return false;
-}
-
 START_TEST(test_background_failure)
 {
-	struct fixture f;
 	json_t *res, *reply, *ev, *tail;
 	const char *socket, *id;
 
-	fixture_open(&f);
-	res = spawn_ok(&f, NULL);
+	res = ht_spawn_ok(ht_master, ht_testworker_params(NULL));
 	socket = ht_str(res, "socket");
 	id = ht_str(res, "id");
 	reply = ht_worker_call(
@@ -197,30 +133,29 @@ START_TEST(test_background_failure)
 	ht_assert_result(reply);
 	json_decref(reply);
 
-	ev = ht_conn_wait_event(f.m, "failed", id, ht_ms(5000));
-	ck_assert_msg(ev, "no failed event");
+	ev = ht_wait_event_ok(ht_master, "failed", id, ht_ms(5000));
 	ck_assert_str_eq(ht_str(ev, "message"), "disk on fire");
 	tail = json_object_get(ev, "stderr_tail");
-	ck_assert_msg(lines_contain(tail, "preparing the disk"), "stderr_tail %s", ht_dump(tail));
-	ck_assert_msg(lines_contain(tail, "disk on fire"), "stderr_tail %s", ht_dump(tail));
-	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
-	assert_record(&f, id, "failed");
+	ck_assert_msg(
+	    ht_lines_contain(tail, "preparing the disk"), "stderr_tail %s", ht_dump(tail));
+	ck_assert_msg(ht_lines_contain(tail, "disk on fire"), "stderr_tail %s", ht_dump(tail));
+	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(1000)), 0);
+	assert_record(id, "failed");
 
 	/* The captured stderr outlives the worker. */
-	reply = ht_conn_call(f.m, "logs", json_pack("{s:s}", "id", id), ht_ms(5000));
-	ck_assert_msg(
-	    lines_contain(json_object_get(ht_assert_result(reply), "lines"), "preparing the disk"),
+	reply = ht_conn_call(ht_master, "logs", json_pack("{s:s}", "id", id), ht_ms(5000));
+	ck_assert_msg(ht_lines_contain(
+	                  json_object_get(ht_assert_result(reply), "lines"), "preparing the disk"),
 	    "logs: %s", ht_dump(reply));
 	json_decref(reply);
 	json_decref(ev);
 	json_decref(res);
-	fixture_close(&f);
 }
 END_TEST
 
 /* One failed spawn of kind k: every way a spawn can fail, in turn. */
 static void
-failed_spawn(struct fixture *f, int k)
+failed_spawn(int k)
 {
 	static const char *const names[] = { "spawn_failed", "spawn_failed", "init_failed",
 		"invalid_params", "invalid_params" };
@@ -244,49 +179,44 @@ failed_spawn(struct fixture *f, int k)
 		params = ht_testworker_params(json_pack("{s:{s:s}}", "env", "HERD_X", "y"));
 		break;
 	}
-	reply = ht_spawn(f->m, params, ht_ms(10000));
+	reply = ht_spawn(ht_master, params, ht_ms(10000));
 	ht_assert_error(reply, names[k % 5]);
 	json_decref(reply);
 }
 
 START_TEST(test_failed_spawns_leak_no_fd)
 {
-	struct fixture f;
 	int before, after, i;
 
-	fixture_open(&f);
 	/* Warm up: whatever herdd opens once (directories, caches) is opened now. */
 	for (i = 0; i < 10; i++)
-		failed_spawn(&f, i);
-	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
-	before = ht_count_fds(f.d->pid);
+		failed_spawn(i);
+	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(1000)), 0);
+	before = ht_count_fds(ht_herdd->pid);
 	ck_assert_int_gt(before, 0);
 	for (i = 0; i < 100; i++)
-		failed_spawn(&f, i);
-	ck_assert_int_eq(ht_herdd_children_gone(f.d, ht_ms(1000)), 0);
-	after = ht_count_fds(f.d->pid);
+		failed_spawn(i);
+	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(1000)), 0);
+	after = ht_count_fds(ht_herdd->pid);
 	ck_assert_msg(
 	    after == before, "herdd had %d fds before 100 failed spawns, %d after", before, after);
-	fixture_close(&f);
 }
 END_TEST
 
 /* Runs sh -c script as a worker named name that exits before ready; returns its "logs" (new reference). */
 static json_t *
-chatty_logs(struct fixture *f, const char *name, const char *script, json_t **ret_tail)
+chatty_logs(const char *name, const char *script, json_t **ret_tail)
 {
 	json_t *reply, *rec;
 
-	reply = ht_spawn(f->m,
-	    json_pack("{s:s, s:[s, s, s], s:s}", "path", "/bin/sh", "argv", "sh", "-c", script,
-	        "name", name),
-	    ht_ms(10000));
+	reply = ht_spawn(
+	    ht_master, ht_sh_params(script, json_pack("{s:s}", "name", name)), ht_ms(10000));
 	ht_assert_error(reply, "worker_exited");
 	*ret_tail = json_incref(json_object_get(ht_error_data(reply), "stderr_tail"));
 	json_decref(reply);
-	rec = ht_herdd_wait_listed(f->m, name, "exited", ht_ms(5000));
+	rec = ht_herdd_wait_listed(ht_master, name, "exited", ht_ms(5000));
 	ck_assert_ptr_nonnull(rec);
-	reply = ht_conn_call(f->m, "logs",
+	reply = ht_conn_call(ht_master, "logs",
 	    json_pack("{s:s, s:i}", "id", ht_str(rec, "id"), "lines", 1000), ht_ms(5000));
 	json_decref(rec);
 	ht_assert_result(reply);
@@ -308,18 +238,16 @@ assert_line(json_t *lines, int from_end, const char *want)
  */
 START_TEST(test_capture_bounds)
 {
-	struct fixture f;
 	json_t *reply, *lines, *tail;
 	char a4096[4097], a1808[1809];
 	size_t i, bytes = 0;
 
-	fixture_open(&f);
 	memset(a4096, 'a', 4096);
 	a4096[4096] = '\0';
 	memset(a1808, 'a', 1808);
 	a1808[1808] = '\0';
 	/* 1200 short lines, one of 10000 bytes (three pieces), bad bytes with CRLF, no newline. */
-	reply = chatty_logs(&f, "chatty",
+	reply = chatty_logs("chatty",
 	    "exec >&2; i=0; while [ $i -lt 1200 ]; do echo \"line $i\"; i=$((i+1)); done; "
 	    "head -c 10000 /dev/zero | tr '\\0' a; echo; "
 	    "printf 'bad \\377\\000 crlf\\r\\n'; printf 'no newline'; exit 3",
@@ -342,7 +270,7 @@ START_TEST(test_capture_bounds)
 	json_decref(reply);
 
 	/* 40 lines of 4000 bytes: the byte bound keeps 32 of them. */
-	reply = chatty_logs(&f, "wordy",
+	reply = chatty_logs("wordy",
 	    "exec >&2; i=0; while [ $i -lt 40 ]; do head -c 4000 /dev/zero | tr '\\0' b; echo; "
 	    "i=$((i+1)); done; exit 3",
 	    &tail);
@@ -354,27 +282,10 @@ START_TEST(test_capture_bounds)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "dropped")), 8);
 	json_decref(tail);
 	json_decref(reply);
-	fixture_close(&f);
 }
 END_TEST
 
-static Suite *
-failures_suite(void)
-{
-	Suite *s = suite_create("sup-failures");
-	TCase *tc = tcase_create("failures");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(30));
-	tcase_add_test(tc, test_init_failure);
-	tcase_add_test(tc, test_spawn_timeout);
-	tcase_add_test(tc, test_crash_reports_signal);
-	tcase_add_test(tc, test_exit_code_reported);
-	tcase_add_test(tc, test_background_failure);
-	tcase_add_test(tc, test_failed_spawns_leak_no_fd);
-	tcase_add_test(tc, test_capture_bounds);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(failures_suite)
+HT_MAIN("sup-failures",
+    HT_HERDD_CASE("failures", 30, ht_grace_args, test_init_failure, test_spawn_timeout,
+        test_crash_reports_signal, test_exit_code_reported, test_background_failure,
+        test_failed_spawns_leak_no_fd, test_capture_bounds))

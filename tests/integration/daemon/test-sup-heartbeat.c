@@ -11,8 +11,6 @@
 
 #include "ht-check.h"
 
-static const char *const grace_args[] = { "--grace-ms", "300", NULL };
-
 /* Short heartbeats so a hang shows within a second. */
 #define HB_INTERVAL_MS 100
 #define HB_TIMEOUT_MS  300
@@ -26,20 +24,15 @@ hb_params(void)
 
 START_TEST(test_busy_worker_is_not_hung)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
-	struct ht_conn *m, *client;
+	struct ht_conn *m = ht_master, *client;
 	json_t *reply, *res, *w;
 	pid_t pid;
 
-	ck_assert_ptr_nonnull(d);
-	m = ht_herdd_open(d, "master", "test");
-	ck_assert_ptr_nonnull(m);
 	reply = ht_spawn(m, hb_params(), ht_ms(10000));
 	res = ht_assert_result(reply);
 	pid = ht_worker_pid(res);
 
-	client = ht_conn_open(ht_str(res, "socket"));
-	ck_assert_ptr_nonnull(client);
+	client = ht_conn_open_ok(ht_str(res, "socket"));
 	json_decref(ht_conn_hello(client, "client", NULL, ht_ms(5000)));
 	/* Three heartbeat timeouts of CPU work with the loop blocked. */
 	w = ht_conn_call(client, "spin", json_pack("{s:i}", "ms", 3 * HB_TIMEOUT_MS), ht_ms(10000));
@@ -59,33 +52,26 @@ START_TEST(test_busy_worker_is_not_hung)
 
 	ht_conn_close(client);
 	json_decref(reply);
-	ht_conn_close(m);
 }
 END_TEST
 
 START_TEST(test_stopped_worker_is_heartbeat_lost)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
-	struct ht_conn *m;
+	struct ht_conn *m = ht_master;
 	json_t *reply, *res, *ev;
 	pid_t pid;
 
-	ck_assert_ptr_nonnull(d);
-	m = ht_herdd_open(d, "master", "test");
-	ck_assert_ptr_nonnull(m);
 	reply = ht_spawn(m, hb_params(), ht_ms(10000));
 	res = ht_assert_result(reply);
 	pid = ht_worker_pid(res);
 
 	ck_assert_int_eq(kill(pid, SIGSTOP), 0);
-	ev = ht_conn_wait_event(m, "heartbeat_lost", ht_str(res, "id"), ht_ms(5000));
-	ck_assert_msg(ev, "a stopped worker was not declared heartbeat_lost");
+	ev = ht_wait_event_ok(m, "heartbeat_lost", ht_str(res, "id"), ht_ms(5000));
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "heartbeat_lost");
 	json_decref(ev);
 	ck_assert_int_eq(ht_wait_pid_gone(pid, ht_ms(1000)), 0);
-	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
+	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(1000)), 0);
 	json_decref(reply);
-	ht_conn_close(m);
 }
 END_TEST
 
@@ -114,14 +100,10 @@ spawn_grandchildren(const char *socket, pid_t *attached, pid_t *detached)
 
 START_TEST(test_grandchildren_die_with_worker)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
-	struct ht_conn *m;
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *m = ht_master;
 	json_t *reply, *res, *r;
 	pid_t g1, g2, pid;
-
-	ck_assert_ptr_nonnull(d);
-	m = ht_herdd_open(d, "master", "test");
-	ck_assert_ptr_nonnull(m);
 
 	/* Stopped by shutdown. */
 	reply = ht_spawn(m, ht_testworker_params(NULL), ht_ms(10000));
@@ -153,23 +135,9 @@ START_TEST(test_grandchildren_die_with_worker)
 	    ht_wait_pid_gone(g2, ht_ms(1000)) == 0, "detached grandchild %d survived", (int)g2);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
 	json_decref(reply);
-	ht_conn_close(m);
 }
 END_TEST
 
-static Suite *
-heartbeat_suite(void)
-{
-	Suite *s = suite_create("sup-heartbeat");
-	TCase *tc = tcase_create("heartbeat");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(30));
-	tcase_add_test(tc, test_busy_worker_is_not_hung);
-	tcase_add_test(tc, test_stopped_worker_is_heartbeat_lost);
-	tcase_add_test(tc, test_grandchildren_die_with_worker);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(heartbeat_suite)
+HT_MAIN("sup-heartbeat",
+    HT_HERDD_CASE("heartbeat", 30, ht_grace_args, test_busy_worker_is_not_hung,
+        test_stopped_worker_is_heartbeat_lost, test_grandchildren_die_with_worker))

@@ -11,8 +11,6 @@
 
 #include "ht-check.h"
 
-static const char *const grace_args[] = { "--grace-ms", "300", NULL };
-
 struct out {
 	int code;
 	char *out;
@@ -102,14 +100,13 @@ END_TEST
 
 START_TEST(test_spawn_list_call_stop)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	const char *tw = ht_env_path("HERD_TESTWORKER");
 	struct out o;
 	json_t *res, *w;
 	char id[32], id2[32];
 	pid_t pid, pid2;
 
-	ck_assert_ptr_nonnull(d);
 	o = ctl(d->socket, "--json", "spawn", "--name", "tw", "--init", "{\"k\":1}", "--env",
 	    "COLOUR=green", "--cwd", "/tmp", "--", tw, NULL);
 	ck_assert_msg(o.code == 0, "spawn: %s", o.err);
@@ -225,20 +222,18 @@ read_event(struct ht_lines *l, const char *event, const char *name, int timeout_
 
 START_TEST(test_watch)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	const char *argv[] = { ht_env_path("HERDCTL"), "--socket", NULL, "--json", "watch", NULL };
 	struct ht_lines l = { 0 };
-	struct ht_conn *m;
+	struct ht_conn *m = ht_master;
 	json_t *reply, *ev = NULL;
 	int64_t deadline;
 	pid_t watch;
 
-	ck_assert_ptr_nonnull(d);
 	argv[2] = d->socket;
 	watch = ht_start_reader(argv, &l.fd);
 	ck_assert_int_gt(watch, 0);
-	m = ht_herdd_open(d, "master", "test");
-	ck_assert_ptr_nonnull(m);
+	m = ht_master;
 	/*
 	 * watch subscribes some time after it starts, and says nothing until an event
 	 * comes: spawn probes until one is seen, then every later event must show.
@@ -261,7 +256,9 @@ START_TEST(test_watch)
 	ev = read_event(&l, "ready", "watched", ht_ms(5000));
 	ck_assert_msg(ev, "watch missed the ready event");
 	json_decref(ev);
+	/* The master leaves: its worker is stopped as an orphan. */
 	ht_conn_close(m);
+	ht_master = NULL;
 	ev = read_event(&l, "stopped", "watched", ht_ms(5000));
 	ck_assert_msg(ev, "watch missed the stopped event");
 	ck_assert_str_eq(
@@ -274,19 +271,5 @@ START_TEST(test_watch)
 }
 END_TEST
 
-static Suite *
-herdctl_suite(void)
-{
-	Suite *s = suite_create("sup-herdctl");
-	TCase *tc = tcase_create("herdctl");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(40));
-	tcase_add_test(tc, test_usage);
-	tcase_add_test(tc, test_spawn_list_call_stop);
-	tcase_add_test(tc, test_watch);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(herdctl_suite)
+HT_MAIN("sup-herdctl", HT_CASE("usage", 40, test_usage),
+    HT_HERDD_CASE("herdctl", 40, ht_grace_args, test_spawn_list_call_stop, test_watch))

@@ -15,10 +15,8 @@
 
 #include "ht-check.h"
 
-/* SIGTERM-to-SIGKILL period given to herdd: short, so the tests are quick. */
+/* The SIGTERM-to-SIGKILL period of ht_grace_args. */
 #define GRACE_MS 300
-static const char *const grace_args[] = { "--grace-ms", "300", NULL };
-
 /* What a forked master does: spawn n workers, report their pids, then stay or leave. */
 struct master_job {
 	const struct ht_daemon *d;
@@ -94,14 +92,12 @@ assert_reason(struct ht_conn *insp, const char *id, const char *reason)
 
 START_TEST(test_master_sigkill_kills_50_workers)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	struct master_job job = { .n = 50 };
-	struct ht_conn *insp;
 	pid_t master, pids[50];
 	int64_t deadline;
 	int rfd, i;
 
-	ck_assert_ptr_nonnull(d);
 	job.d = d;
 	job.params = ht_testworker_params(NULL);
 	master = start_master(&job, &rfd);
@@ -125,16 +121,7 @@ START_TEST(test_master_sigkill_kills_50_workers)
 	}
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(2000)), 0);
 
-	insp = ht_herdd_open(d, "inspector", "test");
-	ck_assert_ptr_nonnull(insp);
-	{
-		json_t *reply = ht_conn_call(insp, "list", NULL, ht_ms(5000));
-		json_t *res = ht_assert_result(reply);
-
-		ck_assert_int_eq(json_array_size(json_object_get(res, "workers")), 0);
-		json_decref(reply);
-	}
-	ht_conn_close(insp);
+	ht_assert_no_workers(d);
 	json_decref(job.params);
 	close(rfd);
 }
@@ -142,7 +129,7 @@ END_TEST
 
 START_TEST(test_master_dies_during_init)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	struct master_job job = { .n = 1, .no_wait = true };
 	struct ht_conn *insp;
 	json_t *w;
@@ -150,7 +137,6 @@ START_TEST(test_master_dies_during_init)
 	char byte;
 	int rfd;
 
-	ck_assert_ptr_nonnull(d);
 	job.d = d;
 	job.params = ht_testworker_params(json_pack("{s:s, s:{s:i}, s:i}", "name", "slow-init",
 	    "init", "init_delay_ms", 60000, "spawn_timeout_ms", 120000));
@@ -182,16 +168,13 @@ END_TEST
 
 START_TEST(test_connection_closed)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
-	struct ht_conn *m, *client;
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *m = ht_master, *client;
 	json_t *reply, *res, *ev;
 	const char *socket, *id;
 	struct stat st;
 	pid_t pid;
 
-	ck_assert_ptr_nonnull(d);
-	m = ht_herdd_open(d, "master", "test");
-	ck_assert_ptr_nonnull(m);
 	reply = ht_spawn(m,
 	    ht_testworker_params(json_pack(
 	        "{s:s, s:i}", "shutdown_on", "connection_closed", "connection_timeout_ms", 10000)),
@@ -202,8 +185,7 @@ START_TEST(test_connection_closed)
 	id = json_string_value(json_object_get(res, "id"));
 	ck_assert_ptr_nonnull(socket);
 
-	client = ht_conn_open(socket);
-	ck_assert_ptr_nonnull(client);
+	client = ht_conn_open_ok(socket);
 	{
 		json_t *r = ht_conn_hello(client, "client", NULL, ht_ms(5000));
 
@@ -219,8 +201,7 @@ START_TEST(test_connection_closed)
 	ht_conn_close(client);
 	ck_assert_msg(ht_wait_pid_gone(pid, ht_ms(GRACE_MS + 1000)) == 0,
 	    "connection_closed worker %d survived its connection", (int)pid);
-	ev = ht_conn_wait_event(m, "exited", id, ht_ms(5000));
-	ck_assert_msg(ev, "no exited event for %s", id);
+	ev = ht_wait_event_ok(m, "exited", id, ht_ms(5000));
 	json_decref(ev);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(2000)), 0);
 	ck_assert_msg(stat(socket, &st) < 0 && errno == ENOENT, "stale socket %s", socket);
@@ -236,20 +217,18 @@ START_TEST(test_connection_closed)
 	    "worker %d outlived its connection timeout", (int)pid);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(2000)), 0);
 	json_decref(reply);
-	ht_conn_close(m);
 }
 END_TEST
 
 START_TEST(test_explicit_outlives_master)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	struct ht_conn *a, *b;
 	json_t *ex, *dflt, *reply, *worker;
 	pid_t ex_pid, dflt_pid;
 	const char *ex_id, *socket;
 	struct stat st;
 
-	ck_assert_ptr_nonnull(d);
 	a = ht_herdd_open(d, "master", "master-a");
 	ck_assert_ptr_nonnull(a);
 	ex = ht_spawn(
@@ -303,10 +282,8 @@ START_TEST(test_herdd_sigkill_kills_every_worker)
 
 	/* Orphaned workers come to us, so we can reap them and see how they ended. */
 	ck_assert_int_eq(ht_become_subreaper(), 0);
-	d = ht_daemon_start(grace_args);
-	ck_assert_ptr_nonnull(d);
-	m = ht_herdd_open(d, "master", "test");
-	ck_assert_ptr_nonnull(m);
+	d = ht_herdd;
+	m = ht_master;
 	params = ht_testworker_params(NULL);
 	ck_assert_int_eq(ht_spawn_many(m, 3, params, pids, ids, ht_ms(20000)), 3);
 	json_object_set_new(params, "shutdown_on", json_string("explicit"));
@@ -322,19 +299,15 @@ START_TEST(test_herdd_sigkill_kills_every_worker)
 			ck_assert_int_eq(ht_wait_child(pids[i], 1000, NULL), 0);
 		free(ids[i]);
 	}
-	ht_conn_close(m);
 }
 END_TEST
 
 START_TEST(test_spawn_bursts_then_master_exit)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	struct master_job job = { .n = 20, .exit_after = true };
-	struct ht_conn *insp;
-	json_t *reply;
 	int loop, i;
 
-	ck_assert_ptr_nonnull(d);
 	job.d = d;
 	job.params = ht_testworker_params(NULL);
 	for (loop = 0; loop < 20; loop++) {
@@ -355,37 +328,13 @@ START_TEST(test_spawn_bursts_then_master_exit)
 			    "loop %d: worker %d outlived its master", loop, (int)pids[i]);
 		ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(2000)), 0);
 	}
-	insp = ht_herdd_open(d, "inspector", "test");
-	ck_assert_ptr_nonnull(insp);
-	reply = ht_conn_call(insp, "list", NULL, ht_ms(5000));
-	ck_assert_int_eq(json_array_size(json_object_get(ht_assert_result(reply), "workers")), 0);
-	json_decref(reply);
-	ht_conn_close(insp);
+	ht_assert_no_workers(d);
 	json_decref(job.params);
 }
 END_TEST
 
-static Suite *
-lifetime_suite(void)
-{
-	Suite *s = suite_create("sup-lifetime");
-	TCase *tc = tcase_create("lifetime");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(30));
-	tcase_add_test(tc, test_master_sigkill_kills_50_workers);
-	tcase_add_test(tc, test_master_dies_during_init);
-	tcase_add_test(tc, test_connection_closed);
-	tcase_add_test(tc, test_explicit_outlives_master);
-	tcase_add_test(tc, test_herdd_sigkill_kills_every_worker);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("bursts");
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(90));
-	tcase_add_test(tc, test_spawn_bursts_then_master_exit);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(lifetime_suite)
+HT_MAIN("sup-lifetime",
+    HT_HERDD_CASE("lifetime", 30, ht_grace_args, test_master_sigkill_kills_50_workers,
+        test_master_dies_during_init, test_connection_closed, test_explicit_outlives_master,
+        test_herdd_sigkill_kills_every_worker),
+    HT_HERDD_CASE("bursts", 90, ht_grace_args, test_spawn_bursts_then_master_exit))

@@ -11,8 +11,6 @@
 
 #include "ht-check.h"
 
-static const char *const grace_args[] = { "--grace-ms", "300", NULL };
-
 struct seen {
 	int failures;
 	char event[32];
@@ -53,19 +51,6 @@ wait_failure(herd_master *m, struct seen *s, int timeout_ms)
 	}
 }
 
-static bool
-tail_contains(const json_t *tail, const char *needle)
-{
-	const json_t *l;
-	size_t i;
-
-	json_array_foreach(tail, i, l) {
-		if (json_is_string(l) && strstr(json_string_value(l), needle))
-			return true;
-	}
-	return false;
-}
-
 /* Spawns the testworker through libherd and connects to it. */
 static herd_worker *
 spawn(herd_master *m, herd_conn **conn)
@@ -85,14 +70,13 @@ spawn(herd_master *m, herd_conn **conn)
 
 START_TEST(test_on_failure_gets_message_and_stderr)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	struct seen s = { 0 };
 	herd_master *m = NULL;
 	herd_worker *w;
 	herd_conn *conn;
 	json_t *args, *res = NULL;
 
-	ck_assert_ptr_nonnull(d);
 	ck_assert_int_eq(herd_master_connect(d->socket, NULL, &m, NULL), 0);
 	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
 	w = spawn(m, &conn);
@@ -112,7 +96,7 @@ START_TEST(test_on_failure_gets_message_and_stderr)
 	ck_assert_str_eq(s.event, "failed");
 	ck_assert_str_eq(s.id, herd_worker_id(w));
 	ck_assert_str_eq(s.message, "model file is corrupt");
-	ck_assert_msg(tail_contains(s.tail, "loading the model"), "tail %s", ht_dump(s.tail));
+	ck_assert_msg(ht_lines_contain(s.tail, "loading the model"), "tail %s", ht_dump(s.tail));
 	ck_assert_int_eq(ht_wait_pid_gone(herd_worker_pid(w), ht_ms(2000)), 0);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
 
@@ -126,14 +110,13 @@ END_TEST
 
 START_TEST(test_on_failure_crash_and_clean_stop)
 {
-	struct ht_daemon *d = ht_daemon_start(grace_args);
+	struct ht_daemon *d = ht_herdd;
 	struct seen s = { 0 };
 	herd_master *m = NULL;
 	herd_worker *w, *w2;
 	herd_conn *conn, *conn2;
 	json_t *args, *rec = NULL;
 
-	ck_assert_ptr_nonnull(d);
 	ck_assert_int_eq(herd_master_connect(d->socket, NULL, &m, NULL), 0);
 	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
 	w = spawn(m, &conn);
@@ -164,18 +147,6 @@ START_TEST(test_on_failure_crash_and_clean_stop)
 }
 END_TEST
 
-static Suite *
-master_suite(void)
-{
-	Suite *s = suite_create("sup-master");
-	TCase *tc = tcase_create("on_failure");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(30));
-	tcase_add_test(tc, test_on_failure_gets_message_and_stderr);
-	tcase_add_test(tc, test_on_failure_crash_and_clean_stop);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(master_suite)
+HT_MAIN("sup-master",
+    HT_HERDD_CASE("on_failure", 30, ht_grace_args, test_on_failure_gets_message_and_stderr,
+        test_on_failure_crash_and_clean_stop))

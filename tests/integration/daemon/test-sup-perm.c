@@ -14,8 +14,6 @@
 
 #include "ht-check.h"
 
-static const char *const grace_args[] = { "--grace-ms", "300", NULL };
-
 struct intruder {
 	const struct ht_daemon *d;
 	const char *id; /* root's worker */
@@ -99,8 +97,8 @@ intrude(void *arg)
 START_TEST(test_other_uid_cannot_see_or_touch)
 {
 	struct intruder in = { 0 };
-	struct ht_daemon *d;
-	struct ht_conn *m, *insp;
+	struct ht_daemon *d = ht_herdd;
+	struct ht_conn *m = ht_master, *insp;
 	json_t *reply, *res, *ev;
 	gid_t gid;
 	int code;
@@ -110,14 +108,10 @@ START_TEST(test_other_uid_cannot_see_or_touch)
 		return;
 	}
 	ck_assert_int_eq(ht_nobody(&in.uid, &gid), 0);
-	d = ht_daemon_start(grace_args);
-	ck_assert_ptr_nonnull(d);
 	/* Let nobody reach the control socket; herdd's own checks are what is tested. */
 	ck_assert_int_eq(chmod(d->dir, 0755), 0);
 	ck_assert_int_eq(chmod(d->socket, 0666), 0);
 
-	m = ht_herdd_open(d, "master", "root-master");
-	ck_assert_ptr_nonnull(m);
 	reply = ht_spawn(m,
 	    ht_testworker_params(
 	        json_pack("{s:s, s:s}", "name", "roots", "shutdown_on", "explicit")),
@@ -152,21 +146,7 @@ START_TEST(test_other_uid_cannot_see_or_touch)
 
 	json_decref(reply);
 	ht_conn_close(insp);
-	ht_conn_close(m);
 }
 END_TEST
 
-static Suite *
-perm_suite(void)
-{
-	Suite *s = suite_create("sup-perm");
-	TCase *tc = tcase_create("perm");
-
-	tcase_add_checked_fixture(tc, NULL, ht_teardown);
-	tcase_set_timeout(tc, ht_ms(30));
-	tcase_add_test(tc, test_other_uid_cannot_see_or_touch);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(perm_suite)
+HT_MAIN("sup-perm", HT_HERDD_CASE("perm", 30, ht_grace_args, test_other_uid_cannot_see_or_touch))

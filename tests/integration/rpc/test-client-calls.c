@@ -19,22 +19,14 @@
 #include <herd/herd-ev.h>
 
 #include "ht-check.h"
-#include "test-client-common.h"
+#include "ht-example.h"
 
-static struct tc_worker worker;
+static struct ht_example worker;
 
 static void
 setup_worker(int mode)
 {
-	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(mode), "{\"who\":\"test\"}"), 0);
-}
-
-static void
-teardown(void)
-{
-	tc_worker_kill(&worker);
-	tc_args_release();
-	ht_teardown();
+	ck_assert_int_eq(ht_example_start(&worker, HT_MODE(mode), "{\"who\":\"test\"}"), 0);
 }
 
 START_TEST(test_sum_and_product)
@@ -43,31 +35,31 @@ START_TEST(test_sum_and_product)
 	herd_conn *conn;
 
 	setup_worker(_i);
-	conn = tc_connect(&worker, NULL);
+	conn = ht_herd_connect(worker.socket, NULL);
 
-	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 42), 0, &result), 0);
+	ck_assert_int_eq(herd_call(conn, "sum", ht_args("{s:i}", "n", 42), 0, &result), 0);
 	ck_assert_msg(json_integer_value(result) == 861, "sum 42 = %s", ht_dump(result));
 	json_decref(result);
 
-	ck_assert_int_eq(herd_call(conn, "product", tc_args("{s:i}", "n", 10), 0, &result), 0);
+	ck_assert_int_eq(herd_call(conn, "product", ht_args("{s:i}", "n", 10), 0, &result), 0);
 	ck_assert_msg(json_integer_value(result) == 3628800, "product 10 = %s", ht_dump(result));
 	json_decref(result);
 
 	/* A result nobody wants is fine too. */
-	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 3), 0, NULL), 0);
+	ck_assert_int_eq(herd_call(conn, "sum", ht_args("{s:i}", "n", 3), 0, NULL), 0);
 	ck_assert_ptr_null(herd_conn_unref(conn));
 }
 END_TEST
 
 START_TEST(test_failure_keeps_connection)
 {
-	json_t *args = tc_args("{s:s}", "message", "the handler says no");
+	json_t *args = ht_args("{s:s}", "message", "the handler says no");
 	json_t *result = NULL;
 	herd_error *err;
 	herd_conn *conn;
 
 	setup_worker(_i);
-	conn = tc_connect(&worker, NULL);
+	conn = ht_herd_connect(worker.socket, NULL);
 
 	ck_assert_int_eq(herd_call(conn, "fail", args, 0, &result), -EREMOTEIO);
 	ck_assert_ptr_null(result);
@@ -80,7 +72,7 @@ START_TEST(test_failure_keeps_connection)
 	    json_string_value(json_object_get(herd_error_data(err), "name")), "function_failed");
 
 	/* The same connection keeps working. */
-	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 42), 0, &result), 0);
+	ck_assert_int_eq(herd_call(conn, "sum", ht_args("{s:i}", "n", 42), 0, &result), 0);
 	ck_assert_int_eq(json_integer_value(result), 861);
 	json_decref(result);
 
@@ -98,10 +90,10 @@ START_TEST(test_connection_init)
 	json_t *result = NULL;
 	herd_error *err = NULL;
 	herd_conn *conn = NULL;
-	int fds = tc_count_fds();
+	int fds = ht_count_fds(getpid());
 
 	setup_worker(_i);
-	fds = tc_count_fds();
+	fds = ht_count_fds(getpid());
 	ck_assert_int_eq(herd_conn_connect(worker.socket, init, NULL, &conn, &err), -EREMOTEIO);
 	ck_assert_ptr_null(conn);
 	ck_assert_ptr_nonnull(err);
@@ -110,11 +102,11 @@ START_TEST(test_connection_init)
 	    herd_error_message(err));
 	herd_error_unref(err);
 	json_decref(init);
-	ck_assert_int_eq(tc_count_fds(), fds);
+	ck_assert_int_eq(ht_count_fds(getpid()), fds);
 
 	/* The argument reaches the connection's state, and the worker's init its own. */
 	init = json_pack("{s:i}", "answer", 42);
-	conn = tc_connect(&worker, init);
+	conn = ht_herd_connect(worker.socket, init);
 	ck_assert_int_eq(herd_call(conn, "stats", NULL, 0, &result), 0);
 	ck_assert(json_equal(json_object_get(result, "conn_init"), init));
 	ck_assert_str_eq(
@@ -136,7 +128,7 @@ START_TEST(test_strings_and_oneway)
 	herd_conn *conn;
 
 	setup_worker(_i);
-	conn = tc_connect(&worker, NULL);
+	conn = ht_herd_connect(worker.socket, NULL);
 	ck_assert_int_eq(herd_call_str(conn, "sum", "{\"n\": 42}", &text), 0);
 	ck_assert_str_eq(text, "861");
 	free(text);
@@ -144,8 +136,8 @@ START_TEST(test_strings_and_oneway)
 	ck_assert_str_eq(herd_error_name(herd_conn_last_error(conn)), "invalid_params");
 
 	/* One-way calls are sent in order before the call that reads their effect. */
-	ck_assert_int_eq(herd_oneway(conn, "note", tc_args("{s:s}", "text", "first")), 0);
-	ck_assert_int_eq(herd_oneway(conn, "note", tc_args("{s:s}", "text", "second")), 0);
+	ck_assert_int_eq(herd_oneway(conn, "note", ht_args("{s:s}", "text", "first")), 0);
+	ck_assert_int_eq(herd_oneway(conn, "note", ht_args("{s:s}", "text", "second")), 0);
 	ck_assert_int_eq(herd_call(conn, "notes", NULL, 0, &notes), 0);
 	ck_assert_msg(json_array_size(notes) == 2, "notes %s", ht_dump(notes));
 	ck_assert_str_eq(json_string_value(json_array_get(notes, 0)), "first");
@@ -184,7 +176,7 @@ START_TEST(test_bad_arguments)
 	ck_assert_ptr_null(herd_conn_last_error(NULL));
 
 	setup_worker(_i);
-	conn = tc_connect(&worker, NULL);
+	conn = ht_herd_connect(worker.socket, NULL);
 	ck_assert_int_eq(herd_call(conn, NULL, NULL, 0, NULL), -EINVAL);
 	ck_assert_int_eq(herd_call(conn, "", NULL, 0, NULL), -EINVAL);
 	ck_assert_int_eq(herd_call(conn, "hello", NULL, 0, NULL), -EINVAL);
@@ -199,7 +191,7 @@ START_TEST(test_bad_arguments)
 	ck_assert_int_eq(herd_conn_attach_ev(conn, NULL), -EINVAL);
 	ck_assert_int_eq(herd_conn_on_close(NULL, NULL, NULL), -EINVAL);
 	/* None of that disturbed the connection. */
-	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 2), 0, NULL), 0);
+	ck_assert_int_eq(herd_call(conn, "sum", ht_args("{s:i}", "n", 2), 0, NULL), 0);
 	herd_conn_close(conn);
 	ck_assert_int_eq(herd_call(conn, "sum", NULL, 0, NULL), -ENOTCONN);
 	ck_assert_int_eq(herd_conn_get_fd(conn), -ENOTCONN);
@@ -216,14 +208,14 @@ START_TEST(test_timeout_then_usable)
 	herd_conn *conn;
 
 	setup_worker(_i);
-	conn = tc_connect(&worker, NULL);
+	conn = ht_herd_connect(worker.socket, NULL);
 	ck_assert_int_eq(
-	    herd_call(conn, "sleep", tc_args("{s:i}", "ms", 3000), TC_USEC(100), &result),
+	    herd_call(conn, "sleep", ht_args("{s:i}", "ms", 3000), HT_USEC(100), &result),
 	    -ETIMEDOUT);
 	ck_assert_ptr_null(result);
 	ck_assert_str_eq(herd_error_name(herd_conn_last_error(conn)), "timeout");
 	/* The late reply, whenever it comes, is ignored; other calls go on. */
-	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 42), 0, &result), 0);
+	ck_assert_int_eq(herd_call(conn, "sum", ht_args("{s:i}", "n", 42), 0, &result), 0);
 	ck_assert_int_eq(json_integer_value(result), 861);
 	json_decref(result);
 	herd_conn_unref(conn);
@@ -262,9 +254,9 @@ START_TEST(test_cancel_async)
 	bool done = false;
 
 	setup_worker(_i);
-	conn = tc_connect(&worker, NULL);
+	conn = ht_herd_connect(worker.socket, NULL);
 	ck_assert_int_eq(
-	    herd_call_async(conn, "sleep", tc_args("{s:i}", "ms", 5000), on_reply, &slow, &call),
+	    herd_call_async(conn, "sleep", ht_args("{s:i}", "ms", 5000), on_reply, &slow, &call),
 	    0);
 	ck_assert_int_eq(herd_call_cancel(call), 0);
 	ck_assert_int_eq(slow.calls, 1);
@@ -274,9 +266,9 @@ START_TEST(test_cancel_async)
 
 	/* The connection goes on; the cancelled call's callback never runs again. */
 	ck_assert_int_eq(
-	    herd_call_async(conn, "sum", tc_args("{s:i}", "n", 42), on_reply, &fast, NULL), 0);
+	    herd_call_async(conn, "sum", ht_args("{s:i}", "n", 42), on_reply, &fast, NULL), 0);
 	while (!done) {
-		ck_assert_int_ge(herd_conn_wait(conn, TC_USEC(5000)), 0);
+		ck_assert_int_ge(herd_conn_wait(conn, HT_USEC(5000)), 0);
 		ck_assert_int_ge(herd_conn_process(conn), 0);
 		done = fast.calls > 0;
 	}
@@ -351,7 +343,7 @@ START_TEST(test_concurrent_calls)
 
 	memset(&m, 0, sizeof(m));
 	setup_worker(_i);
-	conn = tc_connect(&worker, NULL);
+	conn = ht_herd_connect(worker.socket, NULL);
 	for (int i = 0; i < N_CONCURRENT; i++) {
 		json_t *args = json_pack("{s:i}", "n", i);
 
@@ -359,7 +351,7 @@ START_TEST(test_concurrent_calls)
 		ck_assert_int_eq(herd_call_async(conn, "sum", args, on_many, &slots[i], NULL), 0);
 		json_decref(args);
 	}
-	drive_until(conn, &m.done, N_CONCURRENT, TC_MS(30000));
+	drive_until(conn, &m.done, N_CONCURRENT, ht_ms(30000));
 	ck_assert_int_eq(m.failed, 0);
 	for (int i = 0; i < N_CONCURRENT; i++) {
 		ck_assert_int_eq(m.calls[i], 1);
@@ -403,7 +395,7 @@ START_TEST(test_libev_attach)
 	herd_conn *conn;
 
 	setup_worker(_i);
-	conn = tc_connect(&worker, NULL);
+	conn = ht_herd_connect(worker.socket, NULL);
 	ck_assert_int_eq(herd_conn_attach_ev(conn, loop), 0);
 	ck_assert_int_eq(herd_conn_attach_ev(conn, loop), 0);
 	for (int i = 0; i < st.target; i++) {
@@ -413,14 +405,14 @@ START_TEST(test_libev_attach)
 		ck_assert_int_eq(herd_call_async(conn, "sum", args, on_ev_reply, &st, NULL), 0);
 		json_decref(args);
 	}
-	ev_timer_init(&guard, ev_guard, TC_MS(20000) / 1000.0, 0.);
+	ev_timer_init(&guard, ev_guard, ht_ms(20000) / 1000.0, 0.);
 	ev_timer_start(loop, &guard);
 	ev_run(loop, 0);
 	ck_assert_int_eq(st.done, st.target);
 	ck_assert_int_eq(st.sum, expect);
 
 	/* A blocking call on an attached connection works too. */
-	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 42), 0, NULL), 0);
+	ck_assert_int_eq(herd_call(conn, "sum", ht_args("{s:i}", "n", 42), 0, NULL), 0);
 	ck_assert_int_eq(herd_conn_detach_ev(conn), 0);
 	ev_timer_stop(loop, &guard);
 	herd_conn_unref(conn);
@@ -435,24 +427,24 @@ START_TEST(test_unref_inside_callback)
 	int fds;
 
 	setup_worker(_i);
-	fds = tc_count_fds();
-	conn = tc_connect(&worker, NULL);
+	fds = ht_count_fds(getpid());
+	conn = ht_herd_connect(worker.socket, NULL);
 	/* The first reply's callback drops the only reference: the second call must then end
 	 * with connection_closed, exactly once, and nothing may touch freed memory. */
 	first.unref_conn = conn;
 	ck_assert_int_eq(
-	    herd_call_async(conn, "sum", tc_args("{s:i}", "n", 1), on_reply, &first, NULL), 0);
+	    herd_call_async(conn, "sum", ht_args("{s:i}", "n", 1), on_reply, &first, NULL), 0);
 	ck_assert_int_eq(
-	    herd_call_async(conn, "sleep", tc_args("{s:i}", "ms", 5000), on_reply, &second, NULL),
+	    herd_call_async(conn, "sleep", ht_args("{s:i}", "ms", 5000), on_reply, &second, NULL),
 	    0);
 	while (first.calls == 0) {
-		ck_assert_int_ge(herd_conn_wait(conn, TC_USEC(5000)), 0);
+		ck_assert_int_ge(herd_conn_wait(conn, HT_USEC(5000)), 0);
 		ck_assert_int_ge(herd_conn_process(conn), 0);
 	}
 	ck_assert_int_eq(first.r, 0);
 	ck_assert_int_eq(second.calls, 1);
 	ck_assert_int_eq(second.r, -ECONNRESET);
-	ck_assert_int_eq(tc_count_fds(), fds);
+	ck_assert_int_eq(ht_count_fds(getpid()), fds);
 }
 END_TEST
 
@@ -461,47 +453,27 @@ START_TEST(test_no_fd_leak)
 	int fds;
 
 	setup_worker(_i);
-	fds = tc_count_fds();
+	fds = ht_count_fds(getpid());
 	for (int i = 0; i < 20; i++) {
-		herd_conn *conn = tc_connect(&worker, NULL);
+		herd_conn *conn = ht_herd_connect(worker.socket, NULL);
 		herd_stream *s = NULL;
 
-		ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", i), 0, NULL), 0);
+		ck_assert_int_eq(herd_call(conn, "sum", ht_args("{s:i}", "n", i), 0, NULL), 0);
 		/* Leave a stream open too: the close must end it. */
 		ck_assert_int_eq(
 		    herd_stream_open(conn, "count",
-		        tc_args("{s:i, s:i}", "n", 100, "delay_ms", 1000), NULL, NULL, NULL, &s),
+		        ht_args("{s:i, s:i}", "n", 100, "delay_ms", 1000), NULL, NULL, NULL, &s),
 		    0);
 		herd_conn_unref(conn);
 		ck_assert_int_eq(herd_stream_is_done(s), 1);
 		herd_stream_unref(s);
 	}
-	ck_assert_int_eq(tc_count_fds(), fds);
+	ck_assert_int_eq(ht_count_fds(getpid()), fds);
 }
 END_TEST
 
-static Suite *
-client_calls_suite(void)
-{
-	Suite *s = suite_create("client-calls");
-	TCase *tc = tcase_create("calls");
-
-	tcase_add_checked_fixture(tc, NULL, teardown);
-	tcase_set_timeout(tc, 60);
-	/* Loop 0: the worker executable; loop 1: the same type served in a forked child. */
-	tcase_add_loop_test(tc, test_sum_and_product, 0, 2);
-	tcase_add_loop_test(tc, test_failure_keeps_connection, 0, 2);
-	tcase_add_loop_test(tc, test_connection_init, 0, 2);
-	tcase_add_loop_test(tc, test_strings_and_oneway, 0, 2);
-	tcase_add_loop_test(tc, test_bad_arguments, 0, 2);
-	tcase_add_loop_test(tc, test_timeout_then_usable, 0, 2);
-	tcase_add_loop_test(tc, test_cancel_async, 0, 2);
-	tcase_add_loop_test(tc, test_concurrent_calls, 0, 2);
-	tcase_add_loop_test(tc, test_libev_attach, 0, 2);
-	tcase_add_loop_test(tc, test_unref_inside_callback, 0, 2);
-	tcase_add_loop_test(tc, test_no_fd_leak, 0, 2);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN_PREPARED(client_calls_suite, signal(SIGPIPE, SIG_IGN))
+HT_MAIN("client-calls",
+    HT_CLIENT_CASE("calls", 60, 2, test_sum_and_product, test_failure_keeps_connection,
+        test_connection_init, test_strings_and_oneway, test_bad_arguments, test_timeout_then_usable,
+        test_cancel_async, test_concurrent_calls, test_libev_attach, test_unref_inside_callback,
+        test_no_fd_leak))

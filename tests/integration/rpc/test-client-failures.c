@@ -16,18 +16,9 @@
 #include <check.h>
 
 #include "ht-check.h"
-#include "test-client-common.h"
+#include "ht-example.h"
 
-static struct tc_worker worker;
-
-static void
-teardown(void)
-{
-	tc_worker_kill(&worker);
-	tc_args_release();
-	ht_teardown();
-	unsetenv("HERD_RPC_SETTINGS");
-}
+static struct ht_example worker;
 
 struct closed {
 	int calls;
@@ -46,31 +37,17 @@ on_close(herd_conn *conn, int reason, herd_error *err, void *userdata)
 	ck_assert_int_eq(herd_conn_is_closed(conn), 1);
 }
 
-struct ended {
-	int calls;
-	int r;
-	char name[64];
-};
-
 static void
 on_reply(
     herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error, void *userdata)
 {
-	struct ended *e = userdata;
-
-	e->calls++;
-	e->r = r;
-	snprintf(e->name, sizeof(e->name), "%s", error ? herd_error_name(error) : "(none)");
+	ht_outcome_set(userdata, r, result, error);
 }
 
 static void
 on_stream_end(herd_stream *s, int r, json_t *result, herd_error *error, void *userdata)
 {
-	struct ended *e = userdata;
-
-	e->calls++;
-	e->r = r;
-	snprintf(e->name, sizeof(e->name), "%s", error ? herd_error_name(error) : "(none)");
+	ht_outcome_set(userdata, r, result, error);
 }
 
 static void
@@ -89,39 +66,39 @@ kill_worker_from_callback(
 
 START_TEST(test_worker_killed_mid_call)
 {
-	struct ended calls[10] = { 0 }, stream = { 0 };
+	struct ht_outcome calls[10] = { 0 }, stream = { 0 };
 	struct closed closed = { 0 };
 	herd_sink *sink = NULL;
 	herd_conn *conn;
 	int64_t started;
 	int fds;
 
-	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(_i), NULL), 0);
-	fds = tc_count_fds();
-	conn = tc_connect(&worker, NULL);
+	ck_assert_int_eq(ht_example_start(&worker, HT_MODE(_i), NULL), 0);
+	fds = ht_count_fds(getpid());
+	conn = ht_herd_connect(worker.socket, NULL);
 	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
 	for (int i = 0; i < 10; i++)
-		ck_assert_int_eq(herd_call_async(conn, "sleep", tc_args("{s:i}", "ms", 60000),
+		ck_assert_int_eq(herd_call_async(conn, "sleep", ht_args("{s:i}", "ms", 60000),
 		                     on_reply, &calls[i], NULL),
 		    0);
 	ck_assert_int_eq(
-	    herd_stream_open(conn, "count", tc_args("{s:i, s:i}", "n", 1000, "delay_ms", 1000),
+	    herd_stream_open(conn, "count", ht_args("{s:i, s:i}", "n", 1000, "delay_ms", 1000),
 	        on_ignore_item, on_stream_end, &stream, NULL),
 	    0);
 	ck_assert_int_eq(herd_sink_open(conn, "sum_stream", NULL, &sink), 0);
 	/* The kill happens from the reply of a quick call, so it lands while everything
 	 * else is pending and the blocking call below is waiting. */
-	ck_assert_int_eq(herd_call_async(conn, "sum", tc_args("{s:i}", "n", 1),
+	ck_assert_int_eq(herd_call_async(conn, "sum", ht_args("{s:i}", "n", 1),
 	                     kill_worker_from_callback, NULL, NULL),
 	    0);
-	herd_conn_set_call_timeout(conn, TC_USEC(60000));
+	herd_conn_set_call_timeout(conn, HT_USEC(60000));
 	started = ht_now_ms();
 	ck_assert_int_eq(
-	    herd_call(conn, "sleep", tc_args("{s:i}", "ms", 60000), 0, NULL), -ECONNRESET);
+	    herd_call(conn, "sleep", ht_args("{s:i}", "ms", 60000), 0, NULL), -ECONNRESET);
 	ck_assert_str_eq(herd_error_name(herd_conn_last_error(conn)), "connection_closed");
 	/* Not a timing assertion: the call's own timeout is 60 s; ending well before it
 	 * shows the death was noticed, not waited out. */
-	ck_assert_int_lt(ht_now_ms() - started, TC_MS(30000));
+	ck_assert_int_lt(ht_now_ms() - started, ht_ms(30000));
 
 	for (int i = 0; i < 10; i++) {
 		ck_assert_int_eq(calls[i].calls, 1);
@@ -140,22 +117,22 @@ START_TEST(test_worker_killed_mid_call)
 	herd_conn_unref(conn);
 	/* Already closed: the last unref runs no callback again. */
 	ck_assert_int_eq(closed.calls, 1);
-	tc_worker_kill(&worker);
-	ck_assert_int_eq(tc_count_fds(), fds);
+	ht_example_kill(&worker);
+	ck_assert_int_eq(ht_count_fds(getpid()), fds);
 }
 END_TEST
 
 START_TEST(test_close_callbacks)
 {
-	struct ended pending = { 0 };
+	struct ht_outcome pending = { 0 };
 	struct closed closed = { 0 };
 	herd_conn *conn;
 
-	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(_i), NULL), 0);
-	conn = tc_connect(&worker, NULL);
+	ck_assert_int_eq(ht_example_start(&worker, HT_MODE(_i), NULL), 0);
+	conn = ht_herd_connect(worker.socket, NULL);
 	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
 	ck_assert_int_eq(
-	    herd_call_async(conn, "sleep", tc_args("{s:i}", "ms", 60000), on_reply, &pending, NULL),
+	    herd_call_async(conn, "sleep", ht_args("{s:i}", "ms", 60000), on_reply, &pending, NULL),
 	    0);
 	ck_assert_int_eq(herd_conn_close(conn), 0);
 	ck_assert_int_eq(pending.calls, 1);
@@ -171,10 +148,10 @@ START_TEST(test_close_callbacks)
 	/* Dropping the last reference closes too, and still tells everyone once. */
 	memset(&pending, 0, sizeof(pending));
 	memset(&closed, 0, sizeof(closed));
-	conn = tc_connect(&worker, NULL);
+	conn = ht_herd_connect(worker.socket, NULL);
 	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
 	ck_assert_int_eq(
-	    herd_call_async(conn, "sleep", tc_args("{s:i}", "ms", 60000), on_reply, &pending, NULL),
+	    herd_call_async(conn, "sleep", ht_args("{s:i}", "ms", 60000), on_reply, &pending, NULL),
 	    0);
 	herd_conn_unref(conn);
 	ck_assert_int_eq(pending.calls, 1);
@@ -194,16 +171,16 @@ START_TEST(test_oversize_outgoing)
 
 	memset(big, 'x', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
-	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(_i), NULL), 0);
+	ck_assert_int_eq(ht_example_start(&worker, HT_MODE(_i), NULL), 0);
 	ck_assert_int_eq(herd_conn_connect(worker.socket, NULL, settings, &conn, NULL), 0);
 
 	/* Refused locally, nothing sent, the connection untouched. */
 	ck_assert_int_eq(
-	    herd_call(conn, "echo", tc_args("{s:s}", "text", big), 0, &result), -EMSGSIZE);
+	    herd_call(conn, "echo", ht_args("{s:s}", "text", big), 0, &result), -EMSGSIZE);
 	ck_assert_str_eq(herd_error_name(herd_conn_last_error(conn)), "message_too_large");
-	ck_assert_int_eq(herd_oneway(conn, "note", tc_args("{s:s}", "text", big)), -EMSGSIZE);
+	ck_assert_int_eq(herd_oneway(conn, "note", ht_args("{s:s}", "text", big)), -EMSGSIZE);
 	ck_assert_int_eq(
-	    herd_stream_open(conn, "count", tc_args("{s:s}", "pad", big), NULL, NULL, NULL, &s),
+	    herd_stream_open(conn, "count", ht_args("{s:s}", "pad", big), NULL, NULL, NULL, &s),
 	    -EMSGSIZE);
 	ck_assert_int_eq(herd_sink_open(conn, "sum_stream", NULL, &k), 0);
 	item = json_string(big);
@@ -218,7 +195,7 @@ START_TEST(test_oversize_outgoing)
 	herd_sink_unref(k);
 
 	ck_assert_int_eq(herd_conn_is_closed(conn), 0);
-	ck_assert_int_eq(herd_call(conn, "echo", tc_args("{s:s}", "text", "small"), 0, &result), 0);
+	ck_assert_int_eq(herd_call(conn, "echo", ht_args("{s:s}", "text", "small"), 0, &result), 0);
 	ck_assert_str_eq(json_string_value(json_object_get(result, "text")), "small");
 	json_decref(result);
 	herd_conn_unref(conn);
@@ -228,19 +205,19 @@ END_TEST
 
 /* A peer that answers hello, then sends one line longer than the client's limit. */
 static int
-script_oversize(struct tc_peer *p, void *arg)
+script_oversize(struct ht_conn *p, void *arg)
 {
 	size_t n = 8192;
 	char *line = malloc(n + 64);
 	json_t *req, *reply;
 	int r = 0;
 
-	if (tc_peer_hello(p,
+	if (ht_conn_answer_hello(p,
 	        json_pack(
 	            "{s:i, s:s, s:i}", "version", 1, "server", "worker", "pid", (int)getpid()),
 	        5000) < 0)
 		return 10;
-	req = tc_peer_recv(p, 5000); /* the call the client is waiting on */
+	req = ht_conn_recv(p, 5000); /* the call the client is waiting on */
 	if (!req)
 		return 11;
 	json_decref(req);
@@ -253,10 +230,10 @@ script_oversize(struct tc_peer *p, void *arg)
 	for (size_t i = 41; i < n - 3; i++)
 		line[i] = 'y';
 	/* The client may close before taking the whole line: a short write is expected. */
-	(void)tc_peer_send(p, line);
+	(void)ht_conn_send_line(p, line);
 	free(line);
 	/* The client answers the framing error with one error reply, id null, then closes. */
-	reply = tc_peer_recv(p, 5000);
+	reply = ht_conn_recv(p, 5000);
 	if (!reply || !json_is_null(json_object_get(reply, "id")) ||
 	    json_integer_value(json_object_get(json_object_get(reply, "error"), "code")) !=
 	        HERD_E_MESSAGE_TOO_LARGE)
@@ -265,39 +242,51 @@ script_oversize(struct tc_peer *p, void *arg)
 	return r;
 }
 
-START_TEST(test_oversize_incoming)
+/*
+ * Connects with settings (stolen) to a fake worker running script and calls
+ * it with a budget of call_ms: the call must fail as the connection closes,
+ * once, for reason, and the script must succeed.
+ */
+static void
+expect_closed_by(
+    int (*script)(struct ht_conn *p, void *arg), json_t *settings, int call_ms, int reason)
 {
-	json_t *settings = json_pack("{s:i}", "max_message_size", 4096);
 	struct closed closed = { 0 };
 	herd_conn *conn = NULL;
-	struct tc_fake fake;
+	struct ht_fake fake;
 
-	ck_assert_int_eq(tc_fake_start(&fake, script_oversize, NULL), 0);
+	ck_assert_int_eq(ht_fake_start(&fake, script, NULL), 0);
 	ck_assert_int_eq(herd_conn_connect(fake.socket, NULL, settings, &conn, NULL), 0);
 	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
-	ck_assert_int_eq(herd_call(conn, "anything", NULL, TC_USEC(10000), NULL), -ECONNRESET);
+	ck_assert_int_eq(herd_call(conn, "anything", NULL, HT_USEC(call_ms), NULL), -ECONNRESET);
 	ck_assert_str_eq(herd_error_name(herd_conn_last_error(conn)), "connection_closed");
 	ck_assert_int_eq(closed.calls, 1);
-	ck_assert_int_eq(closed.reason, -EBADMSG);
+	ck_assert_int_eq(closed.reason, reason);
 	herd_conn_unref(conn);
-	ck_assert_int_eq(tc_fake_finish(&fake, TC_MS(10000)), 0);
+	ck_assert_int_eq(ht_fake_finish(&fake, ht_ms(10000)), 0);
 	json_decref(settings);
+}
+
+START_TEST(test_oversize_incoming)
+{
+	expect_closed_by(
+	    script_oversize, json_pack("{s:i}", "max_message_size", 4096), 10000, -EBADMSG);
 }
 END_TEST
 
 /* A peer that agrees to heartbeats, counts the client's, and never sends any itself. */
 static int
-script_silent(struct tc_peer *p, void *arg)
+script_silent(struct ht_conn *p, void *arg)
 {
 	int heartbeats = 0;
 	json_t *msg;
 
-	if (tc_peer_hello(p,
+	if (ht_conn_answer_hello(p,
 	        json_pack("{s:i, s:s, s:{s:i, s:i}}", "version", 1, "server", "worker", "settings",
 	            "heartbeat_interval_ms", 50, "heartbeat_timeout_ms", 400),
 	        5000) < 0)
 		return 10;
-	while ((msg = tc_peer_recv(p, 20000))) {
+	while ((msg = ht_conn_recv(p, 20000))) {
 		const char *m = json_string_value(json_object_get(msg, "method"));
 
 		heartbeats += m && strcmp(m, "heartbeat") == 0;
@@ -309,22 +298,10 @@ script_silent(struct tc_peer *p, void *arg)
 
 START_TEST(test_heartbeat_timeout)
 {
-	json_t *settings =
-	    json_pack("{s:i, s:i}", "heartbeat_interval_ms", 50, "heartbeat_timeout_ms", 400);
-	struct closed closed = { 0 };
-	herd_conn *conn = NULL;
-	struct tc_fake fake;
-
-	ck_assert_int_eq(tc_fake_start(&fake, script_silent, NULL), 0);
-	ck_assert_int_eq(herd_conn_connect(fake.socket, NULL, settings, &conn, NULL), 0);
-	ck_assert_int_eq(herd_conn_on_close(conn, on_close, &closed), 0);
 	/* The call would wait 60 s; the silence closes the connection first. */
-	ck_assert_int_eq(herd_call(conn, "anything", NULL, TC_USEC(60000), NULL), -ECONNRESET);
-	ck_assert_int_eq(closed.calls, 1);
-	ck_assert_int_eq(closed.reason, -ETIMEDOUT);
-	herd_conn_unref(conn);
-	ck_assert_int_eq(tc_fake_finish(&fake, TC_MS(10000)), 0);
-	json_decref(settings);
+	expect_closed_by(script_silent,
+	    json_pack("{s:i, s:i}", "heartbeat_interval_ms", 50, "heartbeat_timeout_ms", 400),
+	    60000, -ETIMEDOUT);
 }
 END_TEST
 
@@ -337,7 +314,7 @@ START_TEST(test_heartbeat_keeps_alive)
 	json_t *eff;
 	int64_t until;
 
-	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(_i), NULL), 0);
+	ck_assert_int_eq(ht_example_start(&worker, HT_MODE(_i), NULL), 0);
 	ck_assert_int_eq(herd_conn_connect(worker.socket, NULL, settings, &conn, NULL), 0);
 	eff = herd_conn_get_settings(conn);
 	ck_assert_msg(json_integer_value(json_object_get(eff, "heartbeat_timeout_ms")) == 300,
@@ -349,7 +326,7 @@ START_TEST(test_heartbeat_keeps_alive)
 		ck_assert_int_ge(herd_conn_process(conn), 0);
 	}
 	ck_assert_int_eq(herd_conn_is_closed(conn), 0);
-	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 42), 0, NULL), 0);
+	ck_assert_int_eq(herd_call(conn, "sum", ht_args("{s:i}", "n", 42), 0, NULL), 0);
 	herd_conn_unref(conn);
 	json_decref(settings);
 }
@@ -357,11 +334,11 @@ END_TEST
 
 /* A peer that accepts and reads but never answers hello. */
 static int
-script_mute(struct tc_peer *p, void *arg)
+script_mute(struct ht_conn *p, void *arg)
 {
 	json_t *msg;
 
-	while ((msg = tc_peer_recv(p, 20000)))
+	while ((msg = ht_conn_recv(p, 20000)))
 		json_decref(msg);
 	return 0;
 }
@@ -373,13 +350,13 @@ START_TEST(test_connect_failures)
 	herd_conn *conn = NULL;
 	char path[192], dir[128], longpath[200];
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct tc_fake fake;
+	struct ht_fake fake;
 	int fd, fds;
 
 	/* The peer that never answers starts first, so the fd baseline includes what the test
 	 * harness opens for its first child. */
-	ck_assert_int_eq(tc_fake_start(&fake, script_mute, NULL), 0);
-	fds = tc_count_fds();
+	ck_assert_int_eq(ht_fake_start(&fake, script_mute, NULL), 0);
+	fds = ht_count_fds(getpid());
 
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/nobody.sock", dir);
@@ -405,29 +382,14 @@ START_TEST(test_connect_failures)
 	ck_assert_str_eq(herd_error_name(err), "timeout");
 	herd_error_unref(err);
 	ck_assert_ptr_null(conn);
-	ck_assert_int_eq(tc_count_fds(), fds);
-	ck_assert_int_eq(tc_fake_finish(&fake, TC_MS(20000)), 0);
+	ck_assert_int_eq(ht_count_fds(getpid()), fds);
+	ck_assert_int_eq(ht_fake_finish(&fake, ht_ms(20000)), 0);
 	json_decref(settings);
 }
 END_TEST
 
-static Suite *
-client_failures_suite(void)
-{
-	Suite *s = suite_create("client-failures");
-	TCase *tc = tcase_create("failures");
-
-	tcase_add_checked_fixture(tc, NULL, teardown);
-	tcase_set_timeout(tc, 90);
-	tcase_add_loop_test(tc, test_worker_killed_mid_call, 0, 2);
-	tcase_add_loop_test(tc, test_close_callbacks, 0, 2);
-	tcase_add_loop_test(tc, test_oversize_outgoing, 0, 2);
-	tcase_add_test(tc, test_oversize_incoming);
-	tcase_add_test(tc, test_heartbeat_timeout);
-	tcase_add_loop_test(tc, test_heartbeat_keeps_alive, 0, 2);
-	tcase_add_test(tc, test_connect_failures);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN_PREPARED(client_failures_suite, signal(SIGPIPE, SIG_IGN))
+HT_MAIN("client-failures",
+    HT_CLIENT_CASE(
+        "failures", 90, 0, test_oversize_incoming, test_heartbeat_timeout, test_connect_failures),
+    HT_CLIENT_CASE("failures-modes", 90, 2, test_worker_killed_mid_call, test_close_callbacks,
+        test_oversize_outgoing, test_heartbeat_keeps_alive))

@@ -21,61 +21,22 @@
 
 #include <check.h>
 
-#include "test-client-common.h"
+#include "ht-example.h"
 
 #define HB_INTERVAL_MS 50
 #define HB_TIMEOUT_MS  300
 /* How long each test blocks: several heartbeat timeouts. */
 #define HOLD_MS (6 * HB_TIMEOUT_MS)
 
-static struct ht_daemon *herdd;
-
-static void
-setup(void)
-{
-	herdd = ht_daemon_start(NULL);
-	ck_assert_msg(herdd != NULL, "herdd did not start (is $HERDD set?)");
-}
-
-static void
-teardown(void)
-{
-	tc_args_release();
-	ht_teardown();
-}
-
 static herd_master *
 connect_master(void)
 {
-	json_t *settings = json_pack("{s:i, s:i}", "heartbeat_interval_ms", TC_MS(HB_INTERVAL_MS),
-	    "heartbeat_timeout_ms", TC_MS(HB_TIMEOUT_MS));
-	herd_error *err = NULL;
-	herd_master *m = NULL;
-	int r;
+	json_t *settings = json_pack("{s:i, s:i}", "heartbeat_interval_ms", ht_ms(HB_INTERVAL_MS),
+	    "heartbeat_timeout_ms", ht_ms(HB_TIMEOUT_MS));
+	herd_master *m = ht_herd_master_ok(settings);
 
-	r = herd_master_connect(herdd->socket, settings, &m, &err);
-	ck_assert_msg(
-	    r == 0, "master connect: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
 	json_decref(settings);
 	return m;
-}
-
-/* Spawns herd-testworker with init (stolen, may be NULL). */
-static herd_worker *
-spawn_testworker(herd_master *m, json_t *init)
-{
-	json_t *opts = herd_spawn_opts_new(ht_env_path("HERD_TESTWORKER"), init);
-	herd_worker *w = NULL;
-	int r;
-
-	json_decref(init);
-	ck_assert_ptr_nonnull(opts);
-	r = herd_master_spawn(m, opts, 0, &w);
-	ck_assert_msg(
-	    r == 0, "spawn: %s (%s)", strerror(-r), herd_error_message(herd_master_last_error(m)));
-	json_decref(opts);
-	ht_track_pid(herd_worker_pid(w));
-	return w;
 }
 
 static herd_conn *
@@ -112,7 +73,7 @@ assert_master_alive(herd_master *m, const herd_worker *w)
 {
 	json_int_t number =
 	    json_integer_value(json_object_get(herd_master_get_server_info(m), "connection"));
-	struct ht_conn *c = ht_herdd_open(herdd, "inspector", "keepalive-test");
+	struct ht_conn *c = ht_herdd_open(ht_herdd, "inspector", "keepalive-test");
 	json_t *record, *list = NULL;
 
 	ck_assert_int_eq(herd_conn_is_closed(herd_master_get_conn(m)), 0);
@@ -137,7 +98,7 @@ assert_master_alive(herd_master *m, const herd_worker *w)
 START_TEST(test_blocking_call_keeps_others_alive)
 {
 	herd_master *m = connect_master();
-	herd_worker *w = spawn_testworker(m, NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
 	herd_conn *busy = connect_worker(w), *idle = connect_worker(w);
 	json_t *result = NULL;
 	int64_t start;
@@ -146,14 +107,14 @@ START_TEST(test_blocking_call_keeps_others_alive)
 	herd_master_on_event(m, count_event, &events);
 	start = ht_now_ms();
 	ck_assert_int_eq(
-	    herd_call(busy, "sleep", tc_args("{s:i}", "ms", TC_MS(HOLD_MS)), 0, &result), 0);
-	ck_assert_int_ge(ht_now_ms() - start, TC_MS(HOLD_MS));
+	    herd_call(busy, "sleep", ht_args("{s:i}", "ms", ht_ms(HOLD_MS)), 0, &result), 0);
+	ck_assert_int_ge(ht_now_ms() - start, ht_ms(HOLD_MS));
 	json_decref(result);
 
 	assert_master_alive(m, w);
 	/* The idle connection was not closed by the worker for silence, nor by us. */
 	ck_assert_int_eq(herd_conn_is_closed(idle), 0);
-	ck_assert_int_eq(herd_call(idle, "echo", tc_args("[i]", 7), 0, &result), 0);
+	ck_assert_int_eq(herd_call(idle, "echo", ht_args("[i]", 7), 0, &result), 0);
 	ck_assert_int_eq(json_integer_value(json_array_get(result, 0)), 7);
 	json_decref(result);
 	ck_assert_int_eq(herd_conn_is_closed(busy), 0);
@@ -170,7 +131,7 @@ END_TEST
 START_TEST(test_stream_next_keeps_master_alive)
 {
 	herd_master *m = connect_master();
-	herd_worker *w = spawn_testworker(m, NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
 	herd_conn *conn = connect_worker(w);
 	int n = HOLD_MS / HB_INTERVAL_MS + 1, seen = 0, r;
 	herd_stream *s = NULL;
@@ -178,7 +139,7 @@ START_TEST(test_stream_next_keeps_master_alive)
 	int64_t start = ht_now_ms();
 
 	ck_assert_int_eq(herd_stream_open(conn, "count",
-	                     tc_args("{s:i, s:i}", "n", n, "delay_ms", TC_MS(HB_INTERVAL_MS)), NULL,
+	                     ht_args("{s:i, s:i}", "n", n, "delay_ms", ht_ms(HB_INTERVAL_MS)), NULL,
 	                     NULL, NULL, &s),
 	    0);
 	while ((r = herd_stream_next(s, 0, &item)) == 1) {
@@ -188,7 +149,7 @@ START_TEST(test_stream_next_keeps_master_alive)
 	ck_assert_msg(r == 0, "stream ended with %s", strerror(-r));
 	ck_assert_int_eq(seen, n);
 	/* Items 0..n-1, a delay between each two. */
-	ck_assert_int_ge(ht_now_ms() - start, (n - 1) * TC_MS(HB_INTERVAL_MS));
+	ck_assert_int_ge(ht_now_ms() - start, (n - 1) * ht_ms(HB_INTERVAL_MS));
 	herd_stream_unref(s);
 
 	assert_master_alive(m, w);
@@ -203,16 +164,17 @@ END_TEST
 START_TEST(test_master_request_keeps_worker_conn_alive)
 {
 	herd_master *m = connect_master();
-	herd_worker *w = spawn_testworker(m, NULL), *slow;
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL), *slow;
 	herd_conn *conn = connect_worker(w);
 	json_t *result = NULL;
 	int64_t start = ht_now_ms();
 
-	slow = spawn_testworker(m, json_pack("{s:i}", "init_delay_ms", TC_MS(HOLD_MS)));
-	ck_assert_int_ge(ht_now_ms() - start, TC_MS(HOLD_MS));
+	slow = ht_herd_spawn_ok(
+	    m, "HERD_TESTWORKER", json_pack("{s:i}", "init_delay_ms", ht_ms(HOLD_MS)));
+	ck_assert_int_ge(ht_now_ms() - start, ht_ms(HOLD_MS));
 
 	ck_assert_int_eq(herd_conn_is_closed(conn), 0);
-	ck_assert_int_eq(herd_call(conn, "echo", tc_args("[i]", 8), 0, &result), 0);
+	ck_assert_int_eq(herd_call(conn, "echo", ht_args("[i]", 8), 0, &result), 0);
 	ck_assert_int_eq(json_integer_value(json_array_get(result, 0)), 8);
 	json_decref(result);
 
@@ -275,15 +237,15 @@ out:
 START_TEST(test_threads)
 {
 	herd_master *m = connect_master();
-	herd_worker *w = spawn_testworker(m, NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
 	herd_conn *conn = connect_worker(w);
-	struct caller k = { .w = w, .until = ht_now_ms() + TC_MS(HOLD_MS) };
+	struct caller k = { .w = w, .until = ht_now_ms() + ht_ms(HOLD_MS) };
 	json_t *result = NULL;
 	pthread_t t;
 
 	ck_assert_int_eq(pthread_create(&t, NULL, caller_thread, &k), 0);
 	ck_assert_int_eq(
-	    herd_call(conn, "sleep", tc_args("{s:i}", "ms", TC_MS(HOLD_MS)), 0, &result), 0);
+	    herd_call(conn, "sleep", ht_args("{s:i}", "ms", ht_ms(HOLD_MS)), 0, &result), 0);
 	json_decref(result);
 	ck_assert_int_eq(pthread_join(t, NULL), 0);
 	ck_assert_msg(k.failed == 0, "the other thread's call failed: %s", strerror(-k.failed));
@@ -297,25 +259,10 @@ START_TEST(test_threads)
 }
 END_TEST
 
-int
-main(void)
-{
-	Suite *s = suite_create("client-keepalive");
-	TCase *tc = tcase_create("keepalive");
-	SRunner *sr;
-	int failed;
-
-	signal(SIGPIPE, SIG_IGN);
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_blocking_call_keeps_others_alive);
-	tcase_add_test(tc, test_stream_next_keeps_master_alive);
-	tcase_add_test(tc, test_master_request_keeps_worker_conn_alive);
-	tcase_add_test(tc, test_threads);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN("client-keepalive",
+    { .name = "keepalive",
+        .timeout_s = 60,
+        .herdd = true,
+        .setup = ht_client_setup,
+        .tests = { test_blocking_call_keeps_others_alive, test_stream_next_keeps_master_alive,
+            test_master_request_keeps_worker_conn_alive, test_threads } })

@@ -16,54 +16,7 @@
 #include <herd/herd-ev.h>
 
 #include "example-worker.h"
-#include "test-client-common.h"
-
-static struct ht_daemon *herdd;
-
-static void
-setup(void)
-{
-	herdd = ht_daemon_start(NULL);
-	ck_assert_msg(herdd != NULL, "herdd did not start (is $HERDD set?)");
-}
-
-static void
-teardown(void)
-{
-	tc_args_release();
-	ht_teardown();
-	unsetenv("HERD_SOCKET");
-}
-
-static herd_master *
-connect_master(void)
-{
-	herd_error *err = NULL;
-	herd_master *m = NULL;
-	int r;
-
-	r = herd_master_connect(herdd->socket, NULL, &m, &err);
-	ck_assert_msg(
-	    r == 0, "master connect: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
-	return m;
-}
-
-static herd_worker *
-spawn_example(herd_master *m, json_t *init)
-{
-	const char *path = ht_env_path("HERD_EXAMPLE_WORKER");
-	json_t *opts = herd_spawn_opts_new(path, init);
-	herd_worker *w = NULL;
-	int r;
-
-	ck_assert_ptr_nonnull(opts);
-	r = herd_master_spawn(m, opts, 0, &w);
-	ck_assert_msg(
-	    r == 0, "spawn: %s (%s)", strerror(-r), herd_error_message(herd_master_last_error(m)));
-	json_decref(opts);
-	ht_track_pid(herd_worker_pid(w));
-	return w;
-}
+#include "ht-example.h"
 
 struct seen {
 	int failures;
@@ -123,8 +76,8 @@ wait_master(herd_master *m, const int *counter, int timeout_ms)
 START_TEST(test_spawn_call_inspect)
 {
 	json_t *result = NULL, *list = NULL, *record = NULL, *logs = NULL;
-	herd_master *m = connect_master();
-	herd_worker *w = spawn_example(m, NULL);
+	herd_master *m = ht_herd_master_ok(NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
 	herd_conn *conn = NULL;
 	bool found = false;
 	size_t i;
@@ -133,7 +86,7 @@ START_TEST(test_spawn_call_inspect)
 	ck_assert_ptr_nonnull(herd_worker_id(w));
 	ck_assert_int_gt(herd_worker_pid(w), 0);
 	ck_assert_int_eq(herd_worker_connect(w, NULL, &conn, NULL), 0);
-	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 42), 0, &result), 0);
+	ck_assert_int_eq(herd_call(conn, "sum", ht_args("{s:i}", "n", 42), 0, &result), 0);
 	ck_assert_int_eq(json_integer_value(result), 861);
 	json_decref(result);
 	/* The hello of a herdd-spawned worker names it by herdd's id. */
@@ -170,14 +123,14 @@ END_TEST
 START_TEST(test_on_failure_crash)
 {
 	struct seen s = { 0 };
-	herd_master *m = connect_master();
-	herd_worker *w = spawn_example(m, NULL);
+	herd_master *m = ht_herd_master_ok(NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
 
 	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
 	/* A signal herdd did not send: a crash. (SIGABRT rather than SIGSEGV, which a
 	 * sanitizer build of the worker would catch and turn into an exit.) */
 	ck_assert_int_eq(kill(herd_worker_pid(w), SIGABRT), 0);
-	wait_master(m, &s.failures, TC_MS(10000));
+	wait_master(m, &s.failures, ht_ms(10000));
 	ck_assert_str_eq(s.event, "crashed");
 	ck_assert_str_eq(s.id, herd_worker_id(w));
 	herd_worker_unref(w);
@@ -188,8 +141,8 @@ END_TEST
 START_TEST(test_on_failure_reported)
 {
 	struct seen s = { 0 };
-	herd_master *m = connect_master();
-	herd_worker *w = spawn_example(m, NULL);
+	herd_master *m = ht_herd_master_ok(NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
 	herd_conn *conn = NULL;
 
 	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
@@ -197,9 +150,9 @@ START_TEST(test_on_failure_reported)
 	ck_assert_int_eq(herd_worker_connect(w, NULL, &conn, NULL), 0);
 	/* The function returns, then the worker fails (rpc_parallel's uncaught exception). */
 	ck_assert_int_eq(herd_call(conn, "worker_fail",
-	                     tc_args("{s:s}", "message", "failed after returning"), 0, NULL),
+	                     ht_args("{s:s}", "message", "failed after returning"), 0, NULL),
 	    0);
-	wait_master(m, &s.failures, TC_MS(10000));
+	wait_master(m, &s.failures, ht_ms(10000));
 	ck_assert_str_eq(s.event, "failed");
 	ck_assert_str_eq(s.id, herd_worker_id(w));
 	ck_assert_msg(strstr(s.message, "failed after returning"), "message %s", s.message);
@@ -214,7 +167,7 @@ START_TEST(test_spawn_errors)
 {
 	json_t *init = json_pack("{s:s}", "fail_init", "no state for you");
 	json_t *opts = herd_spawn_opts_new("/nonexistent/worker", NULL);
-	herd_master *m = connect_master();
+	herd_master *m = ht_herd_master_ok(NULL);
 	herd_worker *w = NULL;
 
 	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w), -EREMOTEIO);
@@ -240,19 +193,19 @@ END_TEST
 
 START_TEST(test_master_disconnect_stops_workers)
 {
-	herd_master *m = connect_master();
-	herd_master *watcher = connect_master();
-	herd_worker *w = spawn_example(m, NULL);
+	herd_master *m = ht_herd_master_ok(NULL);
+	herd_master *watcher = ht_herd_master_ok(NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
 	struct seen s = { .want_event = "stopped", .want_id = herd_worker_id(w) };
 
 	/* A second master watches every worker of the uid, to see this one stop. */
 	ck_assert_int_eq(herd_master_on_event(watcher, on_event, &s), 0);
 	ck_assert_int_eq(
-	    herd_master_request(watcher, "subscribe", tc_args("{s:b}", "all", 1), 0, NULL), 0);
+	    herd_master_request(watcher, "subscribe", ht_args("{s:b}", "all", 1), 0, NULL), 0);
 	ck_assert(ht_pid_alive(herd_worker_pid(w)));
 	/* The default shutdown_on is master_disconnect: closing the master stops its workers. */
 	herd_master_unref(m);
-	wait_master(watcher, &s.matches, TC_MS(10000));
+	wait_master(watcher, &s.matches, ht_ms(10000));
 	ck_assert(!ht_pid_alive(herd_worker_pid(w)));
 	herd_worker_unref(w);
 	herd_master_unref(watcher);
@@ -261,8 +214,7 @@ END_TEST
 
 struct async_spawn {
 	struct ev_loop *loop;
-	int calls;
-	int r;
+	struct ht_outcome end;
 	herd_worker *w;
 };
 
@@ -271,8 +223,7 @@ on_spawned(herd_master *m, int r, herd_worker *w, herd_error *error, void *userd
 {
 	struct async_spawn *a = userdata;
 
-	a->calls++;
-	a->r = r;
+	ht_outcome_set(&a->end, r, NULL, error);
 	a->w = herd_worker_ref(w);
 	ev_break(a->loop, EVBREAK_ALL);
 }
@@ -285,15 +236,15 @@ START_TEST(test_async_spawn_libev)
 	json_t *opts;
 
 	/* The socket from $HERD_SOCKET when none is given. */
-	setenv("HERD_SOCKET", herdd->socket, 1);
+	setenv("HERD_SOCKET", ht_herdd->socket, 1);
 	ck_assert_int_eq(herd_master_connect(NULL, NULL, &m, NULL), 0);
 	ck_assert_int_eq(herd_master_attach_ev(m, loop), 0);
 	opts = herd_spawn_opts_new(ht_env_path("HERD_EXAMPLE_WORKER"), NULL);
 	ck_assert_int_eq(herd_master_spawn_async(m, opts, on_spawned, &a), 0);
 	json_decref(opts);
 	ev_run(loop, 0);
-	ck_assert_int_eq(a.calls, 1);
-	ck_assert_int_eq(a.r, 0);
+	ck_assert_int_eq(a.end.calls, 1);
+	ck_assert_int_eq(a.end.r, 0);
 	ck_assert_ptr_nonnull(a.w);
 	ht_track_pid(herd_worker_pid(a.w));
 	/* The owner hears of its own workers' ends without subscribing. */
@@ -302,7 +253,7 @@ START_TEST(test_async_spawn_libev)
 
 		ck_assert_int_eq(herd_master_on_event(m, on_event, &s), 0);
 		ck_assert_int_eq(herd_master_kill(m, herd_worker_id(a.w), "KILL"), 0);
-		wait_master(m, &s.matches, TC_MS(10000));
+		wait_master(m, &s.matches, ht_ms(10000));
 		herd_master_on_event(m, NULL, NULL);
 	}
 	herd_worker_unref(a.w);
@@ -315,7 +266,7 @@ END_TEST
 START_TEST(test_start_app_self)
 {
 	json_t *opts = herd_spawn_opts_new(herd_self_path(), NULL);
-	herd_master *m = connect_master();
+	herd_master *m = ht_herd_master_ok(NULL);
 	json_t *result = NULL;
 	herd_conn *conn = NULL;
 	herd_worker *w = NULL;
@@ -325,7 +276,7 @@ START_TEST(test_start_app_self)
 	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w), 0);
 	ht_track_pid(herd_worker_pid(w));
 	ck_assert_int_eq(herd_worker_connect(w, NULL, &conn, NULL), 0);
-	ck_assert_int_eq(herd_call(conn, "product", tc_args("{s:i}", "n", 5), 0, &result), 0);
+	ck_assert_int_eq(herd_call(conn, "product", ht_args("{s:i}", "n", 5), 0, &result), 0);
 	ck_assert_int_eq(json_integer_value(result), 120);
 	json_decref(result);
 	herd_conn_unref(conn);
@@ -335,38 +286,19 @@ START_TEST(test_start_app_self)
 }
 END_TEST
 
-static Suite *
-client_master_suite(void)
-{
-	Suite *s = suite_create("client-master");
-	TCase *tc = tcase_create("master");
-
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_spawn_call_inspect);
-	tcase_add_test(tc, test_on_failure_crash);
-	tcase_add_test(tc, test_on_failure_reported);
-	tcase_add_test(tc, test_spawn_errors);
-	tcase_add_test(tc, test_master_disconnect_stops_workers);
-	tcase_add_test(tc, test_async_spawn_libev);
-	tcase_add_test(tc, test_start_app_self);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
 int
 main(int argc, char **argv)
 {
-	SRunner *sr;
-	int failed;
+	const struct ht_case master = { .name = "master",
+		.timeout_s = 60,
+		.herdd = true,
+		.setup = ht_client_setup,
+		.teardown = ht_client_teardown,
+		.tests = { test_spawn_call_inspect, test_on_failure_crash, test_on_failure_reported,
+		    test_spawn_errors, test_master_disconnect_stops_workers, test_async_spawn_libev,
+		    test_start_app_self } };
 
 	/* Spawned by herdd as a worker: serve and exit; run as a test: carry on. */
 	herd_start_app(&example_worker_type, argc, argv);
-
-	signal(SIGPIPE, SIG_IGN);
-	sr = srunner_create(client_master_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return ht_run_cases("client-master", &master, 1);
 }

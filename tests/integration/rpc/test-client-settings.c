@@ -14,18 +14,9 @@
 
 #include "common/internal.h"
 #include "ht-check.h"
-#include "test-client-common.h"
+#include "ht-example.h"
 
-static struct tc_worker worker;
-
-static void
-teardown(void)
-{
-	tc_worker_kill(&worker);
-	tc_args_release();
-	ht_teardown();
-	unsetenv("HERD_RPC_SETTINGS");
-}
+static struct ht_example worker;
 
 /* Resolves code_json (may be NULL) with env_json in the environment (NULL: unset). */
 /* Field by field: the struct has padding memcmp would read. */
@@ -170,17 +161,17 @@ START_TEST(test_connection_obeys_env)
 
 	memset(big, 'z', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
-	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(_i), NULL), 0);
+	ck_assert_int_eq(ht_example_start(&worker, HT_MODE(_i), NULL), 0);
 
 	setenv("HERD_RPC_SETTINGS", "{\"max_message_size\": 2048}", 1);
 	ck_assert_int_eq(herd_conn_connect(worker.socket, NULL, settings, &conn, NULL), 0);
-	ck_assert_int_eq(herd_call(conn, "echo", tc_args("{s:s}", "t", big), 0, NULL), -EMSGSIZE);
+	ck_assert_int_eq(herd_call(conn, "echo", ht_args("{s:s}", "t", big), 0, NULL), -EMSGSIZE);
 	conn = herd_conn_unref(conn);
 
 	/* Without the environment, the code's larger limit lets the same call through. */
 	unsetenv("HERD_RPC_SETTINGS");
 	ck_assert_int_eq(herd_conn_connect(worker.socket, NULL, settings, &conn, NULL), 0);
-	ck_assert_int_eq(herd_call(conn, "echo", tc_args("{s:s}", "t", big), 0, NULL), 0);
+	ck_assert_int_eq(herd_call(conn, "echo", ht_args("{s:s}", "t", big), 0, NULL), 0);
 	conn = herd_conn_unref(conn);
 
 	/* A typo in the environment is refused with a clear text, before connecting. */
@@ -194,25 +185,6 @@ START_TEST(test_connection_obeys_env)
 }
 END_TEST
 
-static Suite *
-client_settings_suite(void)
-{
-	Suite *s = suite_create("client-settings");
-	TCase *unit = tcase_create("resolve");
-	TCase *e2e = tcase_create("connection");
-
-	tcase_add_checked_fixture(unit, NULL, teardown);
-	tcase_set_timeout(unit, 10);
-	tcase_add_test(unit, test_defaults);
-	tcase_add_test(unit, test_precedence_field_by_field);
-	tcase_add_test(unit, test_errors);
-	suite_add_tcase(s, unit);
-
-	tcase_add_checked_fixture(e2e, NULL, teardown);
-	tcase_set_timeout(e2e, 60);
-	tcase_add_loop_test(e2e, test_connection_obeys_env, 0, 2);
-	suite_add_tcase(s, e2e);
-	return s;
-}
-
-HT_MAIN_PREPARED(client_settings_suite, signal(SIGPIPE, SIG_IGN))
+HT_MAIN("client-settings",
+    HT_CLIENT_CASE("resolve", 10, 0, test_defaults, test_precedence_field_by_field, test_errors),
+    HT_CLIENT_CASE("connection", 60, 2, test_connection_obeys_env))

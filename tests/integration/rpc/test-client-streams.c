@@ -15,23 +15,15 @@
 #include <check.h>
 
 #include "ht-check.h"
-#include "test-client-common.h"
+#include "ht-example.h"
 
-static struct tc_worker worker;
-
-static void
-teardown(void)
-{
-	tc_worker_kill(&worker);
-	tc_args_release();
-	ht_teardown();
-}
+static struct ht_example worker;
 
 static herd_conn *
 setup_conn(int mode)
 {
-	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(mode), NULL), 0);
-	return tc_connect(&worker, NULL);
+	ck_assert_int_eq(ht_example_start(&worker, HT_MODE(mode), NULL), 0);
+	return ht_herd_connect(worker.socket, NULL);
 }
 
 static json_int_t
@@ -53,10 +45,7 @@ struct counter {
 	json_int_t next_expected;
 	bool out_of_order;
 	bool saw_initial;
-	int ends;
-	int end_r;
-	json_t *result;
-	char end_name[64];
+	struct ht_outcome end;
 };
 
 static void
@@ -69,7 +58,7 @@ on_item(herd_stream *s, json_t *item, bool initial, void *userdata)
 		c->out_of_order = true;
 	c->next_expected++;
 	c->items++;
-	ck_assert_int_eq(c->ends, 0);
+	ck_assert_int_eq(c->end.calls, 0);
 	if (c->cancel_after && c->items == c->cancel_after)
 		ck_assert_int_eq(herd_stream_cancel(s), 0);
 }
@@ -79,21 +68,17 @@ on_end(herd_stream *s, int r, json_t *result, herd_error *error, void *userdata)
 {
 	struct counter *c = userdata;
 
-	c->ends++;
-	c->end_r = r;
-	c->result = json_incref(result);
-	if (error)
-		snprintf(c->end_name, sizeof(c->end_name), "%s", herd_error_name(error));
+	ht_outcome_set(&c->end, r, result, error);
 }
 
 static void
 drive(herd_conn *conn, const int *flag)
 {
-	int64_t deadline = ht_now_ms() + TC_MS(20000);
+	int64_t deadline = ht_now_ms() + ht_ms(20000);
 
 	while (!*flag) {
 		ck_assert_msg(ht_now_ms() < deadline, "stream did not end in time");
-		ck_assert_int_ge(herd_conn_wait(conn, TC_USEC(1000)), 0);
+		ck_assert_int_ge(herd_conn_wait(conn, HT_USEC(1000)), 0);
 		ck_assert_int_ge(herd_conn_process(conn), 0);
 	}
 }
@@ -104,18 +89,17 @@ START_TEST(test_count_callbacks)
 	herd_conn *conn = setup_conn(_i);
 
 	ck_assert_int_eq(
-	    herd_stream_open(conn, "count", tc_args("{s:i}", "n", 50), on_item, on_end, &c, NULL),
+	    herd_stream_open(conn, "count", ht_args("{s:i}", "n", 50), on_item, on_end, &c, NULL),
 	    0);
-	drive(conn, &c.ends);
+	drive(conn, &c.end.calls);
 	ck_assert_int_eq(c.items, 50);
 	ck_assert(!c.out_of_order);
 	ck_assert(!c.saw_initial);
-	ck_assert_int_eq(c.ends, 1);
-	ck_assert_int_eq(c.end_r, 0);
-	ck_assert_int_eq(json_integer_value(json_object_get(c.result, "count")), 50);
-	json_decref(c.result);
+	ck_assert_int_eq(c.end.calls, 1);
+	ck_assert_int_eq(c.end.r, 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(c.end.result, "count")), 50);
 	herd_conn_unref(conn);
-	ck_assert_int_eq(c.ends, 1);
+	ck_assert_int_eq(c.end.calls, 1);
 }
 END_TEST
 
@@ -129,9 +113,9 @@ START_TEST(test_slow_reader_outlives_heartbeat_timeout)
 {
 	/* Under valgrind one read's worth of items takes this reader longer than 300 ms. */
 	int k = getenv("HERD_UNDER_VALGRIND") ? 10 : 1;
-	json_t *settings = json_pack("{s:i, s:i}", "heartbeat_interval_ms", k * TC_MS(50),
-	    "heartbeat_timeout_ms", k * TC_MS(300));
-	struct timespec slow = { 0, TC_MS(30) * 1000000L };
+	json_t *settings = json_pack("{s:i, s:i}", "heartbeat_interval_ms", k * ht_ms(50),
+	    "heartbeat_timeout_ms", k * ht_ms(300));
+	struct timespec slow = { 0, ht_ms(30) * 1000000L };
 	struct counter c = { 0 };
 	herd_conn *conn = NULL;
 	int64_t until;
@@ -141,47 +125,54 @@ START_TEST(test_slow_reader_outlives_heartbeat_timeout)
 	 * 1 MiB of output outlasts any timeout worth waiting for: the exec'd one runs
 	 * natively, so under valgrind only it is tested.
 	 */
-	if (k > 1 && TC_MODE(_i) == TC_FORK) {
+	if (k > 1 && HT_MODE(_i) == HT_FORK) {
 		json_decref(settings);
 		return;
 	}
-	ck_assert_int_eq(tc_worker_start(&worker, TC_MODE(_i), NULL), 0);
+	ck_assert_int_eq(ht_example_start(&worker, HT_MODE(_i), NULL), 0);
 	ck_assert_int_eq(herd_conn_connect(worker.socket, NULL, settings, &conn, NULL), 0);
-	ck_assert_int_eq(herd_stream_open(conn, "count", tc_args("{s:i}", "n", 100000000), on_item,
+	ck_assert_int_eq(herd_stream_open(conn, "count", ht_args("{s:i}", "n", 100000000), on_item,
 	                     on_end, &c, &c.stream),
 	    0);
 	/* The slowness of this reader is what is under test: it pauses between reads. */
-	until = ht_now_ms() + k * TC_MS(1500);
+	until = ht_now_ms() + k * ht_ms(1500);
 	while (ht_now_ms() < until) {
 		ck_assert_int_ge(herd_conn_wait(conn, 100000), 0);
 		ck_assert_int_ge(herd_conn_process(conn), 0);
 		ck_assert_msg(
-		    !herd_conn_is_closed(conn), "closed after %d items (%s)", c.items, c.end_name);
+		    !herd_conn_is_closed(conn), "closed after %d items (%s)", c.items, c.end.name);
 		nanosleep(&slow, NULL);
 	}
 	ck_assert_int_gt(c.items, 0);
-	ck_assert_int_eq(c.ends, 0);
+	ck_assert_int_eq(c.end.calls, 0);
 	ck_assert_int_eq(herd_stream_cancel(c.stream), 0);
-	drive(conn, &c.ends);
-	ck_assert_int_eq(c.end_r, -ECANCELED);
+	drive(conn, &c.end.calls);
+	ck_assert_int_eq(c.end.r, -ECANCELED);
 	herd_stream_unref(c.stream);
-	json_decref(c.result);
 	herd_conn_unref(conn);
 	json_decref(settings);
 }
 END_TEST
 
+/* Opens an iterator stream (no callbacks) on fn with args (borrowed); fails the test if it cannot. */
+static herd_stream *
+open_iterator(herd_conn *conn, const char *fn, json_t *args)
+{
+	herd_stream *s = NULL;
+
+	ck_assert_int_eq(herd_stream_open(conn, fn, args, NULL, NULL, NULL, &s), 0);
+	return s;
+}
+
 START_TEST(test_count_iterator)
 {
 	herd_conn *conn = setup_conn(_i);
-	herd_stream *s = NULL;
+	herd_stream *s;
 	json_t *item = NULL;
 	int r, n = 0;
 
-	ck_assert_int_eq(herd_stream_open(conn, "count",
-	                     tc_args("{s:i, s:i}", "n", 5, "delay_ms", 2), NULL, NULL, NULL, &s),
-	    0);
-	while ((r = herd_stream_next(s, TC_USEC(10000), &item)) == 1) {
+	s = open_iterator(conn, "count", ht_args("{s:i, s:i}", "n", 5, "delay_ms", 2));
+	while ((r = herd_stream_next(s, HT_USEC(10000), &item)) == 1) {
 		ck_assert_int_eq(json_integer_value(item), n);
 		ck_assert_int_eq(herd_stream_item_initial(s), 0);
 		json_decref(item);
@@ -207,25 +198,25 @@ START_TEST(test_cancel_after_k)
 	json_t *result = NULL;
 
 	ck_assert_int_eq(
-	    herd_stream_open(conn, "count", tc_args("{s:i, s:i}", "n", 100000, "delay_ms", 1),
+	    herd_stream_open(conn, "count", ht_args("{s:i, s:i}", "n", 100000, "delay_ms", 1),
 	        on_item, on_end, &c, &c.stream),
 	    0);
-	drive(conn, &c.ends);
-	ck_assert_int_eq(c.ends, 1);
-	ck_assert_int_eq(c.end_r, -ECANCELED);
-	ck_assert_str_eq(c.end_name, "cancelled");
+	drive(conn, &c.end.calls);
+	ck_assert_int_eq(c.end.calls, 1);
+	ck_assert_int_eq(c.end.r, -ECANCELED);
+	ck_assert_str_eq(c.end.name, "cancelled");
 	/* Items arriving after the cancel are dropped, not delivered. */
 	ck_assert_int_eq(c.items, 3);
 	ck_assert_int_eq(herd_stream_cancel(c.stream), -EALREADY);
 	/* The handler saw the cancel. */
 	ck_assert_int_eq(worker_cancelled(conn), before + 1);
 	/* And the connection carries on. */
-	ck_assert_int_eq(herd_call(conn, "sum", tc_args("{s:i}", "n", 42), 0, &result), 0);
+	ck_assert_int_eq(herd_call(conn, "sum", ht_args("{s:i}", "n", 42), 0, &result), 0);
 	ck_assert_int_eq(json_integer_value(result), 861);
 	json_decref(result);
 	herd_stream_unref(c.stream);
 	herd_conn_unref(conn);
-	ck_assert_int_eq(c.ends, 1);
+	ck_assert_int_eq(c.end.calls, 1);
 }
 END_TEST
 
@@ -233,18 +224,16 @@ START_TEST(test_cancel_iterator)
 {
 	herd_conn *conn = setup_conn(_i);
 	json_int_t before = worker_cancelled(conn);
-	herd_stream *s = NULL;
+	herd_stream *s;
 	json_t *item = NULL;
 
-	ck_assert_int_eq(herd_stream_open(conn, "count",
-	                     tc_args("{s:i, s:i}", "n", 1000, "delay_ms", 1), NULL, NULL, NULL, &s),
-	    0);
+	s = open_iterator(conn, "count", ht_args("{s:i, s:i}", "n", 1000, "delay_ms", 1));
 	for (int i = 0; i < 2; i++) {
-		ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 1);
+		ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), 1);
 		json_decref(item);
 	}
 	ck_assert_int_eq(herd_stream_cancel(s), 0);
-	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), -ECANCELED);
+	ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), -ECANCELED);
 	ck_assert_str_eq(herd_error_name(herd_stream_error(s)), "cancelled");
 	ck_assert_int_eq(herd_stream_next(s, 0, &item), -ECANCELED);
 	ck_assert_int_eq(worker_cancelled(conn), before + 1);
@@ -256,14 +245,12 @@ END_TEST
 START_TEST(test_state_initial)
 {
 	herd_conn *conn = setup_conn(_i);
-	herd_stream *s = NULL;
+	herd_stream *s;
 	json_t *item = NULL;
 
-	ck_assert_int_eq(herd_oneway(conn, "note", tc_args("{s:s}", "text", "before")), 0);
-	ck_assert_int_eq(
-	    herd_stream_open(conn, "watch", tc_args("{s:i}", "updates", 2), NULL, NULL, NULL, &s),
-	    0);
-	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 1);
+	ck_assert_int_eq(herd_oneway(conn, "note", ht_args("{s:s}", "text", "before")), 0);
+	s = open_iterator(conn, "watch", ht_args("{s:i}", "updates", 2));
+	ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), 1);
 	ck_assert_int_eq(herd_stream_item_initial(s), 1);
 	ck_assert_msg(json_is_array(item) && json_array_size(item) == 1 &&
 	        json_is_string(json_array_get(item, 0)) &&
@@ -271,16 +258,16 @@ START_TEST(test_state_initial)
 	    "initial state %s", ht_dump(item));
 	json_decref(item);
 
-	ck_assert_int_eq(herd_oneway(conn, "note", tc_args("{s:s}", "text", "one")), 0);
-	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 1);
+	ck_assert_int_eq(herd_oneway(conn, "note", ht_args("{s:s}", "text", "one")), 0);
+	ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), 1);
 	ck_assert_int_eq(herd_stream_item_initial(s), 0);
 	ck_assert_str_eq(json_string_value(item), "one");
 	json_decref(item);
-	ck_assert_int_eq(herd_oneway(conn, "note", tc_args("{s:s}", "text", "two")), 0);
-	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 1);
+	ck_assert_int_eq(herd_oneway(conn, "note", ht_args("{s:s}", "text", "two")), 0);
+	ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), 1);
 	ck_assert_str_eq(json_string_value(item), "two");
 	json_decref(item);
-	ck_assert_int_eq(herd_stream_next(s, TC_USEC(10000), &item), 0);
+	ck_assert_int_eq(herd_stream_next(s, HT_USEC(10000), &item), 0);
 	ck_assert_int_eq(json_integer_value(json_object_get(herd_stream_result(s), "updates")), 2);
 	herd_stream_unref(s);
 	herd_conn_unref(conn);
@@ -313,26 +300,16 @@ START_TEST(test_sink_sum)
 }
 END_TEST
 
-struct sink_end {
-	int calls;
-	int r;
-	json_int_t value;
-};
-
 static void
 on_sink_done(herd_sink *k, int r, json_t *result, herd_error *error, void *userdata)
 {
-	struct sink_end *e = userdata;
-
-	e->calls++;
-	e->r = r;
-	e->value = json_integer_value(result);
+	ht_outcome_set(userdata, r, result, error);
 }
 
 START_TEST(test_sink_async_and_cancel)
 {
 	herd_conn *conn = setup_conn(_i);
-	struct sink_end e = { 0 };
+	struct ht_outcome e = { 0 };
 	json_t *two = json_integer(2);
 	json_int_t before = worker_cancelled(conn);
 	herd_sink *k = NULL;
@@ -345,7 +322,7 @@ START_TEST(test_sink_async_and_cancel)
 	drive(conn, &e.calls);
 	ck_assert_int_eq(e.calls, 1);
 	ck_assert_int_eq(e.r, 0);
-	ck_assert_int_eq(e.value, 4);
+	ck_assert_int_eq(json_integer_value(e.result), 4);
 	herd_sink_unref(k);
 
 	/* A cancelled sink ends as cancelled, and the handler is told. */
@@ -353,7 +330,7 @@ START_TEST(test_sink_async_and_cancel)
 	ck_assert_int_eq(herd_sink_send(k, two), 0);
 	ck_assert_int_eq(herd_sink_cancel(k), 0);
 	ck_assert_int_eq(herd_sink_send(k, two), -EPIPE);
-	ck_assert_int_eq(herd_sink_finish(k, TC_USEC(10000), NULL), -ECANCELED);
+	ck_assert_int_eq(herd_sink_finish(k, HT_USEC(10000), NULL), -ECANCELED);
 	ck_assert_str_eq(herd_error_name(herd_sink_error(k)), "cancelled");
 	ck_assert_int_eq(worker_cancelled(conn), before + 1);
 	herd_sink_unref(k);
@@ -365,8 +342,7 @@ END_TEST
 struct closer {
 	herd_conn *conn;
 	int items;
-	int ends;
-	int end_r;
+	struct ht_outcome end;
 };
 
 static void
@@ -383,8 +359,7 @@ closer_end(herd_stream *s, int r, json_t *result, herd_error *error, void *userd
 {
 	struct closer *c = userdata;
 
-	c->ends++;
-	c->end_r = r;
+	ht_outcome_set(&c->end, r, result, error);
 }
 
 /* Closing the connection from inside an item callback ends the stream once, at once. */
@@ -393,41 +368,23 @@ START_TEST(test_close_inside_item)
 	herd_conn *conn = setup_conn(_i);
 	struct closer c = { .conn = conn };
 
-	ck_assert_int_eq(herd_stream_open(conn, "count", tc_args("{s:i}", "n", 100000),
+	ck_assert_int_eq(herd_stream_open(conn, "count", ht_args("{s:i}", "n", 100000),
 	                     close_on_second, closer_end, &c, NULL),
 	    0);
-	while (!c.ends) {
-		ck_assert_int_ge(herd_conn_wait(conn, TC_USEC(5000)), 0);
+	while (!c.end.calls) {
+		ck_assert_int_ge(herd_conn_wait(conn, HT_USEC(5000)), 0);
 		ck_assert_int_ne(herd_conn_process(conn), -EINVAL);
 	}
 	ck_assert_int_eq(c.items, 2);
-	ck_assert_int_eq(c.ends, 1);
-	ck_assert_int_eq(c.end_r, -ECONNRESET);
+	ck_assert_int_eq(c.end.calls, 1);
+	ck_assert_int_eq(c.end.r, -ECONNRESET);
 	ck_assert_int_eq(herd_conn_process(conn), -ENOTCONN);
 	herd_conn_unref(conn);
-	ck_assert_int_eq(c.ends, 1);
+	ck_assert_int_eq(c.end.calls, 1);
 }
 END_TEST
 
-static Suite *
-client_streams_suite(void)
-{
-	Suite *s = suite_create("client-streams");
-	TCase *tc = tcase_create("streams");
-
-	tcase_add_checked_fixture(tc, NULL, teardown);
-	tcase_set_timeout(tc, 60);
-	tcase_add_loop_test(tc, test_count_callbacks, 0, 2);
-	tcase_add_loop_test(tc, test_count_iterator, 0, 2);
-	tcase_add_loop_test(tc, test_slow_reader_outlives_heartbeat_timeout, 0, 2);
-	tcase_add_loop_test(tc, test_cancel_after_k, 0, 2);
-	tcase_add_loop_test(tc, test_cancel_iterator, 0, 2);
-	tcase_add_loop_test(tc, test_state_initial, 0, 2);
-	tcase_add_loop_test(tc, test_sink_sum, 0, 2);
-	tcase_add_loop_test(tc, test_sink_async_and_cancel, 0, 2);
-	tcase_add_loop_test(tc, test_close_inside_item, 0, 2);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN_PREPARED(client_streams_suite, signal(SIGPIPE, SIG_IGN))
+HT_MAIN("client-streams",
+    HT_CLIENT_CASE("streams", 60, 2, test_count_callbacks, test_count_iterator,
+        test_slow_reader_outlives_heartbeat_timeout, test_cancel_after_k, test_cancel_iterator,
+        test_state_initial, test_sink_sum, test_sink_async_and_cancel, test_close_inside_item))

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "ht-check.h"
-#include "worker-test-util.h"
+#include "ht-example.h"
 
 /* Return codes recorded by handlers, by name. Only the server thread touches it. */
 static json_t *codes;
@@ -163,17 +163,16 @@ code(json_t *c, const char *name)
 
 START_TEST(test_contract)
 {
-	struct wt_server s;
+	struct ht_server s;
 	struct ht_conn *c;
 	json_t *reply, *r, *item;
-	int fds_before = wt_fd_count();
+	int fds_before = ht_count_fds(getpid());
 	int64_t id;
 
 	codes = json_object();
-	ck_assert_int_eq(wt_server_start_type(&s, &api_type, NULL, NULL), 0);
+	ck_assert_int_eq(ht_server_start(&s, &api_type, NULL, NULL), 0);
 	/* The client takes messages of 2048 bytes at most. */
-	c = wt_connect(s.path, json_pack("{s:{s:i}}", "settings", "max_message_size", 2048));
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(s.path, json_pack("{s:{s:i}}", "settings", "max_message_size", 2048));
 
 	reply = ht_conn_call(c, "forget", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_error_name(reply), "internal_error");
@@ -188,13 +187,13 @@ START_TEST(test_contract)
 	reply = ht_conn_call(c, "misuse", NULL, ht_ms(5000));
 	ck_assert_str_eq(json_string_value(ht_result(reply)), "ok");
 	json_decref(reply);
-	wt_notify(c, "oneway_misuse", NULL);
+	ht_conn_notify(c, "oneway_misuse", NULL);
 	reply = ht_conn_call(c, "stream_misuse", NULL, ht_ms(5000));
 	ck_assert(json_is_null(ht_result(reply)));
 	json_decref(reply);
 
 	id = ht_conn_send_request(c, "big_item", NULL);
-	item = wt_next_item(c, id, ht_ms(5000));
+	item = ht_conn_next_item(c, id, ht_ms(5000));
 	ck_assert_ptr_nonnull(item);
 	/* The oversize item was dropped, so "small" is the first and carries "initial". */
 	ck_assert_str_eq(json_string_value(json_object_get(item, "item")), "small");
@@ -206,10 +205,7 @@ START_TEST(test_contract)
 
 	id = ht_conn_send_request(c, "wait_cancel", NULL);
 	json_decref(ht_conn_call(c, "codes", NULL, ht_ms(5000)));
-	wt_notify(c, "herd.cancel", json_pack("{s:I}", "id", (json_int_t)id));
-	reply = ht_conn_wait_reply(c, id, ht_ms(5000));
-	ck_assert_str_eq(ht_error_name(reply), "cancelled");
-	json_decref(reply);
+	ht_cancel_ok(c, id);
 
 	reply = ht_conn_call(c, "codes", NULL, ht_ms(5000));
 	r = ht_result(reply);
@@ -244,9 +240,9 @@ START_TEST(test_contract)
 	json_decref(reply);
 
 	ht_conn_close(c);
-	ck_assert_int_eq(wt_server_stop(&s), 0);
+	ck_assert_int_eq(ht_server_stop(&s), 0);
 	json_decref(codes);
-	ck_assert_int_eq(wt_fd_count(), fds_before);
+	ck_assert_int_eq(ht_count_fds(getpid()), fds_before);
 	ht_teardown();
 }
 END_TEST
@@ -264,17 +260,4 @@ START_TEST(test_kind_names)
 }
 END_TEST
 
-static Suite *
-api_suite(void)
-{
-	Suite *s = suite_create("worker-api");
-	TCase *tc = tcase_create("api");
-
-	tcase_set_timeout(tc, 30);
-	tcase_add_test(tc, test_contract);
-	tcase_add_test(tc, test_kind_names);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(api_suite)
+HT_MAIN("worker-api", HT_CASE("api", 30, test_contract, test_kind_names))

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "ht-check.h"
-#include "worker-test-util.h"
+#include "ht-example.h"
 
 static char dir[128], sock[192];
 static int fds_before;
@@ -27,7 +27,7 @@ static int fds_before;
 static void
 setup(void)
 {
-	fds_before = wt_fd_count();
+	fds_before = ht_count_fds(getpid());
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(sock, sizeof(sock), "%s/w.sock", dir);
 }
@@ -36,7 +36,7 @@ static void
 finish(void)
 {
 	ht_teardown();
-	ck_assert_int_eq(wt_fd_count(), fds_before);
+	ck_assert_int_eq(ht_count_fds(getpid()), fds_before);
 }
 
 /* Starts the worker on sock with extra args and waits for its socket. */
@@ -56,9 +56,9 @@ start_worker(const char *init, const char *settings)
 		args[n++] = settings;
 	}
 	args[n] = NULL;
-	pid = wt_spawn(args, -1, NULL, -1);
+	pid = ht_example_spawn(args, -1, NULL, -1);
 	ck_assert_int_gt(pid, 0);
-	ck_assert_int_eq(wt_wait_path(sock, pid, ht_ms(10000)), 0);
+	ck_assert_int_eq(ht_wait_path(sock, pid, ht_ms(10000)), 0);
 	return pid;
 }
 
@@ -96,15 +96,12 @@ START_TEST(test_serve_and_sigterm)
 	pid = start_worker("{\"answer\":42}", NULL);
 	ck_assert_int_eq(stat(sock, &st), 0);
 	ck_assert_int_eq(st.st_mode & 0777, 0600);
-	c = ht_conn_open(sock);
-	ck_assert_ptr_nonnull(c);
+	c = ht_conn_open_ok(sock);
 	reply = ht_conn_hello(c, "client", NULL, ht_ms(5000));
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "pid")), pid);
 	ck_assert(json_is_null(json_object_get(ht_result(reply), "id")));
 	json_decref(reply);
-	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 42), ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 861);
-	json_decref(reply);
+	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 42), 861);
 	reply = ht_conn_call(c, "stats", NULL, ht_ms(5000));
 	ck_assert_int_eq(json_integer_value(json_object_get(
 	                     json_object_get(ht_result(reply), "worker_init"), "answer")),
@@ -112,10 +109,8 @@ START_TEST(test_serve_and_sigterm)
 	ck_assert(json_is_false(json_object_get(ht_result(reply), "env_channel_fd")));
 	json_decref(reply);
 	/* SIGTERM: a graceful stop, status 0, socket removed, our connection closed. */
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(wt_wait_exit(pid), 0);
+	ht_example_end_ok(pid, SIGTERM, 0, sock);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
-	ck_assert_int_ne(access(sock, F_OK), 0);
 	ht_conn_close(c);
 	finish();
 }
@@ -129,8 +124,7 @@ START_TEST(test_shutdown_builtin)
 
 	setup();
 	pid = start_worker(NULL, "{\"handshake_timeout_ms\": 4321}");
-	c = wt_connect(sock, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(sock, NULL);
 	reply = ht_conn_call(c, "herd.settings", NULL, ht_ms(5000));
 	ck_assert_int_eq(
 	    json_integer_value(json_object_get(ht_result(reply), "handshake_timeout_ms")), 4321);
@@ -138,8 +132,7 @@ START_TEST(test_shutdown_builtin)
 	reply = ht_conn_call(c, "herd.shutdown", NULL, ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
-	ck_assert_int_eq(wt_wait_exit(pid), 0);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_end_ok(pid, 0, 0, sock);
 	ht_conn_close(c);
 	finish();
 }
@@ -157,18 +150,18 @@ START_TEST(test_init_failure_and_usage)
 
 	setup();
 	ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
-	pid = wt_spawn(fail, -1, NULL, pipefd[1]);
+	pid = ht_example_spawn(fail, -1, NULL, pipefd[1]);
 	close(pipefd[1]);
 	read_all(pipefd[0], err, sizeof(err));
 	close(pipefd[0]);
-	ck_assert_int_eq(wt_wait_exit(pid), 1);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 1);
 	ck_assert_msg(strstr(err, "no database"), "stderr: %s", err);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 
-	pid = wt_spawn(no_socket, -1, NULL, -1);
-	ck_assert_int_eq(wt_wait_exit(pid), 2);
-	pid = wt_spawn(bad_json, -1, NULL, -1);
-	ck_assert_int_eq(wt_wait_exit(pid), 2);
+	pid = ht_example_spawn(no_socket, -1, NULL, -1);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 2);
+	pid = ht_example_spawn(bad_json, -1, NULL, -1);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 2);
 	finish();
 }
 END_TEST
@@ -205,7 +198,6 @@ START_TEST(test_socket_in_use)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	const char *args[] = { "--socket", sock, NULL };
 	struct ht_conn *c;
-	json_t *reply;
 	pid_t pid;
 	int fd, ifd;
 
@@ -215,26 +207,21 @@ START_TEST(test_socket_in_use)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	ck_assert_int_eq(listen(fd, 4), 0);
-	pid = wt_spawn(args, -1, NULL, -1);
-	ck_assert_int_eq(wt_wait_exit(pid), 1);
+	pid = ht_example_spawn(args, -1, NULL, -1);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 1);
 	ck_assert_int_eq(access(sock, F_OK), 0);
 	/* Once that server is dead, its file is stale and gets replaced. */
 	close(fd);
 	ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
 	ck_assert_int_ge(ifd, 0);
 	ck_assert_int_ge(inotify_add_watch(ifd, dir, IN_MOVED_TO), 0);
-	pid = wt_spawn(args, -1, NULL, -1);
+	pid = ht_example_spawn(args, -1, NULL, -1);
 	wait_replaced(ifd, 10000);
 	close(ifd);
-	c = wt_connect(sock, NULL);
-	ck_assert_ptr_nonnull(c);
-	reply = ht_conn_call(c, "product", json_pack("{s:i}", "n", 5), ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 120);
-	json_decref(reply);
+	c = ht_client_ok(sock, NULL);
+	ht_expect_int(c, "product", json_pack("{s:i}", "n", 5), 120);
 	ht_conn_close(c);
-	ck_assert_int_eq(kill(pid, SIGINT), 0);
-	ck_assert_int_eq(wt_wait_exit(pid), 0);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_end_ok(pid, SIGINT, 0, sock);
 	finish();
 }
 END_TEST
@@ -247,33 +234,17 @@ START_TEST(test_worker_fail_standalone)
 
 	setup();
 	pid = start_worker(NULL, NULL);
-	c = wt_connect(sock, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(sock, NULL);
 	/* The reply comes first; then the failure ends the process with status 1. */
 	reply = ht_conn_call(c, "worker_fail", json_pack("{s:s}", "message", "late"), ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
-	ck_assert_int_eq(wt_wait_exit(pid), 1);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_end_ok(pid, 0, 1, sock);
 	ht_conn_close(c);
 	finish();
 }
 END_TEST
 
-static Suite *
-exec_suite(void)
-{
-	Suite *s = suite_create("worker-exec");
-	TCase *tc = tcase_create("exec");
-
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_serve_and_sigterm);
-	tcase_add_test(tc, test_shutdown_builtin);
-	tcase_add_test(tc, test_init_failure_and_usage);
-	tcase_add_test(tc, test_socket_in_use);
-	tcase_add_test(tc, test_worker_fail_standalone);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(exec_suite)
+HT_MAIN("worker-exec",
+    HT_CASE("exec", 60, test_serve_and_sigterm, test_shutdown_builtin, test_init_failure_and_usage,
+        test_socket_in_use, test_worker_fail_standalone))

@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include "ht-check.h"
-#include "worker-test-util.h"
+#include "ht-example.h"
 
-static struct wt_server S;
+static struct ht_server S;
 
 /* Sends one raw line and expects one error reply, then the connection closing. */
 static void
@@ -34,9 +34,8 @@ START_TEST(test_hello_good)
 	size_t i;
 	bool has_sum = false, has_count = false;
 
-	wt_start(&S, NULL, NULL);
-	c = ht_conn_open(S.path);
-	ck_assert_ptr_nonnull(c);
+	ht_server_start_ok(&S, NULL, NULL);
+	c = ht_conn_open_ok(S.path);
 	reply = ht_conn_hello(c, "client", json_pack("{s:s}", "name", "test"), ht_ms(5000));
 	res = ht_result(reply);
 	ck_assert_msg(res, "hello: %s", ht_dump(reply));
@@ -57,17 +56,13 @@ START_TEST(test_hello_good)
 	json_decref(reply);
 
 	/* The connection serves calls after hello; a second hello is a request error. */
-	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 42), ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 861);
-	json_decref(reply);
+	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 42), 861);
 	reply = ht_conn_hello(c, "client", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_error_name(reply), "invalid_request");
 	json_decref(reply);
-	reply = ht_conn_call(c, "product", json_pack("{s:i}", "n", 10), ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 3628800);
-	json_decref(reply);
+	ht_expect_int(c, "product", json_pack("{s:i}", "n", 10), 3628800);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -76,9 +71,8 @@ START_TEST(test_hello_bad_version)
 	struct ht_conn *c;
 	json_t *reply, *supported;
 
-	wt_start(&S, NULL, NULL);
-	c = ht_conn_open(S.path);
-	ck_assert_ptr_nonnull(c);
+	ht_server_start_ok(&S, NULL, NULL);
+	c = ht_conn_open_ok(S.path);
 	ck_assert_int_eq(ht_conn_send_raw(c,
 	                     "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"hello\",\"params\":"
 	                     "{\"version\":99,\"role\":\"client\"}}\n",
@@ -94,7 +88,7 @@ START_TEST(test_hello_bad_version)
 	json_decref(reply);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -102,7 +96,7 @@ START_TEST(test_hello_required)
 {
 	struct ht_conn *c;
 
-	wt_start(&S, NULL, NULL);
+	ht_server_start_ok(&S, NULL, NULL);
 	/* A call before hello. */
 	c = ht_conn_open(S.path);
 	expect_error_then_close(c,
@@ -132,7 +126,7 @@ START_TEST(test_hello_required)
 	    "\"role\":\"client\",\"colour\":\"red\"}}\n",
 	    "invalid_params");
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -142,12 +136,10 @@ START_TEST(test_hello_timeout)
 	json_t *reply, *data;
 	int64_t t0;
 
-	wt_start(&S, NULL, json_pack("{s:i}", "handshake_timeout_ms", 200));
-	c = ht_conn_open(S.path);
-	ck_assert_ptr_nonnull(c);
+	ht_server_start_ok(&S, NULL, json_pack("{s:i}", "handshake_timeout_ms", 200));
+	c = ht_conn_open_ok(S.path);
 	/* A connection that completed hello is not affected by the handshake timeout. */
-	c2 = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(c2);
+	c2 = ht_client_ok(S.path, NULL);
 	t0 = ht_now_ms();
 	reply = ht_conn_recv(c, ht_ms(5000));
 	ck_assert_msg(reply, "no timeout error");
@@ -160,12 +152,10 @@ START_TEST(test_hello_timeout)
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	/* It did not fire before its time (a lower bound only). */
 	ck_assert_int_ge(ht_now_ms() - t0, 150);
-	reply = ht_conn_call(c2, "sum", json_pack("{s:i}", "n", 4), ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 6);
-	json_decref(reply);
+	ht_expect_int(c2, "sum", json_pack("{s:i}", "n", 4), 6);
 	ht_conn_close(c);
 	ht_conn_close(c2);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -174,10 +164,9 @@ START_TEST(test_conn_init)
 	struct ht_conn *c;
 	json_t *reply;
 
-	wt_start(&S, NULL, NULL);
+	ht_server_start_ok(&S, NULL, NULL);
 	/* A failing connection-state init answers init_failed with its message and closes. */
-	c = ht_conn_open(S.path);
-	ck_assert_ptr_nonnull(c);
+	c = ht_conn_open_ok(S.path);
 	reply = ht_conn_hello(
 	    c, "client", json_pack("{s:{s:s}}", "init", "fail_conn", "no seats left"), ht_ms(5000));
 	ck_assert_str_eq(ht_error_name(reply), "init_failed");
@@ -187,8 +176,7 @@ START_TEST(test_conn_init)
 	ht_conn_close(c);
 
 	/* The next connection works and sees its own init argument. */
-	c = wt_connect(S.path, json_pack("{s:{s:i}}", "init", "seat", 7));
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, json_pack("{s:{s:i}}", "init", "seat", 7));
 	reply = ht_conn_call(c, "stats", NULL, ht_ms(5000));
 	ck_assert_int_eq(json_integer_value(json_object_get(
 	                     json_object_get(ht_result(reply), "conn_init"), "seat")),
@@ -196,7 +184,7 @@ START_TEST(test_conn_init)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "conn_calls")), 1);
 	json_decref(reply);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -205,9 +193,8 @@ START_TEST(test_heartbeats)
 	struct ht_conn *c;
 	json_t *reply, *hb, *eff;
 
-	wt_start(&S, NULL, NULL);
-	c = ht_conn_open(S.path);
-	ck_assert_ptr_nonnull(c);
+	ht_server_start_ok(&S, NULL, NULL);
+	c = ht_conn_open_ok(S.path);
 	reply = ht_conn_hello(c, "client",
 	    json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", 50,
 	        "heartbeat_timeout_ms", 400),
@@ -221,7 +208,7 @@ START_TEST(test_heartbeats)
 		hb = ht_conn_wait_method(c, "heartbeat", ht_ms(5000));
 		ck_assert_msg(hb, "heartbeat %d missing", i);
 		json_decref(hb);
-		ck_assert_int_eq(wt_notify(c, "heartbeat", NULL), 0);
+		ck_assert_int_eq(ht_conn_notify(c, "heartbeat", NULL), 0);
 	}
 	/* ...and closes the connection once we stay silent past the timeout. */
 	for (;;) {
@@ -237,25 +224,10 @@ START_TEST(test_heartbeats)
 	}
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
-static Suite *
-hello_suite(void)
-{
-	Suite *s = suite_create("worker-hello");
-	TCase *tc = tcase_create("hello");
-
-	tcase_set_timeout(tc, 30);
-	tcase_add_test(tc, test_hello_good);
-	tcase_add_test(tc, test_hello_bad_version);
-	tcase_add_test(tc, test_hello_required);
-	tcase_add_test(tc, test_hello_timeout);
-	tcase_add_test(tc, test_conn_init);
-	tcase_add_test(tc, test_heartbeats);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(hello_suite)
+HT_MAIN("worker-hello",
+    HT_CASE("hello", 30, test_hello_good, test_hello_bad_version, test_hello_required,
+        test_hello_timeout, test_conn_init, test_heartbeats))

@@ -12,14 +12,14 @@
 #include <unistd.h>
 
 #include "ht-check.h"
-#include "worker-test-util.h"
+#include "ht-example.h"
 
-static struct wt_server S;
+static struct ht_server S;
 
 static void
 start(void)
 {
-	wt_start(&S, json_pack("{s:s}", "hello", "there"), NULL);
+	ht_server_start_ok(&S, json_pack("{s:s}", "hello", "there"), NULL);
 }
 
 /* Subscribes c to herd.logs; returns the stream's id. */
@@ -30,8 +30,8 @@ subscribe_logs(struct ht_conn *c)
 
 	ck_assert_int_gt(id, 0);
 	/* A logged line proves the subscription is active before the test goes on. */
-	json_decref(wt_call(c, "log", json_pack("{s:s}", "message", "subscribed")));
-	ck_assert(wt_wait_log(c, id, "subscribed", ht_ms(5000)));
+	json_decref(ht_call_ok(c, "log", json_pack("{s:s}", "message", "subscribed")));
+	ck_assert(ht_conn_wait_log(c, id, "subscribed", ht_ms(5000)));
 	return id;
 }
 
@@ -41,54 +41,47 @@ START_TEST(test_calls)
 	json_t *reply;
 
 	start();
-	c = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(c);
-	reply = wt_call(c, "sum", json_pack("{s:i}", "n", 42));
-	ck_assert_int_eq(wt_int_result(reply), 861);
-	json_decref(reply);
-	reply = wt_call(c, "product", json_pack("{s:i}", "n", 20));
-	ck_assert_int_eq(wt_int_result(reply), 2432902008176640000LL);
-	json_decref(reply);
-	reply = wt_call(c, "echo", json_pack("[i, s, {s:n}]", 1, "two", "three"));
+	c = ht_client_ok(S.path, NULL);
+	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 42), 861);
+	ht_expect_int(c, "product", json_pack("{s:i}", "n", 20), 2432902008176640000LL);
+	reply = ht_call_ok(c, "echo", json_pack("[i, s, {s:n}]", 1, "two", "three"));
 	ck_assert_str_eq(ht_dump(ht_result(reply)), "[1,\"two\",{\"three\":null}]");
 	json_decref(reply);
 	/* Absent params reach the handler as null. */
-	reply = wt_call(c, "echo", NULL);
+	reply = ht_call_ok(c, "echo", NULL);
 	ck_assert(json_is_null(ht_result(reply)));
 	json_decref(reply);
 
 	/* A handler failure is the caller's error; the connection stays usable. */
-	reply = wt_call(c, "fail", json_pack("{s:s}", "message", "it broke"));
+	reply = ht_call_ok(c, "fail", json_pack("{s:s}", "message", "it broke"));
 	ck_assert_str_eq(ht_error_name(reply), "function_failed");
 	ck_assert_str_eq(ht_error_message(reply), "it broke");
 	json_decref(reply);
-	reply = wt_call(c, "product", json_pack("{s:i}", "n", 21));
+	reply = ht_call_ok(c, "product", json_pack("{s:i}", "n", 21));
 	ck_assert_str_eq(ht_error_name(reply), "function_failed");
 	json_decref(reply);
-	reply = wt_call(c, "sum", json_pack("{s:s}", "n", "many"));
+	reply = ht_call_ok(c, "sum", json_pack("{s:s}", "n", "many"));
 	ck_assert_str_eq(ht_error_name(reply), "invalid_params");
 	json_decref(reply);
-	reply = wt_call(c, "no_such_function", NULL);
+	reply = ht_call_ok(c, "no_such_function", NULL);
 	ck_assert_str_eq(ht_error_name(reply), "method_not_found");
 	json_decref(reply);
-	reply = wt_call(c, "herd.no_such_builtin", NULL);
+	reply = ht_call_ok(c, "herd.no_such_builtin", NULL);
 	ck_assert_str_eq(ht_error_name(reply), "method_not_found");
 	json_decref(reply);
 	/* A oneway function called as a request is refused, not run. */
-	reply = wt_call(c, "note", json_pack("{s:s}", "text", "x"));
+	reply = ht_call_ok(c, "note", json_pack("{s:s}", "text", "x"));
 	ck_assert_str_eq(ht_error_name(reply), "invalid_request");
 	json_decref(reply);
-	reply = wt_call(c, "sum", json_pack("{s:i}", "n", 4));
-	ck_assert_int_eq(wt_int_result(reply), 6);
-	json_decref(reply);
-	reply = wt_call(c, "stats", NULL);
+	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 4), 6);
+	reply = ht_call_ok(c, "stats", NULL);
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "conn_calls")), 9);
 	ck_assert_str_eq(json_string_value(json_object_get(
 	                     json_object_get(ht_result(reply), "worker_init"), "hello")),
 	    "there");
 	json_decref(reply);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -100,7 +93,7 @@ START_TEST(test_async_and_concurrent)
 
 	start();
 	for (int i = 0; i < 3; i++) {
-		c[i] = wt_connect(S.path, NULL);
+		c[i] = ht_hello_open(S.path, "client", NULL, NULL);
 		ck_assert_ptr_nonnull(c[i]);
 	}
 	/* A reply sent later from a timer does not hold up the others. */
@@ -124,12 +117,12 @@ START_TEST(test_async_and_concurrent)
 			reply = ht_conn_wait_reply(c[i], ids[i][k], ht_ms(10000));
 			ck_assert_msg(ht_result(reply), "call %d/%d: %s", i, k, ht_dump(reply));
 			if (k % 2 == 0)
-				ck_assert_int_eq(wt_int_result(reply), (long long)k * (k - 1) / 2);
+				ck_assert_int_eq(ht_int_result(reply), (long long)k * (k - 1) / 2);
 			json_decref(reply);
 		}
 		ht_conn_close(c[i]);
 	}
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -140,11 +133,10 @@ START_TEST(test_pipe)
 	int64_t id;
 
 	start();
-	c = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	id = ht_conn_send_request(c, "count", json_pack("{s:i}", "n", 5));
 	for (int i = 0; i < 5; i++) {
-		item = wt_next_item(c, id, ht_ms(5000));
+		item = ht_conn_next_item(c, id, ht_ms(5000));
 		ck_assert_msg(item, "item %d missing", i);
 		ck_assert_int_eq(json_integer_value(json_object_get(item, "item")), i);
 		ck_assert_ptr_null(json_object_get(item, "initial"));
@@ -154,11 +146,11 @@ START_TEST(test_pipe)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "count")), 5);
 	json_decref(reply);
 	/* An empty pipe ends at once. */
-	reply = wt_call(c, "count", json_pack("{s:i}", "n", 0));
+	reply = ht_call_ok(c, "count", json_pack("{s:i}", "n", 0));
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "count")), 0);
 	json_decref(reply);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -171,24 +163,24 @@ START_TEST(test_pipe_cancel)
 	int errors = 0, items_after = 0;
 
 	start();
-	logs = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(logs);
+	logs = ht_client_ok(S.path, NULL);
 	log_id = subscribe_logs(logs);
-	c = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	id = ht_conn_send_request(c, "count", json_pack("{s:i, s:i}", "n", 1000000, "delay_ms", 5));
 	for (int i = 0; i < 3; i++) {
-		item = wt_next_item(c, id, ht_ms(5000));
+		item = ht_conn_next_item(c, id, ht_ms(5000));
 		ck_assert_msg(item, "item %d missing", i);
 		json_decref(item);
 	}
-	ck_assert_int_eq(wt_notify(c, "herd.cancel", json_pack("{s:I}", "id", (json_int_t)id)), 0);
+	ck_assert_int_eq(
+	    ht_conn_notify(c, "herd.cancel", json_pack("{s:I}", "id", (json_int_t)id)), 0);
 	/* The handler is told... */
-	ck_assert(wt_wait_log(logs, log_id, "count: cancelled", ht_ms(5000)));
+	ck_assert(ht_conn_wait_log(logs, log_id, "count: cancelled", ht_ms(5000)));
 	/* ...and the stream ends exactly once, with cancelled. A cancel sent again, or for
 	 * an unknown id, is ignored; a later call proves everything before it arrived. */
-	ck_assert_int_eq(wt_notify(c, "herd.cancel", json_pack("{s:I}", "id", (json_int_t)id)), 0);
-	ck_assert_int_eq(wt_notify(c, "herd.cancel", json_pack("{s:i}", "id", 999999)), 0);
+	ck_assert_int_eq(
+	    ht_conn_notify(c, "herd.cancel", json_pack("{s:I}", "id", (json_int_t)id)), 0);
+	ck_assert_int_eq(ht_conn_notify(c, "herd.cancel", json_pack("{s:i}", "id", 999999)), 0);
 	ht_conn_send_request(c, "sum", json_pack("{s:i}", "n", 3));
 	for (;;) {
 		m = ht_conn_recv(c, ht_ms(5000));
@@ -201,7 +193,7 @@ START_TEST(test_pipe_cancel)
 			ck_assert_str_eq(ht_error_name(m), "cancelled");
 			errors++;
 		} else {
-			ck_assert_int_eq(wt_int_result(m), 3);
+			ck_assert_int_eq(ht_int_result(m), 3);
 			json_decref(m);
 			break;
 		}
@@ -209,12 +201,12 @@ START_TEST(test_pipe_cancel)
 	}
 	ck_assert_int_eq(errors, 1);
 	ck_assert_int_le(items_after, 2);
-	reply = wt_call(c, "stats", NULL);
+	reply = ht_call_ok(c, "stats", NULL);
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "cancelled")), 1);
 	json_decref(reply);
 	ht_conn_close(c);
 	ht_conn_close(logs);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -227,18 +219,17 @@ START_TEST(test_pipe_backpressure)
 	int64_t id;
 
 	start();
-	logs = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(logs);
+	logs = ht_client_ok(S.path, NULL);
 	log_id = subscribe_logs(logs);
-	c = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	/* About 3 MB of items, far more than the socket and the high-water mark hold. */
 	id = ht_conn_send_request(c, "count", json_pack("{s:i}", "n", n));
 	/* While we do not read, the writer is told to wait (it logs that once). */
-	ck_assert(wt_wait_log(logs, log_id, "count: the reader is slow; waiting", ht_ms(30000)));
+	ck_assert(
+	    ht_conn_wait_log(logs, log_id, "count: the reader is slow; waiting", ht_ms(30000)));
 	/* Nothing is lost or reordered when it resumes. */
 	for (int i = 0; i < n; i++) {
-		item = wt_next_item(c, id, ht_ms(10000));
+		item = ht_conn_next_item(c, id, ht_ms(10000));
 		ck_assert_msg(item, "item %d missing", i);
 		ck_assert_int_eq(json_integer_value(json_object_get(item, "item")), i);
 		json_decref(item);
@@ -248,7 +239,7 @@ START_TEST(test_pipe_backpressure)
 	json_decref(reply);
 	ht_conn_close(c);
 	ht_conn_close(logs);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -259,24 +250,24 @@ START_TEST(test_sink)
 	int64_t id;
 
 	start();
-	c = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	id = ht_conn_send_request(c, "sum_stream", NULL);
 	for (int i = 1; i <= 100; i++)
-		ck_assert_int_eq(wt_notify(c, "herd.item",
+		ck_assert_int_eq(ht_conn_notify(c, "herd.item",
 		                     json_pack("{s:I, s:i}", "id", (json_int_t)id, "item", i)),
 		    0);
-	ck_assert_int_eq(wt_notify(c, "herd.end", json_pack("{s:I}", "id", (json_int_t)id)), 0);
+	ck_assert_int_eq(
+	    ht_conn_notify(c, "herd.end", json_pack("{s:I}", "id", (json_int_t)id)), 0);
 	reply = ht_conn_wait_reply(c, id, ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 5050);
+	ck_assert_int_eq(ht_int_result(reply), 5050);
 	json_decref(reply);
 
 	/* A bad item fails the sink; later items for it are ignored; the connection lives. */
 	id = ht_conn_send_request(c, "sum_stream", NULL);
-	wt_notify(c, "herd.item", json_pack("{s:I, s:i}", "id", (json_int_t)id, "item", 1));
-	wt_notify(c, "herd.item", json_pack("{s:I, s:s}", "id", (json_int_t)id, "item", "x"));
-	wt_notify(c, "herd.item", json_pack("{s:I, s:i}", "id", (json_int_t)id, "item", 2));
-	wt_notify(c, "herd.end", json_pack("{s:I}", "id", (json_int_t)id));
+	ht_conn_notify(c, "herd.item", json_pack("{s:I, s:i}", "id", (json_int_t)id, "item", 1));
+	ht_conn_notify(c, "herd.item", json_pack("{s:I, s:s}", "id", (json_int_t)id, "item", "x"));
+	ht_conn_notify(c, "herd.item", json_pack("{s:I, s:i}", "id", (json_int_t)id, "item", 2));
+	ht_conn_notify(c, "herd.end", json_pack("{s:I}", "id", (json_int_t)id));
 	reply = ht_conn_wait_reply(c, id, ht_ms(5000));
 	ck_assert_str_eq(ht_error_name(reply), "function_failed");
 	ck_assert_str_eq(ht_error_message(reply), "item 1 is not an integer");
@@ -284,19 +275,16 @@ START_TEST(test_sink)
 
 	/* A cancelled sink ends with cancelled. */
 	id = ht_conn_send_request(c, "sum_stream", NULL);
-	wt_notify(c, "herd.item", json_pack("{s:I, s:i}", "id", (json_int_t)id, "item", 1));
-	wt_notify(c, "herd.cancel", json_pack("{s:I}", "id", (json_int_t)id));
-	reply = ht_conn_wait_reply(c, id, ht_ms(5000));
-	ck_assert_str_eq(ht_error_name(reply), "cancelled");
-	json_decref(reply);
+	ht_conn_notify(c, "herd.item", json_pack("{s:I, s:i}", "id", (json_int_t)id, "item", 1));
+	ht_cancel_ok(c, id);
 	/* Malformed stream notifications are ignored. */
-	wt_notify(c, "herd.item", json_pack("{s:s}", "nothing", "here"));
-	wt_notify(c, "herd.end", NULL);
-	reply = wt_call(c, "stats", NULL);
+	ht_conn_notify(c, "herd.item", json_pack("{s:s}", "nothing", "here"));
+	ht_conn_notify(c, "herd.end", NULL);
+	reply = ht_call_ok(c, "stats", NULL);
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "cancelled")), 1);
 	json_decref(reply);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -307,28 +295,28 @@ START_TEST(test_state_and_oneway)
 	int64_t id;
 
 	start();
-	a = wt_connect(S.path, NULL);
-	b = wt_connect(S.path, NULL);
+	a = ht_hello_open(S.path, "client", NULL, NULL);
+	b = ht_hello_open(S.path, "client", NULL, NULL);
 	ck_assert_ptr_nonnull(a);
 	ck_assert_ptr_nonnull(b);
-	ck_assert_int_eq(wt_notify(b, "note", json_pack("{s:s}", "text", "first")), 0);
+	ck_assert_int_eq(ht_conn_notify(b, "note", json_pack("{s:s}", "text", "first")), 0);
 	/* A oneway call is never answered; the next call on b shows it ran before. */
-	reply = wt_call(b, "notes", NULL);
+	reply = ht_call_ok(b, "notes", NULL);
 	ck_assert_str_eq(ht_dump(ht_result(reply)), "[\"first\"]");
 	json_decref(reply);
 
 	id = ht_conn_send_request(a, "watch", json_pack("{s:i}", "updates", 2));
-	item = wt_next_item(a, id, ht_ms(5000));
+	item = ht_conn_next_item(a, id, ht_ms(5000));
 	ck_assert_ptr_nonnull(item);
 	ck_assert(json_is_true(json_object_get(item, "initial")));
 	ck_assert_str_eq(ht_dump(json_object_get(item, "item")), "[\"first\"]");
 	json_decref(item);
-	wt_notify(b, "note", json_pack("{s:s}", "text", "second"));
-	wt_notify(b, "note", json_pack("{s:s}", "text", "third"));
+	ht_conn_notify(b, "note", json_pack("{s:s}", "text", "second"));
+	ht_conn_notify(b, "note", json_pack("{s:s}", "text", "third"));
 	/* A bad oneway argument is only logged: nothing comes back, b still works. */
-	wt_notify(b, "note", json_pack("{s:i}", "text", 3));
+	ht_conn_notify(b, "note", json_pack("{s:i}", "text", 3));
 	for (int i = 0; i < 2; i++) {
-		item = wt_next_item(a, id, ht_ms(5000));
+		item = ht_conn_next_item(a, id, ht_ms(5000));
 		ck_assert_ptr_nonnull(item);
 		ck_assert_ptr_null(json_object_get(item, "initial"));
 		ck_assert_str_eq(
@@ -338,18 +326,16 @@ START_TEST(test_state_and_oneway)
 	reply = ht_conn_wait_reply(a, id, ht_ms(5000));
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "updates")), 2);
 	json_decref(reply);
-	reply = wt_call(b, "notes", NULL);
+	reply = ht_call_ok(b, "notes", NULL);
 	ck_assert_str_eq(ht_dump(ht_result(reply)), "[\"first\",\"second\",\"third\"]");
 	json_decref(reply);
 	/* A notification naming a call function, or nothing known, is ignored. */
-	wt_notify(b, "sum", json_pack("{s:i}", "n", 3));
-	wt_notify(b, "nothing_here", NULL);
-	reply = wt_call(b, "sum", json_pack("{s:i}", "n", 3));
-	ck_assert_int_eq(wt_int_result(reply), 3);
-	json_decref(reply);
+	ht_conn_notify(b, "sum", json_pack("{s:i}", "n", 3));
+	ht_conn_notify(b, "nothing_here", NULL);
+	ht_expect_int(b, "sum", json_pack("{s:i}", "n", 3), 3);
 	ht_conn_close(a);
 	ht_conn_close(b);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -360,48 +346,29 @@ START_TEST(test_close_cancels)
 	json_t *reply;
 
 	start();
-	logs = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(logs);
+	logs = ht_client_ok(S.path, NULL);
 	log_id = subscribe_logs(logs);
-	a = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(a);
+	a = ht_client_ok(S.path, NULL);
 	ht_conn_send_request(a, "sleep", json_pack("{s:i}", "ms", 600000));
 	ht_conn_send_request(a, "count", json_pack("{s:i, s:i}", "n", 1000000, "delay_ms", 1000));
 	ht_conn_send_request(a, "sum_stream", NULL);
 	/* A call on a proves the three requests above were dispatched. */
-	json_decref(wt_call(a, "sum", json_pack("{s:i}", "n", 1)));
+	json_decref(ht_call_ok(a, "sum", json_pack("{s:i}", "n", 1)));
 	ht_conn_close(a);
-	ck_assert(wt_wait_log(logs, log_id, "sleep: cancelled", ht_ms(5000)));
-	reply = wt_call(logs, "stats", NULL);
+	ck_assert(ht_conn_wait_log(logs, log_id, "sleep: cancelled", ht_ms(5000)));
+	reply = ht_call_ok(logs, "stats", NULL);
 	/* The three are cancelled in some order; wait for the other two as well. */
 	while (json_integer_value(json_object_get(ht_result(reply), "cancelled")) < 3) {
 		json_decref(reply);
-		ck_assert(wt_wait_log(logs, log_id, "cancelled", ht_ms(5000)));
-		reply = wt_call(logs, "stats", NULL);
+		ck_assert(ht_conn_wait_log(logs, log_id, "cancelled", ht_ms(5000)));
+		reply = ht_call_ok(logs, "stats", NULL);
 	}
 	json_decref(reply);
 	ht_conn_close(logs);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
-static Suite *
-kinds_suite(void)
-{
-	Suite *s = suite_create("worker-kinds");
-	TCase *tc = tcase_create("kinds");
-
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_calls);
-	tcase_add_test(tc, test_async_and_concurrent);
-	tcase_add_test(tc, test_pipe);
-	tcase_add_test(tc, test_pipe_cancel);
-	tcase_add_test(tc, test_pipe_backpressure);
-	tcase_add_test(tc, test_sink);
-	tcase_add_test(tc, test_state_and_oneway);
-	tcase_add_test(tc, test_close_cancels);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(kinds_suite)
+HT_MAIN("worker-kinds",
+    HT_CASE("kinds", 60, test_calls, test_async_and_concurrent, test_pipe, test_pipe_cancel,
+        test_pipe_backpressure, test_sink, test_state_and_oneway, test_close_cancels))

@@ -17,15 +17,15 @@
 
 #include "example-worker.h"
 #include "ht-check.h"
-#include "worker-test-util.h"
+#include "ht-example.h"
 
-static struct wt_server S;
+static struct ht_server S;
 
 /* Sends raw bytes after hello and expects one framing error with id null, then EOF. */
 static void
 expect_framing_error(const char *bytes, size_t len, const char *name)
 {
-	struct ht_conn *c = wt_connect(S.path, NULL);
+	struct ht_conn *c = ht_hello_open(S.path, "client", NULL, NULL);
 	json_t *reply;
 
 	ck_assert_ptr_nonnull(c);
@@ -45,7 +45,7 @@ START_TEST(test_framing)
 	struct ht_conn *c;
 	json_t *reply;
 
-	wt_start(&S, NULL, json_pack("{s:i}", "max_message_size", 1024));
+	ht_server_start_ok(&S, NULL, json_pack("{s:i}", "max_message_size", 1024));
 	/* An oversize line, whole. */
 	memset(big, 'x', sizeof(big));
 	memcpy(big, "{\"a\":\"", 6);
@@ -59,8 +59,7 @@ START_TEST(test_framing)
 	expect_framing_error("{\"a\":\"\xff\"}\n", 10, "invalid_utf8");
 
 	/* The limit is reported in the error's data. */
-	c = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	ck_assert_int_eq(ht_conn_send_raw(c, big, sizeof(big)), 0);
 	reply = ht_conn_recv(c, ht_ms(5000));
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(reply), "limit")), 1024);
@@ -68,19 +67,16 @@ START_TEST(test_framing)
 	ht_conn_close(c);
 
 	/* A JSON object that is not JSON-RPC is a request error: the connection stays. */
-	c = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, NULL);
 	ck_assert_int_eq(ht_conn_send_raw(c, "{\"hello\":\"world\"}\n", 18), 0);
 	reply = ht_conn_recv(c, ht_ms(5000));
 	ck_assert_str_eq(ht_error_name(reply), "invalid_request");
 	json_decref(reply);
 	/* Empty lines are ignored. */
 	ck_assert_int_eq(ht_conn_send_raw(c, "\n\n", 2), 0);
-	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 42), ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 861);
-	json_decref(reply);
+	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 42), 861);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -90,10 +86,9 @@ START_TEST(test_reply_over_client_limit)
 	char text[2001];
 	json_t *reply;
 
-	wt_start(&S, NULL, NULL);
+	ht_server_start_ok(&S, NULL, NULL);
 	/* The client says it takes messages of 1024 bytes at most. */
-	c = wt_connect(S.path, json_pack("{s:{s:i}}", "settings", "max_message_size", 1024));
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(S.path, json_pack("{s:{s:i}}", "settings", "max_message_size", 1024));
 	memset(text, 'y', sizeof(text) - 1);
 	text[sizeof(text) - 1] = '\0';
 	reply = ht_conn_call(c, "echo", json_pack("{s:s}", "t", text), ht_ms(5000));
@@ -103,7 +98,7 @@ START_TEST(test_reply_over_client_limit)
 	ck_assert_msg(ht_result(reply), "%s", ht_dump(reply));
 	json_decref(reply);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -113,9 +108,8 @@ START_TEST(test_pending_limit)
 	json_t *reply, *data;
 	int64_t first = 0, over;
 
-	wt_start(&S, NULL, NULL);
-	c = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(c);
+	ht_server_start_ok(&S, NULL, NULL);
+	c = ht_client_ok(S.path, NULL);
 	for (int i = 0; i < 1024; i++) {
 		int64_t id = ht_conn_send_request(c, "sleep", json_pack("{s:i}", "ms", 600000));
 
@@ -130,16 +124,11 @@ START_TEST(test_pending_limit)
 	ck_assert_int_eq(json_integer_value(json_object_get(data, "limit")), 1024);
 	json_decref(reply);
 	/* Finishing one (a cancel) makes room for one more. */
-	wt_notify(c, "herd.cancel", json_pack("{s:I}", "id", (json_int_t)first));
-	reply = ht_conn_wait_reply(c, first, ht_ms(5000));
-	ck_assert_str_eq(ht_error_name(reply), "cancelled");
-	json_decref(reply);
-	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 3), ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 3);
-	json_decref(reply);
-	/* Closing the connection cancels the 1023 left; wt_stop() checks they are all freed. */
+	ht_cancel_ok(c, first);
+	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 3), 3);
+	/* Closing the connection cancels the 1023 left; ht_server_stop_ok() checks they are all freed. */
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -150,9 +139,8 @@ START_TEST(test_duplicate_id)
 	const char *req =
 	    "{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"method\":\"sleep\",\"params\":{\"ms\":200}}\n";
 
-	wt_start(&S, NULL, NULL);
-	c = wt_connect(S.path, NULL);
-	ck_assert_ptr_nonnull(c);
+	ht_server_start_ok(&S, NULL, NULL);
+	c = ht_client_ok(S.path, NULL);
 	ck_assert_int_eq(ht_conn_send_raw(c, req, strlen(req)), 0);
 	ck_assert_int_eq(ht_conn_send_raw(c, req, strlen(req)), 0);
 	/* The second use of a pending id is refused at once; the first still completes. */
@@ -163,7 +151,7 @@ START_TEST(test_duplicate_id)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "slept")), 200);
 	json_decref(reply);
 	ht_conn_close(c);
-	wt_stop(&S);
+	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -182,7 +170,7 @@ START_TEST(test_serve_arguments)
 	const struct herd_worker_type t_dup = { .functions = dup, .n_functions = 2 };
 	const struct herd_worker_type t_res = { .functions = reserved, .n_functions = 1 };
 	const struct herd_worker_type t_noh = { .functions = nohandler, .n_functions = 1 };
-	int before = wt_fd_count();
+	int before = ht_count_fds(getpid());
 	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
 	char dir[128], path[192], longpath[300];
 	herd_server *srv = NULL;
@@ -208,7 +196,7 @@ START_TEST(test_serve_arguments)
 	ck_assert_ptr_null(srv);
 	ck_assert_int_ne(access(path, F_OK), 0);
 	ev_loop_destroy(loop);
-	ck_assert_int_eq(wt_fd_count(), before);
+	ck_assert_int_eq(ht_count_fds(getpid()), before);
 	ht_teardown();
 }
 END_TEST
@@ -216,7 +204,7 @@ END_TEST
 START_TEST(test_socket_file)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd, before = wt_fd_count();
+	int fd, before = ht_count_fds(getpid());
 	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
 	herd_server *srv = NULL, *srv2 = NULL;
 	char dir[128], path[192];
@@ -257,26 +245,11 @@ START_TEST(test_socket_file)
 	srv = herd_server_unref(srv);
 	ck_assert_int_ne(access(path, F_OK), 0);
 	ev_loop_destroy(loop);
-	ck_assert_int_eq(wt_fd_count(), before);
+	ck_assert_int_eq(ht_count_fds(getpid()), before);
 	ht_teardown();
 }
 END_TEST
 
-static Suite *
-limits_suite(void)
-{
-	Suite *s = suite_create("worker-limits");
-	TCase *tc = tcase_create("limits");
-
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_framing);
-	tcase_add_test(tc, test_reply_over_client_limit);
-	tcase_add_test(tc, test_pending_limit);
-	tcase_add_test(tc, test_duplicate_id);
-	tcase_add_test(tc, test_serve_arguments);
-	tcase_add_test(tc, test_socket_file);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(limits_suite)
+HT_MAIN("worker-limits",
+    HT_CASE("limits", 60, test_framing, test_reply_over_client_limit, test_pending_limit,
+        test_duplicate_id, test_serve_arguments, test_socket_file))

@@ -16,11 +16,30 @@
 #include <unistd.h>
 
 #include "ht-check.h"
-#include "worker-test-util.h"
+#include "ht-example.h"
+#include "proto.h"
 
 static char dir[128], sock[192];
 static int fds_before;
-static struct wt_chan ch;
+static struct ht_conn *ch; /* herdd's end of the worker's fd 3 */
+
+/* Sends msg (stolen) on the channel. Returns 0 or -errno. */
+static int
+chan_send(json_t *msg)
+{
+	int r = msg ? ht_conn_send(ch, msg) : -ENOMEM;
+
+	json_decref(msg);
+	return r;
+}
+
+/* herdd goes away (or the test ends): closes our end. */
+static void
+chan_close(void)
+{
+	ht_conn_close(ch);
+	ch = NULL;
+}
 
 /* Starts the worker with fd 3 and reads its hello request. Returns the pid. */
 static pid_t
@@ -30,15 +49,15 @@ spawn_supervised(void)
 	int child_end;
 	pid_t pid;
 
-	fds_before = wt_fd_count();
+	fds_before = ht_count_fds(getpid());
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(sock, sizeof(sock), "%s/w.sock", dir);
-	ck_assert_int_eq(wt_chan_open(&ch, &child_end), 0);
-	pid = wt_spawn(NULL, child_end, "w7", -1);
+	ck_assert_ptr_nonnull(ch = ht_chan_open(&child_end));
+	pid = ht_example_spawn(NULL, child_end, "w7", -1);
 	close(child_end);
 	ck_assert_int_gt(pid, 0);
 
-	msg = wt_chan_recv(&ch, ht_ms(10000));
+	msg = ht_conn_recv(ch, ht_ms(10000));
 	ck_assert_msg(msg, "no hello from the worker");
 	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "hello");
 	ck_assert_int_eq(json_integer_value(json_object_get(msg, "id")), 1);
@@ -62,7 +81,7 @@ answer_hello(json_t *extra)
 	if (extra)
 		json_object_update(res, extra);
 	json_decref(extra);
-	ck_assert_int_eq(wt_chan_send(&ch, proto_result(id, res)), 0);
+	ck_assert_int_eq(chan_send(proto_result(id, res)), 0);
 	json_decref(id);
 }
 
@@ -70,25 +89,36 @@ answer_hello(json_t *extra)
 static void
 expect_ready(void)
 {
-	json_t *msg = wt_chan_recv_skip_heartbeats(&ch, ht_ms(10000)), *fns;
+	json_t *msg = ht_conn_recv_except(ch, "heartbeat", ht_ms(10000)), *fns;
 
 	ck_assert_msg(msg, "no ready");
 	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "ready");
 	fns = json_object_get(json_object_get(msg, "params"), "functions");
 	ck_assert_int_eq(json_array_size(fns), 13);
-	ck_assert_int_eq(
-	    wt_chan_send(&ch, proto_result(json_object_get(msg, "id"), json_object())), 0);
+	ck_assert_int_eq(chan_send(proto_result(json_object_get(msg, "id"), json_object())), 0);
 	json_decref(msg);
 	/* The socket is listening before ready is sent. */
 	ck_assert_int_eq(access(sock, F_OK), 0);
 }
 
+/* Expects the worker's "connection" notification telling open connections. */
+static void
+expect_connection(int open)
+{
+	json_t *msg = ht_conn_recv_except(ch, "heartbeat", ht_ms(5000));
+
+	ck_assert_str_eq(ht_str(msg, "method"), "connection");
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(json_object_get(msg, "params"), "open")), open);
+	json_decref(msg);
+}
+
 static void
 finish(void)
 {
-	wt_chan_close(&ch);
+	chan_close();
 	ht_teardown();
-	ck_assert_int_eq(wt_fd_count(), fds_before);
+	ck_assert_int_eq(ht_count_fds(getpid()), fds_before);
 }
 
 /* Reads /proc/PID/fdinfo/FD's flags (octal). */
@@ -122,8 +152,7 @@ START_TEST(test_ready_heartbeat_shutdown)
 	expect_ready();
 	/* fd 3 is close-on-exec once taken, and the variables are gone from the environment. */
 	ck_assert_int_ne(fd_flags(pid, 3) & O_CLOEXEC, 0);
-	c = wt_connect(sock, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(sock, NULL);
 	reply = ht_conn_call(c, "stats", NULL, ht_ms(5000));
 	ck_assert(json_is_false(json_object_get(ht_result(reply), "env_channel_fd")));
 	ck_assert_int_eq(json_integer_value(json_object_get(
@@ -132,15 +161,13 @@ START_TEST(test_ready_heartbeat_shutdown)
 	json_decref(reply);
 
 	/* Heartbeats come from the loop and count the calls served. */
-	msg = wt_chan_recv(&ch, ht_ms(5000));
+	msg = ht_conn_recv(ch, ht_ms(5000));
 	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "heartbeat");
 	served0 = json_integer_value(json_object_get(json_object_get(msg, "params"), "served"));
 	json_decref(msg);
-	reply = ht_conn_call(c, "sum", json_pack("{s:i}", "n", 10), ht_ms(5000));
-	ck_assert_int_eq(wt_int_result(reply), 45);
-	json_decref(reply);
+	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 10), 45);
 	while (served1 <= served0) {
-		msg = wt_chan_recv(&ch, ht_ms(5000));
+		msg = ht_conn_recv(ch, ht_ms(5000));
 		ck_assert_msg(msg, "heartbeats stopped");
 		served1 =
 		    json_integer_value(json_object_get(json_object_get(msg, "params"), "served"));
@@ -154,10 +181,9 @@ START_TEST(test_ready_heartbeat_shutdown)
 	json_decref(reply);
 
 	/* herdd's shutdown: a graceful stop with status 0 and no socket left. */
-	ck_assert_int_eq(wt_chan_send(&ch, proto_notification("shutdown", json_object())), 0);
-	ck_assert_int_eq(wt_wait_exit(pid), 0);
+	ck_assert_int_eq(chan_send(proto_notification("shutdown", json_object())), 0);
+	ht_example_end_ok(pid, 0, 0, sock);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
-	ck_assert_int_ne(access(sock, F_OK), 0);
 	ht_conn_close(c);
 	finish();
 }
@@ -170,28 +196,27 @@ START_TEST(test_init_failed)
 
 	pid = spawn_supervised();
 	answer_hello(json_pack("{s:{s:s}}", "init", "fail_init", "config missing"));
-	msg = wt_chan_recv_skip_heartbeats(&ch, ht_ms(10000));
+	msg = ht_conn_recv_except(ch, "heartbeat", ht_ms(10000));
 	ck_assert_msg(msg, "no init_failed");
 	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "init_failed");
 	ck_assert_str_eq(
 	    json_string_value(json_object_get(json_object_get(msg, "params"), "message")),
 	    "config missing");
-	wt_chan_send(&ch, proto_result(json_object_get(msg, "id"), json_object()));
+	chan_send(proto_result(json_object_get(msg, "id"), json_object()));
 	json_decref(msg);
-	ck_assert_int_eq(wt_wait_exit(pid), 1);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_end_ok(pid, 0, 1, sock);
 	finish();
 
 	/* A socket it cannot bind is an init failure too. */
 	pid = spawn_supervised();
 	answer_hello(json_pack("{s:s}", "socket", "/nonexistent-dir/w.sock"));
-	msg = wt_chan_recv_skip_heartbeats(&ch, ht_ms(10000));
+	msg = ht_conn_recv_except(ch, "heartbeat", ht_ms(10000));
 	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "init_failed");
 	ck_assert_ptr_nonnull(
 	    strstr(json_string_value(json_object_get(json_object_get(msg, "params"), "message")),
 	        "cannot listen"));
 	json_decref(msg);
-	ck_assert_int_eq(wt_wait_exit(pid), 1);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 1);
 	finish();
 }
 END_TEST
@@ -204,15 +229,14 @@ START_TEST(test_eof_exits)
 	answer_hello(NULL);
 	expect_ready();
 	/* herdd goes away: the worker exits at once and removes its socket. */
-	wt_chan_close(&ch);
-	ck_assert_int_eq(wt_wait_exit(pid), 1);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	chan_close();
+	ht_example_end_ok(pid, 0, 1, sock);
 	finish();
 
 	/* Also before herdd answered hello. */
 	pid = spawn_supervised();
-	wt_chan_close(&ch);
-	ck_assert_int_eq(wt_wait_exit(pid), 1);
+	chan_close();
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 1);
 	finish();
 }
 END_TEST
@@ -226,13 +250,12 @@ START_TEST(test_failure_and_sigterm)
 	pid = spawn_supervised();
 	answer_hello(NULL);
 	expect_ready();
-	c = wt_connect(sock, NULL);
-	ck_assert_ptr_nonnull(c);
+	c = ht_client_ok(sock, NULL);
 	reply = ht_conn_call(
 	    c, "worker_fail", json_pack("{s:s}", "message", "lost my marbles"), ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
-	msg = wt_chan_recv_skip_heartbeats(&ch, ht_ms(5000));
+	msg = ht_conn_recv_except(ch, "heartbeat", ht_ms(5000));
 	ck_assert_msg(msg, "no failure notification");
 	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "failure");
 	ck_assert_ptr_null(json_object_get(msg, "id"));
@@ -240,17 +263,14 @@ START_TEST(test_failure_and_sigterm)
 	    json_string_value(json_object_get(json_object_get(msg, "params"), "message")),
 	    "lost my marbles");
 	json_decref(msg);
-	ck_assert_int_eq(wt_wait_exit(pid), 1);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_end_ok(pid, 0, 1, sock);
 	ht_conn_close(c);
 	finish();
 
 	pid = spawn_supervised();
 	answer_hello(NULL);
 	expect_ready();
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	ck_assert_int_eq(wt_wait_exit(pid), 0);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_end_ok(pid, SIGTERM, 0, sock);
 	finish();
 }
 END_TEST
@@ -258,28 +278,18 @@ END_TEST
 START_TEST(test_connection_closed)
 {
 	struct ht_conn *c;
-	json_t *msg;
 	pid_t pid;
 
 	pid = spawn_supervised();
 	answer_hello(json_pack("{s:s}", "shutdown_on", "connection_closed"));
 	expect_ready();
-	c = wt_connect(sock, NULL);
-	ck_assert_ptr_nonnull(c);
-	msg = wt_chan_recv_skip_heartbeats(&ch, ht_ms(5000));
-	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "connection");
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(json_object_get(msg, "params"), "open")), 1);
-	json_decref(msg);
+	c = ht_client_ok(sock, NULL);
+	expect_connection(1);
 	/* The first connection is the only one: the socket is gone. */
-	ck_assert_int_eq(wt_wait_path_gone(sock, ht_ms(5000)), 0);
+	ck_assert_int_eq(ht_wait_path_gone(sock, ht_ms(5000)), 0);
 	ht_conn_close(c);
-	msg = wt_chan_recv_skip_heartbeats(&ch, ht_ms(5000));
-	ck_assert_str_eq(json_string_value(json_object_get(msg, "method")), "connection");
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(json_object_get(msg, "params"), "open")), 0);
-	json_decref(msg);
-	ck_assert_int_eq(wt_wait_exit(pid), 0);
+	expect_connection(0);
+	ck_assert_int_eq(ht_wait_exit_ok(pid), 0);
 	finish();
 
 	/* Nobody connects within connection_timeout_ms: the worker gives up. */
@@ -287,26 +297,11 @@ START_TEST(test_connection_closed)
 	answer_hello(json_pack(
 	    "{s:s, s:i}", "shutdown_on", "connection_closed", "connection_timeout_ms", 200));
 	expect_ready();
-	ck_assert_int_eq(wt_wait_exit(pid), 1);
-	ck_assert_int_ne(access(sock, F_OK), 0);
+	ht_example_end_ok(pid, 0, 1, sock);
 	finish();
 }
 END_TEST
 
-static Suite *
-supervised_suite(void)
-{
-	Suite *s = suite_create("worker-supervised");
-	TCase *tc = tcase_create("supervised");
-
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_ready_heartbeat_shutdown);
-	tcase_add_test(tc, test_init_failed);
-	tcase_add_test(tc, test_eof_exits);
-	tcase_add_test(tc, test_failure_and_sigterm);
-	tcase_add_test(tc, test_connection_closed);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-HT_MAIN(supervised_suite)
+HT_MAIN("worker-supervised",
+    HT_CASE("supervised", 60, test_ready_heartbeat_shutdown, test_init_failed, test_eof_exits,
+        test_failure_and_sigterm, test_connection_closed))

@@ -33,6 +33,14 @@ ex_worker(herd_request *req)
 	return herd_request_worker_state(req);
 }
 
+/* A stream saw a cancel: counted for stats, logged for herd.logs at debug level. */
+static void
+ex_cancelled(herd_request *req, const char *fn)
+{
+	ex_worker(req)->cancelled++;
+	herd_log(HERD_LOG_DEBUG, "%s: cancelled", fn);
+}
+
 /* Counts the call on its connection and returns the connection's state. */
 static struct ex_conn *
 ex_begin(herd_request *req)
@@ -43,7 +51,11 @@ ex_begin(herd_request *req)
 	return c;
 }
 
-/* Unpacks params strictly; on a mismatch answers invalid_params and returns false. */
+/*
+ * Unpacks params strictly; on a mismatch answers invalid_params and returns
+ * false. (herd-testworker has a helper like it: the two test workers are
+ * separate programs that share no code.)
+ */
 static bool
 ex_unpack(herd_request *req, json_t *arg, const char *fmt, ...)
 {
@@ -60,18 +72,28 @@ ex_unpack(herd_request *req, json_t *arg, const char *fmt, ...)
 	return false;
 }
 
+/* Begins a call whose argument is {n} with n in 0..max; else answers it and returns false. */
+static bool
+ex_begin_n(herd_request *req, json_t *arg, json_int_t max, json_int_t *n)
+{
+	ex_begin(req);
+	if (!ex_unpack(req, arg, "{s:I}", "n", n))
+		return false;
+	if (*n < 0 || *n > max) {
+		herd_request_fail(
+		    req, "n must be in 0..%lld, not %lld", (long long)max, (long long)*n);
+		return false;
+	}
+	return true;
+}
+
 static void
 ex_sum(herd_request *req, json_t *arg)
 {
 	json_int_t n, total = 0;
 
-	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:I}", "n", &n))
+	if (!ex_begin_n(req, arg, 100000000, &n))
 		return;
-	if (n < 0 || n > 100000000) {
-		herd_request_fail(req, "n must be in 0..100000000, not %lld", (long long)n);
-		return;
-	}
 	for (json_int_t i = 0; i < n; i++)
 		total += i;
 	herd_log(HERD_LOG_INFO, "sum: %lld", (long long)total);
@@ -83,13 +105,8 @@ ex_product(herd_request *req, json_t *arg)
 {
 	json_int_t n, total = 1;
 
-	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:I}", "n", &n))
+	if (!ex_begin_n(req, arg, 20, &n))
 		return;
-	if (n < 0 || n > 20) {
-		herd_request_fail(req, "n must be in 0..20, not %lld", (long long)n);
-		return;
-	}
 	for (json_int_t i = 2; i <= n; i++)
 		total *= i;
 	herd_request_reply(req, json_integer(total));
@@ -113,23 +130,53 @@ ex_echo(herd_request *req, json_t *arg)
 	herd_request_reply(req, json_incref(arg));
 }
 
+/* ---- a request held across loop iterations, with a timer ---- */
+
+struct ex_timed {
+	herd_request *req; /* a reference */
+	struct ev_loop *loop;
+	ev_timer timer;
+};
+
+/*
+ * Allocates size bytes, a struct that starts with struct ex_timed, holding
+ * req and its timer set to cb (not started). Answers req and returns NULL
+ * when out of memory.
+ */
+static void *
+ex_timed_new(herd_request *req, size_t size, void (*cb)(struct ev_loop *, ev_timer *, int),
+    double after, double repeat)
+{
+	struct ex_timed *t = calloc(1, size);
+
+	if (!t) {
+		herd_request_fail(req, "out of memory");
+		return NULL;
+	}
+	t->req = herd_request_ref(req);
+	t->loop = herd_request_loop(req);
+	ev_timer_init(&t->timer, cb, after, repeat);
+	t->timer.data = t;
+	return t;
+}
+
+static void
+ex_timed_free(void *p)
+{
+	struct ex_timed *t = p;
+
+	ev_timer_stop(t->loop, &t->timer);
+	herd_request_unref(t->req);
+	free(t);
+}
+
 /* ---- count: a pipe that follows backpressure and notices cancel ---- */
 
 struct ex_count {
-	herd_request *req;
-	struct ev_loop *loop;
-	ev_timer timer;
+	struct ex_timed t;
 	json_int_t next, n;
 	bool waited;
 };
-
-static void
-count_free(struct ex_count *c)
-{
-	ev_timer_stop(c->loop, &c->timer);
-	herd_request_unref(c->req);
-	free(c);
-}
 
 static void
 count_cancel(herd_request *req, void *userdata)
@@ -138,7 +185,7 @@ count_cancel(herd_request *req, void *userdata)
 
 	ex_worker(req)->cancelled++;
 	herd_log(HERD_LOG_DEBUG, "count: cancelled after %lld items", (long long)c->next);
-	count_free(c);
+	ex_timed_free(c);
 }
 
 /* Writes as many items as the connection takes; waits for a drain when it is full. */
@@ -160,13 +207,13 @@ count_pump(herd_request *req, void *userdata)
 			return;
 		}
 		if (r < 0) {
-			count_free(c);
+			ex_timed_free(c);
 			return;
 		}
 		c->next++;
 	}
 	herd_request_end(req, json_pack("{s:I}", "count", c->n));
-	count_free(c);
+	ex_timed_free(c);
 }
 
 /* One item per tick; an item the connection cannot take now is retried next tick. */
@@ -177,18 +224,18 @@ count_tick(struct ev_loop *loop, ev_timer *w, int revents)
 	int r;
 
 	if (c->next < c->n) {
-		r = herd_request_write(c->req, json_integer(c->next));
+		r = herd_request_write(c->t.req, json_integer(c->next));
 		if (r == -EAGAIN)
 			return;
 		if (r < 0) {
-			count_free(c);
+			ex_timed_free(c);
 			return;
 		}
 		c->next++;
 	}
 	if (c->next == c->n) {
-		herd_request_end(c->req, json_pack("{s:I}", "count", c->n));
-		count_free(c);
+		herd_request_end(c->t.req, json_pack("{s:I}", "count", c->n));
+		ex_timed_free(c);
 	}
 }
 
@@ -205,19 +252,13 @@ ex_count(herd_request *req, json_t *arg)
 		herd_request_fail(req, "n and delay_ms must not be negative");
 		return;
 	}
-	c = calloc(1, sizeof(*c));
-	if (!c) {
-		herd_request_fail(req, "out of memory");
+	c = ex_timed_new(req, sizeof(*c), count_tick, delay_ms / 1000.0, delay_ms / 1000.0);
+	if (!c)
 		return;
-	}
-	c->req = herd_request_ref(req);
-	c->loop = herd_request_loop(req);
 	c->n = n;
-	ev_timer_init(&c->timer, count_tick, delay_ms / 1000.0, delay_ms / 1000.0);
-	c->timer.data = c;
 	herd_request_on_cancel(req, count_cancel, c);
 	if (delay_ms > 0 && n > 0)
-		ev_timer_start(c->loop, &c->timer);
+		ev_timer_start(c->t.loop, &c->t.timer);
 	else
 		count_pump(req, c);
 }
@@ -255,8 +296,7 @@ sink_end(herd_request *req, void *userdata)
 static void
 sink_cancel(herd_request *req, void *userdata)
 {
-	ex_worker(req)->cancelled++;
-	herd_log(HERD_LOG_DEBUG, "sum_stream: cancelled");
+	ex_cancelled(req, "sum_stream");
 	free(userdata);
 }
 
@@ -302,11 +342,8 @@ watch_remove(struct ex_worker *w, struct ex_watch *x)
 static void
 watch_cancel(herd_request *req, void *userdata)
 {
-	struct ex_worker *w = ex_worker(req);
-
-	w->cancelled++;
-	herd_log(HERD_LOG_DEBUG, "watch: cancelled");
-	watch_remove(w, userdata);
+	ex_cancelled(req, "watch");
+	watch_remove(ex_worker(req), userdata);
 }
 
 static void
@@ -376,35 +413,24 @@ ex_notes(herd_request *req, json_t *arg)
 /* ---- sleep: an asynchronous reply ---- */
 
 struct ex_sleep {
-	herd_request *req;
-	struct ev_loop *loop;
-	ev_timer timer;
+	struct ex_timed t;
 	json_int_t ms;
 };
-
-static void
-sleep_free(struct ex_sleep *s)
-{
-	ev_timer_stop(s->loop, &s->timer);
-	herd_request_unref(s->req);
-	free(s);
-}
 
 static void
 sleep_done(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct ex_sleep *s = t->data;
 
-	herd_request_reply(s->req, json_pack("{s:I}", "slept", s->ms));
-	sleep_free(s);
+	herd_request_reply(s->t.req, json_pack("{s:I}", "slept", s->ms));
+	ex_timed_free(s);
 }
 
 static void
 sleep_cancel(herd_request *req, void *userdata)
 {
-	ex_worker(req)->cancelled++;
-	herd_log(HERD_LOG_DEBUG, "sleep: cancelled");
-	sleep_free(userdata);
+	ex_cancelled(req, "sleep");
+	ex_timed_free(userdata);
 }
 
 static void
@@ -420,17 +446,11 @@ ex_sleep(herd_request *req, json_t *arg)
 		herd_request_fail(req, "ms must not be negative");
 		return;
 	}
-	s = calloc(1, sizeof(*s));
-	if (!s) {
-		herd_request_fail(req, "out of memory");
+	s = ex_timed_new(req, sizeof(*s), sleep_done, ms / 1000.0, 0.0);
+	if (!s)
 		return;
-	}
-	s->req = herd_request_ref(req);
-	s->loop = herd_request_loop(req);
 	s->ms = ms;
-	ev_timer_init(&s->timer, sleep_done, ms / 1000.0, 0.0);
-	s->timer.data = s;
-	ev_timer_start(s->loop, &s->timer);
+	ev_timer_start(s->t.loop, &s->t.timer);
 	herd_request_on_cancel(req, sleep_cancel, s);
 }
 
