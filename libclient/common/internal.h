@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "herd/common.h"
+#include "common/peer.h"
 #include "herd/protocol.h"
 
 #define HERD__EXPORT HERD_EXPORT
@@ -90,11 +91,7 @@ void herd__error_set(herd_error **slot, herd_error *err);
 
 /* ---- small helpers ---- */
 
-/* CLOCK_MONOTONIC in microseconds. */
-uint64_t herd__now_usec(void);
-
-/* Adds a relative timeout to now, saturating at UINT64_MAX (infinite). */
-uint64_t herd__deadline(uint64_t timeout_usec);
+/* herd__now_usec() and herd__deadline() come with the peer (common/peer.h). */
 
 /*
  * Writes the queued output of q to the socket fd, without blocking, until the
