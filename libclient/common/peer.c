@@ -19,7 +19,7 @@
 /* At release, input we will never read is dropped so the other side sees an end, not a reset. */
 #define DISCARD_ROUNDS 64
 
-#define INF HERD__PEER_USEC_INFINITY
+#define INF            HERD__PEER_USEC_INFINITY
 
 uint64_t
 herd__now_usec(void)
@@ -563,8 +563,8 @@ herd__peer_keepalive(struct herd__peer *p, uint64_t now)
 	if (pthread_mutex_trylock(&p->lock) != 0)
 		return now + p->hb_interval_ms * 1000ull;
 	if (p->fd >= 0 && p->hb_interval_ms && now >= p->next_beat) {
-		json_t *msg = proto_notification("heartbeat",
-		    p->ops->heartbeat_params ? p->ops->heartbeat_params(p) : NULL);
+		json_t *msg = proto_notification(
+		    "heartbeat", p->ops->heartbeat_params ? p->ops->heartbeat_params(p) : NULL);
 
 		/* A full queue or no memory: the other side hears the queued output, or nothing. */
 		if (msg)

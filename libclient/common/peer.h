@@ -125,8 +125,8 @@ uint64_t herd__deadline(uint64_t timeout_usec);
  * reference. max_message bounds what we read, max_output what we queue; the
  * other side's limit (max_send) starts as max_message.
  */
-void herd__peer_init(struct herd__peer *p, int fd, const struct herd__peer_ops *ops,
-    void *userdata, size_t max_message, size_t max_output);
+void herd__peer_init(struct herd__peer *p, int fd, const struct herd__peer_ops *ops, void *userdata,
+    size_t max_message, size_t max_output);
 struct herd__peer *herd__peer_ref(struct herd__peer *p);
 /* Drops a reference; the last one closes the session if open, releases and frees. NULL-safe. */
 void herd__peer_unref(struct herd__peer *p);
