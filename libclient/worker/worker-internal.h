@@ -29,7 +29,7 @@
 /* Waiting writers are resumed once the output is back under this. */
 #define HERD__OUT_LOW_WATER (256u * 1024u)
 /* How long a closing connection may take to flush what it still has to say. */
-#define HERD__FLUSH_TIMEOUT_S 2.0
+#define HERD__FLUSH_TIMEOUT_S ((double)HERD__PEER_FLUSH_USEC / 1e6)
 
 struct srv_conn;
 
@@ -79,22 +79,11 @@ enum srv_conn_state {
 };
 
 struct srv_conn {
-	unsigned n_ref;
+	struct herd__peer peer; /* I/O, framing, output, closing, heartbeats */
 	struct herd_server *srv;
 	enum srv_conn_state state;
-	int fd;
-	ev_io rio, wio;
-	ev_timer handshake_timer; /* also the flush deadline while closing */
-	ev_timer hb_send, hb_check;
-	ev_timer reaper; /* a zero timer: closes the connection from the loop */
-	ev_tstamp last_rx;
-	double hb_timeout;
-	bool reading_paused;
+	int cancel_code; /* what pending requests are answered with when the session ends */
 	bool overflowed;
-	bool peer_eof; /* the peer half-closed: answer what is pending, then close */
-	struct proto_reader reader;
-	struct proto_outq outq;
-	size_t max_send; /* the peer's max_message_size */
 
 	void *conn_state;
 	bool conn_state_set;
