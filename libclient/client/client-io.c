@@ -9,40 +9,8 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "client/client-internal.h"
-
-#define WRITE_IOVECS 64
-
-/* One writer for every queue of libherd: connections, the worker's sockets, herdd's channel. */
-int
-herd__outq_write(struct proto_outq *q, int fd, size_t *ret_written)
-{
-	size_t written = 0;
-	int r = 0;
-
-	while (!proto_outq_empty(q)) {
-		struct iovec iov[WRITE_IOVECS];
-		struct msghdr mh = { .msg_iov = iov };
-		ssize_t n;
-
-		mh.msg_iovlen = (size_t)proto_outq_peek(q, iov, WRITE_IOVECS);
-		/* sendmsg with MSG_NOSIGNAL: a dead peer is an error code, not SIGPIPE. */
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			break;
-		}
-		proto_outq_consume(q, (size_t)n);
-		written += (size_t)n;
-	}
-	if (ret_written)
-		*ret_written = written;
-	return r;
-}
 
 static herd_conn *
 conn_of(struct herd__peer *p)
@@ -180,7 +148,16 @@ conn_peer_timeout(struct herd__peer *p)
 	return herd_conn_get_timeout(conn_of(p), &t) < 0 ? HERD__USEC_INFINITY : t;
 }
 
+static json_t *
+conn_peer_heartbeat_params(struct herd__peer *p)
+{
+	herd_conn *conn = conn_of(p);
+
+	return conn->heartbeat_fn ? conn->heartbeat_fn(conn, conn->notify_userdata) : NULL;
+}
+
 const struct herd__peer_ops herd__conn_peer_ops = {
+	.heartbeat_params = conn_peer_heartbeat_params,
 	.message = conn_peer_message,
 	.eof = conn_peer_eof,
 	.closed = herd__conn_closed,

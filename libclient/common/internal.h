@@ -93,16 +93,6 @@ void herd__error_set(herd_error **slot, herd_error *err);
 
 /* herd__now_usec() and herd__deadline() come with the peer (common/peer.h). */
 
-/*
- * Writes the queued output of q to the socket fd, without blocking, until the
- * queue is empty or the socket is full. Sets *ret_written (may be NULL) to the
- * bytes written, whatever the return. Returns 0 once the queue is empty,
- * -EAGAIN when the socket is full, or another -errno (-EPIPE, -ECONNRESET: the
- * peer is gone). Defined in client-io.c; the serving side uses it too.
- */
-struct proto_outq;
-int herd__outq_write(struct proto_outq *q, int fd, size_t *ret_written);
-
 #define HERD__USEC_PER_MSEC 1000ull
 #define HERD__USEC_INFINITY UINT64_MAX
 

@@ -50,7 +50,7 @@ herd__sconn_unref(struct srv_conn *c)
 static void
 conn_wake(struct srv_conn *c)
 {
-	if (c->state != CONN_CLOSED)
+	if (c->state != SCONN_CLOSED)
 		herd__peer_set_deadline(&c->peer, 0);
 }
 
@@ -66,7 +66,7 @@ herd__sconn_abort(struct srv_conn *c, const char *why)
 void
 herd__sconn_close_graceful(struct srv_conn *c, int cancel_code, const char *why)
 {
-	if (c->state >= CONN_CLOSING)
+	if (c->state >= SCONN_CLOSING)
 		return;
 	if (why)
 		herd_log(HERD_LOG_DEBUG, "closing a connection: %s", why);
@@ -81,7 +81,7 @@ herd__sconn_send(struct srv_conn *c, json_t *msg)
 
 	if (!msg)
 		return -ENOMEM;
-	if (c->state == CONN_CLOSED || c->overflowed) {
+	if (c->state == SCONN_CLOSED || c->overflowed) {
 		json_decref(msg);
 		return -ENOBUFS;
 	}
@@ -100,7 +100,8 @@ herd__sconn_send(struct srv_conn *c, json_t *msg)
 bool
 herd__sconn_writable(const struct srv_conn *c)
 {
-	return c->state <= CONN_OPEN && !c->overflowed && c->peer.outq.bytes < HERD__OUT_HIGH_WATER;
+	return c->state <= SCONN_OPEN && !c->overflowed &&
+	    c->peer.outq.bytes < HERD__OUT_HIGH_WATER;
 }
 
 void
@@ -123,7 +124,7 @@ conn_run_drain(struct srv_conn *c)
 	struct herd_request *list = c->drain_head, *req;
 
 	c->drain_head = NULL;
-	while (list && c->state <= CONN_OPEN) {
+	while (list && c->state <= SCONN_OPEN) {
 		req = list;
 		list = req->drain_next;
 		req->draining = false;
@@ -171,7 +172,7 @@ conn_peer_eof(struct herd__peer *p)
 		herd__sconn_abort(c, "closed by the peer");
 		return;
 	}
-	if (c->state == CONN_HELLO)
+	if (c->state == SCONN_HELLO)
 		herd__sconn_close_graceful(c, 0, "end of input before hello");
 	else
 		herd__sconn_request_done(c);
@@ -185,7 +186,7 @@ conn_peer_closed(struct herd__peer *p, int reason, const char *why)
 
 	if (why)
 		herd_log(HERD_LOG_DEBUG, "closing a connection: %s", why);
-	c->state = CONN_CLOSING;
+	c->state = SCONN_CLOSING;
 	herd__request_cancel_all(c, c->cancel_code);
 }
 
@@ -196,7 +197,7 @@ conn_peer_released(struct herd__peer *p)
 	struct srv_conn *c = conn_of(p);
 	struct herd_server *srv = c->srv;
 
-	c->state = CONN_CLOSED;
+	c->state = SCONN_CLOSED;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -237,7 +238,7 @@ conn_peer_deadline(struct herd__peer *p)
 
 	if (c->overflowed) {
 		herd__sconn_abort(c, "output overflow");
-	} else if (c->state == CONN_HELLO) {
+	} else if (c->state == SCONN_HELLO) {
 		herd__sconn_send(c,
 		    proto_error(NULL, HERD_E_TIMEOUT, "no hello within the handshake timeout",
 		        json_pack("{s:s, s:I}", "what", "handshake", "ms", (json_int_t)ms)));
@@ -252,7 +253,7 @@ conn_peer_drained(struct herd__peer *p)
 {
 	struct srv_conn *c = conn_of(p);
 
-	if (c->state <= CONN_OPEN && c->drain_head)
+	if (c->state <= SCONN_OPEN && c->drain_head)
 		conn_run_drain(c);
 }
 
@@ -399,7 +400,7 @@ conn_hello(struct srv_conn *c, const struct proto_msg *m)
 		herd__sconn_close_graceful(c, 0, "hello failed");
 		return;
 	}
-	c->state = CONN_OPEN;
+	c->state = SCONN_OPEN;
 	herd__peer_set_deadline(&c->peer, HERD__PEER_USEC_INFINITY);
 	if (a.max_size > 0 && (size_t)a.max_size < c->peer.max_send)
 		c->peer.max_send = (size_t)a.max_size;
@@ -529,11 +530,11 @@ conn_message(struct srv_conn *c, json_t *msg)
 		if (id && !json_is_integer(id) && !json_is_string(id))
 			id = NULL;
 		herd__sconn_send(c, proto_error(id, HERD_E_INVALID_REQUEST, err.text, NULL));
-		if (c->state == CONN_HELLO)
+		if (c->state == SCONN_HELLO)
 			herd__sconn_close_graceful(c, 0, "invalid first message");
 		return;
 	}
-	if (c->state == CONN_HELLO) {
+	if (c->state == SCONN_HELLO) {
 		if (m.kind == PROTO_REQUEST && strcmp(m.method, "hello") == 0) {
 			conn_hello(c, &m);
 			return;
@@ -570,7 +571,7 @@ herd__sconn_start(struct herd_server *srv, int fd)
 	herd__peer_set_water(&c->peer, HERD__OUT_HIGH_WATER, HERD__OUT_LOW_WATER);
 	c->srv = srv;
 	srv->n_live++;
-	c->state = CONN_HELLO;
+	c->state = SCONN_HELLO;
 	c->next = srv->conns;
 	if (c->next)
 		c->next->prev = c;

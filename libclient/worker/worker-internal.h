@@ -72,10 +72,10 @@ struct herd_server {
 };
 
 enum srv_conn_state {
-	CONN_HELLO, /* waiting for hello */
-	CONN_OPEN, /* serving */
-	CONN_CLOSING, /* flushing the last replies, reading nothing */
-	CONN_CLOSED, /* fd closed; freed when the last reference goes */
+	SCONN_HELLO, /* waiting for hello */
+	SCONN_OPEN, /* serving */
+	SCONN_CLOSING, /* flushing the last replies, reading nothing */
+	SCONN_CLOSED, /* fd closed; freed when the last reference goes */
 };
 
 struct srv_conn {
@@ -216,15 +216,9 @@ struct herd__main {
 	int exit_status;
 	bool stopping;
 
-	/* Supervised mode: herdd's channel on fd 3 (channel.c). */
-	int ch_fd;
-	ev_io ch_rio, ch_wio;
-	ev_timer ch_heartbeat;
+	/* Supervised mode: herdd's channel on fd 3, a client connection (worker-channel.c). */
+	herd_conn *ch;
 	ev_timer conn_timeout; /* shutdown_on connection_closed: no client came */
-	struct proto_reader ch_reader;
-	struct proto_outq ch_outq;
-	int64_t ch_next_id;
-	int64_t ch_hello_id, ch_ready_id, ch_init_failed_id;
 	bool close_on_disconnect; /* shutdown_on connection_closed */
 	unsigned connection_timeout_ms;
 	unsigned heartbeat_interval_ms;

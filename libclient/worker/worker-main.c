@@ -184,7 +184,7 @@ take_channel_fd(void)
 HERD_EXPORT int
 herd_worker_main(const struct herd_worker_type *type, int argc, char **argv)
 {
-	struct herd__main m = { .type = type, .ch_fd = -1, .exit_status = 1 };
+	struct herd__main m = { .type = type, .exit_status = 1 };
 	int fd, status;
 
 	if (!type || argc < 1 || !argv)
