@@ -88,6 +88,14 @@ ch_ready(struct conn *c, struct worker *w, const struct proto_msg *m)
 	conn_reply(c, m->id, NULL);
 }
 
+/* The worker said it is exiting: why goes to the log and to its record. */
+static void
+ch_exiting(struct worker *w, const char *reason, const char *message)
+{
+	log_info("worker %s: %s: %.200s", w->id, reason, message);
+	sup_expect_exit(w, reason, message);
+}
+
 /* init_failed {message}: the worker's start-up failed and it exits. */
 static void
 ch_init_failed(struct conn *c, struct worker *w, const struct proto_msg *m)
@@ -100,8 +108,7 @@ ch_init_failed(struct conn *c, struct worker *w, const struct proto_msg *m)
 		return;
 	}
 	conn_reply(c, m->id, NULL);
-	log_info("worker %s: init failed: %.200s", w->id, message);
-	sup_expect_exit(w, "init_failed", message);
+	ch_exiting(w, "init_failed", message);
 }
 
 /* heartbeat {served?} */
@@ -125,8 +132,7 @@ ch_failure(struct conn *c, struct worker *w, const struct proto_msg *m)
 
 	if (proto_unpack(m->params, &err, "{s:s}", "message", &message) < 0)
 		message = "the worker reported a failure";
-	log_info("worker %s: failure: %.200s", w->id, message);
-	sup_expect_exit(w, "failed", message);
+	ch_exiting(w, "failed", message);
 }
 
 /* connection {open}: the worker's client connections, for shutdown_on connection_closed. */

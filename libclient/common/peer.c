@@ -292,32 +292,35 @@ herd__peer_notify(struct herd__peer *p, const char *method, json_t *params)
 	return r;
 }
 
-void
-herd__peer_close(struct herd__peer *p, int reason, const char *why)
+/* Ends the session; with flush, queued output gets its deadline to leave before the fd closes. */
+static void
+peer_end(struct herd__peer *p, int reason, const char *why, bool flush)
 {
 	if (p->released)
 		return;
 	herd__peer_ref(p);
 	peer_end_session(p, reason, why);
-	if (!p->released && peer_write(p) >= 0 && !p->released) {
-		if (peer_queued(p) == 0)
-			peer_release(p);
-		else if (p->flush_deadline == INF)
+	/* peer_write() releases once the queue is empty, or aborts on an error. */
+	if (flush && !p->released && peer_write(p) >= 0 && !p->released) {
+		if (p->flush_deadline == INF)
 			p->flush_deadline = herd__now_usec() + HERD__PEER_FLUSH_USEC;
+		peer_changed(p);
+	} else {
+		peer_release(p);
 	}
-	peer_changed(p);
 	herd__peer_unref(p);
+}
+
+void
+herd__peer_close(struct herd__peer *p, int reason, const char *why)
+{
+	peer_end(p, reason, why, true);
 }
 
 void
 herd__peer_abort(struct herd__peer *p, int reason, const char *why)
 {
-	if (p->released)
-		return;
-	herd__peer_ref(p);
-	peer_end_session(p, reason, why);
-	peer_release(p);
-	herd__peer_unref(p);
+	peer_end(p, reason, why, false);
 }
 
 void

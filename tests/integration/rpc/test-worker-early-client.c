@@ -58,11 +58,11 @@ START_TEST(test_client_before_ready_answer)
 	ck_assert_msg(msg, "no hello from the worker");
 	ck_assert_str_eq(method_of(msg), "hello");
 	id = json_object_get(msg, "id");
-	ck_assert_int_eq(wt_chan_send(&ch,
-	                     proto_result(id,
-	                         json_pack("{s:s, s:s, s:s, s:i}", "id", "w-early", "socket", sock,
-	                             "shutdown_on", "connection_closed", "connection_timeout_ms",
-	                             60000))),
+	ck_assert_int_eq(
+	    wt_chan_send(&ch,
+	        proto_result(id,
+	            json_pack("{s:s, s:s, s:s, s:i}", "id", "w-early", "socket", sock,
+	                "shutdown_on", "connection_closed", "connection_timeout_ms", 60000))),
 	    0);
 	json_decref(msg);
 	ready = wt_chan_recv_skip_heartbeats(&ch, ht_ms(10000));
