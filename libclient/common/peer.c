@@ -104,6 +104,8 @@ peer_release(struct herd__peer *p)
 	p->fd = -1;
 	proto_outq_free(&p->outq);
 	pthread_mutex_unlock(&p->lock);
+	json_decref(p->held);
+	p->held = NULL;
 	herd__peer_detach_ev(p);
 	if (p->ops->released)
 		p->ops->released(p);
@@ -260,8 +262,6 @@ herd__peer_queue(struct herd__peer *p, const json_t *msg)
 		return -ENOTCONN;
 	pthread_mutex_lock(&p->lock);
 	r = proto_outq_push_json(&p->outq, msg, p->max_send);
-	if (r == 0 && p->outq.bytes > p->high_water)
-		p->paused = true;
 	pthread_mutex_unlock(&p->lock);
 	if (r == 0)
 		peer_changed(p);
@@ -343,7 +343,13 @@ herd__peer_refuse(struct herd__peer *p, const struct proto_error *err)
 	herd__peer_close(p, -EBADMSG, why);
 }
 
-/* Hands out every whole message already read, while the session lasts and output has room. */
+/*
+ * Hands out every whole message already read, while the session lasts. A
+ * message that finds the output past the high-water mark is held, and reading
+ * waits with it, until a write brings the output under the low-water mark:
+ * then the held message comes first, before the drained callback refills the
+ * queue, so a cancel never waits behind a stream that keeps it full.
+ */
 static int
 peer_dispatch(struct herd__peer *p)
 {
@@ -351,9 +357,12 @@ peer_dispatch(struct herd__peer *p)
 
 	while (!p->closed && !p->paused) {
 		struct proto_error err;
-		json_t *msg = NULL;
-		int r = proto_reader_next(&p->reader, &msg, &err);
+		json_t *msg = p->held;
+		int r = 1;
 
+		p->held = NULL;
+		if (!msg)
+			r = proto_reader_next(&p->reader, &msg, &err);
 		if (r == 0)
 			break;
 		n++;
@@ -364,6 +373,12 @@ peer_dispatch(struct herd__peer *p)
 		}
 		if (r < 0) {
 			peer_fail(p, r, "reading");
+			break;
+		}
+		/* Unlocked: backpressure is for peers of one thread (the client engine has none). */
+		if (p->high_water != SIZE_MAX && p->outq.bytes > p->high_water) {
+			p->held = msg;
+			p->paused = true;
 			break;
 		}
 		p->ops->message(p, msg);

@@ -8,8 +8,8 @@
  *  - reading into proto's reader and handing out whole messages, a framing
  *    violation answered with one error (id null) and the session closed;
  *  - an output queue written with one sendmsg() helper, with backpressure:
- *    past the high-water mark the peer stops reading and dispatching until
- *    its output is back under the low-water mark;
+ *    a message that finds the output past the high-water mark is held, and
+ *    reading waits with it, until the output is back under the low-water mark;
  *  - references, so a peer is never freed inside its own callbacks: every
  *    entry that calls out holds one, and the last unref frees afterwards;
  *  - closing as flag, flush, release, free: herd__peer_close() ends the
@@ -89,7 +89,8 @@ struct herd__peer {
 	bool closed; /* the session ended: no more reading or dispatch */
 	bool released; /* fd closed */
 	bool eof; /* the peer shut its side */
-	bool paused; /* output over the high-water mark: reading waits */
+	bool paused; /* a message met output over the high-water mark: reading waits */
+	json_t *held; /* that message, handed out first once the output drains */
 	struct proto_reader reader;
 	struct proto_outq outq;
 	size_t max_send; /* what the other side accepts, newline excluded */

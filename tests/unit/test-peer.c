@@ -90,8 +90,7 @@ rec_new(int *ret_other)
 	int sv[2];
 
 	ck_assert_ptr_nonnull(r);
-	ck_assert_int_eq(
-	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
 	herd__peer_init(&r->peer, sv[0], &rec_ops, r, 1024, 1 << 20);
 	*ret_other = sv[1];
 	return r;
@@ -104,7 +103,8 @@ run(struct rec *r, bool (*done)(struct rec *r), int ms)
 	uint64_t end = herd__now_usec() + (uint64_t)ms * 1000;
 
 	while (!done(r) && herd__now_usec() < end && !r->peer.released) {
-		struct pollfd pfd = { .fd = r->peer.fd, .events = (short)herd__peer_events(&r->peer) };
+		struct pollfd pfd = { .fd = r->peer.fd,
+			.events = (short)herd__peer_events(&r->peer) };
 		uint64_t t = herd__peer_timeout(&r->peer), now = herd__now_usec();
 
 		if (t > end)
@@ -118,6 +118,12 @@ static bool
 two_messages(struct rec *r)
 {
 	return r->messages >= 2;
+}
+
+static bool
+is_paused(struct rec *r)
+{
+	return r->peer.paused;
 }
 
 static bool
@@ -226,8 +232,8 @@ START_TEST(test_backpressure)
 	char buf[65536];
 	int other, i;
 	struct rec *r = rec_new(&other);
-	json_t *msg = json_pack("{s:s, s:s, s:{s:s}}", "jsonrpc", "2.0", "method", "fill",
-	    "params", "pad", "0123456789012345678901234567890123456789012345678901234567890123");
+	json_t *msg = json_pack("{s:s, s:s, s:{s:s}}", "jsonrpc", "2.0", "method", "fill", "params",
+	    "pad", "0123456789012345678901234567890123456789012345678901234567890123");
 	int sndbuf = 4096;
 
 	setsockopt(r->peer.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
@@ -235,7 +241,11 @@ START_TEST(test_backpressure)
 	for (i = 0; i < 2000; i++)
 		ck_assert_int_eq(herd__peer_send(&r->peer, msg), 0);
 	json_decref(msg);
+	/* A message that finds the output full waits, and reading with it. */
+	ck_assert_int_eq(write(other, "{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n", 31), 31);
+	run(r, is_paused, 2000);
 	ck_assert(r->peer.paused);
+	ck_assert_int_eq(r->messages, 0);
 	ck_assert_int_eq(herd__peer_events(&r->peer), POLLOUT);
 	/* The other side reads: the queue drains, and the peer reads again. */
 	while (r->peer.paused) {
@@ -246,6 +256,7 @@ START_TEST(test_backpressure)
 		herd__peer_process(&r->peer);
 	}
 	ck_assert_int_gt(r->drained, 0);
+	ck_assert_int_eq(r->messages, 1);
 	ck_assert(herd__peer_events(&r->peer) & POLLIN);
 	herd__peer_unref(&r->peer);
 	close(other);
