@@ -11,13 +11,23 @@
 /* Bounds the work done per wakeup so one busy peer cannot starve the loop. */
 #define MAX_PROCESS_ROUNDS 16
 
+/*
+ * A user's own process (the client engine) runs until it has nothing to do;
+ * the peer's, which reads once a round, runs again only while the last read
+ * filled its buffer, so a wakeup costs no read that finds nothing.
+ */
 static void
 peer_ev_run(struct herd__peer *p)
 {
 	herd__peer_ref(p);
-	for (int i = 0; i < MAX_PROCESS_ROUNDS && p->loop; i++)
-		if ((p->ops->process ? p->ops->process(p) : herd__peer_process(p)) <= 0)
+	for (int i = 0; i < MAX_PROCESS_ROUNDS && p->loop; i++) {
+		if (p->ops->process) {
+			if (p->ops->process(p) <= 0)
+				break;
+		} else if (herd__peer_process(p) <= 0 || !p->more) {
 			break;
+		}
+	}
 	herd__peer_update_ev(p);
 	herd__peer_unref(p);
 }
@@ -44,6 +54,7 @@ herd__peer_attach_ev(struct herd__peer *p, struct ev_loop *loop)
 	ev_timer_init(&p->timer, peer_timer_cb, 0., 0.);
 	p->io.data = p->timer.data = p;
 	p->io_events = 0;
+	p->timer_at = HERD__PEER_USEC_INFINITY;
 	herd__peer_update_ev(p);
 }
 
@@ -81,6 +92,10 @@ herd__peer_update_ev(struct herd__peer *p)
 		p->io_events = ev_events;
 	}
 	t = p->ops->timeout ? p->ops->timeout(p) : herd__peer_timeout(p);
+	/* Most changes (a message queued) leave the deadline as it was. */
+	if (t == p->timer_at && (t == HERD__PEER_USEC_INFINITY || ev_is_active(&p->timer)))
+		return;
+	p->timer_at = t;
 	ev_timer_stop(p->loop, &p->timer);
 	if (t == HERD__PEER_USEC_INFINITY)
 		return;

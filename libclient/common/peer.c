@@ -44,7 +44,7 @@ herd__deadline(uint64_t timeout_usec)
 static void
 peer_changed(struct herd__peer *p)
 {
-	if (p->loop)
+	if (p->loop && !p->processing)
 		herd__peer_update_ev(p);
 }
 
@@ -414,6 +414,7 @@ peer_read(struct herd__peer *p)
 		peer_changed(p);
 		return -ECONNRESET;
 	}
+	p->more = (size_t)n == sizeof(buf);
 	p->last_recv = herd__now_usec();
 	p->bytes_in += (uint64_t)n;
 	if (p->sum_in)
@@ -517,11 +518,14 @@ herd__peer_timeout(struct herd__peer *p)
 int
 herd__peer_process(struct herd__peer *p)
 {
+	bool nested = p->processing;
 	int progress = 0;
 
 	if (p->released)
 		return -ENOTCONN;
 	herd__peer_ref(p);
+	p->processing = true;
+	p->more = false;
 	if (peer_write(p) != 0)
 		progress = 1;
 	/* Buffered messages first: a nested blocking call may have left some behind. */
@@ -539,6 +543,8 @@ herd__peer_process(struct herd__peer *p)
 		progress = 1;
 	if (peer_write(p) != 0)
 		progress = 1;
+	p->processing = nested;
+	peer_changed(p);
 	herd__peer_unref(p);
 	return progress;
 }

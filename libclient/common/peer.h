@@ -109,11 +109,15 @@ struct herd__peer {
 	pthread_mutex_t lock;
 	uint64_t next_beat;
 
+	bool processing; /* inside herd__peer_process(): the driver re-arms afterwards */
+	bool more; /* the last read filled its buffer: more may wait */
+
 	/* The libev driver (peer-ev.c). */
 	struct ev_loop *loop;
 	ev_io io;
 	ev_timer timer;
 	int io_events;
+	uint64_t timer_at; /* what the timer is armed for */
 };
 
 /* CLOCK_MONOTONIC in microseconds. */
