@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The serving side's internals: a server (listening socket, worker state), its
- * connections (buffered non-blocking I/O, hello, dispatch) and the requests in
- * flight on them. Everything runs on the loop's thread.
+ * connections (the shared peer of common/peer.h, plus hello and dispatch) and
+ * the requests in flight on them. Everything runs on the loop's thread.
  *
  * Lifetimes are reference counts, so nothing is freed inside its own callback:
  * a request holds its connection, a connection holds its server. A connection
@@ -24,7 +24,7 @@
 #include "common/internal.h"
 #include "proto.h"
 
-/* Output above this stops reading the connection and makes stream writes wait. */
+/* Output above this holds the next request (and reading) back and makes stream writes wait. */
 #define HERD__OUT_HIGH_WATER (1024u * 1024u)
 /* Waiting writers are resumed once the output is back under this. */
 #define HERD__OUT_LOW_WATER (256u * 1024u)
@@ -120,7 +120,7 @@ struct herd_request {
 	unsigned long log_dropped;
 };
 
-/* ---- server.c ---- */
+/* ---- worker-server.c ---- */
 
 /* Every server of the process, for herd_worker_fail() and the log streams. */
 extern struct herd_server *herd__servers;
@@ -145,7 +145,7 @@ void herd__server_flush_all(void);
 /* A connection of srv was freed: frees srv once unreferenced and connection-less. */
 void herd__server_conn_freed(struct herd_server *srv);
 
-/* ---- server-conn.c ---- */
+/* ---- worker-conn.c ---- */
 
 int herd__sconn_start(struct herd_server *srv, int fd);
 struct srv_conn *herd__sconn_ref(struct srv_conn *c);
@@ -200,12 +200,12 @@ json_t *herd__functions_json(const struct herd_server *srv);
 /* The type's function named name, or NULL. */
 const struct herd_function *herd__function_find(const struct herd_server *srv, const char *name);
 
-/* ---- log.c ---- */
+/* ---- worker-log.c ---- */
 
 void herd__log_subscribe(struct herd_request *req);
 void herd__log_unsubscribe(struct herd_request *req);
 
-/* ---- worker-main.c and channel.c: herd_worker_main() ---- */
+/* ---- worker-main.c and worker-channel.c: herd_worker_main() ---- */
 
 struct herd__main {
 	struct ev_loop *loop;

@@ -2,7 +2,7 @@
 /*
  * herd_worker_main(): the main() of a worker executable. Standalone, it serves
  * the socket named on the command line; supervised (herdd gave it fd 3), the
- * channel code in channel.c drives start-up and the server is created there.
+ * channel code in worker-channel.c drives start-up and the server is created there.
  * Either way it stops gracefully on SIGTERM, SIGINT or herd.shutdown.
  */
 #include <errno.h>
