@@ -153,6 +153,16 @@ read_all(int other, char *buf, size_t size, int ms)
 	return len;
 }
 
+/* What the peer wrote to other, up to its end, must hold text. */
+static void
+expect_sent(int other, const char *text)
+{
+	char buf[4096];
+
+	read_all(other, buf, sizeof(buf), 1000);
+	ck_assert_msg(strstr(buf, text), "\"%s\" not in \"%s\"", text, buf);
+}
+
 START_TEST(test_messages_in_pieces)
 {
 	static const char text[] = "{\"jsonrpc\":\"2.0\",\"method\":\"a\"}\n{\"jsonrpc\":\"2.0\",";
@@ -192,7 +202,6 @@ END_TEST
 
 START_TEST(test_close_flushes_then_releases)
 {
-	char buf[4096];
 	int other;
 	struct rec *r = rec_new(&other);
 	json_t *msg = proto_notification("bye", NULL);
@@ -204,8 +213,7 @@ START_TEST(test_close_flushes_then_releases)
 	herd__peer_close(&r->peer, 0, NULL);
 	ck_assert_int_eq(r->closed, 1);
 	ck_assert_int_eq(r->released, 1);
-	read_all(other, buf, sizeof(buf), 1000);
-	ck_assert_ptr_nonnull(strstr(buf, "\"bye\""));
+	expect_sent(other, "\"bye\"");
 	herd__peer_unref(&r->peer);
 	close(other);
 }
@@ -265,15 +273,13 @@ END_TEST
 
 START_TEST(test_heartbeat_then_silence)
 {
-	char buf[4096];
 	int other;
 	struct rec *r = rec_new(&other);
 
 	herd__peer_set_heartbeat(&r->peer, 20, 150);
 	run(r, is_closed, 3000);
 	ck_assert_int_eq(r->reason, -ETIMEDOUT);
-	read_all(other, buf, sizeof(buf), 1000);
-	ck_assert_ptr_nonnull(strstr(buf, "\"heartbeat\""));
+	expect_sent(other, "\"heartbeat\"");
 	herd__peer_unref(&r->peer);
 	close(other);
 }
