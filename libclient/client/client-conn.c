@@ -322,6 +322,7 @@ herd__conn_closed(struct herd__peer *p, int reason, const char *why)
 	herd_conn_unref(conn);
 }
 
+/* The last reference went: what the connection holds goes with it. */
 void
 herd__conn_free(struct herd__peer *p)
 {

@@ -44,6 +44,7 @@ peer_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	peer_ev_run(w->data);
 }
 
+/* Drives p from loop. */
 void
 herd__peer_attach_ev(struct herd__peer *p, struct ev_loop *loop)
 {
@@ -58,6 +59,7 @@ herd__peer_attach_ev(struct herd__peer *p, struct ev_loop *loop)
 	herd__peer_update_ev(p);
 }
 
+/* Stops the watchers; the peer no longer knows the loop. */
 void
 herd__peer_detach_ev(struct herd__peer *p)
 {
@@ -69,6 +71,7 @@ herd__peer_detach_ev(struct herd__peer *p)
 	p->io_events = 0;
 }
 
+/* Re-arms the watchers for the current events and deadline. */
 void
 herd__peer_update_ev(struct herd__peer *p)
 {

@@ -21,6 +21,7 @@
 
 #define INF            HERD__PEER_USEC_INFINITY
 
+/* CLOCK_MONOTONIC in microseconds. */
 uint64_t
 herd__now_usec(void)
 {
@@ -30,12 +31,12 @@ herd__now_usec(void)
 	return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000ull;
 }
 
+/* now + timeout, saturating so an infinite timeout stays infinite. */
 uint64_t
 herd__deadline(uint64_t timeout_usec)
 {
 	uint64_t now = herd__now_usec();
 
-	/* Saturating, so an infinite timeout stays infinite. */
 	if (timeout_usec == INF || timeout_usec > UINT64_MAX - now)
 		return INF;
 	return now + timeout_usec;
@@ -132,6 +133,7 @@ herd__peer_unref(struct herd__peer *p)
 		p->ops->free(p);
 }
 
+/* Heartbeats from now on; the silence is counted from now too. */
 void
 herd__peer_set_heartbeat(struct herd__peer *p, unsigned interval_ms, unsigned timeout_ms)
 {
@@ -146,6 +148,7 @@ herd__peer_set_heartbeat(struct herd__peer *p, unsigned interval_ms, unsigned ti
 	peer_changed(p);
 }
 
+/* The user's one deadline. */
 void
 herd__peer_set_deadline(struct herd__peer *p, uint64_t when)
 {
@@ -153,6 +156,7 @@ herd__peer_set_deadline(struct herd__peer *p, uint64_t when)
 	peer_changed(p);
 }
 
+/* Backpressure marks. */
 void
 herd__peer_set_water(struct herd__peer *p, size_t high, size_t low)
 {
@@ -253,6 +257,7 @@ peer_write(struct herd__peer *p)
 	return r;
 }
 
+/* Queues msg (borrowed) for the loop to write. */
 int
 herd__peer_queue(struct herd__peer *p, const json_t *msg)
 {
@@ -268,6 +273,7 @@ herd__peer_queue(struct herd__peer *p, const json_t *msg)
 	return r;
 }
 
+/* Queues msg (borrowed) and writes at once. */
 int
 herd__peer_send(struct herd__peer *p, const json_t *msg)
 {
@@ -282,6 +288,7 @@ herd__peer_send(struct herd__peer *p, const json_t *msg)
 	return 0;
 }
 
+/* Sends method(params), params stolen. */
 int
 herd__peer_notify(struct herd__peer *p, const char *method, json_t *params)
 {
@@ -311,18 +318,21 @@ peer_end(struct herd__peer *p, int reason, const char *why, bool flush)
 	herd__peer_unref(p);
 }
 
+/* Ends the session, flushing what is queued. */
 void
 herd__peer_close(struct herd__peer *p, int reason, const char *why)
 {
 	peer_end(p, reason, why, true);
 }
 
+/* Ends the session, dropping what is queued. */
 void
 herd__peer_abort(struct herd__peer *p, int reason, const char *why)
 {
 	peer_end(p, reason, why, false);
 }
 
+/* Answers a framing violation and closes. */
 void
 herd__peer_refuse(struct herd__peer *p, const struct proto_error *err)
 {
@@ -484,6 +494,7 @@ peer_timers(struct herd__peer *p, uint64_t now)
 	return 1;
 }
 
+/* What the peer waits for now. */
 int
 herd__peer_events(struct herd__peer *p)
 {
@@ -497,6 +508,7 @@ herd__peer_events(struct herd__peer *p)
 	return events;
 }
 
+/* When the peer next has something to do. */
 uint64_t
 herd__peer_timeout(struct herd__peer *p)
 {
@@ -515,6 +527,7 @@ herd__peer_timeout(struct herd__peer *p)
 	return t;
 }
 
+/* One round: write, dispatch, read once, dispatch, timers, write. */
 int
 herd__peer_process(struct herd__peer *p)
 {
@@ -549,6 +562,7 @@ herd__peer_process(struct herd__peer *p)
 	return progress;
 }
 
+/* Writes the queue out, waiting at most timeout_ms. */
 int
 herd__peer_flush(struct herd__peer *p, int timeout_ms)
 {
@@ -578,6 +592,7 @@ herd__peer_flush(struct herd__peer *p, int timeout_ms)
 	}
 }
 
+/* Another thread's heartbeat and write, never blocking. */
 uint64_t
 herd__peer_keepalive(struct herd__peer *p, uint64_t now)
 {
