@@ -1,243 +1,108 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Buffered non-blocking I/O for one peer (a control connection or a worker's
- * fd 3). Input goes through proto's reader, which enforces the size and depth
- * limits before anything is parsed; output goes to proto's queue, capped so a
- * peer that never reads cannot grow it without bound.
+ * herdd's connections (a control connection or a worker's fd 3) on the shared
+ * JSON-lines peer (libclient/common/peer.h), which reads, frames, queues,
+ * flushes, closes and sends heartbeats. What is herdd's own stays here: the
+ * output cap and the reply that stands in for one too long for the peer, the
+ * connection list and its counters, and the log lines.
  *
  * A connection's life: open -> closed (the session is over: no more reading,
- * the owner is told once) -> released (output flushed or given up, fd closed)
- * -> freed when the last reference goes. Freeing happens from an ev_prepare
- * watcher, never inside the connection's own callback, so a handler may end
- * its own connection and keep using the pointer until it returns.
+ * the owner is told once) -> released (output flushed or given up, fd closed,
+ * off the list) -> freed with the last reference. The peer holds a reference
+ * while it calls out, so a handler may end its own connection and keep using
+ * the pointer until it returns.
  */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "herdd.h"
 
-/* How long queued output may take to drain after the session ended. */
-#define FLUSH_DEADLINE_S 2.0
 /* Stop reading from a peer whose replies pile up past this (it is not reading). */
 #define OUTPUT_HIGH_WATER (1u << 20)
-#define READ_CHUNK        65536
 
-static struct conn **garbage;
-static size_t ngarbage, garbage_cap;
-static ev_prepare reaper;
 static uint64_t next_serial = 1;
 
-static void conn_release(struct conn *c);
-
-/* Frees connections whose last reference is gone. */
-void
-conn_free_garbage(void)
+static struct conn *
+conn_of(struct herd__peer *p)
 {
-	size_t i;
-
-	for (i = 0; i < ngarbage; i++) {
-		struct conn *c = garbage[i];
-
-		proto_reader_free(&c->rd);
-		proto_outq_free(&c->out);
-		free(c->name);
-		free(c);
-	}
-	ngarbage = 0;
-	ev_prepare_stop(herdd.loop, &reaper);
-}
-
-/* Frees what is left at exit. */
-void
-conn_cleanup(void)
-{
-	conn_free_garbage();
-	free(garbage);
-	garbage = NULL;
-	garbage_cap = 0;
+	return p->userdata;
 }
 
 static void
-reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+peer_message(struct herd__peer *p, json_t *msg)
 {
-	conn_free_garbage();
-}
+	struct conn *c = conn_of(p);
 
-/* Sets up the deferred free. */
-void
-conn_init_reaper(void)
-{
-	ev_prepare_init(&reaper, reaper_cb);
+	c->ops->message(c, msg);
 }
 
 static void
-update_write_watcher(struct conn *c)
+peer_closed(struct herd__peer *p, int reason, const char *why)
 {
-	if (c->released)
-		return;
-	if (proto_outq_empty(&c->out))
-		ev_io_stop(herdd.loop, &c->wio);
-	else
-		ev_io_start(herdd.loop, &c->wio);
-	/* Backpressure: a peer that sends requests but never reads replies waits. */
-	if (!c->closed) {
-		if (c->out.bytes > OUTPUT_HIGH_WATER)
-			ev_io_stop(herdd.loop, &c->rio);
-		else
-			ev_io_start(herdd.loop, &c->rio);
-	}
-}
+	struct conn *c = conn_of(p);
 
-/* Writes as much as the kernel takes. Returns 0, or -errno on a fatal error. */
-static int
-flush_some(struct conn *c)
-{
-	while (!proto_outq_empty(&c->out)) {
-		struct iovec iov[16];
-		struct msghdr mh = { .msg_iov = iov };
-		ssize_t n;
-
-		mh.msg_iovlen = (size_t)proto_outq_peek(&c->out, iov, 16);
-		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				return 0;
-			return -errno;
-		}
-		proto_outq_consume(&c->out, (size_t)n);
-		/*
-		 * While backpressure keeps us from reading, a peer draining our queue (far
-		 * more than a socket buffer) is alive though we cannot hear its heartbeats.
-		 */
-		if (n > 0 && !c->closed && !ev_is_active(&c->rio))
-			c->last_rx_ms = now_ms();
-		c->bytes_out += (uint64_t)n;
-		herdd.stats.bytes_out += (uint64_t)n;
-	}
-	return 0;
-}
-
-static void
-end_session(struct conn *c)
-{
-	if (c->closed)
-		return;
-	c->closed = true;
-	ev_io_stop(herdd.loop, &c->rio);
-	ev_timer_stop(herdd.loop, &c->hb_timer);
+	if (why)
+		log_debug("connection %llu: %s", (unsigned long long)c->serial, why);
 	if (c->ops->closed)
 		c->ops->closed(c);
 }
 
+/* The fd is closed: the connection leaves the list, which held a reference. */
 static void
-write_cb(struct ev_loop *loop, ev_io *w, int revents)
+peer_released(struct herd__peer *p)
 {
-	struct conn *c = w->data;
-	int r = flush_some(c);
+	struct conn *c = conn_of(p);
 
-	if (r < 0) {
-		log_debug(
-		    "connection %llu: write: %s", (unsigned long long)c->serial, strerror(-r));
-		conn_abort(c);
+	if (!c->on_list)
 		return;
-	}
-	if (c->closed && proto_outq_empty(&c->out)) {
-		conn_release(c);
-		return;
-	}
-	update_write_watcher(c);
-}
-
-/* One read and the messages it completes. Returns 1 if more may be waiting, else 0. */
-static int
-read_once(struct conn *c)
-{
-	char buf[READ_CHUNK];
-	ssize_t n;
-	int r;
-
-	n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
-	if (n < 0) {
-		if (errno == EINTR)
-			return 1;
-		if (errno == EAGAIN)
-			return 0;
-		log_debug("connection %llu: read: %m", (unsigned long long)c->serial);
-		conn_abort(c);
-		return 0;
-	}
-	if (n == 0) {
-		conn_close(c);
-		return 0;
-	}
-	c->bytes_in += (uint64_t)n;
-	herdd.stats.bytes_in += (uint64_t)n;
-	c->last_rx_ms = now_ms();
-	r = proto_reader_feed(&c->rd, buf, (size_t)n);
-	if (r < 0) {
-		conn_abort(c);
-		return 0;
-	}
-	/* The handler may take its own reference; ours keeps c valid throughout. */
-	conn_ref(c);
-	while (!c->closed) {
-		struct proto_error err;
-		json_t *msg = NULL;
-
-		r = proto_reader_next(&c->rd, &msg, &err);
-		if (r == 0)
-			break;
-		if (r < 0) {
-			/* A framing error: the stream cannot be trusted past this point. */
-			log_debug("connection %llu: framing error: %s",
-			    (unsigned long long)c->serial, err.text);
-			if (err.code == HERD_E_MESSAGE_TOO_LARGE)
-				conn_reply_error(c, NULL, err.code,
-				    json_pack("{s:I}", "limit", (json_int_t)c->max_message), "%s",
-				    err.text);
-			else if (err.code == HERD_E_TOO_DEEP)
-				conn_reply_error(c, NULL, err.code,
-				    json_pack("{s:i}", "limit", (int)HERD_MAX_DEPTH), "%s",
-				    err.text);
-			else
-				conn_reply_error(c, NULL, err.code, NULL, "%s", err.text);
-			conn_close(c);
-			break;
-		}
-		c->ops->message(c, msg);
-		json_decref(msg);
-	}
-	r = !c->closed;
+	TAILQ_REMOVE(&herdd.conns, c, link);
+	c->on_list = false;
+	herdd.nconns--;
+	if (!c->hello)
+		herdd.nunauth--;
 	conn_unref(c);
-	return r;
 }
 
 static void
-read_cb(struct ev_loop *loop, ev_io *w, int revents)
+peer_silent(struct herd__peer *p)
 {
-	read_once(w->data);
+	struct conn *c = conn_of(p);
+
+	log_info("connection %llu (uid %u): nothing received for %u ms, closing",
+	    (unsigned long long)c->serial, (unsigned)c->cred.uid, p->hb_timeout_ms);
+	conn_close(c);
 }
 
-/* Reads and handles everything already received (the peer is gone; its last words count). */
-void
-conn_drain(struct conn *c)
+static void
+peer_deadline(struct herd__peer *p)
 {
-	int rounds;
+	struct conn *c = conn_of(p);
 
-	conn_ref(c);
-	for (rounds = 0; rounds < 64 && !c->closed && !c->released; rounds++) {
-		if (!read_once(c))
-			break;
-	}
-	conn_unref(c);
+	if (c->ops->deadline)
+		c->ops->deadline(c);
 }
+
+static void
+peer_free(struct herd__peer *p)
+{
+	struct conn *c = conn_of(p);
+
+	free(c->name);
+	free(c);
+}
+
+static const struct herd__peer_ops conn_peer_ops = {
+	.message = peer_message,
+	.closed = peer_closed,
+	.released = peer_released,
+	.silent = peer_silent,
+	.deadline = peer_deadline,
+	.free = peer_free,
+};
 
 /* Wraps fd in a connection. */
 struct conn *
@@ -249,129 +114,68 @@ conn_new(int fd, enum conn_kind kind, const struct conn_ops *ops, size_t max_mes
 		close(fd);
 		return NULL;
 	}
+	herd__peer_init(&c->peer, fd, &conn_peer_ops, c, max_message, herdd.cfg.max_output);
+	/* Backpressure: a peer that sends requests but never reads replies waits. */
+	herd__peer_set_water(&c->peer, OUTPUT_HIGH_WATER, OUTPUT_HIGH_WATER);
+	c->peer.max_send = HERD_DEFAULT_MAX_MESSAGE_SIZE;
+	c->peer.sum_in = &herdd.stats.bytes_in;
+	c->peer.sum_out = &herdd.stats.bytes_out;
 	c->kind = kind;
 	c->ops = ops;
-	c->fd = fd;
-	c->refs = 1;
 	c->serial = next_serial++;
-	c->max_message = max_message;
-	c->send_max = HERD_DEFAULT_MAX_MESSAGE_SIZE;
-	c->last_rx_ms = now_ms();
-	proto_reader_init(&c->rd, max_message, HERD_MAX_DEPTH);
-	proto_outq_init(&c->out, herdd.cfg.max_output);
-	ev_io_init(&c->rio, read_cb, fd, EV_READ);
-	ev_io_init(&c->wio, write_cb, fd, EV_WRITE);
-	c->rio.data = c;
-	c->wio.data = c;
-	ev_init(&c->timer, NULL);
-	ev_init(&c->hb_timer, NULL);
 	return c;
 }
 
-/* Starts reading. */
+/* Starts the I/O. */
 void
 conn_start(struct conn *c)
 {
-	ev_io_start(herdd.loop, &c->rio);
+	herd__peer_attach_ev(&c->peer, herdd.loop);
+}
+
+/* Runs ops->deadline ms from now. */
+void
+conn_set_deadline(struct conn *c, unsigned ms)
+{
+	herd__peer_set_deadline(
+	    &c->peer, ms ? herd__now_usec() + ms * 1000ull : HERD__PEER_USEC_INFINITY);
+}
+
+/* Reads and handles everything already received (the peer is gone; its last words count). */
+void
+conn_drain(struct conn *c)
+{
+	herd__peer_drain_input(&c->peer, 64);
 }
 
 /* Takes a reference. */
 struct conn *
 conn_ref(struct conn *c)
 {
-	c->refs++;
+	herd__peer_ref(&c->peer);
 	return c;
 }
 
-/* Drops a reference; the last one schedules the free. */
+/* Drops a reference. */
 void
 conn_unref(struct conn *c)
 {
-	if (!c || --c->refs > 0)
-		return;
-	/* The last reference: the session must be over by now. */
-	end_session(c);
-	conn_release(c);
-	if (ngarbage == garbage_cap) {
-		size_t cap = garbage_cap ? garbage_cap * 2 : 64;
-		struct conn **g = realloc(garbage, cap * sizeof(*g));
-
-		if (!g) {
-			/* Leak rather than free inside a callback that may still use it. */
-			log_error("out of memory freeing a connection");
-			return;
-		}
-		garbage = g;
-		garbage_cap = cap;
-	}
-	garbage[ngarbage++] = c;
-	ev_prepare_start(herdd.loop, &reaper);
-}
-
-/* Closes the fd and stops every watcher. */
-static void
-conn_release(struct conn *c)
-{
-	if (c->released)
-		return;
-	c->released = true;
-	ev_io_stop(herdd.loop, &c->rio);
-	ev_io_stop(herdd.loop, &c->wio);
-	ev_timer_stop(herdd.loop, &c->timer);
-	ev_timer_stop(herdd.loop, &c->hb_timer);
-	close(c->fd);
-	c->fd = -1;
-	if (c->on_list) {
-		TAILQ_REMOVE(&herdd.conns, c, link);
-		c->on_list = false;
-		herdd.nconns--;
-		if (!c->hello)
-			herdd.nunauth--;
-		/* The list held a reference. */
-		conn_unref(c);
-	}
-}
-
-static void
-flush_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct conn *c = w->data;
-
-	log_debug(
-	    "connection %llu: peer did not read its last replies", (unsigned long long)c->serial);
-	conn_release(c);
+	if (c)
+		herd__peer_unref(&c->peer);
 }
 
 /* Ends the session, flushing what is queued. */
 void
 conn_close(struct conn *c)
 {
-	if (c->released)
-		return;
-	conn_ref(c);
-	end_session(c);
-	if (flush_some(c) < 0 || proto_outq_empty(&c->out)) {
-		conn_release(c);
-	} else {
-		ev_timer_stop(herdd.loop, &c->timer);
-		ev_timer_init(&c->timer, flush_deadline_cb, FLUSH_DEADLINE_S, 0.);
-		c->timer.data = c;
-		ev_timer_start(herdd.loop, &c->timer);
-		update_write_watcher(c);
-	}
-	conn_unref(c);
+	herd__peer_close(&c->peer, 0, NULL);
 }
 
 /* Ends the session without flushing. */
 void
 conn_abort(struct conn *c)
 {
-	if (c->released)
-		return;
-	conn_ref(c);
-	end_session(c);
-	conn_release(c);
-	conn_unref(c);
+	herd__peer_abort(&c->peer, 0, NULL);
 }
 
 /* Queues msg (stolen). */
@@ -382,19 +186,19 @@ conn_send(struct conn *c, json_t *msg)
 
 	if (!msg)
 		return -ENOMEM;
-	if (c->released) {
+	if (c->peer.released) {
 		json_decref(msg);
 		return -EPIPE;
 	}
-	r = proto_outq_push_json(&c->out, msg, c->send_max);
+	r = herd__peer_send(&c->peer, msg);
 	if (r == -EMSGSIZE && json_object_get(msg, "id") && !json_object_get(msg, "method")) {
 		/* A reply the peer could not read: answer the request with the limit instead. */
 		json_t *e = proto_error(json_object_get(msg, "id"), HERD_E_LIMIT_EXCEEDED,
 		    "the reply is longer than the peer's max_message_size",
 		    json_pack("{s:s, s:I}", "limit", "max_message_size", "value",
-		        (json_int_t)c->send_max));
+		        (json_int_t)c->peer.max_send));
 
-		r = e ? proto_outq_push_json(&c->out, e, c->send_max) : -ENOMEM;
+		r = e ? herd__peer_send(&c->peer, e) : -ENOMEM;
 		json_decref(e);
 	}
 	json_decref(msg);
@@ -404,21 +208,8 @@ conn_send(struct conn *c, json_t *msg)
 		log_warn("connection %llu (uid %u): output over %zu bytes, closing",
 		    (unsigned long long)c->serial, (unsigned)c->cred.uid, herdd.cfg.max_output);
 		conn_abort(c);
-		return r;
 	}
-	if (r < 0)
-		return r;
-	/* Try at once: most replies fit in the socket buffer and need no watcher. */
-	r = flush_some(c);
-	if (r < 0) {
-		conn_abort(c);
-		return r;
-	}
-	if (c->closed && proto_outq_empty(&c->out))
-		conn_release(c);
-	else
-		update_write_watcher(c);
-	return 0;
+	return r;
 }
 
 /* Sends a result reply. */
@@ -455,7 +246,7 @@ conn_count_masters(void)
 	struct conn *k;
 
 	TAILQ_FOREACH(k, &herdd.conns, link) {
-		if (k->hello && k->role == ROLE_MASTER && !k->closed)
+		if (k->hello && k->role == ROLE_MASTER && !k->peer.closed)
 			n++;
 	}
 	return n;

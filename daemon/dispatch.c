@@ -70,11 +70,12 @@ dispatch_limit(struct conn *c, json_t *id, const char *limit, unsigned value)
 	    "limit %s (%u) reached", limit, value);
 }
 
+/* No hello within the handshake timeout. */
 static void
-handshake_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+control_deadline(struct conn *c)
 {
-	struct conn *c = w->data;
-
+	if (c->hello)
+		return;
 	log_info("connection %llu (uid %u): no hello within %u ms, closing",
 	    (unsigned long long)c->serial, (unsigned)c->cred.uid, herdd.cfg.handshake_timeout_ms);
 	conn_reply_error(c, NULL, HERD_E_TIMEOUT,
@@ -88,9 +89,7 @@ handshake_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 void
 dispatch_accepted(struct conn *c)
 {
-	ev_timer_init(&c->timer, handshake_timeout_cb, herdd.cfg.handshake_timeout_ms / 1000.0, 0.);
-	c->timer.data = c;
-	ev_timer_start(herdd.loop, &c->timer);
+	conn_set_deadline(c, herdd.cfg.handshake_timeout_ms);
 }
 
 static void
@@ -150,7 +149,7 @@ control_message(struct conn *c, json_t *msg)
 			    "the first message must be the hello request");
 			conn_close(c);
 		}
-		/* "heartbeat" only refreshes last_rx_ms, done on every read; others are ignored. */
+		/* "heartbeat" only refreshes the peer's last_recv, done on every read; others are ignored. */
 		break;
 	case PROTO_RESULT:
 	case PROTO_ERROR:
@@ -165,7 +164,6 @@ control_closed(struct conn *c)
 {
 	log_debug("connection %llu (uid %u) closed", (unsigned long long)c->serial,
 	    (unsigned)c->cred.uid);
-	ev_timer_stop(herdd.loop, &c->timer);
 	sup_conn_gone(c);
 	sup_owner_gone(c);
 }
@@ -173,21 +171,8 @@ control_closed(struct conn *c)
 const struct conn_ops dispatch_control_ops = {
 	.message = control_message,
 	.closed = control_closed,
+	.deadline = control_deadline,
 };
-
-static void
-hb_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct conn *c = w->data;
-
-	if (c->hb_timeout_ms && now_ms() - c->last_rx_ms >= (int64_t)c->hb_timeout_ms) {
-		log_info("connection %llu (uid %u): nothing received for %u ms, closing",
-		    (unsigned long long)c->serial, (unsigned)c->cred.uid, c->hb_timeout_ms);
-		conn_close(c);
-		return;
-	}
-	conn_send(c, proto_notification("heartbeat", NULL));
-}
 
 /* Refuses a hello: every error answering hello closes the connection. */
 static void
@@ -197,82 +182,110 @@ refuse_hello(struct conn *c, json_t *id, int code, json_t *data, const char *tex
 	conn_close(c);
 }
 
-/* hello {version, role, name?, settings?, init?} */
-void
-h_hello(struct conn *c, json_t *id, json_t *params)
+/* What a hello asks for. */
+struct hello_args {
+	const char *role, *name;
+	struct proto_settings settings;
+};
+
+/* Unpacks and checks the hello's params; refuses the hello and returns -1 when they are wrong. */
+static int
+hello_parse(struct conn *c, json_t *id, json_t *params, struct hello_args *a)
 {
 	json_int_t version = 0;
 	const char *role = NULL, *name = NULL;
-	json_t *settings = NULL, *init = NULL, *eff;
+	json_t *settings = NULL, *init = NULL;
 	struct proto_settings_error serr;
-	struct proto_settings hs;
 	struct proto_error err;
 	char text[256];
 
-	if (c->hello) {
-		conn_reply_error(c, id, HERD_E_INVALID_REQUEST, NULL, "hello was already done");
-		return;
-	}
 	if (proto_unpack(params, &err, "{s:I, s:s, s?s, s?o, s?o}", "version", &version, "role",
 	        &role, "name", &name, "settings", &settings, "init", &init) < 0) {
 		snprintf(text, sizeof(text), "invalid params: %s", err.text);
 		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL, text);
-		return;
+		return -1;
 	}
 	if (version != HERD_PROTOCOL_VERSION) {
 		snprintf(text, sizeof(text), "protocol version %lld is not supported",
 		    (long long)version);
 		refuse_hello(c, id, HERD_E_VERSION_MISMATCH,
 		    json_pack("{s:[i]}", "supported", HERD_PROTOCOL_VERSION), text);
-		return;
+		return -1;
 	}
 	if (strcmp(role, "master") != 0 && strcmp(role, "inspector") != 0) {
 		snprintf(text, sizeof(text),
 		    "role \"%.*s\" cannot use herdd's control socket (master or inspector)",
 		    proto_text_prec(role, 32), role);
 		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL, text);
-		return;
+		return -1;
 	}
 	if (name && strlen(name) > 256) {
 		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL, "name is longer than 256 bytes");
-		return;
+		return -1;
 	}
 	/* Absent: the default size limit and no heartbeats (PROTOCOL.md 3.4). */
-	proto_settings_defaults(&hs);
-	hs.heartbeat_interval_ms = hs.heartbeat_timeout_ms = 0;
-	if (proto_settings_apply_hello(&hs, settings, &serr) < 0) {
+	proto_settings_defaults(&a->settings);
+	a->settings.heartbeat_interval_ms = a->settings.heartbeat_timeout_ms = 0;
+	if (proto_settings_apply_hello(&a->settings, settings, &serr) < 0) {
 		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL, serr.text);
-		return;
+		return -1;
 	}
-	/* A user herdd serves only its own uid; root serves everyone. */
-	if (herdd.uid != 0 && c->cred.uid != herdd.uid) {
-		log_warn("uid %u pid %d refused: this herdd serves uid %u", (unsigned)c->cred.uid,
-		    (int)c->cred.pid, (unsigned)herdd.uid);
-		snprintf(text, sizeof(text), "this herdd serves uid %u only", (unsigned)herdd.uid);
-		refuse_hello(c, id, HERD_E_PERMISSION_DENIED, NULL, text);
-		return;
-	}
+	a->role = role;
+	a->name = name;
+	return 0;
+}
+
+/* A user herdd serves only its own uid; root serves everyone. */
+static int
+hello_permitted(struct conn *c, json_t *id)
+{
+	char text[256];
+
+	if (herdd.uid == 0 || c->cred.uid == herdd.uid)
+		return 0;
+	log_warn("uid %u pid %d refused: this herdd serves uid %u", (unsigned)c->cred.uid,
+	    (int)c->cred.pid, (unsigned)herdd.uid);
+	snprintf(text, sizeof(text), "this herdd serves uid %u only", (unsigned)herdd.uid);
+	refuse_hello(c, id, HERD_E_PERMISSION_DENIED, NULL, text);
+	return -1;
+}
+
+/* The session starts: the role, the peer's limit and the heartbeats it asked for. */
+static void
+hello_accept(struct conn *c, const struct hello_args *a)
+{
 	c->hello = true;
 	herdd.nunauth--;
-	ev_timer_stop(herdd.loop, &c->timer);
-	c->role = strcmp(role, "master") == 0 ? ROLE_MASTER : ROLE_INSPECTOR;
-	if (name)
-		c->name = strdup(name);
-	c->send_max = hs.max_message_size;
-	c->hb_interval_ms = hs.heartbeat_interval_ms;
-	c->hb_timeout_ms = hs.heartbeat_timeout_ms;
-	if (c->hb_interval_ms > 0) {
-		ev_timer_init(
-		    &c->hb_timer, hb_cb, c->hb_interval_ms / 1000.0, c->hb_interval_ms / 1000.0);
-		c->hb_timer.data = c;
-		ev_timer_start(herdd.loop, &c->hb_timer);
-	}
+	conn_set_deadline(c, 0);
+	c->role = strcmp(a->role, "master") == 0 ? ROLE_MASTER : ROLE_INSPECTOR;
+	if (a->name)
+		c->name = strdup(a->name);
+	c->peer.max_send = a->settings.max_message_size;
+	herd__peer_set_heartbeat(
+	    &c->peer, a->settings.heartbeat_interval_ms, a->settings.heartbeat_timeout_ms);
 	log_debug("connection %llu: hello from %s uid %u pid %d (%s)",
-	    (unsigned long long)c->serial, role, (unsigned)c->cred.uid, (int)c->cred.pid,
+	    (unsigned long long)c->serial, a->role, (unsigned)c->cred.uid, (int)c->cred.pid,
 	    c->name ? c->name : "-");
-	eff = json_pack("{s:I, s:I, s:I}", "max_message_size", (json_int_t)c->max_message,
-	    "heartbeat_interval_ms", (json_int_t)c->hb_interval_ms, "heartbeat_timeout_ms",
-	    (json_int_t)c->hb_timeout_ms);
+}
+
+/* hello {version, role, name?, settings?, init?} */
+void
+h_hello(struct conn *c, json_t *id, json_t *params)
+{
+	struct hello_args a;
+	json_t *eff;
+
+	if (c->hello) {
+		conn_reply_error(c, id, HERD_E_INVALID_REQUEST, NULL, "hello was already done");
+		return;
+	}
+	if (hello_parse(c, id, params, &a) < 0 || hello_permitted(c, id) < 0)
+		return;
+	hello_accept(c, &a);
+	eff =
+	    json_pack("{s:I, s:I, s:I}", "max_message_size", (json_int_t)c->peer.reader.max_message,
+	        "heartbeat_interval_ms", (json_int_t)c->peer.hb_interval_ms, "heartbeat_timeout_ms",
+	        (json_int_t)c->peer.hb_timeout_ms);
 	conn_reply(c, id,
 	    json_pack("{s:i, s:s, s:i, s:I, s:I, s:o}", "version", HERD_PROTOCOL_VERSION, "server",
 	        "herdd", "pid", (int)herdd.pid, "uid", (json_int_t)c->cred.uid, "connection",

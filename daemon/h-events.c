@@ -85,7 +85,7 @@ h_stats(struct conn *c, json_t *id, json_t *params)
 static bool
 wants(const struct conn *c, const struct worker *w)
 {
-	if (c->closed || !c->hello)
+	if (c->peer.closed || !c->hello)
 		return false;
 	if (c->serial == w->owner_serial)
 		return true;

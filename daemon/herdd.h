@@ -22,6 +22,7 @@
 #include <ev.h>
 #include <jansson.h>
 
+#include "peer.h"
 #include "proto.h"
 
 /* ---- log.c ---- */
@@ -166,29 +167,22 @@ struct conn_ops {
 	void (*message)(struct conn *c, json_t *msg);
 	/* The session ended (EOF, error, or conn_close()); runs exactly once. */
 	void (*closed)(struct conn *c);
+	/* The deadline set with conn_set_deadline() passed; may be NULL. */
+	void (*deadline)(struct conn *c);
 };
 
+/*
+ * A control connection or a worker's channel: the shared JSON-lines peer
+ * (libclient/common/peer.h: I/O, framing, output queue, closing, heartbeats)
+ * plus herdd's policy for the session.
+ */
 struct conn {
+	struct herd__peer peer;
 	TAILQ_ENTRY(conn) link; /* herdd.conns (control connections only) */
 	enum conn_kind kind;
 	const struct conn_ops *ops;
-	int fd;
-	unsigned refs;
 	uint64_t serial;
-	bool closed; /* the session ended; no more reading */
-	bool released; /* fd closed and watchers stopped */
 	bool on_list;
-	ev_io rio;
-	ev_io wio;
-	ev_timer timer; /* handshake timeout, then the flush deadline */
-	ev_timer hb_timer;
-	struct proto_reader rd;
-	struct proto_outq out;
-	size_t max_message; /* what we accept */
-	size_t send_max; /* what the peer accepts */
-	uint64_t bytes_in;
-	uint64_t bytes_out;
-	int64_t last_rx_ms;
 
 	/* Control sessions. */
 	struct ucred cred;
@@ -198,8 +192,6 @@ struct conn {
 	unsigned pending; /* requests answered later (spawn, shutdown) */
 	unsigned nworkers; /* live workers this connection owns */
 	bool subscribed_all; /* gets every event it may see, not only its own workers' */
-	unsigned hb_interval_ms;
-	unsigned hb_timeout_ms;
 
 	/* Channels. */
 	struct worker *worker;
@@ -210,7 +202,7 @@ struct conn *conn_new(int fd, enum conn_kind kind, const struct conn_ops *ops, s
 struct conn *conn_ref(struct conn *c);
 /* Masters whose session is open (hello done, not closed). */
 unsigned conn_count_masters(void);
-/* Drops a reference; memory is freed later, from the loop, never inside a callback. */
+/* Drops a reference; the last one frees, never inside the connection's own callbacks. */
 void conn_unref(struct conn *c);
 /* Queues msg (stolen). Returns 0 or -errno; on overflow the connection is closed. */
 int conn_send(struct conn *c, json_t *msg);
@@ -228,13 +220,16 @@ void conn_close(struct conn *c);
 void conn_abort(struct conn *c);
 /* Handles whatever the peer already sent, without blocking. */
 void conn_drain(struct conn *c);
-/* Starts the I/O watchers. */
+/* Starts the I/O: from here on the loop drives the connection. */
 void conn_start(struct conn *c);
-/* Frees connections whose last reference went away (runs from an ev_prepare). */
-void conn_init_reaper(void);
-/* Frees them now (also at exit). */
-void conn_free_garbage(void);
-void conn_cleanup(void);
+/* Runs ops->deadline ms from now (0: never). */
+void conn_set_deadline(struct conn *c, unsigned ms);
+/* When the peer last sent anything (now_ms() time). */
+static inline int64_t
+conn_last_rx_ms(const struct conn *c)
+{
+	return (int64_t)(c->peer.last_recv / 1000);
+}
 
 /* ---- dispatch.c (control socket) ---- */
 

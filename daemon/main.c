@@ -492,7 +492,6 @@ start_up(int argc, char **argv)
 	if (!herdd.loop)
 		fatal("cannot initialise libev's default loop");
 	TAILQ_INIT(&herdd.conns);
-	conn_init_reaper();
 	sup_init();
 	server_open();
 	server_start();
@@ -533,7 +532,6 @@ clean_up(void)
 	close_connections();
 	sup_cleanup();
 	server_close();
-	conn_cleanup();
 	ev_signal_stop(herdd.loop, &sig_term);
 	ev_signal_stop(herdd.loop, &sig_int);
 	ev_signal_stop(herdd.loop, &sig_hup);

@@ -399,6 +399,8 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	c->cred = cred;
+	/* Started first: a refusal below is flushed and closed by the loop. */
+	conn_start(c);
 	herdd.stats.connections_accepted++;
 	/* The list holds the connection's first reference. */
 	TAILQ_INSERT_TAIL(&herdd.conns, c, link);
@@ -423,7 +425,6 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	dispatch_accepted(c);
-	conn_start(c);
 }
 
 /* Starts accepting. */

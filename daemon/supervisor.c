@@ -309,7 +309,7 @@ heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	if (proc_stat(w->pid, &st, &cpu, NULL) < 0)
 		return;
 	w->cpu_ms = cpu * 1000 / (uint64_t)sysconf(_SC_CLK_TCK);
-	silence = now - (w->channel ? w->channel->last_rx_ms : w->last_heartbeat_ms);
+	silence = now - (w->channel ? conn_last_rx_ms(w->channel) : w->last_heartbeat_ms);
 	if (silence < (int64_t)w->hb_timeout_ms) {
 		w->last_cpu_ticks = cpu;
 		w->next_check_ms = 0;
@@ -646,7 +646,7 @@ reaped(struct worker *w, int status)
 	capture_finish(&w->cap[1]);
 	if (w->channel) {
 		/* An init_failed or failure sent just before exiting must not be lost. */
-		if (!w->channel->closed)
+		if (!w->channel->peer.closed)
 			conn_drain(w->channel);
 		conn_abort(w->channel);
 		conn_unref(w->channel);

@@ -142,7 +142,7 @@ note_local_failure(herd_conn *conn, int r)
 	if (r == -EMSGSIZE)
 		err = herd__error_newf(HERD_E_MESSAGE_TOO_LARGE,
 		    "the request is larger than max_message_size (%zu bytes); nothing was sent",
-		    conn->max_send);
+		    conn->peer.max_send);
 	else if (r == -ENOTCONN || r == -ECONNRESET)
 		err = herd__error_new(HERD_E_CONNECTION_CLOSED, "the connection is closed", NULL);
 	else if (r == -ENOBUFS)
@@ -248,8 +248,7 @@ herd_call_set_timeout(herd_pending *call, uint64_t timeout_usec)
 		return -EALREADY;
 	call->op.deadline = herd__deadline(herd__conn_timeout(call->op.conn, timeout_usec));
 	call->op.conn->deadline_dirty = true;
-	if (call->op.conn->loop)
-		herd__conn_update_ev(call->op.conn);
+	herd__conn_update_ev(call->op.conn);
 	return 0;
 }
 

@@ -98,8 +98,8 @@ conn_apply_effective(herd_conn *conn, json_t *result)
 	/* The peer announces what it accepts; what we accept stays our own setting. */
 	v = json_object_get(s, "max_message_size");
 	if (json_is_integer(v) && json_integer_value(v) > 0 &&
-	    (uint64_t)json_integer_value(v) < conn->max_send)
-		conn->max_send = (size_t)json_integer_value(v);
+	    (uint64_t)json_integer_value(v) < conn->peer.max_send)
+		conn->peer.max_send = (size_t)json_integer_value(v);
 }
 
 /* The hello params: version, role, our settings, then the caller's extra members. */
@@ -120,35 +120,14 @@ hello_params(herd_conn *conn, const char *role, json_t *extra)
 	return p;
 }
 
-static void
-conn_free(herd_conn *conn)
-{
-	herd__keepalive_remove(conn);
-	pthread_mutex_destroy(&conn->io_lock);
-	proto_reader_free(&conn->reader);
-	proto_outq_free(&conn->outq);
-	herd__ops_free(conn);
-	json_decref(conn->server_info);
-	herd_error_unref(conn->last_error);
-	free(conn);
-}
-
-/* Connects, says hello and returns an open connection. */
-int
-herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra, json_t *settings,
-    bool heartbeats, herd_conn **ret, herd_error **ret_error)
+/* Checks the arguments of an open and resolves its settings. */
+static int
+open_check(const char *socket_path, json_t *settings, bool heartbeats, herd_conn **ret,
+    struct herd__settings *s, herd_error **ret_error)
 {
 	_cleanup_free_ char *settings_err = NULL;
-	_cleanup_json_ json_t *params = NULL;
-	_cleanup_json_ json_t *result = NULL;
-	struct herd__settings s;
-	herd_error *err = NULL;
-	herd_conn *conn;
-	json_t *version;
 	int r;
 
-	if (ret_error)
-		*ret_error = NULL;
 	if (!socket_path || !*socket_path || !ret)
 		return fail_local(ret_error, -EINVAL, HERD_E_INVALID_PARAMS,
 		    "a socket path and a place for the connection are required");
@@ -158,75 +137,114 @@ herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra, 
 	if (settings && !json_is_object(settings))
 		return fail_local(
 		    ret_error, -EINVAL, HERD_E_INVALID_PARAMS, "settings must be a JSON object");
-	r = herd__settings_resolve(settings, &s, &settings_err);
+	r = herd__settings_resolve(settings, s, &settings_err);
 	if (r < 0)
 		return fail_local(ret_error, r, HERD_E_INVALID_PARAMS, "%s",
 		    settings_err ? settings_err : strerror(-r));
 	if (!heartbeats)
-		s.heartbeat_interval_ms = s.heartbeat_timeout_ms = 0;
+		s->heartbeat_interval_ms = s->heartbeat_timeout_ms = 0;
+	return 0;
+}
 
-	conn = calloc(1, sizeof(*conn));
-	if (!conn)
-		return fail_local(ret_error, -ENOMEM, HERD_E_INTERNAL_ERROR, "out of memory");
-	conn->n_ref = 1;
-	pthread_mutex_init(&conn->io_lock, NULL);
-	conn->state = CONN_HANDSHAKE;
-	conn->settings = s;
-	conn->max_send = s.max_message_size;
-	conn->call_timeout_usec = HERD_DEFAULT_CALL_TIMEOUT_USEC;
-	proto_reader_init(&conn->reader, s.max_message_size, HERD_MAX_DEPTH);
-	proto_outq_init(&conn->outq, HERD_DEFAULT_MAX_OUTPUT);
-	conn->fd = socket_connect(socket_path, s.connection_timeout_ms);
-	if (conn->fd < 0) {
-		r = conn->fd;
-		conn->state = CONN_CLOSED;
-		conn_free(conn);
-		return fail_local(ret_error, r, HERD_E_CONNECTION_CLOSED,
-		    "cannot connect to %s: %s", socket_path, strerror(-r));
+/* A connection over fd (taken over), before any hello. NULL on ENOMEM (fd closed). */
+herd_conn *
+herd__conn_new(int fd, const struct herd__settings *s)
+{
+	herd_conn *conn = calloc(1, sizeof(*conn));
+
+	if (!conn) {
+		close(fd);
+		return NULL;
 	}
+	herd__peer_init(&conn->peer, fd, &herd__conn_peer_ops, conn, s->max_message_size,
+	    HERD_DEFAULT_MAX_OUTPUT);
+	conn->state = CONN_HANDSHAKE;
+	conn->settings = *s;
+	conn->call_timeout_usec = HERD_DEFAULT_CALL_TIMEOUT_USEC;
+	return conn;
+}
 
-	params = hello_params(conn, role, hello_extra);
+/* Says hello with role and the extra params, and checks the answer. */
+static int
+conn_hello(herd_conn *conn, const char *role, json_t *hello_extra, json_t **ret_result,
+    herd_error **ret_err)
+{
+	_cleanup_json_ json_t *params = hello_params(conn, role, hello_extra);
+	json_t *version;
+	int r;
+
 	if (!params) {
-		r = -ENOMEM;
-		err = herd__error_new(HERD_E_INTERNAL_ERROR, "out of memory", NULL);
-		goto fail;
+		*ret_err = herd__error_new(HERD_E_INTERNAL_ERROR, "out of memory", NULL);
+		return -ENOMEM;
 	}
 	/* connect() was bounded by connection_timeout_ms; the answer to hello is bounded by
 	 * handshake_timeout_ms, the limit PROTOCOL.md 3.2 gives both ends of a handshake. */
-	r = herd__call_sync(
-	    conn, "hello", params, s.handshake_timeout_ms * HERD__USEC_PER_MSEC, &result, &err);
+	r = herd__call_sync(conn, "hello", params,
+	    conn->settings.handshake_timeout_ms * HERD__USEC_PER_MSEC, ret_result, ret_err);
 	if (r == -EMSGSIZE) {
-		herd_error_unref(err);
-		err = herd__error_new(HERD_E_MESSAGE_TOO_LARGE,
+		herd_error_unref(*ret_err);
+		*ret_err = herd__error_new(HERD_E_MESSAGE_TOO_LARGE,
 		    "the hello (init argument) is larger than max_message_size", NULL);
 	}
 	if (r < 0)
-		goto fail;
-	version = json_object_get(result, "version");
+		return r;
+	version = json_object_get(*ret_result, "version");
 	if (!json_is_integer(version) || json_integer_value(version) != HERD_PROTOCOL_VERSION) {
-		r = -EPROTO;
-		err = herd__error_newf(HERD_E_VERSION_MISMATCH,
+		*ret_err = herd__error_newf(HERD_E_VERSION_MISMATCH,
 		    "the server speaks protocol version %lld, not %d",
 		    (long long)json_integer_value(version), HERD_PROTOCOL_VERSION);
-		goto fail;
+		return -EPROTO;
 	}
+	return 0;
+}
 
+/* The hello was answered: the session is open, with the settings the server agreed to. */
+static void
+conn_opened(herd_conn *conn, json_t *result)
+{
 	conn->server_info = json_incref(result);
 	conn_apply_effective(conn, result);
 	conn->state = CONN_OPEN;
-	conn->last_recv_usec = herd__now_usec();
-	conn->next_heartbeat_usec =
-	    conn->last_recv_usec + conn->settings.heartbeat_interval_ms * HERD__USEC_PER_MSEC;
+	if (herd__conn_heartbeats_on(conn))
+		herd__peer_set_heartbeat(&conn->peer, conn->settings.heartbeat_interval_ms,
+		    conn->settings.heartbeat_timeout_ms);
 	/* From now on a wait on another connection sends this one's heartbeats too. */
 	herd__keepalive_add(conn);
+}
+
+/* Connects, says hello and returns an open connection. */
+int
+herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra, json_t *settings,
+    bool heartbeats, herd_conn **ret, herd_error **ret_error)
+{
+	_cleanup_json_ json_t *result = NULL;
+	struct herd__settings s;
+	herd_error *err = NULL;
+	herd_conn *conn;
+	int fd, r;
+
+	if (ret_error)
+		*ret_error = NULL;
+	r = open_check(socket_path, settings, heartbeats, ret, &s, ret_error);
+	if (r < 0)
+		return r;
+	fd = socket_connect(socket_path, s.connection_timeout_ms);
+	if (fd < 0)
+		return fail_local(ret_error, fd, HERD_E_CONNECTION_CLOSED,
+		    "cannot connect to %s: %s", socket_path, strerror(-fd));
+	conn = herd__conn_new(fd, &s);
+	if (!conn)
+		return fail_local(ret_error, -ENOMEM, HERD_E_INTERNAL_ERROR, "out of memory");
+	r = conn_hello(conn, role, hello_extra, &result, &err);
+	if (r < 0) {
+		set_error(ret_error, err);
+		herd_error_unref(err);
+		herd_conn_unref(conn);
+		return r;
+	}
+	conn_opened(conn, result);
 	*ret = conn;
 	return 0;
-
-fail:
-	set_error(ret_error, err);
-	herd_error_unref(err);
-	herd_conn_unref(conn);
-	return r;
 }
 
 HERD_EXPORT int
@@ -255,24 +273,36 @@ herd_conn_connect(const char *socket_path, json_t *init, json_t *settings, herd_
 void
 herd__conn_close(herd_conn *conn, int reason, herd_error *err)
 {
-	herd_error *own = NULL, *ops_err;
-	herd_conn_close_cb cb;
-
 	if (conn->state == CONN_CLOSED || conn->closing)
 		return;
+	conn->close_err = err;
+	herd__peer_abort(&conn->peer, reason, NULL);
+	conn->close_err = NULL;
+}
+
+/* Every path that loses the socket ends here, once: the peer's closed callback. */
+void
+herd__conn_closed(struct herd__peer *p, int reason, const char *why)
+{
+	herd_conn *conn = p->userdata;
+	herd_error *err = conn->close_err, *own = NULL, *ops_err;
+	herd_conn_close_cb cb;
+
 	conn->closing = true;
 	herd_conn_ref(conn);
-
 	/* Off the list before the socket closes: no keepalive pass may write on it after. */
 	herd__keepalive_remove(conn);
-	herd__conn_detach_ev(conn);
-	if (conn->fd >= 0)
-		close(conn->fd);
-	conn->fd = -1;
+	/* What the peer still has to say (a framing error's reply) gets one try, no wait. */
+	(void)herd__peer_flush(p, 0);
+	herd__peer_abort(p, reason, NULL);
 	conn->state = CONN_CLOSED;
-	proto_outq_free(&conn->outq);
 
-	if (!err)
+	if (reason == -EPIPE)
+		reason = -ECONNRESET;
+	if (!err && why)
+		err = own =
+		    herd__error_newf(HERD_E_CONNECTION_CLOSED, "connection closed: %s", why);
+	else if (!err)
 		err = own = herd__error_new(HERD_E_CONNECTION_CLOSED,
 		    reason == 0 ? "connection closed locally" : "connection closed", NULL);
 	if (herd_error_code(err) == HERD_E_CONNECTION_CLOSED)
@@ -292,27 +322,33 @@ herd__conn_close(herd_conn *conn, int reason, herd_error *err)
 	herd_conn_unref(conn);
 }
 
+/* The last reference went: what the connection holds goes with it. */
+void
+herd__conn_free(struct herd__peer *p)
+{
+	herd_conn *conn = p->userdata;
+
+	herd__keepalive_remove(conn);
+	herd__ops_free(conn);
+	json_decref(conn->server_info);
+	herd_error_unref(conn->last_error);
+	free(conn);
+}
+
 HERD_EXPORT herd_conn *
 herd_conn_ref(herd_conn *conn)
 {
 	if (conn)
-		conn->n_ref++;
+		herd__peer_ref(&conn->peer);
 	return conn;
 }
 
+/* The last reference closes an open connection first; its callbacks see a live handle. */
 HERD_EXPORT herd_conn *
 herd_conn_unref(herd_conn *conn)
 {
-	if (!conn || --conn->n_ref > 0)
-		return NULL;
-	if (conn->state != CONN_CLOSED) {
-		/* Revive for the close so its callbacks see a live handle; one may keep it. */
-		conn->n_ref = 1;
-		herd__conn_close(conn, 0, NULL);
-		if (--conn->n_ref > 0)
-			return NULL;
-	}
-	conn_free(conn);
+	if (conn)
+		herd__peer_unref(&conn->peer);
 	return NULL;
 }
 

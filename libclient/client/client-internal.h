@@ -82,16 +82,18 @@ enum conn_state {
 	CONN_CLOSED,
 };
 
+/*
+ * A connection: the shared JSON-lines peer (common/peer.h) for the socket,
+ * its reader, output queue, heartbeats and references, plus the calls
+ * pending on it. The public reference count is the peer's.
+ */
 struct herd_conn {
-	unsigned n_ref;
+	struct herd__peer peer;
 	enum conn_state state;
-	int fd;
 	bool closing; /* inside conn_close: no new operations */
+	herd_error *close_err; /* why herd__conn_close() is closing, for the closed callback */
 
 	struct herd__settings settings; /* ours; max_message_size is what we accept */
-	size_t max_send; /* the smaller of ours and the limit the peer announced */
-	struct proto_reader reader;
-	struct proto_outq outq;
 
 	int64_t next_id;
 	struct herd__op **buckets;
@@ -102,16 +104,11 @@ struct herd_conn {
 	uint64_t next_op_deadline;
 
 	uint64_t call_timeout_usec;
-	/* Heartbeats: 0 interval means off. */
-	uint64_t last_recv_usec;
-	uint64_t next_heartbeat_usec; /* under io_lock */
 
 	/*
 	 * Another thread's keepalive (client-keepalive.c) may write on this connection while
-	 * it is listed, so outq, the socket's writes and next_heartbeat_usec are changed only
-	 * under io_lock. It is held for short, non-blocking stretches, never across a callback.
+	 * it is listed: it touches only the peer's output side, under the peer's lock.
 	 */
-	pthread_mutex_t io_lock;
 	bool ka_listed; /* in the keepalive list; changed by the owning thread only */
 	herd_conn *ka_prev, *ka_next;
 
@@ -123,13 +120,9 @@ struct herd_conn {
 
 	/* Notifications the conn itself does not know ("event" for the master API). */
 	void (*notify_fn)(herd_conn *conn, const char *method, json_t *params, void *userdata);
+	/* Params of our heartbeats (a new reference; NULL: none), with notify_userdata. */
+	json_t *(*heartbeat_fn)(herd_conn *conn, void *userdata);
 	void *notify_userdata;
-
-	/* libev attachment. */
-	struct ev_loop *loop;
-	ev_io io;
-	ev_timer timer;
-	int io_events; /* what io is registered for */
 };
 
 /* True when the connection sends and expects heartbeats: both settings are non-zero. */
@@ -157,15 +150,25 @@ int herd__autostart(const char *socket_path, bool default_path, unsigned timeout
  */
 int herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra,
     json_t *settings, bool heartbeats, herd_conn **ret, herd_error **ret_error);
+/*
+ * A connection over fd (connected, non-blocking, close-on-exec; taken over)
+ * with settings s, before any hello: herd__conn_open() says hello on it, the
+ * worker's fd-3 channel its own. NULL on ENOMEM (fd closed).
+ */
+herd_conn *herd__conn_new(int fd, const struct herd__settings *s);
 /* Closes with reason/err (err may be NULL: a connection_closed error is made). */
 void herd__conn_close(herd_conn *conn, int reason, herd_error *err);
 /* Stores the error of the last failed request. */
 void herd__conn_set_error(herd_conn *conn, herd_error *err);
+/* The peer's closed callback: fails what is pending and tells the owner once. */
+void herd__conn_closed(struct herd__peer *p, int reason, const char *why);
+/* The peer's free callback. */
+void herd__conn_free(struct herd__peer *p);
 
 /* ---- client-io.c ---- */
 
-/* Writes as much queued output as the socket takes; io_lock held. >0 progress, 0, or -errno. */
-int herd__conn_write_locked(herd_conn *conn);
+/* The peer's callbacks of a connection. */
+extern const struct herd__peer_ops herd__conn_peer_ops;
 /* Encodes msg and queues it, then tries to write at once. -EMSGSIZE leaves nothing queued. */
 int herd__conn_send(herd_conn *conn, json_t *msg);
 /* Queues a notification method(params) (params stolen). */
@@ -183,7 +186,6 @@ int herd__conn_run(herd_conn *conn, const bool *done, uint64_t deadline);
 int herd__poll_ms(uint64_t deadline);
 /* Makes the libev watchers follow the connection's events and deadline. */
 void herd__conn_update_ev(herd_conn *conn);
-void herd__conn_detach_ev(herd_conn *conn);
 
 /* ---- client-keepalive.c ---- */
 

@@ -1,125 +1,31 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The connection engine: non-blocking reads and writes, message dispatch,
- * deadlines and heartbeats. herd_conn_process() is the single entry point;
- * blocking calls and the libev glue both drive it.
+ * The connection engine: message dispatch and call deadlines on top of the
+ * shared peer (common/peer.h), which reads, writes, frames and keeps the
+ * heartbeats. herd_conn_process() is the single entry point; blocking calls
+ * and the libev glue both drive it.
  */
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
-#include <unistd.h>
 
 #include "client/client-internal.h"
 
-#define READ_CHUNK   65536u
-#define WRITE_IOVECS 64
-
-/* One writer for every queue of libherd: connections, the worker's sockets, herdd's channel. */
-int
-herd__outq_write(struct proto_outq *q, int fd, size_t *ret_written)
+static herd_conn *
+conn_of(struct herd__peer *p)
 {
-	size_t written = 0;
-	int r = 0;
-
-	while (!proto_outq_empty(q)) {
-		struct iovec iov[WRITE_IOVECS];
-		struct msghdr mh = { .msg_iov = iov };
-		ssize_t n;
-
-		mh.msg_iovlen = (size_t)proto_outq_peek(q, iov, WRITE_IOVECS);
-		/* sendmsg with MSG_NOSIGNAL: a dead peer is an error code, not SIGPIPE. */
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			break;
-		}
-		proto_outq_consume(q, (size_t)n);
-		written += (size_t)n;
-	}
-	if (ret_written)
-		*ret_written = written;
-	return r;
-}
-
-/* Writes as much queued output as the socket takes; io_lock held. >0 progress, 0, or -errno. */
-int
-herd__conn_write_locked(herd_conn *conn)
-{
-	size_t written;
-	int r = herd__outq_write(&conn->outq, conn->fd, &written);
-
-	if (r < 0 && r != -EAGAIN)
-		return r;
-	return written > 0;
-}
-
-/* The same, taking io_lock: the owning thread's writes. */
-static int
-conn_write(herd_conn *conn)
-{
-	int r;
-
-	pthread_mutex_lock(&conn->io_lock);
-	r = herd__conn_write_locked(conn);
-	pthread_mutex_unlock(&conn->io_lock);
-	return r;
-}
-
-/* True while output waits in the queue. */
-static bool
-conn_output_queued(herd_conn *conn)
-{
-	bool queued;
-
-	pthread_mutex_lock(&conn->io_lock);
-	queued = !proto_outq_empty(&conn->outq);
-	pthread_mutex_unlock(&conn->io_lock);
-	return queued;
-}
-
-/* Closes the connection after a socket error, with reason -ECONNRESET for a vanished peer. */
-static void
-conn_io_failed(herd_conn *conn, int r, const char *what)
-{
-	herd_error *err;
-
-	if (r == -EPIPE)
-		r = -ECONNRESET;
-	err = herd__error_newf(
-	    HERD_E_CONNECTION_CLOSED, "connection closed: %s failed: %s", what, strerror(-r));
-	herd__conn_close(conn, r, err);
-	herd_error_unref(err);
+	return p->userdata;
 }
 
 /* Queues msg and writes at once: most messages go out without waiting for the loop. */
 int
 herd__conn_send(herd_conn *conn, json_t *msg)
 {
-	int r, w = 0;
-
 	if (conn->state == CONN_CLOSED)
 		return -ENOTCONN;
-	pthread_mutex_lock(&conn->io_lock);
-	r = proto_outq_push_json(&conn->outq, msg, conn->max_send);
-	if (r == 0)
-		w = herd__conn_write_locked(conn);
-	pthread_mutex_unlock(&conn->io_lock);
-	if (r < 0)
-		return r;
-	r = w;
-	if (r < 0) {
-		/* The failure closes the connection; the message counts as sent and lost. */
-		conn_io_failed(conn, r, "write");
-		return 0;
-	}
-	if (conn->loop)
-		herd__conn_update_ev(conn);
-	return 0;
+	/* A failed write closes the connection; the message counts as sent and lost. */
+	return herd__peer_send(&conn->peer, msg);
 }
 
 /* Queues a notification; params are stolen. */
@@ -131,27 +37,6 @@ herd__conn_notify(herd_conn *conn, const char *method, json_t *params)
 	if (!msg)
 		return -ENOMEM;
 	return herd__conn_send(conn, msg);
-}
-
-/*
- * A framing error from the peer: tell it why (one error reply with id null,
- * best effort) and close, as PROTOCOL.md asks of every receiver.
- */
-static void
-conn_framing_error(herd_conn *conn, const struct proto_error *perr)
-{
-	_cleanup_json_ json_t *reply = proto_error(json_null(), perr->code, perr->text, NULL);
-	herd_error *err;
-
-	pthread_mutex_lock(&conn->io_lock);
-	if (reply && proto_outq_push_json(&conn->outq, reply, conn->max_send) == 0)
-		(void)herd__conn_write_locked(conn);
-	pthread_mutex_unlock(&conn->io_lock);
-	err = herd__error_newf(HERD_E_CONNECTION_CLOSED,
-	    "connection closed: the peer sent an invalid message (%s: %s)",
-	    proto_error_name(perr->code) ? proto_error_name(perr->code) : "?", perr->text);
-	herd__conn_close(conn, -EBADMSG, err);
-	herd_error_unref(err);
 }
 
 /* A reply to one of our requests. */
@@ -200,15 +85,17 @@ conn_dispatch_item(herd_conn *conn, json_t *params)
 	    json_is_true(json_object_get(params, "initial")));
 }
 
-/* One incoming message. The caller holds a reference on conn. */
+/* One incoming message. The peer holds a reference on conn. */
 static void
-conn_dispatch(herd_conn *conn, json_t *msg)
+conn_peer_message(struct herd__peer *p, json_t *msg)
 {
+	herd_conn *conn = conn_of(p);
 	struct proto_msg m;
 	struct proto_error perr;
 
 	if (proto_msg_parse(msg, &m, &perr) < 0) {
-		conn_framing_error(conn, &perr);
+		/* Tell the peer why (PROTOCOL.md asks it of every receiver) and close. */
+		herd__peer_refuse(&conn->peer, &perr);
 		return;
 	}
 	switch (m.kind) {
@@ -236,157 +123,70 @@ conn_dispatch(herd_conn *conn, json_t *msg)
 	}
 }
 
-/* Dispatches every whole message already buffered. Returns how many. */
-static int
-conn_dispatch_buffered(herd_conn *conn)
+/* End of input: the peer is gone, and so is every call waiting on it. */
+static void
+conn_peer_eof(struct herd__peer *p)
 {
-	int n = 0;
+	herd_error *err =
+	    herd__error_new(HERD_E_CONNECTION_CLOSED, "connection closed by the peer", NULL);
 
-	while (conn->state != CONN_CLOSED) {
-		struct proto_error perr;
-		json_t *msg = NULL;
-		int r;
-
-		r = proto_reader_next(&conn->reader, &msg, &perr);
-		if (r == 0)
-			break;
-		if (r < 0) {
-			conn_framing_error(conn, &perr);
-			return n + 1;
-		}
-		conn_dispatch(conn, msg);
-		json_decref(msg);
-		n++;
-	}
-	return n;
+	herd__conn_close(conn_of(p), -ECONNRESET, err);
+	herd_error_unref(err);
 }
 
-/* One read. Returns >0 bytes read, 0 nothing available, or <0 after closing. */
 static int
-conn_read(herd_conn *conn)
+conn_peer_process(struct herd__peer *p)
 {
-	char buf[READ_CHUNK];
-	ssize_t n;
-	int r;
-
-	do
-		n = recv(conn->fd, buf, sizeof(buf), MSG_DONTWAIT);
-	while (n < 0 && errno == EINTR);
-	if (n < 0) {
-		if (errno == EAGAIN)
-			return 0;
-		r = -errno;
-		conn_io_failed(conn, r, "read");
-		return r;
-	}
-	if (n == 0) {
-		herd_error *err = herd__error_new(
-		    HERD_E_CONNECTION_CLOSED, "connection closed by the peer", NULL);
-
-		herd__conn_close(conn, -ECONNRESET, err);
-		herd_error_unref(err);
-		return -ECONNRESET;
-	}
-	conn->last_recv_usec = herd__now_usec();
-	r = proto_reader_feed(&conn->reader, buf, (size_t)n);
-	if (r < 0) {
-		conn_io_failed(conn, r, "buffering input");
-		return r;
-	}
-	return 1;
+	return herd_conn_process(conn_of(p));
 }
+
+static uint64_t
+conn_peer_timeout(struct herd__peer *p)
+{
+	uint64_t t;
+
+	return herd_conn_get_timeout(conn_of(p), &t) < 0 ? HERD__USEC_INFINITY : t;
+}
+
+static json_t *
+conn_peer_heartbeat_params(struct herd__peer *p)
+{
+	herd_conn *conn = conn_of(p);
+
+	return conn->heartbeat_fn ? conn->heartbeat_fn(conn, conn->notify_userdata) : NULL;
+}
+
+const struct herd__peer_ops herd__conn_peer_ops = {
+	.heartbeat_params = conn_peer_heartbeat_params,
+	.message = conn_peer_message,
+	.eof = conn_peer_eof,
+	.closed = herd__conn_closed,
+	.free = herd__conn_free,
+	.process = conn_peer_process,
+	.timeout = conn_peer_timeout,
+};
 
 /*
- * Sends a heartbeat when due and closes a connection that has gone silent.
- *
- * Silence is judged after herd_conn_process() has read the socket: a connection
- * nobody processed for a while (the program blocked on another one, and the
+ * Silence is judged after the peer has read the socket: a connection nobody
+ * processed for a while (the program blocked on another one, and the
  * keepalive only writes) has its peer's heartbeats waiting in the socket, and
  * reading them first counts them as received now. A peer that died shut its
  * socket and is seen as EOF by the same read.
  */
-static int
-conn_heartbeat(herd_conn *conn, uint64_t now)
-{
-	uint64_t timeout = conn->settings.heartbeat_timeout_ms * HERD__USEC_PER_MSEC;
-	bool due;
-
-	if (!herd__conn_heartbeats_on(conn) || conn->state != CONN_OPEN)
-		return 0;
-	if (now - conn->last_recv_usec >= timeout) {
-		herd_error *err = herd__error_newf(HERD_E_CONNECTION_CLOSED,
-		    "connection closed: nothing received for %u ms (heartbeat timeout)",
-		    conn->settings.heartbeat_timeout_ms);
-
-		herd__conn_close(conn, -ETIMEDOUT, err);
-		herd_error_unref(err);
-		return 1;
-	}
-	/* Decided under io_lock so this and another thread's keepalive never both send it. */
-	pthread_mutex_lock(&conn->io_lock);
-	due = now >= conn->next_heartbeat_usec;
-	if (due)
-		conn->next_heartbeat_usec =
-		    now + conn->settings.heartbeat_interval_ms * HERD__USEC_PER_MSEC;
-	pthread_mutex_unlock(&conn->io_lock);
-	if (!due)
-		return 0;
-	(void)herd__conn_notify(conn, "heartbeat", NULL);
-	return 1;
-}
-
 HERD_EXPORT int
 herd_conn_process(herd_conn *conn)
 {
-	int progress = 0;
-	uint64_t now;
-	int r;
+	int progress;
 
 	if (!conn)
 		return -EINVAL;
 	if (conn->state == CONN_CLOSED)
 		return -ENOTCONN;
-
 	herd_conn_ref(conn);
-	r = conn_write(conn);
-	if (r < 0) {
-		conn_io_failed(conn, r, "write");
+	progress = herd__peer_process(&conn->peer) > 0;
+	if (conn->state != CONN_CLOSED && herd__ops_expire(conn, herd__now_usec()) > 0)
 		progress = 1;
-		goto out;
-	}
-	progress |= r;
-
-	/* Buffered messages first: a nested blocking call may have left some behind. */
-	if (conn_dispatch_buffered(conn) > 0)
-		progress = 1;
-	if (conn->state == CONN_CLOSED)
-		goto out;
-	r = conn_read(conn);
-	if (r != 0)
-		progress = 1;
-	if (r > 0)
-		(void)conn_dispatch_buffered(conn);
-	if (conn->state == CONN_CLOSED)
-		goto out;
-
-	now = herd__now_usec();
-	if (herd__ops_expire(conn, now) > 0)
-		progress = 1;
-	if (conn->state == CONN_CLOSED)
-		goto out;
-	if (conn_heartbeat(conn, now) > 0)
-		progress = 1;
-	if (conn->state == CONN_CLOSED)
-		goto out;
-
-	r = conn_write(conn);
-	if (r < 0) {
-		conn_io_failed(conn, r, "write");
-		progress = 1;
-	}
-out:
-	if (conn->loop)
-		herd__conn_update_ev(conn);
+	herd__conn_update_ev(conn);
 	herd_conn_unref(conn);
 	return progress;
 }
@@ -398,7 +198,7 @@ herd_conn_get_fd(herd_conn *conn)
 		return -EINVAL;
 	if (conn->state == CONN_CLOSED)
 		return -ENOTCONN;
-	return conn->fd;
+	return conn->peer.fd;
 }
 
 HERD_EXPORT int
@@ -408,33 +208,21 @@ herd_conn_get_events(herd_conn *conn)
 		return -EINVAL;
 	if (conn->state == CONN_CLOSED)
 		return -ENOTCONN;
-	return POLLIN | (conn_output_queued(conn) ? POLLOUT : 0);
+	return POLLIN | (herd__peer_events(&conn->peer) & POLLOUT);
 }
 
 HERD_EXPORT int
 herd_conn_get_timeout(herd_conn *conn, uint64_t *ret_usec)
 {
-	uint64_t t;
+	uint64_t t, peer;
 
 	if (!conn || !ret_usec)
 		return -EINVAL;
 	if (conn->state == CONN_CLOSED)
 		return -ENOTCONN;
 	t = herd__ops_next_deadline(conn);
-	if (herd__conn_heartbeats_on(conn) && conn->state == CONN_OPEN) {
-		uint64_t silent = conn->last_recv_usec +
-		    conn->settings.heartbeat_timeout_ms * HERD__USEC_PER_MSEC;
-		uint64_t beat;
-
-		pthread_mutex_lock(&conn->io_lock);
-		beat = conn->next_heartbeat_usec;
-		pthread_mutex_unlock(&conn->io_lock);
-		if (beat < t)
-			t = beat;
-		if (silent < t)
-			t = silent;
-	}
-	*ret_usec = t;
+	peer = herd__peer_timeout(&conn->peer);
+	*ret_usec = peer < t ? peer : t;
 	return 0;
 }
 
@@ -472,7 +260,7 @@ conn_poll(herd_conn *conn, uint64_t limit)
 		return r;
 	if (limit < t)
 		t = limit;
-	pfd = (struct pollfd){ .fd = conn->fd, .events = (short)herd_conn_get_events(conn) };
+	pfd = (struct pollfd){ .fd = conn->peer.fd, .events = (short)herd_conn_get_events(conn) };
 	for (;;) {
 		ka = herd__keepalive(conn);
 		r = poll(&pfd, 1, herd__poll_ms(ka < t ? ka : t));
@@ -546,7 +334,7 @@ herd_conn_flush(herd_conn *conn, uint64_t timeout_usec)
 			r = -ECONNRESET;
 			break;
 		}
-		if (!conn_output_queued(conn)) {
+		if (!(herd__peer_events(&conn->peer) & POLLOUT)) {
 			r = 0;
 			break;
 		}

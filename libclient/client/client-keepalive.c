@@ -26,13 +26,13 @@
  *
  * Threads: the list is process-wide, so a thread blocked in libherd keeps
  * alive the idle connections of other threads too. That is safe because a
- * pass touches only what every thread changes under the connection's io_lock
- * (its output queue, its socket's writes and next_heartbeat_usec), and takes it
- * with trylock, so it never waits for the owner: a connection whose owner is
- * writing is skipped (it is busy, hence alive). A pass holds list_lock while
+ * pass (herd__peer_keepalive()) touches only the peer's output side, which
+ * every thread changes under the peer's lock (its output queue, its socket's
+ * writes and next_beat), and takes it with trylock, so it never waits for the
+ * owner: a connection whose owner is writing is skipped (it is busy, hence alive). A pass holds list_lock while
  * it touches a connection, and a connection leaves the list under list_lock
  * before its socket closes or it is freed, so a pass never sees one go away.
- * The owner never holds io_lock while it takes list_lock: no lock order to get
+ * The owner never holds the peer's lock while it takes list_lock: no lock order to get
  * wrong.
  *
  * fork(): a child inherits the parent's list and sockets. It must not send on
@@ -89,12 +89,6 @@ atfork_register(void)
 	(void)pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
-static uint64_t
-interval_usec(const herd_conn *conn)
-{
-	return conn->settings.heartbeat_interval_ms * HERD__USEC_PER_MSEC;
-}
-
 /* Lowers next_pass to t; list_lock held. */
 static void
 next_pass_lower(uint64_t t)
@@ -109,13 +103,13 @@ herd__keepalive_add(herd_conn *conn)
 {
 	uint64_t beat;
 
-	if (conn->ka_listed || conn->state != CONN_OPEN || conn->closing || conn->loop ||
+	if (conn->ka_listed || conn->state != CONN_OPEN || conn->closing || conn->peer.loop ||
 	    !herd__conn_heartbeats_on(conn))
 		return;
 	pthread_once(&atfork_once, atfork_register);
-	pthread_mutex_lock(&conn->io_lock);
-	beat = conn->next_heartbeat_usec;
-	pthread_mutex_unlock(&conn->io_lock);
+	pthread_mutex_lock(&conn->peer.lock);
+	beat = conn->peer.next_beat;
+	pthread_mutex_unlock(&conn->peer.lock);
 
 	pthread_mutex_lock(&list_lock);
 	conn->ka_prev = NULL;
@@ -146,28 +140,6 @@ herd__keepalive_remove(herd_conn *conn)
 	pthread_mutex_unlock(&list_lock);
 }
 
-/*
- * One connection's share of a pass, io_lock held: a heartbeat if due, then
- * whatever output the socket takes. Errors are ignored here (see above).
- * Returns when this connection next needs a pass.
- */
-static uint64_t
-keepalive_conn(herd_conn *conn, uint64_t now)
-{
-	if (now >= conn->next_heartbeat_usec) {
-		_cleanup_json_ json_t *msg = proto_notification("heartbeat", NULL);
-
-		/* A full queue (-ENOBUFS) or no memory: the peer hears the queued output instead,
-		 * or nothing, which is what would happen without the keepalive. */
-		if (msg)
-			(void)proto_outq_push_json(&conn->outq, msg, conn->max_send);
-		conn->next_heartbeat_usec = now + interval_usec(conn);
-	}
-	if (!proto_outq_empty(&conn->outq))
-		(void)herd__conn_write_locked(conn);
-	return conn->next_heartbeat_usec;
-}
-
 /* Sends due heartbeats on the listed connections but self. Returns when the next pass is due. */
 uint64_t
 herd__keepalive(herd_conn *self)
@@ -184,13 +156,13 @@ herd__keepalive(herd_conn *self)
 	for (c = list_head; c; c = c->ka_next) {
 		uint64_t t;
 
-		if (pthread_mutex_trylock(&c->io_lock) != 0) {
-			/* Its owner is writing on it right now: look again one interval later. */
-			t = now + interval_usec(c);
+		if (c != self) {
+			t = herd__peer_keepalive(&c->peer, now);
 		} else {
 			/* self is being processed by our caller, which sends its heartbeats. */
-			t = c == self ? c->next_heartbeat_usec : keepalive_conn(c, now);
-			pthread_mutex_unlock(&c->io_lock);
+			pthread_mutex_lock(&c->peer.lock);
+			t = c->peer.next_beat;
+			pthread_mutex_unlock(&c->peer.lock);
 		}
 		if (t < next)
 			next = t;

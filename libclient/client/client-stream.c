@@ -177,8 +177,7 @@ op_cancel(struct herd__op *op)
 		return 0; /* sending found the connection dead: the op already ended */
 	op->deadline = herd__deadline(conn->call_timeout_usec);
 	conn->deadline_dirty = true;
-	if (conn->loop)
-		herd__conn_update_ev(conn);
+	herd__conn_update_ev(conn);
 	/* A failed send has closed the connection, which ended the op: the cancel is done. */
 	(void)r;
 	return 0;
@@ -281,8 +280,7 @@ sink_end(herd_sink *k, uint64_t timeout_usec)
 		return r;
 	k->op.deadline = herd__deadline(herd__conn_timeout(conn, timeout_usec));
 	conn->deadline_dirty = true;
-	if (conn->loop)
-		herd__conn_update_ev(conn);
+	herd__conn_update_ev(conn);
 	return 0;
 }
 

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "herd/common.h"
+#include "common/peer.h"
 #include "herd/protocol.h"
 
 #define HERD__EXPORT HERD_EXPORT
@@ -81,21 +82,7 @@ void herd__error_set(herd_error **slot, herd_error *err);
 
 /* ---- small helpers ---- */
 
-/* CLOCK_MONOTONIC in microseconds. */
-uint64_t herd__now_usec(void);
-
-/* Adds a relative timeout to now, saturating at UINT64_MAX (infinite). */
-uint64_t herd__deadline(uint64_t timeout_usec);
-
-/*
- * Writes the queued output of q to the socket fd, without blocking, until the
- * queue is empty or the socket is full. Sets *ret_written (may be NULL) to the
- * bytes written, whatever the return. Returns 0 once the queue is empty,
- * -EAGAIN when the socket is full, or another -errno (-EPIPE, -ECONNRESET: the
- * peer is gone). Defined in client-io.c; the serving side uses it too.
- */
-struct proto_outq;
-int herd__outq_write(struct proto_outq *q, int fd, size_t *ret_written);
+/* herd__now_usec() and herd__deadline() come with the peer (common/peer.h). */
 
 #define HERD__USEC_PER_MSEC 1000ull
 #define HERD__USEC_INFINITY UINT64_MAX

@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/internal.h"
 
@@ -78,25 +77,4 @@ json_t *
 herd__settings_to_json(const struct herd__settings *s)
 {
 	return s ? proto_settings_to_json(s) : NULL;
-}
-
-/* CLOCK_MONOTONIC in microseconds. */
-uint64_t
-herd__now_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000ull;
-}
-
-/* now + timeout, saturating so "infinite" stays infinite. */
-uint64_t
-herd__deadline(uint64_t timeout_usec)
-{
-	uint64_t now = herd__now_usec();
-
-	if (timeout_usec == HERD__USEC_INFINITY || timeout_usec > UINT64_MAX - now)
-		return HERD__USEC_INFINITY;
-	return now + timeout_usec;
 }

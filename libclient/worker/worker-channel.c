@@ -12,93 +12,58 @@
  *   worker -> herdd  failure {message}         herd_worker_fail(), exit 1
  *   herdd  -> worker shutdown {}               graceful stop
  *   EOF from herdd                              exit at once: nobody supervises us
+ *
+ * The channel is an ordinary client connection (client/) over the inherited
+ * fd, attached to the worker's loop: the engine reads, writes, frames, sends
+ * the heartbeats and matches replies; this file is the conversation only.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "client/client-internal.h"
 #include "worker/worker-internal.h"
 
 /* The channel carries small control messages only. */
 #define CH_MAX_MESSAGE (16u * 1024u * 1024u)
 #define CH_MAX_OUTPUT  (1024u * 1024u)
 
-/* Writes everything queued, waiting up to timeout_ms. Returns 0 or -errno. */
+/* Calls method(params, stolen) on the channel, without a deadline; done may be NULL. */
 static int
-ch_flush(struct herd__main *m, int timeout_ms)
+ch_call(struct herd__main *m, const char *method, json_t *params, herd_call_cb done)
 {
-	for (;;) {
-		struct pollfd p = { .fd = m->ch_fd, .events = POLLOUT };
-		int r = herd__outq_write(&m->ch_outq, m->ch_fd, NULL);
+	int r = params ? herd__call_start(m->ch, method, params, HERD__USEC_INFINITY, done, m, NULL)
+	               : -ENOMEM;
 
-		if (r != -EAGAIN && r != -EWOULDBLOCK)
-			return r;
-		if (timeout_ms <= 0)
-			return -ETIMEDOUT;
-		if (poll(&p, 1, 10) < 0 && errno != EINTR)
-			return -errno;
-		timeout_ms -= 10;
-	}
-}
-
-/* Queues msg (stolen). */
-static int
-ch_send(struct herd__main *m, json_t *msg)
-{
-	int r;
-
-	if (!msg)
-		return -ENOMEM;
-	if (m->ch_fd < 0) {
-		json_decref(msg);
-		return -ENOTCONN;
-	}
-	r = proto_outq_push_json(&m->ch_outq, msg, CH_MAX_MESSAGE);
-	json_decref(msg);
-	if (r < 0 || ev_is_active(&m->ch_wio))
-		return r;
-	/*
-	 * Written at once: a loop iteration only to learn that the socket is
-	 * writable would delay hello and ready, which herdd and a master wait
-	 * for. What is left, after EAGAIN or an error, goes to the write
-	 * watcher, which also ends the worker on an error as it always did.
-	 */
-	herd__outq_write(&m->ch_outq, m->ch_fd, NULL);
-	if (!proto_outq_empty(&m->ch_outq))
-		ev_io_start(m->loop, &m->ch_wio);
-	return 0;
-}
-
-static int64_t
-ch_request(struct herd__main *m, const char *method, json_t *params)
-{
-	int64_t id = ++m->ch_next_id;
-
-	return ch_send(m, proto_request_int(id, method, params)) < 0 ? -1 : id;
+	json_decref(params);
+	return r;
 }
 
 /* Reports a start-up failure to herdd and exits: herdd gets the message as init_failed. */
 static void __attribute__((noreturn)) ch_init_failed(struct herd__main *m, const char *message)
 {
 	herd_log(HERD_LOG_ERR, "init failed: %s", message);
-	ch_request(m, "init_failed",
-	    json_pack("{s:o}", "message", proto_text_string(message, PROTO_FAILURE_TEXT_MAX)));
-	ch_flush(m, 1000);
+	ch_call(m, "init_failed",
+	    json_pack("{s:o}", "message", proto_text_string(message, PROTO_FAILURE_TEXT_MAX)),
+	    NULL);
+	herd__peer_flush(&m->ch->peer, 1000);
 	herd__main_exit_now(1);
 }
 
-static void
-ch_heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* The heartbeat's params: how many calls the worker served. */
+static json_t *
+ch_heartbeat_params(herd_conn *conn, void *userdata)
 {
-	struct herd__main *m = w->data;
-	json_int_t served = m->srv ? (json_int_t)m->srv->served : 0;
+	struct herd__main *m = userdata;
 
-	ch_send(m, proto_notification("heartbeat", json_pack("{s:I}", "served", served)));
+	return json_pack("{s:I}", "served", m->srv ? (json_int_t)m->srv->served : 0);
 }
+
+static void ch_ready_done(
+    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error, void *userdata);
 
 static void
 ch_conn_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -116,7 +81,7 @@ ch_conn_change(struct herd_server *srv, bool opened, void *userdata)
 {
 	struct herd__main *m = userdata;
 
-	ch_send(m, proto_notification("connection", json_pack("{s:i}", "open", srv->n_conns)));
+	herd__conn_notify(m->ch, "connection", json_pack("{s:i}", "open", srv->n_conns));
 	if (opened) {
 		ev_timer_stop(m->loop, &m->conn_timeout);
 		herd__server_stop_accepting(srv);
@@ -168,8 +133,16 @@ ch_hello_result(struct herd__main *m, json_t *result)
 	    conn_timeout > 0 ? (unsigned)conn_timeout : m->srv->settings.connection_timeout_ms;
 	m->close_on_disconnect =
 	    proto_shutdown_on_from_name(shutdown_on) == PROTO_SHUTDOWN_CONNECTION_CLOSED;
-	m->ch_ready_id =
-	    ch_request(m, "ready", json_pack("{s:o}", "functions", herd__functions_json(m->srv)));
+	/*
+	 * Followed from now on, not from herdd's answer to ready: a client may
+	 * come and go before that answer is read, and its end is still ours.
+	 */
+	if (m->close_on_disconnect) {
+		m->srv->on_conn_change = ch_conn_change;
+		m->srv->on_conn_change_data = m;
+	}
+	ch_call(m, "ready", json_pack("{s:o}", "functions", herd__functions_json(m->srv)),
+	    ch_ready_done);
 }
 
 static void
@@ -182,117 +155,74 @@ main_shutdown_cb(herd_server *srv, void *userdata)
 static void
 ch_ready_result(struct herd__main *m)
 {
+	if (m->stopping)
+		return;
 	herd_server_on_shutdown(m->srv, main_shutdown_cb, m);
-	if (m->heartbeat_interval_ms > 0) {
-		double s = m->heartbeat_interval_ms / 1000.0;
-
-		ev_timer_init(&m->ch_heartbeat, ch_heartbeat_cb, s, s);
-		m->ch_heartbeat.data = m;
-		ev_timer_start(m->loop, &m->ch_heartbeat);
-	}
-	if (m->close_on_disconnect) {
-		m->srv->on_conn_change = ch_conn_change;
-		m->srv->on_conn_change_data = m;
-		if (m->srv->n_conns > 0) {
-			/* A client was faster than herdd's answer. */
-			ch_conn_change(m->srv, true, m);
-		} else if (m->connection_timeout_ms > 0) {
-			ev_timer_init(&m->conn_timeout, ch_conn_timeout_cb,
-			    m->connection_timeout_ms / 1000.0, 0.0);
-			m->conn_timeout.data = m;
-			ev_timer_start(m->loop, &m->conn_timeout);
-		}
+	herd__peer_set_heartbeat(&m->ch->peer, m->heartbeat_interval_ms, 0);
+	/* A client that came (and maybe went) already was seen by ch_conn_change(). */
+	if (m->close_on_disconnect && m->srv->n_accepted == 0 && m->connection_timeout_ms > 0) {
+		ev_timer_init(
+		    &m->conn_timeout, ch_conn_timeout_cb, m->connection_timeout_ms / 1000.0, 0.0);
+		m->conn_timeout.data = m;
+		ev_timer_start(m->loop, &m->conn_timeout);
 	}
 }
 
-static void
-ch_message(struct herd__main *m, json_t *msg)
+/*
+ * herdd's answer to hello or ready; a refusal of either ends the worker. A
+ * call failed by the channel's close is the close's business (ch_closed(), or
+ * our own exit).
+ */
+static bool
+ch_refused(herd_conn *conn, int r, herd_error *error)
 {
-	struct proto_msg pm;
-	struct proto_error err;
-	json_int_t id;
-
-	if (proto_msg_parse(msg, &pm, &err) < 0) {
-		herd_log(HERD_LOG_WARNING, "herdd sent an invalid message: %s", err.text);
-		return;
-	}
-	switch (pm.kind) {
-	case PROTO_RESULT:
-	case PROTO_ERROR:
-		id = json_is_integer(pm.id) ? json_integer_value(pm.id) : -1;
-		if (pm.kind == PROTO_ERROR) {
-			herd_log(HERD_LOG_ERR, "herdd refused a message: %s", pm.error_message);
-			if (id == m->ch_hello_id || id == m->ch_ready_id)
-				herd__main_exit_now(1);
-			return;
-		}
-		if (id == m->ch_hello_id)
-			ch_hello_result(m, pm.result);
-		else if (id == m->ch_ready_id)
-			ch_ready_result(m);
-		return;
-	case PROTO_NOTIFICATION:
-		if (strcmp(pm.method, "shutdown") == 0) {
-			herd_log(HERD_LOG_INFO, "herdd asked us to stop");
-			herd__main_stop(m, 0);
-		}
-		return;
-	case PROTO_REQUEST:
-		ch_send(m,
-		    proto_errorf(
-		        pm.id, HERD_E_METHOD_NOT_FOUND, "a worker serves no %s", pm.method));
-		return;
-	}
+	if (r >= 0)
+		return false;
+	if (conn->state == CONN_CLOSED)
+		return true;
+	herd_log(HERD_LOG_ERR, "herdd refused a message: %s",
+	    error ? herd_error_message(error) : strerror(-r));
+	herd__main_exit_now(1);
 }
 
 static void
-ch_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+ch_ready_done(
+    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error, void *userdata)
 {
-	struct herd__main *m = w->data;
-	struct proto_error err;
-	char buf[16384];
-	json_t *msg;
-	ssize_t n;
-	int r;
-
-	n = read(m->ch_fd, buf, sizeof(buf));
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-		return;
-	if (n <= 0) {
-		/* herdd is gone: nobody would reap or supervise us. */
-		herd_log(HERD_LOG_ERR, "herdd closed the channel; exiting");
-		herd__main_exit_now(1);
-	}
-	if (proto_reader_feed(&m->ch_reader, buf, (size_t)n) < 0)
-		herd__main_exit_now(1);
-	while (
-	    ev_is_active(&m->ch_rio) && (r = proto_reader_next(&m->ch_reader, &msg, &err)) != 0) {
-		if (r < 0) {
-			herd_log(HERD_LOG_ERR, "herdd's channel is broken: %s", err.text);
-			herd__main_exit_now(1);
-		}
-		ch_message(m, msg);
-		json_decref(msg);
-	}
+	if (!ch_refused(conn, r, error))
+		ch_ready_result(userdata);
 }
 
 static void
-ch_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+ch_hello_done(
+    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error, void *userdata)
 {
-	struct herd__main *m = w->data;
-	int r = herd__outq_write(&m->ch_outq, m->ch_fd, NULL);
+	if (!ch_refused(conn, r, error))
+		ch_hello_result(userdata, result);
+}
 
-	if (r < 0 && r != -EAGAIN && r != -EWOULDBLOCK) {
-		herd_log(HERD_LOG_ERR, "herdd's channel: %s; exiting", strerror(-r));
-		herd__main_exit_now(1);
+/* herdd's notifications: shutdown is the only one. */
+static void
+ch_notify(herd_conn *conn, const char *method, json_t *params, void *userdata)
+{
+	if (strcmp(method, "shutdown") == 0) {
+		herd_log(HERD_LOG_INFO, "herdd asked us to stop");
+		herd__main_stop(userdata, 0);
 	}
-	if (proto_outq_empty(&m->ch_outq))
-		ev_io_stop(loop, w);
+}
+
+/* herdd is gone (or broke the channel): nobody would reap or supervise us. */
+static void
+ch_closed(herd_conn *conn, int reason, herd_error *err, void *userdata)
+{
+	herd_log(HERD_LOG_ERR, "herdd's channel: %s; exiting", herd_error_message(err));
+	herd__main_exit_now(1);
 }
 
 int
 herd__channel_start(struct herd__main *m, int fd)
 {
+	struct herd__settings s;
 	int fl;
 
 	/* Programs the worker runs must not inherit herdd's channel. */
@@ -302,51 +232,54 @@ herd__channel_start(struct herd__main *m, int fd)
 		fprintf(stderr, "herd channel fd %d: %s\n", fd, strerror(errno));
 		return -errno;
 	}
-	m->ch_fd = fd;
-	proto_reader_init(&m->ch_reader, CH_MAX_MESSAGE, HERD_MAX_DEPTH);
-	proto_outq_init(&m->ch_outq, CH_MAX_OUTPUT);
-	ev_io_init(&m->ch_rio, ch_read_cb, fd, EV_READ);
-	ev_io_init(&m->ch_wio, ch_write_cb, fd, EV_WRITE);
-	ev_init(&m->ch_heartbeat, NULL);
-	m->ch_rio.data = m->ch_wio.data = m;
-	ev_io_start(m->loop, &m->ch_rio);
-	m->ch_hello_id = ch_request(m, "hello",
+	/* herdd sends no heartbeats here: it watches the worker's CPU time instead. */
+	herd__settings_defaults(&s);
+	s.max_message_size = CH_MAX_MESSAGE;
+	s.heartbeat_interval_ms = s.heartbeat_timeout_ms = 0;
+	m->ch = herd__conn_new(fd, &s);
+	if (!m->ch)
+		return -ENOMEM;
+	m->ch->peer.outq.cap = CH_MAX_OUTPUT;
+	m->ch->state = CONN_OPEN;
+	m->ch->next_id = 1; /* herdd sees the ids it always saw: hello is 1 */
+	m->ch->notify_fn = ch_notify;
+	m->ch->heartbeat_fn = ch_heartbeat_params;
+	m->ch->notify_userdata = m;
+	herd_conn_on_close(m->ch, ch_closed, m);
+	herd_conn_attach_ev(m->ch, m->loop);
+	return ch_call(m, "hello",
 	    json_pack("{s:i, s:s, s:I}", "version", HERD_PROTOCOL_VERSION, "role", "worker", "pid",
-	        (json_int_t)getpid()));
-	return m->ch_hello_id < 0 ? -ENOMEM : 0;
+	        (json_int_t)getpid()),
+	    ch_hello_done);
 }
 
 void
 herd__channel_stop(struct herd__main *m)
 {
-	if (m->ch_fd < 0)
+	if (!m->ch || !m->ch->peer.loop)
 		return;
-	ev_io_stop(m->loop, &m->ch_rio);
-	ev_timer_stop(m->loop, &m->ch_heartbeat);
-	/* What is queued (a last "connection" notice) still goes out. */
-	ch_flush(m, 200);
-	ev_io_stop(m->loop, &m->ch_wio);
+	/* No more heartbeats or reading; what is queued (a last "connection" notice) still goes out. */
+	herd__peer_set_heartbeat(&m->ch->peer, 0, 0);
+	herd__peer_flush(&m->ch->peer, 200);
+	herd__peer_detach_ev(&m->ch->peer);
 }
 
 void
 herd__channel_free(struct herd__main *m)
 {
-	if (m->ch_fd < 0)
+	if (!m->ch)
 		return;
 	herd__channel_stop(m);
-	proto_reader_free(&m->ch_reader);
-	proto_outq_free(&m->ch_outq);
-	close(m->ch_fd);
-	m->ch_fd = -1;
+	herd_conn_on_close(m->ch, NULL, NULL);
+	m->ch = herd_conn_unref(m->ch);
 }
 
 void
 herd__channel_send_failure(struct herd__main *m, const char *message)
 {
-	if (m->ch_fd < 0)
+	if (!m->ch || m->ch->state == CONN_CLOSED)
 		return;
-	ch_send(m,
-	    proto_notification("failure",
-	        json_pack("{s:o}", "message", proto_text_string(message, PROTO_FAILURE_TEXT_MAX))));
-	ch_flush(m, 1000);
+	herd__conn_notify(m->ch, "failure",
+	    json_pack("{s:o}", "message", proto_text_string(message, PROTO_FAILURE_TEXT_MAX)));
+	herd__peer_flush(&m->ch->peer, 1000);
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The serving side's internals: a server (listening socket, worker state), its
- * connections (buffered non-blocking I/O, hello, dispatch) and the requests in
- * flight on them. Everything runs on the loop's thread.
+ * connections (the shared peer of common/peer.h, plus hello and dispatch) and
+ * the requests in flight on them. Everything runs on the loop's thread.
  *
  * Lifetimes are reference counts, so nothing is freed inside its own callback:
  * a request holds its connection, a connection holds its server. A connection
@@ -24,12 +24,12 @@
 #include "common/internal.h"
 #include "proto.h"
 
-/* Output above this stops reading the connection and makes stream writes wait. */
+/* Output above this holds the next request (and reading) back and makes stream writes wait. */
 #define HERD__OUT_HIGH_WATER (1024u * 1024u)
 /* Waiting writers are resumed once the output is back under this. */
 #define HERD__OUT_LOW_WATER (256u * 1024u)
 /* How long a closing connection may take to flush what it still has to say. */
-#define HERD__FLUSH_TIMEOUT_S 2.0
+#define HERD__FLUSH_TIMEOUT_S ((double)HERD__PEER_FLUSH_USEC / 1e6)
 
 struct srv_conn;
 
@@ -72,29 +72,18 @@ struct herd_server {
 };
 
 enum srv_conn_state {
-	CONN_HELLO, /* waiting for hello */
-	CONN_OPEN, /* serving */
-	CONN_CLOSING, /* flushing the last replies, reading nothing */
-	CONN_CLOSED, /* fd closed; freed when the last reference goes */
+	SCONN_HELLO, /* waiting for hello */
+	SCONN_OPEN, /* serving */
+	SCONN_CLOSING, /* flushing the last replies, reading nothing */
+	SCONN_CLOSED, /* fd closed; freed when the last reference goes */
 };
 
 struct srv_conn {
-	unsigned n_ref;
+	struct herd__peer peer; /* I/O, framing, output, closing, heartbeats */
 	struct herd_server *srv;
 	enum srv_conn_state state;
-	int fd;
-	ev_io rio, wio;
-	ev_timer handshake_timer; /* also the flush deadline while closing */
-	ev_timer hb_send, hb_check;
-	ev_timer reaper; /* a zero timer: closes the connection from the loop */
-	ev_tstamp last_rx;
-	double hb_timeout;
-	bool reading_paused;
+	int cancel_code; /* what pending requests are answered with when the session ends */
 	bool overflowed;
-	bool peer_eof; /* the peer half-closed: answer what is pending, then close */
-	struct proto_reader reader;
-	struct proto_outq outq;
-	size_t max_send; /* the peer's max_message_size */
 
 	void *conn_state;
 	bool conn_state_set;
@@ -131,7 +120,7 @@ struct herd_request {
 	unsigned long log_dropped;
 };
 
-/* ---- server.c ---- */
+/* ---- worker-server.c ---- */
 
 /* Every server of the process, for herd_worker_fail() and the log streams. */
 extern struct herd_server *herd__servers;
@@ -156,7 +145,7 @@ void herd__server_flush_all(void);
 /* A connection of srv was freed: frees srv once unreferenced and connection-less. */
 void herd__server_conn_freed(struct herd_server *srv);
 
-/* ---- server-conn.c ---- */
+/* ---- worker-conn.c ---- */
 
 int herd__sconn_start(struct herd_server *srv, int fd);
 struct srv_conn *herd__sconn_ref(struct srv_conn *c);
@@ -211,12 +200,12 @@ json_t *herd__functions_json(const struct herd_server *srv);
 /* The type's function named name, or NULL. */
 const struct herd_function *herd__function_find(const struct herd_server *srv, const char *name);
 
-/* ---- log.c ---- */
+/* ---- worker-log.c ---- */
 
 void herd__log_subscribe(struct herd_request *req);
 void herd__log_unsubscribe(struct herd_request *req);
 
-/* ---- worker-main.c and channel.c: herd_worker_main() ---- */
+/* ---- worker-main.c and worker-channel.c: herd_worker_main() ---- */
 
 struct herd__main {
 	struct ev_loop *loop;
@@ -227,15 +216,9 @@ struct herd__main {
 	int exit_status;
 	bool stopping;
 
-	/* Supervised mode: herdd's channel on fd 3 (channel.c). */
-	int ch_fd;
-	ev_io ch_rio, ch_wio;
-	ev_timer ch_heartbeat;
+	/* Supervised mode: herdd's channel on fd 3, a client connection (worker-channel.c). */
+	herd_conn *ch;
 	ev_timer conn_timeout; /* shutdown_on connection_closed: no client came */
-	struct proto_reader ch_reader;
-	struct proto_outq ch_outq;
-	int64_t ch_next_id;
-	int64_t ch_hello_id, ch_ready_id, ch_init_failed_id;
 	bool close_on_disconnect; /* shutdown_on connection_closed */
 	unsigned connection_timeout_ms;
 	unsigned heartbeat_interval_ms;

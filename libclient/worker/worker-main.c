@@ -2,7 +2,7 @@
 /*
  * herd_worker_main(): the main() of a worker executable. Standalone, it serves
  * the socket named on the command line; supervised (herdd gave it fd 3), the
- * channel code in channel.c drives start-up and the server is created there.
+ * channel code in worker-channel.c drives start-up and the server is created there.
  * Either way it stops gracefully on SIGTERM, SIGINT or herd.shutdown.
  */
 #include <errno.h>
@@ -229,7 +229,7 @@ take_channel_fd(void)
 HERD_EXPORT int
 herd_worker_main(const struct herd_worker_type *type, int argc, char **argv)
 {
-	struct herd__main m = { .type = type, .ch_fd = -1, .exit_status = 1 };
+	struct herd__main m = { .type = type, .exit_status = 1 };
 	int fd, status;
 
 	if (!type || argc < 1 || !argv)

@@ -410,7 +410,7 @@ answer(herd_request *req, json_t *msg)
 	r = herd__sconn_send(req->conn, msg);
 	if (r == -EMSGSIZE) {
 		json_t *data = json_pack("{s:s, s:I}", "limit", "max_message_size", "value",
-		    (json_int_t)req->conn->max_send);
+		    (json_int_t)req->conn->peer.max_send);
 		char text[160];
 
 		snprintf(text, sizeof(text), "the reply of %s is larger than max_message_size",

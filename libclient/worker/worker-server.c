@@ -379,7 +379,7 @@ herd_server_close(herd_server *srv)
 	herd__server_stop_accepting(srv);
 	/* Closing one connection may run handlers that close others: rescan each time. */
 	for (;;) {
-		for (c = srv->conns; c && c->state >= CONN_CLOSING; c = c->next)
+		for (c = srv->conns; c && c->state >= SCONN_CLOSING; c = c->next)
 			;
 		if (!c)
 			break;

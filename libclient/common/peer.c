@@ -1,0 +1,620 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The JSON-lines peer's core: reading, framing, the output queue, closing and
+ * heartbeats, with no event loop (see peer.h; peer-ev.c is the libev driver).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "peer.h"
+
+#define READ_CHUNK   65536u
+#define WRITE_IOVECS 64
+/* At release, input we will never read is dropped so the other side sees an end, not a reset. */
+#define DISCARD_ROUNDS 64
+
+#define INF            HERD__PEER_USEC_INFINITY
+
+/* CLOCK_MONOTONIC in microseconds. */
+uint64_t
+herd__now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000ull;
+}
+
+/* now + timeout, saturating so an infinite timeout stays infinite. */
+uint64_t
+herd__deadline(uint64_t timeout_usec)
+{
+	uint64_t now = herd__now_usec();
+
+	if (timeout_usec == INF || timeout_usec > UINT64_MAX - now)
+		return INF;
+	return now + timeout_usec;
+}
+
+static void
+peer_changed(struct herd__peer *p)
+{
+	if (p->loop && !p->processing)
+		herd__peer_update_ev(p);
+}
+
+/* Sets up p over fd with one reference. */
+void
+herd__peer_init(struct herd__peer *p, int fd, const struct herd__peer_ops *ops, void *userdata,
+    size_t max_message, size_t max_output)
+{
+	memset(p, 0, sizeof(*p));
+	p->ops = ops;
+	p->userdata = userdata;
+	p->fd = fd;
+	p->n_ref = 1;
+	proto_reader_init(&p->reader, max_message, HERD_MAX_DEPTH);
+	proto_outq_init(&p->outq, max_output);
+	p->max_send = max_message;
+	p->high_water = p->low_water = SIZE_MAX;
+	p->last_recv = herd__now_usec();
+	p->flush_deadline = p->deadline = p->next_beat = INF;
+	pthread_mutex_init(&p->lock, NULL);
+}
+
+/* Takes a reference. */
+struct herd__peer *
+herd__peer_ref(struct herd__peer *p)
+{
+	if (p)
+		p->n_ref++;
+	return p;
+}
+
+/* Ends the session once: no more reading, and the user hears why. */
+static void
+peer_end_session(struct herd__peer *p, int reason, const char *why)
+{
+	if (p->closed)
+		return;
+	p->closed = true;
+	if (p->ops->closed)
+		p->ops->closed(p, reason, why);
+}
+
+/* Closes the fd: the last step before the free. */
+static void
+peer_release(struct herd__peer *p)
+{
+	char buf[4096];
+
+	if (p->released)
+		return;
+	p->released = p->closed = true;
+	for (int i = 0; !p->eof && i < DISCARD_ROUNDS; i++)
+		if (recv(p->fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
+			break;
+	pthread_mutex_lock(&p->lock);
+	close(p->fd);
+	p->fd = -1;
+	proto_outq_free(&p->outq);
+	pthread_mutex_unlock(&p->lock);
+	json_decref(p->held);
+	p->held = NULL;
+	herd__peer_detach_ev(p);
+	if (p->ops->released)
+		p->ops->released(p);
+}
+
+/* Drops a reference; the last one finishes the peer (outside any of its callbacks). */
+void
+herd__peer_unref(struct herd__peer *p)
+{
+	if (!p || --p->n_ref > 0)
+		return;
+	if (!p->released) {
+		/* Revived for the close, so its callbacks see a live peer; one may keep it. */
+		p->n_ref = 1;
+		peer_end_session(p, 0, NULL);
+		peer_release(p);
+		if (--p->n_ref > 0)
+			return;
+	}
+	proto_reader_free(&p->reader);
+	proto_outq_free(&p->outq);
+	pthread_mutex_destroy(&p->lock);
+	if (p->ops->free)
+		p->ops->free(p);
+}
+
+/* Heartbeats from now on; the silence is counted from now too. */
+void
+herd__peer_set_heartbeat(struct herd__peer *p, unsigned interval_ms, unsigned timeout_ms)
+{
+	uint64_t now = herd__now_usec();
+
+	pthread_mutex_lock(&p->lock);
+	p->hb_interval_ms = interval_ms;
+	p->hb_timeout_ms = timeout_ms;
+	p->next_beat = interval_ms ? now + interval_ms * 1000ull : INF;
+	pthread_mutex_unlock(&p->lock);
+	p->last_recv = now;
+	peer_changed(p);
+}
+
+/* The user's one deadline. */
+void
+herd__peer_set_deadline(struct herd__peer *p, uint64_t when)
+{
+	p->deadline = when;
+	peer_changed(p);
+}
+
+/* Backpressure marks. */
+void
+herd__peer_set_water(struct herd__peer *p, size_t high, size_t low)
+{
+	p->high_water = high;
+	p->low_water = low;
+}
+
+/* The one writer: sendmsg() until the queue is empty or the socket full; lock held. */
+static int
+peer_write_locked(struct herd__peer *p)
+{
+	size_t written = 0;
+	int r = 0;
+
+	while (!proto_outq_empty(&p->outq)) {
+		struct iovec iov[WRITE_IOVECS];
+		struct msghdr mh = { .msg_iov = iov };
+		ssize_t n;
+
+		mh.msg_iovlen = (size_t)proto_outq_peek(&p->outq, iov, WRITE_IOVECS);
+		/* MSG_NOSIGNAL: a vanished reader is an error code, not SIGPIPE. */
+		n = sendmsg(p->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				r = -errno;
+			break;
+		}
+		proto_outq_consume(&p->outq, (size_t)n);
+		written += (size_t)n;
+	}
+	if (written == 0)
+		return r;
+	p->bytes_out += written;
+	if (p->sum_out)
+		*p->sum_out += written;
+	/* While backpressure keeps us from reading, a peer draining our queue is alive. */
+	if (p->paused)
+		p->last_recv = herd__now_usec();
+	return r < 0 ? r : 1;
+}
+
+static size_t
+peer_queued(struct herd__peer *p)
+{
+	size_t n;
+
+	pthread_mutex_lock(&p->lock);
+	n = p->outq.bytes;
+	pthread_mutex_unlock(&p->lock);
+	return n;
+}
+
+static void
+peer_fail(struct herd__peer *p, int r, const char *what)
+{
+	char why[128];
+
+	snprintf(why, sizeof(why), "%s failed: %s", what, strerror(-r));
+	herd__peer_abort(p, r, why);
+}
+
+static int peer_dispatch(struct herd__peer *p);
+
+/* Writes what the socket takes, then acts on it. Returns >0 progress, 0, or -errno (aborted). */
+static int
+peer_write(struct herd__peer *p)
+{
+	size_t queued;
+	int r;
+
+	if (p->released)
+		return 0;
+	pthread_mutex_lock(&p->lock);
+	r = peer_write_locked(p);
+	queued = p->outq.bytes;
+	pthread_mutex_unlock(&p->lock);
+	if (r < 0) {
+		peer_fail(p, r, "write");
+		return r;
+	}
+	if (p->closed) {
+		if (queued == 0)
+			peer_release(p);
+		return r;
+	}
+	if (queued >= p->low_water)
+		return r;
+	if (p->paused) {
+		/* Messages held back while the output was full come first, then reading. */
+		p->paused = false;
+		if (peer_dispatch(p) > 0)
+			r = 1;
+	}
+	if (!p->closed && p->ops->drained)
+		p->ops->drained(p);
+	return r;
+}
+
+/* Queues msg (borrowed) for the loop to write. */
+int
+herd__peer_queue(struct herd__peer *p, const json_t *msg)
+{
+	int r;
+
+	if (p->released)
+		return -ENOTCONN;
+	pthread_mutex_lock(&p->lock);
+	r = proto_outq_push_json(&p->outq, msg, p->max_send);
+	pthread_mutex_unlock(&p->lock);
+	if (r == 0)
+		peer_changed(p);
+	return r;
+}
+
+/* Queues msg (borrowed) and writes at once. */
+int
+herd__peer_send(struct herd__peer *p, const json_t *msg)
+{
+	int r = herd__peer_queue(p, msg);
+
+	if (r < 0)
+		return r;
+	herd__peer_ref(p);
+	(void)peer_write(p);
+	peer_changed(p);
+	herd__peer_unref(p);
+	return 0;
+}
+
+/* Sends method(params), params stolen. */
+int
+herd__peer_notify(struct herd__peer *p, const char *method, json_t *params)
+{
+	json_t *msg = proto_notification(method, params);
+	int r = msg ? herd__peer_send(p, msg) : -ENOMEM;
+
+	json_decref(msg);
+	return r;
+}
+
+/* Ends the session; with flush, queued output gets its deadline to leave before the fd closes. */
+static void
+peer_end(struct herd__peer *p, int reason, const char *why, bool flush)
+{
+	if (p->released)
+		return;
+	herd__peer_ref(p);
+	peer_end_session(p, reason, why);
+	/* peer_write() releases once the queue is empty, or aborts on an error. */
+	if (flush && !p->released && peer_write(p) >= 0 && !p->released) {
+		if (p->flush_deadline == INF)
+			p->flush_deadline = herd__now_usec() + HERD__PEER_FLUSH_USEC;
+		peer_changed(p);
+	} else {
+		peer_release(p);
+	}
+	herd__peer_unref(p);
+}
+
+/* Ends the session, flushing what is queued. */
+void
+herd__peer_close(struct herd__peer *p, int reason, const char *why)
+{
+	peer_end(p, reason, why, true);
+}
+
+/* Ends the session, dropping what is queued. */
+void
+herd__peer_abort(struct herd__peer *p, int reason, const char *why)
+{
+	peer_end(p, reason, why, false);
+}
+
+/* Answers a framing violation and closes. */
+void
+herd__peer_refuse(struct herd__peer *p, const struct proto_error *err)
+{
+	const char *name = proto_error_name(err->code);
+	json_t *data = NULL, *reply;
+	char why[256];
+
+	if (err->code == HERD_E_MESSAGE_TOO_LARGE)
+		data = json_pack("{s:I}", "limit", (json_int_t)p->reader.max_message);
+	else if (err->code == HERD_E_TOO_DEEP)
+		data = json_pack("{s:i}", "limit", (int)HERD_MAX_DEPTH);
+	reply = proto_error(NULL, err->code, err->text, data);
+	if (reply)
+		(void)herd__peer_queue(p, reply);
+	json_decref(reply);
+	snprintf(why, sizeof(why), "the peer sent an invalid message (%s: %s)", name ? name : "?",
+	    err->text);
+	herd__peer_close(p, -EBADMSG, why);
+}
+
+/*
+ * Hands out every whole message already read, while the session lasts. A
+ * message that finds the output past the high-water mark is held, and reading
+ * waits with it, until a write brings the output under the low-water mark:
+ * then the held message comes first, before the drained callback refills the
+ * queue, so a cancel never waits behind a stream that keeps it full.
+ */
+static int
+peer_dispatch(struct herd__peer *p)
+{
+	int n = 0;
+
+	while (!p->closed && !p->paused) {
+		struct proto_error err;
+		json_t *msg = p->held;
+		int r = 1;
+
+		p->held = NULL;
+		if (!msg)
+			r = proto_reader_next(&p->reader, &msg, &err);
+		if (r == 0)
+			break;
+		n++;
+		if (r == -EBADMSG) {
+			/* A framing error: the stream cannot be trusted past this point. */
+			herd__peer_refuse(p, &err);
+			break;
+		}
+		if (r < 0) {
+			peer_fail(p, r, "reading");
+			break;
+		}
+		/* Unlocked: backpressure is for peers of one thread (the client engine has none). */
+		if (p->high_water != SIZE_MAX && p->outq.bytes > p->high_water) {
+			p->held = msg;
+			p->paused = true;
+			break;
+		}
+		p->ops->message(p, msg);
+		json_decref(msg);
+	}
+	return n;
+}
+
+/* One read. Returns >0 after reading, 0 when nothing waits, <0 once the input ended. */
+static int
+peer_read(struct herd__peer *p)
+{
+	char buf[READ_CHUNK];
+	ssize_t n;
+	int r;
+
+	do
+		n = recv(p->fd, buf, sizeof(buf), MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		if (errno == EAGAIN)
+			return 0;
+		r = -errno;
+		peer_fail(p, r, "read");
+		return r;
+	}
+	if (n == 0) {
+		p->eof = true;
+		if (p->ops->eof)
+			p->ops->eof(p);
+		else
+			herd__peer_close(p, -ECONNRESET, "closed by the peer");
+		peer_changed(p);
+		return -ECONNRESET;
+	}
+	p->more = (size_t)n == sizeof(buf);
+	p->last_recv = herd__now_usec();
+	p->bytes_in += (uint64_t)n;
+	if (p->sum_in)
+		*p->sum_in += (uint64_t)n;
+	r = proto_reader_feed(&p->reader, buf, (size_t)n);
+	if (r < 0) {
+		peer_fail(p, r, "buffering input");
+		return r;
+	}
+	return 1;
+}
+
+/* Reads and dispatches what already waits in the socket (the other side's last words). */
+void
+herd__peer_drain_input(struct herd__peer *p, int rounds)
+{
+	herd__peer_ref(p);
+	for (int i = 0; i < rounds && !p->closed && !p->eof; i++) {
+		if (peer_read(p) <= 0)
+			break;
+		peer_dispatch(p);
+	}
+	herd__peer_unref(p);
+}
+
+/* Runs what fell due. Returns 1 if anything did. */
+static int
+peer_timers(struct herd__peer *p, uint64_t now)
+{
+	bool beat;
+
+	if (p->closed) {
+		if (now < p->flush_deadline)
+			return 0;
+		/* The other side did not read its last replies. */
+		peer_release(p);
+		return 1;
+	}
+	if (now >= p->deadline) {
+		p->deadline = INF;
+		if (p->ops->deadline)
+			p->ops->deadline(p);
+		return 1;
+	}
+	if (p->hb_timeout_ms && now >= p->last_recv + p->hb_timeout_ms * 1000ull) {
+		char why[96];
+
+		if (p->ops->silent) {
+			p->ops->silent(p);
+		} else {
+			snprintf(why, sizeof(why), "nothing received for %u ms (heartbeat timeout)",
+			    p->hb_timeout_ms);
+			herd__peer_close(p, -ETIMEDOUT, why);
+		}
+		return 1;
+	}
+	/* Decided under the lock, so this and another thread's keepalive never both send it. */
+	pthread_mutex_lock(&p->lock);
+	beat = now >= p->next_beat;
+	if (beat)
+		p->next_beat = now + p->hb_interval_ms * 1000ull;
+	pthread_mutex_unlock(&p->lock);
+	if (!beat)
+		return 0;
+	(void)herd__peer_notify(
+	    p, "heartbeat", p->ops->heartbeat_params ? p->ops->heartbeat_params(p) : NULL);
+	return 1;
+}
+
+/* What the peer waits for now. */
+int
+herd__peer_events(struct herd__peer *p)
+{
+	int events;
+
+	if (p->released)
+		return 0;
+	events = !p->closed && !p->eof && !p->paused ? POLLIN : 0;
+	if (peer_queued(p) > 0)
+		events |= POLLOUT;
+	return events;
+}
+
+/* When the peer next has something to do. */
+uint64_t
+herd__peer_timeout(struct herd__peer *p)
+{
+	uint64_t t = p->deadline;
+
+	if (p->released)
+		return INF;
+	if (p->closed)
+		return p->flush_deadline;
+	if (p->hb_timeout_ms && p->last_recv + p->hb_timeout_ms * 1000ull < t)
+		t = p->last_recv + p->hb_timeout_ms * 1000ull;
+	pthread_mutex_lock(&p->lock);
+	if (p->next_beat < t)
+		t = p->next_beat;
+	pthread_mutex_unlock(&p->lock);
+	return t;
+}
+
+/* One round: write, dispatch, read once, dispatch, timers, write. */
+int
+herd__peer_process(struct herd__peer *p)
+{
+	bool nested = p->processing;
+	int progress = 0;
+
+	if (p->released)
+		return -ENOTCONN;
+	herd__peer_ref(p);
+	p->processing = true;
+	p->more = false;
+	if (peer_write(p) != 0)
+		progress = 1;
+	/* Buffered messages first: a nested blocking call may have left some behind. */
+	if (peer_dispatch(p) > 0)
+		progress = 1;
+	if (!p->closed && !p->eof && !p->paused) {
+		int r = peer_read(p);
+
+		if (r != 0)
+			progress = 1;
+		if (r > 0)
+			(void)peer_dispatch(p);
+	}
+	if (!p->released && peer_timers(p, herd__now_usec()))
+		progress = 1;
+	if (peer_write(p) != 0)
+		progress = 1;
+	p->processing = nested;
+	peer_changed(p);
+	herd__peer_unref(p);
+	return progress;
+}
+
+/* Writes the queue out, waiting at most timeout_ms. */
+int
+herd__peer_flush(struct herd__peer *p, int timeout_ms)
+{
+	uint64_t end = herd__now_usec() + (uint64_t)timeout_ms * 1000ull;
+
+	for (;;) {
+		struct pollfd pfd = { .fd = p->fd, .events = POLLOUT };
+		size_t queued;
+		uint64_t now;
+		int r;
+
+		if (p->released)
+			return -ENOTCONN;
+		pthread_mutex_lock(&p->lock);
+		r = peer_write_locked(p);
+		queued = p->outq.bytes;
+		pthread_mutex_unlock(&p->lock);
+		if (r < 0)
+			return r;
+		if (queued == 0)
+			return 0;
+		now = herd__now_usec();
+		if (now >= end)
+			return -ETIMEDOUT;
+		if (poll(&pfd, 1, (int)((end - now + 999) / 1000)) < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+/* Another thread's heartbeat and write, never blocking. */
+uint64_t
+herd__peer_keepalive(struct herd__peer *p, uint64_t now)
+{
+	uint64_t next;
+
+	/* Its owner is writing right now: look again one interval later. */
+	if (pthread_mutex_trylock(&p->lock) != 0)
+		return now + p->hb_interval_ms * 1000ull;
+	if (p->fd >= 0 && p->hb_interval_ms && now >= p->next_beat) {
+		json_t *msg = proto_notification(
+		    "heartbeat", p->ops->heartbeat_params ? p->ops->heartbeat_params(p) : NULL);
+
+		/* A full queue or no memory: the other side hears the queued output, or nothing. */
+		if (msg)
+			(void)proto_outq_push_json(&p->outq, msg, p->max_send);
+		json_decref(msg);
+		p->next_beat = now + p->hb_interval_ms * 1000ull;
+	}
+	/* Errors are left for the owner's next process, which meets them again. */
+	if (p->fd >= 0)
+		(void)peer_write_locked(p);
+	next = p->next_beat;
+	pthread_mutex_unlock(&p->lock);
+	return next;
+}

@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The JSON-lines peer: one connection's fd, its reader and output queue, and
+ * everything every user of a connection needs the same way (tmux's proc.c
+ * peer, for herdd's sockets, the worker's connections, the worker's fd-3
+ * channel and the client engine alike):
+ *
+ *  - reading into proto's reader and handing out whole messages, a framing
+ *    violation answered with one error (id null) and the session closed;
+ *  - an output queue written with one sendmsg() helper, with backpressure:
+ *    a message that finds the output past the high-water mark is held, and
+ *    reading waits with it, until the output is back under the low-water mark;
+ *  - references, so a peer is never freed inside its own callbacks: every
+ *    entry that calls out holds one, and the last unref frees afterwards;
+ *  - closing as flag, flush, release, free: herd__peer_close() ends the
+ *    session (no more reading, the closed callback runs once), the queued
+ *    output gets a short deadline to leave, then the fd is closed
+ *    (released) and the peer is freed with its last reference;
+ *  - heartbeats: one sent every interval, the session closed after a
+ *    silence of the timeout. A peer draining output we hold back from
+ *    reading counts as alive.
+ *
+ * Users keep their policy only (limits, hello rules, dispatch) in callbacks.
+ *
+ * The core is loop-independent, sd-varlink style: herd__peer_events(),
+ * herd__peer_timeout() and herd__peer_process() let any loop, or a blocking
+ * poll(), drive it. herd__peer_attach_ev() (peer-ev.c) is the libev driver
+ * herdd and the worker use; the client engine uses it for herd_conn_attach_ev().
+ *
+ * Threads: a peer belongs to one thread, except that its output side (queue,
+ * writes, the heartbeat schedule) is under lock, so another thread may queue
+ * a heartbeat and write without blocking (herd__peer_keepalive()).
+ *
+ * Not exported: linked into herdd and libherd, whose version script hides it.
+ */
+#ifndef HERD_PEER_H
+#define HERD_PEER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
+#include <jansson.h>
+
+#include "proto.h"
+
+#define HERD__PEER_USEC_INFINITY UINT64_MAX
+/* How long a closing peer's output may take to leave. */
+#define HERD__PEER_FLUSH_USEC 2000000ull
+
+struct herd__peer;
+
+/* What the user decides. Only message is required; each runs with a reference held. */
+struct herd__peer_ops {
+	/* One whole message (borrowed). */
+	void (*message)(struct herd__peer *p, json_t *msg);
+	/* End of input. NULL: herd__peer_close(p, -ECONNRESET, "closed by the peer"). */
+	void (*eof)(struct herd__peer *p);
+	/* The session ended; runs once. reason: 0 (closed here) or -errno; why may be NULL. */
+	void (*closed)(struct herd__peer *p, int reason, const char *why);
+	/* The fd was closed; the output was flushed or given up. */
+	void (*released)(struct herd__peer *p);
+	/* Nothing received for the heartbeat timeout. NULL: herd__peer_close() with -ETIMEDOUT. */
+	void (*silent)(struct herd__peer *p);
+	/* The deadline of herd__peer_set_deadline() passed (a handshake timeout). */
+	void (*deadline)(struct herd__peer *p);
+	/* Output is under the low-water mark after a write (writers waiting may go on). */
+	void (*drained)(struct herd__peer *p);
+	/* Params of a heartbeat (a new reference, or NULL for none). Runs under the lock. */
+	json_t *(*heartbeat_params)(struct herd__peer *p);
+	/* The last reference went and the peer is finished: free what holds it. */
+	void (*free)(struct herd__peer *p);
+	/*
+	 * For a user with more to do per wakeup than the peer (the client engine's
+	 * call deadlines): what the libev driver runs and waits for instead of
+	 * herd__peer_process() and herd__peer_timeout().
+	 */
+	int (*process)(struct herd__peer *p);
+	uint64_t (*timeout)(struct herd__peer *p);
+};
+
+struct herd__peer {
+	const struct herd__peer_ops *ops;
+	void *userdata;
+	int fd;
+	unsigned n_ref;
+	bool closed; /* the session ended: no more reading or dispatch */
+	bool released; /* fd closed */
+	bool eof; /* the peer shut its side */
+	bool paused; /* a message met output over the high-water mark: reading waits */
+	json_t *held; /* that message, handed out first once the output drains */
+	struct proto_reader reader;
+	struct proto_outq outq;
+	size_t max_send; /* what the other side accepts, newline excluded */
+	size_t high_water, low_water;
+	uint64_t bytes_in, bytes_out;
+	uint64_t *sum_in, *sum_out; /* process-wide counters to add to; may be NULL */
+
+	/* Times are CLOCK_MONOTONIC microseconds; HERD__PEER_USEC_INFINITY for none. */
+	uint64_t last_recv;
+	uint64_t flush_deadline;
+	uint64_t deadline;
+	unsigned hb_interval_ms; /* 0: no heartbeats sent */
+	unsigned hb_timeout_ms; /* 0: silence is never fatal */
+
+	/* The output side: outq, the socket's writes and next_beat. */
+	pthread_mutex_t lock;
+	uint64_t next_beat;
+
+	bool processing; /* inside herd__peer_process(): the driver re-arms afterwards */
+	bool more; /* the last read filled its buffer: more may wait */
+
+	/* The libev driver (peer-ev.c). */
+	struct ev_loop *loop;
+	ev_io io;
+	ev_timer timer;
+	int io_events;
+	uint64_t timer_at; /* what the timer is armed for */
+};
+
+/* CLOCK_MONOTONIC in microseconds. */
+uint64_t herd__now_usec(void);
+/* Adds a relative timeout to now, saturating at HERD__PEER_USEC_INFINITY. */
+uint64_t herd__deadline(uint64_t timeout_usec);
+
+/*
+ * Sets p up over fd (non-blocking, close-on-exec; taken over) with one
+ * reference. max_message bounds what we read, max_output what we queue; the
+ * other side's limit (max_send) starts as max_message.
+ */
+void herd__peer_init(struct herd__peer *p, int fd, const struct herd__peer_ops *ops, void *userdata,
+    size_t max_message, size_t max_output);
+struct herd__peer *herd__peer_ref(struct herd__peer *p);
+/* Drops a reference; the last one closes the session if open, releases and frees. NULL-safe. */
+void herd__peer_unref(struct herd__peer *p);
+
+/* Heartbeats from now on: 0 turns either part off. */
+void herd__peer_set_heartbeat(struct herd__peer *p, unsigned interval_ms, unsigned timeout_ms);
+/* One deadline for the user (absolute; HERD__PEER_USEC_INFINITY clears it). */
+void herd__peer_set_deadline(struct herd__peer *p, uint64_t when);
+/* Backpressure marks; SIZE_MAX turns it off (the default). */
+void herd__peer_set_water(struct herd__peer *p, size_t high, size_t low);
+
+/*
+ * Queues msg (borrowed) without writing; the loop writes it. Returns 0,
+ * -ENOTCONN once released, or proto_outq_push_json()'s errors (-EMSGSIZE
+ * past max_send, -ENOBUFS when the queue is full, ...): nothing is queued then.
+ */
+int herd__peer_queue(struct herd__peer *p, const json_t *msg);
+/*
+ * Queues msg (borrowed) and writes at once: most messages need no wakeup. A
+ * failed write aborts the session (the message counts as sent and lost) and
+ * still returns 0.
+ */
+int herd__peer_send(struct herd__peer *p, const json_t *msg);
+/* Sends a notification; params are stolen (NULL for none). */
+int herd__peer_notify(struct herd__peer *p, const char *method, json_t *params);
+
+/*
+ * Ends the session: reading stops, the closed callback runs, queued output
+ * gets HERD__PEER_FLUSH_USEC to leave, then the fd closes.
+ */
+void herd__peer_close(struct herd__peer *p, int reason, const char *why);
+/* Like herd__peer_close() but drops the queued output. */
+void herd__peer_abort(struct herd__peer *p, int reason, const char *why);
+/*
+ * The other side broke the framing: answers with one error (id null; the
+ * limit as data when a limit was passed) and closes with -EBADMSG.
+ */
+void herd__peer_refuse(struct herd__peer *p, const struct proto_error *err);
+
+/* POLLIN and POLLOUT as wanted now; 0 once released. */
+int herd__peer_events(struct herd__peer *p);
+/* The earliest time herd__peer_process() has something to do (absolute). */
+uint64_t herd__peer_timeout(struct herd__peer *p);
+/*
+ * Writes, reads once, dispatches, and runs what fell due (heartbeat, silence,
+ * flush and user deadlines). Returns >0 if anything happened, 0, or -ENOTCONN.
+ */
+int herd__peer_process(struct herd__peer *p);
+/* Reads and dispatches what is already in the socket, at most rounds reads. */
+void herd__peer_drain_input(struct herd__peer *p, int rounds);
+/* Writes queued output now, waiting at most timeout_ms for the socket. Returns 0 or -errno. */
+int herd__peer_flush(struct herd__peer *p, int timeout_ms);
+/*
+ * From another thread, without blocking: queues a heartbeat if one is due
+ * and writes what the socket takes. Never reads, closes or calls back
+ * (besides heartbeat_params). Returns when it is next needed.
+ */
+uint64_t herd__peer_keepalive(struct herd__peer *p, uint64_t now);
+
+/* Drives p from loop (libev) until it is released or detached. */
+void herd__peer_attach_ev(struct herd__peer *p, struct ev_loop *loop);
+void herd__peer_detach_ev(struct herd__peer *p);
+/* Re-arms the watchers after a change (the core calls it; users with own process hooks too). */
+void herd__peer_update_ev(struct herd__peer *p);
+
+#endif

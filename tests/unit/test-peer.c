@@ -1,0 +1,328 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The JSON-lines peer (libclient/common/peer.h) driven by its loop-independent
+ * core over a socketpair: framing, the framing-error reply, flush-then-close,
+ * deferred free, backpressure, heartbeats and the silence timeout.
+ */
+#include <check.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "peer.h"
+
+struct rec {
+	struct herd__peer peer;
+	int messages, closed, released, drained;
+	int reason;
+	json_t *last;
+	bool unref_in_message;
+};
+
+static int freed_total;
+
+static void
+rec_message(struct herd__peer *p, json_t *msg)
+{
+	struct rec *r = p->userdata;
+
+	r->messages++;
+	json_decref(r->last);
+	r->last = json_incref(msg);
+	if (r->unref_in_message) {
+		int before = freed_total;
+
+		r->unref_in_message = false;
+		herd__peer_unref(p);
+		/* Still alive until the callback returns. */
+		ck_assert_int_eq(freed_total, before);
+		ck_assert_int_eq(r->messages, 1);
+	}
+}
+
+static void
+rec_closed(struct herd__peer *p, int reason, const char *why)
+{
+	struct rec *r = p->userdata;
+
+	r->closed++;
+	r->reason = reason;
+}
+
+static void
+rec_released(struct herd__peer *p)
+{
+	((struct rec *)p->userdata)->released++;
+}
+
+static void
+rec_drained(struct herd__peer *p)
+{
+	((struct rec *)p->userdata)->drained++;
+}
+
+static void
+rec_free(struct herd__peer *p)
+{
+	struct rec *r = p->userdata;
+
+	freed_total++;
+	json_decref(r->last);
+	free(r);
+}
+
+static const struct herd__peer_ops rec_ops = {
+	.message = rec_message,
+	.closed = rec_closed,
+	.released = rec_released,
+	.drained = rec_drained,
+	.free = rec_free,
+};
+
+/* A peer over one end of a socketpair; *ret_other is the test's end. */
+static struct rec *
+rec_new(int *ret_other)
+{
+	struct rec *r = calloc(1, sizeof(*r));
+	int sv[2];
+
+	ck_assert_ptr_nonnull(r);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+	herd__peer_init(&r->peer, sv[0], &rec_ops, r, 1024, 1 << 20);
+	*ret_other = sv[1];
+	return r;
+}
+
+/* Runs the peer as a loop would, until done() or ms pass. */
+static void
+run(struct rec *r, bool (*done)(struct rec *r), int ms)
+{
+	uint64_t end = herd__now_usec() + (uint64_t)ms * 1000;
+
+	while (!done(r) && herd__now_usec() < end && !r->peer.released) {
+		struct pollfd pfd = { .fd = r->peer.fd,
+			.events = (short)herd__peer_events(&r->peer) };
+		uint64_t t = herd__peer_timeout(&r->peer), now = herd__now_usec();
+
+		if (t > end)
+			t = end;
+		poll(&pfd, 1, t > now ? (int)((t - now + 999) / 1000) : 0);
+		herd__peer_process(&r->peer);
+	}
+}
+
+static bool
+two_messages(struct rec *r)
+{
+	return r->messages >= 2;
+}
+
+static bool
+is_paused(struct rec *r)
+{
+	return r->peer.paused;
+}
+
+static bool
+is_closed(struct rec *r)
+{
+	return r->closed > 0;
+}
+
+/* Reads what the peer wrote to other until EOF or ms. */
+static size_t
+read_all(int other, char *buf, size_t size, int ms)
+{
+	size_t len = 0;
+
+	for (;;) {
+		struct pollfd pfd = { .fd = other, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&pfd, 1, ms) <= 0)
+			break;
+		n = read(other, buf + len, size - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	return len;
+}
+
+/* What the peer wrote to other, up to its end, must hold text. */
+static void
+expect_sent(int other, const char *text)
+{
+	char buf[4096];
+
+	read_all(other, buf, sizeof(buf), 1000);
+	ck_assert_msg(strstr(buf, text), "\"%s\" not in \"%s\"", text, buf);
+}
+
+START_TEST(test_messages_in_pieces)
+{
+	static const char text[] = "{\"jsonrpc\":\"2.0\",\"method\":\"a\"}\n{\"jsonrpc\":\"2.0\",";
+	int other;
+	struct rec *r = rec_new(&other);
+
+	ck_assert_int_eq(write(other, text, strlen(text)), (ssize_t)strlen(text));
+	ck_assert_int_eq(write(other, "\"method\":\"b\"}\n", 14), 14);
+	run(r, two_messages, 2000);
+	ck_assert_int_eq(r->messages, 2);
+	ck_assert_str_eq(json_string_value(json_object_get(r->last, "method")), "b");
+	ck_assert_int_eq(r->closed, 0);
+	herd__peer_unref(&r->peer);
+	close(other);
+}
+END_TEST
+
+START_TEST(test_framing_error_answered_then_closed)
+{
+	char buf[4096];
+	int other, before = freed_total;
+	struct rec *r = rec_new(&other);
+
+	ck_assert_int_eq(write(other, "not json\n", 9), 9);
+	run(r, is_closed, 2000);
+	ck_assert_int_eq(r->closed, 1);
+	ck_assert_int_eq(r->reason, -EBADMSG);
+	ck_assert_int_eq(r->released, 1);
+	herd__peer_unref(&r->peer);
+	ck_assert_int_eq(freed_total, before + 1);
+	read_all(other, buf, sizeof(buf), 1000);
+	ck_assert_ptr_nonnull(strstr(buf, "\"id\":null"));
+	ck_assert_ptr_nonnull(strstr(buf, "parse_error"));
+	close(other);
+}
+END_TEST
+
+START_TEST(test_close_flushes_then_releases)
+{
+	int other;
+	struct rec *r = rec_new(&other);
+	json_t *msg = proto_notification("bye", NULL);
+
+	ck_assert_int_eq(herd__peer_queue(&r->peer, msg), 0);
+	json_decref(msg);
+	ck_assert(herd__peer_events(&r->peer) & POLLOUT);
+	herd__peer_close(&r->peer, 0, NULL);
+	herd__peer_close(&r->peer, 0, NULL);
+	ck_assert_int_eq(r->closed, 1);
+	ck_assert_int_eq(r->released, 1);
+	expect_sent(other, "\"bye\"");
+	herd__peer_unref(&r->peer);
+	close(other);
+}
+END_TEST
+
+START_TEST(test_unref_inside_callback_defers_free)
+{
+	int other, before = freed_total;
+	struct rec *r = rec_new(&other);
+	struct pollfd pfd = { .fd = r->peer.fd, .events = POLLIN };
+
+	/* The only reference goes inside the callback; the free waits for its return. */
+	r->unref_in_message = true;
+	ck_assert_int_eq(write(other, "{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n", 31), 31);
+	ck_assert_int_eq(poll(&pfd, 1, 2000), 1);
+	herd__peer_process(&r->peer);
+	ck_assert_int_eq(freed_total, before + 1);
+	close(other);
+}
+END_TEST
+
+START_TEST(test_backpressure)
+{
+	char buf[65536];
+	int other, i;
+	struct rec *r = rec_new(&other);
+	json_t *msg = json_pack("{s:s, s:s, s:{s:s}}", "jsonrpc", "2.0", "method", "fill", "params",
+	    "pad", "0123456789012345678901234567890123456789012345678901234567890123");
+	int sndbuf = 4096;
+
+	setsockopt(r->peer.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	herd__peer_set_water(&r->peer, 2048, 512);
+	for (i = 0; i < 2000; i++)
+		ck_assert_int_eq(herd__peer_send(&r->peer, msg), 0);
+	json_decref(msg);
+	/* A message that finds the output full waits, and reading with it. */
+	ck_assert_int_eq(write(other, "{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n", 31), 31);
+	run(r, is_paused, 2000);
+	ck_assert(r->peer.paused);
+	ck_assert_int_eq(r->messages, 0);
+	ck_assert_int_eq(herd__peer_events(&r->peer), POLLOUT);
+	/* The other side reads: the queue drains, and the peer reads again. */
+	while (r->peer.paused) {
+		struct pollfd pfd = { .fd = other, .events = POLLIN };
+
+		ck_assert_int_eq(poll(&pfd, 1, 2000), 1);
+		ck_assert_int_gt(read(other, buf, sizeof(buf)), 0);
+		herd__peer_process(&r->peer);
+	}
+	ck_assert_int_gt(r->drained, 0);
+	ck_assert_int_eq(r->messages, 1);
+	ck_assert(herd__peer_events(&r->peer) & POLLIN);
+	herd__peer_unref(&r->peer);
+	close(other);
+}
+END_TEST
+
+START_TEST(test_heartbeat_then_silence)
+{
+	int other;
+	struct rec *r = rec_new(&other);
+
+	herd__peer_set_heartbeat(&r->peer, 20, 150);
+	run(r, is_closed, 3000);
+	ck_assert_int_eq(r->reason, -ETIMEDOUT);
+	expect_sent(other, "\"heartbeat\"");
+	herd__peer_unref(&r->peer);
+	close(other);
+}
+END_TEST
+
+START_TEST(test_eof_closes)
+{
+	int other;
+	struct rec *r = rec_new(&other);
+
+	close(other);
+	run(r, is_closed, 2000);
+	ck_assert_int_eq(r->reason, -ECONNRESET);
+	ck_assert_int_eq(r->released, 1);
+	herd__peer_unref(&r->peer);
+}
+END_TEST
+
+static Suite *
+peer_suite(void)
+{
+	Suite *s = suite_create("peer");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_messages_in_pieces);
+	tcase_add_test(tc, test_framing_error_answered_then_closed);
+	tcase_add_test(tc, test_close_flushes_then_releases);
+	tcase_add_test(tc, test_unref_inside_callback_defers_free);
+	tcase_add_test(tc, test_backpressure);
+	tcase_add_test(tc, test_heartbeat_then_silence);
+	tcase_add_test(tc, test_eof_closes);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(peer_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
