@@ -154,6 +154,8 @@ control_message(struct conn *c, json_t *msg)
 			conn_close(c);
 		}
 		/* "heartbeat" only refreshes last_rx_ms, done on every read; others are ignored. */
+		else if (!strcmp(m.method, "goodbye"))
+			c->goodbye = true;
 		break;
 	case PROTO_RESULT:
 	case PROTO_ERROR:

@@ -488,9 +488,10 @@ start_up(int argc, char **argv)
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
 		log_warn("PR_SET_CHILD_SUBREAPER: %m; detached grandchildren may escape");
 
-	herdd.loop = ev_default_loop(EVFLAG_AUTO);
+	/* Not libev's default loop: that one reaps every child itself (supervisor.c). */
+	herdd.loop = ev_loop_new(EVFLAG_AUTO);
 	if (!herdd.loop)
-		fatal("cannot initialise libev's default loop");
+		fatal("cannot initialise libev's loop");
 	TAILQ_INIT(&herdd.conns);
 	conn_init_reaper();
 	sup_init();

@@ -283,9 +283,11 @@ START_TEST(test_kill_signals)
 	r = ht_conn_call(c, "kill", json_pack("{s:s, s:i}", "id", id, "signal", 15), ht_ms(5000));
 	ht_assert_result(r);
 	json_decref(r);
-	ev = ht_conn_wait_event(c, "stopped", id, ht_ms(5000));
-	ck_assert_msg(ev, "no stopped event after TERM");
-	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "shutdown");
+	/* An operator's kill is its own reason and event (issue 12). */
+	ev = ht_conn_wait_event(c, "killed", id, ht_ms(5000));
+	ck_assert_msg(ev, "no killed event after TERM");
+	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "killed");
+	ck_assert_ptr_nonnull(strstr(ht_str(ev, "message"), "SIGTERM sent by a kill request"));
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGTERM");
 	json_decref(ev);
 	free(id);
