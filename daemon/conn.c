@@ -136,6 +136,18 @@ end_session(struct conn *c)
 		c->ops->closed(c);
 }
 
+/*
+ * A write failed: the peer is gone. What it sent before going still counts
+ * (a master's goodbye, say), so it is read before the session ends.
+ */
+static void
+write_failed(struct conn *c, int r)
+{
+	log_debug("connection %llu: write: %s", (unsigned long long)c->serial, strerror(-r));
+	conn_drain(c);
+	conn_abort(c);
+}
+
 static void
 write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -143,9 +155,7 @@ write_cb(struct ev_loop *loop, ev_io *w, int revents)
 	int r = flush_some(c);
 
 	if (r < 0) {
-		log_debug(
-		    "connection %llu: write: %s", (unsigned long long)c->serial, strerror(-r));
-		conn_abort(c);
+		write_failed(c, r);
 		return;
 	}
 	if (c->closed && proto_outq_empty(&c->out)) {
@@ -411,7 +421,7 @@ conn_send(struct conn *c, json_t *msg)
 	/* Try at once: most replies fit in the socket buffer and need no watcher. */
 	r = flush_some(c);
 	if (r < 0) {
-		conn_abort(c);
+		write_failed(c, r);
 		return r;
 	}
 	if (c->closed && proto_outq_empty(&c->out))

@@ -154,8 +154,10 @@ control_message(struct conn *c, json_t *msg)
 			conn_close(c);
 		}
 		/* "heartbeat" only refreshes last_rx_ms, done on every read; others are ignored. */
-		else if (!strcmp(m.method, "goodbye"))
+		else if (!strcmp(m.method, "goodbye")) {
+			log_debug("connection %llu: goodbye", (unsigned long long)c->serial);
 			c->goodbye = true;
+		}
 		break;
 	case PROTO_RESULT:
 	case PROTO_ERROR:
