@@ -19,6 +19,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <ev.h>
+
+#include <herd/herd-ev.h>
 #include <herd/herd.h>
 
 #include "ht-check.h"
@@ -68,7 +71,12 @@ nest_init(json_t *arg, void **ret_state, char **reterr)
 		free(n);
 		return r;
 	}
-	/* The session stays open on purpose: the user's nested masters did not close theirs. */
+	/*
+	 * The session stays open and on the worker's loop, as the user's nested
+	 * masters had it: such a worker does not end on SIGTERM by itself, so
+	 * only herdd's SIGKILL ends each level.
+	 */
+	herd_master_attach_ev(n->m, ev_default_loop(0));
 	*ret_state = n;
 	return 0;
 }
