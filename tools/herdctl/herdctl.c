@@ -287,7 +287,7 @@ static const struct ctl_opt spawn_opts[] = {
 	    "add a variable (repeatable); PATH, LANG, TZ and\n"
 	    "LC_* are passed from herdctl's environment",
 	    opt_env, 0, 0 },
-	{ "cwd", 0, "DIR", "working directory (default /)", ctl_opt_string, 0, 0 },
+	{ "cwd", 0, "DIR", "working directory (default: this one)", ctl_opt_string, 0, 0 },
 	{ "umask", 0, "MODE", "octal, default 022", ctl_opt_mode, 0, 0777 },
 	{ "init", 0, "JSON", "the worker-state init argument", ctl_opt_json, 0, 0 },
 	{ "shutdown-on", 0, "MODE",
