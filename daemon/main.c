@@ -118,14 +118,14 @@ static const struct opt_row {
 #undef CFG
 };
 
-#define N_OPTS       (sizeof(opt_rows) / sizeof(opt_rows[0]))
+#define N_OPTS (sizeof(opt_rows) / sizeof(opt_rows[0]))
 /* How the worker limits are sized (size_worker_limits(), and --help says so). */
 #define FDS_RESERVED   64u
 #define FDS_PER_WORKER 6u
 #define PIDS_SHARE     4u
 #define MIB_PER_WORKER 4u
 #define MIN_SIZED      64u
-#define OPT_VAL_BASE 256
+#define OPT_VAL_BASE   256
 /* Where --help's texts start, as two spaces, the option and its argument take up to here. */
 #define HELP_COLUMN 34
 

@@ -156,8 +156,8 @@ static void
 stop_nested(struct worker *w, enum proto_reason reason, unsigned grace_ms)
 {
 	enum proto_reason theirs = reason == PROTO_REASON_DAEMON_SHUTDOWN ? reason
-	    : proto_reason_is_failure(reason)                           ? PROTO_REASON_KILLED_ORPHAN
-	                                                                : PROTO_REASON_MASTER_CLOSED;
+	    : proto_reason_is_failure(reason) ? PROTO_REASON_KILLED_ORPHAN
+	                                      : PROTO_REASON_MASTER_CLOSED;
 	struct worker *k;
 	struct conn *c;
 
@@ -229,8 +229,8 @@ sup_backup_kill(struct worker *w, enum proto_reason reason, double seconds)
 void
 sup_owner_gone(struct conn *c)
 {
-	enum proto_reason reason = c->goodbye ? PROTO_REASON_MASTER_CLOSED
-	                                      : PROTO_REASON_KILLED_ORPHAN;
+	enum proto_reason reason =
+	    c->goodbye ? PROTO_REASON_MASTER_CLOSED : PROTO_REASON_KILLED_ORPHAN;
 	struct worker *w;
 
 	TAILQ_FOREACH(w, &herdd.workers, link) {

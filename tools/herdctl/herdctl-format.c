@@ -252,7 +252,8 @@ ended_normally(const char *event, const json_t *w)
 
 	if (!strcmp(event, "exited"))
 		return json_is_integer(code) && json_integer_value(code) == 0;
-	for (size_t i = 0; reason && !strcmp(event, "stopped") && i < sizeof(normal) / sizeof(normal[0]); i++)
+	for (size_t i = 0;
+	     reason && !strcmp(event, "stopped") && i < sizeof(normal) / sizeof(normal[0]); i++)
 		if (!strcmp(reason, normal[i]))
 			return true;
 	return false;

@@ -318,7 +318,8 @@ static const struct command commands[] = {
 	{ "kill", "[SIGNAL]", "send a signal (TERM, KILL, 9...) to its process group", CMD_ID, 1, 2,
 	    NULL, cmd_kill, show_nothing },
 	{ "call", "FUNCTION [JSON]",
-	    "call a function on the worker, print the result\n(a stream's items first, as JSON lines)",
+	    "call a function on the worker, print the result\n(a stream's items first, as JSON "
+	    "lines)",
 	    CMD_ID, 2, 3, NULL, cmd_call, print_value },
 	{ "watch", "", "print events of every worker you may see, until ^C", 0, 0, 0, NULL,
 	    cmd_watch, print_event },

@@ -114,7 +114,8 @@ int ctl_watch(struct ctl *c, int (*cb)(json_t *event, void *userdata), void *use
  * its items are printed as JSON lines first. Returns 0 with *ret the result,
  * or -errno with the error printed.
  */
-int ctl_call(const char *socket, const char *function, const char *kind, json_t *args, json_t **ret);
+int ctl_call(
+    const char *socket, const char *function, const char *kind, json_t *args, json_t **ret);
 
 /* ---- output (herdctl-format.c) ---- */
 

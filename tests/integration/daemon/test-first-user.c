@@ -26,7 +26,7 @@
 
 #include "ht-check.h"
 
-#define NEST_DEPTH 3 /* levels below the top worker */
+#define NEST_DEPTH    3 /* levels below the top worker */
 #define NEST_GRACE_MS 2000
 
 /* ---- this program as a worker ---- */
@@ -184,8 +184,7 @@ call(herd_worker *w, const char *function, json_t *args)
 	r = herd_worker_connect(w, NULL, &conn, &err);
 	ck_assert_msg(r == 0, "connect: %s", err ? herd_error_message(err) : "?");
 	r = herd_call(conn, function, args, 0, &res);
-	ck_assert_msg(
-	    r == 0, "%s: %s", function, herd_error_message(herd_conn_last_error(conn)));
+	ck_assert_msg(r == 0, "%s: %s", function, herd_error_message(herd_conn_last_error(conn)));
 	json_decref(args);
 	herd_conn_unref(conn);
 	return res;
@@ -352,8 +351,9 @@ START_TEST(test_inherit_env)
 	herd_worker_unref(w);
 
 	/* Everything but HERD_*: the HERD_* a worker sees are herdd's, never the master's. */
-	w = spawn_self(m, json_pack("{s:b, s:{s:s}}", "inherit_env", 1, "env", "FIRST_USER_SET",
-	                          "the caller's env wins"));
+	w = spawn_self(m,
+	    json_pack("{s:b, s:{s:s}}", "inherit_env", 1, "env", "FIRST_USER_SET",
+	        "the caller's env wins"));
 	ck_assert_str_eq(getenv_in(w, "FIRST_USER_SET"), "the caller's env wins");
 	ck_assert_str_eq(getenv_in(w, "LC_FIRST_USER"), "lc");
 	ck_assert_str_eq(getenv_in(w, "HERD_FIRST_USER"), "(unset)");
@@ -440,7 +440,8 @@ START_TEST(test_nested_masters)
 	snprintf(grace, sizeof(grace), "%d", NEST_GRACE_MS);
 	d = ht_daemon_start_ok(args);
 	m = master_open(d);
-	top = spawn_self(m, json_pack("{s:{s:i}, s:s}", "init", "depth", NEST_DEPTH, "name", "top"));
+	top =
+	    spawn_self(m, json_pack("{s:{s:i}, s:s}", "init", "depth", NEST_DEPTH, "name", "top"));
 
 	ws = live_workers(d);
 	ck_assert_int_eq(json_array_size(ws), NEST_DEPTH + 1);
@@ -450,14 +451,16 @@ START_TEST(test_nested_masters)
 		ht_track_pid(pids[i]);
 		if (i == 0)
 			continue;
-		ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(w, "owner"), "pid")),
+		ck_assert_int_eq(
+		    json_integer_value(json_object_get(json_object_get(w, "owner"), "pid")),
 		    pids[i - 1]);
 	}
 
 	t0 = ht_now_ms();
 	ck_assert_int_eq(herd_master_shutdown(m, herd_worker_id(top), NEST_GRACE_MS, NULL), 0);
 	for (i = 0; i <= NEST_DEPTH; i++)
-		ck_assert_int_eq(ht_wait_pid_gone(pids[i], ht_ms(NEST_GRACE_MS * (NEST_DEPTH + 2))), 0);
+		ck_assert_int_eq(
+		    ht_wait_pid_gone(pids[i], ht_ms(NEST_GRACE_MS * (NEST_DEPTH + 2))), 0);
 	took = ht_now_ms() - t0;
 	ck_assert_msg(took < ht_ms(NEST_GRACE_MS + 1500),
 	    "%d levels took %lld ms to stop (grace %d ms each)", NEST_DEPTH + 1, (long long)took,
@@ -660,8 +663,8 @@ START_TEST(test_herdctl_reports)
 	/* A pipe function's items come out as JSON lines, then its result. */
 	o = herdctl(d, NULL, "call", herd_worker_id(w), "count", "{\"n\":3}", NULL);
 	ck_assert_msg(o.code == 0, "call: %s", o.err);
-	ck_assert_msg(!strncmp(o.out, "0\n1\n2\n", 6) && strstr(o.out, "\"count\": 3"), "call: %s",
-	    o.out);
+	ck_assert_msg(
+	    !strncmp(o.out, "0\n1\n2\n", 6) && strstr(o.out, "\"count\": 3"), "call: %s", o.out);
 	ctl_free(&o);
 
 	o = herdctl(d, NULL, "logs", herd_worker_id(w), NULL, NULL, NULL);
@@ -708,16 +711,16 @@ START_TEST(test_herdctl_watch)
 	ck_assert_int_gt(watch, 0);
 	/* watch has subscribed once it reports an event: spawn probes until one shows. */
 	do {
-		r = ht_spawn(c, ht_testworker_params(json_pack("{s:s}", "name", "probe")),
-		    ht_ms(10000));
+		r = ht_spawn(
+		    c, ht_testworker_params(json_pack("{s:s}", "name", "probe")), ht_ms(10000));
 		ht_assert_result(r);
 		json_decref(r);
 		n = ht_read_line(l, ht_ms(300));
 		ck_assert(n > 0 || n == -ETIMEDOUT);
 	} while (n < 0);
 	for (i = 0; i < 2; i++) {
-		r = ht_spawn(c, ht_testworker_params(json_pack("{s:s}", "name", names[i])),
-		    ht_ms(10000));
+		r = ht_spawn(
+		    c, ht_testworker_params(json_pack("{s:s}", "name", names[i])), ht_ms(10000));
 		snprintf(id[i], sizeof(id[i]), "%s", ht_str(ht_assert_result(r), "id"));
 		snprintf(sock[i], sizeof(sock[i]), "%s", ht_str(ht_result(r), "socket"));
 		json_decref(r);
