@@ -199,6 +199,8 @@ struct conn {
 	unsigned nworkers; /* live workers this connection owns */
 	bool subscribed_all; /* gets every event it may see, not only its own workers' */
 	bool goodbye; /* the master said goodbye: it closes on purpose, its workers end normally */
+	pid_t
+	    peer_worker; /* the worker whose process tree the peer is in; -1 none, 0 not known yet */
 	unsigned hb_interval_ms;
 	unsigned hb_timeout_ms;
 

@@ -132,17 +132,29 @@ sup_mark_stopping(struct worker *w, enum proto_reason reason)
 	ev_timer_stop(herdd.loop, &w->hb_timer);
 }
 
-/* True if pid is w's main process or one of its descendants. */
-static bool
-in_tree(const struct worker *w, pid_t pid)
+/*
+ * The worker whose process tree c's peer runs in (its pid), or -1. Workers are
+ * herdd's children, so the nearest worker up the peer's parents is the one.
+ * Looked up in /proc once per connection: a thousand stops must not walk
+ * /proc a thousand times.
+ */
+static pid_t
+peer_worker(struct conn *c)
 {
-	/* A nested master sits a few levels down at most; the bound stops a loop on a race. */
+	pid_t pid = c->cred.pid;
+
+	if (c->peer_worker)
+		return c->peer_worker;
+	c->peer_worker = -1;
+	/* The bound stops a walk that a race made circular. */
 	for (int depth = 0; pid > 1 && pid != herdd.pid && depth < 64; depth++) {
-		if (pid == w->pid)
-			return true;
+		if (sup_by_pid(pid)) {
+			c->peer_worker = pid;
+			break;
+		}
 		pid = proc_ppid(pid);
 	}
-	return false;
+	return c->peer_worker;
 }
 
 /*
@@ -162,7 +174,7 @@ stop_nested(struct worker *w, enum proto_reason reason, unsigned grace_ms)
 	struct conn *c;
 
 	TAILQ_FOREACH(c, &herdd.conns, link) {
-		if (c->nworkers == 0 || c->closed || !in_tree(w, c->cred.pid))
+		if (c->nworkers == 0 || c->closed || peer_worker(c) != w->pid)
 			continue;
 		TAILQ_FOREACH(k, &herdd.workers, link) {
 			if (k->owner == c && k->shutdown_on == PROTO_SHUTDOWN_MASTER_DISCONNECT)

@@ -6,6 +6,7 @@
  * ones and events all work with any loop.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -208,12 +209,18 @@ herd_master_ref(herd_master *m)
 /*
  * Tells herdd this session ends on purpose, so its workers end as
  * master_closed rather than as orphans of a master that vanished
- * (PROTOCOL.md 4.1). The note is flushed, briefly, before the close.
+ * (PROTOCOL.md 4.1). Sending writes at once; only output still queued
+ * behind it is flushed, briefly, since a flush may run event callbacks.
  */
 static void
 master_goodbye(herd_master *m)
 {
-	if (herd_conn_is_closed(m->conn) == 0 && herd__conn_notify(m->conn, "goodbye", NULL) == 0)
+	int events;
+
+	if (herd_conn_is_closed(m->conn) != 0 || herd__conn_notify(m->conn, "goodbye", NULL) < 0)
+		return;
+	events = herd_conn_get_events(m->conn);
+	if (events > 0 && (events & POLLOUT))
 		herd_conn_flush(m->conn, GOODBYE_FLUSH_USEC);
 }
 
