@@ -421,11 +421,16 @@ spawn_env(json_t *opts, json_t *p)
 	json_object_del(p, "inherit_env");
 	for (char **e = environ; e && *e; e++) {
 		const char *eq = strchr(*e, '=');
+		_cleanup_free_ char *name = NULL;
 
 		if (!eq || !env_wanted(inherit, *e, (size_t)(eq - *e)))
 			continue;
-		if (!json_object_getn(env, *e, (size_t)(eq - *e)) &&
-		    json_object_setn_new(env, *e, (size_t)(eq - *e), json_string(eq + 1)) < 0)
+		/* jansson 2.13 has no json_object_getn(): the name gets its own string. */
+		name = strndup(*e, (size_t)(eq - *e));
+		if (!name)
+			return -ENOMEM;
+		if (!json_object_get(env, name) &&
+		    json_object_set_new(env, name, json_string(eq + 1)) < 0)
 			return -ENOMEM;
 	}
 	return 0;
