@@ -150,6 +150,10 @@ control_message(struct conn *c, json_t *msg)
 			conn_close(c);
 		}
 		/* "heartbeat" only refreshes the peer's last_recv, done on every read; others are ignored. */
+		else if (!strcmp(m.method, "goodbye")) {
+			log_debug("connection %llu: goodbye", (unsigned long long)c->serial);
+			c->goodbye = true;
+		}
 		break;
 	case PROTO_RESULT:
 	case PROTO_ERROR:

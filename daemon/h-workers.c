@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -203,8 +204,14 @@ h_kill(struct conn *c, json_t *id, json_t *params)
 		not_found(c, id, wid);
 		return;
 	}
-	if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT || sig == SIGKILL)
-		sup_mark_stopping(w, PROTO_REASON_SHUTDOWN);
+	/* An operator's kill is its own reason: the owner is told who ended its worker. */
+	if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP || sig == SIGQUIT || sig == SIGKILL) {
+		if (!w->reason && !w->message &&
+		    asprintf(&w->message, "SIG%s sent by a kill request (pid %d, uid %u)",
+		        sigabbrev_np(sig), (int)c->cred.pid, (unsigned)c->cred.uid) < 0)
+			w->message = NULL;
+		sup_mark_stopping(w, PROTO_REASON_KILLED);
+	}
 	sup_signal(w, sig);
 	log_info("worker %s pid %d: signal %d sent by uid %u", w->id, (int)w->pid, sig,
 	    (unsigned)c->cred.uid);

@@ -5,8 +5,8 @@
  * supervisor (supervisor.c, spawn.c, channel.c, capture.c, workers.c, proc.c),
  * notifications to the service manager (notify.c) and logging (log.c).
  *
- * herdd is single-threaded: everything runs in libev's default loop, which is
- * also the only reaper of child processes.
+ * herdd is single-threaded: everything runs in one libev loop, whose SIGCHLD
+ * watcher (supervisor.c) is the only reaper of child processes.
  */
 #ifndef HERDD_H
 #define HERDD_H
@@ -192,6 +192,9 @@ struct conn {
 	unsigned pending; /* requests answered later (spawn, shutdown) */
 	unsigned nworkers; /* live workers this connection owns */
 	bool subscribed_all; /* gets every event it may see, not only its own workers' */
+	bool goodbye; /* the master said goodbye: it closes on purpose, its workers end normally */
+	pid_t
+	    peer_worker; /* the worker whose process tree the peer is in; -1 none, 0 not known yet */
 
 	/* Channels. */
 	struct worker *worker;
@@ -394,7 +397,10 @@ void sup_mark_stopping(struct worker *w, enum proto_reason reason);
 int sup_signal(struct worker *w, int sig);
 /* The worker announced its own exit (failure, init failure): SIGKILL if it is not gone in grace. */
 void sup_expect_exit(struct worker *w, enum proto_reason reason, const char *message);
-/* The master's session ended: stops its master_disconnect workers, forgets the owner. */
+/*
+ * The master's session ended: stops its master_disconnect workers (reason
+ * master_closed after its goodbye, killed_orphan without), forgets the owner.
+ */
 void sup_owner_gone(struct conn *c);
 /* True if a request of c with this id waits for its reply. */
 bool sup_id_pending(const struct conn *c, const json_t *id);

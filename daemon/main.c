@@ -60,6 +60,9 @@ enum opt_type {
 	OPT_HELP,
 };
 
+/* The default of a worker limit sized to the machine at start-up (size_worker_limits()). */
+#define DEF_SIZED ULLONG_MAX
+
 /*
  * One row per option: getopt_long's table, the parsing, the defaults and
  * --help all come from here, so they cannot disagree.
@@ -95,12 +98,12 @@ static const struct opt_row {
 	    "connections per uid", NULL },
 	{ "max-unauthenticated", OPT_NUMBER, CFG(max_unauthenticated), 1, 1 << 20, 64, "N",
 	    "connections still before hello", NULL },
-	{ "max-workers", OPT_NUMBER, CFG(max_workers), 0, 1 << 20, 1024, "N", "live workers in all",
-	    NULL },
-	{ "max-workers-per-uid", OPT_NUMBER, CFG(max_workers_per_uid), 0, 1 << 20, 256, "N",
-	    "live workers per uid", NULL },
-	{ "max-workers-per-master", OPT_NUMBER, CFG(max_workers_per_master), 0, 1 << 20, 64, "N",
-	    "live workers per master connection", NULL },
+	{ "max-workers", OPT_NUMBER, CFG(max_workers), 0, 1 << 20, DEF_SIZED, "N",
+	    "live workers in all", "sized to the machine,\nsee below" },
+	{ "max-workers-per-uid", OPT_NUMBER, CFG(max_workers_per_uid), 0, 1 << 20, DEF_SIZED, "N",
+	    "live workers per uid", "--max-workers; a\nquarter of it for a root herdd" },
+	{ "max-workers-per-master", OPT_NUMBER, CFG(max_workers_per_master), 0, 1 << 20, DEF_SIZED,
+	    "N", "live workers per master connection", "as per uid" },
 	{ "max-pending", OPT_NUMBER, CFG(max_pending), 1, 1 << 20, HERD_DEFAULT_MAX_PENDING, "N",
 	    "requests in flight per connection", NULL },
 	{ "keep-exited", OPT_NUMBER, CFG(keep_exited), 0, 1 << 20, 256, "N",
@@ -115,8 +118,14 @@ static const struct opt_row {
 #undef CFG
 };
 
-#define N_OPTS       (sizeof(opt_rows) / sizeof(opt_rows[0]))
-#define OPT_VAL_BASE 256
+#define N_OPTS (sizeof(opt_rows) / sizeof(opt_rows[0]))
+/* How the worker limits are sized (size_worker_limits(), and --help says so). */
+#define FDS_RESERVED   64u
+#define FDS_PER_WORKER 6u
+#define PIDS_SHARE     4u
+#define MIB_PER_WORKER 4u
+#define MIN_SIZED      64u
+#define OPT_VAL_BASE   256
 /* Where --help's texts start, as two spaces, the option and its argument take up to here. */
 #define HELP_COLUMN 34
 
@@ -159,6 +168,12 @@ usage(FILE *f)
 		}
 		fputc('\n', f);
 	}
+	fprintf(f,
+	    "\nUnless given, --max-workers is the smallest of: the open-file hard limit,\n"
+	    "less %u, over %u (the descriptors herdd holds per worker); kernel.pid_max over\n"
+	    "%u; RLIMIT_NPROC over 2 (when herdd is not root); and physical memory over\n"
+	    "%u MiB; but at least %u.\n",
+	    FDS_RESERVED, FDS_PER_WORKER, PIDS_SHARE, MIB_PER_WORKER, MIN_SIZED);
 }
 
 static unsigned long long
@@ -187,7 +202,7 @@ options_defaults(struct herdd_config *c)
 		void *field = (char *)c + o->offset;
 
 		if (o->type == OPT_NUMBER)
-			*(unsigned *)field = (unsigned)o->def;
+			*(unsigned *)field = o->def == DEF_SIZED ? 0 : (unsigned)o->def;
 		else if (o->type == OPT_BYTES)
 			*(size_t *)field = (size_t)o->def;
 		else if (o->type == OPT_LOG_LEVEL)
@@ -249,10 +264,9 @@ given(const bool *seen, size_t offset)
 }
 
 static void
-parse_options(int argc, char **argv)
+parse_options(int argc, char **argv, bool *seen)
 {
 	struct option opts[N_OPTS + 1] = { { 0 } };
-	bool seen[N_OPTS] = { false };
 	int o;
 
 	for (size_t i = 0; i < N_OPTS; i++)
@@ -436,6 +450,61 @@ raise_nofile(void)
 	herdd.max_fds = want.rlim_cur;
 }
 
+/* Reads one number from a /proc file, or returns 0. */
+static unsigned long long
+proc_number(const char *path)
+{
+	unsigned long long v = 0;
+	FILE *f = fopen(path, "re");
+
+	if (f) {
+		if (fscanf(f, "%llu", &v) != 1)
+			v = 0;
+		fclose(f);
+	}
+	return v;
+}
+
+/*
+ * The worker limits no option set, sized to the machine as --help says: a
+ * fixed default (64 per master once) made concurrent spawns fail on machines
+ * where herdd runs thousands of workers in a few MiB.
+ */
+static void
+size_worker_limits(const bool *seen)
+{
+	unsigned long long n = herdd.max_fds > FDS_RESERVED + FDS_PER_WORKER * MIN_SIZED
+	    ? (herdd.max_fds - FDS_RESERVED) / FDS_PER_WORKER
+	    : MIN_SIZED;
+	unsigned long long pids = proc_number("/proc/sys/kernel/pid_max") / PIDS_SHARE;
+	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+	unsigned long long mem = pages > 0 && page > 0
+	    ? (unsigned long long)pages * (unsigned long long)page / (MIB_PER_WORKER << 20)
+	    : 0;
+	struct rlimit nproc;
+
+	if (pids && pids < n)
+		n = pids;
+	if (herdd.uid != 0 && getrlimit(RLIMIT_NPROC, &nproc) == 0 &&
+	    nproc.rlim_cur != RLIM_INFINITY && nproc.rlim_cur / 2 < n)
+		n = nproc.rlim_cur / 2;
+	if (mem && mem < n)
+		n = mem;
+	if (n < MIN_SIZED)
+		n = MIN_SIZED;
+	if (n > 1 << 20)
+		n = 1 << 20;
+	if (!given(seen, offsetof(struct herdd_config, max_workers)))
+		herdd.cfg.max_workers = (unsigned)n;
+	if (!given(seen, offsetof(struct herdd_config, max_workers_per_uid)))
+		herdd.cfg.max_workers_per_uid =
+		    herdd.uid == 0 && n / 4 > MIN_SIZED ? (unsigned)(n / 4) : (unsigned)n;
+	if (!given(seen, offsetof(struct herdd_config, max_workers_per_master)))
+		herdd.cfg.max_workers_per_master = herdd.cfg.max_workers_per_uid;
+	log_debug("worker limits: %u in all, %u per uid, %u per master", herdd.cfg.max_workers,
+	    herdd.cfg.max_workers_per_uid, herdd.cfg.max_workers_per_master);
+}
+
 /* fds 0..2 must exist, or the first socket would become someone's stdout. */
 static void
 ensure_std_fds(void)
@@ -461,6 +530,7 @@ close_connections(void)
 static void
 start_up(int argc, char **argv)
 {
+	bool seen[N_OPTS] = { false };
 	int r;
 
 	close_inherited_fds();
@@ -471,7 +541,7 @@ start_up(int argc, char **argv)
 	herdd.gid = getegid();
 	herdd.pid = getpid();
 	herdd.started_ms = now_ms();
-	parse_options(argc, argv);
+	parse_options(argc, argv, seen);
 	r = log_open(herdd.cfg.log_level, herdd.cfg.log_file);
 	if (r < 0) {
 		fprintf(
@@ -480,6 +550,7 @@ start_up(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
+	size_worker_limits(seen);
 	spawn_init();
 	/* Never keep a mount busy; every path herdd uses is absolute. */
 	if (chdir("/") < 0)
@@ -488,9 +559,10 @@ start_up(int argc, char **argv)
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
 		log_warn("PR_SET_CHILD_SUBREAPER: %m; detached grandchildren may escape");
 
-	herdd.loop = ev_default_loop(EVFLAG_AUTO);
+	/* Not libev's default loop: that one reaps every child itself (supervisor.c). */
+	herdd.loop = ev_loop_new(EVFLAG_AUTO);
 	if (!herdd.loop)
-		fatal("cannot initialise libev's default loop");
+		fatal("cannot initialise libev's loop");
 	TAILQ_INIT(&herdd.conns);
 	sup_init();
 	server_open();

@@ -333,7 +333,8 @@ env_add(char **envp, size_t *n, const char *name, const char *value)
 /*
  * The worker's environment: PATH fixed, HOME, USER, LOGNAME and SHELL from
  * the requester's passwd entry (never herdd's own environment), then the
- * requester's additions (its LANG, TZ...), then the channel variables.
+ * requester's additions (its LANG, TZ...), then the channel variables and
+ * herdd's own socket (HERD_SOCKET).
  */
 static char **
 build_env(const struct worker *w, const char *home, const char *user, const char *shell)
@@ -365,6 +366,9 @@ build_env(const struct worker *w, const char *home, const char *user, const char
 		r = env_add(envp, &n, "HERD_CHANNEL_FD", "3");
 	if (r == 0)
 		r = env_add(envp, &n, "HERD_WORKER_ID", w->id);
+	/* A worker that is a master itself finds the herdd that spawned it. */
+	if (r == 0)
+		r = env_add(envp, &n, "HERD_SOCKET", herdd.cfg.socket_path);
 	if (r < 0) {
 		for (size_t i = 0; i < n; i++)
 			free(envp[i]);

@@ -2,9 +2,12 @@
 /*
  * Worker lifecycle: spawn, ready, stop, reap (records: workers.c, /proc: proc.c).
  *
- * Reaping: libev's default loop reaps every child (ev_child with pid 0) and
- * is the only reaper; a pid is mapped to its worker at reap time, which is
- * exact because a pid cannot be reused before it is reaped. Signals go to
+ * Reaping: herdd's SIGCHLD watcher is the only reaper. It calls wait4(), not
+ * libev's ev_child (whose waitpid() drops the child's rusage), so a worker's
+ * final CPU time is exact even when it lived shorter than one heartbeat
+ * interval; herdd's loop is not libev's default one, which would reap first.
+ * A pid is mapped to its worker at reap time, which is exact because a pid
+ * cannot be reused before it is reaped. Signals go to
  * the main process through its pidfd (ESRCH after the reap, never a recycled
  * pid) and to its process group only while the leader is unreaped.
  *
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/pidfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -33,7 +37,7 @@
 #define MAX_TREE          4096
 #define CHANNEL_MAX_BYTES (1u << 20)
 
-static ev_child child_watcher;
+static ev_signal child_watcher;
 static ev_prepare escapee_check;
 static uint64_t next_worker = 1;
 
@@ -128,6 +132,57 @@ sup_mark_stopping(struct worker *w, enum proto_reason reason)
 	ev_timer_stop(herdd.loop, &w->hb_timer);
 }
 
+/*
+ * The worker whose process tree c's peer runs in (its pid), or -1. Workers are
+ * herdd's children, so the nearest worker up the peer's parents is the one.
+ * Looked up in /proc once per connection: a thousand stops must not walk
+ * /proc a thousand times.
+ */
+static pid_t
+peer_worker(struct conn *c)
+{
+	pid_t pid = c->cred.pid;
+
+	if (c->peer_worker)
+		return c->peer_worker;
+	c->peer_worker = -1;
+	/* The bound stops a walk that a race made circular. */
+	for (int depth = 0; pid > 1 && pid != herdd.pid && depth < 64; depth++) {
+		if (sup_by_pid(pid)) {
+			c->peer_worker = pid;
+			break;
+		}
+		pid = proc_ppid(pid);
+	}
+	return c->peer_worker;
+}
+
+/*
+ * Stops at once the master_disconnect workers of the master sessions that w's
+ * processes opened (a worker that is itself a master): they would be stopped
+ * anyway once w's session ends, and waiting for that costs a grace period
+ * per level of nesting. A normal stop ends them as master_closed, a failure
+ * as killed_orphan, herdd's own stop as daemon_shutdown.
+ */
+static void
+stop_nested(struct worker *w, enum proto_reason reason, unsigned grace_ms)
+{
+	enum proto_reason theirs = reason == PROTO_REASON_DAEMON_SHUTDOWN ? reason
+	    : proto_reason_is_failure(reason) ? PROTO_REASON_KILLED_ORPHAN
+	                                      : PROTO_REASON_MASTER_CLOSED;
+	struct worker *k;
+	struct conn *c;
+
+	TAILQ_FOREACH(c, &herdd.conns, link) {
+		if (c->nworkers == 0 || c->peer.closed || peer_worker(c) != w->pid)
+			continue;
+		TAILQ_FOREACH(k, &herdd.workers, link) {
+			if (k->owner == c && k->shutdown_on == PROTO_SHUTDOWN_MASTER_DISCONNECT)
+				sup_stop(k, theirs, grace_ms);
+		}
+	}
+}
+
 /* Stops w gracefully: see the header. */
 void
 sup_stop(struct worker *w, enum proto_reason reason, unsigned grace_ms)
@@ -145,6 +200,7 @@ sup_stop(struct worker *w, enum proto_reason reason, unsigned grace_ms)
 	ev_timer_stop(herdd.loop, &w->grace_timer);
 	log_info("worker %s pid %d: stopping (%s)", w->id, (int)w->pid, proto_reason_name(reason));
 	channel_send_shutdown(w);
+	stop_nested(w, reason, grace_ms);
 	if (grace_ms == 0) {
 		signal_worker(w, SIGKILL, true);
 		return;
@@ -192,6 +248,8 @@ sup_backup_kill(struct worker *w, enum proto_reason reason, double seconds)
 void
 sup_owner_gone(struct conn *c)
 {
+	enum proto_reason reason =
+	    c->goodbye ? PROTO_REASON_MASTER_CLOSED : PROTO_REASON_KILLED_ORPHAN;
 	struct worker *w;
 
 	TAILQ_FOREACH(w, &herdd.workers, link) {
@@ -204,7 +262,7 @@ sup_owner_gone(struct conn *c)
 		if (sup_is_live(w) &&
 		    (w->shutdown_on == PROTO_SHUTDOWN_MASTER_DISCONNECT ||
 		        w->state == PROTO_STATE_STARTING))
-			sup_stop(w, PROTO_REASON_KILLED_ORPHAN, herdd.cfg.grace_ms);
+			sup_stop(w, reason, herdd.cfg.grace_ms);
 	}
 }
 
@@ -621,12 +679,23 @@ kill_escapees(void)
 	}
 }
 
+/* User plus system time of a reaped child (and of the children it reaped), in ms. */
+static uint64_t
+rusage_ms(const struct rusage *ru)
+{
+	return (uint64_t)(ru->ru_utime.tv_sec + ru->ru_stime.tv_sec) * 1000 +
+	    (uint64_t)(ru->ru_utime.tv_usec + ru->ru_stime.tv_usec) / 1000;
+}
+
 static void
-reaped(struct worker *w, int status)
+reaped(struct worker *w, int status, const struct rusage *ru)
 {
 	json_t *r;
 
 	w->reaped = true;
+	/* The last /proc reading may be an interval old: the kernel's total is final. */
+	if (rusage_ms(ru) > w->cpu_ms)
+		w->cpu_ms = rusage_ms(ru);
 	sup_pid_forget(w);
 	w->ended_ms = now_ms();
 	if (w->pidfd >= 0) {
@@ -701,14 +770,21 @@ escapee_check_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 }
 
 static void
-child_cb(struct ev_loop *loop, ev_child *c, int revents)
+child_cb(struct ev_loop *loop, ev_signal *s, int revents)
 {
-	struct worker *w = sup_by_pid(c->rpid);
+	struct rusage ru;
+	struct worker *w;
+	int status;
+	pid_t pid;
 
-	if (w)
-		reaped(w, c->rstatus);
-	else
-		log_debug("reaped pid %d (not a worker)", (int)c->rpid);
+	/* One SIGCHLD may stand for many children. */
+	while ((pid = wait4(-1, &status, WNOHANG, &ru)) > 0) {
+		w = sup_by_pid(pid);
+		if (w)
+			reaped(w, status, &ru);
+		else
+			log_debug("reaped pid %d (not a worker)", (int)pid);
+	}
 	/*
 	 * Once for all the reaps of this loop iteration: a thousand workers
 	 * stopped together must not read /proc a thousand times.
@@ -722,8 +798,8 @@ sup_init(void)
 {
 	TAILQ_INIT(&herdd.workers);
 	TAILQ_INIT(&herdd.exited);
-	ev_child_init(&child_watcher, child_cb, 0, 0);
-	ev_child_start(herdd.loop, &child_watcher);
+	ev_signal_init(&child_watcher, child_cb, SIGCHLD);
+	ev_signal_start(herdd.loop, &child_watcher);
 	ev_prepare_init(&escapee_check, escapee_check_cb);
 	sup_records_start();
 }
@@ -732,7 +808,7 @@ sup_init(void)
 void
 sup_cleanup(void)
 {
-	ev_child_stop(herdd.loop, &child_watcher);
+	ev_signal_stop(herdd.loop, &child_watcher);
 	ev_prepare_stop(herdd.loop, &escapee_check);
 	sup_records_free();
 }

@@ -31,6 +31,7 @@ static const char *const event_names[PROTO_EVENT_COUNT] = {
 	[PROTO_EVENT_SPAWN_TIMEOUT] = "spawn_timeout",
 	[PROTO_EVENT_INIT_FAILED] = "init_failed",
 	[PROTO_EVENT_STOPPED] = "stopped",
+	[PROTO_EVENT_KILLED] = "killed",
 };
 
 static const char *const reason_names[PROTO_REASON_COUNT] = {
@@ -44,9 +45,16 @@ static const char *const reason_names[PROTO_REASON_COUNT] = {
 	[PROTO_REASON_EXITED] = "exited",
 	[PROTO_REASON_SHUTDOWN] = "shutdown",
 	[PROTO_REASON_DAEMON_SHUTDOWN] = "daemon_shutdown",
+	[PROTO_REASON_MASTER_CLOSED] = "master_closed",
+	[PROTO_REASON_KILLED] = "killed",
 };
 
-/* The event each reason produces and whether "stats" counts it as a failure. */
+/*
+ * The event each reason produces and whether "stats" counts it as a failure.
+ * A master that closed its session ends its workers normally; one that
+ * vanished (killed_orphan) is a failure. An operator's kill is its own event,
+ * so the owner learns that its worker went without its asking.
+ */
 static const struct {
 	enum proto_event event;
 	bool failure;
@@ -62,6 +70,8 @@ static const struct {
 	[PROTO_REASON_EXITED] = { PROTO_EVENT_EXITED, false },
 	[PROTO_REASON_SHUTDOWN] = { PROTO_EVENT_STOPPED, false },
 	[PROTO_REASON_DAEMON_SHUTDOWN] = { PROTO_EVENT_STOPPED, false },
+	[PROTO_REASON_MASTER_CLOSED] = { PROTO_EVENT_STOPPED, false },
+	[PROTO_REASON_KILLED] = { PROTO_EVENT_KILLED, true },
 };
 
 static const char *

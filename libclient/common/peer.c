@@ -236,6 +236,8 @@ peer_write(struct herd__peer *p)
 	queued = p->outq.bytes;
 	pthread_mutex_unlock(&p->lock);
 	if (r < 0) {
+		/* The other side is gone; what it sent before going still counts (a goodbye). */
+		herd__peer_drain_input(p, 16);
 		peer_fail(p, r, "write");
 		return r;
 	}

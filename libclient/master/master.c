@@ -6,6 +6,7 @@
  * ones and events all work with any loop.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,6 +17,8 @@
 /* What herdd needs beyond the spawn timeout to answer: fork, exec, hello, ready. */
 #define SPAWN_MARGIN_USEC (10ull * 1000000ull)
 #define DEFAULT_GRACE_MS  5000u
+/* How long closing waits for the goodbye to leave (a local socket: at once). */
+#define GOODBYE_FLUSH_USEC (1000ull * 1000ull)
 
 extern char **environ;
 
@@ -76,7 +79,7 @@ static bool
 event_is_failure(const char *event, json_t *worker)
 {
 	static const char *const failures[] = { "crashed", "failed", "heartbeat_lost",
-		"spawn_timeout", "init_failed" };
+		"spawn_timeout", "init_failed", "killed" };
 	json_t *code;
 
 	for (size_t i = 0; i < sizeof(failures) / sizeof(failures[0]); i++)
@@ -119,13 +122,15 @@ master_notify(herd_conn *conn, const char *method, json_t *params, void *userdat
 
 /* ---- connection ---- */
 
-HERD_EXPORT int
-herd_master_connect(
-    const char *socket_path, json_t *settings, herd_master **ret, herd_error **ret_error)
+/* Opens a session as role; a master may autostart herdd (herd_master_connect()). */
+static int
+master_open(const char *socket_path, json_t *settings, const char *role, herd_master **ret,
+    herd_error **ret_error)
 {
 	_cleanup_free_ char *settings_err = NULL;
 	_cleanup_free_ char *path = NULL;
 	_cleanup_json_ json_t *extra = NULL;
+	bool master = !strcmp(role, "master");
 	struct herd__settings s;
 	herd_master *m;
 	int r;
@@ -153,14 +158,14 @@ herd_master_connect(
 		free(m);
 		return -ENOMEM;
 	}
-	r = herd__conn_open(path, "master", extra, settings, true, &m->conn, ret_error);
+	r = herd__conn_open(path, role, extra, settings, true, &m->conn, ret_error);
 	/* Nobody there (no socket, or a stale one): start a private herdd, as tmux does. */
-	if ((r == -ENOENT || r == -ECONNREFUSED) && herd__autostart_enabled() &&
+	if (master && (r == -ENOENT || r == -ECONNREFUSED) && herd__autostart_enabled() &&
 	    herd__autostart(path, master_socket_is_default(socket_path), s.handshake_timeout_ms) ==
 	        0) {
 		if (ret_error)
 			*ret_error = herd_error_unref(*ret_error);
-		r = herd__conn_open(path, "master", extra, settings, true, &m->conn, ret_error);
+		r = herd__conn_open(path, role, extra, settings, true, &m->conn, ret_error);
 	}
 	if (r < 0) {
 		json_decref(m->settings);
@@ -173,12 +178,50 @@ herd_master_connect(
 	return 0;
 }
 
+HERD_EXPORT int
+herd_master_connect(
+    const char *socket_path, json_t *settings, herd_master **ret, herd_error **ret_error)
+{
+	return master_open(socket_path, settings, "master", ret, ret_error);
+}
+
+HERD_EXPORT int
+herd_inspector_connect(
+    const char *socket_path, json_t *settings, herd_master **ret, herd_error **ret_error)
+{
+	return master_open(socket_path, settings, "inspector", ret, ret_error);
+}
+
+HERD_EXPORT char *
+herd_master_socket_path(const char *socket_path)
+{
+	return master_socket_path(socket_path);
+}
+
 HERD_EXPORT herd_master *
 herd_master_ref(herd_master *m)
 {
 	if (m)
 		m->n_ref++;
 	return m;
+}
+
+/*
+ * Tells herdd this session ends on purpose, so its workers end as
+ * master_closed rather than as orphans of a master that vanished
+ * (PROTOCOL.md 4.1). Sending writes at once; only output still queued
+ * behind it is flushed, briefly, since a flush may run event callbacks.
+ */
+static void
+master_goodbye(herd_master *m)
+{
+	int events;
+
+	if (herd_conn_is_closed(m->conn) != 0 || herd__conn_notify(m->conn, "goodbye", NULL) < 0)
+		return;
+	events = herd_conn_get_events(m->conn);
+	if (events > 0 && (events & POLLOUT))
+		herd_conn_flush(m->conn, GOODBYE_FLUSH_USEC);
 }
 
 HERD_EXPORT herd_master *
@@ -189,6 +232,8 @@ herd_master_unref(herd_master *m)
 	/* The connection may outlive us (a caller holds it): it must not call back into us. */
 	m->conn->notify_fn = NULL;
 	m->conn->notify_userdata = NULL;
+	if (m->conn->peer.n_ref == 1)
+		master_goodbye(m);
 	herd_conn_unref(m->conn);
 	json_decref(m->settings);
 	free(m);
@@ -200,6 +245,7 @@ herd_master_close(herd_master *m)
 {
 	if (!m)
 		return -EINVAL;
+	master_goodbye(m);
 	return herd_conn_close(m->conn);
 }
 
@@ -281,46 +327,144 @@ herd_spawn_opts_new(const char *path, json_t *init)
 	            : json_pack("{s:s}", "path", path);
 }
 
-/* Adds a variable from our environment to env unless the caller set it. */
-static int
-env_inherit(json_t *env, const char *name, const char *value)
+/* What "inherit_env" is when the options do not say. */
+static const char *const default_inherit[] = { "PATH", "LANG", "TZ", "LC_*" };
+
+/* True if name is one herdd accepts in "env": a valid name, not HERD_* or the service manager's. */
+static bool
+env_name_passable(const char *name, size_t len)
 {
-	if (!value || json_object_get(env, name))
-		return 0;
-	return json_object_set_new(env, name, json_string(value));
+	static const char *const reserved[] = { "HERD_", "NOTIFY_SOCKET", "LISTEN_", "WATCHDOG_" };
+
+	if (len == 0 || len > 256 || (name[0] >= '0' && name[0] <= '9'))
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = name[i];
+
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		        (ch >= '0' && ch <= '9') || ch == '_'))
+			return false;
+	}
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
+		if (!strncmp(name, reserved[i], strlen(reserved[i])))
+			return false;
+	return true;
 }
 
-/* Sets p's "env": the caller's (opts's), with this process's PATH, LANG, TZ and LC_* under it. */
+/* True if the variable name (len bytes) matches pattern: a name, or a prefix ending in '*'. */
+static bool
+env_name_matches(const char *pattern, const char *name, size_t len)
+{
+	size_t plen = strlen(pattern);
+
+	if (plen > 0 && pattern[plen - 1] == '*')
+		return len >= plen - 1 && !strncmp(name, pattern, plen - 1);
+	return len == plen && !strncmp(name, pattern, len);
+}
+
+/* True if "inherit_env" (NULL: the default list, true: all, false: none) takes this name. */
+static bool
+env_wanted(const json_t *inherit, const char *name, size_t len)
+{
+	const json_t *v;
+	size_t i;
+
+	if (!env_name_passable(name, len))
+		return false;
+	if (!inherit) {
+		for (i = 0; i < sizeof(default_inherit) / sizeof(default_inherit[0]); i++)
+			if (env_name_matches(default_inherit[i], name, len))
+				return true;
+		return false;
+	}
+	if (json_is_boolean(inherit))
+		return json_is_true(inherit);
+	json_array_foreach(inherit, i, v)
+		if (env_name_matches(json_string_value(v), name, len))
+			return true;
+	return false;
+}
+
+/* "inherit_env" is absent, a boolean or an array of strings. */
+static bool
+inherit_valid(const json_t *inherit)
+{
+	const json_t *v;
+	size_t i;
+
+	if (!inherit || json_is_boolean(inherit))
+		return true;
+	if (!json_is_array(inherit))
+		return false;
+	json_array_foreach(inherit, i, v)
+		if (!json_is_string(v))
+			return false;
+	return true;
+}
+
+/*
+ * Sets p's "env": the caller's (opts's), with the variables of this process
+ * that "inherit_env" names under it, then drops "inherit_env" (libherd's,
+ * not herdd's).
+ */
 static int
 spawn_env(json_t *opts, json_t *p)
 {
-	json_t *t = json_object_get(opts, "env"), *env;
+	json_t *t = json_object_get(opts, "env"), *inherit = json_object_get(opts, "inherit_env");
+	json_t *env;
 
-	if (t && !json_is_object(t))
+	if ((t && !json_is_object(t)) || !inherit_valid(inherit))
 		return -EINVAL;
 	env = t ? json_copy(t) : json_object();
 	if (!env || json_object_set_new(p, "env", env) < 0)
 		return -ENOMEM;
-	if (env_inherit(env, "PATH", getenv("PATH")) < 0 ||
-	    env_inherit(env, "LANG", getenv("LANG")) < 0 ||
-	    env_inherit(env, "TZ", getenv("TZ")) < 0)
-		return -ENOMEM;
+	json_object_del(p, "inherit_env");
 	for (char **e = environ; e && *e; e++) {
 		const char *eq = strchr(*e, '=');
 		_cleanup_free_ char *name = NULL;
 
-		if (strncmp(*e, "LC_", 3) != 0 || !eq)
+		if (!eq || !env_wanted(inherit, *e, (size_t)(eq - *e)))
 			continue;
+		/* jansson 2.13 has no json_object_getn(): the name gets its own string. */
 		name = strndup(*e, (size_t)(eq - *e));
-		if (!name || env_inherit(env, name, eq + 1) < 0)
+		if (!name)
+			return -ENOMEM;
+		if (!json_object_get(env, name) &&
+		    json_object_set_new(env, name, json_string(eq + 1)) < 0)
 			return -ENOMEM;
 	}
 	return 0;
 }
 
 /*
+ * Sets p's "cwd" to this process's working directory unless the options
+ * gave one or "inherit_cwd" is false, as fork() and rpc_parallel's workers
+ * do, so relative paths a master hands its workers mean the same to them.
+ */
+static int
+spawn_cwd(json_t *opts, json_t *p)
+{
+	json_t *inherit = json_object_get(opts, "inherit_cwd");
+	char *cwd;
+	int r = 0;
+
+	if (inherit && !json_is_boolean(inherit))
+		return -EINVAL;
+	json_object_del(p, "inherit_cwd");
+	if (json_object_get(opts, "cwd") || json_is_false(inherit))
+		return 0;
+	/* A directory that is gone has no name to give herdd: the worker then starts in "/". */
+	cwd = getcwd(NULL, 0);
+	if (cwd && cwd[0] == '/')
+		r = json_object_set_new(p, "cwd", json_string(cwd)) < 0 ? -ENOMEM : 0;
+	free(cwd);
+	return r;
+}
+
+/*
  * The spawn params: the caller's options (borrowed) with this master's settings
- * under theirs, and the locale and PATH of this process under their env.
+ * under theirs, the variables of this process they inherit under their env,
+ * and this process's working directory unless they chose one.
  */
 static int
 spawn_params(herd_master *m, json_t *opts, json_t **ret, uint64_t *ret_timeout)
@@ -344,6 +488,8 @@ spawn_params(herd_master *m, json_t *opts, json_t **ret, uint64_t *ret_timeout)
 	    json_object_set_new(p, "settings", settings) < 0)
 		return -ENOMEM;
 	r = spawn_env(opts, p);
+	if (r == 0)
+		r = spawn_cwd(opts, p);
 	if (r < 0)
 		return r;
 
@@ -401,7 +547,8 @@ herd_master_spawn(herd_master *m, json_t *opts, uint64_t timeout_usec, herd_work
 	if (r < 0) {
 		master_local_error(m, HERD_E_INVALID_PARAMS,
 		    "spawn options must be an object with a string \"path\"; "
-		    "\"settings\" and \"env\" must be objects");
+		    "\"settings\" and \"env\" must be objects, \"inherit_env\" a boolean "
+		    "or an array of strings, \"inherit_cwd\" a boolean");
 		return r;
 	}
 	/* A callback run during the wait may drop the caller's reference; worker_new needs m. */

@@ -298,7 +298,7 @@ START_TEST(name_tables)
 	static const char *const policies[] = { "master_disconnect", "connection_closed",
 		"explicit" };
 	static const char *const events[] = { "ready", "exited", "crashed", "failed",
-		"heartbeat_lost", "spawn_timeout", "init_failed", "stopped" };
+		"heartbeat_lost", "spawn_timeout", "init_failed", "stopped", "killed" };
 	int i;
 
 	for (i = 0; i < PROTO_STATE_COUNT; i++) {
@@ -337,6 +337,8 @@ START_TEST(reasons)
 		{ "killed_orphan", "stopped", true },
 		{ "shutdown", "stopped", false },
 		{ "daemon_shutdown", "stopped", false },
+		{ "master_closed", "stopped", false },
+		{ "killed", "killed", true },
 	};
 	size_t i;
 	int r;

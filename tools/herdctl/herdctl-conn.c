@@ -21,12 +21,22 @@ ctl_connect(struct ctl *c)
 
 	if (c->conn)
 		return 0;
-	r = herd_master_connect(c->socket, NULL, &m, &err);
-	if (r < 0) {
+	r = c->master ? herd_master_connect(c->socket, NULL, &m, &err)
+	              : herd_inspector_connect(c->socket, NULL, &m, &err);
+	if (r == -ENOENT || r == -ECONNREFUSED) {
+		char *path = herd_master_socket_path(c->socket);
+
+		ctl_error("no_daemon",
+		    "no herdd runs at %s; start one with 'herdd --socket %s &', or let "
+		    "'herdctl spawn' start one",
+		    path ? path : "herdd's socket", path ? path : "PATH");
+		free(path);
+	} else if (r < 0) {
 		ctl_print_herd_error(r, err, c->socket ? c->socket : "herdd's default socket");
-		herd_error_unref(err);
-		return r;
 	}
+	herd_error_unref(err);
+	if (r < 0)
+		return r;
 	c->conn = calloc(1, sizeof(*c->conn));
 	if (!c->conn) {
 		herd_master_unref(m);

@@ -10,7 +10,7 @@
 
 #include "herdctl.h"
 
-#define N_COLS 9
+#define N_COLS 10
 
 void
 fmt_duration(char *buf, size_t len, const json_t *ms)
@@ -59,12 +59,14 @@ str_or_dash(const json_t *v)
 	return json_is_string(v) ? json_string_value(v) : "-";
 }
 
-/* Fills the nine cells of one worker row. */
+/* Fills the ten cells of one worker row. */
 static void
 worker_row(const json_t *w, char cells[N_COLS][64])
 {
 	json_t *pid = json_object_get(w, "pid");
 	json_t *cpu = json_object_get(w, "cpu_ms");
+	json_t *owner = json_object_get(w, "owner");
+	json_t *opid = json_object_get(owner, "pid");
 
 	snprintf(cells[0], 64, "%s", str_or_dash(json_object_get(w, "id")));
 	snprintf(cells[1], 64, "%s", str_or_dash(json_object_get(w, "name")));
@@ -72,24 +74,31 @@ worker_row(const json_t *w, char cells[N_COLS][64])
 		snprintf(cells[2], 64, "%lld", (long long)json_integer_value(pid));
 	else
 		snprintf(cells[2], 64, "-");
-	snprintf(cells[3], 64, "%s", str_or_dash(json_object_get(w, "state")));
-	fmt_duration(cells[4], 64, json_object_get(w, "uptime_ms"));
-	fmt_duration(cells[5], 64, json_object_get(w, "heartbeat_age_ms"));
-	fmt_kib(cells[6], 64, json_object_get(w, "rss_kib"));
-	if (json_is_integer(cpu))
-		snprintf(cells[7], 64, "%.2fs", (double)json_integer_value(cpu) / 1000.0);
+	/* The master's pid; in parentheses once its session ended. */
+	if (!json_is_integer(opid))
+		snprintf(cells[3], 64, "-");
+	else if (json_is_null(json_object_get(owner, "connection")))
+		snprintf(cells[3], 64, "(%lld)", (long long)json_integer_value(opid));
 	else
-		snprintf(cells[7], 64, "-");
-	snprintf(cells[8], 64, "%s", str_or_dash(json_object_get(w, "reason")));
+		snprintf(cells[3], 64, "%lld", (long long)json_integer_value(opid));
+	snprintf(cells[4], 64, "%s", str_or_dash(json_object_get(w, "state")));
+	fmt_duration(cells[5], 64, json_object_get(w, "uptime_ms"));
+	fmt_duration(cells[6], 64, json_object_get(w, "heartbeat_age_ms"));
+	fmt_kib(cells[7], 64, json_object_get(w, "rss_kib"));
+	if (json_is_integer(cpu))
+		snprintf(cells[8], 64, "%.2fs", (double)json_integer_value(cpu) / 1000.0);
+	else
+		snprintf(cells[8], 64, "-");
+	snprintf(cells[9], 64, "%s", str_or_dash(json_object_get(w, "reason")));
 }
 
 void
 print_worker_table(FILE *f, const json_t *workers)
 {
-	static const char *const head[N_COLS] = { "ID", "NAME", "PID", "STATE", "UPTIME", "HB-AGE",
-		"RSS", "CPU", "REASON" };
+	static const char *const head[N_COLS] = { "ID", "NAME", "PID", "OWNER", "STATE", "UPTIME",
+		"HB-AGE", "RSS", "CPU", "REASON" };
 	/* Numbers read better right-aligned. */
-	static const bool right[N_COLS] = { false, false, true, false, true, true, true, true,
+	static const bool right[N_COLS] = { false, false, true, true, false, true, true, true, true,
 		false };
 	size_t n = json_array_size(workers), i, c;
 	char(*rows)[N_COLS][64] = calloc(n + 1, sizeof(*rows));
@@ -233,27 +242,52 @@ print_stats(FILE *f, const json_t *stats)
 	print_flat(f, flat_width("", stats), "", stats);
 }
 
+/* True for an event of a worker that ended as asked or by itself with status 0. */
+static bool
+ended_normally(const char *event, const json_t *w)
+{
+	static const char *const normal[] = { "shutdown", "daemon_shutdown", "master_closed" };
+	const char *reason = json_string_value(json_object_get(w, "reason"));
+	const json_t *code = json_object_get(w, "exit_code");
+
+	if (!strcmp(event, "exited"))
+		return json_is_integer(code) && json_integer_value(code) == 0;
+	for (size_t i = 0;
+	     reason && !strcmp(event, "stopped") && i < sizeof(normal) / sizeof(normal[0]); i++)
+		if (!strcmp(reason, normal[i]))
+			return true;
+	return false;
+}
+
 void
 print_event(FILE *f, const json_t *event)
 {
 	const json_t *w = json_object_get(event, "worker");
 	const json_t *tail = json_object_get(event, "stderr_tail");
 	const json_t *msg = json_object_get(event, "message");
+	const char *name = str_or_dash(json_object_get(event, "event"));
+	const char *reason = str_or_dash(json_object_get(w, "reason"));
 	const json_t *line;
 	struct timespec ts;
 	struct tm tm;
 	char when[32];
 	size_t i;
 
+	/* "crashed ... crashed" says nothing twice; a reason that differs is news. */
+	if (!strcmp(reason, name) || !strcmp(reason, "-"))
+		reason = "";
+
 	clock_gettime(CLOCK_REALTIME, &ts);
 	localtime_r(&ts.tv_sec, &tm);
 	strftime(when, sizeof(when), "%H:%M:%S", &tm);
 	fprintf(f, "%s.%03ld  %-14s %-6s %-16s pid %-7lld %s%s%s\n", when, ts.tv_nsec / 1000000,
-	    str_or_dash(json_object_get(event, "event")), str_or_dash(json_object_get(w, "id")),
-	    str_or_dash(json_object_get(w, "name")),
-	    (long long)json_integer_value(json_object_get(w, "pid")),
-	    str_or_dash(json_object_get(w, "reason")), json_is_string(msg) ? ": " : "",
+	    name, str_or_dash(json_object_get(w, "id")), str_or_dash(json_object_get(w, "name")),
+	    (long long)json_integer_value(json_object_get(w, "pid")), reason,
+	    json_is_string(msg) ? (*reason ? ": " : "") : "",
 	    json_is_string(msg) ? json_string_value(msg) : "");
+	/* A normal stop's last lines are noise; a failure's are the story. */
+	if (ended_normally(name, w))
+		tail = NULL;
 	json_array_foreach(tail, i, line) {
 		if (json_is_string(line))
 			fprintf(f, "    | %s\n", json_string_value(line));

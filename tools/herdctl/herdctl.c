@@ -105,6 +105,26 @@ show_spawned(FILE *f, const json_t *res)
 	    json_string_value(json_object_get(res, "socket")) ?: "-");
 }
 
+/* logs: the lines; none at all is said on stderr, so an empty output is not a puzzle. */
+static int
+cmd_logs(struct ctl *c, const struct command *cmd, json_t *params, char **args)
+{
+	const char *stream = json_string_value(json_object_get(params, "stream")) ?: "stderr";
+	char *id = strdup(json_string_value(json_object_get(params, "id")) ?: "?");
+	json_t *res;
+
+	if (!id || ctl_request(c, cmd->name, params, &res) < 0) {
+		free(id);
+		return EXIT_FAILURE;
+	}
+	output(c, res, cmd->show);
+	if (json_array_size(json_object_get(res, "lines")) == 0)
+		fprintf(stderr, "herdctl: worker %s has written nothing to its %s\n", id, stream);
+	json_decref(res);
+	free(id);
+	return EXIT_SUCCESS;
+}
+
 /* Commands that are one request of the same name, printed through their show. */
 static int
 cmd_request(struct ctl *c, const struct command *cmd, json_t *params, char **args)
@@ -138,9 +158,10 @@ cmd_kill(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 static int
 cmd_call(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 {
-	json_t *fargs = NULL, *worker = NULL, *res = NULL;
-	const char *socket;
+	json_t *fargs = NULL, *worker = NULL, *res = NULL, *fn;
+	const char *socket, *kind = NULL;
 	int r = EXIT_FAILURE;
+	size_t i;
 
 	if (args[1] && !(fargs = ctl_parse_json("the argument", args[1]))) {
 		json_decref(params);
@@ -149,11 +170,15 @@ cmd_call(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 	if (ctl_request(c, "inspect", json_incref(params), &worker) < 0)
 		goto out;
 	socket = json_string_value(json_object_get(worker, "socket"));
+	json_array_foreach(json_object_get(worker, "functions"), i, fn) {
+		if (!strcmp(json_string_value(json_object_get(fn, "name")) ?: "", args[0]))
+			kind = json_string_value(json_object_get(fn, "kind"));
+	}
 	if (!socket) {
 		ctl_error("worker_exited", "worker %s is %s and has no socket",
 		    json_string_value(json_object_get(params, "id")),
 		    json_string_value(json_object_get(worker, "state")) ?: "gone");
-	} else if (ctl_call(socket, args[0], fargs, &res) == 0) {
+	} else if (ctl_call(socket, args[0], kind, fargs, &res) == 0) {
 		output(c, res, cmd->show);
 		r = EXIT_SUCCESS;
 	}
@@ -262,7 +287,7 @@ static const struct ctl_opt spawn_opts[] = {
 	    "add a variable (repeatable); PATH, LANG, TZ and\n"
 	    "LC_* are passed from herdctl's environment",
 	    opt_env, 0, 0 },
-	{ "cwd", 0, "DIR", "working directory (default /)", ctl_opt_string, 0, 0 },
+	{ "cwd", 0, "DIR", "working directory (default: this one)", ctl_opt_string, 0, 0 },
 	{ "umask", 0, "MODE", "octal, default 022", ctl_opt_mode, 0, 0777 },
 	{ "init", 0, "JSON", "the worker-state init argument", ctl_opt_json, 0, 0 },
 	{ "shutdown-on", 0, "MODE",
@@ -287,13 +312,15 @@ static const struct command commands[] = {
 	    show_list },
 	{ "inspect", "", "one worker in detail", CMD_ID, 1, 1, NULL, cmd_request, print_worker },
 	{ "logs", "", "the last captured lines of a worker's stream", CMD_ID, 1, 1, logs_opts,
-	    cmd_request, show_logs },
+	    cmd_logs, show_logs },
 	{ "shutdown", "", "stop a worker gracefully; waits until it is reaped", CMD_ID, 1, 1,
 	    shutdown_opts, cmd_request, print_worker },
 	{ "kill", "[SIGNAL]", "send a signal (TERM, KILL, 9...) to its process group", CMD_ID, 1, 2,
 	    NULL, cmd_kill, show_nothing },
-	{ "call", "FUNCTION [JSON]", "call a function on the worker, print the result", CMD_ID, 2,
-	    3, NULL, cmd_call, print_value },
+	{ "call", "FUNCTION [JSON]",
+	    "call a function on the worker, print the result\n(a stream's items first, as JSON "
+	    "lines)",
+	    CMD_ID, 2, 3, NULL, cmd_call, print_value },
 	{ "watch", "", "print events of every worker you may see, until ^C", 0, 0, 0, NULL,
 	    cmd_watch, print_event },
 	{ "stats", "", "herdd's counters", 0, 0, 0, NULL, cmd_request, print_stats },
@@ -420,6 +447,8 @@ main(int argc, char **argv)
 	if (r == 0) {
 		c.socket = json_string_value(json_object_get(globals, "socket"));
 		c.json = json_is_true(json_object_get(globals, "json"));
+		/* Only a spawn is a master's act; looking and stopping are an inspector's. */
+		c.master = cmd->flags & CMD_AUTOSTART;
 		r = run(&c, cmd, argc - optind, argv + optind);
 	}
 	ctl_disconnect(&c);

@@ -20,6 +20,7 @@ struct ctl_conn;
 struct ctl {
 	const char *socket; /* --socket, or NULL for libherd's default */
 	bool json; /* --json: print raw results for scripts */
+	bool master; /* the command spawns: connect as a master */
 	struct ctl_conn *conn;
 };
 
@@ -84,7 +85,11 @@ json_t *ctl_parse_json(const char *what, const char *text);
 
 /* ---- herdd (herdctl-conn.c) ---- */
 
-/* Connects to herdd as an inspector. Returns 0 or -errno (error printed). */
+/*
+ * Connects to herdd: as a master for a command that spawns, else as an
+ * inspector (stats does not count it among masters). Returns 0 or -errno
+ * (error printed; "no herdd runs at PATH" when nobody serves the socket).
+ */
 int ctl_connect(struct ctl *c);
 void ctl_disconnect(struct ctl *c);
 /*
@@ -105,9 +110,12 @@ int ctl_spawn(struct ctl *c, json_t *params, json_t **ret);
 int ctl_watch(struct ctl *c, int (*cb)(json_t *event, void *userdata), void *userdata);
 /*
  * Connects to a worker's socket and calls function(args) (args borrowed, may
- * be NULL). Returns 0 with *ret the result, or -errno with the error printed.
+ * be NULL). A function of kind (may be NULL) "pipe" or "state" is a stream:
+ * its items are printed as JSON lines first. Returns 0 with *ret the result,
+ * or -errno with the error printed.
  */
-int ctl_call(const char *socket, const char *function, json_t *args, json_t **ret);
+int ctl_call(
+    const char *socket, const char *function, const char *kind, json_t *args, json_t **ret);
 
 /* ---- output (herdctl-format.c) ---- */
 
@@ -115,13 +123,16 @@ int ctl_call(const char *socket, const char *function, json_t *args, json_t **re
 void fmt_duration(char *buf, size_t len, const json_t *ms);
 /* "512K", "1.8M", "2.0G"; "-" for a non-integer. */
 void fmt_kib(char *buf, size_t len, const json_t *kib);
-/* The worker table: ID NAME PID STATE UPTIME HB-AGE RSS CPU REASON. */
+/* The worker table: ID NAME PID OWNER STATE UPTIME HB-AGE RSS CPU REASON. */
 void print_worker_table(FILE *f, const json_t *workers);
 /* One worker, one "field: value" line each. */
 void print_worker(FILE *f, const json_t *worker);
 /* Daemon counters, nested objects flattened to dotted names. */
 void print_stats(FILE *f, const json_t *stats);
-/* One event: time, event, id, name, pid, reason and message, then the stderr tail. */
+/*
+ * One event: time, event, id, name, pid, the reason unless it is the event's
+ * name, and the message; then the stderr tail, unless the worker ended normally.
+ */
 void print_event(FILE *f, const json_t *event);
 /* A JSON value for people: strings bare, the rest indented JSON. */
 void print_value(FILE *f, const json_t *v);

@@ -68,10 +68,32 @@ typedef struct herd_worker herd_worker;
 HERD_EXPORT int herd_master_connect(
     const char *socket_path, json_t *settings, herd_master **ret, herd_error **ret_error);
 
+/*
+ * Like herd_master_connect(), but says hello as an inspector (PROTOCOL.md
+ * 3.1): a session that looks and controls (list, inspect, logs, stats,
+ * subscribe, shutdown, kill) without counting among stats' masters, as
+ * herdctl's does. It never starts a herdd. Same returns.
+ */
+HERD_EXPORT int herd_inspector_connect(
+    const char *socket_path, json_t *settings, herd_master **ret, herd_error **ret_error);
+
+/*
+ * The control socket herd_master_connect(socket_path, ...) uses (socket_path
+ * may be NULL: the default chosen as above), as a new malloc'd string the
+ * caller frees, or NULL on ENOMEM. For messages such as "no herdd runs at ...".
+ */
+HERD_EXPORT char *herd_master_socket_path(const char *socket_path);
+
 HERD_EXPORT herd_master *herd_master_ref(herd_master *m);
 /* Drops a reference (NULL-safe, returns NULL); the last one closes the connection. */
 HERD_EXPORT herd_master *herd_master_unref(herd_master *m);
-/* Closes the connection to herdd (its master_disconnect workers are stopped). */
+/*
+ * Closes the connection to herdd. Its master_disconnect workers are stopped
+ * with reason master_closed: this and the last herd_master_unref() first tell
+ * herdd ("goodbye") that the session ends on purpose. A session that ends
+ * without it (the process died or exited holding it) leaves them killed_orphan,
+ * which stats counts as a failure.
+ */
 HERD_EXPORT int herd_master_close(herd_master *m);
 
 /* The underlying connection (borrowed): fd, events, timeout, process, on_close. */
@@ -87,9 +109,23 @@ HERD_EXPORT herd_error *herd_master_last_error(herd_master *m);
  * Spawn options are the JSON params of PROTOCOL.md 4.2: "path" (required,
  * absolute), "argv", "name", "env", "cwd", "umask", "stdout", "stderr",
  * "init", "shutdown_on", "spawn_timeout_ms", "connection_timeout_ms",
- * "settings". libherd adds, unless present: "settings" = this master's
- * resolved settings (with the options' own "settings" fields on top), and
- * PATH, LANG, TZ and LC_* from this process's environment to "env".
+ * "settings", plus two that libherd itself reads:
+ *   "inherit_env": which variables of this process join "env" (the caller's
+ *     own "env" members win): an array of names, where "LC_*" (a trailing
+ *     '*') stands for every name with that prefix; true for all of them; false
+ *     or [] for none. Default ["PATH", "LANG", "TZ", "LC_*"]. Names herdd
+ *     refuses are never inherited: HERD_*, NOTIFY_SOCKET, LISTEN_*,
+ *     WATCHDOG_*, and names that are not [A-Za-z_][A-Za-z0-9_]*. What the
+ *     process set with setenv() counts: environ is read at the spawn.
+ *   "inherit_cwd": true (the default) runs the worker in this process's
+ *     working directory, as fork() would and as rpc_parallel's workers run
+ *     where their master runs, so relative paths mean the same to both;
+ *     false leaves herdd's default, "/". An explicit "cwd" wins.
+ * libherd also adds, unless present: "settings" = this master's resolved
+ * settings (with the options' own "settings" fields on top).
+ * herdd gives every worker HERD_SOCKET, its own control socket, so a worker
+ * that is a master itself reaches it with herd_master_connect(NULL, ...); the
+ * workers such a nested master owns are stopped at once when its worker is.
  *
  * herd_spawn_opts_new() makes {"path": path, "init": init} (init borrowed, may
  * be NULL): a new reference, or NULL on ENOMEM/EINVAL. Add members with
@@ -164,7 +200,8 @@ HERD_EXPORT int herd_master_request_async(
 
 /*
  * herdd's event notification: event ("ready", "exited", "crashed", "failed",
- * "heartbeat_lost", "spawn_timeout", "init_failed", "stopped", or a newer name),
+ * "heartbeat_lost", "spawn_timeout", "init_failed", "stopped", "killed", or a
+ * newer name),
  * the worker's id, message (may be NULL), stderr_tail (borrowed array of the
  * last stderr lines) and worker (borrowed WORKER object). All are valid during
  * the callback only.
@@ -175,8 +212,8 @@ typedef void (*herd_master_event_cb)(herd_master *m, const char *event, const ch
 /*
  * rpc_parallel's on_failure: cb runs for every failure of a worker this master
  * owns (or, after "subscribe", may see): events crashed, failed,
- * heartbeat_lost, spawn_timeout, init_failed, and exited with a non-zero
- * status. cb NULL removes it. Returns 0 or -EINVAL.
+ * heartbeat_lost, spawn_timeout, init_failed, killed (a kill request,
+ * herdctl kill for one, ended it) and exited with a non-zero status. cb NULL removes it. Returns 0 or -EINVAL.
  */
 HERD_EXPORT int herd_master_on_failure(herd_master *m, herd_master_event_cb cb, void *userdata);
 /* Every event, failures included (ready, stopped, clean exits...). */
@@ -189,6 +226,8 @@ HERD_EXPORT int herd_master_on_event(herd_master *m, herd_master_event_cb cb, vo
  * (HERD_CHANNEL_FD is set), serves type with herd_worker_main() and exits with
  * its status: it never returns. Otherwise returns 0 and the program goes on as
  * a master, which can spawn itself with herd_spawn_opts_new(herd_self_path()).
+ * Those workers start in the master's working directory ("inherit_cwd"
+ * above), so relative paths work in both halves of the program.
  * Returns -EINVAL for a NULL type.
  */
 HERD_EXPORT int herd_start_app(const struct herd_worker_type *type, int argc, char **argv);

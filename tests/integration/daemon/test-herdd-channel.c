@@ -237,8 +237,10 @@ START_TEST(test_kill_signals)
 	ck_assert_str_eq(ht_str(ht_assert_result(r), "state"), "ready");
 	json_decref(r);
 	ht_expect(c, "kill", json_pack("{s:s, s:i}", "id", id, "signal", 15), NULL);
-	ev = ht_wait_event_ok(c, "stopped", id, ht_ms(5000));
-	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "shutdown");
+	/* An operator's kill is its own reason and event (issue 12). */
+	ev = ht_wait_event_ok(c, "killed", id, ht_ms(5000));
+	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "killed");
+	ck_assert_ptr_nonnull(strstr(ht_str(ev, "message"), "SIGTERM sent by a kill request"));
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGTERM");
 	json_decref(ev);
 	json_decref(spawned);

@@ -58,7 +58,7 @@ on_event(herd_master *m, const char *event, const char *id, const char *message,
 /*
  * Runs the master's connection until *counter is non-zero, with a deadline. The
  * event may already have run: a blocking request on the master's connection
- * dispatches what arrives behind its reply (herd_master_kill and the "stopped").
+ * dispatches what arrives behind its reply (herd_master_kill and the "killed").
  */
 static void
 wait_master(herd_master *m, const int *counter, int timeout_ms)
@@ -249,7 +249,8 @@ START_TEST(test_async_spawn_libev)
 	ht_track_pid(herd_worker_pid(a.w));
 	/* The owner hears of its own workers' ends without subscribing. */
 	{
-		struct seen s = { .want_event = "stopped", .want_id = herd_worker_id(a.w) };
+		/* A kill request is its own event (issue 12), not a "stopped". */
+		struct seen s = { .want_event = "killed", .want_id = herd_worker_id(a.w) };
 
 		ck_assert_int_eq(herd_master_on_event(m, on_event, &s), 0);
 		ck_assert_int_eq(herd_master_kill(m, herd_worker_id(a.w), "KILL"), 0);
