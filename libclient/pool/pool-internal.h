@@ -96,6 +96,7 @@ struct herd_pool {
 	struct herd_job *jobs; /* running jobs, in start order */
 	unsigned processing; /* depth of herd_pool_process(): no re-entry */
 	bool kick; /* something to do at once (a job just started) */
+	unsigned stops_pending; /* herdd shutdown requests sent by close, unanswered */
 
 	struct ev_loop *loop;
 	ev_io io;

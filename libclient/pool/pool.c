@@ -675,9 +675,9 @@ herd_pool_unref(herd_pool *p)
 static void
 stop_done(herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *err, void *ud)
 {
-	unsigned *outstanding = ud;
+	struct herd_pool *p = ud;
 
-	(*outstanding)--;
+	p->stops_pending--;
 }
 
 /* Asks herdd to stop every worker still up and waits for its answers. */
@@ -686,7 +686,6 @@ pool_stop_workers(struct herd_pool *p)
 {
 	herd_conn *mc = herd_master_get_conn(p->m);
 	uint64_t deadline = herd__deadline(CLOSE_WAIT_USEC);
-	unsigned outstanding = 0;
 	bool spawning = true;
 
 	/* Spawns in flight answer first: their workers are stopped like the others. */
@@ -714,18 +713,17 @@ pool_stop_workers(struct herd_pool *p)
 		if (s->w) {
 			params = json_pack("{s:s}", "id", herd_worker_id(s->w));
 			if (params &&
-			    herd_master_request_async(
-			        p->m, "shutdown", params, stop_done, &outstanding) == 0)
-				outstanding++;
+			    herd_master_request_async(p->m, "shutdown", params, stop_done, p) == 0)
+				p->stops_pending++;
 			json_decref(params);
 			s->w = herd_worker_unref(s->w);
 		}
 		s->state = SLOT_GONE;
 	}
-	while (outstanding > 0 && herd__now_usec() < deadline) {
+	while (p->stops_pending > 0 && herd__now_usec() < deadline) {
 		if (herd_conn_process(mc) < 0)
 			break;
-		if (outstanding > 0 && herd_conn_wait(mc, deadline - herd__now_usec()) < 0)
+		if (p->stops_pending > 0 && herd_conn_wait(mc, deadline - herd__now_usec()) < 0)
 			break;
 	}
 }
@@ -738,6 +736,11 @@ pool_close(struct herd_pool *p)
 
 	if (p->closed)
 		return;
+	if (!p->slots) {
+		/* herd_pool_new failed before it had anything to stop. */
+		p->closed = true;
+		return;
+	}
 	err = herd__error_newf(HERD_E_CANCELLED, "pool %s closed", p->name);
 	herd__pool_end_jobs(p, -ECANCELED, err);
 	herd_error_unref(err);

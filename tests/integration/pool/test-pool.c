@@ -504,6 +504,14 @@ START_TEST(test_crash_loop)
 	herd_pool_unref(p);
 	json_decref(args);
 
+	/* Options are checked. */
+	opts = json_pack("{s:s, s:i}", "socket", herdd->socket, "windw", 2);
+	ck_assert_int_eq(herd_pool_new(NULL, opts, &p, &err), -EINVAL);
+	json_decref(opts);
+	opts = json_pack("{s:s, s:i}", "socket", herdd->socket, "window", 0);
+	ck_assert_int_eq(herd_pool_new(NULL, opts, &p, &err), -EINVAL);
+	json_decref(opts);
+
 	/* Workers that cannot even start: herd_pool_new says why. */
 	opts =
 	    json_pack("{s:s, s:i, s:i}", "socket", herdd->socket, "workers", 2, "max_restarts", 4);
