@@ -53,6 +53,12 @@ enum slot_state {
 	SLOT_GONE, /* the pool gave up or closed */
 };
 
+/* What a connection has registered in the pool's epoll set (fd + 1: 0 is none). */
+struct ep_reg {
+	int fd;
+	uint32_t events;
+};
+
 struct slot {
 	struct herd_pool *pool;
 	unsigned idx;
@@ -68,6 +74,8 @@ struct slot {
 	uint64_t respawn_at;
 	uint64_t dying_deadline;
 	herd_error *death; /* what herdd said about the death, once known */
+	const char *lost_why; /* why we dropped the connection (static text) */
+	struct ep_reg reg;
 };
 
 struct herd_pool {
@@ -76,6 +84,7 @@ struct herd_pool {
 	json_t *spawn_opts; /* with "path" */
 	char *name;
 	int epfd;
+	struct ep_reg master_reg;
 	unsigned n_slots;
 	struct slot *slots;
 	unsigned window;

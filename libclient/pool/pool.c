@@ -111,8 +111,13 @@ pool_spawn_opts(struct herd_pool *p, json_t *spawn_opts)
 
 /* ---- epoll over the connections ---- */
 
+/*
+ * Makes the epoll set follow conn's events. *reg remembers what is registered
+ * so an unchanged connection costs no system call; a new connection starts
+ * from a zeroed one (its fd number may be a closed one's, which epoll dropped).
+ */
 static void
-epoll_follow(struct herd_pool *p, herd_conn *conn)
+epoll_follow(struct herd_pool *p, herd_conn *conn, struct ep_reg *reg)
 {
 	int fd = herd_conn_get_fd(conn), ev = herd_conn_get_events(conn);
 	struct epoll_event e = { .events = EPOLLIN };
@@ -121,18 +126,22 @@ epoll_follow(struct herd_pool *p, herd_conn *conn)
 		return;
 	if (ev & POLLOUT)
 		e.events |= EPOLLOUT;
+	if (reg->fd == fd + 1 && reg->events == e.events)
+		return;
 	e.data.fd = fd;
 	if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, fd, &e) < 0 && errno == ENOENT)
 		epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &e);
+	reg->fd = fd + 1;
+	reg->events = e.events;
 }
 
 static void
 epoll_follow_all(struct herd_pool *p)
 {
-	epoll_follow(p, herd_master_get_conn(p->m));
+	epoll_follow(p, herd_master_get_conn(p->m), &p->master_reg);
 	for (unsigned i = 0; i < p->n_slots; i++)
 		if (p->slots[i].conn)
-			epoll_follow(p, p->slots[i].conn);
+			epoll_follow(p, p->slots[i].conn, &p->slots[i].reg);
 }
 
 /* ---- deaths ---- */
@@ -205,8 +214,9 @@ slot_bury(struct slot *s)
 	struct herd_pool *p = s->pool;
 
 	if (!s->death)
-		s->death = herd__error_newf(HERD_E_WORKER_EXITED, "worker %s of pool %s was lost",
-		    herd_worker_id(s->w), p->name);
+		s->death =
+		    herd__error_newf(HERD_E_WORKER_EXITED, "worker %s of pool %s was lost (%s)",
+		        herd_worker_id(s->w), p->name, s->lost_why);
 	herd__pool_requeue(p, s);
 	herd_worker_unref(s->w);
 	s->w = NULL;
@@ -247,7 +257,7 @@ herd__slot_lost(struct slot *s, const char *why)
 		s->w = NULL;
 		return;
 	}
-	(void)why;
+	s->lost_why = why;
 	s->dying_deadline = herd__pool_now() + DYING_WAIT_USEC;
 	if (s->death)
 		slot_bury(s);
@@ -363,7 +373,8 @@ spawn_done(herd_master *m, int r, herd_worker *w, herd_error *err, void *userdat
 	herd_conn_set_call_timeout(
 	    conn, p->task_timeout_usec ? p->task_timeout_usec : HERD_TIMEOUT_INFINITE);
 	herd_conn_on_close(conn, slot_conn_closed, s);
-	epoll_follow(p, conn);
+	s->reg = (struct ep_reg){ 0 };
+	epoll_follow(p, conn, &s->reg);
 	herd__pool_dispatch(p);
 }
 
