@@ -257,6 +257,22 @@ on_task(herd_job *job, size_t index, int r, json_t *result, herd_error *err, voi
 	}
 }
 
+/* Runs a job of kind over args calling "double", with flags, tasks reported to s. Returns its r. */
+static int
+run_seen(herd_pool *p, enum herd_job_kind kind, json_t *args, unsigned flags, struct seen_tasks *s)
+{
+	herd_job *job;
+	int r;
+
+	ck_assert_int_eq(herd_job_new(p, kind, "double", &job), 0);
+	ck_assert_int_eq(herd_job_set_args(job, args), 0);
+	ck_assert_int_eq(herd_job_set_flags(job, flags), 0);
+	ck_assert_int_eq(herd_job_on_task(job, on_task, s), 0);
+	r = herd_job_wait(job, HERD_TIMEOUT_INFINITE, NULL);
+	herd_job_unref(job);
+	return r;
+}
+
 START_TEST(test_map_callbacks)
 {
 	herd_pool *p = pool_open(3, NULL, NULL);
@@ -266,13 +282,7 @@ START_TEST(test_map_callbacks)
 	herd_job *job;
 
 	/* Ordered, with a per-task callback. */
-	ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP, "double", &job), 0);
-	ck_assert_int_eq(herd_job_set_args(job, args), 0);
-	ck_assert_int_eq(herd_job_on_task(job, on_task, &s), 0);
-	ck_assert_int_eq(herd_job_wait(job, HERD_TIMEOUT_INFINITE, &v), 0);
-	ck_assert(json_is_null(v));
-	json_decref(v);
-	herd_job_unref(job);
+	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, 0, &s), 0);
 	ck_assert_int_eq(s.n, 500);
 	ck_assert(s.in_order);
 
@@ -284,11 +294,7 @@ START_TEST(test_map_callbacks)
 		ck_assert_int_eq(json_integer_value(json_array_get(v, i)), 2 * i);
 	json_decref(v);
 	herd_job_unref(job);
-	ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP_UNORDERED, "double", &job), 0);
-	ck_assert_int_eq(herd_job_set_args(job, args), 0);
-	ck_assert_int_eq(herd_job_on_task(job, on_task, &u), 0);
-	ck_assert_int_eq(herd_job_wait(job, HERD_TIMEOUT_INFINITE, NULL), 0);
-	herd_job_unref(job);
+	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP_UNORDERED, args, 0, &u), 0);
 	ck_assert_int_eq(u.n, 500);
 	for (int i = 0; i < 500; i++)
 		ck_assert_int_eq(u.hit[i], 1);
@@ -394,7 +400,6 @@ START_TEST(test_handler_error)
 	json_t *args = xs(100, json_pack("{s:s, s:i}", "how", "fail", "bad", 37)), *res = NULL;
 	struct seen_tasks s = { .last_index = -1, .in_order = true };
 	herd_error *err;
-	herd_job *job;
 
 	ck_assert_int_eq(herd_pool_map(p, "double", args, 0, &res), -EREMOTEIO);
 	err = herd_pool_last_error(p);
@@ -404,12 +409,7 @@ START_TEST(test_handler_error)
 	ck_assert_ptr_null(res);
 
 	/* Skipping: every other result, and the error reaches the task callback. */
-	ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP, "double", &job), 0);
-	herd_job_set_args(job, args);
-	herd_job_set_flags(job, HERD_JOB_SKIP_FAILED);
-	herd_job_on_task(job, on_task, &s);
-	ck_assert_int_eq(herd_job_wait(job, HERD_TIMEOUT_INFINITE, NULL), 0);
-	herd_job_unref(job);
+	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_FAILED, &s), 0);
 	ck_assert_int_eq(s.n, 100);
 	ck_assert(s.in_order);
 	ck_assert_int_eq(s.errors, 1);
@@ -429,7 +429,6 @@ START_TEST(test_poison_task)
 	struct seen_tasks s = { .last_index = -1, .in_order = true };
 	json_t *data;
 	herd_error *err;
-	herd_job *job;
 
 	ck_assert_int_eq(herd_pool_map(p, "double", args, 0, &res), -ECHILD);
 	err = herd_pool_last_error(p);
@@ -444,12 +443,7 @@ START_TEST(test_poison_task)
 	ck_assert_ptr_null(res);
 
 	/* Skipping it: the 59 others are right, the poison is reported once. */
-	ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP, "double", &job), 0);
-	herd_job_set_args(job, args);
-	herd_job_set_flags(job, HERD_JOB_SKIP_CRASHED);
-	herd_job_on_task(job, on_task, &s);
-	ck_assert_int_eq(herd_job_wait(job, HERD_TIMEOUT_INFINITE, NULL), 0);
-	herd_job_unref(job);
+	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_CRASHED, &s), 0);
 	ck_assert_int_eq(s.n, 60);
 	ck_assert_int_eq(s.errors, 1);
 	ck_assert_int_eq(s.hit[17], 1);
@@ -467,14 +461,8 @@ START_TEST(test_task_timeout)
 	json_t *args = xs(40, json_pack("{s:s, s:i}", "how", "hang", "bad", 5));
 	struct seen_tasks s = { .last_index = -1, .in_order = true };
 	uint64_t deaths;
-	herd_job *job;
 
-	ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP, "double", &job), 0);
-	herd_job_set_args(job, args);
-	herd_job_set_flags(job, HERD_JOB_SKIP_CRASHED);
-	herd_job_on_task(job, on_task, &s);
-	ck_assert_int_eq(herd_job_wait(job, HERD_TIMEOUT_INFINITE, NULL), 0);
-	herd_job_unref(job);
+	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_CRASHED, &s), 0);
 	ck_assert_int_eq(s.n, 40);
 	ck_assert_int_eq(s.errors, 1);
 	ck_assert_str_eq(s.error_name, "timeout");
