@@ -269,17 +269,23 @@ kill_done(herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error
 	/* The worker may have died by itself meanwhile (worker_not_found): nothing to do. */
 }
 
+/* SIGKILLs w through herdd, without waiting: its death event follows. */
+static void
+kill_worker(struct herd_pool *p, herd_worker *w)
+{
+	json_t *params = json_pack("{s:s, s:s}", "id", herd_worker_id(w), "signal", "KILL");
+
+	if (params)
+		herd_master_request_async(p->m, "kill", params, kill_done, NULL);
+	json_decref(params);
+}
+
 void
 herd__slot_kill(struct slot *s, const char *why)
 {
-	json_t *params;
-
 	if (s->state != SLOT_READY)
 		return;
-	params = json_pack("{s:s, s:s}", "id", herd_worker_id(s->w), "signal", "KILL");
-	if (params)
-		herd_master_request_async(s->pool->m, "kill", params, kill_done, NULL);
-	json_decref(params);
+	kill_worker(s->pool, s->w);
 	herd__slot_lost(s, why);
 }
 
@@ -360,6 +366,9 @@ spawn_done(herd_master *m, int r, herd_worker *w, herd_error *err, void *userdat
 	if (r < 0) {
 		herd_error *why = cerr ? cerr : err;
 
+		/* Spawned but unreachable (its connection init failed...): it must not linger. */
+		if (w)
+			kill_worker(p, w);
 		herd__pool_set_error(p, why);
 		p->n_deaths++;
 		slot_died(s, why);

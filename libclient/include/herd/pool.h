@@ -37,7 +37,10 @@
  * herd/herd-ev.h) from libev; the blocking calls (herd_job_wait(),
  * herd_pool_map() & co.) run it until their job ends. Every callback below
  * runs on the thread driving the pool, from herd_pool_process(), a blocking
- * pool call, or the attached loop. Conventions, errors and thread safety:
+ * pool call, or the attached loop. As for any master connection, a pool that
+ * nobody drives while the program computes for longer than
+ * heartbeat_timeout_ms without calling into libherd loses its workers
+ * (herd/client.h explains the keepalive). Conventions, errors and thread safety:
  * herd/common.h. JSON ownership: arguments are borrowed, results handed to
  * callbacks are borrowed (valid during the callback), results returned
  * through ret_ pointers are new references.
@@ -179,8 +182,11 @@ typedef json_t *(*herd_job_next_fn)(void *userdata);
  * (borrowed), or a negative errno with err (borrowed): -EREMOTEIO for a
  * handler's error (err: function_failed with its message...), -ECHILD for a
  * task that killed its workers (task_crashed) or -ETIMEDOUT (timeout). For
- * HERD_JOB_MAP it runs in input order; HERD_JOB_REDUCE's worker-folded tasks
- * report only failures (their results are in the accumulator).
+ * HERD_JOB_MAP it runs in input order, except for a failure that stops the
+ * job, reported at once; HERD_JOB_REDUCE's worker-folded tasks report only
+ * failures (their results are in the accumulator). A task callback may
+ * cancel its job, but must not block on the pool (herd_job_wait() returns
+ * -EDEADLK there).
  */
 typedef void (*herd_task_cb)(
     herd_job *job, size_t index, int r, json_t *result, herd_error *err, void *userdata);
