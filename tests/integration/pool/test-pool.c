@@ -82,6 +82,8 @@ fn_item(herd_request *req, json_t *arg)
 
 	if (us > 0)
 		usleep((useconds_t)us);
+	if (x == arg_int(arg, "crash_on", -1))
+		die_now(SIGSEGV);
 	snprintf(key, sizeof(key), "%lld", (long long)x);
 	herd_request_reply(req, json_pack("{s:i, s:I, s:{s:i}}", "n", 1, "sum", x, "seen", key, 1));
 }
@@ -454,6 +456,42 @@ START_TEST(test_poison_task)
 }
 END_TEST
 
+/* A poison task inside a worker-folded reduce: the folds its crashes lost are redone. */
+START_TEST(test_poison_in_reduce)
+{
+	herd_pool *p = pool_open(2, json_pack("{s:i}", "retries", 1), NULL);
+	json_t *args = xs(300, json_pack("{s:i}", "crash_on", 77)), *v = NULL, *seen;
+	struct seen_tasks s = { .last_index = -1, .in_order = true };
+	herd_job *job;
+
+	ck_assert_int_eq(herd_job_new(p, HERD_JOB_REDUCE, "item", &job), 0);
+	herd_job_set_args(job, args);
+	herd_job_set_combine(job, "merge", merge, NULL);
+	herd_job_set_flags(job, HERD_JOB_SKIP_CRASHED);
+	herd_job_on_task(job, on_task, &s);
+	ck_assert_int_eq(herd_job_wait(job, HERD_TIMEOUT_INFINITE, &v), 0);
+	herd_job_unref(job);
+	ck_assert_int_eq(s.errors, 1);
+	ck_assert_int_eq(s.last_index, 77);
+	ck_assert_str_eq(s.error_name, "task_crashed");
+	seen = json_object_get(v, "seen");
+	ck_assert_int_eq(arg_int(v, "n", -1), 299);
+	ck_assert_int_eq(arg_int(v, "sum", -1), 299 * 300 / 2 - 77);
+	ck_assert_int_eq(json_object_size(seen), 299);
+	for (int i = 0; i < 300; i++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "%d", i);
+		ck_assert_int_eq(arg_int(seen, key, 0), i == 77 ? 0 : 1);
+	}
+	ck_assert_uint_ge(herd_pool_deaths(p), 2);
+	json_decref(s.error_data);
+	json_decref(v);
+	json_decref(args);
+	herd_pool_unref(p);
+}
+END_TEST
+
 START_TEST(test_task_timeout)
 {
 	herd_pool *p =
@@ -751,6 +789,7 @@ pool_suite(void)
 	tcase_add_test(tc, test_find_first);
 	tcase_add_test(tc, test_handler_error);
 	tcase_add_test(tc, test_poison_task);
+	tcase_add_test(tc, test_poison_in_reduce);
 	tcase_add_test(tc, test_task_timeout);
 	tcase_add_test(tc, test_crash_loop);
 	tcase_add_test(tc, test_managed_worker);
