@@ -824,7 +824,7 @@ task_reply(
 		return;
 	}
 	if (r < 0 && r != -EREMOTEIO) {
-		herd__slot_lost(s, "call failed");
+		/* The connection is closing: its close callback (next) drops the slot. */
 		return;
 	}
 	if (r == -EREMOTEIO && name && strcmp(name, "combine_failed") == 0) {

@@ -338,10 +338,18 @@ master_event(herd_master *m, const char *event, const char *worker_id, const cha
 		slot_bury(s);
 }
 
+/*
+ * The worker closed (it died or exited: herdd's event tells how), or we gave
+ * up on a live one (heartbeats stopped: its loop is stuck; a protocol
+ * error): then it is killed, so it neither lingers nor keeps a CPU.
+ */
 static void
 slot_conn_closed(herd_conn *conn, int reason, herd_error *err, void *userdata)
 {
-	herd__slot_lost(userdata, "connection closed");
+	if (reason == -ECONNRESET)
+		herd__slot_lost(userdata, "connection closed");
+	else
+		herd__slot_kill(userdata, "connection lost");
 }
 
 /* ---- spawning ---- */

@@ -512,6 +512,43 @@ START_TEST(test_task_timeout)
 }
 END_TEST
 
+/* A worker whose loop hangs loses its connection (heartbeats): it is killed, the task redone. */
+START_TEST(test_hung_worker)
+{
+	herd_pool *p = pool_open(2,
+	    json_pack("{s:i, s:{s:i, s:i}}", "retries", 1, "settings", "heartbeat_interval_ms", 100,
+	        "heartbeat_timeout_ms", 600),
+	    NULL);
+	json_t *args = xs(30, json_pack("{s:s, s:i}", "how", "hang", "bad", 9));
+	struct seen_tasks s = { .last_index = -1, .in_order = true };
+	json_t *list = NULL, *w;
+	pid_t pids[8];
+	size_t i;
+	int n;
+
+	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_CRASHED, &s), 0);
+	ck_assert_int_eq(s.n, 30);
+	ck_assert_int_eq(s.errors, 1);
+	ck_assert_str_eq(s.error_name, "task_crashed");
+	ck_assert_uint_ge(herd_pool_deaths(p), 2);
+	/* No hung worker is left running: every worker but the pool's live ones goes. */
+	n = herd_pool_worker_pids(p, pids, 8);
+	ck_assert_int_eq(herd_master_list(herd_pool_get_master(p), false, &list), 0);
+	json_array_foreach(json_object_get(list, "workers"), i, w) {
+		bool live = strcmp(ht_str(w, "state"), "starting") == 0;
+
+		for (int k = 0; k < n && k < 8; k++)
+			live |= pids[k] == ht_worker_pid(w);
+		if (!live)
+			ck_assert_int_eq(ht_wait_pid_gone(ht_worker_pid(w), ht_ms(5000)), 0);
+	}
+	json_decref(list);
+	json_decref(s.error_data);
+	json_decref(args);
+	herd_pool_unref(p);
+}
+END_TEST
+
 START_TEST(test_crash_loop)
 {
 	herd_pool *p =
@@ -791,6 +828,7 @@ pool_suite(void)
 	tcase_add_test(tc, test_poison_task);
 	tcase_add_test(tc, test_poison_in_reduce);
 	tcase_add_test(tc, test_task_timeout);
+	tcase_add_test(tc, test_hung_worker);
 	tcase_add_test(tc, test_crash_loop);
 	tcase_add_test(tc, test_managed_worker);
 	tcase_add_test(tc, test_submit_on_libev);
