@@ -34,6 +34,7 @@ pool_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	pool_ev_process(w->data);
 }
 
+/* Re-arms the timer for the pool's next deadline (the io watcher never changes). */
 void
 herd__pool_update_ev(struct herd_pool *p)
 {

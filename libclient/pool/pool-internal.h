@@ -174,14 +174,37 @@ int herd__pool_run(struct herd_pool *p, const bool *done, uint64_t deadline);
 /* Re-arms the libev watchers after processing. */
 void herd__pool_update_ev(struct herd_pool *p);
 
-/* ---- pool-job.c ---- */
+/* ---- pool-task.c ---- */
 
 void herd__task_list_push(struct task_list *l, struct task *t, bool front);
 void herd__task_list_remove(struct task *t);
-/* Hands tasks to every ready slot with room; sends the takes that are due. */
+/* Frees t wherever it is, cancelling its dispatch if one is in flight. */
+void herd__task_free(struct task *t);
+/* herd_call_async() on s's worker, holding the connection across the call. */
+int herd__slot_call(struct slot *s, const char *method, json_t *params, herd_call_cb cb,
+    void *userdata, herd_pending **ret_call);
+/* The name of job's accumulator on s's current worker. */
+void herd__acc_name(char *buf, size_t len, const struct slot *s, const struct herd_job *job);
+/* Hands tasks to every ready slot with room. */
 void herd__pool_dispatch(struct herd_pool *p);
 /* Puts a dead slot's orphans back in the retry queue (in-flight ones become suspects). */
 void herd__pool_requeue(struct herd_pool *p, struct slot *s);
+/* A worker-folded job with nothing left to run: sends herd.take where folds wait. */
+void herd__job_take_if_settled(struct herd_pool *p, struct herd_job *job);
+
+/* ---- pool-job.c ---- */
+
+/* True when job's results are folded on the workers (herd.fold). */
+static inline bool
+herd__job_folds(const struct herd_job *job)
+{
+	return job->kind == HERD_JOB_REDUCE && job->worker_combine;
+}
+
+/* Task t is finished for good (result, handler error, poison): delivers it and frees it. */
+void herd__task_result(struct task *t, int r, json_t *result, herd_error *err);
+/* Combines a result or a worker's partial into the job's accumulator. */
+void herd__job_combine(struct herd_job *job, json_t *value);
 /* Ends every running job with r and err (pool closing or broken). */
 void herd__pool_end_jobs(struct herd_pool *p, int r, herd_error *err);
 /* Job bookkeeping after progress: completion, progress callbacks. */

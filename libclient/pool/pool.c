@@ -31,12 +31,14 @@
 /* How long closing waits for herdd to confirm its workers stopped. */
 #define CLOSE_WAIT_USEC (10ull * 1000000ull)
 
+/* The pool's clock: CLOCK_MONOTONIC in microseconds. */
 uint64_t
 herd__pool_now(void)
 {
 	return herd__now_usec();
 }
 
+/* Remembers err as the pool's last error. */
 void
 herd__pool_set_error(struct herd_pool *p, herd_error *err)
 {
@@ -225,6 +227,7 @@ slot_bury(struct slot *s)
 	s->death = NULL;
 }
 
+/* Drops s's connection; its tasks wait as orphans until herdd says how it died. */
 void
 herd__slot_lost(struct slot *s, const char *why)
 {
@@ -280,6 +283,7 @@ kill_worker(struct herd_pool *p, herd_worker *w)
 	json_decref(params);
 }
 
+/* SIGKILLs s's worker through herdd, then drops it. */
 void
 herd__slot_kill(struct slot *s, const char *why)
 {
@@ -289,6 +293,7 @@ herd__slot_kill(struct slot *s, const char *why)
 	herd__slot_lost(s, why);
 }
 
+/* A task finished: the run of deaths without progress is over. */
 void
 herd__pool_progressed(struct herd_pool *p)
 {
