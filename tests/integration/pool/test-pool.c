@@ -734,16 +734,26 @@ END_TEST
 
 static unsigned kills_total;
 
-/* Runs job on p, SIGKILLing a random worker every few milliseconds, at most max_kills. */
-static int
-run_with_kills(herd_pool *p, herd_job *job, unsigned max_kills, json_t **ret)
+static bool
+all_done(herd_job **jobs, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!herd_job_is_done(jobs[i]))
+			return false;
+	return true;
+}
+
+/* Runs jobs on p together, SIGKILLing a random worker every few milliseconds, at most max_kills. */
+static void
+run_with_kills(herd_pool *p, herd_job **jobs, int n_jobs, unsigned max_kills)
 {
 	uint64_t next_kill = 0;
 	unsigned kills = 0;
 	int r;
 
-	ck_assert_int_eq(herd_job_start(job), 0);
-	while (!herd_job_is_done(job)) {
+	for (int i = 0; i < n_jobs; i++)
+		ck_assert_int_eq(herd_job_start(jobs[i]), 0);
+	while (!all_done(jobs, n_jobs)) {
 		struct timespec ts;
 		uint64_t now;
 
@@ -768,7 +778,40 @@ run_with_kills(herd_pool *p, herd_job *job, unsigned max_kills, json_t **ret)
 		herd_pool_wait(p, 2000);
 	}
 	kills_total += kills;
-	return herd_job_wait(job, 0, ret);
+}
+
+/* A job over args calling "item": MAP, or REDUCE folded on the workers or not. */
+static herd_job *
+item_job(herd_pool *p, enum herd_job_kind kind, json_t *args, bool worker_fold)
+{
+	herd_job *job;
+
+	ck_assert_int_eq(herd_job_new(p, kind, "item", &job), 0);
+	ck_assert_int_eq(herd_job_set_args(job, args), 0);
+	if (kind == HERD_JOB_REDUCE)
+		ck_assert_int_eq(
+		    herd_job_set_combine(job, worker_fold ? "merge" : NULL, merge, NULL), 0);
+	return job;
+}
+
+/* The job's value checked against the sequential answer over 0..n-1; the job is released. */
+static void
+assert_job_exact(herd_job *job, int n)
+{
+	json_t *v = NULL;
+
+	ck_assert_int_eq(herd_job_wait(job, 0, &v), 0);
+	if (json_is_array(v)) {
+		json_t *acc = json_pack("{s:i, s:i, s:{}}", "n", 0, "sum", 0, "seen");
+
+		for (size_t i = 0; i < json_array_size(v); i++)
+			acc = merge(acc, json_array_get(v, i), NULL);
+		json_decref(v);
+		v = acc;
+	}
+	assert_items_exact(v, n);
+	json_decref(v);
+	herd_job_unref(job);
 }
 
 START_TEST(test_random_kills_reduce)
@@ -782,29 +825,44 @@ START_TEST(test_random_kills_reduce)
 	kills_total = 0;
 	for (int round = 0; round < rounds; round++) {
 		enum herd_job_kind kind = round % 3 == 2 ? HERD_JOB_MAP : HERD_JOB_REDUCE;
-		json_t *v = NULL;
-		herd_job *job;
+		herd_job *job = item_job(p, kind, args, round % 3 == 0);
 
-		ck_assert_int_eq(herd_job_new(p, kind, "item", &job), 0);
-		herd_job_set_args(job, args);
-		if (kind == HERD_JOB_REDUCE)
-			herd_job_set_combine(job, round % 3 == 0 ? "merge" : NULL, merge, NULL);
-		ck_assert_int_eq(run_with_kills(p, job, 8, &v), 0);
-		if (kind == HERD_JOB_MAP) {
-			json_t *acc = json_pack("{s:i, s:i, s:{}}", "n", 0, "sum", 0, "seen");
-
-			for (size_t i = 0; i < json_array_size(v); i++)
-				acc = merge(acc, json_array_get(v, i), NULL);
-			json_decref(v);
-			v = acc;
-		}
-		assert_items_exact(v, 2000);
-		json_decref(v);
-		herd_job_unref(job);
+		run_with_kills(p, &job, 1, 8);
+		assert_job_exact(job, 2000);
 	}
 	fprintf(stderr, "random kills: %d rounds, %u kills, %llu deaths, %llu spawns\n", rounds,
 	    kills_total, (unsigned long long)herd_pool_deaths(p),
 	    (unsigned long long)herd_pool_spawns(p));
+	ck_assert_uint_gt(kills_total, 0);
+	json_decref(args);
+	herd_pool_unref(p);
+}
+END_TEST
+
+/* Jobs of every kind at once share the workers, the retry queue and the deaths. */
+START_TEST(test_random_kills_concurrent)
+{
+	int rounds = getenv("HERD_POOL_KILL_ROUNDS") ? atoi(getenv("HERD_POOL_KILL_ROUNDS")) : 30;
+	herd_pool *p =
+	    pool_open(3, json_pack("{s:i, s:i}", "retries", 1000, "max_restarts", 1000), NULL);
+	json_t *args = xs(1000, json_pack("{s:i}", "us", 100));
+
+	srand((unsigned)time(NULL) + 1);
+	kills_total = 0;
+	for (int round = 0; round < rounds / 3 + 1; round++) {
+		herd_job *jobs[4] = {
+			item_job(p, HERD_JOB_REDUCE, args, true),
+			item_job(p, HERD_JOB_REDUCE, args, true),
+			item_job(p, HERD_JOB_REDUCE, args, false),
+			item_job(p, HERD_JOB_MAP_UNORDERED, args, false),
+		};
+
+		run_with_kills(p, jobs, 4, 10);
+		for (int i = 0; i < 4; i++)
+			assert_job_exact(jobs[i], 1000);
+	}
+	fprintf(stderr, "random kills, 4 jobs at once: %d rounds, %u kills\n", rounds / 3 + 1,
+	    kills_total);
 	ck_assert_uint_gt(kills_total, 0);
 	json_decref(args);
 	herd_pool_unref(p);
@@ -835,6 +893,7 @@ pool_suite(void)
 	tcase_add_test(tc, test_close_leaves_no_worker);
 	tcase_add_test(tc, test_progress_and_retry_failed);
 	tcase_add_test(tc, test_random_kills_reduce);
+	tcase_add_test(tc, test_random_kills_concurrent);
 	suite_add_tcase(s, tc);
 	return s;
 }
