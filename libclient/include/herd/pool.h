@@ -96,9 +96,14 @@ typedef struct herd_job herd_job;
  * Unknown members are refused (-EINVAL).
  *
  * Returns 0 with *ret (new reference), or -EINVAL, a herd_master_connect()
- * error, or the error of the last spawn when no worker could start (the
- * pool gave up after max_restarts); ret_error (may be NULL) receives a new
- * reference to the error.
+ * error, or -EIO when no worker could start: the pool gave up after
+ * max_restarts failed spawns, and the error (crash_loop) quotes the last
+ * one (spawn_failed, init_failed with the worker's message...). ret_error
+ * (may be NULL) receives a new reference to the error. The first worker's
+ * connection is made with a blocking connect and hello (as
+ * herd_worker_connect()), and so is each replacement's, from the pool's
+ * processing: a worker that accepts but never answers hello stalls the pool
+ * for handshake_timeout_ms.
  */
 HERD_EXPORT int herd_pool_new(
     json_t *spawn_opts, json_t *pool_opts, herd_pool **ret, herd_error **ret_error);
