@@ -83,6 +83,8 @@ static const struct herd_function builtins[] = {
 	{ "herd.close_server", HERD_KIND_CALL, builtin_close_server },
 	{ "herd.logs", HERD_KIND_PIPE, builtin_logs },
 	{ "herd.settings", HERD_KIND_CALL, builtin_settings },
+	{ "herd.fold", HERD_KIND_CALL, herd__builtin_fold },
+	{ "herd.take", HERD_KIND_CALL, herd__builtin_take },
 };
 
 const struct herd_function *

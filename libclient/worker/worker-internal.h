@@ -114,6 +114,9 @@ struct herd_request {
 	void *cancel_data, *drain_data, *end_data, *item_data;
 	struct herd_request *hash_next;
 	struct herd_request *drain_next;
+	/* herd.fold's inner request: its answer (stolen) goes here, not to the wire. */
+	void (*answer_hook)(struct herd_request *req, json_t *msg);
+	void *hook_data;
 	/* herd.logs subscribers (log.c). */
 	struct herd_request *log_prev, *log_next;
 	bool log_subscribed;
@@ -199,6 +202,11 @@ const struct herd_function *herd__builtin_find(const char *method);
 json_t *herd__functions_json(const struct herd_server *srv);
 /* The type's function named name, or NULL. */
 const struct herd_function *herd__function_find(const struct herd_server *srv, const char *name);
+
+/* ---- worker-fold.c: herd.fold and herd.take ---- */
+
+void herd__builtin_fold(herd_request *req, json_t *arg);
+void herd__builtin_take(herd_request *req, json_t *arg);
 
 /* ---- worker-log.c ---- */
 

@@ -407,6 +407,13 @@ answer(herd_request *req, json_t *msg)
 		}
 	}
 	herd_request_ref(req);
+	if (req->answer_hook) {
+		/* herd.fold's inner request: the answer is folded, not sent. */
+		req->answer_hook(req, msg);
+		request_finish(req);
+		herd_request_unref(req);
+		return 0;
+	}
 	r = herd__sconn_send(req->conn, msg);
 	if (r == -EMSGSIZE) {
 		json_t *data = json_pack("{s:s, s:I}", "limit", "max_message_size", "value",

@@ -744,6 +744,21 @@ static const struct herd_function functions[] = {
 	{ NULL, 0, NULL },
 };
 
+/* Integer sum: the combine of herd.fold's samples (PROTOCOL.md 6.6). acc is stolen. */
+static json_t *
+combine_add(json_t *acc, json_t *value, void *worker_state)
+{
+	json_int_t sum = json_integer_value(acc) + json_integer_value(value);
+
+	json_decref(acc);
+	return json_integer(sum);
+}
+
+static const struct herd_combiner combiners[] = {
+	{ "add", combine_add },
+	{ NULL, NULL },
+};
+
 static const struct herd_worker_type testworker = {
 	.name = "herd-testworker",
 	.functions = functions,
@@ -751,6 +766,7 @@ static const struct herd_worker_type testworker = {
 	.init_conn = init_conn,
 	.free_worker = free_worker,
 	.free_conn = free_conn,
+	.combiners = combiners,
 };
 
 /*

@@ -39,6 +39,14 @@ HERD_EXPORT int herd_conn_detach_ev(herd_conn *conn);
 HERD_EXPORT int herd_master_attach_ev(herd_master *m, struct ev_loop *loop);
 HERD_EXPORT int herd_master_detach_ev(herd_master *m);
 
+/*
+ * The same for a pool (herd/pool.h): its connections, respawns and jobs run
+ * from ev_run(), and the pool's callbacks with them. Returns 0, -EINVAL,
+ * -EBUSY or -ENOTCONN (closed).
+ */
+HERD_EXPORT int herd_pool_attach_ev(herd_pool *p, struct ev_loop *loop);
+HERD_EXPORT int herd_pool_detach_ev(herd_pool *p);
+
 /* ---- serving side (worker.h) ---- */
 
 /*

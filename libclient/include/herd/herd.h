@@ -13,5 +13,6 @@
 #include <herd/client.h>
 #include <herd/worker.h>
 #include <herd/master.h>
+#include <herd/pool.h>
 
 #endif

@@ -99,6 +99,23 @@ typedef int (*herd_init_conn_fn)(
     void *worker_state, json_t *arg, void **ret_state, char **reterr_message);
 
 /*
+ * A combine function, for pools' map-reduce (herd/pool.h). acc is the running
+ * accumulator (stolen: update it in place and return it, or return a new value
+ * and drop it); value is the next result (borrowed). Returns the new
+ * accumulator (a new reference), or NULL on failure (acc is still consumed).
+ * userdata is the worker state on the worker side, the job's userdata on the
+ * master side. For a commutative map-reduce it must be associative and
+ * commutative, because results are folded in whatever order they complete.
+ */
+typedef json_t *(*herd_combine_fn)(json_t *acc, json_t *value, void *userdata);
+
+/* A named combine function a worker type declares, for the built-in herd.fold. */
+struct herd_combiner {
+	const char *name;
+	herd_combine_fn combine;
+};
+
+/*
  * A worker type: what herd_serve() and herd_worker_main() serve. Declare it as
  * a static const object; the library never copies or modifies it, so it must
  * outlive every server using it. Every member but functions may be NULL/0.
@@ -113,6 +130,13 @@ struct herd_worker_type {
 	void (*free_worker)(void *worker_state);
 	/* Called when a connection is freed: closed, and no request of it is still held. */
 	void (*free_conn)(void *worker_state, void *conn_state);
+	/*
+	 * The combine functions herd.fold may name (PROTOCOL.md 6.6): a pool's
+	 * map-reduce folds results into an accumulator kept by the worker with
+	 * one of them. NULL/0: this type serves pools, but not worker-side folding.
+	 */
+	const struct herd_combiner *combiners;
+	size_t n_combiners; /* 0: the table ends at the first entry whose name is NULL */
 };
 
 /*

@@ -18,7 +18,10 @@ for s in herd_conn_connect herd_conn_process herd_conn_get_fd herd_conn_get_even
 	herd_oneway herd_stream_open herd_stream_next herd_stream_cancel herd_sink_open \
 	herd_sink_send herd_sink_finish herd_conn_attach_ev herd_master_connect \
 	herd_master_spawn herd_master_spawn_async herd_master_on_failure herd_worker_connect \
-	herd_master_attach_ev herd_start_app herd_self_path herd_error_name herd_version; do
+	herd_master_attach_ev herd_start_app herd_self_path herd_error_name herd_version \
+	herd_pool_new herd_pool_close herd_pool_process herd_pool_get_fd herd_pool_attach_ev \
+	herd_job_new herd_job_start herd_job_wait herd_pool_map herd_pool_map_reduce \
+	herd_pool_find herd_pool_submit herd_pool_call herd_progress_bar; do
 	echo "$syms" | grep -qx "$s" || { echo "missing export: $s"; status=1; }
 done
 n=$(echo "$syms" | wc -l)

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libev glue for pools: an ev_io on the pool's epoll fd and an ev_timer for
+ * its next deadline, both feeding herd_pool_process(), as client-ev.c does
+ * for a connection.
+ */
+#include <errno.h>
+
+#include "pool/pool-internal.h"
+
+/* Bounds the work done per wakeup so a busy pool cannot starve the loop. */
+#define MAX_PROCESS_ROUNDS 16
+
+static void
+pool_ev_process(struct herd_pool *p)
+{
+	herd_pool_ref(p);
+	for (int i = 0; i < MAX_PROCESS_ROUNDS; i++)
+		if (herd_pool_process(p) <= 0)
+			break;
+	herd__pool_update_ev(p);
+	herd_pool_unref(p);
+}
+
+static void
+pool_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	pool_ev_process(w->data);
+}
+
+static void
+pool_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	pool_ev_process(w->data);
+}
+
+/* Re-arms the timer for the pool's next deadline (the io watcher never changes). */
+void
+herd__pool_update_ev(struct herd_pool *p)
+{
+	uint64_t t, now;
+
+	if (!p->loop)
+		return;
+	ev_timer_stop(p->loop, &p->timer);
+	if (herd_pool_get_timeout(p, &t) < 0 || t == HERD_TIMEOUT_INFINITE)
+		return;
+	now = herd__now_usec();
+	/* Half a millisecond late rather than early, so the deadline has passed when we wake. */
+	ev_timer_set(&p->timer, t > now ? (double)(t - now) / 1e6 + 0.0005 : 0., 0.);
+	ev_timer_start(p->loop, &p->timer);
+}
+
+HERD_EXPORT int
+herd_pool_attach_ev(herd_pool *p, struct ev_loop *loop)
+{
+	if (!p || !loop)
+		return -EINVAL;
+	if (p->loop)
+		return -EBUSY;
+	if (p->closed)
+		return -ENOTCONN;
+	p->loop = loop;
+	ev_io_init(&p->io, pool_io_cb, p->epfd, EV_READ);
+	p->io.data = p;
+	ev_init(&p->timer, pool_timer_cb);
+	p->timer.data = p;
+	ev_io_start(loop, &p->io);
+	herd__pool_update_ev(p);
+	return 0;
+}
+
+HERD_EXPORT int
+herd_pool_detach_ev(herd_pool *p)
+{
+	if (!p)
+		return -EINVAL;
+	if (!p->loop)
+		return 0;
+	ev_io_stop(p->loop, &p->io);
+	ev_timer_stop(p->loop, &p->timer);
+	p->loop = NULL;
+	return 0;
+}

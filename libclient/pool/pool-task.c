@@ -1,0 +1,477 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tasks: creating them from a job's arguments, dispatching them to worker
+ * slots, taking their replies, redoing what a dead worker held, and the
+ * herd.take requests that end a worker-folded reduce.
+ *
+ * Exactly once, master side. A task's outcome is delivered when, and only
+ * when, the task object is freed by herd__task_result() (or, for a worker-folded
+ * task, by take_reply() committing it); a task object lives in exactly one
+ * list at a time (pool-internal.h), and every move is a list move. A reply
+ * is accepted only from the dispatch the task is waiting for (t->call): a
+ * task orphaned by a dying worker has t->call cleared first, so a late or
+ * failed reply of that dispatch is ignored and the task runs again instead.
+ * Worker-side folding adds one state, "folded": acknowledged by herd.fold,
+ * held in that worker's accumulator. A take is sent only once no task of the
+ * job is queued, in flight or orphaned, so every fold it covers was
+ * acknowledged before it left; its reply commits exactly the folded tasks of
+ * that job on that slot at that moment, and its "n" must equal their number
+ * (otherwise the worker is killed and they are redone). A folded task on a
+ * worker that dies before its take returns is redone; one on a live worker
+ * never is. worker-fold.c has the worker's half.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool/pool-internal.h"
+
+/* ---- task lists ---- */
+
+/* Unlinks t from whatever list holds it (none: nothing). */
+void
+herd__task_list_remove(struct task *t)
+{
+	struct task_list *l = t->list;
+
+	if (!l)
+		return;
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		l->head = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	else
+		l->tail = t->prev;
+	l->n--;
+	t->prev = t->next = NULL;
+	t->list = NULL;
+}
+
+/* Moves t to l (front or back), out of its previous list. */
+void
+herd__task_list_push(struct task_list *l, struct task *t, bool front)
+{
+	herd__task_list_remove(t);
+	t->list = l;
+	if (front) {
+		t->next = l->head;
+		if (l->head)
+			l->head->prev = t;
+		else
+			l->tail = t;
+		l->head = t;
+	} else {
+		t->prev = l->tail;
+		if (l->tail)
+			l->tail->next = t;
+		else
+			l->head = t;
+		l->tail = t;
+	}
+	l->n++;
+}
+
+/* Frees t; a dispatch in flight is cancelled and its reply ignored. */
+void
+herd__task_free(struct task *t)
+{
+	herd_pending *call = t->call;
+
+	herd__task_list_remove(t);
+	if (call) {
+		/* The callback sees t->call != call and leaves t alone. */
+		t->call = NULL;
+		if (t->slot && t->deaths > 0)
+			t->slot->suspect_running = false;
+		herd_call_cancel(call);
+		herd_pending_unref(call);
+	}
+	json_decref(t->arg);
+	herd_error_unref(t->death);
+	free(t);
+}
+
+/*
+ * Calls method on s's worker. Sending may find the worker gone and close the
+ * connection, whose close callback drops the slot's reference: hold one.
+ */
+int
+herd__slot_call(struct slot *s, const char *method, json_t *params, herd_call_cb cb, void *userdata,
+    herd_pending **ret_call)
+{
+	herd_conn *conn = herd_conn_ref(s->conn);
+	int r = herd_call_async(conn, method, params, cb, userdata, ret_call);
+
+	herd_conn_unref(conn);
+	return r;
+}
+
+/* Accumulator names are unique per process, pool, slot, worker generation and job. */
+void
+herd__acc_name(char *buf, size_t len, const struct slot *s, const struct herd_job *job)
+{
+	snprintf(buf, len, "%s.%u.%u.%llu", s->pool->key_prefix, s->idx, s->gen,
+	    (unsigned long long)job->id);
+}
+
+/* ---- feeding and dispatch ---- */
+
+static struct task *
+job_feed(struct herd_job *job)
+{
+	json_t *arg;
+	struct task *t;
+
+	if (!job->started || job->done || job->exhausted)
+		return NULL;
+	if (job->args)
+		arg = json_incref(json_array_get(job->args, job->n_fed));
+	else
+		arg = job->next(job->next_data);
+	if (!arg) {
+		job->exhausted = true;
+		job->pool->kick = true;
+		return NULL;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		json_decref(arg);
+		return NULL;
+	}
+	t->job = job;
+	t->index = job->n_fed++;
+	t->arg = arg;
+	if (job->value && (job->kind == HERD_JOB_MAP || job->kind == HERD_JOB_MAP_UNORDERED))
+		json_array_append_new(job->value, json_null());
+	return t;
+}
+
+/* The next task for a slot: a retry first (a suspect only for an empty slot), else a new one. */
+static struct task *
+pick_task(struct herd_pool *p, bool slot_empty)
+{
+	for (struct task *t = p->retry.head; t; t = t->next) {
+		if (t->deaths == 0 || slot_empty) {
+			herd__task_list_remove(t);
+			return t;
+		}
+	}
+	for (struct herd_job *job = p->jobs; job; job = job->next_job) {
+		struct task *t = job_feed(job);
+
+		if (t)
+			return t;
+	}
+	return NULL;
+}
+
+static void task_reply(
+    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *err, void *userdata);
+
+/* A local error for a task whose argument cannot travel. */
+static void
+task_bad_arg(struct task *t, int r)
+{
+	herd_error *err = herd__error_newf(HERD_E_INVALID_PARAMS,
+	    "argument %zu cannot be sent: %s (it must be an object, an array or null)", t->index,
+	    strerror(-r));
+
+	herd__task_result(t, -EREMOTEIO, NULL, err);
+	herd_error_unref(err);
+}
+
+/* Sends t to s. Returns false if s cannot take it (t went back to the queue or failed). */
+static bool
+task_send(struct slot *s, struct task *t)
+{
+	struct herd_job *job = t->job;
+	json_t *params = NULL, *arg = json_is_null(t->arg) ? NULL : t->arg;
+	const char *method = job->function;
+	char acc[128];
+	int r;
+
+	if (herd__job_folds(job)) {
+		herd__acc_name(acc, sizeof(acc), s, job);
+		params = json_pack("{s:s, s:O?, s:s, s:s}", "function", job->function, "args", arg,
+		    "acc", acc, "combine", job->worker_combine);
+		method = "herd.fold";
+		if (arg && !json_is_object(arg) && !json_is_array(arg)) {
+			json_decref(params);
+			task_bad_arg(t, -EINVAL);
+			return true;
+		}
+	} else {
+		params = json_incref(arg);
+	}
+	r = herd__slot_call(s, method, params, task_reply, t, &t->call);
+	json_decref(params);
+	if (r == -EINVAL || r == -EMSGSIZE) {
+		task_bad_arg(t, r);
+		return true;
+	}
+	if (r < 0) {
+		herd__task_list_push(&s->pool->retry, t, true);
+		herd__slot_lost(s, "send failed");
+		return false;
+	}
+	t->slot = s;
+	herd__task_list_push(&s->flight, t, false);
+	if (t->deaths > 0)
+		s->suspect_running = true;
+	return true;
+}
+
+/* True when a suspect waits in the retry queue for a worker of its own. */
+static bool
+suspect_waiting(struct herd_pool *p)
+{
+	for (struct task *t = p->retry.head; t; t = t->next)
+		if (t->deaths > 0)
+			return true;
+	return false;
+}
+
+/* Fills every ready slot up to the window; suspects run alone. */
+void
+herd__pool_dispatch(struct herd_pool *p)
+{
+	struct slot *reserved = NULL;
+
+	if (p->closed || p->broken)
+		return;
+	/* A waiting suspect needs an empty worker: one worker stops taking new work until then. */
+	if (suspect_waiting(p)) {
+		for (unsigned i = 0; i < p->n_slots && !reserved; i++)
+			if (p->slots[i].state == SLOT_READY && !p->slots[i].suspect_running)
+				reserved = &p->slots[i];
+	}
+	for (unsigned i = 0; i < p->n_slots; i++) {
+		struct slot *s = &p->slots[i];
+
+		if (s == reserved && s->flight.n > 0)
+			continue;
+		while (s->state == SLOT_READY && !s->suspect_running && s->flight.n < p->window) {
+			struct task *t = pick_task(p, s->flight.n == 0);
+
+			if (!t || !task_send(s, t))
+				break;
+		}
+	}
+}
+
+/* ---- replies ---- */
+
+static herd_error *
+task_crash_error(struct task *t)
+{
+	json_t *data = t->death ? json_deep_copy(herd_error_data(t->death)) : json_object();
+	herd_error *err;
+
+	char text[1024];
+
+	if (data) {
+		json_object_set_new(
+		    data, "name", json_string(t->timed_out ? "timeout" : "task_crashed"));
+		json_object_set_new(data, "deaths", json_integer(t->deaths));
+	}
+	snprintf(text, sizeof(text), "task %zu %s its worker %u times; last: %s", t->index,
+	    t->timed_out ? "overran (timeout) and lost" : "killed", t->deaths,
+	    t->death ? herd_error_message(t->death) : "unknown");
+	err = herd__error_new(t->timed_out ? HERD_E_TIMEOUT : HERD_E_WORKER_EXITED, text, data);
+	json_decref(data);
+	return err;
+}
+
+/* Back to the queue: folded tasks as they were, in-flight ones one death closer to poison. */
+void
+herd__pool_requeue(struct herd_pool *p, struct slot *s)
+{
+	while (s->orphans.head) {
+		struct task *t = s->orphans.head;
+
+		herd__task_list_remove(t);
+		t->slot = NULL;
+		t->job->n_retried++;
+		if (t->folded) {
+			/* Its result was in the lost accumulator; it did nothing wrong. */
+			t->folded = false;
+			t->job->n_ok--;
+			herd__task_list_push(&p->retry, t, false);
+			continue;
+		}
+		t->deaths++;
+		herd__error_set(&t->death, s->death);
+		if (t->deaths > p->retries) {
+			herd_error *err = task_crash_error(t);
+
+			t->job->n_retried--;
+			herd__task_result(t, t->timed_out ? -ETIMEDOUT : -ECHILD, NULL, err);
+			herd_error_unref(err);
+			continue;
+		}
+		herd__task_list_push(&p->retry, t, true);
+	}
+}
+
+static void
+task_reply(
+    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *err, void *userdata)
+{
+	struct task *t = userdata;
+	const char *name = herd_error_name(err);
+	struct herd_pool *p;
+	struct slot *s;
+
+	if (t->call != call)
+		return; /* orphaned or cancelled: its worker's death decides */
+	s = t->slot;
+	p = s->pool;
+	if (r == -ETIMEDOUT) {
+		t->timed_out = true;
+		herd__slot_kill(s, "task timeout");
+		return;
+	}
+	if (r < 0 && r != -EREMOTEIO) {
+		/* The connection is closing: its close callback (next) drops the slot. */
+		return;
+	}
+	if (r == -EREMOTEIO && name && strcmp(name, "combine_failed") == 0) {
+		herd__slot_kill(s, "combine failed");
+		return;
+	}
+	t->call = NULL;
+	herd_pending_unref(call);
+	if (t->deaths > 0)
+		s->suspect_running = false;
+	herd__task_list_remove(t);
+	if (r == 0) {
+		herd__pool_progressed(p);
+		if (herd__job_folds(t->job)) {
+			t->folded = true;
+			t->job->n_ok++;
+			herd__task_list_push(&s->folded, t, false);
+		} else {
+			herd__task_result(t, 0, result, NULL);
+		}
+	} else if (p->retry_failed && t->failures < p->retries) {
+		t->failures++;
+		t->job->n_retried++;
+		t->slot = NULL;
+		herd__task_list_push(&p->retry, t, false);
+	} else {
+		herd__task_result(t, r, NULL, err);
+	}
+	herd__pool_dispatch(p);
+}
+
+/* ---- takes: the end of a worker-folded reduce ---- */
+
+struct take {
+	struct slot *slot;
+	unsigned gen;
+	struct herd_job *job;
+};
+
+static void
+take_reply(
+    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *err, void *userdata)
+{
+	struct take *tk = userdata;
+	struct slot *s = tk->slot;
+	struct herd_job *job = tk->job;
+	json_int_t n = json_integer_value(json_object_get(result, "n"));
+	json_t *value = json_object_get(result, "value");
+	unsigned k = 0;
+
+	s->n_takes--;
+	if (job->done || s->gen != tk->gen || s->state != SLOT_READY)
+		goto out; /* the job ended, or the slot died and its folds were requeued */
+	for (struct task *t = s->folded.head; t; t = t->next)
+		k += t->job == job;
+	if (r < 0 || n != (json_int_t)k) {
+		/* The worker lost (or invented) folds: redo everything it held. */
+		herd__slot_kill(s, r < 0 ? "take failed" : "take count mismatch");
+		goto out;
+	}
+	if (n > 0)
+		herd__job_combine(job, value);
+	for (struct task *t = s->folded.head, *next; t && !job->done; t = next) {
+		next = t->next;
+		if (t->job == job) {
+			job->n_finished++;
+			herd__task_free(t);
+		}
+	}
+out:
+	herd_job_unref(job);
+	free(tk);
+}
+
+/* True when no task of job waits or runs anywhere (folded ones excepted). */
+static bool
+job_settled(struct herd_pool *p, struct herd_job *job)
+{
+	if (!job->exhausted)
+		return false;
+	for (struct task *t = p->retry.head; t; t = t->next)
+		if (t->job == job)
+			return false;
+	for (unsigned i = 0; i < p->n_slots; i++) {
+		struct slot *s = &p->slots[i];
+
+		for (struct task *t = s->flight.head; t; t = t->next)
+			if (t->job == job)
+				return false;
+		for (struct task *t = s->orphans.head; t; t = t->next)
+			if (t->job == job)
+				return false;
+	}
+	return true;
+}
+
+static void
+job_send_takes(struct herd_pool *p, struct herd_job *job)
+{
+	for (unsigned i = 0; i < p->n_slots; i++) {
+		struct slot *s = &p->slots[i];
+		struct take *tk;
+		json_t *params;
+		char acc[128];
+		bool any = false;
+
+		if (s->state != SLOT_READY || s->n_takes > 0)
+			continue;
+		for (struct task *t = s->folded.head; t && !any; t = t->next)
+			any = t->job == job;
+		if (!any)
+			continue;
+		tk = calloc(1, sizeof(*tk));
+		herd__acc_name(acc, sizeof(acc), s, job);
+		params = json_pack("{s:s}", "acc", acc);
+		if (!tk || !params) {
+			free(tk);
+			json_decref(params);
+			continue;
+		}
+		*tk = (struct take){ s, s->gen, herd_job_ref(job) };
+		if (herd__slot_call(s, "herd.take", params, take_reply, tk, NULL) == 0) {
+			s->n_takes++;
+		} else {
+			herd_job_unref(job);
+			free(tk);
+			herd__slot_lost(s, "take failed");
+		}
+		json_decref(params);
+	}
+}
+
+/* Sends the takes of a worker-folded job once nothing of it runs or waits. */
+void
+herd__job_take_if_settled(struct herd_pool *p, struct herd_job *job)
+{
+	if (herd__job_folds(job) && job_settled(p, job))
+		job_send_takes(p, job);
+}

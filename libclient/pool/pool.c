@@ -1,0 +1,852 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pools: a master connection of their own, N worker slots, and the engine
+ * that drives them (an epoll fd over every connection, deadlines for
+ * respawns and for deaths herdd has not explained yet). Jobs and tasks are
+ * in pool-job.c.
+ *
+ * A slot's life: IDLE -> SPAWNING -> READY -> DYING -> IDLE (respawn after a
+ * backoff) ... -> GONE once the pool closes or gives up. DYING is the moment
+ * between losing the connection and hearing from herdd how the worker died
+ * (the event carries the signal and the stderr tail a poison task's report
+ * needs); it lasts until that event, or DYING_WAIT_USEC at most.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "pool/pool-internal.h"
+
+#define DEFAULT_WINDOW       4u
+#define DEFAULT_RETRIES      3u
+#define DEFAULT_MAX_RESTARTS 10u
+#define DYING_WAIT_USEC      (2ull * 1000000ull)
+#define BACKOFF_BASE_USEC    (50ull * 1000ull)
+#define BACKOFF_MAX_USEC     (2ull * 1000000ull)
+/* How long closing waits for herdd to confirm its workers stopped. */
+#define CLOSE_WAIT_USEC (10ull * 1000000ull)
+
+/* The pool's clock: CLOCK_MONOTONIC in microseconds. */
+uint64_t
+herd__pool_now(void)
+{
+	return herd__now_usec();
+}
+
+/* Remembers err as the pool's last error. */
+void
+herd__pool_set_error(struct herd_pool *p, herd_error *err)
+{
+	herd__error_set(&p->last_error, err);
+}
+
+/* ---- options ---- */
+
+static unsigned
+cpus_allowed(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return (unsigned)CPU_COUNT(&set);
+	return 1;
+}
+
+static int
+pool_options(struct herd_pool *p, json_t *opts, const char **ret_socket, json_t **ret_settings)
+{
+	json_int_t workers = 0, window = DEFAULT_WINDOW, retries = DEFAULT_RETRIES, timeout = 0,
+	           restarts = 0;
+	const char *name = NULL;
+	int retry_failed = 0;
+	json_error_t err;
+
+	*ret_socket = NULL;
+	*ret_settings = NULL;
+	if (opts &&
+	    json_unpack_ex(opts, &err, JSON_STRICT, "{s?I, s?I, s?I, s?b, s?I, s?I, s?s, s?s, s?o}",
+	        "workers", &workers, "window", &window, "retries", &retries, "retry_failed",
+	        &retry_failed, "task_timeout_ms", &timeout, "max_restarts", &restarts, "name",
+	        &name, "socket", ret_socket, "settings", ret_settings) < 0)
+		return -EINVAL;
+	if (workers < 0 || workers > 4096 || window < 1 || window > 1024 || retries < 0 ||
+	    retries > 1000000 || timeout < 0 || restarts < 0)
+		return -EINVAL;
+	p->n_slots = workers ? (unsigned)workers : cpus_allowed();
+	p->window = (unsigned)window;
+	p->retries = (unsigned)retries;
+	p->retry_failed = retry_failed;
+	p->task_timeout_usec = (uint64_t)timeout * HERD__USEC_PER_MSEC;
+	p->max_restarts = restarts ? (unsigned)restarts : DEFAULT_MAX_RESTARTS;
+	if (!restarts && p->max_restarts < 2 * p->n_slots)
+		p->max_restarts = 2 * p->n_slots;
+	if (name)
+		p->name = strdup(name);
+	else if (asprintf(&p->name, "%s-pool", program_invocation_short_name) < 0)
+		p->name = NULL;
+	return p->name ? 0 : -ENOMEM;
+}
+
+/* The spawn options with "path" (this executable when absent). */
+static int
+pool_spawn_opts(struct herd_pool *p, json_t *spawn_opts)
+{
+	const char *self;
+
+	if (spawn_opts && !json_is_object(spawn_opts))
+		return -EINVAL;
+	p->spawn_opts = spawn_opts ? json_deep_copy(spawn_opts) : json_object();
+	if (!p->spawn_opts)
+		return -ENOMEM;
+	if (json_object_get(p->spawn_opts, "path"))
+		return 0;
+	self = herd_self_path();
+	if (!self)
+		return -ENOENT;
+	return json_object_set_new(p->spawn_opts, "path", json_string(self)) < 0 ? -ENOMEM : 0;
+}
+
+/* ---- epoll over the connections ---- */
+
+/*
+ * Makes the epoll set follow conn's events. *reg remembers what is registered
+ * so an unchanged connection costs no system call; a new connection starts
+ * from a zeroed one (its fd number may be a closed one's, which epoll dropped).
+ */
+static void
+epoll_follow(struct herd_pool *p, herd_conn *conn, struct ep_reg *reg)
+{
+	int fd = herd_conn_get_fd(conn), ev = herd_conn_get_events(conn);
+	struct epoll_event e = { .events = EPOLLIN };
+
+	if (fd < 0 || ev < 0)
+		return;
+	if (ev & POLLOUT)
+		e.events |= EPOLLOUT;
+	if (reg->fd == fd + 1 && reg->events == e.events)
+		return;
+	e.data.fd = fd;
+	if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, fd, &e) < 0 && errno == ENOENT)
+		epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &e);
+	reg->fd = fd + 1;
+	reg->events = e.events;
+}
+
+static void
+epoll_follow_all(struct herd_pool *p)
+{
+	epoll_follow(p, herd_master_get_conn(p->m), &p->master_reg);
+	for (unsigned i = 0; i < p->n_slots; i++)
+		if (p->slots[i].conn)
+			epoll_follow(p, p->slots[i].conn, &p->slots[i].reg);
+}
+
+/* ---- deaths ---- */
+
+static struct slot *
+slot_by_id(struct herd_pool *p, const char *id)
+{
+	for (unsigned i = 0; i < p->n_slots; i++)
+		if (p->slots[i].w && strcmp(herd_worker_id(p->slots[i].w), id) == 0)
+			return &p->slots[i];
+	return NULL;
+}
+
+static uint64_t
+backoff_usec(unsigned consecutive)
+{
+	uint64_t d;
+
+	if (consecutive <= 1)
+		return 0;
+	d = BACKOFF_BASE_USEC << (consecutive - 2 < 16 ? consecutive - 2 : 16);
+	return d < BACKOFF_MAX_USEC ? d : BACKOFF_MAX_USEC;
+}
+
+/* Too many deaths in a row: every job ends with crash_loop and nothing is spawned any more. */
+static void
+pool_give_up(struct herd_pool *p, herd_error *last)
+{
+	json_t *data;
+	herd_error *err;
+	char text[1024];
+
+	if (p->broken)
+		return;
+	p->broken = true;
+	data = last ? json_deep_copy(herd_error_data(last)) : json_object();
+	if (data)
+		json_object_set_new(data, "name", json_string("crash_loop"));
+	snprintf(text, sizeof(text),
+	    "pool %s gave up: %u worker deaths or failed spawns in a row with no task finished; "
+	    "last: %s",
+	    p->name, p->consecutive, last ? herd_error_message(last) : "unknown");
+	err = herd__error_new(HERD_E_WORKER_EXITED, text, data);
+	json_decref(data);
+	p->broken_error = err;
+	herd__pool_set_error(p, err);
+	for (unsigned i = 0; i < p->n_slots; i++)
+		if (p->slots[i].state == SLOT_IDLE)
+			p->slots[i].state = SLOT_GONE;
+	herd__pool_end_jobs(p, -EIO, err);
+}
+
+/* One more death or failed spawn: count it and schedule the respawn. */
+static void
+slot_died(struct slot *s, herd_error *why)
+{
+	struct herd_pool *p = s->pool;
+
+	p->consecutive++;
+	s->state = p->closed ? SLOT_GONE : SLOT_IDLE;
+	s->respawn_at = herd__pool_now() + backoff_usec(p->consecutive);
+	if (!p->closed && p->consecutive >= p->max_restarts)
+		pool_give_up(p, why);
+}
+
+/* herdd told why (or we stopped waiting): the orphans go back to the queue. */
+static void
+slot_bury(struct slot *s)
+{
+	struct herd_pool *p = s->pool;
+
+	if (!s->death)
+		s->death =
+		    herd__error_newf(HERD_E_WORKER_EXITED, "worker %s of pool %s was lost (%s)",
+		        herd_worker_id(s->w), p->name, s->lost_why);
+	herd__pool_requeue(p, s);
+	herd_worker_unref(s->w);
+	s->w = NULL;
+	slot_died(s, s->death);
+	herd_error_unref(s->death);
+	s->death = NULL;
+}
+
+/* Drops s's connection; its tasks wait as orphans until herdd says how it died. */
+void
+herd__slot_lost(struct slot *s, const char *why)
+{
+	struct herd_pool *p = s->pool;
+	herd_conn *conn = s->conn;
+
+	if (s->state != SLOT_READY)
+		return;
+	s->state = p->closed ? SLOT_GONE : SLOT_DYING;
+	p->n_deaths++;
+	while (s->flight.head) {
+		struct task *t = s->flight.head;
+		herd_pending *call = t->call;
+
+		/* Detached first: the failed reply closing the connection brings is ignored. */
+		t->call = NULL;
+		herd_pending_unref(call);
+		herd__task_list_push(&s->orphans, t, false);
+	}
+	while (s->folded.head)
+		herd__task_list_push(&s->orphans, s->folded.head, false);
+	s->conn = NULL;
+	s->suspect_running = false;
+	/* Pending calls fail now, with their tasks already orphans: their callbacks ignore them. */
+	herd_conn_on_close(conn, NULL, NULL);
+	herd_conn_close(conn);
+	herd_conn_unref(conn);
+	if (p->closed) {
+		herd_worker_unref(s->w);
+		s->w = NULL;
+		return;
+	}
+	s->lost_why = why;
+	s->dying_deadline = herd__pool_now() + DYING_WAIT_USEC;
+	if (s->death)
+		slot_bury(s);
+}
+
+static void
+kill_done(herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *err, void *ud)
+{
+	/* The worker may have died by itself meanwhile (worker_not_found): nothing to do. */
+}
+
+/* SIGKILLs w through herdd, without waiting: its death event follows. */
+static void
+kill_worker(struct herd_pool *p, herd_worker *w)
+{
+	json_t *params = json_pack("{s:s, s:s}", "id", herd_worker_id(w), "signal", "KILL");
+
+	if (params)
+		herd_master_request_async(p->m, "kill", params, kill_done, NULL);
+	json_decref(params);
+}
+
+/* SIGKILLs s's worker through herdd, then drops it. */
+void
+herd__slot_kill(struct slot *s, const char *why)
+{
+	if (s->state != SLOT_READY)
+		return;
+	kill_worker(s->pool, s->w);
+	herd__slot_lost(s, why);
+}
+
+/* A task finished: the run of deaths without progress is over. */
+void
+herd__pool_progressed(struct herd_pool *p)
+{
+	p->consecutive = 0;
+}
+
+/* A death record from herdd's event: message, signal, exit code, stderr tail. */
+static herd_error *
+death_error(struct herd_pool *p, const char *event, const char *id, const char *message,
+    json_t *tail, json_t *worker)
+{
+	json_t *data = json_pack("{s:s, s:s, s:O, s:O?, s:O?, s:O?, s:O?}", "event", event,
+	    "worker", id, "stderr_tail", tail, "pid", json_object_get(worker, "pid"), "signal",
+	    json_object_get(worker, "signal"), "exit_code", json_object_get(worker, "exit_code"),
+	    "reason", json_object_get(worker, "reason"));
+	json_t *sig = json_object_get(worker, "signal");
+	char how[64] = "", text[1024];
+	herd_error *err;
+
+	if (json_is_string(sig))
+		snprintf(how, sizeof(how), " (%s)", json_string_value(sig));
+	else if (json_is_integer(sig))
+		snprintf(how, sizeof(how), " (signal %lld)", (long long)json_integer_value(sig));
+	snprintf(text, sizeof(text), "worker %s of pool %s %s%s%s%s", id, p->name, event, how,
+	    message ? ": " : "", message ? message : "");
+	err = herd__error_new(HERD_E_WORKER_EXITED, text, data);
+	json_decref(data);
+	return err;
+}
+
+static void
+master_event(herd_master *m, const char *event, const char *worker_id, const char *message,
+    json_t *tail, json_t *worker, void *userdata)
+{
+	struct herd_pool *p = userdata;
+	struct slot *s;
+
+	if (strcmp(event, "ready") == 0 || !(s = slot_by_id(p, worker_id)))
+		return;
+	if (s->state != SLOT_READY && s->state != SLOT_DYING)
+		return;
+	herd_error_unref(s->death);
+	s->death = death_error(p, event, worker_id, message, tail, worker);
+	if (s->state == SLOT_READY)
+		herd__slot_lost(s, event);
+	else
+		slot_bury(s);
+}
+
+/*
+ * The worker closed (it died or exited: herdd's event tells how), or we gave
+ * up on a live one (heartbeats stopped: its loop is stuck; a protocol
+ * error): then it is killed, so it neither lingers nor keeps a CPU.
+ */
+static void
+slot_conn_closed(herd_conn *conn, int reason, herd_error *err, void *userdata)
+{
+	if (reason == -ECONNRESET)
+		herd__slot_lost(userdata, "connection closed");
+	else
+		herd__slot_kill(userdata, "connection lost");
+}
+
+/* ---- spawning ---- */
+
+static void
+spawn_done(herd_master *m, int r, herd_worker *w, herd_error *err, void *userdata)
+{
+	struct slot *s = userdata;
+	struct herd_pool *p = s->pool;
+	herd_error *cerr = NULL;
+	herd_conn *conn = NULL;
+
+	if (p->closed || p->broken) {
+		/* Kept for the stop at close, so it ends as a normal shutdown. */
+		if (r == 0)
+			s->w = herd_worker_ref(w);
+		s->state = SLOT_GONE;
+		return;
+	}
+	if (r == 0)
+		r = herd_worker_connect(w, NULL, &conn, &cerr);
+	if (r < 0) {
+		herd_error *why = cerr ? cerr : err;
+
+		/* Spawned but unreachable (its connection init failed...): it must not linger. */
+		if (w)
+			kill_worker(p, w);
+		herd__pool_set_error(p, why);
+		p->n_deaths++;
+		slot_died(s, why);
+		herd_error_unref(cerr);
+		return;
+	}
+	p->n_spawns++;
+	s->w = herd_worker_ref(w);
+	s->conn = conn;
+	s->state = SLOT_READY;
+	herd_conn_set_call_timeout(
+	    conn, p->task_timeout_usec ? p->task_timeout_usec : HERD_TIMEOUT_INFINITE);
+	herd_conn_on_close(conn, slot_conn_closed, s);
+	s->reg = (struct ep_reg){ 0 };
+	epoll_follow(p, conn, &s->reg);
+	herd__pool_dispatch(p);
+}
+
+static void
+slot_spawn(struct slot *s)
+{
+	struct herd_pool *p = s->pool;
+	json_t *opts = json_deep_copy(p->spawn_opts);
+	char name[128];
+	int r = -ENOMEM;
+
+	snprintf(name, sizeof(name), "%s.%u", p->name, s->idx);
+	if (opts && json_object_set_new(opts, "name", json_string(name)) == 0)
+		r = herd_master_spawn_async(p->m, opts, spawn_done, s);
+	json_decref(opts);
+	if (r < 0) {
+		p->n_deaths++;
+		slot_died(s, NULL);
+		return;
+	}
+	s->gen++;
+	s->state = SLOT_SPAWNING;
+}
+
+/* ---- the engine ---- */
+
+/* Slot timers: respawns due, deaths herdd has not explained in time. */
+static void
+pool_timers(struct herd_pool *p)
+{
+	uint64_t now = herd__pool_now();
+
+	for (unsigned i = 0; i < p->n_slots && !p->closed; i++) {
+		struct slot *s = &p->slots[i];
+
+		if (s->state == SLOT_DYING && now >= s->dying_deadline)
+			slot_bury(s);
+		else if (s->state == SLOT_IDLE && !p->broken && now >= s->respawn_at)
+			slot_spawn(s);
+	}
+}
+
+static int
+conn_drain(herd_conn *conn)
+{
+	int r, progress = 0;
+
+	herd_conn_ref(conn);
+	while ((r = herd_conn_process(conn)) > 0)
+		progress = 1;
+	herd_conn_unref(conn);
+	return r < 0 ? r : progress;
+}
+
+HERD_EXPORT int
+herd_pool_process(herd_pool *p)
+{
+	int r, progress = 0;
+
+	if (!p)
+		return -EINVAL;
+	if (p->closed)
+		return -ENOTCONN;
+	if (p->processing)
+		return 0;
+	p->processing++;
+	herd_pool_ref(p);
+	r = conn_drain(herd_master_get_conn(p->m));
+	if (r < 0 && !p->broken) {
+		herd_error *err = herd__error_newf(
+		    HERD_E_CONNECTION_CLOSED, "pool %s lost its connection to herdd", p->name);
+
+		p->consecutive = p->max_restarts;
+		pool_give_up(p, err);
+		herd_error_unref(err);
+	}
+	progress |= r > 0;
+	for (unsigned i = 0; i < p->n_slots; i++)
+		if (p->slots[i].conn)
+			progress |= conn_drain(p->slots[i].conn) > 0;
+	pool_timers(p);
+	herd__pool_dispatch(p);
+	herd__pool_check_jobs(p);
+	if (!p->closed)
+		epoll_follow_all(p);
+	p->processing--;
+	if (p->loop)
+		herd__pool_update_ev(p);
+	herd_pool_unref(p);
+	return progress;
+}
+
+HERD_EXPORT int
+herd_pool_get_fd(herd_pool *p)
+{
+	if (!p)
+		return -EINVAL;
+	return p->closed ? -ENOTCONN : p->epfd;
+}
+
+HERD_EXPORT int
+herd_pool_get_events(herd_pool *p)
+{
+	if (!p)
+		return -EINVAL;
+	return p->closed ? -ENOTCONN : POLLIN;
+}
+
+static uint64_t
+min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+HERD_EXPORT int
+herd_pool_get_timeout(herd_pool *p, uint64_t *ret_usec)
+{
+	uint64_t t = HERD_TIMEOUT_INFINITE, c;
+
+	if (!p || !ret_usec)
+		return -EINVAL;
+	if (p->closed)
+		return -ENOTCONN;
+	if (p->kick)
+		t = 0;
+	if (herd_conn_get_timeout(herd_master_get_conn(p->m), &c) == 0)
+		t = min_u64(t, c);
+	for (unsigned i = 0; i < p->n_slots; i++) {
+		struct slot *s = &p->slots[i];
+
+		if (s->conn && herd_conn_get_timeout(s->conn, &c) == 0)
+			t = min_u64(t, c);
+		if (s->state == SLOT_DYING)
+			t = min_u64(t, s->dying_deadline);
+		if (s->state == SLOT_IDLE && !p->broken)
+			t = min_u64(t, s->respawn_at);
+	}
+	*ret_usec = t;
+	return 0;
+}
+
+HERD_EXPORT int
+herd_pool_wait(herd_pool *p, uint64_t timeout_usec)
+{
+	struct epoll_event ev[8];
+	uint64_t deadline, t;
+	int r;
+
+	r = herd_pool_get_timeout(p, &t);
+	if (r < 0)
+		return r;
+	deadline = min_u64(t, herd__deadline(timeout_usec));
+	/* Every wait inside libherd keeps the process's other connections alive. */
+	deadline = min_u64(deadline, herd__keepalive(NULL));
+	r = epoll_wait(p->epfd, ev, 8, herd__poll_ms(deadline));
+	if (r < 0)
+		return -errno;
+	return r > 0 || herd__pool_now() >= t;
+}
+
+/* Runs the pool until *done or the deadline (-ETIMEDOUT). */
+int
+herd__pool_run(struct herd_pool *p, const bool *done, uint64_t deadline)
+{
+	int r;
+
+	while (!*done) {
+		r = herd_pool_process(p);
+		if (r < 0)
+			return r;
+		if (r > 0 || *done)
+			continue;
+		if (herd__pool_now() >= deadline)
+			return -ETIMEDOUT;
+		r = herd_pool_wait(p,
+		    deadline == HERD_TIMEOUT_INFINITE ? HERD_TIMEOUT_INFINITE
+		                                      : deadline - herd__pool_now());
+		if (r < 0 && r != -EINTR)
+			return r;
+	}
+	return 0;
+}
+
+/* ---- life cycle ---- */
+
+static bool
+pool_has_ready(struct herd_pool *p)
+{
+	for (unsigned i = 0; i < p->n_slots; i++)
+		if (p->slots[i].state == SLOT_READY)
+			return true;
+	return p->broken;
+}
+
+/* Runs until a slot is ready or the pool gave up. */
+static int
+pool_wait_first(struct herd_pool *p)
+{
+	int r;
+
+	while (!pool_has_ready(p)) {
+		r = herd_pool_process(p);
+		if (r < 0)
+			return r;
+		if (r == 0 && !pool_has_ready(p)) {
+			r = herd_pool_wait(p, HERD_TIMEOUT_INFINITE);
+			if (r < 0 && r != -EINTR)
+				return r;
+		}
+	}
+	return p->broken ? -EIO : 0;
+}
+
+static int
+pool_setup(struct herd_pool *p, json_t *spawn_opts, json_t *pool_opts, herd_error **ret_error)
+{
+	static unsigned pool_seq;
+	const char *socket;
+	json_t *settings;
+	int r;
+
+	r = pool_options(p, pool_opts, &socket, &settings);
+	if (r == 0)
+		r = pool_spawn_opts(p, spawn_opts);
+	if (r < 0)
+		return r;
+	p->slots = calloc(p->n_slots, sizeof(*p->slots));
+	p->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (!p->slots || p->epfd < 0)
+		return -ENOMEM;
+	snprintf(p->key_prefix, sizeof(p->key_prefix), "%d.%u", (int)getpid(),
+	    __atomic_add_fetch(&pool_seq, 1, __ATOMIC_RELAXED));
+	r = herd_master_connect(socket, settings, &p->m, ret_error);
+	if (r < 0)
+		return r;
+	herd_master_on_event(p->m, master_event, p);
+	for (unsigned i = 0; i < p->n_slots; i++) {
+		p->slots[i].pool = p;
+		p->slots[i].idx = i;
+		slot_spawn(&p->slots[i]);
+	}
+	return 0;
+}
+
+HERD_EXPORT int
+herd_pool_new(json_t *spawn_opts, json_t *pool_opts, herd_pool **ret, herd_error **ret_error)
+{
+	struct herd_pool *p;
+	int r;
+
+	if (ret_error)
+		*ret_error = NULL;
+	if (!ret)
+		return -EINVAL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->n_ref = 1;
+	p->epfd = -1;
+	r = pool_setup(p, spawn_opts, pool_opts, ret_error);
+	if (r == 0)
+		r = pool_wait_first(p);
+	if (r < 0) {
+		if (ret_error && !*ret_error && (p->broken_error || p->last_error))
+			*ret_error =
+			    herd_error_ref(p->broken_error ? p->broken_error : p->last_error);
+		herd_pool_unref(p);
+		return r;
+	}
+	*ret = p;
+	return 0;
+}
+
+HERD_EXPORT herd_pool *
+herd_pool_ref(herd_pool *p)
+{
+	if (p)
+		p->n_ref++;
+	return p;
+}
+
+static void pool_close(struct herd_pool *p);
+
+static void
+pool_free(struct herd_pool *p)
+{
+	pool_close(p);
+	herd__pool_forget_jobs(p);
+	herd_master_unref(p->m);
+	if (p->epfd >= 0)
+		close(p->epfd);
+	free(p->slots);
+	json_decref(p->spawn_opts);
+	free(p->name);
+	herd_error_unref(p->broken_error);
+	herd_error_unref(p->last_error);
+	free(p);
+}
+
+HERD_EXPORT herd_pool *
+herd_pool_unref(herd_pool *p)
+{
+	if (!p || --p->n_ref > 0)
+		return NULL;
+	pool_free(p);
+	return NULL;
+}
+
+static void
+stop_done(herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *err, void *ud)
+{
+	struct herd_pool *p = ud;
+
+	p->stops_pending--;
+}
+
+/* Asks herdd to stop every worker still up and waits for its answers. */
+static void
+pool_stop_workers(struct herd_pool *p)
+{
+	herd_conn *mc = herd_master_get_conn(p->m);
+	uint64_t deadline = herd__deadline(CLOSE_WAIT_USEC);
+	bool spawning = true;
+
+	/* Spawns in flight answer first: their workers are stopped like the others. */
+	while (spawning && herd__now_usec() < deadline) {
+		spawning = false;
+		for (unsigned i = 0; i < p->n_slots; i++)
+			spawning |= p->slots[i].state == SLOT_SPAWNING;
+		if (spawning &&
+		    (herd_conn_process(mc) < 0 ||
+		        herd_conn_wait(mc, deadline - herd__now_usec()) < 0))
+			break;
+	}
+	for (unsigned i = 0; i < p->n_slots; i++) {
+		struct slot *s = &p->slots[i];
+		json_t *params;
+
+		if (s->conn) {
+			herd_conn *c = s->conn;
+
+			s->conn = NULL;
+			herd_conn_on_close(c, NULL, NULL);
+			herd_conn_close(c);
+			herd_conn_unref(c);
+		}
+		if (s->w) {
+			params = json_pack("{s:s}", "id", herd_worker_id(s->w));
+			if (params &&
+			    herd_master_request_async(p->m, "shutdown", params, stop_done, p) == 0)
+				p->stops_pending++;
+			json_decref(params);
+			s->w = herd_worker_unref(s->w);
+		}
+		s->state = SLOT_GONE;
+	}
+	while (p->stops_pending > 0 && herd__now_usec() < deadline) {
+		if (herd_conn_process(mc) < 0)
+			break;
+		if (p->stops_pending > 0 && herd_conn_wait(mc, deadline - herd__now_usec()) < 0)
+			break;
+	}
+}
+
+/* Closes p; the caller holds a reference (or is freeing it). */
+static void
+pool_close(struct herd_pool *p)
+{
+	herd_error *err;
+
+	if (p->closed)
+		return;
+	if (!p->slots) {
+		/* herd_pool_new failed before it had anything to stop. */
+		p->closed = true;
+		return;
+	}
+	err = herd__error_newf(HERD_E_CANCELLED, "pool %s closed", p->name);
+	herd__pool_end_jobs(p, -ECANCELED, err);
+	herd_error_unref(err);
+	p->closed = true;
+	if (p->loop)
+		herd_pool_detach_ev(p);
+	for (unsigned i = 0; i < p->n_slots; i++) {
+		herd_error_unref(p->slots[i].death);
+		p->slots[i].death = NULL;
+	}
+	if (p->m) {
+		pool_stop_workers(p);
+		herd_master_on_event(p->m, NULL, NULL);
+		herd_master_close(p->m);
+	}
+}
+
+HERD_EXPORT int
+herd_pool_close(herd_pool *p)
+{
+	if (!p)
+		return -EINVAL;
+	herd_pool_ref(p);
+	pool_close(p);
+	herd_pool_unref(p);
+	return 0;
+}
+
+/* ---- getters ---- */
+
+HERD_EXPORT herd_master *
+herd_pool_get_master(herd_pool *p)
+{
+	return p ? p->m : NULL;
+}
+
+HERD_EXPORT herd_error *
+herd_pool_last_error(herd_pool *p)
+{
+	return p ? p->last_error : NULL;
+}
+
+HERD_EXPORT int
+herd_pool_size(herd_pool *p)
+{
+	return p ? (int)p->n_slots : -EINVAL;
+}
+
+HERD_EXPORT int
+herd_pool_worker_pids(herd_pool *p, pid_t *pids, size_t max)
+{
+	int n = 0;
+
+	if (!p || (!pids && max))
+		return -EINVAL;
+	for (unsigned i = 0; i < p->n_slots; i++) {
+		if (p->slots[i].state != SLOT_READY)
+			continue;
+		if ((size_t)n < max)
+			pids[n] = herd_worker_pid(p->slots[i].w);
+		n++;
+	}
+	return n;
+}
+
+HERD_EXPORT uint64_t
+herd_pool_deaths(herd_pool *p)
+{
+	return p ? p->n_deaths : 0;
+}
+
+HERD_EXPORT uint64_t
+herd_pool_spawns(herd_pool *p)
+{
+	return p ? p->n_spawns : 0;
+}

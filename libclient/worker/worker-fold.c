@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Worker-side combining for pools (PROTOCOL.md 6.6): herd.fold runs one of the
+ * type's call functions and folds its result into a named accumulator with a
+ * combine function the type declares; herd.take hands an accumulator over and
+ * forgets it. A map-reduce master then merges one partial per worker instead
+ * of every result.
+ *
+ * Exactly once. The master (libclient/pool) names one accumulator per job and
+ * per connection to a worker, so an accumulator lives only as long as the
+ * connection that fills it is useful. A fold's reply is sent at the moment its
+ * result is combined, and herd.take's reply at the moment the accumulator is
+ * handed over; both travel on the same ordered connection, so when the master
+ * reads take's reply it has already read the reply of every fold that take
+ * includes, and of none it does not ("n" lets it check). The master therefore
+ * counts a task once its fold was acknowledged and a take covering it
+ * returned: a worker (or connection) lost before that loses exactly the
+ * acknowledged-but-untaken folds, which the master dispatches again; a live
+ * worker's acknowledged folds are never redone. An accumulator whose
+ * connection died is never taken, and a combine that fails poisons its
+ * accumulator (take then fails) rather than silently dropping folds.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/worker-internal.h"
+
+/* Accumulators a process keeps at most: each open pool job holds one. */
+#define FOLD_MAX_ACCS 4096
+
+struct fold_acc {
+	struct herd_server *srv;
+	char *key;
+	json_t *value; /* NULL until the first fold */
+	json_int_t n; /* folds combined into value */
+	bool broken; /* a combine failed: the folds in it are gone */
+	struct fold_acc *next;
+};
+
+/* Accumulators of every server of this (loop) thread's process. */
+static struct fold_acc *accs;
+static unsigned n_accs;
+
+static struct fold_acc *
+acc_find(struct herd_server *srv, const char *key)
+{
+	for (struct fold_acc *a = accs; a; a = a->next)
+		if (a->srv == srv && strcmp(a->key, key) == 0)
+			return a;
+	return NULL;
+}
+
+static struct fold_acc *
+acc_get(struct herd_server *srv, const char *key)
+{
+	struct fold_acc *a = acc_find(srv, key);
+
+	if (a || n_accs >= FOLD_MAX_ACCS)
+		return a;
+	a = calloc(1, sizeof(*a));
+	if (!a || !(a->key = strdup(key))) {
+		free(a);
+		return NULL;
+	}
+	a->srv = srv;
+	a->next = accs;
+	accs = a;
+	n_accs++;
+	return a;
+}
+
+static void
+acc_remove(struct fold_acc *a)
+{
+	for (struct fold_acc **p = &accs; *p; p = &(*p)->next) {
+		if (*p == a) {
+			*p = a->next;
+			break;
+		}
+	}
+	n_accs--;
+	json_decref(a->value);
+	free(a->key);
+	free(a);
+}
+
+static herd_combine_fn
+combiner_find(const struct herd_worker_type *type, const char *name)
+{
+	const struct herd_combiner *c = type->combiners;
+
+	for (size_t i = 0; c && (type->n_combiners ? i < type->n_combiners : c[i].name != NULL);
+	     i++)
+		if (strcmp(c[i].name, name) == 0)
+			return c[i].combine;
+	return NULL;
+}
+
+struct fold {
+	herd_request *outer; /* the herd.fold request */
+	herd_request *inner; /* the user function's request, until it answered */
+	herd_combine_fn combine;
+	char *key;
+};
+
+static void
+fold_free(struct fold *f)
+{
+	herd_request_unref(f->outer);
+	free(f->key);
+	free(f);
+}
+
+/* Combines the inner request's result, or passes its error on to the caller. */
+static void
+fold_answered(herd_request *inner, json_t *msg)
+{
+	struct fold *f = inner->hook_data;
+	struct herd_server *srv = f->outer->conn->srv;
+	json_t *result = json_object_get(msg, "result");
+	json_t *error = json_object_get(msg, "error");
+	struct fold_acc *a;
+
+	inner->hook_data = NULL;
+	f->inner = NULL;
+	if (!result) {
+		json_t *data = json_object_get(error, "data");
+
+		herd_request_error(f->outer,
+		    (int)json_integer_value(json_object_get(error, "code")),
+		    json_is_object(data) ? json_deep_copy(data) : NULL, "%s",
+		    json_string_value(json_object_get(error, "message")) ?: "error");
+		goto out;
+	}
+	a = acc_get(srv, f->key);
+	if (!a) {
+		herd_request_error(
+		    f->outer, HERD_E_LIMIT_EXCEEDED, NULL, "no room for accumulator %s", f->key);
+		goto out;
+	}
+	if (!a->broken) {
+		a->value = a->value ? f->combine(a->value, result, srv->worker_state)
+		                    : json_incref(result);
+		a->broken = !a->value;
+	}
+	if (a->broken) {
+		herd_request_error(f->outer, HERD_E_FUNCTION_FAILED,
+		    json_pack("{s:s}", "name", "combine_failed"),
+		    "the combine function failed: accumulator %s is lost", f->key);
+		goto out;
+	}
+	a->n++;
+	herd_request_reply(f->outer, json_pack("{s:I}", "n", a->n));
+out:
+	json_decref(msg);
+	fold_free(f);
+}
+
+/* The caller gave up on the fold (or its connection closed): stop the function too. */
+static void
+fold_cancelled(herd_request *outer, void *userdata)
+{
+	struct fold *f = userdata;
+	herd_request *inner = f->inner;
+
+	inner->answer_hook = NULL;
+	inner->hook_data = NULL;
+	herd__request_cancel(inner, 0);
+	fold_free(f);
+}
+
+void
+herd__builtin_fold(herd_request *req, json_t *arg)
+{
+	struct herd_server *srv = req->conn->srv;
+	const char *function, *key, *combine;
+	const struct herd_function *fn;
+	json_t *args = NULL;
+	struct proto_error err;
+	struct fold *f;
+	herd_request *inner;
+
+	if (proto_unpack(arg, &err, "{s:s, s?o, s:s, s:s}", "function", &function, "args", &args,
+	        "acc", &key, "combine", &combine) < 0) {
+		herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "%s", err.text);
+		return;
+	}
+	fn = herd__function_find(srv, function);
+	if (!fn || fn->kind != HERD_KIND_CALL) {
+		herd_request_error(
+		    req, HERD_E_METHOD_NOT_FOUND, NULL, "herd.fold: no call function %s", function);
+		return;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f || !(f->key = strdup(key))) {
+		free(f);
+		herd_request_fail(req, "out of memory");
+		return;
+	}
+	f->combine = combiner_find(srv->type, combine);
+	if (!f->combine) {
+		herd_request_error(req, HERD_E_METHOD_NOT_FOUND, NULL,
+		    "herd.fold: this worker declares no combine %s", combine);
+		free(f->key);
+		free(f);
+		return;
+	}
+	inner = herd__request_new(req->conn, fn, req->id, args);
+	if (!inner) {
+		herd_request_fail(req, "out of memory");
+		free(f->key);
+		free(f);
+		return;
+	}
+	f->outer = herd_request_ref(req);
+	f->inner = inner;
+	inner->answer_hook = fold_answered;
+	inner->hook_data = f;
+	herd_request_on_cancel(req, fold_cancelled, f);
+	herd__request_dispatch(inner);
+	herd_request_unref(inner);
+}
+
+void
+herd__builtin_take(herd_request *req, json_t *arg)
+{
+	const char *key;
+	struct proto_error err;
+	struct fold_acc *a;
+	json_t *res;
+
+	if (proto_unpack(arg, &err, "{s:s}", "acc", &key) < 0) {
+		herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "%s", err.text);
+		return;
+	}
+	a = acc_find(req->conn->srv, key);
+	if (a && a->broken) {
+		acc_remove(a);
+		herd_request_error(req, HERD_E_FUNCTION_FAILED,
+		    json_pack("{s:s}", "name", "combine_failed"),
+		    "accumulator %s was lost to a failed combine", key);
+		return;
+	}
+	res = a && a->value ? json_pack("{s:I, s:O}", "n", a->n, "value", a->value)
+	                    : json_pack("{s:I}", "n", (json_int_t)0);
+	if (a)
+		acc_remove(a);
+	herd_request_reply(req, res);
+}
