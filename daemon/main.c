@@ -480,6 +480,7 @@ start_up(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
+	cgroup_init();
 	spawn_init();
 	/* Never keep a mount busy; every path herdd uses is absolute. */
 	if (chdir("/") < 0)
@@ -534,6 +535,7 @@ clean_up(void)
 	sup_cleanup();
 	server_close();
 	conn_cleanup();
+	cgroup_cleanup();
 	ev_signal_stop(herdd.loop, &sig_term);
 	ev_signal_stop(herdd.loop, &sig_int);
 	ev_signal_stop(herdd.loop, &sig_hup);
