@@ -9,6 +9,7 @@ entering the container for every look.
   probe.py kill UNIT SIGNAL TIMEOUT PID...   signals MainPID; times until systemd
                                 has a new MainPID active and the old pids are gone
   probe.py gone TIMEOUT PID...  until none of the pids exists
+  probe.py time CMD [ARG]...    runs CMD; its output and how long it took
 
 systemd has no descriptor to poll for a unit's state or for another
 namespace's process exit, so these poll with a deadline, every 10 ms.
@@ -96,6 +97,13 @@ def cmd_gone(timeout, *pids):
     print(json.dumps({"left": left, "gone_s": time.monotonic() - t0}))
 
 
+def cmd_time(*cmd):
+    t0 = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    print(json.dumps({"s": time.monotonic() - t0, "out": out}))
+
+
 if __name__ == "__main__":
-    {"wait": cmd_wait, "stop": cmd_stop, "kill": cmd_kill, "gone": cmd_gone}[sys.argv[1]](
+    {"wait": cmd_wait, "stop": cmd_stop, "kill": cmd_kill, "gone": cmd_gone,
+     "time": cmd_time}[sys.argv[1]](
         *sys.argv[2:])
