@@ -140,8 +140,8 @@ cgroup_init(void)
 		goto out;
 	}
 	if (access(dir, W_OK) < 0) {
-		log_warn("cgroup %s is delegated but %s is not writable (%m): not using it", path,
-		    dir);
+		log_warn(
+		    "cgroup %s is delegated but %s is not writable (%m): not using it", path, dir);
 		goto out;
 	}
 	own_path = enter_child(dir, path);
