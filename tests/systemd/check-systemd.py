@@ -42,6 +42,10 @@ class Fail(Exception):
     pass
 
 
+class Terminated(BaseException):
+    """meson's timeout: skips every later step, still brings the container down."""
+
+
 def skip(why):
     print("SKIP: " + why)
     sys.exit(SKIP)
@@ -191,7 +195,6 @@ def check_activation(box, herd):
           "STATUS= reaches systemctl show: StatusText=%s" % sv["StatusText"])
     got = notifications(box, stats["pid"], "READY=1")
     check(any("READY=1" in n for n in got), "READY=1 received by systemd: %s" % got[:1])
-    return stats
 
 
 def check_workers(box, herd, sum_demo):
@@ -204,7 +207,6 @@ def check_workers(box, herd, sum_demo):
           [line for line in out.splitlines() if "closed form" in line])
     st = box.show("herdd.service", "StatusText")
     print("  StatusText now: " + st["StatusText"])
-    return w
 
 
 def workers_with_grandchild(herd, n=2):
@@ -416,7 +418,7 @@ def check_user(box, herd, dest_user_units, sum_demo):
 
 # ---- set-up ----
 
-def install(meson, build, tmp, prefix):
+def install(meson, build, tmp):
     dest = os.path.join(tmp, "dest")
     r = subprocess.run([meson, "install", "-C", build, "--destdir", dest, "--no-rebuild",
                         "--quiet"], capture_output=True, text=True)
@@ -457,10 +459,10 @@ def main():
     booted = False
 
     def on_term(signum, frame):
-        raise Fail("terminated by signal %d" % signum)
+        raise Terminated("terminated by signal %d" % signum)
     signal.signal(signal.SIGTERM, on_term)
     try:
-        dest, found = install(meson, build, tmp, prefix)
+        dest, found = install(meson, build, tmp)
         herd = Herd(box, prefix, found["worker"].replace(dest, "", 1))
         # One rootfs is shared by every run: only one may create or extend it.
         os.makedirs(os.path.dirname(rootfs), exist_ok=True)
@@ -504,7 +506,7 @@ def main():
                 failures.append("%s: %s" % (name, e))
                 print("FAIL: %s: %s" % (name, e), flush=True)
                 print(box.journal("-u", "herdd.service", "-n", "15"))
-    except Fail as e:
+    except (Fail, Terminated) as e:
         failures.append(str(e))
         print("FAIL: %s" % e)
     finally:
