@@ -3,7 +3,8 @@
  * herdd's internal interfaces. One header for the whole daemon: the global
  * state, the connection layer (conn.c), the request table (dispatch.c), the
  * supervisor (supervisor.c, spawn.c, channel.c, capture.c, workers.c, proc.c),
- * notifications to the service manager (notify.c) and logging (log.c).
+ * notifications to the service manager (notify.c), the delegated cgroup
+ * (cgroup.c) and logging (log.c).
  *
  * herdd is single-threaded: everything runs in one libev loop, whose SIGCHLD
  * watcher (supervisor.c) is the only reaper of child processes.
@@ -492,6 +493,14 @@ void sup_count_reason(enum proto_reason reason);
 void sup_prune(uid_t uid);
 void sup_records_start(void);
 void sup_records_free(void);
+
+/* ---- cgroup.c ---- */
+
+/* Finds the cgroup subtree delegated to herdd, if any, and moves herdd into a child of it. */
+void cgroup_init(void);
+/* {"delegated", "dir", "herdd"} or null, for "stats" (new reference). */
+json_t *cgroup_json(void);
+void cgroup_cleanup(void);
 
 /* ---- notify.c ---- */
 

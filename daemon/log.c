@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Logging: one line per event, to stderr (a service manager's journal takes
- * it from there) or to a file reopened on SIGHUP for log rotation. Values a
+ * it from there) or to a file reopened on SIGHUP for log rotation. When
+ * stderr is the journal's stream (JOURNAL_STREAM names its device and inode,
+ * see sd-daemon(3)), each line starts with its syslog priority, "<4>", and
+ * leaves out the name and pid the journal records itself. Values a
  * client sends (environment, arguments) are never logged, only names.
  *
  * Names, paths and a worker's messages come from peers, so every line is
@@ -14,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,8 +27,23 @@
 static enum log_level threshold = LOG_LEVEL_INFO;
 static char *log_path;
 static int log_fd = STDERR_FILENO;
+static bool to_journal;
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
+static const int level_priorities[] = { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR };
+
+/* true when stderr is the stream the service manager connected to the journal. */
+static bool
+stderr_is_journal(void)
+{
+	const char *v = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (!v || sscanf(v, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) < 0)
+		return false;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 /* Parses a level name. */
 int
@@ -51,6 +71,7 @@ int
 log_open(enum log_level level, const char *path)
 {
 	threshold = level;
+	to_journal = !path && stderr_is_journal();
 	if (path) {
 		int fd = open_file(path);
 
@@ -118,8 +139,12 @@ log_v(enum log_level level, const char *fmt, va_list ap)
 		n = (int)strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
 		n += snprintf(buf + n, sizeof(buf) - (size_t)n, ".%03ldZ ", ts.tv_nsec / 1000000);
 	}
-	m = snprintf(
-	    buf + n, sizeof(buf) - (size_t)n, "herdd[%d]: %s: ", (int)getpid(), level_names[level]);
+	if (to_journal)
+		m = snprintf(
+		    buf, sizeof(buf), "<%d>%s: ", level_priorities[level], level_names[level]);
+	else
+		m = snprintf(buf + n, sizeof(buf) - (size_t)n, "herdd[%d]: %s: ", (int)getpid(),
+		    level_names[level]);
 	if (m > 0)
 		n += m;
 	m = vsnprintf(text, sizeof(text), fmt, ap);

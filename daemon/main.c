@@ -551,6 +551,7 @@ start_up(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
 	size_worker_limits(seen);
+	cgroup_init();
 	spawn_init();
 	/* Never keep a mount busy; every path herdd uses is absolute. */
 	if (chdir("/") < 0)
@@ -604,6 +605,7 @@ clean_up(void)
 	close_connections();
 	sup_cleanup();
 	server_close();
+	cgroup_cleanup();
 	ev_signal_stop(herdd.loop, &sig_term);
 	ev_signal_stop(herdd.loop, &sig_int);
 	ev_signal_stop(herdd.loop, &sig_hup);
