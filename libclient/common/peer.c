@@ -262,7 +262,28 @@ peer_fail(struct herd__peer *p, int r, const char *what)
 
 static int peer_dispatch(struct herd__peer *p);
 
-/* Writes what the socket takes, then acts on it. Returns >0 progress, 0, or -errno (aborted). */
+/*
+ * A write failed: the other side is gone or going, but what it sent before
+ * (its last words: a worker's failure report before it exits) is still to be
+ * read. The output is dropped and the session aborts at the next process,
+ * after reading what has arrived.
+ */
+static int
+peer_write_failed(struct herd__peer *p, int r)
+{
+	if (p->closed) {
+		peer_fail(p, r, "write");
+		return r;
+	}
+	pthread_mutex_lock(&p->lock);
+	p->write_error = r;
+	proto_outq_free(&p->outq);
+	pthread_mutex_unlock(&p->lock);
+	peer_changed(p);
+	return r;
+}
+
+/* Writes what the socket takes, then acts on it. Returns >0 progress, 0, or -errno (failed). */
 static int
 peer_write(struct herd__peer *p)
 {
@@ -271,14 +292,18 @@ peer_write(struct herd__peer *p)
 
 	if (p->released)
 		return 0;
+	if (p->write_error) {
+		/* Nothing can leave any more. */
+		if (p->closed)
+			peer_release(p);
+		return 0;
+	}
 	pthread_mutex_lock(&p->lock);
 	r = peer_write_locked(p);
 	queued = p->outq.bytes;
 	pthread_mutex_unlock(&p->lock);
-	if (r < 0) {
-		peer_fail(p, r, "write");
-		return r;
-	}
+	if (r < 0)
+		return peer_write_failed(p, r);
 	if (r > 0)
 		peer_usage(p);
 	if (p->closed) {
@@ -336,6 +361,8 @@ herd__peer_queue(struct herd__peer *p, const json_t *msg)
 
 	if (p->released)
 		return -ENOTCONN;
+	if (p->write_error)
+		return p->write_error;
 	pthread_mutex_lock(&p->lock);
 	r = proto_outq_push_json(&p->outq, msg, p->max_send);
 	queued = r == 0;
@@ -629,6 +656,8 @@ herd__peer_timeout(struct herd__peer *p)
 		return INF;
 	if (p->closed)
 		return p->flush_deadline;
+	if (p->write_error)
+		return 0;
 	if (p->hb_timeout_ms && p->last_recv + p->hb_timeout_ms * 1000ull < t)
 		t = p->last_recv + p->hb_timeout_ms * 1000ull;
 	if (peer_line_deadline(p) < t)
@@ -657,6 +686,12 @@ herd__peer_process(struct herd__peer *p)
 	/* Buffered messages first: a nested blocking call may have left some behind. */
 	if (peer_dispatch(p) > 0)
 		progress = 1;
+	if (p->write_error && !p->closed) {
+		/* The other side's last words, then the end. */
+		herd__peer_drain_input(p, DISCARD_ROUNDS);
+		peer_fail(p, p->write_error, "write");
+		progress = 1;
+	}
 	if (!p->closed && !p->eof && !p->paused) {
 		int r = peer_read(p);
 

@@ -98,6 +98,7 @@ struct herd__peer {
 	bool released; /* fd closed */
 	bool eof; /* the peer shut its side */
 	bool paused; /* a message met output over the high-water mark: reading waits */
+	int write_error; /* a write failed (-errno): what was received is read, then the session aborts */
 	json_t *held; /* that message, handed out first once the output drains */
 	struct proto_reader reader;
 	struct proto_outq outq;

@@ -4,7 +4,8 @@
  * core over a socketpair: framing, the framing-error reply, flush-then-close,
  * deferred free, backpressure, heartbeats and the silence timeout; a reply
  * that cannot go answered by a stand-in, no heartbeat piling up behind
- * output that waits, and an unfinished line that stops growing.
+ * output that waits, an unfinished line that stops growing, and the other
+ * side's last words read after a write to it failed.
  */
 #include <check.h>
 #include <errno.h>
@@ -404,6 +405,30 @@ START_TEST(test_unfinished_line_times_out)
 }
 END_TEST
 
+/*
+ * The other side said its last words and went; our next write fails. What it
+ * said is still handed out before the session ends (a worker's failure report
+ * racing herdd's write to its channel).
+ */
+START_TEST(test_last_words_survive_a_failed_write)
+{
+	static const char last[] = "{\"jsonrpc\":\"2.0\",\"method\":\"failure\"}\n";
+	int other;
+	struct rec *r = rec_new(&other);
+	json_t *msg = proto_notification("shutdown", NULL);
+
+	ck_assert_int_eq(write(other, last, strlen(last)), (ssize_t)strlen(last));
+	close(other);
+	(void)herd__peer_send(&r->peer, msg);
+	json_decref(msg);
+	run(r, is_closed, 2000);
+	ck_assert_int_eq(r->closed, 1);
+	ck_assert_int_eq(r->messages, 1);
+	ck_assert_str_eq(json_string_value(json_object_get(r->last, "method")), "failure");
+	herd__peer_unref(&r->peer);
+}
+END_TEST
+
 static Suite *
 peer_suite(void)
 {
@@ -420,6 +445,7 @@ peer_suite(void)
 	tcase_add_test(tc, test_reply_standins);
 	tcase_add_test(tc, test_no_heartbeat_while_output_waits);
 	tcase_add_test(tc, test_unfinished_line_times_out);
+	tcase_add_test(tc, test_last_words_survive_a_failed_write);
 	suite_add_tcase(s, tc);
 	return s;
 }

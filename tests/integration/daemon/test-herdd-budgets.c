@@ -306,8 +306,8 @@ START_TEST(test_unread_output_closed_at_uid_budget)
 			peak = now;
 		usleep(20000);
 	}
-	fprintf(stderr, "herdd VmRSS: %ld KiB before, %ld KiB at most under the flood\n", before,
-	    peak);
+	fprintf(
+	    stderr, "herdd VmRSS: %ld KiB before, %ld KiB at most under the flood\n", before, peak);
 	/* The budget (4 MiB) and herdd's own working memory, not 24 x 1.4 MB. */
 	ck_assert_int_lt(peak - before, 16 * 1024);
 	ck_assert_int_ge(limit_hits(ht_herdd, "bytes_per_uid"), 1);
