@@ -123,32 +123,57 @@ peer_released(struct herd__peer *p)
 	conn_unref(c);
 }
 
+/* The connection of account a holding the most bytes. */
+static struct conn *
+account_largest(const struct account *a)
+{
+	struct conn *k, *max = NULL;
+
+	TAILQ_FOREACH(k, &herdd.conns, link) {
+		if (k->account == a && !k->peer.closed && !k->over_budget &&
+		    (!max || k->held > max->held))
+			max = k;
+	}
+	return max;
+}
+
 /*
- * The bytes c holds changed: its uid's account follows, and a uid past
- * --max-bytes-per-uid loses the connection that grew (its output is dropped:
- * often it is what the uid does not read).
+ * The bytes c holds changed: its uid's account follows. A uid past
+ * --max-bytes-per-uid loses its largest connection (its output dropped: often
+ * it is what the uid does not read), until it is under again; a small
+ * connection that only tipped the sum over is spared.
  */
 static void
 peer_usage(struct herd__peer *p)
 {
-	struct conn *c = conn_of(p);
+	struct conn *c = conn_of(p), *k;
 	struct account *a = c->account;
 	size_t held;
 	bool grew;
 
-	if (!a || p->closed)
+	if (!a || p->closed || c->over_budget)
 		return;
 	held = herd__peer_held(p);
 	grew = held > c->held;
 	a->bytes = a->bytes - c->held + held;
 	c->held = held;
-	if (!grew || a->bytes <= herdd.cfg.max_bytes_per_uid)
-		return;
-	herdd.stats.limit_bytes_per_uid++;
-	log_warn(
-	    "connection %llu (uid %u): the uid's connections hold %zu bytes, over %zu; closing",
-	    (unsigned long long)c->serial, (unsigned)a->uid, a->bytes, herdd.cfg.max_bytes_per_uid);
-	conn_abort(c);
+	while (grew && a->bytes > herdd.cfg.max_bytes_per_uid && (k = account_largest(a))) {
+		herdd.stats.limit_bytes_per_uid++;
+		log_warn("connection %llu (uid %u): holds %zu bytes of the uid's %zu, over %zu; "
+		         "closing",
+		    (unsigned long long)k->serial, (unsigned)a->uid, k->held, a->bytes,
+		    herdd.cfg.max_bytes_per_uid);
+		/* It no longer counts. */
+		a->bytes -= k->held;
+		k->held = 0;
+		if (k == c) {
+			conn_abort(c);
+			break;
+		}
+		/* Another connection is aborted from its own wakeup: a caller may be walking the list. */
+		k->over_budget = true;
+		herd__peer_set_deadline(&k->peer, 0);
+	}
 }
 
 static void
@@ -166,7 +191,9 @@ peer_deadline(struct herd__peer *p)
 {
 	struct conn *c = conn_of(p);
 
-	if (c->ops->deadline)
+	if (c->over_budget)
+		conn_abort(c);
+	else if (c->ops->deadline)
 		c->ops->deadline(c);
 }
 

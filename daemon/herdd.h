@@ -206,6 +206,7 @@ struct conn {
 	bool on_list;
 	struct account *account; /* control connections: its uid's, from conn_join() */
 	size_t held; /* bytes counted in account->bytes */
+	bool over_budget; /* its uid went over --max-bytes-per-uid: aborted at its next wakeup */
 
 	/* Control sessions. */
 	struct ucred cred;

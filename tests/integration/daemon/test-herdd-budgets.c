@@ -9,8 +9,9 @@
  *   not lock root out (unauthenticated connections are counted per uid);
  * - a hello asking for heartbeats below herdd's minimum is refused;
  * - an unfinished line that stops growing is closed;
- * - connections that pile up output they never read are closed at the
- *   per-uid byte budget, and herdd's memory stays bounded.
+ * - connections that pile up output they never read, or unfinished
+ *   messages, are closed at the per-uid byte budget, and herdd's memory
+ *   stays bounded.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -322,8 +323,37 @@ START_TEST(test_unread_output_closed_at_uid_budget)
 }
 END_TEST
 
+/* Unfinished messages count too: three of 1.5 MiB do not fit a 4 MiB budget together. */
+START_TEST(test_unfinished_lines_closed_at_uid_budget)
+{
+	static const char head[] = "{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"params\":{\"pad\":\"";
+	size_t len = 1536 * 1024;
+	char *part = malloc(len);
+	struct ht_conn *c[3];
+	int closed = 0;
+
+	ck_assert_ptr_nonnull(part);
+	memcpy(part, head, sizeof(head) - 1);
+	memset(part + sizeof(head) - 1, 'p', len - (sizeof(head) - 1));
+	for (int i = 0; i < 3; i++) {
+		c[i] = ht_herdd_open(ht_herdd, "master", "big");
+		ck_assert_ptr_nonnull(c[i]);
+		/* A write may fail once herdd closed the connection: that is what is tested. */
+		(void)ht_conn_send_raw(c[i], part, len);
+	}
+	free(part);
+	for (int i = 0; i < 3; i++) {
+		if (ht_conn_wait_eof(c[i], ht_ms(i == 2 ? 2000 : 200)) == 0)
+			closed++;
+		ht_conn_close(c[i]);
+	}
+	ck_assert_int_ge(closed, 1);
+	ck_assert_int_ge(limit_hits(ht_herdd, "bytes_per_uid"), 1);
+}
+END_TEST
+
 HT_MAIN("herdd-budgets",
     HT_CASE("worker", 30, test_worker_hello_reply_over_limit, test_worker_too_deep_names_limit),
     HT_HERDD_CASE("budgets", 60, budget_args, test_other_uid_cannot_lock_out,
         test_heartbeat_below_minimum_refused, test_unfinished_line_closed,
-        test_unread_output_closed_at_uid_budget))
+        test_unread_output_closed_at_uid_budget, test_unfinished_lines_closed_at_uid_budget))
