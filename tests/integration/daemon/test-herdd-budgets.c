@@ -29,42 +29,6 @@
 #include "ht-check.h"
 #include "ht-example.h"
 
-/* stats.limits_hit[name] as seen by a fresh inspector. */
-static json_int_t
-limit_hits(struct ht_daemon *d, const char *name)
-{
-	struct ht_conn *c = ht_herdd_open(d, "inspector", "stats");
-	json_t *r;
-	json_int_t v;
-
-	ck_assert(c);
-	r = ht_conn_call(c, "stats", NULL, ht_ms(5000));
-	v = json_integer_value(
-	    json_object_get(json_object_get(ht_assert_result(r), "limits_hit"), name));
-	json_decref(r);
-	ht_conn_close(c);
-	return v;
-}
-
-/* herdd's resident memory in KiB (VmRSS), or -1. */
-static long
-rss_kib(pid_t pid)
-{
-	char path[64], line[256];
-	long kib = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-			break;
-	fclose(f);
-	return kib;
-}
-
 /* ---- a worker's replies ---- */
 
 static void
@@ -206,7 +170,7 @@ START_TEST(test_other_uid_cannot_lock_out)
 	ht_assert_result(r);
 	json_decref(r);
 	ht_conn_close(c);
-	ck_assert_int_ge(limit_hits(d, "unauthenticated_connections_per_uid"), 1);
+	ck_assert_int_ge(ht_limit_hits(d, "unauthenticated_connections_per_uid"), 1);
 
 	close(hold[1]);
 	close(ready[0]);
@@ -283,7 +247,7 @@ START_TEST(test_unread_output_closed_at_uid_budget)
 	struct ht_conn *c[FLOODERS];
 	char *line;
 	size_t len = 0;
-	long before = rss_kib(ht_herdd->pid), peak = before, now;
+	long before = ht_pid_rss_kib(ht_herdd->pid), peak = before, now;
 	int closed = 0;
 
 	/* 2000 pipelined "stats" requests: each reply is ~700 bytes, 1.4 MB per connection. */
@@ -302,7 +266,7 @@ START_TEST(test_unread_output_closed_at_uid_budget)
 	}
 	free(line);
 	for (int64_t end = ht_now_ms() + ht_ms(3000); ht_now_ms() < end;) {
-		now = rss_kib(ht_herdd->pid);
+		now = ht_pid_rss_kib(ht_herdd->pid);
 		if (now > peak)
 			peak = now;
 		usleep(20000);
@@ -311,7 +275,7 @@ START_TEST(test_unread_output_closed_at_uid_budget)
 	    stderr, "herdd VmRSS: %ld KiB before, %ld KiB at most under the flood\n", before, peak);
 	/* The budget (4 MiB) and herdd's own working memory, not 24 x 1.4 MB. */
 	ck_assert_int_lt(peak - before, 16 * 1024);
-	ck_assert_int_ge(limit_hits(ht_herdd, "bytes_per_uid"), 1);
+	ck_assert_int_ge(ht_limit_hits(ht_herdd, "bytes_per_uid"), 1);
 	for (int i = 0; i < FLOODERS; i++) {
 		if (ht_conn_wait_eof(c[i], 0) == 0)
 			closed++;
@@ -348,7 +312,7 @@ START_TEST(test_unfinished_lines_closed_at_uid_budget)
 		ht_conn_close(c[i]);
 	}
 	ck_assert_int_ge(closed, 1);
-	ck_assert_int_ge(limit_hits(ht_herdd, "bytes_per_uid"), 1);
+	ck_assert_int_ge(ht_limit_hits(ht_herdd, "bytes_per_uid"), 1);
 }
 END_TEST
 
