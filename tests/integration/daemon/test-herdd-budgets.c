@@ -273,8 +273,13 @@ START_TEST(test_unread_output_closed_at_uid_budget)
 	}
 	fprintf(
 	    stderr, "herdd VmRSS: %ld KiB before, %ld KiB at most under the flood\n", before, peak);
-	/* The budget (4 MiB) and herdd's own working memory, not 24 x 1.4 MB. */
+#if !defined(__SANITIZE_ADDRESS__)
+	/*
+	 * The budget (4 MiB) and herdd's own working memory, not 24 x 1.4 MB. (A
+	 * sanitized herdd keeps freed memory in quarantine: its RSS tells nothing.)
+	 */
 	ck_assert_int_lt(peak - before, 16 * 1024);
+#endif
 	ck_assert_int_ge(ht_limit_hits(ht_herdd, "bytes_per_uid"), 1);
 	for (int i = 0; i < FLOODERS; i++) {
 		if (ht_conn_wait_eof(c[i], 0) == 0)
