@@ -85,7 +85,7 @@ ch_ready(struct conn *c, struct worker *w, const struct proto_msg *m)
 	w->functions = functions ? json_dumps(functions, JSON_COMPACT) : NULL;
 	/* The master waits for this; the worker already serves and need not. */
 	sup_worker_ready(w);
-	conn_reply(c, m->id, NULL);
+	conn_reply(c, m->id, json_object());
 }
 
 /* The worker said it is exiting: why goes to the log and to its record. */
@@ -108,7 +108,7 @@ ch_init_failed(struct conn *c, struct worker *w, const struct proto_msg *m)
 		dispatch_invalid_params(c, m->id, &err);
 		return;
 	}
-	conn_reply(c, m->id, NULL);
+	conn_reply(c, m->id, json_object());
 	ch_exiting(w, PROTO_REASON_INIT_FAILED, message);
 }
 

@@ -51,11 +51,57 @@ peer_closed(struct herd__peer *p, int reason, const char *why)
 		c->ops->closed(c);
 }
 
-/* The fd is closed: the connection leaves the list, which held a reference. */
+static struct account *
+account_get(uid_t uid)
+{
+	struct account *a;
+
+	LIST_FOREACH(a, &herdd.accounts, link) {
+		if (a->uid == uid)
+			return a;
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	a->uid = uid;
+	LIST_INSERT_HEAD(&herdd.accounts, a, link);
+	return a;
+}
+
+/* Puts c on the list (which holds its first reference) and in its uid's account. */
+int
+conn_join(struct conn *c)
+{
+	struct account *a = account_get(c->cred.uid);
+
+	if (!a)
+		return -ENOMEM;
+	c->account = a;
+	a->nconns++;
+	a->nunauth++;
+	TAILQ_INSERT_TAIL(&herdd.conns, c, link);
+	c->on_list = true;
+	herdd.nconns++;
+	herdd.nunauth++;
+	herd__peer_set_line_timeout(&c->peer, herdd.cfg.idle_line_timeout_ms);
+	return 0;
+}
+
+/* Counts c as authenticated from now on. */
+void
+conn_said_hello(struct conn *c)
+{
+	c->hello = true;
+	herdd.nunauth--;
+	c->account->nunauth--;
+}
+
+/* The fd is closed: the connection leaves the list, which held a reference, and its account. */
 static void
 peer_released(struct herd__peer *p)
 {
 	struct conn *c = conn_of(p);
+	struct account *a = c->account;
 
 	if (!c->on_list)
 		return;
@@ -64,7 +110,70 @@ peer_released(struct herd__peer *p)
 	herdd.nconns--;
 	if (!c->hello)
 		herdd.nunauth--;
+	a->bytes -= c->held;
+	a->nconns--;
+	if (!c->hello)
+		a->nunauth--;
+	c->account = NULL;
+	c->held = 0;
+	if (a->nconns == 0) {
+		LIST_REMOVE(a, link);
+		free(a);
+	}
 	conn_unref(c);
+}
+
+/* The connection of account a holding the most bytes. */
+static struct conn *
+account_largest(const struct account *a)
+{
+	struct conn *k, *max = NULL;
+
+	TAILQ_FOREACH(k, &herdd.conns, link) {
+		if (k->account == a && !k->peer.closed && !k->over_budget &&
+		    (!max || k->held > max->held))
+			max = k;
+	}
+	return max;
+}
+
+/*
+ * The bytes c holds changed: its uid's account follows. A uid past
+ * --max-bytes-per-uid loses its largest connection (its output dropped: often
+ * it is what the uid does not read), until it is under again; a small
+ * connection that only tipped the sum over is spared.
+ */
+static void
+peer_usage(struct herd__peer *p)
+{
+	struct conn *c = conn_of(p), *k;
+	struct account *a = c->account;
+	size_t held;
+	bool grew;
+
+	if (!a || p->closed || c->over_budget)
+		return;
+	held = herd__peer_held(p);
+	grew = held > c->held;
+	a->bytes = a->bytes - c->held + held;
+	c->held = held;
+	while (grew && a->bytes > herdd.cfg.max_bytes_per_uid && (k = account_largest(a))) {
+		herdd.stats.limit_bytes_per_uid++;
+		log_warn("connection %llu (uid %u): holds %zu bytes of the uid's %zu, over %zu; "
+		         "closing",
+		    (unsigned long long)k->serial, (unsigned)a->uid, k->held, a->bytes,
+		    herdd.cfg.max_bytes_per_uid);
+		/* It no longer counts. */
+		a->bytes -= k->held;
+		k->held = 0;
+		if (k == c) {
+			conn_abort(c);
+			break;
+		}
+		/* Another connection is aborted from its own wakeup: a caller may be walking the list. */
+		k->over_budget = true;
+		herd__peer_set_deadline(&k->peer, 0);
+	}
 }
 
 static void
@@ -82,7 +191,9 @@ peer_deadline(struct herd__peer *p)
 {
 	struct conn *c = conn_of(p);
 
-	if (c->ops->deadline)
+	if (c->over_budget)
+		conn_abort(c);
+	else if (c->ops->deadline)
 		c->ops->deadline(c);
 }
 
@@ -101,6 +212,7 @@ static const struct herd__peer_ops conn_peer_ops = {
 	.released = peer_released,
 	.silent = peer_silent,
 	.deadline = peer_deadline,
+	.usage = peer_usage,
 	.free = peer_free,
 };
 
@@ -190,17 +302,10 @@ conn_send(struct conn *c, json_t *msg)
 		json_decref(msg);
 		return -EPIPE;
 	}
+	/* Held: the byte budget may close c while it queues. */
+	conn_ref(c);
+	/* A reply the peer cannot take is answered by the peer's stand-in error with its id. */
 	r = herd__peer_send(&c->peer, msg);
-	if (r == -EMSGSIZE && json_object_get(msg, "id") && !json_object_get(msg, "method")) {
-		/* A reply the peer could not read: answer the request with the limit instead. */
-		json_t *e = proto_error(json_object_get(msg, "id"), HERD_E_LIMIT_EXCEEDED,
-		    "the reply is longer than the peer's max_message_size",
-		    json_pack("{s:s, s:I}", "limit", "max_message_size", "value",
-		        (json_int_t)c->peer.max_send));
-
-		r = e ? herd__peer_send(&c->peer, e) : -ENOMEM;
-		json_decref(e);
-	}
 	json_decref(msg);
 	if (r == -ENOBUFS) {
 		/* The peer does not read: nothing more can be said to it. */
@@ -209,16 +314,24 @@ conn_send(struct conn *c, json_t *msg)
 		    (unsigned long long)c->serial, (unsigned)c->cred.uid, herdd.cfg.max_output);
 		conn_abort(c);
 	}
+	conn_unref(c);
 	return r;
+}
+
+/* Sends the reply (stolen) to id; NULL (building it failed) sends internal_error instead. */
+static int
+conn_answer(struct conn *c, json_t *id, json_t *reply)
+{
+	if (!reply)
+		reply = herd__peer_standin(&c->peer, id, -ENOMEM);
+	return conn_send(c, reply);
 }
 
 /* Sends a result reply. */
 int
 conn_reply(struct conn *c, json_t *id, json_t *result)
 {
-	if (!result)
-		result = json_object();
-	return conn_send(c, proto_result(id, result));
+	return conn_answer(c, id, proto_result(id, result));
 }
 
 /* Sends an error reply. */
@@ -234,7 +347,7 @@ conn_reply_error(struct conn *c, json_t *id, int code, json_t *data, const char 
 	va_end(ap);
 	if (n < 0)
 		message = NULL;
-	n = conn_send(c, proto_error(id, code, message, data));
+	n = conn_answer(c, id, proto_error(id, code, message, data));
 	free(message);
 	return n;
 }

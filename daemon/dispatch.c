@@ -234,6 +234,18 @@ hello_parse(struct conn *c, json_t *id, json_t *params, struct hello_args *a)
 		refuse_hello(c, id, HERD_E_INVALID_PARAMS, NULL, serr.text);
 		return -1;
 	}
+	/* Each heartbeat costs herdd a wakeup and a write: their rate is bounded. */
+	if (a->settings.heartbeat_interval_ms > 0 &&
+	    a->settings.heartbeat_interval_ms < herdd.cfg.min_heartbeat_interval_ms) {
+		snprintf(text, sizeof(text),
+		    "heartbeat_interval_ms (%u) is below herdd's minimum of %u ms",
+		    a->settings.heartbeat_interval_ms, herdd.cfg.min_heartbeat_interval_ms);
+		refuse_hello(c, id, HERD_E_INVALID_PARAMS,
+		    json_pack("{s:s, s:I}", "limit", "min_heartbeat_interval_ms", "value",
+		        (json_int_t)herdd.cfg.min_heartbeat_interval_ms),
+		    text);
+		return -1;
+	}
 	a->role = role;
 	a->name = name;
 	return 0;
@@ -258,8 +270,7 @@ hello_permitted(struct conn *c, json_t *id)
 static void
 hello_accept(struct conn *c, const struct hello_args *a)
 {
-	c->hello = true;
-	herdd.nunauth--;
+	conn_said_hello(c);
 	conn_set_deadline(c, 0);
 	c->role = strcmp(a->role, "master") == 0 ? ROLE_MASTER : ROLE_INSPECTOR;
 	if (a->name)
@@ -306,5 +317,5 @@ h_ping(struct conn *c, json_t *id, json_t *params)
 		dispatch_invalid_params(c, id, &err);
 		return;
 	}
-	conn_reply(c, id, NULL);
+	conn_reply(c, id, json_object());
 }

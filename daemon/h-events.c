@@ -24,7 +24,7 @@ h_subscribe(struct conn *c, json_t *id, json_t *params)
 		return;
 	}
 	c->subscribed_all = all;
-	conn_reply(c, id, NULL);
+	conn_reply(c, id, json_object());
 }
 
 /* unsubscribe {} -> {} */
@@ -38,7 +38,7 @@ h_unsubscribe(struct conn *c, json_t *id, json_t *params)
 		return;
 	}
 	c->subscribed_all = false;
-	conn_reply(c, id, NULL);
+	conn_reply(c, id, json_object());
 }
 
 /* stats {} -> counters */
@@ -54,10 +54,12 @@ h_stats(struct conn *c, json_t *id, json_t *params)
 		dispatch_invalid_params(c, id, &err);
 		return;
 	}
-	limits = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connections",
+	limits = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connections",
 	    (json_int_t)s->limit_connections, "connections_per_uid",
 	    (json_int_t)s->limit_connections_per_uid, "unauthenticated_connections",
-	    (json_int_t)s->limit_unauthenticated, "workers", (json_int_t)s->limit_workers,
+	    (json_int_t)s->limit_unauthenticated, "unauthenticated_connections_per_uid",
+	    (json_int_t)s->limit_unauthenticated_per_uid, "bytes_per_uid",
+	    (json_int_t)s->limit_bytes_per_uid, "workers", (json_int_t)s->limit_workers,
 	    "workers_per_uid", (json_int_t)s->limit_workers_per_uid, "workers_per_master",
 	    (json_int_t)s->limit_workers_per_master, "pending_requests",
 	    (json_int_t)s->limit_pending, "output_bytes", (json_int_t)s->limit_output, "fds",

@@ -215,5 +215,5 @@ h_kill(struct conn *c, json_t *id, json_t *params)
 	sup_signal(w, sig);
 	log_info("worker %s pid %d: signal %d sent by uid %u", w->id, (int)w->pid, sig,
 	    (unsigned)c->cred.uid);
-	conn_reply(c, id, NULL);
+	conn_reply(c, id, json_object());
 }

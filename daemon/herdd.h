@@ -64,6 +64,10 @@ struct herdd_config {
 	unsigned max_connections;
 	unsigned max_connections_per_uid;
 	unsigned max_unauthenticated;
+	unsigned max_unauthenticated_per_uid;
+	size_t max_bytes_per_uid; /* input buffers and output queues of one uid's connections */
+	unsigned min_heartbeat_interval_ms; /* a hello asking for less is refused */
+	unsigned idle_line_timeout_ms; /* an unfinished line that stops growing closes */
 	unsigned max_workers;
 	unsigned max_workers_per_uid;
 	unsigned max_workers_per_master;
@@ -83,6 +87,8 @@ struct herdd_stats {
 	uint64_t limit_connections;
 	uint64_t limit_connections_per_uid;
 	uint64_t limit_unauthenticated;
+	uint64_t limit_unauthenticated_per_uid;
+	uint64_t limit_bytes_per_uid;
 	uint64_t limit_workers;
 	uint64_t limit_workers_per_uid;
 	uint64_t limit_workers_per_master;
@@ -92,6 +98,7 @@ struct herdd_stats {
 };
 
 TAILQ_HEAD(conn_list, conn);
+LIST_HEAD(account_list, account);
 TAILQ_HEAD(worker_list, worker);
 
 struct herdd {
@@ -120,6 +127,7 @@ struct herdd {
 	struct conn_list conns;
 	unsigned nconns;
 	unsigned nunauth;
+	struct account_list accounts; /* one per uid with a control connection */
 	struct worker_list workers; /* every record, live or exited, in the order it was listed */
 	unsigned nworkers
 	    [PROTO_STATE_COUNT]; /* listed workers by state, kept by sup_link() and sup_set_state() */
@@ -163,6 +171,19 @@ enum conn_role {
 struct conn;
 struct worker;
 
+/*
+ * What one uid holds in herdd, so no uid can fill a limit for the others:
+ * its control connections, those before hello, and the bytes their input
+ * buffers and output queues hold. Freed with its last connection.
+ */
+struct account {
+	LIST_ENTRY(account) link;
+	uid_t uid;
+	unsigned nconns;
+	unsigned nunauth;
+	size_t bytes;
+};
+
 struct conn_ops {
 	/* One whole, framed message (borrowed). */
 	void (*message)(struct conn *c, json_t *msg);
@@ -184,6 +205,9 @@ struct conn {
 	const struct conn_ops *ops;
 	uint64_t serial;
 	bool on_list;
+	struct account *account; /* control connections: its uid's, from conn_join() */
+	size_t held; /* bytes counted in account->bytes */
+	bool over_budget; /* its uid went over --max-bytes-per-uid: aborted at its next wakeup */
 
 	/* Control sessions. */
 	struct ucred cred;
@@ -203,6 +227,13 @@ struct conn {
 
 /* Wraps an accepted or socketpair fd (taken over). Returns NULL on ENOMEM (fd closed). */
 struct conn *conn_new(int fd, enum conn_kind kind, const struct conn_ops *ops, size_t max_message);
+/*
+ * Puts an accepted control connection on herdd's list, counted before hello
+ * and in its uid's account. Returns 0 or -ENOMEM (then it is not listed).
+ */
+int conn_join(struct conn *c);
+/* The connection said hello: it no longer counts as unauthenticated. */
+void conn_said_hello(struct conn *c);
 struct conn *conn_ref(struct conn *c);
 /* Masters whose session is open (hello done, not closed). */
 unsigned conn_count_masters(void);
@@ -210,7 +241,11 @@ unsigned conn_count_masters(void);
 void conn_unref(struct conn *c);
 /* Queues msg (stolen). Returns 0 or -errno; on overflow the connection is closed. */
 int conn_send(struct conn *c, json_t *msg);
-/* Result reply (result stolen, may be NULL for {}). */
+/*
+ * Result reply (result stolen). NULL is a result that could not be built: the
+ * request is answered with internal_error, so a handler that means {} passes
+ * json_object().
+ */
 int conn_reply(struct conn *c, json_t *id, json_t *result);
 /* Error reply; data (stolen, may be NULL) gets "name" added by proto. */
 int conn_reply_error(struct conn *c, json_t *id, int code, json_t *data, const char *fmt, ...)

@@ -98,6 +98,16 @@ static const struct opt_row {
 	    "connections per uid", NULL },
 	{ "max-unauthenticated", OPT_NUMBER, CFG(max_unauthenticated), 1, 1 << 20, 64, "N",
 	    "connections still before hello", NULL },
+	{ "max-unauthenticated-per-uid", OPT_NUMBER, CFG(max_unauthenticated_per_uid), 1, 1 << 20,
+	    16, "N", "connections of one uid still before hello", NULL },
+	{ "max-bytes-per-uid", OPT_BYTES, CFG(max_bytes_per_uid), 65536, 1ull << 40, 128u << 20,
+	    "BYTES",
+	    "bytes one uid's connections make herdd hold\n(input buffers and output queues)",
+	    NULL },
+	{ "min-heartbeat-interval-ms", OPT_NUMBER, CFG(min_heartbeat_interval_ms), 1, 3600000, 50,
+	    "N", "a hello asking for heartbeats more often is\nrefused", NULL },
+	{ "idle-line-timeout-ms", OPT_NUMBER, CFG(idle_line_timeout_ms), 0, 86400000, 30000, "N",
+	    "close a connection whose unfinished message gets\nno byte for N ms (0: never)", NULL },
 	{ "max-workers", OPT_NUMBER, CFG(max_workers), 0, 1 << 20, DEF_SIZED, "N",
 	    "live workers in all", "sized to the machine,\nsee below" },
 	{ "max-workers-per-uid", OPT_NUMBER, CFG(max_workers_per_uid), 0, 1 << 20, DEF_SIZED, "N",
@@ -565,6 +575,7 @@ start_up(int argc, char **argv)
 	if (!herdd.loop)
 		fatal("cannot initialise libev's loop");
 	TAILQ_INIT(&herdd.conns);
+	LIST_INIT(&herdd.accounts);
 	sup_init();
 	server_open();
 	server_start();

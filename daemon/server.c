@@ -314,19 +314,6 @@ fail:
 	return r;
 }
 
-static int
-count_uid_connections(uid_t uid)
-{
-	struct conn *c;
-	int n = 0;
-
-	TAILQ_FOREACH(c, &herdd.conns, link) {
-		if (c->cred.uid == uid)
-			n++;
-	}
-	return n;
-}
-
 /* Refuses a connection with a reason it can read, then closes it. */
 static void
 refuse(struct conn *c, const char *limit, unsigned value)
@@ -337,6 +324,40 @@ refuse(struct conn *c, const char *limit, unsigned value)
 	    json_pack("{s:s, s:I}", "limit", limit, "value", (json_int_t)value),
 	    "too many connections (%s)", limit);
 	conn_close(c);
+}
+
+/*
+ * The connection limits, per uid first. Each per-uid limit is below its
+ * total (by default), so no one uid can fill a total and lock the others
+ * out. Returns false after refusing c.
+ */
+static bool
+admit(struct conn *c)
+{
+	const struct account *a = c->account;
+
+	if (a->nconns > herdd.cfg.max_connections_per_uid) {
+		herdd.stats.limit_connections_per_uid++;
+		refuse(c, "connections_per_uid", herdd.cfg.max_connections_per_uid);
+		return false;
+	}
+	if (a->nunauth > herdd.cfg.max_unauthenticated_per_uid) {
+		herdd.stats.limit_unauthenticated_per_uid++;
+		refuse(c, "unauthenticated_connections_per_uid",
+		    herdd.cfg.max_unauthenticated_per_uid);
+		return false;
+	}
+	if (herdd.nconns > herdd.cfg.max_connections) {
+		herdd.stats.limit_connections++;
+		refuse(c, "connections", herdd.cfg.max_connections);
+		return false;
+	}
+	if (herdd.nunauth > herdd.cfg.max_unauthenticated) {
+		herdd.stats.limit_unauthenticated++;
+		refuse(c, "unauthenticated_connections", herdd.cfg.max_unauthenticated);
+		return false;
+	}
+	return true;
 }
 
 static void
@@ -399,32 +420,18 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	c->cred = cred;
+	if (conn_join(c) < 0) {
+		log_error("out of memory accepting a connection");
+		conn_unref(c);
+		return;
+	}
 	/* Started first: a refusal below is flushed and closed by the loop. */
 	conn_start(c);
 	herdd.stats.connections_accepted++;
-	/* The list holds the connection's first reference. */
-	TAILQ_INSERT_TAIL(&herdd.conns, c, link);
-	c->on_list = true;
-	herdd.nconns++;
-	herdd.nunauth++;
 	log_debug("connection %llu from uid %u pid %d", (unsigned long long)c->serial,
 	    (unsigned)cred.uid, (int)cred.pid);
-	if (herdd.nconns > herdd.cfg.max_connections) {
-		herdd.stats.limit_connections++;
-		refuse(c, "connections", herdd.cfg.max_connections);
-		return;
-	}
-	if ((unsigned)count_uid_connections(cred.uid) > herdd.cfg.max_connections_per_uid) {
-		herdd.stats.limit_connections_per_uid++;
-		refuse(c, "connections_per_uid", herdd.cfg.max_connections_per_uid);
-		return;
-	}
-	if (herdd.nunauth > herdd.cfg.max_unauthenticated) {
-		herdd.stats.limit_unauthenticated++;
-		refuse(c, "unauthenticated_connections", herdd.cfg.max_unauthenticated);
-		return;
-	}
-	dispatch_accepted(c);
+	if (admit(c))
+		dispatch_accepted(c);
 }
 
 /* Starts accepting. */

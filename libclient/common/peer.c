@@ -42,6 +42,8 @@ herd__deadline(uint64_t timeout_usec)
 	return now + timeout_usec;
 }
 
+static size_t peer_queued(struct herd__peer *p);
+
 static void
 peer_changed(struct herd__peer *p)
 {
@@ -156,6 +158,44 @@ herd__peer_set_deadline(struct herd__peer *p, uint64_t when)
 	peer_changed(p);
 }
 
+/* The unfinished-line timeout. */
+void
+herd__peer_set_line_timeout(struct herd__peer *p, unsigned timeout_ms)
+{
+	p->line_timeout_ms = timeout_ms;
+	peer_changed(p);
+}
+
+/* Bytes held in the input buffer (allocated) and the output queue. */
+size_t
+herd__peer_held(struct herd__peer *p)
+{
+	return p->reader.cap + peer_queued(p);
+}
+
+/* Bytes of an unfinished line in the input buffer. */
+static size_t
+peer_partial(const struct herd__peer *p)
+{
+	return p->reader.len - p->reader.start - p->reader.scanned;
+}
+
+/* When an unfinished line times out; INF without one (or while reading waits for our output). */
+static uint64_t
+peer_line_deadline(const struct herd__peer *p)
+{
+	if (!p->line_timeout_ms || p->paused || peer_partial(p) == 0)
+		return INF;
+	return p->last_recv + p->line_timeout_ms * 1000ull;
+}
+
+static void
+peer_usage(struct herd__peer *p)
+{
+	if (p->ops->usage && !p->closed)
+		p->ops->usage(p);
+}
+
 /* Backpressure marks. */
 void
 herd__peer_set_water(struct herd__peer *p, size_t high, size_t low)
@@ -222,7 +262,28 @@ peer_fail(struct herd__peer *p, int r, const char *what)
 
 static int peer_dispatch(struct herd__peer *p);
 
-/* Writes what the socket takes, then acts on it. Returns >0 progress, 0, or -errno (aborted). */
+/*
+ * A write failed: the other side is gone or going, but what it sent before
+ * (its last words: a worker's failure report before it exits) is still to be
+ * read. The output is dropped and the session aborts at the next process,
+ * after reading what has arrived.
+ */
+static int
+peer_write_failed(struct herd__peer *p, int r)
+{
+	if (p->closed) {
+		peer_fail(p, r, "write");
+		return r;
+	}
+	pthread_mutex_lock(&p->lock);
+	p->write_error = r;
+	proto_outq_free(&p->outq);
+	pthread_mutex_unlock(&p->lock);
+	peer_changed(p);
+	return r;
+}
+
+/* Writes what the socket takes, then acts on it. Returns >0 progress, 0, or -errno (failed). */
 static int
 peer_write(struct herd__peer *p)
 {
@@ -231,16 +292,20 @@ peer_write(struct herd__peer *p)
 
 	if (p->released)
 		return 0;
+	if (p->write_error) {
+		/* Nothing can leave any more. */
+		if (p->closed)
+			peer_release(p);
+		return 0;
+	}
 	pthread_mutex_lock(&p->lock);
 	r = peer_write_locked(p);
 	queued = p->outq.bytes;
 	pthread_mutex_unlock(&p->lock);
-	if (r < 0) {
-		/* The other side is gone; what it sent before going still counts (a goodbye). */
-		herd__peer_drain_input(p, 16);
-		peer_fail(p, r, "write");
-		return r;
-	}
+	if (r < 0)
+		return peer_write_failed(p, r);
+	if (r > 0)
+		peer_usage(p);
 	if (p->closed) {
 		if (queued == 0)
 			peer_release(p);
@@ -259,19 +324,63 @@ peer_write(struct herd__peer *p)
 	return r;
 }
 
-/* Queues msg (borrowed) for the loop to write. */
+/* The error reply that answers id when its own reply failed with err. */
+json_t *
+herd__peer_standin(const struct herd__peer *p, const json_t *id, int err)
+{
+	json_t *reply;
+
+	if (err == -EMSGSIZE) {
+		reply = proto_error((json_t *)id, HERD_E_LIMIT_EXCEEDED,
+		    "the reply is longer than the peer's max_message_size",
+		    json_pack("{s:s, s:I}", "limit", "max_message_size", "value",
+		        (json_int_t)p->max_send));
+		if (reply)
+			return reply;
+	}
+	/* Without data, so that only no memory at all leaves nothing to send. */
+	return proto_error((json_t *)id, HERD_E_INTERNAL_ERROR,
+	    err == -ENOMEM ? "the reply could not be built (out of memory)"
+	                   : "the reply could not be encoded",
+	    NULL);
+}
+
+/* A result or an error reply: what answers a request. */
+static bool
+is_reply(const json_t *msg)
+{
+	return json_object_get(msg, "id") && !json_object_get(msg, "method");
+}
+
+/* Queues msg (borrowed) for the loop to write; a reply that cannot go is answered by a stand-in. */
 int
 herd__peer_queue(struct herd__peer *p, const json_t *msg)
 {
+	bool queued;
 	int r;
 
 	if (p->released)
 		return -ENOTCONN;
+	if (p->write_error)
+		return p->write_error;
 	pthread_mutex_lock(&p->lock);
 	r = proto_outq_push_json(&p->outq, msg, p->max_send);
+	queued = r == 0;
+	if ((r == -EMSGSIZE || r == -EINVAL || r == -ENOMEM) && is_reply(msg)) {
+		/* A request is answered exactly once, always: never silence for a reply's size or text. */
+		json_t *standin = herd__peer_standin(p, json_object_get(msg, "id"), r);
+		int s = standin ? proto_outq_push_json(&p->outq, standin, p->max_send) : -ENOMEM;
+
+		json_decref(standin);
+		queued = s == 0;
+		if (s < 0)
+			r = s;
+	}
 	pthread_mutex_unlock(&p->lock);
-	if (r == 0)
+	if (queued) {
 		peer_changed(p);
+		peer_usage(p);
+	}
 	return r;
 }
 
@@ -279,15 +388,18 @@ herd__peer_queue(struct herd__peer *p, const json_t *msg)
 int
 herd__peer_send(struct herd__peer *p, const json_t *msg)
 {
-	int r = herd__peer_queue(p, msg);
+	int r;
 
-	if (r < 0)
-		return r;
+	/* Held: the usage callback may end the peer while it queues. */
 	herd__peer_ref(p);
-	(void)peer_write(p);
-	peer_changed(p);
+	r = herd__peer_queue(p, msg);
+	/* Also after a failure: a reply's stand-in may have been queued. */
+	if (!p->released) {
+		(void)peer_write(p);
+		peer_changed(p);
+	}
 	herd__peer_unref(p);
-	return 0;
+	return r;
 }
 
 /* Sends method(params), params stolen. */
@@ -436,6 +548,7 @@ peer_read(struct herd__peer *p)
 		peer_fail(p, r, "buffering input");
 		return r;
 	}
+	peer_usage(p);
 	return 1;
 }
 
@@ -450,6 +563,22 @@ herd__peer_drain_input(struct herd__peer *p, int rounds)
 		peer_dispatch(p);
 	}
 	herd__peer_unref(p);
+}
+
+/* An unfinished line stopped growing: the other side is told, and the session ends. */
+static void
+peer_line_stalled(struct herd__peer *p)
+{
+	json_t *reply = proto_error(NULL, HERD_E_TIMEOUT, "an unfinished message stopped arriving",
+	    json_pack("{s:s, s:I}", "what", "line", "ms", (json_int_t)p->line_timeout_ms));
+	char why[128];
+
+	if (reply)
+		(void)herd__peer_queue(p, reply);
+	json_decref(reply);
+	snprintf(why, sizeof(why), "an unfinished line of %zu bytes got nothing for %u ms",
+	    peer_partial(p), p->line_timeout_ms);
+	herd__peer_close(p, -ETIMEDOUT, why);
 }
 
 /* Runs what fell due. Returns 1 if anything did. */
@@ -483,11 +612,18 @@ peer_timers(struct herd__peer *p, uint64_t now)
 		}
 		return 1;
 	}
+	if (now >= peer_line_deadline(p)) {
+		peer_line_stalled(p);
+		return 1;
+	}
 	/* Decided under the lock, so this and another thread's keepalive never both send it. */
 	pthread_mutex_lock(&p->lock);
 	beat = now >= p->next_beat;
 	if (beat)
 		p->next_beat = now + p->hb_interval_ms * 1000ull;
+	/* Output still waits: it proves we live once read, and a heartbeat would only pile up. */
+	if (beat && p->outq.bytes > 0)
+		beat = false;
 	pthread_mutex_unlock(&p->lock);
 	if (!beat)
 		return 0;
@@ -520,8 +656,12 @@ herd__peer_timeout(struct herd__peer *p)
 		return INF;
 	if (p->closed)
 		return p->flush_deadline;
+	if (p->write_error)
+		return 0;
 	if (p->hb_timeout_ms && p->last_recv + p->hb_timeout_ms * 1000ull < t)
 		t = p->last_recv + p->hb_timeout_ms * 1000ull;
+	if (peer_line_deadline(p) < t)
+		t = peer_line_deadline(p);
 	pthread_mutex_lock(&p->lock);
 	if (p->next_beat < t)
 		t = p->next_beat;
@@ -546,6 +686,12 @@ herd__peer_process(struct herd__peer *p)
 	/* Buffered messages first: a nested blocking call may have left some behind. */
 	if (peer_dispatch(p) > 0)
 		progress = 1;
+	if (p->write_error && !p->closed) {
+		/* The other side's last words, then the end. */
+		herd__peer_drain_input(p, DISCARD_ROUNDS);
+		peer_fail(p, p->write_error, "write");
+		progress = 1;
+	}
 	if (!p->closed && !p->eof && !p->paused) {
 		int r = peer_read(p);
 
@@ -603,19 +749,22 @@ herd__peer_keepalive(struct herd__peer *p, uint64_t now)
 	/* Its owner is writing right now: look again one interval later. */
 	if (pthread_mutex_trylock(&p->lock) != 0)
 		return now + p->hb_interval_ms * 1000ull;
-	if (p->fd >= 0 && p->hb_interval_ms && now >= p->next_beat) {
-		json_t *msg = proto_notification(
-		    "heartbeat", p->ops->heartbeat_params ? p->ops->heartbeat_params(p) : NULL);
-
-		/* A full queue or no memory: the other side hears the queued output, or nothing. */
-		if (msg)
-			(void)proto_outq_push_json(&p->outq, msg, p->max_send);
-		json_decref(msg);
-		p->next_beat = now + p->hb_interval_ms * 1000ull;
-	}
 	/* Errors are left for the owner's next process, which meets them again. */
 	if (p->fd >= 0)
 		(void)peer_write_locked(p);
+	if (p->fd >= 0 && p->hb_interval_ms && now >= p->next_beat) {
+		/* Output still waits: it speaks for us once read (see peer_timers()). */
+		json_t *msg = p->outq.bytes > 0
+		    ? NULL
+		    : proto_notification("heartbeat",
+		          p->ops->heartbeat_params ? p->ops->heartbeat_params(p) : NULL);
+
+		/* A full queue or no memory: the other side hears the queued output, or nothing. */
+		if (msg && proto_outq_push_json(&p->outq, msg, p->max_send) == 0)
+			(void)peer_write_locked(p);
+		json_decref(msg);
+		p->next_beat = now + p->hb_interval_ms * 1000ull;
+	}
 	next = p->next_beat;
 	pthread_mutex_unlock(&p->lock);
 	return next;

@@ -18,7 +18,10 @@
  *    (released) and the peer is freed with its last reference;
  *  - heartbeats: one sent every interval, the session closed after a
  *    silence of the timeout. A peer draining output we hold back from
- *    reading counts as alive.
+ *    reading counts as alive. No heartbeat is queued while output waits:
+ *    the waiting output proves we are alive once read, and a peer that does
+ *    not read cannot make us hold more for it;
+ *  - an unfinished line that stops growing is closed after the line timeout.
  *
  * Users keep their policy only (limits, hello rules, dispatch) in callbacks.
  *
@@ -68,6 +71,11 @@ struct herd__peer_ops {
 	void (*deadline)(struct herd__peer *p);
 	/* Output is under the low-water mark after a write (writers waiting may go on). */
 	void (*drained)(struct herd__peer *p);
+	/*
+	 * What the peer holds (herd__peer_held()) may have changed: after a read
+	 * and after a message was queued. The user's budget may close the peer.
+	 */
+	void (*usage)(struct herd__peer *p);
 	/* Params of a heartbeat (a new reference, or NULL for none). Runs under the lock. */
 	json_t *(*heartbeat_params)(struct herd__peer *p);
 	/* The last reference went and the peer is finished: free what holds it. */
@@ -90,6 +98,7 @@ struct herd__peer {
 	bool released; /* fd closed */
 	bool eof; /* the peer shut its side */
 	bool paused; /* a message met output over the high-water mark: reading waits */
+	int write_error; /* a write failed (-errno): what was received is read, then the session aborts */
 	json_t *held; /* that message, handed out first once the output drains */
 	struct proto_reader reader;
 	struct proto_outq outq;
@@ -104,6 +113,8 @@ struct herd__peer {
 	uint64_t deadline;
 	unsigned hb_interval_ms; /* 0: no heartbeats sent */
 	unsigned hb_timeout_ms; /* 0: silence is never fatal */
+	unsigned
+	    line_timeout_ms; /* an unfinished line that does not grow for this long closes; 0: never */
 
 	/* The output side: outq, the socket's writes and next_beat. */
 	pthread_mutex_t lock;
@@ -140,19 +151,37 @@ void herd__peer_unref(struct herd__peer *p);
 void herd__peer_set_heartbeat(struct herd__peer *p, unsigned interval_ms, unsigned timeout_ms);
 /* One deadline for the user (absolute; HERD__PEER_USEC_INFINITY clears it). */
 void herd__peer_set_deadline(struct herd__peer *p, uint64_t when);
+/*
+ * An unfinished line that gets no byte for timeout_ms (0: never, the default)
+ * is answered with a timeout error (id null) and the session closed.
+ */
+void herd__peer_set_line_timeout(struct herd__peer *p, unsigned timeout_ms);
+/* Bytes the peer holds: its input buffer and its queued output. */
+size_t herd__peer_held(struct herd__peer *p);
 /* Backpressure marks; SIZE_MAX turns it off (the default). */
 void herd__peer_set_water(struct herd__peer *p, size_t high, size_t low);
 
 /*
  * Queues msg (borrowed) without writing; the loop writes it. Returns 0,
  * -ENOTCONN once released, or proto_outq_push_json()'s errors (-EMSGSIZE
- * past max_send, -ENOBUFS when the queue is full, ...): nothing is queued then.
+ * past max_send, -EINVAL not encodable, -ENOBUFS when the queue is full,
+ * -ENOMEM): msg is not queued then. A request is answered exactly once,
+ * always: a reply (a message with an id and no method) that fails with
+ * -EMSGSIZE, -EINVAL or -ENOMEM is replaced by herd__peer_standin()'s error
+ * with the same id, and the reason is returned.
  */
 int herd__peer_queue(struct herd__peer *p, const json_t *msg);
 /*
- * Queues msg (borrowed) and writes at once: most messages need no wakeup. A
+ * The error reply (new reference, NULL without memory) that answers id when
+ * its own reply failed with err: limit_exceeded {limit: max_message_size,
+ * value: max_send} for -EMSGSIZE, internal_error otherwise (-ENOMEM: building
+ * the reply failed, which is how a user answers an id whose reply is NULL).
+ */
+json_t *herd__peer_standin(const struct herd__peer *p, const json_t *id, int err);
+/*
+ * herd__peer_queue() then writes at once: most messages need no wakeup. A
  * failed write aborts the session (the message counts as sent and lost) and
- * still returns 0.
+ * does not change the result.
  */
 int herd__peer_send(struct herd__peer *p, const json_t *msg);
 /* Sends a notification; params are stolen (NULL for none). */

@@ -97,6 +97,18 @@ herd__sconn_send(struct srv_conn *c, json_t *msg)
 	return r;
 }
 
+int
+herd__sconn_reply(struct srv_conn *c, json_t *id, json_t *reply)
+{
+	int r;
+
+	if (reply)
+		return herd__sconn_send(c, reply);
+	reply = herd__peer_standin(&c->peer, id, -ENOMEM);
+	r = herd__sconn_send(c, reply);
+	return r < 0 ? r : -ENOMEM;
+}
+
 bool
 herd__sconn_writable(const struct srv_conn *c)
 {
@@ -296,7 +308,7 @@ conn_send_error(struct srv_conn *c, json_t *id, int code, json_t *data, const ch
 	va_start(ap, fmt);
 	proto_text_vformat(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	herd__sconn_send(c, proto_error(id, code, text, data));
+	herd__sconn_reply(c, id, proto_error(id, code, text, data));
 }
 
 /* What a hello asks for. */
@@ -362,7 +374,7 @@ hello_init_conn(struct srv_conn *c, const struct proto_msg *m, json_t *init)
 		r = srv->type->init_conn(
 		    srv->worker_state, init ? init : json_null(), &state, &msg);
 		if (r < 0) {
-			herd__sconn_send(c,
+			herd__sconn_reply(c, m->id,
 			    proto_error(m->id, HERD_E_INIT_FAILED, msg ? msg : strerror(-r), NULL));
 			free(msg);
 			return -1;
@@ -409,7 +421,7 @@ conn_hello(struct srv_conn *c, const struct proto_msg *m)
 	herd__peer_set_heartbeat(
 	    &c->peer, a.settings.heartbeat_interval_ms, a.settings.heartbeat_timeout_ms);
 	result = hello_result(c, &a);
-	herd__sconn_send(c, result ? proto_result(m->id, result) : NULL);
+	herd__sconn_reply(c, m->id, proto_result(m->id, result));
 }
 
 static void
@@ -528,8 +540,8 @@ conn_message(struct srv_conn *c, json_t *msg)
 	struct proto_error err;
 
 	if (proto_msg_parse(msg, &m, &err) < 0) {
-		herd__sconn_send(
-		    c, proto_error(proto_reply_id(msg), HERD_E_INVALID_REQUEST, err.text, NULL));
+		herd__sconn_reply(c, proto_reply_id(msg),
+		    proto_error(proto_reply_id(msg), HERD_E_INVALID_REQUEST, err.text, NULL));
 		if (c->state == SCONN_HELLO)
 			herd__sconn_close_graceful(c, 0, "invalid first message");
 		return;

@@ -162,10 +162,14 @@ void herd__sconn_abort(struct srv_conn *c, const char *why);
  */
 void herd__sconn_close_graceful(struct srv_conn *c, int cancel_code, const char *why);
 /*
- * Queues a message (stolen). Returns 0, -EMSGSIZE (over the peer's limit; not
- * queued), -ENOMEM, or -ENOBUFS (output cap: the connection is closing).
+ * Queues a message (stolen). Returns 0, -EMSGSIZE (over the peer's limit),
+ * -EINVAL (not encodable), -ENOMEM, or -ENOBUFS (output cap: the connection
+ * is closing). A reply that fails for its size or text is answered by the
+ * peer's stand-in error with its id (herd__peer_queue()).
  */
 int herd__sconn_send(struct srv_conn *c, json_t *msg);
+/* Queues the reply (stolen) to id; NULL (building it failed) queues internal_error instead. */
+int herd__sconn_reply(struct srv_conn *c, json_t *id, json_t *reply);
 bool herd__sconn_writable(const struct srv_conn *c);
 /* Queues a drain callback run once the output is under the low-water mark. */
 void herd__sconn_wait_drain(struct srv_conn *c, struct herd_request *req);

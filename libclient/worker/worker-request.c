@@ -260,7 +260,7 @@ herd__request_cancel(struct herd_request *req, int code)
 		return;
 	herd_request_ref(req);
 	if (code && req->id)
-		herd__sconn_send(req->conn, proto_error(req->id, code, NULL, NULL));
+		herd__sconn_reply(req->conn, req->id, proto_error(req->id, code, NULL, NULL));
 	req->cancelled = true;
 	cb = req->on_cancel;
 	req->on_cancel = NULL;
@@ -393,19 +393,15 @@ answer_check(const herd_request *req)
 	return 0;
 }
 
-/* Sends the final message (stolen) and finishes req. */
+/*
+ * Sends the final message (stolen; NULL when building it failed) and finishes
+ * req. The peer answers the id with an error when the message cannot go.
+ */
 static int
 answer(herd_request *req, json_t *msg)
 {
 	int r;
 
-	if (!msg) {
-		msg = proto_error(req->id, HERD_E_INTERNAL_ERROR, "out of memory", NULL);
-		if (!msg) {
-			herd__sconn_abort(req->conn, "out of memory");
-			return -ENOMEM;
-		}
-	}
 	herd_request_ref(req);
 	if (req->answer_hook) {
 		/* herd.fold's inner request: the answer is folded, not sent. */
@@ -414,22 +410,7 @@ answer(herd_request *req, json_t *msg)
 		herd_request_unref(req);
 		return 0;
 	}
-	r = herd__sconn_send(req->conn, msg);
-	if (r == -EMSGSIZE) {
-		json_t *data = json_pack("{s:s, s:I}", "limit", "max_message_size", "value",
-		    (json_int_t)req->conn->peer.max_send);
-		char text[160];
-
-		snprintf(text, sizeof(text), "the reply of %s is larger than max_message_size",
-		    req->fn->name);
-		herd__sconn_send(
-		    req->conn, proto_error(req->id, HERD_E_LIMIT_EXCEEDED, text, data));
-	} else if (r == -EINVAL || r == -ENOMEM) {
-		/* Too deep or unencodable: the caller still gets an answer. */
-		herd__sconn_send(req->conn,
-		    proto_error(
-		        req->id, HERD_E_INTERNAL_ERROR, "the reply could not be encoded", NULL));
-	}
+	r = herd__sconn_reply(req->conn, req->id, msg);
 	request_finish(req);
 	herd_request_unref(req);
 	return r == -ENOBUFS ? -ECANCELED : r;

@@ -183,6 +183,22 @@ ht_assert_no_workers(const struct ht_daemon *d)
 	ht_conn_close(insp);
 }
 
+json_int_t
+ht_limit_hits(const struct ht_daemon *d, const char *name)
+{
+	struct ht_conn *c = ht_herdd_open(d, "inspector", "stats");
+	json_t *r;
+	json_int_t v;
+
+	ck_assert_msg(c, "no inspector connection: %s", strerror(errno));
+	r = ht_conn_call(c, "stats", NULL, ht_ms(5000));
+	v = json_integer_value(
+	    json_object_get(json_object_get(ht_assert_result(r), "limits_hit"), name));
+	json_decref(r);
+	ht_conn_close(c);
+	return v;
+}
+
 json_t *
 ht_spawn_ok(struct ht_conn *c, json_t *params)
 {

@@ -84,6 +84,8 @@ void ht_expect_int(struct ht_conn *c, const char *method, json_t *params, long l
 void ht_cancel_ok(struct ht_conn *c, int64_t id);
 /* herdd d lists no worker (list without "all") to a fresh inspector. */
 void ht_assert_no_workers(const struct ht_daemon *d);
+/* stats.limits_hit[name] of herdd d, as a fresh inspector sees it. */
+json_int_t ht_limit_hits(const struct ht_daemon *d, const char *name);
 /* ht_spawn() that must succeed: returns the spawn's result (new reference). params stolen. */
 json_t *ht_spawn_ok(struct ht_conn *c, json_t *params);
 /* ht_conn_wait_event() that must see the event: returns its params (new reference). */

@@ -470,6 +470,23 @@ count_one(const char *dir, const char *name, void *ctx)
 	return 1;
 }
 
+long
+ht_pid_rss_kib(pid_t pid)
+{
+	char path[64];
+	long size, resident;
+	FILE *f;
+	int n;
+
+	snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	n = fscanf(f, "%ld %ld", &size, &resident);
+	fclose(f);
+	return n == 2 ? resident * (sysconf(_SC_PAGESIZE) / 1024) : -1;
+}
+
 int
 ht_count_fds(pid_t pid)
 {

@@ -2,7 +2,10 @@
 /*
  * The JSON-lines peer (libclient/common/peer.h) driven by its loop-independent
  * core over a socketpair: framing, the framing-error reply, flush-then-close,
- * deferred free, backpressure, heartbeats and the silence timeout.
+ * deferred free, backpressure, heartbeats and the silence timeout; a reply
+ * that cannot go answered by a stand-in, no heartbeat piling up behind
+ * output that waits, an unfinished line that stops growing, and the other
+ * side's last words read after a write to it failed.
  */
 #include <check.h>
 #include <errno.h>
@@ -298,6 +301,134 @@ START_TEST(test_eof_closes)
 }
 END_TEST
 
+/* n arrays, each inside the next: deeper than the peer encodes when n > HERD_MAX_DEPTH. */
+static json_t *
+nested(int n)
+{
+	json_t *v = json_array();
+
+	for (int i = 1; i < n && v; i++)
+		v = json_pack("[o]", v);
+	ck_assert_ptr_nonnull(v);
+	return v;
+}
+
+START_TEST(test_reply_standins)
+{
+	char buf[4096], big[2048];
+	int other;
+	struct rec *r = rec_new(&other);
+	json_t *id7 = json_integer(7), *id8 = json_integer(8), *id9 = json_integer(9), *msg;
+
+	/* Not encodable (too deep): internal_error with the same id, and the reason. */
+	msg = proto_result(id7, nested(HERD_MAX_DEPTH + 10));
+	ck_assert_int_eq(herd__peer_send(&r->peer, msg), -EINVAL);
+	json_decref(msg);
+	/* Longer than the other side's limit (1024): limit_exceeded with the same id. */
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	msg = proto_result(id8, json_string(big));
+	ck_assert_int_eq(herd__peer_send(&r->peer, msg), -EMSGSIZE);
+	json_decref(msg);
+	/* A reply that could not be built is answered too. */
+	msg = herd__peer_standin(&r->peer, id9, -ENOMEM);
+	ck_assert_int_eq(herd__peer_send(&r->peer, msg), 0);
+	json_decref(msg);
+	/* A notification is not a reply: it is only refused. */
+	msg = proto_notification("note", json_pack("{s:s}", "t", big));
+	ck_assert_int_eq(herd__peer_send(&r->peer, msg), -EMSGSIZE);
+	json_decref(msg);
+	herd__peer_close(&r->peer, 0, NULL);
+	read_all(other, buf, sizeof(buf), 1000);
+	ck_assert_msg(strstr(buf, "{\"jsonrpc\":\"2.0\",\"id\":7,\"error\"") &&
+	        strstr(buf, "internal_error") && strstr(buf, "could not be encoded"),
+	    "%s", buf);
+	ck_assert_msg(strstr(buf, "{\"jsonrpc\":\"2.0\",\"id\":8,\"error\"") &&
+	        strstr(buf, "\"limit\":\"max_message_size\""),
+	    "%s", buf);
+	ck_assert_msg(
+	    strstr(buf, "{\"jsonrpc\":\"2.0\",\"id\":9,\"error\"") && strstr(buf, "out of memory"),
+	    "%s", buf);
+	ck_assert_msg(!strstr(buf, "note"), "%s", buf);
+	json_decref(id7);
+	json_decref(id8);
+	json_decref(id9);
+	herd__peer_unref(&r->peer);
+	close(other);
+}
+END_TEST
+
+START_TEST(test_no_heartbeat_while_output_waits)
+{
+	int other, sndbuf = 4096;
+	struct rec *r = rec_new(&other);
+	json_t *msg = proto_notification("fill", json_pack("{s:s}", "pad", "0123456789abcdef"));
+	size_t queued;
+
+	setsockopt(r->peer.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	/* The other side reads nothing: the socket fills, the rest waits in the queue. */
+	while (r->peer.outq.bytes == 0)
+		ck_assert_int_eq(herd__peer_send(&r->peer, msg), 0);
+	json_decref(msg);
+	queued = r->peer.outq.bytes;
+	herd__peer_set_heartbeat(&r->peer, 1, 0);
+	run(r, is_closed, 200);
+	ck_assert_uint_eq(r->peer.outq.bytes, queued);
+	/* Nor from another thread's keepalive. */
+	herd__peer_keepalive(&r->peer, herd__now_usec() + 10000);
+	ck_assert_uint_eq(r->peer.outq.bytes, queued);
+	herd__peer_unref(&r->peer);
+	close(other);
+}
+END_TEST
+
+START_TEST(test_unfinished_line_times_out)
+{
+	static const char part[] = "{\"jsonrpc\":\"2.0\",\"method\":";
+	int other;
+	struct rec *r = rec_new(&other);
+	uint64_t t0 = herd__now_usec();
+
+	herd__peer_set_line_timeout(&r->peer, 100);
+	/* Whole lines and silence are not a stall. */
+	ck_assert_int_eq(write(other, "{\"jsonrpc\":\"2.0\",\"method\":\"a\"}\n", 31), 31);
+	run(r, is_closed, 300);
+	ck_assert_int_eq(r->closed, 0);
+	ck_assert_int_eq(write(other, part, strlen(part)), (ssize_t)strlen(part));
+	t0 = herd__now_usec();
+	run(r, is_closed, 3000);
+	ck_assert_int_eq(r->reason, -ETIMEDOUT);
+	ck_assert_uint_ge(herd__now_usec() - t0, 100000);
+	expect_sent(other, "\"what\":\"line\"");
+	herd__peer_unref(&r->peer);
+	close(other);
+}
+END_TEST
+
+/*
+ * The other side said its last words and went; our next write fails. What it
+ * said is still handed out before the session ends (a worker's failure report
+ * racing herdd's write to its channel).
+ */
+START_TEST(test_last_words_survive_a_failed_write)
+{
+	static const char last[] = "{\"jsonrpc\":\"2.0\",\"method\":\"failure\"}\n";
+	int other;
+	struct rec *r = rec_new(&other);
+	json_t *msg = proto_notification("shutdown", NULL);
+
+	ck_assert_int_eq(write(other, last, strlen(last)), (ssize_t)strlen(last));
+	close(other);
+	(void)herd__peer_send(&r->peer, msg);
+	json_decref(msg);
+	run(r, is_closed, 2000);
+	ck_assert_int_eq(r->closed, 1);
+	ck_assert_int_eq(r->messages, 1);
+	ck_assert_str_eq(json_string_value(json_object_get(r->last, "method")), "failure");
+	herd__peer_unref(&r->peer);
+}
+END_TEST
+
 static Suite *
 peer_suite(void)
 {
@@ -311,6 +442,10 @@ peer_suite(void)
 	tcase_add_test(tc, test_backpressure);
 	tcase_add_test(tc, test_heartbeat_then_silence);
 	tcase_add_test(tc, test_eof_closes);
+	tcase_add_test(tc, test_reply_standins);
+	tcase_add_test(tc, test_no_heartbeat_while_output_waits);
+	tcase_add_test(tc, test_unfinished_line_times_out);
+	tcase_add_test(tc, test_last_words_survive_a_failed_write);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -255,6 +255,63 @@ START_TEST(test_long_failure_reaches_owner)
 }
 END_TEST
 
+#define FAILERS 16
+
+/* The record of worker id once it exited (new reference), polled with inspect. */
+static json_t *
+wait_exited(struct ht_conn *c, const char *id)
+{
+	for (int64_t end = ht_now_ms() + ht_ms(10000); ht_now_ms() < end; usleep(20000)) {
+		json_t *r = ht_conn_call(c, "inspect", json_pack("{s:s}", "id", id), ht_ms(5000));
+
+		if (strcmp(ht_str(ht_assert_result(r), "state"), "exited") == 0)
+			return r;
+		json_decref(r);
+	}
+	ck_abort_msg("worker %s did not exit", id);
+	return NULL;
+}
+
+/*
+ * Many workers fail with a long message at about the same time: every one is
+ * recorded failed with its message, none as a plain exit (the failure written
+ * just before exiting must not lose the race with the reap).
+ */
+START_TEST(test_many_failures_all_recorded)
+{
+	struct ht_daemon *d = ht_daemon_start_ok(grace_args);
+	struct ht_conn *c = ht_herdd_open(d, "master", "failers");
+	char *text = odd_text(3000);
+	json_t *spawned[FAILERS];
+
+	ck_assert_ptr_nonnull(c);
+	for (int i = 0; i < FAILERS; i++)
+		spawned[i] = ht_spawn_ok(
+		    c, ht_testworker_params(json_pack("{s:s}", "shutdown_on", "explicit")));
+	/* Each fails 400 ms after its call: the calls take less, so the failures bunch up. */
+	for (int i = 0; i < FAILERS; i++) {
+		json_t *call = ht_worker_call(ht_str(spawned[i], "socket"), NULL, "fail_later",
+		    json_pack("{s:i, s:s}", "ms", 400, "message", text), ht_ms(5000));
+
+		ht_assert_result(call);
+		json_decref(call);
+	}
+	for (int i = 0; i < FAILERS; i++) {
+		json_t *r = wait_exited(c, ht_str(spawned[i], "id"));
+
+		const char *reason = ht_str(ht_result(r), "reason");
+
+		ck_assert_msg(reason && strcmp(reason, "failed") == 0, "worker %d of %d: %s", i + 1,
+		    FAILERS, ht_dump(r));
+		json_decref(r);
+		json_decref(spawned[i]);
+	}
+	ht_conn_close(c);
+	free(text);
+	finish(d);
+}
+END_TEST
+
 /* ---- 2. log forging ---- */
 
 #define FORGED "herdd[1]: error: FORGED"
@@ -590,5 +647,6 @@ HT_MAIN("herdd-hardening",
         .setup = ignore_sigpipe,
         .tests = { test_cut_texts_in_herdd_replies, test_cut_texts_in_worker_replies,
             test_long_init_failure_reaches_owner, test_long_failure_reaches_owner,
-            test_log_cannot_be_forged, test_ids_out_of_range, test_owner_connection_outlives_worker,
-            test_master_gone_during_slow_init, test_bad_output_file_is_named } })
+            test_many_failures_all_recorded, test_log_cannot_be_forged, test_ids_out_of_range,
+            test_owner_connection_outlives_worker, test_master_gone_during_slow_init,
+            test_bad_output_file_is_named } })

@@ -17,23 +17,6 @@
 
 #include "ht-check.h"
 
-/* stats.limits_hit[name] as seen by a fresh inspector. */
-static json_int_t
-limit_hits(struct ht_daemon *d, const char *name)
-{
-	struct ht_conn *c = ht_herdd_open(d, "inspector", "stats");
-	json_t *r;
-	json_int_t v;
-
-	ck_assert(c);
-	r = ht_conn_call(c, "stats", NULL, ht_ms(5000));
-	v = json_integer_value(
-	    json_object_get(json_object_get(ht_assert_result(r), "limits_hit"), name));
-	json_decref(r);
-	ht_conn_close(c);
-	return v;
-}
-
 /* The next message must be limit_exceeded for limit (id null), then EOF. */
 static void
 expect_refused(struct ht_conn *c, const char *limit, int value)
@@ -99,7 +82,7 @@ START_TEST(test_connections_per_uid)
 	ht_conn_close(b);
 	ck_assert_int_eq(ht_conn_wait_eof(a, 50), -ETIMEDOUT);
 	ht_conn_close(a);
-	ck_assert_int_ge(limit_hits(d, "connections_per_uid"), 1);
+	ck_assert_int_ge(ht_limit_hits(d, "connections_per_uid"), 1);
 	ht_daemon_stop_ok(d);
 }
 END_TEST
@@ -140,7 +123,7 @@ START_TEST(test_pending_requests)
 	r = spawn_another(c, "too_many_requests");
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_error_data(r), "limit")), 1);
 	json_decref(r);
-	ck_assert_int_ge(limit_hits(d, "pending_requests"), 1);
+	ck_assert_int_ge(ht_limit_hits(d, "pending_requests"), 1);
 	ht_conn_close(c);
 	finish(d);
 }
@@ -184,7 +167,7 @@ START_TEST(test_output_overflow)
 	free(flood);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(20000)), 0);
 	ht_conn_close(c);
-	ck_assert_int_ge(limit_hits(d, "output_bytes"), 1);
+	ck_assert_int_ge(ht_limit_hits(d, "output_bytes"), 1);
 	/* herdd itself is fine. */
 	c = ht_herdd_open(d, "master", "after");
 	ht_expect(c, "ping", NULL, NULL);
