@@ -15,7 +15,8 @@
  *
  * Ownership words follow jansson: "borrowed" (the caller keeps its reference),
  * "new reference" (the caller must json_decref), "stolen" (the callee takes the
- * reference, even when the call fails).
+ * reference, even when the call fails; the one exception is an item that
+ * herd_request_write() refuses with -EAGAIN, which stays the caller's).
  */
 #ifndef HERD_WORKER_H
 #define HERD_WORKER_H
@@ -177,12 +178,17 @@ HERD_EXPORT int herd_request_error(herd_request *req, int code, json_t *data, co
     __attribute__((format(printf, 4, 5)));
 
 /*
- * Sends one stream item of a pipe or state request (item stolen; NULL means
- * JSON null). The first item of a state request is flagged "initial":true.
+ * Sends one stream item of a pipe or state request (NULL means JSON null). The
+ * first item of a state request is flagged "initial":true.
+ * Ownership: the item is stolen, except when -EAGAIN is returned: then it was
+ * not taken and the caller still owns its reference, so it can write the same
+ * item again from its drain callback (or json_decref() it). Every other return
+ * takes the item, as herd_request_reply() takes its result.
  * Returns 0 when queued, or:
  *   -EAGAIN     the connection's output is above its high-water mark: the item
- *               was NOT sent. Register herd_request_on_drain() and write it
- *               again from there (backpressure: the caller is reading slowly);
+ *               was NOT sent and is still the caller's. Register
+ *               herd_request_on_drain() and write it again from there
+ *               (backpressure: the caller is reading slowly);
  *   -EINVAL     not a pipe or state request, or the item cannot be encoded;
  *   -EALREADY   the request was already finished;
  *   -ECANCELED  cancelled or the connection closed;
