@@ -269,6 +269,8 @@ herd__peer_queue(struct herd__peer *p, const json_t *msg)
 		return -ENOTCONN;
 	pthread_mutex_lock(&p->lock);
 	r = proto_outq_push_json(&p->outq, msg, p->max_send);
+	if (r == 0)
+		p->msgs_out++;
 	pthread_mutex_unlock(&p->lock);
 	if (r == 0)
 		peer_changed(p);
@@ -393,6 +395,7 @@ peer_dispatch(struct herd__peer *p)
 			p->paused = true;
 			break;
 		}
+		p->msgs_in++;
 		p->ops->message(p, msg);
 		json_decref(msg);
 	}
@@ -608,8 +611,8 @@ herd__peer_keepalive(struct herd__peer *p, uint64_t now)
 		    "heartbeat", p->ops->heartbeat_params ? p->ops->heartbeat_params(p) : NULL);
 
 		/* A full queue or no memory: the other side hears the queued output, or nothing. */
-		if (msg)
-			(void)proto_outq_push_json(&p->outq, msg, p->max_send);
+		if (msg && proto_outq_push_json(&p->outq, msg, p->max_send) == 0)
+			p->msgs_out++;
 		json_decref(msg);
 		p->next_beat = now + p->hb_interval_ms * 1000ull;
 	}

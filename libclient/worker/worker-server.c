@@ -341,6 +341,7 @@ herd_serve(struct ev_loop *loop, const struct herd_worker_type *type, const char
 		herd_server_unref(srv);
 		return r;
 	}
+	herd__role_add(HERD_ROLE_WORKER);
 	*ret = srv;
 	return 0;
 }

@@ -171,7 +171,38 @@ HERD_EXPORT int herd_conn_wait(herd_conn *conn, uint64_t timeout_usec);
 /* Blocks until queued output is written (or timeout). Returns 0 or -errno. */
 HERD_EXPORT int herd_conn_flush(herd_conn *conn, uint64_t timeout_usec);
 
+/* A connection's counters since it was opened (the hello included). */
+struct herd_conn_stats {
+	uint64_t bytes_in; /* read from the socket */
+	uint64_t bytes_out; /* written to the socket */
+	uint64_t messages_in; /* whole messages received (heartbeats included) */
+	uint64_t messages_out; /* messages queued to send (heartbeats included) */
+	/* Microseconds (CLOCK_MONOTONIC) since anything was last received (or since
+	 * the connection opened): how long the peer has been silent. */
+	uint64_t last_received_age_usec;
+};
+/*
+ * Fills *ret with conn's counters. Also valid once closed: the counts stop
+ * there, the silence keeps growing.
+ * Owning thread only, like every function on conn. Returns 0 or -EINVAL.
+ */
+HERD_EXPORT int herd_conn_get_stats(herd_conn *conn, struct herd_conn_stats *ret);
+
 /* ---- calls (kind "call") ---- */
+
+/*
+ * Connect, call, close: herd_conn_connect(socket_path) with the default
+ * settings (and $HERD_RPC_SETTINGS), herd_call(), then the connection is
+ * closed whatever happened, as rpc_parallel's Connection.with_close. For one
+ * call in a while; keep a connection for many. timeout_usec bounds the call
+ * (0: HERD_DEFAULT_CALL_TIMEOUT_USEC); the connect is bounded by
+ * connection_timeout_ms and handshake_timeout_ms. Returns 0 with
+ * *ret_result (new reference; may be NULL to discard) or a negative errno as
+ * for herd_conn_connect() and herd_call(), with *ret_error (may be NULL) a
+ * new reference to the error. For a spawned worker: herd_worker_call_once().
+ */
+HERD_EXPORT int herd_call_once(const char *socket_path, const char *function, json_t *args,
+    uint64_t timeout_usec, json_t **ret_result, herd_error **ret_error);
 
 /*
  * Calls function with args (borrowed: a JSON object or array, as JSON-RPC
