@@ -9,8 +9,8 @@
 #include "client/client-internal.h"
 
 int
-herd__call_once(int r, herd_conn *conn, const char *function, json_t *args,
-    uint64_t timeout_usec, json_t **ret_result, herd_error **ret_error)
+herd__call_once(int r, herd_conn *conn, const char *function, json_t *args, uint64_t timeout_usec,
+    json_t **ret_result, herd_error **ret_error)
 {
 	if (ret_result)
 		*ret_result = NULL;
@@ -24,8 +24,8 @@ herd__call_once(int r, herd_conn *conn, const char *function, json_t *args,
 }
 
 HERD_EXPORT int
-herd_call_once(const char *socket_path, const char *function, json_t *args,
-    uint64_t timeout_usec, json_t **ret_result, herd_error **ret_error)
+herd_call_once(const char *socket_path, const char *function, json_t *args, uint64_t timeout_usec,
+    json_t **ret_result, herd_error **ret_error)
 {
 	herd_conn *conn = NULL;
 	int r = herd_conn_connect(socket_path, NULL, NULL, &conn, ret_error);

@@ -69,6 +69,7 @@ struct herd_server {
 	void *on_conn_change_data;
 
 	struct herd_server *all_next; /* every live server in the process */
+	struct herd__offload *offload; /* herd_request_offload()'s completions; NULL until used */
 };
 
 enum srv_conn_state {
@@ -199,6 +200,11 @@ const struct herd_function *herd__builtin_find(const char *method);
 json_t *herd__functions_json(const struct herd_server *srv);
 /* The type's function named name, or NULL. */
 const struct herd_function *herd__function_find(const struct herd_server *srv, const char *name);
+
+/* ---- worker-offload.c ---- */
+
+/* Frees srv's offload completion side (it has no job out by then). */
+void herd__offload_free(struct herd_server *srv);
 
 /* ---- worker-log.c ---- */
 

@@ -305,6 +305,7 @@ server_free(struct herd_server *srv)
 	}
 	if (srv->worker_state_set && srv->type->free_worker)
 		srv->type->free_worker(srv->worker_state);
+	herd__offload_free(srv);
 	free(srv->worker_id);
 	free(srv);
 }

@@ -9,9 +9,11 @@
  *
  * Thread safety: every function declared here, herd_log() included, must be
  * called from the thread that runs the worker's event loop, and every callback
- * (handlers, init functions, destructors, on_* callbacks) runs on that thread.
- * A handler that computes in another thread hands its result back to the loop
- * thread (for example with an ev_async) and replies from there.
+ * (handlers, init functions, destructors, on_* callbacks) runs on that thread,
+ * except herd_offload_set_threads() (any thread) and the work function of
+ * herd_request_offload(), which runs on a pool thread and touches no libherd
+ * object. Long work goes there, so the loop keeps answering other calls and
+ * sending heartbeats meanwhile; its done function replies from the loop.
  *
  * Ownership words follow jansson: "borrowed" (the caller keeps its reference),
  * "new reference" (the caller must json_decref), "stolen" (the callee takes the
@@ -237,6 +239,59 @@ HERD_EXPORT int herd_request_on_item(herd_request *req, herd_item_cb cb, void *u
 /* Sink: runs once when the caller sends herd.end; reply from it (or later). A
  * registered end callback keeps the request alive like a reference. */
 HERD_EXPORT int herd_request_on_end(herd_request *req, herd_request_cb cb, void *userdata);
+
+/* ---- long work off the loop ---- */
+
+/* Runs on a pool thread with the arg given to herd_request_offload(). */
+typedef void (*herd_work_fn)(void *arg);
+/* Runs on the loop thread once work(arg) returned; may reply to req. */
+typedef void (*herd_work_done_fn)(herd_request *req, void *arg);
+
+/*
+ * Runs work(arg) on a thread of the process's pool, then done(req, arg) on
+ * the thread of the loop that serves req, so a handler computes for as long as
+ * it needs while the worker goes on answering other calls and heartbeats:
+ *
+ *     static void work(void *arg) { struct job *j = arg; j->answer = compute(j->n); }
+ *     static void done(herd_request *req, void *arg) {
+ *             struct job *j = arg;
+ *             herd_request_reply(req, json_integer(j->answer));
+ *             free(j);
+ *     }
+ *     ... in the handler: herd_request_offload(req, work, done, j);
+ *
+ * Thread rules: work must not call libherd or touch req, its params or any
+ * JSON value the loop thread may use (jansson values are not thread-safe);
+ * copy what it needs into arg before, and take results back through arg.
+ * done runs on the loop thread like any handler callback.
+ * Lifetime: the pending offload holds a reference on req (the library does
+ * not fail it as forgotten) and keeps the loop running (ev_run() does not
+ * return) until done has run. If this returns 0, done runs exactly once, after
+ * work returned, whatever happened to the request meanwhile.
+ * Cancel: work cannot be interrupted. If the caller cancels or its connection
+ * closes meanwhile, the caller is answered at once (on_cancel runs as usual)
+ * and done still runs later; its reply then returns -ECANCELED, and
+ * herd_request_is_cancelled() tells. To stop early, have on_cancel set a flag
+ * (an atomic the work reads) in arg.
+ * Shutdown: a stopping worker answers its open requests with shutting_down at
+ * once, as for any request; herd_worker_main() does not wait for running work
+ * past its graceful-stop deadline, and work still running when the process
+ * exits is abandoned.
+ * The pool starts threads as work arrives, up to herd_offload_set_threads()
+ * (default: the number of online CPUs), each with every signal blocked, and
+ * keeps them for later work; jobs beyond that wait in order.
+ * Returns 0, -EINVAL (a NULL argument), -EALREADY (req already finished),
+ * -ENOMEM, or -EAGAIN (no pool thread could be started).
+ */
+HERD_EXPORT int herd_request_offload(
+    herd_request *req, herd_work_fn work, herd_work_done_fn done, void *arg);
+
+/*
+ * The most pool threads herd_request_offload() may run (0: the online CPUs,
+ * the default). Takes effect as the pool grows; threads never stop. Any
+ * thread. Returns 0.
+ */
+HERD_EXPORT int herd_offload_set_threads(unsigned n);
 
 /* ---- worker executables ---- */
 

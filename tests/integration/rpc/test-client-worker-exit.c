@@ -22,14 +22,14 @@ assert_crashed(herd_error *err, const herd_worker *w, const char *line)
 	size_t i;
 
 	ck_assert_ptr_nonnull(err);
-	ck_assert_msg(herd_error_code(err) == HERD_E_WORKER_EXITED, "expected worker_exited, got %s: %s",
-	    herd_error_name(err), herd_error_message(err));
+	ck_assert_msg(herd_error_code(err) == HERD_E_WORKER_EXITED,
+	    "expected worker_exited, got %s: %s", herd_error_name(err), herd_error_message(err));
 	ck_assert_str_eq(herd_error_name(err), "worker_exited");
 	ck_assert_str_eq(json_string_value(json_object_get(data, "worker")), herd_worker_id(w));
 	ck_assert_str_eq(json_string_value(json_object_get(data, "reason")), "crashed");
 	ck_assert_str_eq(json_string_value(json_object_get(data, "signal")), "SIGABRT");
-	ck_assert_msg(strstr(herd_error_message(err), "SIGABRT"), "message: %s",
-	    herd_error_message(err));
+	ck_assert_msg(
+	    strstr(herd_error_message(err), "SIGABRT"), "message: %s", herd_error_message(err));
 	tail = json_object_get(data, "stderr_tail");
 	json_array_foreach(tail, i, v)
 		found = found || (json_is_string(v) && strstr(json_string_value(v), line));
@@ -47,12 +47,12 @@ START_TEST(test_crash_ends_stream_and_call)
 
 	ck_assert_int_eq(herd_worker_connect(w, NULL, &streaming, NULL), 0);
 	ck_assert_int_eq(herd_worker_connect(w, NULL, &calling, NULL), 0);
-	ck_assert_int_eq(herd_call(calling, "stderr", ht_args("{s:s}", "text", "about to abort"), 0,
-	                     NULL),
-	    0);
+	ck_assert_int_eq(
+	    herd_call(calling, "stderr", ht_args("{s:s}", "text", "about to abort"), 0, NULL), 0);
 	/* A long stream, one item every 20 ms: it is mid-way when the worker aborts. */
-	ck_assert_int_eq(herd_stream_open(streaming, "count",
-	                     ht_args("{s:i, s:i}", "n", 100000, "delay_ms", 20), NULL, NULL, NULL, &s),
+	ck_assert_int_eq(
+	    herd_stream_open(streaming, "count", ht_args("{s:i, s:i}", "n", 100000, "delay_ms", 20),
+	        NULL, NULL, NULL, &s),
 	    0);
 	ck_assert_int_eq(herd_stream_next(s, HT_USEC(5000), &item), 1);
 	json_decref(item);
@@ -77,8 +77,8 @@ START_TEST(test_crash_ends_stream_and_call)
 END_TEST
 
 static void
-call_outcome(herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error,
-    void *userdata)
+call_outcome(
+    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error, void *userdata)
 {
 	ht_outcome_set(userdata, r, result, error);
 }
@@ -93,8 +93,8 @@ START_TEST(test_local_close_stays_connection_closed)
 	int64_t start;
 
 	ck_assert_int_eq(herd_worker_connect(w, NULL, &conn, NULL), 0);
-	ck_assert_int_eq(herd_call_async(conn, "sleep", ht_args("{s:i}", "ms", 5000), call_outcome,
-	                     &o, NULL),
+	ck_assert_int_eq(
+	    herd_call_async(conn, "sleep", ht_args("{s:i}", "ms", 5000), call_outcome, &o, NULL),
 	    0);
 	start = ht_now_ms();
 	ck_assert_int_eq(herd_conn_close(conn), 0);
@@ -115,13 +115,13 @@ START_TEST(test_worker_call_once_and_roles)
 	herd_error *err = NULL;
 	json_t *result = NULL;
 
-	ck_assert_int_eq(herd_worker_call_once(w, "sum", ht_args("{s:i}", "n", 10), 0, &result, &err),
-	    0);
+	ck_assert_int_eq(
+	    herd_worker_call_once(w, "sum", ht_args("{s:i}", "n", 10), 0, &result, &err), 0);
 	ck_assert_ptr_null(err);
 	ck_assert_int_eq(json_integer_value(result), 45);
 	json_decref(result);
-	ck_assert_int_eq(herd_worker_call_once(w, "fail", ht_args("{s:s}", "message", "no"), 0,
-	                     &result, &err),
+	ck_assert_int_eq(
+	    herd_worker_call_once(w, "fail", ht_args("{s:s}", "message", "no"), 0, &result, &err),
 	    -EREMOTEIO);
 	ck_assert_ptr_null(result);
 	ck_assert_str_eq(herd_error_name(err), "function_failed");
