@@ -335,6 +335,7 @@ herd__conn_free(struct herd__peer *p)
 	herd__ops_free(conn);
 	if (conn->exit_cause_free)
 		conn->exit_cause_free(conn->exit_cause_userdata);
+	herd__served_free(conn);
 	json_decref(conn->server_info);
 	herd_error_unref(conn->last_error);
 	free(conn);

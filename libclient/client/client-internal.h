@@ -132,6 +132,8 @@ struct herd_conn {
 	herd_error *(*exit_cause_fn)(herd_conn *conn, void *userdata);
 	void *exit_cause_userdata;
 	void (*exit_cause_free)(void *userdata);
+
+	struct herd__served *served; /* functions the worker may call back (client-serve.c) */
 };
 
 /* True when the connection sends and expects heartbeats: both settings are non-zero. */
@@ -255,6 +257,16 @@ void herd__ops_free(herd_conn *conn);
 
 /* Timeout to use: 0 means the connection's call timeout. */
 uint64_t herd__conn_timeout(herd_conn *conn, uint64_t timeout_usec);
+
+/* ---- client-serve.c ---- */
+
+/*
+ * Runs the served function a request or notification from the worker names.
+ * Returns false for a notification nothing here serves (it goes on to
+ * notify_fn); a request is always answered, method_not_found if need be.
+ */
+bool herd__served_dispatch(herd_conn *conn, const struct proto_msg *m);
+void herd__served_free(herd_conn *conn);
 
 /* ---- client-once.c ---- */
 

@@ -95,6 +95,9 @@ struct srv_conn {
 	unsigned n_pending;
 	/* Requests waiting for the output to drain. */
 	struct herd_request *drain_head;
+	/* Calls back to the client waiting for its reply (worker-callback.c). */
+	struct herd__client_call *client_calls;
+	int64_t next_client_id;
 	struct srv_conn *prev, *next;
 };
 
@@ -200,6 +203,13 @@ const struct herd_function *herd__builtin_find(const char *method);
 json_t *herd__functions_json(const struct herd_server *srv);
 /* The type's function named name, or NULL. */
 const struct herd_function *herd__function_find(const struct herd_server *srv, const char *name);
+
+/* ---- worker-callback.c ---- */
+
+/* A reply from the client: completes the call back it answers, if any. */
+void herd__client_call_reply(struct srv_conn *c, const struct proto_msg *m);
+/* The connection closed: every call back still waiting fails with -ECONNRESET. */
+void herd__client_call_fail_all(struct srv_conn *c);
 
 /* ---- worker-offload.c ---- */
 

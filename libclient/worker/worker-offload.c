@@ -229,8 +229,9 @@ herd_request_offload(herd_request *req, herd_work_fn work, herd_work_done_fn don
 		free(job);
 		return -ENOMEM;
 	}
-	*job = (struct offload_job){ .home = o, .req = herd_request_ref(req), .work = work,
-		.done = done, .arg = arg };
+	*job = (struct offload_job){
+		.home = o, .req = herd_request_ref(req), .work = work, .done = done, .arg = arg
+	};
 	if (o->n_out++ == 0)
 		ev_async_start(o->loop, &o->wake);
 	r = pool_submit(job);

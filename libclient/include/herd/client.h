@@ -188,6 +188,35 @@ struct herd_conn_stats {
  */
 HERD_EXPORT int herd_conn_get_stats(herd_conn *conn, struct herd_conn_stats *ret);
 
+/* ---- functions the worker calls back ---- */
+
+/*
+ * A function this side serves to its worker on conn (PROTOCOL.md 6.6): a
+ * handler on the worker may call it while a call of ours runs, to report
+ * progress or ask for more work (herd_request_call_client() in
+ * herd/worker.h). args is the worker's params (borrowed; JSON null when
+ * absent). Return 0 with *ret_result set (a new reference; left NULL it
+ * answers JSON null), or a negative errno, optionally with *reterr_message (a
+ * malloc'd text the library frees) for the function_failed error the worker
+ * gets. The answer is sent when the function returns: it cannot be deferred.
+ * For a notification from the worker (a call it does not want answered) the
+ * return is dropped. It runs like every callback of conn: from
+ * herd_conn_process(), a blocking call on conn (a herd_call() that is waiting
+ * for the very call whose handler calls back, typically) or its loop, on the
+ * thread that owns conn. It may call on conn, blocking calls included.
+ */
+typedef int (*herd_conn_function_fn)(herd_conn *conn, const char *function, json_t *args,
+    json_t **ret_result, char **reterr_message, void *userdata);
+
+/*
+ * Serves function (a name as for calls) on conn with fn, replacing a previous
+ * fn for that name; fn NULL stops serving it. A name conn does not serve
+ * answers the worker's request with method_not_found. Returns 0, -EINVAL or
+ * -ENOMEM.
+ */
+HERD_EXPORT int herd_conn_serve(
+    herd_conn *conn, const char *function, herd_conn_function_fn fn, void *userdata);
+
 /* ---- calls (kind "call") ---- */
 
 /*

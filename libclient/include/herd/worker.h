@@ -240,6 +240,34 @@ HERD_EXPORT int herd_request_on_item(herd_request *req, herd_item_cb cb, void *u
  * registered end callback keeps the request alive like a reference. */
 HERD_EXPORT int herd_request_on_end(herd_request *req, herd_request_cb cb, void *userdata);
 
+/* ---- calling the client back ---- */
+
+/*
+ * Completion of herd_request_call_client(): r 0 with the client's result
+ * (borrowed, valid during the callback), or a negative errno with error
+ * (borrowed): -EREMOTEIO with the client's error (method_not_found when it
+ * serves no such function, function_failed with its message), -ECONNRESET
+ * when the connection closed first (connection_closed). Loop thread.
+ */
+typedef void (*herd_client_reply_cb)(
+    herd_request *req, int r, json_t *result, herd_error *error, void *userdata);
+
+/*
+ * Calls function on the client that made req, on req's connection
+ * (PROTOCOL.md 6.6), as rpc_parallel's workers call their master back: to
+ * report progress or ask for more work while the call runs. The client serves
+ * it with herd_conn_serve() (herd/client.h). args (borrowed) is an object, an
+ * array or NULL (no params). With cb NULL it is a notification: sent, never
+ * answered. Otherwise cb runs exactly once on the loop thread, and until then
+ * the call holds a reference on req (so the library does not fail it as
+ * forgotten). Any kind of request, finished or not, as long as its connection
+ * is open: a client's blocking herd_call() serves these while it waits.
+ * Returns 0, -EINVAL (bad arguments), -ECANCELED (the connection is closing
+ * or closed), -EMSGSIZE (over the client's max_message_size; nothing sent).
+ */
+HERD_EXPORT int herd_request_call_client(
+    herd_request *req, const char *function, json_t *args, herd_client_reply_cb cb, void *userdata);
+
 /* ---- long work off the loop ---- */
 
 /* Runs on a pool thread with the arg given to herd_request_offload(). */

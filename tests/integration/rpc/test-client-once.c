@@ -25,8 +25,8 @@ START_TEST(test_call_once)
 	ck_assert_int_eq(json_integer_value(result), 45);
 	json_decref(result);
 	/* A remote error comes back as the error, the result untouched. */
-	ck_assert_int_eq(herd_call_once(s.path, "no_such_function", NULL, 0, &result, &err),
-	    -EREMOTEIO);
+	ck_assert_int_eq(
+	    herd_call_once(s.path, "no_such_function", NULL, 0, &result, &err), -EREMOTEIO);
 	ck_assert_ptr_null(result);
 	ck_assert_str_eq(herd_error_name(err), "method_not_found");
 	err = herd_error_unref(err);

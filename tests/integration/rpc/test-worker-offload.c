@@ -53,9 +53,9 @@ spin_done(herd_request *req, void *arg)
 {
 	struct spin *s = arg;
 
-	herd_request_reply(req, json_pack("{s:b, s:I, s:b}", "other_thread", s->other_thread,
-	                            "spun_ms", (json_int_t)s->spun_ms, "on_loop",
-	                            pthread_equal(pthread_self(), s->loop_thread)));
+	herd_request_reply(req,
+	    json_pack("{s:b, s:I, s:b}", "other_thread", s->other_thread, "spun_ms",
+	        (json_int_t)s->spun_ms, "on_loop", pthread_equal(pthread_self(), s->loop_thread)));
 	free(s);
 }
 
@@ -118,8 +118,9 @@ burst_pump(herd_request *req, void *userdata)
 			break;
 		b->sent++;
 	}
-	herd_request_end(req, json_pack("{s:i, s:i, s:I}", "sent", b->sent, "refused", b->refused,
-	                          "refcount_refused", b->refcount_refused));
+	herd_request_end(req,
+	    json_pack("{s:i, s:i, s:I}", "sent", b->sent, "refused", b->refused, "refcount_refused",
+	        b->refcount_refused));
 	json_decref(b->item);
 	free(b);
 }
@@ -156,8 +157,8 @@ static const struct herd_worker_type offload_type = {
 };
 
 static void
-spin_outcome(herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error,
-    void *userdata)
+spin_outcome(
+    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error, void *userdata)
 {
 	ht_outcome_set(userdata, r, result, error);
 }
@@ -173,10 +174,10 @@ START_TEST(test_offload_keeps_answering)
 
 	ck_assert_int_eq(ht_server_start(&s, &offload_type, NULL, NULL), 0);
 	/* Heartbeats every 100 ms, dead after 600 ms of silence: a blocked loop would lose us. */
-	ck_assert_int_eq(herd_conn_connect(s.path, NULL,
-	                     ht_args("{s:i, s:i}", "heartbeat_interval_ms", 100,
-	                         "heartbeat_timeout_ms", 600),
-	                     &conn, NULL),
+	ck_assert_int_eq(
+	    herd_conn_connect(s.path, NULL,
+	        ht_args("{s:i, s:i}", "heartbeat_interval_ms", 100, "heartbeat_timeout_ms", 600),
+	        &conn, NULL),
 	    0);
 	ck_assert_int_eq(herd_conn_get_stats(conn, &before), 0);
 	ck_assert_int_eq(herd_call_async(conn, "spin", NULL, spin_outcome, &o, NULL), 0);
@@ -186,8 +187,8 @@ START_TEST(test_offload_keeps_answering)
 		json_t *result = NULL;
 
 		ck_assert_msg(t - start < ht_ms(10000), "the offloaded call never ended");
-		ck_assert_int_eq(herd_call(conn, "echo", ht_args("{s:i}", "n", echoes), HT_USEC(5000),
-		                     &result),
+		ck_assert_int_eq(
+		    herd_call(conn, "echo", ht_args("{s:i}", "n", echoes), HT_USEC(5000), &result),
 		    0);
 		ck_assert_int_eq(json_integer_value(json_object_get(result, "n")), echoes);
 		json_decref(result);
@@ -205,8 +206,8 @@ START_TEST(test_offload_keeps_answering)
 	/* The worker's heartbeats kept coming: more messages than the replies. */
 	ck_assert_int_eq(herd_conn_get_stats(conn, &after), 0);
 	ck_assert_msg(after.messages_in - before.messages_in > (uint64_t)echoes + 1 + 5,
-	    "%llu messages for %d replies", (unsigned long long)(after.messages_in - before.messages_in),
-	    echoes + 1);
+	    "%llu messages for %d replies",
+	    (unsigned long long)(after.messages_in - before.messages_in), echoes + 1);
 	ck_assert_int_eq(herd_conn_is_closed(conn), 0);
 	herd_conn_unref(conn);
 	ck_assert_int_eq(ht_server_stop(&s), 0);
@@ -244,5 +245,5 @@ START_TEST(test_write_refused_item_stays_callers)
 END_TEST
 
 HT_MAIN("worker-offload",
-    HT_CLIENT_CASE("offload", 60, 0, test_offload_keeps_answering,
-        test_write_refused_item_stays_callers))
+    HT_CLIENT_CASE(
+        "offload", 60, 0, test_offload_keeps_answering, test_write_refused_item_stays_callers))
