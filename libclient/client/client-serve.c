@@ -83,8 +83,8 @@ served_reply(herd_conn *conn, const struct proto_msg *m)
 	if (!s)
 		return proto_errorf(m->id, HERD_E_METHOD_NOT_FOUND,
 		    "this client serves no function \"%s\"", m->method);
-	r = s->fn(conn, m->method, m->params ? m->params : json_null(), &result, &message,
-	    s->userdata);
+	r = s->fn(
+	    conn, m->method, m->params ? m->params : json_null(), &result, &message, s->userdata);
 	if (r < 0) {
 		json_decref(result);
 		return proto_errorf(m->id, HERD_E_FUNCTION_FAILED, "%s",
@@ -106,8 +106,8 @@ herd__served_dispatch(herd_conn *conn, const struct proto_msg *m)
 		if (!s)
 			return false;
 		/* A notification has nobody to answer: what the function returns is dropped. */
-		(void)s->fn(conn, m->method, m->params ? m->params : json_null(), &ignored, &message,
-		    s->userdata);
+		(void)s->fn(conn, m->method, m->params ? m->params : json_null(), &ignored,
+		    &message, s->userdata);
 		json_decref(ignored);
 		free(message);
 		return true;

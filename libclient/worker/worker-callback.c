@@ -41,8 +41,8 @@ call_finish(struct herd__client_call *call, int r, json_t *result, herd_error *e
 }
 
 HERD_EXPORT int
-herd_request_call_client(herd_request *req, const char *function, json_t *args,
-    herd_client_reply_cb cb, void *userdata)
+herd_request_call_client(
+    herd_request *req, const char *function, json_t *args, herd_client_reply_cb cb, void *userdata)
 {
 	struct herd__client_call *call;
 	struct srv_conn *c;
@@ -66,8 +66,8 @@ herd_request_call_client(herd_request *req, const char *function, json_t *args,
 		json_decref(params);
 		return -ENOMEM;
 	}
-	*call = (struct herd__client_call){ .id = ++c->next_client_id, .cb = cb,
-		.userdata = userdata };
+	*call =
+	    (struct herd__client_call){ .id = ++c->next_client_id, .cb = cb, .userdata = userdata };
 	r = herd__sconn_send(c, proto_request_int(call->id, function, params));
 	if (r < 0) {
 		free(call);

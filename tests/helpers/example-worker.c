@@ -325,17 +325,6 @@ ex_sum_stream(herd_request *req, json_t *arg)
 
 /* ---- watch (state) and note (oneway) ---- */
 
-/* Writes an update; one the reader cannot take now (-EAGAIN: still ours) is dropped. */
-static int
-ex_write(herd_request *req, json_t *item)
-{
-	int r = herd_request_write(req, item);
-
-	if (r == -EAGAIN)
-		json_decref(item);
-	return r;
-}
-
 struct ex_watch {
 	herd_request *req;
 	json_int_t left, updates;
@@ -370,6 +359,7 @@ ex_watch(herd_request *req, json_t *arg)
 	struct ex_worker *w = ex_worker(req);
 	json_int_t updates;
 	struct ex_watch *x;
+	json_t *notes;
 
 	ex_begin(req);
 	if (!ex_unpack(req, arg, "{s:I}", "updates", &updates))
@@ -378,7 +368,10 @@ ex_watch(herd_request *req, json_t *arg)
 		herd_request_fail(req, "updates must not be negative");
 		return;
 	}
-	ex_write(req, json_deep_copy(w->notes));
+	notes = json_deep_copy(w->notes);
+	/* The first item of a fresh stream; a full connection (not taken: ours) drops it. */
+	if (herd_request_write(req, notes) == -EAGAIN)
+		json_decref(notes);
 	if (updates == 0) {
 		herd_request_end(req, json_pack("{s:I}", "updates", updates));
 		return;
@@ -411,8 +404,13 @@ ex_note(herd_request *req, json_t *arg)
 	}
 	json_array_append_new(w->notes, json_string(text));
 	for (x = w->watchers; x; x = next) {
+		json_t *item = json_string(text);
+		int r = herd_request_write(x->req, item);
+
 		next = x->next;
-		if (ex_write(x->req, json_string(text)) < 0)
+		if (r == -EAGAIN)
+			json_decref(item); /* not taken: ours to drop */
+		if (r < 0)
 			herd_log(HERD_LOG_WARNING, "watch: an update was not sent");
 		if (--x->left == 0) {
 			herd_request_end(x->req, json_pack("{s:I}", "updates", x->updates));

@@ -19,8 +19,9 @@ asked(herd_request *req, int r, json_t *result, herd_error *error, void *userdat
 	if (r == 0)
 		herd_request_reply(req, json_pack("{s:O}", "answer", result));
 	else
-		herd_request_reply(req, json_pack("{s:i, s:s, s:s}", "r", r, "error",
-		                            herd_error_name(error), "message", herd_error_message(error)));
+		herd_request_reply(req,
+		    json_pack("{s:i, s:s, s:s}", "r", r, "error", herd_error_name(error), "message",
+		        herd_error_message(error)));
 }
 
 static void
@@ -75,7 +76,8 @@ static int
 on_more(herd_conn *conn, const char *function, json_t *args, json_t **ret_result,
     char **reterr_message, void *userdata)
 {
-	*ret_result = json_pack("{s:I}", "twice", 2 * json_integer_value(json_object_get(args, "n")));
+	*ret_result =
+	    json_pack("{s:I}", "twice", 2 * json_integer_value(json_object_get(args, "n")));
 	return 0;
 }
 
@@ -103,9 +105,9 @@ START_TEST(test_worker_calls_client_back)
 	ck_assert_int_eq(herd_conn_serve(conn, "refuse", on_refuse, NULL), 0);
 
 	/* Served from inside the blocking call that waits for "ask". */
-	ck_assert_int_eq(herd_call(conn, "ask",
-	                     ht_args("{s:s, s:{s:i}}", "function", "more", "args", "n", 21), 0,
-	                     &result),
+	ck_assert_int_eq(
+	    herd_call(conn, "ask", ht_args("{s:s, s:{s:i}}", "function", "more", "args", "n", 21),
+	        0, &result),
 	    0);
 	ck_assert_int_eq(
 	    json_integer_value(json_object_get(json_object_get(result, "answer"), "twice")), 42);
@@ -114,8 +116,8 @@ START_TEST(test_worker_calls_client_back)
 	ck_assert_int_eq(seen.last_done, 2);
 
 	/* The client's function fails: the worker sees function_failed with its text. */
-	ck_assert_int_eq(herd_call(conn, "ask", ht_args("{s:s}", "function", "refuse"), 0, &result),
-	    0);
+	ck_assert_int_eq(
+	    herd_call(conn, "ask", ht_args("{s:s}", "function", "refuse"), 0, &result), 0);
 	ck_assert_int_eq(json_integer_value(json_object_get(result, "r")), -EREMOTEIO);
 	ck_assert_str_eq(json_string_value(json_object_get(result, "error")), "function_failed");
 	ck_assert_str_eq(json_string_value(json_object_get(result, "message")), "no more work");
@@ -123,7 +125,8 @@ START_TEST(test_worker_calls_client_back)
 
 	/* A function the client stopped serving, or never served: method_not_found. */
 	ck_assert_int_eq(herd_conn_serve(conn, "more", NULL, NULL), 0);
-	ck_assert_int_eq(herd_call(conn, "ask", ht_args("{s:s}", "function", "more"), 0, &result), 0);
+	ck_assert_int_eq(
+	    herd_call(conn, "ask", ht_args("{s:s}", "function", "more"), 0, &result), 0);
 	ck_assert_str_eq(json_string_value(json_object_get(result, "error")), "method_not_found");
 	json_decref(result);
 	ck_assert_int_eq(seen.progress, 6);
