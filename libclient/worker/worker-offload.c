@@ -165,13 +165,16 @@ offload_wake(struct ev_loop *loop, ev_async *w, int revents)
 	pthread_mutex_unlock(&o->lock);
 
 	while ((job = list)) {
+		herd_request *req = job->req;
+
 		list = job->next;
-		job->done(job->req, job->arg);
-		herd_request_unref(job->req);
+		job->done(req, job->arg);
 		free(job);
 		/* The last job out: nothing left to wait for keeps the loop running. */
 		if (--o->n_out == 0)
 			ev_async_stop(loop, &o->wake);
+		/* Last: the last request may hold the last of its server, and so of o. */
+		herd_request_unref(req);
 	}
 }
 

@@ -6,16 +6,24 @@
  * function the client does not serve, and one that fails.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <check.h>
 
 #include "ht-example.h"
 
+/* How the last call back ended, by the server thread; read after ht_server_stop() joined it. */
+static int last_asked_r = 1;
+static char last_asked_error[64];
+
 /* Worker side: "ask" {"function", "args"} reports progress twice, then asks function(args). */
 static void
 asked(herd_request *req, int r, json_t *result, herd_error *error, void *userdata)
 {
+	last_asked_r = r;
+	snprintf(last_asked_error, sizeof(last_asked_error), "%s",
+	    error ? herd_error_name(error) : "(none)");
 	if (r == 0)
 		herd_request_reply(req, json_pack("{s:O}", "answer", result));
 	else
@@ -89,6 +97,15 @@ on_refuse(herd_conn *conn, const char *function, json_t *args, json_t **ret_resu
 	return -EPERM;
 }
 
+/* Closes the connection instead of answering. */
+static int
+on_close(herd_conn *conn, const char *function, json_t *args, json_t **ret_result,
+    char **reterr_message, void *userdata)
+{
+	herd_conn_close(conn);
+	return 0;
+}
+
 START_TEST(test_worker_calls_client_back)
 {
 	struct ht_server s;
@@ -136,4 +153,29 @@ START_TEST(test_worker_calls_client_back)
 }
 END_TEST
 
-HT_MAIN("client-callback", HT_CLIENT_CASE("callback", 30, 0, test_worker_calls_client_back))
+/* A client that goes away before answering: the worker's callback still runs, once. */
+START_TEST(test_call_back_connection_closed)
+{
+	struct ht_server s;
+	struct seen seen = { 0 };
+	herd_conn *conn = NULL;
+
+	ck_assert_int_eq(ht_server_start(&s, &callback_type, NULL, NULL), 0);
+	ck_assert_int_eq(herd_conn_connect(s.path, NULL, NULL, &conn, NULL), 0);
+	ck_assert_int_eq(herd_conn_serve(conn, "progress", on_progress, &seen), 0);
+	ck_assert_int_eq(herd_conn_serve(conn, "vanish", on_close, NULL), 0);
+	ck_assert_int_eq(
+	    herd_call(conn, "ask", ht_args("{s:s}", "function", "vanish"), HT_USEC(5000), NULL),
+	    -ECONNRESET);
+	ck_assert_int_eq(seen.progress, 2);
+	herd_conn_unref(conn);
+	/* Stopping waits for the worker's connection to be freed: the callback ran by then. */
+	ck_assert_int_eq(ht_server_stop(&s), 0);
+	ck_assert_int_eq(last_asked_r, -ECONNRESET);
+	ck_assert_str_eq(last_asked_error, "connection_closed");
+}
+END_TEST
+
+HT_MAIN("client-callback",
+    HT_CLIENT_CASE(
+        "callback", 30, 0, test_worker_calls_client_back, test_call_back_connection_closed))

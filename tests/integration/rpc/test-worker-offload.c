@@ -20,6 +20,7 @@
 
 struct spin {
 	pthread_t loop_thread;
+	long long ms; /* how long to compute */
 	bool other_thread; /* work ran on a thread other than the loop's */
 	long long spun_ms;
 };
@@ -42,10 +43,14 @@ spin_work(void *arg)
 	volatile unsigned long x = 0;
 
 	s->other_thread = !pthread_equal(pthread_self(), s->loop_thread);
-	while (mono_ms() - start < SPIN_MS)
+	while (mono_ms() - start < s->ms)
 		x++;
 	s->spun_ms = mono_ms() - start;
 }
+
+/* What the last done function saw, by the server thread; read after ht_server_stop(). */
+static int last_reply_r = 1;
+static bool last_cancelled;
 
 /* Loop thread: the reply. */
 static void
@@ -53,7 +58,8 @@ spin_done(herd_request *req, void *arg)
 {
 	struct spin *s = arg;
 
-	herd_request_reply(req,
+	last_cancelled = herd_request_is_cancelled(req);
+	last_reply_r = herd_request_reply(req,
 	    json_pack("{s:b, s:I, s:b}", "other_thread", s->other_thread, "spun_ms",
 	        (json_int_t)s->spun_ms, "on_loop", pthread_equal(pthread_self(), s->loop_thread)));
 	free(s);
@@ -70,6 +76,9 @@ fn_spin(herd_request *req, json_t *arg)
 		return;
 	}
 	s->loop_thread = pthread_self();
+	s->ms = json_is_integer(json_object_get(arg, "ms"))
+	    ? (long long)json_integer_value(json_object_get(arg, "ms"))
+	    : SPIN_MS;
 	r = herd_request_offload(req, spin_work, spin_done, s);
 	if (r < 0) {
 		free(s);
@@ -244,6 +253,31 @@ START_TEST(test_write_refused_item_stays_callers)
 }
 END_TEST
 
+/*
+ * The caller goes away while the work runs: the work is not interrupted, the
+ * done function still runs once (the server's loop waits for it), sees the
+ * request cancelled, and its reply is refused.
+ */
+START_TEST(test_offload_caller_gone)
+{
+	struct ht_server s;
+	herd_conn *conn = NULL;
+	struct ht_outcome o = { 0 };
+
+	ck_assert_int_eq(ht_server_start(&s, &offload_type, NULL, NULL), 0);
+	ck_assert_int_eq(herd_conn_connect(s.path, NULL, NULL, &conn, NULL), 0);
+	ck_assert_int_eq(
+	    herd_call_async(conn, "spin", ht_args("{s:i}", "ms", 300), spin_outcome, &o, NULL), 0);
+	/* The worker took the spin once it answers the echo sent behind it. */
+	ck_assert_int_eq(herd_call(conn, "echo", NULL, HT_USEC(5000), NULL), 0);
+	herd_conn_unref(conn);
+	ck_assert_int_eq(o.r, -ECONNRESET);
+	ck_assert_int_eq(ht_server_stop(&s), 0);
+	ck_assert_int_eq(last_reply_r, -ECANCELED);
+	ck_assert(last_cancelled);
+}
+END_TEST
+
 HT_MAIN("worker-offload",
-    HT_CLIENT_CASE(
-        "offload", 60, 0, test_offload_keeps_answering, test_write_refused_item_stays_callers))
+    HT_CLIENT_CASE("offload", 60, 0, test_offload_keeps_answering,
+        test_write_refused_item_stays_callers, test_offload_caller_gone))
