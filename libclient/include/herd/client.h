@@ -41,7 +41,9 @@
  * the callback's herd_error tell which: function_failed with the handler's
  * text, method_not_found, invalid_params...), -ETIMEDOUT when the call's
  * timeout passed, -ECONNRESET when the connection closed while the request was
- * pending (error name connection_closed), -ENOTCONN when it was already
+ * pending (error name connection_closed; worker_exited with herdd's account of
+ * the end when the connection came from herd_worker_connect() and its worker
+ * died: herd/master.h), -ENOTCONN when it was already
  * closed, -EMSGSIZE when the encoded request is larger than max_message_size
  * (refused locally; the connection is untouched), -ECANCELED when cancelled.
  */
