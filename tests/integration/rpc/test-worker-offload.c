@@ -172,22 +172,28 @@ spin_outcome(
 	ht_outcome_set(userdata, r, result, error);
 }
 
+/* Serves offload_type on a thread; returns a connection to it with settings (borrowed). */
+static herd_conn *
+offload_start(struct ht_server *s, json_t *settings)
+{
+	herd_conn *conn = NULL;
+
+	ck_assert_int_eq(ht_server_start(s, &offload_type, NULL, NULL), 0);
+	ck_assert_int_eq(herd_conn_connect(s->path, NULL, settings, &conn, NULL), 0);
+	return conn;
+}
+
 START_TEST(test_offload_keeps_answering)
 {
 	struct ht_server s;
-	herd_conn *conn = NULL;
+	/* Heartbeats every 100 ms, dead after 600 ms of silence: a blocked loop would lose us. */
+	herd_conn *conn = offload_start(
+	    &s, ht_args("{s:i, s:i}", "heartbeat_interval_ms", 100, "heartbeat_timeout_ms", 600));
 	struct ht_outcome o = { 0 };
 	struct herd_conn_stats before, after;
 	int64_t start = ht_now_ms();
 	int echoes = 0;
 
-	ck_assert_int_eq(ht_server_start(&s, &offload_type, NULL, NULL), 0);
-	/* Heartbeats every 100 ms, dead after 600 ms of silence: a blocked loop would lose us. */
-	ck_assert_int_eq(
-	    herd_conn_connect(s.path, NULL,
-	        ht_args("{s:i, s:i}", "heartbeat_interval_ms", 100, "heartbeat_timeout_ms", 600),
-	        &conn, NULL),
-	    0);
 	ck_assert_int_eq(herd_conn_get_stats(conn, &before), 0);
 	ck_assert_int_eq(herd_call_async(conn, "spin", NULL, spin_outcome, &o, NULL), 0);
 	/* While the spin computes, other calls are answered at once. */
@@ -226,13 +232,11 @@ END_TEST
 START_TEST(test_write_refused_item_stays_callers)
 {
 	struct ht_server s;
-	herd_conn *conn = NULL;
+	herd_conn *conn = offload_start(&s, NULL);
 	herd_stream *st = NULL;
 	json_t *item = NULL, *result;
 	int n = 0, r;
 
-	ck_assert_int_eq(ht_server_start(&s, &offload_type, NULL, NULL), 0);
-	ck_assert_int_eq(herd_conn_connect(s.path, NULL, NULL, &conn, NULL), 0);
 	ck_assert_int_eq(herd_stream_open(conn, "burst", NULL, NULL, NULL, NULL, &st), 0);
 	while ((r = herd_stream_next(st, HT_USEC(10000), &item)) == 1) {
 		ck_assert_int_eq(json_string_length(item), BIG_SIZE);
@@ -261,11 +265,9 @@ END_TEST
 START_TEST(test_offload_caller_gone)
 {
 	struct ht_server s;
-	herd_conn *conn = NULL;
+	herd_conn *conn = offload_start(&s, NULL);
 	struct ht_outcome o = { 0 };
 
-	ck_assert_int_eq(ht_server_start(&s, &offload_type, NULL, NULL), 0);
-	ck_assert_int_eq(herd_conn_connect(s.path, NULL, NULL, &conn, NULL), 0);
 	ck_assert_int_eq(
 	    herd_call_async(conn, "spin", ht_args("{s:i}", "ms", 300), spin_outcome, &o, NULL), 0);
 	/* The worker took the spin once it answers the echo sent behind it. */
