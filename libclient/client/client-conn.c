@@ -285,7 +285,7 @@ void
 herd__conn_closed(struct herd__peer *p, int reason, const char *why)
 {
 	herd_conn *conn = p->userdata;
-	herd_error *err = conn->close_err, *own = NULL, *ops_err;
+	herd_error *err = conn->close_err, *own = NULL, *ops_err = NULL;
 	herd_conn_close_cb cb;
 
 	conn->closing = true;
@@ -305,9 +305,12 @@ herd__conn_closed(struct herd__peer *p, int reason, const char *why)
 	else if (!err)
 		err = own = herd__error_new(HERD_E_CONNECTION_CLOSED,
 		    reason == 0 ? "connection closed locally" : "connection closed", NULL);
-	if (herd_error_code(err) == HERD_E_CONNECTION_CLOSED)
+	/* Lost, not closed here: a worker that died says why, so its callers see the cause. */
+	if (reason == -ECONNRESET && conn->pending_head && conn->exit_cause_fn)
+		ops_err = conn->exit_cause_fn(conn, conn->exit_cause_userdata);
+	if (!ops_err && herd_error_code(err) == HERD_E_CONNECTION_CLOSED)
 		ops_err = herd_error_ref(err);
-	else
+	else if (!ops_err)
 		ops_err = herd__error_newf(
 		    HERD_E_CONNECTION_CLOSED, "connection closed: %s", herd_error_message(err));
 	herd__ops_fail_all(conn, ops_err);
@@ -330,6 +333,9 @@ herd__conn_free(struct herd__peer *p)
 
 	herd__keepalive_remove(conn);
 	herd__ops_free(conn);
+	if (conn->exit_cause_free)
+		conn->exit_cause_free(conn->exit_cause_userdata);
+	herd__served_free(conn);
 	json_decref(conn->server_info);
 	herd_error_unref(conn->last_error);
 	free(conn);

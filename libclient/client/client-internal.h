@@ -123,6 +123,17 @@ struct herd_conn {
 	/* Params of our heartbeats (a new reference; NULL: none), with notify_userdata. */
 	json_t *(*heartbeat_fn)(herd_conn *conn, void *userdata);
 	void *notify_userdata;
+
+	/*
+	 * A spawned worker's connection (herd_worker_connect()): asks herdd why the
+	 * worker ended when the connection is lost with operations pending. Returns
+	 * the error they fail with (new reference), or NULL for connection_closed.
+	 */
+	herd_error *(*exit_cause_fn)(herd_conn *conn, void *userdata);
+	void *exit_cause_userdata;
+	void (*exit_cause_free)(void *userdata);
+
+	struct herd__served *served; /* functions the worker may call back (client-serve.c) */
 };
 
 /* True when the connection sends and expects heartbeats: both settings are non-zero. */
@@ -246,6 +257,26 @@ void herd__ops_free(herd_conn *conn);
 
 /* Timeout to use: 0 means the connection's call timeout. */
 uint64_t herd__conn_timeout(herd_conn *conn, uint64_t timeout_usec);
+
+/* ---- client-serve.c ---- */
+
+/*
+ * Runs the served function a request or notification from the worker names.
+ * Returns false for a notification nothing here serves (it goes on to
+ * notify_fn); a request is always answered, method_not_found if need be.
+ */
+bool herd__served_dispatch(herd_conn *conn, const struct proto_msg *m);
+void herd__served_free(herd_conn *conn);
+
+/* ---- client-once.c ---- */
+
+/*
+ * The rest of a call_once after its connect returned r (0 with conn, or a
+ * -errno whose error the connect already stored in *ret_error): calls, then
+ * drops conn.
+ */
+int herd__call_once(int r, herd_conn *conn, const char *function, json_t *args,
+    uint64_t timeout_usec, json_t **ret_result, herd_error **ret_error);
 
 /* Handles a herd.item notification for a stream (client-stream.c). */
 void herd__stream_item(struct herd_stream *s, json_t *item, bool initial);

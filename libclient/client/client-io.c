@@ -108,18 +108,13 @@ conn_peer_message(struct herd__peer *p, json_t *msg)
 			break;
 		if (strcmp(m.method, "herd.item") == 0)
 			conn_dispatch_item(conn, m.params);
-		else if (conn->notify_fn)
+		else if (!herd__served_dispatch(conn, &m) && conn->notify_fn)
 			conn->notify_fn(conn, m.method, m.params, conn->notify_userdata);
 		break;
-	case PROTO_REQUEST: {
-		/* We serve nothing on this side; say so rather than leave the peer waiting. */
-		_cleanup_json_ json_t *reply = proto_errorf(m.id, HERD_E_METHOD_NOT_FOUND,
-		    "a %s does not serve \"%s\"", "client", m.method);
-
-		if (reply)
-			(void)herd__conn_send(conn, reply);
+	case PROTO_REQUEST:
+		/* The worker calls back (PROTOCOL.md 6.7): served, or method_not_found. */
+		(void)herd__served_dispatch(conn, &m);
 		break;
-	}
 	}
 }
 

@@ -84,6 +84,9 @@ void herd__error_set(herd_error **slot, herd_error *err);
 
 /* herd__now_usec() and herd__deadline() come with the peer (common/peer.h). */
 
+/* Marks this process as taking on the HERD_ROLE_* bits in role (master-app.c). */
+void herd__role_add(int role);
+
 #define HERD__USEC_PER_MSEC 1000ull
 #define HERD__USEC_INFINITY UINT64_MAX
 

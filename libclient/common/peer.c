@@ -376,6 +376,8 @@ herd__peer_queue(struct herd__peer *p, const json_t *msg)
 		if (s < 0)
 			r = s;
 	}
+	if (queued)
+		p->msgs_out++;
 	pthread_mutex_unlock(&p->lock);
 	if (queued) {
 		peer_changed(p);
@@ -505,6 +507,7 @@ peer_dispatch(struct herd__peer *p)
 			p->paused = true;
 			break;
 		}
+		p->msgs_in++;
 		p->ops->message(p, msg);
 		json_decref(msg);
 	}
@@ -616,6 +619,9 @@ peer_timers(struct herd__peer *p, uint64_t now)
 		peer_line_stalled(p);
 		return 1;
 	}
+	/* Replies queued this round leave first: only output the socket refused is backed up. */
+	if (now >= p->next_beat && peer_queued(p) > 0 && (peer_write(p) < 0 || p->closed))
+		return 1;
 	/* Decided under the lock, so this and another thread's keepalive never both send it. */
 	pthread_mutex_lock(&p->lock);
 	beat = now >= p->next_beat;
@@ -760,8 +766,10 @@ herd__peer_keepalive(struct herd__peer *p, uint64_t now)
 		          p->ops->heartbeat_params ? p->ops->heartbeat_params(p) : NULL);
 
 		/* A full queue or no memory: the other side hears the queued output, or nothing. */
-		if (msg && proto_outq_push_json(&p->outq, msg, p->max_send) == 0)
+		if (msg && proto_outq_push_json(&p->outq, msg, p->max_send) == 0) {
+			p->msgs_out++;
 			(void)peer_write_locked(p);
+		}
 		json_decref(msg);
 		p->next_beat = now + p->hb_interval_ms * 1000ull;
 	}

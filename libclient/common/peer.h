@@ -105,6 +105,7 @@ struct herd__peer {
 	size_t max_send; /* what the other side accepts, newline excluded */
 	size_t high_water, low_water;
 	uint64_t bytes_in, bytes_out;
+	uint64_t msgs_in, msgs_out; /* messages dispatched and queued (heartbeats included) */
 	uint64_t *sum_in, *sum_out; /* process-wide counters to add to; may be NULL */
 
 	/* Times are CLOCK_MONOTONIC microseconds; HERD__PEER_USEC_INFINITY for none. */

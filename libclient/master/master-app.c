@@ -15,6 +15,21 @@
 #include "herd/master.h"
 #include "herd/worker.h"
 
+/* The roles taken so far: bits only ever added, from any thread. */
+static int process_role;
+
+void
+herd__role_add(int role)
+{
+	__atomic_fetch_or(&process_role, role, __ATOMIC_RELAXED);
+}
+
+HERD_EXPORT int
+herd_process_role(void)
+{
+	return __atomic_load_n(&process_role, __ATOMIC_RELAXED);
+}
+
 static pthread_once_t self_once = PTHREAD_ONCE_INIT;
 static char *self_path;
 

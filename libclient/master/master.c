@@ -25,6 +25,7 @@ extern char **environ;
 struct herd_master {
 	unsigned n_ref;
 	herd_conn *conn;
+	char *path; /* herdd's control socket */
 	json_t *settings; /* resolved: every spawn and worker connection starts from them */
 	herd_master_event_cb on_failure;
 	void *failure_userdata;
@@ -39,6 +40,7 @@ struct herd_worker {
 	char *name;
 	int pid;
 	json_t *settings;
+	char *herdd; /* the control socket of the herdd that spawned it */
 };
 
 /* ---- socket path ---- */
@@ -174,6 +176,10 @@ master_open(const char *socket_path, json_t *settings, const char *role, herd_ma
 	}
 	m->conn->notify_fn = master_notify;
 	m->conn->notify_userdata = m;
+	m->path = path;
+	path = NULL;
+	if (master)
+		herd__role_add(HERD_ROLE_MASTER);
 	*ret = m;
 	return 0;
 }
@@ -236,6 +242,7 @@ herd_master_unref(herd_master *m)
 		master_goodbye(m);
 	herd_conn_unref(m->conn);
 	json_decref(m->settings);
+	free(m->path);
 	free(m);
 	return NULL;
 }
@@ -528,7 +535,8 @@ worker_new(herd_master *m, json_t *result)
 	w->name = strdup(name ? name : id);
 	w->pid = (int)json_integer_value(pid);
 	w->settings = json_incref(m->settings);
-	if (!w->id || !w->socket || !w->name)
+	w->herdd = strdup(m->path);
+	if (!w->id || !w->socket || !w->name || !w->herdd)
 		return herd_worker_unref(w);
 	return w;
 }
@@ -636,6 +644,7 @@ herd_worker_unref(herd_worker *w)
 	free(w->id);
 	free(w->socket);
 	free(w->name);
+	free(w->herdd);
 	json_decref(w->settings);
 	free(w);
 	return NULL;
@@ -665,16 +674,209 @@ herd_worker_name(const herd_worker *w)
 	return w ? w->name : NULL;
 }
 
+/* ---- why a worker's connection was lost ---- */
+
+/*
+ * How long a worker's lost connection waits for herdd's account of the end:
+ * the worker is already dead or dying, so herdd reaps it within milliseconds.
+ */
+#define EXIT_CAUSE_USEC (1000ull * 1000ull)
+
+/* What a worker's connection needs to ask herdd about it. */
+struct exit_watch {
+	char *herdd;
+	char *id;
+};
+
+/* The answer being waited for on the private inspector session. */
+struct exit_wait {
+	const char *id;
+	json_t *record; /* the WORKER object once it ended */
+	json_t *tail; /* its stderr tail */
+	bool done;
+};
+
+static void
+exit_watch_free(void *userdata)
+{
+	struct exit_watch *x = userdata;
+
+	free(x->herdd);
+	free(x->id);
+	free(x);
+}
+
+/* True for the WORKER record of a process herdd has reaped. */
+static bool
+record_ended(const json_t *worker)
+{
+	const char *state = json_string_value(json_object_get(worker, "state"));
+
+	return state && strcmp(state, "exited") == 0;
+}
+
+/* herdd's events on the private session: the first ending one of our worker answers. */
+static void
+exit_note(herd_conn *conn, const char *method, json_t *params, void *userdata)
+{
+	struct exit_wait *w = userdata;
+	json_t *worker = json_object_get(params, "worker");
+	const char *id = json_string_value(json_object_get(worker, "id"));
+
+	if (w->done || strcmp(method, "event") != 0 || !id || strcmp(id, w->id) != 0 ||
+	    !record_ended(worker))
+		return;
+	w->record = json_incref(worker);
+	w->tail = json_incref(json_object_get(params, "stderr_tail"));
+	w->done = true;
+}
+
+/* A request on the private session within the wait's deadline; params stolen. */
+static int
+exit_request(herd_conn *c, const char *method, json_t *params, uint64_t deadline, json_t **ret)
+{
+	uint64_t now = herd__now_usec();
+	int r;
+
+	if (!params)
+		return -ENOMEM;
+	r = now < deadline ? herd__call_sync(c, method, params, deadline - now, ret, NULL)
+	                   : -ETIMEDOUT;
+	json_decref(params);
+	return r;
+}
+
+/* worker_exited (PROTOCOL.md 2) from herdd's record and stderr tail. */
+static herd_error *
+exit_error(const char *id, json_t *record, json_t *tail)
+{
+	_cleanup_json_ json_t *data = NULL;
+	const char *reason = json_string_value(json_object_get(record, "reason"));
+	const char *sig = json_string_value(json_object_get(record, "signal"));
+	const char *message = json_string_value(json_object_get(record, "message"));
+	json_t *code = json_object_get(record, "exit_code");
+	_cleanup_free_ char *text = NULL;
+	int r;
+
+	data = json_pack("{s:s, s:s?, s:O?, s:s?, s:s?, s:O}", "worker", id, "reason", reason,
+	    "exit_code", code, "signal", sig, "message", message, "stderr_tail",
+	    json_is_array(tail) ? tail : json_array());
+	if (!data)
+		return NULL;
+	if (sig)
+		r = asprintf(&text, "worker %s %s (%s)", id, reason ? reason : "ended", sig);
+	else if (json_is_integer(code))
+		r = asprintf(&text, "worker %s %s with status %lld", id, reason ? reason : "ended",
+		    (long long)json_integer_value(code));
+	else
+		r = asprintf(&text, "worker %s %s", id, reason ? reason : "ended");
+	if (r >= 0 && message) {
+		char *longer = NULL;
+
+		r = asprintf(&longer, "%s: %s", text, message);
+		free(text);
+		text = r >= 0 ? longer : NULL;
+	}
+	return herd__error_new(HERD_E_WORKER_EXITED, r >= 0 ? text : NULL, data);
+}
+
+/*
+ * The connection's exit_cause_fn: asks herdd, on an inspector session of its
+ * own (so no callback of the master runs from here), how the worker ended.
+ * Subscribing first and inspecting second leaves no gap: either the record
+ * says it exited (the tail then comes from "logs") or its ending event
+ * arrives. Waits at most EXIT_CAUSE_USEC; NULL if herdd did not tell by then.
+ */
+static herd_error *
+worker_exit_cause(herd_conn *conn, void *userdata)
+{
+	struct exit_watch *x = userdata;
+	struct exit_wait w = { .id = x->id };
+	uint64_t deadline = herd__deadline(EXIT_CAUSE_USEC);
+	_cleanup_json_ json_t *settings = NULL;
+	_cleanup_json_ json_t *record = NULL;
+	_cleanup_json_ json_t *logs = NULL;
+	herd_error *err = NULL;
+	herd_conn *c = NULL;
+
+	settings = json_pack("{s:i, s:i, s:i}", "connection_timeout_ms",
+	    (int)(EXIT_CAUSE_USEC / HERD__USEC_PER_MSEC), "handshake_timeout_ms",
+	    (int)(EXIT_CAUSE_USEC / HERD__USEC_PER_MSEC), "heartbeat_interval_ms", 0);
+	if (!settings ||
+	    herd__conn_open(x->herdd, "inspector", NULL, settings, false, &c, NULL) < 0)
+		return NULL;
+	c->notify_fn = exit_note;
+	c->notify_userdata = &w;
+	if (exit_request(c, "subscribe", json_pack("{s:b}", "all", true), deadline, NULL) == 0 &&
+	    exit_request(c, "inspect", json_pack("{s:s}", "id", x->id), deadline, &record) == 0) {
+		if (!w.done && record_ended(record) &&
+		    exit_request(c, "logs", json_pack("{s:s, s:i}", "id", x->id, "lines", 20),
+		        deadline, &logs) == 0) {
+			w.record = json_incref(record);
+			w.tail = json_incref(json_object_get(logs, "lines"));
+			w.done = true;
+		}
+		if (!w.done)
+			(void)herd__conn_run(c, &w.done, deadline);
+	}
+	c->notify_fn = NULL;
+	herd_conn_unref(c);
+	if (w.done)
+		err = exit_error(x->id, w.record, w.tail);
+	json_decref(w.record);
+	json_decref(w.tail);
+	return err;
+}
+
+/* Lets conn, a connection to w, tell its callers how w ended should it die. */
+static int
+worker_conn_watch(const herd_worker *w, herd_conn *conn)
+{
+	struct exit_watch *x = calloc(1, sizeof(*x));
+
+	if (!x)
+		return -ENOMEM;
+	x->herdd = strdup(w->herdd);
+	x->id = strdup(w->id);
+	if (!x->herdd || !x->id) {
+		exit_watch_free(x);
+		return -ENOMEM;
+	}
+	conn->exit_cause_fn = worker_exit_cause;
+	conn->exit_cause_userdata = x;
+	conn->exit_cause_free = exit_watch_free;
+	return 0;
+}
+
 HERD_EXPORT int
 herd_worker_connect(
     const herd_worker *w, json_t *conn_init, herd_conn **ret, herd_error **ret_error)
 {
+	int r;
+
 	if (!w) {
 		if (ret_error)
 			*ret_error = NULL;
 		return -EINVAL;
 	}
-	return herd_conn_connect(w->socket, conn_init, w->settings, ret, ret_error);
+	r = herd_conn_connect(w->socket, conn_init, w->settings, ret, ret_error);
+	if (r == 0 && worker_conn_watch(w, *ret) < 0) {
+		*ret = herd_conn_unref(*ret);
+		if (ret_error)
+			*ret_error = herd__error_new(HERD_E_INTERNAL_ERROR, "out of memory", NULL);
+		return -ENOMEM;
+	}
+	return r;
+}
+
+HERD_EXPORT int
+herd_worker_call_once(const herd_worker *w, const char *function, json_t *args,
+    uint64_t timeout_usec, json_t **ret_result, herd_error **ret_error)
+{
+	herd_conn *conn = NULL;
+	int r = herd_worker_connect(w, NULL, &conn, ret_error);
+
+	return herd__call_once(r, conn, function, args, timeout_usec, ret_result, ret_error);
 }
 
 /* ---- control by id ---- */

@@ -200,6 +200,7 @@ conn_peer_closed(struct herd__peer *p, int reason, const char *why)
 		herd_log(HERD_LOG_DEBUG, "closing a connection: %s", why);
 	c->state = SCONN_CLOSING;
 	herd__request_cancel_all(c, c->cancel_code);
+	herd__client_call_fail_all(c);
 }
 
 /* The fd is closed: the connection leaves its server and drops its reference on itself. */
@@ -565,7 +566,8 @@ conn_message(struct srv_conn *c, json_t *msg)
 		break;
 	case PROTO_RESULT:
 	case PROTO_ERROR:
-		/* A worker sends no requests, so replies answer nothing. */
+		/* The client answers a handler's call back (PROTOCOL.md 6.7). */
+		herd__client_call_reply(c, &m);
 		break;
 	}
 }

@@ -69,6 +69,7 @@ struct herd_server {
 	void *on_conn_change_data;
 
 	struct herd_server *all_next; /* every live server in the process */
+	struct herd__offload *offload; /* herd_request_offload()'s completions; NULL until used */
 };
 
 enum srv_conn_state {
@@ -94,6 +95,9 @@ struct srv_conn {
 	unsigned n_pending;
 	/* Requests waiting for the output to drain. */
 	struct herd_request *drain_head;
+	/* Calls back to the client waiting for its reply (worker-callback.c). */
+	struct herd__client_call *client_calls;
+	int64_t next_client_id;
 	struct srv_conn *prev, *next;
 };
 
@@ -211,6 +215,18 @@ const struct herd_function *herd__function_find(const struct herd_server *srv, c
 
 void herd__builtin_fold(herd_request *req, json_t *arg);
 void herd__builtin_take(herd_request *req, json_t *arg);
+
+/* ---- worker-callback.c ---- */
+
+/* A reply from the client: completes the call back it answers, if any. */
+void herd__client_call_reply(struct srv_conn *c, const struct proto_msg *m);
+/* The connection closed: every call back still waiting fails with -ECONNRESET. */
+void herd__client_call_fail_all(struct srv_conn *c);
+
+/* ---- worker-offload.c ---- */
+
+/* Frees srv's offload completion side (it has no job out by then). */
+void herd__offload_free(struct herd_server *srv);
 
 /* ---- worker-log.c ---- */
 

@@ -89,6 +89,17 @@ log_item(const char *time, const char *level, const char *message)
 	    proto_text_string(message, SIZE_MAX));
 }
 
+/* Writes a log item; one a slow reader cannot take now (still ours) is dropped. */
+static int
+log_write(herd_request *req, json_t *item)
+{
+	int r = herd_request_write(req, item);
+
+	if (r == -EAGAIN)
+		json_decref(item);
+	return r;
+}
+
 static void
 log_publish(int level, const char *message)
 {
@@ -101,10 +112,10 @@ log_publish(int level, const char *message)
 		if (req->log_dropped > 0 && herd_request_writable(req)) {
 			snprintf(note, sizeof(note),
 			    "%lu log messages were dropped: the reader is slow", req->log_dropped);
-			if (herd_request_write(req, log_item(time, "warning", note)) == 0)
+			if (log_write(req, log_item(time, "warning", note)) == 0)
 				req->log_dropped = 0;
 		}
-		if (herd_request_write(req, log_item(time, level_names[level], message)) < 0)
+		if (log_write(req, log_item(time, level_names[level], message)) < 0)
 			req->log_dropped++;
 	}
 }

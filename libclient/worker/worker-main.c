@@ -241,6 +241,7 @@ herd_worker_main(const struct herd_worker_type *type, int argc, char **argv)
 	fd = take_channel_fd();
 	if (fd == -2)
 		return 2;
+	herd__role_add(HERD_ROLE_WORKER | (fd >= 0 ? HERD_ROLE_SUPERVISED : 0));
 	m.loop = ev_default_loop(0);
 	if (!m.loop) {
 		fprintf(stderr, "cannot create the event loop\n");

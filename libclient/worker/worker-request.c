@@ -517,7 +517,7 @@ herd_request_write(herd_request *req, json_t *item)
 	if (r == 0 && !is_stream(req))
 		r = -EINVAL;
 	if (r == 0 && !herd__sconn_writable(req->conn))
-		r = -EAGAIN;
+		return -EAGAIN; /* not taken: the caller keeps item to write it again */
 	if (r < 0) {
 		json_decref(item);
 		return r;

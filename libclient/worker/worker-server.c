@@ -305,6 +305,7 @@ server_free(struct herd_server *srv)
 	}
 	if (srv->worker_state_set && srv->type->free_worker)
 		srv->type->free_worker(srv->worker_state);
+	herd__offload_free(srv);
 	free(srv->worker_id);
 	free(srv);
 }
@@ -341,6 +342,7 @@ herd_serve(struct ev_loop *loop, const struct herd_worker_type *type, const char
 		herd_server_unref(srv);
 		return r;
 	}
+	herd__role_add(HERD_ROLE_WORKER);
 	*ret = srv;
 	return 0;
 }

@@ -197,9 +197,12 @@ count_pump(herd_request *req, void *userdata)
 	struct ex_count *c = userdata;
 
 	while (c->next < c->n) {
-		int r = herd_request_write(req, json_integer(c->next));
+		json_t *item = json_integer(c->next);
+		int r = herd_request_write(req, item);
 
 		if (r == -EAGAIN) {
+			/* Not taken: the item is still ours. */
+			json_decref(item);
 			if (!c->waited)
 				herd_log(HERD_LOG_DEBUG, "count: the reader is slow; waiting");
 			c->waited = true;
@@ -224,9 +227,13 @@ count_tick(struct ev_loop *loop, ev_timer *w, int revents)
 	int r;
 
 	if (c->next < c->n) {
-		r = herd_request_write(c->t.req, json_integer(c->next));
-		if (r == -EAGAIN)
+		json_t *item = json_integer(c->next);
+
+		r = herd_request_write(c->t.req, item);
+		if (r == -EAGAIN) {
+			json_decref(item);
 			return;
+		}
 		if (r < 0) {
 			ex_timed_free(c);
 			return;
@@ -352,6 +359,7 @@ ex_watch(herd_request *req, json_t *arg)
 	struct ex_worker *w = ex_worker(req);
 	json_int_t updates;
 	struct ex_watch *x;
+	json_t *notes;
 
 	ex_begin(req);
 	if (!ex_unpack(req, arg, "{s:I}", "updates", &updates))
@@ -360,7 +368,10 @@ ex_watch(herd_request *req, json_t *arg)
 		herd_request_fail(req, "updates must not be negative");
 		return;
 	}
-	herd_request_write(req, json_deep_copy(w->notes));
+	notes = json_deep_copy(w->notes);
+	/* The first item of a fresh stream; a full connection (not taken: ours) drops it. */
+	if (herd_request_write(req, notes) == -EAGAIN)
+		json_decref(notes);
 	if (updates == 0) {
 		herd_request_end(req, json_pack("{s:I}", "updates", updates));
 		return;
@@ -393,8 +404,13 @@ ex_note(herd_request *req, json_t *arg)
 	}
 	json_array_append_new(w->notes, json_string(text));
 	for (x = w->watchers; x; x = next) {
+		json_t *item = json_string(text);
+		int r = herd_request_write(x->req, item);
+
 		next = x->next;
-		if (herd_request_write(x->req, json_string(text)) < 0)
+		if (r == -EAGAIN)
+			json_decref(item); /* not taken: ours to drop */
+		if (r < 0)
 			herd_log(HERD_LOG_WARNING, "watch: an update was not sent");
 		if (--x->left == 0) {
 			herd_request_end(x->req, json_pack("{s:I}", "updates", x->updates));

@@ -311,9 +311,9 @@ fn_pid(herd_request *req, json_t *arg)
 	if (unpack(req, arg, "{}") < 0)
 		return;
 	herd_request_reply(req,
-	    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i}", "pid", (int)getpid(), "ppid",
+	    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "pid", (int)getpid(), "ppid",
 	        (int)getppid(), "pgid", (int)getpgid(0), "sid", (int)getsid(0), "uid",
-	        (int)getuid(), "gid", (int)getgid()));
+	        (int)getuid(), "gid", (int)getgid(), "role", herd_process_role()));
 }
 
 /*
@@ -538,10 +538,11 @@ static void
 count_step(struct tw_count *c)
 {
 	while (c->next < c->n) {
-		int r = herd_request_write(
-		    c->req, c->pad ? json_string(c->pad) : json_integer(c->next));
+		json_t *item = c->pad ? json_string(c->pad) : json_integer(c->next);
+		int r = herd_request_write(c->req, item);
 
 		if (r == -EAGAIN) {
+			json_decref(item); /* not taken; made again after the drain */
 			herd_request_on_drain(c->req, count_drained, c);
 			return;
 		}

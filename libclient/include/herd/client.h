@@ -41,7 +41,9 @@
  * the callback's herd_error tell which: function_failed with the handler's
  * text, method_not_found, invalid_params...), -ETIMEDOUT when the call's
  * timeout passed, -ECONNRESET when the connection closed while the request was
- * pending (error name connection_closed), -ENOTCONN when it was already
+ * pending (error name connection_closed; worker_exited with herdd's account of
+ * the end when the connection came from herd_worker_connect() and its worker
+ * died: herd/master.h), -ENOTCONN when it was already
  * closed, -EMSGSIZE when the encoded request is larger than max_message_size
  * (refused locally; the connection is untouched), -ECANCELED when cancelled.
  */
@@ -171,7 +173,67 @@ HERD_EXPORT int herd_conn_wait(herd_conn *conn, uint64_t timeout_usec);
 /* Blocks until queued output is written (or timeout). Returns 0 or -errno. */
 HERD_EXPORT int herd_conn_flush(herd_conn *conn, uint64_t timeout_usec);
 
+/* A connection's counters since it was opened (the hello included). */
+struct herd_conn_stats {
+	uint64_t bytes_in; /* read from the socket */
+	uint64_t bytes_out; /* written to the socket */
+	uint64_t messages_in; /* whole messages received (heartbeats included) */
+	uint64_t messages_out; /* messages queued to send (heartbeats included) */
+	/* Microseconds (CLOCK_MONOTONIC) since anything was last received (or since
+	 * the connection opened): how long the peer has been silent. */
+	uint64_t last_received_age_usec;
+};
+/*
+ * Fills *ret with conn's counters. Also valid once closed: the counts stop
+ * there, the silence keeps growing.
+ * Owning thread only, like every function on conn. Returns 0 or -EINVAL.
+ */
+HERD_EXPORT int herd_conn_get_stats(herd_conn *conn, struct herd_conn_stats *ret);
+
+/* ---- functions the worker calls back ---- */
+
+/*
+ * A function this side serves to its worker on conn (PROTOCOL.md 6.7): a
+ * handler on the worker may call it while a call of ours runs, to report
+ * progress or ask for more work (herd_request_call_client() in
+ * herd/worker.h). args is the worker's params (borrowed; JSON null when
+ * absent). Return 0 with *ret_result set (a new reference; left NULL it
+ * answers JSON null), or a negative errno, optionally with *reterr_message (a
+ * malloc'd text the library frees) for the function_failed error the worker
+ * gets. The answer is sent when the function returns: it cannot be deferred.
+ * For a notification from the worker (a call it does not want answered) the
+ * return is dropped. It runs like every callback of conn: from
+ * herd_conn_process(), a blocking call on conn (a herd_call() that is waiting
+ * for the very call whose handler calls back, typically) or its loop, on the
+ * thread that owns conn. It may call on conn, blocking calls included.
+ */
+typedef int (*herd_conn_function_fn)(herd_conn *conn, const char *function, json_t *args,
+    json_t **ret_result, char **reterr_message, void *userdata);
+
+/*
+ * Serves function (a name as for calls) on conn with fn, replacing a previous
+ * fn for that name; fn NULL stops serving it. A name conn does not serve
+ * answers the worker's request with method_not_found. Returns 0, -EINVAL or
+ * -ENOMEM.
+ */
+HERD_EXPORT int herd_conn_serve(
+    herd_conn *conn, const char *function, herd_conn_function_fn fn, void *userdata);
+
 /* ---- calls (kind "call") ---- */
+
+/*
+ * Connect, call, close: herd_conn_connect(socket_path) with the default
+ * settings (and $HERD_RPC_SETTINGS), herd_call(), then the connection is
+ * closed whatever happened, as rpc_parallel's Connection.with_close. For one
+ * call in a while; keep a connection for many. timeout_usec bounds the call
+ * (0: HERD_DEFAULT_CALL_TIMEOUT_USEC); the connect is bounded by
+ * connection_timeout_ms and handshake_timeout_ms. Returns 0 with
+ * *ret_result (new reference; may be NULL to discard) or a negative errno as
+ * for herd_conn_connect() and herd_call(), with *ret_error (may be NULL) a
+ * new reference to the error. For a spawned worker: herd_worker_call_once().
+ */
+HERD_EXPORT int herd_call_once(const char *socket_path, const char *function, json_t *args,
+    uint64_t timeout_usec, json_t **ret_result, herd_error **ret_error);
 
 /*
  * Calls function with args (borrowed: a JSON object or array, as JSON-RPC

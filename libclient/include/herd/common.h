@@ -12,7 +12,9 @@
  *   callback.
  * - JSON arguments are borrowed (the caller keeps its reference); JSON results
  *   are new references the caller must json_decref(). A function documented as
- *   stealing a value steals it even when it fails.
+ *   stealing a value steals it even when it fails, with one exception:
+ *   herd_request_write() leaves the item with the caller when it returns
+ *   -EAGAIN (not sent: write the same item again once the output drained).
  * - Handles are opaque and reference-counted; every *_unref() accepts NULL and
  *   returns NULL, so `x = herd_conn_unref(x);` clears a pointer.
  * - A callback registered by a call that fails never runs. A callback
@@ -50,6 +52,24 @@ extern "C" {
 
 /* The library's version string, e.g. "0.1.0". Constant; never NULL. */
 HERD_EXPORT const char *herd_version(void);
+
+/* What this process is to herd: bits of herd_process_role()'s answer. */
+enum herd_role {
+	HERD_ROLE_NONE = 0,
+	HERD_ROLE_WORKER = 1 << 0, /* it serves a worker type (herd_worker_main(), herd_serve()) */
+	HERD_ROLE_MASTER = 1 << 1, /* it connected to herdd as a master (herd_master_connect()) */
+	HERD_ROLE_SUPERVISED = 1 << 2, /* herdd started it as a worker (fd-3 channel) */
+};
+
+/*
+ * "Am I a worker or a master?": the HERD_ROLE_* bits this process has taken
+ * on so far, so a program that is both (herd_start_app(), a worker that spawns
+ * workers of its own) can tell. A bit is set once the role starts (a worker's
+ * as soon as herd_worker_main() begins or herd_serve() succeeds, a master's
+ * when herd_master_connect() succeeds) and stays set for the life of the
+ * process. An inspector session is not a master. Any thread; never fails.
+ */
+HERD_EXPORT int herd_process_role(void);
 
 /*
  * An error reported by the other side of a connection or made up locally (a

@@ -167,6 +167,34 @@ HERD_EXPORT const char *herd_worker_name(const herd_worker *w);
 HERD_EXPORT int herd_worker_connect(
     const herd_worker *w, json_t *conn_init, herd_conn **ret, herd_error **ret_error);
 
+/*
+ * When a worker dies: a connection made by herd_worker_connect() knows its
+ * worker and the herdd that spawned it. If it is lost (the worker closed it,
+ * for example by crashing) while calls, streams or sinks are pending, it asks
+ * herdd how the worker ended before failing them, on an inspector session of
+ * its own (so no master callback runs from there): it waits for the worker's
+ * ending event (or finds the reaped record), at most 1 second, inside the
+ * herd_conn_process() or blocking call that met the close. Each pending
+ * operation then ends with -ECONNRESET as always, but its error is
+ * worker_exited (HERD_E_WORKER_EXITED) whose data holds "worker" (the id),
+ * "reason" (crashed, exited, failed, killed... as in PROTOCOL.md 4.3),
+ * "exit_code", "signal" ("SIGABRT"), "message" and "stderr_tail" (the last
+ * stderr lines), and whose message reads "worker w3 crashed (SIGABRT)". So
+ * the error that ends a call or stream tells the whole story; on_failure
+ * still reports the same end separately. If herdd does not tell within the
+ * bound (the worker lives on and only closed the connection), the error is
+ * connection_closed. A connection closed here (herd_conn_close(), the last
+ * unref) or lost to heartbeat silence never waits.
+ */
+
+/*
+ * Connect, call, close for a spawned worker: herd_call_once() on
+ * herd_worker_connect(w) (so a worker that dies during the call reports why,
+ * as above). Same returns.
+ */
+HERD_EXPORT int herd_worker_call_once(const herd_worker *w, const char *function, json_t *args,
+    uint64_t timeout_usec, json_t **ret_result, herd_error **ret_error);
+
 /* ---- controlling workers (by id: any worker of this uid) ---- */
 
 /*

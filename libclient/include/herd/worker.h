@@ -9,13 +9,16 @@
  *
  * Thread safety: every function declared here, herd_log() included, must be
  * called from the thread that runs the worker's event loop, and every callback
- * (handlers, init functions, destructors, on_* callbacks) runs on that thread.
- * A handler that computes in another thread hands its result back to the loop
- * thread (for example with an ev_async) and replies from there.
+ * (handlers, init functions, destructors, on_* callbacks) runs on that thread,
+ * except herd_offload_set_threads() (any thread) and the work function of
+ * herd_request_offload(), which runs on a pool thread and touches no libherd
+ * object. Long work goes there, so the loop keeps answering other calls and
+ * sending heartbeats meanwhile; its done function replies from the loop.
  *
  * Ownership words follow jansson: "borrowed" (the caller keeps its reference),
  * "new reference" (the caller must json_decref), "stolen" (the callee takes the
- * reference, even when the call fails).
+ * reference, even when the call fails; the one exception is an item that
+ * herd_request_write() refuses with -EAGAIN, which stays the caller's).
  */
 #ifndef HERD_WORKER_H
 #define HERD_WORKER_H
@@ -201,12 +204,17 @@ HERD_EXPORT int herd_request_error(herd_request *req, int code, json_t *data, co
     __attribute__((format(printf, 4, 5)));
 
 /*
- * Sends one stream item of a pipe or state request (item stolen; NULL means
- * JSON null). The first item of a state request is flagged "initial":true.
+ * Sends one stream item of a pipe or state request (NULL means JSON null). The
+ * first item of a state request is flagged "initial":true.
+ * Ownership: the item is stolen, except when -EAGAIN is returned: then it was
+ * not taken and the caller still owns its reference, so it can write the same
+ * item again from its drain callback (or json_decref() it). Every other return
+ * takes the item, as herd_request_reply() takes its result.
  * Returns 0 when queued, or:
  *   -EAGAIN     the connection's output is above its high-water mark: the item
- *               was NOT sent. Register herd_request_on_drain() and write it
- *               again from there (backpressure: the caller is reading slowly);
+ *               was NOT sent and is still the caller's. Register
+ *               herd_request_on_drain() and write it again from there
+ *               (backpressure: the caller is reading slowly);
  *   -EINVAL     not a pipe or state request, or the item cannot be encoded;
  *   -EALREADY   the request was already finished;
  *   -ECANCELED  cancelled or the connection closed;
@@ -255,6 +263,87 @@ HERD_EXPORT int herd_request_on_item(herd_request *req, herd_item_cb cb, void *u
 /* Sink: runs once when the caller sends herd.end; reply from it (or later). A
  * registered end callback keeps the request alive like a reference. */
 HERD_EXPORT int herd_request_on_end(herd_request *req, herd_request_cb cb, void *userdata);
+
+/* ---- calling the client back ---- */
+
+/*
+ * Completion of herd_request_call_client(): r 0 with the client's result
+ * (borrowed, valid during the callback), or a negative errno with error
+ * (borrowed): -EREMOTEIO with the client's error (method_not_found when it
+ * serves no such function, function_failed with its message), -ECONNRESET
+ * when the connection closed first (connection_closed). Loop thread.
+ */
+typedef void (*herd_client_reply_cb)(
+    herd_request *req, int r, json_t *result, herd_error *error, void *userdata);
+
+/*
+ * Calls function on the client that made req, on req's connection
+ * (PROTOCOL.md 6.7), as rpc_parallel's workers call their master back: to
+ * report progress or ask for more work while the call runs. The client serves
+ * it with herd_conn_serve() (herd/client.h). args (borrowed) is an object, an
+ * array or NULL (no params). With cb NULL it is a notification: sent, never
+ * answered. Otherwise cb runs exactly once on the loop thread, and until then
+ * the call holds a reference on req (so the library does not fail it as
+ * forgotten). Any kind of request, finished or not, as long as its connection
+ * is open: a client's blocking herd_call() serves these while it waits.
+ * Returns 0, -EINVAL (bad arguments), -ECANCELED (the connection is closing
+ * or closed), -EMSGSIZE (over the client's max_message_size; nothing sent).
+ */
+HERD_EXPORT int herd_request_call_client(
+    herd_request *req, const char *function, json_t *args, herd_client_reply_cb cb, void *userdata);
+
+/* ---- long work off the loop ---- */
+
+/* Runs on a pool thread with the arg given to herd_request_offload(). */
+typedef void (*herd_work_fn)(void *arg);
+/* Runs on the loop thread once work(arg) returned; may reply to req. */
+typedef void (*herd_work_done_fn)(herd_request *req, void *arg);
+
+/*
+ * Runs work(arg) on a thread of the process's pool, then done(req, arg) on
+ * the thread of the loop that serves req, so a handler computes for as long as
+ * it needs while the worker goes on answering other calls and heartbeats:
+ *
+ *     static void work(void *arg) { struct job *j = arg; j->answer = compute(j->n); }
+ *     static void done(herd_request *req, void *arg) {
+ *             struct job *j = arg;
+ *             herd_request_reply(req, json_integer(j->answer));
+ *             free(j);
+ *     }
+ *     ... in the handler: herd_request_offload(req, work, done, j);
+ *
+ * Thread rules: work must not call libherd or touch req, its params or any
+ * JSON value the loop thread may use (jansson values are not thread-safe);
+ * copy what it needs into arg before, and take results back through arg.
+ * done runs on the loop thread like any handler callback.
+ * Lifetime: the pending offload holds a reference on req (the library does
+ * not fail it as forgotten) and keeps the loop running (ev_run() does not
+ * return) until done has run. If this returns 0, done runs exactly once, after
+ * work returned, whatever happened to the request meanwhile.
+ * Cancel: work cannot be interrupted. If the caller cancels or its connection
+ * closes meanwhile, the caller is answered at once (on_cancel runs as usual)
+ * and done still runs later; its reply then returns -ECANCELED, and
+ * herd_request_is_cancelled() tells. To stop early, have on_cancel set a flag
+ * (an atomic the work reads) in arg.
+ * Shutdown: a stopping worker answers its open requests with shutting_down at
+ * once, as for any request; herd_worker_main() does not wait for running work
+ * past its graceful-stop deadline, and work still running when the process
+ * exits is abandoned.
+ * The pool starts threads as work arrives, up to herd_offload_set_threads()
+ * (default: the number of online CPUs), each with every signal blocked, and
+ * keeps them for later work; jobs beyond that wait in order.
+ * Returns 0, -EINVAL (a NULL argument), -EALREADY (req already finished),
+ * -ENOMEM, or -EAGAIN (no pool thread could be started).
+ */
+HERD_EXPORT int herd_request_offload(
+    herd_request *req, herd_work_fn work, herd_work_done_fn done, void *arg);
+
+/*
+ * The most pool threads herd_request_offload() may run (0: the online CPUs,
+ * the default). Takes effect as the pool grows; threads never stop. Any
+ * thread. Returns 0.
+ */
+HERD_EXPORT int herd_offload_set_threads(unsigned n);
 
 /* ---- worker executables ---- */
 
