@@ -223,21 +223,7 @@ herd_call_async(herd_conn *conn, const char *function, json_t *args, herd_call_c
 	return r;
 }
 
-HERD_EXPORT herd_pending *
-herd_pending_ref(herd_pending *call)
-{
-	if (call)
-		herd__op_ref(&call->op);
-	return call;
-}
-
-HERD_EXPORT herd_pending *
-herd_pending_unref(herd_pending *call)
-{
-	if (call)
-		herd__op_unref(&call->op);
-	return NULL;
-}
+HERD__DEFINE_REF_UNREF_VIA(herd_pending, herd_pending, op, herd__op_ref, herd__op_unref)
 
 HERD_EXPORT int
 herd_call_set_timeout(herd_pending *call, uint64_t timeout_usec)

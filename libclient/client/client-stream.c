@@ -195,21 +195,7 @@ herd_stream_cancel(herd_stream *s)
 	return op_cancel(&s->op);
 }
 
-HERD_EXPORT herd_stream *
-herd_stream_ref(herd_stream *s)
-{
-	if (s)
-		herd__op_ref(&s->op);
-	return s;
-}
-
-HERD_EXPORT herd_stream *
-herd_stream_unref(herd_stream *s)
-{
-	if (s)
-		herd__op_unref(&s->op);
-	return NULL;
-}
+HERD__DEFINE_REF_UNREF_VIA(herd_stream, herd_stream, op, herd__op_ref, herd__op_unref)
 
 /* ---- sinks ---- */
 
@@ -347,18 +333,4 @@ herd_sink_error(herd_sink *k)
 	return k && k->op.done ? k->op.error : NULL;
 }
 
-HERD_EXPORT herd_sink *
-herd_sink_ref(herd_sink *k)
-{
-	if (k)
-		herd__op_ref(&k->op);
-	return k;
-}
-
-HERD_EXPORT herd_sink *
-herd_sink_unref(herd_sink *k)
-{
-	if (k)
-		herd__op_unref(&k->op);
-	return NULL;
-}
+HERD__DEFINE_REF_UNREF_VIA(herd_sink, herd_sink, op, herd__op_ref, herd__op_unref)

@@ -108,25 +108,16 @@ herd__error_set(herd_error **slot, herd_error *err)
 	*slot = err;
 }
 
-HERD_EXPORT herd_error *
-herd_error_ref(herd_error *err)
+static void
+error_free(herd_error *err)
 {
-	if (err)
-		err->n_ref++;
-	return err;
-}
-
-HERD_EXPORT herd_error *
-herd_error_unref(herd_error *err)
-{
-	if (!err || --err->n_ref > 0)
-		return NULL;
 	free(err->name);
 	free(err->message);
 	json_decref(err->data);
 	free(err);
-	return NULL;
 }
+
+HERD__DEFINE_REF_UNREF(herd_error, herd_error, error_free)
 
 HERD_EXPORT int
 herd_error_code(const herd_error *err)

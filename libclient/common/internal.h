@@ -99,6 +99,44 @@ herd__json_decrefp(json_t **p)
 	json_decref(*p);
 }
 
+/*
+ * Defines a public handle's exported NAME_ref and NAME_unref (systemd's
+ * DEFINE_TRIVIAL_REF_UNREF_FUNC): the handle counts its references in n_ref,
+ * both accept NULL, unref returns NULL, and the last unref calls
+ * free_fn(handle), which releases whatever the handle holds.
+ */
+#define HERD__DEFINE_REF_UNREF(type, name, free_fn)                                                \
+	HERD_EXPORT type *name##_ref(type *p)                                                      \
+	{                                                                                          \
+		if (p)                                                                             \
+			p->n_ref++;                                                                \
+		return p;                                                                          \
+	}                                                                                          \
+	HERD_EXPORT type *name##_unref(type *p)                                                    \
+	{                                                                                          \
+		if (p && --p->n_ref == 0)                                                          \
+			free_fn(p);                                                                \
+		return NULL;                                                                       \
+	}
+
+/*
+ * The same for a handle whose count lives in an embedded member (a call's
+ * struct herd__op, a connection's peer): ref_fn and unref_fn take &p->member.
+ */
+#define HERD__DEFINE_REF_UNREF_VIA(type, name, member, ref_fn, unref_fn)                           \
+	HERD_EXPORT type *name##_ref(type *p)                                                      \
+	{                                                                                          \
+		if (p)                                                                             \
+			ref_fn(&p->member);                                                        \
+		return p;                                                                          \
+	}                                                                                          \
+	HERD_EXPORT type *name##_unref(type *p)                                                    \
+	{                                                                                          \
+		if (p)                                                                             \
+			unref_fn(&p->member);                                                      \
+		return NULL;                                                                       \
+	}
+
 #define _cleanup_(f)   __attribute__((cleanup(f)))
 #define _cleanup_free_ _cleanup_(herd__freep)
 #define _cleanup_json_ _cleanup_(herd__json_decrefp)
