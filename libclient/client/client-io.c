@@ -283,23 +283,26 @@ herd_conn_wait(herd_conn *conn, uint64_t timeout_usec)
 
 /*
  * The blocking engine: process, then poll for the socket or the next deadline,
- * until *done. EINTR is retried so a signal handler in the program does not
+ * until stop(conn, arg) is nonzero: positive ends the wait with 0, negative with
+ * that error. EINTR is retried so a signal handler in the program does not
  * fail a call.
  */
-int
-herd__conn_run(herd_conn *conn, const bool *done, uint64_t deadline)
+static int
+conn_wait(herd_conn *conn, uint64_t deadline, int (*stop)(herd_conn *conn, const void *arg),
+    const void *arg)
 {
-	int r;
+	int r, s;
 
 	herd_conn_ref(conn);
 	for (;;) {
-		do
-			r = herd_conn_process(conn);
-		while (r > 0 && !*done);
-		if (*done) {
-			r = 0;
+		r = herd_conn_process(conn);
+		s = stop(conn, arg);
+		if (s != 0) {
+			r = s > 0 ? 0 : s;
 			break;
 		}
+		if (r > 0)
+			continue;
 		if (r < 0)
 			break;
 		if (herd__now_usec() >= deadline) {
@@ -314,40 +317,38 @@ herd__conn_run(herd_conn *conn, const bool *done, uint64_t deadline)
 	return r;
 }
 
+static int
+stop_when_done(herd_conn *conn, const void *arg)
+{
+	(void)conn;
+	return *(const bool *)arg;
+}
+
+/* Runs the engine until *done. */
+int
+herd__conn_run(herd_conn *conn, const bool *done, uint64_t deadline)
+{
+	return conn_wait(conn, deadline, stop_when_done, done);
+}
+
+/* process() reads and dispatches too, so a peer that waits for us to read before it
+ * reads again cannot deadlock with us. */
+static int
+stop_when_flushed(herd_conn *conn, const void *arg)
+{
+	(void)arg;
+	if (conn->state == CONN_CLOSED)
+		return -ECONNRESET;
+	return !(herd__peer_events(&conn->peer) & POLLOUT);
+}
+
 HERD_EXPORT int
 herd_conn_flush(herd_conn *conn, uint64_t timeout_usec)
 {
-	uint64_t deadline;
-	int r;
-
 	if (!conn)
 		return -EINVAL;
 	if (conn->state == CONN_CLOSED)
 		return -ENOTCONN;
-	deadline = herd__deadline(herd__conn_timeout(conn, timeout_usec));
-	herd_conn_ref(conn);
-	/* process() reads and dispatches too, so a peer that waits for us to read before it
-	 * reads again cannot deadlock with us. */
-	for (;;) {
-		r = herd_conn_process(conn);
-		if (conn->state == CONN_CLOSED) {
-			r = -ECONNRESET;
-			break;
-		}
-		if (!(herd__peer_events(&conn->peer) & POLLOUT)) {
-			r = 0;
-			break;
-		}
-		if (r > 0)
-			continue;
-		if (herd__now_usec() >= deadline) {
-			r = -ETIMEDOUT;
-			break;
-		}
-		r = conn_poll(conn, deadline);
-		if (r < 0 && r != -EINTR)
-			break;
-	}
-	herd_conn_unref(conn);
-	return r;
+	return conn_wait(
+	    conn, herd__deadline(herd__conn_timeout(conn, timeout_usec)), stop_when_flushed, NULL);
 }
