@@ -12,6 +12,7 @@
 #include <herd/herd-ev.h>
 
 #include "example-worker.h"
+#include "worker-args.h"
 
 struct ex_watch;
 
@@ -20,11 +21,6 @@ struct ex_worker {
 	json_t *notes; /* array of strings added by "note" */
 	long cancelled;
 	struct ex_watch *watchers; /* open "watch" streams */
-};
-
-struct ex_conn {
-	json_t *init;
-	long calls;
 };
 
 static struct ex_worker *
@@ -42,34 +38,13 @@ ex_cancelled(herd_request *req, const char *fn)
 }
 
 /* Counts the call on its connection and returns the connection's state. */
-static struct ex_conn *
+static struct wa_conn *
 ex_begin(herd_request *req)
 {
-	struct ex_conn *c = herd_request_conn_state(req);
+	struct wa_conn *c = herd_request_conn_state(req);
 
 	c->calls++;
 	return c;
-}
-
-/*
- * Unpacks params strictly; on a mismatch answers invalid_params and returns
- * false. (herd-testworker has a helper like it: the two test workers are
- * separate programs that share no code.)
- */
-static bool
-ex_unpack(herd_request *req, json_t *arg, const char *fmt, ...)
-{
-	json_error_t jerr;
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	r = json_vunpack_ex(arg, &jerr, JSON_STRICT, fmt, ap);
-	va_end(ap);
-	if (r == 0)
-		return true;
-	herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "%s", jerr.text);
-	return false;
 }
 
 /* Begins a call whose argument is {n} with n in 0..max; else answers it and returns false. */
@@ -77,7 +52,7 @@ static bool
 ex_begin_n(herd_request *req, json_t *arg, json_int_t max, json_int_t *n)
 {
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:I}", "n", n))
+	if (wa_unpack(req, arg, "{s:I}", "n", n) < 0)
 		return false;
 	if (*n < 0 || *n > max) {
 		herd_request_fail(
@@ -118,7 +93,7 @@ ex_fail(herd_request *req, json_t *arg)
 	const char *message;
 
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:s}", "message", &message))
+	if (wa_unpack(req, arg, "{s:s}", "message", &message) < 0)
 		return;
 	herd_request_fail(req, "%s", message);
 }
@@ -246,7 +221,7 @@ ex_count(herd_request *req, json_t *arg)
 	struct ex_count *c;
 
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:I, s?:I}", "n", &n, "delay_ms", &delay_ms))
+	if (wa_unpack(req, arg, "{s:I, s?:I}", "n", &n, "delay_ms", &delay_ms) < 0)
 		return;
 	if (n < 0 || delay_ms < 0) {
 		herd_request_fail(req, "n and delay_ms must not be negative");
@@ -354,7 +329,7 @@ ex_watch(herd_request *req, json_t *arg)
 	struct ex_watch *x;
 
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:I}", "updates", &updates))
+	if (wa_unpack(req, arg, "{s:I}", "updates", &updates) < 0)
 		return;
 	if (updates < 0) {
 		herd_request_fail(req, "updates must not be negative");
@@ -440,7 +415,7 @@ ex_sleep(herd_request *req, json_t *arg)
 	json_int_t ms;
 
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:I}", "ms", &ms))
+	if (wa_unpack(req, arg, "{s:I}", "ms", &ms) < 0)
 		return;
 	if (ms < 0) {
 		herd_request_fail(req, "ms must not be negative");
@@ -461,7 +436,7 @@ ex_log(herd_request *req, json_t *arg)
 	int level = HERD_LOG_INFO;
 
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:s, s?:i}", "message", &message, "level", &level))
+	if (wa_unpack(req, arg, "{s:s, s?:i}", "message", &message, "level", &level) < 0)
 		return;
 	if (!herd_log_level_name(level)) {
 		herd_request_fail(req, "unknown log level %d", level);
@@ -474,7 +449,7 @@ ex_log(herd_request *req, json_t *arg)
 static void
 ex_stats(herd_request *req, json_t *arg)
 {
-	struct ex_conn *c = ex_begin(req);
+	struct wa_conn *c = ex_begin(req);
 	struct ex_worker *w = ex_worker(req);
 
 	herd_request_reply(req,
@@ -498,7 +473,7 @@ ex_worker_fail(herd_request *req, json_t *arg)
 	char *copy;
 
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:s}", "message", &message))
+	if (wa_unpack(req, arg, "{s:s}", "message", &message) < 0)
 		return;
 	copy = strdup(message);
 	if (!copy) {
@@ -542,31 +517,6 @@ ex_free_worker(void *state)
 	free(w);
 }
 
-static int
-ex_init_conn(void *worker_state, json_t *arg, void **ret_state, char **reterr_message)
-{
-	struct ex_conn *c;
-	const char *msg;
-
-	if (json_unpack(arg, "{s:s}", "fail_conn", &msg) == 0)
-		return herd_init_fail(reterr_message, "%s", msg);
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return -ENOMEM;
-	c->init = json_incref(arg);
-	*ret_state = c;
-	return 0;
-}
-
-static void
-ex_free_conn(void *worker_state, void *state)
-{
-	struct ex_conn *c = state;
-
-	json_decref(c->init);
-	free(c);
-}
-
 static const struct herd_function ex_functions[] = {
 	{ "sum", HERD_KIND_CALL, ex_sum },
 	{ "product", HERD_KIND_CALL, ex_product },
@@ -588,7 +538,7 @@ const struct herd_worker_type example_worker_type = {
 	.name = "example",
 	.functions = ex_functions,
 	.init_worker = ex_init_worker,
-	.init_conn = ex_init_conn,
+	.init_conn = wa_init_conn,
 	.free_worker = ex_free_worker,
-	.free_conn = ex_free_conn,
+	.free_conn = wa_free_conn,
 };
