@@ -164,6 +164,30 @@ utf8_put(char *out, unsigned cp)
 	return 4;
 }
 
+/* The byte a one-letter escape stands for (after "\\": n, t, ...); 0 for u and for an invalid letter. */
+static char
+simple_escape(unsigned char c)
+{
+	switch (c) {
+	case '"':
+	case '\\':
+	case '/':
+		return (char)c;
+	case 'b':
+		return '\b';
+	case 'f':
+		return '\f';
+	case 'n':
+		return '\n';
+	case 'r':
+		return '\r';
+	case 't':
+		return '\t';
+	default:
+		return 0;
+	}
+}
+
 /*
  * The escape at p ("\\" already seen, p at the next byte) decoded into
  * scratch. Returns the byte after it, or NULL with the error set.
@@ -173,37 +197,18 @@ dec_escape(struct dec *d, const unsigned char *p)
 {
 	const unsigned char *esc = p - 1;
 	int cp, lo;
+	char c;
 
 	if (p == d->end)
 		return dec_fail(d, HERD_E_PARSE_ERROR, p, "unterminated string");
 	if (!scratch_reserve(d, 4))
 		return dec_fail(d, HERD_E_INTERNAL_ERROR, p, "out of memory");
-	switch (*p) {
-	case '"':
-	case '\\':
-	case '/':
-		d->scratch[d->scratch_len++] = (char)*p;
+	if ((c = simple_escape(*p)) != 0) {
+		d->scratch[d->scratch_len++] = c;
 		return p + 1;
-	case 'b':
-		d->scratch[d->scratch_len++] = '\b';
-		return p + 1;
-	case 'f':
-		d->scratch[d->scratch_len++] = '\f';
-		return p + 1;
-	case 'n':
-		d->scratch[d->scratch_len++] = '\n';
-		return p + 1;
-	case 'r':
-		d->scratch[d->scratch_len++] = '\r';
-		return p + 1;
-	case 't':
-		d->scratch[d->scratch_len++] = '\t';
-		return p + 1;
-	case 'u':
-		break;
-	default:
-		return dec_fail(d, HERD_E_PARSE_ERROR, esc, "invalid escape");
 	}
+	if (*p != 'u')
+		return dec_fail(d, HERD_E_PARSE_ERROR, esc, "invalid escape");
 	if (d->end - p < 5 || (cp = hex4(p + 1)) < 0)
 		return dec_fail(d, HERD_E_PARSE_ERROR, esc, "invalid \\u escape");
 	p += 5;
