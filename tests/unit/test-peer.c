@@ -4,7 +4,6 @@
  * core over a socketpair: framing, the framing-error reply, flush-then-close,
  * deferred free, backpressure, heartbeats and the silence timeout.
  */
-#include <check.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -12,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ht-check.h"
 #include "peer.h"
 
 struct rec {
@@ -298,31 +298,7 @@ START_TEST(test_eof_closes)
 }
 END_TEST
 
-static Suite *
-peer_suite(void)
-{
-	Suite *s = suite_create("peer");
-	TCase *tc = tcase_create("core");
-
-	tcase_add_test(tc, test_messages_in_pieces);
-	tcase_add_test(tc, test_framing_error_answered_then_closed);
-	tcase_add_test(tc, test_close_flushes_then_releases);
-	tcase_add_test(tc, test_unref_inside_callback_defers_free);
-	tcase_add_test(tc, test_backpressure);
-	tcase_add_test(tc, test_heartbeat_then_silence);
-	tcase_add_test(tc, test_eof_closes);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-int
-main(void)
-{
-	SRunner *sr = srunner_create(peer_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN("peer",
+    HT_CASE("core", 10, test_messages_in_pieces, test_framing_error_answered_then_closed,
+        test_close_flushes_then_releases, test_unref_inside_callback_defers_free, test_backpressure,
+        test_heartbeat_then_silence, test_eof_closes))
