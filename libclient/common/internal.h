@@ -137,6 +137,31 @@ herd__json_decrefp(json_t **p)
 		return NULL;                                                                       \
 	}
 
+/*
+ * Intrusive doubly linked lists, as systemd's LIST_PREPEND/LIST_REMOVE: head
+ * points at the first item, and an item links through its members prev and
+ * next (named by the caller, so one struct can sit on several lists).
+ */
+#define HERD__LIST_PREPEND(head, item, prev, next)                                                 \
+	do {                                                                                       \
+		(item)->prev = NULL;                                                               \
+		(item)->next = (head);                                                             \
+		if (head)                                                                          \
+			(head)->prev = (item);                                                     \
+		(head) = (item);                                                                   \
+	} while (0)
+
+#define HERD__LIST_REMOVE(head, item, prev, next)                                                  \
+	do {                                                                                       \
+		if ((item)->prev)                                                                  \
+			(item)->prev->next = (item)->next;                                         \
+		else                                                                               \
+			(head) = (item)->next;                                                     \
+		if ((item)->next)                                                                  \
+			(item)->next->prev = (item)->prev;                                         \
+		(item)->prev = (item)->next = NULL;                                                \
+	} while (0)
+
 #define _cleanup_(f)   __attribute__((cleanup(f)))
 #define _cleanup_free_ _cleanup_(herd__freep)
 #define _cleanup_json_ _cleanup_(herd__json_decrefp)
