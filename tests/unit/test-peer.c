@@ -132,34 +132,13 @@ is_closed(struct rec *r)
 	return r->closed > 0;
 }
 
-/* Reads what the peer wrote to other until EOF or ms. */
-static size_t
-read_all(int other, char *buf, size_t size, int ms)
-{
-	size_t len = 0;
-
-	for (;;) {
-		struct pollfd pfd = { .fd = other, .events = POLLIN };
-		ssize_t n;
-
-		if (poll(&pfd, 1, ms) <= 0)
-			break;
-		n = read(other, buf + len, size - 1 - len);
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	buf[len] = '\0';
-	return len;
-}
-
 /* What the peer wrote to other, up to its end, must hold text. */
 static void
 expect_sent(int other, const char *text)
 {
 	char buf[4096];
 
-	read_all(other, buf, sizeof(buf), 1000);
+	ck_assert_int_ge(ht_read_all(other, buf, sizeof(buf), ht_ms(1000)), 0);
 	ck_assert_msg(strstr(buf, text), "\"%s\" not in \"%s\"", text, buf);
 }
 
@@ -193,7 +172,7 @@ START_TEST(test_framing_error_answered_then_closed)
 	ck_assert_int_eq(r->released, 1);
 	herd__peer_unref(&r->peer);
 	ck_assert_int_eq(freed_total, before + 1);
-	read_all(other, buf, sizeof(buf), 1000);
+	ck_assert_int_ge(ht_read_all(other, buf, sizeof(buf), ht_ms(1000)), 0);
 	ck_assert_ptr_nonnull(strstr(buf, "\"id\":null"));
 	ck_assert_ptr_nonnull(strstr(buf, "parse_error"));
 	close(other);
