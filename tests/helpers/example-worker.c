@@ -17,7 +17,7 @@
 struct ex_watch;
 
 struct ex_worker {
-	json_t *init; /* the worker's init argument */
+	json_t *init; /* the worker's init argument; first, for wa_state_new */
 	json_t *notes; /* array of strings added by "note" */
 	long cancelled;
 	struct ex_watch *watchers; /* open "watch" streams */
@@ -490,20 +490,17 @@ static int
 ex_init_worker(json_t *arg, void **ret_state, char **reterr_message)
 {
 	struct ex_worker *w;
-	const char *msg;
+	int r = wa_state_new(arg, "fail_init", sizeof(*w), ret_state, reterr_message);
 
-	if (json_unpack(arg, "{s:s}", "fail_init", &msg) == 0)
-		return herd_init_fail(reterr_message, "%s", msg);
-	w = calloc(1, sizeof(*w));
-	if (!w)
-		return -ENOMEM;
+	if (r < 0)
+		return r;
+	w = *ret_state;
 	w->notes = json_array();
 	if (!w->notes) {
+		json_decref(w->init);
 		free(w);
 		return -ENOMEM;
 	}
-	w->init = json_incref(arg);
-	*ret_state = w;
 	return 0;
 }
 

@@ -34,7 +34,7 @@
 #include "worker-args.h"
 
 struct tw_worker {
-	json_t *init; /* the worker init argument */
+	json_t *init; /* the worker init argument; first, for wa_state_new */
 	long served; /* calls handled so far */
 };
 
@@ -631,9 +631,7 @@ fn_note(herd_request *req, json_t *arg)
 static int
 init_worker(json_t *arg, void **ret_state, char **reterr_message)
 {
-	const char *fail = json_string_value(json_object_get(arg, "fail_init"));
 	json_int_t delay = json_integer_value(json_object_get(arg, "init_delay_ms"));
-	struct tw_worker *w;
 
 	if (delay > 0) {
 		/* Blocking on purpose: a slow init is what the caller is testing. */
@@ -642,14 +640,7 @@ init_worker(json_t *arg, void **ret_state, char **reterr_message)
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
 	}
-	if (fail)
-		return herd_init_fail(reterr_message, "%s", fail);
-	w = calloc(1, sizeof(*w));
-	if (!w)
-		return -ENOMEM;
-	w->init = json_incref(arg);
-	*ret_state = w;
-	return 0;
+	return wa_state_new(arg, "fail_init", sizeof(struct tw_worker), ret_state, reterr_message);
 }
 
 static void

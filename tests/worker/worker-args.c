@@ -30,20 +30,27 @@ wa_unpack(herd_request *req, json_t *arg, const char *fmt, ...)
 }
 
 int
-wa_init_conn(void *worker_state, json_t *arg, void **ret_state, char **reterr_message)
+wa_state_new(
+    json_t *arg, const char *fail_key, size_t size, void **ret_state, char **reterr_message)
 {
-	const char *fail = json_string_value(json_object_get(arg, "fail_conn"));
-	struct wa_conn *c;
+	const char *fail = json_string_value(json_object_get(arg, fail_key));
+	json_t **state;
 
-	(void)worker_state;
 	if (fail)
 		return herd_init_fail(reterr_message, "%s", fail);
-	c = calloc(1, sizeof(*c));
-	if (!c)
+	state = calloc(1, size);
+	if (!state)
 		return -ENOMEM;
-	c->init = json_incref(arg);
-	*ret_state = c;
+	*state = json_incref(arg);
+	*ret_state = state;
 	return 0;
+}
+
+int
+wa_init_conn(void *worker_state, json_t *arg, void **ret_state, char **reterr_message)
+{
+	(void)worker_state;
+	return wa_state_new(arg, "fail_conn", sizeof(struct wa_conn), ret_state, reterr_message);
 }
 
 void

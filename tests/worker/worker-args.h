@@ -24,6 +24,14 @@ struct wa_conn {
  */
 int wa_unpack(herd_request *req, json_t *arg, const char *fmt, ...);
 
+/*
+ * A new zeroed state of size bytes for an init callback, whose first member is
+ * json_t *init: set to arg (a new reference). Fails the init with MSG when arg
+ * is {fail_key: MSG}. Returns 0, the herd_init_fail() error or -ENOMEM.
+ */
+int wa_state_new(
+    json_t *arg, const char *fail_key, size_t size, void **ret_state, char **reterr_message);
+
 /* The herd_worker_type's init_conn: fails with MSG when arg is {"fail_conn": MSG}. */
 int wa_init_conn(void *worker_state, json_t *arg, void **ret_state, char **reterr_message);
 
