@@ -225,16 +225,13 @@ herd__op_complete(struct herd__op *op, int r, json_t *result, herd_error *err)
 void
 herd__op_fail(struct herd__op *op, int r, int code, const char *fmt, ...)
 {
-	_cleanup_free_ char *text = NULL;
-	herd_error *err = NULL;
+	herd_error *err;
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (vasprintf(&text, fmt, ap) < 0)
-		text = NULL;
+	err = herd__error_newv(code, fmt, ap);
 	va_end(ap);
-	/* Without memory for the error the operation still completes, just without a text. */
-	err = herd__error_new(code, text, NULL);
+	/* Without memory for the error the operation still completes, just without one. */
 	herd__op_complete(op, r, NULL, err);
 	herd_error_unref(err);
 }

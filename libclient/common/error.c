@@ -63,20 +63,28 @@ fail:
 	return NULL;
 }
 
+/* A new error with a vprintf-style message; without memory for the text, the code's name. */
+herd_error *
+herd__error_newv(int code, const char *fmt, va_list ap)
+{
+	_cleanup_free_ char *text = NULL;
+
+	if (vasprintf(&text, fmt, ap) < 0)
+		text = NULL;
+	return herd__error_new(code, text, NULL);
+}
+
 /* A new error with a printf-style message. */
 herd_error *
 herd__error_newf(int code, const char *fmt, ...)
 {
-	_cleanup_free_ char *text = NULL;
+	herd_error *err;
 	va_list ap;
-	int r;
 
 	va_start(ap, fmt);
-	r = vasprintf(&text, fmt, ap);
+	err = herd__error_newv(code, fmt, ap);
 	va_end(ap);
-	if (r < 0)
-		return NULL;
-	return herd__error_new(code, text, NULL);
+	return err;
 }
 
 /*

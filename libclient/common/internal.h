@@ -73,6 +73,8 @@ struct herd_error {
  */
 herd_error *herd__error_new(int code, const char *message, const json_t *data);
 herd_error *herd__error_newf(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+herd_error *herd__error_newv(int code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 /* Maps an error code received from a peer to the errno a call returns. */
 int herd__error_to_errno(int code);
