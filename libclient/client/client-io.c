@@ -166,6 +166,15 @@ const struct herd__peer_ops herd__conn_peer_ops = {
 	.timeout = conn_peer_timeout,
 };
 
+/* 0 for a connection the loop-integration calls can use, else their error. */
+static int
+conn_usable(herd_conn *conn)
+{
+	if (!conn)
+		return -EINVAL;
+	return conn->state == CONN_CLOSED ? -ENOTCONN : 0;
+}
+
 /*
  * Silence is judged after the peer has read the socket: a connection nobody
  * processed for a while (the program blocked on another one, and the
@@ -176,12 +185,10 @@ const struct herd__peer_ops herd__conn_peer_ops = {
 HERD_EXPORT int
 herd_conn_process(herd_conn *conn)
 {
-	int progress;
+	int progress, r = conn_usable(conn);
 
-	if (!conn)
-		return -EINVAL;
-	if (conn->state == CONN_CLOSED)
-		return -ENOTCONN;
+	if (r < 0)
+		return r;
 	herd_conn_ref(conn);
 	progress = herd__peer_process(&conn->peer) > 0;
 	if (conn->state != CONN_CLOSED && herd__ops_expire(conn, herd__now_usec()) > 0)
@@ -194,20 +201,20 @@ herd_conn_process(herd_conn *conn)
 HERD_EXPORT int
 herd_conn_get_fd(herd_conn *conn)
 {
-	if (!conn)
-		return -EINVAL;
-	if (conn->state == CONN_CLOSED)
-		return -ENOTCONN;
+	int r = conn_usable(conn);
+
+	if (r < 0)
+		return r;
 	return conn->peer.fd;
 }
 
 HERD_EXPORT int
 herd_conn_get_events(herd_conn *conn)
 {
-	if (!conn)
-		return -EINVAL;
-	if (conn->state == CONN_CLOSED)
-		return -ENOTCONN;
+	int r = conn_usable(conn);
+
+	if (r < 0)
+		return r;
 	return POLLIN | (herd__peer_events(&conn->peer) & POLLOUT);
 }
 
@@ -215,11 +222,10 @@ HERD_EXPORT int
 herd_conn_get_timeout(herd_conn *conn, uint64_t *ret_usec)
 {
 	uint64_t t, peer;
+	int r = ret_usec ? conn_usable(conn) : -EINVAL;
 
-	if (!conn || !ret_usec)
-		return -EINVAL;
-	if (conn->state == CONN_CLOSED)
-		return -ENOTCONN;
+	if (r < 0)
+		return r;
 	t = herd__ops_next_deadline(conn);
 	peer = herd__peer_timeout(&conn->peer);
 	*ret_usec = peer < t ? peer : t;
@@ -274,10 +280,10 @@ conn_poll(herd_conn *conn, uint64_t limit)
 HERD_EXPORT int
 herd_conn_wait(herd_conn *conn, uint64_t timeout_usec)
 {
-	if (!conn)
-		return -EINVAL;
-	if (conn->state == CONN_CLOSED)
-		return -ENOTCONN;
+	int r = conn_usable(conn);
+
+	if (r < 0)
+		return r;
 	return conn_poll(conn, herd__deadline(timeout_usec));
 }
 
@@ -345,10 +351,10 @@ stop_when_flushed(herd_conn *conn, const void *arg)
 HERD_EXPORT int
 herd_conn_flush(herd_conn *conn, uint64_t timeout_usec)
 {
-	if (!conn)
-		return -EINVAL;
-	if (conn->state == CONN_CLOSED)
-		return -ENOTCONN;
+	int r = conn_usable(conn);
+
+	if (r < 0)
+		return r;
 	return conn_wait(
 	    conn, herd__deadline(herd__conn_timeout(conn, timeout_usec)), stop_when_flushed, NULL);
 }
