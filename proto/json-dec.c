@@ -409,6 +409,19 @@ dec_number(struct dec *d)
 
 static json_t *dec_value(struct dec *d);
 
+/* Steps over a container's opening bracket; true, with close consumed too, when it is empty. */
+static bool
+dec_open(struct dec *d, unsigned char close)
+{
+	d->p++;
+	skip_space(d);
+	if (d->p < d->end && *d->p == close) {
+		d->p++;
+		return true;
+	}
+	return false;
+}
+
 /*
  * jansson looks a key up before it reads the value, so a duplicate key is the
  * error even when what follows it is broken too. Here the lookup is saved on
@@ -426,12 +439,8 @@ dec_object(struct dec *d)
 
 	if (!obj)
 		return dec_fail(d, HERD_E_INTERNAL_ERROR, d->p, "out of memory");
-	d->p++;
-	skip_space(d);
-	if (d->p < d->end && *d->p == '}') {
-		d->p++;
+	if (dec_open(d, '}'))
 		return obj;
-	}
 	for (;;) {
 		key = NULL;
 		if (d->p == d->end || *d->p != '"') {
@@ -498,12 +507,8 @@ dec_array(struct dec *d)
 
 	if (!arr)
 		return dec_fail(d, HERD_E_INTERNAL_ERROR, d->p, "out of memory");
-	d->p++;
-	skip_space(d);
-	if (d->p < d->end && *d->p == ']') {
-		d->p++;
+	if (dec_open(d, ']'))
 		return arr;
-	}
 	for (;;) {
 		v = dec_value(d);
 		if (!v)
