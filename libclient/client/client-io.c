@@ -156,6 +156,7 @@ conn_peer_heartbeat_params(struct herd__peer *p)
 	return conn->heartbeat_fn ? conn->heartbeat_fn(conn, conn->notify_userdata) : NULL;
 }
 
+/* A callback table like every herd__peer_ops (worker-conn.c, daemon/conn.c): data, not logic. */
 const struct herd__peer_ops herd__conn_peer_ops = {
 	.heartbeat_params = conn_peer_heartbeat_params,
 	.message = conn_peer_message,

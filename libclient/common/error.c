@@ -133,6 +133,7 @@ herd_error_code(const herd_error *err)
 	return err ? err->code : 0;
 }
 
+/* NULL-safe accessors, one line each like every handle's: each public function stays plain C. */
 HERD_EXPORT const char *
 herd_error_name(const herd_error *err)
 {

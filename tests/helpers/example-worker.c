@@ -62,6 +62,7 @@ ex_begin_n(herd_request *req, json_t *arg, json_int_t max, json_int_t *n)
 	return true;
 }
 
+/* sum and product answer like herd-testworker's (callers use either), with their own checks. */
 static void
 ex_sum(herd_request *req, json_t *arg)
 {
@@ -401,6 +402,7 @@ sleep_done(struct ev_loop *loop, ev_timer *t, int revents)
 	ex_timed_free(s);
 }
 
+/* Cancel callbacks alike in shape (count, log, free): each frees its own kind of state. */
 static void
 sleep_cancel(herd_request *req, void *userdata)
 {

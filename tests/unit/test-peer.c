@@ -250,6 +250,7 @@ START_TEST(test_backpressure)
 }
 END_TEST
 
+/* Opens and ends like every peer test (a socket pair, a recording peer); its checks are its own. */
 START_TEST(test_heartbeat_then_silence)
 {
 	int other;

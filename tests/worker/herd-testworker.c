@@ -48,6 +48,7 @@ served(herd_request *req)
 	return w;
 }
 
+/* examples/sum-demo.c reads the clock the same way: each program stands alone. */
 static int64_t
 now_ms(void)
 {
@@ -64,6 +65,7 @@ fn_echo(herd_request *req, json_t *arg)
 	herd_request_reply(req, json_incref(arg));
 }
 
+/* Every function opens alike (count, unpack, answer): the worker API's grammar, not a copy. */
 static void
 fn_sum(herd_request *req, json_t *arg)
 {

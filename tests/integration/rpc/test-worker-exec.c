@@ -216,6 +216,7 @@ START_TEST(test_worker_fail_standalone)
 	reply = ht_conn_call(c, "worker_fail", json_pack("{s:s}", "message", "late"), ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
+	/* Ends like test_serve_and_sigterm (last call, then the exit status), with status 1. */
 	ht_example_end_ok(pid, 0, 1, sock);
 	ht_conn_close(c);
 	finish();
