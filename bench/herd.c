@@ -472,6 +472,7 @@ cmd_stream(char **args)
 	return 0;
 }
 
+/* Reads /proc like test-worker-supervised's fd_flags: the benchmark links no test harness. */
 static long
 rss_kib(pid_t pid)
 {
@@ -580,6 +581,7 @@ cmd_scale(char **args)
 	return 0;
 }
 
+/* A mode table like baseline.c's: each program lists its own modes; bench_mode_find parses both. */
 static const struct bench_mode modes[] = {
 	{ "rtt", "WORKER N", 2, cmd_rtt },
 	{ "pipeline", "WORKER N INFLIGHT W", 4, cmd_pipeline },

@@ -102,6 +102,7 @@ enum spawn_stage {
 	STAGE_EXEC,
 };
 
+/* A name table like worker-log.c's levels: data, one row per stage. */
 static const char *const stage_names[] = {
 	[STAGE_SIGNALS] = "signals",
 	[STAGE_SETSID] = "setsid",

@@ -164,6 +164,30 @@ utf8_put(char *out, unsigned cp)
 	return 4;
 }
 
+/* The byte a one-letter escape stands for (after "\\": n, t, ...); 0 for u and for an invalid letter. */
+static char
+simple_escape(unsigned char c)
+{
+	switch (c) {
+	case '"':
+	case '\\':
+	case '/':
+		return (char)c;
+	case 'b':
+		return '\b';
+	case 'f':
+		return '\f';
+	case 'n':
+		return '\n';
+	case 'r':
+		return '\r';
+	case 't':
+		return '\t';
+	default:
+		return 0;
+	}
+}
+
 /*
  * The escape at p ("\\" already seen, p at the next byte) decoded into
  * scratch. Returns the byte after it, or NULL with the error set.
@@ -173,37 +197,18 @@ dec_escape(struct dec *d, const unsigned char *p)
 {
 	const unsigned char *esc = p - 1;
 	int cp, lo;
+	char c;
 
 	if (p == d->end)
 		return dec_fail(d, HERD_E_PARSE_ERROR, p, "unterminated string");
 	if (!scratch_reserve(d, 4))
 		return dec_fail(d, HERD_E_INTERNAL_ERROR, p, "out of memory");
-	switch (*p) {
-	case '"':
-	case '\\':
-	case '/':
-		d->scratch[d->scratch_len++] = (char)*p;
+	if ((c = simple_escape(*p)) != 0) {
+		d->scratch[d->scratch_len++] = c;
 		return p + 1;
-	case 'b':
-		d->scratch[d->scratch_len++] = '\b';
-		return p + 1;
-	case 'f':
-		d->scratch[d->scratch_len++] = '\f';
-		return p + 1;
-	case 'n':
-		d->scratch[d->scratch_len++] = '\n';
-		return p + 1;
-	case 'r':
-		d->scratch[d->scratch_len++] = '\r';
-		return p + 1;
-	case 't':
-		d->scratch[d->scratch_len++] = '\t';
-		return p + 1;
-	case 'u':
-		break;
-	default:
-		return dec_fail(d, HERD_E_PARSE_ERROR, esc, "invalid escape");
 	}
+	if (*p != 'u')
+		return dec_fail(d, HERD_E_PARSE_ERROR, esc, "invalid escape");
 	if (d->end - p < 5 || (cp = hex4(p + 1)) < 0)
 		return dec_fail(d, HERD_E_PARSE_ERROR, esc, "invalid \\u escape");
 	p += 5;
@@ -404,6 +409,19 @@ dec_number(struct dec *d)
 
 static json_t *dec_value(struct dec *d);
 
+/* Steps over a container's opening bracket; true, with close consumed too, when it is empty. */
+static bool
+dec_open(struct dec *d, unsigned char close)
+{
+	d->p++;
+	skip_space(d);
+	if (d->p < d->end && *d->p == close) {
+		d->p++;
+		return true;
+	}
+	return false;
+}
+
 /*
  * jansson looks a key up before it reads the value, so a duplicate key is the
  * error even when what follows it is broken too. Here the lookup is saved on
@@ -421,12 +439,8 @@ dec_object(struct dec *d)
 
 	if (!obj)
 		return dec_fail(d, HERD_E_INTERNAL_ERROR, d->p, "out of memory");
-	d->p++;
-	skip_space(d);
-	if (d->p < d->end && *d->p == '}') {
-		d->p++;
+	if (dec_open(d, '}'))
 		return obj;
-	}
 	for (;;) {
 		key = NULL;
 		if (d->p == d->end || *d->p != '"') {
@@ -493,12 +507,8 @@ dec_array(struct dec *d)
 
 	if (!arr)
 		return dec_fail(d, HERD_E_INTERNAL_ERROR, d->p, "out of memory");
-	d->p++;
-	skip_space(d);
-	if (d->p < d->end && *d->p == ']') {
-		d->p++;
+	if (dec_open(d, ']'))
 		return arr;
-	}
 	for (;;) {
 		v = dec_value(d);
 		if (!v)

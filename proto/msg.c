@@ -12,18 +12,8 @@
 
 #include "proto.h"
 
-static void __attribute__((format(printf, 2, 3)))
-invalid(struct proto_error *err, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err)
-		return;
-	err->code = HERD_E_INVALID_REQUEST;
-	va_start(ap, fmt);
-	proto_text_vformat(err->text, sizeof(err->text), fmt, ap);
-	va_end(ap);
-}
+/* A message that is not valid JSON-RPC. */
+#define invalid(err, ...) proto_error_setf(err, HERD_E_INVALID_REQUEST, __VA_ARGS__)
 
 /* Integer ids stay within what a double holds exactly (PROTOCOL.md 1), so any peer can echo them. */
 #define ID_MAX ((json_int_t)1 << 53)

@@ -9,6 +9,7 @@
 
 #define LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* One table per vocabulary: data rows, alike only in shape; NAME_TABLE below is their one code. */
 static const char *const state_names[PROTO_STATE_COUNT] = {
 	[PROTO_STATE_STARTING] = "starting",
 	[PROTO_STATE_READY] = "ready",

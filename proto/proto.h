@@ -108,6 +108,10 @@ struct proto_error {
 	char text[160];
 };
 
+/* Sets *err (err may be NULL) to code and a text formatted as proto_text_vformat() does. */
+void proto_error_setf(struct proto_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 void proto_reader_init(struct proto_reader *r, size_t max_message, unsigned max_depth);
 void proto_reader_free(struct proto_reader *r);
 

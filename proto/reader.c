@@ -15,19 +15,6 @@
 
 #define READER_MIN_CAP 4096u
 
-static void __attribute__((format(printf, 3, 4)))
-set_error(struct proto_error *err, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err)
-		return;
-	err->code = code;
-	va_start(ap, fmt);
-	vsnprintf(err->text, sizeof(err->text), fmt, ap);
-	va_end(ap);
-}
-
 /* Offset of the first byte that is not strict UTF-8 (see utf8.h), or len. */
 static size_t
 utf8_check(const unsigned char *s, size_t len)
@@ -139,21 +126,22 @@ classify_refusal(const char *text, size_t len, unsigned max_depth, struct proto_
 	int code;
 
 	if (nul) {
-		set_error(err, HERD_E_NUL_BYTE, "NUL byte at byte %zu", (size_t)(nul - text));
+		proto_error_setf(
+		    err, HERD_E_NUL_BYTE, "NUL byte at byte %zu", (size_t)(nul - text));
 		return true;
 	}
 	pos = utf8_check((const unsigned char *)text, len);
 	if (pos < len) {
-		set_error(err, HERD_E_INVALID_UTF8, "invalid UTF-8 at byte %zu", pos);
+		proto_error_setf(err, HERD_E_INVALID_UTF8, "invalid UTF-8 at byte %zu", pos);
 		return true;
 	}
 	code = scan_text(text, len, max_depth, true, &pos);
 	if (code == HERD_E_TOO_DEEP) {
-		set_error(err, code, "nesting deeper than %u at byte %zu", max_depth, pos);
+		proto_error_setf(err, code, "nesting deeper than %u at byte %zu", max_depth, pos);
 		return true;
 	}
 	if (code == HERD_E_NUL_BYTE) {
-		set_error(err, code, "escaped NUL (\\u0000) at byte %zu", pos);
+		proto_error_setf(err, code, "escaped NUL (\\u0000) at byte %zu", pos);
 		return true;
 	}
 	return false;
@@ -173,7 +161,7 @@ proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth
 
 	*ret = NULL;
 	if (len > max_message) {
-		set_error(
+		proto_error_setf(
 		    err, HERD_E_MESSAGE_TOO_LARGE, "message longer than %zu bytes", max_message);
 		return -EBADMSG;
 	}
@@ -183,7 +171,7 @@ proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth
 		return -EBADMSG;
 	}
 	if (!json_is_object(v)) {
-		set_error(err, HERD_E_INVALID_REQUEST, "a message must be a JSON object");
+		proto_error_setf(err, HERD_E_INVALID_REQUEST, "a message must be a JSON object");
 		json_decref(v);
 		return -EBADMSG;
 	}
@@ -340,7 +328,7 @@ proto_reader_next(struct proto_reader *r, json_t **ret, struct proto_error *err)
 
 		if (r->scanned == 0) {
 			if (r->len - r->start > r->max_message) {
-				set_error(err, HERD_E_MESSAGE_TOO_LARGE,
+				proto_error_setf(err, HERD_E_MESSAGE_TOO_LARGE,
 				    "message longer than %zu bytes", r->max_message);
 				r->failed = true;
 				return -EBADMSG;

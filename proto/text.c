@@ -160,6 +160,20 @@ proto_text_vformat(char *dst, size_t size, const char *fmt, va_list ap)
 	return n;
 }
 
+/* Fills an incoming message's error; see proto.h. */
+void
+proto_error_setf(struct proto_error *err, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err)
+		return;
+	err->code = code;
+	va_start(ap, fmt);
+	proto_text_vformat(err->text, sizeof(err->text), fmt, ap);
+	va_end(ap);
+}
+
 /* snprintf() whose result is valid text; see proto.h. */
 size_t
 proto_text_format(char *dst, size_t size, const char *fmt, ...)

@@ -41,24 +41,16 @@ herd__call_start(herd_conn *conn, const char *method, json_t *params, uint64_t t
 	struct herd_pending *call;
 	int r;
 
-	call = calloc(1, sizeof(*call));
+	call = herd__op_new(sizeof(*call), OP_CALL, call_done, NULL);
 	if (!call)
 		return -ENOMEM;
-	call->op.n_ref = 1;
-	call->op.type = OP_CALL;
-	call->op.done_fn = call_done;
 	call->cb = cb;
 	call->userdata = userdata;
-	r = herd__op_start(conn, &call->op, method, params, herd__conn_timeout(conn, timeout_usec));
-	if (r < 0) {
-		herd__op_unref(&call->op);
-		return r;
-	}
-	if (ret_call)
+	r = herd__op_launch(conn, &call->op, method, params, herd__conn_timeout(conn, timeout_usec),
+	    ret_call != NULL);
+	if (r == 0 && ret_call)
 		*ret_call = call;
-	else
-		herd__op_unref(&call->op);
-	return 0;
+	return r;
 }
 
 struct sync_wait {
@@ -223,21 +215,7 @@ herd_call_async(herd_conn *conn, const char *function, json_t *args, herd_call_c
 	return r;
 }
 
-HERD_EXPORT herd_pending *
-herd_pending_ref(herd_pending *call)
-{
-	if (call)
-		herd__op_ref(&call->op);
-	return call;
-}
-
-HERD_EXPORT herd_pending *
-herd_pending_unref(herd_pending *call)
-{
-	if (call)
-		herd__op_unref(&call->op);
-	return NULL;
-}
+HERD__DEFINE_REF_UNREF_VIA(herd_pending, herd_pending, op, herd__op_ref, herd__op_unref)
 
 HERD_EXPORT int
 herd_call_set_timeout(herd_pending *call, uint64_t timeout_usec)

@@ -341,22 +341,8 @@ herd__conn_free(struct herd__peer *p)
 	free(conn);
 }
 
-HERD_EXPORT herd_conn *
-herd_conn_ref(herd_conn *conn)
-{
-	if (conn)
-		herd__peer_ref(&conn->peer);
-	return conn;
-}
-
 /* The last reference closes an open connection first; its callbacks see a live handle. */
-HERD_EXPORT herd_conn *
-herd_conn_unref(herd_conn *conn)
-{
-	if (conn)
-		herd__peer_unref(&conn->peer);
-	return NULL;
-}
+HERD__DEFINE_REF_UNREF_VIA(herd_conn, herd_conn, peer, herd__peer_ref, herd__peer_unref)
 
 HERD_EXPORT int
 herd_conn_close(herd_conn *conn)

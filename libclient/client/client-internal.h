@@ -239,6 +239,19 @@ bool herd__function_valid(const char *name);
  */
 int herd__op_start(herd_conn *conn, struct herd__op *op, const char *method, json_t *params,
     uint64_t timeout_usec);
+/*
+ * A zeroed operation of size bytes (herd_pending, herd_stream or herd_sink,
+ * whose first member is the op) holding one reference, or NULL on ENOMEM.
+ */
+void *herd__op_new(
+    size_t size, enum op_type type, herd__op_done_fn done_fn, void (*free_fn)(struct herd__op *op));
+/*
+ * herd__op_start(), then the caller's reference: kept when keep (the caller
+ * stores the handle), else dropped (the connection holds the op until it
+ * completes). On failure the op is freed.
+ */
+int herd__op_launch(herd_conn *conn, struct herd__op *op, const char *method, json_t *params,
+    uint64_t timeout_usec, bool keep);
 /* Completes op: removes it from its connection, records the outcome and runs done_fn. */
 void herd__op_complete(struct herd__op *op, int r, json_t *result, herd_error *err);
 /* Completes op with a locally made error. */

@@ -151,6 +151,7 @@ conn_peer_heartbeat_params(struct herd__peer *p)
 	return conn->heartbeat_fn ? conn->heartbeat_fn(conn, conn->notify_userdata) : NULL;
 }
 
+/* A callback table like every herd__peer_ops (worker-conn.c, daemon/conn.c): data, not logic. */
 const struct herd__peer_ops herd__conn_peer_ops = {
 	.heartbeat_params = conn_peer_heartbeat_params,
 	.message = conn_peer_message,
@@ -160,6 +161,15 @@ const struct herd__peer_ops herd__conn_peer_ops = {
 	.process = conn_peer_process,
 	.timeout = conn_peer_timeout,
 };
+
+/* 0 for a connection the loop-integration calls can use, else their error. */
+static int
+conn_usable(herd_conn *conn)
+{
+	if (!conn)
+		return -EINVAL;
+	return conn->state == CONN_CLOSED ? -ENOTCONN : 0;
+}
 
 /*
  * Silence is judged after the peer has read the socket: a connection nobody
@@ -171,12 +181,10 @@ const struct herd__peer_ops herd__conn_peer_ops = {
 HERD_EXPORT int
 herd_conn_process(herd_conn *conn)
 {
-	int progress;
+	int progress, r = conn_usable(conn);
 
-	if (!conn)
-		return -EINVAL;
-	if (conn->state == CONN_CLOSED)
-		return -ENOTCONN;
+	if (r < 0)
+		return r;
 	herd_conn_ref(conn);
 	progress = herd__peer_process(&conn->peer) > 0;
 	if (conn->state != CONN_CLOSED && herd__ops_expire(conn, herd__now_usec()) > 0)
@@ -189,20 +197,20 @@ herd_conn_process(herd_conn *conn)
 HERD_EXPORT int
 herd_conn_get_fd(herd_conn *conn)
 {
-	if (!conn)
-		return -EINVAL;
-	if (conn->state == CONN_CLOSED)
-		return -ENOTCONN;
+	int r = conn_usable(conn);
+
+	if (r < 0)
+		return r;
 	return conn->peer.fd;
 }
 
 HERD_EXPORT int
 herd_conn_get_events(herd_conn *conn)
 {
-	if (!conn)
-		return -EINVAL;
-	if (conn->state == CONN_CLOSED)
-		return -ENOTCONN;
+	int r = conn_usable(conn);
+
+	if (r < 0)
+		return r;
 	return POLLIN | (herd__peer_events(&conn->peer) & POLLOUT);
 }
 
@@ -210,11 +218,10 @@ HERD_EXPORT int
 herd_conn_get_timeout(herd_conn *conn, uint64_t *ret_usec)
 {
 	uint64_t t, peer;
+	int r = ret_usec ? conn_usable(conn) : -EINVAL;
 
-	if (!conn || !ret_usec)
-		return -EINVAL;
-	if (conn->state == CONN_CLOSED)
-		return -ENOTCONN;
+	if (r < 0)
+		return r;
 	t = herd__ops_next_deadline(conn);
 	peer = herd__peer_timeout(&conn->peer);
 	*ret_usec = peer < t ? peer : t;
@@ -269,32 +276,35 @@ conn_poll(herd_conn *conn, uint64_t limit)
 HERD_EXPORT int
 herd_conn_wait(herd_conn *conn, uint64_t timeout_usec)
 {
-	if (!conn)
-		return -EINVAL;
-	if (conn->state == CONN_CLOSED)
-		return -ENOTCONN;
+	int r = conn_usable(conn);
+
+	if (r < 0)
+		return r;
 	return conn_poll(conn, herd__deadline(timeout_usec));
 }
 
 /*
  * The blocking engine: process, then poll for the socket or the next deadline,
- * until *done. EINTR is retried so a signal handler in the program does not
+ * until stop(conn, arg) is nonzero: positive ends the wait with 0, negative with
+ * that error. EINTR is retried so a signal handler in the program does not
  * fail a call.
  */
-int
-herd__conn_run(herd_conn *conn, const bool *done, uint64_t deadline)
+static int
+conn_wait(herd_conn *conn, uint64_t deadline, int (*stop)(herd_conn *conn, const void *arg),
+    const void *arg)
 {
-	int r;
+	int r, s;
 
 	herd_conn_ref(conn);
 	for (;;) {
-		do
-			r = herd_conn_process(conn);
-		while (r > 0 && !*done);
-		if (*done) {
-			r = 0;
+		r = herd_conn_process(conn);
+		s = stop(conn, arg);
+		if (s != 0) {
+			r = s > 0 ? 0 : s;
 			break;
 		}
+		if (r > 0)
+			continue;
 		if (r < 0)
 			break;
 		if (herd__now_usec() >= deadline) {
@@ -309,40 +319,38 @@ herd__conn_run(herd_conn *conn, const bool *done, uint64_t deadline)
 	return r;
 }
 
+static int
+stop_when_done(herd_conn *conn, const void *arg)
+{
+	(void)conn;
+	return *(const bool *)arg;
+}
+
+/* Runs the engine until *done. */
+int
+herd__conn_run(herd_conn *conn, const bool *done, uint64_t deadline)
+{
+	return conn_wait(conn, deadline, stop_when_done, done);
+}
+
+/* process() reads and dispatches too, so a peer that waits for us to read before it
+ * reads again cannot deadlock with us. */
+static int
+stop_when_flushed(herd_conn *conn, const void *arg)
+{
+	(void)arg;
+	if (conn->state == CONN_CLOSED)
+		return -ECONNRESET;
+	return !(herd__peer_events(&conn->peer) & POLLOUT);
+}
+
 HERD_EXPORT int
 herd_conn_flush(herd_conn *conn, uint64_t timeout_usec)
 {
-	uint64_t deadline;
-	int r;
+	int r = conn_usable(conn);
 
-	if (!conn)
-		return -EINVAL;
-	if (conn->state == CONN_CLOSED)
-		return -ENOTCONN;
-	deadline = herd__deadline(herd__conn_timeout(conn, timeout_usec));
-	herd_conn_ref(conn);
-	/* process() reads and dispatches too, so a peer that waits for us to read before it
-	 * reads again cannot deadlock with us. */
-	for (;;) {
-		r = herd_conn_process(conn);
-		if (conn->state == CONN_CLOSED) {
-			r = -ECONNRESET;
-			break;
-		}
-		if (!(herd__peer_events(&conn->peer) & POLLOUT)) {
-			r = 0;
-			break;
-		}
-		if (r > 0)
-			continue;
-		if (herd__now_usec() >= deadline) {
-			r = -ETIMEDOUT;
-			break;
-		}
-		r = conn_poll(conn, deadline);
-		if (r < 0 && r != -EINTR)
-			break;
-	}
-	herd_conn_unref(conn);
-	return r;
+	if (r < 0)
+		return r;
+	return conn_wait(
+	    conn, herd__deadline(herd__conn_timeout(conn, timeout_usec)), stop_when_flushed, NULL);
 }

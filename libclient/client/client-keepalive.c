@@ -112,11 +112,7 @@ herd__keepalive_add(herd_conn *conn)
 	pthread_mutex_unlock(&conn->peer.lock);
 
 	pthread_mutex_lock(&list_lock);
-	conn->ka_prev = NULL;
-	conn->ka_next = list_head;
-	if (list_head)
-		list_head->ka_prev = conn;
-	list_head = conn;
+	HERD__LIST_PREPEND(list_head, conn, ka_prev, ka_next);
 	conn->ka_listed = true;
 	next_pass_lower(beat);
 	pthread_mutex_unlock(&list_lock);
@@ -129,13 +125,7 @@ herd__keepalive_remove(herd_conn *conn)
 	if (!conn->ka_listed)
 		return;
 	pthread_mutex_lock(&list_lock);
-	if (conn->ka_prev)
-		conn->ka_prev->ka_next = conn->ka_next;
-	else
-		list_head = conn->ka_next;
-	if (conn->ka_next)
-		conn->ka_next->ka_prev = conn->ka_prev;
-	conn->ka_prev = conn->ka_next = NULL;
+	HERD__LIST_REMOVE(list_head, conn, ka_prev, ka_next);
 	conn->ka_listed = false;
 	pthread_mutex_unlock(&list_lock);
 }

@@ -115,6 +115,34 @@ herd__conn_timeout(herd_conn *conn, uint64_t timeout_usec)
 	return timeout_usec ? timeout_usec : conn->call_timeout_usec;
 }
 
+/* A new operation; see client-internal.h. */
+void *
+herd__op_new(
+    size_t size, enum op_type type, herd__op_done_fn done_fn, void (*free_fn)(struct herd__op *op))
+{
+	struct herd__op *op = calloc(1, size);
+
+	if (!op)
+		return NULL;
+	op->n_ref = 1;
+	op->type = type;
+	op->done_fn = done_fn;
+	op->free_fn = free_fn;
+	return op;
+}
+
+/* Starts op and hands over the caller's reference; see client-internal.h. */
+int
+herd__op_launch(herd_conn *conn, struct herd__op *op, const char *method, json_t *params,
+    uint64_t timeout_usec, bool keep)
+{
+	int r = herd__op_start(conn, op, method, params, timeout_usec);
+
+	if (r < 0 || !keep)
+		herd__op_unref(op);
+	return r;
+}
+
 /*
  * Sends the request first and registers only if it was accepted, so a refused
  * message (too large) leaves no trace on the connection.
@@ -197,16 +225,13 @@ herd__op_complete(struct herd__op *op, int r, json_t *result, herd_error *err)
 void
 herd__op_fail(struct herd__op *op, int r, int code, const char *fmt, ...)
 {
-	_cleanup_free_ char *text = NULL;
-	herd_error *err = NULL;
+	herd_error *err;
 	va_list ap;
 
 	va_start(ap, fmt);
-	if (vasprintf(&text, fmt, ap) < 0)
-		text = NULL;
+	err = herd__error_newv(code, fmt, ap);
 	va_end(ap);
-	/* Without memory for the error the operation still completes, just without a text. */
-	err = herd__error_new(code, text, NULL);
+	/* Without memory for the error the operation still completes, just without one. */
 	herd__op_complete(op, r, NULL, err);
 	herd_error_unref(err);
 }

@@ -55,26 +55,16 @@ herd_stream_open(herd_conn *conn, const char *function, json_t *args, herd_strea
 		return -EINVAL;
 	if (!on_item && !ret)
 		return -EINVAL; /* an iterator nobody holds could never be read */
-	s = calloc(1, sizeof(*s));
+	s = herd__op_new(sizeof(*s), OP_STREAM, stream_done, stream_free);
 	if (!s)
 		return -ENOMEM;
-	s->op.n_ref = 1;
-	s->op.type = OP_STREAM;
-	s->op.done_fn = stream_done;
-	s->op.free_fn = stream_free;
 	s->on_item = on_item;
 	s->on_end = on_end;
 	s->userdata = userdata;
-	r = herd__op_start(conn, &s->op, function, args, HERD_TIMEOUT_INFINITE);
-	if (r < 0) {
-		herd__op_unref(&s->op);
-		return r;
-	}
-	if (ret)
+	r = herd__op_launch(conn, &s->op, function, args, HERD_TIMEOUT_INFINITE, ret != NULL);
+	if (r == 0 && ret)
 		*ret = s;
-	else
-		herd__op_unref(&s->op);
-	return 0;
+	return r;
 }
 
 /* Pops the oldest queued item, if any. */
@@ -195,21 +185,7 @@ herd_stream_cancel(herd_stream *s)
 	return op_cancel(&s->op);
 }
 
-HERD_EXPORT herd_stream *
-herd_stream_ref(herd_stream *s)
-{
-	if (s)
-		herd__op_ref(&s->op);
-	return s;
-}
-
-HERD_EXPORT herd_stream *
-herd_stream_unref(herd_stream *s)
-{
-	if (s)
-		herd__op_unref(&s->op);
-	return NULL;
-}
+HERD__DEFINE_REF_UNREF_VIA(herd_stream, herd_stream, op, herd__op_ref, herd__op_unref)
 
 /* ---- sinks ---- */
 
@@ -232,19 +208,13 @@ herd_sink_open(herd_conn *conn, const char *function, json_t *args, herd_sink **
 
 	if (!conn || !ret || !herd__function_valid(function) || !herd__args_valid(args))
 		return -EINVAL;
-	k = calloc(1, sizeof(*k));
+	k = herd__op_new(sizeof(*k), OP_SINK, sink_done, NULL);
 	if (!k)
 		return -ENOMEM;
-	k->op.n_ref = 1;
-	k->op.type = OP_SINK;
-	k->op.done_fn = sink_done;
-	r = herd__op_start(conn, &k->op, function, args, HERD_TIMEOUT_INFINITE);
-	if (r < 0) {
-		herd__op_unref(&k->op);
-		return r;
-	}
-	*ret = k;
-	return 0;
+	r = herd__op_launch(conn, &k->op, function, args, HERD_TIMEOUT_INFINITE, true);
+	if (r == 0)
+		*ret = k;
+	return r;
 }
 
 HERD_EXPORT int
@@ -347,18 +317,4 @@ herd_sink_error(herd_sink *k)
 	return k && k->op.done ? k->op.error : NULL;
 }
 
-HERD_EXPORT herd_sink *
-herd_sink_ref(herd_sink *k)
-{
-	if (k)
-		herd__op_ref(&k->op);
-	return k;
-}
-
-HERD_EXPORT herd_sink *
-herd_sink_unref(herd_sink *k)
-{
-	if (k)
-		herd__op_unref(&k->op);
-	return NULL;
-}
+HERD__DEFINE_REF_UNREF_VIA(herd_sink, herd_sink, op, herd__op_ref, herd__op_unref)

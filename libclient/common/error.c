@@ -63,20 +63,28 @@ fail:
 	return NULL;
 }
 
+/* A new error with a vprintf-style message; without memory for the text, the code's name. */
+herd_error *
+herd__error_newv(int code, const char *fmt, va_list ap)
+{
+	_cleanup_free_ char *text = NULL;
+
+	if (vasprintf(&text, fmt, ap) < 0)
+		text = NULL;
+	return herd__error_new(code, text, NULL);
+}
+
 /* A new error with a printf-style message. */
 herd_error *
 herd__error_newf(int code, const char *fmt, ...)
 {
-	_cleanup_free_ char *text = NULL;
+	herd_error *err;
 	va_list ap;
-	int r;
 
 	va_start(ap, fmt);
-	r = vasprintf(&text, fmt, ap);
+	err = herd__error_newv(code, fmt, ap);
 	va_end(ap);
-	if (r < 0)
-		return NULL;
-	return herd__error_new(code, text, NULL);
+	return err;
 }
 
 /*
@@ -108,25 +116,16 @@ herd__error_set(herd_error **slot, herd_error *err)
 	*slot = err;
 }
 
-HERD_EXPORT herd_error *
-herd_error_ref(herd_error *err)
+static void
+error_free(herd_error *err)
 {
-	if (err)
-		err->n_ref++;
-	return err;
-}
-
-HERD_EXPORT herd_error *
-herd_error_unref(herd_error *err)
-{
-	if (!err || --err->n_ref > 0)
-		return NULL;
 	free(err->name);
 	free(err->message);
 	json_decref(err->data);
 	free(err);
-	return NULL;
 }
+
+HERD__DEFINE_REF_UNREF(herd_error, herd_error, error_free)
 
 HERD_EXPORT int
 herd_error_code(const herd_error *err)
@@ -134,6 +133,7 @@ herd_error_code(const herd_error *err)
 	return err ? err->code : 0;
 }
 
+/* NULL-safe accessors, one line each like every handle's: each public function stays plain C. */
 HERD_EXPORT const char *
 herd_error_name(const herd_error *err)
 {

@@ -73,6 +73,8 @@ struct herd_error {
  */
 herd_error *herd__error_new(int code, const char *message, const json_t *data);
 herd_error *herd__error_newf(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+herd_error *herd__error_newv(int code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 /* Maps an error code received from a peer to the errno a call returns. */
 int herd__error_to_errno(int code);
@@ -101,6 +103,69 @@ herd__json_decrefp(json_t **p)
 {
 	json_decref(*p);
 }
+
+/*
+ * Defines a public handle's exported NAME_ref and NAME_unref (systemd's
+ * DEFINE_TRIVIAL_REF_UNREF_FUNC): the handle counts its references in n_ref,
+ * both accept NULL, unref returns NULL, and the last unref calls
+ * free_fn(handle), which releases whatever the handle holds.
+ */
+#define HERD__DEFINE_REF_UNREF(type, name, free_fn)                                                \
+	HERD_EXPORT type *name##_ref(type *p)                                                      \
+	{                                                                                          \
+		if (p)                                                                             \
+			p->n_ref++;                                                                \
+		return p;                                                                          \
+	}                                                                                          \
+	HERD_EXPORT type *name##_unref(type *p)                                                    \
+	{                                                                                          \
+		if (p && --p->n_ref == 0)                                                          \
+			free_fn(p);                                                                \
+		return NULL;                                                                       \
+	}
+
+/*
+ * The same for a handle whose count lives in an embedded member (a call's
+ * struct herd__op, a connection's peer): ref_fn and unref_fn take &p->member.
+ */
+#define HERD__DEFINE_REF_UNREF_VIA(type, name, member, ref_fn, unref_fn)                           \
+	HERD_EXPORT type *name##_ref(type *p)                                                      \
+	{                                                                                          \
+		if (p)                                                                             \
+			ref_fn(&p->member);                                                        \
+		return p;                                                                          \
+	}                                                                                          \
+	HERD_EXPORT type *name##_unref(type *p)                                                    \
+	{                                                                                          \
+		if (p)                                                                             \
+			unref_fn(&p->member);                                                      \
+		return NULL;                                                                       \
+	}
+
+/*
+ * Intrusive doubly linked lists, as systemd's LIST_PREPEND/LIST_REMOVE: head
+ * points at the first item, and an item links through its members prev and
+ * next (named by the caller, so one struct can sit on several lists).
+ */
+#define HERD__LIST_PREPEND(head, item, prev, next)                                                 \
+	do {                                                                                       \
+		(item)->prev = NULL;                                                               \
+		(item)->next = (head);                                                             \
+		if (head)                                                                          \
+			(head)->prev = (item);                                                     \
+		(head) = (item);                                                                   \
+	} while (0)
+
+#define HERD__LIST_REMOVE(head, item, prev, next)                                                  \
+	do {                                                                                       \
+		if ((item)->prev)                                                                  \
+			(item)->prev->next = (item)->next;                                         \
+		else                                                                               \
+			(head) = (item)->next;                                                     \
+		if ((item)->next)                                                                  \
+			(item)->next->prev = (item)->prev;                                         \
+		(item)->prev = (item)->next = NULL;                                                \
+	} while (0)
 
 #define _cleanup_(f)   __attribute__((cleanup(f)))
 #define _cleanup_free_ _cleanup_(herd__freep)

@@ -77,6 +77,7 @@ builtin_logs(herd_request *req, json_t *arg)
 		herd__log_subscribe(req);
 }
 
+/* A function table like every worker type's: data, one row per function. */
 static const struct herd_function builtins[] = {
 	{ "herd.functions", HERD_KIND_CALL, builtin_functions },
 	{ "herd.shutdown", HERD_KIND_CALL, builtin_shutdown },

@@ -44,11 +44,7 @@ void
 herd__log_subscribe(struct herd_request *req)
 {
 	req->log_subscribed = true;
-	req->log_prev = NULL;
-	req->log_next = subscribers;
-	if (subscribers)
-		subscribers->log_prev = req;
-	subscribers = req;
+	HERD__LIST_PREPEND(subscribers, req, log_prev, log_next);
 	herd_request_ref(req);
 }
 
@@ -58,13 +54,7 @@ herd__log_unsubscribe(struct herd_request *req)
 	if (!req->log_subscribed)
 		return;
 	req->log_subscribed = false;
-	if (req->log_prev)
-		req->log_prev->log_next = req->log_next;
-	else
-		subscribers = req->log_next;
-	if (req->log_next)
-		req->log_next->log_prev = req->log_prev;
-	req->log_prev = req->log_next = NULL;
+	HERD__LIST_REMOVE(subscribers, req, log_prev, log_next);
 	herd_request_unref(req);
 }
 

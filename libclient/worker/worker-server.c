@@ -347,27 +347,18 @@ herd_serve(struct ev_loop *loop, const struct herd_worker_type *type, const char
 	return 0;
 }
 
-HERD_EXPORT herd_server *
-herd_server_ref(herd_server *srv)
+/* The last reference closes the server; connections keep its worker state alive until they go. */
+static void
+server_release(herd_server *srv)
 {
-	if (srv)
-		srv->n_ref++;
-	return srv;
-}
-
-HERD_EXPORT herd_server *
-herd_server_unref(herd_server *srv)
-{
-	if (!srv || --srv->n_ref > 0)
-		return NULL;
-	/* Connections keep the worker state alive until they are gone. */
 	srv->n_ref++;
 	herd_server_close(srv);
 	srv->n_ref--;
 	if (srv->n_live == 0)
 		server_free(srv);
-	return NULL;
 }
+
+HERD__DEFINE_REF_UNREF(herd_server, herd_server, server_release)
 
 HERD_EXPORT int
 herd_server_close(herd_server *srv)

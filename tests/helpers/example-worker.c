@@ -12,19 +12,15 @@
 #include <herd/herd-ev.h>
 
 #include "example-worker.h"
+#include "worker-args.h"
 
 struct ex_watch;
 
 struct ex_worker {
-	json_t *init; /* the worker's init argument */
+	json_t *init; /* the worker's init argument; first, for wa_state_new */
 	json_t *notes; /* array of strings added by "note" */
 	long cancelled;
 	struct ex_watch *watchers; /* open "watch" streams */
-};
-
-struct ex_conn {
-	json_t *init;
-	long calls;
 };
 
 static struct ex_worker *
@@ -42,34 +38,13 @@ ex_cancelled(herd_request *req, const char *fn)
 }
 
 /* Counts the call on its connection and returns the connection's state. */
-static struct ex_conn *
+static struct wa_conn *
 ex_begin(herd_request *req)
 {
-	struct ex_conn *c = herd_request_conn_state(req);
+	struct wa_conn *c = herd_request_conn_state(req);
 
 	c->calls++;
 	return c;
-}
-
-/*
- * Unpacks params strictly; on a mismatch answers invalid_params and returns
- * false. (herd-testworker has a helper like it: the two test workers are
- * separate programs that share no code.)
- */
-static bool
-ex_unpack(herd_request *req, json_t *arg, const char *fmt, ...)
-{
-	json_error_t jerr;
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	r = json_vunpack_ex(arg, &jerr, JSON_STRICT, fmt, ap);
-	va_end(ap);
-	if (r == 0)
-		return true;
-	herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "%s", jerr.text);
-	return false;
 }
 
 /* Begins a call whose argument is {n} with n in 0..max; else answers it and returns false. */
@@ -77,7 +52,7 @@ static bool
 ex_begin_n(herd_request *req, json_t *arg, json_int_t max, json_int_t *n)
 {
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:I}", "n", n))
+	if (wa_unpack(req, arg, "{s:I}", "n", n) < 0)
 		return false;
 	if (*n < 0 || *n > max) {
 		herd_request_fail(
@@ -87,6 +62,7 @@ ex_begin_n(herd_request *req, json_t *arg, json_int_t max, json_int_t *n)
 	return true;
 }
 
+/* sum and product answer like herd-testworker's (callers use either), with their own checks. */
 static void
 ex_sum(herd_request *req, json_t *arg)
 {
@@ -118,7 +94,7 @@ ex_fail(herd_request *req, json_t *arg)
 	const char *message;
 
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:s}", "message", &message))
+	if (wa_unpack(req, arg, "{s:s}", "message", &message) < 0)
 		return;
 	herd_request_fail(req, "%s", message);
 }
@@ -253,7 +229,7 @@ ex_count(herd_request *req, json_t *arg)
 	struct ex_count *c;
 
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:I, s?:I}", "n", &n, "delay_ms", &delay_ms))
+	if (wa_unpack(req, arg, "{s:I, s?:I}", "n", &n, "delay_ms", &delay_ms) < 0)
 		return;
 	if (n < 0 || delay_ms < 0) {
 		herd_request_fail(req, "n and delay_ms must not be negative");
@@ -362,7 +338,7 @@ ex_watch(herd_request *req, json_t *arg)
 	json_t *notes;
 
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:I}", "updates", &updates))
+	if (wa_unpack(req, arg, "{s:I}", "updates", &updates) < 0)
 		return;
 	if (updates < 0) {
 		herd_request_fail(req, "updates must not be negative");
@@ -442,6 +418,7 @@ sleep_done(struct ev_loop *loop, ev_timer *t, int revents)
 	ex_timed_free(s);
 }
 
+/* Cancel callbacks alike in shape (count, log, free): each frees its own kind of state. */
 static void
 sleep_cancel(herd_request *req, void *userdata)
 {
@@ -456,7 +433,7 @@ ex_sleep(herd_request *req, json_t *arg)
 	json_int_t ms;
 
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:I}", "ms", &ms))
+	if (wa_unpack(req, arg, "{s:I}", "ms", &ms) < 0)
 		return;
 	if (ms < 0) {
 		herd_request_fail(req, "ms must not be negative");
@@ -477,7 +454,7 @@ ex_log(herd_request *req, json_t *arg)
 	int level = HERD_LOG_INFO;
 
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:s, s?:i}", "message", &message, "level", &level))
+	if (wa_unpack(req, arg, "{s:s, s?:i}", "message", &message, "level", &level) < 0)
 		return;
 	if (!herd_log_level_name(level)) {
 		herd_request_fail(req, "unknown log level %d", level);
@@ -490,7 +467,7 @@ ex_log(herd_request *req, json_t *arg)
 static void
 ex_stats(herd_request *req, json_t *arg)
 {
-	struct ex_conn *c = ex_begin(req);
+	struct wa_conn *c = ex_begin(req);
 	struct ex_worker *w = ex_worker(req);
 
 	herd_request_reply(req,
@@ -514,7 +491,7 @@ ex_worker_fail(herd_request *req, json_t *arg)
 	char *copy;
 
 	ex_begin(req);
-	if (!ex_unpack(req, arg, "{s:s}", "message", &message))
+	if (wa_unpack(req, arg, "{s:s}", "message", &message) < 0)
 		return;
 	copy = strdup(message);
 	if (!copy) {
@@ -531,20 +508,17 @@ static int
 ex_init_worker(json_t *arg, void **ret_state, char **reterr_message)
 {
 	struct ex_worker *w;
-	const char *msg;
+	int r = wa_state_new(arg, "fail_init", sizeof(*w), ret_state, reterr_message);
 
-	if (json_unpack(arg, "{s:s}", "fail_init", &msg) == 0)
-		return herd_init_fail(reterr_message, "%s", msg);
-	w = calloc(1, sizeof(*w));
-	if (!w)
-		return -ENOMEM;
+	if (r < 0)
+		return r;
+	w = *ret_state;
 	w->notes = json_array();
 	if (!w->notes) {
+		json_decref(w->init);
 		free(w);
 		return -ENOMEM;
 	}
-	w->init = json_incref(arg);
-	*ret_state = w;
 	return 0;
 }
 
@@ -556,31 +530,6 @@ ex_free_worker(void *state)
 	json_decref(w->init);
 	json_decref(w->notes);
 	free(w);
-}
-
-static int
-ex_init_conn(void *worker_state, json_t *arg, void **ret_state, char **reterr_message)
-{
-	struct ex_conn *c;
-	const char *msg;
-
-	if (json_unpack(arg, "{s:s}", "fail_conn", &msg) == 0)
-		return herd_init_fail(reterr_message, "%s", msg);
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return -ENOMEM;
-	c->init = json_incref(arg);
-	*ret_state = c;
-	return 0;
-}
-
-static void
-ex_free_conn(void *worker_state, void *state)
-{
-	struct ex_conn *c = state;
-
-	json_decref(c->init);
-	free(c);
 }
 
 static const struct herd_function ex_functions[] = {
@@ -604,7 +553,7 @@ const struct herd_worker_type example_worker_type = {
 	.name = "example",
 	.functions = ex_functions,
 	.init_worker = ex_init_worker,
-	.init_conn = ex_init_conn,
+	.init_conn = wa_init_conn,
 	.free_worker = ex_free_worker,
-	.free_conn = ex_free_conn,
+	.free_conn = wa_free_conn,
 };

@@ -116,6 +116,12 @@ int ht_run_as_nobody(int (*fn)(void *arg), void *arg, int timeout_ms);
  * deadline. Returns n, or -EPIPE (the writer closed early) or -ETIMEDOUT.
  */
 int ht_read_pids(int fd, pid_t *pids, int n, int timeout_ms);
+/*
+ * Reads fd until EOF into buf (NUL-terminated, at most size - 1 bytes kept)
+ * within timeout_ms. Returns the length, or -ETIMEDOUT or -errno with what
+ * arrived before in buf.
+ */
+ssize_t ht_read_all(int fd, char *buf, size_t size, int timeout_ms);
 
 /*
  * Runs argv[0] (a path) with argv, stdin /dev/null, and collects its stdout

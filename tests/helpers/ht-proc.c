@@ -618,6 +618,22 @@ ht__read_by(int fd, void *buf, size_t len, int64_t deadline)
 	}
 }
 
+ssize_t
+ht_read_all(int fd, char *buf, size_t size, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+	size_t len = 0;
+	ssize_t n;
+
+	do {
+		n = ht__read_by(fd, buf + len, size - 1 - len, deadline);
+		if (n > 0)
+			len += (size_t)n;
+	} while (n > 0 && len < size - 1);
+	buf[len] = '\0';
+	return n < 0 ? n : (ssize_t)len;
+}
+
 int
 ht_read_pids(int fd, pid_t *pids, int n, int timeout_ms)
 {

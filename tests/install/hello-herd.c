@@ -25,6 +25,7 @@ add(herd_request *req, json_t *arg)
 	herd_request_reply(req, json_integer(a + b));
 }
 
+/* The smallest worker type, as examples/sum-demo.c writes one: the install test stands alone. */
 static const struct herd_function functions[] = {
 	{ "add", HERD_KIND_CALL, add },
 	{ NULL, 0, NULL },

@@ -7,7 +7,6 @@
  * output that waits, an unfinished line that stops growing, and the other
  * side's last words read after a write to it failed.
  */
-#include <check.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ht-check.h"
 #include "peer.h"
 
 struct rec {
@@ -135,34 +135,13 @@ is_closed(struct rec *r)
 	return r->closed > 0;
 }
 
-/* Reads what the peer wrote to other until EOF or ms. */
-static size_t
-read_all(int other, char *buf, size_t size, int ms)
-{
-	size_t len = 0;
-
-	for (;;) {
-		struct pollfd pfd = { .fd = other, .events = POLLIN };
-		ssize_t n;
-
-		if (poll(&pfd, 1, ms) <= 0)
-			break;
-		n = read(other, buf + len, size - 1 - len);
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	buf[len] = '\0';
-	return len;
-}
-
 /* What the peer wrote to other, up to its end, must hold text. */
 static void
 expect_sent(int other, const char *text)
 {
 	char buf[4096];
 
-	read_all(other, buf, sizeof(buf), 1000);
+	ck_assert_int_ge(ht_read_all(other, buf, sizeof(buf), ht_ms(1000)), 0);
 	ck_assert_msg(strstr(buf, text), "\"%s\" not in \"%s\"", text, buf);
 }
 
@@ -196,7 +175,7 @@ START_TEST(test_framing_error_answered_then_closed)
 	ck_assert_int_eq(r->released, 1);
 	herd__peer_unref(&r->peer);
 	ck_assert_int_eq(freed_total, before + 1);
-	read_all(other, buf, sizeof(buf), 1000);
+	ck_assert_int_ge(ht_read_all(other, buf, sizeof(buf), ht_ms(1000)), 0);
 	ck_assert_ptr_nonnull(strstr(buf, "\"id\":null"));
 	ck_assert_ptr_nonnull(strstr(buf, "parse_error"));
 	close(other);
@@ -274,6 +253,7 @@ START_TEST(test_backpressure)
 }
 END_TEST
 
+/* Opens and ends like every peer test (a socket pair, a recording peer); its checks are its own. */
 START_TEST(test_heartbeat_then_silence)
 {
 	int other;
@@ -339,7 +319,7 @@ START_TEST(test_reply_standins)
 	ck_assert_int_eq(herd__peer_send(&r->peer, msg), -EMSGSIZE);
 	json_decref(msg);
 	herd__peer_close(&r->peer, 0, NULL);
-	read_all(other, buf, sizeof(buf), 1000);
+	ck_assert_int_ge(ht_read_all(other, buf, sizeof(buf), ht_ms(1000)), 0);
 	ck_assert_msg(strstr(buf, "{\"jsonrpc\":\"2.0\",\"id\":7,\"error\"") &&
 	        strstr(buf, "internal_error") && strstr(buf, "could not be encoded"),
 	    "%s", buf);
@@ -429,35 +409,9 @@ START_TEST(test_last_words_survive_a_failed_write)
 }
 END_TEST
 
-static Suite *
-peer_suite(void)
-{
-	Suite *s = suite_create("peer");
-	TCase *tc = tcase_create("core");
-
-	tcase_add_test(tc, test_messages_in_pieces);
-	tcase_add_test(tc, test_framing_error_answered_then_closed);
-	tcase_add_test(tc, test_close_flushes_then_releases);
-	tcase_add_test(tc, test_unref_inside_callback_defers_free);
-	tcase_add_test(tc, test_backpressure);
-	tcase_add_test(tc, test_heartbeat_then_silence);
-	tcase_add_test(tc, test_eof_closes);
-	tcase_add_test(tc, test_reply_standins);
-	tcase_add_test(tc, test_no_heartbeat_while_output_waits);
-	tcase_add_test(tc, test_unfinished_line_times_out);
-	tcase_add_test(tc, test_last_words_survive_a_failed_write);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-int
-main(void)
-{
-	SRunner *sr = srunner_create(peer_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN("peer",
+    HT_CASE("core", 10, test_messages_in_pieces, test_framing_error_answered_then_closed,
+        test_close_flushes_then_releases, test_unref_inside_callback_defers_free, test_backpressure,
+        test_heartbeat_then_silence, test_eof_closes, test_reply_standins,
+        test_no_heartbeat_while_output_waits, test_unfinished_line_times_out,
+        test_last_words_survive_a_failed_write))

@@ -5,11 +5,11 @@
  * ends of a hello included) validate through these functions, so what is
  * refused here is refused on every side.
  */
-#include <check.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ht-check.h"
 #include "proto.h"
 
 #define DAY_MS 86400000LL
@@ -362,35 +362,7 @@ START_TEST(reasons)
 }
 END_TEST
 
-static Suite *
-settings_suite(void)
-{
-	Suite *s = suite_create("proto-settings");
-	TCase *tc = tcase_create("settings");
-	TCase *names = tcase_create("names");
-
-	tcase_set_timeout(tc, 10);
-	tcase_add_test(tc, table_rows);
-	tcase_add_test(tc, bounds);
-	tcase_add_test(tc, types_and_fields);
-	tcase_add_test(tc, text_and_field_by_field);
-	tcase_add_test(tc, heartbeat_rule);
-	tcase_add_test(tc, hello_rules);
-	suite_add_tcase(s, tc);
-	tcase_add_test(names, name_tables);
-	tcase_add_test(names, reasons);
-	suite_add_tcase(s, names);
-	return s;
-}
-
-int
-main(void)
-{
-	SRunner *sr = srunner_create(settings_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_MAIN("proto-settings",
+    HT_CASE("settings", 10, table_rows, bounds, types_and_fields, text_and_field_by_field,
+        heartbeat_rule, hello_rules),
+    HT_CASE("names", 10, name_tables, reasons))

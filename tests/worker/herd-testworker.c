@@ -31,13 +31,11 @@
 #include <herd/protocol.h>
 #include <herd/worker.h>
 
-struct tw_worker {
-	json_t *init; /* the worker init argument */
-	long served; /* calls handled so far */
-};
+#include "worker-args.h"
 
-struct tw_conn {
-	json_t *init; /* the connection init argument */
+struct tw_worker {
+	json_t *init; /* the worker init argument; first, for wa_state_new */
+	long served; /* calls handled so far */
 };
 
 /* Counts the call and returns the worker state. */
@@ -50,32 +48,7 @@ served(herd_request *req)
 	return w;
 }
 
-/*
- * Unpacks a function's argument strictly (unknown members are refused); a
- * missing argument (JSON null) reads as {}. On failure the request is answered
- * with invalid_params and -EINVAL is returned.
- */
-static int
-unpack(herd_request *req, json_t *arg, const char *fmt, ...)
-{
-	json_error_t err;
-	json_t *empty = NULL;
-	va_list ap;
-	int r;
-
-	if (json_is_null(arg))
-		arg = empty = json_object();
-	va_start(ap, fmt);
-	r = json_vunpack_ex(arg, &err, JSON_STRICT, fmt, ap);
-	va_end(ap);
-	json_decref(empty);
-	if (r < 0) {
-		herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "%s", err.text);
-		return -EINVAL;
-	}
-	return 0;
-}
-
+/* examples/sum-demo.c reads the clock the same way: each program stands alone. */
 static int64_t
 now_ms(void)
 {
@@ -92,13 +65,14 @@ fn_echo(herd_request *req, json_t *arg)
 	herd_request_reply(req, json_incref(arg));
 }
 
+/* Every function opens alike (count, unpack, answer): the worker API's grammar, not a copy. */
 static void
 fn_sum(herd_request *req, json_t *arg)
 {
 	json_int_t n, i, s = 0;
 
 	served(req);
-	if (unpack(req, arg, "{s:I}", "n", &n) < 0)
+	if (wa_unpack(req, arg, "{s:I}", "n", &n) < 0)
 		return;
 	for (i = 0; i < n; i++)
 		s += i;
@@ -111,7 +85,7 @@ fn_product(herd_request *req, json_t *arg)
 	json_int_t n, i, p = 1;
 
 	served(req);
-	if (unpack(req, arg, "{s:I}", "n", &n) < 0)
+	if (wa_unpack(req, arg, "{s:I}", "n", &n) < 0)
 		return;
 	for (i = 2; i <= n; i++) {
 		if (__builtin_mul_overflow(p, i, &p)) {
@@ -160,7 +134,7 @@ fn_sleep(herd_request *req, json_t *arg)
 	json_int_t ms;
 
 	served(req);
-	if (unpack(req, arg, "{s:I}", "ms", &ms) < 0)
+	if (wa_unpack(req, arg, "{s:I}", "ms", &ms) < 0)
 		return;
 	s = calloc(1, sizeof(*s));
 	if (!s) {
@@ -184,7 +158,7 @@ fn_spin(herd_request *req, json_t *arg)
 	volatile uint64_t x = 0;
 
 	served(req);
-	if (unpack(req, arg, "{s:I}", "ms", &ms) < 0)
+	if (wa_unpack(req, arg, "{s:I}", "ms", &ms) < 0)
 		return;
 	end = now_ms() + ms;
 	while (now_ms() < end)
@@ -198,7 +172,7 @@ fn_fail(herd_request *req, json_t *arg)
 	const char *message = "failed on purpose";
 
 	served(req);
-	if (unpack(req, arg, "{s?s}", "message", &message) < 0)
+	if (wa_unpack(req, arg, "{s?s}", "message", &message) < 0)
 		return;
 	herd_request_fail(req, "%s", message);
 }
@@ -237,7 +211,7 @@ fn_crash(herd_request *req, json_t *arg)
 	int sig = SIGSEGV;
 
 	served(req);
-	if (unpack(req, arg, "{s?o}", "signal", &sigv) < 0)
+	if (wa_unpack(req, arg, "{s?o}", "signal", &sigv) < 0)
 		return;
 	if (sigv && (sig = parse_signal(sigv)) < 0) {
 		herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "unknown signal");
@@ -259,7 +233,7 @@ fn_exit(herd_request *req, json_t *arg)
 	json_int_t code = 0;
 
 	served(req);
-	if (unpack(req, arg, "{s?I}", "code", &code) < 0)
+	if (wa_unpack(req, arg, "{s?I}", "code", &code) < 0)
 		return;
 	fflush(NULL);
 	_exit((int)code);
@@ -289,7 +263,7 @@ fn_fail_later(herd_request *req, json_t *arg)
 	json_int_t ms = 0;
 
 	served(req);
-	if (unpack(req, arg, "{s?I, s?s}", "ms", &ms, "message", &message) < 0)
+	if (wa_unpack(req, arg, "{s?I, s?s}", "ms", &ms, "message", &message) < 0)
 		return;
 	/* Lives until the process exits through herd_worker_fail(). */
 	l = calloc(1, sizeof(*l));
@@ -308,7 +282,7 @@ static void
 fn_pid(herd_request *req, json_t *arg)
 {
 	served(req);
-	if (unpack(req, arg, "{}") < 0)
+	if (wa_unpack(req, arg, "{}") < 0)
 		return;
 	herd_request_reply(req,
 	    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "pid", (int)getpid(), "ppid",
@@ -379,7 +353,7 @@ fn_spawn_grandchild(herd_request *req, json_t *arg)
 	char byte;
 
 	served(req);
-	if (unpack(req, arg, "{s?b}", "detach", &detach) < 0)
+	if (wa_unpack(req, arg, "{s?b}", "detach", &detach) < 0)
 		return;
 	watch = calloc(1, sizeof(*watch));
 	if (!watch || pipe2(p, O_CLOEXEC) < 0) {
@@ -416,7 +390,7 @@ write_stream(herd_request *req, json_t *arg, FILE *f)
 	size_t len;
 
 	served(req);
-	if (unpack(req, arg, "{s:s}", "text", &text) < 0)
+	if (wa_unpack(req, arg, "{s:s}", "text", &text) < 0)
 		return;
 	len = strlen(text);
 	fputs(text, f);
@@ -444,7 +418,7 @@ fn_env(herd_request *req, json_t *arg)
 	const char *name, *value;
 
 	served(req);
-	if (unpack(req, arg, "{s:s}", "name", &name) < 0)
+	if (wa_unpack(req, arg, "{s:s}", "name", &name) < 0)
 		return;
 	value = getenv(name);
 	herd_request_reply(req, json_pack("{s:s?}", "value", value));
@@ -456,7 +430,7 @@ fn_cwd(herd_request *req, json_t *arg)
 	char buf[4096];
 
 	served(req);
-	if (unpack(req, arg, "{}") < 0)
+	if (wa_unpack(req, arg, "{}") < 0)
 		return;
 	if (!getcwd(buf, sizeof(buf))) {
 		herd_request_fail(req, "getcwd: %s", strerror(errno));
@@ -471,7 +445,7 @@ fn_umask(herd_request *req, json_t *arg)
 	mode_t m;
 
 	served(req);
-	if (unpack(req, arg, "{}") < 0)
+	if (wa_unpack(req, arg, "{}") < 0)
 		return;
 	/* umask can only be read by setting it; put it back at once. */
 	m = umask(0);
@@ -483,9 +457,9 @@ static void
 fn_state(herd_request *req, json_t *arg)
 {
 	struct tw_worker *w = served(req);
-	struct tw_conn *c = herd_request_conn_state(req);
+	struct wa_conn *c = herd_request_conn_state(req);
 
-	if (unpack(req, arg, "{}") < 0)
+	if (wa_unpack(req, arg, "{}") < 0)
 		return;
 	herd_request_reply(req,
 	    json_pack("{s:O, s:O, s:I}", "init", w->init, "conn_init", c ? c->init : json_null(),
@@ -568,7 +542,8 @@ fn_count(herd_request *req, json_t *arg)
 	struct tw_count *c;
 
 	served(req);
-	if (unpack(req, arg, "{s:I, s?I, s?I}", "n", &n, "delay_ms", &delay_ms, "size", &size) < 0)
+	if (wa_unpack(req, arg, "{s:I, s?I, s?I}", "n", &n, "delay_ms", &delay_ms, "size", &size) <
+	    0)
 		return;
 	if (size < 0 || size > (1 << 24)) {
 		herd_request_fail(req, "size must be 0..16777216");
@@ -629,7 +604,7 @@ fn_total(herd_request *req, json_t *arg)
 	json_int_t *sum;
 
 	served(req);
-	if (unpack(req, arg, "{}") < 0)
+	if (wa_unpack(req, arg, "{}") < 0)
 		return;
 	sum = calloc(1, sizeof(*sum));
 	if (!sum) {
@@ -649,7 +624,7 @@ fn_note(herd_request *req, json_t *arg)
 	const char *text;
 
 	served(req);
-	if (unpack(req, arg, "{s:s}", "text", &text) < 0)
+	if (wa_unpack(req, arg, "{s:s}", "text", &text) < 0)
 		return;
 	herd_log(HERD_LOG_INFO, "%s", text);
 }
@@ -659,9 +634,7 @@ fn_note(herd_request *req, json_t *arg)
 static int
 init_worker(json_t *arg, void **ret_state, char **reterr_message)
 {
-	const char *fail = json_string_value(json_object_get(arg, "fail_init"));
 	json_int_t delay = json_integer_value(json_object_get(arg, "init_delay_ms"));
-	struct tw_worker *w;
 
 	if (delay > 0) {
 		/* Blocking on purpose: a slow init is what the caller is testing. */
@@ -670,30 +643,7 @@ init_worker(json_t *arg, void **ret_state, char **reterr_message)
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
 	}
-	if (fail)
-		return herd_init_fail(reterr_message, "%s", fail);
-	w = calloc(1, sizeof(*w));
-	if (!w)
-		return -ENOMEM;
-	w->init = json_incref(arg);
-	*ret_state = w;
-	return 0;
-}
-
-static int
-init_conn(void *worker_state, json_t *arg, void **ret_state, char **reterr_message)
-{
-	const char *fail = json_string_value(json_object_get(arg, "fail_conn"));
-	struct tw_conn *c;
-
-	if (fail)
-		return herd_init_fail(reterr_message, "%s", fail);
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return -ENOMEM;
-	c->init = json_incref(arg);
-	*ret_state = c;
-	return 0;
+	return wa_state_new(arg, "fail_init", sizeof(struct tw_worker), ret_state, reterr_message);
 }
 
 static void
@@ -704,17 +654,6 @@ free_worker(void *worker_state)
 	if (w) {
 		json_decref(w->init);
 		free(w);
-	}
-}
-
-static void
-free_conn(void *worker_state, void *conn_state)
-{
-	struct tw_conn *c = conn_state;
-
-	if (c) {
-		json_decref(c->init);
-		free(c);
 	}
 }
 
@@ -764,9 +703,9 @@ static const struct herd_worker_type testworker = {
 	.name = "herd-testworker",
 	.functions = functions,
 	.init_worker = init_worker,
-	.init_conn = init_conn,
+	.init_conn = wa_init_conn,
 	.free_worker = free_worker,
-	.free_conn = free_conn,
+	.free_conn = wa_free_conn,
 	.combiners = combiners,
 };
 

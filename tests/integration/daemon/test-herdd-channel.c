@@ -171,6 +171,7 @@ START_TEST(test_heartbeat_lost_when_idle)
 }
 END_TEST
 
+/* Opens and ends like the tests around it (the fixture's master); its checks are its own. */
 START_TEST(test_busy_worker_is_spared)
 {
 	struct ht_conn *c = ht_master;

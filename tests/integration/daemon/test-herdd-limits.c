@@ -112,6 +112,7 @@ START_TEST(test_unauthenticated)
 }
 END_TEST
 
+/* Opens and ends like the other limit tests (a limited daemon, a master); its limit is its own. */
 START_TEST(test_pending_requests)
 {
 	struct ht_daemon *d = start_limited("--max-pending", "1");

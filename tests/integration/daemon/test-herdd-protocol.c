@@ -269,6 +269,7 @@ END_TEST
 
 START_TEST(test_invalid_json_closes)
 {
+	/* A case table like test_invalid_params's, with its own rows (raw lines, not methods). */
 	struct {
 		const char *line;
 		const char *error;

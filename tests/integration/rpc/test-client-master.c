@@ -120,6 +120,7 @@ START_TEST(test_spawn_call_inspect)
 }
 END_TEST
 
+/* Opens and ends like its neighbours (a master and a worker); what it checks is its own. */
 START_TEST(test_on_failure_crash)
 {
 	struct seen s = { 0 };

@@ -133,6 +133,7 @@ fn_deep(herd_request *req, json_t *arg)
 	record("deep_reply", herd_request_reply(req, v));
 }
 
+/* A function table like every worker type's (the test workers', the built-ins): data rows. */
 static const struct herd_function api_functions[] = {
 	{ "deep", HERD_KIND_CALL, fn_deep },
 	{ "codes", HERD_KIND_CALL, fn_codes },

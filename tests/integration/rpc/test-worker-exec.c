@@ -62,29 +62,6 @@ start_worker(const char *init, const char *settings)
 	return pid;
 }
 
-/* Reads everything from fd until EOF (deadline) into buf. */
-static void
-read_all(int fd, char *buf, size_t size)
-{
-	int64_t deadline = ht_now_ms() + ht_ms(10000);
-	size_t len = 0;
-
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-		int64_t left = deadline - ht_now_ms();
-
-		ck_assert_int_gt(left, 0);
-		if (poll(&p, 1, (int)left) <= 0)
-			continue;
-		n = read(fd, buf + len, size - 1 - len);
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	buf[len] = '\0';
-}
-
 START_TEST(test_serve_and_sigterm)
 {
 	struct ht_conn *c;
@@ -152,7 +129,7 @@ START_TEST(test_init_failure_and_usage)
 	ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
 	pid = ht_example_spawn(fail, -1, NULL, pipefd[1]);
 	close(pipefd[1]);
-	read_all(pipefd[0], err, sizeof(err));
+	ck_assert_int_ge(ht_read_all(pipefd[0], err, sizeof(err), ht_ms(10000)), 0);
 	close(pipefd[0]);
 	ck_assert_int_eq(ht_wait_exit_ok(pid), 1);
 	ck_assert_msg(strstr(err, "no database"), "stderr: %s", err);
@@ -239,6 +216,7 @@ START_TEST(test_worker_fail_standalone)
 	reply = ht_conn_call(c, "worker_fail", json_pack("{s:s}", "message", "late"), ht_ms(5000));
 	ck_assert(json_is_object(ht_result(reply)));
 	json_decref(reply);
+	/* Ends like test_serve_and_sigterm (last call, then the exit status), with status 1. */
 	ht_example_end_ok(pid, 0, 1, sock);
 	ht_conn_close(c);
 	finish();

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the two test workers (herd-testworker, the example worker in
+ * tests/helpers) share: strict argument unpacking and the connection state
+ * that keeps the client's init argument.
+ */
+#ifndef HERD_TEST_WORKER_ARGS_H
+#define HERD_TEST_WORKER_ARGS_H
+
+#include <jansson.h>
+
+#include <herd/worker.h>
+
+/* A connection's state: the client's init argument and the calls made on it. */
+struct wa_conn {
+	json_t *init;
+	long calls;
+};
+
+/*
+ * Unpacks a function's argument strictly (unknown members are refused); a
+ * missing argument (JSON null) reads as {}. On failure the request is answered
+ * with invalid_params and -EINVAL is returned.
+ */
+int wa_unpack(herd_request *req, json_t *arg, const char *fmt, ...);
+
+/*
+ * A new zeroed state of size bytes for an init callback, whose first member is
+ * json_t *init: set to arg (a new reference). Fails the init with MSG when arg
+ * is {fail_key: MSG}. Returns 0, the herd_init_fail() error or -ENOMEM.
+ */
+int wa_state_new(
+    json_t *arg, const char *fail_key, size_t size, void **ret_state, char **reterr_message);
+
+/* The herd_worker_type's init_conn: fails with MSG when arg is {"fail_conn": MSG}. */
+int wa_init_conn(void *worker_state, json_t *arg, void **ret_state, char **reterr_message);
+
+/* The herd_worker_type's free_conn. */
+void wa_free_conn(void *worker_state, void *conn_state);
+
+#endif
