@@ -248,8 +248,9 @@ given(const bool *seen, size_t offset)
 	return false;
 }
 
-static void
-parse_options(int argc, char **argv)
+/* Fills herdd.cfg from the defaults, argv and HERD_RPC_SETTINGS; exits on a bad one. */
+void
+main_parse_options(int argc, char **argv)
 {
 	struct option opts[N_OPTS + 1] = { { 0 } };
 	bool seen[N_OPTS] = { false };
@@ -448,13 +449,26 @@ ensure_std_fds(void)
 		close(fd);
 }
 
-static void
-close_connections(void)
+/* The loop, the connection list and the supervisor, for the configuration in herdd.cfg. */
+void
+main_state_init(void)
+{
+	herdd.loop = ev_default_loop(EVFLAG_AUTO);
+	if (!herdd.loop)
+		fatal("cannot initialise libev's default loop");
+	TAILQ_INIT(&herdd.conns);
+	sup_init();
+}
+
+/* Drops every connection and every worker record; the loop stays. */
+void
+main_state_free(void)
 {
 	struct conn *c;
 
 	while ((c = TAILQ_FIRST(&herdd.conns)))
 		conn_abort(c);
+	sup_cleanup();
 }
 
 /* Everything before the loop runs: process state, logging, libev, the socket. */
@@ -471,7 +485,7 @@ start_up(int argc, char **argv)
 	herdd.gid = getegid();
 	herdd.pid = getpid();
 	herdd.started_ms = now_ms();
-	parse_options(argc, argv);
+	main_parse_options(argc, argv);
 	r = log_open(herdd.cfg.log_level, herdd.cfg.log_file);
 	if (r < 0) {
 		fprintf(
@@ -488,11 +502,7 @@ start_up(int argc, char **argv)
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
 		log_warn("PR_SET_CHILD_SUBREAPER: %m; detached grandchildren may escape");
 
-	herdd.loop = ev_default_loop(EVFLAG_AUTO);
-	if (!herdd.loop)
-		fatal("cannot initialise libev's default loop");
-	TAILQ_INIT(&herdd.conns);
-	sup_init();
+	main_state_init();
 	server_open();
 	server_start();
 }
@@ -529,8 +539,7 @@ clean_up(void)
 	ev_timer_stop(herdd.loop, &exit_deadline);
 	ev_prepare_stop(herdd.loop, &idle_check);
 	ev_timer_stop(herdd.loop, &idle_timer);
-	close_connections();
-	sup_cleanup();
+	main_state_free();
 	server_close();
 	ev_signal_stop(herdd.loop, &sig_term);
 	ev_signal_stop(herdd.loop, &sig_int);
@@ -542,8 +551,9 @@ clean_up(void)
 	free(herdd.cfg.log_file);
 }
 
+/* herdd's whole life; main() is in herdd.c, apart, so the fuzz target can link the rest. */
 int
-main(int argc, char **argv)
+main_run(int argc, char **argv)
 {
 	start_up(argc, argv);
 	watch_start();

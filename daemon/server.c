@@ -376,7 +376,6 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
-	struct conn *c;
 	int fd;
 
 	fd = accept4(herdd.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -393,12 +392,21 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		close(fd);
 		return;
 	}
+	server_adopt(fd, &cred);
+}
+
+/* Serves a control connection as accepted, with the limits on connections. */
+void
+server_adopt(int fd, const struct ucred *cred)
+{
+	struct conn *c;
+
 	c = conn_new(fd, CONN_CONTROL, &dispatch_control_ops, herdd.cfg.max_message_size);
 	if (!c) {
 		log_error("out of memory accepting a connection");
 		return;
 	}
-	c->cred = cred;
+	c->cred = *cred;
 	/* Started first: a refusal below is flushed and closed by the loop. */
 	conn_start(c);
 	herdd.stats.connections_accepted++;
@@ -408,13 +416,13 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	herdd.nconns++;
 	herdd.nunauth++;
 	log_debug("connection %llu from uid %u pid %d", (unsigned long long)c->serial,
-	    (unsigned)cred.uid, (int)cred.pid);
+	    (unsigned)cred->uid, (int)cred->pid);
 	if (herdd.nconns > herdd.cfg.max_connections) {
 		herdd.stats.limit_connections++;
 		refuse(c, "connections", herdd.cfg.max_connections);
 		return;
 	}
-	if ((unsigned)count_uid_connections(cred.uid) > herdd.cfg.max_connections_per_uid) {
+	if ((unsigned)count_uid_connections(cred->uid) > herdd.cfg.max_connections_per_uid) {
 		herdd.stats.limit_connections_per_uid++;
 		refuse(c, "connections_per_uid", herdd.cfg.max_connections_per_uid);
 		return;

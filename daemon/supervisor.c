@@ -700,15 +700,22 @@ escapee_check_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 	kill_escapees();
 }
 
+/* One reaped child: a worker's exit, or a pid that was no worker. */
+void
+sup_reap(pid_t pid, int status)
+{
+	struct worker *w = sup_by_pid(pid);
+
+	if (w)
+		reaped(w, status);
+	else
+		log_debug("reaped pid %d (not a worker)", (int)pid);
+}
+
 static void
 child_cb(struct ev_loop *loop, ev_child *c, int revents)
 {
-	struct worker *w = sup_by_pid(c->rpid);
-
-	if (w)
-		reaped(w, c->rstatus);
-	else
-		log_debug("reaped pid %d (not a worker)", (int)c->rpid);
+	sup_reap(c->rpid, c->rstatus);
 	/*
 	 * Once for all the reaps of this loop iteration: a thousand workers
 	 * stopped together must not read /proc a thousand times.
@@ -722,6 +729,8 @@ sup_init(void)
 {
 	TAILQ_INIT(&herdd.workers);
 	TAILQ_INIT(&herdd.exited);
+	/* A fresh state (the fuzz target makes one per input) names its first worker w1. */
+	next_worker = 1;
 	ev_child_init(&child_watcher, child_cb, 0, 0);
 	ev_child_start(herdd.loop, &child_watcher);
 	ev_prepare_init(&escapee_check, escapee_check_cb);

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz-reader.h"
+#include "fuzz.h"
 #include "proto.h"
 #include "ref-parse.h"
 

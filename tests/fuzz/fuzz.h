@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The fuzz target's entry point, shared by libFuzzer and the corpus replay test. */
-#ifndef HERD_FUZZ_READER_H
-#define HERD_FUZZ_READER_H
+/* A fuzz target's entry point, shared by libFuzzer and the corpus replay test. */
+#ifndef HERD_FUZZ_H
+#define HERD_FUZZ_H
 
 #include <stddef.h>
 #include <stdint.h>
