@@ -78,7 +78,7 @@ count_fds(bool show)
 {
 	DIR *d = opendir("/proc/self/fd");
 	struct dirent *e;
-	char path[64], what[256];
+	char path[300], what[256];
 	int n = 0;
 
 	FUZZ_CHECK(d != NULL);
@@ -293,8 +293,8 @@ target_fd(void)
 			.gid = uids[target_index % 4] };
 		int sv[2];
 
-		FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) ==
-		    0);
+		FUZZ_CHECK(
+		    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) == 0);
 		clients[target_index] = sv[1];
 		server_adopt(sv[0], &cred);
 	}
