@@ -44,14 +44,6 @@
 #include "fuzz.h"
 #include "herdd.h"
 
-#define FUZZ_CHECK(cond)                                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
-
 #define MAX_CONNS 8
 /* Rounds of the loop without progress before it counts as settled, and at most. */
 #define IDLE_ROUNDS 2

@@ -25,14 +25,6 @@
 #include "proto.h"
 #include "ref-parse.h"
 
-#define FUZZ_CHECK(cond)                                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
-
 struct outcome {
 	json_t *msgs;
 	int code; /* 0 or the violation's HERD_E_* code */
