@@ -142,12 +142,22 @@ extern struct herdd herdd;
 int64_t now_ms(void);
 /* Called when the last worker is gone during shutdown: ends the loop. */
 void main_maybe_exit(void);
+/* Fills herdd.cfg from the defaults, the options and HERD_RPC_SETTINGS; exits on a bad one. */
+void main_parse_options(int argc, char **argv);
+/* Sets up the loop, the connection list and the supervisor (start-up, or a fuzz input). */
+void main_state_init(void);
+/* Aborts every connection and frees every worker record; the loop stays. */
+void main_state_free(void);
+/* herdd from start-up to exit; returns its exit status. */
+int main_run(int argc, char **argv);
 
 /* ---- server.c ---- */
 
 /* Finds or creates the listening socket (activation first, own bind second). Fatal on error. */
 void server_open(void);
 void server_start(void);
+/* Serves fd (non-blocking, close-on-exec; taken over) as a control connection from cred. */
+void server_adopt(int fd, const struct ucred *cred);
 /* Stops accepting and removes the socket (unless activated). */
 void server_stop_accepting(void);
 /* Removes the lock file and closes what server_open() opened. */
@@ -451,6 +461,8 @@ unsigned sup_count_live(void);
 void sup_stop_all(void);
 /* The worker's public JSON object (new reference). */
 json_t *sup_worker_json(const struct worker *w);
+/* What the reaper does with one reaped child (status as from waitpid()). */
+void sup_reap(pid_t pid, int status, const struct rusage *ru);
 /* Reaps: the SIGCHLD watcher and the retention timer. */
 void sup_init(void);
 void sup_cleanup(void);

@@ -273,12 +273,17 @@ given(const bool *seen, size_t offset)
 	return false;
 }
 
-static void
-parse_options(int argc, char **argv, bool *seen)
+/* Which options the command line gave (the worker limits are sized unless given). */
+static bool opt_seen[N_OPTS];
+
+/* Fills herdd.cfg from the defaults, argv and HERD_RPC_SETTINGS; exits on a bad one. */
+void
+main_parse_options(int argc, char **argv)
 {
 	struct option opts[N_OPTS + 1] = { { 0 } };
 	int o;
 
+	memset(opt_seen, 0, sizeof(opt_seen));
 	for (size_t i = 0; i < N_OPTS; i++)
 		opts[i] = (struct option){ opt_rows[i].name,
 			opt_rows[i].arg ? required_argument : no_argument, NULL,
@@ -289,7 +294,7 @@ parse_options(int argc, char **argv, bool *seen)
 			usage(stderr);
 			exit(2);
 		}
-		seen[o - OPT_VAL_BASE] = true;
+		opt_seen[o - OPT_VAL_BASE] = true;
 		option_apply(&herdd.cfg, &opt_rows[o - OPT_VAL_BASE], optarg);
 	}
 	if (optind < argc) {
@@ -297,8 +302,8 @@ parse_options(int argc, char **argv, bool *seen)
 		usage(stderr);
 		exit(2);
 	}
-	load_settings(given(seen, offsetof(struct herdd_config, max_message_size)),
-	    given(seen, offsetof(struct herdd_config, handshake_timeout_ms)));
+	load_settings(given(opt_seen, offsetof(struct herdd_config, max_message_size)),
+	    given(opt_seen, offsetof(struct herdd_config, handshake_timeout_ms)));
 }
 
 /*
@@ -481,7 +486,7 @@ proc_number(const char *path)
  * where herdd runs thousands of workers in a few MiB.
  */
 static void
-size_worker_limits(const bool *seen)
+size_worker_limits(void)
 {
 	unsigned long long n = herdd.max_fds > FDS_RESERVED + FDS_PER_WORKER * MIN_SIZED
 	    ? (herdd.max_fds - FDS_RESERVED) / FDS_PER_WORKER
@@ -504,12 +509,12 @@ size_worker_limits(const bool *seen)
 		n = MIN_SIZED;
 	if (n > 1 << 20)
 		n = 1 << 20;
-	if (!given(seen, offsetof(struct herdd_config, max_workers)))
+	if (!given(opt_seen, offsetof(struct herdd_config, max_workers)))
 		herdd.cfg.max_workers = (unsigned)n;
-	if (!given(seen, offsetof(struct herdd_config, max_workers_per_uid)))
+	if (!given(opt_seen, offsetof(struct herdd_config, max_workers_per_uid)))
 		herdd.cfg.max_workers_per_uid =
 		    herdd.uid == 0 && n / 4 > MIN_SIZED ? (unsigned)(n / 4) : (unsigned)n;
-	if (!given(seen, offsetof(struct herdd_config, max_workers_per_master)))
+	if (!given(opt_seen, offsetof(struct herdd_config, max_workers_per_master)))
 		herdd.cfg.max_workers_per_master = herdd.cfg.max_workers_per_uid;
 	log_debug("worker limits: %u in all, %u per uid, %u per master", herdd.cfg.max_workers,
 	    herdd.cfg.max_workers_per_uid, herdd.cfg.max_workers_per_master);
@@ -527,20 +532,35 @@ ensure_std_fds(void)
 		close(fd);
 }
 
-static void
-close_connections(void)
+/* The loop, the connection list and the supervisor, for the configuration in herdd.cfg. */
+void
+main_state_init(void)
+{
+	/* Not libev's default loop: that one reaps every child itself (supervisor.c). */
+	if (!herdd.loop)
+		herdd.loop = ev_loop_new(EVFLAG_AUTO);
+	if (!herdd.loop)
+		fatal("cannot initialise libev's loop");
+	TAILQ_INIT(&herdd.conns);
+	LIST_INIT(&herdd.accounts);
+	sup_init();
+}
+
+/* Drops every connection and every worker record; the loop stays. */
+void
+main_state_free(void)
 {
 	struct conn *c;
 
 	while ((c = TAILQ_FIRST(&herdd.conns)))
 		conn_abort(c);
+	sup_cleanup();
 }
 
 /* Everything before the loop runs: process state, logging, libev, the socket. */
 static void
 start_up(int argc, char **argv)
 {
-	bool seen[N_OPTS] = { false };
 	int r;
 
 	close_inherited_fds();
@@ -551,7 +571,7 @@ start_up(int argc, char **argv)
 	herdd.gid = getegid();
 	herdd.pid = getpid();
 	herdd.started_ms = now_ms();
-	parse_options(argc, argv, seen);
+	main_parse_options(argc, argv);
 	r = log_open(herdd.cfg.log_level, herdd.cfg.log_file);
 	if (r < 0) {
 		fprintf(
@@ -560,7 +580,7 @@ start_up(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
-	size_worker_limits(seen);
+	size_worker_limits();
 	cgroup_init();
 	spawn_init();
 	/* Never keep a mount busy; every path herdd uses is absolute. */
@@ -570,13 +590,7 @@ start_up(int argc, char **argv)
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
 		log_warn("PR_SET_CHILD_SUBREAPER: %m; detached grandchildren may escape");
 
-	/* Not libev's default loop: that one reaps every child itself (supervisor.c). */
-	herdd.loop = ev_loop_new(EVFLAG_AUTO);
-	if (!herdd.loop)
-		fatal("cannot initialise libev's loop");
-	TAILQ_INIT(&herdd.conns);
-	LIST_INIT(&herdd.accounts);
-	sup_init();
+	main_state_init();
 	server_open();
 	server_start();
 }
@@ -613,8 +627,7 @@ clean_up(void)
 	ev_timer_stop(herdd.loop, &exit_deadline);
 	ev_prepare_stop(herdd.loop, &idle_check);
 	ev_timer_stop(herdd.loop, &idle_timer);
-	close_connections();
-	sup_cleanup();
+	main_state_free();
 	server_close();
 	cgroup_cleanup();
 	ev_signal_stop(herdd.loop, &sig_term);
@@ -627,8 +640,9 @@ clean_up(void)
 	free(herdd.cfg.log_file);
 }
 
+/* herdd's whole life; main() is in herdd.c, apart, so the fuzz target can link the rest. */
 int
-main(int argc, char **argv)
+main_run(int argc, char **argv)
 {
 	start_up(argc, argv);
 	watch_start();

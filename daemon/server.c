@@ -397,7 +397,6 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
-	struct conn *c;
 	int fd;
 
 	fd = accept4(herdd.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -414,12 +413,21 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		close(fd);
 		return;
 	}
+	server_adopt(fd, &cred);
+}
+
+/* Serves a control connection as accepted, with the limits on connections. */
+void
+server_adopt(int fd, const struct ucred *cred)
+{
+	struct conn *c;
+
 	c = conn_new(fd, CONN_CONTROL, &dispatch_control_ops, herdd.cfg.max_message_size);
 	if (!c) {
 		log_error("out of memory accepting a connection");
 		return;
 	}
-	c->cred = cred;
+	c->cred = *cred;
 	if (conn_join(c) < 0) {
 		log_error("out of memory accepting a connection");
 		conn_unref(c);
@@ -429,7 +437,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	conn_start(c);
 	herdd.stats.connections_accepted++;
 	log_debug("connection %llu from uid %u pid %d", (unsigned long long)c->serial,
-	    (unsigned)cred.uid, (int)cred.pid);
+	    (unsigned)cred->uid, (int)cred->pid);
 	if (admit(c))
 		dispatch_accepted(c);
 }

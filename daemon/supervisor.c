@@ -694,7 +694,7 @@ reaped(struct worker *w, int status, const struct rusage *ru)
 
 	w->reaped = true;
 	/* The last /proc reading may be an interval old: the kernel's total is final. */
-	if (rusage_ms(ru) > w->cpu_ms)
+	if (ru && rusage_ms(ru) > w->cpu_ms)
 		w->cpu_ms = rusage_ms(ru);
 	sup_pid_forget(w);
 	w->ended_ms = now_ms();
@@ -769,22 +769,28 @@ escapee_check_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 	kill_escapees();
 }
 
+/* One reaped child: a worker's exit, or a pid that was no worker. ru may be NULL. */
+void
+sup_reap(pid_t pid, int status, const struct rusage *ru)
+{
+	struct worker *w = sup_by_pid(pid);
+
+	if (w)
+		reaped(w, status, ru);
+	else
+		log_debug("reaped pid %d (not a worker)", (int)pid);
+}
+
 static void
 child_cb(struct ev_loop *loop, ev_signal *s, int revents)
 {
 	struct rusage ru;
-	struct worker *w;
 	int status;
 	pid_t pid;
 
 	/* One SIGCHLD may stand for many children. */
-	while ((pid = wait4(-1, &status, WNOHANG, &ru)) > 0) {
-		w = sup_by_pid(pid);
-		if (w)
-			reaped(w, status, &ru);
-		else
-			log_debug("reaped pid %d (not a worker)", (int)pid);
-	}
+	while ((pid = wait4(-1, &status, WNOHANG, &ru)) > 0)
+		sup_reap(pid, status, &ru);
 	/*
 	 * Once for all the reaps of this loop iteration: a thousand workers
 	 * stopped together must not read /proc a thousand times.
@@ -798,6 +804,8 @@ sup_init(void)
 {
 	TAILQ_INIT(&herdd.workers);
 	TAILQ_INIT(&herdd.exited);
+	/* A fresh state (the fuzz target makes one per input) names its first worker w1. */
+	next_worker = 1;
 	ev_signal_init(&child_watcher, child_cb, SIGCHLD);
 	ev_signal_start(herdd.loop, &child_watcher);
 	ev_prepare_init(&escapee_check, escapee_check_cb);

@@ -21,17 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz-reader.h"
+#include "fuzz.h"
 #include "proto.h"
 #include "ref-parse.h"
-
-#define FUZZ_CHECK(cond)                                                                           \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 struct outcome {
 	json_t *msgs;

@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fuzz-reader.h"
+#include "fuzz.h"
 
 static int
 replay_file(int dirfd, const char *path)
