@@ -265,7 +265,8 @@ fill(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 	}
 	w->pool = a->pool ? strdup(a->pool) : NULL;
 	w->init = a->init ? json_incref(a->init) : NULL;
-	if (!w->path || !w->cwd || !w->name || (a->pool && !w->pool) || !w->argv || !w->env || !w->settings) {
+	if (!w->path || !w->cwd || !w->name || (a->pool && !w->pool) || !w->argv || !w->env ||
+	    !w->settings) {
 		snprintf(why, len, "out of memory");
 		return -ENOMEM;
 	}
@@ -310,10 +311,10 @@ h_spawn(struct conn *c, json_t *id, json_t *params)
 
 	if (proto_unpack(params, &err,
 	        "{s:s, s?o, s?s, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o}", "path",
-	        &a.path, "argv", &a.argv, "name", &a.name, "pool", &a.pool, "env", &a.env, "cwd", &a.cwd, "umask",
-	        &a.umask, "stdout", &a.out[0], "stderr", &a.out[1], "init", &a.init, "shutdown_on",
-	        &a.shutdown_on, "spawn_timeout_ms", &a.spawn_timeout_ms, "connection_timeout_ms",
-	        &a.connection_timeout_ms, "settings", &a.settings) < 0) {
+	        &a.path, "argv", &a.argv, "name", &a.name, "pool", &a.pool, "env", &a.env, "cwd",
+	        &a.cwd, "umask", &a.umask, "stdout", &a.out[0], "stderr", &a.out[1], "init",
+	        &a.init, "shutdown_on", &a.shutdown_on, "spawn_timeout_ms", &a.spawn_timeout_ms,
+	        "connection_timeout_ms", &a.connection_timeout_ms, "settings", &a.settings) < 0) {
 		dispatch_invalid_params(c, id, &err);
 		return;
 	}

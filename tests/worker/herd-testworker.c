@@ -228,12 +228,26 @@ parse_signal(json_t *v)
 	return -EINVAL;
 }
 
+/* Ends the process by sig's default action, not a sanitizer's handler, and no core file. */
+static void
+die_by(herd_request *req, int sig)
+{
+	struct rlimit no_core = { 0, 0 };
+	sigset_t set;
+
+	setrlimit(RLIMIT_CORE, &no_core);
+	signal(sig, SIG_DFL);
+	sigemptyset(&set);
+	sigaddset(&set, sig);
+	sigprocmask(SIG_UNBLOCK, &set, NULL);
+	raise(sig);
+	herd_request_fail(req, "signal %d did not end the process", sig);
+}
+
 static void
 fn_crash(herd_request *req, json_t *arg)
 {
-	struct rlimit no_core = { 0, 0 };
 	json_t *sigv = NULL;
-	sigset_t set;
 	int sig = SIGSEGV;
 
 	served(req);
@@ -243,14 +257,25 @@ fn_crash(herd_request *req, json_t *arg)
 		herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "unknown signal");
 		return;
 	}
-	/* The default action, not a sanitizer's handler, and no core file. */
-	setrlimit(RLIMIT_CORE, &no_core);
-	signal(sig, SIG_DFL);
-	sigemptyset(&set);
-	sigaddset(&set, sig);
-	sigprocmask(SIG_UNBLOCK, &set, NULL);
-	raise(sig);
-	herd_request_fail(req, "signal %d did not end the process", sig);
+	die_by(req, sig);
+}
+
+/* poison {"x": X, "crash"?: true} -> X; with crash, says so on stderr and dies by SIGSEGV. */
+static void
+fn_poison(herd_request *req, json_t *arg)
+{
+	json_int_t x;
+	int crash = 0;
+
+	served(req);
+	if (unpack(req, arg, "{s:I, s?b}", "x", &x, "crash", &crash) < 0)
+		return;
+	if (crash) {
+		fprintf(stderr, "herd-testworker: poisoned by x=%lld\n", (long long)x);
+		die_by(req, SIGSEGV);
+		return;
+	}
+	herd_request_reply(req, json_integer(x));
 }
 
 static void
@@ -725,6 +750,7 @@ static const struct herd_function functions[] = {
 	{ "spin", HERD_KIND_CALL, fn_spin },
 	{ "fail", HERD_KIND_CALL, fn_fail },
 	{ "crash", HERD_KIND_CALL, fn_crash },
+	{ "poison", HERD_KIND_CALL, fn_poison },
 	{ "exit", HERD_KIND_CALL, fn_exit },
 	{ "fail_later", HERD_KIND_CALL, fn_fail_later },
 	{ "pid", HERD_KIND_CALL, fn_pid },

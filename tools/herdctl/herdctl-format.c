@@ -96,11 +96,11 @@ worker_row(const json_t *w, char cells[N_COLS][64])
 void
 print_worker_table(FILE *f, const json_t *workers)
 {
-	static const char *const head[N_COLS] = { "ID", "NAME", "POOL", "PID", "OWNER", "STATE", "UPTIME",
-		"HB-AGE", "RSS", "CPU", "REASON" };
+	static const char *const head[N_COLS] = { "ID", "NAME", "POOL", "PID", "OWNER", "STATE",
+		"UPTIME", "HB-AGE", "RSS", "CPU", "REASON" };
 	/* Numbers read better right-aligned. */
-	static const bool right[N_COLS] = { false, false, false, true, true, false, true, true, true,
-		true, false };
+	static const bool right[N_COLS] = { false, false, false, true, true, false, true, true,
+		true, true, false };
 	size_t n = json_array_size(workers), i, c;
 	char(*rows)[N_COLS][64] = calloc(n + 1, sizeof(*rows));
 	int width[N_COLS] = { 0 };
@@ -175,9 +175,10 @@ print_field(FILE *f, const char *key, const json_t *v)
 void
 print_worker(FILE *f, const json_t *worker)
 {
-	static const char *const order[] = { "id", "name", "pool", "state", "reason", "pid", "pgid", "uid",
-		"owner", "shutdown_on", "started_at", "uptime_ms", "heartbeat_age_ms", "rss_kib",
-		"cpu_ms", "exit_code", "signal", "message", "socket", "path", "argv", NULL };
+	static const char *const order[] = { "id", "name", "pool", "state", "reason", "pid", "pgid",
+		"uid", "owner", "shutdown_on", "started_at", "uptime_ms", "heartbeat_age_ms",
+		"rss_kib", "cpu_ms", "exit_code", "signal", "message", "socket", "path", "argv",
+		NULL };
 	const char *key;
 	json_t *v;
 	size_t i;

@@ -129,8 +129,8 @@ map_next(void *userdata)
 		const char *kind = json_kind(v);
 
 		json_decref(v);
-		return bad_line(m, index, "a task's argument is an object, an array or null, not a %s",
-		    kind);
+		return bad_line(
+		    m, index, "a task's argument is an object, an array or null, not a %s", kind);
 	}
 	return v;
 }
@@ -169,8 +169,11 @@ map_task(herd_job *job, size_t index, int r, json_t *result, herd_error *err, vo
 			snprintf(msg, sizeof(msg), "%s", strerror(-r));
 		m->failed++;
 		out = json_pack("{s:I, s:{s:s, s:s, s:O*}}", "index", (json_int_t)index, "error",
-		    "name", name, "message", why ? why : err ? herd_error_message(err) : msg, "data",
-		    data);
+		    "name", name, "message",
+		    why       ? why
+		        : err ? herd_error_message(err)
+		              : msg,
+		    "data", data);
 		report_failure(index, name, why ? why : err ? herd_error_message(err) : msg, data);
 	} else if (m->unordered) {
 		out = json_pack("{s:I, s:O}", "index", (json_int_t)index, "result", result);
@@ -283,8 +286,8 @@ map_run(herd_pool *p, struct map *m, const char *function)
 		return EXIT_FAILURE;
 	}
 	if (r == 0 && m->failed)
-		ctl_error("failed", "%llu of %zu tasks failed", (unsigned long long)m->failed,
-		    m->n_read);
+		ctl_error(
+		    "failed", "%llu of %zu tasks failed", (unsigned long long)m->failed, m->n_read);
 	return r < 0 || m->failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 

@@ -143,7 +143,8 @@ ctl_opt_seconds(json_t *into, const struct ctl_opt *o, const char *arg)
 	errno = 0;
 	s = strtod(arg, &end);
 	if (errno || end == arg || *end || !(s > 0) || s * 1000.0 > (double)o->max)
-		return ctl_usage_error("--%s takes seconds above 0 (0.5, 30...), not '%s'", o->name, arg);
+		return ctl_usage_error(
+		    "--%s takes seconds above 0 (0.5, 30...), not '%s'", o->name, arg);
 	return ctl_opt_store(into, o, json_integer((json_int_t)(s * 1000.0 + 0.5) ?: 1));
 }
 

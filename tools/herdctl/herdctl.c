@@ -277,7 +277,8 @@ static const struct ctl_opt map_opts[] = {
 	{ "workers", 'j', "N", "workers in the pool (default: the CPUs herdctl\nmay run on)",
 	    ctl_opt_int, 1, 4096 },
 	{ "unordered", 'u', NULL,
-	    "write results as they complete, each as\n{\"index\":N,\"result\":R} (default: in input\norder, the bare result)",
+	    "write results as they complete, each as\n{\"index\":N,\"result\":R} (default: in "
+	    "input\norder, the bare result)",
 	    ctl_opt_true, 0, 0 },
 	{ "retries", 0, "K",
 	    "times a task may lose its worker (crash,\ntimeout) before it is reported (default 3)",
@@ -353,7 +354,9 @@ static const struct command commands[] = {
 	{ "spawn", "-- PATH [ARGS...]", "start a worker and print its id, pid and socket",
 	    CMD_AUTOSTART | CMD_ARGV, 1, INT_MAX, spawn_opts, cmd_spawn, show_spawned },
 	{ "map", "-- EXE [ARGS...] FUNCTION",
-	    "call FUNCTION on each JSON line of stdin with a\npool of EXE workers; one JSON line out per line\nin, a failed one as {\"index\":N,\"error\":{...}};\nexit 1 if any failed",
+	    "call FUNCTION on each JSON line of stdin with a\npool of EXE workers; one JSON line "
+	    "out per line\nin, a failed one as {\"index\":N,\"error\":{...}};\nexit 1 if any "
+	    "failed",
 	    CMD_AUTOSTART | CMD_ARGV, 2, INT_MAX, map_opts, cmd_map, NULL },
 	{ 0 },
 };
