@@ -92,14 +92,23 @@ fn_echo(herd_request *req, json_t *arg)
 	herd_request_reply(req, json_incref(arg));
 }
 
+static void die_by(herd_request *req, int sig);
+
 static void
 fn_sum(herd_request *req, json_t *arg)
 {
 	json_int_t n, i, s = 0;
+	int crash = 0;
 
 	served(req);
-	if (unpack(req, arg, "{s:I}", "n", &n) < 0)
+	if (unpack(req, arg, "{s:I, s?b}", "n", &n, "crash", &crash) < 0)
 		return;
+	/* A poison task: it kills every worker it is given, and says so on stderr. */
+	if (crash) {
+		fprintf(stderr, "herd-testworker: sum crashes on n=%lld\n", (long long)n);
+		die_by(req, SIGSEGV);
+		return;
+	}
 	for (i = 0; i < n; i++)
 		s += i;
 	herd_request_reply(req, json_integer(s));
@@ -258,24 +267,6 @@ fn_crash(herd_request *req, json_t *arg)
 		return;
 	}
 	die_by(req, sig);
-}
-
-/* poison {"x": X, "crash"?: true} -> X; with crash, says so on stderr and dies by SIGSEGV. */
-static void
-fn_poison(herd_request *req, json_t *arg)
-{
-	json_int_t x;
-	int crash = 0;
-
-	served(req);
-	if (unpack(req, arg, "{s:I, s?b}", "x", &x, "crash", &crash) < 0)
-		return;
-	if (crash) {
-		fprintf(stderr, "herd-testworker: poisoned by x=%lld\n", (long long)x);
-		die_by(req, SIGSEGV);
-		return;
-	}
-	herd_request_reply(req, json_integer(x));
 }
 
 static void
@@ -750,7 +741,6 @@ static const struct herd_function functions[] = {
 	{ "spin", HERD_KIND_CALL, fn_spin },
 	{ "fail", HERD_KIND_CALL, fn_fail },
 	{ "crash", HERD_KIND_CALL, fn_crash },
-	{ "poison", HERD_KIND_CALL, fn_poison },
 	{ "exit", HERD_KIND_CALL, fn_exit },
 	{ "fail_later", HERD_KIND_CALL, fn_fail_later },
 	{ "pid", HERD_KIND_CALL, fn_pid },

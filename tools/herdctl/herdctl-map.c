@@ -162,19 +162,13 @@ map_task(herd_job *job, size_t index, int r, json_t *result, herd_error *err, vo
 	(void)job;
 	if (r < 0) {
 		const char *name = why ? "invalid_params" : err ? herd_error_name(err) : "error";
+		const char *message = why ? why : err ? herd_error_message(err) : strerror(-r);
 		json_t *data = why || !err ? NULL : herd_error_data(err);
-		char msg[128] = "";
 
-		if (!err && !why)
-			snprintf(msg, sizeof(msg), "%s", strerror(-r));
 		m->failed++;
 		out = json_pack("{s:I, s:{s:s, s:s, s:O*}}", "index", (json_int_t)index, "error",
-		    "name", name, "message",
-		    why       ? why
-		        : err ? herd_error_message(err)
-		              : msg,
-		    "data", data);
-		report_failure(index, name, why ? why : err ? herd_error_message(err) : msg, data);
+		    "name", name, "message", message, "data", data);
+		report_failure(index, name, message, data);
 	} else if (m->unordered) {
 		out = json_pack("{s:I, s:O}", "index", (json_int_t)index, "result", result);
 	}
@@ -217,7 +211,7 @@ find_exe(const char *exe)
 }
 
 /*
- * The pool: the options herdctl read (params), herd_pool_new's names. Its
+ * The pool, from map's options (params) under herd_pool_new's names. Its
  * own connections never time out for silence (the iterator may block on a
  * slow stdin), while its workers keep their heartbeats with herdd.
  */

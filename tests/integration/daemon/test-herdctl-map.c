@@ -272,15 +272,16 @@ START_TEST(test_map_failed_task)
 	ck_assert_int_eq(json_integer_value(v), 120);
 	json_decref(v);
 	/* One line per failure on stderr, by input line number, then the count. */
-	ck_assert_msg(strstr(r.stderr_text,
-	                  "herdctl: function_failed: line 2: product of 1..30 overflows\n"),
+	ck_assert_msg(
+	    strstr(r.stderr_text, "herdctl: function_failed: line 2: product of 1..30 overflows\n"),
 	    "%s", r.stderr_text);
-	ck_assert_msg(strstr(r.stderr_text, "line 4: a task's argument is an object, an array or "
-	                                    "null, not a number"),
+	ck_assert_msg(strstr(r.stderr_text,
+	                  "line 4: a task's argument is an object, an array or "
+	                  "null, not a number"),
 	    "%s", r.stderr_text);
 	ck_assert_msg(strstr(r.stderr_text, "line 5: not JSON"), "%s", r.stderr_text);
-	ck_assert_msg(strstr(r.stderr_text, "herdctl: failed: 3 of 6 tasks failed\n"), "%s",
-	    r.stderr_text);
+	ck_assert_msg(
+	    strstr(r.stderr_text, "herdctl: failed: 3 of 6 tasks failed\n"), "%s", r.stderr_text);
 	ck_assert_ptr_null(strchr(r.stderr_text, '\r'));
 	map_free(&r);
 }
@@ -290,20 +291,20 @@ END_TEST
 START_TEST(test_map_poison)
 {
 	const char *tw = ht_env_path("HERD_TESTWORKER");
-	const char *args[] = { "-j", "2", "--retries", "1", "--", tw, "poison", NULL };
+	const char *args[] = { "-j", "2", "--retries", "1", "--", tw, "sum", NULL };
 	struct map_run r = { 0 };
 	json_t *v, *data;
 	char *in = NULL;
 
 	for (int i = 0; i < 200; i++)
-		appendf(&in, i == 57 ? "{\"x\":%d,\"crash\":true}\n" : "{\"x\":%d}\n", i);
+		appendf(&in, i == 57 ? "{\"n\":%d,\"crash\":true}\n" : "{\"n\":%d}\n", i);
 	map_run(&r, in, args);
 	ck_assert_msg(r.code == 1, "exit %d: %s", r.code, r.stderr_text);
 	ck_assert_int_eq(count_lines(r.stdout_text), 200);
 	for (size_t i = 0; i < 200; i++) {
 		v = out_line(&r, i);
 		if (i != 57)
-			ck_assert_int_eq(json_integer_value(v), (json_int_t)i);
+			ck_assert_int_eq(json_integer_value(v), (json_int_t)(i * (i - 1) / 2));
 		else {
 			ck_assert_int_eq(json_integer_value(json_object_get(v, "index")), 57);
 			ck_assert_str_eq(
@@ -311,15 +312,15 @@ START_TEST(test_map_poison)
 			data = json_object_get(json_object_get(v, "error"), "data");
 			ck_assert_str_eq(ht_str(data, "signal"), "SIGSEGV");
 			ck_assert_msg(ht_lines_contain(json_object_get(data, "stderr_tail"),
-			                  "poisoned by x=57"),
+			                  "sum crashes on n=57"),
 			    "%s", ht_dump(data));
 		}
 		json_decref(v);
 	}
-	ck_assert_msg(strstr(r.stderr_text, "herdctl: task_crashed: line 58: "), "%s",
-	    r.stderr_text);
+	ck_assert_msg(
+	    strstr(r.stderr_text, "herdctl: task_crashed: line 58: "), "%s", r.stderr_text);
 	ck_assert_msg(strstr(r.stderr_text, "SIGSEGV"), "%s", r.stderr_text);
-	ck_assert_msg(strstr(r.stderr_text, "    | herd-testworker: poisoned by x=57\n"), "%s",
+	ck_assert_msg(strstr(r.stderr_text, "    | herd-testworker: sum crashes on n=57\n"), "%s",
 	    r.stderr_text);
 	map_free(&r);
 	free(in);
@@ -366,8 +367,9 @@ pool_worker_pid(struct ht_conn *c, const char *name)
 	json_t *w = json_object_get(ev, "worker");
 	pid_t pid = ht_worker_pid(w);
 
-	ck_assert_msg(json_is_string(json_object_get(w, "pool")) && !strcmp(ht_str(w, "pool"), name),
-	    "%s", ht_dump(w));
+	ck_assert_msg(
+	    json_is_string(json_object_get(w, "pool")) && !strcmp(ht_str(w, "pool"), name), "%s",
+	    ht_dump(w));
 	json_decref(ev);
 	return pid;
 }
@@ -380,7 +382,7 @@ START_TEST(test_map_worker_killed)
 {
 	const char *tw = ht_env_path("HERD_TESTWORKER");
 	const char *herdctl = ht_env_path("HERDCTL");
-	const char *args[] = { "-j", "2", "--name", "maptest", "--", tw, "poison", NULL };
+	const char *args[] = { "-j", "2", "--name", "maptest", "--", tw, "sum", NULL };
 	const char *list_argv[] = { herdctl, "--socket", ht_herdd->socket, "list", NULL };
 	struct map_run r = { 0 };
 	char *half1 = NULL, *half2 = NULL, *want = NULL, *list_out = NULL;
@@ -388,8 +390,8 @@ START_TEST(test_map_worker_killed)
 	pid_t victim;
 
 	for (int i = 0; i < N_LINES; i++) {
-		appendf(i < N_LINES / 2 ? &half1 : &half2, "{\"x\":%d}\n", i);
-		appendf(&want, "%d\n", i);
+		appendf(i < N_LINES / 2 ? &half1 : &half2, "{\"n\":%d}\n", i);
+		appendf(&want, "%d\n", i * (i - 1) / 2);
 	}
 	map_prepare(&r, NULL);
 	json_decref(ht_call_ok(ht_master, "subscribe", json_pack("{s:b}", "all", 1)));
