@@ -421,6 +421,30 @@ START_TEST(test_map_worker_killed)
 }
 END_TEST
 
+/* herdd keeps spawn's "pool" for list and inspect, null without one, and checks it as "name". */
+START_TEST(test_spawn_pool_param)
+{
+	json_t *sp, *w;
+	char id[32];
+
+	sp = ht_spawn_ok(ht_master, ht_testworker_params(json_pack("{s:s}", "pool", "p1")));
+	snprintf(id, sizeof(id), "%s", ht_str(sp, "id"));
+	json_decref(sp);
+	w = ht_call_ok(ht_master, "inspect", json_pack("{s:s}", "id", id));
+	ck_assert_str_eq(ht_str(ht_assert_result(w), "pool"), "p1");
+	json_decref(w);
+	sp = ht_spawn_ok(ht_master, ht_testworker_params(NULL));
+	w = ht_call_ok(ht_master, "inspect", json_pack("{s:s}", "id", ht_str(sp, "id")));
+	ck_assert(json_is_null(json_object_get(ht_assert_result(w), "pool")));
+	json_decref(w);
+	json_decref(sp);
+	ht_expect(ht_master, "spawn", ht_testworker_params(json_pack("{s:s}", "pool", "")),
+	    "invalid_params");
+	ht_expect(ht_master, "spawn", ht_testworker_params(json_pack("{s:i}", "pool", 1)),
+	    "invalid_params");
+}
+END_TEST
+
 /* Under a terminal (script(1) gives stderr a pty) the progress bar is drawn. */
 START_TEST(test_map_progress_on_terminal)
 {
@@ -469,4 +493,4 @@ END_TEST
 HT_MAIN("herdctl-map", HT_CASE("usage", 40, test_map_usage),
     HT_HERDD_CASE("map", 120, ht_grace_args, test_map_ordered, test_map_unordered,
         test_map_failed_task, test_map_poison, test_map_timeout, test_map_worker_killed,
-        test_map_progress_on_terminal))
+        test_map_progress_on_terminal, test_spawn_pool_param))
