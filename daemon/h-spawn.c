@@ -23,7 +23,7 @@
 #define UNSET INT64_MIN
 
 struct spawn_args {
-	const char *path, *name, *cwd, *shutdown_on;
+	const char *path, *name, *pool, *cwd, *shutdown_on;
 	json_t *argv, *env, *out[2], *init, *settings;
 	json_int_t umask, spawn_timeout_ms, connection_timeout_ms;
 };
@@ -213,7 +213,7 @@ fill_exec(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 	return 0;
 }
 
-/* umask, name, stdout/stderr and shutdown_on. */
+/* umask, name, pool, stdout/stderr and shutdown_on. */
 static int
 fill_process(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 {
@@ -224,6 +224,8 @@ fill_process(struct worker *w, const struct spawn_args *a, char *why, size_t len
 	w->umask = (unsigned)a->umask;
 	if (a->name && (strlen(a->name) == 0 || strlen(a->name) > MAX_NAME))
 		return invalid(why, len, "name must hold 1 to %d bytes", MAX_NAME);
+	if (a->pool && (strlen(a->pool) == 0 || strlen(a->pool) > MAX_NAME))
+		return invalid(why, len, "pool must hold 1 to %d bytes", MAX_NAME);
 	for (size_t i = 0; i < 2; i++) {
 		r = parse_output(a->out[i], &w->out[i], why, len);
 		if (r < 0)
@@ -261,8 +263,10 @@ fill(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 
 		w->name = strndup(*base ? base : a->path, MAX_NAME);
 	}
+	w->pool = a->pool ? strdup(a->pool) : NULL;
 	w->init = a->init ? json_incref(a->init) : NULL;
-	if (!w->path || !w->cwd || !w->name || !w->argv || !w->env || !w->settings) {
+	if (!w->path || !w->cwd || !w->name || (a->pool && !w->pool) || !w->argv || !w->env ||
+	    !w->settings) {
 		snprintf(why, len, "out of memory");
 		return -ENOMEM;
 	}
@@ -291,7 +295,7 @@ over_limit(struct conn *c, unsigned *value)
 	return NULL;
 }
 
-/* spawn {path, argv?, name?, env?, cwd?, umask?, stdout?, stderr?, init?, shutdown_on?, ...} */
+/* spawn {path, argv?, name?, pool?, env?, cwd?, umask?, stdout?, stderr?, init?, shutdown_on?, ...} */
 void
 h_spawn(struct conn *c, json_t *id, json_t *params)
 {
@@ -306,11 +310,11 @@ h_spawn(struct conn *c, json_t *id, json_t *params)
 	int r;
 
 	if (proto_unpack(params, &err,
-	        "{s:s, s?o, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o}", "path",
-	        &a.path, "argv", &a.argv, "name", &a.name, "env", &a.env, "cwd", &a.cwd, "umask",
-	        &a.umask, "stdout", &a.out[0], "stderr", &a.out[1], "init", &a.init, "shutdown_on",
-	        &a.shutdown_on, "spawn_timeout_ms", &a.spawn_timeout_ms, "connection_timeout_ms",
-	        &a.connection_timeout_ms, "settings", &a.settings) < 0) {
+	        "{s:s, s?o, s?s, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o}", "path",
+	        &a.path, "argv", &a.argv, "name", &a.name, "pool", &a.pool, "env", &a.env, "cwd",
+	        &a.cwd, "umask", &a.umask, "stdout", &a.out[0], "stderr", &a.out[1], "init",
+	        &a.init, "shutdown_on", &a.shutdown_on, "spawn_timeout_ms", &a.spawn_timeout_ms,
+	        "connection_timeout_ms", &a.connection_timeout_ms, "settings", &a.settings) < 0) {
 		dispatch_invalid_params(c, id, &err);
 		return;
 	}

@@ -366,6 +366,7 @@ struct worker {
 	bool in_pid_map;
 	char id[24];
 	char *name;
+	char *pool; /* the pool it belongs to (spawn param "pool"), for display; or NULL */
 	char *path;
 	json_t *argv; /* array of strings */
 	json_t *env; /* object, the requester's additions; until the worker is ready */

@@ -198,6 +198,7 @@ sup_worker_free(struct worker *w)
 		free(w->out[i].path);
 	}
 	free(w->name);
+	free(w->pool);
 	free(w->path);
 	free(w->cwd);
 	free(w->message);
@@ -342,13 +343,13 @@ sup_worker_json(const struct worker *w)
 		((struct worker *)w)->cpu_ms = cpu * 1000 / (uint64_t)sysconf(_SC_CLK_TCK);
 	}
 	o = json_pack(
-	    "{s:s, s:s?, s:i, s:i, s:{s:i, s:I, s:I, s:I}, s:I, s:s, s:s?, s:s, s:s, s:I, "
+	    "{s:s, s:s?, s:s?, s:i, s:i, s:{s:i, s:I, s:I, s:I}, s:I, s:s, s:s?, s:s, s:s, s:I, "
 	    "s:s?, s:s, s:O}",
-	    "id", w->id, "name", w->name, "pid", (int)w->pid, "pgid", (int)w->pid, "owner", "pid",
-	    (int)w->owner_pid, "uid", (json_int_t)w->uid, "gid", (json_int_t)w->owner_gid,
-	    "connection", (json_int_t)0, "uid", (json_int_t)w->uid, "state",
-	    proto_state_name(w->state), "reason", proto_reason_name(w->reason), "shutdown_on",
-	    proto_shutdown_on_name(w->shutdown_on), "started_at", "", "uptime_ms",
+	    "id", w->id, "name", w->name, "pool", w->pool, "pid", (int)w->pid, "pgid", (int)w->pid,
+	    "owner", "pid", (int)w->owner_pid, "uid", (json_int_t)w->uid, "gid",
+	    (json_int_t)w->owner_gid, "connection", (json_int_t)0, "uid", (json_int_t)w->uid,
+	    "state", proto_state_name(w->state), "reason", proto_reason_name(w->reason),
+	    "shutdown_on", proto_shutdown_on_name(w->shutdown_on), "started_at", "", "uptime_ms",
 	    (json_int_t)((sup_is_live(w) ? now : w->ended_ms) - w->started_ms), "socket",
 	    w->socket[0] && w->state != PROTO_STATE_STARTING && sup_is_live(w) ? w->socket : NULL,
 	    "path", w->path, "argv", w->argv);

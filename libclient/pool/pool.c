@@ -409,7 +409,9 @@ slot_spawn(struct slot *s)
 	int r = -ENOMEM;
 
 	snprintf(name, sizeof(name), "%s.%u", p->name, s->idx);
-	if (opts && json_object_set_new(opts, "name", json_string(name)) == 0)
+	/* herdd keeps the pool's name with the worker, for list and inspect. */
+	if (opts && json_object_set_new(opts, "name", json_string(name)) == 0 &&
+	    json_object_set_new(opts, "pool", json_string(p->name)) == 0)
 		r = herd_master_spawn_async(p->m, opts, spawn_done, s);
 	json_decref(opts);
 	if (r < 0) {

@@ -65,15 +65,24 @@ fn_echo(herd_request *req, json_t *arg)
 	herd_request_reply(req, json_incref(arg));
 }
 
+static void die_by(herd_request *req, int sig);
+
 /* Every function opens alike (count, unpack, answer): the worker API's grammar, not a copy. */
 static void
 fn_sum(herd_request *req, json_t *arg)
 {
 	json_int_t n, i, s = 0;
+	int crash = 0;
 
 	served(req);
-	if (wa_unpack(req, arg, "{s:I}", "n", &n) < 0)
+	if (wa_unpack(req, arg, "{s:I, s?b}", "n", &n, "crash", &crash) < 0)
 		return;
+	/* A poison task: it kills every worker it is given, and says so on stderr. */
+	if (crash) {
+		fprintf(stderr, "herd-testworker: sum crashes on n=%lld\n", (long long)n);
+		die_by(req, SIGSEGV);
+		return;
+	}
 	for (i = 0; i < n; i++)
 		s += i;
 	herd_request_reply(req, json_integer(s));
@@ -202,12 +211,26 @@ parse_signal(json_t *v)
 	return -EINVAL;
 }
 
+/* Ends the process by sig's default action, not a sanitizer's handler, and no core file. */
+static void
+die_by(herd_request *req, int sig)
+{
+	struct rlimit no_core = { 0, 0 };
+	sigset_t set;
+
+	setrlimit(RLIMIT_CORE, &no_core);
+	signal(sig, SIG_DFL);
+	sigemptyset(&set);
+	sigaddset(&set, sig);
+	sigprocmask(SIG_UNBLOCK, &set, NULL);
+	raise(sig);
+	herd_request_fail(req, "signal %d did not end the process", sig);
+}
+
 static void
 fn_crash(herd_request *req, json_t *arg)
 {
-	struct rlimit no_core = { 0, 0 };
 	json_t *sigv = NULL;
-	sigset_t set;
 	int sig = SIGSEGV;
 
 	served(req);
@@ -217,14 +240,7 @@ fn_crash(herd_request *req, json_t *arg)
 		herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "unknown signal");
 		return;
 	}
-	/* The default action, not a sanitizer's handler, and no core file. */
-	setrlimit(RLIMIT_CORE, &no_core);
-	signal(sig, SIG_DFL);
-	sigemptyset(&set);
-	sigaddset(&set, sig);
-	sigprocmask(SIG_UNBLOCK, &set, NULL);
-	raise(sig);
-	herd_request_fail(req, "signal %d did not end the process", sig);
+	die_by(req, sig);
 }
 
 static void

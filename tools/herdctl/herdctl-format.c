@@ -10,7 +10,7 @@
 
 #include "herdctl.h"
 
-#define N_COLS 10
+#define N_COLS 11
 
 void
 fmt_duration(char *buf, size_t len, const json_t *ms)
@@ -59,7 +59,7 @@ str_or_dash(const json_t *v)
 	return json_is_string(v) ? json_string_value(v) : "-";
 }
 
-/* Fills the ten cells of one worker row. */
+/* Fills the cells of one worker row. */
 static void
 worker_row(const json_t *w, char cells[N_COLS][64])
 {
@@ -70,36 +70,37 @@ worker_row(const json_t *w, char cells[N_COLS][64])
 
 	snprintf(cells[0], 64, "%s", str_or_dash(json_object_get(w, "id")));
 	snprintf(cells[1], 64, "%s", str_or_dash(json_object_get(w, "name")));
+	snprintf(cells[2], 64, "%s", str_or_dash(json_object_get(w, "pool")));
 	if (json_is_integer(pid))
-		snprintf(cells[2], 64, "%lld", (long long)json_integer_value(pid));
+		snprintf(cells[3], 64, "%lld", (long long)json_integer_value(pid));
 	else
-		snprintf(cells[2], 64, "-");
+		snprintf(cells[3], 64, "-");
 	/* The master's pid; in parentheses once its session ended. */
 	if (!json_is_integer(opid))
-		snprintf(cells[3], 64, "-");
+		snprintf(cells[4], 64, "-");
 	else if (json_is_null(json_object_get(owner, "connection")))
-		snprintf(cells[3], 64, "(%lld)", (long long)json_integer_value(opid));
+		snprintf(cells[4], 64, "(%lld)", (long long)json_integer_value(opid));
 	else
-		snprintf(cells[3], 64, "%lld", (long long)json_integer_value(opid));
-	snprintf(cells[4], 64, "%s", str_or_dash(json_object_get(w, "state")));
-	fmt_duration(cells[5], 64, json_object_get(w, "uptime_ms"));
-	fmt_duration(cells[6], 64, json_object_get(w, "heartbeat_age_ms"));
-	fmt_kib(cells[7], 64, json_object_get(w, "rss_kib"));
+		snprintf(cells[4], 64, "%lld", (long long)json_integer_value(opid));
+	snprintf(cells[5], 64, "%s", str_or_dash(json_object_get(w, "state")));
+	fmt_duration(cells[6], 64, json_object_get(w, "uptime_ms"));
+	fmt_duration(cells[7], 64, json_object_get(w, "heartbeat_age_ms"));
+	fmt_kib(cells[8], 64, json_object_get(w, "rss_kib"));
 	if (json_is_integer(cpu))
-		snprintf(cells[8], 64, "%.2fs", (double)json_integer_value(cpu) / 1000.0);
+		snprintf(cells[9], 64, "%.2fs", (double)json_integer_value(cpu) / 1000.0);
 	else
-		snprintf(cells[8], 64, "-");
-	snprintf(cells[9], 64, "%s", str_or_dash(json_object_get(w, "reason")));
+		snprintf(cells[9], 64, "-");
+	snprintf(cells[10], 64, "%s", str_or_dash(json_object_get(w, "reason")));
 }
 
 void
 print_worker_table(FILE *f, const json_t *workers)
 {
-	static const char *const head[N_COLS] = { "ID", "NAME", "PID", "OWNER", "STATE", "UPTIME",
-		"HB-AGE", "RSS", "CPU", "REASON" };
+	static const char *const head[N_COLS] = { "ID", "NAME", "POOL", "PID", "OWNER", "STATE",
+		"UPTIME", "HB-AGE", "RSS", "CPU", "REASON" };
 	/* Numbers read better right-aligned. */
-	static const bool right[N_COLS] = { false, false, true, true, false, true, true, true, true,
-		false };
+	static const bool right[N_COLS] = { false, false, false, true, true, false, true, true,
+		true, true, false };
 	size_t n = json_array_size(workers), i, c;
 	char(*rows)[N_COLS][64] = calloc(n + 1, sizeof(*rows));
 	int width[N_COLS] = { 0 };
@@ -174,9 +175,10 @@ print_field(FILE *f, const char *key, const json_t *v)
 void
 print_worker(FILE *f, const json_t *worker)
 {
-	static const char *const order[] = { "id", "name", "state", "reason", "pid", "pgid", "uid",
-		"owner", "shutdown_on", "started_at", "uptime_ms", "heartbeat_age_ms", "rss_kib",
-		"cpu_ms", "exit_code", "signal", "message", "socket", "path", "argv", NULL };
+	static const char *const order[] = { "id", "name", "pool", "state", "reason", "pid", "pgid",
+		"uid", "owner", "shutdown_on", "started_at", "uptime_ms", "heartbeat_age_ms",
+		"rss_kib", "cpu_ms", "exit_code", "signal", "message", "socket", "path", "argv",
+		NULL };
 	const char *key;
 	json_t *v;
 	size_t i;

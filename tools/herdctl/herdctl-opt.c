@@ -134,6 +134,20 @@ ctl_opt_json(json_t *into, const struct ctl_opt *o, const char *arg)
 	return v ? ctl_opt_store(into, o, v) : EXIT_USAGE;
 }
 
+int
+ctl_opt_seconds(json_t *into, const struct ctl_opt *o, const char *arg)
+{
+	char *end;
+	double s;
+
+	errno = 0;
+	s = strtod(arg, &end);
+	if (errno || end == arg || *end || !(s > 0) || s * 1000.0 > (double)o->max)
+		return ctl_usage_error(
+		    "--%s takes seconds above 0 (0.5, 30...), not '%s'", o->name, arg);
+	return ctl_opt_store(into, o, json_integer((json_int_t)(s * 1000.0 + 0.5) ?: 1));
+}
+
 /* getopt_long's value for row i: its short letter, or a number above every letter. */
 static int
 opt_val(const struct ctl_opt *rows, size_t i)

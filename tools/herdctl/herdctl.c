@@ -265,6 +265,33 @@ cmd_spawn(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 	return EXIT_SUCCESS;
 }
 
+/* map: the options become the pool's; the last argument is the function. */
+static int
+cmd_map(struct ctl *c, const struct command *cmd, json_t *params, char **args)
+{
+	(void)cmd;
+	return ctl_map(c, params, args);
+}
+
+static const struct ctl_opt map_opts[] = {
+	{ "workers", 'j', "N", "workers in the pool (default: the CPUs herdctl\nmay run on)",
+	    ctl_opt_int, 1, 4096 },
+	{ "unordered", 'u', NULL,
+	    "write results as they complete, each as\n{\"index\":N,\"result\":R} (default: in "
+	    "input\norder, the bare result)",
+	    ctl_opt_true, 0, 0 },
+	{ "retries", 0, "K",
+	    "times a task may lose its worker (crash,\ntimeout) before it is reported (default 3)",
+	    ctl_opt_int, 0, 1000 },
+	{ "timeout", 0, "S",
+	    "seconds a task may run (fractions allowed);\nits worker is killed and replaced after",
+	    ctl_opt_seconds, 0, UINT32_MAX },
+	{ "window", 0, "N", "tasks in flight per worker (default 4)", ctl_opt_int, 1, 1024 },
+	{ "name", 0, "NAME", "the pool's name in list (default map-PID)", ctl_opt_string, 0, 0 },
+	{ "help", 'h', NULL, "this command's help", ctl_opt_true, 0, 0 },
+	{ 0 },
+};
+
 static const struct ctl_opt list_opts[] = {
 	{ "all", 'a', NULL, NULL, ctl_opt_true, 0, 0 },
 	{ 0 },
@@ -326,6 +353,11 @@ static const struct command commands[] = {
 	{ "stats", "", "herdd's counters", 0, 0, 0, NULL, cmd_request, print_stats },
 	{ "spawn", "-- PATH [ARGS...]", "start a worker and print its id, pid and socket",
 	    CMD_AUTOSTART | CMD_ARGV, 1, INT_MAX, spawn_opts, cmd_spawn, show_spawned },
+	{ "map", "-- EXE [ARGS...] FUNCTION",
+	    "call FUNCTION on each JSON line of stdin with a\npool of EXE workers; one JSON line "
+	    "out per line\nin, a failed one as {\"index\":N,\"error\":{...}};\nexit 1 if any "
+	    "failed",
+	    CMD_AUTOSTART | CMD_ARGV, 2, INT_MAX, map_opts, cmd_map, NULL },
 	{ 0 },
 };
 
@@ -380,6 +412,18 @@ print_help(FILE *f)
 	fputs("\nExit status: 0 on success, 1 if the operation failed, 2 for a usage error.\n", f);
 }
 
+/* "herdctl COMMAND --help", for a command whose options include --help. */
+static void
+print_command_help(FILE *f, const struct command *cmd)
+{
+	char usage[128];
+
+	fprintf(f, "Usage: herdctl [--socket PATH] %s\n\n%s\n\nOptions:\n",
+	    command_usage(cmd, usage, sizeof(usage)), cmd->help);
+	ctl_opt_help(f, cmd->opts);
+	fputs("\nExit status: 0 on success, 1 if the operation failed, 2 for a usage error.\n", f);
+}
+
 static const struct command *
 find_command(const char *name)
 {
@@ -408,6 +452,11 @@ run(struct ctl *c, const struct command *cmd, int argc, char **argv)
 	else
 		optind = 1;
 	nargs = argc - optind;
+	if (r == 0 && json_is_true(json_object_get(params, "help"))) {
+		print_command_help(stdout, cmd);
+		json_decref(params);
+		return EXIT_SUCCESS;
+	}
 	if (r == 0 && (nargs < cmd->min_args || nargs > cmd->max_args))
 		r = cmd->max_args == 0 ? ctl_usage_error("%s takes no argument", cmd->name)
 		                       : ctl_usage_error("%s", usage);

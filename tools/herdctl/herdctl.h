@@ -83,6 +83,18 @@ int ctl_parse_int(const char *s, int base, long long min, long long max, long lo
 /* Parses JSON text from the command line. Returns a new reference, or NULL (printed). */
 json_t *ctl_parse_json(const char *what, const char *text);
 
+/* Seconds with fractions (--timeout 0.5), stored in ms, at most max ms. */
+ctl_opt_set ctl_opt_seconds;
+
+/* ---- map (herdctl-map.c) ---- */
+
+/*
+ * map -- EXE [ARGS...] FUNCTION: JSON lines from stdin through a pool of EXE,
+ * one JSON line out per line in. params (stolen) holds the options. Returns
+ * the exit status: 1 if any task failed.
+ */
+int ctl_map(struct ctl *c, json_t *params, char **args);
+
 /* ---- herdd (herdctl-conn.c) ---- */
 
 /*
@@ -123,7 +135,7 @@ int ctl_call(
 void fmt_duration(char *buf, size_t len, const json_t *ms);
 /* "512K", "1.8M", "2.0G"; "-" for a non-integer. */
 void fmt_kib(char *buf, size_t len, const json_t *kib);
-/* The worker table: ID NAME PID OWNER STATE UPTIME HB-AGE RSS CPU REASON. */
+/* The worker table: ID NAME POOL PID OWNER STATE UPTIME HB-AGE RSS CPU REASON. */
 void print_worker_table(FILE *f, const json_t *workers);
 /* One worker, one "field: value" line each. */
 void print_worker(FILE *f, const json_t *worker);

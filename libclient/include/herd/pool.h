@@ -74,7 +74,7 @@ typedef struct herd_job herd_job;
  * herd_master_spawn() ("path", "argv", "init", "cwd", "env", "settings"...).
  * Without "path" the pool runs this process's own executable
  * (herd_self_path(): the start_app pattern, see herd_start_app()). "name"
- * is replaced by "POOL.K".
+ * is replaced by "POOL.K", and "pool" (herdd's record, shown by list) by POOL.
  *
  * pool_opts (borrowed, may be NULL), an object of:
  *   "workers"         number of workers (default: the CPUs this process may
