@@ -5,7 +5,7 @@
  * sequential count, the pool's and the pool's with a worker crash must all
  * print exactly the answer the generator knows, and leave no worker.
  *
- * $HERD_WORDFREQ_MB sets the size of the text (default 50 MB, 8 MB under
+ * $HERD_WORDFREQ_MB sets the size of the text (default 50 MB, 16 MB under
  * sanitizers or $HERD_TEST_SLOW, where counting is many times slower).
  */
 #include <stdint.h>
@@ -70,7 +70,8 @@ write_text(const char *path, json_int_t *counts)
 		for (int k = 0; r % 64 == 1 && word[k]; k++)
 			word[k] = (char)(word[k] - 'a' + 'A');
 		counts[i]++;
-		written += fprintf(f, "%s%s", word, seps[(r >> 8) % (sizeof(seps) / sizeof(seps[0]))]);
+		written +=
+		    fprintf(f, "%s%s", word, seps[(r >> 8) % (sizeof(seps) / sizeof(seps[0]))]);
 	}
 	ck_assert_int_eq(fclose(f), 0);
 }
@@ -117,7 +118,7 @@ static char *
 generate(char *dir, size_t len, int *ret_files)
 {
 	const char *env = getenv("HERD_WORDFREQ_MB");
-	int mb = env ? atoi(env) : ht_slow() > 1 ? 8 : 50, files = mb * 2;
+	int mb = env ? atoi(env) : ht_slow() > 1 ? 16 : 50, files = mb * 2;
 	json_int_t *counts = calloc(VOCABULARY, sizeof(*counts));
 	char path[256], *out;
 
@@ -149,8 +150,8 @@ run_wordfreq(const char *dir, const char *want, const char *a1, const char *a2, 
 		n++;
 	argv[n] = dir;
 	code = ht_run(argv, &out, &err, ht_ms(120000));
-	ck_assert_msg(code == 0, "wordfreq %s exited %d\nstdout:\n%s\nstderr:\n%s", a1, code, out,
-	    err);
+	ck_assert_msg(
+	    code == 0, "wordfreq %s exited %d\nstdout:\n%s\nstderr:\n%s", a1, code, out, err);
 	ck_assert_msg(strcmp(out, want) == 0, "wordfreq %s %s printed\n%s\ninstead of\n%s", a1,
 	    a2 ? a2 : "", out, want);
 	free(out);
