@@ -109,13 +109,14 @@ count_pool(json_t *args, json_t *pool_opts)
 		herd_job_on_progress(job, herd_progress_bar, (void *)"wordfreq");
 		r = herd_job_wait(job, HERD_TIMEOUT_INFINITE, &counts);
 		if (herd_pool_deaths(p))
-			fprintf(stderr, "wordfreq: %llu worker(s) died; their files were counted again\n",
+			fprintf(stderr,
+			    "wordfreq: %llu worker(s) died; their files were counted again\n",
 			    (unsigned long long)herd_pool_deaths(p));
 	}
 	if (r < 0)
 		fprintf(stderr, "wordfreq: %s\n",
 		    p && herd_pool_last_error(p) ? herd_error_message(herd_pool_last_error(p))
-		    : err                        ? herd_error_message(err)
+		        : err                    ? herd_error_message(err)
 		                                 : strerror(-r));
 	herd_error_unref(err);
 	herd_job_unref(job);
@@ -151,10 +152,12 @@ int
 main(int argc, char **argv)
 {
 	static const struct option opts[] = { { "workers", required_argument, NULL, 'w' },
-		{ "crash-on", required_argument, NULL, 'c' }, { "sequential", no_argument, NULL, 's' },
-		{ 0 } };
+		{ "crash-on", required_argument, NULL, 'c' },
+		{ "sequential", no_argument, NULL, 's' }, { 0 } };
 	char tmp[] = "/tmp/wordfreq-XXXXXX", marker[64];
-	json_t *pool_opts = json_object(), *args = json_array(), *counts = NULL, *a;
+	/* A file is a big task: one at a time per worker keeps the end of the map balanced. */
+	json_t *pool_opts = json_pack("{s:i}", "window", 1), *args = json_array(), *counts = NULL,
+	       *a;
 	const char *crash_on = NULL;
 	bool sequential = false;
 	struct dirent *e;
@@ -175,14 +178,16 @@ main(int argc, char **argv)
 			return 2;
 	}
 	if (optind != argc - 1 || !(dir = opendir(argv[optind]))) {
-		fprintf(stderr, "usage: wordfreq [--workers N] [--crash-on NAME] [--sequential] DIR\n");
+		fprintf(
+		    stderr, "usage: wordfreq [--workers N] [--crash-on NAME] [--sequential] DIR\n");
 		return 2;
 	}
 	snprintf(marker, sizeof(marker), "%s/crashed", tmp);
 	while ((e = readdir(dir)))
 		if (e->d_type == DT_REG)
-			json_array_append_new(args, json_pack("{s:s++, s:s*}", "path", argv[optind], "/",
-			    e->d_name, "crash", crash_on && !strcmp(crash_on, e->d_name) ? marker : NULL));
+			json_array_append_new(args,
+			    json_pack("{s:s++, s:s*}", "path", argv[optind], "/", e->d_name,
+			        "crash", crash_on && !strcmp(crash_on, e->d_name) ? marker : NULL));
 	closedir(dir);
 	if (sequential) {
 		counts = json_object();
