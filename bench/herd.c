@@ -13,6 +13,11 @@
  *   herd-bench scale WORKER N               N spawns in flight until all serve, then
  *                                           the master leaves until all are reaped;
  *                                           herdd's RSS before and with the N workers
+ *   herd-bench map WORKER N W WINDOW        a pool of W maps "echo" over 0..N-1, in
+ *                                           order and unordered (best of 3 rounds each)
+ *   herd-bench crash WORKER N W WINDOW ROUNDS
+ *                                           the same map unordered, and with one worker
+ *                                           SIGKILLed halfway, against a pool's spawn
  *
  * WORKER is the absolute path of herd-testworker. Each prints JSON lines like
  * bench/baseline so the runner can put both side by side.
@@ -581,6 +586,172 @@ cmd_scale(char **args)
 	return 0;
 }
 
+/* ---- pools ---- */
+
+struct map_state {
+	herd_pool *pool;
+	long n, next, done, kill_at;
+	json_int_t sum;
+};
+
+static json_t *
+map_next(void *userdata)
+{
+	struct map_state *st = userdata;
+
+	return st->next < st->n ? json_pack("{s:I}", "x", (json_int_t)st->next++) : NULL;
+}
+
+/* One echo came back: adds it up, and SIGKILLs a worker when kill_at are done. */
+static void
+map_task(herd_job *job, size_t index, int r, json_t *result, herd_error *err, void *userdata)
+{
+	struct map_state *st = userdata;
+	pid_t pid;
+
+	check(r, "pool task");
+	st->sum += json_integer_value(json_object_get(result, "x"));
+	if (++st->done == st->kill_at && herd_pool_worker_pids(st->pool, &pid, 1) > 0)
+		check(kill(pid, SIGKILL) < 0 ? -errno : 0, "kill");
+}
+
+/*
+ * Maps echo over 0..n-1 on p, the arguments from an iterator and the results
+ * checked as they come (nothing kept: a million tasks stay small), killing a
+ * worker after kill_at results (0: never). Returns the seconds it took.
+ */
+static double
+pool_run(herd_pool *p, enum herd_job_kind kind, long n, long kill_at)
+{
+	struct map_state st = { .pool = p, .n = n, .kill_at = kill_at };
+	uint64_t t0 = bench_now_ns();
+	herd_job *job;
+
+	check(herd_job_new(p, kind, "echo", &job), "job");
+	check(herd_job_set_iter(job, map_next, &st), "job iter");
+	check(herd_job_on_task(job, map_task, &st), "job on_task");
+	check(herd_job_wait(job, HERD_TIMEOUT_INFINITE, NULL), "map");
+	herd_job_unref(job);
+	if (st.done != n || st.sum != (json_int_t)n * (n - 1) / 2)
+		check(-EPROTO, "the map lost or repeated results");
+	return (double)(bench_now_ns() - t0) / 1e9;
+}
+
+/* A pool of workers copies of path with window tasks each, once all of them are ready. */
+static herd_pool *
+pool_open(const char *path, int workers, int window)
+{
+	json_t *spawn_opts = herd_spawn_opts_new(path, NULL);
+	json_t *opts = json_pack("{s:i, s:i}", "workers", workers, "window", window);
+	uint64_t deadline = bench_now_ns() + 30000000000u;
+	herd_error *err = NULL;
+	herd_pool *p;
+	int r;
+
+	r = herd_pool_new(spawn_opts, opts, &p, &err);
+	if (r < 0) {
+		fprintf(
+		    stderr, "herd-bench: pool: %s\n", err ? herd_error_message(err) : strerror(-r));
+		exit(1);
+	}
+	while (herd_pool_worker_pids(p, NULL, 0) < workers) {
+		if (bench_now_ns() > deadline)
+			check(-ETIMEDOUT, "waiting for the pool's workers");
+		if (herd_pool_process(p) == 0)
+			herd_pool_wait(p, 100000);
+	}
+	json_decref(spawn_opts);
+	json_decref(opts);
+	return p;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* map WORKER N W WINDOW */
+static int
+cmd_map(char **args)
+{
+	long n = atol(args[1]);
+	int workers = atoi(args[2]), window = atoi(args[3]);
+	herd_pool *p = pool_open(args[0], workers, window);
+	static const struct {
+		enum herd_job_kind kind;
+		const char *name;
+	} kinds[] = { { HERD_JOB_MAP, "map" }, { HERD_JOB_MAP_UNORDERED, "map_unordered" } };
+
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		double best = 0;
+
+		/* The best of three rounds, as for Python's figures. */
+		for (int round = 0; round < 3; round++) {
+			double rate = (double)n / pool_run(p, kinds[k].kind, n, 0);
+
+			best = rate > best ? rate : best;
+		}
+		report_f("pool_tasks_per_s", best, "1/s", "herd_pool_%s_workers%d_window%d",
+		    kinds[k].name, workers, window);
+	}
+	herd_pool_unref(p);
+	return 0;
+}
+
+/*
+ * crash WORKER N W WINDOW ROUNDS: medians over ROUNDS of the map without and
+ * with a worker SIGKILLed after N/2 results (a fresh pool each), their
+ * difference, and the bound it must stay under: the time a pool of one takes
+ * to start (one spawn, connect and hello) plus the work of the tasks the dead
+ * worker held (WINDOW tasks at the base run's time per task and worker).
+ */
+static int
+cmd_crash(char **args)
+{
+	long n = atol(args[1]), rounds = atol(args[4]);
+	int workers = atoi(args[2]), window = atoi(args[3]);
+	double *base = calloc((size_t)rounds, sizeof(double));
+	double *crash = calloc((size_t)rounds, sizeof(double));
+	double *extra = calloc((size_t)rounds, sizeof(double));
+	double *spawn = calloc((size_t)rounds, sizeof(double));
+	double lost;
+
+	for (long r = 0; r < rounds; r++) {
+		uint64_t t0 = bench_now_ns();
+		herd_pool *p = pool_open(args[0], 1, window);
+
+		spawn[r] = (double)(bench_now_ns() - t0) / 1e9;
+		herd_pool_unref(p);
+		p = pool_open(args[0], workers, window);
+		base[r] = pool_run(p, HERD_JOB_MAP_UNORDERED, n, 0);
+		herd_pool_unref(p);
+		p = pool_open(args[0], workers, window);
+		crash[r] = pool_run(p, HERD_JOB_MAP_UNORDERED, n, n / 2);
+		if (herd_pool_deaths(p) != 1)
+			check(-EPROTO, "the killed worker was not seen dying once");
+		herd_pool_unref(p);
+		extra[r] = crash[r] - base[r];
+	}
+	qsort(base, (size_t)rounds, sizeof(double), cmp_double);
+	qsort(crash, (size_t)rounds, sizeof(double), cmp_double);
+	qsort(extra, (size_t)rounds, sizeof(double), cmp_double);
+	qsort(spawn, (size_t)rounds, sizeof(double), cmp_double);
+	lost = window * base[rounds / 2] * workers / (double)n;
+	report_f("crash_cost", base[rounds / 2] * 1e3, "ms", "map%ld_base_ms", n);
+	report_f("crash_cost", crash[rounds / 2] * 1e3, "ms", "map%ld_one_sigkill_ms", n);
+	report_f("crash_cost", extra[rounds / 2] * 1e3, "ms", "map%ld_extra_ms", n);
+	report_f("crash_cost", spawn[rounds / 2] * 1e3, "ms", "pool_of_one_start_ms");
+	report_f("crash_cost", (spawn[rounds / 2] + lost) * 1e3, "ms", "map%ld_bound_ms", n);
+	free(base);
+	free(crash);
+	free(extra);
+	free(spawn);
+	return 0;
+}
+
 /* A mode table like baseline.c's: each program lists its own modes; bench_mode_find parses both. */
 static const struct bench_mode modes[] = {
 	{ "rtt", "WORKER N", 2, cmd_rtt },
@@ -590,6 +761,8 @@ static const struct bench_mode modes[] = {
 	{ "orphan", "WORKER N ROUNDS [wedge]", 3, cmd_orphan },
 	{ "stream", "WORKER N SIZE", 3, cmd_stream },
 	{ "scale", "WORKER N", 2, cmd_scale },
+	{ "map", "WORKER N W WINDOW", 4, cmd_map },
+	{ "crash", "WORKER N W WINDOW ROUNDS", 5, cmd_crash },
 	{ 0 },
 };
 

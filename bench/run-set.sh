@@ -2,17 +2,18 @@
 # One set of benchmarks on the CPUs this process may use (bench/run.sh runs
 # it twice: on every CPU, and under taskset on one). Prints JSON lines.
 #   build=DIR bench/run-set.sh full|quick all|pinned
-# "pinned" leaves out the scale and orphan figures: they are about herdd's
-# bookkeeping, not about wake-ups across cores.
+# "pinned" leaves out the scale and orphan figures (they are about herdd's
+# bookkeeping, not about wake-ups across cores) and the pool figures (they
+# are about using every CPU).
 set -eu
 cd "$(dirname "$0")/.."
 mode=$1 set=$2
 
 n=20000 pipe=200000 pool=20000 secs=5 items=300000 big=3000 spawns=200 rounds=20 wedged=5
-small=100 large=1000
+small=100 large=1000 tasks=1000000 crashes=5 text_mb=50 wf_rounds=3
 if [ "$mode" = quick ]; then
 	n=500 pipe=2000 pool=500 secs=0.5 items=3000 big=30 spawns=10 rounds=3 wedged=1
-	small=10 large=100
+	small=10 large=100 tasks=20000 crashes=1 text_mb=4 wf_rounds=1
 fi
 grace=500
 worker="$(pwd)/$build/tests/worker/herd-testworker"
@@ -52,6 +53,14 @@ $H failure "$worker" "$rounds"
 $H orphan "$worker" 50 "$rounds"
 $H orphan "$worker" 50 "$wedged" wedge
 echo "{\"figure\":\"grace_ms\",\"variant\":\"herdd\",\"value\":$grace,\"unit\":\"ms\"}"
+# Pools on every CPU this set may use: tiny tasks against Python's pools, the
+# cost of a worker SIGKILLed halfway through a map, and wordfreq against its
+# sequential and Python versions. A window of 32 keeps tiny tasks flowing.
+cpus=$(nproc)
+$H map "$worker" "$tasks" "$cpus" 32
+python3 bench/pool-map.py "$tasks" "$cpus"
+$H crash "$worker" 10000 "$cpus" 32 "$crashes"
+python3 bench/wordfreq.py "$build/examples/wordfreq" "$text_mb" "$wf_rounds"
 # herdd's memory is read from a fresh daemon: stop this one, start another.
 cleanup
 trap - EXIT INT TERM

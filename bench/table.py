@@ -100,6 +100,56 @@ for kind, var in (("exiting", "master_sigkill_to_last_worker_exit"),
     for p in ("p50", "p99"):
         row(f"master SIGKILL → 50 {kind} workers reaped {p} vs grace + 50 ms", all_cpus,
             v("orphan_kill", var, p + "_us"), bound, "us", "≤ 1x", le(1.0))
+
+
+def speedup(label, cpus, h, b, per, target, op):
+    """A row whose ratio is how many times faster herd's time h is than b, per worker."""
+    if h is None or b is None:
+        return
+    r = b / h / per
+    print(f"| {label} | {cpus} | {h:.2f} s | {b:.2f} s | {r:.2f}x"
+          f"{(' ok' if op(r) else ' **missed**') if op else ''} | {target} |")
+
+
+# Pools, on every CPU: tiny tasks against Python's pools (best chunksize each).
+pool = {r["variant"]: r["value"] for r in rows
+        if r["cpus"] == all_cpus and r["figure"] == "pool_tasks_per_s"}
+h_map = next((x for k, x in pool.items() if k.startswith("herd_pool_map_workers")), None)
+h_unord = next((x for k, x in pool.items() if k.startswith("herd_pool_map_unordered")), None)
+py = lambda api: next((x for k, x in pool.items()
+                       if k.startswith(f"python_{api}_workers")), None)
+row("pool map tasks/s (echo) vs Pool.map", all_cpus, h_map, py("pool_map"), "/s")
+row("pool map unordered tasks/s vs imap_unordered", all_cpus, h_unord,
+    py("pool_imap_unordered"), "/s")
+row("pool map tasks/s vs ProcessPoolExecutor.map", all_cpus, h_map,
+    py("process_pool_executor_map"), "/s")
+best_py = max((x for k, x in pool.items()
+               if k.startswith("python_") and "chunksize1" not in k), default=None)
+best_h = max((x for x in (h_map, h_unord) if x is not None), default=None)
+row("pool map tasks/s, best vs best Python", all_cpus, best_h, best_py, "/s", "≥ 10x", ge(10))
+row("pool map unordered tasks/s vs imap_unordered, chunksize 1", all_cpus, h_unord,
+    py("pool_imap_unordered_chunksize1"), "/s")
+# wordfreq: speed-up per worker over the sequential C count, and against Python.
+wf = {r["variant"]: r["value"] for r in rows
+      if r["cpus"] == all_cpus and r["figure"] == "wordfreq_s"}
+seq = wf.get("c_sequential")
+ns = sorted(int(k[len("herd_workers"):]) for k in wf if k.startswith("herd_workers"))
+for n in ns:
+    speedup(f"wordfreq, {n} worker{'s' * (n > 1)} vs sequential C (speed-up per CPU)", all_cpus,
+            wf[f"herd_workers{n}"], seq, n, "≥ 0.8x", ge(0.8))
+for n in ns:
+    speedup(f"wordfreq, {n} worker{'s' * (n > 1)} vs Python Pool of {n} (times faster)", all_cpus,
+            wf[f"herd_workers{n}"], wf.get(f"python_pool_workers{n}"), 1, "", None)
+# A crash's cost: extra time against one spawn plus the dead worker's tasks.
+crash = {r["variant"]: r["value"] for r in rows
+         if r["cpus"] == all_cpus and r["figure"] == "crash_cost"}
+for k in sorted(crash):
+    if k.endswith("_extra_ms"):
+        m = k[:-len("_extra_ms")]
+        row(f"{m}: no crash → one worker SIGKILLed", all_cpus, crash.get(f"{m}_one_sigkill_ms"),
+            crash.get(f"{m}_base_ms"), "ms")
+        row(f"{m}: extra time of the SIGKILL vs one spawn + lost tasks", all_cpus, crash[k],
+            crash.get(f"{m}_bound_ms"), "ms", "≤ 1x", le(1.0))
 sizes = sorted({int(r["variant"].split("_")[1]) for r in rows
                 if r["figure"] == "scale" and r["cpus"] == all_cpus})
 if sizes:

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+# wordfreq three ways over the same generated text: examples/wordfreq
+# --sequential (C, one process), examples/wordfreq on a herd pool of 1..CPUs
+# workers, and the same job in Python (multiprocessing.Pool, a Counter per
+# file, merged in the parent). Every run must print the sequential answer.
+# Prints one JSON line per run (best of ROUNDS wall-clock times, seconds).
+#   wordfreq.py WORDFREQ MB [ROUNDS]   ($HERD_SOCKET: the herdd to use)
+import collections
+import json
+import multiprocessing
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+FILE_BYTES = 512 * 1024
+WORD = re.compile(rb"[a-z]+")
+
+
+def generate(directory, mb):
+    """Files of text drawn from a Zipf-like vocabulary, with capitals and punctuation."""
+    r = random.Random(13)
+    vocabulary = ["".join(r.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(r.randint(2, 9)))
+                  for _ in range(20000)]
+    weights = [1 / (i + 1) for i in range(len(vocabulary))]
+    seps = [" "] * 8 + [", ", ". ", ".\n", "\n\n", " 1984 ", " -- ", "'", "\u00e9"]
+    for k in range(mb * 1024 * 1024 // FILE_BYTES):
+        words = r.choices(vocabulary, weights, k=FILE_BYTES // 6)
+        text = "".join(w.capitalize() + s if s == ". " else w + s
+                       for w, s in zip(words, r.choices(seps, k=len(words))))
+        with open(os.path.join(directory, f"text{k:04d}.txt"), "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def count_file(path):
+    """A word is a maximal run of ASCII letters, lowercased (bytes.lower is ASCII only)."""
+    with open(path, "rb") as f:
+        return collections.Counter(WORD.findall(f.read().lower()))
+
+
+def python_pool(directory, workers):
+    """The Python version, printed as examples/wordfreq prints its answer."""
+    files = [e.path for e in os.scandir(directory) if e.is_file(follow_symlinks=False)]
+    counts = collections.Counter()
+    with multiprocessing.Pool(workers) as pool:
+        for c in pool.imap_unordered(count_file, files):
+            counts.update(c)
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
+    return (f"{sum(counts.values())} words, {len(counts)} different, in {len(files)} files\n"
+            + "".join(f"{n} {w.decode()}\n" for w, n in top))
+
+
+def best_time(run, rounds, want):
+    best = None
+    for _ in range(rounds):
+        t0 = time.monotonic()
+        out = run()
+        secs = time.monotonic() - t0
+        if want is not None and out != want:
+            sys.exit(f"wordfreq.py: a different answer:\n{out}\ninstead of\n{want}")
+        best = secs if best is None else min(best, secs)
+    return best, out
+
+
+def report(variant, secs, mb):
+    print(json.dumps({"figure": "wordfreq_s", "variant": variant, "value": round(secs, 4),
+                      "unit": "s", "mb": mb}), flush=True)
+
+
+def main():
+    exe, mb = sys.argv[1], int(sys.argv[2])
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    cpus = len(os.sched_getaffinity(0))
+    tmp = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    directory = tempfile.mkdtemp(prefix="herd-wordfreq-", dir=tmp)
+    try:
+        generate(directory, mb)
+        run = lambda *a: subprocess.run([exe, *a, directory], check=True, stdout=subprocess.PIPE,
+                                        text=True).stdout
+        secs, want = best_time(lambda: run("--sequential"), rounds, None)
+        report("c_sequential", secs, mb)
+        for n in range(1, cpus + 1):
+            report(f"herd_workers{n}", best_time(lambda: run("--workers", str(n)), rounds, want)[0],
+                   mb)
+        for n in sorted({1, cpus}):
+            report(f"python_pool_workers{n}",
+                   best_time(lambda: python_pool(directory, n), rounds, want)[0], mb)
+    finally:
+        shutil.rmtree(directory)
+
+
+if __name__ == "__main__":
+    main()
