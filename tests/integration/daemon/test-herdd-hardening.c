@@ -257,21 +257,6 @@ END_TEST
 
 #define FAILERS 16
 
-/* The record of worker id once it exited (new reference), polled with inspect. */
-static json_t *
-wait_exited(struct ht_conn *c, const char *id)
-{
-	for (int64_t end = ht_now_ms() + ht_ms(10000); ht_now_ms() < end; usleep(20000)) {
-		json_t *r = ht_conn_call(c, "inspect", json_pack("{s:s}", "id", id), ht_ms(5000));
-
-		if (strcmp(ht_str(ht_assert_result(r), "state"), "exited") == 0)
-			return r;
-		json_decref(r);
-	}
-	ck_abort_msg("worker %s did not exit", id);
-	return NULL;
-}
-
 /*
  * Many workers fail with a long message at about the same time: every one is
  * recorded failed with its message, none as a plain exit (the failure written
@@ -296,14 +281,14 @@ START_TEST(test_many_failures_all_recorded)
 		ht_assert_result(call);
 		json_decref(call);
 	}
+	/* Each worker's end is its owner's event: "failed", never a plain "exited". */
 	for (int i = 0; i < FAILERS; i++) {
-		json_t *r = wait_exited(c, ht_str(spawned[i], "id"));
+		json_t *ev =
+		    ht_conn_wait_event(c, "failed", ht_str(spawned[i], "id"), ht_ms(10000));
 
-		const char *reason = ht_str(ht_result(r), "reason");
-
-		ck_assert_msg(reason && strcmp(reason, "failed") == 0, "worker %d of %d: %s", i + 1,
-		    FAILERS, ht_dump(r));
-		json_decref(r);
+		ck_assert_msg(ev, "worker %d of %d: no failed event", i + 1, FAILERS);
+		ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "reason"), "failed");
+		json_decref(ev);
 		json_decref(spawned[i]);
 	}
 	ht_conn_close(c);
