@@ -227,36 +227,31 @@ ctl_free(struct ctl_out *o)
 	free(o->err);
 }
 
-/* A worker record from herdd through an inspector connection (new reference). */
+/* Waits until worker id has exited, then returns its record (new reference). */
 static json_t *
-record(const struct ht_daemon *d, const char *id)
+exited_record(const struct ht_daemon *d, const char *id, pid_t pid)
 {
 	struct ht_conn *c = ht_herdd_open(d, "inspector", "test");
 	json_t *w;
 
 	ck_assert_ptr_nonnull(c);
-	w = ht_herdd_find(c, id);
-	ht_conn_close(c);
-	ck_assert_msg(w, "no record of %s", id);
-	return w;
-}
-
-/* Waits until worker id has exited, then returns its record (new reference). */
-static json_t *
-exited_record(const struct ht_daemon *d, const char *id, pid_t pid)
-{
-	json_t *w;
-	int64_t deadline = ht_now_ms() + ht_ms(10000);
-
+	/* Subscribed before looking, so the reap's event cannot slip in between. */
+	ht_expect(c, "subscribe", json_pack("{s:b}", "all", 1), NULL);
 	ck_assert_int_eq(ht_wait_pid_gone(pid, ht_ms(10000)), 0);
-	/* The reap follows the exit within one loop turn; list until it shows. */
-	for (;;) {
-		w = record(d, id);
-		if (!strcmp(ht_str(w, "state"), "exited") || ht_now_ms() > deadline)
-			return w;
+	w = ht_herdd_find(c, id);
+	ck_assert_msg(w, "no record of %s", id);
+	/* The reap follows the exit within one loop turn: its event says when. */
+	while (strcmp(ht_str(w, "state"), "exited") != 0) {
+		json_t *ev = ht_conn_wait_method(c, "event", ht_ms(10000));
+
+		ck_assert_msg(ev, "%s did not end", id);
+		json_decref(ev);
 		json_decref(w);
-		usleep(1000);
+		w = ht_herdd_find(c, id);
+		ck_assert_msg(w, "no record of %s", id);
 	}
+	ht_conn_close(c);
+	return w;
 }
 
 static json_int_t
