@@ -204,14 +204,6 @@ herd_master_socket_path(const char *socket_path)
 	return master_socket_path(socket_path);
 }
 
-HERD_EXPORT herd_master *
-herd_master_ref(herd_master *m)
-{
-	if (m)
-		m->n_ref++;
-	return m;
-}
-
 /*
  * Tells herdd this session ends on purpose, so its workers end as
  * master_closed rather than as orphans of a master that vanished
@@ -230,11 +222,9 @@ master_goodbye(herd_master *m)
 		herd_conn_flush(m->conn, GOODBYE_FLUSH_USEC);
 }
 
-HERD_EXPORT herd_master *
-herd_master_unref(herd_master *m)
+static void
+master_free(herd_master *m)
 {
-	if (!m || --m->n_ref > 0)
-		return NULL;
 	/* The connection may outlive us (a caller holds it): it must not call back into us. */
 	m->conn->notify_fn = NULL;
 	m->conn->notify_userdata = NULL;
@@ -244,8 +234,9 @@ herd_master_unref(herd_master *m)
 	json_decref(m->settings);
 	free(m->path);
 	free(m);
-	return NULL;
 }
+
+HERD__DEFINE_REF_UNREF(herd_master, herd_master, master_free)
 
 HERD_EXPORT int
 herd_master_close(herd_master *m)
@@ -628,27 +619,18 @@ herd_master_spawn_async(herd_master *m, json_t *opts, herd_spawn_cb cb, void *us
 
 /* ---- worker records ---- */
 
-HERD_EXPORT herd_worker *
-herd_worker_ref(herd_worker *w)
+static void
+worker_free(herd_worker *w)
 {
-	if (w)
-		w->n_ref++;
-	return w;
-}
-
-HERD_EXPORT herd_worker *
-herd_worker_unref(herd_worker *w)
-{
-	if (!w || --w->n_ref > 0)
-		return NULL;
 	free(w->id);
 	free(w->socket);
 	free(w->name);
 	free(w->herdd);
 	json_decref(w->settings);
 	free(w);
-	return NULL;
 }
+
+HERD__DEFINE_REF_UNREF(herd_worker, herd_worker, worker_free)
 
 HERD_EXPORT const char *
 herd_worker_id(const herd_worker *w)

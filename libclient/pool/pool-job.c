@@ -43,19 +43,9 @@ herd_job_new(herd_pool *p, enum herd_job_kind kind, const char *function, herd_j
 	return 0;
 }
 
-HERD_EXPORT herd_job *
-herd_job_ref(herd_job *job)
+static void
+job_free(herd_job *job)
 {
-	if (job)
-		job->n_ref++;
-	return job;
-}
-
-HERD_EXPORT herd_job *
-herd_job_unref(herd_job *job)
-{
-	if (!job || --job->n_ref > 0)
-		return NULL;
 	free(job->function);
 	free(job->worker_combine);
 	json_decref(job->args);
@@ -67,8 +57,9 @@ herd_job_unref(herd_job *job)
 	}
 	free(job->pending);
 	free(job);
-	return NULL;
 }
+
+HERD__DEFINE_REF_UNREF(herd_job, herd_job, job_free)
 
 static int
 setter_check(struct herd_job *job)

@@ -77,26 +77,17 @@ herd__request_new(struct srv_conn *c, const struct herd_function *fn, json_t *id
 	return req;
 }
 
-HERD_EXPORT herd_request *
-herd_request_ref(herd_request *req)
+static void
+request_free(herd_request *req)
 {
-	if (req)
-		req->n_ref++;
-	return req;
-}
-
-HERD_EXPORT herd_request *
-herd_request_unref(herd_request *req)
-{
-	if (!req || --req->n_ref > 0)
-		return NULL;
 	json_decref(req->id);
 	json_decref(req->params);
 	free(req->key);
 	herd__sconn_unref(req->conn);
 	free(req);
-	return NULL;
 }
+
+HERD__DEFINE_REF_UNREF(herd_request, herd_request, request_free)
 
 /* ---- pending table ---- */
 
