@@ -146,41 +146,22 @@ herd_job_set_predicate(herd_job *job, herd_predicate_fn pred, void *userdata)
 	return 0;
 }
 
-HERD_EXPORT int
-herd_job_on_task(herd_job *job, herd_task_cb cb, void *userdata)
-{
-	int r = setter_check(job);
+/* A callback setter: any callback, NULL included, until the job starts. */
+#define JOB_CALLBACK_SETTER(name, cb_type, cb_member, data_member)                                 \
+	HERD_EXPORT int name(herd_job *job, cb_type cb, void *userdata)                            \
+	{                                                                                          \
+		int r = setter_check(job);                                                         \
+                                                                                                   \
+		if (r < 0)                                                                         \
+			return r;                                                                  \
+		job->cb_member = cb;                                                               \
+		job->data_member = userdata;                                                       \
+		return 0;                                                                          \
+	}
 
-	if (r < 0)
-		return r;
-	job->on_task = cb;
-	job->task_data = userdata;
-	return 0;
-}
-
-HERD_EXPORT int
-herd_job_on_done(herd_job *job, herd_job_done_cb cb, void *userdata)
-{
-	int r = setter_check(job);
-
-	if (r < 0)
-		return r;
-	job->on_done = cb;
-	job->done_data = userdata;
-	return 0;
-}
-
-HERD_EXPORT int
-herd_job_on_progress(herd_job *job, herd_progress_cb cb, void *userdata)
-{
-	int r = setter_check(job);
-
-	if (r < 0)
-		return r;
-	job->on_progress = cb;
-	job->progress_data = userdata;
-	return 0;
-}
+JOB_CALLBACK_SETTER(herd_job_on_task, herd_task_cb, on_task, task_data)
+JOB_CALLBACK_SETTER(herd_job_on_done, herd_job_done_cb, on_done, done_data)
+JOB_CALLBACK_SETTER(herd_job_on_progress, herd_progress_cb, on_progress, progress_data)
 
 static bool
 job_reduces(const struct herd_job *job)
