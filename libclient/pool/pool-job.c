@@ -132,36 +132,25 @@ herd_job_set_combine(
 	return 0;
 }
 
-HERD_EXPORT int
-herd_job_set_predicate(herd_job *job, herd_predicate_fn pred, void *userdata)
-{
-	int r = setter_check(job);
-
-	if (r < 0)
-		return r;
-	if (!pred)
-		return -EINVAL;
-	job->pred = pred;
-	job->pred_data = userdata;
-	return 0;
-}
-
-/* A callback setter: any callback, NULL included, until the job starts. */
-#define JOB_CALLBACK_SETTER(name, cb_type, cb_member, data_member)                                 \
+/* A callback setter, until the job starts; NULL is refused where the callback is required. */
+#define JOB_CALLBACK_SETTER(name, cb_type, cb_member, data_member, required)                       \
 	HERD_EXPORT int name(herd_job *job, cb_type cb, void *userdata)                            \
 	{                                                                                          \
 		int r = setter_check(job);                                                         \
                                                                                                    \
 		if (r < 0)                                                                         \
 			return r;                                                                  \
+		if ((required) && !cb)                                                             \
+			return -EINVAL;                                                            \
 		job->cb_member = cb;                                                               \
 		job->data_member = userdata;                                                       \
 		return 0;                                                                          \
 	}
 
-JOB_CALLBACK_SETTER(herd_job_on_task, herd_task_cb, on_task, task_data)
-JOB_CALLBACK_SETTER(herd_job_on_done, herd_job_done_cb, on_done, done_data)
-JOB_CALLBACK_SETTER(herd_job_on_progress, herd_progress_cb, on_progress, progress_data)
+JOB_CALLBACK_SETTER(herd_job_set_predicate, herd_predicate_fn, pred, pred_data, true)
+JOB_CALLBACK_SETTER(herd_job_on_task, herd_task_cb, on_task, task_data, false)
+JOB_CALLBACK_SETTER(herd_job_on_done, herd_job_done_cb, on_done, done_data, false)
+JOB_CALLBACK_SETTER(herd_job_on_progress, herd_progress_cb, on_progress, progress_data, false)
 
 static bool
 job_reduces(const struct herd_job *job)
