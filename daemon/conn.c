@@ -206,6 +206,7 @@ peer_free(struct herd__peer *p)
 	free(c);
 }
 
+/* A callback table like every herd__peer_ops (client-io.c, worker-conn.c): data, not logic. */
 static const struct herd__peer_ops conn_peer_ops = {
 	.message = peer_message,
 	.closed = peer_closed,

@@ -674,6 +674,7 @@ herd_pool_new(json_t *spawn_opts, json_t *pool_opts, herd_pool **ret, herd_error
 
 static void pool_close(struct herd_pool *p);
 
+/* Member by member like every handle's free function (master.c, error.c): the members differ. */
 static void
 pool_free(struct herd_pool *p)
 {
@@ -790,6 +791,8 @@ herd_pool_close(herd_pool *p)
 }
 
 /* ---- getters ---- */
+
+/* NULL-safe and one line each, like every handle's getters (error.c says why). */
 
 HERD_EXPORT herd_master *
 herd_pool_get_master(herd_pool *p)

@@ -284,6 +284,7 @@ conn_peer_free(struct herd__peer *p)
 	herd__server_conn_freed(srv);
 }
 
+/* A callback table like every herd__peer_ops (client-io.c, daemon/conn.c): data, not logic. */
 static const struct herd__peer_ops conn_peer_ops = {
 	.message = conn_peer_message,
 	.eof = conn_peer_eof,

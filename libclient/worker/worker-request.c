@@ -77,6 +77,7 @@ herd__request_new(struct srv_conn *c, const struct herd_function *fn, json_t *id
 	return req;
 }
 
+/* Member by member like every handle's free function (master.c, pool.c): the members differ. */
 static void
 request_free(herd_request *req)
 {
