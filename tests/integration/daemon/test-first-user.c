@@ -25,6 +25,7 @@
 #include <herd/herd.h>
 
 #include "ht-check.h"
+#include "ht-example.h"
 
 #define NEST_DEPTH    3 /* levels below the top worker */
 #define NEST_GRACE_MS 2000
@@ -553,36 +554,16 @@ START_TEST(test_master_closed_or_vanished)
 }
 END_TEST
 
-struct failure_seen {
-	int n;
-	char event[32];
-	char message[256];
-};
-
-static void
-on_failure(herd_master *m, const char *event, const char *worker_id, const char *message,
-    json_t *stderr_tail, json_t *worker, void *userdata)
-{
-	struct failure_seen *s = userdata;
-
-	s->n++;
-	snprintf(s->event, sizeof(s->event), "%s", event);
-	snprintf(s->message, sizeof(s->message), "%s", message ? message : "");
-}
-
-/* herdctl kill ID KILL is reason killed, and the owner's on_failure hears of it. */
 START_TEST(test_operator_kill)
 {
 	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	herd_master *m = master_open(d);
-	struct failure_seen seen = { 0 };
+	struct ht_failures seen = { 0 };
 	herd_worker *w = NULL;
-	herd_conn *conn = herd_master_get_conn(m);
 	struct ctl_out o;
 	json_t *opts, *rec;
-	int64_t deadline;
 
-	herd_master_on_failure(m, on_failure, &seen);
+	herd_master_on_failure(m, ht_on_failure, &seen);
 	opts = herd_spawn_opts_new(ht_env_path("HERD_TESTWORKER"), NULL);
 	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w), 0);
 	json_decref(opts);
@@ -590,13 +571,7 @@ START_TEST(test_operator_kill)
 	o = herdctl(d, NULL, "kill", herd_worker_id(w), "KILL", NULL, NULL);
 	ck_assert_msg(o.code == 0, "kill: %s", o.err);
 	ctl_free(&o);
-	deadline = ht_now_ms() + ht_ms(5000);
-	while (seen.n == 0 && ht_now_ms() < deadline) {
-		int r = herd_conn_wait(conn, (uint64_t)(deadline - ht_now_ms()) * 1000);
-
-		ck_assert(r >= 0 || r == -EINTR);
-		ck_assert_int_ge(herd_conn_process(conn), 0);
-	}
+	ht_wait_failure(m, &seen, ht_ms(5000));
 	ck_assert_int_eq(seen.n, 1);
 	ck_assert_str_eq(seen.event, "killed");
 	ck_assert_msg(strstr(seen.message, "SIGKILL"), "message: %s", seen.message);
