@@ -167,6 +167,42 @@ herd__json_decrefp(json_t **p)
 		(item)->prev = (item)->next = NULL;                                                \
 	} while (0)
 
+/* The same for a list that also keeps its last item in tail. */
+#define HERD__TLIST_PREPEND(head, tail, item, prev, next)                                          \
+	do {                                                                                       \
+		(item)->prev = NULL;                                                               \
+		(item)->next = (head);                                                             \
+		if (head)                                                                          \
+			(head)->prev = (item);                                                     \
+		else                                                                               \
+			(tail) = (item);                                                           \
+		(head) = (item);                                                                   \
+	} while (0)
+
+#define HERD__TLIST_APPEND(head, tail, item, prev, next)                                           \
+	do {                                                                                       \
+		(item)->next = NULL;                                                               \
+		(item)->prev = (tail);                                                             \
+		if (tail)                                                                          \
+			(tail)->next = (item);                                                     \
+		else                                                                               \
+			(head) = (item);                                                           \
+		(tail) = (item);                                                                   \
+	} while (0)
+
+#define HERD__TLIST_REMOVE(head, tail, item, prev, next)                                           \
+	do {                                                                                       \
+		if ((item)->prev)                                                                  \
+			(item)->prev->next = (item)->next;                                         \
+		else                                                                               \
+			(head) = (item)->next;                                                     \
+		if ((item)->next)                                                                  \
+			(item)->next->prev = (item)->prev;                                         \
+		else                                                                               \
+			(tail) = (item)->prev;                                                     \
+		(item)->prev = (item)->next = NULL;                                                \
+	} while (0)
+
 #define _cleanup_(f)   __attribute__((cleanup(f)))
 #define _cleanup_free_ _cleanup_(herd__freep)
 #define _cleanup_json_ _cleanup_(herd__json_decrefp)
