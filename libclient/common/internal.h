@@ -170,13 +170,9 @@ herd__json_decrefp(json_t **p)
 /* The same for a list that also keeps its last item in tail. */
 #define HERD__TLIST_PREPEND(head, tail, item, prev, next)                                          \
 	do {                                                                                       \
-		(item)->prev = NULL;                                                               \
-		(item)->next = (head);                                                             \
-		if (head)                                                                          \
-			(head)->prev = (item);                                                     \
-		else                                                                               \
+		if (!(head))                                                                       \
 			(tail) = (item);                                                           \
-		(head) = (item);                                                                   \
+		HERD__LIST_PREPEND(head, item, prev, next);                                        \
 	} while (0)
 
 #define HERD__TLIST_APPEND(head, tail, item, prev, next)                                           \
@@ -192,15 +188,9 @@ herd__json_decrefp(json_t **p)
 
 #define HERD__TLIST_REMOVE(head, tail, item, prev, next)                                           \
 	do {                                                                                       \
-		if ((item)->prev)                                                                  \
-			(item)->prev->next = (item)->next;                                         \
-		else                                                                               \
-			(head) = (item)->next;                                                     \
-		if ((item)->next)                                                                  \
-			(item)->next->prev = (item)->prev;                                         \
-		else                                                                               \
+		if (!(item)->next)                                                                 \
 			(tail) = (item)->prev;                                                     \
-		(item)->prev = (item)->next = NULL;                                                \
+		HERD__LIST_REMOVE(head, item, prev, next);                                         \
 	} while (0)
 
 #define _cleanup_(f)   __attribute__((cleanup(f)))
