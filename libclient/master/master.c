@@ -619,6 +619,7 @@ herd_master_spawn_async(herd_master *m, json_t *opts, herd_spawn_cb cb, void *us
 
 /* ---- worker records ---- */
 
+/* Member by member like every handle's free function (pool-job.c, error.c): the members differ. */
 static void
 worker_free(herd_worker *w)
 {
@@ -824,6 +825,7 @@ worker_conn_watch(const herd_worker *w, herd_conn *conn)
 		exit_watch_free(x);
 		return -ENOMEM;
 	}
+	/* A callback, its data and their free function, set as any handle sets its three. */
 	conn->exit_cause_fn = worker_exit_cause;
 	conn->exit_cause_userdata = x;
 	conn->exit_cause_free = exit_watch_free;

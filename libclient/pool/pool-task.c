@@ -350,6 +350,7 @@ task_reply(
 
 /* ---- takes: the end of a worker-folded reduce ---- */
 
+/* A reply callback's context, shaped like any other (test-client-calls.c): the fields differ. */
 struct take {
 	struct slot *slot;
 	unsigned gen;
