@@ -143,6 +143,23 @@ herd__json_decrefp(json_t **p)
 	}
 
 /*
+ * A public callback setter: check, an int expression over the handle p and
+ * the callback cb, is 0 or a negative errno to return; on 0 the callback and
+ * its userdata are stored in p's members cb_member and data_member.
+ */
+#define HERD__DEFINE_CALLBACK_SETTER(name, type, cb_type, check, cb_member, data_member)           \
+	HERD_EXPORT int name(type *p, cb_type cb, void *userdata)                                  \
+	{                                                                                          \
+		int r = (check);                                                                   \
+                                                                                                   \
+		if (r < 0)                                                                         \
+			return r;                                                                  \
+		p->cb_member = cb;                                                                 \
+		p->data_member = userdata;                                                         \
+		return 0;                                                                          \
+	}
+
+/*
  * Intrusive doubly linked lists, as systemd's LIST_PREPEND/LIST_REMOVE: head
  * points at the first item, and an item links through its members prev and
  * next (named by the caller, so one struct can sit on several lists).

@@ -265,25 +265,10 @@ herd_master_last_error(herd_master *m)
 	return m ? herd_conn_last_error(m->conn) : NULL;
 }
 
-HERD_EXPORT int
-herd_master_on_failure(herd_master *m, herd_master_event_cb cb, void *userdata)
-{
-	if (!m)
-		return -EINVAL;
-	m->on_failure = cb;
-	m->failure_userdata = userdata;
-	return 0;
-}
-
-HERD_EXPORT int
-herd_master_on_event(herd_master *m, herd_master_event_cb cb, void *userdata)
-{
-	if (!m)
-		return -EINVAL;
-	m->on_event = cb;
-	m->event_userdata = userdata;
-	return 0;
-}
+HERD__DEFINE_CALLBACK_SETTER(herd_master_on_failure, herd_master, herd_master_event_cb,
+    p ? 0 : -EINVAL, on_failure, failure_userdata)
+HERD__DEFINE_CALLBACK_SETTER(herd_master_on_event, herd_master, herd_master_event_cb,
+    p ? 0 : -EINVAL, on_event, event_userdata)
 
 /* ---- generic requests ---- */
 

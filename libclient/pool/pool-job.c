@@ -132,25 +132,25 @@ herd_job_set_combine(
 	return 0;
 }
 
-/* A callback setter, until the job starts; NULL is refused where the callback is required. */
-#define JOB_CALLBACK_SETTER(name, cb_type, cb_member, data_member, required)                       \
-	HERD_EXPORT int name(herd_job *job, cb_type cb, void *userdata)                            \
-	{                                                                                          \
-		int r = setter_check(job);                                                         \
-                                                                                                   \
-		if (r < 0)                                                                         \
-			return r;                                                                  \
-		if ((required) && !cb)                                                             \
-			return -EINVAL;                                                            \
-		job->cb_member = cb;                                                               \
-		job->data_member = userdata;                                                       \
-		return 0;                                                                          \
-	}
+/* A callback may be set until the job starts; a required one may not be NULL. */
+static int
+callback_check(struct herd_job *job, bool ok)
+{
+	int r = setter_check(job);
 
-JOB_CALLBACK_SETTER(herd_job_set_predicate, herd_predicate_fn, pred, pred_data, true)
-JOB_CALLBACK_SETTER(herd_job_on_task, herd_task_cb, on_task, task_data, false)
-JOB_CALLBACK_SETTER(herd_job_on_done, herd_job_done_cb, on_done, done_data, false)
-JOB_CALLBACK_SETTER(herd_job_on_progress, herd_progress_cb, on_progress, progress_data, false)
+	if (r < 0)
+		return r;
+	return ok ? 0 : -EINVAL;
+}
+
+HERD__DEFINE_CALLBACK_SETTER(herd_job_set_predicate, herd_job, herd_predicate_fn,
+    callback_check(p, cb != NULL), pred, pred_data)
+HERD__DEFINE_CALLBACK_SETTER(
+    herd_job_on_task, herd_job, herd_task_cb, callback_check(p, true), on_task, task_data)
+HERD__DEFINE_CALLBACK_SETTER(
+    herd_job_on_done, herd_job, herd_job_done_cb, callback_check(p, true), on_done, done_data)
+HERD__DEFINE_CALLBACK_SETTER(herd_job_on_progress, herd_job, herd_progress_cb,
+    callback_check(p, true), on_progress, progress_data)
 
 static bool
 job_reduces(const struct herd_job *job)

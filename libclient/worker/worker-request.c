@@ -538,17 +538,8 @@ register_check(const herd_request *req, bool ok_kind)
 	return 0;
 }
 
-HERD_EXPORT int
-herd_request_on_cancel(herd_request *req, herd_request_cb cb, void *userdata)
-{
-	int r = register_check(req, req && req->fn->kind != HERD_KIND_ONEWAY);
-
-	if (r < 0)
-		return r;
-	req->on_cancel = cb;
-	req->cancel_data = userdata;
-	return 0;
-}
+HERD__DEFINE_CALLBACK_SETTER(herd_request_on_cancel, herd_request, herd_request_cb,
+    register_check(p, p && p->fn->kind != HERD_KIND_ONEWAY), on_cancel, cancel_data)
 
 HERD_EXPORT int
 herd_request_on_drain(herd_request *req, herd_request_cb cb, void *userdata)
@@ -569,26 +560,7 @@ herd_request_on_drain(herd_request *req, herd_request_cb cb, void *userdata)
 	return 0;
 }
 
-HERD_EXPORT int
-herd_request_on_item(herd_request *req, herd_item_cb cb, void *userdata)
-{
-	int r = register_check(req, req && req->fn->kind == HERD_KIND_SINK);
-
-	if (r < 0)
-		return r;
-	req->on_item = cb;
-	req->item_data = userdata;
-	return 0;
-}
-
-HERD_EXPORT int
-herd_request_on_end(herd_request *req, herd_request_cb cb, void *userdata)
-{
-	int r = register_check(req, req && req->fn->kind == HERD_KIND_SINK);
-
-	if (r < 0)
-		return r;
-	req->on_end = cb;
-	req->end_data = userdata;
-	return 0;
-}
+HERD__DEFINE_CALLBACK_SETTER(herd_request_on_item, herd_request, herd_item_cb,
+    register_check(p, p && p->fn->kind == HERD_KIND_SINK), on_item, item_data)
+HERD__DEFINE_CALLBACK_SETTER(herd_request_on_end, herd_request, herd_request_cb,
+    register_check(p, p && p->fn->kind == HERD_KIND_SINK), on_end, end_data)
