@@ -79,6 +79,13 @@ herd_error *herd__error_newv(int code, const char *fmt, va_list ap)
 /* Maps an error code received from a peer to the errno a call returns. */
 int herd__error_to_errno(int code);
 
+struct proto_msg;
+/*
+ * How a reply m ends its call: 0 with *ret_err NULL for a result, else the
+ * error's errno with *ret_err its new herd_error (the caller unrefs it).
+ */
+int herd__reply_outcome(const struct proto_msg *m, herd_error **ret_err);
+
 /* Replaces *slot with err (a new reference is taken; err may be NULL). */
 void herd__error_set(herd_error **slot, herd_error *err);
 
