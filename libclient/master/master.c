@@ -889,6 +889,7 @@ herd_master_kill(herd_master *m, const char *id, const char *signal)
 	return herd_master_request(m, "kill", params, 0, NULL);
 }
 
+/* Each request below checks its own arguments, then packs them like the others. */
 HERD_EXPORT int
 herd_master_list(herd_master *m, bool all, json_t **ret)
 {

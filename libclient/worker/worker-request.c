@@ -12,6 +12,7 @@
 
 #include "worker/worker-internal.h"
 
+/* A name table like worker-log.c's levels: data, one row per kind. */
 static const char *const kind_names[] = {
 	[HERD_KIND_CALL] = "call",
 	[HERD_KIND_ONEWAY] = "oneway",
