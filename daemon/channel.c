@@ -163,7 +163,7 @@ struct ch_method {
 	unsigned flags;
 };
 
-/* What a worker may say on its channel (PROTOCOL.md section 5). */
+/* What a worker may say on its channel (PROTOCOL.md section 5); a table like dispatch.c's: data. */
 static const struct ch_method ch_methods[] = {
 	{ "hello", ch_hello, CH_REQUEST },
 	{ "ready", ch_ready, CH_REQUEST | CH_NEED_HELLO },

@@ -118,6 +118,7 @@ request(struct conn *c, const struct proto_msg *m)
 	meth->handler(c, m->id, m->params);
 }
 
+/* Parses and routes like worker-conn.c's conn_message; herdd's rules before hello are its own. */
 static void
 control_message(struct conn *c, json_t *msg)
 {
