@@ -163,7 +163,7 @@ struct ch_method {
 	unsigned flags;
 };
 
-/* What a worker may say on its channel (PROTOCOL.md section 5). */
+/* What a worker may say on its channel (PROTOCOL.md section 5); a table like dispatch.c's: data. */
 static const struct ch_method ch_methods[] = {
 	{ "hello", ch_hello, CH_REQUEST },
 	{ "ready", ch_ready, CH_REQUEST | CH_NEED_HELLO },
@@ -188,18 +188,8 @@ channel_request(struct conn *c, struct worker *w, const struct proto_msg *m)
 {
 	const struct ch_method *meth = ch_find(m->method, CH_REQUEST);
 
-	if (!c->hello && (!meth || (meth->flags & CH_NEED_HELLO))) {
-		conn_reply_error(
-		    c, m->id, HERD_E_HELLO_REQUIRED, NULL, "the first request must be hello");
-		conn_close(c);
-		return;
-	}
-	if (!meth) {
-		conn_reply_error(c, m->id, HERD_E_METHOD_NOT_FOUND, NULL, "unknown method \"%.*s\"",
-		    proto_text_prec(m->method, 64), m->method);
-		return;
-	}
-	meth->handler(c, w, m);
+	if (conn_request_gate(c, m, meth, meth && (meth->flags & CH_NEED_HELLO), false))
+		meth->handler(c, w, m);
 }
 
 static void

@@ -206,6 +206,7 @@ peer_free(struct herd__peer *p)
 	free(c);
 }
 
+/* A callback table like every herd__peer_ops (client-io.c, worker-conn.c): data, not logic. */
 static const struct herd__peer_ops conn_peer_ops = {
 	.message = peer_message,
 	.closed = peer_closed,
@@ -350,6 +351,25 @@ conn_reply_error(struct conn *c, json_t *id, int code, json_t *data, const char 
 	n = conn_answer(c, id, proto_error(id, code, message, data));
 	free(message);
 	return n;
+}
+
+bool
+conn_request_gate(
+    struct conn *c, const struct proto_msg *m, bool known, bool needs_hello, bool name_in_data)
+{
+	if (!c->hello && (!known || needs_hello)) {
+		conn_reply_error(
+		    c, m->id, HERD_E_HELLO_REQUIRED, NULL, "the first request must be hello");
+		conn_close(c);
+		return false;
+	}
+	if (!known) {
+		conn_reply_error(c, m->id, HERD_E_METHOD_NOT_FOUND,
+		    name_in_data ? json_pack("{s:s}", "method", m->method) : NULL,
+		    "unknown method \"%.*s\"", proto_text_prec(m->method, 64), m->method);
+		return false;
+	}
+	return true;
 }
 
 unsigned

@@ -97,18 +97,8 @@ request(struct conn *c, const struct proto_msg *m)
 {
 	const struct method *meth = find_method(m->method);
 
-	if (!c->hello && (!meth || (meth->flags & NEED_HELLO))) {
-		conn_reply_error(
-		    c, m->id, HERD_E_HELLO_REQUIRED, NULL, "the first request must be hello");
-		conn_close(c);
+	if (!conn_request_gate(c, m, meth, meth && (meth->flags & NEED_HELLO), true))
 		return;
-	}
-	if (!meth) {
-		conn_reply_error(c, m->id, HERD_E_METHOD_NOT_FOUND,
-		    json_pack("{s:s}", "method", m->method), "unknown method \"%.*s\"",
-		    proto_text_prec(m->method, 64), m->method);
-		return;
-	}
 	if (herdd.stopping && !(meth->flags & WHILE_STOPPING)) {
 		conn_reply_error(c, m->id, HERD_E_SHUTTING_DOWN, NULL, "herdd is shutting down");
 		return;
@@ -128,6 +118,7 @@ request(struct conn *c, const struct proto_msg *m)
 	meth->handler(c, m->id, m->params);
 }
 
+/* Parses and routes like worker-conn.c's conn_message; herdd's rules before hello are its own. */
 static void
 control_message(struct conn *c, json_t *msg)
 {

@@ -27,7 +27,7 @@ h_subscribe(struct conn *c, json_t *id, json_t *params)
 	conn_reply(c, id, json_object());
 }
 
-/* unsubscribe {} -> {} */
+/* unsubscribe {} -> {}; unpacked and answered like every handler, its effect its own. */
 void
 h_unsubscribe(struct conn *c, json_t *id, json_t *params)
 {

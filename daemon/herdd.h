@@ -261,6 +261,14 @@ int conn_reply(struct conn *c, json_t *id, json_t *result);
 int conn_reply_error(struct conn *c, json_t *id, int code, json_t *data, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 /*
+ * The gate before any request's handler, on herdd's socket and on a worker's
+ * channel alike: hello first (a method that needs hello, or an unknown one,
+ * before it ends the session), then a known method. False when m was refused
+ * and answered; name_in_data puts the unknown method's name in the error.
+ */
+bool conn_request_gate(
+    struct conn *c, const struct proto_msg *m, bool known, bool needs_hello, bool name_in_data);
+/*
  * Ends the session: reading stops at once, the closed callback runs, queued
  * output is flushed (for at most a short deadline), then the fd is closed.
  */

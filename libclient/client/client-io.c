@@ -45,6 +45,7 @@ conn_dispatch_reply(herd_conn *conn, const struct proto_msg *m)
 {
 	struct herd__op *op;
 	herd_error *err;
+	int r;
 
 	if (!json_is_integer(m->id)) {
 		/* id null: the peer could not read something we sent and is closing. */
@@ -58,13 +59,8 @@ conn_dispatch_reply(herd_conn *conn, const struct proto_msg *m)
 	op = herd__op_find(conn, json_integer_value(m->id));
 	if (!op)
 		return; /* a call we gave up on (cancelled or timed out) */
-
-	if (m->kind == PROTO_RESULT) {
-		herd__op_complete(op, 0, m->result, NULL);
-		return;
-	}
-	err = herd__error_new(m->error_code, m->error_message, m->error_data);
-	herd__op_complete(op, herd__error_to_errno(m->error_code), NULL, err);
+	r = herd__reply_outcome(m, &err);
+	herd__op_complete(op, r, r == 0 ? m->result : NULL, err);
 	herd_error_unref(err);
 }
 

@@ -77,15 +77,7 @@ ops_remove(herd_conn *conn, struct herd__op *op)
 		*p = op->hnext;
 	op->hnext = NULL;
 
-	if (op->prev)
-		op->prev->next = op->next;
-	else
-		conn->pending_head = op->next;
-	if (op->next)
-		op->next->prev = op->prev;
-	else
-		conn->pending_tail = op->prev;
-	op->prev = op->next = NULL;
+	HERD__TLIST_REMOVE(conn->pending_head, conn->pending_tail, op, prev, next);
 	conn->n_pending--;
 	conn->deadline_dirty = true;
 }
@@ -185,12 +177,7 @@ herd__op_start(
 	k = bucket_of(conn, id);
 	op->hnext = conn->buckets[k];
 	conn->buckets[k] = op;
-	op->prev = conn->pending_tail;
-	if (conn->pending_tail)
-		conn->pending_tail->next = op;
-	else
-		conn->pending_head = op;
-	conn->pending_tail = op;
+	HERD__TLIST_APPEND(conn->pending_head, conn->pending_tail, op, prev, next);
 	conn->n_pending++;
 	conn->deadline_dirty = true;
 	return 0;

@@ -107,6 +107,17 @@ herd__error_to_errno(int code)
 	}
 }
 
+int
+herd__reply_outcome(const struct proto_msg *m, herd_error **ret_err)
+{
+	if (m->kind == PROTO_RESULT) {
+		*ret_err = NULL;
+		return 0;
+	}
+	*ret_err = herd__error_new(m->error_code, m->error_message, m->error_data);
+	return herd__error_to_errno(m->error_code);
+}
+
 /* Replaces the error in *slot, taking a new reference on err. */
 void
 herd__error_set(herd_error **slot, herd_error *err)

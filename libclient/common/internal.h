@@ -79,6 +79,13 @@ herd_error *herd__error_newv(int code, const char *fmt, va_list ap)
 /* Maps an error code received from a peer to the errno a call returns. */
 int herd__error_to_errno(int code);
 
+struct proto_msg;
+/*
+ * How a reply m ends its call: 0 with *ret_err NULL for a result, else the
+ * error's errno with *ret_err its new herd_error (the caller unrefs it).
+ */
+int herd__reply_outcome(const struct proto_msg *m, herd_error **ret_err);
+
 /* Replaces *slot with err (a new reference is taken; err may be NULL). */
 void herd__error_set(herd_error **slot, herd_error *err);
 
@@ -143,6 +150,23 @@ herd__json_decrefp(json_t **p)
 	}
 
 /*
+ * A public callback setter: check, an int expression over the handle p and
+ * the callback cb, is 0 or a negative errno to return; on 0 the callback and
+ * its userdata are stored in p's members cb_member and data_member.
+ */
+#define HERD__DEFINE_CALLBACK_SETTER(name, type, cb_type, check, cb_member, data_member)           \
+	HERD_EXPORT int name(type *p, cb_type cb, void *userdata)                                  \
+	{                                                                                          \
+		int r = (check);                                                                   \
+                                                                                                   \
+		if (r < 0)                                                                         \
+			return r;                                                                  \
+		p->cb_member = cb;                                                                 \
+		p->data_member = userdata;                                                         \
+		return 0;                                                                          \
+	}
+
+/*
  * Intrusive doubly linked lists, as systemd's LIST_PREPEND/LIST_REMOVE: head
  * points at the first item, and an item links through its members prev and
  * next (named by the caller, so one struct can sit on several lists).
@@ -165,6 +189,32 @@ herd__json_decrefp(json_t **p)
 		if ((item)->next)                                                                  \
 			(item)->next->prev = (item)->prev;                                         \
 		(item)->prev = (item)->next = NULL;                                                \
+	} while (0)
+
+/* The same for a list that also keeps its last item in tail. */
+#define HERD__TLIST_PREPEND(head, tail, item, prev, next)                                          \
+	do {                                                                                       \
+		if (!(head))                                                                       \
+			(tail) = (item);                                                           \
+		HERD__LIST_PREPEND(head, item, prev, next);                                        \
+	} while (0)
+
+#define HERD__TLIST_APPEND(head, tail, item, prev, next)                                           \
+	do {                                                                                       \
+		(item)->next = NULL;                                                               \
+		(item)->prev = (tail);                                                             \
+		if (tail)                                                                          \
+			(tail)->next = (item);                                                     \
+		else                                                                               \
+			(head) = (item);                                                           \
+		(tail) = (item);                                                                   \
+	} while (0)
+
+#define HERD__TLIST_REMOVE(head, tail, item, prev, next)                                           \
+	do {                                                                                       \
+		if (!(item)->next)                                                                 \
+			(tail) = (item)->prev;                                                     \
+		HERD__LIST_REMOVE(head, item, prev, next);                                         \
 	} while (0)
 
 #define _cleanup_(f)   __attribute__((cleanup(f)))

@@ -204,14 +204,6 @@ herd_master_socket_path(const char *socket_path)
 	return master_socket_path(socket_path);
 }
 
-HERD_EXPORT herd_master *
-herd_master_ref(herd_master *m)
-{
-	if (m)
-		m->n_ref++;
-	return m;
-}
-
 /*
  * Tells herdd this session ends on purpose, so its workers end as
  * master_closed rather than as orphans of a master that vanished
@@ -230,11 +222,9 @@ master_goodbye(herd_master *m)
 		herd_conn_flush(m->conn, GOODBYE_FLUSH_USEC);
 }
 
-HERD_EXPORT herd_master *
-herd_master_unref(herd_master *m)
+static void
+master_free(herd_master *m)
 {
-	if (!m || --m->n_ref > 0)
-		return NULL;
 	/* The connection may outlive us (a caller holds it): it must not call back into us. */
 	m->conn->notify_fn = NULL;
 	m->conn->notify_userdata = NULL;
@@ -244,8 +234,9 @@ herd_master_unref(herd_master *m)
 	json_decref(m->settings);
 	free(m->path);
 	free(m);
-	return NULL;
 }
+
+HERD__DEFINE_REF_UNREF(herd_master, herd_master, master_free)
 
 HERD_EXPORT int
 herd_master_close(herd_master *m)
@@ -274,25 +265,10 @@ herd_master_last_error(herd_master *m)
 	return m ? herd_conn_last_error(m->conn) : NULL;
 }
 
-HERD_EXPORT int
-herd_master_on_failure(herd_master *m, herd_master_event_cb cb, void *userdata)
-{
-	if (!m)
-		return -EINVAL;
-	m->on_failure = cb;
-	m->failure_userdata = userdata;
-	return 0;
-}
-
-HERD_EXPORT int
-herd_master_on_event(herd_master *m, herd_master_event_cb cb, void *userdata)
-{
-	if (!m)
-		return -EINVAL;
-	m->on_event = cb;
-	m->event_userdata = userdata;
-	return 0;
-}
+HERD__DEFINE_CALLBACK_SETTER(herd_master_on_failure, herd_master, herd_master_event_cb,
+    p ? 0 : -EINVAL, on_failure, failure_userdata)
+HERD__DEFINE_CALLBACK_SETTER(herd_master_on_event, herd_master, herd_master_event_cb,
+    p ? 0 : -EINVAL, on_event, event_userdata)
 
 /* ---- generic requests ---- */
 
@@ -628,27 +604,19 @@ herd_master_spawn_async(herd_master *m, json_t *opts, herd_spawn_cb cb, void *us
 
 /* ---- worker records ---- */
 
-HERD_EXPORT herd_worker *
-herd_worker_ref(herd_worker *w)
+/* Member by member like every handle's free function (pool-job.c, error.c): the members differ. */
+static void
+worker_free(herd_worker *w)
 {
-	if (w)
-		w->n_ref++;
-	return w;
-}
-
-HERD_EXPORT herd_worker *
-herd_worker_unref(herd_worker *w)
-{
-	if (!w || --w->n_ref > 0)
-		return NULL;
 	free(w->id);
 	free(w->socket);
 	free(w->name);
 	free(w->herdd);
 	json_decref(w->settings);
 	free(w);
-	return NULL;
 }
+
+HERD__DEFINE_REF_UNREF(herd_worker, herd_worker, worker_free)
 
 HERD_EXPORT const char *
 herd_worker_id(const herd_worker *w)
@@ -842,6 +810,7 @@ worker_conn_watch(const herd_worker *w, herd_conn *conn)
 		exit_watch_free(x);
 		return -ENOMEM;
 	}
+	/* A callback, its data and their free function, set as any handle sets its three. */
 	conn->exit_cause_fn = worker_exit_cause;
 	conn->exit_cause_userdata = x;
 	conn->exit_cause_free = exit_watch_free;
@@ -920,6 +889,7 @@ herd_master_kill(herd_master *m, const char *id, const char *signal)
 	return herd_master_request(m, "kill", params, 0, NULL);
 }
 
+/* Each request below checks its own arguments, then packs them like the others. */
 HERD_EXPORT int
 herd_master_list(herd_master *m, bool all, json_t **ret)
 {

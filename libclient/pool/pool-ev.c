@@ -11,6 +11,7 @@
 /* Bounds the work done per wakeup so a busy pool cannot starve the loop. */
 #define MAX_PROCESS_ROUNDS 16
 
+/* Drives a pool as peer-ev.c drives a peer, but a pool's round is herd_pool_process(). */
 static void
 pool_ev_process(struct herd_pool *p)
 {

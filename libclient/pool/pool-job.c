@@ -43,19 +43,9 @@ herd_job_new(herd_pool *p, enum herd_job_kind kind, const char *function, herd_j
 	return 0;
 }
 
-HERD_EXPORT herd_job *
-herd_job_ref(herd_job *job)
+static void
+job_free(herd_job *job)
 {
-	if (job)
-		job->n_ref++;
-	return job;
-}
-
-HERD_EXPORT herd_job *
-herd_job_unref(herd_job *job)
-{
-	if (!job || --job->n_ref > 0)
-		return NULL;
 	free(job->function);
 	free(job->worker_combine);
 	json_decref(job->args);
@@ -67,8 +57,9 @@ herd_job_unref(herd_job *job)
 	}
 	free(job->pending);
 	free(job);
-	return NULL;
 }
+
+HERD__DEFINE_REF_UNREF(herd_job, herd_job, job_free)
 
 static int
 setter_check(struct herd_job *job)
@@ -141,55 +132,25 @@ herd_job_set_combine(
 	return 0;
 }
 
-HERD_EXPORT int
-herd_job_set_predicate(herd_job *job, herd_predicate_fn pred, void *userdata)
+/* A callback may be set until the job starts; a required one may not be NULL. */
+static int
+callback_check(struct herd_job *job, bool ok)
 {
 	int r = setter_check(job);
 
 	if (r < 0)
 		return r;
-	if (!pred)
-		return -EINVAL;
-	job->pred = pred;
-	job->pred_data = userdata;
-	return 0;
+	return ok ? 0 : -EINVAL;
 }
 
-HERD_EXPORT int
-herd_job_on_task(herd_job *job, herd_task_cb cb, void *userdata)
-{
-	int r = setter_check(job);
-
-	if (r < 0)
-		return r;
-	job->on_task = cb;
-	job->task_data = userdata;
-	return 0;
-}
-
-HERD_EXPORT int
-herd_job_on_done(herd_job *job, herd_job_done_cb cb, void *userdata)
-{
-	int r = setter_check(job);
-
-	if (r < 0)
-		return r;
-	job->on_done = cb;
-	job->done_data = userdata;
-	return 0;
-}
-
-HERD_EXPORT int
-herd_job_on_progress(herd_job *job, herd_progress_cb cb, void *userdata)
-{
-	int r = setter_check(job);
-
-	if (r < 0)
-		return r;
-	job->on_progress = cb;
-	job->progress_data = userdata;
-	return 0;
-}
+HERD__DEFINE_CALLBACK_SETTER(herd_job_set_predicate, herd_job, herd_predicate_fn,
+    callback_check(p, cb != NULL), pred, pred_data)
+HERD__DEFINE_CALLBACK_SETTER(
+    herd_job_on_task, herd_job, herd_task_cb, callback_check(p, true), on_task, task_data)
+HERD__DEFINE_CALLBACK_SETTER(
+    herd_job_on_done, herd_job, herd_job_done_cb, callback_check(p, true), on_done, done_data)
+HERD__DEFINE_CALLBACK_SETTER(herd_job_on_progress, herd_job, herd_progress_cb,
+    callback_check(p, true), on_progress, progress_data)
 
 static bool
 job_reduces(const struct herd_job *job)

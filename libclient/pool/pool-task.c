@@ -37,16 +37,8 @@ herd__task_list_remove(struct task *t)
 
 	if (!l)
 		return;
-	if (t->prev)
-		t->prev->next = t->next;
-	else
-		l->head = t->next;
-	if (t->next)
-		t->next->prev = t->prev;
-	else
-		l->tail = t->prev;
+	HERD__TLIST_REMOVE(l->head, l->tail, t, prev, next);
 	l->n--;
-	t->prev = t->next = NULL;
 	t->list = NULL;
 }
 
@@ -56,21 +48,10 @@ herd__task_list_push(struct task_list *l, struct task *t, bool front)
 {
 	herd__task_list_remove(t);
 	t->list = l;
-	if (front) {
-		t->next = l->head;
-		if (l->head)
-			l->head->prev = t;
-		else
-			l->tail = t;
-		l->head = t;
-	} else {
-		t->prev = l->tail;
-		if (l->tail)
-			l->tail->next = t;
-		else
-			l->head = t;
-		l->tail = t;
-	}
+	if (front)
+		HERD__TLIST_PREPEND(l->head, l->tail, t, prev, next);
+	else
+		HERD__TLIST_APPEND(l->head, l->tail, t, prev, next);
 	l->n++;
 }
 
@@ -369,6 +350,7 @@ task_reply(
 
 /* ---- takes: the end of a worker-folded reduce ---- */
 
+/* A reply callback's context, shaped like any other (test-client-calls.c): the fields differ. */
 struct take {
 	struct slot *slot;
 	unsigned gen;

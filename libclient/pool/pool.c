@@ -672,16 +672,9 @@ herd_pool_new(json_t *spawn_opts, json_t *pool_opts, herd_pool **ret, herd_error
 	return 0;
 }
 
-HERD_EXPORT herd_pool *
-herd_pool_ref(herd_pool *p)
-{
-	if (p)
-		p->n_ref++;
-	return p;
-}
-
 static void pool_close(struct herd_pool *p);
 
+/* Member by member like every handle's free function (master.c, error.c): the members differ. */
 static void
 pool_free(struct herd_pool *p)
 {
@@ -698,14 +691,7 @@ pool_free(struct herd_pool *p)
 	free(p);
 }
 
-HERD_EXPORT herd_pool *
-herd_pool_unref(herd_pool *p)
-{
-	if (!p || --p->n_ref > 0)
-		return NULL;
-	pool_free(p);
-	return NULL;
-}
+HERD__DEFINE_REF_UNREF(herd_pool, herd_pool, pool_free)
 
 static void
 stop_done(herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *err, void *ud)
@@ -805,6 +791,8 @@ herd_pool_close(herd_pool *p)
 }
 
 /* ---- getters ---- */
+
+/* NULL-safe and one line each, like every handle's getters (error.c says why). */
 
 HERD_EXPORT herd_master *
 herd_pool_get_master(herd_pool *p)

@@ -84,6 +84,7 @@ herd__client_call_reply(struct srv_conn *c, const struct proto_msg *m)
 {
 	struct herd__client_call *call;
 	herd_error *err;
+	int r;
 
 	if (!json_is_integer(m->id))
 		return;
@@ -94,12 +95,8 @@ herd__client_call_reply(struct srv_conn *c, const struct proto_msg *m)
 	if (!call)
 		return;
 	call_unlink(c, call);
-	if (m->kind == PROTO_RESULT) {
-		call_finish(call, 0, m->result, NULL);
-		return;
-	}
-	err = herd__error_new(m->error_code, m->error_message, m->error_data);
-	call_finish(call, herd__error_to_errno(m->error_code), NULL, err);
+	r = herd__reply_outcome(m, &err);
+	call_finish(call, r, r == 0 ? m->result : NULL, err);
 	herd_error_unref(err);
 }
 

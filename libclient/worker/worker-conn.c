@@ -211,13 +211,7 @@ conn_peer_released(struct herd__peer *p)
 	struct herd_server *srv = c->srv;
 
 	c->state = SCONN_CLOSED;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		srv->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->prev = c->next = NULL;
+	HERD__LIST_REMOVE(srv->conns, c, prev, next);
 	srv->n_conns--;
 	if (srv->on_conn_change)
 		srv->on_conn_change(srv, false, srv->on_conn_change_data);
@@ -284,6 +278,7 @@ conn_peer_free(struct herd__peer *p)
 	herd__server_conn_freed(srv);
 }
 
+/* A callback table like every herd__peer_ops (client-io.c, daemon/conn.c): data, not logic. */
 static const struct herd__peer_ops conn_peer_ops = {
 	.message = conn_peer_message,
 	.eof = conn_peer_eof,
@@ -586,10 +581,7 @@ herd__sconn_start(struct herd_server *srv, int fd)
 	c->srv = srv;
 	srv->n_live++;
 	c->state = SCONN_HELLO;
-	c->next = srv->conns;
-	if (c->next)
-		c->next->prev = c;
-	srv->conns = c;
+	HERD__LIST_PREPEND(srv->conns, c, prev, next);
 	srv->n_conns++;
 	srv->n_accepted++;
 	if (srv->settings.handshake_timeout_ms > 0)

@@ -12,6 +12,7 @@
 
 #include "worker/worker-internal.h"
 
+/* A name table like worker-log.c's levels: data, one row per kind. */
 static const char *const kind_names[] = {
 	[HERD_KIND_CALL] = "call",
 	[HERD_KIND_ONEWAY] = "oneway",
@@ -77,26 +78,18 @@ herd__request_new(struct srv_conn *c, const struct herd_function *fn, json_t *id
 	return req;
 }
 
-HERD_EXPORT herd_request *
-herd_request_ref(herd_request *req)
+/* Member by member like every handle's free function (master.c, pool.c): the members differ. */
+static void
+request_free(herd_request *req)
 {
-	if (req)
-		req->n_ref++;
-	return req;
-}
-
-HERD_EXPORT herd_request *
-herd_request_unref(herd_request *req)
-{
-	if (!req || --req->n_ref > 0)
-		return NULL;
 	json_decref(req->id);
 	json_decref(req->params);
 	free(req->key);
 	herd__sconn_unref(req->conn);
 	free(req);
-	return NULL;
 }
+
+HERD__DEFINE_REF_UNREF(herd_request, herd_request, request_free)
 
 /* ---- pending table ---- */
 
@@ -546,17 +539,8 @@ register_check(const herd_request *req, bool ok_kind)
 	return 0;
 }
 
-HERD_EXPORT int
-herd_request_on_cancel(herd_request *req, herd_request_cb cb, void *userdata)
-{
-	int r = register_check(req, req && req->fn->kind != HERD_KIND_ONEWAY);
-
-	if (r < 0)
-		return r;
-	req->on_cancel = cb;
-	req->cancel_data = userdata;
-	return 0;
-}
+HERD__DEFINE_CALLBACK_SETTER(herd_request_on_cancel, herd_request, herd_request_cb,
+    register_check(p, p && p->fn->kind != HERD_KIND_ONEWAY), on_cancel, cancel_data)
 
 HERD_EXPORT int
 herd_request_on_drain(herd_request *req, herd_request_cb cb, void *userdata)
@@ -577,26 +561,7 @@ herd_request_on_drain(herd_request *req, herd_request_cb cb, void *userdata)
 	return 0;
 }
 
-HERD_EXPORT int
-herd_request_on_item(herd_request *req, herd_item_cb cb, void *userdata)
-{
-	int r = register_check(req, req && req->fn->kind == HERD_KIND_SINK);
-
-	if (r < 0)
-		return r;
-	req->on_item = cb;
-	req->item_data = userdata;
-	return 0;
-}
-
-HERD_EXPORT int
-herd_request_on_end(herd_request *req, herd_request_cb cb, void *userdata)
-{
-	int r = register_check(req, req && req->fn->kind == HERD_KIND_SINK);
-
-	if (r < 0)
-		return r;
-	req->on_end = cb;
-	req->end_data = userdata;
-	return 0;
-}
+HERD__DEFINE_CALLBACK_SETTER(herd_request_on_item, herd_request, herd_item_cb,
+    register_check(p, p && p->fn->kind == HERD_KIND_SINK), on_item, item_data)
+HERD__DEFINE_CALLBACK_SETTER(herd_request_on_end, herd_request, herd_request_cb,
+    register_check(p, p && p->fn->kind == HERD_KIND_SINK), on_end, end_data)

@@ -399,12 +399,5 @@ herd_server_loop(const herd_server *srv)
 	return srv ? srv->loop : NULL;
 }
 
-HERD_EXPORT int
-herd_server_on_shutdown(herd_server *srv, herd_server_cb cb, void *userdata)
-{
-	if (!srv)
-		return -EINVAL;
-	srv->on_shutdown = cb;
-	srv->on_shutdown_data = userdata;
-	return 0;
-}
+HERD__DEFINE_CALLBACK_SETTER(herd_server_on_shutdown, herd_server, herd_server_cb, p ? 0 : -EINVAL,
+    on_shutdown, on_shutdown_data)

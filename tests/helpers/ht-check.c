@@ -259,3 +259,35 @@ ht__args_release(void)
 {
 	args_pool = (json_decref(args_pool), NULL);
 }
+
+struct ht_out
+ht_herdctl(const char *socket, ...)
+{
+	const char *argv[32];
+	struct ht_out o = { 0 };
+	va_list ap;
+	size_t n = 0;
+	const char *a;
+
+	argv[n++] = ht_env_path("HERDCTL");
+	ck_assert_ptr_nonnull(argv[0]);
+	if (socket) {
+		argv[n++] = "--socket";
+		argv[n++] = socket;
+	}
+	va_start(ap, socket);
+	while ((a = va_arg(ap, const char *)) && n < 31)
+		argv[n++] = a;
+	va_end(ap);
+	argv[n] = NULL;
+	o.code = ht_run(argv, &o.out, &o.err, ht_ms(20000));
+	ck_assert_int_ge(o.code, 0);
+	return o;
+}
+
+void
+ht_out_free(struct ht_out *o)
+{
+	free(o->out);
+	free(o->err);
+}

@@ -100,6 +100,18 @@ int ht_wait_exit_ok(pid_t pid);
  */
 json_t *ht_args(const char *fmt, ...);
 
+/* What herdctl said: its exit code (as ht_run() returns it) and its output, malloc'd. */
+struct ht_out {
+	int code;
+	char *out, *err;
+};
+/*
+ * Runs herdctl (HERDCTL) with --socket socket (NULL: none) and the arguments
+ * up to NULL; fails the test if it could not run. Free with ht_out_free().
+ */
+struct ht_out ht_herdctl(const char *socket, ...) __attribute__((sentinel));
+void ht_out_free(struct ht_out *o);
+
 /* One test case of a test program (HT_MAIN). */
 struct ht_case {
 	const char *name;

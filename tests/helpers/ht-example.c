@@ -216,6 +216,34 @@ ht_outcome_set(struct ht_outcome *o, int r, json_t *result, herd_error *error)
 	snprintf(o->name, sizeof(o->name), "%s", error ? herd_error_name(error) : "(none)");
 }
 
+void
+ht_on_failure(herd_master *m, const char *event, const char *worker_id, const char *message,
+    json_t *stderr_tail, json_t *worker, void *userdata)
+{
+	struct ht_failures *f = userdata;
+
+	f->n++;
+	snprintf(f->event, sizeof(f->event), "%s", event);
+	snprintf(f->id, sizeof(f->id), "%s", worker_id ? worker_id : "");
+	snprintf(f->message, sizeof(f->message), "%s", message ? message : "");
+	f->tail = stderr_tail ? ht__keep(json_incref(stderr_tail)) : NULL;
+	f->worker = worker ? ht__keep(json_incref(worker)) : NULL;
+}
+
+void
+ht_wait_failure(herd_master *m, const struct ht_failures *f, int timeout_ms)
+{
+	herd_conn *conn = herd_master_get_conn(m);
+	int64_t deadline = ht_now_ms() + timeout_ms;
+
+	while (f->n == 0 && ht_now_ms() < deadline) {
+		int r = herd_conn_wait(conn, (uint64_t)(deadline - ht_now_ms()) * 1000);
+
+		ck_assert_msg(r >= 0 || r == -EINTR, "herd_conn_wait: %s", strerror(-r));
+		ck_assert_int_ge(herd_conn_process(conn), 0);
+	}
+}
+
 herd_master *
 ht_herd_master_ok(json_t *settings)
 {

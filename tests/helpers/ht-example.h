@@ -108,6 +108,24 @@ herd_worker *ht_herd_spawn_ok(herd_master *m, const char *var, json_t *init);
 /* libherd's connection to the worker at socket with conn_init (borrowed, may be NULL); fails the test on error. */
 herd_conn *ht_herd_connect(const char *socket, json_t *conn_init);
 
+/* ---- failures a libherd master reports ---- */
+
+/* What herd_master_on_failure reported last, and how many times it ran. */
+struct ht_failures {
+	int n;
+	char event[32];
+	char id[32];
+	char message[256];
+	json_t *tail; /* kept until the test's teardown (ht_teardown) */
+	json_t *worker; /* the same */
+};
+
+/* A herd_master_event_cb recording into userdata, a struct ht_failures. */
+void ht_on_failure(herd_master *m, const char *event, const char *worker_id, const char *message,
+    json_t *stderr_tail, json_t *worker, void *userdata);
+/* Runs m's connection until f->n is non-zero or timeout_ms passed. */
+void ht_wait_failure(herd_master *m, const struct ht_failures *f, int timeout_ms);
+
 /* ---- outcomes of asynchronous libherd operations ---- */
 
 /* How an asynchronous libherd operation ended, as its callback told. */

@@ -715,6 +715,7 @@ static const struct herd_combiner combiners[] = {
 	{ NULL, NULL },
 };
 
+/* Its tables look like every worker's (test-pool.c, example-worker.c): data, not logic. */
 static const struct herd_worker_type testworker = {
 	.name = "herd-testworker",
 	.functions = functions,

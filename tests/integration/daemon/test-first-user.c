@@ -25,6 +25,7 @@
 #include <herd/herd.h>
 
 #include "ht-check.h"
+#include "ht-example.h"
 
 #define NEST_DEPTH    3 /* levels below the top worker */
 #define NEST_GRACE_MS 2000
@@ -200,31 +201,6 @@ getenv_in(herd_worker *w, const char *name)
 	snprintf(value, sizeof(value), "%s", v ? v : "(unset)");
 	json_decref(res);
 	return value;
-}
-
-/* Runs herdctl --socket d's ARGS...; its stdout and stderr are returned malloc'd. */
-struct ctl_out {
-	int code;
-	char *out, *err;
-};
-
-static struct ctl_out
-herdctl(const struct ht_daemon *d, const char *socket, const char *a1, const char *a2,
-    const char *a3, const char *a4, const char *a5)
-{
-	const char *argv[] = { ht_env_path("HERDCTL"), "--socket", socket ? socket : d->socket, a1,
-		a2, a3, a4, a5, NULL };
-	struct ctl_out o = { 0 };
-
-	o.code = ht_run(argv, &o.out, &o.err, ht_ms(20000));
-	return o;
-}
-
-static void
-ctl_free(struct ctl_out *o)
-{
-	free(o->out);
-	free(o->err);
 }
 
 /* Waits until worker id has exited, then returns its record (new reference). */
@@ -548,50 +524,24 @@ START_TEST(test_master_closed_or_vanished)
 }
 END_TEST
 
-struct failure_seen {
-	int n;
-	char event[32];
-	char message[256];
-};
-
-static void
-on_failure(herd_master *m, const char *event, const char *worker_id, const char *message,
-    json_t *stderr_tail, json_t *worker, void *userdata)
-{
-	struct failure_seen *s = userdata;
-
-	s->n++;
-	snprintf(s->event, sizeof(s->event), "%s", event);
-	snprintf(s->message, sizeof(s->message), "%s", message ? message : "");
-}
-
-/* herdctl kill ID KILL is reason killed, and the owner's on_failure hears of it. */
 START_TEST(test_operator_kill)
 {
 	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	herd_master *m = master_open(d);
-	struct failure_seen seen = { 0 };
+	struct ht_failures seen = { 0 };
 	herd_worker *w = NULL;
-	herd_conn *conn = herd_master_get_conn(m);
-	struct ctl_out o;
+	struct ht_out o;
 	json_t *opts, *rec;
-	int64_t deadline;
 
-	herd_master_on_failure(m, on_failure, &seen);
+	herd_master_on_failure(m, ht_on_failure, &seen);
 	opts = herd_spawn_opts_new(ht_env_path("HERD_TESTWORKER"), NULL);
 	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w), 0);
 	json_decref(opts);
 	ht_track_pid(herd_worker_pid(w));
-	o = herdctl(d, NULL, "kill", herd_worker_id(w), "KILL", NULL, NULL);
+	o = ht_herdctl(d->socket, "kill", herd_worker_id(w), "KILL", NULL);
 	ck_assert_msg(o.code == 0, "kill: %s", o.err);
-	ctl_free(&o);
-	deadline = ht_now_ms() + ht_ms(5000);
-	while (seen.n == 0 && ht_now_ms() < deadline) {
-		int r = herd_conn_wait(conn, (uint64_t)(deadline - ht_now_ms()) * 1000);
-
-		ck_assert(r >= 0 || r == -EINTR);
-		ck_assert_int_ge(herd_conn_process(conn), 0);
-	}
+	ht_out_free(&o);
+	ht_wait_failure(m, &seen, ht_ms(5000));
 	ck_assert_int_eq(seen.n, 1);
 	ck_assert_str_eq(seen.event, "killed");
 	ck_assert_msg(strstr(seen.message, "SIGKILL"), "message: %s", seen.message);
@@ -638,17 +588,17 @@ START_TEST(test_herdctl_reports)
 	struct ht_daemon *d = ht_daemon_start_ok(NULL);
 	herd_master *m = master_open(d);
 	herd_worker *w = NULL;
-	struct ctl_out o;
+	struct ht_out o;
 	json_t *opts, *res;
 	char owner[32], nosock[200];
 
 	/* herdctl looks as an inspector: the one master is this test. */
-	o = herdctl(d, NULL, "--json", "stats", NULL, NULL, NULL);
+	o = ht_herdctl(d->socket, "--json", "stats", NULL);
 	ck_assert_int_eq(o.code, 0);
 	res = json_loads(o.out, 0, NULL);
 	ck_assert_int_eq(json_integer_value(json_object_get(res, "masters")), 1);
 	json_decref(res);
-	ctl_free(&o);
+	ht_out_free(&o);
 
 	opts = herd_spawn_opts_new(ht_env_path("HERD_TESTWORKER"), NULL);
 	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w), 0);
@@ -656,31 +606,31 @@ START_TEST(test_herdctl_reports)
 	ht_track_pid(herd_worker_pid(w));
 
 	/* A pipe function's items come out as JSON lines, then its result. */
-	o = herdctl(d, NULL, "call", herd_worker_id(w), "count", "{\"n\":3}", NULL);
+	o = ht_herdctl(d->socket, "call", herd_worker_id(w), "count", "{\"n\":3}", NULL);
 	ck_assert_msg(o.code == 0, "call: %s", o.err);
 	ck_assert_msg(
 	    !strncmp(o.out, "0\n1\n2\n", 6) && strstr(o.out, "\"count\": 3"), "call: %s", o.out);
-	ctl_free(&o);
+	ht_out_free(&o);
 
-	o = herdctl(d, NULL, "logs", herd_worker_id(w), NULL, NULL, NULL);
+	o = ht_herdctl(d->socket, "logs", herd_worker_id(w), NULL);
 	ck_assert_int_eq(o.code, 0);
 	ck_assert_str_eq(o.out, "");
 	ck_assert_msg(strstr(o.err, "has written nothing to its stderr"), "stderr: %s", o.err);
-	ctl_free(&o);
+	ht_out_free(&o);
 
-	o = herdctl(d, NULL, "list", NULL, NULL, NULL, NULL);
+	o = ht_herdctl(d->socket, "list", NULL);
 	ck_assert_int_eq(o.code, 0);
 	snprintf(owner, sizeof(owner), " %d ", (int)getpid());
 	ck_assert_msg(strstr(o.out, "OWNER") && strstr(o.out, owner), "list: %s", o.out);
-	ctl_free(&o);
+	ht_out_free(&o);
 
 	snprintf(nosock, sizeof(nosock), "%s/nobody.sock", d->dir);
-	o = herdctl(d, nosock, "inspect", "w13", NULL, NULL, NULL);
+	o = ht_herdctl(nosock, "inspect", "w13", NULL);
 	ck_assert_int_eq(o.code, 1);
 	ck_assert_msg(strstr(o.err, "no herdd runs at") && strstr(o.err, nosock) &&
 	        strstr(o.err, "herdd --socket"),
 	    "stderr: %s", o.err);
-	ctl_free(&o);
+	ht_out_free(&o);
 
 	herd_worker_unref(w);
 	herd_master_unref(m);

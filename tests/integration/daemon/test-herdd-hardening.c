@@ -227,6 +227,7 @@ START_TEST(test_long_init_failure_reaches_owner)
 }
 END_TEST
 
+/* Opens and ends like the tests around it (a daemon, a master); its checks are its own. */
 START_TEST(test_long_failure_reaches_owner)
 {
 	struct ht_daemon *d = ht_daemon_start_ok(grace_args);

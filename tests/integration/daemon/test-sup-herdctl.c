@@ -11,48 +11,9 @@
 
 #include "ht-check.h"
 
-struct out {
-	int code;
-	char *out;
-	char *err;
-};
-
-/* Runs herdctl --socket S ARGS... (socket NULL: no --socket). */
-static struct out
-ctl(const char *socket, ...)
-{
-	const char *argv[32];
-	struct out o = { 0 };
-	va_list ap;
-	size_t n = 0;
-	const char *a;
-
-	argv[n++] = ht_env_path("HERDCTL");
-	ck_assert_ptr_nonnull(argv[0]);
-	if (socket) {
-		argv[n++] = "--socket";
-		argv[n++] = socket;
-	}
-	va_start(ap, socket);
-	while ((a = va_arg(ap, const char *)) && n < 31)
-		argv[n++] = a;
-	va_end(ap);
-	argv[n] = NULL;
-	o.code = ht_run(argv, &o.out, &o.err, ht_ms(20000));
-	ck_assert_int_ge(o.code, 0);
-	return o;
-}
-
-static void
-out_free(struct out *o)
-{
-	free(o->out);
-	free(o->err);
-}
-
 /* Parses stdout as one JSON text. */
 static json_t *
-out_json(const struct out *o)
+out_json(const struct ht_out *o)
 {
 	json_error_t e;
 	json_t *v = json_loads(o->out, JSON_DECODE_ANY, &e);
@@ -63,7 +24,7 @@ out_json(const struct out *o)
 
 /* Exactly one line on stderr, starting with "herdctl: NAME: ". */
 static void
-assert_error_line(const struct out *o, const char *name)
+assert_error_line(const struct ht_out *o, const char *name)
 {
 	char prefix[128];
 
@@ -76,25 +37,25 @@ assert_error_line(const struct out *o, const char *name)
 
 START_TEST(test_usage)
 {
-	struct out o;
+	struct ht_out o;
 
-	o = ctl(NULL, NULL);
+	o = ht_herdctl(NULL, NULL);
 	ck_assert_int_eq(o.code, 2);
-	out_free(&o);
-	o = ctl(NULL, "frobnicate", NULL);
+	ht_out_free(&o);
+	o = ht_herdctl(NULL, "frobnicate", NULL);
 	ck_assert_int_eq(o.code, 2);
 	ck_assert_ptr_nonnull(strstr(o.err, "frobnicate"));
-	out_free(&o);
-	o = ctl(NULL, "--help", NULL);
+	ht_out_free(&o);
+	o = ht_herdctl(NULL, "--help", NULL);
 	ck_assert_int_eq(o.code, 0);
 	ck_assert_ptr_nonnull(strstr(o.out, "--shutdown-on"));
 	ck_assert_ptr_nonnull(strstr(o.out, "explicit"));
-	out_free(&o);
+	ht_out_free(&o);
 	/* No herdd there: one error line, exit 1. */
-	o = ctl("/nonexistent/herdd.sock", "list", NULL);
+	o = ht_herdctl("/nonexistent/herdd.sock", "list", NULL);
 	ck_assert_int_eq(o.code, 1);
 	ck_assert_msg(strncmp(o.err, "herdctl: ", 9) == 0, "stderr: %s", o.err);
-	out_free(&o);
+	ht_out_free(&o);
 }
 END_TEST
 
@@ -102,12 +63,12 @@ START_TEST(test_spawn_list_call_stop)
 {
 	struct ht_daemon *d = ht_herdd;
 	const char *tw = ht_env_path("HERD_TESTWORKER");
-	struct out o;
+	struct ht_out o;
 	json_t *res, *w;
 	char id[32], id2[32];
 	pid_t pid, pid2;
 
-	o = ctl(d->socket, "--json", "spawn", "--name", "tw", "--init", "{\"k\":1}", "--env",
+	o = ht_herdctl(d->socket, "--json", "spawn", "--name", "tw", "--init", "{\"k\":1}", "--env",
 	    "COLOUR=green", "--cwd", "/tmp", "--", tw, NULL);
 	ck_assert_msg(o.code == 0, "spawn: %s", o.err);
 	res = out_json(&o);
@@ -115,85 +76,85 @@ START_TEST(test_spawn_list_call_stop)
 	pid = ht_worker_pid(res);
 	ht_track_pid(pid);
 	json_decref(res);
-	out_free(&o);
+	ht_out_free(&o);
 	/* herdctl has exited, and the explicit worker lives on. */
 	ck_assert(ht_pid_alive(pid));
 
-	o = ctl(d->socket, "spawn", "--name", "tw2", "--", tw, NULL);
+	o = ht_herdctl(d->socket, "spawn", "--name", "tw2", "--", tw, NULL);
 	ck_assert_msg(o.code == 0, "spawn: %s", o.err);
 	ck_assert_int_eq(sscanf(o.out, "%31s %d", id2, &pid2), 2);
 	ht_track_pid(pid2);
-	out_free(&o);
+	ht_out_free(&o);
 
-	o = ctl(d->socket, "list", NULL);
+	o = ht_herdctl(d->socket, "list", NULL);
 	ck_assert_int_eq(o.code, 0);
 	ck_assert_msg(strncmp(o.out, "ID ", 3) == 0 && strstr(o.out, "REASON"), "%s", o.out);
 	ck_assert_ptr_nonnull(strstr(o.out, id));
 	ck_assert_ptr_nonnull(strstr(o.out, id2));
-	out_free(&o);
-	o = ctl(d->socket, "--json", "list", NULL);
+	ht_out_free(&o);
+	o = ht_herdctl(d->socket, "--json", "list", NULL);
 	res = out_json(&o);
 	ck_assert_int_eq(json_array_size(json_object_get(res, "workers")), 2);
 	json_decref(res);
-	out_free(&o);
+	ht_out_free(&o);
 
-	o = ctl(d->socket, "inspect", id, NULL);
+	o = ht_herdctl(d->socket, "inspect", id, NULL);
 	ck_assert_int_eq(o.code, 0);
 	ck_assert_ptr_nonnull(strstr(o.out, "explicit"));
-	out_free(&o);
+	ht_out_free(&o);
 
-	o = ctl(d->socket, "call", id, "sum", "{\"n\":10}", NULL);
+	o = ht_herdctl(d->socket, "call", id, "sum", "{\"n\":10}", NULL);
 	ck_assert_msg(o.code == 0, "call: %s", o.err);
 	ck_assert_str_eq(o.out, "45\n");
-	out_free(&o);
-	o = ctl(d->socket, "--json", "call", id, "env", "{\"name\":\"COLOUR\"}", NULL);
+	ht_out_free(&o);
+	o = ht_herdctl(d->socket, "--json", "call", id, "env", "{\"name\":\"COLOUR\"}", NULL);
 	res = out_json(&o);
 	ck_assert_str_eq(json_string_value(json_object_get(res, "value")), "green");
 	json_decref(res);
-	out_free(&o);
-	o = ctl(d->socket, "--json", "call", id, "state", NULL);
+	ht_out_free(&o);
+	o = ht_herdctl(d->socket, "--json", "call", id, "state", NULL);
 	res = out_json(&o);
 	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(res, "init"), "k")), 1);
 	json_decref(res);
-	out_free(&o);
-	o = ctl(d->socket, "call", id, "fail", "{\"message\":\"no such thing\"}", NULL);
+	ht_out_free(&o);
+	o = ht_herdctl(d->socket, "call", id, "fail", "{\"message\":\"no such thing\"}", NULL);
 	assert_error_line(&o, "function_failed");
 	ck_assert_str_eq(o.err, "herdctl: function_failed: no such thing\n");
-	out_free(&o);
+	ht_out_free(&o);
 
-	o = ctl(d->socket, "call", id, "stderr", "{\"text\":\"a line for the logs\"}", NULL);
+	o = ht_herdctl(d->socket, "call", id, "stderr", "{\"text\":\"a line for the logs\"}", NULL);
 	ck_assert_int_eq(o.code, 0);
-	out_free(&o);
-	o = ctl(d->socket, "logs", id, "--lines", "50", NULL);
+	ht_out_free(&o);
+	o = ht_herdctl(d->socket, "logs", id, "--lines", "50", NULL);
 	ck_assert_int_eq(o.code, 0);
 	ck_assert_msg(strstr(o.out, "a line for the logs"), "logs: %s", o.out);
-	out_free(&o);
+	ht_out_free(&o);
 
-	o = ctl(d->socket, "kill", id2, "KILL", NULL);
+	o = ht_herdctl(d->socket, "kill", id2, "KILL", NULL);
 	ck_assert_msg(o.code == 0, "kill: %s", o.err);
-	out_free(&o);
+	ht_out_free(&o);
 	ck_assert_int_eq(ht_wait_pid_gone(pid2, ht_ms(2000)), 0);
 
-	o = ctl(d->socket, "--json", "shutdown", id, "--grace-ms", "1000", NULL);
+	o = ht_herdctl(d->socket, "--json", "shutdown", id, "--grace-ms", "1000", NULL);
 	ck_assert_msg(o.code == 0, "shutdown: %s", o.err);
 	w = out_json(&o);
 	ck_assert_str_eq(json_string_value(json_object_get(w, "state")), "exited");
 	json_decref(w);
-	out_free(&o);
+	ht_out_free(&o);
 	ck_assert(!ht_pid_alive(pid));
 
-	o = ctl(d->socket, "inspect", "w999", NULL);
+	o = ht_herdctl(d->socket, "inspect", "w999", NULL);
 	assert_error_line(&o, "worker_not_found");
-	out_free(&o);
-	o = ctl(d->socket, "list", "--all", NULL);
+	ht_out_free(&o);
+	o = ht_herdctl(d->socket, "list", "--all", NULL);
 	ck_assert_int_eq(o.code, 0);
 	ck_assert_ptr_nonnull(strstr(o.out, "shutdown"));
-	out_free(&o);
-	o = ctl(d->socket, "--json", "stats", NULL);
+	ht_out_free(&o);
+	o = ht_herdctl(d->socket, "--json", "stats", NULL);
 	res = out_json(&o);
 	ck_assert(json_integer_value(json_object_get(res, "spawns")) >= 2);
 	json_decref(res);
-	out_free(&o);
+	ht_out_free(&o);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
 }
 END_TEST

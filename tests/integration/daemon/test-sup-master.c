@@ -10,46 +10,7 @@
 #include <herd/herd.h>
 
 #include "ht-check.h"
-
-struct seen {
-	int failures;
-	char event[32];
-	char id[32];
-	char message[256];
-	json_t *tail;
-	json_t *worker;
-};
-
-static void
-on_failure(herd_master *m, const char *event, const char *worker_id, const char *message,
-    json_t *stderr_tail, json_t *worker, void *userdata)
-{
-	struct seen *s = userdata;
-
-	s->failures++;
-	snprintf(s->event, sizeof(s->event), "%s", event);
-	snprintf(s->id, sizeof(s->id), "%s", worker_id ? worker_id : "");
-	snprintf(s->message, sizeof(s->message), "%s", message ? message : "");
-	json_decref(s->tail);
-	json_decref(s->worker);
-	s->tail = json_incref(stderr_tail);
-	s->worker = json_incref(worker);
-}
-
-/* Drives the master's connection until on_failure ran, or the deadline. */
-static void
-wait_failure(herd_master *m, struct seen *s, int timeout_ms)
-{
-	herd_conn *conn = herd_master_get_conn(m);
-	int64_t deadline = ht_now_ms() + timeout_ms;
-
-	while (s->failures == 0 && ht_now_ms() < deadline) {
-		int r = herd_conn_wait(conn, (uint64_t)(deadline - ht_now_ms()) * 1000);
-
-		ck_assert_msg(r >= 0 || r == -EINTR, "herd_conn_wait: %s", strerror(-r));
-		ck_assert_int_ge(herd_conn_process(conn), 0);
-	}
-}
+#include "ht-example.h"
 
 /* Spawns the testworker through libherd and connects to it. */
 static herd_worker *
@@ -71,14 +32,14 @@ spawn(herd_master *m, herd_conn **conn)
 START_TEST(test_on_failure_gets_message_and_stderr)
 {
 	struct ht_daemon *d = ht_herdd;
-	struct seen s = { 0 };
+	struct ht_failures s = { 0 };
 	herd_master *m = NULL;
 	herd_worker *w;
 	herd_conn *conn;
 	json_t *args, *res = NULL;
 
 	ck_assert_int_eq(herd_master_connect(d->socket, NULL, &m, NULL), 0);
-	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
+	ck_assert_int_eq(herd_master_on_failure(m, ht_on_failure, &s), 0);
 	w = spawn(m, &conn);
 
 	args = json_pack("{s:s}", "text", "loading the model");
@@ -89,10 +50,10 @@ START_TEST(test_on_failure_gets_message_and_stderr)
 	json_decref(args);
 	json_decref(res);
 	/* The call succeeded; the failure comes afterwards, as an event. */
-	ck_assert_int_eq(s.failures, 0);
+	ck_assert_int_eq(s.n, 0);
 
-	wait_failure(m, &s, ht_ms(5000));
-	ck_assert_msg(s.failures == 1, "on_failure ran %d times", s.failures);
+	ht_wait_failure(m, &s, ht_ms(5000));
+	ck_assert_msg(s.n == 1, "on_failure ran %d times", s.n);
 	ck_assert_str_eq(s.event, "failed");
 	ck_assert_str_eq(s.id, herd_worker_id(w));
 	ck_assert_str_eq(s.message, "model file is corrupt");
@@ -100,8 +61,6 @@ START_TEST(test_on_failure_gets_message_and_stderr)
 	ck_assert_int_eq(ht_wait_pid_gone(herd_worker_pid(w), ht_ms(2000)), 0);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
 
-	json_decref(s.tail);
-	json_decref(s.worker);
 	herd_conn_unref(conn);
 	herd_worker_unref(w);
 	herd_master_unref(m);
@@ -111,14 +70,14 @@ END_TEST
 START_TEST(test_on_failure_crash_and_clean_stop)
 {
 	struct ht_daemon *d = ht_herdd;
-	struct seen s = { 0 };
+	struct ht_failures s = { 0 };
 	herd_master *m = NULL;
 	herd_worker *w, *w2;
 	herd_conn *conn, *conn2;
 	json_t *args, *rec = NULL;
 
 	ck_assert_int_eq(herd_master_connect(d->socket, NULL, &m, NULL), 0);
-	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
+	ck_assert_int_eq(herd_master_on_failure(m, ht_on_failure, &s), 0);
 	w = spawn(m, &conn);
 	w2 = spawn(m, &conn2);
 
@@ -130,15 +89,13 @@ START_TEST(test_on_failure_crash_and_clean_stop)
 	args = json_pack("{s:s}", "signal", "ABRT");
 	ck_assert_int_lt(herd_call(conn, "crash", args, 0, NULL), 0);
 	json_decref(args);
-	wait_failure(m, &s, ht_ms(5000));
-	ck_assert_msg(s.failures == 1, "on_failure ran %d times", s.failures);
+	ht_wait_failure(m, &s, ht_ms(5000));
+	ck_assert_msg(s.n == 1, "on_failure ran %d times", s.n);
 	ck_assert_str_eq(s.event, "crashed");
 	ck_assert_str_eq(s.id, herd_worker_id(w));
 	ck_assert_str_eq(json_string_value(json_object_get(s.worker, "signal")), "SIGABRT");
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(1000)), 0);
 
-	json_decref(s.tail);
-	json_decref(s.worker);
 	herd_conn_unref(conn);
 	herd_conn_unref(conn2);
 	herd_worker_unref(w);

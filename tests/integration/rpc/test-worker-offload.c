@@ -229,6 +229,7 @@ START_TEST(test_offload_keeps_answering)
 }
 END_TEST
 
+/* Opens and ends like its neighbours (an offloading server, a connection); its checks are its own. */
 START_TEST(test_write_refused_item_stays_callers)
 {
 	struct ht_server s;
