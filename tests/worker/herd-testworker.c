@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -211,19 +210,11 @@ parse_signal(json_t *v)
 	return -EINVAL;
 }
 
-/* Ends the process by sig's default action, not a sanitizer's handler, and no core file. */
+/* Ends the process by sig (wa_die_by); answers only if sig did not end it. */
 static void
 die_by(herd_request *req, int sig)
 {
-	struct rlimit no_core = { 0, 0 };
-	sigset_t set;
-
-	setrlimit(RLIMIT_CORE, &no_core);
-	signal(sig, SIG_DFL);
-	sigemptyset(&set);
-	sigaddset(&set, sig);
-	sigprocmask(SIG_UNBLOCK, &set, NULL);
-	raise(sig);
+	wa_die_by(sig);
 	herd_request_fail(req, "signal %d did not end the process", sig);
 }
 

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Argument unpacking and connection state shared by the test workers. */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include <herd/protocol.h>
 
@@ -63,4 +65,19 @@ wa_free_conn(void *worker_state, void *conn_state)
 		json_decref(c->init);
 		free(c);
 	}
+}
+
+/* A crash on purpose: sig's default action, no core file. */
+void
+wa_die_by(int sig)
+{
+	struct rlimit no_core = { 0, 0 };
+	sigset_t set;
+
+	setrlimit(RLIMIT_CORE, &no_core);
+	signal(sig, SIG_DFL);
+	sigemptyset(&set);
+	sigaddset(&set, sig);
+	sigprocmask(SIG_UNBLOCK, &set, NULL);
+	raise(sig);
 }

@@ -38,4 +38,10 @@ int wa_init_conn(void *worker_state, json_t *arg, void **ret_state, char **reter
 /* The herd_worker_type's free_conn. */
 void wa_free_conn(void *worker_state, void *conn_state);
 
+/*
+ * Ends the process by sig's default action, not a sanitizer's handler, and
+ * leaves no core file: a crash on purpose. Returns only if sig did not end it.
+ */
+void wa_die_by(int sig);
+
 #endif

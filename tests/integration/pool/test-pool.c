@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,6 +20,7 @@
 #include <herd/herd.h>
 
 #include "ht-check.h"
+#include "worker-args.h"
 
 /* ---- the worker side (this executable, spawned by herdd) ---- */
 
@@ -30,20 +30,6 @@ arg_int(json_t *arg, const char *key, json_int_t dflt)
 	json_t *v = json_object_get(arg, key);
 
 	return json_is_integer(v) ? json_integer_value(v) : dflt;
-}
-
-static void
-die_now(int sig)
-{
-	struct rlimit no_core = { 0, 0 };
-	sigset_t set;
-
-	setrlimit(RLIMIT_CORE, &no_core);
-	signal(sig, SIG_DFL);
-	sigemptyset(&set);
-	sigaddset(&set, sig);
-	sigprocmask(SIG_UNBLOCK, &set, NULL);
-	raise(sig);
 }
 
 /* {"x": X, "us": sleep first, "bad": B, "how": "fail"|"crash"|"hang"} -> 2X. */
@@ -63,13 +49,13 @@ fn_double(herd_request *req, json_t *arg)
 		}
 		if (strcmp(how, "crash") == 0) {
 			fprintf(stderr, "about to crash on x=%lld\n", (long long)x);
-			die_now(SIGSEGV);
+			wa_die_by(SIGSEGV);
 		}
 		if (strcmp(how, "hang") == 0)
 			sleep(60);
 	}
 	if (how && strcmp(how, "always_crash") == 0)
-		die_now(SIGABRT);
+		wa_die_by(SIGABRT);
 	herd_request_reply(req, json_integer(2 * x));
 }
 
@@ -83,7 +69,7 @@ fn_item(herd_request *req, json_t *arg)
 	if (us > 0)
 		usleep((useconds_t)us);
 	if (x == arg_int(arg, "crash_on", -1))
-		die_now(SIGSEGV);
+		wa_die_by(SIGSEGV);
 	snprintf(key, sizeof(key), "%lld", (long long)x);
 	herd_request_reply(req, json_pack("{s:i, s:I, s:{s:i}}", "n", 1, "sum", x, "seen", key, 1));
 }
