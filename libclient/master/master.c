@@ -247,23 +247,13 @@ herd_master_close(herd_master *m)
 	return herd_conn_close(m->conn);
 }
 
-HERD_EXPORT herd_conn *
-herd_master_get_conn(herd_master *m)
-{
-	return m ? m->conn : NULL;
-}
+HERD__DEFINE_GETTER(herd_master_get_conn, herd_master, herd_conn *, p->conn, NULL)
 
-HERD_EXPORT json_t *
-herd_master_get_server_info(herd_master *m)
-{
-	return m ? herd_conn_get_server_info(m->conn) : NULL;
-}
+HERD__DEFINE_GETTER(
+    herd_master_get_server_info, herd_master, json_t *, herd_conn_get_server_info(p->conn), NULL)
 
-HERD_EXPORT herd_error *
-herd_master_last_error(herd_master *m)
-{
-	return m ? herd_conn_last_error(m->conn) : NULL;
-}
+HERD__DEFINE_GETTER(
+    herd_master_last_error, herd_master, herd_error *, herd_conn_last_error(p->conn), NULL)
 
 HERD__DEFINE_CALLBACK_SETTER(herd_master_on_failure, herd_master, herd_master_event_cb,
     p ? 0 : -EINVAL, on_failure, failure_userdata)
@@ -618,29 +608,13 @@ worker_free(herd_worker *w)
 
 HERD__DEFINE_REF_UNREF(herd_worker, herd_worker, worker_free)
 
-HERD_EXPORT const char *
-herd_worker_id(const herd_worker *w)
-{
-	return w ? w->id : NULL;
-}
+HERD__DEFINE_GETTER(herd_worker_id, const herd_worker, const char *, p->id, NULL)
 
-HERD_EXPORT int
-herd_worker_pid(const herd_worker *w)
-{
-	return w ? w->pid : -EINVAL;
-}
+HERD__DEFINE_GETTER(herd_worker_pid, const herd_worker, int, p->pid, -EINVAL)
 
-HERD_EXPORT const char *
-herd_worker_socket(const herd_worker *w)
-{
-	return w ? w->socket : NULL;
-}
+HERD__DEFINE_GETTER(herd_worker_socket, const herd_worker, const char *, p->socket, NULL)
 
-HERD_EXPORT const char *
-herd_worker_name(const herd_worker *w)
-{
-	return w ? w->name : NULL;
-}
+HERD__DEFINE_GETTER(herd_worker_name, const herd_worker, const char *, p->name, NULL)
 
 /* ---- why a worker's connection was lost ---- */
 
