@@ -295,11 +295,14 @@ extern const struct conn_ops dispatch_control_ops;
 void dispatch_accepted(struct conn *c);
 /* True if c may see and touch workers of uid. */
 bool dispatch_may_see(const struct conn *c, uid_t uid);
-/* Convenience for handlers: invalid_params with proto's text. */
-void dispatch_invalid_params(struct conn *c, json_t *id, const struct proto_error *err);
+/*
+ * Unpacks a handler's params with proto_unpack; on failure replies
+ * invalid_params with proto's text (or internal_error) and returns < 0.
+ */
+int dispatch_unpack(struct conn *c, json_t *id, json_t *params, const char *fmt, ...);
 void dispatch_limit(struct conn *c, json_t *id, const char *limit, unsigned value);
 
-/* Request handlers: each validates its params with one proto_unpack(). */
+/* Request handlers: each validates its params with one dispatch_unpack(). */
 void h_hello(struct conn *c, json_t *id, json_t *params);
 void h_ping(struct conn *c, json_t *id, json_t *params);
 void h_stats(struct conn *c, json_t *id, json_t *params);
