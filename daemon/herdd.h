@@ -493,10 +493,15 @@ void sup_heartbeat_start(struct worker *w);
 /* Takes the low fds spawns pass through (early, while fd numbers are low). */
 void spawn_init(void);
 int spawn_start(struct worker *w, int channel_fd, int capture_fds[2]);
-/* Name of a stage number a child reported. */
-const char *spawn_stage_name(int stage);
-/* Size of a child's report on the pipe: {int stage, int errno}. */
-#define SPAWN_REPORT_SIZE (2 * sizeof(int))
+/*
+ * What a child that failed before exec writes on its report pipe. stage is a
+ * string literal of herdd's: the child runs in herdd's memory (CLONE_VM), and
+ * only that code writes the pipe, which closes at exec.
+ */
+struct spawn_report {
+	const char *stage;
+	int err;
+};
 
 /* channel.c */
 extern const struct conn_ops channel_ops;
