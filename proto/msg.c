@@ -342,7 +342,7 @@ proto_vunpack(json_t *params, struct proto_error *err, const char *fmt, va_list 
 	return 0;
 }
 
-/* Unpacks params with fmt and its arguments; see proto_vunpack. */
+/* The variadic front of proto_vunpack, the C idiom proto_text_format follows too. */
 int
 proto_unpack(json_t *params, struct proto_error *err, const char *fmt, ...)
 {

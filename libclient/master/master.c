@@ -222,6 +222,7 @@ master_goodbye(herd_master *m)
 		herd_conn_flush(m->conn, GOODBYE_FLUSH_USEC);
 }
 
+/* Member by member like every handle's free function (pool.c's too): the members differ. */
 static void
 master_free(herd_master *m)
 {
