@@ -386,6 +386,5 @@ herd_conn_set_call_timeout(herd_conn *conn, uint64_t timeout_usec)
 }
 
 HERD__DEFINE_GETTER(herd_conn_get_server_info, herd_conn, json_t *, p->server_info, NULL)
-
 HERD__DEFINE_GETTER(
     herd_conn_get_settings, herd_conn, json_t *, json_object_get(p->server_info, "settings"), NULL)

@@ -139,9 +139,6 @@ error_free(herd_error *err)
 HERD__DEFINE_REF_UNREF(herd_error, herd_error, error_free)
 
 HERD__DEFINE_GETTER(herd_error_code, const herd_error, int, p->code, 0)
-
 HERD__DEFINE_GETTER(herd_error_name, const herd_error, const char *, p->name, NULL)
-
 HERD__DEFINE_GETTER(herd_error_message, const herd_error, const char *, p->message, NULL)
-
 HERD__DEFINE_GETTER(herd_error_data, const herd_error, json_t *, p->data, NULL)

@@ -249,10 +249,8 @@ herd_master_close(herd_master *m)
 }
 
 HERD__DEFINE_GETTER(herd_master_get_conn, herd_master, herd_conn *, p->conn, NULL)
-
 HERD__DEFINE_GETTER(
     herd_master_get_server_info, herd_master, json_t *, herd_conn_get_server_info(p->conn), NULL)
-
 HERD__DEFINE_GETTER(
     herd_master_last_error, herd_master, herd_error *, herd_conn_last_error(p->conn), NULL)
 
@@ -610,11 +608,8 @@ worker_free(herd_worker *w)
 HERD__DEFINE_REF_UNREF(herd_worker, herd_worker, worker_free)
 
 HERD__DEFINE_GETTER(herd_worker_id, const herd_worker, const char *, p->id, NULL)
-
 HERD__DEFINE_GETTER(herd_worker_pid, const herd_worker, int, p->pid, -EINVAL)
-
 HERD__DEFINE_GETTER(herd_worker_socket, const herd_worker, const char *, p->socket, NULL)
-
 HERD__DEFINE_GETTER(herd_worker_name, const herd_worker, const char *, p->name, NULL)
 
 /* ---- why a worker's connection was lost ---- */
