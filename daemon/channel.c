@@ -19,7 +19,6 @@
 static void
 ch_hello(struct conn *c, struct worker *w, const struct proto_msg *m)
 {
-	struct proto_error err;
 	json_int_t version = 0, pid = 0;
 	const char *role = NULL;
 
@@ -27,11 +26,9 @@ ch_hello(struct conn *c, struct worker *w, const struct proto_msg *m)
 		conn_reply_error(c, m->id, HERD_E_INVALID_REQUEST, NULL, "hello was already done");
 		return;
 	}
-	if (proto_unpack(m->params, &err, "{s:I, s:s, s?I}", "version", &version, "role", &role,
-	        "pid", &pid) < 0) {
-		dispatch_invalid_params(c, m->id, &err);
+	if (dispatch_unpack(c, m->id, m->params, "{s:I, s:s, s?I}", "version", &version, "role",
+	        &role, "pid", &pid) < 0)
 		return;
-	}
 	if (version != HERD_PROTOCOL_VERSION) {
 		conn_reply_error(c, m->id, HERD_E_VERSION_MISMATCH,
 		    json_pack("{s:[i]}", "supported", HERD_PROTOCOL_VERSION),
@@ -101,13 +98,10 @@ ch_exiting(struct worker *w, enum proto_reason reason, const char *message)
 static void
 ch_init_failed(struct conn *c, struct worker *w, const struct proto_msg *m)
 {
-	struct proto_error err;
 	const char *message = NULL;
 
-	if (proto_unpack(m->params, &err, "{s:s}", "message", &message) < 0) {
-		dispatch_invalid_params(c, m->id, &err);
+	if (dispatch_unpack(c, m->id, m->params, "{s:s}", "message", &message) < 0)
 		return;
-	}
 	conn_reply(c, m->id, json_object());
 	ch_exiting(w, PROTO_REASON_INIT_FAILED, message);
 }

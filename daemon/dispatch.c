@@ -54,11 +54,23 @@ dispatch_may_see(const struct conn *c, uid_t uid)
 	return c->cred.uid == 0 || c->cred.uid == uid;
 }
 
-/* Replies invalid_params with proto's text. */
-void
-dispatch_invalid_params(struct conn *c, json_t *id, const struct proto_error *err)
+/* Unpacks params strictly; where they do not fit, replies the error itself. */
+int
+dispatch_unpack(struct conn *c, json_t *id, json_t *params, const char *fmt, ...)
 {
-	conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL, "invalid params: %s", err->text);
+	struct proto_error err;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = proto_vunpack(params, &err, fmt, ap);
+	va_end(ap);
+	if (r == -EINVAL)
+		conn_reply_error(
+		    c, id, HERD_E_INVALID_PARAMS, NULL, "invalid params: %s", err.text);
+	else if (r < 0)
+		conn_reply_error(c, id, HERD_E_INTERNAL_ERROR, NULL, "out of memory");
+	return r;
 }
 
 /* Replies limit_exceeded naming the limit. */
@@ -302,11 +314,7 @@ h_hello(struct conn *c, json_t *id, json_t *params)
 void
 h_ping(struct conn *c, json_t *id, json_t *params)
 {
-	struct proto_error err;
-
-	if (proto_unpack(params, &err, "{}") < 0) {
-		dispatch_invalid_params(c, id, &err);
+	if (dispatch_unpack(c, id, params, "{}") < 0)
 		return;
-	}
 	conn_reply(c, id, json_object());
 }

@@ -16,27 +16,20 @@
 void
 h_subscribe(struct conn *c, json_t *id, json_t *params)
 {
-	struct proto_error err;
 	int all = 0;
 
-	if (proto_unpack(params, &err, "{s?b}", "all", &all) < 0) {
-		dispatch_invalid_params(c, id, &err);
+	if (dispatch_unpack(c, id, params, "{s?b}", "all", &all) < 0)
 		return;
-	}
 	c->subscribed_all = all;
 	conn_reply(c, id, json_object());
 }
 
-/* unsubscribe {} -> {}; unpacked and answered like every handler, its effect its own. */
+/* unsubscribe {} -> {} */
 void
 h_unsubscribe(struct conn *c, json_t *id, json_t *params)
 {
-	struct proto_error err;
-
-	if (proto_unpack(params, &err, "{}") < 0) {
-		dispatch_invalid_params(c, id, &err);
+	if (dispatch_unpack(c, id, params, "{}") < 0)
 		return;
-	}
 	c->subscribed_all = false;
 	conn_reply(c, id, json_object());
 }
@@ -46,14 +39,11 @@ void
 h_stats(struct conn *c, json_t *id, json_t *params)
 {
 	const struct herdd_stats *s = &herdd.stats;
-	struct proto_error err;
 	unsigned masters = conn_count_masters();
 	json_t *r, *limits;
 
-	if (proto_unpack(params, &err, "{}") < 0) {
-		dispatch_invalid_params(c, id, &err);
+	if (dispatch_unpack(c, id, params, "{}") < 0)
 		return;
-	}
 	limits = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connections",
 	    (json_int_t)s->limit_connections, "connections_per_uid",
 	    (json_int_t)s->limit_connections_per_uid, "unauthenticated_connections",

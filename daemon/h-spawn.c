@@ -302,22 +302,19 @@ h_spawn(struct conn *c, json_t *id, json_t *params)
 	struct spawn_args a = {
 		.umask = 022, .spawn_timeout_ms = UNSET, .connection_timeout_ms = UNSET
 	};
-	struct proto_error err;
 	const char *limit;
 	struct worker *w;
 	char why[256];
 	unsigned value;
 	int r;
 
-	if (proto_unpack(params, &err,
+	if (dispatch_unpack(c, id, params,
 	        "{s:s, s?o, s?s, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o}", "path",
 	        &a.path, "argv", &a.argv, "name", &a.name, "pool", &a.pool, "env", &a.env, "cwd",
 	        &a.cwd, "umask", &a.umask, "stdout", &a.out[0], "stderr", &a.out[1], "init",
 	        &a.init, "shutdown_on", &a.shutdown_on, "spawn_timeout_ms", &a.spawn_timeout_ms,
-	        "connection_timeout_ms", &a.connection_timeout_ms, "settings", &a.settings) < 0) {
-		dispatch_invalid_params(c, id, &err);
+	        "connection_timeout_ms", &a.connection_timeout_ms, "settings", &a.settings) < 0)
 		return;
-	}
 	w = sup_worker_new();
 	if (!w) {
 		conn_reply_error(c, id, HERD_E_INTERNAL_ERROR, NULL, "out of memory");

@@ -25,15 +25,12 @@ not_found(struct conn *c, json_t *id, const char *wid)
 void
 h_list(struct conn *c, json_t *id, json_t *params)
 {
-	struct proto_error err;
 	struct worker *w;
 	json_t *a;
 	int all = 0;
 
-	if (proto_unpack(params, &err, "{s?b}", "all", &all) < 0) {
-		dispatch_invalid_params(c, id, &err);
+	if (dispatch_unpack(c, id, params, "{s?b}", "all", &all) < 0)
 		return;
-	}
 	a = json_array();
 	TAILQ_FOREACH(w, &herdd.workers, link) {
 		if (!dispatch_may_see(c, w->uid) || (w->state == PROTO_STATE_EXITED && !all))
@@ -47,15 +44,12 @@ h_list(struct conn *c, json_t *id, json_t *params)
 void
 h_inspect(struct conn *c, json_t *id, json_t *params)
 {
-	struct proto_error err;
 	const char *wid;
 	struct worker *w;
 	json_t *o;
 
-	if (proto_unpack(params, &err, "{s:s}", "id", &wid) < 0) {
-		dispatch_invalid_params(c, id, &err);
+	if (dispatch_unpack(c, id, params, "{s:s}", "id", &wid) < 0)
 		return;
-	}
 	w = sup_find(c, wid);
 	if (!w) {
 		not_found(c, id, wid);
@@ -71,17 +65,14 @@ h_inspect(struct conn *c, json_t *id, json_t *params)
 void
 h_logs(struct conn *c, json_t *id, json_t *params)
 {
-	struct proto_error err;
 	const char *wid, *stream = "stderr";
 	json_int_t lines = 100;
 	struct worker *w;
 	int i;
 
-	if (proto_unpack(params, &err, "{s:s, s?s, s?I}", "id", &wid, "stream", &stream, "lines",
-	        &lines) < 0) {
-		dispatch_invalid_params(c, id, &err);
+	if (dispatch_unpack(c, id, params, "{s:s, s?s, s?I}", "id", &wid, "stream", &stream,
+	        "lines", &lines) < 0)
 		return;
-	}
 	if (!strcmp(stream, "stdout")) {
 		i = 0;
 	} else if (!strcmp(stream, "stderr")) {
@@ -116,14 +107,11 @@ void
 h_shutdown(struct conn *c, json_t *id, json_t *params)
 {
 	json_int_t grace = PROTO_SHUTDOWN_GRACE_DEFAULT_MS;
-	struct proto_error err;
 	const char *wid;
 	struct worker *w;
 
-	if (proto_unpack(params, &err, "{s:s, s?I}", "id", &wid, "grace_ms", &grace) < 0) {
-		dispatch_invalid_params(c, id, &err);
+	if (dispatch_unpack(c, id, params, "{s:s, s?I}", "id", &wid, "grace_ms", &grace) < 0)
 		return;
-	}
 	if (grace < 0 || grace > PROTO_SHUTDOWN_GRACE_MAX_MS) {
 		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
 		    "invalid params: grace_ms must be between 0 and %u",
@@ -178,16 +166,13 @@ parse_signal(json_t *v)
 void
 h_kill(struct conn *c, json_t *id, json_t *params)
 {
-	struct proto_error err;
 	json_t *sigv = NULL;
 	const char *wid;
 	struct worker *w;
 	int sig;
 
-	if (proto_unpack(params, &err, "{s:s, s?o}", "id", &wid, "signal", &sigv) < 0) {
-		dispatch_invalid_params(c, id, &err);
+	if (dispatch_unpack(c, id, params, "{s:s, s?o}", "id", &wid, "signal", &sigv) < 0)
 		return;
-	}
 	sig = parse_signal(sigv);
 	if (sig < 0) {
 		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,

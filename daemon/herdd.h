@@ -295,11 +295,14 @@ extern const struct conn_ops dispatch_control_ops;
 void dispatch_accepted(struct conn *c);
 /* True if c may see and touch workers of uid. */
 bool dispatch_may_see(const struct conn *c, uid_t uid);
-/* Convenience for handlers: invalid_params with proto's text. */
-void dispatch_invalid_params(struct conn *c, json_t *id, const struct proto_error *err);
+/*
+ * Unpacks a handler's params with proto_unpack; on failure replies
+ * invalid_params with proto's text (or internal_error) and returns < 0.
+ */
+int dispatch_unpack(struct conn *c, json_t *id, json_t *params, const char *fmt, ...);
 void dispatch_limit(struct conn *c, json_t *id, const char *limit, unsigned value);
 
-/* Request handlers: each validates its params with one proto_unpack(). */
+/* Request handlers: each validates its params with one dispatch_unpack(). */
 void h_hello(struct conn *c, json_t *id, json_t *params);
 void h_ping(struct conn *c, json_t *id, json_t *params);
 void h_stats(struct conn *c, json_t *id, json_t *params);
@@ -490,10 +493,15 @@ void sup_heartbeat_start(struct worker *w);
 /* Takes the low fds spawns pass through (early, while fd numbers are low). */
 void spawn_init(void);
 int spawn_start(struct worker *w, int channel_fd, int capture_fds[2]);
-/* Name of a stage number a child reported. */
-const char *spawn_stage_name(int stage);
-/* Size of a child's report on the pipe: {int stage, int errno}. */
-#define SPAWN_REPORT_SIZE (2 * sizeof(int))
+/*
+ * What a child that failed before exec writes on its report pipe. stage is a
+ * string literal of herdd's: the child runs in herdd's memory (CLONE_VM), and
+ * only that code writes the pipe, which closes at exec.
+ */
+struct spawn_report {
+	const char *stage;
+	int err;
+};
 
 /* channel.c */
 extern const struct conn_ops channel_ops;

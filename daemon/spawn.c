@@ -33,8 +33,8 @@
  *   6. the channel on fd 3, every other fd close-on-exec, and the open-file
  *      soft limit herdd started with (herdd raised its own);
  *   7. chdir, umask, execve with an explicit environment.
- * A failure writes {stage, errno} to a close-on-exec pipe and exits 127; EOF
- * on that pipe means the exec succeeded.
+ * A failure writes a spawn_report (herdd.h) to a close-on-exec pipe and
+ * exits 127; EOF on that pipe means the exec succeeded.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -87,42 +87,6 @@ static int top_slot = -1;
 #define SYS_SETUID    SYS_setuid
 #endif
 
-enum spawn_stage {
-	STAGE_SIGNALS = 1,
-	STAGE_SETSID,
-	STAGE_SETGROUPS,
-	STAGE_SETGID,
-	STAGE_SETUID,
-	STAGE_PDEATHSIG,
-	STAGE_STDIN,
-	STAGE_STDOUT,
-	STAGE_STDERR,
-	STAGE_FDS,
-	STAGE_CHDIR,
-	STAGE_EXEC,
-};
-
-/* A name table like worker-log.c's levels: data, one row per stage. */
-static const char *const stage_names[] = {
-	[STAGE_SIGNALS] = "signals",
-	[STAGE_SETSID] = "setsid",
-	[STAGE_SETGROUPS] = "setgroups",
-	[STAGE_SETGID] = "setgid",
-	[STAGE_SETUID] = "setuid",
-	[STAGE_PDEATHSIG] = "pdeathsig",
-	[STAGE_STDIN] = "stdin",
-	[STAGE_STDOUT] = "stdout",
-	[STAGE_STDERR] = "stderr",
-	[STAGE_FDS] = "fds",
-	[STAGE_CHDIR] = "chdir",
-	[STAGE_EXEC] = "exec",
-};
-
-struct child_report {
-	int stage;
-	int err;
-};
-
 /* What the child needs, prepared in the parent. */
 struct child_plan {
 	const char *path;
@@ -144,15 +108,6 @@ struct child_plan {
 	mode_t umask;
 };
 
-/* Name of a stage reported by a child, for error data. */
-const char *
-spawn_stage_name(int stage)
-{
-	if (stage <= 0 || stage > STAGE_EXEC)
-		return "unknown";
-	return stage_names[stage];
-}
-
 /*
  * The child's code stays out of AddressSanitizer's reach, as libc's own
  * posix_spawn() does: ASan keeps one shadow of stack frames per thread and
@@ -168,10 +123,15 @@ struct child_fds {
 };
 
 static __attribute__((noreturn)) CHILD_CODE void
-child_fail(const struct child_fds *f, int stage)
+child_fail(const struct child_fds *f, const char *stage)
 {
-	struct child_report rep = { stage, errno };
+	struct spawn_report rep;
+	int err = errno;
 
+	/* Zeroed whole, padding included, so no byte of the report is undefined. */
+	memset(&rep, 0, sizeof(rep));
+	rep.stage = stage;
+	rep.err = err;
 	if (write(f->report, &rep, sizeof(rep)) < 0) {
 		/* Exit status 127 still tells the parent something went wrong. */
 	}
@@ -207,7 +167,8 @@ open_output(const struct output_spec *o)
 }
 
 static CHILD_CODE void
-place_output(const struct child_plan *p, const struct child_fds *f, int i, int target, int stage)
+place_output(
+    const struct child_plan *p, const struct child_fds *f, int i, int target, const char *stage)
 {
 	const struct output_spec *o = &p->out[i];
 	int fd;
@@ -239,27 +200,27 @@ child_run(const struct child_plan *p)
 	/* Our own fd table before touching any fd: the copy stops at the slots. */
 	if (p->share_fds && close_range((unsigned)p->top_slot + 1, ~0U, CLOSE_RANGE_UNSHARE) < 0 &&
 	    unshare(CLONE_FILES) < 0)
-		child_fail(&f, STAGE_FDS);
+		child_fail(&f, "fds");
 	sigemptyset(&none);
 	for (sig = 1; sig < NSIG; sig++)
 		sigaction(sig, &sa, NULL);
 	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
-		child_fail(&f, STAGE_SIGNALS);
+		child_fail(&f, "signals");
 	if (setsid() < 0)
-		child_fail(&f, STAGE_SETSID);
+		child_fail(&f, "setsid");
 	if (p->drop) {
 		if (syscall(SYS_SETGROUPS, (size_t)p->ngroups, p->groups) < 0)
-			child_fail(&f, STAGE_SETGROUPS);
+			child_fail(&f, "setgroups");
 		if (syscall(SYS_SETGID, p->gid) < 0)
-			child_fail(&f, STAGE_SETGID);
+			child_fail(&f, "setgid");
 		if (syscall(SYS_SETUID, p->uid) < 0)
-			child_fail(&f, STAGE_SETUID);
+			child_fail(&f, "setuid");
 	}
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-		child_fail(&f, STAGE_PDEATHSIG);
+		child_fail(&f, "pdeathsig");
 	if (getppid() != p->parent) {
 		errno = ESRCH;
-		child_fail(&f, STAGE_PDEATHSIG);
+		child_fail(&f, "pdeathsig");
 	}
 	/* Before any file is created for it. */
 	umask(p->umask);
@@ -268,25 +229,25 @@ child_run(const struct child_plan *p)
 	f.capture[1] = lift_fd(f.capture[1]);
 	f.report = lift_fd(f.report);
 	if (f.channel < 0 || f.report < 0)
-		child_fail(&f, STAGE_FDS);
+		child_fail(&f, "fds");
 	fd = open("/dev/null", O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0 || dup2(fd, 0) < 0)
-		child_fail(&f, STAGE_STDIN);
-	place_output(p, &f, 0, 1, STAGE_STDOUT);
-	place_output(p, &f, 1, 2, STAGE_STDERR);
+		child_fail(&f, "stdin");
+	place_output(p, &f, 0, 1, "stdout");
+	place_output(p, &f, 1, 2, "stderr");
 	if (dup2(f.channel, 3) < 0)
-		child_fail(&f, STAGE_FDS);
+		child_fail(&f, "fds");
 	/* Everything past the channel closes at exec, the report pipe included. */
 	if (close_range(4, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
 		for (fd = 4; (unsigned long)fd < herdd.max_fds; fd++)
 			fcntl(fd, F_SETFD, FD_CLOEXEC);
 	}
 	if (herdd.nofile_raised && setrlimit(RLIMIT_NOFILE, &herdd.nofile) < 0)
-		child_fail(&f, STAGE_FDS);
+		child_fail(&f, "fds");
 	if (chdir(p->cwd) < 0)
-		child_fail(&f, STAGE_CHDIR);
+		child_fail(&f, "chdir");
 	execve(p->path, p->argv, p->envp);
-	child_fail(&f, STAGE_EXEC);
+	child_fail(&f, "exec");
 }
 
 /* clone()'s entry point; it never returns. */

@@ -407,16 +407,16 @@ static void
 errpipe_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	struct worker *w = io->data;
-	int rep[2];
-	ssize_t n = read(w->errpipe, rep, sizeof(rep));
+	struct spawn_report rep;
+	ssize_t n = read(w->errpipe, &rep, sizeof(rep));
 
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n == (ssize_t)sizeof(rep)) {
-		w->spawn_errno = rep[1];
-		w->spawn_stage = spawn_stage_name(rep[0]);
+		w->spawn_errno = rep.err;
+		w->spawn_stage = rep.stage;
 		log_info(
-		    "worker %s: spawn failed at %s: %s", w->id, w->spawn_stage, strerror(rep[1]));
+		    "worker %s: spawn failed at %s: %s", w->id, w->spawn_stage, strerror(rep.err));
 	}
 	/* EOF: the exec succeeded. Either way the pipe has said all it will. */
 	ev_io_stop(loop, io);

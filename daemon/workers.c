@@ -167,7 +167,10 @@ drop_waiters(struct worker *w)
 	}
 }
 
-/* Frees a record (the process must be reaped or never started). */
+/*
+ * Frees a record (the process must be reaped or never started), member by
+ * member like every handle's free function in libclient: the members differ.
+ */
 void
 sup_worker_free(struct worker *w)
 {

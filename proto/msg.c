@@ -319,11 +319,10 @@ proto_errorf(json_t *id, int code, const char *fmt, ...)
 
 /* Unpacks params strictly; see proto.h. */
 int
-proto_unpack(json_t *params, struct proto_error *err, const char *fmt, ...)
+proto_vunpack(json_t *params, struct proto_error *err, const char *fmt, va_list ap)
 {
 	json_t *empty = NULL;
 	json_error_t jerr;
-	va_list ap;
 	int rc;
 
 	if (!params) {
@@ -331,9 +330,7 @@ proto_unpack(json_t *params, struct proto_error *err, const char *fmt, ...)
 		if (!params)
 			return -ENOMEM;
 	}
-	va_start(ap, fmt);
 	rc = json_vunpack_ex(params, &jerr, JSON_STRICT, fmt, ap);
-	va_end(ap);
 	json_decref(empty);
 	if (rc < 0) {
 		if (err) {
@@ -343,4 +340,17 @@ proto_unpack(json_t *params, struct proto_error *err, const char *fmt, ...)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/* The variadic front of proto_vunpack, the C idiom proto_text_format follows too. */
+int
+proto_unpack(json_t *params, struct proto_error *err, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = proto_vunpack(params, err, fmt, ap);
+	va_end(ap);
+	return rc;
 }

@@ -317,8 +317,11 @@ json_t *proto_errorf(json_t *id, int code, const char *fmt, ...)
 /*
  * Unpacks params (borrowed, NULL treated as {}) with json_unpack_ex and
  * JSON_STRICT so unknown members are refused. Returns 0 or -EINVAL with
- * err = HERD_E_INVALID_PARAMS and jansson's text.
+ * err = HERD_E_INVALID_PARAMS and jansson's text (-ENOMEM, err untouched,
+ * if NULL params cannot become {}). proto_vunpack takes the va_list of a
+ * caller's own variadic wrapper.
  */
 int proto_unpack(json_t *params, struct proto_error *err, const char *fmt, ...);
+int proto_vunpack(json_t *params, struct proto_error *err, const char *fmt, va_list ap);
 
 #endif

@@ -353,13 +353,7 @@ herd_conn_close(herd_conn *conn)
 	return 0;
 }
 
-HERD_EXPORT int
-herd_conn_is_closed(herd_conn *conn)
-{
-	if (!conn)
-		return -EINVAL;
-	return conn->state == CONN_CLOSED;
-}
+HERD__DEFINE_GETTER(herd_conn_is_closed, herd_conn, int, p->state == CONN_CLOSED, -EINVAL)
 
 HERD_EXPORT int
 herd_conn_on_close(herd_conn *conn, herd_conn_close_cb cb, void *userdata)
@@ -380,11 +374,7 @@ herd__conn_set_error(herd_conn *conn, herd_error *err)
 	herd__error_set(&conn->last_error, err);
 }
 
-HERD_EXPORT herd_error *
-herd_conn_last_error(herd_conn *conn)
-{
-	return conn ? conn->last_error : NULL;
-}
+HERD__DEFINE_GETTER(herd_conn_last_error, herd_conn, herd_error *, p->last_error, NULL)
 
 HERD_EXPORT int
 herd_conn_set_call_timeout(herd_conn *conn, uint64_t timeout_usec)
@@ -395,14 +385,6 @@ herd_conn_set_call_timeout(herd_conn *conn, uint64_t timeout_usec)
 	return 0;
 }
 
-HERD_EXPORT json_t *
-herd_conn_get_server_info(herd_conn *conn)
-{
-	return conn ? conn->server_info : NULL;
-}
-
-HERD_EXPORT json_t *
-herd_conn_get_settings(herd_conn *conn)
-{
-	return conn ? json_object_get(conn->server_info, "settings") : NULL;
-}
+HERD__DEFINE_GETTER(herd_conn_get_server_info, herd_conn, json_t *, p->server_info, NULL)
+HERD__DEFINE_GETTER(
+    herd_conn_get_settings, herd_conn, json_t *, json_object_get(p->server_info, "settings"), NULL)

@@ -117,13 +117,7 @@ herd_stream_next(herd_stream *s, uint64_t timeout_usec, json_t **ret_item)
 	return r;
 }
 
-HERD_EXPORT int
-herd_stream_item_initial(herd_stream *s)
-{
-	if (!s)
-		return -EINVAL;
-	return s->last_initial;
-}
+HERD__DEFINE_GETTER(herd_stream_item_initial, herd_stream, int, p->last_initial, -EINVAL)
 
 HERD_EXPORT json_t *
 herd_stream_result(herd_stream *s)
@@ -137,13 +131,7 @@ herd_stream_error(herd_stream *s)
 	return s && s->op.done ? s->op.error : NULL;
 }
 
-HERD_EXPORT int
-herd_stream_is_done(herd_stream *s)
-{
-	if (!s)
-		return -EINVAL;
-	return s->op.done;
-}
+HERD__DEFINE_GETTER(herd_stream_is_done, herd_stream, int, p->op.done, -EINVAL)
 
 /*
  * Tells the worker to stop and waits for its final reply (which says

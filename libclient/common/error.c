@@ -138,27 +138,7 @@ error_free(herd_error *err)
 
 HERD__DEFINE_REF_UNREF(herd_error, herd_error, error_free)
 
-HERD_EXPORT int
-herd_error_code(const herd_error *err)
-{
-	return err ? err->code : 0;
-}
-
-/* NULL-safe accessors, one line each like every handle's: each public function stays plain C. */
-HERD_EXPORT const char *
-herd_error_name(const herd_error *err)
-{
-	return err ? err->name : NULL;
-}
-
-HERD_EXPORT const char *
-herd_error_message(const herd_error *err)
-{
-	return err ? err->message : NULL;
-}
-
-HERD_EXPORT json_t *
-herd_error_data(const herd_error *err)
-{
-	return err ? err->data : NULL;
-}
+HERD__DEFINE_GETTER(herd_error_code, const herd_error, int, p->code, 0)
+HERD__DEFINE_GETTER(herd_error_name, const herd_error, const char *, p->name, NULL)
+HERD__DEFINE_GETTER(herd_error_message, const herd_error, const char *, p->message, NULL)
+HERD__DEFINE_GETTER(herd_error_data, const herd_error, json_t *, p->data, NULL)

@@ -167,6 +167,16 @@ herd__json_decrefp(json_t **p)
 	}
 
 /*
+ * A public getter: name(p) is expr, an expression over the handle p, and
+ * fallback where p is NULL (every handle's getters accept NULL).
+ */
+#define HERD__DEFINE_GETTER(name, type, ret_type, expr, fallback)                                  \
+	HERD_EXPORT ret_type name(type *p)                                                         \
+	{                                                                                          \
+		return p ? (expr) : (fallback);                                                    \
+	}
+
+/*
  * Intrusive doubly linked lists, as systemd's LIST_PREPEND/LIST_REMOVE: head
  * points at the first item, and an item links through its members prev and
  * next (named by the caller, so one struct can sit on several lists).

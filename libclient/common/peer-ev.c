@@ -75,7 +75,7 @@ herd__peer_detach_ev(struct herd__peer *p)
 void
 herd__peer_update_ev(struct herd__peer *p)
 {
-	uint64_t t, now;
+	uint64_t t;
 	int events, ev_events;
 
 	if (!p->loop)
@@ -99,11 +99,19 @@ herd__peer_update_ev(struct herd__peer *p)
 	if (t == p->timer_at && (t == HERD__PEER_USEC_INFINITY || ev_is_active(&p->timer)))
 		return;
 	p->timer_at = t;
-	ev_timer_stop(p->loop, &p->timer);
-	if (t == HERD__PEER_USEC_INFINITY)
+	herd__ev_timer_at(p->loop, &p->timer, t);
+}
+
+void
+herd__ev_timer_at(struct ev_loop *loop, ev_timer *timer, uint64_t at_usec)
+{
+	uint64_t now;
+
+	ev_timer_stop(loop, timer);
+	if (at_usec == HERD__PEER_USEC_INFINITY)
 		return;
 	now = herd__now_usec();
 	/* Half a millisecond late rather than early, so the deadline has passed when we wake. */
-	ev_timer_set(&p->timer, t > now ? (double)(t - now) / 1e6 + 0.0005 : 0., 0.);
-	ev_timer_start(p->loop, &p->timer);
+	ev_timer_set(timer, at_usec > now ? (double)(at_usec - now) / 1e6 + 0.0005 : 0., 0.);
+	ev_timer_start(loop, timer);
 }

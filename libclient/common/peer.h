@@ -226,5 +226,11 @@ void herd__peer_attach_ev(struct herd__peer *p, struct ev_loop *loop);
 void herd__peer_detach_ev(struct herd__peer *p);
 /* Re-arms the watchers after a change (the core calls it; users with own process hooks too). */
 void herd__peer_update_ev(struct herd__peer *p);
+/*
+ * Stops timer and, unless at_usec (CLOCK_MONOTONIC) is HERD__PEER_USEC_INFINITY,
+ * starts it to fire once at_usec has passed: the one deadline-to-libev
+ * conversion, used by the peer's driver and the pool's.
+ */
+void herd__ev_timer_at(struct ev_loop *loop, ev_timer *timer, uint64_t at_usec);
 
 #endif

@@ -222,6 +222,7 @@ master_goodbye(herd_master *m)
 		herd_conn_flush(m->conn, GOODBYE_FLUSH_USEC);
 }
 
+/* Member by member like every handle's free function (pool.c's too): the members differ. */
 static void
 master_free(herd_master *m)
 {
@@ -247,23 +248,11 @@ herd_master_close(herd_master *m)
 	return herd_conn_close(m->conn);
 }
 
-HERD_EXPORT herd_conn *
-herd_master_get_conn(herd_master *m)
-{
-	return m ? m->conn : NULL;
-}
-
-HERD_EXPORT json_t *
-herd_master_get_server_info(herd_master *m)
-{
-	return m ? herd_conn_get_server_info(m->conn) : NULL;
-}
-
-HERD_EXPORT herd_error *
-herd_master_last_error(herd_master *m)
-{
-	return m ? herd_conn_last_error(m->conn) : NULL;
-}
+HERD__DEFINE_GETTER(herd_master_get_conn, herd_master, herd_conn *, p->conn, NULL)
+HERD__DEFINE_GETTER(
+    herd_master_get_server_info, herd_master, json_t *, herd_conn_get_server_info(p->conn), NULL)
+HERD__DEFINE_GETTER(
+    herd_master_last_error, herd_master, herd_error *, herd_conn_last_error(p->conn), NULL)
 
 HERD__DEFINE_CALLBACK_SETTER(herd_master_on_failure, herd_master, herd_master_event_cb,
     p ? 0 : -EINVAL, on_failure, failure_userdata)
@@ -618,29 +607,10 @@ worker_free(herd_worker *w)
 
 HERD__DEFINE_REF_UNREF(herd_worker, herd_worker, worker_free)
 
-HERD_EXPORT const char *
-herd_worker_id(const herd_worker *w)
-{
-	return w ? w->id : NULL;
-}
-
-HERD_EXPORT int
-herd_worker_pid(const herd_worker *w)
-{
-	return w ? w->pid : -EINVAL;
-}
-
-HERD_EXPORT const char *
-herd_worker_socket(const herd_worker *w)
-{
-	return w ? w->socket : NULL;
-}
-
-HERD_EXPORT const char *
-herd_worker_name(const herd_worker *w)
-{
-	return w ? w->name : NULL;
-}
+HERD__DEFINE_GETTER(herd_worker_id, const herd_worker, const char *, p->id, NULL)
+HERD__DEFINE_GETTER(herd_worker_pid, const herd_worker, int, p->pid, -EINVAL)
+HERD__DEFINE_GETTER(herd_worker_socket, const herd_worker, const char *, p->socket, NULL)
+HERD__DEFINE_GETTER(herd_worker_name, const herd_worker, const char *, p->name, NULL)
 
 /* ---- why a worker's connection was lost ---- */
 
@@ -856,76 +826,70 @@ id_valid(const char *id)
 	return id && *id;
 }
 
+/* Sends method with params packed from fmt and its arguments, waiting up to timeout_usec. */
+static int
+master_requestf(
+    herd_master *m, const char *method, uint64_t timeout_usec, json_t **ret, const char *fmt, ...)
+{
+	_cleanup_json_ json_t *params = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	params = json_vpack_ex(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (!params)
+		return -ENOMEM;
+	return herd_master_request(m, method, params, timeout_usec, ret);
+}
+
 HERD_EXPORT int
 herd_master_shutdown(herd_master *m, const char *id, unsigned grace_ms, json_t **ret_record)
 {
-	_cleanup_json_ json_t *params = NULL;
 	uint64_t timeout;
 
 	if (!m || !id_valid(id))
 		return -EINVAL;
-	params = grace_ms ? json_pack("{s:s, s:I}", "id", id, "grace_ms", (json_int_t)grace_ms)
-	                  : json_pack("{s:s}", "id", id);
-	if (!params)
-		return -ENOMEM;
 	/* The reply comes once the worker is reaped: up to the grace period, plus a margin. */
 	timeout =
 	    (grace_ms ? grace_ms : DEFAULT_GRACE_MS) * HERD__USEC_PER_MSEC + SPAWN_MARGIN_USEC;
 	if (timeout < m->conn->call_timeout_usec)
 		timeout = m->conn->call_timeout_usec;
-	return herd_master_request(m, "shutdown", params, timeout, ret_record);
+	if (!grace_ms)
+		return master_requestf(m, "shutdown", timeout, ret_record, "{s:s}", "id", id);
+	return master_requestf(m, "shutdown", timeout, ret_record, "{s:s, s:I}", "id", id,
+	    "grace_ms", (json_int_t)grace_ms);
 }
 
 HERD_EXPORT int
 herd_master_kill(herd_master *m, const char *id, const char *signal)
 {
-	_cleanup_json_ json_t *params = NULL;
-
 	if (!m || !id_valid(id))
 		return -EINVAL;
-	params = json_pack("{s:s, s:s}", "id", id, "signal", signal ? signal : "TERM");
-	if (!params)
-		return -ENOMEM;
-	return herd_master_request(m, "kill", params, 0, NULL);
+	return master_requestf(
+	    m, "kill", 0, NULL, "{s:s, s:s}", "id", id, "signal", signal ? signal : "TERM");
 }
 
-/* Each request below checks its own arguments, then packs them like the others. */
 HERD_EXPORT int
 herd_master_list(herd_master *m, bool all, json_t **ret)
 {
-	_cleanup_json_ json_t *params = NULL;
-
 	if (!m || !ret)
 		return -EINVAL;
-	params = json_pack("{s:b}", "all", all);
-	if (!params)
-		return -ENOMEM;
-	return herd_master_request(m, "list", params, 0, ret);
+	return master_requestf(m, "list", 0, ret, "{s:b}", "all", all);
 }
 
 HERD_EXPORT int
 herd_master_inspect(herd_master *m, const char *id, json_t **ret)
 {
-	_cleanup_json_ json_t *params = NULL;
-
 	if (!m || !id_valid(id) || !ret)
 		return -EINVAL;
-	params = json_pack("{s:s}", "id", id);
-	if (!params)
-		return -ENOMEM;
-	return herd_master_request(m, "inspect", params, 0, ret);
+	return master_requestf(m, "inspect", 0, ret, "{s:s}", "id", id);
 }
 
 HERD_EXPORT int
 herd_master_logs(herd_master *m, const char *id, const char *stream, unsigned lines, json_t **ret)
 {
-	_cleanup_json_ json_t *params = NULL;
-
 	if (!m || !id_valid(id) || !ret)
 		return -EINVAL;
-	params = json_pack("{s:s, s:s, s:I}", "id", id, "stream", stream ? stream : "stderr",
-	    "lines", (json_int_t)(lines ? lines : 100));
-	if (!params)
-		return -ENOMEM;
-	return herd_master_request(m, "logs", params, 0, ret);
+	return master_requestf(m, "logs", 0, ret, "{s:s, s:s, s:I}", "id", id, "stream",
+	    stream ? stream : "stderr", "lines", (json_int_t)(lines ? lines : 100));
 }

@@ -39,17 +39,13 @@ pool_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 void
 herd__pool_update_ev(struct herd_pool *p)
 {
-	uint64_t t, now;
+	uint64_t t;
 
 	if (!p->loop)
 		return;
-	ev_timer_stop(p->loop, &p->timer);
-	if (herd_pool_get_timeout(p, &t) < 0 || t == HERD_TIMEOUT_INFINITE)
-		return;
-	now = herd__now_usec();
-	/* Half a millisecond late rather than early, so the deadline has passed when we wake. */
-	ev_timer_set(&p->timer, t > now ? (double)(t - now) / 1e6 + 0.0005 : 0., 0.);
-	ev_timer_start(p->loop, &p->timer);
+	if (herd_pool_get_timeout(p, &t) < 0)
+		t = HERD_TIMEOUT_INFINITE;
+	herd__ev_timer_at(p->loop, &p->timer, t);
 }
 
 HERD_EXPORT int

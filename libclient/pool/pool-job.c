@@ -536,23 +536,9 @@ herd_job_wait(herd_job *job, uint64_t timeout_usec, json_t **ret_value)
 	return job->r;
 }
 
-HERD_EXPORT int
-herd_job_is_done(herd_job *job)
-{
-	return job ? job->done : -EINVAL;
-}
-
-HERD_EXPORT herd_error *
-herd_job_error(herd_job *job)
-{
-	return job ? job->error : NULL;
-}
-
-HERD_EXPORT herd_pool *
-herd_job_get_pool(herd_job *job)
-{
-	return job ? job->pool : NULL;
-}
+HERD__DEFINE_GETTER(herd_job_is_done, herd_job, int, p->done, -EINVAL)
+HERD__DEFINE_GETTER(herd_job_error, herd_job, herd_error *, p->error, NULL)
+HERD__DEFINE_GETTER(herd_job_get_pool, herd_job, herd_pool *, p->pool, NULL)
 
 /* One job of kind over args (an array, or the single arg of a CALL), run to its end. */
 static int

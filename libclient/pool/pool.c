@@ -792,25 +792,9 @@ herd_pool_close(herd_pool *p)
 
 /* ---- getters ---- */
 
-/* NULL-safe and one line each, like every handle's getters (error.c says why). */
-
-HERD_EXPORT herd_master *
-herd_pool_get_master(herd_pool *p)
-{
-	return p ? p->m : NULL;
-}
-
-HERD_EXPORT herd_error *
-herd_pool_last_error(herd_pool *p)
-{
-	return p ? p->last_error : NULL;
-}
-
-HERD_EXPORT int
-herd_pool_size(herd_pool *p)
-{
-	return p ? (int)p->n_slots : -EINVAL;
-}
+HERD__DEFINE_GETTER(herd_pool_get_master, herd_pool, herd_master *, p->m, NULL)
+HERD__DEFINE_GETTER(herd_pool_last_error, herd_pool, herd_error *, p->last_error, NULL)
+HERD__DEFINE_GETTER(herd_pool_size, herd_pool, int, (int)p->n_slots, -EINVAL)
 
 HERD_EXPORT int
 herd_pool_worker_pids(herd_pool *p, pid_t *pids, size_t max)
@@ -829,14 +813,5 @@ herd_pool_worker_pids(herd_pool *p, pid_t *pids, size_t max)
 	return n;
 }
 
-HERD_EXPORT uint64_t
-herd_pool_deaths(herd_pool *p)
-{
-	return p ? p->n_deaths : 0;
-}
-
-HERD_EXPORT uint64_t
-herd_pool_spawns(herd_pool *p)
-{
-	return p ? p->n_spawns : 0;
-}
+HERD__DEFINE_GETTER(herd_pool_deaths, herd_pool, uint64_t, p->n_deaths, 0)
+HERD__DEFINE_GETTER(herd_pool_spawns, herd_pool, uint64_t, p->n_spawns, 0)

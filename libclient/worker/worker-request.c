@@ -321,41 +321,15 @@ herd__request_drained(struct herd_request *req)
 
 /* ---- accessors ---- */
 
-HERD_EXPORT const char *
-herd_request_function(const herd_request *req)
-{
-	return req ? req->fn->name : NULL;
-}
-
-HERD_EXPORT enum herd_kind
-herd_request_kind(const herd_request *req)
-{
-	return req ? req->fn->kind : HERD_KIND_CALL;
-}
-
-HERD_EXPORT json_t *
-herd_request_params(const herd_request *req)
-{
-	return req ? req->params : NULL;
-}
-
-HERD_EXPORT void *
-herd_request_worker_state(const herd_request *req)
-{
-	return req ? req->conn->srv->worker_state : NULL;
-}
-
-HERD_EXPORT void *
-herd_request_conn_state(const herd_request *req)
-{
-	return req ? req->conn->conn_state : NULL;
-}
-
-HERD_EXPORT struct ev_loop *
-herd_request_loop(const herd_request *req)
-{
-	return req ? req->conn->srv->loop : NULL;
-}
+HERD__DEFINE_GETTER(herd_request_function, const herd_request, const char *, p->fn->name, NULL)
+HERD__DEFINE_GETTER(
+    herd_request_kind, const herd_request, enum herd_kind, p->fn->kind, HERD_KIND_CALL)
+HERD__DEFINE_GETTER(herd_request_params, const herd_request, json_t *, p->params, NULL)
+HERD__DEFINE_GETTER(
+    herd_request_worker_state, const herd_request, void *, p->conn->srv->worker_state, NULL)
+HERD__DEFINE_GETTER(herd_request_conn_state, const herd_request, void *, p->conn->conn_state, NULL)
+HERD__DEFINE_GETTER(
+    herd_request_loop, const herd_request, struct ev_loop *, p->conn->srv->loop, NULL)
 
 HERD_EXPORT bool
 herd_request_is_cancelled(const herd_request *req)

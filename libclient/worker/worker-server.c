@@ -381,23 +381,9 @@ herd_server_close(herd_server *srv)
 	return 0;
 }
 
-HERD_EXPORT const char *
-herd_server_socket_path(const herd_server *srv)
-{
-	return srv ? srv->socket_path : NULL;
-}
-
-HERD_EXPORT void *
-herd_server_worker_state(const herd_server *srv)
-{
-	return srv ? srv->worker_state : NULL;
-}
-
-HERD_EXPORT struct ev_loop *
-herd_server_loop(const herd_server *srv)
-{
-	return srv ? srv->loop : NULL;
-}
+HERD__DEFINE_GETTER(herd_server_socket_path, const herd_server, const char *, p->socket_path, NULL)
+HERD__DEFINE_GETTER(herd_server_worker_state, const herd_server, void *, p->worker_state, NULL)
+HERD__DEFINE_GETTER(herd_server_loop, const herd_server, struct ev_loop *, p->loop, NULL)
 
 HERD__DEFINE_CALLBACK_SETTER(herd_server_on_shutdown, herd_server, herd_server_cb, p ? 0 : -EINVAL,
     on_shutdown, on_shutdown_data)

@@ -22,8 +22,7 @@
 #include "fake-spawn.h"
 #include "herdd.h"
 
-#define FAKE_PID_BASE   (1 << 30)
-#define FAKE_STAGE_EXEC 1
+#define FAKE_PID_BASE (1 << 30)
 
 struct fake_worker fake_workers[FAKE_MAX];
 unsigned fake_count;
@@ -57,13 +56,6 @@ spawn_init(void)
 {
 }
 
-/* The only stage the fake reports. */
-const char *
-spawn_stage_name(int stage)
-{
-	return stage == FAKE_STAGE_EXEC ? "exec" : "unknown";
-}
-
 /* A copy of fd the fake worker keeps (herdd closes its own after the spawn), or -1. */
 static int
 keep_fd(int fd)
@@ -95,9 +87,9 @@ spawn_start(struct worker *w, int channel_fd, int capture_fds[2])
 	f->out[0] = keep_fd(capture_fds[0]);
 	f->out[1] = keep_fd(capture_fds[1]);
 	if (!strncmp(w->path, "/nonexistent", 12)) {
-		int report[2] = { FAKE_STAGE_EXEC, ENOENT };
+		struct spawn_report report = { "exec", ENOENT };
 
-		if (write(rep[1], report, sizeof(report)) == (ssize_t)sizeof(report))
+		if (write(rep[1], &report, sizeof(report)) == (ssize_t)sizeof(report))
 			f->exit_status = 127 << 8;
 	}
 	/* Closed as a successful exec closes it: EOF says the exec went through. */

@@ -74,6 +74,15 @@ output(const struct ctl *c, const json_t *result, void (*show)(FILE *, const jso
 	fflush(stdout);
 }
 
+/* Prints a command's result through its show and drops it: the command succeeded. */
+static int
+output_result(const struct ctl *c, const struct command *cmd, json_t *res)
+{
+	output(c, res, cmd->show);
+	json_decref(res);
+	return EXIT_SUCCESS;
+}
+
 static void
 show_list(FILE *f, const json_t *res)
 {
@@ -134,9 +143,7 @@ cmd_request(struct ctl *c, const struct command *cmd, json_t *params, char **arg
 	(void)args;
 	if (ctl_request(c, cmd->name, params, &res) < 0)
 		return EXIT_FAILURE;
-	output(c, res, cmd->show);
-	json_decref(res);
-	return EXIT_SUCCESS;
+	return output_result(c, cmd, res);
 }
 
 static int
@@ -260,9 +267,7 @@ cmd_spawn(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 		json_object_set_new(params, "shutdown_on", json_string("explicit"));
 	if (ctl_spawn(c, params, &res) < 0)
 		return EXIT_FAILURE;
-	output(c, res, cmd->show);
-	json_decref(res);
-	return EXIT_SUCCESS;
+	return output_result(c, cmd, res);
 }
 
 /* map: the options become the pool's; the last argument is the function. */
