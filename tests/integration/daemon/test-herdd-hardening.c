@@ -73,7 +73,7 @@ assert_answers(struct ht_conn *c, const char *method)
 	json_decref(r);
 }
 
-/* Before the fixture stops herdd: every worker of the test is gone already. */
+/* The case's teardown, before the fixture stops herdd: every worker of the test is gone. */
 static void
 finish(void)
 {
@@ -138,7 +138,6 @@ START_TEST(test_cut_texts_in_herdd_replies)
 	json_decref(r);
 	ht_conn_close(c);
 	free(name);
-	finish();
 }
 END_TEST
 
@@ -181,7 +180,6 @@ START_TEST(test_cut_texts_in_worker_replies)
 	assert_answers(w, "pid");
 	worker_done(c, w, spawn);
 	free(name);
-	finish();
 }
 END_TEST
 
@@ -216,7 +214,6 @@ START_TEST(test_long_init_failure_reaches_owner)
 	json_decref(ev);
 	assert_answers(c, "ping");
 	free(text);
-	finish();
 }
 END_TEST
 
@@ -241,7 +238,6 @@ START_TEST(test_long_failure_reaches_owner)
 	json_decref(r);
 	assert_answers(c, "ping");
 	free(text);
-	finish();
 }
 END_TEST
 
@@ -280,7 +276,6 @@ START_TEST(test_many_failures_all_recorded)
 		json_decref(spawned[i]);
 	}
 	free(text);
-	finish();
 }
 END_TEST
 
@@ -414,7 +409,6 @@ START_TEST(test_ids_out_of_range)
 	w = worker_client(c, &spawn);
 	assert_ids_refused(w, "pid");
 	worker_done(c, w, spawn);
-	finish();
 }
 END_TEST
 
@@ -478,7 +472,6 @@ START_TEST(test_owner_connection_outlives_worker)
 	}
 	json_decref(v);
 	ht_conn_close(look);
-	finish();
 }
 END_TEST
 
@@ -572,7 +565,6 @@ START_TEST(test_master_gone_during_slow_init)
 	orphan_during_init(ht_herdd, look, "explicit", true);
 	orphan_during_init(ht_herdd, look, "explicit", false);
 	ht_conn_close(look);
-	finish();
 }
 END_TEST
 
@@ -597,7 +589,6 @@ START_TEST(test_bad_output_file_is_named)
 		ck_assert_str_eq(ht_str(ht_error_data(r), "stage"), which[i]);
 		json_decref(r);
 	}
-	finish();
 }
 END_TEST
 
@@ -608,16 +599,12 @@ ignore_sigpipe(void)
 }
 
 HT_MAIN("herdd-hardening",
-    { .name = "hardening",
-        .timeout_s = 60,
-        .herdd = true,
-        .herdd_argv = ht_grace_args,
-        .setup = ignore_sigpipe,
-        .tests = { test_cut_texts_in_herdd_replies, test_cut_texts_in_worker_replies,
-            test_long_init_failure_reaches_owner, test_long_failure_reaches_owner,
-            test_many_failures_all_recorded, test_ids_out_of_range,
-            test_owner_connection_outlives_worker, test_master_gone_during_slow_init,
-            test_bad_output_file_is_named } },
+    HT_HERDD_CASE_WITH("hardening", 60, ht_grace_args, ignore_sigpipe, finish,
+        test_cut_texts_in_herdd_replies, test_cut_texts_in_worker_replies,
+        test_long_init_failure_reaches_owner, test_long_failure_reaches_owner,
+        test_many_failures_all_recorded, test_ids_out_of_range,
+        test_owner_connection_outlives_worker, test_master_gone_during_slow_init,
+        test_bad_output_file_is_named),
     /* Its own herdd, with a log file to read. */
     { .name = "log",
         .timeout_s = 60,
