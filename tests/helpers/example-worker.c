@@ -93,12 +93,10 @@ static void *
 ex_timed_new(herd_request *req, size_t size, void (*cb)(struct ev_loop *, ev_timer *, int),
     double after, double repeat)
 {
-	struct ex_timed *t = calloc(1, size);
+	struct ex_timed *t = wa_calloc(req, size);
 
-	if (!t) {
-		herd_request_fail(req, "out of memory");
+	if (!t)
 		return NULL;
-	}
 	t->req = herd_request_ref(req);
 	t->loop = herd_request_loop(req);
 	ev_timer_init(&t->timer, cb, after, repeat);
@@ -268,11 +266,9 @@ ex_watch(herd_request *req, json_t *arg)
 		herd_request_end(req, json_pack("{s:I}", "updates", updates));
 		return;
 	}
-	x = calloc(1, sizeof(*x));
-	if (!x) {
-		herd_request_fail(req, "out of memory");
+	x = wa_calloc(req, sizeof(*x));
+	if (!x)
 		return;
-	}
 	x->req = herd_request_ref(req);
 	x->left = x->updates = updates;
 	x->next = w->watchers;

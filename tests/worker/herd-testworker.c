@@ -171,7 +171,7 @@ fn_exit(herd_request *req, json_t *arg)
 
 struct tw_later {
 	ev_timer timer;
-	char *message;
+	char message[]; /* NUL-terminated */
 };
 
 static void
@@ -194,12 +194,10 @@ fn_fail_later(herd_request *req, json_t *arg)
 	if (wa_unpack(req, arg, "{s?I, s?s}", "ms", &ms, "message", &message) < 0)
 		return;
 	/* Lives until the process exits through herd_worker_fail(). */
-	l = calloc(1, sizeof(*l));
-	if (!l || !(l->message = strdup(message))) {
-		free(l);
-		herd_request_fail(req, "out of memory");
+	l = wa_calloc(req, sizeof(*l) + strlen(message) + 1);
+	if (!l)
 		return;
-	}
+	strcpy(l->message, message);
 	ev_timer_init(&l->timer, later_fired, (double)ms / 1000.0, 0.);
 	l->timer.data = l;
 	ev_timer_start(EV_DEFAULT, &l->timer);

@@ -70,6 +70,16 @@ wa_state_new(
 	return 0;
 }
 
+void *
+wa_calloc(herd_request *req, size_t size)
+{
+	void *p = calloc(1, size);
+
+	if (!p)
+		herd_request_fail(req, "out of memory");
+	return p;
+}
+
 void
 wa_state_free(void *state)
 {
@@ -173,11 +183,9 @@ wa_sum_items(herd_request *req, json_t *arg)
 	wa_begin(req);
 	if (wa_unpack(req, arg, "{}") < 0)
 		return;
-	s = calloc(1, sizeof(*s));
-	if (!s) {
-		herd_request_fail(req, "out of memory");
+	s = wa_calloc(req, sizeof(*s));
+	if (!s)
 		return;
-	}
 	herd_request_on_item(req, sum_item, s);
 	herd_request_on_cancel(req, sum_cancel, s);
 	herd_request_on_end(req, sum_end, s);
@@ -230,11 +238,9 @@ wa_sleep(herd_request *req, json_t *arg, const char *key)
 		herd_request_fail(req, "ms must not be negative");
 		return;
 	}
-	s = calloc(1, sizeof(*s));
-	if (!s) {
-		herd_request_fail(req, "out of memory");
+	s = wa_calloc(req, sizeof(*s));
+	if (!s)
 		return;
-	}
 	s->loop = herd_request_loop(req);
 	s->req = herd_request_ref(req);
 	s->key = key;

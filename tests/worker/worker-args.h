@@ -46,6 +46,9 @@ int wa_unpack(herd_request *req, json_t *arg, const char *fmt, ...);
 int wa_state_new(
     json_t *arg, const char *fail_key, size_t size, void **ret_state, char **reterr_message);
 
+/* size zeroed bytes, or NULL with req answered "out of memory". */
+void *wa_calloc(herd_request *req, size_t size);
+
 /* Frees a wa_state_new() state (NULL is fine): its init argument, then itself. */
 void wa_state_free(void *state);
 
