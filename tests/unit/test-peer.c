@@ -99,6 +99,14 @@ rec_new(int *ret_other)
 	return r;
 }
 
+/* The end of a test: the peer's last reference and the test's end of the pair go. */
+static void
+rec_end(struct rec *r, int other)
+{
+	herd__peer_unref(&r->peer);
+	close(other);
+}
+
 /* Runs the peer as a loop would, until done() or ms pass. */
 static void
 run(struct rec *r, bool (*done)(struct rec *r), int ms)
@@ -157,8 +165,7 @@ START_TEST(test_messages_in_pieces)
 	ck_assert_int_eq(r->messages, 2);
 	ck_assert_str_eq(json_string_value(json_object_get(r->last, "method")), "b");
 	ck_assert_int_eq(r->closed, 0);
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
@@ -196,8 +203,7 @@ START_TEST(test_close_flushes_then_releases)
 	ck_assert_int_eq(r->closed, 1);
 	ck_assert_int_eq(r->released, 1);
 	expect_sent(other, "\"bye\"");
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
@@ -248,12 +254,10 @@ START_TEST(test_backpressure)
 	ck_assert_int_gt(r->drained, 0);
 	ck_assert_int_eq(r->messages, 1);
 	ck_assert(herd__peer_events(&r->peer) & POLLIN);
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
-/* Opens and ends like every peer test (a socket pair, a recording peer); its checks are its own. */
 START_TEST(test_heartbeat_then_silence)
 {
 	int other;
@@ -263,8 +267,7 @@ START_TEST(test_heartbeat_then_silence)
 	run(r, is_closed, 3000);
 	ck_assert_int_eq(r->reason, -ETIMEDOUT);
 	expect_sent(other, "\"heartbeat\"");
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
@@ -333,8 +336,7 @@ START_TEST(test_reply_standins)
 	json_decref(id7);
 	json_decref(id8);
 	json_decref(id9);
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
@@ -357,8 +359,7 @@ START_TEST(test_no_heartbeat_while_output_waits)
 	/* Nor from another thread's keepalive. */
 	herd__peer_keepalive(&r->peer, herd__now_usec() + 10000);
 	ck_assert_uint_eq(r->peer.outq.bytes, queued);
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
@@ -367,7 +368,7 @@ START_TEST(test_unfinished_line_times_out)
 	static const char part[] = "{\"jsonrpc\":\"2.0\",\"method\":";
 	int other;
 	struct rec *r = rec_new(&other);
-	uint64_t t0 = herd__now_usec();
+	uint64_t t0;
 
 	herd__peer_set_line_timeout(&r->peer, 100);
 	/* Whole lines and silence are not a stall. */
@@ -380,8 +381,7 @@ START_TEST(test_unfinished_line_times_out)
 	ck_assert_int_eq(r->reason, -ETIMEDOUT);
 	ck_assert_uint_ge(herd__now_usec() - t0, 100000);
 	expect_sent(other, "\"what\":\"line\"");
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
