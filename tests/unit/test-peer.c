@@ -143,6 +143,13 @@ is_closed(struct rec *r)
 	return r->closed > 0;
 }
 
+/* Writes text, whole, to the test's end of the pair. */
+static void
+send_text(int other, const char *text)
+{
+	ck_assert_int_eq(write(other, text, strlen(text)), (ssize_t)strlen(text));
+}
+
 /* What the peer wrote to other, up to its end, must hold text. */
 static void
 expect_sent(int other, const char *text)
@@ -159,8 +166,8 @@ START_TEST(test_messages_in_pieces)
 	int other;
 	struct rec *r = rec_new(&other);
 
-	ck_assert_int_eq(write(other, text, strlen(text)), (ssize_t)strlen(text));
-	ck_assert_int_eq(write(other, "\"method\":\"b\"}\n", 14), 14);
+	send_text(other, text);
+	send_text(other, "\"method\":\"b\"}\n");
 	run(r, two_messages, 2000);
 	ck_assert_int_eq(r->messages, 2);
 	ck_assert_str_eq(json_string_value(json_object_get(r->last, "method")), "b");
@@ -175,7 +182,7 @@ START_TEST(test_framing_error_answered_then_closed)
 	int other, before = freed_total;
 	struct rec *r = rec_new(&other);
 
-	ck_assert_int_eq(write(other, "not json\n", 9), 9);
+	send_text(other, "not json\n");
 	run(r, is_closed, 2000);
 	ck_assert_int_eq(r->closed, 1);
 	ck_assert_int_eq(r->reason, -EBADMSG);
@@ -215,7 +222,7 @@ START_TEST(test_unref_inside_callback_defers_free)
 
 	/* The only reference goes inside the callback; the free waits for its return. */
 	r->unref_in_message = true;
-	ck_assert_int_eq(write(other, "{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n", 31), 31);
+	send_text(other, "{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n");
 	ck_assert_int_eq(poll(&pfd, 1, 2000), 1);
 	herd__peer_process(&r->peer);
 	ck_assert_int_eq(freed_total, before + 1);
@@ -238,7 +245,7 @@ START_TEST(test_backpressure)
 		ck_assert_int_eq(herd__peer_send(&r->peer, msg), 0);
 	json_decref(msg);
 	/* A message that finds the output full waits, and reading with it. */
-	ck_assert_int_eq(write(other, "{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n", 31), 31);
+	send_text(other, "{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n");
 	run(r, is_paused, 2000);
 	ck_assert(r->peer.paused);
 	ck_assert_int_eq(r->messages, 0);
@@ -365,17 +372,16 @@ END_TEST
 
 START_TEST(test_unfinished_line_times_out)
 {
-	static const char part[] = "{\"jsonrpc\":\"2.0\",\"method\":";
 	int other;
 	struct rec *r = rec_new(&other);
 	uint64_t t0;
 
 	herd__peer_set_line_timeout(&r->peer, 100);
 	/* Whole lines and silence are not a stall. */
-	ck_assert_int_eq(write(other, "{\"jsonrpc\":\"2.0\",\"method\":\"a\"}\n", 31), 31);
+	send_text(other, "{\"jsonrpc\":\"2.0\",\"method\":\"a\"}\n");
 	run(r, is_closed, 300);
 	ck_assert_int_eq(r->closed, 0);
-	ck_assert_int_eq(write(other, part, strlen(part)), (ssize_t)strlen(part));
+	send_text(other, "{\"jsonrpc\":\"2.0\",\"method\":");
 	t0 = herd__now_usec();
 	run(r, is_closed, 3000);
 	ck_assert_int_eq(r->reason, -ETIMEDOUT);
@@ -392,12 +398,11 @@ END_TEST
  */
 START_TEST(test_last_words_survive_a_failed_write)
 {
-	static const char last[] = "{\"jsonrpc\":\"2.0\",\"method\":\"failure\"}\n";
 	int other;
 	struct rec *r = rec_new(&other);
 	json_t *msg = proto_notification("shutdown", NULL);
 
-	ck_assert_int_eq(write(other, last, strlen(last)), (ssize_t)strlen(last));
+	send_text(other, "{\"jsonrpc\":\"2.0\",\"method\":\"failure\"}\n");
 	close(other);
 	(void)herd__peer_send(&r->peer, msg);
 	json_decref(msg);
