@@ -402,6 +402,7 @@ ex_free_worker(void *state)
 	wa_state_free(w);
 }
 
+/* One row per function, like every worker's table (herd-testworker's, the built-ins): data. */
 static const struct herd_function ex_functions[] = {
 	{ "sum", HERD_KIND_CALL, ex_sum },
 	{ "product", HERD_KIND_CALL, ex_product },

@@ -77,6 +77,7 @@ rec_free(struct herd__peer *p)
 	free(r);
 }
 
+/* A recording herd__peer_ops: a callback table like the daemon's and the worker's, data. */
 static const struct herd__peer_ops rec_ops = {
 	.message = rec_message,
 	.closed = rec_closed,

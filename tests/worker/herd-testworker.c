@@ -524,6 +524,7 @@ init_worker(json_t *arg, void **ret_state, char **reterr_message)
 	return wa_state_new(arg, "fail_init", sizeof(struct wa_worker), ret_state, reterr_message);
 }
 
+/* One row per function, like every worker's table (example-worker.c, the built-ins): data. */
 static const struct herd_function functions[] = {
 	{ "echo", HERD_KIND_CALL, wa_echo },
 	{ "sum", HERD_KIND_CALL, fn_sum },
@@ -566,7 +567,7 @@ static const struct herd_combiner combiners[] = {
 	{ NULL, NULL },
 };
 
-/* Its tables look like every worker's (test-pool.c, example-worker.c): data, not logic. */
+/* Like every worker type (test-pool.c) and every ops table (herd__peer_ops): data, not logic. */
 static const struct herd_worker_type testworker = {
 	.name = "herd-testworker",
 	.functions = functions,
