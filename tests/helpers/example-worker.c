@@ -3,7 +3,8 @@
  * The rpc_parallel examples as one worker type (see example-worker.h). Every
  * kind is exercised here the way an application would write it: validation
  * with json_unpack_ex, asynchronous replies from ev_timers, backpressure
- * through on_drain, and cleanup on cancel.
+ * through on_drain, and cleanup on cancel. echo, fail, the sum_stream sink and
+ * sleep are worker-args.c's, which herd-testworker serves too.
  */
 #include <errno.h>
 #include <stdlib.h>
