@@ -3,7 +3,8 @@
  * The rpc_parallel examples as one worker type (see example-worker.h). Every
  * kind is exercised here the way an application would write it: validation
  * with json_unpack_ex, asynchronous replies from ev_timers, backpressure
- * through on_drain, and cleanup on cancel.
+ * through on_drain, and cleanup on cancel. echo, fail, the sum_stream sink and
+ * sleep are worker-args.c's, which herd-testworker serves too.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -17,34 +18,22 @@
 struct ex_watch;
 
 struct ex_worker {
-	json_t *init; /* the worker's init argument; first, for wa_state_new */
+	struct wa_worker wa; /* first, for wa_state_new */
 	json_t *notes; /* array of strings added by "note" */
-	long cancelled;
 	struct ex_watch *watchers; /* open "watch" streams */
 };
+
+/* Counts the call (wa_begin) and returns the worker's state. */
+static struct ex_worker *
+ex_begin(herd_request *req)
+{
+	return (struct ex_worker *)wa_begin(req);
+}
 
 static struct ex_worker *
 ex_worker(herd_request *req)
 {
 	return herd_request_worker_state(req);
-}
-
-/* A stream saw a cancel: counted for stats, logged for herd.logs at debug level. */
-static void
-ex_cancelled(herd_request *req, const char *fn)
-{
-	ex_worker(req)->cancelled++;
-	herd_log(HERD_LOG_DEBUG, "%s: cancelled", fn);
-}
-
-/* Counts the call on its connection and returns the connection's state. */
-static struct wa_conn *
-ex_begin(herd_request *req)
-{
-	struct wa_conn *c = herd_request_conn_state(req);
-
-	c->calls++;
-	return c;
 }
 
 /* Begins a call whose argument is {n} with n in 0..max; else answers it and returns false. */
@@ -88,24 +77,6 @@ ex_product(herd_request *req, json_t *arg)
 	herd_request_reply(req, json_integer(total));
 }
 
-static void
-ex_fail(herd_request *req, json_t *arg)
-{
-	const char *message;
-
-	ex_begin(req);
-	if (wa_unpack(req, arg, "{s:s}", "message", &message) < 0)
-		return;
-	herd_request_fail(req, "%s", message);
-}
-
-static void
-ex_echo(herd_request *req, json_t *arg)
-{
-	ex_begin(req);
-	herd_request_reply(req, json_incref(arg));
-}
-
 /* ---- a request held across loop iterations, with a timer ---- */
 
 struct ex_timed {
@@ -123,12 +94,10 @@ static void *
 ex_timed_new(herd_request *req, size_t size, void (*cb)(struct ev_loop *, ev_timer *, int),
     double after, double repeat)
 {
-	struct ex_timed *t = calloc(1, size);
+	struct ex_timed *t = wa_calloc(req, size);
 
-	if (!t) {
-		herd_request_fail(req, "out of memory");
+	if (!t)
 		return NULL;
-	}
 	t->req = herd_request_ref(req);
 	t->loop = herd_request_loop(req);
 	ev_timer_init(&t->timer, cb, after, repeat);
@@ -159,7 +128,7 @@ count_cancel(herd_request *req, void *userdata)
 {
 	struct ex_count *c = userdata;
 
-	ex_worker(req)->cancelled++;
+	ex_worker(req)->wa.cancelled++;
 	herd_log(HERD_LOG_DEBUG, "count: cancelled after %lld items", (long long)c->next);
 	ex_timed_free(c);
 }
@@ -246,59 +215,6 @@ ex_count(herd_request *req, json_t *arg)
 		count_pump(req, c);
 }
 
-/* ---- sum_stream: a sink ---- */
-
-struct ex_sink {
-	json_int_t total;
-	long items;
-};
-
-static void
-sink_item(herd_request *req, json_t *item, void *userdata)
-{
-	struct ex_sink *s = userdata;
-
-	if (!json_is_integer(item)) {
-		herd_request_fail(req, "item %ld is not an integer", s->items);
-		free(s);
-		return;
-	}
-	s->total += json_integer_value(item);
-	s->items++;
-}
-
-static void
-sink_end(herd_request *req, void *userdata)
-{
-	struct ex_sink *s = userdata;
-
-	herd_request_reply(req, json_integer(s->total));
-	free(s);
-}
-
-static void
-sink_cancel(herd_request *req, void *userdata)
-{
-	ex_cancelled(req, "sum_stream");
-	free(userdata);
-}
-
-static void
-ex_sum_stream(herd_request *req, json_t *arg)
-{
-	struct ex_sink *s;
-
-	ex_begin(req);
-	s = calloc(1, sizeof(*s));
-	if (!s) {
-		herd_request_fail(req, "out of memory");
-		return;
-	}
-	herd_request_on_item(req, sink_item, s);
-	herd_request_on_cancel(req, sink_cancel, s);
-	herd_request_on_end(req, sink_end, s);
-}
-
 /* ---- watch (state) and note (oneway) ---- */
 
 struct ex_watch {
@@ -325,19 +241,18 @@ watch_remove(struct ex_worker *w, struct ex_watch *x)
 static void
 watch_cancel(herd_request *req, void *userdata)
 {
-	ex_cancelled(req, "watch");
+	wa_cancelled(req);
 	watch_remove(ex_worker(req), userdata);
 }
 
 static void
 ex_watch(herd_request *req, json_t *arg)
 {
-	struct ex_worker *w = ex_worker(req);
+	struct ex_worker *w = ex_begin(req);
 	json_int_t updates;
 	struct ex_watch *x;
 	json_t *notes;
 
-	ex_begin(req);
 	if (wa_unpack(req, arg, "{s:I}", "updates", &updates) < 0)
 		return;
 	if (updates < 0) {
@@ -352,11 +267,9 @@ ex_watch(herd_request *req, json_t *arg)
 		herd_request_end(req, json_pack("{s:I}", "updates", updates));
 		return;
 	}
-	x = calloc(1, sizeof(*x));
-	if (!x) {
-		herd_request_fail(req, "out of memory");
+	x = wa_calloc(req, sizeof(*x));
+	if (!x)
 		return;
-	}
 	x->req = herd_request_ref(req);
 	x->left = x->updates = updates;
 	x->next = w->watchers;
@@ -367,12 +280,11 @@ ex_watch(herd_request *req, json_t *arg)
 static void
 ex_note(herd_request *req, json_t *arg)
 {
-	struct ex_worker *w = ex_worker(req);
+	struct ex_worker *w = ex_begin(req);
 	struct ex_watch *x, *next;
 	const char *text;
 	json_error_t jerr;
 
-	ex_begin(req);
 	/* A oneway call cannot answer; a bad argument is only logged. */
 	if (json_unpack_ex(arg, &jerr, JSON_STRICT, "{s:s}", "text", &text) < 0) {
 		herd_request_fail(req, "%s", jerr.text);
@@ -398,53 +310,14 @@ ex_note(herd_request *req, json_t *arg)
 static void
 ex_notes(herd_request *req, json_t *arg)
 {
-	ex_begin(req);
-	herd_request_reply(req, json_deep_copy(ex_worker(req)->notes));
+	herd_request_reply(req, json_deep_copy(ex_begin(req)->notes));
 }
 
-/* ---- sleep: an asynchronous reply ---- */
-
-struct ex_sleep {
-	struct ex_timed t;
-	json_int_t ms;
-};
-
-static void
-sleep_done(struct ev_loop *loop, ev_timer *t, int revents)
-{
-	struct ex_sleep *s = t->data;
-
-	herd_request_reply(s->t.req, json_pack("{s:I}", "slept", s->ms));
-	ex_timed_free(s);
-}
-
-/* Cancel callbacks alike in shape (count, log, free): each frees its own kind of state. */
-static void
-sleep_cancel(herd_request *req, void *userdata)
-{
-	ex_cancelled(req, "sleep");
-	ex_timed_free(userdata);
-}
-
+/* sleep's reply is {"slept": ms} here; herd-testworker's, {"slept_ms": ms}. */
 static void
 ex_sleep(herd_request *req, json_t *arg)
 {
-	struct ex_sleep *s;
-	json_int_t ms;
-
-	ex_begin(req);
-	if (wa_unpack(req, arg, "{s:I}", "ms", &ms) < 0)
-		return;
-	if (ms < 0) {
-		herd_request_fail(req, "ms must not be negative");
-		return;
-	}
-	s = ex_timed_new(req, sizeof(*s), sleep_done, ms / 1000.0, 0.0);
-	if (!s)
-		return;
-	s->ms = ms;
-	ev_timer_start(s->t.loop, &s->t.timer);
-	herd_request_on_cancel(req, sleep_cancel, s);
+	wa_sleep(req, arg, "slept");
 }
 
 static void
@@ -467,12 +340,12 @@ ex_log(herd_request *req, json_t *arg)
 static void
 ex_stats(herd_request *req, json_t *arg)
 {
-	struct wa_conn *c = ex_begin(req);
-	struct ex_worker *w = ex_worker(req);
+	struct ex_worker *w = ex_begin(req);
+	struct wa_conn *c = herd_request_conn_state(req);
 
 	herd_request_reply(req,
-	    json_pack("{s:I, s:I, s:O, s:O, s:b}", "cancelled", (json_int_t)w->cancelled,
-	        "conn_calls", (json_int_t)c->calls, "conn_init", c->init, "worker_init", w->init,
+	    json_pack("{s:I, s:I, s:O, s:O, s:b}", "cancelled", (json_int_t)w->wa.cancelled,
+	        "conn_calls", (json_int_t)c->calls, "conn_init", c->init, "worker_init", w->wa.init,
 	        "env_channel_fd", getenv("HERD_CHANNEL_FD") != NULL));
 }
 
@@ -515,8 +388,7 @@ ex_init_worker(json_t *arg, void **ret_state, char **reterr_message)
 	w = *ret_state;
 	w->notes = json_array();
 	if (!w->notes) {
-		json_decref(w->init);
-		free(w);
+		wa_state_free(w);
 		return -ENOMEM;
 	}
 	return 0;
@@ -527,18 +399,18 @@ ex_free_worker(void *state)
 {
 	struct ex_worker *w = state;
 
-	json_decref(w->init);
 	json_decref(w->notes);
-	free(w);
+	wa_state_free(w);
 }
 
+/* One row per function, like every worker's table (herd-testworker's, the built-ins): data. */
 static const struct herd_function ex_functions[] = {
 	{ "sum", HERD_KIND_CALL, ex_sum },
 	{ "product", HERD_KIND_CALL, ex_product },
-	{ "fail", HERD_KIND_CALL, ex_fail },
-	{ "echo", HERD_KIND_CALL, ex_echo },
+	{ "fail", HERD_KIND_CALL, wa_fail },
+	{ "echo", HERD_KIND_CALL, wa_echo },
 	{ "count", HERD_KIND_PIPE, ex_count },
-	{ "sum_stream", HERD_KIND_SINK, ex_sum_stream },
+	{ "sum_stream", HERD_KIND_SINK, wa_sum_items },
 	{ "watch", HERD_KIND_STATE, ex_watch },
 	{ "note", HERD_KIND_ONEWAY, ex_note },
 	{ "notes", HERD_KIND_CALL, ex_notes },

@@ -6,11 +6,11 @@
  * Functions (params -> result):
  *   sum {n}                  call: 0 + 1 + ... + n-1 (sum 42 = 861); logs "sum: N"
  *   product {n}              call: 1 * 2 * ... * n, n <= 20 (product 10 = 3628800)
- *   fail {message}           call: always fails with function_failed and message
+ *   fail {message?}          call: always fails with function_failed and message
  *   echo ANY                 call: returns its params
  *   count {n, delay_ms?}     pipe: items 0..n-1, one per delay_ms (0: as fast as
  *                            the reader takes them), result {"count": n}
- *   sum_stream ANY           sink: sums integer items, result the total
+ *   sum_stream {}            sink: sums integer items, result the total
  *   watch {updates}          state: initial item is the notes array, then each
  *                            note added afterwards, result {"updates": N}
  *   note {text}              oneway: appends text to the worker's notes

@@ -145,6 +145,24 @@ struct ht_case {
 		}                                                                                  \
 	}
 
+/* HT_CASE with a checked setup_ and teardown_ (either may be NULL). */
+#define HT_CASE_WITH(name_, timeout_s_, setup_, teardown_, ...)                                    \
+	{                                                                                          \
+		.name = (name_), .timeout_s = (timeout_s_), .setup = (setup_),                     \
+		.teardown = (teardown_), .tests = {                                                \
+			__VA_ARGS__                                                                \
+		}                                                                                  \
+	}
+/* HT_HERDD_CASE with a checked setup_ and teardown_ of its own (either may be NULL). */
+#define HT_HERDD_CASE_WITH(name_, timeout_s_, herdd_argv_, setup_, teardown_, ...)                 \
+	{                                                                                          \
+		.name = (name_), .timeout_s = (timeout_s_), .herdd = true,                         \
+		.herdd_argv = (herdd_argv_), .setup = (setup_), .teardown = (teardown_),           \
+		.tests = {                                                                         \
+			__VA_ARGS__                                                                \
+		}                                                                                  \
+	}
+
 /*
  * Runs the suite made of cases with Check; ht_teardown() runs after every
  * test and at the end. Returns main()'s exit status.

@@ -58,6 +58,14 @@ void ht_client_teardown(void);
 			__VA_ARGS__                                                                \
 		}                                                                                  \
 	}
+/* A struct ht_case of libherd client tests run once each, with the herdd fixture. */
+#define HT_CLIENT_HERDD_CASE(name_, timeout_s_, ...)                                               \
+	{                                                                                          \
+		.name = (name_), .timeout_s = (timeout_s_), .herdd = true,                         \
+		.setup = ht_client_setup, .teardown = ht_client_teardown, .tests = {               \
+			__VA_ARGS__                                                                \
+		}                                                                                  \
+	}
 
 struct ht_example {
 	pid_t pid;

@@ -77,6 +77,7 @@ rec_free(struct herd__peer *p)
 	free(r);
 }
 
+/* A recording herd__peer_ops: a callback table like the daemon's and the worker's, data. */
 static const struct herd__peer_ops rec_ops = {
 	.message = rec_message,
 	.closed = rec_closed,
@@ -97,6 +98,14 @@ rec_new(int *ret_other)
 	herd__peer_init(&r->peer, sv[0], &rec_ops, r, 1024, 1 << 20);
 	*ret_other = sv[1];
 	return r;
+}
+
+/* The end of a test: the peer's last reference and the test's end of the pair go. */
+static void
+rec_end(struct rec *r, int other)
+{
+	herd__peer_unref(&r->peer);
+	close(other);
 }
 
 /* Runs the peer as a loop would, until done() or ms pass. */
@@ -135,6 +144,13 @@ is_closed(struct rec *r)
 	return r->closed > 0;
 }
 
+/* Writes text, whole, to the test's end of the pair. */
+static void
+send_text(int other, const char *text)
+{
+	ck_assert_int_eq(write(other, text, strlen(text)), (ssize_t)strlen(text));
+}
+
 /* What the peer wrote to other, up to its end, must hold text. */
 static void
 expect_sent(int other, const char *text)
@@ -151,14 +167,13 @@ START_TEST(test_messages_in_pieces)
 	int other;
 	struct rec *r = rec_new(&other);
 
-	ck_assert_int_eq(write(other, text, strlen(text)), (ssize_t)strlen(text));
-	ck_assert_int_eq(write(other, "\"method\":\"b\"}\n", 14), 14);
+	send_text(other, text);
+	send_text(other, "\"method\":\"b\"}\n");
 	run(r, two_messages, 2000);
 	ck_assert_int_eq(r->messages, 2);
 	ck_assert_str_eq(json_string_value(json_object_get(r->last, "method")), "b");
 	ck_assert_int_eq(r->closed, 0);
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
@@ -168,7 +183,7 @@ START_TEST(test_framing_error_answered_then_closed)
 	int other, before = freed_total;
 	struct rec *r = rec_new(&other);
 
-	ck_assert_int_eq(write(other, "not json\n", 9), 9);
+	send_text(other, "not json\n");
 	run(r, is_closed, 2000);
 	ck_assert_int_eq(r->closed, 1);
 	ck_assert_int_eq(r->reason, -EBADMSG);
@@ -196,8 +211,7 @@ START_TEST(test_close_flushes_then_releases)
 	ck_assert_int_eq(r->closed, 1);
 	ck_assert_int_eq(r->released, 1);
 	expect_sent(other, "\"bye\"");
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
@@ -209,7 +223,7 @@ START_TEST(test_unref_inside_callback_defers_free)
 
 	/* The only reference goes inside the callback; the free waits for its return. */
 	r->unref_in_message = true;
-	ck_assert_int_eq(write(other, "{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n", 31), 31);
+	send_text(other, "{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n");
 	ck_assert_int_eq(poll(&pfd, 1, 2000), 1);
 	herd__peer_process(&r->peer);
 	ck_assert_int_eq(freed_total, before + 1);
@@ -232,7 +246,7 @@ START_TEST(test_backpressure)
 		ck_assert_int_eq(herd__peer_send(&r->peer, msg), 0);
 	json_decref(msg);
 	/* A message that finds the output full waits, and reading with it. */
-	ck_assert_int_eq(write(other, "{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n", 31), 31);
+	send_text(other, "{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n");
 	run(r, is_paused, 2000);
 	ck_assert(r->peer.paused);
 	ck_assert_int_eq(r->messages, 0);
@@ -248,12 +262,10 @@ START_TEST(test_backpressure)
 	ck_assert_int_gt(r->drained, 0);
 	ck_assert_int_eq(r->messages, 1);
 	ck_assert(herd__peer_events(&r->peer) & POLLIN);
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
-/* Opens and ends like every peer test (a socket pair, a recording peer); its checks are its own. */
 START_TEST(test_heartbeat_then_silence)
 {
 	int other;
@@ -263,8 +275,7 @@ START_TEST(test_heartbeat_then_silence)
 	run(r, is_closed, 3000);
 	ck_assert_int_eq(r->reason, -ETIMEDOUT);
 	expect_sent(other, "\"heartbeat\"");
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
@@ -333,8 +344,7 @@ START_TEST(test_reply_standins)
 	json_decref(id7);
 	json_decref(id8);
 	json_decref(id9);
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
@@ -357,31 +367,28 @@ START_TEST(test_no_heartbeat_while_output_waits)
 	/* Nor from another thread's keepalive. */
 	herd__peer_keepalive(&r->peer, herd__now_usec() + 10000);
 	ck_assert_uint_eq(r->peer.outq.bytes, queued);
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
 START_TEST(test_unfinished_line_times_out)
 {
-	static const char part[] = "{\"jsonrpc\":\"2.0\",\"method\":";
 	int other;
 	struct rec *r = rec_new(&other);
-	uint64_t t0 = herd__now_usec();
+	uint64_t t0;
 
 	herd__peer_set_line_timeout(&r->peer, 100);
 	/* Whole lines and silence are not a stall. */
-	ck_assert_int_eq(write(other, "{\"jsonrpc\":\"2.0\",\"method\":\"a\"}\n", 31), 31);
+	send_text(other, "{\"jsonrpc\":\"2.0\",\"method\":\"a\"}\n");
 	run(r, is_closed, 300);
 	ck_assert_int_eq(r->closed, 0);
-	ck_assert_int_eq(write(other, part, strlen(part)), (ssize_t)strlen(part));
+	send_text(other, "{\"jsonrpc\":\"2.0\",\"method\":");
 	t0 = herd__now_usec();
 	run(r, is_closed, 3000);
 	ck_assert_int_eq(r->reason, -ETIMEDOUT);
 	ck_assert_uint_ge(herd__now_usec() - t0, 100000);
 	expect_sent(other, "\"what\":\"line\"");
-	herd__peer_unref(&r->peer);
-	close(other);
+	rec_end(r, other);
 }
 END_TEST
 
@@ -392,12 +399,11 @@ END_TEST
  */
 START_TEST(test_last_words_survive_a_failed_write)
 {
-	static const char last[] = "{\"jsonrpc\":\"2.0\",\"method\":\"failure\"}\n";
 	int other;
 	struct rec *r = rec_new(&other);
 	json_t *msg = proto_notification("shutdown", NULL);
 
-	ck_assert_int_eq(write(other, last, strlen(last)), (ssize_t)strlen(last));
+	send_text(other, "{\"jsonrpc\":\"2.0\",\"method\":\"failure\"}\n");
 	close(other);
 	(void)herd__peer_send(&r->peer, msg);
 	json_decref(msg);

@@ -327,6 +327,7 @@ START_TEST(reasons)
 		const char *name, *event;
 		bool failure;
 	} rows[] = {
+		/* One row per reason (PROTOCOL.md 4.3): data, not repeated logic. */
 		{ "exited", "exited", false },
 		{ "crashed", "crashed", true },
 		{ "failed", "failed", true },

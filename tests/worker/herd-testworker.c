@@ -32,21 +32,6 @@
 
 #include "worker-args.h"
 
-struct tw_worker {
-	json_t *init; /* the worker init argument; first, for wa_state_new */
-	long served; /* calls handled so far */
-};
-
-/* Counts the call and returns the worker state. */
-static struct tw_worker *
-served(herd_request *req)
-{
-	struct tw_worker *w = herd_request_worker_state(req);
-
-	w->served++;
-	return w;
-}
-
 /* examples/sum-demo.c reads the clock the same way: each program stands alone. */
 static int64_t
 now_ms(void)
@@ -55,13 +40,6 @@ now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void
-fn_echo(herd_request *req, json_t *arg)
-{
-	served(req);
-	herd_request_reply(req, json_incref(arg));
 }
 
 static void die_by(herd_request *req, int sig);
@@ -73,7 +51,7 @@ fn_sum(herd_request *req, json_t *arg)
 	json_int_t n, i, s = 0;
 	int crash = 0;
 
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{s:I, s?b}", "n", &n, "crash", &crash) < 0)
 		return;
 	/* A poison task: it kills every worker it is given, and says so on stderr. */
@@ -92,7 +70,7 @@ fn_product(herd_request *req, json_t *arg)
 {
 	json_int_t n, i, p = 1;
 
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{s:I}", "n", &n) < 0)
 		return;
 	for (i = 2; i <= n; i++) {
@@ -104,57 +82,11 @@ fn_product(herd_request *req, json_t *arg)
 	herd_request_reply(req, json_integer(p));
 }
 
-/* ---- sleep: an asynchronous call finished by a timer ---- */
-
-struct tw_sleep {
-	ev_timer timer;
-	herd_request *req;
-	json_int_t ms;
-};
-
-static void
-sleep_done(struct tw_sleep *s)
-{
-	ev_timer_stop(EV_DEFAULT, &s->timer);
-	herd_request_unref(s->req);
-	free(s);
-}
-
-static void
-sleep_fired(EV_P_ ev_timer *t, int revents)
-{
-	struct tw_sleep *s = t->data;
-
-	herd_request_reply(s->req, json_pack("{s:I}", "slept_ms", s->ms));
-	sleep_done(s);
-}
-
-static void
-sleep_cancelled(herd_request *req, void *userdata)
-{
-	sleep_done(userdata);
-}
-
+/* sleep's reply is {"slept_ms": ms} here; the example worker's, {"slept": ms}. */
 static void
 fn_sleep(herd_request *req, json_t *arg)
 {
-	struct tw_sleep *s;
-	json_int_t ms;
-
-	served(req);
-	if (wa_unpack(req, arg, "{s:I}", "ms", &ms) < 0)
-		return;
-	s = calloc(1, sizeof(*s));
-	if (!s) {
-		herd_request_fail(req, "out of memory");
-		return;
-	}
-	s->ms = ms;
-	s->req = herd_request_ref(req);
-	ev_timer_init(&s->timer, sleep_fired, (double)ms / 1000.0, 0.);
-	s->timer.data = s;
-	ev_timer_start(EV_DEFAULT, &s->timer);
-	herd_request_on_cancel(req, sleep_cancelled, s);
+	wa_sleep(req, arg, "slept_ms");
 }
 
 /* Blocks the event loop while burning CPU: busy is not hung. */
@@ -165,24 +97,13 @@ fn_spin(herd_request *req, json_t *arg)
 	int64_t end;
 	volatile uint64_t x = 0;
 
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{s:I}", "ms", &ms) < 0)
 		return;
 	end = now_ms() + ms;
 	while (now_ms() < end)
 		x++;
 	herd_request_reply(req, json_pack("{s:I}", "spun_ms", ms));
-}
-
-static void
-fn_fail(herd_request *req, json_t *arg)
-{
-	const char *message = "failed on purpose";
-
-	served(req);
-	if (wa_unpack(req, arg, "{s?s}", "message", &message) < 0)
-		return;
-	herd_request_fail(req, "%s", message);
 }
 
 /* A signal given as a number, "SEGV" or "SIGSEGV". Returns it or -EINVAL. */
@@ -224,7 +145,7 @@ fn_crash(herd_request *req, json_t *arg)
 	json_t *sigv = NULL;
 	int sig = SIGSEGV;
 
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{s?o}", "signal", &sigv) < 0)
 		return;
 	if (sigv && (sig = parse_signal(sigv)) < 0) {
@@ -239,7 +160,7 @@ fn_exit(herd_request *req, json_t *arg)
 {
 	json_int_t code = 0;
 
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{s?I}", "code", &code) < 0)
 		return;
 	fflush(NULL);
@@ -250,7 +171,7 @@ fn_exit(herd_request *req, json_t *arg)
 
 struct tw_later {
 	ev_timer timer;
-	char *message;
+	char message[]; /* NUL-terminated */
 };
 
 static void
@@ -269,16 +190,14 @@ fn_fail_later(herd_request *req, json_t *arg)
 	struct tw_later *l;
 	json_int_t ms = 0;
 
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{s?I, s?s}", "ms", &ms, "message", &message) < 0)
 		return;
 	/* Lives until the process exits through herd_worker_fail(). */
-	l = calloc(1, sizeof(*l));
-	if (!l || !(l->message = strdup(message))) {
-		free(l);
-		herd_request_fail(req, "out of memory");
+	l = wa_calloc(req, sizeof(*l) + strlen(message) + 1);
+	if (!l)
 		return;
-	}
+	strcpy(l->message, message);
 	ev_timer_init(&l->timer, later_fired, (double)ms / 1000.0, 0.);
 	l->timer.data = l;
 	ev_timer_start(EV_DEFAULT, &l->timer);
@@ -288,7 +207,7 @@ fn_fail_later(herd_request *req, json_t *arg)
 static void
 fn_pid(herd_request *req, json_t *arg)
 {
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{}") < 0)
 		return;
 	herd_request_reply(req,
@@ -308,7 +227,7 @@ fn_wedge(herd_request *req, json_t *arg)
 	const char *notify = json_string_value(json_object_get(arg, "notify"));
 	int fd;
 
-	served(req);
+	wa_begin(req);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	if (notify) {
@@ -359,7 +278,7 @@ fn_spawn_grandchild(herd_request *req, json_t *arg)
 	pid_t pid;
 	char byte;
 
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{s?b}", "detach", &detach) < 0)
 		return;
 	watch = calloc(1, sizeof(*watch));
@@ -396,7 +315,7 @@ write_stream(herd_request *req, json_t *arg, FILE *f)
 	const char *text;
 	size_t len;
 
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{s:s}", "text", &text) < 0)
 		return;
 	len = strlen(text);
@@ -424,7 +343,7 @@ fn_env(herd_request *req, json_t *arg)
 {
 	const char *name, *value;
 
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{s:s}", "name", &name) < 0)
 		return;
 	value = getenv(name);
@@ -436,7 +355,7 @@ fn_cwd(herd_request *req, json_t *arg)
 {
 	char buf[4096];
 
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{}") < 0)
 		return;
 	if (!getcwd(buf, sizeof(buf))) {
@@ -451,7 +370,7 @@ fn_umask(herd_request *req, json_t *arg)
 {
 	mode_t m;
 
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{}") < 0)
 		return;
 	/* umask can only be read by setting it; put it back at once. */
@@ -463,7 +382,7 @@ fn_umask(herd_request *req, json_t *arg)
 static void
 fn_state(herd_request *req, json_t *arg)
 {
-	struct tw_worker *w = served(req);
+	struct wa_worker *w = wa_begin(req);
 	struct wa_conn *c = herd_request_conn_state(req);
 
 	if (wa_unpack(req, arg, "{}") < 0)
@@ -548,7 +467,7 @@ fn_count(herd_request *req, json_t *arg)
 	json_int_t n, delay_ms = 0, size = 0;
 	struct tw_count *c;
 
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{s:I, s?I, s?I}", "n", &n, "delay_ms", &delay_ms, "size", &size) <
 	    0)
 		return;
@@ -575,54 +494,6 @@ fn_count(herd_request *req, json_t *arg)
 	count_step(c);
 }
 
-/* ---- total (sink): the sum of the integers the caller streams in ---- */
-
-static void
-total_item(herd_request *req, json_t *item, void *userdata)
-{
-	json_int_t *sum = userdata;
-
-	if (!json_is_integer(item)) {
-		/* Finished: neither on_end nor on_cancel will run, so free here. */
-		herd_request_fail(req, "items must be integers");
-		free(sum);
-		return;
-	}
-	*sum += json_integer_value(item);
-}
-
-static void
-total_end(herd_request *req, void *userdata)
-{
-	herd_request_reply(req, json_integer(*(json_int_t *)userdata));
-	free(userdata);
-}
-
-/* Runs when the caller cancels or goes away: on_end never will. */
-static void
-total_cancelled(herd_request *req, void *userdata)
-{
-	free(userdata);
-}
-
-static void
-fn_total(herd_request *req, json_t *arg)
-{
-	json_int_t *sum;
-
-	served(req);
-	if (wa_unpack(req, arg, "{}") < 0)
-		return;
-	sum = calloc(1, sizeof(*sum));
-	if (!sum) {
-		herd_request_fail(req, "out of memory");
-		return;
-	}
-	herd_request_on_item(req, total_item, sum);
-	herd_request_on_cancel(req, total_cancelled, sum);
-	herd_request_on_end(req, total_end, sum);
-}
-
 /* ---- note (oneway): logs its text, which herd.logs streams ---- */
 
 static void
@@ -630,7 +501,7 @@ fn_note(herd_request *req, json_t *arg)
 {
 	const char *text;
 
-	served(req);
+	wa_begin(req);
 	if (wa_unpack(req, arg, "{s:s}", "text", &text) < 0)
 		return;
 	herd_log(HERD_LOG_INFO, "%s", text);
@@ -650,27 +521,17 @@ init_worker(json_t *arg, void **ret_state, char **reterr_message)
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
 	}
-	return wa_state_new(arg, "fail_init", sizeof(struct tw_worker), ret_state, reterr_message);
+	return wa_state_new(arg, "fail_init", sizeof(struct wa_worker), ret_state, reterr_message);
 }
 
-static void
-free_worker(void *worker_state)
-{
-	struct tw_worker *w = worker_state;
-
-	if (w) {
-		json_decref(w->init);
-		free(w);
-	}
-}
-
+/* One row per function, like every worker's table (example-worker.c, the built-ins): data. */
 static const struct herd_function functions[] = {
-	{ "echo", HERD_KIND_CALL, fn_echo },
+	{ "echo", HERD_KIND_CALL, wa_echo },
 	{ "sum", HERD_KIND_CALL, fn_sum },
 	{ "product", HERD_KIND_CALL, fn_product },
 	{ "sleep", HERD_KIND_CALL, fn_sleep },
 	{ "spin", HERD_KIND_CALL, fn_spin },
-	{ "fail", HERD_KIND_CALL, fn_fail },
+	{ "fail", HERD_KIND_CALL, wa_fail },
 	{ "crash", HERD_KIND_CALL, fn_crash },
 	{ "exit", HERD_KIND_CALL, fn_exit },
 	{ "fail_later", HERD_KIND_CALL, fn_fail_later },
@@ -685,7 +546,7 @@ static const struct herd_function functions[] = {
 	{ "count", HERD_KIND_PIPE, fn_count },
 	/* count as a state stream: the library flags its first item initial. */
 	{ "counter", HERD_KIND_STATE, fn_count },
-	{ "total", HERD_KIND_SINK, fn_total },
+	{ "total", HERD_KIND_SINK, wa_sum_items },
 	{ "note", HERD_KIND_ONEWAY, fn_note },
 	{ "wedge", HERD_KIND_ONEWAY, fn_wedge },
 	{ NULL, 0, NULL },
@@ -706,13 +567,13 @@ static const struct herd_combiner combiners[] = {
 	{ NULL, NULL },
 };
 
-/* Its tables look like every worker's (test-pool.c, example-worker.c): data, not logic. */
+/* Like every worker type (test-pool.c) and every ops table (herd__peer_ops): data, not logic. */
 static const struct herd_worker_type testworker = {
 	.name = "herd-testworker",
 	.functions = functions,
 	.init_worker = init_worker,
 	.init_conn = wa_init_conn,
-	.free_worker = free_worker,
+	.free_worker = wa_state_free,
 	.free_conn = wa_free_conn,
 	.combiners = combiners,
 };

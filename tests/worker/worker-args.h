@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * What the two test workers (herd-testworker, the example worker in
- * tests/helpers) share: strict argument unpacking and the connection state
- * that keeps the client's init argument.
+ * tests/helpers) share: strict argument unpacking, the start of their worker
+ * state, the connection state that keeps the client's init argument, and the
+ * functions they serve alike.
  */
 #ifndef HERD_TEST_WORKER_ARGS_H
 #define HERD_TEST_WORKER_ARGS_H
@@ -16,6 +17,19 @@ struct wa_conn {
 	json_t *init;
 	long calls;
 };
+
+/* The start of both test workers' states (a worker may add members after it). */
+struct wa_worker {
+	json_t *init; /* the worker init argument; first, for wa_state_new */
+	long served; /* calls handled so far */
+	long cancelled; /* streams that saw a cancel */
+};
+
+/* Counts a call on its worker and on its connection (if any); returns the worker's state. */
+struct wa_worker *wa_begin(herd_request *req);
+
+/* A stream saw a cancel: counted, and logged at debug level as "<function>: cancelled". */
+void wa_cancelled(herd_request *req);
 
 /*
  * Unpacks a function's argument strictly (unknown members are refused); a
@@ -32,6 +46,12 @@ int wa_unpack(herd_request *req, json_t *arg, const char *fmt, ...);
 int wa_state_new(
     json_t *arg, const char *fail_key, size_t size, void **ret_state, char **reterr_message);
 
+/* size zeroed bytes, or NULL with req answered "out of memory". */
+void *wa_calloc(herd_request *req, size_t size);
+
+/* Frees a wa_state_new() state (NULL is fine): its init argument, then itself. */
+void wa_state_free(void *state);
+
 /* The herd_worker_type's init_conn: fails with MSG when arg is {"fail_conn": MSG}. */
 int wa_init_conn(void *worker_state, json_t *arg, void **ret_state, char **reterr_message);
 
@@ -43,5 +63,19 @@ void wa_free_conn(void *worker_state, void *conn_state);
  * leaves no core file: a crash on purpose. Returns only if sig did not end it.
  */
 void wa_die_by(int sig);
+
+/* ---- functions both test workers serve ---- */
+
+/* echo ANY (call): returns its argument. */
+void wa_echo(herd_request *req, json_t *arg);
+/* fail {message?} (call): fails with message, by default "failed on purpose". */
+void wa_fail(herd_request *req, json_t *arg);
+/* A sink of integers (sum_stream, total): the result is their sum; a non-integer fails it. */
+void wa_sum_items(herd_request *req, json_t *arg);
+/*
+ * sleep {ms} (call): replies {key: ms} from a timer on the request's loop
+ * after ms milliseconds; a cancel stops the timer (wa_cancelled).
+ */
+void wa_sleep(herd_request *req, json_t *arg, const char *key);
 
 #endif

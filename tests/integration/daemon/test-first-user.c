@@ -119,6 +119,7 @@ fn_read(herd_request *req, json_t *arg)
 	herd_request_reply(req, json_pack("{s:s}", "text", buf));
 }
 
+/* A table and a type as every in-process test worker declares them (offload, callback): data. */
 static const struct herd_function first_user_functions[] = {
 	{ "cwd", HERD_KIND_CALL, fn_cwd },
 	{ "getenv", HERD_KIND_CALL, fn_getenv },

@@ -26,7 +26,7 @@
 
 static const char *const herdd_args[] = { "--grace-ms", "500", NULL };
 
-/* Every test ends with every worker gone, by its own doing (they are all explicit). */
+/* The case's teardown: every test ends with every worker gone, by its own doing (all explicit). */
 static void
 finish(void)
 {
@@ -50,6 +50,24 @@ heartbeats(int interval_ms, int timeout_ms)
 {
 	return json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", interval_ms,
 	    "heartbeat_timeout_ms", timeout_ms);
+}
+
+/*
+ * Stops the worker spawned (released) with a shutdown request, extra's
+ * members (stolen, may be NULL) added: it must end with reason shutdown.
+ */
+static void
+shutdown_ok(struct ht_conn *c, json_t *spawned, json_t *extra)
+{
+	json_t *params = json_pack("{s:s}", "id", ht_str(spawned, "id")), *r;
+
+	if (extra)
+		json_object_update(params, extra);
+	json_decref(extra);
+	r = ht_conn_call(c, "shutdown", params, ht_ms(10000));
+	ck_assert_str_eq(ht_str(ht_assert_result(r), "reason"), "shutdown");
+	json_decref(r);
+	json_decref(spawned);
 }
 
 START_TEST(test_hello_result_and_ready)
@@ -85,11 +103,7 @@ START_TEST(test_hello_result_and_ready)
 	    json_integer_value(json_object_get(settings, "connection_timeout_ms")), 1234);
 	json_decref(hello);
 	/* shutdown: herdd sends "shutdown" on fd 3; the worker's read returns and it exits. */
-	r = ht_conn_call(c, "shutdown", json_pack("{s:s}", "id", id), ht_ms(10000));
-	ck_assert_str_eq(ht_str(ht_assert_result(r), "reason"), "shutdown");
-	json_decref(r);
-	json_decref(spawned);
-	finish();
+	shutdown_ok(c, spawned, NULL);
 }
 END_TEST
 
@@ -110,7 +124,6 @@ START_TEST(test_init_failed)
 	ev = ht_wait_event_ok(c, "init_failed", NULL, ht_ms(5000));
 	ck_assert_str_eq(ht_str(ev, "message"), "no database");
 	json_decref(ev);
-	finish();
 }
 END_TEST
 
@@ -131,7 +144,6 @@ START_TEST(test_failure_after_ready)
 	ck_assert_str_eq(
 	    json_string_value(json_array_get(json_object_get(ev, "stderr_tail"), 0)), "dying now");
 	json_decref(ev);
-	finish();
 }
 END_TEST
 
@@ -151,7 +163,6 @@ START_TEST(test_garbage_on_channel)
 	r = ht_spawn(c, sh_worker("no-hello", READY "exec sleep 100", NULL), ht_ms(10000));
 	ht_assert_error(r, "worker_exited");
 	json_decref(r);
-	finish();
 }
 END_TEST
 
@@ -167,11 +178,9 @@ START_TEST(test_heartbeat_lost_when_idle)
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGKILL");
 	ck_assert(strstr(ht_str(ev, "message"), "no CPU progress"));
 	json_decref(ev);
-	finish();
 }
 END_TEST
 
-/* Opens and ends like the tests around it (the fixture's master); its checks are its own. */
 START_TEST(test_busy_worker_is_spared)
 {
 	struct ht_conn *c = ht_master;
@@ -190,12 +199,7 @@ START_TEST(test_busy_worker_is_spared)
 	ck_assert_str_eq(ht_str(w, "state"), "ready");
 	ck_assert_int_gt(json_integer_value(json_object_get(w, "cpu_ms")), 100);
 	json_decref(r);
-	r = ht_conn_call(
-	    c, "shutdown", json_pack("{s:s, s:i}", "id", id, "grace_ms", 200), ht_ms(10000));
-	ck_assert_str_eq(ht_str(ht_assert_result(r), "reason"), "shutdown");
-	json_decref(r);
-	json_decref(spawned);
-	finish();
+	shutdown_ok(c, spawned, json_pack("{s:i}", "grace_ms", 200));
 }
 END_TEST
 
@@ -245,11 +249,10 @@ START_TEST(test_kill_signals)
 	ck_assert_str_eq(ht_str(json_object_get(ev, "worker"), "signal"), "SIGTERM");
 	json_decref(ev);
 	json_decref(spawned);
-	finish();
 }
 END_TEST
 
 HT_MAIN("herdd-channel",
-    HT_HERDD_CASE("channel", 40, herdd_args, test_hello_result_and_ready, test_init_failed,
-        test_failure_after_ready, test_garbage_on_channel, test_heartbeat_lost_when_idle,
-        test_busy_worker_is_spared, test_kill_signals))
+    HT_HERDD_CASE_WITH("channel", 40, herdd_args, NULL, finish, test_hello_result_and_ready,
+        test_init_failed, test_failure_after_ready, test_garbage_on_channel,
+        test_heartbeat_lost_when_idle, test_busy_worker_is_spared, test_kill_signals))

@@ -21,8 +21,8 @@
 
 #include "ht-check.h"
 
+/* herdd's SIGTERM-to-SIGKILL grace in ht_grace_args, the fixture's arguments. */
 #define GRACE_MS 300
-static const char *const grace_args[] = { "--grace-ms", "300", NULL };
 
 /* U+FFFD: what a repaired cut would show instead of a whole character. */
 #define REPLACEMENT "\xef\xbf\xbd"
@@ -73,11 +73,11 @@ assert_answers(struct ht_conn *c, const char *method)
 	json_decref(r);
 }
 
+/* The case's teardown, before the fixture stops herdd: every worker of the test is gone. */
 static void
-finish(struct ht_daemon *d)
+finish(void)
 {
-	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	ht_daemon_stop_ok(d);
+	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(10000)), 0);
 }
 
 /* Sends one raw line and returns the next message. */
@@ -92,8 +92,7 @@ raw_call(struct ht_conn *c, const char *line)
 
 START_TEST(test_cut_texts_in_herdd_replies)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(grace_args);
-	struct ht_conn *c = ht_herdd_open(d, "master", "cuts");
+	struct ht_conn *c = ht_herdd_open(ht_herdd, "master", "cuts");
 	char *name = odd_text(40), line[512];
 	const char *const methods[] = { "inspect", "logs", "kill" };
 	json_t *r;
@@ -131,7 +130,7 @@ START_TEST(test_cut_texts_in_herdd_replies)
 	ht_conn_close(c);
 
 	/* A hello role is quoted with 32 bytes; the refusal arrives before the close. */
-	c = ht_conn_open(d->socket);
+	c = ht_conn_open(ht_herdd->socket);
 	ck_assert_ptr_nonnull(c);
 	name[1 + 2 * 20] = '\0';
 	r = ht_conn_hello(c, name, NULL, ht_ms(5000));
@@ -139,7 +138,6 @@ START_TEST(test_cut_texts_in_herdd_replies)
 	json_decref(r);
 	ht_conn_close(c);
 	free(name);
-	finish(d);
 }
 END_TEST
 
@@ -170,12 +168,10 @@ worker_done(struct ht_conn *c, struct ht_conn *w, json_t *spawn)
 
 START_TEST(test_cut_texts_in_worker_replies)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(grace_args);
-	struct ht_conn *c = ht_herdd_open(d, "master", "cuts"), *w;
+	struct ht_conn *c = ht_master, *w;
 	char *name = odd_text(60);
 	json_t *spawn, *e;
 
-	ck_assert_ptr_nonnull(c);
 	w = worker_client(c, &spawn);
 	/* "no function named" keeps 100 bytes of the name. */
 	e = ht_conn_call(w, name, NULL, ht_ms(5000));
@@ -183,9 +179,7 @@ START_TEST(test_cut_texts_in_worker_replies)
 	json_decref(e);
 	assert_answers(w, "pid");
 	worker_done(c, w, spawn);
-	ht_conn_close(c);
 	free(name);
-	finish(d);
 }
 END_TEST
 
@@ -203,12 +197,10 @@ assert_event_text(json_t *ev, const char *text, size_t min)
 
 START_TEST(test_long_init_failure_reaches_owner)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(grace_args);
-	struct ht_conn *c = ht_herdd_open(d, "master", "initfail");
+	struct ht_conn *c = ht_master;
 	char *text = cut_text("", 3000);
 	json_t *r, *ev;
 
-	ck_assert_ptr_nonnull(c);
 	r = ht_spawn(c,
 	    ht_testworker_params(
 	        json_pack("{s:s, s:{s:s}}", "name", "initfail", "init", "fail_init", text)),
@@ -221,21 +213,16 @@ START_TEST(test_long_init_failure_reaches_owner)
 	assert_event_text(ev, text, 500);
 	json_decref(ev);
 	assert_answers(c, "ping");
-	ht_conn_close(c);
 	free(text);
-	finish(d);
 }
 END_TEST
 
-/* Opens and ends like the tests around it (a daemon, a master); its checks are its own. */
 START_TEST(test_long_failure_reaches_owner)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(grace_args);
-	struct ht_conn *c = ht_herdd_open(d, "master", "fail");
+	struct ht_conn *c = ht_master;
 	char *text = odd_text(3000);
 	json_t *r, *res, *call, *ev;
 
-	ck_assert_ptr_nonnull(c);
 	r = ht_spawn(
 	    c, ht_testworker_params(json_pack("{s:s}", "shutdown_on", "explicit")), ht_ms(10000));
 	res = ht_assert_result(r);
@@ -250,9 +237,7 @@ START_TEST(test_long_failure_reaches_owner)
 	json_decref(ev);
 	json_decref(r);
 	assert_answers(c, "ping");
-	ht_conn_close(c);
 	free(text);
-	finish(d);
 }
 END_TEST
 
@@ -265,12 +250,10 @@ END_TEST
  */
 START_TEST(test_many_failures_all_recorded)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(grace_args);
-	struct ht_conn *c = ht_herdd_open(d, "master", "failers");
+	struct ht_conn *c = ht_master;
 	char *text = odd_text(3000);
 	json_t *spawned[FAILERS];
 
-	ck_assert_ptr_nonnull(c);
 	for (int i = 0; i < FAILERS; i++)
 		spawned[i] = ht_spawn_ok(
 		    c, ht_testworker_params(json_pack("{s:s}", "shutdown_on", "explicit")));
@@ -292,9 +275,7 @@ START_TEST(test_many_failures_all_recorded)
 		json_decref(ev);
 		json_decref(spawned[i]);
 	}
-	ht_conn_close(c);
 	free(text);
-	finish(d);
 }
 END_TEST
 
@@ -360,7 +341,9 @@ START_TEST(test_log_cannot_be_forged)
 	ck_assert_int_gt(pid, 0);
 	ck_assert_int_eq(ht_wait_child(pid, ht_ms(20000), &status), 0);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "forger status %d", status);
-	finish(d);
+	/* Its own herdd (a log file): stopped here, so the whole log is written. */
+	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
+	ht_daemon_stop_ok(d);
 
 	fp = fopen(path, "re");
 	ck_assert_ptr_nonnull(fp);
@@ -419,17 +402,13 @@ assert_ids_refused(struct ht_conn *c, const char *method)
 
 START_TEST(test_ids_out_of_range)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(grace_args);
-	struct ht_conn *c = ht_herdd_open(d, "master", "ids"), *w;
+	struct ht_conn *c = ht_master, *w;
 	json_t *spawn;
 
-	ck_assert_ptr_nonnull(c);
 	assert_ids_refused(c, "ping");
 	w = worker_client(c, &spawn);
 	assert_ids_refused(w, "pid");
 	worker_done(c, w, spawn);
-	ht_conn_close(c);
-	finish(d);
 }
 END_TEST
 
@@ -449,9 +428,8 @@ owner_connection(struct ht_conn *c, const char *id)
 
 START_TEST(test_owner_connection_outlives_worker)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(grace_args);
-	struct ht_conn *c = ht_conn_open(d->socket);
-	struct ht_conn *look = ht_herdd_open(d, "inspector", "look");
+	struct ht_conn *c = ht_conn_open(ht_herdd->socket);
+	struct ht_conn *look = ht_herdd_open(ht_herdd, "inspector", "look");
 	json_t *hello, *r, *ev, *v;
 	json_int_t serial;
 	char id[64];
@@ -494,7 +472,6 @@ START_TEST(test_owner_connection_outlives_worker)
 	}
 	json_decref(v);
 	ht_conn_close(look);
-	finish(d);
 }
 END_TEST
 
@@ -580,27 +557,23 @@ orphan_during_init(
 
 START_TEST(test_master_gone_during_slow_init)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(grace_args);
-	struct ht_conn *look = ht_herdd_open(d, "inspector", "look");
+	struct ht_conn *look = ht_herdd_open(ht_herdd, "inspector", "look");
 
 	ck_assert_ptr_nonnull(look);
-	orphan_during_init(d, look, "connection_closed", true);
-	orphan_during_init(d, look, "connection_closed", false);
-	orphan_during_init(d, look, "explicit", true);
-	orphan_during_init(d, look, "explicit", false);
+	orphan_during_init(ht_herdd, look, "connection_closed", true);
+	orphan_during_init(ht_herdd, look, "connection_closed", false);
+	orphan_during_init(ht_herdd, look, "explicit", true);
+	orphan_during_init(ht_herdd, look, "explicit", false);
 	ht_conn_close(look);
-	finish(d);
 }
 END_TEST
 
 START_TEST(test_bad_output_file_is_named)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(grace_args);
-	struct ht_conn *c = ht_herdd_open(d, "master", "files");
+	struct ht_conn *c = ht_master;
 	const char *const which[] = { "stdout", "stderr" };
 	json_t *r;
 
-	ck_assert_ptr_nonnull(c);
 	for (int i = 0; i < 2; i++) {
 		char file[64];
 		const char *msg;
@@ -616,8 +589,6 @@ START_TEST(test_bad_output_file_is_named)
 		ck_assert_str_eq(ht_str(ht_error_data(r), "stage"), which[i]);
 		json_decref(r);
 	}
-	ht_conn_close(c);
-	finish(d);
 }
 END_TEST
 
@@ -628,11 +599,14 @@ ignore_sigpipe(void)
 }
 
 HT_MAIN("herdd-hardening",
-    { .name = "hardening",
+    HT_HERDD_CASE_WITH("hardening", 60, ht_grace_args, ignore_sigpipe, finish,
+        test_cut_texts_in_herdd_replies, test_cut_texts_in_worker_replies,
+        test_long_init_failure_reaches_owner, test_long_failure_reaches_owner,
+        test_many_failures_all_recorded, test_ids_out_of_range,
+        test_owner_connection_outlives_worker, test_master_gone_during_slow_init,
+        test_bad_output_file_is_named),
+    /* Its own herdd, with a log file to read. */
+    { .name = "log",
         .timeout_s = 60,
         .setup = ignore_sigpipe,
-        .tests = { test_cut_texts_in_herdd_replies, test_cut_texts_in_worker_replies,
-            test_long_init_failure_reaches_owner, test_long_failure_reaches_owner,
-            test_many_failures_all_recorded, test_log_cannot_be_forged, test_ids_out_of_range,
-            test_owner_connection_outlives_worker, test_master_gone_during_slow_init,
-            test_bad_output_file_is_named } })
+        .tests = { test_log_cannot_be_forged } })

@@ -53,6 +53,7 @@ fn_ask(herd_request *req, json_t *arg)
 		herd_request_fail(req, "ask: %s", strerror(-r));
 }
 
+/* The smallest worker type, declared as examples/sum-demo.c teaches: a table and a type. */
 static const struct herd_function callback_functions[] = {
 	{ "ask", HERD_KIND_CALL, fn_ask },
 	{ NULL, 0, NULL },

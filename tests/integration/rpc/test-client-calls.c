@@ -368,6 +368,7 @@ struct ev_state {
 	struct ev_loop *loop;
 };
 
+/* A herd_reply_cb: its long signature is the API's, the same in every reply callback. */
 static void
 on_ev_reply(
     herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error, void *userdata)

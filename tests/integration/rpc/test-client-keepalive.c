@@ -260,9 +260,6 @@ START_TEST(test_threads)
 END_TEST
 
 HT_MAIN("client-keepalive",
-    { .name = "keepalive",
-        .timeout_s = 60,
-        .herdd = true,
-        .setup = ht_client_setup,
-        .tests = { test_blocking_call_keeps_others_alive, test_stream_next_keeps_master_alive,
-            test_master_request_keeps_worker_conn_alive, test_threads } })
+    HT_CLIENT_HERDD_CASE("keepalive", 60, test_blocking_call_keeps_others_alive,
+        test_stream_next_keeps_master_alive, test_master_request_keeps_worker_conn_alive,
+        test_threads))

@@ -120,47 +120,66 @@ START_TEST(test_spawn_call_inspect)
 }
 END_TEST
 
-/* Opens and ends like its neighbours (a master and a worker); what it checks is its own. */
+/* A signal herdd did not send: a crash. Returns no connection. */
+static herd_conn *
+crash_worker(herd_worker *w)
+{
+	/* SIGABRT rather than SIGSEGV, which a sanitizer build of the worker would catch. */
+	ck_assert_int_eq(kill(herd_worker_pid(w), SIGABRT), 0);
+	return NULL;
+}
+
+/* The function returns, then the worker fails (rpc_parallel's uncaught exception). */
+static herd_conn *
+fail_worker(herd_worker *w)
+{
+	herd_conn *conn = NULL;
+
+	ck_assert_int_eq(herd_worker_connect(w, NULL, &conn, NULL), 0);
+	ck_assert_int_eq(herd_call(conn, "worker_fail",
+	                     ht_args("{s:s}", "message", "failed after returning"), 0, NULL),
+	    0);
+	return conn;
+}
+
+/*
+ * Spawns an example worker, makes it end by provoke (which may return a
+ * connection to close afterwards), and checks that on_failure reported event
+ * for it and on_event saw it too. s gets what they saw.
+ */
+static void
+check_on_failure(herd_conn *(*provoke)(herd_worker *w), const char *event, struct seen *s)
+{
+	herd_master *m = ht_herd_master_ok(NULL);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
+	herd_conn *conn;
+
+	ck_assert_int_eq(herd_master_on_failure(m, on_failure, s), 0);
+	ck_assert_int_eq(herd_master_on_event(m, on_event, s), 0);
+	conn = provoke(w);
+	wait_master(m, &s->failures, ht_ms(10000));
+	ck_assert_str_eq(s->event, event);
+	ck_assert_str_eq(s->id, herd_worker_id(w));
+	ck_assert_int_ge(s->events, 1);
+	herd_conn_unref(conn);
+	herd_worker_unref(w);
+	herd_master_unref(m);
+}
+
 START_TEST(test_on_failure_crash)
 {
 	struct seen s = { 0 };
-	herd_master *m = ht_herd_master_ok(NULL);
-	herd_worker *w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
 
-	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
-	/* A signal herdd did not send: a crash. (SIGABRT rather than SIGSEGV, which a
-	 * sanitizer build of the worker would catch and turn into an exit.) */
-	ck_assert_int_eq(kill(herd_worker_pid(w), SIGABRT), 0);
-	wait_master(m, &s.failures, ht_ms(10000));
-	ck_assert_str_eq(s.event, "crashed");
-	ck_assert_str_eq(s.id, herd_worker_id(w));
-	herd_worker_unref(w);
-	herd_master_unref(m);
+	check_on_failure(crash_worker, "crashed", &s);
 }
 END_TEST
 
 START_TEST(test_on_failure_reported)
 {
 	struct seen s = { 0 };
-	herd_master *m = ht_herd_master_ok(NULL);
-	herd_worker *w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
-	herd_conn *conn = NULL;
 
-	ck_assert_int_eq(herd_master_on_failure(m, on_failure, &s), 0);
-	ck_assert_int_eq(herd_master_on_event(m, on_event, &s), 0);
-	ck_assert_int_eq(herd_worker_connect(w, NULL, &conn, NULL), 0);
-	/* The function returns, then the worker fails (rpc_parallel's uncaught exception). */
-	ck_assert_int_eq(herd_call(conn, "worker_fail",
-	                     ht_args("{s:s}", "message", "failed after returning"), 0, NULL),
-	    0);
-	wait_master(m, &s.failures, ht_ms(10000));
-	ck_assert_str_eq(s.event, "failed");
-	ck_assert_str_eq(s.id, herd_worker_id(w));
+	check_on_failure(fail_worker, "failed", &s);
 	ck_assert_msg(strstr(s.message, "failed after returning"), "message %s", s.message);
-	ck_assert_int_ge(s.events, 1);
-	herd_conn_unref(conn);
-	herd_worker_unref(w);
-	herd_master_unref(m);
 }
 END_TEST
 
@@ -291,14 +310,9 @@ END_TEST
 int
 main(int argc, char **argv)
 {
-	const struct ht_case master = { .name = "master",
-		.timeout_s = 60,
-		.herdd = true,
-		.setup = ht_client_setup,
-		.teardown = ht_client_teardown,
-		.tests = { test_spawn_call_inspect, test_on_failure_crash, test_on_failure_reported,
-		    test_spawn_errors, test_master_disconnect_stops_workers, test_async_spawn_libev,
-		    test_start_app_self } };
+	const struct ht_case master = HT_CLIENT_HERDD_CASE("master", 60, test_spawn_call_inspect,
+	    test_on_failure_crash, test_on_failure_reported, test_spawn_errors,
+	    test_master_disconnect_stops_workers, test_async_spawn_libev, test_start_app_self);
 
 	/* Spawned by herdd as a worker: serve and exit; run as a test: carry on. */
 	herd_start_app(&example_worker_type, argc, argv);

@@ -139,10 +139,5 @@ START_TEST(test_worker_call_once_and_roles)
 END_TEST
 
 HT_MAIN("client-worker-exit",
-    { .name = "worker-exit",
-        .timeout_s = 60,
-        .herdd = true,
-        .setup = ht_client_setup,
-        .teardown = ht_client_teardown,
-        .tests = { test_crash_ends_stream_and_call, test_local_close_stays_connection_closed,
-            test_worker_call_once_and_roles } })
+    HT_CLIENT_HERDD_CASE("worker-exit", 60, test_crash_ends_stream_and_call,
+        test_local_close_stays_connection_closed, test_worker_call_once_and_roles))

@@ -24,6 +24,7 @@
 static char dir[128], sock[192];
 static int fds_before;
 
+/* The case's setup: a fresh directory for the socket, and the fds we hold now. */
 static void
 setup(void)
 {
@@ -32,6 +33,7 @@ setup(void)
 	snprintf(sock, sizeof(sock), "%s/w.sock", dir);
 }
 
+/* The case's teardown: everything the test started is gone, and no fd of ours leaked. */
 static void
 finish(void)
 {
@@ -62,6 +64,21 @@ start_worker(const char *init, const char *settings)
 	return pid;
 }
 
+/*
+ * The last call on c: method (params stolen) answers with an object, then
+ * the worker pid exits by itself with status and removes its socket.
+ */
+static void
+last_call(struct ht_conn *c, pid_t pid, const char *method, json_t *params, int status)
+{
+	json_t *reply = ht_conn_call(c, method, params, ht_ms(5000));
+
+	ck_assert_msg(json_is_object(ht_result(reply)), "%s: %s", method, ht_dump(reply));
+	json_decref(reply);
+	ht_example_end_ok(pid, 0, status, sock);
+	ht_conn_close(c);
+}
+
 START_TEST(test_serve_and_sigterm)
 {
 	struct ht_conn *c;
@@ -69,7 +86,6 @@ START_TEST(test_serve_and_sigterm)
 	json_t *reply;
 	pid_t pid;
 
-	setup();
 	pid = start_worker("{\"answer\":42}", NULL);
 	ck_assert_int_eq(stat(sock, &st), 0);
 	ck_assert_int_eq(st.st_mode & 0777, 0600);
@@ -89,7 +105,6 @@ START_TEST(test_serve_and_sigterm)
 	ht_example_end_ok(pid, SIGTERM, 0, sock);
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ht_conn_close(c);
-	finish();
 }
 END_TEST
 
@@ -99,19 +114,13 @@ START_TEST(test_shutdown_builtin)
 	json_t *reply;
 	pid_t pid;
 
-	setup();
 	pid = start_worker(NULL, "{\"handshake_timeout_ms\": 4321}");
 	c = ht_client_ok(sock, NULL);
 	reply = ht_conn_call(c, "herd.settings", NULL, ht_ms(5000));
 	ck_assert_int_eq(
 	    json_integer_value(json_object_get(ht_result(reply), "handshake_timeout_ms")), 4321);
 	json_decref(reply);
-	reply = ht_conn_call(c, "herd.shutdown", NULL, ht_ms(5000));
-	ck_assert(json_is_object(ht_result(reply)));
-	json_decref(reply);
-	ht_example_end_ok(pid, 0, 0, sock);
-	ht_conn_close(c);
-	finish();
+	last_call(c, pid, "herd.shutdown", NULL, 0);
 }
 END_TEST
 
@@ -125,7 +134,6 @@ START_TEST(test_init_failure_and_usage)
 	int pipefd[2];
 	pid_t pid;
 
-	setup();
 	ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
 	pid = ht_example_spawn(fail, -1, NULL, pipefd[1]);
 	close(pipefd[1]);
@@ -139,7 +147,6 @@ START_TEST(test_init_failure_and_usage)
 	ck_assert_int_eq(ht_wait_exit_ok(pid), 2);
 	pid = ht_example_spawn(bad_json, -1, NULL, -1);
 	ck_assert_int_eq(ht_wait_exit_ok(pid), 2);
-	finish();
 }
 END_TEST
 
@@ -178,7 +185,6 @@ START_TEST(test_socket_in_use)
 	pid_t pid;
 	int fd, ifd;
 
-	setup();
 	strcpy(sa.sun_path, sock);
 	/* A live server on the path: the worker refuses to take it over. */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -199,30 +205,19 @@ START_TEST(test_socket_in_use)
 	ht_expect_int(c, "product", json_pack("{s:i}", "n", 5), 120);
 	ht_conn_close(c);
 	ht_example_end_ok(pid, SIGINT, 0, sock);
-	finish();
 }
 END_TEST
 
 START_TEST(test_worker_fail_standalone)
 {
-	struct ht_conn *c;
-	json_t *reply;
-	pid_t pid;
+	pid_t pid = start_worker(NULL, NULL);
 
-	setup();
-	pid = start_worker(NULL, NULL);
-	c = ht_client_ok(sock, NULL);
 	/* The reply comes first; then the failure ends the process with status 1. */
-	reply = ht_conn_call(c, "worker_fail", json_pack("{s:s}", "message", "late"), ht_ms(5000));
-	ck_assert(json_is_object(ht_result(reply)));
-	json_decref(reply);
-	/* Ends like test_serve_and_sigterm (last call, then the exit status), with status 1. */
-	ht_example_end_ok(pid, 0, 1, sock);
-	ht_conn_close(c);
-	finish();
+	last_call(
+	    ht_client_ok(sock, NULL), pid, "worker_fail", json_pack("{s:s}", "message", "late"), 1);
 }
 END_TEST
 
 HT_MAIN("worker-exec",
-    HT_CASE("exec", 60, test_serve_and_sigterm, test_shutdown_builtin, test_init_failure_and_usage,
-        test_socket_in_use, test_worker_fail_standalone))
+    HT_CASE_WITH("exec", 60, setup, finish, test_serve_and_sigterm, test_shutdown_builtin,
+        test_init_failure_and_usage, test_socket_in_use, test_worker_fail_standalone))

@@ -183,6 +183,15 @@ offload_start(struct ht_server *s, json_t *settings)
 	return conn;
 }
 
+/* The end of a test on offload_start()'s server: conn is still open; it closes, the server stops. */
+static void
+offload_stop(struct ht_server *s, herd_conn *conn)
+{
+	ck_assert_int_eq(herd_conn_is_closed(conn), 0);
+	herd_conn_unref(conn);
+	ck_assert_int_eq(ht_server_stop(s), 0);
+}
+
 START_TEST(test_offload_keeps_answering)
 {
 	struct ht_server s;
@@ -223,13 +232,10 @@ START_TEST(test_offload_keeps_answering)
 	ck_assert_msg(after.messages_in - before.messages_in > (uint64_t)echoes + 1 + 5,
 	    "%llu messages for %d replies",
 	    (unsigned long long)(after.messages_in - before.messages_in), echoes + 1);
-	ck_assert_int_eq(herd_conn_is_closed(conn), 0);
-	herd_conn_unref(conn);
-	ck_assert_int_eq(ht_server_stop(&s), 0);
+	offload_stop(&s, conn);
 }
 END_TEST
 
-/* Opens and ends like its neighbours (an offloading server, a connection); its checks are its own. */
 START_TEST(test_write_refused_item_stays_callers)
 {
 	struct ht_server s;
@@ -253,8 +259,7 @@ START_TEST(test_write_refused_item_stays_callers)
 	ck_assert_int_gt(json_integer_value(json_object_get(result, "refused")), 0);
 	ck_assert_int_eq(json_integer_value(json_object_get(result, "refcount_refused")), 2);
 	herd_stream_unref(st);
-	herd_conn_unref(conn);
-	ck_assert_int_eq(ht_server_stop(&s), 0);
+	offload_stop(&s, conn);
 }
 END_TEST
 

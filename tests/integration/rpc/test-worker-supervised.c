@@ -121,7 +121,7 @@ finish(void)
 	ck_assert_int_eq(ht_count_fds(getpid()), fds_before);
 }
 
-/* Reads /proc/PID/fdinfo/FD's flags (octal). */
+/* Reads /proc/PID/fdinfo/FD's flags (octal); bench/herd.c reads VmRSS alike, on its own. */
 static long
 fd_flags(pid_t pid, int fd)
 {
