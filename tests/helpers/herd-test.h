@@ -370,6 +370,11 @@ pid_t ht_worker_pid(const json_t *worker);
 int ht_slow(void);
 /* A time budget in milliseconds scaled for slow runs: ms * ht_slow(). */
 int ht_ms(int ms);
+/*
+ * 10 under valgrind ($HERD_UNDER_VALGRIND), else 1: for the few budgets that a
+ * valgrind run (which ht_slow() leaves at 1) stretches, such as heartbeat timeouts.
+ */
+int ht_valgrind_slow(void);
 
 /* The result member of a reply (borrowed), or NULL if it is an error reply. */
 json_t *ht_result(const json_t *reply);

@@ -37,6 +37,12 @@ ht_ms(int ms)
 	return ms * ht_slow();
 }
 
+int
+ht_valgrind_slow(void)
+{
+	return getenv("HERD_UNDER_VALGRIND") ? 10 : 1;
+}
+
 struct ht_conn *
 ht_herdd_open(const struct ht_daemon *d, const char *role, const char *name)
 {

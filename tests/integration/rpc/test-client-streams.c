@@ -112,7 +112,7 @@ END_TEST
 START_TEST(test_slow_reader_outlives_heartbeat_timeout)
 {
 	/* Under valgrind one read's worth of items takes this reader longer than 300 ms. */
-	int k = getenv("HERD_UNDER_VALGRIND") ? 10 : 1;
+	int k = ht_valgrind_slow();
 	json_t *settings = json_pack("{s:i, s:i}", "heartbeat_interval_ms", k * ht_ms(50),
 	    "heartbeat_timeout_ms", k * ht_ms(300));
 	struct timespec slow = { 0, ht_ms(30) * 1000000L };
