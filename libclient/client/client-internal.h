@@ -153,6 +153,20 @@ bool herd__autostart_enabled(void);
  */
 int herd__autostart(const char *socket_path, bool default_path, unsigned timeout_ms);
 
+/* ---- client-link.c ---- */
+
+/* True when address names a host (ssh://, slurm://, exec:), reached over a link. */
+bool herd__link_address(const char *address);
+/*
+ * Connects to address, HOST or HOST#PATH (PATH a socket on HOST), through
+ * the process's link to HOST (PROTOCOL.md 9), launched if there is none,
+ * with s's heartbeats and message size, within timeout_ms. Returns 0 with
+ * *ret_fd (connected, non-blocking, close-on-exec), or -errno with *ret_why
+ * a malloc'd sentence (may be NULL).
+ */
+int herd__link_connect(const char *address, const struct herd__settings *s, unsigned timeout_ms,
+    int *ret_fd, char **ret_why);
+
 /* ---- client-conn.c ---- */
 
 /*

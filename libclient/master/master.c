@@ -162,7 +162,8 @@ master_open(const char *socket_path, json_t *settings, const char *role, herd_ma
 	}
 	r = herd__conn_open(path, role, extra, settings, true, &m->conn, ret_error);
 	/* Nobody there (no socket, or a stale one): start a private herdd, as tmux does. */
-	if (master && (r == -ENOENT || r == -ECONNREFUSED) && herd__autostart_enabled() &&
+	if (master && (r == -ENOENT || r == -ECONNREFUSED) && !herd__link_address(path) &&
+	    herd__autostart_enabled() &&
 	    herd__autostart(path, master_socket_is_default(socket_path), s.handshake_timeout_ms) ==
 	        0) {
 		if (ret_error)
@@ -507,7 +508,11 @@ worker_new(herd_master *m, json_t *result)
 		return NULL;
 	w->n_ref = 1;
 	w->id = strdup(id);
-	w->socket = strdup(socket);
+	/* A worker on another host is reached through the master's link: HOST#PATH. */
+	if (!herd__link_address(m->path))
+		w->socket = strdup(socket);
+	else if (asprintf(&w->socket, "%s#%s", m->path, socket) < 0)
+		w->socket = NULL;
 	w->name = strdup(name ? name : id);
 	w->pid = (int)json_integer_value(pid);
 	w->settings = json_incref(m->settings);

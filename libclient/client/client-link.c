@@ -1,0 +1,546 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The master's end of links (PROTOCOL.md 9): an address that names a host
+ * (ssh://, slurm://, exec:) is reached through a launcher command running
+ * `herdd --stdio` there, whose stdin and stdout become the link. Each
+ * connection to that host (the master session, an inspector session, a
+ * worker's socket) is one channel of the link, handed to the connection code
+ * as the local end of a socketpair, so nothing above the connect knows.
+ *
+ * One link per host spec per process, shared by every connection to it and
+ * finished when its last channel closes. The links run on one loop thread of
+ * their own (started with the first), whose loop holds the lock except while
+ * it polls (libev's release/acquire hooks): a connecting thread takes the
+ * lock, changes the loop, wakes it and waits on the condition variable.
+ *
+ * The launcher gets one end of a socketpair as stdin and stdout, so a write
+ * to a launcher that died is an error, never a SIGPIPE for the master.
+ * When the link ends (the launcher's EOF, silence past the heartbeat
+ * timeout), its channels close, so their connections fail as any lost
+ * connection does; the launcher is given a moment to exit, then SIGKILLed,
+ * and reaped.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/client-internal.h"
+#include "common/link.h"
+
+/* How long a launcher may take to exit once its link ended, before SIGKILL. */
+#define REAP_GRACE_S 1.0
+
+extern char **environ;
+
+enum mlink_state {
+	ML_STARTING, /* launched, waiting for herdd's hello */
+	ML_UP,
+	ML_DEAD,
+};
+
+struct mlink {
+	LIST_ENTRY(mlink) entry;
+	char *spec;
+	struct herd__link link;
+	enum mlink_state state;
+	bool listed; /* on mlinks, where connects find it */
+	char *why; /* why it died */
+	pid_t pid; /* the launcher */
+	int pidfd;
+	ev_io pid_io;
+	ev_timer reap_timer;
+	unsigned next_id;
+	unsigned users; /* connects in progress: the link stays while they run */
+	bool reaped; /* the launcher is reaped: freed once users is 0 */
+};
+
+/* A channel being opened: the connecting thread's, until answered. */
+struct open_req {
+	int result; /* 1 while waiting, then 0 or -errno */
+	char *why;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond;
+static struct ev_loop *loop;
+static ev_async wake;
+static ev_prepare idle_check;
+static LIST_HEAD(, mlink) mlinks = LIST_HEAD_INITIALIZER(mlinks);
+
+static const char *const schemes[] = { "ssh://", "slurm://", "exec:" };
+
+bool
+herd__link_address(const char *address)
+{
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		if (address && strncmp(address, schemes[i], strlen(schemes[i])) == 0)
+			return true;
+	return false;
+}
+
+/* ---- launching ---- */
+
+/* ssh://[user@]host[:port][/path/to/herdd] as sh -c arguments: `$HERD_SSH_COMMAND "$@"`. */
+static int
+ssh_argv(const char *spec, const char **argv, char **owned)
+{
+	const char *rest = spec + strlen("ssh://"), *slash = strchr(rest, '/');
+	const char *at, *colon, *cmd = secure_getenv("HERD_SSH_COMMAND");
+	const char *herdd = secure_getenv("HERD_REMOTE_HERDD");
+	char *host = strndup(rest, slash ? (size_t)(slash - rest) : strlen(rest));
+	int n = 0;
+
+	if (!host)
+		return -ENOMEM;
+	owned[0] = host;
+	at = strchr(host, '@');
+	colon = strrchr(at ? at : host, ':');
+	if (at)
+		host[at - host] = '\0';
+	if (colon)
+		host[colon - host] = '\0';
+	if (asprintf(&owned[1], "%s \"$@\"", cmd && *cmd ? cmd : "ssh") < 0 ||
+	    asprintf(&owned[2], "%s --stdio", slash ? slash : herdd && *herdd ? herdd : "herdd") <
+	        0)
+		return -ENOMEM;
+	argv[n++] = "/bin/sh";
+	argv[n++] = "-c";
+	argv[n++] = owned[1];
+	argv[n++] = "herd-ssh";
+	if (colon) {
+		argv[n++] = "-p";
+		argv[n++] = colon + 1;
+	}
+	if (at) {
+		argv[n++] = "-l";
+		argv[n++] = host;
+	}
+	argv[n++] = "--";
+	argv[n++] = at ? at + 1 : host;
+	argv[n++] = owned[2];
+	argv[n] = NULL;
+	if (!*argv[n - 2])
+		return -EINVAL;
+	return 0;
+}
+
+/* The launcher's argv for spec; owned[] receives what to free. */
+static int
+launcher_argv(const char *spec, const char **argv, char **owned)
+{
+	static const char srun[] = "exec srun --nodes=1 --ntasks=1 --nodelist=\"$1\" $HERD_SRUN_OPTIONS "
+	                     "${HERD_REMOTE_HERDD:-herdd} --stdio";
+
+	if (strncmp(spec, "ssh://", 6) == 0)
+		return ssh_argv(spec, argv, owned);
+	argv[0] = "/bin/sh";
+	argv[1] = "-c";
+	if (strncmp(spec, "slurm://", 8) == 0) {
+		argv[2] = srun;
+		argv[3] = "herd-srun";
+		argv[4] = spec + 8;
+		argv[5] = NULL;
+		return *argv[4] ? 0 : -EINVAL;
+	}
+	argv[2] = spec + strlen("exec:");
+	argv[3] = NULL;
+	return *argv[2] ? 0 : -EINVAL;
+}
+
+/* Runs the launcher with one end of a socketpair as stdin and stdout; *ret_fd gets ours. */
+static int
+launch(const char *spec, pid_t *ret_pid, int *ret_fd)
+{
+	const char *argv[16];
+	char *owned[3] = { NULL, NULL, NULL };
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t none;
+	int sv[2], r;
+
+	r = launcher_argv(spec, argv, owned);
+	if (r == 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		r = -errno;
+	if (r < 0)
+		goto out;
+	sigemptyset(&none);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+	/* posix_spawn() takes char *const[] but does not write to the strings. */
+	r = -posix_spawn(ret_pid, argv[0], &fa, &attr, (char *const *)argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(sv[1]);
+	if (r < 0)
+		close(sv[0]);
+	else
+		*ret_fd = sv[0];
+out:
+	for (size_t i = 0; i < 3; i++)
+		free(owned[i]);
+	return r;
+}
+
+/* ---- the loop thread ---- */
+
+static void
+mlink_free(struct mlink *ml)
+{
+	herd__link_free(&ml->link);
+	free(ml->spec);
+	free(ml->why);
+	free(ml);
+}
+
+/*
+ * The launcher is gone or gets SIGKILL now; either way it is reaped, and
+ * the link freed unless a connect still looks at it (it frees it then).
+ */
+static void
+mlink_reap(struct mlink *ml, bool force)
+{
+	if (force)
+		kill(ml->pid, SIGKILL);
+	while (waitpid(ml->pid, NULL, 0) < 0 && errno == EINTR) {
+	}
+	ml->reaped = true;
+	if (ml->pidfd >= 0) {
+		ev_io_stop(loop, &ml->pid_io);
+		close(ml->pidfd);
+		ml->pidfd = -1;
+	}
+	ev_timer_stop(loop, &ml->reap_timer);
+	if (ml->users == 0)
+		mlink_free(ml);
+}
+
+static void
+pid_cb(struct ev_loop *l, ev_io *w, int revents)
+{
+	mlink_reap(w->data, false);
+}
+
+static void
+reap_timer_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+	mlink_reap(w->data, true);
+}
+
+static void
+mlink_unlist(struct mlink *ml)
+{
+	if (ml->listed)
+		LIST_REMOVE(ml, entry);
+	ml->listed = false;
+}
+
+static void
+ml_dead(struct herd__link *l, int reason, const char *why)
+{
+	struct mlink *ml = l->userdata;
+
+	ml->state = ML_DEAD;
+	ml->why = strdup(why ? why : "the link ended");
+	mlink_unlist(ml);
+	pthread_cond_broadcast(&cond);
+	/* Not from inside the link's own callback: the reap frees it. */
+	ml->pidfd = (int)syscall(SYS_pidfd_open, ml->pid, 0);
+	if (ml->pidfd >= 0) {
+		(void)fcntl(ml->pidfd, F_SETFD, FD_CLOEXEC);
+		ev_io_init(&ml->pid_io, pid_cb, ml->pidfd, EV_READ);
+		ml->pid_io.data = ml;
+		ev_io_start(loop, &ml->pid_io);
+	}
+	ev_timer_init(&ml->reap_timer, reap_timer_cb, ml->pidfd >= 0 ? REAP_GRACE_S : 0., 0.);
+	ml->reap_timer.data = ml;
+	ev_timer_start(loop, &ml->reap_timer);
+}
+
+static void
+ml_control(struct herd__link *l, const char *method, json_t *params)
+{
+	struct mlink *ml = l->userdata;
+	json_int_t id = json_integer_value(json_object_get(params, "channel"));
+	struct herd__link_chan *c;
+	struct open_req *req;
+
+	if (strcmp(method, "hello") == 0) {
+		if (json_integer_value(json_object_get(params, "version")) != HERD__LINK_VERSION) {
+			herd__link_kill(l, -EPROTO, "the remote herdd speaks another link version");
+			return;
+		}
+		ml->state = ML_UP;
+		pthread_cond_broadcast(&cond);
+	} else if (strcmp(method, "opened") == 0 && id > 0 && id <= UINT32_MAX &&
+	    (c = herd__link_chan_find(l, (unsigned)id)) && (req = c->userdata)) {
+		req->result = 0;
+		c->userdata = NULL;
+		pthread_cond_broadcast(&cond);
+	}
+}
+
+/* The far end closed c; a connect still waiting for it learns why. */
+static void
+ml_chan_closed(struct herd__link *l, struct herd__link_chan *c, const char *error)
+{
+	struct open_req *req = c->userdata;
+
+	if (!req)
+		return;
+	req->result = -ECONNREFUSED;
+	req->why = strdup(error ? error : "the remote herdd refused the channel");
+	c->userdata = NULL;
+	pthread_cond_broadcast(&cond);
+}
+
+static const struct herd__link_ops ml_ops = {
+	.control = ml_control,
+	.chan_closed = ml_chan_closed,
+	.dead = ml_dead,
+};
+
+/* Before each poll: a link nobody uses any more is finished (its far end sees EOF). */
+static void
+idle_check_cb(struct ev_loop *l, ev_prepare *w, int revents)
+{
+	struct mlink *ml, *next;
+
+	for (ml = LIST_FIRST(&mlinks); ml; ml = next) {
+		next = LIST_NEXT(ml, entry);
+		if (ml->state == ML_UP && ml->users == 0 && LIST_EMPTY(&ml->link.chans)) {
+			mlink_unlist(ml);
+			herd__link_finish(&ml->link);
+		}
+	}
+}
+
+static void
+wake_cb(struct ev_loop *l, ev_async *w, int revents)
+{
+}
+
+static void
+loop_release(struct ev_loop *l)
+{
+	pthread_mutex_unlock(&lock);
+}
+
+static void
+loop_acquire(struct ev_loop *l)
+{
+	pthread_mutex_lock(&lock);
+}
+
+static void *
+loop_thread(void *arg)
+{
+	pthread_mutex_lock(&lock);
+	ev_run(loop, 0);
+	pthread_mutex_unlock(&lock);
+	return NULL;
+}
+
+/* Starts the loop thread once; lock held. */
+static int
+loop_start(void)
+{
+	pthread_condattr_t ca;
+	pthread_attr_t ta;
+	sigset_t all, old;
+	pthread_t t;
+	int r;
+
+	if (loop)
+		return 0;
+	loop = ev_loop_new(EVFLAG_AUTO);
+	if (!loop)
+		return -ENOMEM;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&cond, &ca);
+	pthread_condattr_destroy(&ca);
+	ev_async_init(&wake, wake_cb);
+	ev_async_start(loop, &wake);
+	ev_prepare_init(&idle_check, idle_check_cb);
+	ev_prepare_start(loop, &idle_check);
+	ev_set_loop_release_cb(loop, loop_release, loop_acquire);
+	/* The thread takes no signal of the program's. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_init(&ta);
+	pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+	r = -pthread_create(&t, &ta, loop_thread, NULL);
+	pthread_attr_destroy(&ta);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r < 0) {
+		ev_loop_destroy(loop);
+		loop = NULL;
+	}
+	return r;
+}
+
+/* ---- connecting ---- */
+
+/* Waits (lock held) for the loop thread's next news; false once the deadline passed. */
+static bool
+wait_news(const struct timespec *deadline)
+{
+	return pthread_cond_timedwait(&cond, &lock, deadline) != ETIMEDOUT;
+}
+
+/* A new link to spec, launched and saying hello; lock held. */
+static int
+mlink_new(const char *spec, const struct herd__settings *s, struct mlink **ret)
+{
+	unsigned interval = s->heartbeat_interval_ms ? s->heartbeat_interval_ms
+	                                             : HERD_DEFAULT_HEARTBEAT_INTERVAL_MS;
+	unsigned timeout = s->heartbeat_timeout_ms ? s->heartbeat_timeout_ms
+	                                           : HERD_DEFAULT_HEARTBEAT_TIMEOUT_MS;
+	struct mlink *ml = calloc(1, sizeof(*ml));
+	int fd, r;
+
+	if (!ml || !(ml->spec = strdup(spec))) {
+		free(ml);
+		return -ENOMEM;
+	}
+	r = launch(spec, &ml->pid, &fd);
+	if (r < 0) {
+		free(ml->spec);
+		free(ml);
+		return r;
+	}
+	ml->pidfd = -1;
+	ev_timer_init(&ml->reap_timer, reap_timer_cb, 0., 0.);
+	herd__link_init(&ml->link, loop, fd, fd, &ml_ops, ml, s->max_message_size);
+	herd__link_set_heartbeat(&ml->link, interval, timeout);
+	(void)herd__link_notify(&ml->link, "hello",
+	    json_pack("{s:i, s:I, s:I}", "version", HERD__LINK_VERSION, "heartbeat_interval_ms",
+	        (json_int_t)interval, "heartbeat_timeout_ms", (json_int_t)timeout));
+	LIST_INSERT_HEAD(&mlinks, ml, entry);
+	ml->listed = true;
+	*ret = ml;
+	return 0;
+}
+
+/* The listed link to spec, launched if there is none, once its herdd said hello. */
+static int
+mlink_get(const char *spec, const struct herd__settings *s, const struct timespec *deadline,
+    struct mlink **ret, char **ret_why)
+{
+	struct mlink *ml;
+	int r;
+
+	LIST_FOREACH(ml, &mlinks, entry)
+		if (strcmp(ml->spec, spec) == 0)
+			break;
+	if (!ml) {
+		r = mlink_new(spec, s, &ml);
+		if (r < 0) {
+			*ret_why = strdup("cannot run the launcher");
+			return r;
+		}
+		ev_async_send(loop, &wake);
+	}
+	ml->users++;
+	while (ml->state == ML_STARTING && wait_news(deadline)) {
+	}
+	*ret = ml;
+	if (ml->state == ML_UP)
+		return 0;
+	*ret_why = strdup(ml->state == ML_DEAD ? ml->why : "no hello from the remote herdd in time");
+	return ml->state == ML_DEAD ? -ECONNREFUSED : -ETIMEDOUT;
+}
+
+/* Opens a channel on ml to path (NULL: herdd's control); *ret_fd gets its local end. */
+static int
+chan_open(struct mlink *ml, const char *path, const struct timespec *deadline, int *ret_fd,
+    char **ret_why)
+{
+	struct open_req req = { .result = 1 };
+	struct herd__link_chan *c;
+	unsigned id = ++ml->next_id;
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	c = herd__link_chan_add(&ml->link, id, sv[0]);
+	if (!c) {
+		close(sv[1]);
+		return -ENOMEM;
+	}
+	c->userdata = &req;
+	(void)herd__link_notify(&ml->link, "open",
+	    json_pack("{s:i, s:s*}", "channel", (int)id, "socket", path));
+	ev_async_send(loop, &wake);
+	while (req.result == 1 && ml->state != ML_DEAD && wait_news(deadline)) {
+	}
+	if (req.result == 0) {
+		*ret_fd = sv[1];
+		return 0;
+	}
+	close(sv[1]);
+	c = ml->state == ML_DEAD ? NULL : herd__link_chan_find(&ml->link, id);
+	if (c) {
+		c->userdata = NULL;
+		herd__link_chan_close(c, NULL);
+	}
+	*ret_why = req.why ? req.why
+	                   : strdup(ml->state == ML_DEAD ? ml->why : "no answer from the remote herdd");
+	return req.result < 0 ? req.result : ml->state == ML_DEAD ? -ECONNRESET : -ETIMEDOUT;
+}
+
+int
+herd__link_connect(const char *address, const struct herd__settings *s, unsigned timeout_ms,
+    int *ret_fd, char **ret_why)
+{
+	const char *hash = NULL, *p;
+	_cleanup_free_ char *spec = NULL;
+	struct mlink *ml = NULL;
+	struct timespec deadline;
+	int r;
+
+	*ret_why = NULL;
+	/* HOST#PATH: the socket PATH on HOST (the last "#/": herdd's paths hold none). */
+	for (p = address; (p = strstr(p, "#/")); p++)
+		hash = p;
+	spec = hash ? strndup(address, (size_t)(hash - address)) : strdup(address);
+	if (!spec)
+		return -ENOMEM;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&lock);
+	r = loop_start();
+	if (r == 0)
+		r = mlink_get(spec, s, &deadline, &ml, ret_why);
+	if (r == 0)
+		r = chan_open(ml, hash ? hash + 1 : NULL, &deadline, ret_fd, ret_why);
+	if (ml && --ml->users == 0) {
+		if (ml->reaped)
+			mlink_free(ml);
+		else
+			ev_async_send(loop, &wake);
+	}
+	pthread_mutex_unlock(&lock);
+	if (r == 0)
+		(void)fcntl(*ret_fd, F_SETFL, fcntl(*ret_fd, F_GETFL) | O_NONBLOCK);
+	return r;
+}

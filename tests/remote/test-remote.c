@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Workers on other hosts (PROTOCOL.md 9): a master reaches each host of
+ * $HERD_REMOTE_HOSTS (comma-separated addresses: ssh://, slurm://, exec:)
+ * through a link to `herdd --stdio` there, and gets the same API and the
+ * same fate-sharing as on one machine. Without $HERD_REMOTE_HOSTS the hosts
+ * are three `exec:` links to $HERDD on this machine, so the link itself is
+ * tested everywhere; tests/remote/run-remote.sh brings up the ssh testbed
+ * and Slurm and runs this program against them.
+ *
+ * Every host shares this machine's pids (the testbed's hosts are network and
+ * UTS namespaces), so the test watches remote processes by pid.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <check.h>
+
+#include "example-worker.h"
+#include "ht-example.h"
+
+#define MAX_HOSTS 8
+/* Short heartbeats, so fate-sharing is measured in a test's time. */
+#define HB_INTERVAL_MS 100
+#define HB_TIMEOUT_MS  1000
+
+static char *hosts[MAX_HOSTS];
+static int n_hosts;
+
+/* The hosts under test: $HERD_REMOTE_HOSTS, else three exec: links to $HERDD. */
+static void
+hosts_load(void)
+{
+	const char *env = getenv("HERD_REMOTE_HOSTS");
+	const char *herdd = getenv("HERDD");
+	char *list, *save = NULL, *h;
+
+	if (env && *env) {
+		list = strdup(env);
+		for (h = strtok_r(list, ",", &save); h && n_hosts < MAX_HOSTS;
+		    h = strtok_r(NULL, ",", &save))
+			hosts[n_hosts++] = strdup(h);
+		free(list);
+		return;
+	}
+	for (int i = 0; i < 3 && herdd; i++)
+		if (asprintf(&hosts[n_hosts], "exec:HERD_TEST_HOST=h%d exec %s --stdio", i + 1,
+		        herdd) > 0)
+			n_hosts++;
+}
+
+static json_t *
+short_heartbeats(void)
+{
+	return json_pack("{s:i, s:i}", "heartbeat_interval_ms", HB_INTERVAL_MS,
+	    "heartbeat_timeout_ms", HB_TIMEOUT_MS);
+}
+
+/* A master on host i, or the test fails. */
+static herd_master *
+remote_master_ok(int i)
+{
+	json_t *settings = short_heartbeats();
+	herd_error *err = NULL;
+	herd_master *m = NULL;
+	int r;
+
+	r = herd_master_connect(hosts[i], settings, &m, &err);
+	ck_assert_msg(r == 0, "master on %s: %s (%s)", hosts[i], strerror(-r),
+	    err ? herd_error_message(err) : "-");
+	herd_error_unref(err);
+	json_decref(settings);
+	return m;
+}
+
+/* A connection to w, or the test fails. */
+static herd_conn *
+worker_connect_ok(herd_worker *w)
+{
+	herd_error *err = NULL;
+	herd_conn *conn = NULL;
+	int r = herd_worker_connect(w, NULL, &conn, &err);
+
+	ck_assert_msg(r == 0, "connect to %s: %s (%s)", herd_worker_socket(w), strerror(-r),
+	    err ? herd_error_message(err) : "-");
+	herd_error_unref(err);
+	return conn;
+}
+
+/* A call whose integer result must be want. */
+static void
+call_int_ok(herd_conn *conn, const char *fn, json_t *args, json_int_t want)
+{
+	json_t *result = NULL;
+	int r = herd_call(conn, fn, args, HT_USEC(10000), &result);
+
+	ck_assert_msg(r == 0, "%s: %s", fn, strerror(-r));
+	ck_assert_msg(json_integer_value(result) == want, "%s gave %s, not %lld", fn,
+	    ht_dump(result), (long long)want);
+	json_decref(result);
+	json_decref(args);
+}
+
+/* Every function kind on one remote worker, with exact results. */
+static void
+kinds_ok(herd_conn *conn)
+{
+	json_t *result = NULL, *item = NULL, *args;
+	herd_stream *s = NULL;
+	herd_sink *k = NULL;
+	int r, n = 0;
+
+	call_int_ok(conn, "sum", json_pack("{s:i}", "n", 42), 861);
+	call_int_ok(conn, "product", json_pack("{s:i}", "n", 10), 3628800);
+	/* oneway, then a call on the same connection sees its effect */
+	args = json_pack("{s:s}", "text", "hello");
+	ck_assert_int_eq(herd_oneway(conn, "note", args), 0);
+	json_decref(args);
+	ck_assert_int_eq(herd_call(conn, "notes", NULL, HT_USEC(10000), &result), 0);
+	ck_assert_str_eq(ht_dump(result), "[\"hello\"]");
+	json_decref(result);
+	/* pipe: items 0..99 in order, then the final result */
+	args = json_pack("{s:i}", "n", 100);
+	ck_assert_int_eq(herd_stream_open(conn, "count", args, NULL, NULL, NULL, &s), 0);
+	json_decref(args);
+	while ((r = herd_stream_next(s, HT_USEC(10000), &item)) > 0) {
+		ck_assert_int_eq(json_integer_value(item), n++);
+		json_decref(item);
+	}
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(n, 100);
+	result = herd_stream_result(s);
+	ck_assert_int_eq(json_integer_value(json_object_get(result, "count")), 100);
+	herd_stream_unref(s);
+	/* sink: 1..1000 summed on the worker */
+	ck_assert_int_eq(herd_sink_open(conn, "sum_stream", NULL, &k), 0);
+	for (int i = 1; i <= 1000; i++) {
+		item = json_integer(i);
+		r = herd_sink_send(k, item);
+		if (r == -ENOBUFS) {
+			ck_assert_int_eq(herd_conn_flush(conn, HT_USEC(10000)), 0);
+			r = herd_sink_send(k, item);
+		}
+		ck_assert_int_eq(r, 0);
+		json_decref(item);
+	}
+	ck_assert_int_eq(herd_sink_finish(k, HT_USEC(10000), &result), 0);
+	ck_assert_int_eq(json_integer_value(result), 500500);
+	json_decref(result);
+	herd_sink_unref(k);
+}
+
+START_TEST(test_kinds_on_every_host)
+{
+	herd_master *m[MAX_HOSTS];
+	herd_worker *w[MAX_HOSTS];
+	herd_conn *c[MAX_HOSTS];
+
+	for (int i = 0; i < n_hosts; i++) {
+		m[i] = remote_master_ok(i);
+		w[i] = ht_herd_spawn_ok(m[i], "HERD_EXAMPLE_WORKER", NULL);
+		c[i] = worker_connect_ok(w[i]);
+	}
+	for (int i = 0; i < n_hosts; i++)
+		kinds_ok(c[i]);
+	for (int i = 0; i < n_hosts; i++) {
+		pid_t pid = herd_worker_pid(w[i]);
+
+		herd_conn_unref(c[i]);
+		herd_worker_unref(w[i]);
+		herd_master_unref(m[i]);
+		ck_assert_int_eq(ht_wait_pid_gone(pid, ht_ms(5000)), 0);
+	}
+}
+END_TEST
+
+int
+main(int argc, char **argv)
+{
+	const struct ht_case remote = { .name = "remote",
+		.timeout_s = 120,
+		.setup = ht_client_setup,
+		.teardown = ht_client_teardown,
+		.tests = { test_kinds_on_every_host } };
+
+	hosts_load();
+	if (n_hosts == 0) {
+		fprintf(stderr, "no hosts: set HERD_REMOTE_HOSTS or HERDD\n");
+		return 77;
+	}
+	for (int i = 0; i < n_hosts; i++)
+		fprintf(stderr, "host %d: %s\n", i + 1, hosts[i]);
+	return ht_run_cases("remote", &remote, 1);
+}
