@@ -337,6 +337,8 @@ herd__conn_closed(struct herd__peer *p, int reason, const char *why)
 	herd__ops_fail_all(conn, ops_err);
 	herd_error_unref(ops_err);
 
+	if (conn->closed_fn)
+		conn->closed_fn(conn, reason, err, conn->notify_userdata);
 	cb = conn->close_cb;
 	conn->close_cb = NULL;
 	if (cb)

@@ -120,6 +120,8 @@ struct herd_conn {
 
 	/* Notifications the conn itself does not know ("event" for the master API). */
 	void (*notify_fn)(herd_conn *conn, const char *method, json_t *params, void *userdata);
+	/* The connection closed (before the close callback), with notify_userdata. */
+	void (*closed_fn)(herd_conn *conn, int reason, herd_error *err, void *userdata);
 	/* Params of our heartbeats (a new reference; NULL: none), with notify_userdata. */
 	json_t *(*heartbeat_fn)(herd_conn *conn, void *userdata);
 	void *notify_userdata;

@@ -109,7 +109,7 @@ ssh_argv(const char *spec, const char **argv, char **owned)
 		host[at - host] = '\0';
 	if (colon)
 		host[colon - host] = '\0';
-	if (asprintf(&owned[1], "%s \"$@\"", cmd && *cmd ? cmd : "ssh") < 0 ||
+	if (asprintf(&owned[1], "exec %s \"$@\"", cmd && *cmd ? cmd : "ssh") < 0 ||
 	    asprintf(&owned[2], "%s --stdio", slash ? slash : herdd && *herdd ? herdd : "herdd") <
 	        0)
 		return -ENOMEM;

@@ -31,6 +31,8 @@ struct herd_master {
 	void *failure_userdata;
 	herd_master_event_cb on_event;
 	void *event_userdata;
+	/* On another host: its workers not yet ended (id -> WORKER), told if the link is lost. */
+	json_t *live;
 };
 
 struct herd_worker {
@@ -81,7 +83,7 @@ static bool
 event_is_failure(const char *event, json_t *worker)
 {
 	static const char *const failures[] = { "crashed", "failed", "heartbeat_lost",
-		"spawn_timeout", "init_failed", "killed" };
+		"spawn_timeout", "init_failed", "killed", "host_lost" };
 	json_t *code;
 
 	for (size_t i = 0; i < sizeof(failures) / sizeof(failures[0]); i++)
@@ -90,6 +92,24 @@ event_is_failure(const char *event, json_t *worker)
 	code = json_object_get(worker, "exit_code");
 	return strcmp(event, "exited") == 0 && json_is_integer(code) &&
 	    json_integer_value(code) != 0;
+}
+
+/* Runs the callbacks for one event; a worker that ended is no longer live. */
+static void
+master_deliver(herd_master *m, const char *event, const char *id, const char *message,
+    json_t *tail, json_t *worker)
+{
+	const char *state = json_string_value(json_object_get(worker, "state"));
+
+	if (m->live && state && strcmp(state, "exited") == 0)
+		json_object_del(m->live, id);
+	/* A callback may drop the last reference to the master. */
+	herd_master_ref(m);
+	if (m->on_event)
+		m->on_event(m, event, id, message, tail, worker, m->event_userdata);
+	if (m->on_failure && event_is_failure(event, worker))
+		m->on_failure(m, event, id, message, tail, worker, m->failure_userdata);
+	herd_master_unref(m);
 }
 
 /* herdd's notifications: "event" goes to the callbacks; others are ignored (forward compat). */
@@ -111,15 +131,33 @@ master_notify(herd_conn *conn, const char *method, json_t *params, void *userdat
 		return;
 	if (!json_is_array(tail))
 		tail = empty = json_array();
-
-	/* A callback may drop the last reference to the master. */
-	herd_master_ref(m);
-	if (m->on_event)
-		m->on_event(m, event, id, message, tail, worker, m->event_userdata);
-	if (m->on_failure && event_is_failure(event, worker))
-		m->on_failure(m, event, id, message, tail, worker, m->failure_userdata);
-	herd_master_unref(m);
+	master_deliver(m, event, id, message, tail, worker);
 	json_decref(empty);
+}
+
+/*
+ * The link to another host was lost (its herdd killed, the network cut, the
+ * launcher gone): no herdd is left to tell how the workers there ended, and
+ * that herdd stops them all (PROTOCOL.md 9), so each live one is reported
+ * here as "host_lost", a failure.
+ */
+static void
+master_lost(herd_conn *conn, int reason, herd_error *err, void *userdata)
+{
+	herd_master *m = userdata;
+	_cleanup_json_ json_t *live = m->live;
+	_cleanup_json_ json_t *tail = json_array();
+	const char *id;
+	json_t *worker;
+
+	m->live = NULL;
+	if (reason == 0 || !live)
+		return;
+	json_object_foreach(live, id, worker) {
+		json_object_set_new(worker, "state", json_string("exited"));
+		json_object_set_new(worker, "reason", json_string("host_lost"));
+		master_deliver(m, "host_lost", id, herd_error_message(err), tail, worker);
+	}
 }
 
 /* ---- connection ---- */
@@ -177,6 +215,10 @@ master_open(const char *socket_path, json_t *settings, const char *role, herd_ma
 	}
 	m->conn->notify_fn = master_notify;
 	m->conn->notify_userdata = m;
+	if (master && herd__link_address(path)) {
+		m->live = json_object();
+		m->conn->closed_fn = master_lost;
+	}
 	m->path = path;
 	path = NULL;
 	if (master)
@@ -228,11 +270,13 @@ master_free(herd_master *m)
 {
 	/* The connection may outlive us (a caller holds it): it must not call back into us. */
 	m->conn->notify_fn = NULL;
+	m->conn->closed_fn = NULL;
 	m->conn->notify_userdata = NULL;
 	if (m->conn->peer.n_ref == 1)
 		master_goodbye(m);
 	herd_conn_unref(m->conn);
 	json_decref(m->settings);
+	json_decref(m->live);
 	free(m->path);
 	free(m);
 }
@@ -519,6 +563,8 @@ worker_new(herd_master *m, json_t *result)
 	w->herdd = strdup(m->path);
 	if (!w->id || !w->socket || !w->name || !w->herdd)
 		return herd_worker_unref(w);
+	if (m->live)
+		json_object_set_new(m->live, id, json_copy(result));
 	return w;
 }
 

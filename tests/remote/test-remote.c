@@ -12,6 +12,7 @@
  * UTS namespaces), so the test watches remote processes by pid.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,6 +180,180 @@ START_TEST(test_kinds_on_every_host)
 }
 END_TEST
 
+/* ---- fate-sharing ---- */
+
+/* What a doomed master (fate_master) reports: per host its worker, its herdd, its launcher. */
+struct fate {
+	pid_t master;
+	pid_t worker[MAX_HOSTS];
+	pid_t herdd[MAX_HOSTS];
+	pid_t launcher[MAX_HOSTS];
+};
+
+static int fate_pipe[2];
+
+/*
+ * A master in a child process: one worker on every host, whose pids (and
+ * each remote herdd's) it writes to fate_pipe; then it waits to be killed.
+ */
+static int
+fate_master(void *arg)
+{
+	json_t *settings = short_heartbeats();
+	pid_t pids[2 * MAX_HOSTS];
+
+	for (int i = 0; i < n_hosts; i++) {
+		json_t *opts = herd_spawn_opts_new(getenv("HERD_EXAMPLE_WORKER"), NULL);
+		herd_master *m = NULL;
+		herd_worker *w = NULL;
+
+		if (herd_master_connect(hosts[i], settings, &m, NULL) < 0 ||
+		    herd_master_spawn(m, opts, 0, &w) < 0)
+			return 1;
+		pids[2 * i] = herd_worker_pid(w);
+		pids[2 * i + 1] = (pid_t)json_integer_value(
+		    json_object_get(herd_master_get_server_info(m), "pid"));
+		json_decref(opts);
+		/* m and w stay: this process is to die holding them. */
+	}
+	if (write(fate_pipe[1], pids, sizeof(pid_t) * 2 * (size_t)n_hosts) < 0)
+		return 1;
+	for (;;)
+		pause();
+}
+
+/* Starts fate_master and learns its pids; its launchers are its children. */
+static void
+fate_start(struct fate *f)
+{
+	pid_t pids[2 * MAX_HOSTS], kids[MAX_HOSTS + 4];
+	int n;
+
+	ck_assert_int_eq(pipe2(fate_pipe, O_CLOEXEC), 0);
+	f->master = ht_fork_fn(fate_master, NULL, (uid_t)-1, (gid_t)-1);
+	ck_assert_int_gt(f->master, 0);
+	close(fate_pipe[1]);
+	ck_assert_int_eq(ht_read_pids(fate_pipe[0], pids, 2 * n_hosts, ht_ms(30000)), 2 * n_hosts);
+	close(fate_pipe[0]);
+	for (int i = 0; i < n_hosts; i++) {
+		f->worker[i] = pids[2 * i];
+		f->herdd[i] = pids[2 * i + 1];
+		ht_track_pid(f->worker[i]);
+		ht_track_pid(f->herdd[i]);
+		ck_assert(ht_pid_alive(f->worker[i]));
+	}
+	n = ht_list_children(f->master, kids, MAX_HOSTS + 4);
+	ck_assert_int_eq(n, n_hosts);
+	for (int i = 0; i < n; i++) {
+		f->launcher[i] = kids[i];
+		ht_track_pid(kids[i]);
+	}
+}
+
+/* Waits until every remote worker and herdd is gone; returns the time it took since t0. */
+static int64_t
+fate_all_gone(const struct fate *f, int64_t t0, int timeout_ms)
+{
+	for (int i = 0; i < n_hosts; i++) {
+		ck_assert_msg(ht_wait_pid_gone(f->worker[i], timeout_ms) == 0,
+		    "worker %d on %s still runs", (int)f->worker[i], hosts[i]);
+		ck_assert_msg(ht_wait_pid_gone(f->herdd[i], timeout_ms) == 0,
+		    "herdd %d on %s still runs", (int)f->herdd[i], hosts[i]);
+	}
+	return ht_now_ms() - t0;
+}
+
+START_TEST(test_master_killed)
+{
+	struct fate f;
+	int64_t t0, took;
+
+	fate_start(&f);
+	t0 = ht_now_ms();
+	ck_assert_int_eq(kill(f.master, SIGKILL), 0);
+	took = fate_all_gone(&f, t0, ht_ms(HB_TIMEOUT_MS));
+	printf("master SIGKILLed: every remote worker and herdd gone after %lld ms (timeout %d)\n",
+	    (long long)took, HB_TIMEOUT_MS);
+}
+END_TEST
+
+START_TEST(test_launcher_killed)
+{
+	struct fate f;
+	int64_t t0, took;
+
+	fate_start(&f);
+	t0 = ht_now_ms();
+	for (int i = 0; i < n_hosts; i++)
+		ck_assert_int_eq(kill(f.launcher[i], SIGKILL), 0);
+	took = fate_all_gone(&f, t0, ht_ms(HB_TIMEOUT_MS));
+	printf("launchers SIGKILLed: every remote worker and herdd gone after %lld ms (timeout "
+	       "%d)\n",
+	    (long long)took, HB_TIMEOUT_MS);
+}
+END_TEST
+
+/* A remote herdd SIGKILLed: its master hears host_lost for its worker, and the worker goes. */
+START_TEST(test_remote_herdd_killed)
+{
+	struct ht_failures fails[MAX_HOSTS] = { { 0 } };
+	herd_master *m[MAX_HOSTS];
+	herd_worker *w[MAX_HOSTS];
+	int64_t t0;
+
+	for (int i = 0; i < n_hosts; i++) {
+		m[i] = remote_master_ok(i);
+		ck_assert_int_eq(herd_master_on_failure(m[i], ht_on_failure, &fails[i]), 0);
+		w[i] = ht_herd_spawn_ok(m[i], "HERD_EXAMPLE_WORKER", NULL);
+	}
+	t0 = ht_now_ms();
+	for (int i = 0; i < n_hosts; i++) {
+		pid_t herdd = (pid_t)json_integer_value(
+		    json_object_get(herd_master_get_server_info(m[i]), "pid"));
+
+		ck_assert_int_gt(herdd, 0);
+		ck_assert_int_eq(kill(herdd, SIGKILL), 0);
+	}
+	for (int i = 0; i < n_hosts; i++) {
+		ht_wait_failure(m[i], &fails[i], ht_ms(HB_TIMEOUT_MS));
+		ck_assert_int_eq(fails[i].n, 1);
+		ck_assert_str_eq(fails[i].event, "host_lost");
+		ck_assert_str_eq(fails[i].id, herd_worker_id(w[i]));
+		ck_assert_int_eq(ht_wait_pid_gone(herd_worker_pid(w[i]), ht_ms(HB_TIMEOUT_MS)), 0);
+	}
+	printf("remote herdds SIGKILLed: on_failure host_lost on every master after %lld ms\n",
+	    (long long)(ht_now_ms() - t0));
+	for (int i = 0; i < n_hosts; i++) {
+		herd_worker_unref(w[i]);
+		herd_master_unref(m[i]);
+	}
+}
+END_TEST
+
+/* A remote worker crashes: on_failure says crashed, with the signal and its stderr tail. */
+START_TEST(test_remote_worker_crash)
+{
+	struct ht_failures f = { 0 };
+	herd_master *m = remote_master_ok(0);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
+	herd_conn *c = worker_connect_ok(w);
+	json_t *args = json_pack("{s:s}", "message", "about to crash");
+
+	ck_assert_int_eq(herd_master_on_failure(m, ht_on_failure, &f), 0);
+	ck_assert_int_eq(herd_call(c, "log", args, HT_USEC(10000), NULL), 0);
+	json_decref(args);
+	ck_assert_int_eq(kill(herd_worker_pid(w), SIGABRT), 0);
+	ht_wait_failure(m, &f, ht_ms(5000));
+	ck_assert_int_eq(f.n, 1);
+	ck_assert_str_eq(f.event, "crashed");
+	ck_assert_str_eq(ht_str(f.worker, "signal"), "SIGABRT");
+	ck_assert_msg(ht_lines_contain(f.tail, "about to crash"), "stderr tail %s", ht_dump(f.tail));
+	herd_conn_unref(c);
+	herd_worker_unref(w);
+	herd_master_unref(m);
+}
+END_TEST
+
 int
 main(int argc, char **argv)
 {
@@ -186,7 +361,8 @@ main(int argc, char **argv)
 		.timeout_s = 120,
 		.setup = ht_client_setup,
 		.teardown = ht_client_teardown,
-		.tests = { test_kinds_on_every_host } };
+		.tests = { test_kinds_on_every_host, test_master_killed, test_launcher_killed,
+		    test_remote_herdd_killed, test_remote_worker_crash } };
 
 	hosts_load();
 	if (n_hosts == 0) {
