@@ -59,6 +59,7 @@ struct mlink {
 	int pidfd;
 	ev_io pid_io;
 	ev_timer reap_timer;
+	unsigned hb_interval_ms, hb_timeout_ms; /* from the hello on */
 	unsigned next_id;
 	unsigned users; /* connects in progress: the link stays while they run */
 	bool reaped; /* the launcher is reaped: freed once users is 0 */
@@ -179,7 +180,14 @@ launch(const char *spec, pid_t *ret_pid, int *ret_fd)
 	posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
 	posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
 	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+	/*
+	 * A process group of its own: a signal to the master's group (a
+	 * terminal's ^C, a test runner's cleanup) must not kill srun together
+	 * with its helper, which leaves the job running (the far side still
+	 * ends on EOF). The launcher ends when the far side does.
+	 */
+	posix_spawnattr_setpgroup(&attr, 0);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
 	/* posix_spawn() takes char *const[] but does not write to the strings. */
 	r = -posix_spawn(ret_pid, argv[0], &fa, &attr, (char *const *)argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
@@ -284,6 +292,7 @@ ml_control(struct herd__link *l, const char *method, json_t *params)
 			return;
 		}
 		ml->state = ML_UP;
+		herd__link_set_heartbeat(l, ml->hb_interval_ms, ml->hb_timeout_ms);
 		pthread_cond_broadcast(&cond);
 	} else if (strcmp(method, "opened") == 0 && id > 0 && id <= UINT32_MAX &&
 	    (c = herd__link_chan_find(l, (unsigned)id)) && (req = c->userdata)) {
@@ -354,6 +363,39 @@ loop_thread(void *arg)
 	return NULL;
 }
 
+/*
+ * A forked child has no loop thread and must not speak on its parent's
+ * links: it forgets them and closes its copies of their sockets, so that
+ * only the parent holds each link open.
+ */
+static void
+atfork_prepare(void)
+{
+	pthread_mutex_lock(&lock);
+}
+
+static void
+atfork_parent(void)
+{
+	pthread_mutex_unlock(&lock);
+}
+
+static void
+atfork_child(void)
+{
+	struct herd__link_chan *c;
+	struct mlink *ml;
+
+	LIST_FOREACH(ml, &mlinks, entry) {
+		LIST_FOREACH(c, &ml->link.chans, entry)
+			close(c->fd);
+		close(ml->link.in_fd);
+	}
+	LIST_INIT(&mlinks);
+	loop = NULL;
+	pthread_mutex_init(&lock, NULL);
+}
+
 /* Starts the loop thread once; lock held. */
 static int
 loop_start(void)
@@ -364,8 +406,12 @@ loop_start(void)
 	pthread_t t;
 	int r;
 
+	static bool atfork;
+
 	if (loop)
 		return 0;
+	if (!atfork && pthread_atfork(atfork_prepare, atfork_parent, atfork_child) == 0)
+		atfork = true;
 	loop = ev_loop_new(EVFLAG_AUTO);
 	if (!loop)
 		return -ENOMEM;
@@ -395,11 +441,24 @@ loop_start(void)
 
 /* ---- connecting ---- */
 
-/* Waits (lock held) for the loop thread's next news; false once the deadline passed. */
+/*
+ * Waits (lock held) for the loop thread's next news; false once the deadline
+ * passed. Meanwhile the process's other connections get their heartbeats, as
+ * in every wait inside libherd: a launch that queues (srun waiting for
+ * resources) must not cost the master its sessions on the other hosts.
+ */
 static bool
 wait_news(const struct timespec *deadline)
 {
-	return pthread_cond_timedwait(&cond, &lock, deadline) != ETIMEDOUT;
+	uint64_t next = herd__keepalive(NULL), end;
+	struct timespec until = *deadline;
+
+	end = (uint64_t)deadline->tv_sec * 1000000u + (uint64_t)deadline->tv_nsec / 1000u;
+	if (next < end) {
+		until.tv_sec = (time_t)(next / 1000000u);
+		until.tv_nsec = (long)(next % 1000000u) * 1000;
+	}
+	return pthread_cond_timedwait(&cond, &lock, &until) != ETIMEDOUT || next < end;
 }
 
 /* A new link to spec, launched and saying hello; lock held. */
@@ -426,7 +485,9 @@ mlink_new(const char *spec, const struct herd__settings *s, struct mlink **ret)
 	ml->pidfd = -1;
 	ev_timer_init(&ml->reap_timer, reap_timer_cb, 0., 0.);
 	herd__link_init(&ml->link, loop, fd, fd, &ml_ops, ml, s->max_message_size);
-	herd__link_set_heartbeat(&ml->link, interval, timeout);
+	/* Until the hello, the connect's deadline bounds the launch (srun may queue). */
+	ml->hb_interval_ms = interval;
+	ml->hb_timeout_ms = timeout;
 	(void)herd__link_notify(&ml->link, "hello",
 	    json_pack("{s:i, s:I, s:I}", "version", HERD__LINK_VERSION, "heartbeat_interval_ms",
 	        (json_int_t)interval, "heartbeat_timeout_ms", (json_int_t)timeout));
@@ -459,10 +520,14 @@ mlink_get(const char *spec, const struct herd__settings *s, const struct timespe
 	while (ml->state == ML_STARTING && wait_news(deadline)) {
 	}
 	*ret = ml;
+	if (ml->state == ML_STARTING) {
+		herd__link_kill(&ml->link, -ETIMEDOUT, "no hello from the remote herdd in time");
+		ev_async_send(loop, &wake);
+	}
 	if (ml->state == ML_UP)
 		return 0;
-	*ret_why = strdup(ml->state == ML_DEAD ? ml->why : "no hello from the remote herdd in time");
-	return ml->state == ML_DEAD ? -ECONNREFUSED : -ETIMEDOUT;
+	*ret_why = strdup(ml->why);
+	return strstr(ml->why, "in time") ? -ETIMEDOUT : -ECONNREFUSED;
 }
 
 /* Opens a channel on ml to path (NULL: herdd's control); *ret_fd gets its local end. */

@@ -351,6 +351,7 @@ herd__link_notify(struct herd__link *l, const char *method, json_t *params)
 	free(text);
 	if (r == 0)
 		r = proto_outq_push(&l->out, "\n", 1);
+	link_update(l);
 	return r;
 }
 
