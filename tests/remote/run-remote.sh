@@ -55,3 +55,27 @@ if ! "$script" status >/dev/null 2>&1; then
 fi
 echo "hosts: $HERD_REMOTE_HOSTS (testbed ${mine:+brought up here}${mine:-already up})"
 "$test_remote"
+
+# The README's commands ("Running on other hosts"), with the build's herdctl
+# and test worker in place of the installed ones: one pool over the link.
+PATH=$(dirname "$HERDCTL"):$PATH
+export HERD_TESTWORKER PATH
+expected=$(seq 1 100 | awk '{print $1 * ($1 - 1) / 2}')
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"; [ -z "$mine" ] || "$script" down >/dev/null 2>&1 || true' EXIT
+case $kind in
+ssh)
+	seq 1 100 | sed 's/.*/{"n":&}/' |
+		herdctl --socket ssh://herd-h1 map -j 2 -- "$HERD_TESTWORKER" sum >"$tmp/out"
+	;;
+slurm)
+	(cd "$tmp" && sbatch --wait "$src/examples/map.sbatch" >/dev/null)
+	mv "$tmp/herd-map.out" "$tmp/out"
+	;;
+esac
+if [ "$(cat "$tmp/out")" != "$expected" ]; then
+	echo "FAIL: the README's $kind map gave:" >&2
+	head -5 "$tmp/out" >&2
+	exit 1
+fi
+echo "README's $kind map: 100 exact results"
