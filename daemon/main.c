@@ -125,7 +125,8 @@ static const struct opt_row {
 	    "exit after N ms with no connection and no live\nworker",
 	    "0: never; autostarted: 10000" },
 	{ "stdio", OPT_FLAG, CFG(stdio), 0, 0, 0, NULL,
-	    "serve one master over stdin and stdout (the\nlink of PROTOCOL.md 9: ssh, srun); exit when\nit ends",
+	    "serve one master over stdin and stdout (the\nlink of PROTOCOL.md 9: ssh, srun); exit "
+	    "when\nit ends",
 	    NULL },
 	{ "version", OPT_VERSION, 0, 0, 0, 0, NULL, "print herdd's version and exit", NULL },
 	{ "help", OPT_HELP, 0, 0, 0, 0, NULL, "print this help and exit", NULL },

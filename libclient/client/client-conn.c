@@ -98,8 +98,8 @@ conn_connect(const char *address, const struct herd__settings *s, herd_error **r
 	}
 	r = herd__link_connect(address, s, s->connection_timeout_ms, &fd, &why);
 	if (r < 0)
-		return fail_local(ret_error, r, HERD_E_CONNECTION_CLOSED, "cannot connect to %s: %s",
-		    address, why ? why : strerror(-r));
+		return fail_local(ret_error, r, HERD_E_CONNECTION_CLOSED,
+		    "cannot connect to %s: %s", address, why ? why : strerror(-r));
 	return fd;
 }
 

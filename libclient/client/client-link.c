@@ -110,9 +110,10 @@ ssh_argv(const char *spec, const char **argv, char **owned)
 		host[at - host] = '\0';
 	if (colon)
 		host[colon - host] = '\0';
+	if (!slash)
+		slash = herdd && *herdd ? herdd : "herdd";
 	if (asprintf(&owned[1], "exec %s \"$@\"", cmd && *cmd ? cmd : "ssh") < 0 ||
-	    asprintf(&owned[2], "%s --stdio", slash ? slash : herdd && *herdd ? herdd : "herdd") <
-	        0)
+	    asprintf(&owned[2], "%s --stdio", slash) < 0)
 		return -ENOMEM;
 	argv[n++] = "/bin/sh";
 	argv[n++] = "-c";
@@ -139,8 +140,9 @@ ssh_argv(const char *spec, const char **argv, char **owned)
 static int
 launcher_argv(const char *spec, const char **argv, char **owned)
 {
-	static const char srun[] = "exec srun --nodes=1 --ntasks=1 --nodelist=\"$1\" $HERD_SRUN_OPTIONS "
-	                     "${HERD_REMOTE_HERDD:-herdd} --stdio";
+	static const char srun[] =
+	    "exec srun --nodes=1 --ntasks=1 --nodelist=\"$1\" $HERD_SRUN_OPTIONS "
+	    "${HERD_REMOTE_HERDD:-herdd} --stdio";
 
 	if (strncmp(spec, "ssh://", 6) == 0)
 		return ssh_argv(spec, argv, owned);
@@ -467,8 +469,8 @@ mlink_new(const char *spec, const struct herd__settings *s, struct mlink **ret)
 {
 	unsigned interval = s->heartbeat_interval_ms ? s->heartbeat_interval_ms
 	                                             : HERD_DEFAULT_HEARTBEAT_INTERVAL_MS;
-	unsigned timeout = s->heartbeat_timeout_ms ? s->heartbeat_timeout_ms
-	                                           : HERD_DEFAULT_HEARTBEAT_TIMEOUT_MS;
+	unsigned timeout =
+	    s->heartbeat_timeout_ms ? s->heartbeat_timeout_ms : HERD_DEFAULT_HEARTBEAT_TIMEOUT_MS;
 	struct mlink *ml = calloc(1, sizeof(*ml));
 	int fd, r;
 
@@ -548,8 +550,8 @@ chan_open(struct mlink *ml, const char *path, const struct timespec *deadline, i
 		return -ENOMEM;
 	}
 	c->userdata = &req;
-	(void)herd__link_notify(&ml->link, "open",
-	    json_pack("{s:i, s:s*}", "channel", (int)id, "socket", path));
+	(void)herd__link_notify(
+	    &ml->link, "open", json_pack("{s:i, s:s*}", "channel", (int)id, "socket", path));
 	ev_async_send(loop, &wake);
 	while (req.result == 1 && ml->state != ML_DEAD && wait_news(deadline)) {
 	}
@@ -563,8 +565,9 @@ chan_open(struct mlink *ml, const char *path, const struct timespec *deadline, i
 		c->userdata = NULL;
 		herd__link_chan_close(c, NULL);
 	}
-	*ret_why = req.why ? req.why
-	                   : strdup(ml->state == ML_DEAD ? ml->why : "no answer from the remote herdd");
+	*ret_why = req.why
+	    ? req.why
+	    : strdup(ml->state == ML_DEAD ? ml->why : "no answer from the remote herdd");
 	return req.result < 0 ? req.result : ml->state == ML_DEAD ? -ECONNRESET : -ETIMEDOUT;
 }
 

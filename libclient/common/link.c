@@ -18,7 +18,7 @@
 /* Bytes read per read() from the link or a channel. */
 #define READ_CHUNK 65536
 /* Queued bytes past which the other direction stops reading (backpressure). */
-#define HIGH_WATER (1u << 20)
+#define HIGH_WATER   (1u << 20)
 #define IOV_MAX_LINK 64
 
 static void link_update(struct herd__link *l);
@@ -376,8 +376,8 @@ link_control(struct herd__link *l, const char *text, size_t len)
 		/* A channel we closed meanwhile is already gone. */
 		if (c && !c->closing) {
 			if (l->ops->chan_closed)
-				l->ops->chan_closed(l, c,
-				    json_string_value(json_object_get(params, "error")));
+				l->ops->chan_closed(
+				    l, c, json_string_value(json_object_get(params, "error")));
 			c->closing = true;
 			(void)chan_flush(c);
 		}

@@ -96,8 +96,8 @@ event_is_failure(const char *event, json_t *worker)
 
 /* Runs the callbacks for one event; a worker that ended is no longer live. */
 static void
-master_deliver(herd_master *m, const char *event, const char *id, const char *message,
-    json_t *tail, json_t *worker)
+master_deliver(herd_master *m, const char *event, const char *id, const char *message, json_t *tail,
+    json_t *worker)
 {
 	const char *state = json_string_value(json_object_get(worker, "state"));
 

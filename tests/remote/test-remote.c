@@ -44,7 +44,7 @@ hosts_load(void)
 	if (env && *env) {
 		list = strdup(env);
 		for (h = strtok_r(list, ",", &save); h && n_hosts < MAX_HOSTS;
-		    h = strtok_r(NULL, ",", &save))
+		     h = strtok_r(NULL, ",", &save))
 			hosts[n_hosts++] = strdup(h);
 		free(list);
 		return;
@@ -169,13 +169,18 @@ START_TEST(test_kinds_on_every_host)
 	}
 	for (int i = 0; i < n_hosts; i++)
 		kinds_ok(c[i]);
+	/* The master closes: nothing is left on the far side, herdd included. */
 	for (int i = 0; i < n_hosts; i++) {
 		pid_t pid = herd_worker_pid(w[i]);
+		pid_t herdd = (pid_t)json_integer_value(
+		    json_object_get(herd_master_get_server_info(m[i]), "pid"));
 
+		ht_track_pid(herdd);
 		herd_conn_unref(c[i]);
 		herd_worker_unref(w[i]);
 		herd_master_unref(m[i]);
 		ck_assert_int_eq(ht_wait_pid_gone(pid, ht_ms(5000)), 0);
+		ck_assert_int_eq(ht_wait_pid_gone(herdd, ht_ms(5000)), 0);
 	}
 }
 END_TEST
@@ -312,7 +317,8 @@ START_TEST(test_remote_herdd_killed)
 		    json_object_get(herd_master_get_server_info(m[i]), "pid"));
 
 		ck_assert_int_gt(herdd, 0);
-		ck_assert_msg(kill(herdd, SIGKILL) == 0, "herdd %d of %s: %m", (int)herdd, hosts[i]);
+		ck_assert_msg(
+		    kill(herdd, SIGKILL) == 0, "herdd %d of %s: %m", (int)herdd, hosts[i]);
 	}
 	for (int i = 0; i < n_hosts; i++) {
 		/* The launcher may outlive its herdd (srun does): then silence tells. */
@@ -348,7 +354,8 @@ START_TEST(test_remote_worker_crash)
 	ck_assert_int_eq(f.n, 1);
 	ck_assert_str_eq(f.event, "crashed");
 	ck_assert_str_eq(ht_str(f.worker, "signal"), "SIGABRT");
-	ck_assert_msg(ht_lines_contain(f.tail, "about to crash"), "stderr tail %s", ht_dump(f.tail));
+	ck_assert_msg(
+	    ht_lines_contain(f.tail, "about to crash"), "stderr tail %s", ht_dump(f.tail));
 	herd_conn_unref(c);
 	herd_worker_unref(w);
 	herd_master_unref(m);
@@ -361,7 +368,8 @@ testbed_ok(const char *verb)
 {
 	const char *argv[] = { getenv("HERD_TESTBED_SSH"), verb, "1", NULL };
 
-	ck_assert_msg(ht_run(argv, NULL, NULL, ht_ms(30000)) == 0, "ssh-hosts.sh %s 1 failed", verb);
+	ck_assert_msg(
+	    ht_run(argv, NULL, NULL, ht_ms(30000)) == 0, "ssh-hosts.sh %s 1 failed", verb);
 }
 
 /*
