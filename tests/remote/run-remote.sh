@@ -79,3 +79,12 @@ if [ "$(cat "$tmp/out")" != "$expected" ]; then
 	exit 1
 fi
 echo "README's $kind map: 100 exact results"
+
+# The link's cost beside the bare transport (figures printed, not judged):
+# a call's round trip vs a line echoed by cat over the same ssh, a remote
+# spawn vs ssh HOST true. bench/ is built unless -Dbench=false.
+bench=$(dirname "$test_remote")/../../bench/remote-bench
+if [ "$kind" = ssh ] && [ -x "$bench" ]; then
+	"$bench" rtt ssh://herd-h1 "$HERD_TESTWORKER" 1000
+	"$bench" spawn ssh://herd-h1 "$HERD_TESTWORKER" 3
+fi
