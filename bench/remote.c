@@ -112,8 +112,8 @@ run_rtt(char **args)
 	herd_worker *w = NULL;
 	herd_conn *c = NULL;
 
-	if (herd_master_connect(host, NULL, &m, NULL) < 0 || herd_master_spawn(m, opts, 0, &w) < 0 ||
-	    herd_worker_connect(w, NULL, &c, NULL) < 0)
+	if (herd_master_connect(host, NULL, &m, NULL) < 0 ||
+	    herd_master_spawn(m, opts, 0, &w) < 0 || herd_worker_connect(w, NULL, &c, NULL) < 0)
 		return 1;
 	for (int i = 0; i < n + n / 10; i++) {
 		uint64_t t0 = bench_now_ns();

@@ -16,12 +16,15 @@
  * without meeting; an operator there reaches it with herdctl --socket (the
  * path is in the log and in the link's hello).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -32,15 +35,97 @@ static struct herd__link stdio_link;
 static bool stdio_on;
 static int stdio_in = -1, stdio_out = -1;
 
-/* The per-instance socket: under $XDG_RUNTIME_DIR, else /tmp, named by uid and pid. */
+/* Where the per-instance directories go: $XDG_RUNTIME_DIR, else /tmp. */
+static const char *
+stdio_base(void)
+{
+	const char *rt = getenv("XDG_RUNTIME_DIR");
+
+	return rt && rt[0] == '/' ? rt : "/tmp";
+}
+
+/* Removes the worker sockets in dir_fd's sub: their herdd is gone, so are they (fd 3). */
+static void
+sweep_sockets(int dir_fd, const char *sub)
+{
+	int fd = openat(dir_fd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct dirent *e;
+	DIR *dir;
+
+	if (fd < 0 || !(dir = fdopendir(fd))) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((e = readdir(dir))) {
+		size_t n = strlen(e->d_name);
+
+		if (n > 5 && strcmp(e->d_name + n - 5, ".sock") == 0)
+			(void)unlinkat(dirfd(dir), e->d_name, 0);
+	}
+	closedir(dir);
+}
+
+/* Removes what a herdd --stdio of ours left in dir when it was SIGKILLed. */
+static void
+sweep_one(int base_fd, const char *name)
+{
+	static const char *const files[] = { "herdd.sock", "herdd.sock.lock" };
+	char path[256];
+	int fd = openat(base_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) == 0 && st.st_uid == herdd.uid) {
+		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+			(void)unlinkat(fd, files[i], 0);
+		snprintf(path, sizeof(path), "workers/%u", (unsigned)herdd.uid);
+		sweep_sockets(fd, path);
+		(void)unlinkat(fd, path, AT_REMOVEDIR);
+		(void)unlinkat(fd, "workers", AT_REMOVEDIR);
+		if (unlinkat(base_fd, name, AT_REMOVEDIR) == 0)
+			log_info("removed %s/%s, left by a herdd --stdio that is gone",
+			    stdio_base(), name);
+	}
+	close(fd);
+}
+
+/*
+ * A herdd --stdio SIGKILLed (or on a host that froze) could not remove its
+ * directory: the next one removes those of our uid whose pid is gone. A
+ * directory still holding worker sockets stays (rmdir refuses).
+ */
+static void
+stdio_sweep(void)
+{
+	char prefix[32];
+	struct dirent *d;
+	DIR *base = opendir(stdio_base());
+	size_t n;
+	long pid;
+
+	if (!base)
+		return;
+	n = (size_t)snprintf(prefix, sizeof(prefix), "herd-stdio.%u.", (unsigned)herdd.uid);
+	while ((d = readdir(base))) {
+		if (strncmp(d->d_name, prefix, n) != 0)
+			continue;
+		pid = strtol(d->d_name + n, NULL, 10);
+		if (pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+			sweep_one(dirfd(base), d->d_name);
+	}
+	closedir(base);
+}
+
+/* The per-instance socket, named by uid and pid. */
 static char *
 stdio_socket_path(void)
 {
-	const char *rt = getenv("XDG_RUNTIME_DIR");
 	char *p;
 
-	if (asprintf(&p, "%s/herd-stdio.%u.%d/herdd.sock", rt && rt[0] == '/' ? rt : "/tmp",
-	        (unsigned)herdd.uid, (int)herdd.pid) < 0)
+	if (asprintf(&p, "%s/herd-stdio.%u.%d/herdd.sock", stdio_base(), (unsigned)herdd.uid,
+	        (int)herdd.pid) < 0)
 		return NULL;
 	return p;
 }
@@ -63,6 +148,7 @@ stdio_take(void)
 		fatal("--stdio: /dev/null: %m");
 	close(null);
 	if (!herdd.cfg.socket_path) {
+		stdio_sweep();
 		herdd.cfg.socket_path = stdio_socket_path();
 		if (!herdd.cfg.socket_path)
 			fatal("out of memory");

@@ -159,6 +159,8 @@ int herd__autostart(const char *socket_path, bool default_path, unsigned timeout
 
 /* True when address names a host (ssh://, slurm://, exec:), reached over a link. */
 bool herd__link_address(const char *address);
+/* True while this process has a link up to address's host. */
+bool herd__link_up(const char *address);
 /*
  * Connects to address, HOST or HOST#PATH (PATH a socket on HOST), through
  * the process's link to HOST (PROTOCOL.md 9), launched if there is none,

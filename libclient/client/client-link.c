@@ -571,21 +571,50 @@ chan_open(struct mlink *ml, const char *path, const struct timespec *deadline, i
 	return req.result < 0 ? req.result : ml->state == ML_DEAD ? -ECONNRESET : -ETIMEDOUT;
 }
 
+/*
+ * HOST#PATH is the socket PATH on HOST; the last "#/" splits them (herdd's
+ * paths hold none). Returns the length of HOST; *ret_path gets PATH or NULL.
+ */
+static size_t
+address_split(const char *address, const char **ret_path)
+{
+	const char *hash = NULL, *p;
+
+	for (p = address; (p = strstr(p, "#/")); p++)
+		hash = p;
+	*ret_path = hash ? hash + 1 : NULL;
+	return hash ? (size_t)(hash - address) : strlen(address);
+}
+
+bool
+herd__link_up(const char *address)
+{
+	const char *path;
+	size_t n = address_split(address, &path);
+	struct mlink *ml;
+	bool up = false;
+
+	pthread_mutex_lock(&lock);
+	LIST_FOREACH(ml, &mlinks, entry)
+		if (ml->state == ML_UP && strlen(ml->spec) == n &&
+		    strncmp(ml->spec, address, n) == 0)
+			up = true;
+	pthread_mutex_unlock(&lock);
+	return up;
+}
+
 int
 herd__link_connect(const char *address, const struct herd__settings *s, unsigned timeout_ms,
     int *ret_fd, char **ret_why)
 {
-	const char *hash = NULL, *p;
+	const char *path;
 	_cleanup_free_ char *spec = NULL;
 	struct mlink *ml = NULL;
 	struct timespec deadline;
 	int r;
 
 	*ret_why = NULL;
-	/* HOST#PATH: the socket PATH on HOST (the last "#/": herdd's paths hold none). */
-	for (p = address; (p = strstr(p, "#/")); p++)
-		hash = p;
-	spec = hash ? strndup(address, (size_t)(hash - address)) : strdup(address);
+	spec = strndup(address, address_split(address, &path));
 	if (!spec)
 		return -ENOMEM;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -600,7 +629,7 @@ herd__link_connect(const char *address, const struct herd__settings *s, unsigned
 	if (r == 0)
 		r = mlink_get(spec, s, &deadline, &ml, ret_why);
 	if (r == 0)
-		r = chan_open(ml, hash ? hash + 1 : NULL, &deadline, ret_fd, ret_why);
+		r = chan_open(ml, path, &deadline, ret_fd, ret_why);
 	if (ml && --ml->users == 0) {
 		if (ml->reaped)
 			mlink_free(ml);

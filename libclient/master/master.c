@@ -818,6 +818,9 @@ worker_exit_cause(herd_conn *conn, void *userdata)
 	herd_error *err = NULL;
 	herd_conn *c = NULL;
 
+	/* A lost host has no herdd left to ask; a new link would only meet a new one. */
+	if (herd__link_address(x->herdd) && !herd__link_up(x->herdd))
+		return NULL;
 	settings = json_pack("{s:i, s:i, s:i}", "connection_timeout_ms",
 	    (int)(EXIT_CAUSE_USEC / HERD__USEC_PER_MSEC), "handshake_timeout_ms",
 	    (int)(EXIT_CAUSE_USEC / HERD__USEC_PER_MSEC), "heartbeat_interval_ms", 0);

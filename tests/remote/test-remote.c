@@ -169,6 +169,22 @@ START_TEST(test_kinds_on_every_host)
 	}
 	for (int i = 0; i < n_hosts; i++)
 		kinds_ok(c[i]);
+	/* list and shutdown go to the herdd on that host */
+	for (int i = 0; i < n_hosts; i++) {
+		json_t *list = NULL, *record = NULL, *first;
+
+		ck_assert_int_eq(herd_master_list(m[i], false, &list), 0);
+		ck_assert_int_eq(json_array_size(json_object_get(list, "workers")), 1);
+		first = json_array_get(json_object_get(list, "workers"), 0);
+		ck_assert_str_eq(ht_str(first, "id"), herd_worker_id(w[i]));
+		ck_assert_int_eq(ht_worker_pid(first), herd_worker_pid(w[i]));
+		json_decref(list);
+		herd_conn_unref(c[i]);
+		c[i] = NULL;
+		ck_assert_int_eq(herd_master_shutdown(m[i], herd_worker_id(w[i]), 0, &record), 0);
+		ck_assert_str_eq(ht_str(record, "state"), "exited");
+		json_decref(record);
+	}
 	/* The master closes: nothing is left on the far side, herdd included. */
 	for (int i = 0; i < n_hosts; i++) {
 		pid_t pid = herd_worker_pid(w[i]);
