@@ -34,6 +34,7 @@
 static struct herd__link stdio_link;
 static bool stdio_on;
 static int stdio_in = -1, stdio_out = -1;
+static bool stdio_default_dir; /* ours is the default kind: the dead ones of that kind are swept */
 
 /* Where the per-instance directories go: $XDG_RUNTIME_DIR, else /tmp. */
 static const char *
@@ -148,7 +149,7 @@ stdio_take(void)
 		fatal("--stdio: /dev/null: %m");
 	close(null);
 	if (!herdd.cfg.socket_path) {
-		stdio_sweep();
+		stdio_default_dir = true;
 		herdd.cfg.socket_path = stdio_socket_path();
 		if (!herdd.cfg.socket_path)
 			fatal("out of memory");
@@ -275,6 +276,8 @@ stdio_start(void)
 	    herdd.cfg.max_message_size);
 	herd__link_set_heartbeat(&stdio_link, 0, herdd.cfg.handshake_timeout_ms);
 	stdio_on = true;
+	if (stdio_default_dir)
+		stdio_sweep();
 	log_info("serving one master over stdin and stdout (herdctl --socket %s)",
 	    herdd.cfg.socket_path);
 }
