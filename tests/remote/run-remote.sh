@@ -53,7 +53,9 @@ if ! "$script" status >/dev/null 2>&1; then
 	trap '"$script" down >/dev/null 2>&1 || true' EXIT
 	"$script" up 3 >/dev/null
 fi
-echo "hosts: $HERD_REMOTE_HOSTS (testbed ${mine:+brought up here}${mine:-already up})"
+state="already up"
+[ -z "$mine" ] || state="brought up here"
+echo "hosts: $HERD_REMOTE_HOSTS (test bed $state)"
 "$test_remote"
 
 # The README's commands ("Running on other hosts"), with the build's herdctl
