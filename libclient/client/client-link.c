@@ -630,12 +630,11 @@ herd__link_connect(const char *address, const struct herd__settings *s, unsigned
 		r = mlink_get(spec, s, &deadline, &ml, ret_why);
 	if (r == 0)
 		r = chan_open(ml, path, &deadline, ret_fd, ret_why);
-	if (ml && --ml->users == 0) {
-		if (ml->reaped)
-			mlink_free(ml);
-		else
-			ev_async_send(loop, &wake);
-	}
+	/* The loop picks up what changed here (a channel given up, the last user gone). */
+	if (ml && --ml->users == 0 && ml->reaped)
+		mlink_free(ml);
+	else if (loop)
+		ev_async_send(loop, &wake);
 	pthread_mutex_unlock(&lock);
 	if (r == 0)
 		(void)fcntl(*ret_fd, F_SETFL, fcntl(*ret_fd, F_GETFL) | O_NONBLOCK);
