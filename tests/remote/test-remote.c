@@ -314,6 +314,27 @@ START_TEST(test_launcher_killed)
 }
 END_TEST
 
+/*
+ * The launcher's whole process group SIGKILLed: srun with its helper, which
+ * leaves the Slurm task running. The far side must end by itself: EOF, or
+ * silence past the heartbeat timeout.
+ */
+START_TEST(test_launcher_group_killed)
+{
+	struct fate f;
+	int64_t t0, took;
+
+	fate_start(&f);
+	t0 = ht_now_ms();
+	for (int i = 0; i < n_hosts; i++)
+		ck_assert_int_eq(kill(-f.launcher[i], SIGKILL), 0);
+	took = fate_all_gone(&f, t0, ht_ms(HB_TIMEOUT_MS + 1000));
+	printf("launchers' process groups SIGKILLed: every remote worker and herdd gone after %lld "
+	       "ms (timeout %d)\n",
+	    (long long)took, HB_TIMEOUT_MS);
+}
+END_TEST
+
 /* A remote herdd SIGKILLed: its master hears host_lost for its worker, and the worker goes. */
 START_TEST(test_remote_herdd_killed)
 {
@@ -437,7 +458,8 @@ main(int argc, char **argv)
 		.setup = ht_client_setup,
 		.teardown = ht_client_teardown,
 		.tests = { test_kinds_on_every_host, test_master_killed, test_launcher_killed,
-		    test_remote_herdd_killed, test_remote_worker_crash, test_network_cut } };
+		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
+		    test_network_cut } };
 
 	hosts_load();
 	if (n_hosts == 0) {

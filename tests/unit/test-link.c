@@ -134,7 +134,8 @@ START_TEST(test_relay_both_ways)
 	static const char half1[] = "{\"jsonrpc\":\"2.0\",", half2[] = "\"method\":\"x\"}\n";
 
 	far_send("1 {\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"sum\"}\n");
-	ck_assert_str_eq(line_from(fx.user, 1000), "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"sum\"}");
+	ck_assert_str_eq(
+	    line_from(fx.user, 1000), "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"sum\"}");
 	/* A line written in two pieces leaves as one, behind its channel. */
 	ck_assert_int_eq(write(fx.user, half1, strlen(half1)), (ssize_t)strlen(half1));
 	pump(20);
@@ -178,7 +179,8 @@ START_TEST(test_control_and_close)
 		close(ch[1]);
 	}
 	line = line_from(fx.far, 1000);
-	ck_assert_str_eq(line, "0 {\"jsonrpc\":\"2.0\",\"method\":\"close\",\"params\":{\"channel\":3}}");
+	ck_assert_str_eq(
+	    line, "0 {\"jsonrpc\":\"2.0\",\"method\":\"close\",\"params\":{\"channel\":3}}");
 	ck_assert_int_eq(fx.dead, 0);
 }
 END_TEST
@@ -221,7 +223,8 @@ START_TEST(test_heartbeats_and_silence)
 	int64_t t0 = ht_now_ms();
 
 	herd__link_set_heartbeat(&fx.link, 20, 200);
-	ck_assert_str_eq(line_from(fx.far, 1000), "0 {\"jsonrpc\":\"2.0\",\"method\":\"heartbeat\"}");
+	ck_assert_str_eq(
+	    line_from(fx.far, 1000), "0 {\"jsonrpc\":\"2.0\",\"method\":\"heartbeat\"}");
 	/* Our heartbeats keep the link alive only if the far end answers. */
 	for (int i = 0; i < 5; i++) {
 		far_send("0 {\"jsonrpc\":\"2.0\",\"method\":\"heartbeat\"}\n");
@@ -244,8 +247,8 @@ START_TEST(test_finish_shuts_the_write_side)
 	ck_assert_str_eq(line_from(fx.user, 1000), "{\"n\":1}");
 	herd__link_finish(&fx.link);
 	/* The channel is closed with a close, then EOF. */
-	ck_assert_str_eq(
-	    line_from(fx.far, 1000), "0 {\"jsonrpc\":\"2.0\",\"method\":\"close\",\"params\":{\"channel\":1}}");
+	ck_assert_str_eq(line_from(fx.far, 1000),
+	    "0 {\"jsonrpc\":\"2.0\",\"method\":\"close\",\"params\":{\"channel\":1}}");
 	ck_assert_ptr_null(line_from(fx.far, 1000));
 	ck_assert_int_eq(fx.dead, 0);
 	close(fx.far);
