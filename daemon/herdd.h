@@ -177,6 +177,14 @@ void stdio_start(void);
 /* Ends the link and removes this instance's files and directories. */
 void stdio_cleanup(void);
 
+/* ---- stdio-ship.c ---- */
+
+struct herd__link;
+/* Handles a link's ship_* message (PROTOCOL.md 9.5); false for another method. */
+bool stdio_ship(struct herd__link *l, const char *method, json_t *params);
+/* Removes a copy left unfinished by the link's end. */
+void stdio_ship_cleanup(void);
+
 /* ---- conn.c ---- */
 
 enum conn_kind {

@@ -251,6 +251,8 @@ stdio_control(struct herd__link *l, const char *method, json_t *params)
 		stdio_hello(params);
 	else if (strcmp(method, "open") == 0)
 		stdio_open(params);
+	else if (stdio_ship(l, method, params))
+		return;
 	/* Other methods are newer than us: ignored (PROTOCOL.md 10). */
 }
 
@@ -295,6 +297,7 @@ stdio_cleanup(void)
 		return;
 	herd__link_kill(&stdio_link, 0, "herdd stopped");
 	herd__link_free(&stdio_link);
+	stdio_ship_cleanup();
 	stdio_on = false;
 	workers_dir = herdd.workers_dir ? strdup(herdd.workers_dir) : NULL;
 	socket_dir = herdd.socket_dir ? strdup(herdd.socket_dir) : NULL;

@@ -52,8 +52,8 @@ sha256_block(struct proto_sha256 *s, const uint8_t *p)
 void
 proto_sha256_init(struct proto_sha256 *s)
 {
-	static const uint32_t h0[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-		0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
+	static const uint32_t h0[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f,
+		0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
 
 	memset(s, 0, sizeof(*s));
 	memcpy(s->h, h0, sizeof(h0));
@@ -163,12 +163,13 @@ proto_base64_decode(const char *src, size_t len, void *dst)
 
 		for (int j = 0; j < 4; j++) {
 			v[j] = b64_value(src[i + (size_t)j]);
-			if (v[j] < 0 && !(last && j >= 2 && src[i + (size_t)j] == '=' &&
-			                    (j == 3 || src[i + 3] == '=')))
+			if (v[j] < 0 &&
+			    !(last && j >= 2 && src[i + (size_t)j] == '=' &&
+			        (j == 3 || src[i + 3] == '=')))
 				return -1;
 		}
-		x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)(v[2] < 0 ? 0 : v[2]) << 6 |
-		    (uint32_t)(v[3] < 0 ? 0 : v[3]);
+		x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
+		    (uint32_t)(v[2] < 0 ? 0 : v[2]) << 6 | (uint32_t)(v[3] < 0 ? 0 : v[3]);
 		out[o++] = (uint8_t)(x >> 16);
 		if (v[2] >= 0)
 			out[o++] = (uint8_t)(x >> 8);

@@ -171,6 +171,15 @@ bool herd__link_up(const char *address);
 int herd__link_connect(const char *address, const struct herd__settings *s, unsigned timeout_ms,
     int *ret_fd, char **ret_why);
 
+/*
+ * Ships the executable at path to address's host (PROTOCOL.md 9.5) over its
+ * link, unless the host's cache holds it already. Returns 0 with *ret_path
+ * (malloc'd) its path there, or -errno with *ret_why a malloc'd sentence
+ * (-EPERM: the host refused it, its cached copy differs).
+ */
+int herd__link_ship(const char *address, const struct herd__settings *s, const char *path,
+    unsigned timeout_ms, char **ret_path, char **ret_why);
+
 /* ---- client-conn.c ---- */
 
 /*

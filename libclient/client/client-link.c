@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -36,6 +37,7 @@
 
 #include "client/client-internal.h"
 #include "common/link.h"
+#include "ship.h"
 
 /* How long a launcher may take to exit once its link ended, before SIGKILL. */
 #define REAP_GRACE_S 1.0
@@ -63,7 +65,18 @@ struct mlink {
 	unsigned next_id;
 	unsigned users; /* connects in progress: the link stays while they run */
 	bool reaped; /* the launcher is reaped: freed once users is 0 */
+	struct ship_req *ship; /* the shipment under way (one at a time) */
 };
+
+/* An executable being shipped (PROTOCOL.md 9.5): the shipping thread's, until answered. */
+struct ship_req {
+	const char *sha;
+	int state; /* SHIP_WAIT, SHIP_SEND, then 0 (shipped) or -errno */
+	char *path; /* where it is on the host */
+	char *why;
+};
+
+enum { SHIP_WAIT = 1, SHIP_SEND = 2 };
 
 /* A channel being opened: the connecting thread's, until answered. */
 struct open_req {
@@ -280,6 +293,27 @@ ml_dead(struct herd__link *l, int reason, const char *why)
 	ev_timer_start(loop, &ml->reap_timer);
 }
 
+/* herdd's answers to a shipment: ship_send, shipped {path}, ship_failed {error}. */
+static void
+ml_ship_answer(struct mlink *ml, const char *method, json_t *params)
+{
+	const char *sha = json_string_value(json_object_get(params, "sha256"));
+	struct ship_req *req = ml->ship;
+
+	if (!req || !sha || strcmp(sha, req->sha) != 0)
+		return;
+	if (strcmp(method, "ship_send") == 0) {
+		req->state = SHIP_SEND;
+	} else if (strcmp(method, "shipped") == 0) {
+		req->path = strdup(json_string_value(json_object_get(params, "path")) ?: "");
+		req->state = req->path ? 0 : -ENOMEM;
+	} else if (strcmp(method, "ship_failed") == 0) {
+		req->why = strdup(json_string_value(json_object_get(params, "error")) ?: "refused");
+		req->state = -EPERM;
+	}
+	pthread_cond_broadcast(&cond);
+}
+
 static void
 ml_control(struct herd__link *l, const char *method, json_t *params)
 {
@@ -296,6 +330,8 @@ ml_control(struct herd__link *l, const char *method, json_t *params)
 		ml->state = ML_UP;
 		herd__link_set_heartbeat(l, ml->hb_interval_ms, ml->hb_timeout_ms);
 		pthread_cond_broadcast(&cond);
+	} else if (strncmp(method, "ship", 4) == 0) {
+		ml_ship_answer(ml, method, params);
 	} else if (strcmp(method, "opened") == 0 && id > 0 && id <= UINT32_MAX &&
 	    (c = herd__link_chan_find(l, (unsigned)id)) && (req = c->userdata)) {
 		req->result = 0;
@@ -603,6 +639,30 @@ herd__link_up(const char *address)
 	return up;
 }
 
+/* A connect or shipment is done with ml (may be NULL); lock held. */
+static void
+mlink_put(struct mlink *ml)
+{
+	/* The loop picks up what changed here (a channel given up, the last user gone). */
+	if (ml && --ml->users == 0 && ml->reaped)
+		mlink_free(ml);
+	else if (loop)
+		ev_async_send(loop, &wake);
+}
+
+/* The deadline timeout_ms from now on CLOCK_MONOTONIC, as the condition variable counts. */
+static void
+deadline_in(unsigned timeout_ms, struct timespec *ret)
+{
+	clock_gettime(CLOCK_MONOTONIC, ret);
+	ret->tv_sec += timeout_ms / 1000;
+	ret->tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (ret->tv_nsec >= 1000000000) {
+		ret->tv_sec++;
+		ret->tv_nsec -= 1000000000;
+	}
+}
+
 int
 herd__link_connect(const char *address, const struct herd__settings *s, unsigned timeout_ms,
     int *ret_fd, char **ret_why)
@@ -617,26 +677,141 @@ herd__link_connect(const char *address, const struct herd__settings *s, unsigned
 	spec = strndup(address, address_split(address, &path));
 	if (!spec)
 		return -ENOMEM;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += timeout_ms / 1000;
-	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (deadline.tv_nsec >= 1000000000) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000;
-	}
+	deadline_in(timeout_ms, &deadline);
 	pthread_mutex_lock(&lock);
 	r = loop_start();
 	if (r == 0)
 		r = mlink_get(spec, s, &deadline, &ml, ret_why);
 	if (r == 0)
 		r = chan_open(ml, path, &deadline, ret_fd, ret_why);
-	/* The loop picks up what changed here (a channel given up, the last user gone). */
-	if (ml && --ml->users == 0 && ml->reaped)
-		mlink_free(ml);
-	else if (loop)
-		ev_async_send(loop, &wake);
+	mlink_put(ml);
 	pthread_mutex_unlock(&lock);
 	if (r == 0)
 		(void)fcntl(*ret_fd, F_SETFL, fcntl(*ret_fd, F_GETFL) | O_NONBLOCK);
+	return r;
+}
+
+/* ---- shipping executables (PROTOCOL.md 9.5) ---- */
+
+/* Bytes per ship_data message: 64 KiB of base64. */
+#define SHIP_CHUNK 49152
+
+/* Reads the file at path whole. Returns 0 with *ret (malloc'd) and *ret_len, or -errno. */
+static int
+file_read(const char *path, char **ret, size_t *ret_len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	size_t got = 0;
+	ssize_t n;
+	char *buf;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !(buf = malloc((size_t)st.st_size + 1))) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while (got < (size_t)st.st_size && (n = read(fd, buf + got, (size_t)st.st_size - got)) > 0)
+		got += (size_t)n;
+	close(fd);
+	if (got != (size_t)st.st_size) {
+		free(buf);
+		return -EIO;
+	}
+	*ret = buf;
+	*ret_len = got;
+	return 0;
+}
+
+/* Queues the whole executable as ship_data messages and a ship_end; lock held. */
+static int
+ship_send(struct mlink *ml, const char *sha, const char *data, size_t len)
+{
+	char *b64 = malloc(PROTO_BASE64_SIZE(SHIP_CHUNK));
+	int r = b64 ? 0 : -ENOMEM;
+
+	for (size_t off = 0; r == 0 && off < len; off += SHIP_CHUNK) {
+		proto_base64_encode(
+		    data + off, len - off < SHIP_CHUNK ? len - off : SHIP_CHUNK, b64);
+		r = herd__link_notify(
+		    &ml->link, "ship_data", json_pack("{s:s, s:s}", "sha256", sha, "data", b64));
+	}
+	free(b64);
+	if (r == 0)
+		r = herd__link_notify(&ml->link, "ship_end", json_pack("{s:s}", "sha256", sha));
+	ev_async_send(loop, &wake);
+	return r;
+}
+
+/* Runs one shipment on ml and waits for its answers; lock held. */
+static int
+ship_run(struct mlink *ml, struct ship_req *req, const char *data, size_t len,
+    const struct timespec *deadline)
+{
+	while (ml->ship && ml->state == ML_UP && wait_news(deadline)) {
+	}
+	if (ml->ship || ml->state != ML_UP)
+		return ml->state == ML_UP ? -ETIMEDOUT : -ECONNRESET;
+	ml->ship = req;
+	(void)herd__link_notify(&ml->link, "ship",
+	    json_pack("{s:s, s:I}", "sha256", req->sha, "size", (json_int_t)len));
+	ev_async_send(loop, &wake);
+	while (req->state == SHIP_WAIT && ml->state == ML_UP && wait_news(deadline)) {
+	}
+	if (req->state == SHIP_SEND && ship_send(ml, req->sha, data, len) == 0)
+		while (req->state == SHIP_SEND && ml->state == ML_UP && wait_news(deadline)) {
+		}
+	ml->ship = NULL;
+	pthread_cond_broadcast(&cond);
+	if (req->state > 0)
+		return ml->state == ML_UP ? -ETIMEDOUT : -ECONNRESET;
+	return req->state;
+}
+
+int
+herd__link_ship(const char *address, const struct herd__settings *s, const char *path,
+    unsigned timeout_ms, char **ret_path, char **ret_why)
+{
+	struct ship_req req = { .state = SHIP_WAIT };
+	_cleanup_free_ char *spec = NULL, *data = NULL;
+	struct proto_sha256 hash;
+	struct mlink *ml = NULL;
+	struct timespec deadline;
+	const char *rest;
+	char sha[65];
+	size_t len = 0;
+	int r;
+
+	*ret_path = *ret_why = NULL;
+	r = file_read(path, &data, &len);
+	if (r < 0) {
+		*ret_why = strdup(strerror(-r));
+		return r;
+	}
+	proto_sha256_init(&hash);
+	proto_sha256_update(&hash, data, len);
+	proto_sha256_hex(&hash, sha);
+	req.sha = sha;
+	spec = strndup(address, address_split(address, &rest));
+	if (!spec)
+		return -ENOMEM;
+	deadline_in(timeout_ms, &deadline);
+	pthread_mutex_lock(&lock);
+	r = loop_start();
+	if (r == 0)
+		r = mlink_get(spec, s, &deadline, &ml, ret_why);
+	if (r == 0)
+		r = ship_run(ml, &req, data, len, &deadline);
+	mlink_put(ml);
+	pthread_mutex_unlock(&lock);
+	if (r == 0)
+		*ret_path = req.path;
+	else
+		free(req.path);
+	if (!*ret_why)
+		*ret_why = req.why ? req.why : strdup(strerror(-r));
+	else
+		free(req.why);
 	return r;
 }

@@ -490,6 +490,38 @@ spawn_cwd(json_t *opts, json_t *p)
 }
 
 /*
+ * "ship": true on a master on another host copies the executable there
+ * first (PROTOCOL.md 9.5) and runs that copy; here it changes nothing. A
+ * refusal is the spawn's error (spawn_failed), returned as -EREMOTEIO.
+ */
+static int
+spawn_ship(herd_master *m, json_t *opts, json_t *p)
+{
+	json_t *ship = json_object_get(opts, "ship");
+	_cleanup_free_ char *path = NULL, *why = NULL;
+	struct herd__settings s;
+	herd_error *err;
+	int r;
+
+	if (ship && !json_is_boolean(ship))
+		return -EINVAL;
+	json_object_del(p, "ship");
+	if (!json_is_true(ship) || !herd__link_address(m->path))
+		return 0;
+	r = herd__settings_resolve(m->settings, &s, NULL);
+	if (r == 0)
+		r = herd__link_ship(m->path, &s, json_string_value(json_object_get(opts, "path")),
+		    s.spawn_timeout_ms, &path, &why);
+	if (r == 0)
+		return json_object_set_new(p, "path", json_string(path)) < 0 ? -ENOMEM : 0;
+	err = herd__error_newf(HERD_E_SPAWN_FAILED, "shipping %s: %s",
+	    json_string_value(json_object_get(opts, "path")), why ? why : strerror(-r));
+	herd__conn_set_error(m->conn, err);
+	herd_error_unref(err);
+	return -EREMOTEIO;
+}
+
+/*
  * The spawn params: the caller's options (borrowed) with this master's settings
  * under theirs, the variables of this process they inherit under their env,
  * and this process's working directory unless they chose one.
@@ -518,6 +550,8 @@ spawn_params(herd_master *m, json_t *opts, json_t **ret, uint64_t *ret_timeout)
 	r = spawn_env(opts, p);
 	if (r == 0)
 		r = spawn_cwd(opts, p);
+	if (r == 0)
+		r = spawn_ship(m, opts, p);
 	if (r < 0)
 		return r;
 
@@ -580,10 +614,12 @@ herd_master_spawn(herd_master *m, json_t *opts, uint64_t timeout_usec, herd_work
 		return -EINVAL;
 	r = spawn_params(m, opts, &params, &timeout);
 	if (r < 0) {
-		master_local_error(m, HERD_E_INVALID_PARAMS,
-		    "spawn options must be an object with a string \"path\"; "
-		    "\"settings\" and \"env\" must be objects, \"inherit_env\" a boolean "
-		    "or an array of strings, \"inherit_cwd\" a boolean");
+		/* A failed shipment set its own error. */
+		if (r != -EREMOTEIO)
+			master_local_error(m, HERD_E_INVALID_PARAMS,
+			    "spawn options must be an object with a string \"path\"; "
+			    "\"settings\" and \"env\" must be objects, \"inherit_env\" a boolean "
+			    "or an array of strings, \"inherit_cwd\" and \"ship\" booleans");
 		return r;
 	}
 	/* A callback run during the wait may drop the caller's reference; worker_new needs m. */

@@ -11,12 +11,14 @@
  * Every host shares this machine's pids (the testbed's hosts are network and
  * UTS namespaces), so the test watches remote processes by pid.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -399,6 +401,105 @@ START_TEST(test_remote_worker_crash)
 }
 END_TEST
 
+/* The path herdd ran w from (its WORKER record's), malloc'd. */
+static char *
+worker_path(herd_master *m, herd_worker *w)
+{
+	json_t *rec = NULL, *worker;
+	char *path;
+
+	ck_assert_int_eq(herd_master_inspect(m, herd_worker_id(w), &rec), 0);
+	worker = json_object_get(rec, "worker") ? json_object_get(rec, "worker") : rec;
+	ck_assert_ptr_nonnull(ht_str(worker, "path"));
+	path = strdup(ht_str(worker, "path"));
+	json_decref(rec);
+	return path;
+}
+
+/* A copy of $HERD_EXAMPLE_WORKER with bytes of this run appended: a hash never shipped before. */
+static void
+unique_worker(char *exe, size_t size)
+{
+	char dir[128], buf[65536], tag[64];
+	int in, out;
+	ssize_t n;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(exe, size, "%s/worker", dir);
+	in = open(getenv("HERD_EXAMPLE_WORKER"), O_RDONLY | O_CLOEXEC);
+	out = open(exe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
+	ck_assert(in >= 0 && out >= 0);
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		ck_assert_int_eq(write(out, buf, (size_t)n), n);
+	n = snprintf(
+	    tag, sizeof(tag), "\nherd test %d %lld\n", (int)getpid(), (long long)ht_now_ms());
+	ck_assert_int_eq(write(out, tag, (size_t)n), n);
+	close(in);
+	close(out);
+}
+
+/*
+ * "ship": the first spawn copies the executable into the host's cache under
+ * its hash, the second runs the same copy, and a cached copy that was
+ * changed is refused.
+ */
+START_TEST(test_ship_executable)
+{
+	herd_master *m = remote_master_ok(0);
+	herd_worker *w1 = NULL, *w2 = NULL, *w3 = NULL;
+	char exe[192], libdir[4096], *cached, *again;
+	Dl_info lib;
+	struct stat st1, st2;
+	herd_conn *c;
+	json_t *opts;
+	int fd;
+
+	unique_worker(exe, sizeof(exe));
+	opts = herd_spawn_opts_new(exe, NULL);
+	json_object_set_new(opts, "ship", json_true());
+	/* The copy runs from the cache: the build's libherd is no longer at $ORIGIN/../.. */
+	ck_assert_int_ne(dladdr((void *)herd_master_connect, &lib), 0);
+	*strrchr(strcpy(libdir, lib.dli_fname), '/') = '\0';
+	json_object_set_new(opts, "env", json_pack("{s:s}", "LD_LIBRARY_PATH", libdir));
+	ck_assert_msg(herd_master_spawn(m, opts, 0, &w1) == 0, "spawn: %s",
+	    herd_error_message(herd_master_last_error(m)));
+	ht_track_pid(herd_worker_pid(w1));
+	cached = worker_path(m, w1);
+	ck_assert_str_ne(cached, exe);
+	ck_assert_uint_eq(strlen(strrchr(cached, '/') + 1), 64);
+	ck_assert_int_eq(stat(cached, &st1), 0);
+	c = worker_connect_ok(w1);
+	call_int_ok(c, "sum", json_pack("{s:i}", "n", 42), 861);
+	herd_conn_unref(c);
+	/* The second spawn finds the copy: nothing is written again. */
+	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w2), 0);
+	ht_track_pid(herd_worker_pid(w2));
+	again = worker_path(m, w2);
+	ck_assert_str_eq(again, cached);
+	ck_assert_int_eq(stat(cached, &st2), 0);
+	ck_assert_int_eq(st1.st_ino, st2.st_ino);
+	ck_assert_int_eq(st1.st_mtim.tv_nsec, st2.st_mtim.tv_nsec);
+	/* A changed copy no longer matches its hash: refused, not run. */
+	ck_assert_int_eq(herd_master_shutdown(m, herd_worker_id(w1), 0, NULL), 0);
+	ck_assert_int_eq(herd_master_shutdown(m, herd_worker_id(w2), 0, NULL), 0);
+	fd = open(cached, O_WRONLY | O_APPEND | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "x", 1), 1);
+	close(fd);
+	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w3), -EREMOTEIO);
+	ck_assert_str_eq(herd_error_name(herd_master_last_error(m)), "spawn_failed");
+	ck_assert_msg(strstr(herd_error_message(herd_master_last_error(m)), "refused"), "%s",
+	    herd_error_message(herd_master_last_error(m)));
+	ck_assert_int_eq(unlink(cached), 0);
+	free(cached);
+	free(again);
+	json_decref(opts);
+	herd_worker_unref(w1);
+	herd_worker_unref(w2);
+	herd_master_unref(m);
+}
+END_TEST
+
 /* Runs the ssh testbed's script with verb and host 1 ("cut 1", "heal 1"). */
 static void
 testbed_ok(const char *verb)
@@ -459,7 +560,7 @@ main(int argc, char **argv)
 		.teardown = ht_client_teardown,
 		.tests = { test_kinds_on_every_host, test_master_killed, test_launcher_killed,
 		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
-		    test_network_cut } };
+		    test_ship_executable, test_network_cut } };
 
 	hosts_load();
 	if (n_hosts == 0) {
