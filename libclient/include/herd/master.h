@@ -129,6 +129,12 @@ HERD_EXPORT herd_error *herd_master_last_error(herd_master *m);
  *     working directory, as fork() would and as rpc_parallel's workers run
  *     where their master runs, so relative paths mean the same to both;
  *     false leaves herdd's default, "/". An explicit "cwd" wins.
+ *   "ship": true, for a master on another host (herd_master_connect()),
+ *     copies the executable at "path" there first, into a per-user cache
+ *     named by its SHA-256 (nothing is copied when the host has it), and
+ *     runs that copy; a cached copy that changed is refused (spawn_failed,
+ *     -EREMOTEIO). The copy must find its shared libraries on the host.
+ *     Ignored on this host. PROTOCOL.md 9.5.
  * libherd also adds, unless present: "settings" = this master's resolved
  * settings (with the options' own "settings" fields on top).
  * herdd gives every worker HERD_SOCKET, its own control socket, so a worker
