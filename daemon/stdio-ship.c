@@ -93,7 +93,8 @@ ship_failed(struct herd__link *l, const char *sha, const char *error)
 {
 	log_warn("shipping %.64s: %s", sha, error);
 	ship_reset();
-	(void)herd__link_notify(l, "ship_failed", json_pack("{s:s, s:s}", "sha256", sha, "error", error));
+	(void)herd__link_notify(
+	    l, "ship_failed", json_pack("{s:s, s:s}", "sha256", sha, "error", error));
 }
 
 static void
@@ -136,7 +137,8 @@ ship_open(struct herd__link *l, const char *sha, json_int_t size, const char *di
 		if (r == 0 && strcmp(have, sha) == 0)
 			ship_done(l, sha, path, false);
 		else
-			ship_failed(l, sha, "the cached copy differs from the master's executable: refused");
+			ship_failed(l, sha,
+			    "the cached copy differs from the master's executable: refused");
 		return;
 	}
 	ship_reset();

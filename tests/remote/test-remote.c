@@ -500,6 +500,47 @@ START_TEST(test_ship_executable)
 }
 END_TEST
 
+/*
+ * ssh:// makes the command line git's GIT_SSH_COMMAND users expect: a fake
+ * ssh in $HERD_SSH_COMMAND (with an option of its own, split by the shell)
+ * records its arguments and runs the remote command here.
+ */
+START_TEST(test_ssh_command_line)
+{
+	char dir[128], fake[192], args[256], address[512], cmd[512];
+	const char *herdd = getenv("HERDD");
+	herd_error *err = NULL;
+	herd_master *m = NULL;
+	char got[512] = "";
+	FILE *f;
+	int r;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(fake, sizeof(fake), "%s/fake-ssh", dir);
+	snprintf(args, sizeof(args), "%s/args", dir);
+	f = fopen(fake, "we");
+	ck_assert_ptr_nonnull(f);
+	/* The remote command is the last argument, as ssh hands it to the remote shell. */
+	fprintf(f, "#!/bin/sh\necho \"$*\" > %s\nfor a; do last=$a; done\nexec sh -c \"$last\"\n",
+	    args);
+	fclose(f);
+	ck_assert_int_eq(chmod(fake, 0755), 0);
+	snprintf(cmd, sizeof(cmd), "%s -F my_config", fake);
+	ck_assert_int_eq(setenv("HERD_SSH_COMMAND", cmd, 1), 0);
+	snprintf(address, sizeof(address), "ssh://me@somehost:2222%s", herdd);
+	r = herd_master_connect(address, NULL, &m, &err);
+	ck_assert_msg(r == 0, "%s", err ? herd_error_message(err) : strerror(-r));
+	f = fopen(args, "re");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(got, sizeof(got), f));
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "-F my_config -p 2222 -l me -- somehost %s --stdio\n", herdd);
+	ck_assert_str_eq(got, cmd);
+	herd_master_unref(m);
+	unsetenv("HERD_SSH_COMMAND");
+}
+END_TEST
+
 /* Runs the ssh testbed's script with verb and host 1 ("cut 1", "heal 1"). */
 static void
 testbed_ok(const char *verb)
@@ -560,7 +601,7 @@ main(int argc, char **argv)
 		.teardown = ht_client_teardown,
 		.tests = { test_kinds_on_every_host, test_master_killed, test_launcher_killed,
 		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
-		    test_ship_executable, test_network_cut } };
+		    test_ship_executable, test_network_cut, test_ssh_command_line } };
 
 	hosts_load();
 	if (n_hosts == 0) {
