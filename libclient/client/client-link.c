@@ -639,17 +639,6 @@ herd__link_up(const char *address)
 	return up;
 }
 
-/* A connect or shipment is done with ml (may be NULL); lock held. */
-static void
-mlink_put(struct mlink *ml)
-{
-	/* The loop picks up what changed here (a channel given up, the last user gone). */
-	if (ml && --ml->users == 0 && ml->reaped)
-		mlink_free(ml);
-	else if (loop)
-		ev_async_send(loop, &wake);
-}
-
 /* The deadline timeout_ms from now on CLOCK_MONOTONIC, as the condition variable counts. */
 static void
 deadline_in(unsigned timeout_ms, struct timespec *ret)
@@ -663,29 +652,58 @@ deadline_in(unsigned timeout_ms, struct timespec *ret)
 	}
 }
 
+/*
+ * Takes the lock and the link to address's host for a connect or a
+ * shipment, up (the loop thread started and the link launched if need be)
+ * and held until mlink_put(), which drops both. *deadline is timeout_ms
+ * from now. On failure *ret may still be set: mlink_put() it all the same.
+ */
+static int
+mlink_take(const char *address, const struct herd__settings *s, unsigned timeout_ms,
+    struct timespec *deadline, struct mlink **ret, char **ret_why)
+{
+	const char *path;
+	char *spec = strndup(address, address_split(address, &path));
+	int r = spec ? 0 : -ENOMEM;
+
+	*ret = NULL;
+	deadline_in(timeout_ms, deadline);
+	pthread_mutex_lock(&lock);
+	if (r == 0)
+		r = loop_start();
+	if (r == 0)
+		r = mlink_get(spec, s, deadline, ret, ret_why);
+	free(spec);
+	return r;
+}
+
+/* A connect or shipment is done with ml (may be NULL); the lock goes too. */
+static void
+mlink_put(struct mlink *ml)
+{
+	/* The loop picks up what changed here (a channel given up, the last user gone). */
+	if (ml && --ml->users == 0 && ml->reaped)
+		mlink_free(ml);
+	else if (loop)
+		ev_async_send(loop, &wake);
+	pthread_mutex_unlock(&lock);
+}
+
 int
 herd__link_connect(const char *address, const struct herd__settings *s, unsigned timeout_ms,
     int *ret_fd, char **ret_why)
 {
-	const char *path;
-	_cleanup_free_ char *spec = NULL;
 	struct mlink *ml = NULL;
 	struct timespec deadline;
+	const char *path;
 	int r;
 
 	*ret_why = NULL;
-	spec = strndup(address, address_split(address, &path));
-	if (!spec)
-		return -ENOMEM;
-	deadline_in(timeout_ms, &deadline);
-	pthread_mutex_lock(&lock);
-	r = loop_start();
-	if (r == 0)
-		r = mlink_get(spec, s, &deadline, &ml, ret_why);
+	(void)address_split(address, &path);
+	r = mlink_take(address, s, timeout_ms, &deadline, &ml, ret_why);
 	if (r == 0)
 		r = chan_open(ml, path, &deadline, ret_fd, ret_why);
 	mlink_put(ml);
-	pthread_mutex_unlock(&lock);
 	if (r == 0)
 		(void)fcntl(*ret_fd, F_SETFL, fcntl(*ret_fd, F_GETFL) | O_NONBLOCK);
 	return r;
@@ -774,11 +792,10 @@ herd__link_ship(const char *address, const struct herd__settings *s, const char 
     unsigned timeout_ms, char **ret_path, char **ret_why)
 {
 	struct ship_req req = { .state = SHIP_WAIT };
-	_cleanup_free_ char *spec = NULL, *data = NULL;
+	_cleanup_free_ char *data = NULL;
 	struct proto_sha256 hash;
 	struct mlink *ml = NULL;
 	struct timespec deadline;
-	const char *rest;
 	char sha[65];
 	size_t len = 0;
 	int r;
@@ -793,18 +810,10 @@ herd__link_ship(const char *address, const struct herd__settings *s, const char 
 	proto_sha256_update(&hash, data, len);
 	proto_sha256_hex(&hash, sha);
 	req.sha = sha;
-	spec = strndup(address, address_split(address, &rest));
-	if (!spec)
-		return -ENOMEM;
-	deadline_in(timeout_ms, &deadline);
-	pthread_mutex_lock(&lock);
-	r = loop_start();
-	if (r == 0)
-		r = mlink_get(spec, s, &deadline, &ml, ret_why);
+	r = mlink_take(address, s, timeout_ms, &deadline, &ml, ret_why);
 	if (r == 0)
 		r = ship_run(ml, &req, data, len, &deadline);
 	mlink_put(ml);
-	pthread_mutex_unlock(&lock);
 	if (r == 0)
 		*ret_path = req.path;
 	else

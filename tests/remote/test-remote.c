@@ -286,33 +286,37 @@ fate_all_gone(const struct fate *f, int64_t t0, int timeout_ms)
 	return ht_now_ms() - t0;
 }
 
-START_TEST(test_master_killed)
+/* What a fate test SIGKILLs: the master, each launcher, or each launcher's process group. */
+enum victim { VICTIM_MASTER, VICTIM_LAUNCHER, VICTIM_LAUNCHER_GROUP };
+
+/* Kills the victim of a doomed master and measures until nothing is left on the far side. */
+static void
+fate_kill(enum victim v, const char *what, int timeout_ms)
 {
 	struct fate f;
 	int64_t t0, took;
 
 	fate_start(&f);
 	t0 = ht_now_ms();
-	ck_assert_int_eq(kill(f.master, SIGKILL), 0);
-	took = fate_all_gone(&f, t0, ht_ms(HB_TIMEOUT_MS));
-	printf("master SIGKILLed: every remote worker and herdd gone after %lld ms (timeout %d)\n",
-	    (long long)took, HB_TIMEOUT_MS);
+	if (v == VICTIM_MASTER)
+		ck_assert_int_eq(kill(f.master, SIGKILL), 0);
+	for (int i = 0; v != VICTIM_MASTER && i < n_hosts; i++)
+		ck_assert_int_eq(
+		    kill(v == VICTIM_LAUNCHER ? f.launcher[i] : -f.launcher[i], SIGKILL), 0);
+	took = fate_all_gone(&f, t0, timeout_ms);
+	printf("%s SIGKILLed: every remote worker and herdd gone after %lld ms (timeout %d)\n",
+	    what, (long long)took, HB_TIMEOUT_MS);
+}
+
+START_TEST(test_master_killed)
+{
+	fate_kill(VICTIM_MASTER, "master", ht_ms(HB_TIMEOUT_MS));
 }
 END_TEST
 
 START_TEST(test_launcher_killed)
 {
-	struct fate f;
-	int64_t t0, took;
-
-	fate_start(&f);
-	t0 = ht_now_ms();
-	for (int i = 0; i < n_hosts; i++)
-		ck_assert_int_eq(kill(f.launcher[i], SIGKILL), 0);
-	took = fate_all_gone(&f, t0, ht_ms(HB_TIMEOUT_MS));
-	printf("launchers SIGKILLed: every remote worker and herdd gone after %lld ms (timeout "
-	       "%d)\n",
-	    (long long)took, HB_TIMEOUT_MS);
+	fate_kill(VICTIM_LAUNCHER, "launchers", ht_ms(HB_TIMEOUT_MS));
 }
 END_TEST
 
@@ -323,17 +327,7 @@ END_TEST
  */
 START_TEST(test_launcher_group_killed)
 {
-	struct fate f;
-	int64_t t0, took;
-
-	fate_start(&f);
-	t0 = ht_now_ms();
-	for (int i = 0; i < n_hosts; i++)
-		ck_assert_int_eq(kill(-f.launcher[i], SIGKILL), 0);
-	took = fate_all_gone(&f, t0, ht_ms(HB_TIMEOUT_MS + 1000));
-	printf("launchers' process groups SIGKILLed: every remote worker and herdd gone after %lld "
-	       "ms (timeout %d)\n",
-	    (long long)took, HB_TIMEOUT_MS);
+	fate_kill(VICTIM_LAUNCHER_GROUP, "launchers' process groups", ht_ms(HB_TIMEOUT_MS + 1000));
 }
 END_TEST
 
