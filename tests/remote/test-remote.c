@@ -580,7 +580,8 @@ START_TEST(test_network_cut)
 	printf("network cut: the master heard host_lost after %lld ms, the far side's worker and "
 	       "herdd were gone after %lld ms (timeout %d)\n",
 	    (long long)master_ms, (long long)far_ms, HB_TIMEOUT_MS);
-	ck_assert_int_le(master_ms, ht_ms(HB_TIMEOUT_MS + HB_INTERVAL_MS));
+	/* The timeout runs from the last byte, before the cut; the margin is for a loaded CI. */
+	ck_assert_int_le(master_ms, ht_ms(HB_TIMEOUT_MS + 500));
 	herd_worker_unref(w);
 	herd_master_unref(m);
 }
