@@ -75,6 +75,7 @@ struct herdd_config {
 	unsigned keep_exited; /* exited records kept per uid */
 	unsigned keep_exited_ms; /* and for at most this long */
 	unsigned exit_idle_ms; /* exit once idle this long; 0: never */
+	bool stdio; /* --stdio: serve one master over stdin/stdout (stdio.c) */
 	struct proto_settings worker_settings; /* what spawned workers start from */
 };
 
@@ -140,6 +141,8 @@ extern struct herdd herdd;
 
 /* Monotonic clock in milliseconds. */
 int64_t now_ms(void);
+/* Stops accepting and every worker; the loop ends once they are reaped (SIGTERM's path). */
+void main_shutdown(void);
 /* Called when the last worker is gone during shutdown: ends the loop. */
 void main_maybe_exit(void);
 /* Fills herdd.cfg from the defaults, the options and HERD_RPC_SETTINGS; exits on a bad one. */
@@ -164,6 +167,23 @@ void server_stop_accepting(void);
 void server_close(void);
 /* Creates (if needed) the per-uid 0700 worker socket directory. Returns 0 or -errno. */
 int server_worker_dir(uid_t uid, gid_t gid, char *buf, size_t len);
+
+/* ---- stdio.c ---- */
+
+/* --stdio: takes stdin/stdout for the link (before anything opens fds) and picks the socket. */
+void stdio_take(void);
+/* Starts serving the master on the link (after the server is up). */
+void stdio_start(void);
+/* Ends the link and removes this instance's files and directories. */
+void stdio_cleanup(void);
+
+/* ---- stdio-ship.c ---- */
+
+struct herd__link;
+/* Handles a link's ship_* message (PROTOCOL.md 9.5); false for another method. */
+bool stdio_ship(struct herd__link *l, const char *method, json_t *params);
+/* Removes a copy left unfinished by the link's end. */
+void stdio_ship_cleanup(void);
 
 /* ---- conn.c ---- */
 

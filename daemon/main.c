@@ -56,6 +56,7 @@ enum opt_type {
 	OPT_STRING, /* char *, strdup'd */
 	OPT_ABSPATH, /* char *, an absolute path */
 	OPT_LOG_LEVEL, /* enum log_level */
+	OPT_FLAG, /* bool, set by the option */
 	OPT_VERSION,
 	OPT_HELP,
 };
@@ -123,6 +124,10 @@ static const struct opt_row {
 	{ "exit-idle-ms", OPT_NUMBER, CFG(exit_idle_ms), 0, 86400000, 0, "N",
 	    "exit after N ms with no connection and no live\nworker",
 	    "0: never; autostarted: 10000" },
+	{ "stdio", OPT_FLAG, CFG(stdio), 0, 0, 0, NULL,
+	    "serve one master over stdin and stdout (the\nlink of PROTOCOL.md 9: ssh, srun); exit "
+	    "when\nit ends",
+	    NULL },
 	{ "version", OPT_VERSION, 0, 0, 0, 0, NULL, "print herdd's version and exit", NULL },
 	{ "help", OPT_HELP, 0, 0, 0, 0, NULL, "print this help and exit", NULL },
 #undef CFG
@@ -254,6 +259,9 @@ option_apply(struct herdd_config *c, const struct opt_row *o, const char *arg)
 		}
 		*(enum log_level *)field = (enum log_level)lvl;
 		break;
+	case OPT_FLAG:
+		*(bool *)field = true;
+		break;
 	case OPT_VERSION:
 		printf("herdd %s\n", HERD_VERSION);
 		exit(0);
@@ -352,6 +360,8 @@ exit_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 shutdown_begin(struct ev_loop *loop)
 {
+	if (herdd.stopping)
+		return;
 	herdd.stopping = true;
 	ev_prepare_stop(loop, &idle_check);
 	ev_timer_stop(loop, &idle_timer);
@@ -361,6 +371,12 @@ shutdown_begin(struct ev_loop *loop)
 	ev_timer_init(&exit_deadline, exit_deadline_cb, herdd.cfg.grace_ms / 1000.0 + 5.0, 0.);
 	ev_timer_start(loop, &exit_deadline);
 	main_maybe_exit();
+}
+
+void
+main_shutdown(void)
+{
+	shutdown_begin(herdd.loop);
 }
 
 static void
@@ -572,6 +588,12 @@ start_up(int argc, char **argv)
 	herdd.pid = getpid();
 	herdd.started_ms = now_ms();
 	main_parse_options(argc, argv);
+	if (herdd.cfg.stdio) {
+		stdio_take();
+		/* Its stderr is the master's terminal: only what needs a look. */
+		if (!given(opt_seen, offsetof(struct herdd_config, log_level)))
+			herdd.cfg.log_level = LOG_LEVEL_WARN;
+	}
 	r = log_open(herdd.cfg.log_level, herdd.cfg.log_file);
 	if (r < 0) {
 		fprintf(
@@ -593,6 +615,8 @@ start_up(int argc, char **argv)
 	main_state_init();
 	server_open();
 	server_start();
+	if (herdd.cfg.stdio)
+		stdio_start();
 }
 
 /* The signals and the idle check. */
@@ -628,6 +652,7 @@ clean_up(void)
 	ev_prepare_stop(herdd.loop, &idle_check);
 	ev_timer_stop(herdd.loop, &idle_timer);
 	main_state_free();
+	stdio_cleanup();
 	server_close();
 	cgroup_cleanup();
 	ev_signal_stop(herdd.loop, &sig_term);

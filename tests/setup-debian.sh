@@ -5,7 +5,8 @@ set -eu
 
 pkgs="gcc libc6-dev pkg-config meson ninja-build libev-dev libjansson-dev
 libsystemd-dev check valgrind socat jq clang-format systemd procps strace
-python3 git groff-base binutils"
+python3 git groff-base binutils
+openssh-server openssh-client munge slurmctld slurmd slurm-client iproute2 util-linux"
 
 missing=""
 for p in $pkgs; do
@@ -23,6 +24,16 @@ else
 	exit 1
 fi
 echo "setup-debian: installing$missing"
+# tests/remote's test beds start their own sshd, munged and Slurm daemons:
+# the packages' system services must not start (policy-rc.d says no).
+pol=/usr/sbin/policy-rc.d
+made=
+if [ ! -e "$pol" ]; then
+	printf '#!/bin/sh\nexit 101\n' | $as_root tee "$pol" >/dev/null
+	$as_root chmod 755 "$pol"
+	made=1
+fi
 $as_root apt-get update -qq
 # shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq --no-install-recommends $missing
+[ -z "$made" ] || $as_root rm -f "$pol"

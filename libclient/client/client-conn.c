@@ -82,6 +82,27 @@ fail:
 	return r;
 }
 
+/* A connected fd to a socket path, or through a link to an address on another host. */
+static int
+conn_connect(const char *address, const struct herd__settings *s, herd_error **ret_error)
+{
+	_cleanup_free_ char *why = NULL;
+	int fd, r;
+
+	if (!herd__link_address(address)) {
+		fd = socket_connect(address, s->connection_timeout_ms);
+		if (fd < 0)
+			return fail_local(ret_error, fd, HERD_E_CONNECTION_CLOSED,
+			    "cannot connect to %s: %s", address, strerror(-fd));
+		return fd;
+	}
+	r = herd__link_connect(address, s, s->connection_timeout_ms, &fd, &why);
+	if (r < 0)
+		return fail_local(ret_error, r, HERD_E_CONNECTION_CLOSED,
+		    "cannot connect to %s: %s", address, why ? why : strerror(-r));
+	return fd;
+}
+
 /* Takes the effective settings the server answered with; heartbeats only if it agreed. */
 static void
 conn_apply_effective(herd_conn *conn, json_t *result)
@@ -131,7 +152,8 @@ open_check(const char *socket_path, json_t *settings, bool heartbeats, herd_conn
 	if (!socket_path || !*socket_path || !ret)
 		return fail_local(ret_error, -EINVAL, HERD_E_INVALID_PARAMS,
 		    "a socket path and a place for the connection are required");
-	if (strlen(socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+	if (!herd__link_address(socket_path) &&
+	    strlen(socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
 		return fail_local(ret_error, -EINVAL, HERD_E_INVALID_PARAMS,
 		    "socket path too long: %s", socket_path);
 	if (settings && !json_is_object(settings))
@@ -228,10 +250,9 @@ herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra, 
 	r = open_check(socket_path, settings, heartbeats, ret, &s, ret_error);
 	if (r < 0)
 		return r;
-	fd = socket_connect(socket_path, s.connection_timeout_ms);
+	fd = conn_connect(socket_path, &s, ret_error);
 	if (fd < 0)
-		return fail_local(ret_error, fd, HERD_E_CONNECTION_CLOSED,
-		    "cannot connect to %s: %s", socket_path, strerror(-fd));
+		return fd;
 	conn = herd__conn_new(fd, &s);
 	if (!conn)
 		return fail_local(ret_error, -ENOMEM, HERD_E_INTERNAL_ERROR, "out of memory");
@@ -316,6 +337,8 @@ herd__conn_closed(struct herd__peer *p, int reason, const char *why)
 	herd__ops_fail_all(conn, ops_err);
 	herd_error_unref(ops_err);
 
+	if (conn->closed_fn)
+		conn->closed_fn(conn, reason, err, conn->notify_userdata);
 	cb = conn->close_cb;
 	conn->close_cb = NULL;
 	if (cb)

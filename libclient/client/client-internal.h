@@ -120,6 +120,8 @@ struct herd_conn {
 
 	/* Notifications the conn itself does not know ("event" for the master API). */
 	void (*notify_fn)(herd_conn *conn, const char *method, json_t *params, void *userdata);
+	/* The connection closed (before the close callback), with notify_userdata. */
+	void (*closed_fn)(herd_conn *conn, int reason, herd_error *err, void *userdata);
 	/* Params of our heartbeats (a new reference; NULL: none), with notify_userdata. */
 	json_t *(*heartbeat_fn)(herd_conn *conn, void *userdata);
 	void *notify_userdata;
@@ -152,6 +154,31 @@ bool herd__autostart_enabled(void);
  * default_path, the socket's directory must exist already. 0 or -errno.
  */
 int herd__autostart(const char *socket_path, bool default_path, unsigned timeout_ms);
+
+/* ---- client-link.c ---- */
+
+/* True when address names a host (ssh://, slurm://, exec:), reached over a link. */
+bool herd__link_address(const char *address);
+/* True while this process has a link up to address's host. */
+bool herd__link_up(const char *address);
+/*
+ * Connects to address, HOST or HOST#PATH (PATH a socket on HOST), through
+ * the process's link to HOST (PROTOCOL.md 9), launched if there is none,
+ * with s's heartbeats and message size, within timeout_ms. Returns 0 with
+ * *ret_fd (connected, non-blocking, close-on-exec), or -errno with *ret_why
+ * a malloc'd sentence (may be NULL).
+ */
+int herd__link_connect(const char *address, const struct herd__settings *s, unsigned timeout_ms,
+    int *ret_fd, char **ret_why);
+
+/*
+ * Ships the executable at path to address's host (PROTOCOL.md 9.5) over its
+ * link, unless the host's cache holds it already. Returns 0 with *ret_path
+ * (malloc'd) its path there, or -errno with *ret_why a malloc'd sentence
+ * (-EPERM: the host refused it, its cached copy differs).
+ */
+int herd__link_ship(const char *address, const struct herd__settings *s, const char *path,
+    unsigned timeout_ms, char **ret_path, char **ret_why);
 
 /* ---- client-conn.c ---- */
 

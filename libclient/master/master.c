@@ -31,6 +31,8 @@ struct herd_master {
 	void *failure_userdata;
 	herd_master_event_cb on_event;
 	void *event_userdata;
+	/* On another host: its workers not yet ended (id -> WORKER), told if the link is lost. */
+	json_t *live;
 };
 
 struct herd_worker {
@@ -81,7 +83,7 @@ static bool
 event_is_failure(const char *event, json_t *worker)
 {
 	static const char *const failures[] = { "crashed", "failed", "heartbeat_lost",
-		"spawn_timeout", "init_failed", "killed" };
+		"spawn_timeout", "init_failed", "killed", "host_lost" };
 	json_t *code;
 
 	for (size_t i = 0; i < sizeof(failures) / sizeof(failures[0]); i++)
@@ -90,6 +92,24 @@ event_is_failure(const char *event, json_t *worker)
 	code = json_object_get(worker, "exit_code");
 	return strcmp(event, "exited") == 0 && json_is_integer(code) &&
 	    json_integer_value(code) != 0;
+}
+
+/* Runs the callbacks for one event; a worker that ended is no longer live. */
+static void
+master_deliver(herd_master *m, const char *event, const char *id, const char *message, json_t *tail,
+    json_t *worker)
+{
+	const char *state = json_string_value(json_object_get(worker, "state"));
+
+	if (m->live && state && strcmp(state, "exited") == 0)
+		json_object_del(m->live, id);
+	/* A callback may drop the last reference to the master. */
+	herd_master_ref(m);
+	if (m->on_event)
+		m->on_event(m, event, id, message, tail, worker, m->event_userdata);
+	if (m->on_failure && event_is_failure(event, worker))
+		m->on_failure(m, event, id, message, tail, worker, m->failure_userdata);
+	herd_master_unref(m);
 }
 
 /* herdd's notifications: "event" goes to the callbacks; others are ignored (forward compat). */
@@ -111,15 +131,33 @@ master_notify(herd_conn *conn, const char *method, json_t *params, void *userdat
 		return;
 	if (!json_is_array(tail))
 		tail = empty = json_array();
-
-	/* A callback may drop the last reference to the master. */
-	herd_master_ref(m);
-	if (m->on_event)
-		m->on_event(m, event, id, message, tail, worker, m->event_userdata);
-	if (m->on_failure && event_is_failure(event, worker))
-		m->on_failure(m, event, id, message, tail, worker, m->failure_userdata);
-	herd_master_unref(m);
+	master_deliver(m, event, id, message, tail, worker);
 	json_decref(empty);
+}
+
+/*
+ * The link to another host was lost (its herdd killed, the network cut, the
+ * launcher gone): no herdd is left to tell how the workers there ended, and
+ * that herdd stops them all (PROTOCOL.md 9), so each live one is reported
+ * here as "host_lost", a failure.
+ */
+static void
+master_lost(herd_conn *conn, int reason, herd_error *err, void *userdata)
+{
+	herd_master *m = userdata;
+	_cleanup_json_ json_t *live = m->live;
+	_cleanup_json_ json_t *tail = json_array();
+	const char *id;
+	json_t *worker;
+
+	m->live = NULL;
+	if (reason == 0 || !live)
+		return;
+	json_object_foreach(live, id, worker) {
+		json_object_set_new(worker, "state", json_string("exited"));
+		json_object_set_new(worker, "reason", json_string("host_lost"));
+		master_deliver(m, "host_lost", id, herd_error_message(err), tail, worker);
+	}
 }
 
 /* ---- connection ---- */
@@ -162,7 +200,8 @@ master_open(const char *socket_path, json_t *settings, const char *role, herd_ma
 	}
 	r = herd__conn_open(path, role, extra, settings, true, &m->conn, ret_error);
 	/* Nobody there (no socket, or a stale one): start a private herdd, as tmux does. */
-	if (master && (r == -ENOENT || r == -ECONNREFUSED) && herd__autostart_enabled() &&
+	if (master && (r == -ENOENT || r == -ECONNREFUSED) && !herd__link_address(path) &&
+	    herd__autostart_enabled() &&
 	    herd__autostart(path, master_socket_is_default(socket_path), s.handshake_timeout_ms) ==
 	        0) {
 		if (ret_error)
@@ -176,6 +215,10 @@ master_open(const char *socket_path, json_t *settings, const char *role, herd_ma
 	}
 	m->conn->notify_fn = master_notify;
 	m->conn->notify_userdata = m;
+	if (master && herd__link_address(path)) {
+		m->live = json_object();
+		m->conn->closed_fn = master_lost;
+	}
 	m->path = path;
 	path = NULL;
 	if (master)
@@ -228,11 +271,13 @@ master_free(herd_master *m)
 {
 	/* The connection may outlive us (a caller holds it): it must not call back into us. */
 	m->conn->notify_fn = NULL;
+	m->conn->closed_fn = NULL;
 	m->conn->notify_userdata = NULL;
 	if (m->conn->peer.n_ref == 1)
 		master_goodbye(m);
 	herd_conn_unref(m->conn);
 	json_decref(m->settings);
+	json_decref(m->live);
 	free(m->path);
 	free(m);
 }
@@ -434,6 +479,38 @@ spawn_cwd(json_t *opts, json_t *p)
 }
 
 /*
+ * "ship": true on a master on another host copies the executable there
+ * first (PROTOCOL.md 9.5) and runs that copy; here it changes nothing. A
+ * refusal is the spawn's error (spawn_failed), returned as -EREMOTEIO.
+ */
+static int
+spawn_ship(herd_master *m, json_t *opts, json_t *p)
+{
+	json_t *ship = json_object_get(opts, "ship");
+	_cleanup_free_ char *path = NULL, *why = NULL;
+	struct herd__settings s;
+	herd_error *err;
+	int r;
+
+	if (ship && !json_is_boolean(ship))
+		return -EINVAL;
+	json_object_del(p, "ship");
+	if (!json_is_true(ship) || !herd__link_address(m->path))
+		return 0;
+	r = herd__settings_resolve(m->settings, &s, NULL);
+	if (r == 0)
+		r = herd__link_ship(m->path, &s, json_string_value(json_object_get(opts, "path")),
+		    s.spawn_timeout_ms, &path, &why);
+	if (r == 0)
+		return json_object_set_new(p, "path", json_string(path)) < 0 ? -ENOMEM : 0;
+	err = herd__error_newf(HERD_E_SPAWN_FAILED, "shipping %s: %s",
+	    json_string_value(json_object_get(opts, "path")), why ? why : strerror(-r));
+	herd__conn_set_error(m->conn, err);
+	herd_error_unref(err);
+	return -EREMOTEIO;
+}
+
+/*
  * The spawn params: the caller's options (borrowed) with this master's settings
  * under theirs, the variables of this process they inherit under their env,
  * and this process's working directory unless they chose one.
@@ -462,6 +539,8 @@ spawn_params(herd_master *m, json_t *opts, json_t **ret, uint64_t *ret_timeout)
 	r = spawn_env(opts, p);
 	if (r == 0)
 		r = spawn_cwd(opts, p);
+	if (r == 0)
+		r = spawn_ship(m, opts, p);
 	if (r < 0)
 		return r;
 
@@ -496,13 +575,19 @@ worker_new(herd_master *m, json_t *result)
 		return NULL;
 	w->n_ref = 1;
 	w->id = strdup(id);
-	w->socket = strdup(socket);
+	/* A worker on another host is reached through the master's link: HOST#PATH. */
+	if (!herd__link_address(m->path))
+		w->socket = strdup(socket);
+	else if (asprintf(&w->socket, "%s#%s", m->path, socket) < 0)
+		w->socket = NULL;
 	w->name = strdup(name ? name : id);
 	w->pid = (int)json_integer_value(pid);
 	w->settings = json_incref(m->settings);
 	w->herdd = strdup(m->path);
 	if (!w->id || !w->socket || !w->name || !w->herdd)
 		return herd_worker_unref(w);
+	if (m->live)
+		json_object_set_new(m->live, id, json_copy(result));
 	return w;
 }
 
@@ -518,10 +603,12 @@ herd_master_spawn(herd_master *m, json_t *opts, uint64_t timeout_usec, herd_work
 		return -EINVAL;
 	r = spawn_params(m, opts, &params, &timeout);
 	if (r < 0) {
-		master_local_error(m, HERD_E_INVALID_PARAMS,
-		    "spawn options must be an object with a string \"path\"; "
-		    "\"settings\" and \"env\" must be objects, \"inherit_env\" a boolean "
-		    "or an array of strings, \"inherit_cwd\" a boolean");
+		/* A failed shipment set its own error. */
+		if (r != -EREMOTEIO)
+			master_local_error(m, HERD_E_INVALID_PARAMS,
+			    "spawn options must be an object with a string \"path\"; "
+			    "\"settings\" and \"env\" must be objects, \"inherit_env\" a boolean "
+			    "or an array of strings, \"inherit_cwd\" and \"ship\" booleans");
 		return r;
 	}
 	/* A callback run during the wait may drop the caller's reference; worker_new needs m. */
@@ -737,6 +824,9 @@ worker_exit_cause(herd_conn *conn, void *userdata)
 	herd_error *err = NULL;
 	herd_conn *c = NULL;
 
+	/* A lost host has no herdd left to ask; a new link would only meet a new one. */
+	if (herd__link_address(x->herdd) && !herd__link_up(x->herdd))
+		return NULL;
 	settings = json_pack("{s:i, s:i, s:i}", "connection_timeout_ms",
 	    (int)(EXIT_CAUSE_USEC / HERD__USEC_PER_MSEC), "handshake_timeout_ms",
 	    (int)(EXIT_CAUSE_USEC / HERD__USEC_PER_MSEC), "heartbeat_interval_ms", 0);

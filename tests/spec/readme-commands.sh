@@ -9,6 +9,8 @@
 #   herdctl list/inspect/logs/call/watch/spawn/... test-sup-herdctl
 #   meson install, cc ... $(pkg-config ...)        tests/install (install-pkgconfig,
 #                                                  with DESTDIR: no system change)
+#   herdctl --socket ssh://..., sbatch map.sbatch  tests/remote (run-remote.sh, on
+#                                                  the ssh and Slurm test beds)
 set -eu
 cd "$(dirname "$0")/../.."
 

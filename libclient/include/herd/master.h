@@ -61,6 +61,14 @@ typedef struct herd_worker herd_worker;
  * connection and no worker that long; its stderr goes to herdd.log next to the
  * socket. Readiness (READY=1) is awaited for at most handshake_timeout_ms.
  * HERD_NO_AUTOSTART=1 in the environment turns this off.
+ * socket_path (or $HERD_SOCKET) may name another host instead:
+ * "ssh://[user@]host[:port][/path/to/herdd]", "slurm://node" or
+ * "exec:COMMAND" (PROTOCOL.md 9): a launcher runs `herdd --stdio` there and
+ * its stdin/stdout become a link that carries this session and the
+ * connections to the workers spawned there (their socket is "HOST#PATH").
+ * Everything below works the same; the link's heartbeats are this master's
+ * settings, and a link that is lost reports each worker not yet ended as
+ * "host_lost". Never autostarted.
  * Returns 0 with *ret (new reference), or -EINVAL, -ENOENT/-ECONNREFUSED (no
  * herdd there and none could be started), -ETIMEDOUT, -EREMOTEIO (herdd refused: permission_denied...);
  * ret_error (may be NULL) receives a new reference to the error.
@@ -121,6 +129,12 @@ HERD_EXPORT herd_error *herd_master_last_error(herd_master *m);
  *     working directory, as fork() would and as rpc_parallel's workers run
  *     where their master runs, so relative paths mean the same to both;
  *     false leaves herdd's default, "/". An explicit "cwd" wins.
+ *   "ship": true, for a master on another host (herd_master_connect()),
+ *     copies the executable at "path" there first, into a per-user cache
+ *     named by its SHA-256 (nothing is copied when the host has it), and
+ *     runs that copy; a cached copy that changed is refused (spawn_failed,
+ *     -EREMOTEIO). The copy must find its shared libraries on the host.
+ *     Ignored on this host. PROTOCOL.md 9.5.
  * libherd also adds, unless present: "settings" = this master's resolved
  * settings (with the options' own "settings" fields on top).
  * herdd gives every worker HERD_SOCKET, its own control socket, so a worker
@@ -228,8 +242,9 @@ HERD_EXPORT int herd_master_request_async(
 
 /*
  * herdd's event notification: event ("ready", "exited", "crashed", "failed",
- * "heartbeat_lost", "spawn_timeout", "init_failed", "stopped", "killed", or a
- * newer name),
+ * "heartbeat_lost", "spawn_timeout", "init_failed", "stopped", "killed",
+ * "host_lost" (libherd's own, for a master on another host whose link was
+ * lost: a failure), or a newer name),
  * the worker's id, message (may be NULL), stderr_tail (borrowed array of the
  * last stderr lines) and worker (borrowed WORKER object). All are valid during
  * the callback only.

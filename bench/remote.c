@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Workers on another host (PROTOCOL.md 9) beside what the transport costs
+ * by itself, over the same launcher:
+ *   remote-bench rtt HOST WORKER N     a call's round trip through the link
+ *                                      vs a line echoed by `cat` through the
+ *                                      same launcher (ssh HOST cat)
+ *   remote-bench spawn HOST WORKER N   a remote spawn (link and herdd up) vs
+ *                                      the launcher running `true`
+ * HOST is a host address (ssh://h1); $HERD_SSH_COMMAND applies to both sides.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <herd/herd.h>
+
+#include "stats.h"
+
+extern char **environ;
+
+/* The launcher of an ssh:// host running cmd, on a socketpair; *ret_fd gets our end. */
+static pid_t
+launch(const char *host, const char *cmd, int *ret_fd)
+{
+	const char *ssh = getenv("HERD_SSH_COMMAND");
+	const char *argv[] = { "sh", "-c", NULL, NULL };
+	posix_spawn_file_actions_t fa;
+	char *script = NULL;
+	pid_t pid = -1;
+	int sv[2];
+
+	if (strncmp(host, "ssh://", 6) != 0 ||
+	    asprintf(&script, "exec %s %s %s", ssh && *ssh ? ssh : "ssh", host + 6, cmd) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		free(script);
+		return -1;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
+	argv[2] = script;
+	if (posix_spawn(&pid, "/bin/sh", &fa, NULL, (char *const *)argv, environ) != 0)
+		pid = -1;
+	posix_spawn_file_actions_destroy(&fa);
+	close(sv[1]);
+	free(script);
+	*ret_fd = sv[0];
+	return pid;
+}
+
+/* Writes line and reads it back whole. Returns 0 or -1. */
+static int
+echo_once(int fd, const char *line, size_t len, char *buf)
+{
+	size_t got = 0;
+	ssize_t n;
+
+	if (write(fd, line, len) != (ssize_t)len)
+		return -1;
+	while (got < len) {
+		n = read(fd, buf + got, len - got);
+		if (n <= 0)
+			return -1;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+/* The baseline: the same line through `cat` on the host, N times. */
+static int
+raw_rtt(const char *host, int n)
+{
+	static const char line[] =
+	    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"x\":1}}\n";
+	struct samples s = { 0 };
+	char buf[sizeof(line)];
+	int fd, status;
+	pid_t pid = launch(host, "cat", &fd);
+
+	if (pid < 0)
+		return -1;
+	for (int i = 0; i < n + n / 10; i++) {
+		uint64_t t0 = bench_now_ns();
+
+		if (echo_once(fd, line, sizeof(line) - 1, buf) < 0)
+			return -1;
+		if (i >= n / 10)
+			samples_add(&s, bench_now_ns() - t0);
+	}
+	close(fd);
+	waitpid(pid, &status, 0);
+	samples_report(&s, "remote_rtt", "ssh_cat");
+	samples_free(&s);
+	return 0;
+}
+
+static int
+run_rtt(char **args)
+{
+	const char *host = args[0];
+	int n = atoi(args[2]);
+	json_t *opts = herd_spawn_opts_new(args[1], NULL), *arg = json_pack("{s:i}", "x", 1);
+	struct samples s = { 0 };
+	herd_master *m = NULL;
+	herd_worker *w = NULL;
+	herd_conn *c = NULL;
+
+	if (herd_master_connect(host, NULL, &m, NULL) < 0 ||
+	    herd_master_spawn(m, opts, 0, &w) < 0 || herd_worker_connect(w, NULL, &c, NULL) < 0)
+		return 1;
+	for (int i = 0; i < n + n / 10; i++) {
+		uint64_t t0 = bench_now_ns();
+
+		if (herd_call(c, "echo", arg, 0, NULL) < 0)
+			return 1;
+		if (i >= n / 10)
+			samples_add(&s, bench_now_ns() - t0);
+	}
+	samples_report(&s, "remote_rtt", "herd_link");
+	samples_free(&s);
+	herd_conn_unref(c);
+	herd_worker_unref(w);
+	herd_master_unref(m);
+	json_decref(opts);
+	json_decref(arg);
+	return raw_rtt(host, n) < 0;
+}
+
+static int
+run_spawn(char **args)
+{
+	const char *host = args[0];
+	int n = atoi(args[2]), fd, status;
+	json_t *opts = herd_spawn_opts_new(args[1], NULL);
+	struct samples herd = { 0 }, raw = { 0 };
+	char buf[1];
+
+	for (int i = 0; i < n; i++) {
+		uint64_t t0 = bench_now_ns();
+		herd_master *m = NULL;
+		herd_worker *w = NULL;
+		pid_t pid;
+
+		if (herd_master_connect(host, NULL, &m, NULL) < 0 ||
+		    herd_master_spawn(m, opts, 0, &w) < 0)
+			return 1;
+		samples_add(&herd, bench_now_ns() - t0);
+		herd_worker_unref(w);
+		herd_master_unref(m);
+		t0 = bench_now_ns();
+		pid = launch(host, "true", &fd);
+		if (pid < 0 || read(fd, buf, 1) != 0)
+			return 1;
+		waitpid(pid, &status, 0);
+		close(fd);
+		samples_add(&raw, bench_now_ns() - t0);
+	}
+	samples_report(&herd, "remote_spawn", "herd_connect_spawn");
+	samples_report(&raw, "remote_spawn", "ssh_true");
+	samples_free(&herd);
+	samples_free(&raw);
+	json_decref(opts);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct bench_mode modes[] = {
+		{ "rtt", "HOST WORKER N", 3, run_rtt },
+		{ "spawn", "HOST WORKER N", 3, run_spawn },
+		{ NULL },
+	};
+	const struct bench_mode *mode = bench_mode_find(modes, "remote-bench", argc, argv);
+
+	return mode ? mode->run(argv + 2) : 2;
+}

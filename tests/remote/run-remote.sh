@@ -1,0 +1,92 @@
+#!/bin/sh
+# Runs test-remote against real remote hosts from the testbed (../shared/testbed):
+#   run-remote.sh ssh TEST-REMOTE     three ssh hosts (network namespaces, own sshd)
+#   run-remote.sh slurm TEST-REMOTE   three nodes of a one-machine Slurm cluster
+# It brings the testbed up and takes it down again at the end (unless it was
+# up already: then it is someone else's and stays). HERDD and
+# HERD_EXAMPLE_WORKER come from meson; every host shares this file system,
+# so the build's herdd runs there as it is. Skips (77) only where the
+# machine cannot give namespaces or the testbed scripts are not there.
+set -eu
+
+kind=$1
+test_remote=$2
+src=$(cd "$(dirname "$0")/../.." && pwd)
+
+testbed=${HERD_TESTBED:-}
+for d in "$src/../shared/testbed" "$src/../../shared/testbed"; do
+	[ -z "$testbed" ] && [ -x "$d/ssh-hosts.sh" ] && testbed=$(cd "$d" && pwd)
+done
+if [ -z "$testbed" ]; then
+	echo "SKIP: no testbed scripts (set HERD_TESTBED to the testbed folder)"
+	exit 77
+fi
+if [ "$(id -u)" != 0 ] || ! unshare -n true 2>/dev/null; then
+	echo "SKIP: this machine does not let us make network namespaces (root needed)"
+	exit 77
+fi
+
+export HERD_TESTBED_DIR=${HERD_TESTBED_DIR:-/tmp/herd-testbed}
+export HERD_REMOTE_HERDD="$HERDD"
+
+case $kind in
+ssh)
+	script=$testbed/ssh-hosts.sh
+	export HERD_SSH_MODE=netns HERD_TESTBED_SSH="$script"
+	export HERD_SSH_COMMAND="ssh -F $HERD_TESTBED_DIR/ssh/ssh_config"
+	export HERD_REMOTE_HOSTS=ssh://herd-h1,ssh://herd-h2,ssh://herd-h3
+	;;
+slurm)
+	script=$testbed/slurm.sh
+	export SLURM_CONF=$HERD_TESTBED_DIR/slurm/slurm.conf
+	export HERD_REMOTE_HOSTS=slurm://n1,slurm://n2,slurm://n3
+	;;
+*)
+	echo "usage: run-remote.sh ssh|slurm TEST-REMOTE" >&2
+	exit 2
+	;;
+esac
+
+mine=
+if ! "$script" status >/dev/null 2>&1; then
+	mine=1
+	trap '"$script" down >/dev/null 2>&1 || true' EXIT
+	"$script" up 3 >/dev/null
+fi
+state="already up"
+[ -z "$mine" ] || state="brought up here"
+echo "hosts: $HERD_REMOTE_HOSTS (test bed $state)"
+"$test_remote"
+
+# The README's commands ("Running on other hosts"), with the build's herdctl
+# and test worker in place of the installed ones: one pool over the link.
+PATH=$(dirname "$HERDCTL"):$PATH
+export HERD_TESTWORKER PATH
+expected=$(seq 1 100 | awk '{print $1 * ($1 - 1) / 2}')
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"; [ -z "$mine" ] || "$script" down >/dev/null 2>&1 || true' EXIT
+case $kind in
+ssh)
+	seq 1 100 | sed 's/.*/{"n":&}/' |
+		herdctl --socket ssh://herd-h1 map -j 2 -- "$HERD_TESTWORKER" sum >"$tmp/out"
+	;;
+slurm)
+	(cd "$tmp" && sbatch --wait "$src/examples/map.sbatch" >/dev/null)
+	mv "$tmp/herd-map.out" "$tmp/out"
+	;;
+esac
+if [ "$(cat "$tmp/out")" != "$expected" ]; then
+	echo "FAIL: the README's $kind map gave:" >&2
+	head -5 "$tmp/out" >&2
+	exit 1
+fi
+echo "README's $kind map: 100 exact results"
+
+# The link's cost beside the bare transport (figures printed, not judged):
+# a call's round trip vs a line echoed by cat over the same ssh, a remote
+# spawn vs ssh HOST true. bench/ is built unless -Dbench=false.
+bench=$(dirname "$test_remote")/../../bench/remote-bench
+if [ "$kind" = ssh ] && [ -x "$bench" ]; then
+	"$bench" rtt ssh://herd-h1 "$HERD_TESTWORKER" 1000
+	"$bench" spawn ssh://herd-h1 "$HERD_TESTWORKER" 3
+fi

@@ -1,0 +1,609 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Workers on other hosts (PROTOCOL.md 9): a master reaches each host of
+ * $HERD_REMOTE_HOSTS (comma-separated addresses: ssh://, slurm://, exec:)
+ * through a link to `herdd --stdio` there, and gets the same API and the
+ * same fate-sharing as on one machine. Without $HERD_REMOTE_HOSTS the hosts
+ * are three `exec:` links to $HERDD on this machine, so the link itself is
+ * tested everywhere; tests/remote/run-remote.sh brings up the ssh testbed
+ * and Slurm and runs this program against them.
+ *
+ * Every host shares this machine's pids (the testbed's hosts are network and
+ * UTS namespaces), so the test watches remote processes by pid.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <check.h>
+
+#include "example-worker.h"
+#include "ht-example.h"
+
+#define MAX_HOSTS 8
+/* Short heartbeats, so fate-sharing is measured in a test's time. */
+#define HB_INTERVAL_MS 100
+#define HB_TIMEOUT_MS  1000
+
+static char *hosts[MAX_HOSTS];
+static int n_hosts;
+
+/* The hosts under test: $HERD_REMOTE_HOSTS, else three exec: links to $HERDD. */
+static void
+hosts_load(void)
+{
+	const char *env = getenv("HERD_REMOTE_HOSTS");
+	const char *herdd = getenv("HERDD");
+	char *list, *save = NULL, *h;
+
+	if (env && *env) {
+		list = strdup(env);
+		for (h = strtok_r(list, ",", &save); h && n_hosts < MAX_HOSTS;
+		     h = strtok_r(NULL, ",", &save))
+			hosts[n_hosts++] = strdup(h);
+		free(list);
+		return;
+	}
+	for (int i = 0; i < 3 && herdd; i++)
+		if (asprintf(&hosts[n_hosts], "exec:HERD_TEST_HOST=h%d exec %s --stdio", i + 1,
+		        herdd) > 0)
+			n_hosts++;
+}
+
+static json_t *
+short_heartbeats(void)
+{
+	return json_pack("{s:i, s:i}", "heartbeat_interval_ms", HB_INTERVAL_MS,
+	    "heartbeat_timeout_ms", HB_TIMEOUT_MS);
+}
+
+/* A master on host i, or the test fails. */
+static herd_master *
+remote_master_ok(int i)
+{
+	json_t *settings = short_heartbeats();
+	herd_error *err = NULL;
+	herd_master *m = NULL;
+	int r;
+
+	r = herd_master_connect(hosts[i], settings, &m, &err);
+	ck_assert_msg(r == 0, "master on %s: %s (%s)", hosts[i], strerror(-r),
+	    err ? herd_error_message(err) : "-");
+	herd_error_unref(err);
+	json_decref(settings);
+	return m;
+}
+
+/* A connection to w, or the test fails. */
+static herd_conn *
+worker_connect_ok(herd_worker *w)
+{
+	herd_error *err = NULL;
+	herd_conn *conn = NULL;
+	int r = herd_worker_connect(w, NULL, &conn, &err);
+
+	ck_assert_msg(r == 0, "connect to %s: %s (%s)", herd_worker_socket(w), strerror(-r),
+	    err ? herd_error_message(err) : "-");
+	herd_error_unref(err);
+	return conn;
+}
+
+/* A call whose integer result must be want. */
+static void
+call_int_ok(herd_conn *conn, const char *fn, json_t *args, json_int_t want)
+{
+	json_t *result = NULL;
+	int r = herd_call(conn, fn, args, HT_USEC(10000), &result);
+
+	ck_assert_msg(r == 0, "%s: %s", fn, strerror(-r));
+	ck_assert_msg(json_integer_value(result) == want, "%s gave %s, not %lld", fn,
+	    ht_dump(result), (long long)want);
+	json_decref(result);
+	json_decref(args);
+}
+
+/* Every function kind on one remote worker, with exact results. */
+static void
+kinds_ok(herd_conn *conn)
+{
+	json_t *result = NULL, *item = NULL, *args;
+	herd_stream *s = NULL;
+	herd_sink *k = NULL;
+	int r, n = 0;
+
+	call_int_ok(conn, "sum", json_pack("{s:i}", "n", 42), 861);
+	call_int_ok(conn, "product", json_pack("{s:i}", "n", 10), 3628800);
+	/* oneway, then a call on the same connection sees its effect */
+	args = json_pack("{s:s}", "text", "hello");
+	ck_assert_int_eq(herd_oneway(conn, "note", args), 0);
+	json_decref(args);
+	ck_assert_int_eq(herd_call(conn, "notes", NULL, HT_USEC(10000), &result), 0);
+	ck_assert_str_eq(ht_dump(result), "[\"hello\"]");
+	json_decref(result);
+	/* pipe: items 0..99 in order, then the final result */
+	args = json_pack("{s:i}", "n", 100);
+	ck_assert_int_eq(herd_stream_open(conn, "count", args, NULL, NULL, NULL, &s), 0);
+	json_decref(args);
+	while ((r = herd_stream_next(s, HT_USEC(10000), &item)) > 0) {
+		ck_assert_int_eq(json_integer_value(item), n++);
+		json_decref(item);
+	}
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(n, 100);
+	result = herd_stream_result(s);
+	ck_assert_int_eq(json_integer_value(json_object_get(result, "count")), 100);
+	herd_stream_unref(s);
+	/* sink: 1..1000 summed on the worker */
+	ck_assert_int_eq(herd_sink_open(conn, "sum_stream", NULL, &k), 0);
+	for (int i = 1; i <= 1000; i++) {
+		item = json_integer(i);
+		r = herd_sink_send(k, item);
+		if (r == -ENOBUFS) {
+			ck_assert_int_eq(herd_conn_flush(conn, HT_USEC(10000)), 0);
+			r = herd_sink_send(k, item);
+		}
+		ck_assert_int_eq(r, 0);
+		json_decref(item);
+	}
+	ck_assert_int_eq(herd_sink_finish(k, HT_USEC(10000), &result), 0);
+	ck_assert_int_eq(json_integer_value(result), 500500);
+	json_decref(result);
+	herd_sink_unref(k);
+}
+
+START_TEST(test_kinds_on_every_host)
+{
+	herd_master *m[MAX_HOSTS];
+	herd_worker *w[MAX_HOSTS];
+	herd_conn *c[MAX_HOSTS];
+
+	for (int i = 0; i < n_hosts; i++) {
+		m[i] = remote_master_ok(i);
+		w[i] = ht_herd_spawn_ok(m[i], "HERD_EXAMPLE_WORKER", NULL);
+		c[i] = worker_connect_ok(w[i]);
+	}
+	for (int i = 0; i < n_hosts; i++)
+		kinds_ok(c[i]);
+	/* list and shutdown go to the herdd on that host */
+	for (int i = 0; i < n_hosts; i++) {
+		json_t *list = NULL, *record = NULL, *first;
+
+		ck_assert_int_eq(herd_master_list(m[i], false, &list), 0);
+		ck_assert_int_eq(json_array_size(json_object_get(list, "workers")), 1);
+		first = json_array_get(json_object_get(list, "workers"), 0);
+		ck_assert_str_eq(ht_str(first, "id"), herd_worker_id(w[i]));
+		ck_assert_int_eq(ht_worker_pid(first), herd_worker_pid(w[i]));
+		json_decref(list);
+		herd_conn_unref(c[i]);
+		c[i] = NULL;
+		ck_assert_int_eq(herd_master_shutdown(m[i], herd_worker_id(w[i]), 0, &record), 0);
+		ck_assert_str_eq(ht_str(record, "state"), "exited");
+		json_decref(record);
+	}
+	/* The master closes: nothing is left on the far side, herdd included. */
+	for (int i = 0; i < n_hosts; i++) {
+		pid_t pid = herd_worker_pid(w[i]);
+		pid_t herdd = (pid_t)json_integer_value(
+		    json_object_get(herd_master_get_server_info(m[i]), "pid"));
+
+		ht_track_pid(herdd);
+		herd_conn_unref(c[i]);
+		herd_worker_unref(w[i]);
+		herd_master_unref(m[i]);
+		ck_assert_int_eq(ht_wait_pid_gone(pid, ht_ms(5000)), 0);
+		ck_assert_int_eq(ht_wait_pid_gone(herdd, ht_ms(5000)), 0);
+	}
+}
+END_TEST
+
+/* ---- fate-sharing ---- */
+
+/* What a doomed master (fate_master) reports: per host its worker, its herdd, its launcher. */
+struct fate {
+	pid_t master;
+	pid_t worker[MAX_HOSTS];
+	pid_t herdd[MAX_HOSTS];
+	pid_t launcher[MAX_HOSTS];
+};
+
+static int fate_pipe[2];
+
+/*
+ * A master in a child process: one worker on every host, whose pids (and
+ * each remote herdd's) it writes to fate_pipe; then it waits to be killed.
+ */
+static int
+fate_master(void *arg)
+{
+	json_t *settings = short_heartbeats();
+	pid_t pids[2 * MAX_HOSTS];
+
+	for (int i = 0; i < n_hosts; i++) {
+		json_t *opts = herd_spawn_opts_new(getenv("HERD_EXAMPLE_WORKER"), NULL);
+		herd_master *m = NULL;
+		herd_worker *w = NULL;
+
+		if (herd_master_connect(hosts[i], settings, &m, NULL) < 0 ||
+		    herd_master_spawn(m, opts, 0, &w) < 0)
+			return 1;
+		pids[2 * i] = herd_worker_pid(w);
+		pids[2 * i + 1] = (pid_t)json_integer_value(
+		    json_object_get(herd_master_get_server_info(m), "pid"));
+		json_decref(opts);
+		/* m and w stay: this process is to die holding them. */
+	}
+	if (write(fate_pipe[1], pids, sizeof(pid_t) * 2 * (size_t)n_hosts) < 0)
+		return 1;
+	for (;;)
+		pause();
+}
+
+/* Starts fate_master and learns its pids; its launchers are its children. */
+static void
+fate_start(struct fate *f)
+{
+	pid_t pids[2 * MAX_HOSTS], kids[MAX_HOSTS + 4];
+	int n;
+
+	ck_assert_int_eq(pipe2(fate_pipe, O_CLOEXEC), 0);
+	f->master = ht_fork_fn(fate_master, NULL, (uid_t)-1, (gid_t)-1);
+	ck_assert_int_gt(f->master, 0);
+	close(fate_pipe[1]);
+	ck_assert_int_eq(ht_read_pids(fate_pipe[0], pids, 2 * n_hosts, ht_ms(30000)), 2 * n_hosts);
+	close(fate_pipe[0]);
+	for (int i = 0; i < n_hosts; i++) {
+		f->worker[i] = pids[2 * i];
+		f->herdd[i] = pids[2 * i + 1];
+		ht_track_pid(f->worker[i]);
+		ht_track_pid(f->herdd[i]);
+		ck_assert(ht_pid_alive(f->worker[i]));
+	}
+	n = ht_list_children(f->master, kids, MAX_HOSTS + 4);
+	ck_assert_int_eq(n, n_hosts);
+	for (int i = 0; i < n; i++) {
+		f->launcher[i] = kids[i];
+		ht_track_pid(kids[i]);
+	}
+}
+
+/* Waits until every remote worker and herdd is gone; returns the time it took since t0. */
+static int64_t
+fate_all_gone(const struct fate *f, int64_t t0, int timeout_ms)
+{
+	for (int i = 0; i < n_hosts; i++) {
+		ck_assert_msg(ht_wait_pid_gone(f->worker[i], timeout_ms) == 0,
+		    "worker %d on %s still runs", (int)f->worker[i], hosts[i]);
+		ck_assert_msg(ht_wait_pid_gone(f->herdd[i], timeout_ms) == 0,
+		    "herdd %d on %s still runs", (int)f->herdd[i], hosts[i]);
+	}
+	return ht_now_ms() - t0;
+}
+
+/* What a fate test SIGKILLs: the master, each launcher, or each launcher's process group. */
+enum victim { VICTIM_MASTER, VICTIM_LAUNCHER, VICTIM_LAUNCHER_GROUP };
+
+/* Kills the victim of a doomed master and measures until nothing is left on the far side. */
+static void
+fate_kill(enum victim v, const char *what, int timeout_ms)
+{
+	struct fate f;
+	int64_t t0, took;
+
+	fate_start(&f);
+	t0 = ht_now_ms();
+	if (v == VICTIM_MASTER)
+		ck_assert_int_eq(kill(f.master, SIGKILL), 0);
+	for (int i = 0; v != VICTIM_MASTER && i < n_hosts; i++)
+		ck_assert_int_eq(
+		    kill(v == VICTIM_LAUNCHER ? f.launcher[i] : -f.launcher[i], SIGKILL), 0);
+	took = fate_all_gone(&f, t0, timeout_ms);
+	printf("%s SIGKILLed: every remote worker and herdd gone after %lld ms (timeout %d)\n",
+	    what, (long long)took, HB_TIMEOUT_MS);
+}
+
+START_TEST(test_master_killed)
+{
+	fate_kill(VICTIM_MASTER, "master", ht_ms(HB_TIMEOUT_MS));
+}
+END_TEST
+
+START_TEST(test_launcher_killed)
+{
+	fate_kill(VICTIM_LAUNCHER, "launchers", ht_ms(HB_TIMEOUT_MS));
+}
+END_TEST
+
+/*
+ * The launcher's whole process group SIGKILLed: srun with its helper, which
+ * leaves the Slurm task running. The far side must end by itself: EOF, or
+ * silence past the heartbeat timeout.
+ */
+START_TEST(test_launcher_group_killed)
+{
+	fate_kill(VICTIM_LAUNCHER_GROUP, "launchers' process groups", ht_ms(HB_TIMEOUT_MS + 1000));
+}
+END_TEST
+
+/* A remote herdd SIGKILLed: its master hears host_lost for its worker, and the worker goes. */
+START_TEST(test_remote_herdd_killed)
+{
+	struct ht_failures fails[MAX_HOSTS] = { { 0 } };
+	herd_master *m[MAX_HOSTS];
+	herd_worker *w[MAX_HOSTS];
+	int64_t t0;
+
+	for (int i = 0; i < n_hosts; i++) {
+		m[i] = remote_master_ok(i);
+		ck_assert_int_eq(herd_master_on_failure(m[i], ht_on_failure, &fails[i]), 0);
+		w[i] = ht_herd_spawn_ok(m[i], "HERD_EXAMPLE_WORKER", NULL);
+	}
+	t0 = ht_now_ms();
+	for (int i = 0; i < n_hosts; i++) {
+		pid_t herdd = (pid_t)json_integer_value(
+		    json_object_get(herd_master_get_server_info(m[i]), "pid"));
+
+		ck_assert_int_gt(herdd, 0);
+		ck_assert_msg(
+		    kill(herdd, SIGKILL) == 0, "herdd %d of %s: %m", (int)herdd, hosts[i]);
+	}
+	for (int i = 0; i < n_hosts; i++) {
+		/* The launcher may outlive its herdd (srun does): then silence tells. */
+		ht_wait_failure(m[i], &fails[i], ht_ms(HB_TIMEOUT_MS + 1000));
+		ck_assert_int_eq(fails[i].n, 1);
+		ck_assert_str_eq(fails[i].event, "host_lost");
+		ck_assert_str_eq(fails[i].id, herd_worker_id(w[i]));
+		ck_assert_int_eq(ht_wait_pid_gone(herd_worker_pid(w[i]), ht_ms(HB_TIMEOUT_MS)), 0);
+	}
+	printf("remote herdds SIGKILLed: on_failure host_lost on every master after %lld ms\n",
+	    (long long)(ht_now_ms() - t0));
+	for (int i = 0; i < n_hosts; i++) {
+		herd_worker_unref(w[i]);
+		herd_master_unref(m[i]);
+	}
+}
+END_TEST
+
+/* A remote worker crashes: on_failure says crashed, with the signal and its stderr tail. */
+START_TEST(test_remote_worker_crash)
+{
+	struct ht_failures f = { 0 };
+	herd_master *m = remote_master_ok(0);
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
+	herd_conn *c = worker_connect_ok(w);
+	json_t *args = json_pack("{s:s}", "message", "about to crash");
+
+	ck_assert_int_eq(herd_master_on_failure(m, ht_on_failure, &f), 0);
+	ck_assert_int_eq(herd_call(c, "log", args, HT_USEC(10000), NULL), 0);
+	json_decref(args);
+	ck_assert_int_eq(kill(herd_worker_pid(w), SIGABRT), 0);
+	ht_wait_failure(m, &f, ht_ms(5000));
+	ck_assert_int_eq(f.n, 1);
+	ck_assert_str_eq(f.event, "crashed");
+	ck_assert_str_eq(ht_str(f.worker, "signal"), "SIGABRT");
+	ck_assert_msg(
+	    ht_lines_contain(f.tail, "about to crash"), "stderr tail %s", ht_dump(f.tail));
+	herd_conn_unref(c);
+	herd_worker_unref(w);
+	herd_master_unref(m);
+}
+END_TEST
+
+/* The path herdd ran w from (its WORKER record's), malloc'd. */
+static char *
+worker_path(herd_master *m, herd_worker *w)
+{
+	json_t *rec = NULL, *worker;
+	char *path;
+
+	ck_assert_int_eq(herd_master_inspect(m, herd_worker_id(w), &rec), 0);
+	worker = json_object_get(rec, "worker") ? json_object_get(rec, "worker") : rec;
+	ck_assert_ptr_nonnull(ht_str(worker, "path"));
+	path = strdup(ht_str(worker, "path"));
+	json_decref(rec);
+	return path;
+}
+
+/* A copy of $HERD_EXAMPLE_WORKER with bytes of this run appended: a hash never shipped before. */
+static void
+unique_worker(char *exe, size_t size)
+{
+	char dir[128], buf[65536], tag[64];
+	int in, out;
+	ssize_t n;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(exe, size, "%s/worker", dir);
+	in = open(getenv("HERD_EXAMPLE_WORKER"), O_RDONLY | O_CLOEXEC);
+	out = open(exe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755);
+	ck_assert(in >= 0 && out >= 0);
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		ck_assert_int_eq(write(out, buf, (size_t)n), n);
+	n = snprintf(
+	    tag, sizeof(tag), "\nherd test %d %lld\n", (int)getpid(), (long long)ht_now_ms());
+	ck_assert_int_eq(write(out, tag, (size_t)n), n);
+	close(in);
+	close(out);
+}
+
+/*
+ * "ship": the first spawn copies the executable into the host's cache under
+ * its hash, the second runs the same copy, and a cached copy that was
+ * changed is refused.
+ */
+START_TEST(test_ship_executable)
+{
+	herd_master *m = remote_master_ok(0);
+	herd_worker *w1 = NULL, *w2 = NULL, *w3 = NULL;
+	char exe[192], libdir[4096], *cached, *again;
+	Dl_info lib;
+	struct stat st1, st2;
+	herd_conn *c;
+	json_t *opts;
+	int fd;
+
+	unique_worker(exe, sizeof(exe));
+	opts = herd_spawn_opts_new(exe, NULL);
+	json_object_set_new(opts, "ship", json_true());
+	/* The copy runs from the cache: the build's libherd is no longer at $ORIGIN/../.. */
+	ck_assert_int_ne(dladdr((void *)herd_master_connect, &lib), 0);
+	*strrchr(strcpy(libdir, lib.dli_fname), '/') = '\0';
+	json_object_set_new(opts, "env", json_pack("{s:s}", "LD_LIBRARY_PATH", libdir));
+	ck_assert_msg(herd_master_spawn(m, opts, 0, &w1) == 0, "spawn: %s",
+	    herd_error_message(herd_master_last_error(m)));
+	ht_track_pid(herd_worker_pid(w1));
+	cached = worker_path(m, w1);
+	ck_assert_str_ne(cached, exe);
+	ck_assert_uint_eq(strlen(strrchr(cached, '/') + 1), 64);
+	ck_assert_int_eq(stat(cached, &st1), 0);
+	c = worker_connect_ok(w1);
+	call_int_ok(c, "sum", json_pack("{s:i}", "n", 42), 861);
+	herd_conn_unref(c);
+	/* The second spawn finds the copy: nothing is written again. */
+	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w2), 0);
+	ht_track_pid(herd_worker_pid(w2));
+	again = worker_path(m, w2);
+	ck_assert_str_eq(again, cached);
+	ck_assert_int_eq(stat(cached, &st2), 0);
+	ck_assert_int_eq(st1.st_ino, st2.st_ino);
+	ck_assert_int_eq(st1.st_mtim.tv_nsec, st2.st_mtim.tv_nsec);
+	/* A changed copy no longer matches its hash: refused, not run. */
+	ck_assert_int_eq(herd_master_shutdown(m, herd_worker_id(w1), 0, NULL), 0);
+	ck_assert_int_eq(herd_master_shutdown(m, herd_worker_id(w2), 0, NULL), 0);
+	fd = open(cached, O_WRONLY | O_APPEND | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "x", 1), 1);
+	close(fd);
+	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w3), -EREMOTEIO);
+	ck_assert_str_eq(herd_error_name(herd_master_last_error(m)), "spawn_failed");
+	ck_assert_msg(strstr(herd_error_message(herd_master_last_error(m)), "refused"), "%s",
+	    herd_error_message(herd_master_last_error(m)));
+	ck_assert_int_eq(unlink(cached), 0);
+	free(cached);
+	free(again);
+	json_decref(opts);
+	herd_worker_unref(w1);
+	herd_worker_unref(w2);
+	herd_master_unref(m);
+}
+END_TEST
+
+/*
+ * ssh:// makes the command line git's GIT_SSH_COMMAND users expect: a fake
+ * ssh in $HERD_SSH_COMMAND (with an option of its own, split by the shell)
+ * records its arguments and runs the remote command here.
+ */
+START_TEST(test_ssh_command_line)
+{
+	char dir[128], fake[192], args[256], address[512], cmd[512];
+	const char *herdd = getenv("HERDD");
+	herd_error *err = NULL;
+	herd_master *m = NULL;
+	char got[512] = "";
+	FILE *f;
+	int r;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(fake, sizeof(fake), "%s/fake-ssh", dir);
+	snprintf(args, sizeof(args), "%s/args", dir);
+	f = fopen(fake, "we");
+	ck_assert_ptr_nonnull(f);
+	/* The remote command is the last argument, as ssh hands it to the remote shell. */
+	fprintf(f, "#!/bin/sh\necho \"$*\" > %s\nfor a; do last=$a; done\nexec sh -c \"$last\"\n",
+	    args);
+	fclose(f);
+	ck_assert_int_eq(chmod(fake, 0755), 0);
+	snprintf(cmd, sizeof(cmd), "%s -F my_config", fake);
+	ck_assert_int_eq(setenv("HERD_SSH_COMMAND", cmd, 1), 0);
+	snprintf(address, sizeof(address), "ssh://me@somehost:2222%s", herdd);
+	r = herd_master_connect(address, NULL, &m, &err);
+	ck_assert_msg(r == 0, "%s", err ? herd_error_message(err) : strerror(-r));
+	f = fopen(args, "re");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(got, sizeof(got), f));
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "-F my_config -p 2222 -l me -- somehost %s --stdio\n", herdd);
+	ck_assert_str_eq(got, cmd);
+	herd_master_unref(m);
+	unsetenv("HERD_SSH_COMMAND");
+}
+END_TEST
+
+/* Runs the ssh testbed's script with verb and host 1 ("cut 1", "heal 1"). */
+static void
+testbed_ok(const char *verb)
+{
+	const char *argv[] = { getenv("HERD_TESTBED_SSH"), verb, "1", NULL };
+
+	ck_assert_msg(
+	    ht_run(argv, NULL, NULL, ht_ms(30000)) == 0, "ssh-hosts.sh %s 1 failed", verb);
+}
+
+/*
+ * Host 1's network cut: no EOF arrives on either side, so only heartbeats
+ * tell. The master hears host_lost, and the far side stops its worker and
+ * exits, each within the heartbeat timeout of the last byte it got.
+ */
+START_TEST(test_network_cut)
+{
+	struct ht_failures f = { 0 };
+	herd_master *m;
+	herd_worker *w;
+	pid_t herdd;
+	int64_t t0, master_ms, far_ms;
+
+	if (!getenv("HERD_TESTBED_SSH")) {
+		printf("network cut: skipped (no ssh testbed: HERD_TESTBED_SSH is unset)\n");
+		return;
+	}
+	m = remote_master_ok(0);
+	ck_assert_int_eq(herd_master_on_failure(m, ht_on_failure, &f), 0);
+	w = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
+	herdd = (pid_t)json_integer_value(json_object_get(herd_master_get_server_info(m), "pid"));
+	ht_track_pid(herdd);
+	testbed_ok("cut");
+	t0 = ht_now_ms();
+	ht_wait_failure(m, &f, ht_ms(HB_TIMEOUT_MS + 1000));
+	master_ms = ht_now_ms() - t0;
+	ck_assert_int_eq(f.n, 1);
+	ck_assert_str_eq(f.event, "host_lost");
+	ck_assert_int_eq(ht_wait_pid_gone(herd_worker_pid(w), ht_ms(HB_TIMEOUT_MS + 1000)), 0);
+	ck_assert_int_eq(ht_wait_pid_gone(herdd, ht_ms(HB_TIMEOUT_MS + 1000)), 0);
+	far_ms = ht_now_ms() - t0;
+	testbed_ok("heal");
+	printf("network cut: the master heard host_lost after %lld ms, the far side's worker and "
+	       "herdd were gone after %lld ms (timeout %d)\n",
+	    (long long)master_ms, (long long)far_ms, HB_TIMEOUT_MS);
+	/* The timeout runs from the last byte, before the cut; the margin is for a loaded CI. */
+	ck_assert_int_le(master_ms, ht_ms(HB_TIMEOUT_MS + 500));
+	herd_worker_unref(w);
+	herd_master_unref(m);
+}
+END_TEST
+
+int
+main(int argc, char **argv)
+{
+	const struct ht_case remote = { .name = "remote",
+		.timeout_s = 120,
+		.setup = ht_client_setup,
+		.teardown = ht_client_teardown,
+		.tests = { test_kinds_on_every_host, test_master_killed, test_launcher_killed,
+		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
+		    test_ship_executable, test_network_cut, test_ssh_command_line } };
+
+	hosts_load();
+	if (n_hosts == 0) {
+		fprintf(stderr, "no hosts: set HERD_REMOTE_HOSTS or HERDD\n");
+		return 77;
+	}
+	for (int i = 0; i < n_hosts; i++)
+		fprintf(stderr, "host %d: %s\n", i + 1, hosts[i]);
+	return ht_run_cases("remote", &remote, 1);
+}

@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The link's relay (libclient/common/link.h) on a libev loop: the test is
+ * the far end of the link (raw lines on a socketpair) and the local user of
+ * a channel (the other end of the channel's socketpair).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <check.h>
+
+#include "ht-check.h"
+#include "link.h"
+
+struct fixture {
+	struct ev_loop *loop;
+	struct herd__link link;
+	int far; /* the far end of the link */
+	int user; /* the local user's end of channel 1 */
+	char buf[65536];
+	size_t len;
+	int dead, dead_reason;
+	int controls, closed;
+	char method[32];
+};
+
+static struct fixture fx;
+
+static void
+on_control(struct herd__link *l, const char *method, json_t *params)
+{
+	fx.controls++;
+	snprintf(fx.method, sizeof(fx.method), "%s", method);
+}
+
+static void
+on_chan_closed(struct herd__link *l, struct herd__link_chan *c, const char *error)
+{
+	fx.closed++;
+}
+
+static void
+on_dead(struct herd__link *l, int reason, const char *why)
+{
+	fx.dead++;
+	fx.dead_reason = reason;
+}
+
+static const struct herd__link_ops ops = {
+	.control = on_control,
+	.chan_closed = on_chan_closed,
+	.dead = on_dead,
+};
+
+/* Runs the loop for about ms. */
+static void
+pump(int ms)
+{
+	int64_t end = ht_now_ms() + ms;
+
+	while (ht_now_ms() < end) {
+		ev_run(fx.loop, EVRUN_NOWAIT);
+		poll(NULL, 0, 1);
+	}
+}
+
+/* Runs the loop until fd has a whole line (returned, NUL-terminated, from buf) or EOF (NULL). */
+static char *
+line_from(int fd, int timeout_ms)
+{
+	int64_t end = ht_now_ms() + timeout_ms;
+	char *nl;
+	ssize_t n;
+
+	fx.len = 0;
+	while (ht_now_ms() < end) {
+		ev_run(fx.loop, EVRUN_NOWAIT);
+		n = recv(fd, fx.buf + fx.len, 1, MSG_DONTWAIT);
+		if (n == 0)
+			return NULL;
+		if (n < 0) {
+			poll(NULL, 0, 1);
+			continue;
+		}
+		fx.len++;
+		nl = memchr(fx.buf, '\n', fx.len);
+		if (nl) {
+			*nl = '\0';
+			return fx.buf;
+		}
+	}
+	ck_abort_msg("no line in time");
+	return NULL;
+}
+
+static void
+far_send(const char *text)
+{
+	ck_assert_int_eq(write(fx.far, text, strlen(text)), (ssize_t)strlen(text));
+}
+
+static void
+setup(void)
+{
+	int sv[2], ch[2];
+
+	memset(&fx, 0, sizeof(fx));
+	fx.loop = ev_loop_new(EVFLAG_AUTO);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch), 0);
+	herd__link_init(&fx.link, fx.loop, sv[0], sv[0], &ops, NULL, 1024);
+	fx.far = sv[1];
+	ck_assert_ptr_nonnull(herd__link_chan_add(&fx.link, 1, ch[0]));
+	fx.user = ch[1];
+}
+
+static void
+teardown(void)
+{
+	herd__link_kill(&fx.link, 0, "test over");
+	herd__link_free(&fx.link);
+	close(fx.far);
+	if (fx.user >= 0)
+		close(fx.user);
+	ev_loop_destroy(fx.loop);
+}
+
+START_TEST(test_relay_both_ways)
+{
+	static const char half1[] = "{\"jsonrpc\":\"2.0\",", half2[] = "\"method\":\"x\"}\n";
+
+	far_send("1 {\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"sum\"}\n");
+	ck_assert_str_eq(
+	    line_from(fx.user, 1000), "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"sum\"}");
+	/* A line written in two pieces leaves as one, behind its channel. */
+	ck_assert_int_eq(write(fx.user, half1, strlen(half1)), (ssize_t)strlen(half1));
+	pump(20);
+	ck_assert_int_eq(write(fx.user, half2, strlen(half2)), (ssize_t)strlen(half2));
+	ck_assert_str_eq(line_from(fx.far, 1000), "1 {\"jsonrpc\":\"2.0\",\"method\":\"x\"}");
+	/* Lines for a channel nobody has are dropped; the link lives. */
+	far_send("7 {\"jsonrpc\":\"2.0\",\"method\":\"lost\"}\n");
+	far_send("1 {\"n\":2}\n");
+	ck_assert_str_eq(line_from(fx.user, 1000), "{\"n\":2}");
+	ck_assert_int_eq(fx.dead, 0);
+}
+END_TEST
+
+START_TEST(test_control_and_close)
+{
+	char *line;
+
+	far_send("0 {\"jsonrpc\":\"2.0\",\"method\":\"open\",\"params\":{\"channel\":2}}\n");
+	pump(20);
+	ck_assert_int_eq(fx.controls, 1);
+	ck_assert_str_eq(fx.method, "open");
+	/* Heartbeats are the link's own: no control call. */
+	far_send("0 {\"jsonrpc\":\"2.0\",\"method\":\"heartbeat\"}\n");
+	pump(20);
+	ck_assert_int_eq(fx.controls, 1);
+	/* The far end closes channel 1: what it sent first arrives, then EOF. */
+	far_send("1 {\"last\":true}\n0 {\"jsonrpc\":\"2.0\",\"method\":\"close\","
+	         "\"params\":{\"channel\":1}}\n");
+	ck_assert_str_eq(line_from(fx.user, 1000), "{\"last\":true}");
+	ck_assert_ptr_null(line_from(fx.user, 1000));
+	ck_assert_int_eq(fx.closed, 1);
+	ck_assert_ptr_null(herd__link_chan_find(&fx.link, 1));
+	/* The local end closes a channel: the far end hears close. */
+	close(fx.user);
+	fx.user = -1;
+	{
+		int ch[2];
+
+		ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch), 0);
+		ck_assert_ptr_nonnull(herd__link_chan_add(&fx.link, 3, ch[0]));
+		close(ch[1]);
+	}
+	line = line_from(fx.far, 1000);
+	ck_assert_str_eq(
+	    line, "0 {\"jsonrpc\":\"2.0\",\"method\":\"close\",\"params\":{\"channel\":3}}");
+	ck_assert_int_eq(fx.dead, 0);
+}
+END_TEST
+
+START_TEST(test_framing_error_ends_link)
+{
+	far_send("x {}\n");
+	pump(20);
+	ck_assert_int_eq(fx.dead, 1);
+	ck_assert_int_eq(fx.dead_reason, -EBADMSG);
+	/* Its channels close with it. */
+	ck_assert_ptr_null(line_from(fx.user, 1000));
+}
+END_TEST
+
+START_TEST(test_long_line_ends_link)
+{
+	char line[2048];
+
+	memset(line, 'a', sizeof(line));
+	ck_assert_int_eq(write(fx.far, line, sizeof(line)), (ssize_t)sizeof(line));
+	pump(20);
+	ck_assert_int_eq(fx.dead, 1);
+	ck_assert_int_eq(fx.dead_reason, -EMSGSIZE);
+}
+END_TEST
+
+START_TEST(test_eof_ends_link)
+{
+	shutdown(fx.far, SHUT_WR);
+	pump(20);
+	ck_assert_int_eq(fx.dead, 1);
+	ck_assert_int_eq(fx.dead_reason, -ECONNRESET);
+}
+END_TEST
+
+/* Heartbeats go out while idle; silence past the timeout ends the link. */
+START_TEST(test_heartbeats_and_silence)
+{
+	int64_t t0 = ht_now_ms();
+
+	herd__link_set_heartbeat(&fx.link, 20, 200);
+	ck_assert_str_eq(
+	    line_from(fx.far, 1000), "0 {\"jsonrpc\":\"2.0\",\"method\":\"heartbeat\"}");
+	/* Our heartbeats keep the link alive only if the far end answers. */
+	for (int i = 0; i < 5; i++) {
+		far_send("0 {\"jsonrpc\":\"2.0\",\"method\":\"heartbeat\"}\n");
+		pump(50);
+	}
+	ck_assert_int_eq(fx.dead, 0);
+	t0 = ht_now_ms();
+	while (!fx.dead && ht_now_ms() - t0 < 2000)
+		pump(5);
+	ck_assert_int_eq(fx.dead, 1);
+	ck_assert_int_eq(fx.dead_reason, -ETIMEDOUT);
+	ck_assert_int_ge(ht_now_ms() - t0, 150);
+	ck_assert_int_le(ht_now_ms() - t0, ht_ms(400));
+}
+END_TEST
+
+START_TEST(test_finish_shuts_the_write_side)
+{
+	far_send("1 {\"n\":1}\n");
+	ck_assert_str_eq(line_from(fx.user, 1000), "{\"n\":1}");
+	herd__link_finish(&fx.link);
+	/* The channel is closed with a close, then EOF. */
+	ck_assert_str_eq(line_from(fx.far, 1000),
+	    "0 {\"jsonrpc\":\"2.0\",\"method\":\"close\",\"params\":{\"channel\":1}}");
+	ck_assert_ptr_null(line_from(fx.far, 1000));
+	ck_assert_int_eq(fx.dead, 0);
+	close(fx.far);
+	fx.far = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	pump(20);
+	ck_assert_int_eq(fx.dead, 1);
+}
+END_TEST
+
+HT_MAIN("link",
+    { .name = "relay",
+        .timeout_s = 30,
+        .setup = setup,
+        .teardown = teardown,
+        .tests = { test_relay_both_ways, test_control_and_close, test_framing_error_ends_link,
+            test_long_line_ends_link, test_eof_ends_link, test_heartbeats_and_silence,
+            test_finish_shuts_the_write_side } })
