@@ -13,9 +13,13 @@ kind=$1
 test_remote=$2
 src=$(cd "$(dirname "$0")/../.." && pwd)
 
+# The first shared/testbed above the source tree, as tests/systemd finds systemd.sh.
 testbed=${HERD_TESTBED:-}
-for d in "$src/../shared/testbed" "$src/../../shared/testbed"; do
-	[ -z "$testbed" ] && [ -x "$d/ssh-hosts.sh" ] && testbed=$(cd "$d" && pwd)
+d=$src
+while [ -z "$testbed" ]; do
+	[ -x "$d/shared/testbed/ssh-hosts.sh" ] && testbed=$d/shared/testbed
+	[ "$d" = / ] && break
+	d=$(dirname "$d")
 done
 if [ -z "$testbed" ]; then
 	echo "SKIP: no testbed scripts (set HERD_TESTBED to the testbed folder)"
