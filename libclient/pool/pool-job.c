@@ -13,6 +13,8 @@
 #include "pool/pool-internal.h"
 
 #define PROGRESS_EVERY_USEC (100ull * 1000ull)
+/* The largest automatic chunksize (pool.h explains the automatic choice). */
+#define AUTO_CHUNKSIZE_MAX 1024u
 
 /* ---- jobs: life cycle ---- */
 
@@ -132,6 +134,42 @@ herd_job_set_combine(
 	return 0;
 }
 
+HERD_EXPORT int
+herd_job_set_chunksize(herd_job *job, unsigned chunksize)
+{
+	int r = setter_check(job);
+
+	if (r < 0)
+		return r;
+	if (chunksize > HERD_POOL_MAX_CHUNKSIZE)
+		return -E2BIG;
+	job->chunksize = chunksize;
+	return 0;
+}
+
+/*
+ * The chunksize a job runs with: its own, else the pool's, else automatic as
+ * Python's map: about total / (4 x workers), so every worker gets a few
+ * batches and the end stays balanced, at most AUTO_CHUNKSIZE_MAX so progress
+ * stays live and a lost batch costs little; 1 when the total is unknown (an
+ * iterator), where a batch would wait for arguments that may come slowly.
+ */
+static unsigned
+job_chunksize(const struct herd_job *job)
+{
+	size_t total, c;
+
+	if (job->chunksize)
+		return job->chunksize;
+	if (job->pool->chunksize)
+		return job->pool->chunksize;
+	if (!job->args)
+		return 1;
+	total = json_array_size(job->args);
+	c = (total + 4 * job->pool->n_slots - 1) / (4 * job->pool->n_slots);
+	return c < 1 ? 1 : c > AUTO_CHUNKSIZE_MAX ? AUTO_CHUNKSIZE_MAX : (unsigned)c;
+}
+
 /* A callback may be set until the job starts; a required one may not be NULL. */
 static int
 callback_check(struct herd_job *job, bool ok)
@@ -185,6 +223,7 @@ herd_job_start(herd_job *job)
 		if (!job->value)
 			return -ENOMEM;
 	}
+	job->chunksize = job_chunksize(job);
 	job->started = true;
 	job->started_at = herd__pool_now();
 	p->kick = true;

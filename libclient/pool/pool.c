@@ -61,7 +61,7 @@ static int
 pool_options(struct herd_pool *p, json_t *opts, const char **ret_socket, json_t **ret_settings)
 {
 	json_int_t workers = 0, window = DEFAULT_WINDOW, retries = DEFAULT_RETRIES, timeout = 0,
-	           restarts = 0;
+	           restarts = 0, chunksize = 0;
 	const char *name = NULL;
 	int retry_failed = 0;
 	json_error_t err;
@@ -69,14 +69,18 @@ pool_options(struct herd_pool *p, json_t *opts, const char **ret_socket, json_t 
 	*ret_socket = NULL;
 	*ret_settings = NULL;
 	if (opts &&
-	    json_unpack_ex(opts, &err, JSON_STRICT, "{s?I, s?I, s?I, s?b, s?I, s?I, s?s, s?s, s?o}",
-	        "workers", &workers, "window", &window, "retries", &retries, "retry_failed",
-	        &retry_failed, "task_timeout_ms", &timeout, "max_restarts", &restarts, "name",
-	        &name, "socket", ret_socket, "settings", ret_settings) < 0)
+	    json_unpack_ex(opts, &err, JSON_STRICT,
+	        "{s?I, s?I, s?I, s?b, s?I, s?I, s?s, s?s, s?o, s?I}", "workers", &workers, "window",
+	        &window, "retries", &retries, "retry_failed", &retry_failed, "task_timeout_ms",
+	        &timeout, "max_restarts", &restarts, "name", &name, "socket", ret_socket,
+	        "settings", ret_settings, "chunksize", &chunksize) < 0)
 		return -EINVAL;
 	if (workers < 0 || workers > 4096 || window < 1 || window > 1024 || retries < 0 ||
-	    retries > 1000000 || timeout < 0 || restarts < 0)
+	    retries > 1000000 || timeout < 0 || restarts < 0 || chunksize < 0)
 		return -EINVAL;
+	if (chunksize > HERD_POOL_MAX_CHUNKSIZE)
+		return -E2BIG;
+	p->chunksize = (unsigned)chunksize;
 	p->n_slots = workers ? (unsigned)workers : cpus_allowed();
 	p->window = (unsigned)window;
 	p->retries = (unsigned)retries;
@@ -240,13 +244,13 @@ herd__slot_lost(struct slot *s, const char *why)
 	p->n_deaths++;
 	while (s->flight.head) {
 		struct task *t = s->flight.head;
-		herd_pending *call = t->call;
 
 		/* Detached first: the failed reply closing the connection brings is ignored. */
-		t->call = NULL;
-		herd_pending_unref(call);
+		if (t->batch)
+			herd__batch_abandon(t->batch);
 		herd__task_list_push(&s->orphans, t, false);
 	}
+	s->n_batches = 0;
 	while (s->folded.head)
 		herd__task_list_push(&s->orphans, s->folded.head, false);
 	s->conn = NULL;
