@@ -58,6 +58,7 @@ struct task {
 struct batch {
 	struct slot *slot;
 	herd_pending *call; /* NULL once abandoned or answered */
+	unsigned cap; /* room in tasks[] */
 	unsigned n; /* tasks sent */
 	unsigned n_live; /* entries of tasks[] still set */
 	bool plain; /* one task as a plain call or herd.fold, not herd.batch */
@@ -123,6 +124,7 @@ struct herd_pool {
 	uint64_t next_job_id;
 
 	struct task_list retry; /* tasks to dispatch again, before new ones */
+	struct batch *spare_batch; /* a freed batch kept for the next (pool-task.c) */
 	struct herd_job *jobs; /* running jobs, in start order */
 	unsigned processing; /* depth of herd_pool_process(): no re-entry */
 	bool kick; /* something to do at once (a job just started) */

@@ -428,46 +428,60 @@ job_deliver(struct herd_job *job, size_t index, int r, json_t *result, herd_erro
 	}
 }
 
+/*
+ * The outcomes waiting for their turn are a ring of pending_cap (a power of
+ * two) slots indexed by task index: a batch's results go in and come out
+ * without moving the others.
+ */
+static struct outcome *
+pending_at(struct herd_job *job, size_t index)
+{
+	return &job->pending[index & (job->pending_cap - 1)];
+}
+
+/* Makes room for index in the ring. Returns 0 or -ENOMEM. */
+static int
+pending_reserve(struct herd_job *job, size_t index)
+{
+	size_t cap = job->pending_cap ? job->pending_cap : 16;
+	struct outcome *o;
+
+	if (index - job->next_emit < job->pending_cap)
+		return 0;
+	while (cap <= index - job->next_emit)
+		cap *= 2;
+	o = calloc(cap, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	for (size_t i = job->next_emit; i < job->next_emit + job->pending_cap; i++)
+		o[i & (cap - 1)] = *pending_at(job, i);
+	free(job->pending);
+	job->pending = o;
+	job->pending_cap = cap;
+	return 0;
+}
+
 /* Keeps an outcome until the ones before it are out, then releases what is in order. */
 static void
 job_in_order_put(struct herd_job *job, size_t index, int r, json_t *result, herd_error *err)
 {
-	size_t off = index - job->next_emit, k = 0;
+	if (pending_reserve(job, index) < 0) {
+		herd_error *e = herd__error_new(HERD_E_INTERNAL_ERROR, "out of memory", NULL);
 
-	if (off >= job->pending_cap) {
-		size_t cap = job->pending_cap ? job->pending_cap : 16;
-		struct outcome *o;
-
-		while (cap <= off)
-			cap *= 2;
-		o = realloc(job->pending, cap * sizeof(*o));
-		if (!o) {
-			herd_error *e =
-			    herd__error_new(HERD_E_INTERNAL_ERROR, "out of memory", NULL);
-
-			job_end(job, -ENOMEM, e);
-			herd_error_unref(e);
-			return;
-		}
-		memset(o + job->pending_cap, 0, (cap - job->pending_cap) * sizeof(*o));
-		job->pending = o;
-		job->pending_cap = cap;
+		job_end(job, -ENOMEM, e);
+		herd_error_unref(e);
+		return;
 	}
-	job->pending[off] = (struct outcome){ true, r, json_incref(result), herd_error_ref(err) };
-	while (k < job->pending_cap && job->pending[k].have && !job->done) {
-		struct outcome *o = &job->pending[k];
+	*pending_at(job, index) =
+	    (struct outcome){ true, r, json_incref(result), herd_error_ref(err) };
+	while (!job->done && pending_at(job, job->next_emit)->have) {
+		struct outcome o = *pending_at(job, job->next_emit);
 
-		job_deliver(job, job->next_emit + k, o->r, o->result, o->err);
-		json_decref(o->result);
-		herd_error_unref(o->err);
-		*o = (struct outcome){ 0 };
-		k++;
-	}
-	if (k && !job->done) {
-		memmove(
-		    job->pending, job->pending + k, (job->pending_cap - k) * sizeof(*job->pending));
-		memset(job->pending + job->pending_cap - k, 0, k * sizeof(*job->pending));
-		job->next_emit += k;
+		*pending_at(job, job->next_emit) = (struct outcome){ 0 };
+		job->next_emit++;
+		job_deliver(job, job->next_emit - 1, o.r, o.result, o.err);
+		json_decref(o.result);
+		herd_error_unref(o.err);
 	}
 }
 

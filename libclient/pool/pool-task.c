@@ -209,6 +209,43 @@ batch_fill(struct herd_pool *p, struct batch *b, unsigned max)
 	return NULL;
 }
 
+/*
+ * A batch for up to max tasks. The pool keeps one freed batch for the next:
+ * a big one (thousands of tasks) would otherwise be a large allocation per
+ * message, which makes malloc consolidate every small block freed since.
+ */
+static struct batch *
+batch_alloc(struct herd_pool *p, unsigned max)
+{
+	struct batch *b = p->spare_batch;
+
+	if (b && b->cap >= max) {
+		p->spare_batch = NULL;
+	} else {
+		b = malloc(sizeof(*b) + max * sizeof(b->tasks[0]));
+		if (!b)
+			return NULL;
+		b->cap = max;
+	}
+	b->slot = NULL;
+	b->call = NULL;
+	b->n = b->n_live = 0;
+	b->plain = false;
+	return b;
+}
+
+/* Frees b, or keeps it as the pool's spare. */
+static void
+batch_free(struct herd_pool *p, struct batch *b)
+{
+	if (!p->spare_batch || p->spare_batch->cap < b->cap) {
+		free(p->spare_batch);
+		p->spare_batch = b;
+	} else {
+		free(b);
+	}
+}
+
 static void batch_reply(
     herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *err, void *userdata);
 
@@ -287,13 +324,13 @@ batch_send(struct slot *s, struct batch *b)
 				herd__task_list_push(&p->retry, b->tasks[i], true);
 			}
 		}
-		free(b);
+		batch_free(p, b);
 		return true;
 	}
 	if (r < 0) {
 		for (unsigned i = b->n; i-- > 0;)
 			herd__task_list_push(&p->retry, b->tasks[i], true);
-		free(b);
+		batch_free(p, b);
 		herd__slot_lost(s, "send failed");
 		return false;
 	}
@@ -333,7 +370,7 @@ slot_send_next(struct slot *s)
 		return true;
 	}
 	max = batch_max(t);
-	b = calloc(1, sizeof(*b) + max * sizeof(b->tasks[0]));
+	b = batch_alloc(p, max);
 	if (!b) {
 		herd__task_list_push(&p->retry, t, true);
 		return false;
@@ -550,7 +587,7 @@ batch_reply(
 	struct herd_job *job;
 
 	if (b->call != call) {
-		free(b); /* abandoned: its tasks went elsewhere, its worker's death decides */
+		batch_free(s->pool, b); /* abandoned: its worker's death decides */
 		return;
 	}
 	if (r == -ETIMEDOUT) {
@@ -574,12 +611,12 @@ batch_reply(
 			job = b->tasks[i] ? herd_job_ref(b->tasks[i]->job) : NULL;
 		batch_deliver(b, r, result, err);
 		herd_job_unref(job);
-		free(b);
+		batch_free(s->pool, b);
 		herd__pool_dispatch(s->pool);
 		return;
 	}
 	herd__batch_abandon(b);
-	free(b);
+	batch_free(s->pool, b);
 }
 
 /* ---- takes: the end of a worker-folded reduce ---- */

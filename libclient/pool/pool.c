@@ -688,6 +688,7 @@ pool_free(struct herd_pool *p)
 	if (p->epfd >= 0)
 		close(p->epfd);
 	free(p->slots);
+	free(p->spare_batch);
 	json_decref(p->spawn_opts);
 	free(p->name);
 	herd_error_unref(p->broken_error);

@@ -157,7 +157,6 @@ batch_run(struct batch *b)
 	batch_free(b);
 }
 
-
 /* The caller gave up on the batch (or its connection closed): stop the item running. */
 static void
 batch_cancelled(herd_request *outer, void *userdata)
@@ -209,8 +208,8 @@ batch_new(herd_request *req, json_t *arg)
 	}
 	b->fn = herd__function_find(srv, function);
 	if (!b->fn || b->fn->kind != HERD_KIND_CALL) {
-		herd_request_error(
-		    req, HERD_E_METHOD_NOT_FOUND, NULL, "herd.batch: no call function %s", function);
+		herd_request_error(req, HERD_E_METHOD_NOT_FOUND, NULL,
+		    "herd.batch: no call function %s", function);
 		free(b);
 		return NULL;
 	}
