@@ -387,14 +387,27 @@ slot_send_next(struct slot *s)
 	return ok;
 }
 
-/* True when a suspect waits in the retry queue for a worker of its own. */
+/*
+ * True when a suspect waits in the retry queue for a worker of its own and
+ * none is coming: a slot being replaced gets a fresh worker, empty, which
+ * takes the suspects while the others go on with new work at full speed
+ * (holding one back to drain its window, then run suspects one round trip at
+ * a time, cost more than the crash itself).
+ */
 static bool
-suspect_waiting(struct herd_pool *p)
+suspect_needs_reserve(struct herd_pool *p)
 {
-	for (struct task *t = p->retry.head; t; t = t->next)
-		if (t->deaths > 0)
-			return true;
-	return false;
+	bool waiting = false;
+
+	for (struct task *t = p->retry.head; t && !waiting; t = t->next)
+		waiting = t->deaths > 0;
+	for (unsigned i = 0; i < p->n_slots && waiting; i++) {
+		enum slot_state st = p->slots[i].state;
+
+		if (st == SLOT_IDLE || st == SLOT_SPAWNING || st == SLOT_DYING)
+			return false;
+	}
+	return waiting;
 }
 
 /* Fills every ready slot up to the window (in messages); suspects run alone. */
@@ -406,7 +419,7 @@ herd__pool_dispatch(struct herd_pool *p)
 	if (p->closed || p->broken)
 		return;
 	/* A waiting suspect needs an empty worker: one worker stops taking new work until then. */
-	if (suspect_waiting(p)) {
+	if (suspect_needs_reserve(p)) {
 		for (unsigned i = 0; i < p->n_slots && !reserved; i++)
 			if (p->slots[i].state == SLOT_READY && !p->slots[i].suspect_running)
 				reserved = &p->slots[i];
