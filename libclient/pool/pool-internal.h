@@ -89,7 +89,7 @@ struct slot {
 	struct task_list flight;
 	struct task_list folded;
 	struct task_list orphans; /* held while dying */
-	unsigned n_batches; /* dispatches in flight (the window counts these) */
+	unsigned n_batches; /* dispatches in flight */
 	unsigned n_takes; /* herd.take requests in flight */
 	bool suspect_running; /* a suspect runs alone: nothing else is dispatched */
 	uint64_t respawn_at;

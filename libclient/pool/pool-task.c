@@ -410,7 +410,18 @@ suspect_needs_reserve(struct herd_pool *p)
 	return waiting;
 }
 
-/* Fills every ready slot up to the window (in messages); suspects run alone. */
+/*
+ * The window counts tasks; batches are let past it up to two in flight, so a
+ * worker has the next batch at hand when one ends (one task a message: the
+ * window alone, as ever).
+ */
+static bool
+slot_has_room(const struct herd_pool *p, const struct slot *s)
+{
+	return s->n_batches < p->window && (s->flight.n < p->window || s->n_batches < 2);
+}
+
+/* Fills every ready slot up to its window; suspects run alone. */
 void
 herd__pool_dispatch(struct herd_pool *p)
 {
@@ -429,7 +440,7 @@ herd__pool_dispatch(struct herd_pool *p)
 
 		if (s == reserved && s->n_batches > 0)
 			continue;
-		while (s->state == SLOT_READY && !s->suspect_running && s->n_batches < p->window)
+		while (s->state == SLOT_READY && !s->suspect_running && slot_has_room(p, s))
 			if (!slot_send_next(s))
 				break;
 	}

@@ -286,7 +286,7 @@ static const struct ctl_opt map_opts[] = {
 	{ "timeout", 0, "S",
 	    "seconds a task may run (fractions allowed);\nits worker is killed and replaced after",
 	    ctl_opt_seconds, 0, UINT32_MAX },
-	{ "window", 0, "N", "messages in flight per worker (default 4)", ctl_opt_int, 1, 1024 },
+	{ "window", 0, "N", "tasks in flight per worker (default 4)", ctl_opt_int, 1, 1024 },
 	{ "chunksize", 0, "N",
 	    "lines sent to a worker in one message\n(default 1, at most 65536): tiny tasks\ngo "
 	    "faster in batches",

@@ -79,8 +79,8 @@ typedef struct herd_job herd_job;
  * pool_opts (borrowed, may be NULL), an object of:
  *   "workers"         number of workers (default: the CPUs this process may
  *                     run on, sched_getaffinity);
- *   "window"          messages (one task, or one batch of tasks) in flight
- *                     per worker (default 4);
+ *   "window"          tasks in flight per worker (default 4), and with
+ *                     batches at least two batches when it is 2 or more;
  *   "retries"         how many times a task may lose its worker (crash,
  *                     timeout) before it is reported as task_crashed
  *                     (default 3);
