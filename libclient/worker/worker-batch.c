@@ -165,12 +165,9 @@ batch_cancelled(herd_request *outer, void *userdata)
 	herd_request *inner = b->inner;
 
 	b->cancelled = true;
-	if (inner) {
-		inner->answer_hook = NULL;
-		inner->hook_data = NULL;
-		b->inner = NULL;
-		herd__request_cancel(inner, 0);
-	}
+	b->inner = NULL;
+	if (inner)
+		herd__request_cancel_inner(inner);
 	/* On the stack, batch_run frees it when the item returns; else nobody else will. */
 	if (!b->running)
 		batch_free(b);

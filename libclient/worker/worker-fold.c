@@ -142,6 +142,15 @@ herd__fold_into(herd_request *req, const char *key, herd_combine_fn combine, jso
 	return ++a->n;
 }
 
+/* Cancels an inner request whose outer one went away: its hook hears nothing more. */
+void
+herd__request_cancel_inner(herd_request *inner)
+{
+	inner->answer_hook = NULL;
+	inner->hook_data = NULL;
+	herd__request_cancel(inner, 0);
+}
+
 /* Answers req with an inner request's error object (borrowed) as it came. */
 void
 herd__request_pass_error(herd_request *req, json_t *error)
@@ -180,11 +189,8 @@ static void
 fold_cancelled(herd_request *outer, void *userdata)
 {
 	struct fold *f = userdata;
-	herd_request *inner = f->inner;
 
-	inner->answer_hook = NULL;
-	inner->hook_data = NULL;
-	herd__request_cancel(inner, 0);
+	herd__request_cancel_inner(f->inner);
 	fold_free(f);
 }
 

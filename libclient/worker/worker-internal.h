@@ -227,6 +227,8 @@ herd_combine_fn herd__combiner_find(const struct herd_worker_type *type, const c
  */
 json_int_t herd__fold_into(
     herd_request *req, const char *key, herd_combine_fn combine, json_t *result);
+/* Cancels an inner request (herd.fold's, herd.batch's item) without telling its hook. */
+void herd__request_cancel_inner(herd_request *inner);
 /* Answers req with an inner request's JSON-RPC error object (borrowed). */
 void herd__request_pass_error(herd_request *req, json_t *error);
 

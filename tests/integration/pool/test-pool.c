@@ -858,19 +858,45 @@ END_TEST
 
 /* ---- batches (chunksize) ---- */
 
+/*
+ * A MAP over n tasks calling "double" where only task bad fails (with
+ * error name), skipped with flags: every other result right, in order.
+ */
+static void
+assert_one_failure(herd_pool *p, json_t *args, unsigned flags, int n, int bad, const char *name,
+    struct seen_tasks *s)
+{
+	*s = (struct seen_tasks){ .last_index = -1, .in_order = true };
+	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, flags, s), 0);
+	ck_assert_int_eq(s->n, n);
+	ck_assert(s->in_order);
+	ck_assert_int_eq(s->errors, 1);
+	ck_assert_int_eq(s->hit[bad], 1);
+	ck_assert_str_eq(s->error_name, name);
+}
+
+/* MAP of "double" over args (n tasks, x = index): every result right, and no worker died. */
+static void
+assert_map_doubles(herd_pool *p, json_t *args, int n)
+{
+	json_t *res = NULL;
+
+	ck_assert_int_eq(herd_pool_map(p, "double", args, 0, &res), 0);
+	ck_assert_int_eq(json_array_size(res), n);
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(json_integer_value(json_array_get(res, i)), 2 * i);
+	ck_assert_int_eq(herd_pool_deaths(p), 0);
+	json_decref(res);
+}
+
 /* A handler failure inside a batch fails its task alone; its siblings' results stand. */
 START_TEST(test_batch_handler_error)
 {
 	herd_pool *p = pool_open(2, json_pack("{s:i}", "chunksize", 10), NULL);
 	json_t *args = xs(100, json_pack("{s:s, s:i}", "how", "fail", "bad", 37));
-	struct seen_tasks s = { .last_index = -1, .in_order = true };
+	struct seen_tasks s;
 
-	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_FAILED, &s), 0);
-	ck_assert_int_eq(s.n, 100);
-	ck_assert(s.in_order);
-	ck_assert_int_eq(s.errors, 1);
-	ck_assert_int_eq(s.hit[37], 1);
-	ck_assert_str_eq(s.error_name, "function_failed");
+	assert_one_failure(p, args, HERD_JOB_SKIP_FAILED, 100, 37, "function_failed", &s);
 	ck_assert_str_eq(s.error_message, "bad x 37");
 	ck_assert_int_eq(herd_pool_deaths(p), 0);
 	json_decref(s.error_data);
@@ -900,7 +926,7 @@ is_100(json_t *result, void *ud)
 START_TEST(test_batch_find_stops_midway)
 {
 	herd_pool *p = pool_open(1, json_pack("{s:i}", "chunksize", 100), NULL);
-	json_t *args = xs(1000, json_pack("{s:i}", "us", 1000)), *found = NULL, *res = NULL;
+	json_t *args = xs(1000, json_pack("{s:i}", "us", 1000)), *found = NULL;
 	struct seen_tasks s = { 0 };
 	herd_job *job;
 
@@ -919,11 +945,7 @@ START_TEST(test_batch_find_stops_midway)
 	json_decref(args);
 	/* The worker dropped the rest of its batches: the next map gets it at once, right. */
 	args = xs(300, NULL);
-	ck_assert_int_eq(herd_pool_map(p, "double", args, 0, &res), 0);
-	for (int i = 0; i < 300; i++)
-		ck_assert_int_eq(json_integer_value(json_array_get(res, i)), 2 * i);
-	ck_assert_int_eq(herd_pool_deaths(p), 0);
-	json_decref(res);
+	assert_map_doubles(p, args, 300);
 	json_decref(args);
 	herd_pool_unref(p);
 }
@@ -934,14 +956,9 @@ START_TEST(test_batch_poison)
 {
 	herd_pool *p = pool_open(2, json_pack("{s:i, s:i}", "retries", 2, "chunksize", 30), NULL);
 	json_t *args = xs(60, json_pack("{s:s, s:i}", "how", "crash", "bad", 17));
-	struct seen_tasks s = { .last_index = -1, .in_order = true };
+	struct seen_tasks s;
 
-	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_CRASHED, &s), 0);
-	ck_assert_int_eq(s.n, 60);
-	ck_assert(s.in_order);
-	ck_assert_int_eq(s.errors, 1);
-	ck_assert_int_eq(s.hit[17], 1);
-	ck_assert_str_eq(s.error_name, "task_crashed");
+	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, 60, 17, "task_crashed", &s);
 	ck_assert_int_eq(json_integer_value(json_object_get(s.error_data, "deaths")), 3);
 	ck_assert_int_eq(herd_pool_deaths(p), 3);
 	json_decref(s.error_data);
@@ -956,13 +973,9 @@ START_TEST(test_batch_timeout_scaled)
 	herd_pool *p = pool_open(2,
 	    json_pack("{s:i, s:i, s:i}", "task_timeout_ms", 300, "chunksize", 10, "retries", 0),
 	    NULL);
-	json_t *args = xs(40, json_pack("{s:i}", "us", 60000)), *res = NULL;
+	json_t *args = xs(40, json_pack("{s:i}", "us", 60000));
 
-	ck_assert_int_eq(herd_pool_map(p, "double", args, 0, &res), 0);
-	for (int i = 0; i < 40; i++)
-		ck_assert_int_eq(json_integer_value(json_array_get(res, i)), 2 * i);
-	ck_assert_int_eq(herd_pool_deaths(p), 0);
-	json_decref(res);
+	assert_map_doubles(p, args, 40);
 	json_decref(args);
 	herd_pool_unref(p);
 }
