@@ -767,7 +767,7 @@ run_with_kills(herd_pool *p, herd_job **jobs, int n_jobs, unsigned max_kills)
 	kills_total += kills;
 }
 
-/* A job over args calling "item": MAP, or REDUCE folded on the workers or not. */
+/* A job over args calling "item": MAP, or REDUCE folded on the workers or not, or REDUCE_ORDERED. */
 static herd_job *
 item_job(herd_pool *p, enum herd_job_kind kind, json_t *args, bool worker_fold)
 {
@@ -775,7 +775,7 @@ item_job(herd_pool *p, enum herd_job_kind kind, json_t *args, bool worker_fold)
 
 	ck_assert_int_eq(herd_job_new(p, kind, "item", &job), 0);
 	ck_assert_int_eq(herd_job_set_args(job, args), 0);
-	if (kind == HERD_JOB_REDUCE)
+	if (kind == HERD_JOB_REDUCE || kind == HERD_JOB_REDUCE_ORDERED)
 		ck_assert_int_eq(
 		    herd_job_set_combine(job, worker_fold ? "merge" : NULL, merge, NULL), 0);
 	return job;
@@ -1050,8 +1050,8 @@ START_TEST(test_batch_random_kills)
 	kills_total = 0;
 	for (int round = 0; round < rounds; round++) {
 		enum herd_job_kind kinds[] = { HERD_JOB_REDUCE, HERD_JOB_REDUCE, HERD_JOB_MAP,
-			HERD_JOB_MAP_UNORDERED };
-		herd_job *job = item_job(p, kinds[round % 4], args, round % 4 == 0);
+			HERD_JOB_MAP_UNORDERED, HERD_JOB_REDUCE_ORDERED };
+		herd_job *job = item_job(p, kinds[round % 5], args, round % 5 == 0);
 
 		run_with_kills(p, &job, 1, 6);
 		assert_job_exact(job, 1500);
