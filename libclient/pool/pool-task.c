@@ -74,6 +74,9 @@ herd__task_unbatch(struct task *t)
 	call = b->call;
 	b->call = NULL;
 	b->slot->n_batches--;
+	if (!b->plain && b->slot->conn)
+		herd__conn_notify(b->slot->conn, "herd.cancel",
+		    json_pack("{s:I}", "id", (json_int_t)call->op.id));
 	herd_call_cancel(call); /* its callback runs now, sees b abandoned, frees b */
 	herd_pending_unref(call);
 }

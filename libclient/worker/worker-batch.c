@@ -11,7 +11,9 @@
  * herd.fold's) instead of the wire: no reply message is built per item. Items
  * run in order, one at a time, so a handler that answers later (a timer, an
  * offload) holds the batch until it answers; a handler that answers at once
- * lets the loop go on without recursion (batch_run is a trampoline).
+ * lets the loop go on without recursion (batch_run is a trampoline). Every
+ * BATCH_SLICE_USEC the batch gives the loop a turn, or a batch longer than
+ * the heartbeat timeout would look like a hung worker and be killed.
  *
  * Exactly once, worker side. The batch's reply is sent once, after its last
  * item; a folded item is counted in the reply's "n" (the accumulator's count
@@ -29,6 +31,8 @@
 
 /* Items a batch may carry (pool.h's HERD_POOL_MAX_CHUNKSIZE). */
 #define BATCH_MAX_ITEMS 65536
+/* How long a batch runs items before the loop gets a turn. */
+#define BATCH_SLICE_USEC 5000u
 
 struct batch {
 	herd_request *outer; /* the herd.batch request */
@@ -44,7 +48,16 @@ struct batch {
 	bool running; /* batch_run is on the stack: it goes on by itself */
 	bool answered; /* the item dispatched last has answered */
 	bool cancelled;
+	ev_timer resume; /* batch_run again from the loop */
+	struct batch *q_next;
 };
+
+/*
+ * Every batch not yet ended, in arrival order: a connection's batches run one
+ * after the other, as their items do, so a batch's time is its own items'
+ * (what a pool's scaled timeout assumes) even while one gives the loop a turn.
+ */
+static struct batch *queue;
 
 static void
 batch_free(struct batch *b)
@@ -114,47 +127,105 @@ batch_answered(herd_request *inner, json_t *result, json_t *error)
 		batch_run(b);
 }
 
-/* Runs items until one answers later, or the last answered (then replies). */
+/* True when b is the first batch of its connection in the queue: its turn. */
+static bool
+batch_turn(const struct batch *b)
+{
+	for (const struct batch *q = queue; q; q = q->q_next)
+		if (q->outer->conn == b->outer->conn)
+			return q == b;
+	return false;
+}
+
+/* The batch left (answered or cancelled): if it was running, the next one runs from the loop. */
+static void
+batch_end(struct batch *b)
+{
+	struct ev_loop *loop = b->outer->conn->srv->loop;
+	bool was_turn = batch_turn(b);
+
+	for (struct batch **pp = &queue; *pp; pp = &(*pp)->q_next) {
+		if (*pp == b) {
+			*pp = b->q_next;
+			break;
+		}
+	}
+	for (struct batch *q = queue; q && was_turn; q = q->q_next) {
+		if (q->outer->conn == b->outer->conn) {
+			ev_timer_start(loop, &q->resume);
+			break;
+		}
+	}
+	ev_timer_stop(loop, &b->resume);
+	batch_free(b);
+}
+
+/* The loop's turn is over (a slice, or the batch before it ended): go on. */
+static void
+batch_resume(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	batch_run(w->data);
+}
+
+/* Runs one item; returns false when it answers later (its hook resumes the batch). */
+static bool
+batch_item(struct batch *b)
+{
+	json_t *item = json_array_get(b->args, b->next);
+	herd_request *inner;
+
+	b->answered = false;
+	if (!json_is_object(item) && !json_is_array(item) && !json_is_null(item)) {
+		/* As for a call: params are an object, an array or absent. */
+		json_t *e = proto_error(NULL, HERD_E_INVALID_PARAMS,
+		    "herd.batch: an item must be an object, an array or null", NULL);
+
+		batch_answered_item(b, NULL, json_incref(json_object_get(e, "error")));
+		json_decref(e);
+		return true;
+	}
+	inner = herd__request_new(b->outer->conn, b->fn, NULL, item);
+	if (!inner) {
+		herd_request_fail(b->outer, "out of memory");
+		b->cancelled = true;
+		return true;
+	}
+	b->inner = inner;
+	inner->answer_hook = batch_answered;
+	inner->hook_data = b;
+	herd__request_dispatch(inner);
+	herd_request_unref(inner);
+	return b->answered;
+}
+
+/*
+ * Runs items until one answers later, the slice is used up (the loop gets
+ * its turn: heartbeats, herd.cancel, other connections), or the last one
+ * answered (then replies and lets the next batch of the connection run).
+ */
 static void
 batch_run(struct batch *b)
 {
+	uint64_t slice_end = herd__now_usec() + BATCH_SLICE_USEC;
+
+	if (b->inner || !batch_turn(b))
+		return; /* its item's hook, or the end of the batch before it, resumes it */
 	b->running = true;
 	while (!b->cancelled && b->next < b->n) {
-		json_t *item = json_array_get(b->args, b->next);
-		herd_request *inner;
-
-		if (!json_is_object(item) && !json_is_array(item) && !json_is_null(item)) {
-			/* As for a call: params are an object, an array or absent. */
-			json_t *e = proto_error(NULL, HERD_E_INVALID_PARAMS,
-			    "herd.batch: an item must be an object, an array or null", NULL);
-
-			b->answered = false;
-			batch_answered_item(b, NULL, json_incref(json_object_get(e, "error")));
-			json_decref(e);
-			continue;
-		}
-		inner = herd__request_new(b->outer->conn, b->fn, NULL, item);
-		if (!inner) {
-			herd_request_fail(b->outer, "out of memory");
-			b->cancelled = true;
-			break;
-		}
-		b->inner = inner;
-		b->answered = false;
-		inner->answer_hook = batch_answered;
-		inner->hook_data = b;
-		herd__request_dispatch(inner);
-		herd_request_unref(inner);
-		if (!b->answered) {
-			/* It answers later: batch_answered's caller resumes the batch. */
+		if (!batch_item(b)) {
 			b->running = false;
+			return;
+		}
+		if (b->next < b->n && herd__now_usec() >= slice_end) {
+			b->running = false;
+			ev_timer_start(b->outer->conn->srv->loop, &b->resume);
 			return;
 		}
 	}
 	b->running = false;
 	if (!b->cancelled)
 		batch_finish(b);
-	batch_free(b);
+	batch_end(b);
 }
 
 /* The caller gave up on the batch (or its connection closed): stop the item running. */
@@ -168,9 +239,9 @@ batch_cancelled(herd_request *outer, void *userdata)
 	b->inner = NULL;
 	if (inner)
 		herd__request_cancel_inner(inner);
-	/* On the stack, batch_run frees it when the item returns; else nobody else will. */
+	/* On the stack, batch_run ends it when the item returns; else nobody else will. */
 	if (!b->running)
-		batch_free(b);
+		batch_end(b);
 }
 
 /* Checks the params; returns the batch to run, or NULL after answering req. */
@@ -227,6 +298,8 @@ batch_new(herd_request *req, json_t *arg)
 	b->n = json_array_size(args);
 	b->key = key;
 	b->outer = herd_request_ref(req);
+	ev_timer_init(&b->resume, batch_resume, 0., 0.);
+	b->resume.data = b;
 	return b;
 }
 
@@ -235,8 +308,13 @@ herd__builtin_batch(herd_request *req, json_t *arg)
 {
 	struct batch *b = batch_new(req, arg);
 
+	struct batch **tail = &queue;
+
 	if (!b)
 		return;
+	while (*tail)
+		tail = &(*tail)->q_next;
+	*tail = b;
 	herd_request_on_cancel(req, batch_cancelled, b);
 	batch_run(b);
 }

@@ -981,6 +981,24 @@ START_TEST(test_batch_timeout_scaled)
 }
 END_TEST
 
+/*
+ * A batch longer than the heartbeat timeout (20 tasks of 40 ms against 600
+ * ms) is not a hung worker: the worker's loop gets its turn between items.
+ */
+START_TEST(test_batch_keeps_heartbeats)
+{
+	herd_pool *p = pool_open(1,
+	    json_pack("{s:i, s:{s:i, s:i}}", "chunksize", 20, "settings", "heartbeat_interval_ms",
+	        100, "heartbeat_timeout_ms", 600),
+	    NULL);
+	json_t *args = xs(40, json_pack("{s:i}", "us", 40000));
+
+	assert_map_doubles(p, args, 40);
+	json_decref(args);
+	herd_pool_unref(p);
+}
+END_TEST
+
 /* 0 (automatic), 1, more than the tasks, the limit itself, and beyond it. */
 START_TEST(test_chunksize_edges)
 {
@@ -1093,6 +1111,7 @@ pool_suite(void)
 	tcase_add_test(tc, test_batch_find_stops_midway);
 	tcase_add_test(tc, test_batch_poison);
 	tcase_add_test(tc, test_batch_timeout_scaled);
+	tcase_add_test(tc, test_batch_keeps_heartbeats);
 	tcase_add_test(tc, test_chunksize_edges);
 	tcase_add_test(tc, test_batch_bad_args);
 	tcase_add_test(tc, test_batch_random_kills);
