@@ -629,10 +629,11 @@ batch_reply(
 	} else if (r == 0 && !b->plain && !batch_reply_ok(b, result)) {
 		herd__slot_kill(s, "malformed herd.batch reply");
 	} else {
-		/* A reply: every task in it is answered, the worker is doing well. */
+		/* A reply: every task in it is answered. */
 		b->call = herd_pending_unref(b->call);
 		s->n_batches--;
-		herd__pool_progressed(s->pool);
+		if (r == 0)
+			herd__pool_progressed(s->pool);
 		job = NULL;
 		for (unsigned i = 0; i < b->n && !job; i++)
 			job = b->tasks[i] ? herd_job_ref(b->tasks[i]->job) : NULL;
