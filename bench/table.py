@@ -153,6 +153,8 @@ for k in sorted(crash):
             crash.get(f"{m}_base_ms"), "ms")
         row(f"{m}: extra time of the SIGKILL vs one spawn + lost tasks", all_cpus, crash[k],
             crash.get(f"{m}_bound_ms"), "ms", "≤ 1x", le(1.0))
+        row(f"{m}: SIGKILL → replacement serving, during the map, vs an idle start", all_cpus,
+            crash.get(f"{m}_respawn_ms"), crash.get("pool_of_one_start_ms"), "ms")
 sizes = sorted({int(r["variant"].split("_")[1]) for r in rows
                 if r["figure"] == "scale" and r["cpus"] == all_cpus})
 if sizes:
