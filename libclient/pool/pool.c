@@ -9,7 +9,8 @@
  * backoff) ... -> GONE once the pool closes or gives up. DYING is the moment
  * between losing the connection and hearing from herdd how the worker died
  * (the event carries the signal and the stderr tail a poison task's report
- * needs); it lasts until that event, or DYING_WAIT_USEC at most.
+ * needs); it lasts until that event, or DYING_WAIT_USEC at most, and is
+ * skipped when nothing needs the account (slot_may_bury_early()).
  */
 #include <errno.h>
 #include <poll.h>
@@ -231,6 +232,25 @@ slot_bury(struct slot *s)
 	s->death = NULL;
 }
 
+/*
+ * A first death since a task last finished, where no task it held is due to
+ * be reported: its tasks go back to the queue and its replacement starts at
+ * once, not after herdd's account of the death (only a report or the crash
+ * loop's error needs it, and on busy CPUs it takes milliseconds to come).
+ */
+static bool
+slot_may_bury_early(const struct slot *s)
+{
+	const struct herd_pool *p = s->pool;
+
+	if (p->consecutive > 0)
+		return false;
+	for (const struct task *t = s->orphans.head; t; t = t->next)
+		if (!t->folded && t->deaths + 1 > p->retries)
+			return false;
+	return true;
+}
+
 /* Drops s's connection; its tasks wait as orphans until herdd says how it died. */
 void
 herd__slot_lost(struct slot *s, const char *why)
@@ -266,7 +286,7 @@ herd__slot_lost(struct slot *s, const char *why)
 	}
 	s->lost_why = why;
 	s->dying_deadline = herd__pool_now() + DYING_WAIT_USEC;
-	if (s->death)
+	if (s->death || slot_may_bury_early(s))
 		slot_bury(s);
 }
 
