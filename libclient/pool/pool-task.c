@@ -266,7 +266,8 @@ task_bad_arg(struct task *t, int r)
 
 /*
  * The message for b on s: one task as the plain call (or herd.fold), several
- * as herd.batch. Returns the params (new reference) and *ret_method.
+ * as herd.batch. Returns the params (new reference; NULL for a plain call of
+ * null) and *ret_method, which is NULL when there is no memory for them.
  */
 static json_t *
 batch_params(struct slot *s, struct batch *b, const char **ret_method)
@@ -277,12 +278,15 @@ batch_params(struct slot *s, struct batch *b, const char **ret_method)
 
 	if (herd__job_folds(job))
 		herd__acc_name(acc, sizeof(acc), s, job);
+	if (b->plain && !herd__job_folds(job)) {
+		*ret_method = job->function;
+		return json_is_null(arg) ? NULL : json_incref(arg);
+	}
 	if (b->plain) {
-		*ret_method = herd__job_folds(job) ? "herd.fold" : job->function;
-		if (!herd__job_folds(job))
-			return json_is_null(arg) ? NULL : json_incref(arg);
-		return json_pack("{s:s, s:O?, s:s, s:s}", "function", job->function, "args",
+		params = json_pack("{s:s, s:O?, s:s, s:s}", "function", job->function, "args",
 		    json_is_null(arg) ? NULL : arg, "acc", acc, "combine", job->worker_combine);
+		*ret_method = params ? "herd.fold" : NULL;
+		return params;
 	}
 	*ret_method = "herd.batch";
 	args = json_array();
@@ -290,13 +294,17 @@ batch_params(struct slot *s, struct batch *b, const char **ret_method)
 		json_array_append(args, b->tasks[i]->arg);
 	if (!args || json_array_size(args) != b->n) {
 		json_decref(args);
-		return NULL;
+		args = NULL;
 	}
-	if (herd__job_folds(job))
+	if (args && herd__job_folds(job))
 		params = json_pack("{s:s, s:o, s:s, s:s}", "function", job->function, "args", args,
 		    "acc", acc, "combine", job->worker_combine);
-	else
+	else if (args)
 		params = json_pack("{s:s, s:o}", "function", job->function, "args", args);
+	else
+		params = NULL;
+	if (!params)
+		*ret_method = NULL;
 	return params;
 }
 
