@@ -115,7 +115,10 @@ def speedup(label, cpus, h, b, per, target, op):
 pool = {r["variant"]: r["value"] for r in rows
         if r["cpus"] == all_cpus and r["figure"] == "pool_tasks_per_s"}
 h_map = next((x for k, x in pool.items() if k.startswith("herd_pool_map_workers")), None)
-h_unord = next((x for k, x in pool.items() if k.startswith("herd_pool_map_unordered")), None)
+h_unord = next((x for k, x in pool.items() if k.startswith("herd_pool_map_unordered_workers")),
+               None)
+h_unord1 = next((x for k, x in pool.items()
+                 if k.startswith("herd_pool_map_unordered_chunksize1")), None)
 py = lambda api: next((x for k, x in pool.items()
                        if k.startswith(f"python_{api}_workers")), None)
 row("pool map tasks/s (echo) vs Pool.map", all_cpus, h_map, py("pool_map"), "/s")
@@ -127,7 +130,7 @@ best_py = max((x for k, x in pool.items()
                if k.startswith("python_") and "chunksize1" not in k), default=None)
 best_h = max((x for x in (h_map, h_unord) if x is not None), default=None)
 row("pool map tasks/s, best vs best Python", all_cpus, best_h, best_py, "/s", "≥ 10x", ge(10))
-row("pool map unordered tasks/s vs imap_unordered, chunksize 1", all_cpus, h_unord,
+row("pool map unordered tasks/s vs imap_unordered, chunksize 1", all_cpus, h_unord1,
     py("pool_imap_unordered_chunksize1"), "/s")
 # wordfreq: speed-up per worker over the sequential C count, and against Python.
 wf = {r["variant"]: r["value"] for r in rows
@@ -150,6 +153,8 @@ for k in sorted(crash):
             crash.get(f"{m}_base_ms"), "ms")
         row(f"{m}: extra time of the SIGKILL vs one spawn + lost tasks", all_cpus, crash[k],
             crash.get(f"{m}_bound_ms"), "ms", "≤ 1x", le(1.0))
+        row(f"{m}: SIGKILL → replacement serving, during the map, vs an idle start", all_cpus,
+            crash.get(f"{m}_respawn_ms"), crash.get("pool_of_one_start_ms"), "ms")
 sizes = sorted({int(r["variant"].split("_")[1]) for r in rows
                 if r["figure"] == "scale" and r["cpus"] == all_cpus})
 if sizes:

@@ -36,13 +36,33 @@ struct task {
 	json_t *arg;
 	unsigned deaths; /* workers lost while this task ran on them */
 	unsigned failures; /* handler failures (retry_failed) */
-	bool folded; /* acknowledged by herd.fold */
+	bool folded; /* acknowledged by herd.fold or a folding herd.batch */
 	bool timed_out; /* its worker was killed because it overran */
+	unsigned cap; /* most tasks it may share a message with (0: the job's chunksize) */
 	struct slot *slot; /* where it runs or is folded; NULL when queued */
-	herd_pending *call; /* the dispatch in flight; NULL otherwise */
+	struct batch *batch; /* the dispatch in flight; NULL otherwise */
+	unsigned batch_pos; /* its place in batch->tasks */
 	herd_error *death; /* how its last worker died (timeout, crash) */
 	struct task_list *list;
 	struct task *prev, *next;
+};
+
+/*
+ * One dispatch: the tasks of one job sent to a slot in one message (a plain
+ * call or herd.fold for one task, herd.batch for more). It lives exactly as
+ * long as its call: allocated before the call is sent, freed by the call's
+ * callback, which runs exactly once. A task leaving it (freed, orphaned)
+ * clears its entry; a batch whose tasks all left is "abandoned" and its
+ * reply, whenever it comes, is ignored.
+ */
+struct batch {
+	struct slot *slot;
+	herd_pending *call; /* NULL once abandoned or answered */
+	unsigned cap; /* room in tasks[] */
+	unsigned n; /* tasks sent */
+	unsigned n_live; /* entries of tasks[] still set */
+	bool plain; /* one task as a plain call or herd.fold, not herd.batch */
+	struct task *tasks[];
 };
 
 enum slot_state {
@@ -69,6 +89,7 @@ struct slot {
 	struct task_list flight;
 	struct task_list folded;
 	struct task_list orphans; /* held while dying */
+	unsigned n_batches; /* dispatches in flight */
 	unsigned n_takes; /* herd.take requests in flight */
 	bool suspect_running; /* a suspect runs alone: nothing else is dispatched */
 	uint64_t respawn_at;
@@ -88,6 +109,7 @@ struct herd_pool {
 	unsigned n_slots;
 	struct slot *slots;
 	unsigned window;
+	unsigned chunksize; /* 0: automatic */
 	unsigned retries;
 	bool retry_failed;
 	uint64_t task_timeout_usec;
@@ -102,6 +124,7 @@ struct herd_pool {
 	uint64_t next_job_id;
 
 	struct task_list retry; /* tasks to dispatch again, before new ones */
+	struct batch *spare_batch; /* a freed batch kept for the next (pool-task.c) */
 	struct herd_job *jobs; /* running jobs, in start order */
 	unsigned processing; /* depth of herd_pool_process(): no re-entry */
 	bool kick; /* something to do at once (a job just started) */
@@ -126,6 +149,7 @@ struct herd_job {
 	enum herd_job_kind kind;
 	char *function;
 	unsigned flags;
+	unsigned chunksize; /* as set (0: the pool's), then in effect once started */
 	json_t *args;
 	herd_job_next_fn next;
 	void *next_data;
@@ -178,8 +202,12 @@ void herd__pool_update_ev(struct herd_pool *p);
 
 void herd__task_list_push(struct task_list *l, struct task *t, bool front);
 void herd__task_list_remove(struct task *t);
-/* Frees t wherever it is, cancelling its dispatch if one is in flight. */
+/* Frees t wherever it is, leaving its dispatch (cancelled once no task is left in it). */
 void herd__task_free(struct task *t);
+/* Takes t out of its dispatch, which is abandoned (its call cancelled) once empty. */
+void herd__task_unbatch(struct task *t);
+/* Takes every task out of b (its worker is lost): its reply, when it comes, frees it. */
+void herd__batch_abandon(struct batch *b);
 /* herd_call_async() on s's worker, holding the connection across the call. */
 int herd__slot_call(struct slot *s, const char *method, json_t *params, herd_call_cb cb,
     void *userdata, herd_pending **ret_call);

@@ -13,6 +13,8 @@
 #include "pool/pool-internal.h"
 
 #define PROGRESS_EVERY_USEC (100ull * 1000ull)
+/* The largest automatic chunksize (pool.h explains the automatic choice). */
+#define AUTO_CHUNKSIZE_MAX 1024u
 
 /* ---- jobs: life cycle ---- */
 
@@ -132,6 +134,42 @@ herd_job_set_combine(
 	return 0;
 }
 
+HERD_EXPORT int
+herd_job_set_chunksize(herd_job *job, unsigned chunksize)
+{
+	int r = setter_check(job);
+
+	if (r < 0)
+		return r;
+	if (chunksize > HERD_POOL_MAX_CHUNKSIZE)
+		return -E2BIG;
+	job->chunksize = chunksize;
+	return 0;
+}
+
+/*
+ * The chunksize a job runs with: its own, else the pool's, else automatic as
+ * Python's map: about total / (4 x workers), so every worker gets a few
+ * batches and the end stays balanced, at most AUTO_CHUNKSIZE_MAX so progress
+ * stays live and a lost batch costs little; 1 when the total is unknown (an
+ * iterator), where a batch would wait for arguments that may come slowly.
+ */
+static unsigned
+job_chunksize(const struct herd_job *job)
+{
+	size_t total, c;
+
+	if (job->chunksize)
+		return job->chunksize;
+	if (job->pool->chunksize)
+		return job->pool->chunksize;
+	if (!job->args)
+		return 1;
+	total = json_array_size(job->args);
+	c = (total + 4 * job->pool->n_slots - 1) / (4 * job->pool->n_slots);
+	return c < 1 ? 1 : c > AUTO_CHUNKSIZE_MAX ? AUTO_CHUNKSIZE_MAX : (unsigned)c;
+}
+
 /* A callback may be set until the job starts; a required one may not be NULL. */
 static int
 callback_check(struct herd_job *job, bool ok)
@@ -185,6 +223,7 @@ herd_job_start(herd_job *job)
 		if (!job->value)
 			return -ENOMEM;
 	}
+	job->chunksize = job_chunksize(job);
 	job->started = true;
 	job->started_at = herd__pool_now();
 	p->kick = true;
@@ -389,46 +428,60 @@ job_deliver(struct herd_job *job, size_t index, int r, json_t *result, herd_erro
 	}
 }
 
+/*
+ * The outcomes waiting for their turn are a ring of pending_cap (a power of
+ * two) slots indexed by task index: a batch's results go in and come out
+ * without moving the others.
+ */
+static struct outcome *
+pending_at(struct herd_job *job, size_t index)
+{
+	return &job->pending[index & (job->pending_cap - 1)];
+}
+
+/* Makes room for index in the ring. Returns 0 or -ENOMEM. */
+static int
+pending_reserve(struct herd_job *job, size_t index)
+{
+	size_t cap = job->pending_cap ? job->pending_cap : 16;
+	struct outcome *o;
+
+	if (index - job->next_emit < job->pending_cap)
+		return 0;
+	while (cap <= index - job->next_emit)
+		cap *= 2;
+	o = calloc(cap, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	for (size_t i = job->next_emit; i < job->next_emit + job->pending_cap; i++)
+		o[i & (cap - 1)] = *pending_at(job, i);
+	free(job->pending);
+	job->pending = o;
+	job->pending_cap = cap;
+	return 0;
+}
+
 /* Keeps an outcome until the ones before it are out, then releases what is in order. */
 static void
 job_in_order_put(struct herd_job *job, size_t index, int r, json_t *result, herd_error *err)
 {
-	size_t off = index - job->next_emit, k = 0;
+	if (pending_reserve(job, index) < 0) {
+		herd_error *e = herd__error_new(HERD_E_INTERNAL_ERROR, "out of memory", NULL);
 
-	if (off >= job->pending_cap) {
-		size_t cap = job->pending_cap ? job->pending_cap : 16;
-		struct outcome *o;
-
-		while (cap <= off)
-			cap *= 2;
-		o = realloc(job->pending, cap * sizeof(*o));
-		if (!o) {
-			herd_error *e =
-			    herd__error_new(HERD_E_INTERNAL_ERROR, "out of memory", NULL);
-
-			job_end(job, -ENOMEM, e);
-			herd_error_unref(e);
-			return;
-		}
-		memset(o + job->pending_cap, 0, (cap - job->pending_cap) * sizeof(*o));
-		job->pending = o;
-		job->pending_cap = cap;
+		job_end(job, -ENOMEM, e);
+		herd_error_unref(e);
+		return;
 	}
-	job->pending[off] = (struct outcome){ true, r, json_incref(result), herd_error_ref(err) };
-	while (k < job->pending_cap && job->pending[k].have && !job->done) {
-		struct outcome *o = &job->pending[k];
+	*pending_at(job, index) =
+	    (struct outcome){ true, r, json_incref(result), herd_error_ref(err) };
+	while (!job->done && pending_at(job, job->next_emit)->have) {
+		struct outcome o = *pending_at(job, job->next_emit);
 
-		job_deliver(job, job->next_emit + k, o->r, o->result, o->err);
-		json_decref(o->result);
-		herd_error_unref(o->err);
-		*o = (struct outcome){ 0 };
-		k++;
-	}
-	if (k && !job->done) {
-		memmove(
-		    job->pending, job->pending + k, (job->pending_cap - k) * sizeof(*job->pending));
-		memset(job->pending + job->pending_cap - k, 0, k * sizeof(*job->pending));
-		job->next_emit += k;
+		*pending_at(job, job->next_emit) = (struct outcome){ 0 };
+		job->next_emit++;
+		job_deliver(job, job->next_emit - 1, o.r, o.result, o.err);
+		json_decref(o.result);
+		herd_error_unref(o.err);
 	}
 }
 

@@ -55,21 +55,38 @@ herd__task_list_push(struct task_list *l, struct task *t, bool front)
 	l->n++;
 }
 
-/* Frees t; a dispatch in flight is cancelled and its reply ignored. */
+/* Takes t out of its dispatch; the last task out abandons it and cancels its call. */
+void
+herd__task_unbatch(struct task *t)
+{
+	struct batch *b = t->batch;
+	herd_pending *call;
+
+	if (!b)
+		return;
+	b->tasks[t->batch_pos] = NULL;
+	t->batch = NULL;
+	if (t->deaths > 0)
+		b->slot->suspect_running = false;
+	if (--b->n_live > 0 || !b->call)
+		return;
+	/* Nobody waits for its reply now: the worker stops, the window has room. */
+	call = b->call;
+	b->call = NULL;
+	b->slot->n_batches--;
+	if (!b->plain && b->slot->conn)
+		herd__conn_notify(b->slot->conn, "herd.cancel",
+		    json_pack("{s:I}", "id", (json_int_t)call->op.id));
+	herd_call_cancel(call); /* its callback runs now, sees b abandoned, frees b */
+	herd_pending_unref(call);
+}
+
+/* Frees t; a dispatch in flight loses it (and is cancelled once empty). */
 void
 herd__task_free(struct task *t)
 {
-	herd_pending *call = t->call;
-
 	herd__task_list_remove(t);
-	if (call) {
-		/* The callback sees t->call != call and leaves t alone. */
-		t->call = NULL;
-		if (t->slot && t->deaths > 0)
-			t->slot->suspect_running = false;
-		herd_call_cancel(call);
-		herd_pending_unref(call);
-	}
+	herd__task_unbatch(t);
 	json_decref(t->arg);
 	herd_error_unref(t->death);
 	free(t);
@@ -149,7 +166,90 @@ pick_task(struct herd_pool *p, bool slot_empty)
 	return NULL;
 }
 
-static void task_reply(
+/* How many tasks may travel with t: one for a suspect, else its cap or its job's chunksize. */
+static unsigned
+batch_max(const struct task *t)
+{
+	unsigned max = t->job->chunksize ? t->job->chunksize : 1;
+
+	if (t->deaths > 0)
+		return 1;
+	return t->cap && t->cap < max ? t->cap : max;
+}
+
+/* True when a task's argument can be a call's params: an object, an array or null. */
+static bool
+arg_ok(const struct task *t)
+{
+	return json_is_object(t->arg) || json_is_array(t->arg) || json_is_null(t->arg);
+}
+
+/*
+ * Fills b (holding its first task) with more tasks of the same job, retries
+ * first, up to max. Stops at a task whose argument cannot travel: returned
+ * for the caller to report once b is sent.
+ */
+static struct task *
+batch_fill(struct herd_pool *p, struct batch *b, unsigned max)
+{
+	struct herd_job *job = b->tasks[0]->job;
+	struct task *t, *next;
+
+	for (t = p->retry.head; t && b->n < max; t = next) {
+		next = t->next;
+		if (t->job != job || t->deaths > 0 || (t->cap && t->cap < max))
+			continue;
+		herd__task_list_remove(t);
+		if (!arg_ok(t))
+			return t;
+		b->tasks[b->n++] = t;
+	}
+	while (b->n < max && (t = job_feed(job))) {
+		if (!arg_ok(t))
+			return t;
+		b->tasks[b->n++] = t;
+	}
+	return NULL;
+}
+
+/*
+ * A batch for up to max tasks. The pool keeps one freed batch for the next:
+ * a big one (thousands of tasks) would otherwise be a large allocation per
+ * message, which makes malloc consolidate every small block freed since.
+ */
+static struct batch *
+batch_alloc(struct herd_pool *p, unsigned max)
+{
+	struct batch *b = p->spare_batch;
+
+	if (b && b->cap >= max) {
+		p->spare_batch = NULL;
+	} else {
+		b = malloc(sizeof(*b) + max * sizeof(b->tasks[0]));
+		if (!b)
+			return NULL;
+		b->cap = max;
+	}
+	b->slot = NULL;
+	b->call = NULL;
+	b->n = b->n_live = 0;
+	b->plain = false;
+	return b;
+}
+
+/* Frees b, or keeps it as the pool's spare. */
+static void
+batch_free(struct herd_pool *p, struct batch *b)
+{
+	if (!p->spare_batch || p->spare_batch->cap < b->cap) {
+		free(p->spare_batch);
+		p->spare_batch = b;
+	} else {
+		free(b);
+	}
+}
+
+static void batch_reply(
     herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *err, void *userdata);
 
 /* A local error for a task whose argument cannot travel. */
@@ -164,58 +264,175 @@ task_bad_arg(struct task *t, int r)
 	herd_error_unref(err);
 }
 
-/* Sends t to s. Returns false if s cannot take it (t went back to the queue or failed). */
-static bool
-task_send(struct slot *s, struct task *t)
+/*
+ * The message for b on s: one task as the plain call (or herd.fold), several
+ * as herd.batch. Returns the params (new reference; NULL for a plain call of
+ * null) and *ret_method, which is NULL when there is no memory for them.
+ */
+static json_t *
+batch_params(struct slot *s, struct batch *b, const char **ret_method)
 {
-	struct herd_job *job = t->job;
-	json_t *params = NULL, *arg = json_is_null(t->arg) ? NULL : t->arg;
-	const char *method = job->function;
+	struct herd_job *job = b->tasks[0]->job;
+	json_t *arg = b->tasks[0]->arg, *params, *args;
 	char acc[128];
+
+	if (herd__job_folds(job))
+		herd__acc_name(acc, sizeof(acc), s, job);
+	if (b->plain && !herd__job_folds(job)) {
+		*ret_method = job->function;
+		return json_is_null(arg) ? NULL : json_incref(arg);
+	}
+	if (b->plain) {
+		params = json_pack("{s:s, s:O?, s:s, s:s}", "function", job->function, "args",
+		    json_is_null(arg) ? NULL : arg, "acc", acc, "combine", job->worker_combine);
+		*ret_method = params ? "herd.fold" : NULL;
+		return params;
+	}
+	*ret_method = "herd.batch";
+	args = json_array();
+	for (unsigned i = 0; args && i < b->n; i++)
+		json_array_append(args, b->tasks[i]->arg);
+	if (!args || json_array_size(args) != b->n) {
+		json_decref(args);
+		args = NULL;
+	}
+	if (args && herd__job_folds(job))
+		params = json_pack("{s:s, s:o, s:s, s:s}", "function", job->function, "args", args,
+		    "acc", acc, "combine", job->worker_combine);
+	else if (args)
+		params = json_pack("{s:s, s:o}", "function", job->function, "args", args);
+	else
+		params = NULL;
+	if (!params)
+		*ret_method = NULL;
+	return params;
+}
+
+/*
+ * Sends b's tasks to s as one message. Returns false if s cannot take it (the
+ * tasks went back to the queue); b is freed unless its call went out.
+ */
+static bool
+batch_send(struct slot *s, struct batch *b)
+{
+	struct herd_pool *p = s->pool;
+	const char *method = NULL;
+	json_t *params;
 	int r;
 
-	if (herd__job_folds(job)) {
-		herd__acc_name(acc, sizeof(acc), s, job);
-		params = json_pack("{s:s, s:O?, s:s, s:s}", "function", job->function, "args", arg,
-		    "acc", acc, "combine", job->worker_combine);
-		method = "herd.fold";
-		if (arg && !json_is_object(arg) && !json_is_array(arg)) {
-			json_decref(params);
-			task_bad_arg(t, -EINVAL);
-			return true;
-		}
-	} else {
-		params = json_incref(arg);
-	}
-	r = herd__slot_call(s, method, params, task_reply, t, &t->call);
+	b->slot = s;
+	b->plain = b->n == 1;
+	params = batch_params(s, b, &method);
+	r = method ? herd__slot_call(s, method, params, batch_reply, b, &b->call) : -ENOMEM;
 	json_decref(params);
 	if (r == -EINVAL || r == -EMSGSIZE) {
-		task_bad_arg(t, r);
+		if (b->n == 1) {
+			task_bad_arg(b->tasks[0], r);
+		} else {
+			/* Too big together: the halves go again. */
+			for (unsigned i = b->n; i-- > 0;) {
+				b->tasks[i]->cap = b->n / 2;
+				herd__task_list_push(&p->retry, b->tasks[i], true);
+			}
+		}
+		batch_free(p, b);
 		return true;
 	}
 	if (r < 0) {
-		herd__task_list_push(&s->pool->retry, t, true);
+		for (unsigned i = b->n; i-- > 0;)
+			herd__task_list_push(&p->retry, b->tasks[i], true);
+		batch_free(p, b);
 		herd__slot_lost(s, "send failed");
 		return false;
 	}
-	t->slot = s;
-	herd__task_list_push(&s->flight, t, false);
-	if (t->deaths > 0)
-		s->suspect_running = true;
+	if (!b->plain && p->task_timeout_usec)
+		herd_call_set_timeout(b->call, p->task_timeout_usec * b->n);
+	s->n_batches++;
+	b->n_live = b->n;
+	for (unsigned i = 0; i < b->n; i++) {
+		struct task *t = b->tasks[i];
+
+		t->slot = s;
+		t->batch = b;
+		t->batch_pos = i;
+		t->timed_out = false;
+		herd__task_list_push(&s->flight, t, false);
+		if (t->deaths > 0)
+			s->suspect_running = true;
+	}
 	return true;
 }
 
-/* True when a suspect waits in the retry queue for a worker of its own. */
+/* Sends s its next message. Returns false when there is nothing to send or s failed. */
 static bool
-suspect_waiting(struct herd_pool *p)
+slot_send_next(struct slot *s)
 {
-	for (struct task *t = p->retry.head; t; t = t->next)
-		if (t->deaths > 0)
-			return true;
-	return false;
+	struct herd_pool *p = s->pool;
+	struct task *t = pick_task(p, s->n_batches == 0), *bad;
+	struct herd_job *job;
+	struct batch *b;
+	unsigned max;
+	bool ok;
+
+	if (!t)
+		return false;
+	if (!arg_ok(t)) {
+		task_bad_arg(t, -EINVAL);
+		return true;
+	}
+	max = batch_max(t);
+	b = batch_alloc(p, max);
+	if (!b) {
+		herd__task_list_push(&p->retry, t, true);
+		return false;
+	}
+	b->tasks[b->n++] = t;
+	job = herd_job_ref(t->job);
+	bad = batch_fill(p, b, max);
+	ok = batch_send(s, b);
+	if (bad && job->done)
+		herd__task_free(bad);
+	else if (bad)
+		task_bad_arg(bad, -EINVAL);
+	herd_job_unref(job);
+	return ok;
 }
 
-/* Fills every ready slot up to the window; suspects run alone. */
+/*
+ * True when a suspect waits in the retry queue for a worker of its own and
+ * none is coming: a slot being replaced gets a fresh worker, empty, which
+ * takes the suspects while the others go on with new work at full speed
+ * (holding one back to drain its window, then run suspects one round trip at
+ * a time, cost more than the crash itself).
+ */
+static bool
+suspect_needs_reserve(struct herd_pool *p)
+{
+	bool waiting = false;
+
+	for (struct task *t = p->retry.head; t && !waiting; t = t->next)
+		waiting = t->deaths > 0;
+	for (unsigned i = 0; i < p->n_slots && waiting; i++) {
+		enum slot_state st = p->slots[i].state;
+
+		if (st == SLOT_IDLE || st == SLOT_SPAWNING || st == SLOT_DYING)
+			return false;
+	}
+	return waiting;
+}
+
+/*
+ * The window counts tasks; batches are let past it up to two in flight, so a
+ * worker has the next batch at hand when one ends (one task a message: the
+ * window alone, as ever).
+ */
+static bool
+slot_has_room(const struct herd_pool *p, const struct slot *s)
+{
+	return s->n_batches < p->window && (s->flight.n < p->window || s->n_batches < 2);
+}
+
+/* Fills every ready slot up to its window; suspects run alone. */
 void
 herd__pool_dispatch(struct herd_pool *p)
 {
@@ -224,7 +441,7 @@ herd__pool_dispatch(struct herd_pool *p)
 	if (p->closed || p->broken)
 		return;
 	/* A waiting suspect needs an empty worker: one worker stops taking new work until then. */
-	if (suspect_waiting(p)) {
+	if (suspect_needs_reserve(p)) {
 		for (unsigned i = 0; i < p->n_slots && !reserved; i++)
 			if (p->slots[i].state == SLOT_READY && !p->slots[i].suspect_running)
 				reserved = &p->slots[i];
@@ -232,14 +449,11 @@ herd__pool_dispatch(struct herd_pool *p)
 	for (unsigned i = 0; i < p->n_slots; i++) {
 		struct slot *s = &p->slots[i];
 
-		if (s == reserved && s->flight.n > 0)
+		if (s == reserved && s->n_batches > 0)
 			continue;
-		while (s->state == SLOT_READY && !s->suspect_running && s->flight.n < p->window) {
-			struct task *t = pick_task(p, s->flight.n == 0);
-
-			if (!t || !task_send(s, t))
+		while (s->state == SLOT_READY && !s->suspect_running && slot_has_room(p, s))
+			if (!slot_send_next(s))
 				break;
-		}
 	}
 }
 
@@ -283,6 +497,7 @@ herd__pool_requeue(struct herd_pool *p, struct slot *s)
 			herd__task_list_push(&p->retry, t, false);
 			continue;
 		}
+		/* Whether it ran or waited behind the one that did is unknown: alone next time. */
 		t->deaths++;
 		herd__error_set(&t->death, s->death);
 		if (t->deaths > p->retries) {
@@ -297,46 +512,19 @@ herd__pool_requeue(struct herd_pool *p, struct slot *s)
 	}
 }
 
+/* One task's outcome came back from its worker s (result and err borrowed). */
 static void
-task_reply(
-    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *err, void *userdata)
+task_outcome(struct slot *s, struct task *t, int r, json_t *result, herd_error *err)
 {
-	struct task *t = userdata;
-	const char *name = herd_error_name(err);
-	struct herd_pool *p;
-	struct slot *s;
+	struct herd_pool *p = s->pool;
 
-	if (t->call != call)
-		return; /* orphaned or cancelled: its worker's death decides */
-	s = t->slot;
-	p = s->pool;
-	if (r == -ETIMEDOUT) {
-		t->timed_out = true;
-		herd__slot_kill(s, "task timeout");
-		return;
-	}
-	if (r < 0 && r != -EREMOTEIO) {
-		/* The connection is closing: its close callback (next) drops the slot. */
-		return;
-	}
-	if (r == -EREMOTEIO && name && strcmp(name, "combine_failed") == 0) {
-		herd__slot_kill(s, "combine failed");
-		return;
-	}
-	t->call = NULL;
-	herd_pending_unref(call);
-	if (t->deaths > 0)
-		s->suspect_running = false;
 	herd__task_list_remove(t);
-	if (r == 0) {
-		herd__pool_progressed(p);
-		if (herd__job_folds(t->job)) {
-			t->folded = true;
-			t->job->n_ok++;
-			herd__task_list_push(&s->folded, t, false);
-		} else {
-			herd__task_result(t, 0, result, NULL);
-		}
+	if (r == 0 && herd__job_folds(t->job)) {
+		t->folded = true;
+		t->job->n_ok++;
+		herd__task_list_push(&s->folded, t, false);
+	} else if (r == 0) {
+		herd__task_result(t, 0, result, NULL);
 	} else if (p->retry_failed && t->failures < p->retries) {
 		t->failures++;
 		t->job->n_retried++;
@@ -345,7 +533,126 @@ task_reply(
 	} else {
 		herd__task_result(t, r, NULL, err);
 	}
-	herd__pool_dispatch(p);
+}
+
+/* The outcome of item i of a herd.batch reply: 0 and *ret_result, or an error. */
+static int
+batch_item(json_t *results, json_t *errors, size_t *cursor, size_t i, json_t **ret_result,
+    herd_error **ret_err)
+{
+	json_t *e = json_array_get(errors, *cursor), *error;
+
+	*ret_result = json_array_get(results, i);
+	*ret_err = NULL;
+	if ((size_t)json_integer_value(json_object_get(e, "index")) != i || !json_is_object(e))
+		return 0;
+	(*cursor)++;
+	error = json_object_get(e, "error");
+	*ret_err = herd__error_new((int)json_integer_value(json_object_get(error, "code")),
+	    json_string_value(json_object_get(error, "message")), json_object_get(error, "data"));
+	return *ret_err ? herd__error_to_errno(herd_error_code(*ret_err)) : -ENOMEM;
+}
+
+/* True when a herd.batch reply has the shape b expects ("results" or "n", "errors"). */
+static bool
+batch_reply_ok(const struct batch *b, json_t *result)
+{
+	json_t *errors = json_object_get(result, "errors");
+
+	if (errors && !json_is_array(errors))
+		return false;
+	if (json_is_integer(json_object_get(result, "n")))
+		return true; /* folded */
+	return json_array_size(json_object_get(result, "results")) == b->n;
+}
+
+/* Hands every task still in b its outcome, in order; the job may end on the way. */
+static void
+batch_deliver(struct batch *b, int r, json_t *result, herd_error *err)
+{
+	json_t *results = json_object_get(result, "results");
+	json_t *errors = json_object_get(result, "errors");
+	size_t cursor = 0;
+
+	for (unsigned i = 0; i < b->n; i++) {
+		struct task *t = b->tasks[i];
+		json_t *res = result;
+		herd_error *e = NULL;
+		int ri = r;
+
+		if (!b->plain && r == 0)
+			ri = batch_item(results, errors, &cursor, i, &res, &e);
+		if (!t) {
+			herd_error_unref(e);
+			continue; /* freed meanwhile (its job ended) */
+		}
+		b->tasks[i] = NULL;
+		b->n_live--;
+		t->batch = NULL;
+		if (t->deaths > 0)
+			b->slot->suspect_running = false;
+		task_outcome(b->slot, t, ri, res, e ? e : err);
+		herd_error_unref(e);
+	}
+}
+
+/* Takes every task out of b, which stays allocated until its callback. */
+void
+herd__batch_abandon(struct batch *b)
+{
+	for (unsigned i = 0; i < b->n; i++) {
+		if (b->tasks[i])
+			b->tasks[i]->batch = NULL;
+		b->tasks[i] = NULL;
+	}
+	b->n_live = 0;
+	if (b->call) {
+		b->slot->n_batches--;
+		b->call = herd_pending_unref(b->call);
+	}
+}
+
+static void
+batch_reply(
+    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *err, void *userdata)
+{
+	struct batch *b = userdata;
+	struct slot *s = b->slot;
+	const char *name = herd_error_name(err);
+	struct herd_job *job;
+
+	if (b->call != call) {
+		batch_free(s->pool, b); /* abandoned: its worker's death decides */
+		return;
+	}
+	if (r == -ETIMEDOUT) {
+		for (unsigned i = 0; i < b->n; i++)
+			if (b->tasks[i])
+				b->tasks[i]->timed_out = true;
+		herd__slot_kill(s, "task timeout");
+	} else if (r < 0 && r != -EREMOTEIO) {
+		/* The connection is closing: its close callback (next) drops the slot. */
+	} else if (r == -EREMOTEIO && name && strcmp(name, "combine_failed") == 0) {
+		herd__slot_kill(s, "combine failed");
+	} else if (r == 0 && !b->plain && !batch_reply_ok(b, result)) {
+		herd__slot_kill(s, "malformed herd.batch reply");
+	} else {
+		/* A reply: every task in it is answered. */
+		b->call = herd_pending_unref(b->call);
+		s->n_batches--;
+		if (r == 0)
+			herd__pool_progressed(s->pool);
+		job = NULL;
+		for (unsigned i = 0; i < b->n && !job; i++)
+			job = b->tasks[i] ? herd_job_ref(b->tasks[i]->job) : NULL;
+		batch_deliver(b, r, result, err);
+		herd_job_unref(job);
+		batch_free(s->pool, b);
+		herd__pool_dispatch(s->pool);
+		return;
+	}
+	herd__batch_abandon(b);
+	batch_free(s->pool, b);
 }
 
 /* ---- takes: the end of a worker-folded reduce ---- */

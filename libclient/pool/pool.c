@@ -9,7 +9,8 @@
  * backoff) ... -> GONE once the pool closes or gives up. DYING is the moment
  * between losing the connection and hearing from herdd how the worker died
  * (the event carries the signal and the stderr tail a poison task's report
- * needs); it lasts until that event, or DYING_WAIT_USEC at most.
+ * needs); it lasts until that event, or DYING_WAIT_USEC at most, and is
+ * skipped when nothing needs the account (slot_may_bury_early()).
  */
 #include <errno.h>
 #include <poll.h>
@@ -61,7 +62,7 @@ static int
 pool_options(struct herd_pool *p, json_t *opts, const char **ret_socket, json_t **ret_settings)
 {
 	json_int_t workers = 0, window = DEFAULT_WINDOW, retries = DEFAULT_RETRIES, timeout = 0,
-	           restarts = 0;
+	           restarts = 0, chunksize = 0;
 	const char *name = NULL;
 	int retry_failed = 0;
 	json_error_t err;
@@ -69,14 +70,18 @@ pool_options(struct herd_pool *p, json_t *opts, const char **ret_socket, json_t 
 	*ret_socket = NULL;
 	*ret_settings = NULL;
 	if (opts &&
-	    json_unpack_ex(opts, &err, JSON_STRICT, "{s?I, s?I, s?I, s?b, s?I, s?I, s?s, s?s, s?o}",
-	        "workers", &workers, "window", &window, "retries", &retries, "retry_failed",
-	        &retry_failed, "task_timeout_ms", &timeout, "max_restarts", &restarts, "name",
-	        &name, "socket", ret_socket, "settings", ret_settings) < 0)
+	    json_unpack_ex(opts, &err, JSON_STRICT,
+	        "{s?I, s?I, s?I, s?b, s?I, s?I, s?s, s?s, s?o, s?I}", "workers", &workers, "window",
+	        &window, "retries", &retries, "retry_failed", &retry_failed, "task_timeout_ms",
+	        &timeout, "max_restarts", &restarts, "name", &name, "socket", ret_socket,
+	        "settings", ret_settings, "chunksize", &chunksize) < 0)
 		return -EINVAL;
 	if (workers < 0 || workers > 4096 || window < 1 || window > 1024 || retries < 0 ||
-	    retries > 1000000 || timeout < 0 || restarts < 0)
+	    retries > 1000000 || timeout < 0 || restarts < 0 || chunksize < 0)
 		return -EINVAL;
+	if (chunksize > HERD_POOL_MAX_CHUNKSIZE)
+		return -E2BIG;
+	p->chunksize = (unsigned)chunksize;
 	p->n_slots = workers ? (unsigned)workers : cpus_allowed();
 	p->window = (unsigned)window;
 	p->retries = (unsigned)retries;
@@ -227,6 +232,25 @@ slot_bury(struct slot *s)
 	s->death = NULL;
 }
 
+/*
+ * A first death since a task last finished, where no task it held is due to
+ * be reported: its tasks go back to the queue and its replacement starts at
+ * once, not after herdd's account of the death (only a report or the crash
+ * loop's error needs it, and on busy CPUs it takes milliseconds to come).
+ */
+static bool
+slot_may_bury_early(const struct slot *s)
+{
+	const struct herd_pool *p = s->pool;
+
+	if (p->consecutive > 0)
+		return false;
+	for (const struct task *t = s->orphans.head; t; t = t->next)
+		if (!t->folded && t->deaths + 1 > p->retries)
+			return false;
+	return true;
+}
+
 /* Drops s's connection; its tasks wait as orphans until herdd says how it died. */
 void
 herd__slot_lost(struct slot *s, const char *why)
@@ -240,13 +264,13 @@ herd__slot_lost(struct slot *s, const char *why)
 	p->n_deaths++;
 	while (s->flight.head) {
 		struct task *t = s->flight.head;
-		herd_pending *call = t->call;
 
 		/* Detached first: the failed reply closing the connection brings is ignored. */
-		t->call = NULL;
-		herd_pending_unref(call);
+		if (t->batch)
+			herd__batch_abandon(t->batch);
 		herd__task_list_push(&s->orphans, t, false);
 	}
+	s->n_batches = 0;
 	while (s->folded.head)
 		herd__task_list_push(&s->orphans, s->folded.head, false);
 	s->conn = NULL;
@@ -262,7 +286,7 @@ herd__slot_lost(struct slot *s, const char *why)
 	}
 	s->lost_why = why;
 	s->dying_deadline = herd__pool_now() + DYING_WAIT_USEC;
-	if (s->death)
+	if (s->death || slot_may_bury_early(s))
 		slot_bury(s);
 }
 
@@ -684,6 +708,7 @@ pool_free(struct herd_pool *p)
 	if (p->epfd >= 0)
 		close(p->epfd);
 	free(p->slots);
+	free(p->spare_batch);
 	json_decref(p->spawn_opts);
 	free(p->name);
 	herd_error_unref(p->broken_error);

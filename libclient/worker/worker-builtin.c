@@ -86,6 +86,7 @@ static const struct herd_function builtins[] = {
 	{ "herd.settings", HERD_KIND_CALL, builtin_settings },
 	{ "herd.fold", HERD_KIND_CALL, herd__builtin_fold },
 	{ "herd.take", HERD_KIND_CALL, herd__builtin_take },
+	{ "herd.batch", HERD_KIND_CALL, herd__builtin_batch },
 };
 
 const struct herd_function *

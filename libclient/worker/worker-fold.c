@@ -85,8 +85,9 @@ acc_remove(struct fold_acc *a)
 	free(a);
 }
 
-static herd_combine_fn
-combiner_find(const struct herd_worker_type *type, const char *name)
+/* The combine type declares under name, or NULL. */
+herd_combine_fn
+herd__combiner_find(const struct herd_worker_type *type, const char *name)
 {
 	const struct herd_combiner *c = type->combiners;
 
@@ -112,48 +113,74 @@ fold_free(struct fold *f)
 	free(f);
 }
 
-/* Combines the inner request's result, or passes its error on to the caller. */
-static void
-fold_answered(herd_request *inner, json_t *msg)
+/*
+ * Folds result into accumulator key with combine. Returns its fold count, or
+ * 0 after answering req with the error (no room, or the combine failed).
+ */
+json_int_t
+herd__fold_into(herd_request *req, const char *key, herd_combine_fn combine, json_t *result)
 {
-	struct fold *f = inner->hook_data;
-	struct herd_server *srv = f->outer->conn->srv;
-	json_t *result = json_object_get(msg, "result");
-	json_t *error = json_object_get(msg, "error");
-	struct fold_acc *a;
+	struct herd_server *srv = req->conn->srv;
+	struct fold_acc *a = acc_get(srv, key);
 
-	inner->hook_data = NULL;
-	f->inner = NULL;
-	if (!result) {
-		json_t *data = json_object_get(error, "data");
-
-		herd_request_error(f->outer,
-		    (int)json_integer_value(json_object_get(error, "code")),
-		    json_is_object(data) ? json_deep_copy(data) : NULL, "%s",
-		    json_string_value(json_object_get(error, "message")) ?: "error");
-		goto out;
-	}
-	a = acc_get(srv, f->key);
 	if (!a) {
 		herd_request_error(
-		    f->outer, HERD_E_LIMIT_EXCEEDED, NULL, "no room for accumulator %s", f->key);
-		goto out;
+		    req, HERD_E_LIMIT_EXCEEDED, NULL, "no room for accumulator %s", key);
+		return 0;
 	}
 	if (!a->broken) {
-		a->value = a->value ? f->combine(a->value, result, srv->worker_state)
-		                    : json_incref(result);
+		a->value =
+		    a->value ? combine(a->value, result, srv->worker_state) : json_incref(result);
 		a->broken = !a->value;
 	}
 	if (a->broken) {
-		herd_request_error(f->outer, HERD_E_FUNCTION_FAILED,
+		herd_request_error(req, HERD_E_FUNCTION_FAILED,
 		    json_pack("{s:s}", "name", "combine_failed"),
-		    "the combine function failed: accumulator %s is lost", f->key);
-		goto out;
+		    "the combine function failed: accumulator %s is lost", key);
+		return 0;
 	}
-	a->n++;
-	herd_request_reply(f->outer, json_pack("{s:I}", "n", a->n));
-out:
-	json_decref(msg);
+	return ++a->n;
+}
+
+/* Cancels an inner request whose outer one went away: its hook hears nothing more. */
+void
+herd__request_cancel_inner(herd_request *inner)
+{
+	inner->answer_hook = NULL;
+	inner->hook_data = NULL;
+	herd__request_cancel(inner, 0);
+}
+
+/* Answers req with an inner request's error object (borrowed) as it came. */
+void
+herd__request_pass_error(herd_request *req, json_t *error)
+{
+	json_t *data = json_object_get(error, "data");
+	int code = (int)json_integer_value(json_object_get(error, "code"));
+
+	herd_request_error(req, code ? code : HERD_E_INTERNAL_ERROR,
+	    json_is_object(data) ? json_deep_copy(data) : NULL, "%s",
+	    json_string_value(json_object_get(error, "message")) ?: "error");
+}
+
+/* Combines the inner request's result, or passes its error on to the caller. */
+static void
+fold_answered(herd_request *inner, json_t *result, json_t *error)
+{
+	struct fold *f = inner->hook_data;
+	json_int_t n;
+
+	inner->hook_data = NULL;
+	f->inner = NULL;
+	if (error) {
+		herd__request_pass_error(f->outer, error);
+	} else {
+		n = herd__fold_into(f->outer, f->key, f->combine, result);
+		if (n > 0)
+			herd_request_reply(f->outer, json_pack("{s:I}", "n", n));
+	}
+	json_decref(result);
+	json_decref(error);
 	fold_free(f);
 }
 
@@ -162,11 +189,8 @@ static void
 fold_cancelled(herd_request *outer, void *userdata)
 {
 	struct fold *f = userdata;
-	herd_request *inner = f->inner;
 
-	inner->answer_hook = NULL;
-	inner->hook_data = NULL;
-	herd__request_cancel(inner, 0);
+	herd__request_cancel_inner(f->inner);
 	fold_free(f);
 }
 
@@ -198,7 +222,7 @@ herd__builtin_fold(herd_request *req, json_t *arg)
 		herd_request_fail(req, "out of memory");
 		return;
 	}
-	f->combine = combiner_find(srv->type, combine);
+	f->combine = herd__combiner_find(srv->type, combine);
 	if (!f->combine) {
 		herd_request_error(req, HERD_E_METHOD_NOT_FOUND, NULL,
 		    "herd.fold: this worker declares no combine %s", combine);

@@ -118,8 +118,12 @@ struct herd_request {
 	void *cancel_data, *drain_data, *end_data, *item_data;
 	struct herd_request *hash_next;
 	struct herd_request *drain_next;
-	/* herd.fold's inner request: its answer (stolen) goes here, not to the wire. */
-	void (*answer_hook)(struct herd_request *req, json_t *msg);
+	/*
+	 * herd.fold's and herd.batch's inner requests: the answer goes here, not
+	 * to the wire: result or error (the JSON-RPC error object), stolen, exactly
+	 * one of them non-NULL.
+	 */
+	void (*answer_hook)(struct herd_request *req, json_t *result, json_t *error);
 	void *hook_data;
 	/* herd.logs subscribers (log.c). */
 	struct herd_request *log_prev, *log_next;
@@ -215,6 +219,22 @@ const struct herd_function *herd__function_find(const struct herd_server *srv, c
 
 void herd__builtin_fold(herd_request *req, json_t *arg);
 void herd__builtin_take(herd_request *req, json_t *arg);
+/* The combine function type declares under name, or NULL. */
+herd_combine_fn herd__combiner_find(const struct herd_worker_type *type, const char *name);
+/*
+ * Folds result (borrowed) into accumulator key of req's server. Returns the
+ * accumulator's fold count, or 0 after answering req with the error.
+ */
+json_int_t herd__fold_into(
+    herd_request *req, const char *key, herd_combine_fn combine, json_t *result);
+/* Cancels an inner request (herd.fold's, herd.batch's item) without telling its hook. */
+void herd__request_cancel_inner(herd_request *inner);
+/* Answers req with an inner request's JSON-RPC error object (borrowed). */
+void herd__request_pass_error(herd_request *req, json_t *error);
+
+/* ---- worker-batch.c: herd.batch ---- */
+
+void herd__builtin_batch(herd_request *req, json_t *arg);
 
 /* ---- worker-callback.c ---- */
 

@@ -361,6 +361,20 @@ answer_check(const herd_request *req)
 }
 
 /*
+ * Hands an inner request's answer (result or error, stolen) to its hook and
+ * finishes it. The caller holds a reference. A result skips the message a
+ * reply would build: herd.batch answers many items, and this is its path.
+ */
+static int
+answer_hooked(herd_request *req, json_t *result, json_t *error)
+{
+	req->answer_hook(req, result, error);
+	request_finish(req);
+	herd_request_unref(req);
+	return 0;
+}
+
+/*
  * Sends the final message (stolen; NULL when building it failed) and finishes
  * req. The peer answers the id with an error when the message cannot go.
  */
@@ -371,11 +385,11 @@ answer(herd_request *req, json_t *msg)
 
 	herd_request_ref(req);
 	if (req->answer_hook) {
-		/* herd.fold's inner request: the answer is folded, not sent. */
-		req->answer_hook(req, msg);
-		request_finish(req);
-		herd_request_unref(req);
-		return 0;
+		/* An inner request (herd.fold, herd.batch): the error goes to its hook. */
+		json_t *error = json_incref(json_object_get(msg, "error"));
+
+		json_decref(msg);
+		return answer_hooked(req, NULL, error ? error : json_null());
 	}
 	r = herd__sconn_reply(req->conn, req->id, msg);
 	request_finish(req);
@@ -392,6 +406,8 @@ herd_request_reply(herd_request *req, json_t *result)
 		json_decref(result);
 		return r;
 	}
+	if (req->answer_hook)
+		return answer_hooked(herd_request_ref(req), result ? result : json_null(), NULL);
 	return answer(req, proto_result(req->id, result ? result : json_null()));
 }
 

@@ -218,8 +218,10 @@ find_exe(const char *exe)
 static int
 map_pool(struct ctl *c, json_t *params, char *exe, char **args, herd_pool **ret)
 {
-	static const char *const from[] = { "workers", "window", "retries", "timeout" };
-	static const char *const to[] = { "workers", "window", "retries", "task_timeout_ms" };
+	static const char *const from[] = { "workers", "window", "retries", "timeout",
+		"chunksize" };
+	static const char *const to[] = { "workers", "window", "retries", "task_timeout_ms",
+		"chunksize" };
 	json_t *argvj = json_array(), *spawn, *popts;
 	herd_error *err = NULL;
 	char name[64];
@@ -233,7 +235,7 @@ map_pool(struct ctl *c, json_t *params, char *exe, char **args, herd_pool **ret)
 	popts = json_pack("{s:s, s:{s:i}}", "name",
 	    json_string_value(json_object_get(params, "name")) ?: name, "settings",
 	    "heartbeat_timeout_ms", 0);
-	for (size_t i = 0; popts && i < 4; i++) {
+	for (size_t i = 0; popts && i < sizeof(from) / sizeof(from[0]); i++) {
 		json_t *v = json_object_get(params, from[i]);
 
 		if (v && json_object_set(popts, to[i], v) < 0)

@@ -292,6 +292,10 @@ static const struct ctl_opt map_opts[] = {
 	    "seconds a task may run (fractions allowed);\nits worker is killed and replaced after",
 	    ctl_opt_seconds, 0, UINT32_MAX },
 	{ "window", 0, "N", "tasks in flight per worker (default 4)", ctl_opt_int, 1, 1024 },
+	{ "chunksize", 0, "N",
+	    "lines sent to a worker in one message\n(default 1, at most 65536): tiny tasks\ngo "
+	    "faster in batches",
+	    ctl_opt_int, 0, 65536 },
 	{ "name", 0, "NAME", "the pool's name in list (default map-PID)", ctl_opt_string, 0, 0 },
 	{ "help", 'h', NULL, "this command's help", ctl_opt_true, 0, 0 },
 	{ 0 },

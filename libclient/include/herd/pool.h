@@ -79,7 +79,8 @@ typedef struct herd_job herd_job;
  * pool_opts (borrowed, may be NULL), an object of:
  *   "workers"         number of workers (default: the CPUs this process may
  *                     run on, sched_getaffinity);
- *   "window"          tasks in flight per worker (default 4);
+ *   "window"          tasks in flight per worker (default 4), and with
+ *                     batches at least two batches when it is 2 or more;
  *   "retries"         how many times a task may lose its worker (crash,
  *                     timeout) before it is reported as task_crashed
  *                     (default 3);
@@ -89,13 +90,16 @@ typedef struct herd_job herd_job;
  *                     0: none);
  *   "max_restarts"    deaths in a row with no task finished before the pool
  *                     gives up (default 10, at least 2 x workers);
+ *   "chunksize"       tasks per message to a worker, for every job that sets
+ *                     none (default 0: automatic; see "Batches" below; at
+ *                     most HERD_POOL_MAX_CHUNKSIZE);
  *   "name"            the pool's name, the prefix of its workers' names
  *                     (default: the program's name and "-pool");
  *   "socket"          herdd's socket (default as herd_master_connect());
  *   "settings"        RPC settings for the pool's connections.
  * Unknown members are refused (-EINVAL).
  *
- * Returns 0 with *ret (new reference), or -EINVAL, a herd_master_connect()
+ * Returns 0 with *ret (new reference), or -EINVAL, -E2BIG (chunksize), a herd_master_connect()
  * error, or -EIO when no worker could start: the pool gave up after
  * max_restarts failed spawns, and the error (crash_loop) quotes the last
  * one (spawn_failed, init_failed with the worker's message...). ret_error
@@ -275,6 +279,37 @@ HERD_EXPORT int herd_job_is_done(herd_job *job);
 HERD_EXPORT herd_error *herd_job_error(herd_job *job);
 /* The pool of a job (borrowed). */
 HERD_EXPORT herd_pool *herd_job_get_pool(herd_job *job);
+
+/* ---- batches (chunksize) ---- */
+
+/*
+ * Batches. With a chunksize above 1, a worker gets up to chunksize tasks of
+ * a job in one message (herd.batch, PROTOCOL.md 6.6) and answers them in one,
+ * as multiprocessing's chunksize: the cost of a message is paid once per
+ * batch. The worker runs a batch's tasks one after the other. The guarantees
+ * stay per task: each task's outcome is delivered (or folded) exactly once;
+ * a task whose handler fails fails alone (its siblings' results stand); a
+ * worker that dies loses its whole batch, whose tasks are suspects like any
+ * task in flight on it (each counts the death against its "retries" and
+ * runs alone next, so the poison is found and its siblings finish); a
+ * batch's timeout is task_timeout_ms times its number of tasks; FIND and
+ * cancel drop the rest of a batch (its worker stops it). In-order results
+ * stay in input order, and a reduce folds each task once. A batch too big
+ * for one message (max_message_size) goes again as two halves.
+ *
+ * The chunksize in effect: the job's (herd_job_set_chunksize()), else the
+ * pool's "chunksize", else automatic: for an array of arguments about
+ * total / (4 x workers), at most 1024, as Python's Pool.map; for an iterator
+ * 1 (its total is unknown and its arguments may come slowly).
+ */
+#define HERD_POOL_MAX_CHUNKSIZE 65536u
+
+/*
+ * Sets job's chunksize (0: the pool's, or automatic), before it starts.
+ * Returns 0, -EINVAL, -EALREADY (started) or -E2BIG (above
+ * HERD_POOL_MAX_CHUNKSIZE).
+ */
+HERD_EXPORT int herd_job_set_chunksize(herd_job *job, unsigned chunksize);
 
 /* ---- one-call forms ---- */
 

@@ -287,6 +287,42 @@ START_TEST(test_map_failed_task)
 }
 END_TEST
 
+/* --chunksize: lines go in batches, the output is the same line for line, failures included. */
+START_TEST(test_map_chunksize)
+{
+	const char *tw = ht_env_path("HERD_TESTWORKER");
+	const char *args[] = { "-j", "2", "--chunksize", "64", "--", tw, "sum", NULL };
+	const char *fargs[] = { "-j", "1", "--chunksize", "4", "--", tw, "product", NULL };
+	struct map_run r = { 0 }, f = { 0 };
+	const json_int_t want_f[] = { 6, -1, 24, -1, -1, 120 };
+	char *in, *want;
+
+	sum_lines(&in, &want);
+	map_run(&r, in, args);
+	ck_assert_msg(r.code == 0, "exit %d: %s", r.code, r.stderr_text);
+	ck_assert_msg(strcmp(r.stdout_text, want) == 0, "output differs");
+	map_run(&f, "{\"n\":3}\n{\"n\":30}\n{\"n\":4}\n7\nnot json\n{\"n\":5}\n", fargs);
+	ck_assert_msg(f.code == 1, "exit %d: %s", f.code, f.stderr_text);
+	ck_assert_int_eq(count_lines(f.stdout_text), 6);
+	for (size_t i = 0; i < 6; i++) {
+		json_t *v = out_line(&f, i);
+
+		if (want_f[i] < 0)
+			ck_assert_int_eq(
+			    json_integer_value(json_object_get(v, "index")), (json_int_t)i);
+		else
+			ck_assert_int_eq(json_integer_value(v), want_f[i]);
+		json_decref(v);
+	}
+	ck_assert_msg(
+	    strstr(f.stderr_text, "herdctl: failed: 3 of 6 tasks failed\n"), "%s", f.stderr_text);
+	map_free(&r);
+	map_free(&f);
+	free(in);
+	free(want);
+}
+END_TEST
+
 /* A task that kills every worker it touches: reported with its signal and stderr tail. */
 START_TEST(test_map_poison)
 {
@@ -480,6 +516,7 @@ START_TEST(test_map_usage)
 
 	ck_assert_int_eq(ht_run(help, &out, NULL, ht_ms(10000)), 0);
 	ck_assert_msg(strstr(out, "--unordered") && strstr(out, "--timeout S"), "%s", out);
+	ck_assert_msg(strstr(out, "--chunksize N"), "%s", out);
 	free(out);
 	ck_assert_int_eq(ht_run(one_arg, NULL, &err, ht_ms(10000)), 2);
 	ck_assert_msg(strstr(err, "usage: map"), "%s", err);
@@ -493,4 +530,4 @@ END_TEST
 HT_MAIN("herdctl-map", HT_CASE("usage", 40, test_map_usage),
     HT_HERDD_CASE("map", 120, ht_grace_args, test_map_ordered, test_map_unordered,
         test_map_failed_task, test_map_poison, test_map_timeout, test_map_worker_killed,
-        test_map_progress_on_terminal, test_spawn_pool_param))
+        test_map_progress_on_terminal, test_spawn_pool_param, test_map_chunksize))

@@ -767,7 +767,7 @@ run_with_kills(herd_pool *p, herd_job **jobs, int n_jobs, unsigned max_kills)
 	kills_total += kills;
 }
 
-/* A job over args calling "item": MAP, or REDUCE folded on the workers or not. */
+/* A job over args calling "item": MAP, or REDUCE folded on the workers or not, or REDUCE_ORDERED. */
 static herd_job *
 item_job(herd_pool *p, enum herd_job_kind kind, json_t *args, bool worker_fold)
 {
@@ -775,7 +775,7 @@ item_job(herd_pool *p, enum herd_job_kind kind, json_t *args, bool worker_fold)
 
 	ck_assert_int_eq(herd_job_new(p, kind, "item", &job), 0);
 	ck_assert_int_eq(herd_job_set_args(job, args), 0);
-	if (kind == HERD_JOB_REDUCE)
+	if (kind == HERD_JOB_REDUCE || kind == HERD_JOB_REDUCE_ORDERED)
 		ck_assert_int_eq(
 		    herd_job_set_combine(job, worker_fold ? "merge" : NULL, merge, NULL), 0);
 	return job;
@@ -856,6 +856,234 @@ START_TEST(test_random_kills_concurrent)
 }
 END_TEST
 
+/* ---- batches (chunksize) ---- */
+
+/*
+ * A MAP over n tasks calling "double" where only task bad fails (with
+ * error name), skipped with flags: every other result right, in order.
+ */
+static void
+assert_one_failure(herd_pool *p, json_t *args, unsigned flags, int n, int bad, const char *name,
+    struct seen_tasks *s)
+{
+	*s = (struct seen_tasks){ .last_index = -1, .in_order = true };
+	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, flags, s), 0);
+	ck_assert_int_eq(s->n, n);
+	ck_assert(s->in_order);
+	ck_assert_int_eq(s->errors, 1);
+	ck_assert_int_eq(s->hit[bad], 1);
+	ck_assert_str_eq(s->error_name, name);
+}
+
+/* MAP of "double" over args (n tasks, x = index): every result right, and no worker died. */
+static void
+assert_map_doubles(herd_pool *p, json_t *args, int n)
+{
+	json_t *res = NULL;
+
+	ck_assert_int_eq(herd_pool_map(p, "double", args, 0, &res), 0);
+	ck_assert_int_eq(json_array_size(res), n);
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(json_integer_value(json_array_get(res, i)), 2 * i);
+	ck_assert_int_eq(herd_pool_deaths(p), 0);
+	json_decref(res);
+}
+
+/* A handler failure inside a batch fails its task alone; its siblings' results stand. */
+START_TEST(test_batch_handler_error)
+{
+	herd_pool *p = pool_open(2, json_pack("{s:i}", "chunksize", 10), NULL);
+	json_t *args = xs(100, json_pack("{s:s, s:i}", "how", "fail", "bad", 37));
+	struct seen_tasks s;
+
+	assert_one_failure(p, args, HERD_JOB_SKIP_FAILED, 100, 37, "function_failed", &s);
+	ck_assert_str_eq(s.error_message, "bad x 37");
+	ck_assert_int_eq(herd_pool_deaths(p), 0);
+	json_decref(s.error_data);
+	json_decref(args);
+	herd_pool_unref(p);
+}
+END_TEST
+
+/* Counts FIND's reported tasks by index, without checking their values. */
+static void
+count_task(herd_job *job, size_t index, int r, json_t *result, herd_error *err, void *ud)
+{
+	struct seen_tasks *s = ud;
+
+	s->n++;
+	if (index < sizeof(s->hit))
+		s->hit[index]++;
+}
+
+static bool
+is_100(json_t *result, void *ud)
+{
+	return json_integer_value(result) == 100;
+}
+
+/* A find-first whose match is in the middle of a batch stops there; the pool goes on. */
+START_TEST(test_batch_find_stops_midway)
+{
+	herd_pool *p = pool_open(1, json_pack("{s:i}", "chunksize", 100), NULL);
+	json_t *args = xs(1000, json_pack("{s:i}", "us", 1000)), *found = NULL;
+	struct seen_tasks s = { 0 };
+	herd_job *job;
+
+	ck_assert_int_eq(herd_job_new(p, HERD_JOB_FIND, "double", &job), 0);
+	ck_assert_int_eq(herd_job_set_args(job, args), 0);
+	ck_assert_int_eq(herd_job_set_predicate(job, is_100, NULL), 0);
+	ck_assert_int_eq(herd_job_on_task(job, count_task, &s), 0);
+	ck_assert_int_eq(herd_job_wait(job, HERD_TIMEOUT_INFINITE, &found), 0);
+	herd_job_unref(job);
+	ck_assert_int_eq(json_integer_value(json_object_get(found, "index")), 50);
+	/* In order within the batch, up to the match and no further. */
+	ck_assert_int_eq(s.n, 51);
+	for (int i = 0; i < 100; i++)
+		ck_assert_int_eq(s.hit[i], i <= 50);
+	json_decref(found);
+	json_decref(args);
+	/* The worker dropped the rest of its batches: the next map gets it at once, right. */
+	args = xs(300, NULL);
+	assert_map_doubles(p, args, 300);
+	json_decref(args);
+	herd_pool_unref(p);
+}
+END_TEST
+
+/* A poison task in a big batch is found out alone; its 59 siblings are right. */
+START_TEST(test_batch_poison)
+{
+	herd_pool *p = pool_open(2, json_pack("{s:i, s:i}", "retries", 2, "chunksize", 30), NULL);
+	json_t *args = xs(60, json_pack("{s:s, s:i}", "how", "crash", "bad", 17));
+	struct seen_tasks s;
+
+	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, 60, 17, "task_crashed", &s);
+	ck_assert_int_eq(json_integer_value(json_object_get(s.error_data, "deaths")), 3);
+	ck_assert_int_eq(herd_pool_deaths(p), 3);
+	json_decref(s.error_data);
+	json_decref(args);
+	herd_pool_unref(p);
+}
+END_TEST
+
+/* 40 tasks of us microseconds each on a pool of workers with opts (stolen): all right, no death. */
+static void
+assert_slow_map_lives(int workers, json_t *opts, int us)
+{
+	herd_pool *p = pool_open(workers, opts, NULL);
+	json_t *args = xs(40, json_pack("{s:i}", "us", us));
+
+	assert_map_doubles(p, args, 40);
+	json_decref(args);
+	herd_pool_unref(p);
+}
+
+/* A batch's timeout is task_timeout_ms times its size: ten 60 ms tasks under 300 ms each pass. */
+START_TEST(test_batch_timeout_scaled)
+{
+	assert_slow_map_lives(2,
+	    json_pack("{s:i, s:i, s:i}", "task_timeout_ms", 300, "chunksize", 10, "retries", 0),
+	    60000);
+}
+END_TEST
+
+/*
+ * A batch longer than the heartbeat timeout (20 tasks of 40 ms against 600
+ * ms) is not a hung worker: the worker's loop gets its turn between items.
+ */
+START_TEST(test_batch_keeps_heartbeats)
+{
+	assert_slow_map_lives(1,
+	    json_pack("{s:i, s:{s:i, s:i}}", "chunksize", 20, "settings", "heartbeat_interval_ms",
+	        100, "heartbeat_timeout_ms", 600),
+	    40000);
+}
+END_TEST
+
+/* 0 (automatic), 1, more than the tasks, the limit itself, and beyond it. */
+START_TEST(test_chunksize_edges)
+{
+	herd_pool *p = pool_open(2, NULL, NULL), *q = NULL;
+	json_t *args = xs(300, NULL), *res = NULL, *opts;
+	unsigned sizes[] = { 0, 1, 7, 5000, HERD_POOL_MAX_CHUNKSIZE };
+	herd_job *job;
+
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP, "double", &job), 0);
+		ck_assert_int_eq(herd_job_set_args(job, args), 0);
+		ck_assert_int_eq(herd_job_set_chunksize(job, sizes[k]), 0);
+		ck_assert_int_eq(herd_job_wait(job, HERD_TIMEOUT_INFINITE, &res), 0);
+		ck_assert_int_eq(herd_job_set_chunksize(job, 1), -EALREADY);
+		herd_job_unref(job);
+		ck_assert_int_eq(json_array_size(res), 300);
+		for (int i = 0; i < 300; i++)
+			ck_assert_int_eq(json_integer_value(json_array_get(res, i)), 2 * i);
+		json_decref(res);
+	}
+	ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP, "double", &job), 0);
+	ck_assert_int_eq(herd_job_set_chunksize(job, HERD_POOL_MAX_CHUNKSIZE + 1), -E2BIG);
+	ck_assert_int_eq(herd_job_set_chunksize(NULL, 1), -EINVAL);
+	herd_job_unref(job);
+	opts = json_pack(
+	    "{s:s, s:i}", "socket", herdd->socket, "chunksize", (int)HERD_POOL_MAX_CHUNKSIZE + 1);
+	ck_assert_int_eq(herd_pool_new(NULL, opts, &q, NULL), -E2BIG);
+	ck_assert_ptr_null(q);
+	json_object_set_new(opts, "chunksize", json_integer(-1));
+	ck_assert_int_eq(herd_pool_new(NULL, opts, &q, NULL), -EINVAL);
+	json_decref(opts);
+	json_decref(args);
+	herd_pool_unref(p);
+}
+END_TEST
+
+/* Arguments that cannot travel fail alone, whether they open a batch or come in its middle. */
+START_TEST(test_batch_bad_args)
+{
+	herd_pool *p = pool_open(1, json_pack("{s:i}", "chunksize", 8), NULL);
+	json_t *args = xs(40, NULL);
+	struct seen_tasks s = { .last_index = -1, .in_order = true };
+
+	json_array_set_new(args, 0, json_integer(5));
+	json_array_set_new(args, 13, json_string("no"));
+	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_FAILED, &s), 0);
+	ck_assert_int_eq(s.n, 40);
+	ck_assert(s.in_order);
+	ck_assert_int_eq(s.errors, 2);
+	ck_assert_str_eq(s.error_name, "invalid_params");
+	json_decref(s.error_data);
+	json_decref(args);
+	herd_pool_unref(p);
+}
+END_TEST
+
+/* Every kind of job in batches of 16, random SIGKILLs: the sequential answer, every time. */
+START_TEST(test_batch_random_kills)
+{
+	int rounds = getenv("HERD_POOL_KILL_ROUNDS") ? atoi(getenv("HERD_POOL_KILL_ROUNDS")) : 30;
+	herd_pool *p = pool_open(3,
+	    json_pack("{s:i, s:i, s:i}", "retries", 1000, "max_restarts", 1000, "chunksize", 16),
+	    NULL);
+	json_t *args = xs(1500, json_pack("{s:i}", "us", 100));
+
+	srand((unsigned)time(NULL) + 2);
+	kills_total = 0;
+	for (int round = 0; round < rounds; round++) {
+		enum herd_job_kind kinds[] = { HERD_JOB_REDUCE, HERD_JOB_REDUCE, HERD_JOB_MAP,
+			HERD_JOB_MAP_UNORDERED, HERD_JOB_REDUCE_ORDERED };
+		herd_job *job = item_job(p, kinds[round % 5], args, round % 5 == 0);
+
+		run_with_kills(p, &job, 1, 6);
+		assert_job_exact(job, 1500);
+	}
+	fprintf(stderr, "random kills in batches: %d rounds, %u kills, %llu deaths\n", rounds,
+	    kills_total, (unsigned long long)herd_pool_deaths(p));
+	ck_assert_uint_gt(kills_total, 0);
+	json_decref(args);
+	herd_pool_unref(p);
+}
+END_TEST
+
 static Suite *
 pool_suite(void)
 {
@@ -881,6 +1109,14 @@ pool_suite(void)
 	tcase_add_test(tc, test_progress_and_retry_failed);
 	tcase_add_test(tc, test_random_kills_reduce);
 	tcase_add_test(tc, test_random_kills_concurrent);
+	tcase_add_test(tc, test_batch_handler_error);
+	tcase_add_test(tc, test_batch_find_stops_midway);
+	tcase_add_test(tc, test_batch_poison);
+	tcase_add_test(tc, test_batch_timeout_scaled);
+	tcase_add_test(tc, test_batch_keeps_heartbeats);
+	tcase_add_test(tc, test_chunksize_edges);
+	tcase_add_test(tc, test_batch_bad_args);
+	tcase_add_test(tc, test_batch_random_kills);
 	suite_add_tcase(s, tc);
 	return s;
 }
