@@ -102,6 +102,7 @@ struct fold {
 	herd_request *inner; /* the user function's request, until it answered */
 	herd_combine_fn combine;
 	char *key;
+	bool in_place; /* the function added its result to the accumulator itself */
 };
 
 static void
@@ -139,7 +140,7 @@ fold_answered(herd_request *inner, json_t *msg)
 		    f->outer, HERD_E_LIMIT_EXCEEDED, NULL, "no room for accumulator %s", f->key);
 		goto out;
 	}
-	if (!a->broken) {
+	if (!a->broken && !f->in_place) {
 		a->value = a->value ? f->combine(a->value, result, srv->worker_state)
 		                    : json_incref(result);
 		a->broken = !a->value;
@@ -220,6 +221,42 @@ herd__builtin_fold(herd_request *req, json_t *arg)
 	herd_request_on_cancel(req, fold_cancelled, f);
 	herd__request_dispatch(inner);
 	herd_request_unref(inner);
+}
+
+/* The fold req (herd.fold's inner request) runs under, or NULL for a plain call. */
+static struct fold *
+fold_of(herd_request *req)
+{
+	return req->answer_hook == fold_answered ? req->hook_data : NULL;
+}
+
+HERD_EXPORT json_t *
+herd_request_acc(herd_request *req, json_t *empty)
+{
+	struct fold *f = req ? fold_of(req) : NULL;
+	struct fold_acc *a;
+	json_t **acc = NULL;
+
+	if (req && !req->finished && !req->cancelled) {
+		if (!f)
+			acc = &req->own_acc;
+		else if ((a = acc_get(req->conn->srv, f->key)) && !a->broken)
+			acc = &a->value; /* otherwise the fold's reply says why */
+	}
+	if (acc && !*acc)
+		*acc = json_incref(empty);
+	json_decref(empty);
+	if (f && acc)
+		f->in_place = true; /* from now on its result is what it adds */
+	return acc ? *acc : NULL;
+}
+
+HERD_EXPORT int
+herd_request_reply_acc(herd_request *req)
+{
+	if (req && !fold_of(req))
+		return herd_request_reply(req, json_incref(req->own_acc));
+	return herd_request_reply(req, NULL);
 }
 
 void

@@ -121,6 +121,8 @@ struct herd_request {
 	/* herd.fold's inner request: its answer (stolen) goes here, not to the wire. */
 	void (*answer_hook)(struct herd_request *req, json_t *msg);
 	void *hook_data;
+	/* A plain call's own accumulator (herd_request_acc()), sent as its result. */
+	json_t *own_acc;
 	/* herd.logs subscribers (log.c). */
 	struct herd_request *log_prev, *log_next;
 	bool log_subscribed;

@@ -176,7 +176,8 @@ START_TEST(test_wordfreq)
 
 	/* One worker aborts on text007.txt once: its files are counted again, the answer holds. */
 	err = run_wordfreq(dir, want, "--workers", "3", "--crash-on=text007.txt");
-	ck_assert_msg(strstr(err, "1 worker(s) died; their files were counted again"), "%s", err);
+	ck_assert_msg(
+	    strstr(err, "wordfreq: 1 worker(s) died; the tasks they held ran again"), "%s", err);
 	free(err);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(2000)), 0);
 	ht_assert_no_workers(d);
