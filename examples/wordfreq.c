@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * wordfreq: the 20 most frequent words of a directory's files (a word is a
- * maximal run of ASCII letters, lowercased), counted by a pool of this
- * executable's own workers. Each worker adds the words of its files straight
- * into its partial counts, and the master adds the partials up. --crash-on
- * NAME aborts the worker that counts file NAME first: the pool replaces it and
- * counts its files again. --sequential counts here, with the same code.
+ * wordfreq: the 20 most frequent words (maximal runs of ASCII letters,
+ * lowercased) of a directory's files, counted by a pool of this executable's
+ * own workers, each adding its files' words straight into its partial counts.
+ * --crash-on NAME aborts the first worker to count file NAME (the pool counts
+ * its files again); --sequential counts in this process with the same code.
  *   wordfreq [--workers N] [--crash-on NAME] [--sequential] DIR
  */
 #include <dirent.h>

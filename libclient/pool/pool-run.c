@@ -44,8 +44,8 @@ run_job(herd_pool *p, const char *function, json_t *args, const char *combiner,
 	if (r == 0)
 		r = herd_job_wait(job, HERD_TIMEOUT_INFINITE, ret_value);
 	if (r < 0)
-		*ret_err = herd_error_ref(job && herd_job_error(job) ? herd_job_error(job)
-		                                                     : herd_pool_last_error(p));
+		*ret_err = herd_error_ref(
+		    job && herd_job_error(job) ? herd_job_error(job) : herd_pool_last_error(p));
 	herd_job_unref(job);
 	return r;
 }
@@ -76,7 +76,8 @@ herd_map_reduce(json_t *opts, const char *function, json_t *args, const char *co
 	if (r == 0)
 		r = herd_pool_new(spawn, pool_opts, &p, &err);
 	if (r == 0)
-		r = run_job(p, function, args, combiner, combine, json_is_true(quiet), ret_value, &err);
+		r = run_job(
+		    p, function, args, combiner, combine, json_is_true(quiet), ret_value, &err);
 	if (!json_is_true(quiet))
 		run_report(p, r, err);
 	herd_pool_unref(p);
@@ -116,8 +117,10 @@ herd_combine_counts(json_t *acc, json_t *value, void *userdata)
 		json_decref(acc);
 		return NULL;
 	}
-	json_object_keylen_foreach(value, key, len, n) {
-		if (!json_is_integer(n) || herd_counts_add(acc, key, len, json_integer_value(n)) < 0) {
+	json_object_keylen_foreach(value, key, len, n)
+	{
+		if (!json_is_integer(n) ||
+		    herd_counts_add(acc, key, len, json_integer_value(n)) < 0) {
 			json_decref(acc);
 			return NULL;
 		}
@@ -174,7 +177,8 @@ herd_counts_top(json_t *counts, size_t k)
 	if (!top)
 		return NULL;
 	/* One pass keeping the best k in order: most members lose to the k-th at once. */
-	json_object_keylen_foreach(counts, e.key, e.len, v) {
+	json_object_keylen_foreach(counts, e.key, e.len, v)
+	{
 		e.n = json_integer_value(v);
 		if (k == 0 || (n == k && !top_before(&e, &top[k - 1])))
 			continue;
