@@ -96,8 +96,8 @@ teardown(void)
 static json_t *
 run_opts(int workers, json_t *extra)
 {
-	json_t *o = ht_args("{s:s, s:i, s:s}", "socket", herdd->socket, "workers", workers, "name",
-	    "trun");
+	json_t *o =
+	    ht_args("{s:s, s:i, s:s}", "socket", herdd->socket, "workers", workers, "name", "trun");
 
 	if (extra)
 		json_object_update(o, extra);
@@ -130,7 +130,8 @@ map_reduce_captured(json_t *opts, json_t *args, const char *combiner, json_t **r
 	ck_assert_int_ge(saved, 0);
 	fflush(stderr);
 	ck_assert_int_ge(dup2(fileno(f), STDERR_FILENO), 0);
-	r = herd_map_reduce(opts, "tally", args, combiner, herd_combine_counts, ret_value, ret_error);
+	r = herd_map_reduce(
+	    opts, "tally", args, combiner, herd_combine_counts, ret_value, ret_error);
 	fflush(stderr);
 	ck_assert_int_ge(dup2(saved, STDERR_FILENO), 0);
 	close(saved);
@@ -163,7 +164,8 @@ START_TEST(test_counts)
 	json_decref(want);
 	/* Largest first, equal counts by key bytewise; k larger than the object is fine. */
 	top = herd_counts_top(c, 10);
-	want = json_pack("[[s,i], [s%,i], [s,i], [s,i]]", "b", 7, "n\0ul", (size_t)4, 7, "a", 4, "z", 1);
+	want = json_pack(
+	    "[[s,i], [s%,i], [s,i], [s,i]]", "b", 7, "n\0ul", (size_t)4, 7, "a", 4, "z", 1);
 	assert_json_eq(top, want);
 	json_decref(top);
 	json_array_remove(want, 3);
@@ -263,7 +265,8 @@ START_TEST(test_map_reduce_crash)
 	ck_assert_int_eq(map_reduce_captured(run_opts(3, NULL), args, "add", &v, NULL, &err), 0);
 	ck_assert_int_eq(access(marker, F_OK), -1);
 	assert_json_eq(v, want);
-	ck_assert_msg(strstr(err, ": 1 worker(s) died; the tasks they held ran again\n"), "%s", err);
+	ck_assert_msg(
+	    strstr(err, ": 1 worker(s) died; the tasks they held ran again\n"), "%s", err);
 	json_decref(v);
 	json_decref(args);
 	json_decref(want);
@@ -300,8 +303,9 @@ START_TEST(test_map_reduce_errors)
 	ck_assert_int_eq(herd_map_reduce(run_opts(1, json_pack("{s:[]}", "spawn")), "tally", args,
 	                     "add", herd_combine_counts, &v, NULL),
 	    -EINVAL);
-	ck_assert_int_eq(herd_map_reduce(run_opts(1, json_pack("{s:b, s:i}", "quiet", 1, "nope", 1)),
-	                     "tally", args, "add", herd_combine_counts, &v, &e),
+	ck_assert_int_eq(
+	    herd_map_reduce(run_opts(1, json_pack("{s:b, s:i}", "quiet", 1, "nope", 1)), "tally",
+	        args, "add", herd_combine_counts, &v, &e),
 	    -EINVAL);
 	ck_assert_int_eq(herd_map_reduce(NULL, "tally", args, "add", NULL, &v, NULL), -EINVAL);
 	ck_assert_int_eq(
