@@ -74,21 +74,6 @@ static const struct herd_worker_type run_worker = {
 
 /* ---- master side ---- */
 
-static struct ht_daemon *herdd;
-
-static void
-setup(void)
-{
-	herdd = ht_daemon_start(NULL);
-	ck_assert_msg(herdd != NULL, "herdd did not start (is $HERDD set?)");
-}
-
-static void
-teardown(void)
-{
-	ht_teardown();
-}
-
 /*
  * herd_map_reduce()'s opts on the test's herdd, with extra's members (stolen,
  * may be NULL); kept until the teardown, as ht_args().
@@ -96,8 +81,8 @@ teardown(void)
 static json_t *
 run_opts(int workers, json_t *extra)
 {
-	json_t *o =
-	    ht_args("{s:s, s:i, s:s}", "socket", herdd->socket, "workers", workers, "name", "trun");
+	json_t *o = ht_args(
+	    "{s:s, s:i, s:s}", "socket", ht_herdd->socket, "workers", workers, "name", "trun");
 
 	if (extra)
 		json_object_update(o, extra);
@@ -189,7 +174,7 @@ END_TEST
 /* A plain call of an in-place function replies what it added to its own, empty accumulator. */
 START_TEST(test_acc_plain_call)
 {
-	json_t *opts = json_pack("{s:s, s:i}", "socket", herdd->socket, "workers", 1);
+	json_t *opts = json_pack("{s:s, s:i}", "socket", ht_herdd->socket, "workers", 1);
 	json_t *arg = json_pack("{s:s, s:i}", "k", "w", "times", 3), *v = NULL;
 	herd_pool *p = NULL;
 
@@ -246,7 +231,7 @@ START_TEST(test_map_reduce_in_place)
 	free(err);
 	json_decref(args);
 	json_decref(want);
-	ht_assert_no_workers(herdd);
+	ht_assert_no_workers(ht_herdd);
 }
 END_TEST
 
@@ -314,40 +299,19 @@ START_TEST(test_map_reduce_errors)
 	ck_assert_ptr_null(v);
 	herd_error_unref(e);
 	json_decref(args);
-	ht_assert_no_workers(herdd);
+	ht_assert_no_workers(ht_herdd);
 }
 END_TEST
-
-static Suite *
-run_suite(void)
-{
-	Suite *s = suite_create("pool-run");
-	TCase *tc = tcase_create("pool-run");
-
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, test_counts);
-	tcase_add_test(tc, test_acc_plain_call);
-	tcase_add_test(tc, test_map_reduce_in_place);
-	tcase_add_test(tc, test_map_reduce_crash);
-	tcase_add_test(tc, test_map_reduce_errors);
-	suite_add_tcase(s, tc);
-	return s;
-}
 
 int
 main(int argc, char **argv)
 {
-	SRunner *sr;
-	int failed;
+	const struct ht_case cases[] = { HT_HERDD_CASE("pool-run", 120, NULL, test_counts,
+	    test_acc_plain_call, test_map_reduce_in_place, test_map_reduce_crash,
+	    test_map_reduce_errors) };
 
 	/* Spawned by herdd as a pool worker: serve and exit; run as a test: carry on. */
 	herd_start_app(&run_worker, argc, argv);
-
 	signal(SIGPIPE, SIG_IGN);
-	sr = srunner_create(run_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return ht_run_cases("pool-run", cases, 1);
 }
