@@ -53,8 +53,10 @@ count(herd_request *req, json_t *arg)
 	const char *crash = json_string_value(json_object_get(arg, "crash"));
 	json_t *counts = herd_request_acc(req, json_object());
 
-	if (crash && unlink(crash) == 0) /* only the first worker with this file removes M */
-		setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 }), abort(); /* no core file */
+	if (crash && unlink(crash) == 0) { /* only the first worker with this file removes M */
+		setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 }); /* a crash on purpose: no core */
+		abort();
+	}
 	if (!counts || count_file(path, counts) < 0)
 		herd_request_fail(req, "cannot read %s", path);
 	else

@@ -4,7 +4,8 @@
  * type's call functions and folds its result into a named accumulator with a
  * combine function the type declares; herd.take hands an accumulator over and
  * forgets it. A map-reduce master then merges one partial per worker instead
- * of every result.
+ * of every result. A function may also add its result to the accumulator
+ * itself (herd_request_acc()): its fold then counts without the combine.
  *
  * Exactly once. The master (libclient/pool) names one accumulator per job and
  * per connection to a worker, so an accumulator lives only as long as the
