@@ -225,7 +225,9 @@ START_TEST(test_map_reduce_in_place)
 	json_decref(v);
 	free(err);
 	/* Without a worker combine the master folds every result: the same answer. */
-	ck_assert_int_eq(map_reduce_captured(run_opts(2, NULL), args, NULL, &v, NULL, &err), 0);
+	ck_assert_int_eq(map_reduce_captured(
+	                     run_opts(2, json_pack("{s:{}}", "spawn")), args, NULL, &v, NULL, &err),
+	    0);
 	assert_json_eq(v, want);
 	json_decref(v);
 	free(err);
