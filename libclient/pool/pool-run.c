@@ -28,7 +28,7 @@ run_report(herd_pool *p, int r, herd_error *err)
 
 /* Runs a REDUCE job of function over args on p to its end; the job's error into *ret_err. */
 static int
-run_job(herd_pool *p, const char *function, json_t *args, const char *combiner,
+run_reduce(herd_pool *p, const char *function, json_t *args, const char *combiner,
     herd_combine_fn combine, bool quiet, json_t **ret_value, herd_error **ret_err)
 {
 	herd_job *job = NULL;
@@ -76,7 +76,7 @@ herd_map_reduce(json_t *opts, const char *function, json_t *args, const char *co
 	if (r == 0)
 		r = herd_pool_new(spawn, pool_opts, &p, &err);
 	if (r == 0)
-		r = run_job(
+		r = run_reduce(
 		    p, function, args, combiner, combine, json_is_true(quiet), ret_value, &err);
 	if (!json_is_true(quiet))
 		run_report(p, r, err);
