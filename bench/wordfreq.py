@@ -3,7 +3,8 @@
 # --sequential (C, one process), examples/wordfreq on a herd pool of 1..CPUs
 # workers, and the same job in Python (multiprocessing.Pool, a Counter per
 # file, merged in the parent). Every run must print the sequential answer.
-# Prints one JSON line per run (best of ROUNDS wall-clock times, seconds).
+# Prints one JSON line per variant (best of ROUNDS wall-clock times, seconds,
+# the variants taking turns).
 #   wordfreq.py WORDFREQ MB [ROUNDS]   ($HERD_SOCKET: the herdd to use)
 import collections
 import json
@@ -54,16 +55,23 @@ def python_pool(directory, workers):
             + "".join(f"{n} {w.decode()}\n" for w, n in top))
 
 
-def best_time(run, rounds, want):
-    best = None
+def best_times(runs, rounds):
+    """Best wall-clock time of each run over rounds, taken in turns: a burst of load
+    from elsewhere then slows one round of every variant, not every round of one.
+    Every answer must be the first run's (the sequential count)."""
+    best, want = {}, None
     for _ in range(rounds):
-        t0 = time.monotonic()
-        out = run()
-        secs = time.monotonic() - t0
-        if want is not None and out != want:
-            sys.exit(f"wordfreq.py: a different answer:\n{out}\ninstead of\n{want}")
-        best = secs if best is None else min(best, secs)
-    return best, out
+        for name, run in runs:
+            t0 = time.monotonic()
+            out = run()
+            secs = time.monotonic() - t0
+            if want is None:
+                want = out
+            elif out != want:
+                sys.exit(f"wordfreq.py: {name} gave a different answer:\n{out}\n"
+                         f"instead of\n{want}")
+            best[name] = min(best.get(name, secs), secs)
+    return best
 
 
 def report(variant, secs, mb):
@@ -81,14 +89,13 @@ def main():
         generate(directory, mb)
         run = lambda *a: subprocess.run([exe, *a, directory], check=True, stdout=subprocess.PIPE,
                                         text=True).stdout
-        secs, want = best_time(lambda: run("--sequential"), rounds, None)
-        report("c_sequential", secs, mb)
-        for n in range(1, cpus + 1):
-            report(f"herd_workers{n}", best_time(lambda: run("--workers", str(n)), rounds, want)[0],
-                   mb)
-        for n in sorted({1, cpus}):
-            report(f"python_pool_workers{n}",
-                   best_time(lambda: python_pool(directory, n), rounds, want)[0], mb)
+        runs = [("c_sequential", lambda: run("--sequential"))]
+        runs += [(f"herd_workers{n}", lambda n=n: run("--workers", str(n)))
+                 for n in range(1, cpus + 1)]
+        runs += [(f"python_pool_workers{n}", lambda n=n: python_pool(directory, n))
+                 for n in sorted({1, cpus})]
+        for name, secs in best_times(runs, rounds).items():
+            report(name, secs, mb)
     finally:
         shutil.rmtree(directory)
 

@@ -733,15 +733,22 @@ pool_stop_workers(struct herd_pool *p)
 	herd_conn *mc = herd_master_get_conn(p->m);
 	uint64_t deadline = herd__deadline(CLOSE_WAIT_USEC);
 	bool spawning = true;
+	int r;
 
-	/* Spawns in flight answer first: their workers are stopped like the others. */
+	/*
+	 * Spawns in flight answer first: their workers are stopped like the others.
+	 * Process until nothing is left before waiting: a spawn answer handled here
+	 * connects to its worker (a nested blocking call), which can leave the next
+	 * answer read but not dispatched, and the socket would then stay quiet.
+	 */
 	while (spawning && herd__now_usec() < deadline) {
 		spawning = false;
 		for (unsigned i = 0; i < p->n_slots; i++)
 			spawning |= p->slots[i].state == SLOT_SPAWNING;
-		if (spawning &&
-		    (herd_conn_process(mc) < 0 ||
-		        herd_conn_wait(mc, deadline - herd__now_usec()) < 0))
+		if (!spawning)
+			break;
+		r = herd_conn_process(mc);
+		if (r < 0 || (r == 0 && herd_conn_wait(mc, deadline - herd__now_usec()) < 0))
 			break;
 	}
 	for (unsigned i = 0; i < p->n_slots; i++) {

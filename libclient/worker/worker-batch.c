@@ -83,9 +83,12 @@ batch_finish(struct batch *b)
 	herd_request_reply(b->outer, res);
 }
 
-/* Records the outcome of the item at b->next (result and error stolen): its result, fold or error. */
+/*
+ * Records the outcome of the item at b->next (result and error stolen; inner,
+ * its request, NULL for an item refused before it ran): its result, fold or error.
+ */
 static void
-batch_answered_item(struct batch *b, json_t *result, json_t *error)
+batch_answered_item(struct batch *b, herd_request *inner, json_t *result, json_t *error)
 {
 	size_t index = b->next;
 
@@ -100,7 +103,7 @@ batch_answered_item(struct batch *b, json_t *result, json_t *error)
 		if (!b->key)
 			json_array_append_new(b->results, json_null());
 	} else if (b->key) {
-		json_int_t n = herd__fold_into(b->outer, b->key, b->combine, result);
+		json_int_t n = herd__fold_into(b->outer, inner, b->combine, result);
 
 		/* 0: the combine failed and the batch was answered with it. */
 		if (n == 0)
@@ -122,7 +125,7 @@ batch_answered(herd_request *inner, json_t *result, json_t *error)
 	struct batch *b = inner->hook_data;
 
 	inner->hook_data = NULL;
-	batch_answered_item(b, result, error);
+	batch_answered_item(b, inner, result, error);
 	if (!b->running)
 		batch_run(b);
 }
@@ -180,7 +183,7 @@ batch_item(struct batch *b)
 		json_t *e = proto_error(NULL, HERD_E_INVALID_PARAMS,
 		    "herd.batch: an item must be an object, an array or null", NULL);
 
-		batch_answered_item(b, NULL, json_incref(json_object_get(e, "error")));
+		batch_answered_item(b, NULL, NULL, json_incref(json_object_get(e, "error")));
 		json_decref(e);
 		return true;
 	}
@@ -191,6 +194,7 @@ batch_item(struct batch *b)
 		return true;
 	}
 	b->inner = inner;
+	inner->acc_key = b->key;
 	inner->answer_hook = batch_answered;
 	inner->hook_data = b;
 	herd__request_dispatch(inner);

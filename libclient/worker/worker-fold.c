@@ -4,7 +4,8 @@
  * type's call functions and folds its result into a named accumulator with a
  * combine function the type declares; herd.take hands an accumulator over and
  * forgets it. A map-reduce master then merges one partial per worker instead
- * of every result.
+ * of every result. A function may also add its result to the accumulator
+ * itself (herd_request_acc()): its fold then counts without the combine.
  *
  * Exactly once. The master (libclient/pool) names one accumulator per job and
  * per connection to a worker, so an accumulator lives only as long as the
@@ -114,12 +115,14 @@ fold_free(struct fold *f)
 }
 
 /*
- * Folds result into accumulator key with combine. Returns its fold count, or
- * 0 after answering req with the error (no room, or the combine failed).
+ * Folds the result of inner (answered) into its accumulator with combine,
+ * unless the function added it there itself. Returns the fold count, or 0
+ * after answering req with the error (no room, or the combine failed).
  */
 json_int_t
-herd__fold_into(herd_request *req, const char *key, herd_combine_fn combine, json_t *result)
+herd__fold_into(herd_request *req, herd_request *inner, herd_combine_fn combine, json_t *result)
 {
+	const char *key = inner->acc_key;
 	struct herd_server *srv = req->conn->srv;
 	struct fold_acc *a = acc_get(srv, key);
 
@@ -128,7 +131,7 @@ herd__fold_into(herd_request *req, const char *key, herd_combine_fn combine, jso
 		    req, HERD_E_LIMIT_EXCEEDED, NULL, "no room for accumulator %s", key);
 		return 0;
 	}
-	if (!a->broken) {
+	if (!a->broken && !inner->acc_in_place) {
 		a->value =
 		    a->value ? combine(a->value, result, srv->worker_state) : json_incref(result);
 		a->broken = !a->value;
@@ -175,7 +178,7 @@ fold_answered(herd_request *inner, json_t *result, json_t *error)
 	if (error) {
 		herd__request_pass_error(f->outer, error);
 	} else {
-		n = herd__fold_into(f->outer, f->key, f->combine, result);
+		n = herd__fold_into(f->outer, inner, f->combine, result);
 		if (n > 0)
 			herd_request_reply(f->outer, json_pack("{s:I}", "n", n));
 	}
@@ -239,11 +242,40 @@ herd__builtin_fold(herd_request *req, json_t *arg)
 	}
 	f->outer = herd_request_ref(req);
 	f->inner = inner;
+	inner->acc_key = f->key;
 	inner->answer_hook = fold_answered;
 	inner->hook_data = f;
 	herd_request_on_cancel(req, fold_cancelled, f);
 	herd__request_dispatch(inner);
 	herd_request_unref(inner);
+}
+
+HERD_EXPORT json_t *
+herd_request_acc(herd_request *req, json_t *empty)
+{
+	struct fold_acc *a;
+	json_t **acc = NULL;
+
+	if (req && !req->finished && !req->cancelled) {
+		if (!req->acc_key)
+			acc = &req->own_acc;
+		else if ((a = acc_get(req->conn->srv, req->acc_key)) && !a->broken)
+			acc = &a->value; /* otherwise the fold's reply says why */
+	}
+	if (acc && !*acc)
+		*acc = json_incref(empty);
+	json_decref(empty);
+	if (acc && req->acc_key)
+		req->acc_in_place = true; /* from now on its result is what it adds */
+	return acc ? *acc : NULL;
+}
+
+HERD_EXPORT int
+herd_request_reply_acc(herd_request *req)
+{
+	if (req && !req->acc_key)
+		return herd_request_reply(req, json_incref(req->own_acc));
+	return herd_request_reply(req, NULL);
 }
 
 void

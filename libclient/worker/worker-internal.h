@@ -125,6 +125,14 @@ struct herd_request {
 	 */
 	void (*answer_hook)(struct herd_request *req, json_t *result, json_t *error);
 	void *hook_data;
+	/*
+	 * The accumulator herd.fold or herd.batch folds this inner request's result
+	 * into (borrowed from them), and whether the function added to it itself
+	 * (herd_request_acc()); without one, a call's own accumulator, its result.
+	 */
+	const char *acc_key;
+	bool acc_in_place;
+	json_t *own_acc;
 	/* herd.logs subscribers (log.c). */
 	struct herd_request *log_prev, *log_next;
 	bool log_subscribed;
@@ -226,7 +234,7 @@ herd_combine_fn herd__combiner_find(const struct herd_worker_type *type, const c
  * accumulator's fold count, or 0 after answering req with the error.
  */
 json_int_t herd__fold_into(
-    herd_request *req, const char *key, herd_combine_fn combine, json_t *result);
+    herd_request *req, herd_request *inner, herd_combine_fn combine, json_t *result);
 /* Cancels an inner request (herd.fold's, herd.batch's item) without telling its hook. */
 void herd__request_cancel_inner(herd_request *inner);
 /* Answers req with an inner request's JSON-RPC error object (borrowed). */

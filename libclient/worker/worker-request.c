@@ -84,6 +84,7 @@ request_free(herd_request *req)
 {
 	json_decref(req->id);
 	json_decref(req->params);
+	json_decref(req->own_acc);
 	free(req->key);
 	herd__sconn_unref(req->conn);
 	free(req);

@@ -344,6 +344,50 @@ HERD_EXPORT int herd_pool_find(herd_pool *p, const char *function, json_t *args,
 HERD_EXPORT void herd_progress_bar(herd_job *job, uint64_t done, uint64_t failed, uint64_t retried,
     uint64_t total, double rate, void *userdata);
 
+/* ---- whole programs: a map-reduce in one call, counts objects ---- */
+
+/*
+ * A whole map-reduce in one blocking call, for command-line programs: creates
+ * a pool, runs function over args (borrowed array) folding on the workers with
+ * their combine named combiner (may be NULL: the master folds every result)
+ * and combining the partials with combine on the master (called with NULL
+ * userdata), and closes the pool. On stderr, as a program would: the
+ * progress bar when stderr is a terminal (labelled with the program's name),
+ * how many workers died (their tasks ran again), and the error that ended the
+ * job, each line starting "PROGRAM: ".
+ *
+ * opts (borrowed, may be NULL): herd_pool_new()'s pool options ("workers",
+ * "window", "retries"...) plus "spawn", the workers' spawn options (default:
+ * this executable, the start_app pattern), and "quiet": true to write nothing.
+ *
+ * Returns 0 with *ret_value (may be NULL; new reference) the combined value
+ * (JSON null when no task succeeded), or a herd_pool_new() or herd_job_wait()
+ * error (-EINVAL for bad opts), with *ret_error (may be NULL) a new reference
+ * to its error when there is one.
+ */
+HERD_EXPORT int herd_map_reduce(json_t *opts, const char *function, json_t *args,
+    const char *combiner, herd_combine_fn combine, json_t **ret_value, herd_error **ret_error);
+
+/*
+ * Counts objects map keys to integers ({"the": 1200, "of": 677}): a word
+ * count, a histogram. herd_counts_add() adds n to key (len bytes, may hold
+ * NUL) in counts, creating it at n. Returns 0, -EINVAL (counts not an object)
+ * or -ENOMEM.
+ */
+HERD_EXPORT int herd_counts_add(json_t *counts, const char *key, size_t len, json_int_t n);
+/*
+ * A combine function (herd_combine_fn; declare it in a worker type's
+ * combiners too) that adds value's counts to acc's. NULL (acc dropped) when
+ * either is not an object or a count is not an integer.
+ */
+HERD_EXPORT json_t *herd_combine_counts(json_t *acc, json_t *value, void *userdata);
+/*
+ * The k largest counts of counts, as a new array of [key, n] pairs, the
+ * largest first and equal counts by key (bytewise); fewer when counts has
+ * fewer members. NULL when counts is not an object or memory runs out.
+ */
+HERD_EXPORT json_t *herd_counts_top(json_t *counts, size_t k);
+
 #ifdef __cplusplus
 }
 #endif

@@ -186,6 +186,32 @@ HERD_EXPORT int herd_request_reply(herd_request *req, json_t *result);
 HERD_EXPORT int herd_request_end(herd_request *req, json_t *result);
 
 /*
+ * Folding in place. A call function that herd.fold runs (a pool's map-reduce
+ * with a worker combine, herd/pool.h) may add its result straight into the
+ * worker's accumulator instead of replying a value that the combine then
+ * merges: a word count adds each file's words to the partial counts, with no
+ * object per task and every word hashed once.
+ *
+ * herd_request_acc() returns the accumulator to add to (borrowed, valid until
+ * req is answered). Under herd.fold it is the fold's accumulator, which takes
+ * empty (stolen; dropped otherwise) as its value if it has none yet; from
+ * then on the call's result is what it added, whatever it replies. In a plain
+ * call it is a fresh accumulator of the call's own, empty. Returns NULL
+ * (empty dropped) when req is NULL or answered, or the fold's accumulator is
+ * lost or out of room (the fold then fails, saying why).
+ * Add to it only once nothing can fail any more, and answer in the same
+ * callback: what was added stays, and a fold that then fails would be
+ * counted twice when the pool runs it again.
+ *
+ * herd_request_reply_acc() answers req once its result is in the
+ * accumulator: a fold counts it (the combine does not run); a plain call
+ * replies the accumulator, so either way the function computes the same
+ * thing. Same returns as herd_request_reply().
+ */
+HERD_EXPORT json_t *herd_request_acc(herd_request *req, json_t *empty);
+HERD_EXPORT int herd_request_reply_acc(herd_request *req);
+
+/*
  * Finishes the request with error function_failed and a message formatted from
  * fmt (the caller sees it as the error's message). Same returns as reply; for a
  * oneway request the message is logged with herd_log() and 0 is returned.

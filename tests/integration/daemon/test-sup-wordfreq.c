@@ -162,7 +162,10 @@ START_TEST(test_wordfreq)
 {
 	struct ht_daemon *d = ht_herdd;
 	char dir[128], *want, *err;
-	int files;
+	int files, crashed = 0;
+	json_t *list, *w;
+	struct ht_out o;
+	size_t i;
 
 	ck_assert_ptr_nonnull(ht_env_path("WORDFREQ"));
 	want = generate(dir, sizeof(dir), &files);
@@ -176,10 +179,23 @@ START_TEST(test_wordfreq)
 
 	/* One worker aborts on text007.txt once: its files are counted again, the answer holds. */
 	err = run_wordfreq(dir, want, "--workers", "3", "--crash-on=text007.txt");
-	ck_assert_msg(strstr(err, "1 worker(s) died; their files were counted again"), "%s", err);
+	ck_assert_msg(
+	    strstr(err, "wordfreq: 1 worker(s) died; the tasks they held ran again"), "%s", err);
 	free(err);
 	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(2000)), 0);
 	ht_assert_no_workers(d);
+	/* herdd recorded that one crash, and only it, with its signal. */
+	o = ht_herdctl(d->socket, "--json", "list", "--all", NULL);
+	list = json_loads(o.out, 0, NULL);
+	json_array_foreach(json_object_get(list, "workers"), i, w) {
+		if (!ht_str(w, "reason") || strcmp(ht_str(w, "reason"), "crashed") != 0)
+			continue;
+		crashed++;
+		ck_assert_str_eq(ht_str(w, "signal"), "SIGABRT");
+	}
+	ck_assert_msg(o.code == 0 && crashed == 1, "%d crashes in\n%s", crashed, o.out);
+	json_decref(list);
+	ht_out_free(&o);
 	free(want);
 }
 END_TEST
