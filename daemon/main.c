@@ -614,6 +614,8 @@ start_up(int argc, char **argv)
 
 	main_state_init();
 	server_open();
+	/* Ids continue from the last herdd's on this socket directory. */
+	ids_open(herdd.socket_dir);
 	server_start();
 	if (herdd.cfg.stdio)
 		stdio_start();
