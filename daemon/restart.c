@@ -159,10 +159,12 @@ restart_free(struct worker *w)
 	w->restart = NULL;
 }
 
-/* True if policy brings back a worker that ended for reason. */
+/* True if policy brings back w, which ended for w->reason. */
 static bool
-wants_restart(enum proto_restart policy, enum proto_reason reason)
+wants_restart(enum proto_restart policy, const struct worker *w)
 {
+	enum proto_reason reason = w->reason;
+
 	switch (reason) {
 	/* Asked for: the end of the worker, not of one incarnation. */
 	case PROTO_REASON_SHUTDOWN:
@@ -172,8 +174,11 @@ wants_restart(enum proto_restart policy, enum proto_reason reason)
 	default:
 		break;
 	}
+	/* Like systemd's on-failure, a non-zero exit status is a failure too. */
 	return policy == PROTO_RESTART_ALWAYS ||
-	    (policy == PROTO_RESTART_ON_FAILURE && proto_reason_is_failure(reason));
+	    (policy == PROTO_RESTART_ON_FAILURE &&
+	        (proto_reason_is_failure(reason) ||
+	            (reason == PROTO_REASON_EXITED && w->exit_code != 0)));
 }
 
 /* Records an end at now; true if it is the burst-th within the interval. */
@@ -199,7 +204,7 @@ restart_after_exit(struct worker *w)
 {
 	struct restart *r = w->restart;
 
-	if (!r || herdd.stopping || !wants_restart(r->policy, w->reason))
+	if (!r || herdd.stopping || !wants_restart(r->policy, w))
 		return PROTO_STATE_EXITED;
 	r->have_last = true;
 	r->last_reason = w->reason;
