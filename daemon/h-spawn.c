@@ -313,12 +313,12 @@ h_spawn(struct conn *c, json_t *id, json_t *params)
 	int r;
 
 	if (dispatch_unpack(c, id, params,
-	        "{s:s, s?o, s?s, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o, s?o}", "path",
-	        &a.path, "argv", &a.argv, "name", &a.name, "pool", &a.pool, "env", &a.env, "cwd",
-	        &a.cwd, "umask", &a.umask, "stdout", &a.out[0], "stderr", &a.out[1], "init",
+	        "{s:s, s?o, s?s, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o, s?o}",
+	        "path", &a.path, "argv", &a.argv, "name", &a.name, "pool", &a.pool, "env", &a.env,
+	        "cwd", &a.cwd, "umask", &a.umask, "stdout", &a.out[0], "stderr", &a.out[1], "init",
 	        &a.init, "shutdown_on", &a.shutdown_on, "spawn_timeout_ms", &a.spawn_timeout_ms,
-	        "connection_timeout_ms", &a.connection_timeout_ms, "settings", &a.settings, "restart",
-	        &a.restart) < 0)
+	        "connection_timeout_ms", &a.connection_timeout_ms, "settings", &a.settings,
+	        "restart", &a.restart) < 0)
 		return;
 	w = sup_worker_new();
 	if (!w) {

@@ -66,8 +66,8 @@ h_inspect(struct conn *c, json_t *id, json_t *params)
 	struct worker *w;
 	json_t *o;
 
-	if (dispatch_unpack(
-	        c, id, params, "{s:s, s?I}", "id", &wid, "incarnation", &incarnation) < 0)
+	if (dispatch_unpack(c, id, params, "{s:s, s?I}", "id", &wid, "incarnation", &incarnation) <
+	    0)
 		return;
 	w = find_named(c, id, wid, incarnation);
 	if (!w)

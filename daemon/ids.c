@@ -71,7 +71,8 @@ ids_open(const char *dir)
 	fd = open(ids_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno != ENOENT)
-			log_warn("%s: %m; worker ids may repeat those of an earlier herdd", ids_path);
+			log_warn(
+			    "%s: %m; worker ids may repeat those of an earlier herdd", ids_path);
 		return;
 	}
 	n = read(fd, text, sizeof(text) - 1);

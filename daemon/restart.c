@@ -20,11 +20,11 @@
 
 #include "herdd.h"
 
-#define RESTART_DELAY_DEFAULT_MS     100u
-#define RESTART_MAX_DELAY_DEFAULT_MS 30000u
-#define RESTART_DELAY_LIMIT_MS       3600000u /* an hour: no longer wait is useful */
-#define START_LIMIT_BURST_DEFAULT    5u
-#define START_LIMIT_BURST_MAX        100u
+#define RESTART_DELAY_DEFAULT_MS        100u
+#define RESTART_MAX_DELAY_DEFAULT_MS    30000u
+#define RESTART_DELAY_LIMIT_MS          3600000u /* an hour: no longer wait is useful */
+#define START_LIMIT_BURST_DEFAULT       5u
+#define START_LIMIT_BURST_MAX           100u
 #define START_LIMIT_INTERVAL_DEFAULT_MS 10000u
 #define START_LIMIT_INTERVAL_MAX_MS     86400000u
 
@@ -52,8 +52,8 @@ static void restart_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
 /* One bounded integer field of the "restart" object. */
 static int
-bounded(json_int_t v, unsigned lo, unsigned hi, const char *name, unsigned *out, char *why,
-    size_t len)
+bounded(
+    json_int_t v, unsigned lo, unsigned hi, const char *name, unsigned *out, char *why, size_t len)
 {
 	if (v == INT64_MIN)
 		return 0;
@@ -70,7 +70,7 @@ static int
 parse_policy(struct restart *r, json_t *spec, char *why, size_t len)
 {
 	json_int_t delay = INT64_MIN, max_delay = INT64_MIN, burst = INT64_MIN,
-		   interval = INT64_MIN;
+	           interval = INT64_MIN;
 	const char *policy = NULL;
 	struct proto_error err;
 	int p;
@@ -80,8 +80,9 @@ parse_policy(struct restart *r, json_t *spec, char *why, size_t len)
 	} else if (proto_unpack(spec, &err, "{s:s, s?I, s?I, s?I, s?I}", "policy", &policy,
 	               "delay_ms", &delay, "max_delay_ms", &max_delay, "burst", &burst,
 	               "interval_ms", &interval) < 0) {
-		snprintf(why, len, "restart must be a policy name or {\"policy\", \"delay_ms\", "
-		                   "\"max_delay_ms\", \"burst\", \"interval_ms\"}");
+		snprintf(why, len,
+		    "restart must be a policy name or {\"policy\", \"delay_ms\", "
+		    "\"max_delay_ms\", \"burst\", \"interval_ms\"}");
 		return -EINVAL;
 	}
 	p = proto_restart_from_name(policy);
@@ -220,8 +221,8 @@ restart_after_exit(struct worker *w)
 	if (w->ended_ms - w->started_ms >= (int64_t)r->interval_ms)
 		r->next_delay_ms = r->delay_ms;
 	r->last_delay_ms = r->next_delay_ms;
-	r->next_delay_ms = r->next_delay_ms > r->max_delay_ms / 2 ? r->max_delay_ms
-	                                                          : r->next_delay_ms * 2;
+	r->next_delay_ms =
+	    r->next_delay_ms > r->max_delay_ms / 2 ? r->max_delay_ms : r->next_delay_ms * 2;
 	/* From the reap's own time, not the loop's: the wait is never shorter than promised. */
 	ev_now_update(herdd.loop);
 	r->due_ms = now_ms() + r->last_delay_ms;
@@ -249,6 +250,10 @@ new_incarnation(struct worker *w, struct restart *r)
 	w->stop_sent = w->had_connection = false;
 	w->served = w->cpu_ms = w->last_cpu_ticks = 0;
 	w->last_heartbeat_ms = w->next_check_ms = 0;
+	/* A restart whose spawn failed may have left the previous copies. */
+	json_decref(w->env);
+	json_decref(w->init);
+	json_decref(w->settings);
 	w->env = json_incref(r->env);
 	w->init = json_incref(r->init);
 	w->settings = json_incref(r->settings);
@@ -316,9 +321,9 @@ last_exit_json(const struct restart *r)
 	if (!r || !r->have_last)
 		return json_null();
 	return json_pack("{s:s, s:o, s:o, s:o}", "reason", proto_reason_name(r->last_reason),
-	    "exit_code", r->last_signal == 0 && r->last_exit_code >= 0
-	        ? json_integer(r->last_exit_code)
-	        : json_null(),
+	    "exit_code",
+	    r->last_signal == 0 && r->last_exit_code >= 0 ? json_integer(r->last_exit_code)
+	                                                  : json_null(),
 	    "signal", r->last_signal ? sup_signal_json(r->last_signal) : json_null(), "ended_at",
 	    sup_rfc3339(&r->last_ended_wall));
 }

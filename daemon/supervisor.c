@@ -259,9 +259,10 @@ sup_owner_gone(struct conn *c)
 		if (!w->reaped)
 			c->nworkers--;
 		conn_unref(c);
+		/* A restarted incarnation answers no spawn: it may finish starting. */
 		if (sup_is_live(w) &&
 		    (w->shutdown_on == PROTO_SHUTDOWN_MASTER_DISCONNECT ||
-		        w->state == PROTO_STATE_STARTING))
+		        (w->state == PROTO_STATE_STARTING && w->incarnation == 1)))
 			sup_stop(w, reason, herdd.cfg.grace_ms);
 	}
 }

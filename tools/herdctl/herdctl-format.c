@@ -189,9 +189,9 @@ void
 print_worker(FILE *f, const json_t *worker)
 {
 	static const char *const order[] = { "id", "name", "pool", "state", "reason", "pid", "pgid",
-		"uid", "owner", "shutdown_on", "incarnation", "restart", "started_at", "uptime_ms", "heartbeat_age_ms",
-		"rss_kib", "cpu_ms", "exit_code", "signal", "message", "socket", "path", "argv",
-		NULL };
+		"uid", "owner", "shutdown_on", "incarnation", "restart", "started_at", "uptime_ms",
+		"heartbeat_age_ms", "rss_kib", "cpu_ms", "exit_code", "signal", "message", "socket",
+		"path", "argv", NULL };
 	const char *key;
 	json_t *v;
 	size_t i;
