@@ -36,8 +36,8 @@ int_at(const json_t *o, const char *k1, const char *k2)
 
 	if (k2)
 		v = json_object_get(v, k2);
-	ck_assert_msg(json_is_integer(v), "%s.%s not an integer in %s", k1, k2 ? k2 : "",
-	    ht_dump(o));
+	ck_assert_msg(
+	    json_is_integer(v), "%s.%s not an integer in %s", k1, k2 ? k2 : "", ht_dump(o));
 	return json_integer_value(v);
 }
 
@@ -49,8 +49,8 @@ dying_params(const char *name, const char *how, json_t *restart)
 
 	snprintf(script, sizeof(script), "echo \"dying $$\" >&2; %s", how);
 	return ht_sh_params(script,
-	    json_pack("{s:s, s:s, s:o}", "name", name, "shutdown_on", "explicit", "restart",
-	        restart));
+	    json_pack(
+	        "{s:s, s:s, s:o}", "name", name, "shutdown_on", "explicit", "restart", restart));
 }
 
 /* Waits for w's restart to incarnation n and checks what stays and what changes. */
@@ -103,8 +103,7 @@ START_TEST(test_on_failure_backoff)
 		r = json_object_get(w, "restart");
 		ck_assert_int_eq(int_at(r, "last_delay_ms", NULL), delays[i]);
 		ck_assert_str_eq(ht_str(json_object_get(r, "last_exit"), "reason"), "crashed");
-		ck_assert_str_eq(
-		    ht_str(json_object_get(r, "last_exit"), "signal"), "SIGSEGV");
+		ck_assert_str_eq(ht_str(json_object_get(r, "last_exit"), "signal"), "SIGSEGV");
 		/* Millisecond timestamps, each truncated: one ms of slack. */
 		gap = wall_ms(ht_str(w, "started_at")) -
 		    wall_ms(ht_str(json_object_get(r, "last_exit"), "ended_at"));
@@ -116,8 +115,8 @@ START_TEST(test_on_failure_backoff)
 		json_decref(ev);
 		/* The end of this incarnation comes before the next restart. */
 		ev = ht_wait_event_ok(ht_master, "crashed", id, ht_ms(5000));
-		ck_assert_int_eq(int_at(json_object_get(ev, "worker"), "incarnation", NULL),
-		    (json_int_t)i + 2);
+		ck_assert_int_eq(
+		    int_at(json_object_get(ev, "worker"), "incarnation", NULL), (json_int_t)i + 2);
 		json_decref(ev);
 	}
 	/* shutdown calls the restart off, whatever the worker is doing. */
@@ -178,15 +177,17 @@ START_TEST(test_reconnect_by_id)
 	json_decref(w);
 
 	/* The first incarnation is gone for every request that names it. */
-	ht_expect(ht_master, "kill", json_pack("{s:s, s:i, s:s}", "id", id, "incarnation", 1,
-	    "signal", "KILL"), "worker_not_found");
+	ht_expect(ht_master, "kill",
+	    json_pack("{s:s, s:i, s:s}", "id", id, "incarnation", 1, "signal", "KILL"),
+	    "worker_not_found");
 	ht_expect(ht_master, "inspect", json_pack("{s:s, s:i}", "id", id, "incarnation", 1),
 	    "worker_not_found");
 	ht_expect(ht_master, "shutdown", json_pack("{s:s, s:i}", "id", id, "incarnation", 1),
 	    "worker_not_found");
 	ck_assert(ht_pid_alive(pid2));
 	ht_expect(ht_master, "inspect", json_pack("{s:s, s:i}", "id", id, "incarnation", 2), NULL);
-	reply = ht_call_ok(ht_master, "shutdown", json_pack("{s:s, s:i}", "id", id, "incarnation", 2));
+	reply =
+	    ht_call_ok(ht_master, "shutdown", json_pack("{s:s, s:i}", "id", id, "incarnation", 2));
 	ck_assert_str_eq(ht_str(ht_assert_result(reply), "reason"), "shutdown");
 	json_decref(reply);
 	ck_assert_int_eq(ht_wait_pid_gone(pid2, ht_ms(5000)), 0);
@@ -222,11 +223,10 @@ START_TEST(test_always_and_no)
 	ht_expect(ht_master, "shutdown", json_pack("{s:s}", "id", id), NULL);
 
 	res = ht_spawn_ok(ht_master,
-	    ht_testworker_params(json_pack("{s:s, s:s, s:s}", "name", "once", "shutdown_on",
-	        "explicit", "restart", "no")));
+	    ht_testworker_params(json_pack(
+	        "{s:s, s:s, s:s}", "name", "once", "shutdown_on", "explicit", "restart", "no")));
 	snprintf(id, sizeof(id), "%s", ht_str(res, "id"));
-	reply = ht_worker_call(
-	    ht_str(res, "socket"), NULL, "crash", NULL, ht_ms(5000));
+	reply = ht_worker_call(ht_str(res, "socket"), NULL, "crash", NULL, ht_ms(5000));
 	json_decref(reply);
 	json_decref(res);
 	ev = ht_wait_event_ok(ht_master, "crashed", id, ht_ms(5000));
