@@ -281,6 +281,35 @@ START_TEST(test_start_limit)
 }
 END_TEST
 
+/* herdd stopping while a worker waits out its backoff ends the wait at once. */
+START_TEST(test_restarting_at_herdd_stop)
+{
+	json_t *reply, *ev, *w;
+
+	reply = ht_spawn(ht_master,
+	    dying_params("patient", "exit 3",
+	        json_pack("{s:s, s:i, s:i}", "policy", "always", "delay_ms", 600000, "max_delay_ms",
+	            600000)),
+	    ht_ms(10000));
+	ht_assert_error(reply, "worker_exited");
+	json_decref(reply);
+	ev = ht_wait_event_ok(ht_master, "exited", NULL, ht_ms(5000));
+	w = json_object_get(ev, "worker");
+	ck_assert_str_eq(ht_str(w, "state"), "restarting");
+	ck_assert_int_gt(int_at(w, "restart", "restart_in_ms"), 500000);
+	ck_assert_str_eq(
+	    ht_str(json_object_get(json_object_get(w, "restart"), "last_exit"), "reason"),
+	    "exited");
+	json_decref(ev);
+	reply = ht_call_ok(ht_master, "stats", json_object());
+	ck_assert_int_eq(
+	    int_at(json_object_get(ht_assert_result(reply), "workers"), "restarting", NULL), 1);
+	json_decref(reply);
+	/* It must exit 0, promptly, on SIGTERM: checked by the restart. */
+	ht_fixture_restart(ht_grace_args);
+}
+END_TEST
+
 /* What spawn refuses: a restart for a worker its master's end would stop, bad limits. */
 START_TEST(test_restart_params)
 {
@@ -395,5 +424,6 @@ END_TEST
 
 HT_MAIN("sup-restart",
     HT_HERDD_CASE("restart", 60, ht_grace_args, test_on_failure_backoff, test_reconnect_by_id,
-        test_always_and_no, test_start_limit, test_restart_params, test_herdctl_restart),
+        test_always_and_no, test_start_limit, test_restarting_at_herdd_stop, test_restart_params,
+        test_herdctl_restart),
     HT_CASE("ids", 60, test_ids_continue))
