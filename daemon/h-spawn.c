@@ -24,7 +24,7 @@
 
 struct spawn_args {
 	const char *path, *name, *pool, *cwd, *shutdown_on;
-	json_t *argv, *env, *out[2], *init, *settings;
+	json_t *argv, *env, *out[2], *init, *settings, *restart;
 	json_int_t umask, spawn_timeout_ms, connection_timeout_ms;
 };
 
@@ -270,7 +270,11 @@ fill(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 		snprintf(why, len, "out of memory");
 		return -ENOMEM;
 	}
-	return 0;
+	/* Last: the policy keeps what each incarnation starts from. */
+	r = restart_parse(w, a->restart, why, len);
+	if (r == -ENOMEM)
+		snprintf(why, len, "out of memory");
+	return r;
 }
 
 /* Checks the worker limits. Returns the name of the one reached, or NULL. */
@@ -295,7 +299,7 @@ over_limit(struct conn *c, unsigned *value)
 	return NULL;
 }
 
-/* spawn {path, argv?, name?, pool?, env?, cwd?, umask?, stdout?, stderr?, init?, shutdown_on?, ...} */
+/* spawn {path, argv?, name?, pool?, env?, cwd?, umask?, stdout?, stderr?, init?, shutdown_on?, restart?, ...} */
 void
 h_spawn(struct conn *c, json_t *id, json_t *params)
 {
@@ -309,11 +313,12 @@ h_spawn(struct conn *c, json_t *id, json_t *params)
 	int r;
 
 	if (dispatch_unpack(c, id, params,
-	        "{s:s, s?o, s?s, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o}", "path",
-	        &a.path, "argv", &a.argv, "name", &a.name, "pool", &a.pool, "env", &a.env, "cwd",
-	        &a.cwd, "umask", &a.umask, "stdout", &a.out[0], "stderr", &a.out[1], "init",
+	        "{s:s, s?o, s?s, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o, s?o}",
+	        "path", &a.path, "argv", &a.argv, "name", &a.name, "pool", &a.pool, "env", &a.env,
+	        "cwd", &a.cwd, "umask", &a.umask, "stdout", &a.out[0], "stderr", &a.out[1], "init",
 	        &a.init, "shutdown_on", &a.shutdown_on, "spawn_timeout_ms", &a.spawn_timeout_ms,
-	        "connection_timeout_ms", &a.connection_timeout_ms, "settings", &a.settings) < 0)
+	        "connection_timeout_ms", &a.connection_timeout_ms, "settings", &a.settings,
+	        "restart", &a.restart) < 0)
 		return;
 	w = sup_worker_new();
 	if (!w) {

@@ -21,6 +21,23 @@ not_found(struct conn *c, json_t *id, const char *wid)
 	    "no worker \"%.*s\"", proto_text_prec(wid, 64), wid);
 }
 
+/*
+ * The worker a request names by id and, if it says one, incarnation; or
+ * NULL, answered worker_not_found, when no such worker or incarnation is
+ * there (a restart replaced it).
+ */
+static struct worker *
+find_named(struct conn *c, json_t *id, const char *wid, json_int_t incarnation)
+{
+	struct worker *w = sup_find(c, wid);
+
+	if (!w || !restart_is_current(w, incarnation)) {
+		not_found(c, id, wid);
+		return NULL;
+	}
+	return w;
+}
+
 /* list {all?} -> {workers: [...]} */
 void
 h_list(struct conn *c, json_t *id, json_t *params)
@@ -40,21 +57,21 @@ h_list(struct conn *c, json_t *id, json_t *params)
 	conn_reply(c, id, json_pack("{s:o}", "workers", a));
 }
 
-/* inspect {id} -> WORKER */
+/* inspect {id, incarnation?} -> WORKER */
 void
 h_inspect(struct conn *c, json_t *id, json_t *params)
 {
+	json_int_t incarnation = 0;
 	const char *wid;
 	struct worker *w;
 	json_t *o;
 
-	if (dispatch_unpack(c, id, params, "{s:s}", "id", &wid) < 0)
+	if (dispatch_unpack(c, id, params, "{s:s, s?I}", "id", &wid, "incarnation", &incarnation) <
+	    0)
 		return;
-	w = sup_find(c, wid);
-	if (!w) {
-		not_found(c, id, wid);
+	w = find_named(c, id, wid, incarnation);
+	if (!w)
 		return;
-	}
 	o = sup_worker_json(w);
 	if (o && w->functions)
 		json_object_set_new(o, "functions", json_loads(w->functions, 0, NULL));
@@ -102,15 +119,16 @@ h_logs(struct conn *c, json_t *id, json_t *params)
 	        (json_int_t)w->cap[i].dropped));
 }
 
-/* shutdown {id, grace_ms?} -> WORKER once reaped */
+/* shutdown {id, incarnation?, grace_ms?} -> WORKER once reaped */
 void
 h_shutdown(struct conn *c, json_t *id, json_t *params)
 {
-	json_int_t grace = PROTO_SHUTDOWN_GRACE_DEFAULT_MS;
+	json_int_t grace = PROTO_SHUTDOWN_GRACE_DEFAULT_MS, incarnation = 0;
 	const char *wid;
 	struct worker *w;
 
-	if (dispatch_unpack(c, id, params, "{s:s, s?I}", "id", &wid, "grace_ms", &grace) < 0)
+	if (dispatch_unpack(c, id, params, "{s:s, s?I, s?I}", "id", &wid, "grace_ms", &grace,
+	        "incarnation", &incarnation) < 0)
 		return;
 	if (grace < 0 || grace > PROTO_SHUTDOWN_GRACE_MAX_MS) {
 		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
@@ -118,12 +136,12 @@ h_shutdown(struct conn *c, json_t *id, json_t *params)
 		    PROTO_SHUTDOWN_GRACE_MAX_MS);
 		return;
 	}
-	w = sup_find(c, wid);
-	if (!w) {
-		not_found(c, id, wid);
+	w = find_named(c, id, wid, incarnation);
+	if (!w)
 		return;
-	}
-	if (w->state == PROTO_STATE_EXITED) {
+	/* Between incarnations there is no process to stop: the restart is called off. */
+	restart_cancel(w, PROTO_REASON_SHUTDOWN);
+	if (sup_state_ended(w->state)) {
 		conn_reply(c, id, sup_worker_json(w));
 		return;
 	}
@@ -162,16 +180,18 @@ parse_signal(json_t *v)
 	return -EINVAL;
 }
 
-/* kill {id, signal?} -> {} */
+/* kill {id, incarnation?, signal?} -> {} */
 void
 h_kill(struct conn *c, json_t *id, json_t *params)
 {
+	json_int_t incarnation = 0;
 	json_t *sigv = NULL;
 	const char *wid;
 	struct worker *w;
 	int sig;
 
-	if (dispatch_unpack(c, id, params, "{s:s, s?o}", "id", &wid, "signal", &sigv) < 0)
+	if (dispatch_unpack(c, id, params, "{s:s, s?o, s?I}", "id", &wid, "signal", &sigv,
+	        "incarnation", &incarnation) < 0)
 		return;
 	sig = parse_signal(sigv);
 	if (sig < 0) {
@@ -179,13 +199,11 @@ h_kill(struct conn *c, json_t *id, json_t *params)
 		    "invalid params: signal must be a name like \"TERM\" or a number");
 		return;
 	}
-	w = sup_find(c, wid);
-	if (!w) {
-		not_found(c, id, wid);
+	w = find_named(c, id, wid, incarnation);
+	if (!w)
 		return;
-	}
-	/* An exited worker has no process left to signal: as good as not found. */
-	if (w->state == PROTO_STATE_EXITED || w->reaped) {
+	/* An exited worker (or one between incarnations) has no process to signal. */
+	if (!sup_is_live(w) || w->reaped) {
 		not_found(c, id, wid);
 		return;
 	}

@@ -454,12 +454,19 @@ struct worker {
 	ev_timer hb_timer;
 	ev_timer conn_timer;
 	struct waiter *waiters;
+
+	/* Incarnations and the restart policy (restart.c). */
+	unsigned incarnation; /* 1 for the first process, one more for each restart */
+	struct restart *restart; /* NULL: restart "no" */
 };
 
 /* Everything a spawn needs, validated by h-spawn.c; owned by the worker afterwards. */
 struct worker *sup_worker_new(void);
 void sup_worker_free(struct worker *w);
-/* Starts w (filled in by h-spawn.c, owner set). Returns 0 or a negative errno with stage set. */
+/*
+ * Starts w (filled in by h-spawn.c, owner set), or its next incarnation
+ * (restart.c: the id stays). Returns 0 or a negative errno with stage set.
+ */
 int sup_spawn(struct worker *w);
 /* Keeps the record of a spawn that failed before a process existed. */
 void sup_record_failed(struct worker *w, int err);
@@ -550,10 +557,17 @@ void proc_signal(const struct proc_kid *k, int sig);
 
 /* ---- workers.c (records) ---- */
 
+/* Exited, or failed (given up by its restart policy): a record, no longer a worker. */
+static inline bool
+sup_state_ended(enum proto_state s)
+{
+	return s == PROTO_STATE_EXITED || s == PROTO_STATE_FAILED;
+}
+
 static inline bool
 sup_is_live(const struct worker *w)
 {
-	return w->state != PROTO_STATE_EXITED;
+	return !sup_state_ended(w->state);
 }
 
 /* Puts w on herdd.workers (at the tail) and counts it; sup_unlink() undoes both. */
@@ -569,6 +583,7 @@ struct worker *sup_by_pid(pid_t pid);
 
 /* Answers and removes w's spawn waiters (spawn true) or the others with reply (no id). */
 void sup_answer_waiters(struct worker *w, bool spawn, json_t *reply);
+json_t *sup_rfc3339(const struct timespec *ts);
 /* "SIGKILL" for 9 (new reference). */
 json_t *sup_signal_json(int sig);
 /* Counts an exit for "stats". */
@@ -577,6 +592,34 @@ void sup_count_reason(enum proto_reason reason);
 void sup_prune(uid_t uid);
 void sup_records_start(void);
 void sup_records_free(void);
+
+/* ---- restart.c (restart policies), ids.c (worker ids) ---- */
+
+/*
+ * Parses spawn's "restart" (a policy name or an object, PROTOCOL.md 4.2) into
+ * w, keeping what a new incarnation needs. Returns 0, -EINVAL (why says
+ * why) or -ENOMEM.
+ */
+int restart_parse(struct worker *w, json_t *spec, char *why, size_t len);
+/* w's process was reaped as w->reason: the state it moves to (exited, restarting, failed). */
+enum proto_state restart_after_exit(struct worker *w);
+/* Ends a restarting worker's wait for good (shutdown, daemon shutdown). */
+void restart_cancel(struct worker *w, enum proto_reason reason);
+/* Adds incarnation, restart policy, count and last exit to a WORKER object. */
+void restart_json(const struct worker *w, json_t *o);
+void restart_free(struct worker *w);
+/*
+ * True if the incarnation a request names (params' optional "incarnation", 0
+ * when absent) is w's current one.
+ */
+bool restart_is_current(const struct worker *w, json_int_t incarnation);
+
+/* Continues worker ids from the counter kept in dir (NULL: none kept, ids start at w1). */
+void ids_open(const char *dir);
+/* The next worker id, "wN", never one this state directory handed out before. */
+void ids_next(char *buf, size_t len);
+/* Writes back the exact next id (clean exit) and forgets the directory. */
+void ids_close(void);
 
 /* ---- cgroup.c ---- */
 

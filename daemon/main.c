@@ -614,6 +614,11 @@ start_up(int argc, char **argv)
 
 	main_state_init();
 	server_open();
+	/*
+	 * Ids continue from the last herdd's on this socket directory; a --stdio
+	 * instance's directory is its own and removed at exit: nothing to continue.
+	 */
+	ids_open(herdd.cfg.stdio ? NULL : herdd.socket_dir);
 	server_start();
 	if (herdd.cfg.stdio)
 		stdio_start();

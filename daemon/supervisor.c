@@ -39,7 +39,6 @@
 
 static ev_signal child_watcher;
 static ev_prepare escapee_check;
-static uint64_t next_worker = 1;
 
 static void grace_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void spawn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
@@ -58,6 +57,7 @@ sup_worker_new(void)
 	w->errpipe = -1;
 	w->exit_code = -1;
 	w->umask = 022;
+	w->incarnation = 1;
 	w->out[0].kind = OUT_NULL;
 	w->out[1].kind = OUT_CAPTURE;
 	capture_init(&w->cap[0], w);
@@ -259,9 +259,10 @@ sup_owner_gone(struct conn *c)
 		if (!w->reaped)
 			c->nworkers--;
 		conn_unref(c);
+		/* A restarted incarnation answers no spawn: it may finish starting. */
 		if (sup_is_live(w) &&
 		    (w->shutdown_on == PROTO_SHUTDOWN_MASTER_DISCONNECT ||
-		        w->state == PROTO_STATE_STARTING))
+		        (w->state == PROTO_STATE_STARTING && w->incarnation == 1)))
 			sup_stop(w, reason, herdd.cfg.grace_ms);
 	}
 }
@@ -319,6 +320,7 @@ sup_stop_all(void)
 		/* Pending spawns fail now; their workers are stopped like the others. */
 		if (sup_is_live(w))
 			sup_answer_waiters(w, true, err);
+		restart_cancel(w, PROTO_REASON_DAEMON_SHUTDOWN);
 		sup_stop(w, PROTO_REASON_DAEMON_SHUTDOWN, herdd.cfg.grace_ms);
 	}
 	json_decref(err);
@@ -440,7 +442,9 @@ spawn_name(struct worker *w)
 	char dir[256];
 	int r;
 
-	snprintf(w->id, sizeof(w->id), "w%llu", (unsigned long long)next_worker++);
+	/* A new incarnation keeps its id, and with it its socket's path. */
+	if (!w->id[0])
+		ids_next(w->id, sizeof(w->id));
 	r = server_worker_dir(w->uid, w->gid, dir, sizeof(dir));
 	if (r < 0) {
 		w->spawn_stage = "prepare";
@@ -484,8 +488,12 @@ spawn_started(struct worker *w, int fd, int rep)
 		w->reason = PROTO_REASON_SPAWN_FAILED;
 		signal_worker(w, SIGKILL, true);
 	}
-	w->state = PROTO_STATE_STARTING;
-	sup_link(w);
+	if (w->listed) {
+		sup_set_state(w, PROTO_STATE_STARTING);
+	} else {
+		w->state = PROTO_STATE_STARTING;
+		sup_link(w);
+	}
 	sup_pid_add(w);
 	if (w->owner)
 		w->owner->nworkers++;
@@ -591,8 +599,8 @@ sup_worker_ready(struct worker *w)
 	w->env = NULL;
 	/* The spawn request is answered first: everything else can wait, its master cannot. */
 	reply = proto_result(NULL,
-	    json_pack("{s:s, s:i, s:s, s:s?}", "id", w->id, "pid", (int)w->pid, "socket", w->socket,
-	        "name", w->name));
+	    json_pack("{s:s, s:i, s:s, s:s?, s:I}", "id", w->id, "pid", (int)w->pid, "socket",
+	        w->socket, "name", w->name, "incarnation", (json_int_t)w->incarnation));
 	sup_answer_waiters(w, true, reply);
 	json_decref(reply);
 	log_info("worker %s pid %d: ready", w->id, (int)w->pid);
@@ -734,7 +742,7 @@ reaped(struct worker *w, int status, const struct rusage *ru)
 		w->reason = PROTO_REASON_SPAWN_FAILED;
 	else if (!w->reason)
 		w->reason = w->signal ? PROTO_REASON_CRASHED : PROTO_REASON_EXITED;
-	sup_set_state(w, PROTO_STATE_EXITED);
+	sup_set_state(w, restart_after_exit(w));
 	if (w->socket[0] && unlink(w->socket) < 0 && errno != ENOENT)
 		log_warn("removing %s: %m", w->socket);
 	if (w->signal)
@@ -757,6 +765,8 @@ reaped(struct worker *w, int status, const struct rusage *ru)
 	if (w->owner)
 		w->owner->nworkers--;
 	events_emit(w, proto_reason_event(w->reason));
+	if (w->state == PROTO_STATE_FAILED)
+		events_emit(w, PROTO_EVENT_GIVEN_UP);
 	sup_prune(w->uid);
 	notify_status();
 	main_maybe_exit();
@@ -805,7 +815,7 @@ sup_init(void)
 	TAILQ_INIT(&herdd.workers);
 	TAILQ_INIT(&herdd.exited);
 	/* A fresh state (the fuzz target makes one per input) names its first worker w1. */
-	next_worker = 1;
+	ids_open(NULL);
 	ev_signal_init(&child_watcher, child_cb, SIGCHLD);
 	ev_signal_start(herdd.loop, &child_watcher);
 	ev_prepare_init(&escapee_check, escapee_check_cb);
@@ -819,4 +829,5 @@ sup_cleanup(void)
 	ev_signal_stop(herdd.loop, &child_watcher);
 	ev_prepare_stop(herdd.loop, &escapee_check);
 	sup_records_free();
+	ids_close();
 }

@@ -123,7 +123,7 @@ sup_link(struct worker *w)
 	TAILQ_INSERT_TAIL(&herdd.workers, w, link);
 	w->listed = true;
 	herdd.nworkers[w->state]++;
-	if (w->state == PROTO_STATE_EXITED)
+	if (sup_state_ended(w->state))
 		TAILQ_INSERT_TAIL(&herdd.exited, w, exited_link);
 }
 
@@ -136,7 +136,7 @@ sup_unlink(struct worker *w)
 	TAILQ_REMOVE(&herdd.workers, w, link);
 	w->listed = false;
 	herdd.nworkers[w->state]--;
-	if (w->state == PROTO_STATE_EXITED)
+	if (sup_state_ended(w->state))
 		TAILQ_REMOVE(&herdd.exited, w, exited_link);
 }
 
@@ -147,7 +147,7 @@ sup_set_state(struct worker *w, enum proto_state s)
 	if (w->listed) {
 		herdd.nworkers[w->state]--;
 		herdd.nworkers[s]++;
-		if (s == PROTO_STATE_EXITED && w->state != PROTO_STATE_EXITED)
+		if (sup_state_ended(s) && !sup_state_ended(w->state))
 			TAILQ_INSERT_TAIL(&herdd.exited, w, exited_link);
 	}
 	w->state = s;
@@ -210,6 +210,7 @@ sup_worker_free(struct worker *w)
 	json_decref(w->init);
 	json_decref(w->settings);
 	free(w->functions);
+	restart_free(w);
 	free(w);
 }
 
@@ -297,12 +298,12 @@ sup_count_uid(uid_t uid)
 	return n;
 }
 
-/* Live workers. */
+/* Live workers, those waiting to restart included. */
 unsigned
 sup_count_live(void)
 {
 	return herdd.nworkers[PROTO_STATE_STARTING] + herdd.nworkers[PROTO_STATE_READY] +
-	    herdd.nworkers[PROTO_STATE_STOPPING];
+	    herdd.nworkers[PROTO_STATE_STOPPING] + herdd.nworkers[PROTO_STATE_RESTARTING];
 }
 
 json_t *
@@ -317,8 +318,9 @@ sup_signal_json(int sig)
 	return json_string(name);
 }
 
-static json_t *
-rfc3339(const struct timespec *ts)
+/* A wall-clock time as RFC 3339 text in UTC, to the millisecond (new reference). */
+json_t *
+sup_rfc3339(const struct timespec *ts)
 {
 	struct tm tm;
 	char buf[64];
@@ -353,17 +355,17 @@ sup_worker_json(const struct worker *w)
 	    (json_int_t)w->owner_gid, "connection", (json_int_t)0, "uid", (json_int_t)w->uid,
 	    "state", proto_state_name(w->state), "reason", proto_reason_name(w->reason),
 	    "shutdown_on", proto_shutdown_on_name(w->shutdown_on), "started_at", "", "uptime_ms",
-	    (json_int_t)((sup_is_live(w) ? now : w->ended_ms) - w->started_ms), "socket",
-	    w->socket[0] && w->state != PROTO_STATE_STARTING && sup_is_live(w) ? w->socket : NULL,
+	    (json_int_t)((w->reaped ? w->ended_ms : now) - w->started_ms), "socket",
+	    w->socket[0] && w->state != PROTO_STATE_STARTING && !w->reaped ? w->socket : NULL,
 	    "path", w->path, "argv", w->argv);
 	if (!o)
 		return NULL;
 	/* The owner's connection number, while that connection lasts. */
 	json_object_set_new(json_object_get(o, "owner"), "connection",
 	    w->owner ? json_integer((json_int_t)w->owner_serial) : json_null());
-	json_object_set_new(o, "started_at", rfc3339(&w->started_wall));
+	json_object_set_new(o, "started_at", sup_rfc3339(&w->started_wall));
 	json_object_set_new(o, "exit_code",
-	    w->state == PROTO_STATE_EXITED && w->signal == 0 && w->exit_code >= 0
+	    sup_state_ended(w->state) && w->signal == 0 && w->exit_code >= 0
 	        ? json_integer(w->exit_code)
 	        : json_null());
 	json_object_set_new(o, "signal", w->signal ? sup_signal_json(w->signal) : json_null());
@@ -380,6 +382,7 @@ sup_worker_json(const struct worker *w)
 		json_object_set_new(o, "spawn_error",
 		    json_pack("{s:s, s:i, s:s}", "stage", w->spawn_stage, "errno", w->spawn_errno,
 		        "error", strerror(w->spawn_errno)));
+	restart_json(w, o);
 	return o;
 }
 

@@ -15,12 +15,20 @@ static const char *const state_names[PROTO_STATE_COUNT] = {
 	[PROTO_STATE_READY] = "ready",
 	[PROTO_STATE_STOPPING] = "stopping",
 	[PROTO_STATE_EXITED] = "exited",
+	[PROTO_STATE_RESTARTING] = "restarting",
+	[PROTO_STATE_FAILED] = "failed",
 };
 
 static const char *const shutdown_on_names[PROTO_SHUTDOWN_ON_COUNT] = {
 	[PROTO_SHUTDOWN_MASTER_DISCONNECT] = "master_disconnect",
 	[PROTO_SHUTDOWN_CONNECTION_CLOSED] = "connection_closed",
 	[PROTO_SHUTDOWN_EXPLICIT] = "explicit",
+};
+
+static const char *const restart_names[PROTO_RESTART_COUNT] = {
+	[PROTO_RESTART_NO] = "no",
+	[PROTO_RESTART_ON_FAILURE] = "on-failure",
+	[PROTO_RESTART_ALWAYS] = "always",
 };
 
 static const char *const event_names[PROTO_EVENT_COUNT] = {
@@ -33,6 +41,8 @@ static const char *const event_names[PROTO_EVENT_COUNT] = {
 	[PROTO_EVENT_INIT_FAILED] = "init_failed",
 	[PROTO_EVENT_STOPPED] = "stopped",
 	[PROTO_EVENT_KILLED] = "killed",
+	[PROTO_EVENT_RESTARTED] = "restarted",
+	[PROTO_EVENT_GIVEN_UP] = "given_up",
 };
 
 static const char *const reason_names[PROTO_REASON_COUNT] = {
@@ -103,6 +113,7 @@ find(const char *const *names, size_t n, const char *name)
 
 NAME_TABLE(proto_state, enum proto_state, state_names)
 NAME_TABLE(proto_shutdown_on, enum proto_shutdown_on, shutdown_on_names)
+NAME_TABLE(proto_restart, enum proto_restart, restart_names)
 NAME_TABLE(proto_event, enum proto_event, event_names)
 NAME_TABLE(proto_reason, enum proto_reason, reason_names)
 

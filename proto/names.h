@@ -16,6 +16,8 @@ enum proto_state {
 	PROTO_STATE_READY,
 	PROTO_STATE_STOPPING,
 	PROTO_STATE_EXITED,
+	PROTO_STATE_RESTARTING, /* between incarnations, waiting out the backoff */
+	PROTO_STATE_FAILED, /* given up by its restart policy's start limit */
 	PROTO_STATE_COUNT,
 };
 
@@ -25,6 +27,14 @@ enum proto_shutdown_on {
 	PROTO_SHUTDOWN_CONNECTION_CLOSED,
 	PROTO_SHUTDOWN_EXPLICIT,
 	PROTO_SHUTDOWN_ON_COUNT,
+};
+
+/* When an explicit worker that ended is started again (spawn's restart, PROTOCOL.md 4.2). */
+enum proto_restart {
+	PROTO_RESTART_NO,
+	PROTO_RESTART_ON_FAILURE,
+	PROTO_RESTART_ALWAYS,
+	PROTO_RESTART_COUNT,
 };
 
 /* The events of the "event" notification (PROTOCOL.md 4.7). */
@@ -38,6 +48,8 @@ enum proto_event {
 	PROTO_EVENT_INIT_FAILED,
 	PROTO_EVENT_STOPPED,
 	PROTO_EVENT_KILLED,
+	PROTO_EVENT_RESTARTED, /* a new incarnation started */
+	PROTO_EVENT_GIVEN_UP, /* the start limit was reached: state failed */
 	PROTO_EVENT_COUNT,
 };
 
@@ -74,6 +86,8 @@ const char *proto_state_name(enum proto_state s);
 int proto_state_from_name(const char *name);
 const char *proto_shutdown_on_name(enum proto_shutdown_on p);
 int proto_shutdown_on_from_name(const char *name);
+const char *proto_restart_name(enum proto_restart r);
+int proto_restart_from_name(const char *name);
 const char *proto_event_name(enum proto_event e);
 int proto_event_from_name(const char *name);
 const char *proto_reason_name(enum proto_reason r);

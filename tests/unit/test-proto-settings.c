@@ -294,11 +294,14 @@ END_TEST
 
 START_TEST(name_tables)
 {
-	static const char *const states[] = { "starting", "ready", "stopping", "exited" };
+	static const char *const states[] = { "starting", "ready", "stopping", "exited",
+		"restarting", "failed" };
 	static const char *const policies[] = { "master_disconnect", "connection_closed",
 		"explicit" };
 	static const char *const events[] = { "ready", "exited", "crashed", "failed",
-		"heartbeat_lost", "spawn_timeout", "init_failed", "stopped", "killed" };
+		"heartbeat_lost", "spawn_timeout", "init_failed", "stopped", "killed", "restarted",
+		"given_up" };
+	static const char *const restarts[] = { "no", "on-failure", "always" };
 	int i;
 
 	for (i = 0; i < PROTO_STATE_COUNT; i++) {
@@ -317,6 +320,11 @@ START_TEST(name_tables)
 		ck_assert_int_eq(proto_event_from_name(events[i]), i);
 	}
 	ck_assert_int_eq(proto_event_from_name("exploded"), -1);
+	for (i = 0; i < PROTO_RESTART_COUNT; i++) {
+		ck_assert_str_eq(proto_restart_name((enum proto_restart)i), restarts[i]);
+		ck_assert_int_eq(proto_restart_from_name(restarts[i]), i);
+	}
+	ck_assert_int_eq(proto_restart_from_name("sometimes"), -1);
 }
 END_TEST
 

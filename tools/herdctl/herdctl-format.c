@@ -10,7 +10,7 @@
 
 #include "herdctl.h"
 
-#define N_COLS 11
+#define N_COLS 13
 
 void
 fmt_duration(char *buf, size_t len, const json_t *ms)
@@ -59,6 +59,16 @@ str_or_dash(const json_t *v)
 	return json_is_string(v) ? json_string_value(v) : "-";
 }
 
+/* An integer cell, or "-". */
+static void
+fmt_int(char cell[64], const json_t *v)
+{
+	if (json_is_integer(v))
+		snprintf(cell, 64, "%lld", (long long)json_integer_value(v));
+	else
+		snprintf(cell, 64, "-");
+}
+
 /* Fills the cells of one worker row. */
 static void
 worker_row(const json_t *w, char cells[N_COLS][64])
@@ -91,16 +101,19 @@ worker_row(const json_t *w, char cells[N_COLS][64])
 	else
 		snprintf(cells[9], 64, "-");
 	snprintf(cells[10], 64, "%s", str_or_dash(json_object_get(w, "reason")));
+	fmt_int(cells[11], json_object_get(w, "incarnation"));
+	/* Restarts so far, "-" for a worker whose policy is "no". */
+	fmt_int(cells[12], json_object_get(json_object_get(w, "restart"), "restarts"));
 }
 
 void
 print_worker_table(FILE *f, const json_t *workers)
 {
 	static const char *const head[N_COLS] = { "ID", "NAME", "POOL", "PID", "OWNER", "STATE",
-		"UPTIME", "HB-AGE", "RSS", "CPU", "REASON" };
+		"UPTIME", "HB-AGE", "RSS", "CPU", "REASON", "INC", "RESTARTS" };
 	/* Numbers read better right-aligned. */
 	static const bool right[N_COLS] = { false, false, false, true, true, false, true, true,
-		true, true, false };
+		true, true, false, true, true };
 	size_t n = json_array_size(workers), i, c;
 	char(*rows)[N_COLS][64] = calloc(n + 1, sizeof(*rows));
 	int width[N_COLS] = { 0 };
@@ -176,9 +189,9 @@ void
 print_worker(FILE *f, const json_t *worker)
 {
 	static const char *const order[] = { "id", "name", "pool", "state", "reason", "pid", "pgid",
-		"uid", "owner", "shutdown_on", "started_at", "uptime_ms", "heartbeat_age_ms",
-		"rss_kib", "cpu_ms", "exit_code", "signal", "message", "socket", "path", "argv",
-		NULL };
+		"uid", "owner", "shutdown_on", "incarnation", "restart", "started_at", "uptime_ms",
+		"heartbeat_age_ms", "rss_kib", "cpu_ms", "exit_code", "signal", "message", "socket",
+		"path", "argv", NULL };
 	const char *key;
 	json_t *v;
 	size_t i;

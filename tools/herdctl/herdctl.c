@@ -252,6 +252,40 @@ opt_stream(json_t *params, const struct ctl_opt *o, const char *arg)
 }
 
 /* spawn: the executable and its argv come last; herdctl exits once the worker is ready. */
+/*
+ * The restart options become spawn's "restart" object (PROTOCOL.md 4.2):
+ * --restart POLICY with --restart-delay, --restart-max-delay,
+ * --start-limit-burst and --start-limit-interval.
+ */
+static int
+fold_restart(json_t *params)
+{
+	static const char *const keys[][2] = { { "restart_delay", "delay_ms" },
+		{ "restart_max_delay", "max_delay_ms" }, { "start_limit_burst", "burst" },
+		{ "start_limit_interval", "interval_ms" } };
+	json_t *policy = json_object_get(params, "restart"), *o;
+	size_t i;
+
+	o = json_pack("{s:O?}", "policy", policy);
+	for (i = 0; o && i < sizeof(keys) / sizeof(keys[0]); i++) {
+		json_t *v = json_object_get(params, keys[i][0]);
+
+		if (!v)
+			continue;
+		if (!policy) {
+			json_decref(o);
+			return ctl_usage_error("--%s needs --restart", keys[i][0]);
+		}
+		json_object_set(o, keys[i][1], v);
+		json_object_del(params, keys[i][0]);
+	}
+	if (policy)
+		json_object_set_new(params, "restart", o);
+	else
+		json_decref(o);
+	return 0;
+}
+
 static int
 cmd_spawn(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 {
@@ -265,6 +299,10 @@ cmd_spawn(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 		json_object_set_new(params, "env", json_object());
 	if (!json_object_get(params, "shutdown_on"))
 		json_object_set_new(params, "shutdown_on", json_string("explicit"));
+	if (fold_restart(params) < 0) {
+		json_decref(params);
+		return EXIT_USAGE;
+	}
 	if (ctl_spawn(c, params, &res) < 0)
 		return EXIT_FAILURE;
 	return output_result(c, cmd, res);
@@ -340,6 +378,17 @@ static const struct ctl_opt spawn_opts[] = {
 	    "absolute path, append with +FILE",
 	    opt_stream, 0, 0 },
 	{ "spawn-timeout-ms", 0, "N", "fork-to-ready deadline", ctl_opt_int, 0, UINT32_MAX },
+	{ "restart", 0, "no|on-failure|always",
+	    "bring the worker back when it ends (on-failure:\n"
+	    "a crash, a failure or a non-zero exit)",
+	    ctl_opt_choice, 0, 0 },
+	{ "restart-delay", 0, "S", "first restart's delay, doubled at each (0.1)", ctl_opt_seconds,
+	    0, 3600000 },
+	{ "restart-max-delay", 0, "S", "the delay's cap (30)", ctl_opt_seconds, 0, 3600000 },
+	{ "start-limit-burst", 0, "N", "give up after N ends within the interval (5)", ctl_opt_int,
+	    1, 100 },
+	{ "start-limit-interval", 0, "S", "the start limit's interval (10)", ctl_opt_seconds, 0,
+	    86400000 },
 	{ 0 },
 };
 
@@ -380,6 +429,27 @@ static const struct ctl_opt main_opts[] = {
 	{ "help", 'h', NULL, "this text", ctl_opt_true, 0, 0 },
 	{ 0 },
 };
+
+/*
+ * A worker named as ID or ID@INCARNATION ("w3@2"): with the incarnation,
+ * herdd acts only while that process is the worker's current one.
+ */
+static int
+set_id(json_t *params, const char *arg)
+{
+	const char *at = strchr(arg, '@');
+	long long inc;
+
+	if (!at) {
+		json_object_set_new(params, "id", json_string(arg));
+		return 0;
+	}
+	if (at == arg || ctl_parse_int(at + 1, 10, 1, UINT32_MAX, &inc) < 0)
+		return ctl_usage_error("'%s' is not ID or ID@INCARNATION", arg);
+	json_object_set_new(params, "id", json_stringn(arg, (size_t)(at - arg)));
+	json_object_set_new(params, "incarnation", json_integer(inc));
+	return 0;
+}
 
 /* "logs ID [--stream stderr|stdout] [--lines N]": a command's usage line. */
 static const char *
@@ -473,8 +543,10 @@ run(struct ctl *c, const struct command *cmd, int argc, char **argv)
 		json_decref(params);
 		return r;
 	}
-	if (cmd->flags & CMD_ID)
-		json_object_set_new(params, "id", json_string(argv[optind++]));
+	if ((cmd->flags & CMD_ID) && set_id(params, argv[optind++]) < 0) {
+		json_decref(params);
+		return EXIT_USAGE;
+	}
 	return cmd->run(c, cmd, params, argv + optind);
 }
 
