@@ -198,6 +198,12 @@ peer_deadline(struct herd__peer *p)
 }
 
 static void
+peer_drained(struct herd__peer *p)
+{
+	events_drained(conn_of(p));
+}
+
+static void
 peer_free(struct herd__peer *p)
 {
 	struct conn *c = conn_of(p);
@@ -214,6 +220,7 @@ static const struct herd__peer_ops conn_peer_ops = {
 	.silent = peer_silent,
 	.deadline = peer_deadline,
 	.usage = peer_usage,
+	.drained = peer_drained,
 	.free = peer_free,
 };
 

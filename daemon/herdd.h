@@ -75,6 +75,7 @@ struct herdd_config {
 	unsigned keep_exited; /* exited records kept per uid */
 	unsigned keep_exited_ms; /* and for at most this long */
 	unsigned exit_idle_ms; /* exit once idle this long; 0: never */
+	unsigned event_ring; /* events kept for replay (events.c) */
 	bool stdio; /* --stdio: serve one master over stdin/stdout (stdio.c) */
 	struct proto_settings worker_settings; /* what spawned workers start from */
 };
@@ -96,6 +97,7 @@ struct herdd_stats {
 	uint64_t limit_pending;
 	uint64_t limit_output;
 	uint64_t limit_fds;
+	uint64_t events_lost; /* sequence numbers reported in gap events */
 };
 
 TAILQ_HEAD(conn_list, conn);
@@ -247,6 +249,10 @@ struct conn {
 	unsigned pending; /* requests answered later (spawn, shutdown) */
 	unsigned nworkers; /* live workers this connection owns */
 	bool subscribed_all; /* gets every event it may see, not only its own workers' */
+	bool ev_behind; /* its queue was full: events wait in the ring (events.c) */
+	bool ev_feeding; /* events.c is feeding it from the ring */
+	uint64_t ev_cursor; /* the last event seq it was given or passed over */
+	const char *ev_reason; /* the next gap's reason; NULL: "fell_behind" */
 	bool goodbye; /* the master said goodbye: it closes on purpose, its workers end normally */
 	pid_t
 	    peer_worker; /* the worker whose process tree the peer is in; -1 none, 0 not known yet */
@@ -335,8 +341,19 @@ void h_logs(struct conn *c, json_t *id, json_t *params);
 void h_shutdown(struct conn *c, json_t *id, json_t *params);
 void h_kill(struct conn *c, json_t *id, json_t *params);
 
-/* Sends an event about w to its owner and to subscribers (h-events.c). */
+/* Sends an event about w to its owner and to subscribers, and keeps it for replay (events.c). */
 void events_emit(struct worker *w, enum proto_event event);
+/* ---- events.c: the ring, seqs and replay ---- */
+void events_init(void);
+void events_free(void);
+const char *events_instance(void);
+uint64_t events_last_seq(void);
+/* The ring as "stats" shows it (a new reference). */
+json_t *events_stats_json(void);
+/* Starts c's events after since (replay false: from now on); instance NULL is ours. */
+void events_subscribe(struct conn *c, bool replay, uint64_t since, const char *instance);
+/* c's output drained (conn.c): one that fell behind is fed from the ring. */
+void events_drained(struct conn *c);
 
 /* ---- capture.c ---- */
 

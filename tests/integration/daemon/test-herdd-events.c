@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The lossless event stream: seqs and herdd's instance id on every event,
+ * subscribe's "since" replaying from the ring, one gap event with the exact
+ * count when the ring no longer holds the point asked for, and a subscriber
+ * that stops reading: herdd holds a bounded ring for it, not a growing queue,
+ * and tells it what it lost once it reads again.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ht-check.h"
+
+/* Spawns at most this many at once (herdd's pending limit is 1024). */
+#define BATCH 256
+
+/*
+ * Makes n events through p, quickly: a spawn of a missing executable fails
+ * at exec and ends with one "exited" event, sent to p (its owner), which
+ * reads and drops them with the replies.
+ */
+static void
+produce(struct ht_conn *p, int n)
+{
+	while (n > 0) {
+		int k = n < BATCH ? n : BATCH, replies = 0, events = 0;
+
+		for (int i = 0; i < k; i++)
+			ck_assert(ht_conn_send_request(p, "spawn",
+			              json_pack("{s:s}", "path", "/nonexistent/herd-event")) > 0);
+		while (replies < k || events < k) {
+			json_t *m = ht_conn_recv(p, ht_ms(20000));
+
+			ck_assert_msg(m, "producer: %s", strerror(errno));
+			if (json_object_get(m, "id"))
+				replies++;
+			else
+				events++;
+			json_decref(m);
+		}
+		n -= k;
+	}
+}
+
+/* The next event on c (params, new reference); other notifications are dropped. */
+static json_t *
+next_event(struct ht_conn *c)
+{
+	json_t *m = ht_conn_wait_method(c, "event", ht_ms(10000));
+	json_t *params;
+
+	ck_assert_msg(m, "no event: %s", strerror(errno));
+	params = json_incref(json_object_get(m, "params"));
+	json_decref(m);
+	return params;
+}
+
+static long long
+seq_of(const json_t *ev)
+{
+	return json_integer_value(json_object_get(ev, "seq"));
+}
+
+/* Subscribes c to everything, optionally since a seq (-1: none). Returns the result. */
+static json_t *
+subscribe(struct ht_conn *c, long long since, const char *instance)
+{
+	json_t *params = json_pack("{s:b}", "all", 1);
+
+	if (since >= 0)
+		json_object_set_new(params, "since", json_integer(since));
+	if (instance)
+		json_object_set_new(params, "instance", json_string(instance));
+	return ht_call_ok(c, "subscribe", params);
+}
+
+/* The next events on c must be seqs first..last, of instance. */
+static void
+expect_seqs(struct ht_conn *c, long long first, long long last, const char *instance)
+{
+	for (long long s = first; s <= last; s++) {
+		json_t *ev = next_event(c);
+
+		ck_assert_msg(seq_of(ev) == s, "expected seq %lld, got %s", s, ht_dump(ev));
+		ck_assert_str_eq(ht_str(ev, "instance"), instance);
+		ck_assert_str_eq(ht_str(ev, "event"), "exited");
+		json_decref(ev);
+	}
+}
+
+static json_t *
+events_stats(struct ht_daemon *d)
+{
+	struct ht_conn *c = ht_herdd_open(d, "inspector", "stats");
+	json_t *r = ht_call_ok(c, "stats", NULL);
+	json_t *ev = json_incref(json_object_get(ht_result(r), "events"));
+
+	ck_assert_ptr_nonnull(ev);
+	json_decref(r);
+	ht_conn_close(c);
+	return ev;
+}
+
+START_TEST(test_seq_and_instance)
+{
+	struct ht_daemon *d = ht_daemon_start_ok(NULL);
+	struct ht_conn *p = ht_herdd_open(d, "master", "producer");
+	struct ht_conn *s = ht_herdd_open(d, "inspector", "watch");
+	json_t *r = subscribe(s, -1, NULL), *st;
+	char instance[64];
+
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(r), "seq")), 0);
+	snprintf(instance, sizeof(instance), "%s", ht_str(ht_result(r), "instance"));
+	ck_assert_int_eq(strlen(instance), 32);
+	json_decref(r);
+	produce(p, 5);
+	expect_seqs(s, 1, 5, instance);
+	st = events_stats(d);
+	ck_assert_str_eq(ht_str(st, "instance"), instance);
+	ck_assert_int_eq(json_integer_value(json_object_get(st, "seq")), 5);
+	ck_assert_int_eq(json_integer_value(json_object_get(st, "held")), 5);
+	json_decref(st);
+	/* since past the last event is a mistake, said so. */
+	ht_expect(s, "subscribe", json_pack("{s:b, s:i}", "all", 1, "since", 6), "invalid_params");
+	ht_conn_close(s);
+	ht_conn_close(p);
+	ht_daemon_stop_ok(d);
+}
+END_TEST
+
+START_TEST(test_since_replays_what_was_missed)
+{
+	struct ht_daemon *d = ht_daemon_start_ok(NULL);
+	struct ht_conn *p = ht_herdd_open(d, "master", "producer");
+	struct ht_conn *s;
+	json_t *r;
+	char instance[64];
+
+	produce(p, 10);
+	s = ht_herdd_open(d, "inspector", "resume");
+	r = subscribe(s, 4, NULL);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(r), "seq")), 10);
+	snprintf(instance, sizeof(instance), "%s", ht_str(ht_result(r), "instance"));
+	json_decref(r);
+	/* Exactly the six it missed, then live ones. */
+	expect_seqs(s, 5, 10, instance);
+	produce(p, 1);
+	expect_seqs(s, 11, 11, instance);
+	ht_conn_close(s);
+	/* Resuming with our own instance named is the same. */
+	s = ht_herdd_open(d, "inspector", "resume2");
+	json_decref(subscribe(s, 9, instance));
+	expect_seqs(s, 10, 11, instance);
+	ht_conn_close(s);
+	ht_conn_close(p);
+	ht_daemon_stop_ok(d);
+}
+END_TEST
+
+/* The next event must be a gap of first..last with reason. */
+static void
+expect_gap(struct ht_conn *c, long long first, long long last, const char *reason)
+{
+	json_t *ev = next_event(c);
+
+	ck_assert_msg(strcmp(ht_str(ev, "event"), "gap") == 0, "expected a gap, got %s", ht_dump(ev));
+	ck_assert_int_eq(json_integer_value(json_object_get(ev, "lost")), last - first + 1);
+	ck_assert_int_eq(json_integer_value(json_object_get(ev, "first")), first);
+	ck_assert_int_eq(json_integer_value(json_object_get(ev, "last")), last);
+	ck_assert_str_eq(ht_str(ev, "reason"), reason);
+	json_decref(ev);
+}
+
+START_TEST(test_since_older_than_ring)
+{
+	const char *const args[] = { "--event-ring", "16", NULL };
+	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_conn *p = ht_herdd_open(d, "master", "producer");
+	struct ht_conn *s;
+	json_t *r;
+	char instance[64];
+
+	produce(p, 40);
+	s = ht_herdd_open(d, "inspector", "late");
+	r = subscribe(s, 3, NULL);
+	snprintf(instance, sizeof(instance), "%s", ht_str(ht_result(r), "instance"));
+	json_decref(r);
+	/* The ring holds 25..40: 4..24 are gone, said once, then the rest. */
+	expect_gap(s, 4, 24, "since");
+	expect_seqs(s, 25, 40, instance);
+	ht_conn_close(s);
+	/* Another herdd's seqs mean nothing here: all that is gone, then all there is. */
+	s = ht_herdd_open(d, "inspector", "restarted");
+	json_decref(subscribe(s, 30, "0123456789abcdef0123456789abcdef"));
+	expect_gap(s, 1, 24, "instance");
+	expect_seqs(s, 25, 40, instance);
+	ht_conn_close(s);
+	ht_conn_close(p);
+	ht_daemon_stop_ok(d);
+}
+END_TEST
+
+/*
+ * A subscriber that never reads (a 4 KiB receive buffer) while 10,000 events
+ * pass: herdd keeps the ring and a short queue for it, not 10,000 events,
+ * and when it reads it gets what it had queued, one gap with the exact
+ * count, then the ring's events to the last.
+ */
+START_TEST(test_slow_subscriber_told_it_fell_behind)
+{
+	const char *const args[] = { "--event-ring", "256", NULL };
+	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_conn *p = ht_herdd_open(d, "master", "producer");
+	struct ht_conn *s = ht_herdd_open(d, "inspector", "sleepy");
+	const int total = 10000;
+	long long expect = 1, got = 0, lost = 0;
+	int small = 4096, gaps = 0;
+	json_t *st, *r;
+
+	ck_assert_int_eq(setsockopt(ht_conn_fd(s), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+	r = subscribe(s, -1, NULL);
+	json_decref(r);
+	produce(p, total);
+	st = events_stats(d);
+	ck_assert_int_eq(json_integer_value(json_object_get(st, "seq")), total);
+	ck_assert_int_le(json_integer_value(json_object_get(st, "held")), 256);
+	json_decref(st);
+	/* Now it reads: contiguous seqs, a gap that covers exactly the rest, to the last. */
+	while (expect <= total) {
+		json_t *ev = next_event(s);
+
+		if (strcmp(ht_str(ev, "event"), "gap") == 0) {
+			ck_assert_int_eq(json_integer_value(json_object_get(ev, "first")), expect);
+			ck_assert_str_eq(ht_str(ev, "reason"), "fell_behind");
+			lost += json_integer_value(json_object_get(ev, "lost"));
+			expect = json_integer_value(json_object_get(ev, "last")) + 1;
+			gaps++;
+		} else {
+			ck_assert_msg(seq_of(ev) == expect, "expected seq %lld, got %s", expect,
+			    ht_dump(ev));
+			expect++;
+			got++;
+		}
+		json_decref(ev);
+	}
+	fprintf(stderr, "slow subscriber: %lld events received, %lld reported lost in %d gap(s)\n",
+	    got, lost, gaps);
+	ck_assert_int_eq(gaps, 1);
+	ck_assert_int_eq(got + lost, total);
+	ck_assert_int_gt(lost, 0);
+	/* It is live again. */
+	produce(p, 1);
+	r = next_event(s);
+	ck_assert_int_eq(seq_of(r), total + 1);
+	json_decref(r);
+	ht_conn_close(s);
+	ht_conn_close(p);
+	ht_daemon_stop_ok(d);
+}
+END_TEST
+
+HT_MAIN("herdd-events",
+    HT_CASE("events", 120, test_seq_and_instance, test_since_replays_what_was_missed,
+        test_since_older_than_ring, test_slow_subscriber_told_it_fell_behind))
