@@ -114,6 +114,7 @@ push_line(struct capture *cap, const char *text, size_t len)
 		cap->dropped++;
 		return;
 	}
+	follow_line(cap, line);
 	cap->lines[(cap->first + cap->count) % cap->slots] = line;
 	cap->count++;
 	cap->bytes += len;
@@ -225,6 +226,7 @@ close_pipe(struct capture *cap)
 		cap->partial_len = 0;
 	}
 	partial_release(cap);
+	follow_end(cap);
 }
 
 static void
@@ -234,6 +236,8 @@ capture_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 	if (read_some(cap))
 		close_pipe(cap);
+	else
+		follow_flush(cap);
 }
 
 /* Initialises an empty capture. */
@@ -241,6 +245,7 @@ void
 capture_init(struct capture *cap, struct worker *w)
 {
 	memset(cap, 0, sizeof(*cap));
+	LIST_INIT(&cap->followers);
 	cap->fd = -1;
 	cap->max_lines = CAPTURE_MAX_LINES;
 	cap->max_bytes = CAPTURE_MAX_BYTES;
@@ -280,6 +285,7 @@ capture_free(struct capture *cap)
 	unsigned i;
 
 	close_pipe(cap);
+	follow_end(cap);
 	for (i = 0; i < cap->count; i++)
 		free(cap->lines[(cap->first + i) % cap->slots]);
 	free(cap->lines);

@@ -23,6 +23,8 @@
 
 /* Stop reading from a peer whose replies pile up past this (it is not reading). */
 #define OUTPUT_HIGH_WATER (1u << 20)
+/* Feeds (events, followed logs) hold back once this much output waits. */
+#define FEED_HIGH_WATER (256u << 10)
 
 static uint64_t next_serial = 1;
 
@@ -296,6 +298,13 @@ void
 conn_abort(struct conn *c)
 {
 	herd__peer_abort(&c->peer, 0, NULL);
+}
+
+/* Feeds hold back: the peer is slow, and what they send can wait in a ring or be counted lost. */
+bool
+conn_feed_full(struct conn *c)
+{
+	return herd__peer_queued(&c->peer) > FEED_HIGH_WATER;
 }
 
 /* Queues msg (stolen). */

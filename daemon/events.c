@@ -6,7 +6,7 @@
  *
  * A connection has a cursor, the last seq it was given or passed over. Live
  * events go straight out while its output queue is short; past
- * EVENT_QUEUE_BYTES it is "behind": nothing more is queued for it, and when
+ * conn_feed_full() it is "behind": nothing more is queued for it, and when
  * its output drains it is fed again from the ring, after its cursor. What
  * left the ring meanwhile is announced by one "gap" event with the count, so
  * a subscriber that stops reading costs herdd a ring slot per event, never
@@ -28,8 +28,6 @@
 #define EVENT_TAIL_LINES 20
 /* Bytes of events the ring holds at most, whatever --event-ring says. */
 #define EVENT_RING_BYTES (32u << 20)
-/* A subscriber with more output queued than this is behind: events wait in the ring. */
-#define EVENT_QUEUE_BYTES (256u << 10)
 
 struct event_rec {
 	uint64_t seq;
@@ -130,21 +128,16 @@ wants(const struct conn *c, uint64_t owner_serial, uid_t uid)
 	return c->subscribed_all && dispatch_may_see(c, uid);
 }
 
-static bool
-queue_full(struct conn *c)
-{
-	return herd__peer_queued(&c->peer) > EVENT_QUEUE_BYTES;
-}
-
 /* Tells c that events first..last are gone. Returns conn_send()'s result. */
 static int
 send_gap(struct conn *c, uint64_t first, uint64_t last, const char *reason)
 {
 	herdd.stats.events_lost += last - first + 1;
-	return conn_send(c, proto_notification("event",
-	                        json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "event", "gap", "instance",
-	                            ring.instance, "lost", (json_int_t)(last - first + 1), "first",
-	                            (json_int_t)first, "last", (json_int_t)last, "reason", reason)));
+	return conn_send(c,
+	    proto_notification("event",
+	        json_pack("{s:s, s:s, s:I, s:I, s:I, s:s}", "event", "gap", "instance",
+	            ring.instance, "lost", (json_int_t)(last - first + 1), "first",
+	            (json_int_t)first, "last", (json_int_t)last, "reason", reason)));
 }
 
 /*
@@ -170,7 +163,7 @@ catch_up(struct conn *c)
 	for (seq = c->ev_cursor + 1; seq <= ring.last_seq; seq++) {
 		const struct event_rec *r = ring_at(seq);
 
-		if (queue_full(c))
+		if (conn_feed_full(c))
 			goto out;
 		c->ev_cursor = seq;
 		/* An owner's own events went out live. */
@@ -257,10 +250,9 @@ events_emit(struct worker *w, enum proto_event event)
 
 	log_debug("worker %s: event %s", w->id, name);
 	params = json_pack("{s:s, s:I, s:s, s:o, s:s?, s:o}", "event", name, "seq",
-	    (json_int_t)(ring.last_seq + 1), "instance", ring.instance, "worker", sup_worker_json(w),
-	    "message", w->message, "stderr_tail",
-	    event != PROTO_EVENT_READY ? capture_tail(&w->cap[1], EVENT_TAIL_LINES)
-	                               : json_array());
+	    (json_int_t)(ring.last_seq + 1), "instance", ring.instance, "worker",
+	    sup_worker_json(w), "message", w->message, "stderr_tail",
+	    event != PROTO_EVENT_READY ? capture_tail(&w->cap[1], EVENT_TAIL_LINES) : json_array());
 	if (!params) {
 		log_error("out of memory building event %s", name);
 		return;
@@ -274,7 +266,7 @@ events_emit(struct worker *w, enum proto_event event)
 		next = TAILQ_NEXT(c, link);
 		if (!wants(c, w->owner_serial, w->uid))
 			continue;
-		if (!own && (c->ev_behind || queue_full(c))) {
+		if (!own && (c->ev_behind || conn_feed_full(c))) {
 			/* The ring holds it until c reads again. */
 			c->ev_behind = true;
 			continue;

@@ -275,6 +275,8 @@ struct conn *conn_ref(struct conn *c);
 unsigned conn_count_masters(void);
 /* Drops a reference; the last one frees, never inside the connection's own callbacks. */
 void conn_unref(struct conn *c);
+/* More output waits for c than a feed (events, followed logs) should add to. */
+bool conn_feed_full(struct conn *c);
 /* Queues msg (stolen). Returns 0 or -errno; on overflow the connection is closed. */
 int conn_send(struct conn *c, json_t *msg);
 /*
@@ -358,7 +360,11 @@ void events_drained(struct conn *c);
 /* ---- capture.c ---- */
 
 /* The last lines a worker wrote to a captured stream. */
+LIST_HEAD(follower_list, follower);
+
 struct capture {
+	struct follower_list followers; /* "logs" with follow (follow.c) */
+	json_t *fresh; /* lines read since the followers were last sent some */
 	char **lines; /* ring of slots, grown as lines arrive up to max_lines */
 	unsigned slots;
 	unsigned max_lines;
@@ -376,6 +382,14 @@ struct capture {
 };
 
 void capture_init(struct capture *cap, struct worker *w);
+/* ---- follow.c: new lines of a captured stream sent as they come ---- */
+/* Followers of one stream at a time. */
+#define FOLLOW_MAX 16
+/* c follows cap. Returns 0, -ENOMEM or -EMFILE (too many followers). */
+int follow_add(struct capture *cap, struct conn *c);
+void follow_line(struct capture *cap, const char *line);
+void follow_flush(struct capture *cap);
+void follow_end(struct capture *cap);
 /* Takes over the read end of a pipe and starts watching it. */
 void capture_start(struct capture *cap, int fd);
 /* Reads what is left without blocking, keeps the partial line, closes the pipe. */

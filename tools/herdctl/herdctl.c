@@ -114,6 +114,19 @@ show_spawned(FILE *f, const json_t *res)
 	    json_string_value(json_object_get(res, "socket")) ?: "-");
 }
 
+/* logs --follow: the reply, then each "log" notification until the stream ends. */
+static int
+follow_lines(json_t *lines, void *userdata)
+{
+	const struct ctl *c = userdata;
+	long long dropped = json_integer_value(json_object_get(lines, "dropped"));
+
+	if (dropped > 0 && json_object_get(lines, "end"))
+		fprintf(stderr, "herdctl: %lld lines dropped (herdctl did not keep up)\n", dropped);
+	output(c, lines, show_logs);
+	return 0;
+}
+
 /* logs: the lines; none at all is said on stderr, so an empty output is not a puzzle. */
 static int
 cmd_logs(struct ctl *c, const struct command *cmd, json_t *params, char **args)
@@ -122,6 +135,11 @@ cmd_logs(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 	char *id = strdup(json_string_value(json_object_get(params, "id")) ?: "?");
 	json_t *res;
 
+	(void)args;
+	if (id && json_is_true(json_object_get(params, "follow"))) {
+		free(id);
+		return ctl_follow(c, params, follow_lines, c) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+	}
 	if (!id || ctl_request(c, cmd->name, params, &res) < 0) {
 		free(id);
 		return EXIT_FAILURE;
@@ -211,8 +229,7 @@ cmd_watch(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 {
 	(void)cmd;
 	(void)args;
-	json_decref(params);
-	return ctl_watch(c, watch_event, c) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+	return ctl_watch(c, params, watch_event, c) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 /* --env K=V: one member of params "env". */
@@ -309,6 +326,17 @@ static const struct ctl_opt list_opts[] = {
 static const struct ctl_opt logs_opts[] = {
 	{ "stream", 's', "stderr|stdout", NULL, ctl_opt_choice, 0, 0 },
 	{ "lines", 'n', "N", NULL, ctl_opt_int, 1, 1000 },
+	{ "follow", 'f', NULL, NULL, ctl_opt_true, 0, 0 },
+	{ 0 },
+};
+
+static const struct ctl_opt watch_opts[] = {
+	{ "since", 0, "N",
+	    "first replay the events after seq N that herdd\nstill holds (a gap line says what it "
+	    "lost)",
+	    ctl_opt_int, 0, INT64_MAX },
+	{ "instance", 0, "ID", "the herdd instance N belongs to (--json shows it)", ctl_opt_string,
+	    0, 0 },
 	{ 0 },
 };
 
@@ -357,7 +385,7 @@ static const struct command commands[] = {
 	    "call a function on the worker, print the result\n(a stream's items first, as JSON "
 	    "lines)",
 	    CMD_ID, 2, 3, NULL, cmd_call, print_value },
-	{ "watch", "", "print events of every worker you may see, until ^C", 0, 0, 0, NULL,
+	{ "watch", "", "print events of every worker you may see, until ^C", 0, 0, 0, watch_opts,
 	    cmd_watch, print_event },
 	{ "stats", "", "herdd's counters", 0, 0, 0, NULL, cmd_request, print_stats },
 	{ "spawn", "-- PATH [ARGS...]", "start a worker and print its id, pid and socket",

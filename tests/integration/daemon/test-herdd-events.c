@@ -4,13 +4,16 @@
  * subscribe's "since" replaying from the ring, one gap event with the exact
  * count when the ring no longer holds the point asked for, and a subscriber
  * that stops reading: herdd holds a bounded ring for it, not a growing queue,
- * and tells it what it lost once it reads again.
+ * and tells it what it lost once it reads again. herdctl watch --since and
+ * logs --follow.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ht-check.h"
@@ -167,7 +170,8 @@ expect_gap(struct ht_conn *c, long long first, long long last, const char *reaso
 {
 	json_t *ev = next_event(c);
 
-	ck_assert_msg(strcmp(ht_str(ev, "event"), "gap") == 0, "expected a gap, got %s", ht_dump(ev));
+	ck_assert_msg(
+	    strcmp(ht_str(ev, "event"), "gap") == 0, "expected a gap, got %s", ht_dump(ev));
 	ck_assert_int_eq(json_integer_value(json_object_get(ev, "lost")), last - first + 1);
 	ck_assert_int_eq(json_integer_value(json_object_get(ev, "first")), first);
 	ck_assert_int_eq(json_integer_value(json_object_get(ev, "last")), last);
@@ -221,7 +225,8 @@ START_TEST(test_slow_subscriber_told_it_fell_behind)
 	int small = 4096, gaps = 0;
 	json_t *st, *r;
 
-	ck_assert_int_eq(setsockopt(ht_conn_fd(s), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+	ck_assert_int_eq(
+	    setsockopt(ht_conn_fd(s), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
 	r = subscribe(s, -1, NULL);
 	json_decref(r);
 	produce(p, total);
@@ -240,8 +245,8 @@ START_TEST(test_slow_subscriber_told_it_fell_behind)
 			expect = json_integer_value(json_object_get(ev, "last")) + 1;
 			gaps++;
 		} else {
-			ck_assert_msg(seq_of(ev) == expect, "expected seq %lld, got %s", expect,
-			    ht_dump(ev));
+			ck_assert_msg(
+			    seq_of(ev) == expect, "expected seq %lld, got %s", expect, ht_dump(ev));
 			expect++;
 			got++;
 		}
@@ -263,6 +268,111 @@ START_TEST(test_slow_subscriber_told_it_fell_behind)
 }
 END_TEST
 
+/* Reads JSON lines from l until one whose key is value; returns it (new reference). */
+static json_t *
+read_json_until(struct ht_lines *l, const char *key, const char *value)
+{
+	int64_t deadline = ht_now_ms() + ht_ms(10000);
+
+	while (ht_read_line(l, (int)(deadline - ht_now_ms())) >= 0) {
+		json_t *v = json_loads(l->buf, 0, NULL);
+
+		ck_assert_msg(v, "herdctl printed a line that is not JSON: %s", l->buf);
+		if (!strcmp(ht_str(v, key) ?: "", value))
+			return v;
+		json_decref(v);
+	}
+	ck_abort_msg("no line with %s %s", key, value);
+	return NULL;
+}
+
+/* herdctl watch --since: the replay, the gap, then live events, as JSON lines with seq. */
+START_TEST(test_herdctl_watch_since)
+{
+	const char *const args[] = { "--event-ring", "8", NULL };
+	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_conn *p = ht_herdd_open(d, "master", "producer");
+	const char *argv[] = { ht_env_path("HERDCTL"), "--socket", d->socket, "--json", "watch",
+		"--since", "2", NULL };
+	struct ht_lines l = { 0 };
+	json_t *ev;
+	pid_t watch;
+
+	produce(p, 12);
+	watch = ht_start_reader(argv, &l.fd);
+	ck_assert_int_gt(watch, 0);
+	/* The ring holds 5..12: 3 and 4 are lost. */
+	ev = read_json_until(&l, "event", "gap");
+	ck_assert_int_eq(json_integer_value(json_object_get(ev, "lost")), 2);
+	ck_assert_int_eq(json_integer_value(json_object_get(ev, "first")), 3);
+	json_decref(ev);
+	for (long long s = 5; s <= 12; s++) {
+		ev = read_json_until(&l, "event", "exited");
+		ck_assert_int_eq(seq_of(ev), s);
+		json_decref(ev);
+	}
+	produce(p, 1);
+	ev = read_json_until(&l, "event", "exited");
+	ck_assert_int_eq(seq_of(ev), 13);
+	json_decref(ev);
+	kill(watch, SIGTERM);
+	ck_assert_int_eq(ht_wait_child(watch, ht_ms(2000), NULL), 0);
+	close(l.fd);
+	ht_conn_close(p);
+	ht_daemon_stop_ok(d);
+}
+END_TEST
+
+/* herdctl logs --follow: lines written after it started, then it ends with the worker. */
+START_TEST(test_herdctl_logs_follow)
+{
+	struct ht_daemon *d = ht_daemon_start_ok(ht_grace_args);
+	struct ht_conn *m = ht_herdd_open(d, "master", "owner");
+	const char *argv[] = { ht_env_path("HERDCTL"), "--socket", d->socket, "logs", "--follow",
+		NULL, NULL };
+	struct ht_lines l = { 0 };
+	json_t *w = ht_spawn(m, ht_testworker_params(NULL), ht_ms(10000)), *r;
+	char id[32], sock[256];
+	int status = -1;
+	pid_t follow;
+
+	snprintf(id, sizeof(id), "%s", ht_str(ht_assert_result(w), "id"));
+	snprintf(sock, sizeof(sock), "%s", ht_str(ht_result(w), "socket"));
+	json_decref(w);
+	argv[5] = id;
+	r = ht_worker_call(sock, NULL, "stderr", json_pack("{s:s}", "text", "before"), ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	follow = ht_start_reader(argv, &l.fd);
+	ck_assert_int_gt(follow, 0);
+	/* The last lines first (the reply), so it follows once "before" is printed. */
+	for (;;) {
+		ck_assert_int_ge(ht_read_line(&l, ht_ms(10000)), 0);
+		if (!strcmp(l.buf, "before"))
+			break;
+	}
+	for (int i = 0; i < 3; i++) {
+		char text[32];
+
+		snprintf(text, sizeof(text), "after %d", i);
+		r = ht_worker_call(
+		    sock, NULL, "stderr", json_pack("{s:s}", "text", text), ht_ms(5000));
+		ht_assert_result(r);
+		json_decref(r);
+		ck_assert_int_ge(ht_read_line(&l, ht_ms(10000)), 0);
+		ck_assert_str_eq(l.buf, text);
+	}
+	/* The worker stops: herdctl prints its last words and exits 0. */
+	ht_expect(m, "shutdown", json_pack("{s:s}", "id", id), NULL);
+	ck_assert_int_eq(ht_wait_child(follow, ht_ms(10000), &status), 0);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(l.fd);
+	ht_conn_close(m);
+	ht_daemon_stop_ok(d);
+}
+END_TEST
+
 HT_MAIN("herdd-events",
     HT_CASE("events", 120, test_seq_and_instance, test_since_replays_what_was_missed,
-        test_since_older_than_ring, test_slow_subscriber_told_it_fell_behind))
+        test_since_older_than_ring, test_slow_subscriber_told_it_fell_behind,
+        test_herdctl_watch_since, test_herdctl_logs_follow))
