@@ -208,7 +208,10 @@ read_some(struct capture *cap)
 		}
 		if (n == 0)
 			return 1;
-		take_bytes(cap, buf, (size_t)n);
+		if (cap->file)
+			logfile_write(cap->file, buf, (size_t)n);
+		else
+			take_bytes(cap, buf, (size_t)n);
 	}
 	return 0;
 }
@@ -256,6 +259,11 @@ capture_init(struct capture *cap, struct worker *w)
 void
 capture_start(struct capture *cap, int fd)
 {
+	const struct output_spec *o = &cap->worker->out[cap == &cap->worker->cap[0] ? 0 : 1];
+
+	/* A rotated file: what the worker writes goes there, no line is kept. */
+	if (output_rotated(o))
+		cap->file = logfile_open(o, cap->worker);
 	cap->fd = fd;
 	ev_io_init(&cap->io, capture_cb, fd, EV_READ);
 	cap->io.data = cap;
@@ -286,6 +294,8 @@ capture_free(struct capture *cap)
 
 	close_pipe(cap);
 	follow_end(cap);
+	logfile_close(cap->file);
+	cap->file = NULL;
 	for (i = 0; i < cap->count; i++)
 		free(cap->lines[(cap->first + i) % cap->slots]);
 	free(cap->lines);

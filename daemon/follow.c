@@ -90,10 +90,11 @@ send_lines(struct capture *cap, json_t *lines, bool end)
 			f->dropped += json_array_size(lines);
 			continue;
 		}
-		conn_send(f->c, proto_notification("log",
-		                    json_pack("{s:s, s:s, s:O, s:I, s:b}", "id", cap->worker->id, "stream",
-		                        stream_name(cap), "lines", lines, "dropped",
-		                        (json_int_t)f->dropped, "end", end)));
+		conn_send(f->c,
+		    proto_notification("log",
+		        json_pack("{s:s, s:s, s:O, s:I, s:b}", "id", cap->worker->id, "stream",
+		            stream_name(cap), "lines", lines, "dropped", (json_int_t)f->dropped,
+		            "end", end)));
 		f->dropped = 0;
 	}
 }

@@ -363,6 +363,7 @@ void events_drained(struct conn *c);
 LIST_HEAD(follower_list, follower);
 
 struct capture {
+	struct logfile *file; /* a rotated file output: bytes go there, not to lines */
 	struct follower_list followers; /* "logs" with follow (follow.c) */
 	json_t *fresh; /* lines read since the followers were last sent some */
 	char **lines; /* ring of slots, grown as lines arrive up to max_lines */
@@ -410,7 +411,29 @@ struct output_spec {
 	enum output_kind kind;
 	char *path;
 	bool append;
+	uint64_t max_bytes; /* a file rotated by herdd (logfile.c); 0: the worker holds the file */
+	unsigned max_files;
 };
+
+/* Bounds and defaults of a rotated file output's max_bytes and max_files. */
+#define OUTPUT_MIN_BYTES     64u
+#define OUTPUT_MAX_BYTES     (1ull << 40)
+#define OUTPUT_DEFAULT_BYTES (10ull << 20)
+#define OUTPUT_MAX_FILES     100u
+#define OUTPUT_DEFAULT_FILES 5u
+
+/* A file output that goes through a pipe to herdd, which rotates it. */
+static inline bool
+output_rotated(const struct output_spec *o)
+{
+	return o->kind == OUT_FILE && o->max_bytes > 0;
+}
+
+/* ---- logfile.c: output files with a size cap and rotation ---- */
+struct logfile;
+struct logfile *logfile_open(const struct output_spec *o, const struct worker *w);
+void logfile_write(struct logfile *lf, const char *buf, size_t n);
+void logfile_close(struct logfile *lf);
 
 /* A request answered when a worker reaches a state (spawn: ready; shutdown: reaped). */
 struct waiter {

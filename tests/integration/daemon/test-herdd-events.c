@@ -5,7 +5,7 @@
  * count when the ring no longer holds the point asked for, and a subscriber
  * that stops reading: herdd holds a bounded ring for it, not a growing queue,
  * and tells it what it lost once it reads again. herdctl watch --since and
- * logs --follow.
+ * logs --follow. Output files with a size cap, rotated.
  */
 #include <errno.h>
 #include <signal.h>
@@ -372,7 +372,88 @@ START_TEST(test_herdctl_logs_follow)
 }
 END_TEST
 
+/* The whole file at path into buf (NUL-terminated); returns its length, -1 if absent. */
+static long
+slurp(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "re");
+	size_t n;
+
+	if (!f)
+		return -1;
+	n = fread(buf, 1, len - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	return (long)n;
+}
+
+/*
+ * stdout to a file of at most 100 bytes, 3 files: after 40 lines herdd has
+ * rotated it, each file holds at most 100 bytes, no fourth file exists, and
+ * the files, oldest first, are exactly the end of what the worker wrote.
+ */
+START_TEST(test_log_rotation)
+{
+	struct ht_daemon *d = ht_daemon_start_ok(ht_grace_args);
+	struct ht_conn *m = ht_herdd_open(d, "master", "owner");
+	char dir[128], path[256], name[300], all[4096] = "", got[1024] = "", part[512];
+	json_t *w, *r;
+	char id[32], sock[256];
+	size_t len;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/out.log", dir);
+	/* Bad caps are refused. */
+	ht_expect(m, "spawn",
+	    ht_testworker_params(
+	        json_pack("{s:{s:s, s:i}}", "stdout", "file", path, "max_bytes", 10)),
+	    "invalid_params");
+	ht_expect(m, "spawn",
+	    ht_testworker_params(
+	        json_pack("{s:{s:s, s:i}}", "stdout", "file", path, "max_files", 0)),
+	    "invalid_params");
+	w = ht_spawn(m,
+	    ht_testworker_params(json_pack(
+	        "{s:{s:s, s:i, s:i}}", "stdout", "file", path, "max_bytes", 100, "max_files", 3)),
+	    ht_ms(10000));
+	snprintf(id, sizeof(id), "%s", ht_str(ht_assert_result(w), "id"));
+	snprintf(sock, sizeof(sock), "%s", ht_str(ht_result(w), "socket"));
+	json_decref(w);
+	for (int i = 0; i < 40; i++) {
+		char text[64];
+
+		snprintf(text, sizeof(text), "line %02d of the worker's output", i);
+		r = ht_worker_call(
+		    sock, NULL, "stdout", json_pack("{s:s}", "text", text), ht_ms(5000));
+		ht_assert_result(r);
+		json_decref(r);
+		len = strlen(all);
+		snprintf(all + len, sizeof(all) - len, "%s\n", text);
+	}
+	/* Reaped means herdd has read the pipe to its end. */
+	ht_expect(m, "shutdown", json_pack("{s:s}", "id", id), NULL);
+	for (int k = 2; k >= 0; k--) {
+		long n;
+
+		snprintf(name, sizeof(name), k ? "%s.%d" : "%s", path, k);
+		n = slurp(name, part, sizeof(part));
+		ck_assert_msg(n >= 0, "%s is missing", name);
+		ck_assert_int_le(n, 100);
+		len = strlen(got);
+		snprintf(got + len, sizeof(got) - len, "%s", part);
+	}
+	snprintf(name, sizeof(name), "%s.3", path);
+	ck_assert_int_eq(access(name, F_OK), -1);
+	/* Newest in the base file, and nothing lost between the files kept. */
+	len = strlen(got);
+	ck_assert_int_gt(len, 200);
+	ck_assert_str_eq(got, all + strlen(all) - len);
+	ht_conn_close(m);
+	ht_daemon_stop_ok(d);
+}
+END_TEST
+
 HT_MAIN("herdd-events",
     HT_CASE("events", 120, test_seq_and_instance, test_since_replays_what_was_missed,
         test_since_older_than_ring, test_slow_subscriber_told_it_fell_behind,
-        test_herdctl_watch_since, test_herdctl_logs_follow))
+        test_herdctl_watch_since, test_herdctl_logs_follow, test_log_rotation))
