@@ -49,8 +49,8 @@ as_user(const struct logfile *lf, bool on)
 		setfsgid(lf->gid);
 		setfsuid(lf->uid);
 	} else {
-		setfsuid(0);
-		setfsgid(0);
+		setfsuid(herdd.uid);
+		setfsgid(herdd.gid);
 	}
 }
 
