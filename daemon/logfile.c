@@ -62,8 +62,8 @@ open_current(struct logfile *lf)
 
 	as_user(lf, true);
 	old = umask(lf->umask);
-	lf->fd = open(
-	    lf->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0666);
+	lf->fd =
+	    open(lf->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0666);
 	umask(old);
 	as_user(lf, false);
 	if (lf->fd < 0 || fstat(lf->fd, &st) < 0) {
@@ -112,7 +112,10 @@ rotate(struct logfile *lf)
 	open_current(lf);
 }
 
-/* Appends n bytes, rotating at the cap; a line may span two files. */
+/*
+ * Appends n bytes, rotating at the cap. Lines stay whole: a file ends at a
+ * newline unless one line alone is longer than the cap.
+ */
 void
 logfile_write(struct logfile *lf, const char *buf, size_t n)
 {
@@ -127,7 +130,20 @@ logfile_write(struct logfile *lf, const char *buf, size_t n)
 			return;
 		}
 		room = lf->max_bytes - lf->size;
-		take = n < room ? n : room;
+		if (n <= room) {
+			take = n;
+		} else {
+			const char *nl = memrchr(buf, '\n', room);
+
+			if (nl) {
+				take = (size_t)(nl - buf) + 1;
+			} else if (lf->size > 0) {
+				rotate(lf);
+				continue;
+			} else {
+				take = room;
+			}
+		}
 		w = write(lf->fd, buf, take);
 		if (w < 0 && errno == EINTR)
 			continue;

@@ -268,11 +268,47 @@ opt_stream(json_t *params, const struct ctl_opt *o, const char *arg)
 	return ctl_opt_store(params, o, json_pack("{s:s, s:b}", "file", file, "append", append));
 }
 
+/* --max-bytes/--max-files: the size cap of the streams that go to a file. */
+static int
+move_caps(json_t *params)
+{
+	static const char *const caps[] = { "max_bytes", "max_files" };
+	static const char *const streams[] = { "stdout", "stderr" };
+	bool any = false;
+
+	for (size_t k = 0; k < 2; k++) {
+		json_t *v = json_object_get(params, caps[k]);
+
+		if (!v)
+			continue;
+		any = true;
+		for (size_t i = 0; i < 2; i++) {
+			json_t *o = json_object_get(params, streams[i]);
+
+			if (json_is_object(o))
+				json_object_set(o, caps[k], v);
+		}
+		json_object_del(params, caps[k]);
+	}
+	if (any && !json_is_object(json_object_get(params, "stdout")) &&
+	    !json_is_object(json_object_get(params, "stderr")))
+		return ctl_usage_error(
+		    "--max-bytes and --max-files cap a --stdout or --stderr FILE");
+	return 0;
+}
+
 /* spawn: the executable and its argv come last; herdctl exits once the worker is ready. */
 static int
 cmd_spawn(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 {
 	json_t *argvj = json_array(), *res;
+	int r = move_caps(params);
+
+	if (r != 0) {
+		json_decref(argvj);
+		json_decref(params);
+		return r;
+	}
 
 	for (char **a = args; *a; a++)
 		json_array_append_new(argvj, json_string(*a));
@@ -367,6 +403,10 @@ static const struct ctl_opt spawn_opts[] = {
 	    "where its stdout goes (default null); FILE is an\n"
 	    "absolute path, append with +FILE",
 	    opt_stream, 0, 0 },
+	{ "max-bytes", 0, "N",
+	    "rotate a FILE above N bytes (default 10 MiB once\n--max-files is given)", ctl_opt_int,
+	    64, 1ll << 40 },
+	{ "max-files", 0, "N", "keep FILE and N-1 rotated ones (default 5)", ctl_opt_int, 1, 100 },
 	{ "spawn-timeout-ms", 0, "N", "fork-to-ready deadline", ctl_opt_int, 0, UINT32_MAX },
 	{ 0 },
 };

@@ -453,7 +453,54 @@ START_TEST(test_log_rotation)
 }
 END_TEST
 
+/* herdctl spawn --max-bytes/--max-files: the caps reach herdd with the file; alone, a usage error. */
+START_TEST(test_herdctl_spawn_caps)
+{
+	struct ht_daemon *d = ht_daemon_start_ok(ht_grace_args);
+	char dir[128], path[256], older[300], buf[256], *out = NULL, *err = NULL;
+	const char *argv[] = { ht_env_path("HERDCTL"), "--socket", d->socket, "--json", "spawn",
+		"--stdout", path, "--max-bytes", "100", "--max-files", "2", "--",
+		ht_env_path("HERD_TESTWORKER"), NULL };
+	const char *bad[] = { ht_env_path("HERDCTL"), "--socket", d->socket, "spawn", "--max-files",
+		"2", "--", ht_env_path("HERD_TESTWORKER"), NULL };
+	const char *text = "0123456789012345678901234567890123456789012345678901234567-";
+	struct ht_conn *m = ht_herdd_open(d, "master", "check");
+	json_t *res, *r;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/caps.log", dir);
+	ck_assert_int_eq(ht_run(bad, NULL, &err, ht_ms(10000)), 2);
+	ck_assert_ptr_nonnull(strstr(err, "--max-bytes and --max-files"));
+	free(err);
+	err = NULL;
+	ck_assert_int_eq(ht_run(argv, &out, &err, ht_ms(10000)), 0);
+	res = json_loads(out, 0, NULL);
+	ck_assert_msg(res, "herdctl spawn printed %s", out);
+	ht_track_pid((pid_t)json_integer_value(json_object_get(res, "pid")));
+	/* 3 lines of 60 bytes under a 100-byte cap with 2 files: one a file, the first rotated out. */
+	for (int i = 0; i < 3; i++) {
+		r = ht_worker_call(ht_str(res, "socket"), NULL, "stdout",
+		    json_pack("{s:s}", "text", text), ht_ms(5000));
+		ht_assert_result(r);
+		json_decref(r);
+	}
+	ht_expect(m, "shutdown", json_pack("{s:s}", "id", ht_str(res, "id")), NULL);
+	ck_assert_int_eq(slurp(path, buf, sizeof(buf)), 60);
+	fprintf(stderr, "[%s]\n", buf);
+	snprintf(older, sizeof(older), "%s.1", path);
+	ck_assert_int_eq(slurp(older, buf, sizeof(buf)), 60);
+	snprintf(older, sizeof(older), "%s.2", path);
+	ck_assert_int_eq(access(older, F_OK), -1);
+	json_decref(res);
+	free(out);
+	free(err);
+	ht_conn_close(m);
+	ht_daemon_stop_ok(d);
+}
+END_TEST
+
 HT_MAIN("herdd-events",
     HT_CASE("events", 120, test_seq_and_instance, test_since_replays_what_was_missed,
         test_since_older_than_ring, test_slow_subscriber_told_it_fell_behind,
-        test_herdctl_watch_since, test_herdctl_logs_follow, test_log_rotation))
+        test_herdctl_watch_since, test_herdctl_logs_follow, test_log_rotation,
+        test_herdctl_spawn_caps))
