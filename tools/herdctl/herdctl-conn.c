@@ -98,34 +98,33 @@ ctl_spawn(struct ctl *c, json_t *params, json_t **ret)
 	return *ret ? 0 : -ENOMEM;
 }
 
-struct watch {
-	int (*cb)(json_t *event, void *userdata);
+/* What a command listens to: notifications named method (about worker id, unless NULL). */
+struct listen {
+	const char *method;
+	const char *id;
+	int (*cb)(json_t *params, void *userdata);
 	void *userdata;
-	bool stop;
+	bool stop; /* cb said so, or the stream said "end" */
 };
 
-/* Every event as herdd sent it: --json prints seq, instance and gaps too. */
+/* herdd's notifications as it sent them: --json prints seq, instance, gaps and log lines. */
 static void
-watch_notice(herd_master *m, const char *method, json_t *params, void *userdata)
+listen_notice(herd_master *m, const char *method, json_t *params, void *userdata)
 {
-	struct watch *wt = userdata;
+	struct listen *l = userdata;
+	const char *id = json_string_value(json_object_get(params, "id"));
 
 	(void)m;
-	if (strcmp(method, "event") != 0)
+	if (l->stop || strcmp(method, l->method) != 0 || (l->id && strcmp(id ?: "", l->id) != 0))
 		return;
-	if (!wt->stop && wt->cb(params, wt->userdata) != 0)
-		wt->stop = true;
+	if (l->cb(params, l->userdata) != 0 || json_is_true(json_object_get(params, "end")))
+		l->stop = true;
 }
 
-/*
- * Subscribes to everything (sub: the subscribe params to add, stolen, may be
- * NULL: "since" and "instance") and hands each event to cb until it returns
- * non-zero. Returns 0 then, or -errno.
- */
 int
 ctl_watch(struct ctl *c, json_t *sub, int (*cb)(json_t *event, void *userdata), void *userdata)
 {
-	struct watch wt = { cb, userdata, false };
+	struct listen wt = { "event", NULL, cb, userdata, false };
 	json_t *res = NULL, *params = json_pack("{s:b}", "all", 1);
 	int r;
 
@@ -140,7 +139,7 @@ ctl_watch(struct ctl *c, json_t *sub, int (*cb)(json_t *event, void *userdata), 
 		json_decref(params);
 		return r;
 	}
-	herd_master_on_notice(c->conn->m, watch_notice, &wt);
+	herd_master_on_notice(c->conn->m, listen_notice, &wt);
 	r = ctl_request(c, "subscribe", params, &res);
 	json_decref(res);
 	if (r < 0)
@@ -148,30 +147,10 @@ ctl_watch(struct ctl *c, json_t *sub, int (*cb)(json_t *event, void *userdata), 
 	return ctl_listen(c, "watch", &wt.stop);
 }
 
-struct follow {
-	const char *id; /* the worker followed */
-	int (*cb)(json_t *lines, void *userdata);
-	void *userdata;
-	bool stop;
-};
-
-static void
-follow_notice(herd_master *m, const char *method, json_t *params, void *userdata)
-{
-	struct follow *fo = userdata;
-
-	(void)m;
-	if (fo->stop || strcmp(method, "log") != 0 ||
-	    strcmp(json_string_value(json_object_get(params, "id")) ?: "", fo->id) != 0)
-		return;
-	if (fo->cb(params, fo->userdata) != 0 || json_is_true(json_object_get(params, "end")))
-		fo->stop = true;
-}
-
 int
 ctl_follow(struct ctl *c, json_t *params, int (*cb)(json_t *lines, void *userdata), void *userdata)
 {
-	struct follow fo = { NULL, cb, userdata, false };
+	struct listen fo = { "log", NULL, cb, userdata, false };
 	json_t *res = NULL;
 	char *id;
 	int r;
@@ -184,7 +163,7 @@ ctl_follow(struct ctl *c, json_t *params, int (*cb)(json_t *lines, void *userdat
 		return r;
 	}
 	fo.id = id;
-	herd_master_on_notice(c->conn->m, follow_notice, &fo);
+	herd_master_on_notice(c->conn->m, listen_notice, &fo);
 	r = ctl_request(c, "logs", params, &res);
 	if (r == 0) {
 		/* A stream that already ended says so: nothing follows. */

@@ -21,6 +21,50 @@
 /* Spawns at most this many at once (herdd's pending limit is 1024). */
 #define BATCH 256
 
+/* herdd (--event-ring ring unless NULL, a short grace) and a master connection on it. */
+static struct ht_conn *
+start(const char *ring, struct ht_daemon **ret_d)
+{
+	const char *const args[] = { "--grace-ms", "300", ring ? "--event-ring" : NULL, ring,
+		NULL };
+	struct ht_conn *m;
+
+	*ret_d = ht_daemon_start_ok(args);
+	m = ht_herdd_open(*ret_d, "master", "producer");
+	ck_assert_ptr_nonnull(m);
+	return m;
+}
+
+/* Closes m and stops d, which must exit 0. */
+static void
+finish(struct ht_daemon *d, struct ht_conn *m)
+{
+	ht_conn_close(m);
+	ht_daemon_stop_ok(d);
+}
+
+/* Spawns the test worker (spawn params extra, stolen, may be NULL) on m: its id and socket. */
+static void
+spawn_worker(struct ht_conn *m, json_t *extra, char id[32], char sock[256])
+{
+	json_t *w = ht_spawn(m, ht_testworker_params(extra), ht_ms(10000));
+
+	snprintf(id, 32, "%s", ht_str(ht_assert_result(w), "id"));
+	snprintf(sock, 256, "%s", ht_str(ht_result(w), "socket"));
+	json_decref(w);
+}
+
+/* The worker at sock writes text and a newline to stream ("stdout" or "stderr"). */
+static void
+worker_writes(const char *sock, const char *stream, const char *text)
+{
+	json_t *r =
+	    ht_worker_call(sock, NULL, stream, json_pack("{s:s}", "text", text), ht_ms(5000));
+
+	ht_assert_result(r);
+	json_decref(r);
+}
+
 /*
  * Makes n events through p, quickly: a spawn of a missing executable fails
  * at exec and ends with one "exited" event, sent to p (its owner), which
@@ -81,6 +125,23 @@ subscribe(struct ht_conn *c, long long since, const char *instance)
 	return ht_call_ok(c, "subscribe", params);
 }
 
+/*
+ * A new inspector connection subscribed to everything since a seq (-1: none)
+ * of instance (NULL: not said); herdd's instance goes to ret_instance.
+ */
+static struct ht_conn *
+open_subscribed(struct ht_daemon *d, long long since, const char *instance, char ret_instance[64])
+{
+	struct ht_conn *s = ht_herdd_open(d, "inspector", "watch");
+	json_t *r;
+
+	ck_assert_ptr_nonnull(s);
+	r = subscribe(s, since, instance);
+	snprintf(ret_instance, 64, "%s", ht_str(ht_result(r), "instance"));
+	json_decref(r);
+	return s;
+}
+
 /* The next events on c must be seqs first..last, of instance. */
 static void
 expect_seqs(struct ht_conn *c, long long first, long long last, const char *instance)
@@ -110,8 +171,8 @@ events_stats(struct ht_daemon *d)
 
 START_TEST(test_seq_and_instance)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *p = ht_herdd_open(d, "master", "producer");
+	struct ht_daemon *d;
+	struct ht_conn *p = start(NULL, &d);
 	struct ht_conn *s = ht_herdd_open(d, "inspector", "watch");
 	json_t *r = subscribe(s, -1, NULL), *st;
 	char instance[64];
@@ -130,37 +191,29 @@ START_TEST(test_seq_and_instance)
 	/* since past the last event is a mistake, said so. */
 	ht_expect(s, "subscribe", json_pack("{s:b, s:i}", "all", 1, "since", 6), "invalid_params");
 	ht_conn_close(s);
-	ht_conn_close(p);
-	ht_daemon_stop_ok(d);
+	finish(d, p);
 }
 END_TEST
 
 START_TEST(test_since_replays_what_was_missed)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *p = ht_herdd_open(d, "master", "producer");
+	struct ht_daemon *d;
+	struct ht_conn *p = start(NULL, &d);
 	struct ht_conn *s;
-	json_t *r;
 	char instance[64];
 
 	produce(p, 10);
-	s = ht_herdd_open(d, "inspector", "resume");
-	r = subscribe(s, 4, NULL);
-	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(r), "seq")), 10);
-	snprintf(instance, sizeof(instance), "%s", ht_str(ht_result(r), "instance"));
-	json_decref(r);
+	s = open_subscribed(d, 4, NULL, instance);
 	/* Exactly the six it missed, then live ones. */
 	expect_seqs(s, 5, 10, instance);
 	produce(p, 1);
 	expect_seqs(s, 11, 11, instance);
 	ht_conn_close(s);
 	/* Resuming with our own instance named is the same. */
-	s = ht_herdd_open(d, "inspector", "resume2");
-	json_decref(subscribe(s, 9, instance));
+	s = open_subscribed(d, 9, instance, instance);
 	expect_seqs(s, 10, 11, instance);
 	ht_conn_close(s);
-	ht_conn_close(p);
-	ht_daemon_stop_ok(d);
+	finish(d, p);
 }
 END_TEST
 
@@ -181,30 +234,24 @@ expect_gap(struct ht_conn *c, long long first, long long last, const char *reaso
 
 START_TEST(test_since_older_than_ring)
 {
-	const char *const args[] = { "--event-ring", "16", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
-	struct ht_conn *p = ht_herdd_open(d, "master", "producer");
+	struct ht_daemon *d;
+	struct ht_conn *p = start("16", &d);
 	struct ht_conn *s;
-	json_t *r;
-	char instance[64];
+	char instance[64], other[64];
 
 	produce(p, 40);
-	s = ht_herdd_open(d, "inspector", "late");
-	r = subscribe(s, 3, NULL);
-	snprintf(instance, sizeof(instance), "%s", ht_str(ht_result(r), "instance"));
-	json_decref(r);
+	s = open_subscribed(d, 3, NULL, instance);
 	/* The ring holds 25..40: 4..24 are gone, said once, then the rest. */
 	expect_gap(s, 4, 24, "since");
 	expect_seqs(s, 25, 40, instance);
 	ht_conn_close(s);
 	/* Another herdd's seqs mean nothing here: all that is gone, then all there is. */
-	s = ht_herdd_open(d, "inspector", "restarted");
-	json_decref(subscribe(s, 30, "0123456789abcdef0123456789abcdef"));
+	s = open_subscribed(d, 30, "0123456789abcdef0123456789abcdef", other);
+	ck_assert_str_eq(other, instance);
 	expect_gap(s, 1, 24, "instance");
 	expect_seqs(s, 25, 40, instance);
 	ht_conn_close(s);
-	ht_conn_close(p);
-	ht_daemon_stop_ok(d);
+	finish(d, p);
 }
 END_TEST
 
@@ -216,9 +263,8 @@ END_TEST
  */
 START_TEST(test_slow_subscriber_told_it_fell_behind)
 {
-	const char *const args[] = { "--event-ring", "256", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
-	struct ht_conn *p = ht_herdd_open(d, "master", "producer");
+	struct ht_daemon *d;
+	struct ht_conn *p = start("256", &d);
 	struct ht_conn *s = ht_herdd_open(d, "inspector", "sleepy");
 	const int total = 10000;
 	long long expect = 1, got = 0, lost = 0;
@@ -263,8 +309,7 @@ START_TEST(test_slow_subscriber_told_it_fell_behind)
 	ck_assert_int_eq(seq_of(r), total + 1);
 	json_decref(r);
 	ht_conn_close(s);
-	ht_conn_close(p);
-	ht_daemon_stop_ok(d);
+	finish(d, p);
 }
 END_TEST
 
@@ -289,9 +334,8 @@ read_json_until(struct ht_lines *l, const char *key, const char *value)
 /* herdctl watch --since: the replay, the gap, then live events, as JSON lines with seq. */
 START_TEST(test_herdctl_watch_since)
 {
-	const char *const args[] = { "--event-ring", "8", NULL };
-	struct ht_daemon *d = ht_daemon_start_ok(args);
-	struct ht_conn *p = ht_herdd_open(d, "master", "producer");
+	struct ht_daemon *d;
+	struct ht_conn *p = start("8", &d);
 	const char *argv[] = { ht_env_path("HERDCTL"), "--socket", d->socket, "--json", "watch",
 		"--since", "2", NULL };
 	struct ht_lines l = { 0 };
@@ -318,31 +362,25 @@ START_TEST(test_herdctl_watch_since)
 	kill(watch, SIGTERM);
 	ck_assert_int_eq(ht_wait_child(watch, ht_ms(2000), NULL), 0);
 	close(l.fd);
-	ht_conn_close(p);
-	ht_daemon_stop_ok(d);
+	finish(d, p);
 }
 END_TEST
 
 /* herdctl logs --follow: lines written after it started, then it ends with the worker. */
 START_TEST(test_herdctl_logs_follow)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(ht_grace_args);
-	struct ht_conn *m = ht_herdd_open(d, "master", "owner");
+	struct ht_daemon *d;
+	struct ht_conn *m = start(NULL, &d);
 	const char *argv[] = { ht_env_path("HERDCTL"), "--socket", d->socket, "logs", "--follow",
 		NULL, NULL };
 	struct ht_lines l = { 0 };
-	json_t *w = ht_spawn(m, ht_testworker_params(NULL), ht_ms(10000)), *r;
 	char id[32], sock[256];
 	int status = -1;
 	pid_t follow;
 
-	snprintf(id, sizeof(id), "%s", ht_str(ht_assert_result(w), "id"));
-	snprintf(sock, sizeof(sock), "%s", ht_str(ht_result(w), "socket"));
-	json_decref(w);
+	spawn_worker(m, NULL, id, sock);
 	argv[5] = id;
-	r = ht_worker_call(sock, NULL, "stderr", json_pack("{s:s}", "text", "before"), ht_ms(5000));
-	ht_assert_result(r);
-	json_decref(r);
+	worker_writes(sock, "stderr", "before");
 	follow = ht_start_reader(argv, &l.fd);
 	ck_assert_int_gt(follow, 0);
 	/* The last lines first (the reply), so it follows once "before" is printed. */
@@ -355,10 +393,7 @@ START_TEST(test_herdctl_logs_follow)
 		char text[32];
 
 		snprintf(text, sizeof(text), "after %d", i);
-		r = ht_worker_call(
-		    sock, NULL, "stderr", json_pack("{s:s}", "text", text), ht_ms(5000));
-		ht_assert_result(r);
-		json_decref(r);
+		worker_writes(sock, "stderr", text);
 		ck_assert_int_ge(ht_read_line(&l, ht_ms(10000)), 0);
 		ck_assert_str_eq(l.buf, text);
 	}
@@ -367,8 +402,7 @@ START_TEST(test_herdctl_logs_follow)
 	ck_assert_int_eq(ht_wait_child(follow, ht_ms(10000), &status), 0);
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	close(l.fd);
-	ht_conn_close(m);
-	ht_daemon_stop_ok(d);
+	finish(d, m);
 }
 END_TEST
 
@@ -394,10 +428,9 @@ slurp(const char *path, char *buf, size_t len)
  */
 START_TEST(test_log_rotation)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(ht_grace_args);
-	struct ht_conn *m = ht_herdd_open(d, "master", "owner");
+	struct ht_daemon *d;
+	struct ht_conn *m = start(NULL, &d);
 	char dir[128], path[256], name[300], all[4096] = "", got[1024] = "", part[512];
-	json_t *w, *r;
 	char id[32], sock[256];
 	size_t len;
 
@@ -412,21 +445,15 @@ START_TEST(test_log_rotation)
 	    ht_testworker_params(
 	        json_pack("{s:{s:s, s:i}}", "stdout", "file", path, "max_files", 0)),
 	    "invalid_params");
-	w = ht_spawn(m,
-	    ht_testworker_params(json_pack(
-	        "{s:{s:s, s:i, s:i}}", "stdout", "file", path, "max_bytes", 100, "max_files", 3)),
-	    ht_ms(10000));
-	snprintf(id, sizeof(id), "%s", ht_str(ht_assert_result(w), "id"));
-	snprintf(sock, sizeof(sock), "%s", ht_str(ht_result(w), "socket"));
-	json_decref(w);
+	spawn_worker(m,
+	    json_pack(
+	        "{s:{s:s, s:i, s:i}}", "stdout", "file", path, "max_bytes", 100, "max_files", 3),
+	    id, sock);
 	for (int i = 0; i < 40; i++) {
 		char text[64];
 
 		snprintf(text, sizeof(text), "line %02d of the worker's output", i);
-		r = ht_worker_call(
-		    sock, NULL, "stdout", json_pack("{s:s}", "text", text), ht_ms(5000));
-		ht_assert_result(r);
-		json_decref(r);
+		worker_writes(sock, "stdout", text);
 		len = strlen(all);
 		snprintf(all + len, sizeof(all) - len, "%s\n", text);
 	}
@@ -448,15 +475,15 @@ START_TEST(test_log_rotation)
 	len = strlen(got);
 	ck_assert_int_gt(len, 200);
 	ck_assert_str_eq(got, all + strlen(all) - len);
-	ht_conn_close(m);
-	ht_daemon_stop_ok(d);
+	finish(d, m);
 }
 END_TEST
 
 /* herdctl spawn --max-bytes/--max-files: the caps reach herdd with the file; alone, a usage error. */
 START_TEST(test_herdctl_spawn_caps)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(ht_grace_args);
+	struct ht_daemon *d;
+	struct ht_conn *m = start(NULL, &d);
 	char dir[128], path[256], older[300], buf[256], *out = NULL, *err = NULL;
 	const char *argv[] = { ht_env_path("HERDCTL"), "--socket", d->socket, "--json", "spawn",
 		"--stdout", path, "--max-bytes", "100", "--max-files", "2", "--",
@@ -464,8 +491,7 @@ START_TEST(test_herdctl_spawn_caps)
 	const char *bad[] = { ht_env_path("HERDCTL"), "--socket", d->socket, "spawn", "--max-files",
 		"2", "--", ht_env_path("HERD_TESTWORKER"), NULL };
 	const char *text = "0123456789012345678901234567890123456789012345678901234567-";
-	struct ht_conn *m = ht_herdd_open(d, "master", "check");
-	json_t *res, *r;
+	json_t *res;
 
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/caps.log", dir);
@@ -478,12 +504,8 @@ START_TEST(test_herdctl_spawn_caps)
 	ck_assert_msg(res, "herdctl spawn printed %s", out);
 	ht_track_pid((pid_t)json_integer_value(json_object_get(res, "pid")));
 	/* 3 lines of 60 bytes under a 100-byte cap with 2 files: one a file, the first rotated out. */
-	for (int i = 0; i < 3; i++) {
-		r = ht_worker_call(ht_str(res, "socket"), NULL, "stdout",
-		    json_pack("{s:s}", "text", text), ht_ms(5000));
-		ht_assert_result(r);
-		json_decref(r);
-	}
+	for (int i = 0; i < 3; i++)
+		worker_writes(ht_str(res, "socket"), "stdout", text);
 	ht_expect(m, "shutdown", json_pack("{s:s}", "id", ht_str(res, "id")), NULL);
 	ck_assert_int_eq(slurp(path, buf, sizeof(buf)), 60);
 	fprintf(stderr, "[%s]\n", buf);
@@ -494,8 +516,7 @@ START_TEST(test_herdctl_spawn_caps)
 	json_decref(res);
 	free(out);
 	free(err);
-	ht_conn_close(m);
-	ht_daemon_stop_ok(d);
+	finish(d, m);
 }
 END_TEST
 
