@@ -16,32 +16,34 @@
 void
 h_subscribe(struct conn *c, json_t *id, json_t *params)
 {
-	json_int_t since = -1;
+	bool has_since = json_object_get(params, "since") != NULL;
+	uint64_t last = events_last_seq();
 	const char *instance = NULL;
+	json_int_t since = 0;
 	int all = 0;
 
 	if (dispatch_unpack(c, id, params, "{s?b, s?I, s?s}", "all", &all, "since", &since,
 	        "instance", &instance) < 0)
 		return;
-	if (since < -1 ||
-	    (since > (json_int_t)events_last_seq() &&
-	        (!instance || strcmp(instance, events_instance()) == 0))) {
-		conn_reply_error(c, id, HERD_E_INVALID_PARAMS,
-		    json_pack("{s:I}", "seq", (json_int_t)events_last_seq()),
-		    "since %lld is past the last event, %llu", (long long)since,
-		    (unsigned long long)events_last_seq());
+	if (since < 0 || (instance && !has_since)) {
+		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
+		    "since must be a seq (0 or more), and instance comes with since");
 		return;
 	}
-	if (instance && since < 0) {
-		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL, "instance needs since");
+	/* Another instance's seqs may be anything; ours stop at the last. */
+	if ((uint64_t)since > last && (!instance || strcmp(instance, events_instance()) == 0)) {
+		conn_reply_error(c, id, HERD_E_INVALID_PARAMS,
+		    json_pack("{s:I}", "seq", (json_int_t)last),
+		    "since %lld is past the last event, %llu", (long long)since,
+		    (unsigned long long)last);
 		return;
 	}
 	c->subscribed_all = all;
 	if (conn_reply(c, id,
-	        json_pack("{s:s, s:I}", "instance", events_instance(), "seq",
-	            (json_int_t)events_last_seq())) < 0)
+	        json_pack("{s:s, s:I}", "instance", events_instance(), "seq", (json_int_t)last)) <
+	    0)
 		return;
-	events_subscribe(c, since >= 0, since >= 0 ? (uint64_t)since : 0, instance);
+	events_subscribe(c, has_since, (uint64_t)since, instance);
 }
 
 /* unsubscribe {} -> {} */

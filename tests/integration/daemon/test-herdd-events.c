@@ -190,6 +190,8 @@ START_TEST(test_seq_and_instance)
 	json_decref(st);
 	/* since past the last event is a mistake, said so. */
 	ht_expect(s, "subscribe", json_pack("{s:b, s:i}", "all", 1, "since", 6), "invalid_params");
+	ht_expect(s, "subscribe", json_pack("{s:b, s:i}", "all", 1, "since", -1), "invalid_params");
+	ht_expect(s, "subscribe", json_pack("{s:s}", "instance", instance), "invalid_params");
 	ht_conn_close(s);
 	finish(d, p);
 }
