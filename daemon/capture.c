@@ -114,6 +114,7 @@ push_line(struct capture *cap, const char *text, size_t len)
 		cap->dropped++;
 		return;
 	}
+	follow_line(cap, line);
 	cap->lines[(cap->first + cap->count) % cap->slots] = line;
 	cap->count++;
 	cap->bytes += len;
@@ -207,7 +208,10 @@ read_some(struct capture *cap)
 		}
 		if (n == 0)
 			return 1;
-		take_bytes(cap, buf, (size_t)n);
+		if (cap->file)
+			logfile_write(cap->file, buf, (size_t)n);
+		else
+			take_bytes(cap, buf, (size_t)n);
 	}
 	return 0;
 }
@@ -225,6 +229,7 @@ close_pipe(struct capture *cap)
 		cap->partial_len = 0;
 	}
 	partial_release(cap);
+	follow_end(cap);
 }
 
 static void
@@ -234,6 +239,8 @@ capture_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 	if (read_some(cap))
 		close_pipe(cap);
+	else
+		follow_flush(cap);
 }
 
 /* Initialises an empty capture. */
@@ -241,6 +248,7 @@ void
 capture_init(struct capture *cap, struct worker *w)
 {
 	memset(cap, 0, sizeof(*cap));
+	LIST_INIT(&cap->followers);
 	cap->fd = -1;
 	cap->max_lines = CAPTURE_MAX_LINES;
 	cap->max_bytes = CAPTURE_MAX_BYTES;
@@ -251,6 +259,11 @@ capture_init(struct capture *cap, struct worker *w)
 void
 capture_start(struct capture *cap, int fd)
 {
+	const struct output_spec *o = &cap->worker->out[cap == &cap->worker->cap[0] ? 0 : 1];
+
+	/* A rotated file: what the worker writes goes there, no line is kept. */
+	if (output_rotated(o))
+		cap->file = logfile_open(o, cap->worker);
 	cap->fd = fd;
 	ev_io_init(&cap->io, capture_cb, fd, EV_READ);
 	cap->io.data = cap;
@@ -280,6 +293,9 @@ capture_free(struct capture *cap)
 	unsigned i;
 
 	close_pipe(cap);
+	follow_end(cap);
+	logfile_close(cap->file);
+	cap->file = NULL;
 	for (i = 0; i < cap->count; i++)
 		free(cap->lines[(cap->first + i) % cap->slots]);
 	free(cap->lines);

@@ -23,6 +23,8 @@
 
 /* Stop reading from a peer whose replies pile up past this (it is not reading). */
 #define OUTPUT_HIGH_WATER (1u << 20)
+/* Feeds (events, followed logs) hold back once this much output waits. */
+#define FEED_HIGH_WATER (256u << 10)
 
 static uint64_t next_serial = 1;
 
@@ -198,6 +200,12 @@ peer_deadline(struct herd__peer *p)
 }
 
 static void
+peer_drained(struct herd__peer *p)
+{
+	events_drained(conn_of(p));
+}
+
+static void
 peer_free(struct herd__peer *p)
 {
 	struct conn *c = conn_of(p);
@@ -214,6 +222,7 @@ static const struct herd__peer_ops conn_peer_ops = {
 	.silent = peer_silent,
 	.deadline = peer_deadline,
 	.usage = peer_usage,
+	.drained = peer_drained,
 	.free = peer_free,
 };
 
@@ -289,6 +298,13 @@ void
 conn_abort(struct conn *c)
 {
 	herd__peer_abort(&c->peer, 0, NULL);
+}
+
+/* Feeds hold back: the peer is slow, and what they send can wait in a ring or be counted lost. */
+bool
+conn_feed_full(struct conn *c)
+{
+	return herd__peer_queued(&c->peer) > FEED_HIGH_WATER;
 }
 
 /* Queues msg (stolen). */

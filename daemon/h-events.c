@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Events and counters: "subscribe", "unsubscribe", "stats", and the "event"
- * notifications sent to a worker's owner and to watchers.
+ * Events and counters: "subscribe", "unsubscribe" and "stats" (the event
+ * stream itself is events.c).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -9,19 +9,41 @@
 
 #include "herdd.h"
 
-/* Lines of captured stderr carried by every event. */
-#define EVENT_TAIL_LINES 20
-
-/* subscribe {all?} -> {} */
+/*
+ * subscribe {all?, since?, instance?} -> {instance, seq}: the reply comes
+ * first, then the events after since that the ring still holds, then live.
+ */
 void
 h_subscribe(struct conn *c, json_t *id, json_t *params)
 {
+	bool has_since = json_object_get(params, "since") != NULL;
+	uint64_t last = events_last_seq();
+	const char *instance = NULL;
+	json_int_t since = 0;
 	int all = 0;
 
-	if (dispatch_unpack(c, id, params, "{s?b}", "all", &all) < 0)
+	if (dispatch_unpack(c, id, params, "{s?b, s?I, s?s}", "all", &all, "since", &since,
+	        "instance", &instance) < 0)
 		return;
+	if (since < 0 || (instance && !has_since)) {
+		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
+		    "since must be a seq (0 or more), and instance comes with since");
+		return;
+	}
+	/* Another instance's seqs may be anything; ours stop at the last. */
+	if ((uint64_t)since > last && (!instance || strcmp(instance, events_instance()) == 0)) {
+		conn_reply_error(c, id, HERD_E_INVALID_PARAMS,
+		    json_pack("{s:I}", "seq", (json_int_t)last),
+		    "since %lld is past the last event, %llu", (long long)since,
+		    (unsigned long long)last);
+		return;
+	}
 	c->subscribed_all = all;
-	conn_reply(c, id, json_object());
+	if (conn_reply(c, id,
+	        json_pack("{s:s, s:I}", "instance", events_instance(), "seq", (json_int_t)last)) <
+	    0)
+		return;
+	events_subscribe(c, has_since, (uint64_t)since, instance);
 }
 
 /* unsubscribe {} -> {} */
@@ -72,44 +94,6 @@ h_stats(struct conn *c, json_t *id, json_t *params)
 	json_object_set_new(r, "bytes_in", json_integer((json_int_t)s->bytes_in));
 	json_object_set_new(r, "bytes_out", json_integer((json_int_t)s->bytes_out));
 	json_object_set_new(r, "limits_hit", limits);
+	json_object_set_new(r, "events", events_stats_json());
 	conn_reply(c, id, r);
-}
-
-static bool
-wants(const struct conn *c, const struct worker *w)
-{
-	if (c->peer.closed || !c->hello)
-		return false;
-	if (c->serial == w->owner_serial)
-		return true;
-	return c->subscribed_all && dispatch_may_see(c, w->uid);
-}
-
-/* Sends event E about w to its owner and watchers. */
-void
-events_emit(struct worker *w, enum proto_event event)
-{
-	const char *name = proto_event_name(event);
-	json_t *params = NULL;
-	struct conn *c, *next;
-
-	log_debug("worker %s: event %s", w->id, name);
-	for (c = TAILQ_FIRST(&herdd.conns); c; c = next) {
-		/* Sending may close c (output overflow), which unlinks it. */
-		next = TAILQ_NEXT(c, link);
-		if (!wants(c, w))
-			continue;
-		if (!params) {
-			params = json_pack("{s:s, s:o, s:s?, s:o}", "event", name, "worker",
-			    sup_worker_json(w), "message", w->message, "stderr_tail",
-			    event != PROTO_EVENT_READY ? capture_tail(&w->cap[1], EVENT_TAIL_LINES)
-			                               : json_array());
-			if (!params) {
-				log_error("out of memory building event %s", name);
-				return;
-			}
-		}
-		conn_send(c, proto_notification("event", json_incref(params)));
-	}
-	json_decref(params);
 }

@@ -77,6 +77,7 @@ parse_output(json_t *v, struct output_spec *o, char *why, size_t len)
 {
 	struct proto_error err;
 	const char *file = NULL;
+	json_int_t max_bytes = -1, max_files = -1;
 	int append = 0;
 
 	if (!v)
@@ -90,16 +91,30 @@ parse_output(json_t *v, struct output_spec *o, char *why, size_t len)
 			goto bad;
 		return 0;
 	}
-	if (proto_unpack(v, &err, "{s:s, s?b}", "file", &file, "append", &append) < 0 ||
+	if (proto_unpack(v, &err, "{s:s, s?b, s?I, s?I}", "file", &file, "append", &append,
+	        "max_bytes", &max_bytes, "max_files", &max_files) < 0 ||
 	    !absolute_path(file))
 		goto bad;
+	if ((max_bytes != -1 &&
+	        (max_bytes < OUTPUT_MIN_BYTES || max_bytes > (json_int_t)OUTPUT_MAX_BYTES)) ||
+	    (max_files != -1 && (max_files < 1 || max_files > OUTPUT_MAX_FILES))) {
+		snprintf(why, len, "max_bytes must be %u..%llu and max_files 1..%u",
+		    OUTPUT_MIN_BYTES, (unsigned long long)OUTPUT_MAX_BYTES, OUTPUT_MAX_FILES);
+		return -EINVAL;
+	}
 	o->kind = OUT_FILE;
 	o->path = strdup(file);
 	o->append = append;
+	/* Either one asks for rotation; the other takes its default. */
+	if (max_bytes != -1 || max_files != -1) {
+		o->max_bytes = max_bytes != -1 ? (uint64_t)max_bytes : OUTPUT_DEFAULT_BYTES;
+		o->max_files = max_files != -1 ? (unsigned)max_files : OUTPUT_DEFAULT_FILES;
+	}
 	return o->path ? 0 : -ENOMEM;
 bad:
 	snprintf(why, len,
-	    "must be \"null\", \"capture\" or {\"file\": ABSOLUTE_PATH, \"append\": BOOL}");
+	    "must be \"null\", \"capture\" or {\"file\": ABSOLUTE_PATH, \"append\": BOOL, "
+	    "\"max_bytes\": N, \"max_files\": N}");
 	return -EINVAL;
 }
 

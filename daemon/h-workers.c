@@ -85,10 +85,11 @@ h_logs(struct conn *c, json_t *id, json_t *params)
 	const char *wid, *stream = "stderr";
 	json_int_t lines = 100;
 	struct worker *w;
-	int i;
+	int follow = 0, i, r;
+	json_t *res;
 
-	if (dispatch_unpack(c, id, params, "{s:s, s?s, s?I}", "id", &wid, "stream", &stream,
-	        "lines", &lines) < 0)
+	if (dispatch_unpack(c, id, params, "{s:s, s?s, s?I, s?b}", "id", &wid, "stream", &stream,
+	        "lines", &lines, "follow", &follow) < 0)
 		return;
 	if (!strcmp(stream, "stdout")) {
 		i = 0;
@@ -114,9 +115,26 @@ h_logs(struct conn *c, json_t *id, json_t *params)
 		    "invalid params: worker %s's %s is not captured", w->id, stream);
 		return;
 	}
-	conn_reply(c, id,
-	    json_pack("{s:o, s:I}", "lines", capture_tail(&w->cap[i], (unsigned)lines), "dropped",
-	        (json_int_t)w->cap[i].dropped));
+	res = json_pack("{s:o, s:I}", "lines", capture_tail(&w->cap[i], (unsigned)lines), "dropped",
+	    (json_int_t)w->cap[i].dropped);
+	if (!follow || !res) {
+		conn_reply(c, id, res);
+		return;
+	}
+	/* Following a stream that already ended: the reply says so, nothing follows. */
+	r = w->cap[i].fd >= 0 ? follow_add(&w->cap[i], c) : 0;
+	if (r < 0) {
+		json_decref(res);
+		if (r == -EMFILE)
+			conn_reply_error(c, id, HERD_E_LIMIT_EXCEEDED,
+			    json_pack("{s:s, s:i}", "limit", "followers", "value", FOLLOW_MAX),
+			    "worker %s's %s has %d followers already", w->id, stream, FOLLOW_MAX);
+		else
+			conn_reply_error(c, id, HERD_E_INTERNAL_ERROR, NULL, "out of memory");
+		return;
+	}
+	json_object_set_new(res, "following", json_boolean(w->cap[i].fd >= 0));
+	conn_reply(c, id, res);
 }
 
 /* shutdown {id, incarnation?, grace_ms?} -> WORKER once reaped */

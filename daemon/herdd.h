@@ -75,6 +75,7 @@ struct herdd_config {
 	unsigned keep_exited; /* exited records kept per uid */
 	unsigned keep_exited_ms; /* and for at most this long */
 	unsigned exit_idle_ms; /* exit once idle this long; 0: never */
+	unsigned event_ring; /* events kept for replay (events.c) */
 	bool stdio; /* --stdio: serve one master over stdin/stdout (stdio.c) */
 	struct proto_settings worker_settings; /* what spawned workers start from */
 };
@@ -96,6 +97,7 @@ struct herdd_stats {
 	uint64_t limit_pending;
 	uint64_t limit_output;
 	uint64_t limit_fds;
+	uint64_t events_lost; /* sequence numbers reported in gap events */
 };
 
 TAILQ_HEAD(conn_list, conn);
@@ -247,6 +249,10 @@ struct conn {
 	unsigned pending; /* requests answered later (spawn, shutdown) */
 	unsigned nworkers; /* live workers this connection owns */
 	bool subscribed_all; /* gets every event it may see, not only its own workers' */
+	bool ev_behind; /* its queue was full: events wait in the ring (events.c) */
+	bool ev_feeding; /* events.c is feeding it from the ring */
+	uint64_t ev_cursor; /* the last event seq it was given or passed over */
+	const char *ev_reason; /* the next gap's reason; NULL: "fell_behind" */
 	bool goodbye; /* the master said goodbye: it closes on purpose, its workers end normally */
 	pid_t
 	    peer_worker; /* the worker whose process tree the peer is in; -1 none, 0 not known yet */
@@ -269,6 +275,8 @@ struct conn *conn_ref(struct conn *c);
 unsigned conn_count_masters(void);
 /* Drops a reference; the last one frees, never inside the connection's own callbacks. */
 void conn_unref(struct conn *c);
+/* More output waits for c than a feed (events, followed logs) should add to. */
+bool conn_feed_full(struct conn *c);
 /* Queues msg (stolen). Returns 0 or -errno; on overflow the connection is closed. */
 int conn_send(struct conn *c, json_t *msg);
 /*
@@ -335,13 +343,29 @@ void h_logs(struct conn *c, json_t *id, json_t *params);
 void h_shutdown(struct conn *c, json_t *id, json_t *params);
 void h_kill(struct conn *c, json_t *id, json_t *params);
 
-/* Sends an event about w to its owner and to subscribers (h-events.c). */
+/* Sends an event about w to its owner and to subscribers, and keeps it for replay (events.c). */
 void events_emit(struct worker *w, enum proto_event event);
+/* ---- events.c: the ring, seqs and replay ---- */
+void events_init(void);
+void events_free(void);
+const char *events_instance(void);
+uint64_t events_last_seq(void);
+/* The ring as "stats" shows it (a new reference). */
+json_t *events_stats_json(void);
+/* Starts c's events after since (replay false: from now on); instance NULL is ours. */
+void events_subscribe(struct conn *c, bool replay, uint64_t since, const char *instance);
+/* c's output drained (conn.c): one that fell behind is fed from the ring. */
+void events_drained(struct conn *c);
 
 /* ---- capture.c ---- */
 
 /* The last lines a worker wrote to a captured stream. */
+LIST_HEAD(follower_list, follower);
+
 struct capture {
+	struct logfile *file; /* a rotated file output: bytes go there, not to lines */
+	struct follower_list followers; /* "logs" with follow (follow.c) */
+	json_t *fresh; /* lines read since the followers were last sent some */
 	char **lines; /* ring of slots, grown as lines arrive up to max_lines */
 	unsigned slots;
 	unsigned max_lines;
@@ -359,6 +383,14 @@ struct capture {
 };
 
 void capture_init(struct capture *cap, struct worker *w);
+/* ---- follow.c: new lines of a captured stream sent as they come ---- */
+/* Followers of one stream at a time. */
+#define FOLLOW_MAX 16
+/* c follows cap. Returns 0, -ENOMEM or -EMFILE (too many followers). */
+int follow_add(struct capture *cap, struct conn *c);
+void follow_line(struct capture *cap, const char *line);
+void follow_flush(struct capture *cap);
+void follow_end(struct capture *cap);
 /* Takes over the read end of a pipe and starts watching it. */
 void capture_start(struct capture *cap, int fd);
 /* Reads what is left without blocking, keeps the partial line, closes the pipe. */
@@ -379,7 +411,29 @@ struct output_spec {
 	enum output_kind kind;
 	char *path;
 	bool append;
+	uint64_t max_bytes; /* a file rotated by herdd (logfile.c); 0: the worker holds the file */
+	unsigned max_files;
 };
+
+/* Bounds and defaults of a rotated file output's max_bytes and max_files. */
+#define OUTPUT_MIN_BYTES     64u
+#define OUTPUT_MAX_BYTES     (1ull << 40)
+#define OUTPUT_DEFAULT_BYTES (10ull << 20)
+#define OUTPUT_MAX_FILES     100u
+#define OUTPUT_DEFAULT_FILES 5u
+
+/* A file output that goes through a pipe to herdd, which rotates it. */
+static inline bool
+output_rotated(const struct output_spec *o)
+{
+	return o->kind == OUT_FILE && o->max_bytes > 0;
+}
+
+/* ---- logfile.c: output files with a size cap and rotation ---- */
+struct logfile;
+struct logfile *logfile_open(const struct output_spec *o, const struct worker *w);
+void logfile_write(struct logfile *lf, const char *buf, size_t n);
+void logfile_close(struct logfile *lf);
 
 /* A request answered when a worker reaches a state (spawn: ready; shutdown: reaped). */
 struct waiter {

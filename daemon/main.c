@@ -124,6 +124,9 @@ static const struct opt_row {
 	{ "exit-idle-ms", OPT_NUMBER, CFG(exit_idle_ms), 0, 86400000, 0, "N",
 	    "exit after N ms with no connection and no live\nworker",
 	    "0: never; autostarted: 10000" },
+	{ "event-ring", OPT_NUMBER, CFG(event_ring), 1, 1 << 20, 4096, "N",
+	    "events kept for subscribers to replay (subscribe\n\"since\"); at most 32 MiB of them",
+	    NULL },
 	{ "stdio", OPT_FLAG, CFG(stdio), 0, 0, 0, NULL,
 	    "serve one master over stdin and stdout (the\nlink of PROTOCOL.md 9: ssh, srun); exit "
 	    "when\nit ends",
@@ -560,6 +563,7 @@ main_state_init(void)
 	TAILQ_INIT(&herdd.conns);
 	LIST_INIT(&herdd.accounts);
 	sup_init();
+	events_init();
 }
 
 /* Drops every connection and every worker record; the loop stays. */
@@ -571,6 +575,7 @@ main_state_free(void)
 	while ((c = TAILQ_FIRST(&herdd.conns)))
 		conn_abort(c);
 	sup_cleanup();
+	events_free();
 }
 
 /* Everything before the loop runs: process state, logging, libev, the socket. */

@@ -179,6 +179,11 @@ place_output(
 		break;
 	case OUT_FILE:
 		fd = open_output(o);
+		/* Opened as the caller (may they write it?); herdd writes it from the pipe. */
+		if (fd >= 0 && o->max_bytes > 0) {
+			close(fd);
+			fd = f->capture[i];
+		}
 		break;
 	default:
 		fd = open("/dev/null", O_WRONLY | O_CLOEXEC | O_NOCTTY);

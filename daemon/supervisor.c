@@ -520,7 +520,7 @@ sup_spawn(struct worker *w)
 		return -errno;
 	}
 	for (i = 0; i < 2; i++) {
-		if (w->out[i].kind != OUT_CAPTURE)
+		if (w->out[i].kind != OUT_CAPTURE && !output_rotated(&w->out[i]))
 			continue;
 		r = make_capture_pipe(pipes[i]);
 		if (r < 0) {

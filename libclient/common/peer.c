@@ -42,8 +42,6 @@ herd__deadline(uint64_t timeout_usec)
 	return now + timeout_usec;
 }
 
-static size_t peer_queued(struct herd__peer *p);
-
 static void
 peer_changed(struct herd__peer *p)
 {
@@ -170,7 +168,7 @@ herd__peer_set_line_timeout(struct herd__peer *p, unsigned timeout_ms)
 size_t
 herd__peer_held(struct herd__peer *p)
 {
-	return p->reader.cap + peer_queued(p);
+	return p->reader.cap + herd__peer_queued(p);
 }
 
 /* Bytes of an unfinished line in the input buffer. */
@@ -240,8 +238,9 @@ peer_write_locked(struct herd__peer *p)
 	return r < 0 ? r : 1;
 }
 
-static size_t
-peer_queued(struct herd__peer *p)
+/* Bytes of output queued. */
+size_t
+herd__peer_queued(struct herd__peer *p)
 {
 	size_t n;
 
@@ -620,7 +619,7 @@ peer_timers(struct herd__peer *p, uint64_t now)
 		return 1;
 	}
 	/* Replies queued this round leave first: only output the socket refused is backed up. */
-	if (now >= p->next_beat && peer_queued(p) > 0 && (peer_write(p) < 0 || p->closed))
+	if (now >= p->next_beat && herd__peer_queued(p) > 0 && (peer_write(p) < 0 || p->closed))
 		return 1;
 	/* Decided under the lock, so this and another thread's keepalive never both send it. */
 	pthread_mutex_lock(&p->lock);
@@ -647,7 +646,7 @@ herd__peer_events(struct herd__peer *p)
 	if (p->released)
 		return 0;
 	events = !p->closed && !p->eof && !p->paused ? POLLIN : 0;
-	if (peer_queued(p) > 0)
+	if (herd__peer_queued(p) > 0)
 		events |= POLLOUT;
 	return events;
 }

@@ -159,6 +159,8 @@ void herd__peer_set_deadline(struct herd__peer *p, uint64_t when);
 void herd__peer_set_line_timeout(struct herd__peer *p, unsigned timeout_ms);
 /* Bytes the peer holds: its input buffer and its queued output. */
 size_t herd__peer_held(struct herd__peer *p);
+/* Bytes of output queued, not yet written. */
+size_t herd__peer_queued(struct herd__peer *p);
 /* Backpressure marks; SIZE_MAX turns it off (the default). */
 void herd__peer_set_water(struct herd__peer *p, size_t high, size_t low);
 

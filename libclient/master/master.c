@@ -31,6 +31,8 @@ struct herd_master {
 	void *failure_userdata;
 	herd_master_event_cb on_event;
 	void *event_userdata;
+	herd_master_notice_cb on_notice;
+	void *notice_userdata;
 	/* On another host: its workers not yet ended (id -> WORKER), told if the link is lost. */
 	json_t *live;
 };
@@ -112,7 +114,7 @@ master_deliver(herd_master *m, const char *event, const char *id, const char *me
 	herd_master_unref(m);
 }
 
-/* herdd's notifications: "event" goes to the callbacks; others are ignored (forward compat). */
+/* herdd's notifications: all to on_notice; "event" to the callbacks; others are ignored (forward compat). */
 static void
 master_notify(herd_conn *conn, const char *method, json_t *params, void *userdata)
 {
@@ -120,7 +122,15 @@ master_notify(herd_conn *conn, const char *method, json_t *params, void *userdat
 	json_t *worker, *tail, *empty = NULL;
 	const char *event, *id, *message;
 
-	if (strcmp(method, "event") != 0 || !json_is_object(params))
+	if (!json_is_object(params))
+		return;
+	if (m->on_notice) {
+		/* A callback may drop the last reference to the master. */
+		herd_master_ref(m);
+		m->on_notice(m, method, params, m->notice_userdata);
+		herd_master_unref(m);
+	}
+	if (strcmp(method, "event") != 0)
 		return;
 	event = json_string_value(json_object_get(params, "event"));
 	worker = json_object_get(params, "worker");
@@ -303,6 +313,8 @@ HERD__DEFINE_CALLBACK_SETTER(herd_master_on_failure, herd_master, herd_master_ev
     p ? 0 : -EINVAL, on_failure, failure_userdata)
 HERD__DEFINE_CALLBACK_SETTER(herd_master_on_event, herd_master, herd_master_event_cb,
     p ? 0 : -EINVAL, on_event, event_userdata)
+HERD__DEFINE_CALLBACK_SETTER(herd_master_on_notice, herd_master, herd_master_notice_cb,
+    p ? 0 : -EINVAL, on_notice, notice_userdata)
 
 /* ---- generic requests ---- */
 

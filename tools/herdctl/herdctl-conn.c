@@ -98,45 +98,94 @@ ctl_spawn(struct ctl *c, json_t *params, json_t **ret)
 	return *ret ? 0 : -ENOMEM;
 }
 
-struct watch {
-	int (*cb)(json_t *event, void *userdata);
+/* What a command listens to: notifications named method (about worker id, unless NULL). */
+struct listen {
+	const char *method;
+	const char *id;
+	int (*cb)(json_t *params, void *userdata);
 	void *userdata;
-	bool stop;
+	bool stop; /* cb said so, or the stream said "end" */
 };
 
-/* Rebuilds the event notification's params, so --json prints what herdd sent. */
+/* herdd's notifications as it sent them: --json prints seq, instance, gaps and log lines. */
 static void
-watch_event(herd_master *m, const char *event, const char *worker_id, const char *message,
-    json_t *stderr_tail, json_t *worker, void *userdata)
+listen_notice(herd_master *m, const char *method, json_t *params, void *userdata)
 {
-	struct watch *wt = userdata;
-	json_t *ev = json_pack("{s:s, s:O?, s:s?, s:O?}", "event", event, "worker", worker,
-	    "message", message, "stderr_tail", stderr_tail);
+	struct listen *l = userdata;
+	const char *id = json_string_value(json_object_get(params, "id"));
 
-	if (ev && wt->cb(ev, wt->userdata) != 0)
-		wt->stop = true;
-	json_decref(ev);
+	(void)m;
+	if (l->stop || strcmp(method, l->method) != 0 || (l->id && strcmp(id ?: "", l->id) != 0))
+		return;
+	if (l->cb(params, l->userdata) != 0 || json_is_true(json_object_get(params, "end")))
+		l->stop = true;
 }
 
 int
-ctl_watch(struct ctl *c, int (*cb)(json_t *event, void *userdata), void *userdata)
+ctl_watch(struct ctl *c, json_t *sub, int (*cb)(json_t *event, void *userdata), void *userdata)
 {
-	struct watch wt = { cb, userdata, false };
-	herd_conn *conn;
-	json_t *res = NULL;
+	struct listen wt = { "event", NULL, cb, userdata, false };
+	json_t *res = NULL, *params = json_pack("{s:b}", "all", 1);
 	int r;
 
+	if (!params || (sub && json_object_update(params, sub) < 0)) {
+		json_decref(sub);
+		json_decref(params);
+		return -ENOMEM;
+	}
+	json_decref(sub);
 	r = ctl_connect(c);
-	if (r < 0)
+	if (r < 0) {
+		json_decref(params);
 		return r;
-	herd_master_on_event(c->conn->m, watch_event, &wt);
-	r = ctl_request(c, "subscribe", json_pack("{s:b}", "all", 1), &res);
+	}
+	herd_master_on_notice(c->conn->m, listen_notice, &wt);
+	r = ctl_request(c, "subscribe", params, &res);
 	json_decref(res);
 	if (r < 0)
 		return r;
-	conn = herd_master_get_conn(c->conn->m);
+	return ctl_listen(c, "watch", &wt.stop);
+}
+
+int
+ctl_follow(struct ctl *c, json_t *params, int (*cb)(json_t *lines, void *userdata), void *userdata)
+{
+	struct listen fo = { "log", NULL, cb, userdata, false };
+	json_t *res = NULL;
+	char *id;
+	int r;
+
+	id = strdup(json_string_value(json_object_get(params, "id")) ?: "");
+	r = id ? ctl_connect(c) : -ENOMEM;
+	if (r < 0) {
+		free(id);
+		json_decref(params);
+		return r;
+	}
+	fo.id = id;
+	herd_master_on_notice(c->conn->m, listen_notice, &fo);
+	r = ctl_request(c, "logs", params, &res);
+	if (r == 0) {
+		/* A stream that already ended says so: nothing follows. */
+		fo.stop =
+		    cb(res, userdata) != 0 || !json_is_true(json_object_get(res, "following"));
+		r = ctl_listen(c, "logs", &fo.stop);
+	}
+	herd_master_on_notice(c->conn->m, NULL, NULL);
+	json_decref(res);
+	free(id);
+	return r;
+}
+
+/* Processes herdd's messages (the callbacks run) until *stop is set. Returns 0 or -errno, said. */
+int
+ctl_listen(struct ctl *c, const char *what, bool *stop)
+{
+	herd_conn *conn = herd_master_get_conn(c->conn->m);
+	int r;
+
 	/* The engine's own wait covers the socket and its heartbeat deadlines. */
-	while (!wt.stop) {
+	while (!*stop) {
 		r = herd_conn_wait(conn, HERD_TIMEOUT_INFINITE);
 		if (r == -EINTR)
 			continue;
@@ -147,7 +196,7 @@ ctl_watch(struct ctl *c, int (*cb)(json_t *event, void *userdata), void *userdat
 			return -ECONNRESET;
 		}
 		if (r < 0) {
-			ctl_print_herd_error(r, NULL, "watch");
+			ctl_print_herd_error(r, NULL, what);
 			return r;
 		}
 	}

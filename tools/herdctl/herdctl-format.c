@@ -295,7 +295,18 @@ print_event(FILE *f, const json_t *event)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	localtime_r(&ts.tv_sec, &tm);
 	strftime(when, sizeof(when), "%H:%M:%S", &tm);
-	fprintf(f, "%s.%03ld  %-14s %-6s %-16s pid %-7lld %s%s%s\n", when, ts.tv_nsec / 1000000,
+	if (!strcmp(name, "gap")) {
+		fprintf(f, "%s.%03ld  #%-6s gap: %lld events lost (seq %lld..%lld, %s)\n", when,
+		    ts.tv_nsec / 1000000, "-",
+		    (long long)json_integer_value(json_object_get(event, "lost")),
+		    (long long)json_integer_value(json_object_get(event, "first")),
+		    (long long)json_integer_value(json_object_get(event, "last")),
+		    str_or_dash(json_object_get(event, "reason")));
+		fflush(f);
+		return;
+	}
+	fprintf(f, "%s.%03ld  #%-6lld %-14s %-6s %-16s pid %-7lld %s%s%s\n", when,
+	    ts.tv_nsec / 1000000, (long long)json_integer_value(json_object_get(event, "seq")),
 	    name, str_or_dash(json_object_get(w, "id")), str_or_dash(json_object_get(w, "name")),
 	    (long long)json_integer_value(json_object_get(w, "pid")), reason,
 	    json_is_string(msg) ? (*reason ? ": " : "") : "",

@@ -114,6 +114,19 @@ show_spawned(FILE *f, const json_t *res)
 	    json_string_value(json_object_get(res, "socket")) ?: "-");
 }
 
+/* logs --follow: the reply, then each "log" notification until the stream ends. */
+static int
+follow_lines(json_t *lines, void *userdata)
+{
+	const struct ctl *c = userdata;
+	long long dropped = json_integer_value(json_object_get(lines, "dropped"));
+
+	if (dropped > 0 && json_object_get(lines, "end"))
+		fprintf(stderr, "herdctl: %lld lines dropped (herdctl did not keep up)\n", dropped);
+	output(c, lines, show_logs);
+	return 0;
+}
+
 /* logs: the lines; none at all is said on stderr, so an empty output is not a puzzle. */
 static int
 cmd_logs(struct ctl *c, const struct command *cmd, json_t *params, char **args)
@@ -122,6 +135,11 @@ cmd_logs(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 	char *id = strdup(json_string_value(json_object_get(params, "id")) ?: "?");
 	json_t *res;
 
+	(void)args;
+	if (id && json_is_true(json_object_get(params, "follow"))) {
+		free(id);
+		return ctl_follow(c, params, follow_lines, c) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+	}
 	if (!id || ctl_request(c, cmd->name, params, &res) < 0) {
 		free(id);
 		return EXIT_FAILURE;
@@ -211,8 +229,7 @@ cmd_watch(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 {
 	(void)cmd;
 	(void)args;
-	json_decref(params);
-	return ctl_watch(c, watch_event, c) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+	return ctl_watch(c, params, watch_event, c) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 /* --env K=V: one member of params "env". */
@@ -249,6 +266,35 @@ opt_stream(json_t *params, const struct ctl_opt *o, const char *arg)
 		return ctl_usage_error(
 		    "--%s takes null, capture, FILE or +FILE (absolute)", o->name);
 	return ctl_opt_store(params, o, json_pack("{s:s, s:b}", "file", file, "append", append));
+}
+
+/* --max-bytes/--max-files: the size cap of the streams that go to a file. */
+static int
+move_caps(json_t *params)
+{
+	static const char *const caps[] = { "max_bytes", "max_files" };
+	static const char *const streams[] = { "stdout", "stderr" };
+	bool any = false;
+
+	for (size_t k = 0; k < 2; k++) {
+		json_t *v = json_object_get(params, caps[k]);
+
+		if (!v)
+			continue;
+		any = true;
+		for (size_t i = 0; i < 2; i++) {
+			json_t *o = json_object_get(params, streams[i]);
+
+			if (json_is_object(o))
+				json_object_set(o, caps[k], v);
+		}
+		json_object_del(params, caps[k]);
+	}
+	if (any && !json_is_object(json_object_get(params, "stdout")) &&
+	    !json_is_object(json_object_get(params, "stderr")))
+		return ctl_usage_error(
+		    "--max-bytes and --max-files cap a --stdout or --stderr FILE");
+	return 0;
 }
 
 /* spawn: the executable and its argv come last; herdctl exits once the worker is ready. */
@@ -290,6 +336,13 @@ static int
 cmd_spawn(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 {
 	json_t *argvj = json_array(), *res;
+	int r = move_caps(params);
+
+	if (r != 0) {
+		json_decref(argvj);
+		json_decref(params);
+		return r;
+	}
 
 	for (char **a = args; *a; a++)
 		json_array_append_new(argvj, json_string(*a));
@@ -347,6 +400,17 @@ static const struct ctl_opt list_opts[] = {
 static const struct ctl_opt logs_opts[] = {
 	{ "stream", 's', "stderr|stdout", NULL, ctl_opt_choice, 0, 0 },
 	{ "lines", 'n', "N", NULL, ctl_opt_int, 1, 1000 },
+	{ "follow", 'f', NULL, NULL, ctl_opt_true, 0, 0 },
+	{ 0 },
+};
+
+static const struct ctl_opt watch_opts[] = {
+	{ "since", 0, "N",
+	    "first replay the events after seq N that herdd\nstill holds (a gap line says what it "
+	    "lost)",
+	    ctl_opt_int, 0, INT64_MAX },
+	{ "instance", 0, "ID", "the herdd instance N belongs to (--json shows it)", ctl_opt_string,
+	    0, 0 },
 	{ 0 },
 };
 
@@ -377,6 +441,10 @@ static const struct ctl_opt spawn_opts[] = {
 	    "where its stdout goes (default null); FILE is an\n"
 	    "absolute path, append with +FILE",
 	    opt_stream, 0, 0 },
+	{ "max-bytes", 0, "N",
+	    "rotate a FILE above N bytes (default 10 MiB once\n--max-files is given)", ctl_opt_int,
+	    64, 1ll << 40 },
+	{ "max-files", 0, "N", "keep FILE and N-1 rotated ones (default 5)", ctl_opt_int, 1, 100 },
 	{ "spawn-timeout-ms", 0, "N", "fork-to-ready deadline", ctl_opt_int, 0, UINT32_MAX },
 	{ "restart", 0, "no|on-failure|always",
 	    "bring the worker back when it ends (on-failure:\n"
@@ -406,7 +474,7 @@ static const struct command commands[] = {
 	    "call a function on the worker, print the result\n(a stream's items first, as JSON "
 	    "lines)",
 	    CMD_ID, 2, 3, NULL, cmd_call, print_value },
-	{ "watch", "", "print events of every worker you may see, until ^C", 0, 0, 0, NULL,
+	{ "watch", "", "print events of every worker you may see, until ^C", 0, 0, 0, watch_opts,
 	    cmd_watch, print_event },
 	{ "stats", "", "herdd's counters", 0, 0, 0, NULL, cmd_request, print_stats },
 	{ "spawn", "-- PATH [ARGS...]", "start a worker and print its id, pid and socket",

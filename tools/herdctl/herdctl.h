@@ -115,11 +115,21 @@ int ctl_request(struct ctl *c, const char *method, json_t *params, json_t **ret)
  */
 int ctl_spawn(struct ctl *c, json_t *params, json_t **ret);
 /*
- * Subscribes to every worker this uid may see and calls cb for each event
- * (params of the notification, borrowed) until herdd closes the connection
- * or cb returns non-zero. Returns 0 or -errno (error printed).
+ * Subscribes to every worker this uid may see (sub: more subscribe params,
+ * stolen, may be NULL) and calls cb for each event (params of the
+ * notification, borrowed) until herdd closes the connection or cb returns
+ * non-zero. Returns 0 or -errno (error printed).
  */
-int ctl_watch(struct ctl *c, int (*cb)(json_t *event, void *userdata), void *userdata);
+int ctl_watch(struct ctl *c, json_t *sub, int (*cb)(json_t *event, void *userdata), void *userdata);
+/*
+ * logs with follow (params stolen): cb gets the reply, then each "log"
+ * notification's params for that worker (borrowed; "lines", "dropped",
+ * "end"), until the stream ends. Returns 0 or -errno (error printed).
+ */
+int ctl_follow(
+    struct ctl *c, json_t *params, int (*cb)(json_t *lines, void *userdata), void *userdata);
+/* Runs the connection's callbacks until *stop is set. Returns 0 or -errno (error printed as what). */
+int ctl_listen(struct ctl *c, const char *what, bool *stop);
 /*
  * Connects to a worker's socket and calls function(args) (args borrowed, may
  * be NULL). A function of kind (may be NULL) "pipe" or "state" is a stream:

@@ -262,6 +262,21 @@ HERD_EXPORT int herd_master_on_failure(herd_master *m, herd_master_event_cb cb, 
 /* Every event, failures included (ready, stopped, clean exits...). */
 HERD_EXPORT int herd_master_on_event(herd_master *m, herd_master_event_cb cb, void *userdata);
 
+/*
+ * Every notification herdd sends on the master's connection, as it came:
+ * method and params (borrowed, valid during the call). "event" carries "seq"
+ * and "instance", and includes the events that name no worker (on_event never
+ * sees them): "gap" {"lost", "first", "last", "reason"}, seqs this
+ * connection will never get; to resume after a reconnect, subscribe with
+ * "since" the last seq seen and its "instance". "log" carries the new lines
+ * of a stream followed with logs {"follow": true}. PROTOCOL.md 4.6 and 4.7
+ * say more. Runs before on_event and on_failure, on the same thread.
+ */
+typedef void (*herd_master_notice_cb)(
+    herd_master *m, const char *method, json_t *params, void *userdata);
+/* Sets the notice callback (NULL removes it). Returns 0 or -EINVAL. */
+HERD_EXPORT int herd_master_on_notice(herd_master *m, herd_master_notice_cb cb, void *userdata);
+
 /* ---- one executable, master and worker (rpc_parallel's start_app) ---- */
 
 /*
