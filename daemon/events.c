@@ -252,7 +252,9 @@ events_emit(struct worker *w, enum proto_event event)
 	params = json_pack("{s:s, s:I, s:s, s:o, s:s?, s:o}", "event", name, "seq",
 	    (json_int_t)(ring.last_seq + 1), "instance", ring.instance, "worker",
 	    sup_worker_json(w), "message", w->message, "stderr_tail",
-	    event != PROTO_EVENT_READY ? capture_tail(&w->cap[1], EVENT_TAIL_LINES) : json_array());
+	    event != PROTO_EVENT_READY && event != PROTO_EVENT_RESTARTED
+	        ? capture_tail(&w->cap[1], EVENT_TAIL_LINES)
+	        : json_array());
 	if (!params) {
 		log_error("out of memory building event %s", name);
 		return;
