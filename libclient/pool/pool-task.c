@@ -490,10 +490,11 @@ herd__pool_requeue(struct herd_pool *p, struct slot *s)
 		herd__task_list_remove(t);
 		t->slot = NULL;
 		t->job->n_retried++;
-		if (t->folded) {
-			/* Its result was in the lost accumulator; it did nothing wrong. */
+		if (t->folded || !s->host->m) {
+			/* Its result was in the lost accumulator, or its host went: it did nothing wrong. */
+			if (t->folded)
+				t->job->n_ok--;
 			t->folded = false;
-			t->job->n_ok--;
 			herd__task_list_push(&p->retry, t, false);
 			continue;
 		}

@@ -138,6 +138,9 @@ HERD_EXPORT int herd_pool_worker_pids(herd_pool *p, pid_t *pids, size_t max);
 /* Counters since the pool started: worker deaths seen and workers spawned. */
 HERD_EXPORT uint64_t herd_pool_deaths(herd_pool *p);
 HERD_EXPORT uint64_t herd_pool_spawns(herd_pool *p);
+/* Hosts lost so far (their link went: "hosts"), and how many are connected now (or -EINVAL). */
+HERD_EXPORT uint64_t herd_pool_hosts_lost(herd_pool *p);
+HERD_EXPORT int herd_pool_hosts_up(herd_pool *p);
 
 /* ---- loop-independent core (as herd_conn's) ---- */
 
