@@ -24,6 +24,8 @@
 
 #include <check.h>
 
+#include <herd/pool.h>
+
 #include "example-worker.h"
 #include "ht-example.h"
 
@@ -587,6 +589,152 @@ START_TEST(test_network_cut)
 }
 END_TEST
 
+/* ---- pools over hosts ---- */
+
+#define POOL_WORKERS_PER_HOST 2
+
+/* The "hosts" option over every host of the test, two workers each. */
+static json_t *
+pool_hosts(void)
+{
+	json_t *a = json_array();
+
+	for (int i = 0; i < n_hosts; i++)
+		json_array_append_new(a, json_pack("{s:s, s:i}", "address", hosts[i], "workers",
+		                             POOL_WORKERS_PER_HOST));
+	return a;
+}
+
+/* A pool of the example worker over every host, or the test fails. */
+static herd_pool *
+remote_pool_ok(void)
+{
+	json_t *spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
+	json_t *opts = json_pack("{s:o, s:o, s:s}", "hosts", pool_hosts(), "settings",
+	    short_heartbeats(), "name", "remote-pool");
+	herd_error *err = NULL;
+	herd_pool *p = NULL;
+	int r = herd_pool_new(spawn, opts, &p, &err);
+
+	ck_assert_msg(r == 0, "pool: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
+	ck_assert_int_eq(herd_pool_size(p), POOL_WORKERS_PER_HOST * n_hosts);
+	ck_assert_int_eq(herd_pool_hosts_up(p), n_hosts);
+	herd_error_unref(err);
+	json_decref(spawn);
+	json_decref(opts);
+	return p;
+}
+
+/* What the map's task callback saw, and the host it kills at task kill_at. */
+struct map_watch {
+	herd_pool *p;
+	size_t seen, kill_at;
+	pid_t herdd;
+	int64_t t_kill, t_noticed, t_back;
+};
+
+/* Results in input order, each exact (sum of 0..i-1); kills the herdd at kill_at. */
+static void
+map_watch_task(herd_job *job, size_t index, int r, json_t *result, herd_error *err, void *ud)
+{
+	struct map_watch *w = ud;
+
+	ck_assert_msg(r == 0, "task %zu: %s", index, err ? herd_error_message(err) : "-");
+	ck_assert_uint_eq(index, w->seen);
+	ck_assert_int_eq(json_integer_value(result), (json_int_t)index * ((json_int_t)index - 1) / 2);
+	if (++w->seen == w->kill_at && w->herdd > 0) {
+		ck_assert_int_eq(kill(w->herdd, SIGKILL), 0);
+		w->t_kill = ht_now_ms();
+	}
+	if (w->t_kill && !w->t_noticed && herd_pool_hosts_lost(w->p) > 0)
+		w->t_noticed = ht_now_ms();
+	if (w->t_noticed && !w->t_back && herd_pool_hosts_up(w->p) == n_hosts)
+		w->t_back = ht_now_ms();
+}
+
+/* sum over {"n":0..n-1} on the pool: every result exact and seen once, in order. */
+static void
+pool_map_ok(herd_pool *p, size_t n, struct map_watch *w)
+{
+	json_t *args = json_array();
+	herd_job *job = NULL;
+	int r;
+
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(args, json_pack("{s:I}", "n", (json_int_t)i));
+	w->p = p;
+	ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP, "sum", &job), 0);
+	ck_assert_int_eq(herd_job_set_args(job, args), 0);
+	ck_assert_int_eq(herd_job_on_task(job, map_watch_task, w), 0);
+	r = herd_job_wait(job, HT_USEC(60000), NULL);
+	ck_assert_msg(r == 0, "map: %s (%s)", strerror(-r),
+	    herd_job_error(job) ? herd_error_message(herd_job_error(job)) : "-");
+	ck_assert_uint_eq(w->seen, n);
+	herd_job_unref(job);
+	json_decref(args);
+}
+
+/* Runs the pool until every host is up again. */
+static void
+pool_hosts_back_ok(herd_pool *p, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+
+	while (herd_pool_hosts_up(p) < n_hosts && ht_now_ms() < deadline) {
+		ck_assert_int_ge(herd_pool_process(p), 0);
+		ck_assert_int_ge(herd_pool_wait(p, 100 * 1000), 0);
+	}
+	ck_assert_int_eq(herd_pool_hosts_up(p), n_hosts);
+}
+
+/* A pool over every host: workers on each, one map with exact results. */
+START_TEST(test_pool_over_hosts)
+{
+	struct map_watch w = { 0 };
+	herd_pool *p = remote_pool_ok();
+
+	pool_map_ok(p, 3000, &w);
+	ck_assert_uint_eq(herd_pool_hosts_lost(p), 0);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+}
+END_TEST
+
+/*
+ * Host 1's herdd SIGKILLed mid-map: its workers are lost together, their
+ * tasks run elsewhere, every result is still exact and seen once, the pool
+ * counts the lost host and brings it back (a new herdd there).
+ */
+START_TEST(test_pool_host_killed)
+{
+	struct map_watch w = { .kill_at = 500 };
+	herd_pool *p = remote_pool_ok();
+	herd_master *m = herd_pool_get_master(p);
+
+	w.herdd = (pid_t)json_integer_value(
+	    json_object_get(herd_master_get_server_info(m), "pid"));
+	ck_assert_int_gt(w.herdd, 0);
+	ht_track_pid(w.herdd);
+	pool_map_ok(p, 20000, &w);
+	ck_assert_int_ne(w.t_kill, 0);
+	ck_assert_int_eq(ht_wait_pid_gone(w.herdd, ht_ms(HB_TIMEOUT_MS + 1000)), 0);
+	pool_hosts_back_ok(p, ht_ms(10000));
+	ck_assert_uint_ge(herd_pool_hosts_lost(p), 1);
+	ck_assert_ptr_nonnull(herd_pool_last_error(p));
+	ck_assert_msg(strstr(herd_error_message(herd_pool_last_error(p)), "lost host") != NULL,
+	    "last error: %s", herd_error_message(herd_pool_last_error(p)));
+	printf("pool: herdd of %s SIGKILLed after %zu results: lost host seen %lld ms later, "
+	       "back (all %d hosts up) after %lld ms; map of 20000 exact\n",
+	    hosts[0], w.kill_at, (long long)(w.t_noticed ? w.t_noticed - w.t_kill : -1), n_hosts,
+	    (long long)(w.t_back ? w.t_back - w.t_kill : -1));
+	/* The host is back in service: a second map over every host. */
+	w = (struct map_watch){ 0 };
+	pool_map_ok(p, 1000, &w);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+}
+END_TEST
+
 int
 main(int argc, char **argv)
 {
@@ -596,7 +744,8 @@ main(int argc, char **argv)
 		.teardown = ht_client_teardown,
 		.tests = { test_kinds_on_every_host, test_master_killed, test_launcher_killed,
 		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
-		    test_ship_executable, test_network_cut, test_ssh_command_line } };
+		    test_ship_executable, test_network_cut, test_ssh_command_line,
+		    test_pool_over_hosts, test_pool_host_killed } };
 
 	hosts_load();
 	if (n_hosts == 0) {
