@@ -12,6 +12,7 @@
 #ifndef HERD_POOL_INTERNAL_H
 #define HERD_POOL_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -96,6 +97,14 @@ struct host {
 	unsigned failures; /* losses and failed connects since a worker last started there */
 	uint64_t retry_at;
 	unsigned stops_pending; /* shutdown requests sent by close, unanswered */
+	/* A reconnect runs on a thread of its own (pool.c: host_retry()). */
+	bool connecting;
+	pthread_t connector;
+	int connected; /* set (atomic) by the connector when it is done */
+	json_t *connect_settings; /* the connector's own copy */
+	herd_master *new_m;
+	herd_error *new_err;
+	int new_r;
 };
 
 struct slot {
@@ -129,6 +138,7 @@ struct herd_pool {
 	json_t *spawn_opts; /* with "path" */
 	char *name;
 	int epfd;
+	int wake_fd; /* an eventfd in epfd: a host's connector is done */
 	unsigned n_slots;
 	struct slot *slots;
 	unsigned window;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "pool/pool-internal.h"
@@ -493,17 +494,31 @@ host_name(const struct host *h)
 	return h->address ? h->address : "herdd";
 }
 
+/* m becomes h's master; h's slots may spawn at once. */
+static void
+host_install(struct host *h, herd_master *m)
+{
+	struct herd_pool *p = h->pool;
+
+	h->m = m;
+	herd_master_on_event(m, master_event, h);
+	h->reg = (struct ep_reg){ 0 };
+	h->lost = false;
+	for (unsigned i = 0; i < p->n_slots; i++)
+		if (p->slots[i].host == h && p->slots[i].state == SLOT_IDLE)
+			p->slots[i].respawn_at = 0;
+}
+
+/* A blocking connect (the pool's creation). */
 static int
 host_connect(struct host *h, herd_error **ret_error)
 {
-	int r = herd_master_connect(h->address, h->pool->settings, &h->m, ret_error);
+	herd_master *m = NULL;
+	int r = herd_master_connect(h->address, h->pool->settings, &m, ret_error);
 
-	if (r < 0)
-		return r;
-	herd_master_on_event(h->m, master_event, h);
-	h->reg = (struct ep_reg){ 0 };
-	h->lost = false;
-	return 0;
+	if (r == 0)
+		host_install(h, m);
+	return r;
 }
 
 /* h is unreachable (why): retried after a backoff, or given up after max_restarts in a row. */
@@ -574,25 +589,91 @@ host_lost(struct host *h, const char *why)
 	herd_error_unref(err);
 }
 
-/* A down host's retry is due: a new link (a blocking connect), then its slots respawn. */
+/* The connector thread: the master is handed over to the pool's thread when it is done. */
+static void *
+host_connector(void *arg)
+{
+	struct host *h = arg;
+
+	h->new_r = herd_master_connect(h->address, h->connect_settings, &h->new_m, &h->new_err);
+	__atomic_store_n(&h->connected, 1, __ATOMIC_RELEASE);
+	eventfd_write(h->pool->wake_fd, 1);
+	return NULL;
+}
+
+/*
+ * A down host's retry is due: a new link, made on a thread of its own, so
+ * that a host that does not answer (a cut network: ssh waits for its
+ * connect timeout) stalls nothing while the other hosts work.
+ */
 static void
 host_retry(struct host *h)
 {
 	struct herd_pool *p = h->pool;
-	herd_error *err = NULL;
-	int r = host_connect(h, &err);
+	herd_error *err;
+	int r;
 
+	h->connected = 0;
+	h->new_m = NULL;
+	h->new_err = NULL;
+	h->connect_settings = p->settings ? json_deep_copy(p->settings) : NULL;
+	r = -pthread_create(&h->connector, NULL, host_connector, h);
 	if (r == 0) {
-		for (unsigned i = 0; i < p->n_slots; i++)
-			if (p->slots[i].host == h && p->slots[i].state == SLOT_IDLE)
-				p->slots[i].respawn_at = 0;
+		h->connecting = true;
 		return;
 	}
-	if (!err)
-		err = herd__error_newf(HERD_E_CONNECTION_CLOSED, "pool %s cannot reach host %s: %s",
-		    p->name, host_name(h), strerror(-r));
+	json_decref(h->connect_settings);
+	h->connect_settings = NULL;
+	err = herd__error_newf(HERD_E_CONNECTION_CLOSED, "pool %s cannot reach host %s: %s",
+	    p->name, host_name(h), strerror(-r));
 	host_down(h, err);
 	herd_error_unref(err);
+}
+
+/* Waits for h's connector; returns its master (or NULL, with *ret_error when given). */
+static herd_master *
+host_join(struct host *h, herd_error **ret_error)
+{
+	herd_master *m = h->new_m;
+
+	pthread_join(h->connector, NULL);
+	h->connecting = false;
+	json_decref(h->connect_settings);
+	h->connect_settings = NULL;
+	h->new_m = NULL;
+	if (ret_error)
+		*ret_error = h->new_err;
+	else
+		herd_error_unref(h->new_err);
+	h->new_err = NULL;
+	return m;
+}
+
+/* Connectors that are done: their host is back, or down again. */
+static void
+pool_reap_connectors(struct herd_pool *p)
+{
+	eventfd_t v;
+
+	eventfd_read(p->wake_fd, &v);
+	for (unsigned i = 0; i < p->n_hosts; i++) {
+		struct host *h = &p->hosts[i];
+		herd_error *err = NULL;
+		herd_master *m;
+
+		if (!h->connecting || !__atomic_load_n(&h->connected, __ATOMIC_ACQUIRE))
+			continue;
+		m = host_join(h, &err);
+		if (m) {
+			host_install(h, m);
+			continue;
+		}
+		if (!err)
+			err = herd__error_newf(HERD_E_CONNECTION_CLOSED, "pool %s cannot reach host %s",
+			    p->name, host_name(h));
+		host_down(h, err);
+		herd_error_unref(err);
+	}
 }
 
 /* ---- the engine ---- */
@@ -604,7 +685,8 @@ pool_timers(struct herd_pool *p)
 	uint64_t now = herd__pool_now();
 
 	for (unsigned i = 0; i < p->n_hosts && !p->closed && !p->broken; i++)
-		if (!p->hosts[i].m && !p->hosts[i].gone && now >= p->hosts[i].retry_at)
+		if (!p->hosts[i].m && !p->hosts[i].gone && !p->hosts[i].connecting &&
+		    now >= p->hosts[i].retry_at)
 			host_retry(&p->hosts[i]);
 	for (unsigned i = 0; i < p->n_slots && !p->closed; i++) {
 		struct slot *s = &p->slots[i];
@@ -683,6 +765,7 @@ herd_pool_process(herd_pool *p)
 		if (p->slots[i].conn)
 			progress |= conn_drain(p->slots[i].conn) > 0;
 	pool_drop_lost_hosts(p);
+	pool_reap_connectors(p);
 	pool_timers(p);
 	herd__pool_dispatch(p);
 	herd__pool_check_jobs(p);
@@ -733,7 +816,7 @@ herd_pool_get_timeout(herd_pool *p, uint64_t *ret_usec)
 
 		if (h->m && herd_conn_get_timeout(herd_master_get_conn(h->m), &c) == 0)
 			t = min_u64(t, c);
-		if (!h->m && !h->gone && !p->broken)
+		if (!h->m && !h->gone && !h->connecting && !p->broken)
 			t = min_u64(t, h->retry_at);
 	}
 	for (unsigned i = 0; i < p->n_slots; i++) {
@@ -872,7 +955,10 @@ pool_setup(struct herd_pool *p, json_t *spawn_opts, json_t *pool_opts, herd_erro
 		return r;
 	p->slots = calloc(p->n_slots, sizeof(*p->slots));
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (!p->slots || p->epfd < 0)
+	p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!p->slots || p->epfd < 0 || p->wake_fd < 0 ||
+	    epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->wake_fd,
+	        &(struct epoll_event){ .events = EPOLLIN, .data.fd = p->wake_fd }) < 0)
 		return -ENOMEM;
 	snprintf(p->key_prefix, sizeof(p->key_prefix), "%d.%u", (int)getpid(),
 	    __atomic_add_fetch(&pool_seq, 1, __ATOMIC_RELAXED));
@@ -902,6 +988,7 @@ herd_pool_new(json_t *spawn_opts, json_t *pool_opts, herd_pool **ret, herd_error
 		return -ENOMEM;
 	p->n_ref = 1;
 	p->epfd = -1;
+	p->wake_fd = -1;
 	r = pool_setup(p, spawn_opts, pool_opts, ret_error);
 	if (r == 0)
 		r = pool_wait_first(p);
@@ -928,6 +1015,8 @@ pool_free(struct herd_pool *p)
 	json_decref(p->settings);
 	if (p->epfd >= 0)
 		close(p->epfd);
+	if (p->wake_fd >= 0)
+		close(p->wake_fd);
 	free(p->slots);
 	free(p->spare_batch);
 	json_decref(p->spawn_opts);
@@ -1023,9 +1112,17 @@ pool_stop_workers(struct herd_pool *p)
 {
 	uint64_t deadline = herd__deadline(CLOSE_WAIT_USEC);
 
-	for (unsigned i = 0; i < p->n_hosts; i++)
+	for (unsigned i = 0; i < p->n_hosts; i++) {
+		/* A reconnect under way ends first (at most its connect timeout): nothing runs there yet. */
+		if (p->hosts[i].connecting) {
+			herd_master *m = host_join(&p->hosts[i], NULL);
+
+			herd_master_close(m);
+			herd_master_unref(m);
+		}
 		if (p->hosts[i].m)
 			host_stop_workers(&p->hosts[i], deadline);
+	}
 	for (unsigned i = 0; i < p->n_slots; i++) {
 		/* Workers of a host that is down: their link took them. */
 		p->slots[i].w = herd_worker_unref(p->slots[i].w);

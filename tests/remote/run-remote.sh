@@ -102,4 +102,8 @@ bench=$(dirname "$test_remote")/../../bench/remote-bench
 if [ "$kind" = ssh ] && [ -x "$bench" ]; then
 	"$bench" rtt ssh://herd-h1 "$HERD_TESTWORKER" 1000
 	"$bench" spawn ssh://herd-h1 "$HERD_TESTWORKER" 3
+	# A pool over the three hosts against one host, two workers each: tasks
+	# that wait (the hosts add workers) and tiny ones (the link's cost).
+	"$bench" pool "$HERD_REMOTE_HOSTS" "$HERD_TESTWORKER" sleep '{"ms":5}' 600 2
+	"$bench" pool "$HERD_REMOTE_HOSTS" "$HERD_TESTWORKER" echo '{"x":1}' 20000 2
 fi

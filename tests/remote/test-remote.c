@@ -625,13 +625,39 @@ remote_pool_ok(void)
 	return p;
 }
 
-/* What the map's task callback saw, and the host it kills at task kill_at. */
+/*
+ * A map's watch: its input ({"n":0..}: n tasks, and with until_lost as
+ * many more as it takes for the pool to see a host lost, then 1000), what
+ * its task callback saw, and the blow (act) it strikes after kill_at results.
+ */
 struct map_watch {
 	herd_pool *p;
+	size_t n, fed, fed_at_loss;
+	bool until_lost;
 	size_t seen, kill_at;
+	void (*act)(struct map_watch *w);
 	pid_t herdd;
 	int64_t t_kill, t_noticed, t_back;
 };
+
+static json_t *
+map_watch_next(void *ud)
+{
+	struct map_watch *w = ud;
+
+	if (w->until_lost && !w->fed_at_loss && herd_pool_hosts_lost(w->p) > 0)
+		w->fed_at_loss = w->fed;
+	if (w->fed >= w->n && (!w->until_lost || (w->fed_at_loss && w->fed >= w->fed_at_loss + 1000)))
+		return NULL;
+	return json_pack("{s:I}", "n", (json_int_t)w->fed++);
+}
+
+/* SIGKILLs the pool's first host's herdd. */
+static void
+kill_herdd(struct map_watch *w)
+{
+	ck_assert_int_eq(kill(w->herdd, SIGKILL), 0);
+}
 
 /* Results in input order, each exact (sum of 0..i-1); kills the herdd at kill_at. */
 static void
@@ -642,8 +668,8 @@ map_watch_task(herd_job *job, size_t index, int r, json_t *result, herd_error *e
 	ck_assert_msg(r == 0, "task %zu: %s", index, err ? herd_error_message(err) : "-");
 	ck_assert_uint_eq(index, w->seen);
 	ck_assert_int_eq(json_integer_value(result), (json_int_t)index * ((json_int_t)index - 1) / 2);
-	if (++w->seen == w->kill_at && w->herdd > 0) {
-		ck_assert_int_eq(kill(w->herdd, SIGKILL), 0);
+	if (++w->seen == w->kill_at && w->act) {
+		w->act(w);
 		w->t_kill = ht_now_ms();
 	}
 	if (w->t_kill && !w->t_noticed && herd_pool_hosts_lost(w->p) > 0)
@@ -652,31 +678,28 @@ map_watch_task(herd_job *job, size_t index, int r, json_t *result, herd_error *e
 		w->t_back = ht_now_ms();
 }
 
-/* sum over {"n":0..n-1} on the pool: every result exact and seen once, in order. */
+/* sum over w's input on the pool: every result exact and seen once, in order. */
 static void
-pool_map_ok(herd_pool *p, size_t n, struct map_watch *w)
+pool_map_ok(herd_pool *p, struct map_watch *w)
 {
-	json_t *args = json_array();
 	herd_job *job = NULL;
 	int r;
 
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(args, json_pack("{s:I}", "n", (json_int_t)i));
 	w->p = p;
 	ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP, "sum", &job), 0);
-	ck_assert_int_eq(herd_job_set_args(job, args), 0);
+	ck_assert_int_eq(herd_job_set_iter(job, map_watch_next, w), 0);
 	ck_assert_int_eq(herd_job_on_task(job, map_watch_task, w), 0);
 	r = herd_job_wait(job, HT_USEC(60000), NULL);
 	ck_assert_msg(r == 0, "map: %s (%s)", strerror(-r),
 	    herd_job_error(job) ? herd_error_message(herd_job_error(job)) : "-");
-	ck_assert_uint_eq(w->seen, n);
+	ck_assert_uint_eq(w->seen, w->fed);
+	ck_assert_uint_ge(w->seen, w->n);
 	herd_job_unref(job);
-	json_decref(args);
 }
 
-/* Runs the pool until every host is up again. */
+/* Runs the pool until every host is up again (w->t_back, unless the map saw it). */
 static void
-pool_hosts_back_ok(herd_pool *p, int timeout_ms)
+pool_hosts_back_ok(herd_pool *p, struct map_watch *w, int timeout_ms)
 {
 	int64_t deadline = ht_now_ms() + timeout_ms;
 
@@ -685,15 +708,17 @@ pool_hosts_back_ok(herd_pool *p, int timeout_ms)
 		ck_assert_int_ge(herd_pool_wait(p, 100 * 1000), 0);
 	}
 	ck_assert_int_eq(herd_pool_hosts_up(p), n_hosts);
+	if (!w->t_back)
+		w->t_back = ht_now_ms();
 }
 
 /* A pool over every host: workers on each, one map with exact results. */
 START_TEST(test_pool_over_hosts)
 {
-	struct map_watch w = { 0 };
+	struct map_watch w = { .n = 3000 };
 	herd_pool *p = remote_pool_ok();
 
-	pool_map_ok(p, 3000, &w);
+	pool_map_ok(p, &w);
 	ck_assert_uint_eq(herd_pool_hosts_lost(p), 0);
 	herd_pool_close(p);
 	herd_pool_unref(p);
@@ -707,7 +732,7 @@ END_TEST
  */
 START_TEST(test_pool_host_killed)
 {
-	struct map_watch w = { .kill_at = 500 };
+	struct map_watch w = { .n = 2000, .until_lost = true, .kill_at = 500, .act = kill_herdd };
 	herd_pool *p = remote_pool_ok();
 	herd_master *m = herd_pool_get_master(p);
 
@@ -715,21 +740,61 @@ START_TEST(test_pool_host_killed)
 	    json_object_get(herd_master_get_server_info(m), "pid"));
 	ck_assert_int_gt(w.herdd, 0);
 	ht_track_pid(w.herdd);
-	pool_map_ok(p, 20000, &w);
+	pool_map_ok(p, &w);
 	ck_assert_int_ne(w.t_kill, 0);
 	ck_assert_int_eq(ht_wait_pid_gone(w.herdd, ht_ms(HB_TIMEOUT_MS + 1000)), 0);
-	pool_hosts_back_ok(p, ht_ms(10000));
+	pool_hosts_back_ok(p, &w, ht_ms(10000));
 	ck_assert_uint_ge(herd_pool_hosts_lost(p), 1);
 	ck_assert_ptr_nonnull(herd_pool_last_error(p));
 	ck_assert_msg(strstr(herd_error_message(herd_pool_last_error(p)), "lost host") != NULL,
 	    "last error: %s", herd_error_message(herd_pool_last_error(p)));
 	printf("pool: herdd of %s SIGKILLed after %zu results: lost host seen %lld ms later, "
-	       "back (all %d hosts up) after %lld ms; map of 20000 exact\n",
+	       "back (all %d hosts up) after %lld ms; map of %zu exact\n",
 	    hosts[0], w.kill_at, (long long)(w.t_noticed ? w.t_noticed - w.t_kill : -1), n_hosts,
-	    (long long)(w.t_back ? w.t_back - w.t_kill : -1));
+	    (long long)(w.t_back - w.t_kill), w.seen);
 	/* The host is back in service: a second map over every host. */
-	w = (struct map_watch){ 0 };
-	pool_map_ok(p, 1000, &w);
+	w = (struct map_watch){ .n = 1000 };
+	pool_map_ok(p, &w);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+}
+END_TEST
+
+/* Cuts host 1's network (ssh-hosts.sh cut 1). */
+static void
+cut_host(struct map_watch *w)
+{
+	testbed_ok("cut");
+}
+
+/*
+ * Host 1's network cut mid-map: only heartbeats tell. The other hosts
+ * carry on while host 1 is retried (each try on a thread, so a connect
+ * that hangs stalls nothing); every result is exact, and once the network
+ * is back the host rejoins.
+ */
+START_TEST(test_pool_host_cut)
+{
+	struct map_watch w = { .n = 2000, .until_lost = true, .kill_at = 500, .act = cut_host };
+	herd_pool *p;
+
+	if (!getenv("HERD_TESTBED_SSH")) {
+		printf("pool network cut: skipped (no ssh testbed: HERD_TESTBED_SSH is unset)\n");
+		return;
+	}
+	p = remote_pool_ok();
+	pool_map_ok(p, &w);
+	ck_assert_uint_ge(herd_pool_hosts_lost(p), 1);
+	ck_assert_int_lt(herd_pool_hosts_up(p), n_hosts);
+	testbed_ok("heal");
+	pool_hosts_back_ok(p, &w, ht_ms(20000));
+	printf("pool: %s cut after %zu results: lost host seen %lld ms later (heartbeat timeout "
+	       "%d ms), map of %zu exact on the other hosts; back %lld ms after the cut, once "
+	       "healed\n",
+	    hosts[0], w.kill_at, (long long)(w.t_noticed ? w.t_noticed - w.t_kill : -1),
+	    HB_TIMEOUT_MS, w.seen, (long long)(w.t_back - w.t_kill));
+	w = (struct map_watch){ .n = 1000 };
+	pool_map_ok(p, &w);
 	herd_pool_close(p);
 	herd_pool_unref(p);
 }
@@ -745,7 +810,7 @@ main(int argc, char **argv)
 		.tests = { test_kinds_on_every_host, test_master_killed, test_launcher_killed,
 		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
 		    test_ship_executable, test_network_cut, test_ssh_command_line,
-		    test_pool_over_hosts, test_pool_host_killed } };
+		    test_pool_over_hosts, test_pool_host_killed, test_pool_host_cut } };
 
 	hosts_load();
 	if (n_hosts == 0) {
