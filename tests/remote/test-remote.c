@@ -800,6 +800,69 @@ START_TEST(test_pool_host_cut)
 }
 END_TEST
 
+/* A stand-in srun: notes the node it is asked for, then runs the command (herdd --stdio) here. */
+static const char fake_srun[] =
+    "#!/bin/sh\n"
+    "for a; do case $a in --nodelist=*) echo \"${a#--nodelist=}\" >>\"$HERD_FAKE_SRUN_LOG\";; "
+    "esac; done\n"
+    "shift $(($# - 2))\n"
+    "exec \"$@\"\n";
+
+/*
+ * "hosts": ["slurm"] inside an allocation: every node of
+ * $SLURM_JOB_NODELIST (bracket ranges with their zero padding), with
+ * $SLURM_CPUS_ON_NODE workers each. The real thing runs on the Slurm test
+ * bed (map-hosts.sbatch); here a stand-in srun runs each node's herdd on
+ * this machine, so the plain suite checks the list and the pool over it.
+ */
+START_TEST(test_pool_slurm_nodelist)
+{
+	json_t *spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
+	json_t *opts = json_pack("{s:[s]}", "hosts", "slurm");
+	struct map_watch w = { .n = 300 };
+	char dir[256], path[512], log[512], env[1024], nodes[64] = "";
+	herd_error *err = NULL;
+	herd_pool *p = NULL;
+	FILE *f;
+	int r;
+
+	if (getenv("HERD_REMOTE_HOSTS") || !getenv("HERDD")) {
+		printf("pool over a Slurm nodelist, stand-in srun: skipped (real hosts under test)\n");
+		return;
+	}
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/srun", dir);
+	snprintf(log, sizeof(log), "%s/nodes", dir);
+	f = fopen(path, "we");
+	ck_assert_ptr_nonnull(f);
+	fputs(fake_srun, f);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(chmod(path, 0755), 0);
+	snprintf(env, sizeof(env), "%s:%s", dir, getenv("PATH"));
+	/* This test runs in a child of its own (check's fork mode): the environment is its own. */
+	ck_assert_int_eq(setenv("PATH", env, 1), 0);
+	ck_assert_int_eq(setenv("HERD_FAKE_SRUN_LOG", log, 1), 0);
+	ck_assert_int_eq(setenv("HERD_REMOTE_HERDD", getenv("HERDD"), 1), 0);
+	ck_assert_int_eq(setenv("SLURM_JOB_NODELIST", "x[09-10],y", 1), 0);
+	ck_assert_int_eq(setenv("SLURM_CPUS_ON_NODE", "2", 1), 0);
+	r = herd_pool_new(spawn, opts, &p, &err);
+	ck_assert_msg(r == 0, "pool: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
+	ck_assert_int_eq(herd_pool_size(p), 6);
+	ck_assert_int_eq(herd_pool_hosts_up(p), 3);
+	pool_map_ok(p, &w);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+	f = fopen(log, "re");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_gt(fread(nodes, 1, sizeof(nodes) - 1, f), 0);
+	fclose(f);
+	ck_assert_str_eq(nodes, "x09\nx10\ny\n");
+	herd_error_unref(err);
+	json_decref(spawn);
+	json_decref(opts);
+}
+END_TEST
+
 int
 main(int argc, char **argv)
 {
@@ -810,7 +873,8 @@ main(int argc, char **argv)
 		.tests = { test_kinds_on_every_host, test_master_killed, test_launcher_killed,
 		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
 		    test_ship_executable, test_network_cut, test_ssh_command_line,
-		    test_pool_over_hosts, test_pool_host_killed, test_pool_host_cut } };
+		    test_pool_over_hosts, test_pool_host_killed, test_pool_host_cut,
+		    test_pool_slurm_nodelist } };
 
 	hosts_load();
 	if (n_hosts == 0) {
