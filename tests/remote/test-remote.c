@@ -863,6 +863,47 @@ START_TEST(test_pool_slurm_nodelist)
 }
 END_TEST
 
+/*
+ * herdctl map --hosts over every host, two workers each: 100 lines, 100
+ * exact results in order (run-remote.sh runs the README's own command on
+ * the testbeds).
+ */
+START_TEST(test_herdctl_map_hosts)
+{
+	const char *herdctl = getenv("HERDCTL"), *worker = getenv("HERD_TESTWORKER");
+	const char *argv[] = { "/bin/sh", "-c", NULL, NULL };
+	char *list = NULL, *cmd = NULL, *out = NULL, *err = NULL, *want = NULL, *tmp;
+	int r;
+
+	ck_assert_ptr_nonnull(herdctl);
+	ck_assert_ptr_nonnull(worker);
+	for (int i = 0; i < n_hosts; i++) {
+		ck_assert_int_gt(asprintf(&tmp, "%s%s%s=2", list ? list : "", list ? "," : "", hosts[i]), 0);
+		free(list);
+		list = tmp;
+	}
+	ck_assert_int_gt(asprintf(&cmd,
+	                     "seq 1 100 | sed 's/.*/{\"n\":&}/' | \"%s\" map --hosts '%s' -- '%s' sum",
+	                     herdctl, list, worker),
+	    0);
+	argv[2] = cmd;
+	r = ht_run(argv, &out, &err, ht_ms(60000));
+	ck_assert_msg(r == 0, "herdctl map --hosts: status %d, stderr: %s", r, err ? err : "");
+	want = strdup("");
+	for (int n = 1; n <= 100; n++) {
+		ck_assert_int_gt(asprintf(&tmp, "%s%d\n", want, n * (n - 1) / 2), 0);
+		free(want);
+		want = tmp;
+	}
+	ck_assert_str_eq(out, want);
+	free(list);
+	free(cmd);
+	free(out);
+	free(err);
+	free(want);
+}
+END_TEST
+
 int
 main(int argc, char **argv)
 {
@@ -874,7 +915,7 @@ main(int argc, char **argv)
 		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
 		    test_ship_executable, test_network_cut, test_ssh_command_line,
 		    test_pool_over_hosts, test_pool_host_killed, test_pool_host_cut,
-		    test_pool_slurm_nodelist } };
+		    test_pool_slurm_nodelist, test_herdctl_map_hosts } };
 
 	hosts_load();
 	if (n_hosts == 0) {
