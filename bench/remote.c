@@ -195,7 +195,7 @@ pool_rate(json_t *hosts, const char *worker, const char *function, json_t *arg, 
 		pid_t pids[1];
 
 		while (herd_pool_worker_pids(p, pids, 0) < herd_pool_size(p) &&
-		       herd_pool_process(p) >= 0)
+		    herd_pool_process(p) >= 0)
 			herd_pool_wait(p, 10000);
 		t0 = bench_now_ns();
 		if (herd_pool_map(p, function, args, 0, &results) == 0)

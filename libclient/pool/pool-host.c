@@ -11,7 +11,7 @@
 
 #include "pool/pool-internal.h"
 
-#define MAX_HOSTS 4096u
+#define MAX_HOSTS   4096u
 #define MAX_WORKERS 4096u
 
 struct hosts_build {
@@ -94,8 +94,8 @@ nodelist_item(struct hosts_build *b, const char *item, size_t len, unsigned work
 		for (unsigned long v = lo; v <= hi; v++) {
 			int rc;
 
-			n = asprintf(&addr, "slurm://%.*s%0*lu%.*s", (int)(open - item), item, width, v,
-			    (int)(len - (size_t)(close + 1 - item)), close + 1);
+			n = asprintf(&addr, "slurm://%.*s%0*lu%.*s", (int)(open - item), item,
+			    width, v, (int)(len - (size_t)(close + 1 - item)), close + 1);
 			rc = host_add(b, n < 0 ? NULL : addr, workers);
 			if (rc < 0)
 				return rc;

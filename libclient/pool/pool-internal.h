@@ -231,8 +231,8 @@ int herd__pool_run(struct herd_pool *p, const bool *done, uint64_t deadline);
  * Fills p->hosts from the "hosts" option (NULL: one host, socket) and sets
  * p->n_slots; workers is the count for a host that names none (0: the CPUs).
  */
-int herd__pool_hosts_parse(struct herd_pool *p, json_t *hosts, const char *socket,
-    unsigned workers, unsigned cpus);
+int herd__pool_hosts_parse(
+    struct herd_pool *p, json_t *hosts, const char *socket, unsigned workers, unsigned cpus);
 void herd__pool_hosts_free(struct herd_pool *p);
 
 /* ---- pool-ev.c ---- */

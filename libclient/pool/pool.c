@@ -541,9 +541,10 @@ host_down(struct host *h, herd_error *why)
 	for (unsigned i = 0; i < p->n_hosts; i++)
 		left += !p->hosts[i].gone;
 	if (left == 0 && !p->broken)
-		pool_end(p, herd__error_newf(HERD_E_CONNECTION_CLOSED,
-		                "pool %s lost every host (each %u times in a row); last: %s", p->name,
-		                p->max_restarts, herd_error_message(why)));
+		pool_end(p,
+		    herd__error_newf(HERD_E_CONNECTION_CLOSED,
+		        "pool %s lost every host (each %u times in a row); last: %s", p->name,
+		        p->max_restarts, herd_error_message(why)));
 }
 
 /*
@@ -669,8 +670,8 @@ pool_reap_connectors(struct herd_pool *p)
 			continue;
 		}
 		if (!err)
-			err = herd__error_newf(HERD_E_CONNECTION_CLOSED, "pool %s cannot reach host %s",
-			    p->name, host_name(h));
+			err = herd__error_newf(HERD_E_CONNECTION_CLOSED,
+			    "pool %s cannot reach host %s", p->name, host_name(h));
 		host_down(h, err);
 		herd_error_unref(err);
 	}
@@ -727,8 +728,8 @@ pool_drain_hosts(struct herd_pool *p)
 			host_lost(h, "its link is gone");
 			progress = 1;
 		} else if (r < 0 && !p->broken) {
-			herd_error *err = herd__error_newf(
-			    HERD_E_CONNECTION_CLOSED, "pool %s lost its connection to herdd", p->name);
+			herd_error *err = herd__error_newf(HERD_E_CONNECTION_CLOSED,
+			    "pool %s lost its connection to herdd", p->name);
 
 			p->consecutive = p->max_restarts;
 			pool_give_up(p, err);
@@ -929,8 +930,9 @@ hosts_connect(struct herd_pool *p, herd_error **ret_error)
 			first = herd_error_ref(err);
 		}
 		if (!err)
-			err = herd__error_newf(HERD_E_CONNECTION_CLOSED, "pool %s cannot reach host %s: %s",
-			    p->name, host_name(&p->hosts[i]), strerror(-r));
+			err = herd__error_newf(HERD_E_CONNECTION_CLOSED,
+			    "pool %s cannot reach host %s: %s", p->name, host_name(&p->hosts[i]),
+			    strerror(-r));
 		host_down(&p->hosts[i], err);
 		herd_error_unref(err);
 	}
@@ -1045,8 +1047,8 @@ host_wait(struct host *h, bool (*pending)(struct host *), uint64_t deadline)
 
 	while (pending(h) && herd__now_usec() < deadline) {
 		r = herd_conn_process(mc);
-		if (r < 0 || (r == 0 && pending(h) &&
-		                 herd_conn_wait(mc, deadline - herd__now_usec()) < 0))
+		if (r < 0 ||
+		    (r == 0 && pending(h) && herd_conn_wait(mc, deadline - herd__now_usec()) < 0))
 			break;
 	}
 }

@@ -600,8 +600,8 @@ pool_hosts(void)
 	json_t *a = json_array();
 
 	for (int i = 0; i < n_hosts; i++)
-		json_array_append_new(a, json_pack("{s:s, s:i}", "address", hosts[i], "workers",
-		                             POOL_WORKERS_PER_HOST));
+		json_array_append_new(a,
+		    json_pack("{s:s, s:i}", "address", hosts[i], "workers", POOL_WORKERS_PER_HOST));
 	return a;
 }
 
@@ -647,7 +647,8 @@ map_watch_next(void *ud)
 
 	if (w->until_lost && !w->fed_at_loss && herd_pool_hosts_lost(w->p) > 0)
 		w->fed_at_loss = w->fed;
-	if (w->fed >= w->n && (!w->until_lost || (w->fed_at_loss && w->fed >= w->fed_at_loss + 1000)))
+	if (w->fed >= w->n &&
+	    (!w->until_lost || (w->fed_at_loss && w->fed >= w->fed_at_loss + 1000)))
 		return NULL;
 	return json_pack("{s:I}", "n", (json_int_t)w->fed++);
 }
@@ -667,7 +668,8 @@ map_watch_task(herd_job *job, size_t index, int r, json_t *result, herd_error *e
 
 	ck_assert_msg(r == 0, "task %zu: %s", index, err ? herd_error_message(err) : "-");
 	ck_assert_uint_eq(index, w->seen);
-	ck_assert_int_eq(json_integer_value(result), (json_int_t)index * ((json_int_t)index - 1) / 2);
+	ck_assert_int_eq(
+	    json_integer_value(result), (json_int_t)index * ((json_int_t)index - 1) / 2);
 	if (++w->seen == w->kill_at && w->act) {
 		w->act(w);
 		w->t_kill = ht_now_ms();
@@ -736,8 +738,7 @@ START_TEST(test_pool_host_killed)
 	herd_pool *p = remote_pool_ok();
 	herd_master *m = herd_pool_get_master(p);
 
-	w.herdd = (pid_t)json_integer_value(
-	    json_object_get(herd_master_get_server_info(m), "pid"));
+	w.herdd = (pid_t)json_integer_value(json_object_get(herd_master_get_server_info(m), "pid"));
 	ck_assert_int_gt(w.herdd, 0);
 	ht_track_pid(w.herdd);
 	pool_map_ok(p, &w);
@@ -827,7 +828,8 @@ START_TEST(test_pool_slurm_nodelist)
 	int r;
 
 	if (getenv("HERD_REMOTE_HOSTS") || !getenv("HERDD")) {
-		printf("pool over a Slurm nodelist, stand-in srun: skipped (real hosts under test)\n");
+		printf(
+		    "pool over a Slurm nodelist, stand-in srun: skipped (real hosts under test)\n");
 		return;
 	}
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
@@ -878,13 +880,15 @@ START_TEST(test_herdctl_map_hosts)
 	ck_assert_ptr_nonnull(herdctl);
 	ck_assert_ptr_nonnull(worker);
 	for (int i = 0; i < n_hosts; i++) {
-		ck_assert_int_gt(asprintf(&tmp, "%s%s%s=2", list ? list : "", list ? "," : "", hosts[i]), 0);
+		ck_assert_int_gt(
+		    asprintf(&tmp, "%s%s%s=2", list ? list : "", list ? "," : "", hosts[i]), 0);
 		free(list);
 		list = tmp;
 	}
-	ck_assert_int_gt(asprintf(&cmd,
-	                     "seq 1 100 | sed 's/.*/{\"n\":&}/' | \"%s\" map --hosts '%s' -- '%s' sum",
-	                     herdctl, list, worker),
+	ck_assert_int_gt(
+	    asprintf(&cmd,
+	        "seq 1 100 | sed 's/.*/{\"n\":&}/' | \"%s\" map --hosts '%s' -- '%s' sum", herdctl,
+	        list, worker),
 	    0);
 	argv[2] = cmd;
 	r = ht_run(argv, &out, &err, ht_ms(60000));

@@ -304,7 +304,8 @@ map_run(herd_pool *p, struct map *m, const char *function)
 		return EXIT_FAILURE;
 	}
 	if (herd_pool_hosts_lost(p) > 0)
-		fprintf(stderr, "herdctl: map: %llu host losses on the way, their tasks ran again (last: %s)\n",
+		fprintf(stderr,
+		    "herdctl: map: %llu host losses on the way, their tasks ran again (last: %s)\n",
 		    (unsigned long long)herd_pool_hosts_lost(p),
 		    herd_pool_last_error(p) ? herd_error_message(herd_pool_last_error(p)) : "-");
 	if (r == 0 && m->failed)
