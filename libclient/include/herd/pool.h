@@ -122,9 +122,11 @@ typedef struct herd_job herd_job;
  * backoff (50 ms doubling to 2 s), then given up after "max_restarts"
  * losses or failed connects in a row with no worker started there. The rest
  * of the pool carries on; when every host is given up the jobs end with
- * connection_closed ("pool P lost every host"). A reconnect is a blocking
- * connect (bounded by the handshake timeout), made from the pool's
- * processing. Without "hosts" the pool's one herdd is its life: losing it
+ * connection_closed ("pool P lost every host"). A reconnect runs on a
+ * thread of its own, so a host that does not answer stalls nothing; closing
+ * the pool waits for one under way (at most the launcher's connect timeout
+ * or handshake_timeout_ms). The first connects, in herd_pool_new(), are
+ * made one after the other. Without "hosts" the pool's one herdd is its life: losing it
  * ends every job (crash_loop), as before.
  *
  * Returns 0 with *ret (new reference), or -EINVAL, -E2BIG (chunksize), a herd_master_connect()
