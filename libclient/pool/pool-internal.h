@@ -95,6 +95,7 @@ struct host {
 	bool lost; /* its master reported host_lost: dropped at the next round */
 	bool gone; /* given up */
 	unsigned failures; /* losses and failed connects since a worker last started there */
+	unsigned deaths; /* worker deaths and failed spawns there since a task finished there */
 	uint64_t retry_at;
 	unsigned stops_pending; /* shutdown requests sent by close, unanswered */
 	/* A reconnect runs on a thread of its own (pool.c: host_retry()). */
@@ -219,8 +220,8 @@ uint64_t herd__pool_now(void);
 void herd__slot_lost(struct slot *s, const char *why);
 /* Kills a slot's worker through herdd (a task overran), then drops it. */
 void herd__slot_kill(struct slot *s, const char *why);
-/* A task finished on a worker: the crash-loop count starts over. */
-void herd__pool_progressed(struct herd_pool *p);
+/* A task finished on s's worker: the crash-loop counts (the pool's, its host's) start over. */
+void herd__slot_progressed(struct slot *s);
 void herd__pool_set_error(struct herd_pool *p, herd_error *err);
 /* Runs the pool until *done or the absolute deadline (-ETIMEDOUT). */
 int herd__pool_run(struct herd_pool *p, const bool *done, uint64_t deadline);

@@ -642,7 +642,7 @@ batch_reply(
 		b->call = herd_pending_unref(b->call);
 		s->n_batches--;
 		if (r == 0)
-			herd__pool_progressed(s->pool);
+			herd__slot_progressed(s);
 		job = NULL;
 		for (unsigned i = 0; i < b->n && !job; i++)
 			job = b->tasks[i] ? herd_job_ref(b->tasks[i]->job) : NULL;

@@ -234,8 +234,11 @@ slot_died(struct slot *s, herd_error *why)
 		return;
 	}
 	p->consecutive++;
+	s->host->deaths++;
 	s->state = p->closed ? SLOT_GONE : SLOT_IDLE;
-	s->respawn_at = herd__pool_now() + backoff_usec(p->consecutive);
+	/* A host whose workers keep dying backs off even while the others progress. */
+	s->respawn_at = herd__pool_now() +
+	    backoff_usec(p->consecutive > s->host->deaths ? p->consecutive : s->host->deaths);
 	if (!p->closed && p->consecutive >= p->max_restarts)
 		pool_give_up(p, why);
 }
@@ -346,11 +349,12 @@ herd__slot_kill(struct slot *s, const char *why)
 	herd__slot_lost(s, why);
 }
 
-/* A task finished: the run of deaths without progress is over. */
+/* A task finished: the run of deaths without progress is over, for the pool and the host. */
 void
-herd__pool_progressed(struct herd_pool *p)
+herd__slot_progressed(struct slot *s)
 {
-	p->consecutive = 0;
+	s->pool->consecutive = 0;
+	s->host->deaths = 0;
 }
 
 /* A death record from herdd's event: message, signal, exit code, stderr tail. */
