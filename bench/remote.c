@@ -7,6 +7,11 @@
  *                                      same launcher (ssh HOST cat)
  *   remote-bench spawn HOST WORKER N   a remote spawn (link and herdd up) vs
  *                                      the launcher running `true`
+ *   remote-bench pool HOSTS WORKER FUNCTION ARG N J
+ *                                      a pool map of N tasks (FUNCTION, the
+ *                                      JSON ARG each) over every host of the
+ *                                      comma-separated HOSTS, J workers each,
+ *                                      vs the same pool on the first host only
  * HOST is a host address (ssh://h1); $HERD_SSH_COMMAND applies to both sides.
  */
 #include <errno.h>
@@ -170,12 +175,74 @@ run_spawn(char **args)
 	return 0;
 }
 
+/* Tasks per second of one map of n tasks over hosts (an array), j workers each; <0 on failure. */
+static double
+pool_rate(json_t *hosts, const char *worker, const char *function, json_t *arg, int n, int j)
+{
+	json_t *spawn = herd_spawn_opts_new(worker, NULL), *args = json_array(), *results = NULL;
+	json_t *opts = json_pack("{s:O, s:i}", "hosts", hosts, "workers", j);
+	herd_error *err = NULL;
+	herd_pool *p = NULL;
+	double rate = -1;
+	uint64_t t0;
+
+	for (int i = 0; i < n; i++)
+		json_array_append(args, arg);
+	if (herd_pool_new(spawn, opts, &p, &err) < 0) {
+		fprintf(stderr, "pool: %s\n", err ? herd_error_message(err) : "failed");
+	} else {
+		/* Every worker up before the clock starts: spawns are measured by "spawn". */
+		pid_t pids[1];
+
+		while (herd_pool_worker_pids(p, pids, 0) < herd_pool_size(p) &&
+		    herd_pool_process(p) >= 0)
+			herd_pool_wait(p, 10000);
+		t0 = bench_now_ns();
+		if (herd_pool_map(p, function, args, 0, &results) == 0)
+			rate = n / ((bench_now_ns() - t0) / 1e9);
+	}
+	herd_error_unref(err);
+	herd_pool_unref(p);
+	json_decref(results);
+	json_decref(args);
+	json_decref(opts);
+	json_decref(spawn);
+	return rate;
+}
+
+static int
+run_pool(char **args)
+{
+	json_t *hosts = json_array(), *first, *arg = json_loads(args[3], JSON_DECODE_ANY, NULL);
+	int n = atoi(args[4]), j = atoi(args[5]);
+	char *list = strdup(args[0]), *save = NULL;
+	double all, one;
+
+	for (char *h = strtok_r(list, ",", &save); h; h = strtok_r(NULL, ",", &save))
+		json_array_append_new(hosts, json_string(h));
+	free(list);
+	first = json_pack("[O]", json_array_get(hosts, 0));
+	if (!arg || !first || json_array_size(hosts) == 0)
+		return 2;
+	one = pool_rate(first, args[1], args[2], arg, n, j);
+	all = pool_rate(hosts, args[1], args[2], arg, n, j);
+	if (one > 0 && all > 0)
+		printf("pool map of %d %s tasks, %d workers a host: %zu hosts %.0f tasks/s, "
+		       "1 host %.0f tasks/s, ratio %.2f\n",
+		    n, args[2], j, json_array_size(hosts), all, one, all / one);
+	json_decref(hosts);
+	json_decref(first);
+	json_decref(arg);
+	return one > 0 && all > 0 ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
 	static const struct bench_mode modes[] = {
 		{ "rtt", "HOST WORKER N", 3, run_rtt },
 		{ "spawn", "HOST WORKER N", 3, run_spawn },
+		{ "pool", "HOSTS WORKER FUNCTION ARG N J", 6, run_pool },
 		{ NULL },
 	};
 	const struct bench_mode *mode = bench_mode_find(modes, "remote-bench", argc, argv);

@@ -12,6 +12,7 @@
 #ifndef HERD_POOL_INTERNAL_H
 #define HERD_POOL_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -21,6 +22,7 @@
 #include "herd/herd-ev.h"
 #include "herd/pool.h"
 
+struct host;
 struct slot;
 struct task;
 
@@ -79,8 +81,36 @@ struct ep_reg {
 	uint32_t events;
 };
 
+/*
+ * One herdd the pool spawns on (pool-host.c reads the list): its master
+ * connection, NULL while the host is down. A lost host is retried with
+ * backoff until it has failed max_restarts times in a row, then given up.
+ */
+struct host {
+	struct herd_pool *pool;
+	char *address; /* NULL: the default herdd (herd_master_connect()) */
+	unsigned workers; /* slots it carries */
+	herd_master *m;
+	struct ep_reg reg;
+	bool lost; /* its master reported host_lost: dropped at the next round */
+	bool gone; /* given up */
+	unsigned failures; /* losses and failed connects since a worker last started there */
+	unsigned deaths; /* worker deaths and failed spawns there since a task finished there */
+	uint64_t retry_at;
+	unsigned stops_pending; /* shutdown requests sent by close, unanswered */
+	/* A reconnect runs on a thread of its own (pool.c: host_retry()). */
+	bool connecting;
+	pthread_t connector;
+	int connected; /* set (atomic) by the connector when it is done */
+	json_t *connect_settings; /* the connector's own copy */
+	herd_master *new_m;
+	herd_error *new_err;
+	int new_r;
+};
+
 struct slot {
 	struct herd_pool *pool;
+	struct host *host;
 	unsigned idx;
 	unsigned gen; /* incremented at each spawn: accumulator names change with it */
 	enum slot_state state;
@@ -101,11 +131,15 @@ struct slot {
 
 struct herd_pool {
 	unsigned n_ref;
-	herd_master *m;
+	struct host *hosts; /* one without the "hosts" option: the pool's herdd */
+	unsigned n_hosts;
+	bool multi_host; /* "hosts" given: a lost host is retried, not the pool's end */
+	json_t *settings; /* the master connections' (reconnects) */
+	uint64_t n_hosts_lost;
 	json_t *spawn_opts; /* with "path" */
 	char *name;
 	int epfd;
-	struct ep_reg master_reg;
+	int wake_fd; /* an eventfd in epfd: a host's connector is done */
 	unsigned n_slots;
 	struct slot *slots;
 	unsigned window;
@@ -128,7 +162,6 @@ struct herd_pool {
 	struct herd_job *jobs; /* running jobs, in start order */
 	unsigned processing; /* depth of herd_pool_process(): no re-entry */
 	bool kick; /* something to do at once (a job just started) */
-	unsigned stops_pending; /* herdd shutdown requests sent by close, unanswered */
 
 	struct ev_loop *loop;
 	ev_io io;
@@ -187,11 +220,21 @@ uint64_t herd__pool_now(void);
 void herd__slot_lost(struct slot *s, const char *why);
 /* Kills a slot's worker through herdd (a task overran), then drops it. */
 void herd__slot_kill(struct slot *s, const char *why);
-/* A task finished on a worker: the crash-loop count starts over. */
-void herd__pool_progressed(struct herd_pool *p);
+/* A task finished on s's worker: the crash-loop counts (the pool's, its host's) start over. */
+void herd__slot_progressed(struct slot *s);
 void herd__pool_set_error(struct herd_pool *p, herd_error *err);
 /* Runs the pool until *done or the absolute deadline (-ETIMEDOUT). */
 int herd__pool_run(struct herd_pool *p, const bool *done, uint64_t deadline);
+
+/* ---- pool-host.c ---- */
+
+/*
+ * Fills p->hosts from the "hosts" option (NULL: one host, socket) and sets
+ * p->n_slots; workers is the count for a host that names none (0: the CPUs).
+ */
+int herd__pool_hosts_parse(
+    struct herd_pool *p, json_t *hosts, const char *socket, unsigned workers, unsigned cpus);
+void herd__pool_hosts_free(struct herd_pool *p);
 
 /* ---- pool-ev.c ---- */
 

@@ -490,10 +490,11 @@ herd__pool_requeue(struct herd_pool *p, struct slot *s)
 		herd__task_list_remove(t);
 		t->slot = NULL;
 		t->job->n_retried++;
-		if (t->folded) {
-			/* Its result was in the lost accumulator; it did nothing wrong. */
+		if (t->folded || !s->host->m) {
+			/* Its result was in the lost accumulator, or its host went: it did nothing wrong. */
+			if (t->folded)
+				t->job->n_ok--;
 			t->folded = false;
-			t->job->n_ok--;
 			herd__task_list_push(&p->retry, t, false);
 			continue;
 		}
@@ -641,7 +642,7 @@ batch_reply(
 		b->call = herd_pending_unref(b->call);
 		s->n_batches--;
 		if (r == 0)
-			herd__pool_progressed(s->pool);
+			herd__slot_progressed(s);
 		job = NULL;
 		for (unsigned i = 0; i < b->n && !job; i++)
 			job = b->tasks[i] ? herd_job_ref(b->tasks[i]->job) : NULL;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "pool/pool-internal.h"
@@ -59,22 +60,25 @@ cpus_allowed(void)
 }
 
 static int
-pool_options(struct herd_pool *p, json_t *opts, const char **ret_socket, json_t **ret_settings)
+pool_options(struct herd_pool *p, json_t *opts, const char **ret_socket, json_t **ret_settings,
+    json_t **ret_hosts)
 {
 	json_int_t workers = 0, window = DEFAULT_WINDOW, retries = DEFAULT_RETRIES, timeout = 0,
 	           restarts = 0, chunksize = 0;
 	const char *name = NULL;
-	int retry_failed = 0;
+	int retry_failed = 0, r;
 	json_error_t err;
 
 	*ret_socket = NULL;
 	*ret_settings = NULL;
+	*ret_hosts = NULL;
 	if (opts &&
 	    json_unpack_ex(opts, &err, JSON_STRICT,
-	        "{s?I, s?I, s?I, s?b, s?I, s?I, s?s, s?s, s?o, s?I}", "workers", &workers, "window",
-	        &window, "retries", &retries, "retry_failed", &retry_failed, "task_timeout_ms",
-	        &timeout, "max_restarts", &restarts, "name", &name, "socket", ret_socket,
-	        "settings", ret_settings, "chunksize", &chunksize) < 0)
+	        "{s?I, s?I, s?I, s?b, s?I, s?I, s?s, s?s, s?o, s?I, s?o}", "workers", &workers,
+	        "window", &window, "retries", &retries, "retry_failed", &retry_failed,
+	        "task_timeout_ms", &timeout, "max_restarts", &restarts, "name", &name, "socket",
+	        ret_socket, "settings", ret_settings, "chunksize", &chunksize, "hosts",
+	        ret_hosts) < 0)
 		return -EINVAL;
 	if (workers < 0 || workers > 4096 || window < 1 || window > 1024 || retries < 0 ||
 	    retries > 1000000 || timeout < 0 || restarts < 0 || chunksize < 0)
@@ -82,7 +86,10 @@ pool_options(struct herd_pool *p, json_t *opts, const char **ret_socket, json_t 
 	if (chunksize > HERD_POOL_MAX_CHUNKSIZE)
 		return -E2BIG;
 	p->chunksize = (unsigned)chunksize;
-	p->n_slots = workers ? (unsigned)workers : cpus_allowed();
+	/* With "hosts", "workers" is the count of a host that names none. */
+	r = herd__pool_hosts_parse(p, *ret_hosts, *ret_socket, (unsigned)workers, cpus_allowed());
+	if (r < 0)
+		return r;
 	p->window = (unsigned)window;
 	p->retries = (unsigned)retries;
 	p->retry_failed = retry_failed;
@@ -145,7 +152,9 @@ epoll_follow(struct herd_pool *p, herd_conn *conn, struct ep_reg *reg)
 static void
 epoll_follow_all(struct herd_pool *p)
 {
-	epoll_follow(p, herd_master_get_conn(p->m), &p->master_reg);
+	for (unsigned i = 0; i < p->n_hosts; i++)
+		if (p->hosts[i].m)
+			epoll_follow(p, herd_master_get_conn(p->hosts[i].m), &p->hosts[i].reg);
 	for (unsigned i = 0; i < p->n_slots; i++)
 		if (p->slots[i].conn)
 			epoll_follow(p, p->slots[i].conn, &p->slots[i].reg);
@@ -153,11 +162,15 @@ epoll_follow_all(struct herd_pool *p)
 
 /* ---- deaths ---- */
 
+/* The slot of worker id on host h (two herdds may give the same id). */
 static struct slot *
-slot_by_id(struct herd_pool *p, const char *id)
+slot_by_id(struct host *h, const char *id)
 {
+	struct herd_pool *p = h->pool;
+
 	for (unsigned i = 0; i < p->n_slots; i++)
-		if (p->slots[i].w && strcmp(herd_worker_id(p->slots[i].w), id) == 0)
+		if (p->slots[i].host == h && p->slots[i].w &&
+		    strcmp(herd_worker_id(p->slots[i].w), id) == 0)
 			return &p->slots[i];
 	return NULL;
 }
@@ -173,7 +186,20 @@ backoff_usec(unsigned consecutive)
 	return d < BACKOFF_MAX_USEC ? d : BACKOFF_MAX_USEC;
 }
 
-/* Too many deaths in a row: every job ends with crash_loop and nothing is spawned any more. */
+/* Every job ends with err (a new reference, taken) and nothing is spawned any more. */
+static void
+pool_end(struct herd_pool *p, herd_error *err)
+{
+	p->broken = true;
+	p->broken_error = err;
+	herd__pool_set_error(p, err);
+	for (unsigned i = 0; i < p->n_slots; i++)
+		if (p->slots[i].state == SLOT_IDLE)
+			p->slots[i].state = SLOT_GONE;
+	herd__pool_end_jobs(p, -EIO, err);
+}
+
+/* Too many deaths in a row: every job ends with crash_loop. */
 static void
 pool_give_up(struct herd_pool *p, herd_error *last)
 {
@@ -183,7 +209,6 @@ pool_give_up(struct herd_pool *p, herd_error *last)
 
 	if (p->broken)
 		return;
-	p->broken = true;
 	data = last ? json_deep_copy(herd_error_data(last)) : json_object();
 	if (data)
 		json_object_set_new(data, "name", json_string("crash_loop"));
@@ -193,12 +218,7 @@ pool_give_up(struct herd_pool *p, herd_error *last)
 	    p->name, p->consecutive, last ? herd_error_message(last) : "unknown");
 	err = herd__error_new(HERD_E_WORKER_EXITED, text, data);
 	json_decref(data);
-	p->broken_error = err;
-	herd__pool_set_error(p, err);
-	for (unsigned i = 0; i < p->n_slots; i++)
-		if (p->slots[i].state == SLOT_IDLE)
-			p->slots[i].state = SLOT_GONE;
-	herd__pool_end_jobs(p, -EIO, err);
+	pool_end(p, err);
 }
 
 /* One more death or failed spawn: count it and schedule the respawn. */
@@ -207,9 +227,18 @@ slot_died(struct slot *s, herd_error *why)
 {
 	struct herd_pool *p = s->pool;
 
+	if (!s->host->m) {
+		/* Its host is down: the host's loss is counted, not each worker's. */
+		s->state = p->closed || s->host->gone ? SLOT_GONE : SLOT_IDLE;
+		s->respawn_at = 0;
+		return;
+	}
 	p->consecutive++;
+	s->host->deaths++;
 	s->state = p->closed ? SLOT_GONE : SLOT_IDLE;
-	s->respawn_at = herd__pool_now() + backoff_usec(p->consecutive);
+	/* A host whose workers keep dying backs off even while the others progress. */
+	s->respawn_at = herd__pool_now() +
+	    backoff_usec(p->consecutive > s->host->deaths ? p->consecutive : s->host->deaths);
 	if (!p->closed && p->consecutive >= p->max_restarts)
 		pool_give_up(p, why);
 }
@@ -296,14 +325,17 @@ kill_done(herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error
 	/* The worker may have died by itself meanwhile (worker_not_found): nothing to do. */
 }
 
-/* SIGKILLs w through herdd, without waiting: its death event follows. */
+/* SIGKILLs w through m (its herdd), without waiting: its death event follows. */
 static void
-kill_worker(struct herd_pool *p, herd_worker *w)
+kill_worker(herd_master *m, herd_worker *w)
 {
-	json_t *params = json_pack("{s:s, s:s}", "id", herd_worker_id(w), "signal", "KILL");
+	json_t *params;
 
+	if (!m)
+		return;
+	params = json_pack("{s:s, s:s}", "id", herd_worker_id(w), "signal", "KILL");
 	if (params)
-		herd_master_request_async(p->m, "kill", params, kill_done, NULL);
+		herd_master_request_async(m, "kill", params, kill_done, NULL);
 	json_decref(params);
 }
 
@@ -313,15 +345,16 @@ herd__slot_kill(struct slot *s, const char *why)
 {
 	if (s->state != SLOT_READY)
 		return;
-	kill_worker(s->pool, s->w);
+	kill_worker(s->host->m, s->w);
 	herd__slot_lost(s, why);
 }
 
-/* A task finished: the run of deaths without progress is over. */
+/* A task finished: the run of deaths without progress is over, for the pool and the host. */
 void
-herd__pool_progressed(struct herd_pool *p)
+herd__slot_progressed(struct slot *s)
 {
-	p->consecutive = 0;
+	s->pool->consecutive = 0;
+	s->host->deaths = 0;
 }
 
 /* A death record from herdd's event: message, signal, exit code, stderr tail. */
@@ -352,10 +385,16 @@ static void
 master_event(herd_master *m, const char *event, const char *worker_id, const char *message,
     json_t *tail, json_t *worker, void *userdata)
 {
-	struct herd_pool *p = userdata;
+	struct host *h = userdata;
+	struct herd_pool *p = h->pool;
 	struct slot *s;
 
-	if (strcmp(event, "ready") == 0 || !(s = slot_by_id(p, worker_id)))
+	/* The link is gone: host_lost() drops the host and its workers at once. */
+	if (p->multi_host && strcmp(event, "host_lost") == 0) {
+		h->lost = true;
+		return;
+	}
+	if (strcmp(event, "ready") == 0 || !(s = slot_by_id(h, worker_id)))
 		return;
 	if (s->state != SLOT_READY && s->state != SLOT_DYING)
 		return;
@@ -391,6 +430,9 @@ spawn_done(herd_master *m, int r, herd_worker *w, herd_error *err, void *userdat
 	herd_error *cerr = NULL;
 	herd_conn *conn = NULL;
 
+	/* An answer from a master its lost host dropped: the slot was reset then. */
+	if (m != s->host->m)
+		return;
 	if (p->closed || p->broken) {
 		/* Kept for the stop at close, so it ends as a normal shutdown. */
 		if (r == 0)
@@ -405,7 +447,7 @@ spawn_done(herd_master *m, int r, herd_worker *w, herd_error *err, void *userdat
 
 		/* Spawned but unreachable (its connection init failed...): it must not linger. */
 		if (w)
-			kill_worker(p, w);
+			kill_worker(m, w);
 		herd__pool_set_error(p, why);
 		p->n_deaths++;
 		slot_died(s, why);
@@ -413,6 +455,7 @@ spawn_done(herd_master *m, int r, herd_worker *w, herd_error *err, void *userdat
 		return;
 	}
 	p->n_spawns++;
+	s->host->failures = 0;
 	s->w = herd_worker_ref(w);
 	s->conn = conn;
 	s->state = SLOT_READY;
@@ -436,7 +479,7 @@ slot_spawn(struct slot *s)
 	/* herdd keeps the pool's name with the worker, for list and inspect. */
 	if (opts && json_object_set_new(opts, "name", json_string(name)) == 0 &&
 	    json_object_set_new(opts, "pool", json_string(p->name)) == 0)
-		r = herd_master_spawn_async(p->m, opts, spawn_done, s);
+		r = herd_master_spawn_async(s->host->m, opts, spawn_done, s);
 	json_decref(opts);
 	if (r < 0) {
 		p->n_deaths++;
@@ -447,20 +490,215 @@ slot_spawn(struct slot *s)
 	s->state = SLOT_SPAWNING;
 }
 
+/* ---- hosts ---- */
+
+static const char *
+host_name(const struct host *h)
+{
+	return h->address ? h->address : "herdd";
+}
+
+/* m becomes h's master; h's slots may spawn at once. */
+static void
+host_install(struct host *h, herd_master *m)
+{
+	struct herd_pool *p = h->pool;
+
+	h->m = m;
+	herd_master_on_event(m, master_event, h);
+	h->reg = (struct ep_reg){ 0 };
+	h->lost = false;
+	for (unsigned i = 0; i < p->n_slots; i++)
+		if (p->slots[i].host == h && p->slots[i].state == SLOT_IDLE)
+			p->slots[i].respawn_at = 0;
+}
+
+/* A blocking connect (the pool's creation). */
+static int
+host_connect(struct host *h, herd_error **ret_error)
+{
+	herd_master *m = NULL;
+	int r = herd_master_connect(h->address, h->pool->settings, &m, ret_error);
+
+	if (r == 0)
+		host_install(h, m);
+	return r;
+}
+
+/* h is unreachable (why): retried after a backoff, or given up after max_restarts in a row. */
+static void
+host_down(struct host *h, herd_error *why)
+{
+	struct herd_pool *p = h->pool;
+	unsigned left = 0;
+
+	h->failures++;
+	herd__pool_set_error(p, why);
+	if (h->failures < p->max_restarts) {
+		h->retry_at = herd__pool_now() + backoff_usec(h->failures + 1);
+		return;
+	}
+	h->gone = true;
+	for (unsigned i = 0; i < p->n_slots; i++)
+		if (p->slots[i].host == h)
+			p->slots[i].state = SLOT_GONE;
+	for (unsigned i = 0; i < p->n_hosts; i++)
+		left += !p->hosts[i].gone;
+	if (left == 0 && !p->broken)
+		pool_end(p,
+		    herd__error_newf(HERD_E_CONNECTION_CLOSED,
+		        "pool %s lost every host (each %u times in a row); last: %s", p->name,
+		        p->max_restarts, herd_error_message(why)));
+}
+
+/*
+ * h's link is gone: its workers are lost together, their tasks go back to
+ * the queue without a death counted against them (pool-task.c), and the
+ * host is retried. The rest of the pool carries on.
+ */
+static void
+host_lost(struct host *h, const char *why)
+{
+	struct herd_pool *p = h->pool;
+	herd_master *m = h->m;
+	herd_error *err;
+
+	if (!m)
+		return;
+	h->m = NULL;
+	h->lost = false;
+	p->n_hosts_lost++;
+	err = herd__error_newf(
+	    HERD_E_CONNECTION_CLOSED, "pool %s lost host %s (%s)", p->name, host_name(h), why);
+	for (unsigned i = 0; i < p->n_slots; i++) {
+		struct slot *s = &p->slots[i];
+
+		if (s->host != h)
+			continue;
+		if (s->state == SLOT_SPAWNING)
+			s->state = SLOT_IDLE;
+		if (s->state != SLOT_READY && s->state != SLOT_DYING)
+			continue;
+		if (!s->death)
+			s->death = herd_error_ref(err);
+		if (s->state == SLOT_READY)
+			herd__slot_lost(s, "host lost");
+		else
+			slot_bury(s);
+	}
+	/* Spawns still pending fail here; spawn_done knows them by their old master. */
+	herd_master_on_event(m, NULL, NULL);
+	herd_master_close(m);
+	herd_master_unref(m);
+	host_down(h, err);
+	herd_error_unref(err);
+}
+
+/* The connector thread: the master is handed over to the pool's thread when it is done. */
+static void *
+host_connector(void *arg)
+{
+	struct host *h = arg;
+
+	h->new_r = herd_master_connect(h->address, h->connect_settings, &h->new_m, &h->new_err);
+	__atomic_store_n(&h->connected, 1, __ATOMIC_RELEASE);
+	eventfd_write(h->pool->wake_fd, 1);
+	return NULL;
+}
+
+/*
+ * A down host's retry is due: a new link, made on a thread of its own, so
+ * that a host that does not answer (a cut network: ssh waits for its
+ * connect timeout) stalls nothing while the other hosts work.
+ */
+static void
+host_retry(struct host *h)
+{
+	struct herd_pool *p = h->pool;
+	herd_error *err;
+	int r;
+
+	h->connected = 0;
+	h->new_m = NULL;
+	h->new_err = NULL;
+	h->connect_settings = p->settings ? json_deep_copy(p->settings) : NULL;
+	r = -pthread_create(&h->connector, NULL, host_connector, h);
+	if (r == 0) {
+		h->connecting = true;
+		return;
+	}
+	json_decref(h->connect_settings);
+	h->connect_settings = NULL;
+	err = herd__error_newf(HERD_E_CONNECTION_CLOSED, "pool %s cannot reach host %s: %s",
+	    p->name, host_name(h), strerror(-r));
+	host_down(h, err);
+	herd_error_unref(err);
+}
+
+/* Waits for h's connector; returns its master (or NULL, with *ret_error when given). */
+static herd_master *
+host_join(struct host *h, herd_error **ret_error)
+{
+	herd_master *m = h->new_m;
+
+	pthread_join(h->connector, NULL);
+	h->connecting = false;
+	json_decref(h->connect_settings);
+	h->connect_settings = NULL;
+	h->new_m = NULL;
+	if (ret_error)
+		*ret_error = h->new_err;
+	else
+		herd_error_unref(h->new_err);
+	h->new_err = NULL;
+	return m;
+}
+
+/* Connectors that are done: their host is back, or down again. */
+static void
+pool_reap_connectors(struct herd_pool *p)
+{
+	eventfd_t v;
+
+	eventfd_read(p->wake_fd, &v);
+	for (unsigned i = 0; i < p->n_hosts; i++) {
+		struct host *h = &p->hosts[i];
+		herd_error *err = NULL;
+		herd_master *m;
+
+		if (!h->connecting || !__atomic_load_n(&h->connected, __ATOMIC_ACQUIRE))
+			continue;
+		m = host_join(h, &err);
+		if (m) {
+			host_install(h, m);
+			continue;
+		}
+		if (!err)
+			err = herd__error_newf(HERD_E_CONNECTION_CLOSED,
+			    "pool %s cannot reach host %s", p->name, host_name(h));
+		host_down(h, err);
+		herd_error_unref(err);
+	}
+}
+
 /* ---- the engine ---- */
 
-/* Slot timers: respawns due, deaths herdd has not explained in time. */
+/* Timers: host retries, respawns due, deaths herdd has not explained in time. */
 static void
 pool_timers(struct herd_pool *p)
 {
 	uint64_t now = herd__pool_now();
 
+	for (unsigned i = 0; i < p->n_hosts && !p->closed && !p->broken; i++)
+		if (!p->hosts[i].m && !p->hosts[i].gone && !p->hosts[i].connecting &&
+		    now >= p->hosts[i].retry_at)
+			host_retry(&p->hosts[i]);
 	for (unsigned i = 0; i < p->n_slots && !p->closed; i++) {
 		struct slot *s = &p->slots[i];
 
 		if (s->state == SLOT_DYING && now >= s->dying_deadline)
 			slot_bury(s);
-		else if (s->state == SLOT_IDLE && !p->broken && now >= s->respawn_at)
+		else if (s->state == SLOT_IDLE && !p->broken && s->host->m && now >= s->respawn_at)
 			slot_spawn(s);
 	}
 }
@@ -477,10 +715,47 @@ conn_drain(herd_conn *conn)
 	return r < 0 ? r : progress;
 }
 
+/* Processes every host's master connection; a lost one is the pool's end, or with "hosts" the host's. */
+static int
+pool_drain_hosts(struct herd_pool *p)
+{
+	int r, progress = 0;
+
+	for (unsigned i = 0; i < p->n_hosts; i++) {
+		struct host *h = &p->hosts[i];
+
+		if (!h->m)
+			continue;
+		r = conn_drain(herd_master_get_conn(h->m));
+		progress |= r > 0;
+		if (r < 0 && p->multi_host) {
+			host_lost(h, "its link is gone");
+			progress = 1;
+		} else if (r < 0 && !p->broken) {
+			herd_error *err = herd__error_newf(HERD_E_CONNECTION_CLOSED,
+			    "pool %s lost its connection to herdd", p->name);
+
+			p->consecutive = p->max_restarts;
+			pool_give_up(p, err);
+			herd_error_unref(err);
+		}
+	}
+	return progress;
+}
+
+/* Hosts whose master reported host_lost while connections were processed. */
+static void
+pool_drop_lost_hosts(struct herd_pool *p)
+{
+	for (unsigned i = 0; i < p->n_hosts; i++)
+		if (p->hosts[i].lost)
+			host_lost(&p->hosts[i], "host_lost");
+}
+
 HERD_EXPORT int
 herd_pool_process(herd_pool *p)
 {
-	int r, progress = 0;
+	int progress;
 
 	if (!p)
 		return -EINVAL;
@@ -490,19 +765,12 @@ herd_pool_process(herd_pool *p)
 		return 0;
 	p->processing++;
 	herd_pool_ref(p);
-	r = conn_drain(herd_master_get_conn(p->m));
-	if (r < 0 && !p->broken) {
-		herd_error *err = herd__error_newf(
-		    HERD_E_CONNECTION_CLOSED, "pool %s lost its connection to herdd", p->name);
-
-		p->consecutive = p->max_restarts;
-		pool_give_up(p, err);
-		herd_error_unref(err);
-	}
-	progress |= r > 0;
+	progress = pool_drain_hosts(p);
 	for (unsigned i = 0; i < p->n_slots; i++)
 		if (p->slots[i].conn)
 			progress |= conn_drain(p->slots[i].conn) > 0;
+	pool_drop_lost_hosts(p);
+	pool_reap_connectors(p);
 	pool_timers(p);
 	herd__pool_dispatch(p);
 	herd__pool_check_jobs(p);
@@ -548,8 +816,14 @@ herd_pool_get_timeout(herd_pool *p, uint64_t *ret_usec)
 		return -ENOTCONN;
 	if (p->kick)
 		t = 0;
-	if (herd_conn_get_timeout(herd_master_get_conn(p->m), &c) == 0)
-		t = min_u64(t, c);
+	for (unsigned i = 0; i < p->n_hosts; i++) {
+		struct host *h = &p->hosts[i];
+
+		if (h->m && herd_conn_get_timeout(herd_master_get_conn(h->m), &c) == 0)
+			t = min_u64(t, c);
+		if (!h->m && !h->gone && !h->connecting && !p->broken)
+			t = min_u64(t, h->retry_at);
+	}
 	for (unsigned i = 0; i < p->n_slots; i++) {
 		struct slot *s = &p->slots[i];
 
@@ -557,7 +831,7 @@ herd_pool_get_timeout(herd_pool *p, uint64_t *ret_usec)
 			t = min_u64(t, c);
 		if (s->state == SLOT_DYING)
 			t = min_u64(t, s->dying_deadline);
-		if (s->state == SLOT_IDLE && !p->broken)
+		if (s->state == SLOT_IDLE && !p->broken && s->host->m)
 			t = min_u64(t, s->respawn_at);
 	}
 	*ret_usec = t;
@@ -636,35 +910,73 @@ pool_wait_first(struct herd_pool *p)
 	return p->broken ? -EIO : 0;
 }
 
+/*
+ * Connects to every host. Without "hosts" a failure is the pool's; with
+ * it, a host that cannot be reached is retried later, unless none can.
+ */
+static int
+hosts_connect(struct herd_pool *p, herd_error **ret_error)
+{
+	herd_error *first = NULL;
+	unsigned up = 0;
+	int r, first_r = 0;
+
+	for (unsigned i = 0; i < p->n_hosts; i++) {
+		herd_error *err = NULL;
+
+		r = host_connect(&p->hosts[i], &err);
+		if (r == 0) {
+			up++;
+			continue;
+		}
+		if (!first_r) {
+			first_r = r;
+			first = herd_error_ref(err);
+		}
+		if (!err)
+			err = herd__error_newf(HERD_E_CONNECTION_CLOSED,
+			    "pool %s cannot reach host %s: %s", p->name, host_name(&p->hosts[i]),
+			    strerror(-r));
+		host_down(&p->hosts[i], err);
+		herd_error_unref(err);
+	}
+	if (up == 0 && ret_error)
+		*ret_error = herd_error_ref(first);
+	herd_error_unref(first);
+	return up ? 0 : first_r;
+}
+
 static int
 pool_setup(struct herd_pool *p, json_t *spawn_opts, json_t *pool_opts, herd_error **ret_error)
 {
 	static unsigned pool_seq;
 	const char *socket;
-	json_t *settings;
+	json_t *settings, *hosts;
 	int r;
 
-	r = pool_options(p, pool_opts, &socket, &settings);
+	r = pool_options(p, pool_opts, &socket, &settings, &hosts);
 	if (r == 0)
 		r = pool_spawn_opts(p, spawn_opts);
 	if (r < 0)
 		return r;
 	p->slots = calloc(p->n_slots, sizeof(*p->slots));
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (!p->slots || p->epfd < 0)
+	p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!p->slots || p->epfd < 0 || p->wake_fd < 0 ||
+	    epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->wake_fd,
+	        &(struct epoll_event){ .events = EPOLLIN, .data.fd = p->wake_fd }) < 0)
 		return -ENOMEM;
 	snprintf(p->key_prefix, sizeof(p->key_prefix), "%d.%u", (int)getpid(),
 	    __atomic_add_fetch(&pool_seq, 1, __ATOMIC_RELAXED));
-	r = herd_master_connect(socket, settings, &p->m, ret_error);
-	if (r < 0)
-		return r;
-	herd_master_on_event(p->m, master_event, p);
-	for (unsigned i = 0; i < p->n_slots; i++) {
-		p->slots[i].pool = p;
-		p->slots[i].idx = i;
-		slot_spawn(&p->slots[i]);
-	}
-	return 0;
+	p->settings = json_incref(settings);
+	for (unsigned i = 0, k = 0; i < p->n_hosts; i++)
+		for (unsigned j = 0; j < p->hosts[i].workers; j++, k++)
+			p->slots[k] = (struct slot){ .pool = p, .host = &p->hosts[i], .idx = k };
+	r = hosts_connect(p, ret_error);
+	for (unsigned i = 0; r == 0 && i < p->n_slots; i++)
+		if (p->slots[i].host->m)
+			slot_spawn(&p->slots[i]);
+	return r;
 }
 
 HERD_EXPORT int
@@ -682,6 +994,7 @@ herd_pool_new(json_t *spawn_opts, json_t *pool_opts, herd_pool **ret, herd_error
 		return -ENOMEM;
 	p->n_ref = 1;
 	p->epfd = -1;
+	p->wake_fd = -1;
 	r = pool_setup(p, spawn_opts, pool_opts, ret_error);
 	if (r == 0)
 		r = pool_wait_first(p);
@@ -704,9 +1017,12 @@ pool_free(struct herd_pool *p)
 {
 	pool_close(p);
 	herd__pool_forget_jobs(p);
-	herd_master_unref(p->m);
+	herd__pool_hosts_free(p);
+	json_decref(p->settings);
 	if (p->epfd >= 0)
 		close(p->epfd);
+	if (p->wake_fd >= 0)
+		close(p->wake_fd);
 	free(p->slots);
 	free(p->spare_batch);
 	json_decref(p->spawn_opts);
@@ -721,19 +1037,46 @@ HERD__DEFINE_REF_UNREF(herd_pool, herd_pool, pool_free)
 static void
 stop_done(herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *err, void *ud)
 {
-	struct herd_pool *p = ud;
+	struct host *h = ud;
 
-	p->stops_pending--;
+	h->stops_pending--;
 }
 
-/* Asks herdd to stop every worker still up and waits for its answers. */
+/* Processes h's master until pending() is false or the deadline passes. */
 static void
-pool_stop_workers(struct herd_pool *p)
+host_wait(struct host *h, bool (*pending)(struct host *), uint64_t deadline)
 {
-	herd_conn *mc = herd_master_get_conn(p->m);
-	uint64_t deadline = herd__deadline(CLOSE_WAIT_USEC);
-	bool spawning = true;
+	herd_conn *mc = herd_master_get_conn(h->m);
 	int r;
+
+	while (pending(h) && herd__now_usec() < deadline) {
+		r = herd_conn_process(mc);
+		if (r < 0 ||
+		    (r == 0 && pending(h) && herd_conn_wait(mc, deadline - herd__now_usec()) < 0))
+			break;
+	}
+}
+
+static bool
+host_spawning(struct host *h)
+{
+	for (unsigned i = 0; i < h->pool->n_slots; i++)
+		if (h->pool->slots[i].host == h && h->pool->slots[i].state == SLOT_SPAWNING)
+			return true;
+	return false;
+}
+
+static bool
+host_stopping(struct host *h)
+{
+	return h->stops_pending > 0;
+}
+
+/* Asks h's herdd to stop every worker of the pool still up there and waits for its answers. */
+static void
+host_stop_workers(struct host *h, uint64_t deadline)
+{
+	struct herd_pool *p = h->pool;
 
 	/*
 	 * Spawns in flight answer first: their workers are stopped like the others.
@@ -741,20 +1084,13 @@ pool_stop_workers(struct herd_pool *p)
 	 * connects to its worker (a nested blocking call), which can leave the next
 	 * answer read but not dispatched, and the socket would then stay quiet.
 	 */
-	while (spawning && herd__now_usec() < deadline) {
-		spawning = false;
-		for (unsigned i = 0; i < p->n_slots; i++)
-			spawning |= p->slots[i].state == SLOT_SPAWNING;
-		if (!spawning)
-			break;
-		r = herd_conn_process(mc);
-		if (r < 0 || (r == 0 && herd_conn_wait(mc, deadline - herd__now_usec()) < 0))
-			break;
-	}
+	host_wait(h, host_spawning, deadline);
 	for (unsigned i = 0; i < p->n_slots; i++) {
 		struct slot *s = &p->slots[i];
 		json_t *params;
 
+		if (s->host != h)
+			continue;
 		if (s->conn) {
 			herd_conn *c = s->conn;
 
@@ -766,18 +1102,43 @@ pool_stop_workers(struct herd_pool *p)
 		if (s->w) {
 			params = json_pack("{s:s}", "id", herd_worker_id(s->w));
 			if (params &&
-			    herd_master_request_async(p->m, "shutdown", params, stop_done, p) == 0)
-				p->stops_pending++;
+			    herd_master_request_async(h->m, "shutdown", params, stop_done, h) == 0)
+				h->stops_pending++;
 			json_decref(params);
 			s->w = herd_worker_unref(s->w);
 		}
 		s->state = SLOT_GONE;
 	}
-	while (p->stops_pending > 0 && herd__now_usec() < deadline) {
-		if (herd_conn_process(mc) < 0)
-			break;
-		if (p->stops_pending > 0 && herd_conn_wait(mc, deadline - herd__now_usec()) < 0)
-			break;
+	host_wait(h, host_stopping, deadline);
+}
+
+/* Stops the workers on every host still up, then closes the hosts' masters. */
+static void
+pool_stop_workers(struct herd_pool *p)
+{
+	uint64_t deadline = herd__deadline(CLOSE_WAIT_USEC);
+
+	for (unsigned i = 0; i < p->n_hosts; i++) {
+		/* A reconnect under way ends first (at most its connect timeout): nothing runs there yet. */
+		if (p->hosts[i].connecting) {
+			herd_master *m = host_join(&p->hosts[i], NULL);
+
+			herd_master_close(m);
+			herd_master_unref(m);
+		}
+		if (p->hosts[i].m)
+			host_stop_workers(&p->hosts[i], deadline);
+	}
+	for (unsigned i = 0; i < p->n_slots; i++) {
+		/* Workers of a host that is down: their link took them. */
+		p->slots[i].w = herd_worker_unref(p->slots[i].w);
+		p->slots[i].state = SLOT_GONE;
+	}
+	for (unsigned i = 0; i < p->n_hosts; i++) {
+		if (p->hosts[i].m) {
+			herd_master_on_event(p->hosts[i].m, NULL, NULL);
+			herd_master_close(p->hosts[i].m);
+		}
 	}
 }
 
@@ -804,11 +1165,7 @@ pool_close(struct herd_pool *p)
 		herd_error_unref(p->slots[i].death);
 		p->slots[i].death = NULL;
 	}
-	if (p->m) {
-		pool_stop_workers(p);
-		herd_master_on_event(p->m, NULL, NULL);
-		herd_master_close(p->m);
-	}
+	pool_stop_workers(p);
 }
 
 HERD_EXPORT int
@@ -824,7 +1181,7 @@ herd_pool_close(herd_pool *p)
 
 /* ---- getters ---- */
 
-HERD__DEFINE_GETTER(herd_pool_get_master, herd_pool, herd_master *, p->m, NULL)
+HERD__DEFINE_GETTER(herd_pool_get_master, herd_pool, herd_master *, p->hosts[0].m, NULL)
 HERD__DEFINE_GETTER(herd_pool_last_error, herd_pool, herd_error *, p->last_error, NULL)
 HERD__DEFINE_GETTER(herd_pool_size, herd_pool, int, (int)p->n_slots, -EINVAL)
 
@@ -847,3 +1204,16 @@ herd_pool_worker_pids(herd_pool *p, pid_t *pids, size_t max)
 
 HERD__DEFINE_GETTER(herd_pool_deaths, herd_pool, uint64_t, p->n_deaths, 0)
 HERD__DEFINE_GETTER(herd_pool_spawns, herd_pool, uint64_t, p->n_spawns, 0)
+HERD__DEFINE_GETTER(herd_pool_hosts_lost, herd_pool, uint64_t, p->n_hosts_lost, 0)
+
+HERD_EXPORT int
+herd_pool_hosts_up(herd_pool *p)
+{
+	int n = 0;
+
+	if (!p)
+		return -EINVAL;
+	for (unsigned i = 0; i < p->n_hosts; i++)
+		n += p->hosts[i].m != NULL;
+	return n;
+}

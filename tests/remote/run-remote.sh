@@ -73,18 +73,27 @@ case $kind in
 ssh)
 	seq 1 100 | sed 's/.*/{"n":&}/' |
 		herdctl --socket ssh://herd-h1 map -j 2 -- "$HERD_TESTWORKER" sum >"$tmp/out"
+	# One pool over the three hosts, two workers each.
+	seq 1 100 | sed 's/.*/{"n":&}/' |
+		herdctl map --hosts ssh://herd-h1=2,ssh://herd-h2=2,ssh://herd-h3=2 \
+			-- "$HERD_TESTWORKER" sum >"$tmp/out-hosts"
 	;;
 slurm)
 	(cd "$tmp" && sbatch --wait "$src/examples/map.sbatch" >/dev/null)
 	mv "$tmp/herd-map.out" "$tmp/out"
+	# --hosts slurm: every node of a three-node allocation.
+	(cd "$tmp" && sbatch --wait "$src/examples/map-hosts.sbatch" >/dev/null)
+	mv "$tmp/herd-map-hosts.out" "$tmp/out-hosts"
 	;;
 esac
-if [ "$(cat "$tmp/out")" != "$expected" ]; then
-	echo "FAIL: the README's $kind map gave:" >&2
-	head -5 "$tmp/out" >&2
-	exit 1
-fi
-echo "README's $kind map: 100 exact results"
+for out in out out-hosts; do
+	if [ "$(cat "$tmp/$out")" != "$expected" ]; then
+		echo "FAIL: the README's $kind map ($out) gave:" >&2
+		head -5 "$tmp/$out" >&2
+		exit 1
+	fi
+done
+echo "README's $kind maps (one host, then a pool over every host): 100 exact results each"
 
 # The link's cost beside the bare transport (figures printed, not judged):
 # a call's round trip vs a line echoed by cat over the same ssh, a remote
@@ -93,4 +102,8 @@ bench=$(dirname "$test_remote")/../../bench/remote-bench
 if [ "$kind" = ssh ] && [ -x "$bench" ]; then
 	"$bench" rtt ssh://herd-h1 "$HERD_TESTWORKER" 1000
 	"$bench" spawn ssh://herd-h1 "$HERD_TESTWORKER" 3
+	# A pool over the three hosts against one host, two workers each: tasks
+	# that wait (the hosts add workers) and tiny ones (the link's cost).
+	"$bench" pool "$HERD_REMOTE_HOSTS" "$HERD_TESTWORKER" sleep '{"ms":5}' 600 2
+	"$bench" pool "$HERD_REMOTE_HOSTS" "$HERD_TESTWORKER" echo '{"x":1}' 20000 2
 fi

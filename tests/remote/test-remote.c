@@ -24,6 +24,8 @@
 
 #include <check.h>
 
+#include <herd/pool.h>
+
 #include "example-worker.h"
 #include "ht-example.h"
 
@@ -587,6 +589,331 @@ START_TEST(test_network_cut)
 }
 END_TEST
 
+/* ---- pools over hosts ---- */
+
+#define POOL_WORKERS_PER_HOST 2
+
+/* The "hosts" option over every host of the test, two workers each. */
+static json_t *
+pool_hosts(void)
+{
+	json_t *a = json_array();
+
+	for (int i = 0; i < n_hosts; i++)
+		json_array_append_new(a,
+		    json_pack("{s:s, s:i}", "address", hosts[i], "workers", POOL_WORKERS_PER_HOST));
+	return a;
+}
+
+struct map_watch;
+static void pool_hosts_back_ok(herd_pool *p, struct map_watch *w, int timeout_ms);
+
+/* A pool of the example worker over every host, or the test fails. */
+static herd_pool *
+remote_pool_ok(void)
+{
+	json_t *spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
+	json_t *opts = json_pack("{s:o, s:o, s:s}", "hosts", pool_hosts(), "settings",
+	    short_heartbeats(), "name", "remote-pool");
+	herd_error *err = NULL;
+	herd_pool *p = NULL;
+	int r = herd_pool_new(spawn, opts, &p, &err);
+
+	ck_assert_msg(r == 0, "pool: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
+	ck_assert_int_eq(herd_pool_size(p), POOL_WORKERS_PER_HOST * n_hosts);
+	/* A host that did not answer in time (a Slurm step queued) is retried: wait for it. */
+	pool_hosts_back_ok(p, NULL, ht_ms(30000));
+	herd_error_unref(err);
+	json_decref(spawn);
+	json_decref(opts);
+	return p;
+}
+
+/*
+ * A map's watch: its input ({"n":0..}: n tasks, and with until_lost as
+ * many more as it takes for the pool to see a host lost, then 1000), what
+ * its task callback saw, and the blow (act) it strikes after kill_at results.
+ */
+struct map_watch {
+	herd_pool *p;
+	size_t n, fed, fed_at_loss;
+	bool until_lost;
+	size_t seen, kill_at;
+	void (*act)(struct map_watch *w);
+	pid_t herdd;
+	int64_t t_kill, t_noticed, t_back;
+};
+
+static json_t *
+map_watch_next(void *ud)
+{
+	struct map_watch *w = ud;
+
+	if (w->until_lost && !w->fed_at_loss && herd_pool_hosts_lost(w->p) > 0)
+		w->fed_at_loss = w->fed;
+	if (w->fed >= w->n &&
+	    (!w->until_lost || (w->fed_at_loss && w->fed >= w->fed_at_loss + 1000)))
+		return NULL;
+	return json_pack("{s:I}", "n", (json_int_t)w->fed++);
+}
+
+/* SIGKILLs the pool's first host's herdd. */
+static void
+kill_herdd(struct map_watch *w)
+{
+	ck_assert_int_eq(kill(w->herdd, SIGKILL), 0);
+}
+
+/* Results in input order, each exact (sum of 0..i-1); kills the herdd at kill_at. */
+static void
+map_watch_task(herd_job *job, size_t index, int r, json_t *result, herd_error *err, void *ud)
+{
+	struct map_watch *w = ud;
+
+	ck_assert_msg(r == 0, "task %zu: %s", index, err ? herd_error_message(err) : "-");
+	ck_assert_uint_eq(index, w->seen);
+	ck_assert_int_eq(
+	    json_integer_value(result), (json_int_t)index * ((json_int_t)index - 1) / 2);
+	if (++w->seen == w->kill_at && w->act) {
+		w->act(w);
+		w->t_kill = ht_now_ms();
+	}
+	if (w->t_kill && !w->t_noticed && herd_pool_hosts_lost(w->p) > 0)
+		w->t_noticed = ht_now_ms();
+	if (w->t_noticed && !w->t_back && herd_pool_hosts_up(w->p) == n_hosts)
+		w->t_back = ht_now_ms();
+}
+
+/* sum over w's input on the pool: every result exact and seen once, in order. */
+static void
+pool_map_ok(herd_pool *p, struct map_watch *w)
+{
+	herd_job *job = NULL;
+	int r;
+
+	w->p = p;
+	ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP, "sum", &job), 0);
+	ck_assert_int_eq(herd_job_set_iter(job, map_watch_next, w), 0);
+	ck_assert_int_eq(herd_job_on_task(job, map_watch_task, w), 0);
+	r = herd_job_wait(job, HT_USEC(60000), NULL);
+	ck_assert_msg(r == 0, "map: %s (%s)", strerror(-r),
+	    herd_job_error(job) ? herd_error_message(herd_job_error(job)) : "-");
+	ck_assert_uint_eq(w->seen, w->fed);
+	ck_assert_uint_ge(w->seen, w->n);
+	herd_job_unref(job);
+}
+
+/* Runs the pool until every host is up (w->t_back, unless w is NULL or the map saw it). */
+static void
+pool_hosts_back_ok(herd_pool *p, struct map_watch *w, int timeout_ms)
+{
+	int64_t deadline = ht_now_ms() + timeout_ms;
+
+	while (herd_pool_hosts_up(p) < n_hosts && ht_now_ms() < deadline) {
+		ck_assert_int_ge(herd_pool_process(p), 0);
+		ck_assert_int_ge(herd_pool_wait(p, 100 * 1000), 0);
+	}
+	ck_assert_int_eq(herd_pool_hosts_up(p), n_hosts);
+	if (w && !w->t_back)
+		w->t_back = ht_now_ms();
+}
+
+/* A pool over every host: workers on each, one map with exact results. */
+START_TEST(test_pool_over_hosts)
+{
+	struct map_watch w = { .n = 3000 };
+	herd_pool *p = remote_pool_ok();
+
+	pool_map_ok(p, &w);
+	ck_assert_uint_eq(herd_pool_hosts_lost(p), 0);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+}
+END_TEST
+
+/*
+ * Host 1's herdd SIGKILLed mid-map: its workers are lost together, their
+ * tasks run elsewhere, every result is still exact and seen once, the pool
+ * counts the lost host and brings it back (a new herdd there).
+ */
+START_TEST(test_pool_host_killed)
+{
+	struct map_watch w = { .n = 2000, .until_lost = true, .kill_at = 500, .act = kill_herdd };
+	herd_pool *p = remote_pool_ok();
+	herd_master *m = herd_pool_get_master(p);
+
+	w.herdd = (pid_t)json_integer_value(json_object_get(herd_master_get_server_info(m), "pid"));
+	ck_assert_int_gt(w.herdd, 0);
+	ht_track_pid(w.herdd);
+	pool_map_ok(p, &w);
+	ck_assert_int_ne(w.t_kill, 0);
+	ck_assert_int_eq(ht_wait_pid_gone(w.herdd, ht_ms(HB_TIMEOUT_MS + 1000)), 0);
+	/* Slurm may hold the node's CPUs until the killed step is cleaned up (KillWait). */
+	pool_hosts_back_ok(p, &w, ht_ms(30000));
+	ck_assert_uint_ge(herd_pool_hosts_lost(p), 1);
+	ck_assert_ptr_nonnull(herd_pool_last_error(p));
+	ck_assert_msg(strstr(herd_error_message(herd_pool_last_error(p)), "lost host") != NULL,
+	    "last error: %s", herd_error_message(herd_pool_last_error(p)));
+	printf("pool: herdd of %s SIGKILLed after %zu results: lost host seen %lld ms later, "
+	       "back (all %d hosts up) after %lld ms; map of %zu exact\n",
+	    hosts[0], w.kill_at, (long long)(w.t_noticed ? w.t_noticed - w.t_kill : -1), n_hosts,
+	    (long long)(w.t_back - w.t_kill), w.seen);
+	/* The host is back in service: a second map over every host. */
+	w = (struct map_watch){ .n = 1000 };
+	pool_map_ok(p, &w);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+}
+END_TEST
+
+/* Cuts host 1's network (ssh-hosts.sh cut 1). */
+static void
+cut_host(struct map_watch *w)
+{
+	testbed_ok("cut");
+}
+
+/*
+ * Host 1's network cut mid-map: only heartbeats tell. The other hosts
+ * carry on while host 1 is retried (each try on a thread, so a connect
+ * that hangs stalls nothing); every result is exact, and once the network
+ * is back the host rejoins.
+ */
+START_TEST(test_pool_host_cut)
+{
+	struct map_watch w = { .n = 2000, .until_lost = true, .kill_at = 500, .act = cut_host };
+	herd_pool *p;
+
+	if (!getenv("HERD_TESTBED_SSH")) {
+		printf("pool network cut: skipped (no ssh testbed: HERD_TESTBED_SSH is unset)\n");
+		return;
+	}
+	p = remote_pool_ok();
+	pool_map_ok(p, &w);
+	ck_assert_uint_ge(herd_pool_hosts_lost(p), 1);
+	ck_assert_int_lt(herd_pool_hosts_up(p), n_hosts);
+	testbed_ok("heal");
+	pool_hosts_back_ok(p, &w, ht_ms(20000));
+	printf("pool: %s cut after %zu results: lost host seen %lld ms later (heartbeat timeout "
+	       "%d ms), map of %zu exact on the other hosts; back %lld ms after the cut, once "
+	       "healed\n",
+	    hosts[0], w.kill_at, (long long)(w.t_noticed ? w.t_noticed - w.t_kill : -1),
+	    HB_TIMEOUT_MS, w.seen, (long long)(w.t_back - w.t_kill));
+	w = (struct map_watch){ .n = 1000 };
+	pool_map_ok(p, &w);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+}
+END_TEST
+
+/* A stand-in srun: notes the node it is asked for, then runs the command (herdd --stdio) here. */
+static const char fake_srun[] =
+    "#!/bin/sh\n"
+    "for a; do case $a in --nodelist=*) echo \"${a#--nodelist=}\" >>\"$HERD_FAKE_SRUN_LOG\";; "
+    "esac; done\n"
+    "shift $(($# - 2))\n"
+    "exec \"$@\"\n";
+
+/*
+ * "hosts": ["slurm"] inside an allocation: every node of
+ * $SLURM_JOB_NODELIST (bracket ranges with their zero padding), with
+ * $SLURM_CPUS_ON_NODE workers each. The real thing runs on the Slurm test
+ * bed (map-hosts.sbatch); here a stand-in srun runs each node's herdd on
+ * this machine, so the plain suite checks the list and the pool over it.
+ */
+START_TEST(test_pool_slurm_nodelist)
+{
+	json_t *spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
+	json_t *opts = json_pack("{s:[s]}", "hosts", "slurm");
+	struct map_watch w = { .n = 300 };
+	char dir[256], path[512], log[512], env[1024], nodes[64] = "";
+	herd_error *err = NULL;
+	herd_pool *p = NULL;
+	FILE *f;
+	int r;
+
+	if (getenv("HERD_REMOTE_HOSTS") || !getenv("HERDD")) {
+		printf(
+		    "pool over a Slurm nodelist, stand-in srun: skipped (real hosts under test)\n");
+		return;
+	}
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/srun", dir);
+	snprintf(log, sizeof(log), "%s/nodes", dir);
+	f = fopen(path, "we");
+	ck_assert_ptr_nonnull(f);
+	fputs(fake_srun, f);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(chmod(path, 0755), 0);
+	snprintf(env, sizeof(env), "%s:%s", dir, getenv("PATH"));
+	/* This test runs in a child of its own (check's fork mode): the environment is its own. */
+	ck_assert_int_eq(setenv("PATH", env, 1), 0);
+	ck_assert_int_eq(setenv("HERD_FAKE_SRUN_LOG", log, 1), 0);
+	ck_assert_int_eq(setenv("HERD_REMOTE_HERDD", getenv("HERDD"), 1), 0);
+	ck_assert_int_eq(setenv("SLURM_JOB_NODELIST", "x[09-10],y", 1), 0);
+	ck_assert_int_eq(setenv("SLURM_CPUS_ON_NODE", "2", 1), 0);
+	r = herd_pool_new(spawn, opts, &p, &err);
+	ck_assert_msg(r == 0, "pool: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
+	ck_assert_int_eq(herd_pool_size(p), 6);
+	ck_assert_int_eq(herd_pool_hosts_up(p), 3);
+	pool_map_ok(p, &w);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+	f = fopen(log, "re");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_gt(fread(nodes, 1, sizeof(nodes) - 1, f), 0);
+	fclose(f);
+	ck_assert_str_eq(nodes, "x09\nx10\ny\n");
+	herd_error_unref(err);
+	json_decref(spawn);
+	json_decref(opts);
+}
+END_TEST
+
+/*
+ * herdctl map --hosts over every host, two workers each: 100 lines, 100
+ * exact results in order (run-remote.sh runs the README's own command on
+ * the testbeds).
+ */
+START_TEST(test_herdctl_map_hosts)
+{
+	const char *herdctl = getenv("HERDCTL"), *worker = getenv("HERD_TESTWORKER");
+	const char *argv[] = { "/bin/sh", "-c", NULL, NULL };
+	char *list = NULL, *cmd = NULL, *out = NULL, *err = NULL, *want = NULL, *tmp;
+	int r;
+
+	ck_assert_ptr_nonnull(herdctl);
+	ck_assert_ptr_nonnull(worker);
+	for (int i = 0; i < n_hosts; i++) {
+		ck_assert_int_gt(
+		    asprintf(&tmp, "%s%s%s=2", list ? list : "", list ? "," : "", hosts[i]), 0);
+		free(list);
+		list = tmp;
+	}
+	ck_assert_int_gt(
+	    asprintf(&cmd,
+	        "seq 1 100 | sed 's/.*/{\"n\":&}/' | \"%s\" map --hosts '%s' -- '%s' sum", herdctl,
+	        list, worker),
+	    0);
+	argv[2] = cmd;
+	/* On Slurm each host is a job that may queue behind the last test's steps. */
+	r = ht_run(argv, &out, &err, ht_ms(100000));
+	ck_assert_msg(r == 0, "herdctl map --hosts: status %d, stderr: %s", r, err ? err : "");
+	want = strdup("");
+	for (int n = 1; n <= 100; n++) {
+		ck_assert_int_gt(asprintf(&tmp, "%s%d\n", want, n * (n - 1) / 2), 0);
+		free(want);
+		want = tmp;
+	}
+	ck_assert_str_eq(out, want);
+	free(list);
+	free(cmd);
+	free(out);
+	free(err);
+	free(want);
+}
+END_TEST
+
 int
 main(int argc, char **argv)
 {
@@ -596,7 +923,9 @@ main(int argc, char **argv)
 		.teardown = ht_client_teardown,
 		.tests = { test_kinds_on_every_host, test_master_killed, test_launcher_killed,
 		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
-		    test_ship_executable, test_network_cut, test_ssh_command_line } };
+		    test_ship_executable, test_network_cut, test_ssh_command_line,
+		    test_pool_over_hosts, test_pool_host_killed, test_pool_host_cut,
+		    test_pool_slurm_nodelist, test_herdctl_map_hosts } };
 
 	hosts_load();
 	if (n_hosts == 0) {

@@ -10,7 +10,7 @@
 #   meson install, cc ... $(pkg-config ...)        tests/install (install-pkgconfig,
 #                                                  with DESTDIR: no system change)
 #   herdctl --socket ssh://..., sbatch map.sbatch  tests/remote (run-remote.sh, on
-#                                                  the ssh and Slurm test beds)
+#   herdctl map --hosts ..., map-hosts.sbatch      the ssh and Slurm test beds)
 set -eu
 cd "$(dirname "$0")/../.."
 

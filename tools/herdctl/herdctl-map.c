@@ -210,6 +210,26 @@ find_exe(const char *exe)
 	return NULL;
 }
 
+/* --hosts A,B=4,slurm: the pool's "hosts", one string each (herd/pool.h reads them). */
+static int
+map_hosts(json_t *popts, const char *list)
+{
+	json_t *hosts;
+	const char *s;
+
+	if (!list)
+		return 0;
+	hosts = json_array();
+	for (s = list; hosts && *s;) {
+		size_t len = strcspn(s, ",");
+
+		if (len && json_array_append_new(hosts, json_stringn(s, len)) < 0)
+			break;
+		s += len + (s[len] == ',');
+	}
+	return json_object_set_new(popts, "hosts", hosts) < 0 ? -ENOMEM : 0;
+}
+
 /*
  * The pool, from map's options (params) under herd_pool_new's names. Its
  * own connections never time out for silence (the iterator may block on a
@@ -243,6 +263,8 @@ map_pool(struct ctl *c, json_t *params, char *exe, char **args, herd_pool **ret)
 	}
 	if (popts && c->socket && json_object_set_new(popts, "socket", json_string(c->socket)) < 0)
 		r = -ENOMEM;
+	if (popts && r == 0)
+		r = map_hosts(popts, json_string_value(json_object_get(params, "hosts")));
 	if (r == 0)
 		r = spawn && popts ? herd_pool_new(spawn, popts, ret, &err) : -ENOMEM;
 	if (r < 0)
@@ -281,6 +303,11 @@ map_run(herd_pool *p, struct map *m, const char *function)
 		ctl_error("error", "reading stdin: %s", strerror(m->read_errno));
 		return EXIT_FAILURE;
 	}
+	if (herd_pool_hosts_lost(p) > 0)
+		fprintf(stderr,
+		    "herdctl: map: %llu host losses on the way, their tasks ran again (last: %s)\n",
+		    (unsigned long long)herd_pool_hosts_lost(p),
+		    herd_pool_last_error(p) ? herd_error_message(herd_pool_last_error(p)) : "-");
 	if (r == 0 && m->failed)
 		ctl_error(
 		    "failed", "%llu of %zu tasks failed", (unsigned long long)m->failed, m->n_read);

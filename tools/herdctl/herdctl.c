@@ -388,6 +388,11 @@ static const struct ctl_opt map_opts[] = {
 	    "faster in batches",
 	    ctl_opt_int, 0, 65536 },
 	{ "name", 0, "NAME", "the pool's name in list (default map-PID)", ctl_opt_string, 0, 0 },
+	{ "hosts", 'H', "ADDR[=N],...",
+	    "workers on these herdds (ssh://, slurm://...),\nN on each (default -j, else the "
+	    "CPUs);\n"
+	    "\"slurm\": every node of the Slurm allocation",
+	    ctl_opt_string, 0, 0 },
 	{ "help", 'h', NULL, "this command's help", ctl_opt_true, 0, 0 },
 	{ 0 },
 };

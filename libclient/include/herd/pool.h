@@ -96,8 +96,38 @@ typedef struct herd_job herd_job;
  *   "name"            the pool's name, the prefix of its workers' names
  *                     (default: the program's name and "-pool");
  *   "socket"          herdd's socket (default as herd_master_connect());
+ *   "hosts"           the herdds to spawn on instead of "socket", an array
+ *                     of host addresses (ssh://, slurm://, exec:, a socket
+ *                     path; herd_master_connect()), each a string "ADDRESS"
+ *                     or "ADDRESS=N" (N workers there; "=N" only at the very
+ *                     end, so ssh://h1:2222=4 is port 2222 with 4 workers)
+ *                     or an object {"address": A, "workers": N}. A host
+ *                     without N gets "workers", else this machine's CPUs.
+ *                     The string "slurm" (or "slurm=N") stands for every
+ *                     node of the Slurm allocation this process runs in
+ *                     ($SLURM_JOB_NODELIST, "n[1-3],m5": one bracket group
+ *                     a name), with $SLURM_CPUS_ON_NODE workers unless N or
+ *                     "workers" says otherwise;
  *   "settings"        RPC settings for the pool's connections.
  * Unknown members are refused (-EINVAL).
+ *
+ * Hosts. With "hosts" the pool keeps one master connection per host and
+ * spreads its workers over them ("workers" is then the count of each host
+ * that names none, and herd_pool_size() the total); a worker's replacement
+ * starts on its host. A host whose link is lost (the remote herdd or its
+ * launcher died, the network was cut: host_lost) loses all its workers at
+ * once: their tasks run again elsewhere (a host's loss does not count as a
+ * death of the tasks it held, nor towards the pool's crash loop), the pool's
+ * last error says which host was lost, and the host is reconnected after a
+ * backoff (50 ms doubling to 2 s), then given up after "max_restarts"
+ * losses or failed connects in a row with no worker started there. The rest
+ * of the pool carries on; when every host is given up the jobs end with
+ * connection_closed ("pool P lost every host"). A reconnect runs on a
+ * thread of its own, so a host that does not answer stalls nothing; closing
+ * the pool waits for one under way (at most the launcher's connect timeout
+ * or handshake_timeout_ms). The first connects, in herd_pool_new(), are
+ * made one after the other. Without "hosts" the pool's one herdd is its life: losing it
+ * ends every job (crash_loop), as before.
  *
  * Returns 0 with *ret (new reference), or -EINVAL, -E2BIG (chunksize), a herd_master_connect()
  * error, or -EIO when no worker could start: the pool gave up after
@@ -124,7 +154,10 @@ HERD_EXPORT herd_pool *herd_pool_unref(herd_pool *p);
  */
 HERD_EXPORT int herd_pool_close(herd_pool *p);
 
-/* The pool's own master connection (borrowed), e.g. for herd_master_list(). */
+/*
+ * The pool's own master connection (borrowed), e.g. for herd_master_list();
+ * with "hosts", the first host's (NULL while that host is down).
+ */
 HERD_EXPORT herd_master *herd_pool_get_master(herd_pool *p);
 /* The error of the last pool call or job that failed (borrowed), or NULL. */
 HERD_EXPORT herd_error *herd_pool_last_error(herd_pool *p);
@@ -138,6 +171,9 @@ HERD_EXPORT int herd_pool_worker_pids(herd_pool *p, pid_t *pids, size_t max);
 /* Counters since the pool started: worker deaths seen and workers spawned. */
 HERD_EXPORT uint64_t herd_pool_deaths(herd_pool *p);
 HERD_EXPORT uint64_t herd_pool_spawns(herd_pool *p);
+/* Hosts lost so far (their link went: "hosts"), and how many are connected now (or -EINVAL). */
+HERD_EXPORT uint64_t herd_pool_hosts_lost(herd_pool *p);
+HERD_EXPORT int herd_pool_hosts_up(herd_pool *p);
 
 /* ---- loop-independent core (as herd_conn's) ---- */
 
