@@ -15,7 +15,10 @@
  * fork) is reparented to herdd rather than to init. After every reap, any
  * child of herdd that is not a known worker is such an escapee: it is killed
  * and reaped. A worker being stopped has its whole tree signalled, collected
- * from /proc before the leader dies.
+ * from /proc before the leader dies. A worker in a cgroup of its own
+ * (contain.c) is SIGKILLed as a unit through it instead, and whatever is left
+ * in that cgroup is killed when the worker is reaped: a descendant that
+ * escaped the walk (or outlived a herdd) cannot escape its cgroup.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -82,6 +85,9 @@ signal_worker(struct worker *w, int sig, bool tree)
 
 	if (w->reaped)
 		return -ESRCH;
+	/* One write kills the whole cgroup; the walk is for other signals, or no cgroup. */
+	if (tree && sig == SIGKILL && contain_kill(w) == 0)
+		tree = false;
 	if (tree)
 		n = proc_tree(w->pid, desc, MAX_TREE);
 	if (w->pidfd >= 0) {
@@ -502,7 +508,7 @@ int
 sup_spawn(struct worker *w)
 {
 	int sv[2] = { -1, -1 }, pipes[2][2] = { { -1, -1 }, { -1, -1 } }, wr[2] = { -1, -1 };
-	int r, i, rep;
+	int r, i, rep, cgfd;
 
 	r = spawn_name(w);
 	if (r < 0)
@@ -523,8 +529,12 @@ sup_spawn(struct worker *w)
 	}
 	clock_gettime(CLOCK_REALTIME, &w->started_wall);
 	w->started_ms = now_ms();
-	rep = spawn_start(w, sv[1], wr);
+	cgfd = contain_prepare(w);
+	rep = spawn_start(w, sv[1], wr, cgfd);
+	if (cgfd >= 0)
+		close(cgfd);
 	if (rep < 0) {
+		contain_reaped(w);
 		r = rep;
 		if (!w->spawn_stage)
 			w->spawn_stage = "prepare";
@@ -693,6 +703,7 @@ reaped(struct worker *w, int status, const struct rusage *ru)
 	json_t *r;
 
 	w->reaped = true;
+	contain_reaped(w);
 	/* The last /proc reading may be an interval old: the kernel's total is final. */
 	if (ru && rusage_ms(ru) > w->cpu_ms)
 		w->cpu_ms = rusage_ms(ru);
