@@ -42,6 +42,11 @@
 
 static ev_signal child_watcher;
 static ev_prepare escapee_check;
+/*
+ * Something was reaped that leaves escapees only the walk can find: a worker
+ * outside a cgroup, or a pid that was no worker (its orphans came to herdd).
+ */
+static bool walk_escapees;
 static uint64_t next_worker = 1;
 
 static void grace_cb(struct ev_loop *loop, ev_timer *t, int revents);
@@ -703,6 +708,7 @@ reaped(struct worker *w, int status, const struct rusage *ru)
 	json_t *r;
 
 	w->reaped = true;
+	walk_escapees |= !w->in_cgroup;
 	contain_reaped(w);
 	/* The last /proc reading may be an interval old: the kernel's total is final. */
 	if (ru && rusage_ms(ru) > w->cpu_ms)
@@ -777,6 +783,7 @@ static void
 escapee_check_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 {
 	ev_prepare_stop(loop, p);
+	walk_escapees = false;
 	kill_escapees();
 }
 
@@ -786,10 +793,12 @@ sup_reap(pid_t pid, int status, const struct rusage *ru)
 {
 	struct worker *w = sup_by_pid(pid);
 
-	if (w)
+	if (w) {
 		reaped(w, status, ru);
-	else
+	} else {
+		walk_escapees = true;
 		log_debug("reaped pid %d (not a worker)", (int)pid);
+	}
 }
 
 static void
@@ -804,9 +813,11 @@ child_cb(struct ev_loop *loop, ev_signal *s, int revents)
 		sup_reap(pid, status, &ru);
 	/*
 	 * Once for all the reaps of this loop iteration: a thousand workers
-	 * stopped together must not read /proc a thousand times.
+	 * stopped together must not read /proc a thousand times. A worker in a
+	 * cgroup needs no walk: cgroup.kill took its whole tree.
 	 */
-	ev_prepare_start(loop, &escapee_check);
+	if (walk_escapees)
+		ev_prepare_start(loop, &escapee_check);
 }
 
 /* Starts the reaper and the retention timer. */
