@@ -289,62 +289,23 @@ static void __attribute__((noreturn)) grandchild_main(bool detach, int ready_fd)
 		pause();
 }
 
-static void
-fn_spawn_grandchild(herd_request *req, json_t *arg)
-{
-	int detach = 0, p[2];
-	ev_child *watch;
-	pid_t pid, host;
-
-	wa_begin(req);
-	if (wa_unpack(req, arg, "{s?b}", "detach", &detach) < 0)
-		return;
-	watch = calloc(1, sizeof(*watch));
-	if (!watch || pipe2(p, O_CLOEXEC) < 0) {
-		free(watch);
-		herd_request_fail(req, "cannot prepare a descendant: %s", strerror(errno));
-		return;
-	}
-	fflush(NULL);
-	pid = fork();
-	if (pid == 0)
-		grandchild_main(detach, p[1]);
-	close(p[1]);
-	/* A short blocking read: the child writes at once. */
-	if (pid < 0 || read(p[0], &host, sizeof(host)) != (ssize_t)sizeof(host)) {
-		close(p[0]);
-		free(watch);
-		herd_request_fail(req, "fork: %s", pid < 0 ? strerror(errno) : "child died");
-		return;
-	}
-	close(p[0]);
-	/* Reap it if it dies while we live, so we never hold a zombie. */
-	ev_child_init(watch, grandchild_reaped, pid, 0);
-	ev_child_start(EV_DEFAULT, watch);
-	herd_request_reply(req,
-	    json_pack(
-	        "{s:i, s:b, s:i}", "pid", (int)host, "detached", detach, "sid", (int)getsid(pid)));
-}
-
 /*
- * escape {count}: descendants that leave by every door a supervisor can miss.
+ * spawn_grandchild {escape: count}: descendants that leave by every door a
+ * supervisor can miss.
  * A child calls setsid() and forks count grandchildren, each in a session of
  * its own, then exits: they are double-forked orphans, reparented away from
  * the worker. Replies {pids: [...]} (host pids) once every one of them runs.
  */
 static void
-fn_escape(herd_request *req, json_t *arg)
+escape(herd_request *req, json_int_t count)
 {
-	json_int_t count = 1, i;
+	json_int_t i;
 	pid_t mid, got[1024];
 	size_t have = 0;
 	json_t *pids;
 	int p[2], status;
 	ssize_t n;
 
-	wa_begin(req);
-	if (wa_unpack(req, arg, "{s?I}", "count", &count) < 0)
-		return;
 	if (count < 1 || count > 1024) {
 		herd_request_fail(req, "count must be 1 to 1024");
 		return;
@@ -380,6 +341,48 @@ fn_escape(herd_request *req, json_t *arg)
 	for (i = 0; i < count; i++)
 		json_array_append_new(pids, json_integer(got[i]));
 	herd_request_reply(req, json_pack("{s:o}", "pids", pids));
+}
+
+static void
+fn_spawn_grandchild(herd_request *req, json_t *arg)
+{
+	json_int_t n_escape = 0;
+	int detach = 0, p[2];
+	ev_child *watch;
+	pid_t pid, host;
+
+	wa_begin(req);
+	if (wa_unpack(req, arg, "{s?b, s?I}", "detach", &detach, "escape", &n_escape) < 0)
+		return;
+	if (n_escape) {
+		escape(req, n_escape);
+		return;
+	}
+	watch = calloc(1, sizeof(*watch));
+	if (!watch || pipe2(p, O_CLOEXEC) < 0) {
+		free(watch);
+		herd_request_fail(req, "cannot prepare a descendant: %s", strerror(errno));
+		return;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0)
+		grandchild_main(detach, p[1]);
+	close(p[1]);
+	/* A short blocking read: the child writes at once. */
+	if (pid < 0 || read(p[0], &host, sizeof(host)) != (ssize_t)sizeof(host)) {
+		close(p[0]);
+		free(watch);
+		herd_request_fail(req, "fork: %s", pid < 0 ? strerror(errno) : "child died");
+		return;
+	}
+	close(p[0]);
+	/* Reap it if it dies while we live, so we never hold a zombie. */
+	ev_child_init(watch, grandchild_reaped, pid, 0);
+	ev_child_start(EV_DEFAULT, watch);
+	herd_request_reply(req,
+	    json_pack(
+	        "{s:i, s:b, s:i}", "pid", (int)host, "detached", detach, "sid", (int)getsid(pid)));
 }
 
 /* Writes text to a stream, ending it with a newline if it has none. */
@@ -611,7 +614,6 @@ static const struct herd_function functions[] = {
 	{ "fail_later", HERD_KIND_CALL, fn_fail_later },
 	{ "pid", HERD_KIND_CALL, fn_pid },
 	{ "spawn_grandchild", HERD_KIND_CALL, fn_spawn_grandchild },
-	{ "escape", HERD_KIND_CALL, fn_escape },
 	{ "stderr", HERD_KIND_CALL, fn_stderr },
 	{ "stdout", HERD_KIND_CALL, fn_stdout },
 	{ "env", HERD_KIND_CALL, fn_env },

@@ -171,8 +171,8 @@ grow_tree(const char *socket, int n_escaped, pid_t *tree, int *n)
 	json_t *r, *pids, *v;
 	size_t i;
 
-	r = ht_worker_call(
-	    socket, NULL, "escape", json_pack("{s:i}", "count", n_escaped), ht_ms(10000));
+	r = ht_worker_call(socket, NULL, "spawn_grandchild",
+	    json_pack("{s:i}", "escape", n_escaped), ht_ms(10000));
 	pids = json_object_get(ht_assert_result(r), "pids");
 	ck_assert_int_eq(json_array_size(pids), n_escaped);
 	json_array_foreach(pids, i, v) {
