@@ -7,7 +7,8 @@
  * killed outright leaves its workers' cgroups populated; the next one on the
  * same cgroup kills what it finds and says so. Without a cgroup herdd says it
  * falls back to the tree walk. test_kill_time prints the time to kill a
- * 100-process escaping tree by cgroup and by the tree walk.
+ * 100-process escaping tree by cgroup and by the tree walk. Each test removes
+ * its scratch cgroup; one a failed test left is removed by the next run.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -51,6 +52,34 @@ cg2_mount(char *buf, size_t len)
 	return r;
 }
 
+static void cg_remove(const char *dir);
+
+/*
+ * Removes the scratch cgroups of test processes that are gone: a failed test
+ * ends its process before its teardown, and so leaves its cgroup (and any
+ * escaped descendant in it) to the next run.
+ */
+static void
+cg_sweep(const char *mnt)
+{
+	const char *prefix = "herd-test-contain-";
+	char path[600];
+	struct dirent *e;
+	DIR *d = opendir(mnt);
+	int pid;
+
+	while (d && (e = readdir(d))) {
+		if (strncmp(e->d_name, prefix, strlen(prefix)) != 0 ||
+		    sscanf(e->d_name + strlen(prefix), "%d", &pid) != 1 ||
+		    (kill(pid, 0) == 0 || errno != ESRCH))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", mnt, e->d_name);
+		cg_remove(path);
+	}
+	if (d)
+		closedir(d);
+}
+
 static void
 cg_setup(void)
 {
@@ -60,6 +89,7 @@ cg_setup(void)
 	cg[0] = '\0';
 	if (cg2_mount(mnt, sizeof(mnt)) < 0)
 		return;
+	cg_sweep(mnt);
 	snprintf(cg, sizeof(cg), "%s/herd-test-contain-%d-%d", mnt, (int)getpid(), n++);
 	ck_assert_msg(mkdir(cg, 0755) == 0, "mkdir %s: %s", cg, strerror(errno));
 }
