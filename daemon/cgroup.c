@@ -6,7 +6,9 @@
  * If found, herdd moves itself into a child "herdd" so the delegated cgroup
  * holds no process of its own: cgroup v2 lets only a cgroup without processes
  * hand controllers to children, and later ones are meant for workers.
- * Anywhere else (a shell, a test, an autostarted herdd) nothing is touched.
+ * Anywhere else (a shell, a test, an autostarted herdd) nothing is touched,
+ * unless --cgroup names a directory to use as delegated: a private herdd is
+ * given one it can write (a test makes one under the unified mount).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -125,12 +128,50 @@ out:
 	return own;
 }
 
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#endif
+
+/* --cgroup DIR: used as delegated when it is a writable cgroup v2 directory. */
+static void
+given_cgroup(const char *dir)
+{
+	struct statfs sf;
+	char *self;
+
+	if (statfs(dir, &sf) < 0 || sf.f_type != CGROUP2_SUPER_MAGIC || access(dir, W_OK) < 0) {
+		log_warn("--cgroup %s: not a writable cgroup v2 directory: not using it", dir);
+		return;
+	}
+	own_path = enter_child(dir, dir);
+	/* Named as /proc/self/cgroup names it, now that herdd is inside. */
+	self = own_path ? unified_path() : NULL;
+	free(own_path);
+	own_path = self;
+	deleg_dir = strdup(dir);
+	if (own_path && deleg_dir && strlen(own_path) > strlen("/herdd")) {
+		deleg_path = strndup(own_path, strlen(own_path) - strlen("/herdd"));
+		log_info("cgroup %s (%s) given by --cgroup; herdd runs in %s", deleg_path,
+		    deleg_dir, own_path);
+	}
+	if (!deleg_path) {
+		free(deleg_dir);
+		free(own_path);
+		deleg_dir = own_path = NULL;
+	}
+}
+
 /* Finds the delegated subtree, if herdd has one, and moves herdd into its own child. */
 void
 cgroup_init(void)
 {
-	char *mnt = NULL, *root = NULL, *path = unified_path(), *dir = NULL;
+	char *mnt = NULL, *root = NULL, *path = NULL, *dir = NULL;
 
+	if (herdd.cfg.cgroup) {
+		given_cgroup(herdd.cfg.cgroup);
+		return;
+	}
+	path = unified_path();
 	if (!path || unified_mount(&mnt, &root) < 0 || !(dir = cgroup_dir(mnt, root, path))) {
 		log_debug("no cgroup v2 hierarchy visible: no delegated cgroup");
 		goto out;
@@ -165,6 +206,13 @@ cgroup_json(void)
 		return json_null();
 	return json_pack("{s:s, s:s, s:s}", "delegated", deleg_path, "dir", deleg_dir, "herdd",
 	    own_path ? own_path : deleg_path);
+}
+
+/* The delegated cgroup's directory (borrowed), or NULL. */
+const char *
+cgroup_delegated_dir(void)
+{
+	return deleg_dir;
 }
 
 void

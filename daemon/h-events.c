@@ -86,6 +86,7 @@ h_stats(struct conn *c, json_t *id, json_t *params)
 	json_object_set_new(r, "uptime_ms", json_integer(now_ms() - herdd.started_ms));
 	json_object_set_new(r, "pid", json_integer(herdd.pid));
 	json_object_set_new(r, "cgroup", cgroup_json());
+	json_object_set_new(r, "containment", contain_json());
 	json_object_set_new(r, "masters", json_integer(masters));
 	json_object_set_new(r, "connections", json_integer(herdd.nconns));
 	json_object_set_new(

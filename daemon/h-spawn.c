@@ -26,6 +26,7 @@ struct spawn_args {
 	const char *path, *name, *pool, *cwd, *shutdown_on;
 	json_t *argv, *env, *out[2], *init, *settings, *restart;
 	json_int_t umask, spawn_timeout_ms, connection_timeout_ms;
+	int pid_namespace;
 };
 
 /* Says why a parameter is refused; returns -EINVAL. */
@@ -237,6 +238,7 @@ fill_process(struct worker *w, const struct spawn_args *a, char *why, size_t len
 	if (a->umask < 0 || a->umask > 0777)
 		return invalid(why, len, "umask must be between 0 and 511 (0o777)");
 	w->umask = (unsigned)a->umask;
+	w->pid_ns = a->pid_namespace;
 	if (a->name && (strlen(a->name) == 0 || strlen(a->name) > MAX_NAME))
 		return invalid(why, len, "name must hold 1 to %d bytes", MAX_NAME);
 	if (a->pool && (strlen(a->pool) == 0 || strlen(a->pool) > MAX_NAME))
@@ -314,7 +316,7 @@ over_limit(struct conn *c, unsigned *value)
 	return NULL;
 }
 
-/* spawn {path, argv?, name?, pool?, env?, cwd?, umask?, stdout?, stderr?, init?, shutdown_on?, restart?, ...} */
+/* spawn {path, argv?, name?, pool?, env?, cwd?, umask?, stdout?, stderr?, init?, shutdown_on?, restart?, pid_namespace?, ...} */
 void
 h_spawn(struct conn *c, json_t *id, json_t *params)
 {
@@ -328,12 +330,12 @@ h_spawn(struct conn *c, json_t *id, json_t *params)
 	int r;
 
 	if (dispatch_unpack(c, id, params,
-	        "{s:s, s?o, s?s, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o, s?o}",
+	        "{s:s, s?o, s?s, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o, s?o, s?b}",
 	        "path", &a.path, "argv", &a.argv, "name", &a.name, "pool", &a.pool, "env", &a.env,
 	        "cwd", &a.cwd, "umask", &a.umask, "stdout", &a.out[0], "stderr", &a.out[1], "init",
 	        &a.init, "shutdown_on", &a.shutdown_on, "spawn_timeout_ms", &a.spawn_timeout_ms,
 	        "connection_timeout_ms", &a.connection_timeout_ms, "settings", &a.settings,
-	        "restart", &a.restart) < 0)
+	        "restart", &a.restart, "pid_namespace", &a.pid_namespace) < 0)
 		return;
 	w = sup_worker_new();
 	if (!w) {

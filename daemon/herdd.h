@@ -57,6 +57,7 @@ struct herdd_config {
 	char *socket_path;
 	enum log_level log_level;
 	char *log_file;
+	char *cgroup; /* --cgroup: a cgroup v2 directory to use as delegated */
 	unsigned grace_ms;
 	unsigned handshake_timeout_ms;
 	size_t max_message_size;
@@ -498,6 +499,8 @@ struct worker {
 	enum proto_reason backup_reason; /* the reason if the backup SIGKILL has to fire */
 	bool stop_sent; /* sup_stop() signalled it; the grace timer runs */
 	bool had_connection;
+	bool in_cgroup; /* started in its own cgroup (contain.c) */
+	bool pid_ns; /* spawn option pid_namespace: init of its own PID namespace */
 
 	struct conn *channel;
 	int errpipe;
@@ -573,7 +576,7 @@ void sup_heartbeat_start(struct worker *w);
  */
 /* Takes the low fds spawns pass through (early, while fd numbers are low). */
 void spawn_init(void);
-int spawn_start(struct worker *w, int channel_fd, int capture_fds[2]);
+int spawn_start(struct worker *w, int channel_fd, int capture_fds[2], int cgroup_fd);
 /*
  * What a child that failed before exec writes on its report pipe. stage is a
  * string literal of herdd's: the child runs in herdd's memory (CLONE_VM), and
@@ -681,7 +684,25 @@ void ids_close(void);
 void cgroup_init(void);
 /* {"delegated", "dir", "herdd"} or null, for "stats" (new reference). */
 json_t *cgroup_json(void);
+/* The delegated cgroup's directory (borrowed), or NULL. */
+const char *cgroup_delegated_dir(void);
 void cgroup_cleanup(void);
+
+/* ---- contain.c ---- */
+
+/* Sets up a cgroup per worker under dir (NULL: tree walk only); kills leftovers. */
+void contain_init(const char *dir);
+/* Creates w's cgroup; returns its directory fd (caller closes) or -1. */
+int contain_prepare(struct worker *w);
+/* SIGKILLs every process in w's cgroup: 0 or -errno. */
+int contain_kill(const struct worker *w);
+/* w was reaped: kill what is left in its cgroup, remove it once empty. */
+void contain_reaped(struct worker *w);
+/* {cgroup, pid_namespace} for the WORKER object (new reference). */
+json_t *contain_worker_json(const struct worker *w);
+/* stats.containment (new reference). */
+json_t *contain_json(void);
+void contain_cleanup(void);
 
 /* ---- notify.c ---- */
 

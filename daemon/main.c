@@ -131,6 +131,11 @@ static const struct opt_row {
 	    "serve one master over stdin and stdout (the\nlink of PROTOCOL.md 9: ssh, srun); exit "
 	    "when\nit ends",
 	    NULL },
+	{ "cgroup", OPT_ABSPATH, CFG(cgroup), 0, 0, 0, "DIR",
+	    "use the cgroup v2 directory DIR as delegated:\nherdd moves into DIR/herdd, each "
+	    "worker gets\n"
+	    "DIR/workers/wN",
+	    "the unit's, when Delegate=yes" },
 	{ "version", OPT_VERSION, 0, 0, 0, 0, NULL, "print herdd's version and exit", NULL },
 	{ "help", OPT_HELP, 0, 0, 0, 0, NULL, "print this help and exit", NULL },
 #undef CFG
@@ -618,6 +623,7 @@ start_up(int argc, char **argv)
 		log_warn("PR_SET_CHILD_SUBREAPER: %m; detached grandchildren may escape");
 
 	main_state_init();
+	contain_init(cgroup_delegated_dir());
 	server_open();
 	/*
 	 * Ids continue from the last herdd's on this socket directory; a --stdio
@@ -664,6 +670,7 @@ clean_up(void)
 	main_state_free();
 	stdio_cleanup();
 	server_close();
+	contain_cleanup();
 	cgroup_cleanup();
 	ev_signal_stop(herdd.loop, &sig_term);
 	ev_signal_stop(herdd.loop, &sig_int);
@@ -673,6 +680,7 @@ clean_up(void)
 	ev_loop_destroy(herdd.loop);
 	free(herdd.cfg.socket_path);
 	free(herdd.cfg.log_file);
+	free(herdd.cfg.cgroup);
 }
 
 /* herdd's whole life; main() is in herdd.c, apart, so the fuzz target can link the rest. */

@@ -22,7 +22,18 @@
  * fds in four low slots it holds from the start; the child's first act is to
  * unshare the table keeping only the fds up to those slots.
  *
+ * Containment (contain.c): a worker with a cgroup of its own starts in it,
+ * clone3(CLONE_INTO_CGROUP), so not even its first instruction runs outside.
+ * clone3 has no libc wrapper and a CLONE_VM child must leave the system call
+ * on its own stack, so on x86-64 a few lines of assembly call child_main()
+ * there; elsewhere, and where the kernel lacks clone3, the child moves itself
+ * by writing to cgroup.procs before anything else. With pid_namespace the
+ * child is also the init of a new PID namespace (CLONE_NEWPID): its
+ * getppid() is 0, so the check after PR_SET_PDEATHSIG cannot be made; a
+ * worker whose herdd died that early sees EOF on its channel.
+ *
  * The child's order matters:
+ *   0. join its cgroup when clone3 could not place it there;
  *   1. reset the signal mask and dispositions (ignored signals survive exec);
  *   2. setsid(): its own session and process group, away from our terminal;
  *   3. drop to the requester's groups, gid and uid (when herdd is root);
@@ -69,6 +80,16 @@
 /* The child's stack: it calls a few libc wrappers, nothing deep. */
 #define CHILD_STACK_SIZE (256u * 1024u)
 
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+
+/* The kernel's struct clone_args (version 2, with cgroup), spelled out: no libc has it. */
+struct clone3_args {
+	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
+	    set_tid_size, cgroup;
+};
+
 /* Low fds held for the child's channel, capture pipes and report pipe; see spawn_init(). */
 enum { SLOT_CHANNEL, SLOT_OUT, SLOT_ERR, SLOT_REPORT, N_SLOTS };
 static int slots[N_SLOTS] = { -1, -1, -1, -1 };
@@ -106,6 +127,9 @@ struct child_plan {
 	int top_slot;
 	const char *cwd;
 	mode_t umask;
+	int cgroup_fd; /* the worker's cgroup directory, or -1 */
+	bool join_cgroup; /* clone3 did not place the child: it writes cgroup.procs */
+	bool new_pid_ns;
 };
 
 /*
@@ -202,6 +226,13 @@ child_run(const struct child_plan *p)
 	sigset_t none;
 	int sig, fd;
 
+	/* Its cgroup first, while the shared table still holds the cgroup's fd. */
+	if (p->join_cgroup) {
+		fd = openat(p->cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, "0", 1) != 1)
+			child_fail(&f, "cgroup");
+		close(fd);
+	}
 	/* Our own fd table before touching any fd: the copy stops at the slots. */
 	if (p->share_fds && close_range((unsigned)p->top_slot + 1, ~0U, CLOSE_RANGE_UNSHARE) < 0 &&
 	    unshare(CLONE_FILES) < 0)
@@ -223,7 +254,7 @@ child_run(const struct child_plan *p)
 	}
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		child_fail(&f, "pdeathsig");
-	if (getppid() != p->parent) {
+	if (!p->new_pid_ns && getppid() != p->parent) {
 		errno = ESRCH;
 		child_fail(&f, "pdeathsig");
 	}
@@ -471,6 +502,73 @@ plan_share_fds(struct child_plan *p, int channel_fd, const int capture_fds[2], i
 	return 0;
 }
 
+#if defined(__x86_64__)
+/*
+ * clone3() whose child calls fn(arg) on the stack the arguments name and never
+ * returns into C code that ran before the call (x86-64 system call ABI).
+ * Returns the pid, or -1 with errno.
+ */
+static pid_t
+clone3_run(struct clone3_args *a, int (*fn)(void *), void *arg)
+{
+	register long r12 __asm__("r12") = (long)fn;
+	register long r13 __asm__("r13") = (long)arg;
+	long ret;
+
+	__asm__ volatile("syscall\n\t"
+	                 "test %%rax, %%rax\n\t"
+	                 "jnz 1f\n\t"
+	                 "xor %%ebp, %%ebp\n\t"
+	                 "mov %%r13, %%rdi\n\t"
+	                 "call *%%r12\n\t"
+	                 "mov %%eax, %%edi\n\t"
+	                 "mov $60, %%eax\n\t" /* exit(), should fn return */
+	                 "syscall\n\t"
+	                 "hlt\n"
+	                 "1:"
+	                 : "=a"(ret)
+	                 : "0"((long)SYS_clone3), "D"(a), "S"(sizeof(*a)), "r"(r12), "r"(r13)
+	                 : "rcx", "r11", "memory");
+	if (ret < 0) {
+		errno = (int)-ret;
+		return -1;
+	}
+	return (pid_t)ret;
+}
+#endif
+
+/*
+ * Starts the child straight into its cgroup with clone3. Returns the pid, or
+ * -1 with errno; ENOSYS when it cannot be used (and never will be: no clone3,
+ * valgrind): the caller then clones and the child joins by itself.
+ */
+static pid_t
+clone_into_cgroup(struct child_plan *p, void *stack, unsigned long flags)
+{
+#if defined(__x86_64__)
+	static bool no_clone3;
+	struct clone3_args a = { 0 };
+	pid_t pid;
+
+	if (no_clone3) {
+		errno = ENOSYS;
+		return -1;
+	}
+	a.flags = flags | CLONE_INTO_CGROUP;
+	a.exit_signal = SIGCHLD;
+	a.stack = (uint64_t)(uintptr_t)((char *)stack - CHILD_STACK_SIZE);
+	a.stack_size = CHILD_STACK_SIZE;
+	a.cgroup = (uint64_t)p->cgroup_fd;
+	pid = clone3_run(&a, child_main, p);
+	if (pid < 0 && (errno == ENOSYS || errno == E2BIG))
+		no_clone3 = true;
+	return pid;
+#else
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
 /*
  * Clones the child with p. Signals stay blocked across the clone until the
  * child has reset their handlers: a SIGTERM sent to the new pid early must
@@ -484,10 +582,17 @@ clone_child(struct child_plan *p, void *stack)
 	pid_t pid;
 	int r;
 
+	unsigned long flags = CLONE_VM | CLONE_VFORK | (p->share_fds ? CLONE_FILES : 0) |
+	    (p->new_pid_ns ? CLONE_NEWPID : 0);
+
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, &old);
-	pid = clone(child_main, stack,
-	    CLONE_VM | CLONE_VFORK | (p->share_fds ? CLONE_FILES : 0) | SIGCHLD, p);
+	pid = p->cgroup_fd >= 0 ? clone_into_cgroup(p, stack, flags) : -1;
+	/* Without clone3 (or refused by it), the child joins by itself or fails saying so. */
+	if (p->cgroup_fd >= 0 && pid < 0)
+		p->join_cgroup = true;
+	if (p->cgroup_fd < 0 || p->join_cgroup)
+		pid = clone(child_main, stack, (int)flags | SIGCHLD, p);
 	r = pid < 0 ? -errno : 0;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (p->share_fds)
@@ -495,9 +600,11 @@ clone_child(struct child_plan *p, void *stack)
 	return r < 0 ? r : pid;
 }
 
-/* Forks and execs w; see the file comment. Returns the report pipe's read end or -errno. */
+/*
+ * Forks and execs w, in the cgroup cgroup_fd when >= 0; see the file comment. Returns the report pipe's read end or -errno.
+ */
 int
-spawn_start(struct worker *w, int channel_fd, int capture_fds[2])
+spawn_start(struct worker *w, int channel_fd, int capture_fds[2], int cgroup_fd)
 {
 	struct child_plan p = { 0 };
 	int pipefd[2], r;
@@ -514,6 +621,8 @@ spawn_start(struct worker *w, int channel_fd, int capture_fds[2])
 	p.channel_fd = channel_fd;
 	p.cwd = w->cwd;
 	p.umask = (mode_t)w->umask;
+	p.cgroup_fd = cgroup_fd;
+	p.new_pid_ns = w->pid_ns;
 	stack = child_stack_top();
 	if (!stack || pipe2(pipefd, O_CLOEXEC) < 0) {
 		r = -errno;

@@ -15,7 +15,10 @@
  * fork) is reparented to herdd rather than to init. After every reap, any
  * child of herdd that is not a known worker is such an escapee: it is killed
  * and reaped. A worker being stopped has its whole tree signalled, collected
- * from /proc before the leader dies.
+ * from /proc before the leader dies. A worker in a cgroup of its own
+ * (contain.c) is SIGKILLed as a unit through it instead, and whatever is left
+ * in that cgroup is killed when the worker is reaped: a descendant that
+ * escaped the walk (or outlived a herdd) cannot escape its cgroup.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +42,11 @@
 
 static ev_signal child_watcher;
 static ev_prepare escapee_check;
+/*
+ * Something was reaped that leaves escapees only the walk can find: a worker
+ * outside a cgroup, or a pid that was no worker (its orphans came to herdd).
+ */
+static bool walk_escapees;
 
 static void grace_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void spawn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
@@ -82,6 +90,9 @@ signal_worker(struct worker *w, int sig, bool tree)
 
 	if (w->reaped)
 		return -ESRCH;
+	/* One write kills the whole cgroup; the walk is for other signals, or no cgroup. */
+	if (tree && sig == SIGKILL && contain_kill(w) == 0)
+		tree = false;
 	if (tree)
 		n = proc_tree(w->pid, desc, MAX_TREE);
 	if (w->pidfd >= 0) {
@@ -510,7 +521,7 @@ int
 sup_spawn(struct worker *w)
 {
 	int sv[2] = { -1, -1 }, pipes[2][2] = { { -1, -1 }, { -1, -1 } }, wr[2] = { -1, -1 };
-	int r, i, rep;
+	int r, i, rep, cgfd;
 
 	r = spawn_name(w);
 	if (r < 0)
@@ -531,8 +542,12 @@ sup_spawn(struct worker *w)
 	}
 	clock_gettime(CLOCK_REALTIME, &w->started_wall);
 	w->started_ms = now_ms();
-	rep = spawn_start(w, sv[1], wr);
+	cgfd = contain_prepare(w);
+	rep = spawn_start(w, sv[1], wr, cgfd);
+	if (cgfd >= 0)
+		close(cgfd);
 	if (rep < 0) {
+		contain_reaped(w);
 		r = rep;
 		if (!w->spawn_stage)
 			w->spawn_stage = "prepare";
@@ -701,6 +716,8 @@ reaped(struct worker *w, int status, const struct rusage *ru)
 	json_t *r;
 
 	w->reaped = true;
+	walk_escapees |= !w->in_cgroup;
+	contain_reaped(w);
 	/* The last /proc reading may be an interval old: the kernel's total is final. */
 	if (ru && rusage_ms(ru) > w->cpu_ms)
 		w->cpu_ms = rusage_ms(ru);
@@ -776,6 +793,7 @@ static void
 escapee_check_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 {
 	ev_prepare_stop(loop, p);
+	walk_escapees = false;
 	kill_escapees();
 }
 
@@ -785,10 +803,12 @@ sup_reap(pid_t pid, int status, const struct rusage *ru)
 {
 	struct worker *w = sup_by_pid(pid);
 
-	if (w)
+	if (w) {
 		reaped(w, status, ru);
-	else
+	} else {
+		walk_escapees = true;
 		log_debug("reaped pid %d (not a worker)", (int)pid);
+	}
 }
 
 static void
@@ -803,9 +823,11 @@ child_cb(struct ev_loop *loop, ev_signal *s, int revents)
 		sup_reap(pid, status, &ru);
 	/*
 	 * Once for all the reaps of this loop iteration: a thousand workers
-	 * stopped together must not read /proc a thousand times.
+	 * stopped together must not read /proc a thousand times. A worker in a
+	 * cgroup needs no walk: cgroup.kill took its whole tree.
 	 */
-	ev_prepare_start(loop, &escapee_check);
+	if (walk_escapees)
+		ev_prepare_start(loop, &escapee_check);
 }
 
 /* Starts the reaper and the retention timer. */

@@ -69,7 +69,7 @@ keep_fd(int fd)
 
 /* Starts w's fake process; returns the error pipe's read end or -errno, as spawn.c does. */
 int
-spawn_start(struct worker *w, int channel_fd, int capture_fds[2])
+spawn_start(struct worker *w, int channel_fd, int capture_fds[2], int cgroup_fd)
 {
 	struct fake_worker *f;
 	int rep[2];

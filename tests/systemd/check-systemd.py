@@ -318,8 +318,14 @@ def check_delegate(box, herd):
     mine = box.run("sed", "-n", "s/^0:://p", "/proc/%d/cgroup" % stats["pid"]).strip()
     w = herd.spawn()
     theirs = box.run("sed", "-n", "s/^0:://p", "/proc/%d/cgroup" % w["pid"]).strip()
-    check(cg.get("herdd") == own and mine == own and theirs == own,
-          "herdd created %s (the subtree is writable) and runs there with its workers" % own)
+    check(cg.get("herdd") == own and mine == own,
+          "herdd created %s (the subtree is writable) and runs there" % own)
+    # Each worker in a cgroup of its own under the subtree, from its first instruction.
+    wcg = sv["ControlGroup"] + "/workers/" + w["id"]
+    cont = stats.get("containment") or {}
+    check(theirs == wcg and cont.get("mode") == "cgroup",
+          "worker %s runs in its own cgroup %s (containment %s)" % (w["id"], theirs,
+                                                                   cont.get("mode")))
     log = journal_until(box, "delegated cgroup", *herdd_lines(stats["pid"])).splitlines()
     log = [l for l in log if "delegated cgroup" in l]
     check(log and sv["ControlGroup"] in log[-1], "herdd logs its delegated cgroup: %s" % log[-1:])

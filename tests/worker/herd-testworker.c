@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -249,11 +250,28 @@ grandchild_reaped(EV_P_ ev_child *c, int revents)
 	free(c);
 }
 
-/* In the forked descendant: default signals, its own session if asked, none of our fds. */
+/* This process's pid as the host sees it (/proc is the host's, even in a PID namespace). */
+static pid_t
+host_pid(void)
+{
+	char buf[32];
+	ssize_t n = readlink("/proc/self", buf, sizeof(buf) - 1);
+
+	if (n <= 0)
+		return getpid();
+	buf[n] = '\0';
+	return (pid_t)atoi(buf);
+}
+
+/*
+ * In the forked descendant: default signals, its own session if asked, none
+ * of our fds. It writes its host pid on ready_fd once its session is final.
+ */
 static void __attribute__((noreturn)) grandchild_main(bool detach, int ready_fd)
 {
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGCHLD, SIGPIPE };
 	sigset_t none;
+	pid_t self;
 	size_t i;
 
 	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
@@ -262,25 +280,84 @@ static void __attribute__((noreturn)) grandchild_main(bool detach, int ready_fd)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (detach)
 		setsid();
-	/* Our caller reads the session only after this byte, so it sees the final one. */
-	if (write(ready_fd, "r", 1) != 1)
+	/* Our caller reads the session only after this, so it sees the final one. */
+	self = host_pid();
+	if (write(ready_fd, &self, sizeof(self)) != (ssize_t)sizeof(self))
 		_exit(1);
 	close_range(3, ~0U, 0);
 	for (;;)
 		pause();
 }
 
+/*
+ * spawn_grandchild {escape: count}: descendants that leave by every door a
+ * supervisor can miss.
+ * A child calls setsid() and forks count grandchildren, each in a session of
+ * its own, then exits: they are double-forked orphans, reparented away from
+ * the worker. Replies {pids: [...]} (host pids) once every one of them runs.
+ */
+static void
+escape(herd_request *req, json_int_t count)
+{
+	json_int_t i;
+	pid_t mid, got[1024];
+	size_t have = 0;
+	json_t *pids;
+	int p[2], status;
+	ssize_t n;
+
+	if (count < 1 || count > 1024) {
+		herd_request_fail(req, "count must be 1 to 1024");
+		return;
+	}
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		herd_request_fail(req, "pipe: %s", strerror(errno));
+		return;
+	}
+	fflush(NULL);
+	mid = fork();
+	if (mid == 0) {
+		setsid();
+		for (i = 0; i < count; i++) {
+			if (fork() == 0)
+				grandchild_main(true, p[1]);
+		}
+		_exit(0);
+	}
+	close(p[1]);
+	/* Blocking reads: every grandchild writes at once, and EOF comes if they all die. */
+	while (mid > 0 && have < (size_t)count * sizeof(pid_t) &&
+	    (n = read(p[0], (char *)got + have, (size_t)count * sizeof(pid_t) - have)) > 0)
+		have += (size_t)n;
+	close(p[0]);
+	if (mid > 0)
+		waitpid(mid, &status, 0);
+	if (have < (size_t)count * sizeof(pid_t)) {
+		herd_request_fail(req, "escape: %zu of %lld descendants started",
+		    have / sizeof(pid_t), (long long)count);
+		return;
+	}
+	pids = json_array();
+	for (i = 0; i < count; i++)
+		json_array_append_new(pids, json_integer(got[i]));
+	herd_request_reply(req, json_pack("{s:o}", "pids", pids));
+}
+
 static void
 fn_spawn_grandchild(herd_request *req, json_t *arg)
 {
+	json_int_t n_escape = 0;
 	int detach = 0, p[2];
 	ev_child *watch;
-	pid_t pid;
-	char byte;
+	pid_t pid, host;
 
 	wa_begin(req);
-	if (wa_unpack(req, arg, "{s?b}", "detach", &detach) < 0)
+	if (wa_unpack(req, arg, "{s?b, s?I}", "detach", &detach, "escape", &n_escape) < 0)
 		return;
+	if (n_escape) {
+		escape(req, n_escape);
+		return;
+	}
 	watch = calloc(1, sizeof(*watch));
 	if (!watch || pipe2(p, O_CLOEXEC) < 0) {
 		free(watch);
@@ -293,7 +370,7 @@ fn_spawn_grandchild(herd_request *req, json_t *arg)
 		grandchild_main(detach, p[1]);
 	close(p[1]);
 	/* A short blocking read: the child writes at once. */
-	if (pid < 0 || read(p[0], &byte, 1) != 1) {
+	if (pid < 0 || read(p[0], &host, sizeof(host)) != (ssize_t)sizeof(host)) {
 		close(p[0]);
 		free(watch);
 		herd_request_fail(req, "fork: %s", pid < 0 ? strerror(errno) : "child died");
@@ -305,7 +382,7 @@ fn_spawn_grandchild(herd_request *req, json_t *arg)
 	ev_child_start(EV_DEFAULT, watch);
 	herd_request_reply(req,
 	    json_pack(
-	        "{s:i, s:b, s:i}", "pid", (int)pid, "detached", detach, "sid", (int)getsid(pid)));
+	        "{s:i, s:b, s:i}", "pid", (int)host, "detached", detach, "sid", (int)getsid(pid)));
 }
 
 /* Writes text to a stream, ending it with a newline if it has none. */
