@@ -93,8 +93,10 @@ local_task(struct local_run *run, struct srv_conn *c, const struct herd_function
 	herd_request *req = herd__request_new(c, fn, id, arg);
 
 	json_decref(id);
-	if (!req)
+	if (!req) {
+		run->err = herd__error_newf(HERD_E_INTERNAL_ERROR, "out of memory");
 		return false;
+	}
 	req->acc_key = LOCAL_ACC;
 	req->answer_hook = local_answered;
 	req->hook_data = run;
