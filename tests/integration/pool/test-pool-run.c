@@ -56,8 +56,31 @@ fn_tally(herd_request *req, json_t *arg)
 		herd_request_reply_acc(req);
 }
 
+/* Off the loop: nothing to compute; the answer comes later, from done. */
+static void
+later_work(void *arg)
+{
+	(void)arg;
+}
+
+static void
+later_done(herd_request *req, void *arg)
+{
+	fn_tally(req, arg);
+	json_decref(arg);
+}
+
+/* fn_tally answered later, from the loop after an offload (local mode must wait for it). */
+static void
+fn_tally_later(herd_request *req, json_t *arg)
+{
+	if (herd_request_offload(req, later_work, later_done, json_incref(arg)) < 0)
+		herd_request_fail(req, "cannot offload");
+}
+
 static const struct herd_function functions[] = {
 	{ "tally", HERD_KIND_CALL, fn_tally },
+	{ "tally_later", HERD_KIND_CALL, fn_tally_later },
 	{ NULL, 0, NULL },
 };
 
@@ -295,6 +318,12 @@ START_TEST(test_map_reduce_local)
 	ck_assert_str_eq(herd_error_name(e), "method_not_found");
 	e = herd_error_unref(e);
 	free(err);
+	/* Functions that answer later, from the loop. */
+	ck_assert_int_eq(herd_map_reduce(ht_args("{s:b, s:b}", "local", 1, "quiet", 1),
+	                     "tally_later", args, "add", herd_combine_counts, &v, NULL),
+	    0);
+	assert_json_eq(v, want);
+	json_decref(v);
 	/* No tasks: JSON null, as a pool's. */
 	ck_assert_int_eq(
 	    herd_map_reduce(local, "tally", ht_args("[]"), "add", herd_combine_counts, &v, NULL),
