@@ -64,8 +64,7 @@ main(int argc, char **argv)
 	/* A file is a big task: one at a time per worker keeps the end of the map balanced. */
 	json_t *opts = json_pack("{s:i}", "window", 1), *args = json_array(), *counts, *top, *a;
 	char marker[] = "/tmp/wordfreq-crash-XXXXXX";
-	const char *crash_on = NULL, *word;
-	json_int_t total = 0;
+	const char *crash_on = NULL;
 	struct dirent *e;
 	int o, fd, r;
 	size_t i;
@@ -97,9 +96,7 @@ main(int argc, char **argv)
 		unlink(marker);
 	if (r < 0)
 		return 1;
-	json_object_foreach(counts, word, a)
-		total += json_integer_value(a);
-	printf("%lld words, %zu different, in %zu files\n", (long long)total,
+	printf("%lld words, %zu different, in %zu files\n", (long long)herd_counts_total(counts),
 	    json_object_size(counts), json_array_size(args));
 	top = herd_counts_top(counts, 20);
 	json_array_foreach(top, i, a)

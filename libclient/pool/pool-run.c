@@ -137,6 +137,18 @@ herd_combine_counts(json_t *acc, json_t *value, void *userdata)
 	return acc;
 }
 
+HERD_EXPORT json_int_t
+herd_counts_total(json_t *counts)
+{
+	json_int_t total = 0;
+	const char *key;
+	json_t *n;
+
+	json_object_foreach(counts, key, n)
+		total += json_integer_value(n);
+	return total;
+}
+
 struct top_entry {
 	const char *key;
 	size_t len;

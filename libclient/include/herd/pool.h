@@ -396,6 +396,8 @@ HERD_EXPORT json_t *herd_combine_counts(json_t *acc, json_t *value, void *userda
  * fewer members. NULL when counts is not an object or memory runs out.
  */
 HERD_EXPORT json_t *herd_counts_top(json_t *counts, size_t k);
+/* The sum of counts' counts (0 when counts is not an object). */
+HERD_EXPORT json_int_t herd_counts_total(json_t *counts);
 
 #ifdef __cplusplus
 }

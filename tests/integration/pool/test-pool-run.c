@@ -186,6 +186,8 @@ START_TEST(test_counts)
 	ck_assert_int_eq(json_array_size(top), 0);
 	json_decref(top);
 	ck_assert_ptr_null(herd_counts_top(NULL, 3));
+	ck_assert_int_eq(herd_counts_total(c), 4 + 7 + 7 + 1);
+	ck_assert_int_eq(herd_counts_total(NULL), 0);
 	/* A value that is not a counts object fails the combine (acc consumed). */
 	json_object_set_new(d, "bad", json_string("x"));
 	ck_assert_ptr_null(herd_combine_counts(c, d, NULL));
