@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * wordfreq: the 20 most frequent words (maximal runs of ASCII letters,
- * lowercased) of a directory's files, counted by a pool of this executable's
- * own workers, each adding its files' words straight into its partial counts.
+ * wordfreq: the 20 most frequent words (runs of ASCII letters, lowercased) of
+ * a directory's files, counted by a pool of this executable's own workers.
  * --crash-on NAME aborts the first worker to count file NAME (the pool counts
- * its files again); --sequential counts in this process with the same code.
+ * its files again); --sequential runs the same functions in this process.
  *   wordfreq [--workers N] [--crash-on NAME] [--sequential] DIR
  */
 #include <dirent.h>
@@ -19,34 +18,6 @@
 
 #include <herd/herd.h>
 
-/* Adds the words of the file at path to counts. Returns 0 or -1 (nothing added). */
-static int
-count_file(const char *path, json_t *counts)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n = -1;
-	struct stat st;
-	char *s = NULL;
-
-	/* read(), not mmap(): a buffer the allocator reuses costs no page faults. */
-	if (fd >= 0 && fstat(fd, &st) == 0 && (s = malloc(st.st_size + 1))) /* + 1: never 0 */
-		n = read(fd, s, st.st_size);
-	if (fd >= 0)
-		close(fd);
-	if (n < 0 || n != st.st_size) {
-		free(s);
-		return -1;
-	}
-	for (ssize_t i = 0, w; i < n; i = w + 1) {
-		for (w = i; w < n && (unsigned)((s[w] | 0x20) - 'a') < 26; w++)
-			s[w] |= 0x20;
-		if (w > i)
-			herd_counts_add(counts, s + i, w - i, 1);
-	}
-	free(s);
-	return 0;
-}
-
 /* {"path": P, "crash": M}: adds P's words to this worker's partial; aborts if it removes M. */
 static void
 count(herd_request *req, json_t *arg)
@@ -54,12 +25,27 @@ count(herd_request *req, json_t *arg)
 	const char *path = json_string_value(json_object_get(arg, "path"));
 	const char *crash = json_string_value(json_object_get(arg, "crash"));
 	json_t *counts = herd_request_acc(req, json_object());
+	ssize_t n = -1;
+	struct stat st;
+	char *s = NULL;
+	int fd;
 
-	if (crash && unlink(crash) == 0) { /* only the first worker with this file removes M */
-		setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 }); /* a crash on purpose: no core */
+	if (crash && unlink(crash) == 0) /* only the first worker with this file removes M */
 		abort();
+	/* read(), not mmap(): a buffer the allocator reuses costs no page faults. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0 && fstat(fd, &st) == 0 &&
+	    (s = malloc(st.st_size + 1))) /* + 1: never 0 */
+		n = read(fd, s, st.st_size) == st.st_size ? st.st_size : -1; /* all or nothing */
+	if (fd >= 0)
+		close(fd);
+	for (ssize_t i = 0, w; i < n; i = w + 1) {
+		for (w = i; w < n && (unsigned)((s[w] | 0x20) - 'a') < 26; w++)
+			s[w] |= 0x20;
+		if (w > i)
+			herd_counts_add(counts, s + i, w - i, 1);
 	}
-	if (!counts || count_file(path, counts) < 0)
+	free(s);
+	if (!counts || n < 0)
 		herd_request_fail(req, "cannot read %s", path);
 	else
 		herd_request_reply_acc(req);
@@ -72,33 +58,29 @@ static const struct herd_worker_type wordfreq = { "wordfreq", functions, .combin
 int
 main(int argc, char **argv)
 {
-	static const struct option opts[] = { { "workers", required_argument, NULL, 'w' },
+	static const struct option options[] = { { "workers", required_argument, NULL, 'w' },
 		{ "crash-on", required_argument, NULL, 'c' },
 		{ "sequential", no_argument, NULL, 's' }, { 0 } };
 	/* A file is a big task: one at a time per worker keeps the end of the map balanced. */
-	json_t *pool_opts = json_pack("{s:i}", "window", 1), *args = json_array(), *counts, *top,
-	       *a;
+	json_t *opts = json_pack("{s:i}", "window", 1), *args = json_array(), *counts, *top, *a;
 	char marker[] = "/tmp/wordfreq-crash-XXXXXX";
-	const char *crash_on = NULL, *word;
-	bool sequential = false;
-	json_int_t total = 0;
+	const char *crash_on = NULL;
 	struct dirent *e;
-	int o, fd, r = 0;
+	int o, fd, r;
 	size_t i;
 	DIR *dir;
 
+	setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 }); /* no core from --crash-on */
 	herd_start_app(&wordfreq, argc, argv); /* in a worker run: serves count, never returns */
-	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "", options, NULL)) != -1 && o != '?') {
 		if (o == 'w')
-			json_object_set_new(pool_opts, "workers", json_integer(atoi(optarg)));
-		else if (o == 'c' && (fd = mkostemp(marker, O_CLOEXEC)) >= 0 && close(fd) == 0)
+			json_object_set_new(opts, "workers", json_integer(atoi(optarg)));
+		else if (o == 's') /* the pool's functions and combine, run in this process */
+			json_object_set_new(opts, "local", json_true());
+		else if ((fd = mkostemp(marker, O_CLOEXEC)) >= 0 && close(fd) == 0)
 			crash_on = optarg; /* the worker that removes the marker aborts */
-		else if (o == 's')
-			sequential = true;
-		else
-			return 2;
 	}
-	if (optind != argc - 1 || !(dir = opendir(argv[optind]))) {
+	if (o == '?' || optind != argc - 1 || !(dir = opendir(argv[optind]))) {
 		fprintf(
 		    stderr, "usage: wordfreq [--workers N] [--crash-on NAME] [--sequential] DIR\n");
 		return 2;
@@ -109,21 +91,12 @@ main(int argc, char **argv)
 			    json_pack("{s:s++, s:s*}", "path", argv[optind], "/", e->d_name,
 			        "crash", crash_on && !strcmp(crash_on, e->d_name) ? marker : NULL));
 	closedir(dir);
-	if (sequential) {
-		counts = json_object();
-		json_array_foreach(args, i, a)
-			r |= count_file(json_string_value(json_object_get(a, "path")), counts);
-	} else {
-		r = herd_map_reduce(
-		    pool_opts, "count", args, "add", herd_combine_counts, &counts, NULL);
-	}
+	r = herd_map_reduce(opts, "count", args, "add", herd_combine_counts, &counts, NULL);
 	if (crash_on)
 		unlink(marker);
 	if (r < 0)
 		return 1;
-	json_object_foreach(counts, word, a)
-		total += json_integer_value(a);
-	printf("%lld words, %zu different, in %zu files\n", (long long)total,
+	printf("%lld words, %zu different, in %zu files\n", (long long)herd_counts_total(counts),
 	    json_object_size(counts), json_array_size(args));
 	top = herd_counts_top(counts, 20);
 	json_array_foreach(top, i, a)
@@ -132,6 +105,6 @@ main(int argc, char **argv)
 	json_decref(top);
 	json_decref(counts);
 	json_decref(args);
-	json_decref(pool_opts);
+	json_decref(opts);
 	return 0;
 }

@@ -18,6 +18,7 @@
 #include "herd/common.h"
 #include "common/peer.h"
 #include "herd/protocol.h"
+#include "herd/worker.h"
 
 #define HERD__EXPORT HERD_EXPORT
 
@@ -95,6 +96,18 @@ void herd__error_set(herd_error **slot, herd_error *err);
 
 /* Marks this process as taking on the HERD_ROLE_* bits in role (master-app.c). */
 void herd__role_add(int role);
+/* The worker type herd_start_app() was given, or NULL (master-app.c). */
+const struct herd_worker_type *herd__app_type(void);
+/*
+ * herd_map_reduce()'s local mode (worker-local.c): runs function over args
+ * (borrowed) in this process with type's functions, in order, folding with
+ * type's combine named combiner (or with combine when combiner is NULL).
+ * Stops at the first error. Returns 0 with *ret_value (new reference; JSON
+ * null when nothing was folded), or -errno with *ret_err (new reference, or
+ * NULL) saying why.
+ */
+int herd__local_reduce(const struct herd_worker_type *type, const char *function, json_t *args,
+    const char *combiner, herd_combine_fn combine, json_t **ret_value, herd_error **ret_err);
 
 #define HERD__USEC_PER_MSEC 1000ull
 #define HERD__USEC_INFINITY UINT64_MAX

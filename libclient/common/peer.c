@@ -101,7 +101,8 @@ peer_release(struct herd__peer *p)
 		if (recv(p->fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
 			break;
 	pthread_mutex_lock(&p->lock);
-	close(p->fd);
+	if (p->fd >= 0)
+		close(p->fd);
 	p->fd = -1;
 	proto_outq_free(&p->outq);
 	pthread_mutex_unlock(&p->lock);

@@ -52,6 +52,15 @@ herd_self_path(void)
 	return self_path;
 }
 
+/* For herd_map_reduce()'s local mode: the functions this program's workers serve. */
+static const struct herd_worker_type *app_type;
+
+const struct herd_worker_type *
+herd__app_type(void)
+{
+	return __atomic_load_n(&app_type, __ATOMIC_ACQUIRE);
+}
+
 HERD_EXPORT int
 herd_start_app(const struct herd_worker_type *type, int argc, char **argv)
 {
@@ -59,6 +68,7 @@ herd_start_app(const struct herd_worker_type *type, int argc, char **argv)
 
 	if (!type)
 		return -EINVAL;
+	__atomic_store_n(&app_type, type, __ATOMIC_RELEASE);
 	/* herdd sets HERD_CHANNEL_FD only for the processes it spawns as workers. */
 	if (fd && *fd)
 		exit(herd_worker_main(type, argc, argv));

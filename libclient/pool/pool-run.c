@@ -57,7 +57,9 @@ herd_map_reduce(json_t *opts, const char *function, json_t *args, const char *co
 	json_t *pool_opts = opts ? json_copy(opts) : json_object();
 	json_t *spawn = json_object_get(pool_opts, "spawn");
 	json_t *quiet = json_object_get(pool_opts, "quiet");
+	json_t *local = json_object_get(pool_opts, "local");
 	herd_error *err = NULL;
+	json_t *value = NULL;
 	herd_pool *p = NULL;
 	int r = 0;
 
@@ -70,19 +72,26 @@ herd_map_reduce(json_t *opts, const char *function, json_t *args, const char *co
 	json_incref(spawn);
 	json_object_del(pool_opts, "spawn");
 	json_object_del(pool_opts, "quiet");
+	json_object_del(pool_opts, "local");
 	if ((opts && !json_is_object(opts)) || (spawn && !json_is_object(spawn)) ||
-	    (quiet && !json_is_boolean(quiet)) || !args || !combine)
+	    (quiet && !json_is_boolean(quiet)) || (local && !json_is_boolean(local)) || !args ||
+	    !combine || (json_is_true(local) && !herd__app_type()))
 		r = -EINVAL;
-	if (r == 0)
-		r = herd_pool_new(spawn, pool_opts, &p, &err);
-	if (r == 0)
+	if (r == 0 && json_is_true(local))
+		r = herd__local_reduce(
+		    herd__app_type(), function, args, combiner, combine, &value, &err);
+	else if (r == 0 && (r = herd_pool_new(spawn, pool_opts, &p, &err)) == 0)
 		r = run_reduce(
-		    p, function, args, combiner, combine, json_is_true(quiet), ret_value, &err);
+		    p, function, args, combiner, combine, json_is_true(quiet), &value, &err);
 	if (!json_is_true(quiet))
 		run_report(p, r, err);
 	herd_pool_unref(p);
 	json_decref(spawn);
 	json_decref(pool_opts);
+	if (ret_value)
+		*ret_value = value;
+	else
+		json_decref(value);
 	if (ret_error)
 		*ret_error = err;
 	else
@@ -126,6 +135,18 @@ herd_combine_counts(json_t *acc, json_t *value, void *userdata)
 		}
 	}
 	return acc;
+}
+
+HERD_EXPORT json_int_t
+herd_counts_total(json_t *counts)
+{
+	json_int_t total = 0;
+	const char *key;
+	json_t *n;
+
+	json_object_foreach(counts, key, n)
+		total += json_integer_value(n);
+	return total;
 }
 
 struct top_entry {

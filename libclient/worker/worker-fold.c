@@ -115,34 +115,43 @@ fold_free(struct fold *f)
 }
 
 /*
- * Folds the result of inner (answered) into its accumulator with combine,
- * unless the function added it there itself. Returns the fold count, or 0
- * after answering req with the error (no room, or the combine failed).
+ * Folds result (borrowed) of inner into its accumulator of srv with combine,
+ * unless the function added it there itself. Returns the fold count, -ENOSPC
+ * (no room for the accumulator) or -EPIPE (a combine failed: it is lost).
  */
 json_int_t
-herd__fold_into(herd_request *req, herd_request *inner, herd_combine_fn combine, json_t *result)
+herd__acc_fold(
+    struct herd_server *srv, herd_request *inner, herd_combine_fn combine, json_t *result)
 {
-	const char *key = inner->acc_key;
-	struct herd_server *srv = req->conn->srv;
-	struct fold_acc *a = acc_get(srv, key);
+	struct fold_acc *a = acc_get(srv, inner->acc_key);
 
-	if (!a) {
-		herd_request_error(
-		    req, HERD_E_LIMIT_EXCEEDED, NULL, "no room for accumulator %s", key);
-		return 0;
-	}
+	if (!a)
+		return -ENOSPC;
 	if (!a->broken && !inner->acc_in_place) {
 		a->value =
 		    a->value ? combine(a->value, result, srv->worker_state) : json_incref(result);
 		a->broken = !a->value;
 	}
-	if (a->broken) {
+	return a->broken ? -EPIPE : ++a->n;
+}
+
+/*
+ * herd__acc_fold() answering req with its error. Returns the fold count, or 0
+ * after answering req with the error (no room, or the combine failed).
+ */
+json_int_t
+herd__fold_into(herd_request *req, herd_request *inner, herd_combine_fn combine, json_t *result)
+{
+	json_int_t n = herd__acc_fold(req->conn->srv, inner, combine, result);
+
+	if (n == -ENOSPC)
+		herd_request_error(
+		    req, HERD_E_LIMIT_EXCEEDED, NULL, "no room for accumulator %s", inner->acc_key);
+	else if (n == -EPIPE)
 		herd_request_error(req, HERD_E_FUNCTION_FAILED,
 		    json_pack("{s:s}", "name", "combine_failed"),
-		    "the combine function failed: accumulator %s is lost", key);
-		return 0;
-	}
-	return ++a->n;
+		    "the combine function failed: accumulator %s is lost", inner->acc_key);
+	return n < 0 ? 0 : n;
 }
 
 /* Cancels an inner request whose outer one went away: its hook hears nothing more. */
@@ -278,29 +287,45 @@ herd_request_reply_acc(herd_request *req)
 	return herd_request_reply(req, NULL);
 }
 
+/*
+ * Hands srv's accumulator key over and forgets it: *ret_value its value (new
+ * reference; NULL when nothing was folded). Returns its fold count, or -EPIPE
+ * when a combine failed and the folds in it are lost.
+ */
+json_int_t
+herd__acc_take(struct herd_server *srv, const char *key, json_t **ret_value)
+{
+	struct fold_acc *a = acc_find(srv, key);
+	json_int_t n = a ? a->n : 0;
+
+	*ret_value = a && !a->broken ? json_incref(a->value) : NULL;
+	if (a && a->broken)
+		n = -EPIPE;
+	if (a)
+		acc_remove(a);
+	return n;
+}
+
 void
 herd__builtin_take(herd_request *req, json_t *arg)
 {
 	const char *key;
 	struct proto_error err;
-	struct fold_acc *a;
-	json_t *res;
+	json_int_t n;
+	json_t *value;
 
 	if (proto_unpack(arg, &err, "{s:s}", "acc", &key) < 0) {
 		herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "%s", err.text);
 		return;
 	}
-	a = acc_find(req->conn->srv, key);
-	if (a && a->broken) {
-		acc_remove(a);
+	n = herd__acc_take(req->conn->srv, key, &value);
+	if (n < 0) {
 		herd_request_error(req, HERD_E_FUNCTION_FAILED,
 		    json_pack("{s:s}", "name", "combine_failed"),
 		    "accumulator %s was lost to a failed combine", key);
 		return;
 	}
-	res = a && a->value ? json_pack("{s:I, s:O}", "n", a->n, "value", a->value)
-	                    : json_pack("{s:I}", "n", (json_int_t)0);
-	if (a)
-		acc_remove(a);
-	herd_request_reply(req, res);
+	herd_request_reply(req,
+	    value ? json_pack("{s:I, s:o}", "n", n, "value", value)
+	          : json_pack("{s:I}", "n", (json_int_t)0));
 }

@@ -230,8 +230,17 @@ void herd__builtin_take(herd_request *req, json_t *arg);
 /* The combine function type declares under name, or NULL. */
 herd_combine_fn herd__combiner_find(const struct herd_worker_type *type, const char *name);
 /*
- * Folds result (borrowed) into accumulator key of req's server. Returns the
- * accumulator's fold count, or 0 after answering req with the error.
+ * Folds result (borrowed) of inner into its accumulator (inner->acc_key) of
+ * srv, unless the function added to it in place. Returns the accumulator's
+ * fold count, -ENOSPC (no room) or -EPIPE (a combine failed: it is lost).
+ */
+json_int_t herd__acc_fold(
+    struct herd_server *srv, herd_request *inner, herd_combine_fn combine, json_t *result);
+/* Hands accumulator key over and forgets it (*ret_value NULL if empty): its count or -EPIPE. */
+json_int_t herd__acc_take(struct herd_server *srv, const char *key, json_t **ret_value);
+/*
+ * herd__acc_fold() into req's server. Returns the accumulator's fold count,
+ * or 0 after answering req with the error.
  */
 json_int_t herd__fold_into(
     herd_request *req, herd_request *inner, herd_combine_fn combine, json_t *result);

@@ -396,6 +396,15 @@ HERD_EXPORT void herd_progress_bar(herd_job *job, uint64_t done, uint64_t failed
  * "window", "retries"...) plus "spawn", the workers' spawn options (default:
  * this executable, the start_app pattern), and "quiet": true to write nothing.
  *
+ * "local": true is local mode (as Ray's local_mode): no pool and no herdd;
+ * every task runs in this process, in order, through the worker type given
+ * to herd_start_app() (-EINVAL if none), as a request folding into one
+ * accumulator exactly as a worker's herd.fold does (herd_request_acc() adds
+ * in place; the type's combine named combiner, or combine when combiner is
+ * NULL). The first task error ends it. A program's sequential check is then
+ * its parallel code, and a worker function can be stepped through under gdb.
+ * The pool options are not used; there is no progress bar.
+ *
  * Returns 0 with *ret_value (may be NULL; new reference) the combined value
  * (JSON null when no task succeeded), or a herd_pool_new() or herd_job_wait()
  * error (-EINVAL for bad opts), with *ret_error (may be NULL) a new reference
@@ -423,6 +432,8 @@ HERD_EXPORT json_t *herd_combine_counts(json_t *acc, json_t *value, void *userda
  * fewer members. NULL when counts is not an object or memory runs out.
  */
 HERD_EXPORT json_t *herd_counts_top(json_t *counts, size_t k);
+/* The sum of counts' counts (0 when counts is not an object). */
+HERD_EXPORT json_int_t herd_counts_total(json_t *counts);
 
 #ifdef __cplusplus
 }

@@ -4,8 +4,8 @@
  * place (herd_request_acc, libclient/worker/worker-fold.c), against a real
  * herdd with this executable as the workers: counts objects, a function that
  * adds to the accumulator itself under herd.fold and in a plain call, mixed
- * with one that replies a value, exactly once through a worker crash, and
- * herd_map_reduce()'s messages and errors.
+ * with one that replies a value, exactly once through a worker crash,
+ * herd_map_reduce()'s messages and errors, and its local mode.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -56,8 +56,31 @@ fn_tally(herd_request *req, json_t *arg)
 		herd_request_reply_acc(req);
 }
 
+/* Off the loop: nothing to compute; the answer comes later, from done. */
+static void
+later_work(void *arg)
+{
+	(void)arg;
+}
+
+static void
+later_done(herd_request *req, void *arg)
+{
+	fn_tally(req, arg);
+	json_decref(arg);
+}
+
+/* fn_tally answered later, from the loop after an offload (local mode must wait for it). */
+static void
+fn_tally_later(herd_request *req, json_t *arg)
+{
+	if (herd_request_offload(req, later_work, later_done, json_incref(arg)) < 0)
+		herd_request_fail(req, "cannot offload");
+}
+
 static const struct herd_function functions[] = {
 	{ "tally", HERD_KIND_CALL, fn_tally },
+	{ "tally_later", HERD_KIND_CALL, fn_tally_later },
 	{ NULL, 0, NULL },
 };
 
@@ -163,6 +186,8 @@ START_TEST(test_counts)
 	ck_assert_int_eq(json_array_size(top), 0);
 	json_decref(top);
 	ck_assert_ptr_null(herd_counts_top(NULL, 3));
+	ck_assert_int_eq(herd_counts_total(c), 4 + 7 + 7 + 1);
+	ck_assert_int_eq(herd_counts_total(NULL), 0);
 	/* A value that is not a counts object fails the combine (acc consumed). */
 	json_object_set_new(d, "bad", json_string("x"));
 	ck_assert_ptr_null(herd_combine_counts(c, d, NULL));
@@ -261,6 +286,63 @@ START_TEST(test_map_reduce_crash)
 }
 END_TEST
 
+/* Local mode: the same functions and combine in this process, the same answer, no worker. */
+START_TEST(test_map_reduce_local)
+{
+	json_t *want, *args = tally_args(300, NULL, &want), *local = json_pack("{s:b}", "local", 1);
+	json_t *bad =
+	    json_pack("[{s:s, s:i}, {}, {s:s, s:i}]", "k", "a", "times", 1, "k", "b", "times", 1);
+	json_t *v = NULL;
+	herd_error *e = NULL;
+	char *err = NULL;
+
+	/* Folding in place and by the type's combine, then by the master's combine alone. */
+	ck_assert_int_eq(map_reduce_captured(local, args, "add", &v, &e, &err), 0);
+	assert_json_eq(v, want);
+	ck_assert_ptr_null(e);
+	ck_assert_str_eq(err, "");
+	json_decref(v);
+	free(err);
+	ck_assert_int_eq(map_reduce_captured(local, args, NULL, &v, NULL, &err), 0);
+	assert_json_eq(v, want);
+	json_decref(v);
+	free(err);
+	/* A task's error ends the run: returned and printed as a pool's. */
+	ck_assert_int_eq(map_reduce_captured(local, bad, "add", &v, &e, &err), -EREMOTEIO);
+	ck_assert_ptr_null(v);
+	ck_assert_str_eq(herd_error_name(e), "function_failed");
+	ck_assert_str_eq(herd_error_message(e), "no k");
+	ck_assert_msg(strstr(err, ": no k\n") && !strchr(err, '\r'), "%s", err);
+	e = herd_error_unref(e);
+	free(err);
+	/* A combine the type does not declare. */
+	ck_assert_int_eq(map_reduce_captured(local, args, "nope", &v, &e, &err), -EREMOTEIO);
+	ck_assert_str_eq(herd_error_name(e), "method_not_found");
+	e = herd_error_unref(e);
+	free(err);
+	/* Functions that answer later, from the loop. */
+	ck_assert_int_eq(herd_map_reduce(ht_args("{s:b, s:b}", "local", 1, "quiet", 1),
+	                     "tally_later", args, "add", herd_combine_counts, &v, NULL),
+	    0);
+	assert_json_eq(v, want);
+	json_decref(v);
+	/* No tasks: JSON null, as a pool's. */
+	ck_assert_int_eq(
+	    herd_map_reduce(local, "tally", ht_args("[]"), "add", herd_combine_counts, &v, NULL),
+	    0);
+	ck_assert(json_is_null(v));
+	json_decref(v);
+	ck_assert_int_eq(herd_map_reduce(ht_args("{s:i}", "local", 1), "tally", args, "add",
+	                     herd_combine_counts, &v, NULL),
+	    -EINVAL);
+	json_decref(bad);
+	json_decref(local);
+	json_decref(args);
+	json_decref(want);
+	ht_assert_no_workers(ht_herdd);
+}
+END_TEST
+
 START_TEST(test_map_reduce_errors)
 {
 	json_t *args = json_pack("[{s:s, s:i}, {}]", "k", "a", "times", 1), *v = NULL;
@@ -310,7 +392,7 @@ main(int argc, char **argv)
 {
 	const struct ht_case cases[] = { HT_HERDD_CASE("pool-run", 120, NULL, test_counts,
 	    test_acc_plain_call, test_map_reduce_in_place, test_map_reduce_crash,
-	    test_map_reduce_errors) };
+	    test_map_reduce_local, test_map_reduce_errors) };
 
 	/* Spawned by herdd as a pool worker: serve and exit; run as a test: carry on. */
 	herd_start_app(&run_worker, argc, argv);

@@ -22,7 +22,8 @@ for s in herd_conn_connect herd_conn_process herd_conn_get_fd herd_conn_get_even
 	herd_pool_new herd_pool_close herd_pool_process herd_pool_get_fd herd_pool_attach_ev \
 	herd_job_new herd_job_start herd_job_wait herd_pool_map herd_pool_map_reduce \
 	herd_pool_find herd_pool_submit herd_pool_call herd_progress_bar herd_map_reduce \
-	herd_counts_add herd_combine_counts herd_counts_top herd_request_acc herd_request_reply_acc; do
+	herd_counts_add herd_combine_counts herd_counts_top herd_counts_total herd_request_acc \
+	herd_request_reply_acc; do
 	echo "$syms" | grep -qx "$s" || { echo "missing export: $s"; status=1; }
 done
 n=$(echo "$syms" | wc -l)
