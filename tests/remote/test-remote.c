@@ -823,12 +823,11 @@ static const char fake_srun[] =
  */
 START_TEST(test_pool_slurm_nodelist)
 {
-	json_t *spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
-	json_t *opts = json_pack("{s:[s]}", "hosts", "slurm");
 	struct map_watch w = { .n = 300 };
 	char dir[256], path[512], log[512], env[1024], nodes[64] = "";
 	herd_error *err = NULL;
 	herd_pool *p = NULL;
+	json_t *spawn, *opts;
 	FILE *f;
 	int r;
 
@@ -837,6 +836,8 @@ START_TEST(test_pool_slurm_nodelist)
 		    "pool over a Slurm nodelist, stand-in srun: skipped (real hosts under test)\n");
 		return;
 	}
+	spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
+	opts = json_pack("{s:[s]}", "hosts", "slurm");
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/srun", dir);
 	snprintf(log, sizeof(log), "%s/nodes", dir);
