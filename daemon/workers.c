@@ -378,7 +378,9 @@ sup_worker_json(const struct worker *w)
 	        : json_null());
 	json_object_set_new(o, "rss_kib", have_proc ? json_integer((json_int_t)rss) : json_null());
 	json_object_set_new(o, "cpu_ms", json_integer((json_int_t)w->cpu_ms));
-	json_object_set_new(o, "ready", json_string(sup_ready_mode_name(w->ready_mode)));
+	/* Shown for the other modes only: a herd worker's object stays as it was. */
+	if (w->ready_mode != READY_PROTOCOL)
+		json_object_set_new(o, "ready", json_string(sup_ready_mode_name(w->ready_mode)));
 	/* A notify worker's STATUS= and STOPPING=1 (worker-notify.c). */
 	if (w->ready_mode == READY_NOTIFY) {
 		json_object_set_new(o, "status", w->status ? json_string(w->status) : json_null());

@@ -41,9 +41,10 @@ static const char notify_py[] =
 static json_t *
 notify_params(const char *what, json_t *extra)
 {
-	json_t *p = json_pack("{s:s, s:[s, s, s, s], s:s, s:{s:i, s:i}}", "path", "/usr/bin/python3",
-	    "argv", "python3", "-c", notify_py, what, "ready", "notify", "settings",
-	    "heartbeat_interval_ms", HB_INTERVAL_MS, "heartbeat_timeout_ms", HB_TIMEOUT_MS);
+	json_t *p =
+	    json_pack("{s:s, s:[s, s, s, s], s:s, s:{s:i, s:i}}", "path", "/usr/bin/python3",
+	        "argv", "python3", "-c", notify_py, what, "ready", "notify", "settings",
+	        "heartbeat_interval_ms", HB_INTERVAL_MS, "heartbeat_timeout_ms", HB_TIMEOUT_MS);
 
 	if (extra) {
 		json_object_update(p, extra);
@@ -55,8 +56,8 @@ notify_params(const char *what, json_t *extra)
 static json_t *
 sleep_params(void)
 {
-	return json_pack("{s:s, s:[s, s], s:s}", "path", "/bin/sleep", "argv", "sleep", "1000",
-	    "ready", "exec");
+	return json_pack(
+	    "{s:s, s:[s, s], s:s}", "path", "/bin/sleep", "argv", "sleep", "1000", "ready", "exec");
 }
 
 static json_t *
@@ -84,9 +85,8 @@ START_TEST(test_exec_ready)
 	ck_assert_str_eq(ht_str(ht_result(w), "ready"), "exec");
 	json_decref(w);
 	/* Stopped by shutdown: SIGTERM ends sleep. */
-	w = ht_conn_call(m, "shutdown", json_pack("{s:s, s:i}", "id", ht_str(res, "id"), "grace_ms",
-	                                    500),
-	    ht_ms(10000));
+	w = ht_conn_call(m, "shutdown",
+	    json_pack("{s:s, s:i}", "id", ht_str(res, "id"), "grace_ms", 500), ht_ms(10000));
 	ck_assert_str_eq(ht_str(ht_assert_result(w), "reason"), "shutdown");
 	json_decref(w);
 	ck_assert_int_eq(ht_wait_pid_gone(pid, ht_ms(1000)), 0);
@@ -95,9 +95,9 @@ START_TEST(test_exec_ready)
 	/* Killed with its master. */
 	m2 = ht_herdd_open(ht_herdd, "master", "short-lived");
 	ck_assert_ptr_nonnull(m2);
-	reply = ht_spawn(m2, json_pack("{s:s, s:[s, s], s:s, s:s}", "path", "/bin/sleep", "argv",
-	                         "sleep", "1000", "ready", "exec", "shutdown_on",
-	                         "master_disconnect"),
+	reply = ht_spawn(m2,
+	    json_pack("{s:s, s:[s, s], s:s, s:s}", "path", "/bin/sleep", "argv", "sleep", "1000",
+	        "ready", "exec", "shutdown_on", "master_disconnect"),
 	    ht_ms(10000));
 	pid = ht_worker_pid(ht_assert_result(reply));
 	ht_conn_close(m2);
@@ -105,8 +105,8 @@ START_TEST(test_exec_ready)
 	json_decref(reply);
 
 	/* A failed exec is still spawn_failed, not ready. */
-	reply = ht_spawn(m, json_pack("{s:s, s:s}", "path", "/nonexistent/x", "ready", "exec"),
-	    ht_ms(10000));
+	reply = ht_spawn(
+	    m, json_pack("{s:s, s:s}", "path", "/nonexistent/x", "ready", "exec"), ht_ms(10000));
 	ht_assert_error(reply, "spawn_failed");
 	json_decref(reply);
 }
@@ -139,8 +139,8 @@ START_TEST(test_notify_never_ready)
 {
 	json_t *reply;
 
-	reply = ht_spawn(ht_master, notify_params("never", json_pack("{s:i}", "spawn_timeout_ms", 700)),
-	    ht_ms(10000));
+	reply = ht_spawn(ht_master,
+	    notify_params("never", json_pack("{s:i}", "spawn_timeout_ms", 700)), ht_ms(10000));
 	ht_assert_error(reply, "timeout");
 	json_decref(reply);
 	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(2000)), 0);
@@ -159,8 +159,8 @@ START_TEST(test_bad_ready_and_herdctl)
 	ck_assert_ptr_nonnull(strstr(ht_dump(reply), "ready must be"));
 	json_decref(reply);
 
-	o = ht_herdctl(ht_herdd->socket, "spawn", "--ready", "sometimes", "--", "/bin/sleep", "9",
-	    NULL);
+	o = ht_herdctl(
+	    ht_herdd->socket, "spawn", "--ready", "sometimes", "--", "/bin/sleep", "9", NULL);
 	ck_assert_int_ne(o.code, 0);
 	ht_out_free(&o);
 
