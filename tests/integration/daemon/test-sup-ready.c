@@ -5,11 +5,14 @@
  * killed with its master. A Python program speaking sd_notify with ready
  * "notify" is ready at READY=1, shows its STATUS= in inspect, and dies as
  * heartbeat_lost once its WATCHDOG=1 pings stop; one that never says READY=1
- * ends as spawn_timeout. A bad value is refused; herdctl spawn passes --ready.
+ * ends as spawn_timeout, even when another process sends READY=1 for it. A bad value is refused; herdctl spawn passes --ready.
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "ht-check.h"
@@ -135,12 +138,41 @@ START_TEST(test_notify_ready_status_watchdog)
 }
 END_TEST
 
+/* Sends text to the notify socket of worker id from this process, not the worker. */
+static void
+send_foreign(const char *id, const char *text)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	int n;
+
+	ck_assert_int_ge(fd, 0);
+	n = snprintf(
+	    sa.sun_path + 1, sizeof(sa.sun_path) - 1, "herdd/%d/%s/1", (int)ht_herdd->pid, id);
+	ck_assert_int_ne(sendto(fd, text, strlen(text), 0, (struct sockaddr *)&sa,
+	                     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)),
+	    -1);
+	close(fd);
+}
+
 START_TEST(test_notify_never_ready)
 {
-	json_t *reply;
+	json_t *reply, *list, *w;
+	int64_t req;
+	char id[32];
 
-	reply = ht_spawn(ht_master,
-	    notify_params("never", json_pack("{s:i}", "spawn_timeout_ms", 700)), ht_ms(10000));
+	/* A READY=1 from another process is not the worker's. */
+	req = ht_conn_send_request(ht_master, "spawn",
+	    notify_params("never", json_pack("{s:i}", "spawn_timeout_ms", 700)));
+	ck_assert_int_gt(req, 0);
+	list = ht_conn_call(ht_master, "list", NULL, ht_ms(5000));
+	w = json_array_get(json_object_get(ht_assert_result(list), "workers"), 0);
+	ck_assert_ptr_nonnull(w);
+	snprintf(id, sizeof(id), "%s", ht_str(w, "id"));
+	ht_track_pid(ht_worker_pid(w));
+	json_decref(list);
+	send_foreign(id, "READY=1");
+	reply = ht_conn_wait_reply(ht_master, req, ht_ms(10000));
 	ht_assert_error(reply, "timeout");
 	json_decref(reply);
 	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(2000)), 0);
