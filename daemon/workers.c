@@ -358,7 +358,10 @@ sup_worker_json(const struct worker *w)
 	    "state", proto_state_name(w->state), "reason", proto_reason_name(w->reason),
 	    "shutdown_on", proto_shutdown_on_name(w->shutdown_on), "started_at", "", "uptime_ms",
 	    (json_int_t)((w->reaped ? w->ended_ms : now) - w->started_ms), "socket",
-	    w->socket[0] && w->state != PROTO_STATE_STARTING && !w->reaped ? w->socket : NULL,
+	    w->socket[0] && w->state != PROTO_STATE_STARTING && !w->reaped &&
+	            w->ready_mode == READY_PROTOCOL
+	        ? w->socket
+	        : NULL,
 	    "path", w->path, "argv", w->argv);
 	if (!o)
 		return NULL;

@@ -86,6 +86,8 @@ START_TEST(test_exec_ready)
 	w = inspect(ht_str(res, "id"));
 	ck_assert_str_eq(ht_str(ht_assert_result(w), "state"), "ready");
 	ck_assert_str_eq(ht_str(ht_result(w), "ready"), "exec");
+	/* Nothing serves herd functions there. */
+	ck_assert(json_is_null(json_object_get(ht_result(w), "socket")));
 	json_decref(w);
 	/* Stopped by shutdown: SIGTERM ends sleep. */
 	w = ht_conn_call(m, "shutdown",
