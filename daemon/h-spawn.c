@@ -23,7 +23,7 @@
 #define UNSET INT64_MIN
 
 struct spawn_args {
-	const char *path, *name, *pool, *cwd, *shutdown_on;
+	const char *path, *name, *pool, *cwd, *shutdown_on, *ready;
 	json_t *argv, *env, *out[2], *init, *settings, *restart;
 	json_int_t umask, spawn_timeout_ms, connection_timeout_ms;
 	int pid_namespace;
@@ -229,7 +229,7 @@ fill_exec(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 	return 0;
 }
 
-/* umask, name, pool, stdout/stderr and shutdown_on. */
+/* umask, name, pool, stdout/stderr, shutdown_on and ready. */
 static int
 fill_process(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 {
@@ -254,6 +254,12 @@ fill_process(struct worker *w, const struct spawn_args *a, char *why, size_t len
 			return invalid(why, len,
 			    "shutdown_on must be master_disconnect, connection_closed or explicit");
 		w->shutdown_on = (enum proto_shutdown_on)policy;
+	}
+	if (a->ready) {
+		policy = sup_ready_mode_from_name(a->ready);
+		if (policy < 0)
+			return invalid(why, len, "ready must be protocol, exec or notify");
+		w->ready_mode = (enum ready_mode)policy;
 	}
 	return 0;
 }
@@ -316,7 +322,7 @@ over_limit(struct conn *c, unsigned *value)
 	return NULL;
 }
 
-/* spawn {path, argv?, name?, pool?, env?, cwd?, umask?, stdout?, stderr?, init?, shutdown_on?, restart?, pid_namespace?, ...} */
+/* spawn {path, argv?, name?, pool?, env?, cwd?, umask?, stdout?, stderr?, init?, shutdown_on?, restart?, pid_namespace?, ready?, ...} */
 void
 h_spawn(struct conn *c, json_t *id, json_t *params)
 {
@@ -330,12 +336,13 @@ h_spawn(struct conn *c, json_t *id, json_t *params)
 	int r;
 
 	if (dispatch_unpack(c, id, params,
-	        "{s:s, s?o, s?s, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o, s?o, s?b}",
+	        "{s:s, s?o, s?s, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o, s?o, s?b, "
+	        "s?s}",
 	        "path", &a.path, "argv", &a.argv, "name", &a.name, "pool", &a.pool, "env", &a.env,
 	        "cwd", &a.cwd, "umask", &a.umask, "stdout", &a.out[0], "stderr", &a.out[1], "init",
 	        &a.init, "shutdown_on", &a.shutdown_on, "spawn_timeout_ms", &a.spawn_timeout_ms,
 	        "connection_timeout_ms", &a.connection_timeout_ms, "settings", &a.settings,
-	        "restart", &a.restart, "pid_namespace", &a.pid_namespace) < 0)
+	        "restart", &a.restart, "pid_namespace", &a.pid_namespace, "ready", &a.ready) < 0)
 		return;
 	w = sup_worker_new();
 	if (!w) {

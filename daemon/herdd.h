@@ -444,6 +444,12 @@ struct waiter {
 	bool spawn;
 };
 
+/*
+ * When a worker counts as ready (spawn option "ready"): its channel's "ready"
+ * message, its exec, or READY=1 on its NOTIFY_SOCKET (worker-notify.c).
+ */
+enum ready_mode { READY_PROTOCOL, READY_EXEC, READY_NOTIFY };
+
 struct worker {
 	TAILQ_ENTRY(worker) link;
 	bool listed; /* on herdd.workers, counted in herdd.nworkers */
@@ -501,6 +507,11 @@ struct worker {
 	bool had_connection;
 	bool in_cgroup; /* started in its own cgroup (contain.c) */
 	bool pid_ns; /* spawn option pid_namespace: init of its own PID namespace */
+	enum ready_mode ready_mode; /* spawn option "ready" */
+	char *status; /* the last STATUS= of a notify worker, or NULL */
+	bool said_stopping; /* a notify worker sent STOPPING=1 */
+	int notify_fd; /* a notify worker's NOTIFY_SOCKET, or -1 */
+	ev_io notify_io;
 
 	struct conn *channel;
 	int errpipe;
@@ -516,6 +527,18 @@ struct worker {
 	unsigned incarnation; /* 1 for the first process, one more for each restart */
 	struct restart *restart; /* NULL: restart "no" */
 };
+
+/* "protocol", "exec" or "notify"; sup_ready_mode_from_name() returns -1 for others. */
+const char *sup_ready_mode_name(enum ready_mode m);
+int sup_ready_mode_from_name(const char *name);
+/* w's NOTIFY_SOCKET value: an abstract address, "@" standing for its leading NUL. */
+void wnotify_addr(const struct worker *w, char *buf, size_t len);
+/* Creates and binds w's notify socket. Returns 0 or -errno. */
+int wnotify_open(struct worker *w);
+/* Starts watching w's notify socket (the process exists). */
+void wnotify_start(struct worker *w);
+/* Closes w's notify socket. */
+void wnotify_close(struct worker *w);
 
 /* Everything a spawn needs, validated by h-spawn.c; owned by the worker afterwards. */
 struct worker *sup_worker_new(void);

@@ -264,18 +264,19 @@ child_run(const struct child_plan *p)
 	f.capture[0] = lift_fd(f.capture[0]);
 	f.capture[1] = lift_fd(f.capture[1]);
 	f.report = lift_fd(f.report);
-	if (f.channel < 0 || f.report < 0)
+	if ((p->channel_fd >= 0 && f.channel < 0) || f.report < 0)
 		child_fail(&f, "fds");
 	fd = open("/dev/null", O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0 || dup2(fd, 0) < 0)
 		child_fail(&f, "stdin");
 	place_output(p, &f, 0, 1, "stdout");
 	place_output(p, &f, 1, 2, "stderr");
-	if (dup2(f.channel, 3) < 0)
+	/* Without a channel (ready "exec" or "notify") fd 3 closes at exec too. */
+	if (f.channel >= 0 && dup2(f.channel, 3) < 0)
 		child_fail(&f, "fds");
 	/* Everything past the channel closes at exec, the report pipe included. */
-	if (close_range(4, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
-		for (fd = 4; (unsigned long)fd < herdd.max_fds; fd++)
+	if (close_range(f.channel >= 0 ? 4 : 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+		for (fd = f.channel >= 0 ? 4 : 3; (unsigned long)fd < herdd.max_fds; fd++)
 			fcntl(fd, F_SETFD, FD_CLOEXEC);
 	}
 	if (herdd.nofile_raised && setrlimit(RLIMIT_NOFILE, &herdd.nofile) < 0)
@@ -329,6 +330,26 @@ env_add(char **envp, size_t *n, const char *name, const char *value)
 }
 
 /*
+ * sd_notify's variables: NOTIFY_SOCKET, and WATCHDOG_USEC when heartbeats
+ * are checked. WATCHDOG_PID is left out: the pid is not known before the
+ * clone, and sd_watchdog_enabled() accepts its absence.
+ */
+static int
+notify_env(const struct worker *w, char **envp, size_t *n)
+{
+	char addr[108], usec[24];
+	int r;
+
+	wnotify_addr(w, addr, sizeof(addr));
+	r = env_add(envp, n, "NOTIFY_SOCKET", addr);
+	if (r == 0 && w->hb_timeout_ms && w->hb_interval_ms) {
+		snprintf(usec, sizeof(usec), "%llu", (unsigned long long)w->hb_timeout_ms * 1000);
+		r = env_add(envp, n, "WATCHDOG_USEC", usec);
+	}
+	return r;
+}
+
+/*
  * The worker's environment: PATH fixed, HOME, USER, LOGNAME and SHELL from
  * the requester's passwd entry (never herdd's own environment), then the
  * requester's additions (its LANG, TZ...), then the channel variables and
@@ -360,8 +381,10 @@ build_env(const struct worker *w, const char *home, const char *user, const char
 		if (r == 0)
 			r = env_add(envp, &n, key, json_string_value(value));
 	}
-	if (r == 0)
+	if (r == 0 && w->ready_mode == READY_PROTOCOL)
 		r = env_add(envp, &n, "HERD_CHANNEL_FD", "3");
+	if (r == 0 && w->ready_mode == READY_NOTIFY)
+		r = notify_env(w, envp, &n);
 	if (r == 0)
 		r = env_add(envp, &n, "HERD_WORKER_ID", w->id);
 	/* A worker that is a master itself finds the herdd that spawned it. */
@@ -487,11 +510,11 @@ plan_share_fds(struct child_plan *p, int channel_fd, const int capture_fds[2], i
 	if (!p->share_fds)
 		return 0;
 	p->top_slot = top_slot;
-	p->channel_fd = slot_fill(SLOT_CHANNEL, channel_fd);
+	p->channel_fd = channel_fd >= 0 ? slot_fill(SLOT_CHANNEL, channel_fd) : -1;
 	p->capture_fds[0] = slot_fill(SLOT_OUT, capture_fds[0]);
 	p->capture_fds[1] = slot_fill(SLOT_ERR, capture_fds[1]);
 	p->report_fd = slot_fill(SLOT_REPORT, report_fd);
-	if (p->channel_fd < 0 || p->report_fd < 0 ||
+	if ((channel_fd >= 0 && p->channel_fd < 0) || p->report_fd < 0 ||
 	    (capture_fds[0] >= 0 && p->capture_fds[0] < 0) ||
 	    (capture_fds[1] >= 0 && p->capture_fds[1] < 0)) {
 		int r = -errno;

@@ -63,6 +63,7 @@ sup_worker_new(void)
 		return NULL;
 	w->pidfd = -1;
 	w->errpipe = -1;
+	w->notify_fd = -1;
 	w->exit_code = -1;
 	w->umask = 022;
 	w->incarnation = 1;
@@ -435,6 +436,9 @@ errpipe_cb(struct ev_loop *loop, ev_io *io, int revents)
 	ev_io_stop(loop, io);
 	close(w->errpipe);
 	w->errpipe = -1;
+	/* Ready "exec": running the program is all that was asked. */
+	if (n == 0 && w->ready_mode == READY_EXEC && !w->reaped)
+		sup_worker_ready(w);
 }
 
 static int
@@ -488,9 +492,11 @@ spawn_started(struct worker *w, int fd, int rep)
 	ev_io_init(&w->errpipe_io, errpipe_cb, rep, EV_READ);
 	w->errpipe_io.data = w;
 	ev_io_start(herdd.loop, &w->errpipe_io);
-	fcntl(fd, F_SETFL, O_NONBLOCK);
-	ch = conn_new(fd, CONN_CHANNEL, &channel_ops, CHANNEL_MAX_BYTES);
-	if (ch) {
+	wnotify_start(w);
+	if (fd < 0) {
+		/* Ready "exec" or "notify": no channel. */
+	} else if ((ch = conn_new(fd, CONN_CHANNEL, &channel_ops, CHANNEL_MAX_BYTES))) {
+		fcntl(fd, F_SETFL, O_NONBLOCK);
 		ch->worker = w;
 		w->channel = ch;
 		conn_start(ch);
@@ -526,9 +532,17 @@ sup_spawn(struct worker *w)
 	r = spawn_name(w);
 	if (r < 0)
 		return r;
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+	if (w->ready_mode == READY_PROTOCOL &&
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		w->spawn_stage = "socketpair";
 		return -errno;
+	}
+	if (w->ready_mode == READY_NOTIFY) {
+		r = wnotify_open(w);
+		if (r < 0) {
+			w->spawn_stage = "socket";
+			return r;
+		}
 	}
 	for (i = 0; i < 2; i++) {
 		if (w->out[i].kind != OUT_CAPTURE && !output_rotated(&w->out[i]))
@@ -553,7 +567,8 @@ sup_spawn(struct worker *w)
 			w->spawn_stage = "prepare";
 		goto fail;
 	}
-	close(sv[1]);
+	if (sv[1] >= 0)
+		close(sv[1]);
 	for (i = 0; i < 2; i++) {
 		if (pipes[i][1] >= 0)
 			close(pipes[i][1]);
@@ -574,6 +589,7 @@ fail:
 		close(sv[0]);
 	if (sv[1] >= 0)
 		close(sv[1]);
+	wnotify_close(w);
 	return r;
 }
 
@@ -738,6 +754,7 @@ reaped(struct worker *w, int status, const struct rusage *ru)
 		errpipe_cb(herdd.loop, &w->errpipe_io, EV_READ);
 	capture_finish(&w->cap[0]);
 	capture_finish(&w->cap[1]);
+	wnotify_close(w);
 	if (w->channel) {
 		/* An init_failed or failure sent just before exiting must not be lost. */
 		if (!w->channel->peer.closed)

@@ -189,6 +189,8 @@ sup_worker_free(struct worker *w)
 	}
 	if (w->pidfd >= 0)
 		close(w->pidfd);
+	wnotify_close(w);
+	free(w->status);
 	if (w->channel) {
 		conn_abort(w->channel);
 		conn_unref(w->channel);
@@ -356,7 +358,10 @@ sup_worker_json(const struct worker *w)
 	    "state", proto_state_name(w->state), "reason", proto_reason_name(w->reason),
 	    "shutdown_on", proto_shutdown_on_name(w->shutdown_on), "started_at", "", "uptime_ms",
 	    (json_int_t)((w->reaped ? w->ended_ms : now) - w->started_ms), "socket",
-	    w->socket[0] && w->state != PROTO_STATE_STARTING && !w->reaped ? w->socket : NULL,
+	    w->socket[0] && w->state != PROTO_STATE_STARTING && !w->reaped &&
+	            w->ready_mode == READY_PROTOCOL
+	        ? w->socket
+	        : NULL,
 	    "path", w->path, "argv", w->argv);
 	if (!o)
 		return NULL;
@@ -376,6 +381,14 @@ sup_worker_json(const struct worker *w)
 	        : json_null());
 	json_object_set_new(o, "rss_kib", have_proc ? json_integer((json_int_t)rss) : json_null());
 	json_object_set_new(o, "cpu_ms", json_integer((json_int_t)w->cpu_ms));
+	/* Shown for the other modes only: a herd worker's object stays as it was. */
+	if (w->ready_mode != READY_PROTOCOL)
+		json_object_set_new(o, "ready", json_string(sup_ready_mode_name(w->ready_mode)));
+	/* A notify worker's STATUS= and STOPPING=1 (worker-notify.c). */
+	if (w->ready_mode == READY_NOTIFY) {
+		json_object_set_new(o, "status", w->status ? json_string(w->status) : json_null());
+		json_object_set_new(o, "said_stopping", json_boolean(w->said_stopping));
+	}
 	json_object_set_new(o, "message", w->message ? json_string(w->message) : json_null());
 	json_object_set_new(o, "served", json_integer((json_int_t)w->served));
 	json_object_set_new(o, "containment", contain_worker_json(w));

@@ -451,6 +451,13 @@ static const struct ctl_opt spawn_opts[] = {
 	    64, 1ll << 40 },
 	{ "max-files", 0, "N", "keep FILE and N-1 rotated ones (default 5)", ctl_opt_int, 1, 100 },
 	{ "spawn-timeout-ms", 0, "N", "fork-to-ready deadline", ctl_opt_int, 0, UINT32_MAX },
+	{ "ready", 0, "protocol|exec|notify",
+	    "when the worker counts as ready: its herd\n"
+	    "\"ready\" (default), its exec (any program), or\n"
+	    "READY=1 on NOTIFY_SOCKET (sd_notify)",
+	    ctl_opt_choice, 0, 0 },
+	{ "pid-namespace", 0, NULL, "run it as the init of a PID namespace of its own",
+	    ctl_opt_true, 0, 0 },
 	{ "restart", 0, "no|on-failure|always",
 	    "bring the worker back when it ends (on-failure:\n"
 	    "a crash, a failure or a non-zero exit)",
