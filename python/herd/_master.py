@@ -192,9 +192,12 @@ class Worker:
         self.name: str = result.get("name", "")
         self.incarnation: int = result.get("incarnation", 1)
 
-    def connect(self, init: Any = None, name: Optional[str] = None) -> "WorkerConnection":
-        """A client connection to this worker; ``init`` is the connection-state init."""
-        return WorkerConnection(Connection.open(self.socket, "client", name=name, init=init))
+    def connect(self, init: Any = None, name: Optional[str] = None,
+                settings: Optional[Dict[str, int]] = None) -> "WorkerConnection":
+        """A client connection to this worker; ``init`` is the connection-state init,
+        ``settings`` the connection settings asked for (3.4)."""
+        return WorkerConnection(Connection.open(self.socket, "client", name=name, init=init,
+                                                settings=settings))
 
     def inspect(self) -> Dict[str, Any]:
         return self.master.inspect(self.id)

@@ -229,20 +229,22 @@ class Connection:
         while not self.closed:
             now = time.monotonic()
             wake = deadline
+            dead = None
             if self.heartbeat_timeout > 0:
                 dead = self._last_recv + self.heartbeat_timeout
-                if now >= dead:
-                    self._fail(HerdError("connection_closed",
-                                         f"no message for {self.heartbeat_timeout} s"))
-                    break
                 wake = dead if wake is None else min(wake, dead)
-            if deadline is not None and now >= deadline:
-                return False
             wait = None if wake is None else max(0.0, wake - now)
             ready, _, _ = select.select([self._sock], [], [], wait)
             if ready:
                 self._read()
                 return True
+            # Silence is judged only after what waited in the socket was read.
+            now = time.monotonic()
+            if dead is not None and now >= dead:
+                self._fail(HerdError("connection_closed",
+                                     f"no message for {self.heartbeat_timeout} s"))
+            elif deadline is not None and now >= deadline:
+                return False
         return True
 
     def _read(self) -> None:
