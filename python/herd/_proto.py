@@ -158,7 +158,8 @@ class Connection:
             # The channel's heartbeats are the worker's alone (5), timed by herdd's answer.
             c.heartbeat_interval = c.hello.get("heartbeat_interval_ms", 0) / 1000
             c.heartbeat_timeout = 0
-        if c.heartbeat_interval > 0:
+        if c.heartbeat_interval > 0 and role != "worker":
+            # A worker's own loop heartbeats on fd 3: a hung loop must fall silent (5.3).
             c._hb_thread = threading.Thread(target=c._heartbeat_loop, daemon=True,
                                             name="herd-heartbeat")
             c._hb_thread.start()
@@ -310,8 +311,13 @@ class Connection:
             q = self._items.get(params.get("id"))
             if q is not None:
                 q.append(params)
-        elif method in self._handlers:
-            self._handlers[method](method, params)
+        else:
+            self._on_notification(method, params)
+
+    def _on_notification(self, method: str, params: Any) -> None:
+        handler = self._handlers.get(method)
+        if handler:
+            handler(method, params)
 
     def _on_request(self, msg: Dict[str, Any]) -> None:
         self.send({"jsonrpc": "2.0", "id": msg["id"], "error": {

@@ -1,0 +1,94 @@
+"""Python workers (herd.serve) under a real herdd, driven by the Python master."""
+
+import os
+import time
+
+import pytest
+
+import herd
+from conftest import HERE
+
+PYWORKER = os.path.join(HERE, "pyworker.py")
+
+
+def spawn(m, **kw):
+    return m.spawn(PYWORKER, env={"PYTHONDONTWRITEBYTECODE": "1"}, **kw)
+
+
+def test_python_worker_serves_every_kind(herdd):
+    with herd.connect() as m:
+        w = spawn(m, init={"scale": 2}, name="py")
+        info = m.inspect(w.id)
+        assert info["state"] == "ready"
+        assert {"name": "count", "kind": "pipe"} in info["functions"]
+        fast = {"heartbeat_interval_ms": 100, "heartbeat_timeout_ms": 400}
+        with w.connect(settings=fast) as c:
+            assert c.functions == {"echo": "call", "sum": "call", "divide": "call",
+                                   "count": "pipe", "note": "oneway", "notes": "call",
+                                   "pid": "call", "die": "call"}
+            assert c.call("sum", {"n": 10}) == 90
+            assert c.call("echo", {"x": ["é\n", None]}) == {"x": ["é\n", None]}
+            assert c.call("pid") == w.pid
+            c.notify("note", {"text": "one"})
+            assert c.call("notes") == ["one"]
+            s = c.stream("count", {"n": 3})
+            assert list(s) == [0, 1, 2] and s.result == {"count": 3}
+            with pytest.raises(herd.HerdError) as e:
+                c.call("divide", {"a": 1, "b": 0})
+            assert e.value.name == "function_failed"
+            assert e.value.message.startswith("ZeroDivisionError")
+            assert "Traceback" in e.value.data["traceback"]
+            with pytest.raises(herd.HerdError) as e:
+                c.call("sum", {"n": "x"})
+            assert e.value.name == "invalid_params"
+            with pytest.raises(herd.HerdError) as e:
+                c.call("nope")
+            assert e.value.name == "method_not_found"
+            # Idle past the heartbeat timeout: the worker's loop keeps the connection.
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                m.poll(0.1)
+            assert c.call("sum", {"n": 3}) == 6
+        assert m.shutdown(w.id)["reason"] == "shutdown"
+
+
+def test_python_worker_stream_cancel(herdd):
+    with herd.connect() as m:
+        with spawn(m).connect() as c:
+            s = c.stream("count", {"n": 100, "delay_ms": 50})
+            assert next(s) == 0
+            s.cancel()
+            assert list(s) == []
+            assert c.call("sum", {"n": 4}) == 6
+
+
+def test_python_worker_init_failure(herdd):
+    with herd.connect() as m:
+        with pytest.raises(herd.HerdError) as e:
+            spawn(m, init={"fail_init": "no database"})
+        assert e.value.name == "init_failed" and "no database" in e.value.message
+
+
+def test_python_worker_failure_reaches_on_failure(herdd):
+    with herd.connect() as m:
+        seen = []
+        m.on_failure(seen.append)
+        w = spawn(m)
+        with w.connect() as c:
+            with pytest.raises(herd.HerdError) as e:
+                c.call("die", {"message": "disk on fire"})
+            assert e.value.name == "connection_closed"
+        ev = m.wait_event(lambda e: e["worker"]["id"] == w.id and e["event"] != "ready")
+        assert ev["event"] == "failed" and ev["message"] == "disk on fire"
+        assert seen == [ev]
+
+
+def test_python_worker_sigkilled_master(herdd):
+    # The python worker ends with its master's connection, as a C worker does.
+    with herd.connect() as watcher:
+        watcher.subscribe(all=True)
+        m = herd.connect()
+        w = spawn(m)
+        m._conn.close()  # no goodbye: as if the process died
+        ev = watcher.wait_event(lambda e: e["worker"]["id"] == w.id and e["event"] != "ready")
+        assert ev["worker"]["reason"] == "killed_orphan"
