@@ -61,3 +61,12 @@ def herdd(tmp_path, monkeypatch):
 @pytest.fixture
 def testworker():
     return TESTWORKER
+
+
+def herd_error(name, fn, *args):
+    """The HerdError ``fn(*args)`` raises, checked to be named ``name``."""
+    import herd
+    with pytest.raises(herd.HerdError) as e:
+        fn(*args)
+    assert e.value.name == name, e.value
+    return e.value

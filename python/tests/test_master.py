@@ -10,7 +10,7 @@ import time
 import pytest
 
 import herd
-from conftest import HERE
+from conftest import HERE, herd_error
 
 
 def test_calls_of_every_kind(herdd, testworker):
@@ -34,12 +34,8 @@ def test_calls_of_every_kind(herdd, testworker):
                 c.call("product", {"n": 30})
             assert e.value.name == "function_failed" and e.value.code == -32012
             assert e.value.message == "product of 1..30 overflows"
-            with pytest.raises(herd.HerdError) as e:
-                c.call("sum", {"n": "x"})
-            assert e.value.name == "invalid_params"
-            with pytest.raises(herd.HerdError) as e:
-                c.call("nonesuch")
-            assert e.value.name == "method_not_found"
+            herd_error("invalid_params", c.call, "sum", {"n": "x"})
+            herd_error("method_not_found", c.call, "nonesuch")
             assert c.call("sum", {"n": 3}) == 3
 
 
@@ -102,9 +98,7 @@ def test_crash_reaches_on_failure(herdd, testworker):
         m.on_failure(seen.append)
         w = m.spawn(testworker)
         c = w.connect()
-        with pytest.raises(herd.HerdError) as e:
-            c.call("sum", {"n": 1, "crash": True})
-        assert e.value.name == "connection_closed"
+        herd_error("connection_closed", c.call, "sum", {"n": 1, "crash": True})
         m.wait_event(lambda ev: ev["event"] == "crashed")
         assert len(seen) == 1
         assert seen[0]["worker"]["id"] == w.id

@@ -6,7 +6,7 @@ import time
 import pytest
 
 import herd
-from conftest import HERE
+from conftest import HERE, herd_error
 
 PYWORKER = os.path.join(HERE, "pyworker.py")
 
@@ -33,17 +33,11 @@ def test_python_worker_serves_every_kind(herdd):
             assert c.call("notes") == ["one"]
             s = c.stream("count", {"n": 3})
             assert list(s) == [0, 1, 2] and s.result == {"count": 3}
-            with pytest.raises(herd.HerdError) as e:
-                c.call("divide", {"a": 1, "b": 0})
-            assert e.value.name == "function_failed"
-            assert e.value.message.startswith("ZeroDivisionError")
-            assert "Traceback" in e.value.data["traceback"]
-            with pytest.raises(herd.HerdError) as e:
-                c.call("sum", {"n": "x"})
-            assert e.value.name == "invalid_params"
-            with pytest.raises(herd.HerdError) as e:
-                c.call("nope")
-            assert e.value.name == "method_not_found"
+            e = herd_error("function_failed", c.call, "divide", {"a": 1, "b": 0})
+            assert e.message.startswith("ZeroDivisionError")
+            assert "Traceback" in e.data["traceback"]
+            herd_error("invalid_params", c.call, "sum", {"n": "x"})
+            herd_error("method_not_found", c.call, "nope")
             # Idle past the heartbeat timeout: the worker's loop keeps the connection.
             deadline = time.monotonic() + 1.0
             while time.monotonic() < deadline:
@@ -75,9 +69,7 @@ def test_python_worker_failure_reaches_on_failure(herdd):
         m.on_failure(seen.append)
         w = spawn(m)
         with w.connect() as c:
-            with pytest.raises(herd.HerdError) as e:
-                c.call("die", {"message": "disk on fire"})
-            assert e.value.name == "connection_closed"
+            herd_error("connection_closed", c.call, "die", {"message": "disk on fire"})
         ev = m.wait_event(lambda e: e["worker"]["id"] == w.id and e["event"] != "ready")
         assert ev["event"] == "failed" and ev["message"] == "disk on fire"
         assert seen == [ev]
