@@ -3,12 +3,14 @@ connections to the workers it spawns (section 6)."""
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from ._proto import Connection, HerdError
+from . import _autostart
+from ._proto import Connection, HerdError, resolve_settings
 
 EventCallback = Callable[[Dict[str, Any]], None]
 
@@ -297,5 +299,20 @@ class Stream:
 def connect(socket: Optional[str] = None, name: Optional[str] = None,
             settings: Optional[Dict[str, int]] = None) -> Master:
     """A master session with herdd at :func:`socket_path` (``socket``,
-    ``$HERD_SOCKET``, the per-user socket, then the system one)."""
-    return Master(Connection.open(socket_path(socket), "master", name=name, settings=settings))
+    ``$HERD_SOCKET``, the per-user socket, then the system one). When nobody
+    answers there, a private herdd is started for it as libherd does
+    (``$HERDD``; ``HERD_NO_AUTOSTART=1`` turns that off)."""
+    path = socket_path(socket)
+    try:
+        return Master(Connection.open(path, "master", name=name, settings=settings))
+    except HerdError as e:
+        if e.name != "connection_failed" or not _autostart.enabled() or \
+                e.data.get("errno") not in (errno.ENOENT, errno.ECONNREFUSED):
+            raise
+    default = not socket and not os.environ.get("HERD_SOCKET")
+    try:
+        _autostart.autostart(path, default, resolve_settings(settings)["handshake_timeout_ms"] / 1000)
+    except OSError as e:
+        raise HerdError("connection_failed", f"starting herdd for {path}: {e}",
+                        data={"errno": e.errno, "path": path}) from None
+    return Master(Connection.open(path, "master", name=name, settings=settings))

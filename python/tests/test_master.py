@@ -171,7 +171,8 @@ def test_socket_path_rules(monkeypatch):
     assert herd.socket_path() == expect
 
 
-def test_no_herdd_is_an_exception(tmp_path):
+def test_no_herdd_is_an_exception(tmp_path, monkeypatch):
+    monkeypatch.setenv("HERD_NO_AUTOSTART", "1")
     with pytest.raises(herd.HerdError) as e:
         herd.connect(str(tmp_path / "none.sock"))
     assert e.value.name == "connection_failed"
@@ -184,3 +185,22 @@ def test_rpc_settings_from_environment(monkeypatch):
     monkeypatch.setenv("HERD_RPC_SETTINGS", '{"bogus":1}')
     with pytest.raises(herd.HerdError):
         herd.resolve_settings()
+
+
+def test_autostart_private_herdd(tmp_path, testworker, monkeypatch):
+    from conftest import HERDD
+    monkeypatch.setenv("HERDD", HERDD)
+    sock = str(tmp_path / "auto.sock")
+    with herd.connect(sock) as m:
+        pid = m.herdd_pid
+        pidfd = os.pidfd_open(pid)
+        assert m.spawn(testworker).connect().call("sum", {"n": 5}) == 10
+        assert os.getsid(pid) != os.getsid(0)  # detached: another session
+    # Stopped by its pid, awaited through a pidfd (it is not our child).
+    os.kill(pid, signal.SIGTERM)
+    import select
+    assert select.select([pidfd], [], [], 30)[0]
+    os.close(pidfd)
+    with pytest.raises(herd.HerdError) as e:
+        herd.connect(str(tmp_path / "nodir" / "x.sock"))
+    assert e.value.name == "connection_failed"
