@@ -106,6 +106,9 @@ class _Server:
         self.served = 0
         self.clients: List[_ClientConnection] = []
         self.stopping = False
+        # A connection_closed worker lives for its first client (PROTOCOL.md 4.2, 5).
+        self.one_client = info.get("shutdown_on") == "connection_closed"
+        self.first_client: Optional[_ClientConnection] = None
         self.listener: Optional[socket.socket] = None
         self.function_list = [{"name": n, "kind": _kind(f)} for n, f in self.functions.items()]
 
@@ -229,12 +232,21 @@ class _Server:
     def loop(self) -> None:
         interval = self.channel.heartbeat_interval
         next_beat = time.monotonic() + interval if interval > 0 else None
+        no_client_by = time.monotonic() + self.channel.hello.get("connection_timeout_ms",
+                                                                 10000) / 1000
         while not self.stopping:
             for c in [c for c in self.clients if c.closed]:
                 c.close()
                 self.clients.remove(c)
+                if c is self.first_client:
+                    self.channel.notify("connection", {"open": 0})
+                    return
             now = time.monotonic()
+            if self.one_client and not self.first_client and now >= no_client_by:
+                os._exit(1)
             wake = [next_beat] if next_beat else []
+            if self.one_client and not self.first_client:
+                wake.append(no_client_by)
             for c in self.clients:
                 if c.heartbeat_interval > 0:
                     wake.append(c._last_sent + c.heartbeat_interval)
@@ -247,6 +259,9 @@ class _Server:
                 if s is self.listener:
                     sock, _ = self.listener.accept()
                     self.clients.append(_ClientConnection(sock, self))
+                    if self.one_client and not self.first_client:
+                        self.first_client = self.clients[-1]
+                        self.channel.notify("connection", {"open": 1})
                 elif s is self.channel:
                     self.channel._read()
                     if self.channel.closed:  # herdd is gone (5.1)

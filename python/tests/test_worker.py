@@ -84,3 +84,13 @@ def test_python_worker_sigkilled_master(herdd):
         m._conn.close()  # no goodbye: as if the process died
         ev = watcher.wait_event(lambda e: e["worker"]["id"] == w.id and e["event"] != "ready")
         assert ev["worker"]["reason"] == "killed_orphan"
+
+
+def test_python_worker_connection_closed(herdd):
+    # A connection_closed worker exits by itself when its one client leaves.
+    with herd.connect() as m:
+        w = spawn(m, shutdown_on="connection_closed")
+        with w.connect() as c:
+            assert c.call("sum", {"n": 3}) == 3
+        ev = m.wait_event(lambda e: e["worker"]["id"] == w.id and e["event"] != "ready")
+        assert ev["event"] == "exited" and ev["worker"]["exit_code"] == 0
