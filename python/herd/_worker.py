@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import os
 import select
+import signal
 import socket
 import sys
 import time
@@ -110,6 +111,7 @@ class _Server:
         self.one_client = info.get("shutdown_on") == "connection_closed"
         self.first_client: Optional[_ClientConnection] = None
         self.listener: Optional[socket.socket] = None
+        self.signals = -1
         self.function_list = [{"name": n, "kind": _kind(f)} for n, f in self.functions.items()]
 
     def listen(self) -> None:
@@ -253,10 +255,14 @@ class _Server:
                 if c.heartbeat_timeout > 0:
                     wake.append(c._last_recv + c.heartbeat_timeout)
             wait = max(0.0, min(wake) - now) if wake else None
-            socks: List[Any] = [self.channel, self.listener] + self.clients
+            socks: List[Any] = [self.channel, self.listener, self.signals] + self.clients
             ready, _, _ = select.select(socks, [], [], wait)
             for s in ready:
-                if s is self.listener:
+                if s is self.signals:
+                    # SIGTERM, SIGINT: stop as on herd.shutdown (the C worker does too).
+                    os.read(self.signals, 64)
+                    self.stopping = True
+                elif s is self.listener:
                     sock, _ = self.listener.accept()
                     self.clients.append(_ClientConnection(sock, self))
                     if self.one_client and not self.first_client:
@@ -272,6 +278,13 @@ class _Server:
             if next_beat and time.monotonic() >= next_beat:
                 self.channel.notify("heartbeat", {"served": self.served})
                 next_beat = time.monotonic() + interval
+
+    def catch_signals(self) -> None:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.signals = r
+        signal.set_wakeup_fd(w)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda _sig, _frame: None)
 
     def beat_clients(self) -> None:
         now = time.monotonic()
@@ -324,6 +337,7 @@ def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = N
         if init:
             init(channel.hello.get("init"))
         server.listen()
+        server.catch_signals()
     except Exception as e:
         channel.call("init_failed", {"message": _cut(f"{type(e).__name__}: {e}")})
         os._exit(1)

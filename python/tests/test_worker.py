@@ -1,6 +1,8 @@
 """Python workers (herd.serve) under a real herdd, driven by the Python master."""
 
+import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -94,3 +96,32 @@ def test_python_worker_connection_closed(herdd):
             assert c.call("sum", {"n": 3}) == 3
         ev = m.wait_event(lambda e: e["worker"]["id"] == w.id and e["event"] != "ready")
         assert ev["event"] == "exited" and ev["worker"]["exit_code"] == 0
+
+
+HERDCTL = os.environ.get("HERDCTL", os.path.join(os.path.dirname(os.path.dirname(HERE)),
+                                                 "build", "tools", "herdctl", "herdctl"))
+
+
+def test_c_client_calls_python_worker(herdd):
+    # herdctl (libherd) spawns and calls the Python worker like a C one.
+    def herdctl(*args):
+        return subprocess.run([HERDCTL, "--socket", herdd] + list(args), capture_output=True,
+                              text=True, timeout=60)
+
+    out = herdctl("--json", "spawn", "--", PYWORKER)
+    assert out.returncode == 0, out.stderr
+    wid = json.loads(out.stdout)["id"]
+    assert herdctl("call", wid, "sum", '{"n":10}').stdout == "45\n"
+    assert herdctl("--json", "call", wid, "count", '{"n":2}').stdout.split() == \
+        ["0", "1", '{"count":2}']
+    out = herdctl("call", wid, "divide", '{"a":1,"b":0}')
+    assert out.returncode == 1 and "function_failed: ZeroDivisionError" in out.stderr
+    # SIGTERM stops it cleanly (exit 0), as herdd's own stop does.
+    assert herdctl("kill", wid, "TERM").returncode == 0
+    with herd.connect() as m:
+        m.subscribe(all=True)
+        info = m.inspect(wid)
+        if info["state"] != "exited":
+            ev = m.wait_event(lambda e: e["worker"]["id"] == wid and e["event"] == "killed")
+            info = ev["worker"]
+        assert info["exit_code"] == 0 and info["signal"] is None
