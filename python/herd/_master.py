@@ -58,8 +58,9 @@ def _inherited_env(inherit: Any) -> Dict[str, str]:
 class Master:
     """A master session with herdd. Use :func:`connect`."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, settings: Dict[str, int]) -> None:
         self._conn = conn
+        self.settings = settings  # resolved (3.3); each spawn passes them on
         self._failure_cbs: List[EventCallback] = []
         self._event_cbs: List[EventCallback] = []
         self.events: List[Dict[str, Any]] = []
@@ -141,6 +142,8 @@ class Master:
         params["env"] = env
         if inherit_cwd and "cwd" not in options:
             params["cwd"] = os.getcwd()
+        # As libherd: the master's resolved settings, the caller's own over them.
+        params["settings"] = dict(self.settings, **options.pop("settings", {}))
         params.update(options)
         return Worker(self, self._conn.call("spawn", params))
 
@@ -303,16 +306,17 @@ def connect(socket: Optional[str] = None, name: Optional[str] = None,
     answers there, a private herdd is started for it as libherd does
     (``$HERDD``; ``HERD_NO_AUTOSTART=1`` turns that off)."""
     path = socket_path(socket)
+    resolved = resolve_settings(settings)
     try:
-        return Master(Connection.open(path, "master", name=name, settings=settings))
+        return Master(Connection.open(path, "master", name=name, settings=settings), resolved)
     except HerdError as e:
         if e.name != "connection_failed" or not _autostart.enabled() or \
                 e.data.get("errno") not in (errno.ENOENT, errno.ECONNREFUSED):
             raise
     default = not socket and not os.environ.get("HERD_SOCKET")
     try:
-        _autostart.autostart(path, default, resolve_settings(settings)["handshake_timeout_ms"] / 1000)
+        _autostart.autostart(path, default, resolved["handshake_timeout_ms"] / 1000)
     except OSError as e:
         raise HerdError("connection_failed", f"starting herdd for {path}: {e}",
                         data={"errno": e.errno, "path": path}) from None
-    return Master(Connection.open(path, "master", name=name, settings=settings))
+    return Master(Connection.open(path, "master", name=name, settings=settings), resolved)

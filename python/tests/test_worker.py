@@ -19,12 +19,15 @@ def spawn(m, **kw):
 
 def test_python_worker_serves_every_kind(herdd):
     with herd.connect() as m:
-        w = spawn(m, init={"scale": 2}, name="py")
+        w = spawn(m, init={"scale": 2}, name="py", settings={"connection_timeout_ms": 7000})
         info = m.inspect(w.id)
         assert info["state"] == "ready"
         assert {"name": "count", "kind": "pipe"} in info["functions"]
         fast = {"heartbeat_interval_ms": 100, "heartbeat_timeout_ms": 400}
         with w.connect(settings=fast) as c:
+            got = c.call("herd.settings")
+            assert got["connection_timeout_ms"] == 7000
+            assert got["heartbeat_interval_ms"] == m.settings["heartbeat_interval_ms"]
             assert c.functions == {"echo": "call", "sum": "call", "divide": "call",
                                    "count": "pipe", "note": "oneway", "notes": "call",
                                    "pid": "call", "die": "call"}
