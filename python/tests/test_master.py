@@ -111,7 +111,7 @@ def test_heartbeats_kept_while_blocked(herdd, testworker):
     fast = {"heartbeat_interval_ms": 100, "heartbeat_timeout_ms": 1000}
     with herd.connect(settings=fast) as m:
         w = m.spawn(testworker)
-        # A call that blocks the master for 5 timeouts: the pump answers heartbeats.
+        # A call that blocks the master past the timeout: the pump answers heartbeats.
         with w.connect(settings=fast) as c:
             assert c.call("sleep", {"ms": 2500}) == {"slept_ms": 2500}
         # The caller computing outside herd: the heartbeat thread keeps herdd's side alive.
