@@ -5,7 +5,7 @@ set -eu
 
 pkgs="gcc libc6-dev pkg-config meson ninja-build libev-dev libjansson-dev
 libsystemd-dev check valgrind socat jq clang-format systemd procps strace
-python3 git groff-base binutils
+python3 python3-pytest git groff-base binutils
 openssh-server openssh-client munge slurmctld slurmd slurm-client iproute2 util-linux"
 
 missing=""

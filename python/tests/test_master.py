@@ -1,0 +1,206 @@
+"""The Python master against a real herdd and herd-testworker (C)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import herd
+from conftest import HERE, herd_error
+
+
+def test_calls_of_every_kind(herdd, testworker):
+    with herd.connect() as m:
+        w = m.spawn(testworker, name="calc")
+        assert w.name == "calc" and w.id.startswith("w")
+        with w.connect(init={"user": "ann"}) as c:
+            assert c.functions["sum"] == "call" and c.functions["count"] == "pipe"
+            assert c.call("sum", {"n": 10}) == 45
+            assert c.call("echo", {"a": [1, "é\n"]}) == {"a": [1, "é\n"]}
+            c.notify("note", {"text": "from python"})
+            s = c.stream("count", {"n": 4})
+            assert list(s) == [0, 1, 2, 3]
+            assert s.result == {"count": 4}
+            st = c.stream("counter", {"n": 2})
+            assert next(st) == 0 and st.initial
+            assert next(st) == 1 and not st.initial
+            assert list(st) == [] and st.result == {"count": 2}
+            # The connection stays usable after an error reply.
+            with pytest.raises(herd.HerdError) as e:
+                c.call("product", {"n": 30})
+            assert e.value.name == "function_failed" and e.value.code == -32012
+            assert e.value.message == "product of 1..30 overflows"
+            herd_error("invalid_params", c.call, "sum", {"n": "x"})
+            herd_error("method_not_found", c.call, "nonesuch")
+            assert c.call("sum", {"n": 3}) == 3
+
+
+def test_stream_cancel(herdd, testworker):
+    with herd.connect() as m:
+        c = m.spawn(testworker).connect()
+        s = c.stream("count", {"n": 10, "delay_ms": 1000})
+        assert next(s) == 0
+        t0 = time.monotonic()
+        s.cancel()
+        assert time.monotonic() - t0 < 5
+        assert list(s) == []
+        assert c.call("sum", {"n": 4}) == 6
+        c.close()
+
+
+def test_control_methods(herdd, testworker):
+    with herd.connect(name="py-test") as m:
+        w = m.spawn(testworker, args=["x"], shutdown_on="explicit", init={"scale": 1})
+        listed = m.list()
+        assert [x["id"] for x in listed] == [w.id]
+        info = m.inspect(w.id)
+        assert info["state"] == "ready" and info["argv"] == [testworker, "x"]
+        assert info["pid"] == w.pid and info["shutdown_on"] == "explicit"
+        assert info["owner"]["connection"] == m.connection
+        assert m.stats()["workers"]["ready"] == 1
+        end = w.shutdown()
+        assert end["state"] == "exited" and end["reason"] == "shutdown"
+        v = m.spawn(testworker)
+        v.kill("KILL")
+        ev = m.wait_event(lambda e: e["worker"]["id"] == v.id and e["event"] != "ready")
+        assert ev["event"] == "killed" and ev["worker"]["reason"] == "killed"
+        with pytest.raises(herd.HerdError) as e:
+            m.inspect("w99")
+        assert e.value.name == "worker_not_found" and e.value.data["id"] == "w99"
+        assert m.stats()["failures"]["killed"] == 1
+
+
+def test_spawn_passes_env_and_cwd(herdd, testworker, monkeypatch, tmp_path):
+    monkeypatch.setenv("LC_PYTEST", "yes")
+    monkeypatch.chdir(tmp_path)
+    with herd.connect() as m:
+        with m.spawn(testworker, env={"EXTRA": "1"}).connect() as c:
+            assert c.call("env", {"name": "LC_PYTEST"}) == {"value": "yes"}
+            assert c.call("env", {"name": "EXTRA"}) == {"value": "1"}
+            assert c.call("env", {"name": "HOME"})["value"]
+            assert c.call("cwd", {}) == {"cwd": str(tmp_path)}
+
+
+def test_spawn_failure_is_an_exception(herdd):
+    with herd.connect() as m:
+        with pytest.raises(herd.HerdError) as e:
+            m.spawn("/nonexistent")
+        assert e.value.name == "spawn_failed" and e.value.data["stage"] == "exec"
+
+
+def test_crash_reaches_on_failure(herdd, testworker):
+    with herd.connect() as m:
+        seen = []
+        m.on_failure(seen.append)
+        w = m.spawn(testworker)
+        c = w.connect()
+        herd_error("connection_closed", c.call, "sum", {"n": 1, "crash": True})
+        m.wait_event(lambda ev: ev["event"] == "crashed")
+        assert len(seen) == 1
+        assert seen[0]["worker"]["id"] == w.id
+        assert seen[0]["worker"]["reason"] == "crashed" and seen[0]["worker"]["signal"]
+        assert any("crashes on n=1" in line for line in seen[0]["stderr_tail"])
+        c.close()
+
+
+def test_heartbeats_kept_while_blocked(herdd, testworker):
+    fast = {"heartbeat_interval_ms": 100, "heartbeat_timeout_ms": 1000}
+    with herd.connect(settings=fast) as m:
+        w = m.spawn(testworker)
+        # A call that blocks the master past the timeout: the pump answers heartbeats.
+        with w.connect(settings=fast) as c:
+            assert c.call("sleep", {"ms": 2500}) == {"slept_ms": 2500}
+        # The caller computing outside herd: the heartbeat thread keeps herdd's side alive.
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            pass
+        assert m.inspect(w.id)["state"] == "ready"
+
+
+MASTER_SCRIPT = textwrap.dedent("""
+    import sys, herd
+    m = herd.connect()
+    ws = [m.spawn(sys.argv[1]) for _ in range(2)]
+    print(" ".join(f"{w.id}:{w.pid}" for w in ws), flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_sigkilled_master_workers_vanish(herdd, testworker):
+    with herd.connect() as watcher:
+        watcher.subscribe(all=True)
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
+        p = subprocess.Popen([sys.executable, "-c", MASTER_SCRIPT, testworker],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        line = p.stdout.readline().split()
+        ids = {x.split(":")[0] for x in line}
+        assert len(ids) == 2
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        for _ in range(len(ids)):
+            ev = watcher.wait_event(lambda e: e["worker"]["id"] in ids and
+                                    e["worker"]["state"] == "exited")
+            assert ev["event"] == "stopped" and ev["worker"]["reason"] == "killed_orphan"
+            ids.discard(ev["worker"]["id"])
+        assert [w for w in watcher.list() if w["owner"]["pid"] == p.pid] == []
+        p.stdin.close()
+        p.stdout.close()
+
+
+def test_close_says_goodbye(herdd, testworker):
+    with herd.connect() as watcher:
+        watcher.subscribe(all=True)
+        m = herd.connect()
+        w = m.spawn(testworker)
+        m.close()
+        ev = watcher.wait_event(lambda e: e["worker"]["id"] == w.id and e["event"] != "ready")
+        assert ev["worker"]["reason"] == "master_closed"
+
+
+def test_socket_path_rules(monkeypatch):
+    monkeypatch.setenv("HERD_SOCKET", "/x/y.sock")
+    assert herd.socket_path("/a.sock") == "/a.sock"
+    assert herd.socket_path() == "/x/y.sock"
+    monkeypatch.delenv("HERD_SOCKET")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/7")
+    expect = "/run/herd/herdd.sock" if os.geteuid() == 0 else "/run/user/7/herd/herdd.sock"
+    assert herd.socket_path() == expect
+
+
+def test_no_herdd_is_an_exception(tmp_path, monkeypatch):
+    monkeypatch.setenv("HERD_NO_AUTOSTART", "1")
+    with pytest.raises(herd.HerdError) as e:
+        herd.connect(str(tmp_path / "none.sock"))
+    assert e.value.name == "connection_failed"
+
+
+def test_rpc_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("HERD_RPC_SETTINGS", '{"heartbeat_interval_ms":2000}')
+    s = herd.resolve_settings({"heartbeat_interval_ms": 500, "max_message_size": 1500})
+    assert s["heartbeat_interval_ms"] == 2000 and s["max_message_size"] == 1500
+    monkeypatch.setenv("HERD_RPC_SETTINGS", '{"bogus":1}')
+    with pytest.raises(herd.HerdError):
+        herd.resolve_settings()
+
+
+def test_autostart_private_herdd(tmp_path, testworker, monkeypatch):
+    from conftest import HERDD
+    monkeypatch.setenv("HERDD", HERDD)
+    sock = str(tmp_path / "auto.sock")
+    with herd.connect(sock) as m:
+        pid = m.herdd_pid
+        pidfd = os.pidfd_open(pid)
+        assert m.spawn(testworker).connect().call("sum", {"n": 5}) == 10
+        assert os.getsid(pid) != os.getsid(0)  # detached: another session
+    # Stopped by its pid, awaited through a pidfd (it is not our child).
+    os.kill(pid, signal.SIGTERM)
+    import select
+    assert select.select([pidfd], [], [], 30)[0]
+    os.close(pidfd)
+    with pytest.raises(herd.HerdError) as e:
+        herd.connect(str(tmp_path / "nodir" / "x.sock"))
+    assert e.value.name == "connection_failed"

@@ -1,0 +1,41 @@
+"""The README's Python samples, run as written (the C test worker's installed
+path replaced by the built one)."""
+
+import os
+import re
+import subprocess
+import sys
+
+from conftest import HERE, ROOT
+
+INSTALLED_TESTWORKER = "/usr/local/libexec/herd/herd-testworker"
+
+
+def readme_samples():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    section = text.split("\n### Python\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_readme_master(herdd, testworker):
+    master = readme_samples()[0].replace(INSTALLED_TESTWORKER, testworker)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
+    out = subprocess.run([sys.executable, "-c", master], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["45", "[0, 1, 2]",
+                                       "function_failed product of 1..30 overflows"]
+
+
+def test_readme_worker(herdd, tmp_path):
+    import herd
+    script = tmp_path / "worker.py"
+    script.write_text(readme_samples()[1])
+    script.chmod(0o755)
+    with herd.connect() as m:
+        w = m.spawn(str(script), env={"PYTHONPATH": os.path.dirname(HERE)})
+        with w.connect() as c:
+            assert c.call("sum", {"n": 10}) == 45
+            s = c.stream("count", {"n": 3})
+            assert list(s) == [0, 1, 2] and s.result == {"count": 3}
