@@ -21,16 +21,16 @@
 
 #include "herdd.h"
 
-#define MEMORY_MIN   (1ll << 20) /* 1 MiB: less cannot even exec */
-#define MEMORY_MAX   (1ll << 50)
-#define PIDS_MAX     4194304ll /* the kernel's PID_MAX_LIMIT */
-#define NOFILE_MIN   8ll /* fds 0-3 and a few of libherd's own */
-#define NOFILE_MAX   (1ll << 20)
-#define PERIOD_MIN   1000ll /* cpu.max's bounds, in microseconds */
-#define PERIOD_MAX   1000000ll
-#define CPU_PERIOD   100000ll
-#define QUOTA_MIN    1000ll
-#define QUOTA_MAX    (PERIOD_MAX * 1024)
+#define MEMORY_MIN (1ll << 20) /* 1 MiB: less cannot even exec */
+#define MEMORY_MAX (1ll << 50)
+#define PIDS_MAX   4194304ll /* the kernel's PID_MAX_LIMIT */
+#define NOFILE_MIN 8ll /* fds 0-3 and a few of libherd's own */
+#define NOFILE_MAX (1ll << 20)
+#define PERIOD_MIN 1000ll /* cpu.max's bounds, in microseconds */
+#define PERIOD_MAX 1000000ll
+#define CPU_PERIOD 100000ll
+#define QUOTA_MIN  1000ll
+#define QUOTA_MAX  (PERIOD_MAX * 1024)
 
 static const char *const names[LIMIT_COUNT] = { "memory_max", "pids_max", "cpu_max", "nofile" };
 /* The controller and file of each cgroup-enforceable limit. */
@@ -39,8 +39,8 @@ static const char *const files[LIMIT_COUNT] = { "memory.max", "pids.max", "cpu.m
 
 /* An integer member within lo..hi; 0 when absent. */
 static int
-parse_int(json_t *o, enum limit_kind k, long long lo, long long hi, int64_t *out, char *why,
-    size_t len)
+parse_int(
+    json_t *o, enum limit_kind k, long long lo, long long hi, int64_t *out, char *why, size_t len)
 {
 	json_t *v = json_object_get(o, names[k]);
 
@@ -79,7 +79,8 @@ parse_cpu(json_t *o, struct worker_limits *l, char *why, size_t len)
 	}
 	if (!contain_has_controller("cpu")) {
 		snprintf(why, len,
-		    "limits.cpu_max needs the cpu controller in herdd's cgroup (stats.containment)");
+		    "limits.cpu_max needs the cpu controller in herdd's cgroup "
+		    "(stats.containment)");
 		return -EINVAL;
 	}
 	l->value[LIMIT_CPU] = quota;
@@ -106,16 +107,18 @@ limits_parse(struct worker *w, json_t *v, char *why, size_t len)
 		for (k = 0; k < LIMIT_COUNT && strcmp(key, names[k]); k++) {
 		}
 		if (k == LIMIT_COUNT) {
-			snprintf(why, len, "limits.%.*s is not a limit (memory_max, pids_max, "
-			    "cpu_max, nofile)", proto_text_prec(key, 64), key);
+			snprintf(why, len,
+			    "limits.%.*s is not a limit (memory_max, pids_max, "
+			    "cpu_max, nofile)",
+			    proto_text_prec(key, 64), key);
 			return -EINVAL;
 		}
 	}
-	if (parse_int(v, LIMIT_MEMORY, MEMORY_MIN, MEMORY_MAX, &l->value[LIMIT_MEMORY], why,
-	        len) < 0 ||
+	if (parse_int(v, LIMIT_MEMORY, MEMORY_MIN, MEMORY_MAX, &l->value[LIMIT_MEMORY], why, len) <
+	        0 ||
 	    parse_int(v, LIMIT_PIDS, 1, PIDS_MAX, &l->value[LIMIT_PIDS], why, len) < 0 ||
-	    parse_int(v, LIMIT_NOFILE, NOFILE_MIN, NOFILE_MAX, &l->value[LIMIT_NOFILE], why,
-	        len) < 0)
+	    parse_int(v, LIMIT_NOFILE, NOFILE_MIN, NOFILE_MAX, &l->value[LIMIT_NOFILE], why, len) <
+	        0)
 		return -EINVAL;
 	return parse_cpu(v, l, why, len);
 }
@@ -186,7 +189,8 @@ limits_json(const struct worker *w)
 		if (!l->value[k])
 			continue;
 		if (k == LIMIT_CPU)
-			v = json_sprintf("%lld %lld", (long long)l->value[k], (long long)l->cpu_period_us);
+			v = json_sprintf(
+			    "%lld %lld", (long long)l->value[k], (long long)l->cpu_period_us);
 		else
 			v = json_integer(l->value[k]);
 		json_object_set_new(o, names[k],

@@ -14,7 +14,7 @@
 #include "herdctl.h"
 
 /* Rows one table may hold; a longer table is a programming error caught at its first use. */
-#define OPT_MAX 16
+#define OPT_MAX 32
 /* Where --help's descriptions start, after a two-space indent and one space. */
 #define HELP_COLUMN 30
 

@@ -502,8 +502,8 @@ static const struct ctl_opt spawn_opts[] = {
 	    ctl_opt_int, 1 << 20, 1ll << 50 },
 	{ "pids-max", 0, "N", "process limit: pids.max, else RLIMIT_NPROC (per uid)", ctl_opt_int,
 	    1, 4194304 },
-	{ "cpu-max", 0, "CPUS|'QUOTA PERIOD'",
-	    "CPU bandwidth (cpu.max; needs the cpu controller)", opt_cpu, 0, 0 },
+	{ "cpu-max", 0, "CPUS|'QUOTA PERIOD'", "CPU bandwidth (cpu.max; needs the cpu controller)",
+	    opt_cpu, 0, 0 },
 	{ "nofile", 0, "N", "open-file limit (RLIMIT_NOFILE)", ctl_opt_int, 8, 1 << 20 },
 	{ 0 },
 };
