@@ -31,7 +31,8 @@ spawn_limited(json_t *limits)
 static json_t *
 resources(const json_t *spawned, json_t *args)
 {
-	json_t *r = ht_worker_call(ht_str(spawned, "socket"), NULL, "resources", args, ht_ms(10000));
+	json_t *r =
+	    ht_worker_call(ht_str(spawned, "socket"), NULL, "resources", args, ht_ms(10000));
 	json_t *res;
 
 	ck_assert_msg(r, "resources: %s", strerror(errno));
