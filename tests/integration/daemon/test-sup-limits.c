@@ -27,12 +27,11 @@ spawn_limited(json_t *limits)
 	return ht_spawn_ok(ht_master, params);
 }
 
-/* Calls the worker's resources(args) (stolen); returns the result (new reference). */
+/* Calls the worker's pid(args) (stolen), which tries its resources; returns the result (new reference). */
 static json_t *
 resources(const json_t *spawned, json_t *args)
 {
-	json_t *r =
-	    ht_worker_call(ht_str(spawned, "socket"), NULL, "resources", args, ht_ms(10000));
+	json_t *r = ht_worker_call(ht_str(spawned, "socket"), NULL, "pid", args, ht_ms(10000));
 	json_t *res;
 
 	ck_assert_msg(r, "resources: %s", strerror(errno));
