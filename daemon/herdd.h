@@ -707,7 +707,8 @@ struct limit_rlimit {
 };
 /* Parses the "limits" param (NULL: none) into w; -EINVAL with why, or 0. */
 int limits_parse(struct worker *w, json_t *v, char *why, size_t len);
-/* Writes w's cgroup-enforced limits into its cgroup dir_fd (-1: none); 0 or -errno. */
+/* Writes w's cgroup-enforced limits into its cgroup dir_fd (-1: none); 0 or -errno
+ * (-EOPNOTSUPP: cpu_max without a cgroup). */
 int limits_apply_cgroup(struct worker *w, int dir_fd);
 /* The rlimits the child sets (at most LIMIT_COUNT); returns how many. */
 int limits_rlimits(const struct worker *w, struct limit_rlimit *out);

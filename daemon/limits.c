@@ -160,6 +160,9 @@ limits_apply_cgroup(struct worker *w, int dir_fd)
 		}
 		l->by_cgroup[k] = true;
 	}
+	/* Checked at the spawn, but this worker's cgroup could not be made: no rlimit stands in. */
+	if (l->value[LIMIT_CPU] && !l->by_cgroup[LIMIT_CPU])
+		return -EOPNOTSUPP;
 	return 0;
 }
 
