@@ -65,7 +65,9 @@ parse_cpu(json_t *o, struct worker_limits *l, char *why, size_t len)
 	if (!v)
 		return 0;
 	if (json_is_number(v)) {
-		quota = (long long)(json_number_value(v) * CPU_PERIOD);
+		/* Bounded before the conversion: a huge double does not fit a long long. */
+		if (json_number_value(v) >= 0.01 && json_number_value(v) <= 1024)
+			quota = (long long)(json_number_value(v) * CPU_PERIOD);
 	} else if (!json_is_string(v) ||
 	    sscanf(json_string_value(v), "%lld %lld%c", &quota, &period, &end) != 2) {
 		quota = 0;

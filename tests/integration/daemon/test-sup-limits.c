@@ -162,6 +162,7 @@ START_TEST(test_bad_values)
 	refused(json_pack("{s:i}", "pids_max", 0), "limits.pids_max");
 	refused(json_pack("{s:s}", "cpu_max", "half"), "limits.cpu_max");
 	refused(json_pack("{s:s}", "cpu_max", "10 100000"), "limits.cpu_max");
+	refused(json_pack("{s:f}", "cpu_max", 1e300), "limits.cpu_max");
 	refused(json_pack("{s:i}", "memory", 1 << 30), "limits.memory is not a limit");
 	refused(json_pack("[i]", 1), "limits must be an object");
 	/* Valid, but no rlimit is a rate: without the cpu controller it is refused. */
