@@ -252,6 +252,45 @@ kill_leftovers(void)
 		    leftover_procs, leftover_cgroups);
 }
 
+/*
+ * Hands the memory, pids and cpu controllers down to the worker cgroups where
+ * dir has them (limits.c). Each one alone: a controller the parent lacks only
+ * leaves its limits to rlimits.
+ */
+static void
+enable_controllers(const char *dir)
+{
+	static const char *const wanted[] = { "+memory", "+pids", "+cpu" };
+
+	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+		if (write_file(dir, "cgroup.subtree_control", wanted[i]) == 0)
+			write_file(workers_dir, "cgroup.subtree_control", wanted[i]);
+	}
+}
+
+/* true when the worker cgroups have controller (DIR/workers' cgroup.subtree_control). */
+bool
+contain_has_controller(const char *controller)
+{
+	char path[PATH_MAX], line[256], *tok, *save;
+	bool found = false;
+	FILE *f;
+
+	if (!workers_dir)
+		return false;
+	snprintf(path, sizeof(path), "%s/cgroup.subtree_control", workers_dir);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	if (fgets(line, sizeof(line), f)) {
+		for (tok = strtok_r(line, " \n", &save); tok && !found;
+		     tok = strtok_r(NULL, " \n", &save))
+			found = strcmp(tok, controller) == 0;
+	}
+	fclose(f);
+	return found;
+}
+
 /* Sets up containment under the delegated cgroup dir (NULL: none); see the file comment. */
 void
 contain_init(const char *dir)
@@ -272,6 +311,7 @@ contain_init(const char *dir)
 		workers_dir = NULL;
 		return;
 	}
+	enable_controllers(dir);
 	ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (ino_fd < 0)
 		log_warn("inotify: %m; emptied worker cgroups are removed only when checked");
@@ -310,6 +350,21 @@ contain_prepare(struct worker *w)
 	w->in_cgroup = fd >= 0;
 	free(dir);
 	return fd;
+}
+
+/* Opens file in w's cgroup: an fd or -errno. */
+int
+contain_open(const struct worker *w, const char *file, int flags)
+{
+	char *dir, path[PATH_MAX];
+	int fd;
+
+	if (!w->in_cgroup || !(dir = worker_dir(w->id)))
+		return -ENOENT;
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	free(dir);
+	fd = open(path, flags | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
 }
 
 /* Kills w's whole cgroup (SIGKILL to every process in it). 0 or -errno. */

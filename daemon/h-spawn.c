@@ -24,7 +24,7 @@
 
 struct spawn_args {
 	const char *path, *name, *pool, *cwd, *shutdown_on, *ready;
-	json_t *argv, *env, *out[2], *init, *settings, *restart;
+	json_t *argv, *env, *out[2], *init, *settings, *restart, *limits;
 	json_int_t umask, spawn_timeout_ms, connection_timeout_ms;
 	int pid_namespace;
 };
@@ -229,7 +229,7 @@ fill_exec(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 	return 0;
 }
 
-/* umask, name, pool, stdout/stderr, shutdown_on and ready. */
+/* umask, name, pool, stdout/stderr, shutdown_on, ready and limits. */
 static int
 fill_process(struct worker *w, const struct spawn_args *a, char *why, size_t len)
 {
@@ -261,7 +261,7 @@ fill_process(struct worker *w, const struct spawn_args *a, char *why, size_t len
 			return invalid(why, len, "ready must be protocol, exec or notify");
 		w->ready_mode = (enum ready_mode)policy;
 	}
-	return 0;
+	return limits_parse(w, a->limits, why, len);
 }
 
 /* Fills w from a; on error why says which parameter is wrong. */
@@ -322,7 +322,7 @@ over_limit(struct conn *c, unsigned *value)
 	return NULL;
 }
 
-/* spawn {path, argv?, name?, pool?, env?, cwd?, umask?, stdout?, stderr?, init?, shutdown_on?, restart?, pid_namespace?, ready?, ...} */
+/* spawn {path, argv?, name?, pool?, env?, cwd?, umask?, stdout?, stderr?, init?, shutdown_on?, restart?, pid_namespace?, ready?, limits?, ...} */
 void
 h_spawn(struct conn *c, json_t *id, json_t *params)
 {
@@ -337,12 +337,13 @@ h_spawn(struct conn *c, json_t *id, json_t *params)
 
 	if (dispatch_unpack(c, id, params,
 	        "{s:s, s?o, s?s, s?s, s?o, s?s, s?I, s?o, s?o, s?o, s?s, s?I, s?I, s?o, s?o, s?b, "
-	        "s?s}",
+	        "s?s, s?o}",
 	        "path", &a.path, "argv", &a.argv, "name", &a.name, "pool", &a.pool, "env", &a.env,
 	        "cwd", &a.cwd, "umask", &a.umask, "stdout", &a.out[0], "stderr", &a.out[1], "init",
 	        &a.init, "shutdown_on", &a.shutdown_on, "spawn_timeout_ms", &a.spawn_timeout_ms,
 	        "connection_timeout_ms", &a.connection_timeout_ms, "settings", &a.settings,
-	        "restart", &a.restart, "pid_namespace", &a.pid_namespace, "ready", &a.ready) < 0)
+	        "restart", &a.restart, "pid_namespace", &a.pid_namespace, "ready", &a.ready,
+	        "limits", &a.limits) < 0)
 		return;
 	w = sup_worker_new();
 	if (!w) {

@@ -449,6 +449,13 @@ struct waiter {
  * message, its exec, or READY=1 on its NOTIFY_SOCKET (worker-notify.c).
  */
 enum ready_mode { READY_PROTOCOL, READY_EXEC, READY_NOTIFY };
+/* A worker's resource limits (limits.c): 0 where not asked. */
+enum limit_kind { LIMIT_MEMORY, LIMIT_PIDS, LIMIT_CPU, LIMIT_NOFILE, LIMIT_COUNT };
+struct worker_limits {
+	int64_t value[LIMIT_COUNT]; /* bytes, processes, CPU quota (us), open files */
+	int64_t cpu_period_us;
+	bool by_cgroup[LIMIT_COUNT]; /* decided at each spawn */
+};
 
 struct worker {
 	TAILQ_ENTRY(worker) link;
@@ -512,6 +519,7 @@ struct worker {
 	bool said_stopping; /* a notify worker sent STOPPING=1 */
 	int notify_fd; /* a notify worker's NOTIFY_SOCKET, or -1 */
 	ev_io notify_io;
+	struct worker_limits limits; /* spawn option limits (limits.c) */
 
 	struct conn *channel;
 	int errpipe;
@@ -711,12 +719,38 @@ json_t *cgroup_json(void);
 const char *cgroup_delegated_dir(void);
 void cgroup_cleanup(void);
 
+/* ---- limits.c ---- */
+
+/* Spawn option "limits" (PROTOCOL.md 4.2). */
+/* One resource limit the child sets before exec. */
+struct limit_rlimit {
+	int resource;
+	rlim_t value;
+};
+/* Parses the "limits" param (NULL: none) into w; -EINVAL with why, or 0. */
+int limits_parse(struct worker *w, json_t *v, char *why, size_t len);
+/* Writes w's cgroup-enforced limits into its cgroup dir_fd (-1: none); 0 or -errno
+ * (-EOPNOTSUPP: cpu_max without a cgroup). */
+int limits_apply_cgroup(struct worker *w, int dir_fd);
+/* The rlimits the child sets (at most LIMIT_COUNT); returns how many. */
+int limits_rlimits(const struct worker *w, struct limit_rlimit *out);
+/* inspect's "limits" (new reference): null when none was asked. */
+json_t *limits_json(const struct worker *w);
+/* The oom_kill count in memory.events text, or -1 when absent. */
+long long limits_oom_kills(const char *events);
+/* true when w's cgroup memory limit killed a process of it (read before removal). */
+bool limits_oom_killed(const struct worker *w);
+
 /* ---- contain.c ---- */
 
 /* Sets up a cgroup per worker under dir (NULL: tree walk only); kills leftovers. */
 void contain_init(const char *dir);
 /* Creates w's cgroup; returns its directory fd (caller closes) or -1. */
 int contain_prepare(struct worker *w);
+/* true when controller is enabled for the worker cgroups. */
+bool contain_has_controller(const char *controller);
+/* Opens file in w's cgroup: an fd or -errno. */
+int contain_open(const struct worker *w, const char *file, int flags);
 /* SIGKILLs every process in w's cgroup: 0 or -errno. */
 int contain_kill(const struct worker *w);
 /* w was reaped: kill what is left in its cgroup, remove it once empty. */

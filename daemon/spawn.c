@@ -41,8 +41,9 @@
  *      it, then check getppid() in case herdd died before the prctl;
  *   5. stdin from /dev/null; stdout/stderr as asked (a file is opened only
  *      now, with the requester's credentials, so nobody makes root write it);
- *   6. the channel on fd 3, every other fd close-on-exec, and the open-file
- *      soft limit herdd started with (herdd raised its own);
+ *   6. the channel on fd 3, every other fd close-on-exec, the open-file
+ *      soft limit herdd started with (herdd raised its own), then the
+ *      spawn's limits its cgroup does not hold (limits.c);
  *   7. chdir, umask, execve with an explicit environment.
  * A failure writes a spawn_report (herdd.h) to a close-on-exec pipe and
  * exits 127; EOF on that pipe means the exec succeeded.
@@ -130,6 +131,8 @@ struct child_plan {
 	int cgroup_fd; /* the worker's cgroup directory, or -1 */
 	bool join_cgroup; /* clone3 did not place the child: it writes cgroup.procs */
 	bool new_pid_ns;
+	struct limit_rlimit rlimits[LIMIT_COUNT]; /* the spawn's limits not in its cgroup */
+	int nrlimits;
 };
 
 /*
@@ -281,6 +284,13 @@ child_run(const struct child_plan *p)
 	}
 	if (herdd.nofile_raised && setrlimit(RLIMIT_NOFILE, &herdd.nofile) < 0)
 		child_fail(&f, "fds");
+	/* The spawn's own limits after herdd's: a nofile limit wins. */
+	for (int i = 0; i < p->nrlimits; i++) {
+		struct rlimit rl = { p->rlimits[i].value, p->rlimits[i].value };
+
+		if (setrlimit(p->rlimits[i].resource, &rl) < 0)
+			child_fail(&f, "limits");
+	}
 	if (chdir(p->cwd) < 0)
 		child_fail(&f, "chdir");
 	execve(p->path, p->argv, p->envp);
@@ -646,6 +656,7 @@ spawn_start(struct worker *w, int channel_fd, int capture_fds[2], int cgroup_fd)
 	p.umask = (mode_t)w->umask;
 	p.cgroup_fd = cgroup_fd;
 	p.new_pid_ns = w->pid_ns;
+	p.nrlimits = limits_rlimits(w, p.rlimits);
 	stack = child_stack_top();
 	if (!stack || pipe2(pipefd, O_CLOEXEC) < 0) {
 		r = -errno;

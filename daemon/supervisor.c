@@ -557,7 +557,10 @@ sup_spawn(struct worker *w)
 	clock_gettime(CLOCK_REALTIME, &w->started_wall);
 	w->started_ms = now_ms();
 	cgfd = contain_prepare(w);
-	rep = spawn_start(w, sv[1], wr, cgfd);
+	r = limits_apply_cgroup(w, cgfd);
+	rep = r < 0 ? r : spawn_start(w, sv[1], wr, cgfd);
+	if (r < 0)
+		w->spawn_stage = "limits";
 	if (cgfd >= 0)
 		close(cgfd);
 	if (rep < 0) {
@@ -733,6 +736,10 @@ reaped(struct worker *w, int status, const struct rusage *ru)
 
 	w->reaped = true;
 	walk_escapees |= !w->in_cgroup;
+	/* Before its cgroup goes: memory.events says whether its memory limit killed it. */
+	if (!w->reason && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL &&
+	    limits_oom_killed(w))
+		w->reason = PROTO_REASON_OOM_KILLED;
 	contain_reaped(w);
 	/* The last /proc reading may be an interval old: the kernel's total is final. */
 	if (ru && rusage_ms(ru) > w->cpu_ms)

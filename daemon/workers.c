@@ -392,6 +392,7 @@ sup_worker_json(const struct worker *w)
 	json_object_set_new(o, "message", w->message ? json_string(w->message) : json_null());
 	json_object_set_new(o, "served", json_integer((json_int_t)w->served));
 	json_object_set_new(o, "containment", contain_worker_json(w));
+	json_object_set_new(o, "limits", limits_json(w));
 	if (w->spawn_stage)
 		json_object_set_new(o, "spawn_error",
 		    json_pack("{s:s, s:i, s:s}", "stage", w->spawn_stage, "errno", w->spawn_errno,

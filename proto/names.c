@@ -58,6 +58,7 @@ static const char *const reason_names[PROTO_REASON_COUNT] = {
 	[PROTO_REASON_DAEMON_SHUTDOWN] = "daemon_shutdown",
 	[PROTO_REASON_MASTER_CLOSED] = "master_closed",
 	[PROTO_REASON_KILLED] = "killed",
+	[PROTO_REASON_OOM_KILLED] = "oom_killed",
 };
 
 /*
@@ -83,6 +84,8 @@ static const struct {
 	[PROTO_REASON_DAEMON_SHUTDOWN] = { PROTO_EVENT_STOPPED, false },
 	[PROTO_REASON_MASTER_CLOSED] = { PROTO_EVENT_STOPPED, false },
 	[PROTO_REASON_KILLED] = { PROTO_EVENT_KILLED, true },
+	/* Its cgroup's memory limit: the kernel's SIGKILL, a crash the owner is told the cause of. */
+	[PROTO_REASON_OOM_KILLED] = { PROTO_EVENT_CRASHED, true },
 };
 
 static const char *

@@ -348,6 +348,7 @@ START_TEST(reasons)
 		{ "daemon_shutdown", "stopped", false },
 		{ "master_closed", "stopped", false },
 		{ "killed", "killed", true },
+		{ "oom_killed", "crashed", true },
 	};
 	size_t i;
 	int r;

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -205,16 +206,65 @@ fn_fail_later(herd_request *req, json_t *arg)
 	herd_request_reply(req, json_pack("{s:I}", "fail_in_ms", ms));
 }
 
+/*
+ * Tries to hold n more open fds and a mib MiB block (touched) and says how far
+ * it got, with the rlimits it runs under: the spawn's limits at work.
+ * Everything is released before it returns.
+ */
+static json_t *
+resources(json_int_t n, json_int_t mib)
+{
+	json_int_t opened = 0;
+	int open_errno = 0, alloc_errno = 0, *fds = n > 0 ? calloc((size_t)n, sizeof(*fds)) : NULL;
+	struct rlimit nofile, as;
+	char *block = NULL;
+
+	for (; fds && opened < n; opened++) {
+		fds[opened] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (fds[opened] < 0) {
+			open_errno = errno;
+			break;
+		}
+	}
+	if (mib > 0) {
+		block = malloc((size_t)mib << 20);
+		if (block)
+			memset(block, 1, (size_t)mib << 20);
+		else
+			alloc_errno = errno;
+	}
+	free(block);
+	for (json_int_t i = 0; i < opened; i++)
+		close(fds[i]);
+	free(fds);
+	getrlimit(RLIMIT_NOFILE, &nofile);
+	getrlimit(RLIMIT_AS, &as);
+	return json_pack("{s:I, s:i, s:b, s:i, s:I, s:I}", "opened", opened, "open_errno",
+	    open_errno, "allocated", mib > 0 && !alloc_errno, "alloc_errno", alloc_errno,
+	    "rlimit_nofile", (json_int_t)nofile.rlim_cur, "rlimit_as",
+	    as.rlim_cur == RLIM_INFINITY ? (json_int_t)-1 : (json_int_t)as.rlim_cur);
+}
+
+/*
+ * pid: the worker's identity. With {"open": N} or {"alloc_mib": M} it also
+ * reports resources() (one function, not a new one: the worker's hello must
+ * stay within a 1 KiB max_message_size).
+ */
 static void
 fn_pid(herd_request *req, json_t *arg)
 {
+	json_int_t n = -1, mib = -1;
+	json_t *o;
+
 	wa_begin(req);
-	if (wa_unpack(req, arg, "{}") < 0)
+	if (wa_unpack(req, arg, "{s?I, s?I}", "open", &n, "alloc_mib", &mib) < 0)
 		return;
-	herd_request_reply(req,
-	    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "pid", (int)getpid(), "ppid",
-	        (int)getppid(), "pgid", (int)getpgid(0), "sid", (int)getsid(0), "uid",
-	        (int)getuid(), "gid", (int)getgid(), "role", herd_process_role()));
+	o = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "pid", (int)getpid(), "ppid",
+	    (int)getppid(), "pgid", (int)getpgid(0), "sid", (int)getsid(0), "uid", (int)getuid(),
+	    "gid", (int)getgid(), "role", herd_process_role());
+	if (o && (n >= 0 || mib >= 0))
+		json_object_update_new(o, resources(n, mib));
+	herd_request_reply(req, o);
 }
 
 /*

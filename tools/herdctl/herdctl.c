@@ -332,6 +332,39 @@ fold_restart(json_t *params)
 	return 0;
 }
 
+/* --cpu-max: a number of CPUs, or cpu.max's "QUOTA PERIOD" (herdd checks either). */
+static int
+opt_cpu(json_t *into, const struct ctl_opt *o, const char *arg)
+{
+	char *end;
+	double cpus = strtod(arg, &end);
+
+	if (end != arg && *end == '\0')
+		return ctl_opt_store(into, o, json_real(cpus));
+	return ctl_opt_string(into, o, arg);
+}
+
+/* --memory-max, --pids-max, --cpu-max and --nofile become spawn's "limits" object. */
+static void
+fold_limits(json_t *params)
+{
+	static const char *const keys[] = { "memory_max", "pids_max", "cpu_max", "nofile" };
+	json_t *o = json_object();
+
+	for (size_t i = 0; o && i < sizeof(keys) / sizeof(keys[0]); i++) {
+		json_t *v = json_object_get(params, keys[i]);
+
+		if (!v)
+			continue;
+		json_object_set(o, keys[i], v);
+		json_object_del(params, keys[i]);
+	}
+	if (o && json_object_size(o))
+		json_object_set_new(params, "limits", o);
+	else
+		json_decref(o);
+}
+
 static int
 cmd_spawn(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 {
@@ -356,6 +389,7 @@ cmd_spawn(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 		json_decref(params);
 		return EXIT_USAGE;
 	}
+	fold_limits(params);
 	if (ctl_spawn(c, params, &res) < 0)
 		return EXIT_FAILURE;
 	return output_result(c, cmd, res);
@@ -469,6 +503,15 @@ static const struct ctl_opt spawn_opts[] = {
 	    1, 100 },
 	{ "start-limit-interval", 0, "S", "the start limit's interval (10)", ctl_opt_seconds, 0,
 	    86400000 },
+	{ "memory-max", 0, "BYTES",
+	    "memory limit: the worker's cgroup memory.max, else\n"
+	    "RLIMIT_AS (address space)",
+	    ctl_opt_int, 1 << 20, 1ll << 50 },
+	{ "pids-max", 0, "N", "process limit: pids.max, else RLIMIT_NPROC (per uid)", ctl_opt_int,
+	    1, 4194304 },
+	{ "cpu-max", 0, "CPUS|'QUOTA PERIOD'", "CPU bandwidth (cpu.max; needs the cpu controller)",
+	    opt_cpu, 0, 0 },
+	{ "nofile", 0, "N", "open-file limit (RLIMIT_NOFILE)", ctl_opt_int, 8, 1 << 20 },
 	{ 0 },
 };
 
