@@ -221,9 +221,7 @@ close_pipe(struct capture *cap)
 {
 	if (cap->fd < 0)
 		return;
-	ev_io_stop(herdd.loop, &cap->io);
-	close(cap->fd);
-	cap->fd = -1;
+	main_io_close(&cap->io, &cap->fd);
 	if (cap->partial_len > 0) {
 		push_line(cap, cap->partial, cap->partial_len);
 		cap->partial_len = 0;

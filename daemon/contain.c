@@ -424,11 +424,7 @@ contain_cleanup(void)
 	drains_check();
 	while (drains)
 		drain_free(&drains);
-	if (ino_fd >= 0) {
-		ev_io_stop(herdd.loop, &ino_io);
-		close(ino_fd);
-		ino_fd = -1;
-	}
+	main_io_close(&ino_io, &ino_fd);
 	free(workers_dir);
 	workers_dir = NULL;
 	leftover_cgroups = leftover_procs = 0;

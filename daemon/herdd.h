@@ -154,6 +154,8 @@ void main_parse_options(int argc, char **argv);
 void main_state_init(void);
 /* Aborts every connection and frees every worker record; the loop stays. */
 void main_state_free(void);
+/* Stops io on herdd's loop and closes *fd (set to -1); nothing if *fd is -1. */
+void main_io_close(ev_io *io, int *fd);
 /* herdd from start-up to exit; returns its exit status. */
 int main_run(int argc, char **argv);
 

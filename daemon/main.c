@@ -583,6 +583,16 @@ main_state_free(void)
 	events_free();
 }
 
+void
+main_io_close(ev_io *io, int *fd)
+{
+	if (*fd < 0)
+		return;
+	ev_io_stop(herdd.loop, io);
+	close(*fd);
+	*fd = -1;
+}
+
 /* Everything before the loop runs: process state, logging, libev, the socket. */
 static void
 start_up(int argc, char **argv)

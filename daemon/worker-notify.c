@@ -176,9 +176,5 @@ wnotify_start(struct worker *w)
 void
 wnotify_close(struct worker *w)
 {
-	if (w->notify_fd < 0)
-		return;
-	ev_io_stop(herdd.loop, &w->notify_io);
-	close(w->notify_fd);
-	w->notify_fd = -1;
+	main_io_close(&w->notify_io, &w->notify_fd);
 }

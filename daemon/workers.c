@@ -183,10 +183,7 @@ sup_worker_free(struct worker *w)
 	ev_timer_stop(herdd.loop, &w->grace_timer);
 	ev_timer_stop(herdd.loop, &w->hb_timer);
 	ev_timer_stop(herdd.loop, &w->conn_timer);
-	if (w->errpipe >= 0) {
-		ev_io_stop(herdd.loop, &w->errpipe_io);
-		close(w->errpipe);
-	}
+	main_io_close(&w->errpipe_io, &w->errpipe);
 	if (w->pidfd >= 0)
 		close(w->pidfd);
 	wnotify_close(w);
