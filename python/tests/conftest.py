@@ -18,21 +18,25 @@ TESTWORKER = os.environ.get("HERD_TESTWORKER",
                             os.path.join(ROOT, "build", "tests", "worker", "herd-testworker"))
 
 
-def _wait_listening(proc, path, timeout=10.0):
-    """herdd binds at start-up: its readiness is a connectable socket."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"herdd exited with {proc.returncode}")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            try:
-                s.connect(path)
-                return
-            except OSError:
-                pass
-        # Nothing to wait on before herdd binds but the clock.
-        time.sleep(0.01)
-    raise RuntimeError(f"herdd did not listen on {path}")
+def _start(argv, env, log, notify_path, timeout=10.0):
+    """herdd, once it said READY=1 on notify_path (as the autostart waits for it)."""
+    from herd._autostart import _wait_ready
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    proc = subprocess.Popen(argv, stderr=log, env=dict(env, NOTIFY_SOCKET=notify_path))
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        ready = _wait_ready(notify, pidfd, time.monotonic() + timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        os.close(pidfd)
+        notify.close()
+    if not ready:
+        raise RuntimeError(f"herdd exited with {proc.wait()}")
+    return proc
 
 
 @pytest.fixture
@@ -42,9 +46,8 @@ def herdd(tmp_path, monkeypatch):
     log = open(tmp_path / "herdd.log", "w")
     env = dict(os.environ)
     env.pop("HERD_RPC_SETTINGS", None)
-    proc = subprocess.Popen([HERDD, "--socket", sock], stderr=log, env=env)
+    proc = _start([HERDD, "--socket", sock], env, log, str(tmp_path / "notify"))
     try:
-        _wait_listening(proc, sock)
         monkeypatch.setenv("HERD_SOCKET", sock)
         yield sock
     finally:

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <herd/pool.h>
+
 #include "herdctl.h"
 
 void
@@ -420,7 +422,7 @@ static const struct ctl_opt map_opts[] = {
 	{ "chunksize", 0, "N",
 	    "lines sent to a worker in one message\n(default 1, at most 65536): tiny tasks\ngo "
 	    "faster in batches",
-	    ctl_opt_int, 0, 65536 },
+	    ctl_opt_int, 0, HERD_POOL_MAX_CHUNKSIZE },
 	{ "name", 0, "NAME", "the pool's name in list (default map-PID)", ctl_opt_string, 0, 0 },
 	{ "hosts", 'H', "ADDR[=N],...",
 	    "workers on these herdds (ssh://, slurm://...),\nN on each (default -j, else the "
