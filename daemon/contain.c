@@ -122,14 +122,17 @@ drain_free(struct drain **pp)
 	free(d);
 }
 
-/* Removes the drains whose cgroup is empty now. */
+/*
+ * Removes the drains whose cgroup is empty now: every one (wd -2), or those
+ * watched by wd and those without a watch (nothing else tells of them).
+ */
 static void
-drains_check(void)
+drains_check_wd(int wd)
 {
 	struct drain **pp = &drains;
 
 	while (*pp) {
-		if (populated((*pp)->dir) > 0) {
+		if ((wd != -2 && (*pp)->wd != wd && (*pp)->wd >= 0) || populated((*pp)->dir) > 0) {
 			pp = &(*pp)->next;
 			continue;
 		}
@@ -140,14 +143,25 @@ drains_check(void)
 }
 
 static void
+drains_check(void)
+{
+	drains_check_wd(-2);
+}
+
+static void
 ino_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	const struct inotify_event *ev;
+	ssize_t n;
 
-	while (read(ino_fd, buf, sizeof(buf)) > 0) {
-		/* Which watch fired matters little: a check reads every cgroup.events. */
-	}
-	drains_check();
+	/* Only the cgroup whose cgroup.events changed is read again, not every draining one. */
+	while ((n = read(ino_fd, buf, sizeof(buf))) > 0)
+		for (char *p = buf; p < buf + n; p += sizeof(*ev) + ev->len) {
+			ev = (const struct inotify_event *)p;
+			if (!(ev->mask & IN_IGNORED))
+				drains_check_wd(ev->wd);
+		}
 }
 
 /* Kills dir's cgroup and removes it once empty (now, or when inotify says so). */
