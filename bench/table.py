@@ -29,6 +29,10 @@ def fmt(v, unit):
 
 print("| figure | CPUs | herd | baseline | ratio | target |")
 print("|---|---|---:|---:|---:|---|")
+# A figure whose program failed is named first, never left as a silent "-".
+for r in rows:
+    if r["figure"] == "failed":
+        print(f"| **FAILED**: {r['variant']} (exit {r['value']}) | {r['cpus']} | | | | |")
 
 
 def row(label, cpus, h, b, unit, target="", op=None):
