@@ -506,11 +506,15 @@ struct worker {
 	int64_t ended_ms;
 	struct timespec started_wall;
 	int64_t last_heartbeat_ms;
-	uint64_t last_cpu_ticks;
+	uint64_t last_cpu_ms; /* CPU time at the last heartbeat check that heard the worker */
 	int64_t next_check_ms; /* a busy silent worker is checked again then */
 	char *functions; /* from "ready", as compact JSON text */
 	uint64_t served;
-	uint64_t cpu_ms; /* last CPU time read from /proc */
+	/* The last sample of its process (sample.c), which list and inspect serve. */
+	uint64_t cpu_ms; /* CPU time; after the reap the kernel's final figure */
+	uint64_t rss_kib;
+	char proc_state; /* /proc's state letter */
+	int64_t sampled_ms; /* when (now_ms()); 0: not sampled yet */
 	enum proto_reason backup_reason; /* the reason if the backup SIGKILL has to fire */
 	bool stop_sent; /* sup_stop() signalled it; the grace timer runs */
 	bool had_connection;
@@ -588,8 +592,22 @@ unsigned sup_count_uid(uid_t uid);
 unsigned sup_count_live(void);
 /* Stops every worker (daemon shutdown). */
 void sup_stop_all(void);
+/* ---- worker-json.c, sample.c ---- */
+
 /* The worker's public JSON object (new reference). */
 json_t *sup_worker_json(const struct worker *w);
+#define SUP_WORKER_ALL_FIELDS UINT64_MAX
+/* The bit of a WORKER field's name, 0 for no such field. */
+uint64_t sup_worker_field(const char *name);
+/* Only the fields whose bits are in mask (new reference). */
+json_t *sup_worker_json_fields(const struct worker *w, uint64_t mask);
+/* Reads w's state, CPU time and memory from /proc into its record. Returns 0 or -errno. */
+int sample_worker(struct worker *w);
+/* The sweep that samples every live worker about once a second. */
+void sample_start(void);
+void sample_stop(void);
+/* w leaves herdd.workers: the sweep's place moves past it. */
+void sample_forget(struct worker *w);
 /* What the reaper does with one reaped child (status as from waitpid()). */
 void sup_reap(pid_t pid, int status, const struct rusage *ru);
 /* Reaps: the SIGCHLD watcher and the retention timer. */
@@ -695,8 +713,8 @@ int restart_parse(struct worker *w, json_t *spec, char *why, size_t len);
 enum proto_state restart_after_exit(struct worker *w);
 /* Ends a restarting worker's wait for good (shutdown, daemon shutdown). */
 void restart_cancel(struct worker *w, enum proto_reason reason);
-/* Adds incarnation, restart policy, count and last exit to a WORKER object. */
-void restart_json(const struct worker *w, json_t *o);
+/* A WORKER object's "restart": policy, count and last exit (new reference). */
+json_t *restart_policy_json(const struct worker *w);
 void restart_free(struct worker *w);
 /*
  * True if the incarnation a request names (params' optional "incarnation", 0

@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * list {all?, state?, name?, owner?, fields?} -> {workers: [...]}
+ *
+ * Filters and fields let a tool ask for less: herdd walks its records in
+ * memory (figures are sampled, sample.c) and builds only the fields asked
+ * for (worker-json.c). An unknown filter, state or field is invalid_params,
+ * never silently ignored.
+ */
+#include <errno.h>
+#include <fnmatch.h>
+#include <string.h>
+
+#include "herdd.h"
+
+struct list_query {
+	int all;
+	unsigned states; /* a bit per state asked for; 0: live ones (and exited with all) */
+	const char *name; /* a shell pattern (fnmatch), or NULL */
+	json_int_t owner_uid, owner_pid, owner_connection; /* -1: any */
+	uint64_t fields;
+};
+
+/* Replies invalid_params naming what was wrong; always returns -1. */
+static int
+bad_param(struct conn *c, json_t *id, const char *what, const char *value, const char *why)
+{
+	conn_reply_error(c, id, HERD_E_INVALID_PARAMS, json_pack("{s:s}", what, value),
+	    "invalid params: %s \"%.*s\" %s", what, proto_text_prec(value, 64), value, why);
+	return -1;
+}
+
+/* "state": a state's name or an array of them. */
+static int
+parse_states(struct conn *c, json_t *id, json_t *v, struct list_query *q)
+{
+	json_t *one = v;
+	size_t i = 0;
+
+	if (!v)
+		return 0;
+	if (json_is_array(v) && json_array_size(v) > 0)
+		one = json_array_get(v, 0);
+	for (;;) {
+		int s = json_is_string(one) ? proto_state_from_name(json_string_value(one)) : -1;
+
+		if (!json_is_string(one)) {
+			conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
+			    "invalid params: state must be a state's name or a non-empty array of "
+			    "them");
+			return -1;
+		}
+		if (s < 0)
+			return bad_param(c, id, "state", json_string_value(one), "is no state");
+		q->states |= 1u << s;
+		if (!json_is_array(v) || ++i >= json_array_size(v))
+			return 0;
+		one = json_array_get(v, i);
+	}
+}
+
+/* "fields": an array of WORKER field names. */
+static int
+parse_fields(struct conn *c, json_t *id, json_t *v, struct list_query *q)
+{
+	json_t *f;
+	size_t i;
+
+	if (!v)
+		return 0;
+	if (!json_is_array(v)) {
+		conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
+		    "invalid params: fields must be an array of field names");
+		return -1;
+	}
+	q->fields = 0;
+	json_array_foreach(v, i, f) {
+		uint64_t bit = json_is_string(f) ? sup_worker_field(json_string_value(f)) : 0;
+
+		if (!json_is_string(f)) {
+			conn_reply_error(c, id, HERD_E_INVALID_PARAMS, NULL,
+			    "invalid params: fields must be an array of field names");
+			return -1;
+		}
+		if (!bit)
+			return bad_param(c, id, "field", json_string_value(f), "is no WORKER field");
+		q->fields |= bit;
+	}
+	return 0;
+}
+
+/* Unpacks and checks every filter; replies and returns -1 on a bad one. */
+static int
+parse_query(struct conn *c, json_t *id, json_t *params, struct list_query *q)
+{
+	json_t *state = NULL, *owner = NULL, *fields = NULL;
+	struct proto_error err;
+	int r;
+
+	*q = (struct list_query){ .owner_uid = -1, .owner_pid = -1, .owner_connection = -1,
+		.fields = SUP_WORKER_ALL_FIELDS };
+	if (dispatch_unpack(c, id, params, "{s?b, s?o, s?s, s?o, s?o}", "all", &q->all, "state",
+	        &state, "name", &q->name, "owner", &owner, "fields", &fields) < 0)
+		return -1;
+	if (parse_states(c, id, state, q) < 0 || parse_fields(c, id, fields, q) < 0)
+		return -1;
+	if (!owner)
+		return 0;
+	r = proto_unpack(owner, &err, "{s?I, s?I, s?I}", "uid", &q->owner_uid, "pid",
+	    &q->owner_pid, "connection", &q->owner_connection);
+	if (r == -EINVAL)
+		conn_reply_error(
+		    c, id, HERD_E_INVALID_PARAMS, NULL, "invalid params: owner: %s", err.text);
+	else if (r < 0)
+		conn_reply_error(c, id, HERD_E_INTERNAL_ERROR, NULL, "out of memory");
+	return r < 0 ? -1 : 0;
+}
+
+static bool
+matches(const struct list_query *q, const struct worker *w)
+{
+	if (q->states ? !(q->states & (1u << w->state))
+	              : w->state == PROTO_STATE_EXITED && !q->all)
+		return false;
+	if (q->name && (!w->name || fnmatch(q->name, w->name, 0) != 0))
+		return false;
+	if (q->owner_uid >= 0 && (json_int_t)w->uid != q->owner_uid)
+		return false;
+	if (q->owner_pid >= 0 && (json_int_t)w->owner_pid != q->owner_pid)
+		return false;
+	return q->owner_connection < 0 ||
+	    (w->owner && (json_int_t)w->owner_serial == q->owner_connection);
+}
+
+void
+h_list(struct conn *c, json_t *id, json_t *params)
+{
+	struct list_query q;
+	struct worker *w;
+	json_t *a;
+
+	if (parse_query(c, id, params, &q) < 0)
+		return;
+	a = json_array();
+	TAILQ_FOREACH(w, &herdd.workers, link) {
+		if (a && dispatch_may_see(c, w->uid) && matches(&q, w))
+			json_array_append_new(a, sup_worker_json_fields(w, q.fields));
+	}
+	conn_reply(c, id, a ? json_pack("{s:o}", "workers", a) : NULL);
+}
