@@ -83,7 +83,8 @@ parse_fields(struct conn *c, json_t *id, json_t *v, struct list_query *q)
 			return -1;
 		}
 		if (!bit)
-			return bad_param(c, id, "field", json_string_value(f), "is no WORKER field");
+			return bad_param(
+			    c, id, "field", json_string_value(f), "is no WORKER field");
 		q->fields |= bit;
 	}
 	return 0;
@@ -97,7 +98,9 @@ parse_query(struct conn *c, json_t *id, json_t *params, struct list_query *q)
 	struct proto_error err;
 	int r;
 
-	*q = (struct list_query){ .owner_uid = -1, .owner_pid = -1, .owner_connection = -1,
+	*q = (struct list_query){ .owner_uid = -1,
+		.owner_pid = -1,
+		.owner_connection = -1,
 		.fields = SUP_WORKER_ALL_FIELDS };
 	if (dispatch_unpack(c, id, params, "{s?b, s?o, s?s, s?o, s?o}", "all", &q->all, "state",
 	        &state, "name", &q->name, "owner", &owner, "fields", &fields) < 0)
@@ -106,8 +109,8 @@ parse_query(struct conn *c, json_t *id, json_t *params, struct list_query *q)
 		return -1;
 	if (!owner)
 		return 0;
-	r = proto_unpack(owner, &err, "{s?I, s?I, s?I}", "uid", &q->owner_uid, "pid",
-	    &q->owner_pid, "connection", &q->owner_connection);
+	r = proto_unpack(owner, &err, "{s?I, s?I, s?I}", "uid", &q->owner_uid, "pid", &q->owner_pid,
+	    "connection", &q->owner_connection);
 	if (r == -EINVAL)
 		conn_reply_error(
 		    c, id, HERD_E_INVALID_PARAMS, NULL, "invalid params: owner: %s", err.text);
@@ -119,8 +122,7 @@ parse_query(struct conn *c, json_t *id, json_t *params, struct list_query *q)
 static bool
 matches(const struct list_query *q, const struct worker *w)
 {
-	if (q->states ? !(q->states & (1u << w->state))
-	              : w->state == PROTO_STATE_EXITED && !q->all)
+	if (q->states ? !(q->states & (1u << w->state)) : w->state == PROTO_STATE_EXITED && !q->all)
 		return false;
 	if (q->name && (!w->name || fnmatch(q->name, w->name, 0) != 0))
 		return false;

@@ -51,7 +51,8 @@ sample_worker(struct worker *w)
 static void
 tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
-	unsigned left = (sup_count_live() * SAMPLE_TICK_MS + SAMPLE_PERIOD_MS - 1) / SAMPLE_PERIOD_MS;
+	unsigned left =
+	    (sup_count_live() * SAMPLE_TICK_MS + SAMPLE_PERIOD_MS - 1) / SAMPLE_PERIOD_MS;
 	unsigned steps = 0, listed = 0;
 	struct worker *w = cursor;
 
