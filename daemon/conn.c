@@ -25,6 +25,21 @@
 #define OUTPUT_HIGH_WATER (1u << 20)
 /* Feeds (events, followed logs) hold back once this much output waits. */
 #define FEED_HIGH_WATER (256u << 10)
+/*
+ * Fairness under load: a connection is handed at most this many requests per
+ * wakeup, then waits its turn behind every other ready connection (the peer
+ * defers it, peer.h). Small enough that a thousand busy clients make a loop
+ * iteration of tens of ms at worst, large enough that one pipelining client
+ * is not slowed by the extra wakeups.
+ */
+#define CONN_BUDGET 32
+/*
+ * Control connections' watchers run after the supervisor's (default
+ * priority: reaps, spawn pipes, worker channels, timers) within a loop
+ * iteration, so a flood of requests never delays a spawn, a reap or a
+ * heartbeat by more than the iteration the budget bounds.
+ */
+#define CONN_CONTROL_PRIORITY (EV_MINPRI + 1)
 
 static uint64_t next_serial = 1;
 
@@ -240,6 +255,9 @@ conn_new(int fd, enum conn_kind kind, const struct conn_ops *ops, size_t max_mes
 	/* Backpressure: a peer that sends requests but never reads replies waits. */
 	herd__peer_set_water(&c->peer, OUTPUT_HIGH_WATER, OUTPUT_HIGH_WATER);
 	c->peer.max_send = HERD_DEFAULT_MAX_MESSAGE_SIZE;
+	c->peer.budget = CONN_BUDGET;
+	if (kind == CONN_CONTROL)
+		c->peer.priority = CONN_CONTROL_PRIORITY;
 	c->peer.sum_in = &herdd.stats.bytes_in;
 	c->peer.sum_out = &herdd.stats.bytes_out;
 	c->kind = kind;

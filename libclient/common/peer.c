@@ -486,6 +486,12 @@ peer_dispatch(struct herd__peer *p)
 		json_t *msg = p->held;
 		int r = 1;
 
+		/* Its share of this round is spent: the rest waits in the reader. */
+		if (p->budget && p->spent >= p->budget) {
+			p->deferred = true;
+			break;
+		}
+
 		p->held = NULL;
 		if (!msg)
 			r = proto_reader_next(&p->reader, &msg, &err);
@@ -508,6 +514,7 @@ peer_dispatch(struct herd__peer *p)
 			break;
 		}
 		p->msgs_in++;
+		p->spent++;
 		p->ops->message(p, msg);
 		json_decref(msg);
 	}
@@ -563,6 +570,8 @@ herd__peer_drain_input(struct herd__peer *p, int rounds)
 	for (int i = 0; i < rounds && !p->closed && !p->eof; i++) {
 		if (peer_read(p) <= 0)
 			break;
+		/* Last words are read whole, budget or not. */
+		p->spent = 0;
 		peer_dispatch(p);
 	}
 	herd__peer_unref(p);
@@ -646,7 +655,7 @@ herd__peer_events(struct herd__peer *p)
 
 	if (p->released)
 		return 0;
-	events = !p->closed && !p->eof && !p->paused ? POLLIN : 0;
+	events = !p->closed && !p->eof && !p->paused && !p->deferred ? POLLIN : 0;
 	if (herd__peer_queued(p) > 0)
 		events |= POLLOUT;
 	return events;
@@ -662,7 +671,7 @@ herd__peer_timeout(struct herd__peer *p)
 		return INF;
 	if (p->closed)
 		return p->flush_deadline;
-	if (p->write_error)
+	if (p->write_error || p->deferred)
 		return 0;
 	if (p->hb_timeout_ms && p->last_recv + p->hb_timeout_ms * 1000ull < t)
 		t = p->last_recv + p->hb_timeout_ms * 1000ull;
@@ -687,6 +696,8 @@ herd__peer_process(struct herd__peer *p)
 	herd__peer_ref(p);
 	p->processing = true;
 	p->more = false;
+	p->spent = 0;
+	p->deferred = false;
 	if (peer_write(p) != 0)
 		progress = 1;
 	/* Buffered messages first: a nested blocking call may have left some behind. */
@@ -698,7 +709,7 @@ herd__peer_process(struct herd__peer *p)
 		peer_fail(p, p->write_error, "write");
 		progress = 1;
 	}
-	if (!p->closed && !p->eof && !p->paused) {
+	if (!p->closed && !p->eof && !p->paused && !p->deferred) {
 		int r = peer_read(p);
 
 		if (r != 0)

@@ -123,9 +123,18 @@ struct herd__peer {
 
 	bool processing; /* inside herd__peer_process(): the driver re-arms afterwards */
 	bool more; /* the last read filled its buffer: more may wait */
+	/*
+	 * Fairness: at most budget messages are handed out per herd__peer_process()
+	 * (0: no bound). Past it the peer is deferred: it reads nothing more and
+	 * is due again at once, so the loop serves every other peer in between.
+	 */
+	unsigned budget;
+	unsigned spent;
+	bool deferred;
 
 	/* The libev driver (peer-ev.c). */
 	struct ev_loop *loop;
+	int priority; /* of its watchers (ev_set_priority), set before attaching */
 	ev_io io;
 	ev_timer timer;
 	int io_events;
