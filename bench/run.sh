@@ -5,6 +5,7 @@
 #   ./bench/run.sh           full run: every figure on both CPUs, then the
 #                            latency and throughput figures again pinned to CPU 0
 #   ./bench/run.sh --quick   the same in seconds, not minutes (CI keeps it from rotting)
+# Then herdd under load (bench/run-load.sh; HERD_LOAD_SECONDS sets its length).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,7 @@ set_on() {
 {
 	set_on "$all" env build="$build" ./bench/run-set.sh "$mode" all
 	set_on "$one" env build="$build" taskset -c "$one" ./bench/run-set.sh "$mode" pinned
+	set_on "$all" env build="$build" ./bench/run-load.sh "$mode"
 } >"$out"
 
 python3 ./bench/table.py "$out" "$all" "$one"
