@@ -96,8 +96,7 @@ static int ndoomed;
 static uint64_t lists_done;
 static bool refill; /* ping mode: a reply sends the next ping */
 
-static void __attribute__((noreturn))
-die(const char *what)
+static void __attribute__((noreturn)) die(const char *what)
 {
 	fprintf(stderr, "herd-load: %s: %s\n", what, strerror(errno));
 	exit(1);
@@ -139,7 +138,8 @@ herdd_cpu_ns(void)
 		die("herdd's /proc/PID/stat");
 	fclose(f);
 	p = strrchr(buf, ')');
-	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+	if (!p ||
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
 		die("parsing herdd's stat");
 	return (uint64_t)(ut + st) * (1000000000ull / (uint64_t)sysconf(_SC_CLK_TCK));
 }
@@ -414,7 +414,8 @@ on_reply(struct conn *c, struct slot *s, json_t *msg, uint64_t now)
 		if (!res) {
 			spawn_errors++;
 			fprintf(stderr, "herd-load: spawn failed: %s\n",
-			    json_string_value(json_object_get(json_object_get(msg, "error"), "message")));
+			    json_string_value(
+			        json_object_get(json_object_get(msg, "error"), "message")));
 			return;
 		}
 		if (spawn_into)
@@ -458,7 +459,8 @@ shutdown_oldest(struct conn *c)
 {
 	if (nlive == 0)
 		return;
-	request(c, K_SHUTDOWN, "shutdown", json_pack("{s:s, s:i}", "id", lives[0].id, "grace_ms", 500));
+	request(
+	    c, K_SHUTDOWN, "shutdown", json_pack("{s:s, s:i}", "id", lives[0].id, "grace_ms", 500));
 	live_drop(0, NULL);
 }
 
@@ -478,8 +480,7 @@ kill_one(void)
 }
 
 /* A forked master: spawns its workers, says their pids on out, then waits to be killed. */
-static void __attribute__((noreturn))
-doomed_master(int out)
+static void __attribute__((noreturn)) doomed_master(int out)
 {
 	char line[65536], pids[256] = "";
 	int fd = dial(), got = 0;
@@ -492,7 +493,8 @@ doomed_master(int out)
 	write_all(fd, hello, strlen(hello));
 	for (int k = 1; k <= DOOMED_WORKERS; k++) {
 		snprintf(line, sizeof(line),
-		    "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"spawn\",\"params\":{\"path\":\"%s\","
+		    "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"spawn\",\"params\":{\"path\":\"%"
+		    "s\","
 		    "\"shutdown_on\":\"master_disconnect\"}}\n",
 		    k, worker_path);
 		write_all(fd, line, strlen(line));
@@ -630,8 +632,9 @@ struct load {
 	bool lister; /* one more client lists every worker in a loop */
 };
 
-static const char *const method_names[] = { [K_PING] = "ping", [K_STATS] = "stats",
-	[K_LIST] = "list" };
+static const char *const method_names[] = {
+	[K_PING] = "ping", [K_STATS] = "stats", [K_LIST] = "list"
+};
 
 #define SEC 1000000000ull
 
@@ -716,8 +719,9 @@ report_latency(const char *figure, const char *variant, struct samples *s, const
 {
 	printf("{\"figure\":\"%s\",\"variant\":\"%s\",\"n\":%zu,\"p50_us\":%.1f,\"p99_us\":%.1f,"
 	       "\"p999_us\":%.1f,\"max_us\":%.1f%s}\n",
-	    figure, variant, s->n, (double)samples_pct(s, 50) / 1e3, (double)samples_pct(s, 99) / 1e3,
-	    (double)samples_pct(s, 99.9) / 1e3, (double)samples_pct(s, 100) / 1e3, extra ? extra : "");
+	    figure, variant, s->n, (double)samples_pct(s, 50) / 1e3,
+	    (double)samples_pct(s, 99) / 1e3, (double)samples_pct(s, 99.9) / 1e3,
+	    (double)samples_pct(s, 100) / 1e3, extra ? extra : "");
 	fflush(stdout);
 }
 
@@ -799,7 +803,8 @@ check_nothing_lost(void)
 		bad = 1;
 	}
 	if (spawn_errors) {
-		fprintf(stderr, "herd-load: %llu spawns failed\n", (unsigned long long)spawn_errors);
+		fprintf(
+		    stderr, "herd-load: %llu spawns failed\n", (unsigned long long)spawn_errors);
 		bad = 1;
 	}
 	/* The masters leave: their master_disconnect workers must all go. */
@@ -808,7 +813,8 @@ check_nothing_lost(void)
 		struct pollfd p = { .fd = lives[i].pidfd, .events = POLLIN };
 		uint64_t now = bench_now_ns();
 
-		if (p.fd >= 0 && (now >= deadline || poll(&p, 1, (int)((deadline - now) / 1000000)) <= 0))
+		if (p.fd >= 0 &&
+		    (now >= deadline || poll(&p, 1, (int)((deadline - now) / 1000000)) <= 0))
 			left++;
 	}
 	for (int i = 0; i < ndoomed; i++) {
@@ -817,8 +823,8 @@ check_nothing_lost(void)
 		left += doomeds[i].left;
 	}
 	if (left) {
-		fprintf(stderr, "herd-load: LOST: %d workers still running after their master left\n",
-		    left);
+		fprintf(stderr,
+		    "herd-load: LOST: %d workers still running after their master left\n", left);
 		bad = 1;
 	}
 	/* herdd closes and reaps on its own time: look until both settle, or the deadline. */
@@ -827,12 +833,14 @@ check_nothing_lost(void)
 		poll(NULL, 0, 10);
 	fds = herdd_fds();
 	if (zombies || fds != fds_at_start) {
-		fprintf(stderr, "herd-load: LOST: herdd has %d zombies and %d fds (%d at the start)\n",
-		    zombies, fds, fds_at_start);
+		fprintf(stderr,
+		    "herd-load: LOST: herdd has %d zombies and %d fds (%d at the start)\n", zombies,
+		    fds, fds_at_start);
 		bad = 1;
 	}
-	printf("{\"figure\":\"load_check\",\"variant\":\"nothing_lost\",\"value\":%d,\"unit\":\"ok\","
-	       "\"requests\":%llu,\"answered\":%llu,\"killed_masters\":%d,\"herdd_fds\":%d}\n",
+	printf(
+	    "{\"figure\":\"load_check\",\"variant\":\"nothing_lost\",\"value\":%d,\"unit\":\"ok\","
+	    "\"requests\":%llu,\"answered\":%llu,\"killed_masters\":%d,\"herdd_fds\":%d}\n",
 	    !bad, (unsigned long long)sent, (unsigned long long)answered, ndoomed, fds);
 	return bad;
 }
@@ -857,8 +865,12 @@ setup(int masters)
 static int
 cmd_load(char **args)
 {
-	struct load lp = { .masters = atoi(args[1]), .rate = atof(args[2]), .seconds = atof(args[3]),
-		.live = atoi(args[4]), .churn = atof(args[5]), .kills = true };
+	struct load lp = { .masters = atoi(args[1]),
+		.rate = atof(args[2]),
+		.seconds = atof(args[3]),
+		.live = atoi(args[4]),
+		.churn = atof(args[5]),
+		.kills = true };
 	struct samples idle = { 0 }, loaded = { 0 };
 	uint64_t got;
 	char extra[512], variant[64];
@@ -873,7 +885,8 @@ cmd_load(char **args)
 	spawn_into = NULL;
 	snprintf(variant, sizeof(variant), "masters%d_rate%.0f", lp.masters, lp.rate);
 	snprintf(extra, sizeof(extra),
-	    ",\"offered_per_s\":%.0f,\"sustained_per_s\":%.0f,\"herdd_cpu_pct\":%.1f,\"seconds\":%.0f",
+	    ",\"offered_per_s\":%.0f,\"sustained_per_s\":%.0f,\"herdd_cpu_pct\":%.1f,\"seconds\":%."
+	    "0f",
 	    lp.rate, (double)got / lp.seconds, cpu * 100, lp.seconds);
 	report_latency("load", variant, &lat, extra);
 	report_latency("load_spawn_ready", "idle", &idle, NULL);
@@ -893,15 +906,17 @@ list_cost(struct conn *c, double secs, json_t *fields, const char *variant)
 		wait_replies(bench_now_ns() + 10 * SEC);
 		n++;
 	}
-	bench_report_value("list_cost", variant, (double)(herdd_cpu_ns() - cpu0) / (double)n / 1e3,
-	    "us");
+	bench_report_value(
+	    "list_cost", variant, (double)(herdd_cpu_ns() - cpu0) / (double)n / 1e3, "us");
 }
 
 /* lister WORKER MASTERS RATE SECONDS WORKERS */
 static int
 cmd_lister(char **args)
 {
-	struct load lp = { .masters = atoi(args[1]), .rate = atof(args[2]), .seconds = atof(args[3]) };
+	struct load lp = {
+		.masters = atoi(args[1]), .rate = atof(args[2]), .seconds = atof(args[3])
+	};
 	int workers = atoi(args[4]);
 	json_t *few = json_pack("[sss]", "id", "state", "rss_kib");
 	char variant[64], extra[256];

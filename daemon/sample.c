@@ -51,10 +51,13 @@ sample_worker(struct worker *w)
 static void
 tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
-	unsigned left =
-	    (sup_count_live() * SAMPLE_TICK_MS + SAMPLE_PERIOD_MS - 1) / SAMPLE_PERIOD_MS;
-	unsigned steps = 0, listed = 0;
+	static unsigned credit; /* samples owed, in 1/SAMPLE_PERIOD_MS: a few workers share ticks */
+	unsigned left, steps = 0, listed = 0;
 	struct worker *w = cursor;
+
+	credit += sup_count_live() * SAMPLE_TICK_MS;
+	left = credit / SAMPLE_PERIOD_MS;
+	credit %= SAMPLE_PERIOD_MS;
 
 	for (int s = 0; s < PROTO_STATE_COUNT; s++)
 		listed += herdd.nworkers[s];
