@@ -44,6 +44,7 @@ START_TEST(test_list_filters_and_fields)
 {
 	struct ht_conn *m = ht_master;
 	json_t *a = spawn_named("alpha-1"), *b = spawn_named("alpha-2"), *c = spawn_named("beta");
+	struct ht_out out;
 	json_t *r, *w;
 
 	json_decref(list_n(m, json_pack("{s:s}", "name", "alpha-*"), 2));
@@ -78,6 +79,16 @@ START_TEST(test_list_filters_and_fields)
 	ht_expect(m, "list", json_pack("{s:{s:i}}", "owner", "shoe_size", 9), "invalid_params");
 	ht_expect(m, "list", json_pack("{s:s}", "fields", "id"), "invalid_params");
 	ht_expect(m, "list", json_pack("{s:[]}", "state"), "invalid_params");
+	/* herdctl list asks with the same filters and shows the columns it got. */
+	out = ht_herdctl(ht_herdd->socket, "list", "--state", "running", "--owner", "me", "--name",
+	    "alpha-*", "--fields", "id,name,rss", NULL);
+	ck_assert_msg(out.code == 0 && !strncmp(out.out, "ID ", 3) && strstr(out.out, "RSS\n") &&
+	        strstr(out.out, "alpha-2") && !strstr(out.out, "beta") && !strstr(out.out, "STATE"),
+	    "herdctl list said %s%s", out.out, out.err);
+	ht_out_free(&out);
+	out = ht_herdctl(ht_herdd->socket, "list", "--fields", "id,colour", NULL);
+	ck_assert_msg(out.code != 0 && strstr(out.err, "colour"), "herdctl list said %s", out.err);
+	ht_out_free(&out);
 	json_decref(a);
 	json_decref(b);
 	json_decref(c);
@@ -107,8 +118,8 @@ START_TEST(test_figures_come_from_samples)
 
 	sample_of(ht_str(s, "id"), &cpu0, &age);
 	ck_assert_int_ge(age, 0);
-	r = ht_worker_call(ht_str(s, "socket"), NULL, "spin", json_pack("{s:i}", "ms", 400),
-	    ht_ms(10000));
+	r = ht_worker_call(
+	    ht_str(s, "socket"), NULL, "spin", json_pack("{s:i}", "ms", 400), ht_ms(10000));
 	ht_assert_result(r);
 	json_decref(r);
 	/* The CPU it burnt shows once a sweep has sampled it: within a period, give or take. */
