@@ -112,18 +112,6 @@ watch(int fd, uint32_t tag)
 		die("epoll_ctl");
 }
 
-static void
-raise_fd_limit(void)
-{
-	struct rlimit rl;
-
-	/* A thousand connections and their pidfds are past the usual soft limit of 1024. */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
 /* herdd's CPU time (user + system) in ns, from /proc. */
 static uint64_t
 herdd_cpu_ns(void)
@@ -850,7 +838,7 @@ check_nothing_lost(void)
 static void
 setup(int masters)
 {
-	raise_fd_limit();
+	bench_raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0)
