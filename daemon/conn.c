@@ -36,10 +36,9 @@
 /*
  * Control connections' watchers run after the supervisor's (default
  * priority: reaps, spawn pipes, worker channels, timers) within a loop
- * iteration, so a flood of requests never delays a spawn, a reap or a
- * heartbeat by more than the iteration the budget bounds.
+ * iteration (CONN_CONTROL_PRIORITY), so a flood of requests never delays a
+ * spawn, a reap or a heartbeat by more than the iteration the budget bounds.
  */
-#define CONN_CONTROL_PRIORITY (EV_MINPRI + 1)
 
 static uint64_t next_serial = 1;
 

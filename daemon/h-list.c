@@ -4,14 +4,18 @@
  *
  * Filters and fields let a tool ask for less: herdd walks its records in
  * memory (figures are sampled, sample.c) and builds only the fields asked
- * for (worker-json.c). An unknown filter, state or field is invalid_params,
- * never silently ignored.
+ * for (worker-json.c), a slice at a turn of the loop. An unknown filter,
+ * state or field is invalid_params, never silently ignored.
  */
 #include <errno.h>
 #include <fnmatch.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "herdd.h"
+
+/* Workers a list builds per turn of the loop (~8 us each with every field). */
+#define LIST_SLICE 64
 
 struct list_query {
 	int all;
@@ -134,19 +138,147 @@ matches(const struct list_query *q, const struct worker *w)
 	    (w->owner && (json_int_t)w->owner_serial == q->owner_connection);
 }
 
+/*
+ * A list of many workers is built a slice at a turn of the loop, like a
+ * deferred connection's requests (conn.c), so one client listing a thousand
+ * workers in a loop holds the loop for one slice at a time, not for the
+ * whole list. Its reply leaves once the walk reaches the end.
+ */
+struct list_job {
+	LIST_ENTRY(list_job) link;
+	struct conn *conn; /* a reference; its pending count includes the job */
+	json_t *id;
+	struct list_query q;
+	char *name; /* q.name's copy: the params are gone after the handler */
+	json_t *workers;
+	struct worker *next; /* where the walk goes on; NULL: the end */
+	ev_timer turn;
+};
+
+static LIST_HEAD(, list_job) jobs = LIST_HEAD_INITIALIZER(jobs);
+
+static void
+job_free(struct list_job *j)
+{
+	LIST_REMOVE(j, link);
+	ev_timer_stop(herdd.loop, &j->turn);
+	j->conn->pending--;
+	conn_unref(j->conn);
+	json_decref(j->id);
+	json_decref(j->workers);
+	free(j->name);
+	free(j);
+}
+
+/* Appends up to max of the workers from *next that c may see and q matches; false at the end. */
+static bool
+walk(struct conn *c, const struct list_query *q, json_t *a, struct worker **next, unsigned max)
+{
+	struct worker *w = *next;
+
+	for (unsigned n = 0; w && n < max; w = TAILQ_NEXT(w, link)) {
+		if (dispatch_may_see(c, w->uid) && matches(q, w)) {
+			json_array_append_new(a, sup_worker_json_fields(w, q->fields));
+			n++;
+		}
+	}
+	*next = w;
+	return w != NULL;
+}
+
+static void
+job_turn(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct list_job *j = t->data;
+	struct conn *c;
+	json_t *id, *workers;
+
+	if (walk(j->conn, &j->q, j->workers, &j->next, LIST_SLICE)) {
+		ev_timer_start(loop, t);
+		return;
+	}
+	/* The job goes first: the reply may end the connection, whose end frees its jobs. */
+	c = conn_ref(j->conn);
+	id = json_incref(j->id);
+	workers = j->workers;
+	j->workers = NULL;
+	job_free(j);
+	conn_reply(c, id, json_pack("{s:o}", "workers", workers));
+	json_decref(id);
+	conn_unref(c);
+}
+
 void
 h_list(struct conn *c, json_t *id, json_t *params)
 {
+	struct worker *next = TAILQ_FIRST(&herdd.workers);
 	struct list_query q;
-	struct worker *w;
+	struct list_job *j;
 	json_t *a;
 
 	if (parse_query(c, id, params, &q) < 0)
 		return;
 	a = json_array();
-	TAILQ_FOREACH(w, &herdd.workers, link) {
-		if (a && dispatch_may_see(c, w->uid) && matches(&q, w))
-			json_array_append_new(a, sup_worker_json_fields(w, q.fields));
+	if (!a || !walk(c, &q, a, &next, LIST_SLICE)) {
+		conn_reply(c, id, a ? json_pack("{s:o}", "workers", a) : NULL);
+		return;
 	}
-	conn_reply(c, id, a ? json_pack("{s:o}", "workers", a) : NULL);
+	/* More than a slice: the rest in later turns. */
+	j = calloc(1, sizeof(*j));
+	if (!j || (q.name && !(j->name = strdup(q.name)))) {
+		free(j);
+		json_decref(a);
+		conn_reply_error(c, id, HERD_E_INTERNAL_ERROR, NULL, "out of memory");
+		return;
+	}
+	j->conn = conn_ref(c);
+	j->id = json_incref(id);
+	j->q = q;
+	j->q.name = j->name;
+	j->workers = a;
+	j->next = next;
+	c->pending++;
+	LIST_INSERT_HEAD(&jobs, j, link);
+	ev_timer_init(&j->turn, job_turn, 0., 0.);
+	j->turn.data = j;
+	ev_set_priority(&j->turn, CONN_CONTROL_PRIORITY);
+	ev_timer_start(herdd.loop, &j->turn);
+}
+
+/* w leaves herdd.workers: a walk that was to resume from it resumes after it. */
+void
+list_forget(struct worker *w)
+{
+	struct list_job *j;
+
+	LIST_FOREACH(j, &jobs, link) {
+		if (j->next == w)
+			j->next = TAILQ_NEXT(w, link);
+	}
+}
+
+/* True if c's list with this id is still being built. */
+bool
+list_id_pending(const struct conn *c, const json_t *id)
+{
+	struct list_job *j;
+
+	LIST_FOREACH(j, &jobs, link) {
+		if (j->conn == c && json_equal(j->id, id))
+			return true;
+	}
+	return false;
+}
+
+/* c's session ended: its lists are dropped unanswered. */
+void
+list_conn_gone(struct conn *c)
+{
+	struct list_job *j, *next;
+
+	for (j = LIST_FIRST(&jobs); j; j = next) {
+		next = LIST_NEXT(j, link);
+		if (j->conn == c)
+			job_free(j);
+	}
 }

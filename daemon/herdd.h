@@ -341,6 +341,12 @@ void h_subscribe(struct conn *c, json_t *id, json_t *params);
 void h_unsubscribe(struct conn *c, json_t *id, json_t *params);
 void h_spawn(struct conn *c, json_t *id, json_t *params);
 void h_list(struct conn *c, json_t *id, json_t *params);
+/* h-list.c: lists built over several turns, and what they need to hear. */
+void list_forget(struct worker *w);
+bool list_id_pending(const struct conn *c, const json_t *id);
+void list_conn_gone(struct conn *c);
+/* Control connections' watchers (and their lists) run after the supervisor's (conn.c). */
+#define CONN_CONTROL_PRIORITY (EV_MINPRI + 1)
 void h_inspect(struct conn *c, json_t *id, json_t *params);
 void h_logs(struct conn *c, json_t *id, json_t *params);
 void h_shutdown(struct conn *c, json_t *id, json_t *params);

@@ -134,6 +134,7 @@ sup_unlink(struct worker *w)
 	if (!w->listed)
 		return;
 	sample_forget(w);
+	list_forget(w);
 	TAILQ_REMOVE(&herdd.workers, w, link);
 	w->listed = false;
 	herdd.nworkers[w->state]--;
