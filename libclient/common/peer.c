@@ -566,14 +566,19 @@ peer_read(struct herd__peer *p)
 void
 herd__peer_drain_input(struct herd__peer *p, int rounds)
 {
+	unsigned budget = p->budget;
+
 	herd__peer_ref(p);
+	/* Last words are handed out whole, budget or not: an EOF read next would drop the rest. */
+	p->budget = 0;
+	peer_dispatch(p);
 	for (int i = 0; i < rounds && !p->closed && !p->eof; i++) {
 		if (peer_read(p) <= 0)
 			break;
-		/* Last words are read whole, budget or not. */
-		p->spent = 0;
 		peer_dispatch(p);
 	}
+	p->budget = budget;
+	p->deferred = false;
 	herd__peer_unref(p);
 }
 
