@@ -217,6 +217,6 @@ if pr:
 checks = [r for r in rows if r["figure"] == "load_check"]
 if checks:
     lost = sum(1 for r in checks if not r["value"])
-    print(f"| load: nothing lost ({len(checks)} runs, "
+    print(f"| load: nothing lost ({len(checks)} modes, "
           f"{sum(r['requests'] for r in checks):,} requests) | {all_cpus} | "
           f"{'ok' if not lost else f'**{lost} LOST**'} | | | |")
