@@ -830,6 +830,14 @@ check_nothing_lost(void)
 	    "{\"figure\":\"load_check\",\"variant\":\"nothing_lost\",\"value\":%d,\"unit\":\"ok\","
 	    "\"requests\":%llu,\"answered\":%llu,\"killed_masters\":%d,\"herdd_fds\":%d}\n",
 	    !bad, (unsigned long long)sent, (unsigned long long)answered, ndoomed, fds);
+	for (int i = 0; i < nlive; i++)
+		if (lives[i].pidfd >= 0)
+			close(lives[i].pidfd);
+	free(lives);
+	free(doomeds);
+	samples_free(&lat);
+	samples_free(&orphan_lat);
+	close(ep);
 	return bad;
 }
 
@@ -880,6 +888,8 @@ cmd_load(char **args)
 	report_latency("load_spawn_ready", "idle", &idle, NULL);
 	report_latency("load_spawn_ready", "under_load", &loaded, NULL);
 	report_latency("load_master_kill", "to_last_worker_exit", &orphan_lat, NULL);
+	samples_free(&idle);
+	samples_free(&loaded);
 	return check_nothing_lost();
 }
 

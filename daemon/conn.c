@@ -324,6 +324,18 @@ conn_feed_full(struct conn *c)
 	return herd__peer_queued(&c->peer) > FEED_HIGH_WATER;
 }
 
+/* What queueing returned: a peer whose output is full does not read, and is let go. */
+static void
+conn_queued(struct conn *c, int r)
+{
+	if (r != -ENOBUFS)
+		return;
+	herdd.stats.limit_output++;
+	log_warn("connection %llu (uid %u): output over %zu bytes, closing",
+	    (unsigned long long)c->serial, (unsigned)c->cred.uid, herdd.cfg.max_output);
+	conn_abort(c);
+}
+
 /* Queues msg (stolen). */
 int
 conn_send(struct conn *c, json_t *msg)
@@ -341,13 +353,22 @@ conn_send(struct conn *c, json_t *msg)
 	/* A reply the peer cannot take is answered by the peer's stand-in error with its id. */
 	r = herd__peer_send(&c->peer, msg);
 	json_decref(msg);
-	if (r == -ENOBUFS) {
-		/* The peer does not read: nothing more can be said to it. */
-		herdd.stats.limit_output++;
-		log_warn("connection %llu (uid %u): output over %zu bytes, closing",
-		    (unsigned long long)c->serial, (unsigned)c->cred.uid, herdd.cfg.max_output);
-		conn_abort(c);
-	}
+	conn_queued(c, r);
+	conn_unref(c);
+	return r;
+}
+
+/* Queues a reply herdd encoded itself (line ends in its newline) to request id. */
+int
+conn_send_line(struct conn *c, const char *line, size_t len, const json_t *id)
+{
+	int r;
+
+	if (c->peer.released)
+		return -EPIPE;
+	conn_ref(c);
+	r = herd__peer_queue_line(&c->peer, line, len, id);
+	conn_queued(c, r);
 	conn_unref(c);
 	return r;
 }

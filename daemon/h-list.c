@@ -142,7 +142,8 @@ matches(const struct list_query *q, const struct worker *w)
  * A list of many workers is built a slice at a turn of the loop, like a
  * deferred connection's requests (conn.c), so one client listing a thousand
  * workers in a loop holds the loop for one slice at a time, not for the
- * whole list. Its reply leaves once the walk reaches the end.
+ * whole list. The reply is written as text as it goes (worker-json.c) and
+ * leaves once the walk reaches the end.
  */
 struct list_job {
 	LIST_ENTRY(list_job) link;
@@ -150,7 +151,8 @@ struct list_job {
 	json_t *id;
 	struct list_query q;
 	char *name; /* q.name's copy: the params are gone after the handler */
-	json_t *workers;
+	struct proto_wbuf text; /* the reply so far */
+	size_t count; /* workers in it */
 	struct worker *next; /* where the walk goes on; NULL: the end */
 	ev_timer turn;
 };
@@ -165,45 +167,83 @@ job_free(struct list_job *j)
 	j->conn->pending--;
 	conn_unref(j->conn);
 	json_decref(j->id);
-	json_decref(j->workers);
+	free(j->text.start);
 	free(j->name);
 	free(j);
 }
 
-/* Appends up to max of the workers from *next that c may see and q matches; false at the end. */
-static bool
-walk(struct conn *c, const struct list_query *q, json_t *a, struct worker **next, unsigned max)
+/* Starts the reply's text: everything before the first worker. */
+static int
+text_begin(struct proto_wbuf *b, const json_t *id)
+{
+	static const char head[] = "{\"jsonrpc\":\"2.0\",\"id\":",
+	                  body[] = ",\"result\":{\"workers\":[";
+	int r;
+
+	proto_wbuf_heap(b);
+	if ((r = proto_wbuf_put(b, head, sizeof(head) - 1)) < 0 ||
+	    (r = proto_json_write(b, id, HERD_MAX_DEPTH, false)) < 0)
+		return r;
+	return proto_wbuf_put(b, body, sizeof(body) - 1);
+}
+
+/*
+ * Writes up to max of the workers from *next that c may see and q matches.
+ * Returns 1 while more remain, 0 at the end, or -errno.
+ */
+static int
+walk(struct conn *c, const struct list_query *q, struct proto_wbuf *b, size_t *count,
+    struct worker **next, unsigned max)
 {
 	struct worker *w = *next;
+	int r = 0;
 
-	for (unsigned n = 0; w && n < max; w = TAILQ_NEXT(w, link)) {
-		if (dispatch_may_see(c, w->uid) && matches(q, w)) {
-			json_array_append_new(a, sup_worker_json_fields(w, q->fields));
-			n++;
-		}
+	for (unsigned n = 0; w && n < max && r >= 0; w = TAILQ_NEXT(w, link)) {
+		if (!dispatch_may_see(c, w->uid) || !matches(q, w))
+			continue;
+		if (!(*count)++ || (r = proto_wbuf_put(b, ",", 1)) >= 0)
+			r = sup_worker_write(b, w, q->fields);
+		n++;
 	}
 	*next = w;
-	return w != NULL;
+	return r < 0 ? r : w != NULL;
+}
+
+/* Ends the text and sends it (r: the walk's error, if any), then frees it. */
+static void
+text_send(struct conn *c, const json_t *id, struct proto_wbuf *b, int r)
+{
+	if (r >= 0)
+		r = proto_wbuf_put(b, "]}}\n", 4);
+	if (r >= 0)
+		conn_send_line(c, b->start, (size_t)(b->p - b->start), id);
+	else
+		conn_reply_error(c, (json_t *)id, HERD_E_INTERNAL_ERROR, NULL,
+		    "the list could not be written: %s", strerror(-r));
+	free(b->start);
+	b->start = NULL;
 }
 
 static void
 job_turn(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct list_job *j = t->data;
+	struct proto_wbuf text;
 	struct conn *c;
-	json_t *id, *workers;
+	json_t *id;
+	int r = walk(j->conn, &j->q, &j->text, &j->count, &j->next, LIST_SLICE);
 
-	if (walk(j->conn, &j->q, j->workers, &j->next, LIST_SLICE)) {
+	if (r > 0) {
 		ev_timer_start(loop, t);
 		return;
 	}
 	/* The job goes first: the reply may end the connection, whose end frees its jobs. */
 	c = conn_ref(j->conn);
 	id = json_incref(j->id);
-	workers = j->workers;
-	j->workers = NULL;
+	text = j->text;
+	j->text.start = NULL;
 	job_free(j);
-	conn_reply(c, id, json_pack("{s:o}", "workers", workers));
+	text_send(c, id, &text, r);
 	json_decref(id);
 	conn_unref(c);
 }
@@ -213,29 +253,33 @@ h_list(struct conn *c, json_t *id, json_t *params)
 {
 	struct worker *next = TAILQ_FIRST(&herdd.workers);
 	struct list_query q;
+	struct proto_wbuf text;
 	struct list_job *j;
-	json_t *a;
+	size_t count = 0;
+	int r;
 
 	if (parse_query(c, id, params, &q) < 0)
 		return;
-	a = json_array();
-	if (!a || !walk(c, &q, a, &next, LIST_SLICE)) {
-		conn_reply(c, id, a ? json_pack("{s:o}", "workers", a) : NULL);
+	r = text_begin(&text, id);
+	if (r >= 0)
+		r = walk(c, &q, &text, &count, &next, LIST_SLICE);
+	if (r <= 0) {
+		text_send(c, id, &text, r);
 		return;
 	}
 	/* More than a slice: the rest in later turns. */
 	j = calloc(1, sizeof(*j));
 	if (!j || (q.name && !(j->name = strdup(q.name)))) {
 		free(j);
-		json_decref(a);
-		conn_reply_error(c, id, HERD_E_INTERNAL_ERROR, NULL, "out of memory");
+		text_send(c, id, &text, -ENOMEM);
 		return;
 	}
 	j->conn = conn_ref(c);
 	j->id = json_incref(id);
 	j->q = q;
 	j->q.name = j->name;
-	j->workers = a;
+	j->text = text;
+	j->count = count;
 	j->next = next;
 	c->pending++;
 	LIST_INSERT_HEAD(&jobs, j, link);

@@ -282,6 +282,8 @@ void conn_unref(struct conn *c);
 bool conn_feed_full(struct conn *c);
 /* Queues msg (stolen). Returns 0 or -errno; on overflow the connection is closed. */
 int conn_send(struct conn *c, json_t *msg);
+/* Queues a reply to id encoded by herdd (line: compact JSON and its newline), as conn_send(). */
+int conn_send_line(struct conn *c, const char *line, size_t len, const json_t *id);
 /*
  * Result reply (result stolen). NULL is a result that could not be built: the
  * request is answered with internal_error, so a handler that means {} passes
@@ -607,6 +609,8 @@ json_t *sup_worker_json(const struct worker *w);
 uint64_t sup_worker_field(const char *name);
 /* Only the fields whose bits are in mask (new reference). */
 json_t *sup_worker_json_fields(const struct worker *w, uint64_t mask);
+/* Writes them as JSON text into b: a list's reply is built as text. Returns 0 or -errno. */
+int sup_worker_write(struct proto_wbuf *b, const struct worker *w, uint64_t mask);
 /* Reads w's state, CPU time and memory from /proc into its record. Returns 0 or -errno. */
 int sample_worker(struct worker *w);
 /* The sweep that samples every live worker about once a second. */
@@ -698,6 +702,8 @@ struct worker *sup_by_pid(pid_t pid);
 /* Answers and removes w's spawn waiters (spawn true) or the others with reply (no id). */
 void sup_answer_waiters(struct worker *w, bool spawn, json_t *reply);
 json_t *sup_rfc3339(const struct timespec *ts);
+/* The same text in buf (at least 32 bytes), which it returns. */
+const char *sup_rfc3339_text(const struct timespec *ts, char *buf, size_t len);
 /* "SIGKILL" for 9 (new reference). */
 json_t *sup_signal_json(int sig);
 /* Counts an exit for "stats". */

@@ -1,140 +1,176 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The WORKER object (PROTOCOL.md 4.3) as a table of fields, one builder
- * each, so `list` with "fields" builds only what it was asked for and an
- * unknown field name is found in one place. Every figure comes from the
- * record in memory: what /proc says is sampled by sample.c on herdd's own
- * schedule, never read here, so a list of a thousand workers costs no
- * syscall.
+ * The WORKER object (PROTOCOL.md 4.3) as a table of fields, each written
+ * straight into JSON text, so `list` builds only the fields it was asked
+ * for, without a jansson value per field (a list of a thousand workers is
+ * tens of thousands of them), and an unknown field name is found in one
+ * place. The JSON object the other replies and events carry is that text
+ * decoded. Every figure comes from the record in memory: what /proc says is
+ * sampled by sample.c on herdd's own schedule, never read here.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "herdd.h"
 
-typedef json_t *field_fn(const struct worker *w, int64_t now);
+/* A field's writer: 0, ABSENT (the worker has no such member: nothing written) or -errno. */
+#define ABSENT 1
+typedef int field_fn(struct proto_wbuf *b, const struct worker *w, int64_t now);
+
+static int
+put_lit(struct proto_wbuf *b, const char *s)
+{
+	return proto_wbuf_put(b, s, strlen(s));
+}
 
 /* A string member, or null. */
-static json_t *
-str_or_null(const char *s)
+static int
+put_str(struct proto_wbuf *b, const char *s)
 {
-	return s ? json_string(s) : json_null();
+	return s ? proto_json_write_string(b, s, strlen(s)) : put_lit(b, "null");
 }
 
-static json_t *
-f_id(const struct worker *w, int64_t now)
+static int
+put_int_or_null(struct proto_wbuf *b, bool have, json_int_t v)
 {
-	return json_string(w->id);
+	return have ? proto_json_write_int(b, v) : put_lit(b, "null");
 }
 
-static json_t *
-f_name(const struct worker *w, int64_t now)
+/* A value built as JSON (stolen; the rarer, nested members). */
+static int
+put_json(struct proto_wbuf *b, json_t *v)
 {
-	return str_or_null(w->name);
+	int r = v ? proto_json_write(b, v, HERD_MAX_DEPTH, false) : -ENOMEM;
+
+	json_decref(v);
+	return r;
 }
 
-static json_t *
-f_pool(const struct worker *w, int64_t now)
+static int
+f_id(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return str_or_null(w->pool);
+	return put_str(b, w->id);
+}
+
+static int
+f_name(struct proto_wbuf *b, const struct worker *w, int64_t now)
+{
+	return put_str(b, w->name);
+}
+
+static int
+f_pool(struct proto_wbuf *b, const struct worker *w, int64_t now)
+{
+	return put_str(b, w->pool);
 }
 
 /* pid and pgid: the leader's pid is its group's id. */
-static json_t *
-f_pid(const struct worker *w, int64_t now)
+static int
+f_pid(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return json_integer(w->pid);
+	return proto_json_write_int(b, w->pid);
 }
 
 /* The owner's connection number, while that connection lasts. */
-static json_t *
-f_owner(const struct worker *w, int64_t now)
+static int
+f_owner(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return json_pack("{s:i, s:I, s:I, s:o}", "pid", (int)w->owner_pid, "uid",
-	    (json_int_t)w->uid, "gid", (json_int_t)w->owner_gid, "connection",
-	    w->owner ? json_integer((json_int_t)w->owner_serial) : json_null());
+	char text[160];
+
+	if (w->owner)
+		snprintf(text, sizeof(text),
+		    "{\"pid\":%d,\"uid\":%u,\"gid\":%u,\"connection\":%llu}", (int)w->owner_pid,
+		    (unsigned)w->uid, (unsigned)w->owner_gid, (unsigned long long)w->owner_serial);
+	else
+		snprintf(text, sizeof(text),
+		    "{\"pid\":%d,\"uid\":%u,\"gid\":%u,\"connection\":null}", (int)w->owner_pid,
+		    (unsigned)w->uid, (unsigned)w->owner_gid);
+	return put_lit(b, text);
 }
 
-static json_t *
-f_uid(const struct worker *w, int64_t now)
+static int
+f_uid(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return json_integer((json_int_t)w->uid);
+	return proto_json_write_int(b, (json_int_t)w->uid);
 }
 
-static json_t *
-f_state(const struct worker *w, int64_t now)
+static int
+f_state(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return json_string(proto_state_name(w->state));
+	return put_str(b, proto_state_name(w->state));
 }
 
-static json_t *
-f_reason(const struct worker *w, int64_t now)
+static int
+f_reason(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return str_or_null(proto_reason_name(w->reason));
+	return put_str(b, proto_reason_name(w->reason));
 }
 
-static json_t *
-f_exit_code(const struct worker *w, int64_t now)
+static int
+f_exit_code(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return sup_state_ended(w->state) && w->signal == 0 && w->exit_code >= 0
-	    ? json_integer(w->exit_code)
-	    : json_null();
+	return put_int_or_null(
+	    b, sup_state_ended(w->state) && w->signal == 0 && w->exit_code >= 0, w->exit_code);
 }
 
-static json_t *
-f_signal(const struct worker *w, int64_t now)
+static int
+f_signal(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return w->signal ? sup_signal_json(w->signal) : json_null();
+	return w->signal ? put_json(b, sup_signal_json(w->signal)) : put_lit(b, "null");
 }
 
-static json_t *
-f_started_at(const struct worker *w, int64_t now)
+static int
+f_started_at(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return sup_rfc3339(&w->started_wall);
+	char text[64];
+
+	return put_str(b, sup_rfc3339_text(&w->started_wall, text, sizeof(text)));
 }
 
-static json_t *
-f_uptime_ms(const struct worker *w, int64_t now)
+static int
+f_uptime_ms(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return json_integer((json_int_t)((w->reaped ? w->ended_ms : now) - w->started_ms));
+	return proto_json_write_int(b, (w->reaped ? w->ended_ms : now) - w->started_ms);
 }
 
-static json_t *
-f_heartbeat_age_ms(const struct worker *w, int64_t now)
+static int
+f_heartbeat_age_ms(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return w->last_heartbeat_ms && w->hb_interval_ms &&
-	        (w->state == PROTO_STATE_READY || w->state == PROTO_STATE_STOPPING)
-	    ? json_integer(now - w->last_heartbeat_ms)
-	    : json_null();
+	return put_int_or_null(b,
+	    w->last_heartbeat_ms && w->hb_interval_ms &&
+	        (w->state == PROTO_STATE_READY || w->state == PROTO_STATE_STOPPING),
+	    now - w->last_heartbeat_ms);
 }
 
-static json_t *
-f_shutdown_on(const struct worker *w, int64_t now)
+static int
+f_shutdown_on(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return json_string(proto_shutdown_on_name(w->shutdown_on));
+	return put_str(b, proto_shutdown_on_name(w->shutdown_on));
 }
 
-static json_t *
-f_socket(const struct worker *w, int64_t now)
+static int
+f_socket(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return str_or_null(w->socket[0] && w->state != PROTO_STATE_STARTING && !w->reaped &&
+	return put_str(b,
+	    w->socket[0] && w->state != PROTO_STATE_STARTING && !w->reaped &&
 	            w->ready_mode == READY_PROTOCOL
 	        ? w->socket
 	        : NULL);
 }
 
-static json_t *
-f_path(const struct worker *w, int64_t now)
+static int
+f_path(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return json_string(w->path);
+	return put_str(b, w->path);
 }
 
-static json_t *
-f_argv(const struct worker *w, int64_t now)
+static int
+f_argv(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return json_incref(w->argv);
+	return proto_json_write(b, w->argv, HERD_MAX_DEPTH, false);
 }
 
 /* The sample describes the running process: none before the first, none after the reap. */
@@ -144,94 +180,106 @@ sampled(const struct worker *w)
 	return w->sampled_ms && sup_is_live(w) && !w->reaped;
 }
 
-static json_t *
-f_rss_kib(const struct worker *w, int64_t now)
+static int
+f_rss_kib(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return sampled(w) ? json_integer((json_int_t)w->rss_kib) : json_null();
+	return put_int_or_null(b, sampled(w), (json_int_t)w->rss_kib);
 }
 
-static json_t *
-f_cpu_ms(const struct worker *w, int64_t now)
+static int
+f_cpu_ms(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return json_integer((json_int_t)w->cpu_ms);
+	return proto_json_write_int(b, (json_int_t)w->cpu_ms);
 }
 
-static json_t *
-f_sample_age_ms(const struct worker *w, int64_t now)
+static int
+f_sample_age_ms(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return sampled(w) ? json_integer(now - w->sampled_ms) : json_null();
+	return put_int_or_null(b, sampled(w), now - w->sampled_ms);
 }
 
 /* Shown for the other modes only: a herd worker's object stays as it was. */
-static json_t *
-f_ready(const struct worker *w, int64_t now)
+static int
+f_ready(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return w->ready_mode != READY_PROTOCOL ? json_string(sup_ready_mode_name(w->ready_mode))
-	                                       : NULL;
+	return w->ready_mode != READY_PROTOCOL ? put_str(b, sup_ready_mode_name(w->ready_mode))
+	                                       : ABSENT;
 }
 
 /* A notify worker's STATUS= and STOPPING=1 (worker-notify.c). */
-static json_t *
-f_status(const struct worker *w, int64_t now)
+static int
+f_status(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return w->ready_mode == READY_NOTIFY ? str_or_null(w->status) : NULL;
+	return w->ready_mode == READY_NOTIFY ? put_str(b, w->status) : ABSENT;
 }
 
-static json_t *
-f_said_stopping(const struct worker *w, int64_t now)
+static int
+f_said_stopping(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return w->ready_mode == READY_NOTIFY ? json_boolean(w->said_stopping) : NULL;
+	if (w->ready_mode != READY_NOTIFY)
+		return ABSENT;
+	return put_lit(b, w->said_stopping ? "true" : "false");
 }
 
-static json_t *
-f_message(const struct worker *w, int64_t now)
+static int
+f_message(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return str_or_null(w->message);
+	return put_str(b, w->message);
 }
 
-static json_t *
-f_served(const struct worker *w, int64_t now)
+static int
+f_served(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return json_integer((json_int_t)w->served);
+	return proto_json_write_int(b, (json_int_t)w->served);
 }
 
-static json_t *
-f_spawn_error(const struct worker *w, int64_t now)
+static int
+f_spawn_error(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
 	if (!w->spawn_stage)
-		return NULL;
-	return json_pack("{s:s, s:i, s:s}", "stage", w->spawn_stage, "errno", w->spawn_errno,
-	    "error", strerror(w->spawn_errno));
+		return ABSENT;
+	return put_json(b,
+	    json_pack("{s:s, s:i, s:s}", "stage", w->spawn_stage, "errno", w->spawn_errno, "error",
+	        strerror(w->spawn_errno)));
 }
 
-static json_t *
-f_incarnation(const struct worker *w, int64_t now)
+static int
+f_incarnation(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return json_integer(w->incarnation);
+	return proto_json_write_int(b, w->incarnation);
 }
 
-static json_t *
-f_restart(const struct worker *w, int64_t now)
+/* The common cases are written here; the others are built where they are kept. */
+static int
+f_restart(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return restart_policy_json(w);
+	return w->restart ? put_json(b, restart_policy_json(w)) : put_lit(b, "{\"policy\":\"no\"}");
 }
 
-static json_t *
-f_containment(const struct worker *w, int64_t now)
+static int
+f_containment(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return contain_worker_json(w);
+	if (w->in_cgroup)
+		return put_json(b, contain_worker_json(w));
+	return put_lit(b,
+	    w->pid_ns ? "{\"cgroup\":null,\"pid_namespace\":true}"
+	              : "{\"cgroup\":null,\"pid_namespace\":false}");
 }
 
-static json_t *
-f_limits(const struct worker *w, int64_t now)
+static int
+f_limits(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return limits_json(w);
+	for (size_t k = 0; k < LIMIT_COUNT; k++) {
+		if (w->limits.value[k])
+			return put_json(b, limits_json(w));
+	}
+	return put_lit(b, "null");
 }
 
-/* The WORKER object's members in the order they are sent; NULL from a builder: not shown. */
+/* The WORKER object's members in the order they are sent. */
 static const struct worker_field {
 	const char *name;
-	field_fn *get;
+	field_fn *put;
 } fields[] = {
 	{ "id", f_id },
 	{ "name", f_name },
@@ -280,24 +328,48 @@ sup_worker_field(const char *name)
 	return 0;
 }
 
-/* The fields of mask (a new reference; NULL without memory). */
-json_t *
-sup_worker_json_fields(const struct worker *w, uint64_t mask)
+/* Writes the fields of mask as one JSON object. */
+int
+sup_worker_write(struct proto_wbuf *b, const struct worker *w, uint64_t mask)
 {
-	json_t *o = json_object();
 	int64_t now = now_ms();
+	bool first = true;
+	int r = proto_wbuf_put(b, "{", 1);
 
-	for (size_t i = 0; o && i < N_FIELDS; i++) {
-		json_t *v;
+	for (size_t i = 0; r >= 0 && i < N_FIELDS; i++) {
+		size_t at = (size_t)(b->p - b->start), len = strlen(fields[i].name);
 
 		if (!(mask & (1ull << i)))
 			continue;
-		v = fields[i].get(w, now);
-		if (v && json_object_set_new_nocheck(o, fields[i].name, v) < 0) {
-			json_decref(o);
-			return NULL;
+		if ((r = proto_wbuf_put(b, first ? "\"" : ",\"", first ? 1 : 2)) < 0 ||
+		    (r = proto_wbuf_put(b, fields[i].name, len)) < 0 ||
+		    (r = proto_wbuf_put(b, "\":", 2)) < 0)
+			break;
+		r = fields[i].put(b, w, now);
+		if (r == ABSENT) {
+			/* Nothing of it stays: not even its key. */
+			b->p = b->start + at;
+			r = 0;
+			continue;
 		}
+		first = false;
 	}
+	return r < 0 ? r : proto_wbuf_put(b, "}", 1);
+}
+
+/* The fields of mask as a JSON object (a new reference; NULL when it cannot be built). */
+json_t *
+sup_worker_json_fields(const struct worker *w, uint64_t mask)
+{
+	struct proto_error err;
+	struct proto_wbuf b;
+	json_t *o = NULL;
+
+	proto_wbuf_heap(&b);
+	if (sup_worker_write(&b, w, mask) == 0 &&
+	    proto_json_decode(b.start, (size_t)(b.p - b.start), HERD_MAX_DEPTH, &o, &err) < 0)
+		o = NULL;
+	free(b.start);
 	return o;
 }
 

@@ -319,18 +319,26 @@ sup_signal_json(int sig)
 	return json_string(name);
 }
 
-/* A wall-clock time as RFC 3339 text in UTC, to the millisecond (new reference). */
-json_t *
-sup_rfc3339(const struct timespec *ts)
+/* A wall-clock time as RFC 3339 text in UTC, to the millisecond, in buf (returned). */
+const char *
+sup_rfc3339_text(const struct timespec *ts, char *buf, size_t len)
 {
 	struct tm tm;
-	char buf[64];
 	size_t n;
 
 	gmtime_r(&ts->tv_sec, &tm);
-	n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, sizeof(buf) - n, ".%03ldZ", ts->tv_nsec / 1000000);
-	return json_string(buf);
+	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%03ldZ", ts->tv_nsec / 1000000);
+	return buf;
+}
+
+/* The same as a JSON string (new reference). */
+json_t *
+sup_rfc3339(const struct timespec *ts)
+{
+	char buf[64];
+
+	return json_string(sup_rfc3339_text(ts, buf, sizeof(buf)));
 }
 
 void

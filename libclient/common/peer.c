@@ -386,6 +386,35 @@ herd__peer_queue(struct herd__peer *p, const json_t *msg)
 	return r;
 }
 
+/* Queues a line the user encoded; see peer.h. */
+int
+herd__peer_queue_line(struct herd__peer *p, const char *line, size_t len, const json_t *id)
+{
+	int r;
+
+	if (p->released)
+		return -ENOTCONN;
+	if (p->write_error)
+		return p->write_error;
+	if (len - 1 > p->max_send && id) {
+		json_t *standin = herd__peer_standin(p, id, -EMSGSIZE);
+
+		r = standin ? herd__peer_queue(p, standin) : -ENOMEM;
+		json_decref(standin);
+		return r < 0 ? r : -EMSGSIZE;
+	}
+	pthread_mutex_lock(&p->lock);
+	r = len - 1 > p->max_send ? -EMSGSIZE : proto_outq_push(&p->outq, line, len);
+	if (r == 0)
+		p->msgs_out++;
+	pthread_mutex_unlock(&p->lock);
+	if (r == 0) {
+		peer_changed(p);
+		peer_usage(p);
+	}
+	return r;
+}
+
 /* Queues msg (borrowed) and writes at once. */
 int
 herd__peer_send(struct herd__peer *p, const json_t *msg)

@@ -184,6 +184,13 @@ void herd__peer_set_water(struct herd__peer *p, size_t high, size_t low);
  */
 int herd__peer_queue(struct herd__peer *p, const json_t *msg);
 /*
+ * Queues one message already encoded by the user: line[0..len) is compact
+ * JSON ending in its newline. Like herd__peer_queue(): a reply (id not NULL)
+ * longer than max_send is answered by the stand-in limit_exceeded instead,
+ * and -EMSGSIZE returned; -ENOBUFS when the queue is full.
+ */
+int herd__peer_queue_line(struct herd__peer *p, const char *line, size_t len, const json_t *id);
+/*
  * The error reply (new reference, NULL without memory) that answers id when
  * its own reply failed with err: limit_exceeded {limit: max_message_size,
  * value: max_send} for -EMSGSIZE, internal_error otherwise (-ENOMEM: building
