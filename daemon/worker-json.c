@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "herdd.h"
 
@@ -78,17 +79,15 @@ f_pid(struct proto_wbuf *b, const struct worker *w, int64_t now)
 static int
 f_owner(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	char text[160];
+	int r;
 
-	if (w->owner)
-		snprintf(text, sizeof(text),
-		    "{\"pid\":%d,\"uid\":%u,\"gid\":%u,\"connection\":%llu}", (int)w->owner_pid,
-		    (unsigned)w->uid, (unsigned)w->owner_gid, (unsigned long long)w->owner_serial);
-	else
-		snprintf(text, sizeof(text),
-		    "{\"pid\":%d,\"uid\":%u,\"gid\":%u,\"connection\":null}", (int)w->owner_pid,
-		    (unsigned)w->uid, (unsigned)w->owner_gid);
-	return put_lit(b, text);
+	if ((r = put_lit(b, "{\"pid\":")) < 0 || (r = proto_json_write_int(b, w->owner_pid)) < 0 ||
+	    (r = put_lit(b, ",\"uid\":")) < 0 || (r = proto_json_write_int(b, w->uid)) < 0 ||
+	    (r = put_lit(b, ",\"gid\":")) < 0 || (r = proto_json_write_int(b, w->owner_gid)) < 0 ||
+	    (r = put_lit(b, ",\"connection\":")) < 0 ||
+	    (r = put_int_or_null(b, w->owner != NULL, (json_int_t)w->owner_serial)) < 0)
+		return r;
+	return put_lit(b, "}");
 }
 
 static int
@@ -122,12 +121,27 @@ f_signal(struct proto_wbuf *b, const struct worker *w, int64_t now)
 	return w->signal ? put_json(b, sup_signal_json(w->signal)) : put_lit(b, "null");
 }
 
+/* Workers started in the same second share its text: a list does not format each anew. */
 static int
 f_started_at(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	char text[64];
+	static time_t second = -1;
+	static char text[64];
+	long ms = w->started_wall.tv_nsec / 1000000;
+	char *dot;
 
-	return put_str(b, sup_rfc3339_text(&w->started_wall, text, sizeof(text)));
+	if (w->started_wall.tv_sec != second) {
+		sup_rfc3339_text(&w->started_wall, text, sizeof(text));
+		second = w->started_wall.tv_sec;
+	}
+	/* The milliseconds: "...SS.mmmZ". */
+	dot = strchr(text, '.');
+	if (dot && ms >= 0 && ms < 1000) {
+		dot[1] = (char)('0' + ms / 100);
+		dot[2] = (char)('0' + ms / 10 % 10);
+		dot[3] = (char)('0' + ms % 10);
+	}
+	return put_str(b, text);
 }
 
 static int
@@ -279,39 +293,46 @@ f_limits(struct proto_wbuf *b, const struct worker *w, int64_t now)
 /* The WORKER object's members in the order they are sent. */
 static const struct worker_field {
 	const char *name;
+	const char *key; /* "name": as it is written */
+	size_t key_len;
 	field_fn *put;
 } fields[] = {
-	{ "id", f_id },
-	{ "name", f_name },
-	{ "pool", f_pool },
-	{ "pid", f_pid },
-	{ "pgid", f_pid },
-	{ "owner", f_owner },
-	{ "uid", f_uid },
-	{ "state", f_state },
-	{ "reason", f_reason },
-	{ "exit_code", f_exit_code },
-	{ "signal", f_signal },
-	{ "started_at", f_started_at },
-	{ "uptime_ms", f_uptime_ms },
-	{ "heartbeat_age_ms", f_heartbeat_age_ms },
-	{ "shutdown_on", f_shutdown_on },
-	{ "socket", f_socket },
-	{ "path", f_path },
-	{ "argv", f_argv },
-	{ "rss_kib", f_rss_kib },
-	{ "cpu_ms", f_cpu_ms },
-	{ "sample_age_ms", f_sample_age_ms },
-	{ "ready", f_ready },
-	{ "status", f_status },
-	{ "said_stopping", f_said_stopping },
-	{ "message", f_message },
-	{ "served", f_served },
-	{ "spawn_error", f_spawn_error },
-	{ "incarnation", f_incarnation },
-	{ "restart", f_restart },
-	{ "containment", f_containment },
-	{ "limits", f_limits },
+#define FIELD(n, fn)                                                                               \
+	{                                                                                          \
+#n, "\"" #n "\":", sizeof(#n) + 2, fn                                              \
+	}
+	FIELD(id, f_id),
+	FIELD(name, f_name),
+	FIELD(pool, f_pool),
+	FIELD(pid, f_pid),
+	FIELD(pgid, f_pid),
+	FIELD(owner, f_owner),
+	FIELD(uid, f_uid),
+	FIELD(state, f_state),
+	FIELD(reason, f_reason),
+	FIELD(exit_code, f_exit_code),
+	FIELD(signal, f_signal),
+	FIELD(started_at, f_started_at),
+	FIELD(uptime_ms, f_uptime_ms),
+	FIELD(heartbeat_age_ms, f_heartbeat_age_ms),
+	FIELD(shutdown_on, f_shutdown_on),
+	FIELD(socket, f_socket),
+	FIELD(path, f_path),
+	FIELD(argv, f_argv),
+	FIELD(rss_kib, f_rss_kib),
+	FIELD(cpu_ms, f_cpu_ms),
+	FIELD(sample_age_ms, f_sample_age_ms),
+	FIELD(ready, f_ready),
+	FIELD(status, f_status),
+	FIELD(said_stopping, f_said_stopping),
+	FIELD(message, f_message),
+	FIELD(served, f_served),
+	FIELD(spawn_error, f_spawn_error),
+	FIELD(incarnation, f_incarnation),
+	FIELD(restart, f_restart),
+	FIELD(containment, f_containment),
+	FIELD(limits, f_limits),
+#undef FIELD
 };
 
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
@@ -337,13 +358,12 @@ sup_worker_write(struct proto_wbuf *b, const struct worker *w, uint64_t mask)
 	int r = proto_wbuf_put(b, "{", 1);
 
 	for (size_t i = 0; r >= 0 && i < N_FIELDS; i++) {
-		size_t at = (size_t)(b->p - b->start), len = strlen(fields[i].name);
+		size_t at = (size_t)(b->p - b->start);
 
 		if (!(mask & (1ull << i)))
 			continue;
-		if ((r = proto_wbuf_put(b, first ? "\"" : ",\"", first ? 1 : 2)) < 0 ||
-		    (r = proto_wbuf_put(b, fields[i].name, len)) < 0 ||
-		    (r = proto_wbuf_put(b, "\":", 2)) < 0)
+		if ((!first && (r = proto_wbuf_put(b, ",", 1)) < 0) ||
+		    (r = proto_wbuf_put(b, fields[i].key, fields[i].key_len)) < 0)
 			break;
 		r = fields[i].put(b, w, now);
 		if (r == ABSENT) {
