@@ -10,8 +10,9 @@
  *       workers of its own is SIGKILLed every two seconds.
  *   herd-load lister WORKER MASTERS RATE SECONDS WORKERS
  *       WORKERS workers live; herdd's CPU per list of them (all fields, and a
- *       few); then the same load twice, without and with one more client
- *       listing them all in a loop: everyone else's latency.
+ *       few); then the same load twice, without and with one more client (a
+ *       process of its own) listing them all in a loop: everyone else's
+ *       latency.
  *   herd-load ping MASTERS WINDOW SECONDS
  *       ping only, WINDOW in flight on each connection, herdd on one CPU.
  *
@@ -93,7 +94,6 @@ static struct live *lives;
 static int nlive, cap_live;
 static struct doomed *doomeds;
 static int ndoomed;
-static uint64_t lists_done;
 static bool refill; /* ping mode: a reply sends the next ping */
 
 static void __attribute__((noreturn)) die(const char *what)
@@ -424,8 +424,6 @@ on_reply(struct conn *c, struct slot *s, json_t *msg, uint64_t now)
 			        json_object_get(json_object_get(msg, "error"), "message")));
 		return;
 	}
-	if (s->kind == K_LIST)
-		lists_done++;
 	if (c->sample)
 		samples_add(&lat, now - s->t0);
 	if (refill && s->kind == K_PING) {
@@ -617,7 +615,6 @@ struct load {
 	int live; /* the churn master's workers */
 	double churn; /* its spawns/s (each with a shutdown once at live) */
 	bool kills; /* a worker SIGKILLed a second, a master every two */
-	bool lister; /* one more client lists every worker in a loop */
 };
 
 static const char *const method_names[] = {
@@ -672,7 +669,7 @@ run_phase(const struct load *lp, uint64_t *answered_in)
 	uint64_t t0 = bench_now_ns(), end = t0 + (uint64_t)(lp->seconds * SEC), now;
 	uint64_t offered = 0, spawned = 0, next_kill = t0 + SEC, next_doom = t0 + SEC / 2;
 	uint64_t cpu0 = herdd_cpu_ns(), a0 = answered;
-	struct conn *churn = churn_conn(lp->masters), *lister = lister_conn(lp->masters);
+	struct conn *churn = churn_conn(lp->masters);
 	unsigned rr = 0;
 
 	while ((now = bench_now_ns()) < end) {
@@ -694,8 +691,6 @@ run_phase(const struct load *lp, uint64_t *answered_in)
 			doomed_start();
 			next_doom += 2 * SEC;
 		}
-		if (lp->lister && lister->inflight == 0)
-			request(lister, K_LIST, "list", NULL);
 		poll_once(1);
 	}
 	*answered_in = answered - a0;
@@ -908,6 +903,72 @@ list_cost(struct conn *c, double secs, json_t *fields, const char *variant)
 	    "list_cost", variant, (double)(herdd_cpu_ns() - cpu0) / (double)n / 1e3, "us");
 }
 
+/*
+ * The client that lists every worker in a loop, in a process of its own:
+ * reading a reply of a megabyte takes its reader milliseconds, which must
+ * not delay the replies this process times. Each list done is a byte on out.
+ */
+static void __attribute__((noreturn)) lister_loop(int out)
+{
+	static const char hello[] =
+	    "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"hello\",\"params\":{"
+	    "\"version\":1,\"role\":\"inspector\"}}\n",
+	                  req[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"list\"}\n";
+	static char buf[1 << 16];
+	int fd = dial(), replies = 0;
+
+	write_all(fd, hello, sizeof(hello) - 1);
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+
+		if (n <= 0)
+			_exit(1);
+		/* One request in flight: every newline ends a reply, the hello's first. */
+		for (char *p = buf; (p = memchr(p, '\n', (size_t)(buf + n - p))); p++) {
+			if (replies++ > 0)
+				write_all(out, "l", 1);
+			write_all(fd, req, sizeof(req) - 1);
+		}
+	}
+}
+
+static pid_t
+lister_start(int *ret_fd)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		die("pipe2");
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		close(p[0]);
+		lister_loop(p[1]);
+	}
+	close(p[1]);
+	*ret_fd = p[0];
+	return pid;
+}
+
+/* Stops the lister; how many lists it got. */
+static uint64_t
+lister_stop(pid_t pid, int fd)
+{
+	char buf[4096];
+	uint64_t lists = 0;
+	ssize_t n;
+
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		lists += (uint64_t)n;
+	close(fd);
+	return lists;
+}
+
 /* lister WORKER MASTERS RATE SECONDS WORKERS */
 static int
 cmd_lister(char **args)
@@ -918,8 +979,10 @@ cmd_lister(char **args)
 	int workers = atoi(args[4]);
 	json_t *few = json_pack("[sss]", "id", "state", "rss_kib");
 	char variant[64], extra[256];
-	uint64_t lists0, got;
+	uint64_t lists = 0, got;
+	pid_t lister = 0;
 	double cpu;
+	int fd = -1;
 
 	worker_path = args[0];
 	setup(lp.masters);
@@ -930,15 +993,16 @@ cmd_lister(char **args)
 	list_cost(lister_conn(lp.masters), lp.seconds / 4, few, variant);
 	json_decref(few);
 	for (int with = 0; with < 2; with++) {
-		lp.lister = with;
 		samples_free(&lat);
-		lists0 = lists_done;
+		if (with)
+			lister = lister_start(&fd);
 		cpu = run_phase(&lp, &got);
+		if (with)
+			lists = lister_stop(lister, fd);
 		snprintf(extra, sizeof(extra),
 		    ",\"sustained_per_s\":%.0f,\"lists_per_s\":%.1f,\"herdd_cpu_pct\":%.1f,"
 		    "\"workers\":%d",
-		    (double)got / lp.seconds, (double)(lists_done - lists0) / lp.seconds, cpu * 100,
-		    workers);
+		    (double)got / lp.seconds, (double)lists / lp.seconds, cpu * 100, workers);
 		wait_replies(bench_now_ns() + 10 * SEC);
 		report_latency("load_lister", with ? "lister" : "no_lister", &lat, extra);
 	}
