@@ -512,14 +512,13 @@ static struct pending_doomed doomed_starting = { 0, -1 };
 #define TAG_PIDFD       0x80000000u
 
 /* Forks a master that will be killed once its workers are up. */
-static void
-doomed_start(void)
+/* Forks a child that runs fn(the write end of a pipe); *ret_fd is the read end. */
+static pid_t
+fork_with_pipe(void (*fn)(int out), int *ret_fd)
 {
 	int p[2];
 	pid_t pid;
 
-	if (doomed_starting.pid)
-		return;
 	if (pipe2(p, O_CLOEXEC) < 0)
 		die("pipe2");
 	fflush(stdout);
@@ -528,11 +527,24 @@ doomed_start(void)
 		die("fork");
 	if (pid == 0) {
 		close(p[0]);
-		doomed_master(p[1]);
+		fn(p[1]);
+		_exit(1);
 	}
 	close(p[1]);
-	doomed_starting = (struct pending_doomed){ pid, p[0] };
-	watch(p[0], TAG_DOOMED_PIPE);
+	*ret_fd = p[0];
+	return pid;
+}
+
+static void
+doomed_start(void)
+{
+	int fd;
+
+	if (doomed_starting.pid)
+		return;
+	doomed_starting.pid = fork_with_pipe(doomed_master, &fd);
+	doomed_starting.pipe_fd = fd;
+	watch(fd, TAG_DOOMED_PIPE);
 }
 
 /* The doomed master said its workers' pids: pin them with pidfds, then SIGKILL it. */
@@ -932,27 +944,6 @@ static void __attribute__((noreturn)) lister_loop(int out)
 	}
 }
 
-static pid_t
-lister_start(int *ret_fd)
-{
-	int p[2];
-	pid_t pid;
-
-	if (pipe2(p, O_CLOEXEC) < 0)
-		die("pipe2");
-	fflush(stdout);
-	pid = fork();
-	if (pid < 0)
-		die("fork");
-	if (pid == 0) {
-		close(p[0]);
-		lister_loop(p[1]);
-	}
-	close(p[1]);
-	*ret_fd = p[0];
-	return pid;
-}
-
 /* Stops the lister; how many lists it got. */
 static uint64_t
 lister_stop(pid_t pid, int fd)
@@ -995,7 +986,7 @@ cmd_lister(char **args)
 	for (int with = 0; with < 2; with++) {
 		samples_free(&lat);
 		if (with)
-			lister = lister_start(&fd);
+			lister = fork_with_pipe(lister_loop, &fd);
 		cpu = run_phase(&lp, &got);
 		if (with)
 			lists = lister_stop(lister, fd);
