@@ -522,17 +522,6 @@ scale_spawned(herd_master *m, int r, herd_worker *worker, herd_error *error, voi
 }
 
 /* Lets this process hold a pidfd for each of many workers. */
-static void
-raise_fd_limit(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
 static void report_f(const char *figure, double value, const char *unit, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -563,7 +552,7 @@ cmd_scale(char **args)
 	json_t *opts = herd_spawn_opts_new(path, NULL);
 	uint64_t t0, t1;
 
-	raise_fd_limit();
+	bench_raise_fd_limit();
 	t0 = bench_now_ns();
 	for (long i = 0; i < n; i++)
 		check(herd_master_spawn_async(master, opts, scale_spawned, &st), "spawn_async");

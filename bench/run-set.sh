@@ -16,9 +16,18 @@ if [ "$mode" = quick ]; then
 	small=10 large=100 tasks=20000 crashes=1 text_mb=4 wf_rounds=1
 fi
 grace=500
-worker="$(pwd)/$build/tests/worker/herd-testworker"
-B="$build/bench/baseline"
-H="$build/bench/herd-bench"
+worker="$(cd "$build" && pwd)/tests/worker/herd-testworker"
+# Every figure runs through fig: one that fails is a "failed" line naming it,
+# the rest still run, and the set exits 1 at the end.
+failed=0
+fig() {
+	"$@" || {
+		echo "{\"figure\":\"failed\",\"variant\":\"${1##*/} $2\",\"value\":$?,\"unit\":\"exit\"}"
+		failed=1
+	}
+}
+B="fig $build/bench/baseline"
+H="fig $build/bench/herd-bench"
 
 # One private herdd for the figures below; its limits let a master own 1,000 workers.
 HERDD_ARGS="--grace-ms $grace --max-workers 4000 --max-workers-per-uid 4000 --max-workers-per-master 2000"
@@ -32,11 +41,11 @@ for inflight in 1 64; do
 	$B pipeline raw "$pipe" "$inflight"
 	$B pipeline json "$pipe" "$inflight"
 	$H pipeline "$worker" "$pipe" "$inflight" 1
-	python3 bench/pool.py "$pool" "$inflight" 1 "$secs"
+	fig python3 bench/pool.py "$pool" "$inflight" 1 "$secs"
 done
 for inflight in 1 64; do
 	$H pipeline "$worker" "$pipe" "$inflight" 2
-	python3 bench/pool.py "$pool" "$inflight" 2 "$secs"
+	fig python3 bench/pool.py "$pool" "$inflight" 2 "$secs"
 done
 $B echo-server "$pipe" 16 16
 $B items raw "$items" 0
@@ -47,7 +56,7 @@ $B items json "$big" 65536
 $H stream "$worker" "$big" 65536
 $B spawn "$spawns" "$worker" --bench-raw-fd3
 $H spawn "$worker" "$spawns"
-[ "$set" = pinned ] && exit 0
+[ "$set" = pinned ] && exit "$failed"
 
 $H failure "$worker" "$rounds"
 $H orphan "$worker" 50 "$rounds"
@@ -58,9 +67,9 @@ echo "{\"figure\":\"grace_ms\",\"variant\":\"herdd\",\"value\":$grace,\"unit\":\
 # sequential and Python versions. A window of 32 keeps tiny tasks flowing.
 cpus=$(nproc)
 $H map "$worker" "$tasks" "$cpus" 32
-python3 bench/pool-map.py "$tasks" "$cpus"
+fig python3 bench/pool-map.py "$tasks" "$cpus"
 $H crash "$worker" 10000 "$cpus" 32 "$crashes"
-python3 bench/wordfreq.py "$build/examples/wordfreq" "$text_mb" "$wf_rounds"
+fig python3 bench/wordfreq.py "$build/examples/wordfreq" "$text_mb" "$wf_rounds"
 # herdd's memory is read from a fresh daemon: stop this one, start another.
 cleanup
 trap - EXIT INT TERM
@@ -68,3 +77,4 @@ trap - EXIT INT TERM
 export HERD_SOCKET="$sock"
 $H scale "$worker" "$small"
 $H scale "$worker" "$large"
+exit "$failed"

@@ -29,6 +29,10 @@ def fmt(v, unit):
 
 print("| figure | CPUs | herd | baseline | ratio | target |")
 print("|---|---|---:|---:|---:|---|")
+# A figure whose program failed is named first, never left as a silent "-".
+for r in rows:
+    if r["figure"] == "failed":
+        print(f"| **FAILED**: {r['variant']} (exit {r['value']}) | {r['cpus']} | | | | |")
 
 
 def row(label, cpus, h, b, unit, target="", op=None):
@@ -173,3 +177,46 @@ if len(sizes) == 2:
         b = v("scale", f"{what}_{small}_{key}")
         row(f"{what} {large:,} workers ({label}) vs {small:,}", all_cpus, h, b, "ms",
             f"≤ {large / small:.0f}x", le(large / small * 1.1))
+
+# herdd under load (bench/run-load.sh): the issue 19 targets, as ratios of the same run.
+load = {(r["figure"], r["variant"]): r for r in rows
+        if r["cpus"] == all_cpus and r["figure"].startswith(("load", "list_cost", "ping_one"))}
+lr = next((r for (f, _), r in load.items() if f == "load"), None)
+if lr:
+    tag = f"{lr['variant'].replace('masters', '').replace('_rate', ' masters, ')}/s"
+    print(f"| load ({tag}): sustained | {all_cpus} | {fmt(lr['sustained_per_s'], '/s')} "
+          f"| {fmt(lr['offered_per_s'], '/s')} | {lr['sustained_per_s'] / lr['offered_per_s']:.2f}x | |")
+    for p in ("p50", "p99", "p999"):
+        row(f"load ({tag}): latency {p} vs 5 ms", all_cpus, lr[p + "_us"], 5000.0, "us",
+            "≤ 1x" if p == "p99" else "", le(1.0) if p == "p99" else None)
+    print(f"| load ({tag}): herdd CPU | {all_cpus} | {lr['herdd_cpu_pct']:.0f}% | | | |")
+    idle, busy = load.get(("load_spawn_ready", "idle")), load.get(("load_spawn_ready", "under_load"))
+    if idle and busy:
+        for p in ("p50", "p99"):
+            row(f"load: spawn-to-ready {p} under load vs idle", all_cpus, busy[p + "_us"],
+                idle[p + "_us"], "us", "≤ 2x" if p == "p99" else "",
+                le(2.0) if p == "p99" else None)
+    mk = load.get(("load_master_kill", "to_last_worker_exit"))
+    if mk and mk["n"]:
+        row("load: master SIGKILL → its workers exited, p50", all_cpus, mk["p50_us"], None, "us")
+        row("load: master SIGKILL → its workers exited, worst", all_cpus, mk["max_us"], None, "us")
+for (f, var), r in sorted(load.items()):
+    if f == "list_cost":
+        row(f"list of {var.replace('workers', '').replace('_', ' workers, ', 1).replace('_', ' ')}: "
+            "herdd CPU vs 1 ms", all_cpus, r["value"], 1000.0, "us", "≤ 1x", le(1.0))
+nl, wl = load.get(("load_lister", "no_lister")), load.get(("load_lister", "lister"))
+if nl and wl:
+    row(f"load: others' p99 with a client listing {wl['workers']:,} workers vs without", all_cpus,
+        wl["p99_us"], nl["p99_us"], "us", "≤ 2x", le(2.0))
+pr = next((r for (f, _), r in load.items() if f == "ping_one_core"), None)
+if pr:
+    row("ping/s, herdd on one CPU vs 50 k/s", all_cpus, pr["sustained_per_s"], 50000.0, "/s",
+        "≥ 1x", ge(1.0))
+    row("ping, herdd on one CPU: p99 vs 20 ms", all_cpus, pr["p99_us"], 20000.0, "us", "≤ 1x",
+        le(1.0))
+checks = [r for r in rows if r["figure"] == "load_check"]
+if checks:
+    lost = sum(1 for r in checks if not r["value"])
+    print(f"| load: nothing lost ({len(checks)} modes, "
+          f"{sum(r['requests'] for r in checks):,} requests) | {all_cpus} | "
+          f"{'ok' if not lost else f'**{lost} LOST**'} | | | |")

@@ -282,6 +282,8 @@ void conn_unref(struct conn *c);
 bool conn_feed_full(struct conn *c);
 /* Queues msg (stolen). Returns 0 or -errno; on overflow the connection is closed. */
 int conn_send(struct conn *c, json_t *msg);
+/* Queues a reply to id encoded by herdd (line: compact JSON and its newline), as conn_send(). */
+int conn_send_line(struct conn *c, const char *line, size_t len, const json_t *id);
 /*
  * Result reply (result stolen). NULL is a result that could not be built: the
  * request is answered with internal_error, so a handler that means {} passes
@@ -341,6 +343,12 @@ void h_subscribe(struct conn *c, json_t *id, json_t *params);
 void h_unsubscribe(struct conn *c, json_t *id, json_t *params);
 void h_spawn(struct conn *c, json_t *id, json_t *params);
 void h_list(struct conn *c, json_t *id, json_t *params);
+/* h-list.c: lists built over several turns, and what they need to hear. */
+void list_forget(struct worker *w);
+bool list_id_pending(const struct conn *c, const json_t *id);
+void list_conn_gone(struct conn *c);
+/* Control connections' watchers (and their lists) run after the supervisor's (conn.c). */
+#define CONN_CONTROL_PRIORITY (EV_MINPRI + 1)
 void h_inspect(struct conn *c, json_t *id, json_t *params);
 void h_logs(struct conn *c, json_t *id, json_t *params);
 void h_shutdown(struct conn *c, json_t *id, json_t *params);
@@ -506,11 +514,15 @@ struct worker {
 	int64_t ended_ms;
 	struct timespec started_wall;
 	int64_t last_heartbeat_ms;
-	uint64_t last_cpu_ticks;
+	uint64_t last_cpu_ms; /* CPU time at the last heartbeat check that heard the worker */
 	int64_t next_check_ms; /* a busy silent worker is checked again then */
 	char *functions; /* from "ready", as compact JSON text */
 	uint64_t served;
-	uint64_t cpu_ms; /* last CPU time read from /proc */
+	/* The last sample of its process (sample.c), which list and inspect serve. */
+	uint64_t cpu_ms; /* CPU time; after the reap the kernel's final figure */
+	uint64_t rss_kib;
+	char proc_state; /* /proc's state letter */
+	int64_t sampled_ms; /* when (now_ms()); 0: not sampled yet */
 	enum proto_reason backup_reason; /* the reason if the backup SIGKILL has to fire */
 	bool stop_sent; /* sup_stop() signalled it; the grace timer runs */
 	bool had_connection;
@@ -588,8 +600,24 @@ unsigned sup_count_uid(uid_t uid);
 unsigned sup_count_live(void);
 /* Stops every worker (daemon shutdown). */
 void sup_stop_all(void);
+/* ---- worker-json.c, sample.c ---- */
+
 /* The worker's public JSON object (new reference). */
 json_t *sup_worker_json(const struct worker *w);
+#define SUP_WORKER_ALL_FIELDS UINT64_MAX
+/* The bit of a WORKER field's name, 0 for no such field. */
+uint64_t sup_worker_field(const char *name);
+/* Only the fields whose bits are in mask (new reference). */
+json_t *sup_worker_json_fields(const struct worker *w, uint64_t mask);
+/* Writes them as JSON text into b: a list's reply is built as text. Returns 0 or -errno. */
+int sup_worker_write(struct proto_wbuf *b, const struct worker *w, uint64_t mask);
+/* Reads w's state, CPU time and memory from /proc into its record. Returns 0 or -errno. */
+int sample_worker(struct worker *w);
+/* The sweep that samples every live worker about once a second. */
+void sample_start(void);
+void sample_stop(void);
+/* w leaves herdd.workers: the sweep's place moves past it. */
+void sample_forget(struct worker *w);
 /* What the reaper does with one reaped child (status as from waitpid()). */
 void sup_reap(pid_t pid, int status, const struct rusage *ru);
 /* Reaps: the SIGCHLD watcher and the retention timer. */
@@ -674,6 +702,8 @@ struct worker *sup_by_pid(pid_t pid);
 /* Answers and removes w's spawn waiters (spawn true) or the others with reply (no id). */
 void sup_answer_waiters(struct worker *w, bool spawn, json_t *reply);
 json_t *sup_rfc3339(const struct timespec *ts);
+/* The same text in buf (at least 32 bytes), which it returns. */
+const char *sup_rfc3339_text(const struct timespec *ts, char *buf, size_t len);
 /* "SIGKILL" for 9 (new reference). */
 json_t *sup_signal_json(int sig);
 /* Counts an exit for "stats". */
@@ -695,8 +725,8 @@ int restart_parse(struct worker *w, json_t *spec, char *why, size_t len);
 enum proto_state restart_after_exit(struct worker *w);
 /* Ends a restarting worker's wait for good (shutdown, daemon shutdown). */
 void restart_cancel(struct worker *w, enum proto_reason reason);
-/* Adds incarnation, restart policy, count and last exit to a WORKER object. */
-void restart_json(const struct worker *w, json_t *o);
+/* A WORKER object's "restart": policy, count and last exit (new reference). */
+json_t *restart_policy_json(const struct worker *w);
 void restart_free(struct worker *w);
 /*
  * True if the incarnation a request names (params' optional "incarnation", 0

@@ -248,7 +248,8 @@ new_incarnation(struct worker *w, struct restart *r)
 	w->spawn_errno = 0;
 	w->spawn_stage = NULL;
 	w->stop_sent = w->had_connection = false;
-	w->served = w->cpu_ms = w->last_cpu_ticks = 0;
+	w->served = w->cpu_ms = w->last_cpu_ms = w->rss_kib = 0;
+	w->sampled_ms = 0;
 	w->last_heartbeat_ms = w->next_check_ms = 0;
 	/* A restart whose spawn failed may have left the previous copies. */
 	json_decref(w->env);
@@ -328,20 +329,15 @@ last_exit_json(const struct restart *r)
 	    sup_rfc3339(&r->last_ended_wall));
 }
 
-/* The restart members of the WORKER object (PROTOCOL.md 4.3). */
-void
-restart_json(const struct worker *w, json_t *o)
+/* The WORKER object's "restart" (PROTOCOL.md 4.3), a new reference. */
+json_t *
+restart_policy_json(const struct worker *w)
 {
 	const struct restart *r = w->restart;
 	json_t *policy;
 
-	if (!o)
-		return;
-	json_object_set_new(o, "incarnation", json_integer(w->incarnation));
-	if (!r) {
-		json_object_set_new(o, "restart", json_pack("{s:s}", "policy", "no"));
-		return;
-	}
+	if (!r)
+		return json_pack("{s:s}", "policy", "no");
 	policy = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "policy",
 	    proto_restart_name(r->policy), "delay_ms", (json_int_t)r->delay_ms, "max_delay_ms",
 	    (json_int_t)r->max_delay_ms, "burst", (json_int_t)r->burst, "interval_ms",
@@ -350,5 +346,5 @@ restart_json(const struct worker *w, json_t *o)
 	if (policy && w->state == PROTO_STATE_RESTARTING)
 		json_object_set_new(policy, "restart_in_ms",
 		    json_integer(r->due_ms > now_ms() ? r->due_ms - now_ms() : 0));
-	json_object_set_new(o, "restart", policy);
+	return policy;
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Worker records: the requests waiting on a worker, lookups by id, uid and
- * pid, the public WORKER object (PROTOCOL.md 4.3), the exited records kept for
- * a while, and the counters "stats" reports.
+ * pid, the exited records kept for a while, and the counters "stats" reports
+ * (the WORKER object is worker-json.c's).
  *
  * What runs for every event (a reap, a state change, a loop iteration) must
  * not walk the list: with a thousand workers that walk, repeated for each of
@@ -133,6 +133,8 @@ sup_unlink(struct worker *w)
 {
 	if (!w->listed)
 		return;
+	sample_forget(w);
+	list_forget(w);
 	TAILQ_REMOVE(&herdd.workers, w, link);
 	w->listed = false;
 	herdd.nworkers[w->state]--;
@@ -317,85 +319,26 @@ sup_signal_json(int sig)
 	return json_string(name);
 }
 
-/* A wall-clock time as RFC 3339 text in UTC, to the millisecond (new reference). */
-json_t *
-sup_rfc3339(const struct timespec *ts)
+/* A wall-clock time as RFC 3339 text in UTC, to the millisecond, in buf (returned). */
+const char *
+sup_rfc3339_text(const struct timespec *ts, char *buf, size_t len)
 {
 	struct tm tm;
-	char buf[64];
 	size_t n;
 
 	gmtime_r(&ts->tv_sec, &tm);
-	n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, sizeof(buf) - n, ".%03ldZ", ts->tv_nsec / 1000000);
-	return json_string(buf);
+	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%03ldZ", ts->tv_nsec / 1000000);
+	return buf;
 }
 
-/* The WORKER object of PROTOCOL.md section 4. */
+/* The same as a JSON string (new reference). */
 json_t *
-sup_worker_json(const struct worker *w)
+sup_rfc3339(const struct timespec *ts)
 {
-	int64_t now = now_ms();
-	uint64_t cpu = 0, rss = 0;
-	bool have_proc = false;
-	json_t *o;
-	char st;
+	char buf[64];
 
-	if (sup_is_live(w) && !w->reaped && proc_stat(w->pid, &st, &cpu, &rss) == 0) {
-		have_proc = true;
-		/* Kept for the record: /proc forgets a process once it is reaped. */
-		((struct worker *)w)->cpu_ms = cpu * 1000 / (uint64_t)sysconf(_SC_CLK_TCK);
-	}
-	o = json_pack(
-	    "{s:s, s:s?, s:s?, s:i, s:i, s:{s:i, s:I, s:I, s:I}, s:I, s:s, s:s?, s:s, s:s, s:I, "
-	    "s:s?, s:s, s:O}",
-	    "id", w->id, "name", w->name, "pool", w->pool, "pid", (int)w->pid, "pgid", (int)w->pid,
-	    "owner", "pid", (int)w->owner_pid, "uid", (json_int_t)w->uid, "gid",
-	    (json_int_t)w->owner_gid, "connection", (json_int_t)0, "uid", (json_int_t)w->uid,
-	    "state", proto_state_name(w->state), "reason", proto_reason_name(w->reason),
-	    "shutdown_on", proto_shutdown_on_name(w->shutdown_on), "started_at", "", "uptime_ms",
-	    (json_int_t)((w->reaped ? w->ended_ms : now) - w->started_ms), "socket",
-	    w->socket[0] && w->state != PROTO_STATE_STARTING && !w->reaped &&
-	            w->ready_mode == READY_PROTOCOL
-	        ? w->socket
-	        : NULL,
-	    "path", w->path, "argv", w->argv);
-	if (!o)
-		return NULL;
-	/* The owner's connection number, while that connection lasts. */
-	json_object_set_new(json_object_get(o, "owner"), "connection",
-	    w->owner ? json_integer((json_int_t)w->owner_serial) : json_null());
-	json_object_set_new(o, "started_at", sup_rfc3339(&w->started_wall));
-	json_object_set_new(o, "exit_code",
-	    sup_state_ended(w->state) && w->signal == 0 && w->exit_code >= 0
-	        ? json_integer(w->exit_code)
-	        : json_null());
-	json_object_set_new(o, "signal", w->signal ? sup_signal_json(w->signal) : json_null());
-	json_object_set_new(o, "heartbeat_age_ms",
-	    w->last_heartbeat_ms && w->hb_interval_ms &&
-	            (w->state == PROTO_STATE_READY || w->state == PROTO_STATE_STOPPING)
-	        ? json_integer(now - w->last_heartbeat_ms)
-	        : json_null());
-	json_object_set_new(o, "rss_kib", have_proc ? json_integer((json_int_t)rss) : json_null());
-	json_object_set_new(o, "cpu_ms", json_integer((json_int_t)w->cpu_ms));
-	/* Shown for the other modes only: a herd worker's object stays as it was. */
-	if (w->ready_mode != READY_PROTOCOL)
-		json_object_set_new(o, "ready", json_string(sup_ready_mode_name(w->ready_mode)));
-	/* A notify worker's STATUS= and STOPPING=1 (worker-notify.c). */
-	if (w->ready_mode == READY_NOTIFY) {
-		json_object_set_new(o, "status", w->status ? json_string(w->status) : json_null());
-		json_object_set_new(o, "said_stopping", json_boolean(w->said_stopping));
-	}
-	json_object_set_new(o, "message", w->message ? json_string(w->message) : json_null());
-	json_object_set_new(o, "served", json_integer((json_int_t)w->served));
-	json_object_set_new(o, "containment", contain_worker_json(w));
-	json_object_set_new(o, "limits", limits_json(w));
-	if (w->spawn_stage)
-		json_object_set_new(o, "spawn_error",
-		    json_pack("{s:s, s:i, s:s}", "stage", w->spawn_stage, "errno", w->spawn_errno,
-		        "error", strerror(w->spawn_errno)));
-	restart_json(w, o);
-	return o;
+	return json_string(sup_rfc3339_text(ts, buf, sizeof(buf)));
 }
 
 void
@@ -469,6 +412,7 @@ sup_records_start(void)
 		fatal("out of memory");
 	ev_timer_init(&prune_timer, prune_cb, PRUNE_INTERVAL_S, PRUNE_INTERVAL_S);
 	ev_timer_start(herdd.loop, &prune_timer);
+	sample_start();
 }
 
 /* Frees every record (after the loop ended). */
@@ -478,6 +422,7 @@ sup_records_free(void)
 	struct worker *w;
 
 	ev_timer_stop(herdd.loop, &prune_timer);
+	sample_stop();
 	while ((w = TAILQ_FIRST(&herdd.workers))) {
 		sup_unlink(w);
 		sup_worker_free(w);
