@@ -441,6 +441,7 @@ void logfile_close(struct logfile *lf);
 /* A request answered when a worker reaches a state (spawn: ready; shutdown: reaped). */
 struct waiter {
 	struct waiter *next;
+	struct waiter *map_next; /* chain in the table sup_id_pending looks up */
 	struct conn *conn; /* a reference */
 	json_t *id;
 	bool spawn;
@@ -581,6 +582,8 @@ void sup_owner_gone(struct conn *c);
 bool sup_id_pending(const struct conn *c, const json_t *id);
 /* Drops c's waiters (its session ended). */
 void sup_conn_gone(struct conn *c);
+/* Forgets x (off every list already): its connection's count, its table entry, its memory. */
+void sup_waiter_free(struct waiter *x);
 /* Finds a worker by id that c may see, or NULL. */
 struct worker *sup_find(const struct conn *c, const char *id);
 /* Live workers owned by uid. */

@@ -160,10 +160,7 @@ drop_waiters(struct worker *w)
 		struct waiter *x = w->waiters;
 
 		w->waiters = x->next;
-		x->conn->pending--;
-		conn_unref(x->conn);
-		json_decref(x->id);
-		free(x);
+		sup_waiter_free(x);
 	}
 }
 
@@ -213,21 +210,108 @@ sup_worker_free(struct worker *w)
 	free(w);
 }
 
+/*
+ * Waiters by connection and id, for the duplicate-id check every request of a
+ * connection with requests pending makes: a master with a thousand spawns in
+ * flight would otherwise compare each new id with all of them. Chains in a
+ * power-of-two table, grown like the pid map.
+ */
+static struct waiter **waiter_map;
+static size_t waiter_map_size, waiter_map_count;
+
+/* Integer and string ids (all a master sends) hash by value; json_equal decides. */
+static size_t
+waiter_slot(const struct conn *c, const json_t *id, size_t size)
+{
+	size_t h = (size_t)(uintptr_t)c / sizeof(void *);
+
+	if (json_is_integer(id)) {
+		h ^= (size_t)json_integer_value(id) * 0x9e3779b97f4a7c15u;
+	} else if (json_is_string(id)) {
+		const char *s = json_string_value(id);
+
+		for (size_t i = 0, n = json_string_length(id); i < n; i++)
+			h = h * 33 + (unsigned char)s[i];
+	}
+	return (h ^ h >> 17) & (size - 1);
+}
+
+static int
+waiter_map_grow(void)
+{
+	size_t size = waiter_map_size ? waiter_map_size * 2 : PID_MAP_MIN, i;
+	struct waiter **map = calloc(size, sizeof(*map));
+
+	if (!map)
+		return -ENOMEM;
+	for (i = 0; i < waiter_map_size; i++) {
+		while (waiter_map[i]) {
+			struct waiter *x = waiter_map[i];
+			size_t slot = waiter_slot(x->conn, x->id, size);
+
+			waiter_map[i] = x->map_next;
+			x->map_next = map[slot];
+			map[slot] = x;
+		}
+	}
+	free(waiter_map);
+	waiter_map = map;
+	waiter_map_size = size;
+	return 0;
+}
+
 /* Registers a request answered later. */
 int
 sup_add_waiter(struct worker *w, struct conn *c, json_t *id, bool spawn)
 {
 	struct waiter *x = calloc(1, sizeof(*x));
+	size_t slot;
 
 	if (!x)
 		return -ENOMEM;
+	/* Like the pid map, it exists from start-up: failing to grow makes chains longer. */
+	if (waiter_map_count >= waiter_map_size)
+		waiter_map_grow();
 	x->conn = conn_ref(c);
 	x->id = id ? json_incref(id) : json_null();
 	x->spawn = spawn;
 	x->next = w->waiters;
 	w->waiters = x;
+	slot = waiter_slot(c, x->id, waiter_map_size);
+	x->map_next = waiter_map[slot];
+	waiter_map[slot] = x;
+	waiter_map_count++;
 	c->pending++;
 	return 0;
+}
+
+void
+sup_waiter_free(struct waiter *x)
+{
+	struct waiter **pp = &waiter_map[waiter_slot(x->conn, x->id, waiter_map_size)];
+
+	while (*pp && *pp != x)
+		pp = &(*pp)->map_next;
+	if (*pp)
+		*pp = x->map_next;
+	waiter_map_count--;
+	x->conn->pending--;
+	conn_unref(x->conn);
+	json_decref(x->id);
+	free(x);
+}
+
+/* True if c has a pending request with this id. */
+bool
+sup_id_pending(const struct conn *c, const json_t *id)
+{
+	const struct waiter *x;
+
+	for (x = waiter_map[waiter_slot(c, id, waiter_map_size)]; x; x = x->map_next) {
+		if (x->conn == c && json_equal(x->id, id))
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -255,7 +339,6 @@ sup_answer_waiters(struct worker *w, bool spawn, json_t *reply_proto)
 		struct waiter *x = mine;
 
 		mine = x->next;
-		x->conn->pending--;
 		if (reply_proto) {
 			json_t *m = json_copy(reply_proto);
 
@@ -264,9 +347,7 @@ sup_answer_waiters(struct worker *w, bool spawn, json_t *reply_proto)
 				conn_send(x->conn, m);
 			}
 		}
-		conn_unref(x->conn);
-		json_decref(x->id);
-		free(x);
+		sup_waiter_free(x);
 	}
 }
 
@@ -461,11 +542,11 @@ sup_stats_json(void)
 	return json_pack("{s:o?, s:o?}", "workers", states, "failures", reasons_o);
 }
 
-/* Sets up the pid map and starts dropping old exited records. */
+/* Sets up the pid and waiter maps and starts dropping old exited records. */
 void
 sup_records_start(void)
 {
-	if (pid_map_grow() < 0)
+	if (pid_map_grow() < 0 || waiter_map_grow() < 0)
 		fatal("out of memory");
 	ev_timer_init(&prune_timer, prune_cb, PRUNE_INTERVAL_S, PRUNE_INTERVAL_S);
 	ev_timer_start(herdd.loop, &prune_timer);
@@ -485,4 +566,7 @@ sup_records_free(void)
 	free(pid_map);
 	pid_map = NULL;
 	pid_map_size = pid_map_count = 0;
+	free(waiter_map);
+	waiter_map = NULL;
+	waiter_map_size = waiter_map_count = 0;
 }
