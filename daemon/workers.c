@@ -116,6 +116,59 @@ sup_by_pid(pid_t pid)
 	return NULL;
 }
 
+/*
+ * Listed workers by uid, live and exited: the per-uid spawn limit and the
+ * pruning of exited records read these instead of walking every worker at
+ * each spawn and each reap. Few uids: a small array. If it cannot grow, the
+ * counts are abandoned and both walk the lists as they used to.
+ */
+struct uid_tally {
+	uid_t uid;
+	unsigned live, exited;
+};
+static struct uid_tally *tallies;
+static size_t ntallies, tallies_cap;
+static bool tallies_lost;
+
+static struct uid_tally *
+tally_find(uid_t uid)
+{
+	for (size_t i = 0; i < ntallies; i++) {
+		if (tallies[i].uid == uid)
+			return &tallies[i];
+	}
+	return NULL;
+}
+
+/* Counts w in state s (d = 1) or out of it (d = -1). */
+static void
+tally_add(const struct worker *w, enum proto_state s, int d)
+{
+	struct uid_tally *t = tally_find(w->uid);
+
+	if (tallies_lost)
+		return;
+	if (!t && ntallies == tallies_cap) {
+		size_t cap = tallies_cap ? tallies_cap * 2 : 8;
+		struct uid_tally *grown = realloc(tallies, cap * sizeof(*grown));
+
+		if (!grown) {
+			tallies_lost = true;
+			return;
+		}
+		tallies = grown;
+		tallies_cap = cap;
+	}
+	if (!t) {
+		t = &tallies[ntallies++];
+		*t = (struct uid_tally){ .uid = w->uid };
+	}
+	if (sup_state_ended(s))
+		t->exited += (unsigned)d;
+	else
+		t->live += (unsigned)d;
+}
+
 /* Lists w and counts it in its state. */
 void
 sup_link(struct worker *w)
@@ -123,6 +176,7 @@ sup_link(struct worker *w)
 	TAILQ_INSERT_TAIL(&herdd.workers, w, link);
 	w->listed = true;
 	herdd.nworkers[w->state]++;
+	tally_add(w, w->state, 1);
 	if (sup_state_ended(w->state))
 		TAILQ_INSERT_TAIL(&herdd.exited, w, exited_link);
 }
@@ -136,6 +190,7 @@ sup_unlink(struct worker *w)
 	TAILQ_REMOVE(&herdd.workers, w, link);
 	w->listed = false;
 	herdd.nworkers[w->state]--;
+	tally_add(w, w->state, -1);
 	if (sup_state_ended(w->state))
 		TAILQ_REMOVE(&herdd.exited, w, exited_link);
 }
@@ -147,6 +202,8 @@ sup_set_state(struct worker *w, enum proto_state s)
 	if (w->listed) {
 		herdd.nworkers[w->state]--;
 		herdd.nworkers[s]++;
+		tally_add(w, w->state, -1);
+		tally_add(w, s, 1);
 		if (sup_state_ended(s) && !sup_state_ended(w->state))
 			TAILQ_INSERT_TAIL(&herdd.exited, w, exited_link);
 	}
@@ -368,9 +425,12 @@ sup_find(const struct conn *c, const char *id)
 unsigned
 sup_count_uid(uid_t uid)
 {
+	const struct uid_tally *t = tally_find(uid);
 	struct worker *w;
 	unsigned n = 0;
 
+	if (!tallies_lost)
+		return t ? t->live : 0;
 	TAILQ_FOREACH(w, &herdd.workers, link) {
 		if (sup_is_live(w) && w->uid == uid)
 			n++;
@@ -497,6 +557,7 @@ void
 sup_prune(uid_t uid)
 {
 	int64_t oldest_allowed = now_ms() - (int64_t)herdd.cfg.keep_exited_ms;
+	const struct uid_tally *t;
 	struct worker *w, *next;
 	unsigned n = 0;
 
@@ -504,9 +565,14 @@ sup_prune(uid_t uid)
 		sup_unlink(w);
 		sup_worker_free(w);
 	}
-	TAILQ_FOREACH(w, &herdd.exited, exited_link) {
-		if (w->uid == uid)
-			n++;
+	t = tally_find(uid);
+	if (!tallies_lost) {
+		n = t ? t->exited : 0;
+	} else {
+		TAILQ_FOREACH(w, &herdd.exited, exited_link) {
+			if (w->uid == uid)
+				n++;
+		}
 	}
 	for (w = TAILQ_FIRST(&herdd.exited); w && n > herdd.cfg.keep_exited; w = next) {
 		next = TAILQ_NEXT(w, exited_link);
@@ -569,4 +635,8 @@ sup_records_free(void)
 	free(waiter_map);
 	waiter_map = NULL;
 	waiter_map_size = waiter_map_count = 0;
+	free(tallies);
+	tallies = NULL;
+	ntallies = tallies_cap = 0;
+	tallies_lost = false;
 }
