@@ -441,7 +441,7 @@ void logfile_close(struct logfile *lf);
 /* A request answered when a worker reaches a state (spawn: ready; shutdown: reaped). */
 struct waiter {
 	struct waiter *next;
-	struct waiter *map_next; /* chain in the table sup_id_pending looks up */
+	void *map_next; /* the next waiter in its chain of the table sup_id_pending looks up */
 	struct conn *conn; /* a reference */
 	json_t *id;
 	bool spawn;
@@ -464,7 +464,7 @@ struct worker {
 	TAILQ_ENTRY(worker) link;
 	bool listed; /* on herdd.workers, counted in herdd.nworkers */
 	TAILQ_ENTRY(worker) exited_link; /* on herdd.exited once listed and exited */
-	struct worker *pid_next; /* in the pid map while the process is unreaped */
+	void *pid_next; /* the next worker in its chain of the pid map, while unreaped */
 	bool in_pid_map;
 	char id[24];
 	char *name;

@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,81 +27,116 @@ static ev_timer prune_timer;
 /* Exits by reason since start. */
 static uint64_t reason_counts[PROTO_REASON_COUNT];
 
-/* Unreaped workers by pid: chains in a power-of-two table, grown to keep them short. */
-static struct worker **pid_map;
-static size_t pid_map_size, pid_map_count;
+/*
+ * An intrusive hash table: items chained through a void * member at offset
+ * link, in a power-of-two array that doubles once it holds as many items as
+ * slots, so chains stay short. It exists from start-up, so adding never
+ * fails: if it cannot grow, its chains get longer.
+ */
+struct chain_map {
+	void **slots;
+	size_t size, count;
+	size_t link; /* offsetof the item's next pointer */
+	size_t (*hash)(const void *item);
+};
 
-#define PID_MAP_MIN 64
-
-static size_t
-pid_slot(pid_t pid, size_t size)
-{
-	/* Pids are handed out nearly in sequence: the low bits spread them well. */
-	return (size_t)pid & (size - 1);
-}
+#define CHAIN_MAP_MIN       64
+#define CHAIN_NEXT(m, item) (*(void **)((char *)(item) + (m)->link))
 
 static int
-pid_map_grow(void)
+chain_grow(struct chain_map *m)
 {
-	size_t size = pid_map_size ? pid_map_size * 2 : PID_MAP_MIN, i;
-	struct worker **map = calloc(size, sizeof(*map));
+	size_t size = m->size ? m->size * 2 : CHAIN_MAP_MIN, i;
+	void **slots = calloc(size, sizeof(*slots));
 
-	if (!map)
+	if (!slots)
 		return -ENOMEM;
-	for (i = 0; i < pid_map_size; i++) {
-		while (pid_map[i]) {
-			struct worker *w = pid_map[i];
+	for (i = 0; i < m->size; i++) {
+		while (m->slots[i]) {
+			void *item = m->slots[i];
+			size_t slot = m->hash(item) & (size - 1);
 
-			pid_map[i] = w->pid_next;
-			w->pid_next = map[pid_slot(w->pid, size)];
-			map[pid_slot(w->pid, size)] = w;
+			m->slots[i] = CHAIN_NEXT(m, item);
+			CHAIN_NEXT(m, item) = slots[slot];
+			slots[slot] = item;
 		}
 	}
-	free(pid_map);
-	pid_map = map;
-	pid_map_size = size;
+	free(m->slots);
+	m->slots = slots;
+	m->size = size;
 	return 0;
 }
+
+static void
+chain_add(struct chain_map *m, void *item)
+{
+	size_t slot;
+
+	if (m->count >= m->size)
+		chain_grow(m);
+	slot = m->hash(item) & (m->size - 1);
+	CHAIN_NEXT(m, item) = m->slots[slot];
+	m->slots[slot] = item;
+	m->count++;
+}
+
+static void
+chain_remove(struct chain_map *m, void *item)
+{
+	void **pp = &m->slots[m->hash(item) & (m->size - 1)];
+
+	while (*pp && *pp != item)
+		pp = &CHAIN_NEXT(m, *pp);
+	if (*pp) {
+		*pp = CHAIN_NEXT(m, item);
+		m->count--;
+	}
+	CHAIN_NEXT(m, item) = NULL;
+}
+
+/* The chain items of hash h are on (the caller walks it through their next pointers). */
+static void *
+chain_first(const struct chain_map *m, size_t h)
+{
+	return m->slots[h & (m->size - 1)];
+}
+
+static void
+chain_free(struct chain_map *m)
+{
+	free(m->slots);
+	m->slots = NULL;
+	m->size = m->count = 0;
+}
+
+/* Pids are handed out nearly in sequence: the low bits spread them well. */
+static size_t
+pid_hash(const void *item)
+{
+	return (size_t)((const struct worker *)item)->pid;
+}
+
+/* Unreaped workers by pid. A worker missing from it would be taken for an escapee and killed. */
+static struct chain_map pid_map = { .link = offsetof(struct worker, pid_next), .hash = pid_hash };
 
 /* Maps w->pid to w. */
 void
 sup_pid_add(struct worker *w)
 {
-	size_t slot;
-
 	if (w->in_pid_map)
 		return;
-	/*
-	 * The table exists from start-up, so adding never fails: if it cannot
-	 * grow, its chains get longer. A worker missing from it would be taken
-	 * for an escapee and killed.
-	 */
-	if (pid_map_count >= pid_map_size)
-		pid_map_grow();
-	slot = pid_slot(w->pid, pid_map_size);
-	w->pid_next = pid_map[slot];
-	pid_map[slot] = w;
+	chain_add(&pid_map, w);
 	w->in_pid_map = true;
-	pid_map_count++;
 }
 
 /* Unmaps w (reaped or freed). */
 void
 sup_pid_forget(struct worker *w)
 {
-	struct worker **pp;
-
 	if (!w->in_pid_map)
 		return;
-	for (pp = &pid_map[pid_slot(w->pid, pid_map_size)]; *pp; pp = &(*pp)->pid_next) {
-		if (*pp == w) {
-			*pp = w->pid_next;
-			break;
-		}
-	}
-	w->pid_next = NULL;
+	chain_remove(&pid_map, w);
 	w->in_pid_map = false;
-	pid_map_count--;
 }
 
 /* The unreaped worker of pid. */
@@ -109,7 +145,7 @@ sup_by_pid(pid_t pid)
 {
 	struct worker *w;
 
-	for (w = pid_map[pid_slot(pid, pid_map_size)]; w; w = w->pid_next) {
+	for (w = chain_first(&pid_map, (size_t)pid); w; w = w->pid_next) {
 		if (w->pid == pid)
 			return w;
 	}
@@ -267,18 +303,9 @@ sup_worker_free(struct worker *w)
 	free(w);
 }
 
-/*
- * Waiters by connection and id, for the duplicate-id check every request of a
- * connection with requests pending makes: a master with a thousand spawns in
- * flight would otherwise compare each new id with all of them. Chains in a
- * power-of-two table, grown like the pid map.
- */
-static struct waiter **waiter_map;
-static size_t waiter_map_size, waiter_map_count;
-
 /* Integer and string ids (all a master sends) hash by value; json_equal decides. */
 static size_t
-waiter_slot(const struct conn *c, const json_t *id, size_t size)
+waiter_hash(const struct conn *c, const json_t *id)
 {
 	size_t h = (size_t)(uintptr_t)c / sizeof(void *);
 
@@ -290,54 +317,39 @@ waiter_slot(const struct conn *c, const json_t *id, size_t size)
 		for (size_t i = 0, n = json_string_length(id); i < n; i++)
 			h = h * 33 + (unsigned char)s[i];
 	}
-	return (h ^ h >> 17) & (size - 1);
+	return h ^ h >> 17;
 }
 
-static int
-waiter_map_grow(void)
+static size_t
+waiter_item_hash(const void *item)
 {
-	size_t size = waiter_map_size ? waiter_map_size * 2 : PID_MAP_MIN, i;
-	struct waiter **map = calloc(size, sizeof(*map));
+	const struct waiter *x = item;
 
-	if (!map)
-		return -ENOMEM;
-	for (i = 0; i < waiter_map_size; i++) {
-		while (waiter_map[i]) {
-			struct waiter *x = waiter_map[i];
-			size_t slot = waiter_slot(x->conn, x->id, size);
-
-			waiter_map[i] = x->map_next;
-			x->map_next = map[slot];
-			map[slot] = x;
-		}
-	}
-	free(waiter_map);
-	waiter_map = map;
-	waiter_map_size = size;
-	return 0;
+	return waiter_hash(x->conn, x->id);
 }
+
+/*
+ * Waiters by connection and id, for the duplicate-id check every request of a
+ * connection with requests pending makes: a master with a thousand spawns in
+ * flight would otherwise compare each new id with all of them.
+ */
+static struct chain_map waiter_map = { .link = offsetof(struct waiter, map_next),
+	.hash = waiter_item_hash };
 
 /* Registers a request answered later. */
 int
 sup_add_waiter(struct worker *w, struct conn *c, json_t *id, bool spawn)
 {
 	struct waiter *x = calloc(1, sizeof(*x));
-	size_t slot;
 
 	if (!x)
 		return -ENOMEM;
-	/* Like the pid map, it exists from start-up: failing to grow makes chains longer. */
-	if (waiter_map_count >= waiter_map_size)
-		waiter_map_grow();
 	x->conn = conn_ref(c);
 	x->id = id ? json_incref(id) : json_null();
 	x->spawn = spawn;
 	x->next = w->waiters;
 	w->waiters = x;
-	slot = waiter_slot(c, x->id, waiter_map_size);
-	x->map_next = waiter_map[slot];
-	waiter_map[slot] = x;
-	waiter_map_count++;
+	chain_add(&waiter_map, x);
 	c->pending++;
 	return 0;
 }
@@ -345,13 +357,7 @@ sup_add_waiter(struct worker *w, struct conn *c, json_t *id, bool spawn)
 void
 sup_waiter_free(struct waiter *x)
 {
-	struct waiter **pp = &waiter_map[waiter_slot(x->conn, x->id, waiter_map_size)];
-
-	while (*pp && *pp != x)
-		pp = &(*pp)->map_next;
-	if (*pp)
-		*pp = x->map_next;
-	waiter_map_count--;
+	chain_remove(&waiter_map, x);
 	x->conn->pending--;
 	conn_unref(x->conn);
 	json_decref(x->id);
@@ -364,7 +370,7 @@ sup_id_pending(const struct conn *c, const json_t *id)
 {
 	const struct waiter *x;
 
-	for (x = waiter_map[waiter_slot(c, id, waiter_map_size)]; x; x = x->map_next) {
+	for (x = chain_first(&waiter_map, waiter_hash(c, id)); x; x = x->map_next) {
 		if (x->conn == c && json_equal(x->id, id))
 			return true;
 	}
@@ -612,7 +618,7 @@ sup_stats_json(void)
 void
 sup_records_start(void)
 {
-	if (pid_map_grow() < 0 || waiter_map_grow() < 0)
+	if (chain_grow(&pid_map) < 0 || chain_grow(&waiter_map) < 0)
 		fatal("out of memory");
 	ev_timer_init(&prune_timer, prune_cb, PRUNE_INTERVAL_S, PRUNE_INTERVAL_S);
 	ev_timer_start(herdd.loop, &prune_timer);
@@ -629,12 +635,8 @@ sup_records_free(void)
 		sup_unlink(w);
 		sup_worker_free(w);
 	}
-	free(pid_map);
-	pid_map = NULL;
-	pid_map_size = pid_map_count = 0;
-	free(waiter_map);
-	waiter_map = NULL;
-	waiter_map_size = waiter_map_count = 0;
+	chain_free(&pid_map);
+	chain_free(&waiter_map);
 	free(tallies);
 	tallies = NULL;
 	ntallies = tallies_cap = 0;
