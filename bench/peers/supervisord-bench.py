@@ -58,11 +58,7 @@ def wait_for(what, deadline_s, ready):
 def answers(path):
     """True once something accepts connections on the Unix socket path."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(path)
-            return True
-        except OSError:
-            return False
+        return s.connect_ex(path) == 0
 
 
 def states(rpc):
