@@ -36,7 +36,8 @@ def row(label, cpus, h, b, unit, target="", op=None):
         return
     ratio = "-"
     if h is not None and b:
-        ratio = f"{h / b:.2f}x"
+        # A peer can be hundreds of times slower: keep such ratios from reading 0.00x.
+        ratio = f"{h / b:.2f}x" if h / b >= 0.01 else f"{h / b:.4f}x"
         if op:
             ratio += " ok" if op(h / b) else " **missed**"
     print(f"| {label} | {cpus} | {fmt(h, unit)} | {fmt(b, unit)} | {ratio} | {target} |")
