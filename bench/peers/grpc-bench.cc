@@ -33,6 +33,9 @@ using herdbench::Echo;
 namespace
 {
 
+/* A wedged run ends loudly (SIGALRM) rather than holding CI until its own timeout. */
+constexpr unsigned MAX_SECONDS = 900;
+
 pid_t server = -1;
 
 class EchoService final : public Echo::Service
@@ -195,6 +198,8 @@ main(int argc, char **argv)
 	server = fork();
 	if (server < 0)
 		fail("fork");
+	/* Alarms are not inherited: each process sets its own. */
+	alarm(MAX_SECONDS);
 	if (server == 0) {
 		server = -1;
 		serve(addr);
