@@ -3,7 +3,8 @@
  * herdd's control protocol as a user speaks it, raw JSON lines on a real
  * herdd: the handshake and its failures, unknown methods, invalid params for
  * every method, framing errors (oversize, not JSON) that close, malformed
- * JSON-RPC that does not, the handshake timeout, ids of unknown workers.
+ * JSON-RPC that does not, the handshake timeout, ids of unknown workers, and
+ * request ids still pending.
  */
 #include <errno.h>
 #include <poll.h>
