@@ -22,6 +22,7 @@
  *   herd-bench crash WORKER N W WINDOW ROUNDS
  *                                           the same map unordered, and with one worker
  *                                           SIGKILLed halfway, against a pool's spawn
+ *   herd-bench pool-start WORKER W ROUNDS   a pool of W until all serve (median)
  *
  * WORKER is the absolute path of herd-testworker. Each prints JSON lines like
  * bench/baseline so the runner can put both side by side.
@@ -792,6 +793,27 @@ cmd_crash(char **args)
 	return 0;
 }
 
+/* pool-start WORKER W ROUNDS: the median time a pool of W takes until all its workers serve. */
+static int
+cmd_pool_start(char **args)
+{
+	int workers = atoi(args[1]);
+	long rounds = atol(args[2]);
+	struct samples s = { 0 };
+
+	for (long r = 0; r < rounds; r++) {
+		uint64_t t0 = bench_now_ns();
+		herd_pool *p = pool_open(args[0], workers, 1);
+
+		samples_add(&s, bench_now_ns() - t0);
+		herd_pool_unref(p);
+	}
+	report_f("pool_start_ms", (double)samples_pct(&s, 50) / 1e6, "ms", "herd_pool_workers%d",
+	    workers);
+	samples_free(&s);
+	return 0;
+}
+
 /* A mode table like baseline.c's: each program lists its own modes; bench_mode_find parses both. */
 static const struct bench_mode modes[] = {
 	{ "rtt", "WORKER N", 2, cmd_rtt },
@@ -803,6 +825,7 @@ static const struct bench_mode modes[] = {
 	{ "scale", "WORKER N", 2, cmd_scale },
 	{ "map", "WORKER N W WINDOW [CHUNK]", 4, cmd_map },
 	{ "crash", "WORKER N W WINDOW ROUNDS", 5, cmd_crash },
+	{ "pool-start", "WORKER W ROUNDS", 3, cmd_pool_start },
 	{ 0 },
 };
 

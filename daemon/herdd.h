@@ -449,6 +449,7 @@ void logfile_close(struct logfile *lf);
 /* A request answered when a worker reaches a state (spawn: ready; shutdown: reaped). */
 struct waiter {
 	struct waiter *next;
+	void *map_next; /* the next waiter in its chain of the table sup_id_pending looks up */
 	struct conn *conn; /* a reference */
 	json_t *id;
 	bool spawn;
@@ -471,7 +472,7 @@ struct worker {
 	TAILQ_ENTRY(worker) link;
 	bool listed; /* on herdd.workers, counted in herdd.nworkers */
 	TAILQ_ENTRY(worker) exited_link; /* on herdd.exited once listed and exited */
-	struct worker *pid_next; /* in the pid map while the process is unreaped */
+	void *pid_next; /* the next worker in its chain of the pid map, while unreaped */
 	bool in_pid_map;
 	char id[24];
 	char *name;
@@ -593,6 +594,8 @@ void sup_owner_gone(struct conn *c);
 bool sup_id_pending(const struct conn *c, const json_t *id);
 /* Drops c's waiters (its session ended). */
 void sup_conn_gone(struct conn *c);
+/* Forgets x (off every list already): its connection's count, its table entry, its memory. */
+void sup_waiter_free(struct waiter *x);
 /* Finds a worker by id that c may see, or NULL. */
 struct worker *sup_find(const struct conn *c, const char *id);
 /* Live workers owned by uid. */

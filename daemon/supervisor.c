@@ -279,22 +279,6 @@ sup_owner_gone(struct conn *c)
 	}
 }
 
-/* True if c has a pending request with this id. */
-bool
-sup_id_pending(const struct conn *c, const json_t *id)
-{
-	struct worker *w;
-	struct waiter *x;
-
-	TAILQ_FOREACH(w, &herdd.workers, link) {
-		for (x = w->waiters; x; x = x->next) {
-			if (x->conn == c && json_equal(x->id, id))
-				return true;
-		}
-	}
-	return false;
-}
-
 /* Forgets c's pending requests. */
 void
 sup_conn_gone(struct conn *c)
@@ -312,10 +296,7 @@ sup_conn_gone(struct conn *c)
 				continue;
 			}
 			*pp = x->next;
-			c->pending--;
-			conn_unref(c);
-			json_decref(x->id);
-			free(x);
+			sup_waiter_free(x);
 		}
 	}
 }
