@@ -796,6 +796,8 @@ bool reexec_keeps(const char *id);
 void reexec_server(void);
 /* A successor: takes over the connections, workers, events and counters. */
 void reexec_adopt(void);
+/* A successor whose signal watchers run: the signals blocked across the exec may come. */
+void reexec_started(void);
 void reexec_cleanup(void);
 
 /* reexec-state.c: herdd's state as JSON, and the fds it names. */

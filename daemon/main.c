@@ -711,6 +711,7 @@ main_run(int argc, char **argv)
 {
 	start_up(argc, argv);
 	watch_start();
+	reexec_started();
 	notify_init();
 	log_info(
 	    "herdd %s ready (pid %d, uid %u)", HERD_VERSION, (int)herdd.pid, (unsigned)herdd.uid);

@@ -143,11 +143,11 @@ peer_save(struct herd__peer *p)
 	const struct proto_reader *r = &p->reader;
 
 	return json_pack("{s:I, s:o, s:o, s:O*, s:b, s:I, s:[I, I, I], s:I, s:I, s:[I, I, I, I]}",
-	    "max_message", (json_int_t)r->max_message, "in", hex_json(r->buf + r->start, r->len - r->start),
-	    "out", outq_save(&p->outq), "held", p->held, "paused", p->paused, "max_send",
-	    (json_int_t)p->max_send, "hb", (json_int_t)p->hb_interval_ms,
-	    (json_int_t)p->hb_timeout_ms, (json_int_t)p->line_timeout_ms, "last_recv",
-	    (json_int_t)p->last_recv, "deadline",
+	    "max_message", (json_int_t)r->max_message, "in",
+	    hex_json(r->buf + r->start, r->len - r->start), "out", outq_save(&p->outq), "held",
+	    p->held, "paused", p->paused, "max_send", (json_int_t)p->max_send, "hb",
+	    (json_int_t)p->hb_interval_ms, (json_int_t)p->hb_timeout_ms,
+	    (json_int_t)p->line_timeout_ms, "last_recv", (json_int_t)p->last_recv, "deadline",
 	    p->deadline == HERD__PEER_USEC_INFINITY ? (json_int_t)-1 : (json_int_t)p->deadline,
 	    "counts", (json_int_t)p->bytes_in, (json_int_t)p->bytes_out, (json_int_t)p->msgs_in,
 	    (json_int_t)p->msgs_out);
@@ -163,14 +163,13 @@ conn_save(struct conn *c, struct reexec_fds *fds)
 	    (int)c->cred.pid, (int)c->cred.uid, (int)c->cred.gid, "hello", c->hello, "role",
 	    (int)c->role, "name", c->name, "subscribed_all", c->subscribed_all, "ev_behind",
 	    c->ev_behind, "ev_cursor", (json_int_t)c->ev_cursor, "ev_reason", c->ev_reason,
-	    "goodbye", c->goodbye, "peer_worker", (int)c->peer_worker, "peer",
-	    peer_save(&c->peer));
+	    "goodbye", c->goodbye, "peer_worker", (int)c->peer_worker, "peer", peer_save(&c->peer));
 }
 
 /* A connection record, unpacked (borrowed from its JSON; in and out decoded, to free). */
 struct conn_rec {
-	json_int_t serial, max_message, max_send, hb, hb_timeout, line_timeout, last_recv,
-	    deadline, ev_cursor, counts[4];
+	json_int_t serial, max_message, max_send, hb, hb_timeout, line_timeout, last_recv, deadline,
+	    ev_cursor, counts[4];
 	int fd, kind, pid, uid, gid, hello, role, subscribed_all, ev_behind, goodbye, peer_worker,
 	    paused;
 	const char *name, *ev_reason;
@@ -200,8 +199,8 @@ conn_unpack(json_t *o, struct conn_rec *r)
 	        "serial", &r->serial, "fd", &r->fd, "kind", &r->kind, "cred", &r->pid, &r->uid,
 	        &r->gid, "hello", &r->hello, "role", &r->role, "name", &r->name, "subscribed_all",
 	        &r->subscribed_all, "ev_behind", &r->ev_behind, "ev_cursor", &r->ev_cursor,
-	        "ev_reason", &r->ev_reason, "goodbye", &r->goodbye, "peer_worker",
-	        &r->peer_worker, "peer", &peer) < 0 ||
+	        "ev_reason", &r->ev_reason, "goodbye", &r->goodbye, "peer_worker", &r->peer_worker,
+	        "peer", &peer) < 0 ||
 	    json_unpack_ex(peer, &unpack_err, 0,
 	        "{s:I, s:s, s:s, s?o, s:b, s:I, s:[I, I, I], s:I, s:I, s:[I, I, I, I]}",
 	        "max_message", &r->max_message, "in", &in, "out", &out, "held", &r->held, "paused",
@@ -375,12 +374,11 @@ worker_save(struct worker *w, struct reexec_fds *fds)
 	    "exit_code", w->exit_code, "signal", w->signal, "spawn_errno", w->spawn_errno,
 	    "spawn_stage", w->spawn_stage, "backup_reason", (int)w->backup_reason, "in_cgroup",
 	    w->in_cgroup, "pid_ns", w->pid_ns, "notify_fd", w->notify_fd, "times",
-	    (json_int_t)w->started_ms, (json_int_t)w->ended_ms,
-	    (json_int_t)w->started_wall.tv_sec, (json_int_t)w->started_wall.tv_nsec,
-	    (json_int_t)w->last_heartbeat_ms, (json_int_t)w->last_cpu_ticks,
-	    (json_int_t)w->next_check_ms, (json_int_t)w->served, (json_int_t)w->cpu_ms,
-	    timer_left_ms(&w->conn_timer), ev_is_active(&w->hb_timer), "text", "message",
-	    w->message, "functions", w->functions, "status", w->status, "flags",
+	    (json_int_t)w->started_ms, (json_int_t)w->ended_ms, (json_int_t)w->started_wall.tv_sec,
+	    (json_int_t)w->started_wall.tv_nsec, (json_int_t)w->last_heartbeat_ms,
+	    (json_int_t)w->last_cpu_ticks, (json_int_t)w->next_check_ms, (json_int_t)w->served,
+	    (json_int_t)w->cpu_ms, timer_left_ms(&w->conn_timer), ev_is_active(&w->hb_timer),
+	    "text", "message", w->message, "functions", w->functions, "status", w->status, "flags",
 	    w->had_connection, w->said_stopping, w->stop_sent, "limits", limits_save(&w->limits),
 	    "json", "env", w->env, "init", w->init, "settings", w->settings, "restart",
 	    restart_save(w), "channel", w->channel ? conn_save(w->channel, fds) : json_null(),
@@ -412,24 +410,25 @@ worker_unpack(json_t *o, struct worker_rec *r)
 	        &r->timing[0], &r->timing[1], &r->timing[2], &r->timing[3], "owner", &r->uid,
 	        &r->gid, &r->owner_pid, &r->owner_gid, &r->owner_serial, &r->owner, "proc", &proc,
 	        "times", &r->times[0], &r->times[1], &r->times[2], &r->times[3], &r->times[4],
-	        &r->times[5], &r->times[6], &r->times[7], &r->times[8], &r->times[9],
-	        &r->hb_active, "text", &text, "flags", &r->had_connection, &r->said_stopping,
-	        &r->stop_sent, "limits", &r->limits, "json", &js, "restart", &r->restart,
-	        "channel", &r->channel, "cap", &r->cap[0], &r->cap[1]) < 0 ||
-	    json_unpack_ex(ident, &unpack_err, 0, "{s:s, s?s, s?s, s:s, s?o, s?s, s:i, s:s, s:I, s:i}", "id",
-	        &r->id, "name", &r->name, "pool", &r->pool, "path", &r->path, "argv", &r->argv,
-	        "cwd", &r->cwd, "umask", &r->umask, "socket", &r->socket, "incarnation",
-	        &r->incarnation, "ready_mode", &r->ready_mode) < 0 ||
+	        &r->times[5], &r->times[6], &r->times[7], &r->times[8], &r->times[9], &r->hb_active,
+	        "text", &text, "flags", &r->had_connection, &r->said_stopping, &r->stop_sent,
+	        "limits", &r->limits, "json", &js, "restart", &r->restart, "channel", &r->channel,
+	        "cap", &r->cap[0], &r->cap[1]) < 0 ||
+	    json_unpack_ex(ident, &unpack_err, 0,
+	        "{s:s, s?s, s?s, s:s, s?o, s?s, s:i, s:s, s:I, s:i}", "id", &r->id, "name",
+	        &r->name, "pool", &r->pool, "path", &r->path, "argv", &r->argv, "cwd", &r->cwd,
+	        "umask", &r->umask, "socket", &r->socket, "incarnation", &r->incarnation,
+	        "ready_mode", &r->ready_mode) < 0 ||
 	    json_unpack_ex(proc, &unpack_err, 0,
-	        "{s:i, s:i, s:b, s:i, s:i, s:i, s:i, s:i, s?s, s:i, s:b, s:b, s:i}", "pid",
-	        &r->pid, "pidfd", &r->pidfd, "reaped", &r->reaped, "state", &r->state, "reason",
-	        &r->reason, "exit_code", &r->exit_code, "signal", &r->signal, "spawn_errno",
-	        &r->spawn_errno, "spawn_stage", &r->stage, "backup_reason", &r->backup_reason,
-	        "in_cgroup", &r->in_cgroup, "pid_ns", &r->pid_ns, "notify_fd", &r->notify_fd) < 0 ||
-	    json_unpack_ex(text, &unpack_err, 0, "{s?s, s?s, s?s}", "message", &r->message, "functions",
-	        &r->functions, "status", &r->status) < 0 ||
-	    json_unpack_ex(js, &unpack_err, 0, "{s?o, s?o, s?o}", "env", &r->env, "init", &r->init, "settings",
-	        &r->settings) < 0)
+	        "{s:i, s:i, s:b, s:i, s:i, s:i, s:i, s:i, s?s, s:i, s:b, s:b, s:i}", "pid", &r->pid,
+	        "pidfd", &r->pidfd, "reaped", &r->reaped, "state", &r->state, "reason", &r->reason,
+	        "exit_code", &r->exit_code, "signal", &r->signal, "spawn_errno", &r->spawn_errno,
+	        "spawn_stage", &r->stage, "backup_reason", &r->backup_reason, "in_cgroup",
+	        &r->in_cgroup, "pid_ns", &r->pid_ns, "notify_fd", &r->notify_fd) < 0 ||
+	    json_unpack_ex(text, &unpack_err, 0, "{s?s, s?s, s?s}", "message", &r->message,
+	        "functions", &r->functions, "status", &r->status) < 0 ||
+	    json_unpack_ex(js, &unpack_err, 0, "{s?o, s?o, s?o}", "env", &r->env, "init", &r->init,
+	        "settings", &r->settings) < 0)
 		return -EINVAL;
 	if (r->state < 0 || r->state >= PROTO_STATE_COUNT || strlen(r->id) >= 24 ||
 	    strlen(r->socket) >= 108 || (!r->reaped && r->pid <= 0))
@@ -674,17 +673,17 @@ reexec_state_check(json_t *state, char *why, size_t len)
 	int fd, flag;
 	size_t i;
 
-	if (json_unpack(state, "{s:s, s:o, s:o, s:o, s:o, s:o, s:o}", "format", &format,
-	        "server", &server, "stats", &stats, "events", &events, "cgroup", &cg,
-	        "connections", &conns, "workers", &workers) < 0 ||
+	if (json_unpack(state, "{s:s, s:o, s:o, s:o, s:o, s:o, s:o}", "format", &format, "server",
+	        &server, "stats", &stats, "events", &events, "cgroup", &cg, "connections", &conns,
+	        "workers", &workers) < 0 ||
 	    strcmp(format, STATE_FORMAT) != 0) {
 		snprintf(why, len, "not a %s state (format %s)", STATE_FORMAT,
 		    format ? format : "missing");
 		return -EINVAL;
 	}
 	if (json_unpack(server, "{s:s, s:s, s:s, s:i, s:i, s:b, s:b}", "socket", &format, "lock",
-	        &format, "workers_dir", &format, "listen_fd", &fd, "lock_fd", &fd, "activated", &flag,
-	        "own_socket", &flag) < 0 ||
+	        &format, "workers_dir", &format, "listen_fd", &fd, "lock_fd", &fd, "activated",
+	        &flag, "own_socket", &flag) < 0 ||
 	    !json_is_array(stats) || json_array_size(stats) != NSTATS || !json_is_array(conns) ||
 	    !json_is_array(workers)) {
 		snprintf(why, len, "the server or counters do not fit this herdd");
@@ -692,16 +691,18 @@ reexec_state_check(json_t *state, char *why, size_t len)
 	}
 	json_array_foreach(conns, i, o) {
 		if (conn_unpack(o, &cr) < 0) {
-			snprintf(why, len, "connection record %zu does not fit: %s", i, unpack_err.text);
+			snprintf(
+			    why, len, "connection record %zu does not fit: %s", i, unpack_err.text);
 			return -EINVAL;
 		}
 		conn_rec_free(&cr);
 	}
 	json_array_foreach(workers, i, o) {
 		if (worker_unpack(o, &wr) < 0 ||
-		    (!json_is_null(wr.channel) && (conn_unpack(wr.channel, &cr) < 0 ||
-		                                      (conn_rec_free(&cr), false)))) {
-			snprintf(why, len, "worker record %zu does not fit: %s", i, unpack_err.text);
+		    (!json_is_null(wr.channel) &&
+		        (conn_unpack(wr.channel, &cr) < 0 || (conn_rec_free(&cr), false)))) {
+			snprintf(
+			    why, len, "worker record %zu does not fit: %s", i, unpack_err.text);
 			return -EINVAL;
 		}
 	}

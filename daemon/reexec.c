@@ -43,9 +43,9 @@
 #include "config.h"
 #include "herdd.h"
 
-#define ENV_STATE       "HERDD_REEXEC_STATE"
-#define ENV_PROBE       "HERDD_REEXEC_PROBE"
-#define ENV_FALLBACK    "HERDD_REEXEC_FALLBACK"
+#define ENV_STATE        "HERDD_REEXEC_STATE"
+#define ENV_PROBE        "HERDD_REEXEC_PROBE"
+#define ENV_FALLBACK     "HERDD_REEXEC_FALLBACK"
 #define PROBE_TIMEOUT_MS 10000
 #define WAIT_MS          10000u
 
@@ -68,6 +68,9 @@ static ev_signal sig_usr2;
 static ev_check settle_check;
 static ev_timer settle_timer;
 static json_t *adopted; /* a successor's state until reexec_adopt() */
+static bool fell_back; /* the successor failed and this is the previous binary again */
+static bool successor; /* this image took over from a predecessor */
+static sigset_t run_mask; /* the predecessor's signal mask, put back once our watchers run */
 
 /* ---- the successor ---- */
 
@@ -86,7 +89,8 @@ state_read(int fd, char *why, size_t len)
 	}
 	buf = malloc((size_t)st.st_size);
 	if (!buf || pread(fd, buf, (size_t)st.st_size, 0) != st.st_size) {
-		snprintf(why, len, "reading the state: %s", buf ? strerror(errno) : "out of memory");
+		snprintf(
+		    why, len, "reading the state: %s", buf ? strerror(errno) : "out of memory");
 		free(buf);
 		return NULL;
 	}
@@ -138,17 +142,24 @@ close_all_but(json_t *keep)
 	free(fds);
 }
 
-/* The successor could not take over: the old binary (fallback) gets the same state. */
-static void __attribute__((noreturn))
-fall_back(const char *why, char **argv)
+/*
+ * The successor could not take over: the previous binary gets the state.
+ * HERDD_REEXEC_FALLBACK is "EXE_FD:STATE_FD", its own copy of where the state
+ * is, so a successor that lost HERDD_REEXEC_STATE can still go back.
+ */
+static void __attribute__((noreturn)) fall_back(const char *why, char **argv)
 {
-	int fd = env_fd(ENV_FALLBACK);
+	const char *v = getenv(ENV_FALLBACK);
+	int exe = -1, state = -1;
+	char text[32];
 
 	fprintf(stderr, "herdd: reexec: %s\n", why);
-	unsetenv(ENV_FALLBACK);
-	if (fd >= 0) {
+	if (v && sscanf(v, "%d:%d", &exe, &state) == 2 && exe >= 0 && state >= 0) {
 		fprintf(stderr, "herdd: reexec: going back to the previous binary\n");
-		execveat(fd, "", argv, environ, AT_EMPTY_PATH);
+		snprintf(text, sizeof(text), "%d", state);
+		setenv(ENV_STATE, text, 1);
+		setenv(ENV_FALLBACK, "back", 1);
+		execveat(exe, "", argv, environ, AT_EMPTY_PATH);
 		fprintf(stderr, "herdd: reexec: the previous binary: %s\n", strerror(errno));
 	}
 	exit(1);
@@ -157,9 +168,11 @@ fall_back(const char *why, char **argv)
 bool
 reexec_early(int argc, char **argv)
 {
-	int fd = env_fd(ENV_STATE), probe = env_fd(ENV_PROBE), fallback = env_fd(ENV_FALLBACK);
+	int fd = env_fd(ENV_STATE), probe = env_fd(ENV_PROBE), exe = -1, state_fd = -1;
+	const char *fallback = getenv(ENV_FALLBACK);
 	char why[256] = "";
-	json_t *state;
+	json_t *state, *sig;
+	size_t i;
 
 	if (fd < 0)
 		return false;
@@ -179,15 +192,28 @@ reexec_early(int argc, char **argv)
 	}
 	if (!state)
 		fall_back(why, argv);
+	fell_back = fallback && !strcmp(fallback, "back");
+	if (fallback && sscanf(fallback, "%d:%d", &exe, &state_fd) == 2 && exe >= 0)
+		close(exe);
 	unsetenv(ENV_STATE);
 	unsetenv(ENV_FALLBACK);
 	close(fd);
-	if (fallback >= 0)
-		close(fallback);
 	close_all_but(json_object_get(state, "fds"));
 	generation = (unsigned)json_integer_value(json_object_get(state, "generation"));
+	sigemptyset(&run_mask);
+	json_array_foreach(json_object_get(state, "sigmask"), i, sig)
+		sigaddset(&run_mask, (int)json_integer_value(sig));
 	adopted = state;
+	successor = true;
 	return true;
+}
+
+void
+reexec_started(void)
+{
+	/* Signals waited, blocked, from before the exec until the watchers ran: now they come. */
+	if (successor)
+		sigprocmask(SIG_SETMASK, &run_mask, NULL);
 }
 
 json_t *
@@ -246,11 +272,11 @@ reexec_server(void)
 static json_t *
 result_json(void)
 {
-	return json_pack("{s:i, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "pid", (int)herdd.pid,
+	return json_pack("{s:i, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "pid", (int)herdd.pid,
 	    "binary", self_path ? self_path : "", "version", HERD_VERSION, "instance",
 	    events_instance(), "seq", (json_int_t)events_last_seq(), "workers",
 	    (json_int_t)sup_count_live(), "connections", (json_int_t)herdd.nconns, "generation",
-	    (json_int_t)generation);
+	    (json_int_t)generation, "fell_back", fell_back);
 }
 
 void
@@ -269,9 +295,9 @@ reexec_adopt(void)
 		if (c)
 			conn_reply(c, json_array_get(w, 1), json_incref(result));
 	}
-	log_info("reexec %u: took over %u workers and %u connections (event seq %llu)",
-	    generation, sup_count_live(), herdd.nconns,
-	    (unsigned long long)events_last_seq());
+	log_info("reexec %u%s: took over %u workers and %u connections (event seq %llu)",
+	    generation, fell_back ? " (back to the previous binary)" : "", sup_count_live(),
+	    herdd.nconns, (unsigned long long)events_last_seq());
 	json_decref(result);
 	json_decref(adopted);
 	adopted = NULL;
@@ -309,7 +335,8 @@ answer_error(int code, json_t *data, const char *text)
 		struct rx_waiter *x = waiters;
 
 		waiters = x->next;
-		conn_reply_error(x->conn, x->id, code, data ? json_deep_copy(data) : NULL, "%s", text);
+		conn_reply_error(
+		    x->conn, x->id, code, data ? json_deep_copy(data) : NULL, "%s", text);
 		conn_unref(x->conn);
 		json_decref(x->id);
 		free(x);
@@ -317,8 +344,8 @@ answer_error(int code, json_t *data, const char *text)
 	json_decref(data);
 }
 
-static void
-fail(const char *stage, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(const char *stage, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* The reexec did not happen: herdd serves on, the waiters learn why. */
 static void
@@ -331,8 +358,8 @@ fail(const char *stage, int err, const char *fmt, ...)
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
 	log_error("reexec failed (%s): %s; this herdd goes on", stage, text);
-	answer_error(HERD_E_INTERNAL_ERROR, json_pack("{s:s, s:i}", "stage", stage, "errno", err),
-	    text);
+	answer_error(
+	    HERD_E_INTERNAL_ERROR, json_pack("{s:s, s:i}", "stage", stage, "errno", err), text);
 }
 
 /* environ without our variables, plus extra (NULL-terminated). A new array of borrowed strings. */
@@ -443,16 +470,25 @@ state_memfd(json_t *state)
 static json_t *
 full_state(struct reexec_fds *fds)
 {
-	json_t *state = reexec_state_save(fds), *list = json_array(), *ws = json_array();
+	json_t *state = reexec_state_save(fds), *list = json_array(), *ws = json_array(),
+	       *mask = json_array();
 	struct rx_waiter *x;
+	sigset_t cur;
+
+	sigprocmask(SIG_BLOCK, NULL, &cur);
+	for (int sig = 1; mask && sig < NSIG; sig++)
+		if (sigismember(&cur, sig) == 1)
+			json_array_append_new(mask, json_integer(sig));
 
 	for (size_t i = 0; list && i < fds->n; i++)
 		json_array_append_new(list, json_integer(fds->fd[i]));
 	for (x = waiters; ws && x; x = x->next)
 		if (!x->conn->peer.closed)
-			json_array_append_new(ws, json_pack("[I, O]", (json_int_t)x->conn->serial, x->id));
-	if (!state || !list || !ws ||
-	    json_object_set_new(state, "fds", list) < 0 || json_object_set_new(state, "waiters", ws) < 0 ||
+			json_array_append_new(
+			    ws, json_pack("[I, O]", (json_int_t)x->conn->serial, x->id));
+	if (!state || !list || !ws || json_object_set_new(state, "sigmask", mask) < 0 ||
+	    json_object_set_new(state, "fds", list) < 0 ||
+	    json_object_set_new(state, "waiters", ws) < 0 ||
 	    json_object_set_new(state, "generation", json_integer(generation + 1)) < 0 ||
 	    json_object_set_new(json_object_get(state, "server"), "socket_dir",
 	        json_string(herdd.socket_dir)) < 0) {
@@ -479,7 +515,7 @@ exec_successor(const char *binary, int memfd, const struct reexec_fds *fds)
 	sigset_t all, prev;
 
 	snprintf(state_var, sizeof(state_var), ENV_STATE "=%d", memfd);
-	snprintf(fallback_var, sizeof(fallback_var), ENV_FALLBACK "=%d", old);
+	snprintf(fallback_var, sizeof(fallback_var), ENV_FALLBACK "=%d:%d", old, memfd);
 	if (old < 0)
 		extra[1] = NULL;
 	env = child_env(extra);
@@ -571,10 +607,10 @@ settle_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	settle_stop();
 	wanted = false;
-	log_warn("reexec: not settled within %u ms (%s); not reexecuting", WAIT_MS,
-	    why ? why : "?");
-	snprintf(text, sizeof(text), "herdd did not settle within %u ms: %s", WAIT_MS,
-	    why ? why : "?");
+	log_warn(
+	    "reexec: not settled within %u ms (%s); not reexecuting", WAIT_MS, why ? why : "?");
+	snprintf(
+	    text, sizeof(text), "herdd did not settle within %u ms: %s", WAIT_MS, why ? why : "?");
 	answer_error(HERD_E_TIMEOUT,
 	    json_pack("{s:s, s:I}", "what", "reexec", "ms", (json_int_t)WAIT_MS), text);
 }
@@ -608,7 +644,8 @@ h_reexec(struct conn *c, json_t *id, json_t *params)
 	if (dispatch_unpack(c, id, params, "{s?s}", "binary", &binary) < 0)
 		return;
 	if (!self_argv) {
-		conn_reply_error(c, id, HERD_E_INTERNAL_ERROR, NULL, "reexec is not available here");
+		conn_reply_error(
+		    c, id, HERD_E_INTERNAL_ERROR, NULL, "reexec is not available here");
 		return;
 	}
 	if (c->cred.uid != 0 && c->cred.uid != herdd.uid) {
