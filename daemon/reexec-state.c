@@ -649,13 +649,14 @@ reexec_state_save(struct reexec_fds *fds)
 	}
 	for (size_t i = 0; stats && i < NSTATS; i++)
 		json_array_append_new(stats, json_integer((json_int_t)st[i]));
-	state = json_pack("{s:s, s:{s:s, s:s, s:s, s:i, s:i, s:b, s:b}, s:I, s:o, s:o, s:o, s:o,"
-	                  " s:o}",
+	state = json_pack("{s:s, s:{s:s, s:s, s:s, s:i, s:i, s:b, s:b}, s:I, s:[I, I], s:o, s:o,"
+	                  " s:o, s:o, s:o}",
 	    "format", STATE_FORMAT, "server", "socket", herdd.cfg.socket_path, "lock",
 	    herdd.lock_path, "workers_dir", herdd.workers_dir, "listen_fd", herdd.listen_fd,
 	    "lock_fd", herdd.lock_fd, "activated", herdd.activated, "own_socket", herdd.own_socket,
-	    "started_ms", (json_int_t)herdd.started_ms, "stats", stats, "events", events_save(),
-	    "cgroup", cgroup_save(), "connections", conns, "workers", workers);
+	    "started_ms", (json_int_t)herdd.started_ms, "nofile", (json_int_t)herdd.nofile.rlim_cur,
+	    (json_int_t)herdd.nofile.rlim_max, "stats", stats, "events", events_save(), "cgroup",
+	    cgroup_save(), "connections", conns, "workers", workers);
 	if (save_failed || !state) {
 		json_decref(state);
 		return NULL;
@@ -723,6 +724,11 @@ reexec_state_load(json_t *state)
 	json_array_foreach(stats, i, o)
 		st[i] = (uint64_t)json_integer_value(o);
 	herdd.started_ms = json_integer_value(json_object_get(state, "started_ms"));
+	/* What workers get is the limit the first image started with, not the one it raised. */
+	herdd.nofile.rlim_cur =
+	    (rlim_t)json_integer_value(json_array_get(json_object_get(state, "nofile"), 0));
+	herdd.nofile.rlim_max =
+	    (rlim_t)json_integer_value(json_array_get(json_object_get(state, "nofile"), 1));
 	if (events_load(json_object_get(state, "events")) < 0)
 		log_error("reexec: the event ring could not be taken over; seqs start again");
 	json_array_foreach(conns, i, o)

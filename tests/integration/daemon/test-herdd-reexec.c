@@ -49,9 +49,9 @@ reexec_ok(struct ht_conn *c, json_int_t n)
 static json_t *
 spawn(struct ht_conn *m, const char *shutdown_on)
 {
-	return ht_spawn_ok(m, ht_testworker_params(shutdown_on ? json_pack("{s:s}", "shutdown_on",
-	                                                             shutdown_on)
-	                                                       : NULL));
+	return ht_spawn_ok(m,
+	    ht_testworker_params(
+	        shutdown_on ? json_pack("{s:s}", "shutdown_on", shutdown_on) : NULL));
 }
 
 /* The worker id is listed with this pid, incarnation 1 and state ready. */
@@ -252,13 +252,12 @@ START_TEST(test_exit_during_and_after)
 	ck_assert_int_eq(ht_wait_pid_reaped(pa, ht_ms(5000)), 0);
 
 	/* After: the worker exits by itself. */
-	r = ht_worker_call(ht_str(b, "socket"), NULL, "exit",
-	    json_pack("{s:i}", "code", 3), ht_ms(5000));
+	r = ht_worker_call(
+	    ht_str(b, "socket"), NULL, "exit", json_pack("{s:i}", "code", 3), ht_ms(5000));
 	json_decref(r);
 	ev = ht_wait_event_ok(ht_master, "exited", ht_str(b, "id"), ht_ms(10000));
-	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(ev, "worker"),
-	                     "exit_code")),
-	    3);
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(json_object_get(ev, "worker"), "exit_code")), 3);
 	json_decref(ev);
 	ck_assert_int_eq(ht_wait_pid_reaped(pb, ht_ms(5000)), 0);
 	json_decref(a);
@@ -325,6 +324,77 @@ START_TEST(test_failed_binary)
 }
 END_TEST
 
+/* The worker at sock writes text and a newline to stream ("stdout" or "stderr"). */
+static void
+writes(const char *sock, const char *stream, const char *text)
+{
+	json_t *r =
+	    ht_worker_call(sock, NULL, stream, json_pack("{s:s}", "text", text), ht_ms(5000));
+
+	ht_assert_result(r);
+	json_decref(r);
+}
+
+/*
+ * What a worker record holds goes on: captured lines and a rotated output file
+ * keep what came before and get what comes after, a restart policy still
+ * restarts (incarnation 2), and an exited record is still listed.
+ */
+START_TEST(test_records_kept)
+{
+	char dir[128], path[256], buf[256];
+	json_t *a, *b, *c, *r, *ev, *lines;
+	FILE *f;
+	size_t n;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/out.log", dir);
+	a = ht_spawn_ok(ht_master,
+	    ht_testworker_params(json_pack("{s:s, s:{s:s, s:i}}", "shutdown_on", "explicit",
+	        "stdout", "file", path, "max_bytes", 1000)));
+	b = ht_spawn_ok(ht_master,
+	    ht_testworker_params(
+	        json_pack("{s:s, s:s}", "shutdown_on", "explicit", "restart", "always")));
+	c = spawn(ht_master, NULL);
+	ht_expect(ht_master, "shutdown", json_pack("{s:s}", "id", ht_str(c, "id")), NULL);
+	writes(ht_str(a, "socket"), "stdout", "before out");
+	writes(ht_str(a, "socket"), "stderr", "before err");
+
+	reexec_ok(ht_master, 1);
+	r = ht_herdd_find(ht_master, ht_str(c, "id"));
+	ck_assert_msg(r, "the exited record of %s is gone", ht_str(c, "id"));
+	ck_assert_str_eq(ht_str(r, "state"), "exited");
+	ck_assert_str_eq(ht_str(r, "reason"), "shutdown");
+	json_decref(r);
+
+	writes(ht_str(a, "socket"), "stdout", "after out");
+	writes(ht_str(a, "socket"), "stderr", "after err");
+	/* Reaped means herdd has read both pipes to their end. */
+	ht_expect(ht_master, "shutdown", json_pack("{s:s}", "id", ht_str(a, "id")), NULL);
+	f = fopen(path, "re");
+	ck_assert_ptr_nonnull(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	ck_assert_str_eq(buf, "before out\nafter out\n");
+	r = ht_call_ok(ht_master, "logs", json_pack("{s:s}", "id", ht_str(a, "id")));
+	lines = json_object_get(ht_assert_result(r), "lines");
+	ck_assert_msg(ht_lines_contain(lines, "before err") && ht_lines_contain(lines, "after err"),
+	    "logs: %s", ht_dump(r));
+	json_decref(r);
+
+	ck_assert_int_eq(kill(ht_worker_pid(b), SIGKILL), 0);
+	ev = ht_wait_event_ok(ht_master, "restarted", ht_str(b, "id"), ht_ms(10000));
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(json_object_get(ev, "worker"), "incarnation")), 2);
+	json_decref(ev);
+	ht_expect(ht_master, "shutdown", json_pack("{s:s}", "id", ht_str(b, "id")), NULL);
+	json_decref(a);
+	json_decref(b);
+	json_decref(c);
+}
+END_TEST
+
 /* What nobody gets when it asks a root herdd to reexec: permission_denied. */
 static int
 ask_as_nobody(void *arg)
@@ -387,4 +457,4 @@ END_TEST
 HT_MAIN("herdd-reexec",
     HT_HERDD_CASE("reexec", 120, ht_grace_args, test_workers_and_connections_survive,
         test_calls_through_reexecs, test_ownership_kept, test_exit_during_and_after,
-        test_failed_binary, test_sigusr2_and_permission))
+        test_failed_binary, test_records_kept, test_sigusr2_and_permission))
