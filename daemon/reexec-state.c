@@ -746,6 +746,8 @@ reexec_state_load(json_t *state)
 		if (next)
 			conn_ref(next);
 		herd__peer_process(&c->peer);
+		/* A subscriber that was behind with nothing left to drain is fed now. */
+		events_drained(c);
 		listed = next && next->on_list;
 		conn_unref(next);
 		if (!listed)
