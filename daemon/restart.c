@@ -385,7 +385,7 @@ restart_load(struct worker *w, json_t *saved)
 {
 	json_int_t v[7], end_next, sec, nsec, due;
 	int policy, reason, code, sig, have_last;
-	json_t *ends, *env, *init, *settings, *e;
+	json_t *ends, *env = NULL, *init = NULL, *settings = NULL, *e;
 	struct restart *r;
 	size_t i;
 
