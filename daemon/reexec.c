@@ -31,7 +31,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -344,19 +343,10 @@ answer_error(int code, json_t *data, const char *text)
 	json_decref(data);
 }
 
-static void fail(const char *stage, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /* The reexec did not happen: herdd serves on, the waiters learn why. */
 static void
-fail(const char *stage, int err, const char *fmt, ...)
+fail(const char *stage, int err, const char *text)
 {
-	char text[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
 	log_error("reexec failed (%s): %s; this herdd goes on", stage, text);
 	answer_error(
 	    HERD_E_INTERNAL_ERROR, json_pack("{s:s, s:i}", "stage", stage, "errno", err), text);
@@ -566,10 +556,11 @@ reexec_now(void)
 	}
 	r = probe(binary, memfd, why, sizeof(why));
 	if (r < 0) {
-		fail("probe", -r, "%s", why[0] ? why : strerror(-r));
+		fail("probe", -r, why[0] ? why : strerror(-r));
 	} else {
 		r = exec_successor(binary, memfd, &fds);
-		fail("exec", -r, "executing %s: %s", binary, strerror(-r));
+		snprintf(why, sizeof(why), "executing %s: %s", binary, strerror(-r));
+		fail("exec", -r, why);
 	}
 	close(memfd);
 	free(fds.fd);

@@ -221,6 +221,23 @@ START_TEST(test_ownership_kept)
 END_TEST
 
 /*
+ * Writes a "new binary" for reexec into herdd's directory as name (its path
+ * into path): a shell script that runs first, then execs the real herdd.
+ */
+static void
+script_to(char *path, size_t len, const char *name, const char *first)
+{
+	FILE *f;
+
+	snprintf(path, len, "%s/%s", ht_herdd->dir, name);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "#!/bin/sh\n%sexec %s \"$@\"\n", first, ht_env_path("HERDD"));
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(chmod(path, 0755), 0);
+}
+
+/*
  * A worker SIGKILLed while herdd is between images (by the new binary's probe,
  * a script that kills it first), and one that exits after the reexec, are both
  * reaped by the successor (no zombie) and reported to their master.
@@ -229,19 +246,10 @@ START_TEST(test_exit_during_and_after)
 {
 	json_t *a = spawn(ht_master, NULL), *b = spawn(ht_master, NULL), *ev, *r;
 	pid_t pa = ht_worker_pid(a), pb = ht_worker_pid(b);
-	const char *herdd = ht_env_path("HERDD");
-	char script[256], body[512];
-	FILE *f;
+	char script[256], body[128];
 
-	snprintf(script, sizeof(script), "%s/killer.sh", ht_herdd->dir);
-	snprintf(body, sizeof(body),
-	    "#!/bin/sh\n[ -n \"$HERDD_REEXEC_PROBE\" ] && kill -KILL %d\nexec %s \"$@\"\n", (int)pa,
-	    herdd);
-	f = fopen(script, "w");
-	ck_assert_ptr_nonnull(f);
-	fputs(body, f);
-	ck_assert_int_eq(fclose(f), 0);
-	ck_assert_int_eq(chmod(script, 0755), 0);
+	snprintf(body, sizeof(body), "[ -n \"$HERDD_REEXEC_PROBE\" ] && kill -KILL %d\n", (int)pa);
+	script_to(script, sizeof(script), "killer.sh", body);
 
 	r = reexec(ht_master, json_pack("{s:s}", "binary", script));
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_assert_result(r), "generation")), 1);
@@ -275,11 +283,9 @@ START_TEST(test_failed_binary)
 {
 	json_t *w = spawn(ht_master, NULL), *r;
 	pid_t pid = ht_worker_pid(w);
-	const char *herdd = ht_env_path("HERDD");
-	char script[256], body[512];
+	char script[256];
 	struct ht_out o;
 	int fds = ht_count_fds(ht_herdd->pid);
-	FILE *f;
 
 	r = reexec(ht_master, json_pack("{s:s}", "binary", "/bin/false"));
 	ht_assert_error(r, "internal_error");
@@ -297,16 +303,8 @@ START_TEST(test_failed_binary)
 	ck_assert_int_eq(ht_count_fds(ht_herdd->pid), fds);
 
 	/* Passes the probe, then starts with its state pointing at /dev/null. */
-	snprintf(script, sizeof(script), "%s/lossy.sh", ht_herdd->dir);
-	snprintf(body, sizeof(body),
-	    "#!/bin/sh\n[ -n \"$HERDD_REEXEC_PROBE\" ] || export HERDD_REEXEC_STATE=0\n"
-	    "exec %s \"$@\"\n",
-	    herdd);
-	f = fopen(script, "w");
-	ck_assert_ptr_nonnull(f);
-	fputs(body, f);
-	ck_assert_int_eq(fclose(f), 0);
-	ck_assert_int_eq(chmod(script, 0755), 0);
+	script_to(script, sizeof(script), "lossy.sh",
+	    "[ -n \"$HERDD_REEXEC_PROBE\" ] || export HERDD_REEXEC_STATE=0\n");
 	r = reexec(ht_master, json_pack("{s:s}", "binary", script));
 	ck_assert(json_is_true(json_object_get(ht_assert_result(r), "fell_back")));
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(r), "pid")), ht_herdd->pid);
@@ -323,17 +321,6 @@ START_TEST(test_failed_binary)
 	json_decref(w);
 }
 END_TEST
-
-/* The worker at sock writes text and a newline to stream ("stdout" or "stderr"). */
-static void
-writes(const char *sock, const char *stream, const char *text)
-{
-	json_t *r =
-	    ht_worker_call(sock, NULL, stream, json_pack("{s:s}", "text", text), ht_ms(5000));
-
-	ht_assert_result(r);
-	json_decref(r);
-}
 
 /*
  * What a worker record holds goes on: captured lines and a rotated output file
@@ -357,8 +344,8 @@ START_TEST(test_records_kept)
 	        json_pack("{s:s, s:s}", "shutdown_on", "explicit", "restart", "always")));
 	c = spawn(ht_master, NULL);
 	ht_expect(ht_master, "shutdown", json_pack("{s:s}", "id", ht_str(c, "id")), NULL);
-	writes(ht_str(a, "socket"), "stdout", "before out");
-	writes(ht_str(a, "socket"), "stderr", "before err");
+	ht_worker_writes_ok(ht_str(a, "socket"), "stdout", "before out");
+	ht_worker_writes_ok(ht_str(a, "socket"), "stderr", "before err");
 
 	reexec_ok(ht_master, 1);
 	r = ht_herdd_find(ht_master, ht_str(c, "id"));
@@ -367,8 +354,8 @@ START_TEST(test_records_kept)
 	ck_assert_str_eq(ht_str(r, "reason"), "shutdown");
 	json_decref(r);
 
-	writes(ht_str(a, "socket"), "stdout", "after out");
-	writes(ht_str(a, "socket"), "stderr", "after err");
+	ht_worker_writes_ok(ht_str(a, "socket"), "stdout", "after out");
+	ht_worker_writes_ok(ht_str(a, "socket"), "stderr", "after err");
 	/* Reaped means herdd has read both pipes to their end. */
 	ht_expect(ht_master, "shutdown", json_pack("{s:s}", "id", ht_str(a, "id")), NULL);
 	f = fopen(path, "re");

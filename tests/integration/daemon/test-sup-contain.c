@@ -321,6 +321,22 @@ kill_master(const struct ht_daemon *d, bool pid_ns)
 	assert_tree_gone(tree, n, ht_ms(3000), "SIGKILL of the master");
 }
 
+/*
+ * SIGKILLs the worker tree[0] (cgroup want): the tree goes, and so does its
+ * cgroup once empty; then a master's tree goes with its SIGKILL, and d stops.
+ */
+static void
+kill_all(struct ht_daemon *d, struct ht_conn *m, const pid_t *tree, int n, const char *want,
+    const char *after)
+{
+	ck_assert_int_eq(kill(tree[0], SIGKILL), 0);
+	assert_tree_gone(tree, n, ht_ms(3000), after);
+	ck_assert_int_eq(ht_wait_path_gone(want, ht_ms(3000)), 0);
+	kill_master(d, false);
+	ht_conn_close(m);
+	ck_assert_int_eq(ht_daemon_stop(d, ht_ms(5000)), 0);
+}
+
 /* ---- tests ---- */
 
 START_TEST(test_cgroup_nothing_escapes)
@@ -361,15 +377,8 @@ START_TEST(test_cgroup_nothing_escapes)
 	}
 	json_decref(c);
 
-	/* SIGKILL the worker: the tree goes, and so does its cgroup once empty. */
-	ck_assert_int_eq(kill(tree[0], SIGKILL), 0);
-	assert_tree_gone(tree, n, ht_ms(3000), "SIGKILL of the worker");
-	ck_assert_int_eq(ht_wait_path_gone(want, ht_ms(3000)), 0);
 	json_decref(res);
-
-	kill_master(d, false);
-	ht_conn_close(m);
-	ck_assert_int_eq(ht_daemon_stop(d, ht_ms(5000)), 0);
+	kill_all(d, m, tree, n, want, "SIGKILL of the worker");
 }
 END_TEST
 
@@ -569,13 +578,8 @@ START_TEST(test_cgroup_kept_across_reexec)
 	    json_integer_value(json_object_get(json_object_get(st, "leftovers_killed"), "cgroups")),
 	    0);
 	json_decref(st);
-	ck_assert_int_eq(kill(tree[0], SIGKILL), 0);
-	assert_tree_gone(tree, n, ht_ms(3000), "SIGKILL of the worker after a reexec");
-	ck_assert_int_eq(ht_wait_path_gone(want, ht_ms(3000)), 0);
 	json_decref(res);
-	kill_master(d, false);
-	ht_conn_close(m);
-	ck_assert_int_eq(ht_daemon_stop(d, ht_ms(5000)), 0);
+	kill_all(d, m, tree, n, want, "SIGKILL of the worker after a reexec");
 }
 END_TEST
 
