@@ -398,11 +398,12 @@ probe(const char *binary, int memfd, char *why, size_t len)
 		execve(binary, self_argv, env);
 		_exit(127);
 	}
+	r = pid < 0 ? (env ? -errno : -ENOMEM) : -ETIMEDOUT;
 	free(env);
 	close(p[1]);
 	if (pid < 0) {
 		close(p[0]);
-		return env ? -errno : -ENOMEM;
+		return r;
 	}
 	pfd = (struct pollfd){ .fd = p[0], .events = POLLIN };
 	while ((left = deadline - now_ms()) > 0) {

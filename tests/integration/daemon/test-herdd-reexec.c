@@ -382,6 +382,46 @@ START_TEST(test_records_kept)
 }
 END_TEST
 
+/*
+ * A reexec waits for settled state: asked while a worker that ignores SIGTERM
+ * is stopping (its shutdown request pending), it runs once the grace ended
+ * with SIGKILL and the shutdown was answered.
+ */
+START_TEST(test_waits_for_settled)
+{
+	char fifo[256], script[512], byte[2];
+	int64_t down, rx;
+	json_t *w, *r;
+	int fd;
+
+	/* The worker says on a FIFO once it ignores SIGTERM (O_RDWR: reading waits for it). */
+	snprintf(fifo, sizeof(fifo), "%s/trapped", ht_herdd->dir);
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	fd = open(fifo, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	snprintf(script, sizeof(script), "trap '' TERM; echo > %s; exec sleep 600", fifo);
+	w = ht_spawn_ok(ht_master,
+	    ht_sh_params(
+	        script, json_pack("{s:s, s:s}", "ready", "exec", "shutdown_on", "explicit")));
+	ck_assert_int_eq(ht_read_all(fd, byte, sizeof(byte), ht_ms(10000)), 1);
+	close(fd);
+
+	down = ht_conn_send_request(
+	    ht_master, "shutdown", json_pack("{s:s, s:i}", "id", ht_str(w, "id"), "grace_ms", 500));
+	rx = ht_conn_send_request(ht_master, "reexec", json_object());
+	r = ht_conn_wait_reply(ht_master, down, ht_ms(10000));
+	ck_assert_str_eq(ht_str(ht_assert_result(r), "state"), "exited");
+	ck_assert_str_eq(ht_str(ht_result(r), "signal"), "SIGKILL");
+	json_decref(r);
+	r = ht_conn_wait_reply(ht_master, rx, ht_ms(30000));
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_assert_result(r), "generation")), 1);
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(r), "workers")), 0);
+	json_decref(r);
+	ck_assert_int_eq(ht_wait_pid_reaped(ht_worker_pid(w), ht_ms(5000)), 0);
+	json_decref(w);
+}
+END_TEST
+
 /* What nobody gets when it asks a root herdd to reexec: permission_denied. */
 static int
 ask_as_nobody(void *arg)
@@ -444,4 +484,4 @@ END_TEST
 HT_MAIN("herdd-reexec",
     HT_HERDD_CASE("reexec", 120, ht_grace_args, test_workers_and_connections_survive,
         test_calls_through_reexecs, test_ownership_kept, test_exit_during_and_after,
-        test_failed_binary, test_records_kept, test_sigusr2_and_permission))
+        test_failed_binary, test_records_kept, test_waits_for_settled, test_sigusr2_and_permission))
