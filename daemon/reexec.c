@@ -64,7 +64,7 @@ static struct rx_waiter *waiters;
 static bool wanted; /* a request or SIGUSR2 waits for settled state */
 static unsigned generation; /* reexecs so far */
 static ev_signal sig_usr2;
-static ev_check settle_check;
+static ev_prepare settle_check;
 static ev_timer settle_timer;
 static json_t *adopted; /* a successor's state until reexec_adopt() */
 static bool fell_back; /* the successor failed and this is the previous binary again */
@@ -572,13 +572,16 @@ reexec_now(void)
 static void
 settle_stop(void)
 {
-	ev_check_stop(herdd.loop, &settle_check);
+	ev_prepare_stop(herdd.loop, &settle_check);
 	ev_timer_stop(herdd.loop, &settle_timer);
 }
 
-/* After each loop iteration: once nothing is in flight, the reexec runs. */
+/*
+ * Before each poll (a check watcher started inside a callback would wait for
+ * the next wakeup): once nothing is in flight, the reexec runs.
+ */
 static void
-settle_check_cb(struct ev_loop *loop, ev_check *w, int revents)
+settle_check_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
 	if (herdd.stopping) {
 		settle_stop();
@@ -610,12 +613,15 @@ settle_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 want(void)
 {
+	const char *why = unsettled();
+
 	if (wanted)
 		return;
+	if (why)
+		log_info("reexec waits: %s", why);
 	wanted = true;
-	ev_check_start(herdd.loop, &settle_check);
+	ev_prepare_start(herdd.loop, &settle_check);
 	ev_timer_set(&settle_timer, WAIT_MS / 1000.0, 0.);
-	/* Requests and signals are handled inside a loop iteration: the check ends it. */
 	ev_timer_start(herdd.loop, &settle_timer);
 }
 
@@ -691,7 +697,7 @@ reexec_init(int argc, char **argv)
 		self_argv[i] = argv[i];
 	ev_signal_init(&sig_usr2, usr2_cb, SIGUSR2);
 	ev_signal_start(herdd.loop, &sig_usr2);
-	ev_check_init(&settle_check, settle_check_cb);
+	ev_prepare_init(&settle_check, settle_check_cb);
 	ev_timer_init(&settle_timer, settle_timer_cb, 0., 0.);
 }
 

@@ -422,6 +422,19 @@ START_TEST(test_waits_for_settled)
 }
 END_TEST
 
+/*
+ * An idle herdd (no worker, nothing to wake its loop) reexecs at once, not
+ * when its wait for settled state would give up (10 s).
+ */
+START_TEST(test_idle_at_once)
+{
+	json_t *r = ht_conn_call(ht_master, "reexec", json_object(), ht_ms(3000));
+
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_assert_result(r), "generation")), 1);
+	json_decref(r);
+}
+END_TEST
+
 /* What nobody gets when it asks a root herdd to reexec: permission_denied. */
 static int
 ask_as_nobody(void *arg)
@@ -482,6 +495,7 @@ START_TEST(test_sigusr2_and_permission)
 END_TEST
 
 HT_MAIN("herdd-reexec",
-    HT_HERDD_CASE("reexec", 120, ht_grace_args, test_workers_and_connections_survive,
-        test_calls_through_reexecs, test_ownership_kept, test_exit_during_and_after,
-        test_failed_binary, test_records_kept, test_waits_for_settled, test_sigusr2_and_permission))
+    HT_HERDD_CASE("reexec", 120, ht_grace_args, test_idle_at_once,
+        test_workers_and_connections_survive, test_calls_through_reexecs, test_ownership_kept,
+        test_exit_during_and_after, test_failed_binary, test_records_kept, test_waits_for_settled,
+        test_sigusr2_and_permission))
