@@ -23,6 +23,9 @@
 
 #include "ht-check.h"
 
+/* Reexecs while a master calls its worker. */
+#define REEXECS 20
+
 /* Sends reexec (params stolen, may be NULL) on c and returns the reply (new reference). */
 static json_t *
 reexec(struct ht_conn *c, json_t *params)
@@ -136,7 +139,7 @@ START_TEST(test_workers_and_connections_survive)
 END_TEST
 
 /*
- * A master calling its worker without pause through five reexecs sees no
+ * A master calling its worker without pause through 20 reexecs sees no
  * failed call; the closing numbers are printed. The caller is a child process
  * that calls until its stop pipe closes, then reports "calls failed".
  */
@@ -174,7 +177,7 @@ START_TEST(test_calls_through_reexecs)
 	ht_track_child(pid);
 	close(stop[0]);
 	close(report[1]);
-	for (int i = 1; i <= 5; i++) {
+	for (int i = 1; i <= REEXECS; i++) {
 		reexec_ok(ht_master, i);
 		/* The master's own requests work between reexecs too. */
 		assert_listed(ht_master, ht_str(w, "id"), ht_worker_pid(w));
@@ -190,7 +193,7 @@ START_TEST(test_calls_through_reexecs)
 	}
 	close(report[0]);
 	ck_assert_int_eq(ht_wait_exit_ok(pid), 0);
-	printf("reexec: %ld calls during 5 reexecs, %ld failed\n", calls, failed);
+	printf("reexec: %ld calls during %d reexecs, %ld failed\n", calls, REEXECS, failed);
 	ck_assert_int_gt(calls, 0);
 	ck_assert_int_eq(failed, 0);
 	json_decref(w);
