@@ -42,10 +42,11 @@
 #include "config.h"
 #include "herdd.h"
 
-#define ENV_STATE        "HERDD_REEXEC_STATE"
-#define ENV_PROBE        "HERDD_REEXEC_PROBE"
-#define ENV_FALLBACK     "HERDD_REEXEC_FALLBACK"
-#define PROBE_TIMEOUT_MS 10000
+#define ENV_STATE    "HERDD_REEXEC_STATE"
+#define ENV_PROBE    "HERDD_REEXEC_PROBE"
+#define ENV_FALLBACK "HERDD_REEXEC_FALLBACK"
+/* The loop waits for the probe: well under the default heartbeat timeout (10 s). */
+#define PROBE_TIMEOUT_MS 3000
 #define WAIT_MS          10000u
 
 extern char **environ;

@@ -8,7 +8,7 @@
  * instance and the next seq, ownership holds (a master that goes away still
  * takes its workers with it), a worker that dies while herdd is between
  * images is still reaped and reported, and a new binary that cannot take over
- * (/bin/false, one that loses the state) leaves herdd serving with every
+ * (/bin/false, one that hangs, one that loses the state) leaves herdd serving with every
  * worker. herdd's fds are the same before and after.
  */
 #include <errno.h>
@@ -304,6 +304,14 @@ START_TEST(test_failed_binary)
 	assert_listed(ht_master, ht_str(w, "id"), pid);
 	assert_serves(ht_str(w, "socket"));
 	ck_assert_int_eq(ht_count_fds(ht_herdd->pid), fds);
+
+	/* A probe that never answers is killed at its deadline (3 s). */
+	script_to(script, sizeof(script), "hang.sh", "exec sleep 600\n");
+	r = reexec(ht_master, json_pack("{s:s}", "binary", script));
+	ht_assert_error(r, "internal_error");
+	ck_assert_msg(strstr(ht_error_message(r), "did not answer"), "%s", ht_dump(r));
+	json_decref(r);
+	assert_listed(ht_master, ht_str(w, "id"), pid);
 
 	/* Passes the probe, then starts with its state pointing at /dev/null. */
 	script_to(script, sizeof(script), "lossy.sh",
