@@ -8,8 +8,9 @@
  * instance and the next seq, ownership holds (a master that goes away still
  * takes its workers with it), a worker that dies while herdd is between
  * images is still reaped and reported, and a new binary that cannot take over
- * (/bin/false, one that hangs, one that loses the state) leaves herdd serving with every
- * worker. herdd's fds are the same before and after.
+ * (/bin/false, one that hangs, one gone before the exec, one that loses the
+ * state) leaves herdd serving with every worker. herdd's fds are the same
+ * before and after.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -312,6 +313,16 @@ START_TEST(test_failed_binary)
 	ck_assert_msg(strstr(ht_error_message(r), "did not answer"), "%s", ht_dump(r));
 	json_decref(r);
 	assert_listed(ht_master, ht_str(w, "id"), pid);
+
+	/* Passes the probe and removes itself: the exec fails, herdd goes on. */
+	script_to(script, sizeof(script), "vanishing.sh", "rm -f \"$0\"\n");
+	r = reexec(ht_master, json_pack("{s:s}", "binary", script));
+	ht_assert_error(r, "internal_error");
+	ck_assert_str_eq(ht_str(ht_error_data(r), "stage"), "exec");
+	json_decref(r);
+	assert_listed(ht_master, ht_str(w, "id"), pid);
+	assert_serves(ht_str(w, "socket"));
+	ck_assert_int_eq(ht_count_fds(ht_herdd->pid), fds);
 
 	/* Passes the probe, then starts with its state pointing at /dev/null. */
 	script_to(script, sizeof(script), "lossy.sh",
