@@ -23,7 +23,11 @@
 
 #include "herdd.h"
 
-/* Bumped whenever a record changes: a successor refuses a format it does not know. */
+/*
+ * Bumped whenever a record changes incompatibly: a successor refuses a format
+ * it does not know (its probe fails and herdd goes on). New fields that may be
+ * absent keep the format.
+ */
 #define STATE_FORMAT "herdd-reexec-1"
 
 static bool save_failed;
@@ -685,8 +689,7 @@ reexec_state_check(json_t *state, char *why, size_t len)
 	if (json_unpack(server, "{s:s, s:s, s:s, s:i, s:i, s:b, s:b}", "socket", &format, "lock",
 	        &format, "workers_dir", &format, "listen_fd", &fd, "lock_fd", &fd, "activated",
 	        &flag, "own_socket", &flag) < 0 ||
-	    !json_is_array(stats) || json_array_size(stats) != NSTATS || !json_is_array(conns) ||
-	    !json_is_array(workers)) {
+	    !json_is_array(stats) || !json_is_array(conns) || !json_is_array(workers)) {
 		snprintf(why, len, "the server or counters do not fit this herdd");
 		return -EINVAL;
 	}
@@ -721,8 +724,10 @@ reexec_state_load(json_t *state)
 	struct worker *w;
 	size_t i;
 
+	/* By position: a binary with counters added at the end starts those at 0. */
 	json_array_foreach(stats, i, o)
-		st[i] = (uint64_t)json_integer_value(o);
+		if (i < NSTATS)
+			st[i] = (uint64_t)json_integer_value(o);
 	herdd.started_ms = json_integer_value(json_object_get(state, "started_ms"));
 	/* What workers get is the limit the first image started with, not the one it raised. */
 	herdd.nofile.rlim_cur =

@@ -16,7 +16,10 @@
  * pipe: the probe parsed herdd's options and checked every record. Only then
  * does it execve; if execve fails, herdd puts FD_CLOEXEC back and goes on. A
  * successor that passed the probe and still cannot take over (out of memory)
- * execs the old binary back through an fd kept open on it.
+ * execs the old binary back through an fd kept open on it. One that crashes
+ * while taking over cannot: herdd is gone then, and its workers with it, as
+ * when herdd crashes at any other time. Signals are blocked from just before
+ * the execve until the successor's watchers run, so none is lost or fatal.
  *
  * The loop does not run during the probe, so the state it checks is the state
  * handed over. Masters call workers over the workers' own sockets, which do not
@@ -147,7 +150,8 @@ close_all_but(json_t *keep)
  * HERDD_REEXEC_FALLBACK is "EXE_FD:STATE_FD", its own copy of where the state
  * is, so a successor that lost HERDD_REEXEC_STATE can still go back.
  */
-static void __attribute__((noreturn)) fall_back(const char *why, char **argv)
+static _Noreturn void
+fall_back(const char *why, char **argv)
 {
 	const char *v = getenv(ENV_FALLBACK);
 	int exe = -1, state = -1;
