@@ -438,3 +438,12 @@ conn_count_masters(void)
 	}
 	return n;
 }
+
+/* Gives c the serial it had before a reexec; later connections get higher ones. */
+void
+conn_set_serial(struct conn *c, uint64_t serial)
+{
+	c->serial = serial;
+	if (serial >= next_serial)
+		next_serial = serial + 1;
+}

@@ -33,6 +33,7 @@ static const struct method methods[] = {
 	{ "subscribe", h_subscribe, NEED_HELLO },
 	{ "unsubscribe", h_unsubscribe, NEED_HELLO },
 	{ "stats", h_stats, NEED_HELLO | WHILE_STOPPING },
+	{ "reexec", h_reexec, NEED_HELLO },
 };
 
 static const struct method *

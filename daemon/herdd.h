@@ -312,6 +312,8 @@ void conn_abort(struct conn *c);
 void conn_drain(struct conn *c);
 /* Starts the I/O: from here on the loop drives the connection. */
 void conn_start(struct conn *c);
+/* Gives c its serial from before a reexec; later connections get higher ones. */
+void conn_set_serial(struct conn *c, uint64_t serial);
 /* Runs ops->deadline ms from now (0: never). */
 void conn_set_deadline(struct conn *c, unsigned ms);
 /* When the peer last sent anything (now_ms() time). */
@@ -353,6 +355,7 @@ void h_inspect(struct conn *c, json_t *id, json_t *params);
 void h_logs(struct conn *c, json_t *id, json_t *params);
 void h_shutdown(struct conn *c, json_t *id, json_t *params);
 void h_kill(struct conn *c, json_t *id, json_t *params);
+void h_reexec(struct conn *c, json_t *id, json_t *params);
 
 /* Sends an event about w to its owner and to subscribers, and keeps it for replay (events.c). */
 void events_emit(struct worker *w, enum proto_event event);
@@ -367,6 +370,9 @@ json_t *events_stats_json(void);
 void events_subscribe(struct conn *c, bool replay, uint64_t since, const char *instance);
 /* c's output drained (conn.c): one that fell behind is fed from the ring. */
 void events_drained(struct conn *c);
+/* The ring across a reexec: saved as JSON, loaded by the successor (same instance, seqs go on). */
+json_t *events_save(void);
+int events_load(json_t *saved);
 
 /* ---- capture.c ---- */
 
@@ -409,6 +415,9 @@ void capture_finish(struct capture *cap);
 void capture_free(struct capture *cap);
 /* The last n lines (0: all) as a new JSON array of strings. */
 json_t *capture_tail(const struct capture *cap, unsigned n);
+/* Puts back a predecessor's lines, dropped count and unfinished line (a reexec). */
+void capture_restore(
+    struct capture *cap, json_t *lines, uint64_t dropped, const char *partial, size_t len);
 
 /* ---- supervisor.c, spawn.c, channel.c ---- */
 
@@ -736,6 +745,9 @@ void restart_free(struct worker *w);
  * when absent) is w's current one.
  */
 bool restart_is_current(const struct worker *w, json_int_t incarnation);
+/* w's policy and history across a reexec (null: none); restart_load() returns 0 or -errno. */
+json_t *restart_save(const struct worker *w);
+int restart_load(struct worker *w, json_t *saved);
 
 /* Continues worker ids from the counter kept in dir (NULL: none kept, ids start at w1). */
 void ids_open(const char *dir);
@@ -752,6 +764,9 @@ void cgroup_init(void);
 json_t *cgroup_json(void);
 /* The delegated cgroup's directory (borrowed), or NULL. */
 const char *cgroup_delegated_dir(void);
+/* The delegated subtree across a reexec: herdd stays in its child, nothing is looked up again. */
+json_t *cgroup_save(void);
+void cgroup_load(json_t *saved);
 void cgroup_cleanup(void);
 
 /* ---- limits.c ---- */
@@ -797,6 +812,40 @@ json_t *contain_json(void);
 void contain_cleanup(void);
 
 /* ---- notify.c ---- */
+/* ---- reexec.c, reexec-state.c: herdd replaced by a fresh exec of its binary ---- */
+
+/* Remembers how herdd was started (the binary, argv) and starts the SIGUSR2 watcher. */
+void reexec_init(int argc, char **argv);
+/*
+ * First thing at start-up: a probe (HERDD_REEXEC_PROBE) checks the state and
+ * exits here; a successor (HERDD_REEXEC_STATE) loads it and keeps only the fds
+ * it names. True when herdd is taking over from a predecessor.
+ */
+bool reexec_early(int argc, char **argv);
+/* A successor: the predecessor's cgroup, and whether worker cgroup id is one of its workers'. */
+json_t *reexec_cgroup(void);
+bool reexec_keeps(const char *id);
+/* A successor: the listening socket, lock and paths instead of server_open(). */
+void reexec_server(void);
+/* A successor: takes over the connections, workers, events and counters. */
+void reexec_adopt(void);
+/* A successor whose signal watchers run: the signals blocked across the exec may come. */
+void reexec_started(void);
+void reexec_cleanup(void);
+
+/* reexec-state.c: herdd's state as JSON, and the fds it names. */
+struct reexec_fds {
+	int *fd;
+	size_t n, cap;
+};
+/* The whole state (new reference) or NULL; every fd it names is added to fds. */
+json_t *reexec_state_save(struct reexec_fds *fds);
+/* Checks a saved state without touching herdd: 0 or -EINVAL, why set. */
+int reexec_state_check(json_t *state, char *why, size_t len);
+/* Takes over the connections and workers of a checked state. */
+void reexec_state_load(json_t *state);
+/* The control connection with this serial, or NULL. */
+struct conn *reexec_conn(uint64_t serial);
 
 void notify_init(void);
 void notify_ready(void);

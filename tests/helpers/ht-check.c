@@ -229,6 +229,16 @@ ht_wait_exit_ok(pid_t pid)
 	return WEXITSTATUS(status);
 }
 
+void
+ht_worker_writes_ok(const char *sock, const char *stream, const char *text)
+{
+	json_t *r =
+	    ht_worker_call(sock, NULL, stream, json_pack("{s:s}", "text", text), ht_ms(5000));
+
+	ht_assert_result(r);
+	json_decref(r);
+}
+
 static json_t *args_pool;
 
 json_t *

@@ -530,6 +530,12 @@ static const struct ctl_opt watch_opts[] = {
 	{ 0 },
 };
 
+static const struct ctl_opt reexec_opts[] = {
+	{ "binary", 0, "PATH", "the binary to run (default: herdd's own path)", ctl_opt_string, 0,
+	    0 },
+	{ 0 },
+};
+
 static const struct ctl_opt shutdown_opts[] = {
 	{ "grace-ms", 'g', "N", NULL, ctl_opt_int, 0, 600000 },
 	{ 0 },
@@ -609,6 +615,10 @@ static const struct command commands[] = {
 	{ "watch", "", "print events of every worker you may see, until ^C", 0, 0, 0, watch_opts,
 	    cmd_watch, print_event },
 	{ "stats", "", "herdd's counters", 0, 0, 0, NULL, cmd_request, print_stats },
+	{ "reexec", "",
+	    "replace herdd by a fresh exec of its binary, keeping\nevery worker and "
+	    "connection; print the new herdd",
+	    0, 0, 0, reexec_opts, cmd_request, print_stats },
 	{ "spawn", "-- PATH [ARGS...]", "start a worker and print its id, pid and socket",
 	    CMD_AUTOSTART | CMD_ARGV, 1, INT_MAX, spawn_opts, cmd_spawn, show_spawned },
 	{ "map", "-- EXE [ARGS...] FUNCTION",
