@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import socket
 import threading
@@ -71,25 +72,49 @@ class HerdError(Exception):
                    error.get("code"), data)
 
 
+# The bounds of section 3.2, the same table as proto/settings.c.
+SETTINGS_BOUNDS: Dict[str, Tuple[int, int]] = {
+    "max_message_size": (1024, 1 << 30),
+    "heartbeat_interval_ms": (0, 86400000),
+    "heartbeat_timeout_ms": (0, 86400000),
+    "handshake_timeout_ms": (1, (1 << 32) - 1),
+    "spawn_timeout_ms": (1, (1 << 32) - 1),
+    "connection_timeout_ms": (1, (1 << 32) - 1),
+}
+
+
+def check_settings(obj: Any, where: str, fields: Any = SETTINGS_BOUNDS) -> Dict[str, int]:
+    """``obj`` if it is a settings object of ``fields`` within the bounds of
+    3.2, heartbeats included (a timeout needs an interval, and must be longer);
+    else raises ``invalid_params`` naming ``where`` and the field."""
+    if not isinstance(obj, dict):
+        raise HerdError("invalid_params", f"{where}: not a JSON object")
+    for k, v in obj.items():
+        if k not in fields:
+            raise HerdError("invalid_params", f"{where}: unknown field {k!r}")
+        lo, hi = SETTINGS_BOUNDS[k]
+        if not _is_int(v) or not lo <= v <= hi:
+            raise HerdError("invalid_params", f"{where}: {k} must be an integer {lo}..{hi}")
+    interval = obj.get("heartbeat_interval_ms", 0)
+    timeout = obj.get("heartbeat_timeout_ms", 0)
+    if timeout and (not interval or timeout <= interval):
+        raise HerdError("invalid_params",
+                        f"{where}: heartbeat_timeout_ms must be longer than a non-zero interval")
+    return obj
+
+
 def resolve_settings(code: Optional[Dict[str, int]] = None) -> Dict[str, int]:
     """Defaults, then ``code``, then ``$HERD_RPC_SETTINGS``, field by field (3.3)."""
     s = dict(SETTINGS_DEFAULTS)
-    s.update(code or {})
+    s.update(check_settings(dict(code or {}), "settings") if code else {})
     env = os.environ.get("HERD_RPC_SETTINGS")
     if env:
         try:
             extra = json.loads(env)
         except ValueError as e:
             raise HerdError("invalid_params", f"HERD_RPC_SETTINGS: not JSON: {e}") from None
-        if not isinstance(extra, dict):
-            raise HerdError("invalid_params", "HERD_RPC_SETTINGS: not a JSON object")
-        for k, v in extra.items():
-            if k not in SETTINGS_DEFAULTS:
-                raise HerdError("invalid_params", f"HERD_RPC_SETTINGS: unknown field {k!r}")
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise HerdError("invalid_params", f"HERD_RPC_SETTINGS: bad value for {k!r}")
-            s[k] = v
-    return s
+        s.update(check_settings(extra, "HERD_RPC_SETTINGS"))
+    return check_settings(s, "settings")
 
 
 def _no_duplicates(pairs: Any) -> Dict[str, Any]:
@@ -102,6 +127,78 @@ def _no_duplicates(pairs: Any) -> Dict[str, Any]:
 
 
 Message = Dict[str, Any]
+MAX_DEPTH = 64
+MAX_ID = 1 << 53
+MAX_PENDING = 1024
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_MEMBERS = {"jsonrpc", "id", "method", "params", "result", "error"}
+
+
+def _depth(text: str) -> int:
+    """How deep arrays and objects nest in JSON ``text`` (strings skipped)."""
+    depth = deepest = 0
+    for m in _STRUCTURE.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    v = float(text)
+    if v in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is too large for a double")
+    return v
+
+
+def _no_lone_surrogate(v: Any) -> None:
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a lone UTF-16 surrogate") from None
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            _no_lone_surrogate(k)
+            _no_lone_surrogate(x)
+    elif isinstance(v, list):
+        for x in v:
+            _no_lone_surrogate(x)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _malformed(msg: Message) -> Optional[str]:
+    """Why ``msg`` is not a JSON-RPC 2.0 message of section 1, or None."""
+    if msg.get("jsonrpc") != "2.0":
+        return 'not "jsonrpc":"2.0"'
+    if set(msg) - _MEMBERS:
+        return "unknown members"
+    rid = msg.get("id")
+    if "id" in msg and not (rid is None or isinstance(rid, str) or _is_int(rid)):
+        return "an ID of another type"
+    if "method" in msg:
+        if not isinstance(msg["method"], str):
+            return "a method that is not a string"
+        if "result" in msg or "error" in msg:
+            return "a request with result or error"
+        if _is_int(rid) and abs(rid) > MAX_ID:
+            return "an ID outside +-2^53"
+    elif ("result" in msg) == ("error" in msg):
+        return "a reply needs one of result and error"
+    return None
 
 
 class Protocol:
@@ -122,6 +219,8 @@ class Protocol:
         self.broken: Optional[HerdError] = None  # why reading stopped (framing, EOF)
         self.last_recv = self.last_sent = time.monotonic()
         self.pending: Set[Any] = set()  # IDs of our requests still awaiting replies
+        self.peer_pending: Set[Any] = set()  # IDs of the peer's requests not yet answered
+        self.answer_break = False  # whether broken is a framing error to answer
         self._buf = bytearray()
         self._next_id = 1
 
@@ -160,6 +259,7 @@ class Protocol:
     def reply(self, rid: Any, result: Any = None, error: Optional[HerdError] = None) -> bytes:
         """The reply to the peer's request ``rid``; a result over the peer's limit
         becomes a ``limit_exceeded`` error, as libherd answers it."""
+        self.peer_pending.discard(rid)
         msg: Message = {"jsonrpc": "2.0", "id": rid}
         if error is not None:
             msg["error"] = error.to_error()
@@ -214,14 +314,22 @@ class Protocol:
 
     def _too_large(self) -> None:
         self._break(HerdError("message_too_large", "a line over max_message_size",
-                            data={"limit": self.max_message_size}))
+                              data={"limit": self.max_message_size}))
 
     def _parse(self, line: bytes) -> Optional[Message]:
+        """The checks of section 1, in its order, then the message; None after
+        a framing error (:attr:`broken`) or for a framing error the peer sent."""
         try:
-            if b"\0" in line:
+            if b"\0" in line or _ESCAPED_NUL.search(line):
                 raise HerdError("nul_byte", "a NUL byte")
-            msg = json.loads(line.decode("utf-8"), object_pairs_hook=_no_duplicates)
-        except UnicodeDecodeError:
+            text = line.decode("utf-8")
+            if _depth(text) > MAX_DEPTH:
+                raise HerdError("too_deep", f"JSON nested over {MAX_DEPTH} deep",
+                                data={"limit": MAX_DEPTH})
+            msg = json.loads(text, object_pairs_hook=_no_duplicates,
+                             parse_constant=_no_constant, parse_float=_finite)
+            _no_lone_surrogate(msg)
+        except UnicodeError:
             self._break(HerdError("invalid_utf8", "a line that is not UTF-8"))
             return None
         except HerdError as e:
@@ -234,26 +342,55 @@ class Protocol:
             self._break(HerdError("invalid_request", "a message that is not an object"))
             return None
         if "method" not in msg and msg.get("id") is None and "error" in msg:
-            # A framing error about what we sent: the peer closes now.
-            self._break(HerdError.from_reply(msg["error"]))
+            # A framing error about what we sent: the peer closes now, unanswered.
+            self.broken = self.broken or HerdError.from_reply(msg["error"])
+            self.answer_break = False
             return None
         return msg
 
     def _break(self, err: HerdError) -> None:
         if not self.broken:
             self.broken = err
+            self.answer_break = err.name != "connection_closed"
+
+    def farewell(self) -> Optional[bytes]:
+        """The ``"id": null`` error reply a framing error gets before the close (section 1)."""
+        if not self.broken or not self.answer_break or self.closed:
+            return None
+        self.answer_break = False
+        try:
+            return self.encode({"jsonrpc": "2.0", "id": None, "error": self.broken.to_error()})
+        except HerdError:
+            return None
 
     def route(self, msg: Message, to: "Endpoint") -> None:
         """Hands ``msg`` to the matching method of ``to``: a reply to a pending
-        request, the peer's request, a stream item, or another notification."""
+        request, the peer's request, a stream item, or another notification.
+        A malformed message is answered ``invalid_request`` (section 1), a
+        request whose ID is in flight too, one past 1024 in flight
+        ``too_many_requests``."""
+        bad = _malformed(msg)
+        rid = msg.get("id")
+        usable = isinstance(rid, str) or (_is_int(rid) and abs(rid) <= MAX_ID)
+        if bad:
+            to.answer(rid if usable else None, error=HerdError("invalid_request", bad))
+            return
         method = msg.get("method")
         params = msg.get("params")
         if method is None:
-            if msg.get("id") in self.pending:
-                self.pending.discard(msg["id"])
+            if rid in self.pending:
+                self.pending.discard(rid)
                 to.got_reply(msg)
         elif "id" in msg:
-            to.got_request(msg)
+            if rid in self.peer_pending:
+                to.answer(rid, error=HerdError("invalid_request", "this ID is in flight"))
+            elif len(self.peer_pending) >= MAX_PENDING:
+                to.answer(rid, error=HerdError("too_many_requests",
+                                               f"{MAX_PENDING} requests in flight",
+                                               data={"limit": MAX_PENDING}))
+            else:
+                self.peer_pending.add(rid)
+                to.got_request(msg)
         elif method == "herd.item" and isinstance(params, dict):
             to.got_item(params)
         else:
@@ -487,6 +624,12 @@ class Connection(Endpoint):
         while self.inbox and not self.closed:
             self.p.route(self.inbox.popleft(), self)
         if self.p.broken and not self.inbox:
+            last = self.p.farewell()
+            if last:
+                try:
+                    self._write(last)
+                except HerdError:
+                    pass
             self.p.fail(self.p.broken)
         if self.closed:
             self._fail(self.closed)

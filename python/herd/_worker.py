@@ -11,6 +11,7 @@ served; what they start runs nested and finishes first.
 from __future__ import annotations
 
 import datetime
+import heapq
 import inspect
 import os
 import select
@@ -20,10 +21,10 @@ import sys
 import time
 import traceback
 from collections import deque
-from typing import (Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional)
+from typing import (Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple)
 
 from ._proto import (CONNECTION_SETTINGS, ERROR_CODES, PROTOCOL_VERSION, Connection,  # noqa: F401
-                     HerdError, Message, resolve_settings)
+                     HerdError, Message, check_settings, resolve_settings)
 
 MAX_FAILURE_MESSAGE = 4096
 LOG_LEVELS = ("err", "warning", "notice", "info", "debug")
@@ -69,6 +70,11 @@ def _kind_of(fn: Any) -> str:
     if isinstance(fn, _Kind):
         return fn.kind
     return "pipe" if inspect.isgeneratorfunction(fn) else "call"
+
+
+def _message(e: Exception) -> str:
+    """An exception as the text of a failure: a HerdError's message as it is."""
+    return e.message if isinstance(e, HerdError) else str(e)
 
 
 def _cut(text: str, limit: int = MAX_FAILURE_MESSAGE) -> str:
@@ -125,9 +131,17 @@ class _ClientConnection(Connection):
         self.said_hello = False
         self.running: Dict[Any, _Request] = {}
         self.state: Any = None
+        self.active = 0  # handlers of this connection's calls on the stack
+        self.deferred: Deque[Message] = deque()
 
     def got_request(self, msg: Message) -> None:
-        self.server.on_request(self, msg)
+        """A connection's calls run one after the other, in order: one that
+        arrives while a handler waits (between a pipe's items, in a sink or
+        herd.sleep) runs once that handler returned, not nested above it,
+        which would hold the earlier reply back until the later call ends."""
+        self.deferred.append(msg)
+        while self.deferred and self.active == 0 and not self.closed:
+            self.server.on_request(self, self.deferred.popleft())
 
     def got_item(self, params: Message) -> None:
         req = self.running.get(params.get("id"))
@@ -179,6 +193,8 @@ class _Server:
         self.stopping = False
         self.current: Optional[_Request] = None
         self.log_streams: List[_Request] = []
+        self.timers: List[Tuple[float, int, Callable[[], Any]]] = []  # a heap
+        self.timer_seq = 0
         # A connection_closed worker lives for its first client (PROTOCOL.md 4.2, 5).
         self.one_client = info.get("shutdown_on") == "connection_closed"
         self.first_client: Optional[_ClientConnection] = None
@@ -232,13 +248,19 @@ class _Server:
             return refuse("version_mismatch", "unsupported version", supported=[1])
         if p.get("role") != "client":
             return refuse("invalid_params", "role must be client on a worker's socket")
-        asked = p.get("settings") or {}
-        hb = {k: int(asked.get(k, 0)) for k in CONNECTION_SETTINGS[1:]}
+        unknown = set(p) - {"version", "role", "name", "settings", "init"}
+        if unknown:
+            return refuse("invalid_params", f"hello: unexpected {sorted(unknown)[0][:64]!r}")
+        try:
+            asked = check_settings(p.get("settings", {}), "hello settings", CONNECTION_SETTINGS)
+        except HerdError as e:
+            return refuse(e.name, e.message)
+        hb = {k: asked.get(k, 0) for k in CONNECTION_SETTINGS[1:]}
         if self.conn_init:
             try:
                 c.state = self.conn_init(p.get("init"))
             except Exception as e:  # the init's failure is the client's answer
-                return refuse("init_failed", _cut(str(e)))
+                return refuse("init_failed", _cut(_message(e)))
         c.p.peer_max_message_size = int(asked.get("max_message_size",
                                                   c.p.peer_max_message_size))
         c.p.heartbeat_interval = hb["heartbeat_interval_ms"] / 1000
@@ -256,6 +278,7 @@ class _Server:
         c = req.conn
         if req.id is not None:
             c.running[req.id] = req
+            c.active += 1
         outer, self.current = self.current, req
         self.served += 1
         try:
@@ -279,6 +302,8 @@ class _Server:
             c.finish(req, error=error)
         finally:
             self.current = outer
+            if req.id is not None:
+                c.active -= 1
 
     def run_stream(self, req: _Request, gen: Iterator[Any], initial: bool) -> Any:
         """Sends a generator's items as they come; its return value is the result.
@@ -377,10 +402,14 @@ class _Server:
         """One turn of the loop: waits for I/O (no longer than the next heartbeat
         or ``deadline``; 0 polls), handles what is ready, sends heartbeats due."""
         self.reap_clients()
+        if self.stopping:
+            return
         now = time.monotonic()
         if self.one_client and not self.first_client and now >= self.no_client_by:
             os._exit(1)
         wake = [t for t in [deadline, self.channel.p.next_beat()] if t is not None]
+        if self.timers:
+            wake.append(self.timers[0][0])
         if self.one_client and not self.first_client:
             wake.append(self.no_client_by)
         for c in self.clients:
@@ -407,6 +436,8 @@ class _Server:
         for c in self.clients:
             c.dispatch()
         self.beat()
+        while self.timers and self.timers[0][0] <= time.monotonic():
+            heapq.heappop(self.timers)[2]()
 
     def accept(self) -> None:
         assert self.listener is not None
@@ -512,6 +543,15 @@ def sleep(seconds: float) -> None:
     _server.wait_until(req, lambda: False, time.monotonic() + seconds)
 
 
+def call_later(seconds: float, fn: Callable[[], Any]) -> None:
+    """Run ``fn()`` in the worker's loop ``seconds`` from now (a timer). Its
+    exception, as any outside the handlers, ends the worker as failed."""
+    if _server is None:
+        raise RuntimeError("not in a herd worker")
+    _server.timer_seq += 1
+    heapq.heappush(_server.timers, (time.monotonic() + seconds, _server.timer_seq, fn))
+
+
 def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = None,
           conn_init: Optional[Callable[[Any], Any]] = None, name: Optional[str] = None) -> None:
     """Serve ``functions`` as a herd worker started by herdd; returns never (exits).
@@ -547,7 +587,8 @@ def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = N
         server.listen()
         server.catch_signals()
     except Exception as e:
-        channel.call("init_failed", {"message": _cut(f"{type(e).__name__}: {e}")})
+        message = _message(e) if isinstance(e, HerdError) else f"{type(e).__name__}: {e}"
+        channel.call("init_failed", {"message": _cut(message)})
         os._exit(1)
     channel.call("ready", {"functions": server.function_list})
     try:

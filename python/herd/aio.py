@@ -183,6 +183,9 @@ class AsyncConnection(Endpoint):
                 for msg in self.p.receive(data):
                     self.p.route(msg, self)
                 if self.p.broken:
+                    last = self.p.farewell()
+                    if last:
+                        self._writer.write(last)
                     self.p.fail(self.p.broken)
         finally:
             self._closed_now(self.p.closed or HerdError("connection_closed", "closed"))
