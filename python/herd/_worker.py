@@ -23,6 +23,7 @@ import traceback
 from collections import deque
 from typing import (Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple)
 
+from . import _fold
 from ._proto import (CONNECTION_SETTINGS, ERROR_CODES, PROTOCOL_VERSION, Connection,  # noqa: F401
                      HerdError, Message, check_settings, resolve_settings)
 
@@ -175,7 +176,8 @@ class _ClientConnection(Connection):
 
 class _Server:
     def __init__(self, functions: Mapping[str, Any], channel: Connection, name: str,
-                 conn_init: Optional[Callable[[Any], Any]]) -> None:
+                 conn_init: Optional[Callable[[Any], Any]] = None,
+                 combiners: Optional[Mapping[str, Callable[[Any, Any], Any]]] = None) -> None:
         for fname in functions:
             if not fname or fname.startswith("herd.") or fname in ("hello", "heartbeat"):
                 raise ValueError(f"{fname!r} cannot name a function (PROTOCOL.md 6.2)")
@@ -183,6 +185,8 @@ class _Server:
         self.channel = channel
         self.name = name
         self.conn_init = conn_init
+        self.combiners = dict(combiners or {})
+        self.accumulators: Dict[str, _fold.Accumulator] = {}
         self.worker_state: Any = None
         info = channel.hello
         self.id = info.get("id")
@@ -226,7 +230,7 @@ class _Server:
         if method == "hello":
             c.answer(rid, error=HerdError("invalid_request", "a second hello"))
         elif method in self.BUILTINS:
-            self.BUILTINS[method](self, c, _Request(c, rid, method))
+            self.BUILTINS[method](self, c, _Request(c, rid, method), params)
         elif fn is None:
             c.answer(rid, error=HerdError("method_not_found",
                                           f"unknown function {method[:100]!r}",
@@ -271,8 +275,20 @@ class _Server:
                        "settings": dict(self.settings, **hb)})
 
     def run(self, req: _Request, fn: Any, params: Any) -> None:
-        """Runs a function for ``req`` and answers it: a handler's exception is
-        its error reply, WorkerFailure ends the worker."""
+        """Runs a function for ``req`` and answers it (a oneway's error is logged)."""
+        try:
+            result, error = self.invoke(req, fn, params), None
+        except HerdError as e:
+            result, error = None, e
+        if req.id is not None:
+            req.conn.finish(req, result, error)
+        elif error is not None:
+            self.log(str(error.data.get("traceback", error)), "err")
+
+    def invoke(self, req: _Request, fn: Any, params: Any) -> Any:
+        """Runs ``fn`` for ``req`` as its kind says and returns its result. A
+        handler's exception is raised as the HerdError it answers (a
+        ``function_failed`` with the traceback); WorkerFailure goes through."""
         kind = _kind_of(fn)
         fn = fn.fn if isinstance(fn, _Kind) else fn
         c = req.conn
@@ -283,23 +299,15 @@ class _Server:
         self.served += 1
         try:
             if kind in ("pipe", "state"):
-                result = self.run_stream(req, fn(params), kind == "state")
-            elif kind == "sink":
-                result = fn(params, SinkItems(self, req))
-            else:
-                result = fn(params)
-            if req.id is not None:
-                c.finish(req, result)
-        except HerdError as e:
-            c.finish(req, error=e)
-        except WorkerFailure:
+                return self.run_stream(req, fn(params), kind == "state")
+            if kind == "sink":
+                return fn(params, SinkItems(self, req))
+            return fn(params)
+        except (HerdError, WorkerFailure):
             raise
         except Exception as e:
-            error = HerdError("function_failed", _cut(f"{type(e).__name__}: {e}"),
-                              data={"traceback": traceback.format_exc()})
-            if req.id is None:
-                self.log(error.data["traceback"], "err")
-            c.finish(req, error=error)
+            raise HerdError("function_failed", _cut(f"{type(e).__name__}: {e}"),
+                            data={"traceback": traceback.format_exc()}) from None
         finally:
             self.current = outer
             if req.id is not None:
@@ -333,21 +341,21 @@ class _Server:
 
     # ---- built-ins (6.5) ----
 
-    def builtin_functions(self, c: _ClientConnection, req: _Request) -> None:
+    def builtin_functions(self, c: _ClientConnection, req: _Request, _params: Any) -> None:
         c.answer(req.id, self.function_list)
 
-    def builtin_settings(self, c: _ClientConnection, req: _Request) -> None:
+    def builtin_settings(self, c: _ClientConnection, req: _Request, _params: Any) -> None:
         c.answer(req.id, dict(self.settings, max_pending=1024, max_output=64 << 20))
 
-    def builtin_shutdown(self, c: _ClientConnection, req: _Request) -> None:
+    def builtin_shutdown(self, c: _ClientConnection, req: _Request, _params: Any) -> None:
         c.answer(req.id, {})
-        self.stopping = True
+        self.stop_now("shutdown requested by a client")
 
-    def builtin_close_server(self, c: _ClientConnection, req: _Request) -> None:
+    def builtin_close_server(self, c: _ClientConnection, req: _Request, _params: Any) -> None:
         self.close_listener()
         c.answer(req.id, {})
 
-    def builtin_logs(self, c: _ClientConnection, req: _Request) -> None:
+    def builtin_logs(self, c: _ClientConnection, req: _Request, _params: Any) -> None:
         """A stream of what :func:`log` logs, until cancelled; it runs no handler."""
         c.running[req.id] = req
 
@@ -358,12 +366,15 @@ class _Server:
         req.on_cancel = cancelled
         self.log_streams.append(req)
 
-    BUILTINS: Dict[str, Callable[["_Server", _ClientConnection, _Request], None]] = {
+    BUILTINS: Dict[str, Callable[["_Server", _ClientConnection, _Request, Any], None]] = {
         "herd.functions": builtin_functions,
         "herd.settings": builtin_settings,
         "herd.shutdown": builtin_shutdown,
         "herd.close_server": builtin_close_server,
         "herd.logs": builtin_logs,
+        "herd.fold": _fold.builtin_fold,
+        "herd.take": _fold.builtin_take,
+        "herd.batch": _fold.builtin_batch,
     }
 
     def log(self, message: str, level: str = "info") -> None:
@@ -406,6 +417,8 @@ class _Server:
             return
         now = time.monotonic()
         if self.one_client and not self.first_client and now >= self.no_client_by:
+            ms = int(self.channel.hello.get("connection_timeout_ms", 10000))
+            self.log(f"no client connected within {ms} ms; shutting down", "err")
             os._exit(1)
         wake = [t for t in [deadline, self.channel.p.next_beat()] if t is not None]
         if self.timers:
@@ -423,13 +436,14 @@ class _Server:
         for s in select.select(socks, [], [], wait)[0]:
             if s is self.signals:
                 # SIGTERM, SIGINT: stop as on herd.shutdown (the C worker does too).
-                os.read(self.signals, 64)
-                self.stopping = True
+                signum = os.read(self.signals, 64)[-1]
+                self.stop_now(f"{signal.strsignal(signum)}: stopping")
             elif s is self.listener:
                 self.accept()
             elif s is self.channel:
                 self.channel._read()
                 if self.channel.closed:  # herdd is gone (5.1)
+                    self.log(f"herdd's channel: {self.channel.closed.message}; exiting", "err")
                     os._exit(1)
             elif not s.closed:
                 s._read()
@@ -453,7 +467,7 @@ class _Server:
             self.clients.remove(c)
             if c is self.first_client:
                 self.channel.notify("connection", {"open": 0})
-                self.stopping = True
+                self.stop_now("the client connection closed; shutting down")
 
     def beat(self) -> None:
         now = time.monotonic()
@@ -479,6 +493,12 @@ class _Server:
                     c.notify("heartbeat")
                 except HerdError:
                     pass
+
+    def stop_now(self, why: str) -> None:
+        """Stop as herd.shutdown says (6.5), once, saying why on the log."""
+        if not self.stopping:
+            self.log(why)
+            self.stopping = True
 
     def catch_signals(self) -> None:
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -553,7 +573,8 @@ def call_later(seconds: float, fn: Callable[[], Any]) -> None:
 
 
 def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = None,
-          conn_init: Optional[Callable[[Any], Any]] = None, name: Optional[str] = None) -> None:
+          conn_init: Optional[Callable[[Any], Any]] = None, name: Optional[str] = None,
+          combiners: Optional[Mapping[str, Callable[[Any, Any], Any]]] = None) -> None:
     """Serve ``functions`` as a herd worker started by herdd; returns never (exits).
 
     ``functions`` maps names to callables taking the JSON argument: a plain
@@ -567,7 +588,9 @@ def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = N
     error reply; another exception is a ``function_failed`` reply (message
     ``Type: text``, ``data.traceback``); :func:`fail`, or an exception
     outside the handlers, reports a failure to herdd with the traceback and
-    exits 1.
+    exits 1. ``combiners`` names the functions ``combine(acc, value) -> acc``
+    that pools may fold results with, where they are made (``herd.fold``,
+    ``herd.batch``, PROTOCOL.md 6.6).
     """
     global _server
     fd = os.environ.pop("HERD_CHANNEL_FD", None)
@@ -579,8 +602,8 @@ def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = N
     channel = Connection.from_socket(sock, "worker", resolve_settings(),
                                      extra={"pid": os.getpid()})
     server = _server = _Server(functions, channel, name or os.path.basename(sys.argv[0]),
-                               conn_init)
-    channel.on_notification("shutdown", lambda _m, _p: setattr(server, "stopping", True))
+                               conn_init, combiners)
+    channel.on_notification("shutdown", lambda _m, _p: server.stop_now("herdd asked us to stop"))
     try:
         if init:
             server.worker_state = init(channel.hello.get("init"))
@@ -588,6 +611,7 @@ def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = N
         server.catch_signals()
     except Exception as e:
         message = _message(e) if isinstance(e, HerdError) else f"{type(e).__name__}: {e}"
+        server.log(f"init failed: {message}", "err")
         channel.call("init_failed", {"message": _cut(message)})
         os._exit(1)
     channel.call("ready", {"functions": server.function_list})
@@ -595,7 +619,9 @@ def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = N
         server.loop()
     except BaseException as e:
         message = str(e) if isinstance(e, WorkerFailure) else traceback.format_exc()
-        print(message, file=sys.stderr, flush=True)
+        if not isinstance(e, WorkerFailure):
+            print(message, file=sys.stderr, flush=True)
+        server.log(f"worker failed: {_message(e)}", "err")
         try:
             channel.notify("failure", {"message": _cut(message)})
         except HerdError:
