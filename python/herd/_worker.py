@@ -153,6 +153,8 @@ class _ClientConnection(Connection):
         req = self.running.get(params.get("id")) if isinstance(params, dict) else None
         if method in ("herd.cancel", "herd.end"):
             if req is None:
+                if method == "herd.cancel":
+                    self.cancel_deferred(params.get("id") if isinstance(params, dict) else None)
                 return  # unknown or finished: ignored (6.3)
             if method == "herd.end":
                 req.ended = True
@@ -162,6 +164,14 @@ class _ClientConnection(Connection):
                     req.on_cancel()
         elif self.said_hello and method != "heartbeat":
             self.server.on_oneway(self, method, params)
+
+    def cancel_deferred(self, rid: Any) -> None:
+        """A cancel for a call still waiting its turn: it never runs."""
+        for msg in self.deferred:
+            if msg.get("id") == rid:
+                self.deferred.remove(msg)
+                self.answer(rid, error=HerdError("cancelled", "cancelled"))
+                return
 
     def finish(self, req: _Request, result: Any = None,
                error: Optional[HerdError] = None) -> None:

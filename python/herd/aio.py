@@ -25,7 +25,7 @@ from ._proto import (Endpoint, HerdError, Message, NotificationHandler, Protocol
                      connect_error, resolve_settings, result_of)
 
 __all__ = ["AsyncConnection", "AsyncMaster", "AsyncSink", "AsyncStream",
-           "AsyncWorkerConnection", "connect"]
+           "AsyncWorkerConnection", "EventFeed", "connect"]
 
 _END = None  # ends a stream's item queue
 
@@ -44,6 +44,7 @@ class AsyncConnection(Endpoint):
         self._items: Dict[Any, "asyncio.Queue[Optional[Message]]"] = {}
         self._handlers: Dict[str, NotificationHandler] = {}
         self._tasks: List["asyncio.Task[None]"] = []
+        self.gone = asyncio.Event()  # set once the connection closed
 
     @property
     def closed(self) -> Optional[HerdError]:
@@ -214,6 +215,7 @@ class AsyncConnection(Endpoint):
         for q in self._items.values():
             q.put_nowait(_END)
         self._writer.close()
+        self.gone.set()
 
     # ---- streams ----
 
@@ -256,7 +258,7 @@ class AsyncMaster(_Session):
         super().__init__()
         self._conn = conn
         self.settings = settings
-        self._queues: List["asyncio.Queue[Optional[Dict[str, Any]]]"] = []
+        self._queues: List["asyncio.Queue[Dict[str, Any]]"] = []
         conn.on_notification("event", self._on_event)
 
     def _run(self, method: str, params: Any = None,
@@ -275,52 +277,34 @@ class AsyncMaster(_Session):
             for q in self._queues:
                 q.put_nowait(params)
 
-    async def events(self, predicate: Callable[[Dict[str, Any]], bool] = lambda ev: True
-                     ) -> AsyncIterator[Dict[str, Any]]:
-        """The events that arrive from now on for which ``predicate`` holds;
-        the iteration ends when the session closes."""
-        q: "asyncio.Queue[Optional[Dict[str, Any]]]" = asyncio.Queue()
-        self._queues.append(q)
-        closing = asyncio.ensure_future(self._closed())
-        try:
-            while True:
-                get = asyncio.ensure_future(q.get())
-                await asyncio.wait([get, closing], return_when=asyncio.FIRST_COMPLETED)
-                if not get.done():
-                    get.cancel()
-                    return
-                ev = get.result()
-                if ev is not None and predicate(ev):
-                    yield ev
-        finally:
-            closing.cancel()
-            self._queues.remove(q)
+    def watch_events(self, predicate: Callable[[Dict[str, Any]], bool] = lambda ev: True
+                     ) -> "EventFeed":
+        """The events that arrive from this call on for which ``predicate``
+        holds, as an async iterator that ends when the session closes."""
+        return EventFeed(self, predicate)
 
-    def failures(self) -> AsyncIterator[Dict[str, Any]]:
+    def failures(self) -> "EventFeed":
         """The failure events (those :meth:`on_failure` callbacks get) from now on."""
-        return self.events(is_failure)
-
-    async def _closed(self) -> None:
-        await asyncio.gather(*self._conn._tasks[:1], return_exceptions=True)
+        return self.watch_events(is_failure)
 
     async def wait_event(self, predicate: Callable[[Dict[str, Any]], bool],
                          timeout: float = 10.0) -> Dict[str, Any]:
         """The first event (already received or arriving within ``timeout``) for
         which ``predicate`` holds; it is taken off :attr:`events`."""
-        ev = self._take_event(predicate)
-        if ev is not None:
-            return ev
-        later = self.events(predicate)
+        feed = EventFeed(self, predicate)  # listening before looking: none slips by
         try:
-            ev = await asyncio.wait_for(later.__anext__(), timeout)
+            ev = self._take_event(predicate)
+            if ev is None:
+                ev = await asyncio.wait_for(feed.__anext__(), timeout)
+                self._take_event(lambda e: e is ev)
+            return ev
         except asyncio.TimeoutError:
             raise HerdError("timeout", f"no such event within {timeout} s",
                             data={"what": "event"}) from None
         except StopAsyncIteration:
             raise self._conn.closed or HerdError("connection_closed", "closed") from None
         finally:
-            await later.aclose()
-        return self._take_event(lambda e: e is ev) or ev
+            await feed.aclose()
 
     async def close(self) -> None:
         """End the session on purpose: its workers stop as ``master_closed`` (4.1)."""
@@ -337,6 +321,41 @@ class AsyncMaster(_Session):
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+
+class EventFeed:
+    """Events of an :class:`AsyncMaster` from its creation on, as an async
+    iterator; ``aclose()`` (or the session's end) stops it."""
+
+    def __init__(self, master: AsyncMaster,
+                 predicate: Callable[[Dict[str, Any]], bool]) -> None:
+        self._master = master
+        self._predicate = predicate
+        self._queue: "asyncio.Queue[Dict[str, Any]]" = asyncio.Queue()
+        master._queues.append(self._queue)
+
+    def __aiter__(self) -> "EventFeed":
+        return self
+
+    async def __anext__(self) -> Dict[str, Any]:
+        gone = asyncio.ensure_future(self._master._conn.gone.wait())
+        try:
+            while True:
+                get = asyncio.ensure_future(self._queue.get())
+                await asyncio.wait([get, gone], return_when=asyncio.FIRST_COMPLETED)
+                if not get.done():
+                    get.cancel()
+                    await self.aclose()
+                    raise StopAsyncIteration
+                ev = get.result()
+                if self._predicate(ev):
+                    return ev
+        finally:
+            gone.cancel()
+
+    async def aclose(self) -> None:
+        if self._queue in self._master._queues:
+            self._master._queues.remove(self._queue)
 
 
 class AsyncWorkerConnection(_Calls):
