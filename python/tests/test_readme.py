@@ -39,3 +39,12 @@ def test_readme_worker(herdd, tmp_path):
             assert c.call("sum", {"n": 10}) == 45
             s = c.stream("count", {"n": 3})
             assert list(s) == [0, 1, 2] and s.result == {"count": 3}
+
+
+def test_readme_asyncio(herdd, testworker):
+    sample = readme_samples()[2].replace(INSTALLED_TESTWORKER, testworker)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
+    out = subprocess.run([sys.executable, "-c", sample], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[45, 4950]", "[0, 1, 2]"]
