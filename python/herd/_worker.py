@@ -24,7 +24,7 @@ from collections import deque
 from typing import (Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple)
 
 from . import _fold
-from ._proto import (CONNECTION_SETTINGS, ERROR_CODES, PROTOCOL_VERSION, Connection,  # noqa: F401
+from ._proto import (CONNECTION_SETTINGS, PROTOCOL_VERSION, Connection,
                      HerdError, Message, check_settings, resolve_settings)
 
 MAX_FAILURE_MESSAGE = 4096

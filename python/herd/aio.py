@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import (Any, AsyncIterator, Callable, Dict, Generator, List, Optional)
+from typing import Any, Callable, Dict, Generator, List, Optional
 
 from ._master import (Worker, _Calls, _Session, _StreamBase, autostart,
                       autostart_wanted, is_failure, socket_path)
