@@ -268,6 +268,8 @@ class _Calls:
     """Calls on a worker connection, blocking or awaitable as its connection's."""
 
     _conn: Any
+    _stream_class: Any
+    _sink_class: Any
 
     @property
     def functions(self) -> Dict[str, str]:
@@ -282,20 +284,23 @@ class _Calls:
         """Run a oneway function: nothing comes back, not even an error."""
         self._conn.notify(fn, arg)
 
+    def stream(self, fn: str, arg: Any = None) -> Any:
+        """Open a pipe or state stream; iterate over its items (``async for``
+        under herd.aio)."""
+        return self._stream_class(self._conn, fn, arg)
+
+    def sink(self, fn: str, arg: Any = None) -> Any:
+        """Open a sink: send its items, then finish it (awaiting both under herd.aio)."""
+        return self._sink_class(self._conn, fn, arg)
+
 
 class WorkerConnection(_Calls):
     """A client connection to a worker's socket (PROTOCOL.md section 6)."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-
-    def stream(self, fn: str, arg: Any = None) -> "Stream":
-        """Open a pipe or state stream; iterate over its items."""
-        return Stream(self._conn, fn, arg)
-
-    def sink(self, fn: str, arg: Any = None) -> "Sink":
-        """Open a sink: :meth:`Sink.send` its items, then :meth:`Sink.finish`."""
-        return Sink(self._conn, fn, arg)
+        self._stream_class = Stream
+        self._sink_class = Sink
 
     def close(self) -> None:
         self._conn.close()
@@ -372,8 +377,8 @@ class Stream(_StreamBase):
         self._finish()
         raise StopIteration
 
-    def _finish(self) -> None:
-        self._ended(*_settle(lambda: self._conn.wait(self._id)))
+    def _finish(self, timeout: Optional[float] = None) -> None:
+        self._ended(*_settle(lambda: self._conn.wait(self._id, timeout)))
 
     def cancel(self) -> None:
         """Ask the worker to end the stream; items still on the way are dropped."""
@@ -387,13 +392,13 @@ class Stream(_StreamBase):
         self.cancel()
 
 
-class Sink(_StreamBase):
+class Sink(Stream):
     """A client-to-worker stream (kind ``sink``), as libherd's ``herd_sink``:
     :meth:`send` items, then :meth:`finish` for the function's result. Leaving
     a ``with`` block without finishing cancels it."""
 
     def __init__(self, conn: Connection, fn: str, arg: Any) -> None:
-        super().__init__(conn, conn.request(fn, arg))
+        _StreamBase.__init__(self, conn, conn.request(fn, arg))
 
     def send(self, item: Any) -> None:
         """Send one item. Raises BrokenPipeError once the sink ended (finished,
@@ -407,19 +412,8 @@ class Sink(_StreamBase):
         if not self._done:
             if not self._cancelled and not self._conn.replied(self._id):
                 self._conn.notify("herd.end", {"id": self._id})
-            self._ended(*_settle(lambda: self._conn.wait(self._id, timeout)))
+            self._finish(timeout)
         return self.result
-
-    def cancel(self) -> None:
-        """Abort the sink (``herd.cancel``); its function ends ``cancelled``."""
-        if self._cancel_needed():
-            self.finish()
-
-    def __enter__(self) -> "Sink":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.cancel()
 
 
 def connect(socket: Optional[str] = None, name: Optional[str] = None,

@@ -469,20 +469,14 @@ class Endpoint:
 NotificationHandler = Callable[[str, Any], None]
 
 
-class Connection(Endpoint):
-    """One hello'd connection over a blocking socket. Not thread-safe, except
-    for the heartbeat sender."""
+class Driver(Endpoint):
+    """What a connection is however it waits (blocking here, asyncio in
+    herd.aio): its :class:`Protocol`, its notification handlers, and the
+    messages it writes; a subclass gives ``_write``."""
 
-    def __init__(self, sock: socket.socket, settings: Dict[str, int]) -> None:
+    def __init__(self, settings: Dict[str, int]) -> None:
         self.p = Protocol(settings)
-        self._sock = sock
-        self._send_lock = threading.Lock()
-        self._replies: Dict[Any, Message] = {}
-        self._items: Dict[Any, Deque[Any]] = {}
-        self.inbox: Deque[Message] = deque()
         self._handlers: Dict[str, NotificationHandler] = {}
-        self._hb_stop = threading.Event()
-        self._hb_thread: Optional[threading.Thread] = None
 
     @property
     def closed(self) -> Optional[HerdError]:
@@ -491,6 +485,54 @@ class Connection(Endpoint):
     @property
     def hello(self) -> Dict[str, Any]:
         return self.p.hello
+
+    def _write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def notify(self, method: str, params: Any = None) -> None:
+        self._write(self.p.notification(method, params))
+
+    def answer(self, rid: Any, result: Any = None, error: Optional[HerdError] = None) -> None:
+        self._write(self.p.reply(rid, result, error))
+
+    def on_notification(self, method: str, handler: NotificationHandler) -> None:
+        """Run ``handler(method, params)`` for each notification ``method``
+        (as it is read: in the waiting call, or herd.aio's reader task)."""
+        self._handlers[method] = handler
+
+    def got_notification(self, method: str, params: Any) -> None:
+        handler = self._handlers.get(method)
+        if handler:
+            handler(method, params)
+
+    def beat(self) -> Optional[float]:
+        """Sends the heartbeat due now (section 7), if one is. Returns when the
+        next one is due (monotonic), or None when closed or without heartbeats."""
+        due = self.p.next_beat()
+        if self.closed or due is None:
+            return None
+        if time.monotonic() >= due:
+            try:
+                self.notify("heartbeat")
+            except HerdError:
+                return None
+            due = self.p.next_beat()
+        return due
+
+
+class Connection(Driver):
+    """One hello'd connection over a blocking socket. Not thread-safe, except
+    for the heartbeat sender."""
+
+    def __init__(self, sock: socket.socket, settings: Dict[str, int]) -> None:
+        super().__init__(settings)
+        self._sock = sock
+        self._send_lock = threading.Lock()
+        self._replies: Dict[Any, Message] = {}
+        self._items: Dict[Any, Deque[Any]] = {}
+        self.inbox: Deque[Message] = deque()
+        self._hb_stop = threading.Event()
+        self._hb_thread: Optional[threading.Thread] = None
 
     # ---- opening ----
 
@@ -546,26 +588,11 @@ class Connection(Endpoint):
         self._write(data)
         return rid
 
-    def notify(self, method: str, params: Any = None) -> None:
-        self._write(self.p.notification(method, params))
-
-    def answer(self, rid: Any, result: Any = None, error: Optional[HerdError] = None) -> None:
-        self._write(self.p.reply(rid, result, error))
-
     def call(self, method: str, params: Any = None, timeout: Optional[float] = None) -> Any:
         """A request and its reply's result; an error reply raises :class:`HerdError`."""
         return self.wait(self.request(method, params), timeout)
 
     # ---- receiving ----
-
-    def on_notification(self, method: str, handler: NotificationHandler) -> None:
-        """Run ``handler(method, params)`` for each notification ``method``."""
-        self._handlers[method] = handler
-
-    def got_notification(self, method: str, params: Any) -> None:
-        handler = self._handlers.get(method)
-        if handler:
-            handler(method, params)
 
     def got_reply(self, msg: Message) -> None:
         self._replies[msg["id"]] = msg
@@ -662,14 +689,8 @@ class Connection(Endpoint):
 
     def _heartbeat_loop(self) -> None:
         while not self._hb_stop.wait(self.p.heartbeat_interval / 2):
-            beat = self.p.next_beat()
-            if self.closed:
+            if self.beat() is None:
                 return
-            if beat is not None and time.monotonic() >= beat:
-                try:
-                    self.notify("heartbeat")
-                except HerdError:
-                    return
 
     def _fail(self, err: HerdError) -> None:
         """Closes the protocol with ``err`` (if open) and shuts the socket down."""

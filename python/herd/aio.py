@@ -21,8 +21,8 @@ from typing import Any, Callable, Dict, Generator, List, Optional
 
 from ._master import (Worker, _Calls, _Session, _StreamBase, autostart,
                       autostart_wanted, is_failure, socket_path)
-from ._proto import (Endpoint, HerdError, Message, NotificationHandler, Protocol,
-                     connect_error, resolve_settings, result_of)
+from ._proto import (Driver, HerdError, Message, Protocol, connect_error, resolve_settings,
+                     result_of)
 
 __all__ = ["AsyncConnection", "AsyncMaster", "AsyncSink", "AsyncStream",
            "AsyncWorkerConnection", "EventFeed", "connect"]
@@ -30,29 +30,20 @@ __all__ = ["AsyncConnection", "AsyncMaster", "AsyncSink", "AsyncStream",
 _END = None  # ends a stream's item queue
 
 
-class AsyncConnection(Endpoint):
+class AsyncConnection(Driver):
     """One hello'd connection driven by asyncio: a reader task routes what
     arrives (replies to futures, items to queues), a heartbeat task beats."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  settings: Dict[str, int], cancels: bool) -> None:
-        self.p = Protocol(settings)
+        super().__init__(settings)
         self._reader = reader
         self._writer = writer
         self._cancels = cancels  # a worker takes herd.cancel; herdd has no use for it
         self._waiters: Dict[Any, "asyncio.Future[Message]"] = {}
         self._items: Dict[Any, "asyncio.Queue[Optional[Message]]"] = {}
-        self._handlers: Dict[str, NotificationHandler] = {}
         self._tasks: List["asyncio.Task[None]"] = []
         self.gone = asyncio.Event()  # set once the connection closed
-
-    @property
-    def closed(self) -> Optional[HerdError]:
-        return self.p.closed
-
-    @property
-    def hello(self) -> Dict[str, Any]:
-        return self.p.hello
 
     @classmethod
     async def open(cls, path: str, role: str, name: Optional[str] = None,
@@ -90,12 +81,6 @@ class AsyncConnection(Endpoint):
         self._waiters[rid] = asyncio.get_running_loop().create_future()
         self._write(data)
         return rid
-
-    def notify(self, method: str, params: Any = None) -> None:
-        self._write(self.p.notification(method, params))
-
-    def answer(self, rid: Any, result: Any = None, error: Optional[HerdError] = None) -> None:
-        self._write(self.p.reply(rid, result, error))
 
     async def drain(self) -> None:
         """Wait until the output queue is below asyncio's high-water mark."""
@@ -146,15 +131,6 @@ class AsyncConnection(Endpoint):
 
     # ---- receiving ----
 
-    def on_notification(self, method: str, handler: NotificationHandler) -> None:
-        """Run ``handler(method, params)`` (in the reader task) for each notification ``method``."""
-        self._handlers[method] = handler
-
-    def got_notification(self, method: str, params: Any) -> None:
-        handler = self._handlers.get(method)
-        if handler:
-            handler(method, params)
-
     def got_reply(self, msg: Message) -> None:
         fut = self._waiters.get(msg["id"])
         if fut is not None and not fut.done():
@@ -192,18 +168,10 @@ class AsyncConnection(Endpoint):
             self._closed_now(self.p.closed or HerdError("connection_closed", "closed"))
 
     async def _heartbeat_loop(self) -> None:
-        while not self.closed:
-            beat = self.p.next_beat()
-            if beat is None:
-                return
-            now = time.monotonic()
-            if now < beat:
-                await asyncio.sleep(beat - now)  # a timer: the next beat is due then
-                continue
-            try:
-                self.notify("heartbeat")
-            except HerdError:
-                return
+        due = self.beat()
+        while due is not None:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))  # a timer: the beat is due then
+            due = self.beat()
 
     def _closed_now(self, err: HerdError) -> None:
         """Fails every waiter and ends every stream with the close's reason."""
@@ -364,14 +332,8 @@ class AsyncWorkerConnection(_Calls):
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
-
-    def stream(self, fn: str, arg: Any = None) -> "AsyncStream":
-        """Open a pipe or state stream; iterate over its items with ``async for``."""
-        return AsyncStream(self._conn, fn, arg)
-
-    def sink(self, fn: str, arg: Any = None) -> "AsyncSink":
-        """Open a sink: ``await s.send(item)``..., then ``await s.finish()``."""
-        return AsyncSink(self._conn, fn, arg)
+        self._stream_class = AsyncStream
+        self._sink_class = AsyncSink
 
     async def close(self) -> None:
         await self._conn.close()

@@ -13,6 +13,14 @@ def run(coro, timeout=60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+def with_worker(path, body):
+    """Runs ``body(m, w)``: a master session and a worker it spawned from ``path``."""
+    async def main():
+        async with herd.aio.connect() as m:
+            await body(m, await m.spawn(path))
+    run(main())
+
+
 def test_calls_streams_sinks(herdd, anyworker):
     async def main():
         async with herd.aio.connect() as m:
@@ -40,55 +48,51 @@ def test_calls_streams_sinks(herdd, anyworker):
 
 def test_one_connection_waits_others_go_on(herdd, anyworker):
     # The worker answers a second connection while a call sleeps on the first.
-    async def main():
-        async with herd.aio.connect() as m:
-            w = await m.spawn(anyworker)
-            async with await w.connect() as a, await w.connect() as b:
-                slow = asyncio.ensure_future(a.call("sleep", {"ms": 1500}))
-                assert await b.call("echo", [7]) == [7]
-                assert not slow.done()
-                assert await slow == {"slept_ms": 1500}
-    run(main())
+    async def body(m, w):
+        async with await w.connect() as a, await w.connect() as b:
+            slow = asyncio.ensure_future(a.call("sleep", {"ms": 1500}))
+            assert await b.call("echo", [7]) == [7]
+            assert not slow.done()
+            assert await slow == {"slept_ms": 1500}
+    with_worker(anyworker, body)
 
 
 def test_task_cancel_cancels_the_request(herdd, anyworker):
-    async def main():
-        async with herd.aio.connect() as m:
-            w = await m.spawn(anyworker)
-            async with await w.connect() as watch, await w.connect() as c:
-                logs = watch.stream("herd.logs")
-                watch.notify("note", {"text": "following"})
-                assert (await logs.__anext__())["message"] == "following"
-                with pytest.raises(asyncio.TimeoutError):
-                    await asyncio.wait_for(c.call("sleep", {"ms": 60000}), 0.3)
-                assert (await logs.__anext__())["message"] == "sleep: cancelled"
-                # A task iterating over a stream, cancelled after its first item.
-                first = asyncio.Event()
+    async def body(m, w):
+        async with await w.connect() as watch, await w.connect() as c:
+            logs = watch.stream("herd.logs")
+            watch.notify("note", {"text": "following"})
+            assert (await logs.__anext__())["message"] == "following"
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(c.call("sleep", {"ms": 60000}), 0.3)
+            assert (await logs.__anext__())["message"] == "sleep: cancelled"
+            # A task iterating over a stream, cancelled after its first item.
+            first = asyncio.Event()
 
-                async def consume(s):
-                    async for _ in s:
-                        first.set()
+            async def consume(s):
+                async for _ in s:
+                    first.set()
 
-                s = c.stream("count", {"n": 10 ** 6, "delay_ms": 5})
-                task = asyncio.ensure_future(consume(s))
-                await first.wait()
-                task.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await task
-                # A call cancelled while another of its connection runs (the Python
-                # worker had not started it yet): it never holds the connection up.
-                slow = asyncio.ensure_future(c.call("sleep", {"ms": 400}))
-                with pytest.raises(asyncio.TimeoutError):
-                    await asyncio.wait_for(c.call("sleep", {"ms": 60000}), 0.2)
-                assert await slow == {"slept_ms": 400}
-                async with c.sink("total") as k:
-                    await k.send(1)
-                # After the C worker's "sleep: cancelled" for the call above, if it ran.
-                while (await logs.__anext__())["message"] != "total: cancelled":
-                    pass
-                await logs.cancel()
-                assert await c.call("sum", {"n": 4}) == 6
-    run(main())
+            s = c.stream("count", {"n": 10 ** 6, "delay_ms": 5})
+            task = asyncio.ensure_future(consume(s))
+            await first.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # A call cancelled while another of its connection runs (the Python
+            # worker had not started it yet): it never holds the connection up.
+            slow = asyncio.ensure_future(c.call("sleep", {"ms": 400}))
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(c.call("sleep", {"ms": 60000}), 0.2)
+            assert await slow == {"slept_ms": 400}
+            async with c.sink("total") as k:
+                await k.send(1)
+            # After the C worker's "sleep: cancelled" for the call above, if it ran.
+            while (await logs.__anext__())["message"] != "total: cancelled":
+                pass
+            await logs.cancel()
+            assert await c.call("sum", {"n": 4}) == 6
+    with_worker(anyworker, body)
 
 
 def test_events_and_failures(herdd, anyworker):
