@@ -320,15 +320,18 @@ class Protocol:
         """The checks of section 1, in its order, then the message; None after
         a framing error (:attr:`broken`) or for a framing error the peer sent."""
         try:
-            if b"\0" in line or _ESCAPED_NUL.search(line):
+            # The slow checks run only on lines that could fail them.
+            escapes = b"\\u" in line
+            if b"\0" in line or (escapes and _ESCAPED_NUL.search(line)):
                 raise HerdError("nul_byte", "a NUL byte")
             text = line.decode("utf-8")
-            if _depth(text) > MAX_DEPTH:
+            if line.count(b"[") + line.count(b"{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
                 raise HerdError("too_deep", f"JSON nested over {MAX_DEPTH} deep",
                                 data={"limit": MAX_DEPTH})
             msg = json.loads(text, object_pairs_hook=_no_duplicates,
                              parse_constant=_no_constant, parse_float=_finite)
-            _no_lone_surrogate(msg)
+            if escapes:
+                _no_lone_surrogate(msg)
         except UnicodeError:
             self._break(HerdError("invalid_utf8", "a line that is not UTF-8"))
             return None
