@@ -252,12 +252,15 @@ class Worker:
             self, {"init": init, "name": name, "settings": settings})
 
     def inspect(self) -> Dict[str, Any]:
+        """This worker's WORKER object (4.5)."""
         return self.master.inspect(self.id)
 
     def kill(self, signal: Any = "TERM") -> None:
+        """Send ``signal`` to this worker (4.4)."""
         return self.master.kill(self.id, signal)
 
     def shutdown(self) -> Dict[str, Any]:
+        """Stop this worker gracefully; returns its final WORKER record."""
         return self.master.shutdown(self.id)
 
     def __repr__(self) -> str:
@@ -303,6 +306,7 @@ class WorkerConnection(_Calls):
         self._sink_class = Sink
 
     def close(self) -> None:
+        """Close the connection; what still waits on it fails ``connection_closed``."""
         self._conn.close()
 
     def __enter__(self) -> "WorkerConnection":

@@ -206,6 +206,7 @@ class AsyncConnection(Driver):
     # ---- closing ----
 
     async def close(self) -> None:
+        """Close now: pending calls and streams fail ``connection_closed``."""
         self._closed_now(HerdError("connection_closed", "closed by this side"))
         for t in self._tasks:
             if t is not asyncio.current_task():
@@ -336,6 +337,7 @@ class AsyncWorkerConnection(_Calls):
         self._sink_class = AsyncSink
 
     async def close(self) -> None:
+        """Close the connection; what still waits on it fails ``connection_closed``."""
         await self._conn.close()
 
     async def __aenter__(self) -> "AsyncWorkerConnection":
