@@ -4,8 +4,10 @@ socket (section 6), like a C worker built with libherd.
 
 Everything runs on one thread, in one loop. A handler that waits (a sink
 reading its items, a pipe between items, :func:`sleep`) runs that loop
-meanwhile, so heartbeats, cancels and other clients' requests keep being
-served; what they start runs nested and finishes first.
+meanwhile, so heartbeats, cancels and other connections' requests keep
+being served; what they start runs nested and finishes first. One
+connection's calls run one after the other, in order (the C worker may
+answer them out of order while one waits on a timer).
 """
 
 from __future__ import annotations
