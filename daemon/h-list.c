@@ -301,6 +301,13 @@ list_forget(struct worker *w)
 	}
 }
 
+/* True while any list is being built (a reexec waits for them). */
+bool
+list_busy(void)
+{
+	return !LIST_EMPTY(&jobs);
+}
+
 /* True if c's list with this id is still being built. */
 bool
 list_id_pending(const struct conn *c, const json_t *id)

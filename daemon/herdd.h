@@ -348,6 +348,7 @@ void h_list(struct conn *c, json_t *id, json_t *params);
 /* h-list.c: lists built over several turns, and what they need to hear. */
 void list_forget(struct worker *w);
 bool list_id_pending(const struct conn *c, const json_t *id);
+bool list_busy(void);
 void list_conn_gone(struct conn *c);
 /* Control connections' watchers (and their lists) run after the supervisor's (conn.c). */
 #define CONN_CONTROL_PRIORITY (EV_MINPRI + 1)

@@ -317,6 +317,8 @@ unsettled(void)
 {
 	struct worker *w;
 
+	if (list_busy())
+		return "a list is being built";
 	TAILQ_FOREACH(w, &herdd.workers, link) {
 		if (w->state == PROTO_STATE_STARTING || w->state == PROTO_STATE_STOPPING ||
 		    ev_is_active(&w->grace_timer) || w->errpipe >= 0)
