@@ -10,9 +10,10 @@ standard library only.
 
 from ._master import (Master, Stream, Worker, WorkerConnection, connect, is_failure,
                       socket_path)
+from ._pool import Pool, Progress, TaskError
 from ._proto import HerdError, resolve_settings
 from ._worker import WorkerFailure, fail, oneway, serve
 
 __all__ = ["HerdError", "Master", "Stream", "Worker", "WorkerConnection", "connect",
            "WorkerFailure", "fail", "is_failure", "oneway", "resolve_settings", "serve",
-           "socket_path"]
+           "socket_path", "Pool", "Progress", "TaskError"]

@@ -131,6 +131,14 @@ class Master:
         ``restart``, ``settings``...). As libherd does, the variables named by
         ``inherit_env`` join ``env`` and the working directory becomes ``cwd``.
         """
+        return Worker(self, self._conn.call("spawn", self._spawn_params(
+            path, args, init, name, inherit_env=inherit_env, inherit_cwd=inherit_cwd,
+            **options)))
+
+    def _spawn_params(self, path: str, args: Optional[List[str]] = None, init: Any = None,
+                      name: Optional[str] = None, *, inherit_env: Any = DEFAULT_INHERIT_ENV,
+                      inherit_cwd: bool = True, **options: Any) -> Dict[str, Any]:
+        """The params of :meth:`spawn` (a pool sends several before reading a reply)."""
         params: Dict[str, Any] = {"path": os.path.abspath(path)}
         params["argv"] = [params["path"]] + list(args or [])
         if name is not None:
@@ -145,7 +153,7 @@ class Master:
         # As libherd: the master's resolved settings, the caller's own over them.
         params["settings"] = dict(self.settings, **options.pop("settings", {}))
         params.update(options)
-        return Worker(self, self._conn.call("spawn", params))
+        return params
 
     def list(self, all: bool = False) -> List[Dict[str, Any]]:
         """The visible workers (WORKER objects, 4.3); exited records too with ``all``."""

@@ -14,6 +14,7 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
+from . import _fold
 from ._proto import (CONNECTION_SETTINGS, PROTOCOL_VERSION, Connection, HerdError,
                      resolve_settings)
 
@@ -58,6 +59,25 @@ def _cut(text: str, limit: int = MAX_FAILURE_MESSAGE) -> str:
     return text.encode()[:limit].decode("utf-8", "ignore")
 
 
+def _error_of(e: Exception) -> Dict[str, Any]:
+    """The error object a handler's exception answers (called while handling it)."""
+    if isinstance(e, HerdError):
+        return {"code": e.code or ERROR_CODES.get(e.name, -32603), "message": e.message,
+                "data": e.data}
+    return _error("function_failed", _cut(f"{type(e).__name__}: {e}"),
+                  traceback=traceback.format_exc())
+
+
+def _outcome(fn: Callable[[Any], Any], params: Any) -> Any:
+    """``(result, None)`` or ``(None, error object)`` of ``fn(params)``."""
+    try:
+        return fn(params), None
+    except WorkerFailure:
+        raise
+    except Exception as e:
+        return None, _error_of(e)
+
+
 class _ClientConnection(Connection):
     """One client of the worker's socket; requests run in the worker's loop."""
 
@@ -95,8 +115,12 @@ class _ClientConnection(Connection):
 
 class _Server:
     def __init__(self, functions: Mapping[str, Any], channel: Connection, name: str,
-                 conn_init: Optional[Callable[[Any], Any]]) -> None:
-        self.functions = dict(functions)
+                 conn_init: Optional[Callable[[Any], Any]],
+                 combiners: Optional[Mapping[str, Callable[[Any, Any], Any]]] = None) -> None:
+        # Not copied: a mapping may resolve names on demand (the start_app pool's).
+        self.functions = functions
+        self.combiners = combiners if combiners is not None else {}
+        self.accumulators: Dict[str, Any] = {}
         self.channel = channel
         self.name = name
         self.conn_init = conn_init
@@ -142,6 +166,8 @@ class _Server:
         elif method == "herd.shutdown":
             c.reply(rid, {})
             self.stopping = True
+        elif method in _fold.BUILTINS:
+            _fold.BUILTINS[method](self, c, rid, params)
         elif method not in self.functions:
             c.reply(rid, error=_error("method_not_found", f"unknown function {method!r}",
                                       method=method))
@@ -180,19 +206,12 @@ class _Server:
     def run(self, c: _ClientConnection, rid: Any, method: str, params: Any) -> None:
         fn = self.functions[method]
         self.served += 1
-        try:
-            if _kind(fn) == "pipe":
-                self.run_pipe(c, rid, fn(params))
-            else:
-                c.reply(rid, fn(params))
-        except HerdError as e:
-            c.reply(rid, error={"code": e.code or ERROR_CODES.get(e.name, -32603),
-                                "message": e.message, "data": e.data})
-        except WorkerFailure:
-            raise
-        except Exception as e:
-            c.reply(rid, error=_error("function_failed", _cut(f"{type(e).__name__}: {e}"),
-                                      traceback=traceback.format_exc()))
+        if _kind(fn) == "pipe":
+            _, error = _outcome(lambda p: self.run_pipe(c, rid, fn(p)), params)
+            if error is not None:
+                c.reply(rid, error=error)
+        else:
+            c.reply(rid, *_outcome(fn, params))
 
     def run_pipe(self, c: _ClientConnection, rid: Any, gen: Any) -> None:
         """Items as they come; a cancel read between two items ends the stream."""
@@ -311,14 +330,18 @@ class _Server:
 
 
 def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = None,
-          conn_init: Optional[Callable[[Any], Any]] = None, name: Optional[str] = None) -> None:
+          conn_init: Optional[Callable[[Any], Any]] = None, name: Optional[str] = None,
+          combiners: Optional[Mapping[str, Callable[[Any, Any], Any]]] = None) -> None:
     """Serve ``functions`` as a herd worker started by herdd; returns never (exits).
 
     ``functions`` maps names to callables taking the JSON argument: a plain
     function is a call, a generator function a pipe (its items, then its
     return value as the result), :func:`oneway` marks a oneway function.
     ``init(arg)`` runs once with the spawn's init argument; ``conn_init(arg)``
-    per client connection. A handler's exception is a ``function_failed``
+    per client connection. ``combiners`` names the combine functions
+    ``combine(acc, result) -> acc`` a pool's map-reduce may fold results with
+    here (``herd.fold``, ``herd.batch``, ``herd.take``: PROTOCOL.md 6.6).
+    A handler's exception is a ``function_failed``
     reply (message ``Type: text``, ``data.traceback``); :func:`fail`, or an
     exception outside the handlers, reports a failure to herdd with the
     traceback and exits 1.
@@ -331,7 +354,8 @@ def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = N
     sock = socket.socket(fileno=int(fd))
     channel = Connection.from_socket(sock, "worker", resolve_settings(),
                                      extra={"pid": os.getpid()})
-    server = _Server(functions, channel, name or os.path.basename(sys.argv[0]), conn_init)
+    server = _Server(functions, channel, name or os.path.basename(sys.argv[0]), conn_init,
+                     combiners)
     channel.on_notification("shutdown", lambda _m, _p: setattr(server, "stopping", True))
     try:
         if init:
