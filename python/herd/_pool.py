@@ -283,9 +283,9 @@ class Pool:
         self._thread.start()
         with self._cond:
             self._cond.wait_for(lambda: self._ever_ready or self._state == "gone")
-            if not self._ever_ready:
-                self._thread.join()
-                raise self._error or HerdError("crash_loop", "no worker could start")
+        if not self._ever_ready:
+            self._thread.join()
+            raise self._error or HerdError("crash_loop", "no worker could start")
 
     def _spawn_options(self, initializer: Any, initargs: Iterable[Any], args: Any, init: Any,
                        env: Any, cwd: Any, settings: Any) -> Dict[str, Any]:
@@ -499,6 +499,14 @@ class Pool:
         else:
             self.terminate()
 
+    def wait_ready(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every worker is ready (the pool serves from the first one);
+        False after ``timeout`` seconds."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._state == "gone" or all(s.state == "ready" for s in self._slots),
+                timeout) and self._state != "gone"
+
     def pids(self) -> List[int]:
         """The pids of the workers ready now."""
         with self._cond:
@@ -524,9 +532,11 @@ class Pool:
             while self._step():
                 pass
         except BaseException as e:  # the pool cannot go on: every job learns why
-            self._error = e if isinstance(e, HerdError) else \
-                HerdError("internal_error", f"pool engine: {type(e).__name__}: {e}")
-            self._error.__cause__ = e
+            if isinstance(e, HerdError):
+                self._error = e.with_traceback(None)
+            else:
+                self._error = HerdError("internal_error", f"pool engine: {type(e).__name__}: {e}")
+                self._error.__cause__ = e
         finally:
             self._finish()
 
@@ -552,6 +562,8 @@ class Pool:
             for s in self._slots:
                 if s.state == "ready":
                     self._dispatch(s)
+            for job in list(self._jobs):
+                self._check_done(job)  # an empty one has no reply to wait for
             self._report(now)
         wait = self._next_wake(time.monotonic())
         fds: List[Any] = [self._wake_r, self._master._conn]
@@ -627,6 +639,7 @@ class Pool:
 
     def _spawn_failed(self, s: _Slot, e: HerdError) -> None:
         self._last_death = f"spawn failed: {e}"
+        s.state = "idle"
         if not self._ever_ready and e.name == "init_failed":
             # The same script fails the same way in every worker: say so now.
             raise HerdError("init_failed", f"pool {self.name}: a worker's init failed: "
@@ -822,8 +835,10 @@ class Pool:
             for i, p in zip(f.indices, f.params):
                 self._lost(f.job, i, p, timed_out, data)
         for job, tasks in list(s.folded.items()) + list(s.takes.values()):
+            # Acknowledged folds the take never covered: lost with the worker.
             job.redo.extend(tasks)
             job.retried += len(tasks)
+            job.outstanding -= len(tasks)
         s.flights.clear()
         s.folded.clear()
         s.takes.clear()
