@@ -10,8 +10,11 @@ reply of every fold the take covers, and of no other.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+
+from ._proto import HerdError
 
 if TYPE_CHECKING:
     from ._worker import _ClientConnection, _Server
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
 MAX_ACCUMULATORS = 4096
 MAX_BATCH = 65536
 HEARTBEAT_EVERY = 256  # items between two looks at the clock
+_VALID = {dict, list, type(None)}
 Error = Dict[str, Any]
 
 
@@ -109,37 +113,46 @@ def take(server: "_Server", c: "_ClientConnection", rid: Any, params: Any) -> No
         c.reply(rid, {"n": acc.n, "value": acc.value})
 
 
-def _run_items(server: "_Server", fn: Any, args: List[Any]) -> Tuple[List[Any], List[Error]]:
-    """Every item's result in order (null for a failed one) and the failures.
-    The fd-3 heartbeat goes on between items: a long batch is not a hung worker."""
-    from ._worker import WorkerFailure, _error, _error_of
+def _invalid(_arg: Any) -> Any:
+    raise HerdError("invalid_params", "herd.batch: an item must be an object, an array or null")
+
+
+def run_items(server: Optional["_Server"], args: List[Any], fn: Any = None, star: Any = None,
+              check: bool = True) -> Tuple[List[Any], List[Error]]:
+    """Every item's result in order (null for a failed one) and the failures:
+    ``fn(item)``, or ``star(*item)``; ``check`` refuses items that are not
+    params (an object, an array or null).
+
+    The items run under map() or starmap(), in C between two calls: tiny
+    tasks pay only their call. The fd-3 heartbeat goes on between slices of
+    items: a long batch is not a hung worker.
+    """
+    from ._worker import WorkerFailure, _error_of
     results: List[Any] = []
     errors: List[Error] = []
-    append = results.append
-    channel = server.channel
-    interval = channel.heartbeat_interval
+    channel = server.channel if server else None
+    interval = channel.heartbeat_interval if channel else 0
     for start in range(0, len(args), HEARTBEAT_EVERY):
-        items = enumerate(args[start:start + HEARTBEAT_EVERY], start)
+        items = args[start:start + HEARTBEAT_EVERY]
+        if check and not set(map(type, items)) <= _VALID:
+            mapped = map(lambda a: fn(a) if type(a) in _VALID else _invalid(a), items)
+        elif star:
+            mapped = itertools.starmap(star, items)
+        else:
+            mapped = map(fn, items)
         while True:
-            # One try around the items, not one each: tiny tasks pay only the call.
             try:
-                for i, arg in items:
-                    if arg is not None and type(arg) is not dict and type(arg) is not list:
-                        append(None)
-                        errors.append({"index": i, "error": _error(
-                            "invalid_params",
-                            "herd.batch: an item must be an object, an array or null")})
-                    else:
-                        append(fn(arg))
+                results.extend(mapped)  # keeps what came before a failure
                 break
             except WorkerFailure:
                 raise
             except Exception as e:
-                append(None)
-                errors.append({"index": i, "error": _error_of(e)})
+                errors.append({"index": len(results), "error": _error_of(e)})
+                results.append(None)
         if interval > 0 and time.monotonic() - channel._last_sent >= interval:
-            channel.notify("heartbeat", {"served": server.served + len(results)})
-    server.served += len(args)
+            channel.notify("heartbeat", {"served": server.served + len(results)})  # type: ignore
+    if server:
+        server.served += len(args)
     return results, errors
 
 
@@ -147,7 +160,7 @@ def batch(server: "_Server", c: "_ClientConnection", rid: Any, params: Any) -> N
     fn, combine, error = _lookup(server, params, True)
     if error is not None:
         return c.reply(rid, error=error)
-    results, errors = _run_items(server, fn, params["args"])
+    results, errors = run_items(server, params["args"], fn, getattr(fn, "star", None))
     reply: Dict[str, Any] = {"results": results}
     if combine is not None:
         acc = _accumulator(server, params["acc"])

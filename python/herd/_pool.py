@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import itertools
 import os
 import select
 import sys
@@ -28,7 +29,7 @@ from typing import (Any, Callable, Deque, Dict, Iterable, Iterator, List, NamedT
 
 from . import _startapp
 from ._master import DEFAULT_INHERIT_ENV, Master, Worker, connect
-from ._proto import HerdError
+from ._proto import HerdError, _encode
 
 MAX_CHUNKSIZE = 1024  # the automatic chunksize's bound, as libherd's
 DEFAULT_WINDOW = 2  # batches in flight per worker
@@ -77,13 +78,12 @@ class _Job:
     """One map, reduce, find or call: its tasks, their outcomes and its waiters."""
 
     def __init__(self, pool: "Pool", kind: str, function: str, items: Iterable[Any],
-                 wrap: Callable[[Any], Any], unwrap: Optional[Callable[[Any], Any]],
+                 wrap: Callable[[Any], Any],
                  chunksize: Optional[int], progress: Optional[Callable[[Progress], None]]) -> None:
         self.pool = pool
         self.kind = kind  # map, unordered, reduce, find, call
         self.function = function
         self.wrap = wrap
-        self.unwrap = unwrap
         self.progress = progress
         try:
             self.total: Optional[int] = len(items)  # type: ignore[arg-type]
@@ -93,6 +93,8 @@ class _Job:
             chunksize = 1 if self.total is None else \
                 max(1, min(MAX_CHUNKSIZE, -(-self.total // (4 * pool.size))))
         self.chunksize = chunksize
+        # A list is sliced, anything else read as tasks are needed.
+        self.seq = items if isinstance(items, (list, tuple, range)) else None
         self.source: Iterator[Any] = iter(items)
         self.next_index = 0
         self.exhausted = False
@@ -106,7 +108,8 @@ class _Job:
         self.finished = False
         self.error: Optional[BaseException] = None
         self.value: Any = None
-        self.results: Dict[int, Any] = {}  # map: by index
+        self.results: Dict[int, Any] = {}  # imap: by index
+        self.out: Optional[List[Any]] = None  # map: the answer, filled in place
         self.queue: Deque[Any] = collections.deque()  # unordered: as they come
         self.skip_failed = False
         self.combine: Optional[Callable[[Any, Any], Any]] = None
@@ -115,6 +118,7 @@ class _Job:
         self.predicate: Callable[[Any], bool] = lambda r: r is not None
         self.future: Optional[concurrent.futures.Future] = None
         self.number = 0
+        self.chunked = self.star = False
 
     def pending(self) -> bool:
         return bool(self.suspects or self.redo) or not self.exhausted
@@ -127,12 +131,11 @@ class _Job:
         lo = self.next_index
         params: List[Any] = []
         try:
-            for item in self.source:
-                params.append(self.wrap(item))
-                if len(params) >= n:
-                    break
-            else:
-                self.exhausted = True
+            # Whole chunks, not items, are read and wrapped: tiny tasks stay cheap.
+            chunk = self.seq[lo:lo + n] if self.seq is not None else \
+                list(itertools.islice(self.source, n))
+            self.exhausted = len(chunk) < n or (self.seq is not None and lo + n >= len(self.seq))
+            params = self.wrap(chunk)
         except Exception as e:
             self.exhausted = True
             self.pool._end(self, e)
@@ -144,11 +147,15 @@ class _Job:
     # Outcomes, on the engine thread with the pool's lock held.
 
     def succeeded(self, indices: Any, values: List[Any]) -> None:
-        if self.unwrap:
-            values = [self.unwrap(v) for v in values]
         self.done += len(values)
         self.outstanding -= len(values)
-        if self.kind == "map":
+        if self.kind == "map" and self.out is not None:
+            if type(indices) is range:
+                self.out[indices.start:indices.stop] = values
+            else:
+                for i, v in zip(indices, values):
+                    self.out[i] = v
+        elif self.kind == "map":
             self.results.update(zip(indices, values))
         elif self.kind == "unordered":
             self.queue.extend(values)
@@ -173,7 +180,7 @@ class _Job:
         self.outstanding -= 1
         if not self.skip_failed:
             return self.pool._end(self, error)
-        if self.kind == "map":
+        if self.kind == "map" and self.out is None:
             self.results[index] = None
 
     def complete(self) -> bool:
@@ -209,6 +216,7 @@ class _Slot:
         self.respawn_at = 0.0
         self.dying_since = 0.0
         self.timed_out: Optional[int] = None
+        self.out = bytearray()  # requests not yet written
 
     def busy(self) -> int:
         return len(self.flights) + len(self.takes)
@@ -309,31 +317,32 @@ class Pool:
 
     # ---- the caller's side ----
 
-    def _function(self, func: Any, star: bool = False) -> Tuple[str, Callable[[Any], Any],
-                                                                Optional[Callable[[Any], Any]]]:
-        """The worker function's name, how an item becomes its params and how a
-        result comes back."""
+    def _function(self, func: Any, star: bool, chunked: bool) -> Tuple[str, Callable[[Any], Any]]:
+        """The worker function's name and how a chunk of items becomes their params."""
         if self.executable:
             if not isinstance(func, str):
                 raise TypeError("a pool of an executable calls its functions by name (a str)")
-            return func, lambda x: x, None
-        if isinstance(func, str):
-            return func, (tuple if star else (lambda x: (x,))), None
-        ref = _startapp.reference(func)
+            return func, list
+        ref = func if isinstance(func, str) else _startapp.reference(func)
         if self.pickle:
-            enc = _startapp.encode
-            return (_startapp.PICKLE_PREFIX + ref,
-                    (lambda x: [enc(tuple(x))]) if star else (lambda x: [enc((x,))]),
-                    _startapp.decode)
-        return ref, (list if star else (lambda x: [x])), None
+            return _startapp.PICKLE_PREFIX + ref, list
+        wrap_star = lambda xs: [list(x) for x in xs]  # noqa: E731
+        if chunked:  # the items themselves, in one chunk call (_startapp._run_chunk)
+            return _startapp.CHUNK_PREFIX + ref, wrap_star if star else list
+        # A call's params are its arguments: zip makes (x,) of each x at C speed.
+        return ref, wrap_star if star else lambda xs: list(zip(xs))
 
     def _start(self, kind: str, func: Any, items: Iterable[Any], chunksize: Optional[int],
                progress: Optional[Callable[[Progress], None]], star: bool = False,
                **attrs: Any) -> _Job:
-        name, wrap, unwrap = self._function(func, star)
+        # A Python function's tasks go as chunk calls, but for worker-side folds.
+        chunked = not self.executable and \
+            not (kind == "reduce" and attrs.get("worker_combine"))
+        name, wrap = self._function(func, star, chunked)
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be at least 1")
-        job = _Job(self, kind, name, items, wrap, unwrap, chunksize, progress)
+        job = _Job(self, kind, name, items, wrap, chunksize, progress)
+        job.chunked, job.star = chunked, star
         job.skip_failed = self.skip_failed
         for k, v in attrs.items():
             setattr(job, k, v)
@@ -359,9 +368,10 @@ class Pool:
         A failed task raises :class:`TaskError` (unless ``skip_failed``)."""
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
-        job = self._start("map", func, iterable, chunksize, progress)
+        job = self._start("map", func, iterable, chunksize, progress,
+                          out=[None] * len(iterable))  # type: ignore[arg-type]
         self._wait(job)
-        return [job.results[i] for i in range(job.total or 0)]
+        return job.out  # type: ignore[return-value]
 
     def starmap(self, func: Any, iterable: Iterable[Iterable[Any]],
                 chunksize: Optional[int] = None,
@@ -369,9 +379,10 @@ class Pool:
         """``[func(*args) for args in iterable]``, as :meth:`map`."""
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
-        job = self._start("map", func, iterable, chunksize, progress, star=True)
+        job = self._start("map", func, iterable, chunksize, progress, star=True,
+                          out=[None] * len(iterable))  # type: ignore[arg-type]
         self._wait(job)
-        return [job.results[i] for i in range(job.total or 0)]
+        return job.out  # type: ignore[return-value]
 
     def imap(self, func: Any, iterable: Iterable[Any], chunksize: int = 1,
              progress: Optional[Callable[[Progress], None]] = None) -> Iterator[Any]:
@@ -562,14 +573,19 @@ class Pool:
             for s in self._slots:
                 if s.state == "ready":
                     self._dispatch(s)
+                    self._flush(s)
             for job in list(self._jobs):
                 self._check_done(job)  # an empty one has no reply to wait for
             self._report(now)
         wait = self._next_wake(time.monotonic())
         fds: List[Any] = [self._wake_r, self._master._conn]
         fds += [s.conn for s in self._slots if s.state == "ready"]
-        ready, _, _ = select.select(fds, [], [], wait)
+        ready, writable, _ = select.select(
+            fds, [s.conn for s in self._slots if s.state == "ready" and s.out], [], wait)
         with self._cond:
+            for s in self._slots:
+                if s.state == "ready" and s.conn in writable:
+                    self._flush(s)
             for fd in ready:
                 if fd is self._wake_r:
                     while True:
@@ -631,6 +647,8 @@ class Pool:
                 # herdd watches the worker (fd 3): no heartbeats on this connection.
                 s.conn = s.worker.connect(name=self.name, settings={
                     "heartbeat_interval_ms": 0, "heartbeat_timeout_ms": 0})._conn
+                s.conn._sock.setblocking(False)
+                s.out = bytearray()
             except HerdError as e:
                 self._spawn_failed(s, e)
                 continue
@@ -656,6 +674,7 @@ class Pool:
         if s.conn is not None:
             s.conn.close()
             s.conn = None
+        s.out = bytearray()
 
     # ---- dispatch ----
 
@@ -681,17 +700,62 @@ class Pool:
             if s.busy() >= self.window:
                 return
 
+    # Requests to workers are queued and written when the socket takes them: a
+    # blocking write could wait for a worker that waits for us to read its reply.
+
+    def _queue(self, s: _Slot, method: str, params: Any, request: bool = True) -> int:
+        """Queues a request (or a notification); returns its id. Raises
+        limit_exceeded for a message over the worker's max_message_size."""
+        conn = s.conn
+        msg: Dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
+        rid = 0
+        if request:
+            rid = msg["id"] = conn._next_id
+        data = _encode(msg)
+        if len(data) - 1 > conn.peer_max_message_size:
+            raise HerdError("limit_exceeded", "a task's params are over the worker's "
+                            "max_message_size", data={"limit": "max_message_size"})
+        if request:
+            conn._next_id += 1
+        s.out += data
+        return rid
+
+    def _flush(self, s: _Slot) -> None:
+        """Writes what the socket takes now."""
+        while s.out and not s.conn.closed:
+            try:
+                n = s.conn._sock.send(s.out)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                s.conn._fail(HerdError("connection_closed", f"send: {e.strerror}"))
+                return
+            del s.out[:n]
+
     def _send(self, s: _Slot, job: _Job, indices: Any, params: List[Any]) -> None:
         msg: Dict[str, Any] = {"function": job.function, "args": params}
         acc = None
         if job.kind == "reduce" and job.worker_combine:
             acc = f"{os.getpid()}.{self.name}.{s.k}.{s.gen}.{job.number}"
             msg.update(acc=acc, combine=job.worker_combine)
-        job.outstanding += len(params)
         try:
-            rid = s.conn.request("herd.batch", msg)
-        except HerdError:
-            rid = -s.gen * 1000000 - len(s.flights)  # answered by the worker's death
+            if not job.chunked:
+                rid = self._queue(s, "herd.batch", msg)
+            elif self.pickle:
+                rid = self._queue(s, job.function, [_startapp.encode((params, job.star))])
+            else:
+                rid = self._queue(s, job.function, [params, job.star])
+        except HerdError as e:
+            if len(params) > 1:  # a batch too big for one message goes as two halves
+                half = len(params) // 2
+                ind = list(indices)
+                self._send(s, job, ind[:half], params[:half])
+                return self._send(s, job, ind[half:], params[half:])
+            job.outstanding += 1
+            i = list(indices)[0]
+            return job.task_failed(i, self._item(job, params[0]), TaskError(
+                e.name, e.message, i, self._item(job, params[0]), e.data))
+        job.outstanding += len(params)
         f = s.flights[rid] = _Flight(job, indices, params, acc)
         if len(s.flights) == 1 and self.task_timeout:
             f.deadline = time.monotonic() + self.task_timeout * len(params)
@@ -705,10 +769,7 @@ class Pool:
         if any(j is job for j, _ in s.takes.values()):
             return
         acc = f"{os.getpid()}.{self.name}.{s.k}.{s.gen}.{job.number}"
-        try:
-            rid = s.conn.request("herd.take", {"acc": acc})
-        except HerdError:
-            return
+        rid = self._queue(s, "herd.take", {"acc": acc})
         s.takes[rid] = (job, s.folded.pop(job))
 
     # ---- replies ----
@@ -737,6 +798,10 @@ class Pool:
             job.outstanding -= len(f.params)
             return self._end(job, err)
         result = reply.get("result") or {}
+        if job.chunked:
+            if self.pickle:
+                result = _startapp.decode(result)
+            result = {"results": result[0], "errors": result[1]}
         failed = {e["index"]: e["error"] for e in result.get("errors", ())
                   if isinstance(e, dict)}
         self._consecutive = 0
@@ -800,8 +865,8 @@ class Pool:
         """The caller's item back from the params it became."""
         if self.executable:
             return params
-        if self.pickle:
-            params = _startapp.decode(params[0])
+        if job.chunked:
+            return tuple(params) if job.star else params
         return params[0] if len(params) == 1 else tuple(params)
 
     # ---- deaths and timeouts ----
@@ -878,10 +943,7 @@ class Pool:
         for s in self._slots:
             for rid, f in s.flights.items():
                 if f.job is job and s.state == "ready" and rid > 0:
-                    try:
-                        s.conn.notify("herd.cancel", {"id": rid})
-                    except HerdError:
-                        pass
+                    self._queue(s, "herd.cancel", {"id": rid}, request=False)
             s.folded.pop(job, None)
         self._report(time.monotonic(), final=True, only=job)
         if job.future is not None:

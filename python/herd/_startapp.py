@@ -7,9 +7,12 @@ script and the master's ``sys.path``. :func:`main` runs that script as the
 module ``__mp_main__`` (so its ``if __name__ == "__main__":`` block does not
 run, and it is also reachable as ``__main__``), then serves every function
 the master names as ``"module:qualname"``: a call's params are the JSON array
-of its positional arguments, its result the function's return value. A
-combine is named the same way. With ``pickle`` the arguments and result
-travel as one base64 pickle string each instead.
+of its positional arguments, its result the function's return value; that is
+how herd.batch (a map-reduce folding on the workers) runs it. A combine is
+named the same way. A map's tasks travel as chunk calls ``"chunk/module:qualname"``
+``[items, star]`` answered ``[results, errors]``, one flat JSON message each
+way; with ``pickle`` (``"pickle/module:qualname"``) the params and the answer
+are each one base64 pickle string instead.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ._proto import HerdError
 
 MAIN = "__mp_main__"
 PICKLE_PREFIX = "pickle/"
+CHUNK_PREFIX = "chunk/"
 # True in a pool worker while the master's script runs as its main module.
 bootstrapping = False
 
@@ -66,21 +70,40 @@ def decode(text: str) -> Any:
 def _caller(ref: str) -> Callable[[Any], Any]:
     """The worker function behind a call's name: params are the arguments."""
     pickled = ref.startswith(PICKLE_PREFIX)
-    module, _, qualname = ref[len(PICKLE_PREFIX) if pickled else 0:].partition(":")
+    chunk = ref.startswith(CHUNK_PREFIX)
+    name = ref.split("/", 1)[1] if pickled or chunk else ref
+    module, _, qualname = name.partition(":")
     try:
         fn = _resolve(module, qualname)
     except Exception as e:
-        raise HerdError("method_not_found", f"{ref}: {type(e).__name__}: {e}",
+        raise HerdError("method_not_found", f"{name}: {type(e).__name__}: {e}",
                         data={"method": ref}) from None
     if pickled:
-        return lambda params: encode(fn(*decode(params[0])))
-    return lambda params: fn(*params)
+        return lambda params: encode(_run_chunk(fn, *decode(params[0])))
+    if chunk:
+        return lambda params: _run_chunk(fn, *params)
+    call: Any = lambda params: fn(*params)
+    call.star = fn  # herd.batch runs items as starmap(fn, items)
+    return call
 
 
 def _raiser(error: HerdError) -> Callable[[Any], Any]:
     def fail(_params: Any) -> Any:
         raise error
     return fail
+
+
+def _run_chunk(fn: Callable[..., Any], items: List[Any], star: bool = False) -> List[Any]:
+    """A chunk call: ``fn`` over items (argument lists with ``star``), answered
+    ``[results, errors]`` as herd.batch answers, in one flat message: a JSON
+    array per item would cost more than a tiny task's run. With pickle, params
+    and result are each one base64 pickle of the same."""
+    from . import _fold, _worker
+    if not isinstance(items, list):
+        raise HerdError("invalid_params", "a chunk call's params are [items, star]")
+    results, errors = _fold.run_items(_worker.current, items, fn=None if star else fn,
+                                      star=fn if star else None, check=False)
+    return [results, errors]
 
 
 class Functions(dict):  # type: ignore[type-arg]

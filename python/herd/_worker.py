@@ -329,6 +329,10 @@ class _Server:
             c.close()
 
 
+# The worker this process serves as, once serve() started it (for long pool calls).
+current: Optional[_Server] = None
+
+
 def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = None,
           conn_init: Optional[Callable[[Any], Any]] = None, name: Optional[str] = None,
           combiners: Optional[Mapping[str, Callable[[Any, Any], Any]]] = None) -> None:
@@ -354,8 +358,9 @@ def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = N
     sock = socket.socket(fileno=int(fd))
     channel = Connection.from_socket(sock, "worker", resolve_settings(),
                                      extra={"pid": os.getpid()})
-    server = _Server(functions, channel, name or os.path.basename(sys.argv[0]), conn_init,
-                     combiners)
+    global current
+    server = current = _Server(functions, channel, name or os.path.basename(sys.argv[0]),
+                               conn_init, combiners)
     channel.on_notification("shutdown", lambda _m, _p: setattr(server, "stopping", True))
     try:
         if init:

@@ -220,7 +220,7 @@ def test_unreachable_functions_are_refused(herdd, testworker):
         for fn in (lambda x: x, nested):
             with pytest.raises(TypeError, match="top level"):
                 p.map(fn, [1])
-        with pytest.raises(herd.TaskError) as e:
+        with pytest.raises(herd.HerdError) as e:
             p.map("poolfuncs:nonesuch", [1])
         assert e.value.name == "method_not_found" and "nonesuch" in str(e.value)
     with herd.Pool(1, executable=testworker) as p:
