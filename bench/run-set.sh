@@ -59,6 +59,7 @@ echo "{\"figure\":\"grace_ms\",\"variant\":\"herdd\",\"value\":$grace,\"unit\":\
 cpus=$(nproc)
 $H map "$worker" "$tasks" "$cpus" 32
 python3 bench/pool-map.py "$tasks" "$cpus"
+python3 bench/py-pool.py "$tasks" "$cpus" "$worker" "$n"
 $H crash "$worker" 10000 "$cpus" 32 "$crashes"
 python3 bench/wordfreq.py "$build/examples/wordfreq" "$text_mb" "$wf_rounds"
 # herdd's memory is read from a fresh daemon: stop this one, start another.

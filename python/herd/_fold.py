@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 MAX_ACCUMULATORS = 4096
 MAX_BATCH = 65536
-HEARTBEAT_EVERY = 256  # items between two looks at the clock
+SLICE_SECONDS = 0.05  # items run between two looks at the clock, about
 _VALID = {dict, list, type(None)}
 Error = Dict[str, Any]
 
@@ -132,8 +132,12 @@ def run_items(server: Optional["_Server"], args: List[Any], fn: Any = None, star
     errors: List[Error] = []
     channel = server.channel if server else None
     interval = channel.heartbeat_interval if channel else 0
-    for start in range(0, len(args), HEARTBEAT_EVERY):
-        items = args[start:start + HEARTBEAT_EVERY]
+    start, step = 0, 16
+    while start < len(args):
+        # Slices double while they run quickly: tiny tasks pay no per-slice cost,
+        # slow ones still let the clock be looked at every few of them.
+        items = args[start:start + step]
+        began = time.monotonic()
         if check and not set(map(type, items)) <= _VALID:
             mapped = map(lambda a: fn(a) if type(a) in _VALID else _invalid(a), items)
         elif star:
@@ -149,7 +153,11 @@ def run_items(server: Optional["_Server"], args: List[Any], fn: Any = None, star
             except Exception as e:
                 errors.append({"index": len(results), "error": _error_of(e)})
                 results.append(None)
-        if interval > 0 and time.monotonic() - channel._last_sent >= interval:
+        start += len(items)
+        now = time.monotonic()
+        if now - began < SLICE_SECONDS:
+            step *= 2
+        if interval > 0 and now - channel._last_sent >= interval:
             channel.notify("heartbeat", {"served": server.served + len(results)})  # type: ignore
     if server:
         server.served += len(args)

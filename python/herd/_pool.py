@@ -157,8 +157,10 @@ class _Job:
                     self.out[i] = v
         elif self.kind == "map":
             self.results.update(zip(indices, values))
+            self.pool._waking = True
         elif self.kind == "unordered":
             self.queue.extend(values)
+            self.pool._waking = True
         elif self.kind == "reduce":
             for v in values:
                 self.fold(v)
@@ -285,6 +287,7 @@ class Pool:
         self._cond = threading.Condition()
         self._state = "running"  # closing (no new jobs), terminating, gone
         self._error: Optional[BaseException] = None
+        self._waking = False  # something a waiter may wait for happened
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._thread = threading.Thread(target=self._engine, name=f"herd-pool-{self.name}",
                                         daemon=True)
@@ -603,7 +606,11 @@ class Pool:
             for s in self._slots:
                 if s.state == "ready":
                     self._collect(s)
-            self._cond.notify_all()
+            if self._waking:
+                # Only for what a waiter waits for: a thread woken for nothing
+                # takes the GIL from the engine.
+                self._waking = False
+                self._cond.notify_all()
         return True
 
     def _next_wake(self, now: float) -> Optional[float]:
@@ -653,7 +660,7 @@ class Pool:
                 self._spawn_failed(s, e)
                 continue
             s.state = "ready"
-            self._ever_ready = True
+            self._ever_ready = self._waking = True
 
     def _spawn_failed(self, s: _Slot, e: HerdError) -> None:
         self._last_death = f"spawn failed: {e}"

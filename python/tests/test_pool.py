@@ -311,3 +311,24 @@ def test_python_worker_batches_and_folds(herdd):
                                      "combine": "add"})
             assert e.value.name == "method_not_found"
             assert c.call("herd.take", {"acc": "k"}) == {"n": 0}
+
+
+def test_wordfreq_example_equals_a_sequential_count(herdd, tmp_path):
+    import collections
+    import re
+    from conftest import ROOT
+    texts = ["The cat, the hat.\n", "A cat; a CAT -- 1984 é the end", "hat" * 3 + " x"]
+    texts_dir = tmp_path / "texts"
+    texts_dir.mkdir()
+    for k, text in enumerate(texts * 5):
+        (texts_dir / f"t{k:02d}.txt").write_text(text)
+    want = collections.Counter(w for t in texts * 5 for w in re.findall("[a-z]+", t.lower()))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "wordfreq.py"),
+                          "--workers", "2", str(texts_dir)], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"{sum(want.values())} words, {len(want)} different, in 15 files"
+    top = sorted(want.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
+    assert lines[1:] == [f"{n} {w}" for w, n in top]
