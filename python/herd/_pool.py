@@ -246,6 +246,11 @@ class Pool:
     done before the pool gives up (``crash_loop``); ``skip_failed`` lets a map
     go on past failed tasks (None in their place); ``args``, ``init``,
     ``env``, ``cwd``, ``settings`` are the workers' spawn options.
+
+    The pool is usable once its first worker is ready (:meth:`wait_ready`
+    waits for all). One engine thread per pool drives it; ``progress``,
+    ``combine`` and ``predicate`` callbacks run there, and must not wait on
+    the pool. ``deaths`` and ``spawns`` count worker deaths and spawns.
     """
 
     def __init__(self, processes: Optional[int] = None,
@@ -274,6 +279,7 @@ class Pool:
         self._spawn_opts = self._spawn_options(initializer, initargs, args, init, env, cwd,
                                                settings)
         self.deaths = self.spawns = 0
+        self._last_death = "none"
         self._consecutive = 0
         self._ever_ready = False
         self._own_master = master is None
@@ -468,10 +474,9 @@ class Pool:
         """``func(*args)`` on a worker, as ``Executor.submit`` (for an executable's
         pool: ``submit(name, params)``)."""
         future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()  # before the engine may set its result
         items = [args[0] if self.executable and len(args) == 1 else args]
-        job = self._start("call", func, items, 1, None, star=True, future=future)
-        future.set_running_or_notify_cancel()
-        del job
+        self._start("call", func, items, 1, None, star=True, future=future, skip_failed=False)
         return future
 
     def apply(self, func: Any, args: Iterable[Any] = ()) -> Any:
@@ -642,8 +647,6 @@ class Pool:
                                                    settings=dict(self._spawn_opts["settings"])))
         s.spawn_rid = self._master._conn.request("spawn", params)
 
-    _last_death = "none"
-
     def _collect_spawns(self) -> None:
         conn = self._master._conn
         for s in self._slots:
@@ -785,13 +788,19 @@ class Pool:
         replies = s.conn._replies
         for rid in [r for r in s.flights if r in replies]:
             f = s.flights.pop(rid)
-            self._answered(s, f, replies.pop(rid))
+            try:
+                self._answered(s, f, replies.pop(rid))
+            except Exception as e:  # the caller's combine or predicate raised: its job ends
+                self._end(f.job, e)
             if s.flights and self.task_timeout:
                 head = next(iter(s.flights.values()))
                 head.deadline = time.monotonic() + self.task_timeout * len(head.params)
         for rid in [r for r in s.takes if r in replies]:
             job, tasks = s.takes.pop(rid)
-            self._taken(s, job, tasks, replies.pop(rid))
+            try:
+                self._taken(s, job, tasks, replies.pop(rid))
+            except Exception as e:
+                self._end(job, e)
         if s.conn.closed:
             s.state = "dying"
             s.dying_since = time.monotonic()
@@ -967,7 +976,11 @@ class Pool:
             if final or now - job.last_progress >= PROGRESS_EVERY:
                 job.last_progress = now
                 rate = job.done / max(now - job.started, 1e-9)
-                job.progress(Progress(job.done, job.failed, job.retried, job.total, rate))
+                try:
+                    job.progress(Progress(job.done, job.failed, job.retried, job.total, rate))
+                except Exception as e:  # the caller's callback raised: its job ends with it
+                    job.progress = None
+                    self._end(job, e)
 
     def _finish(self) -> None:
         """The engine's last act: end every job, stop the workers, close the session."""
