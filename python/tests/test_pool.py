@@ -199,13 +199,17 @@ def test_progress(herdd):
 
 
 def test_close_terminate_join(herdd):
-    p = herd.Pool(1)
+    p = herd.Pool(2, name="closing")
     fut = p.submit(f.square, 3)
     p.close()
     with pytest.raises(ValueError):
         p.map(f.square, [1])
     p.join()
     assert fut.result() == 9
+    # Closing stops the workers through herdd, a normal stop.
+    with herd.connect() as m:
+        ended = [w for w in m.list(all=True) if w["pool"] == "closing"]
+        assert len(ended) == 2 and {w["reason"] for w in ended} == {"shutdown"}
     p = herd.Pool(1)
     p.terminate()
     with pytest.raises(ValueError):
