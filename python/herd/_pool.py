@@ -261,8 +261,8 @@ class Pool:
                  retries: int = 3, retry_failed: bool = False,
                  task_timeout: Optional[float] = None, max_restarts: Optional[int] = None,
                  skip_failed: bool = False, name: Optional[str] = None,
-                 socket: Optional[str] = None, settings: Optional[Dict[str, int]] = None,
-                 master: Optional[Master] = None) -> None:
+                 socket: Optional[str] = None,
+                 settings: Optional[Dict[str, int]] = None) -> None:
         _startapp.check_not_bootstrapping()
         self.size = processes or len(os.sched_getaffinity(0))
         if self.size < 1 or window < 1 or retries < 0:
@@ -282,8 +282,8 @@ class Pool:
         self._last_death = "none"
         self._consecutive = 0
         self._ever_ready = False
-        self._own_master = master is None
-        self._master = master or connect(socket, name=self.name)
+        # A session of its own: the engine thread is its only user.
+        self._master: Master = connect(socket, name=self.name)
         self._master.on_event(self._on_event)
         self._ends: Dict[str, Dict[str, Any]] = {}
         self._slots = [_Slot(k) for k in range(self.size)]
@@ -994,8 +994,7 @@ class Pool:
         try:
             self._stop_workers()
         finally:
-            if self._own_master:
-                self._master.close()
+            self._master.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
             with self._cond:

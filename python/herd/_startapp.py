@@ -3,7 +3,7 @@ runs the master's own script again as its workers, as multiprocessing's
 spawn start method does.
 
 A worker is ``python -c BOOTSTRAP``; its herd init argument names the main
-script and the master's ``sys.path``. :func:`main` runs that script as the
+script and the master's ``sys.path``. :func:`serve_pool` runs that script as the
 module ``__mp_main__`` (so its ``if __name__ == "__main__":`` block does not
 run, and it is also reachable as ``__main__``), then serves every function
 the master names as ``"module:qualname"``: a call's params are the JSON array
