@@ -18,6 +18,9 @@ from typing import Any, Callable, Deque, Dict, Optional
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+# Bytes one read may take: a pool's batch of 16,384 results is ~100 KB, and
+# each read costs a trip through the caller's loop.
+RECV_SIZE = 1 << 20
 CONNECTION_SETTINGS = ("max_message_size", "heartbeat_interval_ms", "heartbeat_timeout_ms")
 SETTINGS_DEFAULTS: Dict[str, int] = {
     "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
@@ -250,7 +253,7 @@ class Connection:
 
     def _read(self) -> None:
         try:
-            chunk = self._sock.recv(1 << 16)
+            chunk = self._sock.recv(RECV_SIZE)
         except OSError as e:
             self._fail(HerdError("connection_closed", f"recv: {e.strerror}"))
             return
