@@ -35,7 +35,7 @@ MAX_CHUNKSIZE = 1024  # the automatic chunksize's bound, as libherd's
 DEFAULT_WINDOW = 2  # batches in flight per worker
 DEATH_EVENTS = frozenset({"exited", "crashed", "failed", "heartbeat_lost", "killed", "stopped",
                           "spawn_timeout", "init_failed", "host_lost"})
-EVENT_WAIT = 1.0  # how long a lost connection waits for its worker's end event
+EVENT_WAIT = 3.0  # how long a lost connection waits for its worker's end event
 PROGRESS_EVERY = 0.1
 
 
@@ -251,6 +251,11 @@ class Pool:
     waits for all). One engine thread per pool drives it; ``progress``,
     ``combine`` and ``predicate`` callbacks run there, and must not wait on
     the pool. ``deaths`` and ``spawns`` count worker deaths and spawns.
+
+    herdd supervises the workers as any: one that neither heartbeats nor uses
+    CPU for ``heartbeat_timeout_ms`` (10 s; ``settings``) is hung and killed,
+    and a task that blocks that long without computing (a sleep, a stalled
+    read) counts as a crash of its worker.
     """
 
     def __init__(self, processes: Optional[int] = None,

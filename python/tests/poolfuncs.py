@@ -57,6 +57,17 @@ def wait_fifo_if_zero(arg):
     return read_fifo(path) if x == 0 else x
 
 
+def stall_once(arg):
+    """x squared; for x == 100, until dir/done exists, says its pid through the
+    FIFO dir/pid and blocks (on the FIFO dir/never) until it is killed."""
+    x, d = arg
+    if x == 100 and not os.path.exists(os.path.join(d, "done")):
+        with open(os.path.join(d, "pid"), "w") as f:
+            f.write(str(os.getpid()))
+        read_fifo(os.path.join(d, "never"))
+    return x * x
+
+
 def pid(_x=None):
     return os.getpid()
 
