@@ -192,6 +192,20 @@ def test_map_reduce_exact_when_workers_die(herdd, tmp_path, testworker):
                                progress=kill_one) == expected_sum_of_sums(2000)
 
 
+def test_map_reduce_exact_when_a_folding_worker_is_sigkilled(herdd, tmp_path):
+    """Folds the victim acknowledged but no take covered die with it and run again."""
+    for fifo in ("pid", "never"):
+        os.mkfifo(tmp_path / fifo)
+    args = [(x, str(tmp_path)) for x in range(3000)]
+    with herd.Pool(2) as p, concurrent.futures.ThreadPoolExecutor(1) as ex:
+        total = ex.submit(p.map_reduce, f.stall_once, args, operator.add, chunksize=8)
+        victim = int((tmp_path / "pid").read_text())
+        (tmp_path / "done").touch()
+        os.kill(victim, signal.SIGKILL)
+        assert total.result(timeout=60) == sum(x * x for x in range(3000))
+        assert p.deaths == 1
+
+
 def test_progress(herdd):
     seen = []
     with herd.Pool(2) as p:
