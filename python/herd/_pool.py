@@ -192,7 +192,7 @@ class _Job:
 # ---- workers ----
 
 class _Flight:
-    __slots__ = ("job", "indices", "params", "acc", "deadline")
+    __slots__ = ("job", "indices", "params", "acc", "deadline", "alone")
 
     def __init__(self, job: _Job, indices: Any, params: List[Any], acc: Optional[str]) -> None:
         self.job = job
@@ -200,6 +200,7 @@ class _Flight:
         self.params = params
         self.acc = acc
         self.deadline: Optional[float] = None
+        self.alone = False  # a suspect's: nothing else goes to its worker meanwhile
 
 
 class _Slot:
@@ -694,6 +695,8 @@ class Pool:
     # ---- dispatch ----
 
     def _dispatch(self, s: _Slot) -> None:
+        if any(f.alone for f in s.flights.values()):
+            return  # a suspect runs alone: what dies with it is its own doing
         for job in self._jobs:
             if job.finished:
                 continue
@@ -702,7 +705,7 @@ class Pool:
                     if s.flights:
                         break  # a suspect runs alone
                     i, p = job.suspects.popleft()
-                    self._send(s, job, [i], [p])
+                    self._send(s, job, [i], [p], alone=True)
                     return
                 if not (job.redo or not job.exhausted):
                     break
@@ -747,11 +750,17 @@ class Pool:
                 return
             del s.out[:n]
 
-    def _send(self, s: _Slot, job: _Job, indices: Any, params: List[Any]) -> None:
+    def _acc(self, s: _Slot, job: _Job) -> str:
+        """The accumulator of job on s's worker: never shared, never reused by
+        its replacement (PROTOCOL.md 6.6)."""
+        return f"{os.getpid()}.{self.name}.{s.k}.{s.gen}.{job.number}"
+
+    def _send(self, s: _Slot, job: _Job, indices: Any, params: List[Any],
+              alone: bool = False) -> None:
         msg: Dict[str, Any] = {"function": job.function, "args": params}
         acc = None
         if job.kind == "reduce" and job.worker_combine:
-            acc = f"{os.getpid()}.{self.name}.{s.k}.{s.gen}.{job.number}"
+            acc = self._acc(s, job)
             msg.update(acc=acc, combine=job.worker_combine)
         try:
             if not job.chunked:
@@ -764,14 +773,15 @@ class Pool:
             if len(params) > 1:  # a batch too big for one message goes as two halves
                 half = len(params) // 2
                 ind = list(indices)
-                self._send(s, job, ind[:half], params[:half])
-                return self._send(s, job, ind[half:], params[half:])
+                self._send(s, job, ind[:half], params[:half], alone)
+                return self._send(s, job, ind[half:], params[half:], alone)
             job.outstanding += 1
             i = list(indices)[0]
             return job.task_failed(i, self._item(job, params[0]), TaskError(
                 e.name, e.message, i, self._item(job, params[0]), e.data))
         job.outstanding += len(params)
         f = s.flights[rid] = _Flight(job, indices, params, acc)
+        f.alone = alone
         if len(s.flights) == 1 and self.task_timeout:
             f.deadline = time.monotonic() + self.task_timeout * len(params)
 
@@ -783,8 +793,7 @@ class Pool:
             return
         if any(j is job for j, _ in s.takes.values()):
             return
-        acc = f"{os.getpid()}.{self.name}.{s.k}.{s.gen}.{job.number}"
-        rid = self._queue(s, "herd.take", {"acc": acc})
+        rid = self._queue(s, "herd.take", {"acc": self._acc(s, job)})
         s.takes[rid] = (job, s.folded.pop(job))
 
     # ---- replies ----
