@@ -22,6 +22,7 @@
  *   herd-bench crash WORKER N W WINDOW ROUNDS
  *                                           the same map unordered, and with one worker
  *                                           SIGKILLed halfway, against a pool's spawn
+ *   herd-bench pool-start WORKER W ROUNDS   a pool of W until all serve (median)
  *
  * WORKER is the absolute path of herd-testworker. Each prints JSON lines like
  * bench/baseline so the runner can put both side by side.
@@ -522,17 +523,6 @@ scale_spawned(herd_master *m, int r, herd_worker *worker, herd_error *error, voi
 }
 
 /* Lets this process hold a pidfd for each of many workers. */
-static void
-raise_fd_limit(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
 static void report_f(const char *figure, double value, const char *unit, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -563,7 +553,7 @@ cmd_scale(char **args)
 	json_t *opts = herd_spawn_opts_new(path, NULL);
 	uint64_t t0, t1;
 
-	raise_fd_limit();
+	bench_raise_fd_limit();
 	t0 = bench_now_ns();
 	for (long i = 0; i < n; i++)
 		check(herd_master_spawn_async(master, opts, scale_spawned, &st), "spawn_async");
@@ -803,6 +793,27 @@ cmd_crash(char **args)
 	return 0;
 }
 
+/* pool-start WORKER W ROUNDS: the median time a pool of W takes until all its workers serve. */
+static int
+cmd_pool_start(char **args)
+{
+	int workers = atoi(args[1]);
+	long rounds = atol(args[2]);
+	struct samples s = { 0 };
+
+	for (long r = 0; r < rounds; r++) {
+		uint64_t t0 = bench_now_ns();
+		herd_pool *p = pool_open(args[0], workers, 1);
+
+		samples_add(&s, bench_now_ns() - t0);
+		herd_pool_unref(p);
+	}
+	report_f("pool_start_ms", (double)samples_pct(&s, 50) / 1e6, "ms", "herd_pool_workers%d",
+	    workers);
+	samples_free(&s);
+	return 0;
+}
+
 /* A mode table like baseline.c's: each program lists its own modes; bench_mode_find parses both. */
 static const struct bench_mode modes[] = {
 	{ "rtt", "WORKER N", 2, cmd_rtt },
@@ -814,6 +825,7 @@ static const struct bench_mode modes[] = {
 	{ "scale", "WORKER N", 2, cmd_scale },
 	{ "map", "WORKER N W WINDOW [CHUNK]", 4, cmd_map },
 	{ "crash", "WORKER N W WINDOW ROUNDS", 5, cmd_crash },
+	{ "pool-start", "WORKER W ROUNDS", 3, cmd_pool_start },
 	{ 0 },
 };
 

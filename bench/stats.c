@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "stats.h"
@@ -95,4 +96,15 @@ bench_mode_find(const struct bench_mode *modes, const char *prog, int argc, char
 	for (m = modes; m->name; m++)
 		fprintf(stderr, "  %s %s %s\n", prog, m->name, m->args);
 	return NULL;
+}
+
+void
+bench_raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 }

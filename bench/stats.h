@@ -29,6 +29,9 @@ void samples_report(struct samples *s, const char *figure, const char *variant);
 /* Prints {"figure":..., "variant":..., "value":..., "unit":...}. */
 void bench_report_value(const char *figure, const char *variant, double value, const char *unit);
 
+/* Raises RLIMIT_NOFILE's soft limit to the hard one (a thousand connections or workers). */
+void bench_raise_fd_limit(void);
+
 /* One mode of a benchmark program: "PROG NAME ARGS...". */
 struct bench_mode {
 	const char *name;

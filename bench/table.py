@@ -29,6 +29,10 @@ def fmt(v, unit):
 
 print("| figure | CPUs | herd | baseline | ratio | target |")
 print("|---|---|---:|---:|---:|---|")
+# A figure whose program failed is named first, never left as a silent "-".
+for r in rows:
+    if r["figure"] == "failed":
+        print(f"| **FAILED**: {r['variant']} (exit {r['value']}) | {r['cpus']} | | | | |")
 
 
 def row(label, cpus, h, b, unit, target="", op=None):
@@ -36,7 +40,8 @@ def row(label, cpus, h, b, unit, target="", op=None):
         return
     ratio = "-"
     if h is not None and b:
-        ratio = f"{h / b:.2f}x"
+        # A peer can be hundreds of times slower: keep such ratios from reading 0.00x.
+        ratio = f"{h / b:.2f}x" if h / b >= 0.01 else f"{h / b:.4f}x"
         if op:
             ratio += " ok" if op(h / b) else " **missed**"
     print(f"| {label} | {cpus} | {fmt(h, unit)} | {fmt(b, unit)} | {ratio} | {target} |")
@@ -81,6 +86,14 @@ for cpus in (all_cpus, one_cpu):
         v("stream_mb_per_s", "bulk_raw"), "MB/s")
     row("stream MB/s (64 KiB items) vs jansson both ends", cpus, h,
         v("stream_mb_per_s", "items_json_size65536"), "MB/s")
+    # gRPC C++ over a Unix socket (bench/peers/grpc-bench.cc), the same figures.
+    for p in ("p50", "p99"):
+        row(f"call round trip {p} vs gRPC unary", cpus, v("call_rtt", "herd_call", p + "_us"),
+            v("call_rtt", "grpc_unary", p + "_us"), "us")
+    row("calls/s, 64 in flight vs gRPC async", cpus, v("calls_per_s", "herd_inflight64_workers1"),
+        v("calls_per_s", "grpc_inflight64"), "/s")
+    row("stream MB/s (64 KiB items) vs gRPC server stream", cpus, h,
+        v("stream_mb_per_s", "grpc_stream_size65536"), "MB/s")
     for p in ("p50", "p99"):
         row(f"spawn-to-ready {p} vs fork+exec+handshake", cpus,
             v("spawn_ready", "herd_spawn", p + "_us"),
@@ -132,6 +145,22 @@ best_h = max((x for x in (h_map, h_unord) if x is not None), default=None)
 row("pool map tasks/s, best vs best Python", all_cpus, best_h, best_py, "/s", "≥ 10x", ge(10))
 row("pool map unordered tasks/s vs imap_unordered, chunksize 1", all_cpus, h_unord1,
     py("pool_imap_unordered_chunksize1"), "/s")
+# dask.distributed (bench/peers/dask-bench.py): one task an element, as dask maps.
+dask = next((x for k, x in pool.items() if k.startswith("dask_client_map_workers")), None)
+row("pool map tasks/s, best vs dask client.map", all_cpus, best_h, dask, "/s")
+row("pool map tasks/s, chunksize 1 vs dask client.map", all_cpus, h_unord1, dask, "/s")
+starts = sorted(int(r["variant"][len("herd_pool_workers"):]) for r in rows
+                if r["cpus"] == all_cpus and r["variant"].startswith("herd_pool_workers"))
+for w in starts:
+    row(f"pool of {w} start-up vs dask LocalCluster of {w}", all_cpus,
+        v("pool_start_ms", f"herd_pool_workers{w}"),
+        v("pool_start_ms", f"dask_local_cluster_workers{w}"), "ms")
+# GNU parallel (bench/peers/parallel.py): lines/s of the whole command.
+for r in rows:
+    if r["cpus"] == all_cpus and r["variant"].startswith("herdctl_map_j"):
+        j = r["variant"][len("herdctl_map_j"):]
+        row(f"herdctl map -j {j}, lines/s vs GNU parallel -j {j} echo", all_cpus, r["value"],
+            v("map_lines_per_s", f"gnu_parallel_j{j}"), "/s")
 # wordfreq: speed-up per worker over the sequential C count, and against Python.
 wf = {r["variant"]: r["value"] for r in rows
       if r["cpus"] == all_cpus and r["figure"] == "wordfreq_s"}
@@ -192,3 +221,72 @@ if len(sizes) == 2:
         b = v("scale", f"{what}_{small}_{key}")
         row(f"{what} {large:,} workers ({label}) vs {small:,}", all_cpus, h, b, "ms",
             f"≤ {large / small:.0f}x", le(large / small * 1.1))
+
+# herdd under load (bench/run-load.sh): the issue 19 targets, as ratios of the same run.
+load = {(r["figure"], r["variant"]): r for r in rows
+        if r["cpus"] == all_cpus and r["figure"].startswith(("load", "list_cost", "ping_one"))}
+lr = next((r for (f, _), r in load.items() if f == "load"), None)
+if lr:
+    tag = f"{lr['variant'].replace('masters', '').replace('_rate', ' masters, ')}/s"
+    print(f"| load ({tag}): sustained | {all_cpus} | {fmt(lr['sustained_per_s'], '/s')} "
+          f"| {fmt(lr['offered_per_s'], '/s')} | {lr['sustained_per_s'] / lr['offered_per_s']:.2f}x | |")
+    for p in ("p50", "p99", "p999"):
+        row(f"load ({tag}): latency {p} vs 5 ms", all_cpus, lr[p + "_us"], 5000.0, "us",
+            "≤ 1x" if p == "p99" else "", le(1.0) if p == "p99" else None)
+    print(f"| load ({tag}): herdd CPU | {all_cpus} | {lr['herdd_cpu_pct']:.0f}% | | | |")
+    idle, busy = load.get(("load_spawn_ready", "idle")), load.get(("load_spawn_ready", "under_load"))
+    if idle and busy:
+        for p in ("p50", "p99"):
+            row(f"load: spawn-to-ready {p} under load vs idle", all_cpus, busy[p + "_us"],
+                idle[p + "_us"], "us", "≤ 2x" if p == "p99" else "",
+                le(2.0) if p == "p99" else None)
+    mk = load.get(("load_master_kill", "to_last_worker_exit"))
+    if mk and mk["n"]:
+        row("load: master SIGKILL → its workers exited, p50", all_cpus, mk["p50_us"], None, "us")
+        row("load: master SIGKILL → its workers exited, worst", all_cpus, mk["max_us"], None, "us")
+for (f, var), r in sorted(load.items()):
+    if f == "list_cost":
+        row(f"list of {var.replace('workers', '').replace('_', ' workers, ', 1).replace('_', ' ')}: "
+            "herdd CPU vs 1 ms", all_cpus, r["value"], 1000.0, "us", "≤ 1x", le(1.0))
+nl, wl = load.get(("load_lister", "no_lister")), load.get(("load_lister", "lister"))
+if nl and wl:
+    row(f"load: others' p99 with a client listing {wl['workers']:,} workers vs without", all_cpus,
+        wl["p99_us"], nl["p99_us"], "us", "≤ 2x", le(2.0))
+pr = next((r for (f, _), r in load.items() if f == "ping_one_core"), None)
+if pr:
+    row("ping/s, herdd on one CPU vs 50 k/s", all_cpus, pr["sustained_per_s"], 50000.0, "/s",
+        "≥ 1x", ge(1.0))
+    row("ping, herdd on one CPU: p99 vs 20 ms", all_cpus, pr["p99_us"], 20000.0, "us", "≤ 1x",
+        le(1.0))
+checks = [r for r in rows if r["figure"] == "load_check"]
+if checks:
+    lost = sum(1 for r in checks if not r["value"])
+    print(f"| load: nothing lost ({len(checks)} modes, "
+          f"{sum(r['requests'] for r in checks):,} requests) | {all_cpus} | "
+          f"{'ok' if not lost else f'**{lost} LOST**'} | | | |")
+
+# supervisord (bench/peers/supervisord-bench.py): as many programs as herdd's workers.
+for n in sizes:
+    h = v("scale", f"spawn_{n}_all_ready")
+    row(f"spawn {n:,} workers (all ready) vs supervisord's {n:,} RUNNING", all_cpus, h,
+        v("peer_scale", f"supervisord_spawn_{n}_all_running"), "ms")
+    row(f"spawn {n:,} workers (all ready) vs supervisord's {n:,} serving", all_cpus, h,
+        v("peer_scale", f"supervisord_spawn_{n}_all_serving"), "ms")
+    row(f"stop {n:,} workers (all reaped) vs supervisord's {n:,} STOPPED", all_cpus,
+        v("scale", f"stop_{n}_all_reaped"), v("peer_scale", f"supervisord_stop_{n}_all_stopped"),
+        "ms")
+
+# A peer that did not report fails the run: its rows must not quietly read "-".
+missing = [f"{fig} {var} ({c})" for c in (all_cpus, one_cpu)
+           for fig, var in (("call_rtt", "grpc_unary"), ("calls_per_s", "grpc_inflight64"),
+                            ("stream_mb_per_s", "grpc_stream_size65536"))
+           if get(c, fig, var, "n" if fig == "call_rtt" else "value") is None]
+missing += [f"{fig} {prefix}* ({all_cpus})"
+            for fig, prefix in (("pool_tasks_per_s", "dask_client_map_"),
+                                ("pool_start_ms", "dask_local_cluster_"),
+                                ("map_lines_per_s", "gnu_parallel_"),
+                                ("peer_scale", "supervisord_spawn_"))
+            if not any(r["cpus"] == all_cpus and r["figure"] == fig
+                       and r["variant"].startswith(prefix) for r in rows)]
+if missing:
+    sys.exit("table.py: peers that reported nothing: " + ", ".join(missing))

@@ -321,3 +321,20 @@ capture_tail(const struct capture *cap, unsigned n)
 	}
 	return a;
 }
+
+/* A predecessor's lines and unfinished line (a reexec), with its dropped count. */
+void
+capture_restore(
+    struct capture *cap, json_t *lines, uint64_t dropped, const char *partial, size_t len)
+{
+	size_t i;
+	json_t *l;
+
+	json_array_foreach(lines, i, l) {
+		if (json_is_string(l))
+			push_line(cap, json_string_value(l), json_string_length(l));
+	}
+	if (len > 0 && partial_append(cap, partial, len) < 0)
+		dropped++;
+	cap->dropped = dropped;
+}

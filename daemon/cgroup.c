@@ -223,3 +223,29 @@ cgroup_cleanup(void)
 	free(own_path);
 	deleg_path = deleg_dir = own_path = NULL;
 }
+
+/* The delegated subtree for a reexec: herdd is already inside its child (null: none). */
+json_t *
+cgroup_save(void)
+{
+	if (!deleg_path)
+		return json_null();
+	return json_pack("[s, s, s?]", deleg_path, deleg_dir, own_path);
+}
+
+/* Takes over cgroup_save()'s subtree instead of looking again (cgroup_init()). */
+void
+cgroup_load(json_t *saved)
+{
+	const char *path, *dir, *own;
+	json_t *o;
+
+	if (json_unpack(saved, "[s, s, o]", &path, &dir, &o) < 0)
+		return;
+	own = json_string_value(o);
+	deleg_path = strdup(path);
+	deleg_dir = strdup(dir);
+	own_path = own ? strdup(own) : NULL;
+	if (!deleg_path || !deleg_dir)
+		fatal("out of memory");
+}

@@ -25,6 +25,20 @@
 #define OUTPUT_HIGH_WATER (1u << 20)
 /* Feeds (events, followed logs) hold back once this much output waits. */
 #define FEED_HIGH_WATER (256u << 10)
+/*
+ * Fairness under load: a connection is handed at most this many requests per
+ * wakeup, then waits its turn behind every other ready connection (the peer
+ * defers it, peer.h). Small enough that a thousand busy clients make a loop
+ * iteration of tens of ms at worst, large enough that one pipelining client
+ * is not slowed by the extra wakeups.
+ */
+#define CONN_BUDGET 32
+/*
+ * Control connections' watchers run after the supervisor's (default
+ * priority: reaps, spawn pipes, worker channels, timers) within a loop
+ * iteration (CONN_CONTROL_PRIORITY), so a flood of requests never delays a
+ * spawn, a reap or a heartbeat by more than the iteration the budget bounds.
+ */
 
 static uint64_t next_serial = 1;
 
@@ -240,6 +254,9 @@ conn_new(int fd, enum conn_kind kind, const struct conn_ops *ops, size_t max_mes
 	/* Backpressure: a peer that sends requests but never reads replies waits. */
 	herd__peer_set_water(&c->peer, OUTPUT_HIGH_WATER, OUTPUT_HIGH_WATER);
 	c->peer.max_send = HERD_DEFAULT_MAX_MESSAGE_SIZE;
+	c->peer.budget = CONN_BUDGET;
+	if (kind == CONN_CONTROL)
+		c->peer.priority = CONN_CONTROL_PRIORITY;
 	c->peer.sum_in = &herdd.stats.bytes_in;
 	c->peer.sum_out = &herdd.stats.bytes_out;
 	c->kind = kind;
@@ -307,6 +324,18 @@ conn_feed_full(struct conn *c)
 	return herd__peer_queued(&c->peer) > FEED_HIGH_WATER;
 }
 
+/* What queueing returned: a peer whose output is full does not read, and is let go. */
+static void
+conn_queued(struct conn *c, int r)
+{
+	if (r != -ENOBUFS)
+		return;
+	herdd.stats.limit_output++;
+	log_warn("connection %llu (uid %u): output over %zu bytes, closing",
+	    (unsigned long long)c->serial, (unsigned)c->cred.uid, herdd.cfg.max_output);
+	conn_abort(c);
+}
+
 /* Queues msg (stolen). */
 int
 conn_send(struct conn *c, json_t *msg)
@@ -324,13 +353,22 @@ conn_send(struct conn *c, json_t *msg)
 	/* A reply the peer cannot take is answered by the peer's stand-in error with its id. */
 	r = herd__peer_send(&c->peer, msg);
 	json_decref(msg);
-	if (r == -ENOBUFS) {
-		/* The peer does not read: nothing more can be said to it. */
-		herdd.stats.limit_output++;
-		log_warn("connection %llu (uid %u): output over %zu bytes, closing",
-		    (unsigned long long)c->serial, (unsigned)c->cred.uid, herdd.cfg.max_output);
-		conn_abort(c);
-	}
+	conn_queued(c, r);
+	conn_unref(c);
+	return r;
+}
+
+/* Queues a reply herdd encoded itself (line ends in its newline) to request id. */
+int
+conn_send_line(struct conn *c, const char *line, size_t len, const json_t *id)
+{
+	int r;
+
+	if (c->peer.released)
+		return -EPIPE;
+	conn_ref(c);
+	r = herd__peer_queue_line(&c->peer, line, len, id);
+	conn_queued(c, r);
 	conn_unref(c);
 	return r;
 }
@@ -399,4 +437,13 @@ conn_count_masters(void)
 			n++;
 	}
 	return n;
+}
+
+/* Gives c the serial it had before a reexec; later connections get higher ones. */
+void
+conn_set_serial(struct conn *c, uint64_t serial)
+{
+	c->serial = serial;
+	if (serial >= next_serial)
+		next_serial = serial + 1;
 }

@@ -244,7 +244,8 @@ kill_leftovers(void)
 	while ((e = readdir(d))) {
 		unsigned n;
 
-		if (e->d_type != DT_DIR || e->d_name[0] == '.' ||
+		/* A reexec's predecessor left its live workers' cgroups, not leftovers. */
+		if (e->d_type != DT_DIR || e->d_name[0] == '.' || reexec_keeps(e->d_name) ||
 		    asprintf(&dir, "%s/%s", workers_dir, e->d_name) < 0)
 			continue;
 		n = count_procs(dir);

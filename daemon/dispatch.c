@@ -33,6 +33,7 @@ static const struct method methods[] = {
 	{ "subscribe", h_subscribe, NEED_HELLO },
 	{ "unsubscribe", h_unsubscribe, NEED_HELLO },
 	{ "stats", h_stats, NEED_HELLO | WHILE_STOPPING },
+	{ "reexec", h_reexec, NEED_HELLO },
 };
 
 static const struct method *
@@ -115,7 +116,7 @@ request(struct conn *c, const struct proto_msg *m)
 		conn_reply_error(c, m->id, HERD_E_SHUTTING_DOWN, NULL, "herdd is shutting down");
 		return;
 	}
-	if (c->pending > 0 && sup_id_pending(c, m->id)) {
+	if (c->pending > 0 && (sup_id_pending(c, m->id) || list_id_pending(c, m->id))) {
 		conn_reply_error(c, m->id, HERD_E_INVALID_REQUEST, NULL,
 		    "a request with this id is still pending");
 		return;
@@ -172,6 +173,7 @@ control_closed(struct conn *c)
 	log_debug("connection %llu (uid %u) closed", (unsigned long long)c->serial,
 	    (unsigned)c->cred.uid);
 	sup_conn_gone(c);
+	list_conn_gone(c);
 	sup_owner_gone(c);
 }
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Requests about existing workers: list, inspect, logs, shutdown, kill.
+ * Requests about existing workers: inspect, logs, shutdown, kill (list: h-list.c).
  * A worker of another uid answers worker_not_found, exactly like an id that
  * never existed, so ids do not leak across users.
  */
@@ -36,25 +36,6 @@ find_named(struct conn *c, json_t *id, const char *wid, json_int_t incarnation)
 		return NULL;
 	}
 	return w;
-}
-
-/* list {all?} -> {workers: [...]} */
-void
-h_list(struct conn *c, json_t *id, json_t *params)
-{
-	struct worker *w;
-	json_t *a;
-	int all = 0;
-
-	if (dispatch_unpack(c, id, params, "{s?b}", "all", &all) < 0)
-		return;
-	a = json_array();
-	TAILQ_FOREACH(w, &herdd.workers, link) {
-		if (!dispatch_may_see(c, w->uid) || (w->state == PROTO_STATE_EXITED && !all))
-			continue;
-		json_array_append_new(a, sup_worker_json(w));
-	}
-	conn_reply(c, id, json_pack("{s:o}", "workers", a));
 }
 
 /* inspect {id, incarnation?} -> WORKER */

@@ -282,6 +282,8 @@ void conn_unref(struct conn *c);
 bool conn_feed_full(struct conn *c);
 /* Queues msg (stolen). Returns 0 or -errno; on overflow the connection is closed. */
 int conn_send(struct conn *c, json_t *msg);
+/* Queues a reply to id encoded by herdd (line: compact JSON and its newline), as conn_send(). */
+int conn_send_line(struct conn *c, const char *line, size_t len, const json_t *id);
 /*
  * Result reply (result stolen). NULL is a result that could not be built: the
  * request is answered with internal_error, so a handler that means {} passes
@@ -310,6 +312,8 @@ void conn_abort(struct conn *c);
 void conn_drain(struct conn *c);
 /* Starts the I/O: from here on the loop drives the connection. */
 void conn_start(struct conn *c);
+/* Gives c its serial from before a reexec; later connections get higher ones. */
+void conn_set_serial(struct conn *c, uint64_t serial);
 /* Runs ops->deadline ms from now (0: never). */
 void conn_set_deadline(struct conn *c, unsigned ms);
 /* When the peer last sent anything (now_ms() time). */
@@ -341,10 +345,17 @@ void h_subscribe(struct conn *c, json_t *id, json_t *params);
 void h_unsubscribe(struct conn *c, json_t *id, json_t *params);
 void h_spawn(struct conn *c, json_t *id, json_t *params);
 void h_list(struct conn *c, json_t *id, json_t *params);
+/* h-list.c: lists built over several turns, and what they need to hear. */
+void list_forget(struct worker *w);
+bool list_id_pending(const struct conn *c, const json_t *id);
+void list_conn_gone(struct conn *c);
+/* Control connections' watchers (and their lists) run after the supervisor's (conn.c). */
+#define CONN_CONTROL_PRIORITY (EV_MINPRI + 1)
 void h_inspect(struct conn *c, json_t *id, json_t *params);
 void h_logs(struct conn *c, json_t *id, json_t *params);
 void h_shutdown(struct conn *c, json_t *id, json_t *params);
 void h_kill(struct conn *c, json_t *id, json_t *params);
+void h_reexec(struct conn *c, json_t *id, json_t *params);
 
 /* Sends an event about w to its owner and to subscribers, and keeps it for replay (events.c). */
 void events_emit(struct worker *w, enum proto_event event);
@@ -359,6 +370,9 @@ json_t *events_stats_json(void);
 void events_subscribe(struct conn *c, bool replay, uint64_t since, const char *instance);
 /* c's output drained (conn.c): one that fell behind is fed from the ring. */
 void events_drained(struct conn *c);
+/* The ring across a reexec: saved as JSON, loaded by the successor (same instance, seqs go on). */
+json_t *events_save(void);
+int events_load(json_t *saved);
 
 /* ---- capture.c ---- */
 
@@ -401,6 +415,9 @@ void capture_finish(struct capture *cap);
 void capture_free(struct capture *cap);
 /* The last n lines (0: all) as a new JSON array of strings. */
 json_t *capture_tail(const struct capture *cap, unsigned n);
+/* Puts back a predecessor's lines, dropped count and unfinished line (a reexec). */
+void capture_restore(
+    struct capture *cap, json_t *lines, uint64_t dropped, const char *partial, size_t len);
 
 /* ---- supervisor.c, spawn.c, channel.c ---- */
 
@@ -441,6 +458,7 @@ void logfile_close(struct logfile *lf);
 /* A request answered when a worker reaches a state (spawn: ready; shutdown: reaped). */
 struct waiter {
 	struct waiter *next;
+	void *map_next; /* the next waiter in its chain of the table sup_id_pending looks up */
 	struct conn *conn; /* a reference */
 	json_t *id;
 	bool spawn;
@@ -463,7 +481,7 @@ struct worker {
 	TAILQ_ENTRY(worker) link;
 	bool listed; /* on herdd.workers, counted in herdd.nworkers */
 	TAILQ_ENTRY(worker) exited_link; /* on herdd.exited once listed and exited */
-	struct worker *pid_next; /* in the pid map while the process is unreaped */
+	void *pid_next; /* the next worker in its chain of the pid map, while unreaped */
 	bool in_pid_map;
 	char id[24];
 	char *name;
@@ -506,11 +524,15 @@ struct worker {
 	int64_t ended_ms;
 	struct timespec started_wall;
 	int64_t last_heartbeat_ms;
-	uint64_t last_cpu_ticks;
+	uint64_t last_cpu_ms; /* CPU time at the last heartbeat check that heard the worker */
 	int64_t next_check_ms; /* a busy silent worker is checked again then */
 	char *functions; /* from "ready", as compact JSON text */
 	uint64_t served;
-	uint64_t cpu_ms; /* last CPU time read from /proc */
+	/* The last sample of its process (sample.c), which list and inspect serve. */
+	uint64_t cpu_ms; /* CPU time; after the reap the kernel's final figure */
+	uint64_t rss_kib;
+	char proc_state; /* /proc's state letter */
+	int64_t sampled_ms; /* when (now_ms()); 0: not sampled yet */
 	enum proto_reason backup_reason; /* the reason if the backup SIGKILL has to fire */
 	bool stop_sent; /* sup_stop() signalled it; the grace timer runs */
 	bool had_connection;
@@ -581,6 +603,8 @@ void sup_owner_gone(struct conn *c);
 bool sup_id_pending(const struct conn *c, const json_t *id);
 /* Drops c's waiters (its session ended). */
 void sup_conn_gone(struct conn *c);
+/* Forgets x (off every list already): its connection's count, its table entry, its memory. */
+void sup_waiter_free(struct waiter *x);
 /* Finds a worker by id that c may see, or NULL. */
 struct worker *sup_find(const struct conn *c, const char *id);
 /* Live workers owned by uid. */
@@ -588,8 +612,24 @@ unsigned sup_count_uid(uid_t uid);
 unsigned sup_count_live(void);
 /* Stops every worker (daemon shutdown). */
 void sup_stop_all(void);
+/* ---- worker-json.c, sample.c ---- */
+
 /* The worker's public JSON object (new reference). */
 json_t *sup_worker_json(const struct worker *w);
+#define SUP_WORKER_ALL_FIELDS UINT64_MAX
+/* The bit of a WORKER field's name, 0 for no such field. */
+uint64_t sup_worker_field(const char *name);
+/* Only the fields whose bits are in mask (new reference). */
+json_t *sup_worker_json_fields(const struct worker *w, uint64_t mask);
+/* Writes them as JSON text into b: a list's reply is built as text. Returns 0 or -errno. */
+int sup_worker_write(struct proto_wbuf *b, const struct worker *w, uint64_t mask);
+/* Reads w's state, CPU time and memory from /proc into its record. Returns 0 or -errno. */
+int sample_worker(struct worker *w);
+/* The sweep that samples every live worker about once a second. */
+void sample_start(void);
+void sample_stop(void);
+/* w leaves herdd.workers: the sweep's place moves past it. */
+void sample_forget(struct worker *w);
 /* What the reaper does with one reaped child (status as from waitpid()). */
 void sup_reap(pid_t pid, int status, const struct rusage *ru);
 /* Reaps: the SIGCHLD watcher and the retention timer. */
@@ -674,6 +714,8 @@ struct worker *sup_by_pid(pid_t pid);
 /* Answers and removes w's spawn waiters (spawn true) or the others with reply (no id). */
 void sup_answer_waiters(struct worker *w, bool spawn, json_t *reply);
 json_t *sup_rfc3339(const struct timespec *ts);
+/* The same text in buf (at least 32 bytes), which it returns. */
+const char *sup_rfc3339_text(const struct timespec *ts, char *buf, size_t len);
 /* "SIGKILL" for 9 (new reference). */
 json_t *sup_signal_json(int sig);
 /* Counts an exit for "stats". */
@@ -695,14 +737,17 @@ int restart_parse(struct worker *w, json_t *spec, char *why, size_t len);
 enum proto_state restart_after_exit(struct worker *w);
 /* Ends a restarting worker's wait for good (shutdown, daemon shutdown). */
 void restart_cancel(struct worker *w, enum proto_reason reason);
-/* Adds incarnation, restart policy, count and last exit to a WORKER object. */
-void restart_json(const struct worker *w, json_t *o);
+/* A WORKER object's "restart": policy, count and last exit (new reference). */
+json_t *restart_policy_json(const struct worker *w);
 void restart_free(struct worker *w);
 /*
  * True if the incarnation a request names (params' optional "incarnation", 0
  * when absent) is w's current one.
  */
 bool restart_is_current(const struct worker *w, json_int_t incarnation);
+/* w's policy and history across a reexec (null: none); restart_load() returns 0 or -errno. */
+json_t *restart_save(const struct worker *w);
+int restart_load(struct worker *w, json_t *saved);
 
 /* Continues worker ids from the counter kept in dir (NULL: none kept, ids start at w1). */
 void ids_open(const char *dir);
@@ -719,6 +764,9 @@ void cgroup_init(void);
 json_t *cgroup_json(void);
 /* The delegated cgroup's directory (borrowed), or NULL. */
 const char *cgroup_delegated_dir(void);
+/* The delegated subtree across a reexec: herdd stays in its child, nothing is looked up again. */
+json_t *cgroup_save(void);
+void cgroup_load(json_t *saved);
 void cgroup_cleanup(void);
 
 /* ---- limits.c ---- */
@@ -764,6 +812,40 @@ json_t *contain_json(void);
 void contain_cleanup(void);
 
 /* ---- notify.c ---- */
+/* ---- reexec.c, reexec-state.c: herdd replaced by a fresh exec of its binary ---- */
+
+/* Remembers how herdd was started (the binary, argv) and starts the SIGUSR2 watcher. */
+void reexec_init(int argc, char **argv);
+/*
+ * First thing at start-up: a probe (HERDD_REEXEC_PROBE) checks the state and
+ * exits here; a successor (HERDD_REEXEC_STATE) loads it and keeps only the fds
+ * it names. True when herdd is taking over from a predecessor.
+ */
+bool reexec_early(int argc, char **argv);
+/* A successor: the predecessor's cgroup, and whether worker cgroup id is one of its workers'. */
+json_t *reexec_cgroup(void);
+bool reexec_keeps(const char *id);
+/* A successor: the listening socket, lock and paths instead of server_open(). */
+void reexec_server(void);
+/* A successor: takes over the connections, workers, events and counters. */
+void reexec_adopt(void);
+/* A successor whose signal watchers run: the signals blocked across the exec may come. */
+void reexec_started(void);
+void reexec_cleanup(void);
+
+/* reexec-state.c: herdd's state as JSON, and the fds it names. */
+struct reexec_fds {
+	int *fd;
+	size_t n, cap;
+};
+/* The whole state (new reference) or NULL; every fd it names is added to fds. */
+json_t *reexec_state_save(struct reexec_fds *fds);
+/* Checks a saved state without touching herdd: 0 or -EINVAL, why set. */
+int reexec_state_check(json_t *state, char *why, size_t len);
+/* Takes over the connections and workers of a checked state. */
+void reexec_state_load(json_t *state);
+/* The control connection with this serial, or NULL. */
+struct conn *reexec_conn(uint64_t serial);
 
 void notify_init(void);
 void notify_ready(void);

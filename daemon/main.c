@@ -597,9 +597,12 @@ main_io_close(ev_io *io, int *fd)
 static void
 start_up(int argc, char **argv)
 {
+	/* A reexec's successor keeps exactly the fds its predecessor's state names. */
+	bool adopting = reexec_early(argc, argv);
 	int r;
 
-	close_inherited_fds();
+	if (!adopting)
+		close_inherited_fds();
 	ensure_std_fds();
 	/* Everything herdd creates (sockets, directories) is private unless chmod'ed. */
 	umask(077);
@@ -623,7 +626,10 @@ start_up(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
 	size_worker_limits();
-	cgroup_init();
+	if (adopting)
+		cgroup_load(reexec_cgroup());
+	else
+		cgroup_init();
 	spawn_init();
 	/* Never keep a mount busy; every path herdd uses is absolute. */
 	if (chdir("/") < 0)
@@ -634,7 +640,10 @@ start_up(int argc, char **argv)
 
 	main_state_init();
 	contain_init(cgroup_delegated_dir());
-	server_open();
+	if (adopting)
+		reexec_server();
+	else
+		server_open();
 	/*
 	 * Ids continue from the last herdd's on this socket directory; a --stdio
 	 * instance's directory is its own and removed at exit: nothing to continue.
@@ -643,6 +652,8 @@ start_up(int argc, char **argv)
 	server_start();
 	if (herdd.cfg.stdio)
 		stdio_start();
+	reexec_init(argc, argv);
+	reexec_adopt();
 }
 
 /* The signals and the idle check. */
@@ -677,6 +688,7 @@ clean_up(void)
 	ev_timer_stop(herdd.loop, &exit_deadline);
 	ev_prepare_stop(herdd.loop, &idle_check);
 	ev_timer_stop(herdd.loop, &idle_timer);
+	reexec_cleanup();
 	main_state_free();
 	stdio_cleanup();
 	server_close();
@@ -699,6 +711,7 @@ main_run(int argc, char **argv)
 {
 	start_up(argc, argv);
 	watch_start();
+	reexec_started();
 	notify_init();
 	log_info(
 	    "herdd %s ready (pid %d, uid %u)", HERD_VERSION, (int)herdd.pid, (unsigned)herdd.uid);

@@ -29,8 +29,11 @@ notify_init(void)
 {
 	uint64_t usec = 0;
 
-	/* unset_environment=1: workers never see WATCHDOG_* (their env is built anyway). */
-	if (sd_watchdog_enabled(1, &usec) > 0 && usec > 0) {
+	/*
+	 * WATCHDOG_* stays in herdd's environment for a reexec's successor, which
+	 * keeps the pid and must keep pinging; workers never see it (their env is built).
+	 */
+	if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
 		double half = (double)usec / 2e6;
 
 		ev_timer_init(&watchdog, watchdog_cb, half, half);

@@ -248,7 +248,8 @@ new_incarnation(struct worker *w, struct restart *r)
 	w->spawn_errno = 0;
 	w->spawn_stage = NULL;
 	w->stop_sent = w->had_connection = false;
-	w->served = w->cpu_ms = w->last_cpu_ticks = 0;
+	w->served = w->cpu_ms = w->last_cpu_ms = w->rss_kib = 0;
+	w->sampled_ms = 0;
 	w->last_heartbeat_ms = w->next_check_ms = 0;
 	/* A restart whose spawn failed may have left the previous copies. */
 	json_decref(w->env);
@@ -328,20 +329,15 @@ last_exit_json(const struct restart *r)
 	    sup_rfc3339(&r->last_ended_wall));
 }
 
-/* The restart members of the WORKER object (PROTOCOL.md 4.3). */
-void
-restart_json(const struct worker *w, json_t *o)
+/* The WORKER object's "restart" (PROTOCOL.md 4.3), a new reference. */
+json_t *
+restart_policy_json(const struct worker *w)
 {
 	const struct restart *r = w->restart;
 	json_t *policy;
 
-	if (!o)
-		return;
-	json_object_set_new(o, "incarnation", json_integer(w->incarnation));
-	if (!r) {
-		json_object_set_new(o, "restart", json_pack("{s:s}", "policy", "no"));
-		return;
-	}
+	if (!r)
+		return json_pack("{s:s}", "policy", "no");
 	policy = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "policy",
 	    proto_restart_name(r->policy), "delay_ms", (json_int_t)r->delay_ms, "max_delay_ms",
 	    (json_int_t)r->max_delay_ms, "burst", (json_int_t)r->burst, "interval_ms",
@@ -350,5 +346,90 @@ restart_json(const struct worker *w, json_t *o)
 	if (policy && w->state == PROTO_STATE_RESTARTING)
 		json_object_set_new(policy, "restart_in_ms",
 		    json_integer(r->due_ms > now_ms() ? r->due_ms - now_ms() : 0));
-	json_object_set_new(o, "restart", policy);
+	return policy;
+}
+
+/* w's policy and history for a reexec (reexec-state.c): null without a policy. */
+json_t *
+restart_save(const struct worker *w)
+{
+	const struct restart *r = w->restart;
+	json_t *ends;
+
+	if (!r)
+		return json_null();
+	ends = json_array();
+	for (unsigned i = 0; ends && i < r->nends; i++)
+		json_array_append_new(ends, json_integer(r->ends[i]));
+	return json_pack("{s:i, s:[I, I, I, I, I, I, I], s:o, s:I, s:b, s:[i, i, i, I, I], s:O*,"
+	                 " s:O*, s:O*, s:I}",
+	    "policy", (int)r->policy, "delays", (json_int_t)r->delay_ms,
+	    (json_int_t)r->max_delay_ms, (json_int_t)r->burst, (json_int_t)r->interval_ms,
+	    (json_int_t)r->next_delay_ms, (json_int_t)r->last_delay_ms, (json_int_t)r->restarts,
+	    "ends", ends, "end_next", (json_int_t)r->end_next, "have_last", r->have_last, "last",
+	    (int)r->last_reason, r->last_exit_code, r->last_signal,
+	    (json_int_t)r->last_ended_wall.tv_sec, (json_int_t)r->last_ended_wall.tv_nsec, "env",
+	    r->env, "init", r->init, "settings", r->settings, "due_ms", (json_int_t)r->due_ms);
+}
+
+/*
+ * Gives w the policy restart_save() wrote (null: none); a worker waiting to
+ * restart gets its timer back, due when it was. Returns 0 or -EINVAL/-ENOMEM.
+ */
+int
+restart_load(struct worker *w, json_t *saved)
+{
+	json_int_t v[7], end_next, sec, nsec, due;
+	int policy, reason, code, sig, have_last;
+	json_t *ends, *env = NULL, *init = NULL, *settings = NULL, *e;
+	struct restart *r;
+	size_t i;
+
+	if (json_is_null(saved))
+		return 0;
+	if (json_unpack(saved,
+	        "{s:i, s:[I, I, I, I, I, I, I], s:o, s:I, s:b, s:[i, i, i, I, I], s?o, s?o, s?o,"
+	        " s:I}",
+	        "policy", &policy, "delays", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+	        "ends", &ends, "end_next", &end_next, "have_last", &have_last, "last", &reason,
+	        &code, &sig, &sec, &nsec, "env", &env, "init", &init, "settings", &settings,
+	        "due_ms", &due) < 0 ||
+	    !json_is_array(ends) || json_array_size(ends) > START_LIMIT_BURST_MAX || end_next < 0 ||
+	    end_next >= START_LIMIT_BURST_MAX)
+		return -EINVAL;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->policy = (enum proto_restart)policy;
+	r->delay_ms = (unsigned)v[0];
+	r->max_delay_ms = (unsigned)v[1];
+	r->burst = (unsigned)v[2];
+	r->interval_ms = (unsigned)v[3];
+	r->next_delay_ms = (unsigned)v[4];
+	r->last_delay_ms = (unsigned)v[5];
+	r->restarts = (unsigned)v[6];
+	json_array_foreach(ends, i, e)
+		r->ends[i] = json_integer_value(e);
+	r->nends = (unsigned)json_array_size(ends);
+	r->end_next = (unsigned)end_next;
+	r->have_last = have_last;
+	r->last_reason = (enum proto_reason)reason;
+	r->last_exit_code = code;
+	r->last_signal = sig;
+	r->last_ended_wall.tv_sec = (time_t)sec;
+	r->last_ended_wall.tv_nsec = (long)nsec;
+	r->env = json_incref(env);
+	r->init = json_incref(init);
+	r->settings = json_incref(settings);
+	r->due_ms = due;
+	r->worker = w;
+	ev_init(&r->timer, restart_cb);
+	r->timer.data = r;
+	w->restart = r;
+	if (w->state == PROTO_STATE_RESTARTING) {
+		ev_timer_set(
+		    &r->timer, due > now_ms() ? (double)(due - now_ms()) / 1000.0 : 0., 0.);
+		ev_timer_start(herdd.loop, &r->timer);
+	}
+	return 0;
 }

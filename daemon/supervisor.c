@@ -279,22 +279,6 @@ sup_owner_gone(struct conn *c)
 	}
 }
 
-/* True if c has a pending request with this id. */
-bool
-sup_id_pending(const struct conn *c, const json_t *id)
-{
-	struct worker *w;
-	struct waiter *x;
-
-	TAILQ_FOREACH(w, &herdd.workers, link) {
-		for (x = w->waiters; x; x = x->next) {
-			if (x->conn == c && json_equal(x->id, id))
-				return true;
-		}
-	}
-	return false;
-}
-
 /* Forgets c's pending requests. */
 void
 sup_conn_gone(struct conn *c)
@@ -312,10 +296,7 @@ sup_conn_gone(struct conn *c)
 				continue;
 			}
 			*pp = x->next;
-			c->pending--;
-			conn_unref(c);
-			json_decref(x->id);
-			free(x);
+			sup_waiter_free(x);
 		}
 	}
 }
@@ -378,20 +359,21 @@ heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	/* Before ready, the spawn timeout is the only deadline (PROTOCOL.md 5.2). */
 	if (w->state != PROTO_STATE_READY)
 		return;
-	if (proc_stat(w->pid, &st, &cpu, NULL) < 0)
+	if (sample_worker(w) < 0)
 		return;
-	w->cpu_ms = cpu * 1000 / (uint64_t)sysconf(_SC_CLK_TCK);
+	cpu = w->cpu_ms;
+	st = w->proc_state;
 	silence = now - (w->channel ? conn_last_rx_ms(w->channel) : w->last_heartbeat_ms);
 	if (silence < (int64_t)w->hb_timeout_ms) {
-		w->last_cpu_ticks = cpu;
+		w->last_cpu_ms = cpu;
 		w->next_check_ms = 0;
 		return;
 	}
 	if (now < w->next_check_ms)
 		return;
-	if (st != 'T' && st != 't' && cpu > w->last_cpu_ticks) {
+	if (st != 'T' && st != 't' && cpu > w->last_cpu_ms) {
 		log_debug("worker %s: silent for %lld ms but busy", w->id, (long long)silence);
-		w->last_cpu_ticks = cpu;
+		w->last_cpu_ms = cpu;
 		w->next_check_ms = now + w->hb_timeout_ms;
 		return;
 	}
@@ -638,6 +620,8 @@ sup_worker_ready(struct worker *w)
 	sup_answer_waiters(w, true, reply);
 	json_decref(reply);
 	log_info("worker %s pid %d: ready", w->id, (int)w->pid);
+	/* Its first figures, so the ready event and the first inspect show them. */
+	(void)sample_worker(w);
 	if (w->shutdown_on == PROTO_SHUTDOWN_CONNECTION_CLOSED && !w->had_connection) {
 		/* The worker exits by itself at the timeout; herdd backs it up a grace later. */
 		ev_timer_set(&w->conn_timer,

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Worker records: the requests waiting on a worker, lookups by id, uid and
- * pid, the public WORKER object (PROTOCOL.md 4.3), the exited records kept for
- * a while, and the counters "stats" reports.
+ * pid, the exited records kept for a while, and the counters "stats" reports
+ * (the WORKER object is worker-json.c's).
  *
  * What runs for every event (a reap, a state change, a loop iteration) must
  * not walk the list: with a thousand workers that walk, repeated for each of
@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,81 +27,116 @@ static ev_timer prune_timer;
 /* Exits by reason since start. */
 static uint64_t reason_counts[PROTO_REASON_COUNT];
 
-/* Unreaped workers by pid: chains in a power-of-two table, grown to keep them short. */
-static struct worker **pid_map;
-static size_t pid_map_size, pid_map_count;
+/*
+ * An intrusive hash table: items chained through a void * member at offset
+ * link, in a power-of-two array that doubles once it holds as many items as
+ * slots, so chains stay short. It exists from start-up, so adding never
+ * fails: if it cannot grow, its chains get longer.
+ */
+struct chain_map {
+	void **slots;
+	size_t size, count;
+	size_t link; /* offsetof the item's next pointer */
+	size_t (*hash)(const void *item);
+};
 
-#define PID_MAP_MIN 64
-
-static size_t
-pid_slot(pid_t pid, size_t size)
-{
-	/* Pids are handed out nearly in sequence: the low bits spread them well. */
-	return (size_t)pid & (size - 1);
-}
+#define CHAIN_MAP_MIN       64
+#define CHAIN_NEXT(m, item) (*(void **)((char *)(item) + (m)->link))
 
 static int
-pid_map_grow(void)
+chain_grow(struct chain_map *m)
 {
-	size_t size = pid_map_size ? pid_map_size * 2 : PID_MAP_MIN, i;
-	struct worker **map = calloc(size, sizeof(*map));
+	size_t size = m->size ? m->size * 2 : CHAIN_MAP_MIN, i;
+	void **slots = calloc(size, sizeof(*slots));
 
-	if (!map)
+	if (!slots)
 		return -ENOMEM;
-	for (i = 0; i < pid_map_size; i++) {
-		while (pid_map[i]) {
-			struct worker *w = pid_map[i];
+	for (i = 0; i < m->size; i++) {
+		while (m->slots[i]) {
+			void *item = m->slots[i];
+			size_t slot = m->hash(item) & (size - 1);
 
-			pid_map[i] = w->pid_next;
-			w->pid_next = map[pid_slot(w->pid, size)];
-			map[pid_slot(w->pid, size)] = w;
+			m->slots[i] = CHAIN_NEXT(m, item);
+			CHAIN_NEXT(m, item) = slots[slot];
+			slots[slot] = item;
 		}
 	}
-	free(pid_map);
-	pid_map = map;
-	pid_map_size = size;
+	free(m->slots);
+	m->slots = slots;
+	m->size = size;
 	return 0;
 }
+
+static void
+chain_add(struct chain_map *m, void *item)
+{
+	size_t slot;
+
+	if (m->count >= m->size)
+		chain_grow(m);
+	slot = m->hash(item) & (m->size - 1);
+	CHAIN_NEXT(m, item) = m->slots[slot];
+	m->slots[slot] = item;
+	m->count++;
+}
+
+static void
+chain_remove(struct chain_map *m, void *item)
+{
+	void **pp = &m->slots[m->hash(item) & (m->size - 1)];
+
+	while (*pp && *pp != item)
+		pp = &CHAIN_NEXT(m, *pp);
+	if (*pp) {
+		*pp = CHAIN_NEXT(m, item);
+		m->count--;
+	}
+	CHAIN_NEXT(m, item) = NULL;
+}
+
+/* The chain items of hash h are on (the caller walks it through their next pointers). */
+static void *
+chain_first(const struct chain_map *m, size_t h)
+{
+	return m->slots[h & (m->size - 1)];
+}
+
+static void
+chain_free(struct chain_map *m)
+{
+	free(m->slots);
+	m->slots = NULL;
+	m->size = m->count = 0;
+}
+
+/* Pids are handed out nearly in sequence: the low bits spread them well. */
+static size_t
+pid_hash(const void *item)
+{
+	return (size_t)((const struct worker *)item)->pid;
+}
+
+/* Unreaped workers by pid. A worker missing from it would be taken for an escapee and killed. */
+static struct chain_map pid_map = { .link = offsetof(struct worker, pid_next), .hash = pid_hash };
 
 /* Maps w->pid to w. */
 void
 sup_pid_add(struct worker *w)
 {
-	size_t slot;
-
 	if (w->in_pid_map)
 		return;
-	/*
-	 * The table exists from start-up, so adding never fails: if it cannot
-	 * grow, its chains get longer. A worker missing from it would be taken
-	 * for an escapee and killed.
-	 */
-	if (pid_map_count >= pid_map_size)
-		pid_map_grow();
-	slot = pid_slot(w->pid, pid_map_size);
-	w->pid_next = pid_map[slot];
-	pid_map[slot] = w;
+	chain_add(&pid_map, w);
 	w->in_pid_map = true;
-	pid_map_count++;
 }
 
 /* Unmaps w (reaped or freed). */
 void
 sup_pid_forget(struct worker *w)
 {
-	struct worker **pp;
-
 	if (!w->in_pid_map)
 		return;
-	for (pp = &pid_map[pid_slot(w->pid, pid_map_size)]; *pp; pp = &(*pp)->pid_next) {
-		if (*pp == w) {
-			*pp = w->pid_next;
-			break;
-		}
-	}
-	w->pid_next = NULL;
+	chain_remove(&pid_map, w);
 	w->in_pid_map = false;
-	pid_map_count--;
 }
 
 /* The unreaped worker of pid. */
@@ -109,11 +145,64 @@ sup_by_pid(pid_t pid)
 {
 	struct worker *w;
 
-	for (w = pid_map[pid_slot(pid, pid_map_size)]; w; w = w->pid_next) {
+	for (w = chain_first(&pid_map, (size_t)pid); w; w = w->pid_next) {
 		if (w->pid == pid)
 			return w;
 	}
 	return NULL;
+}
+
+/*
+ * Listed workers by uid, live and exited: the per-uid spawn limit and the
+ * pruning of exited records read these instead of walking every worker at
+ * each spawn and each reap. Few uids: a small array. If it cannot grow, the
+ * counts are abandoned and both walk the lists as they used to.
+ */
+struct uid_tally {
+	uid_t uid;
+	unsigned live, exited;
+};
+static struct uid_tally *tallies;
+static size_t ntallies, tallies_cap;
+static bool tallies_lost;
+
+static struct uid_tally *
+tally_find(uid_t uid)
+{
+	for (size_t i = 0; i < ntallies; i++) {
+		if (tallies[i].uid == uid)
+			return &tallies[i];
+	}
+	return NULL;
+}
+
+/* Counts w in state s (d = 1) or out of it (d = -1). */
+static void
+tally_add(const struct worker *w, enum proto_state s, int d)
+{
+	struct uid_tally *t = tally_find(w->uid);
+
+	if (tallies_lost)
+		return;
+	if (!t && ntallies == tallies_cap) {
+		size_t cap = tallies_cap ? tallies_cap * 2 : 8;
+		struct uid_tally *grown = realloc(tallies, cap * sizeof(*grown));
+
+		if (!grown) {
+			tallies_lost = true;
+			return;
+		}
+		tallies = grown;
+		tallies_cap = cap;
+	}
+	if (!t) {
+		t = &tallies[ntallies++];
+		*t = (struct uid_tally){ .uid = w->uid };
+	}
+	if (sup_state_ended(s))
+		t->exited += (unsigned)d;
+	else
+		t->live += (unsigned)d;
 }
 
 /* Lists w and counts it in its state. */
@@ -123,6 +212,7 @@ sup_link(struct worker *w)
 	TAILQ_INSERT_TAIL(&herdd.workers, w, link);
 	w->listed = true;
 	herdd.nworkers[w->state]++;
+	tally_add(w, w->state, 1);
 	if (sup_state_ended(w->state))
 		TAILQ_INSERT_TAIL(&herdd.exited, w, exited_link);
 }
@@ -133,9 +223,12 @@ sup_unlink(struct worker *w)
 {
 	if (!w->listed)
 		return;
+	sample_forget(w);
+	list_forget(w);
 	TAILQ_REMOVE(&herdd.workers, w, link);
 	w->listed = false;
 	herdd.nworkers[w->state]--;
+	tally_add(w, w->state, -1);
 	if (sup_state_ended(w->state))
 		TAILQ_REMOVE(&herdd.exited, w, exited_link);
 }
@@ -147,6 +240,8 @@ sup_set_state(struct worker *w, enum proto_state s)
 	if (w->listed) {
 		herdd.nworkers[w->state]--;
 		herdd.nworkers[s]++;
+		tally_add(w, w->state, -1);
+		tally_add(w, s, 1);
 		if (sup_state_ended(s) && !sup_state_ended(w->state))
 			TAILQ_INSERT_TAIL(&herdd.exited, w, exited_link);
 	}
@@ -160,10 +255,7 @@ drop_waiters(struct worker *w)
 		struct waiter *x = w->waiters;
 
 		w->waiters = x->next;
-		x->conn->pending--;
-		conn_unref(x->conn);
-		json_decref(x->id);
-		free(x);
+		sup_waiter_free(x);
 	}
 }
 
@@ -213,6 +305,39 @@ sup_worker_free(struct worker *w)
 	free(w);
 }
 
+/* Integer and string ids (all a master sends) hash by value; json_equal decides. */
+static size_t
+waiter_hash(const struct conn *c, const json_t *id)
+{
+	size_t h = (size_t)(uintptr_t)c / sizeof(void *);
+
+	if (json_is_integer(id)) {
+		h ^= (size_t)json_integer_value(id) * 0x9e3779b97f4a7c15u;
+	} else if (json_is_string(id)) {
+		const char *s = json_string_value(id);
+
+		for (size_t i = 0, n = json_string_length(id); i < n; i++)
+			h = h * 33 + (unsigned char)s[i];
+	}
+	return h ^ h >> 17;
+}
+
+static size_t
+waiter_item_hash(const void *item)
+{
+	const struct waiter *x = item;
+
+	return waiter_hash(x->conn, x->id);
+}
+
+/*
+ * Waiters by connection and id, for the duplicate-id check every request of a
+ * connection with requests pending makes: a master with a thousand spawns in
+ * flight would otherwise compare each new id with all of them.
+ */
+static struct chain_map waiter_map = { .link = offsetof(struct waiter, map_next),
+	.hash = waiter_item_hash };
+
 /* Registers a request answered later. */
 int
 sup_add_waiter(struct worker *w, struct conn *c, json_t *id, bool spawn)
@@ -226,8 +351,32 @@ sup_add_waiter(struct worker *w, struct conn *c, json_t *id, bool spawn)
 	x->spawn = spawn;
 	x->next = w->waiters;
 	w->waiters = x;
+	chain_add(&waiter_map, x);
 	c->pending++;
 	return 0;
+}
+
+void
+sup_waiter_free(struct waiter *x)
+{
+	chain_remove(&waiter_map, x);
+	x->conn->pending--;
+	conn_unref(x->conn);
+	json_decref(x->id);
+	free(x);
+}
+
+/* True if c has a pending request with this id. */
+bool
+sup_id_pending(const struct conn *c, const json_t *id)
+{
+	const struct waiter *x;
+
+	for (x = chain_first(&waiter_map, waiter_hash(c, id)); x; x = x->map_next) {
+		if (x->conn == c && json_equal(x->id, id))
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -255,7 +404,6 @@ sup_answer_waiters(struct worker *w, bool spawn, json_t *reply_proto)
 		struct waiter *x = mine;
 
 		mine = x->next;
-		x->conn->pending--;
 		if (reply_proto) {
 			json_t *m = json_copy(reply_proto);
 
@@ -264,9 +412,7 @@ sup_answer_waiters(struct worker *w, bool spawn, json_t *reply_proto)
 				conn_send(x->conn, m);
 			}
 		}
-		conn_unref(x->conn);
-		json_decref(x->id);
-		free(x);
+		sup_waiter_free(x);
 	}
 }
 
@@ -287,9 +433,12 @@ sup_find(const struct conn *c, const char *id)
 unsigned
 sup_count_uid(uid_t uid)
 {
+	const struct uid_tally *t = tally_find(uid);
 	struct worker *w;
 	unsigned n = 0;
 
+	if (!tallies_lost)
+		return t ? t->live : 0;
 	TAILQ_FOREACH(w, &herdd.workers, link) {
 		if (sup_is_live(w) && w->uid == uid)
 			n++;
@@ -317,85 +466,26 @@ sup_signal_json(int sig)
 	return json_string(name);
 }
 
-/* A wall-clock time as RFC 3339 text in UTC, to the millisecond (new reference). */
-json_t *
-sup_rfc3339(const struct timespec *ts)
+/* A wall-clock time as RFC 3339 text in UTC, to the millisecond, in buf (returned). */
+const char *
+sup_rfc3339_text(const struct timespec *ts, char *buf, size_t len)
 {
 	struct tm tm;
-	char buf[64];
 	size_t n;
 
 	gmtime_r(&ts->tv_sec, &tm);
-	n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(buf + n, sizeof(buf) - n, ".%03ldZ", ts->tv_nsec / 1000000);
-	return json_string(buf);
+	n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%03ldZ", ts->tv_nsec / 1000000);
+	return buf;
 }
 
-/* The WORKER object of PROTOCOL.md section 4. */
+/* The same as a JSON string (new reference). */
 json_t *
-sup_worker_json(const struct worker *w)
+sup_rfc3339(const struct timespec *ts)
 {
-	int64_t now = now_ms();
-	uint64_t cpu = 0, rss = 0;
-	bool have_proc = false;
-	json_t *o;
-	char st;
+	char buf[64];
 
-	if (sup_is_live(w) && !w->reaped && proc_stat(w->pid, &st, &cpu, &rss) == 0) {
-		have_proc = true;
-		/* Kept for the record: /proc forgets a process once it is reaped. */
-		((struct worker *)w)->cpu_ms = cpu * 1000 / (uint64_t)sysconf(_SC_CLK_TCK);
-	}
-	o = json_pack(
-	    "{s:s, s:s?, s:s?, s:i, s:i, s:{s:i, s:I, s:I, s:I}, s:I, s:s, s:s?, s:s, s:s, s:I, "
-	    "s:s?, s:s, s:O}",
-	    "id", w->id, "name", w->name, "pool", w->pool, "pid", (int)w->pid, "pgid", (int)w->pid,
-	    "owner", "pid", (int)w->owner_pid, "uid", (json_int_t)w->uid, "gid",
-	    (json_int_t)w->owner_gid, "connection", (json_int_t)0, "uid", (json_int_t)w->uid,
-	    "state", proto_state_name(w->state), "reason", proto_reason_name(w->reason),
-	    "shutdown_on", proto_shutdown_on_name(w->shutdown_on), "started_at", "", "uptime_ms",
-	    (json_int_t)((w->reaped ? w->ended_ms : now) - w->started_ms), "socket",
-	    w->socket[0] && w->state != PROTO_STATE_STARTING && !w->reaped &&
-	            w->ready_mode == READY_PROTOCOL
-	        ? w->socket
-	        : NULL,
-	    "path", w->path, "argv", w->argv);
-	if (!o)
-		return NULL;
-	/* The owner's connection number, while that connection lasts. */
-	json_object_set_new(json_object_get(o, "owner"), "connection",
-	    w->owner ? json_integer((json_int_t)w->owner_serial) : json_null());
-	json_object_set_new(o, "started_at", sup_rfc3339(&w->started_wall));
-	json_object_set_new(o, "exit_code",
-	    sup_state_ended(w->state) && w->signal == 0 && w->exit_code >= 0
-	        ? json_integer(w->exit_code)
-	        : json_null());
-	json_object_set_new(o, "signal", w->signal ? sup_signal_json(w->signal) : json_null());
-	json_object_set_new(o, "heartbeat_age_ms",
-	    w->last_heartbeat_ms && w->hb_interval_ms &&
-	            (w->state == PROTO_STATE_READY || w->state == PROTO_STATE_STOPPING)
-	        ? json_integer(now - w->last_heartbeat_ms)
-	        : json_null());
-	json_object_set_new(o, "rss_kib", have_proc ? json_integer((json_int_t)rss) : json_null());
-	json_object_set_new(o, "cpu_ms", json_integer((json_int_t)w->cpu_ms));
-	/* Shown for the other modes only: a herd worker's object stays as it was. */
-	if (w->ready_mode != READY_PROTOCOL)
-		json_object_set_new(o, "ready", json_string(sup_ready_mode_name(w->ready_mode)));
-	/* A notify worker's STATUS= and STOPPING=1 (worker-notify.c). */
-	if (w->ready_mode == READY_NOTIFY) {
-		json_object_set_new(o, "status", w->status ? json_string(w->status) : json_null());
-		json_object_set_new(o, "said_stopping", json_boolean(w->said_stopping));
-	}
-	json_object_set_new(o, "message", w->message ? json_string(w->message) : json_null());
-	json_object_set_new(o, "served", json_integer((json_int_t)w->served));
-	json_object_set_new(o, "containment", contain_worker_json(w));
-	json_object_set_new(o, "limits", limits_json(w));
-	if (w->spawn_stage)
-		json_object_set_new(o, "spawn_error",
-		    json_pack("{s:s, s:i, s:s}", "stage", w->spawn_stage, "errno", w->spawn_errno,
-		        "error", strerror(w->spawn_errno)));
-	restart_json(w, o);
-	return o;
+	return json_string(sup_rfc3339_text(ts, buf, sizeof(buf)));
 }
 
 void
@@ -416,6 +506,7 @@ void
 sup_prune(uid_t uid)
 {
 	int64_t oldest_allowed = now_ms() - (int64_t)herdd.cfg.keep_exited_ms;
+	const struct uid_tally *t;
 	struct worker *w, *next;
 	unsigned n = 0;
 
@@ -423,9 +514,14 @@ sup_prune(uid_t uid)
 		sup_unlink(w);
 		sup_worker_free(w);
 	}
-	TAILQ_FOREACH(w, &herdd.exited, exited_link) {
-		if (w->uid == uid)
-			n++;
+	t = tally_find(uid);
+	if (!tallies_lost) {
+		n = t ? t->exited : 0;
+	} else {
+		TAILQ_FOREACH(w, &herdd.exited, exited_link) {
+			if (w->uid == uid)
+				n++;
+		}
 	}
 	for (w = TAILQ_FIRST(&herdd.exited); w && n > herdd.cfg.keep_exited; w = next) {
 		next = TAILQ_NEXT(w, exited_link);
@@ -461,14 +557,15 @@ sup_stats_json(void)
 	return json_pack("{s:o?, s:o?}", "workers", states, "failures", reasons_o);
 }
 
-/* Sets up the pid map and starts dropping old exited records. */
+/* Sets up the pid and waiter maps and starts dropping old exited records. */
 void
 sup_records_start(void)
 {
-	if (pid_map_grow() < 0)
+	if (chain_grow(&pid_map) < 0 || chain_grow(&waiter_map) < 0)
 		fatal("out of memory");
 	ev_timer_init(&prune_timer, prune_cb, PRUNE_INTERVAL_S, PRUNE_INTERVAL_S);
 	ev_timer_start(herdd.loop, &prune_timer);
+	sample_start();
 }
 
 /* Frees every record (after the loop ended). */
@@ -478,11 +575,15 @@ sup_records_free(void)
 	struct worker *w;
 
 	ev_timer_stop(herdd.loop, &prune_timer);
+	sample_stop();
 	while ((w = TAILQ_FIRST(&herdd.workers))) {
 		sup_unlink(w);
 		sup_worker_free(w);
 	}
-	free(pid_map);
-	pid_map = NULL;
-	pid_map_size = pid_map_count = 0;
+	chain_free(&pid_map);
+	chain_free(&waiter_map);
+	free(tallies);
+	tallies = NULL;
+	ntallies = tallies_cap = 0;
+	tallies_lost = false;
 }

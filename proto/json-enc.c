@@ -273,6 +273,29 @@ proto_json_write(struct proto_wbuf *w, const json_t *v, unsigned max_depth, bool
 	return enc_value(&e, v, 0);
 }
 
+/* Appends n bytes of text as they are (JSON punctuation, keys known to need no escape). */
+int
+proto_wbuf_put(struct proto_wbuf *w, const char *s, size_t n)
+{
+	return put(w, s, n);
+}
+
+/* Writes s[0..n) as a JSON string; see proto.h. */
+int
+proto_json_write_string(struct proto_wbuf *w, const char *s, size_t n)
+{
+	struct enc e = { .w = w, .max_depth = HERD_MAX_DEPTH, .allow_nul = false };
+
+	return enc_string(&e, s, n);
+}
+
+/* Writes v as a JSON integer. */
+int
+proto_json_write_int(struct proto_wbuf *w, json_int_t v)
+{
+	return enc_integer(w, v);
+}
+
 /* A fixed buffer: there is no more room. */
 static int
 fixed_grow(struct proto_wbuf *w, size_t n)
@@ -312,13 +335,20 @@ heap_grow(struct proto_wbuf *w, size_t n)
 	p = w->ctx ? realloc(w->ctx, size) : malloc(size);
 	if (!p)
 		return -ENOMEM;
-	if (!w->ctx)
+	if (!w->ctx && used)
 		memcpy(p, old, used);
 	w->ctx = p;
 	w->start = p;
 	w->p = p + used;
 	w->end = p + size - 1; /* keep a byte for the terminating NUL */
 	return 0;
+}
+
+/* An empty buffer on the heap; see proto.h. */
+void
+proto_wbuf_heap(struct proto_wbuf *w)
+{
+	*w = (struct proto_wbuf){ .grow = heap_grow };
 }
 
 /* Encodes into a new string; see proto.h. */

@@ -207,6 +207,22 @@ struct proto_wbuf {
 int proto_json_write(struct proto_wbuf *w, const json_t *v, unsigned max_depth, bool allow_nul);
 
 /*
+ * Pieces of a text written by hand (herdd's WORKER objects, built straight
+ * into text for lists): raw bytes, a string quoted and escaped like
+ * proto_json_write() does (-EILSEQ for one that is not valid UTF-8 or holds
+ * a NUL), an integer. Each returns 0 or grow()'s error.
+ */
+int proto_wbuf_put(struct proto_wbuf *w, const char *s, size_t n);
+int proto_json_write_string(struct proto_wbuf *w, const char *s, size_t n);
+int proto_json_write_int(struct proto_wbuf *w, json_int_t v);
+/*
+ * Sets w up empty, growing on the heap: the text is at w->start (NULL until
+ * something was written), w->p - w->start bytes, with a byte of room after
+ * them for a NUL; free(w->start) when done.
+ */
+void proto_wbuf_heap(struct proto_wbuf *w);
+
+/*
  * Encodes v (borrowed, at most HERD_MAX_DEPTH deep) into buf as a
  * NUL-terminated string. Returns its length, -ENOSPC if buf is too small, or
  * proto_json_write()'s errors. NUL characters are written as \u0000.

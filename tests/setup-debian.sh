@@ -6,7 +6,9 @@ set -eu
 pkgs="gcc libc6-dev pkg-config meson ninja-build libev-dev libjansson-dev
 libsystemd-dev check valgrind socat jq clang-format systemd procps strace
 python3 python3-pytest git groff-base binutils
-openssh-server openssh-client munge slurmctld slurmd slurm-client iproute2 util-linux"
+openssh-server openssh-client munge slurmctld slurmd slurm-client iproute2 util-linux
+g++ libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+python3-distributed parallel supervisor"
 
 missing=""
 for p in $pkgs; do
@@ -24,8 +26,9 @@ else
 	exit 1
 fi
 echo "setup-debian: installing$missing"
-# tests/remote's test beds start their own sshd, munged and Slurm daemons:
-# the packages' system services must not start (policy-rc.d says no).
+# tests/remote's test beds start their own sshd, munged and Slurm daemons, and
+# bench/peers its own supervisord: the packages' system services must not
+# start (policy-rc.d says no).
 pol=/usr/sbin/policy-rc.d
 made=
 if [ ! -e "$pol" ]; then

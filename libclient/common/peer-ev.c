@@ -24,7 +24,7 @@ peer_ev_run(struct herd__peer *p)
 		if (p->ops->process) {
 			if (p->ops->process(p) <= 0)
 				break;
-		} else if (herd__peer_process(p) <= 0 || !p->more) {
+		} else if (herd__peer_process(p) <= 0 || !p->more || p->deferred) {
 			break;
 		}
 	}
@@ -53,6 +53,8 @@ herd__peer_attach_ev(struct herd__peer *p, struct ev_loop *loop)
 	p->loop = loop;
 	ev_io_init(&p->io, peer_io_cb, p->fd, 0);
 	ev_timer_init(&p->timer, peer_timer_cb, 0., 0.);
+	ev_set_priority(&p->io, p->priority);
+	ev_set_priority(&p->timer, p->priority);
 	p->io.data = p->timer.data = p;
 	p->io_events = 0;
 	p->timer_at = HERD__PEER_USEC_INFINITY;

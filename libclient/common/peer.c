@@ -386,6 +386,35 @@ herd__peer_queue(struct herd__peer *p, const json_t *msg)
 	return r;
 }
 
+/* Queues a line the user encoded; see peer.h. */
+int
+herd__peer_queue_line(struct herd__peer *p, const char *line, size_t len, const json_t *id)
+{
+	int r;
+
+	if (p->released)
+		return -ENOTCONN;
+	if (p->write_error)
+		return p->write_error;
+	if (len - 1 > p->max_send && id) {
+		json_t *standin = herd__peer_standin(p, id, -EMSGSIZE);
+
+		r = standin ? herd__peer_queue(p, standin) : -ENOMEM;
+		json_decref(standin);
+		return r < 0 ? r : -EMSGSIZE;
+	}
+	pthread_mutex_lock(&p->lock);
+	r = len - 1 > p->max_send ? -EMSGSIZE : proto_outq_push(&p->outq, line, len);
+	if (r == 0)
+		p->msgs_out++;
+	pthread_mutex_unlock(&p->lock);
+	if (r == 0) {
+		peer_changed(p);
+		peer_usage(p);
+	}
+	return r;
+}
+
 /* Queues msg (borrowed) and writes at once. */
 int
 herd__peer_send(struct herd__peer *p, const json_t *msg)
@@ -486,6 +515,12 @@ peer_dispatch(struct herd__peer *p)
 		json_t *msg = p->held;
 		int r = 1;
 
+		/* Its share of this round is spent: the rest waits in the reader. */
+		if (p->budget && p->spent >= p->budget) {
+			p->deferred = true;
+			break;
+		}
+
 		p->held = NULL;
 		if (!msg)
 			r = proto_reader_next(&p->reader, &msg, &err);
@@ -508,6 +543,7 @@ peer_dispatch(struct herd__peer *p)
 			break;
 		}
 		p->msgs_in++;
+		p->spent++;
 		p->ops->message(p, msg);
 		json_decref(msg);
 	}
@@ -559,12 +595,19 @@ peer_read(struct herd__peer *p)
 void
 herd__peer_drain_input(struct herd__peer *p, int rounds)
 {
+	unsigned budget = p->budget;
+
 	herd__peer_ref(p);
+	/* Last words are handed out whole, budget or not: an EOF read next would drop the rest. */
+	p->budget = 0;
+	peer_dispatch(p);
 	for (int i = 0; i < rounds && !p->closed && !p->eof; i++) {
 		if (peer_read(p) <= 0)
 			break;
 		peer_dispatch(p);
 	}
+	p->budget = budget;
+	p->deferred = false;
 	herd__peer_unref(p);
 }
 
@@ -646,7 +689,7 @@ herd__peer_events(struct herd__peer *p)
 
 	if (p->released)
 		return 0;
-	events = !p->closed && !p->eof && !p->paused ? POLLIN : 0;
+	events = !p->closed && !p->eof && !p->paused && !p->deferred ? POLLIN : 0;
 	if (herd__peer_queued(p) > 0)
 		events |= POLLOUT;
 	return events;
@@ -662,7 +705,7 @@ herd__peer_timeout(struct herd__peer *p)
 		return INF;
 	if (p->closed)
 		return p->flush_deadline;
-	if (p->write_error)
+	if (p->write_error || p->deferred)
 		return 0;
 	if (p->hb_timeout_ms && p->last_recv + p->hb_timeout_ms * 1000ull < t)
 		t = p->last_recv + p->hb_timeout_ms * 1000ull;
@@ -687,6 +730,8 @@ herd__peer_process(struct herd__peer *p)
 	herd__peer_ref(p);
 	p->processing = true;
 	p->more = false;
+	p->spent = 0;
+	p->deferred = false;
 	if (peer_write(p) != 0)
 		progress = 1;
 	/* Buffered messages first: a nested blocking call may have left some behind. */
@@ -698,7 +743,7 @@ herd__peer_process(struct herd__peer *p)
 		peer_fail(p, p->write_error, "write");
 		progress = 1;
 	}
-	if (!p->closed && !p->eof && !p->paused) {
+	if (!p->closed && !p->eof && !p->paused && !p->deferred) {
 		int r = peer_read(p);
 
 		if (r != 0)

@@ -123,9 +123,18 @@ struct herd__peer {
 
 	bool processing; /* inside herd__peer_process(): the driver re-arms afterwards */
 	bool more; /* the last read filled its buffer: more may wait */
+	/*
+	 * Fairness: at most budget messages are handed out per herd__peer_process()
+	 * (0: no bound). Past it the peer is deferred: it reads nothing more and
+	 * is due again at once, so the loop serves every other peer in between.
+	 */
+	unsigned budget;
+	unsigned spent;
+	bool deferred;
 
 	/* The libev driver (peer-ev.c). */
 	struct ev_loop *loop;
+	int priority; /* of its watchers (ev_set_priority), set before attaching */
 	ev_io io;
 	ev_timer timer;
 	int io_events;
@@ -174,6 +183,13 @@ void herd__peer_set_water(struct herd__peer *p, size_t high, size_t low);
  * with the same id, and the reason is returned.
  */
 int herd__peer_queue(struct herd__peer *p, const json_t *msg);
+/*
+ * Queues one message already encoded by the user: line[0..len) is compact
+ * JSON ending in its newline. Like herd__peer_queue(): a reply (id not NULL)
+ * longer than max_send is answered by the stand-in limit_exceeded instead,
+ * and -EMSGSIZE returned; -ENOBUFS when the queue is full.
+ */
+int herd__peer_queue_line(struct herd__peer *p, const char *line, size_t len, const json_t *id);
 /*
  * The error reply (new reference, NULL without memory) that answers id when
  * its own reply failed with err: limit_exceeded {limit: max_message_size,

@@ -1,5 +1,5 @@
 """herd for Python: masters and workers over herd's wire (proto/PROTOCOL.md),
-standard library only.
+standard library only. :mod:`herd.aio` has the master API for asyncio.
 
     import herd
     with herd.connect() as m:
@@ -8,12 +8,15 @@ standard library only.
             print(c.call("sum", {"n": 10}))
 """
 
-from ._master import (Master, Stream, Worker, WorkerConnection, connect, is_failure,
+from . import aio
+from ._master import (Master, Sink, Stream, Worker, WorkerConnection, connect, is_failure,
                       socket_path)
 from ._pool import Pool, Progress, TaskError
 from ._proto import HerdError, resolve_settings
-from ._worker import WorkerFailure, fail, oneway, serve
+from ._worker import (SinkItems, WorkerFailure, call_later, conn_state, fail, log, oneway,
+                      serve, sink, sleep, state, worker_state)
 
-__all__ = ["HerdError", "Master", "Stream", "Worker", "WorkerConnection", "connect",
-           "WorkerFailure", "fail", "is_failure", "oneway", "resolve_settings", "serve",
-           "socket_path", "Pool", "Progress", "TaskError"]
+__all__ = ["HerdError", "Master", "Pool", "Progress", "Sink", "SinkItems", "Stream", "TaskError",
+           "Worker", "WorkerConnection", "WorkerFailure", "aio", "call_later", "conn_state",
+           "connect", "fail", "is_failure", "log", "oneway", "resolve_settings", "serve", "sink",
+           "sleep", "socket_path", "state", "worker_state"]

@@ -1,187 +1,151 @@
-"""The pool built-ins of a Python worker (PROTOCOL.md 6.6): ``herd.batch`` runs
-a call function over many arguments in one request, ``herd.fold`` folds one
-call's result into a named accumulator with a combine the worker declares
-(``herd.serve(..., combiners=...)``), ``herd.take`` hands an accumulator over.
-
-Exactly once rests on order: a connection's requests run one after the other
-and are answered in order, so when a pool reads take's reply it has read the
-reply of every fold the take covers, and of no other.
-"""
+"""The pool built-ins of a Python worker (PROTOCOL.md 6.6): ``herd.fold``,
+``herd.take`` and ``herd.batch``. Results are folded where they are made,
+into accumulators with the combine functions :func:`herd.serve` was given."""
 
 from __future__ import annotations
 
-import itertools
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from ._proto import HerdError
 
 if TYPE_CHECKING:
-    from ._worker import _ClientConnection, _Server
+    from ._worker import _ClientConnection, _Request, _Server
 
 MAX_ACCUMULATORS = 4096
-MAX_BATCH = 65536
-SLICE_SECONDS = 0.05  # items run between two looks at the clock, about
-_VALID = {dict, list, type(None)}
-Error = Dict[str, Any]
+MAX_BATCH_ITEMS = 65536
+TURN_EVERY = 0.005  # seconds a batch runs before the loop takes its turn
 
 
-class _Acc:
-    __slots__ = ("value", "n", "broken")
+class Accumulator:
+    """A named fold: its value, how many results it holds, and whether a
+    combine failed (the folds it held are lost)."""
 
     def __init__(self) -> None:
         self.value: Any = None
         self.n = 0
-        self.broken: Optional[Error] = None
+        self.broken = False
 
 
-def _lookup(server: "_Server", params: Any, batch: bool) -> Tuple[Any, Any, Optional[Error]]:
-    """(function, combine or None, error) for a fold's or a batch's params."""
-    from ._worker import _error, _kind
-    if not isinstance(params, dict) or not isinstance(params.get("function"), str) or \
-            ("acc" in params) != ("combine" in params) or \
-            (batch and not isinstance(params.get("args"), list)):
-        return None, None, _error("invalid_params", "herd.batch/herd.fold: bad params")
-    name = params["function"]
-    fn = server.functions[name] if name in server.functions else None
-    if fn is None or _kind(fn) != "call":
-        return None, None, _error("method_not_found", f"no call function {name}")
-    combine = None
-    if "combine" in params:
-        combine = server.combiners.get(params["combine"]) if isinstance(params["combine"], str) \
-            else None
-        if combine is None or not isinstance(params["acc"], str):
-            return None, None, _error("method_not_found",
-                                      f"this worker declares no combine {params['combine']}")
-    if batch and len(params["args"]) > MAX_BATCH:
-        return None, None, _error("limit_exceeded", f"more than {MAX_BATCH} items",
-                                  limit="items", value=MAX_BATCH)
-    return fn, combine, None
+def _combine_lost(key: str, what: str) -> HerdError:
+    return HerdError("combine_failed", what % key, code=-32012)
 
 
-def _accumulator(server: "_Server", key: str) -> Optional[_Acc]:
+def fold(server: "_Server", key: str, combine: Callable[[Any, Any], Any], result: Any) -> int:
+    """Folds ``result`` into accumulator ``key``; returns its fold count."""
     acc = server.accumulators.get(key)
-    if acc is None and len(server.accumulators) < MAX_ACCUMULATORS:
-        acc = server.accumulators[key] = _Acc()
-    return acc
-
-
-def _fold_into(acc: _Acc, combine: Callable[[Any, Any], Any], result: Any) -> Optional[Error]:
-    """Folds result into acc; the error that poisoned it, if any."""
-    from ._worker import _cut, _error
-    if acc.broken is None:
+    if acc is None:
+        if len(server.accumulators) >= MAX_ACCUMULATORS:
+            raise HerdError("limit_exceeded", f"no room for accumulator {key}",
+                            data={"limit": "accumulators", "value": MAX_ACCUMULATORS})
+        acc = server.accumulators[key] = Accumulator()
+    if not acc.broken:
         try:
-            acc.value = result if acc.n == 0 else combine(acc.value, result)
-            acc.n += 1
-        except Exception as e:
-            acc.broken = _error("function_failed", _cut(f"combine failed: {type(e).__name__}: {e}"))
-            acc.broken["data"]["name"] = "combine_failed"
-    return acc.broken
+            acc.value = combine(acc.value, result) if acc.n else result
+        except Exception:
+            acc.broken = True
+    if acc.broken:
+        raise _combine_lost(key, "the combine function failed: accumulator %s is lost")
+    acc.n += 1
+    return acc.n
 
 
-def _full(key: str) -> Error:
-    from ._worker import _error
-    return _error("limit_exceeded", f"more than {MAX_ACCUMULATORS} accumulators",
-                  limit="accumulators", value=MAX_ACCUMULATORS, acc=key)
+def _lookup(server: "_Server", where: str, function: Any,
+            combine: Any) -> Tuple[Any, Optional[Callable[[Any, Any], Any]]]:
+    """The call function and the combine (None if not asked) a request names."""
+    from ._worker import _kind_of
+    fn = server.functions.get(function)
+    if fn is None or _kind_of(fn) != "call":
+        raise HerdError("method_not_found", f"{where}: no call function {function}")
+    if combine is None:
+        return fn, None
+    combine_fn = server.combiners.get(combine)  # get: a pool worker's resolves names
+    if combine_fn is None:
+        raise HerdError("method_not_found", f"{where}: this worker declares no combine {combine}")
+    return fn, combine_fn
 
 
-def fold(server: "_Server", c: "_ClientConnection", rid: Any, params: Any) -> None:
-    from ._worker import _outcome
-    fn, combine, error = _lookup(server, params, False)
-    if error is None:
-        server.served += 1
-        result, error = _outcome(fn, params.get("args"))
-    if error is None:
-        acc = _accumulator(server, params["acc"])
-        error = _full(params["acc"]) if acc is None else _fold_into(acc, combine, result)
-        if error is None:
-            return c.reply(rid, {"n": acc.n})  # type: ignore[union-attr]
-    c.reply(rid, error=error)
+def _answering(builtin: Callable[..., Any]) -> Callable[..., None]:
+    """A built-in that returns its result or raises its error, made to answer."""
+    def answer(server: "_Server", c: "_ClientConnection", req: "_Request", params: Any) -> None:
+        c.running[req.id] = req
+        try:
+            result, error = builtin(server, req, params if isinstance(params, dict) else {}), None
+        except HerdError as e:
+            result, error = None, e
+        c.finish(req, result, error)
+    answer.__doc__ = builtin.__doc__
+    return answer
 
 
-def take(server: "_Server", c: "_ClientConnection", rid: Any, params: Any) -> None:
-    from ._worker import _error
-    key = params.get("acc") if isinstance(params, dict) else None
-    if not isinstance(key, str):
-        return c.reply(rid, error=_error("invalid_params", "herd.take: acc must be a string"))
+def _string(params: Dict[str, Any], key: str) -> str:
+    v = params.get(key)
+    if not isinstance(v, str):
+        raise HerdError("invalid_params", f"{key} must be a string")
+    return v
+
+
+@_answering
+def builtin_fold(server: "_Server", req: "_Request", params: Dict[str, Any]) -> Any:
+    """herd.fold: F(A) as a direct call, its result folded into K with C."""
+    key = _string(params, "acc")
+    fn, combine = _lookup(server, "herd.fold", _string(params, "function"),
+                          _string(params, "combine"))
+    result = server.invoke(req, fn, params.get("args"))
+    assert combine is not None
+    return {"n": fold(server, key, combine, result)}
+
+
+@_answering
+def builtin_take(server: "_Server", req: "_Request", params: Dict[str, Any]) -> Any:
+    """herd.take: K's value and fold count, and K forgotten."""
+    key = _string(params, "acc")
     acc = server.accumulators.pop(key, None)
-    if acc is None or acc.n == 0:
-        c.reply(rid, {"n": 0})
-    elif acc.broken is not None:
-        c.reply(rid, error=acc.broken)
-    else:
-        c.reply(rid, {"n": acc.n, "value": acc.value})
+    if acc is not None and acc.broken:
+        raise _combine_lost(key, "accumulator %s was lost to a failed combine")
+    return {"n": acc.n, "value": acc.value} if acc and acc.n else {"n": 0}
 
 
-def _invalid(_arg: Any) -> Any:
-    raise HerdError("invalid_params", "herd.batch: an item must be an object, an array or null")
-
-
-def run_items(server: Optional["_Server"], args: List[Any], fn: Any = None, star: Any = None,
-              check: bool = True) -> Tuple[List[Any], List[Error]]:
-    """Every item's result in order (null for a failed one) and the failures:
-    ``fn(item)``, or ``star(*item)``; ``check`` refuses items that are not
-    params (an object, an array or null).
-
-    The items run under map() or starmap(), in C between two calls: tiny
-    tasks pay only their call. The fd-3 heartbeat goes on between slices of
-    items: a long batch is not a hung worker.
-    """
-    from ._worker import WorkerFailure, _error_of
+@_answering
+def builtin_batch(server: "_Server", req: "_Request", params: Dict[str, Any]) -> Any:
+    """herd.batch: F over every item in order, one reply (results or a fold count)."""
+    args, key, combine_name = params.get("args"), params.get("acc"), params.get("combine")
+    if not isinstance(args, list) or (key is None) != (combine_name is None) or \
+            not isinstance(params.get("function"), str):
+        raise HerdError("invalid_params",
+                        "herd.batch: args must be an array, and acc and combine go together")
+    if len(args) > MAX_BATCH_ITEMS:
+        raise HerdError("limit_exceeded",
+                        f"herd.batch: {len(args)} items, at most {MAX_BATCH_ITEMS}",
+                        data={"limit": "batch_items", "value": MAX_BATCH_ITEMS})
+    if key is not None and not isinstance(key, str):
+        raise HerdError("invalid_params", "herd.batch: acc must be a string")
+    fn, combine = _lookup(server, "herd.batch", params["function"], combine_name)
     results: List[Any] = []
-    errors: List[Error] = []
-    channel = server.channel if server else None
-    interval = channel.heartbeat_interval if channel else 0
-    start, step = 0, 16
-    while start < len(args):
-        # Slices double while they run quickly: tiny tasks pay no per-slice cost,
-        # slow ones still let the clock be looked at every few of them.
-        items = args[start:start + step]
-        began = time.monotonic()
-        if check and not set(map(type, items)) <= _VALID:
-            mapped = map(lambda a: fn(a) if type(a) in _VALID else _invalid(a), items)
-        elif star:
-            mapped = itertools.starmap(star, items)
-        else:
-            mapped = map(fn, items)
-        while True:
-            try:
-                results.extend(mapped)  # keeps what came before a failure
-                break
-            except WorkerFailure:
+    errors: List[Dict[str, Any]] = []
+    n = 0
+    turn = time.monotonic() + TURN_EVERY
+    for i, arg in enumerate(args):
+        if time.monotonic() >= turn:
+            server.step(0)  # heartbeats, cancels and other clients, now and then
+            turn = time.monotonic() + TURN_EVERY
+        req.check(server)
+        result = None
+        try:
+            if not (arg is None or isinstance(arg, (dict, list))):
+                raise HerdError("invalid_params",
+                                "herd.batch: an item must be an object, an array or null")
+            result = server.invoke(req, fn, arg)
+            if combine is not None:
+                n = fold(server, key, combine, result)
+        except HerdError as e:
+            if e.name == "combine_failed" or e.name == "cancelled":
                 raise
-            except Exception as e:
-                errors.append({"index": len(results), "error": _error_of(e)})
-                results.append(None)
-        start += len(items)
-        now = time.monotonic()
-        if now - began < SLICE_SECONDS:
-            step *= 2
-        if interval > 0 and now - channel._last_sent >= interval:
-            channel.notify("heartbeat", {"served": server.served + len(results)})  # type: ignore
-    if server:
-        server.served += len(args)
-    return results, errors
-
-
-def batch(server: "_Server", c: "_ClientConnection", rid: Any, params: Any) -> None:
-    fn, combine, error = _lookup(server, params, True)
-    if error is not None:
-        return c.reply(rid, error=error)
-    results, errors = run_items(server, params["args"], fn, getattr(fn, "star", None))
-    reply: Dict[str, Any] = {"results": results}
-    if combine is not None:
-        acc = _accumulator(server, params["acc"])
-        if acc is None:
-            return c.reply(rid, error=_full(params["acc"]))
-        failed = {e["index"] for e in errors}
-        for i, r in enumerate(results):
-            if i not in failed and _fold_into(acc, combine, r) is not None:
-                return c.reply(rid, error=acc.broken)
-        reply = {"n": acc.n}
+            errors.append({"index": i, "error": e.to_error()})
+            result = None
+        results.append(result)
+    out: Dict[str, Any] = {"n": n} if combine is not None else {"results": results}
     if errors:
-        reply["errors"] = errors
-    c.reply(rid, reply)
+        out["errors"] = errors
+    return out
 
-
-BUILTINS = {"herd.batch": batch, "herd.fold": fold, "herd.take": take}

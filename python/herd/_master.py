@@ -7,10 +7,10 @@ import errno
 import fnmatch
 import os
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import _autostart
-from ._proto import Connection, HerdError, resolve_settings
+from ._proto import Connection, HerdError, Message, resolve_settings
 
 EventCallback = Callable[[Dict[str, Any]], None]
 
@@ -55,16 +55,43 @@ def _inherited_env(inherit: Any) -> Dict[str, str]:
             and not any(fnmatch.fnmatchcase(k, r) for r in _REFUSED_ENV)}
 
 
-class Master:
-    """A master session with herdd. Use :func:`connect`."""
+def spawn_params(path: str, args: Optional[List[str]], init: Any, name: Optional[str],
+                 inherit_env: Any, inherit_cwd: bool, master_settings: Dict[str, int],
+                 options: Dict[str, Any]) -> Dict[str, Any]:
+    """The params of a ``spawn`` request (4.2), completed as libherd completes them."""
+    params: Dict[str, Any] = {"path": os.path.abspath(path)}
+    params["argv"] = [params["path"]] + list(args or [])
+    if name is not None:
+        params["name"] = name
+    if init is not None:
+        params["init"] = init
+    env = _inherited_env(inherit_env)
+    env.update(options.pop("env", {}))
+    params["env"] = env
+    if inherit_cwd and "cwd" not in options:
+        params["cwd"] = os.getcwd()
+    # As libherd: the master's resolved settings, the caller's own over them.
+    params["settings"] = dict(master_settings, **options.pop("settings", {}))
+    params.update(options)
+    return params
 
-    def __init__(self, conn: Connection, settings: Dict[str, int]) -> None:
-        self._conn = conn
-        self.settings = settings  # resolved (3.3); each spawn passes them on
+
+class _Session:
+    """The control methods (PROTOCOL.md section 4) of :class:`Master` and of
+    herd.aio's master: each builds its request and hands it to ``_run``, which
+    blocks in one and returns an awaitable in the other."""
+
+    _conn: Any
+    settings: Dict[str, int]
+
+    def __init__(self) -> None:
         self._failure_cbs: List[EventCallback] = []
         self._event_cbs: List[EventCallback] = []
         self.events: List[Dict[str, Any]] = []
-        conn.on_notification("event", self._on_event)
+
+    def _run(self, method: str, params: Any = None,
+             post: Optional[Callable[[Any], Any]] = None) -> Any:
+        raise NotImplementedError
 
     @property
     def herdd_pid(self) -> int:
@@ -88,12 +115,83 @@ class Master:
     def on_failure(self, callback: EventCallback) -> None:
         """Call ``callback(event)`` for each failure event of this session's workers
         (and of every visible worker after :meth:`subscribe`). Callbacks run while
-        this master waits in one of its methods or in :meth:`poll`."""
+        this master waits in one of its methods or in ``poll``."""
         self._failure_cbs.append(callback)
 
     def on_event(self, callback: EventCallback) -> None:
         """Call ``callback(event)`` for every event this session receives."""
         self._event_cbs.append(callback)
+
+    def _take_event(self, predicate: Callable[[Dict[str, Any]], bool]) -> Optional[Dict[str, Any]]:
+        for i, ev in enumerate(self.events):
+            if predicate(ev):
+                return self.events.pop(i)
+        return None
+
+    def request(self, method: str, params: Any = None) -> Any:
+        """Any control method of PROTOCOL.md section 4, by name."""
+        return self._run(method, params)
+
+    def spawn(self, path: str, args: Optional[List[str]] = None, init: Any = None,
+              name: Optional[str] = None, *, inherit_env: Any = DEFAULT_INHERIT_ENV,
+              inherit_cwd: bool = True, **options: Any) -> "Worker":
+        """Start a worker and return it once it is ready.
+
+        ``args`` follow argv[0] (= ``path``); ``options`` are the other spawn
+        params of PROTOCOL.md 4.2 (``env``, ``cwd``, ``shutdown_on``,
+        ``restart``, ``settings``...). As libherd does, the variables named by
+        ``inherit_env`` join ``env`` and the working directory becomes ``cwd``.
+        """
+        params = spawn_params(path, args, init, name, inherit_env, inherit_cwd, self.settings,
+                              options)
+        return self._run("spawn", params, lambda r: Worker(self, r))
+
+    def list(self, all: bool = False) -> List[Dict[str, Any]]:
+        """The visible workers (WORKER objects, 4.3); exited records too with ``all``."""
+        return self._run("list", {"all": all}, lambda r: r["workers"])
+
+    def inspect(self, id: str) -> Dict[str, Any]:
+        """One worker's WORKER object (4.5)."""
+        return self._run("inspect", {"id": id})
+
+    def kill(self, id: str, signal: Any = "TERM") -> None:
+        """Send ``signal`` (a name or number) to a worker (4.4)."""
+        return self._run("kill", {"id": id, "signal": signal}, lambda r: None)
+
+    def shutdown(self, id: str) -> Dict[str, Any]:
+        """Stop a worker gracefully; returns its final WORKER record."""
+        return self._run("shutdown", {"id": id})
+
+    def logs(self, id: str, stream: str = "stderr", lines: int = 100) -> List[str]:
+        """The last ``lines`` lines a worker wrote to ``stream`` (4.6)."""
+        return self._run("logs", {"id": id, "stream": stream, "lines": lines},
+                         lambda r: r["lines"])
+
+    def stats(self) -> Dict[str, Any]:
+        """herdd's counters (4.8)."""
+        return self._run("stats")
+
+    def subscribe(self, all: bool = True) -> Dict[str, Any]:
+        """Receive the events of every worker this session may see, not only its own (4.7)."""
+        return self._run("subscribe", {"all": all})
+
+
+class Master(_Session):
+    """A master session with herdd. Use :func:`connect`."""
+
+    def __init__(self, conn: Connection, settings: Dict[str, int]) -> None:
+        super().__init__()
+        self._conn = conn
+        self.settings = settings  # resolved (3.3); each spawn passes them on
+        conn.on_notification("event", self._on_event)
+
+    def _run(self, method: str, params: Any = None,
+             post: Optional[Callable[[Any], Any]] = None) -> Any:
+        result = self._conn.call(method, params)
+        return post(result) if post else result
+
+    def _connect_worker(self, worker: "Worker", kw: Dict[str, Any]) -> "WorkerConnection":
+        return WorkerConnection(Connection.open(worker.socket, "client", **kw))
 
     def poll(self, timeout: float = 0.0) -> None:
         """Read what herdd sent within ``timeout`` seconds and run the callbacks."""
@@ -108,75 +206,14 @@ class Master:
         which ``predicate`` holds; it is taken off :attr:`events`."""
         deadline = time.monotonic() + timeout
         while True:
-            for i, ev in enumerate(self.events):
-                if predicate(ev):
-                    return self.events.pop(i)
+            ev = self._take_event(predicate)
+            if ev is not None:
+                return ev
             if self._conn.closed:
                 raise self._conn.closed
             if not self._conn.pump(deadline):
                 raise HerdError("timeout", f"no such event within {timeout} s",
                                 data={"what": "event"})
-
-    def request(self, method: str, params: Any = None) -> Any:
-        """Any control method of PROTOCOL.md section 4, by name."""
-        return self._conn.call(method, params)
-
-    def spawn(self, path: str, args: Optional[List[str]] = None, init: Any = None,
-              name: Optional[str] = None, *, inherit_env: Any = DEFAULT_INHERIT_ENV,
-              inherit_cwd: bool = True, **options: Any) -> "Worker":
-        """Start a worker and return once it is ready.
-
-        ``args`` follow argv[0] (= ``path``); ``options`` are the other spawn
-        params of PROTOCOL.md 4.2 (``env``, ``cwd``, ``shutdown_on``,
-        ``restart``, ``settings``...). As libherd does, the variables named by
-        ``inherit_env`` join ``env`` and the working directory becomes ``cwd``.
-        """
-        return Worker(self, self._conn.call("spawn", self._spawn_params(
-            path, args, init, name, inherit_env=inherit_env, inherit_cwd=inherit_cwd,
-            **options)))
-
-    def _spawn_params(self, path: str, args: Optional[List[str]] = None, init: Any = None,
-                      name: Optional[str] = None, *, inherit_env: Any = DEFAULT_INHERIT_ENV,
-                      inherit_cwd: bool = True, **options: Any) -> Dict[str, Any]:
-        """The params of :meth:`spawn` (a pool sends several before reading a reply)."""
-        params: Dict[str, Any] = {"path": os.path.abspath(path)}
-        params["argv"] = [params["path"]] + list(args or [])
-        if name is not None:
-            params["name"] = name
-        if init is not None:
-            params["init"] = init
-        env = _inherited_env(inherit_env)
-        env.update(options.pop("env", {}))
-        params["env"] = env
-        if inherit_cwd and "cwd" not in options:
-            params["cwd"] = os.getcwd()
-        # As libherd: the master's resolved settings, the caller's own over them.
-        params["settings"] = dict(self.settings, **options.pop("settings", {}))
-        params.update(options)
-        return params
-
-    def list(self, all: bool = False) -> List[Dict[str, Any]]:
-        """The visible workers (WORKER objects, 4.3); exited records too with ``all``."""
-        return self._conn.call("list", {"all": all})["workers"]
-
-    def inspect(self, id: str) -> Dict[str, Any]:
-        return self._conn.call("inspect", {"id": id})
-
-    def kill(self, id: str, signal: Any = "TERM") -> None:
-        self._conn.call("kill", {"id": id, "signal": signal})
-
-    def shutdown(self, id: str) -> Dict[str, Any]:
-        """Stop a worker gracefully; returns its final WORKER record."""
-        return self._conn.call("shutdown", {"id": id})
-
-    def logs(self, id: str, stream: str = "stderr", lines: int = 100) -> List[str]:
-        return self._conn.call("logs", {"id": id, "stream": stream, "lines": lines})["lines"]
-
-    def stats(self) -> Dict[str, Any]:
-        return self._conn.call("stats")
-
-    def subscribe(self, all: bool = True) -> Dict[str, Any]:
-        return self._conn.call("subscribe", {"all": all})
 
     def close(self) -> None:
         """End the session on purpose: its workers stop as ``master_closed`` (4.1)."""
@@ -195,9 +232,10 @@ class Master:
 
 
 class Worker:
-    """A spawned worker: its ``id``, ``pid``, ``socket`` and ``name``."""
+    """A spawned worker: its ``id``, ``pid``, ``socket`` and ``name``. Its methods
+    block for a :class:`Master`'s worker and are awaitables for herd.aio's."""
 
-    def __init__(self, master: Master, result: Dict[str, Any]) -> None:
+    def __init__(self, master: _Session, result: Dict[str, Any]) -> None:
         self.master = master
         self.id: str = result["id"]
         self.pid: int = result["pid"]
@@ -207,29 +245,34 @@ class Worker:
 
     def connect(self, init: Any = None, name: Optional[str] = None,
                 settings: Optional[Dict[str, int]] = None) -> "WorkerConnection":
-        """A client connection to this worker; ``init`` is the connection-state init,
-        ``settings`` the connection settings asked for (3.4)."""
-        return WorkerConnection(Connection.open(self.socket, "client", name=name, init=init,
-                                                settings=settings))
+        """A client connection to this worker; ``init`` is the connection-state init
+        (the worker's ``conn_init`` argument), ``settings`` the connection
+        settings asked for (3.4)."""
+        return self.master._connect_worker(  # type: ignore[attr-defined]
+            self, {"init": init, "name": name, "settings": settings})
 
     def inspect(self) -> Dict[str, Any]:
+        """This worker's WORKER object (4.5)."""
         return self.master.inspect(self.id)
 
     def kill(self, signal: Any = "TERM") -> None:
-        self.master.kill(self.id, signal)
+        """Send ``signal`` to this worker (4.4)."""
+        return self.master.kill(self.id, signal)
 
     def shutdown(self) -> Dict[str, Any]:
+        """Stop this worker gracefully; returns its final WORKER record."""
         return self.master.shutdown(self.id)
 
     def __repr__(self) -> str:
         return f"<herd.Worker {self.id} {self.name} pid {self.pid}>"
 
 
-class WorkerConnection:
-    """A client connection to a worker's socket (PROTOCOL.md section 6)."""
+class _Calls:
+    """Calls on a worker connection, blocking or awaitable as its connection's."""
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
+    _conn: Any
+    _stream_class: Any
+    _sink_class: Any
 
     @property
     def functions(self) -> Dict[str, str]:
@@ -244,11 +287,26 @@ class WorkerConnection:
         """Run a oneway function: nothing comes back, not even an error."""
         self._conn.notify(fn, arg)
 
-    def stream(self, fn: str, arg: Any = None) -> "Stream":
-        """Open a pipe or state stream; iterate over its items."""
-        return Stream(self._conn, fn, arg)
+    def stream(self, fn: str, arg: Any = None) -> Any:
+        """Open a pipe or state stream; iterate over its items (``async for``
+        under herd.aio)."""
+        return self._stream_class(self._conn, fn, arg)
+
+    def sink(self, fn: str, arg: Any = None) -> Any:
+        """Open a sink: send its items, then finish it (awaiting both under herd.aio)."""
+        return self._sink_class(self._conn, fn, arg)
+
+
+class WorkerConnection(_Calls):
+    """A client connection to a worker's socket (PROTOCOL.md section 6)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._stream_class = Stream
+        self._sink_class = Sink
 
     def close(self) -> None:
+        """Close the connection; what still waits on it fails ``connection_closed``."""
         self._conn.close()
 
     def __enter__(self) -> "WorkerConnection":
@@ -258,19 +316,58 @@ class WorkerConnection:
         self.close()
 
 
-class Stream:
+class _StreamBase:
+    """What a server stream and a sink share, blocking or not: the request, how
+    it ended, and the rule that a cancelled stream's ``cancelled`` is no error."""
+
+    def __init__(self, conn: Any, rid: int) -> None:
+        self._conn = conn
+        self._id = rid
+        self._cancelled = False
+        self._done = False
+        self.result: Any = None
+        self.initial = False
+
+    def _item(self, params: Optional[Message]) -> Tuple[bool, Any]:
+        """(True, item) for an item to hand out, (False, None) at the end."""
+        if params is None or self._cancelled:
+            return False, None
+        self.initial = bool(params.get("initial"))
+        return True, params.get("item")
+
+    def _ended(self, err: Optional[HerdError], result: Any = None) -> None:
+        self._done = True
+        self.result = result
+        if err is not None and not (self._cancelled and err.name == "cancelled"):
+            raise err
+
+    def _cancel_needed(self) -> bool:
+        if self._done or self._cancelled:
+            return False
+        self._cancelled = True
+        self._conn.notify("herd.cancel", {"id": self._id})
+        return True
+
+    def _check_open(self) -> None:
+        if self._done or self._cancelled or self._conn.replied(self._id):
+            raise BrokenPipeError("the sink has ended; finish() says how")
+
+
+def _settle(wait: Callable[[], Any]) -> Tuple[Optional[HerdError], Any]:
+    try:
+        return None, wait()
+    except HerdError as e:
+        return e, None
+
+
+class Stream(_StreamBase):
     """A server stream: iterating yields items; :attr:`result` is the final reply.
 
     ``initial`` is True after the first item of a state stream was yielded.
     """
 
     def __init__(self, conn: Connection, fn: str, arg: Any) -> None:
-        self._conn = conn
-        self._id = conn.open_stream(fn, arg)
-        self._cancelled = False
-        self._done = False
-        self.result: Any = None
-        self.initial = False
+        super().__init__(conn, conn.open_stream(fn, arg))
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -278,26 +375,18 @@ class Stream:
     def __next__(self) -> Any:
         if self._done:
             raise StopIteration
-        item = self._conn.next_item(self._id)
-        if item is not None and not self._cancelled:
-            self.initial = bool(item.get("initial"))
-            return item.get("item")
+        more, item = self._item(self._conn.next_item(self._id))
+        if more:
+            return item
         self._finish()
         raise StopIteration
 
-    def _finish(self) -> None:
-        self._done = True
-        try:
-            self.result = self._conn.wait(self._id)
-        except HerdError as e:
-            if not (self._cancelled and e.name == "cancelled"):
-                raise
+    def _finish(self, timeout: Optional[float] = None) -> None:
+        self._ended(*_settle(lambda: self._conn.wait(self._id, timeout)))
 
     def cancel(self) -> None:
         """Ask the worker to end the stream; items still on the way are dropped."""
-        if not self._done and not self._cancelled:
-            self._cancelled = True
-            self._conn.notify("herd.cancel", {"id": self._id})
+        if self._cancel_needed():
             self._finish()
 
     def __enter__(self) -> "Stream":
@@ -305,6 +394,30 @@ class Stream:
 
     def __exit__(self, *exc: Any) -> None:
         self.cancel()
+
+
+class Sink(Stream):
+    """A client-to-worker stream (kind ``sink``), as libherd's ``herd_sink``:
+    :meth:`send` items, then :meth:`finish` for the function's result. Leaving
+    a ``with`` block without finishing cancels it."""
+
+    def __init__(self, conn: Connection, fn: str, arg: Any) -> None:
+        _StreamBase.__init__(self, conn, conn.request(fn, arg))
+
+    def send(self, item: Any) -> None:
+        """Send one item. Raises BrokenPipeError once the sink ended (finished,
+        cancelled, or the worker answered early: :meth:`finish` then says how),
+        HerdError ``limit_exceeded`` for an item over the worker's limit."""
+        self._check_open()
+        self._conn.notify("herd.item", {"id": self._id, "item": item})
+
+    def finish(self, timeout: Optional[float] = None) -> Any:
+        """End the stream and return the function's result (its error raises)."""
+        if not self._done:
+            if not self._cancelled and not self._conn.replied(self._id):
+                self._conn.notify("herd.end", {"id": self._id})
+            self._finish(timeout)
+        return self.result
 
 
 def connect(socket: Optional[str] = None, name: Optional[str] = None,
@@ -318,13 +431,23 @@ def connect(socket: Optional[str] = None, name: Optional[str] = None,
     try:
         return Master(Connection.open(path, "master", name=name, settings=settings), resolved)
     except HerdError as e:
-        if e.name != "connection_failed" or not _autostart.enabled() or \
-                e.data.get("errno") not in (errno.ENOENT, errno.ECONNREFUSED):
+        if not autostart_wanted(e):
             raise
+    autostart(path, socket, resolved)
+    return Master(Connection.open(path, "master", name=name, settings=settings), resolved)
+
+
+def autostart_wanted(e: HerdError) -> bool:
+    """Whether a failed connect to herdd calls for a private herdd (libherd's rule)."""
+    return e.name == "connection_failed" and _autostart.enabled() and \
+        e.data.get("errno") in (errno.ENOENT, errno.ECONNREFUSED)
+
+
+def autostart(path: str, socket: Optional[str], resolved: Dict[str, int]) -> None:
+    """Start a private herdd on ``path`` (blocking); raises HerdError."""
     default = not socket and not os.environ.get("HERD_SOCKET")
     try:
         _autostart.autostart(path, default, resolved["handshake_timeout_ms"] / 1000)
     except OSError as e:
         raise HerdError("connection_failed", f"starting herdd for {path}: {e}",
                         data={"errno": e.errno, "path": path}) from None
-    return Master(Connection.open(path, "master", name=name, settings=settings), resolved)

@@ -28,8 +28,8 @@ from typing import (Any, Callable, Deque, Dict, Iterable, Iterator, List, NamedT
                     Optional, Tuple)
 
 from . import _startapp
-from ._master import DEFAULT_INHERIT_ENV, Master, Worker, connect
-from ._proto import HerdError, _encode
+from ._master import DEFAULT_INHERIT_ENV, Master, Worker, connect, spawn_params
+from ._proto import HerdError
 
 MAX_CHUNKSIZE = 1024  # the automatic chunksize's bound, as libherd's
 DEFAULT_WINDOW = 2  # batches in flight per worker
@@ -647,10 +647,10 @@ class Pool:
         s.gen += 1
         self.spawns += 1
         s.state = "spawning"
-        params = self._master._spawn_params(name=f"{self.name}.{s.k}", pool=self.name,
-                                            **dict(self._spawn_opts,
-                                                   env=dict(self._spawn_opts["env"]),
-                                                   settings=dict(self._spawn_opts["settings"])))
+        opts = dict(self._spawn_opts, pool=self.name)  # a copy: spawn_params pops from it
+        params = spawn_params(opts.pop("path"), opts.pop("args"), opts.pop("init"),
+                              f"{self.name}.{s.k}", opts.pop("inherit_env"), True,
+                              self._master.settings, opts)
         s.spawn_rid = self._master._conn.request("spawn", params)
 
     def _collect_spawns(self) -> None:
@@ -724,17 +724,16 @@ class Pool:
     def _queue(self, s: _Slot, method: str, params: Any, request: bool = True) -> int:
         """Queues a request (or a notification); returns its id. Raises
         limit_exceeded for a message over the worker's max_message_size."""
-        conn = s.conn
-        msg: Dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
-        rid = 0
-        if request:
-            rid = msg["id"] = conn._next_id
-        data = _encode(msg)
-        if len(data) - 1 > conn.peer_max_message_size:
+        try:
+            if request:
+                rid, data = s.conn.p.request(method, params)
+            else:
+                rid, data = 0, s.conn.p.notification(method, params)
+        except HerdError as e:
+            if e.name != "limit_exceeded":
+                raise
             raise HerdError("limit_exceeded", "a task's params are over the worker's "
-                            "max_message_size", data={"limit": "max_message_size"})
-        if request:
-            conn._next_id += 1
+                            "max_message_size", data=e.data) from None
         s.out += data
         return rid
 

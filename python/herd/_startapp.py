@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import base64
 import importlib
+import itertools
 import os
 import pickle
 import runpy
 import sys
+import time
 import types
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
@@ -31,6 +33,7 @@ from ._proto import HerdError
 MAIN = "__mp_main__"
 PICKLE_PREFIX = "pickle/"
 CHUNK_PREFIX = "chunk/"
+SLICE_SECONDS = 0.05  # a chunk's items run between two looks at the clock, about
 # True in a pool worker while the master's script runs as its main module.
 bootstrapping = False
 
@@ -82,9 +85,7 @@ def _caller(ref: str) -> Callable[[Any], Any]:
         return lambda params: encode(_run_chunk(fn, *decode(params[0])))
     if chunk:
         return lambda params: _run_chunk(fn, *params)
-    call: Any = lambda params: fn(*params)
-    call.star = fn  # herd.batch runs items as starmap(fn, items)
-    return call
+    return lambda params: fn(*params)
 
 
 def _raiser(error: HerdError) -> Callable[[Any], Any]:
@@ -97,12 +98,47 @@ def _run_chunk(fn: Callable[..., Any], items: List[Any], star: bool = False) -> 
     """A chunk call: ``fn`` over items (argument lists with ``star``), answered
     ``[results, errors]`` as herd.batch answers, in one flat message: a JSON
     array per item would cost more than a tiny task's run. With pickle, params
-    and result are each one base64 pickle of the same."""
+    and result are each one base64 pickle of the same.
+
+    The items run under map() or starmap(), in C between two calls: tiny
+    tasks pay only their call. Between slices of items the worker's loop takes
+    its turn, as in herd.batch: a long chunk keeps heartbeating and hears a
+    cancel."""
     from . import _fold, _worker
     if not isinstance(items, list):
         raise HerdError("invalid_params", "a chunk call's params are [items, star]")
-    results, errors = _fold.run_items(_worker.current, items, fn=None if star else fn,
-                                      star=fn if star else None, check=False)
+    server = _worker._server
+    req = server.current if server else None
+    results: List[Any] = []
+    errors: List[Dict[str, Any]] = []
+    start, size = 0, 16
+    turn = time.monotonic() + _fold.TURN_EVERY
+    while start < len(items):
+        # Slices double while they run quickly: tiny tasks pay no per-slice cost,
+        # slow ones still let the clock be looked at every few of them.
+        part = items[start:start + size]
+        began = time.monotonic()
+        mapped = itertools.starmap(fn, part) if star else map(fn, part)
+        while True:
+            try:
+                results.extend(mapped)  # keeps what came before a failure
+                break
+            except _worker.WorkerFailure:
+                raise
+            except Exception as e:
+                error = e if isinstance(e, HerdError) else _worker._failed(e)
+                errors.append({"index": len(results), "error": error.to_error()})
+                results.append(None)
+        start += len(part)
+        now = time.monotonic()
+        if now - began < SLICE_SECONDS:
+            size *= 2
+        if server and req and now >= turn:
+            server.step(0)  # heartbeats, cancels and other clients, now and then
+            req.check(server)
+            turn = time.monotonic() + _fold.TURN_EVERY
+    if server:
+        server.served += len(items)
     return [results, errors]
 
 

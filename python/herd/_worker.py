@@ -1,9 +1,19 @@
 """The worker side: :func:`serve` makes a Python script a herd worker that
 herdd supervises over fd 3 (PROTOCOL.md section 5) and that serves its own
-socket (section 6), like a C worker built with libherd."""
+socket (section 6), like a C worker built with libherd.
+
+Everything runs on one thread, in one loop. A handler that waits (a sink
+reading its items, a pipe between items, :func:`sleep`) runs that loop
+meanwhile, so heartbeats, cancels and other connections' requests keep
+being served; what they start runs nested and finishes first. One
+connection's calls run one after the other, in order (the C worker may
+answer them out of order while one waits on a timer).
+"""
 
 from __future__ import annotations
 
+import datetime
+import heapq
 import inspect
 import os
 import select
@@ -12,26 +22,41 @@ import socket
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from collections import deque
+from typing import (Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple)
 
 from . import _fold
-from ._proto import (CONNECTION_SETTINGS, PROTOCOL_VERSION, Connection, HerdError,
-                     resolve_settings)
+from ._proto import (CONNECTION_SETTINGS, PROTOCOL_VERSION, Connection,
+                     HerdError, Message, check_settings, resolve_settings)
 
-ERROR_CODES = {"invalid_request": -32600, "method_not_found": -32601,
-               "invalid_params": -32602, "internal_error": -32603,
-               "function_failed": -32012, "cancelled": -32014, "shutting_down": -32016}
 MAX_FAILURE_MESSAGE = 4096
+LOG_LEVELS = ("err", "warning", "notice", "info", "debug")
+KINDS = ("call", "oneway", "pipe", "state", "sink")
 
 
-class _Oneway:
-    def __init__(self, fn: Callable[..., Any]) -> None:
+class _Kind:
+    """A function marked with its kind (:func:`oneway`, :func:`state`, :func:`sink`)."""
+
+    def __init__(self, kind: str, fn: Callable[..., Any]) -> None:
+        self.kind = kind
         self.fn = fn
 
 
-def oneway(fn: Callable[..., Any]) -> _Oneway:
-    """Mark ``fn`` as a oneway function for :func:`serve` (a notification, no reply)."""
-    return _Oneway(fn)
+def oneway(fn: Callable[[Any], Any]) -> _Kind:
+    """Mark ``fn(arg)`` as a oneway function for :func:`serve` (a notification, no reply)."""
+    return _Kind("oneway", fn)
+
+
+def state(fn: Callable[[Any], Iterator[Any]]) -> _Kind:
+    """Mark the generator function ``fn(arg)`` as a state stream: its first item
+    is the initial state (sent flagged ``initial``), later ones the updates."""
+    return _Kind("state", fn)
+
+
+def sink(fn: Callable[[Any, "SinkItems"], Any]) -> _Kind:
+    """Mark ``fn(arg, items)`` as a sink: ``items`` iterates over what the
+    client sends until it ends the stream; ``fn``'s return value is the reply."""
+    return _Kind("sink", fn)
 
 
 class WorkerFailure(Exception):
@@ -44,38 +69,66 @@ def fail(message: str) -> None:
     raise WorkerFailure(message)
 
 
-def _kind(fn: Any) -> str:
-    if isinstance(fn, _Oneway):
-        return "oneway"
+def _kind_of(fn: Any) -> str:
+    if isinstance(fn, _Kind):
+        return fn.kind
     return "pipe" if inspect.isgeneratorfunction(fn) else "call"
 
 
-def _error(name: str, message: str, **data: Any) -> Dict[str, Any]:
-    return {"code": ERROR_CODES.get(name, -32603), "message": message,
-            "data": dict(data, name=name)}
+def _message(e: Exception) -> str:
+    """An exception as the text of a failure: a HerdError's message as it is."""
+    return e.message if isinstance(e, HerdError) else str(e)
 
 
 def _cut(text: str, limit: int = MAX_FAILURE_MESSAGE) -> str:
     return text.encode()[:limit].decode("utf-8", "ignore")
 
 
-def _error_of(e: Exception) -> Dict[str, Any]:
-    """The error object a handler's exception answers (called while handling it)."""
-    if isinstance(e, HerdError):
-        return {"code": e.code or ERROR_CODES.get(e.name, -32603), "message": e.message,
-                "data": e.data}
-    return _error("function_failed", _cut(f"{type(e).__name__}: {e}"),
-                  traceback=traceback.format_exc())
+def _failed(e: Exception) -> HerdError:
+    """A handler's exception as the ``function_failed`` error it answers
+    (called while handling it: the traceback is the current one)."""
+    return HerdError("function_failed", _cut(f"{type(e).__name__}: {e}"),
+                     data={"traceback": traceback.format_exc()})
 
 
-def _outcome(fn: Callable[[Any], Any], params: Any) -> Any:
-    """``(result, None)`` or ``(None, error object)`` of ``fn(params)``."""
-    try:
-        return fn(params), None
-    except WorkerFailure:
-        raise
-    except Exception as e:
-        return None, _error_of(e)
+class _Request:
+    """One request being served: where to answer, and what the client said since."""
+
+    def __init__(self, conn: "_ClientConnection", rid: Any, function: str) -> None:
+        self.conn = conn
+        self.id = rid
+        self.function = function
+        self.cancelled = False
+        self.items: Deque[Any] = deque()  # a sink's items not yet taken
+        self.ended = False  # a sink's herd.end arrived
+        self.on_cancel: Optional[Callable[[], None]] = None
+
+    def check(self, server: "_Server") -> None:
+        """Raises what ends this request early: a cancel, its client gone, a stop."""
+        if self.cancelled or self.conn.closed:
+            raise HerdError("cancelled", "cancelled")
+        if server.stopping:
+            raise HerdError("shutting_down", "the worker is stopping")
+
+
+class SinkItems:
+    """The items a client sends to a sink, in order; iteration ends with its
+    ``herd.end``. A cancel, the client leaving or the worker stopping raise
+    :class:`HerdError` (``cancelled``, ``shutting_down``) from the iteration."""
+
+    def __init__(self, server: "_Server", req: _Request) -> None:
+        self._server = server
+        self._req = req
+
+    def __iter__(self) -> "SinkItems":
+        return self
+
+    def __next__(self) -> Any:
+        req = self._req
+        self._server.wait_until(req, lambda: bool(req.items) or req.ended)
+        if req.items:
+            return req.items.popleft()
+        raise StopIteration
 
 
 class _ClientConnection(Connection):
@@ -86,44 +139,75 @@ class _ClientConnection(Connection):
                                     heartbeat_timeout_ms=0))
         self.server = server
         self.said_hello = False
-        self.cancelled: set = set()
+        self.running: Dict[Any, _Request] = {}
         self.state: Any = None
+        self.active = 0  # handlers of this connection's calls on the stack
+        self.deferred: Deque[Message] = deque()
 
-    def _on_request(self, msg: Dict[str, Any]) -> None:
-        self.server.on_request(self, msg)
+    def got_request(self, msg: Message) -> None:
+        """A connection's calls run one after the other, in order: one that
+        arrives while a handler waits (between a pipe's items, in a sink or
+        herd.sleep) runs once that handler returned, not nested above it,
+        which would hold the earlier reply back until the later call ends."""
+        self.deferred.append(msg)
+        while self.deferred and self.active == 0 and not self.closed:
+            self.server.on_request(self, self.deferred.popleft())
 
-    def _on_notification(self, method: str, params: Any) -> None:
-        if method == "herd.cancel" and isinstance(params, dict):
-            self.cancelled.add(params.get("id"))
+    def got_item(self, params: Message) -> None:
+        req = self.running.get(params.get("id"))
+        if req is not None and not req.ended:
+            req.items.append(params.get("item"))
+
+    def got_notification(self, method: str, params: Any) -> None:
+        req = self.running.get(params.get("id")) if isinstance(params, dict) else None
+        if method in ("herd.cancel", "herd.end"):
+            if req is None:
+                if method == "herd.cancel":
+                    self.cancel_deferred(params.get("id") if isinstance(params, dict) else None)
+                return  # unknown or finished: ignored (6.3)
+            if method == "herd.end":
+                req.ended = True
+            else:
+                req.cancelled = True
+                if req.on_cancel:
+                    req.on_cancel()
         elif self.said_hello and method != "heartbeat":
             self.server.on_oneway(self, method, params)
 
-    def reply(self, rid: Any, result: Any = None, error: Optional[Dict[str, Any]] = None) -> None:
-        msg: Dict[str, Any] = {"jsonrpc": "2.0", "id": rid}
-        if error is not None:
-            msg["error"] = error
-        else:
-            msg["result"] = result
+    def cancel_deferred(self, rid: Any) -> None:
+        """A cancel for a call still waiting its turn: it never runs."""
+        for msg in self.deferred:
+            if msg.get("id") == rid:
+                self.deferred.remove(msg)
+                self.answer(rid, error=HerdError("cancelled", "cancelled"))
+                return
+
+    def finish(self, req: _Request, result: Any = None,
+               error: Optional[HerdError] = None) -> None:
+        """Answers ``req`` once; a client already gone gets nothing."""
+        if self.running.pop(req.id, None) is None or self.closed:
+            return
         try:
-            self.send(msg)
-        except HerdError as e:
-            if e.name == "limit_exceeded":
-                self.send({"jsonrpc": "2.0", "id": rid, "error": _error(
-                    "limit_exceeded", "reply over max_message_size",
-                    limit="max_message_size", value=self.peer_max_message_size)})
+            self.answer(req.id, result, error)
+        except HerdError:
+            pass
 
 
 class _Server:
     def __init__(self, functions: Mapping[str, Any], channel: Connection, name: str,
-                 conn_init: Optional[Callable[[Any], Any]],
+                 conn_init: Optional[Callable[[Any], Any]] = None,
                  combiners: Optional[Mapping[str, Callable[[Any, Any], Any]]] = None) -> None:
-        # Not copied: a mapping may resolve names on demand (the start_app pool's).
+        for fname in functions:
+            if not fname or fname.startswith("herd.") or fname in ("hello", "heartbeat"):
+                raise ValueError(f"{fname!r} cannot name a function (PROTOCOL.md 6.2)")
+        # Not copied: a mapping may resolve names on demand (a herd.Pool worker's).
         self.functions = functions
-        self.combiners = combiners if combiners is not None else {}
-        self.accumulators: Dict[str, Any] = {}
         self.channel = channel
         self.name = name
         self.conn_init = conn_init
+        self.combiners = combiners if combiners is not None else {}
+        self.accumulators: Dict[str, _fold.Accumulator] = {}
+        self.worker_state: Any = None
         info = channel.hello
         self.id = info.get("id")
         self.path = info["socket"]
@@ -131,12 +215,17 @@ class _Server:
         self.served = 0
         self.clients: List[_ClientConnection] = []
         self.stopping = False
+        self.current: Optional[_Request] = None
+        self.log_streams: List[_Request] = []
+        self.timers: List[Tuple[float, int, Callable[[], Any]]] = []  # a heap
+        self.timer_seq = 0
         # A connection_closed worker lives for its first client (PROTOCOL.md 4.2, 5).
         self.one_client = info.get("shutdown_on") == "connection_closed"
         self.first_client: Optional[_ClientConnection] = None
+        self.no_client_by = time.monotonic() + info.get("connection_timeout_ms", 10000) / 1000
         self.listener: Optional[socket.socket] = None
         self.signals = -1
-        self.function_list = [{"name": n, "kind": _kind(f)} for n, f in self.functions.items()]
+        self.function_list = [{"name": n, "kind": _kind_of(f)} for n, f in self.functions.items()]
 
     def listen(self) -> None:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -152,33 +241,28 @@ class _Server:
 
     # ---- requests ----
 
-    def on_request(self, c: _ClientConnection, msg: Dict[str, Any]) -> None:
+    def on_request(self, c: _ClientConnection, msg: Message) -> None:
         rid, method, params = msg["id"], msg["method"], msg.get("params")
         if not c.said_hello:
             self.hello(c, rid, method, params)
             return
+        fn = self.functions.get(method)
         if method == "hello":
-            c.reply(rid, error=_error("invalid_request", "a second hello"))
-        elif method == "herd.functions":
-            c.reply(rid, self.function_list)
-        elif method == "herd.settings":
-            c.reply(rid, dict(self.settings, max_pending=1024, max_output=64 << 20))
-        elif method == "herd.shutdown":
-            c.reply(rid, {})
-            self.stopping = True
-        elif method in _fold.BUILTINS:
-            _fold.BUILTINS[method](self, c, rid, params)
-        elif method not in self.functions:
-            c.reply(rid, error=_error("method_not_found", f"unknown function {method!r}",
-                                      method=method))
-        elif isinstance(self.functions[method], _Oneway):
-            c.reply(rid, error=_error("invalid_request", f"{method} is a oneway function"))
+            c.answer(rid, error=HerdError("invalid_request", "a second hello"))
+        elif method in self.BUILTINS:
+            self.BUILTINS[method](self, c, _Request(c, rid, method), params)
+        elif fn is None:
+            c.answer(rid, error=HerdError("method_not_found",
+                                          f"unknown function {method[:100]!r}",
+                                          data={"method": method[:100]}))
+        elif _kind_of(fn) == "oneway":
+            c.answer(rid, error=HerdError("invalid_request", f"{method} is a oneway function"))
         else:
-            self.run(c, rid, method, params)
+            self.run(_Request(c, rid, method), fn, params)
 
     def hello(self, c: _ClientConnection, rid: Any, method: str, params: Any) -> None:
         def refuse(name: str, message: str, **data: Any) -> None:
-            c.reply(rid, error=_error(name, message, **data))
+            c.answer(rid, error=HerdError(name, message, data=data))
             c._fail(HerdError(name, message))
 
         if method != "hello":
@@ -188,115 +272,252 @@ class _Server:
             return refuse("version_mismatch", "unsupported version", supported=[1])
         if p.get("role") != "client":
             return refuse("invalid_params", "role must be client on a worker's socket")
-        asked = p.get("settings") or {}
-        hb = {k: int(asked.get(k, 0)) for k in CONNECTION_SETTINGS[1:]}
+        unknown = set(p) - {"version", "role", "name", "settings", "init"}
+        if unknown:
+            return refuse("invalid_params", f"hello: unexpected {sorted(unknown)[0][:64]!r}")
+        try:
+            asked = check_settings(p.get("settings", {}), "hello settings", CONNECTION_SETTINGS)
+        except HerdError as e:
+            return refuse(e.name, e.message)
+        hb = {k: asked.get(k, 0) for k in CONNECTION_SETTINGS[1:]}
         if self.conn_init:
             try:
                 c.state = self.conn_init(p.get("init"))
             except Exception as e:  # the init's failure is the client's answer
-                return refuse("init_failed", _cut(str(e)))
-        c.peer_max_message_size = int(asked.get("max_message_size", c.peer_max_message_size))
-        c.heartbeat_interval = hb["heartbeat_interval_ms"] / 1000
-        c.heartbeat_timeout = hb["heartbeat_timeout_ms"] / 1000
+                return refuse("init_failed", _cut(_message(e)))
+        c.p.peer_max_message_size = int(asked.get("max_message_size",
+                                                  c.p.peer_max_message_size))
+        c.p.heartbeat_interval = hb["heartbeat_interval_ms"] / 1000
+        c.p.heartbeat_timeout = hb["heartbeat_timeout_ms"] / 1000
         c.said_hello = True
-        c.reply(rid, {"version": PROTOCOL_VERSION, "server": "worker", "pid": os.getpid(),
-                      "name": self.name, "id": self.id, "functions": self.function_list,
-                      "settings": dict(self.settings, **hb)})
+        c.answer(rid, {"version": PROTOCOL_VERSION, "server": "worker", "pid": os.getpid(),
+                       "name": self.name, "id": self.id, "functions": self.function_list,
+                       "settings": dict(self.settings, **hb)})
 
-    def run(self, c: _ClientConnection, rid: Any, method: str, params: Any) -> None:
-        fn = self.functions[method]
+    def run(self, req: _Request, fn: Any, params: Any) -> None:
+        """Runs a function for ``req`` and answers it (a oneway's error is logged)."""
+        try:
+            result, error = self.invoke(req, fn, params), None
+        except HerdError as e:
+            result, error = None, e
+        if req.id is not None:
+            req.conn.finish(req, result, error)
+        elif error is not None:
+            self.log(str(error.data.get("traceback", error)), "err")
+
+    def invoke(self, req: _Request, fn: Any, params: Any) -> Any:
+        """Runs ``fn`` for ``req`` as its kind says and returns its result. A
+        handler's exception is raised as the HerdError it answers (a
+        ``function_failed`` with the traceback); WorkerFailure goes through."""
+        kind = _kind_of(fn)
+        fn = fn.fn if isinstance(fn, _Kind) else fn
+        c = req.conn
+        if req.id is not None:
+            c.running[req.id] = req
+            c.active += 1
+        outer, self.current = self.current, req
         self.served += 1
-        if _kind(fn) == "pipe":
-            _, error = _outcome(lambda p: self.run_pipe(c, rid, fn(p)), params)
-            if error is not None:
-                c.reply(rid, error=error)
-        else:
-            c.reply(rid, *_outcome(fn, params))
+        try:
+            if kind in ("pipe", "state"):
+                return self.run_stream(req, fn(params), kind == "state")
+            if kind == "sink":
+                return fn(params, SinkItems(self, req))
+            return fn(params)
+        except (HerdError, WorkerFailure):
+            raise
+        except Exception as e:
+            raise _failed(e) from None
+        finally:
+            self.current = outer
+            if req.id is not None:
+                c.active -= 1
 
-    def run_pipe(self, c: _ClientConnection, rid: Any, gen: Any) -> None:
-        """Items as they come; a cancel read between two items ends the stream."""
-        while True:
-            self.read_ready(c)
-            if rid in c.cancelled or c.closed:
-                gen.close()
-                c.cancelled.discard(rid)
-                if not c.closed:
-                    c.reply(rid, error=_error("cancelled", "cancelled"))
-                return
-            try:
-                item = next(gen)
-            except StopIteration as end:
-                c.reply(rid, end.value)
-                return
-            c.notify("herd.item", {"id": rid, "item": item})
-
-    def read_ready(self, c: _ClientConnection) -> None:
-        # Requests read here run nested, after the cancel they may carry.
-        while not c.closed and select.select([c], [], [], 0)[0]:
-            c._read()
+    def run_stream(self, req: _Request, gen: Iterator[Any], initial: bool) -> Any:
+        """Sends a generator's items as they come; its return value is the result.
+        The loop turns between items, so a cancel read there ends the stream."""
+        try:
+            while True:
+                self.step(0)
+                req.check(self)
+                try:
+                    item = next(gen)
+                except StopIteration as end:
+                    return end.value
+                params = {"id": req.id, "item": item}
+                if initial:
+                    params["initial"] = True
+                    initial = False
+                req.conn.notify("herd.item", params)
+        finally:
+            gen.close()  # type: ignore[attr-defined]
 
     def on_oneway(self, c: _ClientConnection, method: str, params: Any) -> None:
         fn = self.functions.get(method)
-        if isinstance(fn, _Oneway):
-            self.served += 1
-            try:
-                fn.fn(params)
-            except WorkerFailure:
-                raise
-            except Exception:
-                traceback.print_exc()
+        if _kind_of(fn) == "oneway":
+            self.run(_Request(c, None, method), fn, params)
         else:
-            print(f"herd: ignored notification {method!r}", file=sys.stderr)
+            self.log(f"ignored notification {method[:100]!r}", "warning")
+
+    # ---- built-ins (6.5) ----
+
+    def builtin_functions(self, c: _ClientConnection, req: _Request, _params: Any) -> None:
+        c.answer(req.id, self.function_list)
+
+    def builtin_settings(self, c: _ClientConnection, req: _Request, _params: Any) -> None:
+        c.answer(req.id, dict(self.settings, max_pending=1024, max_output=64 << 20))
+
+    def builtin_shutdown(self, c: _ClientConnection, req: _Request, _params: Any) -> None:
+        c.answer(req.id, {})
+        self.stop_now("shutdown requested by a client")
+
+    def builtin_close_server(self, c: _ClientConnection, req: _Request, _params: Any) -> None:
+        self.close_listener()
+        c.answer(req.id, {})
+
+    def builtin_logs(self, c: _ClientConnection, req: _Request, _params: Any) -> None:
+        """A stream of what :func:`log` logs, until cancelled; it runs no handler."""
+        c.running[req.id] = req
+
+        def cancelled() -> None:
+            self.log_streams.remove(req)
+            c.finish(req, error=HerdError("cancelled", "cancelled"))
+
+        req.on_cancel = cancelled
+        self.log_streams.append(req)
+
+    BUILTINS: Dict[str, Callable[["_Server", _ClientConnection, _Request, Any], None]] = {
+        "herd.functions": builtin_functions,
+        "herd.settings": builtin_settings,
+        "herd.shutdown": builtin_shutdown,
+        "herd.close_server": builtin_close_server,
+        "herd.logs": builtin_logs,
+        "herd.fold": _fold.builtin_fold,
+        "herd.take": _fold.builtin_take,
+        "herd.batch": _fold.builtin_batch,
+    }
+
+    def log(self, message: str, level: str = "info") -> None:
+        if level not in LOG_LEVELS:
+            raise ValueError(f"level must be one of {LOG_LEVELS}")
+        if level != "debug":  # debug goes to herd.logs only, as libherd's
+            line = message.encode("unicode_escape").decode("ascii")
+            print(f"{level}: {line}", file=sys.stderr, flush=True)
+        item = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z"), "level": level, "message": message}
+        for req in list(self.log_streams):
+            if req.conn.closed:
+                self.log_streams.remove(req)
+                continue
+            try:
+                req.conn.notify("herd.item", {"id": req.id, "item": item})
+            except HerdError:
+                pass
 
     # ---- the loop ----
 
+    def wait_until(self, req: _Request, done: Callable[[], bool],
+                   deadline: Optional[float] = None) -> None:
+        """Runs the loop until ``done()`` or ``deadline``; raises what ends ``req``."""
+        while True:
+            req.check(self)
+            if done() or (deadline is not None and time.monotonic() >= deadline):
+                return
+            self.step(deadline)
+
     def loop(self) -> None:
-        interval = self.channel.heartbeat_interval
-        next_beat = time.monotonic() + interval if interval > 0 else None
-        no_client_by = time.monotonic() + self.channel.hello.get("connection_timeout_ms",
-                                                                 10000) / 1000
         while not self.stopping:
-            for c in [c for c in self.clients if c.closed]:
-                c.close()
-                self.clients.remove(c)
-                if c is self.first_client:
-                    self.channel.notify("connection", {"open": 0})
-                    return
-            now = time.monotonic()
-            if self.one_client and not self.first_client and now >= no_client_by:
-                os._exit(1)
-            wake = [next_beat] if next_beat else []
-            if self.one_client and not self.first_client:
-                wake.append(no_client_by)
-            for c in self.clients:
-                if c.heartbeat_interval > 0:
-                    wake.append(c._last_sent + c.heartbeat_interval)
-                if c.heartbeat_timeout > 0:
-                    wake.append(c._last_recv + c.heartbeat_timeout)
-            wait = max(0.0, min(wake) - now) if wake else None
-            socks: List[Any] = [self.channel, self.listener, self.signals] + self.clients
-            ready, _, _ = select.select(socks, [], [], wait)
-            for s in ready:
-                if s is self.signals:
-                    # SIGTERM, SIGINT: stop as on herd.shutdown (the C worker does too).
-                    os.read(self.signals, 64)
-                    self.stopping = True
-                elif s is self.listener:
-                    sock, _ = self.listener.accept()
-                    self.clients.append(_ClientConnection(sock, self))
-                    if self.one_client and not self.first_client:
-                        self.first_client = self.clients[-1]
-                        self.channel.notify("connection", {"open": 1})
-                elif s is self.channel:
-                    self.channel._read()
-                    if self.channel.closed:  # herdd is gone (5.1)
-                        os._exit(1)
-                else:
-                    s._read()
-            self.beat_clients()
-            if next_beat and time.monotonic() >= next_beat:
-                self.channel.notify("heartbeat", {"served": self.served})
-                next_beat = time.monotonic() + interval
+            self.step(None)
+
+    def step(self, deadline: Optional[float]) -> None:
+        """One turn of the loop: waits for I/O (no longer than the next heartbeat
+        or ``deadline``; 0 polls), handles what is ready, sends heartbeats due."""
+        self.reap_clients()
+        if self.stopping:
+            return
+        now = time.monotonic()
+        if self.one_client and not self.first_client and now >= self.no_client_by:
+            ms = int(self.channel.hello.get("connection_timeout_ms", 10000))
+            self.log(f"no client connected within {ms} ms; shutting down", "err")
+            os._exit(1)
+        wake = [t for t in [deadline, self.channel.p.next_beat()] if t is not None]
+        if self.timers:
+            wake.append(self.timers[0][0])
+        if self.one_client and not self.first_client:
+            wake.append(self.no_client_by)
+        for c in self.clients:
+            wake += [t for t in (c.p.next_beat(), c.p.dead_at()) if t is not None]
+        if any(c.inbox for c in self.clients):
+            wake.append(now)  # read, not yet routed: route it without waiting
+        wait = max(0.0, min(wake) - now) if wake else None
+        socks: List[Any] = [self.channel, self.signals] + self.clients
+        if self.listener:
+            socks.append(self.listener)
+        for s in select.select(socks, [], [], wait)[0]:
+            if s is self.signals:
+                # SIGTERM, SIGINT: stop as on herd.shutdown (the C worker does too).
+                signum = os.read(self.signals, 64)[-1]
+                self.stop_now(f"{signal.strsignal(signum)}: stopping")
+            elif s is self.listener:
+                self.accept()
+            elif s is self.channel:
+                self.channel._read()
+                if self.channel.closed:  # herdd is gone (5.1)
+                    self.log(f"herdd's channel: {self.channel.closed.message}; exiting", "err")
+                    os._exit(1)
+            elif not s.closed:
+                s._read()
+        for c in self.clients:
+            c.dispatch()
+        self.beat()
+        while self.timers and self.timers[0][0] <= time.monotonic():
+            heapq.heappop(self.timers)[2]()
+
+    def accept(self) -> None:
+        assert self.listener is not None
+        sock, _ = self.listener.accept()
+        self.clients.append(_ClientConnection(sock, self))
+        if self.one_client and not self.first_client:
+            self.first_client = self.clients[-1]
+            self.channel.notify("connection", {"open": 1})
+
+    def reap_clients(self) -> None:
+        for c in [c for c in self.clients if c.closed]:
+            c.close()
+            self.clients.remove(c)
+            if c is self.first_client:
+                self.channel.notify("connection", {"open": 0})
+                self.stop_now("the client connection closed; shutting down")
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        beat = self.channel.p.next_beat()
+        if beat is not None and now >= beat:
+            self.channel.notify("heartbeat", {"served": self.served})
+        for c in self.clients:
+            if c.closed or not c.said_hello:
+                continue
+            dead = c.p.dead_at()
+            if dead is not None and now >= dead:
+                # Section 2: the silent client hears why before the close.
+                ms = int(c.p.heartbeat_timeout * 1000)
+                try:
+                    c.send({"jsonrpc": "2.0", "id": None, "error": HerdError(
+                        "timeout", "no heartbeat", data={"what": "heartbeat", "ms": ms}
+                    ).to_error()})
+                except HerdError:
+                    pass
+                c._fail(HerdError("connection_closed", "heartbeat timeout"))
+            elif (c.p.next_beat() or now + 1) <= now:
+                try:
+                    c.notify("heartbeat")
+                except HerdError:
+                    pass
+
+    def stop_now(self, why: str) -> None:
+        """Stop as herd.shutdown says (6.5), once, saying why on the log."""
+        if not self.stopping:
+            self.log(why)
+            self.stopping = True
 
     def catch_signals(self) -> None:
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -305,32 +526,69 @@ class _Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda _sig, _frame: None)
 
-    def beat_clients(self) -> None:
-        now = time.monotonic()
-        for c in self.clients:
-            if c.closed or not c.said_hello:
-                continue
-            if c.heartbeat_timeout > 0 and now >= c._last_recv + c.heartbeat_timeout:
-                c._fail(HerdError("connection_closed", "heartbeat timeout"))
-            elif c.heartbeat_interval > 0 and now >= c._last_sent + c.heartbeat_interval:
-                try:
-                    c.notify("heartbeat")
-                except HerdError:
-                    pass
-
-    def stop(self) -> None:
+    def close_listener(self) -> None:
         if self.listener:
             self.listener.close()
+            self.listener = None
             try:
                 os.unlink(self.path)
             except OSError:
                 pass
+
+    def stop(self) -> None:
+        self.close_listener()
         for c in self.clients:
+            for req in list(c.running.values()):
+                c.finish(req, error=HerdError("shutting_down", "the worker is stopping"))
             c.close()
 
 
-# The worker this process serves as, once serve() started it (for long pool calls).
-current: Optional[_Server] = None
+_server: Optional[_Server] = None
+
+
+def _request() -> _Request:
+    if _server is None or _server.current is None:
+        raise RuntimeError("not inside a herd function")
+    return _server.current
+
+
+def conn_state() -> Any:
+    """Inside a function: what ``conn_init`` returned for the calling connection."""
+    return _request().conn.state
+
+
+def worker_state() -> Any:
+    """What :func:`serve`'s ``init`` returned (None outside a worker)."""
+    return _server.worker_state if _server else None
+
+
+def log(message: str, level: str = "info") -> None:
+    """Log ``message`` on stderr (herdd keeps its tail for failure reports) and
+    to every ``herd.logs`` stream; ``level`` is err, warning, notice, info or
+    debug (debug goes to the streams only)."""
+    if _server is None:
+        print(f"{level}: {message}", file=sys.stderr, flush=True)
+    else:
+        _server.log(message, level)
+
+
+def sleep(seconds: float) -> None:
+    """Inside a function: wait ``seconds`` while the worker keeps serving
+    (heartbeats, cancels, other requests). Raises :class:`HerdError`
+    ``cancelled`` if the caller cancels meanwhile (the handler then ends with
+    that error) or ``shutting_down`` if the worker stops."""
+    req = _request()
+    assert _server is not None
+    _server.wait_until(req, lambda: False, time.monotonic() + seconds)
+
+
+def call_later(seconds: float, fn: Callable[[], Any]) -> None:
+    """Run ``fn()`` in the worker's loop ``seconds`` from now (a timer). Its
+    exception, as any outside the handlers, ends the worker as failed."""
+    if _server is None:
+        raise RuntimeError("not in a herd worker")
+    _server.timer_seq += 1
+    heapq.heappush(_server.timers, (time.monotonic() + seconds, _server.timer_seq, fn))
 
 
 def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = None,
@@ -340,16 +598,20 @@ def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = N
 
     ``functions`` maps names to callables taking the JSON argument: a plain
     function is a call, a generator function a pipe (its items, then its
-    return value as the result), :func:`oneway` marks a oneway function.
-    ``init(arg)`` runs once with the spawn's init argument; ``conn_init(arg)``
-    per client connection. ``combiners`` names the combine functions
-    ``combine(acc, result) -> acc`` a pool's map-reduce may fold results with
-    here (``herd.fold``, ``herd.batch``, ``herd.take``: PROTOCOL.md 6.6).
-    A handler's exception is a ``function_failed``
-    reply (message ``Type: text``, ``data.traceback``); :func:`fail`, or an
-    exception outside the handlers, reports a failure to herdd with the
-    traceback and exits 1.
+    return value as the result); :func:`oneway`, :func:`state` and
+    :func:`sink` mark the other kinds. ``init(arg)`` runs once with the
+    spawn's init argument and its result is :func:`worker_state`;
+    ``conn_init(arg)`` runs per client connection with the client's init
+    argument and its result is :func:`conn_state` (its exception refuses the
+    connection with ``init_failed``). A handler's :class:`HerdError` is its
+    error reply; another exception is a ``function_failed`` reply (message
+    ``Type: text``, ``data.traceback``); :func:`fail`, or an exception
+    outside the handlers, reports a failure to herdd with the traceback and
+    exits 1. ``combiners`` names the functions ``combine(acc, value) -> acc``
+    that pools may fold results with, where they are made (``herd.fold``,
+    ``herd.batch``, PROTOCOL.md 6.6).
     """
+    global _server
     fd = os.environ.pop("HERD_CHANNEL_FD", None)
     os.environ.pop("HERD_WORKER_ID", None)
     if fd is None:
@@ -358,24 +620,27 @@ def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = N
     sock = socket.socket(fileno=int(fd))
     channel = Connection.from_socket(sock, "worker", resolve_settings(),
                                      extra={"pid": os.getpid()})
-    global current
-    server = current = _Server(functions, channel, name or os.path.basename(sys.argv[0]),
+    server = _server = _Server(functions, channel, name or os.path.basename(sys.argv[0]),
                                conn_init, combiners)
-    channel.on_notification("shutdown", lambda _m, _p: setattr(server, "stopping", True))
+    channel.on_notification("shutdown", lambda _m, _p: server.stop_now("herdd asked us to stop"))
     try:
         if init:
-            init(channel.hello.get("init"))
+            server.worker_state = init(channel.hello.get("init"))
         server.listen()
         server.catch_signals()
     except Exception as e:
-        channel.call("init_failed", {"message": _cut(f"{type(e).__name__}: {e}")})
+        message = _message(e) if isinstance(e, HerdError) else f"{type(e).__name__}: {e}"
+        server.log(f"init failed: {message}", "err")
+        channel.call("init_failed", {"message": _cut(message)})
         os._exit(1)
     channel.call("ready", {"functions": server.function_list})
     try:
         server.loop()
     except BaseException as e:
         message = str(e) if isinstance(e, WorkerFailure) else traceback.format_exc()
-        print(message, file=sys.stderr, flush=True)
+        if not isinstance(e, WorkerFailure):
+            print(message, file=sys.stderr, flush=True)
+        server.log(f"worker failed: {_message(e)}", "err")
         try:
             channel.notify("failure", {"message": _cut(message)})
         except HerdError:

@@ -73,3 +73,13 @@ def herd_error(name, fn, *args):
         fn(*args)
     assert e.value.name == name, e.value
     return e.value
+
+
+# herd-testworker's Python twin (herd.serve): the same functions as the C one.
+PYTESTWORKER = os.path.join(HERE, "testworker", "herd-testworker")
+
+
+@pytest.fixture(params=["c", "python"])
+def anyworker(request):
+    """herd-testworker, then its Python twin: a test holds both to one behaviour."""
+    return TESTWORKER if request.param == "c" else PYTESTWORKER

@@ -18,14 +18,19 @@ def readme_samples():
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
-def test_readme_master(herdd, testworker):
-    master = readme_samples()[0].replace(INSTALLED_TESTWORKER, testworker)
+def run_sample(index, testworker):
+    """What README's Python sample ``index`` prints, run with the built test worker."""
+    sample = readme_samples()[index].replace(INSTALLED_TESTWORKER, testworker)
     env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
-    out = subprocess.run([sys.executable, "-c", master], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", sample], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["45", "[0, 1, 2]",
-                                       "function_failed product of 1..30 overflows"]
+    return out.stdout.splitlines()
+
+
+def test_readme_master(herdd, testworker):
+    assert run_sample(0, testworker) == ["45", "[0, 1, 2]",
+                                         "function_failed product of 1..30 overflows"]
 
 
 def test_readme_worker(herdd, tmp_path):
@@ -39,6 +44,10 @@ def test_readme_worker(herdd, tmp_path):
             assert c.call("sum", {"n": 10}) == 45
             s = c.stream("count", {"n": 3})
             assert list(s) == [0, 1, 2] and s.result == {"count": 3}
+
+
+def test_readme_asyncio(herdd, testworker):
+    assert run_sample(2, testworker) == ["[45, 4950]", "[0, 1, 2]"]
 
 
 def test_readme_pool(herdd, testworker, tmp_path):

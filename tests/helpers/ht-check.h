@@ -91,6 +91,8 @@ json_t *ht_spawn_ok(struct ht_conn *c, json_t *params);
 /* ht_conn_wait_event() that must see the event: returns its params (new reference). */
 json_t *ht_wait_event_ok(
     struct ht_conn *c, const char *event, const char *worker_id, int timeout_ms);
+/* The test worker at sock writes text and a newline to stream ("stdout", "stderr"), or the test fails. */
+void ht_worker_writes_ok(const char *sock, const char *stream, const char *text);
 /* Reaps our child pid (10 s budget); fails the test unless it exited. Returns its exit code. */
 int ht_wait_exit_ok(pid_t pid);
 /*

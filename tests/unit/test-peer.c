@@ -5,7 +5,8 @@
  * deferred free, backpressure, heartbeats and the silence timeout; a reply
  * that cannot go answered by a stand-in, no heartbeat piling up behind
  * output that waits, an unfinished line that stops growing, and the other
- * side's last words read after a write to it failed.
+ * side's last words read after a write to it failed; a budget of messages
+ * per round, and lines the user encoded.
  */
 #include <errno.h>
 #include <poll.h>
@@ -415,9 +416,62 @@ START_TEST(test_last_words_survive_a_failed_write)
 }
 END_TEST
 
+/* A budget hands out that many a round, defers the rest (due at once), and loses none at EOF. */
+START_TEST(test_budget_defers_the_rest)
+{
+	char text[1024] = "";
+	int other;
+	struct rec *r = rec_new(&other);
+
+	for (int i = 0; i < 10; i++)
+		strcat(text, "{\"jsonrpc\":\"2.0\",\"method\":\"m\"}\n");
+	send_text(other, text);
+	shutdown(other, SHUT_WR);
+	r->peer.budget = 3;
+	/* The first round reads and hands out 3; the rest wait in the reader, nothing more is read. */
+	ck_assert_int_eq(poll(&(struct pollfd){ .fd = r->peer.fd, .events = POLLIN }, 1, 1000), 1);
+	herd__peer_process(&r->peer);
+	ck_assert_int_eq(r->messages, 3);
+	ck_assert(r->peer.deferred);
+	ck_assert_int_eq(herd__peer_events(&r->peer) & POLLIN, 0);
+	ck_assert_int_eq(herd__peer_timeout(&r->peer), 0);
+	herd__peer_process(&r->peer);
+	ck_assert_int_eq(r->messages, 6);
+	/* The EOF behind them is read only once every message went out. */
+	run(r, is_closed, 2000);
+	ck_assert_int_eq(r->messages, 10);
+	rec_end(r, other);
+}
+END_TEST
+
+/* A line the user encoded goes as it is; a reply too long for the other side becomes the stand-in. */
+START_TEST(test_queue_line)
+{
+	static const char line[] = "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}\n";
+	char big[2048];
+	json_t *id = json_integer(8);
+	int other;
+	struct rec *r = rec_new(&other);
+
+	ck_assert_int_eq(herd__peer_queue_line(&r->peer, line, strlen(line), id), 0);
+	memset(big, ' ', sizeof(big));
+	big[0] = '{';
+	big[sizeof(big) - 2] = '}';
+	big[sizeof(big) - 1] = '\n';
+	ck_assert_int_eq(herd__peer_queue_line(&r->peer, big, sizeof(big), id), -EMSGSIZE);
+	ck_assert_int_eq(herd__peer_flush(&r->peer, 1000), 0);
+	shutdown(r->peer.fd, SHUT_WR);
+	expect_sent(other,
+	    "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}\n{\"jsonrpc\":\"2.0\",\"id\":8,"
+	    "\"error\":");
+	json_decref(id);
+	rec_end(r, other);
+}
+END_TEST
+
 HT_MAIN("peer",
     HT_CASE("core", 10, test_messages_in_pieces, test_framing_error_answered_then_closed,
         test_close_flushes_then_releases, test_unref_inside_callback_defers_free, test_backpressure,
         test_heartbeat_then_silence, test_eof_closes, test_reply_standins,
         test_no_heartbeat_while_output_waits, test_unfinished_line_times_out,
-        test_last_words_survive_a_failed_write))
+        test_last_words_survive_a_failed_write, test_budget_defers_the_rest, test_queue_line))

@@ -114,7 +114,11 @@ print_worker_table(FILE *f, const json_t *workers)
 	/* Numbers read better right-aligned. */
 	static const bool right[N_COLS] = { false, false, false, true, true, false, true, true,
 		true, true, false, true, true };
-	size_t n = json_array_size(workers), i, c;
+	static const char *const source[N_COLS] = { "id", "name", "pool", "pid", "owner", "state",
+		"uptime_ms", "heartbeat_age_ms", "rss_kib", "cpu_ms", "reason", "incarnation",
+		"restart" };
+	size_t n = json_array_size(workers), i, c, last = 0;
+	bool shown[N_COLS];
 	char(*rows)[N_COLS][64] = calloc(n + 1, sizeof(*rows));
 	int width[N_COLS] = { 0 };
 
@@ -132,11 +136,21 @@ print_worker_table(FILE *f, const json_t *workers)
 				width[c] = w;
 		}
 	}
+	/* A column whose field no worker has (list --fields left it out) is not shown. */
+	for (c = 0; c < N_COLS; c++) {
+		shown[c] = n == 0;
+		for (i = 0; i < n && !shown[c]; i++)
+			shown[c] = json_object_get(json_array_get(workers, i), source[c]) != NULL;
+		if (shown[c])
+			last = c;
+	}
 	for (i = 0; i <= n; i++) {
-		for (c = 0; c < N_COLS; c++) {
-			const char *sep = c + 1 < N_COLS ? "  " : "\n";
+		for (c = 0; c <= last; c++) {
+			const char *sep = c < last ? "  " : "\n";
 
-			if (c + 1 == N_COLS)
+			if (!shown[c])
+				continue;
+			if (c == last)
 				fprintf(f, "%s%s", rows[i][c], sep);
 			else
 				fprintf(

@@ -433,8 +433,83 @@ static const struct ctl_opt map_opts[] = {
 	{ 0 },
 };
 
+/* Appends each word of a comma-separated list to array a, through alias (may be NULL). */
+static int
+append_words(json_t *a, const char *arg, const char *(*alias)(const char *word))
+{
+	char *copy = strdup(arg), *save = NULL, *w;
+	int r = copy ? 0 : EXIT_FAILURE;
+
+	for (w = copy ? strtok_r(copy, ",", &save) : NULL; w && !r; w = strtok_r(NULL, ",", &save))
+		r = json_array_append_new(a, json_string(alias ? alias(w) : w)) < 0 ? EXIT_FAILURE
+		                                                                    : 0;
+	free(copy);
+	return r;
+}
+
+/* "running" stands for the states of a worker whose process runs. */
+static int
+opt_state(json_t *params, const struct ctl_opt *o, const char *arg)
+{
+	json_t *a = json_array();
+
+	if (!strcmp(arg, "running"))
+		arg = "starting,ready,stopping";
+	if (!a || append_words(a, arg, NULL)) {
+		json_decref(a);
+		return EXIT_FAILURE;
+	}
+	return ctl_opt_store(params, o, a);
+}
+
+/* The table's column names (RSS, CPU...) for the WORKER fields they show. */
+static const char *
+field_alias(const char *w)
+{
+	static const char *const alias[][2] = { { "rss", "rss_kib" }, { "cpu", "cpu_ms" },
+		{ "uptime", "uptime_ms" }, { "hb-age", "heartbeat_age_ms" },
+		{ "inc", "incarnation" }, { "restarts", "restart" } };
+
+	for (size_t i = 0; i < sizeof(alias) / sizeof(alias[0]); i++)
+		if (!strcasecmp(w, alias[i][0]))
+			return alias[i][1];
+	return w;
+}
+
+static int
+opt_fields(json_t *params, const struct ctl_opt *o, const char *arg)
+{
+	json_t *a = json_array();
+
+	if (!a || append_words(a, arg, field_alias)) {
+		json_decref(a);
+		return EXIT_FAILURE;
+	}
+	return ctl_opt_store(params, o, a);
+}
+
+/* --owner me|UID: the workers of a uid (a root herdd serves many). */
+static int
+opt_owner(json_t *params, const struct ctl_opt *o, const char *arg)
+{
+	long long uid;
+
+	if (!strcmp(arg, "me"))
+		uid = getuid();
+	else if (ctl_parse_int(arg, 10, 0, UINT32_MAX, &uid) < 0)
+		return ctl_usage_error("--owner takes me or a uid, not '%s'", arg);
+	return ctl_opt_store(params, o, json_pack("{s:I}", "uid", (json_int_t)uid));
+}
+
 static const struct ctl_opt list_opts[] = {
 	{ "all", 'a', NULL, NULL, ctl_opt_true, 0, 0 },
+	{ "state", 0, "STATE,...", "only these states (running: starting, ready,\nstopping)",
+	    opt_state, 0, 0 },
+	{ "name", 0, "PATTERN", "only names matching a shell pattern", ctl_opt_string, 0, 0 },
+	{ "owner", 0, "me|UID", "only the workers of this uid", opt_owner, 0, 0 },
+	{ "fields", 0, "FIELD,...",
+	    "only these WORKER fields (columns: rss, cpu,\nuptime... stand for theirs)", opt_fields,
+	    0, 0 },
 	{ 0 },
 };
 
@@ -452,6 +527,12 @@ static const struct ctl_opt watch_opts[] = {
 	    ctl_opt_int, 0, INT64_MAX },
 	{ "instance", 0, "ID", "the herdd instance N belongs to (--json shows it)", ctl_opt_string,
 	    0, 0 },
+	{ 0 },
+};
+
+static const struct ctl_opt reexec_opts[] = {
+	{ "binary", 0, "PATH", "the binary to run (default: herdd's own path)", ctl_opt_string, 0,
+	    0 },
 	{ 0 },
 };
 
@@ -534,6 +615,10 @@ static const struct command commands[] = {
 	{ "watch", "", "print events of every worker you may see, until ^C", 0, 0, 0, watch_opts,
 	    cmd_watch, print_event },
 	{ "stats", "", "herdd's counters", 0, 0, 0, NULL, cmd_request, print_stats },
+	{ "reexec", "",
+	    "replace herdd by a fresh exec of its binary, keeping\nevery worker and "
+	    "connection; print the new herdd",
+	    0, 0, 0, reexec_opts, cmd_request, print_stats },
 	{ "spawn", "-- PATH [ARGS...]", "start a worker and print its id, pid and socket",
 	    CMD_AUTOSTART | CMD_ARGV, 1, INT_MAX, spawn_opts, cmd_spawn, show_spawned },
 	{ "map", "-- EXE [ARGS...] FUNCTION",

@@ -54,17 +54,6 @@ spawn_worker(struct ht_conn *m, json_t *extra, char id[32], char sock[256])
 	json_decref(w);
 }
 
-/* The worker at sock writes text and a newline to stream ("stdout" or "stderr"). */
-static void
-worker_writes(const char *sock, const char *stream, const char *text)
-{
-	json_t *r =
-	    ht_worker_call(sock, NULL, stream, json_pack("{s:s}", "text", text), ht_ms(5000));
-
-	ht_assert_result(r);
-	json_decref(r);
-}
-
 /*
  * Makes n events through p, quickly: a spawn of a missing executable fails
  * at exec and ends with one "exited" event, sent to p (its owner), which
@@ -382,7 +371,7 @@ START_TEST(test_herdctl_logs_follow)
 
 	spawn_worker(m, NULL, id, sock);
 	argv[5] = id;
-	worker_writes(sock, "stderr", "before");
+	ht_worker_writes_ok(sock, "stderr", "before");
 	follow = ht_start_reader(argv, &l.fd);
 	ck_assert_int_gt(follow, 0);
 	/* The last lines first (the reply), so it follows once "before" is printed. */
@@ -395,7 +384,7 @@ START_TEST(test_herdctl_logs_follow)
 		char text[32];
 
 		snprintf(text, sizeof(text), "after %d", i);
-		worker_writes(sock, "stderr", text);
+		ht_worker_writes_ok(sock, "stderr", text);
 		ck_assert_int_ge(ht_read_line(&l, ht_ms(10000)), 0);
 		ck_assert_str_eq(l.buf, text);
 	}
@@ -455,7 +444,7 @@ START_TEST(test_log_rotation)
 		char text[64];
 
 		snprintf(text, sizeof(text), "line %02d of the worker's output", i);
-		worker_writes(sock, "stdout", text);
+		ht_worker_writes_ok(sock, "stdout", text);
 		len = strlen(all);
 		snprintf(all + len, sizeof(all) - len, "%s\n", text);
 	}
@@ -507,7 +496,7 @@ START_TEST(test_herdctl_spawn_caps)
 	ht_track_pid((pid_t)json_integer_value(json_object_get(res, "pid")));
 	/* 3 lines of 60 bytes under a 100-byte cap with 2 files: one a file, the first rotated out. */
 	for (int i = 0; i < 3; i++)
-		worker_writes(ht_str(res, "socket"), "stdout", text);
+		ht_worker_writes_ok(ht_str(res, "socket"), "stdout", text);
 	ht_expect(m, "shutdown", json_pack("{s:s}", "id", ht_str(res, "id")), NULL);
 	ck_assert_int_eq(slurp(path, buf, sizeof(buf)), 60);
 	fprintf(stderr, "[%s]\n", buf);

@@ -3,7 +3,8 @@
  * herdd's control protocol as a user speaks it, raw JSON lines on a real
  * herdd: the handshake and its failures, unknown methods, invalid params for
  * every method, framing errors (oversize, not JSON) that close, malformed
- * JSON-RPC that does not, the handshake timeout, ids of unknown workers.
+ * JSON-RPC that does not, the handshake timeout, ids of unknown workers, and
+ * request ids still pending.
  */
 #include <errno.h>
 #include <poll.h>
@@ -306,6 +307,87 @@ START_TEST(test_too_deep_closes)
 }
 END_TEST
 
+/* Sends {"jsonrpc":"2.0","id":id,"method":method} with params (stolen, may be NULL); id stolen. */
+static void
+send_with_id(struct ht_conn *c, json_t *id, const char *method, json_t *params)
+{
+	json_t *m = json_pack("{s:s, s:o, s:s}", "jsonrpc", "2.0", "id", id, "method", method);
+
+	if (params)
+		json_object_set_new(m, "params", params);
+	ck_assert_int_eq(ht_conn_send(c, m), 0);
+	json_decref(m);
+}
+
+/* The next reply on c (events skipped): its id must equal id (stolen). New reference. */
+static json_t *
+reply_to(struct ht_conn *c, json_t *id, int timeout_ms)
+{
+	json_t *r = ht_conn_recv_except(c, "event", timeout_ms);
+
+	ck_assert_msg(r, "no reply");
+	ck_assert_msg(
+	    json_equal(json_object_get(r, "id"), id), "a reply to another id: %s", ht_dump(r));
+	json_decref(id);
+	return r;
+}
+
+/*
+ * While a spawn waits for its worker, its id (an integer or a string) is
+ * taken on that connection: a request reusing it is refused, others are
+ * served, and once the spawn is answered the id is free again.
+ */
+START_TEST(test_pending_id)
+{
+	struct ht_conn *c = open_hello("master");
+	json_t *ids[2] = { json_integer(7), json_string("s7") }, *r;
+	bool answered[2] = { false, false };
+	size_t i;
+
+	for (i = 0; i < 2; i++)
+		send_with_id(c, json_incref(ids[i]), "spawn",
+		    ht_testworker_params(json_pack("{s:{s:i}}", "init", "init_delay_ms", 1000)));
+	for (i = 0; i < 2; i++) {
+		send_with_id(c, json_incref(ids[i]), "ping", NULL);
+		r = reply_to(c, json_incref(ids[i]), ht_ms(5000));
+		ht_assert_error(r, "invalid_request");
+		ck_assert(strstr(
+		    json_string_value(json_object_get(json_object_get(r, "error"), "message")),
+		    "still pending"));
+		json_decref(r);
+	}
+	/* The same text as another type is another id. */
+	send_with_id(c, json_string("7"), "ping", NULL);
+	r = reply_to(c, json_string("7"), ht_ms(5000));
+	ht_assert_result(r);
+	json_decref(r);
+	/* The two spawns' replies, in whichever order their workers got ready. */
+	for (i = 0; i < 2; i++) {
+		bool first;
+		pid_t pid;
+
+		r = ht_conn_recv_except(c, "event", ht_ms(10000));
+		ck_assert_msg(r, "no spawn reply");
+		first = json_equal(json_object_get(r, "id"), ids[0]);
+		ck_assert(first || json_equal(json_object_get(r, "id"), ids[1]));
+		ck_assert_msg(!answered[!first], "two replies to %s", ht_dump(r));
+		answered[!first] = true;
+		pid = ht_worker_pid(ht_assert_result(r));
+		ck_assert_int_gt(pid, 0);
+		ht_track_pid(pid);
+		json_decref(r);
+	}
+	for (i = 0; i < 2; i++) {
+		send_with_id(c, json_incref(ids[i]), "ping", NULL);
+		r = reply_to(c, json_incref(ids[i]), ht_ms(5000));
+		ht_assert_result(r);
+		json_decref(r);
+		json_decref(ids[i]);
+	}
+	ht_conn_close(c);
+}
+END_TEST
+
 START_TEST(test_malformed_rpc_keeps_connection)
 {
 	struct ht_conn *c = open_hello("master");
@@ -433,5 +515,5 @@ HT_MAIN("herdd-protocol",
     HT_HERDD_CASE("protocol", 30, small_limits, test_hello_result, test_hello_refusals_close,
         test_hello_required, test_unknown_method_keeps_connection, test_invalid_params,
         test_unknown_worker, test_oversize_closes, test_invalid_json_closes, test_too_deep_closes,
-        test_malformed_rpc_keeps_connection, test_handshake_timeout, test_stats,
+        test_malformed_rpc_keeps_connection, test_pending_id, test_handshake_timeout, test_stats,
         test_user_herdd_refuses_other_uid))

@@ -321,6 +321,22 @@ kill_master(const struct ht_daemon *d, bool pid_ns)
 	assert_tree_gone(tree, n, ht_ms(3000), "SIGKILL of the master");
 }
 
+/*
+ * SIGKILLs the worker tree[0] (cgroup want): the tree goes, and so does its
+ * cgroup once empty; then a master's tree goes with its SIGKILL, and d stops.
+ */
+static void
+kill_all(struct ht_daemon *d, struct ht_conn *m, const pid_t *tree, int n, const char *want,
+    const char *after)
+{
+	ck_assert_int_eq(kill(tree[0], SIGKILL), 0);
+	assert_tree_gone(tree, n, ht_ms(3000), after);
+	ck_assert_int_eq(ht_wait_path_gone(want, ht_ms(3000)), 0);
+	kill_master(d, false);
+	ht_conn_close(m);
+	ck_assert_int_eq(ht_daemon_stop(d, ht_ms(5000)), 0);
+}
+
 /* ---- tests ---- */
 
 START_TEST(test_cgroup_nothing_escapes)
@@ -361,15 +377,8 @@ START_TEST(test_cgroup_nothing_escapes)
 	}
 	json_decref(c);
 
-	/* SIGKILL the worker: the tree goes, and so does its cgroup once empty. */
-	ck_assert_int_eq(kill(tree[0], SIGKILL), 0);
-	assert_tree_gone(tree, n, ht_ms(3000), "SIGKILL of the worker");
-	ck_assert_int_eq(ht_wait_path_gone(want, ht_ms(3000)), 0);
 	json_decref(res);
-
-	kill_master(d, false);
-	ht_conn_close(m);
-	ck_assert_int_eq(ht_daemon_stop(d, ht_ms(5000)), 0);
+	kill_all(d, m, tree, n, want, "SIGKILL of the worker");
 }
 END_TEST
 
@@ -538,7 +547,43 @@ START_TEST(test_kill_time)
 }
 END_TEST
 
+/*
+ * A reexec keeps the workers' cgroups: the successor kills none of them as a
+ * leftover, and SIGKILL of a worker (or of a master) after it still takes the
+ * whole tree and removes the cgroup.
+ */
+START_TEST(test_cgroup_kept_across_reexec)
+{
+	pid_t tree[MAX_TREE];
+	struct ht_daemon *d;
+	struct ht_conn *m;
+	json_t *res, *st, *r;
+	char want[600];
+	int n;
+
+	NEED_CGROUP();
+	d = start_herdd(true);
+	m = ht_herdd_open(d, "master", "contain");
+	ck_assert_ptr_nonnull(m);
+	res = spawn_tree(m, false, N_ESCAPED, tree, &n);
+	snprintf(want, sizeof(want), "%s/workers/%s", cg, ht_str(res, "id"));
+	r = ht_conn_call(m, "reexec", json_object(), ht_ms(30000));
+	ck_assert_int_eq(json_integer_value(json_object_get(ht_assert_result(r), "pid")), d->pid);
+	json_decref(r);
+	for (int i = 0; i < n; i++)
+		ck_assert_msg(ht_pid_alive(tree[i]), "pid %d died in the reexec", (int)tree[i]);
+	st = stats_containment(d);
+	ck_assert_str_eq(ht_str(st, "mode"), "cgroup");
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(json_object_get(st, "leftovers_killed"), "cgroups")),
+	    0);
+	json_decref(st);
+	json_decref(res);
+	kill_all(d, m, tree, n, want, "SIGKILL of the worker after a reexec");
+}
+END_TEST
+
 HT_MAIN("sup-contain",
     HT_CASE_WITH("contain", 60, cg_setup, cg_teardown, test_cgroup_nothing_escapes,
         test_cgroup_leftovers_killed, test_pid_namespace_nothing_escapes, test_fallback_reported,
-        test_kill_time))
+        test_kill_time, test_cgroup_kept_across_reexec))
