@@ -380,7 +380,7 @@ worker_save(struct worker *w, struct reexec_fds *fds)
 	    w->in_cgroup, "pid_ns", w->pid_ns, "notify_fd", w->notify_fd, "times",
 	    (json_int_t)w->started_ms, (json_int_t)w->ended_ms, (json_int_t)w->started_wall.tv_sec,
 	    (json_int_t)w->started_wall.tv_nsec, (json_int_t)w->last_heartbeat_ms,
-	    (json_int_t)w->last_cpu_ticks, (json_int_t)w->next_check_ms, (json_int_t)w->served,
+	    (json_int_t)w->last_cpu_ms, (json_int_t)w->next_check_ms, (json_int_t)w->served,
 	    (json_int_t)w->cpu_ms, timer_left_ms(&w->conn_timer), ev_is_active(&w->hb_timer),
 	    "text", "message", w->message, "functions", w->functions, "status", w->status, "flags",
 	    w->had_connection, w->said_stopping, w->stop_sent, "limits", limits_save(&w->limits),
@@ -600,7 +600,7 @@ worker_load(json_t *o)
 	w->started_wall.tv_sec = (time_t)r.times[2];
 	w->started_wall.tv_nsec = (long)r.times[3];
 	w->last_heartbeat_ms = r.times[4];
-	w->last_cpu_ticks = (uint64_t)r.times[5];
+	w->last_cpu_ms = (uint64_t)r.times[5];
 	w->next_check_ms = r.times[6];
 	w->served = (uint64_t)r.times[7];
 	w->cpu_ms = (uint64_t)r.times[8];
