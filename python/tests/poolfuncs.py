@@ -3,6 +3,7 @@ and name, as any pool's functions)."""
 
 import os
 import signal
+import time
 
 
 def square(x):
@@ -11,6 +12,12 @@ def square(x):
 
 def add(a, b):
     return a + b
+
+
+def idle(x):
+    """A task that takes time but no CPU: only heartbeats show its worker alive."""
+    time.sleep(0.02)
+    return x
 
 
 def word_lengths(text):

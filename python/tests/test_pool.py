@@ -143,6 +143,15 @@ def test_task_timeout(herdd, tmp_path):
         assert p.deaths == 2 and p.map(f.square, [5]) == [25]
 
 
+def test_a_long_chunk_keeps_its_worker_heartbeating(herdd):
+    # One chunk of 1 s of idle tasks, a 400 ms heartbeat timeout: the worker's
+    # loop must take its turn between items or herdd kills it as hung.
+    with herd.Pool(1, settings={"heartbeat_interval_ms": 100,
+                                "heartbeat_timeout_ms": 400}) as p:
+        assert p.map(f.idle, range(50), chunksize=50) == list(range(50))
+        assert p.deaths == 0
+
+
 def test_find_first_cancels_the_rest(herdd, testworker):
     with herd.Pool(2) as p:
         # An endless input: find can only return by stopping the rest.
