@@ -77,6 +77,7 @@ echo "{\"figure\":\"grace_ms\",\"variant\":\"herdd\",\"value\":$grace,\"unit\":\
 cpus=$(nproc)
 $H map "$worker" "$tasks" "$cpus" 32
 fig python3 bench/pool-map.py "$tasks" "$cpus"
+fig python3 bench/py-pool.py "$tasks" "$cpus" "$worker" "$n"
 $H crash "$worker" 10000 "$cpus" 32 "$crashes"
 fig python3 bench/wordfreq.py "$build/examples/wordfreq" "$text_mb" "$wf_rounds"
 # Peers of the pool and of herdctl map: dask.distributed, GNU parallel.

@@ -172,6 +172,25 @@ for n in ns:
 for n in ns:
     speedup(f"wordfreq, {n} worker{'s' * (n > 1)} vs Python Pool of {n} (times faster)", all_cpus,
             wf[f"herd_workers{n}"], wf.get(f"python_pool_workers{n}"), 1, "", None)
+for n in sorted(int(k[len("python_herd_pool_workers"):]) for k in wf
+                if k.startswith("python_herd_pool_workers")):
+    speedup(f"wordfreq in Python, herd.Pool of {n} vs multiprocessing Pool of {n} (times faster)",
+            all_cpus, wf[f"python_herd_pool_workers{n}"], wf.get(f"python_pool_workers{n}"), 1,
+            "", None)
+# The Python package (bench/py-pool.py): herd.Pool.map of a Python function
+# against what it replaces, best chunksize each; a Python master's calls.
+py = {r["variant"]: r["value"] for r in rows
+      if r["cpus"] == all_cpus and r["figure"] == "py_pool_tasks_per_s"}
+pyv = lambda api: next((x for k, x in py.items() if k.startswith(api + "_workers")), None)
+for mode, label in (("herd_pool_map", "JSON"), ("herd_pool_map_pickle", "pickle")):
+    row(f"herd.Pool.map tasks/s (Python echo, {label}) vs multiprocessing Pool.map", all_cpus,
+        pyv(mode), pyv("python_pool_map"), "/s", "≥ 1x", ge(1))
+    row(f"herd.Pool.map tasks/s (Python echo, {label}) vs ProcessPoolExecutor.map", all_cpus,
+        pyv(mode), pyv("process_pool_executor_map"), "/s", "≥ 1x", ge(1))
+for k in (1, 64):
+    row(f"Python master calls/s, {k} in flight: C worker vs Python worker", all_cpus,
+        v("py_master_calls_per_s", f"c_worker_inflight{k}"),
+        v("py_master_calls_per_s", f"py_worker_inflight{k}"), "/s")
 # A crash's cost: extra time against one spawn plus the dead worker's tasks.
 crash = {r["variant"]: r["value"] for r in rows
          if r["cpus"] == all_cpus and r["figure"] == "crash_cost"}

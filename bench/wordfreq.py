@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-# wordfreq three ways over the same generated text: examples/wordfreq
+# wordfreq four ways over the same generated text: examples/wordfreq
 # --sequential (C, one process), examples/wordfreq on a herd pool of 1..CPUs
 # workers, and the same job in Python (multiprocessing.Pool, a Counter per
-# file, merged in the parent). Every run must print the sequential answer.
+# file, merged in the parent), and that Python job on herd.Pool
+# (examples/wordfreq.py). Every run must print the sequential answer.
 # Prints one JSON line per variant (best of ROUNDS wall-clock times, seconds,
 # the variants taking turns).
 #   wordfreq.py WORDFREQ MB [ROUNDS]   ($HERD_SOCKET: the herdd to use)
@@ -94,6 +95,13 @@ def main():
                  for n in range(1, cpus + 1)]
         runs += [(f"python_pool_workers{n}", lambda n=n: python_pool(directory, n))
                  for n in sorted({1, cpus})]
+        # The same job on herd.Pool (examples/wordfreq.py): the script after the switch.
+        here = os.path.dirname(os.path.abspath(__file__))
+        env = dict(os.environ, PYTHONPATH=os.path.join(here, "..", "python"))
+        runs += [(f"python_herd_pool_workers{n}", lambda n=n: subprocess.run(
+            [sys.executable, os.path.join(here, "..", "examples", "wordfreq.py"), "--workers",
+             str(n), directory], check=True, stdout=subprocess.PIPE, text=True, env=env).stdout)
+            for n in sorted({1, cpus})]
         for name, secs in best_times(runs, rounds).items():
             report(name, secs, mb)
     finally:

@@ -59,9 +59,10 @@ def _lookup(server: "_Server", where: str, function: Any,
         raise HerdError("method_not_found", f"{where}: no call function {function}")
     if combine is None:
         return fn, None
-    if combine not in server.combiners:
+    combine_fn = server.combiners.get(combine)  # get: a pool worker's resolves names
+    if combine_fn is None:
         raise HerdError("method_not_found", f"{where}: this worker declares no combine {combine}")
-    return fn, server.combiners[combine]
+    return fn, combine_fn
 
 
 def _answering(builtin: Callable[..., Any]) -> Callable[..., None]:

@@ -21,6 +21,10 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+# Bytes one read may take: a pool's batch of 16,384 results is ~100 KB, and
+# each read costs a trip through the caller's loop. Not more: glibc serves a
+# bigger buffer by mmap, 70 us a read however small the message.
+RECV_SIZE = 1 << 18
 CONNECTION_SETTINGS = ("max_message_size", "heartbeat_interval_ms", "heartbeat_timeout_ms")
 SETTINGS_DEFAULTS: Dict[str, int] = {
     "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
@@ -641,7 +645,7 @@ class Connection(Driver):
 
     def _read(self) -> None:
         try:
-            chunk = self._sock.recv(1 << 16)
+            chunk = self._sock.recv(RECV_SIZE)
         except OSError as e:
             self._fail(HerdError("connection_closed", f"recv: {e.strerror}"))
             return

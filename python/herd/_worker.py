@@ -84,6 +84,13 @@ def _cut(text: str, limit: int = MAX_FAILURE_MESSAGE) -> str:
     return text.encode()[:limit].decode("utf-8", "ignore")
 
 
+def _failed(e: Exception) -> HerdError:
+    """A handler's exception as the ``function_failed`` error it answers
+    (called while handling it: the traceback is the current one)."""
+    return HerdError("function_failed", _cut(f"{type(e).__name__}: {e}"),
+                     data={"traceback": traceback.format_exc()})
+
+
 class _Request:
     """One request being served: where to answer, and what the client said since."""
 
@@ -193,11 +200,12 @@ class _Server:
         for fname in functions:
             if not fname or fname.startswith("herd.") or fname in ("hello", "heartbeat"):
                 raise ValueError(f"{fname!r} cannot name a function (PROTOCOL.md 6.2)")
-        self.functions = dict(functions)
+        # Not copied: a mapping may resolve names on demand (a herd.Pool worker's).
+        self.functions = functions
         self.channel = channel
         self.name = name
         self.conn_init = conn_init
-        self.combiners = dict(combiners or {})
+        self.combiners = combiners if combiners is not None else {}
         self.accumulators: Dict[str, _fold.Accumulator] = {}
         self.worker_state: Any = None
         info = channel.hello
@@ -318,8 +326,7 @@ class _Server:
         except (HerdError, WorkerFailure):
             raise
         except Exception as e:
-            raise HerdError("function_failed", _cut(f"{type(e).__name__}: {e}"),
-                            data={"traceback": traceback.format_exc()}) from None
+            raise _failed(e) from None
         finally:
             self.current = outer
             if req.id is not None:

@@ -48,3 +48,14 @@ def test_readme_worker(herdd, tmp_path):
 
 def test_readme_asyncio(herdd, testworker):
     assert run_sample(2, testworker) == ["[45, 4950]", "[0, 1, 2]"]
+
+
+def test_readme_pool(herdd, testworker, tmp_path):
+    pool = next(s for s in readme_samples() if "herd.Pool" in s)
+    script = tmp_path / "pool.py"  # a pool's workers run the script again: it needs a file
+    script.write_text(pool.replace(INSTALLED_TESTWORKER, testworker))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[3, 2, 1]", "6000", "[0, 0, 1, 3, 6]"]
