@@ -86,6 +86,11 @@ int ht_wait_pid_reaped(pid_t pid, int timeout_ms);
 int ht_wait_child(pid_t pid, int timeout_ms, int *status);
 /* Number of open fds of pid (entries in /proc/<pid>/fd), or -errno. */
 int ht_count_fds(pid_t pid);
+/*
+ * Open fds of pid other than /proc files, or -errno: herdd's sampler holds
+ * /proc files only while it reads them, so a leak check counts the rest.
+ */
+int ht_count_held_fds(pid_t pid);
 /* Resident memory of pid in KiB (/proc/PID/statm), or -1. */
 long ht_pid_rss_kib(pid_t pid);
 /*

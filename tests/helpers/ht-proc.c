@@ -496,6 +496,27 @@ ht_count_fds(pid_t pid)
 	return n >= 0 && pid == getpid() ? n - 1 : n;
 }
 
+/* 1 unless the fd dir/name names a /proc file. */
+static int
+count_held(const char *dir, const char *name, void *ctx)
+{
+	char path[384], target[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return 0;
+	target[n] = '\0';
+	return strncmp(target, "/proc/", 6) != 0;
+}
+
+int
+ht_count_held_fds(pid_t pid)
+{
+	return proc_each(pid, "fd", count_held, NULL);
+}
+
 struct children {
 	pid_t *out;
 	size_t max;

@@ -92,7 +92,7 @@ assert_fds(int want)
 	int64_t deadline = ht_now_ms() + ht_ms(5000);
 	int n;
 
-	while ((n = ht_count_fds(ht_herdd->pid)) != want && ht_now_ms() < deadline)
+	while ((n = ht_count_held_fds(ht_herdd->pid)) != want && ht_now_ms() < deadline)
 		json_decref(ht_call_ok(ht_master, "ping", json_object()));
 	ck_assert_int_eq(n, want);
 }
@@ -118,7 +118,7 @@ START_TEST(test_workers_and_connections_survive)
 	    ht_str(json_object_get(ht_result(r), "events"), "instance"));
 	seq = json_integer_value(json_object_get(json_object_get(ht_result(r), "events"), "seq"));
 	json_decref(r);
-	fds = ht_count_fds(ht_herdd->pid);
+	fds = ht_count_held_fds(ht_herdd->pid);
 
 	/* Both requests are in herdd's socket before it reads either. */
 	ping = ht_conn_send_request(ht_master, "ping", json_object());
@@ -305,7 +305,7 @@ START_TEST(test_failed_binary)
 	pid_t pid = ht_worker_pid(w);
 	char script[256];
 	struct ht_out o;
-	int fds = ht_count_fds(ht_herdd->pid);
+	int fds = ht_count_held_fds(ht_herdd->pid);
 
 	r = reexec(ht_master, json_pack("{s:s}", "binary", "/bin/false"));
 	ht_assert_error(r, "internal_error");

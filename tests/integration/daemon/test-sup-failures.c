@@ -192,12 +192,12 @@ START_TEST(test_failed_spawns_leak_no_fd)
 	for (i = 0; i < 10; i++)
 		failed_spawn(i);
 	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(1000)), 0);
-	before = ht_count_fds(ht_herdd->pid);
+	before = ht_count_held_fds(ht_herdd->pid);
 	ck_assert_int_gt(before, 0);
 	for (i = 0; i < 100; i++)
 		failed_spawn(i);
 	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(1000)), 0);
-	after = ht_count_fds(ht_herdd->pid);
+	after = ht_count_held_fds(ht_herdd->pid);
 	ck_assert_msg(
 	    after == before, "herdd had %d fds before 100 failed spawns, %d after", before, after);
 }
