@@ -186,7 +186,7 @@ static int
 cmd_call(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 {
 	json_t *fargs = NULL, *worker = NULL, *res = NULL, *fn;
-	const char *socket, *kind = NULL;
+	const char *kind = NULL;
 	int r = EXIT_FAILURE;
 	size_t i;
 
@@ -196,16 +196,12 @@ cmd_call(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 	}
 	if (ctl_request(c, "inspect", json_incref(params), &worker) < 0)
 		goto out;
-	socket = json_string_value(json_object_get(worker, "socket"));
 	json_array_foreach(json_object_get(worker, "functions"), i, fn) {
 		if (!strcmp(json_string_value(json_object_get(fn, "name")) ?: "", args[0]))
 			kind = json_string_value(json_object_get(fn, "kind"));
 	}
-	if (!socket) {
-		ctl_error("worker_exited", "worker %s is %s and has no socket",
-		    json_string_value(json_object_get(params, "id")),
-		    json_string_value(json_object_get(worker, "state")) ?: "gone");
-	} else if (ctl_call(socket, args[0], kind, fargs, &res) == 0) {
+	/* The process inspect described, or worker_not_found: a restart may come between. */
+	if (ctl_call(c, worker, args[0], kind, fargs, &res) == 0) {
 		output(c, res, cmd->show);
 		r = EXIT_SUCCESS;
 	}
