@@ -1021,8 +1021,8 @@ master_requestf(
 
 /* shutdown {id, incarnation (0: any), grace_ms (0: herdd's default)}, waiting until reaped. */
 static int
-master_shutdown(herd_master *m, const char *id, unsigned incarnation, unsigned grace_ms,
-    json_t **ret_record)
+master_shutdown(
+    herd_master *m, const char *id, unsigned incarnation, unsigned grace_ms, json_t **ret_record)
 {
 	_cleanup_json_ json_t *params = json_pack("{s:s}", "id", id);
 	uint64_t timeout;

@@ -50,8 +50,8 @@ call_stream(herd_conn *conn, const char *function, json_t *args, json_t **ret)
 }
 
 int
-ctl_call(struct ctl *c, const json_t *record, const char *function, const char *kind,
-    json_t *args, json_t **ret)
+ctl_call(struct ctl *c, const json_t *record, const char *function, const char *kind, json_t *args,
+    json_t **ret)
 {
 	herd_conn *conn = NULL;
 	int r = ctl_worker_connect(c, record, &conn);

@@ -370,8 +370,8 @@ START_TEST(test_handle_incarnation)
 	ck_assert_ptr_null(conn);
 	ck_assert_str_eq(herd_error_name(err), "worker_not_found");
 	herd_error_unref(err);
-	ck_assert_int_eq(herd_worker_call_once(old, "sum", ht_args("{s:i}", "n", 3), 0, NULL, NULL),
-	    -ESRCH);
+	ck_assert_int_eq(
+	    herd_worker_call_once(old, "sum", ht_args("{s:i}", "n", 3), 0, NULL, NULL), -ESRCH);
 	/* ...and the new incarnation lives on, untouched. */
 	ck_assert_int_eq(kill(ready.pid, 0), 0);
 	ck_assert_int_eq(herd_master_inspect(m, herd_worker_id(old), &record), 0);
@@ -381,8 +381,8 @@ START_TEST(test_handle_incarnation)
 	ck_assert_int_eq(herd_master_worker(m, record, &cur), 0);
 	ck_assert_uint_eq(herd_worker_incarnation(cur), 2);
 	ck_assert_str_eq(herd_worker_id(cur), herd_worker_id(old));
-	ck_assert_int_eq(herd_worker_call_once(cur, "sum", ht_args("{s:i}", "n", 3), 0, &result, NULL),
-	    0);
+	ck_assert_int_eq(
+	    herd_worker_call_once(cur, "sum", ht_args("{s:i}", "n", 3), 0, &result, NULL), 0);
 	ck_assert_int_eq(json_integer_value(result), 3);
 	json_decref(result);
 	json_decref(record);
@@ -401,10 +401,10 @@ END_TEST
 int
 main(int argc, char **argv)
 {
-	const struct ht_case master = HT_CLIENT_HERDD_CASE("master", 60, test_spawn_call_inspect,
-	    test_on_failure_crash, test_on_failure_reported, test_spawn_errors,
-	    test_master_disconnect_stops_workers, test_async_spawn_libev, test_start_app_self,
-	    test_handle_incarnation);
+	const struct ht_case master =
+	    HT_CLIENT_HERDD_CASE("master", 60, test_spawn_call_inspect, test_on_failure_crash,
+	        test_on_failure_reported, test_spawn_errors, test_master_disconnect_stops_workers,
+	        test_async_spawn_libev, test_start_app_self, test_handle_incarnation);
 
 	/* Spawned by herdd as a worker: serve and exit; run as a test: carry on. */
 	herd_start_app(&example_worker_type, argc, argv);
