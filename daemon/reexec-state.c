@@ -690,8 +690,8 @@ reexec_state_check(json_t *state, char *why, size_t len)
 	if (json_unpack(server, "{s:s, s:o, s:s, s:i, s:i, s:b, s:b}", "socket", &format, "lock",
 	        &o, "workers_dir", &format, "listen_fd", &fd, "lock_fd", &fd, "activated", &flag,
 	        "own_socket", &flag) < 0 ||
-	    !(json_is_string(o) || json_is_null(o)) ||
-	    !json_is_array(stats) || !json_is_array(conns) || !json_is_array(workers)) {
+	    !(json_is_string(o) || json_is_null(o)) || !json_is_array(stats) ||
+	    !json_is_array(conns) || !json_is_array(workers)) {
 		snprintf(why, len, "the server or counters do not fit this herdd");
 		return -EINVAL;
 	}
