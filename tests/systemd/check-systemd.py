@@ -266,6 +266,12 @@ def check_reload(box, herd):
     w = next(iter(before))
     check(herd.ctl("call", w, "sum", '{"n":42}').strip() == "861",
           "worker %s still answers after the reload" % w)
+    # A binary that cannot take over loses nothing: the probe refuses it first.
+    r = box.sd("run", herd.herdctl, "reexec", "--binary", "/bin/false", check=False)
+    check(r.returncode == 1 and "internal_error" in r.stderr and
+          worker_pids(herd) == before and herd.json("stats")["pid"] == main,
+          "a reexec to /bin/false fails (%s) and keeps herdd %d and every worker" %
+          (r.stderr.strip(), main))
     for wid in before:
         herd.ctl("shutdown", wid)
 
