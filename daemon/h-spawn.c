@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "herdd.h"
 
@@ -73,6 +74,23 @@ env_name_ok(const char *k)
 	return p - k <= 256;
 }
 
+/*
+ * Whether a file output without caps of its own gets herdd's default ones:
+ * only a regular file, or one still to be created. A FIFO, a terminal or
+ * /dev/null is handed to the worker as before (renaming one would be wrong).
+ */
+static bool
+output_default_caps(const char *path)
+{
+	struct stat st;
+
+	if (herdd.cfg.output_max_bytes == 0)
+		return false;
+	if (stat(path, &st) < 0)
+		return errno == ENOENT;
+	return S_ISREG(st.st_mode);
+}
+
 static int
 parse_output(json_t *v, struct output_spec *o, char *why, size_t len)
 {
@@ -96,21 +114,25 @@ parse_output(json_t *v, struct output_spec *o, char *why, size_t len)
 	        "max_bytes", &max_bytes, "max_files", &max_files) < 0 ||
 	    !absolute_path(file))
 		goto bad;
-	if ((max_bytes != -1 &&
+	/* max_bytes 0: no cap, the worker holds the file. */
+	if ((max_bytes != -1 && max_bytes != 0 &&
 	        (max_bytes < OUTPUT_MIN_BYTES || max_bytes > (json_int_t)OUTPUT_MAX_BYTES)) ||
 	    (max_files != -1 && (max_files < 1 || max_files > OUTPUT_MAX_FILES))) {
-		snprintf(why, len, "max_bytes must be %u..%llu and max_files 1..%u",
+		snprintf(why, len, "max_bytes must be 0 (no cap) or %u..%llu and max_files 1..%u",
 		    OUTPUT_MIN_BYTES, (unsigned long long)OUTPUT_MAX_BYTES, OUTPUT_MAX_FILES);
 		return -EINVAL;
 	}
 	o->kind = OUT_FILE;
 	o->path = strdup(file);
 	o->append = append;
-	/* Either one asks for rotation; the other takes its default. */
-	if (max_bytes != -1 || max_files != -1) {
-		o->max_bytes = max_bytes != -1 ? (uint64_t)max_bytes : OUTPUT_DEFAULT_BYTES;
-		o->max_files = max_files != -1 ? (unsigned)max_files : OUTPUT_DEFAULT_FILES;
-	}
+	/* Each member the spawn leaves out takes herdd's default. */
+	if (max_bytes == -1 && max_files == -1 && !output_default_caps(file))
+		max_bytes = 0;
+	o->max_bytes = max_bytes != -1 ? (uint64_t)max_bytes
+	                               : (herdd.cfg.output_max_bytes ?: OUTPUT_DEFAULT_BYTES);
+	o->max_files = max_files != -1 ? (unsigned)max_files : herdd.cfg.output_max_files;
+	if (!o->max_bytes)
+		o->max_files = 0;
 	return o->path ? 0 : -ENOMEM;
 bad:
 	snprintf(why, len,

@@ -77,6 +77,8 @@ struct herdd_config {
 	unsigned keep_exited_ms; /* and for at most this long */
 	unsigned exit_idle_ms; /* exit once idle this long; 0: never */
 	unsigned event_ring; /* events kept for replay (events.c) */
+	size_t output_max_bytes; /* the cap of an output file whose spawn sets none; 0: none */
+	unsigned output_max_files;
 	bool stdio; /* --stdio: serve one master over stdin/stdout (stdio.c) */
 	struct proto_settings worker_settings; /* what spawned workers start from */
 };

@@ -62,8 +62,9 @@ open_current(struct logfile *lf)
 
 	as_user(lf, true);
 	old = umask(lf->umask);
-	lf->fd =
-	    open(lf->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0666);
+	/* O_NONBLOCK: a FIFO put at P since the spawn must not block herdd (ENXIO instead). */
+	lf->fd = open(lf->path,
+	    O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK, 0666);
 	umask(old);
 	as_user(lf, false);
 	if (lf->fd < 0 || fstat(lf->fd, &st) < 0) {
@@ -119,6 +120,11 @@ rotate(struct logfile *lf)
 void
 logfile_write(struct logfile *lf, const char *buf, size_t n)
 {
+	struct stat st;
+
+	/* Another worker may append to the same file: its bytes count against the cap too. */
+	if (lf->fd >= 0 && fstat(lf->fd, &st) == 0)
+		lf->size = (uint64_t)st.st_size;
 	while (n > 0) {
 		size_t room, take;
 		ssize_t w;

@@ -127,6 +127,13 @@ static const struct opt_row {
 	{ "event-ring", OPT_NUMBER, CFG(event_ring), 1, 1 << 20, 4096, "N",
 	    "events kept for subscribers to replay (subscribe\n\"since\"); at most 32 MiB of them",
 	    NULL },
+	{ "output-max-bytes", OPT_BYTES, CFG(output_max_bytes), 0, OUTPUT_MAX_BYTES,
+	    OUTPUT_DEFAULT_BYTES, "BYTES",
+	    "cap of a worker's stdout/stderr FILE whose spawn\nsets none; rotated above it (0: "
+	    "no cap)",
+	    NULL },
+	{ "output-max-files", OPT_NUMBER, CFG(output_max_files), 1, OUTPUT_MAX_FILES,
+	    OUTPUT_DEFAULT_FILES, "N", "such a FILE and N-1 rotated ones are kept", NULL },
 	{ "stdio", OPT_FLAG, CFG(stdio), 0, 0, 0, NULL,
 	    "serve one master over stdin and stdout (the\nlink of PROTOCOL.md 9: ssh, srun); exit "
 	    "when\nit ends",
@@ -312,6 +319,11 @@ main_parse_options(int argc, char **argv)
 		}
 		opt_seen[o - OPT_VAL_BASE] = true;
 		option_apply(&herdd.cfg, &opt_rows[o - OPT_VAL_BASE], optarg);
+	}
+	if (herdd.cfg.output_max_bytes && herdd.cfg.output_max_bytes < OUTPUT_MIN_BYTES) {
+		fprintf(
+		    stderr, "herdd: --output-max-bytes needs 0 or at least %u\n", OUTPUT_MIN_BYTES);
+		exit(2);
 	}
 	if (optind < argc) {
 		fprintf(stderr, "herdd: unexpected argument \"%s\"\n", argv[optind]);

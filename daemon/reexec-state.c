@@ -653,7 +653,8 @@ reexec_state_save(struct reexec_fds *fds)
 	}
 	for (size_t i = 0; stats && i < NSTATS; i++)
 		json_array_append_new(stats, json_integer((json_int_t)st[i]));
-	state = json_pack("{s:s, s:{s:s, s:s, s:s, s:i, s:i, s:b, s:b}, s:I, s:[I, I], s:o, s:o,"
+	/* No lock under socket activation: herdd binds nothing of its own there. */
+	state = json_pack("{s:s, s:{s:s, s:s?, s:s, s:i, s:i, s:b, s:b}, s:I, s:[I, I], s:o, s:o,"
 	                  " s:o, s:o, s:o}",
 	    "format", STATE_FORMAT, "server", "socket", herdd.cfg.socket_path, "lock",
 	    herdd.lock_path, "workers_dir", herdd.workers_dir, "listen_fd", herdd.listen_fd,
@@ -686,10 +687,11 @@ reexec_state_check(json_t *state, char *why, size_t len)
 		    format ? format : "missing");
 		return -EINVAL;
 	}
-	if (json_unpack(server, "{s:s, s:s, s:s, s:i, s:i, s:b, s:b}", "socket", &format, "lock",
-	        &format, "workers_dir", &format, "listen_fd", &fd, "lock_fd", &fd, "activated",
-	        &flag, "own_socket", &flag) < 0 ||
-	    !json_is_array(stats) || !json_is_array(conns) || !json_is_array(workers)) {
+	if (json_unpack(server, "{s:s, s:o, s:s, s:i, s:i, s:b, s:b}", "socket", &format, "lock",
+	        &o, "workers_dir", &format, "listen_fd", &fd, "lock_fd", &fd, "activated", &flag,
+	        "own_socket", &flag) < 0 ||
+	    !(json_is_string(o) || json_is_null(o)) || !json_is_array(stats) ||
+	    !json_is_array(conns) || !json_is_array(workers)) {
 		snprintf(why, len, "the server or counters do not fit this herdd");
 		return -EINVAL;
 	}

@@ -245,8 +245,13 @@ reexec_keeps(const char *id)
 static char *
 state_string(json_t *o, const char *key)
 {
-	char *s = strdup(json_string_value(json_object_get(o, key)));
+	const char *v = json_string_value(json_object_get(o, key));
+	char *s;
 
+	/* null: a path this herdd does not have (the lock under socket activation). */
+	if (!v)
+		return NULL;
+	s = strdup(v);
 	if (!s)
 		fatal("out of memory");
 	return s;

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "client/client-internal.h"
@@ -43,6 +44,9 @@ struct herd_worker {
 	char *socket;
 	char *name;
 	int pid;
+	unsigned incarnation; /* 0: herdd did not say */
+	/* herdd and this process name pids alike: a connection can check its peer is pid. */
+	bool check_pid;
 	json_t *settings;
 	char *herdd; /* the control socket of the herdd that spawned it */
 };
@@ -570,14 +574,41 @@ spawn_params(herd_master *m, json_t *opts, json_t **ret, uint64_t *ret_timeout)
 /* Why a spawn that herdd answered gives no worker record. */
 static const char no_record_text[] = "herdd's spawn result lacks id, pid or socket";
 
-/* A worker record from spawn's result {"id","pid","socket","name"}. */
+/* The pid of the process at fd's other end, as this process names it; 0 if unknown. */
+static int
+peer_pid(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return 0;
+	return (int)cred.pid;
+}
+
+/*
+ * True when the peer of m's connection is the pid herdd says it has: herdd
+ * and this process see one pid namespace, on one host (a link's relay or a
+ * container in between would make a worker's pid mean another process).
+ */
+static bool
+master_pids_agree(herd_master *m)
+{
+	json_t *pid = json_object_get(herd_conn_get_server_info(m->conn), "pid");
+	int peer = peer_pid(herd_conn_get_fd(m->conn));
+
+	return peer > 0 && json_is_integer(pid) && json_integer_value(pid) == peer;
+}
+
+/* A worker record from spawn's result or a WORKER object {"id","pid","socket","name","incarnation"}. */
 static herd_worker *
-worker_new(herd_master *m, json_t *result)
+worker_new(herd_master *m, const json_t *result)
 {
 	const char *id = json_string_value(json_object_get(result, "id"));
 	const char *socket = json_string_value(json_object_get(result, "socket"));
 	const char *name = json_string_value(json_object_get(result, "name"));
 	json_t *pid = json_object_get(result, "pid");
+	json_t *inc = json_object_get(result, "incarnation");
 	herd_worker *w;
 
 	if (!id || !socket || !json_is_integer(pid))
@@ -594,13 +625,35 @@ worker_new(herd_master *m, json_t *result)
 		w->socket = NULL;
 	w->name = strdup(name ? name : id);
 	w->pid = (int)json_integer_value(pid);
+	if (json_is_integer(inc) && json_integer_value(inc) > 0 &&
+	    json_integer_value(inc) <= UINT32_MAX)
+		w->incarnation = (unsigned)json_integer_value(inc);
+	w->check_pid = !herd__link_address(m->path) && master_pids_agree(m);
 	w->settings = json_incref(m->settings);
 	w->herdd = strdup(m->path);
 	if (!w->id || !w->socket || !w->name || !w->herdd)
 		return herd_worker_unref(w);
-	if (m->live)
-		json_object_set_new(m->live, id, json_copy(result));
 	return w;
+}
+
+/* The record of a worker this master spawned; a remote one is watched for the link's loss. */
+static herd_worker *
+worker_spawned(herd_master *m, json_t *result)
+{
+	herd_worker *w = worker_new(m, result);
+
+	if (w && m->live)
+		json_object_set_new(m->live, w->id, json_copy(result));
+	return w;
+}
+
+HERD_EXPORT int
+herd_master_worker(herd_master *m, const json_t *record, herd_worker **ret)
+{
+	if (!m || !json_is_object(record) || !ret)
+		return -EINVAL;
+	*ret = worker_new(m, record);
+	return *ret ? 0 : -EINVAL;
 }
 
 HERD_EXPORT int
@@ -627,7 +680,7 @@ herd_master_spawn(herd_master *m, json_t *opts, uint64_t timeout_usec, herd_work
 	herd_master_ref(m);
 	r = herd_master_request(m, "spawn", params, timeout_usec ? timeout_usec : timeout, &result);
 	if (r == 0) {
-		*ret = worker_new(m, result);
+		*ret = worker_spawned(m, result);
 		if (!*ret) {
 			master_local_error(m, HERD_E_INVALID_REQUEST, no_record_text);
 			r = -EPROTO;
@@ -652,7 +705,7 @@ spawn_done(
 	herd_worker *w = NULL;
 
 	if (r == 0) {
-		w = worker_new(ctx->m, result);
+		w = worker_spawned(ctx->m, result);
 		if (!w) {
 			r = -EPROTO;
 			err = own = herd__error_new(HERD_E_INVALID_REQUEST, no_record_text, NULL);
@@ -710,6 +763,7 @@ HERD__DEFINE_GETTER(herd_worker_id, const herd_worker, const char *, p->id, NULL
 HERD__DEFINE_GETTER(herd_worker_pid, const herd_worker, int, p->pid, -EINVAL)
 HERD__DEFINE_GETTER(herd_worker_socket, const herd_worker, const char *, p->socket, NULL)
 HERD__DEFINE_GETTER(herd_worker_name, const herd_worker, const char *, p->name, NULL)
+HERD__DEFINE_GETTER(herd_worker_incarnation, const herd_worker, unsigned, p->incarnation, 0)
 
 /* ---- why a worker's connection was lost ---- */
 
@@ -889,6 +943,25 @@ worker_conn_watch(const herd_worker *w, herd_conn *conn)
 	return 0;
 }
 
+/*
+ * The process serving w's socket must be w's: a restart gives the worker a
+ * new process on the same path, and this handle names the old one. -ESRCH
+ * with worker_not_found when another process answers.
+ */
+static int
+worker_conn_check(const herd_worker *w, herd_conn *conn, herd_error **ret_error)
+{
+	int peer = peer_pid(herd_conn_get_fd(conn));
+
+	if (!w->check_pid || peer == 0 || peer == w->pid)
+		return 0;
+	if (ret_error)
+		*ret_error = herd__error_newf(HERD_E_WORKER_NOT_FOUND,
+		    "worker %s@%u (pid %d) is gone: pid %d serves its socket now", w->id,
+		    w->incarnation, w->pid, peer);
+	return -ESRCH;
+}
+
 HERD_EXPORT int
 herd_worker_connect(
     const herd_worker *w, json_t *conn_init, herd_conn **ret, herd_error **ret_error)
@@ -901,7 +974,9 @@ herd_worker_connect(
 		return -EINVAL;
 	}
 	r = herd_conn_connect(w->socket, conn_init, w->settings, ret, ret_error);
-	if (r == 0 && worker_conn_watch(w, *ret) < 0) {
+	if (r == 0 && (r = worker_conn_check(w, *ret, ret_error)) < 0)
+		*ret = herd_conn_unref(*ret);
+	else if (r == 0 && worker_conn_watch(w, *ret) < 0) {
 		*ret = herd_conn_unref(*ret);
 		if (ret_error)
 			*ret_error = herd__error_new(HERD_E_INTERNAL_ERROR, "out of memory", NULL);
@@ -944,22 +1019,42 @@ master_requestf(
 	return herd_master_request(m, method, params, timeout_usec, ret);
 }
 
-HERD_EXPORT int
-herd_master_shutdown(herd_master *m, const char *id, unsigned grace_ms, json_t **ret_record)
+/* shutdown {id, incarnation (0: any), grace_ms (0: herdd's default)}, waiting until reaped. */
+static int
+master_shutdown(
+    herd_master *m, const char *id, unsigned incarnation, unsigned grace_ms, json_t **ret_record)
 {
+	_cleanup_json_ json_t *params = json_pack("{s:s}", "id", id);
 	uint64_t timeout;
 
-	if (!m || !id_valid(id))
-		return -EINVAL;
+	if (!params)
+		return -ENOMEM;
+	if (incarnation)
+		json_object_set_new(params, "incarnation", json_integer(incarnation));
+	if (grace_ms)
+		json_object_set_new(params, "grace_ms", json_integer(grace_ms));
 	/* The reply comes once the worker is reaped: up to the grace period, plus a margin. */
 	timeout =
 	    (grace_ms ? grace_ms : DEFAULT_GRACE_MS) * HERD__USEC_PER_MSEC + SPAWN_MARGIN_USEC;
 	if (timeout < m->conn->call_timeout_usec)
 		timeout = m->conn->call_timeout_usec;
-	if (!grace_ms)
-		return master_requestf(m, "shutdown", timeout, ret_record, "{s:s}", "id", id);
-	return master_requestf(m, "shutdown", timeout, ret_record, "{s:s, s:I}", "id", id,
-	    "grace_ms", (json_int_t)grace_ms);
+	return herd_master_request(m, "shutdown", params, timeout, ret_record);
+}
+
+HERD_EXPORT int
+herd_master_shutdown(herd_master *m, const char *id, unsigned grace_ms, json_t **ret_record)
+{
+	if (!m || !id_valid(id))
+		return -EINVAL;
+	return master_shutdown(m, id, 0, grace_ms, ret_record);
+}
+
+HERD_EXPORT int
+herd_worker_shutdown(herd_master *m, const herd_worker *w, unsigned grace_ms, json_t **ret_record)
+{
+	if (!m || !w)
+		return -EINVAL;
+	return master_shutdown(m, w->id, w->incarnation, grace_ms, ret_record);
 }
 
 HERD_EXPORT int
@@ -969,6 +1064,17 @@ herd_master_kill(herd_master *m, const char *id, const char *signal)
 		return -EINVAL;
 	return master_requestf(
 	    m, "kill", 0, NULL, "{s:s, s:s}", "id", id, "signal", signal ? signal : "TERM");
+}
+
+HERD_EXPORT int
+herd_worker_kill(herd_master *m, const herd_worker *w, const char *signal)
+{
+	if (!m || !w)
+		return -EINVAL;
+	if (!w->incarnation)
+		return herd_master_kill(m, w->id, signal);
+	return master_requestf(m, "kill", 0, NULL, "{s:s, s:I, s:s}", "id", w->id, "incarnation",
+	    (json_int_t)w->incarnation, "signal", signal ? signal : "TERM");
 }
 
 HERD_EXPORT int

@@ -237,6 +237,59 @@ def check_stop(box, herd):
     check(st["ActiveState"] == "active", "herdd.socket still listening after the stop")
 
 
+def worker_pids(herd):
+    """id -> pid of every live worker herdctl lists."""
+    return {w["id"]: w["pid"] for w in herd.json("list")["workers"]}
+
+
+def check_reload(box, herd):
+    """systemctl reload (ExecReload= SIGUSR2) reexecs herdd in place: the
+    main pid, every worker (id and pid) and a detached grandchild stay, and
+    the workers still answer."""
+    main = herd.json("stats")["pid"]
+    pids = workers_with_grandchild(herd)
+    before = worker_pids(herd)
+    restarts = box.show("herdd.service", "NRestarts")["NRestarts"]
+    t0 = time.monotonic()
+    box.run("systemctl", "reload", "herdd.service")
+    log = journal_until(box, "reexec 1: took over", *herdd_lines(main), timeout=10)
+    figure("systemctl reload to the reexeced herdd serving", time.monotonic() - t0)
+    check("reexec 1: took over %d workers" % len(before) in log,
+          "systemctl reload reexeced herdd, which took over its %d workers" % len(before))
+    sv = box.show("herdd.service", "MainPID", "ActiveState", "NRestarts")
+    check(sv == {"MainPID": str(main), "ActiveState": "active", "NRestarts": restarts},
+          "the unit kept its main pid %d, no restart: %s" % (main, sv))
+    check(worker_pids(herd) == before, "every worker kept its id and pid: %s" % before)
+    r = box.probe_json("gone", "0", *map(str, pids))
+    check(sorted(r["left"]) == sorted(pids),
+          "workers and the detached grandchild %d all alive" % pids[-1])
+    w = next(iter(before))
+    check(herd.ctl("call", w, "sum", '{"n":42}').strip() == "861",
+          "worker %s still answers after the reload" % w)
+    # A binary that cannot take over loses nothing: the probe refuses it first.
+    r = box.sd("run", herd.herdctl, "reexec", "--binary", "/bin/false", check=False)
+    check(r.returncode == 1 and "internal_error" in r.stderr and
+          worker_pids(herd) == before and herd.json("stats")["pid"] == main,
+          "a reexec to /bin/false fails (%s) and keeps herdd %d and every worker" %
+          (r.stderr.strip(), main))
+    for wid in before:
+        herd.ctl("shutdown", wid)
+
+
+def check_restart(box, herd):
+    """systemctl restart is a stop and a start: the new herdd adopts no
+    worker. Every worker and the detached grandchild are gone (no orphan),
+    which is what herdd(8) and the unit's comments say."""
+    pids = workers_with_grandchild(herd)
+    r = box.probe_json("restart", "herdd.service", *map(str, pids))
+    check(r["rc"] == 0 and r["new"] not in (0, r["old"]),
+          "systemctl restart: a new herdd (pid %d -> %d)" % (r["old"], r["new"]))
+    check(not r["left"], "systemctl restart: every worker and the detached grandchild "
+          "gone (%s)" % pids)
+    figure("systemctl restart returned", r["returned_s"])
+    check(worker_pids(herd) == {}, "the new herdd lists no live worker")
+
+
 def check_sigkill(box, herd):
     herd.json("stats")
     pids = workers_with_grandchild(herd)
@@ -501,6 +554,8 @@ def main():
             ("activation", lambda: check_activation(box, herd)),
             ("workers", lambda: check_workers(box, herd, sum_demo)),
             ("delegate", lambda: check_delegate(box, herd)),
+            ("reload", lambda: check_reload(box, herd)),
+            ("restart", lambda: check_restart(box, herd)),
             ("stop", lambda: check_stop(box, herd)),
             ("sigkill", lambda: check_sigkill(box, herd)),
             ("watchdog", lambda: check_watchdog(box, herd)),

@@ -6,6 +6,7 @@ entering the container for every look.
 
   probe.py wait UNIT TIMEOUT PROP=VALUE...   until systemctl show matches
   probe.py stop UNIT PID...     systemctl stop; times its return and the last pid gone
+  probe.py restart UNIT PID...  systemctl restart; the new MainPID and the pids left
   probe.py kill UNIT SIGNAL TIMEOUT PID...   signals MainPID; times until systemd
                                 has a new MainPID active and the old pids are gone
   probe.py gone TIMEOUT PID...  until none of the pids exists
@@ -68,6 +69,18 @@ def cmd_stop(unit, *pids):
                       "gone_s": time.monotonic() - t0, "left": left}))
 
 
+def cmd_restart(unit, *pids):
+    pids = [int(p) for p in pids]
+    old = int(show(unit, ["MainPID"])["MainPID"])
+    t0 = time.monotonic()
+    r = subprocess.run(["systemctl", "restart", unit])
+    returned = time.monotonic() - t0
+    left = wait_gone(pids, t0 + 30)
+    print(json.dumps({"rc": r.returncode, "old": old,
+                      "new": int(show(unit, ["MainPID"])["MainPID"]),
+                      "returned_s": returned, "left": left}))
+
+
 def cmd_kill(unit, sig, timeout, *pids):
     pids = [int(p) for p in pids]
     old = int(show(unit, ["MainPID"])["MainPID"])
@@ -104,6 +117,6 @@ def cmd_time(*cmd):
 
 
 if __name__ == "__main__":
-    {"wait": cmd_wait, "stop": cmd_stop, "kill": cmd_kill, "gone": cmd_gone,
-     "time": cmd_time}[sys.argv[1]](
+    {"wait": cmd_wait, "stop": cmd_stop, "restart": cmd_restart, "kill": cmd_kill,
+     "gone": cmd_gone, "time": cmd_time}[sys.argv[1]](
         *sys.argv[2:])

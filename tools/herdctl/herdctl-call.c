@@ -50,18 +50,14 @@ call_stream(herd_conn *conn, const char *function, json_t *args, json_t **ret)
 }
 
 int
-ctl_call(const char *socket, const char *function, const char *kind, json_t *args, json_t **ret)
+ctl_call(struct ctl *c, const json_t *record, const char *function, const char *kind, json_t *args,
+    json_t **ret)
 {
-	herd_error *err = NULL;
 	herd_conn *conn = NULL;
-	int r;
+	int r = ctl_worker_connect(c, record, &conn);
 
-	r = herd_conn_connect(socket, NULL, NULL, &conn, &err);
-	if (r < 0) {
-		ctl_print_herd_error(r, err, socket);
-		herd_error_unref(err);
+	if (r < 0)
 		return r;
-	}
 	/* A server-to-client stream's items would be lost to herd_call(). */
 	if (kind && (!strcmp(kind, "pipe") || !strcmp(kind, "state"))) {
 		r = call_stream(conn, function, args, ret);

@@ -92,10 +92,35 @@ ctl_spawn(struct ctl *c, json_t *params, json_t **ret)
 		ctl_print_herd_error(r, herd_master_last_error(c->conn->m), "spawn");
 		return r;
 	}
-	*ret = json_pack("{s:s, s:i, s:s?, s:s?}", "id", herd_worker_id(w), "pid",
-	    herd_worker_pid(w), "socket", herd_worker_socket(w), "name", herd_worker_name(w));
+	*ret = json_pack("{s:s, s:i, s:s?, s:s?, s:I}", "id", herd_worker_id(w), "pid",
+	    herd_worker_pid(w), "socket", herd_worker_socket(w), "name", herd_worker_name(w),
+	    "incarnation", (json_int_t)herd_worker_incarnation(w));
 	herd_worker_unref(w);
 	return *ret ? 0 : -ENOMEM;
+}
+
+int
+ctl_worker_connect(struct ctl *c, const json_t *record, herd_conn **ret)
+{
+	herd_error *err = NULL;
+	herd_worker *w = NULL;
+	int r = ctl_connect(c);
+
+	if (r < 0)
+		return r;
+	r = herd_master_worker(c->conn->m, record, &w);
+	if (r < 0) {
+		ctl_error("worker_exited", "worker %s is %s and has no socket",
+		    json_string_value(json_object_get(record, "id")) ?: "?",
+		    json_string_value(json_object_get(record, "state")) ?: "gone");
+		return r;
+	}
+	r = herd_worker_connect(w, NULL, ret, &err);
+	if (r < 0)
+		ctl_print_herd_error(r, err, herd_worker_socket(w));
+	herd_error_unref(err);
+	herd_worker_unref(w);
+	return r;
 }
 
 /* What a command listens to: notifications named method (about worker id, unless NULL). */

@@ -186,7 +186,7 @@ static int
 cmd_call(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 {
 	json_t *fargs = NULL, *worker = NULL, *res = NULL, *fn;
-	const char *socket, *kind = NULL;
+	const char *kind = NULL;
 	int r = EXIT_FAILURE;
 	size_t i;
 
@@ -196,16 +196,12 @@ cmd_call(struct ctl *c, const struct command *cmd, json_t *params, char **args)
 	}
 	if (ctl_request(c, "inspect", json_incref(params), &worker) < 0)
 		goto out;
-	socket = json_string_value(json_object_get(worker, "socket"));
 	json_array_foreach(json_object_get(worker, "functions"), i, fn) {
 		if (!strcmp(json_string_value(json_object_get(fn, "name")) ?: "", args[0]))
 			kind = json_string_value(json_object_get(fn, "kind"));
 	}
-	if (!socket) {
-		ctl_error("worker_exited", "worker %s is %s and has no socket",
-		    json_string_value(json_object_get(params, "id")),
-		    json_string_value(json_object_get(worker, "state")) ?: "gone");
-	} else if (ctl_call(socket, args[0], kind, fargs, &res) == 0) {
+	/* The process inspect described, or worker_not_found: a restart may come between. */
+	if (ctl_call(c, worker, args[0], kind, fargs, &res) == 0) {
 		output(c, res, cmd->show);
 		r = EXIT_SUCCESS;
 	}
@@ -564,8 +560,8 @@ static const struct ctl_opt spawn_opts[] = {
 	    "absolute path, append with +FILE",
 	    opt_stream, 0, 0 },
 	{ "max-bytes", 0, "N",
-	    "rotate a FILE above N bytes (default 10 MiB once\n--max-files is given)", ctl_opt_int,
-	    64, 1ll << 40 },
+	    "rotate a FILE above N bytes (default herdd's\n--output-max-bytes, 10 MiB; 0: no cap)",
+	    ctl_opt_int, 0, 1ll << 40 },
 	{ "max-files", 0, "N", "keep FILE and N-1 rotated ones (default 5)", ctl_opt_int, 1, 100 },
 	{ "spawn-timeout-ms", 0, "N", "fork-to-ready deadline", ctl_opt_int, 0, UINT32_MAX },
 	{ "ready", 0, "protocol|exec|notify",

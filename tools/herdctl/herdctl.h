@@ -131,13 +131,20 @@ int ctl_follow(
 /* Runs the connection's callbacks until *stop is set. Returns 0 or -errno (error printed as what). */
 int ctl_listen(struct ctl *c, const char *what, bool *stop);
 /*
- * Connects to a worker's socket and calls function(args) (args borrowed, may
- * be NULL). A function of kind (may be NULL) "pipe" or "state" is a stream:
- * its items are printed as JSON lines first. Returns 0 with *ret the result,
- * or -errno with the error printed.
+ * Connects to the worker a WORKER record (borrowed) names, and only while that
+ * process still serves it (herd_worker_connect()). Returns 0 with *ret, or
+ * -errno with the error printed.
  */
-int ctl_call(
-    const char *socket, const char *function, const char *kind, json_t *args, json_t **ret);
+struct herd_conn;
+int ctl_worker_connect(struct ctl *c, const json_t *record, struct herd_conn **ret);
+/*
+ * Calls function(args) (args borrowed, may be NULL) on the worker record names.
+ * A function of kind (may be NULL) "pipe" or "state" is a stream: its items
+ * are printed as JSON lines first. Returns 0 with *ret the result, or -errno
+ * with the error printed.
+ */
+int ctl_call(struct ctl *c, const json_t *record, const char *function, const char *kind,
+    json_t *args, json_t **ret);
 
 /* ---- output (herdctl-format.c) ---- */
 

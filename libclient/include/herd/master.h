@@ -172,11 +172,33 @@ HERD_EXPORT const char *herd_worker_id(const herd_worker *w);
 HERD_EXPORT int herd_worker_pid(const herd_worker *w);
 HERD_EXPORT const char *herd_worker_socket(const herd_worker *w);
 HERD_EXPORT const char *herd_worker_name(const herd_worker *w);
+/*
+ * The incarnation the handle names: 1 for the worker's first process, one
+ * more for each restart (spawn option "restart"). A restarted worker keeps its
+ * id, name and socket path, so the handle's operations check the incarnation:
+ * herd_worker_kill() and herd_worker_shutdown() act on this incarnation only,
+ * and herd_worker_connect() refuses a socket served by another process. 0 for
+ * NULL, or when herdd did not say (an older herdd).
+ */
+HERD_EXPORT unsigned herd_worker_incarnation(const herd_worker *w);
+
+/*
+ * A handle (new reference in *ret) for the worker a WORKER object describes
+ * (record borrowed: from herd_master_inspect(), herd_master_list(), an event),
+ * naming its incarnation then. Returns 0, or -EINVAL when record lacks "id",
+ * "pid" or "socket" (an exited worker has no socket).
+ */
+HERD_EXPORT int herd_master_worker(herd_master *m, const json_t *record, herd_worker **ret);
 
 /*
  * Connects to the worker's socket (herd_conn_connect() with the master's
  * settings) with conn_init (borrowed, may be NULL) as the connection-state
- * init argument. Same returns as herd_conn_connect().
+ * init argument. Same returns as herd_conn_connect(), and -ESRCH with
+ * worker_not_found in *ret_error when another process serves the socket (the
+ * worker restarted: this handle's incarnation is gone). The check compares
+ * the socket peer's pid (SO_PEERCRED) with the handle's; it is skipped where
+ * pids cannot be compared (a herdd on another host or in another pid
+ * namespace).
  */
 HERD_EXPORT int herd_worker_connect(
     const herd_worker *w, json_t *conn_init, herd_conn **ret, herd_error **ret_error);
@@ -220,6 +242,16 @@ HERD_EXPORT int herd_master_shutdown(
     herd_master *m, const char *id, unsigned grace_ms, json_t **ret_record);
 /* Sends signal (a name like "TERM"/"SIGKILL"; NULL: TERM) to the worker's process group. */
 HERD_EXPORT int herd_master_kill(herd_master *m, const char *id, const char *signal);
+/*
+ * herd_master_shutdown() and herd_master_kill() on the worker and incarnation
+ * w names (through m, any master session of the same herdd): once that
+ * incarnation has ended, even if the worker restarted under the same id, they
+ * fail with -EREMOTEIO and worker_not_found (herd_master_last_error()) and
+ * touch no process.
+ */
+HERD_EXPORT int herd_worker_shutdown(
+    herd_master *m, const herd_worker *w, unsigned grace_ms, json_t **ret_record);
+HERD_EXPORT int herd_worker_kill(herd_master *m, const herd_worker *w, const char *signal);
 /* {"workers":[WORKER...]} (new reference); all includes exited records. */
 HERD_EXPORT int herd_master_list(herd_master *m, bool all, json_t **ret);
 /* The WORKER object (new reference). */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -413,6 +414,49 @@ slurp(const char *path, char *buf, size_t len)
 }
 
 /*
+ * The files of a rotated path, oldest first, against all the worker wrote:
+ * exactly files of them (path.files absent), each at most cap bytes, together
+ * the end of all. Returns how many bytes they hold.
+ */
+static size_t
+assert_rotated(const char *path, int files, long cap, const char *all)
+{
+	char name[300], got[8192] = "", part[2048];
+	size_t len;
+
+	for (int k = files - 1; k >= 0; k--) {
+		long n;
+
+		snprintf(name, sizeof(name), k ? "%s.%d" : "%s", path, k);
+		n = slurp(name, part, sizeof(part));
+		ck_assert_msg(n >= 0, "%s is missing", name);
+		ck_assert_int_le(n, cap);
+		len = strlen(got);
+		snprintf(got + len, sizeof(got) - len, "%s", part);
+	}
+	snprintf(name, sizeof(name), "%s.%d", path, files);
+	ck_assert_int_eq(access(name, F_OK), -1);
+	/* Newest in the base file, and nothing lost between the files kept. */
+	len = strlen(got);
+	ck_assert_str_eq(got, all + strlen(all) - len);
+	return len;
+}
+
+/* n lines of the worker at sock to its stdout, each also appended to all. */
+static void
+write_lines(const char *sock, int n, char *all, size_t size)
+{
+	for (int i = 0; i < n; i++) {
+		char text[64];
+		size_t len = strlen(all);
+
+		snprintf(text, sizeof(text), "line %03d of the worker's output", i);
+		ht_worker_writes_ok(sock, "stdout", text);
+		snprintf(all + len, size - len, "%s\n", text);
+	}
+}
+
+/*
  * stdout to a file of at most 100 bytes, 3 files: after 40 lines herdd has
  * rotated it, each file holds at most 100 bytes, no fourth file exists, and
  * the files, oldest first, are exactly the end of what the worker wrote.
@@ -421,9 +465,8 @@ START_TEST(test_log_rotation)
 {
 	struct ht_daemon *d;
 	struct ht_conn *m = start(NULL, &d);
-	char dir[128], path[256], name[300], all[4096] = "", got[1024] = "", part[512];
+	char dir[128], path[256], all[4096] = "";
 	char id[32], sock[256];
-	size_t len;
 
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/out.log", dir);
@@ -440,32 +483,111 @@ START_TEST(test_log_rotation)
 	    json_pack(
 	        "{s:{s:s, s:i, s:i}}", "stdout", "file", path, "max_bytes", 100, "max_files", 3),
 	    id, sock);
-	for (int i = 0; i < 40; i++) {
-		char text[64];
-
-		snprintf(text, sizeof(text), "line %02d of the worker's output", i);
-		ht_worker_writes_ok(sock, "stdout", text);
-		len = strlen(all);
-		snprintf(all + len, sizeof(all) - len, "%s\n", text);
-	}
+	write_lines(sock, 40, all, sizeof(all));
 	/* Reaped means herdd has read the pipe to its end. */
 	ht_expect(m, "shutdown", json_pack("{s:s}", "id", id), NULL);
-	for (int k = 2; k >= 0; k--) {
-		long n;
+	ck_assert_int_gt(assert_rotated(path, 3, 100, all), 200);
+	finish(d, m);
+}
+END_TEST
 
-		snprintf(name, sizeof(name), k ? "%s.%d" : "%s", path, k);
-		n = slurp(name, part, sizeof(part));
-		ck_assert_msg(n >= 0, "%s is missing", name);
-		ck_assert_int_le(n, 100);
-		len = strlen(got);
-		snprintf(got + len, sizeof(got) - len, "%s", part);
-	}
-	snprintf(name, sizeof(name), "%s.3", path);
+/*
+ * Caps by default: a file output that names none gets herdd's
+ * --output-max-bytes and --output-max-files (here 1000 bytes, 3 files); a
+ * spawn or herdctl's --max-bytes 0 takes the cap off; a FIFO is never
+ * rotated (the worker holds it, as before).
+ */
+START_TEST(test_log_caps_by_default)
+{
+	const char *const args[] = { "--grace-ms", "300", "--output-max-bytes", "1000",
+		"--output-max-files", "3", NULL };
+	struct ht_daemon *d = ht_daemon_start_ok(args);
+	struct ht_conn *m = ht_herdd_open(d, "master", "producer");
+	char dir[128], path[256], free_path[256], ctl_path[256], name[300], all[8192] = "";
+	char id[32], sock[256], buf[8192];
+	struct ht_out o;
+	json_t *res;
+
+	ck_assert_ptr_nonnull(m);
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/default.log", dir);
+	snprintf(free_path, sizeof(free_path), "%s/uncapped.log", dir);
+	snprintf(ctl_path, sizeof(ctl_path), "%s/herdctl.log", dir);
+
+	/* 150 lines of 31 bytes, 4650 bytes, past three files of 1000. */
+	spawn_worker(m, json_pack("{s:{s:s}}", "stdout", "file", path), id, sock);
+	write_lines(sock, 150, all, sizeof(all));
+	ht_expect(m, "shutdown", json_pack("{s:s}", "id", id), NULL);
+	/* The two older files full of whole 32-byte lines (992 bytes each), the newest begun. */
+	ck_assert_int_gt(assert_rotated(path, 3, 1000, all), 2 * 992);
+
+	/* max_bytes 0: the worker holds the file, nothing caps it. */
+	all[0] = '\0';
+	spawn_worker(
+	    m, json_pack("{s:{s:s, s:i}}", "stdout", "file", free_path, "max_bytes", 0), id, sock);
+	write_lines(sock, 50, all, sizeof(all));
+	ht_expect(m, "shutdown", json_pack("{s:s}", "id", id), NULL);
+	ck_assert_int_eq(slurp(free_path, buf, sizeof(buf)), (long)strlen(all));
+	ck_assert_int_gt(strlen(all), 1000);
+	snprintf(name, sizeof(name), "%s.1", free_path);
 	ck_assert_int_eq(access(name, F_OK), -1);
-	/* Newest in the base file, and nothing lost between the files kept. */
-	len = strlen(got);
-	ck_assert_int_gt(len, 200);
-	ck_assert_str_eq(got, all + strlen(all) - len);
+
+	/* herdctl spawn --stdout FILE: the default caps too. */
+	o = ht_herdctl(d->socket, "--json", "spawn", "--stdout", ctl_path, "--",
+	    ht_env_path("HERD_TESTWORKER"), NULL);
+	ck_assert_msg(o.code == 0, "%s", o.err);
+	res = json_loads(o.out, 0, NULL);
+	ck_assert_ptr_nonnull(res);
+	ht_track_pid(ht_worker_pid(res));
+	all[0] = '\0';
+	write_lines(ht_str(res, "socket"), 100, all, sizeof(all));
+	ht_expect(m, "shutdown", json_pack("{s:s}", "id", ht_str(res, "id")), NULL);
+	assert_rotated(ctl_path, 3, 1000, all);
+	json_decref(res);
+	ht_out_free(&o);
+	finish(d, m);
+}
+END_TEST
+
+/*
+ * herdd's own default, 10 MiB and 5 files: a worker that writes 12 MB into a
+ * file the spawn gave no caps leaves a full first file rotated and the rest
+ * in the new one, none above 10 MiB.
+ */
+START_TEST(test_log_default_is_10mib)
+{
+	struct ht_daemon *d;
+	struct ht_conn *m = start(NULL, &d);
+	char dir[128], path[256], name[300];
+	const long cap = 10l << 20, total = 12000000;
+	struct stat st;
+	long sum = 0;
+	json_t *r;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/big.log", dir);
+	/* Lines of 100 bytes (fold leaves the last newline to echo); the process ends before any ready, so spawn answers worker_exited. */
+	r = ht_spawn(m,
+	    ht_sh_params("head -c 11880000 /dev/zero | tr '\\0' x | fold -w 99; echo",
+	        json_pack("{s:{s:s}}", "stdout", "file", path)),
+	    ht_ms(30000));
+	ht_assert_error(r, "worker_exited");
+	json_decref(r);
+	for (int k = 0; k < 3; k++) {
+		snprintf(name, sizeof(name), k ? "%s.%d" : "%s", path, k);
+		if (k == 2) {
+			ck_assert_int_eq(stat(name, &st), -1);
+			break;
+		}
+		ck_assert_int_eq(stat(name, &st), 0);
+		ck_assert_int_le(st.st_size, cap);
+		sum += (long)st.st_size;
+	}
+	snprintf(name, sizeof(name), "%s.1", path);
+	ck_assert_int_eq(stat(name, &st), 0);
+	/* Rotated at a line end: the first file is within one line of the cap. */
+	ck_assert_int_gt(st.st_size, cap - 100);
+	ck_assert_int_eq(sum, total);
 	finish(d, m);
 }
 END_TEST
@@ -515,4 +637,4 @@ HT_MAIN("herdd-events",
     HT_CASE("events", 120, test_seq_and_instance, test_since_replays_what_was_missed,
         test_since_older_than_ring, test_slow_subscriber_told_it_fell_behind,
         test_herdctl_watch_since, test_herdctl_logs_follow, test_log_rotation,
-        test_herdctl_spawn_caps))
+        test_herdctl_spawn_caps, test_log_caps_by_default, test_log_default_is_10mib))

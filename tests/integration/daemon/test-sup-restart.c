@@ -411,6 +411,9 @@ START_TEST(test_herdctl_restart)
 	o = ht_herdctl(ht_herdd->socket, "kill", old, NULL);
 	ck_assert_msg(o.code != 0 && strstr(o.err, "worker_not_found"), "%s", o.err);
 	ht_out_free(&o);
+	o = ht_herdctl(ht_herdd->socket, "call", old, "pid", NULL);
+	ck_assert_msg(o.code != 0 && strstr(o.err, "worker_not_found"), "%s", o.err);
+	ht_out_free(&o);
 	snprintf(old, sizeof(old), "%s@2", id);
 	o = ht_herdctl(ht_herdd->socket, "call", old, "pid", NULL);
 	ck_assert_msg(o.code == 0, "%s", o.err);

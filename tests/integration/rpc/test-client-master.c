@@ -307,12 +307,104 @@ START_TEST(test_start_app_self)
 }
 END_TEST
 
+/* Set once herdd says the worker's incarnation want is ready. */
+struct ready_wait {
+	json_int_t want;
+	int pid;
+};
+
+static void
+on_ready(herd_master *m, const char *event, const char *id, const char *message, json_t *tail,
+    json_t *worker, void *userdata)
+{
+	struct ready_wait *r = userdata;
+
+	if (strcmp(event, "ready") == 0 &&
+	    json_integer_value(json_object_get(worker, "incarnation")) == r->want)
+		r->pid = (pid_t)json_integer_value(json_object_get(worker, "pid"));
+}
+
+/* An operation through a handle of a gone incarnation: worker_not_found, no process touched. */
+static void
+assert_not_found(herd_master *m, int r)
+{
+	ck_assert_int_eq(r, -EREMOTEIO);
+	ck_assert_str_eq(herd_error_name(herd_master_last_error(m)), "worker_not_found");
+}
+
+/*
+ * Ids that never lie, through libherd's handles: a restarted worker keeps its
+ * id and socket path, and a handle of the first incarnation can neither kill,
+ * stop nor call the second; a handle made from the new record can.
+ */
+START_TEST(test_handle_incarnation)
+{
+	herd_master *m = ht_herd_master_ok(NULL);
+	json_t *opts = herd_spawn_opts_new(ht_env_path("HERD_EXAMPLE_WORKER"), NULL);
+	json_t *record = NULL, *result = NULL;
+	herd_worker *old = NULL, *cur = NULL;
+	struct ready_wait ready = { .want = 2 };
+	herd_error *err = NULL;
+	herd_conn *conn = NULL;
+	pid_t first;
+
+	json_object_set_new(opts, "shutdown_on", json_string("explicit"));
+	json_object_set_new(opts, "restart", json_string("always"));
+	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &old), 0);
+	first = herd_worker_pid(old);
+	ht_track_pid(first);
+	ck_assert_uint_eq(herd_worker_incarnation(old), 1);
+	ck_assert_uint_eq(herd_worker_incarnation(NULL), 0);
+	ck_assert_int_eq(herd_master_on_event(m, on_ready, &ready), 0);
+
+	ck_assert_int_eq(kill(first, SIGKILL), 0);
+	ck_assert_int_eq(ht_wait_pid_gone(first, ht_ms(5000)), 0);
+	wait_master(m, &ready.pid, ht_ms(10000));
+	ht_track_pid(ready.pid);
+	ck_assert_int_ne(ready.pid, first);
+
+	/* The old handle names a gone process: every operation refuses. */
+	assert_not_found(m, herd_worker_kill(m, old, "KILL"));
+	assert_not_found(m, herd_worker_shutdown(m, old, 1000, NULL));
+	ck_assert_int_eq(herd_worker_connect(old, NULL, &conn, &err), -ESRCH);
+	ck_assert_ptr_null(conn);
+	ck_assert_str_eq(herd_error_name(err), "worker_not_found");
+	herd_error_unref(err);
+	ck_assert_int_eq(
+	    herd_worker_call_once(old, "sum", ht_args("{s:i}", "n", 3), 0, NULL, NULL), -ESRCH);
+	/* ...and the new incarnation lives on, untouched. */
+	ck_assert_int_eq(kill(ready.pid, 0), 0);
+	ck_assert_int_eq(herd_master_inspect(m, herd_worker_id(old), &record), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(record, "state")), "ready");
+	ck_assert_int_eq(json_integer_value(json_object_get(record, "pid")), ready.pid);
+
+	ck_assert_int_eq(herd_master_worker(m, record, &cur), 0);
+	ck_assert_uint_eq(herd_worker_incarnation(cur), 2);
+	ck_assert_str_eq(herd_worker_id(cur), herd_worker_id(old));
+	ck_assert_int_eq(
+	    herd_worker_call_once(cur, "sum", ht_args("{s:i}", "n", 3), 0, &result, NULL), 0);
+	ck_assert_int_eq(json_integer_value(result), 3);
+	json_decref(result);
+	json_decref(record);
+	ck_assert_int_eq(herd_worker_shutdown(m, cur, 2000, &record), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(record, "reason")), "shutdown");
+	ck_assert_int_eq(json_integer_value(json_object_get(record, "incarnation")), 2);
+	ck_assert_int_eq(ht_wait_pid_gone(ready.pid, ht_ms(5000)), 0);
+	json_decref(record);
+	herd_worker_unref(cur);
+	herd_worker_unref(old);
+	herd_master_unref(m);
+	json_decref(opts);
+}
+END_TEST
+
 int
 main(int argc, char **argv)
 {
-	const struct ht_case master = HT_CLIENT_HERDD_CASE("master", 60, test_spawn_call_inspect,
-	    test_on_failure_crash, test_on_failure_reported, test_spawn_errors,
-	    test_master_disconnect_stops_workers, test_async_spawn_libev, test_start_app_self);
+	const struct ht_case master =
+	    HT_CLIENT_HERDD_CASE("master", 60, test_spawn_call_inspect, test_on_failure_crash,
+	        test_on_failure_reported, test_spawn_errors, test_master_disconnect_stops_workers,
+	        test_async_spawn_libev, test_start_app_self, test_handle_incarnation);
 
 	/* Spawned by herdd as a worker: serve and exit; run as a test: carry on. */
 	herd_start_app(&example_worker_type, argc, argv);
