@@ -240,8 +240,9 @@ stdio_hello(json_t *params)
 	}
 	herd__link_set_heartbeat(&stdio_link, (unsigned)interval, (unsigned)timeout);
 	(void)herd__link_notify(&stdio_link, "hello",
-	    json_pack("{s:i, s:s, s:s, s:i, s:i}", "version", HERD__LINK_VERSION, "server", "herdd",
-	        "socket", herdd.cfg.socket_path, "pid", (int)herdd.pid, "uid", (int)herdd.uid));
+	    json_pack("{s:i, s:s, s:s, s:i, s:i, s:i}", "version", HERD__LINK_VERSION, "server",
+	        "herdd", "socket", herdd.cfg.socket_path, "pid", (int)herdd.pid, "uid",
+	        (int)herdd.uid, "cpus", (int)cpus_usable()));
 }
 
 static void

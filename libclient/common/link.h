@@ -40,6 +40,8 @@
 
 /* The link's own version, in its hello. */
 #define HERD__LINK_VERSION 1
+/* The most CPUs a hello may claim (as many as a pool's workers). */
+#define HERD__LINK_MAX_CPUS 4096
 /* Bytes a line may add to a connection's message: the channel number and the space. */
 #define HERD__LINK_LINE_EXTRA 16
 

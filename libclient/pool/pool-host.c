@@ -109,15 +109,12 @@ nodelist_item(struct hosts_build *b, const char *item, size_t len, unsigned work
 static int
 slurm_nodes(struct hosts_build *b, unsigned workers)
 {
-	const char *list = getenv("SLURM_JOB_NODELIST"), *cpus = getenv("SLURM_CPUS_ON_NODE");
+	const char *list = getenv("SLURM_JOB_NODELIST");
 	const char *s;
 	int depth = 0, r;
 
 	if (!list || !*list)
 		return -ENXIO;
-	/* Inside an allocation the node's CPUs are the job's share of it. */
-	if (!workers && cpus)
-		workers = parse_count(cpus, strlen(cpus));
 	for (s = list;; list++) {
 		if (*list == '[')
 			depth++;
@@ -168,8 +165,7 @@ host_entry(struct hosts_build *b, json_t *e, unsigned workers)
 }
 
 int
-herd__pool_hosts_parse(
-    struct herd_pool *p, json_t *hosts, const char *socket, unsigned workers, unsigned cpus)
+herd__pool_hosts_parse(struct herd_pool *p, json_t *hosts, const char *socket, unsigned workers)
 {
 	struct hosts_build b = { .p = p };
 	size_t i;
@@ -181,12 +177,9 @@ herd__pool_hosts_parse(
 		p->hosts = calloc(1, sizeof(*p->hosts));
 		if (!p->hosts)
 			return -ENOMEM;
-		p->hosts[0] = (struct host){ .pool = p, .workers = workers ? workers : cpus };
-		if (socket && !(p->hosts[0].address = strdup(socket)))
-			return -ENOMEM;
+		p->hosts[0] = (struct host){ .pool = p, .workers = workers };
 		p->n_hosts = 1;
-		p->n_slots = p->hosts[0].workers;
-		return 0;
+		return socket && !(p->hosts[0].address = strdup(socket)) ? -ENOMEM : 0;
 	}
 	if (!json_is_array(hosts) || json_array_size(hosts) == 0)
 		return -EINVAL;
@@ -196,10 +189,32 @@ herd__pool_hosts_parse(
 		if (r < 0)
 			return r;
 	}
+	return 0;
+}
+
+/*
+ * The count of a host that names none: what its herdd said its workers can
+ * use (link.h: the hello's "cpus"). One not reached yet gets the job's
+ * share of a node for a Slurm node ($SLURM_CPUS_ON_NODE), else cpus.
+ */
+static unsigned
+host_default_workers(const struct host *h, unsigned cpus)
+{
+	const char *slurm = getenv("SLURM_CPUS_ON_NODE");
+	unsigned n = h->address ? herd__link_cpus(h->address) : 0;
+
+	if (!n && h->address && strncmp(h->address, "slurm://", 8) == 0 && slurm)
+		n = parse_count(slurm, strlen(slurm));
+	return n ? n : cpus;
+}
+
+int
+herd__pool_hosts_count(struct herd_pool *p, unsigned cpus)
+{
 	p->n_slots = 0;
 	for (unsigned k = 0; k < p->n_hosts; k++) {
 		if (!p->hosts[k].workers)
-			p->hosts[k].workers = cpus;
+			p->hosts[k].workers = host_default_workers(&p->hosts[k], cpus);
 		p->n_slots += p->hosts[k].workers;
 	}
 	return p->n_slots > MAX_WORKERS ? -E2BIG : 0;

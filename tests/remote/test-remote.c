@@ -12,6 +12,7 @@
  * UTS namespaces), so the test watches remote processes by pid.
  */
 #include <dlfcn.h>
+#include <sched.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -806,6 +807,124 @@ START_TEST(test_pool_host_cut)
 }
 END_TEST
 
+/* The CPUs pid's affinity allows. */
+static unsigned
+affinity_cpus(pid_t pid)
+{
+	cpu_set_t set;
+
+	ck_assert_int_eq(sched_getaffinity(pid, sizeof(set), &set), 0);
+	return (unsigned)CPU_COUNT(&set);
+}
+
+/* The CPUs a process (a remote herdd: every host shares our pids) may use: affinity, Slurm share. */
+static unsigned
+pid_cpus(pid_t pid)
+{
+	char path[64], env[65536], *e;
+	unsigned n = affinity_cpus(pid), slurm;
+	ssize_t len;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	len = read(fd, env, sizeof(env) - 1);
+	close(fd);
+	ck_assert_int_ge(len, 0);
+	env[len] = '\0';
+	for (e = env; e < env + len; e += strlen(e) + 1)
+		if (sscanf(e, "SLURM_CPUS_ON_NODE=%u", &slurm) == 1 && slurm < n)
+			n = slurm;
+	return n;
+}
+
+/*
+ * Host 1's herdd bound to CPU 0 (taskset), where the host's address names
+ * its herdd: exec:, and ssh:// through a wrapper on the shared file system.
+ */
+static char *
+host_on_cpu0(int i, const char *dir)
+{
+	char wrapper[512], *address = NULL;
+	FILE *f;
+
+	if (strncmp(hosts[i], "exec:", 5) == 0) {
+		ck_assert_int_gt(asprintf(&address, "exec:exec taskset -c 0 %s --stdio", getenv("HERDD")), 0);
+	} else if (strncmp(hosts[i], "ssh://", 6) == 0 && !strchr(hosts[i] + 6, '/')) {
+		snprintf(wrapper, sizeof(wrapper), "%s/herdd-cpu0", dir);
+		f = fopen(wrapper, "we");
+		ck_assert_ptr_nonnull(f);
+		fprintf(f, "#!/bin/sh\nexec taskset -c 0 %s \"$@\"\n", getenv("HERDD"));
+		ck_assert_int_eq(fclose(f), 0);
+		ck_assert_int_eq(chmod(wrapper, 0755), 0);
+		ck_assert_int_gt(asprintf(&address, "%s%s", hosts[i], wrapper), 0);
+	} else {
+		address = strdup(hosts[i]);
+	}
+	return address;
+}
+
+/*
+ * A pool over hosts that name no worker count starts on each as many
+ * workers as that host's herdd can use, not this machine's CPUs: host 1's
+ * herdd is bound to one CPU where its address allows, and over ssh this
+ * process to one CPU (the remote herdds, children of sshd, are not).
+ */
+START_TEST(test_pool_remote_cpus)
+{
+	json_t *spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
+	json_t *list = json_array(), *opts, *settings = short_heartbeats();
+	char *address[MAX_HOSTS], dir[128];
+	unsigned want = 0, cpus[MAX_HOSTS], local;
+	struct map_watch w = { .n = 300 };
+	herd_master *m[MAX_HOSTS];
+	herd_error *err = NULL;
+	herd_pool *p = NULL;
+	cpu_set_t one;
+	int r;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	if (strncmp(hosts[0], "ssh://", 6) == 0) {
+		CPU_ZERO(&one);
+		CPU_SET(0, &one);
+		ck_assert_int_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+	}
+	local = pid_cpus(getpid());
+	for (int i = 0; i < n_hosts; i++) {
+		address[i] = i == 0 ? host_on_cpu0(0, dir) : strdup(hosts[i]);
+		/* The same address in this process shares the pool's link, so the same herdd. */
+		r = herd_master_connect(address[i], settings, &m[i], &err);
+		ck_assert_msg(r == 0, "master on %s: %s", address[i], err ? herd_error_message(err) : "-");
+		cpus[i] = pid_cpus((pid_t)json_integer_value(
+		    json_object_get(herd_master_get_server_info(m[i]), "pid")));
+		want += cpus[i];
+		json_array_append_new(list, json_string(address[i]));
+	}
+	if (strcmp(address[0], hosts[0]) != 0)
+		ck_assert_uint_eq(cpus[0], 1);
+	opts = json_pack("{s:o, s:O, s:s}", "hosts", list, "settings", settings, "name", "cpus-pool");
+	r = herd_pool_new(spawn, opts, &p, &err);
+	ck_assert_msg(r == 0, "pool: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
+	printf("pool over hosts without counts: %d workers (the hosts' herdds: %u", herd_pool_size(p),
+	    cpus[0]);
+	for (int i = 1; i < n_hosts; i++)
+		printf(" + %u", cpus[i]);
+	printf("; this process: %u CPUs)\n", local);
+	ck_assert_int_eq(herd_pool_size(p), (int)want);
+	pool_map_ok(p, &w);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+	for (int i = 0; i < n_hosts; i++) {
+		herd_master_unref(m[i]);
+		free(address[i]);
+	}
+	json_decref(spawn);
+	json_decref(opts);
+	json_decref(settings);
+}
+END_TEST
+
 /* A stand-in srun: notes the node it is asked for, then runs the command (herdd --stdio) here. */
 static const char fake_srun[] =
     "#!/bin/sh\n"
@@ -855,7 +974,8 @@ START_TEST(test_pool_slurm_nodelist)
 	ck_assert_int_eq(setenv("SLURM_CPUS_ON_NODE", "2", 1), 0);
 	r = herd_pool_new(spawn, opts, &p, &err);
 	ck_assert_msg(r == 0, "pool: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
-	ck_assert_int_eq(herd_pool_size(p), 6);
+	/* Each node's herdd (run here) says the job's share of the node, within our CPUs. */
+	ck_assert_int_eq(herd_pool_size(p), 3 * (int)(affinity_cpus(0) < 2 ? affinity_cpus(0) : 2));
 	ck_assert_int_eq(herd_pool_hosts_up(p), 3);
 	pool_map_ok(p, &w);
 	herd_pool_close(p);
@@ -926,6 +1046,7 @@ main(int argc, char **argv)
 		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
 		    test_ship_executable, test_network_cut, test_ssh_command_line,
 		    test_pool_over_hosts, test_pool_host_killed, test_pool_host_cut,
+		    test_pool_remote_cpus,
 		    test_pool_slurm_nodelist, test_herdctl_map_hosts } };
 
 	hosts_load();
