@@ -2,17 +2,26 @@
 /*
  * A pool's host list (the "hosts" option, herd/pool.h): addresses with a
  * worker count each, and "slurm" for every node of the Slurm allocation the
- * process runs in. The hosts' connections and their loss are in pool.c.
+ * process runs in, and the count of a host that names none. The hosts' connections and their loss are in pool.c.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "pool/pool-internal.h"
 
 #define MAX_HOSTS   4096u
 #define MAX_WORKERS 4096u
+/* Most bytes of node names taken from scontrol. */
+#define HOSTNAMES_MAX (1u << 20)
+
+extern char **environ;
 
 struct hosts_build {
 	struct herd_pool *p;
@@ -105,16 +114,76 @@ nodelist_item(struct hosts_build *b, const char *item, size_t len, unsigned work
 	return 0;
 }
 
+/*
+ * list expanded by `scontrol show hostnames`, Slurm's own parser (as its
+ * documentation advises): the names one a line (malloc'd), or NULL when
+ * scontrol is not on PATH or fails (without a slurm.conf it does: its
+ * errors are not shown, the parser here takes over).
+ */
+static char *
+scontrol_hostnames(const char *list)
+{
+	const char *argv[] = { "scontrol", "show", "hostnames", list, NULL };
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	char *out = malloc(HOSTNAMES_MAX + 1);
+	int p[2], r, status = -1;
+	size_t len = 0;
+	sigset_t none;
+	ssize_t n;
+	pid_t pid;
+
+	if (!out || pipe2(p, O_CLOEXEC) < 0) {
+		free(out);
+		return NULL;
+	}
+	sigemptyset(&none);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	posix_spawnattr_init(&attr);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+	/* posix_spawnp() takes char *const[] but does not write to the strings. */
+	r = posix_spawnp(&pid, "scontrol", &fa, &attr, (char *const *)argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(p[1]);
+	while (r == 0 && len < HOSTNAMES_MAX &&
+	    ((n = read(p[0], out + len, HOSTNAMES_MAX - len)) > 0 || (n < 0 && errno == EINTR)))
+		len += n > 0 ? (size_t)n : 0;
+	/* Closed first: a scontrol with more to say than we take ends on EPIPE. */
+	close(p[0]);
+	while (r == 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+	}
+	if (r != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || len == 0 ||
+	    len == HOSTNAMES_MAX) {
+		free(out);
+		return NULL;
+	}
+	out[len] = '\0';
+	return out;
+}
+
 /* Every node of $SLURM_JOB_NODELIST ("n[1-3],m5"), as slurm:// hosts. */
 static int
 slurm_nodes(struct hosts_build *b, unsigned workers)
 {
 	const char *list = getenv("SLURM_JOB_NODELIST");
+	char *names, *name, *save = NULL;
 	const char *s;
-	int depth = 0, r;
+	int depth = 0, r = 0;
 
 	if (!list || !*list)
 		return -ENXIO;
+	names = scontrol_hostnames(list);
+	if (names) {
+		for (name = strtok_r(names, "\n", &save); name && r == 0;
+		     name = strtok_r(NULL, "\n", &save))
+			r = nodelist_item(b, name, strlen(name), workers);
+		free(names);
+		return r;
+	}
 	for (s = list;; list++) {
 		if (*list == '[')
 			depth++;

@@ -233,7 +233,8 @@ int herd__pool_run(struct herd_pool *p, const bool *done, uint64_t deadline);
  * Fills p->hosts from the "hosts" option (NULL: one host, socket); workers
  * is the count for a host that names none (0: decided once connected).
  */
-int herd__pool_hosts_parse(struct herd_pool *p, json_t *hosts, const char *socket, unsigned workers);
+int herd__pool_hosts_parse(
+    struct herd_pool *p, json_t *hosts, const char *socket, unsigned workers);
 /* Once the hosts are connected: every count decided (cpus: this machine's), p->n_slots set. */
 int herd__pool_hosts_count(struct herd_pool *p, unsigned cpus);
 void herd__pool_hosts_free(struct herd_pool *p);

@@ -850,7 +850,8 @@ host_on_cpu0(int i, const char *dir)
 	FILE *f;
 
 	if (strncmp(hosts[i], "exec:", 5) == 0) {
-		ck_assert_int_gt(asprintf(&address, "exec:exec taskset -c 0 %s --stdio", getenv("HERDD")), 0);
+		ck_assert_int_gt(
+		    asprintf(&address, "exec:exec taskset -c 0 %s --stdio", getenv("HERDD")), 0);
 	} else if (strncmp(hosts[i], "ssh://", 6) == 0 && !strchr(hosts[i] + 6, '/')) {
 		snprintf(wrapper, sizeof(wrapper), "%s/herdd-cpu0", dir);
 		f = fopen(wrapper, "we");
@@ -895,7 +896,8 @@ START_TEST(test_pool_remote_cpus)
 		address[i] = i == 0 ? host_on_cpu0(0, dir) : strdup(hosts[i]);
 		/* The same address in this process shares the pool's link, so the same herdd. */
 		r = herd_master_connect(address[i], settings, &m[i], &err);
-		ck_assert_msg(r == 0, "master on %s: %s", address[i], err ? herd_error_message(err) : "-");
+		ck_assert_msg(
+		    r == 0, "master on %s: %s", address[i], err ? herd_error_message(err) : "-");
 		cpus[i] = pid_cpus((pid_t)json_integer_value(
 		    json_object_get(herd_master_get_server_info(m[i]), "pid")));
 		want += cpus[i];
@@ -903,11 +905,12 @@ START_TEST(test_pool_remote_cpus)
 	}
 	if (strcmp(address[0], hosts[0]) != 0)
 		ck_assert_uint_eq(cpus[0], 1);
-	opts = json_pack("{s:o, s:O, s:s}", "hosts", list, "settings", settings, "name", "cpus-pool");
+	opts =
+	    json_pack("{s:o, s:O, s:s}", "hosts", list, "settings", settings, "name", "cpus-pool");
 	r = herd_pool_new(spawn, opts, &p, &err);
 	ck_assert_msg(r == 0, "pool: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
-	printf("pool over hosts without counts: %d workers (the hosts' herdds: %u", herd_pool_size(p),
-	    cpus[0]);
+	printf("pool over hosts without counts: %d workers (the hosts' herdds: %u",
+	    herd_pool_size(p), cpus[0]);
 	for (int i = 1; i < n_hosts; i++)
 		printf(" + %u", cpus[i]);
 	printf("; this process: %u CPUs)\n", local);
@@ -991,6 +994,92 @@ START_TEST(test_pool_slurm_nodelist)
 }
 END_TEST
 
+/* A map over "hosts": ["slurm=1"], every node of $SLURM_JOB_NODELIST (the test's slurm:// hosts). */
+static void
+pool_slurm_nodes_ok(void)
+{
+	json_t *spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
+	json_t *opts =
+	    json_pack("{s:[s], s:o}", "hosts", "slurm=1", "settings", short_heartbeats());
+	struct map_watch w = { .n = 300 };
+	herd_error *err = NULL;
+	herd_pool *p = NULL;
+	int r = herd_pool_new(spawn, opts, &p, &err);
+
+	ck_assert_msg(r == 0, "pool: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
+	ck_assert_int_eq(herd_pool_size(p), n_hosts);
+	pool_hosts_back_ok(p, NULL, ht_ms(30000));
+	pool_map_ok(p, &w);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+	herd_error_unref(err);
+	json_decref(spawn);
+	json_decref(opts);
+}
+
+/*
+ * On the Slurm test bed, "hosts": ["slurm"] expands $SLURM_JOB_NODELIST
+ * with `scontrol show hostnames` (Slurm's own parser) when scontrol is on
+ * PATH: a wrapper notes its arguments before it runs the real one. With
+ * no scontrol on PATH (only srun there), the parser in libherd does it.
+ */
+START_TEST(test_pool_slurm_scontrol)
+{
+	char dir[128], path[512], log[512], got[256] = "", *list = NULL, *tmp;
+	const char *old_path = getenv("PATH");
+	FILE *f;
+
+	if (strncmp(hosts[0], "slurm://", 8) != 0) {
+		printf("nodelist through scontrol: skipped (no Slurm hosts under test)\n");
+		return;
+	}
+	/* The test bed's nodes n1, n2, n3 as Slurm writes them: n[1,2,3]. */
+	for (int i = 0; i < n_hosts; i++) {
+		unsigned k;
+
+		ck_assert_int_eq(sscanf(hosts[i], "slurm://n%u", &k), 1);
+		ck_assert_int_gt(
+		    asprintf(&tmp, "%s%s%u", list ? list : "n[", list ? "," : "", k), 0);
+		free(list);
+		list = tmp;
+	}
+	ck_assert_int_gt(asprintf(&tmp, "%s]", list), 0);
+	free(list);
+	list = tmp;
+	/* This test runs in a child of its own (check's fork mode): the environment is its own. */
+	ck_assert_int_eq(setenv("SLURM_JOB_NODELIST", list, 1), 0);
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/scontrol", dir);
+	snprintf(log, sizeof(log), "%s/args", dir);
+	f = fopen(path, "we");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "#!/bin/sh\necho \"$*\" >>%s\nPATH='%s' exec scontrol \"$@\"\n", log, old_path);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(chmod(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s:%s", dir, old_path);
+	ck_assert_int_eq(setenv("PATH", path, 1), 0);
+	pool_slurm_nodes_ok();
+	f = fopen(log, "re");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(got, sizeof(got), f));
+	fclose(f);
+	snprintf(path, sizeof(path), "show hostnames %s\n", list);
+	ck_assert_str_eq(got, path);
+	printf("nodelist %s through scontrol show hostnames: %d nodes, map exact\n", list, n_hosts);
+	/* Without scontrol: PATH holds srun alone. */
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/srun", dir);
+	ck_assert_int_eq(ht_run((const char *[]){ "/bin/sh", "-c",
+	                            "ln -s \"$(command -v srun)\" \"$0\"", path, NULL },
+	                     NULL, NULL, ht_ms(10000)),
+	    0);
+	ck_assert_int_eq(setenv("PATH", dir, 1), 0);
+	pool_slurm_nodes_ok();
+	printf("nodelist %s without scontrol on PATH: parsed by libherd, map exact\n", list);
+	free(list);
+}
+END_TEST
+
 /*
  * herdctl map --hosts over every host, two workers each: 100 lines, 100
  * exact results in order (run-remote.sh runs the README's own command on
@@ -1046,8 +1135,8 @@ main(int argc, char **argv)
 		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
 		    test_ship_executable, test_network_cut, test_ssh_command_line,
 		    test_pool_over_hosts, test_pool_host_killed, test_pool_host_cut,
-		    test_pool_remote_cpus,
-		    test_pool_slurm_nodelist, test_herdctl_map_hosts } };
+		    test_pool_remote_cpus, test_pool_slurm_scontrol, test_pool_slurm_nodelist,
+		    test_herdctl_map_hosts } };
 
 	hosts_load();
 	if (n_hosts == 0) {
