@@ -330,6 +330,10 @@ ml_control(struct herd__link *l, const char *method, json_t *params)
 		}
 		id = json_integer_value(json_object_get(params, "cpus"));
 		ml->cpus = id > 0 && id <= HERD__LINK_MAX_CPUS ? (unsigned)id : 0;
+		/* An older herdd names no window: the link runs without (link.h). */
+		id = json_integer_value(json_object_get(params, "window"));
+		if (id > 0 && id <= HERD__LINK_WINDOW_MAX)
+			herd__link_set_windows(l, (size_t)id);
 		ml->state = ML_UP;
 		herd__link_set_heartbeat(l, ml->hb_interval_ms, ml->hb_timeout_ms);
 		pthread_cond_broadcast(&cond);
@@ -530,8 +534,9 @@ mlink_new(const char *spec, const struct herd__settings *s, struct mlink **ret)
 	ml->hb_interval_ms = interval;
 	ml->hb_timeout_ms = timeout;
 	(void)herd__link_notify(&ml->link, "hello",
-	    json_pack("{s:i, s:I, s:I}", "version", HERD__LINK_VERSION, "heartbeat_interval_ms",
-	        (json_int_t)interval, "heartbeat_timeout_ms", (json_int_t)timeout));
+	    json_pack("{s:i, s:I, s:I, s:I}", "version", HERD__LINK_VERSION,
+	        "heartbeat_interval_ms", (json_int_t)interval, "heartbeat_timeout_ms",
+	        (json_int_t)timeout, "window", (json_int_t)HERD__LINK_WINDOW));
 	LIST_INSERT_HEAD(&mlinks, ml, entry);
 	ml->listed = true;
 	*ret = ml;

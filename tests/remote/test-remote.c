@@ -398,6 +398,66 @@ START_TEST(test_remote_worker_crash)
 }
 END_TEST
 
+/* Items a stalled stream would send: tens of MB, far more than the link may hold for it. */
+#define STALL_ITEMS 600000
+/* What the link may hold for a channel that stops reading (its window, a message, slack). */
+#define STALL_MAX_GROWTH_KIB (16 * 1024)
+
+/*
+ * One connection stops reading while another keeps calling through the same
+ * link: each channel has its own window (PROTOCOL.md 9.2), so the stalled
+ * one stops only its own worker, the other's calls all complete, and the
+ * link's memory on both sides stays bounded. Then the stalled stream is
+ * read to its end, every item in order.
+ */
+START_TEST(test_stalled_channel)
+{
+	herd_master *m = remote_master_ok(0);
+	herd_worker *wa = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
+	herd_worker *wb = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
+	herd_conn *ca = worker_connect_ok(wa), *cb = worker_connect_ok(wb);
+	pid_t herdd =
+	    (pid_t)json_integer_value(json_object_get(herd_master_get_server_info(m), "pid"));
+	json_t *args = json_pack("{s:i}", "n", STALL_ITEMS), *item = NULL;
+	long rss0 = ht_pid_rss_kib(getpid()), far0 = ht_pid_rss_kib(herdd), rss1, far1;
+	int64_t t0 = ht_now_ms(), took;
+	herd_stream *s = NULL;
+	int calls = 0, r;
+	json_int_t n = 0;
+
+	ck_assert_int_eq(herd_stream_open(ca, "count", args, NULL, NULL, NULL, &s), 0);
+	json_decref(args);
+	/* ca is never processed meanwhile: its items pile up as far as the link lets them. */
+	while (calls < 2000 || ht_now_ms() - t0 < 1000) {
+		call_int_ok(
+		    cb, "sum", json_pack("{s:i}", "n", calls), (json_int_t)calls * (calls - 1) / 2);
+		calls++;
+	}
+	took = ht_now_ms() - t0;
+	rss1 = ht_pid_rss_kib(getpid());
+	far1 = ht_pid_rss_kib(herdd);
+	printf("stalled channel: %d calls on another channel of the link in %lld ms; memory grew "
+	       "%ld KiB here, %ld KiB in the remote herdd\n",
+	    calls, (long long)took, rss1 - rss0, far1 - far0);
+	ck_assert_int_lt(rss1 - rss0, STALL_MAX_GROWTH_KIB);
+	ck_assert_int_lt(far1 - far0, STALL_MAX_GROWTH_KIB);
+	while ((r = herd_stream_next(s, HT_USEC(10000), &item)) > 0) {
+		ck_assert_int_eq(json_integer_value(item), n++);
+		json_decref(item);
+	}
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(n, STALL_ITEMS);
+	printf("stalled channel read afterwards: %d items in order, %lld ms\n", STALL_ITEMS,
+	    (long long)(ht_now_ms() - t0 - took));
+	herd_stream_unref(s);
+	herd_conn_unref(ca);
+	herd_conn_unref(cb);
+	herd_worker_unref(wa);
+	herd_worker_unref(wb);
+	herd_master_unref(m);
+}
+END_TEST
+
 /* The path herdd ran w from (its WORKER record's), malloc'd. */
 static char *
 worker_path(herd_master *m, herd_worker *w)
@@ -1133,10 +1193,10 @@ main(int argc, char **argv)
 		.teardown = ht_client_teardown,
 		.tests = { test_kinds_on_every_host, test_master_killed, test_launcher_killed,
 		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
-		    test_ship_executable, test_network_cut, test_ssh_command_line,
-		    test_pool_over_hosts, test_pool_host_killed, test_pool_host_cut,
-		    test_pool_remote_cpus, test_pool_slurm_scontrol, test_pool_slurm_nodelist,
-		    test_herdctl_map_hosts } };
+		    test_stalled_channel, test_ship_executable, test_network_cut,
+		    test_ssh_command_line, test_pool_over_hosts, test_pool_host_killed,
+		    test_pool_host_cut, test_pool_remote_cpus, test_pool_slurm_scontrol,
+		    test_pool_slurm_nodelist, test_herdctl_map_hosts } };
 
 	hosts_load();
 	if (n_hosts == 0) {
