@@ -988,6 +988,87 @@ START_TEST(test_pool_remote_cpus)
 }
 END_TEST
 
+/* Writes text to path; false if it cannot. */
+static bool
+write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "we");
+
+	if (!f)
+		return false;
+	fputs(text, f);
+	return fclose(f) == 0;
+}
+
+/*
+ * A cgroup with a quota of half a CPU (v2 cpu.max, else v1
+ * cpu.cfs_quota_us) in dir, or false where this machine does not let us.
+ */
+static bool
+half_cpu_cgroup(char *dir, size_t size)
+{
+	snprintf(dir, size, "/sys/fs/cgroup/herd-test-%d", (int)getpid());
+	if (access("/sys/fs/cgroup/cgroup.subtree_control", W_OK) == 0 && mkdir(dir, 0755) == 0) {
+		char path[512];
+
+		snprintf(path, sizeof(path), "%s/cpu.max", dir);
+		if (write_file(path, "50000 100000"))
+			return true;
+		rmdir(dir);
+	}
+	snprintf(dir, size, "/sys/fs/cgroup/cpu/herd-test-%d", (int)getpid());
+	if (mkdir(dir, 0755) == 0) {
+		char path[512];
+
+		snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", dir);
+		if (write_file(path, "50000"))
+			return true;
+		rmdir(dir);
+	}
+	return false;
+}
+
+/* A herdd in a cgroup with a quota of half a CPU says its workers can use one: a pool starts one. */
+START_TEST(test_pool_cpu_quota)
+{
+	json_t *spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
+	struct map_watch w = { .n = 100 };
+	char dir[256], *address = NULL;
+	herd_error *err = NULL;
+	herd_pool *p = NULL;
+	json_t *opts;
+	pid_t herdd;
+	int r;
+
+	if (strncmp(hosts[0], "exec:", 5) != 0 || !half_cpu_cgroup(dir, sizeof(dir))) {
+		printf("pool on a herdd with a CPU quota: skipped (no exec: hosts, or no cgroup to "
+		       "make)\n");
+		return;
+	}
+	ck_assert_int_gt(asprintf(&address, "exec:echo $$ >%s/cgroup.procs && exec %s --stdio", dir,
+	                     getenv("HERDD")),
+	    0);
+	opts = json_pack("{s:[s], s:o}", "hosts", address, "settings", short_heartbeats());
+	r = herd_pool_new(spawn, opts, &p, &err);
+	ck_assert_msg(r == 0, "pool: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
+	ck_assert_int_eq(herd_pool_size(p), 1);
+	herdd = (pid_t)json_integer_value(
+	    json_object_get(herd_master_get_server_info(herd_pool_get_master(p)), "pid"));
+	ht_track_pid(herdd);
+	pool_map_ok(p, &w);
+	printf("pool on a herdd limited to half a CPU (%s): 1 worker, this process %u CPUs\n", dir,
+	    affinity_cpus(0));
+	herd_pool_close(p);
+	herd_pool_unref(p);
+	ck_assert_int_eq(ht_wait_pid_gone(herdd, ht_ms(5000)), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+	free(address);
+	herd_error_unref(err);
+	json_decref(spawn);
+	json_decref(opts);
+}
+END_TEST
+
 /* A stand-in srun: notes the node it is asked for, then runs the command (herdd --stdio) here. */
 static const char fake_srun[] =
     "#!/bin/sh\n"
@@ -1195,8 +1276,8 @@ main(int argc, char **argv)
 		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
 		    test_stalled_channel, test_ship_executable, test_network_cut,
 		    test_ssh_command_line, test_pool_over_hosts, test_pool_host_killed,
-		    test_pool_host_cut, test_pool_remote_cpus, test_pool_slurm_scontrol,
-		    test_pool_slurm_nodelist, test_herdctl_map_hosts } };
+		    test_pool_host_cut, test_pool_remote_cpus, test_pool_cpu_quota,
+		    test_pool_slurm_scontrol, test_pool_slurm_nodelist, test_herdctl_map_hosts } };
 
 	hosts_load();
 	if (n_hosts == 0) {
