@@ -80,7 +80,7 @@ echo_once(int fd, const char *line, size_t len, char *buf)
 }
 
 /* Calls and echoes per block: the two alternate, so both see the same load. */
-#define RTT_BLOCK 100
+#define RTT_BLOCK 10
 
 /* One echo of line through the cat session on fd, timed into s. */
 static int
