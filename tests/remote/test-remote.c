@@ -867,6 +867,20 @@ START_TEST(test_pool_host_cut)
 }
 END_TEST
 
+/* The file at path (at most size - 1 bytes, NUL-terminated); its length, or the test fails. */
+static size_t
+file_read(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	ck_assert_msg(fd >= 0, "%s: %m", path);
+	n = ht_read_all(fd, buf, size, ht_ms(5000));
+	close(fd);
+	ck_assert_int_ge(n, 0);
+	return (size_t)n;
+}
+
 /* The CPUs pid's affinity allows. */
 static unsigned
 affinity_cpus(pid_t pid)
@@ -883,16 +897,11 @@ pid_cpus(pid_t pid)
 {
 	char path[64], env[65536], *e;
 	unsigned n = affinity_cpus(pid), slurm;
-	ssize_t len;
-	int fd;
+	size_t len;
 
 	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	ck_assert_int_ge(fd, 0);
-	len = read(fd, env, sizeof(env) - 1);
-	close(fd);
-	ck_assert_int_ge(len, 0);
-	env[len] = '\0';
+	len = file_read(path, env, sizeof(env));
+	/* NUL-separated variables. */
 	for (e = env; e < env + len; e += strlen(e) + 1)
 		if (sscanf(e, "SLURM_CPUS_ON_NODE=%u", &slurm) == 1 && slurm < n)
 			n = slurm;
@@ -1200,10 +1209,7 @@ START_TEST(test_pool_slurm_scontrol)
 	snprintf(path, sizeof(path), "%s:%s", dir, old_path);
 	ck_assert_int_eq(setenv("PATH", path, 1), 0);
 	pool_slurm_nodes_ok();
-	f = fopen(log, "re");
-	ck_assert_ptr_nonnull(f);
-	ck_assert_ptr_nonnull(fgets(got, sizeof(got), f));
-	fclose(f);
+	(void)file_read(log, got, sizeof(got));
 	snprintf(path, sizeof(path), "show hostnames %s\n", list);
 	ck_assert_str_eq(got, path);
 	printf("nodelist %s through scontrol show hostnames: %d nodes, map exact\n", list, n_hosts);
