@@ -67,11 +67,10 @@ short_heartbeats(void)
 	    "heartbeat_timeout_ms", HB_TIMEOUT_MS);
 }
 
-/* A master on host i, or the test fails. */
+/* A master on host i with settings (borrowed), or the test fails. */
 static herd_master *
-remote_master_ok(int i)
+remote_master_with(int i, json_t *settings)
 {
-	json_t *settings = short_heartbeats();
 	herd_error *err = NULL;
 	herd_master *m = NULL;
 	int r;
@@ -80,6 +79,16 @@ remote_master_ok(int i)
 	ck_assert_msg(r == 0, "master on %s: %s (%s)", hosts[i], strerror(-r),
 	    err ? herd_error_message(err) : "-");
 	herd_error_unref(err);
+	return m;
+}
+
+/* A master on host i with short heartbeats, or the test fails. */
+static herd_master *
+remote_master_ok(int i)
+{
+	json_t *settings = short_heartbeats();
+	herd_master *m = remote_master_with(i, settings);
+
 	json_decref(settings);
 	return m;
 }
@@ -412,7 +421,11 @@ END_TEST
  */
 START_TEST(test_stalled_channel)
 {
-	herd_master *m = remote_master_ok(0);
+	/*
+	 * Default heartbeats: reading the stream back never waits, and only a
+	 * wait sends the master's heartbeats (a slow build may read for seconds).
+	 */
+	herd_master *m = remote_master_with(0, NULL);
 	herd_worker *wa = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
 	herd_worker *wb = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
 	herd_conn *ca = worker_connect_ok(wa), *cb = worker_connect_ok(wb);
@@ -439,13 +452,19 @@ START_TEST(test_stalled_channel)
 	printf("stalled channel: %d calls on another channel of the link in %lld ms; memory grew "
 	       "%ld KiB here, %ld KiB in the remote herdd\n",
 	    calls, (long long)took, rss1 - rss0, far1 - far0);
+#ifdef __SANITIZE_ADDRESS__
+	/* ASan's quarantine keeps the calls' freed memory resident: the plain build checks it. */
+	printf("stalled channel: memory bound not checked under AddressSanitizer\n");
+#else
 	ck_assert_int_lt(rss1 - rss0, STALL_MAX_GROWTH_KIB);
 	ck_assert_int_lt(far1 - far0, STALL_MAX_GROWTH_KIB);
+#endif
 	while ((r = herd_stream_next(s, HT_USEC(10000), &item)) > 0) {
 		ck_assert_int_eq(json_integer_value(item), n++);
 		json_decref(item);
 	}
-	ck_assert_int_eq(r, 0);
+	ck_assert_msg(r == 0, "stream after %lld items: %s (%s)", (long long)n, strerror(-r),
+	    herd_stream_error(s) ? herd_error_message(herd_stream_error(s)) : "-");
 	ck_assert_int_eq(n, STALL_ITEMS);
 	printf("stalled channel read afterwards: %d items in order, %lld ms\n", STALL_ITEMS,
 	    (long long)(ht_now_ms() - t0 - took));
@@ -1040,12 +1059,11 @@ half_cpu_cgroup(char *dir, size_t size)
 /* A herdd in a cgroup with a quota of half a CPU says its workers can use one: a pool starts one. */
 START_TEST(test_pool_cpu_quota)
 {
-	json_t *spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
 	struct map_watch w = { .n = 100 };
 	char dir[256], *address = NULL;
 	herd_error *err = NULL;
 	herd_pool *p = NULL;
-	json_t *opts;
+	json_t *spawn, *opts;
 	pid_t herdd;
 	int r;
 
@@ -1054,6 +1072,7 @@ START_TEST(test_pool_cpu_quota)
 		       "make)\n");
 		return;
 	}
+	spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
 	ck_assert_int_gt(asprintf(&address, "exec:echo $$ >%s/cgroup.procs && exec %s --stdio", dir,
 	                     getenv("HERDD")),
 	    0);
