@@ -59,11 +59,31 @@ struct batch {
  */
 static struct batch *queue;
 
+/*
+ * A results array emptied for the next batch: it keeps its room, where a new
+ * one would grow to the batch's size by reallocations again.
+ */
+static json_t *spare_results;
+
+static json_t *
+results_new(void)
+{
+	json_t *a = spare_results;
+
+	spare_results = NULL;
+	return a ? a : json_array();
+}
+
 static void
 batch_free(struct batch *b)
 {
 	herd_request_unref(b->outer);
-	json_decref(b->results);
+	if (b->results && b->results->refcount == 1 && !spare_results) {
+		json_array_clear(b->results);
+		spare_results = b->results;
+	} else {
+		json_decref(b->results);
+	}
 	json_decref(b->errors);
 	free(b);
 }
@@ -292,7 +312,7 @@ batch_new(herd_request *req, json_t *arg)
 		free(b);
 		return NULL;
 	}
-	b->results = key ? NULL : json_array();
+	b->results = key ? NULL : results_new();
 	if (!key && !b->results) {
 		herd_request_fail(req, "out of memory");
 		free(b);
