@@ -206,6 +206,13 @@ pick_task(struct herd_pool *p, bool slot_empty)
 	return NULL;
 }
 
+/* A job whose arguments travel as they are, in herd.batch's bare form (pool.h). */
+static bool
+job_bare(const struct herd_job *job)
+{
+	return job->flags & HERD_JOB_BARE_ARGS;
+}
+
 /* How many tasks may travel with t: one for a suspect, else its cap or its job's chunksize. */
 static unsigned
 batch_max(const struct task *t)
@@ -217,11 +224,12 @@ batch_max(const struct task *t)
 	return t->cap && t->cap < max ? t->cap : max;
 }
 
-/* True when a task's argument can be a call's params: an object, an array or null. */
+/* True when a task's argument can travel: a call's params, or any value in a bare job. */
 static bool
 arg_ok(const struct task *t)
 {
-	return json_is_object(t->arg) || json_is_array(t->arg) || json_is_null(t->arg);
+	return job_bare(t->job) || json_is_object(t->arg) || json_is_array(t->arg) ||
+	    json_is_null(t->arg);
 }
 
 /*
@@ -337,7 +345,7 @@ batch_args_fill(struct herd_pool *p, const struct batch *b)
 
 /*
  * The message for b on s: one task as the plain call (or herd.fold), several
- * as herd.batch. Returns the params (new reference; NULL for a plain call of
+ * (or a bare job's) as herd.batch. Returns the params (new reference; NULL for a plain call of
  * null) and *ret_method, which is NULL when there is no memory for them.
  */
 static json_t *
@@ -368,6 +376,10 @@ batch_params(struct slot *s, struct batch *b, const char **ret_method)
 		params = json_pack("{s:s, s:O}", "function", job->function, "args", args);
 	else
 		params = NULL;
+	if (params && job_bare(job) && json_object_set_new(params, "bare", json_true()) < 0) {
+		json_decref(params);
+		params = NULL;
+	}
 	if (!params)
 		*ret_method = NULL;
 	return params;
@@ -386,7 +398,7 @@ batch_send(struct slot *s, struct batch *b)
 	int r;
 
 	b->slot = s;
-	b->plain = b->n == 1;
+	b->plain = b->n == 1 && !job_bare(b->tasks[0]->job);
 	params = batch_params(s, b, &method);
 	r = method ? herd__slot_call(s, method, params, batch_reply, b, &b->call) : -ENOMEM;
 	json_decref(params);

@@ -7,6 +7,10 @@
  * above 1, so the cost of a message (framing, parsing the envelope, a system
  * call or two, a wake-up) is paid once per batch, not once per task.
  *
+ * With "bare": true an item is the function's argument as it is, a number or
+ * a string as well as an object or an array: tiny tasks then travel without
+ * the array or object that would wrap them as params, on both sides.
+ *
  * Each item runs as an inner request whose answer comes to a hook (as
  * herd.fold's) instead of the wire: no reply message is built per item. Items
  * run in order, one at a time, so a handler that answers later (a timer, an
@@ -37,6 +41,7 @@
 struct batch {
 	herd_request *outer; /* the herd.batch request */
 	herd_request *inner; /* the item running, until it answers */
+	herd_request *spare; /* the last item's request, renewed for the next one */
 	const struct herd_function *fn;
 	json_t *args; /* borrowed: the outer request holds its params */
 	size_t next, n;
@@ -45,6 +50,7 @@ struct batch {
 	herd_combine_fn combine; /* with an accumulator */
 	const char *key; /* borrowed from the params, as args */
 	json_int_t folds; /* the accumulator's count after the last fold */
+	bool bare; /* items are arguments as they are, any JSON value ("bare": true) */
 	bool running; /* batch_run is on the stack: it goes on by itself */
 	bool answered; /* the item dispatched last has answered */
 	bool cancelled;
@@ -78,6 +84,7 @@ static void
 batch_free(struct batch *b)
 {
 	herd_request_unref(b->outer);
+	herd_request_unref(b->spare);
 	if (b->results && b->results->refcount == 1 && !spare_results) {
 		json_array_clear(b->results);
 		spare_results = b->results;
@@ -198,7 +205,7 @@ batch_item(struct batch *b)
 	herd_request *inner;
 
 	b->answered = false;
-	if (!json_is_object(item) && !json_is_array(item) && !json_is_null(item)) {
+	if (!b->bare && !json_is_object(item) && !json_is_array(item) && !json_is_null(item)) {
 		/* As for a call: params are an object, an array or absent. */
 		json_t *e = proto_error(NULL, HERD_E_INVALID_PARAMS,
 		    "herd.batch: an item must be an object, an array or null", NULL);
@@ -207,7 +214,12 @@ batch_item(struct batch *b)
 		json_decref(e);
 		return true;
 	}
-	inner = herd__request_new(b->outer->conn, b->fn, NULL, item);
+	inner = b->spare;
+	b->spare = NULL;
+	if (!inner || !herd__request_renew(inner, item)) {
+		herd_request_unref(inner);
+		inner = herd__request_new(b->outer->conn, b->fn, NULL, item);
+	}
 	if (!inner) {
 		herd_request_fail(b->outer, "out of memory");
 		b->cancelled = true;
@@ -218,7 +230,7 @@ batch_item(struct batch *b)
 	inner->answer_hook = batch_answered;
 	inner->hook_data = b;
 	herd__request_dispatch(inner);
-	herd_request_unref(inner);
+	b->spare = inner; /* the batch's reference, kept for the next item */
 	return b->answered;
 }
 
@@ -277,9 +289,10 @@ batch_new(herd_request *req, json_t *arg)
 	json_t *args;
 	struct proto_error err;
 	struct batch *b;
+	int bare = 0;
 
-	if (proto_unpack(arg, &err, "{s:s, s:o, s?s, s?s}", "function", &function, "args", &args,
-	        "acc", &key, "combine", &combine) < 0) {
+	if (proto_unpack(arg, &err, "{s:s, s:o, s?s, s?s, s?b}", "function", &function, "args",
+	        &args, "acc", &key, "combine", &combine, "bare", &bare) < 0) {
 		herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "%s", err.text);
 		return NULL;
 	}
@@ -319,6 +332,7 @@ batch_new(herd_request *req, json_t *arg)
 		return NULL;
 	}
 	b->args = args;
+	b->bare = bare;
 	b->n = json_array_size(args);
 	b->key = key;
 	b->outer = herd_request_ref(req);
