@@ -590,19 +590,18 @@ struct map_state {
 	uint64_t spawns_before;
 };
 
-/* The next argument, [i]: the echo of an integer, as Python's map(echo, range(n)). */
+/*
+ * The next argument, the integer i itself (a bare job): the echo of an
+ * integer, as Python's map(echo, range(n)).
+ */
 static json_t *
 map_next(void *userdata)
 {
 	struct map_state *st = userdata;
-	json_t *a;
 
 	if (st->next >= st->n)
 		return NULL;
-	a = json_array();
-	if (a)
-		json_array_append_new(a, json_integer((json_int_t)st->next++));
-	return a;
+	return json_integer((json_int_t)st->next++);
 }
 
 /* One echo came back: adds it up, and SIGKILLs a worker when kill_at are done. */
@@ -613,7 +612,7 @@ map_task(herd_job *job, size_t index, int r, json_t *result, herd_error *err, vo
 	pid_t pid;
 
 	check(r, "pool task");
-	st->sum += json_integer_value(json_array_get(result, 0));
+	st->sum += json_integer_value(result);
 	if (st->killed_ns && !st->respawned_ns && herd_pool_spawns(st->pool) > st->spawns_before)
 		st->respawned_ns = bench_now_ns();
 	if (++st->done == st->kill_at && herd_pool_worker_pids(st->pool, &pid, 1) > 0) {
@@ -638,6 +637,7 @@ pool_run(herd_pool *p, enum herd_job_kind kind, long n, unsigned chunksize, long
 
 	check(herd_job_new(p, kind, "echo", &job), "job");
 	check(herd_job_set_iter(job, map_next, &st), "job iter");
+	check(herd_job_set_flags(job, HERD_JOB_BARE_ARGS), "job flags");
 	check(herd_job_set_chunksize(job, chunksize), "job chunksize");
 	check(herd_job_on_task(job, map_task, &st), "job on_task");
 	check(herd_job_wait(job, HERD_TIMEOUT_INFINITE, NULL), "map");
