@@ -14,8 +14,9 @@
  *                                           the master leaves until all are reaped;
  *                                           herdd's RSS before and with the N workers
  *   herd-bench map WORKER N W WINDOW [CHUNK]
- *                                           a pool of W maps "echo" over 0..N-1, in
- *                                           order and unordered (best of 3 rounds each),
+ *                                           a pool of W maps "echo" over 0..N-1 (bare
+ *                                           integers), in order and unordered (best of
+ *                                           3 rounds each),
  *                                           CHUNK tasks a message (default: what an
  *                                           array of N gets, automatic), and unordered
  *                                           one task a message over N/10

@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "worker/worker-internal.h"
 
@@ -57,6 +58,20 @@ struct batch {
 	ev_timer resume; /* batch_run again from the loop */
 	struct batch *q_next;
 };
+
+/*
+ * The clock a batch reads after every item: the coarse monotonic clock, whose
+ * tick (1 to 4 ms) a 5 ms slice can afford, costs a fraction of the precise
+ * one, which was a tenth of a tiny item's time.
+ */
+static uint64_t
+slice_now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 /*
  * Every batch not yet ended, in arrival order: a connection's batches run one
@@ -242,7 +257,7 @@ batch_item(struct batch *b)
 static void
 batch_run(struct batch *b)
 {
-	uint64_t slice_end = herd__now_usec() + BATCH_SLICE_USEC;
+	uint64_t slice_end = slice_now_usec() + BATCH_SLICE_USEC;
 
 	if (b->inner || !batch_turn(b))
 		return; /* its item's hook, or the end of the batch before it, resumes it */
@@ -252,7 +267,7 @@ batch_run(struct batch *b)
 			b->running = false;
 			return;
 		}
-		if (b->next < b->n && herd__now_usec() >= slice_end) {
+		if (b->next < b->n && slice_now_usec() >= slice_end) {
 			b->running = false;
 			ev_timer_start(b->outer->conn->srv->loop, &b->resume);
 			return;
