@@ -14,8 +14,9 @@
  *                                           the master leaves until all are reaped;
  *                                           herdd's RSS before and with the N workers
  *   herd-bench map WORKER N W WINDOW [CHUNK]
- *                                           a pool of W maps "echo" over 0..N-1, in
- *                                           order and unordered (best of 3 rounds each),
+ *                                           a pool of W maps "echo" over 0..N-1 (bare
+ *                                           integers), in order and unordered (best of
+ *                                           3 rounds each),
  *                                           CHUNK tasks a message (default: what an
  *                                           array of N gets, automatic), and unordered
  *                                           one task a message over N/10
@@ -585,24 +586,28 @@ cmd_scale(char **args)
 struct map_state {
 	herd_pool *pool;
 	long n, next, done, kill_at;
+	bool bare; /* arguments as bare integers (batches), else [i] */
 	json_int_t sum;
 	uint64_t killed_ns, respawned_ns; /* the kill, and its replacement's first sight */
 	uint64_t spawns_before;
 };
 
-/* The next argument, [i]: the echo of an integer, as Python's map(echo, range(n)). */
+/*
+ * The next argument: the echo of an integer, as Python's map(echo,
+ * range(n)). In batches the integer i itself (a bare job); one task a
+ * message [i], the params of a plain call, which costs less than a batch
+ * of one.
+ */
 static json_t *
 map_next(void *userdata)
 {
 	struct map_state *st = userdata;
-	json_t *a;
+	json_int_t i = (json_int_t)st->next;
 
 	if (st->next >= st->n)
 		return NULL;
-	a = json_array();
-	if (a)
-		json_array_append_new(a, json_integer((json_int_t)st->next++));
-	return a;
+	st->next++;
+	return st->bare ? json_integer(i) : json_pack("[I]", i);
 }
 
 /* One echo came back: adds it up, and SIGKILLs a worker when kill_at are done. */
@@ -613,7 +618,7 @@ map_task(herd_job *job, size_t index, int r, json_t *result, herd_error *err, vo
 	pid_t pid;
 
 	check(r, "pool task");
-	st->sum += json_integer_value(json_array_get(result, 0));
+	st->sum += json_integer_value(st->bare ? result : json_array_get(result, 0));
 	if (st->killed_ns && !st->respawned_ns && herd_pool_spawns(st->pool) > st->spawns_before)
 		st->respawned_ns = bench_now_ns();
 	if (++st->done == st->kill_at && herd_pool_worker_pids(st->pool, &pid, 1) > 0) {
@@ -632,12 +637,13 @@ static double
 pool_run(herd_pool *p, enum herd_job_kind kind, long n, unsigned chunksize, long kill_at,
     double *ret_respawn)
 {
-	struct map_state st = { .pool = p, .n = n, .kill_at = kill_at };
+	struct map_state st = { .pool = p, .n = n, .kill_at = kill_at, .bare = chunksize != 1 };
 	uint64_t t0 = bench_now_ns();
 	herd_job *job;
 
 	check(herd_job_new(p, kind, "echo", &job), "job");
 	check(herd_job_set_iter(job, map_next, &st), "job iter");
+	check(herd_job_set_flags(job, st.bare ? HERD_JOB_BARE_ARGS : 0), "job flags");
 	check(herd_job_set_chunksize(job, chunksize), "job chunksize");
 	check(herd_job_on_task(job, map_task, &st), "job on_task");
 	check(herd_job_wait(job, HERD_TIMEOUT_INFINITE, NULL), "map");

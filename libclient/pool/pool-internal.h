@@ -160,6 +160,9 @@ struct herd_pool {
 
 	struct task_list retry; /* tasks to dispatch again, before new ones */
 	struct batch *spare_batch; /* a freed batch kept for the next (pool-task.c) */
+	json_t *batch_args; /* herd.batch's args array, emptied and reused for the next */
+	struct task *free_tasks; /* freed tasks kept for the next ones (pool-task.c) */
+	unsigned n_free_tasks;
 	struct herd_job *jobs; /* running jobs, in start order */
 	unsigned processing; /* depth of herd_pool_process(): no re-entry */
 	bool kick; /* something to do at once (a job just started) */
@@ -250,6 +253,8 @@ void herd__task_list_push(struct task_list *l, struct task *t, bool front);
 void herd__task_list_remove(struct task *t);
 /* Frees t wherever it is, leaving its dispatch (cancelled once no task is left in it). */
 void herd__task_free(struct task *t);
+/* Frees the tasks the pool keeps for reuse (the pool is being freed). */
+void herd__pool_free_tasks(struct herd_pool *p);
 /* Takes t out of its dispatch, which is abandoned (its call cancelled) once empty. */
 void herd__task_unbatch(struct task *t);
 /* Takes every task out of b (its worker is lost): its reply, when it comes, frees it. */

@@ -109,7 +109,7 @@ herd_job_set_flags(herd_job *job, unsigned flags)
 
 	if (r < 0)
 		return r;
-	if (flags & ~(HERD_JOB_SKIP_FAILED | HERD_JOB_SKIP_CRASHED))
+	if (flags & ~(HERD_JOB_SKIP_FAILED | HERD_JOB_SKIP_CRASHED | HERD_JOB_BARE_ARGS))
 		return -EINVAL;
 	job->flags = flags;
 	return 0;

@@ -81,15 +81,55 @@ herd__task_unbatch(struct task *t)
 	herd_pending_unref(call);
 }
 
+/*
+ * Freed tasks the pool keeps for the next ones: a map of tiny tasks would
+ * otherwise pay a calloc and a free per task, a good part of its cost.
+ */
+#define FREE_TASKS_MAX 16384u
+
 /* Frees t; a dispatch in flight loses it (and is cancelled once empty). */
 void
 herd__task_free(struct task *t)
 {
+	struct herd_pool *p = t->job->pool;
+
 	herd__task_list_remove(t);
 	herd__task_unbatch(t);
 	json_decref(t->arg);
 	herd_error_unref(t->death);
-	free(t);
+	if (!p || p->n_free_tasks >= FREE_TASKS_MAX) {
+		free(t);
+		return;
+	}
+	t->next = p->free_tasks;
+	p->free_tasks = t;
+	p->n_free_tasks++;
+}
+
+/* A zeroed task, a kept one if there is one. */
+static struct task *
+task_alloc(struct herd_pool *p)
+{
+	struct task *t = p->free_tasks;
+
+	if (!t)
+		return calloc(1, sizeof(*t));
+	p->free_tasks = t->next;
+	p->n_free_tasks--;
+	memset(t, 0, sizeof(*t));
+	return t;
+}
+
+void
+herd__pool_free_tasks(struct herd_pool *p)
+{
+	while (p->free_tasks) {
+		struct task *t = p->free_tasks;
+
+		p->free_tasks = t->next;
+		free(t);
+	}
+	p->n_free_tasks = 0;
 }
 
 /*
@@ -134,7 +174,7 @@ job_feed(struct herd_job *job)
 		job->pool->kick = true;
 		return NULL;
 	}
-	t = calloc(1, sizeof(*t));
+	t = task_alloc(job->pool);
 	if (!t) {
 		json_decref(arg);
 		return NULL;
@@ -166,6 +206,13 @@ pick_task(struct herd_pool *p, bool slot_empty)
 	return NULL;
 }
 
+/* A job whose arguments travel as they are, in herd.batch's bare form (pool.h). */
+static bool
+job_bare(const struct herd_job *job)
+{
+	return job->flags & HERD_JOB_BARE_ARGS;
+}
+
 /* How many tasks may travel with t: one for a suspect, else its cap or its job's chunksize. */
 static unsigned
 batch_max(const struct task *t)
@@ -177,11 +224,12 @@ batch_max(const struct task *t)
 	return t->cap && t->cap < max ? t->cap : max;
 }
 
-/* True when a task's argument can be a call's params: an object, an array or null. */
+/* True when a task's argument can travel: a call's params, or any value in a bare job. */
 static bool
 arg_ok(const struct task *t)
 {
-	return json_is_object(t->arg) || json_is_array(t->arg) || json_is_null(t->arg);
+	return job_bare(t->job) || json_is_object(t->arg) || json_is_array(t->arg) ||
+	    json_is_null(t->arg);
 }
 
 /*
@@ -264,9 +312,40 @@ task_bad_arg(struct task *t, int r)
 	herd_error_unref(err);
 }
 
+/* Empties the args array once its message went (a reference kept elsewhere: let it go). */
+static void
+batch_args_release(struct herd_pool *p)
+{
+	if (p->batch_args && p->batch_args->refcount == 1) {
+		json_array_clear(p->batch_args);
+	} else {
+		json_decref(p->batch_args);
+		p->batch_args = NULL;
+	}
+}
+
+/*
+ * herd.batch's args for b (borrowed), in the pool's array: emptied after each
+ * send, it keeps its room, where a new array per batch would grow to the
+ * batch's size again by reallocations (large ones, each a malloc_consolidate).
+ */
+static json_t *
+batch_args_fill(struct herd_pool *p, const struct batch *b)
+{
+	if (!p->batch_args)
+		p->batch_args = json_array();
+	for (unsigned i = 0; p->batch_args && i < b->n; i++)
+		if (json_array_append(p->batch_args, b->tasks[i]->arg) < 0)
+			break;
+	if (p->batch_args && json_array_size(p->batch_args) == b->n)
+		return p->batch_args;
+	batch_args_release(p);
+	return NULL;
+}
+
 /*
  * The message for b on s: one task as the plain call (or herd.fold), several
- * as herd.batch. Returns the params (new reference; NULL for a plain call of
+ * (or a bare job's) as herd.batch. Returns the params (new reference; NULL for a plain call of
  * null) and *ret_method, which is NULL when there is no memory for them.
  */
 static json_t *
@@ -289,20 +368,18 @@ batch_params(struct slot *s, struct batch *b, const char **ret_method)
 		return params;
 	}
 	*ret_method = "herd.batch";
-	args = json_array();
-	for (unsigned i = 0; args && i < b->n; i++)
-		json_array_append(args, b->tasks[i]->arg);
-	if (!args || json_array_size(args) != b->n) {
-		json_decref(args);
-		args = NULL;
-	}
+	args = batch_args_fill(s->pool, b);
 	if (args && herd__job_folds(job))
-		params = json_pack("{s:s, s:o, s:s, s:s}", "function", job->function, "args", args,
+		params = json_pack("{s:s, s:O, s:s, s:s}", "function", job->function, "args", args,
 		    "acc", acc, "combine", job->worker_combine);
 	else if (args)
-		params = json_pack("{s:s, s:o}", "function", job->function, "args", args);
+		params = json_pack("{s:s, s:O}", "function", job->function, "args", args);
 	else
 		params = NULL;
+	if (params && job_bare(job) && json_object_set_new(params, "bare", json_true()) < 0) {
+		json_decref(params);
+		params = NULL;
+	}
 	if (!params)
 		*ret_method = NULL;
 	return params;
@@ -321,10 +398,12 @@ batch_send(struct slot *s, struct batch *b)
 	int r;
 
 	b->slot = s;
-	b->plain = b->n == 1;
+	b->plain = b->n == 1 && !job_bare(b->tasks[0]->job);
 	params = batch_params(s, b, &method);
 	r = method ? herd__slot_call(s, method, params, batch_reply, b, &b->call) : -ENOMEM;
 	json_decref(params);
+	if (!b->plain)
+		batch_args_release(p);
 	if (r == -EINVAL || r == -EMSGSIZE) {
 		if (b->n == 1) {
 			task_bad_arg(b->tasks[0], r);

@@ -1033,6 +1033,8 @@ pool_free(struct herd_pool *p)
 		close(p->wake_fd);
 	free(p->slots);
 	free(p->spare_batch);
+	json_decref(p->batch_args);
+	herd__pool_free_tasks(p);
 	json_decref(p->spawn_opts);
 	free(p->name);
 	herd_error_unref(p->broken_error);

@@ -198,6 +198,13 @@ void herd__sconn_request_done(struct srv_conn *c);
 
 struct herd_request *herd__request_new(
     struct srv_conn *c, const struct herd_function *fn, json_t *id, json_t *params);
+/*
+ * Makes req, finished and held by its caller alone, a new inner request of
+ * the same function with params (borrowed): herd.batch runs thousands of
+ * items, and a request each would cost an allocation and a free per item.
+ * Returns false (req untouched) when anyone else holds it or it is not done.
+ */
+bool herd__request_renew(struct herd_request *req, json_t *params);
 /* Pending table. */
 int herd__request_table_add(struct srv_conn *c, struct herd_request *req);
 struct herd_request *herd__request_find(struct srv_conn *c, json_t *id);

@@ -78,6 +78,24 @@ herd__request_new(struct srv_conn *c, const struct herd_function *fn, json_t *id
 	return req;
 }
 
+bool
+herd__request_renew(struct herd_request *req, json_t *params)
+{
+	struct srv_conn *conn = req->conn;
+	const struct herd_function *fn = req->fn;
+
+	if (req->n_ref != 1 || !req->finished || req->id || req->in_table || req->log_subscribed)
+		return false;
+	json_decref(req->params);
+	json_decref(req->own_acc);
+	memset(req, 0, sizeof(*req));
+	req->n_ref = 1;
+	req->conn = conn;
+	req->fn = fn;
+	req->params = params ? json_incref(params) : json_null();
+	return true;
+}
+
 /* Member by member like every handle's free function (master.c, pool.c): the members differ. */
 static void
 request_free(herd_request *req)

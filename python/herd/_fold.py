@@ -132,7 +132,8 @@ def builtin_batch(server: "_Server", req: "_Request", params: Dict[str, Any]) ->
         req.check(server)
         result = None
         try:
-            if not (arg is None or isinstance(arg, (dict, list))):
+            bare = params.get("bare") is True  # items are arguments as they are (6.6)
+            if not bare and not (arg is None or isinstance(arg, (dict, list))):
                 raise HerdError("invalid_params",
                                 "herd.batch: an item must be an object, an array or null")
             result = server.invoke(req, fn, arg)

@@ -219,10 +219,21 @@ enum herd_job_kind {
 #define HERD_JOB_SKIP_FAILED (1u << 0)
 /* A task that killed its workers "retries" times is reported and skipped; default: stop. */
 #define HERD_JOB_SKIP_CRASHED (1u << 1)
+/*
+ * The arguments are the function's argument as they are, any JSON value (a
+ * bare integer or string too), not a call's params: every task travels in
+ * herd.batch's bare form (PROTOCOL.md 6.6), even alone, and its handler gets
+ * the value as its arg. The cheapest form for tiny tasks (no array or object
+ * around each argument). Workers of a libherd without it refuse the batch
+ * (invalid_params). Default: an argument that is not an object, an array or
+ * null fails its task with invalid_params.
+ */
+#define HERD_JOB_BARE_ARGS (1u << 2)
 
 /*
  * The next argument of an iterator job: a new reference (a JSON object, array
- * or null, as JSON-RPC params), or NULL at the end. Called on the pool's
+ * or null, as JSON-RPC params; any value with HERD_JOB_BARE_ARGS), or NULL
+ * at the end. Called on the pool's
  * thread, as tasks are needed.
  */
 typedef json_t *(*herd_job_next_fn)(void *userdata);

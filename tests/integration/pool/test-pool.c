@@ -107,8 +107,16 @@ init_worker(json_t *arg, void **ret_state, char **reterr)
 	return 0;
 }
 
+/* Its argument back, whatever it is (a bare job's integers, strings...). */
+static void
+fn_echo(herd_request *req, json_t *arg)
+{
+	herd_request_reply(req, json_incref(arg));
+}
+
 static const struct herd_function functions[] = {
 	{ "double", HERD_KIND_CALL, fn_double },
+	{ "echo", HERD_KIND_CALL, fn_echo },
 	{ "item", HERD_KIND_CALL, fn_item },
 	{ "pid", HERD_KIND_CALL, fn_pid },
 	{ NULL, 0, NULL },
@@ -1057,6 +1065,71 @@ START_TEST(test_batch_bad_args)
 }
 END_TEST
 
+/* A bare job over args (chunksize chunk), blocking: the results are the arguments, in order. */
+static void
+assert_bare_echo(herd_pool *p, json_t *args, unsigned chunk)
+{
+	json_t *res = NULL;
+	herd_job *job;
+	int r;
+
+	ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP, "echo", &job), 0);
+	ck_assert_int_eq(herd_job_set_args(job, args), 0);
+	ck_assert_int_eq(herd_job_set_flags(job, HERD_JOB_BARE_ARGS), 0);
+	ck_assert_int_eq(herd_job_set_chunksize(job, chunk), 0);
+	r = herd_job_wait(job, HERD_TIMEOUT_INFINITE, &res);
+	ck_assert_msg(r == 0, "bare echo: %d %s", r,
+	    herd_job_error(job) ? herd_error_message(herd_job_error(job)) : "-");
+	ck_assert_msg(json_equal(res, args), "bare echo: %s", ht_dump(res));
+	json_decref(res);
+	herd_job_unref(job);
+}
+
+/*
+ * A bare job's arguments travel as they are (integers, a string, null, an
+ * array, true), in batches and one at a time; and under random SIGKILLs
+ * every result still comes once, in order.
+ */
+START_TEST(test_batch_bare_args)
+{
+	herd_pool *p = pool_open(2,
+	    json_pack("{s:i, s:i, s:i}", "chunksize", 64, "retries", 1000, "max_restarts", 1000),
+	    NULL);
+	json_t *args = json_array(), *res = NULL;
+	int n = 100000, round;
+
+	for (int i = 0; i < n; i++)
+		json_array_append_new(args, json_integer(i));
+	json_array_set_new(args, 5, json_string("five"));
+	json_array_set_new(args, 6, json_null());
+	json_array_set_new(args, 7, json_pack("[i]", 7));
+	json_array_set_new(args, 8, json_true());
+	assert_bare_echo(p, args, 0);
+	res = json_array();
+	for (int i = 0; i < 20; i++)
+		json_array_append(res, json_array_get(args, i));
+	assert_bare_echo(p, res, 1);
+	json_decref(res);
+	kills_total = 0;
+	for (round = 0; round < 20 && kills_total == 0; round++) {
+		herd_job *job;
+
+		ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP, "echo", &job), 0);
+		ck_assert_int_eq(herd_job_set_args(job, args), 0);
+		ck_assert_int_eq(herd_job_set_flags(job, HERD_JOB_BARE_ARGS), 0);
+		run_with_kills(p, &job, 1, 2);
+		ck_assert_int_eq(herd_job_wait(job, 0, &res), 0);
+		ck_assert(json_equal(res, args));
+		json_decref(res);
+		herd_job_unref(job);
+	}
+	fprintf(stderr, "bare map under kills: %d rounds, %u kills\n", round, kills_total);
+	ck_assert_uint_gt(kills_total, 0);
+	json_decref(args);
+	herd_pool_unref(p);
+}
+END_TEST
+
 /* Every kind of job in batches of 16, random SIGKILLs: the sequential answer, every time. */
 START_TEST(test_batch_random_kills)
 {
@@ -1117,6 +1190,7 @@ pool_suite(void)
 	tcase_add_test(tc, test_chunksize_edges);
 	tcase_add_test(tc, test_batch_bad_args);
 	tcase_add_test(tc, test_batch_random_kills);
+	tcase_add_test(tc, test_batch_bare_args);
 	suite_add_tcase(s, tc);
 	return s;
 }
