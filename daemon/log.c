@@ -49,13 +49,9 @@ stderr_is_journal(void)
 int
 log_parse_level(const char *s)
 {
-	size_t i;
+	int level = proto_name_find(level_names, PROTO_LEN(level_names), s);
 
-	for (i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
-		if (strcmp(s, level_names[i]) == 0)
-			return (int)i;
-	}
-	return -EINVAL;
+	return level < 0 ? -EINVAL : level;
 }
 
 static int

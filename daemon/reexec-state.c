@@ -226,11 +226,9 @@ static const char *
 ev_reason_literal(const char *s)
 {
 	static const char *const known[] = { "since", "instance", "fell_behind" };
+	int i = proto_name_find(known, PROTO_LEN(known), s);
 
-	for (size_t i = 0; s && i < sizeof(known) / sizeof(known[0]); i++)
-		if (!strcmp(s, known[i]))
-			return known[i];
-	return NULL;
+	return i < 0 ? NULL : known[i];
 }
 
 static void
@@ -447,13 +445,12 @@ stage_literal(const char *s)
 	static const char *const known[] = { "prepare", "socketpair", "socket", "fork", "signals",
 		"setsid", "setgroups", "setgid", "setuid", "pdeathsig", "stdin", "stdout", "stderr",
 		"fds", "chdir", "exec", "limits", "cgroup", "rlimits" };
+	int i;
 
 	if (!s)
 		return NULL;
-	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-		if (!strcmp(s, known[i]))
-			return known[i];
-	return "prepare";
+	i = proto_name_find(known, PROTO_LEN(known), s);
+	return i < 0 ? "prepare" : known[i];
 }
 
 static char *

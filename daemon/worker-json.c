@@ -17,7 +17,10 @@
 
 #include "herdd.h"
 
-/* A field's writer: 0, ABSENT (the worker has no such member: nothing written) or -errno. */
+/*
+ * A field's writer: 0, ABSENT (the worker has no such member: nothing written) or -errno.
+ * One per row of the table below; most are a line and alike only in shape.
+ */
 #define ABSENT 1
 typedef int field_fn(struct proto_wbuf *b, const struct worker *w, int64_t now);
 

@@ -31,17 +31,13 @@ static const char *const mode_names[] = { "protocol", "exec", "notify" };
 const char *
 sup_ready_mode_name(enum ready_mode m)
 {
-	return mode_names[m];
+	return proto_name_at(mode_names, PROTO_LEN(mode_names), (unsigned)m);
 }
 
 int
 sup_ready_mode_from_name(const char *name)
 {
-	for (size_t i = 0; i < sizeof(mode_names) / sizeof(mode_names[0]); i++) {
-		if (!strcmp(name, mode_names[i]))
-			return (int)i;
-	}
-	return -1;
+	return proto_name_find(mode_names, PROTO_LEN(mode_names), name);
 }
 
 void

@@ -7,8 +7,6 @@
 
 #include "names.h"
 
-#define LEN(a) (sizeof(a) / sizeof((a)[0]))
-
 /* One table per vocabulary: data rows, alike only in shape; NAME_TABLE below is their one code. */
 static const char *const state_names[PROTO_STATE_COUNT] = {
 	[PROTO_STATE_STARTING] = "starting",
@@ -88,14 +86,16 @@ static const struct {
 	[PROTO_REASON_OOM_KILLED] = { PROTO_EVENT_CRASHED, true },
 };
 
-static const char *
-name_at(const char *const *names, size_t n, unsigned i)
+/* names[i]: NULL out of range and for a hole in the table. */
+const char *
+proto_name_at(const char *const *names, size_t n, unsigned i)
 {
 	return i < n ? names[i] : NULL;
 }
 
-static int
-find(const char *const *names, size_t n, const char *name)
+/* The index of name in names (holes skipped), or -1; a NULL name is unknown. */
+int
+proto_name_find(const char *const *names, size_t n, const char *name)
 {
 	for (size_t i = 0; name && i < n; i++)
 		if (names[i] && strcmp(names[i], name) == 0)
@@ -107,11 +107,11 @@ find(const char *const *names, size_t n, const char *name)
 #define NAME_TABLE(prefix, type, names)                                                            \
 	const char *prefix##_name(type v)                                                          \
 	{                                                                                          \
-		return name_at(names, LEN(names), (unsigned)v);                                    \
+		return proto_name_at(names, PROTO_LEN(names), (unsigned)v);                        \
 	}                                                                                          \
 	int prefix##_from_name(const char *name)                                                   \
 	{                                                                                          \
-		return find(names, LEN(names), name);                                              \
+		return proto_name_find(names, PROTO_LEN(names), name);                             \
 	}
 
 NAME_TABLE(proto_state, enum proto_state, state_names)

@@ -9,6 +9,7 @@
 #define HERD_PROTO_NAMES_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* A worker's state (PROTOCOL.md 4.3). */
 enum proto_state {
@@ -93,6 +94,15 @@ const char *proto_event_name(enum proto_event e);
 int proto_event_from_name(const char *name);
 const char *proto_reason_name(enum proto_reason r);
 int proto_reason_from_name(const char *name);
+
+/*
+ * The lookups every name table indexed by its enum uses, these and libherd's
+ * and herdd's own: names[i] (NULL out of range or for a hole), and the index
+ * of a name (-1 for an unknown or NULL name).
+ */
+#define PROTO_LEN(a) (sizeof(a) / sizeof((a)[0]))
+const char *proto_name_at(const char *const *names, size_t n, unsigned i);
+int proto_name_find(const char *const *names, size_t n, const char *name);
 
 /* The event an exit for reason r produces (the table in PROTOCOL.md 4.3). */
 enum proto_event proto_reason_event(enum proto_reason r);

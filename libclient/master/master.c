@@ -92,9 +92,8 @@ event_is_failure(const char *event, json_t *worker)
 		"spawn_timeout", "init_failed", "killed", "host_lost" };
 	json_t *code;
 
-	for (size_t i = 0; i < sizeof(failures) / sizeof(failures[0]); i++)
-		if (strcmp(event, failures[i]) == 0)
-			return true;
+	if (proto_name_find(failures, PROTO_LEN(failures), event) >= 0)
+		return true;
 	code = json_object_get(worker, "exit_code");
 	return strcmp(event, "exited") == 0 && json_is_integer(code) &&
 	    json_integer_value(code) != 0;

@@ -89,22 +89,25 @@ static const struct herd_function builtins[] = {
 	{ "herd.batch", HERD_KIND_CALL, herd__builtin_batch },
 };
 
+static const struct herd_function *
+function_in(const struct herd_function *table, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(table[i].name, name) == 0)
+			return &table[i];
+	return NULL;
+}
+
 const struct herd_function *
 herd__builtin_find(const char *method)
 {
-	for (size_t i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++)
-		if (strcmp(builtins[i].name, method) == 0)
-			return &builtins[i];
-	return NULL;
+	return function_in(builtins, PROTO_LEN(builtins), method);
 }
 
 const struct herd_function *
 herd__function_find(const struct herd_server *srv, const char *name)
 {
-	for (size_t i = 0; i < srv->n_functions; i++)
-		if (strcmp(srv->type->functions[i].name, name) == 0)
-			return &srv->type->functions[i];
-	return NULL;
+	return function_in(srv->type->functions, srv->n_functions, name);
 }
 
 json_t *

@@ -32,12 +32,11 @@ static const char *const level_names[] = {
 	[HERD_LOG_DEBUG] = "debug",
 };
 
+/* Levels below HERD_LOG_ERR are holes in the table: no name. */
 HERD_EXPORT const char *
 herd_log_level_name(int level)
 {
-	if (level < HERD_LOG_ERR || level > HERD_LOG_DEBUG)
-		return NULL;
-	return level_names[level];
+	return proto_name_at(level_names, PROTO_LEN(level_names), (unsigned)level);
 }
 
 void

@@ -12,7 +12,7 @@
 
 #include "worker/worker-internal.h"
 
-/* A name table like worker-log.c's levels: data, one row per kind. */
+/* A name table like worker-log.c's levels: data, one row per kind, looked up as proto's. */
 static const char *const kind_names[] = {
 	[HERD_KIND_CALL] = "call",
 	[HERD_KIND_ONEWAY] = "oneway",
@@ -24,20 +24,15 @@ static const char *const kind_names[] = {
 HERD_EXPORT const char *
 herd_kind_name(enum herd_kind kind)
 {
-	if ((unsigned)kind >= sizeof(kind_names) / sizeof(kind_names[0]))
-		return NULL;
-	return kind_names[kind];
+	return proto_name_at(kind_names, PROTO_LEN(kind_names), (unsigned)kind);
 }
 
 HERD_EXPORT int
 herd_kind_from_name(const char *name)
 {
-	if (!name)
-		return -EINVAL;
-	for (size_t i = 0; i < sizeof(kind_names) / sizeof(kind_names[0]); i++)
-		if (strcmp(kind_names[i], name) == 0)
-			return (int)i;
-	return -EINVAL;
+	int kind = proto_name_find(kind_names, PROTO_LEN(kind_names), name);
+
+	return kind < 0 ? -EINVAL : kind;
 }
 
 HERD_EXPORT int

@@ -7,7 +7,7 @@ import errno
 import fnmatch
 import os
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from . import _autostart
 from ._proto import Connection, HerdError, Message, resolve_settings
@@ -74,6 +74,22 @@ def spawn_params(path: str, args: Optional[List[str]], init: Any, name: Optional
     params["settings"] = dict(master_settings, **options.pop("settings", {}))
     params.update(options)
     return params
+
+
+_C = TypeVar("_C", bound="_Closing")
+
+
+class _Closing:
+    """A handle that ``with`` closes on the way out, however the block ended."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 class _Session:
@@ -176,7 +192,7 @@ class _Session:
         return self._run("subscribe", {"all": all})
 
 
-class Master(_Session):
+class Master(_Session, _Closing):
     """A master session with herdd. Use :func:`connect`."""
 
     def __init__(self, conn: Connection, settings: Dict[str, int]) -> None:
@@ -223,12 +239,6 @@ class Master(_Session):
             except HerdError:
                 pass
         self._conn.close()
-
-    def __enter__(self) -> "Master":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 class Worker:
@@ -297,7 +307,7 @@ class _Calls:
         return self._sink_class(self._conn, fn, arg)
 
 
-class WorkerConnection(_Calls):
+class WorkerConnection(_Calls, _Closing):
     """A client connection to a worker's socket (PROTOCOL.md section 6)."""
 
     def __init__(self, conn: Connection) -> None:
@@ -308,12 +318,6 @@ class WorkerConnection(_Calls):
     def close(self) -> None:
         """Close the connection; what still waits on it fails ``connection_closed``."""
         self._conn.close()
-
-    def __enter__(self) -> "WorkerConnection":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 class _StreamBase:
