@@ -261,6 +261,23 @@ run_seen(herd_pool *p, enum herd_job_kind kind, json_t *args, unsigned flags, st
 	return r;
 }
 
+/*
+ * A MAP over n tasks calling "double" where only task bad fails (with
+ * error name), skipped with flags: every other result right, in order.
+ */
+static void
+assert_one_failure(herd_pool *p, json_t *args, unsigned flags, int n, int bad, const char *name,
+    struct seen_tasks *s)
+{
+	*s = (struct seen_tasks){ .last_index = -1, .in_order = true };
+	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, flags, s), 0);
+	ck_assert_int_eq(s->n, n);
+	ck_assert(s->in_order);
+	ck_assert_int_eq(s->errors, 1);
+	ck_assert_int_eq(s->hit[bad], 1);
+	ck_assert_str_eq(s->error_name, name);
+}
+
 START_TEST(test_map_callbacks)
 {
 	herd_pool *p = pool_open(3, NULL, NULL);
@@ -386,7 +403,7 @@ START_TEST(test_handler_error)
 {
 	herd_pool *p = pool_open(2, NULL, NULL);
 	json_t *args = xs(100, json_pack("{s:s, s:i}", "how", "fail", "bad", 37)), *res = NULL;
-	struct seen_tasks s = { .last_index = -1, .in_order = true };
+	struct seen_tasks s;
 	herd_error *err;
 
 	ck_assert_int_eq(herd_pool_map(p, "double", args, 0, &res), -EREMOTEIO);
@@ -397,11 +414,7 @@ START_TEST(test_handler_error)
 	ck_assert_ptr_null(res);
 
 	/* Skipping: every other result, and the error reaches the task callback. */
-	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_FAILED, &s), 0);
-	ck_assert_int_eq(s.n, 100);
-	ck_assert(s.in_order);
-	ck_assert_int_eq(s.errors, 1);
-	ck_assert_str_eq(s.error_name, "function_failed");
+	assert_one_failure(p, args, HERD_JOB_SKIP_FAILED, 100, 37, "function_failed", &s);
 	ck_assert_str_eq(s.error_message, "bad x 37");
 	json_decref(s.error_data);
 	ck_assert_int_eq(herd_pool_deaths(p), 0);
@@ -414,7 +427,7 @@ START_TEST(test_poison_task)
 {
 	herd_pool *p = pool_open(2, json_pack("{s:i}", "retries", 2), NULL);
 	json_t *args = xs(60, json_pack("{s:s, s:i}", "how", "crash", "bad", 17)), *res = NULL;
-	struct seen_tasks s = { .last_index = -1, .in_order = true };
+	struct seen_tasks s;
 	json_t *data;
 	herd_error *err;
 
@@ -431,11 +444,7 @@ START_TEST(test_poison_task)
 	ck_assert_ptr_null(res);
 
 	/* Skipping it: the 59 others are right, the poison is reported once. */
-	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_CRASHED, &s), 0);
-	ck_assert_int_eq(s.n, 60);
-	ck_assert_int_eq(s.errors, 1);
-	ck_assert_int_eq(s.hit[17], 1);
-	ck_assert_str_eq(s.error_name, "task_crashed");
+	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, 60, 17, "task_crashed", &s);
 	json_decref(s.error_data);
 	json_decref(args);
 	herd_pool_unref(p);
@@ -478,19 +487,15 @@ START_TEST(test_poison_in_reduce)
 }
 END_TEST
 
-/* Opens and ends like the failure tests around it (a pool, a map); its checks are its own. */
 START_TEST(test_task_timeout)
 {
 	herd_pool *p =
 	    pool_open(2, json_pack("{s:i, s:i}", "retries", 1, "task_timeout_ms", 300), NULL);
 	json_t *args = xs(40, json_pack("{s:s, s:i}", "how", "hang", "bad", 5));
-	struct seen_tasks s = { .last_index = -1, .in_order = true };
+	struct seen_tasks s;
 	uint64_t deaths;
 
-	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_CRASHED, &s), 0);
-	ck_assert_int_eq(s.n, 40);
-	ck_assert_int_eq(s.errors, 1);
-	ck_assert_str_eq(s.error_name, "timeout");
+	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, 40, 5, "timeout", &s);
 	deaths = herd_pool_deaths(p);
 	ck_assert_msg(deaths == 2, "%llu deaths", (unsigned long long)deaths);
 	json_decref(s.error_data);
@@ -507,16 +512,13 @@ START_TEST(test_hung_worker)
 	        "heartbeat_timeout_ms", 600),
 	    NULL);
 	json_t *args = xs(30, json_pack("{s:s, s:i}", "how", "hang", "bad", 9));
-	struct seen_tasks s = { .last_index = -1, .in_order = true };
+	struct seen_tasks s;
 	json_t *list = NULL, *w;
 	pid_t pids[8];
 	size_t i;
 	int n;
 
-	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_CRASHED, &s), 0);
-	ck_assert_int_eq(s.n, 30);
-	ck_assert_int_eq(s.errors, 1);
-	ck_assert_str_eq(s.error_name, "task_crashed");
+	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, 30, 9, "task_crashed", &s);
 	ck_assert_uint_ge(herd_pool_deaths(p), 2);
 	/* No hung worker is left running: every worker but the pool's live ones goes. */
 	n = herd_pool_worker_pids(p, pids, 8);
@@ -857,23 +859,6 @@ START_TEST(test_random_kills_concurrent)
 END_TEST
 
 /* ---- batches (chunksize) ---- */
-
-/*
- * A MAP over n tasks calling "double" where only task bad fails (with
- * error name), skipped with flags: every other result right, in order.
- */
-static void
-assert_one_failure(herd_pool *p, json_t *args, unsigned flags, int n, int bad, const char *name,
-    struct seen_tasks *s)
-{
-	*s = (struct seen_tasks){ .last_index = -1, .in_order = true };
-	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, flags, s), 0);
-	ck_assert_int_eq(s->n, n);
-	ck_assert(s->in_order);
-	ck_assert_int_eq(s->errors, 1);
-	ck_assert_int_eq(s->hit[bad], 1);
-	ck_assert_str_eq(s->error_name, name);
-}
 
 /* MAP of "double" over args (n tasks, x = index): every result right, and no worker died. */
 static void
