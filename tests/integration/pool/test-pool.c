@@ -487,6 +487,7 @@ START_TEST(test_poison_in_reduce)
 }
 END_TEST
 
+/* Opens and ends like the failure tests around it (a pool, a map); its checks are its own. */
 START_TEST(test_task_timeout)
 {
 	herd_pool *p =
