@@ -128,26 +128,11 @@ static const struct herd_worker_type pool_worker = {
 
 /* ---- master side ---- */
 
-static struct ht_daemon *herdd;
-
-static void
-setup(void)
-{
-	herdd = ht_daemon_start(NULL);
-	ck_assert_msg(herdd != NULL, "herdd did not start (is $HERDD set?)");
-}
-
-static void
-teardown(void)
-{
-	ht_teardown();
-}
-
 static herd_pool *
 pool_open(int workers, json_t *extra_opts, json_t *spawn_opts)
 {
 	json_t *opts = json_pack(
-	    "{s:s, s:i, s:s}", "socket", herdd->socket, "workers", workers, "name", "tpool");
+	    "{s:s, s:i, s:s}", "socket", ht_herdd->socket, "workers", workers, "name", "tpool");
 	herd_error *err = NULL;
 	herd_pool *p = NULL;
 	int r;
@@ -558,16 +543,16 @@ START_TEST(test_crash_loop)
 	json_decref(args);
 
 	/* Options are checked. */
-	opts = json_pack("{s:s, s:i}", "socket", herdd->socket, "windw", 2);
+	opts = json_pack("{s:s, s:i}", "socket", ht_herdd->socket, "windw", 2);
 	ck_assert_int_eq(herd_pool_new(NULL, opts, &p, &err), -EINVAL);
 	json_decref(opts);
-	opts = json_pack("{s:s, s:i}", "socket", herdd->socket, "window", 0);
+	opts = json_pack("{s:s, s:i}", "socket", ht_herdd->socket, "window", 0);
 	ck_assert_int_eq(herd_pool_new(NULL, opts, &p, &err), -EINVAL);
 	json_decref(opts);
 
 	/* Workers that cannot even start: herd_pool_new says why. */
-	opts =
-	    json_pack("{s:s, s:i, s:i}", "socket", herdd->socket, "workers", 2, "max_restarts", 4);
+	opts = json_pack(
+	    "{s:s, s:i, s:i}", "socket", ht_herdd->socket, "workers", 2, "max_restarts", 4);
 	args = json_pack("{s:{s:s}}", "init", "fail_init", "no database here");
 	r = herd_pool_new(args, opts, &p, &err);
 	ck_assert_int_lt(r, 0);
@@ -652,7 +637,7 @@ START_TEST(test_close_leaves_no_worker)
 	json_decref(res);
 	n = herd_pool_worker_pids(p, pids, 8);
 	ck_assert_int_ge(n, 1);
-	ck_assert_int_eq(herd_master_connect(herdd->socket, NULL, &m, NULL), 0);
+	ck_assert_int_eq(herd_master_connect(ht_herdd->socket, NULL, &m, NULL), 0);
 	ck_assert_int_eq(herd_master_list(m, false, &list), 0);
 	/* herdd shows which pool a worker belongs to: its name. */
 	json_array_foreach(json_object_get(list, "workers"), i, w)
@@ -1011,8 +996,8 @@ START_TEST(test_chunksize_edges)
 	ck_assert_int_eq(herd_job_set_chunksize(job, HERD_POOL_MAX_CHUNKSIZE + 1), -E2BIG);
 	ck_assert_int_eq(herd_job_set_chunksize(NULL, 1), -EINVAL);
 	herd_job_unref(job);
-	opts = json_pack(
-	    "{s:s, s:i}", "socket", herdd->socket, "chunksize", (int)HERD_POOL_MAX_CHUNKSIZE + 1);
+	opts = json_pack("{s:s, s:i}", "socket", ht_herdd->socket, "chunksize",
+	    (int)HERD_POOL_MAX_CHUNKSIZE + 1);
 	ck_assert_int_eq(herd_pool_new(NULL, opts, &q, NULL), -E2BIG);
 	ck_assert_ptr_null(q);
 	json_object_set_new(opts, "chunksize", json_integer(-1));
@@ -1070,57 +1055,21 @@ START_TEST(test_batch_random_kills)
 }
 END_TEST
 
-static Suite *
-pool_suite(void)
-{
-	Suite *s = suite_create("pool");
-	TCase *tc = tcase_create("pool");
-
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, test_map_in_order);
-	tcase_add_test(tc, test_map_callbacks);
-	tcase_add_test(tc, test_iterator_and_ordered_reduce);
-	tcase_add_test(tc, test_reduce_worker_side);
-	tcase_add_test(tc, test_find_first);
-	tcase_add_test(tc, test_handler_error);
-	tcase_add_test(tc, test_poison_task);
-	tcase_add_test(tc, test_poison_in_reduce);
-	tcase_add_test(tc, test_task_timeout);
-	tcase_add_test(tc, test_hung_worker);
-	tcase_add_test(tc, test_crash_loop);
-	tcase_add_test(tc, test_managed_worker);
-	tcase_add_test(tc, test_submit_on_libev);
-	tcase_add_test(tc, test_close_leaves_no_worker);
-	tcase_add_test(tc, test_progress_and_retry_failed);
-	tcase_add_test(tc, test_random_kills_reduce);
-	tcase_add_test(tc, test_random_kills_concurrent);
-	tcase_add_test(tc, test_batch_handler_error);
-	tcase_add_test(tc, test_batch_find_stops_midway);
-	tcase_add_test(tc, test_batch_poison);
-	tcase_add_test(tc, test_batch_timeout_scaled);
-	tcase_add_test(tc, test_batch_keeps_heartbeats);
-	tcase_add_test(tc, test_chunksize_edges);
-	tcase_add_test(tc, test_batch_bad_args);
-	tcase_add_test(tc, test_batch_random_kills);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
 int
 main(int argc, char **argv)
 {
-	SRunner *sr;
-	int failed;
+	const struct ht_case cases[] = { HT_HERDD_CASE("pool", 120, NULL, test_map_in_order,
+	    test_map_callbacks, test_iterator_and_ordered_reduce, test_reduce_worker_side,
+	    test_find_first, test_handler_error, test_poison_task, test_poison_in_reduce,
+	    test_task_timeout, test_hung_worker, test_crash_loop, test_managed_worker,
+	    test_submit_on_libev, test_close_leaves_no_worker, test_progress_and_retry_failed,
+	    test_random_kills_reduce, test_random_kills_concurrent, test_batch_handler_error,
+	    test_batch_find_stops_midway, test_batch_poison, test_batch_timeout_scaled,
+	    test_batch_keeps_heartbeats, test_chunksize_edges, test_batch_bad_args,
+	    test_batch_random_kills) };
 
 	/* Spawned by herdd as a pool worker: serve and exit; run as a test: carry on. */
 	herd_start_app(&pool_worker, argc, argv);
-
 	signal(SIGPIPE, SIG_IGN);
-	sr = srunner_create(pool_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	ht_teardown();
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return ht_run_cases("pool", cases, 1);
 }
