@@ -384,9 +384,15 @@ START_TEST(test_find_first)
 }
 END_TEST
 
-START_TEST(test_handler_error)
+/*
+ * A handler failure fails its task alone: a map stops on it with its error,
+ * a skipping one has every other result. With a chunksize (0: the pool's
+ * choice), the task fails inside a batch and its siblings' results stand.
+ */
+static void
+handler_error(int chunksize)
 {
-	herd_pool *p = pool_open(2, NULL, NULL);
+	herd_pool *p = pool_open(2, json_pack("{s:i}", "chunksize", chunksize), NULL);
 	json_t *args = xs(100, json_pack("{s:s, s:i}", "how", "fail", "bad", 37)), *res = NULL;
 	struct seen_tasks s;
 	herd_error *err;
@@ -406,15 +412,29 @@ START_TEST(test_handler_error)
 	json_decref(args);
 	herd_pool_unref(p);
 }
+
+START_TEST(test_handler_error)
+{
+	handler_error(0);
+}
 END_TEST
 
-START_TEST(test_poison_task)
+/*
+ * A task that crashes its worker every time: a map stops on it once its
+ * retries (2) are spent, a skipping one has the 59 others right and reports
+ * it once, after three deaths. With a chunksize (0: the pool's choice), the
+ * poison is found out alone in its batch.
+ */
+static void
+poison_task(int chunksize)
 {
-	herd_pool *p = pool_open(2, json_pack("{s:i}", "retries", 2), NULL);
+	herd_pool *p =
+	    pool_open(2, json_pack("{s:i, s:i}", "retries", 2, "chunksize", chunksize), NULL);
 	json_t *args = xs(60, json_pack("{s:s, s:i}", "how", "crash", "bad", 17)), *res = NULL;
 	struct seen_tasks s;
 	json_t *data;
 	herd_error *err;
+	uint64_t deaths;
 
 	ck_assert_int_eq(herd_pool_map(p, "double", args, 0, &res), -ECHILD);
 	err = herd_pool_last_error(p);
@@ -428,11 +448,18 @@ START_TEST(test_poison_task)
 	ck_assert_msg(json_object_get(data, "signal") != NULL, "no signal: %s", ht_dump(data));
 	ck_assert_ptr_null(res);
 
-	/* Skipping it: the 59 others are right, the poison is reported once. */
+	deaths = herd_pool_deaths(p);
 	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, 60, 17, "task_crashed", &s);
+	ck_assert_int_eq(json_integer_value(json_object_get(s.error_data, "deaths")), 3);
+	ck_assert_uint_eq(herd_pool_deaths(p) - deaths, 3);
 	json_decref(s.error_data);
 	json_decref(args);
 	herd_pool_unref(p);
+}
+
+START_TEST(test_poison_task)
+{
+	poison_task(0);
 }
 END_TEST
 
@@ -863,16 +890,14 @@ assert_map_doubles(herd_pool *p, json_t *args, int n)
 /* A handler failure inside a batch fails its task alone; its siblings' results stand. */
 START_TEST(test_batch_handler_error)
 {
-	herd_pool *p = pool_open(2, json_pack("{s:i}", "chunksize", 10), NULL);
-	json_t *args = xs(100, json_pack("{s:s, s:i}", "how", "fail", "bad", 37));
-	struct seen_tasks s;
+	handler_error(10);
+}
+END_TEST
 
-	assert_one_failure(p, args, HERD_JOB_SKIP_FAILED, 100, 37, "function_failed", &s);
-	ck_assert_str_eq(s.error_message, "bad x 37");
-	ck_assert_int_eq(herd_pool_deaths(p), 0);
-	json_decref(s.error_data);
-	json_decref(args);
-	herd_pool_unref(p);
+/* A poison task in a big batch is found out alone; its 59 siblings are right. */
+START_TEST(test_batch_poison)
+{
+	poison_task(30);
 }
 END_TEST
 
@@ -917,22 +942,6 @@ START_TEST(test_batch_find_stops_midway)
 	/* The worker dropped the rest of its batches: the next map gets it at once, right. */
 	args = xs(300, NULL);
 	assert_map_doubles(p, args, 300);
-	json_decref(args);
-	herd_pool_unref(p);
-}
-END_TEST
-
-/* A poison task in a big batch is found out alone; its 59 siblings are right. */
-START_TEST(test_batch_poison)
-{
-	herd_pool *p = pool_open(2, json_pack("{s:i, s:i}", "retries", 2, "chunksize", 30), NULL);
-	json_t *args = xs(60, json_pack("{s:s, s:i}", "how", "crash", "bad", 17));
-	struct seen_tasks s;
-
-	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, 60, 17, "task_crashed", &s);
-	ck_assert_int_eq(json_integer_value(json_object_get(s.error_data, "deaths")), 3);
-	ck_assert_int_eq(herd_pool_deaths(p), 3);
-	json_decref(s.error_data);
 	json_decref(args);
 	herd_pool_unref(p);
 }
