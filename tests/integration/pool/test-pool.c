@@ -1064,21 +1064,12 @@ START_TEST(test_batch_random_kills)
 }
 END_TEST
 
-int
-main(int argc, char **argv)
-{
-	const struct ht_case cases[] = { HT_HERDD_CASE("pool", 120, NULL, test_map_in_order,
-	    test_map_callbacks, test_iterator_and_ordered_reduce, test_reduce_worker_side,
-	    test_find_first, test_handler_error, test_poison_task, test_poison_in_reduce,
-	    test_task_timeout, test_hung_worker, test_crash_loop, test_managed_worker,
-	    test_submit_on_libev, test_close_leaves_no_worker, test_progress_and_retry_failed,
-	    test_random_kills_reduce, test_random_kills_concurrent, test_batch_handler_error,
-	    test_batch_find_stops_midway, test_batch_poison, test_batch_timeout_scaled,
-	    test_batch_keeps_heartbeats, test_chunksize_edges, test_batch_bad_args,
-	    test_batch_random_kills) };
-
-	/* Spawned by herdd as a pool worker: serve and exit; run as a test: carry on. */
-	herd_start_app(&pool_worker, argc, argv);
-	signal(SIGPIPE, SIG_IGN);
-	return ht_run_cases("pool", cases, 1);
-}
+HT_APP_MAIN(&pool_worker, "pool",
+    HT_HERDD_CASE("pool", 120, NULL, test_map_in_order, test_map_callbacks,
+        test_iterator_and_ordered_reduce, test_reduce_worker_side, test_find_first,
+        test_handler_error, test_poison_task, test_poison_in_reduce, test_task_timeout,
+        test_hung_worker, test_crash_loop, test_managed_worker, test_submit_on_libev,
+        test_close_leaves_no_worker, test_progress_and_retry_failed, test_random_kills_reduce,
+        test_random_kills_concurrent, test_batch_handler_error, test_batch_find_stops_midway,
+        test_batch_poison, test_batch_timeout_scaled, test_batch_keeps_heartbeats,
+        test_chunksize_edges, test_batch_bad_args, test_batch_random_kills))
