@@ -16,10 +16,18 @@
 
 static struct ht_server S;
 
+/* The case's checked setup: every test talks to a fresh in-process worker. */
 static void
 start(void)
 {
 	ht_server_start_ok(&S, json_pack("{s:s}", "hello", "there"), NULL);
+}
+
+/* The case's checked teardown: the worker stops, and the test left no fd open. */
+static void
+stop(void)
+{
+	ht_server_stop_ok(&S);
 }
 
 /* Subscribes c to herd.logs; returns the stream's id. */
@@ -40,7 +48,6 @@ START_TEST(test_calls)
 	struct ht_conn *c;
 	json_t *reply;
 
-	start();
 	c = ht_client_ok(S.path, NULL);
 	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 42), 861);
 	ht_expect_int(c, "product", json_pack("{s:i}", "n", 20), 2432902008176640000LL);
@@ -71,7 +78,6 @@ START_TEST(test_calls)
 	    "there");
 	json_decref(reply);
 	ht_conn_close(c);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -81,7 +87,6 @@ START_TEST(test_async_and_concurrent)
 	int64_t slow, fast, ids[3][100];
 	json_t *reply;
 
-	start();
 	for (int i = 0; i < 3; i++) {
 		c[i] = ht_hello_open(S.path, "client", NULL, NULL);
 		ck_assert_ptr_nonnull(c[i]);
@@ -112,7 +117,6 @@ START_TEST(test_async_and_concurrent)
 		}
 		ht_conn_close(c[i]);
 	}
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -122,7 +126,6 @@ START_TEST(test_pipe)
 	json_t *reply, *item;
 	int64_t id;
 
-	start();
 	c = ht_client_ok(S.path, NULL);
 	id = ht_conn_send_request(c, "count", json_pack("{s:i}", "n", 5));
 	for (int i = 0; i < 5; i++) {
@@ -140,7 +143,6 @@ START_TEST(test_pipe)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "count")), 0);
 	json_decref(reply);
 	ht_conn_close(c);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -152,7 +154,6 @@ START_TEST(test_pipe_cancel)
 	int64_t id;
 	int errors = 0, items_after = 0;
 
-	start();
 	logs = ht_client_ok(S.path, NULL);
 	log_id = subscribe_logs(logs);
 	c = ht_client_ok(S.path, NULL);
@@ -196,7 +197,6 @@ START_TEST(test_pipe_cancel)
 	json_decref(reply);
 	ht_conn_close(c);
 	ht_conn_close(logs);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -208,7 +208,6 @@ START_TEST(test_pipe_backpressure)
 	json_int_t log_id;
 	int64_t id;
 
-	start();
 	logs = ht_client_ok(S.path, NULL);
 	log_id = subscribe_logs(logs);
 	c = ht_client_ok(S.path, NULL);
@@ -229,7 +228,6 @@ START_TEST(test_pipe_backpressure)
 	json_decref(reply);
 	ht_conn_close(c);
 	ht_conn_close(logs);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -239,7 +237,6 @@ START_TEST(test_sink)
 	json_t *reply;
 	int64_t id;
 
-	start();
 	c = ht_client_ok(S.path, NULL);
 	id = ht_conn_send_request(c, "sum_stream", NULL);
 	for (int i = 1; i <= 100; i++)
@@ -274,7 +271,6 @@ START_TEST(test_sink)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "cancelled")), 1);
 	json_decref(reply);
 	ht_conn_close(c);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -284,7 +280,6 @@ START_TEST(test_state_and_oneway)
 	json_t *item, *reply;
 	int64_t id;
 
-	start();
 	a = ht_hello_open(S.path, "client", NULL, NULL);
 	b = ht_hello_open(S.path, "client", NULL, NULL);
 	ck_assert_ptr_nonnull(a);
@@ -325,7 +320,6 @@ START_TEST(test_state_and_oneway)
 	ht_expect_int(b, "sum", json_pack("{s:i}", "n", 3), 3);
 	ht_conn_close(a);
 	ht_conn_close(b);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -335,7 +329,6 @@ START_TEST(test_close_cancels)
 	json_int_t log_id;
 	json_t *reply;
 
-	start();
 	logs = ht_client_ok(S.path, NULL);
 	log_id = subscribe_logs(logs);
 	a = ht_client_ok(S.path, NULL);
@@ -355,10 +348,10 @@ START_TEST(test_close_cancels)
 	}
 	json_decref(reply);
 	ht_conn_close(logs);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
 HT_MAIN("worker-kinds",
-    HT_CASE("kinds", 60, test_calls, test_async_and_concurrent, test_pipe, test_pipe_cancel,
-        test_pipe_backpressure, test_sink, test_state_and_oneway, test_close_cancels))
+    HT_CASE_WITH("kinds", 60, start, stop, test_calls, test_async_and_concurrent, test_pipe,
+        test_pipe_cancel, test_pipe_backpressure, test_sink, test_state_and_oneway,
+        test_close_cancels))
