@@ -30,6 +30,17 @@ stop(void)
 	ht_server_stop_ok(&S);
 }
 
+/* How many streams of the worker saw a cancel, as its stats tell c. */
+static json_int_t
+cancelled(struct ht_conn *c)
+{
+	json_t *reply = ht_call_ok(c, "stats", NULL);
+	json_int_t n = json_integer_value(json_object_get(ht_assert_result(reply), "cancelled"));
+
+	json_decref(reply);
+	return n;
+}
+
 /* Subscribes c to herd.logs; returns the stream's id. */
 static json_int_t
 subscribe_logs(struct ht_conn *c)
@@ -149,7 +160,7 @@ END_TEST
 START_TEST(test_pipe_cancel)
 {
 	struct ht_conn *c, *logs;
-	json_t *reply, *item, *m;
+	json_t *item, *m;
 	json_int_t log_id;
 	int64_t id;
 	int errors = 0, items_after = 0;
@@ -192,9 +203,7 @@ START_TEST(test_pipe_cancel)
 	}
 	ck_assert_int_eq(errors, 1);
 	ck_assert_int_le(items_after, 2);
-	reply = ht_call_ok(c, "stats", NULL);
-	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "cancelled")), 1);
-	json_decref(reply);
+	ck_assert_int_eq(cancelled(c), 1);
 	ht_conn_close(c);
 	ht_conn_close(logs);
 }
@@ -267,9 +276,7 @@ START_TEST(test_sink)
 	/* Malformed stream notifications are ignored. */
 	ht_conn_notify(c, "herd.item", json_pack("{s:s}", "nothing", "here"));
 	ht_conn_notify(c, "herd.end", NULL);
-	reply = ht_call_ok(c, "stats", NULL);
-	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "cancelled")), 1);
-	json_decref(reply);
+	ck_assert_int_eq(cancelled(c), 1);
 	ht_conn_close(c);
 }
 END_TEST
@@ -327,7 +334,6 @@ START_TEST(test_close_cancels)
 {
 	struct ht_conn *a, *logs;
 	json_int_t log_id;
-	json_t *reply;
 
 	logs = ht_client_ok(S.path, NULL);
 	log_id = subscribe_logs(logs);
@@ -339,14 +345,9 @@ START_TEST(test_close_cancels)
 	json_decref(ht_call_ok(a, "sum", json_pack("{s:i}", "n", 1)));
 	ht_conn_close(a);
 	ck_assert(ht_conn_wait_log(logs, log_id, "sleep: cancelled", ht_ms(5000)));
-	reply = ht_call_ok(logs, "stats", NULL);
 	/* The three are cancelled in some order; wait for the other two as well. */
-	while (json_integer_value(json_object_get(ht_result(reply), "cancelled")) < 3) {
-		json_decref(reply);
+	while (cancelled(logs) < 3)
 		ck_assert(ht_conn_wait_log(logs, log_id, "cancelled", ht_ms(5000)));
-		reply = ht_call_ok(logs, "stats", NULL);
-	}
-	json_decref(reply);
 	ht_conn_close(logs);
 }
 END_TEST
