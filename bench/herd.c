@@ -483,7 +483,7 @@ cmd_stream(char **args)
 	return 0;
 }
 
-/* Reads /proc like test-worker-supervised's fd_flags: the benchmark links no test harness. */
+/* The resident set of pid in KiB (VmRSS), or -1. */
 static long
 rss_kib(pid_t pid)
 {

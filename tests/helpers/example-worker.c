@@ -7,6 +7,7 @@
  * sleep are worker-args.c's, which herd-testworker serves too.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -343,10 +344,13 @@ ex_stats(herd_request *req, json_t *arg)
 	struct ex_worker *w = ex_begin(req);
 	struct wa_conn *c = herd_request_conn_state(req);
 
+	int fd3 = fcntl(3, F_GETFD);
+
 	herd_request_reply(req,
-	    json_pack("{s:I, s:I, s:O, s:O, s:b}", "cancelled", (json_int_t)w->wa.cancelled,
+	    json_pack("{s:I, s:I, s:O, s:O, s:b, s:b}", "cancelled", (json_int_t)w->wa.cancelled,
 	        "conn_calls", (json_int_t)c->calls, "conn_init", c->init, "worker_init", w->wa.init,
-	        "env_channel_fd", getenv("HERD_CHANNEL_FD") != NULL));
+	        "env_channel_fd", getenv("HERD_CHANNEL_FD") != NULL, "fd3_cloexec",
+	        fd3 >= 0 && (fd3 & FD_CLOEXEC)));
 }
 
 /* ---- worker_fail: a failure after the function returned ---- */

@@ -21,7 +21,8 @@
  *                            "conn_calls": calls on this connection,
  *                            "conn_init": this connection's init argument,
  *                            "worker_init": the worker's init argument,
- *                            "env_channel_fd": whether HERD_CHANNEL_FD is set}
+ *                            "env_channel_fd": whether HERD_CHANNEL_FD is set,
+ *                            "fd3_cloexec": whether fd 3 is open and close-on-exec}
  *   worker_fail {message}    call: replies {}, then herd_worker_fail(message)
  *                            from the loop (the process exits: executable only)
  *

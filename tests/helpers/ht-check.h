@@ -8,6 +8,7 @@
 #define HT_CHECK_H
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -177,6 +178,22 @@ int ht_run_cases(const char *suite, const struct ht_case *cases, size_t n);
 	{                                                                                          \
 		const struct ht_case cases_[] = { __VA_ARGS__ };                                   \
                                                                                                    \
+		return ht_run_cases(suite, cases_, sizeof(cases_) / sizeof(cases_[0]));            \
+	}
+
+/*
+ * HT_MAIN for a test program that is also its own worker, of the herd worker
+ * type at type_ (the file includes <herd/herd.h>): spawned by herdd it serves
+ * and exits in herd_start_app(); run as a test it ignores SIGPIPE, as
+ * ht_client_setup() does, and runs the suite.
+ */
+#define HT_APP_MAIN(type_, suite, ...)                                                             \
+	int main(int argc, char **argv)                                                            \
+	{                                                                                          \
+		const struct ht_case cases_[] = { __VA_ARGS__ };                                   \
+                                                                                                   \
+		herd_start_app((type_), argc, argv);                                               \
+		signal(SIGPIPE, SIG_IGN);                                                          \
 		return ht_run_cases(suite, cases_, sizeof(cases_) / sizeof(cases_[0]));            \
 	}
 

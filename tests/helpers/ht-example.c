@@ -260,13 +260,11 @@ ht_herd_master_ok(json_t *settings)
 }
 
 herd_worker *
-ht_herd_spawn_ok(herd_master *m, const char *var, json_t *init)
+ht_herd_spawn_opts_ok(herd_master *m, json_t *opts)
 {
-	json_t *opts = herd_spawn_opts_new(ht_env_path(var), init);
 	herd_worker *w = NULL;
 	int r;
 
-	json_decref(init);
 	ck_assert_ptr_nonnull(opts);
 	r = herd_master_spawn(m, opts, 0, &w);
 	ck_assert_msg(
@@ -274,6 +272,15 @@ ht_herd_spawn_ok(herd_master *m, const char *var, json_t *init)
 	json_decref(opts);
 	ht_track_pid(herd_worker_pid(w));
 	return w;
+}
+
+herd_worker *
+ht_herd_spawn_ok(herd_master *m, const char *var, json_t *init)
+{
+	json_t *opts = herd_spawn_opts_new(ht_env_path(var), init);
+
+	json_decref(init);
+	return ht_herd_spawn_opts_ok(m, opts);
 }
 
 herd_conn *

@@ -108,10 +108,12 @@ struct ht_conn *ht_chan_open(int *ret_child);
  */
 herd_master *ht_herd_master_ok(json_t *settings);
 /*
- * libherd's master m spawns the program named by environment variable var
- * with init (stolen, may be NULL); fails the test on error. The worker's pid
- * is tracked for teardown. Returns the worker.
+ * libherd's master m spawns a worker with opts (herd_spawn_opts_new's, stolen;
+ * NULL fails the test); fails the test on error. The worker's pid is tracked
+ * for teardown. Returns the worker.
  */
+herd_worker *ht_herd_spawn_opts_ok(herd_master *m, json_t *opts);
+/* ht_herd_spawn_opts_ok() of the program named by environment variable var with init (stolen, may be NULL). */
 herd_worker *ht_herd_spawn_ok(herd_master *m, const char *var, json_t *init);
 /* libherd's connection to the worker at socket with conn_init (borrowed, may be NULL); fails the test on error. */
 herd_conn *ht_herd_connect(const char *socket, json_t *conn_init);

@@ -26,6 +26,7 @@
 #include <herd/herd.h>
 
 #include "ht-check.h"
+#include "ht-example.h"
 
 static char dir[128];
 static char sock[192];
@@ -59,7 +60,7 @@ daemon_pid(herd_master *m)
 static pid_t
 use_once(void)
 {
-	json_t *opts, *args, *res = NULL;
+	json_t *args, *res = NULL;
 	herd_master *m = NULL;
 	herd_worker *w = NULL;
 	herd_conn *conn = NULL;
@@ -74,12 +75,7 @@ use_once(void)
 	    "herdd %d should be detached (our orphan, as subreaper), its parent is %d", (int)pid,
 	    (int)ht_pid_ppid(pid));
 
-	opts = herd_spawn_opts_new(ht_env_path("HERD_TESTWORKER"), NULL);
-	ck_assert_ptr_nonnull(opts);
-	r = herd_master_spawn(m, opts, 0, &w);
-	json_decref(opts);
-	ck_assert_msg(r == 0, "spawn: %s", herd_error_message(herd_master_last_error(m)));
-	ht_track_pid(herd_worker_pid(w));
+	w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
 	ck_assert_int_eq(herd_worker_connect(w, NULL, &conn, NULL), 0);
 	args = json_pack("{s:i}", "n", 42);
 	ck_assert_int_eq(herd_call(conn, "sum", args, 0, &res), 0);

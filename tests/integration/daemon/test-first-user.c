@@ -161,17 +161,11 @@ static herd_worker *
 spawn_self(herd_master *m, json_t *extra)
 {
 	json_t *opts = herd_spawn_opts_new(herd_self_path(), NULL);
-	herd_worker *w = NULL;
-	int r;
 
-	if (extra)
+	if (extra && opts)
 		json_object_update(opts, extra);
 	json_decref(extra);
-	r = herd_master_spawn(m, opts, 0, &w);
-	json_decref(opts);
-	ck_assert_msg(r == 0, "spawn: %s", herd_error_message(herd_master_last_error(m)));
-	ht_track_pid(herd_worker_pid(w));
-	return w;
+	return ht_herd_spawn_opts_ok(m, opts);
 }
 
 /* Calls function(args) (stolen) on w and returns the result (new reference). */
@@ -488,16 +482,13 @@ START_TEST(test_master_closed_or_vanished)
 	struct vanishing v = { d->socket, -1 };
 	herd_master *m = master_open(d);
 	herd_worker *w = NULL;
-	json_t *opts, *rec;
+	json_t *rec;
 	char id[32];
 	pid_t pid, child;
 	int fds[2];
 
-	opts = herd_spawn_opts_new(ht_env_path("HERD_TESTWORKER"), NULL);
-	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w), 0);
-	json_decref(opts);
+	w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
 	pid = herd_worker_pid(w);
-	ht_track_pid(pid);
 	snprintf(id, sizeof(id), "%s", herd_worker_id(w));
 	herd_worker_unref(w);
 	ck_assert_int_eq(herd_master_close(m), 0);
@@ -532,13 +523,10 @@ START_TEST(test_operator_kill)
 	struct ht_failures seen = { 0 };
 	herd_worker *w = NULL;
 	struct ht_out o;
-	json_t *opts, *rec;
+	json_t *rec;
 
 	herd_master_on_failure(m, ht_on_failure, &seen);
-	opts = herd_spawn_opts_new(ht_env_path("HERD_TESTWORKER"), NULL);
-	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w), 0);
-	json_decref(opts);
-	ht_track_pid(herd_worker_pid(w));
+	w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
 	o = ht_herdctl(d->socket, "kill", herd_worker_id(w), "KILL", NULL);
 	ck_assert_msg(o.code == 0, "kill: %s", o.err);
 	ht_out_free(&o);
@@ -590,7 +578,7 @@ START_TEST(test_herdctl_reports)
 	herd_master *m = master_open(d);
 	herd_worker *w = NULL;
 	struct ht_out o;
-	json_t *opts, *res;
+	json_t *res;
 	char owner[32], nosock[200];
 
 	/* herdctl looks as an inspector: the one master is this test. */
@@ -601,10 +589,7 @@ START_TEST(test_herdctl_reports)
 	json_decref(res);
 	ht_out_free(&o);
 
-	opts = herd_spawn_opts_new(ht_env_path("HERD_TESTWORKER"), NULL);
-	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w), 0);
-	json_decref(opts);
-	ht_track_pid(herd_worker_pid(w));
+	w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
 
 	/* A pipe function's items come out as JSON lines, then its result. */
 	o = ht_herdctl(d->socket, "call", herd_worker_id(w), "count", "{\"n\":3}", NULL);

@@ -189,10 +189,13 @@ count_lines(const char *text)
 	return n;
 }
 
-START_TEST(test_map_ordered)
+/*
+ * herdctl map with args (in order) over sum_lines' input: exit 0, the sums
+ * line for line, and, stderr being a file, no progress bar: nothing at all.
+ */
+static void
+assert_ordered_sums(const char *const *args)
 {
-	const char *tw = ht_env_path("HERD_TESTWORKER");
-	const char *args[] = { "--workers", "3", "--", tw, "sum", NULL };
 	struct map_run r = { 0 };
 	char *in, *want;
 
@@ -200,11 +203,18 @@ START_TEST(test_map_ordered)
 	map_run(&r, in, args);
 	ck_assert_msg(r.code == 0, "exit %d: %s", r.code, r.stderr_text);
 	ck_assert_msg(strcmp(r.stdout_text, want) == 0, "output differs");
-	/* stderr is a file: no progress bar, nothing at all. */
 	ck_assert_msg(r.stderr_text[0] == '\0', "stderr: %s", r.stderr_text);
 	map_free(&r);
 	free(in);
 	free(want);
+}
+
+START_TEST(test_map_ordered)
+{
+	const char *tw = ht_env_path("HERD_TESTWORKER");
+	const char *args[] = { "--workers", "3", "--", tw, "sum", NULL };
+
+	assert_ordered_sums(args);
 }
 END_TEST
 
@@ -239,11 +249,14 @@ START_TEST(test_map_unordered)
 }
 END_TEST
 
-/* product fails past 20 (overflow); a scalar and a non-JSON line fail with invalid_params. */
-START_TEST(test_map_failed_task)
+/*
+ * herdctl map with args over six lines for product: it fails past 20
+ * (overflow), and a scalar and a non-JSON line fail with invalid_params.
+ * Each failure is its own output line and stderr line; the others stand.
+ */
+static void
+assert_failed_products(const char *const *args)
 {
-	const char *tw = ht_env_path("HERD_TESTWORKER");
-	const char *args[] = { "-j", "2", "--", tw, "product", NULL };
 	struct map_run r = { 0 };
 	json_t *v;
 
@@ -285,6 +298,14 @@ START_TEST(test_map_failed_task)
 	ck_assert_ptr_null(strchr(r.stderr_text, '\r'));
 	map_free(&r);
 }
+
+START_TEST(test_map_failed_task)
+{
+	const char *tw = ht_env_path("HERD_TESTWORKER");
+	const char *args[] = { "-j", "2", "--", tw, "product", NULL };
+
+	assert_failed_products(args);
+}
 END_TEST
 
 /* --chunksize: lines go in batches, the output is the same line for line, failures included. */
@@ -293,33 +314,9 @@ START_TEST(test_map_chunksize)
 	const char *tw = ht_env_path("HERD_TESTWORKER");
 	const char *args[] = { "-j", "2", "--chunksize", "64", "--", tw, "sum", NULL };
 	const char *fargs[] = { "-j", "1", "--chunksize", "4", "--", tw, "product", NULL };
-	struct map_run r = { 0 }, f = { 0 };
-	const json_int_t want_f[] = { 6, -1, 24, -1, -1, 120 };
-	char *in, *want;
 
-	sum_lines(&in, &want);
-	map_run(&r, in, args);
-	ck_assert_msg(r.code == 0, "exit %d: %s", r.code, r.stderr_text);
-	ck_assert_msg(strcmp(r.stdout_text, want) == 0, "output differs");
-	map_run(&f, "{\"n\":3}\n{\"n\":30}\n{\"n\":4}\n7\nnot json\n{\"n\":5}\n", fargs);
-	ck_assert_msg(f.code == 1, "exit %d: %s", f.code, f.stderr_text);
-	ck_assert_int_eq(count_lines(f.stdout_text), 6);
-	for (size_t i = 0; i < 6; i++) {
-		json_t *v = out_line(&f, i);
-
-		if (want_f[i] < 0)
-			ck_assert_int_eq(
-			    json_integer_value(json_object_get(v, "index")), (json_int_t)i);
-		else
-			ck_assert_int_eq(json_integer_value(v), want_f[i]);
-		json_decref(v);
-	}
-	ck_assert_msg(
-	    strstr(f.stderr_text, "herdctl: failed: 3 of 6 tasks failed\n"), "%s", f.stderr_text);
-	map_free(&r);
-	map_free(&f);
-	free(in);
-	free(want);
+	assert_ordered_sums(args);
+	assert_failed_products(fargs);
 }
 END_TEST
 

@@ -31,21 +31,24 @@ expect_refused(struct ht_conn *c, const char *limit, int value)
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 }
 
-/* herdd started with one limit option set to value. */
+/*
+ * The fixture's herdd started again with one limit option set to value, with
+ * a new master (ht_master). The fixture stops it after the test: status 0.
+ */
 static struct ht_daemon *
-start_limited(const char *option, const char *value)
+restart_limited(const char *option, const char *value)
 {
 	const char *const args[] = { option, value, NULL };
 
-	return ht_daemon_start_ok(args);
+	ht_fixture_restart(args);
+	return ht_herdd;
 }
 
-/* The end of a test that started workers: all gone, then herdd stops with status 0. */
+/* The end of a test that started workers: with their masters gone, so are they. */
 static void
-finish(struct ht_daemon *d)
+workers_gone(void)
 {
-	ck_assert_int_eq(ht_herdd_children_gone(d, ht_ms(10000)), 0);
-	ht_daemon_stop_ok(d);
+	ck_assert_int_eq(ht_herdd_children_gone(ht_herdd, ht_ms(10000)), 0);
 }
 
 /* Sends a spawn of sleep, which never says ready: the request stays pending. */
@@ -69,27 +72,25 @@ spawn_another(struct ht_conn *c, const char *name)
 
 START_TEST(test_connections_per_uid)
 {
-	struct ht_daemon *d = start_limited("--max-connections-per-uid", "2");
-	struct ht_conn *a = ht_herdd_open(d, "master", "a");
+	struct ht_daemon *d = restart_limited("--max-connections-per-uid", "2");
+	/* The fixture's master is the first of the two. */
 	struct ht_conn *b = ht_herdd_open(d, "master", "b");
 	struct ht_conn *c;
 
-	ck_assert(a && b);
+	ck_assert(b);
 	c = ht_conn_open_ok(d->socket);
 	expect_refused(c, "connections_per_uid", 2);
 	ht_conn_close(c);
-	/* Room again once one leaves. */
+	/* Room again once one leaves: the fresh inspector of ht_limit_hits gets in. */
 	ht_conn_close(b);
-	ck_assert_int_eq(ht_conn_wait_eof(a, 50), -ETIMEDOUT);
-	ht_conn_close(a);
+	ck_assert_int_eq(ht_conn_wait_eof(ht_master, 50), -ETIMEDOUT);
 	ck_assert_int_ge(ht_limit_hits(d, "connections_per_uid"), 1);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_unauthenticated)
 {
-	struct ht_daemon *d = start_limited("--max-unauthenticated", "2");
+	struct ht_daemon *d = restart_limited("--max-unauthenticated", "2");
 	struct ht_conn *a = ht_conn_open(d->socket), *b = ht_conn_open(d->socket), *c;
 	json_t *r;
 
@@ -108,14 +109,12 @@ START_TEST(test_unauthenticated)
 	ht_conn_close(a);
 	ht_conn_close(b);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
-/* Opens and ends like the other limit tests (a limited daemon, a master); its limit is its own. */
 START_TEST(test_pending_requests)
 {
-	struct ht_daemon *d = start_limited("--max-pending", "1");
+	struct ht_daemon *d = restart_limited("--max-pending", "1");
 	struct ht_conn *c = ht_herdd_open(d, "master", "pending");
 	json_t *r;
 
@@ -126,13 +125,13 @@ START_TEST(test_pending_requests)
 	json_decref(r);
 	ck_assert_int_ge(ht_limit_hits(d, "pending_requests"), 1);
 	ht_conn_close(c);
-	finish(d);
+	workers_gone();
 }
 END_TEST
 
 START_TEST(test_workers_per_uid)
 {
-	struct ht_daemon *d = start_limited("--max-workers-per-uid", "1");
+	struct ht_daemon *d = restart_limited("--max-workers-per-uid", "1");
 	struct ht_conn *a = ht_herdd_open(d, "master", "a"), *b = ht_herdd_open(d, "master", "b");
 	json_t *r;
 
@@ -147,14 +146,14 @@ START_TEST(test_workers_per_uid)
 	json_decref(r);
 	ht_conn_close(a);
 	ht_conn_close(b);
-	finish(d);
+	workers_gone();
 }
 END_TEST
 
 /* A client that sends requests and never reads its replies is cut off. */
 START_TEST(test_output_overflow)
 {
-	struct ht_daemon *d = start_limited("--max-output-bytes", "65536");
+	struct ht_daemon *d = restart_limited("--max-output-bytes", "65536");
 	struct ht_conn *c = ht_herdd_open(d, "master", "no-reader");
 	const char *req = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"stats\"}\n";
 	size_t len = strlen(req), n = 20000, i;
@@ -173,14 +172,13 @@ START_TEST(test_output_overflow)
 	c = ht_herdd_open(d, "master", "after");
 	ht_expect(c, "ping", NULL, NULL);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 /* Out of file descriptors: connections are dropped, not spun on, and herdd recovers. */
 START_TEST(test_out_of_fds)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
+	struct ht_daemon *d = ht_herdd;
 	struct ht_conn *held[64], *c;
 	struct rlimit low, old;
 	json_t *r;
@@ -216,7 +214,6 @@ START_TEST(test_out_of_fds)
 	ck_assert(c);
 	ht_expect(c, "ping", NULL, NULL);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -229,7 +226,6 @@ START_TEST(test_fd_limit_raised)
 {
 	struct rlimit old, low, got;
 	struct ht_daemon *d;
-	struct ht_conn *c;
 	json_t *r, *tail;
 	char want[96];
 
@@ -242,8 +238,9 @@ START_TEST(test_fd_limit_raised)
 	low = old;
 	low.rlim_cur = 256;
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
-	d = ht_daemon_start_ok(NULL);
+	ht_fixture_restart(NULL);
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	d = ht_herdd;
 
 	ck_assert_int_eq(prlimit(d->pid, RLIMIT_NOFILE, NULL, &got), 0);
 	ck_assert_uint_gt(got.rlim_cur, 256);
@@ -251,9 +248,7 @@ START_TEST(test_fd_limit_raised)
 	if (old.rlim_max != RLIM_INFINITY)
 		ck_assert_uint_eq(got.rlim_cur, old.rlim_max);
 
-	c = ht_herdd_open(d, "master", "nofile");
-	ck_assert(c);
-	r = ht_spawn(c,
+	r = ht_spawn(ht_master,
 	    ht_sh_params("echo \"soft=$(ulimit -Sn) hard=$(ulimit -Hn)\" >&2; exit 3", NULL),
 	    ht_ms(5000));
 	ht_assert_error(r, "worker_exited");
@@ -266,19 +261,15 @@ START_TEST(test_fd_limit_raised)
 	    json_array_size(tail) == 1 && !strcmp(json_string_value(json_array_get(tail, 0)), want),
 	    "the worker said %s, not %s", ht_dump(tail), want);
 	json_decref(r);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_subscribe_all)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *m = ht_herdd_open(d, "master", "m"),
-	               *w = ht_herdd_open(d, "inspector", "w");
+	struct ht_conn *m = ht_master, *w = ht_herdd_open(ht_herdd, "inspector", "w");
 	json_t *ev;
 
-	ck_assert(m && w);
+	ck_assert(w);
 	ht_expect(w, "subscribe", json_pack("{s:b}", "all", 1), NULL);
 	ht_expect(m, "spawn",
 	    ht_sh_params("echo last words >&2; exit 7", json_pack("{s:s}", "name", "one")),
@@ -303,16 +294,13 @@ START_TEST(test_subscribe_all)
 	ht_expect(w, "ping", NULL, NULL);
 	ev = ht_conn_wait_event(w, "exited", NULL, 200);
 	ck_assert_msg(!ev, "an unsubscribed watcher got %s", ht_dump(ev));
-	ht_conn_close(m);
 	ht_conn_close(w);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 START_TEST(test_connection_heartbeats)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_conn_open(d->socket);
+	struct ht_conn *c = ht_conn_open(ht_herdd->socket);
 	json_t *r, *hb;
 
 	ck_assert(c);
@@ -332,15 +320,13 @@ START_TEST(test_connection_heartbeats)
 	/* We stay silent: herdd closes after the timeout. */
 	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 /* A reply longer than the client's max_message_size becomes limit_exceeded. */
 START_TEST(test_reply_too_long_for_peer)
 {
-	struct ht_daemon *d = ht_daemon_start_ok(NULL);
-	struct ht_conn *c = ht_conn_open(d->socket);
+	struct ht_conn *c = ht_conn_open(ht_herdd->socket);
 	json_t *r;
 	int i;
 
@@ -361,7 +347,6 @@ START_TEST(test_reply_too_long_for_peer)
 	/* The connection stays, and short replies still come. */
 	ht_expect(c, "ping", NULL, NULL);
 	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
@@ -369,12 +354,12 @@ END_TEST
 START_TEST(test_exited_records_kept)
 {
 	static const char *const names[] = { "t1", "t2", "t3" };
-	struct ht_daemon *d = start_limited("--keep-exited", "2");
-	struct ht_conn *c = ht_herdd_open(d, "master", "records");
+	struct ht_conn *c;
 	json_t *r, *list;
 	int i;
 
-	ck_assert(c);
+	restart_limited("--keep-exited", "2");
+	c = ht_master;
 	for (i = 0; i < 3; i++) {
 		ht_expect(c, "spawn",
 		    json_pack("{s:s, s:s}", "path", "/bin/true", "name", names[i]),
@@ -390,13 +375,11 @@ START_TEST(test_exited_records_kept)
 	r = ht_conn_call(c, "list", NULL, ht_ms(5000));
 	ck_assert_int_eq(json_array_size(json_object_get(ht_assert_result(r), "workers")), 0);
 	json_decref(r);
-	ht_conn_close(c);
-	ht_daemon_stop_ok(d);
 }
 END_TEST
 
 HT_MAIN("herdd-limits",
-    HT_CASE("limits", 60, test_connections_per_uid, test_unauthenticated, test_pending_requests,
-        test_workers_per_uid, test_output_overflow, test_out_of_fds, test_fd_limit_raised,
-        test_subscribe_all, test_connection_heartbeats, test_reply_too_long_for_peer,
-        test_exited_records_kept))
+    HT_HERDD_CASE("limits", 60, NULL, test_connections_per_uid, test_unauthenticated,
+        test_pending_requests, test_workers_per_uid, test_output_overflow, test_out_of_fds,
+        test_fd_limit_raised, test_subscribe_all, test_connection_heartbeats,
+        test_reply_too_long_for_peer, test_exited_records_kept))

@@ -16,15 +16,8 @@
 static herd_worker *
 spawn(herd_master *m, herd_conn **conn)
 {
-	json_t *opts = herd_spawn_opts_new(ht_env_path("HERD_TESTWORKER"), NULL);
-	herd_worker *w = NULL;
-	int r;
+	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
 
-	ck_assert_ptr_nonnull(opts);
-	r = herd_master_spawn(m, opts, 0, &w);
-	json_decref(opts);
-	ck_assert_msg(r == 0, "spawn: %s", herd_error_message(herd_master_last_error(m)));
-	ht_track_pid(herd_worker_pid(w));
 	ck_assert_int_eq(herd_worker_connect(w, NULL, conn, NULL), 0);
 	return w;
 }
@@ -33,12 +26,11 @@ START_TEST(test_on_failure_gets_message_and_stderr)
 {
 	struct ht_daemon *d = ht_herdd;
 	struct ht_failures s = { 0 };
-	herd_master *m = NULL;
+	herd_master *m = ht_herd_master_ok(NULL);
 	herd_worker *w;
 	herd_conn *conn;
 	json_t *args, *res = NULL;
 
-	ck_assert_int_eq(herd_master_connect(d->socket, NULL, &m, NULL), 0);
 	ck_assert_int_eq(herd_master_on_failure(m, ht_on_failure, &s), 0);
 	w = spawn(m, &conn);
 
@@ -71,12 +63,11 @@ START_TEST(test_on_failure_crash_and_clean_stop)
 {
 	struct ht_daemon *d = ht_herdd;
 	struct ht_failures s = { 0 };
-	herd_master *m = NULL;
+	herd_master *m = ht_herd_master_ok(NULL);
 	herd_worker *w, *w2;
 	herd_conn *conn, *conn2;
 	json_t *args, *rec = NULL;
 
-	ck_assert_int_eq(herd_master_connect(d->socket, NULL, &m, NULL), 0);
 	ck_assert_int_eq(herd_master_on_failure(m, ht_on_failure, &s), 0);
 	w = spawn(m, &conn);
 	w2 = spawn(m, &conn2);

@@ -387,15 +387,6 @@ START_TEST(test_map_reduce_errors)
 }
 END_TEST
 
-int
-main(int argc, char **argv)
-{
-	const struct ht_case cases[] = { HT_HERDD_CASE("pool-run", 120, NULL, test_counts,
-	    test_acc_plain_call, test_map_reduce_in_place, test_map_reduce_crash,
-	    test_map_reduce_local, test_map_reduce_errors) };
-
-	/* Spawned by herdd as a pool worker: serve and exit; run as a test: carry on. */
-	herd_start_app(&run_worker, argc, argv);
-	signal(SIGPIPE, SIG_IGN);
-	return ht_run_cases("pool-run", cases, 1);
-}
+HT_APP_MAIN(&run_worker, "pool-run",
+    HT_HERDD_CASE("pool-run", 120, NULL, test_counts, test_acc_plain_call, test_map_reduce_in_place,
+        test_map_reduce_crash, test_map_reduce_local, test_map_reduce_errors))

@@ -136,26 +136,11 @@ static const struct herd_worker_type pool_worker = {
 
 /* ---- master side ---- */
 
-static struct ht_daemon *herdd;
-
-static void
-setup(void)
-{
-	herdd = ht_daemon_start(NULL);
-	ck_assert_msg(herdd != NULL, "herdd did not start (is $HERDD set?)");
-}
-
-static void
-teardown(void)
-{
-	ht_teardown();
-}
-
 static herd_pool *
 pool_open(int workers, json_t *extra_opts, json_t *spawn_opts)
 {
 	json_t *opts = json_pack(
-	    "{s:s, s:i, s:s}", "socket", herdd->socket, "workers", workers, "name", "tpool");
+	    "{s:s, s:i, s:s}", "socket", ht_herdd->socket, "workers", workers, "name", "tpool");
 	herd_error *err = NULL;
 	herd_pool *p = NULL;
 	int r;
@@ -267,6 +252,23 @@ run_seen(herd_pool *p, enum herd_job_kind kind, json_t *args, unsigned flags, st
 	r = herd_job_wait(job, HERD_TIMEOUT_INFINITE, NULL);
 	herd_job_unref(job);
 	return r;
+}
+
+/*
+ * A MAP over n tasks calling "double" where only task bad fails (with
+ * error name), skipped with flags: every other result right, in order.
+ */
+static void
+assert_one_failure(herd_pool *p, json_t *args, unsigned flags, int n, int bad, const char *name,
+    struct seen_tasks *s)
+{
+	*s = (struct seen_tasks){ .last_index = -1, .in_order = true };
+	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, flags, s), 0);
+	ck_assert_int_eq(s->n, n);
+	ck_assert(s->in_order);
+	ck_assert_int_eq(s->errors, 1);
+	ck_assert_int_eq(s->hit[bad], 1);
+	ck_assert_str_eq(s->error_name, name);
 }
 
 START_TEST(test_map_callbacks)
@@ -390,11 +392,17 @@ START_TEST(test_find_first)
 }
 END_TEST
 
-START_TEST(test_handler_error)
+/*
+ * A handler failure fails its task alone: a map stops on it with its error,
+ * a skipping one has every other result. With a chunksize (0: the pool's
+ * choice), the task fails inside a batch and its siblings' results stand.
+ */
+static void
+handler_error(int chunksize)
 {
-	herd_pool *p = pool_open(2, NULL, NULL);
+	herd_pool *p = pool_open(2, json_pack("{s:i}", "chunksize", chunksize), NULL);
 	json_t *args = xs(100, json_pack("{s:s, s:i}", "how", "fail", "bad", 37)), *res = NULL;
-	struct seen_tasks s = { .last_index = -1, .in_order = true };
+	struct seen_tasks s;
 	herd_error *err;
 
 	ck_assert_int_eq(herd_pool_map(p, "double", args, 0, &res), -EREMOTEIO);
@@ -405,26 +413,36 @@ START_TEST(test_handler_error)
 	ck_assert_ptr_null(res);
 
 	/* Skipping: every other result, and the error reaches the task callback. */
-	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_FAILED, &s), 0);
-	ck_assert_int_eq(s.n, 100);
-	ck_assert(s.in_order);
-	ck_assert_int_eq(s.errors, 1);
-	ck_assert_str_eq(s.error_name, "function_failed");
+	assert_one_failure(p, args, HERD_JOB_SKIP_FAILED, 100, 37, "function_failed", &s);
 	ck_assert_str_eq(s.error_message, "bad x 37");
 	json_decref(s.error_data);
 	ck_assert_int_eq(herd_pool_deaths(p), 0);
 	json_decref(args);
 	herd_pool_unref(p);
 }
+
+START_TEST(test_handler_error)
+{
+	handler_error(0);
+}
 END_TEST
 
-START_TEST(test_poison_task)
+/*
+ * A task that crashes its worker every time: a map stops on it once its
+ * retries (2) are spent, a skipping one has the 59 others right and reports
+ * it once, after three deaths. With a chunksize (0: the pool's choice), the
+ * poison is found out alone in its batch.
+ */
+static void
+poison_task(int chunksize)
 {
-	herd_pool *p = pool_open(2, json_pack("{s:i}", "retries", 2), NULL);
+	herd_pool *p =
+	    pool_open(2, json_pack("{s:i, s:i}", "retries", 2, "chunksize", chunksize), NULL);
 	json_t *args = xs(60, json_pack("{s:s, s:i}", "how", "crash", "bad", 17)), *res = NULL;
-	struct seen_tasks s = { .last_index = -1, .in_order = true };
+	struct seen_tasks s;
 	json_t *data;
 	herd_error *err;
+	uint64_t deaths;
 
 	ck_assert_int_eq(herd_pool_map(p, "double", args, 0, &res), -ECHILD);
 	err = herd_pool_last_error(p);
@@ -438,15 +456,18 @@ START_TEST(test_poison_task)
 	ck_assert_msg(json_object_get(data, "signal") != NULL, "no signal: %s", ht_dump(data));
 	ck_assert_ptr_null(res);
 
-	/* Skipping it: the 59 others are right, the poison is reported once. */
-	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_CRASHED, &s), 0);
-	ck_assert_int_eq(s.n, 60);
-	ck_assert_int_eq(s.errors, 1);
-	ck_assert_int_eq(s.hit[17], 1);
-	ck_assert_str_eq(s.error_name, "task_crashed");
+	deaths = herd_pool_deaths(p);
+	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, 60, 17, "task_crashed", &s);
+	ck_assert_int_eq(json_integer_value(json_object_get(s.error_data, "deaths")), 3);
+	ck_assert_uint_eq(herd_pool_deaths(p) - deaths, 3);
 	json_decref(s.error_data);
 	json_decref(args);
 	herd_pool_unref(p);
+}
+
+START_TEST(test_poison_task)
+{
+	poison_task(0);
 }
 END_TEST
 
@@ -492,13 +513,10 @@ START_TEST(test_task_timeout)
 	herd_pool *p =
 	    pool_open(2, json_pack("{s:i, s:i}", "retries", 1, "task_timeout_ms", 300), NULL);
 	json_t *args = xs(40, json_pack("{s:s, s:i}", "how", "hang", "bad", 5));
-	struct seen_tasks s = { .last_index = -1, .in_order = true };
+	struct seen_tasks s;
 	uint64_t deaths;
 
-	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_CRASHED, &s), 0);
-	ck_assert_int_eq(s.n, 40);
-	ck_assert_int_eq(s.errors, 1);
-	ck_assert_str_eq(s.error_name, "timeout");
+	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, 40, 5, "timeout", &s);
 	deaths = herd_pool_deaths(p);
 	ck_assert_msg(deaths == 2, "%llu deaths", (unsigned long long)deaths);
 	json_decref(s.error_data);
@@ -515,16 +533,13 @@ START_TEST(test_hung_worker)
 	        "heartbeat_timeout_ms", 600),
 	    NULL);
 	json_t *args = xs(30, json_pack("{s:s, s:i}", "how", "hang", "bad", 9));
-	struct seen_tasks s = { .last_index = -1, .in_order = true };
+	struct seen_tasks s;
 	json_t *list = NULL, *w;
 	pid_t pids[8];
 	size_t i;
 	int n;
 
-	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, HERD_JOB_SKIP_CRASHED, &s), 0);
-	ck_assert_int_eq(s.n, 30);
-	ck_assert_int_eq(s.errors, 1);
-	ck_assert_str_eq(s.error_name, "task_crashed");
+	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, 30, 9, "task_crashed", &s);
 	ck_assert_uint_ge(herd_pool_deaths(p), 2);
 	/* No hung worker is left running: every worker but the pool's live ones goes. */
 	n = herd_pool_worker_pids(p, pids, 8);
@@ -563,16 +578,16 @@ START_TEST(test_crash_loop)
 	json_decref(args);
 
 	/* Options are checked. */
-	opts = json_pack("{s:s, s:i}", "socket", herdd->socket, "windw", 2);
+	opts = json_pack("{s:s, s:i}", "socket", ht_herdd->socket, "windw", 2);
 	ck_assert_int_eq(herd_pool_new(NULL, opts, &p, &err), -EINVAL);
 	json_decref(opts);
-	opts = json_pack("{s:s, s:i}", "socket", herdd->socket, "window", 0);
+	opts = json_pack("{s:s, s:i}", "socket", ht_herdd->socket, "window", 0);
 	ck_assert_int_eq(herd_pool_new(NULL, opts, &p, &err), -EINVAL);
 	json_decref(opts);
 
 	/* Workers that cannot even start: herd_pool_new says why. */
-	opts =
-	    json_pack("{s:s, s:i, s:i}", "socket", herdd->socket, "workers", 2, "max_restarts", 4);
+	opts = json_pack(
+	    "{s:s, s:i, s:i}", "socket", ht_herdd->socket, "workers", 2, "max_restarts", 4);
 	args = json_pack("{s:{s:s}}", "init", "fail_init", "no database here");
 	r = herd_pool_new(args, opts, &p, &err);
 	ck_assert_int_lt(r, 0);
@@ -657,7 +672,7 @@ START_TEST(test_close_leaves_no_worker)
 	json_decref(res);
 	n = herd_pool_worker_pids(p, pids, 8);
 	ck_assert_int_ge(n, 1);
-	ck_assert_int_eq(herd_master_connect(herdd->socket, NULL, &m, NULL), 0);
+	ck_assert_int_eq(herd_master_connect(ht_herdd->socket, NULL, &m, NULL), 0);
 	ck_assert_int_eq(herd_master_list(m, false, &list), 0);
 	/* herdd shows which pool a worker belongs to: its name. */
 	json_array_foreach(json_object_get(list, "workers"), i, w)
@@ -866,23 +881,6 @@ END_TEST
 
 /* ---- batches (chunksize) ---- */
 
-/*
- * A MAP over n tasks calling "double" where only task bad fails (with
- * error name), skipped with flags: every other result right, in order.
- */
-static void
-assert_one_failure(herd_pool *p, json_t *args, unsigned flags, int n, int bad, const char *name,
-    struct seen_tasks *s)
-{
-	*s = (struct seen_tasks){ .last_index = -1, .in_order = true };
-	ck_assert_int_eq(run_seen(p, HERD_JOB_MAP, args, flags, s), 0);
-	ck_assert_int_eq(s->n, n);
-	ck_assert(s->in_order);
-	ck_assert_int_eq(s->errors, 1);
-	ck_assert_int_eq(s->hit[bad], 1);
-	ck_assert_str_eq(s->error_name, name);
-}
-
 /* MAP of "double" over args (n tasks, x = index): every result right, and no worker died. */
 static void
 assert_map_doubles(herd_pool *p, json_t *args, int n)
@@ -900,16 +898,14 @@ assert_map_doubles(herd_pool *p, json_t *args, int n)
 /* A handler failure inside a batch fails its task alone; its siblings' results stand. */
 START_TEST(test_batch_handler_error)
 {
-	herd_pool *p = pool_open(2, json_pack("{s:i}", "chunksize", 10), NULL);
-	json_t *args = xs(100, json_pack("{s:s, s:i}", "how", "fail", "bad", 37));
-	struct seen_tasks s;
+	handler_error(10);
+}
+END_TEST
 
-	assert_one_failure(p, args, HERD_JOB_SKIP_FAILED, 100, 37, "function_failed", &s);
-	ck_assert_str_eq(s.error_message, "bad x 37");
-	ck_assert_int_eq(herd_pool_deaths(p), 0);
-	json_decref(s.error_data);
-	json_decref(args);
-	herd_pool_unref(p);
+/* A poison task in a big batch is found out alone; its 59 siblings are right. */
+START_TEST(test_batch_poison)
+{
+	poison_task(30);
 }
 END_TEST
 
@@ -954,22 +950,6 @@ START_TEST(test_batch_find_stops_midway)
 	/* The worker dropped the rest of its batches: the next map gets it at once, right. */
 	args = xs(300, NULL);
 	assert_map_doubles(p, args, 300);
-	json_decref(args);
-	herd_pool_unref(p);
-}
-END_TEST
-
-/* A poison task in a big batch is found out alone; its 59 siblings are right. */
-START_TEST(test_batch_poison)
-{
-	herd_pool *p = pool_open(2, json_pack("{s:i, s:i}", "retries", 2, "chunksize", 30), NULL);
-	json_t *args = xs(60, json_pack("{s:s, s:i}", "how", "crash", "bad", 17));
-	struct seen_tasks s;
-
-	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, 60, 17, "task_crashed", &s);
-	ck_assert_int_eq(json_integer_value(json_object_get(s.error_data, "deaths")), 3);
-	ck_assert_int_eq(herd_pool_deaths(p), 3);
-	json_decref(s.error_data);
 	json_decref(args);
 	herd_pool_unref(p);
 }
@@ -1033,8 +1013,8 @@ START_TEST(test_chunksize_edges)
 	ck_assert_int_eq(herd_job_set_chunksize(job, HERD_POOL_MAX_CHUNKSIZE + 1), -E2BIG);
 	ck_assert_int_eq(herd_job_set_chunksize(NULL, 1), -EINVAL);
 	herd_job_unref(job);
-	opts = json_pack(
-	    "{s:s, s:i}", "socket", herdd->socket, "chunksize", (int)HERD_POOL_MAX_CHUNKSIZE + 1);
+	opts = json_pack("{s:s, s:i}", "socket", ht_herdd->socket, "chunksize",
+	    (int)HERD_POOL_MAX_CHUNKSIZE + 1);
 	ck_assert_int_eq(herd_pool_new(NULL, opts, &q, NULL), -E2BIG);
 	ck_assert_ptr_null(q);
 	json_object_set_new(opts, "chunksize", json_integer(-1));
@@ -1157,58 +1137,12 @@ START_TEST(test_batch_random_kills)
 }
 END_TEST
 
-static Suite *
-pool_suite(void)
-{
-	Suite *s = suite_create("pool");
-	TCase *tc = tcase_create("pool");
-
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, test_map_in_order);
-	tcase_add_test(tc, test_map_callbacks);
-	tcase_add_test(tc, test_iterator_and_ordered_reduce);
-	tcase_add_test(tc, test_reduce_worker_side);
-	tcase_add_test(tc, test_find_first);
-	tcase_add_test(tc, test_handler_error);
-	tcase_add_test(tc, test_poison_task);
-	tcase_add_test(tc, test_poison_in_reduce);
-	tcase_add_test(tc, test_task_timeout);
-	tcase_add_test(tc, test_hung_worker);
-	tcase_add_test(tc, test_crash_loop);
-	tcase_add_test(tc, test_managed_worker);
-	tcase_add_test(tc, test_submit_on_libev);
-	tcase_add_test(tc, test_close_leaves_no_worker);
-	tcase_add_test(tc, test_progress_and_retry_failed);
-	tcase_add_test(tc, test_random_kills_reduce);
-	tcase_add_test(tc, test_random_kills_concurrent);
-	tcase_add_test(tc, test_batch_handler_error);
-	tcase_add_test(tc, test_batch_find_stops_midway);
-	tcase_add_test(tc, test_batch_poison);
-	tcase_add_test(tc, test_batch_timeout_scaled);
-	tcase_add_test(tc, test_batch_keeps_heartbeats);
-	tcase_add_test(tc, test_chunksize_edges);
-	tcase_add_test(tc, test_batch_bad_args);
-	tcase_add_test(tc, test_batch_random_kills);
-	tcase_add_test(tc, test_batch_bare_args);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
-int
-main(int argc, char **argv)
-{
-	SRunner *sr;
-	int failed;
-
-	/* Spawned by herdd as a pool worker: serve and exit; run as a test: carry on. */
-	herd_start_app(&pool_worker, argc, argv);
-
-	signal(SIGPIPE, SIG_IGN);
-	sr = srunner_create(pool_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	ht_teardown();
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+HT_APP_MAIN(&pool_worker, "pool",
+    HT_HERDD_CASE("pool", 120, NULL, test_map_in_order, test_map_callbacks,
+        test_iterator_and_ordered_reduce, test_reduce_worker_side, test_find_first,
+        test_handler_error, test_poison_task, test_poison_in_reduce, test_task_timeout,
+        test_hung_worker, test_crash_loop, test_managed_worker, test_submit_on_libev,
+        test_close_leaves_no_worker, test_progress_and_retry_failed, test_random_kills_reduce,
+        test_random_kills_concurrent, test_batch_handler_error, test_batch_find_stops_midway,
+        test_batch_poison, test_batch_timeout_scaled, test_batch_keeps_heartbeats,
+        test_chunksize_edges, test_batch_bad_args, test_batch_random_kills, test_batch_bare_args))

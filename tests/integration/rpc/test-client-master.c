@@ -398,15 +398,7 @@ START_TEST(test_handle_incarnation)
 }
 END_TEST
 
-int
-main(int argc, char **argv)
-{
-	const struct ht_case master =
-	    HT_CLIENT_HERDD_CASE("master", 60, test_spawn_call_inspect, test_on_failure_crash,
-	        test_on_failure_reported, test_spawn_errors, test_master_disconnect_stops_workers,
-	        test_async_spawn_libev, test_start_app_self, test_handle_incarnation);
-
-	/* Spawned by herdd as a worker: serve and exit; run as a test: carry on. */
-	herd_start_app(&example_worker_type, argc, argv);
-	return ht_run_cases("client-master", &master, 1);
-}
+HT_APP_MAIN(&example_worker_type, "client-master",
+    HT_CLIENT_HERDD_CASE("master", 60, test_spawn_call_inspect, test_on_failure_crash,
+        test_on_failure_reported, test_spawn_errors, test_master_disconnect_stops_workers,
+        test_async_spawn_libev, test_start_app_self, test_handle_incarnation))

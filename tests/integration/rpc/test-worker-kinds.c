@@ -16,10 +16,29 @@
 
 static struct ht_server S;
 
+/* The case's checked setup: every test talks to a fresh in-process worker. */
 static void
 start(void)
 {
 	ht_server_start_ok(&S, json_pack("{s:s}", "hello", "there"), NULL);
+}
+
+/* The case's checked teardown: the worker stops, and the test left no fd open. */
+static void
+stop(void)
+{
+	ht_server_stop_ok(&S);
+}
+
+/* How many streams of the worker saw a cancel, as its stats tell c. */
+static json_int_t
+cancelled(struct ht_conn *c)
+{
+	json_t *reply = ht_call_ok(c, "stats", NULL);
+	json_int_t n = json_integer_value(json_object_get(ht_assert_result(reply), "cancelled"));
+
+	json_decref(reply);
+	return n;
 }
 
 /* Subscribes c to herd.logs; returns the stream's id. */
@@ -40,7 +59,6 @@ START_TEST(test_calls)
 	struct ht_conn *c;
 	json_t *reply;
 
-	start();
 	c = ht_client_ok(S.path, NULL);
 	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 42), 861);
 	ht_expect_int(c, "product", json_pack("{s:i}", "n", 20), 2432902008176640000LL);
@@ -57,22 +75,12 @@ START_TEST(test_calls)
 	ck_assert_str_eq(ht_error_name(reply), "function_failed");
 	ck_assert_str_eq(ht_error_message(reply), "it broke");
 	json_decref(reply);
-	reply = ht_call_ok(c, "product", json_pack("{s:i}", "n", 21));
-	ck_assert_str_eq(ht_error_name(reply), "function_failed");
-	json_decref(reply);
-	reply = ht_call_ok(c, "sum", json_pack("{s:s}", "n", "many"));
-	ck_assert_str_eq(ht_error_name(reply), "invalid_params");
-	json_decref(reply);
-	reply = ht_call_ok(c, "no_such_function", NULL);
-	ck_assert_str_eq(ht_error_name(reply), "method_not_found");
-	json_decref(reply);
-	reply = ht_call_ok(c, "herd.no_such_builtin", NULL);
-	ck_assert_str_eq(ht_error_name(reply), "method_not_found");
-	json_decref(reply);
+	ht_expect(c, "product", json_pack("{s:i}", "n", 21), "function_failed");
+	ht_expect(c, "sum", json_pack("{s:s}", "n", "many"), "invalid_params");
+	ht_expect(c, "no_such_function", NULL, "method_not_found");
+	ht_expect(c, "herd.no_such_builtin", NULL, "method_not_found");
 	/* A oneway function called as a request is refused, not run. */
-	reply = ht_call_ok(c, "note", json_pack("{s:s}", "text", "x"));
-	ck_assert_str_eq(ht_error_name(reply), "invalid_request");
-	json_decref(reply);
+	ht_expect(c, "note", json_pack("{s:s}", "text", "x"), "invalid_request");
 	ht_expect_int(c, "sum", json_pack("{s:i}", "n", 4), 6);
 	reply = ht_call_ok(c, "stats", NULL);
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "conn_calls")), 9);
@@ -81,7 +89,6 @@ START_TEST(test_calls)
 	    "there");
 	json_decref(reply);
 	ht_conn_close(c);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -91,7 +98,6 @@ START_TEST(test_async_and_concurrent)
 	int64_t slow, fast, ids[3][100];
 	json_t *reply;
 
-	start();
 	for (int i = 0; i < 3; i++) {
 		c[i] = ht_hello_open(S.path, "client", NULL, NULL);
 		ck_assert_ptr_nonnull(c[i]);
@@ -122,7 +128,6 @@ START_TEST(test_async_and_concurrent)
 		}
 		ht_conn_close(c[i]);
 	}
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -132,7 +137,6 @@ START_TEST(test_pipe)
 	json_t *reply, *item;
 	int64_t id;
 
-	start();
 	c = ht_client_ok(S.path, NULL);
 	id = ht_conn_send_request(c, "count", json_pack("{s:i}", "n", 5));
 	for (int i = 0; i < 5; i++) {
@@ -150,19 +154,17 @@ START_TEST(test_pipe)
 	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "count")), 0);
 	json_decref(reply);
 	ht_conn_close(c);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
 START_TEST(test_pipe_cancel)
 {
 	struct ht_conn *c, *logs;
-	json_t *reply, *item, *m;
+	json_t *item, *m;
 	json_int_t log_id;
 	int64_t id;
 	int errors = 0, items_after = 0;
 
-	start();
 	logs = ht_client_ok(S.path, NULL);
 	log_id = subscribe_logs(logs);
 	c = ht_client_ok(S.path, NULL);
@@ -201,12 +203,9 @@ START_TEST(test_pipe_cancel)
 	}
 	ck_assert_int_eq(errors, 1);
 	ck_assert_int_le(items_after, 2);
-	reply = ht_call_ok(c, "stats", NULL);
-	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "cancelled")), 1);
-	json_decref(reply);
+	ck_assert_int_eq(cancelled(c), 1);
 	ht_conn_close(c);
 	ht_conn_close(logs);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -218,7 +217,6 @@ START_TEST(test_pipe_backpressure)
 	json_int_t log_id;
 	int64_t id;
 
-	start();
 	logs = ht_client_ok(S.path, NULL);
 	log_id = subscribe_logs(logs);
 	c = ht_client_ok(S.path, NULL);
@@ -239,7 +237,6 @@ START_TEST(test_pipe_backpressure)
 	json_decref(reply);
 	ht_conn_close(c);
 	ht_conn_close(logs);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -249,7 +246,6 @@ START_TEST(test_sink)
 	json_t *reply;
 	int64_t id;
 
-	start();
 	c = ht_client_ok(S.path, NULL);
 	id = ht_conn_send_request(c, "sum_stream", NULL);
 	for (int i = 1; i <= 100; i++)
@@ -280,11 +276,8 @@ START_TEST(test_sink)
 	/* Malformed stream notifications are ignored. */
 	ht_conn_notify(c, "herd.item", json_pack("{s:s}", "nothing", "here"));
 	ht_conn_notify(c, "herd.end", NULL);
-	reply = ht_call_ok(c, "stats", NULL);
-	ck_assert_int_eq(json_integer_value(json_object_get(ht_result(reply), "cancelled")), 1);
-	json_decref(reply);
+	ck_assert_int_eq(cancelled(c), 1);
 	ht_conn_close(c);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -294,7 +287,6 @@ START_TEST(test_state_and_oneway)
 	json_t *item, *reply;
 	int64_t id;
 
-	start();
 	a = ht_hello_open(S.path, "client", NULL, NULL);
 	b = ht_hello_open(S.path, "client", NULL, NULL);
 	ck_assert_ptr_nonnull(a);
@@ -335,7 +327,6 @@ START_TEST(test_state_and_oneway)
 	ht_expect_int(b, "sum", json_pack("{s:i}", "n", 3), 3);
 	ht_conn_close(a);
 	ht_conn_close(b);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
@@ -343,9 +334,7 @@ START_TEST(test_close_cancels)
 {
 	struct ht_conn *a, *logs;
 	json_int_t log_id;
-	json_t *reply;
 
-	start();
 	logs = ht_client_ok(S.path, NULL);
 	log_id = subscribe_logs(logs);
 	a = ht_client_ok(S.path, NULL);
@@ -356,19 +345,14 @@ START_TEST(test_close_cancels)
 	json_decref(ht_call_ok(a, "sum", json_pack("{s:i}", "n", 1)));
 	ht_conn_close(a);
 	ck_assert(ht_conn_wait_log(logs, log_id, "sleep: cancelled", ht_ms(5000)));
-	reply = ht_call_ok(logs, "stats", NULL);
 	/* The three are cancelled in some order; wait for the other two as well. */
-	while (json_integer_value(json_object_get(ht_result(reply), "cancelled")) < 3) {
-		json_decref(reply);
+	while (cancelled(logs) < 3)
 		ck_assert(ht_conn_wait_log(logs, log_id, "cancelled", ht_ms(5000)));
-		reply = ht_call_ok(logs, "stats", NULL);
-	}
-	json_decref(reply);
 	ht_conn_close(logs);
-	ht_server_stop_ok(&S);
 }
 END_TEST
 
 HT_MAIN("worker-kinds",
-    HT_CASE("kinds", 60, test_calls, test_async_and_concurrent, test_pipe, test_pipe_cancel,
-        test_pipe_backpressure, test_sink, test_state_and_oneway, test_close_cancels))
+    HT_CASE_WITH("kinds", 60, start, stop, test_calls, test_async_and_concurrent, test_pipe,
+        test_pipe_cancel, test_pipe_backpressure, test_sink, test_state_and_oneway,
+        test_close_cancels))
