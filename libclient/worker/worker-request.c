@@ -51,6 +51,17 @@ herd_init_fail(char **reterr_message, const char *fmt, ...)
 
 /* ---- lifetime ---- */
 
+/* A request's first members: one reference, its connection (a reference), function and params. */
+static void
+request_init(
+    struct herd_request *req, struct srv_conn *c, const struct herd_function *fn, json_t *params)
+{
+	req->n_ref = 1;
+	req->conn = c;
+	req->fn = fn;
+	req->params = params ? json_incref(params) : json_null();
+}
+
 struct herd_request *
 herd__request_new(struct srv_conn *c, const struct herd_function *fn, json_t *id, json_t *params)
 {
@@ -66,10 +77,7 @@ herd__request_new(struct srv_conn *c, const struct herd_function *fn, json_t *id
 		}
 		req->id = json_incref(id);
 	}
-	req->n_ref = 1;
-	req->conn = herd__sconn_ref(c);
-	req->fn = fn;
-	req->params = params ? json_incref(params) : json_null();
+	request_init(req, herd__sconn_ref(c), fn, params);
 	return req;
 }
 
@@ -84,10 +92,7 @@ herd__request_renew(struct herd_request *req, json_t *params)
 	json_decref(req->params);
 	json_decref(req->own_acc);
 	memset(req, 0, sizeof(*req));
-	req->n_ref = 1;
-	req->conn = conn;
-	req->fn = fn;
-	req->params = params ? json_incref(params) : json_null();
+	request_init(req, conn, fn, params); /* the connection's reference carries over */
 	return true;
 }
 
