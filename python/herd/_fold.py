@@ -121,6 +121,7 @@ def builtin_batch(server: "_Server", req: "_Request", params: Dict[str, Any]) ->
     if key is not None and not isinstance(key, str):
         raise HerdError("invalid_params", "herd.batch: acc must be a string")
     fn, combine = _lookup(server, "herd.batch", params["function"], combine_name)
+    bare = params.get("bare") is True  # items are arguments as they are (6.6)
     results: List[Any] = []
     errors: List[Dict[str, Any]] = []
     n = 0
@@ -132,7 +133,6 @@ def builtin_batch(server: "_Server", req: "_Request", params: Dict[str, Any]) ->
         req.check(server)
         result = None
         try:
-            bare = params.get("bare") is True  # items are arguments as they are (6.6)
             if not bare and not (arg is None or isinstance(arg, (dict, list))):
                 raise HerdError("invalid_params",
                                 "herd.batch: an item must be an object, an array or null")
