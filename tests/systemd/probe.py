@@ -59,26 +59,26 @@ def cmd_wait(unit, timeout, *want):
         time.sleep(POLL)
 
 
-def cmd_stop(unit, *pids):
+def systemctl_timed(verb, unit, pids):
+    """systemctl VERB UNIT, timing its return and the last of pids gone."""
     pids = [int(p) for p in pids]
     t0 = time.monotonic()
-    r = subprocess.run(["systemctl", "stop", unit])
+    r = subprocess.run(["systemctl", verb, unit])
     returned = time.monotonic() - t0
     left = wait_gone(pids, t0 + 30)
-    print(json.dumps({"rc": r.returncode, "returned_s": returned,
-                      "gone_s": time.monotonic() - t0, "left": left}))
+    return {"rc": r.returncode, "returned_s": returned,
+            "gone_s": time.monotonic() - t0, "left": left}
+
+
+def cmd_stop(unit, *pids):
+    print(json.dumps(systemctl_timed("stop", unit, pids)))
 
 
 def cmd_restart(unit, *pids):
-    pids = [int(p) for p in pids]
     old = int(show(unit, ["MainPID"])["MainPID"])
-    t0 = time.monotonic()
-    r = subprocess.run(["systemctl", "restart", unit])
-    returned = time.monotonic() - t0
-    left = wait_gone(pids, t0 + 30)
-    print(json.dumps({"rc": r.returncode, "old": old,
-                      "new": int(show(unit, ["MainPID"])["MainPID"]),
-                      "returned_s": returned, "left": left}))
+    out = systemctl_timed("restart", unit, pids)
+    out.update(old=old, new=int(show(unit, ["MainPID"])["MainPID"]))
+    print(json.dumps(out))
 
 
 def cmd_kill(unit, sig, timeout, *pids):
