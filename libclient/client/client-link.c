@@ -62,6 +62,7 @@ struct mlink {
 	ev_io pid_io;
 	ev_timer reap_timer;
 	unsigned hb_interval_ms, hb_timeout_ms; /* from the hello on */
+	unsigned cpus; /* what the remote herdd's hello said its workers can use (0: not said) */
 	unsigned next_id;
 	unsigned users; /* connects in progress: the link stays while they run */
 	bool reaped; /* the launcher is reaped: freed once users is 0 */
@@ -327,6 +328,12 @@ ml_control(struct herd__link *l, const char *method, json_t *params)
 			herd__link_kill(l, -EPROTO, "the remote herdd speaks another link version");
 			return;
 		}
+		id = json_integer_value(json_object_get(params, "cpus"));
+		ml->cpus = id > 0 && id <= HERD__LINK_MAX_CPUS ? (unsigned)id : 0;
+		/* An older herdd names no window: the link runs without (link.h). */
+		id = json_integer_value(json_object_get(params, "window"));
+		if (id > 0 && id <= HERD__LINK_WINDOW_MAX)
+			herd__link_set_windows(l, (size_t)id);
 		ml->state = ML_UP;
 		herd__link_set_heartbeat(l, ml->hb_interval_ms, ml->hb_timeout_ms);
 		pthread_cond_broadcast(&cond);
@@ -527,8 +534,9 @@ mlink_new(const char *spec, const struct herd__settings *s, struct mlink **ret)
 	ml->hb_interval_ms = interval;
 	ml->hb_timeout_ms = timeout;
 	(void)herd__link_notify(&ml->link, "hello",
-	    json_pack("{s:i, s:I, s:I}", "version", HERD__LINK_VERSION, "heartbeat_interval_ms",
-	        (json_int_t)interval, "heartbeat_timeout_ms", (json_int_t)timeout));
+	    json_pack("{s:i, s:I, s:I, s:I}", "version", HERD__LINK_VERSION,
+	        "heartbeat_interval_ms", (json_int_t)interval, "heartbeat_timeout_ms",
+	        (json_int_t)timeout, "window", (json_int_t)HERD__LINK_WINDOW));
 	LIST_INSERT_HEAD(&mlinks, ml, entry);
 	ml->listed = true;
 	*ret = ml;
@@ -622,21 +630,43 @@ address_split(const char *address, const char **ret_path)
 	return hash ? (size_t)(hash - address) : strlen(address);
 }
 
-bool
-herd__link_up(const char *address)
+/* The link up to address's host, or NULL; lock held. */
+static struct mlink *
+mlink_find_up(const char *address)
 {
 	const char *path;
 	size_t n = address_split(address, &path);
 	struct mlink *ml;
-	bool up = false;
 
-	pthread_mutex_lock(&lock);
 	LIST_FOREACH(ml, &mlinks, entry)
 		if (ml->state == ML_UP && strlen(ml->spec) == n &&
 		    strncmp(ml->spec, address, n) == 0)
-			up = true;
+			return ml;
+	return NULL;
+}
+
+bool
+herd__link_up(const char *address)
+{
+	bool up;
+
+	pthread_mutex_lock(&lock);
+	up = mlink_find_up(address) != NULL;
 	pthread_mutex_unlock(&lock);
 	return up;
+}
+
+unsigned
+herd__link_cpus(const char *address)
+{
+	struct mlink *ml;
+	unsigned cpus;
+
+	pthread_mutex_lock(&lock);
+	ml = mlink_find_up(address);
+	cpus = ml ? ml->cpus : 0;
+	pthread_mutex_unlock(&lock);
+	return cpus;
 }
 
 /* The deadline timeout_ms from now on CLOCK_MONOTONIC, as the condition variable counts. */
