@@ -628,6 +628,18 @@ testbed_ok(const char *verb)
 }
 
 /*
+ * Each test starts with host 1's link up: a cut test that failed (Check
+ * ends it at once, without its teardown) must not leave it cut for the rest.
+ */
+static void
+remote_setup(void)
+{
+	ht_client_setup();
+	if (getenv("HERD_TESTBED_SSH"))
+		testbed_ok("heal");
+}
+
+/*
  * Host 1's network cut: no EOF arrives on either side, so only heartbeats
  * tell. The master hears host_lost, and the far side stops its worker and
  * exits, each within the heartbeat timeout of the last byte it got.
@@ -666,6 +678,37 @@ START_TEST(test_network_cut)
 	ck_assert_int_le(master_ms, ht_ms(HB_TIMEOUT_MS + 500));
 	herd_worker_unref(w);
 	herd_master_unref(m);
+}
+END_TEST
+
+/*
+ * A master SIGKILLed while host 1's network is cut: no EOF can reach that
+ * host's ssh, which would wait minutes for TCP to give up. Its launchers
+ * die with it all the same (PR_SET_PDEATHSIG), at once.
+ */
+START_TEST(test_master_killed_in_cut)
+{
+	struct fate f;
+	int64_t t0, took;
+
+	if (!getenv("HERD_TESTBED_SSH")) {
+		printf("master killed in a cut: skipped (no ssh testbed: HERD_TESTBED_SSH is "
+		       "unset)\n");
+		return;
+	}
+	fate_start(&f);
+	testbed_ok("cut");
+	t0 = ht_now_ms();
+	ck_assert_int_eq(kill(f.master, SIGKILL), 0);
+	for (int i = 0; i < n_hosts; i++)
+		ck_assert_msg(ht_wait_pid_gone(f.launcher[i], ht_ms(1000)) == 0,
+		    "launcher %d of the killed master still runs", (int)f.launcher[i]);
+	took = ht_now_ms() - t0;
+	/* The far side of the cut ends by its heartbeat timeout. */
+	fate_all_gone(&f, t0, ht_ms(HB_TIMEOUT_MS + 1000));
+	testbed_ok("heal");
+	printf("master SIGKILLed with %s cut: its launchers gone after %lld ms\n", hosts[0],
+	    (long long)took);
 }
 END_TEST
 
@@ -1295,14 +1338,16 @@ main(int argc, char **argv)
 {
 	const struct ht_case remote = { .name = "remote",
 		.timeout_s = 120,
-		.setup = ht_client_setup,
+		.setup = remote_setup,
 		.teardown = ht_client_teardown,
 		.tests = { test_kinds_on_every_host, test_master_killed, test_launcher_killed,
 		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
 		    test_stalled_channel, test_ship_executable, test_network_cut,
-		    test_ssh_command_line, test_pool_over_hosts, test_pool_host_killed,
-		    test_pool_host_cut, test_pool_remote_cpus, test_pool_cpu_quota,
-		    test_pool_slurm_scontrol, test_pool_slurm_nodelist, test_herdctl_map_hosts } };
+		    test_master_killed_in_cut, test_ssh_command_line, test_pool_over_hosts,
+		    test_pool_host_killed, test_pool_host_cut, test_pool_remote_cpus,
+		    test_pool_cpu_quota, test_pool_slurm_scontrol, test_pool_slurm_nodelist,
+		    test_herdctl_map_hosts } };
+	int r;
 
 	hosts_load();
 	if (n_hosts == 0) {
@@ -1311,5 +1356,12 @@ main(int argc, char **argv)
 	}
 	for (int i = 0; i < n_hosts; i++)
 		fprintf(stderr, "host %d: %s\n", i + 1, hosts[i]);
+	/*
+	 * What a test leaves when Check kills it (its timeout) comes to us, and
+	 * ht_run_cases() kills it at the end: nothing may hold meson's pipes.
+	 */
+	r = ht_become_subreaper();
+	if (r < 0)
+		fprintf(stderr, "PR_SET_CHILD_SUBREAPER: %s\n", strerror(-r));
 	return ht_run_cases("remote", &remote, 1);
 }
