@@ -89,10 +89,19 @@ struct open_req {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond;
+static unsigned news; /* broadcasts so far, under the lock: wait_news() misses none */
 static struct ev_loop *loop;
 static ev_async wake;
 static ev_prepare idle_check;
 static LIST_HEAD(, mlink) mlinks = LIST_HEAD_INITIALIZER(mlinks);
+
+/* Wakes the connecting threads: something they wait for changed; lock held. */
+static void
+news_broadcast(void)
+{
+	news++;
+	pthread_cond_broadcast(&cond);
+}
 
 static const char *const schemes[] = { "ssh://", "slurm://", "exec:" };
 
@@ -329,7 +338,7 @@ ml_dead(struct herd__link *l, int reason, const char *why)
 	ml->state = ML_DEAD;
 	ml->why = strdup(why ? why : "the link ended");
 	mlink_unlist(ml);
-	pthread_cond_broadcast(&cond);
+	news_broadcast();
 	/* Not from inside the link's own callback: the reap frees it. */
 	ml->pidfd = ml->pid > 0 ? (int)syscall(SYS_pidfd_open, ml->pid, 0) : -1;
 	if (ml->pidfd >= 0) {
@@ -361,7 +370,7 @@ ml_ship_answer(struct mlink *ml, const char *method, json_t *params)
 		req->why = strdup(json_string_value(json_object_get(params, "error")) ?: "refused");
 		req->state = -EPERM;
 	}
-	pthread_cond_broadcast(&cond);
+	news_broadcast();
 }
 
 static void
@@ -385,14 +394,14 @@ ml_control(struct herd__link *l, const char *method, json_t *params)
 			herd__link_set_windows(l, (size_t)id);
 		ml->state = ML_UP;
 		herd__link_set_heartbeat(l, ml->hb_interval_ms, ml->hb_timeout_ms);
-		pthread_cond_broadcast(&cond);
+		news_broadcast();
 	} else if (strncmp(method, "ship", 4) == 0) {
 		ml_ship_answer(ml, method, params);
 	} else if (strcmp(method, "opened") == 0 && id > 0 && id <= UINT32_MAX &&
 	    (c = herd__link_chan_find(l, (unsigned)id)) && (req = c->userdata)) {
 		req->result = 0;
 		c->userdata = NULL;
-		pthread_cond_broadcast(&cond);
+		news_broadcast();
 	}
 }
 
@@ -407,7 +416,7 @@ ml_chan_closed(struct herd__link *l, struct herd__link_chan *c, const char *erro
 	req->result = -ECONNREFUSED;
 	req->why = strdup(error ? error : "the remote herdd refused the channel");
 	c->userdata = NULL;
-	pthread_cond_broadcast(&cond);
+	news_broadcast();
 }
 
 static const struct herd__link_ops ml_ops = {
@@ -565,9 +574,21 @@ loop_start(void)
 static bool
 wait_news(const struct timespec *deadline)
 {
-	uint64_t next = herd__keepalive(NULL), end;
+	unsigned seen = news;
 	struct timespec until = *deadline;
+	uint64_t next, end;
 
+	/*
+	 * Not under the lock: the keepalive takes its list's lock, which a
+	 * fork() elsewhere holds while its atfork handler waits for ours (a
+	 * deadlock that froze every link, heartbeats and all). What changed
+	 * meanwhile is news already.
+	 */
+	pthread_mutex_unlock(&lock);
+	next = herd__keepalive(NULL);
+	pthread_mutex_lock(&lock);
+	if (news != seen)
+		return true;
 	end = (uint64_t)deadline->tv_sec * 1000000u + (uint64_t)deadline->tv_nsec / 1000u;
 	if (next < end) {
 		until.tv_sec = (time_t)(next / 1000000u);
@@ -881,7 +902,7 @@ ship_run(struct mlink *ml, struct ship_req *req, const char *data, size_t len,
 		while (req->state == SHIP_SEND && ml->state == ML_UP && wait_news(deadline)) {
 		}
 	ml->ship = NULL;
-	pthread_cond_broadcast(&cond);
+	news_broadcast();
 	if (req->state > 0)
 		return ml->state == ML_UP ? -ETIMEDOUT : -ECONNRESET;
 	return req->state;
