@@ -175,6 +175,11 @@ void server_close(void);
 /* Creates (if needed) the per-uid 0700 worker socket directory. Returns 0 or -errno. */
 int server_worker_dir(uid_t uid, gid_t gid, char *buf, size_t len);
 
+/* ---- cpus.c ---- */
+
+/* The CPUs herdd's workers can use here: affinity, cgroup quota, a Slurm task's share (at least 1). */
+unsigned cpus_usable(void);
+
 /* ---- stdio.c ---- */
 
 /* --stdio: takes stdin/stdout for the link (before anything opens fds) and picks the socket. */

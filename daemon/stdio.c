@@ -224,24 +224,32 @@ stdio_open(json_t *params)
 		    json_pack("{s:I, s:s}", "channel", id, "error", strerror(-r)));
 }
 
-/* "hello" {version, heartbeat_interval_ms, heartbeat_timeout_ms}: the master's heartbeats. */
+/*
+ * "hello" {version, heartbeat_interval_ms, heartbeat_timeout_ms, window}:
+ * the master's heartbeats, and its channels' window (none: an older master).
+ */
 static void
 stdio_hello(json_t *params)
 {
-	json_int_t version = 0, interval = 0, timeout = 0;
+	json_int_t version = 0, interval = 0, timeout = 0, window = 0;
 
-	if (json_unpack(params, "{s:I, s?I, s?I}", "version", &version, "heartbeat_interval_ms",
-	        &interval, "heartbeat_timeout_ms", &timeout) < 0 ||
+	if (json_unpack(params, "{s:I, s?I, s?I, s?I}", "version", &version,
+	        "heartbeat_interval_ms", &interval, "heartbeat_timeout_ms", &timeout, "window",
+	        &window) < 0 ||
 	    version != HERD__LINK_VERSION || interval < 0 || timeout < 0 ||
 	    (interval && interval < herdd.cfg.min_heartbeat_interval_ms) || interval > 3600000 ||
-	    timeout > 3600000) {
+	    timeout > 3600000 || window < 0 || window > HERD__LINK_WINDOW_MAX) {
 		herd__link_kill(&stdio_link, -EPROTO, "the master's link hello is not one we take");
 		return;
 	}
 	herd__link_set_heartbeat(&stdio_link, (unsigned)interval, (unsigned)timeout);
+	if (window)
+		herd__link_set_windows(&stdio_link, (size_t)window);
 	(void)herd__link_notify(&stdio_link, "hello",
-	    json_pack("{s:i, s:s, s:s, s:i, s:i}", "version", HERD__LINK_VERSION, "server", "herdd",
-	        "socket", herdd.cfg.socket_path, "pid", (int)herdd.pid, "uid", (int)herdd.uid));
+	    json_pack("{s:i, s:s, s:s, s:i, s:i, s:i, s:I}", "version", HERD__LINK_VERSION,
+	        "server", "herdd", "socket", herdd.cfg.socket_path, "pid", (int)herdd.pid, "uid",
+	        (int)herdd.uid, "cpus", (int)cpus_usable(), "window",
+	        (json_int_t)HERD__LINK_WINDOW));
 }
 
 static void

@@ -161,6 +161,8 @@ int herd__autostart(const char *socket_path, bool default_path, unsigned timeout
 bool herd__link_address(const char *address);
 /* True while this process has a link up to address's host. */
 bool herd__link_up(const char *address);
+/* The CPUs the remote herdd of address's host said its workers can use (0: no link up, or not said). */
+unsigned herd__link_cpus(const char *address);
 /*
  * Connects to address, HOST or HOST#PATH (PATH a socket on HOST), through
  * the process's link to HOST (PROTOCOL.md 9), launched if there is none,

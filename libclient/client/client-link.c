@@ -14,7 +14,8 @@
  * lock, changes the loop, wakes it and waits on the condition variable.
  *
  * The launcher gets one end of a socketpair as stdin and stdout, so a write
- * to a launcher that died is an error, never a SIGPIPE for the master.
+ * to a launcher that died is an error, never a SIGPIPE for the master. It
+ * runs from the loop thread and dies with the master's process.
  * When the link ends (the launcher's EOF, silence past the heartbeat
  * timeout), its channels close, so their connections fail as any lost
  * connection does; the launcher is given a moment to exit, then SIGKILLed,
@@ -24,10 +25,10 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -45,7 +46,7 @@
 extern char **environ;
 
 enum mlink_state {
-	ML_STARTING, /* launched, waiting for herdd's hello */
+	ML_STARTING, /* launching, waiting for herdd's hello */
 	ML_UP,
 	ML_DEAD,
 };
@@ -57,11 +58,13 @@ struct mlink {
 	enum mlink_state state;
 	bool listed; /* on mlinks, where connects find it */
 	char *why; /* why it died */
-	pid_t pid; /* the launcher */
+	struct launcher *launcher; /* to run on the loop thread (NULL once it runs) */
+	pid_t pid; /* the launcher (0 before it runs) */
 	int pidfd;
 	ev_io pid_io;
 	ev_timer reap_timer;
 	unsigned hb_interval_ms, hb_timeout_ms; /* from the hello on */
+	unsigned cpus; /* what the remote herdd's hello said its workers can use (0: not said) */
 	unsigned next_id;
 	unsigned users; /* connects in progress: the link stays while they run */
 	bool reaped; /* the launcher is reaped: freed once users is 0 */
@@ -86,10 +89,19 @@ struct open_req {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond;
+static unsigned news; /* broadcasts so far, under the lock: wait_news() misses none */
 static struct ev_loop *loop;
 static ev_async wake;
 static ev_prepare idle_check;
 static LIST_HEAD(, mlink) mlinks = LIST_HEAD_INITIALIZER(mlinks);
+
+/* Wakes the connecting threads: something they wait for changed; lock held. */
+static void
+news_broadcast(void)
+{
+	news++;
+	pthread_cond_broadcast(&cond);
+}
 
 static const char *const schemes[] = { "ssh://", "slurm://", "exec:" };
 
@@ -173,49 +185,93 @@ launcher_argv(const char *spec, const char **argv, char **owned)
 	return *argv[2] ? 0 : -EINVAL;
 }
 
-/* Runs the launcher with one end of a socketpair as stdin and stdout; *ret_fd gets ours. */
-static int
-launch(const char *spec, pid_t *ret_pid, int *ret_fd)
-{
+/* What the loop thread runs for a link: the command, and its end of the socketpair. */
+struct launcher {
 	const char *argv[16];
-	char *owned[3] = { NULL, NULL, NULL };
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t none;
+	char *owned[3];
+	int fd; /* the launcher's stdin and stdout (-1 once it runs) */
+};
+
+static void
+launcher_free(struct launcher *la)
+{
+	for (size_t i = 0; i < 3; i++)
+		free(la->owned[i]);
+	if (la->fd >= 0)
+		close(la->fd);
+	free(la);
+}
+
+/* The launcher for spec, and a socketpair: *ret_fd gets our end. */
+static int
+launcher_new(const char *spec, struct launcher **ret, int *ret_fd)
+{
+	struct launcher *la = calloc(1, sizeof(*la));
 	int sv[2], r;
 
-	r = launcher_argv(spec, argv, owned);
+	if (!la)
+		return -ENOMEM;
+	la->fd = -1;
+	r = launcher_argv(spec, la->argv, la->owned);
 	if (r == 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		r = -errno;
-	if (r < 0)
-		goto out;
+	if (r < 0) {
+		launcher_free(la);
+		return r;
+	}
+	la->fd = sv[1];
+	*ret_fd = sv[0];
+	*ret = la;
+	return 0;
+}
+
+/*
+ * The launcher's child, between clone and exec: only system calls here.
+ * It dies with the master (PR_SET_PDEATHSIG), for a launcher does not end
+ * by itself while its transport hangs: an ssh client whose network is cut
+ * waits minutes for TCP to give up. The loop thread that forks it lives as
+ * long as the process. A process group of its own: a signal to the
+ * master's group (a terminal's ^C, a test runner's cleanup) must not kill
+ * srun together with its helper, which leaves the job running.
+ */
+static _Noreturn void
+launcher_exec(const struct launcher *la, pid_t parent)
+{
+	sigset_t none;
+	int fd = la->fd;
+
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != parent)
+		_exit(127);
+	/* Out of the way of dup2() onto 0 and 1, which keeps close-on-exec off. */
+	if (fd <= 1)
+		fd = fcntl(fd, F_DUPFD_CLOEXEC, 2);
 	sigemptyset(&none);
-	posix_spawn_file_actions_init(&fa);
-	posix_spawnattr_init(&attr);
-	posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
-	posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
-	posix_spawnattr_setsigmask(&attr, &none);
-	/*
-	 * A process group of its own: a signal to the master's group (a
-	 * terminal's ^C, a test runner's cleanup) must not kill srun together
-	 * with its helper, which leaves the job running (the far side still
-	 * ends on EOF). The launcher ends when the far side does.
-	 */
-	posix_spawnattr_setpgroup(&attr, 0);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
-	/* posix_spawn() takes char *const[] but does not write to the strings. */
-	r = -posix_spawn(ret_pid, argv[0], &fa, &attr, (char *const *)argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
-	close(sv[1]);
-	if (r < 0)
-		close(sv[0]);
-	else
-		*ret_fd = sv[0];
-out:
-	for (size_t i = 0; i < 3; i++)
-		free(owned[i]);
-	return r;
+	if (fd < 0 || setpgid(0, 0) < 0 || dup2(fd, 0) < 0 || dup2(fd, 1) < 0 ||
+	    sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+		_exit(127);
+	/* execve() takes char *const[] but does not write to the strings. */
+	execve(la->argv[0], (char *const *)la->argv, environ);
+	_exit(127);
+}
+
+/*
+ * Runs the launcher; the loop thread's (see launcher_exec). A raw clone
+ * is a fork without the atfork handlers, one of which takes the lock this
+ * thread holds. Returns the pid or -errno.
+ */
+static pid_t
+launcher_run(struct launcher *la)
+{
+	pid_t parent = getpid();
+	long pid = syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
+
+	if (pid == 0)
+		launcher_exec(la, parent);
+	if (pid < 0)
+		return -errno;
+	close(la->fd);
+	la->fd = -1;
+	return (pid_t)pid;
 }
 
 /* ---- the loop thread ---- */
@@ -223,6 +279,8 @@ out:
 static void
 mlink_free(struct mlink *ml)
 {
+	if (ml->launcher)
+		launcher_free(ml->launcher);
 	herd__link_free(&ml->link);
 	free(ml->spec);
 	free(ml->why);
@@ -236,9 +294,10 @@ mlink_free(struct mlink *ml)
 static void
 mlink_reap(struct mlink *ml, bool force)
 {
-	if (force)
+	/* A link that died before its launcher ran has none. */
+	if (ml->pid > 0 && force)
 		kill(ml->pid, SIGKILL);
-	while (waitpid(ml->pid, NULL, 0) < 0 && errno == EINTR) {
+	while (ml->pid > 0 && waitpid(ml->pid, NULL, 0) < 0 && errno == EINTR) {
 	}
 	ml->reaped = true;
 	if (ml->pidfd >= 0) {
@@ -279,9 +338,9 @@ ml_dead(struct herd__link *l, int reason, const char *why)
 	ml->state = ML_DEAD;
 	ml->why = strdup(why ? why : "the link ended");
 	mlink_unlist(ml);
-	pthread_cond_broadcast(&cond);
+	news_broadcast();
 	/* Not from inside the link's own callback: the reap frees it. */
-	ml->pidfd = (int)syscall(SYS_pidfd_open, ml->pid, 0);
+	ml->pidfd = ml->pid > 0 ? (int)syscall(SYS_pidfd_open, ml->pid, 0) : -1;
 	if (ml->pidfd >= 0) {
 		(void)fcntl(ml->pidfd, F_SETFD, FD_CLOEXEC);
 		ev_io_init(&ml->pid_io, pid_cb, ml->pidfd, EV_READ);
@@ -311,7 +370,7 @@ ml_ship_answer(struct mlink *ml, const char *method, json_t *params)
 		req->why = strdup(json_string_value(json_object_get(params, "error")) ?: "refused");
 		req->state = -EPERM;
 	}
-	pthread_cond_broadcast(&cond);
+	news_broadcast();
 }
 
 static void
@@ -327,16 +386,22 @@ ml_control(struct herd__link *l, const char *method, json_t *params)
 			herd__link_kill(l, -EPROTO, "the remote herdd speaks another link version");
 			return;
 		}
+		id = json_integer_value(json_object_get(params, "cpus"));
+		ml->cpus = id > 0 && id <= HERD__LINK_MAX_CPUS ? (unsigned)id : 0;
+		/* An older herdd names no window: the link runs without (link.h). */
+		id = json_integer_value(json_object_get(params, "window"));
+		if (id > 0 && id <= HERD__LINK_WINDOW_MAX)
+			herd__link_set_windows(l, (size_t)id);
 		ml->state = ML_UP;
 		herd__link_set_heartbeat(l, ml->hb_interval_ms, ml->hb_timeout_ms);
-		pthread_cond_broadcast(&cond);
+		news_broadcast();
 	} else if (strncmp(method, "ship", 4) == 0) {
 		ml_ship_answer(ml, method, params);
 	} else if (strcmp(method, "opened") == 0 && id > 0 && id <= UINT32_MAX &&
 	    (c = herd__link_chan_find(l, (unsigned)id)) && (req = c->userdata)) {
 		req->result = 0;
 		c->userdata = NULL;
-		pthread_cond_broadcast(&cond);
+		news_broadcast();
 	}
 }
 
@@ -351,7 +416,7 @@ ml_chan_closed(struct herd__link *l, struct herd__link_chan *c, const char *erro
 	req->result = -ECONNREFUSED;
 	req->why = strdup(error ? error : "the remote herdd refused the channel");
 	c->userdata = NULL;
-	pthread_cond_broadcast(&cond);
+	news_broadcast();
 }
 
 static const struct herd__link_ops ml_ops = {
@@ -360,15 +425,28 @@ static const struct herd__link_ops ml_ops = {
 	.dead = ml_dead,
 };
 
-/* Before each poll: a link nobody uses any more is finished (its far end sees EOF). */
+/*
+ * Before each poll: a new link's launcher runs (here, on the loop thread:
+ * launcher_exec), and a link nobody uses any more is finished (its far end
+ * sees EOF).
+ */
 static void
 idle_check_cb(struct ev_loop *l, ev_prepare *w, int revents)
 {
 	struct mlink *ml, *next;
+	pid_t pid;
 
 	for (ml = LIST_FIRST(&mlinks); ml; ml = next) {
 		next = LIST_NEXT(ml, entry);
-		if (ml->state == ML_UP && ml->users == 0 && LIST_EMPTY(&ml->link.chans)) {
+		if (ml->launcher) {
+			pid = launcher_run(ml->launcher);
+			launcher_free(ml->launcher);
+			ml->launcher = NULL;
+			if (pid > 0)
+				ml->pid = pid;
+			else
+				herd__link_kill(&ml->link, pid, "cannot run the launcher");
+		} else if (ml->state == ML_UP && ml->users == 0 && LIST_EMPTY(&ml->link.chans)) {
 			mlink_unlist(ml);
 			herd__link_finish(&ml->link);
 		}
@@ -428,6 +506,8 @@ atfork_child(void)
 		LIST_FOREACH(c, &ml->link.chans, entry)
 			close(c->fd);
 		close(ml->link.in_fd);
+		if (ml->launcher)
+			close(ml->launcher->fd);
 	}
 	LIST_INIT(&mlinks);
 	loop = NULL;
@@ -462,8 +542,14 @@ loop_start(void)
 	ev_prepare_init(&idle_check, idle_check_cb);
 	ev_prepare_start(loop, &idle_check);
 	ev_set_loop_release_cb(loop, loop_release, loop_acquire);
-	/* The thread takes no signal of the program's. */
+	/*
+	 * The thread takes no signal of the program's but SIGCHLD, its
+	 * launchers' news: one aimed at a thread that blocks it stays pending
+	 * and interrupts another thread's wait (EINTR), where an unblocked one
+	 * left at SIG_DFL is dropped at once.
+	 */
 	sigfillset(&all);
+	sigdelset(&all, SIGCHLD);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pthread_attr_init(&ta);
 	pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
@@ -488,9 +574,21 @@ loop_start(void)
 static bool
 wait_news(const struct timespec *deadline)
 {
-	uint64_t next = herd__keepalive(NULL), end;
+	unsigned seen = news;
 	struct timespec until = *deadline;
+	uint64_t next, end;
 
+	/*
+	 * Not under the lock: the keepalive takes its list's lock, which a
+	 * fork() elsewhere holds while its atfork handler waits for ours (a
+	 * deadlock that froze every link, heartbeats and all). What changed
+	 * meanwhile is news already.
+	 */
+	pthread_mutex_unlock(&lock);
+	next = herd__keepalive(NULL);
+	pthread_mutex_lock(&lock);
+	if (news != seen)
+		return true;
 	end = (uint64_t)deadline->tv_sec * 1000000u + (uint64_t)deadline->tv_nsec / 1000u;
 	if (next < end) {
 		until.tv_sec = (time_t)(next / 1000000u);
@@ -514,7 +612,7 @@ mlink_new(const char *spec, const struct herd__settings *s, struct mlink **ret)
 		free(ml);
 		return -ENOMEM;
 	}
-	r = launch(spec, &ml->pid, &fd);
+	r = launcher_new(spec, &ml->launcher, &fd);
 	if (r < 0) {
 		free(ml->spec);
 		free(ml);
@@ -527,8 +625,9 @@ mlink_new(const char *spec, const struct herd__settings *s, struct mlink **ret)
 	ml->hb_interval_ms = interval;
 	ml->hb_timeout_ms = timeout;
 	(void)herd__link_notify(&ml->link, "hello",
-	    json_pack("{s:i, s:I, s:I}", "version", HERD__LINK_VERSION, "heartbeat_interval_ms",
-	        (json_int_t)interval, "heartbeat_timeout_ms", (json_int_t)timeout));
+	    json_pack("{s:i, s:I, s:I, s:I}", "version", HERD__LINK_VERSION,
+	        "heartbeat_interval_ms", (json_int_t)interval, "heartbeat_timeout_ms",
+	        (json_int_t)timeout, "window", (json_int_t)HERD__LINK_WINDOW));
 	LIST_INSERT_HEAD(&mlinks, ml, entry);
 	ml->listed = true;
 	*ret = ml;
@@ -622,21 +721,43 @@ address_split(const char *address, const char **ret_path)
 	return hash ? (size_t)(hash - address) : strlen(address);
 }
 
-bool
-herd__link_up(const char *address)
+/* The link up to address's host, or NULL; lock held. */
+static struct mlink *
+mlink_find_up(const char *address)
 {
 	const char *path;
 	size_t n = address_split(address, &path);
 	struct mlink *ml;
-	bool up = false;
 
-	pthread_mutex_lock(&lock);
 	LIST_FOREACH(ml, &mlinks, entry)
 		if (ml->state == ML_UP && strlen(ml->spec) == n &&
 		    strncmp(ml->spec, address, n) == 0)
-			up = true;
+			return ml;
+	return NULL;
+}
+
+bool
+herd__link_up(const char *address)
+{
+	bool up;
+
+	pthread_mutex_lock(&lock);
+	up = mlink_find_up(address) != NULL;
 	pthread_mutex_unlock(&lock);
 	return up;
+}
+
+unsigned
+herd__link_cpus(const char *address)
+{
+	struct mlink *ml;
+	unsigned cpus;
+
+	pthread_mutex_lock(&lock);
+	ml = mlink_find_up(address);
+	cpus = ml ? ml->cpus : 0;
+	pthread_mutex_unlock(&lock);
+	return cpus;
 }
 
 /* The deadline timeout_ms from now on CLOCK_MONOTONIC, as the condition variable counts. */
@@ -781,7 +902,7 @@ ship_run(struct mlink *ml, struct ship_req *req, const char *data, size_t len,
 		while (req->state == SHIP_SEND && ml->state == ML_UP && wait_news(deadline)) {
 		}
 	ml->ship = NULL;
-	pthread_cond_broadcast(&cond);
+	news_broadcast();
 	if (req->state > 0)
 		return ml->state == ML_UP ? -ETIMEDOUT : -ECONNRESET;
 	return req->state;

@@ -18,7 +18,9 @@
 /* Bytes read per read() from the link or a channel. */
 #define READ_CHUNK 65536
 /* Queued bytes past which the other direction stops reading (backpressure). */
-#define HIGH_WATER   (1u << 20)
+#define HIGH_WATER (1u << 20)
+/* Most credit a channel may pile up from a peer's grants. */
+#define CREDIT_MAX   ((int64_t)1 << 40)
 #define IOV_MAX_LINK 64
 
 static void link_update(struct herd__link *l);
@@ -138,13 +140,39 @@ chan_free(struct herd__link_chan *c)
 }
 
 /*
+ * n more bytes of c reached its socket: once half a window has, the far end
+ * gets that much credit back, so a channel whose reader keeps up never waits.
+ */
+static void
+chan_delivered(struct herd__link_chan *c, size_t n)
+{
+	struct herd__link *l = c->link;
+
+	if (!l->windows || c->closing || l->dead || l->draining)
+		return;
+	c->delivered += n;
+	if (c->delivered < HERD__LINK_WINDOW / 2)
+		return;
+	if (herd__link_notify(l, "window",
+	        json_pack("{s:I, s:I}", "channel", (json_int_t)c->id, "bytes",
+	            (json_int_t)c->delivered)) < 0)
+		herd__link_kill(l, -ENOMEM, "out of memory");
+	c->delivered = 0;
+}
+
+/*
  * Writes what c holds; a channel closed by the far end goes once it is
  * written. Returns false when c is gone.
  */
 static bool
 chan_flush(struct herd__link_chan *c)
 {
+	size_t before = c->out.bytes;
 	int r = outq_write(c->fd, true, &c->out);
+
+	chan_delivered(c, before - c->out.bytes);
+	if (c->link->dead)
+		return false;
 
 	if (r == -EAGAIN)
 		return true;
@@ -160,13 +188,37 @@ chan_flush(struct herd__link_chan *c)
 	return true;
 }
 
-/* Whole lines read from c go to the link, each behind its channel number. */
+/* Whole lines read from c go to the link while it has credit, each behind its channel number. */
+static void
+chan_relay(struct herd__link_chan *c)
+{
+	struct herd__link *l = c->link;
+	char *line = c->in.data + c->in.start, *nl;
+
+	while ((!l->windows || c->credit > 0) && (nl = memchr(line, '\n', c->in.len))) {
+		size_t len = (size_t)(nl - line) + 1;
+
+		if (link_queue_line(l, c->id, line, len) < 0) {
+			herd__link_kill(l, -ENOMEM, "out of memory");
+			return;
+		}
+		c->credit -= (int64_t)len;
+		line += len;
+		c->in.len -= len;
+	}
+	c->in.start = c->in.len ? (size_t)(line - c->in.data) : 0;
+	/* Lines waiting for credit are whole: only an unfinished one can be too long. */
+	if (c->in.len > l->max_line && !memchr(line, '\n', c->in.len)) {
+		herd__link_chan_close(c, "message too large for the link");
+		return;
+	}
+	link_flush(l);
+}
+
 static void
 chan_read(struct herd__link_chan *c)
 {
-	struct herd__link *l = c->link;
 	ssize_t n = buf_read(&c->in, c->fd);
-	char *line, *nl;
 
 	if (n == -EAGAIN)
 		return;
@@ -174,23 +226,7 @@ chan_read(struct herd__link_chan *c)
 		herd__link_chan_close(c, n == 0 ? NULL : strerror((int)-n));
 		return;
 	}
-	line = c->in.data + c->in.start;
-	while ((nl = memchr(line, '\n', c->in.len))) {
-		size_t len = (size_t)(nl - line) + 1;
-
-		if (link_queue_line(l, c->id, line, len) < 0) {
-			herd__link_kill(l, -ENOMEM, "out of memory");
-			return;
-		}
-		line += len;
-		c->in.len -= len;
-	}
-	c->in.start = c->in.len ? (size_t)(line - c->in.data) : 0;
-	if (c->in.len > l->max_line) {
-		herd__link_chan_close(c, "message too large for the link");
-		return;
-	}
-	link_flush(l);
+	chan_relay(c);
 }
 
 static void
@@ -220,6 +256,7 @@ herd__link_chan_add(struct herd__link *l, unsigned id, int fd)
 	c->link = l;
 	c->id = id;
 	c->fd = fd;
+	c->credit = (int64_t)l->peer_window;
 	proto_outq_init(&c->out, SIZE_MAX);
 	ev_io_init(&c->io, chan_io_cb, fd, 0);
 	c->io.data = c;
@@ -256,12 +293,14 @@ herd__link_chan_close(struct herd__link_chan *c, const char *error)
 
 /* ---- the link ---- */
 
-/* Reading the link waits while a channel's socket is that far behind. */
+/* Without windows, reading the link waits while a channel's socket is that far behind. */
 static bool
 link_paused(const struct herd__link *l)
 {
 	const struct herd__link_chan *c;
 
+	if (l->windows)
+		return false;
 	LIST_FOREACH(c, &l->chans, entry)
 		if (c->out.bytes > HIGH_WATER)
 			return true;
@@ -304,7 +343,7 @@ link_update(struct herd__link *l)
 		ev_io_stop(l->loop, &l->out_io);
 	LIST_FOREACH(c, &l->chans, entry)
 		io_set(l->loop, &c->io, &c->io_events,
-		    (c->closing || out_full ? 0 : EV_READ) |
+		    (c->closing || out_full || (l->windows && c->credit <= 0) ? 0 : EV_READ) |
 		        (proto_outq_empty(&c->out) ? 0 : EV_WRITE));
 }
 
@@ -355,6 +394,27 @@ herd__link_notify(struct herd__link *l, const char *method, json_t *params)
 	return r;
 }
 
+/* "window" {channel, bytes}: the far end delivered that much of what we sent on channel. */
+static void
+link_window(struct herd__link *l, json_t *params)
+{
+	json_int_t id = json_integer_value(json_object_get(params, "channel"));
+	json_int_t bytes = json_integer_value(json_object_get(params, "bytes"));
+	struct herd__link_chan *c;
+
+	if (bytes <= 0 || bytes > HERD__LINK_WINDOW_MAX) {
+		herd__link_kill(l, -EBADMSG, "a bad window on the link");
+		return;
+	}
+	c = l->windows && id > 0 && id <= UINT32_MAX ? herd__link_chan_find(l, (unsigned)id) : NULL;
+	if (!c)
+		return;
+	c->credit = c->credit + bytes < CREDIT_MAX ? c->credit + bytes : CREDIT_MAX;
+	/* Lines read while the credit was out go first. */
+	if (c->credit > 0 && c->in.len)
+		chan_relay(c);
+}
+
 /* A channel-0 line: the link's own notifications. */
 static void
 link_control(struct herd__link *l, const char *text, size_t len)
@@ -381,6 +441,8 @@ link_control(struct herd__link *l, const char *text, size_t len)
 			c->closing = true;
 			(void)chan_flush(c);
 		}
+	} else if (strcmp(method, "window") == 0) {
+		link_window(l, params);
 	} else if (strcmp(method, "heartbeat") != 0 && l->ops->control) {
 		l->ops->control(l, method, params);
 	}
@@ -412,6 +474,11 @@ link_line(struct herd__link *l, const char *line, size_t len)
 		return;
 	if (proto_outq_push(&c->out, line + i, len - i) < 0) {
 		herd__link_kill(l, -ENOMEM, "out of memory");
+		return;
+	}
+	/* The far end sends no more than our window and the line it started within it. */
+	if (l->windows && c->out.bytes + c->delivered > HERD__LINK_WINDOW + l->max_line) {
+		herd__link_kill(l, -EPROTO, "the far end overran a channel's window");
 		return;
 	}
 	(void)chan_flush(c);
@@ -530,6 +597,17 @@ herd__link_init(struct herd__link *l, struct ev_loop *loop, int in_fd, int out_f
 	ev_timer_init(&l->timer, link_timer_cb, 0., 0.);
 	l->in_io.data = l->out_io.data = l->timer.data = l;
 	link_update(l);
+}
+
+void
+herd__link_set_windows(struct herd__link *l, size_t peer_window)
+{
+	struct herd__link_chan *c;
+
+	l->windows = true;
+	l->peer_window = peer_window;
+	LIST_FOREACH(c, &l->chans, entry)
+		c->credit = (int64_t)peer_window;
 }
 
 void

@@ -18,10 +18,16 @@
  * and the link dies after a silence of the timeout (any byte counts), so a
  * cut network or a frozen host is seen on both sides within the timeout.
  *
- * Backpressure: reading the link waits while a channel's local socket holds
- * more than the high-water mark unread; reading the channels waits while the
- * link's own output does. While the link is not read because of that, its
- * silence does not count.
+ * Flow control, per channel (PROTOCOL.md 9.2), as SSH's channel windows: a
+ * side sends a channel's lines only while it has credit there (the far
+ * end's window, less what it sent, plus what the far end granted back in
+ * "window" messages once it delivered them to its local socket). So a local
+ * connection that stops reading stops its own channel and no other, and
+ * each channel holds at most its window and one line. Reading the channels
+ * also waits while the link's own output is past a high-water mark (the
+ * transport is slow: every channel waits alike). A peer whose hello named no
+ * window (an older herd) gets the old scheme: reading the link waits while
+ * a channel's socket is behind, and that time does not count as silence.
  *
  * Threads: a link belongs to its loop's thread.
  */
@@ -40,6 +46,12 @@
 
 /* The link's own version, in its hello. */
 #define HERD__LINK_VERSION 1
+/* The most CPUs a hello may claim (as many as a pool's workers). */
+#define HERD__LINK_MAX_CPUS 4096
+/* The window each side grants every channel: what it holds for one at most, besides a line. */
+#define HERD__LINK_WINDOW (2u << 20)
+/* The largest window a hello may grant. */
+#define HERD__LINK_WINDOW_MAX (1u << 30)
 /* Bytes a line may add to a connection's message: the channel number and the space. */
 #define HERD__LINK_LINE_EXTRA 16
 
@@ -58,8 +70,12 @@ struct herd__link_chan {
 	unsigned id;
 	int fd;
 	bool closing; /* the far end closed: what is queued is written, then fd closes */
-	struct herd__link_buf in; /* an unfinished line read from fd */
+	struct herd__link_buf
+	    in; /* read from fd: an unfinished line, or lines waiting for credit */
 	struct proto_outq out; /* lines for fd */
+	int64_t
+	    credit; /* bytes we may still send (the far end's window): a line starts while > 0 */
+	size_t delivered; /* bytes written to fd since the last "window" we sent */
 	ev_io io;
 	int io_events;
 	void *userdata; /* the user's, for a channel being opened */
@@ -84,6 +100,8 @@ struct herd__link {
 	bool out_sock; /* out_fd is a socket: sendmsg() with MSG_NOSIGNAL */
 	bool dead;
 	bool draining; /* herd__link_finish(): the output leaves, then out_fd is shut */
+	bool windows; /* the far end speaks per-channel windows (its hello said "window") */
+	size_t peer_window; /* the window it grants each channel */
 	size_t max_line;
 	struct herd__link_buf in;
 	struct proto_outq out;
@@ -102,6 +120,12 @@ void herd__link_init(struct herd__link *l, struct ev_loop *loop, int in_fd, int 
     const struct herd__link_ops *ops, void *userdata, size_t max_message);
 /* Heartbeats from now on (0 turns either part off). */
 void herd__link_set_heartbeat(struct herd__link *l, unsigned interval_ms, unsigned timeout_ms);
+/*
+ * The far end's hello said "window" (a value the ops checked, at most
+ * HERD__LINK_WINDOW_MAX): per-channel flow control from now on, before any
+ * channel is added. Our own hello must have said HERD__LINK_WINDOW.
+ */
+void herd__link_set_windows(struct herd__link *l, size_t peer_window);
 /* Sends a channel-0 notification; params stolen (NULL: none). Returns 0 or -errno. */
 int herd__link_notify(struct herd__link *l, const char *method, json_t *params);
 /* Relays channel id over fd (a local socket, taken over). NULL on ENOMEM (fd closed). */

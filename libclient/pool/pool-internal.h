@@ -148,6 +148,7 @@ struct herd_pool {
 	bool retry_failed;
 	uint64_t task_timeout_usec;
 	unsigned max_restarts;
+	bool max_restarts_set; /* given: not raised to 2 x the workers */
 	unsigned consecutive; /* deaths and failed spawns since a task last finished */
 	uint64_t n_deaths, n_spawns;
 	bool broken; /* gave up (crash loop) */
@@ -232,11 +233,13 @@ int herd__pool_run(struct herd_pool *p, const bool *done, uint64_t deadline);
 /* ---- pool-host.c ---- */
 
 /*
- * Fills p->hosts from the "hosts" option (NULL: one host, socket) and sets
- * p->n_slots; workers is the count for a host that names none (0: the CPUs).
+ * Fills p->hosts from the "hosts" option (NULL: one host, socket); workers
+ * is the count for a host that names none (0: decided once connected).
  */
 int herd__pool_hosts_parse(
-    struct herd_pool *p, json_t *hosts, const char *socket, unsigned workers, unsigned cpus);
+    struct herd_pool *p, json_t *hosts, const char *socket, unsigned workers);
+/* Once the hosts are connected: every count decided (cpus: this machine's), p->n_slots set. */
+int herd__pool_hosts_count(struct herd_pool *p, unsigned cpus);
 void herd__pool_hosts_free(struct herd_pool *p);
 
 /* ---- pool-ev.c ---- */

@@ -87,7 +87,7 @@ pool_options(struct herd_pool *p, json_t *opts, const char **ret_socket, json_t 
 		return -E2BIG;
 	p->chunksize = (unsigned)chunksize;
 	/* With "hosts", "workers" is the count of a host that names none. */
-	r = herd__pool_hosts_parse(p, *ret_hosts, *ret_socket, (unsigned)workers, cpus_allowed());
+	r = herd__pool_hosts_parse(p, *ret_hosts, *ret_socket, (unsigned)workers);
 	if (r < 0)
 		return r;
 	p->window = (unsigned)window;
@@ -95,8 +95,7 @@ pool_options(struct herd_pool *p, json_t *opts, const char **ret_socket, json_t 
 	p->retry_failed = retry_failed;
 	p->task_timeout_usec = (uint64_t)timeout * HERD__USEC_PER_MSEC;
 	p->max_restarts = restarts ? (unsigned)restarts : DEFAULT_MAX_RESTARTS;
-	if (!restarts && p->max_restarts < 2 * p->n_slots)
-		p->max_restarts = 2 * p->n_slots;
+	p->max_restarts_set = restarts > 0;
 	if (name)
 		p->name = strdup(name);
 	else if (asprintf(&p->name, "%s-pool", program_invocation_short_name) < 0)
@@ -959,20 +958,29 @@ pool_setup(struct herd_pool *p, json_t *spawn_opts, json_t *pool_opts, herd_erro
 		r = pool_spawn_opts(p, spawn_opts);
 	if (r < 0)
 		return r;
-	p->slots = calloc(p->n_slots, sizeof(*p->slots));
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
 	p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (!p->slots || p->epfd < 0 || p->wake_fd < 0 ||
+	if (p->epfd < 0 || p->wake_fd < 0 ||
 	    epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->wake_fd,
 	        &(struct epoll_event){ .events = EPOLLIN, .data.fd = p->wake_fd }) < 0)
 		return -ENOMEM;
 	snprintf(p->key_prefix, sizeof(p->key_prefix), "%d.%u", (int)getpid(),
 	    __atomic_add_fetch(&pool_seq, 1, __ATOMIC_RELAXED));
 	p->settings = json_incref(settings);
+	/* Connected first: a host without a count takes what its herdd says it has. */
+	r = hosts_connect(p, ret_error);
+	if (r == 0)
+		r = herd__pool_hosts_count(p, cpus_allowed());
+	if (r < 0)
+		return r;
+	if (!p->max_restarts_set && p->max_restarts < 2 * p->n_slots)
+		p->max_restarts = 2 * p->n_slots;
+	p->slots = calloc(p->n_slots, sizeof(*p->slots));
+	if (!p->slots)
+		return -ENOMEM;
 	for (unsigned i = 0, k = 0; i < p->n_hosts; i++)
 		for (unsigned j = 0; j < p->hosts[i].workers; j++, k++)
 			p->slots[k] = (struct slot){ .pool = p, .host = &p->hosts[i], .idx = k };
-	r = hosts_connect(p, ret_error);
 	for (unsigned i = 0; r == 0 && i < p->n_slots; i++)
 		if (p->slots[i].host->m)
 			slot_spawn(&p->slots[i]);

@@ -51,10 +51,19 @@ slurm)
 	;;
 esac
 
+# At the end, whatever failed: host 1's link back up (a cut test that died
+# leaves it cut, and ssh clients to it hanging), then the testbed down if
+# it was brought up here.
 mine=
+tmp=
+cleanup() {
+	[ -z "$tmp" ] || rm -rf "$tmp"
+	[ "$kind" != ssh ] || "$script" heal 1 >/dev/null 2>&1 || true
+	[ -z "$mine" ] || "$script" down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
 if ! "$script" status >/dev/null 2>&1; then
 	mine=1
-	trap '"$script" down >/dev/null 2>&1 || true' EXIT
 	"$script" up 3 >/dev/null
 fi
 state="already up"
@@ -68,7 +77,6 @@ PATH=$(dirname "$HERDCTL"):$PATH
 export HERD_TESTWORKER PATH
 expected=$(seq 1 100 | awk '{print $1 * ($1 - 1) / 2}')
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"; [ -z "$mine" ] || "$script" down >/dev/null 2>&1 || true' EXIT
 case $kind in
 ssh)
 	seq 1 100 | sed 's/.*/{"n":&}/' |

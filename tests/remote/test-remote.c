@@ -12,6 +12,7 @@
  * UTS namespaces), so the test watches remote processes by pid.
  */
 #include <dlfcn.h>
+#include <sched.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -66,11 +67,10 @@ short_heartbeats(void)
 	    "heartbeat_timeout_ms", HB_TIMEOUT_MS);
 }
 
-/* A master on host i, or the test fails. */
+/* A master on host i with settings (borrowed), or the test fails. */
 static herd_master *
-remote_master_ok(int i)
+remote_master_with(int i, json_t *settings)
 {
-	json_t *settings = short_heartbeats();
 	herd_error *err = NULL;
 	herd_master *m = NULL;
 	int r;
@@ -79,6 +79,16 @@ remote_master_ok(int i)
 	ck_assert_msg(r == 0, "master on %s: %s (%s)", hosts[i], strerror(-r),
 	    err ? herd_error_message(err) : "-");
 	herd_error_unref(err);
+	return m;
+}
+
+/* A master on host i with short heartbeats, or the test fails. */
+static herd_master *
+remote_master_ok(int i)
+{
+	json_t *settings = short_heartbeats();
+	herd_master *m = remote_master_with(i, settings);
+
 	json_decref(settings);
 	return m;
 }
@@ -397,6 +407,76 @@ START_TEST(test_remote_worker_crash)
 }
 END_TEST
 
+/* Items a stalled stream would send: tens of MB, far more than the link may hold for it. */
+#define STALL_ITEMS 600000
+/* What the link may hold for a channel that stops reading (its window, a message, slack). */
+#define STALL_MAX_GROWTH_KIB (16 * 1024)
+
+/*
+ * One connection stops reading while another keeps calling through the same
+ * link: each channel has its own window (PROTOCOL.md 9.2), so the stalled
+ * one stops only its own worker, the other's calls all complete, and the
+ * link's memory on both sides stays bounded. Then the stalled stream is
+ * read to its end, every item in order.
+ */
+START_TEST(test_stalled_channel)
+{
+	/*
+	 * Default heartbeats: reading the stream back never waits, and only a
+	 * wait sends the master's heartbeats (a slow build may read for seconds).
+	 */
+	herd_master *m = remote_master_with(0, NULL);
+	herd_worker *wa = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
+	herd_worker *wb = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
+	herd_conn *ca = worker_connect_ok(wa), *cb = worker_connect_ok(wb);
+	pid_t herdd =
+	    (pid_t)json_integer_value(json_object_get(herd_master_get_server_info(m), "pid"));
+	json_t *args = json_pack("{s:i}", "n", STALL_ITEMS), *item = NULL;
+	long rss0 = ht_pid_rss_kib(getpid()), far0 = ht_pid_rss_kib(herdd), rss1, far1;
+	int64_t t0 = ht_now_ms(), took;
+	herd_stream *s = NULL;
+	int calls = 0, r;
+	json_int_t n = 0;
+
+	ck_assert_int_eq(herd_stream_open(ca, "count", args, NULL, NULL, NULL, &s), 0);
+	json_decref(args);
+	/* ca is never processed meanwhile: its items pile up as far as the link lets them. */
+	while (calls < 2000 || ht_now_ms() - t0 < 1000) {
+		call_int_ok(
+		    cb, "sum", json_pack("{s:i}", "n", calls), (json_int_t)calls * (calls - 1) / 2);
+		calls++;
+	}
+	took = ht_now_ms() - t0;
+	rss1 = ht_pid_rss_kib(getpid());
+	far1 = ht_pid_rss_kib(herdd);
+	printf("stalled channel: %d calls on another channel of the link in %lld ms; memory grew "
+	       "%ld KiB here, %ld KiB in the remote herdd\n",
+	    calls, (long long)took, rss1 - rss0, far1 - far0);
+#ifdef __SANITIZE_ADDRESS__
+	/* ASan's quarantine keeps the calls' freed memory resident: the plain build checks it. */
+	printf("stalled channel: memory bound not checked under AddressSanitizer\n");
+#else
+	ck_assert_int_lt(rss1 - rss0, STALL_MAX_GROWTH_KIB);
+	ck_assert_int_lt(far1 - far0, STALL_MAX_GROWTH_KIB);
+#endif
+	while ((r = herd_stream_next(s, HT_USEC(10000), &item)) > 0) {
+		ck_assert_int_eq(json_integer_value(item), n++);
+		json_decref(item);
+	}
+	ck_assert_msg(r == 0, "stream after %lld items: %s (%s)", (long long)n, strerror(-r),
+	    herd_stream_error(s) ? herd_error_message(herd_stream_error(s)) : "-");
+	ck_assert_int_eq(n, STALL_ITEMS);
+	printf("stalled channel read afterwards: %d items in order, %lld ms\n", STALL_ITEMS,
+	    (long long)(ht_now_ms() - t0 - took));
+	herd_stream_unref(s);
+	herd_conn_unref(ca);
+	herd_conn_unref(cb);
+	herd_worker_unref(wa);
+	herd_worker_unref(wb);
+	herd_master_unref(m);
+}
+END_TEST
+
 /* The path herdd ran w from (its WORKER record's), malloc'd. */
 static char *
 worker_path(herd_master *m, herd_worker *w)
@@ -478,8 +558,11 @@ START_TEST(test_ship_executable)
 	/* A changed copy no longer matches its hash: refused, not run. */
 	ck_assert_int_eq(herd_master_shutdown(m, herd_worker_id(w1), 0, NULL), 0);
 	ck_assert_int_eq(herd_master_shutdown(m, herd_worker_id(w2), 0, NULL), 0);
+	/* Writable once neither runs it (ETXTBSY), which a slow exit (ASan) delays. */
+	ck_assert_int_eq(ht_wait_pid_gone(herd_worker_pid(w1), ht_ms(5000)), 0);
+	ck_assert_int_eq(ht_wait_pid_gone(herd_worker_pid(w2), ht_ms(5000)), 0);
 	fd = open(cached, O_WRONLY | O_APPEND | O_CLOEXEC);
-	ck_assert_int_ge(fd, 0);
+	ck_assert_msg(fd >= 0, "%s: %m", cached);
 	ck_assert_int_eq(write(fd, "x", 1), 1);
 	close(fd);
 	ck_assert_int_eq(herd_master_spawn(m, opts, 0, &w3), -EREMOTEIO);
@@ -548,6 +631,18 @@ testbed_ok(const char *verb)
 }
 
 /*
+ * Each test starts with host 1's link up: a cut test that failed (Check
+ * ends it at once, without its teardown) must not leave it cut for the rest.
+ */
+static void
+remote_setup(void)
+{
+	ht_client_setup();
+	if (getenv("HERD_TESTBED_SSH"))
+		testbed_ok("heal");
+}
+
+/*
  * Host 1's network cut: no EOF arrives on either side, so only heartbeats
  * tell. The master hears host_lost, and the far side stops its worker and
  * exits, each within the heartbeat timeout of the last byte it got.
@@ -586,6 +681,37 @@ START_TEST(test_network_cut)
 	ck_assert_int_le(master_ms, ht_ms(HB_TIMEOUT_MS + 500));
 	herd_worker_unref(w);
 	herd_master_unref(m);
+}
+END_TEST
+
+/*
+ * A master SIGKILLed while host 1's network is cut: no EOF can reach that
+ * host's ssh, which would wait minutes for TCP to give up. Its launchers
+ * die with it all the same (PR_SET_PDEATHSIG), at once.
+ */
+START_TEST(test_master_killed_in_cut)
+{
+	struct fate f;
+	int64_t t0, took;
+
+	if (!getenv("HERD_TESTBED_SSH")) {
+		printf("master killed in a cut: skipped (no ssh testbed: HERD_TESTBED_SSH is "
+		       "unset)\n");
+		return;
+	}
+	fate_start(&f);
+	testbed_ok("cut");
+	t0 = ht_now_ms();
+	ck_assert_int_eq(kill(f.master, SIGKILL), 0);
+	for (int i = 0; i < n_hosts; i++)
+		ck_assert_msg(ht_wait_pid_gone(f.launcher[i], ht_ms(1000)) == 0,
+		    "launcher %d of the killed master still runs", (int)f.launcher[i]);
+	took = ht_now_ms() - t0;
+	/* The far side of the cut ends by its heartbeat timeout. */
+	fate_all_gone(&f, t0, ht_ms(HB_TIMEOUT_MS + 1000));
+	testbed_ok("heal");
+	printf("master SIGKILLed with %s cut: its launchers gone after %lld ms\n", hosts[0],
+	    (long long)took);
 }
 END_TEST
 
@@ -806,6 +932,217 @@ START_TEST(test_pool_host_cut)
 }
 END_TEST
 
+/* The file at path (at most size - 1 bytes, NUL-terminated); its length, or the test fails. */
+static size_t
+file_read(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	ck_assert_msg(fd >= 0, "%s: %m", path);
+	n = ht_read_all(fd, buf, size, ht_ms(5000));
+	close(fd);
+	ck_assert_int_ge(n, 0);
+	return (size_t)n;
+}
+
+/* The CPUs pid's affinity allows. */
+static unsigned
+affinity_cpus(pid_t pid)
+{
+	cpu_set_t set;
+
+	ck_assert_int_eq(sched_getaffinity(pid, sizeof(set), &set), 0);
+	return (unsigned)CPU_COUNT(&set);
+}
+
+/* The CPUs a process (a remote herdd: every host shares our pids) may use: affinity, Slurm share. */
+static unsigned
+pid_cpus(pid_t pid)
+{
+	char path[64], env[65536], *e;
+	unsigned n = affinity_cpus(pid), slurm;
+	size_t len;
+
+	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+	len = file_read(path, env, sizeof(env));
+	/* NUL-separated variables. */
+	for (e = env; e < env + len; e += strlen(e) + 1)
+		if (sscanf(e, "SLURM_CPUS_ON_NODE=%u", &slurm) == 1 && slurm < n)
+			n = slurm;
+	return n;
+}
+
+/*
+ * Host 1's herdd bound to CPU 0 (taskset), where the host's address names
+ * its herdd: exec:, and ssh:// through a wrapper on the shared file system.
+ */
+static char *
+host_on_cpu0(int i, const char *dir)
+{
+	char wrapper[512], *address = NULL;
+	FILE *f;
+
+	if (strncmp(hosts[i], "exec:", 5) == 0) {
+		ck_assert_int_gt(
+		    asprintf(&address, "exec:exec taskset -c 0 %s --stdio", getenv("HERDD")), 0);
+	} else if (strncmp(hosts[i], "ssh://", 6) == 0 && !strchr(hosts[i] + 6, '/')) {
+		snprintf(wrapper, sizeof(wrapper), "%s/herdd-cpu0", dir);
+		f = fopen(wrapper, "we");
+		ck_assert_ptr_nonnull(f);
+		fprintf(f, "#!/bin/sh\nexec taskset -c 0 %s \"$@\"\n", getenv("HERDD"));
+		ck_assert_int_eq(fclose(f), 0);
+		ck_assert_int_eq(chmod(wrapper, 0755), 0);
+		ck_assert_int_gt(asprintf(&address, "%s%s", hosts[i], wrapper), 0);
+	} else {
+		address = strdup(hosts[i]);
+	}
+	return address;
+}
+
+/*
+ * A pool over hosts that name no worker count starts on each as many
+ * workers as that host's herdd can use, not this machine's CPUs: host 1's
+ * herdd is bound to one CPU where its address allows, and over ssh this
+ * process to one CPU (the remote herdds, children of sshd, are not).
+ */
+START_TEST(test_pool_remote_cpus)
+{
+	json_t *spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
+	json_t *list = json_array(), *opts, *settings = short_heartbeats();
+	char *address[MAX_HOSTS], dir[128];
+	unsigned want = 0, cpus[MAX_HOSTS], local;
+	struct map_watch w = { .n = 300 };
+	herd_master *m[MAX_HOSTS];
+	herd_error *err = NULL;
+	herd_pool *p = NULL;
+	cpu_set_t one;
+	int r;
+
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	if (strncmp(hosts[0], "ssh://", 6) == 0) {
+		CPU_ZERO(&one);
+		CPU_SET(0, &one);
+		ck_assert_int_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+	}
+	local = pid_cpus(getpid());
+	for (int i = 0; i < n_hosts; i++) {
+		address[i] = i == 0 ? host_on_cpu0(0, dir) : strdup(hosts[i]);
+		/* The same address in this process shares the pool's link, so the same herdd. */
+		r = herd_master_connect(address[i], settings, &m[i], &err);
+		ck_assert_msg(
+		    r == 0, "master on %s: %s", address[i], err ? herd_error_message(err) : "-");
+		cpus[i] = pid_cpus((pid_t)json_integer_value(
+		    json_object_get(herd_master_get_server_info(m[i]), "pid")));
+		want += cpus[i];
+		json_array_append_new(list, json_string(address[i]));
+	}
+	if (strcmp(address[0], hosts[0]) != 0)
+		ck_assert_uint_eq(cpus[0], 1);
+	opts =
+	    json_pack("{s:o, s:O, s:s}", "hosts", list, "settings", settings, "name", "cpus-pool");
+	r = herd_pool_new(spawn, opts, &p, &err);
+	ck_assert_msg(r == 0, "pool: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
+	printf("pool over hosts without counts: %d workers (the hosts' herdds: %u",
+	    herd_pool_size(p), cpus[0]);
+	for (int i = 1; i < n_hosts; i++)
+		printf(" + %u", cpus[i]);
+	printf("; this process: %u CPUs)\n", local);
+	ck_assert_int_eq(herd_pool_size(p), (int)want);
+	pool_map_ok(p, &w);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+	for (int i = 0; i < n_hosts; i++) {
+		herd_master_unref(m[i]);
+		free(address[i]);
+	}
+	json_decref(spawn);
+	json_decref(opts);
+	json_decref(settings);
+}
+END_TEST
+
+/* Writes text to path; false if it cannot. */
+static bool
+write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "we");
+
+	if (!f)
+		return false;
+	fputs(text, f);
+	return fclose(f) == 0;
+}
+
+/*
+ * A cgroup with a quota of half a CPU (v2 cpu.max, else v1
+ * cpu.cfs_quota_us) in dir, or false where this machine does not let us.
+ */
+static bool
+half_cpu_cgroup(char *dir, size_t size)
+{
+	snprintf(dir, size, "/sys/fs/cgroup/herd-test-%d", (int)getpid());
+	if (access("/sys/fs/cgroup/cgroup.subtree_control", W_OK) == 0 && mkdir(dir, 0755) == 0) {
+		char path[512];
+
+		snprintf(path, sizeof(path), "%s/cpu.max", dir);
+		if (write_file(path, "50000 100000"))
+			return true;
+		rmdir(dir);
+	}
+	snprintf(dir, size, "/sys/fs/cgroup/cpu/herd-test-%d", (int)getpid());
+	if (mkdir(dir, 0755) == 0) {
+		char path[512];
+
+		snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", dir);
+		if (write_file(path, "50000"))
+			return true;
+		rmdir(dir);
+	}
+	return false;
+}
+
+/* A herdd in a cgroup with a quota of half a CPU says its workers can use one: a pool starts one. */
+START_TEST(test_pool_cpu_quota)
+{
+	struct map_watch w = { .n = 100 };
+	char dir[256], *address = NULL;
+	herd_error *err = NULL;
+	herd_pool *p = NULL;
+	json_t *spawn, *opts;
+	pid_t herdd;
+	int r;
+
+	if (strncmp(hosts[0], "exec:", 5) != 0 || !half_cpu_cgroup(dir, sizeof(dir))) {
+		printf("pool on a herdd with a CPU quota: skipped (no exec: hosts, or no cgroup to "
+		       "make)\n");
+		return;
+	}
+	spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
+	ck_assert_int_gt(asprintf(&address, "exec:echo $$ >%s/cgroup.procs && exec %s --stdio", dir,
+	                     getenv("HERDD")),
+	    0);
+	opts = json_pack("{s:[s], s:o}", "hosts", address, "settings", short_heartbeats());
+	r = herd_pool_new(spawn, opts, &p, &err);
+	ck_assert_msg(r == 0, "pool: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
+	ck_assert_int_eq(herd_pool_size(p), 1);
+	herdd = (pid_t)json_integer_value(
+	    json_object_get(herd_master_get_server_info(herd_pool_get_master(p)), "pid"));
+	ht_track_pid(herdd);
+	pool_map_ok(p, &w);
+	printf("pool on a herdd limited to half a CPU (%s): 1 worker, this process %u CPUs\n", dir,
+	    affinity_cpus(0));
+	herd_pool_close(p);
+	herd_pool_unref(p);
+	ck_assert_int_eq(ht_wait_pid_gone(herdd, ht_ms(5000)), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+	free(address);
+	herd_error_unref(err);
+	json_decref(spawn);
+	json_decref(opts);
+}
+END_TEST
+
 /* A stand-in srun: notes the node it is asked for, then runs the command (herdd --stdio) here. */
 static const char fake_srun[] =
     "#!/bin/sh\n"
@@ -855,7 +1192,8 @@ START_TEST(test_pool_slurm_nodelist)
 	ck_assert_int_eq(setenv("SLURM_CPUS_ON_NODE", "2", 1), 0);
 	r = herd_pool_new(spawn, opts, &p, &err);
 	ck_assert_msg(r == 0, "pool: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
-	ck_assert_int_eq(herd_pool_size(p), 6);
+	/* Each node's herdd (run here) says the job's share of the node, within our CPUs. */
+	ck_assert_int_eq(herd_pool_size(p), 3 * (int)(affinity_cpus(0) < 2 ? affinity_cpus(0) : 2));
 	ck_assert_int_eq(herd_pool_hosts_up(p), 3);
 	pool_map_ok(p, &w);
 	herd_pool_close(p);
@@ -868,6 +1206,89 @@ START_TEST(test_pool_slurm_nodelist)
 	herd_error_unref(err);
 	json_decref(spawn);
 	json_decref(opts);
+}
+END_TEST
+
+/* A map over "hosts": ["slurm=1"], every node of $SLURM_JOB_NODELIST (the test's slurm:// hosts). */
+static void
+pool_slurm_nodes_ok(void)
+{
+	json_t *spawn = json_pack("{s:s}", "path", getenv("HERD_EXAMPLE_WORKER"));
+	json_t *opts =
+	    json_pack("{s:[s], s:o}", "hosts", "slurm=1", "settings", short_heartbeats());
+	struct map_watch w = { .n = 300 };
+	herd_error *err = NULL;
+	herd_pool *p = NULL;
+	int r = herd_pool_new(spawn, opts, &p, &err);
+
+	ck_assert_msg(r == 0, "pool: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
+	ck_assert_int_eq(herd_pool_size(p), n_hosts);
+	pool_hosts_back_ok(p, NULL, ht_ms(30000));
+	pool_map_ok(p, &w);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+	herd_error_unref(err);
+	json_decref(spawn);
+	json_decref(opts);
+}
+
+/*
+ * On the Slurm test bed, "hosts": ["slurm"] expands $SLURM_JOB_NODELIST
+ * with `scontrol show hostnames` (Slurm's own parser) when scontrol is on
+ * PATH: a wrapper notes its arguments before it runs the real one. With
+ * no scontrol on PATH (only srun there), the parser in libherd does it.
+ */
+START_TEST(test_pool_slurm_scontrol)
+{
+	char dir[128], path[512], log[512], got[256] = "", *list = NULL, *tmp;
+	const char *old_path = getenv("PATH");
+	FILE *f;
+
+	if (strncmp(hosts[0], "slurm://", 8) != 0) {
+		printf("nodelist through scontrol: skipped (no Slurm hosts under test)\n");
+		return;
+	}
+	/* The test bed's nodes n1, n2, n3 as Slurm writes them: n[1,2,3]. */
+	for (int i = 0; i < n_hosts; i++) {
+		unsigned k;
+
+		ck_assert_int_eq(sscanf(hosts[i], "slurm://n%u", &k), 1);
+		ck_assert_int_gt(
+		    asprintf(&tmp, "%s%s%u", list ? list : "n[", list ? "," : "", k), 0);
+		free(list);
+		list = tmp;
+	}
+	ck_assert_int_gt(asprintf(&tmp, "%s]", list), 0);
+	free(list);
+	list = tmp;
+	/* This test runs in a child of its own (check's fork mode): the environment is its own. */
+	ck_assert_int_eq(setenv("SLURM_JOB_NODELIST", list, 1), 0);
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/scontrol", dir);
+	snprintf(log, sizeof(log), "%s/args", dir);
+	f = fopen(path, "we");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "#!/bin/sh\necho \"$*\" >>%s\nPATH='%s' exec scontrol \"$@\"\n", log, old_path);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(chmod(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s:%s", dir, old_path);
+	ck_assert_int_eq(setenv("PATH", path, 1), 0);
+	pool_slurm_nodes_ok();
+	(void)file_read(log, got, sizeof(got));
+	snprintf(path, sizeof(path), "show hostnames %s\n", list);
+	ck_assert_str_eq(got, path);
+	printf("nodelist %s through scontrol show hostnames: %d nodes, map exact\n", list, n_hosts);
+	/* Without scontrol: PATH holds srun alone. */
+	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
+	snprintf(path, sizeof(path), "%s/srun", dir);
+	ck_assert_int_eq(ht_run((const char *[]){ "/bin/sh", "-c",
+	                            "ln -s \"$(command -v srun)\" \"$0\"", path, NULL },
+	                     NULL, NULL, ht_ms(10000)),
+	    0);
+	ck_assert_int_eq(setenv("PATH", dir, 1), 0);
+	pool_slurm_nodes_ok();
+	printf("nodelist %s without scontrol on PATH: parsed by libherd, map exact\n", list);
+	free(list);
 }
 END_TEST
 
@@ -920,13 +1341,16 @@ main(int argc, char **argv)
 {
 	const struct ht_case remote = { .name = "remote",
 		.timeout_s = 120,
-		.setup = ht_client_setup,
+		.setup = remote_setup,
 		.teardown = ht_client_teardown,
 		.tests = { test_kinds_on_every_host, test_master_killed, test_launcher_killed,
 		    test_launcher_group_killed, test_remote_herdd_killed, test_remote_worker_crash,
-		    test_ship_executable, test_network_cut, test_ssh_command_line,
-		    test_pool_over_hosts, test_pool_host_killed, test_pool_host_cut,
-		    test_pool_slurm_nodelist, test_herdctl_map_hosts } };
+		    test_stalled_channel, test_ship_executable, test_network_cut,
+		    test_master_killed_in_cut, test_ssh_command_line, test_pool_over_hosts,
+		    test_pool_host_killed, test_pool_host_cut, test_pool_remote_cpus,
+		    test_pool_cpu_quota, test_pool_slurm_scontrol, test_pool_slurm_nodelist,
+		    test_herdctl_map_hosts } };
+	int r;
 
 	hosts_load();
 	if (n_hosts == 0) {
@@ -935,5 +1359,12 @@ main(int argc, char **argv)
 	}
 	for (int i = 0; i < n_hosts; i++)
 		fprintf(stderr, "host %d: %s\n", i + 1, hosts[i]);
+	/*
+	 * What a test leaves when Check kills it (its timeout) comes to us, and
+	 * ht_run_cases() kills it at the end: nothing may hold meson's pipes.
+	 */
+	r = ht_become_subreaper();
+	if (r < 0)
+		fprintf(stderr, "PR_SET_CHILD_SUBREAPER: %s\n", strerror(-r));
 	return ht_run_cases("remote", &remote, 1);
 }

@@ -241,6 +241,75 @@ START_TEST(test_heartbeats_and_silence)
 }
 END_TEST
 
+/* Lines a channel's user writes leave only while the far end's window has room. */
+START_TEST(test_window_holds_lines_back)
+{
+	static const char lines[] = "aaaaaaaaaaaaa\nbbbbbbbbbbbbb\nccccccccccccc\n";
+	char c;
+
+	herd__link_set_windows(&fx.link, 20);
+	ck_assert_int_eq(write(fx.user, lines, strlen(lines)), (ssize_t)strlen(lines));
+	/* 14 bytes leave 6 of credit: the second line starts, the third waits. */
+	ck_assert_str_eq(line_from(fx.far, 1000), "1 aaaaaaaaaaaaa");
+	ck_assert_str_eq(line_from(fx.far, 1000), "1 bbbbbbbbbbbbb");
+	pump(50);
+	ck_assert_int_eq(recv(fx.far, &c, 1, MSG_DONTWAIT), -1);
+	ck_assert_int_eq(errno, EAGAIN);
+	far_send("0 {\"jsonrpc\":\"2.0\",\"method\":\"window\",\"params\":{\"channel\":1,"
+	         "\"bytes\":28}}\n");
+	ck_assert_str_eq(line_from(fx.far, 1000), "1 ccccccccccccc");
+	ck_assert_int_eq(fx.dead, 0);
+}
+END_TEST
+
+/* Writes n lines of 1000 bytes to channel 1 from the far end, running the loop; reads them if drain. */
+static void
+far_flood(int n, bool drain)
+{
+	char line[1003];
+
+	memset(line, 'x', sizeof(line));
+	memcpy(line, "1 ", 2);
+	line[sizeof(line) - 1] = '\n';
+	for (int i = 0; i < n && !fx.dead; i++) {
+		ck_assert_int_eq(write(fx.far, line, sizeof(line)), (ssize_t)sizeof(line));
+		for (int k = 0; k < 4; k++)
+			ev_run(fx.loop, EVRUN_NOWAIT);
+		while (drain && recv(fx.user, fx.buf, sizeof(fx.buf), MSG_DONTWAIT) > 0) {
+		}
+	}
+}
+
+/* Once half our window reached the user, the far end is told so on channel 0. */
+START_TEST(test_delivery_grants_credit)
+{
+	long bytes = 0;
+
+	herd__link_set_windows(&fx.link, HERD__LINK_WINDOW);
+	far_flood(HERD__LINK_WINDOW / 2 / 1001 + 10, true);
+	ck_assert_int_eq(
+	    sscanf(line_from(fx.far, 1000),
+	        "0 {\"jsonrpc\":\"2.0\",\"method\":\"window\",\"params\":{\"channel\":1,"
+	        "\"bytes\":%ld}}",
+	        &bytes),
+	    1);
+	/* Granted as soon as half the window was delivered, in the writes that took it there. */
+	ck_assert_int_ge(bytes, HERD__LINK_WINDOW / 2);
+	ck_assert_int_lt(bytes, HERD__LINK_WINDOW / 2 + 2 * 1001);
+	ck_assert_int_eq(fx.dead, 0);
+}
+END_TEST
+
+/* A far end that sends past our window to a user who does not read ends the link. */
+START_TEST(test_window_overrun_ends_link)
+{
+	herd__link_set_windows(&fx.link, HERD__LINK_WINDOW);
+	far_flood(4 * HERD__LINK_WINDOW / 1001, false);
+	ck_assert_int_eq(fx.dead, 1);
+	ck_assert_int_eq(fx.dead_reason, -EPROTO);
+}
+END_TEST
+
 START_TEST(test_finish_shuts_the_write_side)
 {
 	far_send("1 {\"n\":1}\n");
@@ -265,4 +334,5 @@ HT_MAIN("link",
         .teardown = teardown,
         .tests = { test_relay_both_ways, test_control_and_close, test_framing_error_ends_link,
             test_long_line_ends_link, test_eof_ends_link, test_heartbeats_and_silence,
-            test_finish_shuts_the_write_side } })
+            test_finish_shuts_the_write_side, test_window_holds_lines_back,
+            test_delivery_grants_credit, test_window_overrun_ends_link } })

@@ -102,12 +102,17 @@ typedef struct herd_job herd_job;
  *                     or "ADDRESS=N" (N workers there; "=N" only at the very
  *                     end, so ssh://h1:2222=4 is port 2222 with 4 workers)
  *                     or an object {"address": A, "workers": N}. A host
- *                     without N gets "workers", else this machine's CPUs.
+ *                     without N gets "workers", else the CPUs its herdd
+ *                     says its workers can use there (a remote herdd's
+ *                     affinity, CPU quota and Slurm share: PROTOCOL.md
+ *                     9.3), else (a local herdd, or a host not reached
+ *                     when the pool starts) this machine's CPUs, or
+ *                     $SLURM_CPUS_ON_NODE for a Slurm node.
  *                     The string "slurm" (or "slurm=N") stands for every
  *                     node of the Slurm allocation this process runs in
- *                     ($SLURM_JOB_NODELIST, "n[1-3],m5": one bracket group
- *                     a name), with $SLURM_CPUS_ON_NODE workers unless N or
- *                     "workers" says otherwise;
+ *                     ($SLURM_JOB_NODELIST, expanded by `scontrol show
+ *                     hostnames` when scontrol is on PATH, else here:
+ *                     "n[1-3],m5", one bracket group a name);
  *   "settings"        RPC settings for the pool's connections.
  * Unknown members are refused (-EINVAL).
  *
