@@ -14,6 +14,7 @@ import os
 import re
 import select
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -716,6 +717,19 @@ class Connection(Driver):
 
     def fileno(self) -> int:
         return self._sock.fileno()
+
+    def peer_pid(self) -> int:
+        return peer_pid(self._sock)
+
+
+def peer_pid(sock: Optional[socket.socket]) -> int:
+    """The pid of the process at the socket's other end (SO_PEERCRED); 0 if unknown."""
+    try:
+        cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,  # type: ignore[union-attr]
+                               struct.calcsize("3i"))
+    except (OSError, AttributeError):
+        return 0
+    return int(struct.unpack("3i", cred)[0])
 
 
 def result_of(reply: Message) -> Any:
