@@ -34,9 +34,13 @@ def test_map_shapes(herdd):
         assert [x.result() for x in concurrent.futures.as_completed(futures)] != []
         assert [x.result() for x in futures] == [x * x for x in range(10)]
         assert p.map(f.square, []) == []
+        # Pickled by default, as multiprocessing: a tuple comes back a tuple.
+        assert p.map(f.pair, [1]) == [(1, "1")]
+        assert p.wait_ready(30) and len(set(p.pids())) == 2
+    with herd.Pool(1, pickle=False) as p:
         # JSON: a tuple comes back as a list.
         assert p.map(f.pair, [1]) == [[1, "1"]]
-        assert p.wait_ready(30) and len(set(p.pids())) == 2
+        assert p.starmap(f.add, [(1, 2), ("a", "b")]) == [3, "ab"]
 
 
 def test_pickle_mode(herdd):
