@@ -840,7 +840,8 @@ class Pool:
         failed = {e["index"]: e["error"] for e in result.get("errors", ())
                   if isinstance(e, dict)}
         self._consecutive = 0
-        indices = list(f.indices)
+        # A chunk's indices as a list only when some failed: a range costs nothing.
+        indices = list(f.indices) if failed else f.indices
         retry = []
         for pos, error in failed.items():
             err = HerdError.from_reply(error)
