@@ -358,11 +358,13 @@ def test_wordfreq_example_equals_a_sequential_count(herdd, tmp_path):
         (texts_dir / f"t{k:02d}.txt").write_text(text)
     want = collections.Counter(w for t in texts * 5 for w in re.findall("[a-z]+", t.lower()))
     env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "wordfreq.py"),
-                          "--workers", "2", str(texts_dir)], env=env, capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert lines[0] == f"{sum(want.values())} words, {len(want)} different, in 15 files"
     top = sorted(want.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
-    assert lines[1:] == [f"{n} {w}" for w, n in top]
+    # After (herd.Pool) and before (multiprocessing): the same answer.
+    for before in ([], ["--multiprocessing"]):
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "wordfreq.py")]
+                             + before + ["--workers", "2", str(texts_dir)], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0] == f"{sum(want.values())} words, {len(want)} different, in 15 files"
+        assert lines[1:] == [f"{n} {w}" for w, n in top]
