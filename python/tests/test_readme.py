@@ -59,3 +59,17 @@ def test_readme_pool(herdd, testworker, tmp_path):
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["[3, 2, 1]", "6000", "[0, 0, 1, 3, 6]"]
+
+
+def test_readme_async_worker(herdd, tmp_path):
+    import herd
+    script = tmp_path / "aworker.py"
+    script.write_text(readme_samples()[3])
+    script.chmod(0o755)
+    with herd.connect() as m:
+        w = m.spawn(str(script), env={"PYTHONPATH": os.path.dirname(HERE)})
+        with w.connect() as c:
+            slow = c._conn.request("fetch", {"s": 1.0})
+            assert c.call("sum", {"n": 10}) == 45  # answered while fetch awaits
+            assert not c._conn.replied(slow)
+            assert c._conn.wait(slow, 10) == 1.0
