@@ -68,13 +68,3 @@ def test_async_call_keeps_heartbeats(herdd):
             assert c.call("nap", {"s": 1.5}) == 1.5
         assert w.inspect()["state"] == "ready"
 
-
-def test_async_fail_ends_the_worker(herdd):
-    with herd.connect() as m:
-        failures = []
-        m.on_failure(failures.append)
-        w = spawn(m)
-        with w.connect() as c:
-            herd_error("connection_closed", c.call, "die", {"message": "async fail"})
-        ev = m.wait_event(lambda e: e["worker"]["id"] == w.id and e["event"] == "failed")
-        assert ev["message"] == "async fail" and failures and failures[0] is ev
