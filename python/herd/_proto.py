@@ -332,23 +332,32 @@ class Protocol:
             return []
         self.last_recv = time.monotonic()
         out: List[Message] = []
+        # Lines are cut out of the read where they end in it: a pool's 100 KB
+        # message is copied once here, not through the buffer each time.
         start = len(self._buf)
-        self._buf += data
+        buf: Any = data
+        if start:
+            self._buf += data
+            buf = self._buf
+        pos = 0
         while not self.broken:
-            nl = self._buf.find(b"\n", start)
+            nl = buf.find(b"\n", start)
             if nl < 0:
-                if len(self._buf) > self.max_message_size:
+                if len(buf) - pos > self.max_message_size:
                     self._too_large()
                 break
-            line = bytes(self._buf[:nl])
-            del self._buf[:nl + 1]
-            start = 0
+            line = bytes(buf[pos:nl])
+            pos = start = nl + 1
             if len(line) > self.max_message_size:
                 self._too_large()
-            elif line.strip(b" \t\r"):
+            elif line and (line[0] not in b" \t\r" or line.strip(b" \t\r")):
                 msg = self._parse(line)
                 if msg is not None:
                     out.append(msg)
+        if buf is self._buf:
+            del self._buf[:pos]
+        elif pos < len(data):
+            self._buf = bytearray(data[pos:])
         return out
 
     def _too_large(self) -> None:

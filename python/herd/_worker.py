@@ -89,6 +89,21 @@ def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
 
 
+_TRAITS: Dict[Any, Tuple[str, bool]] = {}
+
+
+def _traits(fn: Any) -> Tuple[str, bool]:
+    """A function's kind and whether it is async, worked out once per function
+    (inspect's checks cost more than a tiny call)."""
+    try:
+        return _TRAITS[fn]
+    except KeyError:
+        traits = _TRAITS[fn] = (_kind_of(fn), _is_async(fn))
+        return traits
+    except TypeError:  # an unhashable callable
+        return _kind_of(fn), _is_async(fn)
+
+
 # The request an async handler's task serves (a task's own context).
 _task_request: contextvars.ContextVar[Optional["_Request"]] = \
     contextvars.ContextVar("herd_request", default=None)
@@ -306,7 +321,7 @@ class _Server:
             c.answer(rid, error=HerdError("method_not_found",
                                           f"unknown function {method[:100]!r}",
                                           data={"method": method[:100]}))
-        elif _kind_of(fn) == "oneway":
+        elif _traits(fn)[0] == "oneway":
             c.answer(rid, error=HerdError("invalid_request", f"{method} is a oneway function"))
         else:
             self.run(_Request(c, rid, method), fn, params)
@@ -348,7 +363,7 @@ class _Server:
     def run(self, req: _Request, fn: Any, params: Any) -> None:
         """Runs a function for ``req`` and answers it (a oneway's error is logged);
         an async one is started as a task that will."""
-        if _is_async(fn):
+        if _traits(fn)[1]:
             return self.start_task(req, fn, params)
         try:
             result, error = self.invoke(req, fn, params), None
@@ -438,7 +453,7 @@ class _Server:
         """Runs ``fn`` for ``req`` as its kind says and returns its result. A
         handler's exception is raised as the HerdError it answers (a
         ``function_failed`` with the traceback); WorkerFailure goes through."""
-        kind = _kind_of(fn)
+        kind = _traits(fn)[0]
         fn = fn.fn if isinstance(fn, _Kind) else fn
         c = req.conn
         if req.id is not None:
