@@ -67,4 +67,7 @@ def test_async_call_keeps_heartbeats(herdd):
         with w.connect() as c:
             assert c.call("nap", {"s": 1.5}) == 1.5
         assert w.inspect()["state"] == "ready"
+        # herdd's stop (shutdown on fd 3, SIGTERM) ends the asyncio loop cleanly.
+        end = w.shutdown()
+        assert end["reason"] == "shutdown" and end["exit_code"] == 0
 
