@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # herd's Python package against what it replaces, on the same CPUs in one run:
 # herd.Pool.map of a tiny Python function (echo of an integer; arguments and
-# results as JSON, and with pickle=True) against
+# results pickled, the pool's default, and as JSON with pickle=False) against
 # multiprocessing.Pool.map and concurrent.futures.ProcessPoolExecutor.map, each
 # with the best of a few chunksizes; and a Python master's calls/s to a C
 # worker (herd-testworker) against the same to a Python worker (herd.serve).
@@ -40,11 +40,18 @@ def report(figure, variant, rate, **extra):
                            "unit": "1/s"}, **extra)), flush=True)
 
 
-def best(api, workers, n, map_fn):
-    """The best chunksize's rate, each chunksize taking its turn twice."""
-    rate, chunk = max((timed(lambda: map_fn(echo, range(n), chunksize=c), n), c)
-                      for c in CHUNKSIZES * 2)
-    report("py_pool_tasks_per_s", f"{api}_workers{workers}", rate, chunksize=chunk)
+def best(variants, workers, n):
+    """Each variant's best chunksize and rate: the variants take turns at each
+    chunksize, twice over, so a burst of load from elsewhere slows one turn of
+    each, not every turn of one."""
+    top = {}
+    for chunk in CHUNKSIZES * 2:
+        for api, map_fn in variants:
+            rate = timed(lambda: map_fn(echo, range(n), chunksize=chunk), n)
+            top[api] = max(top.get(api, (0, 0)), (rate, chunk))
+    for api, _ in variants:
+        rate, chunk = top[api]
+        report("py_pool_tasks_per_s", f"{api}_workers{workers}", rate, chunksize=chunk)
 
 
 def calls(c, n, inflight):
@@ -64,18 +71,20 @@ def calls(c, n, inflight):
 def main():
     n, workers, testworker, ncalls = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], \
         int(sys.argv[4])
-    for mode, opts in (("herd_pool_map", {}), ("herd_pool_map_pickle", {"pickle": True})):
-        with herd.Pool(workers, **opts) as pool:
-            pool.wait_ready(60)
-            pool.map(echo, range(workers))
-            best(mode, workers, n, pool.map)
-    with multiprocessing.Pool(workers) as pool:
-        pool.map(echo, range(workers))  # the processes start lazily
-        best("python_pool_map", workers, n, pool.map)
-    with concurrent.futures.ProcessPoolExecutor(workers) as ex:
+    # multiprocessing's processes fork before herd's pool threads exist.
+    with multiprocessing.Pool(workers) as mp_pool, \
+            concurrent.futures.ProcessPoolExecutor(workers) as ex:
+        mp_pool.map(echo, range(workers))
         list(ex.map(echo, range(workers)))
-        best("process_pool_executor_map", workers, n, lambda f, it, chunksize:
-             list(ex.map(f, it, chunksize=chunksize)))
+        with herd.Pool(workers) as pool, herd.Pool(workers, pickle=False) as json_pool:
+            for p in (pool, json_pool):
+                p.wait_ready(60)
+                p.map(echo, range(workers))
+            best([("herd_pool_map", pool.map), ("herd_pool_map_json", json_pool.map),
+                  ("python_pool_map", mp_pool.map),
+                  ("process_pool_executor_map",
+                   lambda f, it, chunksize: list(ex.map(f, it, chunksize=chunksize)))],
+                 workers, n)
     with herd.connect() as m:
         for kind, path in (("c", testworker), ("py", PY_WORKER)):
             with m.spawn(path, env={"PYTHONPATH": os.path.dirname(herd.__path__[0])}) \

@@ -182,7 +182,7 @@ for n in sorted(int(k[len("python_herd_pool_workers"):]) for k in wf
 py = {r["variant"]: r["value"] for r in rows
       if r["cpus"] == all_cpus and r["figure"] == "py_pool_tasks_per_s"}
 pyv = lambda api: next((x for k, x in py.items() if k.startswith(api + "_workers")), None)
-for mode, label in (("herd_pool_map", "JSON"), ("herd_pool_map_pickle", "pickle")):
+for mode, label in (("herd_pool_map", "pickle, the default"), ("herd_pool_map_json", "JSON")):
     row(f"herd.Pool.map tasks/s (Python echo, {label}) vs multiprocessing Pool.map", all_cpus,
         pyv(mode), pyv("python_pool_map"), "/s", "≥ 1x", ge(1))
     row(f"herd.Pool.map tasks/s (Python echo, {label}) vs ProcessPoolExecutor.map", all_cpus,

@@ -1,18 +1,17 @@
 #!/usr/bin/env python3
 # wordfreq four ways over the same generated text: examples/wordfreq
 # --sequential (C, one process), examples/wordfreq on a herd pool of 1..CPUs
-# workers, and the same job in Python (multiprocessing.Pool, a Counter per
-# file, merged in the parent), and that Python job on herd.Pool
-# (examples/wordfreq.py). Every run must print the sequential answer.
+# workers, and the same job in Python before and after the switch to herd
+# (examples/wordfreq.py --multiprocessing: multiprocessing.Pool, a Counter per
+# file merged in the parent; examples/wordfreq.py: herd.Pool, map_reduce),
+# each a process of its own as a user runs it. Every run must print the
+# sequential answer.
 # Prints one JSON line per variant (best of ROUNDS wall-clock times, seconds,
 # the variants taking turns).
 #   wordfreq.py WORDFREQ MB [ROUNDS]   ($HERD_SOCKET: the herdd to use)
-import collections
 import json
-import multiprocessing
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,6 @@ import tempfile
 import time
 
 FILE_BYTES = 512 * 1024
-WORD = re.compile(rb"[a-z]+")
 
 
 def generate(directory, mb):
@@ -36,24 +34,6 @@ def generate(directory, mb):
                        for w, s in zip(words, r.choices(seps, k=len(words))))
         with open(os.path.join(directory, f"text{k:04d}.txt"), "w", encoding="utf-8") as f:
             f.write(text)
-
-
-def count_file(path):
-    """A word is a maximal run of ASCII letters, lowercased (bytes.lower is ASCII only)."""
-    with open(path, "rb") as f:
-        return collections.Counter(WORD.findall(f.read().lower()))
-
-
-def python_pool(directory, workers):
-    """The Python version, printed as examples/wordfreq prints its answer."""
-    files = [e.path for e in os.scandir(directory) if e.is_file(follow_symlinks=False)]
-    counts = collections.Counter()
-    with multiprocessing.Pool(workers) as pool:
-        for c in pool.imap_unordered(count_file, files):
-            counts.update(c)
-    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
-    return (f"{sum(counts.values())} words, {len(counts)} different, in {len(files)} files\n"
-            + "".join(f"{n} {w.decode()}\n" for w, n in top))
 
 
 def best_times(runs, rounds):
@@ -93,15 +73,16 @@ def main():
         runs = [("c_sequential", lambda: run("--sequential"))]
         runs += [(f"herd_workers{n}", lambda n=n: run("--workers", str(n)))
                  for n in range(1, cpus + 1)]
-        runs += [(f"python_pool_workers{n}", lambda n=n: python_pool(directory, n))
-                 for n in sorted({1, cpus})]
-        # The same job on herd.Pool (examples/wordfreq.py): the script after the switch.
+        # The Python job before (multiprocessing) and after (herd.Pool) the switch.
         here = os.path.dirname(os.path.abspath(__file__))
         env = dict(os.environ, PYTHONPATH=os.path.join(here, "..", "python"))
-        runs += [(f"python_herd_pool_workers{n}", lambda n=n: subprocess.run(
-            [sys.executable, os.path.join(here, "..", "examples", "wordfreq.py"), "--workers",
-             str(n), directory], check=True, stdout=subprocess.PIPE, text=True, env=env).stdout)
-            for n in sorted({1, cpus})]
+        py = lambda *a: subprocess.run(
+            [sys.executable, os.path.join(here, "..", "examples", "wordfreq.py"), *a, directory],
+            check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
+        for n in sorted({1, cpus}):
+            runs += [(f"python_pool_workers{n}",
+                      lambda n=n: py("--multiprocessing", "--workers", str(n))),
+                     (f"python_herd_pool_workers{n}", lambda n=n: py("--workers", str(n)))]
         for name, secs in best_times(runs, rounds).items():
             report(name, secs, mb)
     finally:

@@ -170,13 +170,30 @@ class _Session:
         """One worker's WORKER object (4.5)."""
         return self._run("inspect", {"id": id})
 
-    def kill(self, id: str, signal: Any = "TERM") -> None:
-        """Send ``signal`` (a name or number) to a worker (4.4)."""
-        return self._run("kill", {"id": id, "signal": signal}, lambda r: None)
+    def kill(self, id: str, signal: Any = "TERM", incarnation: int = 0) -> None:
+        """Send ``signal`` (a name or number) to a worker (4.4); with
+        ``incarnation``, only if that is still the worker's process
+        (``worker_not_found`` once a restart replaced it)."""
+        return self._run("kill", _named(id, incarnation, signal=signal), lambda r: None)
 
-    def shutdown(self, id: str) -> Dict[str, Any]:
-        """Stop a worker gracefully; returns its final WORKER record."""
-        return self._run("shutdown", {"id": id})
+    def shutdown(self, id: str, incarnation: int = 0) -> Dict[str, Any]:
+        """Stop a worker gracefully; returns its final WORKER record. With
+        ``incarnation``, as :meth:`kill`."""
+        return self._run("shutdown", _named(id, incarnation))
+
+    def worker(self, record: Dict[str, Any]) -> "Worker":
+        """A handle for the worker a WORKER object describes (from :meth:`inspect`,
+        :meth:`list` or an event), naming its incarnation then."""
+        if not all(record.get(k) for k in ("id", "pid", "socket")):
+            raise ValueError("a worker record needs id, pid and socket (an exited "
+                             "worker has no socket)")
+        return Worker(self, record)
+
+    def _pids_agree(self) -> bool:
+        """Whether herdd's pids are this process's: herdd is the peer of the
+        session's socket under the pid its hello gave (no relay or pid
+        namespace in between), so a worker's pid names its process here too."""
+        return self._conn.peer_pid() == self.herdd_pid
 
     def logs(self, id: str, stream: str = "stderr", lines: int = 100) -> List[str]:
         """The last ``lines`` lines a worker wrote to ``stream`` (4.6)."""
@@ -207,7 +224,13 @@ class Master(_Session, _Closing):
         return post(result) if post else result
 
     def _connect_worker(self, worker: "Worker", kw: Dict[str, Any]) -> "WorkerConnection":
-        return WorkerConnection(Connection.open(worker.socket, "client", **kw))
+        conn = Connection.open(worker.socket, "client", **kw)
+        try:
+            worker._check_peer(conn.peer_pid())
+        except HerdError:
+            conn.close()
+            raise
+        return WorkerConnection(conn)
 
     def poll(self, timeout: float = 0.0) -> None:
         """Read what herdd sent within ``timeout`` seconds and run the callbacks."""
@@ -241,9 +264,20 @@ class Master(_Session, _Closing):
         self._conn.close()
 
 
+def _named(id: str, incarnation: int, **params: Any) -> Dict[str, Any]:
+    """A shutdown's or kill's params: the worker, and its incarnation if known."""
+    return dict({"id": id}, **({"incarnation": incarnation} if incarnation else {}), **params)
+
+
 class Worker:
-    """A spawned worker: its ``id``, ``pid``, ``socket`` and ``name``. Its methods
-    block for a :class:`Master`'s worker and are awaitables for herd.aio's."""
+    """A spawned worker: its ``id``, ``pid``, ``socket``, ``name`` and
+    ``incarnation`` (1 for its first process, one more per restart; 0 when
+    herdd did not say). A restarted worker keeps its id and socket path, so
+    the handle names one incarnation: :meth:`kill` and :meth:`shutdown` act
+    on it only and :meth:`connect` refuses a socket another process serves,
+    each with ``worker_not_found``; :meth:`Master.worker` makes a handle of
+    the new one. Its methods block for a :class:`Master`'s worker and are
+    awaitables for herd.aio's."""
 
     def __init__(self, master: _Session, result: Dict[str, Any]) -> None:
         self.master = master
@@ -251,7 +285,17 @@ class Worker:
         self.pid: int = result["pid"]
         self.socket: str = result["socket"]
         self.name: str = result.get("name", "")
-        self.incarnation: int = result.get("incarnation", 1)
+        self.incarnation: int = result.get("incarnation", 0)
+        # The socket peer's pid says which process serves it only where
+        # herdd's pids are ours (libherd's check_pid).
+        self._check_pid = master._pids_agree()
+
+    def _check_peer(self, peer: int) -> None:
+        """Raises worker_not_found when another process serves this worker's socket."""
+        if self._check_pid and peer and peer != self.pid:
+            raise HerdError("worker_not_found", f"worker {self.id}@{self.incarnation} (pid "
+                            f"{self.pid}) is gone: pid {peer} serves its socket now",
+                            data={"id": self.id, "incarnation": self.incarnation})
 
     def connect(self, init: Any = None, name: Optional[str] = None,
                 settings: Optional[Dict[str, int]] = None) -> "WorkerConnection":
@@ -266,15 +310,15 @@ class Worker:
         return self.master.inspect(self.id)
 
     def kill(self, signal: Any = "TERM") -> None:
-        """Send ``signal`` to this worker (4.4)."""
-        return self.master.kill(self.id, signal)
+        """Send ``signal`` to this incarnation of the worker (4.4)."""
+        return self.master.kill(self.id, signal, self.incarnation)
 
     def shutdown(self) -> Dict[str, Any]:
-        """Stop this worker gracefully; returns its final WORKER record."""
-        return self.master.shutdown(self.id)
+        """Stop this incarnation gracefully; returns its final WORKER record."""
+        return self.master.shutdown(self.id, self.incarnation)
 
     def __repr__(self) -> str:
-        return f"<herd.Worker {self.id} {self.name} pid {self.pid}>"
+        return f"<herd.Worker {self.id}@{self.incarnation} {self.name} pid {self.pid}>"
 
 
 class _Calls:

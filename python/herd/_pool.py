@@ -234,8 +234,10 @@ class Pool:
     again (as multiprocessing's spawn method does: the main module is
     imported as ``__mp_main__``, so start the pool under ``if __name__ ==
     "__main__":``). Functions are found by module and qualified name;
-    arguments and results travel as JSON (tuples arrive as lists, dict keys
-    as strings), or pickled with ``pickle=True``.
+    arguments and results travel pickled, a chunk of them as one pickle, as
+    multiprocessing's do; with ``pickle=False`` as JSON (tuples arrive as
+    lists, dict keys as strings). :meth:`map_reduce`'s folds on the workers
+    (herd.batch) are JSON either way.
     ``Pool(4, executable=path)`` runs any herd worker (C or Python): ``func``
     is then a function name and each item its JSON params (an object, an
     array or null).
@@ -263,7 +265,8 @@ class Pool:
                  initializer: Optional[Callable[..., Any]] = None, initargs: Iterable[Any] = (),
                  *, executable: Optional[str] = None, args: Optional[List[str]] = None,
                  init: Any = None, env: Optional[Dict[str, str]] = None,
-                 cwd: Optional[str] = None, pickle: bool = False, window: int = DEFAULT_WINDOW,
+                 cwd: Optional[str] = None, pickle: Optional[bool] = None,
+                 window: int = DEFAULT_WINDOW,
                  retries: int = 3, retry_failed: bool = False,
                  task_timeout: Optional[float] = None, max_restarts: Optional[int] = None,
                  skip_failed: bool = False, name: Optional[str] = None,
@@ -274,7 +277,10 @@ class Pool:
         if self.size < 1 or window < 1 or retries < 0:
             raise ValueError("processes, window must be at least 1, retries at least 0")
         self.executable = executable
-        self.pickle = pickle
+        # A pool of this script's own functions pickles by default, as
+        # multiprocessing; an executable's workers take JSON.
+        self.pickle = not executable and pickle is not False
+        self._pickle_asked = bool(pickle)
         self.window = window
         self.retries = retries
         self.retry_failed = retry_failed
@@ -339,7 +345,7 @@ class Pool:
                 raise TypeError("a pool of an executable calls its functions by name (a str)")
             return func, list
         ref = func if isinstance(func, str) else _startapp.reference(func)
-        if self.pickle:
+        if self.pickle and chunked:
             return _startapp.PICKLE_PREFIX + ref, list
         wrap_star = lambda xs: [list(x) for x in xs]  # noqa: E731
         if chunked:  # the items themselves, in one chunk call (_startapp._run_chunk)
@@ -458,7 +464,7 @@ class Pool:
             wc = worker_combine
         elif worker_combine and not self.executable:
             wc = _startapp.reference(combine, "combine")
-            if self.pickle:
+            if self._pickle_asked:
                 raise ValueError("worker-side combining needs JSON values; "
                                  "pass worker_combine=False with pickle=True")
         job = self._start("reduce", func, iterable, chunksize, progress, combine=combine,
@@ -765,7 +771,7 @@ class Pool:
             if not job.chunked:
                 rid = self._queue(s, "herd.batch", msg)
             elif self.pickle:
-                rid = self._queue(s, job.function, [_startapp.encode((params, job.star))])
+                rid = self._queue(s, job.function, _startapp.encode((params, job.star), True))
             else:
                 rid = self._queue(s, job.function, [params, job.star])
         except HerdError as e:
@@ -834,7 +840,8 @@ class Pool:
         failed = {e["index"]: e["error"] for e in result.get("errors", ())
                   if isinstance(e, dict)}
         self._consecutive = 0
-        indices = list(f.indices)
+        # A chunk's indices as a list only when some failed: a range costs nothing.
+        indices = list(f.indices) if failed else f.indices
         retry = []
         for pos, error in failed.items():
             err = HerdError.from_reply(error)

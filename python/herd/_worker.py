@@ -8,10 +8,17 @@ meanwhile, so heartbeats, cancels and other connections' requests keep
 being served; what they start runs nested and finishes first. One
 connection's calls run one after the other, in order (the C worker may
 answer them out of order while one waits on a timer).
+
+A worker that declares ``async def`` functions (or async generators for
+streams) runs that loop on asyncio instead: each call of one is a task, so
+while it awaits, the worker serves other calls (of any connection, answered
+as they finish), heartbeats and cancels (a cancel cancels the task).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import datetime
 import heapq
 import inspect
@@ -72,7 +79,34 @@ def fail(message: str) -> None:
 def _kind_of(fn: Any) -> str:
     if isinstance(fn, _Kind):
         return fn.kind
-    return "pipe" if inspect.isgeneratorfunction(fn) else "call"
+    return "pipe" if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn) \
+        else "call"
+
+
+def _is_async(fn: Any) -> bool:
+    """Whether a function runs as an asyncio task (a coroutine or async generator function)."""
+    fn = fn.fn if isinstance(fn, _Kind) else fn
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+_TRAITS: Dict[Any, Tuple[str, bool]] = {}
+
+
+def _traits(fn: Any) -> Tuple[str, bool]:
+    """A function's kind and whether it is async, worked out once per function
+    (inspect's checks cost more than a tiny call)."""
+    try:
+        return _TRAITS[fn]
+    except KeyError:
+        traits = _TRAITS[fn] = (_kind_of(fn), _is_async(fn))
+        return traits
+    except TypeError:  # an unhashable callable
+        return _kind_of(fn), _is_async(fn)
+
+
+# The request an async handler's task serves (a task's own context).
+_task_request: contextvars.ContextVar[Optional["_Request"]] = \
+    contextvars.ContextVar("herd_request", default=None)
 
 
 def _message(e: Exception) -> str:
@@ -102,6 +136,12 @@ class _Request:
         self.items: Deque[Any] = deque()  # a sink's items not yet taken
         self.ended = False  # a sink's herd.end arrived
         self.on_cancel: Optional[Callable[[], None]] = None
+        self.waiter: Optional[asyncio.Future[None]] = None  # an async sink's, for items
+
+    def wake(self) -> None:
+        """Something an async sink may wait for came (an item, its end, a cancel)."""
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
     def check(self, server: "_Server") -> None:
         """Raises what ends this request early: a cancel, its client gone, a stop."""
@@ -130,6 +170,24 @@ class SinkItems:
             return req.items.popleft()
         raise StopIteration
 
+    def __aiter__(self) -> "SinkItems":
+        return self
+
+    async def __anext__(self) -> Any:
+        """An async sink's next item: awaits it while the worker serves on."""
+        req = self._req
+        while True:
+            req.check(self._server)
+            if req.items:
+                return req.items.popleft()
+            if req.ended:
+                raise StopAsyncIteration
+            req.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await req.waiter
+            finally:
+                req.waiter = None
+
 
 class _ClientConnection(Connection):
     """One client of the worker's socket; requests run in the worker's loop."""
@@ -157,6 +215,7 @@ class _ClientConnection(Connection):
         req = self.running.get(params.get("id"))
         if req is not None and not req.ended:
             req.items.append(params.get("item"))
+            req.wake()
 
     def got_notification(self, method: str, params: Any) -> None:
         req = self.running.get(params.get("id")) if isinstance(params, dict) else None
@@ -167,6 +226,7 @@ class _ClientConnection(Connection):
                 return  # unknown or finished: ignored (6.3)
             if method == "herd.end":
                 req.ended = True
+                req.wake()
             else:
                 req.cancelled = True
                 if req.on_cancel:
@@ -226,6 +286,12 @@ class _Server:
         self.listener: Optional[socket.socket] = None
         self.signals = -1
         self.function_list = [{"name": n, "kind": _kind_of(f)} for n, f in self.functions.items()]
+        # With async functions the loop runs on asyncio (loop_async), their calls as tasks.
+        self.is_async = any(_is_async(f) for _, f in self.functions.items())
+        self.aio: Optional[asyncio.AbstractEventLoop] = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.failure: Optional[BaseException] = None  # what ended a task and ends the worker
+        self.kick: Optional[asyncio.Future[None]] = None  # loop_async's wait, to cut short
 
     def listen(self) -> None:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -255,7 +321,7 @@ class _Server:
             c.answer(rid, error=HerdError("method_not_found",
                                           f"unknown function {method[:100]!r}",
                                           data={"method": method[:100]}))
-        elif _kind_of(fn) == "oneway":
+        elif _traits(fn)[0] == "oneway":
             c.answer(rid, error=HerdError("invalid_request", f"{method} is a oneway function"))
         else:
             self.run(_Request(c, rid, method), fn, params)
@@ -295,21 +361,99 @@ class _Server:
                        "settings": dict(self.settings, **hb)})
 
     def run(self, req: _Request, fn: Any, params: Any) -> None:
-        """Runs a function for ``req`` and answers it (a oneway's error is logged)."""
+        """Runs a function for ``req`` and answers it (a oneway's error is logged);
+        an async one is started as a task that will."""
+        if _traits(fn)[1]:
+            return self.start_task(req, fn, params)
         try:
             result, error = self.invoke(req, fn, params), None
         except HerdError as e:
             result, error = None, e
+        self.answer(req, result, error)
+
+    def answer(self, req: _Request, result: Any, error: Optional[HerdError]) -> None:
         if req.id is not None:
             req.conn.finish(req, result, error)
         elif error is not None:
             self.log(str(error.data.get("traceback", error)), "err")
 
+    # ---- async functions ----
+
+    def start_task(self, req: _Request, fn: Any, params: Any) -> None:
+        """An async function's call as a task of the worker's asyncio loop: the
+        connection's later calls do not wait for it, a cancel cancels it."""
+        if self.aio is None:
+            return self.answer(req, None, HerdError(
+                "function_failed", f"{req.function} is async, and this worker declared no "
+                "async function: its loop is not asyncio's"))
+        if req.id is not None:
+            req.conn.running[req.id] = req
+        self.served += 1
+        task = self.aio.create_task(self.run_task(req, _kind_of(fn),
+                                                  fn.fn if isinstance(fn, _Kind) else fn, params))
+        self.tasks.add(task)
+        task.add_done_callback(lambda t: self.task_done(req, t))
+        req.on_cancel = task.cancel
+
+    def task_done(self, req: _Request, task: "asyncio.Task[None]") -> None:
+        """A cancelled task's answer (a task may be cancelled before it starts)."""
+        self.tasks.discard(task)
+        if task.cancelled() and req.id is not None:
+            req.conn.finish(req, error=HerdError("cancelled", "cancelled")
+                            if req.cancelled or req.conn.closed else
+                            HerdError("shutting_down", "the worker is stopping"))
+
+    async def run_task(self, req: _Request, kind: str, fn: Any, params: Any) -> None:
+        _task_request.set(req)
+        result, error = None, None
+        try:
+            if kind in ("pipe", "state"):
+                result = await self.run_async_stream(req, fn(params), kind == "state")
+            elif kind == "sink":
+                result = await fn(params, SinkItems(self, req))
+            else:
+                result = await fn(params)
+        except HerdError as e:
+            error = e
+        except asyncio.CancelledError:
+            raise  # answered by task_done
+        except Exception as e:
+            if isinstance(e, WorkerFailure):
+                return self.end_worker(e)
+            error = _failed(e)
+        except BaseException as e:  # an exit: the worker ends, as for a plain function
+            return self.end_worker(e)
+        self.answer(req, result, error)
+
+    def end_worker(self, e: BaseException) -> None:
+        """What :func:`fail` (or an exit) raised in a task ends the worker from its loop."""
+        if self.failure is None:
+            self.failure = e
+        if self.kick is not None and not self.kick.done():
+            self.kick.set_result(None)
+
+    async def run_async_stream(self, req: _Request, gen: Any, initial: bool) -> None:
+        """An async generator's items, sent as they come; the loop turns between
+        them, so a cancel or a stop read there ends the stream (its result is null)."""
+        try:
+            async for item in gen:
+                req.check(self)
+                params = {"id": req.id, "item": item}
+                if initial:
+                    params["initial"] = True
+                    initial = False
+                req.conn.notify("herd.item", params)
+                await asyncio.sleep(0)
+            req.check(self)
+        finally:
+            await gen.aclose()
+        return None
+
     def invoke(self, req: _Request, fn: Any, params: Any) -> Any:
         """Runs ``fn`` for ``req`` as its kind says and returns its result. A
         handler's exception is raised as the HerdError it answers (a
         ``function_failed`` with the traceback); WorkerFailure goes through."""
-        kind = _kind_of(fn)
+        kind = _traits(fn)[0]
         fn = fn.fn if isinstance(fn, _Kind) else fn
         c = req.conn
         if req.id is not None:
@@ -425,8 +569,59 @@ class _Server:
             self.step(deadline)
 
     def loop(self) -> None:
+        if self.is_async:
+            asyncio.run(self.loop_async())
+            return
         while not self.stopping:
             self.step(None)
+
+    async def loop_async(self) -> None:
+        """The loop on asyncio: each turn polls as :meth:`step` does, then awaits
+        the worker's fds or its next wake while the tasks run."""
+        loop = self.aio = asyncio.get_running_loop()
+        try:
+            while not self.stopping and self.failure is None:
+                self.step(0)
+                if self.stopping or self.failure is not None:
+                    break
+                wake = self.wake_at(None, time.monotonic())
+                self.kick = loop.create_future()
+                fds = self.fds()
+                for fd in fds:
+                    loop.add_reader(fd, lambda k=self.kick: k.done() or k.set_result(None))
+                try:
+                    await asyncio.wait([self.kick], timeout=None if wake is None else
+                                       max(0.0, wake - time.monotonic()))
+                finally:
+                    for fd in fds:
+                        loop.remove_reader(fd)
+        finally:
+            self.kick = None
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.failure is not None:
+            raise self.failure
+
+    def wake_at(self, deadline: Optional[float], now: float) -> Optional[float]:
+        """When the loop must turn next (monotonic): ``deadline``, a heartbeat, a
+        timer, a client's silence; now for messages read and not yet routed."""
+        wake = [t for t in [deadline, self.channel.p.next_beat()] if t is not None]
+        if self.timers:
+            wake.append(self.timers[0][0])
+        if self.one_client and not self.first_client:
+            wake.append(self.no_client_by)
+        for c in self.clients:
+            wake += [t for t in (c.p.next_beat(), c.p.dead_at()) if t is not None]
+        if any(c.inbox for c in self.clients):
+            wake.append(now)  # read, not yet routed: route it without waiting
+        return min(wake) if wake else None
+
+    def fds(self) -> List[Any]:
+        socks: List[Any] = [self.channel, self.signals] + self.clients
+        if self.listener:
+            socks.append(self.listener)
+        return socks
 
     def step(self, deadline: Optional[float]) -> None:
         """One turn of the loop: waits for I/O (no longer than the next heartbeat
@@ -439,20 +634,9 @@ class _Server:
             ms = int(self.channel.hello.get("connection_timeout_ms", 10000))
             self.log(f"no client connected within {ms} ms; shutting down", "err")
             os._exit(1)
-        wake = [t for t in [deadline, self.channel.p.next_beat()] if t is not None]
-        if self.timers:
-            wake.append(self.timers[0][0])
-        if self.one_client and not self.first_client:
-            wake.append(self.no_client_by)
-        for c in self.clients:
-            wake += [t for t in (c.p.next_beat(), c.p.dead_at()) if t is not None]
-        if any(c.inbox for c in self.clients):
-            wake.append(now)  # read, not yet routed: route it without waiting
-        wait = max(0.0, min(wake) - now) if wake else None
-        socks: List[Any] = [self.channel, self.signals] + self.clients
-        if self.listener:
-            socks.append(self.listener)
-        for s in select.select(socks, [], [], wait)[0]:
+        wake = self.wake_at(deadline, now)
+        wait = None if wake is None else max(0.0, wake - now)
+        for s in select.select(self.fds(), [], [], wait)[0]:
             if s is self.signals:
                 # SIGTERM, SIGINT: stop as on herd.shutdown (the C worker does too).
                 signum = os.read(self.signals, 64)[-1]
@@ -547,9 +731,10 @@ _server: Optional[_Server] = None
 
 
 def _request() -> _Request:
-    if _server is None or _server.current is None:
+    req = _task_request.get() or (_server.current if _server else None)
+    if req is None:
         raise RuntimeError("not inside a herd function")
-    return _server.current
+    return req
 
 
 def conn_state() -> Any:
@@ -579,6 +764,9 @@ def sleep(seconds: float) -> None:
     that error) or ``shutting_down`` if the worker stops."""
     req = _request()
     assert _server is not None
+    if _task_request.get() is not None:
+        raise RuntimeError("herd.sleep would hold the worker's loop: an async function "
+                           "awaits asyncio.sleep")
     _server.wait_until(req, lambda: False, time.monotonic() + seconds)
 
 
@@ -607,7 +795,9 @@ def serve(functions: Mapping[str, Any], init: Optional[Callable[[Any], Any]] = N
     error reply; another exception is a ``function_failed`` reply (message
     ``Type: text``, ``data.traceback``); :func:`fail`, or an exception
     outside the handlers, reports a failure to herdd with the traceback and
-    exits 1. ``combiners`` names the functions ``combine(acc, value) -> acc``
+    exits 1. An ``async def`` function (an async generator for a stream, a
+    sink's ``items`` then iterated with ``async for``) runs as an asyncio
+    task: the worker serves other calls while it awaits. ``combiners`` names the functions ``combine(acc, value) -> acc``
     that pools may fold results with, where they are made (``herd.fold``,
     ``herd.batch``, PROTOCOL.md 6.6).
     """

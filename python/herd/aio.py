@@ -21,8 +21,8 @@ from typing import Any, Callable, Dict, Generator, List, Optional
 
 from ._master import (Worker, _Calls, _Session, _StreamBase, autostart,
                       autostart_wanted, is_failure, socket_path)
-from ._proto import (Driver, HerdError, Message, Protocol, connect_error, resolve_settings,
-                     result_of)
+from ._proto import (Driver, HerdError, Message, Protocol, connect_error, peer_pid,
+                     resolve_settings, result_of)
 
 __all__ = ["AsyncConnection", "AsyncMaster", "AsyncSink", "AsyncStream",
            "AsyncWorkerConnection", "EventFeed", "connect"]
@@ -203,6 +203,9 @@ class AsyncConnection(Driver):
             self.abandon(rid)
             raise
 
+    def peer_pid(self) -> int:
+        return peer_pid(self._writer.get_extra_info("socket"))
+
     # ---- closing ----
 
     async def close(self) -> None:
@@ -238,7 +241,13 @@ class AsyncMaster(_Session):
         return run()
 
     async def _connect_worker(self, worker: Worker, kw: Dict[str, Any]) -> "AsyncWorkerConnection":
-        return AsyncWorkerConnection(await AsyncConnection.open(worker.socket, "client", **kw))
+        conn = await AsyncConnection.open(worker.socket, "client", **kw)
+        try:
+            worker._check_peer(conn.peer_pid())
+        except HerdError:
+            await conn.close()
+            raise
+        return AsyncWorkerConnection(conn)
 
     def _on_event(self, method: str, params: Any) -> None:
         super()._on_event(method, params)

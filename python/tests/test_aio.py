@@ -151,3 +151,26 @@ def test_errors(herdd, tmp_path, monkeypatch):
             await herd.aio.connect(str(tmp_path / "none.sock"))
         assert e.value.name == "connection_failed"
     run(main())
+
+
+def test_handle_incarnation(herdd, testworker):
+    """herd.aio's handles name one incarnation too (test_master's test of it)."""
+    import os
+    import signal
+
+    async def main():
+        async with herd.aio.connect() as m:
+            old = await m.spawn(testworker, shutdown_on="explicit", restart="always")
+            os.kill(old.pid, signal.SIGKILL)
+            ev = await m.wait_event(lambda e: e.get("event") == "ready" and
+                                    e["worker"].get("incarnation") == 2)
+            for op in (old.kill, old.shutdown, old.connect):
+                with pytest.raises(herd.HerdError) as e:
+                    await op()
+                assert e.value.name == "worker_not_found"
+            cur = m.worker(await m.inspect(old.id))
+            assert (cur.incarnation, cur.pid) == (2, ev["worker"]["pid"])
+            async with await cur.connect() as c:
+                assert await c.call("sum", {"n": 3}) == 3
+            assert (await cur.shutdown())["incarnation"] == 2
+    run(main())

@@ -204,3 +204,32 @@ def test_autostart_private_herdd(tmp_path, testworker, monkeypatch):
     with pytest.raises(herd.HerdError) as e:
         herd.connect(str(tmp_path / "nodir" / "x.sock"))
     assert e.value.name == "connection_failed"
+
+
+def test_handle_incarnation(herdd, testworker):
+    """A restarted worker keeps its id and socket path: a handle of its first
+    incarnation can neither kill, stop nor connect to the second (worker_not_found,
+    no process touched); a handle made from the new record can."""
+    with herd.connect() as m:
+        old = m.spawn(testworker, shutdown_on="explicit", restart="always")
+        assert old.incarnation == 1
+        os.kill(old.pid, signal.SIGKILL)
+        ev = m.wait_event(lambda e: e.get("event") == "ready" and
+                          e["worker"].get("incarnation") == 2)
+        new_pid = ev["worker"]["pid"]
+        assert new_pid != old.pid
+        herd_error("worker_not_found", old.kill, "KILL")
+        herd_error("worker_not_found", old.shutdown)
+        e = herd_error("worker_not_found", old.connect)
+        assert f"pid {new_pid} serves its socket" in e.message
+        record = m.inspect(old.id)
+        assert record["state"] == "ready" and record["pid"] == new_pid
+        os.kill(new_pid, 0)  # untouched
+        cur = m.worker(record)
+        assert (cur.id, cur.incarnation, cur.pid) == (old.id, 2, new_pid)
+        with cur.connect() as c:
+            assert c.call("sum", {"n": 3}) == 3
+        end = cur.shutdown()
+        assert end["reason"] == "shutdown" and end["incarnation"] == 2
+        with pytest.raises(ValueError):
+            m.worker(end)  # exited: no socket

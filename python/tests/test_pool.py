@@ -34,9 +34,13 @@ def test_map_shapes(herdd):
         assert [x.result() for x in concurrent.futures.as_completed(futures)] != []
         assert [x.result() for x in futures] == [x * x for x in range(10)]
         assert p.map(f.square, []) == []
+        # Pickled by default, as multiprocessing: a tuple comes back a tuple.
+        assert p.map(f.pair, [1]) == [(1, "1")]
+        assert p.wait_ready(30) and len(set(p.pids())) == 2
+    with herd.Pool(1, pickle=False) as p:
         # JSON: a tuple comes back as a list.
         assert p.map(f.pair, [1]) == [[1, "1"]]
-        assert p.wait_ready(30) and len(set(p.pids())) == 2
+        assert p.starmap(f.add, [(1, 2), ("a", "b")]) == [3, "ab"]
 
 
 def test_pickle_mode(herdd):
@@ -354,11 +358,13 @@ def test_wordfreq_example_equals_a_sequential_count(herdd, tmp_path):
         (texts_dir / f"t{k:02d}.txt").write_text(text)
     want = collections.Counter(w for t in texts * 5 for w in re.findall("[a-z]+", t.lower()))
     env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "wordfreq.py"),
-                          "--workers", "2", str(texts_dir)], env=env, capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert lines[0] == f"{sum(want.values())} words, {len(want)} different, in 15 files"
     top = sorted(want.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
-    assert lines[1:] == [f"{n} {w}" for w, n in top]
+    # After (herd.Pool) and before (multiprocessing): the same answer.
+    for before in ([], ["--multiprocessing"]):
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "wordfreq.py")]
+                             + before + ["--workers", "2", str(texts_dir)], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0] == f"{sum(want.values())} words, {len(want)} different, in 15 files"
+        assert lines[1:] == [f"{n} {w}" for w, n in top]

@@ -33,14 +33,18 @@ def test_readme_master(herdd, testworker):
                                          "function_failed product of 1..30 overflows"]
 
 
+def spawn_sample(m, index, tmp_path):
+    """README's worker sample ``index`` as an executable script, spawned."""
+    script = tmp_path / f"worker{index}.py"
+    script.write_text(readme_samples()[index])
+    script.chmod(0o755)
+    return m.spawn(str(script), env={"PYTHONPATH": os.path.dirname(HERE)})
+
+
 def test_readme_worker(herdd, tmp_path):
     import herd
-    script = tmp_path / "worker.py"
-    script.write_text(readme_samples()[1])
-    script.chmod(0o755)
     with herd.connect() as m:
-        w = m.spawn(str(script), env={"PYTHONPATH": os.path.dirname(HERE)})
-        with w.connect() as c:
+        with spawn_sample(m, 1, tmp_path).connect() as c:
             assert c.call("sum", {"n": 10}) == 45
             s = c.stream("count", {"n": 3})
             assert list(s) == [0, 1, 2] and s.result == {"count": 3}
@@ -59,3 +63,13 @@ def test_readme_pool(herdd, testworker, tmp_path):
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["[3, 2, 1]", "6000", "[0, 0, 1, 3, 6]"]
+
+
+def test_readme_async_worker(herdd, tmp_path):
+    import herd
+    with herd.connect() as m:
+        with spawn_sample(m, 3, tmp_path).connect() as c:
+            slow = c._conn.request("fetch", {"s": 1.0})
+            assert c.call("sum", {"n": 10}) == 45  # answered while fetch awaits
+            assert not c._conn.replied(slow)
+            assert c._conn.wait(slow, 10) == 1.0

@@ -68,11 +68,13 @@ def test_python_worker_init_failure(herdd):
         assert e.value.name == "init_failed" and "no database" in e.value.message
 
 
-def test_python_worker_failure_reaches_on_failure(herdd):
+@pytest.mark.parametrize("script", ["pyworker.py", "asyncworker.py"])
+def test_python_worker_failure_reaches_on_failure(herdd, script):
+    # herd.fail in a plain function, and in an async one (a task).
     with herd.connect() as m:
         seen = []
         m.on_failure(seen.append)
-        w = spawn(m)
+        w = m.spawn(os.path.join(HERE, script), env={"PYTHONDONTWRITEBYTECODE": "1"})
         with w.connect() as c:
             herd_error("connection_closed", c.call, "die", {"message": "disk on fire"})
         ev = m.wait_event(lambda e: e["worker"]["id"] == w.id and e["event"] != "ready")
