@@ -598,12 +598,20 @@ doomed_worker_gone(uint32_t tag)
 		samples_add(&orphan_lat, bench_now_ns() - d->killed_at);
 }
 
+/*
+ * How long each wakeup of this process took to handle what was ready, while
+ * a phase is measured: a reply read last in a wakeup waited that long here,
+ * not in herdd.
+ */
+static struct samples *busy_into;
+
 /* Handles what is ready, waiting at most timeout_ms. */
 static void
 poll_once(int timeout_ms)
 {
 	struct epoll_event evs[256];
 	int n = epoll_wait(ep, evs, 256, timeout_ms);
+	uint64_t t0 = bench_now_ns();
 
 	for (int i = 0; i < n; i++) {
 		uint32_t tag = evs[i].data.u32;
@@ -617,6 +625,8 @@ poll_once(int timeout_ms)
 			exit(1);
 		}
 	}
+	if (busy_into && n > 0)
+		samples_add(busy_into, bench_now_ns() - t0);
 }
 
 /* ---- phases ---- */
@@ -675,6 +685,46 @@ offer(struct conn *c, uint64_t n)
 	    k == K_LIST ? json_pack("{s:[sss]}", "fields", "id", "state", "rss_kib") : NULL);
 }
 
+/*
+ * Time pid (0: this process) spent runnable but waiting for a CPU, in ns
+ * (/proc/PID/schedstat): on a shared machine, the part of a latency that
+ * is neither herdd's work nor this client's but the other tasks'.
+ */
+static uint64_t
+runq_wait_ns(pid_t pid)
+{
+	char path[64];
+	unsigned long long run = 0, wait = 0;
+	FILE *f;
+
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/schedstat");
+	f = fopen(path, "re");
+	if (!f || fscanf(f, "%llu %llu", &run, &wait) != 2)
+		wait = 0;
+	if (f)
+		fclose(f);
+	return wait;
+}
+
+/* The last phase's waits for a CPU, each a fraction of the phase, and this process's wakeups. */
+static double phase_herdd_wait, phase_self_wait;
+static struct samples phase_busy;
+
+/* What the last phase says of who waited: herdd's and this client's share, and its wakeups. */
+static void
+contention_extra(char *buf, size_t size)
+{
+	snprintf(buf, size,
+	    ",\"herdd_runq_wait_pct\":%.2f,\"client_runq_wait_pct\":%.2f,"
+	    "\"client_wakeup_p99_us\":%.1f,\"client_wakeup_max_us\":%.1f",
+	    phase_herdd_wait * 100, phase_self_wait * 100,
+	    (double)samples_pct(&phase_busy, 99) / 1e3,
+	    (double)samples_pct(&phase_busy, 100) / 1e3);
+}
+
 /* One measured stretch of load; returns herdd's CPU use over it (fraction of one CPU). */
 static double
 run_phase(const struct load *lp, uint64_t *answered_in)
@@ -682,8 +732,12 @@ run_phase(const struct load *lp, uint64_t *answered_in)
 	uint64_t t0 = bench_now_ns(), end = t0 + (uint64_t)(lp->seconds * SEC), now;
 	uint64_t offered = 0, spawned = 0, next_kill = t0 + SEC, next_doom = t0 + SEC / 2;
 	uint64_t cpu0 = herdd_cpu_ns(), a0 = answered;
+	uint64_t hw0 = runq_wait_ns(herdd_pid), sw0 = runq_wait_ns(0);
 	struct conn *churn = churn_conn(lp->masters);
 	unsigned rr = 0;
+
+	samples_free(&phase_busy);
+	busy_into = &phase_busy;
 
 	while ((now = bench_now_ns()) < end) {
 		double el = (double)(now - t0) / SEC;
@@ -706,8 +760,12 @@ run_phase(const struct load *lp, uint64_t *answered_in)
 		}
 		poll_once(1);
 	}
+	busy_into = NULL;
+	now = bench_now_ns();
+	phase_herdd_wait = (double)(runq_wait_ns(herdd_pid) - hw0) / (double)(now - t0);
+	phase_self_wait = (double)(runq_wait_ns(0) - sw0) / (double)(now - t0);
 	*answered_in = answered - a0;
-	return (double)(herdd_cpu_ns() - cpu0) / (double)(bench_now_ns() - t0);
+	return (double)(herdd_cpu_ns() - cpu0) / (double)(now - t0);
 }
 
 static void
@@ -852,6 +910,7 @@ check_nothing_lost(void)
 	free(doomeds);
 	samples_free(&lat);
 	samples_free(&orphan_lat);
+	samples_free(&phase_busy);
 	close(ep);
 	return bad;
 }
@@ -884,7 +943,7 @@ cmd_load(char **args)
 		.kills = true };
 	struct samples idle = { 0 }, loaded = { 0 };
 	uint64_t got;
-	char extra[512], variant[64];
+	char extra[768], variant[64], who[256];
 	double cpu;
 
 	worker_path = args[0];
@@ -895,10 +954,11 @@ cmd_load(char **args)
 	cpu = run_phase(&lp, &got);
 	spawn_into = NULL;
 	snprintf(variant, sizeof(variant), "masters%d_rate%.0f", lp.masters, lp.rate);
+	contention_extra(who, sizeof(who));
 	snprintf(extra, sizeof(extra),
 	    ",\"offered_per_s\":%.0f,\"sustained_per_s\":%.0f,\"herdd_cpu_pct\":%.1f,\"seconds\":%."
-	    "0f",
-	    lp.rate, (double)got / lp.seconds, cpu * 100, lp.seconds);
+	    "0f%s",
+	    lp.rate, (double)got / lp.seconds, cpu * 100, lp.seconds, who);
 	report_latency("load", variant, &lat, extra);
 	report_latency("load_spawn_ready", "idle", &idle, NULL);
 	report_latency("load_spawn_ready", "under_load", &loaded, NULL);
