@@ -948,7 +948,8 @@ cmd_load(char **args)
 
 	worker_path = args[0];
 	setup(lp.masters);
-	spawn_idle(churn_conn(lp.masters), 20, &idle);
+	/* Enough that the idle p99, the ratio's base, is not just the worst of a few. */
+	spawn_idle(churn_conn(lp.masters), 100, &idle);
 	spawn_many(churn_conn(lp.masters), lp.live, 64);
 	spawn_into = &loaded;
 	cpu = run_phase(&lp, &got);
@@ -1063,7 +1064,7 @@ cmd_lister(char **args)
 	};
 	int workers = atoi(args[4]);
 	json_t *few = json_pack("[sss]", "id", "state", "rss_kib");
-	char variant[64], extra[256];
+	char variant[64], extra[512], who[256];
 	uint64_t lists = 0, got;
 	pid_t lister = 0;
 	double cpu, idle;
@@ -1085,10 +1086,11 @@ cmd_lister(char **args)
 		cpu = run_phase(&lp, &got);
 		if (with)
 			lists = lister_stop(lister, fd);
+		contention_extra(who, sizeof(who));
 		snprintf(extra, sizeof(extra),
 		    ",\"sustained_per_s\":%.0f,\"lists_per_s\":%.1f,\"herdd_cpu_pct\":%.1f,"
-		    "\"workers\":%d",
-		    (double)got / lp.seconds, (double)lists / lp.seconds, cpu * 100, workers);
+		    "\"workers\":%d%s",
+		    (double)got / lp.seconds, (double)lists / lp.seconds, cpu * 100, workers, who);
 		wait_replies(bench_now_ns() + 10 * SEC);
 		report_latency("load_lister", with ? "lister" : "no_lister", &lat, extra);
 	}
