@@ -709,8 +709,25 @@ runq_wait_ns(pid_t pid)
 	return wait;
 }
 
+/*
+ * The machine's CPU pressure so far, in us (/proc/pressure/cpu, "some"):
+ * time in which at least one task, anyone's, waited for a CPU. 0 without PSI.
+ */
+static uint64_t
+cpu_pressure_us(void)
+{
+	unsigned long long total = 0;
+	FILE *f = fopen("/proc/pressure/cpu", "re");
+
+	if (!f || fscanf(f, "some avg10=%*f avg60=%*f avg300=%*f total=%llu", &total) != 1)
+		total = 0;
+	if (f)
+		fclose(f);
+	return total;
+}
+
 /* The last phase's waits for a CPU, each a fraction of the phase, and this process's wakeups. */
-static double phase_herdd_wait, phase_self_wait;
+static double phase_herdd_wait, phase_self_wait, phase_pressure;
 static struct samples phase_busy;
 
 /* What the last phase says of who waited: herdd's and this client's share, and its wakeups. */
@@ -718,9 +735,9 @@ static void
 contention_extra(char *buf, size_t size)
 {
 	snprintf(buf, size,
-	    ",\"herdd_runq_wait_pct\":%.2f,\"client_runq_wait_pct\":%.2f,"
+	    ",\"herdd_runq_wait_pct\":%.2f,\"client_runq_wait_pct\":%.2f,\"cpu_pressure_pct\":%.1f,"
 	    "\"client_wakeup_p99_us\":%.1f,\"client_wakeup_max_us\":%.1f",
-	    phase_herdd_wait * 100, phase_self_wait * 100,
+	    phase_herdd_wait * 100, phase_self_wait * 100, phase_pressure * 100,
 	    (double)samples_pct(&phase_busy, 99) / 1e3,
 	    (double)samples_pct(&phase_busy, 100) / 1e3);
 }
@@ -732,7 +749,7 @@ run_phase(const struct load *lp, uint64_t *answered_in)
 	uint64_t t0 = bench_now_ns(), end = t0 + (uint64_t)(lp->seconds * SEC), now;
 	uint64_t offered = 0, spawned = 0, next_kill = t0 + SEC, next_doom = t0 + SEC / 2;
 	uint64_t cpu0 = herdd_cpu_ns(), a0 = answered;
-	uint64_t hw0 = runq_wait_ns(herdd_pid), sw0 = runq_wait_ns(0);
+	uint64_t hw0 = runq_wait_ns(herdd_pid), sw0 = runq_wait_ns(0), pr0 = cpu_pressure_us();
 	struct conn *churn = churn_conn(lp->masters);
 	unsigned rr = 0;
 
@@ -764,6 +781,7 @@ run_phase(const struct load *lp, uint64_t *answered_in)
 	now = bench_now_ns();
 	phase_herdd_wait = (double)(runq_wait_ns(herdd_pid) - hw0) / (double)(now - t0);
 	phase_self_wait = (double)(runq_wait_ns(0) - sw0) / (double)(now - t0);
+	phase_pressure = (double)(cpu_pressure_us() - pr0) * 1e3 / (double)(now - t0);
 	*answered_in = answered - a0;
 	return (double)(herdd_cpu_ns() - cpu0) / (double)(now - t0);
 }
