@@ -404,14 +404,14 @@ flood_round_replies(int fd, unsigned long long base, char *buf, size_t *len, siz
 }
 
 /*
- * FLOODERS connections send rounds of FLOOD_DEPTH pipelined pings each and
- * check every reply, until stop (a pipe's read end) closes. A byte on
- * started after the first round. Exits 0 when nothing was lost.
+ * FLOODERS connections send rounds of FLOOD_DEPTH pipelined pings each
+ * and check every reply, until the parent closes its end of ctl; a byte on
+ * ctl says the first round was whole. Exits 0 when nothing was lost.
  */
 struct flood_args {
 	const char *socket;
-	int started, stop;
-	int parents[2]; /* the parent's ends, closed here so that stop can close */
+	int ctl; /* ours */
+	int parent; /* the parent's end, closed here so that only the parent holds it */
 };
 
 static int
@@ -424,14 +424,13 @@ many_floods(void *arg)
 	char req[128];
 	unsigned long long base = 0;
 
-	close(a->parents[0]);
-	close(a->parents[1]);
+	close(a->parent);
 	for (int i = 0; i < FLOODERS; i++) {
 		if (!(c[i] = ht_hello_open(a->socket, "inspector", NULL, NULL)))
 			return 2;
 	}
 	for (;;) {
-		struct pollfd p = { .fd = a->stop, .events = POLLIN };
+		struct pollfd p = { .fd = a->ctl, .events = POLLIN };
 
 		for (int i = 0; i < FLOODERS; i++) {
 			for (int k = 1; k <= FLOOD_DEPTH; k++) {
@@ -448,10 +447,10 @@ many_floods(void *arg)
 			        ht_conn_fd(c[i]), base, bufs[i], &lens[i], sizeof(bufs[i])))
 				return 1;
 		}
-		if (!base && write(a->started, "s", 1) != 1)
+		if (!base && write(a->ctl, "s", 1) != 1)
 			return 4;
 		base += FLOOD_DEPTH;
-		/* stop is closed, or the test is over: the rounds so far were all whole. */
+		/* The parent closed ctl (or is gone): the rounds so far were all whole. */
 		if (poll(&p, 1, 0) != 0)
 			return 0;
 	}
@@ -460,36 +459,31 @@ many_floods(void *arg)
 /* A spawn and another client's pings are answered while 200 connections flood. */
 START_TEST(test_spawn_under_many_floods)
 {
-	int started[2], stop[2], status = -1;
 	struct flood_args a = { .socket = ht_herdd->socket };
+	int ctl[2], status = -1;
 	json_t *r;
 	int64_t t0;
 	pid_t pid;
 	char byte;
 
-	ck_assert_int_eq(pipe2(started, O_CLOEXEC), 0);
-	ck_assert_int_eq(pipe2(stop, O_CLOEXEC), 0);
-	a.started = started[1];
-	a.stop = stop[0];
-	a.parents[0] = started[0];
-	a.parents[1] = stop[1];
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl), 0);
+	a.ctl = ctl[1];
+	a.parent = ctl[0];
 	pid = ht_fork_fn(many_floods, &a, (uid_t)-1, (gid_t)-1);
 	ck_assert_int_gt(pid, 0);
-	close(started[1]);
-	close(stop[0]);
+	close(ctl[1]);
 	/* Its first round answered whole: 3,200 pings went through. */
-	ck_assert_int_eq(read(started[0], &byte, 1), 1);
+	ck_assert_int_eq(read(ctl[0], &byte, 1), 1);
 	t0 = ht_now_ms();
 	r = ht_spawn_ok(ht_master, ht_testworker_params(NULL));
 	ck_assert_msg(ht_now_ms() - t0 < ht_ms(5000), "a spawn took %lld ms under the floods",
 	    (long long)(ht_now_ms() - t0));
 	json_decref(r);
 	json_decref(ht_call_ok(ht_master, "ping", NULL));
-	close(stop[1]);
+	close(ctl[0]);
 	ck_assert_int_eq(ht_wait_child(pid, ht_ms(60000), &status), 0);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 	    "the floods lost or mangled replies (status %#x)", status);
-	close(started[0]);
 }
 END_TEST
 
