@@ -727,7 +727,18 @@ cpu_pressure_us(void)
 }
 
 /* The last phase's waits for a CPU, each a fraction of the phase, and this process's wakeups. */
-static double phase_herdd_wait, phase_self_wait, phase_pressure;
+static double phase_herdd_wait, phase_self_wait, phase_pressure, phase_self_cpu;
+
+/* This process's CPU time so far, in ns. */
+static uint64_t
+self_cpu_ns(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * SEC +
+	    (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000u;
+}
 static struct samples phase_busy;
 
 /* What the last phase says of who waited: herdd's and this client's share, and its wakeups. */
@@ -735,10 +746,10 @@ static void
 contention_extra(char *buf, size_t size)
 {
 	snprintf(buf, size,
-	    ",\"herdd_runq_wait_pct\":%.2f,\"client_runq_wait_pct\":%.2f,\"cpu_pressure_pct\":%.1f,"
-	    "\"client_wakeup_p99_us\":%.1f,\"client_wakeup_max_us\":%.1f",
-	    phase_herdd_wait * 100, phase_self_wait * 100, phase_pressure * 100,
-	    (double)samples_pct(&phase_busy, 99) / 1e3,
+	    ",\"client_cpu_pct\":%.1f,\"herdd_runq_wait_pct\":%.2f,\"client_runq_wait_pct\":%.2f,"
+	    "\"cpu_pressure_pct\":%.1f,\"client_wakeup_p99_us\":%.1f,\"client_wakeup_max_us\":%.1f",
+	    phase_self_cpu * 100, phase_herdd_wait * 100, phase_self_wait * 100,
+	    phase_pressure * 100, (double)samples_pct(&phase_busy, 99) / 1e3,
 	    (double)samples_pct(&phase_busy, 100) / 1e3);
 }
 
@@ -750,6 +761,7 @@ run_phase(const struct load *lp, uint64_t *answered_in)
 	uint64_t offered = 0, spawned = 0, next_kill = t0 + SEC, next_doom = t0 + SEC / 2;
 	uint64_t cpu0 = herdd_cpu_ns(), a0 = answered;
 	uint64_t hw0 = runq_wait_ns(herdd_pid), sw0 = runq_wait_ns(0), pr0 = cpu_pressure_us();
+	uint64_t scpu0 = self_cpu_ns();
 	struct conn *churn = churn_conn(lp->masters);
 	unsigned rr = 0;
 
@@ -782,6 +794,7 @@ run_phase(const struct load *lp, uint64_t *answered_in)
 	phase_herdd_wait = (double)(runq_wait_ns(herdd_pid) - hw0) / (double)(now - t0);
 	phase_self_wait = (double)(runq_wait_ns(0) - sw0) / (double)(now - t0);
 	phase_pressure = (double)(cpu_pressure_us() - pr0) * 1e3 / (double)(now - t0);
+	phase_self_cpu = (double)(self_cpu_ns() - scpu0) / (double)(now - t0);
 	*answered_in = answered - a0;
 	return (double)(herdd_cpu_ns() - cpu0) / (double)(now - t0);
 }
