@@ -40,6 +40,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -597,12 +598,20 @@ doomed_worker_gone(uint32_t tag)
 		samples_add(&orphan_lat, bench_now_ns() - d->killed_at);
 }
 
+/*
+ * How long each wakeup of this process took to handle what was ready, while
+ * a phase is measured: a reply read last in a wakeup waited that long here,
+ * not in herdd.
+ */
+static struct samples *busy_into;
+
 /* Handles what is ready, waiting at most timeout_ms. */
 static void
 poll_once(int timeout_ms)
 {
 	struct epoll_event evs[256];
 	int n = epoll_wait(ep, evs, 256, timeout_ms);
+	uint64_t t0 = bench_now_ns();
 
 	for (int i = 0; i < n; i++) {
 		uint32_t tag = evs[i].data.u32;
@@ -616,6 +625,8 @@ poll_once(int timeout_ms)
 			exit(1);
 		}
 	}
+	if (busy_into && n > 0)
+		samples_add(busy_into, bench_now_ns() - t0);
 }
 
 /* ---- phases ---- */
@@ -674,6 +685,74 @@ offer(struct conn *c, uint64_t n)
 	    k == K_LIST ? json_pack("{s:[sss]}", "fields", "id", "state", "rss_kib") : NULL);
 }
 
+/*
+ * Time pid (0: this process) spent runnable but waiting for a CPU, in ns
+ * (/proc/PID/schedstat): on a shared machine, the part of a latency that
+ * is neither herdd's work nor this client's but the other tasks'.
+ */
+static uint64_t
+runq_wait_ns(pid_t pid)
+{
+	char path[64];
+	unsigned long long run = 0, wait = 0;
+	FILE *f;
+
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/schedstat");
+	f = fopen(path, "re");
+	if (!f || fscanf(f, "%llu %llu", &run, &wait) != 2)
+		wait = 0;
+	if (f)
+		fclose(f);
+	return wait;
+}
+
+/*
+ * The machine's CPU pressure so far, in us (/proc/pressure/cpu, "some"):
+ * time in which at least one task, anyone's, waited for a CPU. 0 without PSI.
+ */
+static uint64_t
+cpu_pressure_us(void)
+{
+	unsigned long long total = 0;
+	FILE *f = fopen("/proc/pressure/cpu", "re");
+
+	if (!f || fscanf(f, "some avg10=%*f avg60=%*f avg300=%*f total=%llu", &total) != 1)
+		total = 0;
+	if (f)
+		fclose(f);
+	return total;
+}
+
+/* The last phase's waits for a CPU, each a fraction of the phase, and this process's wakeups. */
+static double phase_herdd_wait, phase_self_wait, phase_pressure, phase_self_cpu;
+
+/* This process's CPU time so far, in ns. */
+static uint64_t
+self_cpu_ns(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * SEC +
+	    (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000u;
+}
+static struct samples phase_busy;
+
+/* What the last phase says of who waited: herdd's and this client's share, and its wakeups. */
+static void
+contention_extra(char *buf, size_t size)
+{
+	snprintf(buf, size,
+	    ",\"client_cpu_pct\":%.1f,\"herdd_runq_wait_pct\":%.2f,\"client_runq_wait_pct\":%.2f,"
+	    "\"cpu_pressure_pct\":%.1f,\"client_wakeup_p99_us\":%.1f,\"client_wakeup_max_us\":%.1f",
+	    phase_self_cpu * 100, phase_herdd_wait * 100, phase_self_wait * 100,
+	    phase_pressure * 100, (double)samples_pct(&phase_busy, 99) / 1e3,
+	    (double)samples_pct(&phase_busy, 100) / 1e3);
+}
+
 /* One measured stretch of load; returns herdd's CPU use over it (fraction of one CPU). */
 static double
 run_phase(const struct load *lp, uint64_t *answered_in)
@@ -681,8 +760,13 @@ run_phase(const struct load *lp, uint64_t *answered_in)
 	uint64_t t0 = bench_now_ns(), end = t0 + (uint64_t)(lp->seconds * SEC), now;
 	uint64_t offered = 0, spawned = 0, next_kill = t0 + SEC, next_doom = t0 + SEC / 2;
 	uint64_t cpu0 = herdd_cpu_ns(), a0 = answered;
+	uint64_t hw0 = runq_wait_ns(herdd_pid), sw0 = runq_wait_ns(0), pr0 = cpu_pressure_us();
+	uint64_t scpu0 = self_cpu_ns();
 	struct conn *churn = churn_conn(lp->masters);
 	unsigned rr = 0;
+
+	samples_free(&phase_busy);
+	busy_into = &phase_busy;
 
 	while ((now = bench_now_ns()) < end) {
 		double el = (double)(now - t0) / SEC;
@@ -705,8 +789,14 @@ run_phase(const struct load *lp, uint64_t *answered_in)
 		}
 		poll_once(1);
 	}
+	busy_into = NULL;
+	now = bench_now_ns();
+	phase_herdd_wait = (double)(runq_wait_ns(herdd_pid) - hw0) / (double)(now - t0);
+	phase_self_wait = (double)(runq_wait_ns(0) - sw0) / (double)(now - t0);
+	phase_pressure = (double)(cpu_pressure_us() - pr0) * 1e3 / (double)(now - t0);
+	phase_self_cpu = (double)(self_cpu_ns() - scpu0) / (double)(now - t0);
 	*answered_in = answered - a0;
-	return (double)(herdd_cpu_ns() - cpu0) / (double)(bench_now_ns() - t0);
+	return (double)(herdd_cpu_ns() - cpu0) / (double)(now - t0);
 }
 
 static void
@@ -851,6 +941,7 @@ check_nothing_lost(void)
 	free(doomeds);
 	samples_free(&lat);
 	samples_free(&orphan_lat);
+	samples_free(&phase_busy);
 	close(ep);
 	return bad;
 }
@@ -883,21 +974,23 @@ cmd_load(char **args)
 		.kills = true };
 	struct samples idle = { 0 }, loaded = { 0 };
 	uint64_t got;
-	char extra[512], variant[64];
+	char extra[768], variant[64], who[256];
 	double cpu;
 
 	worker_path = args[0];
 	setup(lp.masters);
-	spawn_idle(churn_conn(lp.masters), 20, &idle);
+	/* Enough that the idle p99, the ratio's base, is not just the worst of a few. */
+	spawn_idle(churn_conn(lp.masters), 100, &idle);
 	spawn_many(churn_conn(lp.masters), lp.live, 64);
 	spawn_into = &loaded;
 	cpu = run_phase(&lp, &got);
 	spawn_into = NULL;
 	snprintf(variant, sizeof(variant), "masters%d_rate%.0f", lp.masters, lp.rate);
+	contention_extra(who, sizeof(who));
 	snprintf(extra, sizeof(extra),
 	    ",\"offered_per_s\":%.0f,\"sustained_per_s\":%.0f,\"herdd_cpu_pct\":%.1f,\"seconds\":%."
-	    "0f",
-	    lp.rate, (double)got / lp.seconds, cpu * 100, lp.seconds);
+	    "0f%s",
+	    lp.rate, (double)got / lp.seconds, cpu * 100, lp.seconds, who);
 	report_latency("load", variant, &lat, extra);
 	report_latency("load_spawn_ready", "idle", &idle, NULL);
 	report_latency("load_spawn_ready", "under_load", &loaded, NULL);
@@ -907,19 +1000,45 @@ cmd_load(char **args)
 	return check_nothing_lost();
 }
 
-/* herdd's CPU per list of everything (fields NULL) or of a few fields, over about secs. */
+/*
+ * herdd's CPU per second while nobody asks anything: with a thousand
+ * workers it samples a thousand /proc files a second (sample.c), which is
+ * no list's cost.
+ */
+static double
+idle_cpu_ns_per_s(double secs)
+{
+	uint64_t t0 = bench_now_ns(), cpu0 = herdd_cpu_ns();
+	struct timespec ts = { .tv_sec = (time_t)secs,
+		.tv_nsec = (long)((secs - (double)(time_t)secs) * 1e9) };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+	return (double)(herdd_cpu_ns() - cpu0) / ((double)(bench_now_ns() - t0) / SEC);
+}
+
+/*
+ * herdd's CPU per list of everything (fields NULL) or of a few fields, over
+ * about secs, less what it spends meanwhile when idle (idle: ns a second).
+ */
 static void
-list_cost(struct conn *c, double secs, json_t *fields, const char *variant)
+list_cost(struct conn *c, double secs, json_t *fields, const char *variant, double idle)
 {
 	uint64_t t0 = bench_now_ns(), cpu0 = herdd_cpu_ns(), n = 0;
+	double all, busy;
 
 	while (bench_now_ns() - t0 < (uint64_t)(secs * SEC) || n < 5) {
 		request(c, K_LIST, "list", fields ? json_pack("{s:O}", "fields", fields) : NULL);
 		wait_replies(bench_now_ns() + 10 * SEC);
 		n++;
 	}
-	bench_report_value(
-	    "list_cost", variant, (double)(herdd_cpu_ns() - cpu0) / (double)n / 1e3, "us");
+	all = (double)(herdd_cpu_ns() - cpu0);
+	busy = all - idle * (double)(bench_now_ns() - t0) / SEC;
+	printf("{\"figure\":\"list_cost\",\"variant\":\"%s\",\"value\":%.3f,\"unit\":\"us\","
+	       "\"with_idle_us\":%.3f,\"lists\":%llu,\"herdd_idle_cpu_pct\":%.2f}\n",
+	    variant, busy / (double)n / 1e3, all / (double)n / 1e3, (unsigned long long)n,
+	    idle / 1e7);
+	fflush(stdout);
 }
 
 /*
@@ -976,19 +1095,20 @@ cmd_lister(char **args)
 	};
 	int workers = atoi(args[4]);
 	json_t *few = json_pack("[sss]", "id", "state", "rss_kib");
-	char variant[64], extra[256];
+	char variant[64], extra[512], who[256];
 	uint64_t lists = 0, got;
 	pid_t lister = 0;
-	double cpu;
+	double cpu, idle;
 	int fd = -1;
 
 	worker_path = args[0];
 	setup(lp.masters);
 	spawn_many(churn_conn(lp.masters), workers, 256);
+	idle = idle_cpu_ns_per_s(lp.seconds / 4);
 	snprintf(variant, sizeof(variant), "workers%d_all_fields", workers);
-	list_cost(lister_conn(lp.masters), lp.seconds / 4, NULL, variant);
+	list_cost(lister_conn(lp.masters), lp.seconds / 4, NULL, variant, idle);
 	snprintf(variant, sizeof(variant), "workers%d_3_fields", workers);
-	list_cost(lister_conn(lp.masters), lp.seconds / 4, few, variant);
+	list_cost(lister_conn(lp.masters), lp.seconds / 4, few, variant, idle);
 	json_decref(few);
 	for (int with = 0; with < 2; with++) {
 		samples_free(&lat);
@@ -997,10 +1117,11 @@ cmd_lister(char **args)
 		cpu = run_phase(&lp, &got);
 		if (with)
 			lists = lister_stop(lister, fd);
+		contention_extra(who, sizeof(who));
 		snprintf(extra, sizeof(extra),
 		    ",\"sustained_per_s\":%.0f,\"lists_per_s\":%.1f,\"herdd_cpu_pct\":%.1f,"
-		    "\"workers\":%d",
-		    (double)got / lp.seconds, (double)lists / lp.seconds, cpu * 100, workers);
+		    "\"workers\":%d%s",
+		    (double)got / lp.seconds, (double)lists / lp.seconds, cpu * 100, workers, who);
 		wait_replies(bench_now_ns() + 10 * SEC);
 		report_latency("load_lister", with ? "lister" : "no_lister", &lat, extra);
 	}

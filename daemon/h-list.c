@@ -196,17 +196,34 @@ walk(struct conn *c, const struct list_query *q, struct proto_wbuf *b, size_t *c
     struct worker **next, unsigned max)
 {
 	struct worker *w = *next;
+	int64_t now = now_ms();
 	int r = 0;
 
 	for (unsigned n = 0; w && n < max && r >= 0; w = TAILQ_NEXT(w, link)) {
 		if (!dispatch_may_see(c, w->uid) || !matches(q, w))
 			continue;
 		if (!(*count)++ || (r = proto_wbuf_put(b, ",", 1)) >= 0)
-			r = sup_worker_write(b, w, q->fields);
+			r = sup_worker_write(b, w, q->fields, now);
 		n++;
 	}
 	*next = w;
 	return r < 0 ? r : w != NULL;
+}
+
+/*
+ * Grows b at once to about the size the whole list will have, judged by
+ * its first slice (count workers): growing it by doubling would copy it
+ * again and again. Only a guess: the buffer still grows if it was short.
+ */
+static void
+reserve(struct proto_wbuf *b, size_t count)
+{
+	size_t used = (size_t)(b->p - b->start), listed = 0;
+
+	for (int s = 0; s < PROTO_STATE_COUNT; s++)
+		listed += herdd.nworkers[s];
+	if (count && listed > count)
+		(void)b->grow(b, used / count * (listed - count));
 }
 
 /* Ends the text and sends it (r: the walk's error, if any), then frees it. */
@@ -267,7 +284,8 @@ h_list(struct conn *c, json_t *id, json_t *params)
 		text_send(c, id, &text, r);
 		return;
 	}
-	/* More than a slice: the rest in later turns. */
+	/* More than a slice: the rest in later turns, into a buffer sized for them now. */
+	reserve(&text, count);
 	j = calloc(1, sizeof(*j));
 	if (!j || (q.name && !(j->name = strdup(q.name)))) {
 		free(j);

@@ -566,6 +566,8 @@ struct worker {
 	/* Incarnations and the restart policy (restart.c). */
 	unsigned incarnation; /* 1 for the first process, one more for each restart */
 	struct restart *restart; /* NULL: restart "no" */
+	/* The text of most of its WORKER object, kept by lists (worker-json.c). */
+	struct worker_text *text;
 };
 
 /* "protocol", "exec" or "notify"; sup_ready_mode_from_name() returns -1 for others. */
@@ -623,14 +625,17 @@ void sup_stop_all(void);
 /* ---- worker-json.c, sample.c ---- */
 
 /* The worker's public JSON object (new reference). */
-json_t *sup_worker_json(const struct worker *w);
+json_t *sup_worker_json(struct worker *w);
 #define SUP_WORKER_ALL_FIELDS UINT64_MAX
 /* The bit of a WORKER field's name, 0 for no such field. */
 uint64_t sup_worker_field(const char *name);
 /* Only the fields whose bits are in mask (new reference). */
-json_t *sup_worker_json_fields(const struct worker *w, uint64_t mask);
-/* Writes them as JSON text into b: a list's reply is built as text. Returns 0 or -errno. */
-int sup_worker_write(struct proto_wbuf *b, const struct worker *w, uint64_t mask);
+json_t *sup_worker_json_fields(struct worker *w, uint64_t mask);
+/*
+ * Writes them as JSON text into b (a list's reply is built as text), the
+ * ages as of now (now_ms()). Returns 0 or -errno.
+ */
+int sup_worker_write(struct proto_wbuf *b, struct worker *w, uint64_t mask, int64_t now);
 /* Reads w's state, CPU time and memory from /proc into its record. Returns 0 or -errno. */
 int sample_worker(struct worker *w);
 /* The sweep that samples every live worker about once a second. */

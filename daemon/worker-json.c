@@ -7,6 +7,14 @@
  * place. The JSON object the other replies and events carry is that text
  * decoded. Every figure comes from the record in memory: what /proc says is
  * sampled by sample.c on herdd's own schedule, never read here.
+ *
+ * Most fields change only when the process does (starts, changes state, is
+ * reaped) or never (id, name, path, argv...); they hold most of an object's
+ * text and all of its escaping. Their text is built at a record's first
+ * list and copied from then on until one of the members it depends on
+ * changes (struct text_key), so a list of a thousand workers with every
+ * field costs well under a millisecond of herdd's CPU. Only the figures
+ * (ages, samples, counters) and the rarer members are written each time.
  */
 #include <errno.h>
 #include <signal.h>
@@ -24,17 +32,43 @@
 #define ABSENT 1
 typedef int field_fn(struct proto_wbuf *b, const struct worker *w, int64_t now);
 
-static int
-put_lit(struct proto_wbuf *b, const char *s)
+/*
+ * Appends n bytes. Inline, unlike proto_wbuf_put(): a worker's object is
+ * some thirty short pieces, and a call each cost as much as the copying.
+ */
+static inline int
+put(struct proto_wbuf *b, const char *s, size_t n)
 {
-	return proto_wbuf_put(b, s, strlen(s));
+	int r = (size_t)(b->end - b->p) < n ? b->grow(b, n) : 0;
+
+	if (r == 0)
+		b->p = (char *)memcpy(b->p, s, n) + n;
+	return r;
 }
+
+/* A string literal: its length is known when compiled. */
+#define put_lit(b, s) put((b), "" s, sizeof(s) - 1)
 
 /* A string member, or null. */
 static int
 put_str(struct proto_wbuf *b, const char *s)
 {
 	return s ? proto_json_write_string(b, s, strlen(s)) : put_lit(b, "null");
+}
+
+/* One of herdd's own names (a state, a reason...): nothing in it needs escaping. */
+static int
+put_name(struct proto_wbuf *b, const char *s)
+{
+	size_t n;
+	int r;
+
+	if (!s)
+		return put_lit(b, "null");
+	n = strlen(s);
+	if ((r = put_lit(b, "\"")) < 0 || (r = put(b, s, n)) < 0)
+		return r;
+	return put_lit(b, "\"");
 }
 
 static int
@@ -102,13 +136,13 @@ f_uid(struct proto_wbuf *b, const struct worker *w, int64_t now)
 static int
 f_state(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return put_str(b, proto_state_name(w->state));
+	return put_name(b, proto_state_name(w->state));
 }
 
 static int
 f_reason(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return put_str(b, proto_reason_name(w->reason));
+	return put_name(b, proto_reason_name(w->reason));
 }
 
 static int
@@ -165,7 +199,7 @@ f_heartbeat_age_ms(struct proto_wbuf *b, const struct worker *w, int64_t now)
 static int
 f_shutdown_on(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return put_str(b, proto_shutdown_on_name(w->shutdown_on));
+	return put_name(b, proto_shutdown_on_name(w->shutdown_on));
 }
 
 static int
@@ -219,7 +253,7 @@ f_sample_age_ms(struct proto_wbuf *b, const struct worker *w, int64_t now)
 static int
 f_ready(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
-	return w->ready_mode != READY_PROTOCOL ? put_str(b, sup_ready_mode_name(w->ready_mode))
+	return w->ready_mode != READY_PROTOCOL ? put_name(b, sup_ready_mode_name(w->ready_mode))
 	                                       : ABSENT;
 }
 
@@ -235,7 +269,7 @@ f_said_stopping(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
 	if (w->ready_mode != READY_NOTIFY)
 		return ABSENT;
-	return put_lit(b, w->said_stopping ? "true" : "false");
+	return w->said_stopping ? put_lit(b, "true") : put_lit(b, "false");
 }
 
 static int
@@ -278,9 +312,8 @@ f_containment(struct proto_wbuf *b, const struct worker *w, int64_t now)
 {
 	if (w->in_cgroup)
 		return put_json(b, contain_worker_json(w));
-	return put_lit(b,
-	    w->pid_ns ? "{\"cgroup\":null,\"pid_namespace\":true}"
-	              : "{\"cgroup\":null,\"pid_namespace\":false}");
+	return w->pid_ns ? put_lit(b, "{\"cgroup\":null,\"pid_namespace\":true}")
+	                 : put_lit(b, "{\"cgroup\":null,\"pid_namespace\":false}");
 }
 
 static int
@@ -296,50 +329,139 @@ f_limits(struct proto_wbuf *b, const struct worker *w, int64_t now)
 /* The WORKER object's members in the order they are sent. */
 static const struct worker_field {
 	const char *name;
-	const char *key; /* "name": as it is written */
+	const char *key; /* ,"name": as it is written after another member */
 	size_t key_len;
 	field_fn *put;
+	bool cached; /* its text depends only on the members struct text_key holds */
 } fields[] = {
-#define FIELD(n, fn)                                                                               \
+#define FIELD(n, fn, cached)                                                                       \
 	{                                                                                          \
-#n, "\"" #n "\":", sizeof(#n) + 2, fn                                              \
+#n, ",\"" #n "\":", sizeof(#n) + 3, fn, cached                                     \
 	}
-	FIELD(id, f_id),
-	FIELD(name, f_name),
-	FIELD(pool, f_pool),
-	FIELD(pid, f_pid),
-	FIELD(pgid, f_pid),
-	FIELD(owner, f_owner),
-	FIELD(uid, f_uid),
-	FIELD(state, f_state),
-	FIELD(reason, f_reason),
-	FIELD(exit_code, f_exit_code),
-	FIELD(signal, f_signal),
-	FIELD(started_at, f_started_at),
-	FIELD(uptime_ms, f_uptime_ms),
-	FIELD(heartbeat_age_ms, f_heartbeat_age_ms),
-	FIELD(shutdown_on, f_shutdown_on),
-	FIELD(socket, f_socket),
-	FIELD(path, f_path),
-	FIELD(argv, f_argv),
-	FIELD(rss_kib, f_rss_kib),
-	FIELD(cpu_ms, f_cpu_ms),
-	FIELD(sample_age_ms, f_sample_age_ms),
-	FIELD(ready, f_ready),
-	FIELD(status, f_status),
-	FIELD(said_stopping, f_said_stopping),
-	FIELD(message, f_message),
-	FIELD(served, f_served),
-	FIELD(spawn_error, f_spawn_error),
-	FIELD(incarnation, f_incarnation),
-	FIELD(restart, f_restart),
-	FIELD(containment, f_containment),
-	FIELD(limits, f_limits),
+	FIELD(id, f_id, true),
+	FIELD(name, f_name, true),
+	FIELD(pool, f_pool, true),
+	FIELD(pid, f_pid, true),
+	FIELD(pgid, f_pid, true),
+	FIELD(owner, f_owner, true),
+	FIELD(uid, f_uid, true),
+	FIELD(state, f_state, true),
+	FIELD(reason, f_reason, true),
+	FIELD(exit_code, f_exit_code, true),
+	FIELD(signal, f_signal, true),
+	FIELD(started_at, f_started_at, true),
+	FIELD(uptime_ms, f_uptime_ms, false),
+	FIELD(heartbeat_age_ms, f_heartbeat_age_ms, false),
+	FIELD(shutdown_on, f_shutdown_on, true),
+	FIELD(socket, f_socket, true),
+	FIELD(path, f_path, true),
+	FIELD(argv, f_argv, true),
+	FIELD(rss_kib, f_rss_kib, false),
+	FIELD(cpu_ms, f_cpu_ms, false),
+	FIELD(sample_age_ms, f_sample_age_ms, false),
+	FIELD(ready, f_ready, false),
+	FIELD(status, f_status, false),
+	FIELD(said_stopping, f_said_stopping, false),
+	FIELD(message, f_message, false),
+	FIELD(served, f_served, false),
+	FIELD(spawn_error, f_spawn_error, false),
+	FIELD(incarnation, f_incarnation, true),
+	FIELD(restart, f_restart, false),
+	FIELD(containment, f_containment, false),
+	FIELD(limits, f_limits, false),
 #undef FIELD
 };
 
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
 _Static_assert(N_FIELDS <= 64, "a field mask is 64 bits");
+
+/*
+ * What the cached fields' text depends on beside the members a record
+ * keeps for its life (id, name, path, argv, owner's pid...): a process's
+ * members, set together when it starts, is reaped or changes state.
+ */
+struct text_key {
+	struct timespec started_wall;
+	pid_t pid;
+	int exit_code, signal;
+	unsigned incarnation;
+	enum proto_state state;
+	enum proto_reason reason;
+	bool reaped, owned;
+};
+
+/*
+ * The text of a record's cached fields, each as ,"key":value in the table's
+ * order: field i's text is text[at[i], at[i + 1]) (empty for the others), so
+ * a run of them that a mask asks for together is one copy. Rebuilt when
+ * the key changes.
+ */
+struct worker_text {
+	struct text_key key;
+	uint32_t at[N_FIELDS + 1];
+	char text[];
+};
+
+static void
+text_key(const struct worker *w, struct text_key *k)
+{
+	memset(k, 0, sizeof(*k)); /* the padding too: keys are compared with memcmp() */
+	k->started_wall = w->started_wall;
+	k->pid = w->pid;
+	k->exit_code = w->exit_code;
+	k->signal = w->signal;
+	k->incarnation = w->incarnation;
+	k->state = w->state;
+	k->reason = w->reason;
+	k->reaped = w->reaped;
+	k->owned = w->owner != NULL;
+}
+
+/* Builds w's cached text for key k; NULL when it cannot be (the fields are then written each time). */
+static struct worker_text *
+text_build(const struct worker *w, const struct text_key *k)
+{
+	struct worker_text *t = NULL;
+	struct proto_wbuf b;
+	uint32_t at[N_FIELDS + 1];
+	size_t i, len = 0;
+	int r = 0;
+
+	proto_wbuf_heap(&b);
+	for (i = 0; i < N_FIELDS && r >= 0; i++) {
+		at[i] = (uint32_t)len;
+		if (!fields[i].cached)
+			continue;
+		if ((r = put(&b, fields[i].key, fields[i].key_len)) < 0 ||
+		    (r = fields[i].put(&b, w, 0)) < 0)
+			break;
+		len = (size_t)(b.p - b.start);
+		if (len > UINT32_MAX)
+			r = -E2BIG;
+	}
+	at[N_FIELDS] = (uint32_t)len;
+	if (r >= 0 && (t = malloc(sizeof(*t) + len))) {
+		t->key = *k;
+		memcpy(t->at, at, sizeof(at));
+		memcpy(t->text, b.start, len);
+	}
+	free(b.start);
+	return t;
+}
+
+/* w's cached text, built anew if what it depends on changed; NULL if it cannot be built. */
+static struct worker_text *
+text_of(struct worker *w)
+{
+	struct text_key k;
+
+	text_key(w, &k);
+	if (w->text && !memcmp(&w->text->key, &k, sizeof(k)))
+		return w->text;
+	free(w->text);
+	w->text = text_build(w, &k);
+	return w->text;
+}
 
 /* The bit of WORKER field name, or 0 when there is no such field. */
 uint64_t
@@ -352,21 +474,37 @@ sup_worker_field(const char *name)
 	return 0;
 }
 
-/* Writes the fields of mask as one JSON object. */
-int
-sup_worker_write(struct proto_wbuf *b, const struct worker *w, uint64_t mask)
+/* The last of the run of cached fields in mask that starts at field i. */
+static size_t
+cached_run(uint64_t mask, size_t i)
 {
-	int64_t now = now_ms();
+	while (i + 1 < N_FIELDS && fields[i + 1].cached && (mask & (1ull << (i + 1))))
+		i++;
+	return i;
+}
+
+/* Writes the fields of mask as one JSON object; now: now_ms(), the figures' clock. */
+int
+sup_worker_write(struct proto_wbuf *b, struct worker *w, uint64_t mask, int64_t now)
+{
+	struct worker_text *t = text_of(w);
 	bool first = true;
-	int r = proto_wbuf_put(b, "{", 1);
+	int r = put_lit(b, "{");
 
 	for (size_t i = 0; r >= 0 && i < N_FIELDS; i++) {
-		size_t at = (size_t)(b->p - b->start);
+		size_t at = (size_t)(b->p - b->start), last;
 
 		if (!(mask & (1ull << i)))
 			continue;
-		if ((!first && (r = proto_wbuf_put(b, ",", 1)) < 0) ||
-		    (r = proto_wbuf_put(b, fields[i].key, fields[i].key_len)) < 0)
+		if (fields[i].cached && t) {
+			last = cached_run(mask, i);
+			r = put(b, t->text + t->at[i] + first, t->at[last + 1] - t->at[i] - first);
+			i = last;
+			first = false;
+			continue;
+		}
+		/* The key's leading comma is left out of the first member. */
+		if ((r = put(b, fields[i].key + first, fields[i].key_len - first)) < 0)
 			break;
 		r = fields[i].put(b, w, now);
 		if (r == ABSENT) {
@@ -377,19 +515,19 @@ sup_worker_write(struct proto_wbuf *b, const struct worker *w, uint64_t mask)
 		}
 		first = false;
 	}
-	return r < 0 ? r : proto_wbuf_put(b, "}", 1);
+	return r < 0 ? r : put_lit(b, "}");
 }
 
 /* The fields of mask as a JSON object (a new reference; NULL when it cannot be built). */
 json_t *
-sup_worker_json_fields(const struct worker *w, uint64_t mask)
+sup_worker_json_fields(struct worker *w, uint64_t mask)
 {
 	struct proto_error err;
 	struct proto_wbuf b;
 	json_t *o = NULL;
 
 	proto_wbuf_heap(&b);
-	if (sup_worker_write(&b, w, mask) == 0 &&
+	if (sup_worker_write(&b, w, mask, now_ms()) == 0 &&
 	    proto_json_decode(b.start, (size_t)(b.p - b.start), HERD_MAX_DEPTH, &o, &err) < 0)
 		o = NULL;
 	free(b.start);
@@ -398,7 +536,7 @@ sup_worker_json_fields(const struct worker *w, uint64_t mask)
 
 /* The whole WORKER object. */
 json_t *
-sup_worker_json(const struct worker *w)
+sup_worker_json(struct worker *w)
 {
 	return sup_worker_json_fields(w, SUP_WORKER_ALL_FIELDS);
 }

@@ -296,6 +296,7 @@ sup_worker_free(struct worker *w)
 	free(w->path);
 	free(w->cwd);
 	free(w->message);
+	free(w->text);
 	json_decref(w->argv);
 	json_decref(w->env);
 	json_decref(w->init);

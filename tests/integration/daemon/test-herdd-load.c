@@ -3,7 +3,8 @@
  * herdd under load (issue 19): list's filters and fields and their errors,
  * figures served from samples that a later sweep refreshes, and fairness:
  * one connection flooding pipelined pings does not hold up another's ping
- * or a spawn.
+ * or a spawn, nor do two hundred, and none of their pings is lost. A list
+ * follows a worker's changes (its text is cached between them).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -295,7 +297,198 @@ START_TEST(test_flood_does_not_hold_up_others)
 }
 END_TEST
 
+/* The worker's object in a list of everything, all fields (a new reference). */
+static json_t *
+listed_one(const char *id)
+{
+	json_t *r = ht_call_ok(ht_master, "list", json_pack("{s:b}", "all", 1)), *w, *found = NULL;
+	size_t i;
+
+	json_array_foreach(listed(r), i, w) {
+		if (!strcmp(ht_str(w, "id"), id))
+			found = json_incref(w);
+	}
+	ck_assert_msg(found, "%s is not listed: %s", id, ht_dump(r));
+	json_decref(r);
+	return found;
+}
+
+/* A list and inspect follow a worker through its changes, however often it was listed before. */
+START_TEST(test_list_follows_changes)
+{
+	json_t *s = spawn_named("changing"), *w, *again, *seen;
+	const char *id = ht_str(s, "id");
+
+	w = listed_one(id);
+	ck_assert_str_eq(ht_str(w, "state"), "ready");
+	ck_assert_str_eq(ht_str(w, "socket"), ht_str(s, "socket"));
+	ck_assert_int_eq(json_integer_value(json_object_get(w, "pid")),
+	    json_integer_value(json_object_get(s, "pid")));
+	/* Listed again unchanged: the same members, but for the ages and samples. */
+	again = listed_one(id);
+	ck_assert_str_eq(ht_str(again, "started_at"), ht_str(w, "started_at"));
+	ck_assert_str_eq(ht_str(again, "path"), ht_str(w, "path"));
+	json_decref(again);
+	json_decref(w);
+	/* Killed: the cached members (state, reason, signal, socket...) follow. */
+	ck_assert_int_eq(kill((pid_t)json_integer_value(json_object_get(s, "pid")), SIGKILL), 0);
+	ck_assert_int_eq(
+	    ht_wait_pid_gone((pid_t)json_integer_value(json_object_get(s, "pid")), ht_ms(5000)), 0);
+	/* Its owner hears of the crash once herdd has reaped it. */
+	seen = ht_conn_wait_event(ht_master, "crashed", id, ht_ms(5000));
+	ck_assert_msg(seen, "no crashed event for %s", id);
+	json_decref(seen);
+	w = listed_one(id);
+	ck_assert_msg(!strcmp(ht_str(w, "state"), "exited") &&
+	        json_is_null(json_object_get(w, "socket")) &&
+	        json_is_null(json_object_get(w, "exit_code")),
+	    "after SIGKILL: %s", ht_dump(w));
+	ck_assert_str_eq(ht_str(w, "signal"), "SIGKILL");
+	seen = ht_call_ok(ht_master, "inspect", json_pack("{s:s}", "id", id));
+	json_object_del(w, "uptime_ms");
+	json_object_del(json_object_get(seen, "result"), "uptime_ms");
+	/* inspect adds the functions from the worker's ready to the WORKER object. */
+	json_object_del(json_object_get(seen, "result"), "functions");
+	ck_assert_msg(json_equal(w, json_object_get(seen, "result")), "list %s, inspect %s",
+	    ht_dump(w), ht_dump(seen));
+	json_decref(seen);
+	json_decref(w);
+	json_decref(s);
+}
+END_TEST
+
+/* Two hundred connections, each with this many pings in flight a round. */
+enum { FLOODERS = 200, FLOOD_DEPTH = 16 };
+
+/*
+ * Reads c's replies until every id of the round (base, base + FLOOD_DEPTH]
+ * came exactly once; buf keeps a partial line. Returns 0, or 1 if one was
+ * lost, repeated or foreign (said on stderr).
+ */
+static int
+flood_round_replies(int fd, unsigned long long base, char *buf, size_t *len, size_t size)
+{
+	unsigned seen = 0;
+	int64_t deadline = ht_now_ms() + ht_ms(30000);
+
+	while (seen != (1u << FLOOD_DEPTH) - 1) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+		char *line, *nl;
+
+		if (ht_now_ms() > deadline || poll(&p, 1, 1000) < 0)
+			break;
+		n = recv(fd, buf + *len, size - *len, MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			break;
+		*len += n > 0 ? (size_t)n : 0;
+		for (line = buf; (nl = memchr(line, '\n', (size_t)(buf + *len - line)));
+		     line = nl + 1) {
+			char *at = strstr(line, "\"id\":");
+			unsigned long long id = at && at < nl ? strtoull(at + 5, NULL, 10) : 0;
+
+			if (id <= base || id > base + FLOOD_DEPTH ||
+			    (seen & (1u << (id - base - 1)))) {
+				fprintf(stderr, "flood: reply %.*s out of round %llu\n",
+				    (int)(nl - line), line, base);
+				return 1;
+			}
+			seen |= 1u << (id - base - 1);
+		}
+		*len = (size_t)(buf + *len - line);
+		memmove(buf, line, *len);
+	}
+	if (seen != (1u << FLOOD_DEPTH) - 1)
+		fprintf(stderr, "flood: round %llu lost replies (seen %#x)\n", base, seen);
+	return seen != (1u << FLOOD_DEPTH) - 1;
+}
+
+/*
+ * FLOODERS connections send rounds of FLOOD_DEPTH pipelined pings each
+ * and check every reply, until the parent closes its end of ctl; a byte on
+ * ctl says the first round was whole. Exits 0 when nothing was lost.
+ */
+struct flood_args {
+	const char *socket;
+	int ctl; /* ours */
+	int parent; /* the parent's end, closed here so that only the parent holds it */
+};
+
+static int
+many_floods(void *arg)
+{
+	const struct flood_args *a = arg;
+	static struct ht_conn *c[FLOODERS];
+	static char bufs[FLOODERS][4096];
+	size_t lens[FLOODERS] = { 0 };
+	char req[128];
+	unsigned long long base = 0;
+
+	close(a->parent);
+	for (int i = 0; i < FLOODERS; i++) {
+		if (!(c[i] = ht_hello_open(a->socket, "inspector", NULL, NULL)))
+			return 2;
+	}
+	for (;;) {
+		struct pollfd p = { .fd = a->ctl, .events = POLLIN };
+
+		for (int i = 0; i < FLOODERS; i++) {
+			for (int k = 1; k <= FLOOD_DEPTH; k++) {
+				int n = snprintf(req, sizeof(req),
+				    "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"ping\"}\n",
+				    base + k);
+
+				if (send(ht_conn_fd(c[i]), req, (size_t)n, MSG_NOSIGNAL) != n)
+					return 3;
+			}
+		}
+		for (int i = 0; i < FLOODERS; i++) {
+			if (flood_round_replies(
+			        ht_conn_fd(c[i]), base, bufs[i], &lens[i], sizeof(bufs[i])))
+				return 1;
+		}
+		if (!base && write(a->ctl, "s", 1) != 1)
+			return 4;
+		base += FLOOD_DEPTH;
+		/* The parent closed ctl (or is gone): the rounds so far were all whole. */
+		if (poll(&p, 1, 0) != 0)
+			return 0;
+	}
+}
+
+/* A spawn and another client's pings are answered while 200 connections flood. */
+START_TEST(test_spawn_under_many_floods)
+{
+	struct flood_args a = { .socket = ht_herdd->socket };
+	int ctl[2], status = -1;
+	json_t *r;
+	int64_t t0;
+	pid_t pid;
+	char byte;
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl), 0);
+	a.ctl = ctl[1];
+	a.parent = ctl[0];
+	pid = ht_fork_fn(many_floods, &a, (uid_t)-1, (gid_t)-1);
+	ck_assert_int_gt(pid, 0);
+	close(ctl[1]);
+	/* Its first round answered whole: 3,200 pings went through. */
+	ck_assert_int_eq(read(ctl[0], &byte, 1), 1);
+	t0 = ht_now_ms();
+	r = ht_spawn_ok(ht_master, ht_testworker_params(NULL));
+	ck_assert_msg(ht_now_ms() - t0 < ht_ms(5000), "a spawn took %lld ms under the floods",
+	    (long long)(ht_now_ms() - t0));
+	json_decref(r);
+	json_decref(ht_call_ok(ht_master, "ping", NULL));
+	close(ctl[0]);
+	ck_assert_int_eq(ht_wait_child(pid, ht_ms(60000), &status), 0);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "the floods lost or mangled replies (status %#x)", status);
+}
+END_TEST
+
 HT_MAIN("herdd-load",
     HT_HERDD_CASE("load", 120, ht_grace_args, test_list_filters_and_fields,
         test_figures_come_from_samples, test_long_list_in_slices,
-        test_flood_does_not_hold_up_others))
+        test_flood_does_not_hold_up_others, test_list_follows_changes,
+        test_spawn_under_many_floods))
