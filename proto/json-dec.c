@@ -26,14 +26,6 @@
 /* jansson's own limit (JSON_PARSER_MAX_DEPTH), counted in values: keep refusing what it refuses. */
 #define DEC_JANSSON_DEPTH 2048u
 
-/* Bytes that end the fast scan of a string. */
-static const unsigned char str_stop[256] = {
-	[0x00 ... 0x1f] = 1,
-	['"'] = 1,
-	['\\'] = 1,
-	[0x80 ... 0xff] = 1,
-};
-
 struct dec {
 	const unsigned char *p; /* next byte */
 	const unsigned char *end;
@@ -242,8 +234,7 @@ dec_string(struct dec *d, const char **ret, size_t *len, size_t *mark)
 
 	*mark = d->scratch_len;
 	for (;;) {
-		while (q < end && !str_stop[*q])
-			q++;
+		q += json_plain_run(q, (size_t)(end - q));
 		if (q == end) {
 			dec_fail(d, HERD_E_PARSE_ERROR, d->p, "unterminated string");
 			return false;
@@ -302,8 +293,7 @@ dec_string(struct dec *d, const char **ret, size_t *len, size_t *mark)
 			s = q;
 			q += n;
 		}
-		while (q < end && !str_stop[*q])
-			q++;
+		q += json_plain_run(q, (size_t)(end - q));
 	}
 	*ret = d->scratch + *mark;
 	*len = d->scratch_len - *mark;

@@ -20,16 +20,6 @@
 #include "proto.h"
 #include "utf8.h"
 
-/* What a byte needs in a string: copied, escaped, or the start of a UTF-8 sequence. */
-enum { B_PLAIN, B_ESCAPE, B_UTF8 };
-
-static const unsigned char byte_class[256] = {
-	[0x00 ... 0x1f] = B_ESCAPE,
-	['"'] = B_ESCAPE,
-	['\\'] = B_ESCAPE,
-	[0x80 ... 0xff] = B_UTF8,
-};
-
 /* Short escapes as jansson writes them; 0 means \u00XX. */
 static const char short_escape[0x60] = {
 	['\b'] = 'b',
@@ -90,15 +80,14 @@ enc_string(struct enc *e, const char *str, size_t n)
 		size_t run = i, len;
 		unsigned char c;
 
-		while (run < n && byte_class[s[run]] == B_PLAIN)
-			run++;
+		run += json_plain_run(s + run, n - run);
 		memcpy(w->p, s + i, run - i);
 		w->p += run - i;
 		i = run;
 		if (i == n)
 			break;
 		c = s[i];
-		if (byte_class[c] == B_UTF8) {
+		if (c >= 0x80) {
 			len = utf8_seq(s + i, n - i);
 			if (len == 0)
 				return -EILSEQ;

@@ -167,7 +167,12 @@ outq_grow(struct proto_wbuf *w, size_t n)
 	if (n > o->limit - used)
 		return -EMSGSIZE;
 	want = used + n;
-	size = want < OUTQ_CHUNK ? OUTQ_CHUNK : want > SIZE_MAX / 4 ? want : want * 2;
+	/*
+	 * Half again, not double: a 64 KiB string asks for its room at once, and
+	 * doubling would pass malloc's mmap threshold, a fresh mapping (and its
+	 * page faults) for every such message.
+	 */
+	size = want < OUTQ_CHUNK ? OUTQ_CHUNK : want > SIZE_MAX / 4 ? want : want + want / 2;
 	if (size > SIZE_MAX - sizeof(*c))
 		return -ENOMEM;
 	if (o->fresh) {
