@@ -35,6 +35,7 @@ struct enc {
 	struct proto_wbuf *w;
 	unsigned max_depth;
 	bool allow_nul;
+	struct proto_bytes_out *out; /* NULL: every bytes value inline */
 };
 
 /* Makes room for n more bytes, which the caller will certainly write. */
@@ -179,6 +180,36 @@ enc_real(struct proto_wbuf *w, double v)
 
 static int enc_value(struct enc *e, const json_t *v, unsigned depth);
 
+/*
+ * A bytes value: out of band when the peer takes descriptors and the payload
+ * is worth one (a descriptor that cannot be made sends it inline), else
+ * base64. Its raw string is never written as a string: it need not be text.
+ */
+static int
+enc_bytes(struct enc *e, const char *data, size_t len)
+{
+	struct proto_bytes_out *out = e->out;
+	char ref[96];
+	int fd, rc, n;
+
+	rc = put(e->w, "{\"" PROTO_BYTES_KEY "\":", sizeof(PROTO_BYTES_KEY) + 3);
+	if (rc < 0)
+		return rc;
+	if (out && len >= PROTO_BYTES_FD_MIN && out->n < PROTO_MAX_FDS) {
+		if (len > out->limit || out->total > out->limit - len)
+			return -EMSGSIZE;
+		fd = out->fd_make(data, len);
+		if (fd >= 0) {
+			out->fd[out->n] = fd;
+			out->total += len;
+			n = snprintf(ref, sizeof(ref), "{\"fd\":%u,\"len\":%zu}}", out->n++, len);
+			return put(e->w, ref, (size_t)n);
+		}
+	}
+	rc = proto_base64_write(e->w, data, len);
+	return rc < 0 ? rc : put(e->w, "}", 1);
+}
+
 static int
 enc_object(struct enc *e, const json_t *obj, unsigned depth)
 {
@@ -226,10 +257,15 @@ enc_array(struct enc *e, const json_t *arr, unsigned depth)
 static int
 enc_value(struct enc *e, const json_t *v, unsigned depth)
 {
+	const char *data;
+	size_t len;
+
 	switch (json_typeof(v)) {
 	case JSON_OBJECT:
 		if (depth >= e->max_depth)
 			return -E2BIG;
+		if (proto_bytes_get(v, &data, &len))
+			return enc_bytes(e, data, len);
 		return enc_object(e, v, depth + 1);
 	case JSON_ARRAY:
 		if (depth >= e->max_depth)
@@ -255,7 +291,15 @@ enc_value(struct enc *e, const json_t *v, unsigned depth)
 int
 proto_json_write(struct proto_wbuf *w, const json_t *v, unsigned max_depth, bool allow_nul)
 {
-	struct enc e = { .w = w, .max_depth = max_depth, .allow_nul = allow_nul };
+	return proto_json_write_ex(w, v, max_depth, allow_nul, NULL);
+}
+
+/* Writes v (borrowed) into w, bytes values out of band into out; see proto.h. */
+int
+proto_json_write_ex(struct proto_wbuf *w, const json_t *v, unsigned max_depth, bool allow_nul,
+    struct proto_bytes_out *out)
+{
+	struct enc e = { .w = w, .max_depth = max_depth, .allow_nul = allow_nul, .out = out };
 
 	if (!v)
 		return -EINVAL;

@@ -68,6 +68,15 @@ herd__peer_init(struct herd__peer *p, int fd, const struct herd__peer_ops *ops, 
 	pthread_mutex_init(&p->lock, NULL);
 }
 
+static const struct proto_bytes_in peer_bytes_in = { .fd_read = herd__bytes_fd_read };
+
+/* Bytes values from now on. */
+void
+herd__peer_read_bytes(struct herd__peer *p)
+{
+	proto_reader_set_bytes(&p->reader, &peer_bytes_in);
+}
+
 /* Takes a reference. */
 struct herd__peer *
 herd__peer_ref(struct herd__peer *p)
@@ -213,9 +222,27 @@ peer_write_locked(struct herd__peer *p)
 	while (!proto_outq_empty(&p->outq)) {
 		struct iovec iov[WRITE_IOVECS];
 		struct msghdr mh = { .msg_iov = iov };
+		union {
+			char buf[CMSG_SPACE(PROTO_MAX_FDS * sizeof(int))];
+			struct cmsghdr align;
+		} ctl;
+		const int *fds;
+		unsigned nfds = proto_outq_fds(&p->outq, &fds);
 		ssize_t n;
 
 		mh.msg_iovlen = (size_t)proto_outq_peek(&p->outq, iov, WRITE_IOVECS);
+		if (nfds) {
+			/* A line's descriptors go with its first byte (proto_outq_peek() starts it). */
+			struct cmsghdr *cm;
+
+			mh.msg_control = ctl.buf;
+			mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+			cm = CMSG_FIRSTHDR(&mh);
+			cm->cmsg_level = SOL_SOCKET;
+			cm->cmsg_type = SCM_RIGHTS;
+			cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+			memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+		}
 		/* MSG_NOSIGNAL: a vanished reader is an error code, not SIGPIPE. */
 		n = sendmsg(p->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
@@ -364,7 +391,13 @@ herd__peer_queue(struct herd__peer *p, const json_t *msg)
 	if (p->write_error)
 		return p->write_error;
 	pthread_mutex_lock(&p->lock);
-	r = proto_outq_push_json(&p->outq, msg, p->max_send);
+	if (p->fds_out) {
+		struct proto_bytes_out out = { .fd_make = herd__bytes_fd_make, .limit = p->max_send };
+
+		r = proto_outq_push_json_ex(&p->outq, msg, p->max_send, &out);
+	} else {
+		r = proto_outq_push_json(&p->outq, msg, p->max_send);
+	}
 	queued = r == 0;
 	if ((r == -EMSGSIZE || r == -EINVAL || r == -ENOMEM) && is_reply(msg)) {
 		/* A request is answered exactly once, always: never silence for a reply's size or text. */
@@ -550,17 +583,61 @@ peer_dispatch(struct herd__peer *p)
 	return n;
 }
 
+/*
+ * The descriptors that came with a read (SCM_RIGHTS, close-on-exec already):
+ * into fds, at most max; any beyond are closed.
+ */
+static unsigned
+peer_received_fds(struct msghdr *mh, int *fds, unsigned max)
+{
+	unsigned n = 0;
+
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+		const unsigned char *data = CMSG_DATA(cm);
+		size_t count;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < count; i++) {
+			int fd;
+
+			memcpy(&fd, data + i * sizeof(int), sizeof(int));
+			if (n < max)
+				fds[n++] = fd;
+			else
+				close(fd);
+		}
+	}
+	return n;
+}
+
 /* One read. Returns >0 after reading, 0 when nothing waits, <0 once the input ended. */
 static int
 peer_read(struct herd__peer *p)
 {
 	char buf[READ_CHUNK];
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	union {
+		char buf[CMSG_SPACE(PROTO_MAX_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)
+	};
+	int fds[PROTO_MAX_FDS];
+	unsigned nfds;
 	ssize_t n;
 	int r;
 
 	do
-		n = recv(p->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		n = recvmsg(p->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 	while (n < 0 && errno == EINTR);
+	/* Descriptors are never left open, whatever the read brought. */
+	nfds = n >= 0 && mh.msg_controllen ? peer_received_fds(&mh, fds, PROTO_MAX_FDS) : 0;
+	if (n <= 0)
+		for (unsigned i = 0; i < nfds; i++)
+			close(fds[i]);
 	if (n < 0) {
 		if (errno == EAGAIN)
 			return 0;
@@ -582,7 +659,8 @@ peer_read(struct herd__peer *p)
 	p->bytes_in += (uint64_t)n;
 	if (p->sum_in)
 		*p->sum_in += (uint64_t)n;
-	r = proto_reader_feed(&p->reader, buf, (size_t)n);
+	r = nfds ? proto_reader_feed_fds(&p->reader, buf, (size_t)n, fds, nfds)
+	         : proto_reader_feed(&p->reader, buf, (size_t)n);
 	if (r < 0) {
 		peer_fail(p, r, "buffering input");
 		return r;

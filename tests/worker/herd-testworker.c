@@ -521,15 +521,27 @@ fn_state(herd_request *req, json_t *arg)
 
 /*
  * ---- count: a pipe of 0..n-1, paced by a timer or by backpressure; with
- * "size", every item is instead a string of that many bytes (the stream benchmark) ----
+ * "size", every item is instead a string of that many bytes (the stream
+ * benchmark). bytes_count: the same with bytes values, byte i of each being
+ * i mod 256 (NULs and bytes that are not text included) ----
  */
 
 struct tw_count {
 	ev_timer timer;
 	herd_request *req;
-	json_int_t next, n, delay_ms;
+	json_int_t next, n, delay_ms, size;
+	bool bytes;
 	char *pad;
 };
+
+/* The next item: an integer, a string of size bytes, or bytes. */
+static json_t *
+count_item(const struct tw_count *c)
+{
+	if (c->bytes)
+		return herd_bytes_new(c->pad, (size_t)c->size);
+	return c->pad ? json_string(c->pad) : json_integer(c->next);
+}
 
 static void count_step(struct tw_count *c);
 
@@ -565,7 +577,7 @@ static void
 count_step(struct tw_count *c)
 {
 	while (c->next < c->n) {
-		json_t *item = c->pad ? json_string(c->pad) : json_integer(c->next);
+		json_t *item = count_item(c);
 		int r = herd_request_write(c->req, item);
 
 		if (r == -EAGAIN) {
@@ -589,12 +601,11 @@ count_step(struct tw_count *c)
 }
 
 static void
-fn_count(herd_request *req, json_t *arg)
+count_start(herd_request *req, json_t *arg, bool bytes)
 {
 	json_int_t n, delay_ms = 0, size = 0;
 	struct tw_count *c;
 
-	wa_begin(req);
 	if (wa_unpack(req, arg, "{s:I, s?I, s?I}", "n", &n, "delay_ms", &delay_ms, "size", &size) <
 	    0)
 		return;
@@ -603,22 +614,67 @@ fn_count(herd_request *req, json_t *arg)
 		return;
 	}
 	c = calloc(1, sizeof(*c));
-	if (c && size > 0 && (c->pad = malloc((size_t)size + 1))) {
-		memset(c->pad, 'x', (size_t)size);
+	if (c && (size > 0 || bytes) && (c->pad = malloc((size_t)size + 1))) {
+		for (json_int_t i = 0; i < size; i++)
+			c->pad[i] = bytes ? (char)(i & 0xff) : 'x';
 		c->pad[size] = '\0';
 	}
-	if (!c || (size > 0 && !c->pad)) {
+	if (!c || ((size > 0 || bytes) && !c->pad)) {
 		free(c);
 		herd_request_fail(req, "out of memory");
 		return;
 	}
 	c->req = herd_request_ref(req);
 	c->n = n;
+	c->size = size;
+	c->bytes = bytes;
 	c->delay_ms = delay_ms;
 	ev_timer_init(&c->timer, count_timer, 0., 0.);
 	c->timer.data = c;
 	herd_request_on_cancel(req, count_cancelled, c);
 	count_step(c);
+}
+
+static void
+fn_count(herd_request *req, json_t *arg)
+{
+	wa_begin(req);
+	count_start(req, arg, false);
+}
+
+static void
+fn_bytes_count(herd_request *req, json_t *arg)
+{
+	wa_begin(req);
+	count_start(req, arg, true);
+}
+
+/*
+ * ---- bytes_echo {"data": B}: B back, B a bytes value (else invalid_params);
+ * with "check", only after finding byte i to be i mod 256 ----
+ */
+
+static void
+fn_bytes_echo(herd_request *req, json_t *arg)
+{
+	const unsigned char *data;
+	json_t *b = NULL;
+	int check = 0;
+	size_t len;
+
+	wa_begin(req);
+	if (wa_unpack(req, arg, "{s:o, s?b}", "data", &b, "check", &check) < 0)
+		return;
+	if (herd_bytes_get(b, (const void **)&data, &len) < 0) {
+		herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "data is not a bytes value");
+		return;
+	}
+	for (size_t i = 0; check && i < len; i++)
+		if (data[i] != (unsigned char)(i & 0xff)) {
+			herd_request_fail(req, "byte %zu is %u, not %zu", i, data[i], i & 0xff);
+			return;
+		}
+	herd_request_reply(req, json_incref(b));
 }
 
 /* ---- note (oneway): logs its text, which herd.logs streams ---- */
@@ -671,6 +727,8 @@ static const struct herd_function functions[] = {
 	{ "umask", HERD_KIND_CALL, fn_umask },
 	{ "state", HERD_KIND_CALL, fn_state },
 	{ "count", HERD_KIND_PIPE, fn_count },
+	{ "bytes_count", HERD_KIND_PIPE, fn_bytes_count },
+	{ "bytes_echo", HERD_KIND_CALL, fn_bytes_echo },
 	/* count as a state stream: the library flags its first item initial. */
 	{ "counter", HERD_KIND_STATE, fn_count },
 	{ "total", HERD_KIND_SINK, wa_sum_items },
