@@ -28,10 +28,11 @@ struct proto_chunk {
 };
 
 static void
-chunk_close_fds(struct proto_chunk *c)
+chunk_close_fds(struct proto_outq *q, struct proto_chunk *c)
 {
 	for (unsigned i = 0; i < c->nfds; i++)
 		close(c->fds[i]);
+	q->nfds -= c->nfds;
 	c->nfds = 0;
 }
 
@@ -51,7 +52,7 @@ proto_outq_free(struct proto_outq *q)
 	while (c) {
 		struct proto_chunk *next = c->next;
 
-		chunk_close_fds(c);
+		chunk_close_fds(q, c);
 		free(c);
 		c = next;
 	}
@@ -165,7 +166,7 @@ proto_outq_consume(struct proto_outq *q, size_t n)
 	q->bytes -= n;
 	/* The kernel holds its own references to descriptors it took with the first byte. */
 	if (n > 0 && q->head && q->head->nfds)
-		chunk_close_fds(q->head);
+		chunk_close_fds(q, q->head);
 	while (q->head) {
 		struct proto_chunk *c = q->head;
 		size_t avail = c->len - c->off;
@@ -318,6 +319,7 @@ proto_outq_push_json_ex(
 			o.fresh->size = len;
 			memcpy(o.fresh->fds, out->fd, out->n * sizeof(int));
 			o.fresh->nfds = out->n;
+			q->nfds += out->n;
 			out->n = 0;
 		}
 		if (tail)

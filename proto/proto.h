@@ -360,6 +360,7 @@ struct proto_outq {
 	struct proto_chunk *tail;
 	size_t bytes; /* queued, not yet consumed */
 	size_t cap;
+	unsigned nfds; /* descriptors queued, not yet sent */
 };
 
 void proto_outq_init(struct proto_outq *q, size_t cap);

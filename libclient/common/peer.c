@@ -16,6 +16,13 @@
 
 #define READ_CHUNK   65536u
 #define WRITE_IOVECS 64
+/*
+ * Descriptors queued for a peer that does not read fast enough: past this
+ * many, payloads go inline until the queue drains, so a slow reader does
+ * not pile up memfds (and the uid's descriptors in flight, which the
+ * kernel bounds by RLIMIT_NOFILE).
+ */
+#define QUEUED_FDS_MAX (4 * PROTO_MAX_FDS)
 /* At release, input we will never read is dropped so the other side sees an end, not a reset. */
 #define DISCARD_ROUNDS 64
 
@@ -248,7 +255,12 @@ peer_write_locked(struct herd__peer *p)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno != EAGAIN)
+			/*
+			 * ETOOMANYREFS: this uid's descriptors in flight reached
+			 * RLIMIT_NOFILE; they come back as receivers read, so wait
+			 * like a full socket.
+			 */
+			if (errno != EAGAIN && errno != ETOOMANYREFS)
 				r = -errno;
 			break;
 		}
@@ -391,7 +403,7 @@ herd__peer_queue(struct herd__peer *p, const json_t *msg)
 	if (p->write_error)
 		return p->write_error;
 	pthread_mutex_lock(&p->lock);
-	if (p->fds_out) {
+	if (p->fds_out && p->outq.nfds < QUEUED_FDS_MAX) {
 		struct proto_bytes_out out = { .fd_make = herd__bytes_fd_make, .limit = p->max_send };
 
 		r = proto_outq_push_json_ex(&p->outq, msg, p->max_send, &out);
