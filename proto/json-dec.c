@@ -453,15 +453,17 @@ dec_bytes(struct dec *d, json_t *obj, const unsigned char *at)
 	fd = json_object_get(x, "fd");
 	len = json_object_get(x, "len");
 	if (json_object_size(x) != 2 || !json_is_integer(fd) || !json_is_integer(len))
-		return bytes_fail(d, obj, at, "$bytes is neither base64 nor {\"fd\": I, \"len\": N}");
+		return bytes_fail(
+		    d, obj, at, "$bytes is neither base64 nor {\"fd\": I, \"len\": N}");
 	i = json_integer_value(fd);
 	n = json_integer_value(len);
 	if (i < 0 || (uint64_t)i >= d->bytes->nfds)
 		return bytes_fail(d, obj, at, "$bytes names fd %lld, but the line came with %u",
 		    (long long)i, d->bytes->nfds);
 	if (n < 0 || (uint64_t)n > d->bytes->limit - d->bytes_total)
-		return bytes_fail(d, obj, at, "$bytes of %lld bytes passes the limit of %zu a message",
-		    (long long)n, d->bytes->limit);
+		return bytes_fail(d, obj, at,
+		    "$bytes of %lld bytes passes the limit of %zu a message", (long long)n,
+		    d->bytes->limit);
 	d->bytes_total += (size_t)n;
 	json_decref(obj);
 	return d->bytes->in->fd_read(d->bytes->fds[i], (size_t)n, d->err);

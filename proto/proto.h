@@ -323,8 +323,8 @@ int proto_bytes_from_base64(const char *s, size_t n, json_t **ret);
  * PROTO_MAX_FDS of them, at most out->limit bytes in all: -EMSGSIZE past
  * it), the rest inline as base64. On failure the caller closes out's fds.
  */
-int proto_json_write_ex(struct proto_wbuf *w, const json_t *v, unsigned max_depth,
-    bool allow_nul, struct proto_bytes_out *out);
+int proto_json_write_ex(struct proto_wbuf *w, const json_t *v, unsigned max_depth, bool allow_nul,
+    struct proto_bytes_out *out);
 /*
  * Sets w up empty, growing on the heap: the text is at w->start (NULL until
  * something was written), w->p - w->start bytes, with a byte of room after

@@ -204,7 +204,8 @@ reader_parse(struct proto_reader *r, const char *line, size_t n, const int *fds,
 		.in = r->bytes, .fds = fds, .nfds = nfds, .limit = r->max_message
 	};
 
-	return parse_line(line, n, r->max_message, r->max_depth, r->bytes ? &bytes : NULL, ret, err);
+	return parse_line(
+	    line, n, r->max_message, r->max_depth, r->bytes ? &bytes : NULL, ret, err);
 }
 
 /* Initialises an empty reader; nothing is allocated until the first feed. */

@@ -404,7 +404,8 @@ herd__peer_queue(struct herd__peer *p, const json_t *msg)
 		return p->write_error;
 	pthread_mutex_lock(&p->lock);
 	if (p->fds_out && p->outq.nfds < QUEUED_FDS_MAX) {
-		struct proto_bytes_out out = { .fd_make = herd__bytes_fd_make, .limit = p->max_send };
+		struct proto_bytes_out out = { .fd_make = herd__bytes_fd_make,
+			.limit = p->max_send };
 
 		r = proto_outq_push_json_ex(&p->outq, msg, p->max_send, &out);
 	} else {
@@ -634,9 +635,10 @@ peer_read(struct herd__peer *p)
 		char buf[CMSG_SPACE(PROTO_MAX_FDS * sizeof(int))];
 		struct cmsghdr align;
 	} ctl;
-	struct msghdr mh = {
-		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)
-	};
+	struct msghdr mh = { .msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = ctl.buf,
+		.msg_controllen = sizeof(ctl.buf) };
 	int fds[PROTO_MAX_FDS];
 	unsigned nfds;
 	ssize_t n;

@@ -499,7 +499,8 @@ conn_notification(struct srv_conn *c, const struct proto_msg *m)
 		return;
 	if (strcmp(m->method, "herd.features") == 0) {
 		/* The client takes bytes out of band too: our hello offered it. */
-		if (proto_features_has(json_object_get(m->params, "features"), PROTO_FEATURE_BYTES_FD))
+		if (proto_features_has(
+		        json_object_get(m->params, "features"), PROTO_FEATURE_BYTES_FD))
 			c->peer.fds_out = true;
 		return;
 	}

@@ -70,7 +70,8 @@ START_TEST(base64_round_trip)
 		ck_assert_ptr_nonnull(text);
 		/* Inline: {"$bytes":"<base64>"} is text, whatever the bytes. */
 		ck_assert(proto_text_valid(text, strlen(text)));
-		ck_assert_int_eq(proto_json_decode_bytes(text, strlen(text), 64, 0, &lb, &back, NULL), 0);
+		ck_assert_int_eq(
+		    proto_json_decode_bytes(text, strlen(text), 64, 0, &lb, &back, NULL), 0);
 		ck_assert(proto_bytes_get(json_object_get(back, "x"), &data, &len));
 		ck_assert_uint_eq(len, sizes[k]);
 		ck_assert_mem_eq(data, p, len);
@@ -103,7 +104,8 @@ START_TEST(bad_bytes_refused)
 		json_t *v = NULL;
 
 		ck_assert_int_eq(
-		    proto_json_decode_bytes(bad[i], strlen(bad[i]), 64, 0, &lb, &v, &err), -EBADMSG);
+		    proto_json_decode_bytes(bad[i], strlen(bad[i]), 64, 0, &lb, &v, &err),
+		    -EBADMSG);
 		ck_assert_int_eq(err.code, HERD_E_INVALID_BYTES);
 		ck_assert_ptr_null(v);
 	}
@@ -133,7 +135,8 @@ START_TEST(reader_ties_fds_to_lines)
 	proto_reader_set_bytes(&r, &fake_in);
 	/* The line comes in two reads; its descriptor with the second, which ends inside it. */
 	ck_assert_int_eq(proto_reader_feed(&r, REF_LINE, 10), 0);
-	ck_assert_int_eq(proto_reader_feed_fds(&r, REF_LINE + 10, strlen(REF_LINE) - 10, &fd, 1), 0);
+	ck_assert_int_eq(
+	    proto_reader_feed_fds(&r, REF_LINE + 10, strlen(REF_LINE) - 10, &fd, 1), 0);
 	ck_assert_int_eq(next(&r, &v, &err), 1);
 	ck_assert_int_eq(last_read_fd, fd);
 	ck_assert(proto_bytes_get(json_object_get(v, "b"), &data, &len));
@@ -222,7 +225,8 @@ START_TEST(outq_sends_fd_lines_alone)
 	ck_assert_int_eq(proto_outq_peek(&q, iov, 8), 1);
 	ck_assert_uint_eq(proto_outq_fds(&q, &fds), 1);
 	fd = fds[0];
-	ck_assert_mem_eq(iov[0].iov_base, "{\"b\":{\"$bytes\":{\"fd\":0,\"len\":16384}}}\n", iov[0].iov_len);
+	ck_assert_mem_eq(
+	    iov[0].iov_base, "{\"b\":{\"$bytes\":{\"fd\":0,\"len\":16384}}}\n", iov[0].iov_len);
 	/* Written: the kernel holds its own reference, the queue closes its. */
 	proto_outq_consume(&q, 1);
 	ck_assert(!fd_open(fd));

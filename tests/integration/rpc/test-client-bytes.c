@@ -87,7 +87,8 @@ START_TEST(test_round_trip)
 	    json_object_get(herd_conn_get_server_info(c), "features"), PROTO_FEATURE_BYTES_FD));
 	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
 		char *p = pattern(sizes[k]);
-		json_t *arg = json_pack("{s:o, s:b}", "data", herd_bytes_new(p, sizes[k]), "check", 1);
+		json_t *arg =
+		    json_pack("{s:o, s:b}", "data", herd_bytes_new(p, sizes[k]), "check", 1);
 		json_t *res = NULL, *item = NULL;
 		herd_stream *s = NULL;
 		int items = 0, r;
@@ -96,8 +97,8 @@ START_TEST(test_round_trip)
 		assert_pattern(res, sizes[k]);
 		json_decref(res);
 		ck_assert_int_eq(herd_stream_open(c, "bytes_count",
-		                     ht_args("{s:i, s:I}", "n", 3, "size", (json_int_t)sizes[k]), NULL,
-		                     NULL, NULL, &s),
+		                     ht_args("{s:i, s:I}", "n", 3, "size", (json_int_t)sizes[k]),
+		                     NULL, NULL, NULL, &s),
 		    0);
 		while ((r = herd_stream_next(s, 0, &item)) == 1) {
 			assert_pattern(item, sizes[k]);
@@ -135,18 +136,17 @@ START_TEST(test_over_limit)
 	json_t *res = NULL;
 
 	/* The whole limit fits (the line is short); one byte more does not leave. */
-	ck_assert_int_eq(herd_call(c, "bytes_echo",
-	                     ht_args("{s:o}", "data", herd_bytes_new(p, 65536)), 0, &res),
+	ck_assert_int_eq(
+	    herd_call(c, "bytes_echo", ht_args("{s:o}", "data", herd_bytes_new(p, 65536)), 0, &res),
 	    0);
 	assert_pattern(res, 65536);
 	json_decref(res);
-	ck_assert_int_eq(herd_call(c, "bytes_echo",
-	                     ht_args("{s:o}", "data", herd_bytes_new(p, 65537)), 0, &res),
+	ck_assert_int_eq(
+	    herd_call(c, "bytes_echo", ht_args("{s:o}", "data", herd_bytes_new(p, 65537)), 0, &res),
 	    -EMSGSIZE);
 	/* The connection goes on. */
-	ck_assert_int_eq(herd_call(c, "bytes_echo",
-	                     ht_args("{s:o}", "data", herd_bytes_new(p, 1)), 0, &res),
-	    0);
+	ck_assert_int_eq(
+	    herd_call(c, "bytes_echo", ht_args("{s:o}", "data", herd_bytes_new(p, 1)), 0, &res), 0);
 	json_decref(res);
 	free(p);
 	json_decref(settings);
@@ -201,8 +201,11 @@ send_with_fds(struct ht_conn *c, const char *text, const int *fds, unsigned n)
 		char buf[CMSG_SPACE(4 * sizeof(int))];
 		struct cmsghdr align;
 	} ctl;
-	struct iovec iov = { .iov_base = line, .iov_len = (size_t)snprintf(line, sizeof(line), "%s\n", text) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+	struct iovec iov = { .iov_base = line,
+		.iov_len = (size_t)snprintf(line, sizeof(line), "%s\n", text) };
+	struct msghdr mh = { .msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = ctl.buf,
 		.msg_controllen = CMSG_SPACE(n * sizeof(int)) };
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
 
@@ -295,5 +298,5 @@ START_TEST(test_bad_descriptors)
 END_TEST
 
 HT_MAIN("client-bytes",
-    HT_CLIENT_HERDD_CASE("bytes", 120, test_round_trip, test_over_limit, test_inline,
-        test_bad_descriptors))
+    HT_CLIENT_HERDD_CASE(
+        "bytes", 120, test_round_trip, test_over_limit, test_inline, test_bad_descriptors))
