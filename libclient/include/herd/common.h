@@ -103,9 +103,10 @@ HERD_EXPORT json_t *herd_error_data(const herd_error *err);
  * offer it, such as the Python package) as base64 inside the JSON. The
  * receiving libherd turns either form back into a bytes value, so code on
  * both sides sees the same thing; any other JSON reader sees
- * {"$bytes": "<base64>"} (proto/PROTOCOL.md 1.1). A payload counts against
- * max_message_size as if it were inline: a call whose bytes pass the
- * other side's limit fails with -EMSGSIZE, a reply with limit_exceeded.
+ * {"$bytes": "<base64>"} (proto/PROTOCOL.md 1.1). Payloads count against
+ * the other side's max_message_size (inline ones as base64 in the line,
+ * out-of-band ones added up per message): a call whose bytes pass it fails
+ * with -EMSGSIZE, a reply with limit_exceeded.
  *
  * Put one anywhere in a value (an argument's member, a result, an item).
  * The object is meant for herd's encoder only: its member holds the raw
