@@ -472,7 +472,8 @@ cmd_stream(char **args)
 	long n = atol(args[1]), size = atol(args[2]);
 	bool bytes = args[3] && strcmp(args[3], "bytes") == 0;
 	herd_worker *w = spawn(args[0]);
-	json_t *count = json_pack("{s:I, s:I}", "n", (json_int_t)n, "size", (json_int_t)size);
+	json_t *count = json_pack(
+	    "{s:I, s:I, s:b}", "n", (json_int_t)n, "size", (json_int_t)size, "bytes", bytes);
 	struct stream_state st = { 0 };
 	herd_conn *c;
 	double secs;
@@ -481,9 +482,7 @@ cmd_stream(char **args)
 
 	check(herd_worker_connect(w, NULL, &c, NULL), "connect");
 	t0 = bench_now_ns();
-	check(herd_stream_open(
-	          c, bytes ? "bytes_count" : "count", count, stream_item, stream_end, &st, NULL),
-	    "stream");
+	check(herd_stream_open(c, "count", count, stream_item, stream_end, &st, NULL), "stream");
 	conn_run_until(c, &st.done, 600);
 	secs = (double)(bench_now_ns() - t0) / 1e9;
 	if (st.items != (uint64_t)n || st.bytes != (uint64_t)n * (uint64_t)size)
@@ -498,7 +497,7 @@ cmd_stream(char **args)
 	return 0;
 }
 
-/* bytes-call WORKER N SIZE: blocking calls of bytes_echo, SIZE bytes out and back. */
+/* bytes-call WORKER N SIZE: blocking calls of echo, SIZE bytes out and back. */
 static int
 cmd_bytes_call(char **args)
 {
@@ -517,9 +516,10 @@ cmd_bytes_call(char **args)
 		size_t len;
 		json_t *res;
 
-		check(herd_call(c, "bytes_echo", arg, 0, &res), "call");
-		if (herd_bytes_get(res, &data, &len) < 0 || len != (size_t)size)
-			check(-EPROTO, "bytes_echo answered something else");
+		check(herd_call(c, "echo", arg, 0, &res), "call");
+		if (herd_bytes_get(json_object_get(res, "data"), &data, &len) < 0 ||
+		    len != (size_t)size)
+			check(-EPROTO, "echo answered something else");
 		json_decref(res);
 	}
 	secs = (double)(bench_now_ns() - t0) / 1e9;

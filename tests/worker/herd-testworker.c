@@ -522,8 +522,9 @@ fn_state(herd_request *req, json_t *arg)
 /*
  * ---- count: a pipe of 0..n-1, paced by a timer or by backpressure; with
  * "size", every item is instead a string of that many bytes (the stream
- * benchmark). bytes_count: the same with bytes values, byte i of each being
- * i mod 256 (NULs and bytes that are not text included) ----
+ * benchmark), and with "bytes": true a bytes value of that many, byte i
+ * being i mod 256 (NULs and bytes that are not text included). echo sends
+ * bytes values back as it does any argument ----
  */
 
 struct tw_count {
@@ -601,13 +602,15 @@ count_step(struct tw_count *c)
 }
 
 static void
-count_start(herd_request *req, json_t *arg, bool bytes)
+fn_count(herd_request *req, json_t *arg)
 {
 	json_int_t n, delay_ms = 0, size = 0;
 	struct tw_count *c;
+	int bytes = 0;
 
-	if (wa_unpack(req, arg, "{s:I, s?I, s?I}", "n", &n, "delay_ms", &delay_ms, "size", &size) <
-	    0)
+	wa_begin(req);
+	if (wa_unpack(req, arg, "{s:I, s?I, s?I, s?b}", "n", &n, "delay_ms", &delay_ms, "size",
+	        &size, "bytes", &bytes) < 0)
 		return;
 	if (size < 0 || size > (1 << 24)) {
 		herd_request_fail(req, "size must be 0..16777216");
@@ -633,48 +636,6 @@ count_start(herd_request *req, json_t *arg, bool bytes)
 	c->timer.data = c;
 	herd_request_on_cancel(req, count_cancelled, c);
 	count_step(c);
-}
-
-static void
-fn_count(herd_request *req, json_t *arg)
-{
-	wa_begin(req);
-	count_start(req, arg, false);
-}
-
-static void
-fn_bytes_count(herd_request *req, json_t *arg)
-{
-	wa_begin(req);
-	count_start(req, arg, true);
-}
-
-/*
- * ---- bytes_echo {"data": B}: B back, B a bytes value (else invalid_params);
- * with "check", only after finding byte i to be i mod 256 ----
- */
-
-static void
-fn_bytes_echo(herd_request *req, json_t *arg)
-{
-	const unsigned char *data;
-	json_t *b = NULL;
-	int check = 0;
-	size_t len;
-
-	wa_begin(req);
-	if (wa_unpack(req, arg, "{s:o, s?b}", "data", &b, "check", &check) < 0)
-		return;
-	if (herd_bytes_get(b, (const void **)&data, &len) < 0) {
-		herd_request_error(req, HERD_E_INVALID_PARAMS, NULL, "data is not a bytes value");
-		return;
-	}
-	for (size_t i = 0; check && i < len; i++)
-		if (data[i] != (unsigned char)(i & 0xff)) {
-			herd_request_fail(req, "byte %zu is %u, not %zu", i, data[i], i & 0xff);
-			return;
-		}
-	herd_request_reply(req, json_incref(b));
 }
 
 /* ---- note (oneway): logs its text, which herd.logs streams ---- */
@@ -727,8 +688,6 @@ static const struct herd_function functions[] = {
 	{ "umask", HERD_KIND_CALL, fn_umask },
 	{ "state", HERD_KIND_CALL, fn_state },
 	{ "count", HERD_KIND_PIPE, fn_count },
-	{ "bytes_count", HERD_KIND_PIPE, fn_bytes_count },
-	{ "bytes_echo", HERD_KIND_CALL, fn_bytes_echo },
 	/* count as a state stream: the library flags its first item initial. */
 	{ "counter", HERD_KIND_STATE, fn_count },
 	{ "total", HERD_KIND_SINK, wa_sum_items },

@@ -24,7 +24,7 @@
 
 static const size_t sizes[] = { 0, 1, 65536, 1048576 };
 
-/* size bytes, byte i being i mod 256: what bytes_echo's "check" and bytes_count make. */
+/* size bytes, byte i being i mod 256: what count makes with "bytes": true. */
 static char *
 pattern(size_t size)
 {
@@ -87,17 +87,17 @@ START_TEST(test_round_trip)
 	    json_object_get(herd_conn_get_server_info(c), "features"), PROTO_FEATURE_BYTES_FD));
 	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
 		char *p = pattern(sizes[k]);
-		json_t *arg =
-		    json_pack("{s:o, s:b}", "data", herd_bytes_new(p, sizes[k]), "check", 1);
+		json_t *arg = json_pack("{s:o}", "data", herd_bytes_new(p, sizes[k]));
 		json_t *res = NULL, *item = NULL;
 		herd_stream *s = NULL;
 		int items = 0, r;
 
-		ck_assert_int_eq(herd_call(c, "bytes_echo", arg, 0, &res), 0);
-		assert_pattern(res, sizes[k]);
+		ck_assert_int_eq(herd_call(c, "echo", arg, 0, &res), 0);
+		assert_pattern(json_object_get(res, "data"), sizes[k]);
 		json_decref(res);
-		ck_assert_int_eq(herd_stream_open(c, "bytes_count",
-		                     ht_args("{s:i, s:I}", "n", 3, "size", (json_int_t)sizes[k]),
+		ck_assert_int_eq(herd_stream_open(c, "count",
+		                     ht_args("{s:i, s:I, s:b}", "n", 3, "size",
+		                         (json_int_t)sizes[k], "bytes", 1),
 		                     NULL, NULL, NULL, &s),
 		    0);
 		while ((r = herd_stream_next(s, 0, &item)) == 1) {
@@ -137,16 +137,15 @@ START_TEST(test_over_limit)
 
 	/* The whole limit fits (the line is short); one byte more does not leave. */
 	ck_assert_int_eq(
-	    herd_call(c, "bytes_echo", ht_args("{s:o}", "data", herd_bytes_new(p, 65536)), 0, &res),
-	    0);
-	assert_pattern(res, 65536);
+	    herd_call(c, "echo", ht_args("{s:o}", "data", herd_bytes_new(p, 65536)), 0, &res), 0);
+	assert_pattern(json_object_get(res, "data"), 65536);
 	json_decref(res);
 	ck_assert_int_eq(
-	    herd_call(c, "bytes_echo", ht_args("{s:o}", "data", herd_bytes_new(p, 65537)), 0, &res),
+	    herd_call(c, "echo", ht_args("{s:o}", "data", herd_bytes_new(p, 65537)), 0, &res),
 	    -EMSGSIZE);
 	/* The connection goes on. */
 	ck_assert_int_eq(
-	    herd_call(c, "bytes_echo", ht_args("{s:o}", "data", herd_bytes_new(p, 1)), 0, &res), 0);
+	    herd_call(c, "echo", ht_args("{s:o}", "data", herd_bytes_new(p, 1)), 0, &res), 0);
 	json_decref(res);
 	free(p);
 	json_decref(settings);
@@ -178,11 +177,11 @@ START_TEST(test_inline)
 	ck_assert_ptr_nonnull(c);
 	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
 		char *b = pattern_base64(sizes[k]);
-		json_t *reply = ht_conn_call(c, "bytes_echo",
-		    json_pack("{s:{s:s}, s:b}", "data", "$bytes", b, "check", 1), ht_ms(10000));
+		json_t *reply = ht_conn_call(
+		    c, "echo", json_pack("{s:{s:s}}", "data", "$bytes", b), ht_ms(10000));
 
 		ck_assert_msg(json_is_object(ht_result(reply)), "%s", ht_dump(reply));
-		ck_assert_str_eq(ht_str(ht_result(reply), "$bytes"), b);
+		ck_assert_str_eq(ht_str(json_object_get(ht_result(reply), "data"), "$bytes"), b);
 		json_decref(reply);
 		free(b);
 	}
@@ -262,7 +261,7 @@ START_TEST(test_bad_descriptors)
 	pid_t pid = herd_worker_pid(w);
 	int theirs = ht_count_fds(pid);
 	static const char call[] =
-	    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"bytes_echo\",\"params\":{\"data\":"
+	    "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"data\":"
 	    "{\"$bytes\":{\"fd\":%d,\"len\":%d}}}}";
 	static const struct {
 		unsigned seals;
