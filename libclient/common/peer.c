@@ -668,7 +668,8 @@ peer_read(struct herd__peer *p)
 		peer_changed(p);
 		return -ECONNRESET;
 	}
-	p->more = (size_t)n == sizeof(buf);
+	/* A read that brought descriptors stops at their line: more may wait behind it. */
+	p->more = (size_t)n == sizeof(buf) || nfds > 0;
 	p->last_recv = herd__now_usec();
 	p->bytes_in += (uint64_t)n;
 	if (p->sum_in)

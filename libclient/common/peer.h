@@ -123,7 +123,7 @@ struct herd__peer {
 	uint64_t next_beat;
 
 	bool processing; /* inside herd__peer_process(): the driver re-arms afterwards */
-	bool more; /* the last read filled its buffer: more may wait */
+	bool more; /* the last read filled its buffer or stopped at descriptors: more may wait */
 	/*
 	 * Fairness: at most budget messages are handed out per herd__peer_process()
 	 * (0: no bound). Past it the peer is deferred: it reads nothing more and
