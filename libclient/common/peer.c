@@ -244,6 +244,8 @@ peer_write_locked(struct herd__peer *p)
 
 			mh.msg_control = ctl.buf;
 			mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+			/* The header's padding too: nothing uninitialised goes to the kernel. */
+			memset(ctl.buf, 0, mh.msg_controllen);
 			cm = CMSG_FIRSTHDR(&mh);
 			cm->cmsg_level = SOL_SOCKET;
 			cm->cmsg_type = SCM_RIGHTS;
