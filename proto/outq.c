@@ -24,6 +24,7 @@ struct proto_chunk {
 	/* Descriptors to send with the chunk's first byte: then it holds one line, and nothing more. */
 	unsigned nfds;
 	int fds[PROTO_MAX_FDS];
+	size_t fd_bytes; /* their payloads */
 	char data[];
 };
 
@@ -33,7 +34,9 @@ chunk_close_fds(struct proto_outq *q, struct proto_chunk *c)
 	for (unsigned i = 0; i < c->nfds; i++)
 		close(c->fds[i]);
 	q->nfds -= c->nfds;
+	q->fd_bytes -= c->fd_bytes;
 	c->nfds = 0;
+	c->fd_bytes = 0;
 }
 
 /* Initialises an empty queue that refuses to hold more than cap bytes. */
@@ -91,6 +94,7 @@ outq_reserve(struct proto_outq *q, size_t n, int *rc)
 		c->size = size;
 		c->len = c->off = 0;
 		c->nfds = 0;
+		c->fd_bytes = 0;
 		if (q->tail)
 			q->tail->next = c;
 		else
@@ -314,12 +318,15 @@ proto_outq_push_json_ex(
 		o.fresh->len = len;
 		o.fresh->off = 0;
 		o.fresh->nfds = 0;
+		o.fresh->fd_bytes = 0;
 		if (out && out->n) {
 			/* Full, so that no other line joins it. */
 			o.fresh->size = len;
 			memcpy(o.fresh->fds, out->fd, out->n * sizeof(int));
 			o.fresh->nfds = out->n;
 			q->nfds += out->n;
+			o.fresh->fd_bytes = out->total;
+			q->fd_bytes += out->total;
 			out->n = 0;
 		}
 		if (tail)

@@ -361,7 +361,18 @@ struct proto_outq {
 	size_t bytes; /* queued, not yet consumed */
 	size_t cap;
 	unsigned nfds; /* descriptors queued, not yet sent */
+	size_t fd_bytes; /* the payload bytes behind them */
 };
+/*
+ * What a queue holds back from its peer: its bytes and the payloads of its
+ * descriptors, which a reader takes as long to read as inline bytes. For
+ * water marks (backpressure), not for the socket.
+ */
+static inline size_t
+proto_outq_backlog(const struct proto_outq *q)
+{
+	return q->bytes + q->fd_bytes;
+}
 
 void proto_outq_init(struct proto_outq *q, size_t cap);
 void proto_outq_free(struct proto_outq *q);

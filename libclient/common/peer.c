@@ -328,7 +328,7 @@ peer_write_failed(struct herd__peer *p, int r)
 static int
 peer_write(struct herd__peer *p)
 {
-	size_t queued;
+	size_t queued, backlog;
 	int r;
 
 	if (p->released)
@@ -342,6 +342,7 @@ peer_write(struct herd__peer *p)
 	pthread_mutex_lock(&p->lock);
 	r = peer_write_locked(p);
 	queued = p->outq.bytes;
+	backlog = proto_outq_backlog(&p->outq);
 	pthread_mutex_unlock(&p->lock);
 	if (r < 0)
 		return peer_write_failed(p, r);
@@ -352,7 +353,7 @@ peer_write(struct herd__peer *p)
 			peer_release(p);
 		return r;
 	}
-	if (queued >= p->low_water)
+	if (backlog >= p->low_water)
 		return r;
 	if (p->paused) {
 		/* Messages held back while the output was full come first, then reading. */
@@ -585,7 +586,7 @@ peer_dispatch(struct herd__peer *p)
 			break;
 		}
 		/* Unlocked: backpressure is for peers of one thread (the client engine has none). */
-		if (p->high_water != SIZE_MAX && p->outq.bytes > p->high_water) {
+		if (p->high_water != SIZE_MAX && proto_outq_backlog(&p->outq) > p->high_water) {
 			p->held = msg;
 			p->paused = true;
 			break;

@@ -113,7 +113,7 @@ bool
 herd__sconn_writable(const struct srv_conn *c)
 {
 	return c->state <= SCONN_OPEN && !c->overflowed &&
-	    c->peer.outq.bytes < HERD__OUT_HIGH_WATER;
+	    proto_outq_backlog(&c->peer.outq) < HERD__OUT_HIGH_WATER;
 }
 
 void
