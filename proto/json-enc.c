@@ -210,17 +210,32 @@ enc_bytes(struct enc *e, const char *data, size_t len)
 	return rc < 0 ? rc : put(e->w, "}", 1);
 }
 
+/* True when the object whose first member is it is a bytes value: that member alone, a string. */
+static bool
+is_bytes(const json_t *obj, void *it)
+{
+	return json_object_iter_key_len(it) == sizeof(PROTO_BYTES_KEY) - 1 &&
+	    memcmp(json_object_iter_key(it), PROTO_BYTES_KEY, sizeof(PROTO_BYTES_KEY) - 1) == 0 &&
+	    json_is_string(json_object_iter_value(it)) && !json_object_iter_next((json_t *)obj, it);
+}
+
 static int
 enc_object(struct enc *e, const json_t *obj, unsigned depth)
 {
 	struct proto_wbuf *w = e->w;
+	void *first_it = json_object_iter((json_t *)obj);
 	bool first = true;
 	int rc;
 
+	/* Found on the way, not asked of every object: the first key's length rules most out. */
+	if (first_it && is_bytes(obj, first_it)) {
+		json_t *s = json_object_iter_value(first_it);
+
+		return enc_bytes(e, json_string_value(s), json_string_length(s));
+	}
 	rc = put(w, "{", 1);
 	/* jansson's iteration order is its dump order: insertion order since 2.8. */
-	for (void *it = json_object_iter((json_t *)obj); it && rc == 0;
-	     it = json_object_iter_next((json_t *)obj, it)) {
+	for (void *it = first_it; it && rc == 0; it = json_object_iter_next((json_t *)obj, it)) {
 		if (!first) {
 			rc = put(w, ",", 1);
 			if (rc < 0)
@@ -257,15 +272,10 @@ enc_array(struct enc *e, const json_t *arr, unsigned depth)
 static int
 enc_value(struct enc *e, const json_t *v, unsigned depth)
 {
-	const char *data;
-	size_t len;
-
 	switch (json_typeof(v)) {
 	case JSON_OBJECT:
 		if (depth >= e->max_depth)
 			return -E2BIG;
-		if (proto_bytes_get(v, &data, &len))
-			return enc_bytes(e, data, len);
 		return enc_object(e, v, depth + 1);
 	case JSON_ARRAY:
 		if (depth >= e->max_depth)

@@ -43,18 +43,29 @@ utf8_seq(const unsigned char *s, size_t n)
 	return need + 1;
 }
 
+/* Bytes a JSON string cannot hold as they are ('"', '\\', controls) or that start UTF-8. */
+static const unsigned char json_stop[256] = {
+	[0x00 ... 0x1f] = 1,
+	['"'] = 1,
+	['\\'] = 1,
+	[0x80 ... 0xff] = 1,
+};
+
 /*
- * The first byte of s[0..n) that a JSON string cannot hold as it is (a
- * control character, '"' or '\\') or that starts a UTF-8 sequence, or n. Eight
- * bytes a step: long strings of plain text are what payloads mostly are, and
- * the encoder and the decoder both stop only where a byte needs a look.
+ * The first byte of s[0..n) in json_stop, or n. Keys and names end within
+ * a few bytes, a table lookup each; past 16 bytes the scan goes eight bytes
+ * a step, as long strings of plain text are what payloads mostly are.
  */
 static inline size_t
 json_plain_run(const unsigned char *s, size_t n)
 {
 	const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
-	size_t i = 0;
+	size_t i = 0, head = n < 16 ? n : 16;
 
+	while (i < head && !json_stop[s[i]])
+		i++;
+	if (i < head)
+		return i;
 	for (; n - i >= 8; i += 8) {
 		uint64_t x, q, b;
 
@@ -65,7 +76,7 @@ json_plain_run(const unsigned char *s, size_t n)
 		if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | x) & high)
 			break;
 	}
-	while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
+	while (i < n && !json_stop[s[i]])
 		i++;
 	return i;
 }
