@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Bytes values (PROTOCOL.md 1.1) between libherd and herd-testworker: round
- * trips of 0, 1, 64 KiB and 1 MiB in arguments, results and stream items,
+ * trips of 0, 1, 64 KiB and 1 MiB in arguments, results and stream items
+ * both ways,
  * out of band (a local libherd client) and inline (a raw client that never
  * says herd.features); a payload just over the worker's limit; and a client
  * that sends the worker bad descriptors: unsealed, of the wrong size, named
@@ -92,6 +93,7 @@ START_TEST(test_round_trip)
 		json_t *arg = json_pack("{s:o}", "data", herd_bytes_new(p, sizes[k]));
 		json_t *res = NULL, *item = NULL;
 		herd_stream *s = NULL;
+		herd_sink *sink = NULL;
 		int items = 0, r;
 
 		ck_assert_int_eq(herd_call(c, "echo", arg, 0, &res), 0);
@@ -110,6 +112,14 @@ START_TEST(test_round_trip)
 		ck_assert_int_eq(r, 0);
 		ck_assert_int_eq(items, 3);
 		herd_stream_unref(s);
+		/* Items the other way: the sink total adds up their lengths. */
+		ck_assert_int_eq(herd_sink_open(c, "total", NULL, &sink), 0);
+		for (int i = 0; i < 3; i++)
+			ck_assert_int_eq(herd_sink_send(sink, json_object_get(arg, "data")), 0);
+		ck_assert_int_eq(herd_sink_finish(sink, 0, &res), 0);
+		ck_assert_int_eq(json_integer_value(res), 3 * (json_int_t)sizes[k]);
+		json_decref(res);
+		herd_sink_unref(sink);
 		json_decref(arg);
 		free(p);
 	}
