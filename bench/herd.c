@@ -9,7 +9,10 @@
  *   herd-bench orphan WORKER N ROUNDS [wedge]
  *                                           master SIGKILL -> its N workers exited;
  *                                           wedged workers ignore SIGTERM and block
- *   herd-bench stream WORKER N SIZE         N stream items of SIZE bytes (0: integers)
+ *   herd-bench stream WORKER N SIZE [bytes] N stream items of SIZE bytes (0: integers),
+ *                                           strings, or bytes values (herd_bytes_new)
+ *   herd-bench bytes-call WORKER N SIZE     N blocking calls carrying SIZE bytes each
+ *                                           way (bytes values); MB/s of both ways
  *   herd-bench scale WORKER N               N spawns in flight until all serve, then
  *                                           the master leaves until all are reaped;
  *                                           herdd's RSS before and with the N workers
@@ -51,6 +54,9 @@
 #define MAX_WORKERS 8
 
 static herd_master *master;
+
+static void report_f(const char *figure, double value, const char *unit, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 static void conns_run_until(herd_conn *const *list, int n, const uint64_t *done, unsigned seconds);
 
@@ -438,8 +444,14 @@ stream_item(herd_stream *stream, json_t *item, bool initial, void *userdata)
 {
 	struct stream_state *st = userdata;
 
+	const void *data;
+	size_t len;
+
 	st->items++;
-	st->bytes += json_is_string(item) ? json_string_length(item) : 0;
+	if (herd_bytes_get(item, &data, &len) == 0)
+		st->bytes += len;
+	else
+		st->bytes += json_is_string(item) ? json_string_length(item) : 0;
 }
 
 static void
@@ -453,13 +465,15 @@ stream_end(herd_stream *stream, int r, json_t *result, herd_error *error, void *
 	((struct stream_state *)userdata)->done = 1;
 }
 
-/* stream WORKER N SIZE */
+/* stream WORKER N SIZE [bytes] */
 static int
 cmd_stream(char **args)
 {
 	long n = atol(args[1]), size = atol(args[2]);
+	bool bytes = args[3] && strcmp(args[3], "bytes") == 0;
 	herd_worker *w = spawn(args[0]);
-	json_t *count = json_pack("{s:I, s:I}", "n", (json_int_t)n, "size", (json_int_t)size);
+	json_t *count = json_pack(
+	    "{s:I, s:I, s:b}", "n", (json_int_t)n, "size", (json_int_t)size, "bytes", bytes);
 	struct stream_state st = { 0 };
 	herd_conn *c;
 	double secs;
@@ -473,11 +487,47 @@ cmd_stream(char **args)
 	secs = (double)(bench_now_ns() - t0) / 1e9;
 	if (st.items != (uint64_t)n || st.bytes != (uint64_t)n * (uint64_t)size)
 		check(-EPROTO, "stream lost items");
-	snprintf(name, sizeof(name), "herd_stream_size%ld", size);
+	snprintf(name, sizeof(name), "herd_stream%s_size%ld", bytes ? "_bytes" : "", size);
 	bench_report_value("stream_items_per_s", name, (double)n / secs, "1/s");
 	if (size > 0)
 		bench_report_value("stream_mb_per_s", name, (double)st.bytes / 1e6 / secs, "MB/s");
 	json_decref(count);
+	herd_conn_unref(c);
+	herd_worker_unref(w);
+	return 0;
+}
+
+/* bytes-call WORKER N SIZE: blocking calls of echo, SIZE bytes out and back. */
+static int
+cmd_bytes_call(char **args)
+{
+	long n = atol(args[1]), size = atol(args[2]);
+	herd_worker *w = spawn(args[0]);
+	char *buf = calloc(1, (size_t)size + 1);
+	json_t *arg = json_pack("{s:o}", "data", herd_bytes_new(buf, (size_t)size));
+	herd_conn *c;
+	uint64_t t0;
+	double secs;
+
+	check(herd_worker_connect(w, NULL, &c, NULL), "connect");
+	t0 = bench_now_ns();
+	for (long i = 0; i < n; i++) {
+		const void *data;
+		size_t len;
+		json_t *res;
+
+		check(herd_call(c, "echo", arg, 0, &res), "call");
+		if (herd_bytes_get(json_object_get(res, "data"), &data, &len) < 0 ||
+		    len != (size_t)size)
+			check(-EPROTO, "echo answered something else");
+		json_decref(res);
+	}
+	secs = (double)(bench_now_ns() - t0) / 1e9;
+	report_f("bytes_call_mb_per_s", 2.0 * (double)n * (double)size / 1e6 / secs, "MB/s",
+	    "herd_bytes_call_size%ld", size);
+	report_f("calls_per_s", (double)n / secs, "1/s", "herd_bytes_call_size%ld", size);
+	json_decref(arg);
+	free(buf);
 	herd_conn_unref(c);
 	herd_worker_unref(w);
 	return 0;
@@ -522,10 +572,6 @@ scale_spawned(herd_master *m, int r, herd_worker *worker, herd_error *error, voi
 	if (st->ready == st->n)
 		st->all_ready = 1;
 }
-
-/* Lets this process hold a pidfd for each of many workers. */
-static void report_f(const char *figure, double value, const char *unit, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 /* Reports one figure whose variant name is formatted. */
 static void
@@ -827,7 +873,8 @@ static const struct bench_mode modes[] = {
 	{ "spawn", "WORKER N", 2, cmd_spawn },
 	{ "failure", "WORKER N", 2, cmd_failure },
 	{ "orphan", "WORKER N ROUNDS [wedge]", 3, cmd_orphan },
-	{ "stream", "WORKER N SIZE", 3, cmd_stream },
+	{ "stream", "WORKER N SIZE [bytes]", 3, cmd_stream },
+	{ "bytes-call", "WORKER N SIZE", 3, cmd_bytes_call },
 	{ "scale", "WORKER N", 2, cmd_scale },
 	{ "map", "WORKER N W WINDOW [CHUNK]", 4, cmd_map },
 	{ "crash", "WORKER N W WINDOW ROUNDS", 5, cmd_crash },

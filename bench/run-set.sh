@@ -9,11 +9,11 @@ set -eu
 cd "$(dirname "$0")/.."
 mode=$1 set=$2
 
-n=20000 pipe=200000 pool=20000 secs=5 items=300000 big=3000 spawns=200 rounds=20 wedged=5
+n=20000 pipe=200000 pool=20000 secs=5 items=300000 big=3000 calls_mb=300 spawns=200 rounds=20 wedged=5
 small=100 large=1000 tasks=1000000 crashes=5 text_mb=50 wf_rounds=3
 dask_tasks=3000 dask_start=8 lines=10000
 if [ "$mode" = quick ]; then
-	n=500 pipe=2000 pool=500 secs=0.5 items=3000 big=30 spawns=10 rounds=3 wedged=1
+	n=500 pipe=2000 pool=500 secs=0.5 items=3000 big=30 calls_mb=10 spawns=10 rounds=3 wedged=1
 	small=10 large=100 tasks=20000 crashes=1 text_mb=4 wf_rounds=1
 	dask_tasks=200 dask_start=4 lines=200
 fi
@@ -62,6 +62,8 @@ $H stream "$worker" "$items" 0
 $B bulk $((big * 65536))
 $B items json "$big" 65536
 $H stream "$worker" "$big" 65536
+$H stream "$worker" "$big" 65536 bytes
+$H bytes-call "$worker" "$calls_mb" 1048576
 $G "$n" "$pipe" 64 "$big" 65536
 $B spawn "$spawns" "$worker" --bench-raw-fd3
 $H spawn "$worker" "$spawns"

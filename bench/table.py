@@ -86,6 +86,13 @@ for cpus in (all_cpus, one_cpu):
         v("stream_mb_per_s", "bulk_raw"), "MB/s")
     row("stream MB/s (64 KiB items) vs jansson both ends", cpus, h,
         v("stream_mb_per_s", "items_json_size65536"), "MB/s")
+    # Bytes values (PROTOCOL.md 1.1): out of band between these two local peers.
+    row("stream MB/s (64 KiB bytes items) vs raw bulk write", cpus,
+        v("stream_mb_per_s", "herd_stream_bytes_size65536"), v("stream_mb_per_s", "bulk_raw"),
+        "MB/s", "≥ 0.3x", ge(0.3))
+    row("calls with 1 MiB bytes each way, MB/s vs raw bulk write", cpus,
+        v("bytes_call_mb_per_s", "herd_bytes_call_size1048576"),
+        v("stream_mb_per_s", "bulk_raw"), "MB/s", "≥ 0.3x", ge(0.3))
     # gRPC C++ over a Unix socket (bench/peers/grpc-bench.cc), the same figures.
     for p in ("p50", "p99"):
         row(f"call round trip {p} vs gRPC unary", cpus, v("call_rtt", "herd_call", p + "_us"),
@@ -93,6 +100,9 @@ for cpus in (all_cpus, one_cpu):
     row("calls/s, 64 in flight vs gRPC async", cpus, v("calls_per_s", "herd_inflight64_workers1"),
         v("calls_per_s", "grpc_inflight64"), "/s")
     row("stream MB/s (64 KiB items) vs gRPC server stream", cpus, h,
+        v("stream_mb_per_s", "grpc_stream_size65536"), "MB/s")
+    row("stream MB/s (64 KiB bytes items) vs gRPC server stream", cpus,
+        v("stream_mb_per_s", "herd_stream_bytes_size65536"),
         v("stream_mb_per_s", "grpc_stream_size65536"), "MB/s")
     for p in ("p50", "p99"):
         row(f"spawn-to-ready {p} vs fork+exec+handshake", cpus,

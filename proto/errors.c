@@ -36,6 +36,7 @@ static const struct {
 	{ HERD_E_CONNECTION_CLOSED, "connection_closed" },
 	{ HERD_E_WORKER_EXITED, "worker_exited" },
 	{ HERD_E_OUTPUT_OVERFLOW, "output_overflow" },
+	{ HERD_E_INVALID_BYTES, "invalid_bytes" },
 };
 
 #define ERROR_TABLE_LEN (sizeof(error_table) / sizeof(error_table[0]))

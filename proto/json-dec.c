@@ -26,14 +26,6 @@
 /* jansson's own limit (JSON_PARSER_MAX_DEPTH), counted in values: keep refusing what it refuses. */
 #define DEC_JANSSON_DEPTH 2048u
 
-/* Bytes that end the fast scan of a string. */
-static const unsigned char str_stop[256] = {
-	[0x00 ... 0x1f] = 1,
-	['"'] = 1,
-	['\\'] = 1,
-	[0x80 ... 0xff] = 1,
-};
-
 struct dec {
 	const unsigned char *p; /* next byte */
 	const unsigned char *end;
@@ -46,6 +38,8 @@ struct dec {
 	bool scratch_heap;
 	struct proto_error *err;
 	bool big_int_real; /* an integer past json_int_t becomes a real, not a refusal */
+	const struct proto_line_bytes *bytes; /* NULL: "$bytes" objects stay as they are */
+	size_t bytes_total; /* payload bytes read from descriptors so far */
 	char local[256];
 };
 
@@ -242,8 +236,7 @@ dec_string(struct dec *d, const char **ret, size_t *len, size_t *mark)
 
 	*mark = d->scratch_len;
 	for (;;) {
-		while (q < end && !str_stop[*q])
-			q++;
+		q += json_plain_run(q, (size_t)(end - q));
 		if (q == end) {
 			dec_fail(d, HERD_E_PARSE_ERROR, d->p, "unterminated string");
 			return false;
@@ -302,8 +295,7 @@ dec_string(struct dec *d, const char **ret, size_t *len, size_t *mark)
 			s = q;
 			q += n;
 		}
-		while (q < end && !str_stop[*q])
-			q++;
+		q += json_plain_run(q, (size_t)(end - q));
 	}
 	*ret = d->scratch + *mark;
 	*len = d->scratch_len - *mark;
@@ -422,6 +414,61 @@ dec_open(struct dec *d, unsigned char close)
 	return false;
 }
 
+/* Refuses a "$bytes" value (HERD_E_INVALID_BYTES) and drops obj. */
+static void *__attribute__((format(printf, 4, 5)))
+bytes_fail(struct dec *d, json_t *obj, const unsigned char *at, const char *fmt, ...)
+{
+	char text[128];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	json_decref(obj);
+	return dec_fail(d, HERD_E_INVALID_BYTES, at, "%s", text);
+}
+
+/*
+ * The object {"$bytes": X} just read (obj, stolen) becomes the raw bytes
+ * value: X is base64, or {"fd": I, "len": N} naming the I-th descriptor that
+ * came with the line, which must hold exactly N bytes. Every payload of a
+ * line counts towards the line's limit, as if it were inline.
+ */
+static json_t *
+dec_bytes(struct dec *d, json_t *obj, const unsigned char *at)
+{
+	json_t *x = json_object_get(obj, PROTO_BYTES_KEY), *v = NULL, *fd, *len;
+	json_int_t i, n;
+	int rc;
+
+	if (json_is_string(x)) {
+		rc = proto_bytes_from_base64(json_string_value(x), json_string_length(x), &v);
+		if (rc == -ENOMEM)
+			return bytes_fail(d, obj, at, "out of memory");
+		if (rc < 0)
+			return bytes_fail(d, obj, at, "$bytes is not padded base64");
+		json_decref(obj);
+		return v;
+	}
+	fd = json_object_get(x, "fd");
+	len = json_object_get(x, "len");
+	if (json_object_size(x) != 2 || !json_is_integer(fd) || !json_is_integer(len))
+		return bytes_fail(
+		    d, obj, at, "$bytes is neither base64 nor {\"fd\": I, \"len\": N}");
+	i = json_integer_value(fd);
+	n = json_integer_value(len);
+	if (i < 0 || (uint64_t)i >= d->bytes->nfds)
+		return bytes_fail(d, obj, at, "$bytes names fd %lld, but the line came with %u",
+		    (long long)i, d->bytes->nfds);
+	if (n < 0 || (uint64_t)n > d->bytes->limit - d->bytes_total)
+		return bytes_fail(d, obj, at,
+		    "$bytes of %lld bytes passes the limit of %zu a message", (long long)n,
+		    d->bytes->limit);
+	d->bytes_total += (size_t)n;
+	json_decref(obj);
+	return d->bytes->in->fd_read(d->bytes->fds[i], (size_t)n, d->err);
+}
+
 /*
  * jansson looks a key up before it reads the value, so a duplicate key is the
  * error even when what follows it is broken too. Here the lookup is saved on
@@ -483,6 +530,9 @@ dec_object(struct dec *d)
 		}
 		if (d->p < d->end && *d->p == '}') {
 			d->p++;
+			if (d->bytes && members == 1 && len == sizeof(PROTO_BYTES_KEY) - 1 &&
+			    memcmp(key, PROTO_BYTES_KEY, len) == 0)
+				return dec_bytes(d, obj, at);
 			return obj;
 		}
 		key = NULL;
@@ -599,6 +649,14 @@ int
 proto_json_decode_ex(const char *text, size_t len, unsigned max_depth, unsigned flags, json_t **ret,
     struct proto_error *err)
 {
+	return proto_json_decode_bytes(text, len, max_depth, flags, NULL, ret, err);
+}
+
+/* Decodes one JSON text with flags, bytes values read through bytes; see proto.h. */
+int
+proto_json_decode_bytes(const char *text, size_t len, unsigned max_depth, unsigned flags,
+    const struct proto_line_bytes *bytes, json_t **ret, struct proto_error *err)
+{
 	struct proto_error spare;
 	struct dec d; /* not zeroed as a whole: local is scratch space */
 	json_t *v;
@@ -613,6 +671,8 @@ proto_json_decode_ex(const char *text, size_t len, unsigned max_depth, unsigned 
 	d.scratch_heap = false;
 	d.err = err ? err : &spare;
 	d.big_int_real = flags & PROTO_DECODE_BIG_INT_REAL;
+	d.bytes = bytes;
+	d.bytes_total = 0;
 	v = dec_value(&d);
 	if (v) {
 		skip_space(&d);

@@ -20,16 +20,6 @@
 #include "proto.h"
 #include "utf8.h"
 
-/* What a byte needs in a string: copied, escaped, or the start of a UTF-8 sequence. */
-enum { B_PLAIN, B_ESCAPE, B_UTF8 };
-
-static const unsigned char byte_class[256] = {
-	[0x00 ... 0x1f] = B_ESCAPE,
-	['"'] = B_ESCAPE,
-	['\\'] = B_ESCAPE,
-	[0x80 ... 0xff] = B_UTF8,
-};
-
 /* Short escapes as jansson writes them; 0 means \u00XX. */
 static const char short_escape[0x60] = {
 	['\b'] = 'b',
@@ -45,6 +35,7 @@ struct enc {
 	struct proto_wbuf *w;
 	unsigned max_depth;
 	bool allow_nul;
+	struct proto_bytes_out *out; /* NULL: every bytes value inline */
 };
 
 /* Makes room for n more bytes, which the caller will certainly write. */
@@ -90,15 +81,14 @@ enc_string(struct enc *e, const char *str, size_t n)
 		size_t run = i, len;
 		unsigned char c;
 
-		while (run < n && byte_class[s[run]] == B_PLAIN)
-			run++;
+		run += json_plain_run(s + run, n - run);
 		memcpy(w->p, s + i, run - i);
 		w->p += run - i;
 		i = run;
 		if (i == n)
 			break;
 		c = s[i];
-		if (byte_class[c] == B_UTF8) {
+		if (c >= 0x80) {
 			len = utf8_seq(s + i, n - i);
 			if (len == 0)
 				return -EILSEQ;
@@ -190,17 +180,62 @@ enc_real(struct proto_wbuf *w, double v)
 
 static int enc_value(struct enc *e, const json_t *v, unsigned depth);
 
+/*
+ * A bytes value: out of band when the peer takes descriptors and the payload
+ * is worth one (a descriptor that cannot be made sends it inline), else
+ * base64. Its raw string is never written as a string: it need not be text.
+ */
+static int
+enc_bytes(struct enc *e, const char *data, size_t len)
+{
+	struct proto_bytes_out *out = e->out;
+	char ref[96];
+	int fd, rc, n;
+
+	rc = put(e->w, "{\"" PROTO_BYTES_KEY "\":", sizeof(PROTO_BYTES_KEY) + 3);
+	if (rc < 0)
+		return rc;
+	if (out && len >= PROTO_BYTES_FD_MIN && out->n < PROTO_MAX_FDS) {
+		if (len > out->limit || out->total > out->limit - len)
+			return -EMSGSIZE;
+		fd = out->fd_make(data, len);
+		if (fd >= 0) {
+			out->fd[out->n] = fd;
+			out->total += len;
+			n = snprintf(ref, sizeof(ref), "{\"fd\":%u,\"len\":%zu}}", out->n++, len);
+			return put(e->w, ref, (size_t)n);
+		}
+	}
+	rc = proto_base64_write(e->w, data, len);
+	return rc < 0 ? rc : put(e->w, "}", 1);
+}
+
+/* True when the object whose first member is it is a bytes value: that member alone, a string. */
+static bool
+is_bytes(const json_t *obj, void *it)
+{
+	return json_object_iter_key_len(it) == sizeof(PROTO_BYTES_KEY) - 1 &&
+	    memcmp(json_object_iter_key(it), PROTO_BYTES_KEY, sizeof(PROTO_BYTES_KEY) - 1) == 0 &&
+	    json_is_string(json_object_iter_value(it)) && !json_object_iter_next((json_t *)obj, it);
+}
+
 static int
 enc_object(struct enc *e, const json_t *obj, unsigned depth)
 {
 	struct proto_wbuf *w = e->w;
+	void *first_it = json_object_iter((json_t *)obj);
 	bool first = true;
 	int rc;
 
+	/* Found on the way, not asked of every object: the first key's length rules most out. */
+	if (first_it && is_bytes(obj, first_it)) {
+		json_t *s = json_object_iter_value(first_it);
+
+		return enc_bytes(e, json_string_value(s), json_string_length(s));
+	}
 	rc = put(w, "{", 1);
 	/* jansson's iteration order is its dump order: insertion order since 2.8. */
-	for (void *it = json_object_iter((json_t *)obj); it && rc == 0;
-	     it = json_object_iter_next((json_t *)obj, it)) {
+	for (void *it = first_it; it && rc == 0; it = json_object_iter_next((json_t *)obj, it)) {
 		if (!first) {
 			rc = put(w, ",", 1);
 			if (rc < 0)
@@ -266,7 +301,15 @@ enc_value(struct enc *e, const json_t *v, unsigned depth)
 int
 proto_json_write(struct proto_wbuf *w, const json_t *v, unsigned max_depth, bool allow_nul)
 {
-	struct enc e = { .w = w, .max_depth = max_depth, .allow_nul = allow_nul };
+	return proto_json_write_ex(w, v, max_depth, allow_nul, NULL);
+}
+
+/* Writes v (borrowed) into w, bytes values out of band into out; see proto.h. */
+int
+proto_json_write_ex(struct proto_wbuf *w, const json_t *v, unsigned max_depth, bool allow_nul,
+    struct proto_bytes_out *out)
+{
+	struct enc e = { .w = w, .max_depth = max_depth, .allow_nul = allow_nul, .out = out };
 
 	if (!v)
 		return -EINVAL;

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "proto.h"
 
@@ -20,8 +21,23 @@ struct proto_chunk {
 	size_t size; /* bytes allocated in data */
 	size_t len; /* bytes filled */
 	size_t off; /* bytes already written */
+	/* Descriptors to send with the chunk's first byte: then it holds one line, and nothing more. */
+	unsigned nfds;
+	int fds[PROTO_MAX_FDS];
+	size_t fd_bytes; /* their payloads */
 	char data[];
 };
+
+static void
+chunk_close_fds(struct proto_outq *q, struct proto_chunk *c)
+{
+	for (unsigned i = 0; i < c->nfds; i++)
+		close(c->fds[i]);
+	q->nfds -= c->nfds;
+	q->fd_bytes -= c->fd_bytes;
+	c->nfds = 0;
+	c->fd_bytes = 0;
+}
 
 /* Initialises an empty queue that refuses to hold more than cap bytes. */
 void
@@ -39,6 +55,7 @@ proto_outq_free(struct proto_outq *q)
 	while (c) {
 		struct proto_chunk *next = c->next;
 
+		chunk_close_fds(q, c);
 		free(c);
 		c = next;
 	}
@@ -76,6 +93,8 @@ outq_reserve(struct proto_outq *q, size_t n, int *rc)
 		c->next = NULL;
 		c->size = size;
 		c->len = c->off = 0;
+		c->nfds = 0;
+		c->fd_bytes = 0;
 		if (q->tail)
 			q->tail->next = c;
 		else
@@ -104,7 +123,11 @@ proto_outq_push(struct proto_outq *q, const void *data, size_t len)
 	return 0;
 }
 
-/* Fills up to n iovecs from the head of the queue. */
+/*
+ * Fills up to n iovecs from the head of the queue. A line with descriptors
+ * is written alone, starting a write: the reader finds its descriptors by
+ * the read that ends inside it (proto_reader_feed_fds()).
+ */
 int
 proto_outq_peek(const struct proto_outq *q, struct iovec *iov, int n)
 {
@@ -113,11 +136,29 @@ proto_outq_peek(const struct proto_outq *q, struct iovec *iov, int n)
 	for (const struct proto_chunk *c = q->head; c && i < n; c = c->next) {
 		if (c->len == c->off)
 			continue;
+		if (c->nfds && i > 0)
+			break;
 		iov[i].iov_base = (void *)(c->data + c->off);
 		iov[i].iov_len = c->len - c->off;
 		i++;
+		if (c->nfds)
+			break;
 	}
 	return i;
+}
+
+/* The descriptors to send with the next write (borrowed), and how many. */
+unsigned
+proto_outq_fds(const struct proto_outq *q, const int **ret_fds)
+{
+	const struct proto_chunk *c = q->head;
+
+	while (c && c->len == c->off)
+		c = c->next;
+	if (!c || !c->nfds)
+		return 0;
+	*ret_fds = c->fds;
+	return c->nfds;
 }
 
 /* Drops the first n bytes, freeing chunks that were written out entirely. */
@@ -127,6 +168,9 @@ proto_outq_consume(struct proto_outq *q, size_t n)
 	if (n > q->bytes)
 		n = q->bytes;
 	q->bytes -= n;
+	/* The kernel holds its own references to descriptors it took with the first byte. */
+	if (n > 0 && q->head && q->head->nfds)
+		chunk_close_fds(q, q->head);
 	while (q->head) {
 		struct proto_chunk *c = q->head;
 		size_t avail = c->len - c->off;
@@ -167,7 +211,12 @@ outq_grow(struct proto_wbuf *w, size_t n)
 	if (n > o->limit - used)
 		return -EMSGSIZE;
 	want = used + n;
-	size = want < OUTQ_CHUNK ? OUTQ_CHUNK : want > SIZE_MAX / 4 ? want : want * 2;
+	/*
+	 * Half again, not double: a 64 KiB string asks for its room at once, and
+	 * doubling would pass malloc's mmap threshold, a fresh mapping (and its
+	 * page faults) for every such message.
+	 */
+	size = want < OUTQ_CHUNK ? OUTQ_CHUNK : want > SIZE_MAX / 4 ? want : want + want / 2;
 	if (size > SIZE_MAX - sizeof(*c))
 		return -ENOMEM;
 	if (o->fresh) {
@@ -199,6 +248,31 @@ outq_grow(struct proto_wbuf *w, size_t n)
 int
 proto_outq_push_json(struct proto_outq *q, const json_t *msg, size_t max_message)
 {
+	return proto_outq_push_json_ex(q, msg, max_message, NULL);
+}
+
+/* A line written into the tail chunk moves to a chunk of its own, for its descriptors. */
+static int
+outq_own_chunk(struct outq_wbuf *o, size_t len)
+{
+	struct proto_chunk *c;
+
+	if (o->fresh)
+		return 0;
+	c = malloc(sizeof(*c) + len);
+	if (!c)
+		return -ENOMEM;
+	memcpy(c->data, o->w.start, len);
+	o->fresh = c;
+	o->size = len;
+	return 0;
+}
+
+/* Encodes msg as one line, bytes values out of band into out; see proto.h. */
+int
+proto_outq_push_json_ex(
+    struct proto_outq *q, const json_t *msg, size_t max_message, struct proto_bytes_out *out)
+{
 	struct proto_chunk *tail = q->tail;
 	struct outq_wbuf o = { .w.grow = outq_grow };
 	size_t len;
@@ -212,7 +286,7 @@ proto_outq_push_json(struct proto_outq *q, const json_t *msg, size_t max_message
 		o.w.end =
 		    tail->size - tail->len < o.limit ? tail->data + tail->size : o.w.p + o.limit;
 	}
-	rc = proto_json_write(&o.w, msg, HERD_MAX_DEPTH, false);
+	rc = proto_json_write_ex(&o.w, msg, HERD_MAX_DEPTH, false, out);
 	if (rc == 0 && o.w.p == o.w.end)
 		rc = outq_grow(&o.w, 1);
 	if (rc == 0)
@@ -223,6 +297,11 @@ proto_outq_push_json(struct proto_outq *q, const json_t *msg, size_t max_message
 	if (len > q->cap || q->bytes > q->cap - len) {
 		rc = -ENOBUFS;
 		goto fail;
+	}
+	if (out && out->n) {
+		rc = outq_own_chunk(&o, len);
+		if (rc < 0)
+			goto fail;
 	}
 	if (o.fresh) {
 		/* Doubling may have left up to half a big chunk unused: give it back. */
@@ -238,6 +317,18 @@ proto_outq_push_json(struct proto_outq *q, const json_t *msg, size_t max_message
 		o.fresh->size = o.size;
 		o.fresh->len = len;
 		o.fresh->off = 0;
+		o.fresh->nfds = 0;
+		o.fresh->fd_bytes = 0;
+		if (out && out->n) {
+			/* Full, so that no other line joins it. */
+			o.fresh->size = len;
+			memcpy(o.fresh->fds, out->fd, out->n * sizeof(int));
+			o.fresh->nfds = out->n;
+			q->nfds += out->n;
+			o.fresh->fd_bytes = out->total;
+			q->fd_bytes += out->total;
+			out->n = 0;
+		}
 		if (tail)
 			tail->next = o.fresh;
 		else
@@ -250,5 +341,7 @@ proto_outq_push_json(struct proto_outq *q, const json_t *msg, size_t max_message
 	return 0;
 fail:
 	free(o.fresh);
+	if (out)
+		proto_bytes_out_close(out);
 	return rc == -EMSGSIZE || rc == -ENOBUFS || rc == -ENOMEM ? rc : -EINVAL;
 }

@@ -83,6 +83,68 @@ size_t proto_text_format(char *dst, size_t size, const char *fmt, ...)
 /* Bytes of a worker's failure or init failure text that travel and are kept. */
 #define PROTO_FAILURE_TEXT_MAX 4096
 
+/* ---- bytes (bytes.c; PROTOCOL.md 1.1) ---- */
+
+/*
+ * A bytes value in memory is the one-member object {"$bytes": S} whose string
+ * S holds the raw bytes (made with json_stringn_nocheck: any bytes, NUL
+ * included). The encoder writes S as base64, or as a reference to a sealed
+ * memfd sent with the line when the peer accepts them; the decoder of a
+ * reader with a proto_bytes_in turns both back into raw bytes.
+ */
+struct proto_error;
+
+#define PROTO_BYTES_KEY "$bytes"
+/*
+ * The hello feature of a side that takes bytes values out of band: a
+ * worker's hello result lists it in "features", a client answers with the
+ * notification herd.features naming it, and from then on each side may send
+ * descriptors to the other.
+ */
+#define PROTO_FEATURE_BYTES_FD "bytes_fd"
+/* True when features (borrowed, an array of strings or anything else) names name. */
+bool proto_features_has(const json_t *features, const char *name);
+/* Descriptors one message may carry (far below the kernel's SCM_MAX_FD). */
+#define PROTO_MAX_FDS 16u
+/* Payloads from this size go out of band when the peer accepts it; smaller ones inline. */
+#define PROTO_BYTES_FD_MIN 16384u
+
+/* A new bytes value holding a copy of data[0..len); NULL on ENOMEM. */
+json_t *proto_bytes_new(const void *data, size_t len);
+/* True, with the bytes (borrowed from v), when v is a bytes value. */
+bool proto_bytes_get(const json_t *v, const char **ret_data, size_t *ret_len);
+
+/* Receiving: how a line's descriptors are read. */
+struct proto_bytes_in {
+	/*
+	 * A new bytes value of the len bytes in fd (borrowed: the reader closes
+	 * it), or NULL with *err filled (HERD_E_INVALID_BYTES, or
+	 * HERD_E_INTERNAL_ERROR without memory).
+	 */
+	json_t *(*fd_read)(int fd, size_t len, struct proto_error *err);
+};
+
+/* What the decoder reads bytes values with: one line's descriptors. */
+struct proto_line_bytes {
+	const struct proto_bytes_in *in;
+	const int *fds; /* borrowed: the caller closes them after the decode */
+	unsigned nfds;
+	size_t limit; /* payload bytes the line may carry out of band */
+};
+
+/* Sending: where the encoder puts payloads out of band. */
+struct proto_bytes_out {
+	/* A new sealed descriptor holding data[0..len), or -errno (the payload then goes inline). */
+	int (*fd_make)(const char *data, size_t len);
+	size_t limit; /* payload bytes one message may carry out of band */
+	/* Filled by the encoder: the descriptors of this message, in order, and their bytes. */
+	int fd[PROTO_MAX_FDS];
+	unsigned n;
+	size_t total;
+};
+/* Closes the descriptors the encoder made (a message that was not queued). */
+void proto_bytes_out_close(struct proto_bytes_out *out);
+
 /* ---- incremental reader (reader.c) ---- */
 
 /*
@@ -100,6 +162,15 @@ struct proto_reader {
 	size_t max_message; /* limit, newline excluded */
 	unsigned max_depth;
 	bool failed; /* a violation was reported; the stream cannot be resynchronised */
+	/* Bytes values (NULL: "$bytes" objects stay objects, and descriptors are closed). */
+	const struct proto_bytes_in *bytes;
+	uint64_t taken; /* stream offset of buf[start] */
+	/* Descriptors received, each with the stream offset of the last byte read with it. */
+	struct proto_reader_fd {
+		int fd;
+		uint64_t at;
+	} fds[2 * PROTO_MAX_FDS];
+	unsigned nfds;
 };
 
 /* What went wrong with an incoming message. code is a HERD_E_* value. */
@@ -120,6 +191,22 @@ void proto_reader_free(struct proto_reader *r);
  * reader has failed (a violation was taken out with proto_reader_next()).
  */
 int proto_reader_feed(struct proto_reader *r, const void *data, size_t len);
+
+/*
+ * Reads bytes values through in from now on (see struct proto_line_bytes):
+ * a "$bytes" object becomes raw bytes, and descriptors sent with a line may
+ * carry them.
+ */
+void proto_reader_set_bytes(struct proto_reader *r, const struct proto_bytes_in *in);
+/*
+ * proto_reader_feed() of bytes that came with descriptors (taken over,
+ * closed on every path). They belong to the line holding the last of these
+ * bytes: a sender writes a line with descriptors alone, from its first byte,
+ * so the read that brings them ends inside that line. A line's descriptors
+ * that its text does not name are closed, so are those past PROTO_MAX_FDS.
+ */
+int proto_reader_feed_fds(
+    struct proto_reader *r, const void *data, size_t len, const int *fds, unsigned nfds);
 
 /*
  * Takes out the next whole message. Returns 1 with *ret set (a new reference,
@@ -178,6 +265,14 @@ int proto_json_decode(
 #define PROTO_DECODE_BIG_INT_REAL 1u
 int proto_json_decode_ex(const char *text, size_t len, unsigned max_depth, unsigned flags,
     json_t **ret, struct proto_error *err);
+/*
+ * proto_json_decode_ex() that, given bytes (may be NULL: no such decoding),
+ * turns every one-member object {"$bytes": X} into a raw bytes value (X is
+ * base64 or names one of bytes->fds) and refuses one that cannot be read
+ * with HERD_E_INVALID_BYTES.
+ */
+int proto_json_decode_bytes(const char *text, size_t len, unsigned max_depth, unsigned flags,
+    const struct proto_line_bytes *bytes, json_t **ret, struct proto_error *err);
 
 /* ---- JSON encoder (json-enc.c) ---- */
 
@@ -215,6 +310,21 @@ int proto_json_write(struct proto_wbuf *w, const json_t *v, unsigned max_depth, 
 int proto_wbuf_put(struct proto_wbuf *w, const char *s, size_t n);
 int proto_json_write_string(struct proto_wbuf *w, const char *s, size_t n);
 int proto_json_write_int(struct proto_wbuf *w, json_int_t v);
+/* Writes data[0..len) as a quoted base64 string (RFC 4648, padded). */
+int proto_base64_write(struct proto_wbuf *w, const void *data, size_t len);
+/*
+ * Decodes padded base64 s[0..n) into a new bytes value. Returns 0 with *ret
+ * set, -EILSEQ for text that is not padded base64, or -ENOMEM.
+ */
+int proto_bytes_from_base64(const char *s, size_t n, json_t **ret);
+/*
+ * proto_json_write() that, given out (may be NULL), writes bytes values of
+ * at least PROTO_BYTES_FD_MIN bytes out of band into out (up to
+ * PROTO_MAX_FDS of them, at most out->limit bytes in all: -EMSGSIZE past
+ * it), the rest inline as base64. On failure the caller closes out's fds.
+ */
+int proto_json_write_ex(struct proto_wbuf *w, const json_t *v, unsigned max_depth, bool allow_nul,
+    struct proto_bytes_out *out);
 /*
  * Sets w up empty, growing on the heap: the text is at w->start (NULL until
  * something was written), w->p - w->start bytes, with a byte of room after
@@ -250,7 +360,19 @@ struct proto_outq {
 	struct proto_chunk *tail;
 	size_t bytes; /* queued, not yet consumed */
 	size_t cap;
+	unsigned nfds; /* descriptors queued, not yet sent */
+	size_t fd_bytes; /* the payload bytes behind them */
 };
+/*
+ * What a queue holds back from its peer: its bytes and the payloads of its
+ * descriptors, which a reader takes as long to read as inline bytes. For
+ * water marks (backpressure), not for the socket.
+ */
+static inline size_t
+proto_outq_backlog(const struct proto_outq *q)
+{
+	return q->bytes + q->fd_bytes;
+}
 
 void proto_outq_init(struct proto_outq *q, size_t cap);
 void proto_outq_free(struct proto_outq *q);
@@ -277,6 +399,15 @@ proto_outq_empty(const struct proto_outq *q)
  * queued on failure.
  */
 int proto_outq_push_json(struct proto_outq *q, const json_t *msg, size_t max_message);
+/*
+ * proto_outq_push_json() with bytes values out of band into out (may be
+ * NULL): the line then takes out's descriptors (closed once written, or
+ * when the queue is freed; on failure closed at once) and goes out alone.
+ */
+int proto_outq_push_json_ex(
+    struct proto_outq *q, const json_t *msg, size_t max_message, struct proto_bytes_out *out);
+/* The descriptors to send with the next write (borrowed from the queue), and how many. */
+unsigned proto_outq_fds(const struct proto_outq *q, const int **ret_fds);
 
 /* ---- messages (msg.c) ---- */
 

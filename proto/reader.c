@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "proto.h"
 #include "utf8.h"
@@ -147,14 +148,21 @@ classify_refusal(const char *text, size_t len, unsigned max_depth, struct proto_
 	return false;
 }
 
+static void
+close_fds(const int *fds, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		close(fds[i]);
+}
+
 /*
  * Parses one message text in one pass (json-dec.c). The decoder enforces the
  * depth limit before it allocates a container, so no text nests it deeper
  * than max_depth.
  */
-int
-proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth, json_t **ret,
-    struct proto_error *err)
+static int
+parse_line(const char *text, size_t len, size_t max_message, unsigned max_depth,
+    const struct proto_line_bytes *bytes, json_t **ret, struct proto_error *err)
 {
 	struct proto_error derr;
 	json_t *v;
@@ -165,7 +173,8 @@ proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth
 		    err, HERD_E_MESSAGE_TOO_LARGE, "message longer than %zu bytes", max_message);
 		return -EBADMSG;
 	}
-	if (proto_json_decode_ex(text, len, max_depth, PROTO_DECODE_BIG_INT_REAL, &v, &derr) < 0) {
+	if (proto_json_decode_bytes(
+	        text, len, max_depth, PROTO_DECODE_BIG_INT_REAL, bytes, &v, &derr) < 0) {
 		if (!classify_refusal(text, len, max_depth, err) && err)
 			*err = derr;
 		return -EBADMSG;
@@ -177,6 +186,26 @@ proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth
 	}
 	*ret = v;
 	return 0;
+}
+
+int
+proto_parse(const char *text, size_t len, size_t max_message, unsigned max_depth, json_t **ret,
+    struct proto_error *err)
+{
+	return parse_line(text, len, max_message, max_depth, NULL, ret, err);
+}
+
+/* A line of the reader, with the descriptors that came with it when bytes values are read. */
+static int
+reader_parse(struct proto_reader *r, const char *line, size_t n, const int *fds, unsigned nfds,
+    json_t **ret, struct proto_error *err)
+{
+	struct proto_line_bytes bytes = {
+		.in = r->bytes, .fds = fds, .nfds = nfds, .limit = r->max_message
+	};
+
+	return parse_line(
+	    line, n, r->max_message, r->max_depth, r->bytes ? &bytes : NULL, ret, err);
 }
 
 /* Initialises an empty reader; nothing is allocated until the first feed. */
@@ -192,10 +221,20 @@ proto_reader_init(struct proto_reader *r, size_t max_message, unsigned max_depth
 	};
 }
 
+/* Closes the descriptors waiting for their line. */
+static void
+reader_close_fds(struct proto_reader *r)
+{
+	for (unsigned i = 0; i < r->nfds; i++)
+		close(r->fds[i].fd);
+	r->nfds = 0;
+}
+
 /* Frees the buffer; the reader may be initialised again. */
 void
 proto_reader_free(struct proto_reader *r)
 {
+	reader_close_fds(r);
 	free(r->buf);
 	r->buf = NULL;
 	r->len = r->cap = r->start = r->scanned = 0;
@@ -290,6 +329,55 @@ proto_reader_feed(struct proto_reader *r, const void *data, size_t len)
 	return 0;
 }
 
+/* Bytes values from now on. */
+void
+proto_reader_set_bytes(struct proto_reader *r, const struct proto_bytes_in *in)
+{
+	r->bytes = in;
+}
+
+/* Feeds bytes that came with descriptors; see proto.h. */
+int
+proto_reader_feed_fds(
+    struct proto_reader *r, const void *data, size_t len, const int *fds, unsigned nfds)
+{
+	size_t held = r->len - r->start;
+	int rc = proto_reader_feed(r, data, len);
+	unsigned i = 0;
+
+	/* Kept only when some of the bytes were: a line past the limit loses the rest. */
+	if (rc == 0 && r->bytes && r->len - r->start > held) {
+		uint64_t at = r->taken + (r->len - r->start) - 1;
+
+		for (; i < nfds && r->nfds < sizeof(r->fds) / sizeof(r->fds[0]); i++)
+			r->fds[r->nfds++] = (struct proto_reader_fd){ .fd = fds[i], .at = at };
+	}
+	for (; i < nfds; i++)
+		close(fds[i]);
+	return rc;
+}
+
+/*
+ * Takes the descriptors that came with the line at stream offsets
+ * [from, to] into fds (at most PROTO_MAX_FDS); closes those of earlier
+ * bytes, which no line claimed, and those past the bound.
+ */
+static unsigned
+reader_line_fds(struct proto_reader *r, uint64_t from, uint64_t to, int *fds)
+{
+	unsigned n = 0, i = 0;
+
+	for (; i < r->nfds && r->fds[i].at <= to; i++) {
+		if (r->fds[i].at >= from && n < PROTO_MAX_FDS)
+			fds[n++] = r->fds[i].fd;
+		else
+			close(r->fds[i].fd);
+	}
+	memmove(r->fds, r->fds + i, (r->nfds - i) * sizeof(r->fds[0]));
+	r->nfds -= i;
+	return n;
+}
+
 /* JSON whitespace only (a CRLF blank line is "\r"): skipped like an empty line. */
 static bool
 line_is_blank(const char *s, size_t len)
@@ -322,7 +410,9 @@ proto_reader_next(struct proto_reader *r, json_t **ret, struct proto_error *err)
 	if (r->failed)
 		return -EPROTO;
 	for (;;) {
+		int fds[PROTO_MAX_FDS];
 		const char *line, *nl;
+		unsigned nfds;
 		size_t n;
 		int rc;
 
@@ -338,16 +428,21 @@ proto_reader_next(struct proto_reader *r, json_t **ret, struct proto_error *err)
 		line = r->buf + r->start;
 		nl = memchr(line, '\n', r->scanned);
 		n = (size_t)(nl - line);
+		nfds = r->nfds ? reader_line_fds(r, r->taken, r->taken + n, fds) : 0;
 		r->start += n + 1;
 		r->scanned -= n + 1;
+		r->taken += n + 1;
 		if (line_is_blank(line, n)) {
+			close_fds(fds, nfds);
 			reader_drained(r);
 			continue;
 		}
 		/* A trailing \r is JSON whitespace, so CRLF lines parse as they are. */
-		rc = proto_parse(line, n, r->max_message, r->max_depth, ret, err);
+		rc = reader_parse(r, line, n, fds, nfds, ret, err);
+		close_fds(fds, nfds);
 		if (rc < 0) {
 			r->failed = true;
+			reader_close_fds(r);
 			return rc;
 		}
 		reader_drained(r);

@@ -140,12 +140,19 @@ proto_base64_encode(const void *src, size_t len, char *dst)
 	return o;
 }
 
+/* A character's value, or -1: computed, not searched, as payloads decode through here. */
 static int
-b64_value(char c)
+b64_value(char ch)
 {
-	const char *p = c ? strchr(b64, c) : NULL;
+	unsigned char c = (unsigned char)ch;
 
-	return p ? (int)(p - b64) : -1;
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	return c == '+' ? 62 : c == '/' ? 63 : -1;
 }
 
 ssize_t

@@ -4,6 +4,8 @@
 #define HERD_PROTO_UTF8_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 /*
  * Length of the well-formed UTF-8 sequence at s[0..n), where n >= 1 and
@@ -39,6 +41,44 @@ utf8_seq(const unsigned char *s, size_t n)
 		if ((s[k] & 0xc0) != 0x80)
 			return 0;
 	return need + 1;
+}
+
+/* Bytes a JSON string cannot hold as they are ('"', '\\', controls) or that start UTF-8. */
+static const unsigned char json_stop[256] = {
+	[0x00 ... 0x1f] = 1,
+	['"'] = 1,
+	['\\'] = 1,
+	[0x80 ... 0xff] = 1,
+};
+
+/*
+ * The first byte of s[0..n) in json_stop, or n. Keys and names end within
+ * a few bytes, a table lookup each; past 16 bytes the scan goes eight bytes
+ * a step, as long strings of plain text are what payloads mostly are.
+ */
+static inline size_t
+json_plain_run(const unsigned char *s, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+	size_t i = 0, head = n < 16 ? n : 16;
+
+	while (i < head && !json_stop[s[i]])
+		i++;
+	if (i < head)
+		return i;
+	for (; n - i >= 8; i += 8) {
+		uint64_t x, q, b;
+
+		memcpy(&x, s + i, 8);
+		q = x ^ (ones * '"');
+		b = x ^ (ones * '\\');
+		/* Any byte below 0x20, zero after an xor (a quote, a backslash), or high. */
+		if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | x) & high)
+			break;
+	}
+	while (i < n && !json_stop[s[i]])
+		i++;
+	return i;
 }
 
 #endif

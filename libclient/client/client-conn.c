@@ -180,6 +180,7 @@ herd__conn_new(int fd, const struct herd__settings *s)
 	}
 	herd__peer_init(&conn->peer, fd, &herd__conn_peer_ops, conn, s->max_message_size,
 	    HERD_DEFAULT_MAX_OUTPUT);
+	herd__peer_read_bytes(&conn->peer);
 	conn->state = CONN_HANDSHAKE;
 	conn->settings = *s;
 	conn->call_timeout_usec = HERD_DEFAULT_CALL_TIMEOUT_USEC;
@@ -220,12 +221,28 @@ conn_hello(herd_conn *conn, const char *role, json_t *hello_extra, json_t **ret_
 	return 0;
 }
 
+/*
+ * Bytes out of band when the server offers it and descriptors can reach it:
+ * over a link (another host) they cannot, so such a connection stays inline.
+ */
+static void
+conn_features(herd_conn *conn, const char *address, json_t *result)
+{
+	if (herd__link_address(address) ||
+	    !proto_features_has(json_object_get(result, "features"), PROTO_FEATURE_BYTES_FD))
+		return;
+	if (herd__peer_notify(&conn->peer, "herd.features",
+	        json_pack("{s:[s]}", "features", PROTO_FEATURE_BYTES_FD)) == 0)
+		conn->peer.fds_out = true;
+}
+
 /* The hello was answered: the session is open, with the settings the server agreed to. */
 static void
-conn_opened(herd_conn *conn, json_t *result)
+conn_opened(herd_conn *conn, const char *address, json_t *result)
 {
 	conn->server_info = json_incref(result);
 	conn_apply_effective(conn, result);
+	conn_features(conn, address, result);
 	conn->state = CONN_OPEN;
 	if (herd__conn_heartbeats_on(conn))
 		herd__peer_set_heartbeat(&conn->peer, conn->settings.heartbeat_interval_ms,
@@ -263,7 +280,7 @@ herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra, 
 		herd_conn_unref(conn);
 		return r;
 	}
-	conn_opened(conn, result);
+	conn_opened(conn, socket_path, result);
 	*ret = conn;
 	return 0;
 }

@@ -16,6 +16,13 @@
 
 #define READ_CHUNK   65536u
 #define WRITE_IOVECS 64
+/*
+ * Descriptors queued for a peer that does not read fast enough: past this
+ * many, payloads go inline until the queue drains, so a slow reader does
+ * not pile up memfds (and the uid's descriptors in flight, which the
+ * kernel bounds by RLIMIT_NOFILE).
+ */
+#define QUEUED_FDS_MAX (4 * PROTO_MAX_FDS)
 /* At release, input we will never read is dropped so the other side sees an end, not a reset. */
 #define DISCARD_ROUNDS 64
 
@@ -66,6 +73,15 @@ herd__peer_init(struct herd__peer *p, int fd, const struct herd__peer_ops *ops, 
 	p->last_recv = herd__now_usec();
 	p->flush_deadline = p->deadline = p->next_beat = INF;
 	pthread_mutex_init(&p->lock, NULL);
+}
+
+static const struct proto_bytes_in peer_bytes_in = { .fd_read = herd__bytes_fd_read };
+
+/* Bytes values from now on. */
+void
+herd__peer_read_bytes(struct herd__peer *p)
+{
+	proto_reader_set_bytes(&p->reader, &peer_bytes_in);
 }
 
 /* Takes a reference. */
@@ -213,15 +229,40 @@ peer_write_locked(struct herd__peer *p)
 	while (!proto_outq_empty(&p->outq)) {
 		struct iovec iov[WRITE_IOVECS];
 		struct msghdr mh = { .msg_iov = iov };
+		union {
+			char buf[CMSG_SPACE(PROTO_MAX_FDS * sizeof(int))];
+			struct cmsghdr align;
+		} ctl;
+		const int *fds;
+		unsigned nfds = proto_outq_fds(&p->outq, &fds);
 		ssize_t n;
 
 		mh.msg_iovlen = (size_t)proto_outq_peek(&p->outq, iov, WRITE_IOVECS);
+		if (nfds) {
+			/* A line's descriptors go with its first byte (proto_outq_peek() starts it). */
+			struct cmsghdr *cm;
+
+			mh.msg_control = ctl.buf;
+			mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+			/* The header's padding too: nothing uninitialised goes to the kernel. */
+			memset(ctl.buf, 0, mh.msg_controllen);
+			cm = CMSG_FIRSTHDR(&mh);
+			cm->cmsg_level = SOL_SOCKET;
+			cm->cmsg_type = SCM_RIGHTS;
+			cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+			memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+		}
 		/* MSG_NOSIGNAL: a vanished reader is an error code, not SIGPIPE. */
 		n = sendmsg(p->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno != EAGAIN)
+			/*
+			 * ETOOMANYREFS: this uid's descriptors in flight reached
+			 * RLIMIT_NOFILE; they come back as receivers read, so wait
+			 * like a full socket.
+			 */
+			if (errno != EAGAIN && errno != ETOOMANYREFS)
 				r = -errno;
 			break;
 		}
@@ -287,7 +328,7 @@ peer_write_failed(struct herd__peer *p, int r)
 static int
 peer_write(struct herd__peer *p)
 {
-	size_t queued;
+	size_t queued, backlog;
 	int r;
 
 	if (p->released)
@@ -301,6 +342,7 @@ peer_write(struct herd__peer *p)
 	pthread_mutex_lock(&p->lock);
 	r = peer_write_locked(p);
 	queued = p->outq.bytes;
+	backlog = proto_outq_backlog(&p->outq);
 	pthread_mutex_unlock(&p->lock);
 	if (r < 0)
 		return peer_write_failed(p, r);
@@ -311,7 +353,7 @@ peer_write(struct herd__peer *p)
 			peer_release(p);
 		return r;
 	}
-	if (queued >= p->low_water)
+	if (backlog >= p->low_water)
 		return r;
 	if (p->paused) {
 		/* Messages held back while the output was full come first, then reading. */
@@ -364,7 +406,14 @@ herd__peer_queue(struct herd__peer *p, const json_t *msg)
 	if (p->write_error)
 		return p->write_error;
 	pthread_mutex_lock(&p->lock);
-	r = proto_outq_push_json(&p->outq, msg, p->max_send);
+	if (p->fds_out && p->outq.nfds < QUEUED_FDS_MAX) {
+		struct proto_bytes_out out = { .fd_make = herd__bytes_fd_make,
+			.limit = p->max_send };
+
+		r = proto_outq_push_json_ex(&p->outq, msg, p->max_send, &out);
+	} else {
+		r = proto_outq_push_json(&p->outq, msg, p->max_send);
+	}
 	queued = r == 0;
 	if ((r == -EMSGSIZE || r == -EINVAL || r == -ENOMEM) && is_reply(msg)) {
 		/* A request is answered exactly once, always: never silence for a reply's size or text. */
@@ -537,7 +586,7 @@ peer_dispatch(struct herd__peer *p)
 			break;
 		}
 		/* Unlocked: backpressure is for peers of one thread (the client engine has none). */
-		if (p->high_water != SIZE_MAX && p->outq.bytes > p->high_water) {
+		if (p->high_water != SIZE_MAX && proto_outq_backlog(&p->outq) > p->high_water) {
 			p->held = msg;
 			p->paused = true;
 			break;
@@ -550,17 +599,62 @@ peer_dispatch(struct herd__peer *p)
 	return n;
 }
 
+/*
+ * The descriptors that came with a read (SCM_RIGHTS, close-on-exec already):
+ * into fds, at most max; any beyond are closed.
+ */
+static unsigned
+peer_received_fds(struct msghdr *mh, int *fds, unsigned max)
+{
+	unsigned n = 0;
+
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+		const unsigned char *data = CMSG_DATA(cm);
+		size_t count;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < count; i++) {
+			int fd;
+
+			memcpy(&fd, data + i * sizeof(int), sizeof(int));
+			if (n < max)
+				fds[n++] = fd;
+			else
+				close(fd);
+		}
+	}
+	return n;
+}
+
 /* One read. Returns >0 after reading, 0 when nothing waits, <0 once the input ended. */
 static int
 peer_read(struct herd__peer *p)
 {
 	char buf[READ_CHUNK];
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	union {
+		char buf[CMSG_SPACE(PROTO_MAX_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr mh = { .msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = ctl.buf,
+		.msg_controllen = sizeof(ctl.buf) };
+	int fds[PROTO_MAX_FDS];
+	unsigned nfds;
 	ssize_t n;
 	int r;
 
 	do
-		n = recv(p->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		n = recvmsg(p->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 	while (n < 0 && errno == EINTR);
+	/* Descriptors are never left open, whatever the read brought. */
+	nfds = n >= 0 && mh.msg_controllen ? peer_received_fds(&mh, fds, PROTO_MAX_FDS) : 0;
+	if (n <= 0)
+		for (unsigned i = 0; i < nfds; i++)
+			close(fds[i]);
 	if (n < 0) {
 		if (errno == EAGAIN)
 			return 0;
@@ -577,12 +671,14 @@ peer_read(struct herd__peer *p)
 		peer_changed(p);
 		return -ECONNRESET;
 	}
-	p->more = (size_t)n == sizeof(buf);
+	/* A read that brought descriptors stops at their line: more may wait behind it. */
+	p->more = (size_t)n == sizeof(buf) || nfds > 0;
 	p->last_recv = herd__now_usec();
 	p->bytes_in += (uint64_t)n;
 	if (p->sum_in)
 		*p->sum_in += (uint64_t)n;
-	r = proto_reader_feed(&p->reader, buf, (size_t)n);
+	r = nfds ? proto_reader_feed_fds(&p->reader, buf, (size_t)n, fds, nfds)
+	         : proto_reader_feed(&p->reader, buf, (size_t)n);
 	if (r < 0) {
 		peer_fail(p, r, "buffering input");
 		return r;

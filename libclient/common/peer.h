@@ -103,6 +103,7 @@ struct herd__peer {
 	struct proto_reader reader;
 	struct proto_outq outq;
 	size_t max_send; /* what the other side accepts, newline excluded */
+	bool fds_out; /* the other side takes bytes values out of band (it said so) */
 	size_t high_water, low_water;
 	uint64_t bytes_in, bytes_out;
 	uint64_t msgs_in, msgs_out; /* messages dispatched and queued (heartbeats included) */
@@ -122,7 +123,7 @@ struct herd__peer {
 	uint64_t next_beat;
 
 	bool processing; /* inside herd__peer_process(): the driver re-arms afterwards */
-	bool more; /* the last read filled its buffer: more may wait */
+	bool more; /* the last read filled its buffer or stopped at descriptors: more may wait */
 	/*
 	 * Fairness: at most budget messages are handed out per herd__peer_process()
 	 * (0: no bound). Past it the peer is deferred: it reads nothing more and
@@ -156,6 +157,17 @@ void herd__peer_init(struct herd__peer *p, int fd, const struct herd__peer_ops *
 struct herd__peer *herd__peer_ref(struct herd__peer *p);
 /* Drops a reference; the last one closes the session if open, releases and frees. NULL-safe. */
 void herd__peer_unref(struct herd__peer *p);
+
+/*
+ * Reads bytes values from now on (PROTOCOL.md 1.1): "$bytes" objects become
+ * raw bytes, and sealed memfds sent with a line may carry them. Without it
+ * (herdd), "$bytes" objects stay objects and descriptors received are closed.
+ */
+void herd__peer_read_bytes(struct herd__peer *p);
+/* A sealed memfd holding data[0..len), or -errno (peer-bytes.c). */
+int herd__bytes_fd_make(const char *data, size_t len);
+/* The len bytes of a received memfd (borrowed) as a new bytes value, or NULL with *err. */
+json_t *herd__bytes_fd_read(int fd, size_t len, struct proto_error *err);
 
 /* Heartbeats from now on: 0 turns either part off. */
 void herd__peer_set_heartbeat(struct herd__peer *p, unsigned interval_ms, unsigned timeout_ms);

@@ -113,7 +113,7 @@ bool
 herd__sconn_writable(const struct srv_conn *c)
 {
 	return c->state <= SCONN_OPEN && !c->overflowed &&
-	    c->peer.outq.bytes < HERD__OUT_HIGH_WATER;
+	    proto_outq_backlog(&c->peer.outq) < HERD__OUT_HIGH_WATER;
 }
 
 void
@@ -394,10 +394,11 @@ hello_result(struct srv_conn *c, const struct hello_args *a)
 		json_object_set_new(
 		    eff, "heartbeat_timeout_ms", json_integer(a->settings.heartbeat_timeout_ms));
 	}
-	return json_pack("{s:i, s:s, s:I, s:s?, s:s?, s:o?, s:o?}", "version",
+	/* Every connection is a Unix socket: descriptors can come along (PROTOCOL.md 1.1). */
+	return json_pack("{s:i, s:s, s:I, s:s?, s:s?, s:o?, s:o?, s:[s]}", "version",
 	    HERD_PROTOCOL_VERSION, "server", "worker", "pid", (json_int_t)getpid(), "name",
 	    srv->type->name, "id", srv->worker_id, "functions", herd__functions_json(srv),
-	    "settings", eff);
+	    "settings", eff, "features", PROTO_FEATURE_BYTES_FD);
 }
 
 static void
@@ -496,6 +497,13 @@ conn_notification(struct srv_conn *c, const struct proto_msg *m)
 
 	if (strcmp(m->method, "heartbeat") == 0)
 		return;
+	if (strcmp(m->method, "herd.features") == 0) {
+		/* The client takes bytes out of band too: our hello offered it. */
+		if (proto_features_has(
+		        json_object_get(m->params, "features"), PROTO_FEATURE_BYTES_FD))
+			c->peer.fds_out = true;
+		return;
+	}
 	if (strcmp(m->method, "herd.cancel") == 0) {
 		req = conn_stream_target(c, m, NULL);
 		if (req)
@@ -578,6 +586,7 @@ herd__sconn_start(struct herd_server *srv, int fd)
 	herd__peer_init(
 	    &c->peer, fd, &conn_peer_ops, c, srv->settings.max_message_size, srv->max_output);
 	herd__peer_set_water(&c->peer, HERD__OUT_HIGH_WATER, HERD__OUT_LOW_WATER);
+	herd__peer_read_bytes(&c->peer);
 	c->srv = srv;
 	srv->n_live++;
 	c->state = SCONN_HELLO;

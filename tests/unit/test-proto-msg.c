@@ -332,6 +332,7 @@ START_TEST(error_names)
 		{ -32017, "connection_closed" },
 		{ -32018, "worker_exited" },
 		{ -32019, "output_overflow" },
+		{ -32020, "invalid_bytes" },
 	};
 	size_t n = sizeof(spec) / sizeof(spec[0]);
 

@@ -521,15 +521,28 @@ fn_state(herd_request *req, json_t *arg)
 
 /*
  * ---- count: a pipe of 0..n-1, paced by a timer or by backpressure; with
- * "size", every item is instead a string of that many bytes (the stream benchmark) ----
+ * "size", every item is instead a string of that many bytes (the stream
+ * benchmark), and with "bytes": true a bytes value of that many, byte i
+ * being i mod 256 (NULs and bytes that are not text included). echo sends
+ * bytes values back as it does any argument ----
  */
 
 struct tw_count {
 	ev_timer timer;
 	herd_request *req;
-	json_int_t next, n, delay_ms;
+	json_int_t next, n, delay_ms, size;
+	bool bytes;
 	char *pad;
 };
+
+/* The next item: an integer, a string of size bytes, or bytes. */
+static json_t *
+count_item(const struct tw_count *c)
+{
+	if (c->bytes)
+		return herd_bytes_new(c->pad, (size_t)c->size);
+	return c->pad ? json_string(c->pad) : json_integer(c->next);
+}
 
 static void count_step(struct tw_count *c);
 
@@ -565,7 +578,7 @@ static void
 count_step(struct tw_count *c)
 {
 	while (c->next < c->n) {
-		json_t *item = c->pad ? json_string(c->pad) : json_integer(c->next);
+		json_t *item = count_item(c);
 		int r = herd_request_write(c->req, item);
 
 		if (r == -EAGAIN) {
@@ -593,27 +606,31 @@ fn_count(herd_request *req, json_t *arg)
 {
 	json_int_t n, delay_ms = 0, size = 0;
 	struct tw_count *c;
+	int bytes = 0;
 
 	wa_begin(req);
-	if (wa_unpack(req, arg, "{s:I, s?I, s?I}", "n", &n, "delay_ms", &delay_ms, "size", &size) <
-	    0)
+	if (wa_unpack(req, arg, "{s:I, s?I, s?I, s?b}", "n", &n, "delay_ms", &delay_ms, "size",
+	        &size, "bytes", &bytes) < 0)
 		return;
 	if (size < 0 || size > (1 << 24)) {
 		herd_request_fail(req, "size must be 0..16777216");
 		return;
 	}
 	c = calloc(1, sizeof(*c));
-	if (c && size > 0 && (c->pad = malloc((size_t)size + 1))) {
-		memset(c->pad, 'x', (size_t)size);
+	if (c && (size > 0 || bytes) && (c->pad = malloc((size_t)size + 1))) {
+		for (json_int_t i = 0; i < size; i++)
+			c->pad[i] = bytes ? (char)(i & 0xff) : 'x';
 		c->pad[size] = '\0';
 	}
-	if (!c || (size > 0 && !c->pad)) {
+	if (!c || ((size > 0 || bytes) && !c->pad)) {
 		free(c);
 		herd_request_fail(req, "out of memory");
 		return;
 	}
 	c->req = herd_request_ref(req);
 	c->n = n;
+	c->size = size;
+	c->bytes = bytes;
 	c->delay_ms = delay_ms;
 	ev_timer_init(&c->timer, count_timer, 0., 0.);
 	c->timer.data = c;

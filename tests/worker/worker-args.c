@@ -147,7 +147,15 @@ static void
 sum_item(herd_request *req, json_t *item, void *userdata)
 {
 	struct wa_sum *s = userdata;
+	const void *data;
+	size_t len;
 
+	/* A bytes value counts its length: a client-to-server stream of payloads. */
+	if (herd_bytes_get(item, &data, &len) == 0) {
+		s->total += (json_int_t)len;
+		s->items++;
+		return;
+	}
 	if (!json_is_integer(item)) {
 		/* Finished: neither on_end nor on_cancel will run, so free here. */
 		herd_request_fail(req, "item %ld is not an integer", s->items);

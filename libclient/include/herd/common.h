@@ -94,6 +94,35 @@ HERD_EXPORT const char *herd_error_message(const herd_error *err);
 /* The error's "data" object (borrowed, may be NULL); it always holds "name". */
 HERD_EXPORT json_t *herd_error_data(const herd_error *err);
 
+/*
+ * Bytes: binary payloads in arguments, results and stream items without
+ * base64 by hand. A bytes value is a JSON object {"$bytes": ...} that herd's
+ * encoder recognises: between two libherd peers on this host a payload of
+ * 16 KiB or more travels in a sealed memfd passed with the message, and
+ * otherwise (smaller, over a link to another host, a peer that does not
+ * offer it, such as the Python package) as base64 inside the JSON. The
+ * receiving libherd turns either form back into a bytes value, so code on
+ * both sides sees the same thing; any other JSON reader sees
+ * {"$bytes": "<base64>"} (proto/PROTOCOL.md 1.1). Payloads count against
+ * the other side's max_message_size (inline ones as base64 in the line,
+ * out-of-band ones added up per message): a call whose bytes pass it fails
+ * with -EMSGSIZE, a reply with limit_exceeded.
+ *
+ * Put one anywhere in a value (an argument's member, a result, an item).
+ * The object is meant for herd's encoder only: its member holds the raw
+ * bytes, which jansson's own json_dumps() would write as they are.
+ */
+
+/* A new bytes value holding a copy of data[0..len) (data may be NULL when len is 0): a new
+ * reference, or NULL without memory. */
+HERD_EXPORT json_t *herd_bytes_new(const void *data, size_t len);
+/*
+ * If v is a bytes value, sets *ret_data (borrowed from v, valid while you
+ * hold v; not NUL-terminated for you to rely on) and *ret_len and returns 0;
+ * otherwise returns -EINVAL. Received bytes values are always of this form.
+ */
+HERD_EXPORT int herd_bytes_get(const json_t *v, const void **ret_data, size_t *ret_len);
+
 #ifdef __cplusplus
 }
 #endif

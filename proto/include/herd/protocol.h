@@ -58,6 +58,7 @@ enum herd_error_code {
 	HERD_E_CONNECTION_CLOSED = -32017, /* connection_closed: the peer went away */
 	HERD_E_WORKER_EXITED = -32018, /* worker_exited: the worker is no longer running */
 	HERD_E_OUTPUT_OVERFLOW = -32019, /* output_overflow: the peer does not read */
+	HERD_E_INVALID_BYTES = -32020, /* invalid_bytes: a $bytes value that cannot be read */
 };
 
 #ifdef __cplusplus
