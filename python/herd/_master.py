@@ -204,9 +204,23 @@ class _Session:
         """herdd's counters (4.8)."""
         return self._run("stats")
 
-    def subscribe(self, all: bool = True) -> Dict[str, Any]:
-        """Receive the events of every worker this session may see, not only its own (4.7)."""
-        return self._run("subscribe", {"all": all})
+    def subscribe(self, all: bool = True, since: Optional[int] = None,
+                  instance: Optional[str] = None) -> Dict[str, Any]:
+        """Receive the events of every worker this session may see, not only its
+        own (4.7); returns herdd's ``instance`` and the ``seq`` of its last event.
+        With ``since`` (the last seq seen, from that ``instance``), herdd first
+        replays the later events it still holds; what it no longer holds arrives
+        as one ``gap`` event (``lost``, ``first``, ``last``, ``reason``)."""
+        params: Dict[str, Any] = {"all": all}
+        if since is not None:
+            params["since"] = since
+        if instance is not None:
+            params["instance"] = instance
+        return self._run("subscribe", params)
+
+    def unsubscribe(self) -> None:
+        """Stop the events :meth:`subscribe` added (a master's own still come, 4.7)."""
+        return self._run("unsubscribe", {}, lambda r: None)
 
 
 class Master(_Session, _Closing):
