@@ -111,6 +111,7 @@ class _Session:
 
     @property
     def herdd_pid(self) -> int:
+        """herdd's pid, as its hello gave it."""
         return int(self._conn.hello["pid"])
 
     @property
