@@ -43,6 +43,10 @@ def die(arg):
     herd.fail(arg.get("message", "failed on purpose"))
 
 
+def bail(arg):
+    sys.exit(arg)  # not an Exception: it ends the worker, as an uncaught exit would
+
+
 herd.serve({
     "echo": lambda arg: arg,
     "sum": total,
@@ -52,4 +56,5 @@ herd.serve({
     "notes": lambda arg: state["notes"],
     "pid": lambda arg: os.getpid(),
     "die": die,
+    "bail": bail,
 }, init=init)
