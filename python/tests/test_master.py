@@ -292,3 +292,34 @@ def test_spawn_passes_every_option(herdd, tmp_path):
         # restart needs shutdown_on explicit: herdd's refusal comes back as it named it.
         herd_error("invalid_params", lambda: m.spawn("/bin/sleep", ["30"], ready="exec",
                                                      restart="always"))
+
+
+def test_spawn_in_a_pid_namespace(herdd, testworker):
+    # The worker is pid 1 of its own namespace; herdd and the handle give its host pid.
+    with herd.connect() as m:
+        w = m.spawn(testworker, pid_namespace=True)
+        assert m.inspect(w.id)["containment"]["pid_namespace"] is True
+        with w.connect() as c:
+            assert c.call("pid")["pid"] == 1
+        assert os.path.exists(f"/proc/{w.pid}")
+
+
+def test_logs_events_and_any_method(herdd, testworker):
+    """``logs`` (4.6), ``on_event`` (every event, not only failures) and
+    ``request`` (any control method by name)."""
+    with herd.connect() as m:
+        seen = []
+        m.on_event(seen.append)
+        w = m.spawn(testworker)
+        with w.connect() as c:
+            c.notify("note", {"text": "hello logs"})
+            assert c.call("sum", {"n": 2}) == 1  # after the note, on one connection
+        assert m.logs(w.id) == ["info: hello logs"]
+        herd_error("invalid_params", m.logs, w.id, "stdout")  # not captured
+        herd_error("invalid_params", m.logs, w.id, "stderr", 0)
+        assert m.request("ping") == {}
+        herd_error("method_not_found", m.request, "nonesuch")
+        w.kill("KILL")
+        m.wait_event(lambda e: e["event"] == "killed")
+        assert [e["event"] for e in seen] == ["ready", "killed"]
+        assert all(e["worker"]["id"] == w.id for e in seen)
