@@ -22,14 +22,22 @@ DEFAULT_INHERIT_ENV = ("PATH", "LANG", "TZ", "LC_*")
 _REFUSED_ENV = ("HERD_*", "NOTIFY_SOCKET", "LISTEN_*", "WATCHDOG_*")
 
 
+# libherd's remote herdds (client-link.c): not spoken here (PROTOCOL.md 9).
+_REMOTE_SCHEMES = ("ssh://", "slurm://", "exec:")
+
+
 def socket_path(socket: Optional[str] = None) -> str:
     """herdd's control socket: the argument, ``$HERD_SOCKET``, then the per-user
-    socket (not for root), then the system one, as libherd chooses it."""
-    if socket:
-        return socket
-    env = os.environ.get("HERD_SOCKET")
-    if env:
-        return env
+    socket (not for root), then the system one, as libherd chooses it. A
+    remote herdd (``ssh://``, ``slurm://``, ``exec:``) is ``connection_failed``:
+    this package reaches herdds on this host only."""
+    path = socket or os.environ.get("HERD_SOCKET") or ""
+    if path.startswith(_REMOTE_SCHEMES):
+        raise HerdError("connection_failed", f"{path[:100]!r}: herd for Python reaches "
+                        "local herdds only; a remote one needs libherd or herdctl",
+                        data={"path": path[:100]})
+    if path:
+        return path
     rt = os.environ.get("XDG_RUNTIME_DIR", "")
     if os.geteuid() != 0 and rt.startswith("/"):
         return os.path.join(rt, "herd", "herdd.sock")

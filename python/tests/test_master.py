@@ -169,6 +169,10 @@ def test_socket_path_rules(monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/7")
     expect = "/run/herd/herdd.sock" if os.geteuid() == 0 else "/run/user/7/herd/herdd.sock"
     assert herd.socket_path() == expect
+    # libherd's remote herdds are refused, never autostarted on as a path.
+    monkeypatch.setenv("HERD_SOCKET", "ssh://h1")
+    assert herd_error("connection_failed", herd.connect).data["path"] == "ssh://h1"
+    herd_error("connection_failed", herd.socket_path, "exec:docker exec -i c herdd --stdio")
 
 
 def test_no_herdd_is_an_exception(tmp_path, monkeypatch):
