@@ -22,14 +22,22 @@ DEFAULT_INHERIT_ENV = ("PATH", "LANG", "TZ", "LC_*")
 _REFUSED_ENV = ("HERD_*", "NOTIFY_SOCKET", "LISTEN_*", "WATCHDOG_*")
 
 
+# libherd's remote herdds (client-link.c): not spoken here (PROTOCOL.md 9).
+_REMOTE_SCHEMES = ("ssh://", "slurm://", "exec:")
+
+
 def socket_path(socket: Optional[str] = None) -> str:
     """herdd's control socket: the argument, ``$HERD_SOCKET``, then the per-user
-    socket (not for root), then the system one, as libherd chooses it."""
-    if socket:
-        return socket
-    env = os.environ.get("HERD_SOCKET")
-    if env:
-        return env
+    socket (not for root), then the system one, as libherd chooses it. A
+    remote herdd (``ssh://``, ``slurm://``, ``exec:``) is ``connection_failed``:
+    this package reaches herdds on this host only."""
+    path = socket or os.environ.get("HERD_SOCKET") or ""
+    if path.startswith(_REMOTE_SCHEMES):
+        raise HerdError("connection_failed", f"{path[:100]!r}: herd for Python reaches "
+                        "local herdds only; a remote one needs libherd or herdctl",
+                        data={"path": path[:100]})
+    if path:
+        return path
     rt = os.environ.get("XDG_RUNTIME_DIR", "")
     if os.geteuid() != 0 and rt.startswith("/"):
         return os.path.join(rt, "herd", "herdd.sock")
@@ -111,6 +119,7 @@ class _Session:
 
     @property
     def herdd_pid(self) -> int:
+        """herdd's pid, as its hello gave it."""
         return int(self._conn.hello["pid"])
 
     @property
@@ -204,9 +213,23 @@ class _Session:
         """herdd's counters (4.8)."""
         return self._run("stats")
 
-    def subscribe(self, all: bool = True) -> Dict[str, Any]:
-        """Receive the events of every worker this session may see, not only its own (4.7)."""
-        return self._run("subscribe", {"all": all})
+    def subscribe(self, all: bool = True, since: Optional[int] = None,
+                  instance: Optional[str] = None) -> Dict[str, Any]:
+        """Receive the events of every worker this session may see, not only its
+        own (4.7); returns herdd's ``instance`` and the ``seq`` of its last event.
+        With ``since`` (the last seq seen, from that ``instance``), herdd first
+        replays the later events it still holds; what it no longer holds arrives
+        as one ``gap`` event (``lost``, ``first``, ``last``, ``reason``)."""
+        params: Dict[str, Any] = {"all": all}
+        if since is not None:
+            params["since"] = since
+        if instance is not None:
+            params["instance"] = instance
+        return self._run("subscribe", params)
+
+    def unsubscribe(self) -> None:
+        """Stop the events :meth:`subscribe` added (a master's own still come, 4.7)."""
+        return self._run("unsubscribe", {}, lambda r: None)
 
 
 class Master(_Session, _Closing):

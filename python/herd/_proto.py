@@ -70,6 +70,7 @@ class HerdError(Exception):
 
     @classmethod
     def from_reply(cls, error: Any) -> "HerdError":
+        """The exception an error reply's ``error`` member (2.3) stands for."""
         if not isinstance(error, dict):
             return cls("internal_error", f"malformed error reply: {error!r}")
         data = error.get("data") if isinstance(error.get("data"), dict) else {}
@@ -504,6 +505,7 @@ class Endpoint:
         pass
 
     def got_request(self, msg: Message) -> None:
+        """Answers a request the peer sent (``msg``: the whole message)."""
         self.answer(msg["id"], error=HerdError("method_not_found",
                                                f"unknown method {str(msg['method'])[:100]!r}",
                                                data={"method": str(msg["method"])[:100]}))
@@ -512,9 +514,10 @@ class Endpoint:
         pass
 
     def got_notification(self, method: str, params: Any) -> None:
-        pass
+        """Takes a notification the peer sent."""
 
     def answer(self, rid: Any, result: Any = None, error: Optional[HerdError] = None) -> None:
+        """Replies to request ``rid`` with ``result``, or ``error`` if given."""
         raise NotImplementedError
 
 
@@ -532,16 +535,19 @@ class Driver(Endpoint):
 
     @property
     def closed(self) -> Optional[HerdError]:
+        """Why the connection closed (a HerdError), or None while it is open."""
         return self.p.closed
 
     @property
     def hello(self) -> Dict[str, Any]:
+        """The result of this connection's hello (3.1): the peer's pid, settings..."""
         return self.p.hello
 
     def _write(self, data: bytes) -> None:
         raise NotImplementedError
 
     def notify(self, method: str, params: Any = None) -> None:
+        """Sends a notification (no reply comes)."""
         self._write(self.p.notification(method, params))
 
     def answer(self, rid: Any, result: Any = None, error: Optional[HerdError] = None) -> None:

@@ -126,12 +126,14 @@ class AsyncConnection(Driver):
                 pass
 
     def replied(self, rid: Any) -> bool:
+        """Whether request ``rid``'s reply has arrived."""
         fut = self._waiters.get(rid)
         return fut is not None and fut.done()
 
     # ---- receiving ----
 
     def got_reply(self, msg: Message) -> None:
+        """Hands a reply to its waiter and ends its stream, if any."""
         fut = self._waiters.get(msg["id"])
         if fut is not None and not fut.done():
             fut.set_result(msg)
@@ -140,6 +142,7 @@ class AsyncConnection(Driver):
             q.put_nowait(_END)
 
     def got_item(self, params: Message) -> None:
+        """Queues a ``herd.item`` for the stream it belongs to."""
         q = self._items.get(params.get("id"))
         if q is not None:
             q.put_nowait(params)
@@ -188,6 +191,7 @@ class AsyncConnection(Driver):
     # ---- streams ----
 
     def open_stream(self, method: str, params: Any = None) -> int:
+        """Sends a stream or sink request; its items then come from :meth:`next_item`."""
         rid = self.request(method, params)
         self._items[rid] = asyncio.Queue()
         return rid
@@ -204,6 +208,7 @@ class AsyncConnection(Driver):
             raise
 
     def peer_pid(self) -> int:
+        """The pid of the process at the other end of the socket (SO_PEERCRED)."""
         return peer_pid(self._writer.get_extra_info("socket"))
 
     # ---- closing ----
@@ -332,6 +337,7 @@ class EventFeed:
             gone.cancel()
 
     async def aclose(self) -> None:
+        """Stop collecting events for this feed."""
         if self._queue in self._master._queues:
             self._master._queues.remove(self._queue)
 

@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 
+sys.dont_write_bytecode = True  # herdd's spawn passes no PYTHON* variable: keep the tree clean
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import herd  # noqa: E402
 

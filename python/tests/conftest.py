@@ -1,5 +1,6 @@
 """Fixtures: a private herdd per test, on a socket in a temporary directory."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -39,14 +40,15 @@ def _start(argv, env, log, notify_path, timeout=10.0):
     return proc
 
 
-@pytest.fixture
-def herdd(tmp_path, monkeypatch):
-    """The socket path of a fresh herdd, also in $HERD_SOCKET."""
+@contextlib.contextmanager
+def running_herdd(tmp_path, monkeypatch, *options):
+    """A fresh herdd started with ``options``, its socket path also in
+    $HERD_SOCKET; it must stop cleanly (exit 0) on SIGTERM at the end."""
     sock = str(tmp_path / "herdd.sock")
     log = open(tmp_path / "herdd.log", "w")
     env = dict(os.environ)
     env.pop("HERD_RPC_SETTINGS", None)
-    proc = _start([HERDD, "--socket", sock], env, log, str(tmp_path / "notify"))
+    proc = _start([HERDD, "--socket", sock, *options], env, log, str(tmp_path / "notify"))
     try:
         monkeypatch.setenv("HERD_SOCKET", sock)
         yield sock
@@ -59,6 +61,13 @@ def herdd(tmp_path, monkeypatch):
             rc = proc.wait()
         log.close()
         assert rc == 0, (tmp_path / "herdd.log").read_text()[-4000:]
+
+
+@pytest.fixture
+def herdd(tmp_path, monkeypatch):
+    """The socket path of a fresh herdd, also in $HERD_SOCKET."""
+    with running_herdd(tmp_path, monkeypatch) as sock:
+        yield sock
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import os
 import sys
 import time
 
+sys.dont_write_bytecode = True  # herdd's spawn passes no PYTHON* variable: keep the tree clean
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import herd  # noqa: E402
 
@@ -43,6 +44,10 @@ def die(arg):
     herd.fail(arg.get("message", "failed on purpose"))
 
 
+def bail(arg):
+    sys.exit(arg)  # not an Exception: it ends the worker, as an uncaught exit would
+
+
 herd.serve({
     "echo": lambda arg: arg,
     "sum": total,
@@ -52,4 +57,5 @@ herd.serve({
     "notes": lambda arg: state["notes"],
     "pid": lambda arg: os.getpid(),
     "die": die,
+    "bail": bail,
 }, init=init)

@@ -109,6 +109,7 @@ def test_events_and_failures(herdd, anyworker):
             ev = await failures.__anext__()
             assert ev["event"] == "crashed" and ev["worker"]["id"] == w.id
             assert called == [ev]
+            crashed = ev
             await failures.aclose()
             v = await m.spawn(anyworker)
             await v.kill("KILL")
@@ -118,6 +119,14 @@ def test_events_and_failures(herdd, anyworker):
                 await m.wait_event(lambda e: False, timeout=0.2)
             assert e.value.name == "timeout"
             await c.close()
+            # Another session resumes after the crash: v's events replay, in order.
+            async with herd.aio.connect() as late:
+                got = await late.subscribe(since=crashed["seq"])
+                assert got["seq"] >= ev["seq"] > crashed["seq"]
+                ready = await late.wait_event(lambda e: e["worker"]["id"] == v.id)
+                replayed = await late.wait_event(lambda e: e["worker"]["id"] == v.id)
+                assert (ready["event"], replayed) == ("ready", ev)
+                await late.unsubscribe()
     run(main())
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import herd
-from conftest import HERE, herd_error
+from conftest import HERE, herd_error, running_herdd
 
 
 def test_calls_of_every_kind(herdd, testworker):
@@ -169,6 +169,10 @@ def test_socket_path_rules(monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/7")
     expect = "/run/herd/herdd.sock" if os.geteuid() == 0 else "/run/user/7/herd/herdd.sock"
     assert herd.socket_path() == expect
+    # libherd's remote herdds are refused, never autostarted on as a path.
+    monkeypatch.setenv("HERD_SOCKET", "ssh://h1")
+    assert herd_error("connection_failed", herd.connect).data["path"] == "ssh://h1"
+    herd_error("connection_failed", herd.socket_path, "exec:docker exec -i c herdd --stdio")
 
 
 def test_no_herdd_is_an_exception(tmp_path, monkeypatch):
@@ -233,3 +237,93 @@ def test_handle_incarnation(herdd, testworker):
         assert end["reason"] == "shutdown" and end["incarnation"] == 2
         with pytest.raises(ValueError):
             m.worker(end)  # exited: no socket
+
+
+def test_subscribe_replays_since_and_reports_gaps(tmp_path, monkeypatch, testworker):
+    """subscribe's ``since`` replays what herdd's ring holds, a ``gap`` event
+    says what it no longer holds (ring of 2 here), another ``instance``'s seq
+    counts for nothing, and ``unsubscribe`` stops the extra events (4.7)."""
+    with running_herdd(tmp_path, monkeypatch, "--event-ring", "2"), herd.connect() as m:
+        for w in [m.spawn(testworker, shutdown_on="explicit") for _ in range(2)]:
+            w.shutdown()
+        start = m.subscribe()
+        last = start["seq"]
+        assert last >= 4 and len(start["instance"]) == 32
+        with herd.connect() as late:
+            assert late.subscribe(since=0) == start
+            gap = late.wait_event(lambda e: e["event"] == "gap")
+            assert (gap["reason"], gap["first"], gap["last"], gap["lost"]) == \
+                ("since", 1, last - 2, last - 2)
+            replayed = [late.wait_event(lambda e: "seq" in e)["seq"] for _ in range(2)]
+            assert replayed == [last - 1, last]
+            err = herd_error("invalid_params", late.subscribe, True, last + 1)
+            assert err.data["seq"] == last
+            late.subscribe(since=last, instance="0" * 32)
+            gap = late.wait_event(lambda e: e["event"] == "gap")
+            assert (gap["reason"], gap["first"], gap["last"]) == ("instance", 1, last - 2)
+            late.unsubscribe()
+            other = m.spawn(testworker)
+            own = late.spawn(testworker)
+            late.wait_event(lambda e: e["event"] == "ready" and e["worker"]["id"] == own.id)
+            # Events come in seq order: other's ready (earlier) would be here by now.
+            assert not [e for e in late.events if e.get("worker", {}).get("id") == other.id]
+
+
+def test_spawn_passes_every_option(herdd, tmp_path):
+    """The spawn params of PROTOCOL.md 4.2 reach herdd as given: a program that
+    is no herd worker (``ready`` exec), restart policy, limits, a capped output
+    file, umask, pool, timeouts."""
+    out = str(tmp_path / "out.log")
+    with herd.connect() as m:
+        w = m.spawn("/bin/sleep", args=["30"], name="nap", ready="exec", shutdown_on="explicit",
+                    restart={"policy": "on-failure", "delay_ms": 50, "burst": 3},
+                    limits={"nofile": 64, "pids_max": 16},
+                    stdout={"file": out, "max_bytes": 4096, "max_files": 2},
+                    umask=0o077, pool="naps", spawn_timeout_ms=5000)
+        info = m.inspect(w.id)
+        assert info["state"] == "ready" and info["name"] == "nap" and info["pool"] == "naps"
+        assert info["argv"] == ["/bin/sleep", "30"] and info["ready"] == "exec"
+        assert info["shutdown_on"] == "explicit" and info["restart"]["policy"] == "on-failure"
+        assert info["limits"]["nofile"] == {"value": 64, "enforced_by": "rlimit"}
+        assert info["limits"]["pids_max"]["value"] == 16
+        with open(f"/proc/{w.pid}/status") as f:
+            assert "Umask:\t0077" in f.read()
+        with open(f"/proc/{w.pid}/limits") as f:
+            nofile = [line for line in f if line.startswith("Max open files")][0]
+        assert nofile.split()[3:5] == ["64", "64"]
+        assert os.path.exists(out)
+        w.shutdown()
+        # restart needs shutdown_on explicit: herdd's refusal comes back as it named it.
+        herd_error("invalid_params", lambda: m.spawn("/bin/sleep", ["30"], ready="exec",
+                                                     restart="always"))
+
+
+def test_spawn_in_a_pid_namespace(herdd, testworker):
+    # The worker is pid 1 of its own namespace; herdd and the handle give its host pid.
+    with herd.connect() as m:
+        w = m.spawn(testworker, pid_namespace=True)
+        assert m.inspect(w.id)["containment"]["pid_namespace"] is True
+        with w.connect() as c:
+            assert c.call("pid")["pid"] == 1
+        assert os.path.exists(f"/proc/{w.pid}")
+
+
+def test_logs_events_and_any_method(herdd, testworker):
+    """``logs`` (4.6), ``on_event`` (every event, not only failures) and
+    ``request`` (any control method by name)."""
+    with herd.connect() as m:
+        seen = []
+        m.on_event(seen.append)
+        w = m.spawn(testworker)
+        with w.connect() as c:
+            c.notify("note", {"text": "hello logs"})
+            assert c.call("sum", {"n": 2}) == 1  # after the note, on one connection
+        assert m.logs(w.id) == ["info: hello logs"]
+        herd_error("invalid_params", m.logs, w.id, "stdout")  # not captured
+        herd_error("invalid_params", m.logs, w.id, "stderr", 0)
+        assert m.request("ping") == {}
+        herd_error("method_not_found", m.request, "nonesuch")
+        w.kill("KILL")
+        m.wait_event(lambda e: e["event"] == "killed")
+        assert [e["event"] for e in seen] == ["ready", "killed"]
+        assert all(e["worker"]["id"] == w.id for e in seen)

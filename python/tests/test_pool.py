@@ -368,3 +368,31 @@ def test_wordfreq_example_equals_a_sequential_count(herdd, tmp_path):
         lines = out.stdout.splitlines()
         assert lines[0] == f"{sum(want.values())} words, {len(want)} different, in 15 files"
         assert lines[1:] == [f"{n} {w}" for w, n in top]
+
+
+def test_pool_futures_await_under_asyncio(herdd):
+    # herd.aio has no Pool of its own: the Pool's engine is a thread, so its
+    # futures await in a loop that keeps turning, and a map runs in an executor.
+    import asyncio
+
+    async def main(p):
+        ticks = 0
+
+        async def tick():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.ensure_future(tick())
+        squares = await asyncio.gather(*(asyncio.wrap_future(p.submit(f.square, x))
+                                         for x in range(20)))
+        mapped = await asyncio.get_running_loop().run_in_executor(None, p.map, f.square,
+                                                                  range(100))
+        ticker.cancel()
+        return squares, mapped, ticks
+
+    with herd.Pool(2) as p:
+        squares, mapped, ticks = asyncio.run(main(p))
+    assert squares == [x * x for x in range(20)] and mapped == [x * x for x in range(100)]
+    assert ticks > 1

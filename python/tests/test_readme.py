@@ -38,7 +38,8 @@ def spawn_sample(m, index, tmp_path):
     script = tmp_path / f"worker{index}.py"
     script.write_text(readme_samples()[index])
     script.chmod(0o755)
-    return m.spawn(str(script), env={"PYTHONPATH": os.path.dirname(HERE)})
+    return m.spawn(str(script), env={"PYTHONPATH": os.path.dirname(HERE),
+                                     "PYTHONDONTWRITEBYTECODE": "1"})
 
 
 def test_readme_worker(herdd, tmp_path):

@@ -30,7 +30,7 @@ def test_python_worker_serves_every_kind(herdd):
             assert got["heartbeat_interval_ms"] == m.settings["heartbeat_interval_ms"]
             assert c.functions == {"echo": "call", "sum": "call", "divide": "call",
                                    "count": "pipe", "note": "oneway", "notes": "call",
-                                   "pid": "call", "die": "call"}
+                                   "pid": "call", "die": "call", "bail": "call"}
             assert c.call("sum", {"n": 10}) == 90
             assert c.call("echo", {"x": ["é\n", None]}) == {"x": ["é\n", None]}
             assert c.call("pid") == w.pid
@@ -80,6 +80,20 @@ def test_python_worker_failure_reaches_on_failure(herdd, script):
         ev = m.wait_event(lambda e: e["worker"]["id"] == w.id and e["event"] != "ready")
         assert ev["event"] == "failed" and ev["message"] == "disk on fire"
         assert seen == [ev]
+
+
+def test_python_worker_exit_in_a_handler_reports_the_traceback(herdd):
+    # What escapes a handler (SystemExit here) is the worker's failure, its
+    # traceback the failure message and in the stderr herdd keeps.
+    with herd.connect() as m:
+        w = spawn(m)
+        with w.connect() as c:
+            herd_error("connection_closed", c.call, "bail", 3)
+        ev = m.wait_event(lambda e: e["worker"]["id"] == w.id and e["event"] != "ready")
+        assert ev["event"] == "failed" and ev["worker"]["exit_code"] == 1
+        assert ev["message"].startswith("Traceback (most recent call last)")
+        assert "in bail" in ev["message"] and ev["message"].rstrip().endswith("SystemExit: 3")
+        assert any("SystemExit: 3" in line for line in ev["stderr_tail"])
 
 
 def test_python_worker_sigkilled_master(herdd):

@@ -91,6 +91,39 @@ for f in "$bin/herdctl" "$libexec/herd/herd-testworker"; do
 	esac
 done
 
+# The Python package (python/meson.build) is in site-packages under the prefix,
+# imports from there, autostarts herdd from the prefix's bindir, and drives the
+# installed herd-testworker (the DESTDIR copies stand in for the real paths).
+pyinit=$(find "$dest" -path '*/herd/__init__.py' | head -n 1)
+[ -n "$pyinit" ] || fail "the herd Python package is not installed"
+case $pyinit in
+"$dest$prefix"/*) ;;
+*) fail "the herd Python package is outside $prefix: $pyinit" ;;
+esac
+realbin=$(under_prefix "$bindir")
+realbin=${realbin#"$dest"}
+env -u PYTHONPATH -u HERDD PYTHONDONTWRITEBYTECODE=1 python3 - "$pyinit" "$realbin" <<'PY' || fail "the installed herd Python package does not import"
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.dirname(sys.argv[1])))
+import herd, herd._autostart
+assert herd.__file__ == sys.argv[1], herd.__file__
+assert herd._autostart._herdd() == os.path.join(sys.argv[2], "herdd"), herd._autostart._herdd()
+PY
+env -u PYTHONPATH PYTHONDONTWRITEBYTECODE=1 HERDD="$bin/herdd" HERD_SOCKET="$tmp/py-herdd.sock" \
+	HERD_AUTOSTART_IDLE_MS=100 python3 - "$pyinit" "$libexec/herd/herd-testworker" "$lib" <<'PY' ||
+import os, select, sys
+sys.path.insert(0, os.path.dirname(os.path.dirname(sys.argv[1])))
+import herd
+with herd.connect() as m:
+    herdd = os.pidfd_open(m.herdd_pid)
+    w = m.spawn(sys.argv[2], env={"LD_LIBRARY_PATH": sys.argv[3]})
+    with w.connect() as c:
+        assert c.call("sum", {"n": 42}) == 861
+# The private herdd leaves once idle; the temporary directory goes after it.
+assert select.select([herdd], [], [], 10)[0], "the autostarted herdd did not exit"
+PY
+	fail "the installed Python package cannot autostart herdd and call a worker"
+
 # The .pc files speak of the real prefix; the sysroot maps it into DESTDIR.
 # hello-herd.c includes <herd/herd-ev.h>, so it needs herd-ev (libev too).
 flags=$(PKG_CONFIG_PATH="$lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$dest" \
