@@ -377,6 +377,7 @@ herd__conn_free(struct herd__peer *p)
 		conn->exit_cause_free(conn->exit_cause_userdata);
 	herd__served_free(conn);
 	json_decref(conn->server_info);
+	json_decref(conn->request);
 	herd_error_unref(conn->last_error);
 	free(conn);
 }

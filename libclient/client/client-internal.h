@@ -105,6 +105,9 @@ struct herd_conn {
 
 	uint64_t call_timeout_usec;
 
+	/* The last request sent, reused by the next: only its id, method and params change. */
+	json_t *request;
+
 	/*
 	 * Another thread's keepalive (client-keepalive.c) may write on this connection while
 	 * it is listed: it touches only the peer's output side, under the peer's lock.

@@ -136,6 +136,35 @@ herd__op_launch(herd_conn *conn, struct herd__op *op, const char *method, json_t
 }
 
 /*
+ * The request for id, method and params (borrowed), in the connection's
+ * reused envelope: building and freeing a fresh object cost about a fifth of
+ * a call's instructions. The wire text is the same (jansson keeps a replaced
+ * key in its place; params, when present, is always last).
+ */
+static json_t *
+request_fill(herd_conn *conn, int64_t id, const char *method, json_t *params)
+{
+	json_t *m = conn->request, *jmethod;
+
+	if (!m) {
+		m = conn->request = proto_request_int(id, method, NULL);
+		if (!m)
+			return NULL;
+	} else {
+		jmethod = json_object_get(m, "method");
+		if (json_integer_set(json_object_get(m, "id"), id) < 0 ||
+		    (strcmp(json_string_value(jmethod), method) != 0 &&
+		        json_string_set(jmethod, method) < 0))
+			return NULL;
+	}
+	if (!params)
+		json_object_del(m, "params");
+	else if (json_object_set(m, "params", params) < 0)
+		return NULL;
+	return m;
+}
+
+/*
  * Sends the request first and registers only if it was accepted, so a refused
  * message (too large) leaves no trace on the connection.
  */
@@ -143,7 +172,7 @@ int
 herd__op_start(
     herd_conn *conn, struct herd__op *op, const char *method, json_t *params, uint64_t timeout_usec)
 {
-	_cleanup_json_ json_t *msg = NULL;
+	json_t *msg;
 	int64_t id;
 	size_t k;
 	int r;
@@ -157,10 +186,13 @@ herd__op_start(
 	}
 
 	id = conn->next_id;
-	msg = proto_request_int(id, method, params ? json_incref(params) : NULL);
+	msg = request_fill(conn, id, method, params);
 	if (!msg)
 		return -ENOMEM;
 	r = herd__conn_send(conn, msg);
+	/* The envelope keeps no reference to the caller's params (json_null() allocates nothing). */
+	if (params)
+		json_object_set_new(msg, "params", json_null());
 	if (r < 0)
 		return r;
 	/* Writing found the peer gone and closed the connection: register nothing, or the

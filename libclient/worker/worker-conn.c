@@ -109,6 +109,34 @@ herd__sconn_reply(struct srv_conn *c, json_t *id, json_t *reply)
 	return r < 0 ? r : -ENOMEM;
 }
 
+/*
+ * The reply goes out in the connection's reused envelope: building and
+ * freeing a fresh object cost about a seventh of a call's instructions. The
+ * wire text is the same (jansson keeps a replaced key in its place).
+ */
+int
+herd__sconn_result(struct srv_conn *c, json_t *id, json_t *result)
+{
+	json_t *m = c->reply;
+	int r;
+
+	if (!id)
+		id = json_null();
+	if (!m)
+		m = c->reply = proto_result(id, json_null());
+	if (!m || json_object_set(m, "id", id) < 0) {
+		json_decref(result);
+		return herd__sconn_reply(c, id, NULL);
+	}
+	if (json_object_set_new(m, "result", result) < 0)
+		return herd__sconn_reply(c, id, NULL);
+	r = herd__sconn_reply(c, id, json_incref(m));
+	/* The envelope keeps no references (json_null() allocates nothing). */
+	json_object_set_new(m, "id", json_null());
+	json_object_set_new(m, "result", json_null());
+	return r;
+}
+
 bool
 herd__sconn_writable(const struct srv_conn *c)
 {
@@ -274,6 +302,7 @@ conn_peer_free(struct herd__peer *p)
 	if (c->conn_state_set && srv->type->free_conn)
 		srv->type->free_conn(srv->worker_state, c->conn_state);
 	free(c->buckets);
+	json_decref(c->reply);
 	free(c);
 	herd__server_conn_freed(srv);
 }
@@ -418,7 +447,7 @@ conn_hello(struct srv_conn *c, const struct proto_msg *m)
 	herd__peer_set_heartbeat(
 	    &c->peer, a.settings.heartbeat_interval_ms, a.settings.heartbeat_timeout_ms);
 	result = hello_result(c, &a);
-	herd__sconn_reply(c, m->id, proto_result(m->id, result));
+	herd__sconn_result(c, m->id, result);
 }
 
 static void

@@ -89,6 +89,9 @@ struct srv_conn {
 	void *conn_state;
 	bool conn_state_set;
 
+	/* The last result reply sent, reused by the next: only its id and result change. */
+	json_t *reply;
+
 	/* Pending requests, hashed by their id's text. */
 	struct herd_request **buckets;
 	size_t n_buckets;
@@ -186,6 +189,8 @@ void herd__sconn_close_graceful(struct srv_conn *c, int cancel_code, const char 
 int herd__sconn_send(struct srv_conn *c, json_t *msg);
 /* Queues the reply (stolen) to id; NULL (building it failed) queues internal_error instead. */
 int herd__sconn_reply(struct srv_conn *c, json_t *id, json_t *reply);
+/* Replies to id (borrowed) with result (stolen), like herd__sconn_reply(c, id, proto_result(...)). */
+int herd__sconn_result(struct srv_conn *c, json_t *id, json_t *result);
 bool herd__sconn_writable(const struct srv_conn *c);
 /* Queues a drain callback run once the output is under the low-water mark. */
 void herd__sconn_wait_drain(struct srv_conn *c, struct herd_request *req);

@@ -393,6 +393,15 @@ answer_hooked(herd_request *req, json_t *result, json_t *error)
 	return 0;
 }
 
+/* Finishes req after its answer went out with r, dropping the caller's reference. */
+static int
+answer_sent(herd_request *req, int r)
+{
+	request_finish(req);
+	herd_request_unref(req);
+	return r == -ENOBUFS ? -ECANCELED : r;
+}
+
 /*
  * Sends the final message (stolen; NULL when building it failed) and finishes
  * req. The peer answers the id with an error when the message cannot go.
@@ -400,8 +409,6 @@ answer_hooked(herd_request *req, json_t *result, json_t *error)
 static int
 answer(herd_request *req, json_t *msg)
 {
-	int r;
-
 	herd_request_ref(req);
 	if (req->answer_hook) {
 		/* An inner request (herd.fold, herd.batch): the error goes to its hook. */
@@ -410,10 +417,7 @@ answer(herd_request *req, json_t *msg)
 		json_decref(msg);
 		return answer_hooked(req, NULL, error ? error : json_null());
 	}
-	r = herd__sconn_reply(req->conn, req->id, msg);
-	request_finish(req);
-	herd_request_unref(req);
-	return r == -ENOBUFS ? -ECANCELED : r;
+	return answer_sent(req, herd__sconn_reply(req->conn, req->id, msg));
 }
 
 HERD_EXPORT int
@@ -427,7 +431,9 @@ herd_request_reply(herd_request *req, json_t *result)
 	}
 	if (req->answer_hook)
 		return answer_hooked(herd_request_ref(req), result ? result : json_null(), NULL);
-	return answer(req, proto_result(req->id, result ? result : json_null()));
+	herd_request_ref(req);
+	return answer_sent(
+	    req, herd__sconn_result(req->conn, req->id, result ? result : json_null()));
 }
 
 HERD_EXPORT int
