@@ -209,6 +209,7 @@ assert_ordered_sums(const char *const *args)
 	free(want);
 }
 
+/* Like test_map_failed_task: one call of its assertion, with its own herdctl options. */
 START_TEST(test_map_ordered)
 {
 	const char *tw = ht_env_path("HERD_TESTWORKER");
