@@ -170,6 +170,15 @@ int ht_wait_path_gone(const char *path, int timeout_ms);
  * exits. Returns 0, -ECHILD or -ETIMEDOUT (message printed).
  */
 int ht_wait_listening(const char *path, pid_t pid, int timeout_ms);
+/*
+ * The whole file at path, NUL-terminated (it may hold NULs too), malloc'd;
+ * *ret_len (may be NULL) its length. NULL with errno set when it cannot be read.
+ */
+char *ht_read_file(const char *path, size_t *ret_len);
+/* Writes text to path, created or truncated. Returns 0 or -errno. */
+int ht_write_file(const char *path, const char *text);
+/* Writes fmt's text to path as an executable script (mode 0755). Returns 0 or -errno. */
+int ht_write_script(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- temporary directories and herdd (ht-daemon.c) ---- */
 
