@@ -839,6 +839,17 @@ pool_hosts_back_ok(herd_pool *p, struct map_watch *w, int timeout_ms)
 		w->t_back = ht_now_ms();
 }
 
+/* A lost host is back in service: a second map over every host; then p is closed and freed. */
+static void
+pool_map_again_close(herd_pool *p)
+{
+	struct map_watch w = { .n = 1000 };
+
+	pool_map_ok(p, &w);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+}
+
 /* A pool over every host: workers on each, one map with exact results. */
 START_TEST(test_pool_over_hosts)
 {
@@ -879,11 +890,7 @@ START_TEST(test_pool_host_killed)
 	       "back (all %d hosts up) after %lld ms; map of %zu exact\n",
 	    hosts[0], w.kill_at, (long long)(w.t_noticed ? w.t_noticed - w.t_kill : -1), n_hosts,
 	    (long long)(w.t_back - w.t_kill), w.seen);
-	/* The host is back in service: a second map over every host. */
-	w = (struct map_watch){ .n = 1000 };
-	pool_map_ok(p, &w);
-	herd_pool_close(p);
-	herd_pool_unref(p);
+	pool_map_again_close(p);
 }
 END_TEST
 
@@ -920,10 +927,7 @@ START_TEST(test_pool_host_cut)
 	       "healed\n",
 	    hosts[0], w.kill_at, (long long)(w.t_noticed ? w.t_noticed - w.t_kill : -1),
 	    HB_TIMEOUT_MS, w.seen, (long long)(w.t_back - w.t_kill));
-	w = (struct map_watch){ .n = 1000 };
-	pool_map_ok(p, &w);
-	herd_pool_close(p);
-	herd_pool_unref(p);
+	pool_map_again_close(p);
 }
 END_TEST
 
