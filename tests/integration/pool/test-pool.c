@@ -107,16 +107,9 @@ init_worker(json_t *arg, void **ret_state, char **reterr)
 	return 0;
 }
 
-/* Its argument back, whatever it is (a bare job's integers, strings...). */
-static void
-fn_echo(herd_request *req, json_t *arg)
-{
-	herd_request_reply(req, json_incref(arg));
-}
-
 static const struct herd_function functions[] = {
 	{ "double", HERD_KIND_CALL, fn_double },
-	{ "echo", HERD_KIND_CALL, fn_echo },
+	{ "echo", HERD_KIND_CALL, wa_echo },
 	{ "item", HERD_KIND_CALL, fn_item },
 	{ "pid", HERD_KIND_CALL, fn_pid },
 	{ NULL, 0, NULL },
