@@ -175,10 +175,12 @@ int ht_wait_listening(const char *path, pid_t pid, int timeout_ms);
  * *ret_len (may be NULL) its length. NULL with errno set when it cannot be read.
  */
 char *ht_read_file(const char *path, size_t *ret_len);
-/* Writes text to path, created or truncated. Returns 0 or -errno. */
-int ht_write_file(const char *path, const char *text);
-/* Writes fmt's text to path as an executable script (mode 0755). Returns 0 or -errno. */
-int ht_write_script(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * Writes fmt's text to path, created or truncated, then gives it mode (0755
+ * for a script; 0 leaves the mode it was created with). Returns 0 or -errno.
+ */
+int ht_write_file(const char *path, mode_t mode, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* ---- temporary directories and herdd (ht-daemon.c) ---- */
 

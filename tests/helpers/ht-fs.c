@@ -161,34 +161,20 @@ ht_read_file(const char *path, size_t *ret_len)
 }
 
 int
-ht_write_file(const char *path, const char *text)
+ht_write_file(const char *path, mode_t mode, const char *fmt, ...)
 {
 	FILE *f = fopen(path, "we");
+	va_list ap;
 	int r;
 
 	if (!f)
 		return -errno;
-	r = fputs(text, f) < 0 ? -EIO : 0;
+	va_start(ap, fmt);
+	r = vfprintf(f, fmt, ap) < 0 ? -EIO : 0;
+	va_end(ap);
 	if (fclose(f) != 0 && r == 0)
 		r = -errno;
-	return r;
-}
-
-int
-ht_write_script(const char *path, const char *fmt, ...)
-{
-	va_list ap;
-	char *text;
-	int r;
-
-	va_start(ap, fmt);
-	r = vasprintf(&text, fmt, ap);
-	va_end(ap);
-	if (r < 0)
-		return -ENOMEM;
-	r = ht_write_file(path, text);
-	free(text);
-	if (r == 0 && chmod(path, 0755) < 0)
+	if (r == 0 && mode && chmod(path, mode) < 0)
 		r = -errno;
 	return r;
 }

@@ -597,7 +597,7 @@ START_TEST(test_ssh_command_line)
 	snprintf(fake, sizeof(fake), "%s/fake-ssh", dir);
 	snprintf(args, sizeof(args), "%s/args", dir);
 	/* The remote command is the last argument, as ssh hands it to the remote shell. */
-	r = ht_write_script(fake,
+	r = ht_write_file(fake, 0755,
 	    "#!/bin/sh\necho \"$*\" > %s\nfor a; do last=$a; done\nexec sh -c \"$last\"\n", args);
 	ck_assert_int_eq(r, 0);
 	snprintf(cmd, sizeof(cmd), "%s -F my_config", fake);
@@ -974,7 +974,7 @@ host_on_cpu0(int i, const char *dir)
 		    asprintf(&address, "exec:exec taskset -c 0 %s --stdio", getenv("HERDD")), 0);
 	} else if (strncmp(hosts[i], "ssh://", 6) == 0 && !strchr(hosts[i] + 6, '/')) {
 		snprintf(wrapper, sizeof(wrapper), "%s/herdd-cpu0", dir);
-		ck_assert_int_eq(ht_write_script(wrapper,
+		ck_assert_int_eq(ht_write_file(wrapper, 0755,
 		                     "#!/bin/sh\nexec taskset -c 0 %s \"$@\"\n", getenv("HERDD")),
 		    0);
 		ck_assert_int_gt(asprintf(&address, "%s%s", hosts[i], wrapper), 0);
@@ -1058,7 +1058,7 @@ half_cpu_cgroup(char *dir, size_t size)
 		char path[512];
 
 		snprintf(path, sizeof(path), "%s/cpu.max", dir);
-		if (ht_write_file(path, "50000 100000") == 0)
+		if (ht_write_file(path, 0, "50000 100000") == 0)
 			return true;
 		rmdir(dir);
 	}
@@ -1067,7 +1067,7 @@ half_cpu_cgroup(char *dir, size_t size)
 		char path[512];
 
 		snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", dir);
-		if (ht_write_file(path, "50000") == 0)
+		if (ht_write_file(path, 0, "50000") == 0)
 			return true;
 		rmdir(dir);
 	}
@@ -1149,7 +1149,7 @@ START_TEST(test_pool_slurm_nodelist)
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/srun", dir);
 	snprintf(log, sizeof(log), "%s/nodes", dir);
-	ck_assert_int_eq(ht_write_script(path, "%s", fake_srun), 0);
+	ck_assert_int_eq(ht_write_file(path, 0755, "%s", fake_srun), 0);
 	snprintf(env, sizeof(env), "%s:%s", dir, getenv("PATH"));
 	/* This test runs in a child of its own (check's fork mode): the environment is its own. */
 	ck_assert_int_eq(setenv("PATH", env, 1), 0);
@@ -1232,8 +1232,8 @@ START_TEST(test_pool_slurm_scontrol)
 	snprintf(path, sizeof(path), "%s/scontrol", dir);
 	snprintf(log, sizeof(log), "%s/args", dir);
 	ck_assert_int_eq(
-	    ht_write_script(path, "#!/bin/sh\necho \"$*\" >>%s\nPATH='%s' exec scontrol \"$@\"\n",
-	        log, old_path),
+	    ht_write_file(path, 0755,
+	        "#!/bin/sh\necho \"$*\" >>%s\nPATH='%s' exec scontrol \"$@\"\n", log, old_path),
 	    0);
 	snprintf(path, sizeof(path), "%s:%s", dir, old_path);
 	ck_assert_int_eq(setenv("PATH", path, 1), 0);

@@ -256,7 +256,7 @@ START_TEST(test_start_app_inherits_cwd)
 
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/data.txt", dir);
-	ck_assert_int_eq(ht_write_file(path, "relative works"), 0);
+	ck_assert_int_eq(ht_write_file(path, 0, "relative works"), 0);
 	ck_assert_int_eq(chdir(dir), 0);
 	m = master_open(d);
 

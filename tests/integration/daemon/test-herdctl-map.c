@@ -90,7 +90,7 @@ map_prepare(struct map_run *r, const char *input)
 	snprintf(r->out, sizeof(r->out), "%s/out", r->dir);
 	snprintf(r->err, sizeof(r->err), "%s/err", r->dir);
 	if (input)
-		ck_assert_int_eq(ht_write_file(r->in, input), 0);
+		ck_assert_int_eq(ht_write_file(r->in, 0, "%s", input), 0);
 }
 
 /* Runs herdctl map ARGS... over input (ends with NULL), to its exit. */

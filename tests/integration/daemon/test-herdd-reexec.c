@@ -249,7 +249,8 @@ script_to(char *path, size_t len, const char *name, const char *first)
 {
 	snprintf(path, len, "%s/%s", ht_herdd->dir, name);
 	ck_assert_int_eq(
-	    ht_write_script(path, "#!/bin/sh\n%sexec %s \"$@\"\n", first, ht_env_path("HERDD")), 0);
+	    ht_write_file(path, 0755, "#!/bin/sh\n%sexec %s \"$@\"\n", first, ht_env_path("HERDD")),
+	    0);
 }
 
 /*
