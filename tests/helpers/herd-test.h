@@ -69,7 +69,8 @@ bool ht_pid_alive(pid_t pid);
 bool ht_pid_is_zombie(pid_t pid);
 /*
  * Waits until pid is no longer alive (exited: a zombie or reaped), through a
- * pidfd. Returns 0, or -ETIMEDOUT.
+ * pidfd (under valgrind, which has none, by rechecking /proc every
+ * millisecond). Returns 0, or -ETIMEDOUT.
  */
 int ht_wait_pid_gone(pid_t pid, int timeout_ms);
 /*
