@@ -63,6 +63,10 @@ job_free(herd_job *job)
 
 HERD__DEFINE_REF_UNREF(herd_job, herd_job, job_free)
 
+/*
+ * Every setter starts with this check and then tests its own argument: the
+ * setters look alike only in that call and their assignments.
+ */
 static int
 setter_check(struct herd_job *job)
 {

@@ -69,7 +69,8 @@ bool ht_pid_alive(pid_t pid);
 bool ht_pid_is_zombie(pid_t pid);
 /*
  * Waits until pid is no longer alive (exited: a zombie or reaped), through a
- * pidfd. Returns 0, or -ETIMEDOUT.
+ * pidfd (under valgrind, which has none, by rechecking /proc every
+ * millisecond). Returns 0, or -ETIMEDOUT.
  */
 int ht_wait_pid_gone(pid_t pid, int timeout_ms);
 /*
@@ -170,6 +171,17 @@ int ht_wait_path_gone(const char *path, int timeout_ms);
  * exits. Returns 0, -ECHILD or -ETIMEDOUT (message printed).
  */
 int ht_wait_listening(const char *path, pid_t pid, int timeout_ms);
+/*
+ * The whole file at path, NUL-terminated (it may hold NULs too), malloc'd;
+ * *ret_len (may be NULL) its length. NULL with errno set when it cannot be read.
+ */
+char *ht_read_file(const char *path, size_t *ret_len);
+/*
+ * Writes fmt's text to path, created or truncated, then gives it mode (0755
+ * for a script; 0 leaves the mode it was created with). Returns 0 or -errno.
+ */
+int ht_write_file(const char *path, mode_t mode, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* ---- temporary directories and herdd (ht-daemon.c) ---- */
 

@@ -297,6 +297,19 @@ ht_herd_connect(const char *socket, json_t *conn_init)
 	return conn;
 }
 
+herd_conn *
+ht_herd_worker_connect_ok(const herd_worker *w)
+{
+	herd_error *err = NULL;
+	herd_conn *conn = NULL;
+	int r = herd_worker_connect(w, NULL, &conn, &err);
+
+	ck_assert_msg(
+	    r == 0, "worker connect: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
+	herd_error_unref(err);
+	return conn;
+}
+
 /* ---- scripted fake workers ---- */
 
 struct fake_args {

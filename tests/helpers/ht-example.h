@@ -117,6 +117,8 @@ herd_worker *ht_herd_spawn_opts_ok(herd_master *m, json_t *opts);
 herd_worker *ht_herd_spawn_ok(herd_master *m, const char *var, json_t *init);
 /* libherd's connection to the worker at socket with conn_init (borrowed, may be NULL); fails the test on error. */
 herd_conn *ht_herd_connect(const char *socket, json_t *conn_init);
+/* libherd's connection to worker w (herd_worker_connect); fails the test on error. */
+herd_conn *ht_herd_worker_connect_ok(const herd_worker *w);
 
 /* ---- failures a libherd master reports ---- */
 

@@ -2,13 +2,17 @@
 /*
  * Waits on the file system: a path appearing or going away (inotify on its
  * directory, no polling), and a Unix socket starting to accept connections.
+ * And a whole file read or written at once.
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -115,5 +119,62 @@ ht_wait_listening(const char *path, pid_t pid, int timeout_ms)
 	if (r < 0)
 		fprintf(
 		    stderr, "herd_test: %s does not accept connections: %s\n", path, strerror(-r));
+	return r;
+}
+
+char *
+ht_read_file(const char *path, size_t *ret_len)
+{
+	FILE *f = fopen(path, "re");
+	char *text = NULL;
+	size_t len = 0, cap = 0, n;
+	int err = 0;
+
+	if (!f)
+		return NULL;
+	do {
+		if (cap - len < 4096) {
+			char *more = realloc(text, cap + 65536);
+
+			if (!more) {
+				err = ENOMEM;
+				break;
+			}
+			text = more;
+			cap += 65536;
+		}
+		n = fread(text + len, 1, cap - len - 1, f);
+		len += n;
+	} while (n > 0);
+	if (!err && ferror(f))
+		err = EIO;
+	fclose(f);
+	if (err) {
+		free(text);
+		errno = err;
+		return NULL;
+	}
+	text[len] = '\0';
+	if (ret_len)
+		*ret_len = len;
+	return text;
+}
+
+int
+ht_write_file(const char *path, mode_t mode, const char *fmt, ...)
+{
+	FILE *f = fopen(path, "we");
+	va_list ap;
+	int r;
+
+	if (!f)
+		return -errno;
+	va_start(ap, fmt);
+	r = vfprintf(f, fmt, ap) < 0 ? -EIO : 0;
+	va_end(ap);
+	if (fclose(f) != 0 && r == 0)
+		r = -errno;
+	if (r == 0 && mode && chmod(path, mode) < 0)
+		r = -errno;
 	return r;
 }

@@ -375,6 +375,30 @@ ht_pid_is_zombie(pid_t pid)
 	return ht_pid_state(pid) == 'Z';
 }
 
+/*
+ * Rechecks /proc every millisecond until still(pid) is false or the deadline
+ * passes: for what raises no event (a reap by another process, any exit under
+ * valgrind, which has no pidfd_open). Returns 0 or -ETIMEDOUT.
+ */
+static int
+proc_wait(pid_t pid, bool (*still)(pid_t pid), int64_t deadline)
+{
+	while (still(pid)) {
+		struct timespec ms = { 0, 1000000 };
+
+		if (ht_now_ms() >= deadline)
+			return -ETIMEDOUT;
+		nanosleep(&ms, NULL);
+	}
+	return 0;
+}
+
+static bool
+pid_listed(pid_t pid)
+{
+	return ht_pid_state(pid) != 0;
+}
+
 int
 ht_wait_pid_gone(pid_t pid, int timeout_ms)
 {
@@ -384,6 +408,8 @@ ht_wait_pid_gone(pid_t pid, int timeout_ms)
 	if (!ht_pid_alive(pid))
 		return 0;
 	fd = pidfd_open_(pid);
+	if (fd < 0 && errno == ENOSYS)
+		return proc_wait(pid, ht_pid_alive, deadline);
 	if (fd < 0)
 		return errno == ESRCH ? 0 : -errno;
 	r = pidfd_wait_exit(fd, deadline);
@@ -402,15 +428,7 @@ ht_wait_pid_reaped(pid_t pid, int timeout_ms)
 	r = ht_wait_pid_gone(pid, timeout_ms);
 	if (r < 0)
 		return r;
-	/* Reaping by another process raises no event we can wait on: recheck /proc. */
-	while (ht_pid_state(pid) != 0) {
-		struct timespec ms = { 0, 1000000 };
-
-		if (ht_now_ms() >= deadline)
-			return -ETIMEDOUT;
-		nanosleep(&ms, NULL);
-	}
-	return 0;
+	return proc_wait(pid, pid_listed, deadline);
 }
 
 int

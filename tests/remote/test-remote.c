@@ -590,31 +590,26 @@ START_TEST(test_ssh_command_line)
 	const char *herdd = getenv("HERDD");
 	herd_error *err = NULL;
 	herd_master *m = NULL;
-	char got[512] = "";
-	FILE *f;
+	char *got;
 	int r;
 
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(fake, sizeof(fake), "%s/fake-ssh", dir);
 	snprintf(args, sizeof(args), "%s/args", dir);
-	f = fopen(fake, "we");
-	ck_assert_ptr_nonnull(f);
 	/* The remote command is the last argument, as ssh hands it to the remote shell. */
-	fprintf(f, "#!/bin/sh\necho \"$*\" > %s\nfor a; do last=$a; done\nexec sh -c \"$last\"\n",
-	    args);
-	fclose(f);
-	ck_assert_int_eq(chmod(fake, 0755), 0);
+	r = ht_write_file(fake, 0755,
+	    "#!/bin/sh\necho \"$*\" > %s\nfor a; do last=$a; done\nexec sh -c \"$last\"\n", args);
+	ck_assert_int_eq(r, 0);
 	snprintf(cmd, sizeof(cmd), "%s -F my_config", fake);
 	ck_assert_int_eq(setenv("HERD_SSH_COMMAND", cmd, 1), 0);
 	snprintf(address, sizeof(address), "ssh://me@somehost:2222%s", herdd);
 	r = herd_master_connect(address, NULL, &m, &err);
 	ck_assert_msg(r == 0, "%s", err ? herd_error_message(err) : strerror(-r));
-	f = fopen(args, "re");
-	ck_assert_ptr_nonnull(f);
-	ck_assert_ptr_nonnull(fgets(got, sizeof(got), f));
-	fclose(f);
+	got = ht_read_file(args, NULL);
+	ck_assert_ptr_nonnull(got);
 	snprintf(cmd, sizeof(cmd), "-F my_config -p 2222 -l me -- somehost %s --stdio\n", herdd);
 	ck_assert_str_eq(got, cmd);
+	free(got);
 	herd_master_unref(m);
 	unsetenv("HERD_SSH_COMMAND");
 }
@@ -844,6 +839,17 @@ pool_hosts_back_ok(herd_pool *p, struct map_watch *w, int timeout_ms)
 		w->t_back = ht_now_ms();
 }
 
+/* A lost host is back in service: a second map over every host; then p is closed and freed. */
+static void
+pool_map_again_close(herd_pool *p)
+{
+	struct map_watch w = { .n = 1000 };
+
+	pool_map_ok(p, &w);
+	herd_pool_close(p);
+	herd_pool_unref(p);
+}
+
 /* A pool over every host: workers on each, one map with exact results. */
 START_TEST(test_pool_over_hosts)
 {
@@ -884,11 +890,7 @@ START_TEST(test_pool_host_killed)
 	       "back (all %d hosts up) after %lld ms; map of %zu exact\n",
 	    hosts[0], w.kill_at, (long long)(w.t_noticed ? w.t_noticed - w.t_kill : -1), n_hosts,
 	    (long long)(w.t_back - w.t_kill), w.seen);
-	/* The host is back in service: a second map over every host. */
-	w = (struct map_watch){ .n = 1000 };
-	pool_map_ok(p, &w);
-	herd_pool_close(p);
-	herd_pool_unref(p);
+	pool_map_again_close(p);
 }
 END_TEST
 
@@ -925,26 +927,9 @@ START_TEST(test_pool_host_cut)
 	       "healed\n",
 	    hosts[0], w.kill_at, (long long)(w.t_noticed ? w.t_noticed - w.t_kill : -1),
 	    HB_TIMEOUT_MS, w.seen, (long long)(w.t_back - w.t_kill));
-	w = (struct map_watch){ .n = 1000 };
-	pool_map_ok(p, &w);
-	herd_pool_close(p);
-	herd_pool_unref(p);
+	pool_map_again_close(p);
 }
 END_TEST
-
-/* The file at path (at most size - 1 bytes, NUL-terminated); its length, or the test fails. */
-static size_t
-file_read(const char *path, char *buf, size_t size)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
-
-	ck_assert_msg(fd >= 0, "%s: %m", path);
-	n = ht_read_all(fd, buf, size, ht_ms(5000));
-	close(fd);
-	ck_assert_int_ge(n, 0);
-	return (size_t)n;
-}
 
 /* The CPUs pid's affinity allows. */
 static unsigned
@@ -960,16 +945,18 @@ affinity_cpus(pid_t pid)
 static unsigned
 pid_cpus(pid_t pid)
 {
-	char path[64], env[65536], *e;
+	char path[64], *env, *e;
 	unsigned n = affinity_cpus(pid), slurm;
 	size_t len;
 
 	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
-	len = file_read(path, env, sizeof(env));
+	env = ht_read_file(path, &len);
+	ck_assert_msg(env, "%s: %m", path);
 	/* NUL-separated variables. */
 	for (e = env; e < env + len; e += strlen(e) + 1)
 		if (sscanf(e, "SLURM_CPUS_ON_NODE=%u", &slurm) == 1 && slurm < n)
 			n = slurm;
+	free(env);
 	return n;
 }
 
@@ -981,18 +968,15 @@ static char *
 host_on_cpu0(int i, const char *dir)
 {
 	char wrapper[512], *address = NULL;
-	FILE *f;
 
 	if (strncmp(hosts[i], "exec:", 5) == 0) {
 		ck_assert_int_gt(
 		    asprintf(&address, "exec:exec taskset -c 0 %s --stdio", getenv("HERDD")), 0);
 	} else if (strncmp(hosts[i], "ssh://", 6) == 0 && !strchr(hosts[i] + 6, '/')) {
 		snprintf(wrapper, sizeof(wrapper), "%s/herdd-cpu0", dir);
-		f = fopen(wrapper, "we");
-		ck_assert_ptr_nonnull(f);
-		fprintf(f, "#!/bin/sh\nexec taskset -c 0 %s \"$@\"\n", getenv("HERDD"));
-		ck_assert_int_eq(fclose(f), 0);
-		ck_assert_int_eq(chmod(wrapper, 0755), 0);
+		ck_assert_int_eq(ht_write_file(wrapper, 0755,
+		                     "#!/bin/sh\nexec taskset -c 0 %s \"$@\"\n", getenv("HERDD")),
+		    0);
 		ck_assert_int_gt(asprintf(&address, "%s%s", hosts[i], wrapper), 0);
 	} else {
 		address = strdup(hosts[i]);
@@ -1062,18 +1046,6 @@ START_TEST(test_pool_remote_cpus)
 }
 END_TEST
 
-/* Writes text to path; false if it cannot. */
-static bool
-write_file(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "we");
-
-	if (!f)
-		return false;
-	fputs(text, f);
-	return fclose(f) == 0;
-}
-
 /*
  * A cgroup with a quota of half a CPU (v2 cpu.max, else v1
  * cpu.cfs_quota_us) in dir, or false where this machine does not let us.
@@ -1086,7 +1058,7 @@ half_cpu_cgroup(char *dir, size_t size)
 		char path[512];
 
 		snprintf(path, sizeof(path), "%s/cpu.max", dir);
-		if (write_file(path, "50000 100000"))
+		if (ht_write_file(path, 0, "50000 100000") == 0)
 			return true;
 		rmdir(dir);
 	}
@@ -1095,7 +1067,7 @@ half_cpu_cgroup(char *dir, size_t size)
 		char path[512];
 
 		snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", dir);
-		if (write_file(path, "50000"))
+		if (ht_write_file(path, 0, "50000") == 0)
 			return true;
 		rmdir(dir);
 	}
@@ -1161,11 +1133,10 @@ static const char fake_srun[] =
 START_TEST(test_pool_slurm_nodelist)
 {
 	struct map_watch w = { .n = 300 };
-	char dir[256], path[512], log[512], env[1024], nodes[64] = "";
+	char dir[256], path[512], log[512], env[1024], *nodes;
 	herd_error *err = NULL;
 	herd_pool *p = NULL;
 	json_t *spawn, *opts;
-	FILE *f;
 	int r;
 
 	if (getenv("HERD_REMOTE_HOSTS") || !getenv("HERDD")) {
@@ -1178,11 +1149,7 @@ START_TEST(test_pool_slurm_nodelist)
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/srun", dir);
 	snprintf(log, sizeof(log), "%s/nodes", dir);
-	f = fopen(path, "we");
-	ck_assert_ptr_nonnull(f);
-	fputs(fake_srun, f);
-	ck_assert_int_eq(fclose(f), 0);
-	ck_assert_int_eq(chmod(path, 0755), 0);
+	ck_assert_int_eq(ht_write_file(path, 0755, "%s", fake_srun), 0);
 	snprintf(env, sizeof(env), "%s:%s", dir, getenv("PATH"));
 	/* This test runs in a child of its own (check's fork mode): the environment is its own. */
 	ck_assert_int_eq(setenv("PATH", env, 1), 0);
@@ -1198,11 +1165,10 @@ START_TEST(test_pool_slurm_nodelist)
 	pool_map_ok(p, &w);
 	herd_pool_close(p);
 	herd_pool_unref(p);
-	f = fopen(log, "re");
-	ck_assert_ptr_nonnull(f);
-	ck_assert_uint_gt(fread(nodes, 1, sizeof(nodes) - 1, f), 0);
-	fclose(f);
+	nodes = ht_read_file(log, NULL);
+	ck_assert_ptr_nonnull(nodes);
 	ck_assert_str_eq(nodes, "x09\nx10\ny\n");
+	free(nodes);
 	herd_error_unref(err);
 	json_decref(spawn);
 	json_decref(opts);
@@ -1240,9 +1206,8 @@ pool_slurm_nodes_ok(void)
  */
 START_TEST(test_pool_slurm_scontrol)
 {
-	char dir[128], path[512], log[512], got[256] = "", *list = NULL, *tmp;
+	char dir[128], path[512], log[512], *got, *list = NULL, *tmp;
 	const char *old_path = getenv("PATH");
-	FILE *f;
 
 	if (strncmp(hosts[0], "slurm://", 8) != 0) {
 		printf("nodelist through scontrol: skipped (no Slurm hosts under test)\n");
@@ -1266,17 +1231,18 @@ START_TEST(test_pool_slurm_scontrol)
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/scontrol", dir);
 	snprintf(log, sizeof(log), "%s/args", dir);
-	f = fopen(path, "we");
-	ck_assert_ptr_nonnull(f);
-	fprintf(f, "#!/bin/sh\necho \"$*\" >>%s\nPATH='%s' exec scontrol \"$@\"\n", log, old_path);
-	ck_assert_int_eq(fclose(f), 0);
-	ck_assert_int_eq(chmod(path, 0755), 0);
+	ck_assert_int_eq(
+	    ht_write_file(path, 0755,
+	        "#!/bin/sh\necho \"$*\" >>%s\nPATH='%s' exec scontrol \"$@\"\n", log, old_path),
+	    0);
 	snprintf(path, sizeof(path), "%s:%s", dir, old_path);
 	ck_assert_int_eq(setenv("PATH", path, 1), 0);
 	pool_slurm_nodes_ok();
-	(void)file_read(log, got, sizeof(got));
+	got = ht_read_file(log, NULL);
+	ck_assert_msg(got, "%s: %m", log);
 	snprintf(path, sizeof(path), "show hostnames %s\n", list);
 	ck_assert_str_eq(got, path);
+	free(got);
 	printf("nodelist %s through scontrol show hostnames: %d nodes, map exact\n", list, n_hosts);
 	/* Without scontrol: PATH holds srun alone. */
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);

@@ -38,7 +38,8 @@ wa_begin(herd_request *req)
 	struct wa_worker *w = herd_request_worker_state(req);
 	struct wa_conn *c = herd_request_conn_state(req);
 
-	w->served++;
+	if (w)
+		w->served++;
 	if (c)
 		c->calls++;
 	return w;

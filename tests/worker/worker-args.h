@@ -25,7 +25,10 @@ struct wa_worker {
 	long cancelled; /* streams that saw a cancel */
 };
 
-/* Counts a call on its worker and on its connection (if any); returns the worker's state. */
+/*
+ * Counts a call on its worker and on its connection, each where it has a
+ * state (a type without init callbacks has none); returns the worker's state.
+ */
 struct wa_worker *wa_begin(herd_request *req);
 
 /* A stream saw a cancel: counted, and logged at debug level as "<function>: cancelled". */
@@ -66,7 +69,7 @@ void wa_die_by(int sig);
 
 /* ---- functions both test workers serve ---- */
 
-/* echo ANY (call): returns its argument. */
+/* echo ANY (call): returns its argument. The in-process test workers serve it too. */
 void wa_echo(herd_request *req, json_t *arg);
 /* fail {message?} (call): fails with message, by default "failed on purpose". */
 void wa_fail(herd_request *req, json_t *arg);

@@ -253,14 +253,10 @@ START_TEST(test_start_app_inherits_cwd)
 	herd_master *m;
 	herd_worker *w, *w2;
 	json_t *res;
-	FILE *f;
 
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/data.txt", dir);
-	f = fopen(path, "w");
-	ck_assert_ptr_nonnull(f);
-	fputs("relative works", f);
-	fclose(f);
+	ck_assert_int_eq(ht_write_file(path, 0, "relative works"), 0);
 	ck_assert_int_eq(chdir(dir), 0);
 	m = master_open(d);
 

@@ -25,33 +25,13 @@ struct map_run {
 	char *stdout_text, *stderr_text;
 };
 
-/* Writes text to path, or fails the test. */
-static void
-write_file(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "we");
-
-	ck_assert_ptr_nonnull(f);
-	ck_assert_int_eq(fputs(text, f) >= 0, 1);
-	ck_assert_int_eq(fclose(f), 0);
-}
-
 /* The whole file (malloc'd), or fails the test. */
 static char *
 read_file(const char *path)
 {
-	FILE *f = fopen(path, "re");
-	char *text = NULL;
-	size_t len = 0;
+	char *text = ht_read_file(path, NULL);
 
-	ck_assert_ptr_nonnull(f);
-	/* An empty file reads as -1 at end of file, with the buffer not written. */
-	if (getdelim(&text, &len, '\0', f) < 0) {
-		ck_assert(feof(f));
-		free(text);
-		text = strdup("");
-	}
-	fclose(f);
+	ck_assert_msg(text, "%s: %s", path, strerror(errno));
 	return text;
 }
 
@@ -110,7 +90,7 @@ map_prepare(struct map_run *r, const char *input)
 	snprintf(r->out, sizeof(r->out), "%s/out", r->dir);
 	snprintf(r->err, sizeof(r->err), "%s/err", r->dir);
 	if (input)
-		write_file(r->in, input);
+		ck_assert_int_eq(ht_write_file(r->in, 0, "%s", input), 0);
 }
 
 /* Runs herdctl map ARGS... over input (ends with NULL), to its exit. */
@@ -209,6 +189,7 @@ assert_ordered_sums(const char *const *args)
 	free(want);
 }
 
+/* Like test_map_failed_task: one call of its assertion, with its own herdctl options. */
 START_TEST(test_map_ordered)
 {
 	const char *tw = ht_env_path("HERD_TESTWORKER");

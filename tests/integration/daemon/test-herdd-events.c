@@ -398,18 +398,16 @@ START_TEST(test_herdctl_logs_follow)
 }
 END_TEST
 
-/* The whole file at path into buf (NUL-terminated); returns its length, -1 if absent. */
+/* The length of the file at path, read whole; -1 if absent. */
 static long
-slurp(const char *path, char *buf, size_t len)
+read_length(const char *path)
 {
-	FILE *f = fopen(path, "re");
 	size_t n;
+	char *text = ht_read_file(path, &n);
 
-	if (!f)
+	if (!text)
 		return -1;
-	n = fread(buf, 1, len - 1, f);
-	buf[n] = '\0';
-	fclose(f);
+	free(text);
 	return (long)n;
 }
 
@@ -421,18 +419,20 @@ slurp(const char *path, char *buf, size_t len)
 static size_t
 assert_rotated(const char *path, int files, long cap, const char *all)
 {
-	char name[300], got[8192] = "", part[2048];
+	char name[300], got[8192] = "";
 	size_t len;
 
 	for (int k = files - 1; k >= 0; k--) {
-		long n;
+		char *part;
+		size_t n;
 
 		snprintf(name, sizeof(name), k ? "%s.%d" : "%s", path, k);
-		n = slurp(name, part, sizeof(part));
-		ck_assert_msg(n >= 0, "%s is missing", name);
+		part = ht_read_file(name, &n);
+		ck_assert_msg(part, "%s is missing", name);
 		ck_assert_int_le(n, cap);
 		len = strlen(got);
 		snprintf(got + len, sizeof(got) - len, "%s", part);
+		free(part);
 	}
 	snprintf(name, sizeof(name), "%s.%d", path, files);
 	ck_assert_int_eq(access(name, F_OK), -1);
@@ -504,7 +504,7 @@ START_TEST(test_log_caps_by_default)
 	struct ht_daemon *d = ht_daemon_start_ok(args);
 	struct ht_conn *m = ht_herdd_open(d, "master", "producer");
 	char dir[128], path[256], free_path[256], ctl_path[256], name[300], all[8192] = "";
-	char id[32], sock[256], buf[8192];
+	char id[32], sock[256];
 	struct ht_out o;
 	json_t *res;
 
@@ -527,7 +527,7 @@ START_TEST(test_log_caps_by_default)
 	    m, json_pack("{s:{s:s, s:i}}", "stdout", "file", free_path, "max_bytes", 0), id, sock);
 	write_lines(sock, 50, all, sizeof(all));
 	ht_expect(m, "shutdown", json_pack("{s:s}", "id", id), NULL);
-	ck_assert_int_eq(slurp(free_path, buf, sizeof(buf)), (long)strlen(all));
+	ck_assert_int_eq(read_length(free_path), (long)strlen(all));
 	ck_assert_int_gt(strlen(all), 1000);
 	snprintf(name, sizeof(name), "%s.1", free_path);
 	ck_assert_int_eq(access(name, F_OK), -1);
@@ -597,7 +597,8 @@ START_TEST(test_herdctl_spawn_caps)
 {
 	struct ht_daemon *d;
 	struct ht_conn *m = start(NULL, &d);
-	char dir[128], path[256], older[300], buf[256], *out = NULL, *err = NULL;
+	char dir[128], path[256], older[300], *out = NULL, *err = NULL, *kept;
+	size_t n;
 	const char *argv[] = { ht_env_path("HERDCTL"), "--socket", d->socket, "--json", "spawn",
 		"--stdout", path, "--max-bytes", "100", "--max-files", "2", "--",
 		ht_env_path("HERD_TESTWORKER"), NULL };
@@ -620,10 +621,13 @@ START_TEST(test_herdctl_spawn_caps)
 	for (int i = 0; i < 3; i++)
 		ht_worker_writes_ok(ht_str(res, "socket"), "stdout", text);
 	ht_expect(m, "shutdown", json_pack("{s:s}", "id", ht_str(res, "id")), NULL);
-	ck_assert_int_eq(slurp(path, buf, sizeof(buf)), 60);
-	fprintf(stderr, "[%s]\n", buf);
+	kept = ht_read_file(path, &n);
+	ck_assert_ptr_nonnull(kept);
+	ck_assert_int_eq(n, 60);
+	fprintf(stderr, "[%s]\n", kept);
+	free(kept);
 	snprintf(older, sizeof(older), "%s.1", path);
-	ck_assert_int_eq(slurp(older, buf, sizeof(buf)), 60);
+	ck_assert_int_eq(read_length(older), 60);
 	snprintf(older, sizeof(older), "%s.2", path);
 	ck_assert_int_eq(access(older, F_OK), -1);
 	json_decref(res);

@@ -247,14 +247,10 @@ END_TEST
 static void
 script_to(char *path, size_t len, const char *name, const char *first)
 {
-	FILE *f;
-
 	snprintf(path, len, "%s/%s", ht_herdd->dir, name);
-	f = fopen(path, "w");
-	ck_assert_ptr_nonnull(f);
-	fprintf(f, "#!/bin/sh\n%sexec %s \"$@\"\n", first, ht_env_path("HERDD"));
-	ck_assert_int_eq(fclose(f), 0);
-	ck_assert_int_eq(chmod(path, 0755), 0);
+	ck_assert_int_eq(
+	    ht_write_file(path, 0755, "#!/bin/sh\n%sexec %s \"$@\"\n", first, ht_env_path("HERDD")),
+	    0);
 }
 
 /*
@@ -367,10 +363,8 @@ END_TEST
  */
 START_TEST(test_records_kept)
 {
-	char dir[128], path[256], buf[256];
+	char dir[128], path[256], *text;
 	json_t *a, *b, *c, *r, *ev, *lines;
-	FILE *f;
-	size_t n;
 
 	ck_assert_int_eq(ht_tmpdir(dir, sizeof(dir)), 0);
 	snprintf(path, sizeof(path), "%s/out.log", dir);
@@ -396,12 +390,10 @@ START_TEST(test_records_kept)
 	ht_worker_writes_ok(ht_str(a, "socket"), "stderr", "after err");
 	/* Reaped means herdd has read both pipes to their end. */
 	ht_expect(ht_master, "shutdown", json_pack("{s:s}", "id", ht_str(a, "id")), NULL);
-	f = fopen(path, "re");
-	ck_assert_ptr_nonnull(f);
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	buf[n] = '\0';
-	fclose(f);
-	ck_assert_str_eq(buf, "before out\nafter out\n");
+	text = ht_read_file(path, NULL);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_str_eq(text, "before out\nafter out\n");
+	free(text);
 	r = ht_call_ok(ht_master, "logs", json_pack("{s:s}", "id", ht_str(a, "id")));
 	lines = json_object_get(ht_assert_result(r), "lines");
 	ck_assert_msg(ht_lines_contain(lines, "before err") && ht_lines_contain(lines, "after err"),

@@ -107,16 +107,9 @@ init_worker(json_t *arg, void **ret_state, char **reterr)
 	return 0;
 }
 
-/* Its argument back, whatever it is (a bare job's integers, strings...). */
-static void
-fn_echo(herd_request *req, json_t *arg)
-{
-	herd_request_reply(req, json_incref(arg));
-}
-
 static const struct herd_function functions[] = {
 	{ "double", HERD_KIND_CALL, fn_double },
-	{ "echo", HERD_KIND_CALL, fn_echo },
+	{ "echo", HERD_KIND_CALL, wa_echo },
 	{ "item", HERD_KIND_CALL, fn_item },
 	{ "pid", HERD_KIND_CALL, fn_pid },
 	{ NULL, 0, NULL },
@@ -1045,17 +1038,26 @@ START_TEST(test_batch_bad_args)
 }
 END_TEST
 
-/* A bare job over args (chunksize chunk), blocking: the results are the arguments, in order. */
-static void
-assert_bare_echo(herd_pool *p, json_t *args, unsigned chunk)
+/* A new MAP job of "echo" over args (borrowed), each argument bare. */
+static herd_job *
+bare_echo_job(herd_pool *p, json_t *args)
 {
-	json_t *res = NULL;
 	herd_job *job;
-	int r;
 
 	ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP, "echo", &job), 0);
 	ck_assert_int_eq(herd_job_set_args(job, args), 0);
 	ck_assert_int_eq(herd_job_set_flags(job, HERD_JOB_BARE_ARGS), 0);
+	return job;
+}
+
+/* A bare job over args (chunksize chunk), blocking: the results are the arguments, in order. */
+static void
+assert_bare_echo(herd_pool *p, json_t *args, unsigned chunk)
+{
+	herd_job *job = bare_echo_job(p, args);
+	json_t *res = NULL;
+	int r;
+
 	ck_assert_int_eq(herd_job_set_chunksize(job, chunk), 0);
 	r = herd_job_wait(job, HERD_TIMEOUT_INFINITE, &res);
 	ck_assert_msg(r == 0, "bare echo: %d %s", r,
@@ -1092,11 +1094,8 @@ START_TEST(test_batch_bare_args)
 	json_decref(res);
 	kills_total = 0;
 	for (round = 0; round < 20 && kills_total == 0; round++) {
-		herd_job *job;
+		herd_job *job = bare_echo_job(p, args);
 
-		ck_assert_int_eq(herd_job_new(p, HERD_JOB_MAP, "echo", &job), 0);
-		ck_assert_int_eq(herd_job_set_args(job, args), 0);
-		ck_assert_int_eq(herd_job_set_flags(job, HERD_JOB_BARE_ARGS), 0);
 		run_with_kills(p, &job, 1, 2);
 		ck_assert_int_eq(herd_job_wait(job, 0, &res), 0);
 		ck_assert(json_equal(res, args));

@@ -66,24 +66,12 @@ assert_fds_back(pid_t pid, int want)
 	ck_assert_int_eq(n, want);
 }
 
-static herd_conn *
-connect_worker(const herd_worker *w)
-{
-	herd_error *err = NULL;
-	herd_conn *c = NULL;
-	int r = herd_worker_connect(w, NULL, &c, &err);
-
-	ck_assert_msg(
-	    r == 0, "worker connect: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
-	return c;
-}
-
 /* Arguments, results and stream items of every size, out of band from 16 KiB on. */
 START_TEST(test_round_trip)
 {
 	herd_master *m = ht_herd_master_ok(NULL);
 	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
-	herd_conn *c = connect_worker(w);
+	herd_conn *c = ht_herd_worker_connect_ok(w);
 	int mine = ht_count_fds(getpid()), theirs = ht_count_fds(herd_worker_pid(w));
 
 	ck_assert(proto_features_has(
@@ -143,7 +131,7 @@ START_TEST(test_over_limit)
 	json_t *settings = json_pack("{s:i}", "max_message_size", 65536);
 	herd_master *m = ht_herd_master_ok(settings);
 	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
-	herd_conn *c = connect_worker(w);
+	herd_conn *c = ht_herd_worker_connect_ok(w);
 	char *p = pattern(65537);
 	json_t *res = NULL;
 

@@ -39,19 +39,6 @@ connect_master(void)
 	return m;
 }
 
-static herd_conn *
-connect_worker(const herd_worker *w)
-{
-	herd_error *err = NULL;
-	herd_conn *c = NULL;
-	int r;
-
-	r = herd_worker_connect(w, NULL, &c, &err);
-	ck_assert_msg(
-	    r == 0, "worker connect: %s (%s)", strerror(-r), err ? herd_error_message(err) : "-");
-	return c;
-}
-
 /* Counts the master's events but "ready": any would mean herdd stopped or lost the worker. */
 static void
 count_event(herd_master *m, const char *event, const char *id, const char *message, json_t *tail,
@@ -99,7 +86,7 @@ START_TEST(test_blocking_call_keeps_others_alive)
 {
 	herd_master *m = connect_master();
 	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
-	herd_conn *busy = connect_worker(w), *idle = connect_worker(w);
+	herd_conn *busy = ht_herd_worker_connect_ok(w), *idle = ht_herd_worker_connect_ok(w);
 	json_t *result = NULL;
 	int64_t start;
 	int events = 0;
@@ -132,7 +119,7 @@ START_TEST(test_stream_next_keeps_master_alive)
 {
 	herd_master *m = connect_master();
 	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
-	herd_conn *conn = connect_worker(w);
+	herd_conn *conn = ht_herd_worker_connect_ok(w);
 	int n = HOLD_MS / HB_INTERVAL_MS + 1, seen = 0, r;
 	herd_stream *s = NULL;
 	json_t *item = NULL;
@@ -165,7 +152,7 @@ START_TEST(test_master_request_keeps_worker_conn_alive)
 {
 	herd_master *m = connect_master();
 	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL), *slow;
-	herd_conn *conn = connect_worker(w);
+	herd_conn *conn = ht_herd_worker_connect_ok(w);
 	json_t *result = NULL;
 	int64_t start = ht_now_ms();
 
@@ -238,7 +225,7 @@ START_TEST(test_threads)
 {
 	herd_master *m = connect_master();
 	herd_worker *w = ht_herd_spawn_ok(m, "HERD_TESTWORKER", NULL);
-	herd_conn *conn = connect_worker(w);
+	herd_conn *conn = ht_herd_worker_connect_ok(w);
 	struct caller k = { .w = w, .until = ht_now_ms() + ht_ms(HOLD_MS) };
 	json_t *result = NULL;
 	pthread_t t;

@@ -15,6 +15,7 @@
 #include <check.h>
 
 #include "ht-example.h"
+#include "worker-args.h"
 
 #define SPIN_MS 2000
 
@@ -86,12 +87,6 @@ fn_spin(herd_request *req, json_t *arg)
 	}
 }
 
-static void
-fn_echo(herd_request *req, json_t *arg)
-{
-	herd_request_reply(req, json_incref(arg));
-}
-
 /* ---- the write contract ---- */
 
 #define BIG_ITEMS 64
@@ -155,7 +150,7 @@ fn_burst(herd_request *req, json_t *arg)
 
 static const struct herd_function offload_functions[] = {
 	{ "spin", HERD_KIND_CALL, fn_spin },
-	{ "echo", HERD_KIND_CALL, fn_echo },
+	{ "echo", HERD_KIND_CALL, wa_echo },
 	{ "burst", HERD_KIND_PIPE, fn_burst },
 	{ NULL, 0, NULL },
 };
