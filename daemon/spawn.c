@@ -5,8 +5,13 @@
  * and exec only async-signal-safe calls are allowed.
  *
  * The child is started with clone(CLONE_VM | CLONE_VFORK), as posix_spawn()
- * does: it borrows herdd's memory on a stack of its own and herdd waits until
- * it has called execve() or exited. A plain fork() copies herdd's page tables
+ * does: it borrows herdd's memory on a stack of its own and the thread that
+ * cloned it waits until it has called execve() or exited. That thread is
+ * herdd's main one (leader.c), never the loop's: the wait (1-7 ms under
+ * load) stops nothing else, and the child's errno is the sleeping main
+ * thread's, not the loop's. The loop queues spawns and hands them over one
+ * at a time (one stack, one set of fd slots); the worker gets its pid when
+ * the clone returns (sup_spawned()). A plain fork() copies herdd's page tables
  * and leaves every page copy-on-write; that cost grows with herdd's memory
  * (each record of an exited worker adds some) and it was most of the gap
  * between a spawn through herdd and a bare fork+exec. Sharing memory puts
@@ -14,7 +19,8 @@
  * never runs a signal handler (signals stay blocked until every disposition
  * is back to default), and it changes credentials with the raw system calls,
  * which act on the calling task only. A call that could block for good
- * (opening a FIFO nobody reads) is made non-blocking, since herdd waits.
+ * (opening a FIFO nobody reads) is made non-blocking, since every later
+ * spawn waits.
  *
  * The fd table is shared too (CLONE_FILES): copying it, and closing every
  * copy again at exec, cost each spawn time in proportion to herdd's open fds,
