@@ -168,8 +168,8 @@ START_TEST(test_loop_answers_while_spawn_waits)
 	    "ping and list answered after %lld ms while the spawn was held %d ms",
 	    (long long)(answered - sent), DELAY_MS);
 	stop_strace(tracer);
-	json_decref(ht_worker_call(ht_str(res, "socket"), NULL, "sum",
-	    json_pack("{s:i}", "n", 4), ht_ms(5000)));
+	json_decref(ht_worker_call(
+	    ht_str(res, "socket"), NULL, "sum", json_pack("{s:i}", "n", 4), ht_ms(5000)));
 	json_decref(r);
 	ht_conn_close(look);
 }
