@@ -47,6 +47,8 @@ static ev_prepare escapee_check;
  * outside a cgroup, or a pid that was no worker (its orphans came to herdd).
  */
 static bool walk_escapees;
+/* A SIGCHLD came while the leader was making a child: the reap waits for its end. */
+static bool reap_waited;
 
 static void grace_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void spawn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
@@ -558,8 +560,11 @@ sup_spawned(struct worker *w, pid_t pid)
 		conn_unref(w->spawn_conn);
 		w->spawn_conn = NULL;
 	}
-	/* Children that exited meanwhile waited for the leader to be done (child_cb). */
-	reap_all(herdd.loop);
+	/* What exited or escaped meanwhile waited for the leader to be done. */
+	if (reap_waited)
+		reap_all(herdd.loop);
+	else if (walk_escapees)
+		ev_prepare_start(herdd.loop, &escapee_check);
 }
 
 /* Starts w; see the header. */
@@ -892,8 +897,11 @@ reap_all(struct ev_loop *loop)
 	 * Not while the leader makes a child: its pid is not mapped yet, and its
 	 * exit would be taken for a stranger's. sup_spawned() comes back here.
 	 */
-	if (leader_busy())
+	if (leader_busy()) {
+		reap_waited = true;
 		return;
+	}
+	reap_waited = false;
 	/* One SIGCHLD may stand for many children. */
 	while ((pid = wait4(-1, &status, WNOHANG, &ru)) > 0)
 		sup_reap(pid, status, &ru);
