@@ -114,24 +114,24 @@ stop_strace(pid_t tracer)
 	ck_assert_int_eq(ht_wait_child(tracer, ht_ms(10000), &status), 0);
 }
 
+/*
+ * herdd's count of spawns taken in hand (stats.spawns) once it is past
+ * before: -1 for the count now, the count before a spawn to wait for it.
+ */
 static json_int_t
-stat_spawns(struct ht_conn *c)
-{
-	json_t *r = ht_call_ok(c, "stats", NULL);
-	json_int_t n = json_integer_value(json_object_get(ht_assert_result(r), "spawns"));
-
-	json_decref(r);
-	return n;
-}
-
-/* Waits until herdd has taken a spawn in hand (stats.spawns is past before). */
-static void
-wait_spawn_taken(struct ht_conn *c, json_int_t before)
+spawns_past(struct ht_conn *c, json_int_t before)
 {
 	int64_t deadline = ht_now_ms() + ht_ms(5000);
+	json_int_t n;
 
-	while (stat_spawns(c) == before)
+	do {
+		json_t *r = ht_call_ok(c, "stats", NULL);
+
+		n = json_integer_value(json_object_get(ht_assert_result(r), "spawns"));
+		json_decref(r);
 		ck_assert_msg(ht_now_ms() < deadline, "herdd did not take the spawn");
+	} while (n <= before);
+	return n;
 }
 
 /*
@@ -183,7 +183,7 @@ START_TEST(test_master_gone_while_spawn_waits)
 {
 	struct ht_conn *look = ht_herdd_open(ht_herdd, "inspector", "look");
 	struct ht_conn *m = ht_herdd_open(ht_herdd, "master", "doomed");
-	json_int_t before = stat_spawns(look);
+	json_int_t before = spawns_past(look, -1);
 	pid_t tracer = slow_execs(ht_herdd->pid), pid;
 	int64_t sent;
 	json_t *w;
@@ -193,7 +193,7 @@ START_TEST(test_master_gone_while_spawn_waits)
 	ck_assert_int_gt(ht_conn_send_request(m, "spawn",
 	                     ht_testworker_params(json_pack("{s:s}", "name", "doomed"))),
 	    0);
-	wait_spawn_taken(look, before);
+	spawns_past(look, before);
 	ht_conn_close(m);
 	ck_assert_msg(ht_now_ms() - sent < DELAY_MS, "the master did not go within the delay");
 	w = ht_herdd_wait_listed(look, "doomed", "exited", ht_ms(10000));
@@ -263,14 +263,14 @@ END_TEST
 START_TEST(test_reexec_waits_for_spawn)
 {
 	struct ht_conn *look = ht_herdd_open(ht_herdd, "inspector", "look");
-	json_int_t before = stat_spawns(look);
+	json_int_t before = spawns_past(look, -1);
 	pid_t tracer = slow_execs(ht_herdd->pid);
 	json_t *r, *res;
 	int64_t id;
 
 	id = ht_conn_send_request(ht_master, "spawn", ht_testworker_params(NULL));
 	ck_assert_int_gt(id, 0);
-	wait_spawn_taken(look, before);
+	spawns_past(look, before);
 	ck_assert_int_eq(reexec_ok(look), 1);
 	r = ht_conn_wait_reply(ht_master, id, ht_ms(10000));
 	res = ht_assert_result(r);
