@@ -18,10 +18,12 @@
 
 #include "ht-check.h"
 
-/* How long strace holds each execve. */
-#define DELAY_MS 400
+/* How long strace holds each execve (scaled for slow runs, as ht_ms()). */
+#define DELAY_MS ht_ms(400)
 /* An answer this fast came while the spawn was still held: far below DELAY_MS. */
-#define PROMPT_MS 100
+#define PROMPT_MS ht_ms(100)
+/* Under the reexec's probe timeout (3 s, not scaled): the probe's execve is held too. */
+#define REEXEC_DELAY_MS 400
 
 static const char *strace_argv[16];
 
@@ -71,7 +73,7 @@ all_traced(pid_t pid)
  * waits until it holds them all. Returns strace's pid.
  */
 static pid_t
-slow_execs(pid_t herdd)
+slow_execs(pid_t herdd, int delay_ms)
 {
 	static char pid_text[16], inject[64];
 	int64_t deadline = ht_now_ms() + ht_ms(10000);
@@ -80,7 +82,7 @@ slow_execs(pid_t herdd)
 	int n = 0;
 
 	snprintf(pid_text, sizeof(pid_text), "%d", (int)herdd);
-	snprintf(inject, sizeof(inject), "inject=execve:delay_enter=%d", DELAY_MS * 1000);
+	snprintf(inject, sizeof(inject), "inject=execve:delay_enter=%d", delay_ms * 1000);
 	strace_argv[n++] = "strace";
 	strace_argv[n++] = "-f";
 	strace_argv[n++] = "-qq";
@@ -142,7 +144,7 @@ spawns_past(struct ht_conn *c, json_int_t before)
 START_TEST(test_loop_answers_while_spawn_waits)
 {
 	struct ht_conn *look = ht_herdd_open(ht_herdd, "inspector", "look");
-	pid_t tracer = slow_execs(ht_herdd->pid);
+	pid_t tracer = slow_execs(ht_herdd->pid, DELAY_MS);
 	int64_t sent, answered, ready;
 	json_t *r, *res;
 	int64_t id;
@@ -184,7 +186,7 @@ START_TEST(test_master_gone_while_spawn_waits)
 	struct ht_conn *look = ht_herdd_open(ht_herdd, "inspector", "look");
 	struct ht_conn *m = ht_herdd_open(ht_herdd, "master", "doomed");
 	json_int_t before = spawns_past(look, -1);
-	pid_t tracer = slow_execs(ht_herdd->pid), pid;
+	pid_t tracer = slow_execs(ht_herdd->pid, DELAY_MS), pid;
 	int64_t sent;
 	json_t *w;
 
@@ -264,7 +266,7 @@ START_TEST(test_reexec_waits_for_spawn)
 {
 	struct ht_conn *look = ht_herdd_open(ht_herdd, "inspector", "look");
 	json_int_t before = spawns_past(look, -1);
-	pid_t tracer = slow_execs(ht_herdd->pid);
+	pid_t tracer = slow_execs(ht_herdd->pid, REEXEC_DELAY_MS);
 	json_t *r, *res;
 	int64_t id;
 
