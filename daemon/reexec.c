@@ -405,6 +405,11 @@ probe(const char *binary, int memfd, char *why, size_t len)
 	snprintf(state_var, sizeof(state_var), ENV_STATE "=%d", memfd);
 	snprintf(probe_var, sizeof(probe_var), ENV_PROBE "=%d", p[1]);
 	env = child_env(extra);
+	/*
+	 * Forked by the loop's thread, unlike workers (leader.c): harmless, as
+	 * the probe has no parent-death signal and is awaited below, the reexec
+	 * only running once no spawn is in flight.
+	 */
 	pid = env ? fork() : -1;
 	if (pid == 0) {
 		fcntl(p[1], F_SETFD, 0);
