@@ -685,27 +685,46 @@ offer(struct conn *c, uint64_t n)
 	    k == K_LIST ? json_pack("{s:[sss]}", "fields", "id", "state", "rss_kib") : NULL);
 }
 
-/*
- * Time pid (0: this process) spent runnable but waiting for a CPU, in ns
- * (/proc/PID/schedstat): on a shared machine, the part of a latency that
- * is neither herdd's work nor this client's but the other tasks'.
- */
+/* One task's time runnable but waiting for a CPU, in ns, from its schedstat file. */
 static uint64_t
-runq_wait_ns(pid_t pid)
+task_wait_ns(const char *path)
 {
-	char path[64];
 	unsigned long long run = 0, wait = 0;
-	FILE *f;
+	FILE *f = fopen(path, "re");
 
-	if (pid)
-		snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
-	else
-		snprintf(path, sizeof(path), "/proc/self/schedstat");
-	f = fopen(path, "re");
 	if (!f || fscanf(f, "%llu %llu", &run, &wait) != 2)
 		wait = 0;
 	if (f)
 		fclose(f);
+	return wait;
+}
+
+/*
+ * Time pid (0: this process) spent runnable but waiting for a CPU, in ns,
+ * summed over its threads (herdd's loop is not its main thread): on a
+ * shared machine, the part of a latency that is neither herdd's work nor
+ * this client's but the other tasks'.
+ */
+static uint64_t
+runq_wait_ns(pid_t pid)
+{
+	char path[300];
+	struct dirent *e;
+	uint64_t wait = 0;
+	DIR *d;
+
+	if (!pid)
+		return task_wait_ns("/proc/self/schedstat");
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/schedstat", (int)pid, e->d_name);
+		wait += task_wait_ns(path);
+	}
+	if (d)
+		closedir(d);
 	return wait;
 }
 

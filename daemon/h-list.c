@@ -126,6 +126,9 @@ parse_query(struct conn *c, json_t *id, json_t *params, struct list_query *q)
 static bool
 matches(const struct list_query *q, const struct worker *w)
 {
+	/* Listed once it has a pid, as when the spawn stopped the loop until it had one. */
+	if (w->spawning)
+		return false;
 	if (q->states ? !(q->states & (1u << w->state)) : w->state == PROTO_STATE_EXITED && !q->all)
 		return false;
 	if (q->name && (!w->name || fnmatch(q->name, w->name, 0) != 0))
@@ -154,6 +157,7 @@ struct list_job {
 	struct proto_wbuf text; /* the reply so far */
 	size_t count; /* workers in it */
 	struct worker *next; /* where the walk goes on; NULL: the end */
+	bool waiting; /* for the connection's spawns in flight (list_spawned()) */
 	ev_timer turn;
 };
 
@@ -273,19 +277,23 @@ h_list(struct conn *c, json_t *id, json_t *params)
 	struct proto_wbuf text;
 	struct list_job *j;
 	size_t count = 0;
+	bool waiting;
 	int r;
 
 	if (parse_query(c, id, params, &q) < 0)
 		return;
 	r = text_begin(&text, id);
-	if (r >= 0)
+	/* A spawn this client asked for before is in its list: the list waits for its pid. */
+	waiting = c->spawning > 0;
+	if (r >= 0 && !waiting)
 		r = walk(c, &q, &text, &count, &next, LIST_SLICE);
-	if (r <= 0) {
+	if (r < 0 || (r == 0 && !waiting)) {
 		text_send(c, id, &text, r);
 		return;
 	}
 	/* More than a slice: the rest in later turns, into a buffer sized for them now. */
-	reserve(&text, count);
+	if (!waiting)
+		reserve(&text, count);
 	j = calloc(1, sizeof(*j));
 	if (!j || (q.name && !(j->name = strdup(q.name)))) {
 		free(j);
@@ -299,12 +307,28 @@ h_list(struct conn *c, json_t *id, json_t *params)
 	j->text = text;
 	j->count = count;
 	j->next = next;
+	j->waiting = waiting;
 	c->pending++;
 	LIST_INSERT_HEAD(&jobs, j, link);
 	ev_timer_init(&j->turn, job_turn, 0., 0.);
 	j->turn.data = j;
 	ev_set_priority(&j->turn, CONN_CONTROL_PRIORITY);
-	ev_timer_start(herdd.loop, &j->turn);
+	if (!j->waiting)
+		ev_timer_start(herdd.loop, &j->turn);
+}
+
+void
+list_spawned(struct conn *c)
+{
+	struct list_job *j;
+
+	LIST_FOREACH(j, &jobs, link) {
+		if (j->conn != c || !j->waiting)
+			continue;
+		j->waiting = false;
+		j->next = TAILQ_FIRST(&herdd.workers);
+		ev_timer_start(herdd.loop, &j->turn);
+	}
 }
 
 /* w leaves herdd.workers: a walk that was to resume from it resumes after it. */

@@ -410,4 +410,9 @@ h_spawn(struct conn *c, json_t *id, json_t *params)
 	}
 	if (sup_add_waiter(w, c, id, true) < 0)
 		log_error("worker %s: out of memory remembering the spawn request", w->id);
+	if (w->spawning) {
+		/* This client's next list must show it, with its pid (list_spawned()). */
+		w->spawn_conn = conn_ref(c);
+		c->spawning++;
+	}
 }

@@ -161,6 +161,27 @@ void main_io_close(ev_io *io, int *fd);
 /* herdd from start-up to exit; returns its exit status. */
 int main_run(int argc, char **argv);
 
+/* ---- leader.c: the main thread's work, apart from the loop's thread ---- */
+
+/* Work for the leader: run() there, then done() on the loop (leader_post). */
+struct leader_task {
+	void (*run)(struct leader_task *t);
+	void (*done)(struct leader_task *t);
+	bool waited; /* leader_call(): no done(), the caller waits */
+	bool finished; /* under leader.c's lock */
+};
+/* The eventfd that brings a task's end to the loop. Returns 0 or -errno. */
+int leader_init(void);
+void leader_cleanup(void);
+/* Runs fn (the loop) in a thread of its own and serves tasks until it returns. */
+void leader_run(void (*fn)(void));
+/* Hands t to the leader; t->done(t) runs on the loop later. Never while busy. */
+void leader_post(struct leader_task *t);
+/* Runs t in the leader while this thread waits (the reexec's execve). */
+void leader_call(struct leader_task *t);
+/* A task is in flight: a child may exist that the loop has not been told of. */
+bool leader_busy(void);
+
 /* ---- server.c ---- */
 
 /* Finds or creates the listening socket (activation first, own bind second). Fatal on error. */
@@ -258,6 +279,7 @@ struct conn {
 	char *name;
 	unsigned pending; /* requests answered later (spawn, shutdown) */
 	unsigned nworkers; /* live workers this connection owns */
+	unsigned spawning; /* its spawns with no pid yet: its lists wait for them */
 	bool subscribed_all; /* gets every event it may see, not only its own workers' */
 	bool ev_behind; /* its queue was full: events wait in the ring (events.c) */
 	bool ev_feeding; /* events.c is feeding it from the ring */
@@ -357,6 +379,8 @@ void list_forget(struct worker *w);
 bool list_id_pending(const struct conn *c, const json_t *id);
 bool list_busy(void);
 void list_conn_gone(struct conn *c);
+/* c's last spawn in flight has its pid: c's lists that waited for it start. */
+void list_spawned(struct conn *c);
 /* Control connections' watchers (and their lists) run after the supervisor's (conn.c). */
 #define CONN_CONTROL_PRIORITY (EV_MINPRI + 1)
 void h_inspect(struct conn *c, json_t *id, json_t *params);
@@ -520,6 +544,11 @@ struct worker {
 	pid_t pid;
 	int pidfd;
 	bool reaped;
+	/* Its spawn is queued or with the leader (spawn.c): no process, no pid yet. */
+	bool spawning;
+	int spawn_sig; /* the strongest signal asked for meanwhile, sent once it exists */
+	int spawn_channel; /* herdd's end of its channel until then, or -1 */
+	struct conn *spawn_conn; /* a reference to the connection that asked, until then */
 	enum proto_state state;
 	enum proto_reason reason; /* PROTO_REASON_NONE while running */
 	int exit_code; /* -1 if killed by a signal */
@@ -657,12 +686,16 @@ json_t *sup_stats_json(void);
 void sup_heartbeat_start(struct worker *w);
 
 /*
- * spawn.c: forks and execs w (w->pid set). Returns the read end of the
- * child's error-report pipe (non-blocking), or -errno.
+ * spawn.c: starts w's process, with its own copies of the fds given. Returns
+ * the read end of the child's error-report pipe (non-blocking), or -errno.
+ * With w->spawning set the process comes later, from the leader thread, and
+ * sup_spawned() says so; otherwise it exists already (w->pid set).
  */
 /* Takes the low fds spawns pass through (early, while fd numbers are low). */
 void spawn_init(void);
 int spawn_start(struct worker *w, int channel_fd, int capture_fds[2], int cgroup_fd);
+/* The end of w's spawn: its pid, or -errno when no process came to be. */
+void sup_spawned(struct worker *w, pid_t pid);
 /*
  * What a child that failed before exec writes on its report pipe. stage is a
  * string literal of herdd's: the child runs in herdd's memory (CLONE_VM), and

@@ -651,6 +651,9 @@ start_up(int argc, char **argv)
 		log_warn("PR_SET_CHILD_SUBREAPER: %m; detached grandchildren may escape");
 
 	main_state_init();
+	r = leader_init();
+	if (r < 0)
+		fatal("eventfd: %s", strerror(-r));
 	contain_init(cgroup_delegated_dir());
 	if (adopting)
 		reexec_server();
@@ -702,6 +705,7 @@ clean_up(void)
 	ev_timer_stop(herdd.loop, &idle_timer);
 	reexec_cleanup();
 	main_state_free();
+	leader_cleanup();
 	stdio_cleanup();
 	server_close();
 	contain_cleanup();
@@ -717,6 +721,12 @@ clean_up(void)
 	free(herdd.cfg.cgroup);
 }
 
+static void
+run_loop(void)
+{
+	ev_run(herdd.loop, 0);
+}
+
 /* herdd's whole life; main() is in herdd.c, apart, so the fuzz target can link the rest. */
 int
 main_run(int argc, char **argv)
@@ -729,7 +739,7 @@ main_run(int argc, char **argv)
 	    "herdd %s ready (pid %d, uid %u)", HERD_VERSION, (int)herdd.pid, (unsigned)herdd.uid);
 	notify_ready();
 	notify_status();
-	ev_run(herdd.loop, 0);
+	leader_run(run_loop);
 	clean_up();
 	return 0;
 }

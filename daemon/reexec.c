@@ -324,6 +324,8 @@ unsettled(void)
 
 	if (list_busy())
 		return "a list is being built";
+	if (leader_busy())
+		return "a spawn is in flight";
 	TAILQ_FOREACH(w, &herdd.workers, link) {
 		if (w->state == PROTO_STATE_STARTING || w->state == PROTO_STATE_STOPPING ||
 		    ev_is_active(&w->grace_timer) || w->errpipe >= 0)
@@ -403,6 +405,11 @@ probe(const char *binary, int memfd, char *why, size_t len)
 	snprintf(state_var, sizeof(state_var), ENV_STATE "=%d", memfd);
 	snprintf(probe_var, sizeof(probe_var), ENV_PROBE "=%d", p[1]);
 	env = child_env(extra);
+	/*
+	 * Forked by the loop's thread, unlike workers (leader.c): harmless, as
+	 * the probe has no parent-death signal and is awaited below, the reexec
+	 * only running once no spawn is in flight.
+	 */
 	pid = env ? fork() : -1;
 	if (pid == 0) {
 		fcntl(p[1], F_SETFD, 0);
@@ -508,13 +515,31 @@ set_cloexec(const struct reexec_fds *fds, bool on)
 		fcntl(fds->fd[i], F_SETFD, on ? FD_CLOEXEC : 0);
 }
 
+/* The execve, by the leader: one by another thread would end the leader and its workers. */
+struct exec_task {
+	struct leader_task task;
+	const char *binary;
+	char **env;
+	int err;
+};
+
+static void
+exec_run(struct leader_task *t)
+{
+	struct exec_task *e = (struct exec_task *)t;
+
+	execve(e->binary, self_argv, e->env);
+	e->err = -errno;
+}
+
 /* Executes binary in place with the state; returns only when execve failed (-errno). */
 static int
 exec_successor(const char *binary, int memfd, const struct reexec_fds *fds)
 {
 	char state_var[64], fallback_var[64];
 	char *extra[] = { state_var, fallback_var, NULL }, **env;
-	int old = open("/proc/self/exe", O_PATH), err;
+	int old = open("/proc/self/exe", O_PATH);
+	struct exec_task e = { .task.run = exec_run, .binary = binary };
 	sigset_t all, prev;
 
 	snprintf(state_var, sizeof(state_var), ENV_STATE "=%d", memfd);
@@ -534,15 +559,15 @@ exec_successor(const char *binary, int memfd, const struct reexec_fds *fds)
 	set_cloexec(fds, false);
 	fcntl(memfd, F_SETFD, 0);
 	log_info("reexec: executing %s", binary);
-	execve(binary, self_argv, env);
-	err = -errno;
+	e.env = env;
+	leader_call(&e.task);
 	set_cloexec(fds, true);
 	sigprocmask(SIG_SETMASK, &prev, NULL);
 	ids_open(herdd.socket_dir);
 	free(env);
 	if (old >= 0)
 		close(old);
-	return err;
+	return e.err;
 }
 
 static void

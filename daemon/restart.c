@@ -272,11 +272,9 @@ restart_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 	new_incarnation(w, r);
 	err = sup_spawn(w);
-	if (err == 0) {
-		log_info("worker %s: incarnation %u, pid %d", w->id, w->incarnation, (int)w->pid);
-		events_emit(w, PROTO_EVENT_RESTARTED);
+	/* Its pid and the "restarted" event come when the process exists (sup_spawned()). */
+	if (err == 0)
 		return;
-	}
 	/* No process came to be: an end like any other, which the policy judges. */
 	log_warn("worker %s: restart failed at %s: %s", w->id,
 	    w->spawn_stage ? w->spawn_stage : "prepare", strerror(-err));

@@ -5,8 +5,13 @@
  * and exec only async-signal-safe calls are allowed.
  *
  * The child is started with clone(CLONE_VM | CLONE_VFORK), as posix_spawn()
- * does: it borrows herdd's memory on a stack of its own and herdd waits until
- * it has called execve() or exited. A plain fork() copies herdd's page tables
+ * does: it borrows herdd's memory on a stack of its own and the thread that
+ * cloned it waits until it has called execve() or exited. That thread is
+ * herdd's main one (leader.c), never the loop's: the wait (1-7 ms under
+ * load) stops nothing else, and the child's errno is the sleeping main
+ * thread's, not the loop's. The loop queues spawns and hands them over one
+ * at a time (one stack, one set of fd slots); the worker gets its pid when
+ * the clone returns (sup_spawned()). A plain fork() copies herdd's page tables
  * and leaves every page copy-on-write; that cost grows with herdd's memory
  * (each record of an exited worker adds some) and it was most of the gap
  * between a spawn through herdd and a bare fork+exec. Sharing memory puts
@@ -14,7 +19,8 @@
  * never runs a signal handler (signals stay blocked until every disposition
  * is back to default), and it changes credentials with the raw system calls,
  * which act on the calling task only. A call that could block for good
- * (opening a FIFO nobody reads) is made non-blocking, since herdd waits.
+ * (opening a FIFO nobody reads) is made non-blocking, since every later
+ * spawn waits.
  *
  * The fd table is shared too (CLONE_FILES): copying it, and closing every
  * copy again at exec, cost each spawn time in proportion to herdd's open fds,
@@ -633,50 +639,141 @@ clone_child(struct child_plan *p, void *stack)
 	return r < 0 ? r : pid;
 }
 
+/* One spawn: its plan and its own copies of the fds the child gets. */
+struct spawn_job {
+	struct leader_task task; /* first: the leader runs it */
+	struct spawn_job *next;
+	struct worker *w;
+	struct child_plan plan;
+	int fds[5]; /* channel, stdout, stderr, cgroup, report pipe's write end; or -1 */
+	pid_t result; /* the pid, or -errno */
+};
+
+/* Spawns wait here for the leader, one at a time (it has one set of slots, one stack). */
+static struct spawn_job *queue, **queue_tail = &queue;
+
+static int
+job_fd(struct spawn_job *j, int i, int fd)
+{
+	j->fds[i] = fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	return fd >= 0 && j->fds[i] < 0 ? -errno : 0;
+}
+
+static void
+job_free(struct spawn_job *j)
+{
+	for (size_t i = 0; i < sizeof(j->fds) / sizeof(j->fds[0]); i++)
+		if (j->fds[i] >= 0)
+			close(j->fds[i]);
+	free(j->plan.argv);
+	free_strv(j->plan.envp);
+	free(j);
+}
+
+/* In the leader: the clone, which returns once the child has called execve() or exited. */
+static void
+job_run(struct leader_task *t)
+{
+	struct spawn_job *j = (struct spawn_job *)t;
+	void *stack = child_stack_top();
+
+	if (j->result < 0) {
+		/* Failed in the loop already (the slots). */
+	} else if (!stack) {
+		j->result = -errno;
+		if (j->plan.share_fds)
+			slots_clear();
+	} else {
+		j->result = clone_child(&j->plan, stack);
+	}
+}
+
+static void job_done(struct leader_task *t);
+
+/* Hands the next queued spawn to the leader, its fds in the slots. */
+static void
+dispatch(void)
+{
+	struct spawn_job *j = queue;
+	int r;
+
+	if (!j || leader_busy())
+		return;
+	r = plan_share_fds(&j->plan, j->fds[0], &j->fds[1], j->fds[4]);
+	if (r < 0)
+		j->result = r;
+	leader_post(&j->task);
+}
+
+/* On the loop: the spawn has ended; the worker learns its pid, the next one starts. */
+static void
+job_done(struct leader_task *t)
+{
+	struct spawn_job *j = (struct spawn_job *)t;
+	struct worker *w = j->w;
+	pid_t result = j->result;
+
+	queue = j->next;
+	if (!queue)
+		queue_tail = &queue;
+	job_free(j);
+	sup_spawned(w, result);
+	dispatch();
+}
+
 /*
- * Forks and execs w, in the cgroup cgroup_fd when >= 0; see the file comment. Returns the report pipe's read end or -errno.
+ * Queues w's spawn, in the cgroup cgroup_fd when >= 0; see the file comment.
+ * The fds given stay the caller's: the job holds copies until it ends.
+ * Returns the report pipe's read end or -errno.
  */
 int
 spawn_start(struct worker *w, int channel_fd, int capture_fds[2], int cgroup_fd)
 {
-	struct child_plan p = { 0 };
+	struct spawn_job *j = calloc(1, sizeof(*j));
+	struct child_plan *p;
 	int pipefd[2], r;
-	void *stack;
-	pid_t pid;
 
-	r = plan_identity(w, &p);
-	if (r < 0)
-		goto out;
-	p.parent = getpid();
-	p.out = w->out;
-	p.capture_fds[0] = capture_fds[0];
-	p.capture_fds[1] = capture_fds[1];
-	p.channel_fd = channel_fd;
-	p.cwd = w->cwd;
-	p.umask = (mode_t)w->umask;
-	p.cgroup_fd = cgroup_fd;
-	p.new_pid_ns = w->pid_ns;
-	p.nrlimits = limits_rlimits(w, p.rlimits);
-	stack = child_stack_top();
-	if (!stack || pipe2(pipefd, O_CLOEXEC) < 0) {
+	if (!j)
+		return -ENOMEM;
+	for (size_t i = 0; i < sizeof(j->fds) / sizeof(j->fds[0]); i++)
+		j->fds[i] = -1;
+	j->w = w;
+	j->task.run = job_run;
+	j->task.done = job_done;
+	p = &j->plan;
+	r = plan_identity(w, p);
+	if (r == 0 && pipe2(pipefd, O_CLOEXEC) < 0)
 		r = -errno;
-		goto out;
+	if (r < 0) {
+		job_free(j);
+		return r;
 	}
-	p.report_fd = pipefd[1];
-	r = plan_share_fds(&p, channel_fd, capture_fds, pipefd[1]);
-	pid = r < 0 ? r : clone_child(&p, stack);
-	close(pipefd[1]);
-	if (pid < 0) {
-		r = pid;
+	j->fds[4] = pipefd[1];
+	r = job_fd(j, 0, channel_fd);
+	for (int i = 0; i < 2 && r == 0; i++)
+		r = job_fd(j, 1 + i, capture_fds[i]);
+	if (r == 0)
+		r = job_fd(j, 3, cgroup_fd);
+	if (r < 0) {
 		close(pipefd[0]);
-		w->spawn_stage = "fork";
-		goto out;
+		job_free(j);
+		return r;
 	}
-	w->pid = pid;
+	p->parent = getpid();
+	p->out = w->out;
+	p->channel_fd = j->fds[0];
+	p->capture_fds[0] = j->fds[1];
+	p->capture_fds[1] = j->fds[2];
+	p->report_fd = j->fds[4];
+	p->cwd = w->cwd;
+	p->umask = (mode_t)w->umask;
+	p->cgroup_fd = j->fds[3];
+	p->new_pid_ns = w->pid_ns;
+	p->nrlimits = limits_rlimits(w, p->rlimits);
+	w->spawning = true;
+	*queue_tail = j;
+	queue_tail = &j->next;
+	dispatch();
 	fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
-	r = pipefd[0];
-out:
-	free(p.argv);
-	free_strv(p.envp);
-	return r;
+	return pipefd[0];
 }

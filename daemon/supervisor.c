@@ -47,11 +47,15 @@ static ev_prepare escapee_check;
  * outside a cgroup, or a pid that was no worker (its orphans came to herdd).
  */
 static bool walk_escapees;
+/* A SIGCHLD came while the leader was making a child: the reap waits for its end. */
+static bool reap_waited;
 
 static void grace_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void spawn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void reaped(struct worker *w, int status, const struct rusage *ru);
+static void reap_all(struct ev_loop *loop);
 
 /* A fresh record with defaults. */
 struct worker *
@@ -63,6 +67,7 @@ sup_worker_new(void)
 		return NULL;
 	w->pidfd = -1;
 	w->errpipe = -1;
+	w->spawn_channel = -1;
 	w->notify_fd = -1;
 	w->exit_code = -1;
 	w->umask = 022;
@@ -91,6 +96,12 @@ signal_worker(struct worker *w, int sig, bool tree)
 
 	if (w->reaped)
 		return -ESRCH;
+	if (w->spawning) {
+		/* No process yet: it gets the strongest signal asked for once it exists. */
+		if (w->spawn_sig != SIGKILL)
+			w->spawn_sig = sig;
+		return 0;
+	}
 	/* One write kills the whole cgroup; the walk is for other signals, or no cgroup. */
 	if (tree && sig == SIGKILL && contain_kill(w) == 0)
 		tree = false;
@@ -458,23 +469,53 @@ spawn_name(struct worker *w)
 }
 
 /*
- * The process exists: watch its error pipe (rep) and its channel (fd, taken
- * over), list it and start its spawn timer. Failures from here on end with a
- * reap, never a leak.
+ * The spawn is under way: w is listed as starting, its spawn timer runs, and
+ * a stop or signal meanwhile waits for the process (signal_worker()).
+ * Failures from here on end with a reap, never a leak.
  */
 static void
-spawn_started(struct worker *w, int fd, int rep)
+spawn_queued(struct worker *w, int fd, int rep)
 {
-	struct conn *ch;
-
-	w->pidfd = pidfd_open(w->pid, 0);
-	if (w->pidfd >= 0)
-		fcntl(w->pidfd, F_SETFD, FD_CLOEXEC);
 	w->errpipe = rep;
 	ev_io_init(&w->errpipe_io, errpipe_cb, rep, EV_READ);
 	w->errpipe_io.data = w;
+	w->spawn_channel = fd;
+	if (w->listed) {
+		sup_set_state(w, PROTO_STATE_STARTING);
+	} else {
+		w->state = PROTO_STATE_STARTING;
+		sup_link(w);
+	}
+	if (w->owner)
+		w->owner->nworkers++;
+	herdd.stats.spawns++;
+	ev_timer_set(&w->spawn_timer, w->spawn_timeout_ms / 1000.0, 0.);
+	ev_timer_start(herdd.loop, &w->spawn_timer);
+	notify_status();
+	if (!w->spawning)
+		sup_spawned(w, w->pid);
+}
+
+/* The process exists: watch its error pipe and its channel (taken over), map its pid. */
+static void
+spawn_started(struct worker *w)
+{
+	int fd = w->spawn_channel;
+	struct conn *ch;
+
+	w->spawn_channel = -1;
+	w->pidfd = pidfd_open(w->pid, 0);
+	if (w->pidfd >= 0)
+		fcntl(w->pidfd, F_SETFD, FD_CLOEXEC);
 	ev_io_start(herdd.loop, &w->errpipe_io);
 	wnotify_start(w);
+	sup_pid_add(w);
+	log_info("worker %s pid %d: spawned %s for uid %u", w->id, (int)w->pid, w->path,
+	    (unsigned)w->uid);
+	if (w->incarnation > 1) {
+		log_info("worker %s: incarnation %u, pid %d", w->id, w->incarnation, (int)w->pid);
+		events_emit(w, PROTO_EVENT_RESTARTED);
+	}
 	if (fd < 0) {
 		/* Ready "exec" or "notify": no channel. */
 	} else if ((ch = conn_new(fd, CONN_CHANNEL, &channel_ops, CHANNEL_MAX_BYTES))) {
@@ -487,21 +528,43 @@ spawn_started(struct worker *w, int fd, int rep)
 		w->reason = PROTO_REASON_SPAWN_FAILED;
 		signal_worker(w, SIGKILL, true);
 	}
-	if (w->listed) {
-		sup_set_state(w, PROTO_STATE_STARTING);
+}
+
+void
+sup_spawned(struct worker *w, pid_t pid)
+{
+	int sig = w->spawn_sig;
+
+	w->spawning = false;
+	w->spawn_sig = 0;
+	if (pid < 0) {
+		/* No process: an exit at stage "fork", which answers and counts like any other. */
+		log_warn("spawn of %s for uid %u failed at fork: %s", w->path, (unsigned)w->uid,
+		    strerror((int)-pid));
+		if (w->spawn_channel >= 0)
+			close(w->spawn_channel);
+		w->spawn_channel = -1;
+		w->spawn_stage = "fork";
+		w->spawn_errno = (int)-pid;
+		reaped(w, W_EXITCODE(127, 0), NULL);
 	} else {
-		w->state = PROTO_STATE_STARTING;
-		sup_link(w);
+		w->pid = pid;
+		spawn_started(w);
+		/* A stop, a kill or a lost master while it was being made. */
+		if (sig)
+			signal_worker(w, sig, true);
 	}
-	sup_pid_add(w);
-	if (w->owner)
-		w->owner->nworkers++;
-	herdd.stats.spawns++;
-	ev_timer_set(&w->spawn_timer, w->spawn_timeout_ms / 1000.0, 0.);
-	ev_timer_start(herdd.loop, &w->spawn_timer);
-	log_info("worker %s pid %d: spawned %s for uid %u", w->id, (int)w->pid, w->path,
-	    (unsigned)w->uid);
-	notify_status();
+	if (w->spawn_conn) {
+		if (--w->spawn_conn->spawning == 0)
+			list_spawned(w->spawn_conn);
+		conn_unref(w->spawn_conn);
+		w->spawn_conn = NULL;
+	}
+	/* What exited or escaped meanwhile waited for the leader to be done. */
+	if (reap_waited)
+		reap_all(herdd.loop);
+	else if (walk_escapees)
+		ev_prepare_start(herdd.loop, &escapee_check);
 }
 
 /* Starts w; see the header. */
@@ -560,7 +623,7 @@ sup_spawn(struct worker *w)
 		if (pipes[i][0] >= 0)
 			capture_start(&w->cap[i], pipes[i][0]);
 	}
-	spawn_started(w, sv[0], rep);
+	spawn_queued(w, sv[0], rep);
 	return 0;
 
 fail:
@@ -801,6 +864,9 @@ static void
 escapee_check_cb(struct ev_loop *loop, ev_prepare *p, int revents)
 {
 	ev_prepare_stop(loop, p);
+	/* A child the leader is making would look like an escapee: the end of its spawn walks. */
+	if (leader_busy())
+		return;
 	walk_escapees = false;
 	kill_escapees();
 }
@@ -819,13 +885,23 @@ sup_reap(pid_t pid, int status, const struct rusage *ru)
 	}
 }
 
+/* Reaps every child that has ended. */
 static void
-child_cb(struct ev_loop *loop, ev_signal *s, int revents)
+reap_all(struct ev_loop *loop)
 {
 	struct rusage ru;
 	int status;
 	pid_t pid;
 
+	/*
+	 * Not while the leader makes a child: its pid is not mapped yet, and its
+	 * exit would be taken for a stranger's. sup_spawned() comes back here.
+	 */
+	if (leader_busy()) {
+		reap_waited = true;
+		return;
+	}
+	reap_waited = false;
 	/* One SIGCHLD may stand for many children. */
 	while ((pid = wait4(-1, &status, WNOHANG, &ru)) > 0)
 		sup_reap(pid, status, &ru);
@@ -836,6 +912,12 @@ child_cb(struct ev_loop *loop, ev_signal *s, int revents)
 	 */
 	if (walk_escapees)
 		ev_prepare_start(loop, &escapee_check);
+}
+
+static void
+child_cb(struct ev_loop *loop, ev_signal *s, int revents)
+{
+	reap_all(loop);
 }
 
 /* Starts the reaper and the retention timer. */

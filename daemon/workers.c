@@ -276,6 +276,10 @@ sup_worker_free(struct worker *w)
 	ev_timer_stop(herdd.loop, &w->hb_timer);
 	ev_timer_stop(herdd.loop, &w->conn_timer);
 	main_io_close(&w->errpipe_io, &w->errpipe);
+	if (w->spawn_channel >= 0)
+		close(w->spawn_channel);
+	if (w->spawn_conn)
+		conn_unref(w->spawn_conn);
 	if (w->pidfd >= 0)
 		close(w->pidfd);
 	wnotify_close(w);
