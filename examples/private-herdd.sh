@@ -3,6 +3,9 @@
 # build directory); $HERDD_ARGS, if set, are more herdd options (split on
 # spaces). Sets $dir, $sock, $herdd_pid.
 
+# Without it the keeper below dies before opening its FIFO, and the read hangs.
+[ -n "${build:-}" ] || { echo "private-herdd.sh: set build to a meson build directory" >&2; exit 2; }
+
 # On tmpfs when there is one, as $XDG_RUNTIME_DIR (/run/user/UID) is where herdd
 # normally lives: a worker binds its socket there, and on a disk file system a
 # thousand binds at once queue on the directory's lock.
