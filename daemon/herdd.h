@@ -6,8 +6,10 @@
  * notifications to the service manager (notify.c), the delegated cgroup
  * (cgroup.c) and logging (log.c).
  *
- * herdd is single-threaded: everything runs in one libev loop, whose SIGCHLD
- * watcher (supervisor.c) is the only reaper of child processes.
+ * Everything runs in one libev loop, in a thread of its own, whose SIGCHLD
+ * watcher (supervisor.c) is the only reaper of child processes. The main
+ * thread only makes those children and performs the reexec's execve()
+ * (leader.c), so that a spawn never stops the loop.
  */
 #ifndef HERDD_H
 #define HERDD_H
