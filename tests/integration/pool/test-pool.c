@@ -107,24 +107,13 @@ init_worker(json_t *arg, void **ret_state, char **reterr)
 	return 0;
 }
 
-static const struct herd_function functions[] = {
-	{ "double", HERD_KIND_CALL, fn_double },
-	{ "echo", HERD_KIND_CALL, wa_echo },
-	{ "item", HERD_KIND_CALL, fn_item },
-	{ "pid", HERD_KIND_CALL, fn_pid },
-	{ NULL, 0, NULL },
-};
-
-static const struct herd_combiner combiners[] = {
-	{ "merge", merge },
-	{ NULL, NULL },
-};
-
 static const struct herd_worker_type pool_worker = {
 	.name = "pool-test",
-	.functions = functions,
+	.functions = WA_FUNCTIONS({ "double", HERD_KIND_CALL, fn_double },
+	    { "echo", HERD_KIND_CALL, wa_echo }, { "item", HERD_KIND_CALL, fn_item },
+	    { "pid", HERD_KIND_CALL, fn_pid }),
 	.init_worker = init_worker,
-	.combiners = combiners,
+	.combiners = WA_COMBINERS({ "merge", merge }),
 };
 
 /* ---- master side ---- */
