@@ -14,7 +14,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -612,8 +611,7 @@ static const struct bench_mode modes[] = {
 int
 main(int argc, char **argv)
 {
-	const struct bench_mode *mode = bench_mode_find(modes, "baseline", argc, argv);
+	static const struct bench_prog prog = { "baseline", modes, NULL, NULL };
 
-	signal(SIGPIPE, SIG_IGN);
-	return mode ? mode->run(argv + 2) : 2;
+	return bench_main(&prog, argc, argv);
 }

@@ -69,6 +69,20 @@ check(int r, const char *what)
 	}
 }
 
+/* Every mode talks to herdd through one master (check() ends the program if it cannot). */
+static int
+start(void)
+{
+	check(herd_master_connect(NULL, NULL, &master, NULL), "connect to herdd");
+	return 0;
+}
+
+static void
+finish(void)
+{
+	herd_master_unref(master);
+}
+
 static herd_worker *
 spawn(const char *path)
 {
@@ -867,7 +881,7 @@ cmd_pool_start(char **args)
 	return 0;
 }
 
-/* A mode table like baseline.c's: each program lists its own modes; bench_mode_find parses both. */
+/* Each program lists its own modes; bench_main (stats.c) parses and runs them for all. */
 static const struct bench_mode modes[] = {
 	{ "rtt", "WORKER N", 2, cmd_rtt },
 	{ "pipeline", "WORKER N INFLIGHT W", 4, cmd_pipeline },
@@ -886,13 +900,7 @@ static const struct bench_mode modes[] = {
 int
 main(int argc, char **argv)
 {
-	const struct bench_mode *mode = bench_mode_find(modes, "herd-bench", argc, argv);
-	int r;
+	static const struct bench_prog prog = { "herd-bench", modes, start, finish };
 
-	if (!mode)
-		return 2;
-	check(herd_master_connect(NULL, NULL, &master, NULL), "connect to herdd");
-	r = mode->run(argv + 2);
-	herd_master_unref(master);
-	return r;
+	return bench_main(&prog, argc, argv);
 }

@@ -971,7 +971,6 @@ static void
 setup(int masters)
 {
 	bench_raise_fd_limit();
-	signal(SIGPIPE, SIG_IGN);
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0)
 		die("epoll_create1");
@@ -1213,17 +1212,21 @@ static const struct bench_mode modes[] = {
 	{ 0 },
 };
 
-int
-main(int argc, char **argv)
+static int
+start(void)
 {
-	const struct bench_mode *m = bench_mode_find(modes, "herd-load", argc, argv);
-
 	sock_path = getenv("HERD_SOCKET");
-	if (!m)
-		return 2;
 	if (!sock_path) {
 		fprintf(stderr, "herd-load: set HERD_SOCKET to herdd's socket\n");
 		return 2;
 	}
-	return m->run(argv + 2);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct bench_prog prog = { "herd-load", modes, start, NULL };
+
+	return bench_main(&prog, argc, argv);
 }

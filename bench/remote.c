@@ -258,7 +258,7 @@ main(int argc, char **argv)
 		{ "pool", "HOSTS WORKER FUNCTION ARG N J", 6, run_pool },
 		{ NULL },
 	};
-	const struct bench_mode *mode = bench_mode_find(modes, "remote-bench", argc, argv);
+	static const struct bench_prog prog = { "remote-bench", modes, NULL, NULL };
 
-	return mode ? mode->run(argv + 2) : 2;
+	return bench_main(&prog, argc, argv);
 }

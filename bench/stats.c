@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,23 @@ bench_mode_find(const struct bench_mode *modes, const char *prog, int argc, char
 	for (m = modes; m->name; m++)
 		fprintf(stderr, "  %s %s %s\n", prog, m->name, m->args);
 	return NULL;
+}
+
+int
+bench_main(const struct bench_prog *prog, int argc, char **argv)
+{
+	const struct bench_mode *mode = bench_mode_find(prog->modes, prog->name, argc, argv);
+	int r;
+
+	if (!mode)
+		return 2;
+	signal(SIGPIPE, SIG_IGN);
+	if (prog->start && (r = prog->start()) != 0)
+		return r;
+	r = mode->run(argv + 2);
+	if (prog->finish)
+		prog->finish();
+	return r;
 }
 
 void

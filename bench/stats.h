@@ -47,4 +47,22 @@ struct bench_mode {
 const struct bench_mode *bench_mode_find(
     const struct bench_mode *modes, const char *prog, int argc, char **argv);
 
+/* A benchmark program: its name (for the usage text), its modes, what it does around one. */
+struct bench_prog {
+	const char *name;
+	const struct bench_mode *modes; /* ends in a row without name */
+	int (*start)(
+	    void); /* may be NULL; runs once the mode is known: nonzero is the exit status */
+	void (*finish)(void); /* may be NULL; runs after the mode */
+};
+
+/*
+ * Every benchmark program's main(): runs the mode argv[1] names with the
+ * arguments after it, between prog's start and finish, with SIGPIPE ignored
+ * (a peer may close first: a write fails with EPIPE instead of ending the
+ * program). Returns the exit status: the mode's, start's when it fails, or 2
+ * after the usage text.
+ */
+int bench_main(const struct bench_prog *prog, int argc, char **argv);
+
 #endif

@@ -148,6 +148,15 @@ struct ht_case {
 		}                                                                                  \
 	}
 
+/* HT_HERDD_CASE whose tests are loop tests, each run loops_ times with _i = 0..loops_-1. */
+#define HT_HERDD_LOOP_CASE(name_, timeout_s_, herdd_argv_, loops_, ...)                            \
+	{                                                                                          \
+		.name = (name_), .timeout_s = (timeout_s_), .loops = (loops_), .herdd = true,      \
+		.herdd_argv = (herdd_argv_), .tests = {                                            \
+			__VA_ARGS__                                                                \
+		}                                                                                  \
+	}
+
 /* HT_CASE with a checked setup_ and teardown_ (either may be NULL). */
 #define HT_CASE_WITH(name_, timeout_s_, setup_, teardown_, ...)                                    \
 	{                                                                                          \

@@ -292,6 +292,21 @@ START_TEST(hello_rules)
 }
 END_TEST
 
+/*
+ * Every name of one vocabulary both ways, from the test's own list of them:
+ * proto_KIND_name(i) is names[i] and proto_KIND_from_name(names[i]) is i for
+ * each of the count values, the list has no more, and past them there is no name.
+ */
+#define assert_names(kind, count, names)                                                           \
+	do {                                                                                       \
+		ck_assert_int_eq(PROTO_LEN(names), (count));                                       \
+		for (int i_ = 0; i_ < (count); i_++) {                                             \
+			ck_assert_str_eq(proto_##kind##_name((enum proto_##kind)i_), (names)[i_]); \
+			ck_assert_int_eq(proto_##kind##_from_name((names)[i_]), i_);               \
+		}                                                                                  \
+		ck_assert_ptr_null(proto_##kind##_name((enum proto_##kind)(count)));               \
+	} while (0)
+
 START_TEST(name_tables)
 {
 	static const char *const states[] = { "starting", "ready", "stopping", "exited",
@@ -302,28 +317,14 @@ START_TEST(name_tables)
 		"heartbeat_lost", "spawn_timeout", "init_failed", "stopped", "killed", "restarted",
 		"given_up" };
 	static const char *const restarts[] = { "no", "on-failure", "always" };
-	int i;
 
-	for (i = 0; i < PROTO_STATE_COUNT; i++) {
-		ck_assert_str_eq(proto_state_name((enum proto_state)i), states[i]);
-		ck_assert_int_eq(proto_state_from_name(states[i]), i);
-	}
-	ck_assert_ptr_null(proto_state_name(PROTO_STATE_COUNT));
-	for (i = 0; i < PROTO_SHUTDOWN_ON_COUNT; i++) {
-		ck_assert_str_eq(proto_shutdown_on_name((enum proto_shutdown_on)i), policies[i]);
-		ck_assert_int_eq(proto_shutdown_on_from_name(policies[i]), i);
-	}
+	assert_names(state, PROTO_STATE_COUNT, states);
+	assert_names(shutdown_on, PROTO_SHUTDOWN_ON_COUNT, policies);
 	ck_assert_int_eq(proto_shutdown_on_from_name("never"), -1);
 	ck_assert_int_eq(proto_shutdown_on_from_name(NULL), -1);
-	for (i = 0; i < PROTO_EVENT_COUNT; i++) {
-		ck_assert_str_eq(proto_event_name((enum proto_event)i), events[i]);
-		ck_assert_int_eq(proto_event_from_name(events[i]), i);
-	}
+	assert_names(event, PROTO_EVENT_COUNT, events);
 	ck_assert_int_eq(proto_event_from_name("exploded"), -1);
-	for (i = 0; i < PROTO_RESTART_COUNT; i++) {
-		ck_assert_str_eq(proto_restart_name((enum proto_restart)i), restarts[i]);
-		ck_assert_int_eq(proto_restart_from_name(restarts[i]), i);
-	}
+	assert_names(restart, PROTO_RESTART_COUNT, restarts);
 	ck_assert_int_eq(proto_restart_from_name("sometimes"), -1);
 }
 END_TEST

@@ -3,7 +3,8 @@
  * What the two test workers (herd-testworker, the example worker in
  * tests/helpers) share: strict argument unpacking, the start of their worker
  * state, the connection state that keeps the client's init argument, and the
- * functions they serve alike.
+ * functions they serve alike; and how the tests' in-process workers write
+ * their function tables (WA_FUNCTIONS).
  */
 #ifndef HERD_TEST_WORKER_ARGS_H
 #define HERD_TEST_WORKER_ARGS_H
@@ -11,6 +12,22 @@
 #include <jansson.h>
 
 #include <herd/worker.h>
+
+/*
+ * The function table of a worker type, written in its declaration: the rows
+ * (struct herd_function initializers) and the NULL row that ends them, as
+ * an array of static storage (a compound literal at file scope). Every test
+ * that serves a small worker type in-process declares it this way:
+ *   static const struct herd_worker_type t = {
+ *           .name = "t",
+ *           .functions = WA_FUNCTIONS({ "f", HERD_KIND_CALL, fn_f }),
+ *   };
+ * Programs meant to be read as examples (examples/, tests/install/) spell
+ * the two tables out, as the public header documents them.
+ */
+#define WA_FUNCTIONS(...) ((const struct herd_function[]){ __VA_ARGS__, { NULL, 0, NULL } })
+/* The combiner table of a worker type, likewise: rows and the NULL row. */
+#define WA_COMBINERS(...) ((const struct herd_combiner[]){ __VA_ARGS__, { NULL, NULL } })
 
 /* A connection's state: the client's init argument and the calls made on it. */
 struct wa_conn {

@@ -26,6 +26,7 @@
 
 #include "ht-check.h"
 #include "ht-example.h"
+#include "worker-args.h"
 
 #define NEST_DEPTH    3 /* levels below the top worker */
 #define NEST_GRACE_MS 2000
@@ -119,17 +120,10 @@ fn_read(herd_request *req, json_t *arg)
 	herd_request_reply(req, json_pack("{s:s}", "text", buf));
 }
 
-/* A table and a type as every in-process test worker declares them (offload, callback): data. */
-static const struct herd_function first_user_functions[] = {
-	{ "cwd", HERD_KIND_CALL, fn_cwd },
-	{ "getenv", HERD_KIND_CALL, fn_getenv },
-	{ "read", HERD_KIND_CALL, fn_read },
-	{ NULL, 0, NULL },
-};
-
 static const struct herd_worker_type first_user_type = {
 	.name = "first-user",
-	.functions = first_user_functions,
+	.functions = WA_FUNCTIONS({ "cwd", HERD_KIND_CALL, fn_cwd },
+	    { "getenv", HERD_KIND_CALL, fn_getenv }, { "read", HERD_KIND_CALL, fn_read }),
 	.init_worker = nest_init,
 };
 

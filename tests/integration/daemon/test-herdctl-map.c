@@ -189,16 +189,6 @@ assert_ordered_sums(const char *const *args)
 	free(want);
 }
 
-/* Like test_map_failed_task: one call of its assertion, with its own herdctl options. */
-START_TEST(test_map_ordered)
-{
-	const char *tw = ht_env_path("HERD_TESTWORKER");
-	const char *args[] = { "--workers", "3", "--", tw, "sum", NULL };
-
-	assert_ordered_sums(args);
-}
-END_TEST
-
 START_TEST(test_map_unordered)
 {
 	const char *tw = ht_env_path("HERD_TESTWORKER");
@@ -280,24 +270,34 @@ assert_failed_products(const char *const *args)
 	map_free(&r);
 }
 
-START_TEST(test_map_failed_task)
+/* herdctl map's options and herd-testworker's function, and the check its output must pass. */
+static const struct map_case {
+	const char *opts[5]; /* up to the first NULL */
+	const char *function;
+	void (*check)(const char *const *args);
+} map_cases[] = {
+	{ { "--workers", "3" }, "sum", assert_ordered_sums },
+	{ { "-j", "2" }, "product", assert_failed_products },
+	/* --chunksize: lines go in batches, the output is the same line for line, failures included. */
+	{ { "-j", "2", "--chunksize", "64" }, "sum", assert_ordered_sums },
+	{ { "-j", "1", "--chunksize", "4" }, "product", assert_failed_products },
+};
+#define N_MAP_CASES ((int)(sizeof(map_cases) / sizeof(map_cases[0])))
+
+/* Loop test: map_cases[_i], herdctl map OPTS -- herd-testworker FUNCTION. */
+START_TEST(test_map_outputs)
 {
-	const char *tw = ht_env_path("HERD_TESTWORKER");
-	const char *args[] = { "-j", "2", "--", tw, "product", NULL };
+	const struct map_case *mc = &map_cases[_i];
+	const char *args[sizeof(mc->opts) / sizeof(mc->opts[0]) + 4];
+	size_t n = 0;
 
-	assert_failed_products(args);
-}
-END_TEST
-
-/* --chunksize: lines go in batches, the output is the same line for line, failures included. */
-START_TEST(test_map_chunksize)
-{
-	const char *tw = ht_env_path("HERD_TESTWORKER");
-	const char *args[] = { "-j", "2", "--chunksize", "64", "--", tw, "sum", NULL };
-	const char *fargs[] = { "-j", "1", "--chunksize", "4", "--", tw, "product", NULL };
-
-	assert_ordered_sums(args);
-	assert_failed_products(fargs);
+	for (const char *const *o = mc->opts; *o; o++)
+		args[n++] = *o;
+	args[n++] = "--";
+	args[n++] = ht_env_path("HERD_TESTWORKER");
+	args[n++] = mc->function;
+	args[n] = NULL;
+	mc->check(args);
 }
 END_TEST
 
@@ -506,6 +506,6 @@ START_TEST(test_map_usage)
 END_TEST
 
 HT_MAIN("herdctl-map", HT_CASE("usage", 40, test_map_usage),
-    HT_HERDD_CASE("map", 120, ht_grace_args, test_map_ordered, test_map_unordered,
-        test_map_failed_task, test_map_poison, test_map_timeout, test_map_worker_killed,
-        test_map_progress_on_terminal, test_spawn_pool_param, test_map_chunksize))
+    HT_HERDD_LOOP_CASE("outputs", 120, ht_grace_args, N_MAP_CASES, test_map_outputs),
+    HT_HERDD_CASE("map", 120, ht_grace_args, test_map_unordered, test_map_poison, test_map_timeout,
+        test_map_worker_killed, test_map_progress_on_terminal, test_spawn_pool_param))

@@ -78,21 +78,11 @@ fn_tally_later(herd_request *req, json_t *arg)
 		herd_request_fail(req, "cannot offload");
 }
 
-static const struct herd_function functions[] = {
-	{ "tally", HERD_KIND_CALL, fn_tally },
-	{ "tally_later", HERD_KIND_CALL, fn_tally_later },
-	{ NULL, 0, NULL },
-};
-
-static const struct herd_combiner combiners[] = {
-	{ "add", herd_combine_counts },
-	{ NULL, NULL },
-};
-
 static const struct herd_worker_type run_worker = {
 	.name = "pool-run-test",
-	.functions = functions,
-	.combiners = combiners,
+	.functions = WA_FUNCTIONS({ "tally", HERD_KIND_CALL, fn_tally },
+	    { "tally_later", HERD_KIND_CALL, fn_tally_later }),
+	.combiners = WA_COMBINERS({ "add", herd_combine_counts }),
 };
 
 /* ---- master side ---- */

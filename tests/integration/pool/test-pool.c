@@ -107,24 +107,13 @@ init_worker(json_t *arg, void **ret_state, char **reterr)
 	return 0;
 }
 
-static const struct herd_function functions[] = {
-	{ "double", HERD_KIND_CALL, fn_double },
-	{ "echo", HERD_KIND_CALL, wa_echo },
-	{ "item", HERD_KIND_CALL, fn_item },
-	{ "pid", HERD_KIND_CALL, fn_pid },
-	{ NULL, 0, NULL },
-};
-
-static const struct herd_combiner combiners[] = {
-	{ "merge", merge },
-	{ NULL, NULL },
-};
-
 static const struct herd_worker_type pool_worker = {
 	.name = "pool-test",
-	.functions = functions,
+	.functions = WA_FUNCTIONS({ "double", HERD_KIND_CALL, fn_double },
+	    { "echo", HERD_KIND_CALL, wa_echo }, { "item", HERD_KIND_CALL, fn_item },
+	    { "pid", HERD_KIND_CALL, fn_pid }),
 	.init_worker = init_worker,
-	.combiners = combiners,
+	.combiners = WA_COMBINERS({ "merge", merge }),
 };
 
 /* ---- master side ---- */
@@ -500,20 +489,34 @@ START_TEST(test_poison_in_reduce)
 }
 END_TEST
 
-/* Opens and ends like the failure tests around it (a pool, a map); its checks are its own. */
+/*
+ * A pool of two with retries 1 and extra_opts (stolen) maps n tasks, task bad
+ * of which hangs: it alone fails, with error name, skipped, and every other
+ * result is right and in order. Returns the pool for the caller's own checks.
+ */
+static herd_pool *
+assert_hang_fails(json_t *extra_opts, int n, int bad, const char *name)
+{
+	herd_pool *p;
+	json_t *args = xs(n, json_pack("{s:s, s:i}", "how", "hang", "bad", bad));
+	struct seen_tasks s;
+
+	json_object_set_new(extra_opts, "retries", json_integer(1));
+	p = pool_open(2, extra_opts, NULL);
+	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, n, bad, name, &s);
+	json_decref(s.error_data);
+	json_decref(args);
+	return p;
+}
+
+/* A task over task_timeout_ms loses its worker and, with its retry spent, fails with timeout. */
 START_TEST(test_task_timeout)
 {
 	herd_pool *p =
-	    pool_open(2, json_pack("{s:i, s:i}", "retries", 1, "task_timeout_ms", 300), NULL);
-	json_t *args = xs(40, json_pack("{s:s, s:i}", "how", "hang", "bad", 5));
-	struct seen_tasks s;
-	uint64_t deaths;
+	    assert_hang_fails(json_pack("{s:i}", "task_timeout_ms", 300), 40, 5, "timeout");
+	uint64_t deaths = herd_pool_deaths(p);
 
-	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, 40, 5, "timeout", &s);
-	deaths = herd_pool_deaths(p);
 	ck_assert_msg(deaths == 2, "%llu deaths", (unsigned long long)deaths);
-	json_decref(s.error_data);
-	json_decref(args);
 	herd_pool_unref(p);
 }
 END_TEST
@@ -521,18 +524,15 @@ END_TEST
 /* A worker whose loop hangs loses its connection (heartbeats): it is killed, the task redone. */
 START_TEST(test_hung_worker)
 {
-	herd_pool *p = pool_open(2,
-	    json_pack("{s:i, s:{s:i, s:i}}", "retries", 1, "settings", "heartbeat_interval_ms", 100,
-	        "heartbeat_timeout_ms", 600),
-	    NULL);
-	json_t *args = xs(30, json_pack("{s:s, s:i}", "how", "hang", "bad", 9));
-	struct seen_tasks s;
+	herd_pool *p =
+	    assert_hang_fails(json_pack("{s:{s:i, s:i}}", "settings", "heartbeat_interval_ms", 100,
+	                          "heartbeat_timeout_ms", 600),
+	        30, 9, "task_crashed");
 	json_t *list = NULL, *w;
 	pid_t pids[8];
 	size_t i;
 	int n;
 
-	assert_one_failure(p, args, HERD_JOB_SKIP_CRASHED, 30, 9, "task_crashed", &s);
 	ck_assert_uint_ge(herd_pool_deaths(p), 2);
 	/* No hung worker is left running: every worker but the pool's live ones goes. */
 	n = herd_pool_worker_pids(p, pids, 8);
@@ -546,8 +546,6 @@ START_TEST(test_hung_worker)
 			ck_assert_int_eq(ht_wait_pid_gone(ht_worker_pid(w), ht_ms(5000)), 0);
 	}
 	json_decref(list);
-	json_decref(s.error_data);
-	json_decref(args);
 	herd_pool_unref(p);
 }
 END_TEST

@@ -12,6 +12,7 @@
 #include <check.h>
 
 #include "ht-example.h"
+#include "worker-args.h"
 
 /* How the last call back ended, by the server thread; read after ht_server_stop() joined it. */
 static int last_asked_r = 1;
@@ -53,15 +54,9 @@ fn_ask(herd_request *req, json_t *arg)
 		herd_request_fail(req, "ask: %s", strerror(-r));
 }
 
-/* The smallest worker type, declared as examples/sum-demo.c teaches: a table and a type. */
-static const struct herd_function callback_functions[] = {
-	{ "ask", HERD_KIND_CALL, fn_ask },
-	{ NULL, 0, NULL },
-};
-
 static const struct herd_worker_type callback_type = {
 	.name = "callback",
-	.functions = callback_functions,
+	.functions = WA_FUNCTIONS({ "ask", HERD_KIND_CALL, fn_ask }),
 };
 
 /* Client side. */

@@ -148,16 +148,10 @@ fn_burst(herd_request *req, json_t *arg)
 	burst_pump(req, b);
 }
 
-static const struct herd_function offload_functions[] = {
-	{ "spin", HERD_KIND_CALL, fn_spin },
-	{ "echo", HERD_KIND_CALL, wa_echo },
-	{ "burst", HERD_KIND_PIPE, fn_burst },
-	{ NULL, 0, NULL },
-};
-
 static const struct herd_worker_type offload_type = {
 	.name = "offload",
-	.functions = offload_functions,
+	.functions = WA_FUNCTIONS({ "spin", HERD_KIND_CALL, fn_spin },
+	    { "echo", HERD_KIND_CALL, wa_echo }, { "burst", HERD_KIND_PIPE, fn_burst }),
 };
 
 static void
