@@ -17,8 +17,10 @@
  * filled its buffer, so a wakeup costs no read that finds nothing.
  */
 static void
-peer_ev_run(struct herd__peer *p)
+peer_ev_run(void *data)
 {
+	struct herd__peer *p = data;
+
 	herd__peer_ref(p);
 	for (int i = 0; i < MAX_PROCESS_ROUNDS && p->loop; i++) {
 		if (p->ops->process) {
@@ -33,15 +35,31 @@ peer_ev_run(struct herd__peer *p)
 }
 
 static void
-peer_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+ev_pair_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-	peer_ev_run(w->data);
+	struct herd__ev_pair *pair = w->data;
+
+	pair->run(pair->data);
 }
 
 static void
-peer_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+ev_pair_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	peer_ev_run(w->data);
+	struct herd__ev_pair *pair = w->data;
+
+	pair->run(pair->data);
+}
+
+/* One pair of trampolines for every core libev drives: the peer here, pools in pool-ev.c. */
+void
+herd__ev_pair_init(
+    struct herd__ev_pair *pair, int fd, int events, void (*run)(void *data), void *data)
+{
+	ev_io_init(&pair->io, ev_pair_io_cb, fd, events);
+	ev_timer_init(&pair->timer, ev_pair_timer_cb, 0., 0.);
+	pair->io.data = pair->timer.data = pair;
+	pair->run = run;
+	pair->data = data;
 }
 
 /* Drives p from loop. */
@@ -51,11 +69,9 @@ herd__peer_attach_ev(struct herd__peer *p, struct ev_loop *loop)
 	if (p->loop || p->released)
 		return;
 	p->loop = loop;
-	ev_io_init(&p->io, peer_io_cb, p->fd, 0);
-	ev_timer_init(&p->timer, peer_timer_cb, 0., 0.);
-	ev_set_priority(&p->io, p->priority);
-	ev_set_priority(&p->timer, p->priority);
-	p->io.data = p->timer.data = p;
+	herd__ev_pair_init(&p->ev, p->fd, 0, peer_ev_run, p);
+	ev_set_priority(&p->ev.io, p->priority);
+	ev_set_priority(&p->ev.timer, p->priority);
 	p->io_events = 0;
 	p->timer_at = HERD__PEER_USEC_INFINITY;
 	herd__peer_update_ev(p);
@@ -67,8 +83,8 @@ herd__peer_detach_ev(struct herd__peer *p)
 {
 	if (!p->loop)
 		return;
-	ev_io_stop(p->loop, &p->io);
-	ev_timer_stop(p->loop, &p->timer);
+	ev_io_stop(p->loop, &p->ev.io);
+	ev_timer_stop(p->loop, &p->ev.timer);
 	p->loop = NULL;
 	p->io_events = 0;
 }
@@ -89,19 +105,19 @@ herd__peer_update_ev(struct herd__peer *p)
 	events = herd__peer_events(p);
 	ev_events = ((events & POLLIN) ? EV_READ : 0) | ((events & POLLOUT) ? EV_WRITE : 0);
 	if (ev_events != p->io_events) {
-		ev_io_stop(p->loop, &p->io);
+		ev_io_stop(p->loop, &p->ev.io);
 		if (ev_events) {
-			ev_io_set(&p->io, p->fd, ev_events);
-			ev_io_start(p->loop, &p->io);
+			ev_io_set(&p->ev.io, p->fd, ev_events);
+			ev_io_start(p->loop, &p->ev.io);
 		}
 		p->io_events = ev_events;
 	}
 	t = p->ops->timeout ? p->ops->timeout(p) : herd__peer_timeout(p);
 	/* Most changes (a message queued) leave the deadline as it was. */
-	if (t == p->timer_at && (t == HERD__PEER_USEC_INFINITY || ev_is_active(&p->timer)))
+	if (t == p->timer_at && (t == HERD__PEER_USEC_INFINITY || ev_is_active(&p->ev.timer)))
 		return;
 	p->timer_at = t;
-	herd__ev_timer_at(p->loop, &p->timer, t);
+	herd__ev_timer_at(p->loop, &p->ev.timer, t);
 }
 
 void

@@ -89,6 +89,17 @@ struct herd__peer_ops {
 	uint64_t (*timeout)(struct herd__peer *p);
 };
 
+/*
+ * An ev_io and an ev_timer that both call run(data): how libev drives a
+ * loop-independent core (a peer, a pool) whose run re-arms them afterwards.
+ */
+struct herd__ev_pair {
+	ev_io io;
+	ev_timer timer;
+	void (*run)(void *data);
+	void *data;
+};
+
 struct herd__peer {
 	const struct herd__peer_ops *ops;
 	void *userdata;
@@ -136,8 +147,7 @@ struct herd__peer {
 	/* The libev driver (peer-ev.c). */
 	struct ev_loop *loop;
 	int priority; /* of its watchers (ev_set_priority), set before attaching */
-	ev_io io;
-	ev_timer timer;
+	struct herd__ev_pair ev;
 	int io_events;
 	uint64_t timer_at; /* what the timer is armed for */
 };
@@ -256,6 +266,9 @@ void herd__peer_attach_ev(struct herd__peer *p, struct ev_loop *loop);
 void herd__peer_detach_ev(struct herd__peer *p);
 /* Re-arms the watchers after a change (the core calls it; users with own process hooks too). */
 void herd__peer_update_ev(struct herd__peer *p);
+/* Sets up pair's two watchers, stopped, to call run(data); the io one watches fd for events. */
+void herd__ev_pair_init(
+    struct herd__ev_pair *pair, int fd, int events, void (*run)(void *data), void *data);
 /*
  * Stops timer and, unless at_usec (CLOCK_MONOTONIC) is HERD__PEER_USEC_INFINITY,
  * starts it to fire once at_usec has passed: the one deadline-to-libev

@@ -13,26 +13,16 @@
 
 /* Drives a pool as peer-ev.c drives a peer, but a pool's round is herd_pool_process(). */
 static void
-pool_ev_process(struct herd_pool *p)
+pool_ev_process(void *data)
 {
+	struct herd_pool *p = data;
+
 	herd_pool_ref(p);
 	for (int i = 0; i < MAX_PROCESS_ROUNDS; i++)
 		if (herd_pool_process(p) <= 0)
 			break;
 	herd__pool_update_ev(p);
 	herd_pool_unref(p);
-}
-
-static void
-pool_io_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-	pool_ev_process(w->data);
-}
-
-static void
-pool_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	pool_ev_process(w->data);
 }
 
 /* Re-arms the timer for the pool's next deadline (the io watcher never changes). */
@@ -45,7 +35,7 @@ herd__pool_update_ev(struct herd_pool *p)
 		return;
 	if (herd_pool_get_timeout(p, &t) < 0)
 		t = HERD_TIMEOUT_INFINITE;
-	herd__ev_timer_at(p->loop, &p->timer, t);
+	herd__ev_timer_at(p->loop, &p->ev.timer, t);
 }
 
 HERD_EXPORT int
@@ -58,11 +48,8 @@ herd_pool_attach_ev(herd_pool *p, struct ev_loop *loop)
 	if (p->closed)
 		return -ENOTCONN;
 	p->loop = loop;
-	ev_io_init(&p->io, pool_io_cb, p->epfd, EV_READ);
-	p->io.data = p;
-	ev_init(&p->timer, pool_timer_cb);
-	p->timer.data = p;
-	ev_io_start(loop, &p->io);
+	herd__ev_pair_init(&p->ev, p->epfd, EV_READ, pool_ev_process, p);
+	ev_io_start(loop, &p->ev.io);
 	herd__pool_update_ev(p);
 	return 0;
 }
@@ -74,8 +61,8 @@ herd_pool_detach_ev(herd_pool *p)
 		return -EINVAL;
 	if (!p->loop)
 		return 0;
-	ev_io_stop(p->loop, &p->io);
-	ev_timer_stop(p->loop, &p->timer);
+	ev_io_stop(p->loop, &p->ev.io);
+	ev_timer_stop(p->loop, &p->ev.timer);
 	p->loop = NULL;
 	return 0;
 }

@@ -168,8 +168,7 @@ struct herd_pool {
 	bool kick; /* something to do at once (a job just started) */
 
 	struct ev_loop *loop;
-	ev_io io;
-	ev_timer timer;
+	struct herd__ev_pair ev; /* its io watches epfd */
 };
 
 struct outcome {

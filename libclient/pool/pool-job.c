@@ -64,26 +64,27 @@ job_free(herd_job *job)
 HERD__DEFINE_REF_UNREF(herd_job, herd_job, job_free)
 
 /*
- * Every setter starts with this check and then tests its own argument: the
- * setters look alike only in that call and their assignments.
+ * Every setter's first check: a job that exists and has not started
+ * (-EALREADY), then ok, the verdict on the setter's own argument (-EINVAL),
+ * so the setters differ only in that verdict and their assignments.
  */
 static int
-setter_check(struct herd_job *job)
+setter_check(struct herd_job *job, bool ok)
 {
 	if (!job)
 		return -EINVAL;
-	return job->started ? -EALREADY : 0;
+	if (job->started)
+		return -EALREADY;
+	return ok ? 0 : -EINVAL;
 }
 
 HERD_EXPORT int
 herd_job_set_args(herd_job *job, json_t *args)
 {
-	int r = setter_check(job);
+	int r = setter_check(job, json_is_array(args));
 
 	if (r < 0)
 		return r;
-	if (!json_is_array(args))
-		return -EINVAL;
 	json_decref(job->args);
 	job->args = json_incref(args);
 	job->next = NULL;
@@ -93,12 +94,10 @@ herd_job_set_args(herd_job *job, json_t *args)
 HERD_EXPORT int
 herd_job_set_iter(herd_job *job, herd_job_next_fn next, void *userdata)
 {
-	int r = setter_check(job);
+	int r = setter_check(job, next != NULL);
 
 	if (r < 0)
 		return r;
-	if (!next)
-		return -EINVAL;
 	json_decref(job->args);
 	job->args = NULL;
 	job->next = next;
@@ -109,12 +108,11 @@ herd_job_set_iter(herd_job *job, herd_job_next_fn next, void *userdata)
 HERD_EXPORT int
 herd_job_set_flags(herd_job *job, unsigned flags)
 {
-	int r = setter_check(job);
+	int r = setter_check(
+	    job, !(flags & ~(HERD_JOB_SKIP_FAILED | HERD_JOB_SKIP_CRASHED | HERD_JOB_BARE_ARGS)));
 
 	if (r < 0)
 		return r;
-	if (flags & ~(HERD_JOB_SKIP_FAILED | HERD_JOB_SKIP_CRASHED | HERD_JOB_BARE_ARGS))
-		return -EINVAL;
 	job->flags = flags;
 	return 0;
 }
@@ -123,12 +121,12 @@ HERD_EXPORT int
 herd_job_set_combine(
     herd_job *job, const char *worker_combine, herd_combine_fn combine, void *userdata)
 {
-	int r = setter_check(job);
+	/* A worker-side combine is for reduce jobs only. */
+	int r = setter_check(
+	    job, combine && (!worker_combine || (job && job->kind == HERD_JOB_REDUCE)));
 
 	if (r < 0)
 		return r;
-	if (!combine || (worker_combine && job->kind != HERD_JOB_REDUCE))
-		return -EINVAL;
 	free(job->worker_combine);
 	job->worker_combine = worker_combine ? strdup(worker_combine) : NULL;
 	if (worker_combine && !job->worker_combine)
@@ -141,7 +139,7 @@ herd_job_set_combine(
 HERD_EXPORT int
 herd_job_set_chunksize(herd_job *job, unsigned chunksize)
 {
-	int r = setter_check(job);
+	int r = setter_check(job, true);
 
 	if (r < 0)
 		return r;
@@ -174,25 +172,14 @@ job_chunksize(const struct herd_job *job)
 	return c < 1 ? 1 : c > AUTO_CHUNKSIZE_MAX ? AUTO_CHUNKSIZE_MAX : (unsigned)c;
 }
 
-/* A callback may be set until the job starts; a required one may not be NULL. */
-static int
-callback_check(struct herd_job *job, bool ok)
-{
-	int r = setter_check(job);
-
-	if (r < 0)
-		return r;
-	return ok ? 0 : -EINVAL;
-}
-
 HERD__DEFINE_CALLBACK_SETTER(herd_job_set_predicate, herd_job, herd_predicate_fn,
-    callback_check(p, cb != NULL), pred, pred_data)
+    setter_check(p, cb != NULL), pred, pred_data)
 HERD__DEFINE_CALLBACK_SETTER(
-    herd_job_on_task, herd_job, herd_task_cb, callback_check(p, true), on_task, task_data)
+    herd_job_on_task, herd_job, herd_task_cb, setter_check(p, true), on_task, task_data)
 HERD__DEFINE_CALLBACK_SETTER(
-    herd_job_on_done, herd_job, herd_job_done_cb, callback_check(p, true), on_done, done_data)
+    herd_job_on_done, herd_job, herd_job_done_cb, setter_check(p, true), on_done, done_data)
 HERD__DEFINE_CALLBACK_SETTER(herd_job_on_progress, herd_job, herd_progress_cb,
-    callback_check(p, true), on_progress, progress_data)
+    setter_check(p, true), on_progress, progress_data)
 
 static bool
 job_reduces(const struct herd_job *job)

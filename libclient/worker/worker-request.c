@@ -62,6 +62,16 @@ request_init(
 	req->params = params ? json_incref(params) : json_null();
 }
 
+/* Drops what a request holds besides its connection: renewed and freed requests alike. */
+static void
+request_release(struct herd_request *req)
+{
+	json_decref(req->id);
+	json_decref(req->params);
+	json_decref(req->own_acc);
+	free(req->key);
+}
+
 struct herd_request *
 herd__request_new(struct srv_conn *c, const struct herd_function *fn, json_t *id, json_t *params)
 {
@@ -89,21 +99,16 @@ herd__request_renew(struct herd_request *req, json_t *params)
 
 	if (req->n_ref != 1 || !req->finished || req->id || req->in_table || req->log_subscribed)
 		return false;
-	json_decref(req->params);
-	json_decref(req->own_acc);
+	request_release(req);
 	memset(req, 0, sizeof(*req));
 	request_init(req, conn, fn, params); /* the connection's reference carries over */
 	return true;
 }
 
-/* Member by member like every handle's free function (master.c, pool.c): the members differ. */
 static void
 request_free(herd_request *req)
 {
-	json_decref(req->id);
-	json_decref(req->params);
-	json_decref(req->own_acc);
-	free(req->key);
+	request_release(req);
 	herd__sconn_unref(req->conn);
 	free(req);
 }

@@ -340,7 +340,7 @@ peer_time_passes(struct herd__peer *p)
 	if (p->hb_interval_ms)
 		p->next_beat = 0;
 	if (p->loop)
-		ev_feed_event(herdd.loop, &p->timer, EV_TIMER);
+		ev_feed_event(herdd.loop, &p->ev.timer, EV_TIMER);
 }
 
 /* Makes every armed timer of herdd's due now: the workers' and the connections'. */
