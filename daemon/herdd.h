@@ -564,6 +564,7 @@ struct worker {
 	struct timespec started_wall;
 	int64_t last_heartbeat_ms;
 	uint64_t last_cpu_ms; /* CPU time at the last heartbeat check that heard the worker */
+	int64_t heard_ms; /* when the worker was last heard, as that check saw it */
 	int64_t next_check_ms; /* a busy silent worker is checked again then */
 	char *functions; /* from "ready", as compact JSON text */
 	uint64_t served;

@@ -250,7 +250,7 @@ new_incarnation(struct worker *w, struct restart *r)
 	w->stop_sent = w->had_connection = false;
 	w->served = w->cpu_ms = w->last_cpu_ms = w->rss_kib = 0;
 	w->sampled_ms = 0;
-	w->last_heartbeat_ms = w->next_check_ms = 0;
+	w->last_heartbeat_ms = w->next_check_ms = w->heard_ms = 0;
 	/* A restart whose spawn failed may have left the previous copies. */
 	json_decref(w->env);
 	json_decref(w->init);

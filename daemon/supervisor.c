@@ -355,15 +355,17 @@ conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
 /*
  * Hang detection (PROTOCOL.md 5.3). Every interval the worker's CPU time is
  * read. Once nothing has arrived on fd 3 for heartbeat_timeout_ms, a worker
- * whose CPU time grew since the previous check is computing, not hung: it is
+ * whose CPU time grew since it was last heard is computing, not hung: it is
  * checked again one timeout later. One that is stopped, or whose CPU time did
- * not grow, is killed.
+ * not grow, is killed. The window is the whole silence, not one interval:
+ * CPU time counts in clock ticks (10 ms), and a busy worker that a loaded
+ * machine gives a few percent of a CPU can gain none in one short interval.
  */
 static void
 heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct worker *w = t->data;
-	int64_t now = now_ms(), silence;
+	int64_t now = now_ms(), heard, silence;
 	uint64_t cpu;
 	char st;
 
@@ -374,9 +376,13 @@ heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		return;
 	cpu = w->cpu_ms;
 	st = w->proc_state;
-	silence = now - (w->channel ? conn_last_rx_ms(w->channel) : w->last_heartbeat_ms);
-	if (silence < (int64_t)w->hb_timeout_ms) {
+	heard = w->channel ? conn_last_rx_ms(w->channel) : w->last_heartbeat_ms;
+	silence = now - heard;
+	if (heard != w->heard_ms) {
+		w->heard_ms = heard;
 		w->last_cpu_ms = cpu;
+	}
+	if (silence < (int64_t)w->hb_timeout_ms) {
 		w->next_check_ms = 0;
 		return;
 	}

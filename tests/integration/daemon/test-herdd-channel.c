@@ -6,6 +6,7 @@
  * that stops heartbeating while idle (killed) or while computing (spared).
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,6 +204,52 @@ START_TEST(test_busy_worker_is_spared)
 }
 END_TEST
 
+/*
+ * Lowers the shell's priority as far as it goes: nice 19, and its session's
+ * autogroup too where the kernel groups by session (nice alone then only
+ * weighs against the session's own processes).
+ */
+#define STARVE "renice -n 19 $$ >/dev/null; echo 19 2>/dev/null >/proc/$$/autogroup; "
+
+/* Burns CPU until killed: the machine's load for the starved-worker test. */
+static int
+hog(void *arg)
+{
+	for (volatile unsigned long n = 0;; n++)
+		;
+	return 0;
+}
+
+/*
+ * A busy worker that a loaded machine starves (nice 19 beside a nice-0 hog
+ * on each CPU: a few percent of a CPU) gains no clock tick of CPU time in most
+ * 100 ms intervals; over its whole silence it does. It must be spared.
+ */
+START_TEST(test_starved_busy_worker_is_spared)
+{
+	struct ht_conn *c = ht_master;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	pid_t hogs[64];
+	json_t *ev, *spawned;
+	long i, n = ncpu < 1 ? 1 : ncpu > 64 ? 64 : ncpu;
+
+	for (i = 0; i < n; i++) {
+		hogs[i] = ht_fork_fn(hog, NULL, (uid_t)-1, (gid_t)-1);
+		ck_assert_int_gt(hogs[i], 0);
+	}
+	spawned = ht_spawn_ok(c,
+	    sh_worker("starved", HELLO READY STARVE "while :; do :; done", heartbeats(100, 2000)));
+	/* Three timeouts pass without heartbeat_lost (the wait must time out). */
+	ev = ht_conn_wait_event(c, "heartbeat_lost", NULL, 6000);
+	ck_assert_msg(!ev, "a starved busy worker was declared hung: %s", ht_dump(ev));
+	for (i = 0; i < n; i++) {
+		ck_assert_int_eq(kill(hogs[i], SIGKILL), 0);
+		ck_assert_int_eq(ht_wait_child(hogs[i], ht_ms(10000), NULL), 0);
+	}
+	shutdown_ok(c, spawned, json_pack("{s:i}", "grace_ms", 200));
+}
+END_TEST
+
 /* kill: a signal the worker handles leaves it ready; TERM stops it (reason shutdown). */
 START_TEST(test_kill_signals)
 {
@@ -255,4 +302,5 @@ END_TEST
 HT_MAIN("herdd-channel",
     HT_HERDD_CASE_WITH("channel", 40, herdd_args, NULL, finish, test_hello_result_and_ready,
         test_init_failed, test_failure_after_ready, test_garbage_on_channel,
-        test_heartbeat_lost_when_idle, test_busy_worker_is_spared, test_kill_signals))
+        test_heartbeat_lost_when_idle, test_busy_worker_is_spared,
+        test_starved_busy_worker_is_spared, test_kill_signals))
