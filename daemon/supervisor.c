@@ -403,6 +403,30 @@ heartbeat_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	sup_stop(w, PROTO_REASON_HEARTBEAT_LOST, 0);
 }
 
+/*
+ * The heartbeat checks fall due on a common grid of the loop's clock: the
+ * first one is put off to the next multiple of HB_GRID_US, and an interval
+ * that is a multiple of it (a whole number of 10 ms, as 1 s) keeps every
+ * later one there, so herdd wakes once for all the checks of a grid point
+ * instead of once per worker. Workers become ready one by one, and
+ * unaligned their checks spread over the whole interval: a thousand idle
+ * workers cost a wakeup per check (strace: about 1,000 a second, a third
+ * of them for checks alone), where aligned they cost at most 100. A check
+ * comes at most HB_GRID_US later than it would have.
+ */
+#define HB_GRID_US 10000
+
+/* Seconds from the loop's now to the first check: an interval, then to the grid. */
+static ev_tstamp
+heartbeat_first_s(unsigned interval_ms)
+{
+	ev_tstamp now = ev_now(herdd.loop);
+	int64_t at = (int64_t)((now + interval_ms / 1000.0) * 1e6);
+
+	at = (at / HB_GRID_US + 1) * HB_GRID_US;
+	return (double)at / 1e6 - now;
+}
+
 /* Starts the heartbeat check (the worker's channel said hello). */
 void
 sup_heartbeat_start(struct worker *w)
@@ -410,7 +434,8 @@ sup_heartbeat_start(struct worker *w)
 	w->last_heartbeat_ms = now_ms();
 	if (w->hb_timeout_ms == 0 || w->hb_interval_ms == 0)
 		return;
-	ev_timer_set(&w->hb_timer, w->hb_interval_ms / 1000.0, w->hb_interval_ms / 1000.0);
+	ev_timer_set(
+	    &w->hb_timer, heartbeat_first_s(w->hb_interval_ms), w->hb_interval_ms / 1000.0);
 	ev_timer_start(herdd.loop, &w->hb_timer);
 }
 
