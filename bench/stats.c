@@ -84,7 +84,11 @@ bench_report_value(const char *figure, const char *variant, double value, const 
 	fflush(stdout);
 }
 
-const struct bench_mode *
+/*
+ * The mode argv names in modes (ending in a row without name), if it has
+ * enough arguments; else NULL after printing the usage text on stderr.
+ */
+static const struct bench_mode *
 bench_mode_find(const struct bench_mode *modes, const char *prog, int argc, char **argv)
 {
 	const struct bench_mode *m;

@@ -40,19 +40,12 @@ struct bench_mode {
 	int (*run)(char **args); /* args: what follows the name, NULL-terminated */
 };
 
-/*
- * The mode argv names in modes (ending in a row without name), if it has
- * enough arguments; else NULL after printing the usage text on stderr.
- */
-const struct bench_mode *bench_mode_find(
-    const struct bench_mode *modes, const char *prog, int argc, char **argv);
-
 /* A benchmark program: its name (for the usage text), its modes, what it does around one. */
 struct bench_prog {
 	const char *name;
 	const struct bench_mode *modes; /* ends in a row without name */
-	int (*start)(
-	    void); /* may be NULL; runs once the mode is known: nonzero is the exit status */
+	/* May be NULL; runs once the mode is known: nonzero is the exit status. */
+	int (*start)(void);
 	void (*finish)(void); /* may be NULL; runs after the mode */
 };
 

@@ -139,16 +139,10 @@ struct ht_case {
 	{                                                                                          \
 		.name = (name_), .timeout_s = (timeout_s_), .tests = { __VA_ARGS__ }               \
 	}
-/* A struct ht_case of tests run once each, with the herdd fixture started with herdd_argv_. */
-#define HT_HERDD_CASE(name_, timeout_s_, herdd_argv_, ...)                                         \
-	{                                                                                          \
-		.name = (name_), .timeout_s = (timeout_s_), .herdd = true,                         \
-		.herdd_argv = (herdd_argv_), .tests = {                                            \
-			__VA_ARGS__                                                                \
-		}                                                                                  \
-	}
-
-/* HT_HERDD_CASE whose tests are loop tests, each run loops_ times with _i = 0..loops_-1. */
+/*
+ * A struct ht_case with the herdd fixture started with herdd_argv_, each test
+ * run loops_ times with _i = 0..loops_-1 (0: once, a plain test).
+ */
 #define HT_HERDD_LOOP_CASE(name_, timeout_s_, herdd_argv_, loops_, ...)                            \
 	{                                                                                          \
 		.name = (name_), .timeout_s = (timeout_s_), .loops = (loops_), .herdd = true,      \
@@ -156,6 +150,10 @@ struct ht_case {
 			__VA_ARGS__                                                                \
 		}                                                                                  \
 	}
+
+/* A struct ht_case of tests run once each, with the herdd fixture started with herdd_argv_. */
+#define HT_HERDD_CASE(name_, timeout_s_, herdd_argv_, ...)                                         \
+	HT_HERDD_LOOP_CASE(name_, timeout_s_, herdd_argv_, 0, __VA_ARGS__)
 
 /* HT_CASE with a checked setup_ and teardown_ (either may be NULL). */
 #define HT_CASE_WITH(name_, timeout_s_, setup_, teardown_, ...)                                    \
