@@ -11,70 +11,80 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/*
+ * Each vocabulary is one list of X(VALUE, "name", ...) rows; its enum here and
+ * its name table in names.c are both made from that list, so a value cannot
+ * be added without its name or lose its place in the table.
+ */
+#define PROTO_ENUM_ROW(value, ...) value,
+
 /* A worker's state (PROTOCOL.md 4.3). */
-enum proto_state {
-	PROTO_STATE_STARTING,
-	PROTO_STATE_READY,
-	PROTO_STATE_STOPPING,
-	PROTO_STATE_EXITED,
-	PROTO_STATE_RESTARTING, /* between incarnations, waiting out the backoff */
-	PROTO_STATE_FAILED, /* given up by its restart policy's start limit */
-	PROTO_STATE_COUNT,
-};
+#define PROTO_STATES(X)                                                                            \
+	X(PROTO_STATE_STARTING, "starting")                                                        \
+	X(PROTO_STATE_READY, "ready")                                                              \
+	X(PROTO_STATE_STOPPING, "stopping")                                                        \
+	X(PROTO_STATE_EXITED, "exited")                                                            \
+	/* between incarnations, waiting out the backoff */                                        \
+	X(PROTO_STATE_RESTARTING, "restarting")                                                    \
+	/* given up by its restart policy's start limit */                                         \
+	X(PROTO_STATE_FAILED, "failed")
+enum proto_state { PROTO_STATES(PROTO_ENUM_ROW) PROTO_STATE_COUNT };
 
 /* When a worker goes away (spawn's shutdown_on, PROTOCOL.md 4.2). */
-enum proto_shutdown_on {
-	PROTO_SHUTDOWN_MASTER_DISCONNECT,
-	PROTO_SHUTDOWN_CONNECTION_CLOSED,
-	PROTO_SHUTDOWN_EXPLICIT,
-	PROTO_SHUTDOWN_ON_COUNT,
-};
+#define PROTO_SHUTDOWN_ONS(X)                                                                      \
+	X(PROTO_SHUTDOWN_MASTER_DISCONNECT, "master_disconnect")                                   \
+	X(PROTO_SHUTDOWN_CONNECTION_CLOSED, "connection_closed")                                   \
+	X(PROTO_SHUTDOWN_EXPLICIT, "explicit")
+enum proto_shutdown_on { PROTO_SHUTDOWN_ONS(PROTO_ENUM_ROW) PROTO_SHUTDOWN_ON_COUNT };
 
 /* When an explicit worker that ended is started again (spawn's restart, PROTOCOL.md 4.2). */
-enum proto_restart {
-	PROTO_RESTART_NO,
-	PROTO_RESTART_ON_FAILURE,
-	PROTO_RESTART_ALWAYS,
-	PROTO_RESTART_COUNT,
-};
+#define PROTO_RESTARTS(X)                                                                          \
+	X(PROTO_RESTART_NO, "no")                                                                  \
+	X(PROTO_RESTART_ON_FAILURE, "on-failure")                                                  \
+	X(PROTO_RESTART_ALWAYS, "always")
+enum proto_restart { PROTO_RESTARTS(PROTO_ENUM_ROW) PROTO_RESTART_COUNT };
 
 /* The events of the "event" notification (PROTOCOL.md 4.7). */
-enum proto_event {
-	PROTO_EVENT_READY,
-	PROTO_EVENT_EXITED,
-	PROTO_EVENT_CRASHED,
-	PROTO_EVENT_FAILED,
-	PROTO_EVENT_HEARTBEAT_LOST,
-	PROTO_EVENT_SPAWN_TIMEOUT,
-	PROTO_EVENT_INIT_FAILED,
-	PROTO_EVENT_STOPPED,
-	PROTO_EVENT_KILLED,
-	PROTO_EVENT_RESTARTED, /* a new incarnation started */
-	PROTO_EVENT_GIVEN_UP, /* the start limit was reached: state failed */
-	PROTO_EVENT_COUNT,
-};
+#define PROTO_EVENTS(X)                                                                            \
+	X(PROTO_EVENT_READY, "ready")                                                              \
+	X(PROTO_EVENT_EXITED, "exited")                                                            \
+	X(PROTO_EVENT_CRASHED, "crashed")                                                          \
+	X(PROTO_EVENT_FAILED, "failed")                                                            \
+	X(PROTO_EVENT_HEARTBEAT_LOST, "heartbeat_lost")                                            \
+	X(PROTO_EVENT_SPAWN_TIMEOUT, "spawn_timeout")                                              \
+	X(PROTO_EVENT_INIT_FAILED, "init_failed")                                                  \
+	X(PROTO_EVENT_STOPPED, "stopped")                                                          \
+	X(PROTO_EVENT_KILLED, "killed")                                                            \
+	/* a new incarnation started */                                                            \
+	X(PROTO_EVENT_RESTARTED, "restarted")                                                      \
+	/* the start limit was reached: state failed */                                            \
+	X(PROTO_EVENT_GIVEN_UP, "given_up")
+enum proto_event { PROTO_EVENTS(PROTO_ENUM_ROW) PROTO_EVENT_COUNT };
 
 /*
- * Why a worker ended (PROTOCOL.md 4.3). PROTO_REASON_NONE is a live worker's;
- * it has no name.
+ * Why a worker ended (PROTOCOL.md 4.3), with the event each reason produces
+ * and whether "stats" counts it as a failure. PROTO_REASON_NONE is a live
+ * worker's; it has no name. Rows of data, alike in shape, one per reason.
  */
-enum proto_reason {
-	PROTO_REASON_NONE,
-	PROTO_REASON_CRASHED,
-	PROTO_REASON_FAILED,
-	PROTO_REASON_INIT_FAILED,
-	PROTO_REASON_SPAWN_FAILED,
-	PROTO_REASON_SPAWN_TIMEOUT,
-	PROTO_REASON_HEARTBEAT_LOST,
-	PROTO_REASON_KILLED_ORPHAN,
-	PROTO_REASON_EXITED,
-	PROTO_REASON_SHUTDOWN,
-	PROTO_REASON_DAEMON_SHUTDOWN,
-	PROTO_REASON_MASTER_CLOSED,
-	PROTO_REASON_KILLED,
-	PROTO_REASON_OOM_KILLED,
-	PROTO_REASON_COUNT,
-};
+#define PROTO_REASONS(X)                                                                           \
+	X(PROTO_REASON_NONE, NULL, PROTO_EVENT_EXITED, false)                                      \
+	X(PROTO_REASON_CRASHED, "crashed", PROTO_EVENT_CRASHED, true)                              \
+	X(PROTO_REASON_FAILED, "failed", PROTO_EVENT_FAILED, true)                                 \
+	X(PROTO_REASON_INIT_FAILED, "init_failed", PROTO_EVENT_INIT_FAILED, true)                  \
+	X(PROTO_REASON_SPAWN_FAILED, "spawn_failed", PROTO_EVENT_EXITED, true)                     \
+	X(PROTO_REASON_SPAWN_TIMEOUT, "spawn_timeout", PROTO_EVENT_SPAWN_TIMEOUT, true)            \
+	X(PROTO_REASON_HEARTBEAT_LOST, "heartbeat_lost", PROTO_EVENT_HEARTBEAT_LOST, true)         \
+	/* a master that vanished: a failure, unlike master_closed */                              \
+	X(PROTO_REASON_KILLED_ORPHAN, "killed_orphan", PROTO_EVENT_STOPPED, true)                  \
+	X(PROTO_REASON_EXITED, "exited", PROTO_EVENT_EXITED, false)                                \
+	X(PROTO_REASON_SHUTDOWN, "shutdown", PROTO_EVENT_STOPPED, false)                           \
+	X(PROTO_REASON_DAEMON_SHUTDOWN, "daemon_shutdown", PROTO_EVENT_STOPPED, false)             \
+	X(PROTO_REASON_MASTER_CLOSED, "master_closed", PROTO_EVENT_STOPPED, false)                 \
+	/* an operator's kill is its own event, so the owner learns of it */                       \
+	X(PROTO_REASON_KILLED, "killed", PROTO_EVENT_KILLED, true)                                 \
+	/* its cgroup's memory limit: the kernel's kill, a crash with a cause */                   \
+	X(PROTO_REASON_OOM_KILLED, "oom_killed", PROTO_EVENT_CRASHED, true)
+enum proto_reason { PROTO_REASONS(PROTO_ENUM_ROW) PROTO_REASON_COUNT };
 
 /* Default and largest grace of a "shutdown" request (PROTOCOL.md 4.4). */
 #define PROTO_SHUTDOWN_GRACE_DEFAULT_MS 5000u
