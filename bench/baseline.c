@@ -598,6 +598,7 @@ cmd_spawn(char **args)
 	return 0;
 }
 
+/* The baselines' modes, one row each like herd.c's (bench_main in stats.c runs them): data. */
 static const struct bench_mode modes[] = {
 	{ "pingpong", "raw|json N", 2, cmd_pingpong },
 	{ "pipeline", "raw|json N INFLIGHT", 3, cmd_pipeline },

@@ -179,6 +179,41 @@ ht_expect_int(struct ht_conn *c, const char *method, json_t *params, long long w
 }
 
 void
+ht_expect_close(struct ht_conn *c, const char *name)
+{
+	json_t *m = ht_conn_recv(c, ht_ms(5000));
+
+	ht_assert_error(m, name);
+	ck_assert_msg(
+	    json_is_null(json_object_get(m, "id")), "%s without id null: %s", name, ht_dump(m));
+	json_decref(m);
+	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
+}
+
+void
+ht_expect_bad_lines_close(struct ht_conn *(*open_conn)(void *arg), void *arg)
+{
+	/* PROTOCOL.md section 2's checks before parsing, one line each: data. */
+	static const struct {
+		const char *line, *error;
+	} bad[] = {
+		{ "{\"jsonrpc\":\"2.0\",\"id\":1,\n", "parse_error" },
+		{ "[1,2]\n", "invalid_request" },
+		{ "{\"a\":1,\"a\":2}\n", "duplicate_key" },
+		{ "{\"a\":\"\\u0000\"}\n", "nul_byte" },
+		{ "{\"a\":\"\xff\"}\n", "invalid_utf8" },
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct ht_conn *c = open_conn(arg);
+
+		ck_assert_int_eq(ht_conn_send_raw(c, bad[i].line, strlen(bad[i].line)), 0);
+		ht_expect_close(c, bad[i].error);
+		ht_conn_close(c);
+	}
+}
+
+void
 ht_cancel_ok(struct ht_conn *c, int64_t id)
 {
 	json_t *reply;

@@ -81,6 +81,19 @@ json_t *ht_call_ok(struct ht_conn *c, const char *method, json_t *params);
 void ht_expect(struct ht_conn *c, const char *method, json_t *params, const char *error);
 /* Calls method(params) (stolen) on c with a 5 s budget: the result must be the integer want. */
 void ht_expect_int(struct ht_conn *c, const char *method, json_t *params, long long want);
+/*
+ * The next message on c must be the framing error name (data.name) with id
+ * null, and c must then close: what a JSON-lines peer does with a line it
+ * refuses (PROTOCOL.md section 2).
+ */
+void ht_expect_close(struct ht_conn *c, const char *name);
+/*
+ * Sends each line a JSON-lines peer must refuse (not JSON, not an object, a
+ * repeated key, a NUL, bad UTF-8) on its own connection from open_conn(arg), one
+ * that completed hello, and checks ht_expect_close() with the error for it:
+ * herdd and the worker are held to one list.
+ */
+void ht_expect_bad_lines_close(struct ht_conn *(*open_conn)(void *arg), void *arg);
 /* Cancels request id on c (herd.cancel): its reply must be the error cancelled. */
 void ht_cancel_ok(struct ht_conn *c, int64_t id);
 /* herdd d lists no worker (list without "all") to a fresh inspector. */

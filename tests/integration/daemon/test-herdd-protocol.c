@@ -33,17 +33,6 @@ open_hello(const char *role)
 	return c;
 }
 
-static void
-expect_error_and_eof(struct ht_conn *c, const char *name)
-{
-	json_t *m = ht_conn_recv(c, ht_ms(5000));
-
-	ht_assert_error(m, name);
-	ck_assert(json_is_null(json_object_get(m, "id")));
-	json_decref(m);
-	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
-}
-
 START_TEST(test_hello_result)
 {
 	struct ht_daemon *d = ht_herdd;
@@ -133,7 +122,7 @@ START_TEST(test_hello_required)
 	/* A notification first is no better. */
 	c = ht_conn_open_ok(d->socket);
 	ck_assert_int_eq(ht_conn_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"ping\"}\n", 34), 0);
-	expect_error_and_eof(c, "hello_required");
+	ht_expect_close(c, "hello_required");
 	ht_conn_close(c);
 }
 END_TEST
@@ -268,28 +257,16 @@ START_TEST(test_oversize_closes)
 }
 END_TEST
 
+/* The connections ht_expect_bad_lines_close() sends on: masters of the fixture's herdd. */
+static struct ht_conn *
+open_master(void *arg)
+{
+	return open_hello("master");
+}
+
 START_TEST(test_invalid_json_closes)
 {
-	/* A case table like test_invalid_params's, with its own rows (raw lines, not methods). */
-	struct {
-		const char *line;
-		const char *error;
-	} cases[] = {
-		{ "{\"jsonrpc\":\"2.0\",\"id\":1,\n", "parse_error" },
-		{ "[1,2]\n", "invalid_request" },
-		{ "{\"a\":1,\"a\":2}\n", "duplicate_key" },
-		{ "{\"a\":\"\\u0000\"}\n", "nul_byte" },
-		{ "{\"a\":\"\xff\"}\n", "invalid_utf8" },
-	};
-	size_t i;
-
-	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct ht_conn *c = open_hello("master");
-
-		ck_assert_int_eq(ht_conn_send_raw(c, cases[i].line, strlen(cases[i].line)), 0);
-		expect_error_and_eof(c, cases[i].error);
-		ht_conn_close(c);
-	}
+	ht_expect_bad_lines_close(open_master, NULL);
 }
 END_TEST
 
@@ -302,7 +279,7 @@ START_TEST(test_too_deep_closes)
 	memset(line + 100, ']', 100);
 	line[200] = '\n';
 	ck_assert_int_eq(ht_conn_send_raw(c, line, 201), 0);
-	expect_error_and_eof(c, "too_deep");
+	ht_expect_close(c, "too_deep");
 	ht_conn_close(c);
 }
 END_TEST

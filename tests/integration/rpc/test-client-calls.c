@@ -281,11 +281,14 @@ END_TEST
 
 #define N_CONCURRENT 1000
 
+/* The outcome of n concurrent sum calls, one slot each (send_sums, check_sums). */
 struct many {
+	int n;
 	int done;
 	int failed;
 	int calls[N_CONCURRENT];
 	json_int_t values[N_CONCURRENT];
+	struct ev_loop *loop; /* if set, broken once all n are done */
 };
 
 struct slot {
@@ -305,6 +308,34 @@ on_many(
 		s->m->failed++;
 	else
 		s->m->values[s->i] = json_integer_value(result);
+	if (s->m->loop && s->m->done == s->m->n)
+		ev_break(s->m->loop, EVBREAK_ALL);
+}
+
+/* Starts sum {n: i} for i in 0..n-1 on conn, each reporting to its slot of m. */
+static void
+send_sums(herd_conn *conn, struct many *m, struct slot *slots, int n)
+{
+	m->n = n;
+	for (int i = 0; i < n; i++) {
+		json_t *args = json_pack("{s:i}", "n", i);
+
+		slots[i] = (struct slot){ .m = m, .i = i };
+		ck_assert_int_eq(herd_call_async(conn, "sum", args, on_many, &slots[i], NULL), 0);
+		json_decref(args);
+	}
+}
+
+/* Every call of send_sums() answered once, none failed, each with its own sum. */
+static void
+check_sums(const struct many *m)
+{
+	ck_assert_int_eq(m->done, m->n);
+	ck_assert_int_eq(m->failed, 0);
+	for (int i = 0; i < m->n; i++) {
+		ck_assert_int_eq(m->calls[i], 1);
+		ck_assert_int_eq(m->values[i], (json_int_t)i * (i - 1) / 2);
+	}
 }
 
 /* Drives the connection the way a foreign event loop would: fd, events, deadline, process. */
@@ -344,42 +375,12 @@ START_TEST(test_concurrent_calls)
 	memset(&m, 0, sizeof(m));
 	setup_worker(_i);
 	conn = ht_herd_connect(worker.socket, NULL);
-	for (int i = 0; i < N_CONCURRENT; i++) {
-		json_t *args = json_pack("{s:i}", "n", i);
-
-		slots[i] = (struct slot){ .m = &m, .i = i };
-		ck_assert_int_eq(herd_call_async(conn, "sum", args, on_many, &slots[i], NULL), 0);
-		json_decref(args);
-	}
+	send_sums(conn, &m, slots, N_CONCURRENT);
 	drive_until(conn, &m.done, N_CONCURRENT, ht_ms(30000));
-	ck_assert_int_eq(m.failed, 0);
-	for (int i = 0; i < N_CONCURRENT; i++) {
-		ck_assert_int_eq(m.calls[i], 1);
-		ck_assert_int_eq(m.values[i], (json_int_t)i * (i - 1) / 2);
-	}
+	check_sums(&m);
 	herd_conn_unref(conn);
 }
 END_TEST
-
-struct ev_state {
-	int done;
-	int target;
-	json_int_t sum;
-	struct ev_loop *loop;
-};
-
-/* A herd_reply_cb: its long signature is the API's, the same in every reply callback. */
-static void
-on_ev_reply(
-    herd_conn *conn, herd_pending *call, int r, json_t *result, herd_error *error, void *userdata)
-{
-	struct ev_state *st = userdata;
-
-	ck_assert_int_eq(r, 0);
-	st->sum += json_integer_value(result);
-	if (++st->done == st->target)
-		ev_break(st->loop, EVBREAK_ALL);
-}
 
 static void
 ev_guard(struct ev_loop *loop, ev_timer *w, int revents)
@@ -390,8 +391,8 @@ ev_guard(struct ev_loop *loop, ev_timer *w, int revents)
 START_TEST(test_libev_attach)
 {
 	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct ev_state st = { .target = 100, .loop = loop };
-	json_int_t expect = 0;
+	static struct many m;
+	static struct slot slots[100];
 	ev_timer guard;
 	herd_conn *conn;
 
@@ -399,18 +400,13 @@ START_TEST(test_libev_attach)
 	conn = ht_herd_connect(worker.socket, NULL);
 	ck_assert_int_eq(herd_conn_attach_ev(conn, loop), 0);
 	ck_assert_int_eq(herd_conn_attach_ev(conn, loop), 0);
-	for (int i = 0; i < st.target; i++) {
-		json_t *args = json_pack("{s:i}", "n", i);
-
-		expect += (json_int_t)i * (i - 1) / 2;
-		ck_assert_int_eq(herd_call_async(conn, "sum", args, on_ev_reply, &st, NULL), 0);
-		json_decref(args);
-	}
+	memset(&m, 0, sizeof(m));
+	m.loop = loop;
+	send_sums(conn, &m, slots, 100);
 	ev_timer_init(&guard, ev_guard, ht_ms(20000) / 1000.0, 0.);
 	ev_timer_start(loop, &guard);
 	ev_run(loop, 0);
-	ck_assert_int_eq(st.done, st.target);
-	ck_assert_int_eq(st.sum, expect);
+	check_sums(&m);
 
 	/* A blocking call on an attached connection works too. */
 	ck_assert_int_eq(herd_call(conn, "sum", ht_args("{s:i}", "n", 42), 0, NULL), 0);

@@ -21,21 +21,21 @@
 
 static struct ht_server S;
 
+/* A client connection to the worker under test, hello done. */
+static struct ht_conn *
+open_client(void *arg)
+{
+	return ht_client_ok(S.path, NULL);
+}
+
 /* Sends raw bytes after hello and expects one framing error with id null, then EOF. */
 static void
 expect_framing_error(const char *bytes, size_t len, const char *name)
 {
-	struct ht_conn *c = ht_hello_open(S.path, "client", NULL, NULL);
-	json_t *reply;
+	struct ht_conn *c = open_client(NULL);
 
-	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(ht_conn_send_raw(c, bytes, len), 0);
-	reply = ht_conn_recv(c, ht_ms(5000));
-	ck_assert_msg(reply, "no error reply for %s", name);
-	ck_assert_str_eq(ht_error_name(reply), name);
-	ck_assert(json_is_null(json_object_get(reply, "id")));
-	json_decref(reply);
-	ck_assert_int_eq(ht_conn_wait_eof(c, ht_ms(5000)), 0);
+	ht_expect_close(c, name);
 	ht_conn_close(c);
 }
 
@@ -53,10 +53,8 @@ START_TEST(test_framing)
 	expect_framing_error(big, sizeof(big), "message_too_large");
 	/* An oversize line still without its newline is caught as soon as it is certain. */
 	expect_framing_error(big, 1500, "message_too_large");
-	expect_framing_error("{\"jsonrpc\":\"2.0\",\n", 18, "parse_error");
-	expect_framing_error("[1,2,3]\n", 8, "invalid_request");
-	expect_framing_error("{\"a\":1,\"a\":2}\n", 14, "duplicate_key");
-	expect_framing_error("{\"a\":\"\xff\"}\n", 10, "invalid_utf8");
+	/* The lines herdd refuses too (test-herdd-protocol.c), each on its own connection. */
+	ht_expect_bad_lines_close(open_client, NULL);
 
 	/* The limit is reported in the error's data. */
 	c = ht_client_ok(S.path, NULL);
