@@ -4,7 +4,12 @@
  * by itself, over the same launcher:
  *   remote-bench rtt HOST WORKER N     a call's round trip through the link
  *                                      vs a line echoed by `cat` through the
- *                                      same launcher (ssh HOST cat)
+ *                                      same launcher (ssh HOST cat), and the
+ *                                      floor of the link's design: cat's
+ *                                      echo plus a local call on HOST (a
+ *                                      master there calling WORKER spawned
+ *                                      by a herdd there: the hop the remote
+ *                                      herdd adds to cat's path)
  *   remote-bench spawn HOST WORKER N   a remote spawn (link and herdd up) vs
  *                                      the launcher running `true`
  *   remote-bench pool HOSTS WORKER FUNCTION ARG N J
@@ -12,16 +17,27 @@
  *                                      JSON ARG each) over every host of the
  *                                      comma-separated HOSTS, J workers each,
  *                                      vs the same pool on the first host only
+ *   remote-bench local-serve WORKER    what rtt runs on HOST for that local
+ *                                      call (through the same launcher, with
+ *                                      $HERDD the herdd to start there)
  * HOST is a host address (ssh://h1); $HERD_SSH_COMMAND applies to both sides.
+ * rtt runs this very executable on HOST, and $HERD_REMOTE_HERDD (default
+ * herdd on the remote PATH), as the link does: HOST must see both paths (the
+ * test bed's hosts share this file system).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -98,29 +114,157 @@ raw_once(int fd, struct samples *s, bool keep)
 	return 0;
 }
 
+static int
+remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)flag, (void)ftw;
+	return remove(path) < 0 ? -1 : 0;
+}
+
+/*
+ * HOST's side of the floor: a master there calls a worker spawned by a
+ * private herdd there (started for a socket in a directory of its own;
+ * both are gone at the end). Says "ready" once the worker is connected; then
+ * each line read on stdin gets RTT_BLOCK calls of the link's function and
+ * payload, answered with their round trips in ns on one line. Ends at EOF.
+ */
+static int
+run_local_serve(char **args)
+{
+	char dir[] = "/tmp/herd-remote-bench-XXXXXX", path[PATH_MAX], *line = NULL;
+	json_t *opts = herd_spawn_opts_new(args[0], NULL), *arg = json_pack("{s:i}", "x", 1);
+	herd_master *m = NULL;
+	herd_worker *w = NULL;
+	herd_conn *c = NULL;
+	size_t cap = 0;
+	int rc = 1, pidfd = -1;
+
+	if (!mkdtemp(dir))
+		return 1;
+	snprintf(path, sizeof(path), "%s/herdd.sock", dir);
+	if (herd_master_connect(path, NULL, &m, NULL) == 0) {
+		json_t *info = herd_master_get_server_info(m);
+
+		pidfd = (int)syscall(
+		    SYS_pidfd_open, (pid_t)json_integer_value(json_object_get(info, "pid")), 0);
+		if (herd_master_spawn(m, opts, 0, &w) == 0 &&
+		    herd_worker_connect(w, NULL, &c, NULL) == 0 && printf("ready\n") > 0 &&
+		    fflush(stdout) == 0)
+			rc = 0;
+	}
+	while (rc == 0 && getline(&line, &cap, stdin) > 0) {
+		for (int k = 0; k < RTT_BLOCK && rc == 0; k++) {
+			uint64_t t0 = bench_now_ns();
+
+			if (herd_call(c, "echo", arg, 0, NULL) < 0)
+				rc = 1;
+			else
+				printf("%s%llu", k ? " " : "",
+				    (unsigned long long)(bench_now_ns() - t0));
+		}
+		if (printf("\n") < 0 || fflush(stdout) != 0)
+			rc = 1;
+	}
+	free(line);
+	herd_conn_unref(c);
+	herd_worker_unref(w);
+	herd_master_unref(m);
+	/* The master has left, so herdd has stopped the worker; now herdd itself. */
+	if (pidfd >= 0 && syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0) == 0) {
+		struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+
+		poll(&pfd, 1, 10000);
+	}
+	if (pidfd >= 0)
+		close(pidfd);
+	nftw(dir, remove_one, 8, FTW_DEPTH | FTW_PHYS);
+	json_decref(opts);
+	json_decref(arg);
+	return rc;
+}
+
+/* Starts local-serve WORKER on host through its launcher; *ret_in reads its lines. */
+static pid_t
+launch_local_serve(const char *host, const char *worker, int *ret_fd, FILE **ret_in)
+{
+	const char *herdd = getenv("HERD_REMOTE_HERDD");
+	char self[PATH_MAX], *cmd = NULL, *line = NULL;
+	ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	size_t cap = 0;
+	pid_t pid = -1;
+	int fd;
+
+	if (len <= 0 ||
+	    asprintf(&cmd, "HERDD=%s exec %.*s local-serve %s", herdd && *herdd ? herdd : "herdd",
+	        (int)len, self, worker) < 0)
+		return -1;
+	pid = launch(host, cmd, ret_fd);
+	free(cmd);
+	if (pid < 0)
+		return -1;
+	fd = fcntl(*ret_fd, F_DUPFD_CLOEXEC, 0);
+	*ret_in = fd < 0 ? NULL : fdopen(fd, "r");
+	if (!*ret_in || getline(&line, &cap, *ret_in) <= 0 || strcmp(line, "ready\n") != 0) {
+		free(line);
+		return -1;
+	}
+	free(line);
+	return pid;
+}
+
+/* One block of local calls on the far side; their round trips go into s. */
+static int
+local_block(int fd, FILE *in, struct samples *s, int first, int warm)
+{
+	char *line = NULL, *p, *end;
+	size_t cap = 0;
+	int k = first;
+
+	if (write(fd, "b\n", 2) != 2 || getline(&line, &cap, in) <= 0) {
+		free(line);
+		return -1;
+	}
+	for (p = line;; p = end, k++) {
+		unsigned long long ns = strtoull(p, &end, 10);
+
+		if (end == p)
+			break;
+		if (k >= warm)
+			samples_add(s, ns);
+	}
+	free(line);
+	return k - first == RTT_BLOCK ? 0 : -1;
+}
+
 /*
  * A call's round trip through the link against a line echoed by `cat`
- * through the same launcher, in alternating blocks (the first tenth of
- * each is warm-up), so a busy machine weighs on both alike; the ratio of
- * the medians is the figure.
+ * through the same launcher and against a local call on the far host, in
+ * alternating blocks (the first tenth of each is warm-up), so a busy
+ * machine weighs on all three alike; the ratio of the medians is the
+ * figure. The link's design makes cat's echo plus that local call its
+ * floor: the remote herdd relays each call to its worker and back, a hop
+ * that cat's echo does not have (PROTOCOL.md 9).
  */
 static int
 run_rtt(char **args)
 {
 	const char *host = args[0];
-	int n = atoi(args[2]), fd, status;
+	int n = atoi(args[2]), fd, lfd, status;
 	json_t *opts = herd_spawn_opts_new(args[1], NULL), *arg = json_pack("{s:i}", "x", 1);
-	struct samples herd = { 0 }, raw = { 0 };
+	struct samples herd = { 0 }, raw = { 0 }, local = { 0 };
 	herd_master *m = NULL;
 	herd_worker *w = NULL;
 	herd_conn *c = NULL;
-	pid_t pid;
+	FILE *lin = NULL;
+	pid_t pid, lpid;
+	double cat, floor_us;
 
 	if (herd_master_connect(host, NULL, &m, NULL) < 0 ||
 	    herd_master_spawn(m, opts, 0, &w) < 0 || herd_worker_connect(w, NULL, &c, NULL) < 0)
 		return 1;
 	pid = launch(host, "cat", &fd);
-	if (pid < 0)
+	lpid = launch_local_serve(host, args[1], &lfd, &lin);
+	if (pid < 0 || lpid < 0)
 		return 1;
 	for (int i = 0; i < n + n / 10; i += RTT_BLOCK) {
 		for (int k = i; k < i + RTT_BLOCK; k++) {
@@ -134,15 +278,28 @@ run_rtt(char **args)
 		for (int k = i; k < i + RTT_BLOCK; k++)
 			if (raw_once(fd, &raw, k >= n / 10) < 0)
 				return 1;
+		if (local_block(lfd, lin, &local, i, n / 10) < 0)
+			return 1;
 	}
 	close(fd);
 	waitpid(pid, &status, 0);
+	/* EOF ends local-serve, which stops its herdd before the launcher returns. */
+	close(lfd);
+	fclose(lin);
+	waitpid(lpid, &status, 0);
 	samples_report(&herd, "remote_rtt", "herd_link");
 	samples_report(&raw, "remote_rtt", "ssh_cat");
+	samples_report(&local, "remote_rtt", "remote_local_call");
+	cat = (double)samples_pct(&raw, 50);
+	floor_us = (cat + (double)samples_pct(&local, 50)) / 1000;
 	printf("remote_rtt ratio (p50 herd_link / ssh_cat): %.2f\n",
-	    (double)samples_pct(&herd, 50) / (double)samples_pct(&raw, 50));
+	    (double)samples_pct(&herd, 50) / cat);
+	printf("remote_rtt floor (p50 ssh_cat + remote_local_call): %.1f us, %.2fx ssh_cat; "
+	       "herd_link %.2fx the floor\n",
+	    floor_us, floor_us * 1000 / cat, (double)samples_pct(&herd, 50) / 1000 / floor_us);
 	samples_free(&herd);
 	samples_free(&raw);
+	samples_free(&local);
 	herd_conn_unref(c);
 	herd_worker_unref(w);
 	herd_master_unref(m);
@@ -256,6 +413,7 @@ main(int argc, char **argv)
 		{ "rtt", "HOST WORKER N", 3, run_rtt },
 		{ "spawn", "HOST WORKER N", 3, run_spawn },
 		{ "pool", "HOSTS WORKER FUNCTION ARG N J", 6, run_pool },
+		{ "local-serve", "WORKER", 1, run_local_serve },
 		{ NULL },
 	};
 	static const struct bench_prog prog = { "remote-bench", modes, NULL, NULL };

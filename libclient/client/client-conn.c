@@ -82,13 +82,18 @@ fail:
 	return r;
 }
 
-/* A connected fd to a socket path, or through a link to an address on another host. */
+/*
+ * A connected fd to a socket path, or through a link to an address on
+ * another host (then *ret_sink is its way onto the link, else NULL).
+ */
 static int
-conn_connect(const char *address, const struct herd__settings *s, herd_error **ret_error)
+conn_connect(const char *address, const struct herd__settings *s, struct herd__link_sink **ret_sink,
+    herd_error **ret_error)
 {
 	_cleanup_free_ char *why = NULL;
 	int fd, r;
 
+	*ret_sink = NULL;
 	if (!herd__link_address(address)) {
 		fd = socket_connect(address, s->connection_timeout_ms);
 		if (fd < 0)
@@ -96,7 +101,7 @@ conn_connect(const char *address, const struct herd__settings *s, herd_error **r
 			    "cannot connect to %s: %s", address, strerror(-fd));
 		return fd;
 	}
-	r = herd__link_connect(address, s, s->connection_timeout_ms, &fd, &why);
+	r = herd__link_connect(address, s, s->connection_timeout_ms, &fd, ret_sink, &why);
 	if (r < 0)
 		return fail_local(ret_error, r, HERD_E_CONNECTION_CLOSED,
 		    "cannot connect to %s: %s", address, why ? why : strerror(-r));
@@ -259,6 +264,7 @@ herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra, 
 	_cleanup_json_ json_t *result = NULL;
 	struct herd__settings s;
 	herd_error *err = NULL;
+	struct herd__link_sink *sink;
 	herd_conn *conn;
 	int fd, r;
 
@@ -267,12 +273,17 @@ herd__conn_open(const char *socket_path, const char *role, json_t *hello_extra, 
 	r = open_check(socket_path, settings, heartbeats, ret, &s, ret_error);
 	if (r < 0)
 		return r;
-	fd = conn_connect(socket_path, &s, ret_error);
+	fd = conn_connect(socket_path, &s, &sink, ret_error);
 	if (fd < 0)
 		return fd;
 	conn = herd__conn_new(fd, &s);
-	if (!conn)
+	if (!conn) {
+		if (sink)
+			herd__link_sink_ops.release(sink);
 		return fail_local(ret_error, -ENOMEM, HERD_E_INTERNAL_ERROR, "out of memory");
+	}
+	if (sink)
+		herd__peer_set_sink(&conn->peer, &herd__link_sink_ops, sink);
 	r = conn_hello(conn, role, hello_extra, &result, &err);
 	if (r < 0) {
 		set_error(ret_error, err);

@@ -170,11 +170,15 @@ unsigned herd__link_cpus(const char *address);
  * Connects to address, HOST or HOST#PATH (PATH a socket on HOST), through
  * the process's link to HOST (PROTOCOL.md 9), launched if there is none,
  * with s's heartbeats and message size, within timeout_ms. Returns 0 with
- * *ret_fd (connected, non-blocking, close-on-exec), or -errno with *ret_why
- * a malloc'd sentence (may be NULL).
+ * *ret_fd (connected, non-blocking, close-on-exec) and *ret_sink, for the
+ * connection's peer (herd__peer_set_sink() with herd__link_sink_ops: its
+ * lines then go on the link from the writing thread), or -errno with
+ * *ret_why a malloc'd sentence (may be NULL).
  */
+struct herd__link_sink;
+extern const struct herd__peer_sink herd__link_sink_ops;
 int herd__link_connect(const char *address, const struct herd__settings *s, unsigned timeout_ms,
-    int *ret_fd, char **ret_why);
+    int *ret_fd, struct herd__link_sink **ret_sink, char **ret_why);
 
 /*
  * Ships the executable at path to address's host (PROTOCOL.md 9.5) over its

@@ -261,7 +261,10 @@ conn_poll(herd_conn *conn, uint64_t limit)
 	pfd = (struct pollfd){ .fd = conn->peer.fd, .events = (short)herd_conn_get_events(conn) };
 	for (;;) {
 		ka = herd__keepalive(conn);
-		r = poll(&pfd, 1, herd__poll_ms(ka < t ? ka : t));
+		r = conn->peer.sink && conn->peer.sink->poll
+		    ? conn->peer.sink->poll(
+		          conn->peer.sink_arg, &pfd, herd__poll_ms(ka < t ? ka : t))
+		    : poll(&pfd, 1, herd__poll_ms(ka < t ? ka : t));
 		if (r < 0)
 			return -errno;
 		if (r > 0 || ka >= t || herd__now_usec() >= t)

@@ -12,6 +12,10 @@
  * their own (started with the first), whose loop holds the lock except while
  * it polls (libev's release/acquire hooks): a connecting thread takes the
  * lock, changes the loop, wakes it and waits on the condition variable.
+ * A connection's own thread also works the link under the lock, so that a
+ * call's round trip does not wait for the loop thread twice (the sink,
+ * below): it writes its lines to the link, and while it waits for a reply
+ * it reads the link in the loop thread's place.
  *
  * The launcher gets one end of a socketpair as stdin and stdout, so a write
  * to a launcher that died is an error, never a SIGPIPE for the master. It
@@ -23,11 +27,13 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -68,6 +74,8 @@ struct mlink {
 	unsigned next_id;
 	unsigned users; /* connects in progress: the link stays while they run */
 	bool reaped; /* the launcher is reaped: freed once users is 0 */
+	int epfd; /* holds the link's input for the loop, unless a waiting thread reads it */
+	bool reader; /* a thread waiting for its connection reads the link (sink_poll) */
 	struct ship_req *ship; /* the shipment under way (one at a time) */
 };
 
@@ -282,6 +290,8 @@ mlink_free(struct mlink *ml)
 	if (ml->launcher)
 		launcher_free(ml->launcher);
 	herd__link_free(&ml->link);
+	if (ml->epfd >= 0)
+		close(ml->epfd);
 	free(ml->spec);
 	free(ml->why);
 	free(ml);
@@ -506,6 +516,8 @@ atfork_child(void)
 		LIST_FOREACH(c, &ml->link.chans, entry)
 			close(c->fd);
 		close(ml->link.in_fd);
+		if (ml->epfd >= 0)
+			close(ml->epfd);
 		if (ml->launcher)
 			close(ml->launcher->fd);
 	}
@@ -621,6 +633,16 @@ mlink_new(const char *spec, const struct herd__settings *s, struct mlink **ret)
 	ml->pidfd = -1;
 	ev_timer_init(&ml->reap_timer, reap_timer_cb, 0., 0.);
 	herd__link_init(&ml->link, loop, fd, fd, &ml_ops, ml, s->max_message_size);
+	/* The loop watches the input through an epoll set a waiting thread can empty (sink_poll). */
+	ml->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (ml->epfd >= 0 &&
+	    epoll_ctl(ml->epfd, EPOLL_CTL_ADD, fd, &(struct epoll_event){ .events = EPOLLIN }) <
+	        0) {
+		close(ml->epfd);
+		ml->epfd = -1;
+	}
+	if (ml->epfd >= 0)
+		herd__link_watch_in(&ml->link, ml->epfd);
 	/* Until the hello, the connect's deadline bounds the launch (srun may queue). */
 	ml->hb_interval_ms = interval;
 	ml->hb_timeout_ms = timeout;
@@ -667,10 +689,122 @@ mlink_get(const char *spec, const struct herd__settings *s, const struct timespe
 	return strstr(ml->why, "in time") ? -ETIMEDOUT : -ECONNREFUSED;
 }
 
+/*
+ * A connection's way onto its channel's link (struct herd__peer_sink), so
+ * that a call's round trip wakes no loop thread in the master: the
+ * connection's writing thread sends its lines on the link itself
+ * (sink_write), and the thread that waits for the reply reads the link
+ * itself (sink_poll). The channel's socketpair stays the connection's fd:
+ * what these cannot do at once goes through it and the loop thread, as
+ * before.
+ */
+struct herd__link_sink {
+	struct herd__link_chan *chan; /* under the lock; NULL once the channel went */
+};
+
+/*
+ * Runs under the peer's lock, maybe inside a keepalive pass holding its
+ * list's lock: it only tries the lock (a fork()'s atfork handlers take
+ * ours, then the keepalive's), and a busy loop thread means the socket.
+ */
+static size_t
+sink_write(void *arg, const struct iovec *iov, int n)
+{
+	struct herd__link_sink *sk = arg;
+	struct herd__link *l;
+	size_t took = 0;
+
+	if (pthread_mutex_trylock(&lock) != 0)
+		return 0;
+	if (loop && sk->chan) {
+		l = sk->chan->link;
+		took = herd__link_chan_send(sk->chan, iov, n);
+		/* The loop picks up what is left to write, or the link's end. */
+		if (l->dead || !proto_outq_empty(&l->out))
+			ev_async_send(loop, &wake);
+	}
+	pthread_mutex_unlock(&lock);
+	return took;
+}
+
+/*
+ * poll() on the connection's socket, by a thread that waits for its
+ * connection: meanwhile it reads the link itself, in the loop thread's
+ * place, so a reply reaches it without a wakeup of the loop thread in
+ * between. One thread at a time; the others poll their sockets, where the
+ * reader relays their lines. The loop's epoll set gives the input up
+ * meanwhile, so the loop thread sleeps through it.
+ */
+static int
+sink_poll(void *arg, struct pollfd *pfd, int timeout_ms)
+{
+	struct herd__link_sink *sk = arg;
+	struct pollfd p[2];
+	struct mlink *ml;
+	int r, err, pumped;
+
+	pthread_mutex_lock(&lock);
+	ml = loop && sk->chan ? sk->chan->link->userdata : NULL;
+	/* Without windows (an older herdd) reading the link may have to wait: the loop's job. */
+	if (!ml || ml->reader || ml->state != ML_UP || ml->epfd < 0 || !ml->link.windows ||
+	    epoll_ctl(ml->epfd, EPOLL_CTL_DEL, ml->link.in_fd, NULL) < 0) {
+		pthread_mutex_unlock(&lock);
+		return poll(pfd, 1, timeout_ms);
+	}
+	ml->reader = true;
+	ml->users++;
+	pthread_mutex_unlock(&lock);
+
+	p[0] = *pfd;
+	p[1] = (struct pollfd){ .fd = ml->link.in_fd, .events = POLLIN };
+	r = poll(p, 2, timeout_ms);
+	err = errno;
+	if (r > 0 && p[1].revents) {
+		pthread_mutex_lock(&lock);
+		pumped = herd__link_pump(&ml->link);
+		if (pumped != 0)
+			ev_async_send(loop, &wake);
+		pthread_mutex_unlock(&lock);
+		/* Our own reply, if it came, is on our socket now. */
+		r = poll(p, 1, 0);
+	}
+	pfd->revents = p[0].revents;
+
+	pthread_mutex_lock(&lock);
+	ml->reader = false;
+	/* The loop watches the input again; a dead link's is gone with it. */
+	if (!ml->link.dead)
+		(void)epoll_ctl(ml->epfd, EPOLL_CTL_ADD, ml->link.in_fd,
+		    &(struct epoll_event){ .events = EPOLLIN });
+	if (--ml->users == 0 && ml->reaped)
+		mlink_free(ml);
+	pthread_mutex_unlock(&lock);
+	errno = err;
+	return r;
+}
+
+static void
+sink_release(void *arg)
+{
+	struct herd__link_sink *sk = arg;
+
+	pthread_mutex_lock(&lock);
+	if (sk->chan)
+		sk->chan->holder = NULL;
+	pthread_mutex_unlock(&lock);
+	free(sk);
+}
+
+const struct herd__peer_sink herd__link_sink_ops = {
+	.write = sink_write,
+	.poll = sink_poll,
+	.release = sink_release,
+};
+
 /* Opens a channel on ml to path (NULL: herdd's control); *ret_fd gets its local end. */
 static int
 chan_open(struct mlink *ml, const char *path, const struct timespec *deadline, int *ret_fd,
-    char **ret_why)
+    struct herd__link_sink *sink, char **ret_why)
 {
 	struct open_req req = { .result = 1 };
 	struct herd__link_chan *c;
@@ -691,6 +825,12 @@ chan_open(struct mlink *ml, const char *path, const struct timespec *deadline, i
 	while (req.result == 1 && ml->state != ML_DEAD && wait_news(deadline)) {
 	}
 	if (req.result == 0) {
+		/* Opened, and maybe closed by the far end already (then writes take the socket). */
+		c = ml->state == ML_DEAD ? NULL : herd__link_chan_find(&ml->link, id);
+		if (c) {
+			c->holder = &sink->chan;
+			sink->chan = c;
+		}
 		*ret_fd = sv[1];
 		return 0;
 	}
@@ -812,22 +952,29 @@ mlink_put(struct mlink *ml)
 
 int
 herd__link_connect(const char *address, const struct herd__settings *s, unsigned timeout_ms,
-    int *ret_fd, char **ret_why)
+    int *ret_fd, struct herd__link_sink **ret_sink, char **ret_why)
 {
+	struct herd__link_sink *sink = calloc(1, sizeof(*sink));
 	struct mlink *ml = NULL;
 	struct timespec deadline;
 	const char *path;
 	int r;
 
 	*ret_why = NULL;
+	if (!sink)
+		return -ENOMEM;
 	(void)address_split(address, &path);
 	r = mlink_take(address, s, timeout_ms, &deadline, &ml, ret_why);
 	if (r == 0)
-		r = chan_open(ml, path, &deadline, ret_fd, ret_why);
+		r = chan_open(ml, path, &deadline, ret_fd, sink, ret_why);
 	mlink_put(ml);
-	if (r == 0)
-		(void)fcntl(*ret_fd, F_SETFL, fcntl(*ret_fd, F_GETFL) | O_NONBLOCK);
-	return r;
+	if (r < 0) {
+		free(sink);
+		return r;
+	}
+	(void)fcntl(*ret_fd, F_SETFL, fcntl(*ret_fd, F_GETFL) | O_NONBLOCK);
+	*ret_sink = sink;
+	return 0;
 }
 
 /* ---- shipping executables (PROTOCOL.md 9.5) ---- */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -132,6 +133,8 @@ chan_free(struct herd__link_chan *c)
 {
 	if (c->link->loop)
 		ev_io_stop(c->link->loop, &c->io);
+	if (c->holder)
+		*c->holder = NULL;
 	LIST_REMOVE(c, entry);
 	close(c->fd);
 	free(c->in.data);
@@ -265,6 +268,65 @@ herd__link_chan_add(struct herd__link *l, unsigned id, int fd)
 	return c;
 }
 
+/* The bytes from iov[*i] + *off up to and including the next newline; 0: none whole. */
+static size_t
+iov_line_len(const struct iovec *iov, int n, int i, size_t off)
+{
+	size_t len = 0;
+
+	for (; i < n; i++, off = 0) {
+		const char *base = (const char *)iov[i].iov_base + off;
+		const char *nl = memchr(base, '\n', iov[i].iov_len - off);
+
+		if (nl)
+			return len + (size_t)(nl - base) + 1;
+		len += iov[i].iov_len - off;
+	}
+	return 0;
+}
+
+size_t
+herd__link_chan_send(struct herd__link_chan *c, const struct iovec *iov, int n)
+{
+	struct herd__link *l = c->link;
+	char prefix[HERD__LINK_LINE_EXTRA];
+	size_t took = 0, off = 0, len;
+	int pending = 0, plen, i = 0;
+
+	if (l->dead || l->draining || c->closing || c->in.len || l->out.bytes > HIGH_WATER ||
+	    ioctl(c->fd, FIONREAD, &pending) < 0 || pending)
+		return 0;
+	plen = snprintf(prefix, sizeof(prefix), "%u ", c->id);
+	/* A line starts while there is credit (as chan_relay()). */
+	while ((!l->windows || c->credit > 0) && (len = iov_line_len(iov, n, i, off)) > 0) {
+		if (proto_outq_push(&l->out, prefix, (size_t)plen) < 0)
+			goto nomem;
+		c->credit -= (int64_t)len;
+		took += len;
+		while (len > 0) {
+			size_t k = iov[i].iov_len - off < len ? iov[i].iov_len - off : len;
+
+			if (proto_outq_push(&l->out, (const char *)iov[i].iov_base + off, k) < 0)
+				goto nomem;
+			len -= k;
+			off += k;
+			if (off == iov[i].iov_len) {
+				i++;
+				off = 0;
+			}
+		}
+	}
+	if (took) {
+		link_flush(l);
+		if (!l->dead && !proto_outq_empty(&l->out))
+			link_update(l);
+	}
+	return took;
+nomem:
+	herd__link_kill(l, -ENOMEM, "out of memory");
+	return took;
+}
+
 struct herd__link_chan *
 herd__link_chan_find(struct herd__link *l, unsigned id)
 {
@@ -308,15 +370,16 @@ link_paused(const struct herd__link *l)
 }
 
 static void
-io_set(struct ev_loop *loop, ev_io *io, int *cur, int want)
+io_set(struct herd__link *l, ev_io *io, int *cur, int want)
 {
 	if (*cur == want)
 		return;
-	ev_io_stop(loop, io);
+	ev_io_stop(l->loop, io);
 	ev_io_set(io, io->fd, want);
 	if (want)
-		ev_io_start(loop, io);
+		ev_io_start(l->loop, io);
 	*cur = want;
+	l->rearmed = true;
 }
 
 /* Arms the watchers for what the link and its channels want now. */
@@ -336,13 +399,17 @@ link_update(struct herd__link *l)
 			ev_io_start(l->loop, &l->in_io);
 		else
 			ev_io_stop(l->loop, &l->in_io);
+		l->rearmed = true;
 	}
-	if (!proto_outq_empty(&l->out) && l->out_fd >= 0)
+	if (!proto_outq_empty(&l->out) && l->out_fd >= 0) {
+		l->rearmed |= !ev_is_active(&l->out_io);
 		ev_io_start(l->loop, &l->out_io);
-	else
+	} else {
+		l->rearmed |= ev_is_active(&l->out_io);
 		ev_io_stop(l->loop, &l->out_io);
+	}
 	LIST_FOREACH(c, &l->chans, entry)
-		io_set(l->loop, &c->io, &c->io_events,
+		io_set(l, &c->io, &c->io_events,
 		    (c->closing || out_full || (l->windows && c->credit <= 0) ? 0 : EV_READ) |
 		        (proto_outq_empty(&c->out) ? 0 : EV_WRITE));
 }
@@ -520,6 +587,27 @@ link_in_cb(struct ev_loop *loop, ev_io *w, int revents)
 	if (!l->dead)
 		link_flush(l);
 	link_update(l);
+}
+
+int
+herd__link_pump(struct herd__link *l)
+{
+	if (l->dead || link_paused(l))
+		return -1;
+	l->rearmed = false;
+	link_in_cb(l->loop, &l->in_io, EV_READ);
+	return l->dead || l->rearmed;
+}
+
+void
+herd__link_watch_in(struct herd__link *l, int fd)
+{
+	bool on = ev_is_active(&l->in_io);
+
+	ev_io_stop(l->loop, &l->in_io);
+	ev_io_set(&l->in_io, fd, EV_READ);
+	if (on)
+		ev_io_start(l->loop, &l->in_io);
 }
 
 static void

@@ -29,7 +29,11 @@
  * window (an older herd) gets the old scheme: reading the link waits while
  * a channel's socket is behind, and that time does not count as silence.
  *
- * Threads: a link belongs to its loop's thread.
+ * Threads: a link belongs to its loop's thread, or to a thread that holds
+ * the lock the loop releases while it polls (libev's release/acquire
+ * hooks): libherd's connections write their lines on the link themselves
+ * and read it while they wait (herd__link_chan_send(), herd__link_pump()),
+ * which saves the loop thread's wakeups on a call's way out and back.
  */
 #ifndef HERD_LINK_H
 #define HERD_LINK_H
@@ -38,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include <sys/uio.h>
 
 #include <ev.h>
 #include <jansson.h>
@@ -79,6 +84,7 @@ struct herd__link_chan {
 	ev_io io;
 	int io_events;
 	void *userdata; /* the user's, for a channel being opened */
+	struct herd__link_chan **holder; /* set to NULL when c goes (may be NULL) */
 };
 
 struct herd__link_ops {
@@ -110,6 +116,7 @@ struct herd__link {
 	uint64_t last_recv, next_beat; /* CLOCK_MONOTONIC microseconds */
 	ev_io in_io, out_io;
 	ev_timer timer;
+	bool rearmed; /* a watcher changed (herd__link_pump()) */
 };
 
 /*
@@ -130,6 +137,25 @@ void herd__link_set_windows(struct herd__link *l, size_t peer_window);
 int herd__link_notify(struct herd__link *l, const char *method, json_t *params);
 /* Relays channel id over fd (a local socket, taken over). NULL on ENOMEM (fd closed). */
 struct herd__link_chan *herd__link_chan_add(struct herd__link *l, unsigned id, int fd);
+/*
+ * Sends the whole lines at the start of iov (n entries) on c straight to
+ * the link, as if read from c's socket, and writes the link at once: the
+ * writer of c's other end saves the relay's wakeup. Takes nothing (returns
+ * 0: write to the socket instead) while the socket holds unrelayed bytes,
+ * lines wait for credit or the link is busy, so lines keep their order.
+ * Returns the bytes taken. c may be freed (a write failure kills the link).
+ */
+size_t herd__link_chan_send(struct herd__link_chan *c, const struct iovec *iov, int n);
+/*
+ * Reads the link once and relays what came, as its watcher does, from a
+ * thread other than the loop's (holding the loop's lock; the thread then
+ * waits on in_fd itself). Returns 1 when a watcher changed or the link
+ * died (wake the loop), 0, or -1 when the link is dead or reading it waits
+ * (backpressure): stop waiting on in_fd then.
+ */
+int herd__link_pump(struct herd__link *l);
+/* The watcher for the link's input watches fd instead of in_fd (an epoll fd holding it). */
+void herd__link_watch_in(struct herd__link *l, int fd);
 /* The channel with that id, or NULL. */
 struct herd__link_chan *herd__link_chan_find(struct herd__link *l, unsigned id);
 /* Closes c here and tells the far end (with error, NULL for none); c is freed. */

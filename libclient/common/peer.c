@@ -145,6 +145,8 @@ herd__peer_unref(struct herd__peer *p)
 	}
 	proto_reader_free(&p->reader);
 	proto_outq_free(&p->outq);
+	if (p->sink)
+		p->sink->release(p->sink_arg);
 	pthread_mutex_destroy(&p->lock);
 	if (p->ops->free)
 		p->ops->free(p);
@@ -211,6 +213,13 @@ peer_usage(struct herd__peer *p)
 		p->ops->usage(p);
 }
 
+void
+herd__peer_set_sink(struct herd__peer *p, const struct herd__peer_sink *sink, void *arg)
+{
+	p->sink = sink;
+	p->sink_arg = arg;
+}
+
 /* Backpressure marks. */
 void
 herd__peer_set_water(struct herd__peer *p, size_t high, size_t low)
@@ -238,6 +247,13 @@ peer_write_locked(struct herd__peer *p)
 		ssize_t n;
 
 		mh.msg_iovlen = (size_t)proto_outq_peek(&p->outq, iov, WRITE_IOVECS);
+		/* Lines with descriptors need the socket; the sink takes what it can of the rest. */
+		if (p->sink && !nfds &&
+		    (n = (ssize_t)p->sink->write(p->sink_arg, iov, (int)mh.msg_iovlen)) > 0) {
+			proto_outq_consume(&p->outq, (size_t)n);
+			written += (size_t)n;
+			continue;
+		}
 		if (nfds) {
 			/* A line's descriptors go with its first byte (proto_outq_peek() starts it). */
 			struct cmsghdr *cm;

@@ -39,10 +39,12 @@
 #ifndef HERD_PEER_H
 #define HERD_PEER_H
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include <ev.h>
 #include <jansson.h>
@@ -100,6 +102,21 @@ struct herd__ev_pair {
 	void *data;
 };
 
+/*
+ * Where a peer's output may go instead of its fd's socket: a link's channel
+ * (client-link.c) sends it on the link from the writing thread. write takes
+ * whole lines from the start of iov and returns how many bytes it took, 0
+ * when the socket must carry them; it runs under the peer's lock. poll
+ * waits as poll() would on the peer's fd alone (the link's reads meanwhile
+ * done by the waiting thread). release runs once, when the peer is freed.
+ */
+struct herd__peer_sink {
+	size_t (*write)(void *arg, const struct iovec *iov, int n);
+	/* poll() on pfd, the peer's fd, for a thread that waits for this peer (NULL: poll). */
+	int (*poll)(void *arg, struct pollfd *pfd, int timeout_ms);
+	void (*release)(void *arg);
+};
+
 struct herd__peer {
 	const struct herd__peer_ops *ops;
 	void *userdata;
@@ -131,6 +148,8 @@ struct herd__peer {
 
 	/* The output side: outq, the socket's writes and next_beat. */
 	pthread_mutex_t lock;
+	const struct herd__peer_sink *sink; /* NULL: everything goes to fd */
+	void *sink_arg;
 	uint64_t next_beat;
 
 	bool processing; /* inside herd__peer_process(): the driver re-arms afterwards */
@@ -192,6 +211,8 @@ void herd__peer_set_line_timeout(struct herd__peer *p, unsigned timeout_ms);
 size_t herd__peer_held(struct herd__peer *p);
 /* Bytes of output queued, not yet written. */
 size_t herd__peer_queued(struct herd__peer *p);
+/* Output goes through sink (see struct herd__peer_sink) from now on; before any is queued. */
+void herd__peer_set_sink(struct herd__peer *p, const struct herd__peer_sink *sink, void *arg);
 /* Backpressure marks; SIZE_MAX turns it off (the default). */
 void herd__peer_set_water(struct herd__peer *p, size_t high, size_t low);
 

@@ -104,8 +104,9 @@ done
 echo "README's $kind maps (one host, then a pool over every host): 100 exact results each"
 
 # The link's cost beside the bare transport (figures printed, not judged):
-# a call's round trip vs a line echoed by cat over the same ssh, a remote
-# spawn vs ssh HOST true. bench/ is built unless -Dbench=false.
+# a call's round trip vs a line echoed by cat over the same ssh and vs the
+# floor (cat's echo plus a local call on the host), a remote spawn vs ssh
+# HOST true. bench/ is built unless -Dbench=false.
 bench=$(dirname "$test_remote")/../../bench/remote-bench
 if [ "$kind" = ssh ] && [ -x "$bench" ]; then
 	"$bench" rtt ssh://herd-h1 "$HERD_TESTWORKER" 1000

@@ -422,10 +422,12 @@ END_TEST
 START_TEST(test_stalled_channel)
 {
 	/*
-	 * Default heartbeats: reading the stream back never waits, and only a
-	 * wait sends the master's heartbeats (a slow build may read for seconds).
+	 * Long heartbeats: reading the stream back never waits, and only a wait
+	 * sends the master's heartbeats, while a slow build on a loaded machine
+	 * reads for more than the default 10 s (then herdd drops the master).
 	 */
-	herd_master *m = remote_master_with(0, NULL);
+	json_t *settings = json_pack("{s:i}", "heartbeat_timeout_ms", 120000);
+	herd_master *m = remote_master_with(0, settings);
 	herd_worker *wa = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
 	herd_worker *wb = ht_herd_spawn_ok(m, "HERD_EXAMPLE_WORKER", NULL);
 	herd_conn *ca = worker_connect_ok(wa), *cb = worker_connect_ok(wb);
@@ -440,6 +442,7 @@ START_TEST(test_stalled_channel)
 
 	ck_assert_int_eq(herd_stream_open(ca, "count", args, NULL, NULL, NULL, &s), 0);
 	json_decref(args);
+	json_decref(settings);
 	/* ca is never processed meanwhile: its items pile up as far as the link lets them. */
 	while (calls < 2000 || ht_now_ms() - t0 < 1000) {
 		call_int_ok(

@@ -327,6 +327,84 @@ START_TEST(test_finish_shuts_the_write_side)
 }
 END_TEST
 
+/* Reads a whole line from fd without running the loop: what is there already. */
+static char *
+line_now(int fd)
+{
+	ssize_t n;
+
+	fx.len = 0;
+	while ((n = recv(fd, fx.buf + fx.len, 1, MSG_DONTWAIT)) == 1) {
+		if (fx.buf[fx.len++] == '\n') {
+			fx.buf[fx.len - 1] = '\0';
+			return fx.buf;
+		}
+	}
+	return NULL;
+}
+
+/* A channel's writer puts whole lines on the link itself, in order with what its socket holds. */
+START_TEST(test_send_direct)
+{
+	static char one[] = "{\"n\":1}\n{\"n\"", two[] = ":2}\n{\"n\":", four[] = "{\"n\":4}\n";
+	struct herd__link_chan *c = herd__link_chan_find(&fx.link, 1);
+	struct iovec iov[] = { { .iov_base = one, .iov_len = strlen(one) },
+		{ .iov_base = two, .iov_len = strlen(two) } };
+
+	/* The first line and the one across the two iovecs go; the unfinished third stays. */
+	ck_assert_uint_eq(herd__link_chan_send(c, iov, 2), 16);
+	ck_assert_str_eq(line_now(fx.far), "1 {\"n\":1}");
+	ck_assert_str_eq(line_now(fx.far), "1 {\"n\":2}");
+	/* Bytes in the channel's socket go first: nothing is taken until the loop relayed them. */
+	ck_assert_int_eq(write(fx.user, "{\"n\":3}\n", 8), 8);
+	iov[0] = (struct iovec){ .iov_base = four, .iov_len = strlen(four) };
+	ck_assert_uint_eq(herd__link_chan_send(c, iov, 1), 0);
+	ck_assert_str_eq(line_from(fx.far, 1000), "1 {\"n\":3}");
+	ck_assert_uint_eq(herd__link_chan_send(c, iov, 1), 8);
+	ck_assert_str_eq(line_now(fx.far), "1 {\"n\":4}");
+	ck_assert_int_eq(fx.dead, 0);
+}
+END_TEST
+
+/* Without credit a line waits, as one read from the socket would. */
+START_TEST(test_send_direct_holds_for_credit)
+{
+	static char lines[] = "aaaaaaaaaaaaa\nbbbbbbbbbbbbb\nccccccccccccc\n";
+	struct iovec iov = { .iov_base = lines, .iov_len = strlen(lines) };
+	struct herd__link_chan *c;
+
+	herd__link_set_windows(&fx.link, 20);
+	c = herd__link_chan_find(&fx.link, 1);
+	/* 14 bytes leave 6 of credit: the second line starts, the third waits. */
+	ck_assert_uint_eq(herd__link_chan_send(c, &iov, 1), 28);
+	ck_assert_str_eq(line_now(fx.far), "1 aaaaaaaaaaaaa");
+	ck_assert_str_eq(line_now(fx.far), "1 bbbbbbbbbbbbb");
+	iov = (struct iovec){ .iov_base = lines + 28, .iov_len = 14 };
+	ck_assert_uint_eq(herd__link_chan_send(c, &iov, 1), 0);
+	ck_assert_ptr_null(line_now(fx.far));
+	ck_assert_int_eq(fx.dead, 0);
+}
+END_TEST
+
+/* Another thread may read the link in the loop's place: lines reach their sockets, EOF ends it. */
+START_TEST(test_pump)
+{
+	char c;
+
+	far_send("1 {\"n\":1}\n");
+	ck_assert_int_ge(herd__link_pump(&fx.link), 0);
+	ck_assert_str_eq(line_now(fx.user), "{\"n\":1}");
+	/* Nothing more there: the pump does not wait. */
+	ck_assert_int_ge(herd__link_pump(&fx.link), 0);
+	ck_assert_int_eq(recv(fx.user, &c, 1, MSG_DONTWAIT), -1);
+	close(fx.far);
+	fx.far = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_eq(herd__link_pump(&fx.link), 1);
+	ck_assert_int_eq(fx.dead, 1);
+	ck_assert_int_eq(herd__link_pump(&fx.link), -1);
+}
+END_TEST
+
 HT_MAIN("link",
     { .name = "relay",
         .timeout_s = 30,
@@ -335,4 +413,5 @@ HT_MAIN("link",
         .tests = { test_relay_both_ways, test_control_and_close, test_framing_error_ends_link,
             test_long_line_ends_link, test_eof_ends_link, test_heartbeats_and_silence,
             test_finish_shuts_the_write_side, test_window_holds_lines_back,
-            test_delivery_grants_credit, test_window_overrun_ends_link } })
+            test_delivery_grants_credit, test_window_overrun_ends_link, test_send_direct,
+            test_send_direct_holds_for_credit, test_pump } })
