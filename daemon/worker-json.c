@@ -498,7 +498,7 @@ sup_worker_prefetch_record(const struct worker *w)
 
 /*
  * The lines of w's cached text. Its record must be at hand already (asked
- * for a few records before); the text is not read, as its length would be
+ * for a step of the walk before); the text is not read, as its length would be
  * one more wait: its first TEXT_LINES lines are asked for, about all of
  * it with every field, and asking for lines past its end costs nothing.
  */
