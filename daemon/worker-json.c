@@ -473,34 +473,33 @@ text_of(struct worker *w)
  */
 #define PREFETCH(p) __builtin_prefetch((p), 0, 1)
 
-/* The lines of w the writer and the walk's filters read. */
+/* The lines from member from to member to. */
+static inline void
+prefetch_span(const void *from, const void *to)
+{
+	for (const char *p = from; p < (const char *)to; p += 64)
+		PREFETCH(p);
+	PREFETCH(to);
+}
+
+/* The lines of w the writer and the walk's filters read (some forty members). */
 void
 sup_worker_prefetch_record(const struct worker *w)
 {
 	PREFETCH(&w->link);
 	PREFETCH(&w->hb_interval_ms);
-	PREFETCH(&w->uid);
-	PREFETCH(&w->owner);
-	PREFETCH(&w->state);
-	PREFETCH(&w->message);
-	PREFETCH(&w->started_ms);
-	PREFETCH(&w->last_heartbeat_ms);
-	PREFETCH(&w->served);
-	PREFETCH(&w->sampled_ms);
-	PREFETCH(&w->ready_mode);
-	PREFETCH(&w->status);
-	PREFETCH(&w->limits.value[0]);
-	PREFETCH(&w->limits.value[LIMIT_COUNT - 1]);
-	PREFETCH(&w->incarnation);
-	PREFETCH(&w->restart);
-	PREFETCH(&w->text);
+	prefetch_span(&w->uid, &w->last_heartbeat_ms);
+	prefetch_span(&w->served, &w->said_stopping);
+	prefetch_span(&w->limits.value[0], &w->limits.value[LIMIT_COUNT - 1]);
+	prefetch_span(&w->incarnation, &w->text);
 }
 
 /*
  * The lines of w's cached text. Its record must be at hand already (asked
- * for a step of the walk before); the text is not read, as its length would be
- * one more wait: its first TEXT_LINES lines are asked for, about all of
- * it with every field, and asking for lines past its end costs nothing.
+ * for a step of the walk before). The text itself is not read, as its
+ * length would be one more wait: its first TEXT_LINES lines are asked for,
+ * about all of it with every field; asking for lines past its end costs
+ * nothing.
  */
 #define TEXT_LINES 12
 
