@@ -191,27 +191,58 @@ text_begin(struct proto_wbuf *b, const json_t *id)
 	return proto_wbuf_put(b, body, sizeof(body) - 1);
 }
 
+/* How many matched records the walk's chase runs ahead of the one written. */
+#define AHEAD 8
+
 /*
- * Writes up to max of the workers from *next that c may see and q matches.
- * Returns 1 while more remain, 0 at the end, or -errno.
+ * Writes up to max of the workers from *next that c may see and q
+ * matches. Returns 1 while more remain, 0 at the end, or -errno.
+ *
+ * A list walks records the loop has not touched since the last one, so
+ * without help writing each is mostly waiting for memory: the next
+ * record's address (the list's link), then a dozen lines of a record of a
+ * kilobyte and its cached text elsewhere. So the walk's chase runs AHEAD
+ * matched records ahead of the writer, one record a step: it asks for the
+ * lines of the record it will look at next (worker-json.c), and for the
+ * text of one it queues, and each wait overlaps the writing of a record
+ * before instead of adding to it.
  */
 static int
 walk(struct conn *c, const struct list_query *q, struct proto_wbuf *b, size_t *count,
     struct worker **next, unsigned max)
 {
-	struct worker *w = *next;
+	struct worker *chase = *next, *queue[AHEAD];
 	int64_t now = now_ms();
+	unsigned head = 0, queued = 0, written = 0;
 	int r = 0;
 
-	for (unsigned n = 0; w && n < max && r >= 0; w = TAILQ_NEXT(w, link)) {
-		if (!dispatch_may_see(c, w->uid) || !matches(q, w))
-			continue;
+	if (chase)
+		sup_worker_prefetch_record(chase);
+	while (r >= 0) {
+		if (chase && written + queued < max) {
+			struct worker *w = chase;
+
+			chase = TAILQ_NEXT(w, link);
+			if (chase)
+				sup_worker_prefetch_record(chase);
+			if (dispatch_may_see(c, w->uid) && matches(q, w)) {
+				sup_worker_prefetch_text(w);
+				queue[(head + queued++) % AHEAD] = w;
+			}
+			/* Until the queue is full, only the chase. */
+			if (queued < AHEAD && chase && written + queued < max)
+				continue;
+		}
+		if (!queued)
+			break;
 		if (!(*count)++ || (r = proto_wbuf_put(b, ",", 1)) >= 0)
-			r = sup_worker_write(b, w, q->fields, now);
-		n++;
+			r = sup_worker_write(b, queue[head], q->fields, now);
+		head = (head + 1) % AHEAD;
+		queued--;
+		written++;
 	}
-	*next = w;
-	return r < 0 ? r : w != NULL;
+	*next = chase;
+	return r < 0 ? r : chase != NULL;
 }
 
 /*

@@ -668,6 +668,9 @@ json_t *sup_worker_json_fields(struct worker *w, uint64_t mask);
  * ages as of now (now_ms()). Returns 0 or -errno.
  */
 int sup_worker_write(struct proto_wbuf *b, struct worker *w, uint64_t mask, int64_t now);
+/* Hints that w's record, then its cached text, will be written soon (a list's walk). */
+void sup_worker_prefetch_record(const struct worker *w);
+void sup_worker_prefetch_text(const struct worker *w);
 /* Reads w's state, CPU time and memory from /proc into its record. Returns 0 or -errno. */
 int sample_worker(struct worker *w);
 /* The sweep that samples every live worker about once a second. */
