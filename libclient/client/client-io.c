@@ -249,9 +249,10 @@ herd__poll_ms(uint64_t deadline)
 static int
 conn_poll(herd_conn *conn, uint64_t limit)
 {
+	const struct herd__peer_sink *sink = conn->peer.sink; /* set before the first wait */
 	struct pollfd pfd;
 	uint64_t t, ka;
-	int r;
+	int r, ms;
 
 	r = herd_conn_get_timeout(conn, &t);
 	if (r < 0)
@@ -261,10 +262,9 @@ conn_poll(herd_conn *conn, uint64_t limit)
 	pfd = (struct pollfd){ .fd = conn->peer.fd, .events = (short)herd_conn_get_events(conn) };
 	for (;;) {
 		ka = herd__keepalive(conn);
-		r = conn->peer.sink && conn->peer.sink->poll
-		    ? conn->peer.sink->poll(
-		          conn->peer.sink_arg, &pfd, herd__poll_ms(ka < t ? ka : t))
-		    : poll(&pfd, 1, herd__poll_ms(ka < t ? ka : t));
+		ms = herd__poll_ms(ka < t ? ka : t);
+		r = sink && sink->poll ? sink->poll(conn->peer.sink_arg, &pfd, ms)
+		                       : poll(&pfd, 1, ms);
 		if (r < 0)
 			return -errno;
 		if (r > 0 || ka >= t || herd__now_usec() >= t)
