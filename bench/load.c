@@ -275,7 +275,8 @@ on_line(struct conn *c, const char *line, size_t len)
 	id = json_is_integer(idv) ? (uint64_t)json_integer_value(idv) : 0;
 	s = &c->ring[id % RING];
 	if (!id || s->id != id) {
-		fprintf(stderr, "herd-load: reply to an id not in flight: %.200s\n", line);
+		fprintf(stderr, "herd-load: reply to an id not in flight: %.*s\n",
+		    bench_cut(line, len, 200), line);
 		unknown++;
 	} else {
 		on_reply(c, s, msg, bench_now_ns());
@@ -1104,8 +1105,8 @@ list_once(struct conn *c, json_t *fields, int workers, uint64_t *window, uint64_
 	reply = json_loadb(c->in, (size_t)(nl - c->in), 0, &err);
 	list = json_object_get(json_object_get(reply, "result"), "workers");
 	if (!json_is_array(list) || json_array_size(list) != (size_t)workers) {
-		fprintf(stderr, "herd-load: a list of %d workers came back as: %.200s\n", workers,
-		    c->in);
+		fprintf(stderr, "herd-load: a list of %d workers came back as: %.*s\n", workers,
+		    bench_cut(c->in, len, 200), c->in);
 		exit(1);
 	}
 	json_decref(reply);

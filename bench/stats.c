@@ -84,6 +84,16 @@ bench_report_value(const char *figure, const char *variant, double value, const 
 	fflush(stdout);
 }
 
+int
+bench_cut(const char *s, size_t len, size_t max)
+{
+	if (len <= max)
+		return (int)len;
+	while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+		max--;
+	return (int)max;
+}
+
 /*
  * The mode argv names in modes (ending in a row without name), if it has
  * enough arguments; else NULL after printing the usage text on stderr.

@@ -28,6 +28,8 @@ uint64_t samples_pct(struct samples *s, double p);
 void samples_report(struct samples *s, const char *figure, const char *variant);
 /* Prints {"figure":..., "variant":..., "value":..., "unit":...}. */
 void bench_report_value(const char *figure, const char *variant, double value, const char *unit);
+/* How much of s (len bytes) a message quotes, at most max: never cut inside a UTF-8 character. */
+int bench_cut(const char *s, size_t len, size_t max);
 
 /* Raises RLIMIT_NOFILE's soft limit to the hard one (a thousand connections or workers). */
 void bench_raise_fd_limit(void);
