@@ -247,9 +247,14 @@ if lr:
     idle, busy = load.get(("load_spawn_ready", "idle")), load.get(("load_spawn_ready", "under_load"))
     if idle and busy:
         for p in ("p50", "p99"):
-            row(f"load: spawn-to-ready {p} under load vs idle", all_cpus, busy[p + "_us"],
-                idle[p + "_us"], "us", "≤ 2x" if p == "p99" else "",
+            row(f"load: spawn-to-ready {p} under load vs idle (same spawns/s)", all_cpus,
+                busy[p + "_us"], idle[p + "_us"], "us", "≤ 2x" if p == "p99" else "",
                 le(2.0) if p == "p99" else None)
+    warm = load.get(("load_spawn_ready", "idle_back_to_back"))
+    if warm:
+        for p in ("p50", "p99"):
+            row(f"load: spawn-to-ready {p}, idle, back to back", all_cpus, warm[p + "_us"], None,
+                "us")
     mk = load.get(("load_master_kill", "to_last_worker_exit"))
     if mk and mk["n"]:
         row("load: master SIGKILL → its workers exited, p50", all_cpus, mk["p50_us"], None, "us")
