@@ -288,6 +288,18 @@ on_line(struct conn *c, const char *line, size_t len)
 	json_decref(msg);
 }
 
+/* At least 64 KiB free in c's input buffer past its first used bytes. */
+static void
+conn_room(struct conn *c, size_t used)
+{
+	if (c->in_cap - used >= 65536)
+		return;
+	c->in_cap = c->in_cap ? c->in_cap * 2 : 131072;
+	c->in = realloc(c->in, c->in_cap);
+	if (!c->in)
+		die("realloc");
+}
+
 /* Reads what herdd sent on c. Returns false at EOF. */
 static bool
 conn_read(struct conn *c)
@@ -297,12 +309,7 @@ conn_read(struct conn *c)
 		size_t start = 0;
 		char *nl;
 
-		if (c->in_cap - c->in_len < 65536) {
-			c->in_cap = c->in_cap ? c->in_cap * 2 : 131072;
-			c->in = realloc(c->in, c->in_cap);
-			if (!c->in)
-				die("realloc");
-		}
+		conn_room(c, c->in_len);
 		n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -1108,11 +1115,7 @@ list_once(struct conn *c, json_t *fields, int workers, uint64_t *window, uint64_
 		struct pollfd p = { .fd = c->fd, .events = POLLIN };
 		ssize_t n;
 
-		if (c->in_cap - len < 65536) {
-			c->in_cap = c->in_cap ? c->in_cap * 2 : 131072;
-			if (!(c->in = realloc(c->in, c->in_cap)))
-				die("realloc");
-		}
+		conn_room(c, len);
 		n = recv(c->fd, c->in + len, c->in_cap - len, MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
 			if (poll(&p, 1, 10000) == 0) {
