@@ -74,6 +74,13 @@ bool ht_pid_is_zombie(pid_t pid);
  */
 int ht_wait_pid_gone(pid_t pid, int timeout_ms);
 /*
+ * Rechecks /proc every millisecond until still(pid) is false or the deadline
+ * passes: for what raises no event (a reap by another process, any exit under
+ * valgrind, which has no pidfd_open, a process's start-up). Returns 0 or
+ * -ETIMEDOUT.
+ */
+int ht_wait_pid_while(pid_t pid, bool (*still)(pid_t pid), int timeout_ms);
+/*
  * Waits until pid has exited and been reaped by its parent (no /proc entry).
  * Exit is awaited on a pidfd; reaping by another process has no event, so
  * after the exit this rechecks /proc every millisecond until the deadline.

@@ -375,11 +375,6 @@ ht_pid_is_zombie(pid_t pid)
 	return ht_pid_state(pid) == 'Z';
 }
 
-/*
- * Rechecks /proc every millisecond until still(pid) is false or the deadline
- * passes: for what raises no event (a reap by another process, any exit under
- * valgrind, which has no pidfd_open). Returns 0 or -ETIMEDOUT.
- */
 static int
 proc_wait(pid_t pid, bool (*still)(pid_t pid), int64_t deadline)
 {
@@ -391,6 +386,12 @@ proc_wait(pid_t pid, bool (*still)(pid_t pid), int64_t deadline)
 		nanosleep(&ms, NULL);
 	}
 	return 0;
+}
+
+int
+ht_wait_pid_while(pid_t pid, bool (*still)(pid_t pid), int timeout_ms)
+{
+	return proc_wait(pid, still, ht_now_ms() + timeout_ms);
 }
 
 static bool
