@@ -6,7 +6,8 @@
 # Where each other README command is run:
 #   ./tests/run-all.sh, ./tests/setup-debian.sh   .ci/run, and run-all.sh itself
 #   herdd --socket ..., the socat session          tests/spec (spec-samples)
-#   herdctl list/inspect/logs/call/watch/spawn/... test-sup-herdctl
+#   herdctl list/inspect/logs/call/watch/spawn/... test-sup-herdctl (list's filters:
+#                                                  test-herdd-load)
 #   meson install, cc ... $(pkg-config ...)        tests/install (install-pkgconfig,
 #                                                  with DESTDIR: no system change)
 #   herdctl --socket ssh://..., sbatch map.sbatch  tests/remote (run-remote.sh, on
